@@ -1,0 +1,14 @@
+package pipeline
+
+import "errors"
+
+// ErrFull is returned (wrapped) by [Log.Append] when the log cannot take more
+// events, for example because its disk is full. Nothing of the call was
+// written; ingest answers 503 with Retry-After and the sender tries again.
+var ErrFull = errors.New("event log is full")
+
+// ErrClosed is returned (wrapped) by a [Log] or [Queue] used after Close.
+var ErrClosed = errors.New("event log is closed")
+
+// ErrNotFound is returned (wrapped) when an event id is not in the log.
+var ErrNotFound = errors.New("event not found")

@@ -1,0 +1,181 @@
+// Package pipeline holds the domain types of pipelined and the interfaces
+// between its parts: an [Event] as received, the [Entry] that the writer
+// appends to the [Log], and the per-sink [Queue] that a dispatcher drains.
+//
+// Implementations live in subpackages named for what they wrap (badgerlog,
+// memlog); daemon wires them together. This package imports only the standard
+// library.
+package pipeline
+
+import (
+	"context"
+	"time"
+)
+
+// Event is one webhook request as it was accepted. It never changes after
+// it is appended: redeliveries and replays carry the same ID (P3).
+type Event struct {
+	// ID identifies the event for life; sinks use it to be idempotent.
+	ID string
+	// Source is the name of the [[source]] that received it.
+	Source string
+	// ReceivedAt is when the request was read, in UTC.
+	ReceivedAt time.Time
+	// Headers are the request headers with lower-case names, without the
+	// ones that carry credentials (Authorization, Cookie).
+	Headers map[string]string
+	// Body is the request body exactly as received: valid JSON.
+	Body []byte
+	// Auth says what verified the request ("none" when nothing did), so a
+	// later replay need not check again.
+	Auth string
+}
+
+// Target is one sink that an event is routed to, with what the route made of it.
+type Target struct {
+	// Sink is the name of the [[sink]].
+	Sink string
+	// Route is the name of the [[route]] that chose the sink.
+	Route string
+	// Payload is the JSON the route's transform built; nil means the
+	// event's Body is delivered as it is.
+	Payload []byte
+	// Err, when not empty, says why the route's transform failed; the log
+	// then puts the event straight into the sink's dead-letter queue with
+	// this error, so it is kept and visible instead of lost.
+	Err string
+}
+
+// Entry is what the writer appends: an event, its dedup key and its routing.
+type Entry struct {
+	Event Event
+	// DedupKey, when not empty, makes the entry a duplicate of an earlier
+	// entry of the same source with the same key appended less than
+	// DedupWindow ago, or earlier in the same Append call.
+	DedupKey    string
+	DedupWindow time.Duration
+	// Targets lists each sink the event goes to, at most once per sink.
+	Targets []Target
+}
+
+// Appended is the log's answer for one [Entry].
+type Appended struct {
+	// ID is the event's id: the entry's own, or the first event's when
+	// Duplicate is true.
+	ID string
+	// Duplicate reports that the entry was absorbed by an earlier one with
+	// the same dedup key (P4); nothing was written for it.
+	Duplicate bool
+}
+
+// Log is the durable event log with one delivery queue per sink.
+//
+// The contract is written so that a replicated stream (NATS JetStream) can
+// implement it as well as an embedded store: appends are atomic per call and
+// durable when Append returns, queues are read in log order and settled per
+// entry. The suite in package logtest checks every implementation.
+type Log interface {
+	// Append writes entries atomically and durably: when it returns nil,
+	// every event, its dedup key and its queue entries survive a crash
+	// (P1). It returns one Appended per entry, in order. Entries that are
+	// duplicates (see [Entry.DedupKey]) are not written. Append may be
+	// called from one goroutine at a time; the writer owns it. It returns
+	// an error wrapping [ErrFull] when the log cannot take more (disk
+	// full), and then nothing of the call was written.
+	Append(ctx context.Context, entries []Entry) ([]Appended, error)
+
+	// Queue returns the delivery queue of the named sink. Queues exist
+	// implicitly: one that was never appended to is empty. There is one
+	// consumer per queue per process.
+	Queue(sink string) Queue
+
+	// Event returns the event with the given id, or an error wrapping
+	// [ErrNotFound].
+	Event(ctx context.Context, id string) (Event, error)
+
+	// Close releases the log. Appends and queue calls after Close return
+	// [ErrClosed].
+	Close() error
+}
+
+// Delivery is one queue entry handed to a dispatcher.
+type Delivery struct {
+	// Seq is the event's position in the log. Smaller is older.
+	Seq uint64
+	// Event is the event itself.
+	Event Event
+	// Route and Payload are the Target's.
+	Route   string
+	Payload []byte
+	// Attempt counts deliveries of this entry to its sink, starting at 1.
+	Attempt int
+	// LastError is the error of the previous attempt, if any.
+	LastError string
+}
+
+// Outcome is what a dispatcher decided for one [Delivery].
+type Outcome int
+
+// The outcomes of a delivery.
+const (
+	// Ack removes the entry from the queue: the sink has it.
+	Ack Outcome = iota + 1
+	// Retry keeps the entry and makes it ready again at Settlement.RetryAt.
+	Retry
+	// Dead moves the entry to the sink's dead-letter queue with Settlement.Err.
+	Dead
+)
+
+// Settlement settles one delivered entry.
+type Settlement struct {
+	Seq     uint64
+	Outcome Outcome
+	// RetryAt is when a retried entry becomes ready again.
+	RetryAt time.Time
+	// Err is the error of this attempt (for Retry and Dead).
+	Err string
+}
+
+// Queue is one sink's delivery queue: entries in log order, retries that
+// become ready at their time, and a dead-letter queue (P2).
+type Queue interface {
+	// Fetch returns up to max ready entries: due retries first, then new
+	// entries in log order. It waits until at least one is ready or ctx is
+	// done, and then returns ctx's error. Fetched entries are leased to the
+	// caller: Fetch does not return them again until they are settled as
+	// Retry, and after a restart unsettled entries are ready again.
+	Fetch(ctx context.Context, max int) ([]Delivery, error)
+
+	// Settle records the outcome of fetched entries, atomically for the
+	// whole call.
+	Settle(ctx context.Context, s []Settlement) error
+
+	// Stats counts the queue's entries.
+	Stats(ctx context.Context) (QueueStats, error)
+
+	// DeadLetters lists up to limit dead-letter entries with Seq > after,
+	// in log order.
+	DeadLetters(ctx context.Context, after uint64, limit int) ([]DeadLetter, error)
+}
+
+// QueueStats counts one queue's entries.
+type QueueStats struct {
+	// Ready counts entries waiting for their first delivery or leased.
+	Ready int
+	// Retrying counts entries waiting for a retry.
+	Retrying int
+	// Dead counts dead-letter entries.
+	Dead int
+}
+
+// DeadLetter is an entry in a sink's dead-letter queue.
+type DeadLetter struct {
+	Seq      uint64
+	Event    Event
+	Route    string
+	Payload  []byte
+	Attempts int
+	// Err is the last error; FailedAt when it happened.
+	Err      string
+	FailedAt time.Time
+}

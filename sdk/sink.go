@@ -1,0 +1,183 @@
+// Package sdk is all a sink plugin author imports to write a sink for
+// pipelined: implement [Sink], call [Serve] from main, build a binary named
+// pipelined-sink-<name>.
+//
+// A minimal sink:
+//
+//	type stdoutSink struct{}
+//
+//	func (stdoutSink) Configure(ctx context.Context, raw json.RawMessage) error { return nil }
+//
+//	func (stdoutSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+//		results := make([]sdk.Result, len(batch))
+//		for i, ev := range batch {
+//			results[i] = sdk.Delivered()
+//			_ = ev // write ev.Payload() somewhere
+//		}
+//		return results, nil
+//	}
+//
+//	func main() { sdk.Serve(stdoutSink{}) }
+//
+// The host (pipelined) runs each plugin as its own process and talks to it
+// over gRPC with hashicorp/go-plugin; package sinktest runs a sink through the
+// same protocol inside an ordinary go test.
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sink is what a plugin implements.
+//
+// The host calls Configure once, then Deliver any number of times, never two
+// calls at once: a sink needs no locking for its own calls. If the sink also
+// implements [Closer], Close is called last.
+type Sink interface {
+	// Configure receives the sink's `config` table from pipeline.toml as a
+	// JSON object ("{}" when there is none). It sets defaults, decodes
+	// (see [DecodeConfig]) and validates, and returns an error that says
+	// which key is wrong and how to fix it. It must be cheap and have no
+	// side effects: `pipelined check` calls it too. Open files and
+	// connections lazily, in the first Deliver. ctx limits this call only.
+	Configure(ctx context.Context, config json.RawMessage) error
+
+	// Deliver hands over a batch of events in log order. It returns one
+	// [Result] per event, in the same order; a nil slice with a nil error
+	// means every event was delivered. A non-nil error means the whole
+	// batch failed for a reason that may pass (the host retries it with
+	// backoff). Answer [Delivered] only once the event is durable on the
+	// sink's side: the host then forgets it. Events can arrive again
+	// (at-least-once delivery); Event.ID is stable, use it to be
+	// idempotent. ctx is cancelled when the host gives up on the call.
+	Deliver(ctx context.Context, batch []Event) ([]Result, error)
+}
+
+// Closer is implemented by sinks that hold resources (files, connections).
+// Close is called once when the host stops the plugin, after the last
+// Deliver returned; it should flush and release them before ctx expires.
+type Closer interface {
+	Close(ctx context.Context) error
+}
+
+// Event is one event delivered to a sink.
+type Event struct {
+	// ID identifies the event for life; redeliveries carry the same ID.
+	ID string
+	// Source is the name of the source that received the webhook.
+	Source string
+	// Route is the name of the route that sent the event to this sink.
+	Route string
+	// ReceivedAt is when pipelined accepted the request.
+	ReceivedAt time.Time
+	// Headers are the request headers, lower-case names, credentials removed.
+	Headers map[string]string
+	// Body is the webhook body exactly as received (JSON).
+	Body json.RawMessage
+	// Transformed is what the route's transform built (JSON), or nil when
+	// the route has no transform.
+	Transformed json.RawMessage
+	// Attempt counts deliveries of this event to this sink, from 1.
+	Attempt int
+}
+
+// Payload returns what the route wants delivered: the transform's output
+// when the route has one, else the body.
+func (e Event) Payload() json.RawMessage {
+	if e.Transformed != nil {
+		return e.Transformed
+	}
+	return e.Body
+}
+
+// Result is a sink's answer for one event. Make one with [Delivered],
+// [Retry] or [Permanent]; the zero Result is not a valid answer.
+type Result struct {
+	outcome outcome
+	after   time.Duration
+	err     error
+}
+
+type outcome uint8
+
+const (
+	outcomeNone outcome = iota
+	outcomeDelivered
+	outcomeRetry
+	outcomePermanent
+)
+
+// Delivered reports that the event is durably stored by the sink.
+func Delivered() Result { return Result{outcome: outcomeDelivered} }
+
+// Retry reports a failure that may pass: the host delivers the event again
+// after the given delay, or after its own backoff when after is 0, until the
+// sink's max_attempts is reached.
+func Retry(after time.Duration, err error) Result {
+	if after < 0 {
+		after = 0
+	}
+	return Result{outcome: outcomeRetry, after: after, err: err}
+}
+
+// Permanent reports a failure that will not pass by retrying (a rejected
+// payload, say): the event goes to the sink's dead-letter queue with err.
+func Permanent(err error) Result { return Result{outcome: outcomePermanent, err: err} }
+
+// IsDelivered reports whether r is [Delivered].
+func (r Result) IsDelivered() bool { return r.outcome == outcomeDelivered }
+
+// IsRetry reports whether r is a [Retry], and the delay it asks for.
+func (r Result) IsRetry() (after time.Duration, ok bool) { return r.after, r.outcome == outcomeRetry }
+
+// IsPermanent reports whether r is [Permanent].
+func (r Result) IsPermanent() bool { return r.outcome == outcomePermanent }
+
+// Err returns the error of a failed result, nil for [Delivered].
+func (r Result) Err() error { return r.err }
+
+// String describes the result for logs and test failures.
+func (r Result) String() string {
+	switch r.outcome {
+	case outcomeDelivered:
+		return "delivered"
+	case outcomeRetry:
+		if r.after > 0 {
+			return fmt.Sprintf("retry after %v: %v", r.after, r.err)
+		}
+		return fmt.Sprintf("retry: %v", r.err)
+	case outcomePermanent:
+		return fmt.Sprintf("permanent: %v", r.err)
+	}
+	return "invalid result (zero Result)"
+}
+
+// DecodeConfig decodes a sink's config into v strictly: a key that v has no
+// field for is an error that names the key, so a typo in pipeline.toml is
+// caught by `pipelined check` instead of silently ignored. Set v's defaults
+// before calling it.
+func DecodeConfig(config json.RawMessage, v any) error {
+	if len(bytes.TrimSpace(config)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(config))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return fmt.Errorf("config key %q: want %v, got %s", te.Field, te.Type, te.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return fmt.Errorf("unknown config key %s: check its spelling against the sink's documentation",
+				strings.TrimPrefix(err.Error(), "json: unknown field "))
+		}
+		return fmt.Errorf("decode config: %w", err)
+	}
+	return nil
+}

@@ -12,3 +12,8 @@ var ErrClosed = errors.New("event log is closed")
 
 // ErrNotFound is returned (wrapped) when an event id is not in the log.
 var ErrNotFound = errors.New("event not found")
+
+// ErrTooBig is returned (wrapped) by [Log.Append] when the entries of one
+// call do not fit in one atomic write; nothing was written, and the caller
+// splits them and appends each part.
+var ErrTooBig = errors.New("append too big for one atomic write")

@@ -38,7 +38,9 @@ func (s *server) Deliver(ctx context.Context, req *pb.DeliverRequest) (*pb.Deliv
 	}
 	results, err := s.impl.Deliver(ctx, batch)
 	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
+		// Aborted, not Unavailable: the host tells a sink's own batch
+		// error from a broken connection by the code.
+		return nil, status.Error(codes.Aborted, err.Error())
 	}
 	resp := &pb.DeliverResponse{Results: make([]*pb.Result, len(batch))}
 	if results == nil {
@@ -117,10 +119,8 @@ func wireError(err error) error {
 		return err
 	}
 	switch st.Code() {
-	case codes.InvalidArgument, codes.Internal:
+	case codes.InvalidArgument, codes.Internal, codes.Aborted:
 		return errors.New(st.Message())
-	case codes.Unavailable:
-		return fmt.Errorf("%s", st.Message())
 	}
 	return err
 }

@@ -1,0 +1,47 @@
+# pipelined — build, run and test. `make help` lists the targets.
+
+GO      ?= go
+BIN     ?= bin
+PLUGINS := archive
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build run test test-short vet proto help clean
+
+all: build
+
+help:
+	@echo "make build   build bin/pipelined and bin/pipelined-sink-<name> for every plugin"
+	@echo "make run     build, then run the daemon on ./pipeline.toml (no outside service needed)"
+	@echo "make test    go vet, then every test with the race detector, end-to-end tests included"
+	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)"
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pipelined ./cmd/pipelined
+	@for p in $(PLUGINS); do echo "$(GO) build -o $(BIN)/pipelined-sink-$$p ./plugins/$$p"; \
+		$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pipelined-sink-$$p ./plugins/$$p || exit 1; done
+
+run: build
+	$(BIN)/pipelined serve -c pipeline.toml
+
+vet:
+	$(GO) vet ./...
+
+test: vet
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# The generated code is checked in, so building needs no protoc.
+# Debian: apt-get install protobuf-compiler; then
+# go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+# go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+proto:
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative sdk/proto/sink.proto
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
+		pipeline/internal/logpb/record.proto
+
+clean:
+	rm -rf $(BIN)

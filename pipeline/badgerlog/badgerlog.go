@@ -1,0 +1,402 @@
+// Package badgerlog is the embedded, durable [pipeline.Log] of pipelined, on
+// Badger v4.
+//
+// # Key layout
+//
+//	m/next                         next sequence number (BE uint64), written with every append
+//	e/<seq>                        event record (logpb.Event), seq = 8-byte big-endian
+//	i/<id>                         seq of the event with that id
+//	d/<source>\x00<dedup key>      id of the first event with that key; Badger TTL = the dedup window
+//	q/<sink>/<seq>                 ready entry (logpb.Target), in log order
+//	r/<sink>/<due><seq>            retry entry, due = 8-byte BE unix nanoseconds
+//	x/<sink>/<seq>                 dead-letter entry
+//
+// Sink names cannot contain '/', so one sink's prefix never covers another's.
+//
+// # Durability
+//
+// The database runs with SyncWrites: a commit returns only after Badger has
+// synced its value log and memtable WAL, so an Append that returned nil is
+// on disk (P1). One Append is one transaction, however many entries it
+// holds; the writer makes it big (group commit). Every other write (settling
+// a batch, retention) is one transaction too. See notes/PERFORMANCE.md for
+// why "commit, then db.Sync()" is not durable on Badger.
+package badgerlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/internal/logpb"
+)
+
+// Options configures [Open]. The zero value (or nil) means the defaults.
+type Options struct {
+	// Logger receives Badger's own messages (Info as Debug) and the log's.
+	Logger *slog.Logger
+	// Retention is how long events are kept after they are received,
+	// at least; an event still in some queue or dead-letter queue is kept
+	// longer (P6). Zero means 7 days.
+	Retention time.Duration
+	// MaintenanceInterval is how often retention and value-log garbage
+	// collection run. Zero means 1 minute.
+	MaintenanceInterval time.Duration
+	// MemTableSize is Badger's memtable size; it bounds one Append at
+	// about 15% of it. Zero means 16 MiB.
+	MemTableSize int64
+}
+
+// DB is a [pipeline.Log] in one Badger directory.
+type DB struct {
+	db   *badger.DB
+	log  *slog.Logger
+	opts Options
+
+	mu     sync.Mutex
+	next   uint64 // next sequence number; only Append changes it
+	queues map[string]*queue
+	closed chan struct{}
+	wg     sync.WaitGroup
+}
+
+var _ pipeline.Log = (*DB)(nil)
+
+// Open opens (creating it if needed) the log in dir. Only one process can
+// have it open: a second one gets an error naming the directory.
+func Open(dir string, o *Options) (*DB, error) {
+	var opts Options
+	if o != nil {
+		opts = *o
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = 7 * 24 * time.Hour
+	}
+	if opts.MaintenanceInterval <= 0 {
+		opts.MaintenanceInterval = time.Minute
+	}
+	if opts.MemTableSize <= 0 {
+		opts.MemTableSize = 16 << 20
+	}
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithDetectConflicts(false). // one writer per keyspace: see the package doc
+		WithLogger(badgerLogger{opts.Logger}).
+		WithMetricsEnabled(false).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(64 << 10).
+		WithNumCompactors(2).
+		WithCompression(options.Snappy)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open event log %s: %w", dir, err)
+	}
+	l := &DB{db: db, log: opts.Logger, opts: opts, queues: map[string]*queue{}, closed: make(chan struct{})}
+	if err := l.loadNext(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	l.wg.Add(1)
+	go l.maintain()
+	return l, nil
+}
+
+// Key prefixes; see the package doc.
+var (
+	keyNext   = []byte("m/next")
+	preEvent  = []byte("e/")
+	preIndex  = []byte("i/")
+	preDedup  = []byte("d/")
+	preReady  = []byte("q/")
+	preRetry  = []byte("r/")
+	preDead   = []byte("x/")
+	sepSource = byte(0)
+)
+
+func seqBytes(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func eventKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), preEvent...), seq)
+}
+
+func indexKey(id string) []byte { return append(append([]byte(nil), preIndex...), id...) }
+
+func dedupKey(source, key string) []byte {
+	b := append(append([]byte(nil), preDedup...), source...)
+	return append(append(b, sepSource), key...)
+}
+
+func sinkPrefix(pre []byte, sink string) []byte {
+	return append(append(append([]byte(nil), pre...), sink...), '/')
+}
+
+func readyKey(sink string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(sinkPrefix(preReady, sink), seq)
+}
+
+func deadKey(sink string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(sinkPrefix(preDead, sink), seq)
+}
+
+func retryKey(sink string, due time.Time, seq uint64) []byte {
+	b := binary.BigEndian.AppendUint64(sinkPrefix(preRetry, sink), uint64(due.UnixNano()))
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+// loadNext reads the next sequence number, or derives it from the newest
+// event of a log that has none.
+func (l *DB) loadNext() error {
+	return l.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyNext)
+		if err == nil {
+			return item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("event log: corrupt %s (%d bytes)", keyNext, len(v))
+				}
+				l.next = binary.BigEndian.Uint64(v)
+				return nil
+			})
+		}
+		if !errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("read %s: %w", keyNext, err)
+		}
+		l.next = 1
+		return nil
+	})
+}
+
+// Append implements [pipeline.Log].
+func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.Appended, error) {
+	if err := l.checkOpen(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]pipeline.Appended, len(entries))
+	txn := l.db.NewTransaction(true)
+	defer txn.Discard()
+
+	next := l.next
+	now := time.Now().UnixNano()
+	touched := map[string]bool{}
+	for i := range entries {
+		e := &entries[i]
+		if e.DedupKey != "" {
+			dk := dedupKey(e.Event.Source, e.DedupKey)
+			item, err := txn.Get(dk)
+			switch {
+			case err == nil:
+				id, err := item.ValueCopy(nil)
+				if err != nil {
+					return nil, fmt.Errorf("read dedup key: %w", err)
+				}
+				out[i] = pipeline.Appended{ID: string(id), Duplicate: true}
+				continue
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return nil, fmt.Errorf("read dedup key: %w", err)
+			}
+			ent := badger.NewEntry(dk, []byte(e.Event.ID))
+			if e.DedupWindow > 0 {
+				ent = ent.WithTTL(e.DedupWindow)
+			}
+			if err := txn.SetEntry(ent); err != nil {
+				return nil, l.writeErr(err)
+			}
+		}
+		seq := next
+		next++
+		rec := eventRecord(&e.Event, e.Targets)
+		v, err := proto.Marshal(rec)
+		if err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		if err := txn.Set(eventKey(seq), v); err != nil {
+			return nil, l.writeErr(err)
+		}
+		if err := txn.Set(indexKey(e.Event.ID), seqBytes(seq)); err != nil {
+			return nil, l.writeErr(err)
+		}
+		for _, t := range e.Targets {
+			tr := &logpb.Target{Route: t.Route, Payload: t.Payload}
+			key := readyKey(t.Sink, seq)
+			if t.Err != "" {
+				tr.LastError = t.Err
+				tr.FailedAtUnixNano = now
+				key = deadKey(t.Sink, seq)
+			}
+			tv, err := proto.Marshal(tr)
+			if err != nil {
+				return nil, fmt.Errorf("encode queue entry: %w", err)
+			}
+			if err := txn.Set(key, tv); err != nil {
+				return nil, l.writeErr(err)
+			}
+			touched[t.Sink] = true
+		}
+		out[i] = pipeline.Appended{ID: e.Event.ID}
+	}
+	if next != l.next {
+		if err := txn.Set(keyNext, seqBytes(next)); err != nil {
+			return nil, l.writeErr(err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return nil, l.writeErr(err)
+	}
+	l.mu.Lock()
+	l.next = next
+	for sink := range touched {
+		if q, ok := l.queues[sink]; ok {
+			q.wake()
+		}
+	}
+	l.mu.Unlock()
+	return out, nil
+}
+
+func (l *DB) writeErr(err error) error {
+	switch {
+	case errors.Is(err, badger.ErrTxnTooBig):
+		return fmt.Errorf("%w: %w", pipeline.ErrTooBig, err)
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("%w: %w", pipeline.ErrFull, err)
+	case errors.Is(err, badger.ErrBlockedWrites), errors.Is(err, badger.ErrDBClosed):
+		return fmt.Errorf("%w: %w", pipeline.ErrClosed, err)
+	}
+	return fmt.Errorf("write event log: %w", err)
+}
+
+func (l *DB) checkOpen() error {
+	select {
+	case <-l.closed:
+		return pipeline.ErrClosed
+	default:
+		return nil
+	}
+}
+
+func eventRecord(ev *pipeline.Event, targets []pipeline.Target) *logpb.Event {
+	rec := &logpb.Event{
+		Id:                 ev.ID,
+		Source:             ev.Source,
+		ReceivedAtUnixNano: ev.ReceivedAt.UnixNano(),
+		Headers:            ev.Headers,
+		Body:               ev.Body,
+		Auth:               ev.Auth,
+	}
+	if len(targets) > 0 {
+		rec.Sinks = make([]string, len(targets))
+		for i, t := range targets {
+			rec.Sinks[i] = t.Sink
+		}
+	}
+	return rec
+}
+
+func eventFromRecord(rec *logpb.Event) pipeline.Event {
+	return pipeline.Event{
+		ID:         rec.GetId(),
+		Source:     rec.GetSource(),
+		ReceivedAt: time.Unix(0, rec.GetReceivedAtUnixNano()).UTC(),
+		Headers:    rec.GetHeaders(),
+		Body:       rec.GetBody(),
+		Auth:       rec.GetAuth(),
+	}
+}
+
+// readEvent reads the event at seq inside txn.
+func readEvent(txn *badger.Txn, seq uint64) (*logpb.Event, error) {
+	item, err := txn.Get(eventKey(seq))
+	if err != nil {
+		return nil, err
+	}
+	rec := &logpb.Event{}
+	err = item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) })
+	if err != nil {
+		return nil, fmt.Errorf("decode event %d: %w", seq, err)
+	}
+	return rec, nil
+}
+
+// Event implements [pipeline.Log].
+func (l *DB) Event(ctx context.Context, id string) (pipeline.Event, error) {
+	if err := l.checkOpen(); err != nil {
+		return pipeline.Event{}, err
+	}
+	var ev pipeline.Event
+	err := l.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(indexKey(id))
+		if err != nil {
+			return err
+		}
+		sv, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if len(sv) != 8 {
+			return fmt.Errorf("corrupt index entry for %s", id)
+		}
+		rec, err := readEvent(txn, binary.BigEndian.Uint64(sv))
+		if err != nil {
+			return err
+		}
+		ev = eventFromRecord(rec)
+		return nil
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ev, fmt.Errorf("event %s: %w", id, pipeline.ErrNotFound)
+	}
+	return ev, err
+}
+
+// Queue implements [pipeline.Log]. It returns the same queue for the same
+// name, so its in-memory leases are shared by every caller in the process.
+func (l *DB) Queue(sink string) pipeline.Queue {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q, ok := l.queues[sink]
+	if !ok {
+		q = newQueue(l, sink)
+		l.queues[sink] = q
+	}
+	return q
+}
+
+// Close implements [pipeline.Log]: it stops maintenance and closes Badger,
+// which flushes its memtables.
+func (l *DB) Close() error {
+	l.mu.Lock()
+	select {
+	case <-l.closed:
+		l.mu.Unlock()
+		return nil
+	default:
+	}
+	close(l.closed)
+	l.mu.Unlock()
+	l.wg.Wait()
+	if err := l.db.Close(); err != nil {
+		return fmt.Errorf("close event log: %w", err)
+	}
+	return nil
+}

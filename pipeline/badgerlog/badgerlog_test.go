@@ -1,0 +1,101 @@
+package badgerlog_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/logtest"
+)
+
+func open(t *testing.T, dir string) *badgerlog.DB {
+	t.Helper()
+	db, err := badgerlog.Open(dir, nil)
+	if err != nil {
+		t.Fatalf("Open(%s) = %v", dir, err)
+	}
+	return db
+}
+
+func TestContract(t *testing.T) {
+	logtest.Run(t, func(t *testing.T) pipeline.Log {
+		db := open(t, t.TempDir())
+		t.Cleanup(func() { db.Close() })
+		return db
+	})
+}
+
+func TestDurable(t *testing.T) {
+	logtest.RunDurable(t, func(t *testing.T, dir string) pipeline.Log {
+		return open(t, dir)
+	})
+}
+
+func TestSecondOpenIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir)
+	defer db.Close()
+	if _, err := badgerlog.Open(dir, nil); err == nil {
+		t.Fatalf("second Open(%s) = nil, want an error: the directory is in use", dir)
+	}
+}
+
+func TestPruneKeepsWhatIsStillQueued(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, t.TempDir())
+	defer db.Close()
+	old := time.Now().Add(-48 * time.Hour)
+	mk := func(id string, sinks ...string) pipeline.Entry {
+		e := pipeline.Entry{Event: pipeline.Event{ID: id, Source: "s", ReceivedAt: old, Body: []byte(`{}`)}}
+		for _, s := range sinks {
+			e.Targets = append(e.Targets, pipeline.Target{Sink: s, Route: "r"})
+		}
+		return e
+	}
+	_, err := db.Append(ctx, []pipeline.Entry{
+		mk("unrouted"), mk("acked", "a"), mk("queued", "a"), mk("retrying", "a"), mk("dead", "a"), mk("two-sinks", "a", "b"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := db.Queue("a")
+	got, err := q.Fetch(ctx, 10)
+	if err != nil || len(got) != 5 {
+		t.Fatalf("Fetch = %d entries, %v; want 5", len(got), err)
+	}
+	byID := map[string]uint64{}
+	for _, d := range got {
+		byID[d.Event.ID] = d.Seq
+	}
+	err = q.Settle(ctx, []pipeline.Settlement{
+		{Seq: byID["acked"], Outcome: pipeline.Ack},
+		{Seq: byID["retrying"], Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "later"},
+		{Seq: byID["dead"], Outcome: pipeline.Dead, Err: "no"},
+		{Seq: byID["two-sinks"], Outcome: pipeline.Ack}, // still queued for b
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "queued" stays leased, not settled: still in a's queue.
+
+	n, err := db.Prune(time.Now().Add(-24 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("Prune removed %d events, want 2 (unrouted, acked)", n)
+	}
+	for id, wantKept := range map[string]bool{
+		"unrouted": false, "acked": false, "queued": true, "retrying": true, "dead": true, "two-sinks": true,
+	} {
+		_, err := db.Event(ctx, id)
+		if kept := err == nil; kept != wantKept {
+			t.Errorf("after Prune, Event(%s) err = %v; want kept=%v", id, err, wantKept)
+		}
+	}
+	if n, _ := db.Prune(old.Add(-time.Hour)); n != 0 {
+		t.Errorf("Prune with a cutoff before every event removed %d, want 0", n)
+	}
+}

@@ -1,0 +1,146 @@
+package badgerlog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipelined/pipelined/pipeline/internal/logpb"
+)
+
+// maintain runs retention and value-log garbage collection until Close.
+func (l *DB) maintain() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.opts.MaintenanceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.closed:
+			return
+		case <-t.C:
+		}
+		if n, err := l.Prune(time.Now().Add(-l.opts.Retention)); err != nil {
+			l.log.Error("retention failed", "err", err)
+		} else if n > 0 {
+			l.log.Debug("retention removed old events", "events", n)
+		}
+		for l.checkOpen() == nil && l.db.RunValueLogGC(0.5) == nil {
+		}
+	}
+}
+
+// pruneBatch bounds one retention transaction.
+const pruneBatch = 1000
+
+// Prune removes events received before cutoff that no ready, retry or
+// dead-letter entry refers to any more (P6), with their id index entries,
+// oldest first. It stops at the first event received at or after cutoff
+// and returns how many events it removed.
+func (l *DB) Prune(cutoff time.Time) (int, error) {
+	removed := 0
+	start := uint64(0)
+	for {
+		n, next, done, err := l.pruneSome(cutoff, start)
+		removed += n
+		if err != nil || done {
+			return removed, err
+		}
+		start = next
+	}
+}
+
+// retriesAndDead returns the seqs that some retry or dead-letter entry
+// refers to, as txn sees them.
+func retriesAndDead(txn *badger.Txn) map[uint64]bool {
+	refs := map[uint64]bool{}
+	for _, pre := range [][]byte{preRetry, preDead} {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pre})
+		for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
+			k := it.Item().Key()
+			if len(k) >= 8 {
+				refs[binary.BigEndian.Uint64(k[len(k)-8:])] = true
+			}
+		}
+		it.Close()
+	}
+	return refs
+}
+
+// pruneSome removes up to pruneBatch unreferenced old events from start on.
+// Every reference is read in the transaction's one snapshot, so an entry
+// that moves between queues meanwhile is seen in one place or the other.
+func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64, done bool, err error) {
+	txn := l.db.NewTransaction(true)
+	defer txn.Discard()
+	refs := retriesAndDead(txn)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
+	var doomed [][]byte // keys to delete, once the iterator is closed
+	done = true
+	scanned := 0
+	for it.Seek(eventKey(start)); it.ValidForPrefix(preEvent); it.Next() {
+		if scanned == pruneBatch {
+			done = false
+			break
+		}
+		scanned++
+		k := it.Item().KeyCopy(nil)
+		seq := binary.BigEndian.Uint64(k[len(preEvent):])
+		next = seq + 1
+		rec := &logpb.Event{}
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+			it.Close()
+			return 0, next, true, fmt.Errorf("decode event %d: %w", seq, err)
+		}
+		if !time.Unix(0, rec.GetReceivedAtUnixNano()).Before(cutoff) {
+			done = true
+			break
+		}
+		if refs[seq] || l.queued(txn, rec.GetSinks(), seq) {
+			continue
+		}
+		doomed = append(doomed, k, indexKey(rec.GetId()))
+	}
+	it.Close()
+	if len(doomed) == 0 {
+		return 0, next, done, nil
+	}
+	for _, k := range doomed {
+		if err := txn.Delete(k); err != nil {
+			return 0, next, true, l.writeErr(err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return 0, next, true, l.writeErr(err)
+	}
+	return len(doomed) / 2, next, done, nil
+}
+
+// queued reports whether any of sinks still has a ready entry for seq.
+func (l *DB) queued(txn *badger.Txn, sinks []string, seq uint64) bool {
+	for _, s := range sinks {
+		_, err := txn.Get(readyKey(s, seq))
+		if err == nil || !errors.Is(err, badger.ErrKeyNotFound) {
+			return true // kept when in doubt
+		}
+	}
+	return false
+}
+
+// badgerLogger sends Badger's messages to slog; its chatty Info goes to Debug.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, v ...any) { b.l.Error(msg(f, v)) }
+
+func (b badgerLogger) Warningf(f string, v ...any) { b.l.Warn(msg(f, v)) }
+
+func (b badgerLogger) Infof(f string, v ...any) { b.l.Debug(msg(f, v)) }
+
+func (b badgerLogger) Debugf(f string, v ...any) { b.l.Debug(msg(f, v)) }
+
+func msg(f string, v []any) string { return "badger: " + strings.TrimSpace(fmt.Sprintf(f, v...)) }

@@ -1,0 +1,289 @@
+package badgerlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/internal/logpb"
+)
+
+// queue is one sink's queue. Its leases and cursor live in memory: after a
+// restart every unsettled entry is ready again.
+type queue struct {
+	l    *DB
+	sink string
+
+	ready, retry, dead []byte // key prefixes
+
+	signal chan struct{} // capacity 1: something was appended
+
+	mu     sync.Mutex
+	cursor uint64           // first ready seq not yet fetched
+	leases map[uint64]lease // fetched, not yet settled
+}
+
+// lease remembers where a fetched entry lives and what it holds.
+type lease struct {
+	key    []byte // its q/ or r/ key
+	target *logpb.Target
+}
+
+var _ pipeline.Queue = (*queue)(nil)
+
+func newQueue(l *DB, sink string) *queue {
+	return &queue{
+		l:      l,
+		sink:   sink,
+		ready:  sinkPrefix(preReady, sink),
+		retry:  sinkPrefix(preRetry, sink),
+		dead:   sinkPrefix(preDead, sink),
+		signal: make(chan struct{}, 1),
+		leases: map[uint64]lease{},
+	}
+}
+
+func (q *queue) wake() {
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Fetch implements [pipeline.Queue].
+func (q *queue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error) {
+	if max <= 0 {
+		max = 1
+	}
+	for {
+		if err := q.l.checkOpen(); err != nil {
+			return nil, err
+		}
+		out, nextDue, err := q.scan(max, time.Now())
+		if err != nil || len(out) > 0 {
+			return out, err
+		}
+		var timer <-chan time.Time
+		if !nextDue.IsZero() {
+			t := time.NewTimer(time.Until(nextDue))
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-q.signal:
+		case <-timer:
+		case <-q.l.closed:
+			return nil, pipeline.ErrClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// scan collects up to max ready entries: due retries first, then new
+// entries from the cursor on. It also returns when the earliest retry that
+// is not yet due becomes due (zero if none).
+func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue time.Time, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	err = q.l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
+		for it.Seek(q.retry); it.ValidForPrefix(q.retry) && len(out) < max; it.Next() {
+			key := it.Item().Key()
+			rest := key[len(q.retry):]
+			if len(rest) != 16 {
+				continue
+			}
+			due := time.Unix(0, int64(binary.BigEndian.Uint64(rest[:8])))
+			seq := binary.BigEndian.Uint64(rest[8:])
+			if _, leased := q.leases[seq]; leased {
+				continue
+			}
+			if due.After(now) {
+				nextDue = due
+				break
+			}
+			d, err := q.deliver(txn, it.Item(), seq)
+			if err != nil {
+				it.Close()
+				return err
+			}
+			out = append(out, d)
+		}
+		it.Close()
+		if len(out) >= max {
+			return nil
+		}
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: q.ready, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(binary.BigEndian.AppendUint64(append([]byte(nil), q.ready...), q.cursor)); it.ValidForPrefix(q.ready) && len(out) < max; it.Next() {
+			key := it.Item().Key()
+			if len(key) != len(q.ready)+8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(key[len(q.ready):])
+			d, err := q.deliver(txn, it.Item(), seq)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+			q.cursor = seq + 1
+		}
+		return nil
+	})
+	if err != nil {
+		// Leases taken in a failed scan are dropped: nothing was handed out.
+		for _, d := range out {
+			delete(q.leases, d.Seq)
+		}
+		return nil, time.Time{}, fmt.Errorf("read queue %s: %w", q.sink, err)
+	}
+	return out, nextDue, nil
+}
+
+// deliver builds the Delivery for the entry at item and leases it.
+// q.mu is held.
+func (q *queue) deliver(txn *badger.Txn, item *badger.Item, seq uint64) (pipeline.Delivery, error) {
+	t := &logpb.Target{}
+	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+		return pipeline.Delivery{}, fmt.Errorf("decode queue entry %d: %w", seq, err)
+	}
+	rec, err := readEvent(txn, seq)
+	if err != nil {
+		return pipeline.Delivery{}, fmt.Errorf("event %d of queue entry: %w", seq, err)
+	}
+	q.leases[seq] = lease{key: item.KeyCopy(nil), target: t}
+	return pipeline.Delivery{
+		Seq:       seq,
+		Event:     eventFromRecord(rec),
+		Route:     t.GetRoute(),
+		Payload:   t.GetPayload(),
+		Attempt:   int(t.GetAttempts()) + 1,
+		LastError: t.GetLastError(),
+	}, nil
+}
+
+// Settle implements [pipeline.Queue].
+func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) error {
+	if err := q.l.checkOpen(); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	txn := q.l.db.NewTransaction(true)
+	defer txn.Discard()
+	now := time.Now()
+	for _, s := range settlements {
+		ls, ok := q.leases[s.Seq]
+		if !ok {
+			return fmt.Errorf("settle %s entry %d: not fetched, or settled already", q.sink, s.Seq)
+		}
+		if err := txn.Delete(ls.key); err != nil {
+			return q.l.writeErr(err)
+		}
+		t := &logpb.Target{Route: ls.target.GetRoute(), Payload: ls.target.GetPayload(), Attempts: ls.target.GetAttempts() + 1, LastError: s.Err}
+		var key []byte
+		switch s.Outcome {
+		case pipeline.Ack:
+			continue
+		case pipeline.Retry:
+			key = retryKey(q.sink, s.RetryAt, s.Seq)
+		case pipeline.Dead:
+			t.FailedAtUnixNano = now.UnixNano()
+			key = deadKey(q.sink, s.Seq)
+		default:
+			return fmt.Errorf("settle %s entry %d: unknown outcome %d", q.sink, s.Seq, s.Outcome)
+		}
+		v, err := proto.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("encode queue entry: %w", err)
+		}
+		if err := txn.Set(key, v); err != nil {
+			return q.l.writeErr(err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return q.l.writeErr(err)
+	}
+	for _, s := range settlements {
+		delete(q.leases, s.Seq)
+	}
+	return nil
+}
+
+// Stats implements [pipeline.Queue]. It counts keys, so it costs time in
+// proportion to the queue's length.
+func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
+	if err := q.l.checkOpen(); err != nil {
+		return pipeline.QueueStats{}, err
+	}
+	var st pipeline.QueueStats
+	err := q.l.db.View(func(txn *badger.Txn) error {
+		st.Ready = countPrefix(txn, q.ready)
+		st.Retrying = countPrefix(txn, q.retry)
+		st.Dead = countPrefix(txn, q.dead)
+		return nil
+	})
+	return st, err
+}
+
+func countPrefix(txn *badger.Txn, prefix []byte) int {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	n := 0
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		n++
+	}
+	return n
+}
+
+// DeadLetters implements [pipeline.Queue].
+func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pipeline.DeadLetter, error) {
+	if err := q.l.checkOpen(); err != nil {
+		return nil, err
+	}
+	var out []pipeline.DeadLetter
+	err := q.l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.dead, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(binary.BigEndian.AppendUint64(append([]byte(nil), q.dead...), after+1)); it.ValidForPrefix(q.dead) && len(out) < limit; it.Next() {
+			key := it.Item().Key()
+			if len(key) != len(q.dead)+8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(key[len(q.dead):])
+			t := &logpb.Target{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+				return fmt.Errorf("decode dead letter %d: %w", seq, err)
+			}
+			rec, err := readEvent(txn, seq)
+			if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+			dl := pipeline.DeadLetter{
+				Seq:      seq,
+				Route:    t.GetRoute(),
+				Payload:  t.GetPayload(),
+				Attempts: int(t.GetAttempts()),
+				Err:      t.GetLastError(),
+				FailedAt: time.Unix(0, t.GetFailedAtUnixNano()).UTC(),
+			}
+			if rec != nil {
+				dl.Event = eventFromRecord(rec)
+			}
+			out = append(out, dl)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters of %s: %w", q.sink, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,230 @@
+// Package config decodes pipeline.toml strictly into plain structs, applies
+// defaults and validates the result, reporting every problem at once with
+// the file, line and (for expressions) column, the key path and the fix.
+//
+// Parse sets the defaults first and decodes over them; elements of the
+// [[source]] and [[sink]] arrays get their defaults after decoding, in place
+// of zero values. Unknown keys are errors, and so are keys spelled with a
+// different case than documented (the TOML decoder would otherwise accept
+// "LISTEN" for "listen"). The tables under sink.config are free-form: they
+// are handed to the plugin as they are.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole of pipeline.toml.
+type Config struct {
+	Server  Server   `toml:"server"`
+	Admin   Admin    `toml:"admin"`
+	Log     Log      `toml:"log"`
+	Plugins Plugins  `toml:"plugins"`
+	Sources []Source `toml:"source"`
+	Sinks   []Sink   `toml:"sink"`
+	Routes  []Route  `toml:"route"`
+
+	// File is the file the configuration came from, used in messages.
+	File string `toml:"-"`
+
+	src []byte // the TOML text, to find lines for messages
+}
+
+// Server configures the ingest listener.
+type Server struct {
+	Listen            string   `toml:"listen"`
+	MaxBody           Size     `toml:"max_body"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+}
+
+// Admin configures the admin listener, which never shares the ingest one.
+type Admin struct {
+	Listen string `toml:"listen"`
+}
+
+// Log configures the durable event log.
+type Log struct {
+	Dir       string   `toml:"dir"`
+	Retention Duration `toml:"retention"`
+	// Backend is "badger"; "jetstream" is planned.
+	Backend string `toml:"backend"`
+}
+
+// Plugins says where sink plugin binaries are looked for.
+type Plugins struct {
+	Dirs []string `toml:"dirs"`
+}
+
+// Source is one [[source]]: a path that receives webhooks.
+type Source struct {
+	Name string `toml:"name"`
+	Path string `toml:"path"`
+	// DedupKey is an expression over the event; empty means no dedup.
+	DedupKey    string   `toml:"dedup_key"`
+	DedupWindow Duration `toml:"dedup_window"`
+	Auth        Auth     `toml:"auth"`
+}
+
+// Auth says how a source authenticates requests. It must be written
+// explicitly; only type = "none" is available in this version.
+type Auth struct {
+	Type string `toml:"type"`
+}
+
+// Sink is one [[sink]]: a plugin process that events are delivered to.
+type Sink struct {
+	Name string `toml:"name"`
+	// Plugin names the binary pipelined-sink-<Plugin> in the plugin dirs.
+	// Exactly one of Plugin and Command is set.
+	Plugin string `toml:"plugin"`
+	// Command is the path of the plugin binary.
+	Command string `toml:"command"`
+	// SHA256 is the optional hex checksum of the plugin binary.
+	SHA256 string `toml:"sha256"`
+	// Config is handed to the plugin as it is (see [Config.SinkConfigJSON]).
+	Config   map[string]any `toml:"config"`
+	Delivery Delivery       `toml:"delivery"`
+}
+
+// Delivery configures batching and retries of one sink.
+type Delivery struct {
+	BatchMax    int      `toml:"batch_max"`
+	BatchWait   Duration `toml:"batch_wait"`
+	MaxAttempts int      `toml:"max_attempts"`
+	BackoffMin  Duration `toml:"backoff_min"`
+	BackoffMax  Duration `toml:"backoff_max"`
+}
+
+// Route is one [[route]]: every route whose When is true delivers the event
+// to each sink in To (fan-out).
+type Route struct {
+	Name      string   `toml:"name"`
+	When      string   `toml:"when"`
+	To        []string `toml:"to"`
+	Transform string   `toml:"transform"`
+}
+
+// Defaults.
+const (
+	DefaultListen      = "127.0.0.1:8080"
+	DefaultAdminListen = "127.0.0.1:8081"
+	DefaultMaxBody     = Size(1 << 20)
+	DefaultLogDir      = "data"
+	DefaultBackend     = "badger"
+	DefaultDedupWindow = 24 * time.Hour
+)
+
+// Default returns a Config with every default set and no sources, sinks
+// or routes.
+func Default() *Config {
+	return &Config{
+		Server: Server{
+			Listen:            DefaultListen,
+			MaxBody:           DefaultMaxBody,
+			ReadHeaderTimeout: Duration{5 * time.Second},
+			ReadTimeout:       Duration{30 * time.Second},
+			WriteTimeout:      Duration{30 * time.Second},
+			IdleTimeout:       Duration{120 * time.Second},
+			ShutdownTimeout:   Duration{25 * time.Second},
+		},
+		Admin: Admin{Listen: DefaultAdminListen},
+		Log:   Log{Dir: DefaultLogDir, Retention: Duration{168 * time.Hour}, Backend: DefaultBackend},
+	}
+}
+
+// DefaultDelivery returns the delivery settings a sink gets by default.
+func DefaultDelivery() Delivery {
+	return Delivery{
+		BatchMax:    500,
+		BatchWait:   Duration{20 * time.Millisecond},
+		MaxAttempts: 12,
+		BackoffMin:  Duration{time.Second},
+		BackoffMax:  Duration{10 * time.Minute},
+	}
+}
+
+// fillDefaults gives zero fields of array elements their defaults.
+func (c *Config) fillDefaults() {
+	for i := range c.Sources {
+		if c.Sources[i].DedupWindow.Duration == 0 {
+			c.Sources[i].DedupWindow.Duration = DefaultDedupWindow
+		}
+	}
+	def := DefaultDelivery()
+	for i := range c.Sinks {
+		d := &c.Sinks[i].Delivery
+		if d.BatchMax == 0 {
+			d.BatchMax = def.BatchMax
+		}
+		if d.BatchWait.Duration == 0 {
+			d.BatchWait = def.BatchWait
+		}
+		if d.MaxAttempts == 0 {
+			d.MaxAttempts = def.MaxAttempts
+		}
+		if d.BackoffMin.Duration == 0 {
+			d.BackoffMin = def.BackoffMin
+		}
+		if d.BackoffMax.Duration == 0 {
+			d.BackoffMax = def.BackoffMax
+		}
+	}
+}
+
+// Load reads and parses the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes data strictly over the defaults, then validates it. file
+// names the data in messages. The error joins every problem found; a TOML
+// syntax error stops decoding, so it comes alone.
+func Parse(file string, data []byte) (*Config, error) {
+	c := Default()
+	c.File = file
+	c.src = data
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		return nil, c.decodeError(err)
+	}
+	c.fillDefaults()
+	var errs []error
+	errs = append(errs, c.unknownKeys(md)...)
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// SinkConfigJSON returns the config table of the i-th sink as a JSON
+// object, "{}" when it has none.
+func (c *Config) SinkConfigJSON(i int) ([]byte, error) {
+	if i < 0 || i >= len(c.Sinks) {
+		return nil, fmt.Errorf("sink index %d out of range", i)
+	}
+	if len(c.Sinks[i].Config) == 0 {
+		return []byte("{}"), nil
+	}
+	b, err := json.Marshal(c.Sinks[i].Config)
+	if err != nil {
+		return nil, fmt.Errorf("sink %q: config: %w", c.Sinks[i].Name, err)
+	}
+	return b, nil
+}

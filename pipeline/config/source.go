@@ -1,0 +1,387 @@
+package config
+
+import (
+	"encoding"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// This file finds where things are in the TOML text, for messages.
+// BurntSushi/toml keeps no public position per key, so lines are found by
+// scanning the source: best effort, and a message without a line is still
+// a message.
+
+// line is one line of the source with the table it belongs to.
+type line struct {
+	text   string
+	header string // name of the enclosing [table] or [[array]], "" at the root
+	isHead bool   // the line is the header itself
+	array  bool   // the header is [[...]]
+	inStr  bool   // the line is inside a multi-line string
+}
+
+var (
+	headerRE = regexp.MustCompile(`^\s*\[(\[?)\s*([^\[\]]+?)\s*\]\]?`)
+	keyRE    = regexp.MustCompile(`^\s*([A-Za-z0-9_\-."' ]+?)\s*=`)
+)
+
+func normKey(s string) string {
+	parts := strings.Split(s, ".")
+	for i := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(parts[i]), `"'`)
+	}
+	return strings.Join(parts, ".")
+}
+
+func (c *Config) lines() []line {
+	var out []line
+	header, array, inStr := "", false, false
+	for _, text := range strings.Split(string(c.src), "\n") {
+		l := line{text: text, inStr: inStr}
+		if !inStr {
+			if m := headerRE.FindStringSubmatch(text); m != nil {
+				header, array = normKey(m[2]), m[1] == "["
+				l.isHead = true
+			}
+		}
+		l.header, l.array = header, array
+		if (strings.Count(text, `'''`)+strings.Count(text, `"""`))%2 == 1 {
+			inStr = !inStr
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// block returns the lines [start, end) of the idx-th [[table]] (idx >= 0)
+// or of [table] and its subtables (idx < 0).
+func (c *Config) block(ls []line, table string, idx int) (start, end int, ok bool) {
+	n := -1
+	start = -1
+	for i, l := range ls {
+		if !l.isHead || l.inStr {
+			continue
+		}
+		if start >= 0 {
+			if l.header == table && (idx < 0 || l.array) || !(l.header == table || strings.HasPrefix(l.header, table+".")) {
+				return start, i, true
+			}
+			continue
+		}
+		if l.header == table && (idx < 0) == !l.array {
+			n++
+			if idx < 0 || n == idx {
+				start = i
+			}
+		}
+	}
+	if start >= 0 {
+		return start, len(ls), true
+	}
+	return 0, 0, false
+}
+
+func keyOnLine(text, key string, anywhere bool) int {
+	var re *regexp.Regexp
+	if anywhere {
+		re = regexp.MustCompile(`(^|[\s{,.])` + regexp.QuoteMeta(key) + `\s*=`)
+	} else {
+		re = regexp.MustCompile(`^\s*` + regexp.QuoteMeta(key) + `\s*=`)
+	}
+	loc := re.FindStringIndex(text)
+	if loc == nil {
+		return -1
+	}
+	return loc[1] // just past '='
+}
+
+// keyPos finds key (one segment) in the idx-th [[table]] block (idx >= 0)
+// or the [table] block (idx < 0). It returns the 0-based line index and the
+// byte offset just past the key's '=' sign; line -1 when not found. With key
+// "", it returns the block's header line.
+func (c *Config) keyPos(table string, idx int, key string) (int, int) {
+	if c.src == nil {
+		return -1, 0
+	}
+	ls := c.lines()
+	start, end, ok := c.block(ls, table, idx)
+	if ok {
+		if key == "" {
+			return start, 0
+		}
+		for _, anywhere := range []bool{false, true} {
+			for i := start; i < end; i++ {
+				if ls[i].inStr {
+					continue
+				}
+				if off := keyOnLine(ls[i].text, key, anywhere); off >= 0 {
+					return i, off
+				}
+			}
+		}
+		return start, 0
+	}
+	if idx < 0 && key != "" {
+		// Dotted keys or inline tables at the root: server.listen = ...
+		for i, l := range ls {
+			if l.header != "" || l.inStr {
+				continue
+			}
+			if off := keyOnLine(l.text, table+"."+key, false); off >= 0 {
+				return i, off
+			}
+			if keyOnLine(l.text, table, false) >= 0 {
+				if off := keyOnLine(l.text, key, true); off >= 0 {
+					return i, off
+				}
+			}
+		}
+	}
+	return -1, 0
+}
+
+// lineOf returns the 1-based line of key in a table, 0 if unknown.
+func (c *Config) lineOf(table string, idx int, key string) int {
+	l, _ := c.keyPos(table, idx, key)
+	return l + 1
+}
+
+// exprPos maps a position inside an expression (1-based line and column) to
+// the file: the expression is the string literal after "key =" in the block.
+func (c *Config) exprPos(table string, idx int, key string, eline, ecol int) (int, int) {
+	l, off := c.keyPos(table, idx, key)
+	if l < 0 || off == 0 {
+		return l + 1, 0
+	}
+	ls := c.lines()
+	text := ls[l].text
+	rest := text[off:]
+	trimmed := strings.TrimLeft(rest, " \t")
+	off += len(rest) - len(trimmed)
+	switch {
+	case strings.HasPrefix(trimmed, `'''`) || strings.HasPrefix(trimmed, `"""`):
+		off += 3
+		if strings.TrimSpace(text[off:]) == "" { // the newline after ''' is trimmed
+			l, off = l+1, 0
+		}
+	case strings.HasPrefix(trimmed, `'`) || strings.HasPrefix(trimmed, `"`):
+		off++
+	default:
+		return l + 1, 0
+	}
+	if eline <= 1 {
+		if l >= len(ls) {
+			return l + 1, 0
+		}
+		return l + 1, utf8.RuneCountInString(ls[l].text[:off]) + ecol
+	}
+	return l + eline, ecol
+}
+
+// unknownLine finds the nth (0-based) line that sets key k, 0 if unknown.
+func (c *Config) unknownLine(k toml.Key, nth int) int {
+	want := strings.Join(k, ".")
+	last := k[len(k)-1]
+	n := 0
+	first := 0
+	for i, l := range c.lines() {
+		if l.inStr {
+			continue
+		}
+		hit := false
+		if l.isHead {
+			hit = l.header == want
+		} else if m := keyRE.FindStringSubmatch(l.text); m != nil {
+			full := normKey(m[1])
+			if l.header != "" {
+				full = l.header + "." + full
+			}
+			hit = full == want || (strings.HasPrefix(want, full+".") && keyOnLine(l.text, last, true) >= 0)
+		}
+		if hit {
+			if first == 0 {
+				first = i + 1
+			}
+			if n == nth {
+				return i + 1
+			}
+			n++
+		}
+	}
+	return first
+}
+
+// schema is the tree of known keys, built from the toml tags.
+type schema struct {
+	free     bool // any key below is accepted (sink.config)
+	children map[string]*schema
+}
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+func schemaOf(t reflect.Type) *schema {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return &schema{}
+	}
+	switch t.Kind() {
+	case reflect.Map, reflect.Interface:
+		return &schema{free: true}
+	case reflect.Struct:
+		s := &schema{children: map[string]*schema{}}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			if !f.IsExported() || tag == "-" || tag == "" {
+				continue
+			}
+			s.children[tag] = schemaOf(f.Type)
+		}
+		return s
+	}
+	return &schema{}
+}
+
+var configSchema = schemaOf(reflect.TypeFor[Config]())
+
+// unknownKeys reports keys that are not in the schema, including keys that
+// the decoder matched case-insensitively, and anything md.Undecoded lists.
+func (c *Config) unknownKeys(md toml.MetaData) []error {
+	var errs []error
+	keys := md.Keys()
+	present := map[string]bool{}
+	for _, k := range keys {
+		present[k.String()] = true
+	}
+	seen := map[string]int{} // occurrences of each reported key, for lines
+	reported := map[string]bool{}
+	report := func(k toml.Key, parent *schema) {
+		ks := k.String()
+		msg := fmt.Sprintf("unknown key %q", ks)
+		last := k[len(k)-1]
+		var valid []string
+		for name := range parent.children {
+			if strings.EqualFold(name, last) {
+				msg += fmt.Sprintf(" (keys are case-sensitive: write %q)", name)
+				valid = nil
+				break
+			}
+			valid = append(valid, name)
+		}
+		if len(valid) > 0 {
+			sort.Strings(valid)
+			msg += " (valid keys"
+			if len(k) > 1 {
+				msg += " in " + strconv.Quote(toml.Key(k[:len(k)-1]).String())
+			}
+			msg += ": " + strings.Join(valid, ", ") + ")"
+		}
+		errs = append(errs, c.errAt(c.unknownLine(k, seen[ks]), "%s", msg))
+		seen[ks]++
+		reported[ks] = true
+	}
+	for _, k := range keys {
+		n := configSchema
+		for i, seg := range k {
+			if n.free {
+				break
+			}
+			child, ok := n.children[seg]
+			if !ok {
+				prefix := k[:i+1]
+				if i == len(k)-1 || !present[prefix.String()] {
+					if i == len(k)-1 || !reported[prefix.String()] {
+						report(prefix, n)
+					}
+				}
+				break
+			}
+			n = child
+		}
+	}
+	for _, k := range md.Undecoded() {
+		if !reported[k.String()] && !freeForm(k) {
+			errs = append(errs, c.errAt(c.unknownLine(k, 0), "unknown key %q", k.String()))
+			reported[k.String()] = true
+		}
+	}
+	return errs
+}
+
+// freeForm reports whether k lies under a free-form table (sink.config).
+func freeForm(k toml.Key) bool {
+	n := configSchema
+	for _, seg := range k {
+		if n.free {
+			return true
+		}
+		if n = n.children[seg]; n == nil {
+			return false
+		}
+	}
+	return n.free
+}
+
+var lastKeyRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// decodeError turns a decoder error into "file:line:col: message".
+func (c *Config) decodeError(err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.LastKey != "" {
+			msg = pe.LastKey + ": " + msg
+		}
+		out := c.errAtCol(pe.Position.Line, pe.Position.Col, "%s", msg).Error()
+		ls := strings.Split(string(c.src), "\n")
+		if l := pe.Position.Line; l >= 1 && l <= len(ls) {
+			out += fmt.Sprintf("\n\n% 7d | %s\n", l, ls[l-1])
+			if pe.Position.Col >= 1 {
+				out += strings.Repeat(" ", 10+pe.Position.Col-1) + strings.Repeat("^", max(pe.Position.Len, 1)) + "\n"
+			}
+			if full := pe.ErrorWithUsage(); strings.Contains(full, "Error help:") {
+				out += full[strings.Index(full, "Error help:"):]
+			}
+		}
+		return errors.New(strings.TrimRight(out, "\n"))
+	}
+	if m := lastKeyRE.FindStringSubmatch(err.Error()); m != nil {
+		l, _ := strconv.Atoi(m[1])
+		return c.errAt(l, "%s: %s", m[2], m[3])
+	}
+	return c.errAt(0, "%s", strings.TrimPrefix(err.Error(), "toml: "))
+}
+
+// errAt formats "file:line: message"; line 0 leaves the line out.
+func (c *Config) errAt(line int, format string, args ...any) error {
+	return c.errAtCol(line, 0, format, args...)
+}
+
+func (c *Config) errAtCol(line, col int, format string, args ...any) error {
+	prefix := c.File
+	if line > 0 {
+		if prefix == "" {
+			prefix = "line "
+		} else {
+			prefix += ":"
+		}
+		prefix += strconv.Itoa(line)
+		if col > 0 {
+			prefix += ":" + strconv.Itoa(col)
+		}
+	}
+	if prefix != "" {
+		prefix += ": "
+	}
+	return errors.New(prefix + fmt.Sprintf(format, args...))
+}

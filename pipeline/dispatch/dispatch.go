@@ -1,0 +1,258 @@
+// Package dispatch drains one sink's queue into its plugin: batches of up to
+// BatchMax entries (waiting up to BatchWait to fill one), one Deliver call
+// per batch, and per event the plugin's outcome: delivered entries are
+// acknowledged, failures are retried with exponential backoff and jitter,
+// and what failed permanently or ran out of attempts goes to the sink's
+// dead-letter queue (P2). A sink that is down only delays its own queue.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/internal/backoff"
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// Deliverer is the plugin side of a dispatcher: pluginhost.Supervisor.
+type Deliverer interface {
+	// Deliver hands a batch to the sink and returns one result per event,
+	// or an error for the whole batch.
+	Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error)
+}
+
+// Starter is implemented by a Deliverer that can tell whether its plugin
+// is up. The dispatcher waits for Start to succeed before it takes entries
+// from the queue, so a plugin that cannot start costs no event an attempt.
+type Starter interface {
+	Start(ctx context.Context) error
+}
+
+// Options configures a [Dispatcher].
+type Options struct {
+	// Sink names the sink, for logs and errors.
+	Sink string
+	// Queue is the sink's queue; Deliverer its plugin.
+	Queue     pipeline.Queue
+	Deliverer Deliverer
+	// BatchMax and BatchWait shape batches: a batch is sent when it holds
+	// BatchMax entries, or BatchWait after its first entry was ready.
+	BatchMax  int
+	BatchWait time.Duration
+	// MaxAttempts is how many deliveries an entry gets before it goes to
+	// the dead-letter queue.
+	MaxAttempts int
+	// BackoffMin and BackoffMax bound the delay before a retry.
+	BackoffMin, BackoffMax time.Duration
+	// CallTimeout bounds one Deliver call. Zero means 60 s.
+	CallTimeout time.Duration
+	// Logger receives delivery failures.
+	Logger *slog.Logger
+	// Observe, if set, is called after each settled batch; for metrics.
+	Observe func(Report)
+}
+
+// Report counts the outcomes of one batch.
+type Report struct {
+	Delivered, Retried, Dead int
+	Duration                 time.Duration
+	Err                      error // the batch error, if the whole call failed
+}
+
+// Dispatcher delivers one sink's queue.
+type Dispatcher struct {
+	o Options
+}
+
+// New returns a dispatcher; start it with Run.
+func New(o Options) *Dispatcher {
+	if o.BatchMax <= 0 {
+		o.BatchMax = 500
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 12
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = time.Second
+	}
+	if o.BackoffMax < o.BackoffMin {
+		o.BackoffMax = o.BackoffMin
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Dispatcher{o: o}
+}
+
+// Run delivers until ctx is done. A batch already handed to the plugin is
+// finished and settled first (bounded by CallTimeout), so stopping never
+// strands a delivery that succeeded. It returns nil after ctx ends, or the
+// error that made the queue unusable (the log was closed).
+func (d *Dispatcher) Run(ctx context.Context) error {
+	for {
+		if st, ok := d.o.Deliverer.(Starter); ok {
+			if err := st.Start(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				d.o.Logger.Error("sink plugin is not running; deliveries wait", "sink", d.o.Sink, "err", err)
+				if !sleep(ctx, time.Second) {
+					return nil
+				}
+				continue
+			}
+		}
+		batch, err := d.fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, pipeline.ErrClosed) {
+				return err
+			}
+			d.o.Logger.Error("read sink queue failed", "sink", d.o.Sink, "err", err)
+			if !sleep(ctx, time.Second) {
+				return nil
+			}
+			continue
+		}
+		d.deliver(batch)
+	}
+}
+
+// fetch waits for a first ready entry, then up to BatchWait for more.
+func (d *Dispatcher) fetch(ctx context.Context) ([]pipeline.Delivery, error) {
+	batch, err := d.o.Queue.Fetch(ctx, d.o.BatchMax)
+	if err != nil || len(batch) >= d.o.BatchMax || d.o.BatchWait <= 0 {
+		return batch, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, d.o.BatchWait)
+	defer cancel()
+	for len(batch) < d.o.BatchMax {
+		more, err := d.o.Queue.Fetch(wctx, d.o.BatchMax-len(batch))
+		batch = append(batch, more...)
+		if err != nil {
+			break // the wait is over (or ctx ended): send what we have
+		}
+	}
+	return batch, nil
+}
+
+// deliver sends batch to the plugin and settles every entry.
+func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
+	events := make([]sdk.Event, len(batch))
+	for i, e := range batch {
+		events[i] = sdk.Event{
+			ID:          e.Event.ID,
+			Source:      e.Event.Source,
+			Route:       e.Route,
+			ReceivedAt:  e.Event.ReceivedAt,
+			Headers:     e.Event.Headers,
+			Body:        e.Event.Body,
+			Transformed: e.Payload,
+			Attempt:     e.Attempt,
+		}
+	}
+	start := time.Now()
+	// The call is not bound to Run's ctx: a batch in flight at shutdown is
+	// finished and settled.
+	cctx, cancel := context.WithTimeoutCause(context.Background(), d.o.CallTimeout,
+		fmt.Errorf("sink %s: delivery took longer than %v", d.o.Sink, d.o.CallTimeout))
+	results, err := d.o.Deliverer.Deliver(cctx, events)
+	cancel()
+	if err == nil && results != nil && len(results) != len(batch) {
+		err = fmt.Errorf("plugin answered %d results for a batch of %d events", len(results), len(batch))
+	}
+	rep := Report{Duration: time.Since(start), Err: err}
+	now := time.Now()
+	settle := make([]pipeline.Settlement, len(batch))
+	for i, e := range batch {
+		res := sdk.Delivered()
+		switch {
+		case err != nil:
+			res = sdk.Retry(0, err)
+		case results != nil:
+			res = results[i]
+		}
+		settle[i] = d.settlement(e, res, now)
+		switch settle[i].Outcome {
+		case pipeline.Ack:
+			rep.Delivered++
+		case pipeline.Retry:
+			rep.Retried++
+		case pipeline.Dead:
+			rep.Dead++
+		}
+	}
+	if err != nil {
+		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", len(batch), "err", err)
+	}
+	d.settle(settle)
+	if d.o.Observe != nil {
+		d.o.Observe(rep)
+	}
+}
+
+// settlement turns one plugin result into a queue outcome.
+func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time) pipeline.Settlement {
+	s := pipeline.Settlement{Seq: e.Seq}
+	errText := func() string {
+		if res.Err() != nil {
+			return res.Err().Error()
+		}
+		return "no reason given"
+	}
+	switch after, retry := res.IsRetry(); {
+	case res.IsDelivered():
+		s.Outcome = pipeline.Ack
+	case res.IsPermanent():
+		s.Outcome, s.Err = pipeline.Dead, "permanent failure: "+errText()
+		d.o.Logger.Warn("event failed permanently, moved to the dead-letter queue",
+			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", s.Err)
+	case retry && e.Attempt >= d.o.MaxAttempts:
+		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after %d attempts: %s", e.Attempt, errText())
+		d.o.Logger.Warn("event ran out of attempts, moved to the dead-letter queue",
+			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", errText())
+	case retry:
+		if after <= 0 {
+			after = backoff.Delay(e.Attempt, d.o.BackoffMin, d.o.BackoffMax)
+		}
+		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now.Add(after)
+	default:
+		s.Outcome, s.Err = pipeline.Retry, "plugin gave an invalid result: "+res.String()
+		s.RetryAt = now.Add(backoff.Delay(e.Attempt, d.o.BackoffMin, d.o.BackoffMax))
+	}
+	return s
+}
+
+// settle records outcomes, trying again while the log refuses (a full disk
+// clears): an unsettled delivery would only be delivered again after a
+// restart, but the ack of a delivered event should not be dropped lightly.
+func (d *Dispatcher) settle(s []pipeline.Settlement) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+		err := d.o.Queue.Settle(context.Background(), s)
+		if err == nil || errors.Is(err, pipeline.ErrClosed) {
+			return
+		}
+		d.o.Logger.Error("record delivery outcomes failed, trying again", "sink", d.o.Sink, "err", err, "retry_in", wait)
+		time.Sleep(wait)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

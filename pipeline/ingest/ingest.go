@@ -1,0 +1,272 @@
+// Package ingest is the HTTP side of pipelined: one handler serves every
+// [[source]] by its path. For each request it checks method, content type,
+// size and JSON (P7), computes the dedup key, evaluates every route, hands
+// the event to the writer and answers 2xx only once the writer says the
+// event is durable (P1).
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/rules"
+	"github.com/pipelined/pipelined/pipeline/writer"
+)
+
+// Appender is the writer, as ingest sees it.
+type Appender interface {
+	// Append returns once e is durable, with its id and whether it was a
+	// duplicate.
+	Append(ctx context.Context, e pipeline.Entry) (pipeline.Appended, error)
+}
+
+// Source is one [[source]], compiled.
+type Source struct {
+	Name string
+	Path string
+	// DedupKey computes the dedup key; nil means no dedup.
+	DedupKey    *rules.Program
+	DedupWindow time.Duration
+	// Auth names what verifies requests ("none").
+	Auth string
+}
+
+// Config is what a [Handler] serves; [Handler.Swap] replaces it at once.
+type Config struct {
+	Sources []Source
+	Router  *rules.Router
+	// MaxBody bounds a request body, in bytes.
+	MaxBody int64
+}
+
+// Stats counts what the handler saw; read it with [Handler.Stats].
+type Stats struct {
+	Accepted, Duplicates, Rejected, RuleErrors, Unavailable int64
+}
+
+// Handler serves every source. It is safe for concurrent use.
+type Handler struct {
+	app Appender
+	log *slog.Logger
+	cur atomic.Pointer[state]
+
+	accepted, duplicates, rejected, ruleErrors, unavailable atomic.Int64
+}
+
+type state struct {
+	cfg    Config
+	byPath map[string]*Source
+}
+
+// New returns a handler that serves cfg and appends through app.
+func New(cfg Config, app Appender, logger *slog.Logger) *Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{app: app, log: logger}
+	h.Swap(cfg)
+	return h
+}
+
+// Swap makes the handler serve cfg from the next request on.
+func (h *Handler) Swap(cfg Config) {
+	st := &state{cfg: cfg, byPath: make(map[string]*Source, len(cfg.Sources))}
+	for i := range cfg.Sources {
+		st.byPath[cfg.Sources[i].Path] = &cfg.Sources[i]
+	}
+	h.cur.Store(st)
+}
+
+// Stats returns the handler's counters.
+func (h *Handler) Stats() Stats {
+	return Stats{
+		Accepted:    h.accepted.Load(),
+		Duplicates:  h.duplicates.Load(),
+		Rejected:    h.rejected.Load(),
+		RuleErrors:  h.ruleErrors.Load(),
+		Unavailable: h.unavailable.Load(),
+	}
+}
+
+// Response is the body of a 2xx answer.
+type Response struct {
+	ID        string `json:"id"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+// ServeHTTP implements [http.Handler].
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := h.cur.Load()
+	src, ok := st.byPath[r.URL.Path]
+	if !ok {
+		h.reject(w, http.StatusNotFound, "no source is configured at path "+strconv.Quote(r.URL.Path))
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.reject(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed: send webhooks with POST")
+		return
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		h.reject(w, http.StatusUnsupportedMediaType, "content type "+strconv.Quote(r.Header.Get("Content-Type"))+" is not JSON: send Content-Type: application/json")
+		return
+	}
+	max := st.cfg.MaxBody
+	if r.ContentLength > max {
+		h.reject(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", r.ContentLength, max))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.reject(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", max))
+			return
+		}
+		h.reject(w, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	var doc any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		h.reject(w, http.StatusBadRequest, "body is not valid JSON: "+jsonError(err))
+		return
+	}
+
+	ev := pipeline.Event{
+		ID:         newID(),
+		Source:     src.Name,
+		ReceivedAt: time.Now().UTC(),
+		Headers:    headers(r.Header),
+		Body:       body,
+		Auth:       src.Auth,
+	}
+	env := &rules.Env{Body: doc, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt}
+	entry := pipeline.Entry{Event: ev, DedupWindow: src.DedupWindow}
+	if src.DedupKey != nil {
+		key, err := src.DedupKey.String(env)
+		if err != nil {
+			h.ruleErrors.Add(1)
+			h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", ev.ID, "err", err)
+		}
+		entry.DedupKey = key
+	}
+	if st.cfg.Router != nil {
+		var errs []error
+		entry.Targets, errs = st.cfg.Router.Route(env)
+		for _, err := range errs {
+			h.ruleErrors.Add(1)
+			h.log.Warn("rule failed", "source", src.Name, "event_id", ev.ID, "err", err)
+		}
+	}
+
+	res, err := h.app.Append(r.Context(), entry)
+	if err != nil {
+		h.unavailable.Add(1)
+		switch {
+		case errors.Is(err, writer.ErrOverloaded):
+			h.unavailable503(w, "event log is overloaded: retry shortly")
+		case errors.Is(err, pipeline.ErrFull):
+			h.unavailable503(w, "event log is full (no disk space): retry later")
+		case errors.Is(err, pipeline.ErrClosed):
+			h.unavailable503(w, "pipelined is shutting down: retry shortly")
+		case r.Context().Err() != nil:
+			// The client went away; nobody reads the answer.
+		default:
+			h.unavailable503(w, "event log cannot take the event: retry later")
+		}
+		return
+	}
+	if res.Duplicate {
+		h.duplicates.Add(1)
+	} else {
+		h.accepted.Add(1)
+	}
+	writeJSON(w, http.StatusOK, Response{ID: res.ID, Duplicate: res.Duplicate})
+}
+
+func (h *Handler) reject(w http.ResponseWriter, code int, msg string) {
+	h.rejected.Add(1)
+	writeError(w, code, msg)
+}
+
+func (h *Handler) unavailable503(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, msg)
+}
+
+// isJSON accepts application/json and any application/*+json type.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// secretHeaders are never stored with an event nor shown to rules.
+var secretHeaders = map[string]bool{
+	"authorization":       true,
+	"proxy-authorization": true,
+	"cookie":              true,
+}
+
+// headers returns r's headers with lower-case names, the first value of each,
+// without those that carry credentials.
+func headers(hs http.Header) map[string]string {
+	out := make(map[string]string, len(hs))
+	for k, v := range hs {
+		lk := strings.ToLower(k)
+		if secretHeaders[lk] || len(v) == 0 {
+			continue
+		}
+		out[lk] = v[0]
+	}
+	return out
+}
+
+// newID returns a new event id: a UUIDv7, so ids sort by time.
+func newID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+// jsonError says where JSON went wrong, in one line.
+func jsonError(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s (at byte %d)", se.Error(), se.Offset)
+	}
+	return err.Error()
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,3 @@
+// Package logpb holds the protobuf records of the event log (record.proto).
+// Regenerate with `make proto`.
+package logpb

@@ -1,0 +1,457 @@
+// Package memlog is an in-memory [pipeline.Log] for tests: the same contract
+// as the durable logs, checked by the same suite (package logtest), with
+// nothing kept across a restart.
+//
+// A [Log] is guarded by one mutex. A blocked [pipeline.Queue.Fetch] waits on a
+// channel that Append, Settle and Close close to wake it, and on a timer set
+// for the earliest retry that is not yet due.
+package memlog
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+var _ pipeline.Log = (*Log)(nil)
+
+// sweepEvery is how many appended entries pass between sweeps of expired
+// dedup keys; lookups also drop the expired keys they meet.
+const sweepEvery = 1024
+
+// Log is an in-memory [pipeline.Log]. Its zero value is not usable; call
+// [New]. All methods are safe for concurrent use. Append is atomic per call;
+// "durable" means only that it is visible to the other methods until Close.
+type Log struct {
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{} // closed by Close to release blocked fetches
+	seq    uint64        // Seq of the last appended event
+	events map[string]*stored
+	dedup  map[dedupKey]dedupEntry
+	queues map[string]*queue
+	swept  int // entries appended since the last dedup sweep
+}
+
+// New returns an empty log.
+func New() *Log {
+	return &Log{
+		done:   make(chan struct{}),
+		events: make(map[string]*stored),
+		dedup:  make(map[dedupKey]dedupEntry),
+		queues: make(map[string]*queue),
+	}
+}
+
+type stored struct {
+	seq uint64
+	ev  pipeline.Event
+}
+
+type dedupKey struct{ source, key string }
+
+type dedupEntry struct {
+	id      string
+	expires time.Time
+}
+
+// queue is one sink's state. Every entry is in exactly one of ready,
+// leased, retry or dead.
+type queue struct {
+	ready  []*entry // first deliveries, in Seq order, not leased
+	leased map[uint64]*entry
+	retry  map[uint64]*entry // settled as Retry, ready again at retryAt
+	dead   map[uint64]*deadEntry
+	wake   chan struct{} // closed and replaced when something may have become ready
+}
+
+type entry struct {
+	seq      uint64
+	ev       *pipeline.Event
+	route    string
+	payload  []byte
+	attempts int // deliveries so far
+	lastErr  string
+	retryAt  time.Time
+}
+
+type deadEntry struct {
+	e        *entry
+	err      string
+	failedAt time.Time
+}
+
+func newQueue() *queue {
+	return &queue{
+		leased: make(map[uint64]*entry),
+		retry:  make(map[uint64]*entry),
+		dead:   make(map[uint64]*deadEntry),
+		wake:   make(chan struct{}),
+	}
+}
+
+// notify wakes a Fetch blocked on q.
+func (q *queue) notify() {
+	close(q.wake)
+	q.wake = make(chan struct{})
+}
+
+// queueLocked returns the named queue, creating it. l.mu must be held.
+func (l *Log) queueLocked(sink string) *queue {
+	q, ok := l.queues[sink]
+	if !ok {
+		q = newQueue()
+		l.queues[sink] = q
+	}
+	return q
+}
+
+// Append implements [pipeline.Log.Append]. It checks the whole call first and
+// writes nothing when an entry is invalid: an empty event id, an id already in
+// the log or repeated in the call, a target without a sink, or two targets for
+// one sink. Entries that are duplicates are not checked, since nothing of them
+// is written. It never returns [pipeline.ErrFull].
+func (l *Log) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.Appended, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memlog: append: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("memlog: append: %w", pipeline.ErrClosed)
+	}
+	now := time.Now()
+
+	// First pass: decide duplicates and validate, changing nothing.
+	out := make([]pipeline.Appended, len(entries))
+	inCall := make(map[dedupKey]string)
+	ids := make(map[string]bool)
+	for i, en := range entries {
+		id := en.Event.ID
+		if en.DedupKey != "" {
+			k := dedupKey{en.Event.Source, en.DedupKey}
+			if first, ok := inCall[k]; ok {
+				out[i] = pipeline.Appended{ID: first, Duplicate: true}
+				continue
+			}
+			if d, ok := l.dedup[k]; ok {
+				if now.Before(d.expires) {
+					out[i] = pipeline.Appended{ID: d.id, Duplicate: true}
+					continue
+				}
+				delete(l.dedup, k)
+			}
+			inCall[k] = id
+		}
+		if id == "" {
+			return nil, fmt.Errorf("memlog: append: entry %d: empty event id", i)
+		}
+		if _, ok := l.events[id]; ok || ids[id] {
+			return nil, fmt.Errorf("memlog: append: entry %d: event id %q already in the log", i, id)
+		}
+		ids[id] = true
+		sinks := make(map[string]bool, len(en.Targets))
+		for _, tg := range en.Targets {
+			if tg.Sink == "" {
+				return nil, fmt.Errorf("memlog: append: entry %d: target without a sink", i)
+			}
+			if sinks[tg.Sink] {
+				return nil, fmt.Errorf("memlog: append: entry %d: sink %q targeted twice", i, tg.Sink)
+			}
+			sinks[tg.Sink] = true
+		}
+		out[i] = pipeline.Appended{ID: id}
+	}
+
+	// Second pass: write.
+	woken := make(map[*queue]bool)
+	for i, en := range entries {
+		if out[i].Duplicate {
+			continue
+		}
+		l.seq++
+		s := &stored{seq: l.seq, ev: cloneEvent(en.Event)}
+		l.events[s.ev.ID] = s
+		if en.DedupKey != "" {
+			l.dedup[dedupKey{en.Event.Source, en.DedupKey}] = dedupEntry{id: s.ev.ID, expires: now.Add(en.DedupWindow)}
+		}
+		for _, tg := range en.Targets {
+			q := l.queueLocked(tg.Sink)
+			e := &entry{seq: s.seq, ev: &s.ev, route: tg.Route, payload: bytes.Clone(tg.Payload)}
+			if tg.Err != "" {
+				q.dead[e.seq] = &deadEntry{e: e, err: tg.Err, failedAt: now}
+				continue
+			}
+			q.ready = append(q.ready, e)
+			woken[q] = true
+		}
+	}
+	for q := range woken {
+		q.notify()
+	}
+	l.swept += len(entries)
+	if l.swept >= sweepEvery {
+		l.swept = 0
+		maps.DeleteFunc(l.dedup, func(_ dedupKey, d dedupEntry) bool { return !now.Before(d.expires) })
+	}
+	return out, nil
+}
+
+// Queue implements [pipeline.Log.Queue]. The queue of a sink that was never
+// appended to is empty. After Close the returned queue's methods return
+// [pipeline.ErrClosed].
+func (l *Log) Queue(sink string) pipeline.Queue {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return &Queue{l: l, sink: sink, q: l.queueLocked(sink)}
+}
+
+// Event implements [pipeline.Log.Event]. Events stay after every queue has
+// settled them; memlog has no retention.
+func (l *Log) Event(ctx context.Context, id string) (pipeline.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return pipeline.Event{}, fmt.Errorf("memlog: event %q: %w", id, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return pipeline.Event{}, fmt.Errorf("memlog: event %q: %w", id, pipeline.ErrClosed)
+	}
+	s, ok := l.events[id]
+	if !ok {
+		return pipeline.Event{}, fmt.Errorf("memlog: event %q: %w", id, pipeline.ErrNotFound)
+	}
+	return cloneEvent(s.ev), nil
+}
+
+// Close implements [pipeline.Log.Close]. It releases every blocked Fetch,
+// which then returns [pipeline.ErrClosed]. Closing twice is not an error.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+	return nil
+}
+
+// Queue is one sink's delivery queue in a [Log], as returned by [Log.Queue].
+type Queue struct {
+	l    *Log
+	sink string
+	q    *queue
+}
+
+var _ pipeline.Queue = (*Queue)(nil)
+
+// Fetch implements [pipeline.Queue.Fetch]. Due retries come first, in Seq
+// order, then first deliveries in Seq order. It returns an error when max is
+// less than 1, ctx's error when ctx is done before anything is ready (even if
+// entries are ready when it is called with a done ctx), and
+// [pipeline.ErrClosed] when the log is closed, also while it waits.
+func (q *Queue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("memlog: fetch %s: max %d is less than 1", q.sink, max)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("memlog: fetch %s: %w", q.sink, err)
+		}
+		q.l.mu.Lock()
+		if q.l.closed {
+			q.l.mu.Unlock()
+			return nil, fmt.Errorf("memlog: fetch %s: %w", q.sink, pipeline.ErrClosed)
+		}
+		now := time.Now()
+		ds, next := q.takeLocked(now, max)
+		wake := q.q.wake
+		q.l.mu.Unlock()
+		if len(ds) > 0 {
+			return ds, nil
+		}
+
+		var due <-chan time.Time
+		if !next.IsZero() {
+			if timer == nil {
+				timer = time.NewTimer(next.Sub(now))
+			} else {
+				timer.Reset(next.Sub(now))
+			}
+			due = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-q.l.done:
+		case <-wake:
+		case <-due:
+		}
+	}
+}
+
+// takeLocked leases up to max ready entries and returns them, or, when none
+// is ready, the time the earliest retry becomes due (zero if there is none).
+// q.l.mu must be held.
+func (q *Queue) takeLocked(now time.Time, max int) ([]pipeline.Delivery, time.Time) {
+	var due []*entry
+	var next time.Time
+	for _, e := range q.q.retry {
+		if !e.retryAt.After(now) {
+			due = append(due, e)
+		} else if next.IsZero() || e.retryAt.Before(next) {
+			next = e.retryAt
+		}
+	}
+	slices.SortFunc(due, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+	if len(due) > max {
+		due = due[:max]
+	}
+	for _, e := range due {
+		delete(q.q.retry, e.seq)
+	}
+	n := min(max-len(due), len(q.q.ready))
+	take := append(due, q.q.ready[:n]...)
+	q.q.ready = q.q.ready[n:]
+	if len(take) == 0 {
+		return nil, next
+	}
+	ds := make([]pipeline.Delivery, len(take))
+	for i, e := range take {
+		e.attempts++
+		q.q.leased[e.seq] = e
+		ds[i] = pipeline.Delivery{
+			Seq:       e.seq,
+			Event:     cloneEvent(*e.ev),
+			Route:     e.route,
+			Payload:   bytes.Clone(e.payload),
+			Attempt:   e.attempts,
+			LastError: e.lastErr,
+		}
+	}
+	return ds, time.Time{}
+}
+
+// Settle implements [pipeline.Queue.Settle]. Every settled Seq must be leased
+// (fetched and not yet settled) and appear once in the call, and every outcome
+// must be known; otherwise Settle returns an error and changes nothing.
+func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memlog: settle %s: %w", q.sink, err)
+	}
+	q.l.mu.Lock()
+	defer q.l.mu.Unlock()
+	if q.l.closed {
+		return fmt.Errorf("memlog: settle %s: %w", q.sink, pipeline.ErrClosed)
+	}
+	seen := make(map[uint64]bool, len(s))
+	for _, st := range s {
+		if _, ok := q.q.leased[st.Seq]; !ok || seen[st.Seq] {
+			return fmt.Errorf("memlog: settle %s: seq %d is not leased or settled twice", q.sink, st.Seq)
+		}
+		seen[st.Seq] = true
+		switch st.Outcome {
+		case pipeline.Ack, pipeline.Retry, pipeline.Dead:
+		default:
+			return fmt.Errorf("memlog: settle %s: seq %d: unknown outcome %d", q.sink, st.Seq, st.Outcome)
+		}
+	}
+	now := time.Now()
+	retried := false
+	for _, st := range s {
+		e := q.q.leased[st.Seq]
+		delete(q.q.leased, st.Seq)
+		switch st.Outcome {
+		case pipeline.Retry:
+			e.lastErr = st.Err
+			e.retryAt = st.RetryAt
+			q.q.retry[e.seq] = e
+			retried = true
+		case pipeline.Dead:
+			q.q.dead[e.seq] = &deadEntry{e: e, err: st.Err, failedAt: now}
+		}
+	}
+	if retried {
+		// A waiting Fetch recomputes its timer for the earliest retry.
+		q.q.notify()
+	}
+	return nil
+}
+
+// Stats implements [pipeline.Queue.Stats]. Ready counts first deliveries and
+// every leased entry (retries included); Retrying counts entries settled as
+// Retry and not fetched since, due or not.
+func (q *Queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
+	if err := ctx.Err(); err != nil {
+		return pipeline.QueueStats{}, fmt.Errorf("memlog: stats %s: %w", q.sink, err)
+	}
+	q.l.mu.Lock()
+	defer q.l.mu.Unlock()
+	if q.l.closed {
+		return pipeline.QueueStats{}, fmt.Errorf("memlog: stats %s: %w", q.sink, pipeline.ErrClosed)
+	}
+	return pipeline.QueueStats{
+		Ready:    len(q.q.ready) + len(q.q.leased),
+		Retrying: len(q.q.retry),
+		Dead:     len(q.q.dead),
+	}, nil
+}
+
+// DeadLetters implements [pipeline.Queue.DeadLetters]. A limit less than 1
+// returns nothing.
+func (q *Queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pipeline.DeadLetter, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memlog: dead letters %s: %w", q.sink, err)
+	}
+	q.l.mu.Lock()
+	defer q.l.mu.Unlock()
+	if q.l.closed {
+		return nil, fmt.Errorf("memlog: dead letters %s: %w", q.sink, pipeline.ErrClosed)
+	}
+	if limit < 1 {
+		return nil, nil
+	}
+	var ds []*deadEntry
+	for seq, d := range q.q.dead {
+		if seq > after {
+			ds = append(ds, d)
+		}
+	}
+	slices.SortFunc(ds, func(a, b *deadEntry) int { return cmp.Compare(a.e.seq, b.e.seq) })
+	if len(ds) > limit {
+		ds = ds[:limit]
+	}
+	out := make([]pipeline.DeadLetter, len(ds))
+	for i, d := range ds {
+		out[i] = pipeline.DeadLetter{
+			Seq:      d.e.seq,
+			Event:    cloneEvent(*d.e.ev),
+			Route:    d.e.route,
+			Payload:  bytes.Clone(d.e.payload),
+			Attempts: d.e.attempts,
+			Err:      d.err,
+			FailedAt: d.failedAt,
+		}
+	}
+	return out, nil
+}
+
+// cloneEvent copies ev so that neither the caller nor the log can change
+// what the other holds.
+func cloneEvent(ev pipeline.Event) pipeline.Event {
+	ev.Headers = maps.Clone(ev.Headers)
+	ev.Body = bytes.Clone(ev.Body)
+	return ev
+}

@@ -1,0 +1,132 @@
+package pluginhost
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// The test binary doubles as the plugin: Start runs os.Args[0] with the
+// magic cookie set, and the sink's config passes the behaviour through the
+// *_env mechanism ({"plugin_env": "PIPELINED_TEST_PLUGIN"}).
+const behaviourVar = "PIPELINED_TEST_PLUGIN"
+
+func TestMain(m *testing.M) {
+	if b := os.Getenv(behaviourVar); b != "" && os.Getenv(sdk.Handshake.MagicCookieKey) == sdk.Handshake.MagicCookieValue {
+		runHelperPlugin(b)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runHelperPlugin(behaviour string) {
+	switch behaviour {
+	case "sink":
+		sdk.Serve(&testSink{})
+	case "version99":
+		cfg := sdk.ServeConfig(&testSink{})
+		cfg.HandshakeConfig.ProtocolVersion = 99
+		cfg.VersionedPlugins = map[int]plugin.PluginSet{99: {sdk.PluginName: &sdk.Plugin{Impl: &testSink{}}}}
+		plugin.Serve(cfg)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown test plugin behaviour %q\n", behaviour)
+		os.Exit(2)
+	}
+}
+
+// testSink is configured with:
+//
+//	reject  string  Configure fails with this message
+//	dir_env string  names a variable holding a directory where Configure
+//	                writes env.txt and Close writes closed.txt
+//	log     bool    Configure logs one line per level
+//
+// Each event's body says what to answer: {"outcome": "delivered" |
+// "retry" | "permanent", "after": "2s", "error": "..."}, or {"sleep": "5s"}.
+type testSink struct {
+	dir string
+}
+
+func (s *testSink) Configure(ctx context.Context, raw json.RawMessage) error {
+	var cfg struct {
+		Reject string `json:"reject"`
+		DirEnv string `json:"dir_env"`
+		Log    bool   `json:"log"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return err
+	}
+	if cfg.Reject != "" {
+		return errors.New(cfg.Reject)
+	}
+	if cfg.Log {
+		l := sdk.Logger()
+		l.Debug("helper debug line", "k", "d")
+		l.Info("helper info line", "k", "i")
+		l.Warn("helper warn line", "k", "w")
+		l.Error("helper error line", "k", "e")
+	}
+	if cfg.DirEnv != "" {
+		s.dir = os.Getenv(cfg.DirEnv)
+		env, _ := json.Marshal(os.Environ())
+		if err := os.WriteFile(filepath.Join(s.dir, "env.json"), env, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *testSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	results := make([]sdk.Result, len(batch))
+	for i, ev := range batch {
+		var b struct {
+			Outcome string `json:"outcome"`
+			After   string `json:"after"`
+			Error   string `json:"error"`
+			Sleep   string `json:"sleep"`
+		}
+		if err := json.Unmarshal(ev.Body, &b); err != nil {
+			return nil, err
+		}
+		if b.Sleep != "" {
+			d, _ := time.ParseDuration(b.Sleep)
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		var err error
+		if b.Error != "" {
+			err = errors.New(b.Error)
+		}
+		switch b.Outcome {
+		case "retry":
+			after, _ := time.ParseDuration(b.After)
+			results[i] = sdk.Retry(after, err)
+		case "permanent":
+			results[i] = sdk.Permanent(err)
+		case "fail-batch":
+			return nil, err
+		default:
+			results[i] = sdk.Delivered()
+		}
+	}
+	return results, nil
+}
+
+func (s *testSink) Close(ctx context.Context) error {
+	if s.dir != "" {
+		return os.WriteFile(filepath.Join(s.dir, "closed.txt"), []byte("closed\n"), 0o600)
+	}
+	return nil
+}

@@ -1,0 +1,440 @@
+package pluginhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// Plugin is one running plugin process, started and configured by [Start].
+// Its methods are safe for concurrent use; calls into the plugin are made
+// one at a time, as the sdk promises sinks.
+type Plugin struct {
+	spec    Spec
+	path    string
+	opts    Options
+	log     *slog.Logger
+	client  *plugin.Client
+	cmd     *exec.Cmd
+	grpc    *plugin.GRPCClient
+	sink    sdk.Sink
+	pid     int
+	version int
+	stderr  *tailWriter
+
+	// sem serializes calls into the plugin (Deliver, Close); a channel
+	// rather than a mutex so that waiting for it is bounded by a ctx.
+	sem chan struct{}
+
+	mu      sync.Mutex
+	stopped bool
+}
+
+// Start finds spec's plugin binary (see [Find]), checks its checksum when
+// spec.SHA256 is set, starts it with only the environment described in
+// [EnvNames], performs the go-plugin handshake (gRPC, automatic mTLS),
+// and calls the sink's Configure with spec.Config.
+//
+// ctx limits Configure, and its deadline (when sooner than
+// Options.StartTimeout) also limits the handshake. Every error names the
+// sink and says what to do; a plugin built for a protocol version this host
+// does not speak is refused with both versions named.
+func Start(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
+	o := opts.withDefaults()
+	log := o.Logger.With("sink", spec.Sink)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sink %q: start plugin: %w", spec.Sink, err)
+	}
+	path, err := Find(spec)
+	if err != nil {
+		return nil, err
+	}
+	env, refused, err := pluginEnv(spec.Config, os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("sink %q: %w", spec.Sink, err)
+	}
+	for _, n := range refused {
+		log.Warn("sink config names an environment variable that is never passed to plugins", "name", n)
+	}
+	var secure *plugin.SecureConfig
+	if spec.SHA256 != "" {
+		sum, err := hex.DecodeString(strings.TrimSpace(spec.SHA256))
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("sink %q: sha256 %q is not a hex SHA-256 checksum (64 hex digits; sha256sum %s prints it)", spec.Sink, spec.SHA256, path)
+		}
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+
+	startTimeout := o.StartTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < startTimeout {
+		startTimeout = max(time.Until(d), time.Millisecond)
+	}
+	cmd := exec.Command(path)
+	cmd.Env = env // go-plugin appends the magic cookie and PLUGIN_* to it
+	cmd.SysProcAttr = procAttr()
+	tail := &tailWriter{max: 2048}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  sdk.Handshake,
+		VersionedPlugins: sdk.ClientPlugins(),
+		Cmd:              cmd,
+		SkipHostEnv:      true,
+		SecureConfig:     secure,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     startTimeout,
+		Logger:           newHCLogger(log, filepath.Base(path)),
+		Stderr:           tail,
+		Managed:          false,
+	})
+	p := &Plugin{
+		spec:   spec,
+		path:   path,
+		opts:   o,
+		log:    log,
+		client: client,
+		cmd:    cmd,
+		stderr: tail,
+		sem:    make(chan struct{}, 1),
+	}
+	rpc, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, p.startError(err)
+	}
+	if cmd.Process != nil {
+		p.pid = cmd.Process.Pid
+	}
+	p.version = client.NegotiatedVersion()
+	p.grpc, _ = rpc.(*plugin.GRPCClient)
+	raw, err := rpc.Dispense(sdk.PluginName)
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("sink %q: plugin %s does not serve a sink: %w", spec.Sink, path, err)
+	}
+	sink, ok := raw.(sdk.Sink)
+	if !ok {
+		client.Kill()
+		return nil, fmt.Errorf("sink %q: plugin %s dispensed %T, not a sink", spec.Sink, path, raw)
+	}
+	p.sink = sink
+
+	config := spec.Config
+	if len(strings.TrimSpace(string(config))) == 0 {
+		config = []byte("{}")
+	}
+	cctx, cancel := context.WithTimeoutCause(ctx, o.StartTimeout,
+		fmt.Errorf("sink %q: plugin did not answer Configure within the start timeout (%v)", spec.Sink, o.StartTimeout))
+	err = sink.Configure(cctx, config)
+	timedOut := err != nil && cctx.Err() != nil
+	if timedOut {
+		err = fmt.Errorf("%w (%w)", context.Cause(cctx), err)
+	}
+	cancel()
+	if err != nil {
+		alive := timedOut || p.healthy(ctx)
+		client.Kill()
+		switch {
+		case timedOut:
+			return nil, fmt.Errorf("sink %q: configure plugin %s: %w", spec.Sink, path, err)
+		case !alive:
+			return nil, fmt.Errorf("sink %q: plugin %s exited during Configure%s: %w", spec.Sink, path, tail.lastLine(), err)
+		}
+		return nil, fmt.Errorf("sink %q: plugin rejected its config (fix the sink's config table in the configuration file): %w", spec.Sink, err)
+	}
+	log.Debug("plugin started", "path", path, "pid", p.pid, "protocol_version", p.version)
+	return p, nil
+}
+
+var incompatibleVersion = regexp.MustCompile(`incompatible API version with plugin\. Plugin version: (\d+)`)
+
+// startError explains an error of go-plugin's Client (exec, checksum,
+// handshake) for the operator.
+func (p *Plugin) startError(err error) error {
+	sink, path := p.spec.Sink, p.path
+	msg := err.Error()
+	switch {
+	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
+		got := "unknown"
+		if sum, herr := fileSHA256(path); herr == nil {
+			got = sum
+		}
+		return fmt.Errorf("sink %q: plugin binary %s has sha256 %s, but the sink's sha256 is %s: install the expected binary or update sha256: %w",
+			sink, path, got, strings.ToLower(strings.TrimSpace(p.spec.SHA256)), err)
+	case incompatibleVersion.MatchString(msg):
+		theirs := incompatibleVersion.FindStringSubmatch(msg)[1]
+		return fmt.Errorf("sink %q: plugin %s speaks sink protocol version %s, but this pipelined speaks %s: rebuild the plugin with an sdk of a matching version, or use a pipelined that speaks %s: %w",
+			sink, path, theirs, hostVersions(), theirs, err)
+	case strings.Contains(msg, "Failed to read any lines from plugin's stdout"):
+		return fmt.Errorf("sink %q: plugin %s exited before the handshake%s (is it a pipelined sink plugin built with sdk.Serve?)",
+			sink, path, p.stderr.lastLine())
+	case strings.Contains(msg, "Unrecognized remote plugin message"):
+		return fmt.Errorf("sink %q: %s is not a pipelined sink plugin, or it printed to stdout before the handshake (plugins must log to stderr only)%s: %w",
+			sink, path, p.stderr.lastLine(), err)
+	case strings.Contains(msg, "timeout while waiting for plugin to start"):
+		return fmt.Errorf("sink %q: plugin %s did not complete the handshake within %v: %w", sink, path, p.opts.StartTimeout, err)
+	case strings.Contains(msg, "plugin exited before we could connect"):
+		return fmt.Errorf("sink %q: plugin %s exited during start%s: %w", sink, path, p.stderr.lastLine(), err)
+	case strings.Contains(msg, "unsupported plugin protocol"):
+		return fmt.Errorf("sink %q: plugin %s speaks net/rpc, but sink plugins must serve gRPC (build it with sdk.Serve): %w", sink, path, err)
+	}
+	return fmt.Errorf("sink %q: start plugin %s: %w", sink, path, err)
+}
+
+// hostVersions lists the sink protocol versions this host speaks, "1" or
+// "1 and 2".
+func hostVersions() string {
+	var vs []int
+	for v := range sdk.ClientPlugins() {
+		vs = append(vs, v)
+	}
+	slices.Sort(vs)
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = strconv.Itoa(v)
+	}
+	if len(s) <= 1 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Pid returns the process id of the plugin.
+func (p *Plugin) Pid() int { return p.pid }
+
+// Path returns the plugin binary that runs.
+func (p *Plugin) Path() string { return p.path }
+
+// ProtocolVersion returns the sink protocol version negotiated with the plugin.
+func (p *Plugin) ProtocolVersion() int { return p.version }
+
+// Exited reports whether the plugin process has exited.
+func (p *Plugin) Exited() bool { return p.client.Exited() }
+
+// Deliver sends batch to the plugin and returns its answer, one [sdk.Result]
+// per event. A non-nil error means the whole batch failed: the sink said so
+// (retry it with backoff), ctx expired, or the plugin process exited or
+// stopped answering, in which case the error wraps [ErrPluginExited] and the
+// Plugin is of no further use.
+func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	if err := p.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, err)
+	}
+	defer p.release()
+	if p.isStopped() {
+		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, ErrStopped)
+	}
+	if p.Exited() {
+		return nil, p.exitedError(nil)
+	}
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	cctx := ctx
+	if p.opts.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeoutCause(ctx, p.opts.CallTimeout,
+			fmt.Errorf("sink %q: plugin did not answer Deliver within call_timeout %v", p.spec.Sink, p.opts.CallTimeout))
+		defer cancel()
+	}
+	results, err := p.sink.Deliver(cctx, batch)
+	if err == nil {
+		return results, nil
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, context.Cause(ctx))
+	}
+	if cctx.Err() != nil {
+		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, context.Cause(cctx))
+	}
+	// The sdk turns both a sink's own batch error and a broken transport into
+	// plain errors, so ask the plugin whether it is still there.
+	if alive := p.healthy(ctx); !alive {
+		return nil, p.exitedError(err)
+	}
+	return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, err)
+}
+
+// healthy reports whether the plugin process is running and answers go-plugin's
+// health check. When it does not answer, it waits briefly for the process
+// exit to be noticed, so that Exited agrees afterwards.
+func (p *Plugin) healthy(ctx context.Context) bool {
+	if p.Exited() {
+		return false
+	}
+	if p.grpc != nil {
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := grpc_health_v1.NewHealthClient(p.grpc.Conn).Check(hctx,
+			&grpc_health_v1.HealthCheckRequest{Service: plugin.GRPCServiceName})
+		cancel()
+		if err == nil {
+			return true
+		}
+	}
+	deadline := time.Now().Add(time.Second)
+	for !p.Exited() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+func (p *Plugin) exitedError(cause error) error {
+	what := "exited"
+	if !p.Exited() {
+		what = "stopped answering"
+	}
+	if cause != nil {
+		return fmt.Errorf("sink %q: plugin %s (pid %d) %s during the call (%v)%s: %w",
+			p.spec.Sink, p.path, p.pid, what, cause, p.stderr.lastLine(), ErrPluginExited)
+	}
+	return fmt.Errorf("sink %q: plugin %s (pid %d) %s%s: %w", p.spec.Sink, p.path, p.pid, what, p.stderr.lastLine(), ErrPluginExited)
+}
+
+// Stop asks the plugin to flush and release what it holds (its Close, when
+// the sink implements sdk.Closer), bounded by ctx (or Options.CloseTimeout
+// when ctx has no deadline), then ends the process: gracefully, or with
+// SIGKILL after 2s or once ctx has expired. It waits for an in-flight
+// Deliver to return first, unless ctx expires. Stop returns the error of
+// Close, if any; calling it again returns nil.
+func (p *Plugin) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return nil
+	}
+	p.stopped = true
+	p.mu.Unlock()
+
+	var err error
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, p.opts.CloseTimeout,
+			fmt.Errorf("sink %q: plugin did not finish Close within %v", p.spec.Sink, p.opts.CloseTimeout))
+		defer cancel()
+	}
+	if aerr := p.acquire(ctx); aerr != nil {
+		err = fmt.Errorf("sink %q: stop plugin while a delivery is in flight: %w", p.spec.Sink, context.Cause(ctx))
+	} else {
+		if c, ok := p.sink.(sdk.Closer); ok && !p.Exited() {
+			if cerr := c.Close(ctx); cerr != nil {
+				if ctx.Err() != nil {
+					cerr = fmt.Errorf("%w (%w)", context.Cause(ctx), cerr)
+				}
+				err = fmt.Errorf("sink %q: close plugin: %w", p.spec.Sink, cerr)
+			}
+		}
+		defer p.release()
+	}
+	if ctx.Err() != nil {
+		p.hardKill()
+	}
+	p.client.Kill()
+	return err
+}
+
+// kill ends the process at once, without Close: for a plugin that already
+// failed.
+func (p *Plugin) kill() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.hardKill()
+	p.client.Kill()
+}
+
+func (p *Plugin) hardKill() {
+	if p.cmd.Process != nil && !p.Exited() {
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+func (p *Plugin) isStopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopped
+}
+
+func (p *Plugin) acquire(ctx context.Context) error {
+	select {
+	case p.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (p *Plugin) release() { <-p.sem }
+
+// tailWriter keeps the end of the plugin's stderr, so that an error about a
+// plugin that died can quote its last words.
+type tailWriter struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (w *tailWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	if over := len(w.buf) - w.max; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+	}
+	return len(b), nil
+}
+
+// lastLine returns `; it said "..."` with the last non-empty line written,
+// or "".
+func (w *tailWriter) lastLine() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(string(w.buf)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		var entry struct {
+			Level string `json:"@level"`
+		}
+		if strings.HasPrefix(l, "{") && json.Unmarshal([]byte(l), &entry) == nil &&
+			(entry.Level == "debug" || entry.Level == "trace") {
+			continue // go-plugin's own chatter ("plugin address") says nothing useful
+		}
+		if l != "" {
+			if len(l) > 300 {
+				l = l[:300] + "..."
+			}
+			return fmt.Sprintf("; its last stderr line: %q", l)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,521 @@
+package pluginhost
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// helperSpec returns a Spec that runs the test binary as plugin behaviour b.
+// extra keys are merged into the config.
+func helperSpec(t testing.TB, b string, extra map[string]any) Spec {
+	t.Helper()
+	t.Setenv(behaviourVar, b)
+	cfg := map[string]any{"plugin_env": behaviourVar}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Spec{Sink: "test-" + b, Command: os.Args[0], Config: raw}
+}
+
+func startHelper(t testing.TB, spec Spec, opts *Options) *Plugin {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := Start(ctx, spec, opts)
+	if err != nil {
+		t.Fatalf("Start(%s) = %v", spec.Sink, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p
+}
+
+func event(id, body string) sdk.Event {
+	return sdk.Event{ID: id, Source: "src", Route: "r", ReceivedAt: time.Now(), Body: json.RawMessage(body), Attempt: 1}
+}
+
+func TestStartDeliverOutcomes(t *testing.T) {
+	p := startHelper(t, helperSpec(t, "sink", nil), nil)
+	if p.Pid() <= 0 || p.Exited() {
+		t.Fatalf("Pid() = %d, Exited() = %v; want a running process", p.Pid(), p.Exited())
+	}
+	if got := p.ProtocolVersion(); got != sdk.ProtocolVersion {
+		t.Errorf("ProtocolVersion() = %d, want %d", got, sdk.ProtocolVersion)
+	}
+	batch := []sdk.Event{
+		event("e1", `{"outcome":"delivered"}`),
+		event("e2", `{"outcome":"retry","after":"2s","error":"busy"}`),
+		event("e3", `{"outcome":"permanent","error":"bad payload"}`),
+		event("e4", `{"outcome":"retry","error":"later"}`),
+	}
+	res, err := p.Deliver(context.Background(), batch)
+	if err != nil {
+		t.Fatalf("Deliver = %v", err)
+	}
+	if len(res) != len(batch) {
+		t.Fatalf("Deliver returned %d results, want %d", len(res), len(batch))
+	}
+	if !res[0].IsDelivered() {
+		t.Errorf("result[0] = %v, want delivered", res[0])
+	}
+	if after, ok := res[1].IsRetry(); !ok || after != 2*time.Second || res[1].Err() == nil || res[1].Err().Error() != "busy" {
+		t.Errorf("result[1] = %v, want retry after 2s: busy", res[1])
+	}
+	if !res[2].IsPermanent() || res[2].Err() == nil || res[2].Err().Error() != "bad payload" {
+		t.Errorf("result[2] = %v, want permanent: bad payload", res[2])
+	}
+	if after, ok := res[3].IsRetry(); !ok || after != 0 || res[3].Err().Error() != "later" {
+		t.Errorf("result[3] = %v, want retry: later", res[3])
+	}
+
+	// A whole-batch error from the sink is not a dead plugin.
+	_, err = p.Deliver(context.Background(), []sdk.Event{event("e5", `{"outcome":"fail-batch","error":"database down"}`)})
+	if err == nil || errors.Is(err, ErrPluginExited) || !strings.Contains(err.Error(), "database down") {
+		t.Errorf("Deliver(fail-batch) = %v, want the sink's error, not ErrPluginExited", err)
+	}
+	if p.Exited() {
+		t.Error("Exited() = true after a batch error")
+	}
+}
+
+func TestConfigureError(t *testing.T) {
+	spec := helperSpec(t, "sink", map[string]any{"reject": "config key \"dir\" is required"})
+	p, err := Start(context.Background(), spec, nil)
+	if err == nil {
+		p.Stop(context.Background())
+		t.Fatal("Start with a rejected config succeeded")
+	}
+	for _, want := range []string{`sink "test-sink"`, `config key "dir" is required`, "config"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Start error = %q, want it to contain %q", err, want)
+		}
+	}
+}
+
+func TestFind(t *testing.T) {
+	d1, d2 := t.TempDir(), t.TempDir()
+	_, err := Find(Spec{Sink: "archive", Plugin: "archive", Dirs: []string{d1, d2}})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Find = %v, want ErrNotFound", err)
+	}
+	exe, _ := os.Executable()
+	exe, _ = filepath.EvalSymlinks(exe)
+	for _, want := range []string{
+		`sink "archive": plugin "archive" not found: looked for pipelined-sink-archive in `,
+		filepath.Dir(exe) + ", " + d1 + ", " + d2,
+		"(build it with make build, or set [plugins] dirs or the sink's command)",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Find error = %q, want it to contain %q", err, want)
+		}
+	}
+
+	// Not executable is skipped and said; executable is found.
+	bad := filepath.Join(d1, "pipelined-sink-archive")
+	if err := os.WriteFile(bad, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(d2, "pipelined-sink-archive")
+	if err := os.WriteFile(good, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Find(Spec{Sink: "archive", Plugin: "archive", Dirs: []string{d1, d2}})
+	if err != nil || got != good {
+		t.Errorf("Find = %q, %v, want %q", got, err, good)
+	}
+	_, err = Find(Spec{Sink: "archive", Plugin: "archive", Dirs: []string{d1}})
+	if err == nil || !strings.Contains(err.Error(), "not executable") {
+		t.Errorf("Find with a non-executable file = %v, want it to say not executable", err)
+	}
+
+	if got, err := Find(Spec{Sink: "x", Command: good, Plugin: "ignored"}); err != nil || got != good {
+		t.Errorf("Find(command) = %q, %v, want %q", got, err, good)
+	}
+	if _, err := Find(Spec{Sink: "x", Command: filepath.Join(d1, "missing")}); err == nil || !strings.Contains(err.Error(), `sink "x"`) {
+		t.Errorf("Find(missing command) = %v, want an error naming the sink", err)
+	}
+	if _, err := Find(Spec{Sink: "x", Plugin: "../evil"}); err == nil {
+		t.Error("Find(plugin with a slash) succeeded")
+	}
+	if _, err := Find(Spec{Sink: "x"}); err == nil {
+		t.Error("Find(no plugin, no command) succeeded")
+	}
+}
+
+func TestSHA256(t *testing.T) {
+	spec := helperSpec(t, "sink", nil)
+	spec.SHA256 = strings.Repeat("ab", 32)
+	p, err := Start(context.Background(), spec, nil)
+	if err == nil {
+		p.Stop(context.Background())
+		t.Fatal("Start with a wrong sha256 succeeded")
+	}
+	for _, want := range []string{`sink "test-sink"`, spec.SHA256, "checksums did not match"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Start error = %q, want it to contain %q", err, want)
+		}
+	}
+
+	spec.SHA256 = "not hex"
+	if _, err := Start(context.Background(), spec, nil); err == nil || !strings.Contains(err.Error(), "not a hex SHA-256") {
+		t.Errorf("Start with a malformed sha256 = %v, want it refused", err)
+	}
+
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	spec.SHA256 = hex.EncodeToString(sum[:])
+	startHelper(t, spec, nil)
+}
+
+func TestEnvNames(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string
+		want   []string
+	}{
+		{"empty", ``, nil},
+		{"none", `{"dir":"x"}`, []string{}},
+		{"top", `{"webhook_url_env":"SLACK_URL"}`, []string{"SLACK_URL"}},
+		{"nested and lists", `{"a":{"token_env":["B","A"],"x":[{"dsn_env":"C"}]},"secret_env":"A"}`, []string{"A", "B", "C"}},
+		{"non strings ignored", `{"n_env":3,"bad_env":"X=Y","e_env":""}`, []string{}},
+		{"upper-case key", `{"URL_ENV":"U"}`, []string{"U"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := EnvNames([]byte(tt.config))
+			if err != nil {
+				t.Fatalf("EnvNames(%s) = %v", tt.config, err)
+			}
+			if len(got) == 0 && len(tt.want) == 0 {
+				return
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("EnvNames(%s) = %q, want %q", tt.config, got, tt.want)
+			}
+		})
+	}
+	if _, err := EnvNames([]byte(`[1]`)); err == nil {
+		t.Error("EnvNames([1]) succeeded, want an error")
+	}
+}
+
+func TestPluginEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PIPELINED_TEST_DIR", dir)
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("WATCHDOG_USEC", "30000000")
+	t.Setenv("LISTEN_FDS", "1")
+	t.Setenv("OTHER_SINK_SECRET", "must-not-leak")
+	t.Setenv("SLACK_URL", "https://hooks.example/T0")
+	t.Setenv("LISTED_A", "a")
+	t.Setenv("LANG", "C.UTF-8")
+	t.Setenv("GOMEMLIMIT", "400MiB")
+	spec := helperSpec(t, "sink", map[string]any{
+		"dir_env": "PIPELINED_TEST_DIR",
+		"nested": map[string]any{
+			"webhook_url_env": "SLACK_URL",
+			"list_env":        []string{"LISTED_A", "NOTIFY_SOCKET", "UNSET_VAR_X"},
+		},
+	})
+	startHelper(t, spec, nil)
+	b, err := os.ReadFile(filepath.Join(dir, "env.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, kv := range list {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	want := map[string]string{
+		"SLACK_URL":                  "https://hooks.example/T0",
+		"LISTED_A":                   "a",
+		"PIPELINED_TEST_DIR":         dir,
+		behaviourVar:                 "sink",
+		"LANG":                       "C.UTF-8",
+		"PATH":                       os.Getenv("PATH"),
+		sdk.Handshake.MagicCookieKey: sdk.Handshake.MagicCookieValue,
+	}
+	for k, v := range want {
+		if got, ok := env[k]; !ok || got != v {
+			t.Errorf("plugin env %s = %q (present %v), want %q", k, got, ok, v)
+		}
+	}
+	for _, k := range []string{"PLUGIN_PROTOCOL_VERSIONS", "PLUGIN_CLIENT_CERT"} {
+		if _, ok := env[k]; !ok {
+			t.Errorf("plugin env lacks %s, which go-plugin adds", k)
+		}
+	}
+	for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS", "OTHER_SINK_SECRET", "GOMEMLIMIT", "UNSET_VAR_X"} {
+		if v, ok := env[k]; ok {
+			t.Errorf("plugin env has %s=%q, want it absent", k, v)
+		}
+	}
+	allowed := map[string]bool{"PLUGIN_MIN_PORT": true, "PLUGIN_MAX_PORT": true, "PLUGIN_PROTOCOL_VERSIONS": true, "PLUGIN_CLIENT_CERT": true}
+	for _, n := range baseEnv {
+		allowed[n] = true
+	}
+	for k := range want {
+		allowed[k] = true
+	}
+	for k := range env {
+		if !allowed[k] {
+			t.Errorf("plugin env has unexpected variable %s", k)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of go-plugin's
+// log goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) records(t testing.TB) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var recs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(b.b.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		recs = append(recs, m)
+	}
+	return recs
+}
+
+func TestPluginLogs(t *testing.T) {
+	buf := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	spec := helperSpec(t, "sink", map[string]any{"log": true})
+	startHelper(t, spec, &Options{Logger: log})
+
+	want := map[string]string{
+		"helper debug line": "DEBUG",
+		"helper info line":  "INFO",
+		"helper warn line":  "WARN",
+		"helper error line": "ERROR",
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := map[string]map[string]any{}
+		for _, r := range buf.records(t) {
+			if msg, _ := r["msg"].(string); want[msg] != "" || msg == "starting plugin" {
+				found[msg] = r
+			}
+		}
+		if len(found) == len(want)+1 {
+			for msg, level := range want {
+				r := found[msg]
+				if r["level"] != level || r["sink"] != spec.Sink || r["k"] == nil {
+					t.Errorf("log record %v: want level %s, sink %s and k", r, level, spec.Sink)
+				}
+				if _, ok := r["timestamp"]; ok {
+					t.Errorf("log record %v has go-plugin's zero timestamp", r)
+				}
+			}
+			if r := found["starting plugin"]; r["level"] != "DEBUG" || r["sink"] != spec.Sink {
+				t.Errorf("go-plugin record %v: want level DEBUG and sink %s", r, spec.Sink)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log records so far: %v\nwant messages %v and starting plugin", buf.records(t), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestStopCallsClose(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PIPELINED_TEST_DIR", dir)
+	spec := helperSpec(t, "sink", map[string]any{"dir_env": "PIPELINED_TEST_DIR"})
+	p, err := Start(context.Background(), spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.Pid()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		t.Fatalf("Stop = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "closed.txt")); err != nil {
+		t.Errorf("the plugin's Close did not run: %v", err)
+	}
+	if !p.Exited() {
+		t.Error("Exited() = false after Stop")
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("kill(%d, 0) = %v after Stop, want ESRCH", pid, err)
+	}
+	if _, err := p.Deliver(context.Background(), []sdk.Event{event("e", `{}`)}); !errors.Is(err, ErrStopped) {
+		t.Errorf("Deliver after Stop = %v, want ErrStopped", err)
+	}
+	if err := p.Stop(ctx); err != nil {
+		t.Errorf("second Stop = %v, want nil", err)
+	}
+}
+
+func TestWrongProtocolVersion(t *testing.T) {
+	spec := helperSpec(t, "version99", nil)
+	p, err := Start(context.Background(), spec, nil)
+	if err == nil {
+		p.Stop(context.Background())
+		t.Fatal("Start of a protocol 99 plugin succeeded")
+	}
+	for _, want := range []string{`sink "test-version99"`, "speaks sink protocol version 99", "this pipelined speaks 1", "rebuild"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Start error = %q, want it to contain %q", err, want)
+		}
+	}
+}
+
+func TestSupervisorRestartsAfterKill(t *testing.T) {
+	opts := &Options{BackoffMin: 50 * time.Millisecond}
+	s := NewSupervisor(helperSpec(t, "sink", nil), opts)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Stop(ctx)
+	})
+	if st, _, _ := s.State(); st != StateStopped {
+		t.Errorf("State() before start = %s, want %s", st, StateStopped)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ok := []sdk.Event{event("a", `{}`)}
+	if _, err := s.Deliver(ctx, ok); err != nil {
+		t.Fatalf("first Deliver = %v", err)
+	}
+	st, pid1, _ := s.State()
+	if st != StateRunning || pid1 <= 0 {
+		t.Fatalf("State() = %s, %d, want running with a pid", st, pid1)
+	}
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Deliver(ctx, []sdk.Event{event("slow", `{"sleep":"20s"}`)})
+		errc <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // let the call reach the plugin
+	if err := syscall.Kill(pid1, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrPluginExited) {
+			t.Fatalf("Deliver during SIGKILL = %v, want ErrPluginExited", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Deliver did not return after the plugin was killed")
+	}
+	if st, _, lastErr := s.State(); st != StateBackoff || !errors.Is(lastErr, ErrPluginExited) {
+		t.Errorf("State() after kill = %s, %v, want backoff and ErrPluginExited", st, lastErr)
+	}
+
+	res, err := s.Deliver(ctx, ok)
+	if err != nil || len(res) != 1 || !res[0].IsDelivered() {
+		t.Fatalf("Deliver after restart = %v, %v, want delivered", res, err)
+	}
+	st, pid2, _ := s.State()
+	if st != StateRunning || pid2 == pid1 || pid2 <= 0 {
+		t.Errorf("State() after restart = %s, pid %d, want running with a new pid (old %d)", st, pid2, pid1)
+	}
+
+	if err := s.Stop(ctx); err != nil {
+		t.Errorf("Stop = %v", err)
+	}
+	if st, _, _ := s.State(); st != StateStopped {
+		t.Errorf("State() after Stop = %s, want stopped", st)
+	}
+	if err := syscall.Kill(pid2, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("kill(%d, 0) after Stop = %v, want ESRCH", pid2, err)
+	}
+	if _, err := s.Deliver(ctx, ok); !errors.Is(err, ErrStopped) {
+		t.Errorf("Deliver after Stop = %v, want ErrStopped", err)
+	}
+}
+
+func TestSupervisorBackoff(t *testing.T) {
+	s := NewSupervisor(Spec{Sink: "x"}, &Options{BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second})
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
+	for i, w := range want {
+		s.failures = i + 1
+		if got := s.backoff(); got != w {
+			t.Errorf("backoff() after %d failures = %v, want %v", i+1, got, w)
+		}
+	}
+	s.failures = 40
+	if got := s.backoff(); got != 30*time.Second {
+		t.Errorf("backoff() after 40 failures = %v, want 30s", got)
+	}
+}
+
+func TestSupervisorStartFailureBacksOff(t *testing.T) {
+	spec := helperSpec(t, "sink", map[string]any{"reject": "nope"})
+	s := NewSupervisor(spec, &Options{BackoffMin: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := s.Deliver(ctx, []sdk.Event{event("a", `{}`)}); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("Deliver = %v, want the Configure error", err)
+	}
+	st, _, lastErr := s.State()
+	if st != StateBackoff || lastErr == nil {
+		t.Errorf("State() = %s, %v, want backoff with the error", st, lastErr)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if _, err := s.Deliver(short, []sdk.Event{event("a", `{}`)}); err == nil {
+		t.Error("Deliver during backoff succeeded")
+	}
+}
+
+func TestNotAPlugin(t *testing.T) {
+	_, err := Start(context.Background(), helperSpec(t, "bogus", nil), nil)
+	for _, want := range []string{`sink "test-bogus"`, "exited before the handshake", `unknown test plugin behaviour`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Start(not a plugin) = %v, want it to contain %q", err, want)
+		}
+	}
+}

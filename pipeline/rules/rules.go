@@ -1,0 +1,311 @@
+// Package rules compiles the expressions of pipeline.toml (a route's when and
+// transform, a source's dedup_key) once, at load, and evaluates them per
+// event. It does no I/O.
+//
+// Expressions are written in the expr language
+// (https://expr-lang.org) and see the fields of [Env]: body, source, headers,
+// id and received_at. Names outside Env fail at compile time. The builtin
+// now() is disabled so that a replay computes what the first run computed:
+// use received_at instead.
+package rules
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// MemoryBudget bounds what one evaluation may allocate inside the expr VM
+// (ranges, arrays, maps it builds), counted in expr's units. An expression
+// that goes over fails with "memory budget exceeded".
+const MemoryBudget = 1 << 20
+
+// MaxNodes bounds the size of one expression's syntax tree.
+const MaxNodes = 10000
+
+// Env is what every expression sees.
+type Env struct {
+	// Body is the decoded JSON request body (map[string]any for objects).
+	Body any `expr:"body"`
+	// Source is the name of the [[source]] that received the event.
+	Source string `expr:"source"`
+	// Headers are the request headers with lower-case names.
+	Headers map[string]string `expr:"headers"`
+	// ID is the event's id.
+	ID string `expr:"id"`
+	// ReceivedAt is when the request was read.
+	ReceivedAt time.Time `expr:"received_at"`
+}
+
+// SyntaxError is returned by [CompileBool] and [CompileValue] when an
+// expression does not compile. Line and Column are 1-based positions inside
+// the expression's own text; an error about the whole expression (such as
+// "expected bool, but got int") is placed at 1:1.
+type SyntaxError struct {
+	Line, Column int
+	Msg          string
+}
+
+// Error returns "Msg (line:col)".
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("%s (%d:%d)", e.Msg, e.Line, e.Column)
+}
+
+// Program is a compiled expression. It is safe for concurrent use.
+type Program struct {
+	src  string
+	prog *vm.Program
+}
+
+// vms holds reusable VMs: a vm.VM is not safe for concurrent use, but its
+// Run resets all state, so one VM may serve many programs one at a time.
+var vms = sync.Pool{New: func() any { return &vm.VM{MemoryBudget: MemoryBudget} }}
+
+func options() []expr.Option {
+	return []expr.Option{
+		expr.Env(Env{}),
+		expr.DisableBuiltin("now"),
+		expr.MaxNodes(MaxNodes),
+	}
+}
+
+// CompileBool compiles a route's when: the result must be a bool. At run
+// time a nil result (a missing field) counts as false.
+func CompileBool(src string) (*Program, error) {
+	return compile(src, append(options(), expr.AsBool()))
+}
+
+// CompileValue compiles an expression whose result may be anything: a
+// route's transform or a source's dedup_key.
+func CompileValue(src string) (*Program, error) {
+	return compile(src, options())
+}
+
+func compile(src string, opts []expr.Option) (*Program, error) {
+	p, err := expr.Compile(src, opts...)
+	if err != nil {
+		return nil, syntaxError(err)
+	}
+	return &Program{src: src, prog: p}, nil
+}
+
+func syntaxError(err error) *SyntaxError {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		line, col := fe.Line, fe.Column+1 // expr's column is 0-based
+		if line < 1 {
+			line = 1
+		}
+		return &SyntaxError{Line: line, Column: col, Msg: fe.Message}
+	}
+	return &SyntaxError{Line: 1, Column: 1, Msg: err.Error()}
+}
+
+// Source returns the expression as it was written.
+func (p *Program) Source() string { return p.src }
+
+// Value evaluates the expression over env.
+func (p *Program) Value(env *Env) (any, error) {
+	v := vms.Get().(*vm.VM)
+	out, err := v.Run(p.prog, env)
+	vms.Put(v)
+	if err != nil {
+		var fe *file.Error
+		if errors.As(err, &fe) && fe.Snippet != "" {
+			// Keep the message and position, drop the multi-line snippet.
+			return nil, fmt.Errorf("%s (%d:%d)", fe.Message, fe.Line, fe.Column+1)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// Bool evaluates the expression as a condition: nil is false, a non-bool
+// result is an error.
+func (p *Program) Bool(env *Env) (bool, error) {
+	out, err := p.Value(env)
+	if err != nil {
+		return false, err
+	}
+	switch b := out.(type) {
+	case bool:
+		return b, nil
+	case nil:
+		return false, nil
+	default:
+		return false, fmt.Errorf("expected bool, got %T", out)
+	}
+}
+
+// String evaluates the expression as a dedup key. A string is returned as
+// it is; a number without exponent or trailing zeros (float64 120 gives
+// "120"); a bool as "true" or "false"; nil as "" (no key). Maps, arrays and
+// other values are an error.
+func (p *Program) String(env *Env) (string, error) {
+	out, err := p.Value(env)
+	if err != nil {
+		return "", err
+	}
+	return keyString(out)
+}
+
+func keyString(v any) (string, error) {
+	switch x := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return x, nil
+	case bool:
+		return strconv.FormatBool(x), nil
+	case int:
+		return strconv.Itoa(x), nil
+	case int64:
+		return strconv.FormatInt(x, 10), nil
+	case int32:
+		return strconv.FormatInt(int64(x), 10), nil
+	case uint:
+		return strconv.FormatUint(uint64(x), 10), nil
+	case uint64:
+		return strconv.FormatUint(x, 10), nil
+	case float64:
+		return formatFloat(x)
+	case float32:
+		return formatFloat(float64(x))
+	case json.Number:
+		return x.String(), nil
+	default:
+		return "", fmt.Errorf("dedup key must be a string, number or bool, got %T", v)
+	}
+}
+
+func formatFloat(f float64) (string, error) {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return "", fmt.Errorf("dedup key is %v", f)
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64), nil
+}
+
+// Route is one [[route]] of the configuration.
+type Route struct {
+	Name      string
+	When      string
+	Transform string
+	To        []string
+}
+
+type route struct {
+	name      string
+	when      *Program
+	transform *Program // nil: deliver the body as it is
+	to        []string
+}
+
+// Router evaluates every route over an event. It is safe for concurrent use.
+type Router struct {
+	routes []route
+}
+
+// NewRouter compiles every route's when and transform. It reports every
+// route that does not compile, each error naming the route and the
+// expression ("route \"x\": when: ...") and wrapping a [*SyntaxError].
+func NewRouter(routes []Route) (*Router, error) {
+	r := &Router{routes: make([]route, 0, len(routes))}
+	var errs []error
+	for _, rt := range routes {
+		w, err := CompileBool(rt.When)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("route %q: when: %w", rt.Name, err))
+		}
+		var tr *Program
+		if rt.Transform != "" {
+			tr, err = CompileValue(rt.Transform)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("route %q: transform: %w", rt.Name, err))
+			}
+		}
+		r.routes = append(r.routes, route{name: rt.Name, when: w, transform: tr, to: append([]string(nil), rt.To...)})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return r, nil
+}
+
+// Route evaluates every route's when; there is no first match (fan-out).
+// Each sink named in a matching route's To gets one [pipeline.Target], in
+// route order and then To order. A sink gets at most one target: when
+// several matching routes name the same sink, the first route in file order
+// wins, and later routes add nothing for that sink (their transform is not
+// even evaluated when they have no new sink).
+//
+// Payload is the JSON encoding of the route's transform result, or nil when
+// the route has no transform. A runtime error in a when means no match for
+// that route; it is returned in errs and the other routes go on. A runtime
+// error in a transform (or a result that JSON cannot encode) gives targets
+// with Err set to "route NAME transform: ERROR", so that the event lands in
+// those sinks' dead-letter queues, and is returned in errs as well.
+func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
+	for i := range r.routes {
+		rt := &r.routes[i]
+		ok, err := rt.when.Bool(env)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("route %s when: %w", rt.name, err))
+			continue
+		}
+		if !ok {
+			continue
+		}
+		first := len(targets)
+		for _, s := range rt.to {
+			if !hasSink(targets, s) {
+				targets = append(targets, pipeline.Target{Sink: s, Route: rt.name})
+			}
+		}
+		if rt.transform == nil || first == len(targets) {
+			continue
+		}
+		payload, err := rt.payload(env)
+		for j := first; j < len(targets); j++ {
+			if err != nil {
+				targets[j].Err = err.Error()
+			} else {
+				targets[j].Payload = payload
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return targets, errs
+}
+
+func (rt *route) payload(env *Env) ([]byte, error) {
+	v, err := rt.transform.Value(env)
+	if err != nil {
+		return nil, fmt.Errorf("route %s transform: %w", rt.name, err)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("route %s transform: %w", rt.name, err)
+	}
+	return b, nil
+}
+
+func hasSink(ts []pipeline.Target, sink string) bool {
+	for i := range ts {
+		if ts[i].Sink == sink {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,369 @@
+package rules
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+func callEnded(tb testing.TB) *Env {
+	tb.Helper()
+	data, err := os.ReadFile("testdata/call_ended.json")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var body any
+	if err := json.Unmarshal(data, &body); err != nil {
+		tb.Fatal(err)
+	}
+	return &Env{
+		Body:       body,
+		Source:     "callkaro",
+		Headers:    map[string]string{"content-type": "application/json", "webhook-id": "msg_1"},
+		ID:         "01JEVENT",
+		ReceivedAt: time.Date(2025, 12, 19, 16, 1, 8, 0, time.UTC),
+	}
+}
+
+func TestBool(t *testing.T) {
+	env := callEnded(t)
+	tests := []struct {
+		name, src string
+		want      bool
+		wantErr   string
+	}{
+		{"event", `body.event == "call_ended"`, true, ""},
+		{"nested", `body.data.post_call.lead_status == "interested"`, true, ""},
+		{"float-int", `body.data.call_duration == 120`, true, ""},
+		{"greater", `body.data.call_duration > 100 && source == "callkaro"`, true, ""},
+		{"header", `headers["webhook-id"] == "msg_1"`, true, ""},
+		{"id", `id startsWith "01J"`, true, ""},
+		{"received-at", `received_at.Year() == 2025`, true, ""},
+		{"missing-is-false", `body.nope`, false, ""},
+		{"no-match", `body.event == "call_started"`, false, ""},
+		{"coalesce", `(body.amount ?? 0) > 100`, false, ""},
+		{"array", `any(body.data.functions_called, .name == "update_crm")`, true, ""},
+		{"missing-compare", `body.amount > 100`, false, "invalid operation"},
+		{"string-not-bool", `body.event`, false, "bool"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := CompileBool(tt.src)
+			if err != nil {
+				t.Fatalf("CompileBool(%q) = %v", tt.src, err)
+			}
+			got, err := p.Bool(env)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Bool(%q) = %v, %v, want error containing %q", tt.src, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("Bool(%q) = %v, %v, want %v", tt.src, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestString(t *testing.T) {
+	env := callEnded(t)
+	tests := []struct {
+		name, src, want string
+		wantErr         bool
+	}{
+		{"string", `body.data.callSid`, "2303fa770b666a64ab1694c1e", false},
+		{"float-integral", `body.data.call_duration`, "120", false},
+		{"float-fraction", `body.data.call_duration / 100`, "1.2", false},
+		{"large-float", `1e21`, "1000000000000000000000", false},
+		{"int", `7`, "7", false},
+		{"bool", `body.data.conversion_status`, "true", false},
+		{"nil", `body.data.nope`, "", false},
+		{"concat", `source + ":" + body.data.callSid`, "callkaro:2303fa770b666a64ab1694c1e", false},
+		{"map", `body.data.call_metadata`, "", true},
+		{"array", `body.data.functions_called`, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := CompileValue(tt.src)
+			if err != nil {
+				t.Fatalf("CompileValue(%q) = %v", tt.src, err)
+			}
+			got, err := p.String(env)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("String(%q) = %q, %v, want %q (error %v)", tt.src, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestValue(t *testing.T) {
+	env := callEnded(t)
+	p, err := CompileValue(`{"text": "Interested lead from " + body.data.from, "secs": body.data.call_duration}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.Value(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(got)
+	want := `{"secs":120,"text":"Interested lead from 919876543210"}`
+	if string(b) != want {
+		t.Fatalf("Value = %s, want %s", b, want)
+	}
+	if p.Source() == "" {
+		t.Fatal("Source() is empty")
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	tests := []struct {
+		name, src string
+		bool      bool
+		want      SyntaxError
+	}{
+		{"unknown-name", `bdy.event == "x"`, true, SyntaxError{Line: 1, Column: 1, Msg: "unknown name bdy"}},
+		{"unknown-name-later", `body.event == "x" && sorce == "y"`, true, SyntaxError{Line: 1, Column: 22, Msg: "unknown name sorce"}},
+		{"second-line", "body.event == \"x\" &&\n  bdy.x", true, SyntaxError{Line: 2, Column: 3, Msg: "unknown name bdy"}},
+		{"not-bool", `len(source)`, true, SyntaxError{Line: 1, Column: 1, Msg: "expected bool, but got int"}},
+		{"syntax", `body.event ==`, false, SyntaxError{Line: 1, Column: 0, Msg: "unexpected token EOF"}},
+		{"now-disabled", `now()`, false, SyntaxError{Line: 1, Column: 1, Msg: "unknown name now"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			if tt.bool {
+				_, err = CompileBool(tt.src)
+			} else {
+				_, err = CompileValue(tt.src)
+			}
+			var se *SyntaxError
+			if !errors.As(err, &se) {
+				t.Fatalf("Compile(%q) = %v, want *SyntaxError", tt.src, err)
+			}
+			if se.Line != tt.want.Line || (tt.want.Column != 0 && se.Column != tt.want.Column) || !strings.HasPrefix(se.Msg, tt.want.Msg) {
+				t.Fatalf("Compile(%q) = %+v, want %+v", tt.src, *se, tt.want)
+			}
+			if se.Column < 1 {
+				t.Fatalf("Compile(%q) column = %d, want >= 1", tt.src, se.Column)
+			}
+			if want := fmt.Sprintf("(%d:%d)", se.Line, se.Column); !strings.HasSuffix(se.Error(), want) {
+				t.Fatalf("Error() = %q, want suffix %q", se.Error(), want)
+			}
+		})
+	}
+}
+
+func TestRoute(t *testing.T) {
+	env := callEnded(t)
+	tests := []struct {
+		name     string
+		routes   []Route
+		want     []pipeline.Target
+		wantErrs []string
+	}{
+		{
+			name: "fan-out",
+			routes: []Route{
+				{Name: "all", When: `body.event == "call_ended"`, To: []string{"archive"}},
+				{Name: "leads", When: `body.data.post_call.lead_status == "interested"`, To: []string{"slack", "db"}},
+				{Name: "none", When: `false`, To: []string{"other"}},
+			},
+			want: []pipeline.Target{
+				{Sink: "archive", Route: "all"},
+				{Sink: "slack", Route: "leads"},
+				{Sink: "db", Route: "leads"},
+			},
+		},
+		{
+			name: "same-sink-first-route-wins",
+			routes: []Route{
+				{Name: "first", When: `true`, Transform: `{"n": 1}`, To: []string{"slack"}},
+				{Name: "second", When: `true`, Transform: `{"n": 2}`, To: []string{"slack", "archive"}},
+			},
+			want: []pipeline.Target{
+				{Sink: "slack", Route: "first", Payload: []byte(`{"n":1}`)},
+				{Sink: "archive", Route: "second", Payload: []byte(`{"n":2}`)},
+			},
+		},
+		{
+			name: "when-runtime-error-is-no-match",
+			routes: []Route{
+				{Name: "money", When: `body.amount > 100`, To: []string{"billing"}},
+				{Name: "all", When: `true`, To: []string{"archive"}},
+			},
+			want:     []pipeline.Target{{Sink: "archive", Route: "all"}},
+			wantErrs: []string{"route money when: invalid operation"},
+		},
+		{
+			name: "transform-error-sets-err",
+			routes: []Route{
+				{Name: "bad", When: `true`, Transform: `body.nope.deeper + 1`, To: []string{"slack"}},
+				{Name: "all", When: `true`, To: []string{"archive"}},
+			},
+			want: []pipeline.Target{
+				{Sink: "slack", Route: "bad", Err: "route bad transform: "},
+				{Sink: "archive", Route: "all"},
+			},
+			wantErrs: []string{"route bad transform: "},
+		},
+		{
+			name: "transform-unencodable",
+			routes: []Route{
+				{Name: "nan", When: `true`, Transform: `{"x": 0.0 / 0.0}`, To: []string{"slack"}},
+			},
+			want:     []pipeline.Target{{Sink: "slack", Route: "nan", Err: "route nan transform: json: unsupported value: NaN"}},
+			wantErrs: []string{"route nan transform: json"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := NewRouter(tt.routes)
+			if err != nil {
+				t.Fatalf("NewRouter = %v", err)
+			}
+			got, errs := r.Route(env)
+			if len(got) != len(tt.want) {
+				t.Fatalf("Route = %+v, want %+v", got, tt.want)
+			}
+			for i := range got {
+				g, w := got[i], tt.want[i]
+				if g.Sink != w.Sink || g.Route != w.Route || string(g.Payload) != string(w.Payload) ||
+					!strings.HasPrefix(g.Err, w.Err) || (w.Err == "") != (g.Err == "") {
+					t.Errorf("Route target %d = %+v (payload %s), want %+v (payload %s)", i, g, g.Payload, w, w.Payload)
+				}
+			}
+			if len(errs) != len(tt.wantErrs) {
+				t.Fatalf("Route errs = %v, want %v", errs, tt.wantErrs)
+			}
+			for i := range errs {
+				if !strings.HasPrefix(errs[i].Error(), tt.wantErrs[i]) {
+					t.Errorf("Route errs[%d] = %v, want prefix %q", i, errs[i], tt.wantErrs[i])
+				}
+			}
+		})
+	}
+}
+
+func TestNewRouterErrors(t *testing.T) {
+	_, err := NewRouter([]Route{
+		{Name: "a", When: `bdy.x`, To: []string{"s"}},
+		{Name: "b", When: `true`, Transform: `{"x": sorce}`, To: []string{"s"}},
+	})
+	var se *SyntaxError
+	if err == nil || !errors.As(err, &se) {
+		t.Fatalf("NewRouter = %v, want *SyntaxError", err)
+	}
+	for _, want := range []string{`route "a": when: unknown name bdy (1:1)`, `route "b": transform: unknown name sorce (1:7)`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("NewRouter = %v, want %q", err, want)
+		}
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	env := callEnded(t)
+	r, err := NewRouter(benchRoutes(20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := r.Route(env)
+	done := make(chan struct{})
+	for g := 0; g < 8; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < 200; i++ {
+				got, errs := r.Route(env)
+				if len(got) != len(want) || len(errs) != 0 {
+					t.Errorf("Route = %d targets, %v; want %d", len(got), errs, len(want))
+					return
+				}
+			}
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		<-done
+	}
+}
+
+// benchRoutes makes n realistic routes over the CallKaro payload: a mix of
+// matches and misses, a few with transforms, fanning out to 10 sinks.
+func benchRoutes(n int) []Route {
+	rs := make([]Route, 0, n)
+	for i := 0; i < n; i++ {
+		r := Route{Name: fmt.Sprintf("r%d", i), To: []string{fmt.Sprintf("sink%d", i%10)}}
+		switch i % 5 {
+		case 0:
+			r.When = `body.event == "call_ended"`
+		case 1:
+			r.When = fmt.Sprintf(`body.event == "call_ended" && body.data.call_duration > %d`, i)
+		case 2:
+			r.When = `body.data.post_call.lead_status == "interested" && source == "callkaro"`
+			r.Transform = `{"text": "Interested lead from " + body.data.from}`
+		case 3:
+			r.When = fmt.Sprintf(`body.data.hangup_reason == "REASON_%d"`, i)
+		case 4:
+			r.When = `(body.data.try_count ?? 0) < 3 && headers["webhook-id"] != ""`
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+func benchmarkRoute(b *testing.B, n int) {
+	env := callEnded(b)
+	r, err := NewRouter(benchRoutes(n))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		_, errs := r.Route(env)
+		if len(errs) > 0 {
+			b.Fatal(errs)
+		}
+	}
+}
+
+func BenchmarkRoute100(b *testing.B) { benchmarkRoute(b, 100) }
+func BenchmarkRoute5(b *testing.B)   { benchmarkRoute(b, 5) }
+
+func BenchmarkDedupKey(b *testing.B) {
+	env := callEnded(b)
+	p, err := CompileValue(`body.data.callSid`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.String(env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func FuzzCompile(f *testing.F) {
+	f.Add(`body.event == "call_ended"`)
+	f.Add(`{"text": body.data.from}`)
+	f.Add(`1..100 | map(# * 2)`)
+	env := callEnded(f)
+	f.Fuzz(func(t *testing.T, src string) {
+		p, err := CompileValue(src)
+		if err != nil {
+			var se *SyntaxError
+			if !errors.As(err, &se) || se.Line < 1 || se.Column < 1 {
+				t.Fatalf("CompileValue(%q) = %v, want *SyntaxError with position", src, err)
+			}
+			return
+		}
+		_, _ = p.Value(env)
+	})
+}

@@ -1,0 +1,170 @@
+// Package writer is the group-commit writer: the one goroutine that appends
+// to the event log. Ingest handlers hand it entries and wait; it takes every
+// entry pending (up to a bound), appends them in one durable [pipeline.Log]
+// call, and only then releases the waiting handlers, which answer 2xx (P1).
+// One fsync thus serves as many requests as arrived during the previous one.
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// ErrOverloaded is returned by [Writer.Append] when more entries wait than
+// the writer's queue holds. Nothing was written; ingest answers 503 with
+// Retry-After and the sender tries again.
+var ErrOverloaded = errors.New("event log is overloaded")
+
+// Options configures a [Writer]. The zero value (or nil) means the defaults.
+type Options struct {
+	// MaxBatch bounds the entries of one append. Zero means 1024.
+	MaxBatch int
+	// MaxBatchBytes bounds the body bytes of one append; an entry bigger
+	// than that is appended alone. Zero means 1 MiB.
+	MaxBatchBytes int
+	// MaxPending bounds the entries waiting for the writer; more are
+	// refused with [ErrOverloaded]. Zero means 8192.
+	MaxPending int
+	// Logger receives append failures.
+	Logger *slog.Logger
+	// OnBatch, if set, is called after each append with its size; for metrics.
+	OnBatch func(entries int, err error)
+}
+
+// Writer appends entries to a log in batches. It is safe for concurrent use.
+type Writer struct {
+	log  pipeline.Log
+	opts Options
+	reqs chan *request
+	done chan struct{}
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+type request struct {
+	entry pipeline.Entry
+	res   pipeline.Appended
+	err   error
+	done  chan struct{}
+}
+
+// New starts a writer on l. Stop it with [Writer.Close].
+func New(l pipeline.Log, o *Options) *Writer {
+	var opts Options
+	if o != nil {
+		opts = *o
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 1 << 20
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 8192
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	w := &Writer{log: l, opts: opts, reqs: make(chan *request, opts.MaxPending), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// Append appends e and returns when it is durable, or when it failed. An
+// error wrapping [ErrOverloaded], [pipeline.ErrFull] or [pipeline.ErrClosed]
+// means nothing was written. If ctx ends first, Append returns ctx's error
+// but the entry may still be appended.
+func (w *Writer) Append(ctx context.Context, e pipeline.Entry) (pipeline.Appended, error) {
+	r := &request{entry: e, done: make(chan struct{})}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return pipeline.Appended{}, pipeline.ErrClosed
+	}
+	select {
+	case w.reqs <- r:
+	default:
+		w.mu.RUnlock()
+		return pipeline.Appended{}, ErrOverloaded
+	}
+	w.mu.RUnlock()
+	select {
+	case <-r.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return pipeline.Appended{}, ctx.Err()
+	}
+}
+
+// Close stops taking entries, appends those already taken, and returns
+// when the writer has stopped. The log is left open.
+func (w *Writer) Close() {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.reqs)
+	}
+	w.mu.Unlock()
+	<-w.done
+}
+
+func (w *Writer) run() {
+	defer close(w.done)
+	batch := make([]*request, 0, w.opts.MaxBatch)
+	for r := range w.reqs {
+		batch = append(batch[:0], r)
+		size := len(r.entry.Event.Body)
+	fill:
+		for len(batch) < w.opts.MaxBatch && size < w.opts.MaxBatchBytes {
+			select {
+			case r, ok := <-w.reqs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+				size += len(r.entry.Event.Body)
+			default:
+				break fill
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+// commit appends batch and releases its requests. A batch too big for one
+// atomic write is split in halves.
+func (w *Writer) commit(batch []*request) {
+	entries := make([]pipeline.Entry, len(batch))
+	for i, r := range batch {
+		entries[i] = r.entry
+	}
+	res, err := w.log.Append(context.Background(), entries)
+	if errors.Is(err, pipeline.ErrTooBig) && len(batch) > 1 {
+		half := len(batch) / 2
+		w.commit(batch[:half])
+		w.commit(batch[half:])
+		return
+	}
+	if w.opts.OnBatch != nil {
+		w.opts.OnBatch(len(batch), err)
+	}
+	if err != nil {
+		w.opts.Logger.Error("append to event log failed", "entries", len(batch), "err", err)
+		err = fmt.Errorf("append: %w", err)
+	}
+	for i, r := range batch {
+		if err != nil {
+			r.err = err
+		} else {
+			r.res = res[i]
+		}
+		close(r.done)
+	}
+}

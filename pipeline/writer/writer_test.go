@@ -1,0 +1,198 @@
+package writer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/memlog"
+	"github.com/pipelined/pipelined/pipeline/writer"
+)
+
+func entry(id, dedupKey string) pipeline.Entry {
+	return pipeline.Entry{
+		Event:       pipeline.Event{ID: id, Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+		DedupKey:    dedupKey,
+		DedupWindow: time.Hour,
+		Targets:     []pipeline.Target{{Sink: "s", Route: "r"}},
+	}
+}
+
+// slowLog makes each Append take a while, as an fsync does, so that
+// concurrent requests pile up behind it.
+type slowLog struct {
+	pipeline.Log
+	delay   time.Duration
+	err     error
+	tooBig  int // Append of more entries than this fails with ErrTooBig
+	calls   atomic.Int64
+	largest atomic.Int64
+}
+
+func (l *slowLog) Append(ctx context.Context, es []pipeline.Entry) ([]pipeline.Appended, error) {
+	l.calls.Add(1)
+	if int64(len(es)) > l.largest.Load() {
+		l.largest.Store(int64(len(es)))
+	}
+	time.Sleep(l.delay)
+	if l.err != nil {
+		return nil, l.err
+	}
+	if l.tooBig > 0 && len(es) > l.tooBig {
+		return nil, fmt.Errorf("wrapped: %w", pipeline.ErrTooBig)
+	}
+	return l.Log.Append(ctx, es)
+}
+
+func TestGroupCommit(t *testing.T) {
+	l := &slowLog{Log: memlog.New(), delay: 2 * time.Millisecond}
+	w := writer.New(l, nil)
+	defer w.Close()
+
+	const n = 400
+	var wg sync.WaitGroup
+	ids := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := w.Append(context.Background(), entry(fmt.Sprintf("ev-%d", i), ""))
+			if err != nil {
+				t.Errorf("Append(ev-%d) = %v", i, err)
+				return
+			}
+			ids[i] = res.ID
+		}()
+	}
+	wg.Wait()
+	for i, id := range ids {
+		if want := fmt.Sprintf("ev-%d", i); id != want {
+			t.Errorf("Append(%s).ID = %q, want %q", want, id, want)
+		}
+	}
+	if calls := l.calls.Load(); calls >= n/4 {
+		t.Errorf("%d appends for %d concurrent entries; want group commit to batch them", calls, n)
+	}
+	st, _ := l.Queue("s").Stats(context.Background())
+	if st.Ready != n {
+		t.Errorf("queue holds %d entries, want %d", st.Ready, n)
+	}
+}
+
+func TestDuplicatesInOneBatch(t *testing.T) {
+	l := &slowLog{Log: memlog.New(), delay: 5 * time.Millisecond}
+	w := writer.New(l, nil)
+	defer w.Close()
+	// Keep the writer busy so that the next appends land in one batch.
+	go w.Append(context.Background(), entry("warmup", ""))
+	time.Sleep(time.Millisecond)
+
+	const n = 20
+	var wg sync.WaitGroup
+	var dups atomic.Int64
+	first := make(chan string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := w.Append(context.Background(), entry(fmt.Sprintf("same-%d", i), "key"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Duplicate {
+				dups.Add(1)
+			}
+			first <- res.ID
+		}()
+	}
+	wg.Wait()
+	close(first)
+	idset := map[string]bool{}
+	for id := range first {
+		idset[id] = true
+	}
+	if dups.Load() != n-1 || len(idset) != 1 {
+		t.Errorf("%d appends with one key: %d duplicates and ids %v; want %d duplicates all naming one id", n, dups.Load(), idset, n-1)
+	}
+}
+
+func TestSplitsWhatIsTooBig(t *testing.T) {
+	l := &slowLog{Log: memlog.New(), delay: 2 * time.Millisecond, tooBig: 3}
+	w := writer.New(l, nil)
+	defer w.Close()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := w.Append(context.Background(), entry(fmt.Sprintf("e%d", i), "")); err != nil {
+				t.Errorf("Append = %v, want the writer to split batches the log finds too big", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestAppendErrors(t *testing.T) {
+	full := &slowLog{Log: memlog.New(), err: fmt.Errorf("disk: %w", pipeline.ErrFull)}
+	w := writer.New(full, nil)
+	_, err := w.Append(context.Background(), entry("a", ""))
+	if !errors.Is(err, pipeline.ErrFull) {
+		t.Errorf("Append on a full log = %v, want ErrFull", err)
+	}
+	w.Close()
+	if _, err := w.Append(context.Background(), entry("b", "")); !errors.Is(err, pipeline.ErrClosed) {
+		t.Errorf("Append after Close = %v, want ErrClosed", err)
+	}
+
+	slow := &slowLog{Log: memlog.New(), delay: 200 * time.Millisecond}
+	w = writer.New(slow, &writer.Options{MaxPending: 1, MaxBatch: 1})
+	defer w.Close()
+	var overloaded atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := w.Append(context.Background(), entry(fmt.Sprintf("o%d", i), ""))
+			if errors.Is(err, writer.ErrOverloaded) {
+				overloaded.Add(1)
+			} else if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if overloaded.Load() == 0 {
+		t.Errorf("10 appends into a writer holding 1: none refused with ErrOverloaded")
+	}
+}
+
+func TestCloseAppendsWhatItTook(t *testing.T) {
+	l := &slowLog{Log: memlog.New(), delay: 20 * time.Millisecond}
+	w := writer.New(l, nil)
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := w.Append(context.Background(), entry(fmt.Sprintf("c%d", i), "")); err == nil {
+				ok.Add(1)
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond)
+	w.Close()
+	wg.Wait()
+	st, _ := l.Queue("s").Stats(context.Background())
+	if int64(st.Ready) != ok.Load() {
+		t.Errorf("after Close the log holds %d entries but %d appends succeeded", st.Ready, ok.Load())
+	}
+}

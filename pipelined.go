@@ -1,0 +1,16 @@
+// Package pipelined is a daemon that receives webhooks, keeps every event in
+// a durable log, routes each one by rules and delivers it to sinks that run
+// as plugin processes.
+//
+// This root package holds only [DefaultConfig], the reference configuration.
+// The daemon is in cmd/pipelined, the domain types in package pipeline.
+package pipelined
+
+import _ "embed"
+
+// DefaultConfig is pipeline.toml at the root of the repository: the
+// reference configuration, every key commented, which runs with no external
+// service.
+//
+//go:embed pipeline.toml
+var DefaultConfig []byte

@@ -22,3 +22,12 @@ func TestDefaultConfig(t *testing.T) {
 		t.Errorf("SinkConfigJSON(0) = %v", err)
 	}
 }
+
+// TestExampleConfigs keeps the example configurations valid.
+func TestExampleConfigs(t *testing.T) {
+	for _, f := range []string{"examples/callkaro/pipeline.toml"} {
+		if _, err := config.Load(f); err != nil {
+			t.Errorf("Load(%s) = %v, want no error", f, err)
+		}
+	}
+}

@@ -6,4 +6,3 @@ here=$(dirname "$0")
 payload=${1:-$here/call_ended.json}
 url=${2:-http://localhost:8080/hooks/callkaro}
 curl -sS -H 'Content-Type: application/json' --data @"$payload" "$url"
-echo

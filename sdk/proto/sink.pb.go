@@ -8,7 +8,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: sink.proto
+// source: sdk/proto/sink.proto
 
 package proto
 
@@ -65,11 +65,11 @@ func (x Outcome) String() string {
 }
 
 func (Outcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_sink_proto_enumTypes[0].Descriptor()
+	return file_sdk_proto_sink_proto_enumTypes[0].Descriptor()
 }
 
 func (Outcome) Type() protoreflect.EnumType {
-	return &file_sink_proto_enumTypes[0]
+	return &file_sdk_proto_sink_proto_enumTypes[0]
 }
 
 func (x Outcome) Number() protoreflect.EnumNumber {
@@ -78,7 +78,7 @@ func (x Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Outcome.Descriptor instead.
 func (Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{0}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{0}
 }
 
 type ConfigureRequest struct {
@@ -93,7 +93,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_sink_proto_msgTypes[0]
+	mi := &file_sdk_proto_sink_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +105,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[0]
+	mi := &file_sdk_proto_sink_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +118,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{0}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *ConfigureRequest) GetSink() string {
@@ -143,7 +143,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_sink_proto_msgTypes[1]
+	mi := &file_sdk_proto_sink_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +155,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[1]
+	mi := &file_sdk_proto_sink_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +168,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{1}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{1}
 }
 
 type Event struct {
@@ -190,7 +190,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_sink_proto_msgTypes[2]
+	mi := &file_sdk_proto_sink_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -202,7 +202,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[2]
+	mi := &file_sdk_proto_sink_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -215,7 +215,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{2}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Event) GetId() string {
@@ -283,7 +283,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_sink_proto_msgTypes[3]
+	mi := &file_sdk_proto_sink_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +295,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[3]
+	mi := &file_sdk_proto_sink_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +308,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{3}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DeliverRequest) GetEvents() []*Event {
@@ -331,7 +331,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_sink_proto_msgTypes[4]
+	mi := &file_sdk_proto_sink_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +343,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[4]
+	mi := &file_sdk_proto_sink_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +356,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{4}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Result) GetOutcome() Outcome {
@@ -390,7 +390,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_sink_proto_msgTypes[5]
+	mi := &file_sdk_proto_sink_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +402,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[5]
+	mi := &file_sdk_proto_sink_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +415,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{5}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeliverResponse) GetResults() []*Result {
@@ -433,7 +433,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_sink_proto_msgTypes[6]
+	mi := &file_sdk_proto_sink_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +445,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[6]
+	mi := &file_sdk_proto_sink_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +458,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{6}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{6}
 }
 
 type CloseResponse struct {
@@ -469,7 +469,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_sink_proto_msgTypes[7]
+	mi := &file_sdk_proto_sink_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +481,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sink_proto_msgTypes[7]
+	mi := &file_sdk_proto_sink_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,15 +494,14 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_sink_proto_rawDescGZIP(), []int{7}
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{7}
 }
 
-var File_sink_proto protoreflect.FileDescriptor
+var File_sdk_proto_sink_proto protoreflect.FileDescriptor
 
-const file_sink_proto_rawDesc = "" +
+const file_sdk_proto_sink_proto_rawDesc = "" +
 	"\n" +
-	"\n" +
-	"sink.proto\x12\x11pipelined.sink.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n" +
+	"\x14sdk/proto/sink.proto\x12\x11pipelined.sink.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n" +
 	"\x10ConfigureRequest\x12\x12\n" +
 	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\fR\x06config\"\x13\n" +
@@ -542,20 +541,20 @@ const file_sink_proto_rawDesc = "" +
 	"\x05Close\x12\x1f.pipelined.sink.v1.CloseRequest\x1a .pipelined.sink.v1.CloseResponseB*Z(github.com/pipelined/pipelined/sdk/protob\x06proto3"
 
 var (
-	file_sink_proto_rawDescOnce sync.Once
-	file_sink_proto_rawDescData []byte
+	file_sdk_proto_sink_proto_rawDescOnce sync.Once
+	file_sdk_proto_sink_proto_rawDescData []byte
 )
 
-func file_sink_proto_rawDescGZIP() []byte {
-	file_sink_proto_rawDescOnce.Do(func() {
-		file_sink_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_sink_proto_rawDesc), len(file_sink_proto_rawDesc)))
+func file_sdk_proto_sink_proto_rawDescGZIP() []byte {
+	file_sdk_proto_sink_proto_rawDescOnce.Do(func() {
+		file_sdk_proto_sink_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_sdk_proto_sink_proto_rawDesc), len(file_sdk_proto_sink_proto_rawDesc)))
 	})
-	return file_sink_proto_rawDescData
+	return file_sdk_proto_sink_proto_rawDescData
 }
 
-var file_sink_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
-var file_sink_proto_goTypes = []any{
+var file_sdk_proto_sink_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sdk_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_sdk_proto_sink_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: pipelined.sink.v1.Outcome
 	(*ConfigureRequest)(nil),      // 1: pipelined.sink.v1.ConfigureRequest
 	(*ConfigureResponse)(nil),     // 2: pipelined.sink.v1.ConfigureResponse
@@ -569,7 +568,7 @@ var file_sink_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
 }
-var file_sink_proto_depIdxs = []int32{
+var file_sdk_proto_sink_proto_depIdxs = []int32{
 	10, // 0: pipelined.sink.v1.Event.received_at:type_name -> google.protobuf.Timestamp
 	9,  // 1: pipelined.sink.v1.Event.headers:type_name -> pipelined.sink.v1.Event.HeadersEntry
 	3,  // 2: pipelined.sink.v1.DeliverRequest.events:type_name -> pipelined.sink.v1.Event
@@ -589,27 +588,27 @@ var file_sink_proto_depIdxs = []int32{
 	0,  // [0:6] is the sub-list for field type_name
 }
 
-func init() { file_sink_proto_init() }
-func file_sink_proto_init() {
-	if File_sink_proto != nil {
+func init() { file_sdk_proto_sink_proto_init() }
+func file_sdk_proto_sink_proto_init() {
+	if File_sdk_proto_sink_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sink_proto_rawDesc), len(file_sink_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sdk_proto_sink_proto_rawDesc), len(file_sdk_proto_sink_proto_rawDesc)),
 			NumEnums:      1,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_sink_proto_goTypes,
-		DependencyIndexes: file_sink_proto_depIdxs,
-		EnumInfos:         file_sink_proto_enumTypes,
-		MessageInfos:      file_sink_proto_msgTypes,
+		GoTypes:           file_sdk_proto_sink_proto_goTypes,
+		DependencyIndexes: file_sdk_proto_sink_proto_depIdxs,
+		EnumInfos:         file_sdk_proto_sink_proto_enumTypes,
+		MessageInfos:      file_sdk_proto_sink_proto_msgTypes,
 	}.Build()
-	File_sink_proto = out.File
-	file_sink_proto_goTypes = nil
-	file_sink_proto_depIdxs = nil
+	File_sdk_proto_sink_proto = out.File
+	file_sdk_proto_sink_proto_goTypes = nil
+	file_sdk_proto_sink_proto_depIdxs = nil
 }

@@ -8,7 +8,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.0
 // - protoc             v3.21.12
-// source: sink.proto
+// source: sdk/proto/sink.proto
 
 package proto
 
@@ -211,5 +211,5 @@ var Sink_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
-	Metadata: "sink.proto",
+	Metadata: "sdk/proto/sink.proto",
 }

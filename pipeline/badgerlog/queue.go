@@ -70,21 +70,30 @@ func (q *queue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error)
 		if err != nil || len(out) > 0 {
 			return out, err
 		}
-		var timer <-chan time.Time
-		if !nextDue.IsZero() {
-			t := time.NewTimer(time.Until(nextDue))
-			defer t.Stop()
-			timer = t.C
-		}
-		select {
-		case <-q.signal:
-		case <-timer:
-		case <-q.l.closed:
-			return nil, pipeline.ErrClosed
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := q.wait(ctx, nextDue); err != nil {
+			return nil, err
 		}
 	}
+}
+
+// wait returns when something was appended, when nextDue (if set) comes,
+// or with an error when ctx ends or the log closes.
+func (q *queue) wait(ctx context.Context, nextDue time.Time) error {
+	var timer <-chan time.Time
+	if !nextDue.IsZero() {
+		t := time.NewTimer(time.Until(nextDue))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-q.signal:
+	case <-timer:
+	case <-q.l.closed:
+		return pipeline.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 // scan collects up to max ready entries: due retries first, then new

@@ -1,11 +1,12 @@
 // Package admin serves the admin API on its own listener, never the ingest
-// one: /healthz, /readyz and JSON under /v1/.
+// one: /healthz, /readyz, JSON under /v1/ and Go's profiler under /debug/pprof/.
 package admin
 
 import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 )
 
 // SinkStatus is one sink as /v1/sinks shows it.
@@ -51,6 +52,13 @@ func Handler(o Options) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"sinks": sinks})
 	})
+	// Go's profiler, for "why is it slow": the admin listener is on
+	// loopback by default and never the ingest port.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -172,6 +172,16 @@ func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
 	}
 	rep := Report{Duration: time.Since(start), Err: err}
 	now := time.Now()
+	// One backoff draw per attempt number and batch: entries that failed
+	// together come back together, in log order, in one batch, instead
+	// of being scattered by per-entry jitter into many small calls.
+	delays := make(map[int]time.Duration)
+	delay := func(attempt int) time.Duration {
+		if _, ok := delays[attempt]; !ok {
+			delays[attempt] = backoff.Delay(attempt, d.o.BackoffMin, d.o.BackoffMax)
+		}
+		return delays[attempt]
+	}
 	settle := make([]pipeline.Settlement, len(batch))
 	for i, e := range batch {
 		res := sdk.Delivered()
@@ -181,7 +191,7 @@ func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
 		case results != nil:
 			res = results[i]
 		}
-		settle[i] = d.settlement(e, res, now)
+		settle[i] = d.settlement(e, res, now, delay)
 		switch settle[i].Outcome {
 		case pipeline.Ack:
 			rep.Delivered++
@@ -201,7 +211,7 @@ func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
 }
 
 // settlement turns one plugin result into a queue outcome.
-func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time) pipeline.Settlement {
+func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration) pipeline.Settlement {
 	s := pipeline.Settlement{Seq: e.Seq}
 	errText := func() string {
 		if res.Err() != nil {
@@ -222,12 +232,12 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", errText())
 	case retry:
 		if after <= 0 {
-			after = backoff.Delay(e.Attempt, d.o.BackoffMin, d.o.BackoffMax)
+			after = delay(e.Attempt)
 		}
 		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now.Add(after)
 	default:
 		s.Outcome, s.Err = pipeline.Retry, "plugin gave an invalid result: "+res.String()
-		s.RetryAt = now.Add(backoff.Delay(e.Attempt, d.o.BackoffMin, d.o.BackoffMax))
+		s.RetryAt = now.Add(delay(e.Attempt))
 	}
 	return s
 }

@@ -1,0 +1,786 @@
+package dispatch_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
+	"github.com/pipelined/pipelined/pipeline/memlog"
+	"github.com/pipelined/pipelined/sdk"
+)
+
+const (
+	backoffMin = 20 * time.Millisecond
+	backoffMax = 100 * time.Millisecond
+)
+
+// fakeSink is a Deliverer whose answer per call the test scripts. It records
+// every batch it received, and when each call started and returned.
+type fakeSink struct {
+	// answer is called for call 1, 2, ...; nil answers (nil, nil): all delivered.
+	answer func(call int, batch []sdk.Event) ([]sdk.Result, error)
+
+	mu         sync.Mutex
+	batches    [][]sdk.Event
+	startedAt  []time.Time
+	returnedAt []time.Time
+	ctxErrs    []error // the call's ctx.Err() when the answer was made
+}
+
+func (f *fakeSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	f.mu.Lock()
+	f.batches = append(f.batches, slices.Clone(batch))
+	f.startedAt = append(f.startedAt, time.Now())
+	call := len(f.batches)
+	f.mu.Unlock()
+	var res []sdk.Result
+	var err error
+	if f.answer != nil {
+		res, err = f.answer(call, batch)
+	}
+	f.mu.Lock()
+	f.ctxErrs = append(f.ctxErrs, ctx.Err())
+	f.returnedAt = append(f.returnedAt, time.Now())
+	f.mu.Unlock()
+	return res, err
+}
+
+// calls returns the batches received so far.
+func (f *fakeSink) calls() [][]sdk.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.batches)
+}
+
+// returned reports how many calls have returned.
+func (f *fakeSink) returned() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.returnedAt)
+}
+
+// each answers every event of a batch with r.
+func each(r sdk.Result) func(int, []sdk.Event) ([]sdk.Result, error) {
+	return func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
+		out := make([]sdk.Result, len(batch))
+		for i := range out {
+			out[i] = r
+		}
+		return out, nil
+	}
+}
+
+// startingSink is a fakeSink that also implements dispatch.Starter.
+type startingSink struct {
+	fakeSink
+	mu     sync.Mutex
+	up     bool
+	starts int
+}
+
+func (s *startingSink) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.starts++
+	if !s.up {
+		return errors.New("plugin exited: exit status 1")
+	}
+	return nil
+}
+
+func (s *startingSink) set(up bool) {
+	s.mu.Lock()
+	s.up = up
+	s.mu.Unlock()
+}
+
+func (s *startingSink) startCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.starts
+}
+
+// spyQueue records what passes through a real queue.
+type spyQueue struct {
+	pipeline.Queue
+
+	mu      sync.Mutex
+	fetches int // Fetch calls that returned entries
+	fetched []pipeline.Delivery
+	settles []settleCall
+}
+
+type settleCall struct {
+	at time.Time // when Settle was called
+	s  []pipeline.Settlement
+}
+
+func (q *spyQueue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error) {
+	ds, err := q.Queue.Fetch(ctx, max)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(ds) > 0 {
+		q.fetches++
+		q.fetched = append(q.fetched, ds...)
+	}
+	return ds, err
+}
+
+func (q *spyQueue) Settle(ctx context.Context, s []pipeline.Settlement) error {
+	at := time.Now()
+	err := q.Queue.Settle(ctx, s)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.settles = append(q.settles, settleCall{at: at, s: slices.Clone(s)})
+	return err
+}
+
+func (q *spyQueue) snapshot() (fetches int, fetched []pipeline.Delivery, settles []settleCall) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.fetches, slices.Clone(q.fetched), slices.Clone(q.settles)
+}
+
+// appendEvents appends n events routed to every sink and returns their ids
+// in log order.
+func appendEvents(t testing.TB, l *memlog.Log, prefix string, n int, sinks ...string) []string {
+	t.Helper()
+	var ids []string
+	var entries []pipeline.Entry
+	for i := range n {
+		id := fmt.Sprintf("%s-%03d", prefix, i)
+		ids = append(ids, id)
+		e := pipeline.Entry{Event: pipeline.Event{ID: id, Source: "src", ReceivedAt: time.Now(), Body: []byte(`{"n":` + fmt.Sprint(i) + `}`)}}
+		for _, s := range sinks {
+			e.Targets = append(e.Targets, pipeline.Target{Sink: s, Route: "r"})
+		}
+		entries = append(entries, e)
+	}
+	if _, err := l.Append(context.Background(), entries); err != nil {
+		t.Fatalf("Append(%d entries) = %v, want nil", n, err)
+	}
+	return ids
+}
+
+// run starts a dispatcher and returns a function that cancels it and returns
+// Run's result. The dispatcher is stopped at cleanup if the test did not.
+func run(t testing.TB, o dispatch.Options) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	d := dispatch.New(o)
+	go func() { done <- d.Run(ctx) }()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New("Run did not return within 10s of cancel")
+		}
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	})
+	return stop
+}
+
+// waitFor polls cond until it holds, failing the test after a deadline.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func stats(t testing.TB, q pipeline.Queue) pipeline.QueueStats {
+	t.Helper()
+	st, err := q.Stats(context.Background())
+	if err != nil {
+		t.Fatalf("Stats() error = %v", err)
+	}
+	return st
+}
+
+// waitSettled waits until the queue holds only want.
+func waitStats(t testing.TB, q pipeline.Queue, want pipeline.QueueStats) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := stats(t, q)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Stats() = %+v, want %+v (after 5s)", got, want)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func ids(batch []sdk.Event) []string {
+	out := make([]string, len(batch))
+	for i, e := range batch {
+		out[i] = e.ID
+	}
+	return out
+}
+
+func options(q pipeline.Queue, d dispatch.Deliverer) dispatch.Options {
+	return dispatch.Options{
+		Sink:        "s",
+		Queue:       q,
+		Deliverer:   d,
+		BatchMax:    100,
+		MaxAttempts: 5,
+		BackoffMin:  backoffMin,
+		BackoffMax:  backoffMax,
+	}
+}
+
+// TestBatchesInLogOrder checks that batches hold at most BatchMax entries,
+// that they come in log order (P5), and that delivered entries are acked.
+func TestBatchesInLogOrder(t *testing.T) {
+	const n = 7
+	tests := []struct {
+		name      string
+		batchMax  int
+		wantSizes []int
+	}{
+		{"one per batch", 1, []int{1, 1, 1, 1, 1, 1, 1}},
+		{"three per batch", 3, []int{3, 3, 1}},
+		{"exactly all", 7, []int{7}},
+		{"more than all", 100, []int{7}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := memlog.New()
+			want := appendEvents(t, l, "ev", n, "s")
+			q := &spyQueue{Queue: l.Queue("s")}
+			sink := &fakeSink{}
+			o := options(q, sink)
+			o.BatchMax = tt.batchMax
+			run(t, o)
+
+			waitStats(t, q, pipeline.QueueStats{})
+			var sizes []int
+			var got []string
+			for _, b := range sink.calls() {
+				sizes = append(sizes, len(b))
+				got = append(got, ids(b)...)
+				for _, e := range b {
+					if e.Attempt != 1 {
+						t.Errorf("event %s: Attempt = %d, want 1", e.ID, e.Attempt)
+					}
+				}
+			}
+			if !slices.Equal(sizes, tt.wantSizes) {
+				t.Errorf("batch sizes = %v, want %v", sizes, tt.wantSizes)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("delivered ids = %v, want %v (log order)", got, want)
+			}
+			_, fetched, _ := q.snapshot()
+			for i := 1; i < len(fetched); i++ {
+				if fetched[i].Seq <= fetched[i-1].Seq {
+					t.Errorf("fetched Seq %d after %d, want increasing", fetched[i].Seq, fetched[i-1].Seq)
+				}
+			}
+		})
+	}
+}
+
+// TestBatchWait checks that entries appended shortly after the first one
+// join its batch, and that a batch that does not fill is still sent.
+func TestBatchWait(t *testing.T) {
+	t.Run("later entries join the batch", func(t *testing.T) {
+		l := memlog.New()
+		q := &spyQueue{Queue: l.Queue("s")}
+		sink := &fakeSink{}
+		o := options(q, sink)
+		// The batch is sent when full, so the long wait costs nothing.
+		o.BatchMax, o.BatchWait = 3, 5*time.Second
+		run(t, o)
+
+		first := appendEvents(t, l, "a", 1, "s")
+		waitFor(t, "the first entry to be fetched", func() bool { n, _, _ := q.snapshot(); return n >= 1 })
+		more := appendEvents(t, l, "b", 2, "s")
+		waitStats(t, q, pipeline.QueueStats{})
+
+		calls := sink.calls()
+		want := append(first, more...)
+		if len(calls) != 1 || !slices.Equal(ids(calls[0]), want) {
+			t.Errorf("batches = %v, want one batch %v", batchIDs(calls), want)
+		}
+	})
+	t.Run("a batch that does not fill is sent", func(t *testing.T) {
+		l := memlog.New()
+		q := l.Queue("s")
+		sink := &fakeSink{}
+		o := options(q, sink)
+		o.BatchMax, o.BatchWait = 100, 20*time.Millisecond
+		run(t, o)
+
+		want := appendEvents(t, l, "a", 2, "s")
+		waitStats(t, q, pipeline.QueueStats{})
+		if calls := sink.calls(); len(calls) != 1 || !slices.Equal(ids(calls[0]), want) {
+			t.Errorf("batches = %v, want one batch %v", batchIDs(calls), want)
+		}
+	})
+}
+
+func batchIDs(calls [][]sdk.Event) [][]string {
+	var out [][]string
+	for _, b := range calls {
+		out = append(out, ids(b))
+	}
+	return out
+}
+
+// TestRetryDelay checks that a retried entry comes back after the backoff
+// (or the delay the sink asked for), with Attempt incremented and the
+// attempt's error as LastError on the queue entry.
+func TestRetryDelay(t *testing.T) {
+	tests := []struct {
+		name          string
+		first         sdk.Result
+		wantLastError string
+		// the delay before the retry must lie in [min, max]
+		min, max time.Duration
+	}{
+		{"backoff", sdk.Retry(0, errors.New("sink busy")), "sink busy", backoffMin, 2 * backoffMin},
+		{"after", sdk.Retry(250*time.Millisecond, errors.New("rate limited")), "rate limited", 250 * time.Millisecond, 250 * time.Millisecond},
+		{"after below the backoff", sdk.Retry(5*time.Millisecond, errors.New("again")), "again", 5 * time.Millisecond, 5 * time.Millisecond},
+		{"retry without error", sdk.Retry(0, nil), "no reason given", backoffMin, 2 * backoffMin},
+		{"zero result", sdk.Result{}, "plugin gave an invalid result: invalid result (zero Result)", backoffMin, 2 * backoffMin},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := memlog.New()
+			appendEvents(t, l, "ev", 1, "s")
+			q := &spyQueue{Queue: l.Queue("s")}
+			sink := &fakeSink{answer: func(call int, b []sdk.Event) ([]sdk.Result, error) {
+				if call == 1 {
+					return []sdk.Result{tt.first}, nil
+				}
+				return nil, nil
+			}}
+			run(t, options(q, sink))
+			waitFor(t, "the retry to be delivered", func() bool { return sink.returned() >= 2 })
+			waitStats(t, q, pipeline.QueueStats{})
+
+			calls := sink.calls()
+			if len(calls) != 2 {
+				t.Fatalf("Deliver calls = %d, want 2", len(calls))
+			}
+			if got := calls[1][0].Attempt; got != 2 {
+				t.Errorf("second delivery: Attempt = %d, want 2", got)
+			}
+			_, fetched, settles := q.snapshot()
+			if len(fetched) != 2 || fetched[1].LastError != tt.wantLastError {
+				t.Errorf("second fetch: LastError = %q, want %q (fetched %+v)", lastError(fetched), tt.wantLastError, fetched)
+			}
+			s := settles[0].s[0]
+			if s.Outcome != pipeline.Retry {
+				t.Fatalf("first settlement: Outcome = %v, want Retry", s.Outcome)
+			}
+			// The dispatcher computed RetryAt from a time between the
+			// return of Deliver and the call of Settle.
+			sink.mu.Lock()
+			returned, restarted := sink.returnedAt[0], sink.startedAt[1]
+			sink.mu.Unlock()
+			if got := s.RetryAt.Sub(returned); got < tt.min {
+				t.Errorf("RetryAt - Deliver return = %v, want >= %v", got, tt.min)
+			}
+			if got := s.RetryAt.Sub(settles[0].at); got > tt.max {
+				t.Errorf("RetryAt - Settle call = %v, want <= %v", got, tt.max)
+			}
+			if restarted.Before(s.RetryAt) {
+				t.Errorf("retry delivered at %v, before RetryAt %v", restarted, s.RetryAt)
+			}
+		})
+	}
+}
+
+func lastError(ds []pipeline.Delivery) string {
+	if len(ds) < 2 {
+		return ""
+	}
+	return ds[1].LastError
+}
+
+// TestBackoffGrows checks each retry's delay against the ceiling of its
+// attempt: 2×min, 4×min, ... up to BackoffMax.
+func TestBackoffGrows(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "ev", 1, "s")
+	q := &spyQueue{Queue: l.Queue("s")}
+	sink := &fakeSink{answer: each(sdk.Retry(0, errors.New("down")))}
+	o := options(q, sink)
+	o.MaxAttempts = 4
+	run(t, o)
+	waitStats(t, q, pipeline.QueueStats{Dead: 1})
+
+	_, fetched, settles := q.snapshot()
+	sink.mu.Lock()
+	returned := slices.Clone(sink.returnedAt)
+	sink.mu.Unlock()
+	for i, sc := range settles[:3] {
+		attempt := i + 1
+		ceiling := min(backoffMin<<attempt, backoffMax)
+		s := sc.s[0]
+		if lo := s.RetryAt.Sub(returned[i]); lo < backoffMin {
+			t.Errorf("attempt %d: delay >= %v, want >= %v", attempt, lo, backoffMin)
+		}
+		if hi := s.RetryAt.Sub(sc.at); hi > ceiling {
+			t.Errorf("attempt %d: delay <= %v, want <= %v", attempt, hi, ceiling)
+		}
+	}
+	for i, d := range fetched {
+		if d.Attempt != i+1 {
+			t.Errorf("fetch %d: Attempt = %d, want %d", i+1, d.Attempt, i+1)
+		}
+	}
+}
+
+// TestDeadLetters checks the two ways into the dead-letter queue.
+func TestDeadLetters(t *testing.T) {
+	tests := []struct {
+		name        string
+		answer      sdk.Result
+		maxAttempts int
+		wantCalls   int
+		wantErr     []string // substrings of DeadLetter.Err
+	}{
+		{"permanent", sdk.Permanent(errors.New("payload rejected: no field text")), 5, 1,
+			[]string{"permanent failure", "payload rejected: no field text"}},
+		{"permanent without error", sdk.Permanent(nil), 5, 1,
+			[]string{"permanent failure", "no reason given"}},
+		{"out of attempts", sdk.Retry(0, errors.New("connection refused")), 3, 3,
+			[]string{"gave up after 3 attempts", "connection refused"}},
+		{"one attempt only", sdk.Retry(0, errors.New("connection refused")), 1, 1,
+			[]string{"gave up after 1 attempts", "connection refused"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := memlog.New()
+			want := appendEvents(t, l, "ev", 2, "s")
+			q := l.Queue("s")
+			sink := &fakeSink{answer: each(tt.answer)}
+			o := options(q, sink)
+			o.MaxAttempts = tt.maxAttempts
+			run(t, o)
+			waitStats(t, q, pipeline.QueueStats{Dead: 2})
+
+			dl, err := q.DeadLetters(context.Background(), 0, 10)
+			if err != nil {
+				t.Fatalf("DeadLetters() error = %v", err)
+			}
+			if len(dl) != 2 {
+				t.Fatalf("DeadLetters() = %d entries, want 2", len(dl))
+			}
+			for i, d := range dl {
+				if d.Event.ID != want[i] {
+					t.Errorf("DeadLetters()[%d].Event.ID = %q, want %q", i, d.Event.ID, want[i])
+				}
+				if d.Attempts != tt.wantCalls {
+					t.Errorf("DeadLetters()[%d].Attempts = %d, want %d", i, d.Attempts, tt.wantCalls)
+				}
+				for _, sub := range tt.wantErr {
+					if !strings.Contains(d.Err, sub) {
+						t.Errorf("DeadLetters()[%d].Err = %q, want it to contain %q", i, d.Err, sub)
+					}
+				}
+			}
+			// Retries are jittered per entry, so they may come back in
+			// separate batches: count deliveries, not calls.
+			var n int
+			for _, b := range sink.calls() {
+				n += len(b)
+			}
+			if n != 2*tt.wantCalls {
+				t.Errorf("events delivered = %d, want %d (2 events × %d attempts)", n, 2*tt.wantCalls, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestFailedBatch checks that a batch the sink did not answer properly is
+// retried whole, and nothing is lost.
+func TestFailedBatch(t *testing.T) {
+	tests := []struct {
+		name    string
+		answer  func(batch []sdk.Event) ([]sdk.Result, error)
+		wantErr string // in the Report and the LastError
+	}{
+		{"batch error", func([]sdk.Event) ([]sdk.Result, error) {
+			return nil, errors.New("connection refused")
+		}, "connection refused"},
+		{"batch error with results", func(b []sdk.Event) ([]sdk.Result, error) {
+			return make([]sdk.Result, len(b)), errors.New("half written")
+		}, "half written"},
+		{"too few results", func(b []sdk.Event) ([]sdk.Result, error) {
+			return []sdk.Result{sdk.Delivered(), sdk.Delivered()}, nil
+		}, "plugin answered 2 results for a batch of 3 events"},
+		{"too many results", func(b []sdk.Event) ([]sdk.Result, error) {
+			return []sdk.Result{sdk.Delivered(), sdk.Delivered(), sdk.Delivered(), sdk.Delivered()}, nil
+		}, "plugin answered 4 results for a batch of 3 events"},
+		{"empty results", func(b []sdk.Event) ([]sdk.Result, error) {
+			return []sdk.Result{}, nil
+		}, "plugin answered 0 results for a batch of 3 events"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := memlog.New()
+			want := appendEvents(t, l, "ev", 3, "s")
+			q := &spyQueue{Queue: l.Queue("s")}
+			sink := &fakeSink{answer: func(call int, b []sdk.Event) ([]sdk.Result, error) {
+				if call == 1 {
+					return tt.answer(b)
+				}
+				return nil, nil
+			}}
+			var mu sync.Mutex
+			var reports []dispatch.Report
+			o := options(q, sink)
+			// No BatchWait: entries that failed together must come back
+			// together, in log order, not scattered by jitter.
+			o.Observe = func(r dispatch.Report) { mu.Lock(); reports = append(reports, r); mu.Unlock() }
+			run(t, o)
+			waitFor(t, "two batches", func() bool { return sink.returned() >= 2 })
+			waitStats(t, q, pipeline.QueueStats{})
+
+			calls := sink.calls()
+			if len(calls) != 2 {
+				t.Fatalf("Deliver calls = %d, want 2", len(calls))
+			}
+			for i, b := range calls {
+				if got := ids(b); !slices.Equal(got, want) {
+					t.Errorf("batch %d = %v, want %v", i+1, got, want)
+				}
+			}
+			for _, e := range calls[1] {
+				if e.Attempt != 2 {
+					t.Errorf("second batch: event %s Attempt = %d, want 2", e.ID, e.Attempt)
+				}
+			}
+			_, fetched, _ := q.snapshot()
+			for _, d := range fetched[3:] {
+				if !strings.Contains(d.LastError, tt.wantErr) {
+					t.Errorf("retry of %s: LastError = %q, want it to contain %q", d.Event.ID, d.LastError, tt.wantErr)
+				}
+			}
+			waitFor(t, "two reports", func() bool { mu.Lock(); defer mu.Unlock(); return len(reports) >= 2 })
+			mu.Lock()
+			r := reports[0]
+			mu.Unlock()
+			if r.Retried != 3 || r.Delivered != 0 || r.Dead != 0 || r.Err == nil || !strings.Contains(r.Err.Error(), tt.wantErr) {
+				t.Errorf("first Report = %+v, want Retried 3 and Err containing %q", r, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestObserve checks the counts of a batch with every outcome.
+func TestObserve(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "ev", 4, "s")
+	q := l.Queue("s")
+	sink := &fakeSink{answer: func(call int, b []sdk.Event) ([]sdk.Result, error) {
+		if call == 1 {
+			return []sdk.Result{sdk.Delivered(), sdk.Retry(time.Hour, errors.New("later")), sdk.Permanent(errors.New("no")), sdk.Delivered()}, nil
+		}
+		return nil, nil
+	}}
+	reports := make(chan dispatch.Report, 10)
+	o := options(q, sink)
+	o.BatchMax = 4
+	o.Observe = func(r dispatch.Report) { reports <- r }
+	run(t, o)
+
+	select {
+	case r := <-reports:
+		if r.Delivered != 2 || r.Retried != 1 || r.Dead != 1 || r.Err != nil || r.Duration <= 0 {
+			t.Errorf("Report = %+v, want Delivered 2, Retried 1, Dead 1, no Err, a Duration", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Report after 5s")
+	}
+	waitStats(t, q, pipeline.QueueStats{Retrying: 1, Dead: 1})
+}
+
+// TestStartFails checks that no entry is fetched, nor charged an attempt,
+// while the plugin cannot start, and that delivery proceeds once it can.
+func TestStartFails(t *testing.T) {
+	l := memlog.New()
+	want := appendEvents(t, l, "ev", 2, "s")
+	q := &spyQueue{Queue: l.Queue("s")}
+	sink := &startingSink{}
+	run(t, options(q, sink))
+
+	// The dispatcher waits a second between two Start calls.
+	waitFor(t, "two failed Start calls", func() bool { return sink.startCalls() >= 2 })
+	if n, _, _ := q.snapshot(); n != 0 {
+		t.Errorf("Fetch calls while Start fails = %d, want 0", n)
+	}
+	if n := len(sink.calls()); n != 0 {
+		t.Errorf("Deliver calls while Start fails = %d, want 0", n)
+	}
+	if got := stats(t, q); got != (pipeline.QueueStats{Ready: 2}) {
+		t.Errorf("Stats() while Start fails = %+v, want Ready 2", got)
+	}
+
+	sink.set(true)
+	waitStats(t, q, pipeline.QueueStats{})
+	calls := sink.calls()
+	if len(calls) != 1 || !slices.Equal(ids(calls[0]), want) {
+		t.Fatalf("batches = %v, want one batch %v", batchIDs(calls), want)
+	}
+	for _, e := range calls[0] {
+		if e.Attempt != 1 {
+			t.Errorf("event %s: Attempt = %d, want 1 (no attempt charged while Start failed)", e.ID, e.Attempt)
+		}
+	}
+}
+
+// TestCancelSettlesBatchInFlight checks that Run returns nil after its ctx
+// ends, and that a batch in the plugin at that moment is still settled.
+func TestCancelSettlesBatchInFlight(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "ev", 1, "s")
+	q := l.Queue("s")
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	sink := &fakeSink{answer: func(call int, b []sdk.Event) ([]sdk.Result, error) {
+		close(entered)
+		<-release
+		return []sdk.Result{sdk.Delivered()}, nil
+	}}
+	stop := run(t, options(q, sink))
+
+	<-entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	// Run must wait for the call: it cannot have returned yet.
+	select {
+	case err := <-stopped:
+		t.Fatalf("Run() = %v while a batch was in flight, want it to wait", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+	if got := stats(t, q); got != (pipeline.QueueStats{}) {
+		t.Errorf("Stats() after Run returned = %+v, want all zero (acked)", got)
+	}
+	sink.mu.Lock()
+	ctxErr := sink.ctxErrs[0]
+	sink.mu.Unlock()
+	if ctxErr != nil {
+		t.Errorf("Deliver ctx.Err() after Run's ctx ended = %v, want nil", ctxErr)
+	}
+}
+
+// TestRunEnds checks Run's result when it stops.
+func TestRunEnds(t *testing.T) {
+	t.Run("ctx cancelled while idle", func(t *testing.T) {
+		l := memlog.New()
+		stop := run(t, options(l.Queue("s"), &fakeSink{}))
+		if err := stop(); err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	})
+	t.Run("ctx cancelled while Start fails", func(t *testing.T) {
+		l := memlog.New()
+		sink := &startingSink{}
+		stop := run(t, options(l.Queue("s"), sink))
+		waitFor(t, "a Start call", func() bool { return sink.startCalls() >= 1 })
+		if err := stop(); err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	})
+	t.Run("log closed", func(t *testing.T) {
+		l := memlog.New()
+		done := make(chan error, 1)
+		go func() { done <- dispatch.New(options(l.Queue("s"), &fakeSink{})).Run(context.Background()) }()
+		l.Close()
+		select {
+		case err := <-done:
+			if !errors.Is(err, pipeline.ErrClosed) {
+				t.Errorf("Run() = %v, want an error wrapping ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not return within 5s of Close")
+		}
+	})
+}
+
+// TestFailingSinkDoesNotBlockOthers runs two dispatchers on one log: one
+// sink fails (or hangs), the other gets everything.
+func TestFailingSinkDoesNotBlockOthers(t *testing.T) {
+	tests := []struct {
+		name string
+		bad  func(release <-chan struct{}) func(int, []sdk.Event) ([]sdk.Result, error)
+	}{
+		{"always retrying", func(<-chan struct{}) func(int, []sdk.Event) ([]sdk.Result, error) {
+			return each(sdk.Retry(0, errors.New("down")))
+		}},
+		{"batch error", func(<-chan struct{}) func(int, []sdk.Event) ([]sdk.Result, error) {
+			return func(int, []sdk.Event) ([]sdk.Result, error) { return nil, errors.New("down") }
+		}},
+		{"hanging", func(release <-chan struct{}) func(int, []sdk.Event) ([]sdk.Result, error) {
+			return func(_ int, b []sdk.Event) ([]sdk.Result, error) {
+				<-release
+				return nil, errors.New("cancelled")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := memlog.New()
+			release := make(chan struct{})
+			bad := &fakeSink{answer: tt.bad(release)}
+			good := &fakeSink{}
+			ob := options(l.Queue("bad"), bad)
+			ob.Sink, ob.BatchMax, ob.MaxAttempts = "bad", 2, 1000
+			og := options(l.Queue("good"), good)
+			og.Sink, og.BatchMax = "good", 2
+			run(t, ob)
+			run(t, og)
+			t.Cleanup(func() { close(release) }) // runs before the dispatchers stop
+
+			var want []string
+			for i := range 5 {
+				want = append(want, appendEvents(t, l, fmt.Sprintf("ev%d", i), 2, "bad", "good")...)
+			}
+			waitStats(t, l.Queue("good"), pipeline.QueueStats{})
+			var got []string
+			for _, b := range good.calls() {
+				got = append(got, ids(b)...)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("good sink got %v, want %v", got, want)
+			}
+			if len(bad.calls()) == 0 {
+				t.Errorf("bad sink got no Deliver call")
+			}
+			if st := stats(t, l.Queue("bad")); st.Ready+st.Retrying != len(want) {
+				t.Errorf("bad queue Stats() = %+v, want all %d entries still queued", st, len(want))
+			}
+		})
+	}
+}

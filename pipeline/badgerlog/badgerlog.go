@@ -103,7 +103,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
-		WithValueThreshold(64 << 10).
+		WithValueThreshold(256).
 		WithNumCompactors(2).
 		WithCompression(options.Snappy)
 	db, err := badger.Open(bo)

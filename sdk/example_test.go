@@ -104,7 +104,7 @@ func ExampleDecodeConfig() {
 	fmt.Println(sdk.DecodeConfig(json.RawMessage(`{"keep": "thirty"}`), &cfg))
 	// Output:
 	// {Dir:data/archive Rotate:1h Keep:30} <nil>
-	// unknown config key "dri": check its spelling against the sink's documentation
+	// unknown config key "dri": check its spelling (valid keys: dir, keep, rotate)
 	// config key "keep": want int, got string
 }
 

@@ -30,6 +30,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"sort"
 	"strings"
 	"time"
 )
@@ -158,26 +160,95 @@ func (r Result) String() string {
 	return "invalid result (zero Result)"
 }
 
-// DecodeConfig decodes a sink's config into v strictly: a key that v has no
-// field for is an error that names the key, so a typo in pipeline.toml is
-// caught by `pipelined check` instead of silently ignored. Set v's defaults
-// before calling it.
+// DecodeConfig decodes a sink's config into v strictly. v is usually a
+// pointer to a struct whose fields carry `json` tags; set its defaults
+// before the call. Every problem is reported at once, each naming its key: a
+// key v has no field for (so a typo in pipeline.toml is caught by `pipelined
+// check` instead of silently ignored), and a value of the wrong type or
+// format. Keys that decode are set even when others fail, so the caller can
+// go on validating and report its own problems too.
 func DecodeConfig(config json.RawMessage, v any) error {
 	if len(bytes.TrimSpace(config)) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(config))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &te) && te.Field != "":
-			return fmt.Errorf("config key %q: want %v, got %s", te.Field, te.Type, te.Value)
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return fmt.Errorf("unknown config key %s: check its spelling against the sink's documentation",
-				strings.TrimPrefix(err.Error(), "json: unknown field "))
-		}
-		return fmt.Errorf("decode config: %w", err)
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
+		return decodeStrict(config, v)
 	}
-	return nil
+	var table map[string]json.RawMessage
+	if err := json.Unmarshal(config, &table); err != nil {
+		return fmt.Errorf("config is not a table of keys: %w", err)
+	}
+	fields := jsonFields(rv.Elem())
+	keys := make([]string, 0, len(table))
+	for k := range table {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var errs []error
+	for _, k := range keys {
+		f, ok := fields[k]
+		if !ok {
+			errs = append(errs, fmt.Errorf("unknown config key %q: check its spelling (valid keys: %s)", k, strings.Join(sortedKeys(fields), ", ")))
+			continue
+		}
+		if err := decodeStrict(table[k], f.Addr().Interface()); err != nil {
+			errs = append(errs, fmt.Errorf("config key %q: %w", k, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// jsonFields maps the json names of a struct's exported fields to them.
+func jsonFields(st reflect.Value) map[string]reflect.Value {
+	out := map[string]reflect.Value{}
+	t := st.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name := f.Name
+		if tag, ok := f.Tag.Lookup("json"); ok {
+			tn, _, _ := strings.Cut(tag, ",")
+			if tn == "-" {
+				continue
+			}
+			if tn != "" {
+				name = tn
+			}
+		}
+		out[name] = st.Field(i)
+	}
+	return out
+}
+
+func sortedKeys(m map[string]reflect.Value) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// decodeStrict decodes one JSON value, refusing unknown keys of nested
+// objects, with errors that say what was expected.
+func decodeStrict(raw json.RawMessage, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &te):
+		if te.Field != "" {
+			return fmt.Errorf("key %q: want %v, got %s", te.Field, te.Type, te.Value)
+		}
+		return fmt.Errorf("want %v, got %s", te.Type, te.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Errorf("unknown key %s: check its spelling", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return err
 }

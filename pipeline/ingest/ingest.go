@@ -6,6 +6,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -139,8 +140,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
-	var doc any
-	if err := json.Unmarshal(body, &doc); err != nil {
+	doc, err := decode(body)
+	if err != nil {
 		h.reject(w, http.StatusBadRequest, "body is not valid JSON: "+jsonError(err))
 		return
 	}
@@ -244,6 +245,45 @@ func newID() string {
 		return uuid.NewString()
 	}
 	return id.String()
+}
+
+// decode decodes a JSON body for the rules: numbers as float64, so rules
+// compare them with plain literals. A number too big for a float64 (valid
+// JSON all the same) is kept as its text; the stored body is never changed.
+func decode(body []byte) (any, error) {
+	var doc any
+	err := json.Unmarshal(body, &doc)
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) || !strings.HasPrefix(te.Value, "number") {
+		return doc, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, err
+	}
+	return numbers(doc), nil
+}
+
+// numbers replaces each json.Number in v by its float64, or by its text
+// when it does not fit one.
+func numbers(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		if f, err := v.Float64(); err == nil {
+			return f
+		}
+		return v.String()
+	case map[string]any:
+		for k, e := range v {
+			v[k] = numbers(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = numbers(e)
+		}
+	}
+	return v
 }
 
 // jsonError says where JSON went wrong, in one line.

@@ -327,6 +327,7 @@ func TestAccepts(t *testing.T) {
 		{"array", request{contentType: "application/json", body: []byte(`[1, 2]`)}},
 		{"null", request{contentType: "application/json", body: []byte(`null`)}},
 		{"surrounding space", request{contentType: "application/json", body: []byte(" \n{}\n ")}},
+		{"number beyond float64", request{contentType: "application/json", body: []byte(`{"n": 1e400, "m": [-1e999, 2]}`)}},
 		{"exactly max body", request{contentType: "application/json", body: padded(maxBody)}},
 		{"exactly max body chunked", request{contentType: "application/json", body: padded(maxBody), chunked: true}},
 	}

@@ -32,7 +32,7 @@ type Field struct {
 	Required bool
 	// Secret marks a key whose value must never be written inline: the
 	// config names an environment variable or a file instead, with the
-	// keys Name+"_env" / Name+"_file" (see [Secret]).
+	// keys Name+"_env" / Name+"_file" (read it with [Secret]).
 	Secret bool
 	// Doc says what the key does, in one or two sentences.
 	Doc string

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +78,33 @@ func TestDecodeConfigReportsEveryKey(t *testing.T) {
 	}
 	if err := DecodeConfig(json.RawMessage(`{"size": 2048, "every": "1m"}`), &c); err != nil || c.Size != 2048 || time.Duration(c.Every) != time.Minute {
 		t.Errorf("DecodeConfig = %v, size %d, every %v; want nil, 2048, 1m", err, c.Size, time.Duration(c.Every))
+	}
+}
+
+func TestSecret(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/cred"
+	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SDK_TEST_SECRET", "from-env")
+	tests := []struct {
+		env, file, want, wantErr string
+	}{
+		{"SDK_TEST_SECRET", "", "from-env", ""},
+		{"", file, "s3cret", ""},
+		{"", "", "", "dsn is required"},
+		{"SDK_TEST_SECRET", file, "", "only one of"},
+		{"SDK_TEST_UNSET_VARIABLE", "", "", "is not set"},
+		{"", dir + "/missing", "", "dsn_file"},
+	}
+	for _, tt := range tests {
+		got, err := Secret("dsn", tt.env, tt.file)
+		if got != tt.want || (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Secret(dsn, %q, %q) = %q, %v; want %q, error containing %q", tt.env, tt.file, got, err, tt.want, tt.wantErr)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Secret error %q contains the secret", err)
+		}
 	}
 }

@@ -2,7 +2,7 @@
 
 GO      ?= go
 BIN     ?= bin
-PLUGINS := archive
+PLUGINS := archive sql slack http
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
@@ -13,7 +13,7 @@ all: build
 help:
 	@echo "make build   build bin/pipelined and bin/pipelined-sink-<name> for every plugin"
 	@echo "make run     build, then run the daemon on ./pipeline.toml (no outside service needed)"
-	@echo "make test    go vet, then every test with the race detector, end-to-end tests included"
+	@echo "make test    go vet, then every test with the race detector, end-to-end and PostgreSQL tests included"
 	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)"
 
 build:
@@ -27,7 +27,12 @@ run: build
 vet:
 	$(GO) vet ./...
 
+# The PostgreSQL tests of the sql sink run against a throwaway server on
+# 127.0.0.1:55432 that pg-start.sh installs (Debian, as root) and starts;
+# without one they are skipped with a message.
 test: vet
+	PIPELINED_TEST_PG_DSN="$$(plugins/sql/testdata/pg-start.sh || true)" \
+	PIPELINED_TEST_PG_RESTART="testdata/pg-start.sh restart" \
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 test-short:

@@ -12,8 +12,8 @@ func TestDefaultConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse(pipeline.toml) = %v, want no error", err)
 	}
-	if len(c.Sources) != 1 || len(c.Sinks) != 1 || len(c.Routes) != 1 {
-		t.Fatalf("Parse(pipeline.toml) = %d sources, %d sinks, %d routes, want 1 each", len(c.Sources), len(c.Sinks), len(c.Routes))
+	if len(c.Sources) != 1 || len(c.Sinks) != 2 || len(c.Routes) != 1 {
+		t.Fatalf("Parse(pipeline.toml) = %d sources, %d sinks, %d routes, want 1, 2 (archive, db), 1", len(c.Sources), len(c.Sinks), len(c.Routes))
 	}
 	if got, want := c.Sources[0].DedupKey, "body.data.callSid"; got != want {
 		t.Errorf("dedup_key = %q, want %q", got, want)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -118,4 +119,124 @@ func ExampleEvent_Payload() {
 	// Output:
 	// {"event":"call_ended"}
 	// {"text":"Interested lead"}
+}
+
+// spoolSink shows the optional Describer interface: the host reads the
+// description before Configure, so `pipelined check` can report every
+// problem of a [[sink]] config table, and `pipelined plugins describe`
+// prints it.
+type spoolSink struct{ countSink }
+
+// Describe lists the config keys. A secret is described by its base name;
+// the config then sets token_env or token_file, never token itself.
+func (spoolSink) Describe() sdk.Description {
+	return sdk.Description{
+		Summary: "Spools events to files in a directory.",
+		Fields: []sdk.Field{
+			{Name: "dir", Type: "string", Required: true, Doc: "Directory of the spool files."},
+			{Name: "rotate", Type: "duration", Default: `"1h"`, Doc: "Age at which a file is rotated."},
+			{Name: "max_size", Type: "size", Default: `"64MiB"`, Doc: "Size at which a file is rotated."},
+			{Name: "token", Type: "string", Secret: true, Doc: "Signs each file."},
+		},
+	}
+}
+
+var _ sdk.Describer = (*spoolSink)(nil)
+
+// ExampleDescriber shows a description and the problems Check finds in a
+// config table, as `pipelined check` reports them before the plugin is
+// configured.
+func ExampleDescriber() {
+	var s sdk.Sink = &spoolSink{}
+	d, ok := s.(sdk.Describer) // the host finds the interface the same way
+	if !ok {
+		return
+	}
+	desc := d.Describe()
+	fmt.Println(desc.Summary)
+	for _, f := range desc.Fields {
+		fmt.Printf("%-8s %-8s %-7s required=%v secret=%v\n", f.Name, f.Type, f.Default, f.Required, f.Secret)
+	}
+
+	config := json.RawMessage(`{"rotate": "hourly", "max_size": "64MiB", "token": "s3cr3t", "dri": "spool"}`)
+	for _, err := range desc.Check(config) {
+		fmt.Println(err)
+	}
+	fmt.Println(desc.Check(json.RawMessage(`{"dir": "spool", "token_env": "SPOOL_TOKEN"}`)))
+	// Output:
+	// Spools events to files in a directory.
+	// dir      string           required=true secret=false
+	// rotate   duration "1h"    required=false secret=false
+	// max_size size     "64MiB" required=false secret=false
+	// token    string           required=false secret=true
+	// config key "dir" is required: Directory of the spool files
+	// config key "rotate": invalid duration "hourly" (write e.g. "30s", "24h" or "7d")
+	// token is a secret: set token_env or token_file, never inline
+	// unknown config key "dri": check its spelling (valid keys: dir, max_size, rotate, token_env, token_file)
+	// []
+}
+
+// ExampleSecret shows a sink reading a secret named by its config: from an
+// environment variable (token_env) or a file (token_file).
+func ExampleSecret() {
+	var cfg struct {
+		TokenEnv  string `json:"token_env"`
+		TokenFile string `json:"token_file"`
+	}
+	_ = sdk.DecodeConfig(json.RawMessage(`{"token_env": "EXAMPLE_SPOOL_TOKEN"}`), &cfg)
+
+	os.Setenv("EXAMPLE_SPOOL_TOKEN", "s3cr3t")
+	defer os.Unsetenv("EXAMPLE_SPOOL_TOKEN")
+	token, err := sdk.Secret("token", cfg.TokenEnv, cfg.TokenFile)
+	fmt.Println(len(token), err) // never print or log the secret itself
+
+	_, err = sdk.Secret("token", "", "")
+	fmt.Println(err)
+	_, err = sdk.Secret("token", "NO_SUCH_VARIABLE_HERE", "")
+	fmt.Println(err)
+	// Output:
+	// 6 <nil>
+	// token is required: set token_env (an environment variable) or token_file (a file); never write it inline
+	// token_env: environment variable NO_SUCH_VARIABLE_HERE is not set (or empty) for the daemon
+}
+
+// ExampleSize shows sizes and durations as config field types: strings with
+// units, decoded and checked by DecodeConfig.
+func ExampleSize() {
+	cfg := struct {
+		MaxSize sdk.Size     `json:"max_size"`
+		Rotate  sdk.Duration `json:"rotate"`
+	}{MaxSize: 64 << 20, Rotate: sdk.Duration(time.Hour)} // defaults
+	err := sdk.DecodeConfig(json.RawMessage(`{"max_size": "512KiB", "rotate": "1d12h"}`), &cfg)
+	fmt.Println(int64(cfg.MaxSize), time.Duration(cfg.Rotate), err)
+
+	fmt.Println(sdk.DecodeConfig(json.RawMessage(`{"max_size": "big"}`), &cfg))
+	// Output:
+	// 524288 36h0m0s <nil>
+	// config key "max_size": invalid size "big" (write e.g. "64MiB", "512KiB", "1GB" or a number of bytes)
+}
+
+func ExampleParseSize() {
+	for _, s := range []string{"64MiB", "1GB", "1.5KiB", "1000"} {
+		n, err := sdk.ParseSize(s)
+		fmt.Println(s, n, err)
+	}
+	// Output:
+	// 64MiB 67108864 <nil>
+	// 1GB 1000000000 <nil>
+	// 1.5KiB 1536 <nil>
+	// 1000 1000 <nil>
+}
+
+func ExampleParseDuration() {
+	for _, s := range []string{"250ms", "24h", "7d", "1d12h", "-1s"} {
+		d, err := sdk.ParseDuration(s)
+		fmt.Println(s, d, err)
+	}
+	// Output:
+	// 250ms 250ms <nil>
+	// 24h 24h0m0s <nil>
+	// 7d 168h0m0s <nil>
+	// 1d12h 36h0m0s <nil>
+	// -1s 0s negative duration "-1s" (write e.g. "30s", "24h" or "7d")
 }

@@ -67,14 +67,23 @@ func (s *server) Close(ctx context.Context, _ *pb.CloseRequest) (*pb.CloseRespon
 	return &pb.CloseResponse{}, nil
 }
 
+func (s *server) Describe(context.Context, *pb.DescribeRequest) (*pb.DescribeResponse, error) {
+	d, ok := s.impl.(Describer)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "the sink does not implement sdk.Describer")
+	}
+	return descriptionToProto(d.Describe()), nil
+}
+
 // client is the host's view of a plugin: a Sink whose calls cross the wire.
 type client struct {
 	rpc pb.SinkClient
 }
 
 var (
-	_ Sink   = (*client)(nil)
-	_ Closer = (*client)(nil)
+	_ Sink           = (*client)(nil)
+	_ Closer         = (*client)(nil)
+	_ DescribeClient = (*client)(nil)
 )
 
 func (c *client) Configure(ctx context.Context, config json.RawMessage) error {
@@ -104,6 +113,18 @@ func (c *client) Deliver(ctx context.Context, batch []Event) ([]Result, error) {
 func (c *client) Close(ctx context.Context) error {
 	_, err := c.rpc.Close(ctx, &pb.CloseRequest{})
 	return wireError(err)
+}
+
+func (c *client) DescribeSink(ctx context.Context) (Description, error) {
+	resp, err := c.rpc.Describe(ctx, &pb.DescribeRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		// The sink is no Describer, or the plugin predates Describe.
+		return Description{}, ErrNotDescribed
+	}
+	if err != nil {
+		return Description{}, wireError(err)
+	}
+	return descriptionFromProto(resp), nil
 }
 
 // wireError turns a gRPC status into a plain error carrying the plugin's
@@ -194,4 +215,37 @@ func resultFromProto(r *pb.Result) Result {
 		err = fmt.Errorf("plugin answered outcome %v", r.GetOutcome())
 	}
 	return Retry(0, err)
+}
+
+func descriptionToProto(d Description) *pb.DescribeResponse {
+	out := &pb.DescribeResponse{Summary: d.Summary, Fields: make([]*pb.Field, len(d.Fields))}
+	for i, f := range d.Fields {
+		out.Fields[i] = &pb.Field{
+			Name:         f.Name,
+			Type:         f.Type,
+			DefaultValue: f.Default,
+			Required:     f.Required,
+			Secret:       f.Secret,
+			Doc:          f.Doc,
+		}
+	}
+	return out
+}
+
+func descriptionFromProto(r *pb.DescribeResponse) Description {
+	d := Description{Summary: r.GetSummary()}
+	if len(r.GetFields()) > 0 {
+		d.Fields = make([]Field, len(r.GetFields()))
+	}
+	for i, f := range r.GetFields() {
+		d.Fields[i] = Field{
+			Name:     f.GetName(),
+			Type:     f.GetType(),
+			Default:  f.GetDefaultValue(),
+			Required: f.GetRequired(),
+			Secret:   f.GetSecret(),
+			Doc:      f.GetDoc(),
+		}
+	}
+	return d
 }

@@ -55,7 +55,7 @@ func ServeConfig(s Sink) *plugin.ServeConfig {
 
 // ClientPlugins returns the plugin sets a host offers, by protocol version.
 // Dispensing [PluginName] from a client gives a [Sink] (that also implements
-// [Closer]) whose calls go to the plugin process.
+// [Closer] and [DescribeClient]) whose calls go to the plugin process.
 func ClientPlugins() map[int]plugin.PluginSet {
 	return map[int]plugin.PluginSet{
 		ProtocolVersion: {PluginName: &Plugin{}},

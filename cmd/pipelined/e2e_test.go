@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	for pkg, name := range map[string]string{
 		".":                     "pipelined",
 		"../../plugins/archive": "pipelined-sink-archive",
+		"../../plugins/sql":     "pipelined-sink-sql",
+		"../../plugins/slack":   "pipelined-sink-slack",
+		"../../plugins/http":    "pipelined-sink-http",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Stderr = os.Stderr

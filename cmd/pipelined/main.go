@@ -2,8 +2,16 @@
 // routes each event with rules and delivers it to sink plugins.
 //
 //	pipelined serve  [-c pipeline.toml]   run the daemon
-//	pipelined check  [-c pipeline.toml]   validate the config, compile rules, start and configure every plugin
+//	pipelined check  [-c pipeline.toml] [--no-plugins]
+//	                                      validate the config, compile rules, start, check and configure every plugin
+//	pipelined plugins list [-c FILE]      list the plugin binaries found and their summaries
+//	pipelined plugins describe NAME [-c FILE] [--json]
+//	                                      print the config keys a plugin takes
 //	pipelined version                     print the version
+//
+// check exits 0 when all is well, 78 (EX_CONFIG) when the configuration is
+// wrong (it prints every problem), 1 when something else failed (a plugin
+// that crashed), 2 on a usage error.
 //
 // Without -c, pipelined reads ./pipeline.toml, or the built-in default
 // configuration when there is none.
@@ -35,14 +43,23 @@ const usage = `usage: pipelined <command> [flags]
 
 commands:
   serve    run the daemon
-  check    validate the configuration, compile its rules, start and configure every plugin
+  check    validate the configuration, compile its rules, start, check and configure every plugin
+  plugins  list the plugins found, or describe the config keys of one (pipelined plugins help)
   version  print the version
 
 flags of serve and check:
   -c FILE           configuration file (default ./pipeline.toml, else the built-in default)
   -log-format F     text or json (default text)
   -log-level L      debug, info, warn or error (default info)
+  -no-plugins       (check only) do not start the plugins
+
+check exits 78 (EX_CONFIG) when the configuration is wrong, 1 when
+something else failed.
 `
+
+// exitConfig is the exit code of a configuration error (EX_CONFIG in
+// sysexits.h): systemd and scripts can tell it from a crash.
+const exitConfig = 78
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -58,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stderr)
 	case "check":
 		return check(args[1:], stdout, stderr)
+	case "plugins":
+		return plugins(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "pipelined", buildVersion())
 		return 0
@@ -74,6 +93,7 @@ type common struct {
 	config    string
 	logFormat string
 	logLevel  string
+	noPlugins bool // check only
 }
 
 func parseFlags(name string, args []string, stderr io.Writer) (*common, error) {
@@ -84,6 +104,9 @@ func parseFlags(name string, args []string, stderr io.Writer) (*common, error) {
 	fs.StringVar(&c.config, "config", "", "configuration `file` (same as -c)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if name == "check" {
+		fs.BoolVar(&c.noPlugins, "no-plugins", false, "do not start the plugins (check the file and the rules only)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -169,32 +192,51 @@ func check(args []string, stdout, stderr io.Writer) int {
 	cfg, err := c.load(log)
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
-		return 1
+		return exitConfig
 	}
-	var problems []error
+	// configProblems are wrong in the configuration; others are failures
+	// of something else (a plugin that crashed).
+	var configProblems, others []error
 	if _, err := daemon.Compile(cfg); err != nil {
-		problems = append(problems, err)
+		configProblems = append(configProblems, err)
 	}
 	specs, err := daemon.PluginSpecs(cfg)
 	if err != nil {
-		problems = append(problems, err)
+		configProblems = append(configProblems, err)
+	}
+	if c.noPlugins {
+		specs = nil
 	}
 	for _, spec := range specs {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		p, err := pluginhost.Start(ctx, spec, &pluginhost.Options{Logger: log})
-		if err != nil {
-			problems = append(problems, err)
-		} else {
-			fmt.Fprintf(stdout, "sink %s: plugin %s answered (protocol %d)\n", spec.Sink, p.Path(), p.ProtocolVersion())
+		switch {
+		case errors.Is(err, pluginhost.ErrInvalidConfig), errors.Is(err, pluginhost.ErrNotFound):
+			configProblems = append(configProblems, err)
+		case err != nil:
+			others = append(others, err)
+		default:
+			described := "its config was not checked: the plugin does not describe it"
+			if _, ok := p.Description(); ok {
+				described = "config checked against its description"
+			}
+			fmt.Fprintf(stdout, "sink %s: plugin %s answered (protocol %d), %s\n", spec.Sink, p.Path(), p.ProtocolVersion(), described)
 			p.Stop(ctx)
 		}
 		cancel()
 	}
-	if len(problems) > 0 {
+	if problems := append(configProblems, others...); len(problems) > 0 {
 		fmt.Fprintln(stderr, errors.Join(problems...))
+		if len(configProblems) > 0 {
+			return exitConfig
+		}
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d sources, %d sinks, %d routes)\n", cfg.File, len(cfg.Sources), len(cfg.Sinks), len(cfg.Routes))
+	skipped := ""
+	if c.noPlugins {
+		skipped = ", plugins not started"
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d sources, %d sinks, %d routes%s)\n", cfg.File, len(cfg.Sources), len(cfg.Sinks), len(cfg.Routes), skipped)
 	return 0
 }
 

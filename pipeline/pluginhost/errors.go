@@ -17,3 +17,16 @@ var ErrNotFound = errors.New("plugin not found")
 // ErrStopped is returned (wrapped) by [Supervisor.Deliver] after
 // [Supervisor.Stop]: the sink is being shut down and the batch stays queued.
 var ErrStopped = errors.New("sink plugin stopped")
+
+// ErrInvalidConfig is returned (wrapped) by [Start] when the sink's config
+// table does not fit the plugin's description (every problem is listed) or
+// the plugin's Configure rejects it. Starting again will not help: the
+// operator fixes the [[sink]] config table.
+var ErrInvalidConfig = errors.New("invalid sink config")
+
+// invalidConfigError keeps the message of err and matches both err and
+// [ErrInvalidConfig].
+type invalidConfigError struct{ err error }
+
+func (e *invalidConfigError) Error() string   { return e.err.Error() }
+func (e *invalidConfigError) Unwrap() []error { return []error{e.err, ErrInvalidConfig} }

@@ -32,6 +32,8 @@ func runHelperPlugin(behaviour string) {
 	switch behaviour {
 	case "sink":
 		sdk.Serve(&testSink{})
+	case "described":
+		sdk.Serve(&describedSink{})
 	case "version99":
 		cfg := sdk.ServeConfig(&testSink{})
 		cfg.HandshakeConfig.ProtocolVersion = 99
@@ -130,3 +132,23 @@ func (s *testSink) Close(ctx context.Context) error {
 	}
 	return nil
 }
+
+// describedSink is a testSink that describes its config.
+type describedSink struct{ testSink }
+
+var _ sdk.Describer = (*describedSink)(nil)
+
+// testDescription describes what the helper's config may hold: "plugin" is
+// a secret so that helperSpec's plugin_env passes Check.
+var testDescription = sdk.Description{
+	Summary: "Answers what each event's body asks for.",
+	Fields: []sdk.Field{
+		{Name: "plugin", Type: "string", Secret: true, Doc: "The helper behaviour."},
+		{Name: "dir", Type: "string", Required: true, Doc: "A directory."},
+		{Name: "rotate", Type: "duration", Default: `"1h"`, Doc: "How often."},
+		{Name: "token", Type: "string", Secret: true, Doc: "A secret."},
+		{Name: "reject", Type: "string", Doc: "Configure fails with this message."},
+	},
+}
+
+func (*describedSink) Describe() sdk.Description { return testDescription }

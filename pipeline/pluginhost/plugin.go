@@ -41,6 +41,9 @@ type Plugin struct {
 	version int
 	stderr  *tailWriter
 
+	desc      sdk.Description // set by Start when described is true
+	described bool
+
 	// sem serializes calls into the plugin (Deliver, Close); a channel
 	// rather than a mutex so that waiting for it is bounded by a ctx.
 	sem chan struct{}
@@ -52,13 +55,67 @@ type Plugin struct {
 // Start finds spec's plugin binary (see [Find]), checks its checksum when
 // spec.SHA256 is set, starts it with only the environment described in
 // [EnvNames], performs the go-plugin handshake (gRPC, automatic mTLS),
-// and calls the sink's Configure with spec.Config.
+// asks the sink for its description and, when it has one (see
+// [sdk.Describer]), checks spec.Config against it with
+// [sdk.Description.Check]: on any problem it stops the plugin without
+// configuring it and returns every problem, naming the sink, wrapped with
+// [ErrInvalidConfig]. Then it calls the sink's Configure with spec.Config.
+// A plugin that does not describe itself, or was built before Describe
+// existed, is configured directly.
 //
-// ctx limits Configure, and its deadline (when sooner than
+// ctx limits Describe and Configure, and its deadline (when sooner than
 // Options.StartTimeout) also limits the handshake. Every error names the
 // sink and says what to do; a plugin built for a protocol version this host
 // does not speak is refused with both versions named.
 func Start(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
+	p, err := launch(ctx, spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	config := spec.Config
+	if len(strings.TrimSpace(string(config))) == 0 {
+		config = []byte("{}")
+	}
+	desc, described, err := p.describe(ctx)
+	if err != nil {
+		p.client.Kill()
+		return nil, err
+	}
+	if described {
+		if problems := desc.Check(config); len(problems) > 0 {
+			p.client.Kill()
+			return nil, p.checkError(problems)
+		}
+	}
+	if err := p.configure(ctx, config); err != nil {
+		return nil, err
+	}
+	p.log.Debug("plugin started", "path", p.path, "pid", p.pid, "protocol_version", p.version, "described", described)
+	return p, nil
+}
+
+// Describe starts spec's plugin as [Start] does, asks for its sink's
+// description, and stops it; the plugin is not configured, so spec.Config
+// may be empty. The error wraps [sdk.ErrNotDescribed] when the sink does not
+// describe itself (or the plugin predates Describe).
+func Describe(ctx context.Context, spec Spec, opts *Options) (sdk.Description, error) {
+	p, err := launch(ctx, spec, opts)
+	if err != nil {
+		return sdk.Description{}, err
+	}
+	defer p.kill()
+	desc, described, err := p.describe(ctx)
+	if err != nil {
+		return sdk.Description{}, err
+	}
+	if !described {
+		return sdk.Description{}, fmt.Errorf("sink %q: plugin %s: %w", spec.Sink, p.path, sdk.ErrNotDescribed)
+	}
+	return desc, nil
+}
+
+// launch finds, checks and starts spec's plugin and dispenses its sink.
+func launch(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 	o := opts.withDefaults()
 	log := o.Logger.With("sink", spec.Sink)
 	if err := ctx.Err(); err != nil {
@@ -136,33 +193,78 @@ func Start(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 		return nil, fmt.Errorf("sink %q: plugin %s dispensed %T, not a sink", spec.Sink, path, raw)
 	}
 	p.sink = sink
+	return p, nil
+}
 
-	config := spec.Config
-	if len(strings.TrimSpace(string(config))) == 0 {
-		config = []byte("{}")
+// describe asks the plugin for its description. described is false, with a
+// nil error, when the sink has none.
+func (p *Plugin) describe(ctx context.Context) (desc sdk.Description, described bool, err error) {
+	dc, ok := p.sink.(sdk.DescribeClient)
+	if !ok {
+		return sdk.Description{}, false, nil
 	}
+	dctx, cancel := context.WithTimeoutCause(ctx, p.opts.StartTimeout,
+		fmt.Errorf("sink %q: plugin did not answer Describe within the start timeout (%v)", p.spec.Sink, p.opts.StartTimeout))
+	defer cancel()
+	desc, err = dc.DescribeSink(dctx)
+	switch {
+	case errors.Is(err, sdk.ErrNotDescribed):
+		return sdk.Description{}, false, nil
+	case err != nil && dctx.Err() != nil:
+		return sdk.Description{}, false, fmt.Errorf("sink %q: describe plugin %s: %w (%w)", p.spec.Sink, p.path, context.Cause(dctx), err)
+	case err != nil:
+		if !p.healthy(ctx) {
+			return sdk.Description{}, false, fmt.Errorf("sink %q: plugin %s exited during Describe%s: %w", p.spec.Sink, p.path, p.stderr.lastLine(), err)
+		}
+		return sdk.Description{}, false, fmt.Errorf("sink %q: describe plugin %s: %w", p.spec.Sink, p.path, err)
+	}
+	p.desc, p.described = desc, true
+	return desc, true, nil
+}
+
+// checkError reports the problems Check found in the sink's config.
+func (p *Plugin) checkError(problems []error) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sink %q: config does not fit plugin %s (fix the sink's config table", p.spec.Sink, p.path)
+	if p.spec.Plugin != "" {
+		fmt.Fprintf(&b, "; `pipelined plugins describe %s` lists its keys", p.spec.Plugin)
+	}
+	b.WriteString("):")
+	for _, e := range problems {
+		b.WriteString("\n  - ")
+		b.WriteString(e.Error())
+	}
+	return &invalidConfigError{errors.New(b.String())}
+}
+
+// configure calls the sink's Configure; on error the plugin is killed.
+func (p *Plugin) configure(ctx context.Context, config []byte) error {
+	spec, path, o := p.spec, p.path, p.opts
 	cctx, cancel := context.WithTimeoutCause(ctx, o.StartTimeout,
 		fmt.Errorf("sink %q: plugin did not answer Configure within the start timeout (%v)", spec.Sink, o.StartTimeout))
-	err = sink.Configure(cctx, config)
+	err := p.sink.Configure(cctx, config)
 	timedOut := err != nil && cctx.Err() != nil
 	if timedOut {
 		err = fmt.Errorf("%w (%w)", context.Cause(cctx), err)
 	}
 	cancel()
-	if err != nil {
-		alive := timedOut || p.healthy(ctx)
-		client.Kill()
-		switch {
-		case timedOut:
-			return nil, fmt.Errorf("sink %q: configure plugin %s: %w", spec.Sink, path, err)
-		case !alive:
-			return nil, fmt.Errorf("sink %q: plugin %s exited during Configure%s: %w", spec.Sink, path, tail.lastLine(), err)
-		}
-		return nil, fmt.Errorf("sink %q: plugin rejected its config (fix the sink's config table in the configuration file): %w", spec.Sink, err)
+	if err == nil {
+		return nil
 	}
-	log.Debug("plugin started", "path", path, "pid", p.pid, "protocol_version", p.version)
-	return p, nil
+	alive := timedOut || p.healthy(ctx)
+	p.client.Kill()
+	switch {
+	case timedOut:
+		return fmt.Errorf("sink %q: configure plugin %s: %w", spec.Sink, path, err)
+	case !alive:
+		return fmt.Errorf("sink %q: plugin %s exited during Configure%s: %w", spec.Sink, path, p.stderr.lastLine(), err)
+	}
+	return &invalidConfigError{fmt.Errorf("sink %q: plugin rejected its config (fix the sink's config table in the configuration file): %w", spec.Sink, err)}
 }
+
+// Description returns the sink's description, and false when the plugin
+// does not describe itself.
+func (p *Plugin) Description() (sdk.Description, bool) { return p.desc, p.described }
 
 var incompatibleVersion = regexp.MustCompile(`incompatible API version with plugin\. Plugin version: (\d+)`)
 

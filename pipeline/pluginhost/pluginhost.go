@@ -116,18 +116,7 @@ func Find(spec Spec) (string, error) {
 		return "", fmt.Errorf("sink %q: plugin %q is a name, not a path: use command = %q for a path", spec.Sink, spec.Plugin, spec.Plugin)
 	}
 	name := BinaryPrefix + spec.Plugin
-	var dirs []string
-	if exe, err := os.Executable(); err == nil {
-		if real, err := filepath.EvalSymlinks(exe); err == nil {
-			exe = real
-		}
-		dirs = append(dirs, filepath.Dir(exe))
-	}
-	for _, d := range spec.Dirs {
-		if d != "" && !contains(dirs, d) {
-			dirs = append(dirs, d)
-		}
-	}
+	dirs := SearchDirs(spec.Dirs)
 	var notes []string
 	for _, d := range dirs {
 		p := filepath.Join(d, name)
@@ -150,6 +139,50 @@ func Find(spec Spec) (string, error) {
 	}
 	return "", &notFoundError{fmt.Sprintf("sink %q: plugin %q not found: looked for %s in %s%s (build it with make build, or set [plugins] dirs or the sink's command)",
 		spec.Sink, spec.Plugin, name, strings.Join(dirs, ", "), extra)}
+}
+
+// SearchDirs returns where plugin binaries are looked for, in order: the
+// directory of the running executable (symlinks resolved), then each of
+// extra (a config's [plugins] dirs), without repeats.
+func SearchDirs(extra []string) []string {
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		dirs = append(dirs, filepath.Dir(exe))
+	}
+	for _, d := range extra {
+		if d != "" && !contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}
+
+// List returns the plugin binaries in dirs, by plugin name: for each name,
+// the path of the first regular executable file pipelined-sink-<name>, the
+// one [Find] picks. Directories that cannot be read are skipped.
+func List(dirs []string) map[string]string {
+	found := map[string]string{}
+	for _, d := range dirs {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			name, ok := strings.CutPrefix(e.Name(), BinaryPrefix)
+			if !ok || name == "" || found[name] != "" {
+				continue
+			}
+			p := filepath.Join(d, e.Name())
+			if fi, err := os.Stat(p); err != nil || checkExecutable(fi) != nil {
+				continue
+			}
+			found[name] = p
+		}
+	}
+	return found
 }
 
 // notFoundError is Find's error: its own message, matching [ErrNotFound].
@@ -225,6 +258,12 @@ func EnvNames(config []byte) ([]string, error) {
 					case string:
 						seen[val] = true
 					case []any:
+						for _, e := range val {
+							if s, ok := e.(string); ok {
+								seen[s] = true
+							}
+						}
+					case map[string]any: // header_env = { Authorization = "CRM_TOKEN" }
 						for _, e := range val {
 							if s, ok := e.(string); ok {
 								seen[s] = true

@@ -112,6 +112,72 @@ func TestConfigureError(t *testing.T) {
 			t.Errorf("Start error = %q, want it to contain %q", err, want)
 		}
 	}
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Start error = %v, want it to match ErrInvalidConfig", err)
+	}
+}
+
+func TestStartChecksDescribedConfig(t *testing.T) {
+	spec := helperSpec(t, "described", map[string]any{
+		"rotate": "hourly",
+		"token":  "s3cr3t",
+		"dri":    "data",
+		"reject": "Configure was called",
+	})
+	p, err := Start(context.Background(), spec, nil)
+	if err == nil {
+		p.Stop(context.Background())
+		t.Fatal("Start with a config that fails Check succeeded")
+	}
+	for _, want := range []string{
+		`sink "test-described": config does not fit plugin`,
+		`config key "dir" is required: A directory`,
+		`config key "rotate": invalid duration "hourly"`,
+		"token is a secret: set token_env or token_file, never inline",
+		`unknown config key "dri": check its spelling (valid keys: dir, plugin_env, plugin_file, reject, rotate, token_env, token_file)`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Start error = %q, want it to contain %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "Configure was called") {
+		t.Errorf("Start error = %q: Configure was called on a config that fails Check", err)
+	}
+	if strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("Start error = %q contains the inline secret", err)
+	}
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Start error = %v, want it to match ErrInvalidConfig", err)
+	}
+
+	p = startHelper(t, helperSpec(t, "described", map[string]any{"dir": "data", "rotate": "2h"}), nil)
+	if got, ok := p.Description(); !ok || !reflect.DeepEqual(got, testDescription) {
+		t.Errorf("Description() = %+v, %v; want the helper's description", got, ok)
+	}
+	res, err := p.Deliver(context.Background(), []sdk.Event{event("e1", `{"outcome":"delivered"}`)})
+	if err != nil || len(res) != 1 || !res[0].IsDelivered() {
+		t.Errorf("Deliver on a described plugin = %v, %v; want delivered", res, err)
+	}
+
+	// A plugin that does not describe itself is configured as before.
+	p = startHelper(t, helperSpec(t, "sink", map[string]any{"anything": "goes"}), nil)
+	if _, ok := p.Description(); ok {
+		t.Errorf("Description() of an undescribed plugin: ok = true, want false")
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	spec := helperSpec(t, "described", nil)
+	got, err := Describe(ctx, spec, nil)
+	if err != nil || !reflect.DeepEqual(got, testDescription) {
+		t.Errorf("Describe(described) = %+v, %v; want the helper's description", got, err)
+	}
+	_, err = Describe(ctx, helperSpec(t, "sink", nil), nil)
+	if !errors.Is(err, sdk.ErrNotDescribed) || !strings.Contains(err.Error(), `sink "test-sink"`) {
+		t.Errorf("Describe(undescribed) = %v, want ErrNotDescribed naming the sink", err)
+	}
 }
 
 func TestFind(t *testing.T) {
@@ -204,6 +270,7 @@ func TestEnvNames(t *testing.T) {
 		{"nested and lists", `{"a":{"token_env":["B","A"],"x":[{"dsn_env":"C"}]},"secret_env":"A"}`, []string{"A", "B", "C"}},
 		{"non strings ignored", `{"n_env":3,"bad_env":"X=Y","e_env":""}`, []string{}},
 		{"upper-case key", `{"URL_ENV":"U"}`, []string{"U"}},
+		{"table of names", `{"header_env":{"Authorization":"CRM_TOKEN","X-Key":"K"}}`, []string{"CRM_TOKEN", "K"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

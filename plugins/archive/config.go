@@ -82,3 +82,27 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 	}
 	return s, errors.Join(errs...)
 }
+
+var _ sdk.Describer = (*sink)(nil)
+
+// Describe describes the config keys; the defaults are those of
+// defaultConfig, written as in pipeline.toml.
+func (s *sink) Describe() sdk.Description {
+	d := defaultConfig()
+	maxSize, _ := d.MaxSize.MarshalText()
+	return sdk.Description{
+		Summary: "Appends events to JSON Lines files, fsynced before delivered, rotated by size and age, rotated files gzipped.",
+		Fields: []sdk.Field{
+			{Name: "dir", Type: "string", Required: true,
+				Doc: "Directory of the archive files, relative to the daemon's working directory; one directory and prefix per sink."},
+			{Name: "rotate", Type: "duration", Default: `"1h"`, // TestDescribe checks it is defaultConfig's
+				Doc: `Rotate the current file when it is this old ("1h", "1d").`},
+			{Name: "max_size", Type: "size", Default: fmt.Sprintf("%q", maxSize),
+				Doc: `Rotate the current file when it is this big ("512KiB", "1GB", or bytes).`},
+			{Name: "compress", Type: "string", Default: fmt.Sprintf("%q", d.Compress),
+				Doc: `What happens to rotated files: "gzip" or "none".`},
+			{Name: "prefix", Type: "string", Default: fmt.Sprintf("%q", d.Prefix),
+				Doc: "Start of every file name: <prefix>-<UTC start>.jsonl."},
+		},
+	}
+}

@@ -497,6 +497,185 @@ func (*CloseResponse) Descriptor() ([]byte, []int) {
 	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{7}
 }
 
+type DescribeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeRequest) Reset() {
+	*x = DescribeRequest{}
+	mi := &file_sdk_proto_sink_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeRequest) ProtoMessage() {}
+
+func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_proto_sink_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
+func (*DescribeRequest) Descriptor() ([]byte, []int) {
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{8}
+}
+
+// Field is one config key of a sink (sdk.Field).
+type Field struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the key as written in the config table.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// type is "string", "int", "bool", "duration", "size", "[]string", "map" or "object".
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// default_value is the value used when the key is absent, as written in TOML; empty when none.
+	DefaultValue string `protobuf:"bytes,3,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	Required     bool   `protobuf:"varint,4,opt,name=required,proto3" json:"required,omitempty"`
+	// secret keys are never written inline: the config sets <name>_env or <name>_file instead.
+	Secret        bool   `protobuf:"varint,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	Doc           string `protobuf:"bytes,6,opt,name=doc,proto3" json:"doc,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Field) Reset() {
+	*x = Field{}
+	mi := &file_sdk_proto_sink_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Field) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Field) ProtoMessage() {}
+
+func (x *Field) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_proto_sink_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Field.ProtoReflect.Descriptor instead.
+func (*Field) Descriptor() ([]byte, []int) {
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Field) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Field) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Field) GetDefaultValue() string {
+	if x != nil {
+		return x.DefaultValue
+	}
+	return ""
+}
+
+func (x *Field) GetRequired() bool {
+	if x != nil {
+		return x.Required
+	}
+	return false
+}
+
+func (x *Field) GetSecret() bool {
+	if x != nil {
+		return x.Secret
+	}
+	return false
+}
+
+func (x *Field) GetDoc() string {
+	if x != nil {
+		return x.Doc
+	}
+	return ""
+}
+
+type DescribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// summary is one sentence: what the sink delivers to.
+	Summary string `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	// fields are the config keys in the order a reader should see them.
+	Fields        []*Field `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeResponse) Reset() {
+	*x = DescribeResponse{}
+	mi := &file_sdk_proto_sink_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeResponse) ProtoMessage() {}
+
+func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_proto_sink_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
+func (*DescribeResponse) Descriptor() ([]byte, []int) {
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DescribeResponse) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *DescribeResponse) GetFields() []*Field {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
 var File_sdk_proto_sink_proto protoreflect.FileDescriptor
 
 const file_sdk_proto_sink_proto_rawDesc = "" +
@@ -529,16 +708,28 @@ const file_sdk_proto_sink_proto_rawDesc = "" +
 	"\x0fDeliverResponse\x123\n" +
 	"\aresults\x18\x01 \x03(\v2\x19.pipelined.sink.v1.ResultR\aresults\"\x0e\n" +
 	"\fCloseRequest\"\x0f\n" +
-	"\rCloseResponse*c\n" +
+	"\rCloseResponse\"\x11\n" +
+	"\x0fDescribeRequest\"\x9a\x01\n" +
+	"\x05Field\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12#\n" +
+	"\rdefault_value\x18\x03 \x01(\tR\fdefaultValue\x12\x1a\n" +
+	"\brequired\x18\x04 \x01(\bR\brequired\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\bR\x06secret\x12\x10\n" +
+	"\x03doc\x18\x06 \x01(\tR\x03doc\"^\n" +
+	"\x10DescribeResponse\x12\x18\n" +
+	"\asummary\x18\x01 \x01(\tR\asummary\x120\n" +
+	"\x06fields\x18\x02 \x03(\v2\x18.pipelined.sink.v1.FieldR\x06fields*c\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_DELIVERED\x10\x01\x12\x11\n" +
 	"\rOUTCOME_RETRY\x10\x02\x12\x15\n" +
-	"\x11OUTCOME_PERMANENT\x10\x032\xfc\x01\n" +
+	"\x11OUTCOME_PERMANENT\x10\x032\xd1\x02\n" +
 	"\x04Sink\x12V\n" +
 	"\tConfigure\x12#.pipelined.sink.v1.ConfigureRequest\x1a$.pipelined.sink.v1.ConfigureResponse\x12P\n" +
 	"\aDeliver\x12!.pipelined.sink.v1.DeliverRequest\x1a\".pipelined.sink.v1.DeliverResponse\x12J\n" +
-	"\x05Close\x12\x1f.pipelined.sink.v1.CloseRequest\x1a .pipelined.sink.v1.CloseResponseB*Z(github.com/pipelined/pipelined/sdk/protob\x06proto3"
+	"\x05Close\x12\x1f.pipelined.sink.v1.CloseRequest\x1a .pipelined.sink.v1.CloseResponse\x12S\n" +
+	"\bDescribe\x12\".pipelined.sink.v1.DescribeRequest\x1a#.pipelined.sink.v1.DescribeResponseB*Z(github.com/pipelined/pipelined/sdk/protob\x06proto3"
 
 var (
 	file_sdk_proto_sink_proto_rawDescOnce sync.Once
@@ -553,7 +744,7 @@ func file_sdk_proto_sink_proto_rawDescGZIP() []byte {
 }
 
 var file_sdk_proto_sink_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sdk_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_sdk_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sdk_proto_sink_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: pipelined.sink.v1.Outcome
 	(*ConfigureRequest)(nil),      // 1: pipelined.sink.v1.ConfigureRequest
@@ -564,28 +755,34 @@ var file_sdk_proto_sink_proto_goTypes = []any{
 	(*DeliverResponse)(nil),       // 6: pipelined.sink.v1.DeliverResponse
 	(*CloseRequest)(nil),          // 7: pipelined.sink.v1.CloseRequest
 	(*CloseResponse)(nil),         // 8: pipelined.sink.v1.CloseResponse
-	nil,                           // 9: pipelined.sink.v1.Event.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*DescribeRequest)(nil),       // 9: pipelined.sink.v1.DescribeRequest
+	(*Field)(nil),                 // 10: pipelined.sink.v1.Field
+	(*DescribeResponse)(nil),      // 11: pipelined.sink.v1.DescribeResponse
+	nil,                           // 12: pipelined.sink.v1.Event.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_sdk_proto_sink_proto_depIdxs = []int32{
-	10, // 0: pipelined.sink.v1.Event.received_at:type_name -> google.protobuf.Timestamp
-	9,  // 1: pipelined.sink.v1.Event.headers:type_name -> pipelined.sink.v1.Event.HeadersEntry
+	13, // 0: pipelined.sink.v1.Event.received_at:type_name -> google.protobuf.Timestamp
+	12, // 1: pipelined.sink.v1.Event.headers:type_name -> pipelined.sink.v1.Event.HeadersEntry
 	3,  // 2: pipelined.sink.v1.DeliverRequest.events:type_name -> pipelined.sink.v1.Event
 	0,  // 3: pipelined.sink.v1.Result.outcome:type_name -> pipelined.sink.v1.Outcome
-	11, // 4: pipelined.sink.v1.Result.retry_after:type_name -> google.protobuf.Duration
+	14, // 4: pipelined.sink.v1.Result.retry_after:type_name -> google.protobuf.Duration
 	5,  // 5: pipelined.sink.v1.DeliverResponse.results:type_name -> pipelined.sink.v1.Result
-	1,  // 6: pipelined.sink.v1.Sink.Configure:input_type -> pipelined.sink.v1.ConfigureRequest
-	4,  // 7: pipelined.sink.v1.Sink.Deliver:input_type -> pipelined.sink.v1.DeliverRequest
-	7,  // 8: pipelined.sink.v1.Sink.Close:input_type -> pipelined.sink.v1.CloseRequest
-	2,  // 9: pipelined.sink.v1.Sink.Configure:output_type -> pipelined.sink.v1.ConfigureResponse
-	6,  // 10: pipelined.sink.v1.Sink.Deliver:output_type -> pipelined.sink.v1.DeliverResponse
-	8,  // 11: pipelined.sink.v1.Sink.Close:output_type -> pipelined.sink.v1.CloseResponse
-	9,  // [9:12] is the sub-list for method output_type
-	6,  // [6:9] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	10, // 6: pipelined.sink.v1.DescribeResponse.fields:type_name -> pipelined.sink.v1.Field
+	1,  // 7: pipelined.sink.v1.Sink.Configure:input_type -> pipelined.sink.v1.ConfigureRequest
+	4,  // 8: pipelined.sink.v1.Sink.Deliver:input_type -> pipelined.sink.v1.DeliverRequest
+	7,  // 9: pipelined.sink.v1.Sink.Close:input_type -> pipelined.sink.v1.CloseRequest
+	9,  // 10: pipelined.sink.v1.Sink.Describe:input_type -> pipelined.sink.v1.DescribeRequest
+	2,  // 11: pipelined.sink.v1.Sink.Configure:output_type -> pipelined.sink.v1.ConfigureResponse
+	6,  // 12: pipelined.sink.v1.Sink.Deliver:output_type -> pipelined.sink.v1.DeliverResponse
+	8,  // 13: pipelined.sink.v1.Sink.Close:output_type -> pipelined.sink.v1.CloseResponse
+	11, // 14: pipelined.sink.v1.Sink.Describe:output_type -> pipelined.sink.v1.DescribeResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_sdk_proto_sink_proto_init() }
@@ -599,7 +796,7 @@ func file_sdk_proto_sink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sdk_proto_sink_proto_rawDesc), len(file_sdk_proto_sink_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Sink_Configure_FullMethodName = "/pipelined.sink.v1.Sink/Configure"
 	Sink_Deliver_FullMethodName   = "/pipelined.sink.v1.Sink/Deliver"
 	Sink_Close_FullMethodName     = "/pipelined.sink.v1.Sink/Close"
+	Sink_Describe_FullMethodName  = "/pipelined.sink.v1.Sink/Describe"
 )
 
 // SinkClient is the client API for Sink service.
@@ -43,6 +44,10 @@ type SinkClient interface {
 	Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error)
 	// Close asks the plugin to flush and release what it holds before it is stopped.
 	Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error)
+	// Describe returns the sink's config description. It may be called before
+	// Configure. A plugin whose sink does not describe itself, or one built
+	// before this call existed, answers UNIMPLEMENTED.
+	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
 }
 
 type sinkClient struct {
@@ -83,6 +88,16 @@ func (c *sinkClient) Close(ctx context.Context, in *CloseRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *sinkClient) Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeResponse)
+	err := c.cc.Invoke(ctx, Sink_Describe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SinkServer is the server API for Sink service.
 // All implementations must embed UnimplementedSinkServer
 // for forward compatibility.
@@ -96,6 +111,10 @@ type SinkServer interface {
 	Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error)
 	// Close asks the plugin to flush and release what it holds before it is stopped.
 	Close(context.Context, *CloseRequest) (*CloseResponse, error)
+	// Describe returns the sink's config description. It may be called before
+	// Configure. A plugin whose sink does not describe itself, or one built
+	// before this call existed, answers UNIMPLEMENTED.
+	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
 	mustEmbedUnimplementedSinkServer()
 }
 
@@ -114,6 +133,9 @@ func (UnimplementedSinkServer) Deliver(context.Context, *DeliverRequest) (*Deliv
 }
 func (UnimplementedSinkServer) Close(context.Context, *CloseRequest) (*CloseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
+}
+func (UnimplementedSinkServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Describe not implemented")
 }
 func (UnimplementedSinkServer) mustEmbedUnimplementedSinkServer() {}
 func (UnimplementedSinkServer) testEmbeddedByValue()              {}
@@ -190,6 +212,24 @@ func _Sink_Close_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sink_Describe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SinkServer).Describe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sink_Describe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SinkServer).Describe(ctx, req.(*DescribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Sink_ServiceDesc is the grpc.ServiceDesc for Sink service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +248,10 @@ var Sink_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Close",
 			Handler:    _Sink_Close_Handler,
+		},
+		{
+			MethodName: "Describe",
+			Handler:    _Sink_Describe_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pipelined/pipelined/sdk"
 )
@@ -13,12 +17,15 @@ import (
 // fake is a sink whose faults are switched on one by one, to prove the
 // suite catches each violation.
 type fake struct {
-	acceptUnknownKeys bool // Configure ignores keys it does not know
-	wrongCount        bool // Deliver returns one result too few
-	zeroResult        bool // Deliver returns zero Results
-	rejectDuplicates  bool // a redelivered ID is a permanent failure
-	batchError        bool // Deliver fails the whole batch
-	closeError        bool // Close fails
+	acceptUnknownKeys bool         // Configure ignores keys it does not know
+	wrongCount        bool         // Deliver returns one result too few
+	zeroResult        bool         // Deliver returns zero Results
+	rejectDuplicates  bool         // a redelivered ID is a permanent failure
+	batchError        bool         // Deliver fails the whole batch
+	closeError        bool         // Close fails
+	script            []sdk.Result // Deliver answers event i with script[i%len(script)]
+	printStdout       bool         // Configure prints to os.Stdout
+	printFD1          bool         // Deliver writes to file descriptor 1
 
 	seen map[string]bool
 }
@@ -31,6 +38,9 @@ var (
 func (f *fake) Configure(_ context.Context, raw json.RawMessage) error {
 	var cfg struct {
 		Name string `json:"name"`
+	}
+	if f.printStdout {
+		fmt.Println("configured!")
 	}
 	if f.acceptUnknownKeys {
 		return json.Unmarshal(raw, &cfg)
@@ -48,9 +58,14 @@ func (f *fake) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	if f.seen == nil {
 		f.seen = map[string]bool{}
 	}
+	if f.printFD1 {
+		os.NewFile(1, "stdout").Write([]byte("delivering\n"))
+	}
 	results := make([]sdk.Result, len(batch))
 	for i, ev := range batch {
 		switch {
+		case len(f.script) > 0:
+			results[i] = f.script[i%len(f.script)]
 		case f.zeroResult:
 		case f.rejectDuplicates && f.seen[ev.ID]:
 			results[i] = sdk.Permanent(errors.New("duplicate id " + ev.ID))
@@ -89,32 +104,48 @@ func TestChecksCatchViolations(t *testing.T) {
 		want map[string]string
 	}{
 		{"good", &fake{}, nil},
+		{"scripted-outcomes", &fake{script: script}, map[string]string{
+			"DeliverOne":                   "= retry after 2s: busy, want delivered",
+			"DeliverBatch":                 "= permanent: bad payload, want delivered",
+			"DeliverThousand":              "... and ",
+			"Redelivery":                   "= retry: later, want delivered",
+			"DeliverUnicodeAndLargeBodies": "= retry after 2s: busy, want delivered",
+			"DeliverTransformed":           "= permanent: bad payload, want delivered",
+			"CloseAfterDeliver":            "= retry after 2s: busy, want delivered",
+			"DeliverCancelledContext":      "= retry after 2s: busy, want delivered",
+		}},
 		{"accept-unknown-keys", &fake{acceptUnknownKeys: true}, map[string]string{
 			"ConfigureUnknownKey": `want an error naming the unknown key "sinktest_no_such_key"`,
 		}},
 		{"wrong-count", &fake{wrongCount: true}, map[string]string{
+			"DeliverOne":                   "wrong number of results",
 			"DeliverBatch":                 "wrong number of results",
-			"DeliverSameBatchTwice":        "wrong number of results",
+			"DeliverThousand":              "wrong number of results",
+			"Redelivery":                   "wrong number of results",
 			"DeliverUnicodeAndLargeBodies": "wrong number of results",
 			"DeliverTransformed":           "wrong number of results",
 			"CloseAfterDeliver":            "wrong number of results",
 			"DeliverCancelledContext":      "wrong number of results",
 		}},
 		{"zero-result", &fake{zeroResult: true}, map[string]string{
+			"DeliverOne":                   "zero sdk.Result",
 			"DeliverBatch":                 "zero sdk.Result",
-			"DeliverSameBatchTwice":        "zero sdk.Result",
+			"DeliverThousand":              "zero sdk.Result",
+			"Redelivery":                   "zero sdk.Result",
 			"DeliverUnicodeAndLargeBodies": "zero sdk.Result",
 			"DeliverTransformed":           "zero sdk.Result",
 			"CloseAfterDeliver":            "zero sdk.Result",
 			"DeliverCancelledContext":      "zero sdk.Result",
 		}},
 		{"reject-duplicates", &fake{rejectDuplicates: true}, map[string]string{
-			"DeliverSameBatchTwice": "second delivery of the same batch",
+			"Redelivery": "redelivery of the same events with Attempt 2",
 		}},
 		{"batch-error", &fake{batchError: true}, map[string]string{
 			"DeliverEmptyBatch":            `error "disk on fire"`,
+			"DeliverOne":                   `error "disk on fire"`,
 			"DeliverBatch":                 `error "disk on fire"`,
-			"DeliverSameBatchTwice":        `error "disk on fire"`,
+			"DeliverThousand":              `error "disk on fire"`,
+			"Redelivery":                   `error "disk on fire"`,
 			"DeliverUnicodeAndLargeBodies": `error "disk on fire"`,
 			"DeliverTransformed":           `error "disk on fire"`,
 			"CloseAfterDeliver":            `error "disk on fire"`,
@@ -123,9 +154,12 @@ func TestChecksCatchViolations(t *testing.T) {
 		{"close-error", &fake{closeError: true}, map[string]string{
 			"Configure":                    "Close = close: file already closed",
 			"ConfigureUnknownKey":          "Close = close: file already closed",
+			"Describe":                     "Close = close: file already closed",
 			"DeliverEmptyBatch":            "Close = close: file already closed",
+			"DeliverOne":                   "Close = close: file already closed",
 			"DeliverBatch":                 "Close = close: file already closed",
-			"DeliverSameBatchTwice":        "Close = close: file already closed",
+			"DeliverThousand":              "Close = close: file already closed",
+			"Redelivery":                   "Close = close: file already closed",
 			"DeliverUnicodeAndLargeBodies": "Close = close: file already closed",
 			"DeliverTransformed":           "Close = close: file already closed",
 			"CloseAfterDeliver":            "Close = close: file already closed",
@@ -199,5 +233,151 @@ func TestNewEvent(t *testing.T) {
 	if ba.Event != "call_ended" || ba.Data.CallSid == "" || ba.Data.CallSid == bb.Data.CallSid || len(ba.Data.CallSid) != len(callSid) {
 		t.Errorf("NewEvent bodies: event %q, callSids %q and %q; want call_ended with distinct %d-character callSids",
 			ba.Event, ba.Data.CallSid, bb.Data.CallSid, len(callSid))
+	}
+}
+
+// script is what the scripted fake answers: one of each outcome.
+var script = []sdk.Result{
+	sdk.Retry(2*time.Second, errors.New("busy")),
+	sdk.Delivered(),
+	sdk.Permanent(errors.New("bad payload")),
+	sdk.Retry(0, errors.New("later")),
+}
+
+// TestOutcomesCrossTheWire checks that what a sink answers per event is
+// what the host receives over gRPC.
+func TestOutcomesCrossTheWire(t *testing.T) {
+	s := Serve(t, &fake{script: script})
+	b := batch(0, 8)
+	got, err := s.Deliver(context.Background(), b)
+	if err != nil || len(got) != len(b) {
+		t.Fatalf("Deliver(8 events) = %v, %v; want 8 results", got, err)
+	}
+	for i, r := range got {
+		if want := script[i%len(script)]; !sameResult(r, want) {
+			t.Errorf("result %d = %v, want %v", i, r, want)
+		}
+	}
+	rec := record(&fake{script: script})
+	tg := target{sink: Serve(t, rec), rec: rec.(interface{ recorded() *recorder }).recorded()}
+	for _, err := range deliver(tg, b) {
+		if strings.Contains(err.Error(), "over gRPC") {
+			t.Errorf("deliver reported a wire difference on a faithful wire: %v", err)
+		}
+	}
+}
+
+func TestCompareResults(t *testing.T) {
+	b := batch(0, 3)
+	sent := []sdk.Result{sdk.Delivered(), sdk.Retry(time.Second, errors.New("busy")), sdk.Permanent(errors.New("bad"))}
+	tests := []struct {
+		name     string
+		sent     []sdk.Result
+		received []sdk.Result
+		want     string
+	}{
+		{"same", sent, []sdk.Result{sdk.Delivered(), sdk.Retry(time.Second, errors.New("busy")), sdk.Permanent(errors.New("bad"))}, ""},
+		{"nil is all delivered", nil, []sdk.Result{sdk.Delivered(), sdk.Delivered(), sdk.Delivered()}, ""},
+		{"outcome lost", sent, []sdk.Result{sdk.Delivered(), sdk.Delivered(), sdk.Permanent(errors.New("bad"))},
+			"result 1 (event sinktest-000001): the sink returned retry after 1s: busy, the host received delivered over gRPC"},
+		{"delay lost", sent, []sdk.Result{sdk.Delivered(), sdk.Retry(0, errors.New("busy")), sdk.Permanent(errors.New("bad"))},
+			"the sink returned retry after 1s: busy, the host received retry: busy"},
+		{"message lost", sent, []sdk.Result{sdk.Delivered(), sdk.Retry(time.Second, errors.New("busy")), sdk.Permanent(errors.New("rpc error"))},
+			"the sink returned permanent: bad, the host received permanent: rpc error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			errs := compareResults(b, tt.sent, tt.received)
+			switch {
+			case tt.want == "" && errs != nil:
+				t.Errorf("compareResults = %v, want none", errs)
+			case tt.want != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), tt.want)):
+				t.Errorf("compareResults = %v, want one containing %q", errs, tt.want)
+			}
+		})
+	}
+}
+
+// describedFake is a fake with a description.
+type describedFake struct {
+	fake
+	desc sdk.Description
+}
+
+func (f *describedFake) Describe() sdk.Description { return f.desc }
+
+func TestDescribeCheck(t *testing.T) {
+	good := sdk.Description{Summary: "Counts events.", Fields: []sdk.Field{{Name: "name", Type: "string", Required: true}}}
+	tests := []struct {
+		name string
+		desc sdk.Description
+		want string
+	}{
+		{"good", good, ""},
+		{"invalid", sdk.Description{Fields: []sdk.Field{{Name: "name", Type: "text"}}}, `invalid description: description has no summary`},
+		{"disagrees with config", sdk.Description{Summary: "s", Fields: []sdk.Field{{Name: "title", Type: "string"}}},
+			`fails the sink's own description (Describe and Configure disagree, or the config is wrong): unknown config key "name"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := checks[slices.IndexFunc(checks, func(c check) bool { return c.name == "Describe" })]
+			errs := c.exec(t, &describedFake{desc: tt.desc}, fakeConfig)
+			switch {
+			case tt.want == "" && errs != nil:
+				t.Errorf("Describe check = %v, want none", errs)
+			case tt.want != "" && !strings.Contains(fmt.Sprint(errs), tt.want):
+				t.Errorf("Describe check = %v, want one containing %q", errs, tt.want)
+			}
+		})
+	}
+	Run(t, func(*testing.T) (sdk.Sink, json.RawMessage) { return &describedFake{desc: good}, fakeConfig })
+}
+
+// The test binary doubles as a plugin binary for RunBinary: with the magic
+// cookie and helperVar set it serves a fake instead of running tests.
+const helperVar = "SINKTEST_HELPER_PLUGIN"
+
+func TestMain(m *testing.M) {
+	if b := os.Getenv(helperVar); b != "" && os.Getenv(sdk.Handshake.MagicCookieKey) == sdk.Handshake.MagicCookieValue {
+		switch b {
+		case "good":
+			sdk.Serve(&fake{})
+		case "print":
+			sdk.Serve(&fake{printStdout: true})
+		case "print-fd1":
+			sdk.Serve(&fake{printFD1: true})
+		case "print-before-serve":
+			fmt.Println("starting up")
+			sdk.Serve(&fake{})
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestRunBinary(t *testing.T) {
+	t.Setenv(helperVar, "good")
+	RunBinary(t, os.Args[0], fakeConfig)
+}
+
+func TestRunBinaryCatchesStdout(t *testing.T) {
+	tests := []struct {
+		behaviour string
+		check     string // a check that must report it
+		want      string
+	}{
+		{"print", "Configure", `the plugin wrote 12 bytes to stdout after the handshake: "configured!\n"`},
+		{"print-fd1", "DeliverBatch", `to stdout after the handshake: "delivering\n"`},
+		{"print-before-serve", "Configure", "it printed to stdout before the handshake"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.behaviour, func(t *testing.T) {
+			t.Setenv(helperVar, tt.behaviour)
+			c := checks[slices.IndexFunc(checks, func(c check) bool { return c.name == tt.check })]
+			errs := c.execBinary(t, os.Args[0], fakeConfig)
+			if !strings.Contains(fmt.Sprint(errs), tt.want) {
+				t.Errorf("check %s on a plugin that prints (%s) = %v, want a violation containing %q", tt.check, tt.behaviour, errs, tt.want)
+			}
+		})
 	}
 }

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// config is the sink's config table as written in pipeline.toml.
+type config struct {
+	// URL is where events go (http or https). It may carry a token in its
+	// query; only scheme://host/path is ever logged. Exactly one of URL,
+	// URLEnv and URLFile is set.
+	URL     string `json:"url"`
+	URLEnv  string `json:"url_env"`
+	URLFile string `json:"url_file"`
+	// Method is POST, PUT or PATCH.
+	Method string `json:"method"`
+	// Headers are static header values sent with every request (not secrets).
+	Headers map[string]string `json:"headers"`
+	// HeaderEnv maps a header name to the environment variable holding its
+	// value (Authorization, X-Api-Key); read once, at Configure.
+	HeaderEnv map[string]string `json:"header_env"`
+	// Timeout bounds one request, response included.
+	Timeout sdk.Duration `json:"timeout"`
+	// Body is "payload" (Event.Payload) or "envelope" (a JSON object with
+	// the event's metadata).
+	Body string `json:"body"`
+	// ContentType is the Content-Type header of every request.
+	ContentType string `json:"content_type"`
+	// Concurrency is how many events of a batch are in flight at once.
+	Concurrency int `json:"concurrency"`
+	// MaxIdleConns is how many idle keep-alive connections are kept; 0
+	// means as many as Concurrency.
+	MaxIdleConns int `json:"max_idle_conns"`
+	// SecretEnv / SecretFile name the Standard Webhooks signing secret
+	// ("whsec_..."); with neither, requests are not signed.
+	SecretEnv  string `json:"secret_env"`
+	SecretFile string `json:"secret_file"`
+}
+
+// Body modes.
+const (
+	bodyPayload  = "payload"
+	bodyEnvelope = "envelope"
+)
+
+// maxConcurrency bounds the concurrency key.
+const maxConcurrency = 256
+
+// settings is a validated config, secrets resolved.
+type settings struct {
+	url          *url.URL
+	method       string
+	header       http.Header // static and secret headers, canonical names
+	secretValues []string    // values read from the environment or files, for scrubbing
+	timeout      time.Duration
+	envelope     bool
+	contentType  string
+	concurrency  int
+	maxIdleConns int
+	signer       *standardwebhooks.Webhook // nil: unsigned
+}
+
+func defaultConfig() config {
+	return config{
+		Method:      http.MethodPost,
+		Timeout:     sdk.Duration(10 * time.Second),
+		Body:        bodyPayload,
+		ContentType: "application/json",
+		Concurrency: 1,
+	}
+}
+
+// reservedHeaders are set by the sink itself and may not be configured.
+var reservedHeaders = map[string]string{
+	"Content-Type":      `use the "content_type" key`,
+	"Content-Length":    "it is computed from the body",
+	"Host":              `it comes from "url"`,
+	"Webhook-Id":        "it is the event id, set by the sink",
+	"Webhook-Timestamp": "it is set by the sink when signing",
+	"Webhook-Signature": "it is set by the sink when signing",
+}
+
+// parseConfig decodes raw over the defaults, validates it and reads the
+// secrets it names, reporting every problem, each naming its key and the
+// fix. Errors never contain a secret value. It opens no connection.
+func parseConfig(raw json.RawMessage) (settings, error) {
+	c := defaultConfig()
+	var s settings
+	var errs []error
+	if err := sdk.DecodeConfig(raw, &c); err != nil {
+		errs = append(errs, err) // and go on: report every problem at once
+	}
+
+	// url, url_env, url_file: exactly one.
+	var rawURL string
+	switch {
+	case c.URL != "" && (c.URLEnv != "" || c.URLFile != ""):
+		errs = append(errs, errors.New(`set only one of "url", "url_env" and "url_file"`))
+	case c.URL != "":
+		rawURL = c.URL
+	case c.URLEnv != "" || c.URLFile != "":
+		v, err := sdk.Secret("url", c.URLEnv, c.URLFile)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			rawURL = strings.TrimSpace(v)
+			s.secretValues = append(s.secretValues, rawURL)
+		}
+	default:
+		errs = append(errs, errors.New(`config key "url" is required: set it to the receiver's address, e.g. url = "https://crm.example.com/hooks/pipelined" (or url_env / url_file when the whole URL is secret)`))
+	}
+	if rawURL != "" {
+		u, err := url.Parse(rawURL)
+		switch {
+		case err != nil:
+			// url.Parse errors quote the input, which may be secret.
+			errs = append(errs, errors.New(`config key "url" is not a valid URL: write e.g. "https://crm.example.com/hooks/pipelined"`))
+		case u.Scheme != "http" && u.Scheme != "https":
+			errs = append(errs, fmt.Errorf(`config key "url" has scheme %q: use http or https`, u.Scheme))
+		case u.Host == "":
+			errs = append(errs, errors.New(`config key "url" has no host: write e.g. "https://crm.example.com/hooks/pipelined"`))
+		default:
+			s.url = u
+			if u.RawQuery != "" {
+				s.secretValues = append(s.secretValues, u.RawQuery)
+			}
+			if p, ok := u.User.Password(); ok {
+				s.secretValues = append(s.secretValues, p)
+			}
+		}
+	}
+
+	s.method = strings.ToUpper(c.Method)
+	switch s.method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+	default:
+		errs = append(errs, fmt.Errorf(`config key "method" = %q: use "POST", "PUT" or "PATCH"`, c.Method))
+	}
+
+	s.header = http.Header{}
+	for _, name := range sortedNames(c.Headers) {
+		if err := checkHeader("headers", name, c.Headers[name]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.header.Set(name, c.Headers[name])
+	}
+	for _, name := range sortedNames(c.HeaderEnv) {
+		envVar := c.HeaderEnv[name]
+		if err := checkHeader("header_env", name, ""); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, dup := c.Headers[name]; dup || len(s.header.Values(name)) > 0 {
+			errs = append(errs, fmt.Errorf(`header %q is set in both "headers" and "header_env": keep one`, name))
+			continue
+		}
+		if envVar == "" {
+			errs = append(errs, fmt.Errorf(`config key "header_env" header %q: name the environment variable that holds its value`, name))
+			continue
+		}
+		v, ok := os.LookupEnv(envVar)
+		if !ok || v == "" {
+			errs = append(errs, fmt.Errorf(`config key "header_env" header %q: environment variable %s is not set (or empty) for the daemon`, name, envVar))
+			continue
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			errs = append(errs, fmt.Errorf(`config key "header_env" header %q: environment variable %s holds a line break or NUL, which no header value may contain`, name, envVar))
+			continue
+		}
+		s.header.Set(name, v)
+		s.secretValues = append(s.secretValues, v)
+	}
+
+	s.timeout = time.Duration(c.Timeout)
+	if s.timeout <= 0 {
+		errs = append(errs, errors.New(`config key "timeout" must be positive, e.g. "10s"`))
+	}
+
+	switch c.Body {
+	case bodyPayload:
+	case bodyEnvelope:
+		s.envelope = true
+	default:
+		errs = append(errs, fmt.Errorf(`config key "body" = %q: use "payload" (the route's transform output, else the body as received) or "envelope" (a JSON object with id, source, route, received_at, attempt, body, payload)`, c.Body))
+	}
+
+	s.contentType = c.ContentType
+	if strings.TrimSpace(c.ContentType) == "" || strings.ContainsAny(c.ContentType, "\r\n\x00") {
+		errs = append(errs, errors.New(`config key "content_type" must be a media type, e.g. "application/json"`))
+	}
+
+	s.concurrency = c.Concurrency
+	if c.Concurrency < 1 || c.Concurrency > maxConcurrency {
+		errs = append(errs, fmt.Errorf(`config key "concurrency" = %d: use 1 (in order, one at a time) up to %d`, c.Concurrency, maxConcurrency))
+	}
+	s.maxIdleConns = c.MaxIdleConns
+	if c.MaxIdleConns < 0 {
+		errs = append(errs, fmt.Errorf(`config key "max_idle_conns" = %d: use 0 (as many as concurrency) or more`, c.MaxIdleConns))
+	}
+	if s.maxIdleConns == 0 {
+		s.maxIdleConns = max(s.concurrency, 1)
+	}
+
+	if c.SecretEnv != "" || c.SecretFile != "" {
+		secret, err := sdk.Secret("secret", c.SecretEnv, c.SecretFile)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			s.secretValues = append(s.secretValues, secret, strings.TrimPrefix(secret, "whsec_"))
+			if w, err := newSigner(secret); err != nil {
+				errs = append(errs, err)
+			} else {
+				s.signer = w
+			}
+		}
+	}
+
+	if len(errs) > 0 {
+		return settings{}, errors.Join(errs...)
+	}
+	return s, nil
+}
+
+// newSigner checks a Standard Webhooks secret and makes its signer. Errors
+// never contain the secret.
+func newSigner(secret string) (*standardwebhooks.Webhook, error) {
+	const fix = `: a Standard Webhooks secret is "whsec_" followed by base64 of 24 to 64 random bytes`
+	rest, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return nil, errors.New(`the signing secret (secret_env / secret_file) does not start with "whsec_"` + fix)
+	}
+	key, err := base64.StdEncoding.DecodeString(rest)
+	if err != nil || len(key) == 0 {
+		return nil, errors.New(`the signing secret (secret_env / secret_file) is not valid base64 after "whsec_"` + fix)
+	}
+	w, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return nil, errors.New(`the signing secret (secret_env / secret_file) is invalid` + fix)
+	}
+	return w, nil
+}
+
+// checkHeader validates a configured header name and value.
+func checkHeader(key, name, value string) error {
+	if !validToken(name) {
+		return fmt.Errorf(`config key %q: %q is not a valid header name`, key, name)
+	}
+	if why, ok := reservedHeaders[http.CanonicalHeaderKey(name)]; ok {
+		return fmt.Errorf(`config key %q: header %q cannot be set here: %s`, key, name, why)
+	}
+	if strings.ContainsAny(value, "\r\n\x00") {
+		return fmt.Errorf(`config key %q: header %q has a line break or NUL in its value`, key, name)
+	}
+	return nil
+}
+
+// validToken reports whether s is an HTTP token (RFC 9110), as header names are.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("!#$%&'*+-.^_`|~", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func sortedNames(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// describe lists every config key; it is the contract of this sink's config.
+func describe() sdk.Description {
+	return sdk.Description{
+		Summary: "Forwards each event to a URL over HTTP(S), optionally signed with Standard Webhooks.",
+		Fields: []sdk.Field{
+			{Name: "url", Type: "string", Doc: `Required unless url_env or url_file is set. The receiver's http or https address; it may carry a token in its query (only scheme://host/path is logged). When the whole URL is secret, set url_env or url_file instead.`},
+			{Name: "url_env", Type: "string", Doc: `Environment variable holding the whole URL, instead of "url".`},
+			{Name: "url_file", Type: "string", Doc: `File holding the whole URL (e.g. a systemd credential), instead of "url".`},
+			{Name: "method", Type: "string", Default: `"POST"`, Doc: `POST, PUT or PATCH.`},
+			{Name: "headers", Type: "map", Doc: `Static header values sent with every request; not for secrets (use header_env).`},
+			{Name: "header_env", Type: "map", Doc: `Header name to the environment variable holding its value, for secret headers such as Authorization; read when the sink starts.`},
+			{Name: "timeout", Type: "duration", Default: `"10s"`, Doc: `Limit for one request, response included; a request that passes it is retried.`},
+			{Name: "body", Type: "string", Default: `"payload"`, Doc: `"payload": the route's transform output, else the body as received. "envelope": a JSON object {id, source, route, received_at, attempt, body, payload (when transformed)}.`},
+			{Name: "content_type", Type: "string", Default: `"application/json"`, Doc: `Content-Type of every request.`},
+			{Name: "concurrency", Type: "int", Default: "1", Doc: `Events of a batch in flight at once; 1 sends them in order, one at a time.`},
+			{Name: "max_idle_conns", Type: "int", Default: "0", Doc: `Idle keep-alive connections kept to the receiver; 0 means as many as concurrency.`},
+			{Name: "secret", Type: "string", Secret: true, Doc: `Standard Webhooks signing secret ("whsec_..."), via secret_env or secret_file; when set, requests carry webhook-timestamp and webhook-signature.`},
+		},
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/sinktest"
+)
+
+// buildBinary builds pipelined-sink-http from this package.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the plugin binary; skipped with -short")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go tool to build the plugin: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "pipelined-sink-http")
+	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestPluginProcess runs the real binary as a go-plugin process, with
+// AutoMTLS, and talks to it as the host does: the events reach a receiver
+// that verifies them with the reference Standard Webhooks library.
+func TestPluginProcess(t *testing.T) {
+	bin := buildBinary(t)
+
+	t.Run("by-hand", func(t *testing.T) {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Errorf("running the plugin by hand: %v, want exit status 1", err)
+		}
+		if !strings.Contains(stderr.String(), "not meant to be run by hand") || stdout.Len() != 0 {
+			t.Errorf("by hand: stdout %q, stderr %q", stdout.String(), stderr.String())
+		}
+	})
+
+	t.Run("go-plugin", func(t *testing.T) {
+		wh, err := standardwebhooks.NewWebhook(testSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var verifyErrs []error
+		rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+			if err := wh.Verify(body, r.Header); err != nil {
+				mu.Lock()
+				verifyErrs = append(verifyErrs, err)
+				mu.Unlock()
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			if r.Header.Get("webhook-id") == sinktest.NewEvent(3).ID {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		})
+
+		var logs syncWriter
+		var logBuf bytes.Buffer
+		logs.w = &logBuf
+		cmd := exec.Command(bin)
+		// The host passes only the variables named by *_env keys.
+		cmd.Env = append(os.Environ(), "TEST_HTTP_SECRET="+testSecret)
+		client := plugin.NewClient(&plugin.ClientConfig{
+			HandshakeConfig:  sdk.Handshake,
+			VersionedPlugins: sdk.ClientPlugins(),
+			Cmd:              cmd,
+			AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+			AutoMTLS:         true,
+			StartTimeout:     30 * time.Second,
+			Logger: hclog.New(&hclog.LoggerOptions{
+				Name: "host", Output: &logs, Level: hclog.Info, JSONFormat: true,
+			}),
+		})
+		t.Cleanup(client.Kill)
+		rpc, err := client.Client()
+		if err != nil {
+			t.Fatalf("start plugin: %v", err)
+		}
+		raw, err := rpc.Dispense(sdk.PluginName)
+		if err != nil {
+			t.Fatalf("dispense: %v", err)
+		}
+		s := raw.(sdk.Sink)
+
+		if err := s.Configure(context.Background(), []byte(`{"url": "https://a.example", "method": "GET"}`)); err == nil || !strings.Contains(err.Error(), `"method" = "GET"`) {
+			t.Errorf("Configure with a bad method over the wire = %v, want the key named", err)
+		}
+		configure(t, s, map[string]any{"url": rc.URL + "/hook?token=tok-PROC-1", "secret_env": "TEST_HTTP_SECRET", "body": "envelope"})
+		results, err := s.Deliver(context.Background(), events(1, 3))
+		if err != nil || len(results) != 3 {
+			t.Fatalf("Deliver = %v, %v", results, err)
+		}
+		if !results[0].IsDelivered() || !results[1].IsDelivered() || !results[2].IsPermanent() {
+			t.Errorf("results = %v, want delivered, delivered, permanent (400)", results)
+		}
+		if err := s.(sdk.Closer).Close(context.Background()); err != nil {
+			t.Errorf("Close = %v", err)
+		}
+		client.Kill()
+
+		mu.Lock()
+		defer mu.Unlock()
+		if len(verifyErrs) > 0 {
+			t.Errorf("reference library Verify: %v", verifyErrs)
+		}
+		out := logs.String()
+		if !strings.Contains(out, "http sink configured") {
+			t.Errorf("host log lacks the plugin's Info record:\n%s", out)
+		}
+		if strings.Contains(out, "tok-PROC-1") || strings.Contains(out, strings.TrimPrefix(testSecret, "whsec_")) {
+			t.Errorf("host log contains a secret:\n%s", out)
+		}
+	})
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.(*bytes.Buffer).String()
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// sink forwards events to a URL over HTTP(S).
+//
+// # Config
+//
+//	url            required; http or https address (may carry a token in its query);
+//	               or url_env / url_file when the whole URL is secret
+//	method         "POST"; or "PUT", "PATCH"
+//	headers        {}; static header values (not secrets)
+//	header_env     {}; header name → environment variable, for secret headers (Authorization)
+//	timeout        "10s"; limit for one request, response included
+//	body           "payload"; or "envelope"
+//	content_type   "application/json"
+//	concurrency    1; events of a batch in flight at once
+//	max_idle_conns 0; idle keep-alive connections (0: as many as concurrency)
+//	secret_env / secret_file  optional Standard Webhooks secret ("whsec_..."): sign requests
+//
+// # Requests
+//
+// One request per event. The body is ev.Payload() (the route's transform
+// output, else the webhook body as received) or, with body = "envelope", a
+// JSON object {"id", "source", "route", "received_at" (RFC 3339, UTC,
+// nanoseconds), "attempt", "body", "payload" (only when the route has a
+// transform)}. Every request carries webhook-id: the event id, the same on
+// every redelivery, so the receiver can drop duplicates (delivery is at
+// least once). With a secret it also carries webhook-timestamp (now, unix
+// seconds) and webhook-signature ("v1,<base64 HMAC-SHA256 of
+// id.timestamp.body>") as Standard Webhooks specifies.
+//
+// # Answers
+//
+//	2xx                      delivered
+//	408, 429, 5xx            retry, after Retry-After when given (seconds or an HTTP date)
+//	3xx                      permanent: redirects are not followed (secret headers must not travel); fix url
+//	other 4xx                permanent, with the status and the first 200 bytes of the response
+//	network error, timeout   retry (the error shows scheme://host/path only)
+//
+// After a 429 the rest of the batch is not sent: it is answered retry with
+// the same delay. With concurrency 1 events are sent in batch order, one at
+// a time; with more, up to that many at once, each answered on its own.
+type sink struct {
+	log *slog.Logger
+
+	// cfg and client are set by Configure; the host never calls two
+	// methods at once, so they need no lock.
+	cfg    settings
+	client *http.Client
+	safe   string // scheme://host/path of the URL, the only form logged
+}
+
+var (
+	_ sdk.Sink      = (*sink)(nil)
+	_ sdk.Closer    = (*sink)(nil)
+	_ sdk.Describer = (*sink)(nil)
+)
+
+func newSink() *sink { return newSinkLogger(sdk.Logger()) }
+
+func newSinkLogger(log *slog.Logger) *sink { return &sink{log: log} }
+
+// Describe lists the sink's config keys.
+func (s *sink) Describe() sdk.Description { return describe() }
+
+// Configure decodes and validates the config and reads the secrets it
+// names. It opens no connection.
+func (s *sink) Configure(_ context.Context, raw json.RawMessage) error {
+	cfg, err := parseConfig(raw)
+	if err != nil {
+		return err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = cfg.maxIdleConns
+	tr.MaxIdleConnsPerHost = cfg.maxIdleConns
+	if s.client != nil {
+		s.client.CloseIdleConnections()
+	}
+	s.cfg = cfg
+	s.safe = safeURL(cfg.url)
+	s.client = &http.Client{
+		Transport: tr,
+		// Redirects are answered, not followed: a secret header must not
+		// follow the request to another host.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	s.log.Info("http sink configured", "url", s.safe, "method", cfg.method,
+		"envelope", cfg.envelope, "signed", cfg.signer != nil, "concurrency", cfg.concurrency)
+	return nil
+}
+
+// Close drops idle connections.
+func (s *sink) Close(context.Context) error {
+	if s.client != nil {
+		s.client.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Deliver sends each event of the batch and answers per event.
+func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	if s.client == nil {
+		return nil, errors.New("http sink: Deliver before Configure")
+	}
+	results := make([]sdk.Result, len(batch))
+	if s.cfg.concurrency <= 1 {
+		for i, ev := range batch {
+			if err := ctx.Err(); err != nil {
+				fill(results[i:], sdk.Retry(0, fmt.Errorf("not sent: %w", err)))
+				break
+			}
+			r, throttled := s.send(ctx, ev)
+			results[i] = r
+			if throttled {
+				s.skipRest(results[i+1:], r, ev.ID)
+				break
+			}
+		}
+		return results, nil
+	}
+
+	// Up to concurrency requests at once. After a 429 no new request
+	// starts; those in flight finish and answer for themselves.
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		throttle  *sdk.Result // the first 429's answer
+		throttleI string      // its event id
+	)
+	sem := make(chan struct{}, s.cfg.concurrency)
+	sent := make([]bool, len(batch))
+loop:
+	for i, ev := range batch {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break loop
+		}
+		mu.Lock()
+		stop := throttle != nil
+		mu.Unlock()
+		if stop {
+			<-sem
+			break
+		}
+		sent[i] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r, throttled := s.send(ctx, ev)
+			results[i] = r
+			if throttled {
+				mu.Lock()
+				if throttle == nil {
+					throttle, throttleI = &r, ev.ID
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range batch {
+		if sent[i] {
+			continue
+		}
+		switch {
+		case throttle != nil:
+			s.skipRest(results[i:i+1], *throttle, throttleI)
+		default:
+			results[i] = sdk.Retry(0, fmt.Errorf("not sent: %w", context.Cause(ctx)))
+		}
+	}
+	return results, nil
+}
+
+// skipRest answers the events not sent after a 429 on event id with the
+// same delay.
+func (s *sink) skipRest(rest []sdk.Result, throttled sdk.Result, id string) {
+	if len(rest) == 0 {
+		return
+	}
+	after, _ := throttled.IsRetry()
+	s.log.Warn("http receiver throttled: rest of the batch not sent", "url", s.safe,
+		"event_id", id, "not_sent", len(rest), "retry_after", after.String())
+	fill(rest, sdk.Retry(after, fmt.Errorf("not sent: %s answered 429 Too Many Requests for event %s earlier in the batch", s.safe, id)))
+}
+
+func fill(rs []sdk.Result, r sdk.Result) {
+	for i := range rs {
+		rs[i] = r
+	}
+}
+
+// errorExcerpt is how much of a failed response's body an error quotes.
+const errorExcerpt = 200
+
+// send makes one request for ev and answers for it; throttled reports a 429.
+func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled bool) {
+	body, err := s.body(ev)
+	if err != nil {
+		return sdk.Permanent(err), false
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.timeout,
+		fmt.Errorf("no answer within timeout %v", s.cfg.timeout))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, s.cfg.method, s.cfg.url.String(), bytes.NewReader(body))
+	if err != nil {
+		return sdk.Permanent(fmt.Errorf("build request to %s: %s", s.safe, s.scrub(err.Error()))), false
+	}
+	for k, vs := range s.cfg.header {
+		req.Header[k] = vs
+	}
+	req.Header.Set("Content-Type", s.cfg.contentType)
+	req.Header.Set("User-Agent", "pipelined-sink-http")
+	req.Header.Set("webhook-id", ev.ID)
+	if s.cfg.signer != nil {
+		now := time.Now()
+		sig, err := s.cfg.signer.Sign(ev.ID, now, body)
+		if err != nil {
+			return sdk.Permanent(errors.New("sign request: " + s.scrub(err.Error()))), false
+		}
+		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set("webhook-signature", sig)
+	}
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return sdk.Retry(0, s.requestError(ctx, err)), false
+	}
+	defer resp.Body.Close()
+	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, errorExcerpt))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+
+	code := resp.StatusCode
+	status := fmt.Sprintf("%s %s answered %s", s.cfg.method, s.safe, statusText(code))
+	switch {
+	case code >= 200 && code < 300:
+		return sdk.Delivered(), false
+	case code == http.StatusTooManyRequests:
+		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), true
+	case code == http.StatusRequestTimeout || code >= 500:
+		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), false
+	case code >= 300 && code < 400:
+		loc := "no Location"
+		if u, err := resp.Location(); err == nil {
+			loc = "Location " + safeURL(u)
+		}
+		return sdk.Permanent(fmt.Errorf("%s (%s): redirects are not followed; set url to the final address", status, loc)), false
+	default:
+		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), false
+	}
+}
+
+// body builds the request body for ev.
+func (s *sink) body(ev sdk.Event) ([]byte, error) {
+	if !s.cfg.envelope {
+		return ev.Payload(), nil
+	}
+	env := struct {
+		ID         string          `json:"id"`
+		Source     string          `json:"source"`
+		Route      string          `json:"route"`
+		ReceivedAt string          `json:"received_at"`
+		Attempt    int             `json:"attempt"`
+		Body       json.RawMessage `json:"body"`
+		Payload    json.RawMessage `json:"payload,omitempty"`
+	}{ev.ID, ev.Source, ev.Route, ev.ReceivedAt.UTC().Format(time.RFC3339Nano), ev.Attempt, ev.Body, ev.Transformed}
+	if len(bytes.TrimSpace(env.Body)) == 0 {
+		env.Body = json.RawMessage("null")
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("build envelope of event %s (body or payload is not JSON): %w", ev.ID, err)
+	}
+	return b, nil
+}
+
+// requestError describes a failed request without the URL's secret parts:
+// a *url.Error quotes the whole URL, query and userinfo included.
+func (s *sink) requestError(ctx context.Context, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	msg := err.Error()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		if cause := context.Cause(ctx); cause != nil {
+			msg = cause.Error()
+		}
+	}
+	return fmt.Errorf("%s %s: %s", s.cfg.method, s.safe, s.scrub(msg))
+}
+
+// scrub removes every secret value the sink knows of from msg.
+func (s *sink) scrub(msg string) string {
+	if s.cfg.url != nil {
+		msg = strings.ReplaceAll(msg, s.cfg.url.String(), s.safe)
+	}
+	for _, v := range s.cfg.secretValues {
+		if len(v) >= 4 {
+			msg = strings.ReplaceAll(msg, v, "[REDACTED]")
+		}
+	}
+	return msg
+}
+
+// safeURL is the only form of a URL that is logged: scheme://host/path,
+// without userinfo, query or fragment.
+func safeURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+}
+
+func statusText(code int) string {
+	if t := http.StatusText(code); t != "" {
+		return strconv.Itoa(code) + " " + t
+	}
+	return strconv.Itoa(code)
+}
+
+// withExcerpt formats the start of a response body for an error.
+func withExcerpt(b []byte) string {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return ""
+	}
+	for !utf8.Valid(b) && len(b) > 0 { // don't cut a rune in half
+		b = b[:len(b)-1]
+	}
+	return fmt.Sprintf(": %q", b)
+}
+
+// retryAfter reads a Retry-After header: seconds, or an HTTP date. 0 (the
+// host's own backoff) when absent, invalid or in the past.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 || n > int64(365*24*time.Hour/time.Second) {
+			return 0
+		}
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

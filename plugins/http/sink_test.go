@@ -1,0 +1,736 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/sinktest"
+)
+
+// testSecret is a Standard Webhooks secret (the spec's example key).
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// request is what a receiver saw.
+type request struct {
+	method string
+	path   string
+	query  string
+	header http.Header
+	body   []byte
+}
+
+// receiver is an httptest server that records requests and answers with
+// answer (200 when nil).
+type receiver struct {
+	*httptest.Server
+	mu     sync.Mutex
+	reqs   []request
+	answer func(w http.ResponseWriter, r *http.Request, body []byte)
+}
+
+func newReceiver(t testing.TB, answer func(w http.ResponseWriter, r *http.Request, body []byte)) *receiver {
+	t.Helper()
+	rc := &receiver{answer: answer}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		rc.reqs = append(rc.reqs, request{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), body})
+		rc.mu.Unlock()
+		if rc.answer != nil {
+			rc.answer(w, r, body)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+func (rc *receiver) requests() []request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.reqs)
+}
+
+func TestConformance(t *testing.T) {
+	for _, mode := range []string{"payload", "envelope"} {
+		for _, conc := range []int{1, 4} {
+			t.Run(fmt.Sprintf("%s-concurrency-%d", mode, conc), func(t *testing.T) {
+				sinktest.Run(t, func(t *testing.T) (sdk.Sink, json.RawMessage) {
+					rc := newReceiver(t, nil)
+					t.Setenv("TEST_HTTP_SECRET", testSecret)
+					return newSinkLogger(discard()), rawConfig(t, map[string]any{
+						"url": rc.URL + "/hooks?token=abc123", "body": mode, "concurrency": conc,
+						"secret_env": "TEST_HTTP_SECRET",
+					})
+				})
+			})
+		}
+	}
+}
+
+// TestReferenceLibraryVerifies: pipelined's http sink signs and the
+// reference library verifies.
+func TestReferenceLibraryVerifies(t *testing.T) {
+	wh, err := standardwebhooks.NewWebhook(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var verifyErrs []error
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if err := wh.Verify(body, r.Header); err != nil {
+			verifyErrs = append(verifyErrs, err) // handler calls are serial here (concurrency 1)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	for _, mode := range []string{"payload", "envelope"} {
+		t.Run(mode, func(t *testing.T) {
+			secretFile := filepath.Join(t.TempDir(), "secret")
+			if err := os.WriteFile(secretFile, []byte(testSecret+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s := sinktest.Serve(t, newSinkLogger(discard()))
+			configure(t, s, map[string]any{"url": rc.URL, "secret_file": secretFile, "body": mode})
+			evs := []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2)}
+			evs[1].Transformed = json.RawMessage(`{"text":"Interested lead ✓"}`)
+			deliverOK(t, s, evs)
+			// Redelivery: same ids, new attempt.
+			for i := range evs {
+				evs[i].Attempt = 2
+			}
+			deliverOK(t, s, evs)
+		})
+	}
+	if len(verifyErrs) > 0 {
+		t.Fatalf("reference library Verify failed: %v", verifyErrs)
+	}
+	reqs := rc.requests()
+	if len(reqs) != 8 {
+		t.Fatalf("receiver got %d requests, want 8", len(reqs))
+	}
+	for i, r := range reqs {
+		want := sinktest.NewEvent(1 + i%2).ID
+		if got := r.header.Get("webhook-id"); got != want {
+			t.Errorf("request %d webhook-id = %q, want the event id %q (same on redelivery)", i, got, want)
+		}
+		if !strings.HasPrefix(r.header.Get("webhook-signature"), "v1,") {
+			t.Errorf("request %d webhook-signature = %q, want v1,<base64>", i, r.header.Get("webhook-signature"))
+		}
+	}
+	// A receiver with another secret must refuse.
+	other, _ := standardwebhooks.NewWebhook("whsec_" + base64.StdEncoding.EncodeToString([]byte("another-secret-of-32-bytes-long!")))
+	if err := other.Verify(reqs[0].body, reqs[0].header); err == nil {
+		t.Errorf("Verify with another secret = nil, want an error")
+	}
+}
+
+func TestWebhookIDWithoutSigning(t *testing.T) {
+	rc := newReceiver(t, nil)
+	s := newSinkLogger(discard())
+	configure(t, s, map[string]any{"url": rc.URL})
+	ev := sinktest.NewEvent(7)
+	deliverOK(t, s, []sdk.Event{ev})
+	ev.Attempt = 3
+	deliverOK(t, s, []sdk.Event{ev})
+	for i, r := range rc.requests() {
+		if got := r.header.Get("webhook-id"); got != ev.ID {
+			t.Errorf("request %d webhook-id = %q, want %q", i, got, ev.ID)
+		}
+		if r.header.Get("webhook-signature") != "" || r.header.Get("webhook-timestamp") != "" {
+			t.Errorf("request %d is signed without a secret: %v", i, r.header)
+		}
+	}
+}
+
+func TestBodyModes(t *testing.T) {
+	plain := sinktest.NewEvent(1)
+	transformed := sinktest.NewEvent(2)
+	transformed.Transformed = json.RawMessage(`{"text":"Interested lead from 919876543210"}`)
+
+	t.Run("payload", func(t *testing.T) {
+		rc := newReceiver(t, nil)
+		s := newSinkLogger(discard())
+		configure(t, s, map[string]any{"url": rc.URL})
+		deliverOK(t, s, []sdk.Event{plain, transformed})
+		reqs := rc.requests()
+		if !bytes.Equal(reqs[0].body, plain.Body) {
+			t.Errorf("payload body = %.80q..., want the event body as received", reqs[0].body)
+		}
+		if !bytes.Equal(reqs[1].body, transformed.Transformed) {
+			t.Errorf("payload body of a transformed event = %q, want %q", reqs[1].body, transformed.Transformed)
+		}
+	})
+
+	t.Run("envelope", func(t *testing.T) {
+		rc := newReceiver(t, nil)
+		s := newSinkLogger(discard())
+		configure(t, s, map[string]any{"url": rc.URL, "body": "envelope"})
+		deliverOK(t, s, []sdk.Event{plain, transformed})
+		for i, ev := range []sdk.Event{plain, transformed} {
+			var got map[string]json.RawMessage
+			if err := json.Unmarshal(rc.requests()[i].body, &got); err != nil {
+				t.Fatalf("envelope is not a JSON object: %v", err)
+			}
+			want := map[string]string{
+				"id": `"` + ev.ID + `"`, "source": `"callkaro"`, "route": `"sinktest"`,
+				"received_at": `"` + ev.ReceivedAt.UTC().Format(time.RFC3339Nano) + `"`, "attempt": "1",
+			}
+			for k, v := range want {
+				if string(got[k]) != v {
+					t.Errorf("envelope[%q] = %s, want %s", k, got[k], v)
+				}
+			}
+			if !jsonEqual(t, got["body"], ev.Body) {
+				t.Errorf("envelope body differs from the event body")
+			}
+			_, hasPayload := got["payload"]
+			if hasPayload != (ev.Transformed != nil) {
+				t.Errorf("event %d: envelope has payload = %v, want %v", i, hasPayload, ev.Transformed != nil)
+			}
+			if ev.Transformed != nil && !jsonEqual(t, got["payload"], ev.Transformed) {
+				t.Errorf("envelope payload = %s, want %s", got["payload"], ev.Transformed)
+			}
+		}
+	})
+}
+
+func TestHeaders(t *testing.T) {
+	rc := newReceiver(t, nil)
+	t.Setenv("TEST_HTTP_AUTH", "Bearer sk-live-0123456789")
+	s := newSinkLogger(discard())
+	configure(t, s, map[string]any{
+		"url": rc.URL + "/crm/leads", "method": "put", "content_type": "application/vnd.crm+json",
+		"headers":    map[string]string{"X-Tenant": "acme", "x-trace": "on"},
+		"header_env": map[string]string{"Authorization": "TEST_HTTP_AUTH"},
+	})
+	deliverOK(t, s, []sdk.Event{sinktest.NewEvent(1)})
+	r := rc.requests()[0]
+	if r.method != http.MethodPut || r.path != "/crm/leads" {
+		t.Errorf("request = %s %s, want PUT /crm/leads", r.method, r.path)
+	}
+	want := map[string]string{
+		"X-Tenant": "acme", "X-Trace": "on", "Authorization": "Bearer sk-live-0123456789",
+		"Content-Type": "application/vnd.crm+json", "Webhook-Id": sinktest.NewEvent(1).ID,
+	}
+	for k, v := range want {
+		if got := r.header.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+}
+
+func TestStatuses(t *testing.T) {
+	long := strings.Repeat("x", 200) + "ERROR-TAIL-BEYOND-200-BYTES" + strings.Repeat("y", 100)
+	date := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
+	tests := []struct {
+		status     int
+		retryAfter string
+		body       string
+		want       string        // "delivered", "retry" or "permanent"
+		after      time.Duration // for retry: the delay, within 3s for dates
+		errHas     []string
+		errHasNot  []string
+	}{
+		{status: 200, want: "delivered"},
+		{status: 201, want: "delivered"},
+		{status: 204, want: "delivered"},
+		{status: 400, body: `{"error":"field phone is required"}`, want: "permanent", errHas: []string{"400", "field phone is required"}},
+		{status: 400, body: long, want: "permanent", errHas: []string{"400", strings.Repeat("x", 150)}, errHasNot: []string{"ERROR-TAIL"}},
+		{status: 404, want: "permanent", errHas: []string{"404"}},
+		{status: 302, want: "permanent", errHas: []string{"302", "redirects are not followed"}},
+		{status: 408, want: "retry", errHas: []string{"408"}},
+		{status: 429, retryAfter: "7", want: "retry", after: 7 * time.Second, errHas: []string{"429"}},
+		{status: 429, retryAfter: date, want: "retry", after: 90 * time.Second, errHas: []string{"429"}},
+		{status: 500, body: "boom", want: "retry", errHas: []string{"500", "boom"}},
+		{status: 503, retryAfter: "3", want: "retry", after: 3 * time.Second, errHas: []string{"503"}},
+		{status: 503, retryAfter: "soon", want: "retry", after: 0, errHas: []string{"503"}},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d-%s", tt.status, tt.retryAfter), func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+				if tt.retryAfter != "" {
+					w.Header().Set("Retry-After", tt.retryAfter)
+				}
+				if tt.status == 302 {
+					w.Header().Set("Location", "https://elsewhere.example/x?k=v")
+				}
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			})
+			s := sinktest.Serve(t, newSinkLogger(discard()))
+			configure(t, s, map[string]any{"url": rc.URL})
+			r := deliverOne(t, s, sinktest.NewEvent(1))
+			after, retry := r.IsRetry()
+			switch {
+			case tt.want == "delivered" && !r.IsDelivered(),
+				tt.want == "permanent" && !r.IsPermanent(),
+				tt.want == "retry" && !retry:
+				t.Fatalf("status %d: result = %v, want %s", tt.status, r, tt.want)
+			}
+			if retry && (after < tt.after-3*time.Second || after > tt.after) {
+				t.Errorf("status %d Retry-After %q: retry after %v, want %v", tt.status, tt.retryAfter, after, tt.after)
+			}
+			for _, s := range tt.errHas {
+				if r.Err() == nil || !strings.Contains(r.Err().Error(), s) {
+					t.Errorf("status %d: error %v, want it to contain %q", tt.status, r.Err(), s)
+				}
+			}
+			for _, s := range tt.errHasNot {
+				if r.Err() != nil && strings.Contains(r.Err().Error(), s) {
+					t.Errorf("status %d: error %v contains %q, want only the first 200 bytes", tt.status, r.Err(), s)
+				}
+			}
+		})
+	}
+}
+
+func TestThrottleStopsBatch(t *testing.T) {
+	for _, conc := range []int{1, 3} {
+		t.Run(fmt.Sprintf("concurrency-%d", conc), func(t *testing.T) {
+			var n atomic.Int32
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+				if n.Add(1) >= 2 {
+					w.Header().Set("Retry-After", "30")
+					w.WriteHeader(http.StatusTooManyRequests)
+					return
+				}
+				w.WriteHeader(http.StatusOK)
+			})
+			s := newSinkLogger(discard())
+			configure(t, s, map[string]any{"url": rc.URL, "concurrency": conc})
+			batch := events(0, 20)
+			results, err := s.Deliver(context.Background(), batch)
+			if err != nil || len(results) != len(batch) {
+				t.Fatalf("Deliver = %d results, %v; want %d, nil", len(results), err, len(batch))
+			}
+			got := len(rc.requests())
+			if got > 1+conc {
+				t.Errorf("receiver got %d requests after a 429, want at most %d (the rest not sent)", got, 1+conc)
+			}
+			delivered := 0
+			for i, r := range results {
+				if r.IsDelivered() {
+					delivered++
+					continue
+				}
+				if after, ok := r.IsRetry(); !ok || after != 30*time.Second {
+					t.Errorf("result %d = %v, want retry after 30s", i, r)
+				}
+			}
+			if delivered != 1 {
+				t.Errorf("%d delivered, want 1", delivered)
+			}
+			if conc == 1 && !results[0].IsDelivered() {
+				t.Errorf("result 0 = %v, want delivered (in order)", results[0])
+			}
+		})
+	}
+}
+
+func TestTimeoutRetries(t *testing.T) {
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	s := newSinkLogger(discard())
+	configure(t, s, map[string]any{"url": rc.URL + "/x?token=tok-SECRET-9", "timeout": "100ms"})
+	start := time.Now()
+	r := deliverOne(t, s, sinktest.NewEvent(1))
+	if after, ok := r.IsRetry(); !ok || after != 0 {
+		t.Fatalf("result = %v, want retry with the host's backoff", r)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Deliver took %v with timeout 100ms", d)
+	}
+	if msg := r.Err().Error(); !strings.Contains(msg, "timeout 100ms") || strings.Contains(msg, "tok-SECRET-9") {
+		t.Errorf("error = %q, want it to name the timeout and not the url token", msg)
+	}
+}
+
+func TestNetworkErrorRetries(t *testing.T) {
+	rc := newReceiver(t, nil)
+	u := rc.URL
+	rc.Close()
+	s := newSinkLogger(discard())
+	configure(t, s, map[string]any{"url": u + "/hook?token=tok-SECRET-9"})
+	r := deliverOne(t, s, sinktest.NewEvent(1))
+	if _, ok := r.IsRetry(); !ok {
+		t.Fatalf("result = %v, want retry", r)
+	}
+	if msg := r.Err().Error(); !strings.Contains(msg, u+"/hook") || strings.Contains(msg, "tok-SECRET-9") {
+		t.Errorf("error = %q, want scheme://host/path and no token", msg)
+	}
+}
+
+func TestConcurrencyAnswersPerEvent(t *testing.T) {
+	var inFlight, maxInFlight atomic.Int32
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := maxInFlight.Load(); n > m && !maxInFlight.CompareAndSwap(m, n); m = maxInFlight.Load() {
+		}
+		time.Sleep(30 * time.Millisecond)
+		// Odd event numbers fail: permanent for those ending in 1, 3; retry otherwise.
+		id := r.Header.Get("webhook-id")
+		switch id[len(id)-1] {
+		case '1', '3':
+			w.WriteHeader(http.StatusUnprocessableEntity)
+		case '5', '7', '9':
+			w.WriteHeader(http.StatusBadGateway)
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	s := sinktest.Serve(t, newSinkLogger(discard()))
+	configure(t, s, map[string]any{"url": rc.URL, "concurrency": 4})
+	batch := events(0, 16)
+	results, err := s.Deliver(context.Background(), batch)
+	if err != nil || len(results) != len(batch) {
+		t.Fatalf("Deliver = %d results, %v; want %d, nil", len(results), err, len(batch))
+	}
+	for i, r := range results {
+		id := batch[i].ID
+		var ok bool
+		switch id[len(id)-1] {
+		case '1', '3':
+			ok = r.IsPermanent() && strings.Contains(r.Err().Error(), "422")
+		case '5', '7', '9':
+			_, ok = r.IsRetry()
+		default:
+			ok = r.IsDelivered()
+		}
+		if !ok {
+			t.Errorf("result %d (event %s) = %v, wrong answer for this event", i, id, r)
+		}
+	}
+	if m := maxInFlight.Load(); m < 2 || m > 4 {
+		t.Errorf("at most %d requests in flight, want 2..4 with concurrency 4", m)
+	}
+	if n := len(rc.requests()); n != len(batch) {
+		t.Errorf("receiver got %d requests, want %d", n, len(batch))
+	}
+}
+
+func TestInOrderWithConcurrencyOne(t *testing.T) {
+	rc := newReceiver(t, nil)
+	s := newSinkLogger(discard())
+	configure(t, s, map[string]any{"url": rc.URL})
+	batch := events(10, 8)
+	deliverOK(t, s, batch)
+	for i, r := range rc.requests() {
+		if got := r.header.Get("webhook-id"); got != batch[i].ID {
+			t.Errorf("request %d is event %s, want %s (batch order)", i, got, batch[i].ID)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Setenv("TEST_HTTP_NOT_WHSEC", "sk_live_notawebhooksecret")
+	t.Setenv("TEST_HTTP_BAD_B64", "whsec_***not-base64***")
+	t.Setenv("TEST_HTTP_GOOD", testSecret)
+	tests := []struct {
+		name string
+		raw  string
+		want []string // phrases the error must contain, all of them
+	}{
+		{"missing-url", `{}`, []string{`"url" is required`}},
+		{"url-and-url-env", `{"url": "https://a.example", "url_env": "X"}`, []string{`only one of "url"`}},
+		{"url-env-unset", `{"url_env": "TEST_HTTP_NO_SUCH_VAR"}`, []string{"url_env", "TEST_HTTP_NO_SUCH_VAR", "not set"}},
+		{"bad-scheme", `{"url": "ftp://a.example/x"}`, []string{`scheme "ftp"`}},
+		{"no-host", `{"url": "https:///x"}`, []string{"no host"}},
+		{"bad-method", `{"url": "https://a.example", "method": "GET"}`, []string{`"method" = "GET"`}},
+		{"both-secret-keys", `{"url": "https://a.example", "secret_env": "TEST_HTTP_GOOD", "secret_file": "/x"}`, []string{"only one of secret_env and secret_file"}},
+		{"secret-env-unset", `{"url": "https://a.example", "secret_env": "TEST_HTTP_NO_SUCH_VAR"}`, []string{"TEST_HTTP_NO_SUCH_VAR", "not set"}},
+		{"non-whsec-secret", `{"url": "https://a.example", "secret_env": "TEST_HTTP_NOT_WHSEC"}`, []string{`"whsec_"`}},
+		{"bad-base64-secret", `{"url": "https://a.example", "secret_env": "TEST_HTTP_BAD_B64"}`, []string{"base64"}},
+		{"header-env-unset", `{"url": "https://a.example", "header_env": {"Authorization": "TEST_HTTP_NO_SUCH_VAR"}}`, []string{`"Authorization"`, "TEST_HTTP_NO_SUCH_VAR", "not set"}},
+		{"header-both", `{"url": "https://a.example", "headers": {"Authorization": "x"}, "header_env": {"authorization": "TEST_HTTP_GOOD"}}`, []string{"both"}},
+		{"bad-header-name", `{"url": "https://a.example", "headers": {"X Bad": "x"}}`, []string{`"X Bad" is not a valid header name`}},
+		{"reserved-header", `{"url": "https://a.example", "headers": {"webhook-id": "x"}}`, []string{`"webhook-id" cannot be set`}},
+		{"content-type-header", `{"url": "https://a.example", "headers": {"Content-Type": "text/plain"}}`, []string{"content_type"}},
+		{"bad-body", `{"url": "https://a.example", "body": "raw"}`, []string{`"body" = "raw"`}},
+		{"bad-timeout", `{"url": "https://a.example", "timeout": "soon"}`, []string{`"timeout"`}},
+		{"zero-timeout", `{"url": "https://a.example", "timeout": "0s"}`, []string{`"timeout" must be positive`}},
+		{"zero-concurrency", `{"url": "https://a.example", "concurrency": 0}`, []string{`"concurrency" = 0`}},
+		{"negative-idle", `{"url": "https://a.example", "max_idle_conns": -1}`, []string{`"max_idle_conns" = -1`}},
+		{"unknown-key", `{"url": "https://a.example", "secret": "whsec_abc"}`, []string{`unknown config key "secret"`}},
+		{"every-problem", `{"method": "GET", "body": "raw"}`, []string{`"url" is required`, `"method"`, `"body"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := newSinkLogger(discard()).Configure(context.Background(), json.RawMessage(tt.raw))
+			if err == nil {
+				t.Fatalf("Configure(%s) = nil, want an error containing %q", tt.raw, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Configure(%s) = %q, want it to contain %q", tt.raw, err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := parseConfig(json.RawMessage(`{"url": "https://a.example/h"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.method != "POST" || cfg.timeout != 10*time.Second || cfg.envelope || cfg.contentType != "application/json" ||
+		cfg.concurrency != 1 || cfg.maxIdleConns != 1 || cfg.signer != nil {
+		t.Errorf("defaults = %+v", cfg)
+	}
+}
+
+func TestURLFromEnvAndFile(t *testing.T) {
+	rc := newReceiver(t, nil)
+	t.Setenv("TEST_HTTP_URL", rc.URL+"/from-env?token=t1")
+	file := filepath.Join(t.TempDir(), "url")
+	if err := os.WriteFile(file, []byte(rc.URL+"/from-file?token=t2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []map[string]any{{"url_env": "TEST_HTTP_URL"}, {"url_file": file}} {
+		s := newSinkLogger(discard())
+		configure(t, s, cfg)
+		deliverOK(t, s, []sdk.Event{sinktest.NewEvent(1)})
+	}
+	reqs := rc.requests()
+	if reqs[0].path != "/from-env" || reqs[0].query != "token=t1" || reqs[1].path != "/from-file" || reqs[1].query != "token=t2" {
+		t.Errorf("requests went to %s?%s and %s?%s", reqs[0].path, reqs[0].query, reqs[1].path, reqs[1].query)
+	}
+}
+
+// TestNoSecretLeaks: the signing secret, the url's token and header_env
+// values never appear in logs, errors or results.
+func TestNoSecretLeaks(t *testing.T) {
+	const (
+		urlToken  = "tok-URLSECRET-4242"
+		headerVal = "Bearer HDRSECRET-7777"
+	)
+	secretKey := strings.TrimPrefix(testSecret, "whsec_")
+	t.Setenv("TEST_HTTP_SECRET", testSecret)
+	t.Setenv("TEST_HTTP_AUTH", headerVal)
+	t.Setenv("TEST_HTTP_NOT_WHSEC", "sk_live_NOTWHSEC-5555")
+	secrets := []string{urlToken, headerVal, "HDRSECRET-7777", secretKey, "NOTWHSEC-5555"}
+
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var texts []string
+
+	answers := []int{400, 500, 429, 302}
+	var n atomic.Int32
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		code := answers[int(n.Add(1)-1)%len(answers)]
+		w.Header().Set("Location", "/moved?token="+urlToken)
+		w.WriteHeader(code)
+		io.WriteString(w, "rejected")
+	})
+	cfg := map[string]any{
+		"url": rc.URL + "/hook?token=" + urlToken, "secret_env": "TEST_HTTP_SECRET",
+		"header_env": map[string]string{"Authorization": "TEST_HTTP_AUTH"}, "timeout": "200ms",
+	}
+	s := newSinkLogger(log)
+	configure(t, s, cfg)
+	for range answers {
+		results, err := s.Deliver(context.Background(), events(0, 2))
+		if err != nil {
+			texts = append(texts, err.Error())
+		}
+		for _, r := range results {
+			texts = append(texts, r.String())
+		}
+	}
+	// Network error and timeout.
+	dead := newReceiver(t, nil)
+	deadURL := dead.URL
+	dead.Close()
+	cfg["url"] = deadURL + "/hook?token=" + urlToken
+	configure(t, s, cfg)
+	texts = append(texts, deliverOne(t, s, sinktest.NewEvent(1)).String())
+	slow := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) { <-r.Context().Done() })
+	cfg["url"] = slow.URL + "/hook?token=" + urlToken
+	configure(t, s, cfg)
+	texts = append(texts, deliverOne(t, s, sinktest.NewEvent(1)).String())
+	// Config errors that concern secrets.
+	for _, bad := range []map[string]any{
+		{"url": "https://a.example/?token=" + urlToken, "secret_env": "TEST_HTTP_NOT_WHSEC"},
+		{"url": "ftp://a.example/?token=" + urlToken},
+		{"url": "https://a.example/?token=" + urlToken, "header_env": map[string]string{"Bad Name": "TEST_HTTP_AUTH"}},
+		{"url": "https://a.example/?token=" + urlToken, "method": "GET", "secret_env": "TEST_HTTP_SECRET"},
+	} {
+		if err := newSinkLogger(log).Configure(context.Background(), rawConfig(t, bad)); err != nil {
+			texts = append(texts, err.Error())
+		} else {
+			t.Errorf("Configure(%v) = nil, want an error", bad)
+		}
+	}
+	texts = append(texts, logs.String())
+	if !strings.Contains(logs.String(), "http sink configured") {
+		t.Errorf("no log captured; the leak check would be vacuous")
+	}
+	all := strings.Join(texts, "\n")
+	for _, sec := range secrets {
+		if strings.Contains(all, sec) {
+			t.Errorf("secret %q appears in logs or errors:\n%s", sec, all)
+		}
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	d := newSink().Describe()
+	fields := map[string]sdk.Field{}
+	for _, f := range d.Fields {
+		fields[f.Name] = f
+	}
+	// Every key of the config struct is described; *_env/*_file of a
+	// Secret field count as described by it.
+	ct := reflect.TypeFor[config]()
+	for i := range ct.NumField() {
+		key, _, _ := strings.Cut(ct.Field(i).Tag.Get("json"), ",")
+		if _, ok := fields[key]; ok {
+			continue
+		}
+		base := strings.TrimSuffix(strings.TrimSuffix(key, "_env"), "_file")
+		if f, ok := fields[base]; ok && f.Secret && base != key {
+			continue
+		}
+		t.Errorf("config key %q is not described", key)
+	}
+	if !fields["secret"].Secret {
+		t.Errorf(`field "secret" is not marked Secret`)
+	}
+	// url is not Required in the description: url_env or url_file may
+	// stand for it, and Configure insists on exactly one of the three.
+	if fields["url"].Required {
+		t.Errorf(`field "url" is Required; a config with only url_env would fail the host's check`)
+	}
+	if errs := d.Check(json.RawMessage(`{"url_env": "CRM_URL"}`)); len(errs) != 0 {
+		t.Errorf("Check(url_env only) = %v, want no problem", errs)
+	}
+	for _, f := range d.Fields {
+		if f.Doc == "" || f.Type == "" {
+			t.Errorf("field %q lacks Doc or Type", f.Name)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0}, {"0", 0}, {"-5", 0}, {"12", 12 * time.Second}, {" 3 ", 3 * time.Second}, {"later", 0},
+		{now.Add(2 * time.Minute).Format(http.TimeFormat), 2 * time.Minute},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+	}
+	for _, tt := range tests {
+		if got := retryAfter(tt.in, now); got != tt.want {
+			t.Errorf("retryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// helpers
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+func rawConfig(t testing.TB, cfg map[string]any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func configure(t testing.TB, s sdk.Sink, cfg map[string]any) {
+	t.Helper()
+	if err := s.Configure(context.Background(), rawConfig(t, cfg)); err != nil {
+		t.Fatalf("Configure(%v) = %v", cfg, err)
+	}
+}
+
+func deliverOK(t testing.TB, s sdk.Sink, batch []sdk.Event) {
+	t.Helper()
+	results, err := s.Deliver(context.Background(), batch)
+	if err != nil {
+		t.Fatalf("Deliver(%d events) = %v", len(batch), err)
+	}
+	for i, r := range results {
+		if !r.IsDelivered() {
+			t.Fatalf("Deliver result %d = %v, want delivered", i, r)
+		}
+	}
+}
+
+func deliverOne(t testing.TB, s sdk.Sink, ev sdk.Event) sdk.Result {
+	t.Helper()
+	results, err := s.Deliver(context.Background(), []sdk.Event{ev})
+	if err != nil {
+		t.Fatalf("Deliver = %v", err)
+	}
+	if results == nil {
+		return sdk.Delivered()
+	}
+	if len(results) != 1 {
+		t.Fatalf("Deliver(1 event) = %d results", len(results))
+	}
+	return results[0]
+}
+
+func events(first, n int) []sdk.Event {
+	b := make([]sdk.Event, n)
+	for i := range b {
+		b[i] = sinktest.NewEvent(first + i)
+	}
+	return b
+}
+
+func jsonEqual(t testing.TB, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		return false
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// buildBinary builds pipelined-sink-slack from this package.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the plugin binary; skipped with -short")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go tool to build the plugin: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "pipelined-sink-slack")
+	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestPluginProcess runs the real binary as a go-plugin process, with
+// AutoMTLS, and delivers through it to the fake Slack, as the host does.
+func TestPluginProcess(t *testing.T) {
+	bin := buildBinary(t)
+
+	t.Run("by-hand", func(t *testing.T) {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{} // certainly no magic cookie
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Errorf("running the plugin by hand: %v, want exit status 1", err)
+		}
+		if !strings.Contains(stderr.String(), "not meant to be run by hand") || stdout.Len() != 0 {
+			t.Errorf("running the plugin by hand printed stdout %q, stderr %q; want only the explanation on stderr", stdout.String(), stderr.String())
+		}
+	})
+
+	t.Run("go-plugin", func(t *testing.T) {
+		f := newFakeSlack(t)
+		f.limit(2)
+		var logs syncBuffer
+		cmd := exec.Command(bin)
+		cmd.Env = []string{webhookEnv + "=" + f.URL()} // the host passes only the named variables
+		client := plugin.NewClient(&plugin.ClientConfig{
+			HandshakeConfig:  sdk.Handshake,
+			VersionedPlugins: sdk.ClientPlugins(),
+			Cmd:              cmd,
+			AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+			AutoMTLS:         true,
+			StartTimeout:     30 * time.Second,
+			Logger: hclog.New(&hclog.LoggerOptions{
+				Name: "host", Output: &logs, Level: hclog.Debug, JSONFormat: true,
+			}),
+		})
+		t.Cleanup(client.Kill)
+		rpc, err := client.Client()
+		if err != nil {
+			t.Fatalf("start plugin: %v", err)
+		}
+		raw, err := rpc.Dispense(sdk.PluginName)
+		if err != nil {
+			t.Fatalf("dispense: %v", err)
+		}
+		s := raw.(sdk.Sink)
+		ctx := context.Background()
+
+		if err := s.Configure(ctx, []byte(`{"webhook_url": "x"}`)); err == nil || !strings.Contains(err.Error(), "webhook_url_env") {
+			t.Errorf("Configure with an inline webhook_url over the wire = %v, want it to point at webhook_url_env", err)
+		}
+		if err := s.Configure(ctx, rawConfig(t, map[string]any{"webhook_url_env": webhookEnv, "username": "pipelined"})); err != nil {
+			t.Fatalf("Configure = %v", err)
+		}
+		results, err := s.Deliver(ctx, events(0, 3))
+		if err != nil {
+			t.Fatalf("Deliver = %v", err)
+		}
+		checkResult(t, 0, results[0], "delivered", 0, "")
+		checkResult(t, 1, results[1], "delivered", 0, "")
+		checkResult(t, 2, results[2], "retry", time.Second, "429 rate_limited")
+		if err := s.(sdk.Closer).Close(ctx); err != nil {
+			t.Errorf("Close = %v", err)
+		}
+		client.Kill()
+
+		got := f.texts()
+		if len(got) != 2 || !strings.HasPrefix(got[0], ":telephone_receiver: *Call ended*: 919876543210 → 918765432109") {
+			t.Errorf("fake Slack accepted %q, want two call_ended messages", got)
+		}
+		if r := f.requests(); len(r) < 1 || r[0].Msg["username"] != "pipelined" {
+			t.Errorf("fake Slack got %+v, want the username override", r)
+		}
+		// The plugin's sdk.Logger lines reach the host at their own level,
+		// and never with the webhook URL.
+		if !strings.Contains(logs.String(), "slack throttled the webhook") {
+			t.Errorf("host log lacks the plugin's Warn record \"slack throttled the webhook\":\n%s", logs.String())
+		}
+		for _, secret := range []string{token, "T000/B000"} {
+			if strings.Contains(logs.String(), secret) {
+				t.Errorf("host log contains %q:\n%s", secret, logs.String())
+			}
+		}
+	})
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// buildBinary builds pipelined-sink-sql from this package.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the plugin binary; skipped with -short")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go tool to build the plugin: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "pipelined-sink-sql")
+	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startPlugin runs bin as a go-plugin process, as the host does, and
+// returns its client and the sink.
+func startPlugin(t *testing.T, bin string, logs *logBuffer) (*plugin.Client, sdk.Sink) {
+	t.Helper()
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  sdk.Handshake,
+		VersionedPlugins: sdk.ClientPlugins(),
+		Cmd:              exec.Command(bin),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     30 * time.Second,
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Name: "host", Output: logs, Level: hclog.Info, JSONFormat: true,
+		}),
+	})
+	t.Cleanup(client.Kill)
+	rpc, err := client.Client()
+	if err != nil {
+		t.Fatalf("start plugin: %v", err)
+	}
+	raw, err := rpc.Dispense(sdk.PluginName)
+	if err != nil {
+		t.Fatalf("dispense: %v", err)
+	}
+	return client, raw.(sdk.Sink)
+}
+
+// TestPluginProcess runs the real binary and kills it with SIGKILL in the
+// middle of a big batch; a new process given the same batch again stores
+// every row exactly once.
+func TestPluginProcess(t *testing.T) {
+	bin := buildBinary(t)
+
+	t.Run("by-hand", func(t *testing.T) {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(stderr.String(), "not meant to be run by hand") || stdout.Len() != 0 {
+			t.Errorf("running the plugin by hand: %v, stderr %q, stdout %q; want exit 1 and an explanation on stderr", err, stderr.String(), stdout.String())
+		}
+	})
+
+	for _, be := range backends {
+		t.Run("kill-mid-batch/"+be.name, func(t *testing.T) {
+			cfg := be.config(t)
+			var logs logBuffer
+			ctx := context.Background()
+			client, s := startPlugin(t, bin, &logs)
+			if err := s.Configure(ctx, []byte(`{"driver": "mysql"}`)); err == nil || !strings.Contains(err.Error(), `"driver" = "mysql"`) {
+				t.Errorf("Configure with a bad driver over the wire = %v, want the key named", err)
+			}
+			if err := s.Configure(ctx, rawConfig(t, cfg)); err != nil {
+				t.Fatalf("Configure = %v", err)
+			}
+			deliverOK(t, s, batchOf(0, 10))
+
+			// Batches of 1000 (1.3 MB, under gRPC's 4 MiB message limit) one
+			// after the other, as the host sends them, until SIGKILL lands in
+			// the middle of one.
+			const size, batches = 1000, 40
+			pid := client.ReattachConfig().Pid
+			acked := make(chan int, batches)
+			go func() {
+				defer close(acked)
+				for i := range batches {
+					results, err := s.Deliver(ctx, batchOf(10+i*size, size))
+					if err != nil {
+						return
+					}
+					for _, r := range results {
+						if !r.IsDelivered() {
+							return
+						}
+					}
+					acked <- i
+				}
+			}()
+			time.Sleep(700 * time.Millisecond)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill plugin: %v", err)
+			}
+			nacked := 0
+			for range acked {
+				nacked++
+			}
+			client.Kill()
+			t.Logf("%d of %d batches acknowledged before SIGKILL", nacked, batches)
+			if nacked == batches {
+				t.Logf("every batch finished before the kill: the machine is fast, the crash hit no batch")
+			}
+
+			db := be.db(t, cfg)
+			// Acknowledged means durable: every acknowledged row is there,
+			// and the batch in flight is all or nothing.
+			before := countRows(t, db, cfg)
+			if want := 10 + nacked*size; before != want && before != want+size {
+				t.Errorf("rows after the kill = %d, want %d (acknowledged) or %d (and the batch in flight, committed whole)", before, want, want+size)
+			}
+			_, s2 := startPlugin(t, bin, &logs)
+			if err := s2.Configure(ctx, rawConfig(t, cfg)); err != nil {
+				t.Fatalf("Configure = %v", err)
+			}
+			// The host redelivers everything not acknowledged; redeliver all.
+			for i := range batches {
+				deliverOK(t, s2, batchOf(10+i*size, size))
+			}
+			deliverOK(t, s2, batchOf(0, 10))
+			if err := s2.(sdk.Closer).Close(ctx); err != nil {
+				t.Errorf("Close = %v", err)
+			}
+			if got, want := countRows(t, db, cfg), 10+batches*size; got != want {
+				t.Errorf("rows after redelivery = %d, want %d (every event once)", got, want)
+			}
+			if be.name == "sqlite" {
+				var ok string
+				if err := db.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+					t.Errorf("integrity_check = %q, %v, want ok", ok, err)
+				}
+			}
+		})
+	}
+}

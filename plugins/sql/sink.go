@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// sink stores events as rows of a SQL table.
+//
+// # Config
+//
+//	driver        "sqlite"; or "postgres"
+//	path          "data/events.db"; sqlite: the database file
+//	dsn_env       postgres: environment variable holding the DSN
+//	dsn_file      postgres: file holding the DSN (exactly one of dsn_env, dsn_file; an inline dsn is refused)
+//	table         "events"; a plain identifier, used exactly as written (quoted)
+//	schema        postgres: the table's schema, created if missing; default the current schema
+//	columns       { name = "dot.path" }: extra columns filled from the payload
+//	column_types  { name = "integer" }: text (default), integer, real, boolean, json
+//	busy_timeout  "5s"; sqlite: wait for another connection's lock this long
+//
+// # Table
+//
+//	id          TEXT PRIMARY KEY    the event id: inserts are ON CONFLICT (id) DO NOTHING
+//	source      TEXT NOT NULL
+//	route       TEXT NOT NULL
+//	received_at TIMESTAMPTZ (postgres) / TEXT (sqlite, UTC, fixed-width RFC 3339 with nanoseconds, so it sorts)
+//	payload     JSONB (postgres) / TEXT holding compact JSON (sqlite): ev.Payload()
+//	inserted_at TIMESTAMPTZ / TEXT, default now
+//	<mapped>    one column per columns entry: TEXT, BIGINT/INTEGER, DOUBLE PRECISION/REAL, BOOLEAN/INTEGER, JSONB/TEXT
+//
+// The first Deliver creates the table if missing (and the SQLite file's
+// directory), and adds mapped columns an existing table lacks.
+//
+// # Delivery
+//
+// One Deliver is one transaction. Delivered is answered only after it
+// commits (SQLite: WAL with synchronous=FULL, so a commit is fsynced).
+// An event whose payload or mapped value is unfit (not JSON, "abc" for an
+// integer column) is answered Permanent without touching the database. When
+// the database rejects a row (a constraint, a bad value: SQLSTATE class 22
+// or 23 on PostgreSQL, SQLITE_CONSTRAINT/MISMATCH/TOOBIG on SQLite), that
+// event is answered Permanent with the database's message and the others
+// are delivered. Anything else (connection lost, database restarted, SQLite
+// file locked past busy_timeout) fails the whole batch, which the host
+// retries; nothing was committed, and the next Deliver reconnects.
+type sink struct {
+	log *slog.Logger
+
+	// mu serializes Configure, Deliver and Close; the host never overlaps
+	// them, this only makes a misbehaving caller safe.
+	mu     sync.Mutex
+	cfg    settings
+	db     store // nil until Configure
+	closed bool
+}
+
+// store is one database backend.
+type store interface {
+	// deliver inserts rows in one transaction and sets results[r.idx] for
+	// every row; a non-nil error fails the whole batch (results unused).
+	deliver(ctx context.Context, rows []row, results []sdk.Result) error
+	close() error
+}
+
+var (
+	_ sdk.Sink      = (*sink)(nil)
+	_ sdk.Closer    = (*sink)(nil)
+	_ sdk.Describer = (*sink)(nil)
+)
+
+func newSink() *sink { return &sink{log: sdk.Logger()} }
+
+// Configure decodes and validates the config; it opens nothing.
+func (s *sink) Configure(_ context.Context, raw json.RawMessage) error {
+	cfg, err := parseConfig(raw)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		_ = s.db.close()
+	}
+	s.cfg = cfg
+	switch cfg.driver {
+	case driverPostgres:
+		s.db, err = newPostgres(cfg, s.log)
+	default:
+		s.db = newSQLite(cfg, s.log)
+	}
+	s.closed = false
+	return err
+}
+
+// Deliver inserts the batch in one transaction; see [sink].
+func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return nil, errors.New("sql sink is closed")
+	case s.db == nil:
+		return nil, errors.New("sql sink is not configured")
+	}
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	results := make([]sdk.Result, len(batch))
+	rows := make([]row, 0, len(batch))
+	for i, ev := range batch {
+		r, err := makeRow(i, ev, s.cfg.columns, s.cfg.driver == driverSQLite)
+		if err != nil {
+			results[i] = sdk.Permanent(err)
+			continue
+		}
+		rows = append(rows, r)
+	}
+	if len(rows) > 0 {
+		if err := s.db.deliver(ctx, rows, results); err != nil {
+			return nil, err
+		}
+	}
+	return results, nil
+}
+
+// Close closes the database or pool. Deliver fails after it.
+func (s *sink) Close(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.db == nil {
+		s.closed = true
+		return nil
+	}
+	s.closed = true
+	return s.db.close()
+}
+
+// row is one event ready to insert.
+type row struct {
+	idx        int // index in the batch
+	id         string
+	source     string
+	route      string
+	receivedAt time.Time
+	payload    []byte
+	values     []any // one per mapped column, in cfg.columns order; nil is NULL
+}
+
+// makeRow checks ev's payload and extracts the mapped values. An error is
+// the event's fault: it will not pass by retrying. compact stores the
+// payload compacted (SQLite keeps the text as given; PostgreSQL's JSONB
+// normalizes it anyway).
+func makeRow(i int, ev sdk.Event, cols []column, compact bool) (row, error) {
+	r := row{idx: i, id: ev.ID, source: ev.Source, route: ev.Route, receivedAt: ev.ReceivedAt.UTC()}
+	p := ev.Payload()
+	if compact {
+		var buf bytes.Buffer
+		buf.Grow(len(p))
+		if err := json.Compact(&buf, p); err != nil {
+			return r, fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err)
+		}
+		r.payload = buf.Bytes()
+	} else {
+		if !json.Valid(p) {
+			return r, fmt.Errorf("payload of event %s is not JSON", ev.ID)
+		}
+		r.payload = p
+	}
+	if len(cols) == 0 {
+		return r, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(p))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return r, fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err)
+	}
+	r.values = make([]any, len(cols))
+	for j, c := range cols {
+		v, err := convert(lookup(doc, c.path), c.typ)
+		if err != nil {
+			return r, fmt.Errorf("column %q (%s) of event %s: %w", c.name, strings.Join(c.path, "."), ev.ID, err)
+		}
+		r.values[j] = v
+	}
+	return r, nil
+}
+
+// lookup follows path into doc: object keys, or indexes into arrays. It
+// returns nil when the path is missing.
+func lookup(doc any, path []string) any {
+	for _, k := range path {
+		switch v := doc.(type) {
+		case map[string]any:
+			doc = v[k]
+		case []any:
+			i, err := strconv.Atoi(k)
+			if err != nil || i < 0 || i >= len(v) {
+				return nil
+			}
+			doc = v[i]
+		default:
+			return nil
+		}
+	}
+	return doc
+}
+
+// jsonText is a JSON value to store as text (SQLite) or JSONB (PostgreSQL).
+type jsonText string
+
+// convert turns a decoded JSON value into the Go value stored in a column
+// of type t: nil (NULL), string, int64, float64, bool or jsonText.
+func convert(v any, t colType) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	switch t {
+	case typeText:
+		if s, ok := v.(string); ok {
+			return s, nil
+		}
+		b, err := json.Marshal(v)
+		return string(b), err
+	case typeJSON:
+		b, err := json.Marshal(v)
+		return jsonText(b), err
+	case typeInteger:
+		n, ok := number(v)
+		if !ok {
+			break
+		}
+		if i, err := strconv.ParseInt(n, 10, 64); err == nil {
+			return i, nil
+		}
+		f, err := strconv.ParseFloat(n, 64)
+		if err == nil && f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+			return int64(f), nil
+		}
+		return nil, fmt.Errorf("want an integer, got %s", n)
+	case typeReal:
+		n, ok := number(v)
+		if !ok {
+			break
+		}
+		f, err := strconv.ParseFloat(n, 64)
+		if err != nil {
+			return nil, fmt.Errorf("want a number, got %s", n)
+		}
+		return f, nil
+	case typeBoolean:
+		switch b := v.(type) {
+		case bool:
+			return b, nil
+		case string:
+			if p, err := strconv.ParseBool(b); err == nil {
+				return p, nil
+			}
+		}
+	}
+	b, _ := json.Marshal(v)
+	if len(b) > 64 {
+		b = append(b[:61], "..."...)
+	}
+	return nil, fmt.Errorf("want %s, got %s", t, b)
+}
+
+// number returns the text of a JSON number, or of a string holding one.
+func number(v any) (string, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		return string(n), true
+	case string:
+		s := strings.TrimSpace(n)
+		if _, err := strconv.ParseFloat(s, 64); err == nil {
+			return s, true
+		}
+	}
+	return "", false
+}
+
+// quote quotes a validated identifier.
+func quote(name string) string { return `"` + name + `"` }
+
+// redactor removes a secret (the DSN and its password) from error
+// messages. pgx already redacts passwords in the errors it makes; this is
+// the belt to its braces, since a DSN in keyword form or a server message
+// could still carry one.
+type redactor struct{ secrets []string }
+
+func newRedactor(secrets ...string) redactor {
+	var r redactor
+	for _, s := range secrets {
+		if s != "" {
+			r.secrets = append(r.secrets, s)
+		}
+	}
+	return r
+}
+
+// redact returns err with every secret replaced by xxxxx; errors.Is and
+// errors.As still see the original.
+func (r redactor) redact(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	clean := msg
+	for _, s := range r.secrets {
+		clean = strings.ReplaceAll(clean, s, "xxxxx")
+	}
+	if clean == msg {
+		return err
+	}
+	return &redactedError{msg: clean, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }

@@ -6,7 +6,7 @@ PLUGINS := archive sql slack http
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short vet proto help clean
+.PHONY: all build run test test-short vet fuzz proto help clean
 
 all: build
 
@@ -14,6 +14,7 @@ help:
 	@echo "make build   build bin/pipelined and bin/pipelined-sink-<name> for every plugin"
 	@echo "make run     build, then run the daemon on ./pipeline.toml (no outside service needed)"
 	@echo "make test    go vet, then every test with the race detector, end-to-end and PostgreSQL tests included"
+	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 10s; CI runs it)"
 	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)"
 
 build:
@@ -34,6 +35,18 @@ test: vet
 	PIPELINED_TEST_PG_DSN="$$(plugins/sql/testdata/pg-start.sh || true)" \
 	PIPELINED_TEST_PG_RESTART="testdata/pg-start.sh restart" \
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Every fuzz target, each for FUZZTIME. Inputs that fail are written to the
+# package's testdata/fuzz/ and then run by every `go test`: commit them.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
+	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
+	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s $$pkg || exit 1; done
 
 test-short:
 	$(GO) test -short -count=1 ./...

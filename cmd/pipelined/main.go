@@ -162,16 +162,18 @@ func serve(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	d := daemon.New(cfg, &daemon.Options{Logger: log})
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			log.Warn("SIGHUP received: reloading is not supported by this version yet; restart pipelined to apply a new configuration")
+			d.ReloadTLS()
+			log.Warn("SIGHUP received: the TLS certificate is read again; reloading the rest of the configuration is not supported by this version yet; restart pipelined to apply it")
 		}
 	}()
 
 	log.Info("starting pipelined", "version", buildVersion(), "config", cfg.File)
-	if err := daemon.New(cfg, &daemon.Options{Logger: log}).Run(ctx); err != nil {
+	if err := d.Run(ctx); err != nil {
 		log.Error("pipelined stopped", "err", err)
 		return 1
 	}

@@ -45,6 +45,18 @@ type Server struct {
 	WriteTimeout      Duration `toml:"write_timeout"`
 	IdleTimeout       Duration `toml:"idle_timeout"`
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+	// TLSCertFile and TLSKeyFile, when set, serve HTTPS (TLS 1.2 at least);
+	// the pair is read again when either file changes, and on SIGHUP.
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
+	// MaxHeaderBytes bounds a request's header block.
+	MaxHeaderBytes Size `toml:"max_header_bytes"`
+	// MaxConcurrent bounds the requests handled at once; more are answered
+	// 503 with Retry-After.
+	MaxConcurrent int `toml:"max_concurrent"`
+	// TrustedProxies lists the addresses (CIDRs) of reverse proxies whose
+	// X-Forwarded-For header is believed, for allow_cidrs.
+	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // Admin configures the admin listener, which never shares the ingest one.
@@ -73,12 +85,35 @@ type Source struct {
 	DedupKey    string   `toml:"dedup_key"`
 	DedupWindow Duration `toml:"dedup_window"`
 	Auth        Auth     `toml:"auth"`
+	// Rate limits the authenticated requests of the source ("100/s",
+	// "6000/m"); over it, requests are answered 429 with Retry-After.
+	// Empty means no limit. Burst is the bucket size (default: one
+	// second's worth).
+	Rate  Rate `toml:"rate"`
+	Burst int  `toml:"burst"`
+	// AllowCIDRs, when set, refuses (403) requests from other addresses.
+	AllowCIDRs []string `toml:"allow_cidrs"`
 }
 
 // Auth says how a source authenticates requests. It must be written
-// explicitly; only type = "none" is available in this version.
+// explicitly. Secrets are never inline: SecretEnv names environment
+// variables, SecretFile files (a systemd credential, say); several of them
+// at once accept any, for rotation.
 type Auth struct {
-	Type string `toml:"type"`
+	// Type is "none", "standard-webhooks", "hmac", "bearer" or "basic".
+	Type       string     `toml:"type"`
+	SecretEnv  StringList `toml:"secret_env"`
+	SecretFile StringList `toml:"secret_file"`
+	// Preset (hmac) is "github" or "stripe"; Header, Algorithm, Encoding
+	// and Prefix describe a generic HMAC signature header.
+	Preset    string `toml:"preset"`
+	Header    string `toml:"header"`
+	Algorithm string `toml:"algorithm"`
+	Encoding  string `toml:"encoding"`
+	Prefix    string `toml:"prefix"`
+	// Tolerance bounds the age of a signed timestamp (standard-webhooks,
+	// stripe); default 5m.
+	Tolerance Duration `toml:"tolerance"`
 }
 
 // Sink is one [[sink]]: a plugin process that events are delivered to.
@@ -136,6 +171,8 @@ func Default() *Config {
 			WriteTimeout:      Duration{30 * time.Second},
 			IdleTimeout:       Duration{120 * time.Second},
 			ShutdownTimeout:   Duration{25 * time.Second},
+			MaxHeaderBytes:    64 << 10,
+			MaxConcurrent:     1024,
 		},
 		Admin: Admin{Listen: DefaultAdminListen},
 		Log:   Log{Dir: DefaultLogDir, Retention: Duration{168 * time.Hour}, Backend: DefaultBackend},

@@ -1,6 +1,10 @@
 package config
 
 import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pipelined/pipelined/sdk"
@@ -33,3 +37,55 @@ func (s *Size) UnmarshalText(b []byte) error {
 
 // MarshalText writes the size as [sdk.Size] does.
 func (s Size) MarshalText() ([]byte, error) { return sdk.Size(s).MarshalText() }
+
+// StringList is one string or an array of strings: secret_env = "A" or
+// secret_env = ["NEW", "OLD"].
+type StringList []string
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (l *StringList) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		*l = StringList{v}
+		return nil
+	case []any:
+		out := make(StringList, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("want a string or an array of strings, got an array holding %T", e)
+			}
+			out = append(out, s)
+		}
+		*l = out
+		return nil
+	}
+	return fmt.Errorf("want a string or an array of strings, got %T", v)
+}
+
+// Rate is a number of events per unit of time: "100/s", "6000/m", "10/h".
+type Rate struct {
+	// PerSecond is the rate; 0 means no limit.
+	PerSecond float64
+	text      string
+}
+
+// UnmarshalText parses a rate.
+func (r *Rate) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		*r = Rate{}
+		return nil
+	}
+	num, unit, ok := strings.Cut(s, "/")
+	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	per := map[string]float64{"s": 1, "m": 60, "h": 3600}[strings.TrimSpace(unit)]
+	if !ok || err != nil || per == 0 || n <= 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+		return fmt.Errorf("invalid rate %q (write e.g. \"100/s\", \"6000/m\" or \"10/h\")", s)
+	}
+	*r = Rate{PerSecond: n / per, text: s}
+	return nil
+}
+
+// MarshalText writes the rate as it was given.
+func (r Rate) MarshalText() ([]byte, error) { return []byte(r.text), nil }

@@ -16,9 +16,6 @@ var (
 	sha256RE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
 
-// laterAuth are the auth types planned for a later version.
-var laterAuth = map[string]bool{"standard-webhooks": true, "hmac": true, "bearer": true, "basic": true}
-
 // Validate checks the whole configuration, compiles every expression and
 // returns errors.Join of every problem, each naming the key path and the fix
 // (with file:line:col when the configuration came from [Parse]).
@@ -97,16 +94,8 @@ func (c *Config) Validate() error {
 				add(c.exprErr("source", i, "dedup_key", what, err))
 			}
 		}
-		switch t := s.Auth.Type; {
-		case t == "none":
-		case t == "":
-			at("source", i, "auth", "%s: auth: missing; write it explicitly, e.g. auth = { type = \"none\" }", what)
-		case laterAuth[t]:
-			at("source", i, "auth", "%s: auth: type %q is not available in this version yet (only \"none\" is)", what, t)
-		default:
-			at("source", i, "auth", "%s: auth: unknown type %q (valid types: none; standard-webhooks, hmac, bearer and basic come in a later version)", what, t)
-		}
 	}
+	c.validateDoor(at)
 
 	// [[sink]]
 	sinks := map[string]bool{}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/dispatch"
@@ -25,6 +27,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/writer"
+	"golang.org/x/time/rate"
 )
 
 // Options configures a [Daemon].
@@ -44,6 +47,14 @@ type Daemon struct {
 
 	ready atomic.Bool
 	sinks []*sink
+	cert  atomic.Pointer[certificate] // nil without TLS
+}
+
+// ReloadTLS reads the ingest listener's certificate and key again (SIGHUP).
+func (d *Daemon) ReloadTLS() {
+	if c := d.cert.Load(); c != nil {
+		c.Reload()
+	}
 }
 
 type sink struct {
@@ -67,10 +78,34 @@ func New(cfg *config.Config, o *Options) *Daemon {
 // Compile builds what ingest serves from cfg: sources with their dedup
 // programs and the router.
 func Compile(cfg *config.Config) (ingest.Config, error) {
-	ic := ingest.Config{MaxBody: int64(cfg.Server.MaxBody)}
+	ic := ingest.Config{MaxBody: int64(cfg.Server.MaxBody), MaxConcurrent: cfg.Server.MaxConcurrent}
 	var errs []error
-	for _, s := range cfg.Sources {
-		src := ingest.Source{Name: s.Name, Path: s.Path, DedupWindow: s.DedupWindow.Duration, Auth: s.Auth.Type}
+	var err error
+	if ic.TrustedProxies, err = config.ParsePrefixes(cfg.Server.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("server.trusted_proxies: %w", err))
+	}
+	for i, s := range cfg.Sources {
+		src := ingest.Source{Name: s.Name, Path: s.Path, DedupWindow: s.DedupWindow.Duration}
+		spec, err := cfg.AuthSpec(i)
+		if err == nil {
+			src.Verifier, err = auth.New(spec)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("source %q: auth: %w", s.Name, err))
+		}
+		if s.Rate.PerSecond > 0 {
+			burst := s.Burst
+			if burst == 0 {
+				burst = max(1, int(math.Ceil(s.Rate.PerSecond)))
+			}
+			src.Limiter = rate.NewLimiter(rate.Limit(s.Rate.PerSecond), burst)
+		}
+		if src.Allow, err = config.ParsePrefixes(s.AllowCIDRs); err != nil {
+			errs = append(errs, fmt.Errorf("source %q: allow_cidrs: %w", s.Name, err))
+		}
+		if s.DedupKey == "" {
+			src.DedupHeader = auth.DedupHeader(spec)
+		}
 		if s.DedupKey != "" {
 			p, err := rules.CompileValue(s.DedupKey)
 			if err != nil {
@@ -144,6 +179,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 
+	var cert *certificate
+	if cfg.Server.TLSCertFile != "" {
+		if cert, err = newCertificate(cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile, d.log); err != nil {
+			return err
+		}
+		d.cert.Store(cert)
+	}
 	ingestLn, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		return fmt.Errorf("ingest listener: %w (change [server] listen)", err)
@@ -162,8 +204,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		ReadTimeout:       cfg.Server.ReadTimeout.Duration,
 		WriteTimeout:      cfg.Server.WriteTimeout.Duration,
 		IdleTimeout:       cfg.Server.IdleTimeout.Duration,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+	}
+	if cert != nil {
+		ingestSrv.TLSConfig = cert.tlsConfig()
 	}
 	adminSrv := &http.Server{
 		Handler:           admin.Handler(admin.Options{Ready: d.readyErr, Sinks: d.sinkStatus}),
@@ -174,7 +219,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	serve := func(srv *http.Server, ln net.Listener, name string) {
 		defer wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if srv.TLSConfig != nil {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("listener failed", "listener", name, "err", err)
 		}
 	}
@@ -207,7 +258,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	d.ready.Store(true)
-	d.log.Info("pipelined is ready", "ingest", ingestLn.Addr().String(), "admin", adminLn.Addr().String(),
+	scheme := "http"
+	if cert != nil {
+		scheme = "https"
+	}
+	d.log.Info("pipelined is ready", "ingest", ingestLn.Addr().String(), "scheme", scheme, "admin", adminLn.Addr().String(),
 		"sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "routes", len(cfg.Routes), "log_dir", cfg.Log.Dir)
 	if d.o.OnReady != nil {
 		d.o.OnReady(ingestLn.Addr(), adminLn.Addr())

@@ -15,14 +15,17 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/time/rate"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
@@ -41,8 +44,16 @@ type Source struct {
 	// DedupKey computes the dedup key; nil means no dedup.
 	DedupKey    *rules.Program
 	DedupWindow time.Duration
-	// Auth names what verifies requests ("none").
-	Auth string
+	// Verifier checks each request's authentication; nil accepts all
+	// (auth type "none").
+	Verifier auth.Verifier
+	// DedupHeader, when DedupKey is nil, names a header whose value is
+	// the dedup key (webhook-id for Standard Webhooks).
+	DedupHeader string
+	// Limiter, when not nil, bounds the rate of authenticated requests.
+	Limiter *rate.Limiter
+	// Allow, when not empty, lists the client addresses accepted.
+	Allow []netip.Prefix
 }
 
 // Config is what a [Handler] serves; [Handler.Swap] replaces it at once.
@@ -51,11 +62,17 @@ type Config struct {
 	Router  *rules.Router
 	// MaxBody bounds a request body, in bytes.
 	MaxBody int64
+	// MaxConcurrent bounds the requests handled at once (0: no bound).
+	MaxConcurrent int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
 }
 
 // Stats counts what the handler saw; read it with [Handler.Stats].
 type Stats struct {
 	Accepted, Duplicates, Rejected, RuleErrors, Unavailable int64
+	// Unauthorized counts 401s, Limited 429s (they count in Rejected too).
+	Unauthorized, Limited int64
 }
 
 // Handler serves every source. It is safe for concurrent use.
@@ -65,11 +82,13 @@ type Handler struct {
 	cur atomic.Pointer[state]
 
 	accepted, duplicates, rejected, ruleErrors, unavailable atomic.Int64
+	unauthorized, limited                                   atomic.Int64
 }
 
 type state struct {
 	cfg    Config
 	byPath map[string]*Source
+	slots  chan struct{} // MaxConcurrent tokens; nil when unbounded
 }
 
 // New returns a handler that serves cfg and appends through app.
@@ -85,6 +104,9 @@ func New(cfg Config, app Appender, logger *slog.Logger) *Handler {
 // Swap makes the handler serve cfg from the next request on.
 func (h *Handler) Swap(cfg Config) {
 	st := &state{cfg: cfg, byPath: make(map[string]*Source, len(cfg.Sources))}
+	if cfg.MaxConcurrent > 0 {
+		st.slots = make(chan struct{}, cfg.MaxConcurrent)
+	}
 	for i := range cfg.Sources {
 		st.byPath[cfg.Sources[i].Path] = &cfg.Sources[i]
 	}
@@ -99,6 +121,9 @@ func (h *Handler) Stats() Stats {
 		Rejected:    h.rejected.Load(),
 		RuleErrors:  h.ruleErrors.Load(),
 		Unavailable: h.unavailable.Load(),
+
+		Unauthorized: h.unauthorized.Load(),
+		Limited:      h.limited.Load(),
 	}
 }
 
@@ -121,6 +146,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed: send webhooks with POST")
 		return
 	}
+	if len(src.Allow) > 0 {
+		if ip, ok := clientIP(r, st.cfg.TrustedProxies); !ok || !allowed(src.Allow, ip) {
+			h.reject(w, http.StatusForbidden, "address "+ip.String()+" is not allowed to send to source "+strconv.Quote(src.Name))
+			return
+		}
+	}
+	if st.slots != nil {
+		select {
+		case st.slots <- struct{}{}:
+			defer func() { <-st.slots }()
+		default:
+			h.unavailable.Add(1)
+			h.unavailable503(w, "too many requests in flight: retry shortly")
+			return
+		}
+	}
 	if !isJSON(r.Header.Get("Content-Type")) {
 		h.reject(w, http.StatusUnsupportedMediaType, "content type "+strconv.Quote(r.Header.Get("Content-Type"))+" is not JSON: send Content-Type: application/json")
 		return
@@ -140,6 +181,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
+	authName := "none"
+	if src.Verifier != nil {
+		if err := src.Verifier.Verify(r.Header, body, time.Now()); err != nil {
+			h.unauthorized.Add(1)
+			reason := "authentication failed"
+			var ae *auth.Error
+			if errors.As(err, &ae) {
+				reason = ae.Reason
+			}
+			h.log.Info("request refused: authentication failed", "source", src.Name, "reason", reason, "remote", r.RemoteAddr)
+			h.reject(w, http.StatusUnauthorized, reason)
+			return
+		}
+		authName = src.Verifier.Name()
+	}
+	if src.Limiter != nil {
+		res := src.Limiter.Reserve()
+		if d := res.Delay(); d > 0 {
+			res.Cancel()
+			h.limited.Add(1)
+			w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)+1))
+			h.reject(w, http.StatusTooManyRequests, "source "+strconv.Quote(src.Name)+" is over its rate: retry after the Retry-After delay")
+			return
+		}
+	}
 	doc, err := decode(body)
 	if err != nil {
 		h.reject(w, http.StatusBadRequest, "body is not valid JSON: "+jsonError(err))
@@ -152,17 +218,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ReceivedAt: time.Now().UTC(),
 		Headers:    headers(r.Header),
 		Body:       body,
-		Auth:       src.Auth,
+		Auth:       authName,
 	}
 	env := &rules.Env{Body: doc, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt}
 	entry := pipeline.Entry{Event: ev, DedupWindow: src.DedupWindow}
-	if src.DedupKey != nil {
+	switch {
+	case src.DedupKey != nil:
 		key, err := src.DedupKey.String(env)
 		if err != nil {
 			h.ruleErrors.Add(1)
 			h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", ev.ID, "err", err)
 		}
 		entry.DedupKey = key
+	case src.DedupHeader != "":
+		entry.DedupKey = r.Header.Get(src.DedupHeader)
 	}
 	if st.cfg.Router != nil {
 		var errs []error
@@ -206,6 +275,40 @@ func (h *Handler) reject(w http.ResponseWriter, code int, msg string) {
 func (h *Handler) unavailable503(w http.ResponseWriter, msg string) {
 	w.Header().Set("Retry-After", "1")
 	writeError(w, http.StatusServiceUnavailable, msg)
+}
+
+// clientIP returns the address of the client: the peer's, or, when the peer
+// is a trusted proxy, the last address in X-Forwarded-For that is not one.
+func clientIP(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	ip := ap.Addr().Unmap()
+	if !allowed(trusted, ip) {
+		return ip, true
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return ip, false // a garbled header from behind a trusted proxy: refuse
+		}
+		ip = a.Unmap()
+		if !allowed(trusted, ip) {
+			return ip, true
+		}
+	}
+	return ip, true
+}
+
+func allowed(list []netip.Prefix, ip netip.Addr) bool {
+	for _, p := range list {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // isJSON accepts application/json and any application/*+json type.

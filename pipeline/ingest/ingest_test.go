@@ -49,7 +49,7 @@ func testConfig(t testing.TB) ingest.Config {
 		t.Fatalf("NewRouter() error = %v", err)
 	}
 	return ingest.Config{
-		Sources: []ingest.Source{{Name: "callkaro", Path: hookPath, DedupKey: dedup, DedupWindow: time.Hour, Auth: "none"}},
+		Sources: []ingest.Source{{Name: "callkaro", Path: hookPath, DedupKey: dedup, DedupWindow: time.Hour}},
 		Router:  router,
 		MaxBody: maxBody,
 	}

@@ -1,0 +1,169 @@
+package auth
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// checkFuzzResult is the property every fuzz target shares: Verify returned
+// nil or an *Error whose Reason is one non-empty line that contains none of
+// the secrets.
+func checkFuzzResult(t *testing.T, err error, secrets ...string) {
+	t.Helper()
+	reason := reasonOf(t, err)
+	for _, s := range secrets {
+		if err != nil && strings.Contains(reason, s) {
+			t.Fatalf("reason %q contains a secret", reason)
+		}
+	}
+}
+
+func mustNew(tb testing.TB, s Spec) Verifier {
+	tb.Helper()
+	v, err := New(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+func FuzzStandardWebhooks(f *testing.F) {
+	good := swHeader(swKey1, "msg_1", nowTS, body)
+	f.Add("msg_1", nowTS, good.Get("webhook-signature"), body, int64(0))
+	f.Add("msg_1", nowTS, "v1,abc v2,def "+good.Get("webhook-signature"), body, int64(-300))
+	f.Add("", "", "", []byte{}, int64(301))
+	f.Add("a.b", "0", "v1,", []byte("x"), int64(-1<<62))
+	f.Add("id", "9223372036854775807", "v1a,xyz", []byte("{}"), int64(1<<62))
+	v := mustNew(f, swSpec(swSecret1, swSecret2))
+	f.Fuzz(func(t *testing.T, id, ts, sig string, b []byte, skew int64) {
+		// Arbitrary headers: never a panic, a proper result, and an
+		// acceptance only when the header really holds the right MAC.
+		h := http.Header{"Webhook-Id": {id}, "Webhook-Timestamp": {ts}, "Webhook-Signature": {sig}}
+		err := v.Verify(h, b, now)
+		checkFuzzResult(t, err, swSecret1, swSecret2, string(swKey1), string(swKey2))
+		if err == nil && !strings.Contains(" "+sig+" ", " "+swSig(swKey1, id, ts, b)+" ") &&
+			!strings.Contains(" "+sig+" ", " "+swSig(swKey2, id, ts, b)+" ") {
+			t.Fatalf("Verify accepted id=%q ts=%q sig=%q without a valid signature", id, ts, sig)
+		}
+
+		// A valid signature over the fuzzed body, within tolerance, verifies.
+		if id == "" {
+			id = "msg_fuzz"
+		}
+		d := time.Duration(skew%300) * time.Second
+		at := unix(now.Add(d))
+		h = swHeader(swKey2, id, at, b)
+		if err := v.Verify(h, b, now); err != nil {
+			t.Fatalf("Verify(valid signature, skew %v, id %q) = %v", d, id, err)
+		}
+	})
+}
+
+func FuzzHMAC(f *testing.F) {
+	good := hex.EncodeToString(mac(sha256Hash, hmacKey1, string(body)))
+	f.Add(good, body, false)
+	f.Add("sha256="+good, body, true)
+	f.Add("", []byte{}, true)
+	f.Add(strings.ToUpper(good), []byte("x"), false)
+	f.Add("sha256=zz", []byte("{}"), true)
+	generic := mustNew(f, Spec{Type: TypeHMAC, Header: "X-Signature", Secrets: [][]byte{hmacKey1, hmacKey2}})
+	github := mustNew(f, Spec{Type: TypeHMAC, Preset: "github", Secrets: [][]byte{hmacKey1, hmacKey2}})
+	f.Fuzz(func(t *testing.T, sig string, b []byte, gh bool) {
+		want1 := hex.EncodeToString(mac(sha256Hash, hmacKey1, string(b)))
+		want2 := hex.EncodeToString(mac(sha256Hash, hmacKey2, string(b)))
+		v, name, prefix := generic, "X-Signature", ""
+		if gh {
+			v, name, prefix = github, "X-Hub-Signature-256", "sha256="
+		}
+		err := v.Verify(http.Header{name: {sig}}, b, now)
+		checkFuzzResult(t, err, string(hmacKey1), string(hmacKey2), want1, want2)
+		if err == nil && !strings.EqualFold(sig, prefix+want1) && !strings.EqualFold(sig, prefix+want2) {
+			t.Fatalf("Verify accepted %q without a valid signature", sig)
+		}
+		if err := v.Verify(http.Header{name: {prefix + want2}}, b, now); err != nil {
+			t.Fatalf("Verify(valid signature) = %v", err)
+		}
+	})
+}
+
+func FuzzStripe(f *testing.F) {
+	sig := stripeSig(hmacKey1, nowTS, body)
+	f.Add("t="+nowTS+",v1="+sig, body, int64(0))
+	f.Add("t="+nowTS+",v1=ab,v1="+sig+",v0=zz", body, int64(299))
+	f.Add("", []byte{}, int64(-299))
+	f.Add("t=,v1=", []byte("x"), int64(1<<62))
+	f.Add(",,=,t=1=2", []byte("{}"), int64(-1<<62))
+	v := mustNew(f, Spec{Type: TypeHMAC, Preset: "stripe", Secrets: [][]byte{hmacKey1, hmacKey2}})
+	f.Fuzz(func(t *testing.T, hv string, b []byte, skew int64) {
+		err := v.Verify(http.Header{"Stripe-Signature": {hv}}, b, now)
+		checkFuzzResult(t, err, string(hmacKey1), string(hmacKey2))
+		if err == nil {
+			// Accepted: some t= and some v1= must carry the right MAC.
+			ok := false
+			for item := range strings.SplitSeq(hv, ",") {
+				if ts, found := strings.CutPrefix(strings.TrimSpace(item), "t="); found {
+					l := strings.ToLower(hv)
+					ok = strings.Contains(l, "v1="+stripeSig(hmacKey1, ts, b)) || strings.Contains(l, "v1="+stripeSig(hmacKey2, ts, b))
+				}
+			}
+			if !ok {
+				t.Fatalf("Verify accepted %q without a valid signature", hv)
+			}
+		}
+		ts := unix(now.Add(time.Duration(skew%300) * time.Second))
+		valid := "t=" + ts + ",v1=" + stripeSig(hmacKey2, ts, b)
+		if err := v.Verify(http.Header{"Stripe-Signature": {valid}}, b, now); err != nil {
+			t.Fatalf("Verify(%q) = %v", valid, err)
+		}
+	})
+}
+
+func FuzzBasic(f *testing.F) {
+	f.Add(basicAuth("callkaro:pa55"), "callkaro:pa55", false)
+	f.Add("Basic ", "u:", false)
+	f.Add("Bearer tok", "tok", true)
+	f.Add("basic Y2FsbGthcm86cGE1NQ==", "a:b:c", false)
+	f.Add("Basic !!!", "", false)
+	basic := mustNew(f, Spec{Type: TypeBasic, Secrets: [][]byte{[]byte("callkaro:pa55"), []byte("ops:rotated-0ld")}})
+	bearer := mustNew(f, Spec{Type: TypeBearer, Secrets: [][]byte{[]byte("tok-0123456789"), []byte("tok-old")}})
+	f.Fuzz(func(t *testing.T, authz, cred string, useBearer bool) {
+		v, secrets := basic, []string{"callkaro:pa55", "ops:rotated-0ld", "pa55", "rotated-0ld"}
+		if useBearer {
+			v, secrets = bearer, []string{"tok-0123456789", "tok-old"}
+		}
+		err := v.Verify(http.Header{"Authorization": {authz}}, nil, now)
+		checkFuzzResult(t, err, secrets...)
+		if err == nil {
+			scheme, rest, _ := strings.Cut(authz, " ")
+			rest = strings.TrimLeft(rest, " ")
+			got := rest
+			if !useBearer {
+				b, _ := base64.StdEncoding.DecodeString(rest)
+				got = string(b)
+			}
+			if (useBearer && !strings.EqualFold(scheme, "bearer")) || (!useBearer && !strings.EqualFold(scheme, "basic")) ||
+				(got != secrets[0] && got != secrets[1]) {
+				t.Fatalf("Verify accepted %q", authz)
+			}
+		}
+		// Valid credentials always verify; a fuzzed user:password or token
+		// verifies exactly when it is configured.
+		want := "Basic " + base64.StdEncoding.EncodeToString([]byte(secrets[1]))
+		if useBearer {
+			want = "Bearer " + secrets[1]
+		}
+		if err := v.Verify(http.Header{"Authorization": {want}}, nil, now); err != nil {
+			t.Fatalf("Verify(valid) = %v", err)
+		}
+		if cred != "" && strings.Contains(cred, ":") && !useBearer {
+			err := v.Verify(http.Header{"Authorization": {basicAuth(cred)}}, nil, now)
+			if (err == nil) != (cred == secrets[0] || cred == secrets[1]) {
+				t.Fatalf("Verify(basic %q) = %v", cred, err)
+			}
+		}
+	})
+}

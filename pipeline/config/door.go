@@ -1,0 +1,120 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/pipelined/pipelined/pipeline/auth"
+)
+
+// validateDoor checks what guards the ingest listener: TLS, limits, trusted
+// proxies, and each source's authentication, rate and allowed addresses.
+func (c *Config) validateDoor(at func(table string, idx int, key, format string, args ...any)) {
+	srv := c.Server
+	switch {
+	case (srv.TLSCertFile == "") != (srv.TLSKeyFile == ""):
+		at("server", -1, "tls_cert_file", "server: set both tls_cert_file and tls_key_file for HTTPS, or neither")
+	case srv.TLSCertFile != "":
+		for _, f := range []struct{ key, path string }{{"tls_cert_file", srv.TLSCertFile}, {"tls_key_file", srv.TLSKeyFile}} {
+			if _, err := os.Stat(f.path); err != nil {
+				at("server", -1, f.key, "server.%s: %v", f.key, err)
+			}
+		}
+	}
+	if srv.MaxHeaderBytes < 1<<10 {
+		at("server", -1, "max_header_bytes", `server.max_header_bytes: must be at least 1KiB (default "64KiB")`)
+	}
+	if srv.MaxConcurrent < 1 {
+		at("server", -1, "max_concurrent", "server.max_concurrent: must be at least 1 (default 1024)")
+	}
+	if _, err := ParsePrefixes(srv.TrustedProxies); err != nil {
+		at("server", -1, "trusted_proxies", "server.trusted_proxies: %v", err)
+	}
+	for i := range c.Sources {
+		s := &c.Sources[i]
+		what := fmt.Sprintf("source %q", s.Name)
+		if s.Burst < 0 {
+			at("source", i, "burst", "%s: burst: must not be negative", what)
+		}
+		if s.Burst > 0 && s.Rate.PerSecond == 0 {
+			at("source", i, "burst", `%s: burst: set rate too (e.g. rate = "100/s")`, what)
+		}
+		if _, err := ParsePrefixes(s.AllowCIDRs); err != nil {
+			at("source", i, "allow_cidrs", "%s: allow_cidrs: %v", what, err)
+		}
+		if s.Auth.Type == "" {
+			at("source", i, "auth", "%s: auth: missing; write it explicitly, e.g. auth = { type = \"none\" } or { type = \"standard-webhooks\", secret_env = \"CALLKARO_WEBHOOK_SECRET\" }", what)
+			continue
+		}
+		spec, err := c.AuthSpec(i)
+		if err == nil {
+			_, err = auth.New(spec)
+		}
+		if err != nil {
+			at("source", i, "auth", "%s: auth: %v", what, err)
+		}
+	}
+}
+
+// AuthSpec returns the i-th source's authentication with its secrets read
+// from their environment variables and files. Errors name the variable or
+// file, never a secret.
+func (c *Config) AuthSpec(i int) (auth.Spec, error) {
+	a := c.Sources[i].Auth
+	spec := auth.Spec{
+		Type:      a.Type,
+		Preset:    a.Preset,
+		Header:    a.Header,
+		Algorithm: a.Algorithm,
+		Encoding:  a.Encoding,
+		Prefix:    a.Prefix,
+		Tolerance: a.Tolerance.Duration,
+	}
+	var errs []error
+	for _, name := range a.SecretEnv {
+		v, ok := os.LookupEnv(name)
+		if !ok || v == "" {
+			errs = append(errs, fmt.Errorf("secret_env: environment variable %s is not set (or empty)", name))
+			continue
+		}
+		spec.Secrets = append(spec.Secrets, []byte(v))
+	}
+	for _, f := range a.SecretFile {
+		b, err := os.ReadFile(os.ExpandEnv(f))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("secret_file: %w", err))
+			continue
+		}
+		v := strings.TrimRight(string(b), "\r\n")
+		if v == "" {
+			errs = append(errs, fmt.Errorf("secret_file: %s is empty", f))
+			continue
+		}
+		spec.Secrets = append(spec.Secrets, []byte(v))
+	}
+	return spec, errors.Join(errs...)
+}
+
+// ParsePrefixes parses addresses and CIDRs ("10.0.0.0/8", "192.0.2.7",
+// "2001:db8::/32"); a bare address is a prefix of its full length.
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var errs []error
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%q is not an address or CIDR (write e.g. \"192.0.2.0/24\")", s))
+			continue
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, errors.Join(errs...)
+}

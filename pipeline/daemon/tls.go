@@ -1,0 +1,85 @@
+package daemon
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// certificate holds the ingest listener's TLS certificate and reads it
+// again when its files change (checked at most every few seconds, on the
+// next handshake) or when Reload is called (SIGHUP). A pair that fails to
+// load keeps the previous one serving, and says why in the log.
+type certificate struct {
+	certFile, keyFile string
+	log               *slog.Logger
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	stamp   string // modification times and sizes of the pair
+	checked time.Time
+}
+
+func newCertificate(certFile, keyFile string, log *slog.Logger) (*certificate, error) {
+	c := &certificate{certFile: certFile, keyFile: keyFile, log: log}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// tlsConfig is the ingest listener's TLS configuration: TLS 1.2 at least.
+func (c *certificate) tlsConfig() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: c.get}
+}
+
+func (c *certificate) stampOf() string {
+	s := ""
+	for _, f := range []string{c.certFile, c.keyFile} {
+		if fi, err := os.Stat(f); err == nil {
+			s += fmt.Sprintf("%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+		}
+	}
+	return s
+}
+
+func (c *certificate) load() error {
+	stamp := c.stampOf()
+	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate %s and key %s: %w", c.certFile, c.keyFile, err)
+	}
+	c.mu.Lock()
+	c.cert, c.stamp, c.checked = &cert, stamp, time.Now()
+	c.mu.Unlock()
+	return nil
+}
+
+// Reload reads the pair again now.
+func (c *certificate) Reload() {
+	if err := c.load(); err != nil {
+		c.log.Error("TLS certificate not reloaded; the previous one keeps serving", "err", err)
+		return
+	}
+	c.log.Info("TLS certificate reloaded", "cert", c.certFile)
+}
+
+func (c *certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c.mu.Lock()
+	stale := time.Since(c.checked) > 2*time.Second
+	if stale {
+		c.checked = time.Now()
+	}
+	cert, stamp := c.cert, c.stamp
+	c.mu.Unlock()
+	if stale && c.stampOf() != stamp {
+		c.Reload()
+		c.mu.Lock()
+		cert = c.cert
+		c.mu.Unlock()
+	}
+	return cert, nil
+}

@@ -17,3 +17,7 @@ var ErrNotFound = errors.New("event not found")
 // call do not fit in one atomic write; nothing was written, and the caller
 // splits them and appends each part.
 var ErrTooBig = errors.New("append too big for one atomic write")
+
+// ErrBadCursor is returned (wrapped) by [Log.Events] when the After cursor
+// is not one that the log returned. The admin API answers 400.
+var ErrBadCursor = errors.New("bad cursor")

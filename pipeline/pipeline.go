@@ -29,6 +29,10 @@ type Event struct {
 	// Auth says what verified the request ("none" when nothing did), so a
 	// later replay need not check again.
 	Auth string
+	// DedupKey is the key the event was deduplicated by, empty when none.
+	// [Log.Append] stores [Entry.DedupKey] here when that is set, so a
+	// writer need not fill it.
+	DedupKey string
 }
 
 // Target is one sink that an event is routed to, with what the route made of it.
@@ -93,9 +97,49 @@ type Log interface {
 	// [ErrNotFound].
 	Event(ctx context.Context, id string) (Event, error)
 
+	// Events lists the events that match f, in log order, at most f.Limit
+	// of them. next is the cursor to pass as f.After for the following
+	// page, or "" when the log holds nothing more to look at. A call may
+	// stop early, after looking at a bounded number of events, and return
+	// fewer than f.Limit events (even none) with a non-empty next: keep
+	// calling until next is "". An After that this log did not return
+	// gives an error wrapping [ErrBadCursor].
+	Events(ctx context.Context, f EventFilter) (events []EventInfo, next string, err error)
+
 	// Close releases the log. Appends and queue calls after Close return
 	// [ErrClosed].
 	Close() error
+}
+
+// EventFilter selects events for [Log.Events]. Its zero value selects every
+// event; each field that is set narrows the selection.
+type EventFilter struct {
+	// ID selects the one event with this id.
+	ID string
+	// Source selects the events of one [[source]].
+	Source string
+	// Sink selects the events that were routed to this sink.
+	Sink string
+	// Since and Until select events with Since <= ReceivedAt < Until; a
+	// zero time does not bound.
+	Since, Until time.Time
+	// DedupKey selects the events stored with this dedup key.
+	DedupKey string
+	// After is the cursor a previous call returned as next; "" starts at
+	// the oldest event.
+	After string
+	// Limit bounds the events returned; 0 means 100.
+	Limit int
+}
+
+// EventInfo is an event as [Log.Events] lists it.
+type EventInfo struct {
+	Event
+	// Seq is the event's position in the log.
+	Seq uint64
+	// Sinks are the sinks the event was routed to when it was appended,
+	// in the order of its targets.
+	Sinks []string
 }
 
 // Delivery is one queue entry handed to a dispatcher.
@@ -156,6 +200,46 @@ type Queue interface {
 	// DeadLetters lists up to limit dead-letter entries with Seq > after,
 	// in log order.
 	DeadLetters(ctx context.Context, after uint64, limit int) ([]DeadLetter, error)
+
+	// RetryDead moves the dead-letter entries with the given seqs (nil:
+	// all of them) back into the queue as retries due now. Their attempt
+	// count starts again at 0, so the dispatcher gives each its full
+	// max_attempts again; LastError keeps the error that killed it. Seqs
+	// that are not dead letters are skipped. It returns how many entries
+	// it moved.
+	RetryDead(ctx context.Context, seqs []uint64) (int, error)
+
+	// DropDead removes the dead-letter entries with the given seqs (nil:
+	// all of them) and returns how many it removed; seqs that are not dead
+	// letters are skipped. It is the only way an entry leaves a
+	// dead-letter queue without being delivered (P2): call it only on an
+	// operator's explicit command. The events themselves stay in the log
+	// until retention removes them.
+	DropDead(ctx context.Context, seqs []uint64) (int, error)
+
+	// Requeue puts events that are in the log into this queue again, each
+	// as a retry due now with the given route and payload and an attempt
+	// count of 0 (replay). An event that already has an entry in this
+	// queue (ready, leased, retrying or dead) is skipped, so a queue never
+	// holds two entries for one event. A seq that is not in the log, for
+	// example because retention removed it, fails the whole call with an
+	// error wrapping [ErrNotFound] that names the seq; nothing is queued
+	// then. It returns how many entries it added.
+	Requeue(ctx context.Context, rs []Requeue) (int, error)
+
+	// Oldest returns the ReceivedAt of the oldest event (lowest Seq) that
+	// has a ready, leased or retrying entry in the queue, or the zero time
+	// when there is none. It costs about what Stats costs.
+	Oldest(ctx context.Context) (time.Time, error)
+}
+
+// Requeue is one event for [Queue.Requeue].
+type Requeue struct {
+	Seq uint64
+	// Route and Payload are what the entry is delivered with, as in
+	// [Target]; a nil Payload delivers the event's Body.
+	Route   string
+	Payload []byte
 }
 
 // QueueStats counts one queue's entries.

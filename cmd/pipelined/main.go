@@ -7,6 +7,8 @@
 //	pipelined plugins list [-c FILE]      list the plugin binaries found and their summaries
 //	pipelined plugins describe NAME [-c FILE] [--json]
 //	                                      print the config keys a plugin takes
+//	pipelined test   [-c FILE] [-v] [-run REGEXP] [FILES...]
+//	                                      run the rule test cases (*_test.toml next to the config)
 //	pipelined version                     print the version
 //
 // check exits 0 when all is well, 78 (EX_CONFIG) when the configuration is
@@ -45,11 +47,18 @@ commands:
   serve    run the daemon
   check    validate the configuration, compile its rules, start, check and configure every plugin
   plugins  list the plugins found, or describe the config keys of one (pipelined plugins help)
+  test     run the rule test cases next to the configuration (pipelined test -h)
+  events   list or show events of the log (pipelined events --help)
+  sinks    show each sink: state, queue, oldest waiting event, DLQ, last error
+  dlq      list, retry or drop a sink's dead letters
+  replay   re-enqueue a range of the log to a sink
+  reload   make the running daemon reload its configuration
   version  print the version
 
 flags of serve and check:
   -c FILE           configuration file (default ./pipeline.toml, else the built-in default)
-  -log-format F     text or json (default text)
+  -log-format F     auto, text or json (default auto: text, without the
+                    time and with priorities when stderr is the journal)
   -log-level L      debug, info, warn or error (default info)
   -no-plugins       (check only) do not start the plugins
 
@@ -77,6 +86,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check(args[1:], stdout, stderr)
 	case "plugins":
 		return plugins(args[1:], stdout, stderr)
+	case "test":
+		return testCmd(args[1:], stdout, stderr)
+	case "events", "sinks", "dlq", "replay", "reload":
+		return adminCLI(args[0], args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "pipelined", buildVersion())
 		return 0
@@ -102,7 +115,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (*common, error) {
 	c := &common{}
 	fs.StringVar(&c.config, "c", "", "configuration `file`")
 	fs.StringVar(&c.config, "config", "", "configuration `file` (same as -c)")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logFormat, "log-format", "auto", "log format: auto, text or json (auto: text, without the time under journald)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if name == "check" {
 		fs.BoolVar(&c.noPlugins, "no-plugins", false, "do not start the plugins (check the file and the rules only)")
@@ -117,18 +130,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (*common, error) {
 }
 
 func (c *common) logger(w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", c.logLevel)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch c.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("-log-format %q: want text or json", c.logFormat)
+	return newLogger(w, c.logFormat, c.logLevel)
 }
 
 // load reads the configuration: -c FILE, else ./pipeline.toml, else the
@@ -162,13 +164,18 @@ func serve(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d := daemon.New(cfg, &daemon.Options{Logger: log})
+	d := daemon.New(cfg, &daemon.Options{
+		Logger: log,
+		Load:   func() (*config.Config, error) { return c.load(log) },
+	})
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			d.ReloadTLS()
-			log.Warn("SIGHUP received: the TLS certificate is read again; reloading the rest of the configuration is not supported by this version yet; restart pipelined to apply it")
+			log.Info("SIGHUP received: reloading the configuration")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			d.Reload(ctx) // logs the outcome
+			cancel()
 		}
 	}()
 

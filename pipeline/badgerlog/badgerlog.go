@@ -11,6 +11,13 @@
 //	r/<sink>/<due><seq>            retry entry, due = 8-byte BE unix nanoseconds
 //	x/<sink>/<seq>                 dead-letter entry
 //
+// An event record keeps its dedup key and the sinks it was routed to, so
+// that Events can filter on them and retention can look its queue entries up.
+// A replay (Queue.Requeue) and a dead-letter retry (Queue.RetryDead) write
+// retry entries due now: Fetch reads retries before the in-memory cursor of
+// ready entries, so an event below the cursor is still delivered, and
+// retention counts retry entries as references (P6).
+//
 // Sink names cannot contain '/', so one sink's prefix never covers another's.
 //
 // # Durability
@@ -63,11 +70,17 @@ type DB struct {
 	log  *slog.Logger
 	opts Options
 
+	// Lock order: queue.mu, then refMu, then mu.
 	mu     sync.Mutex
 	next   uint64 // next sequence number; only Append changes it
 	queues map[string]*queue
 	closed chan struct{}
 	wg     sync.WaitGroup
+
+	// refMu is held by retention and by Requeue, the one write that adds
+	// a reference to an event that may be old: without it, retention could
+	// delete an event in the moment a replay queues it.
+	refMu sync.Mutex
 }
 
 var _ pipeline.Log = (*DB)(nil)
@@ -226,6 +239,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		seq := next
 		next++
 		rec := eventRecord(&e.Event, e.Targets)
+		if e.DedupKey != "" {
+			rec.DedupKey = e.DedupKey
+		}
 		v, err := proto.Marshal(rec)
 		if err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
@@ -303,6 +319,7 @@ func eventRecord(ev *pipeline.Event, targets []pipeline.Target) *logpb.Event {
 		Headers:            ev.Headers,
 		Body:               ev.Body,
 		Auth:               ev.Auth,
+		DedupKey:           ev.DedupKey,
 	}
 	if len(targets) > 0 {
 		rec.Sinks = make([]string, len(targets))
@@ -321,6 +338,7 @@ func eventFromRecord(rec *logpb.Event) pipeline.Event {
 		Headers:    rec.GetHeaders(),
 		Body:       rec.GetBody(),
 		Auth:       rec.GetAuth(),
+		DedupKey:   rec.GetDedupKey(),
 	}
 }
 

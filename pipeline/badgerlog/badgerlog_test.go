@@ -2,6 +2,7 @@ package badgerlog_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -97,5 +98,56 @@ func TestPruneKeepsWhatIsStillQueued(t *testing.T) {
 	}
 	if n, _ := db.Prune(old.Add(-time.Hour)); n != 0 {
 		t.Errorf("Prune with a cutoff before every event removed %d, want 0", n)
+	}
+}
+
+// TestRetentionInBackground runs the maintenance loop with a tiny retention:
+// delivered events go, and what a queue or a dead-letter queue still holds
+// stays (P6).
+func TestRetentionInBackground(t *testing.T) {
+	ctx := context.Background()
+	db, err := badgerlog.Open(t.TempDir(), &badgerlog.Options{Retention: time.Second, MaintenanceInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var entries []pipeline.Entry
+	for _, id := range []string{"delivered", "waiting", "dead"} {
+		entries = append(entries, pipeline.Entry{
+			Event:   pipeline.Event{ID: id, Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "a", Route: "r"}},
+		})
+	}
+	if _, err := db.Append(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	q := db.Queue("a")
+	got, err := q.Fetch(ctx, 3)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("Fetch = %d, %v", len(got), err)
+	}
+	err = q.Settle(ctx, []pipeline.Settlement{
+		{Seq: got[0].Seq, Outcome: pipeline.Ack},
+		{Seq: got[1].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "later"},
+		{Seq: got[2].Seq, Outcome: pipeline.Dead, Err: "no"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := db.Event(ctx, "delivered")
+		if errors.Is(err, pipeline.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a delivered event older than the retention is still there after 10s (err %v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, id := range []string{"waiting", "dead"} {
+		if _, err := db.Event(ctx, id); err != nil {
+			t.Errorf("Event(%s) after retention = %v; a queued or dead-letter event must stay", id, err)
+		}
 	}
 }

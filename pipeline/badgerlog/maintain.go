@@ -76,6 +76,8 @@ func retriesAndDead(txn *badger.Txn) map[uint64]bool {
 // Every reference is read in the transaction's one snapshot, so an entry
 // that moves between queues meanwhile is seen in one place or the other.
 func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64, done bool, err error) {
+	l.refMu.Lock()
+	defer l.refMu.Unlock()
 	txn := l.db.NewTransaction(true)
 	defer txn.Discard()
 	refs := retriesAndDead(txn)

@@ -62,6 +62,11 @@ type Server struct {
 // Admin configures the admin listener, which never shares the ingest one.
 type Admin struct {
 	Listen string `toml:"listen"`
+	// TokenEnv or TokenFile holds the bearer token that mutating admin
+	// calls (DLQ retry and drop, replay, reload) need. Without one, those
+	// calls are allowed only when the admin listener is on loopback.
+	TokenEnv  string `toml:"token_env"`
+	TokenFile string `toml:"token_file"`
 }
 
 // Log configures the durable event log.

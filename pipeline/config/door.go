@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -13,6 +14,9 @@ import (
 // validateDoor checks what guards the ingest listener: TLS, limits, trusted
 // proxies, and each source's authentication, rate and allowed addresses.
 func (c *Config) validateDoor(at func(table string, idx int, key, format string, args ...any)) {
+	if _, err := c.AdminToken(); err != nil {
+		at("admin", -1, "token_env", "%v", err)
+	}
 	srv := c.Server
 	switch {
 	case (srv.TLSCertFile == "") != (srv.TLSKeyFile == ""):
@@ -57,6 +61,46 @@ func (c *Config) validateDoor(at func(table string, idx int, key, format string,
 			at("source", i, "auth", "%s: auth: %v", what, err)
 		}
 	}
+}
+
+// AdminToken returns the admin API's bearer token, nil when none is set.
+func (c *Config) AdminToken() ([]byte, error) {
+	a := c.Admin
+	switch {
+	case a.TokenEnv != "" && a.TokenFile != "":
+		return nil, errors.New("admin: set only one of token_env and token_file")
+	case a.TokenEnv != "":
+		v, ok := os.LookupEnv(a.TokenEnv)
+		if !ok || v == "" {
+			return nil, fmt.Errorf("admin.token_env: environment variable %s is not set (or empty)", a.TokenEnv)
+		}
+		return []byte(v), nil
+	case a.TokenFile != "":
+		b, err := os.ReadFile(os.ExpandEnv(a.TokenFile))
+		if err != nil {
+			return nil, fmt.Errorf("admin.token_file: %w", err)
+		}
+		v := strings.TrimRight(string(b), "\r\n")
+		if v == "" {
+			return nil, fmt.Errorf("admin.token_file: %s is empty", a.TokenFile)
+		}
+		return []byte(v), nil
+	}
+	return nil, nil
+}
+
+// AdminOnLoopback reports whether the admin listener accepts connections
+// from this machine only.
+func (c *Config) AdminOnLoopback() bool {
+	host, _, err := net.SplitHostPort(c.Admin.Listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 // AuthSpec returns the i-th source's authentication with its secrets read

@@ -3,6 +3,7 @@
 // sink. [Daemon.Run] runs them until its context ends, then shuts down in the
 // order that loses nothing: stop accepting, answer in-flight requests, flush
 // the writer, finish in-flight deliveries, stop plugins, close the log.
+// [Daemon.Reload] applies a new configuration while it runs.
 package daemon
 
 import (
@@ -10,25 +11,43 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
-	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/config"
-	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/ingest"
-	"github.com/pipelined/pipelined/pipeline/pluginhost"
+	"github.com/pipelined/pipelined/pipeline/internal/sdnotify"
+	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/writer"
-	"golang.org/x/time/rate"
 )
+
+// Notifier tells a service manager how the daemon is doing: systemd's
+// sd_notify protocol (package sdnotify). Its methods are called from the
+// daemon's main loop only.
+type Notifier interface {
+	// Ready says the daemon serves; status is a one-line summary.
+	Ready(status string) error
+	// Reloading says a reload started; Ready follows when it ends.
+	Reloading() error
+	// Stopping says shutdown started.
+	Stopping() error
+	// Status updates the one-line summary.
+	Status(status string) error
+	// Watchdog says the daemon is alive; it is sent every
+	// WatchdogInterval (0: never) after the writer answered a ping.
+	Watchdog() error
+	WatchdogInterval() time.Duration
+}
 
 // Options configures a [Daemon].
 type Options struct {
@@ -37,30 +56,31 @@ type Options struct {
 	// OnReady, if set, is called once the daemon serves: the log is open,
 	// every plugin answered and both listeners are bound.
 	OnReady func(ingestAddr, adminAddr net.Addr)
+	// Load reads the configuration again, for a reload (SIGHUP,
+	// POST /v1/reload). Nil: reloads are refused.
+	Load func() (*config.Config, error)
+	// Notifier hears about readiness, reloads, shutdown and the watchdog.
+	// Nil means systemd's, from NOTIFY_SOCKET and WATCHDOG_USEC, which New
+	// then removes from the environment so that plugins never see them;
+	// without NOTIFY_SOCKET it does nothing.
+	Notifier Notifier
 }
 
 // Daemon is one running pipelined.
 type Daemon struct {
-	cfg *config.Config
 	o   Options
 	log *slog.Logger
 
-	ready atomic.Bool
-	sinks []*sink
-	cert  atomic.Pointer[certificate] // nil without TLS
-}
+	cfg     atomic.Pointer[config.Config] // the configuration in force
+	ready   atomic.Bool
+	cert    atomic.Pointer[certificate] // nil without TLS
+	reloads chan chan error             // served by Run's main loop
+	running atomic.Bool
 
-// ReloadTLS reads the ingest listener's certificate and key again (SIGHUP).
-func (d *Daemon) ReloadTLS() {
-	if c := d.cert.Load(); c != nil {
-		c.Reload()
-	}
-}
-
-type sink struct {
-	name string
-	sup  *pluginhost.Supervisor
-	q    pipeline.Queue
+	db      *badgerlog.DB
+	h       *ingest.Handler
+	metrics *metrics.Metrics
+	sinks
 }
 
 // New returns a daemon for cfg, which must have passed Validate.
@@ -72,83 +92,63 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Daemon{cfg: cfg, o: opts, log: opts.Logger}
+	if opts.Notifier == nil {
+		opts.Notifier = sdnotify.FromEnv()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan error), metrics: metrics.New(reg)}
+	d.cfg.Store(cfg)
+	d.sinks.log = opts.Logger
+	d.sinks.metrics = d.metrics
+	return d
 }
 
-// Compile builds what ingest serves from cfg: sources with their dedup
-// programs and the router.
-func Compile(cfg *config.Config) (ingest.Config, error) {
-	ic := ingest.Config{MaxBody: int64(cfg.Server.MaxBody), MaxConcurrent: cfg.Server.MaxConcurrent}
-	var errs []error
-	var err error
-	if ic.TrustedProxies, err = config.ParsePrefixes(cfg.Server.TrustedProxies); err != nil {
-		errs = append(errs, fmt.Errorf("server.trusted_proxies: %w", err))
+// ReloadTLS reads the ingest listener's certificate and key again.
+func (d *Daemon) ReloadTLS() {
+	if c := d.cert.Load(); c != nil {
+		c.Reload()
 	}
-	for i, s := range cfg.Sources {
-		src := ingest.Source{Name: s.Name, Path: s.Path, DedupWindow: s.DedupWindow.Duration}
-		spec, err := cfg.AuthSpec(i)
-		if err == nil {
-			src.Verifier, err = auth.New(spec)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("source %q: auth: %w", s.Name, err))
-		}
-		if s.Rate.PerSecond > 0 {
-			burst := s.Burst
-			if burst == 0 {
-				burst = max(1, int(math.Ceil(s.Rate.PerSecond)))
-			}
-			src.Limiter = rate.NewLimiter(rate.Limit(s.Rate.PerSecond), burst)
-		}
-		if src.Allow, err = config.ParsePrefixes(s.AllowCIDRs); err != nil {
-			errs = append(errs, fmt.Errorf("source %q: allow_cidrs: %w", s.Name, err))
-		}
-		if s.DedupKey == "" {
-			src.DedupHeader = auth.DedupHeader(spec)
-		}
-		if s.DedupKey != "" {
-			p, err := rules.CompileValue(s.DedupKey)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("source %q: dedup_key: %w", s.Name, err))
-			}
-			src.DedupKey = p
-		}
-		ic.Sources = append(ic.Sources, src)
-	}
-	routes := make([]rules.Route, len(cfg.Routes))
-	for i, r := range cfg.Routes {
-		routes[i] = rules.Route{Name: r.Name, When: r.When, Transform: r.Transform, To: r.To}
-	}
-	router, err := rules.NewRouter(routes)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	ic.Router = router
-	return ic, errors.Join(errs...)
 }
 
-// PluginSpecs returns how to start each sink's plugin.
-func PluginSpecs(cfg *config.Config) ([]pluginhost.Spec, error) {
-	specs := make([]pluginhost.Spec, len(cfg.Sinks))
-	for i, s := range cfg.Sinks {
-		raw, err := cfg.SinkConfigJSON(i)
-		if err != nil {
-			return nil, fmt.Errorf("sink %q: config: %w", s.Name, err)
-		}
-		specs[i] = pluginhost.Spec{Sink: s.Name, Plugin: s.Plugin, Command: s.Command, Dirs: cfg.Plugins.Dirs, SHA256: s.SHA256, Config: raw}
+// Reload reads the configuration again (Options.Load) and applies it: new
+// rules at once, new sinks started, changed ones restarted, removed ones
+// stopped after their in-flight batch (their queued events stay in the
+// log). A configuration that does not load, or a sink whose plugin does not
+// start, is refused and the running one stays. Safe to call from any
+// goroutine while Run runs.
+func (d *Daemon) Reload(ctx context.Context) error {
+	if !d.running.Load() {
+		return errors.New("reload: pipelined is not running")
 	}
-	return specs, nil
+	res := make(chan error, 1)
+	select {
+	case d.reloads <- res:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Run runs the daemon until ctx ends, then shuts it down and returns nil, or
 // returns the error that kept it from starting.
 func (d *Daemon) Run(ctx context.Context) error {
-	cfg := d.cfg
+	cfg := d.cfg.Load()
 	ic, err := Compile(cfg)
 	if err != nil {
 		return err
 	}
+	ic.Metrics = d.metrics
 	specs, err := PluginSpecs(cfg)
+	if err != nil {
+		return err
+	}
+	token, err := cfg.AdminToken()
 	if err != nil {
 		return err
 	}
@@ -160,6 +160,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.db = db
+	d.sinks.db = db
+	d.metrics.SetLogSize(db.Size)
+	d.metrics.SetQueueSource(d.queueSamples)
 	defer func() {
 		if err := db.Close(); err != nil {
 			d.log.Error("close event log", "err", err)
@@ -167,39 +171,41 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 
 	// Plugins first: a sink that cannot start is a start-up error.
-	popts := &pluginhost.Options{Logger: d.log}
-	for _, spec := range specs {
-		s := &sink{name: spec.Sink, sup: pluginhost.NewSupervisor(spec, popts), q: db.Queue(spec.Sink)}
-		d.sinks = append(d.sinks, s)
-	}
-	defer d.stopPlugins()
-	for _, s := range d.sinks {
-		if err := s.sup.Start(ctx); err != nil {
-			return fmt.Errorf("start sink %q: %w", s.name, err)
+	defer d.stopAll()
+	var started []*sinkRun
+	for i, spec := range specs {
+		sr := d.newSinkRun(spec, cfg.Sinks[i].Delivery)
+		started = append(started, sr)
+		if err := sr.sup.Start(ctx); err != nil {
+			d.install(started)
+			return fmt.Errorf("start sink %q: %w", spec.Sink, err)
 		}
 	}
 
 	var cert *certificate
 	if cfg.Server.TLSCertFile != "" {
 		if cert, err = newCertificate(cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile, d.log); err != nil {
+			d.install(started)
 			return err
 		}
 		d.cert.Store(cert)
 	}
 	ingestLn, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
+		d.install(started)
 		return fmt.Errorf("ingest listener: %w (change [server] listen)", err)
 	}
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
 		ingestLn.Close()
+		d.install(started)
 		return fmt.Errorf("admin listener: %w (change [admin] listen)", err)
 	}
 
-	w := writer.New(db, &writer.Options{Logger: d.log.With("component", "writer")})
-	h := ingest.New(ic, w, d.log.With("component", "ingest"))
+	w := writer.New(db, &writer.Options{Logger: d.log.With("component", "writer"), Metrics: d.metrics})
+	d.h = ingest.New(ic, w, d.log.With("component", "ingest"))
 	ingestSrv := &http.Server{
-		Handler:           h,
+		Handler:           d.h,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration,
 		ReadTimeout:       cfg.Server.ReadTimeout.Duration,
 		WriteTimeout:      cfg.Server.WriteTimeout.Duration,
@@ -211,7 +217,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		ingestSrv.TLSConfig = cert.tlsConfig()
 	}
 	adminSrv := &http.Server{
-		Handler:           admin.Handler(admin.Options{Ready: d.readyErr, Sinks: d.sinkStatus}),
+		Handler: admin.Handler(admin.Options{
+			Ready:                d.readyErr,
+			Sinks:                d.sinkStatus,
+			Log:                  db,
+			Reload:               func() error { return d.Reload(context.Background()) },
+			Retarget:             d.retarget,
+			Token:                token,
+			AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),
+			Logger:               d.log.With("component", "admin"),
+			Metrics:              d.metrics.Handler(),
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 	}
@@ -233,31 +249,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go serve(ingestSrv, ingestLn, "ingest")
 	go serve(adminSrv, adminLn, "admin")
 
-	dctx, stopDispatch := context.WithCancel(context.Background())
-	var dwg sync.WaitGroup
-	for i, s := range d.sinks {
-		del := cfg.Sinks[i].Delivery
-		disp := dispatch.New(dispatch.Options{
-			Sink:        s.name,
-			Queue:       s.q,
-			Deliverer:   s.sup,
-			BatchMax:    del.BatchMax,
-			BatchWait:   del.BatchWait.Duration,
-			MaxAttempts: del.MaxAttempts,
-			BackoffMin:  del.BackoffMin.Duration,
-			BackoffMax:  del.BackoffMax.Duration,
-			Logger:      d.log.With("component", "dispatch"),
-		})
-		dwg.Add(1)
-		go func() {
-			defer dwg.Done()
-			if err := disp.Run(dctx); err != nil {
-				d.log.Error("dispatcher stopped", "sink", s.name, "err", err)
-			}
-		}()
+	d.install(started)
+	for _, sr := range started {
+		sr.startDispatch()
 	}
 
 	d.ready.Store(true)
+	d.running.Store(true)
 	scheme := "http"
 	if cert != nil {
 		scheme = "https"
@@ -267,11 +265,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.o.OnReady != nil {
 		d.o.OnReady(ingestLn.Addr(), adminLn.Addr())
 	}
+	d.notify(func(n Notifier) error { return n.Ready(d.status(ingestLn.Addr())) })
 
-	<-ctx.Done()
+	d.mainLoop(ctx, w, ingestLn.Addr())
+
+	d.running.Store(false)
 	d.ready.Store(false)
+	d.notify(Notifier.Stopping)
 	d.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Duration)
+	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.Load().Server.ShutdownTimeout.Duration)
 	defer cancel()
 	// 1. Stop accepting; answer the requests in flight (they wait for the writer).
 	if err := ingestSrv.Shutdown(sctx); err != nil {
@@ -280,8 +282,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// 2. Append what the writer holds.
 	w.Close()
 	// 3. Finish and settle the batches in flight, then stop dispatching.
-	stopDispatch()
-	dwg.Wait()
+	d.stopDispatch()
 	// 4. The admin API goes last, so operators see the shutdown.
 	if err := adminSrv.Shutdown(sctx); err != nil {
 		d.log.Warn("admin shutdown did not finish in time", "err", err)
@@ -291,46 +292,146 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
-func (d *Daemon) stopPlugins() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, s := range d.sinks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.sup.Stop(ctx); err != nil {
-				d.log.Warn("stop sink plugin", "sink", s.name, "err", err)
-			}
-		}()
+// mainLoop serves reloads and proves liveness to the watchdog until ctx ends.
+func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.Addr) {
+	var tick <-chan time.Time
+	if d.o.Notifier != nil {
+		if iv := d.o.Notifier.WatchdogInterval(); iv > 0 {
+			t := time.NewTicker(iv)
+			defer t.Stop()
+			tick = t.C
+		}
 	}
-	wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			// The watchdog hears from us only if the writer, the heart of
+			// ingest, answers: a stuck pipeline gets restarted.
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := w.Ping(pctx)
+			cancel()
+			if err != nil {
+				d.log.Error("writer did not answer the watchdog ping", "err", err)
+				continue
+			}
+			d.notify(Notifier.Watchdog)
+		case res := <-d.reloads:
+			d.notify(Notifier.Reloading)
+			err := d.reload(ctx)
+			d.notify(func(n Notifier) error { return n.Ready(d.status(ingestAddr)) })
+			res <- err
+		}
+	}
 }
 
-// readyErr reports readiness: ready from the moment every plugin answered
-// and the listeners are bound until shutdown starts. A plugin that restarts
-// later does not make the daemon unready: ingest keeps accepting durably,
-// and /v1/sinks shows the plugin's state.
+func (d *Daemon) notify(f func(Notifier) error) {
+	if d.o.Notifier == nil {
+		return
+	}
+	if err := f(d.o.Notifier); err != nil {
+		d.log.Warn("notify the service manager", "err", err)
+	}
+}
+
+// status is the one-line summary for the service manager.
+func (d *Daemon) status(ingestAddr net.Addr) string {
+	cfg := d.cfg.Load()
+	return fmt.Sprintf("serving %d sources on %s, delivering to %d sinks by %d routes",
+		len(cfg.Sources), ingestAddr, len(cfg.Sinks), len(cfg.Routes))
+}
+
+// reload applies the configuration that Options.Load reads.
+func (d *Daemon) reload(ctx context.Context) (err error) {
+	defer func() {
+		d.metrics.Reload(err)
+		if err != nil {
+			d.log.Error("reload refused; the running configuration stays", "err", err)
+		} else {
+			d.log.Info("configuration reloaded")
+		}
+	}()
+	if d.o.Load == nil {
+		return errors.New("reload: this daemon was started without a configuration file to read again")
+	}
+	cfg, err := d.o.Load()
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	ic, err := Compile(cfg)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	ic.Metrics = d.metrics
+	specs, err := PluginSpecs(cfg)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	old := d.cfg.Load()
+	for _, c := range []struct{ what, was, now string }{
+		{"server.listen", old.Server.Listen, cfg.Server.Listen},
+		{"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
+		{"log.dir", old.Log.Dir, cfg.Log.Dir},
+		{"server.tls_cert_file", old.Server.TLSCertFile, cfg.Server.TLSCertFile},
+	} {
+		if c.was != c.now {
+			d.log.Warn("a changed setting takes effect only at restart", "key", c.what, "running", c.was, "new", c.now)
+		}
+	}
+	if err := d.applySinks(ctx, specs, cfg.Sinks); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	d.h.Swap(ic)
+	d.cfg.Store(cfg)
+	d.ReloadTLS()
+	return nil
+}
+
+// retarget says what a replayed event becomes for sink under the rules in
+// force: the target of the first route that sends it there, or the body
+// under route "replay" when no route does any more (the operator asked).
+func (d *Daemon) retarget(ev pipeline.Event, sink string) (string, []byte, error) {
+	router := d.h.Router()
+	doc, err := ingest.Decode(ev.Body)
+	if err != nil || router == nil {
+		return "replay", nil, nil
+	}
+	env := &rules.Env{Body: doc, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt}
+	targets, _ := router.Route(env)
+	for _, t := range targets {
+		if t.Sink == sink {
+			if t.Err != "" {
+				return "", nil, errors.New(t.Err)
+			}
+			return t.Route, t.Payload, nil
+		}
+	}
+	return "replay", nil, nil
+}
+
+// queueSamples reads every sink's queue for the metrics.
+func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error) {
+	var out []metrics.QueueSample
+	for _, sr := range d.sinks.list() {
+		st, err := sr.q.Stats(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", sr.name, err)
+		}
+		oldest, err := sr.q.Oldest(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", sr.name, err)
+		}
+		out = append(out, metrics.QueueSample{Sink: sr.name, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead, Oldest: oldest})
+	}
+	return out, nil
+}
+
+// readyErr reports readiness: the log is open, the listeners are bound and
+// every sink's plugin runs.
 func (d *Daemon) readyErr() error {
 	if !d.ready.Load() {
 		return errors.New("starting or stopping")
 	}
-	return nil
-}
-
-func (d *Daemon) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
-	out := make([]admin.SinkStatus, 0, len(d.sinks))
-	for _, s := range d.sinks {
-		st, pid, lastErr := s.sup.State()
-		qs, err := s.q.Stats(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("sink %s: %w", s.name, err)
-		}
-		ss := admin.SinkStatus{Name: s.name, Plugin: st, PID: pid, Ready: qs.Ready, Retrying: qs.Retrying, Dead: qs.Dead}
-		if lastErr != nil {
-			ss.LastError = lastErr.Error()
-		}
-		out = append(out, ss)
-	}
-	return out, nil
+	return d.sinks.readyErr()
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/auth"
+	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
@@ -66,6 +67,9 @@ type Config struct {
 	MaxConcurrent int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// Metrics, if set, counts requests by source and outcome, route
+	// matches and rule errors. Set it on every Config given to Swap.
+	Metrics *metrics.Metrics
 }
 
 // Stats counts what the handler saw; read it with [Handler.Stats].
@@ -113,6 +117,9 @@ func (h *Handler) Swap(cfg Config) {
 	h.cur.Store(st)
 }
 
+// Router returns the router in force.
+func (h *Handler) Router() *rules.Router { return h.cur.Load().cfg.Router }
+
 // Stats returns the handler's counters.
 func (h *Handler) Stats() Stats {
 	return Stats{
@@ -135,21 +142,29 @@ type Response struct {
 
 // ServeHTTP implements [http.Handler].
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	st := h.cur.Load()
+	source, outcome := h.serve(w, r, st)
+	st.cfg.Metrics.IngestRequest(source, outcome, time.Since(start))
+}
+
+// serve answers r and returns its source's name ("" when the path is
+// unknown) and its outcome, one of the metrics.Outcome constants.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (source, outcome string) {
 	src, ok := st.byPath[r.URL.Path]
 	if !ok {
 		h.reject(w, http.StatusNotFound, "no source is configured at path "+strconv.Quote(r.URL.Path))
-		return
+		return "", metrics.OutcomeNotFound
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.reject(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed: send webhooks with POST")
-		return
+		return src.Name, metrics.OutcomeMethodNotAllowed
 	}
 	if len(src.Allow) > 0 {
 		if ip, ok := clientIP(r, st.cfg.TrustedProxies); !ok || !allowed(src.Allow, ip) {
 			h.reject(w, http.StatusForbidden, "address "+ip.String()+" is not allowed to send to source "+strconv.Quote(src.Name))
-			return
+			return src.Name, metrics.OutcomeForbidden
 		}
 	}
 	if st.slots != nil {
@@ -159,27 +174,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			h.unavailable.Add(1)
 			h.unavailable503(w, "too many requests in flight: retry shortly")
-			return
+			return src.Name, metrics.OutcomeUnavailable
 		}
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
+	if !IsJSON(r.Header.Get("Content-Type")) {
 		h.reject(w, http.StatusUnsupportedMediaType, "content type "+strconv.Quote(r.Header.Get("Content-Type"))+" is not JSON: send Content-Type: application/json")
-		return
+		return src.Name, metrics.OutcomeUnsupportedMediaType
 	}
 	max := st.cfg.MaxBody
 	if r.ContentLength > max {
 		h.reject(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", r.ContentLength, max))
-		return
+		return src.Name, metrics.OutcomeTooLarge
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			h.reject(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", max))
-			return
+			return src.Name, metrics.OutcomeTooLarge
 		}
 		h.reject(w, http.StatusBadRequest, "read body: "+err.Error())
-		return
+		return src.Name, metrics.OutcomeReadError
 	}
 	authName := "none"
 	if src.Verifier != nil {
@@ -192,7 +207,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			h.log.Info("request refused: authentication failed", "source", src.Name, "reason", reason, "remote", r.RemoteAddr)
 			h.reject(w, http.StatusUnauthorized, reason)
-			return
+			return src.Name, metrics.OutcomeUnauthorized
 		}
 		authName = src.Verifier.Name()
 	}
@@ -203,20 +218,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.limited.Add(1)
 			w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)+1))
 			h.reject(w, http.StatusTooManyRequests, "source "+strconv.Quote(src.Name)+" is over its rate: retry after the Retry-After delay")
-			return
+			return src.Name, metrics.OutcomeRateLimited
 		}
 	}
-	doc, err := decode(body)
+	doc, err := Decode(body)
 	if err != nil {
 		h.reject(w, http.StatusBadRequest, "body is not valid JSON: "+jsonError(err))
-		return
+		return src.Name, metrics.OutcomeBadJSON
 	}
 
 	ev := pipeline.Event{
 		ID:         newID(),
 		Source:     src.Name,
 		ReceivedAt: time.Now().UTC(),
-		Headers:    headers(r.Header),
+		Headers:    Headers(r.Header),
 		Body:       body,
 		Auth:       authName,
 	}
@@ -227,6 +242,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		key, err := src.DedupKey.String(env)
 		if err != nil {
 			h.ruleErrors.Add(1)
+			st.cfg.Metrics.DedupKeyError(src.Name)
 			h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", ev.ID, "err", err)
 		}
 		entry.DedupKey = key
@@ -238,6 +254,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		entry.Targets, errs = st.cfg.Router.Route(env)
 		for _, err := range errs {
 			h.ruleErrors.Add(1)
+			route, expr := "", ""
+			if re := (*rules.RouteError)(nil); errors.As(err, &re) {
+				route, expr = re.Route, re.Expr
+			}
+			st.cfg.Metrics.RuleError(route, expr)
 			h.log.Warn("rule failed", "source", src.Name, "event_id", ev.ID, "err", err)
 		}
 	}
@@ -254,17 +275,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.unavailable503(w, "pipelined is shutting down: retry shortly")
 		case r.Context().Err() != nil:
 			// The client went away; nobody reads the answer.
+			return src.Name, metrics.OutcomeCanceled
 		default:
 			h.unavailable503(w, "event log cannot take the event: retry later")
 		}
-		return
+		return src.Name, metrics.OutcomeUnavailable
 	}
+	outcome = metrics.OutcomeAccepted
 	if res.Duplicate {
 		h.duplicates.Add(1)
+		outcome = metrics.OutcomeDuplicate
 	} else {
 		h.accepted.Add(1)
+		countRoutes(st.cfg.Metrics, entry.Targets)
 	}
 	writeJSON(w, http.StatusOK, Response{ID: res.ID, Duplicate: res.Duplicate})
+	return src.Name, outcome
+}
+
+// countRoutes counts each route that chose a sink of targets once, for an
+// event that was appended (a duplicate is not routed again). Router
+// appends a route's targets together, so a route is counted when its name
+// differs from the previous target's. A route whose every sink an earlier
+// route chose already adds no target and is not counted.
+func countRoutes(m *metrics.Metrics, targets []pipeline.Target) {
+	if m == nil {
+		return
+	}
+	for i, t := range targets {
+		if i == 0 || t.Route != targets[i-1].Route {
+			m.RouteMatched(t.Route)
+		}
+	}
 }
 
 func (h *Handler) reject(w http.ResponseWriter, code int, msg string) {
@@ -311,8 +353,9 @@ func allowed(list []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// isJSON accepts application/json and any application/*+json type.
-func isJSON(contentType string) bool {
+// IsJSON reports whether a Content-Type is JSON: application/json or any
+// application/*+json type, with any parameters.
+func IsJSON(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false
@@ -327,9 +370,9 @@ var secretHeaders = map[string]bool{
 	"cookie":              true,
 }
 
-// headers returns r's headers with lower-case names, the first value of each,
-// without those that carry credentials.
-func headers(hs http.Header) map[string]string {
+// Headers returns request headers as events keep them: lower-case names,
+// the first value of each, without those that carry credentials.
+func Headers(hs http.Header) map[string]string {
 	out := make(map[string]string, len(hs))
 	for k, v := range hs {
 		lk := strings.ToLower(k)
@@ -350,10 +393,10 @@ func newID() string {
 	return id.String()
 }
 
-// decode decodes a JSON body for the rules: numbers as float64, so rules
+// Decode decodes a JSON body as rules see it: numbers as float64, so rules
 // compare them with plain literals. A number too big for a float64 (valid
 // JSON all the same) is kept as its text; the stored body is never changed.
-func decode(body []byte) (any, error) {
+func Decode(body []byte) (any, error) {
 	var doc any
 	err := json.Unmarshal(body, &doc)
 	var te *json.UnmarshalTypeError

@@ -6,7 +6,9 @@
 //	}
 //
 // [Run] checks the contract of one process's lifetime: append, dedup, routing,
-// fetch, settle, dead letters, concurrency and Close. A durable implementation
+// fetch, settle, dead letters, concurrency and Close, and what the admin API
+// uses: listing events, retrying and dropping dead letters, and requeueing
+// (replay). A durable implementation
 // also calls [RunDurable], which closes the log, opens the same directory again
 // and checks what survived. The suite uses only the standard library, runs its
 // subtests one after another (each on a fresh log), and takes a few seconds,
@@ -74,6 +76,18 @@ func Run(t *testing.T, open func(t *testing.T) pipeline.Log) {
 		{"Queue/Independent", testQueuesIndependent},
 		{"Queue/NeverAppended", testQueueNeverAppended},
 		{"Concurrent/AppendAndConsume", testConcurrent},
+		{"Events/LogOrderAndCursor", testEventsCursor},
+		{"Events/Filter", testEventsFilter},
+		{"Events/DedupKeyStored", testEventsDedupKey},
+		{"Events/BadCursor", testEventsBadCursor},
+		{"DeadLetters/RetryAll", testRetryDeadAll},
+		{"DeadLetters/RetrySome", testRetryDeadSome},
+		{"DeadLetters/Drop", testDropDead},
+		{"Requeue/AfterAck", testRequeueAfterAck},
+		{"Requeue/BelowCursor", testRequeueBelowCursor},
+		{"Requeue/NoDuplicates", testRequeueNoDuplicates},
+		{"Requeue/MissingEvent", testRequeueMissing},
+		{"Queue/Oldest", testOldest},
 		{"Close/CallsFail", testClosedCallsFail},
 		{"Close/ReleasesBlockedFetch", testCloseReleasesFetch},
 	} {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type Log struct {
 	done   chan struct{} // closed by Close to release blocked fetches
 	seq    uint64        // Seq of the last appended event
 	events map[string]*stored
+	order  []*stored // by Seq: order[i].seq == i+1
 	dedup  map[dedupKey]dedupEntry
 	queues map[string]*queue
 	swept  int // entries appended since the last dedup sweep
@@ -51,8 +53,9 @@ func New() *Log {
 }
 
 type stored struct {
-	seq uint64
-	ev  pipeline.Event
+	seq   uint64
+	ev    pipeline.Event
+	sinks []string
 }
 
 type dedupKey struct{ source, key string }
@@ -178,7 +181,14 @@ func (l *Log) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.
 		}
 		l.seq++
 		s := &stored{seq: l.seq, ev: cloneEvent(en.Event)}
+		if en.DedupKey != "" {
+			s.ev.DedupKey = en.DedupKey
+		}
+		for _, tg := range en.Targets {
+			s.sinks = append(s.sinks, tg.Sink)
+		}
 		l.events[s.ev.ID] = s
+		l.order = append(l.order, s)
 		if en.DedupKey != "" {
 			l.dedup[dedupKey{en.Event.Source, en.DedupKey}] = dedupEntry{id: s.ev.ID, expires: now.Add(en.DedupWindow)}
 		}
@@ -454,4 +464,195 @@ func cloneEvent(ev pipeline.Event) pipeline.Event {
 	ev.Headers = maps.Clone(ev.Headers)
 	ev.Body = bytes.Clone(ev.Body)
 	return ev
+}
+
+// defaultLimit is the page size of Events when the filter has none.
+const defaultLimit = 100
+
+// Events implements [pipeline.Log.Events]. Its cursor is the decimal Seq of
+// the last event it looked at; it looks at every event, so it never stops
+// early.
+func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.EventInfo, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", fmt.Errorf("memlog: events: %w", err)
+	}
+	after := uint64(0)
+	if f.After != "" {
+		n, err := strconv.ParseUint(f.After, 10, 64)
+		if err != nil {
+			return nil, "", fmt.Errorf("memlog: events: after %q: %w", f.After, pipeline.ErrBadCursor)
+		}
+		after = n
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, "", fmt.Errorf("memlog: events: %w", pipeline.ErrClosed)
+	}
+	var out []pipeline.EventInfo
+	for i := after; i < uint64(len(l.order)); i++ {
+		s := l.order[i]
+		if !match(s, f) {
+			continue
+		}
+		out = append(out, pipeline.EventInfo{Event: cloneEvent(s.ev), Seq: s.seq, Sinks: slices.Clone(s.sinks)})
+		if len(out) == limit {
+			if s.seq < uint64(len(l.order)) {
+				return out, strconv.FormatUint(s.seq, 10), nil
+			}
+			break
+		}
+	}
+	return out, "", nil
+}
+
+func match(s *stored, f pipeline.EventFilter) bool {
+	ev := &s.ev
+	switch {
+	case f.ID != "" && ev.ID != f.ID,
+		f.Source != "" && ev.Source != f.Source,
+		f.DedupKey != "" && ev.DedupKey != f.DedupKey,
+		f.Sink != "" && !slices.Contains(s.sinks, f.Sink),
+		!f.Since.IsZero() && ev.ReceivedAt.Before(f.Since),
+		!f.Until.IsZero() && !ev.ReceivedAt.Before(f.Until):
+		return false
+	}
+	return true
+}
+
+// lock locks the log for a queue call named op, or returns why it cannot.
+func (q *Queue) lock(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memlog: %s %s: %w", op, q.sink, err)
+	}
+	q.l.mu.Lock()
+	if q.l.closed {
+		q.l.mu.Unlock()
+		return fmt.Errorf("memlog: %s %s: %w", op, q.sink, pipeline.ErrClosed)
+	}
+	return nil
+}
+
+// deadSeqs returns seqs, or every dead seq when seqs is nil. q.l.mu is held.
+func (q *Queue) deadSeqs(seqs []uint64) []uint64 {
+	if seqs == nil {
+		seqs = slices.Sorted(maps.Keys(q.q.dead))
+	}
+	return seqs
+}
+
+// RetryDead implements [pipeline.Queue.RetryDead].
+func (q *Queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
+	if err := q.lock(ctx, "retry dead"); err != nil {
+		return 0, err
+	}
+	defer q.l.mu.Unlock()
+	now := time.Now()
+	n := 0
+	for _, seq := range q.deadSeqs(seqs) {
+		d, ok := q.q.dead[seq]
+		if !ok {
+			continue
+		}
+		delete(q.q.dead, seq)
+		e := d.e
+		e.attempts = 0
+		e.lastErr = d.err
+		e.retryAt = now
+		q.q.retry[seq] = e
+		n++
+	}
+	if n > 0 {
+		q.q.notify()
+	}
+	return n, nil
+}
+
+// DropDead implements [pipeline.Queue.DropDead].
+func (q *Queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
+	if err := q.lock(ctx, "drop dead"); err != nil {
+		return 0, err
+	}
+	defer q.l.mu.Unlock()
+	n := 0
+	for _, seq := range q.deadSeqs(seqs) {
+		if _, ok := q.q.dead[seq]; ok {
+			delete(q.q.dead, seq)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// has reports whether the queue holds an entry for seq. q.l.mu is held.
+func (q *Queue) has(seq uint64) bool {
+	if _, ok := q.q.leased[seq]; ok {
+		return true
+	}
+	if _, ok := q.q.retry[seq]; ok {
+		return true
+	}
+	if _, ok := q.q.dead[seq]; ok {
+		return true
+	}
+	_, ok := slices.BinarySearchFunc(q.q.ready, seq, func(e *entry, seq uint64) int { return cmp.Compare(e.seq, seq) })
+	return ok
+}
+
+// Requeue implements [pipeline.Queue.Requeue].
+func (q *Queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
+	if err := q.lock(ctx, "requeue"); err != nil {
+		return 0, err
+	}
+	defer q.l.mu.Unlock()
+	for _, r := range rs {
+		if r.Seq == 0 || r.Seq > uint64(len(q.l.order)) {
+			return 0, fmt.Errorf("memlog: requeue %s: event seq %d: %w", q.sink, r.Seq, pipeline.ErrNotFound)
+		}
+	}
+	now := time.Now()
+	n := 0
+	for _, r := range rs {
+		if q.has(r.Seq) {
+			continue
+		}
+		s := q.l.order[r.Seq-1]
+		q.q.retry[r.Seq] = &entry{seq: r.Seq, ev: &s.ev, route: r.Route, payload: bytes.Clone(r.Payload), retryAt: now}
+		n++
+	}
+	if n > 0 {
+		q.q.notify()
+	}
+	return n, nil
+}
+
+// Oldest implements [pipeline.Queue.Oldest].
+func (q *Queue) Oldest(ctx context.Context) (time.Time, error) {
+	if err := q.lock(ctx, "oldest"); err != nil {
+		return time.Time{}, err
+	}
+	defer q.l.mu.Unlock()
+	var oldest *entry
+	consider := func(e *entry) {
+		if oldest == nil || e.seq < oldest.seq {
+			oldest = e
+		}
+	}
+	if len(q.q.ready) > 0 {
+		consider(q.q.ready[0])
+	}
+	for _, e := range q.q.leased {
+		consider(e)
+	}
+	for _, e := range q.q.retry {
+		consider(e)
+	}
+	if oldest == nil {
+		return time.Time{}, nil
+	}
+	return oldest.ev.ReceivedAt, nil
 }

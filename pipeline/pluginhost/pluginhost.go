@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/pipelined/pipelined/pipeline/metrics"
 )
 
 // Spec says how to find, check, start and configure one sink's plugin.
@@ -59,6 +61,8 @@ type Options struct {
 	// HealthyAfter is how long a plugin must run before its failure count
 	// is reset. Default 1m.
 	HealthyAfter time.Duration
+	// Metrics, if set, counts a [Supervisor]'s restarts.
+	Metrics *metrics.Metrics
 }
 
 func (o *Options) withDefaults() Options {

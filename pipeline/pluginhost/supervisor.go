@@ -45,6 +45,7 @@ type Supervisor struct {
 	notBefore time.Time // no start before this
 	startedAt time.Time
 	stopped   bool
+	launched  bool // a start was tried already: the next one is a restart
 }
 
 // NewSupervisor returns a Supervisor for spec. It starts nothing yet.
@@ -136,6 +137,9 @@ func (s *Supervisor) plugin(ctx context.Context) (*Plugin, error) {
 		return nil, fmt.Errorf("sink %q: %w", s.spec.Sink, ErrStopped)
 	}
 	s.state = StateStarting
+	if s.launched {
+		s.opts.Metrics.PluginRestart(s.spec.Sink)
+	}
 	s.mu.Unlock()
 
 	p, err := Start(ctx, s.spec, &s.opts)
@@ -157,6 +161,7 @@ func (s *Supervisor) plugin(ctx context.Context) (*Plugin, error) {
 			s.state = StateBackoff
 			return nil, err
 		}
+		s.launched = true
 		s.failures++
 		delay := s.backoff()
 		s.notBefore = time.Now().Add(delay)
@@ -166,6 +171,7 @@ func (s *Supervisor) plugin(ctx context.Context) (*Plugin, error) {
 		s.log.Error("plugin failed to start", "error", err, "retry_in", delay, "failures", s.failures)
 		return nil, err
 	}
+	s.launched = true
 	s.p = p
 	s.pid = p.Pid()
 	s.state = StateRunning

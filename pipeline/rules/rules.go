@@ -195,6 +195,21 @@ func formatFloat(f float64) (string, error) {
 	return strconv.FormatFloat(f, 'f', -1, 64), nil
 }
 
+// RouteError is an error of one route's expression on one event, as
+// [Router.Route] returns it; callers read Route with errors.As, e.g. to
+// count failures per route.
+type RouteError struct {
+	// Route names the [[route]]; Expr is "when" or "transform".
+	Route, Expr string
+	Err         error
+}
+
+// Error returns "route <name> <expr>: <err>".
+func (e *RouteError) Error() string { return "route " + e.Route + " " + e.Expr + ": " + e.Err.Error() }
+
+// Unwrap returns the expression's error.
+func (e *RouteError) Unwrap() error { return e.Err }
+
 // Route is one [[route]] of the configuration.
 type Route struct {
 	Name      string
@@ -259,7 +274,7 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 		rt := &r.routes[i]
 		ok, err := rt.when.Bool(env)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("route %s when: %w", rt.name, err))
+			errs = append(errs, &RouteError{Route: rt.name, Expr: "when", Err: err})
 			continue
 		}
 		if !ok {
@@ -292,11 +307,11 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 func (rt *route) payload(env *Env) ([]byte, error) {
 	v, err := rt.transform.Value(env)
 	if err != nil {
-		return nil, fmt.Errorf("route %s transform: %w", rt.name, err)
+		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("route %s transform: %w", rt.name, err)
+		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
 	}
 	return b, nil
 }

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/metrics"
 )
 
 // ErrOverloaded is returned by [Writer.Append] when more entries wait than
@@ -34,6 +36,9 @@ type Options struct {
 	Logger *slog.Logger
 	// OnBatch, if set, is called after each append with its size; for metrics.
 	OnBatch func(entries int, err error)
+	// Metrics, if set, records each append's size and duration (the
+	// group commit's fsync latency).
+	Metrics *metrics.Metrics
 }
 
 // Writer appends entries to a log in batches. It is safe for concurrent use.
@@ -48,6 +53,7 @@ type Writer struct {
 }
 
 type request struct {
+	ping  bool // Ping's request: answered at once, appends nothing
 	entry pipeline.Entry
 	res   pipeline.Appended
 	err   error
@@ -103,6 +109,31 @@ func (w *Writer) Append(ctx context.Context, e pipeline.Entry) (pipeline.Appende
 	}
 }
 
+// Ping returns nil once the writer goroutine has taken a request from its
+// queue: proof, for a watchdog, that appends are not stuck. It waits behind
+// the entries already queued, bounded by ctx.
+func (w *Writer) Ping(ctx context.Context) error {
+	r := &request{ping: true, done: make(chan struct{})}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return pipeline.ErrClosed
+	}
+	select {
+	case w.reqs <- r:
+		w.mu.RUnlock()
+	case <-ctx.Done():
+		w.mu.RUnlock()
+		return fmt.Errorf("writer queue is full: %w", ctx.Err())
+	}
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("writer did not take a ping: %w", ctx.Err())
+	}
+}
+
 // Close stops taking entries, appends those already taken, and returns
 // when the writer has stopped. The log is left open.
 func (w *Writer) Close() {
@@ -119,6 +150,10 @@ func (w *Writer) run() {
 	defer close(w.done)
 	batch := make([]*request, 0, w.opts.MaxBatch)
 	for r := range w.reqs {
+		if r.ping {
+			close(r.done)
+			continue
+		}
 		batch = append(batch[:0], r)
 		size := len(r.entry.Event.Body)
 	fill:
@@ -127,6 +162,10 @@ func (w *Writer) run() {
 			case r, ok := <-w.reqs:
 				if !ok {
 					break fill
+				}
+				if r.ping {
+					close(r.done)
+					continue
 				}
 				batch = append(batch, r)
 				size += len(r.entry.Event.Body)
@@ -145,6 +184,7 @@ func (w *Writer) commit(batch []*request) {
 	for i, r := range batch {
 		entries[i] = r.entry
 	}
+	start := time.Now()
 	res, err := w.log.Append(context.Background(), entries)
 	if errors.Is(err, pipeline.ErrTooBig) && len(batch) > 1 {
 		half := len(batch) / 2
@@ -155,6 +195,7 @@ func (w *Writer) commit(batch []*request) {
 	if w.opts.OnBatch != nil {
 		w.opts.OnBatch(len(batch), err)
 	}
+	w.opts.Metrics.WriterCommit(len(batch), time.Since(start), err)
 	if err != nil {
 		w.opts.Logger.Error("append to event log failed", "entries", len(batch), "err", err)
 		err = fmt.Errorf("append: %w", err)

@@ -196,3 +196,25 @@ func TestCloseAppendsWhatItTook(t *testing.T) {
 		t.Errorf("after Close the log holds %d entries but %d appends succeeded", st.Ready, ok.Load())
 	}
 }
+
+func TestPing(t *testing.T) {
+	l := &slowLog{Log: memlog.New(), delay: 300 * time.Millisecond}
+	w := writer.New(l, nil)
+	if err := w.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping of an idle writer = %v", err)
+	}
+	go w.Append(context.Background(), entry("slow", "")) // the writer is stuck in a slow append
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := w.Ping(ctx); err == nil {
+		t.Errorf("Ping of a writer stuck in an append = nil, want a timeout")
+	}
+	if err := w.Ping(context.Background()); err != nil {
+		t.Errorf("Ping once the append is done = %v", err)
+	}
+	w.Close()
+	if err := w.Ping(context.Background()); !errors.Is(err, pipeline.ErrClosed) {
+		t.Errorf("Ping after Close = %v, want ErrClosed", err)
+	}
+}

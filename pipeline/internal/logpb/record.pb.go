@@ -35,7 +35,9 @@ type Event struct {
 	Auth               string                 `protobuf:"bytes,6,opt,name=auth,proto3" json:"auth,omitempty"`
 	// sinks lists the sinks the event was routed to, so retention can tell
 	// whether any queue still refers to it.
-	Sinks         []string `protobuf:"bytes,7,rep,name=sinks,proto3" json:"sinks,omitempty"`
+	Sinks []string `protobuf:"bytes,7,rep,name=sinks,proto3" json:"sinks,omitempty"`
+	// dedup_key is the key the event was deduplicated by; empty when none.
+	DedupKey      string `protobuf:"bytes,8,opt,name=dedup_key,json=dedupKey,proto3" json:"dedup_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +121,13 @@ func (x *Event) GetSinks() []string {
 	return nil
 }
 
+func (x *Event) GetDedupKey() string {
+	if x != nil {
+		return x.DedupKey
+	}
+	return ""
+}
+
 // Target is one sink's queue, retry or dead-letter entry for an event.
 type Target struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -200,7 +209,7 @@ var File_pipeline_internal_logpb_record_proto protoreflect.FileDescriptor
 
 const file_pipeline_internal_logpb_record_proto_rawDesc = "" +
 	"\n" +
-	"$pipeline/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\x9c\x02\n" +
+	"$pipeline/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\xb9\x02\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x121\n" +
@@ -208,7 +217,8 @@ const file_pipeline_internal_logpb_record_proto_rawDesc = "" +
 	"\aheaders\x18\x04 \x03(\v2$.pipelined.log.v1.Event.HeadersEntryR\aheaders\x12\x12\n" +
 	"\x04body\x18\x05 \x01(\fR\x04body\x12\x12\n" +
 	"\x04auth\x18\x06 \x01(\tR\x04auth\x12\x14\n" +
-	"\x05sinks\x18\a \x03(\tR\x05sinks\x1a:\n" +
+	"\x05sinks\x18\a \x03(\tR\x05sinks\x12\x1b\n" +
+	"\tdedup_key\x18\b \x01(\tR\bdedupKey\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x01\n" +

@@ -1,0 +1,600 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/config"
+)
+
+const adminUsage = `usage:
+  pipelined events list [--source S] [--sink S] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--limit N] [--after CURSOR]
+  pipelined events show ID
+  pipelined sinks
+  pipelined dlq list SINK [--limit N] [--after SEQ]
+  pipelined dlq retry SINK (--id ID ... | --all)
+  pipelined dlq drop SINK (--id ID ... | --all)
+  pipelined replay --sink S --since T [--until T] [--source S] [--when EXPR] [--all-events]
+  pipelined reload
+
+These talk to a running daemon's admin API. Common flags:
+  --admin URL         admin API (default: http:// + [admin] listen of the config, else http://127.0.0.1:8081)
+  -c FILE             configuration file to read [admin] from (default ./pipeline.toml when it exists)
+  --token-env NAME    environment variable holding the admin token (default: [admin] token_env)
+  --token-file FILE   file holding the admin token (default: [admin] token_file)
+  --json              print the API's JSON instead of a table
+
+Times are RFC 3339 (2025-03-14T15:09:26Z) or a duration ago (90m, 24h).
+A replay re-enqueues the events of the log that were routed to the sink
+(all events with --all-events) as retries due now; an event still queued
+for the sink is not queued twice. dlq drop removes dead letters for good.
+Exit status: 0 ok, 1 the call failed, 2 usage error.
+`
+
+// adminFlags are the flags every admin command takes.
+type adminFlags struct {
+	cfgFile, adminURL, tokenEnv, tokenFile string
+	asJSON                                 bool
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// errUsage marks a usage error (exit 2); its text is printed with the usage.
+type errUsage struct{ msg string }
+
+func (e errUsage) Error() string { return e.msg }
+
+func usageErr(format string, a ...any) error { return errUsage{fmt.Sprintf(format, a...)} }
+
+// adminCLI runs one admin command: events, sinks, dlq, replay or reload.
+func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
+	name := "pipelined " + cmd
+	sub := ""
+	if cmd == "events" || cmd == "dlq" {
+		if len(args) == 0 {
+			fmt.Fprintf(stderr, "%s: missing command\n\n%s", name, adminUsage)
+			return 2
+		}
+		sub, args = args[0], args[1:]
+		name += " " + sub
+	}
+	if sub == "help" || sub == "-h" || sub == "--help" {
+		fmt.Fprint(stdout, adminUsage)
+		return 0
+	}
+	err := runAdmin(cmd, sub, name, args, stdout, stderr)
+	var ue errUsage
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, adminUsage)
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "%s: %s\n\n%s", name, ue.msg, adminUsage)
+		return 2
+	case errors.Is(err, errFlags):
+		return 2
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	return 1
+}
+
+// errFlags: the flag package printed the problem already.
+var errFlags = errors.New("bad flags")
+
+func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintf(stderr, "run pipelined %s --help for usage\n", cmd) }
+	var af adminFlags
+	fs.StringVar(&af.cfgFile, "c", "", "configuration `file`")
+	fs.StringVar(&af.cfgFile, "config", "", "configuration `file` (same as -c)")
+	fs.StringVar(&af.adminURL, "admin", "", "admin API `URL`")
+	fs.StringVar(&af.tokenEnv, "token-env", "", "environment `variable` holding the admin token")
+	fs.StringVar(&af.tokenFile, "token-file", "", "`file` holding the admin token")
+	fs.BoolVar(&af.asJSON, "json", false, "print JSON")
+
+	var source, sink, since, until, dedupKey, when, after string
+	var limit int
+	var ids stringList
+	var all, allEvents bool
+	switch {
+	case cmd == "events" && sub == "list":
+		fs.StringVar(&source, "source", "", "only events of this source")
+		fs.StringVar(&sink, "sink", "", "only events routed to this sink")
+		fs.StringVar(&since, "since", "", "only events received at or after `T`")
+		fs.StringVar(&until, "until", "", "only events received before `T`")
+		fs.StringVar(&dedupKey, "dedup-key", "", "only events with this dedup key")
+		fs.StringVar(&when, "when", "", "only events for which this expr `expression` is true")
+		fs.IntVar(&limit, "limit", 50, "at most `N` events")
+		fs.StringVar(&after, "after", "", "continue after this `cursor`")
+	case cmd == "dlq" && sub == "list":
+		fs.IntVar(&limit, "limit", 50, "at most `N` dead letters")
+		fs.StringVar(&after, "after", "", "continue after this `seq`")
+	case cmd == "dlq" && (sub == "retry" || sub == "drop"):
+		fs.Var(&ids, "id", "event `ID` (repeat for more)")
+		fs.BoolVar(&all, "all", false, "every dead letter of the sink")
+	case cmd == "replay":
+		fs.StringVar(&sink, "sink", "", "the sink to replay to")
+		fs.StringVar(&since, "since", "", "replay events received at or after `T`")
+		fs.StringVar(&until, "until", "", "replay events received before `T` (default now)")
+		fs.StringVar(&source, "source", "", "only events of this source")
+		fs.StringVar(&when, "when", "", "only events for which this expr `expression` is true")
+		fs.BoolVar(&allEvents, "all-events", false, "also events that were not routed to the sink")
+	case cmd == "events" && sub == "show", cmd == "sinks", cmd == "reload":
+	default:
+		return usageErr("unknown command %q", sub)
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return errFlags
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
+	if len(pos) != wantPos {
+		if wantPos == 0 {
+			return usageErr("unexpected argument %q", pos[0])
+		}
+		return usageErr("want %d argument(s), got %d", wantPos, len(pos))
+	}
+	now := time.Now()
+	for _, t := range []struct{ flag, v string }{{"--since", since}, {"--until", until}} {
+		if _, err := admin.ParseTime(t.v, now); err != nil {
+			return usageErr("%s: %v", t.flag, err)
+		}
+	}
+	c, err := af.client()
+	if err != nil {
+		return err
+	}
+	switch cmd + " " + sub {
+	case "events list":
+		q := url.Values{}
+		for k, v := range map[string]string{"source": source, "sink": sink, "dedup_key": dedupKey, "when": when, "after": after,
+			"since": absTime(since, now), "until": absTime(until, now), "limit": strconv.Itoa(limit)} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		return c.eventsList(q, af.asJSON, stdout, stderr)
+	case "events show":
+		return c.eventShow(pos[0], af.asJSON, stdout)
+	case "sinks ":
+		return c.sinks(af.asJSON, stdout)
+	case "dlq list":
+		q := url.Values{"limit": {strconv.Itoa(limit)}}
+		if after != "" {
+			q.Set("after", after)
+		}
+		return c.dlqList(pos[0], q, af.asJSON, stdout, stderr)
+	case "dlq retry", "dlq drop":
+		if all == (len(ids) > 0) {
+			return usageErr("give --id ID (one or more) or --all")
+		}
+		return c.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all}, af.asJSON, stdout, stderr)
+	case "replay ":
+		if sink == "" || since == "" {
+			return usageErr("--sink and --since are required")
+		}
+		req := admin.ReplayRequest{Sink: sink, Since: absTime(since, now), Until: absTime(until, now), Source: source, When: when, AllEvents: allEvents}
+		return c.replay(req, af.asJSON, stdout, stderr)
+	case "reload ":
+		return c.reload(af.asJSON, stdout)
+	}
+	return usageErr("unknown command")
+}
+
+// absTime turns a duration ago into RFC 3339, so that the daemon counts
+// from the moment the command ran; it leaves anything else as it is.
+func absTime(s string, now time.Time) string {
+	if _, err := time.ParseDuration(s); err == nil {
+		t, _ := admin.ParseTime(s, now)
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	return s
+}
+
+// adminConfig is the part of pipeline.toml the admin commands read. It is
+// decoded leniently: the rest of the file is not checked here.
+type adminConfig struct {
+	Admin struct {
+		Listen    string `toml:"listen"`
+		TokenEnv  string `toml:"token_env"`
+		TokenFile string `toml:"token_file"`
+	} `toml:"admin"`
+}
+
+// client builds the API client from the flags and the configuration.
+func (af *adminFlags) client() (*apiClient, error) {
+	var ac adminConfig
+	file := af.cfgFile
+	if file == "" {
+		if _, err := os.Stat("pipeline.toml"); err == nil {
+			file = "pipeline.toml"
+		}
+	}
+	if file != "" {
+		if _, err := toml.DecodeFile(file, &ac); err != nil {
+			return nil, fmt.Errorf("read [admin] of %s: %w", file, err)
+		}
+	}
+	base := af.adminURL
+	if base == "" {
+		base = adminURL(ac.Admin.Listen)
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usageErr("--admin %q: want a URL such as http://127.0.0.1:8081", base)
+	}
+	tokenEnv, tokenFile := af.tokenEnv, af.tokenFile
+	if tokenEnv == "" && tokenFile == "" {
+		tokenEnv, tokenFile = ac.Admin.TokenEnv, ac.Admin.TokenFile
+	}
+	var token string
+	switch {
+	case tokenEnv != "":
+		token = os.Getenv(tokenEnv)
+		if token == "" {
+			return nil, fmt.Errorf("admin token: environment variable %s is empty or unset", tokenEnv)
+		}
+	case tokenFile != "":
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	return &apiClient{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}, nil
+}
+
+// adminURL is the URL of an admin listen address; a wildcard host is
+// reached on loopback.
+func adminURL(listen string) string {
+	if listen == "" {
+		listen = config.DefaultAdminListen
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+type apiClient struct {
+	base, token string
+	http        *http.Client
+}
+
+// do calls the API and returns the response of a 2xx; any other status
+// becomes an error with the API's message.
+func (c *apiClient) do(method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin API: %w (is pipelined running? set --admin)", err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e struct{ Error string }
+	if json.Unmarshal(b, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(b))
+	}
+	hint := ""
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		hint = " (give the token with --token-env or --token-file)"
+	}
+	return nil, fmt.Errorf("%s (HTTP %d)%s", e.Error, resp.StatusCode, hint)
+}
+
+// get calls the API and decodes the answer into v, also returning it raw.
+func (c *apiClient) call(method, path string, body, v any) ([]byte, error) {
+	resp, err := c.do(method, path, body)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return nil, fmt.Errorf("decode answer: %w", err)
+	}
+	return raw, nil
+}
+
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func (c *apiClient) eventsList(q url.Values, asJSON bool, stdout, stderr io.Writer) error {
+	var list admin.EventList
+	raw, err := c.call("GET", "/v1/events?"+q.Encode(), nil, &list)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	tw := table(stdout)
+	fmt.Fprintln(tw, "ID\tSEQ\tRECEIVED\tSOURCE\tSINKS\tDEDUP KEY")
+	for _, e := range list.Events {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Seq, fmtTime(e.ReceivedAt), e.Source, orDash(strings.Join(e.Sinks, ",")), orDash(e.DedupKey))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if list.Next != "" {
+		fmt.Fprintf(stderr, "more: add --after %s\n", list.Next)
+	}
+	return nil
+}
+
+func (c *apiClient) eventShow(id string, asJSON bool, stdout io.Writer) error {
+	var e admin.Event
+	raw, err := c.call("GET", "/v1/events/"+url.PathEscape(id), nil, &e)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	tw := table(stdout)
+	fmt.Fprintf(tw, "id:\t%s\nseq:\t%d\nsource:\t%s\nreceived:\t%s\nauth:\t%s\ndedup key:\t%s\nsinks:\t%s\n",
+		e.ID, e.Seq, e.Source, e.ReceivedAt.UTC().Format(time.RFC3339Nano), orDash(e.Auth), orDash(e.DedupKey), orDash(strings.Join(e.Sinks, ", ")))
+	for _, k := range sortedKeys(e.Headers) {
+		fmt.Fprintf(tw, "header %s:\t%s\n", k, e.Headers[k])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var body bytes.Buffer
+	if json.Indent(&body, e.Body, "", "  ") != nil {
+		body.Reset()
+		body.Write(e.Body)
+	}
+	_, err = fmt.Fprintf(stdout, "body:\n%s\n", body.Bytes())
+	return err
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (c *apiClient) sinks(asJSON bool, stdout io.Writer) error {
+	var v struct{ Sinks []admin.SinkStatus }
+	raw, err := c.call("GET", "/v1/sinks", nil, &v)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	tw := table(stdout)
+	fmt.Fprintln(tw, "SINK\tSTATE\tQUEUE\tRETRYING\tOLDEST\tDLQ\tLAST ERROR")
+	for _, s := range v.Sinks {
+		oldest := "-"
+		if s.OldestAgeSeconds > 0 {
+			oldest = fmtAge(time.Duration(s.OldestAgeSeconds * float64(time.Second)))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, s.Plugin, s.Ready+s.Retrying, s.Retrying, oldest, s.Dead, orDash(oneLine(s.LastError)))
+	}
+	return tw.Flush()
+}
+
+// fmtAge prints an age to the second, or in minutes or hours when long.
+func fmtAge(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "<1s"
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		return d.Round(time.Minute).String()
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+func (c *apiClient) dlqList(sink string, q url.Values, asJSON bool, stdout, stderr io.Writer) error {
+	var v admin.DeadLetterList
+	raw, err := c.call("GET", "/v1/sinks/"+url.PathEscape(sink)+"/dlq?"+q.Encode(), nil, &v)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	tw := table(stdout)
+	fmt.Fprintln(tw, "ID\tSEQ\tFAILED\tATTEMPTS\tROUTE\tERROR")
+	for _, d := range v.DeadLetters {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, d.Seq, fmtTime(d.FailedAt), d.Attempts, orDash(d.Route), orDash(oneLine(d.Error)))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if v.Next != "" {
+		fmt.Fprintf(stderr, "more: add --after %s\n", v.Next)
+	}
+	return nil
+}
+
+func (c *apiClient) dlqSettle(action, sink string, req admin.DeadLetterRequest, asJSON bool, stdout, stderr io.Writer) error {
+	var res admin.DeadLetterResult
+	raw, err := c.call("POST", "/v1/sinks/"+url.PathEscape(sink)+"/dlq/"+action, req, &res)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		stdout.Write(raw)
+	} else {
+		verb := map[string]string{"retry": "retried", "drop": "dropped"}[action]
+		fmt.Fprintf(stdout, "%s %d dead letter(s) of %s\n", verb, res.Count, sink)
+		for _, id := range res.IDs {
+			fmt.Fprintln(stdout, id)
+		}
+	}
+	if len(res.NotFound) > 0 {
+		return fmt.Errorf("not in the dead-letter queue of %s: %s", sink, strings.Join(res.NotFound, ", "))
+	}
+	return nil
+}
+
+func (c *apiClient) replay(req admin.ReplayRequest, asJSON bool, stdout, stderr io.Writer) error {
+	resp, err := c.do("POST", "/v1/replay", req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	bar := isTerminal(stderr) && !asJSON
+	var last admin.ReplayProgress
+	var lastRaw []byte
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lastRaw = append(lastRaw[:0], sc.Bytes()...)
+		if err := json.Unmarshal(sc.Bytes(), &last); err != nil {
+			return fmt.Errorf("decode replay progress: %w", err)
+		}
+		if bar {
+			drawBar(stderr, last)
+		}
+	}
+	if bar {
+		fmt.Fprintln(stderr)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("replay answer: %w", err)
+	}
+	if !last.Done && last.Error == "" {
+		return fmt.Errorf("replay: the daemon ended the answer early after %d enqueued", last.Enqueued)
+	}
+	if asJSON {
+		stdout.Write(append(lastRaw, '\n'))
+	} else {
+		fmt.Fprintf(stdout, "replayed to %s: %d enqueued, %d already queued (%d matched of %d scanned)\n",
+			req.Sink, last.Enqueued, last.AlreadyQueued, last.Matched, last.Scanned)
+	}
+	if last.Error != "" {
+		return fmt.Errorf("replay stopped after %d enqueued: %s", last.Enqueued, last.Error)
+	}
+	return nil
+}
+
+// drawBar draws the replay's progress through its time range on one line.
+func drawBar(w io.Writer, p admin.ReplayProgress) {
+	const width = 30
+	frac := 1.0
+	if !p.Done {
+		span := p.Until.Sub(p.Since)
+		frac = 0
+		if span > 0 && !p.At.IsZero() {
+			frac = min(max(float64(p.At.Sub(p.Since))/float64(span), 0), 1)
+		}
+	}
+	n := int(frac * width)
+	fmt.Fprintf(w, "\r[%s%s] %3.0f%%  %d scanned, %d enqueued", strings.Repeat("=", n), strings.Repeat(" ", width-n), frac*100, p.Scanned, p.Enqueued)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func (c *apiClient) reload(asJSON bool, stdout io.Writer) error {
+	var v map[string]string
+	raw, err := c.call("POST", "/v1/reload", nil, &v)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, "configuration reloaded")
+	return err
+}

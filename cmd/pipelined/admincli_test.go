@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/memlog"
+)
+
+const cliToken = "cli-token"
+
+// adminServer serves the admin API over a memlog holding cli-0..cli-3:
+// even ones routed to archive, odd ones dead in slack's DLQ.
+func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
+	t.Helper()
+	l := memlog.New()
+	t.Cleanup(func() { l.Close() })
+	var es []pipeline.Entry
+	for i := range 4 {
+		ev := pipeline.Event{ID: fmt.Sprintf("cli-%d", i), Source: "callkaro", ReceivedAt: time.Now().Add(-time.Duration(4-i) * time.Minute),
+			Body: []byte(fmt.Sprintf(`{"n":%d}`, i)), Auth: "none"}
+		tg := pipeline.Target{Sink: "archive", Route: "all"}
+		if i%2 == 1 {
+			tg = pipeline.Target{Sink: "slack", Route: "leads", Err: "slack said 400: invalid_blocks"}
+		}
+		es = append(es, pipeline.Entry{Event: ev, Targets: []pipeline.Target{tg}, DedupKey: fmt.Sprintf("call-%d", i)})
+	}
+	if _, err := l.Append(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	reloads := new(int)
+	h := admin.Handler(admin.Options{
+		Ready: func() error { return nil },
+		Log:   l,
+		Token: []byte(cliToken),
+		Sinks: func(ctx context.Context) ([]admin.SinkStatus, error) {
+			var out []admin.SinkStatus
+			for _, n := range []string{"archive", "slack"} {
+				st, err := l.Queue(n).Stats(ctx)
+				if err != nil {
+					return nil, err
+				}
+				s := admin.SinkStatus{Name: n, Plugin: "running", PID: 42, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead}
+				if n == "slack" {
+					s.Plugin, s.LastError = "backoff", "plugin exited: exit status 1"
+				}
+				out = append(out, s)
+			}
+			return out, nil
+		},
+		Reload: func() error {
+			*reloads++
+			if *reloads > 1 {
+				return errors.New("pipeline.toml:4:1: unknown key foo")
+			}
+			return nil
+		},
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, l, reloads
+}
+
+func runAdminCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestAdminCLI(t *testing.T) {
+	srv, l, reloads := adminServer(t)
+	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(cliToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A config naming the server and the token variable: no flags needed.
+	cfg := filepath.Join(t.TempDir(), "pipeline.toml")
+	listen := strings.TrimPrefix(srv.URL, "http://")
+	if err := os.WriteFile(cfg, []byte("[admin]\nlisten = \""+listen+"\"\ntoken_env = \"PIPELINED_TEST_ADMIN_TOKEN\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := []string{"--admin", srv.URL}
+
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		stdout   []string // each must appear
+		stderr   []string
+	}{
+		{"sinks table", append([]string{"sinks"}, a...), 0,
+			[]string{"SINK     STATE    QUEUE  RETRYING  OLDEST  DLQ  LAST ERROR", "archive  running  2      0         4m", "slack    backoff  0      0         -       2    plugin exited: exit status 1"}, nil},
+		{"events list", append([]string{"events", "list", "--source", "callkaro", "--since", "1h"}, a...), 0,
+			[]string{"ID     SEQ  RECEIVED", "cli-0  1", "cli-3  4", "callkaro  slack    call-3"}, nil},
+		{"events list when", append([]string{"events", "list", "--when", "body.n > 2"}, a...), 0, []string{"cli-3"}, nil},
+		{"events list paged", append([]string{"events", "list", "--limit", "1"}, a...), 0, []string{"cli-0"}, []string{"more: add --after 1"}},
+		{"events list bad when", append([]string{"events", "list", "--when", "body.n +"}, a...), 1, nil, []string{"pipelined events list: when:", "(HTTP 400)"}},
+		{"events show", append([]string{"events", "show", "cli-2"}, a...), 0, []string{"id:         cli-2", "dedup key:  call-2", `"n": 2`}, nil},
+		{"events show missing", append([]string{"events", "show", "nope"}, a...), 1, nil, []string{`event "nope" is not in the log (HTTP 404)`}},
+		{"dlq list", append([]string{"dlq", "list", "slack"}, a...), 0, []string{"ID     SEQ  FAILED", "cli-1", "slack said 400: invalid_blocks"}, nil},
+		{"dlq list unknown sink", append([]string{"dlq", "list", "nope"}, a...), 1, nil, []string{`unknown sink "nope"`}},
+		{"dlq retry without token", append([]string{"dlq", "retry", "slack", "--all"}, a...), 1, nil, []string{"(HTTP 401)", "--token-env"}},
+		{"dlq retry", append([]string{"dlq", "retry", "slack", "--id", "cli-1", "--token-env", "PIPELINED_TEST_ADMIN_TOKEN"}, a...), 0,
+			[]string{"retried 1 dead letter(s) of slack\ncli-1\n"}, nil},
+		{"dlq retry unknown id", append([]string{"dlq", "retry", "slack", "--id", "cli-0", "--token-file", tokenFile}, a...), 1,
+			[]string{"retried 0"}, []string{"not in the dead-letter queue of slack: cli-0"}},
+		{"dlq drop via config", []string{"dlq", "drop", "slack", "--all", "-c", cfg}, 0, []string{"dropped 1 dead letter(s) of slack\ncli-3\n"}, nil},
+		{"replay", []string{"replay", "--sink", "archive", "--since", "1h", "-c", cfg}, 0,
+			[]string{"replayed to archive: 0 enqueued, 2 already queued (2 matched of 2 scanned)"}, nil},
+		{"replay json", []string{"replay", "--sink", "slack", "--since", "1h", "--all-events", "--when", "body.n == 0", "-c", cfg, "--json"}, 0,
+			[]string{`"enqueued":1`, `"done":true`}, nil},
+		{"reload", []string{"reload", "-c", cfg}, 0, []string{"configuration reloaded"}, nil},
+		{"reload refused", []string{"reload", "-c", cfg}, 1, nil, []string{"reload refused", "unknown key foo (HTTP 409)"}},
+		{"unreachable", []string{"sinks", "--admin", "http://127.0.0.1:1"}, 1, nil, []string{"is pipelined running?"}},
+		// Usage errors.
+		{"dlq retry neither", append([]string{"dlq", "retry", "slack"}, a...), 2, nil, []string{"give --id ID (one or more) or --all"}},
+		{"dlq retry both", append([]string{"dlq", "retry", "slack", "--all", "--id", "x"}, a...), 2, nil, []string{"--all"}},
+		{"dlq no sink", append([]string{"dlq", "list"}, a...), 2, nil, []string{"want 1 argument"}},
+		{"replay no since", append([]string{"replay", "--sink", "archive"}, a...), 2, nil, []string{"--sink and --since are required"}},
+		{"bad time", append([]string{"events", "list", "--since", "yesterday"}, a...), 2, nil, []string{"--since"}},
+		{"unknown flag", append([]string{"sinks", "--nope"}, a...), 2, nil, []string{"flag provided but not defined: -nope"}},
+		{"unknown subcommand", []string{"events", "frob"}, 2, nil, []string{`unknown command "frob"`}},
+		{"bad admin url", []string{"sinks", "--admin", "localhost"}, 2, nil, []string{"--admin"}},
+		{"unset token env", append([]string{"reload", "--token-env", "PIPELINED_TEST_NOT_SET"}, a...), 1, nil, []string{"PIPELINED_TEST_NOT_SET is empty or unset"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runAdminCLI(t, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("pipelined %s exit = %d, want %d\nstdout: %s\nstderr: %s", strings.Join(tt.args, " "), code, tt.wantCode, stdout, stderr)
+			}
+			for _, want := range tt.stdout {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("stdout lacks %q:\n%s", want, stdout)
+				}
+			}
+			for _, want := range tt.stderr {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr)
+				}
+			}
+			if tt.wantCode == 1 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("error output is not one line:\n%s", stderr)
+			}
+		})
+	}
+	if *reloads != 2 {
+		t.Errorf("Reload called %d times, want 2", *reloads)
+	}
+	// The replays and the retry reached the queues the dispatchers read.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, err := l.Queue("slack").Fetch(ctx, 10)
+	if err != nil || len(ds) != 2 || ds[0].Event.ID != "cli-0" || ds[1].Event.ID != "cli-1" {
+		t.Errorf("slack Fetch after the CLI = %v, %v, want cli-0 (replayed) and cli-1 (retried)", ds, err)
+	}
+}
+
+func TestAdminCLIJSON(t *testing.T) {
+	srv, _, _ := adminServer(t)
+	for _, args := range [][]string{
+		{"sinks"}, {"events", "list"}, {"events", "show", "cli-0"}, {"dlq", "list", "slack"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, stdout, stderr := runAdminCLI(t, append(args, "--json", "--admin", srv.URL)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			var v map[string]any
+			if err := json.Unmarshal([]byte(stdout), &v); err != nil {
+				t.Errorf("--json output is not JSON: %v\n%s", err, stdout)
+			}
+		})
+	}
+}
+
+func TestAdminURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"":               "http://127.0.0.1:8081",
+		"127.0.0.1:9000": "http://127.0.0.1:9000",
+		"0.0.0.0:9000":   "http://127.0.0.1:9000",
+		":9000":          "http://127.0.0.1:9000",
+		"[::]:9000":      "http://[::1]:9000",
+		"[::1]:9000":     "http://[::1]:9000",
+	} {
+		if got := adminURL(in); got != want {
+			t.Errorf("adminURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// reloadConfig is testConfig's first half (one archive sink, every call)
+// with the archive's file prefix given, plus, when withLeads, the "leads"
+// sink and the route of interested calls.
+func reloadConfig(dir, prefix string, withLeads bool) string {
+	cfg := fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+dir = %q
+
+[[source]]
+name = "callkaro"
+path = "/hooks/callkaro"
+dedup_key = "body.data.callSid"
+auth = { type = "none" }
+
+[[sink]]
+name = "archive"
+plugin = "archive"
+config = { dir = %q, prefix = %q }
+delivery = { batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "200ms" }
+
+[[route]]
+name = "all-calls"
+when = 'body.event == "call_ended"'
+to = ["archive"]
+`, filepath.Join(dir, "log"), filepath.Join(dir, "archive"), prefix)
+	if withLeads {
+		cfg += fmt.Sprintf(`
+[[sink]]
+name = "leads"
+plugin = "archive"
+config = { dir = %q, prefix = "leads" }
+delivery = { batch_max = 100, batch_wait = "5ms" }
+
+[[route]]
+name = "interested"
+when = 'body.data?.post_call?.lead_status == "interested"'
+to = ["leads"]
+`, filepath.Join(dir, "leads"))
+	}
+	return cfg
+}
+
+func TestServeReloadsOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := writeConfig(t, dir, reloadConfig(dir, "events", false))
+	d := startDaemon(t, cfgFile)
+	hook := d.url + "/hooks/callkaro"
+	waitLog := func(msg string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for strings.Count(d.log(), msg) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("the daemon never logged %q (%d times)", msg, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// A bad configuration is refused; the running one stays.
+	writeConfig(t, dir, strings.Replace(reloadConfig(dir, "events", true), `to = ["leads"]`, `to = ["nowhere"]`, 1))
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog("reload refused", 1)
+	if !strings.Contains(d.log(), `unknown sink \"nowhere\"`) {
+		t.Errorf("the refused reload did not log its problem")
+	}
+	code, ans, err := post(t, hook, "application/json", callEvent(t, "after-bad-reload", "interested"))
+	if err != nil || code != 200 {
+		t.Fatalf("POST after a refused reload = %d %v %v, want 200", code, ans, err)
+	}
+	first := ans["id"].(string)
+
+	// A good one adds a sink and a route, under load, and restarts the
+	// archive with a new config; nothing acknowledged is lost.
+	stop := make(chan struct{})
+	wait := burst(t, hook, "reload", 8, stop)
+	time.Sleep(300 * time.Millisecond)
+	writeConfig(t, dir, reloadConfig(dir, "calls", true))
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog("configuration reloaded", 1)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	acked := wait()
+
+	code, ans, err = post(t, hook, "application/json", callEvent(t, "after-reload", "interested"))
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("POST after the reload = %d %v %v", code, ans, err)
+	}
+	lead := ans["id"].(string)
+	all := append([]string{first, lead}, acked...)
+	waitArchived(t, filepath.Join(dir, "archive"), all, 30*time.Second)
+	leads := waitArchived(t, filepath.Join(dir, "leads"), []string{lead}, 30*time.Second)
+	if len(leads[first]) != 0 {
+		t.Errorf("an event accepted before the reload went to the sink the reload added")
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "archive", "calls-*")); len(files) == 0 {
+		t.Errorf("the archive did not restart with its new config (no calls-* file)")
+	}
+	t.Logf("%d events acknowledged during the reload, all archived", len(acked))
+}

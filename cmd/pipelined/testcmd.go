@@ -1,0 +1,139 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/rulestest"
+)
+
+const testUsage = `usage: pipelined test [-c pipeline.toml] [-v] [-run REGEXP] [FILES...]
+
+Runs the rule test cases of FILES against the configuration: each case is
+a request in (source, headers, body) and what pipelined must do with it
+out (expect_status, expect_routes, expect_sinks, expect_transform,
+expect_dedup_key, expect_duplicate_of). Without FILES, it runs
+<config dir>/*_test.toml and <config dir>/tests/*.toml.
+
+  -c FILE       configuration file (default ./pipeline.toml, else the built-in default)
+  -v            print every case, not only those that fail
+  -run REGEXP   run only the cases whose name matches REGEXP
+
+It exits 0 when every case passes, 1 when one fails or a test file is
+wrong, 78 (EX_CONFIG) when the configuration is wrong, 2 on a usage error.
+The file format is documented in package pipeline/rulestest.
+`
+
+// testCmd runs `pipelined test`.
+func testCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, testUsage) }
+	var cfgFile, run string
+	var verbose bool
+	fs.StringVar(&cfgFile, "c", "", "configuration `file`")
+	fs.StringVar(&cfgFile, "config", "", "configuration `file` (same as -c)")
+	fs.BoolVar(&verbose, "v", false, "print every case")
+	fs.StringVar(&run, "run", "", "run only the cases whose name matches `regexp`")
+	var files []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files = append(files, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	var match func(string) bool
+	if run != "" {
+		re, err := regexp.Compile(run)
+		if err != nil {
+			fmt.Fprintf(stderr, "pipelined test: -run: %v\n", err)
+			return 2
+		}
+		match = re.MatchString
+	}
+	c := &common{config: cfgFile}
+	quiet := slog.New(slog.DiscardHandler)
+	load := func() (*config.Config, error) { return c.load(quiet) }
+
+	if len(files) == 0 {
+		at := cfgFile
+		if at == "" {
+			at = "pipeline.toml"
+		}
+		for _, p := range rulestest.Patterns(at) {
+			m, _ := filepath.Glob(p) // the patterns are well-formed
+			files = append(files, m...)
+		}
+		slices.Sort(files)
+		files = slices.Compact(files)
+		if len(files) == 0 {
+			fmt.Fprintf(stderr, "pipelined test: no test files: give FILES, or write %s\n", strings.Join(rulestest.Patterns(at), " or "))
+			return 1
+		}
+	}
+
+	failed := false
+	for _, file := range files {
+		f, err := rulestest.Parse(file)
+		if err != nil {
+			fmt.Fprintf(stdout, "%v\nFAIL\t%s\t[test file is wrong]\n", err, file)
+			failed = true
+			continue
+		}
+		suite, err := rulestest.Load(f, load)
+		if err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return exitConfig
+		}
+		results := suite.Run(match)
+		nfail := 0
+		for _, r := range results {
+			if verbose {
+				fmt.Fprintf(stdout, "=== RUN   %s\n", r.Name)
+			}
+			if r.Passed() {
+				if verbose {
+					fmt.Fprintf(stdout, "--- PASS: %s\n", r.Name)
+				}
+				continue
+			}
+			nfail++
+			fmt.Fprintf(stdout, "--- FAIL: %s\n", r.Name)
+			for _, d := range r.Diffs {
+				fmt.Fprintf(stdout, "    %s\n", strings.ReplaceAll(d, "\n", "\n    "))
+			}
+		}
+		summary := fmt.Sprintf("%d cases", len(results))
+		if len(results) == 1 {
+			summary = "1 case"
+		}
+		if match != nil && len(results) == 0 {
+			summary += " (none matches -run)"
+		}
+		if nfail > 0 {
+			failed = true
+			fmt.Fprintf(stdout, "FAIL\t%s\t%s, %d failed\n", file, summary, nfail)
+		} else {
+			fmt.Fprintf(stdout, "ok  \t%s\t%s\n", file, summary)
+		}
+	}
+	if failed {
+		fmt.Fprintln(stdout, "FAIL")
+		return 1
+	}
+	return 0
+}

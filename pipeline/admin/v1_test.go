@@ -1,0 +1,427 @@
+package admin_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/memlog"
+)
+
+const token = "s3cret-token"
+
+var t0 = time.Date(2025, 3, 14, 15, 0, 0, 0, time.UTC)
+
+// fixture is a memlog with events ev-0..ev-5, a minute apart: even ones
+// from callkaro routed to archive, odd ones from stripe routed to slack;
+// ev-1 and ev-3 dead in slack's DLQ.
+func fixture(t *testing.T) *memlog.Log {
+	t.Helper()
+	l := memlog.New()
+	t.Cleanup(func() { l.Close() })
+	var es []pipeline.Entry
+	for i := range 6 {
+		ev := pipeline.Event{ID: fmt.Sprintf("ev-%d", i), Source: "callkaro", ReceivedAt: t0.Add(time.Duration(i) * time.Minute),
+			Body: []byte(fmt.Sprintf(`{"n":%d,"status":"interested"}`, i)), Auth: "none"}
+		tg := pipeline.Target{Sink: "archive", Route: "all"}
+		if i%2 == 1 {
+			ev.Source = "stripe"
+			tg = pipeline.Target{Sink: "slack", Route: "leads"}
+			if i != 5 {
+				tg.Err = "transform failed"
+			}
+		}
+		es = append(es, pipeline.Entry{Event: ev, Targets: []pipeline.Target{tg}, DedupKey: fmt.Sprintf("call-%d", i), DedupWindow: time.Hour})
+	}
+	if _, err := l.Append(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func v1Options(l pipeline.Log) admin.Options {
+	return admin.Options{
+		Ready: func() error { return nil },
+		Log:   l,
+		Token: []byte(token),
+		Sinks: func(ctx context.Context) ([]admin.SinkStatus, error) {
+			var out []admin.SinkStatus
+			for _, n := range []string{"archive", "slack"} {
+				st, err := l.Queue(n).Stats(ctx)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, admin.SinkStatus{Name: n, Plugin: "running", Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead})
+			}
+			return out, nil
+		},
+	}
+}
+
+func call(t *testing.T, h http.Handler, method, path, auth, body string) response {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{code: resp.StatusCode, header: resp.Header, body: b}
+}
+
+func into[T any](t *testing.T, r response) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+	return v
+}
+
+// wantError checks the status and that the body is one line of JSON with
+// an error that contains substr.
+func wantError(t *testing.T, r response, code int, substr string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("status = %d, want %d (body %s)", r.code, code, r.body)
+	}
+	if bytes.Count(bytes.TrimSpace(r.body), []byte("\n")) != 0 {
+		t.Errorf("error body %q is not one line", r.body)
+	}
+	e := into[map[string]string](t, r)
+	if !strings.Contains(e["error"], substr) {
+		t.Errorf("error = %q, want it to contain %q", e["error"], substr)
+	}
+}
+
+func eventIDs(es []admin.Event) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.ID)
+	}
+	return out
+}
+
+func TestEventsList(t *testing.T) {
+	h := admin.Handler(v1Options(fixture(t)))
+	tests := []struct {
+		name  string
+		query string
+		want  []string
+	}{
+		{"all", "", []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}},
+		{"source", "?source=stripe", []string{"ev-1", "ev-3", "ev-5"}},
+		{"sink", "?sink=archive", []string{"ev-0", "ev-2", "ev-4"}},
+		{"time range", "?since=2025-03-14T15:02:00Z&until=2025-03-14T15:04:00Z", []string{"ev-2", "ev-3"}},
+		{"dedup key", "?dedup_key=call-4", []string{"ev-4"}},
+		{"when", "?when=" + urlq(`body.n >= 3 && source == "stripe"`), []string{"ev-3", "ev-5"}},
+		{"when and limit", "?when=" + urlq(`body.n in [0, 2, 4]`) + "&limit=2", []string{"ev-0", "ev-2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := call(t, h, "GET", "/v1/events"+tt.query, "", "")
+			if r.code != http.StatusOK {
+				t.Fatalf("GET /v1/events%s = %d %s", tt.query, r.code, r.body)
+			}
+			got := into[admin.EventList](t, r)
+			if ids := eventIDs(got.Events); !slices.Equal(ids, tt.want) {
+				t.Errorf("GET /v1/events%s = %v, want %v", tt.query, ids, tt.want)
+			}
+		})
+	}
+
+	t.Run("cursor", func(t *testing.T) {
+		var all []string
+		path := "/v1/events?limit=4"
+		for range 10 {
+			got := into[admin.EventList](t, call(t, h, "GET", path, "", ""))
+			all = append(all, eventIDs(got.Events)...)
+			if got.Next == "" {
+				break
+			}
+			path = "/v1/events?limit=4&after=" + got.Next
+		}
+		if want := []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}; !slices.Equal(all, want) {
+			t.Errorf("paged by 4 = %v, want %v", all, want)
+		}
+	})
+	t.Run("fields", func(t *testing.T) {
+		got := into[admin.EventList](t, call(t, h, "GET", "/v1/events?limit=1", "", ""))
+		e := got.Events[0]
+		if e.Seq != 1 || e.Source != "callkaro" || !e.ReceivedAt.Equal(t0) || e.DedupKey != "call-0" ||
+			!slices.Equal(e.Sinks, []string{"archive"}) || compact(e.Body) != `{"n":0,"status":"interested"}` {
+			t.Errorf("GET /v1/events?limit=1 = %+v", e)
+		}
+	})
+	for _, bad := range []struct{ query, substr string }{
+		{"?when=" + urlq("body.n +"), "when:"},
+		{"?when=" + urlq("1 + 2"), "when:"},
+		{"?since=yesterday", "since"},
+		{"?limit=0", "limit"},
+		{"?after=zz", "cursor"},
+	} {
+		t.Run("bad "+bad.query, func(t *testing.T) {
+			wantError(t, call(t, h, "GET", "/v1/events"+bad.query, "", ""), http.StatusBadRequest, bad.substr)
+		})
+	}
+}
+
+func compact(b []byte) string {
+	var buf bytes.Buffer
+	json.Compact(&buf, b)
+	return buf.String()
+}
+
+func urlq(s string) string {
+	return strings.NewReplacer("%", "%25", " ", "%20", "[", "%5B", "]", "%5D", ",", "%2C", "&", "%26", "+", "%2B", "=", "%3D", `"`, "%22", ">", "%3E").Replace(s)
+}
+
+func TestEventShow(t *testing.T) {
+	h := admin.Handler(v1Options(fixture(t)))
+	r := call(t, h, "GET", "/v1/events/ev-3", "", "")
+	if r.code != http.StatusOK {
+		t.Fatalf("GET /v1/events/ev-3 = %d %s", r.code, r.body)
+	}
+	if e := into[admin.Event](t, r); e.ID != "ev-3" || e.Source != "stripe" || !slices.Equal(e.Sinks, []string{"slack"}) {
+		t.Errorf("GET /v1/events/ev-3 = %+v", e)
+	}
+	wantError(t, call(t, h, "GET", "/v1/events/nope", "", ""), http.StatusNotFound, `"nope"`)
+}
+
+func TestSinksOldestAge(t *testing.T) {
+	h := admin.Handler(v1Options(fixture(t)))
+	got := into[struct{ Sinks []admin.SinkStatus }](t, call(t, h, "GET", "/v1/sinks", "", ""))
+	if len(got.Sinks) != 2 {
+		t.Fatalf("GET /v1/sinks = %+v", got)
+	}
+	wantAge := time.Since(t0).Seconds()
+	if a := got.Sinks[0]; a.Name != "archive" || a.Ready != 3 || a.OldestAgeSeconds < wantAge-60 || a.OldestAgeSeconds > wantAge+60 {
+		t.Errorf("archive = %+v, want 3 ready, oldest_age_seconds about %.0f", a, wantAge)
+	}
+}
+
+func TestDeadLetters(t *testing.T) {
+	l := fixture(t)
+	h := admin.Handler(v1Options(l))
+	got := into[admin.DeadLetterList](t, call(t, h, "GET", "/v1/sinks/slack/dlq", "", ""))
+	if len(got.DeadLetters) != 2 || got.DeadLetters[0].ID != "ev-1" || got.DeadLetters[0].Error != "transform failed" || got.Next != "" {
+		t.Errorf("GET /v1/sinks/slack/dlq = %+v", got)
+	}
+	page := into[admin.DeadLetterList](t, call(t, h, "GET", "/v1/sinks/slack/dlq?limit=1", "", ""))
+	if len(page.DeadLetters) != 1 || page.Next == "" {
+		t.Fatalf("GET dlq?limit=1 = %+v, want one and a next", page)
+	}
+	page = into[admin.DeadLetterList](t, call(t, h, "GET", "/v1/sinks/slack/dlq?limit=1&after="+page.Next, "", ""))
+	if len(page.DeadLetters) != 1 || page.DeadLetters[0].ID != "ev-3" || page.Next != "" {
+		t.Errorf("GET dlq second page = %+v, want ev-3 and no next", page)
+	}
+	wantError(t, call(t, h, "GET", "/v1/sinks/nope/dlq", "", ""), http.StatusNotFound, `unknown sink "nope"`)
+}
+
+func TestAuth(t *testing.T) {
+	l := fixture(t)
+	withToken := admin.Handler(v1Options(l))
+	noToken := v1Options(l)
+	noToken.Token = nil
+	open := noToken
+	open.AllowUnauthenticated = true
+	for _, path := range []string{"/v1/sinks/slack/dlq/retry", "/v1/sinks/slack/dlq/drop", "/v1/replay", "/v1/reload"} {
+		t.Run(path, func(t *testing.T) {
+			wantError(t, call(t, withToken, "POST", path, "", `{"all":true}`), http.StatusUnauthorized, "token")
+			wantError(t, call(t, withToken, "POST", path, "wrong", `{"all":true}`), http.StatusUnauthorized, "token")
+			wantError(t, call(t, admin.Handler(noToken), "POST", path, "", `{"all":true}`), http.StatusForbidden, "admin.token_env or admin.token_file")
+			wantError(t, call(t, admin.Handler(noToken), "POST", path, token, `{"all":true}`), http.StatusForbidden, "admin.token_env")
+		})
+	}
+	r := call(t, withToken, "POST", "/v1/sinks/slack/dlq/retry", "wrong", `{}`)
+	if got := r.header.Get("WWW-Authenticate"); !strings.HasPrefix(got, "Bearer") {
+		t.Errorf("401 WWW-Authenticate = %q, want Bearer", got)
+	}
+	// Loopback-only daemons may run without a token.
+	if r := call(t, admin.Handler(open), "POST", "/v1/sinks/slack/dlq/drop", "", `{"ids":["ev-1"]}`); r.code != http.StatusOK {
+		t.Errorf("POST drop with AllowUnauthenticated = %d %s, want 200", r.code, r.body)
+	}
+	// Reads need no token.
+	if r := call(t, withToken, "GET", "/v1/events", "", ""); r.code != http.StatusOK {
+		t.Errorf("GET /v1/events without a token = %d, want 200", r.code)
+	}
+}
+
+func TestRetryAndDrop(t *testing.T) {
+	l := fixture(t)
+	h := admin.Handler(v1Options(l))
+	q := l.Queue("slack")
+
+	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/retry", token, `{}`), http.StatusBadRequest, "ids")
+	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/retry", token, `{"ids":["ev-1"],"all":true}`), http.StatusBadRequest, "ids")
+	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/retry", token, `{"idz":[]}`), http.StatusBadRequest, "unknown field")
+	wantError(t, call(t, h, "POST", "/v1/sinks/nope/dlq/retry", token, `{"all":true}`), http.StatusNotFound, "unknown sink")
+
+	r := call(t, h, "POST", "/v1/sinks/slack/dlq/retry", token, `{"ids":["ev-3","ev-0"]}`)
+	res := into[admin.DeadLetterResult](t, r)
+	if r.code != 200 || res.Count != 1 || !slices.Equal(res.IDs, []string{"ev-3"}) || !slices.Equal(res.NotFound, []string{"ev-0"}) {
+		t.Fatalf("POST retry ev-3, ev-0 = %d %s", r.code, r.body)
+	}
+	// The dispatcher sees it at once, with a fresh attempt count.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, err := q.Fetch(ctx, 10)
+	if err != nil || len(ds) != 2 || ds[0].Event.ID != "ev-3" || ds[0].Attempt != 1 || ds[1].Event.ID != "ev-5" {
+		t.Fatalf("Fetch after retry = %+v, %v, want ev-3 (attempt 1) then ev-5", ds, err)
+	}
+
+	r = call(t, h, "POST", "/v1/sinks/slack/dlq/drop", token, `{"all":true}`)
+	res = into[admin.DeadLetterResult](t, r)
+	if r.code != 200 || res.Count != 1 || !slices.Equal(res.IDs, []string{"ev-1"}) || res.Action != "drop" {
+		t.Fatalf("POST drop all = %d %s", r.code, r.body)
+	}
+	if st, _ := q.Stats(ctx); st.Dead != 0 {
+		t.Errorf("Stats after drop all = %+v, want no dead", st)
+	}
+}
+
+func replayLines(t *testing.T, r response) []admin.ReplayProgress {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Errorf("replay Content-Type = %q", ct)
+	}
+	var out []admin.ReplayProgress
+	sc := bufio.NewScanner(bytes.NewReader(r.body))
+	for sc.Scan() {
+		var p admin.ReplayProgress
+		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+			t.Fatalf("replay line %q: %v", sc.Bytes(), err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func TestReplay(t *testing.T) {
+	l := fixture(t)
+	o := v1Options(l)
+	o.Retarget = func(ev pipeline.Event, sink string) (string, []byte, error) {
+		return "again", []byte(`{"replayed":"` + ev.ID + `"}`), nil
+	}
+	h := admin.Handler(o)
+	q := l.Queue("archive")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, err := q.Fetch(ctx, 10)
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("Fetch = %d, %v", len(ds), err)
+	}
+	acks := make([]pipeline.Settlement, len(ds))
+	for i, d := range ds {
+		acks[i] = pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Ack}
+	}
+	if err := q.Settle(ctx, acks[1:]); err != nil { // ev-0 stays leased
+		t.Fatal(err)
+	}
+
+	r := call(t, h, "POST", "/v1/replay", token, `{"sink":"archive","since":"2025-03-14T15:00:00Z","when":"body.n < 5"}`)
+	if r.code != 200 {
+		t.Fatalf("POST /v1/replay = %d %s", r.code, r.body)
+	}
+	lines := replayLines(t, r)
+	final := lines[len(lines)-1]
+	if !final.Done || final.Error != "" || final.Scanned != 3 || final.Matched != 3 || final.Enqueued != 2 || final.AlreadyQueued != 1 {
+		t.Errorf("replay final line = %+v, want done, 3 scanned, 3 matched, 2 enqueued, 1 already queued", final)
+	}
+	ds, err = q.Fetch(ctx, 10)
+	if err != nil || len(ds) != 2 || ds[0].Event.ID != "ev-2" || ds[1].Event.ID != "ev-4" || ds[0].Route != "again" || string(ds[1].Payload) != `{"replayed":"ev-4"}` {
+		t.Errorf("Fetch after replay = %+v, %v, want ev-2 and ev-4 with the Retarget route and payload", ds, err)
+	}
+
+	// all_events: events never routed to the sink.
+	r = call(t, h, "POST", "/v1/replay", token, `{"sink":"slack","since":"100000h","source":"callkaro","all_events":true}`)
+	if final := replayLines(t, r); final[len(final)-1].Enqueued != 3 {
+		t.Errorf("replay all_events final = %+v, want 3 enqueued", final[len(final)-1])
+	}
+
+	for _, bad := range []struct {
+		body   string
+		code   int
+		substr string
+	}{
+		{`{"sink":"archive"}`, 400, "since is required"},
+		{`{"sink":"archive","since":"1h","when":"body.n +"}`, 400, "when:"},
+		{`{"sink":"nope","since":"1h"}`, 404, "unknown sink"},
+		{`{"since":"1h"}`, 400, "sink is required"},
+		{`{"sink":"archive","since":"1h","until":"2h"}`, 400, "until must be after since"},
+		{`not json`, 400, "request body"},
+	} {
+		wantError(t, call(t, h, "POST", "/v1/replay", token, bad.body), bad.code, bad.substr)
+	}
+}
+
+func TestReplayPrunedEvent(t *testing.T) {
+	// A log whose Requeue reports a pruned event: the stream ends with the error.
+	l := fixture(t)
+	o := v1Options(prunedLog{l})
+	r := call(t, admin.Handler(o), "POST", "/v1/replay", token, `{"sink":"archive","since":"100000h"}`)
+	lines := replayLines(t, r)
+	if final := lines[len(lines)-1]; final.Done || !strings.Contains(final.Error, "seq 1") {
+		t.Errorf("replay over a pruned event: final line = %+v, want an error naming seq 1", final)
+	}
+}
+
+type prunedLog struct{ *memlog.Log }
+
+func (p prunedLog) Queue(sink string) pipeline.Queue { return prunedQueue{p.Log.Queue(sink)} }
+
+type prunedQueue struct{ pipeline.Queue }
+
+func (prunedQueue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
+	return 0, fmt.Errorf("requeue: event seq %d: %w", rs[0].Seq, pipeline.ErrNotFound)
+}
+
+func TestReload(t *testing.T) {
+	var calls int
+	var fail error
+	o := v1Options(fixture(t))
+	o.Reload = func() error { calls++; return fail }
+	h := admin.Handler(o)
+	r := call(t, h, "POST", "/v1/reload", token, "")
+	if r.code != 200 || calls != 1 {
+		t.Errorf("POST /v1/reload = %d %s, Reload called %d times, want 200, 1", r.code, r.body, calls)
+	}
+	fail = errors.New("pipeline.toml:3:1: unknown key")
+	wantError(t, call(t, h, "POST", "/v1/reload", token, ""), http.StatusConflict, "unknown key")
+	o.Reload = nil
+	wantError(t, call(t, admin.Handler(o), "POST", "/v1/reload", token, ""), http.StatusNotImplemented, "reload")
+}
+
+func TestErrorsAreJSON(t *testing.T) {
+	h := admin.Handler(v1Options(fixture(t)))
+	wantError(t, call(t, h, "GET", "/v1/nothing", "", ""), http.StatusNotFound, "not found")
+	r := call(t, h, "DELETE", "/v1/replay", token, "")
+	wantError(t, r, http.StatusMethodNotAllowed, "method not allowed")
+	if r.header.Get("Allow") != "POST" {
+		t.Errorf("DELETE /v1/replay Allow = %q, want POST", r.header.Get("Allow"))
+	}
+	o := v1Options(fixture(t))
+	o.Log = nil
+	wantError(t, call(t, admin.Handler(o), "GET", "/v1/events", "", ""), http.StatusServiceUnavailable, "event log")
+}

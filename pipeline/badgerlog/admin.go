@@ -1,0 +1,369 @@
+package badgerlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/internal/logpb"
+)
+
+// What the admin API needs from the log: listing events, settling dead
+// letters by hand and replaying events into a queue.
+
+const (
+	// defaultLimit is the page size of Events when the filter has none.
+	defaultLimit = 100
+	// scanBudget bounds the events one Events call decodes, so that a
+	// selective filter over a long log answers in bounded time.
+	scanBudget = 10000
+	// deadBatch bounds the dead letters moved or dropped in one transaction.
+	deadBatch = 1000
+)
+
+// Events implements [pipeline.Log]. Its cursor is the decimal Seq of the
+// last event it looked at.
+func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.EventInfo, string, error) {
+	if err := l.checkOpen(); err != nil {
+		return nil, "", err
+	}
+	after := uint64(0)
+	if f.After != "" {
+		n, err := strconv.ParseUint(f.After, 10, 64)
+		if err != nil {
+			return nil, "", fmt.Errorf("events: after %q: %w", f.After, pipeline.ErrBadCursor)
+		}
+		after = n
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	var out []pipeline.EventInfo
+	next := ""
+	err := l.db.View(func(txn *badger.Txn) error {
+		if f.ID != "" {
+			seq, err := lookup(txn, f.ID)
+			if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && seq <= after) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			rec, err := readEvent(txn, seq)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if matches(rec, f) {
+				out = append(out, eventInfo(rec, seq))
+			}
+			return nil
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		scanned := 0
+		for it.Seek(eventKey(after + 1)); it.ValidForPrefix(preEvent); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			key := it.Item().Key()
+			if len(key) != len(preEvent)+8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(key[len(preEvent):])
+			if scanned == scanBudget || len(out) == limit {
+				// More may match: the caller continues after the last one looked at.
+				next = strconv.FormatUint(seq-1, 10)
+				return nil
+			}
+			scanned++
+			rec := &logpb.Event{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+				return fmt.Errorf("decode event %d: %w", seq, err)
+			}
+			if matches(rec, f) {
+				out = append(out, eventInfo(rec, seq))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list events: %w", err)
+	}
+	return out, next, nil
+}
+
+// lookup returns the seq of the event with id.
+func lookup(txn *badger.Txn, id string) (uint64, error) {
+	item, err := txn.Get(indexKey(id))
+	if err != nil {
+		return 0, err
+	}
+	sv, err := item.ValueCopy(nil)
+	if err != nil {
+		return 0, err
+	}
+	if len(sv) != 8 {
+		return 0, fmt.Errorf("corrupt index entry for %s", id)
+	}
+	return binary.BigEndian.Uint64(sv), nil
+}
+
+func matches(rec *logpb.Event, f pipeline.EventFilter) bool {
+	at := time.Unix(0, rec.GetReceivedAtUnixNano())
+	switch {
+	case f.ID != "" && rec.GetId() != f.ID,
+		f.Source != "" && rec.GetSource() != f.Source,
+		f.DedupKey != "" && rec.GetDedupKey() != f.DedupKey,
+		f.Sink != "" && !slices.Contains(rec.GetSinks(), f.Sink),
+		!f.Since.IsZero() && at.Before(f.Since),
+		!f.Until.IsZero() && !at.Before(f.Until):
+		return false
+	}
+	return true
+}
+
+func eventInfo(rec *logpb.Event, seq uint64) pipeline.EventInfo {
+	return pipeline.EventInfo{Event: eventFromRecord(rec), Seq: seq, Sinks: slices.Clone(rec.GetSinks())}
+}
+
+// RetryDead implements [pipeline.Queue].
+func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
+	now := time.Now()
+	n, err := q.eachDead(ctx, seqs, func(txn *badger.Txn, seq uint64, t *logpb.Target) error {
+		r := &logpb.Target{Route: t.GetRoute(), Payload: t.GetPayload(), LastError: t.GetLastError()}
+		v, err := proto.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode queue entry: %w", err)
+		}
+		return txn.Set(retryKey(q.sink, now, seq), v)
+	})
+	if n > 0 {
+		q.wake()
+	}
+	if err != nil {
+		return n, fmt.Errorf("retry dead letters of %s: %w", q.sink, err)
+	}
+	return n, nil
+}
+
+// DropDead implements [pipeline.Queue].
+func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
+	n, err := q.eachDead(ctx, seqs, nil)
+	if err != nil {
+		return n, fmt.Errorf("drop dead letters of %s: %w", q.sink, err)
+	}
+	return n, nil
+}
+
+// eachDead deletes the dead letters with seqs (nil: all), calling also (if
+// not nil) for each in the same transaction, deadBatch entries per
+// transaction. It returns how many it deleted.
+func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*badger.Txn, uint64, *logpb.Target) error) (int, error) {
+	if err := q.l.checkOpen(); err != nil {
+		return 0, err
+	}
+	if seqs != nil {
+		seqs = slices.Compact(slices.Sorted(slices.Values(seqs)))
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	total := 0
+	after := uint64(0) // with seqs == nil: the last seq handled
+	for i := 0; ; {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		txn := q.l.db.NewTransaction(true)
+		var keys [][]byte
+		var vals []*logpb.Target
+		var err error
+		if seqs == nil {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: q.dead, PrefetchValues: true, PrefetchSize: 64})
+			for it.Seek(deadKey(q.sink, after+1)); it.ValidForPrefix(q.dead) && len(keys) < deadBatch; it.Next() {
+				t := &logpb.Target{}
+				if err = it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+					break
+				}
+				keys = append(keys, it.Item().KeyCopy(nil))
+				vals = append(vals, t)
+			}
+			it.Close()
+		} else {
+			end := min(i+deadBatch, len(seqs))
+			for _, seq := range seqs[i:end] {
+				item, gerr := txn.Get(deadKey(q.sink, seq))
+				if errors.Is(gerr, badger.ErrKeyNotFound) {
+					continue
+				}
+				if gerr != nil {
+					err = gerr
+					break
+				}
+				t := &logpb.Target{}
+				if err = item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+					break
+				}
+				keys = append(keys, item.KeyCopy(nil))
+				vals = append(vals, t)
+			}
+			i = end
+		}
+		for k, key := range keys {
+			if err != nil {
+				break
+			}
+			seq := binary.BigEndian.Uint64(key[len(q.dead):])
+			if err = txn.Delete(key); err != nil {
+				err = q.l.writeErr(err)
+				break
+			}
+			if also != nil {
+				if err = also(txn, seq, vals[k]); err != nil {
+					err = q.l.writeErr(err)
+				}
+			}
+			after = seq
+		}
+		if err == nil && len(keys) > 0 {
+			if err = txn.Commit(); err != nil {
+				err = q.l.writeErr(err)
+			}
+		}
+		txn.Discard()
+		if err != nil {
+			return total, err
+		}
+		total += len(keys)
+		if (seqs == nil && len(keys) < deadBatch) || (seqs != nil && i >= len(seqs)) {
+			return total, nil
+		}
+	}
+}
+
+// Requeue implements [pipeline.Queue]. The entries go to the retry keyspace
+// due now, which Fetch reads before the ready entries from its cursor on.
+func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
+	if err := q.l.checkOpen(); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.l.refMu.Lock()
+	defer q.l.refMu.Unlock()
+	txn := q.l.db.NewTransaction(true)
+	defer txn.Discard()
+
+	retrying := map[uint64]bool{}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
+	for it.Seek(q.retry); it.ValidForPrefix(q.retry); it.Next() {
+		k := it.Item().Key()
+		retrying[binary.BigEndian.Uint64(k[len(k)-8:])] = true
+	}
+	it.Close()
+
+	now := time.Now()
+	n := 0
+	for _, r := range rs {
+		if _, err := txn.Get(eventKey(r.Seq)); errors.Is(err, badger.ErrKeyNotFound) {
+			return 0, fmt.Errorf("requeue %s: event seq %d: %w", q.sink, r.Seq, pipeline.ErrNotFound)
+		} else if err != nil {
+			return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
+		}
+		if _, leased := q.leases[r.Seq]; leased || retrying[r.Seq] {
+			continue
+		}
+		if has, err := exists(txn, readyKey(q.sink, r.Seq)); err != nil || has {
+			if err != nil {
+				return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
+			}
+			continue
+		}
+		if has, err := exists(txn, deadKey(q.sink, r.Seq)); err != nil || has {
+			if err != nil {
+				return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
+			}
+			continue
+		}
+		v, err := proto.Marshal(&logpb.Target{Route: r.Route, Payload: r.Payload})
+		if err != nil {
+			return 0, fmt.Errorf("encode queue entry: %w", err)
+		}
+		if err := txn.Set(retryKey(q.sink, now, r.Seq), v); err != nil {
+			return 0, q.l.writeErr(err)
+		}
+		retrying[r.Seq] = true
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := txn.Commit(); err != nil {
+		return 0, q.l.writeErr(err)
+	}
+	q.wake()
+	return n, nil
+}
+
+func exists(txn *badger.Txn, key []byte) (bool, error) {
+	_, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Oldest implements [pipeline.Queue]: the first ready key (leased ones
+// keep theirs) and every retry key are looked at.
+func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
+	if err := q.l.checkOpen(); err != nil {
+		return time.Time{}, err
+	}
+	var at time.Time
+	err := q.l.db.View(func(txn *badger.Txn) error {
+		oldest := uint64(0)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.ready})
+		for it.Seek(q.ready); it.ValidForPrefix(q.ready); it.Next() {
+			if k := it.Item().Key(); len(k) == len(q.ready)+8 {
+				oldest = binary.BigEndian.Uint64(k[len(q.ready):])
+				break
+			}
+		}
+		it.Close()
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
+		for it.Seek(q.retry); it.ValidForPrefix(q.retry); it.Next() {
+			k := it.Item().Key()
+			if seq := binary.BigEndian.Uint64(k[len(k)-8:]); oldest == 0 || seq < oldest {
+				oldest = seq
+			}
+		}
+		it.Close()
+		if oldest == 0 {
+			return nil
+		}
+		rec, err := readEvent(txn, oldest)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", oldest, err)
+		}
+		at = time.Unix(0, rec.GetReceivedAtUnixNano()).UTC()
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("oldest entry of %s: %w", q.sink, err)
+	}
+	return at, nil
+}

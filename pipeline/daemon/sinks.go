@@ -1,0 +1,279 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
+	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/pluginhost"
+)
+
+// sinks is the set of sinks the daemon runs, by name, in config order.
+// Sinks removed by a reload stay listed (state "removed") while their queue
+// holds events, so operators see them.
+type sinks struct {
+	log     *slog.Logger
+	db      *badgerlog.DB
+	metrics *metrics.Metrics
+
+	mu    sync.Mutex // guards order and byName; held for short sections only
+	order []string
+	by    map[string]*sinkRun
+}
+
+// sinkRun is one sink: its plugin supervisor, its queue and its dispatcher.
+type sinkRun struct {
+	name     string
+	spec     pluginhost.Spec
+	delivery config.Delivery
+	sup      *pluginhost.Supervisor // nil once removed
+	q        pipeline.Queue
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+
+	cancel context.CancelFunc // stops the dispatcher; nil when not dispatching
+	done   chan struct{}
+}
+
+func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery) *sinkRun {
+	return &sinkRun{
+		name:     spec.Sink,
+		spec:     spec,
+		delivery: d,
+		sup:      pluginhost.NewSupervisor(spec, &pluginhost.Options{Logger: s.log, Metrics: s.metrics}),
+		q:        s.db.Queue(spec.Sink),
+		log:      s.log,
+		metrics:  s.metrics,
+	}
+}
+
+// install makes runs the current sinks, in that order, keeping removed
+// ones listed after them.
+func (s *sinks) install(runs []*sinkRun) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.by == nil {
+		s.by = map[string]*sinkRun{}
+	}
+	var order []string
+	for _, sr := range runs {
+		s.by[sr.name] = sr
+		order = append(order, sr.name)
+	}
+	for _, name := range s.order {
+		if !slices.Contains(order, name) {
+			order = append(order, name)
+		}
+	}
+	s.order = order
+}
+
+func (s *sinks) list() []*sinkRun {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*sinkRun, 0, len(s.order))
+	for _, n := range s.order {
+		out = append(out, s.by[n])
+	}
+	return out
+}
+
+func (sr *sinkRun) startDispatch() {
+	ctx, cancel := context.WithCancel(context.Background())
+	sr.cancel, sr.done = cancel, make(chan struct{})
+	disp := dispatch.New(dispatch.Options{
+		Sink:        sr.name,
+		Queue:       sr.q,
+		Deliverer:   sr.sup,
+		BatchMax:    sr.delivery.BatchMax,
+		BatchWait:   sr.delivery.BatchWait.Duration,
+		MaxAttempts: sr.delivery.MaxAttempts,
+		BackoffMin:  sr.delivery.BackoffMin.Duration,
+		BackoffMax:  sr.delivery.BackoffMax.Duration,
+		Logger:      sr.log.With("component", "dispatch"),
+		Observe: func(r dispatch.Report) {
+			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
+		},
+	})
+	go func() {
+		defer close(sr.done)
+		if err := disp.Run(ctx); err != nil {
+			sr.log.Error("dispatcher stopped", "sink", sr.name, "err", err)
+		}
+	}()
+}
+
+// stopDispatch stops the dispatcher after its in-flight batch is settled.
+func (sr *sinkRun) stopDispatch() {
+	if sr.cancel == nil {
+		return
+	}
+	sr.cancel()
+	<-sr.done
+	sr.cancel = nil
+}
+
+// stopPlugin stops the plugin process (Close, then kill).
+func (sr *sinkRun) stopPlugin() {
+	if sr.sup == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sr.sup.Stop(ctx); err != nil {
+		sr.log.Warn("stop sink plugin", "sink", sr.name, "err", err)
+	}
+}
+
+// stopDispatch stops every dispatcher, in parallel.
+func (s *sinks) stopDispatch() {
+	var wg sync.WaitGroup
+	for _, sr := range s.list() {
+		wg.Go(sr.stopDispatch)
+	}
+	wg.Wait()
+}
+
+// stopAll stops every dispatcher, then every plugin.
+func (s *sinks) stopAll() {
+	s.stopDispatch()
+	var wg sync.WaitGroup
+	for _, sr := range s.list() {
+		wg.Go(sr.stopPlugin)
+	}
+	wg.Wait()
+}
+
+// sameSpec reports whether two specs start the same plugin the same way.
+func sameSpec(a, b pluginhost.Spec) bool {
+	return a.Sink == b.Sink && a.Plugin == b.Plugin && a.Command == b.Command && a.SHA256 == b.SHA256 &&
+		slices.Equal(a.Dirs, b.Dirs) && jsonEqual(a.Config, b.Config)
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return string(a) == string(b)
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return string(xa) == string(ya)
+}
+
+// applySinks makes the running sinks those of specs: sinks that are new or
+// whose plugin or config changed get a new plugin, started before anything
+// else changes — if one fails, nothing changes; then old plugins of replaced
+// sinks stop after their in-flight batch, and removed sinks stop.
+func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []config.Sink) error {
+	current := map[string]*sinkRun{}
+	for _, sr := range s.list() {
+		current[sr.name] = sr
+	}
+	var fresh []*sinkRun // plugins started for this reload
+	next := make([]*sinkRun, len(specs))
+	for i, spec := range specs {
+		old := current[spec.Sink]
+		if old != nil && old.sup != nil && sameSpec(old.spec, spec) {
+			next[i] = old
+			continue
+		}
+		sr := s.newSinkRun(spec, cfgs[i].Delivery)
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err := sr.sup.Start(sctx)
+		cancel()
+		if err != nil {
+			for _, f := range fresh {
+				f.stopPlugin()
+			}
+			sr.stopPlugin()
+			return fmt.Errorf("sink %q: %w", spec.Sink, err)
+		}
+		fresh = append(fresh, sr)
+		next[i] = sr
+	}
+	// Nothing can fail from here on.
+	wanted := map[string]bool{}
+	for i, sr := range next {
+		wanted[sr.name] = true
+		old := current[sr.name]
+		switch {
+		case old == sr && old.delivery != cfgs[i].Delivery:
+			old.stopDispatch() // same plugin, new batching or retry settings
+			old.delivery = cfgs[i].Delivery
+			old.startDispatch()
+		case old == sr:
+		case old != nil:
+			old.stopDispatch()
+			old.stopPlugin()
+			sr.startDispatch()
+			s.log.Info("sink restarted with its new plugin or config", "sink", sr.name)
+		default:
+			sr.startDispatch()
+			s.log.Info("sink added", "sink", sr.name)
+		}
+	}
+	for name, old := range current {
+		if wanted[name] || old.sup == nil {
+			continue
+		}
+		old.stopDispatch()
+		old.stopPlugin()
+		old.sup = nil
+		s.log.Info("sink removed; its queued events stay in the log until it returns or they are dropped", "sink", name)
+	}
+	s.install(next)
+	return nil
+}
+
+func (s *sinks) readyErr() error {
+	for _, sr := range s.list() {
+		if sr.sup == nil {
+			continue
+		}
+		if st, _, err := sr.sup.State(); st != pluginhost.StateRunning {
+			if err != nil {
+				return fmt.Errorf("sink %s plugin is %s: %w", sr.name, st, err)
+			}
+			return fmt.Errorf("sink %s plugin is %s", sr.name, st)
+		}
+	}
+	return nil
+}
+
+func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
+	runs := s.list()
+	out := make([]admin.SinkStatus, 0, len(runs))
+	var errs []error
+	for _, sr := range runs {
+		ss := admin.SinkStatus{Name: sr.name, Plugin: "removed"}
+		if sr.sup != nil {
+			st, pid, lastErr := sr.sup.State()
+			ss.Plugin, ss.PID = st, pid
+			if lastErr != nil {
+				ss.LastError = lastErr.Error()
+			}
+		}
+		qs, err := sr.q.Stats(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
+			continue
+		}
+		ss.Ready, ss.Retrying, ss.Dead = qs.Ready, qs.Retrying, qs.Dead
+		if sr.sup == nil && qs.Ready+qs.Retrying+qs.Dead == 0 {
+			continue // removed and empty: nothing to show
+		}
+		out = append(out, ss)
+	}
+	return out, errors.Join(errs...)
+}

@@ -1,0 +1,71 @@
+package ingest_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pipelined/pipelined/pipeline/metrics"
+)
+
+// TestMetrics checks that requests move the counters of their source and
+// outcome, and that routes and rule errors are counted by route.
+func TestMetrics(t *testing.T) {
+	f := newFixture(t, nil)
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t)
+	cfg.Metrics = metrics.New(reg)
+	f.h.Swap(cfg)
+
+	for _, tt := range []struct {
+		r    request
+		want int
+	}{
+		{request{contentType: "application/json", body: callKaro(t)}, http.StatusOK},
+		{request{contentType: "application/json", body: callKaro(t)}, http.StatusOK}, // duplicate
+		{request{contentType: "application/json", body: []byte(`{"a":`)}, http.StatusBadRequest},
+		{request{contentType: "text/plain", body: []byte(`{}`)}, http.StatusUnsupportedMediaType},
+		{request{method: http.MethodGet}, http.StatusMethodNotAllowed},
+		{request{path: "/no/such/path/" + strings.Repeat("x", 10), contentType: "application/json", body: []byte(`{}`)}, http.StatusNotFound},
+	} {
+		if r := f.do(t, tt.r); r.code != tt.want {
+			t.Fatalf("%s %s = %d %s, want %d", tt.r.method, tt.r.path, r.code, r.body, tt.want)
+		}
+	}
+
+	want := `
+# HELP pipelined_ingest_requests_total Webhook requests answered, by source and outcome (accepted, duplicate, or the class of the rejection). Requests to an unknown path count under source="".
+# TYPE pipelined_ingest_requests_total counter
+pipelined_ingest_requests_total{outcome="accepted",source="callkaro"} 1
+pipelined_ingest_requests_total{outcome="bad_json",source="callkaro"} 1
+pipelined_ingest_requests_total{outcome="duplicate",source="callkaro"} 1
+pipelined_ingest_requests_total{outcome="method_not_allowed",source="callkaro"} 1
+pipelined_ingest_requests_total{outcome="not_found",source=""} 1
+pipelined_ingest_requests_total{outcome="unsupported_media_type",source="callkaro"} 1
+# HELP pipelined_route_matches_total Events appended with a target of the route (its when expression selected them), by route; duplicates are not counted.
+# TYPE pipelined_route_matches_total counter
+pipelined_route_matches_total{route="everything"} 1
+pipelined_route_matches_total{route="leads"} 1
+# HELP pipelined_rule_errors_total Route expressions that failed on an event, by route and expression (when or transform). A failed transform sends the event to the dead-letter queue of the route's sinks.
+# TYPE pipelined_rule_errors_total counter
+pipelined_rule_errors_total{expr="when",route="broken"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"pipelined_ingest_requests_total", "pipelined_route_matches_total", "pipelined_rule_errors_total"); err != nil {
+		t.Error(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "pipelined_ingest_duration_seconds" {
+			if n := mf.GetMetric()[0].GetHistogram().GetSampleCount(); n != 2 {
+				t.Errorf("pipelined_ingest_duration_seconds count = %d, want 2 (the 2xx answers)", n)
+			}
+		}
+	}
+}

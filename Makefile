@@ -6,7 +6,7 @@ PLUGINS := archive sql slack http
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short vet fuzz proto help clean
+.PHONY: all build run test test-short vet fuzz bench torture torture-short proto help clean
 
 all: build
 
@@ -14,6 +14,8 @@ help:
 	@echo "make build   build bin/pipelined and bin/pipelined-sink-<name> for every plugin"
 	@echo "make run     build, then run the daemon on ./pipeline.toml (no outside service needed)"
 	@echo "make test    go vet, then every test with the race detector, end-to-end and PostgreSQL tests included"
+	@echo "make bench   durable ingest against a bare net/http handler and Benthos, as ratios (not part of test)"
+	@echo "make torture the torture suite at full size (kill -9 ×20, 60 s outage, disk full as root...): ~5 min"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 10s; CI runs it)"
 	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)"
 
@@ -35,6 +37,22 @@ test: vet
 	PIPELINED_TEST_PG_DSN="$$(plugins/sql/testdata/pg-start.sh || true)" \
 	PIPELINED_TEST_PG_RESTART="testdata/pg-start.sh restart" \
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Load runs against baselines, one after another (see bench/bench.sh), and
+# the go test benchmarks of the hot paths.
+bench:
+	bench/bench.sh $(BENCHTIME)
+	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./pipeline/ingest ./pipeline/rules
+	$(GO) test -run='^$$' -bench=. -benchtime=200x ./pipeline/badgerlog ./pipeline/dispatch
+
+# The torture suite (tests/torture): daemon and plugin kill -9, sink outage,
+# disk full (as root: mounts a tmpfs), power loss, hostile clients, poison.
+# `make test` runs its short version; this one runs the full counts and
+# writes the table to docs/reliability.md.
+torture:
+	$(GO) test -count=1 -timeout 30m -v ./tests/torture -args -torture.full -torture.report=$(CURDIR)/docs/reliability.md
+torture-short:
+	$(GO) test -count=1 -timeout 8m -v ./tests/torture
 
 # Every fuzz target, each for FUZZTIME. Inputs that fail are written to the
 # package's testdata/fuzz/ and then run by every `go test`: commit them.

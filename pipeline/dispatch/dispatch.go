@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -165,7 +166,7 @@ func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
 	// finished and settled.
 	cctx, cancel := context.WithTimeoutCause(context.Background(), d.o.CallTimeout,
 		fmt.Errorf("sink %s: delivery took longer than %v", d.o.Sink, d.o.CallTimeout))
-	results, err := d.o.Deliverer.Deliver(cctx, events)
+	results, err := d.call(cctx, events)
 	cancel()
 	if err == nil && results != nil && len(results) != len(batch) {
 		err = fmt.Errorf("plugin answered %d results for a batch of %d events", len(results), len(batch))
@@ -208,6 +209,49 @@ func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
 	if d.o.Observe != nil {
 		d.o.Observe(rep)
 	}
+}
+
+// call hands events to the plugin. A batch too large for the plugin
+// protocol (gRPC refuses a message over its limit, 4 MiB by default) is
+// split in halves and each half sent on its own, so that one oversized
+// event (a huge transform output, say) does not fail the events around
+// it; an event too large on its own fails permanently with the reason.
+func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result, error) {
+	results, err := d.o.Deliverer.Deliver(ctx, events)
+	if err == nil || !tooLarge(err) {
+		return results, err
+	}
+	if len(events) == 1 {
+		return []sdk.Result{sdk.Permanent(fmt.Errorf("event is too large for the plugin protocol: %w", err))}, nil
+	}
+	d.o.Logger.Warn("batch too large for the plugin, splitting it", "sink", d.o.Sink, "events", len(events), "err", err)
+	half := len(events) / 2
+	out := make([]sdk.Result, 0, len(events))
+	for _, part := range [][]sdk.Event{events[:half], events[half:]} {
+		res, err := d.call(ctx, part)
+		if err == nil && res != nil && len(res) != len(part) {
+			err = fmt.Errorf("plugin answered %d results for a batch of %d events", len(res), len(part))
+		}
+		for i := range part {
+			switch {
+			case err != nil:
+				out = append(out, sdk.Retry(0, err))
+			case res == nil:
+				out = append(out, sdk.Delivered())
+			default:
+				out = append(out, res[i])
+			}
+		}
+	}
+	return out, nil
+}
+
+// tooLarge reports whether err is gRPC refusing a message over its size
+// limit (the sdk passes it on as text: "code = ResourceExhausted desc =
+// grpc: received message larger than max (N vs. M)").
+func tooLarge(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "ResourceExhausted") && strings.Contains(s, "larger than max")
 }
 
 // settlement turns one plugin result into a queue outcome.

@@ -30,6 +30,10 @@ import (
 // that goes over fails with "memory budget exceeded".
 const MemoryBudget = 1 << 20
 
+// MaxPayload bounds what a transform may build, as JSON. A bigger output is
+// a transform error: the event goes to the sink's dead-letter queue.
+const MaxPayload = 1 << 20
+
 // MaxNodes bounds the size of one expression's syntax tree.
 const MaxNodes = 10000
 
@@ -312,6 +316,10 @@ func (rt *route) payload(env *Env) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
+	}
+	if len(b) > MaxPayload {
+		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: fmt.Errorf(
+			"output of %d bytes is larger than the limit of %d bytes", len(b), MaxPayload)}
 	}
 	return b, nil
 }

@@ -367,3 +367,15 @@ func FuzzCompile(f *testing.F) {
 		_, _ = p.Value(env)
 	})
 }
+
+func TestTransformOutputIsBounded(t *testing.T) {
+	r, err := NewRouter([]Route{{Name: "huge", When: "true", To: []string{"s"},
+		Transform: `{"big": map(1..200000, "a fairly long string of text")}`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets, errs := r.Route(&Env{Body: map[string]any{}})
+	if len(targets) != 1 || targets[0].Payload != nil || !strings.Contains(targets[0].Err, "larger than the limit") || len(errs) != 1 {
+		t.Fatalf("Route with a 6 MB transform = %+v, %v; want one target with an error and no payload", targets, errs)
+	}
+}

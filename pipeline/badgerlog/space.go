@@ -1,0 +1,95 @@
+package badgerlog
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// Badger writes its value log and memtable WAL through memory maps of files
+// it creates sparse (twice their size). When the filesystem has no block
+// left for a page of such a file, the kernel answers the write with SIGBUS
+// and the process dies. So the log refuses writes with ErrFull while the
+// free space is below what those files may still claim, plus a margin: the
+// daemon answers 503 and carries on once space is freed.
+
+// spaceMargin is kept free on top of the maps' holes, for table files.
+const spaceMargin = 16 << 20
+
+// space caches how much the maps may still claim; re-read at most every
+// spaceRecheck, while the free space is read on every check.
+type space struct {
+	dir string
+
+	mu       sync.Mutex
+	holes    int64
+	readAt   time.Time
+	override func() (free, holes int64) // tests
+}
+
+const spaceRecheck = 200 * time.Millisecond
+
+// check returns an error wrapping pipeline.ErrFull when a write could find
+// the disk full.
+func (s *space) check() error {
+	free, holes, err := s.measure()
+	if err != nil {
+		return nil // cannot tell: let the write try and report its own error
+	}
+	if free < holes+spaceMargin {
+		return fmt.Errorf("%w: %s has %d MiB free, the log needs %d MiB in reserve", pipeline.ErrFull,
+			s.dir, free>>20, (holes+spaceMargin)>>20)
+	}
+	return nil
+}
+
+func (s *space) measure() (free, holes int64, err error) {
+	if s.override != nil {
+		free, holes = s.override()
+		return free, holes, nil
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return 0, 0, err
+	}
+	free = int64(st.Bavail) * int64(st.Bsize)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.readAt) > spaceRecheck {
+		s.holes = holesIn(s.dir)
+		s.readAt = time.Now()
+	}
+	return free, s.holes, nil
+}
+
+// holesIn sums the unallocated parts of the memory-mapped files in dir.
+func holesIn(dir string) int64 {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var holes int64
+	for _, e := range entries {
+		if n := e.Name(); !strings.HasSuffix(n, ".vlog") && !strings.HasSuffix(n, ".mem") {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			continue
+		}
+		if h := fi.Size() - st.Blocks*512; h > 0 {
+			holes += h
+		}
+	}
+	return holes
+}

@@ -1,0 +1,368 @@
+package torture
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestSinkOutage: the HTTP receiver answers 503 for a while, then
+// recovers. Everything is delivered, retries follow the configured backoff
+// (measured), and nothing reaches the DLQ (max_attempts is high).
+func TestSinkOutage(t *testing.T) {
+	outage := scale(5*time.Second, 60*time.Second)
+	const bmin, bmax = 250 * time.Millisecond, 2 * time.Second
+	w := newWorld(t)
+	var down sync.Mutex
+	failing := true
+	w.recv.setAnswer(func(string, []byte) int {
+		down.Lock()
+		defer down.Unlock()
+		if failing {
+			return http.StatusServiceUnavailable
+		}
+		return 200
+	})
+	cfg := writeConfig(t, w.dir, w.config(configOpts{
+		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = %q, backoff_max = %q, max_attempts = 1000 }`, bmin, bmax),
+	}))
+	mem := newMemWatch(t)
+	d := startDaemon(t, cfg)
+	mem.watch(d.pid())
+	l := startLoad(t, d.url+"/hooks/callkaro", "outage", 4, standardSinks)
+	l.pause = 20 * time.Millisecond
+	time.Sleep(outage)
+	down.Lock()
+	failing = false
+	recovered := time.Now()
+	down.Unlock()
+	time.Sleep(300 * time.Millisecond)
+	events := l.finish()
+	p := w.prove(t, events, outage+60*time.Second)
+	// Time from recovery to the last event that waited reaching the receiver.
+	var lastDelivery time.Time
+	w.recv.mu.Lock()
+	gaps := map[int][]time.Duration{} // attempt number → gap before the next one
+	bad := 0
+	for _, ts := range w.recv.attempts {
+		for i := 1; i < len(ts); i++ {
+			g := ts[i].Sub(ts[i-1])
+			gaps[i] = append(gaps[i], g)
+			ceiling := bmax
+			if c := bmin << min(i, 20); c < bmax {
+				ceiling = c
+			}
+			// The dispatcher wakes for due retries; allow it 500ms of lateness.
+			if g < bmin-20*time.Millisecond || g > ceiling+500*time.Millisecond {
+				bad++
+				if bad <= 5 {
+					t.Errorf("gap after attempt %d = %v, want within [%v, %v] (+500ms slack)", i, g, bmin, ceiling)
+				}
+			}
+		}
+		if last := ts[len(ts)-1]; last.After(lastDelivery) {
+			lastDelivery = last
+		}
+	}
+	w.recv.mu.Unlock()
+	var sched []string
+	for i := 1; i <= 6; i++ {
+		if len(gaps[i]) > 0 {
+			sched = append(sched, fmt.Sprintf("#%d→#%d %s", i, i+1, durations(gaps[i])))
+		}
+	}
+	t.Logf("retry schedule (backoff %v..%v, full jitter): %s; %d gaps outside bounds", bmin, bmax, strings.Join(sched, "; "), bad)
+	if dl := dlq(t, d, "crm"); len(dl) != 0 {
+		t.Errorf("crm DLQ holds %d events after a recovered outage with max_attempts 1000, want 0: %+v", len(dl), dl[:min(3, len(dl))])
+	}
+	addRow(t, row{Scenario: fmt.Sprintf("3. sink outage: 503 for %v", outage), Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
+		Recover: fmt.Sprintf("backlog drained %v after recovery", lastDelivery.Sub(recovered).Round(time.Millisecond)), MemPeak: mem.String(),
+		Note: fmt.Sprintf("retry gaps: %s; DLQ 0", strings.Join(sched[:min(3, len(sched))], ", "))})
+}
+
+// TestSinkOutageDLQ: with a small max_attempts, the DLQ holds exactly the
+// events that failed, and `pipelined dlq retry` then delivers them.
+func TestSinkOutageDLQ(t *testing.T) {
+	n := scale(30, 300)
+	const attempts = 3
+	w := newWorld(t)
+	var down sync.Mutex
+	failing := true
+	w.recv.setAnswer(func(string, []byte) int {
+		down.Lock()
+		defer down.Unlock()
+		if failing {
+			return http.StatusServiceUnavailable
+		}
+		return 200
+	})
+	cfg := writeConfig(t, w.dir, w.config(configOpts{
+		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "100ms", max_attempts = %d }`, attempts),
+	}))
+	mem := newMemWatch(t)
+	d := startDaemon(t, cfg)
+	mem.watch(d.pid())
+	var events []acked
+	failed := map[string]bool{}
+	for i := range n {
+		lead := "not_interested"
+		if i%2 == 0 {
+			lead = "interested"
+		}
+		code, ans, err := post(d.url+"/hooks/callkaro", callEvent(fmt.Sprint("dlq-", i), lead))
+		if err != nil || code != 200 {
+			t.Fatalf("POST = %d %v %v", code, ans, err)
+		}
+		id := ans["id"].(string)
+		events = append(events, acked{id: id, sid: fmt.Sprint("dlq-", i), sinks: standardSinks(lead)})
+		if lead == "interested" {
+			failed[id] = true
+		}
+	}
+	var dl []deadLetter
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if dl = dlq(t, d, "crm"); len(dl) >= len(failed) || time.Now().After(end) {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // nothing more arrives
+	dl = dlq(t, d, "crm")
+	got := map[string]bool{}
+	for _, e := range dl {
+		got[e.ID] = true
+		if e.Attempts != attempts || !strings.Contains(e.Error, "503") {
+			t.Errorf("dead letter %s: attempts %d, error %q; want %d attempts and the receiver's 503", e.ID, e.Attempts, e.Error, attempts)
+		}
+	}
+	if len(dl) != len(failed) || len(got) != len(failed) {
+		t.Errorf("crm DLQ holds %d entries (%d ids), want exactly the %d events that failed", len(dl), len(got), len(failed))
+	}
+	for id := range failed {
+		if !got[id] {
+			t.Errorf("failed event %s is not in the crm DLQ", id)
+		}
+	}
+	for _, s := range []string{"archive", "db"} {
+		if n := len(dlq(t, d, s)); n != 0 {
+			t.Errorf("sink %s DLQ holds %d events, want 0", s, n)
+		}
+	}
+	w.recv.mu.Lock()
+	for id := range failed {
+		if n := len(w.recv.attempts[id]); n != attempts {
+			t.Errorf("receiver saw %d attempts of %s, want max_attempts = %d", n, id, attempts)
+			break
+		}
+	}
+	w.recv.mu.Unlock()
+
+	down.Lock()
+	failing = false
+	down.Unlock()
+	start := time.Now()
+	out := d.cli(t, "dlq", "retry", "crm", "--all")
+	t.Logf("pipelined dlq retry crm --all: %s", strings.TrimSpace(out))
+	p := w.prove(t, events, 60*time.Second)
+	took := time.Since(start)
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		st := sinks(t, d)["crm"]
+		if st.Dead == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Errorf("crm still has %d dead letters after the retry delivered them", st.Dead)
+			break
+		}
+	}
+	addRow(t, row{Scenario: fmt.Sprintf("3b. sink outage, max_attempts %d, then dlq retry", attempts), Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
+		Recover: fmt.Sprintf("dlq retry → all delivered in %v", took.Round(time.Millisecond)), MemPeak: mem.String(),
+		Note: fmt.Sprintf("DLQ held exactly the %d failed events (%d attempts each)", len(failed), attempts)})
+}
+
+// poisonBody builds a CallKaro event of one kind:
+//
+//	normal   an ordinary call (every third one interested)
+//	nolead   no post_call: the "fragile" route's when errors on it
+//	huge     data.name = "huge": the "huge" route's transform builds megabytes
+//	badtx    data.name = "badtx": the "badtx" route's transform errors
+//	reject   the CRM answers 422 (permanent) to it
+func poisonBody(kind, sid string, interested bool) []byte {
+	bodyMu.Lock()
+	defer bodyMu.Unlock()
+	var m map[string]any
+	b, _ := json.Marshal(callKaro)
+	json.Unmarshal(b, &m)
+	data := m["data"].(map[string]any)
+	data["callSid"] = sid
+	lead := "not_interested"
+	if interested {
+		lead = "interested"
+	}
+	data["post_call"] = map[string]any{"lead_status": lead}
+	switch kind {
+	case "nolead":
+		delete(data, "post_call")
+	case "huge", "badtx":
+		data["name"] = kind
+	case "reject":
+		data["post_call"] = map[string]any{"lead_status": "interested"}
+		data["name"] = "reject-me"
+	}
+	out, _ := json.Marshal(m)
+	return out
+}
+
+// TestPoison: a route whose when errors on some events, a transform that
+// builds a huge payload, a transform that errors, and payloads the sink
+// rejects permanently: the rest flows, the poison ends in the DLQ with its
+// reason.
+func TestPoison(t *testing.T) {
+	perKind := scale(20, 60) // 200 made the daemon churn 1.5 GB of huge transforms; admin calls timed out
+	w := newWorld(t)
+	w.recv.setAnswer(func(id string, body []byte) int {
+		if strings.Contains(string(body), "reject-me") {
+			return http.StatusUnprocessableEntity
+		}
+		return 200
+	})
+	cfg := writeConfig(t, w.dir, w.config(configOpts{
+		crmDelivery: `{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "200ms", max_attempts = 3 }`,
+		extraRoutes: `
+[[route]]
+name = "fragile"
+when = 'body.data.post_call.lead_status == "hot"'
+to = ["crm"]
+
+[[route]]
+name = "huge"
+when = 'body.data?.name == "huge"'
+to = ["crm"]
+transform = '{"big": map(1..200000, body.data.transcription)}'
+
+[[route]]
+name = "badtx"
+when = 'body.data?.name == "badtx"'
+to = ["crm"]
+transform = '{"x": body.data.missing.field}'
+`,
+	}))
+	mem := newMemWatch(t)
+	d := startDaemon(t, cfg)
+	mem.watch(d.pid())
+
+	kinds := []string{"normal", "nolead", "huge", "badtx", "reject"}
+	var mu sync.Mutex
+	var events []acked
+	poison := map[string]string{} // id → kind, for the crm sink
+	statuses := map[string]map[int]int{}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := c; i < perKind*len(kinds)*3/2; i += 8 {
+				kind := kinds[i%len(kinds)]
+				if i%len(kinds) == 0 && i%2 == 1 {
+					kind = "normal" // more normal traffic than poison
+				}
+				interested := i%3 == 0
+				sid := fmt.Sprintf("poison-%s-%d", kind, i)
+				code, ans, err := post(d.url+"/hooks/callkaro", poisonBody(kind, sid, interested))
+				mu.Lock()
+				if statuses[kind] == nil {
+					statuses[kind] = map[int]int{}
+				}
+				statuses[kind][code]++
+				if err == nil && code == 200 {
+					id := ans["id"].(string)
+					sinks := []string{"archive", "db"}
+					switch {
+					case kind == "normal" && interested:
+						sinks = append(sinks, "crm")
+					case kind == "huge" || kind == "badtx" || kind == "reject":
+						poison[id] = kind
+					}
+					events = append(events, acked{id: id, sid: sid, sinks: sinks})
+				} else if kind == "normal" || kind == "nolead" {
+					t.Errorf("%s event: POST = %d %v %v, want 200", kind, code, ans, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("answers by kind: %v (in %v)", statuses, time.Since(start).Round(time.Millisecond))
+	p := w.prove(t, events, 60*time.Second)
+
+	// Every poison event is in crm's DLQ with its reason.
+	var dl []deadLetter
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		dl = dlq(t, d, "crm")
+		in := map[string]bool{}
+		for _, e := range dl {
+			in[e.ID] = true
+		}
+		recv, settled := w.recv.counts(), 0
+		for id := range poison {
+			if in[id] || recv[id] > 0 {
+				settled++
+			}
+		}
+		if settled == len(poison) || time.Now().After(end) {
+			break
+		}
+	}
+	reasons := map[string]map[string]int{}
+	inDLQ := map[string]bool{}
+	for _, e := range dl {
+		inDLQ[e.ID] = true
+		kind := poison[e.ID]
+		if kind == "" {
+			t.Errorf("event %s, not poison, is in the crm DLQ: %s", e.ID, e.Error)
+			kind = "not poison"
+		}
+		if reasons[kind] == nil {
+			reasons[kind] = map[string]int{}
+		}
+		r := e.Error
+		if len(r) > 90 {
+			r = r[:90] + "…"
+		}
+		reasons[kind][r]++
+	}
+	recv := w.recv.counts()
+	notThere := 0
+	for id, kind := range poison {
+		if !inDLQ[id] && recv[id] == 0 {
+			notThere++
+			if notThere <= 5 {
+				t.Errorf("%s event %s is neither in the crm DLQ nor delivered to it", kind, id)
+			}
+		}
+	}
+	var rs []string
+	for k, m := range reasons {
+		for r, n := range m {
+			rs = append(rs, fmt.Sprintf("%s: %d× %q", k, n, r))
+		}
+	}
+	sort.Strings(rs)
+	t.Logf("crm DLQ: %d entries for %d poison events:\n  %s", len(dl), len(poison), strings.Join(rs, "\n  "))
+	for _, k := range []string{"badtx", "reject"} {
+		if len(reasons[k]) == 0 {
+			t.Errorf("no %s event in the crm DLQ", k)
+		}
+	}
+	if !d.alive() {
+		t.Fatalf("the daemon died")
+	}
+	addRow(t, row{Scenario: "7. poison rules and payloads", Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost + notThere,
+		Recover: "n/a (no stop)", MemPeak: mem.String(),
+		Note: fmt.Sprintf("%d poison events for crm, %d in its DLQ with reason (when-error: no match, event flows elsewhere)", len(poison), len(dl))})
+}

@@ -6,7 +6,7 @@
 // The daemon is in cmd/pipelined, the domain types in package pipeline.
 package pipelined
 
-import _ "embed"
+import "embed"
 
 // DefaultConfig is pipeline.toml at the root of the repository: the
 // reference configuration, every key commented, which runs with no external
@@ -14,3 +14,10 @@ import _ "embed"
 //
 //go:embed pipeline.toml
 var DefaultConfig []byte
+
+// DefaultFiles holds the files that [DefaultConfig] refers to by relative
+// path (the CallKaro schema), at the same paths as in the repository, so
+// the built-in configuration runs from any directory.
+//
+//go:embed examples/callkaro/schemas/call_ended.schema.json
+var DefaultFiles embed.FS

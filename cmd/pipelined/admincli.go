@@ -26,6 +26,7 @@ import (
 
 const adminUsage = `usage:
   pipelined events list [--source S] [--sink S] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--limit N] [--after CURSOR]
+  pipelined events list --rejected [--source S] [--since T] [--limit N] [--after CURSOR]
   pipelined events show ID
   pipelined sinks
   pipelined dlq list SINK [--limit N] [--after SEQ]
@@ -119,9 +120,10 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 	var source, sink, since, until, dedupKey, when, after string
 	var limit int
 	var ids stringList
-	var all, allEvents bool
+	var all, allEvents, rejected bool
 	switch {
 	case cmd == "events" && sub == "list":
+		fs.BoolVar(&rejected, "rejected", false, "list rejected requests (kept by sources with keep_rejected) instead of events")
 		fs.StringVar(&source, "source", "", "only events of this source")
 		fs.StringVar(&sink, "sink", "", "only events routed to this sink")
 		fs.StringVar(&since, "since", "", "only events received at or after `T`")
@@ -180,6 +182,15 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 	}
 	switch cmd + " " + sub {
 	case "events list":
+		if rejected {
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			for k, v := range map[string]string{"source": source, "after": after, "since": absTime(since, now)} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			return c.rejectionsList(q, af.asJSON, stdout, stderr)
+		}
 		q := url.Values{}
 		for k, v := range map[string]string{"source": source, "sink": sink, "dedup_key": dedupKey, "when": when, "after": after,
 			"since": absTime(since, now), "until": absTime(until, now), "limit": strconv.Itoa(limit)} {
@@ -384,6 +395,30 @@ func (c *apiClient) eventsList(q url.Values, asJSON bool, stdout, stderr io.Writ
 	fmt.Fprintln(tw, "ID\tSEQ\tRECEIVED\tSOURCE\tSINKS\tDEDUP KEY")
 	for _, e := range list.Events {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Seq, fmtTime(e.ReceivedAt), e.Source, orDash(strings.Join(e.Sinks, ",")), orDash(e.DedupKey))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if list.Next != "" {
+		fmt.Fprintf(stderr, "more: add --after %s\n", list.Next)
+	}
+	return nil
+}
+
+func (c *apiClient) rejectionsList(q url.Values, asJSON bool, stdout, stderr io.Writer) error {
+	var list admin.RejectionList
+	raw, err := c.call("GET", "/v1/rejections?"+q.Encode(), nil, &list)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	tw := table(stdout)
+	fmt.Fprintln(tw, "RECEIVED\tSOURCE\tSTATUS\tREMOTE\tREASON")
+	for _, r := range list.Rejections {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", fmtTime(r.ReceivedAt), r.Source, r.Status, orDash(r.RemoteAddr), r.Reason)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 		"../../plugins/sql":     "pipelined-sink-sql",
 		"../../plugins/slack":   "pipelined-sink-slack",
 		"../../plugins/http":    "pipelined-sink-http",
+		"../pipelined-load":     "pipelined-load",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Stderr = os.Stderr
@@ -592,5 +593,25 @@ func TestServeStopsCleanlyOnSIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(d.log(), "pipelined stopped") {
 		t.Errorf("log lacks the clean stop message")
+	}
+}
+
+// TestLoadGeneratorSmoke runs the load generator against the daemon for a
+// moment: a few hundred requests, every one answered 2xx with an id (the
+// generator exits non-zero otherwise), some of them duplicates.
+func TestLoadGeneratorSmoke(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, writeConfig(t, dir, testConfig(dir)))
+	out, err := exec.Command(filepath.Join(binDir, "pipelined-load"), "run", "-url", d.url+"/hooks/callkaro",
+		"-c", "4", "-d", "1s", "-warmup", "0s", "-dup", "0.1", "-json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pipelined-load: %v\n%s", err, out)
+	}
+	var rep struct {
+		Requests float64 `json:"requests_per_sec"`
+		Errors   int     `json:"errors"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil || rep.Requests <= 0 || rep.Errors != 0 {
+		t.Fatalf("pipelined-load report %s (%v), want requests and no errors", out, err)
 	}
 }

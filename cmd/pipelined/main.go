@@ -143,7 +143,7 @@ func (c *common) load(log *slog.Logger) (*config.Config, error) {
 		return config.Load("pipeline.toml")
 	}
 	log.Info("no -c given and no ./pipeline.toml: using the built-in default configuration")
-	return config.Parse("pipeline.toml (built in)", pipelined.DefaultConfig)
+	return config.ParseFS("pipeline.toml (built in)", pipelined.DefaultConfig, pipelined.DefaultFiles)
 }
 
 func serve(args []string, stderr io.Writer) int {

@@ -64,7 +64,8 @@ type Options struct {
 	// Sinks reports every sink. The DLQ and replay routes also use it to
 	// answer 404 for a sink that is not configured.
 	Sinks func(ctx context.Context) ([]SinkStatus, error)
-	// Log is the event log that /v1/events, the DLQ routes and replay use.
+	// Log is the event log that /v1/events, the DLQ routes and replay use;
+	// /v1/rejections needs it to be a [pipeline.RejectionLog] too.
 	Log pipeline.Log
 	// Reload applies the configuration file again (POST /v1/reload); an
 	// error means the new configuration was refused and the old one runs.
@@ -129,6 +130,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/sinks", s.sinks)
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("GET /v1/events/{id}", s.event)
+	mux.HandleFunc("GET /v1/rejections", s.rejections)
 	mux.HandleFunc("GET /v1/sinks/{sink}/dlq", s.deadLetters)
 	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/retry", s.mutating(s.settleDead))
 	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/drop", s.mutating(s.settleDead))
@@ -345,6 +347,10 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	if q.Get("rejected") == "true" {
+		s.rejections(w, r)
+		return
+	}
 	now := time.Now()
 	f := pipeline.EventFilter{Source: q.Get("source"), Sink: q.Get("sink"), DedupKey: q.Get("dedup_key"), After: q.Get("after")}
 	var err error

@@ -185,6 +185,9 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*badger.T
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
+		if err := q.l.space.check(); err != nil {
+			return total, err
+		}
 		txn := q.l.db.NewTransaction(true)
 		var keys [][]byte
 		var vals []*logpb.Target
@@ -265,6 +268,9 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	defer q.mu.Unlock()
 	q.l.refMu.Lock()
 	defer q.l.refMu.Unlock()
+	if err := q.l.space.check(); err != nil {
+		return 0, err
+	}
 	txn := q.l.db.NewTransaction(true)
 	defer txn.Discard()
 

@@ -32,7 +32,9 @@ package badgerlog
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,9 +68,10 @@ type Options struct {
 
 // DB is a [pipeline.Log] in one Badger directory.
 type DB struct {
-	db   *badger.DB
-	log  *slog.Logger
-	opts Options
+	space *space // refuses writes that could find the disk full
+	db    *badger.DB
+	log   *slog.Logger
+	opts  Options
 
 	// Lock order: queue.mu, then refMu, then mu.
 	mu     sync.Mutex
@@ -123,7 +126,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open event log %s: %w", dir, err)
 	}
-	l := &DB{db: db, log: opts.Logger, opts: opts, queues: map[string]*queue{}, closed: make(chan struct{})}
+	l := &DB{db: db, log: opts.Logger, opts: opts, queues: map[string]*queue{}, closed: make(chan struct{}), space: &space{dir: dir}}
 	if err := l.loadNext(); err != nil {
 		db.Close()
 		return nil, err
@@ -153,8 +156,18 @@ func eventKey(seq uint64) []byte {
 
 func indexKey(id string) []byte { return append(append([]byte(nil), preIndex...), id...) }
 
+// maxDedupKey is the longest dedup key stored as it is; a longer one (a
+// body can make it up to max_body long) is stored as its SHA-256, because
+// Badger refuses keys over 65000 bytes and would fail the whole commit,
+// and with it every request of the batch.
+const maxDedupKey = 32 << 10
+
 func dedupKey(source, key string) []byte {
 	b := append(append([]byte(nil), preDedup...), source...)
+	if len(key) > maxDedupKey {
+		sum := sha256.Sum256([]byte(key))
+		key = "sha256:" + hex.EncodeToString(sum[:])
+	}
 	return append(append(b, sepSource), key...)
 }
 
@@ -203,6 +216,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := l.space.check(); err != nil {
 		return nil, err
 	}
 	out := make([]pipeline.Appended, len(entries))

@@ -151,3 +151,40 @@ func TestRetentionInBackground(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusesWritesWhenTheDiskCouldFillUp: with less free space than the
+// memory-mapped files may still claim, appends and settles fail with
+// ErrFull (ingest answers 503) instead of the process dying of SIGBUS, and
+// they work again once space is free.
+func TestRefusesWritesWhenTheDiskCouldFillUp(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, t.TempDir())
+	defer db.Close()
+	free := int64(1 << 40)
+	badgerlog.SetSpaceProbe(db, func() (int64, int64) { return free, 128 << 20 })
+	e := func(id string) []pipeline.Entry {
+		return []pipeline.Entry{{Event: pipeline.Event{ID: id, Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "a", Route: "r"}}}}
+	}
+	if _, err := db.Append(ctx, e("before")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := db.Queue("a").Fetch(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free = 100 << 20 // less than the 128 MiB of holes plus the margin
+	if _, err := db.Append(ctx, e("during")); !errors.Is(err, pipeline.ErrFull) {
+		t.Errorf("Append with the disk nearly full = %v, want ErrFull", err)
+	}
+	if err := db.Queue("a").Settle(ctx, []pipeline.Settlement{{Seq: d[0].Seq, Outcome: pipeline.Ack}}); !errors.Is(err, pipeline.ErrFull) {
+		t.Errorf("Settle with the disk nearly full = %v, want ErrFull", err)
+	}
+	free = 1 << 40
+	if _, err := db.Append(ctx, e("after")); err != nil {
+		t.Errorf("Append once space is free = %v", err)
+	}
+	if err := db.Queue("a").Settle(ctx, []pipeline.Settlement{{Seq: d[0].Seq, Outcome: pipeline.Ack}}); err != nil {
+		t.Errorf("Settle once space is free = %v", err)
+	}
+}

@@ -78,6 +78,9 @@ func retriesAndDead(txn *badger.Txn) map[uint64]bool {
 func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64, done bool, err error) {
 	l.refMu.Lock()
 	defer l.refMu.Unlock()
+	if err := l.space.check(); err != nil {
+		return 0, start, true, err
+	}
 	txn := l.db.NewTransaction(true)
 	defer txn.Discard()
 	refs := retriesAndDead(txn)

@@ -184,6 +184,9 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 	if err := q.l.checkOpen(); err != nil {
 		return err
 	}
+	if err := q.l.space.check(); err != nil {
+		return err
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	txn := q.l.db.NewTransaction(true)

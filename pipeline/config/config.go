@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
 
@@ -32,6 +33,10 @@ type Config struct {
 
 	// File is the file the configuration came from, used in messages.
 	File string `toml:"-"`
+
+	// files, when set, is where relative schema_file paths are read from
+	// instead of the directory of File (the built-in configuration).
+	files fs.FS
 
 	src []byte // the TOML text, to find lines for messages
 }
@@ -73,8 +78,26 @@ type Admin struct {
 type Log struct {
 	Dir       string   `toml:"dir"`
 	Retention Duration `toml:"retention"`
-	// Backend is "badger"; "jetstream" is planned.
+	// Backend is "badger" (the default: an embedded store in Dir) or
+	// "jetstream" (a NATS JetStream stream shared by several daemons; see
+	// docs/jetstream.md). The keys below are read only for "jetstream".
 	Backend string `toml:"backend"`
+
+	// URLs are the NATS servers, e.g. ["nats://10.0.0.1:4222", ...].
+	URLs []string `toml:"urls"`
+	// Stream names the stream and prefixes its subjects (default "PIPELINED").
+	Stream string `toml:"stream"`
+	// Replicas is the stream's replica count: 1 or 3 (default 1).
+	Replicas int `toml:"replicas"`
+	// CredsFile is a NATS credentials file; NKeyFile a file with an NKey
+	// seed. At most one of them.
+	CredsFile string `toml:"creds_file"`
+	NKeyFile  string `toml:"nkey_file"`
+	// TLSCAFile verifies the servers; TLSCertFile and TLSKeyFile are the
+	// client certificate, both or neither.
+	TLSCAFile   string `toml:"tls_ca_file"`
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
 }
 
 // Plugins says where sink plugin binaries are looked for.
@@ -98,6 +121,17 @@ type Source struct {
 	Burst int  `toml:"burst"`
 	// AllowCIDRs, when set, refuses (403) requests from other addresses.
 	AllowCIDRs []string `toml:"allow_cidrs"`
+	// Accept is an expression that must be true for an event to be
+	// accepted; false (or an error) is answered 422. Empty accepts all.
+	Accept string `toml:"accept"`
+	// SchemaFile is a JSON Schema (draft 2020-12) every body must match,
+	// else 422. A relative path is relative to the directory of the
+	// configuration file (see [Config.ReadSchema]).
+	SchemaFile string `toml:"schema_file"`
+	// KeepRejected, when set, keeps rejected requests (401, 400, 413, 415,
+	// 422) that long in the log's own keyspace, for `pipelined events
+	// list --rejected`. Zero keeps none (they are still counted).
+	KeepRejected Duration `toml:"keep_rejected"`
 }
 
 // Auth says how a source authenticates requests. It must be written
@@ -236,8 +270,16 @@ func Load(path string) (*Config, error) {
 // names the data in messages. The error joins every problem found; a TOML
 // syntax error stops decoding, so it comes alone.
 func Parse(file string, data []byte) (*Config, error) {
+	return ParseFS(file, data, nil)
+}
+
+// ParseFS is [Parse] with relative schema_file paths read from files
+// instead of the directory of file (nil: that directory). The built-in
+// default configuration uses it to find its schema in the binary.
+func ParseFS(file string, data []byte, files fs.FS) (*Config, error) {
 	c := Default()
 	c.File = file
+	c.files = files
 	c.src = data
 	md, err := toml.Decode(string(data), c)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9_-]+$`)
 	pluginRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	sourceRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 	sha256RE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
 
@@ -59,9 +60,9 @@ func (c *Config) Validate() error {
 	switch c.Log.Backend {
 	case "badger":
 	case "jetstream":
-		at("log", -1, "backend", `log.backend: "jetstream" is not available yet (write backend = "badger")`)
+		validateJetStream(c, at)
 	default:
-		at("log", -1, "backend", `log.backend: unknown backend %q (write backend = "badger")`, c.Log.Backend)
+		at("log", -1, "backend", `log.backend: unknown backend %q (write backend = "badger" or "jetstream")`, c.Log.Backend)
 	}
 	for _, d := range c.Plugins.Dirs {
 		if strings.TrimSpace(d) == "" {
@@ -77,6 +78,8 @@ func (c *Config) Validate() error {
 		if s.Name == "" {
 			what = fmt.Sprintf("source #%d", i+1)
 			at("source", i, "", "%s: name: missing (write name = \"...\")", what)
+		} else if !sourceRE.MatchString(s.Name) {
+			at("source", i, "name", "%s: name: use only letters, digits, '.', '_' and '-'", what)
 		} else if names[s.Name] {
 			at("source", i, "name", "%s: name: defined twice (source names must be unique)", what)
 		}
@@ -92,6 +95,16 @@ func (c *Config) Validate() error {
 		if s.DedupKey != "" {
 			if _, err := rules.CompileValue(s.DedupKey); err != nil {
 				add(c.exprErr("source", i, "dedup_key", what, err))
+			}
+		}
+		if strings.TrimSpace(s.Accept) != "" {
+			if _, err := rules.CompileBool(s.Accept); err != nil {
+				add(c.exprErr("source", i, "accept", what, err))
+			}
+		}
+		if s.SchemaFile != "" {
+			if _, err := c.Schema(i); err != nil {
+				at("source", i, "schema_file", "%s: schema_file: %v", what, err)
 			}
 		}
 	}

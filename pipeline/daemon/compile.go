@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"golang.org/x/time/rate"
 
@@ -24,7 +25,7 @@ func Compile(cfg *config.Config) (ingest.Config, error) {
 		errs = append(errs, fmt.Errorf("server.trusted_proxies: %w", err))
 	}
 	for i, s := range cfg.Sources {
-		src := ingest.Source{Name: s.Name, Path: s.Path, DedupWindow: s.DedupWindow.Duration}
+		src := ingest.Source{Name: s.Name, Path: s.Path, DedupWindow: s.DedupWindow.Duration, KeepRejected: s.KeepRejected.Duration}
 		spec, err := cfg.AuthSpec(i)
 		if err == nil {
 			src.Verifier, err = auth.New(spec)
@@ -51,6 +52,14 @@ func Compile(cfg *config.Config) (ingest.Config, error) {
 				errs = append(errs, fmt.Errorf("source %q: dedup_key: %w", s.Name, err))
 			}
 			src.DedupKey = p
+		}
+		if strings.TrimSpace(s.Accept) != "" {
+			if src.Accept, err = rules.CompileBool(s.Accept); err != nil {
+				errs = append(errs, fmt.Errorf("source %q: accept: %w", s.Name, err))
+			}
+		}
+		if src.Schema, err = cfg.Schema(i); err != nil {
+			errs = append(errs, fmt.Errorf("source %q: schema_file: %w", s.Name, err))
 		}
 		ic.Sources = append(ic.Sources, src)
 	}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
-	"github.com/pipelined/pipelined/pipeline/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/internal/sdnotify"
@@ -77,8 +76,9 @@ type Daemon struct {
 	reloads chan chan error             // served by Run's main loop
 	running atomic.Bool
 
-	db      *badgerlog.DB
+	db      pipeline.Log
 	h       *ingest.Handler
+	audit   *ingest.Audit // keeps rejected requests; set by Run
 	metrics *metrics.Metrics
 	sinks
 }
@@ -153,16 +153,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	db, err := badgerlog.Open(cfg.Log.Dir, &badgerlog.Options{
-		Logger:    d.log.With("component", "log"),
-		Retention: cfg.Log.Retention.Duration,
-	})
+	db, logSize, err := openLog(ctx, cfg.Log, d.log.With("component", "log"))
 	if err != nil {
 		return err
 	}
 	d.db = db
 	d.sinks.db = db
-	d.metrics.SetLogSize(db.Size)
+	d.metrics.SetLogSize(logSize)
 	d.metrics.SetQueueSource(d.queueSamples)
 	defer func() {
 		if err := db.Close(); err != nil {
@@ -203,6 +200,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	w := writer.New(db, &writer.Options{Logger: d.log.With("component", "writer"), Metrics: d.metrics})
+	// Rejected requests are kept off the request path and off the group
+	// commit; the audit is closed after the ingest listener.
+	if rl, ok := db.(pipeline.RejectionLog); ok {
+		d.audit = ingest.NewAudit(rl, &ingest.AuditOptions{Logger: d.log.With("component", "audit"), Metrics: d.metrics})
+	}
+	ic.Audit = d.audit
 	d.h = ingest.New(ic, w, d.log.With("component", "ingest"))
 	ingestSrv := &http.Server{
 		Handler:           d.h,
@@ -279,8 +282,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := ingestSrv.Shutdown(sctx); err != nil {
 		d.log.Warn("ingest shutdown did not finish in time", "err", err)
 	}
-	// 2. Append what the writer holds.
+	// 2. Append what the writer holds; write the rejections queued.
 	w.Close()
+	if err := d.audit.Close(sctx); err != nil {
+		d.log.Warn("rejected requests not all kept before shutdown", "err", err)
+	}
 	// 3. Finish and settle the batches in flight, then stop dispatching.
 	d.stopDispatch()
 	// 4. The admin API goes last, so operators see the shutdown.
@@ -364,6 +370,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		return fmt.Errorf("reload: %w", err)
 	}
 	ic.Metrics = d.metrics
+	ic.Audit = d.audit
 	specs, err := PluginSpecs(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
-	"github.com/pipelined/pipelined/pipeline/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/metrics"
@@ -24,7 +23,7 @@ import (
 // holds events, so operators see them.
 type sinks struct {
 	log     *slog.Logger
-	db      *badgerlog.DB
+	db      pipeline.Log
 	metrics *metrics.Metrics
 
 	mu    sync.Mutex // guards order and byName; held for short sections only

@@ -55,6 +55,15 @@ type Source struct {
 	Limiter *rate.Limiter
 	// Allow, when not empty, lists the client addresses accepted.
 	Allow []netip.Prefix
+	// Accept, when not nil, must be true for an event to be accepted;
+	// false or an error is answered 422 (see [Validate]).
+	Accept *rules.Program
+	// Schema, when not nil, is a JSON Schema every body must match, else
+	// 422 with the violations.
+	Schema *rules.Schema
+	// KeepRejected, when more than 0, keeps this source's rejected
+	// requests (401, 400, 413, 415, 422) that long through Config.Audit.
+	KeepRejected time.Duration
 }
 
 // Config is what a [Handler] serves; [Handler.Swap] replaces it at once.
@@ -70,11 +79,16 @@ type Config struct {
 	// Metrics, if set, counts requests by source and outcome, route
 	// matches and rule errors. Set it on every Config given to Swap.
 	Metrics *metrics.Metrics
+	// Audit, if set, keeps the rejected requests of sources with
+	// KeepRejected. Set it on every Config given to Swap.
+	Audit *Audit
 }
 
 // Stats counts what the handler saw; read it with [Handler.Stats].
 type Stats struct {
 	Accepted, Duplicates, Rejected, RuleErrors, Unavailable int64
+	// Unprocessable counts 422s (they count in Rejected too).
+	Unprocessable int64
 	// Unauthorized counts 401s, Limited 429s (they count in Rejected too).
 	Unauthorized, Limited int64
 }
@@ -87,6 +101,7 @@ type Handler struct {
 
 	accepted, duplicates, rejected, ruleErrors, unavailable atomic.Int64
 	unauthorized, limited                                   atomic.Int64
+	unprocessable                                           atomic.Int64
 }
 
 type state struct {
@@ -129,8 +144,9 @@ func (h *Handler) Stats() Stats {
 		RuleErrors:  h.ruleErrors.Load(),
 		Unavailable: h.unavailable.Load(),
 
-		Unauthorized: h.unauthorized.Load(),
-		Limited:      h.limited.Load(),
+		Unauthorized:  h.unauthorized.Load(),
+		Limited:       h.limited.Load(),
+		Unprocessable: h.unprocessable.Load(),
 	}
 }
 
@@ -151,6 +167,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve answers r and returns its source's name ("" when the path is
 // unknown) and its outcome, one of the metrics.Outcome constants.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (source, outcome string) {
+	received := time.Now()
 	src, ok := st.byPath[r.URL.Path]
 	if !ok {
 		h.reject(w, http.StatusNotFound, "no source is configured at path "+strconv.Quote(r.URL.Path))
@@ -178,19 +195,25 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		}
 	}
 	if !IsJSON(r.Header.Get("Content-Type")) {
-		h.reject(w, http.StatusUnsupportedMediaType, "content type "+strconv.Quote(r.Header.Get("Content-Type"))+" is not JSON: send Content-Type: application/json")
+		msg := "content type " + strconv.Quote(r.Header.Get("Content-Type")) + " is not JSON: send Content-Type: application/json"
+		h.reject(w, http.StatusUnsupportedMediaType, msg)
+		h.keep(st, src, r, received, http.StatusUnsupportedMediaType, msg, nil, nil)
 		return src.Name, metrics.OutcomeUnsupportedMediaType
 	}
 	max := st.cfg.MaxBody
 	if r.ContentLength > max {
-		h.reject(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", r.ContentLength, max))
+		msg := fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", r.ContentLength, max)
+		h.reject(w, http.StatusRequestEntityTooLarge, msg)
+		h.keep(st, src, r, received, http.StatusRequestEntityTooLarge, msg, nil, nil)
 		return src.Name, metrics.OutcomeTooLarge
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.reject(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", max))
+			msg := fmt.Sprintf("body is larger than the limit of %d bytes", max)
+			h.reject(w, http.StatusRequestEntityTooLarge, msg)
+			h.keep(st, src, r, received, http.StatusRequestEntityTooLarge, msg, nil, body)
 			return src.Name, metrics.OutcomeTooLarge
 		}
 		h.reject(w, http.StatusBadRequest, "read body: "+err.Error())
@@ -207,6 +230,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 			}
 			h.log.Info("request refused: authentication failed", "source", src.Name, "reason", reason, "remote", r.RemoteAddr)
 			h.reject(w, http.StatusUnauthorized, reason)
+			h.keep(st, src, r, received, http.StatusUnauthorized, reason, nil, body)
 			return src.Name, metrics.OutcomeUnauthorized
 		}
 		authName = src.Verifier.Name()
@@ -223,7 +247,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	}
 	doc, err := Decode(body)
 	if err != nil {
-		h.reject(w, http.StatusBadRequest, "body is not valid JSON: "+jsonError(err))
+		msg := "body is not valid JSON: " + jsonError(err)
+		h.reject(w, http.StatusBadRequest, msg)
+		h.keep(st, src, r, received, http.StatusBadRequest, msg, nil, body)
 		return src.Name, metrics.OutcomeBadJSON
 	}
 
@@ -236,6 +262,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		Auth:       authName,
 	}
 	env := &rules.Env{Body: doc, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt}
+	if code, reason, violations := Validate(src, env); code != 0 {
+		h.unprocessable.Add(1)
+		h.rejected.Add(1)
+		writeJSON(w, code, errorBody{Error: reason, Violations: violations})
+		h.keep(st, src, r, received, code, reason, violations, body)
+		return src.Name, metrics.OutcomeUnprocessable
+	}
 	entry := pipeline.Entry{Event: ev, DedupWindow: src.DedupWindow}
 	switch {
 	case src.DedupKey != nil:
@@ -312,6 +345,14 @@ func countRoutes(m *metrics.Metrics, targets []pipeline.Target) {
 func (h *Handler) reject(w http.ResponseWriter, code int, msg string) {
 	h.rejected.Add(1)
 	writeError(w, code, msg)
+}
+
+// keep hands a rejected request to the audit when its source keeps them.
+func (h *Handler) keep(st *state, src *Source, r *http.Request, at time.Time, code int, reason string, violations []string, body []byte) {
+	if src.KeepRejected <= 0 || st.cfg.Audit == nil {
+		return
+	}
+	st.cfg.Audit.Keep(rejection(src, r, at, code, reason, violations, body))
 }
 
 func (h *Handler) unavailable503(w http.ResponseWriter, msg string) {
@@ -443,6 +484,8 @@ func jsonError(err error) string {
 
 type errorBody struct {
 	Error string `json:"error"`
+	// Violations lists what a source's JSON Schema found wrong (422).
+	Violations []string `json:"violations,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -88,6 +88,9 @@ func Run(t *testing.T, open func(t *testing.T) pipeline.Log) {
 		{"Requeue/NoDuplicates", testRequeueNoDuplicates},
 		{"Requeue/MissingEvent", testRequeueMissing},
 		{"Queue/Oldest", testOldest},
+		{"Rejections/RoundTrip", testRejectionsRoundTrip},
+		{"Rejections/FilterAndCursor", testRejectionsFilter},
+		{"Rejections/Expire", testRejectionsExpire},
 		{"Close/CallsFail", testClosedCallsFail},
 		{"Close/ReleasesBlockedFetch", testCloseReleasesFetch},
 	} {

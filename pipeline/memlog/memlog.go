@@ -21,7 +21,10 @@ import (
 	"github.com/pipelined/pipelined/pipeline"
 )
 
-var _ pipeline.Log = (*Log)(nil)
+var (
+	_ pipeline.Log          = (*Log)(nil)
+	_ pipeline.RejectionLog = (*Log)(nil)
+)
 
 // sweepEvery is how many appended entries pass between sweeps of expired
 // dedup keys; lookups also drop the expired keys they meet.
@@ -40,6 +43,9 @@ type Log struct {
 	dedup  map[dedupKey]dedupEntry
 	queues map[string]*queue
 	swept  int // entries appended since the last dedup sweep
+
+	rejects []pipeline.Rejection // by ID; see reject.go
+	rejSeq  uint64
 }
 
 // New returns an empty log.

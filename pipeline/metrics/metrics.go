@@ -39,6 +39,7 @@ const (
 	OutcomeRateLimited          = "rate_limited"           // 429
 	OutcomeUnavailable          = "unavailable"            // 503: overloaded, disk full, shutting down
 	OutcomeCanceled             = "canceled"               // the client left before the event was durable
+	OutcomeUnprocessable        = "unprocessable"          // 422: the source's accept rule or schema refused the body
 )
 
 // Buckets, in seconds: from 100 µs (an fsync is about 300 µs) to 10 s.
@@ -90,6 +91,8 @@ type Metrics struct {
 	pluginRestarts *prometheus.CounterVec
 	reloads        *prometheus.CounterVec
 	reloadOK       prometheus.Gauge
+
+	rejectionsDropped *prometheus.CounterVec
 
 	state *stateCollector
 }
@@ -168,6 +171,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pipelined_last_reload_successful",
 			Help: "1 if the last configuration reload succeeded (or none was tried yet), 0 if it failed.",
 		}),
+		rejectionsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipelined_rejections_dropped_total",
+			Help: "Rejected requests that keep_rejected would have kept but that were not, because the audit queue was full or the log refused them, by source.",
+		}, []string{"source"}),
 		state: newStateCollector(),
 	}
 	m.reloads.WithLabelValues("ok")
@@ -178,6 +185,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.writerBatch, m.writerCommit, m.writerFailure,
 		m.deliveries, m.deliveryFailures, m.deliveryDuration, m.deliveryBatch,
 		m.pluginRestarts, m.reloads, m.reloadOK,
+		m.rejectionsDropped,
 		m.state,
 	)
 	if g, ok := reg.(prometheus.Gatherer); ok {
@@ -199,6 +207,15 @@ func (m *Metrics) Handler() http.Handler {
 		ErrorHandling:     promhttp.ContinueOnError,
 		EnableOpenMetrics: false,
 	})
+}
+
+// RejectionDropped counts a rejected request of source that was to be kept
+// (keep_rejected) but was not.
+func (m *Metrics) RejectionDropped(source string) {
+	if m == nil {
+		return
+	}
+	m.rejectionsDropped.WithLabelValues(source).Inc()
 }
 
 // IngestRequest records one webhook request: its source ("" for an

@@ -168,9 +168,12 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 		o.status, o.reason = http.StatusBadRequest, "body is not valid JSON: "+err.Error()
 		return o
 	}
-	o.status = http.StatusOK
-
 	env := &rules.Env{Body: doc, Source: src.Name, Headers: ingest.Headers(h), ID: "test-" + strconv.Itoa(i+1), ReceivedAt: o.receivedAt}
+	if code, reason, _ := ingest.Validate(src, env); code != 0 {
+		o.status, o.reason = code, reason
+		return o
+	}
+	o.status = http.StatusOK
 	switch {
 	case src.DedupKey != nil:
 		o.dedupKey, err = src.DedupKey.String(env)

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# bench.sh measures durable ingest against baselines on this machine, one
+# after another in one run (machines are shared and noisy: compare ratios):
+#
+#   1. a bare net/http handler that only reads the body (pipelined-load bare)
+#   2. pipelined with the default pipeline.toml (archive + SQLite sinks),
+#      fsync before every 2xx, dedup and rules evaluated
+#   3. Benthos v4.60.0, http_server -> file, no fsync (when it can be built)
+#
+# at 64 and 8 connections with the CallKaro payload (distinct callSids), and
+# prints requests/s, p50, p99, the ratio to the bare handler and the daemon's
+# memory. Usage: bench/bench.sh [duration, default 10s]. `make bench` runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10s}
+WORK=$(mktemp -d /tmp/pipelined-bench.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+make build >/dev/null
+go build -o "$WORK/load" ./cmd/pipelined-load
+LOAD="$WORK/load"
+
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+run() { # name url conns
+	"$LOAD" run -url "$2" -c "$3" -d "$DUR" -json > "$WORK/$1-$3.json"
+}
+
+# 1. bare
+"$LOAD" bare -listen 127.0.0.1:9090 & BARE=$!
+wait_port 9090
+run bare http://127.0.0.1:9090/ 64
+run bare http://127.0.0.1:9090/ 8
+kill $BARE; wait $BARE 2>/dev/null || true
+
+# 2. pipelined, default config, in a scratch working directory
+mkdir -p "$WORK/pl"
+cp pipeline.toml "$WORK/pl/"
+(cd "$WORK/pl" && exec "$OLDPWD/bin/pipelined" serve -c pipeline.toml -log-level warn) & PL=$!
+wait_port 8080
+run pipelined http://127.0.0.1:8080/hooks/callkaro 64
+grep -E 'VmHWM|RssAnon|RssFile' /proc/$PL/status > "$WORK/pipelined-mem.txt" || true
+run pipelined http://127.0.0.1:8080/hooks/callkaro 8
+kill -TERM $PL; wait $PL 2>/dev/null || true
+
+# 3. Benthos, built in a throwaway module (never a dependency of pipelined)
+BENTHOS=${BENTHOS:-}
+if [ -z "$BENTHOS" ]; then
+	mkdir -p "$WORK/benthos-mod"
+	(cd "$WORK/benthos-mod" && printf 'module benthosbench\n\ngo 1.26\n' > go.mod &&
+		go get -tool github.com/redpanda-data/benthos/v4/cmd/benthos@v4.60.0 >/dev/null 2>&1 &&
+		go build -o "$WORK/benthos" github.com/redpanda-data/benthos/v4/cmd/benthos >/dev/null 2>&1) &&
+		BENTHOS="$WORK/benthos" || echo "bench: Benthos could not be built; skipped" >&2
+fi
+if [ -n "$BENTHOS" ]; then
+	cat > "$WORK/benthos.yaml" <<YAML
+http:
+  enabled: false
+input:
+  http_server:
+    address: 127.0.0.1:9092
+    path: /hooks/callkaro
+output:
+  file:
+    path: $WORK/benthos-out.jsonl
+    codec: lines
+logger:
+  level: WARN
+YAML
+	"$BENTHOS" -c "$WORK/benthos.yaml" & BT=$!
+	wait_port 9092
+	run benthos http://127.0.0.1:9092/hooks/callkaro 64
+	run benthos http://127.0.0.1:9092/hooks/callkaro 8
+	kill $BT; wait $BT 2>/dev/null || true
+fi
+
+python3 - "$WORK" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+def get(name, c):
+    p = os.path.join(work, f"{name}-{c}.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+print(f"{'target':<11}{'conns':>6}{'req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'× bare':>8}{'errors':>8}")
+for c in (64, 8):
+    bare = get("bare", c)
+    for name in ("bare", "pipelined", "benthos"):
+        r = get(name, c)
+        if not r: continue
+        ratio = r["requests_per_sec"] / bare["requests_per_sec"] if bare else 0
+        print(f"{name:<11}{c:>6}{r['requests_per_sec']:>11.0f}{r['latency_ms']['p50']:>9.2f}{r['latency_ms']['p99']:>9.2f}{ratio:>8.2f}{r['errors']:>8}")
+mem = os.path.join(work, "pipelined-mem.txt")
+if os.path.exists(mem):
+    print("pipelined memory after the 64-connection run: " + " ".join(open(mem).read().split()))
+PY

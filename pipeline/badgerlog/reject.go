@@ -1,0 +1,129 @@
+package badgerlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// Rejected requests live in their own keyspace, apart from events and
+// queues, each with a Badger TTL of its keep_rejected:
+//
+//	j/<source>/<received_at><seq>   rejection (JSON), received_at = 8-byte BE unix nanoseconds, seq = 8-byte BE
+//
+// Badger's TTL has a granularity of one second; expired keys are never
+// read and compaction removes them. A rejection's id (and cursor) is
+// "<source>/<32 hex digits of received_at and seq>".
+
+var _ pipeline.RejectionLog = (*DB)(nil)
+
+var preReject = []byte("j/")
+
+// rejectSeq tells apart rejections of the same nanosecond.
+var rejectSeq atomic.Uint64
+
+func rejectKey(source string, suffix []byte) []byte {
+	return append(sinkPrefix(preReject, source), suffix...)
+}
+
+// Reject implements [pipeline.RejectionLog.Reject].
+func (l *DB) Reject(ctx context.Context, r pipeline.Rejection) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := l.checkOpen(); err != nil {
+		return fmt.Errorf("reject: %w", err)
+	}
+	suffix := binary.BigEndian.AppendUint64(nil, uint64(r.ReceivedAt.UnixNano()))
+	suffix = binary.BigEndian.AppendUint64(suffix, rejectSeq.Add(1))
+	r.ID = r.Source + "/" + hex.EncodeToString(suffix)
+	v, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("reject: %w", err)
+	}
+	until := r.ReceivedAt.Add(r.Keep)
+	expires := until.Unix()
+	if until.Nanosecond() > 0 {
+		expires++
+	}
+	if expires <= time.Now().Unix() {
+		return nil // already expired
+	}
+	if err := l.space.check(); err != nil {
+		return err
+	}
+	e := badger.NewEntry(rejectKey(r.Source, suffix), v)
+	e.ExpiresAt = uint64(expires)
+	if err := l.db.Update(func(txn *badger.Txn) error { return txn.SetEntry(e) }); err != nil {
+		return l.writeErr(err)
+	}
+	return nil
+}
+
+// Rejections implements [pipeline.RejectionLog.Rejections].
+func (l *DB) Rejections(ctx context.Context, f pipeline.RejectionFilter) ([]pipeline.Rejection, string, error) {
+	if err := l.checkOpen(); err != nil {
+		return nil, "", fmt.Errorf("rejections: %w", err)
+	}
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	prefix := preReject
+	if f.Source != "" {
+		prefix = sinkPrefix(preReject, f.Source)
+	}
+	seek := prefix
+	if f.After != "" {
+		i := strings.LastIndexByte(f.After, '/')
+		suffix, err := hex.DecodeString(f.After[i+1:])
+		if i < 0 || err != nil || len(suffix) != 16 {
+			return nil, "", fmt.Errorf("rejections: cursor %q: %w", f.After, pipeline.ErrBadCursor)
+		}
+		after := append(rejectKey(f.After[:i], suffix), 0) // just past the cursor
+		if bytes.Compare(after, seek) > 0 {
+			seek = after
+		}
+	}
+	var out []pipeline.Rejection
+	next := ""
+	err := l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			if item.IsDeletedOrExpired() {
+				continue
+			}
+			var r pipeline.Rejection
+			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+				return fmt.Errorf("rejection %q: %w", item.Key(), err)
+			}
+			if !f.Since.IsZero() && r.ReceivedAt.Before(f.Since) {
+				continue
+			}
+			if len(out) == f.Limit {
+				next = out[len(out)-1].ID
+				return nil
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("rejections: %w", err)
+	}
+	return out, next, nil
+}

@@ -1,0 +1,107 @@
+package memlog
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// now is the clock of rejection expiry; tests of other packages use the
+// real one.
+var now = time.Now
+
+// Reject implements [pipeline.RejectionLog.Reject].
+func (l *Log) Reject(ctx context.Context, r pipeline.Rejection) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return fmt.Errorf("reject: %w", pipeline.ErrClosed)
+	}
+	l.rejSeq++
+	r.ID = RejectionID(r.Source, r.ReceivedAt, l.rejSeq)
+	r.Headers = cloneMap(r.Headers)
+	r.Body = slices.Clone(r.Body)
+	r.Violations = slices.Clone(r.Violations)
+	t := now()
+	l.rejects = slices.DeleteFunc(l.rejects, func(o pipeline.Rejection) bool { return expired(o, t) })
+	i, _ := slices.BinarySearchFunc(l.rejects, r.ID, func(o pipeline.Rejection, id string) int { return strings.Compare(o.ID, id) })
+	l.rejects = slices.Insert(l.rejects, i, r)
+	return nil
+}
+
+// Rejections implements [pipeline.RejectionLog.Rejections].
+func (l *Log) Rejections(ctx context.Context, f pipeline.RejectionFilter) ([]pipeline.Rejection, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	if f.After != "" && !ValidRejectionID(f.After) {
+		return nil, "", fmt.Errorf("rejections: cursor %q: %w", f.After, pipeline.ErrBadCursor)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, "", fmt.Errorf("rejections: %w", pipeline.ErrClosed)
+	}
+	t := now()
+	var out []pipeline.Rejection
+	for _, r := range l.rejects {
+		if r.ID <= f.After || expired(r, t) ||
+			(f.Source != "" && r.Source != f.Source) || (!f.Since.IsZero() && r.ReceivedAt.Before(f.Since)) {
+			continue
+		}
+		if len(out) == f.Limit {
+			return out, out[len(out)-1].ID, nil
+		}
+		r.Headers = cloneMap(r.Headers)
+		r.Body = slices.Clone(r.Body)
+		r.Violations = slices.Clone(r.Violations)
+		out = append(out, r)
+	}
+	return out, "", nil
+}
+
+func expired(r pipeline.Rejection, t time.Time) bool {
+	return !t.Before(r.ReceivedAt.Add(r.Keep))
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// RejectionID is the id of a rejection, also its cursor:
+// "<source>/<received_at as 16 hex digits of unix nanoseconds><seq as 16 hex digits>".
+// Ids sort by source, then time.
+func RejectionID(source string, at time.Time, seq uint64) string {
+	return fmt.Sprintf("%s/%016x%016x", source, uint64(at.UnixNano()), seq)
+}
+
+// ValidRejectionID reports whether id has the form of [RejectionID].
+func ValidRejectionID(id string) bool {
+	i := strings.LastIndexByte(id, '/')
+	if i < 0 || len(id)-i-1 != 32 {
+		return false
+	}
+	for _, c := range id[i+1:] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,66 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+)
+
+// Rejection is a request that ingest refused (401, 400, 413, 415, 422),
+// kept for a while so that an operator can see what a sender got wrong.
+// It never enters a sink queue.
+type Rejection struct {
+	// ID identifies the rejection in its log; [RejectionLog.Reject] sets it.
+	ID string
+	// Source is the name of the [[source]] the request was sent to.
+	Source string
+	// ReceivedAt is when the request was read, in UTC.
+	ReceivedAt time.Time
+	// Status is the HTTP status of the answer; Reason its one-line reason.
+	Status int
+	Reason string
+	// Violations lists what a JSON Schema found wrong (422 only).
+	Violations []string
+	// Headers are the request headers as events keep them: lower-case
+	// names, without the ones that carry credentials.
+	Headers map[string]string
+	// Body is the start of the request body; Truncated reports that it was
+	// cut, and BodySize is its full length when known (-1 when not).
+	Body      []byte
+	Truncated bool
+	BodySize  int64
+	// RemoteAddr is the peer's address.
+	RemoteAddr string
+	// Keep is how long the log keeps the rejection after ReceivedAt.
+	Keep time.Duration
+}
+
+// RejectionFilter selects rejections for [RejectionLog.Rejections]. Its
+// zero value selects every rejection still kept.
+type RejectionFilter struct {
+	// Source selects the rejections of one [[source]].
+	Source string
+	// Since selects rejections with ReceivedAt >= Since.
+	Since time.Time
+	// After is the cursor a previous call returned as next.
+	After string
+	// Limit bounds the rejections returned; 0 means 100.
+	Limit int
+}
+
+// RejectionLog keeps rejected requests apart from events, in their own
+// keyspace, each for its [Rejection.Keep]. It is an optional capability
+// of a [Log], found by type assertion: a log without it only lets ingest
+// count rejections. Writes need no durability guarantee (no fsync per
+// call); callers write them off the request path.
+type RejectionLog interface {
+	// Reject stores r until r.ReceivedAt + r.Keep. It returns an error
+	// wrapping [ErrClosed] after Close.
+	Reject(ctx context.Context, r Rejection) error
+
+	// Rejections lists the kept rejections that match f, by source and
+	// then by time, at most f.Limit of them. next is the cursor to pass as
+	// f.After for the following page, or "" when there is no more. An
+	// After that this log did not return gives an error wrapping
+	// [ErrBadCursor]. Expired rejections are never listed.
+	Rejections(ctx context.Context, f RejectionFilter) (rs []Rejection, next string, err error)
+}

@@ -380,6 +380,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		{"server.listen", old.Server.Listen, cfg.Server.Listen},
 		{"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
 		{"log.dir", old.Log.Dir, cfg.Log.Dir},
+		{"log.backend", old.Log.Backend, cfg.Log.Backend},
 		{"server.tls_cert_file", old.Server.TLSCertFile, cfg.Server.TLSCertFile},
 	} {
 		if c.was != c.now {

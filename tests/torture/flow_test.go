@@ -35,7 +35,7 @@ func TestSinkOutage(t *testing.T) {
 	d := startDaemon(t, cfg)
 	mem.watch(d.pid())
 	l := startLoad(t, d.url+"/hooks/callkaro", "outage", 4, standardSinks)
-	l.pause = 20 * time.Millisecond
+	l.pause.Store(int64(20 * time.Millisecond))
 	time.Sleep(outage)
 	down.Lock()
 	failing = false

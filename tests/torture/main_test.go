@@ -462,7 +462,7 @@ type load struct {
 	sinksOf func(lead string) []string
 	// leadOf chooses the lead status of the i-th event of a client.
 	leadOf func(c, i int) string
-	pause  time.Duration
+	pause  atomic.Int64 // nanoseconds each client waits after a 2xx
 }
 
 func startLoad(t *testing.T, url, prefix string, clients int, sinksOf func(string) []string) *load {
@@ -504,8 +504,8 @@ func startLoad(t *testing.T, url, prefix string, clients int, sinksOf func(strin
 				l.mu.Unlock()
 				if err != nil || code/100 != 2 {
 					time.Sleep(10 * time.Millisecond) // the daemon is down or refusing: keep trying
-				} else if l.pause > 0 {
-					time.Sleep(l.pause)
+				} else if p := time.Duration(l.pause.Load()); p > 0 {
+					time.Sleep(p)
 				}
 			}
 		}()

@@ -22,8 +22,8 @@ LOAD="$WORK/load"
 
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-run() { # name url conns
-	"$LOAD" run -url "$2" -c "$3" -d "$DUR" -json > "$WORK/$1-$3.json"
+run() { # name url conns [flags]
+	"$LOAD" run -url "$2" -c "$3" -d "$DUR" -json "${@:4}" > "$WORK/$1-$3.json"
 }
 
 # 1. bare
@@ -34,9 +34,11 @@ run bare http://127.0.0.1:9090/ 8
 kill $BARE; wait $BARE 2>/dev/null || true
 
 # 2. pipelined, default config, in a scratch working directory
+# (data paths resolve against the working directory, the schema against the
+# config file's directory)
 mkdir -p "$WORK/pl"
-cp pipeline.toml "$WORK/pl/"
-(cd "$WORK/pl" && exec "$OLDPWD/bin/pipelined" serve -c pipeline.toml -log-level warn) & PL=$!
+REPO=$PWD
+(cd "$WORK/pl" && exec "$REPO/bin/pipelined" serve -c "$REPO/pipeline.toml" -log-level warn) & PL=$!
 wait_port 8080
 run pipelined http://127.0.0.1:8080/hooks/callkaro 64
 grep -E 'VmHWM|RssAnon|RssFile' /proc/$PL/status > "$WORK/pipelined-mem.txt" || true
@@ -69,8 +71,8 @@ logger:
 YAML
 	"$BENTHOS" -c "$WORK/benthos.yaml" & BT=$!
 	wait_port 9092
-	run benthos http://127.0.0.1:9092/hooks/callkaro 64
-	run benthos http://127.0.0.1:9092/hooks/callkaro 8
+	run benthos http://127.0.0.1:9092/hooks/callkaro 64 -any-2xx
+	run benthos http://127.0.0.1:9092/hooks/callkaro 8 -any-2xx
 	kill $BT; wait $BT 2>/dev/null || true
 fi
 

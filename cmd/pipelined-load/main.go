@@ -64,6 +64,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "per-request timeout")
 	payload := fs.String("payload", "", "JSON payload with a string data.callSid (default: the embedded CallKaro call_ended)")
 	asJSON := fs.Bool("json", false, "print the report as a JSON object")
+	fs.BoolVar(&cfg.AnyOK, "any-2xx", false, "baseline mode: any 2xx answer counts, its body is not checked (e.g. Benthos)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -75,7 +75,9 @@ type Program struct {
 // Run resets all state, so one VM may serve many programs one at a time.
 var vms = sync.Pool{New: func() any { return &vm.VM{MemoryBudget: MemoryBudget} }}
 
-func options() []expr.Option {
+// baseOptions are the options without the fetch shortcut of fetch.go,
+// which changes speed only: the tests compare the two.
+func baseOptions() []expr.Option {
 	return []expr.Option{
 		expr.Env(Env{}),
 		expr.DisableBuiltin("now"),
@@ -86,13 +88,26 @@ func options() []expr.Option {
 // CompileBool compiles a route's when: the result must be a bool. At run
 // time a nil result (a missing field) counts as false.
 func CompileBool(src string) (*Program, error) {
-	return compile(src, append(options(), expr.AsBool()))
+	return compileFast(src, expr.AsBool())
 }
 
 // CompileValue compiles an expression whose result may be anything: a
 // route's transform or a source's dedup_key.
 func CompileValue(src string) (*Program, error) {
-	return compile(src, options())
+	return compileFast(src)
+}
+
+// compileFast compiles src with the fetch shortcut of fetch.go. An
+// expression that does not compile is compiled again without it, so that
+// the error is expr's own to the letter: with the shortcut, a member access
+// on an unknown value is typed "interface {}" in messages, not "unknown".
+func compileFast(src string, opts ...expr.Option) (*Program, error) {
+	base := append(baseOptions(), opts...)
+	p, err := compile(src, append(base, fetchOptions()...))
+	if err == nil {
+		return p, nil
+	}
+	return compile(src, base)
 }
 
 func compile(src string, opts []expr.Option) (*Program, error) {

@@ -9,37 +9,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-plugin"
 
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
-// buildBinary builds pipelined-sink-archive from this package.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the plugin binary; skipped with -short")
-	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go tool to build the plugin: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "pipelined-sink-archive")
-	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestPluginProcess runs the real binary as a go-plugin process, with
 // AutoMTLS, and talks to it as the host does.
 func TestPluginProcess(t *testing.T) {
-	bin := buildBinary(t)
+	bin := sinktest.Build(t, ".", "pipelined-sink-archive")
 
 	t.Run("by-hand", func(t *testing.T) {
 		cmd := exec.Command(bin)
@@ -61,30 +39,10 @@ func TestPluginProcess(t *testing.T) {
 
 	t.Run("go-plugin", func(t *testing.T) {
 		var logs syncBuffer
-		client := plugin.NewClient(&plugin.ClientConfig{
-			HandshakeConfig:  sdk.Handshake,
-			VersionedPlugins: sdk.ClientPlugins(),
-			Cmd:              exec.Command(bin),
-			AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-			AutoMTLS:         true,
-			StartTimeout:     30 * time.Second,
-			Logger: hclog.New(&hclog.LoggerOptions{
-				Name: "host", Output: &logs, Level: hclog.Info, JSONFormat: true,
-			}),
-		})
-		t.Cleanup(client.Kill)
-		rpc, err := client.Client()
-		if err != nil {
-			t.Fatalf("start plugin: %v", err)
-		}
+		client, s := sinktest.Start(t, bin, sinktest.StartOptions{Logs: &logs})
 		if v := client.NegotiatedVersion(); v != sdk.ProtocolVersion {
 			t.Errorf("NegotiatedVersion = %d, want %d", v, sdk.ProtocolVersion)
 		}
-		raw, err := rpc.Dispense(sdk.PluginName)
-		if err != nil {
-			t.Fatalf("dispense: %v", err)
-		}
-		s := raw.(sdk.Sink)
 		ctx := context.Background()
 
 		if err := s.Configure(ctx, []byte(`{"dir": "x", "compress": "bzip2"}`)); err == nil || !strings.Contains(err.Error(), `"compress" = "bzip2"`) {

@@ -7,43 +7,21 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-plugin"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
-// buildBinary builds pipelined-sink-http from this package.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the plugin binary; skipped with -short")
-	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go tool to build the plugin: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "pipelined-sink-http")
-	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestPluginProcess runs the real binary as a go-plugin process, with
 // AutoMTLS, and talks to it as the host does: the events reach a receiver
 // that verifies them with the reference Standard Webhooks library.
 func TestPluginProcess(t *testing.T) {
-	bin := buildBinary(t)
+	bin := sinktest.Build(t, ".", "pipelined-sink-http")
 
 	t.Run("by-hand", func(t *testing.T) {
 		cmd := exec.Command(bin)
@@ -85,30 +63,8 @@ func TestPluginProcess(t *testing.T) {
 		var logs syncWriter
 		var logBuf bytes.Buffer
 		logs.w = &logBuf
-		cmd := exec.Command(bin)
 		// The host passes only the variables named by *_env keys.
-		cmd.Env = append(os.Environ(), "TEST_HTTP_SECRET="+testSecret)
-		client := plugin.NewClient(&plugin.ClientConfig{
-			HandshakeConfig:  sdk.Handshake,
-			VersionedPlugins: sdk.ClientPlugins(),
-			Cmd:              cmd,
-			AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-			AutoMTLS:         true,
-			StartTimeout:     30 * time.Second,
-			Logger: hclog.New(&hclog.LoggerOptions{
-				Name: "host", Output: &logs, Level: hclog.Info, JSONFormat: true,
-			}),
-		})
-		t.Cleanup(client.Kill)
-		rpc, err := client.Client()
-		if err != nil {
-			t.Fatalf("start plugin: %v", err)
-		}
-		raw, err := rpc.Dispense(sdk.PluginName)
-		if err != nil {
-			t.Fatalf("dispense: %v", err)
-		}
-		s := raw.(sdk.Sink)
+		client, s := sinktest.Start(t, bin, sinktest.StartOptions{Env: append(os.Environ(), "TEST_HTTP_SECRET="+testSecret), Logs: &logs})
 
 		if err := s.Configure(context.Background(), []byte(`{"url": "https://a.example", "method": "GET"}`)); err == nil || !strings.Contains(err.Error(), `"method" = "GET"`) {
 			t.Errorf("Configure with a bad method over the wire = %v, want the key named", err)

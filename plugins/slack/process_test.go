@@ -5,39 +5,18 @@ import (
 	"context"
 	"errors"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-plugin"
-
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/sinktest"
 )
-
-// buildBinary builds pipelined-sink-slack from this package.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the plugin binary; skipped with -short")
-	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go tool to build the plugin: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "pipelined-sink-slack")
-	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // TestPluginProcess runs the real binary as a go-plugin process, with
 // AutoMTLS, and delivers through it to the fake Slack, as the host does.
 func TestPluginProcess(t *testing.T) {
-	bin := buildBinary(t)
+	bin := sinktest.Build(t, ".", "pipelined-sink-slack")
 
 	t.Run("by-hand", func(t *testing.T) {
 		cmd := exec.Command(bin)
@@ -58,29 +37,8 @@ func TestPluginProcess(t *testing.T) {
 		f := newFakeSlack(t)
 		f.limit(2)
 		var logs syncBuffer
-		cmd := exec.Command(bin)
-		cmd.Env = []string{webhookEnv + "=" + f.URL()} // the host passes only the named variables
-		client := plugin.NewClient(&plugin.ClientConfig{
-			HandshakeConfig:  sdk.Handshake,
-			VersionedPlugins: sdk.ClientPlugins(),
-			Cmd:              cmd,
-			AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-			AutoMTLS:         true,
-			StartTimeout:     30 * time.Second,
-			Logger: hclog.New(&hclog.LoggerOptions{
-				Name: "host", Output: &logs, Level: hclog.Debug, JSONFormat: true,
-			}),
-		})
-		t.Cleanup(client.Kill)
-		rpc, err := client.Client()
-		if err != nil {
-			t.Fatalf("start plugin: %v", err)
-		}
-		raw, err := rpc.Dispense(sdk.PluginName)
-		if err != nil {
-			t.Fatalf("dispense: %v", err)
-		}
-		s := raw.(sdk.Sink)
+		// The host passes only the named variables.
+		client, s := sinktest.Start(t, bin, sinktest.StartOptions{Env: []string{webhookEnv + "=" + f.URL()}, Logs: &logs, LogLevel: "debug"})
 		ctx := context.Background()
 
 		if err := s.Configure(ctx, []byte(`{"webhook_url": "x"}`)); err == nil || !strings.Contains(err.Error(), "webhook_url_env") {

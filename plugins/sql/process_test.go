@@ -5,68 +5,29 @@ import (
 	"context"
 	"errors"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/sinktest"
 )
-
-// buildBinary builds pipelined-sink-sql from this package.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the plugin binary; skipped with -short")
-	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go tool to build the plugin: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "pipelined-sink-sql")
-	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // startPlugin runs bin as a go-plugin process, as the host does, and
 // returns its client and the sink.
 func startPlugin(t *testing.T, bin string, logs *logBuffer) (*plugin.Client, sdk.Sink) {
 	t.Helper()
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPlugins(),
-		Cmd:              exec.Command(bin),
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		StartTimeout:     30 * time.Second,
-		Logger: hclog.New(&hclog.LoggerOptions{
-			Name: "host", Output: logs, Level: hclog.Info, JSONFormat: true,
-		}),
-	})
-	t.Cleanup(client.Kill)
-	rpc, err := client.Client()
-	if err != nil {
-		t.Fatalf("start plugin: %v", err)
-	}
-	raw, err := rpc.Dispense(sdk.PluginName)
-	if err != nil {
-		t.Fatalf("dispense: %v", err)
-	}
-	return client, raw.(sdk.Sink)
+	return sinktest.Start(t, bin, sinktest.StartOptions{Logs: logs})
 }
 
 // TestPluginProcess runs the real binary and kills it with SIGKILL in the
 // middle of a big batch; a new process given the same batch again stores
 // every row exactly once.
 func TestPluginProcess(t *testing.T) {
-	bin := buildBinary(t)
+	bin := sinktest.Build(t, ".", "pipelined-sink-sql")
 
 	t.Run("by-hand", func(t *testing.T) {
 		cmd := exec.Command(bin)

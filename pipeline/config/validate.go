@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/pipelined/pipelined/pipeline/rules"
@@ -183,7 +184,7 @@ func (c *Config) Validate() error {
 			case !sinks[to] || to == "":
 				defined := "none"
 				if len(sinkNames) > 0 {
-					defined = strings.Join(sortedCopy(sinkNames), ", ")
+					defined = strings.Join(slices.Sorted(slices.Values(sinkNames)), ", ")
 				}
 				at("route", i, "to", "%s: to: unknown sink %q (defined sinks: %s)", what, to, defined)
 			case seen[to]:
@@ -206,14 +207,4 @@ func (c *Config) exprErr(table string, idx int, key, what string, err error) err
 		return c.errAt(l, "%s: %s: %s (%d:%d in the expression)", what, key, se.Msg, se.Line, se.Column)
 	}
 	return c.errAt(c.lineOf(table, idx, key), "%s: %s: %v", what, key, err)
-}
-
-func sortedCopy(s []string) []string {
-	out := append([]string(nil), s...)
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j] < out[j-1]; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
-	return out
 }

@@ -6,7 +6,7 @@ PLUGINS := archive sql slack http
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short vet fuzz bench torture torture-short proto help clean
+.PHONY: all build run test test-short test-jetstream vet fuzz bench torture torture-short proto help clean
 
 all: build
 
@@ -14,6 +14,7 @@ help:
 	@echo "make build   build bin/pipelined and bin/pipelined-sink-<name> for every plugin"
 	@echo "make run     build, then run the daemon on ./pipeline.toml (no outside service needed)"
 	@echo "make test    go vet, then every test with the race detector, end-to-end and PostgreSQL tests included"
+	@echo "make test-jetstream  the NATS JetStream cluster tests (3 servers, 2 daemons, kills): ~2 min"
 	@echo "make bench   durable ingest against a bare net/http handler and Benthos, as ratios (not part of test)"
 	@echo "make torture the torture suite at full size (kill -9 ×20, 60 s outage, disk full as root...): ~5 min"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 100000x executions; CI runs it)"
@@ -77,6 +78,12 @@ fuzz:
 				echo "fuzz $$fn: the go command's deadline flake; running it again"; continue; fi; \
 			rm -f $$out; exit 1; \
 		done; done; rm -f $$out
+
+# The JetStream cluster tests: three nats-server processes built from the Go
+# module, two pipelined daemons in front; kill -9 of a daemon and of the
+# stream leader under load (~2 min). CI runs them after `make test`.
+test-jetstream:
+	PIPELINED_TEST_JETSTREAM_CLUSTER=1 $(GO) test -count=1 -timeout 10m -run 'JetStreamCluster' ./cmd/pipelined
 
 test-short:
 	$(GO) test -short -count=1 ./...

@@ -49,8 +49,8 @@ func TestPluginProcess(t *testing.T) {
 			t.Errorf("Configure with a bad compress over the wire = %v, want the key named", err)
 		}
 		dir := filepath.Join(t.TempDir(), "archive")
-		configure(t, s, map[string]any{"dir": dir, "max_size": "1KiB"})
-		deliverOK(t, s, []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2)})
+		sinktest.Configure(t, s, map[string]any{"dir": dir, "max_size": "1KiB"})
+		sinktest.DeliverAll(t, s, []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2)})
 		closeSink(t, s.(sdk.Closer))
 		client.Kill()
 

@@ -23,7 +23,7 @@ func TestConformance(t *testing.T) {
 	for _, compress := range []string{"gzip", "none"} {
 		t.Run(compress, func(t *testing.T) {
 			sinktest.Run(t, func(t *testing.T) (sdk.Sink, json.RawMessage) {
-				return newSink(), rawConfig(t, map[string]any{"dir": t.TempDir(), "compress": compress})
+				return newSink(), sinktest.Config(t, map[string]any{"dir": t.TempDir(), "compress": compress})
 			})
 		})
 	}
@@ -90,7 +90,7 @@ func TestConfigValues(t *testing.T) {
 func TestConfigureHasNoSideEffects(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "archive")
 	s := newSink()
-	if err := s.Configure(context.Background(), rawConfig(t, map[string]any{"dir": dir})); err != nil {
+	if err := s.Configure(context.Background(), sinktest.Config(t, map[string]any{"dir": dir})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -109,13 +109,13 @@ func TestFileFormat(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "nested", "archive")
 	s := sinktest.Serve(t, newSink())
 	ctx := context.Background()
-	if err := s.Configure(ctx, rawConfig(t, map[string]any{"dir": dir, "prefix": "calls"})); err != nil {
+	if err := s.Configure(ctx, sinktest.Config(t, map[string]any{"dir": dir, "prefix": "calls"})); err != nil {
 		t.Fatal(err)
 	}
 	batch := []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2), sinktest.NewEvent(3)}
 	batch[1].Transformed = json.RawMessage(`{"text": "Interested lead from 919876543210 <b>&</b> हाँ"}`)
 	batch[2].Headers = nil
-	deliverOK(t, s, batch)
+	sinktest.DeliverAll(t, s, batch)
 	if err := s.(sdk.Closer).Close(ctx); err != nil {
 		t.Fatalf("Close = %v", err)
 	}
@@ -179,14 +179,14 @@ func TestFileFormat(t *testing.T) {
 func TestRotateBySize(t *testing.T) {
 	dir := t.TempDir()
 	s := newSink()
-	configure(t, s, map[string]any{"dir": dir, "max_size": "4KiB", "rotate": "1h"})
+	sinktest.Configure(t, s, map[string]any{"dir": dir, "max_size": "4KiB", "rotate": "1h"})
 	const batches, perBatch = 5, 4 // ~1.3 KB an event: each batch passes 4 KiB
 	for b := range batches {
 		batch := make([]sdk.Event, perBatch)
 		for i := range batch {
 			batch[i] = sinktest.NewEvent(b*perBatch + i)
 		}
-		deliverOK(t, s, batch)
+		sinktest.DeliverAll(t, s, batch)
 	}
 	waitFor(t, func() bool { return count(list(t, dir), gzExt) == batches })
 	closeSink(t, s)
@@ -208,11 +208,11 @@ func TestRotateBySize(t *testing.T) {
 func TestRotateByAge(t *testing.T) {
 	dir := t.TempDir()
 	s := newSink()
-	configure(t, s, map[string]any{"dir": dir, "rotate": "50ms"})
-	deliverOK(t, s, []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2)})
+	sinktest.Configure(t, s, map[string]any{"dir": dir, "rotate": "50ms"})
+	sinktest.DeliverAll(t, s, []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2)})
 	// No further Deliver: the ticker must rotate the file, then compress it.
 	waitFor(t, func() bool { files := list(t, dir); return count(files, gzExt) == 1 && count(files, ext) == 0 })
-	deliverOK(t, s, []sdk.Event{sinktest.NewEvent(3)})
+	sinktest.DeliverAll(t, s, []sdk.Event{sinktest.NewEvent(3)})
 	waitFor(t, func() bool { return count(list(t, dir), gzExt) == 2 })
 	closeSink(t, s)
 
@@ -239,8 +239,8 @@ func TestCrashRecovery(t *testing.T) {
 	write(t, dir, "other-20250101T000000.000000000Z.jsonl", torn) // another prefix: not ours
 
 	s := newSink()
-	configure(t, s, map[string]any{"dir": dir})
-	deliverOK(t, s, []sdk.Event{sinktest.NewEvent(4)})
+	sinktest.Configure(t, s, map[string]any{"dir": dir})
+	sinktest.DeliverAll(t, s, []sdk.Event{sinktest.NewEvent(4)})
 	closeSink(t, s) // waits for the compression of the leftover
 
 	files := list(t, dir)
@@ -277,8 +277,8 @@ func TestCrashRecoveryWithoutCompression(t *testing.T) {
 	write(t, dir, name, append(slices.Clone(whole), `{"id":"torn`...))
 
 	s := newSink()
-	configure(t, s, map[string]any{"dir": dir, "compress": "none"})
-	deliverOK(t, s, []sdk.Event{sinktest.NewEvent(2)})
+	sinktest.Configure(t, s, map[string]any{"dir": dir, "compress": "none"})
+	sinktest.DeliverAll(t, s, []sdk.Event{sinktest.NewEvent(2)})
 	closeSink(t, s)
 
 	got, err := os.ReadFile(filepath.Join(dir, name))
@@ -293,8 +293,8 @@ func TestCrashRecoveryWithoutCompression(t *testing.T) {
 func TestWriteFailureRetries(t *testing.T) {
 	dir := t.TempDir()
 	s := newSink()
-	configure(t, s, map[string]any{"dir": dir, "compress": "none"})
-	deliverOK(t, s, []sdk.Event{sinktest.NewEvent(1)})
+	sinktest.Configure(t, s, map[string]any{"dir": dir, "compress": "none"})
+	sinktest.DeliverAll(t, s, []sdk.Event{sinktest.NewEvent(1)})
 
 	s.mu.Lock()
 	s.cur.Close() // the next write fails, as on a failing disk
@@ -310,7 +310,7 @@ func TestWriteFailureRetries(t *testing.T) {
 		}
 	}
 	// The failed file is retired; the retried batch lands in a new one.
-	deliverOK(t, s, batch)
+	sinktest.DeliverAll(t, s, batch)
 	closeSink(t, s)
 	if files := list(t, dir); len(files) != 2 {
 		t.Errorf("files = %q, want the failed file and a new one", files)
@@ -321,7 +321,7 @@ func TestDeliverUnusableDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "file")
 	write(t, filepath.Dir(dir), "file", []byte("not a directory"))
 	s := newSink()
-	configure(t, s, map[string]any{"dir": dir})
+	sinktest.Configure(t, s, map[string]any{"dir": dir})
 	if _, err := s.Deliver(context.Background(), []sdk.Event{sinktest.NewEvent(1)}); err == nil || !strings.Contains(err.Error(), "archive dir") {
 		t.Errorf("Deliver into a dir that is a file = %v, want an error about the archive dir", err)
 	}
@@ -330,7 +330,7 @@ func TestDeliverUnusableDir(t *testing.T) {
 
 func TestDeliverAfterClose(t *testing.T) {
 	s := newSink()
-	configure(t, s, map[string]any{"dir": t.TempDir()})
+	sinktest.Configure(t, s, map[string]any{"dir": t.TempDir()})
 	closeSink(t, s)
 	if _, err := s.Deliver(context.Background(), []sdk.Event{sinktest.NewEvent(1)}); err == nil {
 		t.Errorf("Deliver after Close = nil error, want one")
@@ -338,35 +338,6 @@ func TestDeliverAfterClose(t *testing.T) {
 }
 
 // helpers
-
-func rawConfig(t testing.TB, cfg map[string]any) json.RawMessage {
-	t.Helper()
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func configure(t testing.TB, s sdk.Sink, cfg map[string]any) {
-	t.Helper()
-	if err := s.Configure(context.Background(), rawConfig(t, cfg)); err != nil {
-		t.Fatalf("Configure(%v) = %v", cfg, err)
-	}
-}
-
-func deliverOK(t testing.TB, s sdk.Sink, batch []sdk.Event) {
-	t.Helper()
-	results, err := s.Deliver(context.Background(), batch)
-	if err != nil {
-		t.Fatalf("Deliver(%d events) = %v", len(batch), err)
-	}
-	for i, r := range results {
-		if !r.IsDelivered() {
-			t.Fatalf("Deliver result %d = %v, want delivered", i, r)
-		}
-	}
-}
 
 func closeSink(t testing.TB, s sdk.Closer) {
 	t.Helper()

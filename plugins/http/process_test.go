@@ -69,7 +69,7 @@ func TestPluginProcess(t *testing.T) {
 		if err := s.Configure(context.Background(), []byte(`{"url": "https://a.example", "method": "GET"}`)); err == nil || !strings.Contains(err.Error(), `"method" = "GET"`) {
 			t.Errorf("Configure with a bad method over the wire = %v, want the key named", err)
 		}
-		configure(t, s, map[string]any{"url": rc.URL + "/hook?token=tok-PROC-1", "secret_env": "TEST_HTTP_SECRET", "body": "envelope"})
+		sinktest.Configure(t, s, map[string]any{"url": rc.URL + "/hook?token=tok-PROC-1", "secret_env": "TEST_HTTP_SECRET", "body": "envelope"})
 		results, err := s.Deliver(context.Background(), events(1, 3))
 		if err != nil || len(results) != 3 {
 			t.Fatalf("Deliver = %v, %v", results, err)

@@ -78,7 +78,7 @@ func TestConformance(t *testing.T) {
 				sinktest.Run(t, func(t *testing.T) (sdk.Sink, json.RawMessage) {
 					rc := newReceiver(t, nil)
 					t.Setenv("TEST_HTTP_SECRET", testSecret)
-					return newSinkLogger(discard()), rawConfig(t, map[string]any{
+					return newSinkLogger(discard()), sinktest.Config(t, map[string]any{
 						"url": rc.URL + "/hooks?token=abc123", "body": mode, "concurrency": conc,
 						"secret_env": "TEST_HTTP_SECRET",
 					})
@@ -111,15 +111,15 @@ func TestReferenceLibraryVerifies(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := sinktest.Serve(t, newSinkLogger(discard()))
-			configure(t, s, map[string]any{"url": rc.URL, "secret_file": secretFile, "body": mode})
+			sinktest.Configure(t, s, map[string]any{"url": rc.URL, "secret_file": secretFile, "body": mode})
 			evs := []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2)}
 			evs[1].Transformed = json.RawMessage(`{"text":"Interested lead ✓"}`)
-			deliverOK(t, s, evs)
+			sinktest.DeliverAll(t, s, evs)
 			// Redelivery: same ids, new attempt.
 			for i := range evs {
 				evs[i].Attempt = 2
 			}
-			deliverOK(t, s, evs)
+			sinktest.DeliverAll(t, s, evs)
 		})
 	}
 	if len(verifyErrs) > 0 {
@@ -148,11 +148,11 @@ func TestReferenceLibraryVerifies(t *testing.T) {
 func TestWebhookIDWithoutSigning(t *testing.T) {
 	rc := newReceiver(t, nil)
 	s := newSinkLogger(discard())
-	configure(t, s, map[string]any{"url": rc.URL})
+	sinktest.Configure(t, s, map[string]any{"url": rc.URL})
 	ev := sinktest.NewEvent(7)
-	deliverOK(t, s, []sdk.Event{ev})
+	sinktest.DeliverAll(t, s, []sdk.Event{ev})
 	ev.Attempt = 3
-	deliverOK(t, s, []sdk.Event{ev})
+	sinktest.DeliverAll(t, s, []sdk.Event{ev})
 	for i, r := range rc.requests() {
 		if got := r.header.Get("webhook-id"); got != ev.ID {
 			t.Errorf("request %d webhook-id = %q, want %q", i, got, ev.ID)
@@ -171,8 +171,8 @@ func TestBodyModes(t *testing.T) {
 	t.Run("payload", func(t *testing.T) {
 		rc := newReceiver(t, nil)
 		s := newSinkLogger(discard())
-		configure(t, s, map[string]any{"url": rc.URL})
-		deliverOK(t, s, []sdk.Event{plain, transformed})
+		sinktest.Configure(t, s, map[string]any{"url": rc.URL})
+		sinktest.DeliverAll(t, s, []sdk.Event{plain, transformed})
 		reqs := rc.requests()
 		if !bytes.Equal(reqs[0].body, plain.Body) {
 			t.Errorf("payload body = %.80q..., want the event body as received", reqs[0].body)
@@ -185,8 +185,8 @@ func TestBodyModes(t *testing.T) {
 	t.Run("envelope", func(t *testing.T) {
 		rc := newReceiver(t, nil)
 		s := newSinkLogger(discard())
-		configure(t, s, map[string]any{"url": rc.URL, "body": "envelope"})
-		deliverOK(t, s, []sdk.Event{plain, transformed})
+		sinktest.Configure(t, s, map[string]any{"url": rc.URL, "body": "envelope"})
+		sinktest.DeliverAll(t, s, []sdk.Event{plain, transformed})
 		for i, ev := range []sdk.Event{plain, transformed} {
 			var got map[string]json.RawMessage
 			if err := json.Unmarshal(rc.requests()[i].body, &got); err != nil {
@@ -219,12 +219,12 @@ func TestHeaders(t *testing.T) {
 	rc := newReceiver(t, nil)
 	t.Setenv("TEST_HTTP_AUTH", "Bearer sk-live-0123456789")
 	s := newSinkLogger(discard())
-	configure(t, s, map[string]any{
+	sinktest.Configure(t, s, map[string]any{
 		"url": rc.URL + "/crm/leads", "method": "put", "content_type": "application/vnd.crm+json",
 		"headers":    map[string]string{"X-Tenant": "acme", "x-trace": "on"},
 		"header_env": map[string]string{"Authorization": "TEST_HTTP_AUTH"},
 	})
-	deliverOK(t, s, []sdk.Event{sinktest.NewEvent(1)})
+	sinktest.DeliverAll(t, s, []sdk.Event{sinktest.NewEvent(1)})
 	r := rc.requests()[0]
 	if r.method != http.MethodPut || r.path != "/crm/leads" {
 		t.Errorf("request = %s %s, want PUT /crm/leads", r.method, r.path)
@@ -279,7 +279,7 @@ func TestStatuses(t *testing.T) {
 				io.WriteString(w, tt.body)
 			})
 			s := sinktest.Serve(t, newSinkLogger(discard()))
-			configure(t, s, map[string]any{"url": rc.URL})
+			sinktest.Configure(t, s, map[string]any{"url": rc.URL})
 			r := deliverOne(t, s, sinktest.NewEvent(1))
 			after, retry := r.IsRetry()
 			switch {
@@ -318,7 +318,7 @@ func TestThrottleStopsBatch(t *testing.T) {
 				w.WriteHeader(http.StatusOK)
 			})
 			s := newSinkLogger(discard())
-			configure(t, s, map[string]any{"url": rc.URL, "concurrency": conc})
+			sinktest.Configure(t, s, map[string]any{"url": rc.URL, "concurrency": conc})
 			batch := events(0, 20)
 			results, err := s.Deliver(context.Background(), batch)
 			if err != nil || len(results) != len(batch) {
@@ -358,7 +358,7 @@ func TestTimeoutRetries(t *testing.T) {
 	})
 	defer close(release)
 	s := newSinkLogger(discard())
-	configure(t, s, map[string]any{"url": rc.URL + "/x?token=tok-SECRET-9", "timeout": "100ms"})
+	sinktest.Configure(t, s, map[string]any{"url": rc.URL + "/x?token=tok-SECRET-9", "timeout": "100ms"})
 	start := time.Now()
 	r := deliverOne(t, s, sinktest.NewEvent(1))
 	if after, ok := r.IsRetry(); !ok || after != 0 {
@@ -377,7 +377,7 @@ func TestNetworkErrorRetries(t *testing.T) {
 	u := rc.URL
 	rc.Close()
 	s := newSinkLogger(discard())
-	configure(t, s, map[string]any{"url": u + "/hook?token=tok-SECRET-9"})
+	sinktest.Configure(t, s, map[string]any{"url": u + "/hook?token=tok-SECRET-9"})
 	r := deliverOne(t, s, sinktest.NewEvent(1))
 	if _, ok := r.IsRetry(); !ok {
 		t.Fatalf("result = %v, want retry", r)
@@ -407,7 +407,7 @@ func TestConcurrencyAnswersPerEvent(t *testing.T) {
 		}
 	})
 	s := sinktest.Serve(t, newSinkLogger(discard()))
-	configure(t, s, map[string]any{"url": rc.URL, "concurrency": 4})
+	sinktest.Configure(t, s, map[string]any{"url": rc.URL, "concurrency": 4})
 	batch := events(0, 16)
 	results, err := s.Deliver(context.Background(), batch)
 	if err != nil || len(results) != len(batch) {
@@ -439,9 +439,9 @@ func TestConcurrencyAnswersPerEvent(t *testing.T) {
 func TestInOrderWithConcurrencyOne(t *testing.T) {
 	rc := newReceiver(t, nil)
 	s := newSinkLogger(discard())
-	configure(t, s, map[string]any{"url": rc.URL})
+	sinktest.Configure(t, s, map[string]any{"url": rc.URL})
 	batch := events(10, 8)
-	deliverOK(t, s, batch)
+	sinktest.DeliverAll(t, s, batch)
 	for i, r := range rc.requests() {
 		if got := r.header.Get("webhook-id"); got != batch[i].ID {
 			t.Errorf("request %d is event %s, want %s (batch order)", i, got, batch[i].ID)
@@ -516,8 +516,8 @@ func TestURLFromEnvAndFile(t *testing.T) {
 	}
 	for _, cfg := range []map[string]any{{"url_env": "TEST_HTTP_URL"}, {"url_file": file}} {
 		s := newSinkLogger(discard())
-		configure(t, s, cfg)
-		deliverOK(t, s, []sdk.Event{sinktest.NewEvent(1)})
+		sinktest.Configure(t, s, cfg)
+		sinktest.DeliverAll(t, s, []sdk.Event{sinktest.NewEvent(1)})
 	}
 	reqs := rc.requests()
 	if reqs[0].path != "/from-env" || reqs[0].query != "token=t1" || reqs[1].path != "/from-file" || reqs[1].query != "token=t2" {
@@ -555,7 +555,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		"header_env": map[string]string{"Authorization": "TEST_HTTP_AUTH"}, "timeout": "200ms",
 	}
 	s := newSinkLogger(log)
-	configure(t, s, cfg)
+	sinktest.Configure(t, s, cfg)
 	for range answers {
 		results, err := s.Deliver(context.Background(), events(0, 2))
 		if err != nil {
@@ -570,11 +570,11 @@ func TestNoSecretLeaks(t *testing.T) {
 	deadURL := dead.URL
 	dead.Close()
 	cfg["url"] = deadURL + "/hook?token=" + urlToken
-	configure(t, s, cfg)
+	sinktest.Configure(t, s, cfg)
 	texts = append(texts, deliverOne(t, s, sinktest.NewEvent(1)).String())
 	slow := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) { <-r.Context().Done() })
 	cfg["url"] = slow.URL + "/hook?token=" + urlToken
-	configure(t, s, cfg)
+	sinktest.Configure(t, s, cfg)
 	texts = append(texts, deliverOne(t, s, sinktest.NewEvent(1)).String())
 	// Config errors that concern secrets.
 	for _, bad := range []map[string]any{
@@ -583,7 +583,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		{"url": "https://a.example/?token=" + urlToken, "header_env": map[string]string{"Bad Name": "TEST_HTTP_AUTH"}},
 		{"url": "https://a.example/?token=" + urlToken, "method": "GET", "secret_env": "TEST_HTTP_SECRET"},
 	} {
-		if err := newSinkLogger(log).Configure(context.Background(), rawConfig(t, bad)); err != nil {
+		if err := newSinkLogger(log).Configure(context.Background(), sinktest.Config(t, bad)); err != nil {
 			texts = append(texts, err.Error())
 		} else {
 			t.Errorf("Configure(%v) = nil, want an error", bad)
@@ -669,35 +669,6 @@ func (w *syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.w.Write(p)
-}
-
-func rawConfig(t testing.TB, cfg map[string]any) json.RawMessage {
-	t.Helper()
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func configure(t testing.TB, s sdk.Sink, cfg map[string]any) {
-	t.Helper()
-	if err := s.Configure(context.Background(), rawConfig(t, cfg)); err != nil {
-		t.Fatalf("Configure(%v) = %v", cfg, err)
-	}
-}
-
-func deliverOK(t testing.TB, s sdk.Sink, batch []sdk.Event) {
-	t.Helper()
-	results, err := s.Deliver(context.Background(), batch)
-	if err != nil {
-		t.Fatalf("Deliver(%d events) = %v", len(batch), err)
-	}
-	for i, r := range results {
-		if !r.IsDelivered() {
-			t.Fatalf("Deliver result %d = %v, want delivered", i, r)
-		}
-	}
 }
 
 func deliverOne(t testing.TB, s sdk.Sink, ev sdk.Event) sdk.Result {

@@ -202,7 +202,7 @@ func TestConfigureIgnoresContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	t.Setenv(webhookEnv, "https://hooks.slack.com"+hookPath)
-	if err := newSink().Configure(ctx, rawConfig(t, map[string]any{"webhook_url_env": webhookEnv})); err != nil {
+	if err := newSink().Configure(ctx, sinktest.Config(t, map[string]any{"webhook_url_env": webhookEnv})); err != nil {
 		t.Errorf("Configure = %v, want nil", err)
 	}
 }

@@ -44,7 +44,7 @@ func TestPluginProcess(t *testing.T) {
 		if err := s.Configure(ctx, []byte(`{"webhook_url": "x"}`)); err == nil || !strings.Contains(err.Error(), "webhook_url_env") {
 			t.Errorf("Configure with an inline webhook_url over the wire = %v, want it to point at webhook_url_env", err)
 		}
-		if err := s.Configure(ctx, rawConfig(t, map[string]any{"webhook_url_env": webhookEnv, "username": "pipelined"})); err != nil {
+		if err := s.Configure(ctx, sinktest.Config(t, map[string]any{"webhook_url_env": webhookEnv, "username": "pipelined"})); err != nil {
 			t.Fatalf("Configure = %v", err)
 		}
 		results, err := s.Deliver(ctx, events(0, 3))

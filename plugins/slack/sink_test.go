@@ -20,16 +20,6 @@ import (
 // webhookEnv is the environment variable the tests put the webhook URL in.
 const webhookEnv = "PIPELINED_TEST_SLACK_WEBHOOK"
 
-// rawConfig encodes a config table.
-func rawConfig(t testing.TB, m map[string]any) json.RawMessage {
-	t.Helper()
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // syncBuffer is a buffer safe for concurrent writers (loggers).
 type syncBuffer struct {
 	mu sync.Mutex
@@ -58,7 +48,7 @@ func newTestSink(t *testing.T, webhook string, extra map[string]any) (*sink, *sy
 	for k, v := range extra {
 		cfg[k] = v
 	}
-	if err := s.Configure(context.Background(), rawConfig(t, cfg)); err != nil {
+	if err := s.Configure(context.Background(), sinktest.Config(t, cfg)); err != nil {
 		t.Fatalf("Configure(%v) = %v, want nil", cfg, err)
 	}
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
@@ -96,7 +86,7 @@ func TestConformance(t *testing.T) {
 	f := newFakeSlack(t)
 	sinktest.Run(t, func(t *testing.T) (sdk.Sink, json.RawMessage) {
 		t.Setenv(webhookEnv, f.URL())
-		return newSink(), rawConfig(t, map[string]any{"webhook_url_env": webhookEnv})
+		return newSink(), sinktest.Config(t, map[string]any{"webhook_url_env": webhookEnv})
 	})
 	for _, r := range f.requests() {
 		if r.Status != 200 {
@@ -310,7 +300,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := newSink().Configure(context.Background(), rawConfig(t, tt.cfg))
+			err := newSink().Configure(context.Background(), sinktest.Config(t, tt.cfg))
 			if err == nil {
 				t.Fatalf("Configure(%v) = nil, want an error containing %q", tt.cfg, tt.want)
 			}
@@ -328,14 +318,14 @@ func TestConfigErrors(t *testing.T) {
 	t.Run("http-to-loopback-is-allowed", func(t *testing.T) {
 		for _, u := range []string{"http://127.0.0.1:9" + hookPath, "http://localhost" + hookPath, "http://[::1]:9" + hookPath} {
 			t.Setenv(webhookEnv, u)
-			if err := newSink().Configure(context.Background(), rawConfig(t, map[string]any{"webhook_url_env": webhookEnv})); err != nil {
+			if err := newSink().Configure(context.Background(), sinktest.Config(t, map[string]any{"webhook_url_env": webhookEnv})); err != nil {
 				t.Errorf("Configure with webhook %s = %v, want nil", u, err)
 			}
 		}
 	})
 	t.Run("file", func(t *testing.T) {
 		s := newSink()
-		if err := s.Configure(context.Background(), rawConfig(t, map[string]any{"webhook_url_file": urlFile})); err != nil {
+		if err := s.Configure(context.Background(), sinktest.Config(t, map[string]any{"webhook_url_file": urlFile})); err != nil {
 			t.Fatalf("Configure with webhook_url_file = %v, want nil", err)
 		}
 		if got := s.cfg.webhook.String(); got != "https://hooks.slack.com"+hookPath {
@@ -457,7 +447,7 @@ func TestNoSecretLeaks(t *testing.T) {
 			t.Setenv(webhookEnv, u)
 			s, logs := newLoggedSink()
 			allLogs = append(allLogs, logs)
-			if err := s.Configure(ctx, rawConfig(t, map[string]any{"webhook_url_env": webhookEnv, "timeout": "1s"})); err != nil {
+			if err := s.Configure(ctx, sinktest.Config(t, map[string]any{"webhook_url_env": webhookEnv, "timeout": "1s"})); err != nil {
 				texts = append(texts, err.Error())
 				continue
 			}
@@ -476,7 +466,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		} {
 			t.Setenv(webhookEnv, u)
 			for _, extra := range []map[string]any{{"webhook_url_env": webhookEnv}, {"webhook_url_env": webhookEnv, "template": "{{"}} {
-				if err := newSink().Configure(ctx, rawConfig(t, extra)); err != nil {
+				if err := newSink().Configure(ctx, sinktest.Config(t, extra)); err != nil {
 					texts = append(texts, err.Error())
 				} else {
 					t.Errorf("Configure with webhook %q = nil, want an error", u)
@@ -485,9 +475,9 @@ func TestNoSecretLeaks(t *testing.T) {
 		}
 		file := filepath.Join(t.TempDir(), "url")
 		_ = os.WriteFile(file, []byte("http://example.com"+hookPath), 0o600)
-		err := newSink().Configure(ctx, rawConfig(t, map[string]any{"webhook_url_file": file}))
+		err := newSink().Configure(ctx, sinktest.Config(t, map[string]any{"webhook_url_file": file}))
 		texts = append(texts, err.Error())
-		err = newSink().Configure(ctx, rawConfig(t, map[string]any{"webhook_url": "https://hooks.slack.com" + hookPath}))
+		err = newSink().Configure(ctx, sinktest.Config(t, map[string]any{"webhook_url": "https://hooks.slack.com" + hookPath}))
 		texts = append(texts, err.Error())
 	})
 

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -99,15 +98,6 @@ func uniqueName(prefix string) string {
 	return prefix + "_" + hex.EncodeToString(b)
 }
 
-func rawConfig(t testing.TB, cfg map[string]any) json.RawMessage {
-	t.Helper()
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // logBuffer collects a sink's log lines, safely for concurrent writers.
 type logBuffer struct {
 	mu sync.Mutex
@@ -134,7 +124,7 @@ func newTestSink(t testing.TB, cfg map[string]any, logs *logBuffer) *sink {
 	if logs != nil {
 		s.log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	if err := s.Configure(context.Background(), rawConfig(t, cfg)); err != nil {
+	if err := s.Configure(context.Background(), sinktest.Config(t, cfg)); err != nil {
 		t.Fatalf("Configure(%v) = %v", cfg, err)
 	}
 	t.Cleanup(func() { s.Close(context.Background()) })
@@ -147,21 +137,6 @@ func batchOf(first, n int) []sdk.Event {
 		b[i] = sinktest.NewEvent(first + i)
 	}
 	return b
-}
-
-// deliverOK delivers batch and fails the test unless every event is
-// delivered.
-func deliverOK(t testing.TB, s sdk.Sink, batch []sdk.Event) {
-	t.Helper()
-	results, err := s.Deliver(context.Background(), batch)
-	if err != nil {
-		t.Fatalf("Deliver(%d events) = error %v, want all delivered", len(batch), err)
-	}
-	for i, r := range results {
-		if !r.IsDelivered() {
-			t.Errorf("Deliver result %d (event %s) = %v, want delivered", i, batch[i].ID, r)
-		}
-	}
 }
 
 func count(t testing.TB, db *sql.DB, query string) int {

@@ -45,13 +45,13 @@ func TestPostgresSchema(t *testing.T) {
 	cfg := pgBackend.config(t)
 	cfg["schema"] = uniqueName("s")
 	s := newTestSink(t, cfg, nil)
-	deliverOK(t, s, batchOf(0, 3))
+	sinktest.DeliverAll(t, s, batchOf(0, 3))
 	db := pgBackend.db(t, cfg)
 	if n := countRows(t, db, cfg); n != 3 {
 		t.Errorf("rows in %s = %d, want 3", table(cfg), n)
 	}
 	// A second sink finds the schema there (no CREATE SCHEMA needed).
-	deliverOK(t, newTestSink(t, cfg, nil), batchOf(3, 3))
+	sinktest.DeliverAll(t, newTestSink(t, cfg, nil), batchOf(3, 3))
 	if n := countRows(t, db, cfg); n != 6 {
 		t.Errorf("rows in %s = %d, want 6", table(cfg), n)
 	}
@@ -67,7 +67,7 @@ func TestPostgresRestart(t *testing.T) {
 		t.Skip(`set PIPELINED_TEST_PG_RESTART to a command that restarts the test server (e.g. "testdata/pg-start.sh restart")`)
 	}
 	s := newTestSink(t, cfg, nil)
-	deliverOK(t, s, batchOf(0, 50))
+	sinktest.DeliverAll(t, s, batchOf(0, 50))
 
 	done := make(chan error, 1)
 	go func() {
@@ -107,7 +107,7 @@ func TestPostgresRestart(t *testing.T) {
 		t.Fatalf("restart the server: %v", err)
 	}
 	// One more batch after the restart surely finished: the pool recovers.
-	deliverOK(t, s, batchOf((batches+1)*size, size))
+	sinktest.DeliverAll(t, s, batchOf((batches+1)*size, size))
 	t.Logf("%d failed deliveries during the restart", failures)
 	db := pgBackend.db(t, cfg)
 	want := (batches + 2) * size
@@ -146,7 +146,7 @@ func TestSecretNeverLeaks(t *testing.T) {
 			s := newSink()
 			s.log = sdkTestLogger(&logs)
 			var seen []string
-			cfg := rawConfig(t, map[string]any{"driver": "postgres", "dsn_env": "SQLTEST_LEAK_DSN", "table": "t"})
+			cfg := sinktest.Config(t, map[string]any{"driver": "postgres", "dsn_env": "SQLTEST_LEAK_DSN", "table": "t"})
 			if err := s.Configure(context.Background(), cfg); err != nil {
 				seen = append(seen, err.Error())
 			} else {

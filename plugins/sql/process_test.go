@@ -50,10 +50,10 @@ func TestPluginProcess(t *testing.T) {
 			if err := s.Configure(ctx, []byte(`{"driver": "mysql"}`)); err == nil || !strings.Contains(err.Error(), `"driver" = "mysql"`) {
 				t.Errorf("Configure with a bad driver over the wire = %v, want the key named", err)
 			}
-			if err := s.Configure(ctx, rawConfig(t, cfg)); err != nil {
+			if err := s.Configure(ctx, sinktest.Config(t, cfg)); err != nil {
 				t.Fatalf("Configure = %v", err)
 			}
-			deliverOK(t, s, batchOf(0, 10))
+			sinktest.DeliverAll(t, s, batchOf(0, 10))
 
 			// Batches of 1000 (1.3 MB, under gRPC's 4 MiB message limit) one
 			// after the other, as the host sends them, until SIGKILL lands in
@@ -98,14 +98,14 @@ func TestPluginProcess(t *testing.T) {
 				t.Errorf("rows after the kill = %d, want %d (acknowledged) or %d (and the batch in flight, committed whole)", before, want, want+size)
 			}
 			_, s2 := startPlugin(t, bin, &logs)
-			if err := s2.Configure(ctx, rawConfig(t, cfg)); err != nil {
+			if err := s2.Configure(ctx, sinktest.Config(t, cfg)); err != nil {
 				t.Fatalf("Configure = %v", err)
 			}
 			// The host redelivers everything not acknowledged; redeliver all.
 			for i := range batches {
-				deliverOK(t, s2, batchOf(10+i*size, size))
+				sinktest.DeliverAll(t, s2, batchOf(10+i*size, size))
 			}
-			deliverOK(t, s2, batchOf(0, 10))
+			sinktest.DeliverAll(t, s2, batchOf(0, 10))
 			if err := s2.(sdk.Closer).Close(ctx); err != nil {
 				t.Errorf("Close = %v", err)
 			}

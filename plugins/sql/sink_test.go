@@ -19,7 +19,7 @@ func TestConformance(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
 			sinktest.Run(t, func(t *testing.T) (sdk.Sink, json.RawMessage) {
-				return newSink(), rawConfig(t, be.config(t))
+				return newSink(), sinktest.Config(t, be.config(t))
 			})
 		})
 	}
@@ -96,7 +96,7 @@ func TestConfigValues(t *testing.T) {
 	if err := os.WriteFile(dsnFile, []byte("postgres://u:pw@127.0.0.1/db\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err = parseConfig(rawConfig(t, map[string]any{"driver": "postgres", "dsn_file": dsnFile, "schema": "hooks"}))
+	got, err = parseConfig(sinktest.Config(t, map[string]any{"driver": "postgres", "dsn_file": dsnFile, "schema": "hooks"}))
 	if err != nil || got.dsn != "postgres://u:pw@127.0.0.1/db" || got.schema != "hooks" {
 		t.Errorf("parseConfig(dsn_file) = dsn %q schema %q, %v, want the file's DSN", got.dsn, got.schema, err)
 	}
@@ -131,7 +131,7 @@ func TestConfigureHasNoSideEffects(t *testing.T) {
 	if _, err := os.Stat(filepath.Dir(path)); !os.IsNotExist(err) {
 		t.Errorf("after Configure, Stat(dir) = %v, want not exist (the first Deliver creates it)", err)
 	}
-	deliverOK(t, s, batchOf(0, 1))
+	sinktest.DeliverAll(t, s, batchOf(0, 1))
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("after Deliver, Stat(%s) = %v, want the database file", path, err)
 	}
@@ -143,14 +143,14 @@ func TestIdempotent(t *testing.T) {
 			cfg := be.config(t)
 			s := newTestSink(t, cfg, nil)
 			b := batchOf(0, 20)
-			deliverOK(t, s, b)
+			sinktest.DeliverAll(t, s, b)
 			for i := range b {
 				b[i].Attempt = 2
 			}
-			deliverOK(t, s, b)
-			deliverOK(t, s, append(batchOf(10, 15), b[3])) // overlapping batch
+			sinktest.DeliverAll(t, s, b)
+			sinktest.DeliverAll(t, s, append(batchOf(10, 15), b[3])) // overlapping batch
 			// A new process (a restarted plugin) redelivers too.
-			deliverOK(t, newTestSink(t, cfg, nil), b)
+			sinktest.DeliverAll(t, newTestSink(t, cfg, nil), b)
 			db := be.db(t, cfg)
 			if n := countRows(t, db, cfg); n != 25 {
 				t.Errorf("rows after redeliveries = %d, want 25 (each event once)", n)
@@ -168,7 +168,7 @@ func TestRowContent(t *testing.T) {
 			cfg := be.config(t)
 			s := newTestSink(t, cfg, nil)
 			ev := sinktest.NewEvent(7)
-			deliverOK(t, s, []sdk.Event{ev})
+			sinktest.DeliverAll(t, s, []sdk.Event{ev})
 			db := be.db(t, cfg)
 			var id, source, route, payload string
 			var receivedAt, insertedAt any
@@ -222,7 +222,7 @@ func TestReceivedAtSorts(t *testing.T) {
 		ev.ReceivedAt = base.Add(off).In(time.FixedZone("IST", 5*3600+1800))
 		b = append(b, ev)
 	}
-	deliverOK(t, s, b)
+	sinktest.DeliverAll(t, s, b)
 	rows, err := sqliteBackend.db(t, cfg).Query(`SELECT id FROM events ORDER BY received_at`)
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +252,7 @@ func TestColumns(t *testing.T) {
 			cfg["column_types"] = map[string]any{"duration": "integer", "age": "real", "converted": "boolean", "meta": "json"}
 			s := newTestSink(t, cfg, nil)
 			ev := sinktest.NewEvent(3)
-			deliverOK(t, s, []sdk.Event{ev})
+			sinktest.DeliverAll(t, s, []sdk.Event{ev})
 			db := be.db(t, cfg)
 			var sid, fn0, durText, order string
 			var duration int64
@@ -304,7 +304,7 @@ func TestTransformedPayload(t *testing.T) {
 			s := newTestSink(t, cfg, nil)
 			b := batchOf(0, 2)
 			b[1].Transformed = json.RawMessage(`{"text": "Interested lead from 919876543210", "data": {"callSid": "from-transform"}}`)
-			deliverOK(t, s, b)
+			sinktest.DeliverAll(t, s, b)
 			db := be.db(t, cfg)
 			var payload string
 			var sid, text *string
@@ -333,7 +333,7 @@ func TestRejectedRow(t *testing.T) {
 			cfg := be.config(t)
 			cfg["columns"] = map[string]any{"call_sid": "data.callSid"}
 			s := newTestSink(t, cfg, nil)
-			deliverOK(t, s, batchOf(0, 1)) // creates the table
+			sinktest.DeliverAll(t, s, batchOf(0, 1)) // creates the table
 			db := be.db(t, cfg)
 			tbl, _ := cfg["table"].(string)
 			if tbl == "" {
@@ -414,11 +414,11 @@ func TestAddColumn(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
 			cfg := be.config(t)
-			deliverOK(t, newTestSink(t, cfg, nil), batchOf(0, 2))
+			sinktest.DeliverAll(t, newTestSink(t, cfg, nil), batchOf(0, 2))
 			cfg["columns"] = map[string]any{"call_sid": "data.callSid", "duration": "data.call_duration"}
 			cfg["column_types"] = map[string]any{"duration": "integer"}
 			var logs logBuffer
-			deliverOK(t, newTestSink(t, cfg, &logs), batchOf(2, 2))
+			sinktest.DeliverAll(t, newTestSink(t, cfg, &logs), batchOf(2, 2))
 			db := be.db(t, cfg)
 			if n := count(t, db, "SELECT count(*) FROM "+table(cfg)+" WHERE duration = 120 AND call_sid IS NOT NULL"); n != 2 {
 				t.Errorf("rows with the new columns filled = %d, want 2", n)
@@ -442,7 +442,7 @@ func TestSQLiteLocked(t *testing.T) {
 	cfg := sqliteBackend.config(t)
 	cfg["busy_timeout"] = "200ms"
 	s := newTestSink(t, cfg, nil)
-	deliverOK(t, s, batchOf(0, 1))
+	sinktest.DeliverAll(t, s, batchOf(0, 1))
 
 	db := sqliteBackend.db(t, cfg)
 	ctx := context.Background()
@@ -469,7 +469,7 @@ func TestSQLiteLocked(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
-	deliverOK(t, s, b)
+	sinktest.DeliverAll(t, s, b)
 	if n := countRows(t, db, cfg); n != 11 {
 		t.Errorf("rows = %d, want 11", n)
 	}
@@ -479,7 +479,7 @@ func TestSQLiteLocked(t *testing.T) {
 func TestSQLiteDurabilityPragmas(t *testing.T) {
 	cfg := sqliteBackend.config(t)
 	s := newTestSink(t, cfg, nil)
-	deliverOK(t, s, batchOf(0, 1))
+	sinktest.DeliverAll(t, s, batchOf(0, 1))
 	st := s.db.(*sqliteStore)
 	var mode string
 	var sync, busy int
@@ -499,7 +499,7 @@ func TestSQLiteDurabilityPragmas(t *testing.T) {
 
 func TestDeliverAfterClose(t *testing.T) {
 	s := newTestSink(t, sqliteBackend.config(t), nil)
-	deliverOK(t, s, batchOf(0, 1))
+	sinktest.DeliverAll(t, s, batchOf(0, 1))
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}

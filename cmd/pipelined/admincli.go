@@ -381,9 +381,11 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-func (c *apiClient) eventsList(q url.Values, asJSON bool, stdout, stderr io.Writer) error {
-	var list admin.EventList
-	raw, err := c.call("GET", "/v1/events?"+q.Encode(), nil, &list)
+// list GETs one page of a list route into v and prints it: the API's JSON
+// as it is with --json, else a table of header and the lines rows writes,
+// then, on stderr, how to ask for the next page (*next, filled by the call).
+func (c *apiClient) list(path string, v any, next *string, asJSON bool, stdout, stderr io.Writer, header string, rows func(io.Writer)) error {
+	raw, err := c.call("GET", path, nil, v)
 	if err != nil {
 		return err
 	}
@@ -392,41 +394,35 @@ func (c *apiClient) eventsList(q url.Values, asJSON bool, stdout, stderr io.Writ
 		return err
 	}
 	tw := table(stdout)
-	fmt.Fprintln(tw, "ID\tSEQ\tRECEIVED\tSOURCE\tSINKS\tDEDUP KEY")
-	for _, e := range list.Events {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Seq, fmtTime(e.ReceivedAt), e.Source, orDash(strings.Join(e.Sinks, ",")), orDash(e.DedupKey))
-	}
+	fmt.Fprintln(tw, header)
+	rows(tw)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if list.Next != "" {
-		fmt.Fprintf(stderr, "more: add --after %s\n", list.Next)
+	if *next != "" {
+		fmt.Fprintf(stderr, "more: add --after %s\n", *next)
 	}
 	return nil
 }
 
+func (c *apiClient) eventsList(q url.Values, asJSON bool, stdout, stderr io.Writer) error {
+	var list admin.EventList
+	return c.list("/v1/events?"+q.Encode(), &list, &list.Next, asJSON, stdout, stderr,
+		"ID\tSEQ\tRECEIVED\tSOURCE\tSINKS\tDEDUP KEY", func(w io.Writer) {
+			for _, e := range list.Events {
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Seq, fmtTime(e.ReceivedAt), e.Source, orDash(strings.Join(e.Sinks, ",")), orDash(e.DedupKey))
+			}
+		})
+}
+
 func (c *apiClient) rejectionsList(q url.Values, asJSON bool, stdout, stderr io.Writer) error {
 	var list admin.RejectionList
-	raw, err := c.call("GET", "/v1/rejections?"+q.Encode(), nil, &list)
-	if err != nil {
-		return err
-	}
-	if asJSON {
-		_, err := stdout.Write(raw)
-		return err
-	}
-	tw := table(stdout)
-	fmt.Fprintln(tw, "RECEIVED\tSOURCE\tSTATUS\tREMOTE\tREASON")
-	for _, r := range list.Rejections {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", fmtTime(r.ReceivedAt), r.Source, r.Status, orDash(r.RemoteAddr), r.Reason)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if list.Next != "" {
-		fmt.Fprintf(stderr, "more: add --after %s\n", list.Next)
-	}
-	return nil
+	return c.list("/v1/rejections?"+q.Encode(), &list, &list.Next, asJSON, stdout, stderr,
+		"RECEIVED\tSOURCE\tSTATUS\tREMOTE\tREASON", func(w io.Writer) {
+			for _, r := range list.Rejections {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", fmtTime(r.ReceivedAt), r.Source, r.Status, orDash(r.RemoteAddr), r.Reason)
+			}
+		})
 }
 
 func (c *apiClient) eventShow(id string, asJSON bool, stdout io.Writer) error {
@@ -511,26 +507,12 @@ func oneLine(s string) string {
 
 func (c *apiClient) dlqList(sink string, q url.Values, asJSON bool, stdout, stderr io.Writer) error {
 	var v admin.DeadLetterList
-	raw, err := c.call("GET", "/v1/sinks/"+url.PathEscape(sink)+"/dlq?"+q.Encode(), nil, &v)
-	if err != nil {
-		return err
-	}
-	if asJSON {
-		_, err := stdout.Write(raw)
-		return err
-	}
-	tw := table(stdout)
-	fmt.Fprintln(tw, "ID\tSEQ\tFAILED\tATTEMPTS\tROUTE\tERROR")
-	for _, d := range v.DeadLetters {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, d.Seq, fmtTime(d.FailedAt), d.Attempts, orDash(d.Route), orDash(oneLine(d.Error)))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if v.Next != "" {
-		fmt.Fprintf(stderr, "more: add --after %s\n", v.Next)
-	}
-	return nil
+	return c.list("/v1/sinks/"+url.PathEscape(sink)+"/dlq?"+q.Encode(), &v, &v.Next, asJSON, stdout, stderr,
+		"ID\tSEQ\tFAILED\tATTEMPTS\tROUTE\tERROR", func(w io.Writer) {
+			for _, d := range v.DeadLetters {
+				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, d.Seq, fmtTime(d.FailedAt), d.Attempts, orDash(d.Route), orDash(oneLine(d.Error)))
+			}
+		})
 }
 
 func (c *apiClient) dlqSettle(action, sink string, req admin.DeadLetterRequest, asJSON bool, stdout, stderr io.Writer) error {

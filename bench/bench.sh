@@ -10,6 +10,11 @@
 # at 64 and 8 connections with the CallKaro payload (distinct callSids), and
 # prints requests/s, p50, p99, the ratio to the bare handler and the daemon's
 # memory. Usage: bench/bench.sh [duration, default 10s]. `make bench` runs it.
+#
+# Environment:
+#   CONFIG=path       the pipeline.toml to run (default: the repository's)
+#   BASELINE_BIN=path another pipelined binary (say, the previous commit's)
+#                     measured the same way, right after this one: "baseline"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10s}
@@ -36,14 +41,19 @@ kill $BARE; wait $BARE 2>/dev/null || true
 # 2. pipelined, default config, in a scratch working directory
 # (data paths resolve against the working directory, the schema against the
 # config file's directory)
-mkdir -p "$WORK/pl"
 REPO=$PWD
-(cd "$WORK/pl" && exec "$REPO/bin/pipelined" serve -c "$REPO/pipeline.toml" -log-level warn) & PL=$!
-wait_port 8080
-run pipelined http://127.0.0.1:8080/hooks/callkaro 64
-grep -E 'VmHWM|RssAnon|RssFile' /proc/$PL/status > "$WORK/pipelined-mem.txt" || true
-run pipelined http://127.0.0.1:8080/hooks/callkaro 8
-kill -TERM $PL; wait $PL 2>/dev/null || true
+CONFIG=$(realpath "${CONFIG:-$REPO/pipeline.toml}")
+daemon() { # name binary
+	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
+	(cd "$WORK/pl" && exec "$2" serve -c "$CONFIG" -log-level warn) & PL=$!
+	wait_port 8080
+	run "$1" http://127.0.0.1:8080/hooks/callkaro 64
+	grep -E 'VmHWM|RssAnon|RssFile' /proc/$PL/status > "$WORK/$1-mem.txt" || true
+	run "$1" http://127.0.0.1:8080/hooks/callkaro 8
+	kill -TERM $PL; wait $PL 2>/dev/null || true
+}
+daemon pipelined "$REPO/bin/pipelined"
+if [ -n "${BASELINE_BIN:-}" ]; then daemon baseline "$(realpath "$BASELINE_BIN")"; fi
 
 # 3. Benthos, built in a throwaway module (never a dependency of pipelined)
 BENTHOS=${BENTHOS:-}
@@ -85,12 +95,13 @@ def get(name, c):
 print(f"{'target':<11}{'conns':>6}{'req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'× bare':>8}{'errors':>8}")
 for c in (64, 8):
     bare = get("bare", c)
-    for name in ("bare", "pipelined", "benthos"):
+    for name in ("bare", "pipelined", "baseline", "benthos"):
         r = get(name, c)
         if not r: continue
         ratio = r["requests_per_sec"] / bare["requests_per_sec"] if bare else 0
         print(f"{name:<11}{c:>6}{r['requests_per_sec']:>11.0f}{r['latency_ms']['p50']:>9.2f}{r['latency_ms']['p99']:>9.2f}{ratio:>8.2f}{r['errors']:>8}")
-mem = os.path.join(work, "pipelined-mem.txt")
-if os.path.exists(mem):
-    print("pipelined memory after the 64-connection run: " + " ".join(open(mem).read().split()))
+for name in ("pipelined", "baseline"):
+    mem = os.path.join(work, f"{name}-mem.txt")
+    if os.path.exists(mem):
+        print(f"{name} memory after the 64-connection run: " + " ".join(open(mem).read().split()))
 PY

@@ -58,7 +58,7 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 			if err != nil {
 				return err
 			}
-			rec, err := readEvent(txn, seq)
+			rec, err := l.readEvent(txn, seq)
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				return nil
 			}
@@ -93,7 +93,11 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 				return fmt.Errorf("decode event %d: %w", seq, err)
 			}
 			if matches(rec, f) {
-				out = append(out, eventInfo(rec, seq))
+				full, err := l.full(rec, seq)
+				if err != nil {
+					return err
+				}
+				out = append(out, eventInfo(full, seq))
 			}
 		}
 		return nil
@@ -141,7 +145,7 @@ func eventInfo(rec *logpb.Event, seq uint64) pipeline.EventInfo {
 // RetryDead implements [pipeline.Queue].
 func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 	now := time.Now()
-	n, err := q.eachDead(ctx, seqs, func(txn *badger.Txn, seq uint64, t *logpb.Target) error {
+	n, err := q.eachDead(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
 		r := &logpb.Target{Route: t.GetRoute(), Payload: t.GetPayload(), LastError: t.GetLastError()}
 		v, err := proto.Marshal(r)
 		if err != nil {
@@ -170,7 +174,7 @@ func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
 // eachDead deletes the dead letters with seqs (nil: all), calling also (if
 // not nil) for each in the same transaction, deadBatch entries per
 // transaction. It returns how many it deleted.
-func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*badger.Txn, uint64, *logpb.Target) error) (int, error) {
+func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, uint64, *logpb.Target) error) (int, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return 0, err
 	}
@@ -188,7 +192,7 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*badger.T
 		if err := q.l.space.check(); err != nil {
 			return total, err
 		}
-		txn := q.l.db.NewTransaction(true)
+		txn := q.l.newTxn()
 		var keys [][]byte
 		var vals []*logpb.Target
 		var err error
@@ -240,9 +244,7 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*badger.T
 			after = seq
 		}
 		if err == nil && len(keys) > 0 {
-			if err = txn.Commit(); err != nil {
-				err = q.l.writeErr(err)
-			}
+			err = q.l.commit(txn)
 		}
 		txn.Discard()
 		if err != nil {
@@ -271,7 +273,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	if err := q.l.space.check(); err != nil {
 		return 0, err
 	}
-	txn := q.l.db.NewTransaction(true)
+	txn := q.l.newTxn()
 	defer txn.Discard()
 
 	retrying := map[uint64]bool{}
@@ -293,13 +295,13 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		if _, leased := q.leases[r.Seq]; leased || retrying[r.Seq] {
 			continue
 		}
-		if has, err := exists(txn, readyKey(q.sink, r.Seq)); err != nil || has {
+		if has, err := exists(txn.Txn, readyKey(q.sink, r.Seq)); err != nil || has {
 			if err != nil {
 				return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
 			}
 			continue
 		}
-		if has, err := exists(txn, deadKey(q.sink, r.Seq)); err != nil || has {
+		if has, err := exists(txn.Txn, deadKey(q.sink, r.Seq)); err != nil || has {
 			if err != nil {
 				return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
 			}
@@ -318,8 +320,8 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	if n == 0 {
 		return 0, nil
 	}
-	if err := txn.Commit(); err != nil {
-		return 0, q.l.writeErr(err)
+	if err := q.l.commit(txn); err != nil {
+		return 0, err
 	}
 	q.wake()
 	return n, nil
@@ -361,7 +363,7 @@ func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 		if oldest == 0 {
 			return nil
 		}
-		rec, err := readEvent(txn, oldest)
+		rec, err := q.l.readEvent(txn, oldest)
 		if err != nil {
 			return fmt.Errorf("event %d: %w", oldest, err)
 		}

@@ -22,12 +22,14 @@
 //
 // # Durability
 //
-// The database runs with SyncWrites: a commit returns only after Badger has
-// synced its value log and memtable WAL, so an Append that returned nil is
-// on disk (P1). One Append is one transaction, however many entries it
-// holds; the writer makes it big (group commit). Every other write (settling
-// a batch, retention) is one transaction too. See notes/PERFORMANCE.md for
-// why "commit, then db.Sync()" is not durable on Badger.
+// An Append that returned nil is on disk (P1): every write transaction is
+// first written to the log's own write-ahead log (group commit, one
+// fdatasync for many transactions) and only then applied to Badger, which
+// runs without SyncWrites; a checkpoint fsyncs Badger's files now and then
+// and Open replays the write-ahead log from the last one. Event bodies live
+// in the write-ahead log's segments, not in Badger. See commit.go for the
+// design and why replay is correct, and notes/PERFORMANCE.md for why
+// Badger's own "commit, then db.Sync()" is not durable.
 package badgerlog
 
 import (
@@ -38,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -48,6 +51,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/internal/logpb"
+	"github.com/pipelined/pipelined/pipeline/internal/wal"
 )
 
 // Options configures [Open]. The zero value (or nil) means the defaults.
@@ -64,14 +68,30 @@ type Options struct {
 	// MemTableSize is Badger's memtable size; it bounds one Append at
 	// about 15% of it. Zero means 16 MiB.
 	MemTableSize int64
+	// SegmentSize is the size of a write-ahead log segment: a checkpoint
+	// runs each time one fills, so it bounds what Open replays. Zero means
+	// 64 MiB.
+	SegmentSize int64
 }
 
 // DB is a [pipeline.Log] in one Badger directory.
 type DB struct {
 	space *space // refuses writes that could find the disk full
 	db    *badger.DB
+	dir   string
 	log   *slog.Logger
 	opts  Options
+
+	// The write-ahead log and its committer; see commit.go.
+	wal           *wal.Log
+	commits       chan *commitReq
+	marks         chan chan uint64
+	kick          chan struct{} // a segment is full: checkpoint
+	stopCommitter chan struct{}
+	committerDone chan struct{}
+	// gcMu keeps a checkpoint and value-log GC apart: the GC rewrites
+	// values outside the write-ahead log.
+	gcMu sync.Mutex
 
 	// Lock order: queue.mu, then refMu, then mu.
 	mu     sync.Mutex
@@ -107,8 +127,11 @@ func Open(dir string, o *Options) (*DB, error) {
 	if opts.MemTableSize <= 0 {
 		opts.MemTableSize = 16 << 20
 	}
+	if opts.SegmentSize <= 0 {
+		opts.SegmentSize = 64 << 20
+	}
 	bo := badger.DefaultOptions(dir).
-		WithSyncWrites(true).
+		WithSyncWrites(false).      // the write-ahead log makes writes durable: see commit.go
 		WithDetectConflicts(false). // one writer per keyspace: see the package doc
 		WithLogger(badgerLogger{opts.Logger}).
 		WithMetricsEnabled(false).
@@ -119,20 +142,41 @@ func Open(dir string, o *Options) (*DB, error) {
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
-		WithValueThreshold(256).
+		// Values stay in the LSM tree: event bodies are in the write-ahead
+		// log, so what Badger stores is small. Only a value over the
+		// threshold (a rejected body near 1 MiB) goes to the value log.
+		WithValueThreshold(min(1<<20, opts.MemTableSize*15/100-1)).
 		WithNumCompactors(2).
 		WithCompression(options.Snappy)
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("open event log %s: %w", dir, err)
 	}
-	l := &DB{db: db, log: opts.Logger, opts: opts, queues: map[string]*queue{}, closed: make(chan struct{}), space: &space{dir: dir}}
+	w, err := wal.Open(filepath.Join(dir, "wal"), opts.SegmentSize)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open event log %s: %w", dir, err)
+	}
+	l := &DB{
+		db: db, dir: dir, log: opts.Logger, opts: opts, queues: map[string]*queue{},
+		closed: make(chan struct{}), space: &space{dir: dir},
+		wal: w, commits: make(chan *commitReq), marks: make(chan chan uint64), kick: make(chan struct{}, 1),
+		stopCommitter: make(chan struct{}), committerDone: make(chan struct{}),
+	}
+	if err := l.replay(); err != nil {
+		w.Close()
+		db.Close()
+		return nil, fmt.Errorf("open event log %s: %w", dir, err)
+	}
 	if err := l.loadNext(); err != nil {
+		w.Close()
 		db.Close()
 		return nil, err
 	}
-	l.wg.Add(1)
+	go l.committer()
+	l.wg.Add(2)
 	go l.maintain()
+	go l.checkpoints()
 	return l, nil
 }
 
@@ -222,7 +266,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		return nil, err
 	}
 	out := make([]pipeline.Appended, len(entries))
-	txn := l.db.NewTransaction(true)
+	txn := l.newTxn()
 	defer txn.Discard()
 
 	next := l.next
@@ -258,11 +302,16 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		if e.DedupKey != "" {
 			rec.DedupKey = e.DedupKey
 		}
-		v, err := proto.Marshal(rec)
+		full, err := proto.Marshal(rec)
 		if err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
-		if err := txn.Set(eventKey(seq), v); err != nil {
+		rec.Headers, rec.Body = nil, nil
+		meta, err := proto.Marshal(rec)
+		if err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		if err := txn.setEvent(eventKey(seq), meta, full); err != nil {
 			return nil, l.writeErr(err)
 		}
 		if err := txn.Set(indexKey(e.Event.ID), seqBytes(seq)); err != nil {
@@ -292,8 +341,8 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 	}
-	if err := txn.Commit(); err != nil {
-		return nil, l.writeErr(err)
+	if err := l.commit(txn); err != nil {
+		return nil, err
 	}
 	l.mu.Lock()
 	l.next = next
@@ -358,8 +407,8 @@ func eventFromRecord(rec *logpb.Event) pipeline.Event {
 	}
 }
 
-// readEvent reads the event at seq inside txn.
-func readEvent(txn *badger.Txn, seq uint64) (*logpb.Event, error) {
+// readEvent reads the event at seq inside txn, with headers and body.
+func (l *DB) readEvent(txn *badger.Txn, seq uint64) (*logpb.Event, error) {
 	item, err := txn.Get(eventKey(seq))
 	if err != nil {
 		return nil, err
@@ -369,7 +418,24 @@ func readEvent(txn *badger.Txn, seq uint64) (*logpb.Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode event %d: %w", seq, err)
 	}
-	return rec, nil
+	return l.full(rec, seq)
+}
+
+// full returns the event's full record: rec itself, or the record in the
+// write-ahead log that rec points to.
+func (l *DB) full(rec *logpb.Event, seq uint64) (*logpb.Event, error) {
+	if rec.GetLength() == 0 {
+		return rec, nil // written before the write-ahead log: all in Badger
+	}
+	b, err := l.wal.ReadAt(wal.Pos{Seg: rec.GetSegment(), Off: rec.GetOffset()}, int(rec.GetLength()))
+	if err != nil {
+		return nil, fmt.Errorf("event %d: %w", seq, err)
+	}
+	out := &logpb.Event{}
+	if err := proto.Unmarshal(b, out); err != nil {
+		return nil, fmt.Errorf("decode event %d: %w", seq, err)
+	}
+	return out, nil
 }
 
 // Event implements [pipeline.Log].
@@ -390,7 +456,7 @@ func (l *DB) Event(ctx context.Context, id string) (pipeline.Event, error) {
 		if len(sv) != 8 {
 			return fmt.Errorf("corrupt index entry for %s", id)
 		}
-		rec, err := readEvent(txn, binary.BigEndian.Uint64(sv))
+		rec, err := l.readEvent(txn, binary.BigEndian.Uint64(sv))
 		if err != nil {
 			return err
 		}
@@ -429,8 +495,25 @@ func (l *DB) Close() error {
 	close(l.closed)
 	l.mu.Unlock()
 	l.wg.Wait()
+	close(l.stopCommitter)
+	<-l.committerDone // every record is applied
+	// A last checkpoint, so that the next Open replays nothing.
+	err := wal.SyncFiles(l.dir)
+	if err == nil {
+		var seg uint64
+		if seg, err = l.wal.Rotate(); err == nil {
+			err = l.wal.SetCheckpoint(seg)
+		}
+	}
+	if err != nil {
+		l.log.Warn("event log: no checkpoint at close; the next start replays the write-ahead log", "err", err)
+	}
+	werr := l.wal.Close()
 	if err := l.db.Close(); err != nil {
 		return fmt.Errorf("close event log: %w", err)
+	}
+	if werr != nil {
+		return fmt.Errorf("close event log: %w", werr)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline/internal/logpb"
+	"github.com/pipelined/pipelined/pipeline/internal/wal"
 )
 
 // maintain runs retention and value-log garbage collection until Close.
@@ -30,9 +31,77 @@ func (l *DB) maintain() {
 		} else if n > 0 {
 			l.log.Debug("retention removed old events", "events", n)
 		}
-		for l.checkOpen() == nil && l.db.RunValueLogGC(0.5) == nil {
+		if n, err := l.removeSegments(); err != nil {
+			l.log.Error("retention of write-ahead log segments failed", "err", err)
+		} else if n > 0 {
+			l.log.Debug("retention removed write-ahead log segments", "segments", n)
+		}
+		if err := l.collectValueLog(); err != nil {
+			l.log.Error("value-log garbage collection failed", "err", err)
 		}
 	}
+}
+
+// legacyScan bounds how many events written before the write-ahead log
+// removeSegments looks past.
+const legacyScan = 10000
+
+// removeSegments removes the write-ahead log's segments that hold no kept
+// event and that Open will not replay: those below both the checkpoint and
+// the segment of the oldest event.
+func (l *DB) removeSegments() (int, error) {
+	below, err := l.wal.Checkpoint()
+	if err != nil {
+		return 0, err
+	}
+	err = l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 16})
+		defer it.Close()
+		scanned := 0
+		for it.Seek(preEvent); it.ValidForPrefix(preEvent); it.Next() {
+			rec := &logpb.Event{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+				return fmt.Errorf("decode event: %w", err)
+			}
+			if rec.GetLength() > 0 {
+				below = min(below, rec.GetSegment())
+				return nil
+			}
+			if scanned++; scanned == legacyScan {
+				below = 0
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return l.wal.Remove(below)
+}
+
+// collectValueLog runs Badger's value-log GC, which only values over the
+// value threshold (and logs written before the write-ahead log) need.
+// The GC moves values by writing them again, outside the write-ahead log,
+// and then deletes the old value-log file; without SyncWrites the moved
+// values may still be only in memory then. So an iterator is held open
+// meanwhile (Badger defers deleting a value-log file while any iterator is
+// open) and Badger's files are synced before it is closed.
+func (l *DB) collectValueLog() error {
+	l.gcMu.Lock()
+	defer l.gcMu.Unlock()
+	txn := l.db.NewTransaction(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{})
+	defer it.Close()
+	moved := 0
+	for l.checkOpen() == nil && l.db.RunValueLogGC(0.5) == nil {
+		moved++
+	}
+	if moved == 0 {
+		return nil
+	}
+	return wal.SyncFiles(l.dir)
 }
 
 // pruneBatch bounds one retention transaction.
@@ -81,9 +150,9 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	if err := l.space.check(); err != nil {
 		return 0, start, true, err
 	}
-	txn := l.db.NewTransaction(true)
+	txn := l.newTxn()
 	defer txn.Discard()
-	refs := retriesAndDead(txn)
+	refs := retriesAndDead(txn.Txn)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
 	var doomed [][]byte // keys to delete, once the iterator is closed
 	done = true
@@ -106,7 +175,7 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 			done = true
 			break
 		}
-		if refs[seq] || l.queued(txn, rec.GetSinks(), seq) {
+		if refs[seq] || l.queued(txn.Txn, rec.GetSinks(), seq) {
 			continue
 		}
 		doomed = append(doomed, k, indexKey(rec.GetId()))
@@ -120,8 +189,8 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 			return 0, next, true, l.writeErr(err)
 		}
 	}
-	if err := txn.Commit(); err != nil {
-		return 0, next, true, l.writeErr(err)
+	if err := l.commit(txn); err != nil {
+		return 0, next, true, err
 	}
 	return len(doomed) / 2, next, done, nil
 }

@@ -164,7 +164,7 @@ func (q *queue) deliver(txn *badger.Txn, item *badger.Item, seq uint64) (pipelin
 	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
 		return pipeline.Delivery{}, fmt.Errorf("decode queue entry %d: %w", seq, err)
 	}
-	rec, err := readEvent(txn, seq)
+	rec, err := q.l.readEvent(txn, seq)
 	if err != nil {
 		return pipeline.Delivery{}, fmt.Errorf("event %d of queue entry: %w", seq, err)
 	}
@@ -189,7 +189,7 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	txn := q.l.db.NewTransaction(true)
+	txn := q.l.newTxn()
 	defer txn.Discard()
 	now := time.Now()
 	for _, s := range settlements {
@@ -221,8 +221,8 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 			return q.l.writeErr(err)
 		}
 	}
-	if err := txn.Commit(); err != nil {
-		return q.l.writeErr(err)
+	if err := q.l.commit(txn); err != nil {
+		return err
 	}
 	for _, s := range settlements {
 		delete(q.leases, s.Seq)
@@ -275,7 +275,7 @@ func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pip
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
 				return fmt.Errorf("decode dead letter %d: %w", seq, err)
 			}
-			rec, err := readEvent(txn, seq)
+			rec, err := q.l.readEvent(txn, seq)
 			if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 				return err
 			}

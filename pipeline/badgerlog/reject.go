@@ -64,8 +64,13 @@ func (l *DB) Reject(ctx context.Context, r pipeline.Rejection) error {
 	}
 	e := badger.NewEntry(rejectKey(r.Source, suffix), v)
 	e.ExpiresAt = uint64(expires)
-	if err := l.db.Update(func(txn *badger.Txn) error { return txn.SetEntry(e) }); err != nil {
+	txn := l.newTxn()
+	defer txn.Discard()
+	if err := txn.SetEntry(e); err != nil {
 		return l.writeErr(err)
+	}
+	if err := l.commit(txn); err != nil {
+		return err
 	}
 	return nil
 }

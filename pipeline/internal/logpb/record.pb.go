@@ -37,7 +37,13 @@ type Event struct {
 	// whether any queue still refers to it.
 	Sinks []string `protobuf:"bytes,7,rep,name=sinks,proto3" json:"sinks,omitempty"`
 	// dedup_key is the key the event was deduplicated by; empty when none.
-	DedupKey      string `protobuf:"bytes,8,opt,name=dedup_key,json=dedupKey,proto3" json:"dedup_key,omitempty"`
+	DedupKey string `protobuf:"bytes,8,opt,name=dedup_key,json=dedupKey,proto3" json:"dedup_key,omitempty"`
+	// The event's full record (with headers and body) is in a segment of
+	// the write-ahead log when length > 0: the record kept in Badger then
+	// has no headers and no body, and these fields say where it is.
+	Segment       uint64 `protobuf:"varint,9,opt,name=segment,proto3" json:"segment,omitempty"`
+	Offset        int64  `protobuf:"varint,10,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint32 `protobuf:"varint,11,opt,name=length,proto3" json:"length,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -128,6 +134,27 @@ func (x *Event) GetDedupKey() string {
 	return ""
 }
 
+func (x *Event) GetSegment() uint64 {
+	if x != nil {
+		return x.Segment
+	}
+	return 0
+}
+
+func (x *Event) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Event) GetLength() uint32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // Target is one sink's queue, retry or dead-letter entry for an event.
 type Target struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -209,7 +236,7 @@ var File_pipeline_internal_logpb_record_proto protoreflect.FileDescriptor
 
 const file_pipeline_internal_logpb_record_proto_rawDesc = "" +
 	"\n" +
-	"$pipeline/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\xb9\x02\n" +
+	"$pipeline/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\x83\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x121\n" +
@@ -218,7 +245,11 @@ const file_pipeline_internal_logpb_record_proto_rawDesc = "" +
 	"\x04body\x18\x05 \x01(\fR\x04body\x12\x12\n" +
 	"\x04auth\x18\x06 \x01(\tR\x04auth\x12\x14\n" +
 	"\x05sinks\x18\a \x03(\tR\x05sinks\x12\x1b\n" +
-	"\tdedup_key\x18\b \x01(\tR\bdedupKey\x1a:\n" +
+	"\tdedup_key\x18\b \x01(\tR\bdedupKey\x12\x18\n" +
+	"\asegment\x18\t \x01(\x04R\asegment\x12\x16\n" +
+	"\x06offset\x18\n" +
+	" \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\v \x01(\rR\x06length\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x01\n" +

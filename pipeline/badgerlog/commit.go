@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -246,8 +245,6 @@ func (l *DB) commit(t *wtxn) error {
 // segment that may hold a record not yet applied.
 func (l *DB) committer() {
 	defer close(l.committerDone)
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
 	var group []*commitReq
 	var recs [][]byte
 	seg := uint64(0)
@@ -257,7 +254,6 @@ func (l *DB) committer() {
 		case r := <-l.commits:
 			group = append(group, r)
 		case reply := <-l.marks:
-			inflight.Wait()
 			reply <- l.wal.Current()
 			continue
 		case <-l.stopCommitter:
@@ -284,22 +280,7 @@ func (l *DB) committer() {
 			}
 			continue
 		}
-		for i, r := range group {
-			txn := l.db.NewTransaction(true)
-			if err := applyRecord(txn, pos[i], r.rec); err != nil {
-				txn.Discard()
-				r.done <- l.writeErr(err)
-				continue
-			}
-			inflight.Add(1)
-			txn.CommitWith(func(err error) {
-				if err != nil {
-					err = l.writeErr(err)
-				}
-				r.done <- err
-				inflight.Done()
-			})
-		}
+		l.apply(group, pos)
 		if s := pos[len(pos)-1].Seg; s != seg {
 			if seg != 0 {
 				select { // a segment is full: checkpoint, so Open replays little
@@ -310,6 +291,59 @@ func (l *DB) committer() {
 			seg = s
 		}
 	}
+}
+
+// apply applies the group's records to Badger in log order, in one
+// transaction when Badger's size limit allows (one hand-off to Badger's
+// writer for the whole group), and answers each request.
+func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
+	var in []int // the records in txn
+	txn := l.db.NewTransaction(true)
+	commit := func() {
+		err := txn.Commit()
+		if err != nil {
+			err = l.writeErr(err)
+		}
+		for _, i := range in {
+			group[i].done <- err
+		}
+		in = in[:0]
+		txn = l.db.NewTransaction(true)
+	}
+	for i, r := range group {
+		err := applyRecord(txn, pos[i], r.rec)
+		if errors.Is(err, badger.ErrTxnTooBig) && len(in) > 0 {
+			// txn holds part of r: commit the records before r alone, then r.
+			txn.Discard()
+			txn = l.db.NewTransaction(true)
+			for _, j := range in {
+				if err = applyRecord(txn, pos[j], group[j].rec); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				commit()
+				err = applyRecord(txn, pos[i], r.rec)
+			}
+		}
+		if err != nil {
+			// Not written to Badger, though in the log: answered as failed,
+			// applied by the next Open's replay ("maybe written").
+			txn.Discard()
+			txn = l.db.NewTransaction(true)
+			for _, j := range in {
+				group[j].done <- l.writeErr(err)
+			}
+			in = in[:0]
+			r.done <- l.writeErr(err)
+			continue
+		}
+		in = append(in, i)
+	}
+	if len(in) > 0 {
+		commit()
+	}
+	txn.Discard()
 }
 
 // mark returns a segment below which every record is applied.

@@ -1,6 +1,7 @@
 package badgerlog
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -244,4 +245,79 @@ func TestTornTailLosesOnlyTheUnfinishedWrite(t *testing.T) {
 	if len(evs) != 1 || evs[0].Seq != 20 {
 		t.Fatalf("event after the torn one: %+v, want seq 20", evs)
 	}
+}
+
+// Records written together are applied in one Badger transaction when
+// they fit, else in several, in log order: nothing is lost either way.
+func TestGroupBiggerThanOneTransaction(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// 1 MiB memtables: a transaction holds ~150 KB, so an append of 80 KB
+	// and other writes of 40 KB, written together, need several.
+	l := mustOpen(t, dir, &Options{MemTableSize: 1 << 20})
+	body := []byte(`{"pad":"` + strings.Repeat("x", 8<<10) + `"}`)
+	errs := make(chan error, 8)
+	go func() { // Append is called from one goroutine at a time
+		for i := range 20 {
+			var es []pipeline.Entry
+			for j := range 10 {
+				id := fmt.Sprintf("e%d-%d", i, j)
+				es = append(es, pipeline.Entry{
+					Event:   pipeline.Event{ID: id, Source: "src", ReceivedAt: time.Now(), Body: body},
+					Targets: []pipeline.Target{{Sink: "s", Route: "r"}},
+				})
+			}
+			if _, err := l.Append(ctx, es); err != nil {
+				errs <- err
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for g := range 7 { // other writers, with 40 KB values
+		go func() {
+			for i := range 20 {
+				txn := l.newTxn()
+				if err := txn.Set([]byte(fmt.Sprintf("z/%d/%d", g, i)), bytes.Repeat(body, 5)); err != nil {
+					errs <- err
+					return
+				}
+				if err := l.commit(txn); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	want := dump(t, l)
+	lost := t.TempDir() // nothing of Badger: all from the write-ahead log
+	copyFiles(t, filepath.Join(dir, "wal"), filepath.Join(lost, "wal"), segmentsOnly)
+	l.Close()
+	r := mustOpen(t, lost, &Options{MemTableSize: 1 << 20})
+	defer r.Close()
+	got := dump(t, r)
+	events, others := 0, 0
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("after replay, key %q differs", k)
+		}
+		events += btoi(strings.HasPrefix(k, "e/"))
+		others += btoi(strings.HasPrefix(k, "z/"))
+	}
+	if len(got) != len(want) || events != 200 || others != 140 {
+		t.Fatalf("replayed %d keys (want %d): %d events (want 200), %d others (want 140)", len(got), len(want), events, others)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

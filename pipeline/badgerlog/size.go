@@ -5,8 +5,30 @@ import (
 	"path/filepath"
 )
 
-// Size returns the bytes the log takes on disk: vlog is the value log
-// (*.vlog files), lsm everything else in the directory (tables, memtable
+// Sizes returns the bytes the log takes on disk by kind, for the
+// pipelined_log_size_bytes metric: lsm, vlog (see [DB.Size]) and wal, the
+// write-ahead log's segments, which hold the events.
+func (l *DB) Sizes() map[string]int64 {
+	lsm, vlog := l.Size()
+	return map[string]int64{"lsm": lsm, "vlog": vlog, "wal": dirSize(filepath.Join(l.dir, "wal"))}
+}
+
+func dirSize(dir string) int64 {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && e.Type().IsRegular() {
+			n += info.Size()
+		}
+	}
+	return n
+}
+
+// Size returns the bytes Badger takes on disk: vlog is the value log
+// (*.vlog files), lsm everything else in its directory (tables, memtable
 // write-ahead logs, manifest). It lists the directory, so it is cheap
 // enough for every metrics scrape. (Badger's own DB.Size reads counters
 // that stay at 0 with its metrics turned off, as they are here.) After

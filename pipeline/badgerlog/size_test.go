@@ -16,7 +16,8 @@ func TestSize(t *testing.T) {
 	if lsm0 <= 0 || vlog0 <= 0 {
 		t.Fatalf("Size() of a new log = %d, %d, want both > 0", lsm0, vlog0)
 	}
-	body := make([]byte, 4096) // above the value threshold: goes to the value log
+	wal0 := l.Sizes()["wal"]
+	body := make([]byte, 4096)
 	for i := range body {
 		body[i] = 'x'
 	}
@@ -31,5 +32,8 @@ func TestSize(t *testing.T) {
 	}
 	if _, vlog := l.Size(); vlog < vlog0 {
 		t.Errorf("Size() vlog after 400 KB appended = %d, want at least %d", vlog, vlog0)
+	}
+	if wal := l.Sizes()["wal"]; wal < wal0+400<<10 {
+		t.Errorf(`Sizes()["wal"] after 400 KB appended = %d, want at least %d`, wal, wal0+400<<10)
 	}
 }

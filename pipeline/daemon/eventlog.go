@@ -17,7 +17,7 @@ import (
 
 // openLog opens the backend that [log] backend names. size reports the
 // log's size on disk for the metrics, nil when the log is not local.
-func openLog(ctx context.Context, c config.Log, log *slog.Logger) (l pipeline.Log, size func() (int64, int64), err error) {
+func openLog(ctx context.Context, c config.Log, log *slog.Logger) (l pipeline.Log, size func() map[string]int64, err error) {
 	switch c.Backend {
 	case "jetstream":
 		o := jetstreamlog.Options{
@@ -40,7 +40,7 @@ func openLog(ctx context.Context, c config.Log, log *slog.Logger) (l pipeline.Lo
 		if err != nil {
 			return nil, nil, err
 		}
-		return db, db.Size, nil
+		return db, db.Sizes, nil
 	}
 }
 

@@ -343,9 +343,10 @@ func (m *Metrics) SetQueueSource(f func(ctx context.Context) ([]QueueSample, err
 }
 
 // SetLogSize sets the function that reports the event log's size on disk
-// at scrape time, for pipelined_log_size_bytes: lsm (tables, write-ahead
-// logs, manifest) and vlog (the value log). nil removes it.
-func (m *Metrics) SetLogSize(f func() (lsm, vlog int64)) {
+// at scrape time, for pipelined_log_size_bytes, by kind: lsm (tables,
+// Badger's memtable logs, manifest), vlog (Badger's value log) and wal
+// (the write-ahead log's segments, which hold the events). nil removes it.
+func (m *Metrics) SetLogSize(f func() map[string]int64) {
 	if m == nil {
 		return
 	}
@@ -359,7 +360,7 @@ const scrapeTimeout = 5 * time.Second
 // time, so they cost nothing between scrapes and are never stale.
 type stateCollector struct {
 	queues  atomic.Pointer[func(context.Context) ([]QueueSample, error)]
-	logSize atomic.Pointer[func() (int64, int64)]
+	logSize atomic.Pointer[func() map[string]int64]
 
 	depth, dead, oldest, size *prometheus.Desc
 	now                       func() time.Time
@@ -377,7 +378,7 @@ func newStateCollector() *stateCollector {
 			"Age of the oldest event still waiting in a sink's queue (ready or retrying), by sink; 0 when the queue is empty.",
 			[]string{"sink"}, nil),
 		size: prometheus.NewDesc("pipelined_log_size_bytes",
-			"Size of the event log on disk, by kind: lsm (tables, write-ahead logs, manifest) or vlog (the value log).",
+			"Size of the event log on disk, by kind: lsm (tables, memtable logs, manifest), vlog (the value log) or wal (the write-ahead log's segments, which hold the events).",
 			[]string{"kind"}, nil),
 		now: time.Now,
 	}
@@ -394,9 +395,9 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements [prometheus.Collector].
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if f := c.logSize.Load(); f != nil && *f != nil {
-		lsm, vlog := (*f)()
-		ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(lsm), "lsm")
-		ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(vlog), "vlog")
+		for kind, n := range (*f)() {
+			ch <- prometheus.MustNewConstMetric(c.size, prometheus.GaugeValue, float64(n), kind)
+		}
 	}
 	f := c.queues.Load()
 	if f == nil || *f == nil {

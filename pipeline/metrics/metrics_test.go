@@ -138,7 +138,7 @@ func TestStateAtScrapeTime(t *testing.T) {
 			{Sink: "archive"},
 		}, nil
 	})
-	m.SetLogSize(func() (int64, int64) { return 1 << 20, 64 << 20 })
+	m.SetLogSize(func() map[string]int64 { return map[string]int64{"lsm": 1 << 20, "vlog": 64 << 20, "wal": 2 << 20} })
 	if calls != 0 {
 		t.Errorf("queue source called %d times before a scrape, want 0", calls)
 	}
@@ -147,10 +147,11 @@ func TestStateAtScrapeTime(t *testing.T) {
 # TYPE pipelined_dead_letters gauge
 pipelined_dead_letters{sink="archive"} 0
 pipelined_dead_letters{sink="slack"} 1
-# HELP pipelined_log_size_bytes Size of the event log on disk, by kind: lsm (tables, write-ahead logs, manifest) or vlog (the value log).
+# HELP pipelined_log_size_bytes Size of the event log on disk, by kind: lsm (tables, memtable logs, manifest), vlog (the value log) or wal (the write-ahead log's segments, which hold the events).
 # TYPE pipelined_log_size_bytes gauge
 pipelined_log_size_bytes{kind="lsm"} 1.048576e+06
 pipelined_log_size_bytes{kind="vlog"} 6.7108864e+07
+pipelined_log_size_bytes{kind="wal"} 2.097152e+06
 # HELP pipelined_queue_depth Entries waiting in a sink's queue, by sink and state: ready (new or being delivered) or retrying (waiting for their retry time).
 # TYPE pipelined_queue_depth gauge
 pipelined_queue_depth{sink="archive",state="ready"} 0
@@ -232,7 +233,7 @@ func TestLint(t *testing.T) {
 	m.SetQueueSource(func(ctx context.Context) ([]QueueSample, error) {
 		return []QueueSample{{Sink: "k"}}, nil
 	})
-	m.SetLogSize(func() (int64, int64) { return 1, 2 })
+	m.SetLogSize(func() map[string]int64 { return map[string]int64{"lsm": 1, "vlog": 2, "wal": 3} })
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)

@@ -136,8 +136,14 @@ func (p *Program) Source() string { return p.src }
 // Value evaluates the expression over env.
 func (p *Program) Value(env *Env) (any, error) {
 	v := vms.Get().(*vm.VM)
-	out, err := v.Run(p.prog, env)
+	out, err := p.run(v, env)
 	vms.Put(v)
+	return out, err
+}
+
+// run evaluates the expression on v, a VM the caller holds.
+func (p *Program) run(v *vm.VM, env *Env) (any, error) {
+	out, err := v.Run(p.prog, env)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) && fe.Snippet != "" {
@@ -152,7 +158,14 @@ func (p *Program) Value(env *Env) (any, error) {
 // Bool evaluates the expression as a condition: nil is false, a non-bool
 // result is an error.
 func (p *Program) Bool(env *Env) (bool, error) {
-	out, err := p.Value(env)
+	v := vms.Get().(*vm.VM)
+	ok, err := p.runBool(v, env)
+	vms.Put(v)
+	return ok, err
+}
+
+func (p *Program) runBool(v *vm.VM, env *Env) (bool, error) {
+	out, err := p.run(v, env)
 	if err != nil {
 		return false, err
 	}
@@ -239,7 +252,7 @@ type Route struct {
 
 type route struct {
 	name      string
-	when      *Program
+	when      int      // index in Router.whens
 	transform *Program // nil: deliver the body as it is
 	to        []string
 }
@@ -247,6 +260,9 @@ type route struct {
 // Router evaluates every route over an event. It is safe for concurrent use.
 type Router struct {
 	routes []route
+	// whens are the distinct when expressions: routes that share one (as
+	// fan-out configurations often do) have it evaluated once per event.
+	whens []*Program
 }
 
 // NewRouter compiles every route's when and transform. It reports every
@@ -255,12 +271,21 @@ type Router struct {
 func NewRouter(routes []Route) (*Router, error) {
 	r := &Router{routes: make([]route, 0, len(routes))}
 	var errs []error
+	whens := map[string]int{}
 	for _, rt := range routes {
-		w, err := CompileBool(rt.When)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("route %q: when: %w", rt.Name, err))
+		w, ok := whens[rt.When]
+		if !ok {
+			p, err := CompileBool(rt.When)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("route %q: when: %w", rt.Name, err))
+			} else {
+				w = len(r.whens)
+				whens[rt.When] = w
+				r.whens = append(r.whens, p)
+			}
 		}
 		var tr *Program
+		var err error
 		if rt.Transform != "" {
 			tr, err = CompileValue(rt.Transform)
 			if err != nil {
@@ -289,9 +314,39 @@ func NewRouter(routes []Route) (*Router, error) {
 // with Err set to "route NAME transform: ERROR", so that the event lands in
 // those sinks' dead-letter queues, and is returned in errs as well.
 func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
+	v := vms.Get().(*vm.VM)
+	defer vms.Put(v)
+	// Each distinct when is evaluated once: 0 not yet, 1 false, 2 true, 3 error.
+	var small [64]uint8
+	state := small[:0]
+	if len(r.whens) <= len(small) {
+		state = small[:len(r.whens)]
+	} else {
+		state = make([]uint8, len(r.whens))
+	}
+	whenErrs := map[int]error(nil)
 	for i := range r.routes {
 		rt := &r.routes[i]
-		ok, err := rt.when.Bool(env)
+		if state[rt.when] == 0 {
+			ok, err := r.whens[rt.when].runBool(v, env)
+			switch {
+			case err != nil:
+				state[rt.when] = 3
+				if whenErrs == nil {
+					whenErrs = map[int]error{}
+				}
+				whenErrs[rt.when] = err
+			case ok:
+				state[rt.when] = 2
+			default:
+				state[rt.when] = 1
+			}
+		}
+		ok := state[rt.when] == 2
+		var err error
+		if state[rt.when] == 3 {
+			err = whenErrs[rt.when]
+		}
 		if err != nil {
 			errs = append(errs, &RouteError{Route: rt.name, Expr: "when", Err: err})
 			continue
@@ -308,7 +363,7 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 		if rt.transform == nil || first == len(targets) {
 			continue
 		}
-		payload, err := rt.payload(env)
+		payload, err := rt.payload(v, env)
 		for j := first; j < len(targets); j++ {
 			if err != nil {
 				targets[j].Err = err.Error()
@@ -323,8 +378,8 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 	return targets, errs
 }
 
-func (rt *route) payload(env *Env) ([]byte, error) {
-	v, err := rt.transform.Value(env)
+func (rt *route) payload(vm *vm.VM, env *Env) ([]byte, error) {
+	v, err := rt.transform.run(vm, env)
 	if err != nil {
 		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -317,9 +318,9 @@ func benchRoutes(n int) []Route {
 	return rs
 }
 
-func benchmarkRoute(b *testing.B, n int) {
+func benchmarkRoute(b *testing.B, routes []Route) {
 	env := callEnded(b)
-	r, err := NewRouter(benchRoutes(n))
+	r, err := NewRouter(routes)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -333,8 +334,18 @@ func benchmarkRoute(b *testing.B, n int) {
 	}
 }
 
-func BenchmarkRoute100(b *testing.B) { benchmarkRoute(b, 100) }
-func BenchmarkRoute5(b *testing.B)   { benchmarkRoute(b, 5) }
+func BenchmarkRoute100(b *testing.B) { benchmarkRoute(b, benchRoutes(100)) }
+
+// BenchmarkRoute100Distinct is BenchmarkRoute100 with no two routes
+// sharing a when, so that every one is evaluated.
+func BenchmarkRoute100Distinct(b *testing.B) {
+	rs := benchRoutes(100)
+	for i := range rs {
+		rs[i].When = fmt.Sprintf("(%s) && %d >= 0", rs[i].When, i)
+	}
+	benchmarkRoute(b, rs)
+}
+func BenchmarkRoute5(b *testing.B) { benchmarkRoute(b, benchRoutes(5)) }
 
 func BenchmarkDedupKey(b *testing.B) {
 	env := callEnded(b)
@@ -377,5 +388,43 @@ func TestTransformOutputIsBounded(t *testing.T) {
 	targets, errs := r.Route(&Env{Body: map[string]any{}})
 	if len(targets) != 1 || targets[0].Payload != nil || !strings.Contains(targets[0].Err, "larger than the limit") || len(errs) != 1 {
 		t.Fatalf("Route with a 6 MB transform = %+v, %v; want one target with an error and no payload", targets, errs)
+	}
+}
+
+// Routes that share a when have it evaluated once per event, and each
+// still matches, or fails, under its own name.
+func TestSharedWhen(t *testing.T) {
+	env := callEnded(t)
+	r, err := NewRouter([]Route{
+		{Name: "a", When: `body.event == "call_ended"`, To: []string{"s1"}},
+		{Name: "bad1", When: `body.data.from.nope > 1`, To: []string{"s2"}},
+		{Name: "b", When: `body.event == "call_ended"`, To: []string{"s3"}},
+		{Name: "bad2", When: `body.data.from.nope > 1`, To: []string{"s4"}},
+		{Name: "c", When: `body.event == "other"`, To: []string{"s5"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.whens) != 3 {
+		t.Errorf("%d distinct whens compiled, want 3", len(r.whens))
+	}
+	targets, errs := r.Route(env)
+	var got []string
+	for _, tg := range targets {
+		got = append(got, tg.Route+">"+tg.Sink)
+	}
+	if want := []string{"a>s1", "b>s3"}; !slices.Equal(got, want) {
+		t.Errorf("targets = %v, want %v", got, want)
+	}
+	var names []string
+	for _, e := range errs {
+		var re *RouteError
+		if !errors.As(e, &re) {
+			t.Fatalf("error %v is not a *RouteError", e)
+		}
+		names = append(names, re.Route)
+	}
+	if want := []string{"bad1", "bad2"}; !slices.Equal(names, want) {
+		t.Errorf("errors name routes %v, want %v", names, want)
 	}
 }

@@ -34,6 +34,12 @@ type config struct {
 	// AnyOK accepts any 2xx without reading its body: for baselines
 	// (Benthos, other receivers) that do not answer pipelined's JSON.
 	AnyOK bool
+	// MetricsURL, if set, is the daemon's admin /metrics: its queue gauges
+	// are sampled every Sample during the run and, after it, until the
+	// queues are empty or DrainTimeout has passed (lag.go).
+	MetricsURL   string
+	Sample       time.Duration
+	DrainTimeout time.Duration
 }
 
 // Report is the outcome of a run; it is also the -json output.
@@ -61,6 +67,13 @@ type Report struct {
 	Errors        int64             `json:"errors"`                // failed answers, warmup included
 	ErrorKinds    map[string]int64  `json:"error_kinds"`
 	ErrorExamples map[string]string `json:"error_examples,omitempty"`
+	// Sinks (with -metrics) is each sink's queue lag and depth in the
+	// measured window, and how long its queue took to drain after the load.
+	Sinks []SinkLag `json:"sinks,omitempty"`
+	// MetricsErrors counts the metrics scrapes that failed during the run
+	// (their samples are missing); MetricsError is the first one.
+	MetricsErrors int64  `json:"metrics_errors,omitempty"`
+	MetricsError  string `json:"metrics_error,omitempty"`
 }
 
 // LatencyMS holds latencies in milliseconds. In open-loop mode they are
@@ -156,6 +169,17 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 	if _, err := http.NewRequest(http.MethodPost, cfg.URL, nil); err != nil {
 		return nil, err
 	}
+	var qw *queueWatch
+	if cfg.MetricsURL != "" {
+		if cfg.Sample <= 0 || cfg.DrainTimeout <= 0 {
+			return nil, errors.New("-sample and -drain-timeout must be positive")
+		}
+		qw = newQueueWatch(&cfg)
+		defer qw.close()
+		if err := qw.first(ctx); err != nil {
+			return nil, err
+		}
+	}
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        cfg.Conns,
@@ -180,6 +204,11 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 	s := &schedule{start: time.Now()}
 	s.warmupEnd = s.start.Add(cfg.Warmup)
 	s.end = s.warmupEnd.Add(cfg.Duration)
+	loadDone := make(chan struct{})
+	var watching sync.WaitGroup
+	if qw != nil {
+		watching.Go(func() { qw.watch(ctx, s.warmupEnd, s.end, loadDone) })
+	}
 
 	workers := make([]*worker, cfg.Conns)
 	var wg sync.WaitGroup
@@ -203,6 +232,8 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 		})
 	}
 	wg.Wait()
+	close(loadDone)
+	watching.Wait()
 
 	rep := &Report{
 		Mode:        "closed",
@@ -241,6 +272,10 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 	}
 	rep.RequestsPerSec = float64(rep.Requests) / cfg.Duration.Seconds()
 	rep.Latency = latencyMS(&h)
+	if qw != nil {
+		rep.Sinks = qw.summary()
+		rep.MetricsErrors, rep.MetricsError = qw.errs, qw.firstErr
+	}
 	return rep, ctx.Err()
 }
 

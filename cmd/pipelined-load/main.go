@@ -2,10 +2,12 @@
 // serves the bare net/http baseline it is compared with.
 //
 //	pipelined-load run  -url http://127.0.0.1:8080/hooks/callkaro -c 64 -d 10s [-rate 0] [-dup 0] [-payload file.json] [-warmup 1s] [-timeout 10s] [-json]
+//	                    [-metrics http://127.0.0.1:8081/metrics [-sample 250ms] [-drain-timeout 60s]]
 //	pipelined-load bare -listen 127.0.0.1:9090
 //
-// run exits 1 if any answer was not the expected one (or none was correct), 2
-// on a usage error. See README.md for how the figures are compared.
+// run exits 1 if any answer was not the expected one (or none was correct),
+// if -metrics cannot be read or a sink's queue did not drain, 2 on a usage
+// error. See README.md for how the figures are compared.
 package main
 
 import (
@@ -30,6 +32,7 @@ func main() {
 
 const usage = `usage:
   pipelined-load run  -url URL [-c 64] [-d 10s] [-rate 0] [-dup 0] [-payload FILE] [-warmup 1s] [-timeout 10s] [-json]
+                      [-metrics URL [-sample 250ms] [-drain-timeout 60s]]
   pipelined-load bare [-listen 127.0.0.1:9090]
 `
 
@@ -65,6 +68,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	payload := fs.String("payload", "", "JSON payload with a string data.callSid (default: the embedded CallKaro call_ended)")
 	asJSON := fs.Bool("json", false, "print the report as a JSON object")
 	fs.BoolVar(&cfg.AnyOK, "any-2xx", false, "baseline mode: any 2xx answer counts, its body is not checked (e.g. Benthos)")
+	fs.StringVar(&cfg.MetricsURL, "metrics", "", "the daemon's admin metrics URL (e.g. http://127.0.0.1:8081/metrics): report each sink's queue lag and drain time")
+	fs.DurationVar(&cfg.Sample, "sample", 250*time.Millisecond, "with -metrics: how often to read the queue gauges")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 60*time.Second, "with -metrics: how long the queues get to empty after the load before the run fails")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -92,6 +98,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	rep, err := run(ctx, cfg)
 	if rep == nil {
 		fmt.Fprintln(stderr, "pipelined-load:", err)
+		if _, ok := errors.AsType[*scrapeError](err); ok {
+			return 1
+		}
 		return 2
 	}
 	if *asJSON {
@@ -104,6 +113,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	for _, k := range sortedKinds(rep.ErrorKinds) {
 		fmt.Fprintf(stderr, "pipelined-load: %d × %s, e.g. %s\n", rep.ErrorKinds[k], k, rep.ErrorExamples[k])
 	}
+	if rep.MetricsErrors > 0 {
+		fmt.Fprintf(stderr, "pipelined-load: %d × read metrics %s failed (samples missing), e.g. %s\n", rep.MetricsErrors, cfg.MetricsURL, rep.MetricsError)
+	}
+	undrained := 0
+	for _, l := range rep.Sinks {
+		if !l.Drained && err == nil {
+			fmt.Fprintf(stderr, "pipelined-load: FAILED: sink %s did not drain within %s of the end of the load\n", l.Sink, cfg.DrainTimeout)
+			undrained++
+		}
+	}
 	switch {
 	case err != nil:
 		fmt.Fprintln(stderr, "pipelined-load: interrupted:", err)
@@ -113,6 +132,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 1
 	case rep.Requests == 0:
 		fmt.Fprintln(stderr, "pipelined-load: FAILED: no correct answer inside the measured window")
+		return 1
+	case undrained > 0:
 		return 1
 	}
 	return 0
@@ -136,6 +157,26 @@ func printReport(w io.Writer, r *Report) {
 	fmt.Fprintf(tw, "%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t\n", r.RequestsPerSec, l.P50, l.P90, l.P99, l.P999, l.Max, r.Errors)
 	if s := r.SendLag; s != nil {
 		fmt.Fprintf(tw, "send lag\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\t\n", s.P50, s.P90, s.P99, s.P999, s.Max)
+	}
+	tw.Flush()
+	if len(r.Sinks) > 0 {
+		printSinks(w, r.Sinks)
+	}
+}
+
+// printSinks writes the -metrics table: lag and depth over the samples of
+// the measured window, then the drain after the load.
+func printSinks(w io.Writer, sinks []SinkLag) {
+	fmt.Fprintln(w, "queue lag = age of the oldest queued event, over the window's samples; depth = events queued")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "sink\tsamples\tlag p50 s\tlag p99 s\tlag max s\tdepth start\tend\tmax\tgrowth\tdrain s\t")
+	for _, l := range sinks {
+		drain := fmt.Sprintf("%.2f", l.DrainS)
+		if !l.Drained {
+			drain = fmt.Sprintf("NOT DRAINED (%.1f)", l.DrainS)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%.3f\t%d\t%d\t%d\t%+d\t%s\t\n", l.Sink, l.Samples,
+			l.LagP50S, l.LagP99S, l.LagMaxS, l.DepthStart, l.DepthEnd, l.DepthMax, l.Growth, drain)
 	}
 	tw.Flush()
 }

@@ -28,7 +28,8 @@ LOAD="$WORK/load"
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 run() { # name url conns [flags]
-	"$LOAD" run -url "$2" -c "$3" -d "$DUR" -json "${@:4}" > "$WORK/$1-$3.json"
+	"$LOAD" run -url "$2" -c "$3" -d "$DUR" -json "${@:4}" > "$WORK/$1-$3.json" ||
+		echo "bench: $1 at $3 connections: the load generator reported a failure (see the table)" >&2
 }
 
 # 1. bare
@@ -47,9 +48,14 @@ daemon() { # name binary
 	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
 	(cd "$WORK/pl" && exec "$2" serve -c "$CONFIG" -log-level warn) & PL=$!
 	wait_port 8080
-	run "$1" http://127.0.0.1:8080/hooks/callkaro 64
+	# With sinks, the end-to-end mode: queue lag while loading, drain after.
+	local lag=()
+	if curl -sf http://127.0.0.1:8081/metrics | grep -q '^pipelined_queue_depth'; then
+		lag=(-metrics http://127.0.0.1:8081/metrics)
+	fi
+	run "$1" http://127.0.0.1:8080/hooks/callkaro 64 "${lag[@]}"
 	grep -E 'VmHWM|RssAnon|RssFile' /proc/$PL/status > "$WORK/$1-mem.txt" || true
-	run "$1" http://127.0.0.1:8080/hooks/callkaro 8
+	run "$1" http://127.0.0.1:8080/hooks/callkaro 8 "${lag[@]}"
 	kill -TERM $PL; wait $PL 2>/dev/null || true
 }
 daemon pipelined "$REPO/bin/pipelined"
@@ -100,6 +106,13 @@ for c in (64, 8):
         if not r: continue
         ratio = r["requests_per_sec"] / bare["requests_per_sec"] if bare else 0
         print(f"{name:<11}{c:>6}{r['requests_per_sec']:>11.0f}{r['latency_ms']['p50']:>9.2f}{r['latency_ms']['p99']:>9.2f}{ratio:>8.2f}{r['errors']:>8}")
+print("queue lag per sink (age of the oldest queued event, sampled during the run), and drain time after it:")
+for c in (64, 8):
+    for name in ("pipelined", "baseline"):
+        r = get(name, c)
+        for s in (r or {}).get("sinks") or []:
+            print(f"  {name:<10}{c:>3} conns  {s['sink']:<10} lag p50 {s['lag_p50_s']:.3f} s  p99 {s['lag_p99_s']:.3f} s"
+                  f"  depth {s['depth_start']}->{s['depth_end']} (max {s['depth_max']})  drained in {s['drain_s']:.2f} s")
 for name in ("pipelined", "baseline"):
     mem = os.path.join(work, f"{name}-mem.txt")
     if os.path.exists(mem):

@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -139,8 +140,8 @@ func Open(dir string, o *Options) (*DB, error) {
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
-		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(16 << 20).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(8 << 20).
 		WithValueLogFileSize(64 << 20).
 		// Values stay in the LSM tree: event bodies are in the write-ahead
 		// log, so what Badger stores is small. Only a value over the
@@ -268,6 +269,13 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	out := make([]pipeline.Appended, len(entries))
 	txn := l.newTxn()
 	defer txn.Discard()
+	// The record holds every event in full: size it once rather than let
+	// append double it all the way there.
+	size := 0
+	for i := range entries {
+		size += len(entries[i].Event.Body) + 64*len(entries[i].Event.Headers) + 512
+	}
+	txn.rec = slices.Grow(txn.rec, size)
 
 	next := l.next
 	now := time.Now().UnixNano()

@@ -4,7 +4,8 @@
 // # Key layout
 //
 //	m/next                         next sequence number (BE uint64), written with every append
-//	e/<seq>                        event record (logpb.Event), seq = 8-byte big-endian
+//	e/<seq>                        event record (logpb.Event) without headers and body, and where the full
+//	                               record lies in the write-ahead log; seq = 8-byte big-endian
 //	i/<id>                         seq of the event with that id
 //	d/<source>\x00<dedup key>      id of the first event with that key; Badger TTL = the dedup window
 //	q/<sink>/<seq>                 ready entry (logpb.Target), in log order
@@ -435,16 +436,24 @@ func (l *DB) full(rec *logpb.Event, seq uint64) (*logpb.Event, error) {
 	if rec.GetLength() == 0 {
 		return rec, nil // written before the write-ahead log: all in Badger
 	}
-	b, err := l.wal.ReadAt(wal.Pos{Seg: rec.GetSegment(), Off: rec.GetOffset()}, int(rec.GetLength()))
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	b, err := l.wal.AppendAt((*bp)[:0], wal.Pos{Seg: rec.GetSegment(), Off: rec.GetOffset()}, int(rec.GetLength()))
+	if cap(b) <= 1<<20 {
+		*bp = b
+	}
 	if err != nil {
 		return nil, fmt.Errorf("event %d: %w", seq, err)
 	}
 	out := &logpb.Event{}
-	if err := proto.Unmarshal(b, out); err != nil {
+	if err := proto.Unmarshal(b, out); err != nil { // copies what it keeps: b is reused
 		return nil, fmt.Errorf("decode event %d: %w", seq, err)
 	}
 	return out, nil
 }
+
+// readBufs hold the bytes of full records between reading and decoding.
+var readBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // Event implements [pipeline.Log].
 func (l *DB) Event(ctx context.Context, id string) (pipeline.Event, error) {

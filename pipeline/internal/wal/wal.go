@@ -334,20 +334,30 @@ func (l *Log) Size() int64 { return l.off }
 
 // ReadAt reads n bytes at p, a position [Log.Write] or [Log.Replay] gave.
 func (l *Log) ReadAt(p Pos, n int) ([]byte, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("write-ahead log: read segment %d at %d: negative length %d", p.Seg, p.Off, n)
+	}
+	return l.AppendAt(nil, p, n)
+}
+
+// AppendAt appends the n bytes at p to dst and returns the result, so
+// that a caller can reuse a buffer.
+func (l *Log) AppendAt(dst []byte, p Pos, n int) ([]byte, error) {
+	if n < 0 {
+		return dst, fmt.Errorf("write-ahead log: read segment %d at %d: negative length %d", p.Seg, p.Off, n)
+	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	f, ok := l.files[p.Seg]
 	if !ok {
-		return nil, fmt.Errorf("write-ahead log: segment %d is gone", p.Seg)
+		return dst, fmt.Errorf("write-ahead log: segment %d is gone", p.Seg)
 	}
-	if n < 0 {
-		return nil, fmt.Errorf("write-ahead log: read segment %d at %d: negative length %d", p.Seg, p.Off, n)
+	start := len(dst)
+	dst = slices.Grow(dst, n)[:start+n]
+	if _, err := f.ReadAt(dst[start:], p.Off); err != nil {
+		return dst[:start], fmt.Errorf("write-ahead log: read segment %d at %d: %w", p.Seg, p.Off, err)
 	}
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, p.Off); err != nil {
-		return nil, fmt.Errorf("write-ahead log: read segment %d at %d: %w", p.Seg, p.Off, err)
-	}
-	return b, nil
+	return dst, nil
 }
 
 // Remove deletes the segments numbered below below, never the newest one

@@ -499,14 +499,6 @@ func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
 	if err := q.ensure(ctx); err != nil {
 		return pipeline.QueueStats{}, err
 	}
-	rctx, cancel := q.l.reqCtx(ctx)
-	defer cancel()
-	c, err := q.l.js.Consumer(rctx, q.l.prefix, q.name)
-	if err != nil {
-		return pipeline.QueueStats{}, q.l.wrapErr("consumer", err)
-	}
-	info := c.CachedInfo()
-	total := int(info.NumPending) + info.NumAckPending
 	retrying, err := q.count(ctx, q.l.subj("st", q.tok, ">"))
 	if err != nil {
 		return pipeline.QueueStats{}, err
@@ -514,6 +506,29 @@ func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
 	dead, err := q.count(ctx, q.l.subj("dlq", q.tok, ">"))
 	if err != nil {
 		return pipeline.QueueStats{}, err
+	}
+	// In a cluster the consumer's leader can count a message the stream
+	// has just stored a moment later than the stream does: a retry marker
+	// then has no pending message yet. Ask again, briefly, before
+	// clamping.
+	var total int
+	for try := 0; ; try++ {
+		rctx, cancel := q.l.reqCtx(ctx)
+		c, err := q.l.js.Consumer(rctx, q.l.prefix, q.name)
+		cancel()
+		if err != nil {
+			return pipeline.QueueStats{}, q.l.wrapErr("consumer", err)
+		}
+		info := c.CachedInfo()
+		total = int(info.NumPending) + info.NumAckPending
+		if total >= retrying || try == 10 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return pipeline.QueueStats{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	retrying = min(retrying, total)
 	return pipeline.QueueStats{Ready: total - retrying, Retrying: retrying, Dead: dead}, nil

@@ -49,6 +49,15 @@ func TestSinkOutage(t *testing.T) {
 	w.recv.mu.Lock()
 	gaps := map[int][]time.Duration{} // attempt number → gap before the next one
 	bad := 0
+	// The dispatcher wakes for due retries, then delivers them batch_max
+	// at a time, one batch after another, in log order: with thousands of
+	// events retrying (the full run's minute of outage holds ~3,000), the
+	// last of a wave waits for the batches before it. Measured on 2 cores:
+	// up to 0.6 s late at ~3,000 retrying events, under 0.5 s with hundreds.
+	slack := 500 * time.Millisecond
+	if full() {
+		slack = time.Second
+	}
 	for _, ts := range w.recv.attempts {
 		for i := 1; i < len(ts); i++ {
 			g := ts[i].Sub(ts[i-1])
@@ -57,11 +66,10 @@ func TestSinkOutage(t *testing.T) {
 			if c := bmin << min(i, 20); c < bmax {
 				ceiling = c
 			}
-			// The dispatcher wakes for due retries; allow it 500ms of lateness.
-			if g < bmin-20*time.Millisecond || g > ceiling+500*time.Millisecond {
+			if g < bmin-20*time.Millisecond || g > ceiling+slack {
 				bad++
 				if bad <= 5 {
-					t.Errorf("gap after attempt %d = %v, want within [%v, %v] (+500ms slack)", i, g, bmin, ceiling)
+					t.Errorf("gap after attempt %d = %v, want within [%v, %v] (+%v slack)", i, g, bmin, ceiling, slack)
 				}
 			}
 		}

@@ -159,10 +159,20 @@ separately; "lost" must be 0. Memory is the daemon's VmHWM / peak sampled RssAno
 Scenario details are in the test log (`+"`go test -v ./tests/torture`"+`): kill moments, restart
 times, the measured retry schedule, the status of each hostile request.
 `, mode, "`go test ./tests/torture`", took.Round(time.Second), time.Now().UTC().Format(time.RFC3339), machine, tbl)
+	// What people wrote below the generated part (findings, fixes) stays.
+	if old, err := os.ReadFile(*reportFlag); err == nil {
+		if _, notes, ok := strings.Cut(string(old), reportEnd); ok {
+			doc += "\n" + reportEnd + notes
+		}
+	}
 	if err := os.WriteFile(*reportFlag, []byte(doc), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "write report:", err)
 	}
 }
+
+// reportEnd ends the generated part of the report; the text after it is
+// kept when the report is written again.
+const reportEnd = "<!-- The text above is written by make torture; the text below is kept. -->\n"
 
 // ---- the daemon ----
 

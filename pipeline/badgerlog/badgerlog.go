@@ -29,7 +29,7 @@
 // runs without SyncWrites; a checkpoint fsyncs Badger's files now and then
 // and Open replays the write-ahead log from the last one. Event bodies live
 // in the write-ahead log's segments, not in Badger. See commit.go for the
-// design and why replay is correct, and notes/PERFORMANCE.md for why
+// design and why replay is correct, and docs/performance.md for why
 // Badger's own "commit, then db.Sync()" is not durable.
 package badgerlog
 

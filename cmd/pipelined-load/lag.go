@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,9 +9,11 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // The daemon's gauges that -metrics reads.
@@ -178,24 +179,16 @@ func (q *queueWatch) scrape(ctx context.Context) (queueSample, error) {
 	if resp.StatusCode != http.StatusOK {
 		return s, fmt.Errorf("status %d", resp.StatusCode)
 	}
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 64<<20))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "pipelined_queue_") {
-			continue
-		}
-		name, labels, v, ok := parseLine(line)
-		switch {
-		case !ok:
-		case name == depthMetric:
-			s.depth[labels["sink"]] += v
-		case name == ageMetric:
-			s.age[labels["sink"]] = v
-		}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return s, fmt.Errorf("not the Prometheus text format: %w", err)
 	}
-	if err := sc.Err(); err != nil {
-		return s, err
+	for _, m := range fams[depthMetric].GetMetric() {
+		s.depth[sinkOf(m)] += m.GetGauge().GetValue()
+	}
+	for _, m := range fams[ageMetric].GetMetric() {
+		s.age[sinkOf(m)] = m.GetGauge().GetValue()
 	}
 	if len(s.depth) == 0 {
 		return s, errors.New("no " + depthMetric + " series in the answer")
@@ -203,69 +196,14 @@ func (q *queueWatch) scrape(ctx context.Context) (queueSample, error) {
 	return s, nil
 }
 
-// parseLine reads one sample line of the Prometheus text format,
-// `name{label="value",...} value [timestamp]`. ok is false for a line it
-// cannot read.
-func parseLine(line string) (name string, labels map[string]string, v float64, ok bool) {
-	i := strings.IndexAny(line, "{ \t")
-	if i <= 0 {
-		return "", nil, 0, false
-	}
-	name, rest := line[:i], line[i:]
-	labels = map[string]string{}
-	if rest[0] == '{' {
-		rest = rest[1:]
-		for {
-			rest = strings.TrimLeft(rest, " \t,")
-			if strings.HasPrefix(rest, "}") {
-				rest = rest[1:]
-				break
-			}
-			eq := strings.IndexByte(rest, '=')
-			if eq < 0 {
-				return "", nil, 0, false
-			}
-			key := strings.TrimSpace(rest[:eq])
-			val, after, ok := unquote(strings.TrimLeft(rest[eq+1:], " \t"))
-			if !ok {
-				return "", nil, 0, false
-			}
-			labels[key], rest = val, after
+// sinkOf returns the value of m's sink label.
+func sinkOf(m *dto.Metric) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == "sink" {
+			return l.GetValue()
 		}
 	}
-	f := strings.Fields(rest)
-	if len(f) == 0 {
-		return "", nil, 0, false
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	return name, labels, v, err == nil
-}
-
-// unquote reads the quoted label value at the start of s (escapes \\, \"
-// and \n) and returns it and what follows it.
-func unquote(s string) (val, rest string, ok bool) {
-	if !strings.HasPrefix(s, `"`) {
-		return "", "", false
-	}
-	var b strings.Builder
-	for i := 1; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '"':
-			return b.String(), s[i+1:], true
-		case '\\':
-			if i++; i == len(s) {
-				return "", "", false
-			}
-			if s[i] == 'n' {
-				b.WriteByte('\n')
-			} else {
-				b.WriteByte(s[i])
-			}
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return "", "", false
+	return ""
 }
 
 // summary reduces the samples to one SinkLag per sink, by name.

@@ -313,18 +313,28 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 	}
 	for i, r := range group {
 		err := applyRecord(txn, pos[i], r.rec)
-		if errors.Is(err, badger.ErrTxnTooBig) && len(in) > 0 {
-			// txn holds part of r: commit the records before r alone, then r.
+		if err != nil && len(in) > 0 {
+			// txn holds part of r: the records before r go on their own.
 			txn.Discard()
 			txn = l.db.NewTransaction(true)
+			var aerr error
 			for _, j := range in {
-				if err = applyRecord(txn, pos[j], group[j].rec); err != nil {
-					break
+				if aerr = applyRecord(txn, pos[j], group[j].rec); aerr != nil {
+					break // cannot be: they were applied together a moment ago
 				}
 			}
-			if err == nil {
+			if aerr != nil {
+				txn.Discard()
+				txn = l.db.NewTransaction(true)
+				for _, j := range in {
+					group[j].done <- l.writeErr(aerr)
+				}
+				in = in[:0]
+			} else {
 				commit()
-				err = applyRecord(txn, pos[i], r.rec)
+			}
+			if errors.Is(err, badger.ErrTxnTooBig) {
+				err = applyRecord(txn, pos[i], r.rec) // alone, it fits: its own txn checked
 			}
 		}
 		if err != nil {
@@ -332,10 +342,6 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 			// applied by the next Open's replay ("maybe written").
 			txn.Discard()
 			txn = l.db.NewTransaction(true)
-			for _, j := range in {
-				group[j].done <- l.writeErr(err)
-			}
-			in = in[:0]
 			r.done <- l.writeErr(err)
 			continue
 		}

@@ -177,9 +177,7 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 		AllowMsgTTL:        true,
 		Duplicates:         time.Minute,
 	}
-	cctx, cancel := context.WithTimeout(ctx, 2*o.Timeout)
-	defer cancel()
-	stream, err := js.CreateOrUpdateStream(cctx, cfg)
+	stream, err := createStream(ctx, js, cfg, o.Timeout)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: create stream %s: %w", o.Stream, err)
@@ -195,6 +193,41 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 	}
 	l.closeCtx, l.cancel = context.WithCancel(context.Background())
 	return l, nil
+}
+
+// createStream creates or updates the stream, trying again until ctx ends
+// while the cluster cannot place it yet: a cluster that is still forming (a
+// peer not yet known or not yet current, no JetStream leader) answers "no
+// suitable peers for placement" or 503 for a moment, as at boot under
+// systemd when the daemon starts with its NATS servers.
+func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, timeout time.Duration) (jetstream.Stream, error) {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*timeout)
+		stream, err := js.CreateOrUpdateStream(cctx, cfg)
+		cancel()
+		if err == nil || !placementPending(err) {
+			return stream, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// errCodeNoSuitablePeers is nats-server's JSClusterNoPeersErr ("no suitable
+// peers for placement"), which the client library has no name for.
+const errCodeNoSuitablePeers jetstream.ErrorCode = 10005
+
+// placementPending reports whether err says the cluster cannot take the
+// stream yet, rather than that it never will.
+func placementPending(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 || apiErr.ErrorCode == errCodeNoSuitablePeers
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded)
 }
 
 var errRequestTimeout = errors.New("jetstream request timed out")

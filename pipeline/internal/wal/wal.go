@@ -50,7 +50,7 @@ type Pos struct {
 }
 
 // Log is a directory of segments. Write, Rotate and Replay are called by
-// one goroutine at a time; ReadAt, Remove, Segments and the checkpoint
+// one goroutine at a time; AppendAt, Remove, Segments and the checkpoint
 // methods may be called from any goroutine.
 type Log struct {
 	dir     string
@@ -329,19 +329,9 @@ func (l *Log) writeSpare() error {
 	return os.Rename(tmp, filepath.Join(l.dir, spareName))
 }
 
-// Size returns the bytes written to the current segment.
-func (l *Log) Size() int64 { return l.off }
-
-// ReadAt reads n bytes at p, a position [Log.Write] or [Log.Replay] gave.
-func (l *Log) ReadAt(p Pos, n int) ([]byte, error) {
-	if n < 0 {
-		return nil, fmt.Errorf("write-ahead log: read segment %d at %d: negative length %d", p.Seg, p.Off, n)
-	}
-	return l.AppendAt(nil, p, n)
-}
-
-// AppendAt appends the n bytes at p to dst and returns the result, so
-// that a caller can reuse a buffer.
+// AppendAt appends the n bytes at p, a position [Log.Write] or
+// [Log.Replay] gave, to dst and returns the result, so that a caller can
+// reuse a buffer.
 func (l *Log) AppendAt(dst []byte, p Pos, n int) ([]byte, error) {
 	if n < 0 {
 		return dst, fmt.Errorf("write-ahead log: read segment %d at %d: negative length %d", p.Seg, p.Off, n)

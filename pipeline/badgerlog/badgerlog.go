@@ -318,16 +318,15 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		if e.DedupKey != "" {
 			rec.DedupKey = e.DedupKey
 		}
-		full, err := proto.Marshal(rec)
-		if err != nil {
-			return nil, fmt.Errorf("encode event: %w", err)
-		}
+		// The full record is the meta followed by headers and body: protobuf
+		// reads concatenated messages as one, so each field is encoded once.
+		rest := &logpb.Event{Headers: rec.Headers, Body: rec.Body}
 		rec.Headers, rec.Body = nil, nil
 		meta, err := proto.Marshal(rec)
 		if err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
-		if err := txn.setEvent(eventKey(seq), meta, full); err != nil {
+		if err := txn.setEvent(eventKey(seq), meta, rest); err != nil {
 			return nil, l.writeErr(err)
 		}
 		if err := txn.Set(indexKey(e.Event.ID), seqBytes(seq)); err != nil {

@@ -8,8 +8,10 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/internal/logpb"
 	"github.com/pipelined/pipelined/pipeline/internal/wal"
 )
 
@@ -50,7 +52,8 @@ import (
 //
 //	opSet    key, value, expiresAt (uvarint)
 //	opDelete key
-//	opEvent  key, meta, full     Badger gets meta + where full lies in the log
+//	opEvent  key, meta, full     Badger gets meta + where full lies in the log;
+//	                             full = meta + the encoded headers and body
 //
 // with every byte string as a uvarint length and the bytes.
 const (
@@ -99,8 +102,10 @@ func (t *wtxn) Delete(key []byte) error {
 	return nil
 }
 
-// setEvent sets key to meta plus the position of full in the log.
-func (t *wtxn) setEvent(key, meta, full []byte) error {
+// setEvent sets key to meta plus the position in the log of the event's
+// full record, meta followed by rest, which it encodes straight into the
+// record.
+func (t *wtxn) setEvent(key, meta []byte, rest *logpb.Event) error {
 	// The uncommitted transaction sees the largest value Badger will get,
 	// so that its size limit counts right.
 	if err := t.Txn.Set(key, append(meta[:len(meta):len(meta)], make([]byte, maxRef)...)); err != nil {
@@ -109,7 +114,12 @@ func (t *wtxn) setEvent(key, meta, full []byte) error {
 	t.rec = append(t.rec, opEvent)
 	t.rec = appendBytes(t.rec, key)
 	t.rec = appendBytes(t.rec, meta)
-	t.rec = appendBytes(t.rec, full)
+	t.rec = binary.AppendUvarint(t.rec, uint64(len(meta)+proto.Size(rest)))
+	t.rec = append(t.rec, meta...)
+	var err error
+	if t.rec, err = (proto.MarshalOptions{}).MarshalAppend(t.rec, rest); err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
 	return nil
 }
 

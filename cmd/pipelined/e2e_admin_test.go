@@ -41,20 +41,7 @@ func TestOperatorPushesStuckEventsThrough(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	cfgFile := writeConfig(t, dir, fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[log]
-dir = %q
-
-[[source]]
-name = "callkaro"
-path = "/hooks/callkaro"
-dedup_key = "body.data.callSid"
-auth = { type = "none" }
-
+	cfgFile := writeConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
 [[sink]]
 name = "crm"
 plugin = "http"
@@ -65,7 +52,7 @@ delivery = { batch_wait = "5ms" }
 name = "all-calls"
 when = 'body.event == "call_ended"'
 to = ["crm"]
-`, filepath.Join(dir, "log"), recv.URL))
+`, recv.URL))
 	d := startDaemon(t, cfgFile)
 	cli := func(args ...string) string {
 		t.Helper()

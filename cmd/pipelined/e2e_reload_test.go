@@ -14,20 +14,7 @@ import (
 // with the archive's file prefix given, plus, when withLeads, the "leads"
 // sink and the route of interested calls.
 func reloadConfig(dir, prefix string, withLeads bool) string {
-	cfg := fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[log]
-dir = %q
-
-[[source]]
-name = "callkaro"
-path = "/hooks/callkaro"
-dedup_key = "body.data.callSid"
-auth = { type = "none" }
-
+	cfg := callKaroHeader(filepath.Join(dir, "log")) + fmt.Sprintf(`
 [[sink]]
 name = "archive"
 plugin = "archive"
@@ -38,7 +25,7 @@ delivery = { batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_
 name = "all-calls"
 when = 'body.event == "call_ended"'
 to = ["archive"]
-`, filepath.Join(dir, "log"), filepath.Join(dir, "archive"), prefix)
+`, filepath.Join(dir, "archive"), prefix)
 	if withLeads {
 		cfg += fmt.Sprintf(`
 [[sink]]

@@ -82,20 +82,7 @@ func TestServeDeliversToSQLSlackAndHTTP(t *testing.T) {
 
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "events.db")
-	d := startDaemon(t, writeConfig(t, dir, fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[log]
-dir = %q
-
-[[source]]
-name = "callkaro"
-path = "/hooks/callkaro"
-dedup_key = "body.data.callSid"
-auth = { type = "none" }
-
+	d := startDaemon(t, writeConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
 [[sink]]
 name = "db"
 plugin = "sql"
@@ -123,7 +110,7 @@ to = ["db"]
 name = "interested"
 when = 'body.data?.post_call?.lead_status == "interested"'
 to = ["slack", "crm"]
-`, filepath.Join(dir, "log"), dbPath, crmSrv.URL+"/in")))
+`, dbPath, crmSrv.URL+"/in")))
 
 	hook := d.url + "/hooks/callkaro"
 	var all, interested []string

@@ -80,6 +80,26 @@ func callEvent(t testing.TB, sid, lead string) []byte {
 
 // testConfig is a pipeline.toml with two archive sinks under dir: every call
 // goes to "archive", interested leads also to "leads".
+// callKaroHeader is the start of a test configuration: both listeners on
+// free loopback ports, the Badger log in logDir, and the CallKaro source
+// without authentication, deduplicated by callSid.
+func callKaroHeader(logDir string) string {
+	return fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+dir = %q
+
+[[source]]
+name = "callkaro"
+path = "/hooks/callkaro"
+dedup_key = "body.data.callSid"
+auth = { type = "none" }
+`, logDir)
+}
+
 func testConfig(dir string) string {
 	return fmt.Sprintf(`
 [server]

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,23 +17,7 @@ import (
 func TestPluginProcess(t *testing.T) {
 	bin := sinktest.Build(t, ".", "pipelined-sink-archive")
 
-	t.Run("by-hand", func(t *testing.T) {
-		cmd := exec.Command(bin)
-		cmd.Env = []string{} // certainly no magic cookie
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-			t.Errorf("running the plugin by hand: %v, want exit status 1", err)
-		}
-		if !strings.Contains(stderr.String(), "pipelined sink plugin") || !strings.Contains(stderr.String(), "not meant to be run by hand") {
-			t.Errorf("running the plugin by hand printed %q on stderr, want it to say it is a pipelined plugin started by pipelined", stderr.String())
-		}
-		if stdout.Len() != 0 {
-			t.Errorf("running the plugin by hand printed %q on stdout, want nothing", stdout.String())
-		}
-	})
+	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 
 	t.Run("go-plugin", func(t *testing.T) {
 		var logs syncBuffer

@@ -3,10 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -23,20 +21,7 @@ import (
 func TestPluginProcess(t *testing.T) {
 	bin := sinktest.Build(t, ".", "pipelined-sink-http")
 
-	t.Run("by-hand", func(t *testing.T) {
-		cmd := exec.Command(bin)
-		cmd.Env = []string{}
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-			t.Errorf("running the plugin by hand: %v, want exit status 1", err)
-		}
-		if !strings.Contains(stderr.String(), "not meant to be run by hand") || stdout.Len() != 0 {
-			t.Errorf("by hand: stdout %q, stderr %q", stdout.String(), stderr.String())
-		}
-	})
+	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 
 	t.Run("go-plugin", func(t *testing.T) {
 		wh, err := standardwebhooks.NewWebhook(testSecret)

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -18,20 +15,7 @@ import (
 func TestPluginProcess(t *testing.T) {
 	bin := sinktest.Build(t, ".", "pipelined-sink-slack")
 
-	t.Run("by-hand", func(t *testing.T) {
-		cmd := exec.Command(bin)
-		cmd.Env = []string{} // certainly no magic cookie
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-			t.Errorf("running the plugin by hand: %v, want exit status 1", err)
-		}
-		if !strings.Contains(stderr.String(), "not meant to be run by hand") || stdout.Len() != 0 {
-			t.Errorf("running the plugin by hand printed stdout %q, stderr %q; want only the explanation on stderr", stdout.String(), stderr.String())
-		}
-	})
+	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 
 	t.Run("go-plugin", func(t *testing.T) {
 		f := newFakeSlack(t)

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,17 +26,7 @@ func startPlugin(t *testing.T, bin string, logs *logBuffer) (*plugin.Client, sdk
 func TestPluginProcess(t *testing.T) {
 	bin := sinktest.Build(t, ".", "pipelined-sink-sql")
 
-	t.Run("by-hand", func(t *testing.T) {
-		cmd := exec.Command(bin)
-		cmd.Env = []string{}
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(stderr.String(), "not meant to be run by hand") || stdout.Len() != 0 {
-			t.Errorf("running the plugin by hand: %v, stderr %q, stdout %q; want exit 1 and an explanation on stderr", err, stderr.String(), stdout.String())
-		}
-	})
+	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 
 	for _, be := range backends {
 		t.Run("kill-mid-batch/"+be.name, func(t *testing.T) {

@@ -27,7 +27,7 @@ import (
 // does (the process inherits the test's environment, so set the variables
 // its *_env keys name with t.Setenv), with config as its config table.
 //
-// On top of Run's checks, it fails when the plugin writes anything to its
+// On top of Run's checks, it runs [RunByHand], and it fails when the plugin writes anything to its
 // standard output other than the go-plugin handshake line: before the
 // handshake a stray line breaks the start, after it the host throws it
 // away. Both what goes to os.Stdout (which go-plugin's Serve redirects) and
@@ -35,6 +35,7 @@ import (
 // the test, e.g. with `go build -o` into t.TempDir().
 func RunBinary(t *testing.T, path string, config json.RawMessage) {
 	t.Helper()
+	t.Run("by-hand", func(t *testing.T) { RunByHand(t, path) })
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
 			for _, err := range c.execBinary(t, path, config) {

@@ -1,9 +1,13 @@
 package sinktest
 
 import (
+	"bytes"
+	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,4 +88,32 @@ func Start(t testing.TB, path string, o StartOptions) (*plugin.Client, sdk.Sink)
 		t.Fatalf("plugin %s dispensed %T, not an sdk.Sink", path, raw)
 	}
 	return client, s
+}
+
+// RunByHand runs the plugin binary at path as a person would: with the
+// test's environment but without the handshake cookie the host sets, and fails unless it exits with status 1, says on
+// stderr that it is a pipelined sink plugin not meant to be run by hand
+// (what [sdk.Serve] prints), and writes nothing to stdout. [RunBinary] runs
+// it too.
+func RunByHand(t testing.TB, path string) {
+	t.Helper()
+	cmd := exec.Command(path)
+	for _, kv := range os.Environ() { // the test's environment, without the cookie
+		if !strings.HasPrefix(kv, sdk.Handshake.MagicCookieKey+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("running the plugin by hand: %v, want exit status 1", err)
+	}
+	if !strings.Contains(stderr.String(), "pipelined sink plugin") || !strings.Contains(stderr.String(), "not meant to be run by hand") {
+		t.Errorf("running the plugin by hand printed %q on stderr, want it to say it is a pipelined plugin started by pipelined", stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("running the plugin by hand printed %q on stdout, want nothing", stdout.String())
+	}
 }

@@ -44,7 +44,7 @@ test: vet
 bench:
 	bench/bench.sh $(BENCHTIME)
 	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./pipeline/ingest ./pipeline/rules
-	$(GO) test -run='^$$' -bench=. -benchtime=200x ./pipeline/badgerlog ./pipeline/dispatch
+	$(GO) test -run='^$$' -bench=. -benchtime=200x ./pipeline/eventlog/badgerlog ./pipeline/dispatch
 
 # The torture suite (tests/torture): daemon and plugin kill -9, sink outage,
 # disk full (as root: mounts a tmpfs), power loss, hostile clients, poison.
@@ -61,7 +61,7 @@ FUZZTIME ?= 100000x
 FUZZ_TARGETS := \
 	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
 	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
-	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/internal/wal:FuzzReplay
+	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay
 # FUZZTIME is an execution count by default: Go 1.26's fuzz coordinator can
 # end a time-bounded run with a bare "context deadline exceeded" and no
 # failing input (golang/go#75804, fixed in Go 1.27); a count has no deadline.
@@ -96,7 +96,7 @@ proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative sdk/proto/sink.proto
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
-		pipeline/internal/logpb/record.proto
+		pipeline/eventlog/badgerlog/internal/logpb/record.proto
 
 clean:
 	rm -rf $(BIN)

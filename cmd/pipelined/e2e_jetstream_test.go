@@ -22,8 +22,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/jetstreamlog"
-	"github.com/pipelined/pipelined/pipeline/logtest"
+	"github.com/pipelined/pipelined/pipeline/eventlog/jetstreamlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/logtest"
 )
 
 // The JetStream cluster tests run a 3-node nats-server cluster on loopback

@@ -17,7 +17,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
-	"github.com/pipelined/pipelined/pipeline/memlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
 const token = "s3cret-token"

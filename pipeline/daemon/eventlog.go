@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/config"
-	"github.com/pipelined/pipelined/pipeline/jetstreamlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/jetstreamlog"
 )
 
 // openLog opens the backend that [log] backend names. size reports the

@@ -9,7 +9,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/dispatch"
-	"github.com/pipelined/pipelined/pipeline/memlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )

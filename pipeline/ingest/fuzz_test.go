@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
-	"github.com/pipelined/pipelined/pipeline/memlog"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
 

@@ -138,7 +138,7 @@ func TestPluginKill(t *testing.T) {
 // The copy reads the page cache, so writes the daemon made but never
 // synced are visible in it: this catches a 2xx sent before the write (and
 // torn multi-file states), not a missing fsync. The kill -9 scenario and
-// pipeline/badgerlog's tests cover the rest of P1.
+// pipeline/eventlog/badgerlog's tests cover the rest of P1.
 func TestPowerLoss(t *testing.T) {
 	copies := scale(3, 10)
 	w := newWorld(t)

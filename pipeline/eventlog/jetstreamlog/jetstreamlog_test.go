@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/jetstreamlog"
-	"github.com/pipelined/pipelined/pipeline/logtest"
+	"github.com/pipelined/pipelined/pipeline/eventlog/jetstreamlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/logtest"
 )
 
 // runServer starts an in-process nats-server with JetStream in a temporary

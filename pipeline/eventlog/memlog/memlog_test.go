@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/logtest"
+	"github.com/pipelined/pipelined/pipeline/eventlog/logtest"
 )
 
 func TestLog(t *testing.T) {

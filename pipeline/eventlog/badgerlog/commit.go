@@ -11,8 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/internal/logpb"
-	"github.com/pipelined/pipelined/pipeline/internal/wal"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/wal"
 )
 
 // Writes reach Badger through a write-ahead log of our own (package wal,

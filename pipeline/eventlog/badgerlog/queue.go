@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/internal/logpb"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
 
 // queue is one sink's queue. Its leases and cursor live in memory: after a

@@ -11,8 +11,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/pipelined/pipelined/pipeline/internal/logpb"
-	"github.com/pipelined/pipelined/pipeline/internal/wal"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/wal"
 )
 
 // maintain runs retention and value-log garbage collection until Close.

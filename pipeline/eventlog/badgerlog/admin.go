@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/internal/logpb"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
 
 // What the admin API needs from the log: listing events, settling dead

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 )
 
 // BenchmarkAppend measures one durable append (one Badger commit with

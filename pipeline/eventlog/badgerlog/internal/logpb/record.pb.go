@@ -5,7 +5,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: pipeline/internal/logpb/record.proto
+// source: pipeline/eventlog/badgerlog/internal/logpb/record.proto
 
 package logpb
 
@@ -50,7 +50,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_pipeline_internal_logpb_record_proto_msgTypes[0]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -62,7 +62,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_pipeline_internal_logpb_record_proto_msgTypes[0]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -75,7 +75,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_pipeline_internal_logpb_record_proto_rawDescGZIP(), []int{0}
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Event) GetId() string {
@@ -169,7 +169,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_pipeline_internal_logpb_record_proto_msgTypes[1]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +181,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_pipeline_internal_logpb_record_proto_msgTypes[1]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +194,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_pipeline_internal_logpb_record_proto_rawDescGZIP(), []int{1}
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Target) GetRoute() string {
@@ -232,11 +232,11 @@ func (x *Target) GetFailedAtUnixNano() int64 {
 	return 0
 }
 
-var File_pipeline_internal_logpb_record_proto protoreflect.FileDescriptor
+var File_pipeline_eventlog_badgerlog_internal_logpb_record_proto protoreflect.FileDescriptor
 
-const file_pipeline_internal_logpb_record_proto_rawDesc = "" +
+const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" +
 	"\n" +
-	"$pipeline/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\x83\x03\n" +
+	"7pipeline/eventlog/badgerlog/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\x83\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x121\n" +
@@ -259,27 +259,27 @@ const file_pipeline_internal_logpb_record_proto_rawDesc = "" +
 	"\battempts\x18\x03 \x01(\rR\battempts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12-\n" +
-	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNanoB8Z6github.com/pipelined/pipelined/pipeline/internal/logpbb\x06proto3"
+	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNanoBKZIgithub.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpbb\x06proto3"
 
 var (
-	file_pipeline_internal_logpb_record_proto_rawDescOnce sync.Once
-	file_pipeline_internal_logpb_record_proto_rawDescData []byte
+	file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescOnce sync.Once
+	file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescData []byte
 )
 
-func file_pipeline_internal_logpb_record_proto_rawDescGZIP() []byte {
-	file_pipeline_internal_logpb_record_proto_rawDescOnce.Do(func() {
-		file_pipeline_internal_logpb_record_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_pipeline_internal_logpb_record_proto_rawDesc), len(file_pipeline_internal_logpb_record_proto_rawDesc)))
+func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP() []byte {
+	file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescOnce.Do(func() {
+		file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc), len(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc)))
 	})
-	return file_pipeline_internal_logpb_record_proto_rawDescData
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescData
 }
 
-var file_pipeline_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
-var file_pipeline_internal_logpb_record_proto_goTypes = []any{
+var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes = []any{
 	(*Event)(nil),  // 0: pipelined.log.v1.Event
 	(*Target)(nil), // 1: pipelined.log.v1.Target
 	nil,            // 2: pipelined.log.v1.Event.HeadersEntry
 }
-var file_pipeline_internal_logpb_record_proto_depIdxs = []int32{
+var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_depIdxs = []int32{
 	2, // 0: pipelined.log.v1.Event.headers:type_name -> pipelined.log.v1.Event.HeadersEntry
 	1, // [1:1] is the sub-list for method output_type
 	1, // [1:1] is the sub-list for method input_type
@@ -288,26 +288,26 @@ var file_pipeline_internal_logpb_record_proto_depIdxs = []int32{
 	0, // [0:1] is the sub-list for field type_name
 }
 
-func init() { file_pipeline_internal_logpb_record_proto_init() }
-func file_pipeline_internal_logpb_record_proto_init() {
-	if File_pipeline_internal_logpb_record_proto != nil {
+func init() { file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() }
+func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() {
+	if File_pipeline_eventlog_badgerlog_internal_logpb_record_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipeline_internal_logpb_record_proto_rawDesc), len(file_pipeline_internal_logpb_record_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc), len(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_pipeline_internal_logpb_record_proto_goTypes,
-		DependencyIndexes: file_pipeline_internal_logpb_record_proto_depIdxs,
-		MessageInfos:      file_pipeline_internal_logpb_record_proto_msgTypes,
+		GoTypes:           file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes,
+		DependencyIndexes: file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_depIdxs,
+		MessageInfos:      file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes,
 	}.Build()
-	File_pipeline_internal_logpb_record_proto = out.File
-	file_pipeline_internal_logpb_record_proto_goTypes = nil
-	file_pipeline_internal_logpb_record_proto_depIdxs = nil
+	File_pipeline_eventlog_badgerlog_internal_logpb_record_proto = out.File
+	file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes = nil
+	file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_depIdxs = nil
 }

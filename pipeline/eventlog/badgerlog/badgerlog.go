@@ -52,8 +52,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/internal/logpb"
-	"github.com/pipelined/pipelined/pipeline/internal/wal"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/wal"
 )
 
 // Options configures [Open]. The zero value (or nil) means the defaults.

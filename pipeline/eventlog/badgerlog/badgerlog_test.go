@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/badgerlog"
-	"github.com/pipelined/pipelined/pipeline/logtest"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/logtest"
 )
 
 func open(t *testing.T, dir string) *badgerlog.DB {

@@ -145,8 +145,11 @@ func Open(dir string, o *Options) (*DB, error) {
 		WithIndexCacheSize(8 << 20).
 		WithValueLogFileSize(64 << 20).
 		// Values stay in the LSM tree: event bodies are in the write-ahead
-		// log, so what Badger stores is small. Only a value over the
-		// threshold (a rejected body near 1 MiB) goes to the value log.
+		// log, so what Badger stores is small. Only a value at or over the
+		// threshold (a transform payload or dead-letter error of 1 MiB or
+		// more) goes to the value log, which maintain's GC reclaims; see
+		// commit.go. Badger refuses a threshold over 1 MiB or over its
+		// batch size, 15% of the memtable.
 		WithValueThreshold(min(1<<20, opts.MemTableSize*15/100-1)).
 		// Small tables, no compression: compaction's table builders and
 		// Snappy's buffers (ristretto's z.Calloc) grew the heap past 300 MiB

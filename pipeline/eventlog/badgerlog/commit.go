@@ -35,9 +35,17 @@ import (
 // Event bodies do not go through Badger at all: an Append record carries
 // each event's full record, and the e/<seq> key holds the event without
 // headers and body plus where its full record lies in the log (logpb.Event
-// segment, offset, length). Badger keeps only small values in its LSM tree
-// and writes no value log, so it needs no value-log GC; retention removes
-// whole segments once no event in them is kept. This replaces Badger's two
+// segment, offset, length); retention removes whole segments once no event
+// in them is kept. What Badger stores is keys and small protobuf records,
+// and it keeps a value in its LSM tree when the value is below its value
+// threshold (1 MiB, less with a MemTableSize under ~7 MiB: see Open). A
+// value at or above it goes to Badger's value log: in practice only a queue
+// entry whose transform payload is that large (q/, r/ and x/ keys carry the
+// payload) or a dead letter with an error message that long. Such a value
+// goes through the write-ahead log like any other write, and maintain runs
+// Badger's value-log GC (collectValueLog) every MaintenanceInterval to
+// reclaim it once it is deleted; the GC finds nothing to do, cheaply, when
+// no value went there. This replaces Badger's two
 // msyncs of sparse memory-mapped files per commit by one fdatasync of an
 // appended file (docs/performance.md: 1.5–3 ms against ~0.15–0.3 ms).
 //

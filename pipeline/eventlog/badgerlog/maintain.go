@@ -80,8 +80,9 @@ func (l *DB) removeSegments() (int, error) {
 	return l.wal.Remove(below)
 }
 
-// collectValueLog runs Badger's value-log GC, which only values over the
-// value threshold (and logs written before the write-ahead log) need.
+// collectValueLog runs Badger's value-log GC, which only values at or over
+// the value threshold (see commit.go) and logs written before the
+// write-ahead log need; with neither it returns at once.
 // The GC moves values by writing them again, outside the write-ahead log,
 // and then deletes the old value-log file; without SyncWrites the moved
 // values may still be only in memory then. So an iterator is held open

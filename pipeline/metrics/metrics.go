@@ -343,9 +343,10 @@ func (m *Metrics) SetQueueSource(f func(ctx context.Context) ([]QueueSample, err
 }
 
 // SetLogSize sets the function that reports the event log's size on disk
-// at scrape time, for pipelined_log_size_bytes, by kind: lsm (tables,
-// Badger's memtable logs, manifest), vlog (Badger's value log) and wal
-// (the write-ahead log's segments, which hold the events). nil removes it.
+// at scrape time, for pipelined_log_size_bytes, in bytes by kind. The kinds
+// and what each counts are the backend's to name and document (badgerlog's
+// DB.Sizes); a backend that keeps no local files reports none. nil removes
+// it.
 func (m *Metrics) SetLogSize(f func() map[string]int64) {
 	if m == nil {
 		return
@@ -378,7 +379,7 @@ func newStateCollector() *stateCollector {
 			"Age of the oldest event still waiting in a sink's queue (ready or retrying), by sink; 0 when the queue is empty.",
 			[]string{"sink"}, nil),
 		size: prometheus.NewDesc("pipelined_log_size_bytes",
-			"Size of the event log on disk, by kind: lsm (tables, memtable logs, manifest), vlog (the value log) or wal (the write-ahead log's segments, which hold the events).",
+			"Size of the event log on disk, by kind, as the log's backend names them (the badger backend: lsm, vlog, wal; see its documentation). Not reported for a backend that keeps no local files.",
 			[]string{"kind"}, nil),
 		now: time.Now,
 	}

@@ -147,7 +147,7 @@ func TestStateAtScrapeTime(t *testing.T) {
 # TYPE pipelined_dead_letters gauge
 pipelined_dead_letters{sink="archive"} 0
 pipelined_dead_letters{sink="slack"} 1
-# HELP pipelined_log_size_bytes Size of the event log on disk, by kind: lsm (tables, memtable logs, manifest), vlog (the value log) or wal (the write-ahead log's segments, which hold the events).
+# HELP pipelined_log_size_bytes Size of the event log on disk, by kind, as the log's backend names them (the badger backend: lsm, vlog, wal; see its documentation). Not reported for a backend that keeps no local files.
 # TYPE pipelined_log_size_bytes gauge
 pipelined_log_size_bytes{kind="lsm"} 1.048576e+06
 pipelined_log_size_bytes{kind="vlog"} 6.7108864e+07

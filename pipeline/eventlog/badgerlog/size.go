@@ -6,8 +6,18 @@ import (
 )
 
 // Sizes returns the bytes the log takes on disk by kind, for the
-// pipelined_log_size_bytes metric: lsm, vlog (see [DB.Size]) and wal, the
-// write-ahead log's segments, which hold the events.
+// pipelined_log_size_bytes metric. The kinds are this backend's, and
+// dashboards rely on their names:
+//
+//   - lsm: Badger's LSM tree, everything in the directory but the value
+//     log: tables (keys and the small records of events, queues, dedup
+//     and rejections), memtable write-ahead logs (*.mem) and the manifest;
+//   - vlog: Badger's value log (*.vlog), where only values at or over the
+//     value threshold go (see commit.go), and what value-log GC reclaims;
+//   - wal: the segments of the log's own write-ahead log (<dir>/wal),
+//     which hold the events' full records, headers and bodies included.
+//
+// It lists directories, so it is cheap enough for every scrape.
 func (l *DB) Sizes() map[string]int64 {
 	lsm, vlog := l.Size()
 	return map[string]int64{"lsm": lsm, "vlog": vlog, "wal": dirSize(filepath.Join(l.dir, "wal"))}

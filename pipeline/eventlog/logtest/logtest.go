@@ -1,5 +1,6 @@
 // Package logtest is the suite every [pipeline.Log] must pass: badgerlog,
-// memlog and any later backend call it from an ordinary go test.
+// jetstreamlog, memlog and any later backend call it from an ordinary go
+// test.
 //
 //	func TestLog(t *testing.T) {
 //		logtest.Run(t, func(t *testing.T) pipeline.Log { return memlog.New() })

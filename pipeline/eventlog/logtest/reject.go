@@ -139,7 +139,7 @@ func testRejectionsExpire(t *testing.T, l pipeline.Log) {
 	if err := rl.Reject(ctx, long); err != nil {
 		t.Fatalf("Reject = %v", err)
 	}
-	// Badger's TTL has a granularity of one second: allow up to three.
+	// An expiry may count whole seconds: allow up to three.
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		rs := listAll(t, rl, pipeline.RejectionFilter{Source: "callkaro"})

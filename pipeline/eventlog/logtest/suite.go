@@ -132,8 +132,8 @@ func testDedupEmptyKey(t *testing.T, l pipeline.Log) {
 }
 
 // testDedupWindowExpires uses a 1 s window and waits 2.5 s: an implementation
-// on Badger's TTL, which counts whole seconds, may keep a key up to a second
-// past its window or drop it up to a second early.
+// whose expiry counts whole seconds may keep a key up to a second past its
+// window or drop it up to a second early.
 func testDedupWindowExpires(t *testing.T, l pipeline.Log) {
 	mustAppend(t, l, dedupEntry("dx-1", "call-1", time.Second, sinkA))
 	time.Sleep(2500 * time.Millisecond)

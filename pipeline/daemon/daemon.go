@@ -287,8 +287,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.audit.Close(sctx); err != nil {
 		d.log.Warn("rejected requests not all kept before shutdown", "err", err)
 	}
-	// 3. Finish and settle the batches in flight, then stop dispatching.
-	d.stopDispatch()
+	// 3. Finish and settle the batches in flight, then stop dispatching;
+	// what is not settled by the deadline is delivered again after a restart.
+	d.stopDispatch(sctx)
 	// 4. The admin API goes last, so operators see the shutdown.
 	if err := adminSrv.Shutdown(sctx); err != nil {
 		d.log.Warn("admin shutdown did not finish in time", "err", err)

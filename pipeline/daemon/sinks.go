@@ -41,8 +41,7 @@ type sinkRun struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
-	cancel context.CancelFunc // stops the dispatcher; nil when not dispatching
-	done   chan struct{}
+	disp *dispatch.Dispatcher // nil when not dispatching
 }
 
 func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery) *sinkRun {
@@ -89,8 +88,6 @@ func (s *sinks) list() []*sinkRun {
 }
 
 func (sr *sinkRun) startDispatch() {
-	ctx, cancel := context.WithCancel(context.Background())
-	sr.cancel, sr.done = cancel, make(chan struct{})
 	disp := dispatch.New(dispatch.Options{
 		Sink:        sr.name,
 		Queue:       sr.q,
@@ -105,22 +102,26 @@ func (sr *sinkRun) startDispatch() {
 			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
 		},
 	})
+	sr.disp = disp
 	go func() {
-		defer close(sr.done)
-		if err := disp.Run(ctx); err != nil {
+		if err := disp.Run(context.Background()); err != nil {
 			sr.log.Error("dispatcher stopped", "sink", sr.name, "err", err)
 		}
 	}()
 }
 
-// stopDispatch stops the dispatcher after its in-flight batch is settled.
-func (sr *sinkRun) stopDispatch() {
-	if sr.cancel == nil {
+// stopDispatch stops the dispatcher after its in-flight batch is settled,
+// or when ctx ends: then that batch is given up (its events are delivered
+// again after a restart) and the dispatcher ends on its own soon after.
+func (sr *sinkRun) stopDispatch(ctx context.Context) {
+	if sr.disp == nil {
 		return
 	}
-	sr.cancel()
-	<-sr.done
-	sr.cancel = nil
+	if err := sr.disp.Stop(ctx); err != nil {
+		sr.log.Warn("dispatcher did not settle its batch in time; its events will be delivered again after a restart",
+			"sink", sr.name, "err", err)
+	}
+	sr.disp = nil
 }
 
 // stopPlugin stops the plugin process (Close, then kill).
@@ -135,18 +136,21 @@ func (sr *sinkRun) stopPlugin() {
 	}
 }
 
-// stopDispatch stops every dispatcher, in parallel.
-func (s *sinks) stopDispatch() {
+// stopDispatch stops every dispatcher, in parallel, within ctx (see
+// [sinkRun.stopDispatch]).
+func (s *sinks) stopDispatch(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, sr := range s.list() {
-		wg.Go(sr.stopDispatch)
+		wg.Go(func() { sr.stopDispatch(ctx) })
 	}
 	wg.Wait()
 }
 
-// stopAll stops every dispatcher, then every plugin.
+// stopAll stops every dispatcher, then every plugin. Run has stopped the
+// dispatchers within its shutdown deadline already; this stops those of
+// the paths that end Run early, which started none.
 func (s *sinks) stopAll() {
-	s.stopDispatch()
+	s.stopDispatch(context.Background())
 	var wg sync.WaitGroup
 	for _, sr := range s.list() {
 		wg.Go(sr.stopPlugin)
@@ -173,7 +177,8 @@ func jsonEqual(a, b []byte) bool {
 // applySinks makes the running sinks those of specs: sinks that are new or
 // whose plugin or config changed get a new plugin, started before anything
 // else changes — if one fails, nothing changes; then old plugins of replaced
-// sinks stop after their in-flight batch, and removed sinks stop.
+// sinks stop after their in-flight batch, and removed sinks stop. A batch
+// in flight is waited for while ctx lasts.
 func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []config.Sink) error {
 	current := map[string]*sinkRun{}
 	for _, sr := range s.list() {
@@ -208,12 +213,12 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		old := current[sr.name]
 		switch {
 		case old == sr && old.delivery != cfgs[i].Delivery:
-			old.stopDispatch() // same plugin, new batching or retry settings
+			old.stopDispatch(ctx) // same plugin, new batching or retry settings
 			old.delivery = cfgs[i].Delivery
 			old.startDispatch()
 		case old == sr:
 		case old != nil:
-			old.stopDispatch()
+			old.stopDispatch(ctx)
 			old.stopPlugin()
 			sr.startDispatch()
 			s.log.Info("sink restarted with its new plugin or config", "sink", sr.name)
@@ -226,7 +231,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		if wanted[name] || old.sup == nil {
 			continue
 		}
-		old.stopDispatch()
+		old.stopDispatch(ctx)
 		old.stopPlugin()
 		old.sup = nil
 		s.log.Info("sink removed; its queued events stay in the log until it returns or they are dropped", "sink", name)

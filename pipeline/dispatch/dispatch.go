@@ -12,12 +12,25 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/internal/backoff"
 	"github.com/pipelined/pipelined/sdk"
 )
+
+// Queue is what a dispatcher uses of a sink's queue: the two methods of
+// [pipeline.Queue] that take entries and record their outcomes. Every
+// pipeline.Queue is one.
+type Queue interface {
+	// Fetch is [pipeline.Queue.Fetch].
+	Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error)
+	// Settle is [pipeline.Queue.Settle].
+	Settle(ctx context.Context, s []pipeline.Settlement) error
+}
+
+var _ Queue = pipeline.Queue(nil)
 
 // Deliverer is the plugin side of a dispatcher: pluginhost.Supervisor.
 type Deliverer interface {
@@ -38,7 +51,7 @@ type Options struct {
 	// Sink names the sink, for logs and errors.
 	Sink string
 	// Queue is the sink's queue; Deliverer its plugin.
-	Queue     pipeline.Queue
+	Queue     Queue
 	Deliverer Deliverer
 	// BatchMax and BatchWait shape batches: a batch is sent when it holds
 	// BatchMax entries, or BatchWait after its first entry was ready.
@@ -67,7 +80,16 @@ type Report struct {
 // Dispatcher delivers one sink's queue.
 type Dispatcher struct {
 	o Options
+
+	stopOnce, abandonOnce sync.Once
+	stopping              chan struct{} // closed by Stop: take no more entries
+	abandon               chan struct{} // closed when Stop's ctx ends: give up the batch in flight
+	done                  chan struct{} // closed when Run returns
 }
+
+// errStopDeadline is the cause of the context of a batch that [Dispatcher.Stop]
+// gave up on.
+var errStopDeadline = errors.New("the dispatcher's stop deadline passed")
 
 // New returns a dispatcher; start it with Run.
 func New(o Options) *Dispatcher {
@@ -89,14 +111,36 @@ func New(o Options) *Dispatcher {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{o: o}
+	return &Dispatcher{o: o, stopping: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{})}
 }
 
-// Run delivers until ctx is done. A batch already handed to the plugin is
-// finished and settled first (bounded by CallTimeout), so stopping never
-// strands a delivery that succeeded. It returns nil after ctx ends, or the
-// error that made the queue unusable (the log was closed).
+// Run delivers until ctx is done or [Dispatcher.Stop] is called; call it
+// once. A batch already handed to the plugin is finished and settled first
+// (the call bounded by CallTimeout, the settling retried while the log
+// refuses it), so stopping never strands a delivery that succeeded; only
+// Stop's ctx bounds that wait. It returns nil after ctx ends or Stop, or
+// the error that made the queue unusable (the log was closed).
 func (d *Dispatcher) Run(ctx context.Context) error {
+	defer close(d.done)
+	ctx, stopTaking := context.WithCancel(ctx)
+	// finish bounds the batch in flight: it ends only when Stop gives up.
+	finish, giveUp := context.WithCancelCause(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer giveUp(nil)
+	defer stopTaking()
+	wg.Go(func() {
+		select {
+		case <-d.stopping:
+			stopTaking()
+		case <-ctx.Done():
+		}
+		select {
+		case <-d.abandon:
+			giveUp(errStopDeadline)
+		case <-finish.Done():
+		}
+	})
 	for {
 		if st, ok := d.o.Deliverer.(Starter); ok {
 			if err := st.Start(ctx); err != nil {
@@ -124,8 +168,26 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		d.deliver(batch)
+		d.deliver(finish, batch)
 	}
+}
+
+// Stop makes Run take no more entries, finish and settle the batch in
+// flight, and return; Stop returns nil once Run has. When ctx ends first,
+// Stop gives up: the plugin call in flight is cancelled, outcomes the log
+// has not recorded by then are dropped (those entries are delivered again
+// after a restart: at least once still holds), and Stop returns an error
+// wrapping ctx's cause without waiting further; Run returns soon after.
+// Call Stop after Run started; it may be called more than once.
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	d.stopOnce.Do(func() { close(d.stopping) })
+	select {
+	case <-d.done:
+		return nil
+	case <-ctx.Done():
+	}
+	d.abandonOnce.Do(func() { close(d.abandon) })
+	return fmt.Errorf("stop the dispatcher of sink %s: gave up on its batch in flight: %w", d.o.Sink, context.Cause(ctx))
 }
 
 // fetch waits for a first ready entry, then up to BatchWait for more.
@@ -146,8 +208,9 @@ func (d *Dispatcher) fetch(ctx context.Context) ([]pipeline.Delivery, error) {
 	return batch, nil
 }
 
-// deliver sends batch to the plugin and settles every entry.
-func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
+// deliver sends batch to the plugin and settles every entry. ctx ends only
+// when Stop gives up on the batch.
+func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery) {
 	events := make([]sdk.Event, len(batch))
 	for i, e := range batch {
 		events[i] = sdk.Event{
@@ -163,8 +226,8 @@ func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
 	}
 	start := time.Now()
 	// The call is not bound to Run's ctx: a batch in flight at shutdown is
-	// finished and settled.
-	cctx, cancel := context.WithTimeoutCause(context.Background(), d.o.CallTimeout,
+	// finished and settled, unless Stop gives up on it.
+	cctx, cancel := context.WithTimeoutCause(ctx, d.o.CallTimeout,
 		fmt.Errorf("sink %s: delivery took longer than %v", d.o.Sink, d.o.CallTimeout))
 	results, err := d.call(cctx, events)
 	cancel()
@@ -205,7 +268,7 @@ func (d *Dispatcher) deliver(batch []pipeline.Delivery) {
 	if err != nil {
 		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", len(batch), "err", err)
 	}
-	d.settle(settle)
+	d.settle(ctx, settle)
 	if d.o.Observe != nil {
 		d.o.Observe(rep)
 	}
@@ -287,16 +350,24 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 }
 
 // settle records outcomes, trying again while the log refuses (a full disk
-// clears): an unsettled delivery would only be delivered again after a
-// restart, but the ack of a delivered event should not be dropped lightly.
-func (d *Dispatcher) settle(s []pipeline.Settlement) {
+// clears) until ctx ends: an unsettled delivery would only be delivered
+// again after a restart, but the ack of a delivered event should not be
+// dropped lightly. ctx ends only when Stop gives up.
+func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
-		err := d.o.Queue.Settle(context.Background(), s)
+		err := d.o.Queue.Settle(ctx, s)
 		if err == nil || errors.Is(err, pipeline.ErrClosed) {
 			return
 		}
-		d.o.Logger.Error("record delivery outcomes failed, trying again", "sink", d.o.Sink, "err", err, "retry_in", wait)
-		time.Sleep(wait)
+		if ctx.Err() == nil {
+			d.o.Logger.Error("record delivery outcomes failed, trying again", "sink", d.o.Sink, "err", err, "retry_in", wait)
+			if sleep(ctx, wait) {
+				continue
+			}
+		}
+		d.o.Logger.Warn("gave up recording delivery outcomes at shutdown; these entries will be delivered again after a restart",
+			"sink", d.o.Sink, "events", len(s), "err", err, "cause", context.Cause(ctx))
+		return
 	}
 }
 

@@ -784,3 +784,175 @@ func TestFailingSinkDoesNotBlockOthers(t *testing.T) {
 		})
 	}
 }
+
+// refusingQueue is a real queue whose Settle always fails, as a log on a
+// full disk does; it counts the refusals.
+type refusingQueue struct {
+	pipeline.Queue
+
+	mu       sync.Mutex
+	refusals int
+}
+
+func (q *refusingQueue) Settle(ctx context.Context, s []pipeline.Settlement) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.refusals++
+	return errors.New("write event log: no space left on device")
+}
+
+func (q *refusingQueue) refused() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.refusals
+}
+
+// start runs a dispatcher until the test stops it with Stop; done yields
+// Run's result. At cleanup the dispatcher is stopped if the test did not.
+func start(t testing.TB, o dispatch.Options) (d *dispatch.Dispatcher, done <-chan error) {
+	t.Helper()
+	d = dispatch.New(o)
+	ch := make(chan error, 1)
+	go func() { ch <- d.Run(context.Background()) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.Stop(ctx)
+	})
+	return d, ch
+}
+
+// stopWithin calls Stop with a deadline of limit and reports its result
+// and how long it took.
+func stopWithin(d *dispatch.Dispatcher, limit time.Duration) (error, time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	t0 := time.Now()
+	err := d.Stop(ctx)
+	return err, time.Since(t0)
+}
+
+// wantRunReturns waits for Run's result: nil, soon.
+func wantRunReturns(t testing.TB, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of Stop")
+	}
+}
+
+// TestStop checks that Stop waits for the batch in flight to be settled,
+// and that its ctx bounds that wait: a log that keeps refusing the
+// settlement, or a plugin call that does not return, is given up at the
+// deadline.
+func TestStop(t *testing.T) {
+	const deadline = 300 * time.Millisecond
+	// slack covers scheduling; a Stop that waited for the refusing log's
+	// retries (100 ms, 200 ms, 400 ms, ... up to 10 s each) or for the
+	// hanging call would take far longer.
+	const slack = 2 * time.Second
+
+	t.Run("waits for the batch in flight", func(t *testing.T) {
+		l := memlog.New()
+		appendEvents(t, l, "ev", 1, "s")
+		entered, release := make(chan struct{}), make(chan struct{})
+		sink := &fakeSink{answer: func(int, []sdk.Event) ([]sdk.Result, error) {
+			close(entered)
+			<-release
+			return []sdk.Result{sdk.Delivered()}, nil
+		}}
+		d, done := start(t, options(l.Queue("s"), sink))
+		<-entered
+		stopped := make(chan error, 1)
+		go func() { err, _ := stopWithin(d, 10*time.Second); stopped <- err }()
+		select {
+		case err := <-stopped:
+			t.Fatalf("Stop() = %v while a batch was in flight, want it to wait", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		close(release)
+		if err := <-stopped; err != nil {
+			t.Fatalf("Stop() = %v, want nil", err)
+		}
+		wantRunReturns(t, done)
+		if got := stats(t, l.Queue("s")); got != (pipeline.QueueStats{}) {
+			t.Errorf("Stats() after Stop = %+v, want all zero (acked)", got)
+		}
+	})
+
+	t.Run("gives up on a log that refuses settlements", func(t *testing.T) {
+		l := memlog.New()
+		appendEvents(t, l, "ev", 3, "s")
+		q := &refusingQueue{Queue: l.Queue("s")}
+		sink := &fakeSink{}
+		d, done := start(t, options(q, sink))
+		// The premise: the batch was delivered and the log refused its
+		// outcomes, and the dispatcher is retrying them.
+		waitFor(t, "two refused settlements", func() bool { return q.refused() >= 2 })
+		if got := len(sink.calls()); got != 1 {
+			t.Fatalf("Deliver calls before Stop = %d, want 1", got)
+		}
+
+		err, took := stopWithin(d, deadline)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Stop() = %v, want an error wrapping context.DeadlineExceeded", err)
+		}
+		if took > deadline+slack {
+			t.Errorf("Stop() took %v, want at most %v past its %v deadline", took, slack, deadline)
+		}
+		wantRunReturns(t, done)
+		// Not acked: after a restart the entries are delivered again.
+		if got, want := stats(t, l.Queue("s")), (pipeline.QueueStats{Ready: 3}); got != want {
+			t.Errorf("Stats() after Stop = %+v, want %+v (nothing acked)", got, want)
+		}
+	})
+
+	t.Run("cancels a plugin call that does not return", func(t *testing.T) {
+		l := memlog.New()
+		appendEvents(t, l, "ev", 1, "s")
+		entered := make(chan struct{})
+		sink := &ctxSink{entered: entered}
+		d, done := start(t, options(l.Queue("s"), sink))
+		<-entered
+
+		err, took := stopWithin(d, deadline)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Stop() = %v, want an error wrapping context.DeadlineExceeded", err)
+		}
+		if took > deadline+slack {
+			t.Errorf("Stop() took %v, want at most %v past its %v deadline", took, slack, deadline)
+		}
+		wantRunReturns(t, done)
+		if cause := sink.cause(); cause == nil || !strings.Contains(cause.Error(), "stop deadline") {
+			t.Errorf("Deliver ctx cause = %v, want the stop deadline", cause)
+		}
+	})
+}
+
+// ctxSink is a Deliverer whose call returns only when its ctx ends, as a
+// stuck plugin's does; it keeps the ctx's cause.
+type ctxSink struct {
+	entered chan struct{}
+
+	mu  sync.Mutex
+	err error
+}
+
+func (s *ctxSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	close(s.entered)
+	<-ctx.Done()
+	s.mu.Lock()
+	s.err = context.Cause(ctx)
+	s.mu.Unlock()
+	return nil, ctx.Err()
+}
+
+func (s *ctxSink) cause() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,23 +85,66 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
+// heldLog records the entries of each Append call, and holds the first
+// call until release is closed, so that the appends after it queue up in
+// the writer.
+type heldLog struct {
+	pipeline.Log
+	entered chan struct{} // closed when the first Append is held
+	release chan struct{}
+
+	mu      sync.Mutex
+	batches [][]string // the ids of each Append call
+}
+
+func (l *heldLog) Append(ctx context.Context, es []pipeline.Entry) ([]pipeline.Appended, error) {
+	ids := make([]string, len(es))
+	for i, e := range es {
+		ids[i] = e.Event.ID
+	}
+	l.mu.Lock()
+	l.batches = append(l.batches, ids)
+	first := len(l.batches) == 1
+	l.mu.Unlock()
+	if first {
+		close(l.entered)
+		<-l.release
+	}
+	return l.Log.Append(ctx, es)
+}
+
+func (l *heldLog) appendCalls() [][]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.batches)
+}
+
+// TestDuplicatesInOneBatch checks that entries with one dedup key that
+// share an append come out as one event and duplicates of it. It holds the
+// first append until all of them are queued, and checks that they were
+// given to the log in one call.
 func TestDuplicatesInOneBatch(t *testing.T) {
-	l := &slowLog{Log: memlog.New(), delay: 5 * time.Millisecond}
+	l := &heldLog{Log: memlog.New(), entered: make(chan struct{}), release: make(chan struct{})}
 	w := writer.New(l, nil)
 	defer w.Close()
-	// Keep the writer busy so that the next appends land in one batch.
-	go w.Append(context.Background(), entry("warmup", ""))
-	time.Sleep(time.Millisecond)
+	warm := make(chan error, 1)
+	go func() {
+		_, err := w.Append(context.Background(), entry("warmup", ""))
+		warm <- err
+	}()
+	<-l.entered // the writer is busy with the warm-up append
 
 	const n = 20
 	var wg sync.WaitGroup
 	var dups atomic.Int64
 	first := make(chan string, n)
+	want := make([]string, n)
 	for i := range n {
+		want[i] = fmt.Sprintf("same-%d", i)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := w.Append(context.Background(), entry(fmt.Sprintf("same-%d", i), "key"))
+			res, err := w.Append(context.Background(), entry(want[i], "key"))
 			if err != nil {
 				t.Error(err)
 				return
@@ -111,14 +155,44 @@ func TestDuplicatesInOneBatch(t *testing.T) {
 			first <- res.ID
 		}()
 	}
+	waitPending(t, w, n)
+	close(l.release)
 	wg.Wait()
+	if err := <-warm; err != nil {
+		t.Fatalf("Append(warmup) = %v", err)
+	}
 	close(first)
+
+	// The premise: the warm-up alone, then all n in one Append call.
+	calls := l.appendCalls()
+	if len(calls) != 2 || !slices.Equal(calls[0], []string{"warmup"}) || len(calls[1]) != n {
+		t.Fatalf("Append calls = %v, want [warmup] and then one call with all %d same-key entries", calls, n)
+	}
+	got := slices.Clone(calls[1])
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("second Append call = %v, want the %d same-key entries %v", calls[1], n, want)
+	}
+
 	idset := map[string]bool{}
 	for id := range first {
 		idset[id] = true
 	}
 	if dups.Load() != n-1 || len(idset) != 1 {
-		t.Errorf("%d appends with one key: %d duplicates and ids %v; want %d duplicates all naming one id", n, dups.Load(), idset, n-1)
+		t.Errorf("%d appends with one key in one batch: %d duplicates and ids %v; want %d duplicates all naming one id", n, dups.Load(), idset, n-1)
+	}
+}
+
+// waitPending waits until n entries wait in w's queue.
+func waitPending(t testing.TB, w *writer.Writer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for writer.Pending(w) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("writer queue holds %d entries after 5s, want %d", writer.Pending(w), n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -81,6 +81,9 @@ type Daemon struct {
 	audit   *ingest.Audit // keeps rejected requests; set by Run
 	metrics *metrics.Metrics
 	sinks
+
+	// openLog is [openLog]; tests put a log double in its place.
+	openLog func(ctx context.Context, c config.Log, log *slog.Logger) (pipeline.Log, func() map[string]int64, error)
 }
 
 // New returns a daemon for cfg, which must have passed Validate.
@@ -97,7 +100,7 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan error), metrics: metrics.New(reg)}
+	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan error), metrics: metrics.New(reg), openLog: openLog}
 	d.cfg.Store(cfg)
 	d.sinks.log = opts.Logger
 	d.sinks.metrics = d.metrics
@@ -153,7 +156,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	db, logSize, err := openLog(ctx, cfg.Log, d.log.With("component", "log"))
+	db, logSize, err := d.openLog(ctx, cfg.Log, d.log.With("component", "log"))
 	if err != nil {
 		return err
 	}

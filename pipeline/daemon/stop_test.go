@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"testing"
@@ -140,3 +141,97 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestRunShutdownIsBounded runs a daemon on a log that refuses every
+// settlement and checks that Run returns within [server] shutdown_timeout
+// (plus the plugin's stop) of its ctx ending, with a delivered batch whose
+// outcome the log would not record.
+func TestRunShutdownIsBounded(t *testing.T) {
+	const shutdownTimeout = 500 * time.Millisecond
+	// Stopping the plugin and closing the log come after shutdown_timeout;
+	// a Run that waited for the refusing log would never return.
+	const slack = 5 * time.Second
+
+	t.Setenv(pluginVar, "deliver")
+	toml := fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+shutdown_timeout = "%v"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[log]
+dir = %q
+
+[[source]]
+name = "src"
+path = "/hooks/src"
+auth = { type = "none" }
+
+[[sink]]
+name = "s"
+command = %q
+config = { plugin_env = %q }
+
+[[route]]
+name = "all"
+when = "true"
+to = ["s"]
+`, shutdownTimeout, t.TempDir(), os.Args[0], pluginVar)
+	cfg, err := config.Parse("stop_test.toml", []byte(toml))
+	if err != nil {
+		t.Fatalf("config.Parse = %v", err)
+	}
+	l := &refusingLog{Log: memlog.New()}
+	ready := make(chan struct{})
+	d := New(cfg, &Options{OnReady: func(_, _ net.Addr) { close(ready) }, Notifier: noNotifier{}})
+	d.openLog = func(context.Context, config.Log, *slog.Logger) (pipeline.Log, func() map[string]int64, error) {
+		return l, nil, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run() = %v before it was ready", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon not ready within 20s")
+	}
+
+	if _, err := l.Append(context.Background(), []pipeline.Entry{{
+		Event:   pipeline.Event{ID: "ev-1", Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+		Targets: []pipeline.Target{{Sink: "s", Route: "all"}},
+	}}); err != nil {
+		t.Fatalf("Append = %v", err)
+	}
+	// The premise: the plugin delivered the event and the dispatcher is
+	// retrying the settlement the log refuses.
+	waitUntil(t, "two refused settlements", func() bool { return l.refused() >= 2 })
+
+	t0 := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+		if took := time.Since(t0); took > shutdownTimeout+slack {
+			t.Errorf("Run returned %v after its ctx ended, want at most shutdown_timeout %v + %v", took, shutdownTimeout, slack)
+		}
+	case <-time.After(shutdownTimeout + 30*time.Second):
+		t.Fatalf("Run did not return within %v of its ctx ending", shutdownTimeout+30*time.Second)
+	}
+}
+
+// noNotifier is a Notifier that tells no one.
+type noNotifier struct{}
+
+func (noNotifier) Ready(string) error              { return nil }
+func (noNotifier) Reloading() error                { return nil }
+func (noNotifier) Stopping() error                 { return nil }
+func (noNotifier) Status(string) error             { return nil }
+func (noNotifier) Watchdog() error                 { return nil }
+func (noNotifier) WatchdogInterval() time.Duration { return 0 }

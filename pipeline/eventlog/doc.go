@@ -12,5 +12,6 @@
 //
 // Each backend owns its options, the keys it stores and the size figures it
 // reports; pipeline/daemon fills a backend's Options from the [log] section
-// of the config.
+// of the config. What the backends share lives here: the form of a kept
+// rejection's id ([RejectionID]), which is also the cursor of its listing.
 package eventlog

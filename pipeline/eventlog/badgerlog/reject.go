@@ -3,17 +3,15 @@ package badgerlog
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog"
 )
 
 // Rejected requests live in their own keyspace, apart from events and
@@ -23,7 +21,7 @@ import (
 //
 // Badger's TTL has a granularity of one second; expired keys are never
 // read and compaction removes them. A rejection's id (and cursor) is
-// "<source>/<32 hex digits of received_at and seq>".
+// [eventlog.RejectionID] of the same received_at and seq.
 
 var _ pipeline.RejectionLog = (*DB)(nil)
 
@@ -44,9 +42,9 @@ func (l *DB) Reject(ctx context.Context, r pipeline.Rejection) error {
 	if err := l.checkOpen(); err != nil {
 		return fmt.Errorf("reject: %w", err)
 	}
-	suffix := binary.BigEndian.AppendUint64(nil, uint64(r.ReceivedAt.UnixNano()))
-	suffix = binary.BigEndian.AppendUint64(suffix, rejectSeq.Add(1))
-	r.ID = r.Source + "/" + hex.EncodeToString(suffix)
+	seq := rejectSeq.Add(1)
+	suffix := eventlog.RejectionSuffix(r.ReceivedAt, seq)
+	r.ID = eventlog.RejectionID(r.Source, r.ReceivedAt, seq)
 	v, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("reject: %w", err)
@@ -89,12 +87,11 @@ func (l *DB) Rejections(ctx context.Context, f pipeline.RejectionFilter) ([]pipe
 	}
 	seek := prefix
 	if f.After != "" {
-		i := strings.LastIndexByte(f.After, '/')
-		suffix, err := hex.DecodeString(f.After[i+1:])
-		if i < 0 || err != nil || len(suffix) != 16 {
+		source, suffix, ok := eventlog.ParseRejectionID(f.After)
+		if !ok {
 			return nil, "", fmt.Errorf("rejections: cursor %q: %w", f.After, pipeline.ErrBadCursor)
 		}
-		after := append(rejectKey(f.After[:i], suffix), 0) // just past the cursor
+		after := append(rejectKey(source, suffix), 0) // just past the cursor
 		if bytes.Compare(after, seek) > 0 {
 			seek = after
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog"
 )
 
 var _ pipeline.RejectionLog = (*Log)(nil)
@@ -23,24 +24,8 @@ var _ pipeline.RejectionLog = (*Log)(nil)
 // Nats-TTL = what is left of their Keep. Listing reads them all: the
 // audit is for a look at recent mistakes, not for millions of requests.
 
-// rejectionID is "<source>/<unix nanoseconds, 16 hex><random, 16 hex>":
-// ids sort by source, then time, as in the other backends.
-func rejectionID(source string, at time.Time) string {
-	return fmt.Sprintf("%s/%016x%016x", source, uint64(at.UnixNano()), rand.Uint64())
-}
-
-func validRejectionID(id string) bool {
-	i := strings.LastIndexByte(id, '/')
-	if i < 0 || len(id)-i-1 != 32 {
-		return false
-	}
-	for _, c := range id[i+1:] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+// A rejection's id is [eventlog.RejectionID] with a random n: daemons
+// sharing the stream have no common counter.
 
 // Reject implements [pipeline.RejectionLog.Reject].
 func (l *Log) Reject(ctx context.Context, r pipeline.Rejection) error {
@@ -51,7 +36,7 @@ func (l *Log) Reject(ctx context.Context, r pipeline.Rejection) error {
 	if left <= 0 {
 		return nil // kept no longer already
 	}
-	r.ID = rejectionID(r.Source, r.ReceivedAt)
+	r.ID = eventlog.RejectionID(r.Source, r.ReceivedAt, rand.Uint64())
 	m := nats.NewMsg(l.subj("rj", token(r.Source), r.ID[strings.LastIndexByte(r.ID, '/')+1:]))
 	m.Header.Set(hdrTTL, ttl(left))
 	m.Data = mustJSON(r)
@@ -71,7 +56,7 @@ func (l *Log) Rejections(ctx context.Context, f pipeline.RejectionFilter) ([]pip
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	if f.After != "" && !validRejectionID(f.After) {
+	if _, _, ok := eventlog.ParseRejectionID(f.After); f.After != "" && !ok {
 		return nil, "", fmt.Errorf("rejections: cursor %q: %w", f.After, pipeline.ErrBadCursor)
 	}
 	filter := l.subj("rj", ">")

@@ -122,8 +122,14 @@ func testRejectionsFilter(t *testing.T, l pipeline.Log) {
 	if got, want := reasons(listAll(t, rl, pipeline.RejectionFilter{Source: "a", Since: base.Add(3 * time.Second), Limit: 1})), []string{"4", "6"}; !slices.Equal(got, want) {
 		t.Errorf("Rejections(source a, since +3s) = %v, want %v", got, want)
 	}
-	if _, _, err := rl.Rejections(ctx, pipeline.RejectionFilter{After: "not a cursor"}); !errors.Is(err, pipeline.ErrBadCursor) {
-		t.Errorf("Rejections(After: garbage) = %v, want ErrBadCursor", err)
+	for _, bad := range []string{
+		"not a cursor",
+		"a/0123456789ABCDEF0123456789ABCDEF", // ids are lower case: this would not sort as the times do
+		"a/0123456789abcdef",
+	} {
+		if _, _, err := rl.Rejections(ctx, pipeline.RejectionFilter{After: bad}); !errors.Is(err, pipeline.ErrBadCursor) {
+			t.Errorf("Rejections(After: %q) = %v, want ErrBadCursor", bad, err)
+		}
 	}
 }
 

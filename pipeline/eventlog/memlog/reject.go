@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog"
 )
 
 // now is the clock of rejection expiry; tests of other packages use the
@@ -25,7 +26,7 @@ func (l *Log) Reject(ctx context.Context, r pipeline.Rejection) error {
 		return fmt.Errorf("reject: %w", pipeline.ErrClosed)
 	}
 	l.rejSeq++
-	r.ID = RejectionID(r.Source, r.ReceivedAt, l.rejSeq)
+	r.ID = eventlog.RejectionID(r.Source, r.ReceivedAt, l.rejSeq)
 	r.Headers = cloneMap(r.Headers)
 	r.Body = slices.Clone(r.Body)
 	r.Violations = slices.Clone(r.Violations)
@@ -44,7 +45,7 @@ func (l *Log) Rejections(ctx context.Context, f pipeline.RejectionFilter) ([]pip
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	if f.After != "" && !ValidRejectionID(f.After) {
+	if _, _, ok := eventlog.ParseRejectionID(f.After); f.After != "" && !ok {
 		return nil, "", fmt.Errorf("rejections: cursor %q: %w", f.After, pipeline.ErrBadCursor)
 	}
 	l.mu.Lock()
@@ -83,25 +84,4 @@ func cloneMap(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// RejectionID is the id of a rejection, also its cursor:
-// "<source>/<received_at as 16 hex digits of unix nanoseconds><seq as 16 hex digits>".
-// Ids sort by source, then time.
-func RejectionID(source string, at time.Time, seq uint64) string {
-	return fmt.Sprintf("%s/%016x%016x", source, uint64(at.UnixNano()), seq)
-}
-
-// ValidRejectionID reports whether id has the form of [RejectionID].
-func ValidRejectionID(id string) bool {
-	i := strings.LastIndexByte(id, '/')
-	if i < 0 || len(id)-i-1 != 32 {
-		return false
-	}
-	for _, c := range id[i+1:] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }

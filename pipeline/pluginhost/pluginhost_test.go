@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // helperSpec returns a Spec that runs the test binary as plugin behaviour b.
@@ -61,8 +62,8 @@ func TestStartDeliverOutcomes(t *testing.T) {
 	if p.Pid() <= 0 || p.Exited() {
 		t.Fatalf("Pid() = %d, Exited() = %v; want a running process", p.Pid(), p.Exited())
 	}
-	if got := p.ProtocolVersion(); got != sdk.ProtocolVersion {
-		t.Errorf("ProtocolVersion() = %d, want %d", got, sdk.ProtocolVersion)
+	if got := p.ProtocolVersion(); got != protocol.ProtocolVersion {
+		t.Errorf("ProtocolVersion() = %d, want %d", got, protocol.ProtocolVersion)
 	}
 	batch := []sdk.Event{
 		event("e1", `{"outcome":"delivered"}`),
@@ -175,7 +176,7 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe(described) = %+v, %v; want the helper's description", got, err)
 	}
 	_, err = Describe(ctx, helperSpec(t, "sink", nil), nil)
-	if !errors.Is(err, sdk.ErrNotDescribed) || !strings.Contains(err.Error(), `sink "test-sink"`) {
+	if !errors.Is(err, protocol.ErrNotDescribed) || !strings.Contains(err.Error(), `sink "test-sink"`) {
 		t.Errorf("Describe(undescribed) = %v, want ErrNotDescribed naming the sink", err)
 	}
 }
@@ -324,13 +325,13 @@ func TestPluginEnvironment(t *testing.T) {
 		env[k] = v
 	}
 	want := map[string]string{
-		"SLACK_URL":                  "https://hooks.example/T0",
-		"LISTED_A":                   "a",
-		"PIPELINED_TEST_DIR":         dir,
-		behaviourVar:                 "sink",
-		"LANG":                       "C.UTF-8",
-		"PATH":                       os.Getenv("PATH"),
-		sdk.Handshake.MagicCookieKey: sdk.Handshake.MagicCookieValue,
+		"SLACK_URL":                       "https://hooks.example/T0",
+		"LISTED_A":                        "a",
+		"PIPELINED_TEST_DIR":              dir,
+		behaviourVar:                      "sink",
+		"LANG":                            "C.UTF-8",
+		"PATH":                            os.Getenv("PATH"),
+		protocol.Handshake.MagicCookieKey: protocol.Handshake.MagicCookieValue,
 	}
 	for k, v := range want {
 		if got, ok := env[k]; !ok || got != v {

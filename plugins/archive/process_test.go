@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
@@ -22,8 +23,8 @@ func TestPluginProcess(t *testing.T) {
 	t.Run("go-plugin", func(t *testing.T) {
 		var logs syncBuffer
 		client, s := sinktest.Start(t, bin, sinktest.StartOptions{Logs: &logs})
-		if v := client.NegotiatedVersion(); v != sdk.ProtocolVersion {
-			t.Errorf("NegotiatedVersion = %d, want %d", v, sdk.ProtocolVersion)
+		if v := client.NegotiatedVersion(); v != protocol.ProtocolVersion {
+			t.Errorf("NegotiatedVersion = %d, want %d", v, protocol.ProtocolVersion)
 		}
 		ctx := context.Background()
 

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // Serve serves s in-process over the same go-plugin gRPC protocol the host
@@ -28,7 +29,7 @@ func Serve(t testing.TB, s sdk.Sink) sdk.Sink {
 	reattach := make(chan *plugin.ReattachConfig, 1)
 	closed := make(chan struct{})
 
-	cfg := sdk.ServeConfig(s)
+	cfg := protocol.ServeConfig(s)
 	cfg.Logger = quietLogger()
 	cfg.Test = &plugin.ServeTestConfig{
 		Context:          ctx,
@@ -51,14 +52,14 @@ func Serve(t testing.TB, s sdk.Sink) sdk.Sink {
 	// On reattach go-plugin does not pick the plugin set from
 	// VersionedPlugins (it negotiates only when it starts the process), so
 	// name the set of the version the server speaks.
-	set, ok := sdk.ClientPlugins()[rc.ProtocolVersion]
+	set, ok := protocol.ClientPlugins()[rc.ProtocolVersion]
 	if !ok {
 		cancel()
-		t.Fatalf("sinktest.Serve: the plugin speaks protocol version %d, the sdk has no client for it", rc.ProtocolVersion)
+		t.Fatalf("sinktest.Serve: the plugin speaks protocol version %d, package protocol has no client for it", rc.ProtocolVersion)
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPlugins(),
+		HandshakeConfig:  protocol.Handshake,
+		VersionedPlugins: protocol.ClientPlugins(),
 		Plugins:          set,
 		Reattach:         rc,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -78,9 +79,9 @@ func Serve(t testing.TB, s sdk.Sink) sdk.Sink {
 	if err != nil {
 		t.Fatalf("sinktest.Serve: connect to the plugin: %v", err)
 	}
-	raw, err := rpc.Dispense(sdk.PluginName)
+	raw, err := rpc.Dispense(protocol.PluginName)
 	if err != nil {
-		t.Fatalf("sinktest.Serve: dispense %q: %v", sdk.PluginName, err)
+		t.Fatalf("sinktest.Serve: dispense %q: %v", protocol.PluginName, err)
 	}
 	sink, ok := raw.(sdk.Sink)
 	if !ok {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -98,6 +99,27 @@ func TestStartDeliverOutcomes(t *testing.T) {
 	}
 	if p.Exited() {
 		t.Error("Exited() = true after a batch error")
+	}
+}
+
+// TestDeliverTooLarge checks that a batch over gRPC's message size limit
+// comes back from a plugin process as protocol.ErrBatchTooLarge (which the
+// dispatcher splits on), not as a dead plugin, and that the parts of it
+// that fit are delivered.
+func TestDeliverTooLarge(t *testing.T) {
+	p := startHelper(t, helperSpec(t, "sink", nil), nil)
+	pad := strings.Repeat("x", 1<<20)
+	batch := make([]sdk.Event, 5)
+	for i := range batch {
+		batch[i] = event(fmt.Sprintf("e%d", i), `{"outcome":"delivered","pad":"`+pad+`"}`)
+	}
+	_, err := p.Deliver(context.Background(), batch)
+	if !errors.Is(err, protocol.ErrBatchTooLarge) || errors.Is(err, ErrPluginExited) {
+		t.Fatalf("Deliver(5 events of 1 MiB) = %v, want ErrBatchTooLarge", err)
+	}
+	res, err := p.Deliver(context.Background(), batch[:2])
+	if err != nil || len(res) != 2 || !res[0].IsDelivered() || !res[1].IsDelivered() {
+		t.Errorf("Deliver(2 events of 1 MiB) = %v, %v; want both delivered", res, err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package archive
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 // TestPluginProcess runs the real binary as a go-plugin process, with
 // AutoMTLS, and talks to it as the host does.
 func TestPluginProcess(t *testing.T) {
-	bin := sinktest.Build(t, ".", "pipelined-sink-archive")
+	bin := sinktest.Build(t, "../../cmd/pipelined-sink-archive", "pipelined-sink-archive")
 
 	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 

@@ -28,7 +28,7 @@ import (
 const ProtocolVersion = wire.ProtocolVersion
 
 // PluginName is the name under which a sink is served in the go-plugin
-// plugin set: what a host dispenses.
+// plugin set ("sink"): what a host dispenses.
 const PluginName = wire.PluginName
 
 // Handshake is the go-plugin handshake shared by host and plugins. The magic

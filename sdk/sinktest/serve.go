@@ -14,7 +14,8 @@ import (
 
 // Serve serves s in-process over the same go-plugin gRPC protocol the host
 // uses with a plugin process, and returns the host's view of it: a
-// [sdk.Sink] whose calls cross the wire, which also implements [sdk.Closer].
+// [sdk.Sink] whose calls cross the wire, which also implements [sdk.Closer]
+// and [protocol.DescribeClient].
 // Every call is encoded, sent over a local socket and decoded on both sides,
 // so Serve finds what a plain method call would hide (results that do not
 // survive the wire, errors that lose their message).

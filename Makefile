@@ -22,8 +22,8 @@ help:
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pipelined ./cmd/pipelined
-	@for p in $(PLUGINS); do echo "$(GO) build -o $(BIN)/pipelined-sink-$$p ./plugins/$$p"; \
-		$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pipelined-sink-$$p ./plugins/$$p || exit 1; done
+	@for p in $(PLUGINS); do echo "$(GO) build -o $(BIN)/pipelined-sink-$$p ./cmd/pipelined-sink-$$p"; \
+		$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pipelined-sink-$$p ./cmd/pipelined-sink-$$p || exit 1; done
 
 run: build
 	$(BIN)/pipelined serve -c pipeline.toml

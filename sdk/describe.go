@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,24 +47,6 @@ type Field struct {
 	Secret bool
 	// Doc says what the key does, in one or two sentences.
 	Doc string
-}
-
-// ErrNotDescribed is returned by [DescribeClient.DescribeSink] when the
-// plugin's sink does not implement [Describer], or the plugin was built with
-// an sdk older than Describe. It is not a failure: the host then skips the
-// check of the config table and leaves it to the sink's Configure.
-var ErrNotDescribed = errors.New("sink does not describe its config")
-
-// DescribeClient is implemented by the host's view of a plugin: the [Sink]
-// dispensed from a go-plugin client made with [ClientPlugins] (and the one
-// sinktest.Serve returns). It asks the plugin process for its sink's
-// [Description] over the wire.
-type DescribeClient interface {
-	// DescribeSink returns the plugin's description, or an error that is
-	// [ErrNotDescribed] when it has none. Other errors mean the call
-	// failed (the plugin exited, ctx expired). It may be called before
-	// Configure; ctx limits the call.
-	DescribeSink(ctx context.Context) (Description, error)
 }
 
 // fieldTypes are the values Field.Type may take.

@@ -1,17 +1,9 @@
 package sdk
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/hashicorp/go-plugin"
-	"google.golang.org/grpc"
-
-	pb "github.com/pipelined/pipelined/sdk/proto"
 )
 
 var testDescription = Description{
@@ -127,69 +119,5 @@ func TestDescriptionValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to contain %q", err, want)
 		}
-	}
-}
-
-type describedSink struct{ nopSink }
-
-func (describedSink) Describe() Description { return testDescription }
-
-type nopSink struct{}
-
-func (nopSink) Configure(context.Context, json.RawMessage) error { return nil }
-func (nopSink) Deliver(context.Context, []Event) ([]Result, error) {
-	return nil, nil
-}
-
-// oldPlugin serves the protocol as it was before Describe: the generated
-// Unimplemented server answers UNIMPLEMENTED, as a server without the
-// method does.
-type oldPlugin struct{ plugin.Plugin }
-
-type oldServer struct{ pb.UnimplementedSinkServer }
-
-func (oldPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	pb.RegisterSinkServer(s, oldServer{})
-	return nil
-}
-
-func (oldPlugin) GRPCClient(ctx context.Context, b *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return (&Plugin{}).GRPCClient(ctx, b, c)
-}
-
-func dispenseOver(t *testing.T, p plugin.Plugin) DescribeClient {
-	t.Helper()
-	client, _ := plugin.TestPluginGRPCConn(t, false, plugin.PluginSet{PluginName: p})
-	t.Cleanup(func() { client.Close() })
-	raw, err := client.Dispense(PluginName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc, ok := raw.(DescribeClient)
-	if !ok {
-		t.Fatalf("dispensed %T, want an sdk.DescribeClient", raw)
-	}
-	return dc
-}
-
-func TestDescribeOverTheWire(t *testing.T) {
-	ctx := context.Background()
-	tests := []struct {
-		name    string
-		plugin  plugin.Plugin
-		want    Description
-		wantErr error
-	}{
-		{"describer", &Plugin{Impl: describedSink{}}, testDescription, nil},
-		{"not a describer", &Plugin{Impl: nopSink{}}, Description{}, ErrNotDescribed},
-		{"plugin from before Describe", oldPlugin{}, Description{}, ErrNotDescribed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := dispenseOver(t, tt.plugin).DescribeSink(ctx)
-			if !errors.Is(err, tt.wantErr) || !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("DescribeSink() = %+v, %v; want %+v, %v", got, err, tt.want, tt.wantErr)
-			}
-		})
 	}
 }

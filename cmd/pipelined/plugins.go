@@ -16,6 +16,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 const pluginsUsage = `usage:
@@ -116,7 +117,7 @@ func pluginsList(args []string, stdout, stderr io.Writer) int {
 		d, err := pluginhost.Describe(ctx, pluginhost.Spec{Sink: n, Command: found[n]}, quietOptions())
 		cancel()
 		switch {
-		case errors.Is(err, sdk.ErrNotDescribed):
+		case errors.Is(err, protocol.ErrNotDescribed):
 			summary = "(does not describe itself)"
 		case err != nil:
 			summary = "(does not start: see below)"
@@ -156,7 +157,7 @@ func pluginsDescribe(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), describeTimeout)
 	defer cancel()
 	d, err := pluginhost.Describe(ctx, spec, quietOptions())
-	if errors.Is(err, sdk.ErrNotDescribed) {
+	if errors.Is(err, protocol.ErrNotDescribed) {
 		fmt.Fprintf(stderr, "plugin %s (%s) does not describe its config: see its documentation (its sink does not implement sdk.Describer)\n", name, path)
 		return 1
 	}

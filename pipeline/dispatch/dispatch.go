@@ -11,13 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/internal/backoff"
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // Queue is what a dispatcher uses of a sink's queue: the two methods of
@@ -275,13 +275,14 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery) {
 }
 
 // call hands events to the plugin. A batch too large for the plugin
-// protocol (gRPC refuses a message over its limit, 4 MiB by default) is
-// split in halves and each half sent on its own, so that one oversized
-// event (a huge transform output, say) does not fail the events around
-// it; an event too large on its own fails permanently with the reason.
+// protocol ([protocol.ErrBatchTooLarge]: gRPC refuses a message over its
+// limit, 4 MiB by default) is split in halves and each half sent on its
+// own, so that one oversized event (a huge transform output, say) does not
+// fail the events around it; an event too large on its own fails
+// permanently with the reason.
 func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result, error) {
 	results, err := d.o.Deliverer.Deliver(ctx, events)
-	if err == nil || !tooLarge(err) {
+	if !errors.Is(err, protocol.ErrBatchTooLarge) {
 		return results, err
 	}
 	if len(events) == 1 {
@@ -307,14 +308,6 @@ func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result
 		}
 	}
 	return out, nil
-}
-
-// tooLarge reports whether err is gRPC refusing a message over its size
-// limit (the sdk passes it on as text: "code = ResourceExhausted desc =
-// grpc: received message larger than max (N vs. M)").
-func tooLarge(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "ResourceExhausted") && strings.Contains(s, "larger than max")
 }
 
 // settlement turns one plugin result into a queue outcome.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 const (
@@ -955,4 +957,54 @@ func (s *ctxSink) cause() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
+}
+// TestSplitsBatchTooLarge checks that a batch the plugin protocol refuses
+// as too large (protocol.ErrBatchTooLarge, wrapped as pluginhost does) is
+// split in halves until the parts fit: the events around an oversized one
+// are delivered, and the oversized event alone goes to the dead-letter
+// queue with the reason.
+func TestSplitsBatchTooLarge(t *testing.T) {
+	l := memlog.New()
+	want := appendEvents(t, l, "ev", 5, "s")
+	big := want[3]
+	q := l.Queue("s")
+	sink := &fakeSink{answer: func(_ int, b []sdk.Event) ([]sdk.Result, error) {
+		if slices.Contains(ids(b), big) {
+			return nil, fmt.Errorf("sink %q: deliver: grpc: received message larger than max: %w", "s", protocol.ErrBatchTooLarge)
+		}
+		return nil, nil
+	}}
+	var mu sync.Mutex
+	var reports []dispatch.Report
+	o := options(q, sink)
+	o.Observe = func(r dispatch.Report) { mu.Lock(); reports = append(reports, r); mu.Unlock() }
+	run(t, o)
+	waitStats(t, q, pipeline.QueueStats{Dead: 1})
+
+	wantCalls := [][]string{
+		want,      // refused: split
+		want[:2],  // delivered
+		want[2:],  // refused: split
+		want[2:3], // delivered
+		want[3:],  // refused: split
+		want[3:4], // refused alone: dead
+		want[4:],  // delivered
+	}
+	if got := batchIDs(sink.calls()); !reflect.DeepEqual(got, wantCalls) {
+		t.Errorf("Deliver calls = %v, want %v", got, wantCalls)
+	}
+	dl, err := q.DeadLetters(context.Background(), 0, 10)
+	if err != nil {
+		t.Fatalf("DeadLetters() error = %v", err)
+	}
+	if len(dl) != 1 || dl[0].Event.ID != big || !strings.Contains(dl[0].Err, "too large for the plugin protocol") {
+		t.Errorf("DeadLetters() = %+v, want only %s, with an error saying it is too large for the plugin protocol", dl, big)
+	}
+	waitFor(t, "a report", func() bool { mu.Lock(); defer mu.Unlock(); return len(reports) >= 1 })
+	mu.Lock()
+	r := reports[0]
+	mu.Unlock()
+	if r.Delivered != 4 || r.Dead != 1 || r.Retried != 0 || r.Err != nil {
+		t.Errorf("Report = %+v, want 4 delivered and 1 dead, no batch error", r)
+	}
 }

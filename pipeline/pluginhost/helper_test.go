@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // The test binary doubles as the plugin: Start runs os.Args[0] with the
@@ -21,7 +22,7 @@ import (
 const behaviourVar = "PIPELINED_TEST_PLUGIN"
 
 func TestMain(m *testing.M) {
-	if b := os.Getenv(behaviourVar); b != "" && os.Getenv(sdk.Handshake.MagicCookieKey) == sdk.Handshake.MagicCookieValue {
+	if b := os.Getenv(behaviourVar); b != "" && os.Getenv(protocol.Handshake.MagicCookieKey) == protocol.Handshake.MagicCookieValue {
 		runHelperPlugin(b)
 		os.Exit(0)
 	}
@@ -35,9 +36,9 @@ func runHelperPlugin(behaviour string) {
 	case "described":
 		sdk.Serve(&describedSink{})
 	case "version99":
-		cfg := sdk.ServeConfig(&testSink{})
+		cfg := protocol.ServeConfig(&testSink{})
 		cfg.HandshakeConfig.ProtocolVersion = 99
-		cfg.VersionedPlugins = map[int]plugin.PluginSet{99: {sdk.PluginName: &sdk.Plugin{Impl: &testSink{}}}}
+		cfg.VersionedPlugins = map[int]plugin.PluginSet{99: cfg.VersionedPlugins[protocol.ProtocolVersion]}
 		plugin.Serve(cfg)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown test plugin behaviour %q\n", behaviour)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // Plugin is one running plugin process, started and configured by [Start].
@@ -96,8 +97,8 @@ func Start(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 
 // Describe starts spec's plugin as [Start] does, asks for its sink's
 // description, and stops it; the plugin is not configured, so spec.Config
-// may be empty. The error wraps [sdk.ErrNotDescribed] when the sink does not
-// describe itself (or the plugin predates Describe).
+// may be empty. The error wraps [protocol.ErrNotDescribed] when the sink
+// does not describe itself (or the plugin predates Describe).
 func Describe(ctx context.Context, spec Spec, opts *Options) (sdk.Description, error) {
 	p, err := launch(ctx, spec, opts)
 	if err != nil {
@@ -109,7 +110,7 @@ func Describe(ctx context.Context, spec Spec, opts *Options) (sdk.Description, e
 		return sdk.Description{}, err
 	}
 	if !described {
-		return sdk.Description{}, fmt.Errorf("sink %q: plugin %s: %w", spec.Sink, p.path, sdk.ErrNotDescribed)
+		return sdk.Description{}, fmt.Errorf("sink %q: plugin %s: %w", spec.Sink, p.path, protocol.ErrNotDescribed)
 	}
 	return desc, nil
 }
@@ -150,8 +151,8 @@ func launch(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 	cmd.SysProcAttr = procAttr()
 	tail := &tailWriter{max: 2048}
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPlugins(),
+		HandshakeConfig:  protocol.Handshake,
+		VersionedPlugins: protocol.ClientPlugins(),
 		Cmd:              cmd,
 		SkipHostEnv:      true,
 		SecureConfig:     secure,
@@ -182,7 +183,7 @@ func launch(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 	}
 	p.version = client.NegotiatedVersion()
 	p.grpc, _ = rpc.(*plugin.GRPCClient)
-	raw, err := rpc.Dispense(sdk.PluginName)
+	raw, err := rpc.Dispense(protocol.PluginName)
 	if err != nil {
 		client.Kill()
 		return nil, fmt.Errorf("sink %q: plugin %s does not serve a sink: %w", spec.Sink, path, err)
@@ -199,7 +200,7 @@ func launch(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 // describe asks the plugin for its description. described is false, with a
 // nil error, when the sink has none.
 func (p *Plugin) describe(ctx context.Context) (desc sdk.Description, described bool, err error) {
-	dc, ok := p.sink.(sdk.DescribeClient)
+	dc, ok := p.sink.(protocol.DescribeClient)
 	if !ok {
 		return sdk.Description{}, false, nil
 	}
@@ -208,7 +209,7 @@ func (p *Plugin) describe(ctx context.Context) (desc sdk.Description, described 
 	defer cancel()
 	desc, err = dc.DescribeSink(dctx)
 	switch {
-	case errors.Is(err, sdk.ErrNotDescribed):
+	case errors.Is(err, protocol.ErrNotDescribed):
 		return sdk.Description{}, false, nil
 	case err != nil && dctx.Err() != nil:
 		return sdk.Description{}, false, fmt.Errorf("sink %q: describe plugin %s: %w (%w)", p.spec.Sink, p.path, context.Cause(dctx), err)
@@ -305,7 +306,7 @@ func (p *Plugin) startError(err error) error {
 // "1 and 2".
 func hostVersions() string {
 	var vs []int
-	for v := range sdk.ClientPlugins() {
+	for v := range protocol.ClientPlugins() {
 		vs = append(vs, v)
 	}
 	slices.Sort(vs)
@@ -380,8 +381,8 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	if cctx.Err() != nil {
 		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, context.Cause(cctx))
 	}
-	// The sdk turns both a sink's own batch error and a broken transport into
-	// plain errors, so ask the plugin whether it is still there.
+	// The protocol client turns both a sink's own batch error and a broken
+	// transport into plain errors, so ask the plugin whether it is still there.
 	if alive := p.healthy(ctx); !alive {
 		return nil, p.exitedError(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // helperSpec returns a Spec that runs the test binary as plugin behaviour b.
@@ -61,8 +63,8 @@ func TestStartDeliverOutcomes(t *testing.T) {
 	if p.Pid() <= 0 || p.Exited() {
 		t.Fatalf("Pid() = %d, Exited() = %v; want a running process", p.Pid(), p.Exited())
 	}
-	if got := p.ProtocolVersion(); got != sdk.ProtocolVersion {
-		t.Errorf("ProtocolVersion() = %d, want %d", got, sdk.ProtocolVersion)
+	if got := p.ProtocolVersion(); got != protocol.ProtocolVersion {
+		t.Errorf("ProtocolVersion() = %d, want %d", got, protocol.ProtocolVersion)
 	}
 	batch := []sdk.Event{
 		event("e1", `{"outcome":"delivered"}`),
@@ -97,6 +99,27 @@ func TestStartDeliverOutcomes(t *testing.T) {
 	}
 	if p.Exited() {
 		t.Error("Exited() = true after a batch error")
+	}
+}
+
+// TestDeliverTooLarge checks that a batch over gRPC's message size limit
+// comes back from a plugin process as protocol.ErrBatchTooLarge (which the
+// dispatcher splits on), not as a dead plugin, and that the parts of it
+// that fit are delivered.
+func TestDeliverTooLarge(t *testing.T) {
+	p := startHelper(t, helperSpec(t, "sink", nil), nil)
+	pad := strings.Repeat("x", 1<<20)
+	batch := make([]sdk.Event, 5)
+	for i := range batch {
+		batch[i] = event(fmt.Sprintf("e%d", i), `{"outcome":"delivered","pad":"`+pad+`"}`)
+	}
+	_, err := p.Deliver(context.Background(), batch)
+	if !errors.Is(err, protocol.ErrBatchTooLarge) || errors.Is(err, ErrPluginExited) {
+		t.Fatalf("Deliver(5 events of 1 MiB) = %v, want ErrBatchTooLarge", err)
+	}
+	res, err := p.Deliver(context.Background(), batch[:2])
+	if err != nil || len(res) != 2 || !res[0].IsDelivered() || !res[1].IsDelivered() {
+		t.Errorf("Deliver(2 events of 1 MiB) = %v, %v; want both delivered", res, err)
 	}
 }
 
@@ -175,7 +198,7 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe(described) = %+v, %v; want the helper's description", got, err)
 	}
 	_, err = Describe(ctx, helperSpec(t, "sink", nil), nil)
-	if !errors.Is(err, sdk.ErrNotDescribed) || !strings.Contains(err.Error(), `sink "test-sink"`) {
+	if !errors.Is(err, protocol.ErrNotDescribed) || !strings.Contains(err.Error(), `sink "test-sink"`) {
 		t.Errorf("Describe(undescribed) = %v, want ErrNotDescribed naming the sink", err)
 	}
 }
@@ -324,13 +347,13 @@ func TestPluginEnvironment(t *testing.T) {
 		env[k] = v
 	}
 	want := map[string]string{
-		"SLACK_URL":                  "https://hooks.example/T0",
-		"LISTED_A":                   "a",
-		"PIPELINED_TEST_DIR":         dir,
-		behaviourVar:                 "sink",
-		"LANG":                       "C.UTF-8",
-		"PATH":                       os.Getenv("PATH"),
-		sdk.Handshake.MagicCookieKey: sdk.Handshake.MagicCookieValue,
+		"SLACK_URL":                       "https://hooks.example/T0",
+		"LISTED_A":                        "a",
+		"PIPELINED_TEST_DIR":              dir,
+		behaviourVar:                      "sink",
+		"LANG":                            "C.UTF-8",
+		"PATH":                            os.Getenv("PATH"),
+		protocol.Handshake.MagicCookieKey: protocol.Handshake.MagicCookieValue,
 	}
 	for k, v := range want {
 		if got, ok := env[k]; !ok || got != v {

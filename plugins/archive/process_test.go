@@ -1,4 +1,4 @@
-package main
+package archive
 
 import (
 	"bytes"
@@ -9,21 +9,22 @@ import (
 	"testing"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
 // TestPluginProcess runs the real binary as a go-plugin process, with
 // AutoMTLS, and talks to it as the host does.
 func TestPluginProcess(t *testing.T) {
-	bin := sinktest.Build(t, ".", "pipelined-sink-archive")
+	bin := sinktest.Build(t, "../../cmd/pipelined-sink-archive", "pipelined-sink-archive")
 
 	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 
 	t.Run("go-plugin", func(t *testing.T) {
 		var logs syncBuffer
 		client, s := sinktest.Start(t, bin, sinktest.StartOptions{Logs: &logs})
-		if v := client.NegotiatedVersion(); v != sdk.ProtocolVersion {
-			t.Errorf("NegotiatedVersion = %d, want %d", v, sdk.ProtocolVersion)
+		if v := client.NegotiatedVersion(); v != protocol.ProtocolVersion {
+			t.Errorf("NegotiatedVersion = %d, want %d", v, protocol.ProtocolVersion)
 		}
 		ctx := context.Background()
 

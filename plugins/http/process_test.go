@@ -1,4 +1,4 @@
-package main
+package http
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 // AutoMTLS, and talks to it as the host does: the events reach a receiver
 // that verifies them with the reference Standard Webhooks library.
 func TestPluginProcess(t *testing.T) {
-	bin := sinktest.Build(t, ".", "pipelined-sink-http")
+	bin := sinktest.Build(t, "../../cmd/pipelined-sink-http", "pipelined-sink-http")
 
 	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 

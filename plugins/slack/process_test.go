@@ -1,4 +1,4 @@
-package main
+package slack
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 // TestPluginProcess runs the real binary as a go-plugin process, with
 // AutoMTLS, and delivers through it to the fake Slack, as the host does.
 func TestPluginProcess(t *testing.T) {
-	bin := sinktest.Build(t, ".", "pipelined-sink-slack")
+	bin := sinktest.Build(t, "../../cmd/pipelined-sink-slack", "pipelined-sink-slack")
 
 	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 

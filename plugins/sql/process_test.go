@@ -1,4 +1,4 @@
-package main
+package sql
 
 import (
 	"context"
@@ -24,7 +24,7 @@ func startPlugin(t *testing.T, bin string, logs *logBuffer) (*plugin.Client, sdk
 // middle of a big batch; a new process given the same batch again stores
 // every row exactly once.
 func TestPluginProcess(t *testing.T) {
-	bin := sinktest.Build(t, ".", "pipelined-sink-sql")
+	bin := sinktest.Build(t, "../../cmd/pipelined-sink-sql", "pipelined-sink-sql")
 
 	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-plugin/runner"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // RunBinary runs the conformance suite of [Run] on a built plugin binary:
@@ -117,8 +118,8 @@ func startBinary(t testing.TB, path string) (sdk.Sink, *stdout, error) {
 	out := &stdout{}
 	var stderr tail
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPlugins(),
+		HandshakeConfig:  protocol.Handshake,
+		VersionedPlugins: protocol.ClientPlugins(),
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
 			cmd := exec.Command(path)
 			cmd.Env, cmd.Stdin = spec.Env, spec.Stdin
@@ -143,9 +144,9 @@ func startBinary(t testing.TB, path string) (sdk.Sink, *stdout, error) {
 		}
 		return nil, out, fmt.Errorf("start plugin %s: %v%s", path, err, stderr.last())
 	}
-	raw, err := rpc.Dispense(sdk.PluginName)
+	raw, err := rpc.Dispense(protocol.PluginName)
 	if err != nil {
-		return nil, out, fmt.Errorf("plugin %s: dispense %q: %v", path, sdk.PluginName, err)
+		return nil, out, fmt.Errorf("plugin %s: dispense %q: %v", path, protocol.PluginName, err)
 	}
 	sink, ok := raw.(sdk.Sink)
 	if !ok {

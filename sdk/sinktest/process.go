@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // Build builds the plugin in package directory dir ("." for the test's own
@@ -66,8 +67,8 @@ func Start(t testing.TB, path string, o StartOptions) (*plugin.Client, sdk.Sink)
 		level = hclog.Info
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPlugins(),
+		HandshakeConfig:  protocol.Handshake,
+		VersionedPlugins: protocol.ClientPlugins(),
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
@@ -79,7 +80,7 @@ func Start(t testing.TB, path string, o StartOptions) (*plugin.Client, sdk.Sink)
 	if err != nil {
 		t.Fatalf("start plugin %s: %v", path, err)
 	}
-	raw, err := rpc.Dispense(sdk.PluginName)
+	raw, err := rpc.Dispense(protocol.PluginName)
 	if err != nil {
 		t.Fatalf("dispense plugin %s: %v", path, err)
 	}
@@ -99,7 +100,7 @@ func RunByHand(t testing.TB, path string) {
 	t.Helper()
 	cmd := exec.Command(path)
 	for _, kv := range os.Environ() { // the test's environment, without the cookie
-		if !strings.HasPrefix(kv, sdk.Handshake.MagicCookieKey+"=") {
+		if !strings.HasPrefix(kv, protocol.Handshake.MagicCookieKey+"=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}

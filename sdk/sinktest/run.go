@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // unknownKey is added to the author's config to check that Configure
@@ -144,18 +145,18 @@ func withUnknownKey(config json.RawMessage) (json.RawMessage, []error) {
 // sdk.Describer, fetched over the wire as the host does: it is valid, the
 // working config passes Check, and Check names an unknown key.
 func checkDescribe(tg target, config json.RawMessage) []error {
-	dc, ok := tg.sink.(sdk.DescribeClient)
+	dc, ok := tg.sink.(protocol.DescribeClient)
 	if !ok {
-		return []error{fmt.Errorf("the served sink %T does not implement sdk.DescribeClient", tg.sink)}
+		return []error{fmt.Errorf("the served sink %T does not implement protocol.DescribeClient", tg.sink)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	d, err := dc.DescribeSink(ctx)
-	if errors.Is(err, sdk.ErrNotDescribed) {
+	if errors.Is(err, protocol.ErrNotDescribed) {
 		return closeSink(tg) // optional: nothing to check
 	}
 	if err != nil {
-		return append([]error{fmt.Errorf("Describe over gRPC = %v, want a description or sdk.ErrNotDescribed", err)}, closeSink(tg)...)
+		return append([]error{fmt.Errorf("Describe over gRPC = %v, want a description or protocol.ErrNotDescribed", err)}, closeSink(tg)...)
 	}
 	var errs []error
 	if err := d.Validate(); err != nil {

@@ -9,11 +9,13 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // Serve serves s in-process over the same go-plugin gRPC protocol the host
 // uses with a plugin process, and returns the host's view of it: a
-// [sdk.Sink] whose calls cross the wire, which also implements [sdk.Closer].
+// [sdk.Sink] whose calls cross the wire, which also implements [sdk.Closer]
+// and [protocol.DescribeClient].
 // Every call is encoded, sent over a local socket and decoded on both sides,
 // so Serve finds what a plain method call would hide (results that do not
 // survive the wire, errors that lose their message).
@@ -28,7 +30,7 @@ func Serve(t testing.TB, s sdk.Sink) sdk.Sink {
 	reattach := make(chan *plugin.ReattachConfig, 1)
 	closed := make(chan struct{})
 
-	cfg := sdk.ServeConfig(s)
+	cfg := protocol.ServeConfig(s)
 	cfg.Logger = quietLogger()
 	cfg.Test = &plugin.ServeTestConfig{
 		Context:          ctx,
@@ -51,14 +53,14 @@ func Serve(t testing.TB, s sdk.Sink) sdk.Sink {
 	// On reattach go-plugin does not pick the plugin set from
 	// VersionedPlugins (it negotiates only when it starts the process), so
 	// name the set of the version the server speaks.
-	set, ok := sdk.ClientPlugins()[rc.ProtocolVersion]
+	set, ok := protocol.ClientPlugins()[rc.ProtocolVersion]
 	if !ok {
 		cancel()
-		t.Fatalf("sinktest.Serve: the plugin speaks protocol version %d, the sdk has no client for it", rc.ProtocolVersion)
+		t.Fatalf("sinktest.Serve: the plugin speaks protocol version %d, package protocol has no client for it", rc.ProtocolVersion)
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.ClientPlugins(),
+		HandshakeConfig:  protocol.Handshake,
+		VersionedPlugins: protocol.ClientPlugins(),
 		Plugins:          set,
 		Reattach:         rc,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -78,9 +80,9 @@ func Serve(t testing.TB, s sdk.Sink) sdk.Sink {
 	if err != nil {
 		t.Fatalf("sinktest.Serve: connect to the plugin: %v", err)
 	}
-	raw, err := rpc.Dispense(sdk.PluginName)
+	raw, err := rpc.Dispense(protocol.PluginName)
 	if err != nil {
-		t.Fatalf("sinktest.Serve: dispense %q: %v", sdk.PluginName, err)
+		t.Fatalf("sinktest.Serve: dispense %q: %v", protocol.PluginName, err)
 	}
 	sink, ok := raw.(sdk.Sink)
 	if !ok {

@@ -1,0 +1,11 @@
+// Command pipelined-sink-sql serves the SQL sink of pipelined (package
+// plugins/sql) as a plugin: pipelined starts it when a [[sink]] names
+// plugin "sql".
+package main
+
+import (
+	"github.com/pipelined/pipelined/plugins/sql"
+	"github.com/pipelined/pipelined/sdk"
+)
+
+func main() { sdk.Serve(sql.New()) }

@@ -1,0 +1,150 @@
+package protocol_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/pipelined/pipelined/sdk"
+	pb "github.com/pipelined/pipelined/sdk/proto"
+	"github.com/pipelined/pipelined/sdk/protocol"
+)
+
+var testDescription = sdk.Description{
+	Summary: "Stores events in a database.",
+	Fields: []sdk.Field{
+		{Name: "dsn", Type: "string", Required: true, Secret: true, Doc: "Where the database is."},
+	},
+}
+
+type nopSink struct{ delivered atomic.Int64 }
+
+func (*nopSink) Configure(context.Context, json.RawMessage) error { return nil }
+func (s *nopSink) Deliver(_ context.Context, b []sdk.Event) ([]sdk.Result, error) {
+	s.delivered.Add(int64(len(b)))
+	return nil, nil
+}
+
+type describedSink struct{ nopSink }
+
+func (*describedSink) Describe() sdk.Description { return testDescription }
+
+// served is the go-plugin glue of both sides in one plugin, as
+// plugin.TestPluginGRPCConn wants: the plugin side that sdk.Serve uses and
+// the host side of ClientPlugins.
+type served struct {
+	plugin.Plugin
+	server interface {
+		GRPCServer(*plugin.GRPCBroker, *grpc.Server) error
+	}
+}
+
+func (p served) GRPCServer(b *plugin.GRPCBroker, s *grpc.Server) error {
+	return p.server.GRPCServer(b, s)
+}
+
+func (served) GRPCClient(ctx context.Context, b *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	host := protocol.ClientPlugins()[protocol.ProtocolVersion][protocol.PluginName].(plugin.GRPCPlugin)
+	return host.GRPCClient(ctx, b, c)
+}
+
+// serve returns the sdk's plugin side of s.
+func serve(t testing.TB, s sdk.Sink) plugin.GRPCPlugin {
+	t.Helper()
+	cfg := protocol.ServeConfig(s)
+	p, ok := cfg.VersionedPlugins[protocol.ProtocolVersion][protocol.PluginName].(plugin.GRPCPlugin)
+	if !ok {
+		t.Fatalf("ServeConfig serves %v, want a gRPC plugin named %q at version %d", cfg.VersionedPlugins, protocol.PluginName, protocol.ProtocolVersion)
+	}
+	return p
+}
+
+// dispense connects a host client to server over a local gRPC connection
+// (with gRPC's default limits) and returns the dispensed sink.
+func dispense(t *testing.T, server served) sdk.Sink {
+	t.Helper()
+	client, _ := plugin.TestPluginGRPCConn(t, false, plugin.PluginSet{protocol.PluginName: server})
+	t.Cleanup(func() { client.Close() })
+	raw, err := client.Dispense(protocol.PluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := raw.(sdk.Sink)
+	if !ok {
+		t.Fatalf("dispensed %T, want an sdk.Sink", raw)
+	}
+	return s
+}
+
+// oldServer serves the protocol as it was before Describe: the generated
+// Unimplemented server answers UNIMPLEMENTED, as a server without the
+// method does.
+type oldServer struct{ pb.UnimplementedSinkServer }
+
+type oldPlugin struct{}
+
+func (oldPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	pb.RegisterSinkServer(s, oldServer{})
+	return nil
+}
+
+func TestDescribeOverTheWire(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		server  served
+		want    sdk.Description
+		wantErr error
+	}{
+		{"describer", served{server: serve(t, &describedSink{})}, testDescription, nil},
+		{"not a describer", served{server: serve(t, &nopSink{})}, sdk.Description{}, protocol.ErrNotDescribed},
+		{"plugin from before Describe", served{server: oldPlugin{}}, sdk.Description{}, protocol.ErrNotDescribed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dc, ok := dispense(t, tt.server).(protocol.DescribeClient)
+			if !ok {
+				t.Fatalf("the dispensed sink is no protocol.DescribeClient")
+			}
+			got, err := dc.DescribeSink(ctx)
+			if !errors.Is(err, tt.wantErr) || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("DescribeSink() = %+v, %v; want %+v, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestDeliverTooLarge checks that a batch over gRPC's message size limit
+// (4 MiB by default) comes back as ErrBatchTooLarge, without reaching the
+// sink, and that the connection still carries a batch that fits.
+func TestDeliverTooLarge(t *testing.T) {
+	ctx := context.Background()
+	sink := &nopSink{}
+	s := dispense(t, served{server: serve(t, sink)})
+	body := json.RawMessage(`"` + string(bytes.Repeat([]byte("x"), 1<<20)) + `"`)
+	batch := make([]sdk.Event, 5)
+	for i := range batch {
+		batch[i] = sdk.Event{ID: string(rune('a' + i)), Body: body}
+	}
+
+	if _, err := s.Deliver(ctx, batch); !errors.Is(err, protocol.ErrBatchTooLarge) {
+		t.Fatalf("Deliver(5 events of 1 MiB) = %v, want ErrBatchTooLarge", err)
+	}
+	if n := sink.delivered.Load(); n != 0 {
+		t.Errorf("the sink got %d events of a batch refused as too large, want 0", n)
+	}
+	res, err := s.Deliver(ctx, batch[:2])
+	if err != nil || len(res) != 2 || !res[0].IsDelivered() || !res[1].IsDelivered() {
+		t.Fatalf("Deliver(2 events of 1 MiB) = %v, %v; want both delivered", res, err)
+	}
+	if n := sink.delivered.Load(); n != 2 {
+		t.Errorf("the sink got %d events, want the 2 of the batch that fits", n)
+	}
+}

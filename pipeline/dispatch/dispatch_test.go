@@ -958,6 +958,7 @@ func (s *ctxSink) cause() error {
 	defer s.mu.Unlock()
 	return s.err
 }
+
 // TestSplitsBatchTooLarge checks that a batch the plugin protocol refuses
 // as too large (protocol.ErrBatchTooLarge, wrapped as pluginhost does) is
 // split in halves until the parts fit: the events around an oversized one

@@ -83,7 +83,7 @@ type Daemon struct {
 	sinks
 }
 
-// New returns a daemon for cfg, which must have passed Validate.
+// New returns a daemon for cfg, which must come from config.Load or config.Parse.
 func New(cfg *config.Config, o *Options) *Daemon {
 	var opts Options
 	if o != nil {
@@ -139,7 +139,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 // returns the error that kept it from starting.
 func (d *Daemon) Run(ctx context.Context) error {
 	cfg := d.cfg.Load()
-	ic, err := Compile(cfg)
+	ic, err := IngestConfig(cfg)
 	if err != nil {
 		return err
 	}
@@ -365,7 +365,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	ic, err := Compile(cfg)
+	ic, err := IngestConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}

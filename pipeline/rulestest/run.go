@@ -16,7 +16,6 @@ import (
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/daemon"
 	"github.com/pipelined/pipelined/pipeline/ingest"
-	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
 // Suite is a test file with the configuration it tests, compiled.
@@ -24,14 +23,11 @@ type Suite struct {
 	file *File
 	cfg  *config.Config
 	ic   ingest.Config
-	// single holds one router per route, to tell every route that matches
-	// (the full router gives a sink to the first matching route only).
-	single []*rules.Router
 }
 
-// Load loads the configuration with load and compiles it as the daemon
-// does, with the file's env set. Its error is a problem of the
-// configuration.
+// Load loads the configuration with load, with the file's env set, and
+// serves its plan as the daemon does: the expressions compiled by load are
+// the ones the cases run. Its error is a problem of the configuration.
 func Load(f *File, load func() (*config.Config, error)) (*Suite, error) {
 	s := &Suite{file: f}
 	err := withEnv(f.loadEnv(), func() error {
@@ -40,18 +36,11 @@ func Load(f *File, load func() (*config.Config, error)) (*Suite, error) {
 			return err
 		}
 		s.cfg = cfg
-		s.ic, err = daemon.Compile(cfg)
+		s.ic, err = daemon.IngestConfig(cfg)
 		return err
 	})
 	if err != nil {
 		return nil, err
-	}
-	for _, r := range s.cfg.Routes {
-		rt, err := rules.NewRouter([]rules.Route{{Name: r.Name, When: r.When, Transform: r.Transform, To: r.To}})
-		if err != nil {
-			return nil, err // daemon.Compile compiled it already
-		}
-		s.single = append(s.single, rt)
 	}
 	return s, nil
 }
@@ -161,10 +150,8 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 	}
 	o.targets = d.Entry.Targets
 	o.ruleErrs = append(o.ruleErrs, d.RouteErrs...)
-	for j, rt := range s.single {
-		if ts, _ := rt.Route(d.Env); len(ts) > 0 {
-			o.routes = append(o.routes, s.cfg.Routes[j].Name)
-		}
+	if s.ic.Router != nil {
+		o.routes = s.ic.Router.Matched(d.Env)
 	}
 	return o
 }

@@ -1,6 +1,8 @@
 // Package config decodes pipeline.toml strictly into plain structs, applies
-// defaults and validates the result, reporting every problem at once with
-// the file, line and (for expressions) column, the key path and the fix.
+// defaults, checks the result and compiles it, once, into the [Plan] that
+// serve, check, test and reload share (every expression, schema and auth
+// check). It reports every problem at once with the file, line and (for
+// expressions) column, the key path and the fix.
 //
 // Parse sets the defaults first and decodes over them; elements of the
 // [[source]] and [[sink]] arrays get their defaults after decoding, in place

@@ -1,8 +1,3 @@
-// Package ingest is the HTTP side of pipelined: one handler serves every
-// [[source]] by its path. For each request it checks method, content type,
-// size and JSON (P7), computes the dedup key, evaluates every route, hands
-// the event to the writer and answers 2xx only once the writer says the
-// event is durable (P1).
 package ingest
 
 import (

@@ -1,12 +1,3 @@
-// Package rules compiles the expressions of pipeline.toml (a route's when and
-// transform, a source's dedup_key) once, at load, and evaluates them per
-// event. It does no I/O.
-//
-// Expressions are written in the expr language
-// (https://expr-lang.org) and see the fields of [Env]: body, source, headers,
-// id and received_at. Names outside Env fail at compile time. The builtin
-// now() is disabled so that a replay computes what the first run computed:
-// use received_at instead.
 package rules
 
 import (

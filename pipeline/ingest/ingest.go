@@ -47,7 +47,7 @@ type Source struct {
 	// Allow, when not empty, lists the client addresses accepted.
 	Allow []netip.Prefix
 	// Accept, when not nil, must be true for an event to be accepted;
-	// false or an error is answered 422 (see [Validate]).
+	// false or an error is answered 422 (see [Config.Decide]).
 	Accept *rules.Program
 	// Schema, when not nil, is a JSON Schema every body must match, else
 	// 422 with the violations.
@@ -195,14 +195,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		RemoteAddr:    r.RemoteAddr,
 	}
 	if src.Limiter != nil {
-		req.Admit = func() time.Duration {
-			res := src.Limiter.Reserve()
-			d := res.Delay()
-			if d > 0 {
-				res.Cancel()
-			}
-			return d
-		}
+		req.Admit = src.admit
 	}
 	d := st.cfg.Decide(src, req)
 	if !d.Accepted() {
@@ -211,37 +204,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		}
 		return src.Name, h.refuse(w, st, d)
 	}
-	h.ruleErrors.Add(int64(len(d.RouteErrs)))
-	if d.DedupKeyErr != nil {
-		h.ruleErrors.Add(1)
-		st.cfg.Metrics.DedupKeyError(src.Name)
-		h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", d.Entry.Event.ID, "err", d.DedupKeyErr)
-	}
-	for _, err := range d.RouteErrs {
-		route, expr := "", ""
-		if re := (*rules.RouteError)(nil); errors.As(err, &re) {
-			route, expr = re.Route, re.Expr
-		}
-		st.cfg.Metrics.RuleError(route, expr)
-		h.log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
-	}
-
+	h.ruleFailures(st, src, &d)
 	res, err := h.app.Append(r.Context(), d.Entry)
 	if err != nil {
-		switch {
-		case errors.Is(err, writer.ErrOverloaded):
-			return src.Name, h.refuse(w, st, unavailable("event log is overloaded: retry shortly"))
-		case errors.Is(err, pipeline.ErrFull):
-			return src.Name, h.refuse(w, st, unavailable("event log is full (no disk space): retry later"))
-		case errors.Is(err, pipeline.ErrClosed):
-			return src.Name, h.refuse(w, st, unavailable("pipelined is shutting down: retry shortly"))
-		case r.Context().Err() != nil:
-			// The client went away; nobody reads the answer.
-			h.unavailable.Add(1)
-			return src.Name, metrics.OutcomeCanceled
-		default:
-			return src.Name, h.refuse(w, st, unavailable("event log cannot take the event: retry later"))
-		}
+		return src.Name, h.refuse(w, st, appendFailed(err, r.Context().Err() != nil))
 	}
 	outcome = metrics.OutcomeAccepted
 	if res.Duplicate {
@@ -255,15 +221,65 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	return src.Name, outcome
 }
 
+// admit takes a token of the source's rate limiter: it returns 0, or how
+// long to wait when there is none (and then takes none).
+func (s *Source) admit() time.Duration {
+	res := s.Limiter.Reserve()
+	d := res.Delay()
+	if d > 0 {
+		res.Cancel()
+	}
+	return d
+}
+
+// ruleFailures logs and counts the rule errors of an accepted decision.
+func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
+	if d.DedupKeyErr != nil {
+		h.ruleErrors.Add(1)
+		st.cfg.Metrics.DedupKeyError(src.Name)
+		h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", d.Entry.Event.ID, "err", d.DedupKeyErr)
+	}
+	for _, err := range d.RouteErrs {
+		h.ruleErrors.Add(1)
+		route, expr := "", ""
+		if re := (*rules.RouteError)(nil); errors.As(err, &re) {
+			route, expr = re.Route, re.Expr
+		}
+		st.cfg.Metrics.RuleError(route, expr)
+		h.log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
+	}
+}
+
+// appendFailed is the refusal of an event the log could not take. When
+// the client went away (canceled) for another reason than the log's
+// state, nobody reads the answer: it has no Status.
+func appendFailed(err error, canceled bool) Decision {
+	switch {
+	case errors.Is(err, writer.ErrOverloaded):
+		return unavailable("event log is overloaded: retry shortly")
+	case errors.Is(err, pipeline.ErrFull):
+		return unavailable("event log is full (no disk space): retry later")
+	case errors.Is(err, pipeline.ErrClosed):
+		return unavailable("pipelined is shutting down: retry shortly")
+	case canceled:
+		return Decision{Outcome: metrics.OutcomeCanceled}
+	}
+	return unavailable("event log cannot take the event: retry later")
+}
+
 // unavailable is the refusal of a request that pipelined cannot take now.
 func unavailable(reason string) Decision {
 	return Decision{Status: http.StatusServiceUnavailable, Outcome: metrics.OutcomeUnavailable, Error: reason}
 }
 
 // refuse answers a refusal, counts it and hands it to the audit when its
-// source keeps rejected requests. It returns d.Outcome.
+// source keeps rejected requests. It returns d.Outcome. A refusal without
+// Status (the client left) is counted as unavailable and not answered.
 func (h *Handler) refuse(w http.ResponseWriter, st *state, d Decision) string {
 	switch d.Status {
+	case 0:
+		h.unavailable.Add(1)
+		return d.Outcome
 	case http.StatusServiceUnavailable:
 		h.unavailable.Add(1)
 		w.Header().Set("Retry-After", "1")

@@ -1,6 +1,8 @@
 // Package config decodes pipeline.toml strictly into plain structs, applies
-// defaults and validates the result, reporting every problem at once with
-// the file, line and (for expressions) column, the key path and the fix.
+// defaults, checks the result and compiles it, once, into the [Plan] that
+// serve, check, test and reload share (every expression, schema and auth
+// check). It reports every problem at once with the file, line and (for
+// expressions) column, the key path and the fix.
 //
 // Parse sets the defaults first and decodes over them; elements of the
 // [[source]] and [[sink]] arrays get their defaults after decoding, in place
@@ -39,6 +41,8 @@ type Config struct {
 	files fs.FS
 
 	src []byte // the TOML text, to find lines for messages
+
+	plan *Plan // what Parse compiled
 }
 
 // Server configures the ingest listener.
@@ -266,7 +270,8 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// Parse decodes data strictly over the defaults, then validates it. file
+// Parse decodes data strictly over the defaults, then checks and compiles
+// it once ([Config.Compile]; [Config.Plan] returns the plan). file
 // names the data in messages. The error joins every problem found; a TOML
 // syntax error stops decoding, so it comes alone.
 func Parse(file string, data []byte) (*Config, error) {
@@ -288,12 +293,14 @@ func ParseFS(file string, data []byte, files fs.FS) (*Config, error) {
 	c.fillDefaults()
 	var errs []error
 	errs = append(errs, c.unknownKeys(md)...)
-	if err := c.Validate(); err != nil {
+	plan, err := c.Compile()
+	if err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	c.plan = plan
 	return c, nil
 }
 

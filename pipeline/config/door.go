@@ -11,54 +11,13 @@ import (
 	"github.com/pipelined/pipelined/pipeline/auth"
 )
 
-// validateDoor checks what guards the ingest listener: TLS, limits, trusted
-// proxies, and each source's authentication, rate and allowed addresses.
-func (c *Config) validateDoor(at func(table string, idx int, key, format string, args ...any)) {
-	if _, err := c.AdminToken(); err != nil {
-		at("admin", -1, "token_env", "%v", err)
-	}
+// checkTLSFiles checks that the ingest listener's certificate and key
+// files exist.
+func (c *Config) checkTLSFiles(p *problems) {
 	srv := c.Server
-	switch {
-	case (srv.TLSCertFile == "") != (srv.TLSKeyFile == ""):
-		at("server", -1, "tls_cert_file", "server: set both tls_cert_file and tls_key_file for HTTPS, or neither")
-	case srv.TLSCertFile != "":
-		for _, f := range []struct{ key, path string }{{"tls_cert_file", srv.TLSCertFile}, {"tls_key_file", srv.TLSKeyFile}} {
-			if _, err := os.Stat(f.path); err != nil {
-				at("server", -1, f.key, "server.%s: %v", f.key, err)
-			}
-		}
-	}
-	if srv.MaxHeaderBytes < 1<<10 {
-		at("server", -1, "max_header_bytes", `server.max_header_bytes: must be at least 1KiB (default "64KiB")`)
-	}
-	if srv.MaxConcurrent < 1 {
-		at("server", -1, "max_concurrent", "server.max_concurrent: must be at least 1 (default 1024)")
-	}
-	if _, err := ParsePrefixes(srv.TrustedProxies); err != nil {
-		at("server", -1, "trusted_proxies", "server.trusted_proxies: %v", err)
-	}
-	for i := range c.Sources {
-		s := &c.Sources[i]
-		what := fmt.Sprintf("source %q", s.Name)
-		if s.Burst < 0 {
-			at("source", i, "burst", "%s: burst: must not be negative", what)
-		}
-		if s.Burst > 0 && s.Rate.PerSecond == 0 {
-			at("source", i, "burst", `%s: burst: set rate too (e.g. rate = "100/s")`, what)
-		}
-		if _, err := ParsePrefixes(s.AllowCIDRs); err != nil {
-			at("source", i, "allow_cidrs", "%s: allow_cidrs: %v", what, err)
-		}
-		if s.Auth.Type == "" {
-			at("source", i, "auth", "%s: auth: missing; write it explicitly, e.g. auth = { type = \"none\" } or { type = \"standard-webhooks\", secret_env = \"CALLKARO_WEBHOOK_SECRET\" }", what)
-			continue
-		}
-		spec, err := c.AuthSpec(i)
-		if err == nil {
-			_, err = auth.New(spec)
-		}
-		if err != nil {
-			at("source", i, "auth", "%s: auth: %v", what, err)
+	for _, f := range []struct{ key, path string }{{"tls_cert_file", srv.TLSCertFile}, {"tls_key_file", srv.TLSKeyFile}} {
+		if _, err := os.Stat(f.path); err != nil {
+			p.at("server", -1, f.key, "server.%s: %v", f.key, err)
 		}
 	}
 }

@@ -3,11 +3,13 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
@@ -18,182 +20,276 @@ var (
 	sha256RE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
 
-// Validate checks the whole configuration, compiles every expression and
-// returns errors.Join of every problem, each naming the key path and the fix
-// (with file:line:col when the configuration came from [Parse]).
-func (c *Config) Validate() error {
-	var errs []error
-	add := func(err error) { errs = append(errs, err) }
-	at := func(table string, idx int, key, format string, args ...any) {
-		add(c.errAt(c.lineOf(table, idx, key), format, args...))
+// Compile checks the whole configuration and compiles it into the [Plan]
+// that serve, check, test and reload share: every expression, schema and
+// authentication check is built here, once. It returns errors.Join of
+// every problem, each naming the key path and the fix (with
+// file:line:col when the configuration came from [Parse]). [Parse] calls
+// it; [Config.Plan] returns what it compiled.
+func (c *Config) Compile() (*Plan, error) {
+	p := &problems{c: c}
+	plan := &Plan{}
+	c.checkServer(p, plan)
+	c.checkSources(p, plan)
+	sinks := c.checkSinks(p)
+	c.checkRoutes(p, plan, sinks)
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
 	}
+	return plan, nil
+}
 
-	// [server], [admin], [log], [plugins]
-	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
-		at("server", -1, "listen", "server.listen: %q is not host:port (write e.g. %q)", c.Server.Listen, DefaultListen)
+// problems collects what is wrong with a configuration.
+type problems struct {
+	c    *Config
+	errs []error
+}
+
+func (p *problems) add(err error) { p.errs = append(p.errs, err) }
+
+// at adds a problem placed at the line of key in the idx-th table (-1: a
+// plain table).
+func (p *problems) at(table string, idx int, key, format string, args ...any) {
+	p.add(p.c.errAt(p.c.lineOf(table, idx, key), format, args...))
+}
+
+// checkServer checks [server], [admin], [log] and [plugins]: listeners,
+// limits, timeouts, TLS, trusted proxies, the admin token and the log
+// backend.
+func (c *Config) checkServer(p *problems, plan *Plan) {
+	srv := c.Server
+	if _, _, err := net.SplitHostPort(srv.Listen); err != nil {
+		p.at("server", -1, "listen", "server.listen: %q is not host:port (write e.g. %q)", srv.Listen, DefaultListen)
 	}
-	if c.Server.MaxBody <= 0 {
-		at("server", -1, "max_body", `server.max_body: must be more than 0 (write e.g. "1MiB")`)
+	if srv.MaxBody <= 0 {
+		p.at("server", -1, "max_body", `server.max_body: must be more than 0 (write e.g. "1MiB")`)
 	}
 	for _, d := range []struct {
 		key string
 		v   Duration
 	}{
-		{"read_header_timeout", c.Server.ReadHeaderTimeout}, {"read_timeout", c.Server.ReadTimeout},
-		{"write_timeout", c.Server.WriteTimeout}, {"idle_timeout", c.Server.IdleTimeout},
-		{"shutdown_timeout", c.Server.ShutdownTimeout},
+		{"read_header_timeout", srv.ReadHeaderTimeout}, {"read_timeout", srv.ReadTimeout},
+		{"write_timeout", srv.WriteTimeout}, {"idle_timeout", srv.IdleTimeout},
+		{"shutdown_timeout", srv.ShutdownTimeout},
 	} {
 		if d.v.Duration <= 0 {
-			at("server", -1, d.key, `server.%s: must be more than 0 (write e.g. "30s")`, d.key)
+			p.at("server", -1, d.key, `server.%s: must be more than 0 (write e.g. "30s")`, d.key)
 		}
 	}
-	if _, port, err := net.SplitHostPort(c.Admin.Listen); err != nil {
-		at("admin", -1, "listen", "admin.listen: %q is not host:port (write e.g. %q)", c.Admin.Listen, DefaultAdminListen)
-	} else if c.Admin.Listen == c.Server.Listen && port != "0" { // port 0: each listener gets its own
-		at("admin", -1, "listen", "admin.listen: %q is also server.listen; the admin API never shares the ingest listener: use another port (default %q)", c.Admin.Listen, DefaultAdminListen)
+	switch {
+	case (srv.TLSCertFile == "") != (srv.TLSKeyFile == ""):
+		p.at("server", -1, "tls_cert_file", "server: set both tls_cert_file and tls_key_file for HTTPS, or neither")
+	case srv.TLSCertFile != "":
+		c.checkTLSFiles(p)
 	}
+	if srv.MaxHeaderBytes < 1<<10 {
+		p.at("server", -1, "max_header_bytes", `server.max_header_bytes: must be at least 1KiB (default "64KiB")`)
+	}
+	if srv.MaxConcurrent < 1 {
+		p.at("server", -1, "max_concurrent", "server.max_concurrent: must be at least 1 (default 1024)")
+	}
+	var err error
+	if plan.TrustedProxies, err = ParsePrefixes(srv.TrustedProxies); err != nil {
+		p.at("server", -1, "trusted_proxies", "server.trusted_proxies: %v", err)
+	}
+
+	if _, port, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+		p.at("admin", -1, "listen", "admin.listen: %q is not host:port (write e.g. %q)", c.Admin.Listen, DefaultAdminListen)
+	} else if c.Admin.Listen == srv.Listen && port != "0" { // port 0: each listener gets its own
+		p.at("admin", -1, "listen", "admin.listen: %q is also server.listen; the admin API never shares the ingest listener: use another port (default %q)", c.Admin.Listen, DefaultAdminListen)
+	}
+	if _, err := c.AdminToken(); err != nil {
+		p.at("admin", -1, "token_env", "%v", err)
+	}
+
 	if strings.TrimSpace(c.Log.Dir) == "" {
-		at("log", -1, "dir", "log.dir: must not be empty (default %q)", DefaultLogDir)
+		p.at("log", -1, "dir", "log.dir: must not be empty (default %q)", DefaultLogDir)
 	}
 	if c.Log.Retention.Duration <= 0 {
-		at("log", -1, "retention", `log.retention: must be more than 0 (write e.g. "168h" or "7d")`)
+		p.at("log", -1, "retention", `log.retention: must be more than 0 (write e.g. "168h" or "7d")`)
 	}
 	switch c.Log.Backend {
 	case "badger":
 	case "jetstream":
-		validateJetStream(c, at)
+		validateJetStream(c, p.at)
 	default:
-		at("log", -1, "backend", `log.backend: unknown backend %q (write backend = "badger" or "jetstream")`, c.Log.Backend)
+		p.at("log", -1, "backend", `log.backend: unknown backend %q (write backend = "badger" or "jetstream")`, c.Log.Backend)
 	}
 	for _, d := range c.Plugins.Dirs {
 		if strings.TrimSpace(d) == "" {
-			at("plugins", -1, "dirs", "plugins.dirs: empty directory name (remove it)")
+			p.at("plugins", -1, "dirs", "plugins.dirs: empty directory name (remove it)")
 		}
 	}
+}
 
-	// [[source]]
+// checkSources checks every [[source]] and compiles what ingest serves
+// for it into plan.Sources: its dedup_key and accept expressions, its
+// schema, its allowed addresses and its authentication.
+func (c *Config) checkSources(p *problems, plan *Plan) {
 	names := map[string]bool{}
 	paths := map[string]string{}
+	plan.Sources = make([]SourcePlan, len(c.Sources))
 	for i, s := range c.Sources {
+		sp := &plan.Sources[i]
 		what := fmt.Sprintf("source %q", s.Name)
 		if s.Name == "" {
 			what = fmt.Sprintf("source #%d", i+1)
-			at("source", i, "", "%s: name: missing (write name = \"...\")", what)
+			p.at("source", i, "", "%s: name: missing (write name = \"...\")", what)
 		} else if !sourceRE.MatchString(s.Name) {
-			at("source", i, "name", "%s: name: use only letters, digits, '.', '_' and '-'", what)
+			p.at("source", i, "name", "%s: name: use only letters, digits, '.', '_' and '-'", what)
 		} else if names[s.Name] {
-			at("source", i, "name", "%s: name: defined twice (source names must be unique)", what)
+			p.at("source", i, "name", "%s: name: defined twice (source names must be unique)", what)
 		}
 		names[s.Name] = true
 		switch {
 		case !strings.HasPrefix(s.Path, "/"):
-			at("source", i, "path", "%s: path: %q must start with \"/\" (write e.g. path = \"/hooks/%s\")", what, s.Path, s.Name)
+			p.at("source", i, "path", "%s: path: %q must start with \"/\" (write e.g. path = \"/hooks/%s\")", what, s.Path, s.Name)
 		case paths[s.Path] != "":
-			at("source", i, "path", "%s: path: %q is already the path of source %q (paths must be unique)", what, s.Path, paths[s.Path])
+			p.at("source", i, "path", "%s: path: %q is already the path of source %q (paths must be unique)", what, s.Path, paths[s.Path])
 		default:
 			paths[s.Path] = s.Name
 		}
+		var err error
 		if s.DedupKey != "" {
-			if _, err := rules.CompileValue(s.DedupKey); err != nil {
-				add(c.exprErr("source", i, "dedup_key", what, err))
+			if sp.DedupKey, err = rules.CompileValue(s.DedupKey); err != nil {
+				p.add(c.exprErr("source", i, "dedup_key", what, err))
 			}
 		}
 		if strings.TrimSpace(s.Accept) != "" {
-			if _, err := rules.CompileBool(s.Accept); err != nil {
-				add(c.exprErr("source", i, "accept", what, err))
+			if sp.Accept, err = rules.CompileBool(s.Accept); err != nil {
+				p.add(c.exprErr("source", i, "accept", what, err))
 			}
 		}
 		if s.SchemaFile != "" {
-			if _, err := c.Schema(i); err != nil {
-				at("source", i, "schema_file", "%s: schema_file: %v", what, err)
+			if sp.Schema, err = c.Schema(i); err != nil {
+				p.at("source", i, "schema_file", "%s: schema_file: %v", what, err)
 			}
 		}
+		if s.Burst < 0 {
+			p.at("source", i, "burst", "%s: burst: must not be negative", what)
+		}
+		if s.Burst > 0 && s.Rate.PerSecond == 0 {
+			p.at("source", i, "burst", `%s: burst: set rate too (e.g. rate = "100/s")`, what)
+		}
+		if sp.Allow, err = ParsePrefixes(s.AllowCIDRs); err != nil {
+			p.at("source", i, "allow_cidrs", "%s: allow_cidrs: %v", what, err)
+		}
+		if s.Auth.Type == "" {
+			p.at("source", i, "auth", "%s: auth: missing; write it explicitly, e.g. auth = { type = \"none\" } or { type = \"standard-webhooks\", secret_env = \"CALLKARO_WEBHOOK_SECRET\" }", what)
+			continue
+		}
+		spec, err := c.AuthSpec(i)
+		if err == nil {
+			sp.Verifier, err = auth.New(spec)
+		}
+		if err != nil {
+			p.at("source", i, "auth", "%s: auth: %v", what, err)
+		}
+		if s.DedupKey == "" {
+			sp.DedupHeader = auth.DedupHeader(spec)
+		}
 	}
-	c.validateDoor(at)
+}
 
-	// [[sink]]
+// checkSinks checks every [[sink]] and returns the names defined.
+func (c *Config) checkSinks(p *problems) map[string]bool {
 	sinks := map[string]bool{}
-	var sinkNames []string
 	for i, s := range c.Sinks {
 		what := fmt.Sprintf("sink %q", s.Name)
 		switch {
 		case s.Name == "":
 			what = fmt.Sprintf("sink #%d", i+1)
-			at("sink", i, "", "%s: name: missing (write name = \"...\")", what)
+			p.at("sink", i, "", "%s: name: missing (write name = \"...\")", what)
 		case !nameRE.MatchString(s.Name):
-			at("sink", i, "name", "%s: name: use only a-z, 0-9, '_' and '-'", what)
+			p.at("sink", i, "name", "%s: name: use only a-z, 0-9, '_' and '-'", what)
 		case sinks[s.Name]:
-			at("sink", i, "name", "%s: name: defined twice (sink names must be unique)", what)
-		}
-		if s.Name != "" && !sinks[s.Name] {
-			sinkNames = append(sinkNames, s.Name)
+			p.at("sink", i, "name", "%s: name: defined twice (sink names must be unique)", what)
 		}
 		sinks[s.Name] = true
 		switch {
 		case s.Plugin == "" && s.Command == "":
-			at("sink", i, "", "%s: set plugin = \"name\" (binary pipelined-sink-name) or command = \"/path/to/binary\"", what)
+			p.at("sink", i, "", "%s: set plugin = \"name\" (binary pipelined-sink-name) or command = \"/path/to/binary\"", what)
 		case s.Plugin != "" && s.Command != "":
-			at("sink", i, "command", "%s: plugin and command are both set; keep one", what)
+			p.at("sink", i, "command", "%s: plugin and command are both set; keep one", what)
 		case s.Plugin != "" && !pluginRE.MatchString(s.Plugin):
-			at("sink", i, "plugin", "%s: plugin: %q is not a plugin name (a-z, 0-9, '_', '-'; the binary is pipelined-sink-<plugin>; use command for a path)", what, s.Plugin)
+			p.at("sink", i, "plugin", "%s: plugin: %q is not a plugin name (a-z, 0-9, '_', '-'; the binary is pipelined-sink-<plugin>; use command for a path)", what, s.Plugin)
 		}
 		if s.SHA256 != "" && !sha256RE.MatchString(s.SHA256) {
-			at("sink", i, "sha256", "%s: sha256: must be 64 hex characters (the output of sha256sum) or empty", what)
+			p.at("sink", i, "sha256", "%s: sha256: must be 64 hex characters (the output of sha256sum) or empty", what)
 		}
 		d := s.Delivery
 		if d.BatchMax < 1 || d.BatchMax > 10000 {
-			at("sink", i, "batch_max", "%s: delivery.batch_max: %d is out of range 1..10000", what, d.BatchMax)
+			p.at("sink", i, "batch_max", "%s: delivery.batch_max: %d is out of range 1..10000", what, d.BatchMax)
 		}
 		if d.MaxAttempts < 1 {
-			at("sink", i, "max_attempts", "%s: delivery.max_attempts: must be at least 1", what)
+			p.at("sink", i, "max_attempts", "%s: delivery.max_attempts: must be at least 1", what)
 		}
 		if d.BackoffMin.Duration <= 0 {
-			at("sink", i, "backoff_min", "%s: delivery.backoff_min: must be more than 0", what)
+			p.at("sink", i, "backoff_min", "%s: delivery.backoff_min: must be more than 0", what)
 		} else if d.BackoffMax.Duration < d.BackoffMin.Duration {
-			at("sink", i, "backoff_max", "%s: delivery.backoff_max: %v is less than backoff_min %v", what, d.BackoffMax.Duration, d.BackoffMin.Duration)
+			p.at("sink", i, "backoff_max", "%s: delivery.backoff_max: %v is less than backoff_min %v", what, d.BackoffMax.Duration, d.BackoffMin.Duration)
 		}
 	}
+	delete(sinks, "")
+	return sinks
+}
 
-	// [[route]]
+// checkRoutes checks every [[route]] against the sinks defined and
+// compiles the routes into plan.Router. A when written the same way in
+// several routes is compiled once.
+func (c *Config) checkRoutes(p *problems, plan *Plan, sinks map[string]bool) {
+	defined := "none"
+	if len(sinks) > 0 {
+		defined = strings.Join(slices.Sorted(maps.Keys(sinks)), ", ")
+	}
 	routes := map[string]bool{}
+	whens := map[string]*rules.Program{}
+	compiled := make([]rules.CompiledRoute, 0, len(c.Routes))
 	for i, r := range c.Routes {
 		what := fmt.Sprintf("route %q", r.Name)
 		if r.Name == "" {
 			what = fmt.Sprintf("route #%d", i+1)
-			at("route", i, "", "%s: name: missing (write name = \"...\")", what)
+			p.at("route", i, "", "%s: name: missing (write name = \"...\")", what)
 		} else if routes[r.Name] {
-			at("route", i, "name", "%s: name: defined twice (route names must be unique)", what)
+			p.at("route", i, "name", "%s: name: defined twice (route names must be unique)", what)
 		}
 		routes[r.Name] = true
-		if strings.TrimSpace(r.When) == "" {
-			at("route", i, "", "%s: when: missing (write when = 'true' to route every event)", what)
-		} else if _, err := rules.CompileBool(r.When); err != nil {
-			add(c.exprErr("route", i, "when", what, err))
+		cr := rules.CompiledRoute{Name: r.Name, To: r.To}
+		var err error
+		switch {
+		case strings.TrimSpace(r.When) == "":
+			p.at("route", i, "", "%s: when: missing (write when = 'true' to route every event)", what)
+		case whens[r.When] != nil:
+			cr.When = whens[r.When]
+		default:
+			if cr.When, err = rules.CompileBool(r.When); err != nil {
+				p.add(c.exprErr("route", i, "when", what, err))
+			}
+			whens[r.When] = cr.When
 		}
 		if r.Transform != "" {
-			if _, err := rules.CompileValue(r.Transform); err != nil {
-				add(c.exprErr("route", i, "transform", what, err))
+			if cr.Transform, err = rules.CompileValue(r.Transform); err != nil {
+				p.add(c.exprErr("route", i, "transform", what, err))
 			}
 		}
+		compiled = append(compiled, cr)
 		if len(r.To) == 0 {
-			at("route", i, "", "%s: to: missing (write to = [\"sink-name\"])", what)
+			p.at("route", i, "", "%s: to: missing (write to = [\"sink-name\"])", what)
 		}
 		seen := map[string]bool{}
 		for _, to := range r.To {
 			switch {
-			case !sinks[to] || to == "":
-				defined := "none"
-				if len(sinkNames) > 0 {
-					defined = strings.Join(slices.Sorted(slices.Values(sinkNames)), ", ")
-				}
-				at("route", i, "to", "%s: to: unknown sink %q (defined sinks: %s)", what, to, defined)
+			case !sinks[to]:
+				p.at("route", i, "to", "%s: to: unknown sink %q (defined sinks: %s)", what, to, defined)
 			case seen[to]:
-				at("route", i, "to", "%s: to: sink %q listed twice", what, to)
+				p.at("route", i, "to", "%s: to: sink %q listed twice", what, to)
 			}
 			seen[to] = true
 		}
 	}
-	return errors.Join(errs...)
+	if len(p.errs) == 0 {
+		plan.Router = rules.NewRouterOf(compiled)
+	}
 }
 
 // exprErr places an expression's compile error in the file.

@@ -4,34 +4,43 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 
 	"golang.org/x/time/rate"
 
-	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
-	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
-// Compile builds what ingest serves from cfg: sources with their dedup
-// programs and the router.
-func Compile(cfg *config.Config) (ingest.Config, error) {
-	ic := ingest.Config{MaxBody: int64(cfg.Server.MaxBody), MaxConcurrent: cfg.Server.MaxConcurrent}
-	var errs []error
-	var err error
-	if ic.TrustedProxies, err = config.ParsePrefixes(cfg.Server.TrustedProxies); err != nil {
-		errs = append(errs, fmt.Errorf("server.trusted_proxies: %w", err))
+// IngestConfig returns what ingest serves for cfg: its [config.Plan]
+// (compiled once, when cfg was loaded) with a fresh rate limiter for each
+// source that has a rate. It compiles nothing. cfg must come from
+// config.Load or config.Parse.
+func IngestConfig(cfg *config.Config) (ingest.Config, error) {
+	plan := cfg.Plan()
+	if plan == nil {
+		return ingest.Config{}, errors.New("the configuration was not compiled: load it with config.Load or config.Parse")
+	}
+	ic := ingest.Config{
+		Sources:        make([]ingest.Source, len(cfg.Sources)),
+		Router:         plan.Router,
+		MaxBody:        int64(cfg.Server.MaxBody),
+		MaxConcurrent:  cfg.Server.MaxConcurrent,
+		TrustedProxies: plan.TrustedProxies,
 	}
 	for i, s := range cfg.Sources {
-		src := ingest.Source{Name: s.Name, Path: s.Path, DedupWindow: s.DedupWindow.Duration, KeepRejected: s.KeepRejected.Duration}
-		spec, err := cfg.AuthSpec(i)
-		if err == nil {
-			src.Verifier, err = auth.New(spec)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("source %q: auth: %w", s.Name, err))
+		sp := plan.Sources[i]
+		src := ingest.Source{
+			Name:         s.Name,
+			Path:         s.Path,
+			DedupKey:     sp.DedupKey,
+			DedupWindow:  s.DedupWindow.Duration,
+			Verifier:     sp.Verifier,
+			DedupHeader:  sp.DedupHeader,
+			Allow:        sp.Allow,
+			Accept:       sp.Accept,
+			Schema:       sp.Schema,
+			KeepRejected: s.KeepRejected.Duration,
 		}
 		if s.Rate.PerSecond > 0 {
 			burst := s.Burst
@@ -40,39 +49,9 @@ func Compile(cfg *config.Config) (ingest.Config, error) {
 			}
 			src.Limiter = rate.NewLimiter(rate.Limit(s.Rate.PerSecond), burst)
 		}
-		if src.Allow, err = config.ParsePrefixes(s.AllowCIDRs); err != nil {
-			errs = append(errs, fmt.Errorf("source %q: allow_cidrs: %w", s.Name, err))
-		}
-		if s.DedupKey == "" {
-			src.DedupHeader = auth.DedupHeader(spec)
-		}
-		if s.DedupKey != "" {
-			p, err := rules.CompileValue(s.DedupKey)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("source %q: dedup_key: %w", s.Name, err))
-			}
-			src.DedupKey = p
-		}
-		if strings.TrimSpace(s.Accept) != "" {
-			if src.Accept, err = rules.CompileBool(s.Accept); err != nil {
-				errs = append(errs, fmt.Errorf("source %q: accept: %w", s.Name, err))
-			}
-		}
-		if src.Schema, err = cfg.Schema(i); err != nil {
-			errs = append(errs, fmt.Errorf("source %q: schema_file: %w", s.Name, err))
-		}
-		ic.Sources = append(ic.Sources, src)
+		ic.Sources[i] = src
 	}
-	routes := make([]rules.Route, len(cfg.Routes))
-	for i, r := range cfg.Routes {
-		routes[i] = rules.Route{Name: r.Name, When: r.When, Transform: r.Transform, To: r.To}
-	}
-	router, err := rules.NewRouter(routes)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	ic.Router = router
-	return ic, errors.Join(errs...)
+	return ic, nil
 }
 
 // PluginSpecs returns how to start each sink's plugin.

@@ -86,7 +86,7 @@ type Daemon struct {
 	openLog func(ctx context.Context, c config.Log, log *slog.Logger) (pipeline.Log, func() map[string]int64, error)
 }
 
-// New returns a daemon for cfg, which must have passed Validate.
+// New returns a daemon for cfg, which must come from config.Load or config.Parse.
 func New(cfg *config.Config, o *Options) *Daemon {
 	var opts Options
 	if o != nil {
@@ -142,7 +142,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 // returns the error that kept it from starting.
 func (d *Daemon) Run(ctx context.Context) error {
 	cfg := d.cfg.Load()
-	ic, err := Compile(cfg)
+	ic, err := IngestConfig(cfg)
 	if err != nil {
 		return err
 	}
@@ -369,7 +369,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	ic, err := Compile(cfg)
+	ic, err := IngestConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}

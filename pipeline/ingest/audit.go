@@ -3,11 +3,8 @@ package ingest
 import (
 	"context"
 	"log/slog"
-	"net/http"
-	"slices"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/metrics"
@@ -109,32 +106,4 @@ func (a *Audit) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// rejection builds what is kept of a rejected request.
-func rejection(src *Source, r *http.Request, at time.Time, code int, reason string, violations []string, body []byte) pipeline.Rejection {
-	size := int64(len(body))
-	if body == nil {
-		size = r.ContentLength // -1 when unknown
-	}
-	rj := pipeline.Rejection{
-		Source:     src.Name,
-		ReceivedAt: at.UTC(),
-		Status:     code,
-		Reason:     reason,
-		Violations: violations,
-		Headers:    Headers(r.Header),
-		BodySize:   size,
-		RemoteAddr: r.RemoteAddr,
-		Keep:       src.KeepRejected,
-	}
-	if len(body) > MaxRejectedBody {
-		n := MaxRejectedBody
-		for n > MaxRejectedBody-utf8.UTFMax && !utf8.RuneStart(body[n]) {
-			n-- // cut between characters, so the kept text stays UTF-8
-		}
-		body, rj.Truncated = body[:n], true
-	}
-	rj.Body = slices.Clone(body)
-	return rj
 }

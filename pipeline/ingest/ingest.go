@@ -1,19 +1,10 @@
-// Package ingest is the HTTP side of pipelined: one handler serves every
-// [[source]] by its path. For each request it checks method, content type,
-// size and JSON (P7), computes the dedup key, evaluates every route, hands
-// the event to the writer and answers 2xx only once the writer says the
-// event is durable (P1).
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -56,7 +47,7 @@ type Source struct {
 	// Allow, when not empty, lists the client addresses accepted.
 	Allow []netip.Prefix
 	// Accept, when not nil, must be true for an event to be accepted;
-	// false or an error is answered 422 (see [Validate]).
+	// false or an error is answered 422 (see [Config.Decide]).
 	Accept *rules.Program
 	// Schema, when not nil, is a JSON Schema every body must match, else
 	// 422 with the violations.
@@ -165,23 +156,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve answers r and returns its source's name ("" when the path is
-// unknown) and its outcome, one of the metrics.Outcome constants.
+// unknown) and its outcome, one of the metrics.Outcome constants. What
+// depends on the connection (path, method, client address, request slots,
+// the rate limiter) is checked here; what depends on the request is
+// [Config.Decide]'s.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (source, outcome string) {
 	received := time.Now()
 	src, ok := st.byPath[r.URL.Path]
 	if !ok {
-		h.reject(w, http.StatusNotFound, "no source is configured at path "+strconv.Quote(r.URL.Path))
-		return "", metrics.OutcomeNotFound
+		return "", h.refuse(w, st, Decision{Status: http.StatusNotFound, Outcome: metrics.OutcomeNotFound,
+			Error: "no source is configured at path " + strconv.Quote(r.URL.Path)})
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.reject(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed: send webhooks with POST")
-		return src.Name, metrics.OutcomeMethodNotAllowed
+		return src.Name, h.refuse(w, st, Decision{Status: http.StatusMethodNotAllowed, Outcome: metrics.OutcomeMethodNotAllowed,
+			Error: "method " + r.Method + " is not allowed: send webhooks with POST"})
 	}
 	if len(src.Allow) > 0 {
 		if ip, ok := clientIP(r, st.cfg.TrustedProxies); !ok || !allowed(src.Allow, ip) {
-			h.reject(w, http.StatusForbidden, "address "+ip.String()+" is not allowed to send to source "+strconv.Quote(src.Name))
-			return src.Name, metrics.OutcomeForbidden
+			return src.Name, h.refuse(w, st, Decision{Status: http.StatusForbidden, Outcome: metrics.OutcomeForbidden,
+				Error: "address " + ip.String() + " is not allowed to send to source " + strconv.Quote(src.Name)})
 		}
 	}
 	if st.slots != nil {
@@ -189,130 +183,31 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		case st.slots <- struct{}{}:
 			defer func() { <-st.slots }()
 		default:
-			h.unavailable.Add(1)
-			h.unavailable503(w, "too many requests in flight: retry shortly")
-			return src.Name, metrics.OutcomeUnavailable
+			return src.Name, h.refuse(w, st, unavailable("too many requests in flight: retry shortly"))
 		}
 	}
-	if !IsJSON(r.Header.Get("Content-Type")) {
-		msg := "content type " + strconv.Quote(r.Header.Get("Content-Type")) + " is not JSON: send Content-Type: application/json"
-		h.reject(w, http.StatusUnsupportedMediaType, msg)
-		h.keep(st, src, r, received, http.StatusUnsupportedMediaType, msg, nil, nil)
-		return src.Name, metrics.OutcomeUnsupportedMediaType
-	}
-	max := st.cfg.MaxBody
-	if r.ContentLength > max {
-		msg := fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", r.ContentLength, max)
-		h.reject(w, http.StatusRequestEntityTooLarge, msg)
-		h.keep(st, src, r, received, http.StatusRequestEntityTooLarge, msg, nil, nil)
-		return src.Name, metrics.OutcomeTooLarge
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			msg := fmt.Sprintf("body is larger than the limit of %d bytes", max)
-			h.reject(w, http.StatusRequestEntityTooLarge, msg)
-			h.keep(st, src, r, received, http.StatusRequestEntityTooLarge, msg, nil, body)
-			return src.Name, metrics.OutcomeTooLarge
-		}
-		h.reject(w, http.StatusBadRequest, "read body: "+err.Error())
-		return src.Name, metrics.OutcomeReadError
-	}
-	authName := "none"
-	if src.Verifier != nil {
-		if err := src.Verifier.Verify(r.Header, body, time.Now()); err != nil {
-			h.unauthorized.Add(1)
-			reason := "authentication failed"
-			var ae *auth.Error
-			if errors.As(err, &ae) {
-				reason = ae.Reason
-			}
-			h.log.Info("request refused: authentication failed", "source", src.Name, "reason", reason, "remote", r.RemoteAddr)
-			h.reject(w, http.StatusUnauthorized, reason)
-			h.keep(st, src, r, received, http.StatusUnauthorized, reason, nil, body)
-			return src.Name, metrics.OutcomeUnauthorized
-		}
-		authName = src.Verifier.Name()
+	req := Request{
+		Header:        r.Header,
+		Body:          http.MaxBytesReader(w, r.Body, st.cfg.MaxBody),
+		ContentLength: r.ContentLength,
+		ReceivedAt:    received,
+		ID:            newID(),
+		RemoteAddr:    r.RemoteAddr,
 	}
 	if src.Limiter != nil {
-		res := src.Limiter.Reserve()
-		if d := res.Delay(); d > 0 {
-			res.Cancel()
-			h.limited.Add(1)
-			w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)+1))
-			h.reject(w, http.StatusTooManyRequests, "source "+strconv.Quote(src.Name)+" is over its rate: retry after the Retry-After delay")
-			return src.Name, metrics.OutcomeRateLimited
-		}
+		req.Admit = src.admit
 	}
-	doc, err := Decode(body)
+	d := st.cfg.Decide(src, req)
+	if !d.Accepted() {
+		if d.Status == http.StatusUnauthorized {
+			h.log.Info("request refused: authentication failed", "source", src.Name, "reason", d.Error, "remote", r.RemoteAddr)
+		}
+		return src.Name, h.refuse(w, st, d)
+	}
+	h.ruleFailures(st, src, &d)
+	res, err := h.app.Append(r.Context(), d.Entry)
 	if err != nil {
-		msg := "body is not valid JSON: " + jsonError(err)
-		h.reject(w, http.StatusBadRequest, msg)
-		h.keep(st, src, r, received, http.StatusBadRequest, msg, nil, body)
-		return src.Name, metrics.OutcomeBadJSON
-	}
-
-	ev := pipeline.Event{
-		ID:         newID(),
-		Source:     src.Name,
-		ReceivedAt: time.Now().UTC(),
-		Headers:    Headers(r.Header),
-		Body:       body,
-		Auth:       authName,
-	}
-	env := &rules.Env{Body: doc, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt}
-	if code, reason, violations := Validate(src, env); code != 0 {
-		h.unprocessable.Add(1)
-		h.rejected.Add(1)
-		writeJSON(w, code, errorBody{Error: reason, Violations: violations})
-		h.keep(st, src, r, received, code, reason, violations, body)
-		return src.Name, metrics.OutcomeUnprocessable
-	}
-	entry := pipeline.Entry{Event: ev, DedupWindow: src.DedupWindow}
-	switch {
-	case src.DedupKey != nil:
-		key, err := src.DedupKey.String(env)
-		if err != nil {
-			h.ruleErrors.Add(1)
-			st.cfg.Metrics.DedupKeyError(src.Name)
-			h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", ev.ID, "err", err)
-		}
-		entry.DedupKey = key
-	case src.DedupHeader != "":
-		entry.DedupKey = r.Header.Get(src.DedupHeader)
-	}
-	if st.cfg.Router != nil {
-		var errs []error
-		entry.Targets, errs = st.cfg.Router.Route(env)
-		for _, err := range errs {
-			h.ruleErrors.Add(1)
-			route, expr := "", ""
-			if re := (*rules.RouteError)(nil); errors.As(err, &re) {
-				route, expr = re.Route, re.Expr
-			}
-			st.cfg.Metrics.RuleError(route, expr)
-			h.log.Warn("rule failed", "source", src.Name, "event_id", ev.ID, "err", err)
-		}
-	}
-
-	res, err := h.app.Append(r.Context(), entry)
-	if err != nil {
-		h.unavailable.Add(1)
-		switch {
-		case errors.Is(err, writer.ErrOverloaded):
-			h.unavailable503(w, "event log is overloaded: retry shortly")
-		case errors.Is(err, pipeline.ErrFull):
-			h.unavailable503(w, "event log is full (no disk space): retry later")
-		case errors.Is(err, pipeline.ErrClosed):
-			h.unavailable503(w, "pipelined is shutting down: retry shortly")
-		case r.Context().Err() != nil:
-			// The client went away; nobody reads the answer.
-			return src.Name, metrics.OutcomeCanceled
-		default:
-			h.unavailable503(w, "event log cannot take the event: retry later")
-		}
-		return src.Name, metrics.OutcomeUnavailable
+		return src.Name, h.refuse(w, st, appendFailed(err, r.Context().Err() != nil))
 	}
 	outcome = metrics.OutcomeAccepted
 	if res.Duplicate {
@@ -320,10 +215,94 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		outcome = metrics.OutcomeDuplicate
 	} else {
 		h.accepted.Add(1)
-		countRoutes(st.cfg.Metrics, entry.Targets)
+		countRoutes(st.cfg.Metrics, d.Entry.Targets)
 	}
 	writeJSON(w, http.StatusOK, Response{ID: res.ID, Duplicate: res.Duplicate})
 	return src.Name, outcome
+}
+
+// admit takes a token of the source's rate limiter: it returns 0, or how
+// long to wait when there is none (and then takes none).
+func (s *Source) admit() time.Duration {
+	res := s.Limiter.Reserve()
+	d := res.Delay()
+	if d > 0 {
+		res.Cancel()
+	}
+	return d
+}
+
+// ruleFailures logs and counts the rule errors of an accepted decision.
+func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
+	if d.DedupKeyErr != nil {
+		h.ruleErrors.Add(1)
+		st.cfg.Metrics.DedupKeyError(src.Name)
+		h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", d.Entry.Event.ID, "err", d.DedupKeyErr)
+	}
+	for _, err := range d.RouteErrs {
+		h.ruleErrors.Add(1)
+		route, expr := "", ""
+		if re := (*rules.RouteError)(nil); errors.As(err, &re) {
+			route, expr = re.Route, re.Expr
+		}
+		st.cfg.Metrics.RuleError(route, expr)
+		h.log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
+	}
+}
+
+// appendFailed is the refusal of an event the log could not take. When
+// the client went away (canceled) for another reason than the log's
+// state, nobody reads the answer: it has no Status.
+func appendFailed(err error, canceled bool) Decision {
+	switch {
+	case errors.Is(err, writer.ErrOverloaded):
+		return unavailable("event log is overloaded: retry shortly")
+	case errors.Is(err, pipeline.ErrFull):
+		return unavailable("event log is full (no disk space): retry later")
+	case errors.Is(err, pipeline.ErrClosed):
+		return unavailable("pipelined is shutting down: retry shortly")
+	case canceled:
+		return Decision{Outcome: metrics.OutcomeCanceled}
+	}
+	return unavailable("event log cannot take the event: retry later")
+}
+
+// unavailable is the refusal of a request that pipelined cannot take now.
+func unavailable(reason string) Decision {
+	return Decision{Status: http.StatusServiceUnavailable, Outcome: metrics.OutcomeUnavailable, Error: reason}
+}
+
+// refuse answers a refusal, counts it and hands it to the audit when its
+// source keeps rejected requests. It returns d.Outcome. A refusal without
+// Status (the client left) is counted as unavailable and not answered.
+func (h *Handler) refuse(w http.ResponseWriter, st *state, d Decision) string {
+	switch d.Status {
+	case 0:
+		h.unavailable.Add(1)
+		return d.Outcome
+	case http.StatusServiceUnavailable:
+		h.unavailable.Add(1)
+		w.Header().Set("Retry-After", "1")
+	case http.StatusUnauthorized:
+		h.unauthorized.Add(1)
+		h.rejected.Add(1)
+	case http.StatusTooManyRequests:
+		h.limited.Add(1)
+		h.rejected.Add(1)
+	case http.StatusUnprocessableEntity:
+		h.unprocessable.Add(1)
+		h.rejected.Add(1)
+	default:
+		h.rejected.Add(1)
+	}
+	if d.Status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", strconv.Itoa(int(d.RetryAfter/time.Second)+1))
+	}
+	writeJSON(w, d.Status, errorBody{Error: d.Error, Violations: d.Violations})
+	if d.Rejection != nil {
+		st.cfg.Audit.Keep(*d.Rejection)
+	}
+	return d.Outcome
 }
 
 // countRoutes counts each route that chose a sink of targets once, for an
@@ -340,24 +319,6 @@ func countRoutes(m *metrics.Metrics, targets []pipeline.Target) {
 			m.RouteMatched(t.Route)
 		}
 	}
-}
-
-func (h *Handler) reject(w http.ResponseWriter, code int, msg string) {
-	h.rejected.Add(1)
-	writeError(w, code, msg)
-}
-
-// keep hands a rejected request to the audit when its source keeps them.
-func (h *Handler) keep(st *state, src *Source, r *http.Request, at time.Time, code int, reason string, violations []string, body []byte) {
-	if src.KeepRejected <= 0 || st.cfg.Audit == nil {
-		return
-	}
-	st.cfg.Audit.Keep(rejection(src, r, at, code, reason, violations, body))
-}
-
-func (h *Handler) unavailable503(w http.ResponseWriter, msg string) {
-	w.Header().Set("Retry-After", "1")
-	writeError(w, http.StatusServiceUnavailable, msg)
 }
 
 // clientIP returns the address of the client: the peer's, or, when the peer
@@ -394,37 +355,6 @@ func allowed(list []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// IsJSON reports whether a Content-Type is JSON: application/json or any
-// application/*+json type, with any parameters.
-func IsJSON(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return false
-	}
-	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
-}
-
-// secretHeaders are never stored with an event nor shown to rules.
-var secretHeaders = map[string]bool{
-	"authorization":       true,
-	"proxy-authorization": true,
-	"cookie":              true,
-}
-
-// Headers returns request headers as events keep them: lower-case names,
-// the first value of each, without those that carry credentials.
-func Headers(hs http.Header) map[string]string {
-	out := make(map[string]string, len(hs))
-	for k, v := range hs {
-		lk := strings.ToLower(k)
-		if secretHeaders[lk] || len(v) == 0 {
-			continue
-		}
-		out[lk] = v[0]
-	}
-	return out
-}
-
 // newID returns a new event id: a UUIDv7, so ids sort by time.
 func newID() string {
 	id, err := uuid.NewV7()
@@ -434,62 +364,10 @@ func newID() string {
 	return id.String()
 }
 
-// Decode decodes a JSON body as rules see it: numbers as float64, so rules
-// compare them with plain literals. A number too big for a float64 (valid
-// JSON all the same) is kept as its text; the stored body is never changed.
-func Decode(body []byte) (any, error) {
-	var doc any
-	err := json.Unmarshal(body, &doc)
-	var te *json.UnmarshalTypeError
-	if !errors.As(err, &te) || !strings.HasPrefix(te.Value, "number") {
-		return doc, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, err
-	}
-	return numbers(doc), nil
-}
-
-// numbers replaces each json.Number in v by its float64, or by its text
-// when it does not fit one.
-func numbers(v any) any {
-	switch v := v.(type) {
-	case json.Number:
-		if f, err := v.Float64(); err == nil {
-			return f
-		}
-		return v.String()
-	case map[string]any:
-		for k, e := range v {
-			v[k] = numbers(e)
-		}
-	case []any:
-		for i, e := range v {
-			v[i] = numbers(e)
-		}
-	}
-	return v
-}
-
-// jsonError says where JSON went wrong, in one line.
-func jsonError(err error) string {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("%s (at byte %d)", se.Error(), se.Offset)
-	}
-	return err.Error()
-}
-
 type errorBody struct {
 	Error string `json:"error"`
 	// Violations lists what a source's JSON Schema found wrong (422).
 	Violations []string `json:"violations,omitempty"`
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, errorBody{Error: msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,17 +1,18 @@
 package ingest_test
 
 import (
+	"bytes"
+	"net/http"
 	"testing"
 
 	"github.com/pipelined/pipelined/pipeline/ingest"
-	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
 // BenchmarkSchema measures what the CallKaro source adds to each event on
 // the ingest path, reported as ns/event (target: under 20 µs). "schema"
-// validates the decoded documented payload; "accept+schema" is
-// ingest.Validate as serve calls it; "decode+accept+schema" adds the JSON
-// decoding that routing needs anyway.
+// validates the decoded documented payload; "decide" is Config.Decide as
+// serve calls it: reading and decoding the body, the accept rule and the
+// schema (the source has no dedup key and the config no routes).
 func BenchmarkSchema(b *testing.B) {
 	src := callKaroSource(b)
 	body := readFile(b, callKaroPayload)
@@ -31,26 +32,15 @@ func BenchmarkSchema(b *testing.B) {
 		}
 		report(b)
 	})
-	b.Run("accept+schema", func(b *testing.B) {
-		b.ReportAllocs()
-		env := &rules.Env{Body: doc, Source: src.Name}
-		for b.Loop() {
-			if code, reason, _ := ingest.Validate(&src, env); code != 0 {
-				b.Fatal(reason)
-			}
-		}
-		report(b)
-	})
-	b.Run("decode+accept+schema", func(b *testing.B) {
+	b.Run("decide", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(body)))
+		cfg := ingest.Config{MaxBody: 1 << 20}
+		header := http.Header{"Content-Type": {"application/json"}}
 		for b.Loop() {
-			doc, err := ingest.Decode(body)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if code, reason, _ := ingest.Validate(&src, &rules.Env{Body: doc, Source: src.Name}); code != 0 {
-				b.Fatal(reason)
+			d := cfg.Decide(&src, ingest.Request{Header: header, Body: bytes.NewReader(body), ContentLength: int64(len(body)), ID: "id"})
+			if !d.Accepted() {
+				b.Fatal(d.Error)
 			}
 		}
 		report(b)

@@ -1,12 +1,3 @@
-// Package rules compiles the expressions of pipeline.toml (a route's when and
-// transform, a source's dedup_key) once, at load, and evaluates them per
-// event. It does no I/O.
-//
-// Expressions are written in the expr language
-// (https://expr-lang.org) and see the fields of [Env]: body, source, headers,
-// id and received_at. Names outside Env fail at compile time. The builtin
-// now() is disabled so that a replay computes what the first run computed:
-// use received_at instead.
 package rules
 
 import (
@@ -75,6 +66,10 @@ type Program struct {
 // Run resets all state, so one VM may serve many programs one at a time.
 var vms = sync.Pool{New: func() any { return &vm.VM{MemoryBudget: MemoryBudget} }}
 
+// compileHook, when set (by tests only), is called with every expression
+// compiled.
+var compileHook func(src string)
+
 // baseOptions are the options without the fetch shortcut of fetch.go,
 // which changes speed only: the tests compare the two.
 func baseOptions() []expr.Option {
@@ -102,6 +97,9 @@ func CompileValue(src string) (*Program, error) {
 // the error is expr's own to the letter: with the shortcut, a member access
 // on an unknown value is typed "interface {}" in messages, not "unknown".
 func compileFast(src string, opts ...expr.Option) (*Program, error) {
+	if compileHook != nil {
+		compileHook(src)
+	}
 	base := append(baseOptions(), opts...)
 	p, err := compile(src, append(base, fetchOptions()...))
 	if err == nil {
@@ -265,39 +263,85 @@ type Router struct {
 	whens []*Program
 }
 
+// CompiledRoute is one [[route]] whose expressions are compiled already:
+// When by [CompileBool], Transform by [CompileValue] (nil: the sink gets
+// the body as it is).
+type CompiledRoute struct {
+	Name      string
+	When      *Program
+	Transform *Program
+	To        []string
+}
+
 // NewRouter compiles every route's when and transform. It reports every
 // route that does not compile, each error naming the route and the
 // expression ("route \"x\": when: ...") and wrapping a [*SyntaxError].
+// Routes with the same when text share one compiled program.
 func NewRouter(routes []Route) (*Router, error) {
-	r := &Router{routes: make([]route, 0, len(routes))}
+	compiled := make([]CompiledRoute, 0, len(routes))
 	var errs []error
-	whens := map[string]int{}
+	whens := map[string]*Program{}
 	for _, rt := range routes {
 		w, ok := whens[rt.When]
 		if !ok {
-			p, err := CompileBool(rt.When)
-			if err != nil {
+			var err error
+			if w, err = CompileBool(rt.When); err != nil {
 				errs = append(errs, fmt.Errorf("route %q: when: %w", rt.Name, err))
 			} else {
-				w = len(r.whens)
 				whens[rt.When] = w
-				r.whens = append(r.whens, p)
 			}
 		}
 		var tr *Program
-		var err error
 		if rt.Transform != "" {
-			tr, err = CompileValue(rt.Transform)
-			if err != nil {
+			var err error
+			if tr, err = CompileValue(rt.Transform); err != nil {
 				errs = append(errs, fmt.Errorf("route %q: transform: %w", rt.Name, err))
 			}
 		}
-		r.routes = append(r.routes, route{name: rt.Name, when: w, transform: tr, to: append([]string(nil), rt.To...)})
+		compiled = append(compiled, CompiledRoute{Name: rt.Name, When: w, Transform: tr, To: rt.To})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return r, nil
+	return NewRouterOf(compiled), nil
+}
+
+// NewRouterOf returns a router over routes compiled already, in their
+// order. Routes whose when has the same text have it evaluated once per
+// event. Every When must be set.
+func NewRouterOf(routes []CompiledRoute) *Router {
+	r := &Router{routes: make([]route, 0, len(routes))}
+	whens := map[string]int{}
+	for _, rt := range routes {
+		w, ok := whens[rt.When.Source()]
+		if !ok {
+			w = len(r.whens)
+			whens[rt.When.Source()] = w
+			r.whens = append(r.whens, rt.When)
+		}
+		r.routes = append(r.routes, route{name: rt.Name, when: w, transform: rt.Transform, to: append([]string(nil), rt.To...)})
+	}
+	return r
+}
+
+// Matched returns the name of every route whose when is true for env, in
+// route order, even a route that adds no target because earlier routes
+// deliver to its sinks already. A when that fails counts as false; [Route]
+// reports its error.
+func (r *Router) Matched(env *Env) []string {
+	v := vms.Get().(*vm.VM)
+	defer vms.Put(v)
+	isTrue := make([]bool, len(r.whens))
+	for i, w := range r.whens {
+		isTrue[i], _ = w.runBool(v, env)
+	}
+	var names []string
+	for _, rt := range r.routes {
+		if isTrue[rt.when] {
+			names = append(names, rt.name)
+		}
+	}
+	return names
 }
 
 // Route evaluates every route's when; there is no first match (fan-out).

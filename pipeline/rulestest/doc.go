@@ -27,12 +27,15 @@
 //	body_file = "call_ended.json"
 //	expect_duplicate_of = "interested lead"
 //
-// Each case runs the checks ingest makes, in its order, where they need no
-// network: content type (415), body size (413), the source's auth (401),
-// JSON (400). Then it computes the dedup key and evaluates every route.
-// An expectation left out is not checked; an empty list expects none. A
-// runtime error in a rule (a when, a transform or the dedup key) fails the
-// case: the daemon would log it and count it.
+// Each case goes through the daemon's own decision step, ingest's
+// [ingest.Config.Decide], so its status and reason are the daemon's to the
+// letter: content type (415), body size (413), the source's auth (401),
+// JSON (400), the source's accept rule and schema (422); then the dedup
+// key and every route. Only what needs the network is left out: paths,
+// methods, allow_cidrs, request slots and rate limits. An expectation left
+// out is not checked; an empty list expects none. A runtime error in a
+// rule (a when, a transform or the dedup key) fails the case: the daemon
+// would log it and count it.
 //
 // expect_routes lists every route whose when is true, even one that adds no
 // sink because an earlier route already delivers to the same sinks.

@@ -1,8 +1,8 @@
 package rulestest
 
 import (
+	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -16,7 +16,6 @@ import (
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/daemon"
 	"github.com/pipelined/pipelined/pipeline/ingest"
-	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
 // Suite is a test file with the configuration it tests, compiled.
@@ -24,14 +23,11 @@ type Suite struct {
 	file *File
 	cfg  *config.Config
 	ic   ingest.Config
-	// single holds one router per route, to tell every route that matches
-	// (the full router gives a sink to the first matching route only).
-	single []*rules.Router
 }
 
-// Load loads the configuration with load and compiles it as the daemon
-// does, with the file's env set. Its error is a problem of the
-// configuration.
+// Load loads the configuration with load, with the file's env set, and
+// serves its plan as the daemon does: the expressions compiled by load are
+// the ones the cases run. Its error is a problem of the configuration.
 func Load(f *File, load func() (*config.Config, error)) (*Suite, error) {
 	s := &Suite{file: f}
 	err := withEnv(f.loadEnv(), func() error {
@@ -40,18 +36,11 @@ func Load(f *File, load func() (*config.Config, error)) (*Suite, error) {
 			return err
 		}
 		s.cfg = cfg
-		s.ic, err = daemon.Compile(cfg)
+		s.ic, err = daemon.IngestConfig(cfg)
 		return err
 	})
 	if err != nil {
 		return nil, err
-	}
-	for _, r := range s.cfg.Routes {
-		rt, err := rules.NewRouter([]rules.Route{{Name: r.Name, When: r.When, Transform: r.Transform, To: r.To}})
-		if err != nil {
-			return nil, err // daemon.Compile compiled it already
-		}
-		s.single = append(s.single, rt)
 	}
 	return s, nil
 }
@@ -114,8 +103,7 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 		o.setup = err
 		return o
 	}
-	src := &s.ic.Sources[si]
-	o.source, o.window = src.Name, src.DedupWindow
+	o.source, o.window = s.ic.Sources[si].Name, s.ic.Sources[si].DedupWindow
 
 	h := http.Header{}
 	for k, v := range c.Headers {
@@ -124,15 +112,7 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "application/json")
 	}
-	if !ingest.IsJSON(h.Get("Content-Type")) {
-		o.status, o.reason = http.StatusUnsupportedMediaType, "content type "+strconv.Quote(h.Get("Content-Type"))+" is not JSON"
-		return o
-	}
-	if int64(len(c.body)) > s.ic.MaxBody {
-		o.status, o.reason = http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", len(c.body), s.ic.MaxBody)
-		return o
-	}
-	verifier := src.Verifier
+	src := s.ic.Sources[si] // a copy: the case's env may change its auth
 	if len(c.Env) > 0 {
 		env := map[string]string{}
 		for k, v := range s.file.Env {
@@ -144,7 +124,7 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 		err := withEnv(env, func() error {
 			spec, err := s.cfg.AuthSpec(si)
 			if err == nil {
-				verifier, err = auth.New(spec)
+				src.Verifier, err = auth.New(spec)
 			}
 			return err
 		})
@@ -153,45 +133,25 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 			return o
 		}
 	}
-	if verifier != nil {
-		if err := verifier.Verify(h, c.body, o.receivedAt); err != nil {
-			o.status, o.reason = http.StatusUnauthorized, "authentication failed"
-			var ae *auth.Error
-			if errors.As(err, &ae) {
-				o.reason = ae.Reason
-			}
-			return o
-		}
-	}
-	doc, err := ingest.Decode(c.body)
-	if err != nil {
-		o.status, o.reason = http.StatusBadRequest, "body is not valid JSON: "+err.Error()
+	d := s.ic.Decide(&src, ingest.Request{
+		Header:        h,
+		Body:          bytes.NewReader(c.body),
+		ContentLength: int64(len(c.body)),
+		ReceivedAt:    o.receivedAt,
+		ID:            "test-" + strconv.Itoa(i+1),
+	})
+	o.status, o.reason = d.Status, d.Error
+	if !d.Accepted() {
 		return o
 	}
-	env := &rules.Env{Body: doc, Source: src.Name, Headers: ingest.Headers(h), ID: "test-" + strconv.Itoa(i+1), ReceivedAt: o.receivedAt}
-	if code, reason, _ := ingest.Validate(src, env); code != 0 {
-		o.status, o.reason = code, reason
-		return o
+	o.dedupKey = d.Entry.DedupKey
+	if d.DedupKeyErr != nil {
+		o.ruleErrs = append(o.ruleErrs, fmt.Errorf("source %s dedup_key: %w", src.Name, d.DedupKeyErr))
 	}
-	o.status = http.StatusOK
-	switch {
-	case src.DedupKey != nil:
-		o.dedupKey, err = src.DedupKey.String(env)
-		if err != nil {
-			o.ruleErrs = append(o.ruleErrs, fmt.Errorf("source %s dedup_key: %w", src.Name, err))
-		}
-	case src.DedupHeader != "":
-		o.dedupKey = h.Get(src.DedupHeader)
-	}
+	o.targets = d.Entry.Targets
+	o.ruleErrs = append(o.ruleErrs, d.RouteErrs...)
 	if s.ic.Router != nil {
-		var errs []error
-		o.targets, errs = s.ic.Router.Route(env)
-		o.ruleErrs = append(o.ruleErrs, errs...)
-	}
-	for j, rt := range s.single {
-		if ts, _ := rt.Route(env); len(ts) > 0 {
-			o.routes = append(o.routes, s.cfg.Routes[j].Name)
-		}
+		o.routes = s.ic.Router.Matched(d.Env)
 	}
 	return o
 }

@@ -1,0 +1,44 @@
+package config
+
+import (
+	"net/netip"
+
+	"github.com/pipelined/pipelined/pipeline/auth"
+	"github.com/pipelined/pipelined/pipeline/rules"
+)
+
+// Plan is a configuration compiled by [Config.Compile]: what the daemon
+// serves, built once per load, so that serve, check, test and reload
+// share the very same programs. Its programs, schemas and verifiers are
+// safe for concurrent use; it holds no state (rate limiters are built from
+// [Source.Rate] by whoever serves the plan).
+type Plan struct {
+	// TrustedProxies is server.trusted_proxies, parsed.
+	TrustedProxies []netip.Prefix
+	// Sources are the compiled [[source]] tables, in file order.
+	Sources []SourcePlan
+	// Router evaluates every [[route]], in file order.
+	Router *rules.Router
+}
+
+// SourcePlan is one [[source]], compiled.
+type SourcePlan struct {
+	// Verifier checks each request's authentication, built from the
+	// secrets read at load.
+	Verifier auth.Verifier
+	// DedupKey is the compiled dedup_key, nil when there is none; then
+	// DedupHeader, when set, names the header whose value is the dedup key
+	// (webhook-id for Standard Webhooks).
+	DedupKey    *rules.Program
+	DedupHeader string
+	// Accept is the compiled accept rule, nil when there is none.
+	Accept *rules.Program
+	// Schema is the compiled schema_file, nil when there is none.
+	Schema *rules.Schema
+	// Allow is allow_cidrs, parsed.
+	Allow []netip.Prefix
+}
+
+// Plan returns the plan [Parse] compiled c into; nil for a Config that
+// was not parsed (call [Config.Compile]).
+func (c *Config) Plan() *Plan { return c.plan }

@@ -1,0 +1,306 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/auth"
+	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/rules"
+)
+
+// Request is one webhook request to a source as [Config.Decide] sees it:
+// what the handler read off the wire, or what a rule test case describes.
+type Request struct {
+	// Header holds the request headers.
+	Header http.Header
+	// Body is the request body. Decide reads at most Config.MaxBody+1
+	// bytes of it; the handler passes an [http.MaxBytesReader], so that an
+	// oversized body also closes the connection.
+	Body io.Reader
+	// ContentLength is the declared length of Body, -1 when unknown.
+	ContentLength int64
+	// ReceivedAt is when the request arrived: the event's received_at, and
+	// the "now" against which signed timestamps are checked.
+	ReceivedAt time.Time
+	// ID is the id the event gets if it is accepted.
+	ID string
+	// RemoteAddr is the peer's address, kept with a rejection.
+	RemoteAddr string
+	// Admit, when not nil, is asked once the request is authenticated
+	// whether the source takes it now: it returns 0 to admit it, or how
+	// long the sender should wait (answered 429). The handler passes the
+	// source's rate limiter here; it is the one effect of a decision, and
+	// it is the caller's. `pipelined test` passes nil.
+	Admit func() time.Duration
+}
+
+// Decision is what pipelined does with a [Request]: append Entry, or refuse
+// the request with Status.
+type Decision struct {
+	// Status is the HTTP status of the answer: [http.StatusOK] when Entry
+	// is to be appended (the log then says whether it is a duplicate).
+	Status int
+	// Outcome is the metrics outcome of a refusal (one of the
+	// metrics.Outcome constants); "" when the request is accepted.
+	Outcome string
+	// Error is the one-line reason of a refusal; Violations, for a 422
+	// from a JSON Schema, the problems it found.
+	Error      string
+	Violations []string
+	// RetryAfter is how long a 429's sender should wait.
+	RetryAfter time.Duration
+
+	// Entry is the event to append, with its dedup key and targets.
+	Entry pipeline.Entry
+	// Env is the event as the rules saw it; nil when the request was
+	// refused before its body was decoded.
+	Env *rules.Env
+	// DedupKeyErr is the error of the source's dedup_key: the event is
+	// accepted without a dedup key. RouteErrs are the routes' runtime
+	// errors (each a [*rules.RouteError]). The caller logs and counts them.
+	DedupKeyErr error
+	RouteErrs   []error
+
+	// Rejection, when not nil, is what the rejection audit keeps of a
+	// refused request: its source keeps rejected requests.
+	Rejection *pipeline.Rejection
+}
+
+// Accepted reports whether d appends its Entry.
+func (d *Decision) Accepted() bool { return d.Status == http.StatusOK }
+
+// Decide says what pipelined does with req sent to src, in the order the
+// checks are made: content type (415), declared and actual body size
+// (413), reading the body (400), the source's authentication (401),
+// req.Admit (429), JSON (400), the source's accept rule and JSON Schema
+// (422); then the dedup key and every route. Apart from calling
+// req.Admit it has no effect: it neither logs nor counts, and the handler
+// and `pipelined test` both call it, so a rule test sees what the daemon
+// answers.
+func (c *Config) Decide(src *Source, req Request) Decision {
+	refuse := func(status int, outcome, reason string, body []byte) Decision {
+		d := Decision{Status: status, Outcome: outcome, Error: reason}
+		d.Rejection = rejection(src, &req, status, reason, nil, body)
+		return d
+	}
+	if ct := req.Header.Get("Content-Type"); !isJSON(ct) {
+		return refuse(http.StatusUnsupportedMediaType, metrics.OutcomeUnsupportedMediaType,
+			"content type "+strconv.Quote(ct)+" is not JSON: send Content-Type: application/json", nil)
+	}
+	max := c.MaxBody
+	if req.ContentLength > max {
+		return refuse(http.StatusRequestEntityTooLarge, metrics.OutcomeTooLarge,
+			fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", req.ContentLength, max), nil)
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, max+1))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig) || int64(len(body)) > max:
+		return refuse(http.StatusRequestEntityTooLarge, metrics.OutcomeTooLarge,
+			fmt.Sprintf("body is larger than the limit of %d bytes", max), body[:min(int64(len(body)), max)])
+	case err != nil:
+		return Decision{Status: http.StatusBadRequest, Outcome: metrics.OutcomeReadError, Error: "read body: " + err.Error()}
+	}
+	authName := "none"
+	if src.Verifier != nil {
+		if err := src.Verifier.Verify(req.Header, body, req.ReceivedAt); err != nil {
+			reason := "authentication failed"
+			var ae *auth.Error
+			if errors.As(err, &ae) {
+				reason = ae.Reason
+			}
+			return refuse(http.StatusUnauthorized, metrics.OutcomeUnauthorized, reason, body)
+		}
+		authName = src.Verifier.Name()
+	}
+	if req.Admit != nil {
+		if wait := req.Admit(); wait > 0 {
+			return Decision{Status: http.StatusTooManyRequests, Outcome: metrics.OutcomeRateLimited, RetryAfter: wait,
+				Error: "source " + strconv.Quote(src.Name) + " is over its rate: retry after the Retry-After delay"}
+		}
+	}
+	doc, err := Decode(body)
+	if err != nil {
+		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, "body is not valid JSON: "+jsonError(err), body)
+	}
+
+	ev := pipeline.Event{
+		ID:         req.ID,
+		Source:     src.Name,
+		ReceivedAt: req.ReceivedAt.UTC(),
+		Headers:    headers(req.Header),
+		Body:       body,
+		Auth:       authName,
+	}
+	env := &rules.Env{Body: doc, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt}
+	if reason, violations := validate(src, env); reason != "" {
+		d := Decision{Status: http.StatusUnprocessableEntity, Outcome: metrics.OutcomeUnprocessable, Error: reason, Violations: violations, Env: env}
+		d.Rejection = rejection(src, &req, d.Status, reason, violations, body)
+		return d
+	}
+	d := Decision{Status: http.StatusOK, Env: env, Entry: pipeline.Entry{Event: ev, DedupWindow: src.DedupWindow}}
+	switch {
+	case src.DedupKey != nil:
+		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.String(env)
+	case src.DedupHeader != "":
+		d.Entry.DedupKey = req.Header.Get(src.DedupHeader)
+	}
+	if c.Router != nil {
+		d.Entry.Targets, d.RouteErrs = c.Router.Route(env)
+	}
+	return d
+}
+
+// validate applies src's accept rule, then its JSON Schema, to an event
+// that passed authentication and JSON decoding. It returns "" when the
+// event may go on to dedup and routing; else a reason (answered 422) that
+// names the source and the rule or schema, and (schema only) the first
+// [rules.MaxViolations] problems as "JSON-pointer: what is wrong".
+func validate(src *Source, env *rules.Env) (reason string, violations []string) {
+	if src.Accept != nil {
+		ok, err := src.Accept.Bool(env)
+		switch {
+		case err != nil:
+			return "source " + strconv.Quote(src.Name) + ": accept rule " + src.Accept.Source() + " failed: " + firstLine(err.Error()), nil
+		case !ok:
+			return "source " + strconv.Quote(src.Name) + " does not accept this event: accept rule " + src.Accept.Source() + " is false", nil
+		}
+	}
+	if src.Schema != nil {
+		if v := src.Schema.Validate(env.Body); len(v) > 0 {
+			return "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + src.Schema.Name() + "): " + v[0], v
+		}
+	}
+	return "", nil
+}
+
+// firstLine keeps the answer one line: expr errors go on with the
+// expression and a caret under the fault.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// rejection returns what the audit keeps of a refused request, nil when
+// src keeps no rejected requests. body is nil when it was not read.
+func rejection(src *Source, req *Request, status int, reason string, violations []string, body []byte) *pipeline.Rejection {
+	if src.KeepRejected <= 0 {
+		return nil
+	}
+	size := int64(len(body))
+	if body == nil {
+		size = req.ContentLength // -1 when unknown
+	}
+	rj := &pipeline.Rejection{
+		Source:     src.Name,
+		ReceivedAt: req.ReceivedAt.UTC(),
+		Status:     status,
+		Reason:     reason,
+		Violations: violations,
+		Headers:    headers(req.Header),
+		BodySize:   size,
+		RemoteAddr: req.RemoteAddr,
+		Keep:       src.KeepRejected,
+	}
+	if len(body) > MaxRejectedBody {
+		n := MaxRejectedBody
+		for n > MaxRejectedBody-utf8.UTFMax && !utf8.RuneStart(body[n]) {
+			n-- // cut between characters, so the kept text stays UTF-8
+		}
+		body, rj.Truncated = body[:n], true
+	}
+	rj.Body = slices.Clone(body)
+	return rj
+}
+
+// isJSON reports whether a Content-Type is JSON: application/json or any
+// application/*+json type, with any parameters.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// secretHeaders are never stored with an event nor shown to rules.
+var secretHeaders = map[string]bool{
+	"authorization":       true,
+	"proxy-authorization": true,
+	"cookie":              true,
+}
+
+// headers returns request headers as events keep them: lower-case names,
+// the first value of each, without those that carry credentials.
+func headers(hs http.Header) map[string]string {
+	out := make(map[string]string, len(hs))
+	for k, v := range hs {
+		lk := strings.ToLower(k)
+		if secretHeaders[lk] || len(v) == 0 {
+			continue
+		}
+		out[lk] = v[0]
+	}
+	return out
+}
+
+// Decode decodes a JSON body as rules see it: numbers as float64, so rules
+// compare them with plain literals. A number too big for a float64 (valid
+// JSON all the same) is kept as its text; the stored body is never changed.
+// Replays decode stored bodies with it too.
+func Decode(body []byte) (any, error) {
+	var doc any
+	err := json.Unmarshal(body, &doc)
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) || !strings.HasPrefix(te.Value, "number") {
+		return doc, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, err
+	}
+	return numbers(doc), nil
+}
+
+// numbers replaces each json.Number in v by its float64, or by its text
+// when it does not fit one.
+func numbers(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		if f, err := v.Float64(); err == nil {
+			return f
+		}
+		return v.String()
+	case map[string]any:
+		for k, e := range v {
+			v[k] = numbers(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = numbers(e)
+		}
+	}
+	return v
+}
+
+// jsonError says where JSON went wrong, in one line.
+func jsonError(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s (at byte %d)", se.Error(), se.Offset)
+	}
+	return err.Error()
+}

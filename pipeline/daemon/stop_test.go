@@ -20,6 +20,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // The test binary doubles as a sink plugin, as in pluginhost's tests: the
@@ -28,7 +29,7 @@ import (
 const pluginVar = "PIPELINED_DAEMON_TEST_PLUGIN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(pluginVar) == "deliver" && os.Getenv(sdk.Handshake.MagicCookieKey) == sdk.Handshake.MagicCookieValue {
+	if os.Getenv(pluginVar) == "deliver" && os.Getenv(protocol.Handshake.MagicCookieKey) == protocol.Handshake.MagicCookieValue {
 		sdk.Serve(deliverSink{})
 		os.Exit(0)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/daemon"
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
 // pluginVar, set in a plugin's environment, makes the test binary serve
@@ -22,7 +23,7 @@ import (
 const pluginVar = "PIPELINED_RULESTEST_PLUGIN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(pluginVar) != "" && os.Getenv(sdk.Handshake.MagicCookieKey) == sdk.Handshake.MagicCookieValue {
+	if os.Getenv(pluginVar) != "" && os.Getenv(protocol.Handshake.MagicCookieKey) == protocol.Handshake.MagicCookieValue {
 		sdk.Serve(nopSink{})
 		os.Exit(0)
 	}

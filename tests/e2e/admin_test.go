@@ -29,12 +29,7 @@ name = "crm"
 plugin = "http"
 config = { url = %q }
 delivery = { batch_wait = "5ms" }
-
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["crm"]
-`, recv.URL))
+`, recv.URL)+harness.AllCallsRoute("crm"))
 	d := harness.Start(t, cfgFile)
 
 	var ids []string

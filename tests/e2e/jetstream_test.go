@@ -190,27 +190,13 @@ func jetstreamConfig(nodes []*natsNode, stream string, replicas int) string {
 	for _, n := range nodes {
 		urls = append(urls, fmt.Sprintf("%q", n.url()))
 	}
-	return fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-max_body = "64KiB"
-
-[admin]
-listen = "127.0.0.1:0"
-
+	return harness.Listeners(`max_body = "64KiB"`) + fmt.Sprintf(`
 [log]
 backend = "jetstream"
 urls = [%s]
 stream = %q
 replicas = %d
-
-[[source]]
-name = "callkaro"
-path = "/hooks/callkaro"
-dedup_key = "body.data.callSid"
-dedup_window = "24h"
-auth = { type = "none" }
-
+`, strings.Join(urls, ", "), stream, replicas) + harness.CallKaroSource + `
 [[sink]]
 name = "archive"
 plugin = "archive"
@@ -222,12 +208,7 @@ name = "db"
 plugin = "sql"
 config = { driver = "sqlite", path = "events.db", columns = { call_sid = "data.callSid" } }
 delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "500ms" }
-
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["archive", "db"]
-`, strings.Join(urls, ", "), stream, replicas)
+` + harness.AllCallsRoute("archive", "db")
 }
 
 // startDaemons starts n daemons on the same config, each in its own directory.

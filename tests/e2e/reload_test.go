@@ -22,12 +22,7 @@ name = "archive"
 plugin = "archive"
 config = { dir = %q, prefix = %q }
 delivery = { batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "200ms" }
-
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["archive"]
-`, filepath.Join(dir, "archive"), prefix)
+`, filepath.Join(dir, "archive"), prefix) + harness.AllCallsRoute("archive")
 	if withLeads {
 		cfg += fmt.Sprintf(`
 [[sink]]
@@ -35,12 +30,7 @@ name = "leads"
 plugin = "archive"
 config = { dir = %q, prefix = "leads" }
 delivery = { batch_max = 100, batch_wait = "5ms" }
-
-[[route]]
-name = "interested"
-when = 'body.data?.post_call?.lead_status == "interested"'
-to = ["leads"]
-`, filepath.Join(dir, "leads"))
+`, filepath.Join(dir, "leads")) + harness.InterestedRoute("leads")
 	}
 	return cfg
 }

@@ -24,66 +24,27 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 // free loopback ports, the Badger log in logDir, and the CallKaro source
 // without authentication, deduplicated by callSid.
 func callKaroHeader(logDir string) string {
-	return fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[log]
-dir = %q
-
-[[source]]
-name = "callkaro"
-path = "/hooks/callkaro"
-dedup_key = "body.data.callSid"
-auth = { type = "none" }
-`, logDir)
+	return harness.Listeners("") + harness.BadgerLog(logDir) + harness.CallKaroSource
 }
 
 // testConfig is a pipeline.toml with two archive sinks under dir: every call
 // goes to "archive", interested leads also to "leads".
 func testConfig(dir string) string {
-	return fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-max_body = "64KiB"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[log]
-dir = %[1]q
-
-[[source]]
-name = "callkaro"
-path = "/hooks/callkaro"
-dedup_key = "body.data.callSid"
-dedup_window = "24h"
-auth = { type = "none" }
-
+	return harness.Listeners(`max_body = "64KiB"`) + harness.BadgerLog(filepath.Join(dir, "log")) + harness.CallKaroSource + fmt.Sprintf(`
 [[sink]]
 name = "archive"
 plugin = "archive"
-config = { dir = %[2]q }
+config = { dir = %q }
 delivery = { batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "200ms" }
 
 [[sink]]
 name = "leads"
 plugin = "archive"
-config = { dir = %[3]q, prefix = "leads" }
+config = { dir = %q, prefix = "leads" }
 delivery = { batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "200ms" }
-
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["archive"]
-
-[[route]]
-name = "interested"
-when = 'body.data?.post_call?.lead_status == "interested"'
-to = ["leads"]
-transform = '{"text": "Interested lead from " + body.data.from, "call": body.data.callSid}'
-`, filepath.Join(dir, "log"), filepath.Join(dir, "archive"), filepath.Join(dir, "leads"))
+`, filepath.Join(dir, "archive"), filepath.Join(dir, "leads")) + harness.AllCallsRoute("archive") + harness.InterestedRoute("leads") +
+		`transform = '{"text": "Interested lead from " + body.data.from, "call": body.data.callSid}'
+`
 }
 
 // queuesEmpty waits until no sink of d has an event ready or retrying:

@@ -102,17 +102,7 @@ name = "crm"
 plugin = "http"
 config = { url = %q, secret_env = "PIPELINED_E2E_CRM_SECRET" }
 delivery = { batch_wait = "5ms" }
-
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["db"]
-
-[[route]]
-name = "interested"
-when = 'body.data?.post_call?.lead_status == "interested"'
-to = ["slack", "crm"]
-`, dbPath, crmSrv.URL+"/in")))
+`, dbPath, crmSrv.URL+"/in")+harness.AllCallsRoute("db")+harness.InterestedRoute("slack", "crm")))
 
 	hook := d.URL + "/hooks/callkaro"
 	var all, interested []string

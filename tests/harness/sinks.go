@@ -218,6 +218,11 @@ func (r *Receiver) SetAnswer(f func(id string, body []byte) (status int, text st
 	r.answer.Store(&f)
 }
 
+// Answer returns an answer for [Receiver.SetAnswer] that is always status.
+func Answer(status int) func(id string, body []byte) (int, string) {
+	return func(string, []byte) (int, string) { return status, "" }
+}
+
 // Accepted counts the requests answered 2xx by webhook-id.
 func (r *Receiver) Accepted() map[string]int {
 	r.mu.Lock()

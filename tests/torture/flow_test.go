@@ -21,30 +21,18 @@ func TestSinkOutage(t *testing.T) {
 	outage := scale(5*time.Second, 60*time.Second)
 	const bmin, bmax = 250 * time.Millisecond, 2 * time.Second
 	w := newWorld(t)
-	var down sync.Mutex
-	failing := true
-	w.recv.SetAnswer(func(string, []byte) (int, string) {
-		down.Lock()
-		defer down.Unlock()
-		if failing {
-			return http.StatusServiceUnavailable, ""
-		}
-		return 200, ""
-	})
+	w.recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
 	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
 		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = %q, backoff_max = %q, max_attempts = 1000 }`, bmin, bmax),
 	}))
 	mem := newMemWatch(t)
 	d := harness.Start(t, cfg)
 	mem.watch(d.PID())
-	l := harness.StartLoad(t, harness.LoadOptions{Clients: 4, Prefix: "outage", Sinks: standardSinks}, d.URL)
-	l.SetPause(20 * time.Millisecond)
+	l := harness.StartLoad(t, harness.LoadOptions{Clients: 4, Prefix: "outage", Sinks: standardSinks, Pause: 20 * time.Millisecond}, d.URL)
 	time.Sleep(outage)
-	down.Lock()
-	failing = false
+	w.recv.SetAnswer(harness.Answer(http.StatusOK))
 	recovered := time.Now()
-	down.Unlock()
-	time.Sleep(300 * time.Millisecond)
+	l.WaitCount(t, l.Count()+20, 30*time.Second) // some events after the recovery too
 	events := l.Finish()
 	p := w.prove(t, events, outage+60*time.Second)
 	// Time from recovery to the last event that waited reaching the receiver.
@@ -100,16 +88,7 @@ func TestSinkOutageDLQ(t *testing.T) {
 	n := scale(30, 300)
 	const attempts = 3
 	w := newWorld(t)
-	var down sync.Mutex
-	failing := true
-	w.recv.SetAnswer(func(string, []byte) (int, string) {
-		down.Lock()
-		defer down.Unlock()
-		if failing {
-			return http.StatusServiceUnavailable, ""
-		}
-		return 200, ""
-	})
+	w.recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
 	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
 		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "100ms", max_attempts = %d }`, attempts),
 	}))
@@ -133,14 +112,16 @@ func TestSinkOutageDLQ(t *testing.T) {
 			failed[id] = true
 		}
 	}
-	var dl []admin.DeadLetter
-	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if dl = d.DeadLetters(t, "crm"); len(dl) >= len(failed) || time.Now().After(end) {
-			break
+	// Every crm delivery settles (delivered or dead): nothing more arrives.
+	if err := harness.WaitFor(60*time.Second, func() error {
+		if st := d.Sinks(t)["crm"]; st.Ready+st.Retrying != 0 || st.Dead < len(failed) {
+			return fmt.Errorf("crm has %d events ready, %d retrying, %d dead; want %d dead and none waiting", st.Ready, st.Retrying, st.Dead, len(failed))
 		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
-	time.Sleep(500 * time.Millisecond) // nothing more arrives
-	dl = d.DeadLetters(t, "crm")
+	dl := d.DeadLetters(t, "crm")
 	got := map[string]bool{}
 	for _, e := range dl {
 		got[e.ID] = true
@@ -169,9 +150,7 @@ func TestSinkOutageDLQ(t *testing.T) {
 		}
 	}
 
-	down.Lock()
-	failing = false
-	down.Unlock()
+	w.recv.SetAnswer(harness.Answer(http.StatusOK))
 	start := time.Now()
 	out := d.CLI(t, "dlq", "retry", "crm", "--all")
 	t.Logf("pipelined dlq retry crm --all: %s", strings.TrimSpace(out))

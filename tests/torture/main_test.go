@@ -296,54 +296,25 @@ func (w *world) config(o configOpts) string {
 	if o.crmDelivery == "" {
 		o.crmDelivery = `{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "500ms", max_attempts = 1000 }`
 	}
-	return fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-max_body = "1MiB"
-%[7]s
-
-[admin]
-listen = "127.0.0.1:0"
-
-[log]
-dir = %[1]q
-
-[[source]]
-name = "callkaro"
-path = "/hooks/callkaro"
-dedup_key = "body.data.callSid"
-dedup_window = "24h"
-auth = { type = "none" }
-
+	return harness.Listeners("max_body = \"1MiB\"\n"+o.server) + harness.BadgerLog(o.logDir) + harness.CallKaroSource + fmt.Sprintf(`
 [[sink]]
 name = "archive"
 plugin = "archive"
-config = { dir = %[2]q, max_size = %[4]q, compress = "gzip" }
+config = { dir = %q, max_size = %q, compress = "gzip" }
 delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "500ms", max_attempts = 1000 }
 
 [[sink]]
 name = "db"
 plugin = "sql"
-config = { driver = "sqlite", path = %[3]q, columns = { call_sid = "data.callSid" } }
+config = { driver = "sqlite", path = %q, columns = { call_sid = "data.callSid" } }
 delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "500ms", max_attempts = 1000 }
 
 [[sink]]
 name = "crm"
 plugin = "http"
-config = { url = %[5]q, timeout = "5s" }
-delivery = %[6]s
-
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["archive", "db"]
-
-[[route]]
-name = "interested"
-when = 'body.data?.post_call?.lead_status == "interested"'
-to = ["crm"]
-%[8]s
-`, o.logDir, w.archive, w.db, o.archiveSize, w.recv.URL+"/in", o.crmDelivery, o.server, o.extraRoutes)
+config = { url = %q, timeout = "5s" }
+delivery = %s
+`, w.archive, o.archiveSize, w.db, w.recv.URL+"/in", o.crmDelivery) + harness.AllCallsRoute("archive", "db") + harness.InterestedRoute("crm") + o.extraRoutes
 }
 
 // proof is the outcome of checking acknowledged events against the sinks.

@@ -64,7 +64,7 @@ func TestDaemonKill(t *testing.T) {
 		mem.watch(d.PID())
 		l.SetTargets(d.URL)
 	}
-	time.Sleep(500 * time.Millisecond)
+	l.WaitCount(t, l.Count()+50, 30*time.Second) // the last daemon acknowledges too
 	events := l.Finish()
 	t.Logf("%d kills: %v; load: %s", kills, moments, l.Summary())
 	if len(events) < 100*kills/3 {
@@ -122,7 +122,7 @@ func TestPluginKill(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	l.WaitCount(t, l.Count()+50, 30*time.Second) // ingest goes on after the last kill
 	events := l.Finish()
 	t.Logf("load: %s; plugin restart after kill -9: %s", l.Summary(), durations(restarts))
 	p := w.prove(t, events, 120*time.Second)

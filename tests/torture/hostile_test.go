@@ -277,7 +277,7 @@ func TestDiskFull(t *testing.T) {
 	d := harness.Start(t, cfg)
 	mem.watch(d.PID())
 	l := harness.StartLoad(t, harness.LoadOptions{Clients: 8, Prefix: "full", Sinks: standardSinks}, d.URL)
-	time.Sleep(500 * time.Millisecond)
+	l.WaitCount(t, 50, 30*time.Second) // under load when the disk fills
 
 	// Fill the filesystem, leaving nothing.
 	filler := filepath.Join(mnt, "filler")
@@ -337,7 +337,7 @@ func TestDiskFull(t *testing.T) {
 			t.Fatalf("ingest did not resume within 60s of freeing space (alive %v); load %s\n%s", d.Alive(), l.Summary(), tail(d.Log(), 4000))
 		}
 	}
-	time.Sleep(time.Second)
+	l.WaitCount(t, l.Count()+50, 30*time.Second)
 	events := l.Finish()
 	p := w.prove(t, events, 120*time.Second)
 	// No corruption: a clean restart reopens the log and still knows the events.

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -44,10 +45,26 @@ var (
 	buildErr  error
 )
 
-// Root returns the repository's root directory.
+var (
+	rootOnce sync.Once
+	root     string
+)
+
+// Root returns the repository's root directory: two up from this file's
+// source, or, when the source path is not known (-trimpath), the main
+// module's directory as the go command reports it.
 func Root() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	rootOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root = filepath.Join(filepath.Dir(file), "..", "..")
+		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+			return
+		}
+		if out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output(); err == nil {
+			root = strings.TrimSpace(string(out))
+		}
+	})
+	return root
 }
 
 // SkipIfShort skips t under -short: it needs the real binaries.

@@ -83,7 +83,7 @@ fuzz:
 # module, two pipelined daemons in front; kill -9 of a daemon and of the
 # stream leader under load (~2 min). CI runs them after `make test`.
 test-jetstream:
-	PIPELINED_TEST_JETSTREAM_CLUSTER=1 $(GO) test -count=1 -timeout 10m -run 'JetStreamCluster' ./cmd/pipelined
+	PIPELINED_TEST_JETSTREAM_CLUSTER=1 $(GO) test -count=1 -timeout 10m -run 'JetStreamCluster' ./tests/e2e
 
 test-short:
 	$(GO) test -short -count=1 ./...

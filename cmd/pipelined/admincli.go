@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -98,8 +98,22 @@ func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errFlags):
 		return 2
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", name, err)
+	fmt.Fprintf(stderr, "%s: %v\n", name, withHint(err))
 	return 1
+}
+
+// withHint adds what to do to the errors of the admin client whose fix is
+// a flag of the CLI.
+func withHint(err error) error {
+	var apiErr *admin.APIError
+	var urlErr *url.Error
+	switch {
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
+		return fmt.Errorf("%w (give the token with --token-env or --token-file)", err)
+	case errors.As(err, &urlErr):
+		return fmt.Errorf("%w (is pipelined running? set --admin)", err)
+	}
+	return err
 }
 
 // errFlags: the flag package printed the problem already.
@@ -180,6 +194,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	pr := &printer{c: c, asJSON: af.asJSON, stdout: stdout, stderr: stderr}
 	switch cmd + " " + sub {
 	case "events list":
 		if rejected {
@@ -189,7 +204,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 					q.Set(k, v)
 				}
 			}
-			return c.rejectionsList(q, af.asJSON, stdout, stderr)
+			return pr.rejectionsList(q)
 		}
 		q := url.Values{}
 		for k, v := range map[string]string{"source": source, "sink": sink, "dedup_key": dedupKey, "when": when, "after": after,
@@ -198,30 +213,30 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 				q.Set(k, v)
 			}
 		}
-		return c.eventsList(q, af.asJSON, stdout, stderr)
+		return pr.eventsList(q)
 	case "events show":
-		return c.eventShow(pos[0], af.asJSON, stdout)
+		return pr.eventShow(pos[0])
 	case "sinks ":
-		return c.sinks(af.asJSON, stdout)
+		return pr.sinks()
 	case "dlq list":
 		q := url.Values{"limit": {strconv.Itoa(limit)}}
 		if after != "" {
 			q.Set("after", after)
 		}
-		return c.dlqList(pos[0], q, af.asJSON, stdout, stderr)
+		return pr.dlqList(pos[0], q)
 	case "dlq retry", "dlq drop":
 		if all == (len(ids) > 0) {
 			return usageErr("give --id ID (one or more) or --all")
 		}
-		return c.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all}, af.asJSON, stdout, stderr)
+		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all})
 	case "replay ":
 		if sink == "" || since == "" {
 			return usageErr("--sink and --since are required")
 		}
 		req := admin.ReplayRequest{Sink: sink, Since: absTime(since, now), Until: absTime(until, now), Source: source, When: when, AllEvents: allEvents}
-		return c.replay(req, af.asJSON, stdout, stderr)
+		return pr.replay(req)
 	case "reload ":
-		return c.reload(af.asJSON, stdout)
+		return pr.reload()
 	}
 	return usageErr("unknown command")
 }
@@ -247,7 +262,7 @@ type adminConfig struct {
 }
 
 // client builds the API client from the flags and the configuration.
-func (af *adminFlags) client() (*apiClient, error) {
+func (af *adminFlags) client() (*admin.Client, error) {
 	var ac adminConfig
 	file := af.cfgFile
 	if file == "" {
@@ -286,7 +301,7 @@ func (af *adminFlags) client() (*apiClient, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return &apiClient{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}, nil
+	return admin.NewClient(base, token, nil), nil
 }
 
 // adminURL is the URL of an admin listen address; a wildcard host is
@@ -308,68 +323,12 @@ func adminURL(listen string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-type apiClient struct {
-	base, token string
-	http        *http.Client
-}
-
-// do calls the API and returns the response of a 2xx; any other status
-// becomes an error with the API's message.
-func (c *apiClient) do(method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.base+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("admin API: %w (is pipelined running? set --admin)", err)
-	}
-	if resp.StatusCode/100 == 2 {
-		return resp, nil
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var e struct{ Error string }
-	if json.Unmarshal(b, &e) != nil || e.Error == "" {
-		e.Error = strings.TrimSpace(string(b))
-	}
-	hint := ""
-	switch resp.StatusCode {
-	case http.StatusUnauthorized:
-		hint = " (give the token with --token-env or --token-file)"
-	}
-	return nil, fmt.Errorf("%s (HTTP %d)%s", e.Error, resp.StatusCode, hint)
-}
-
-// get calls the API and decodes the answer into v, also returning it raw.
-func (c *apiClient) call(method, path string, body, v any) ([]byte, error) {
-	resp, err := c.do(method, path, body)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("read answer: %w", err)
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return nil, fmt.Errorf("decode answer: %w", err)
-	}
-	return raw, nil
+// printer runs one admin command with the client and prints its answer:
+// the API's JSON as it is with --json, else a table or a sentence.
+type printer struct {
+	c              *admin.Client
+	asJSON         bool
+	stdout, stderr io.Writer
 }
 
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
@@ -381,33 +340,33 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// list GETs one page of a list route into v and prints it: the API's JSON
-// as it is with --json, else a table of header and the lines rows writes,
-// then, on stderr, how to ask for the next page (*next, filled by the call).
-func (c *apiClient) list(path string, v any, next *string, asJSON bool, stdout, stderr io.Writer, header string, rows func(io.Writer)) error {
-	raw, err := c.call("GET", path, nil, v)
-	if err != nil {
+// list makes one list call with get and prints its page: the API's JSON as
+// it is with --json, else a table of header and the lines rows writes,
+// then, on stderr, how to ask for the next page (next, once get ran).
+func (p *printer) list(get func(c *admin.Client) error, next *string, header string, rows func(io.Writer)) error {
+	var raw []byte
+	if err := get(p.c.WithRaw(&raw)); err != nil {
 		return err
 	}
-	if asJSON {
-		_, err := stdout.Write(raw)
+	if p.asJSON {
+		_, err := p.stdout.Write(raw)
 		return err
 	}
-	tw := table(stdout)
+	tw := table(p.stdout)
 	fmt.Fprintln(tw, header)
 	rows(tw)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if *next != "" {
-		fmt.Fprintf(stderr, "more: add --after %s\n", *next)
+		fmt.Fprintf(p.stderr, "more: add --after %s\n", *next)
 	}
 	return nil
 }
 
-func (c *apiClient) eventsList(q url.Values, asJSON bool, stdout, stderr io.Writer) error {
+func (p *printer) eventsList(q url.Values) error {
 	var list admin.EventList
-	return c.list("/v1/events?"+q.Encode(), &list, &list.Next, asJSON, stdout, stderr,
+	return p.list(func(c *admin.Client) (err error) { list, err = c.Events(context.Background(), q); return err }, &list.Next,
 		"ID\tSEQ\tRECEIVED\tSOURCE\tSINKS\tDEDUP KEY", func(w io.Writer) {
 			for _, e := range list.Events {
 				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Seq, fmtTime(e.ReceivedAt), e.Source, orDash(strings.Join(e.Sinks, ",")), orDash(e.DedupKey))
@@ -415,9 +374,9 @@ func (c *apiClient) eventsList(q url.Values, asJSON bool, stdout, stderr io.Writ
 		})
 }
 
-func (c *apiClient) rejectionsList(q url.Values, asJSON bool, stdout, stderr io.Writer) error {
+func (p *printer) rejectionsList(q url.Values) error {
 	var list admin.RejectionList
-	return c.list("/v1/rejections?"+q.Encode(), &list, &list.Next, asJSON, stdout, stderr,
+	return p.list(func(c *admin.Client) (err error) { list, err = c.Rejections(context.Background(), q); return err }, &list.Next,
 		"RECEIVED\tSOURCE\tSTATUS\tREMOTE\tREASON", func(w io.Writer) {
 			for _, r := range list.Rejections {
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", fmtTime(r.ReceivedAt), r.Source, r.Status, orDash(r.RemoteAddr), r.Reason)
@@ -425,17 +384,17 @@ func (c *apiClient) rejectionsList(q url.Values, asJSON bool, stdout, stderr io.
 		})
 }
 
-func (c *apiClient) eventShow(id string, asJSON bool, stdout io.Writer) error {
-	var e admin.Event
-	raw, err := c.call("GET", "/v1/events/"+url.PathEscape(id), nil, &e)
+func (p *printer) eventShow(id string) error {
+	var raw []byte
+	e, err := p.c.WithRaw(&raw).Event(context.Background(), id)
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		_, err := stdout.Write(raw)
+	if p.asJSON {
+		_, err := p.stdout.Write(raw)
 		return err
 	}
-	tw := table(stdout)
+	tw := table(p.stdout)
 	fmt.Fprintf(tw, "id:\t%s\nseq:\t%d\nsource:\t%s\nreceived:\t%s\nauth:\t%s\ndedup key:\t%s\nsinks:\t%s\n",
 		e.ID, e.Seq, e.Source, e.ReceivedAt.UTC().Format(time.RFC3339Nano), orDash(e.Auth), orDash(e.DedupKey), orDash(strings.Join(e.Sinks, ", ")))
 	for _, k := range sortedKeys(e.Headers) {
@@ -449,7 +408,7 @@ func (c *apiClient) eventShow(id string, asJSON bool, stdout io.Writer) error {
 		body.Reset()
 		body.Write(e.Body)
 	}
-	_, err = fmt.Fprintf(stdout, "body:\n%s\n", body.Bytes())
+	_, err = fmt.Fprintf(p.stdout, "body:\n%s\n", body.Bytes())
 	return err
 }
 
@@ -462,19 +421,19 @@ func sortedKeys(m map[string]string) []string {
 	return keys
 }
 
-func (c *apiClient) sinks(asJSON bool, stdout io.Writer) error {
-	var v struct{ Sinks []admin.SinkStatus }
-	raw, err := c.call("GET", "/v1/sinks", nil, &v)
+func (p *printer) sinks() error {
+	var raw []byte
+	sinks, err := p.c.WithRaw(&raw).Sinks(context.Background())
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		_, err := stdout.Write(raw)
+	if p.asJSON {
+		_, err := p.stdout.Write(raw)
 		return err
 	}
-	tw := table(stdout)
+	tw := table(p.stdout)
 	fmt.Fprintln(tw, "SINK\tSTATE\tQUEUE\tRETRYING\tOLDEST\tDLQ\tLAST ERROR")
-	for _, s := range v.Sinks {
+	for _, s := range sinks {
 		oldest := "-"
 		if s.OldestAgeSeconds > 0 {
 			oldest = fmtAge(time.Duration(s.OldestAgeSeconds * float64(time.Second)))
@@ -505,9 +464,9 @@ func oneLine(s string) string {
 	return s
 }
 
-func (c *apiClient) dlqList(sink string, q url.Values, asJSON bool, stdout, stderr io.Writer) error {
+func (p *printer) dlqList(sink string, q url.Values) error {
 	var v admin.DeadLetterList
-	return c.list("/v1/sinks/"+url.PathEscape(sink)+"/dlq?"+q.Encode(), &v, &v.Next, asJSON, stdout, stderr,
+	return p.list(func(c *admin.Client) (err error) { v, err = c.DeadLetters(context.Background(), sink, q); return err }, &v.Next,
 		"ID\tSEQ\tFAILED\tATTEMPTS\tROUTE\tERROR", func(w io.Writer) {
 			for _, d := range v.DeadLetters {
 				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, d.Seq, fmtTime(d.FailedAt), d.Attempts, orDash(d.Route), orDash(oneLine(d.Error)))
@@ -515,19 +474,19 @@ func (c *apiClient) dlqList(sink string, q url.Values, asJSON bool, stdout, stde
 		})
 }
 
-func (c *apiClient) dlqSettle(action, sink string, req admin.DeadLetterRequest, asJSON bool, stdout, stderr io.Writer) error {
-	var res admin.DeadLetterResult
-	raw, err := c.call("POST", "/v1/sinks/"+url.PathEscape(sink)+"/dlq/"+action, req, &res)
+func (p *printer) dlqSettle(action, sink string, req admin.DeadLetterRequest) error {
+	var raw []byte
+	res, err := p.c.WithRaw(&raw).SettleDead(context.Background(), action, sink, req)
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		stdout.Write(raw)
+	if p.asJSON {
+		p.stdout.Write(raw)
 	} else {
 		verb := map[string]string{"retry": "retried", "drop": "dropped"}[action]
-		fmt.Fprintf(stdout, "%s %d dead letter(s) of %s\n", verb, res.Count, sink)
+		fmt.Fprintf(p.stdout, "%s %d dead letter(s) of %s\n", verb, res.Count, sink)
 		for _, id := range res.IDs {
-			fmt.Fprintln(stdout, id)
+			fmt.Fprintln(p.stdout, id)
 		}
 	}
 	if len(res.NotFound) > 0 {
@@ -536,39 +495,24 @@ func (c *apiClient) dlqSettle(action, sink string, req admin.DeadLetterRequest, 
 	return nil
 }
 
-func (c *apiClient) replay(req admin.ReplayRequest, asJSON bool, stdout, stderr io.Writer) error {
-	resp, err := c.do("POST", "/v1/replay", req)
+func (p *printer) replay(req admin.ReplayRequest) error {
+	bar := isTerminal(p.stderr) && !p.asJSON
+	var progress func(admin.ReplayProgress)
+	if bar {
+		progress = func(pr admin.ReplayProgress) { drawBar(p.stderr, pr) }
+	}
+	var raw []byte
+	last, err := p.c.WithRaw(&raw).Replay(context.Background(), req, progress)
+	if bar {
+		fmt.Fprintln(p.stderr)
+	}
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	bar := isTerminal(stderr) && !asJSON
-	var last admin.ReplayProgress
-	var lastRaw []byte
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lastRaw = append(lastRaw[:0], sc.Bytes()...)
-		if err := json.Unmarshal(sc.Bytes(), &last); err != nil {
-			return fmt.Errorf("decode replay progress: %w", err)
-		}
-		if bar {
-			drawBar(stderr, last)
-		}
-	}
-	if bar {
-		fmt.Fprintln(stderr)
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("replay answer: %w", err)
-	}
-	if !last.Done && last.Error == "" {
-		return fmt.Errorf("replay: the daemon ended the answer early after %d enqueued", last.Enqueued)
-	}
-	if asJSON {
-		stdout.Write(append(lastRaw, '\n'))
+	if p.asJSON {
+		p.stdout.Write(append(raw, '\n'))
 	} else {
-		fmt.Fprintf(stdout, "replayed to %s: %d enqueued, %d already queued (%d matched of %d scanned)\n",
+		fmt.Fprintf(p.stdout, "replayed to %s: %d enqueued, %d already queued (%d matched of %d scanned)\n",
 			req.Sink, last.Enqueued, last.AlreadyQueued, last.Matched, last.Scanned)
 	}
 	if last.Error != "" {
@@ -602,16 +546,15 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func (c *apiClient) reload(asJSON bool, stdout io.Writer) error {
-	var v map[string]string
-	raw, err := c.call("POST", "/v1/reload", nil, &v)
-	if err != nil {
+func (p *printer) reload() error {
+	var raw []byte
+	if err := p.c.WithRaw(&raw).Reload(context.Background()); err != nil {
 		return err
 	}
-	if asJSON {
-		_, err := stdout.Write(raw)
+	if p.asJSON {
+		_, err := p.stdout.Write(raw)
 		return err
 	}
-	_, err = fmt.Fprintln(stdout, "configuration reloaded")
+	_, err := fmt.Fprintln(p.stdout, "configuration reloaded")
 	return err
 }

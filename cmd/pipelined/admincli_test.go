@@ -72,7 +72,8 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 	return srv, l, reloads
 }
 
-func runAdminCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+// runPipelined runs the CLI in-process with args and returns its exit code and output.
+func runPipelined(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code = run(args, &out, &errb)
@@ -138,7 +139,7 @@ func TestAdminCLI(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, stdout, stderr := runAdminCLI(t, tt.args...)
+			code, stdout, stderr := runPipelined(t, tt.args...)
 			if code != tt.wantCode {
 				t.Errorf("pipelined %s exit = %d, want %d\nstdout: %s\nstderr: %s", strings.Join(tt.args, " "), code, tt.wantCode, stdout, stderr)
 			}
@@ -175,7 +176,7 @@ func TestAdminCLIJSON(t *testing.T) {
 		{"sinks"}, {"events", "list"}, {"events", "show", "cli-0"}, {"dlq", "list", "slack"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
-			code, stdout, stderr := runAdminCLI(t, append(args, "--json", "--admin", srv.URL)...)
+			code, stdout, stderr := runPipelined(t, append(args, "--json", "--admin", srv.URL)...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipelined/pipelined/tests/harness"
 )
 
 // TestDaemonKill kills the daemon with SIGKILL at random moments under load
@@ -17,11 +19,11 @@ import (
 func TestDaemonKill(t *testing.T) {
 	kills := scale(3, 20)
 	w := newWorld(t)
-	cfg := writeConfig(t, w.dir, w.config(configOpts{archiveSize: "128KiB"}))
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{archiveSize: "128KiB"}))
 	mem := newMemWatch(t)
-	d := startDaemon(t, cfg)
-	mem.watch(d.pid())
-	l := startLoad(t, d.url+"/hooks/callkaro", "kill", 16, standardSinks)
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
+	l := harness.StartLoad(t, harness.LoadOptions{Clients: 16, Prefix: "kill", Sinks: standardSinks}, d.URL)
 
 	var restarts []time.Duration
 	var moments []string
@@ -31,13 +33,13 @@ func TestDaemonKill(t *testing.T) {
 		switch k % 4 {
 		case 1:
 			// During a reload: SIGHUP, then kill while it reloads.
-			d.cmd.Process.Signal(syscall.SIGHUP)
+			d.Signal(syscall.SIGHUP)
 			time.Sleep(jitter(0, 30*time.Millisecond))
 			moment = "during a reload"
 		case 2:
 			// Mid-delivery: wait until a sink has a queue to work on.
 			for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-				if st := sinks(t, d); st["archive"].Ready+st["db"].Ready > 0 {
+				if st := d.Sinks(t); st["archive"].Ready+st["db"].Ready > 0 {
 					break
 				}
 			}
@@ -52,28 +54,28 @@ func TestDaemonKill(t *testing.T) {
 			}
 			moment = "mid-rotation"
 		}
-		n := l.count()
-		mem.forget(d.pid())
-		d.kill(syscall.SIGKILL)
+		n := l.Count()
+		mem.forget(d.PID())
+		d.Kill(syscall.SIGKILL)
 		moments = append(moments, fmt.Sprintf("kill %d %s after %d acks", k+1, moment, n))
 		start := time.Now()
-		d = startDaemon(t, cfg)
+		d = harness.Start(t, cfg)
 		restarts = append(restarts, time.Since(start))
-		mem.watch(d.pid())
-		l.setTarget(d.url + "/hooks/callkaro")
+		mem.watch(d.PID())
+		l.SetTargets(d.URL)
 	}
-	time.Sleep(500 * time.Millisecond)
-	events := l.finish()
-	t.Logf("%d kills: %v; load: %s", kills, moments, l.summary())
+	l.WaitCount(t, l.Count()+50, 30*time.Second) // the last daemon acknowledges too
+	events := l.Finish()
+	t.Logf("%d kills: %v; load: %s", kills, moments, l.Summary())
 	if len(events) < 100*kills/3 {
 		t.Errorf("only %d events acknowledged over %d kills; the test needs real load", len(events), kills)
 	}
 	p := w.prove(t, events, 120*time.Second)
 	// A restarted daemon still knows what it acknowledged before (dedup).
 	if len(events) > 0 {
-		code, ans, err := post(d.url+"/hooks/callkaro", callEvent(events[0].sid, "interested"))
-		if err != nil || code != 200 || ans["duplicate"] != true || ans["id"] != events[0].id {
-			t.Errorf("re-POST of %s acknowledged before the kills = %d %v %v, want 200 duplicate=true id %s", events[0].sid, code, ans, err, events[0].id)
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(events[0].Sid, "interested"))
+		if err != nil || code != 200 || ans["duplicate"] != true || ans["id"] != events[0].ID {
+			t.Errorf("re-POST of %s acknowledged before the kills = %d %v %v, want 200 duplicate=true id %s", events[0].Sid, code, ans, err, events[0].ID)
 		}
 	}
 	addRow(t, row{Scenario: fmt.Sprintf("1. daemon kill -9 ×%d", kills), Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
@@ -86,11 +88,11 @@ func TestDaemonKill(t *testing.T) {
 func TestPluginKill(t *testing.T) {
 	kills := scale(3, 20)
 	w := newWorld(t)
-	cfg := writeConfig(t, w.dir, w.config(configOpts{}))
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{}))
 	mem := newMemWatch(t)
-	d := startDaemon(t, cfg)
-	mem.watch(d.pid())
-	l := startLoad(t, d.url+"/hooks/callkaro", "pkill", 8, standardSinks)
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
+	l := harness.StartLoad(t, harness.LoadOptions{Clients: 8, Prefix: "pkill", Sinks: standardSinks}, d.URL)
 
 	names := []string{"archive", "db", "crm"}
 	var restarts []time.Duration
@@ -99,17 +101,17 @@ func TestPluginKill(t *testing.T) {
 		name := names[k%len(names)]
 		var pid int
 		for end := time.Now().Add(30 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
-			if st := sinks(t, d)[name]; st.Plugin == "running" {
+			if st := d.Sinks(t)[name]; st.Plugin == "running" {
 				pid = st.PID
 			}
 			if time.Now().After(end) {
-				t.Fatalf("sink %s has no running plugin: %+v", name, sinks(t, d)[name])
+				t.Fatalf("sink %s has no running plugin: %+v", name, d.Sinks(t)[name])
 			}
 		}
 		start := time.Now()
 		syscall.Kill(pid, syscall.SIGKILL)
 		for {
-			st := sinks(t, d)[name]
+			st := d.Sinks(t)[name]
 			if st.Plugin == "running" && st.PID != 0 && st.PID != pid {
 				restarts = append(restarts, time.Since(start))
 				break
@@ -120,11 +122,11 @@ func TestPluginKill(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
-	events := l.finish()
-	t.Logf("load: %s; plugin restart after kill -9: %s", l.summary(), durations(restarts))
+	l.WaitCount(t, l.Count()+50, 30*time.Second) // ingest goes on after the last kill
+	events := l.Finish()
+	t.Logf("load: %s; plugin restart after kill -9: %s", l.Summary(), durations(restarts))
 	p := w.prove(t, events, 120*time.Second)
-	if !d.alive() {
+	if !d.Alive() {
 		t.Errorf("the daemon died while its plugins were killed")
 	}
 	addRow(t, row{Scenario: fmt.Sprintf("2. plugin kill -9 ×%d (archive, db, crm in turn)", kills), Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
@@ -142,62 +144,62 @@ func TestPluginKill(t *testing.T) {
 func TestPowerLoss(t *testing.T) {
 	copies := scale(3, 10)
 	w := newWorld(t)
-	cfg := writeConfig(t, w.dir, w.config(configOpts{}))
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{}))
 	mem := newMemWatch(t)
-	d := startDaemon(t, cfg)
-	mem.watch(d.pid())
-	l := startLoad(t, d.url+"/hooks/callkaro", "power", 16, standardSinks)
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
+	l := harness.StartLoad(t, harness.LoadOptions{Clients: 16, Prefix: "power", Sinks: standardSinks}, d.URL)
 
 	type snap struct {
 		dir    string
-		events []acked
+		events []harness.Acked
 	}
 	var snaps []snap
 	for c := range copies {
 		time.Sleep(jitter(300*time.Millisecond, 1200*time.Millisecond))
-		d.cmd.Process.Signal(syscall.SIGSTOP)
+		d.Signal(syscall.SIGSTOP)
 		time.Sleep(50 * time.Millisecond) // answers already on the wire arrive
 		dst := filepath.Join(w.dir, fmt.Sprintf("copy-%d", c))
 		out, err := exec.Command("cp", "-a", filepath.Join(w.dir, "log"), dst).CombinedOutput()
 		// Every answer counted now was sent before the stop.
-		events := l.snapshot()
-		d.cmd.Process.Signal(syscall.SIGCONT)
+		events := l.Snapshot()
+		d.Signal(syscall.SIGCONT)
 		if err != nil {
 			t.Fatalf("cp -a: %v\n%s", err, out)
 		}
 		snaps = append(snaps, snap{dst, events})
 	}
-	all := l.finish()
-	t.Logf("load: %s", l.summary())
+	all := l.Finish()
+	t.Logf("load: %s", l.Summary())
 
 	var opens []time.Duration
 	lost, checked := 0, 0
 	for i, s := range snaps {
 		// A fresh daemon on the copy, delivering to throwaway sinks.
 		w2 := newWorld(t)
-		cfg2 := writeConfig(t, w2.dir, w2.config(configOpts{logDir: s.dir}))
+		cfg2 := harness.WriteConfig(t, w2.dir, w2.config(configOpts{logDir: s.dir}))
 		start := time.Now()
-		d2 := startDaemon(t, cfg2)
+		d2 := harness.Start(t, cfg2)
 		opens = append(opens, time.Since(start))
-		mem.watch(d2.pid())
+		mem.watch(d2.PID())
 		missing := 0
 		for _, e := range s.events {
-			ok, err := eventExists(d2, e.id)
+			ok, err := eventExists(t, d2, e.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !ok {
 				missing++
 				if missing <= 5 {
-					t.Errorf("copy %d: event %s, acknowledged before the stop, is not in the log", i, e.id)
+					t.Errorf("copy %d: event %s, acknowledged before the stop, is not in the log", i, e.ID)
 				}
 			}
 		}
 		t.Logf("copy %d: %d events acknowledged before the stop, %d missing; opened in %v", i, len(s.events), missing, opens[len(opens)-1].Round(time.Millisecond))
 		lost += missing
 		checked = len(s.events)
-		mem.forget(d2.pid())
-		d2.kill(syscall.SIGTERM)
+		mem.forget(d2.PID())
+		d2.Kill(syscall.SIGTERM)
 		os.RemoveAll(s.dir)
 	}
 	// The original daemon delivers everything too.

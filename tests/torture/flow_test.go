@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/tests/harness"
 )
 
 // TestSinkOutage: the HTTP receiver answers 503 for a while, then
@@ -18,35 +21,22 @@ func TestSinkOutage(t *testing.T) {
 	outage := scale(5*time.Second, 60*time.Second)
 	const bmin, bmax = 250 * time.Millisecond, 2 * time.Second
 	w := newWorld(t)
-	var down sync.Mutex
-	failing := true
-	w.recv.setAnswer(func(string, []byte) int {
-		down.Lock()
-		defer down.Unlock()
-		if failing {
-			return http.StatusServiceUnavailable
-		}
-		return 200
-	})
-	cfg := writeConfig(t, w.dir, w.config(configOpts{
+	w.recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
 		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = %q, backoff_max = %q, max_attempts = 1000 }`, bmin, bmax),
 	}))
 	mem := newMemWatch(t)
-	d := startDaemon(t, cfg)
-	mem.watch(d.pid())
-	l := startLoad(t, d.url+"/hooks/callkaro", "outage", 4, standardSinks)
-	l.pause.Store(int64(20 * time.Millisecond))
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
+	l := harness.StartLoad(t, harness.LoadOptions{Clients: 4, Prefix: "outage", Sinks: standardSinks, Pause: 20 * time.Millisecond}, d.URL)
 	time.Sleep(outage)
-	down.Lock()
-	failing = false
+	w.recv.SetAnswer(harness.Answer(http.StatusOK))
 	recovered := time.Now()
-	down.Unlock()
-	time.Sleep(300 * time.Millisecond)
-	events := l.finish()
+	l.WaitCount(t, l.Count()+20, 30*time.Second) // some events after the recovery too
+	events := l.Finish()
 	p := w.prove(t, events, outage+60*time.Second)
 	// Time from recovery to the last event that waited reaching the receiver.
 	var lastDelivery time.Time
-	w.recv.mu.Lock()
 	gaps := map[int][]time.Duration{} // attempt number → gap before the next one
 	bad := 0
 	// The dispatcher wakes for due retries, then delivers them batch_max
@@ -58,7 +48,7 @@ func TestSinkOutage(t *testing.T) {
 	if full() {
 		slack = time.Second
 	}
-	for _, ts := range w.recv.attempts {
+	for _, ts := range w.recv.Attempts() {
 		for i := 1; i < len(ts); i++ {
 			g := ts[i].Sub(ts[i-1])
 			gaps[i] = append(gaps[i], g)
@@ -77,7 +67,6 @@ func TestSinkOutage(t *testing.T) {
 			lastDelivery = last
 		}
 	}
-	w.recv.mu.Unlock()
 	var sched []string
 	for i := 1; i <= 6; i++ {
 		if len(gaps[i]) > 0 {
@@ -85,7 +74,7 @@ func TestSinkOutage(t *testing.T) {
 		}
 	}
 	t.Logf("retry schedule (backoff %v..%v, full jitter): %s; %d gaps outside bounds", bmin, bmax, strings.Join(sched, "; "), bad)
-	if dl := dlq(t, d, "crm"); len(dl) != 0 {
+	if dl := d.DeadLetters(t, "crm"); len(dl) != 0 {
 		t.Errorf("crm DLQ holds %d events after a recovered outage with max_attempts 1000, want 0: %+v", len(dl), dl[:min(3, len(dl))])
 	}
 	addRow(t, row{Scenario: fmt.Sprintf("3. sink outage: 503 for %v", outage), Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
@@ -99,47 +88,40 @@ func TestSinkOutageDLQ(t *testing.T) {
 	n := scale(30, 300)
 	const attempts = 3
 	w := newWorld(t)
-	var down sync.Mutex
-	failing := true
-	w.recv.setAnswer(func(string, []byte) int {
-		down.Lock()
-		defer down.Unlock()
-		if failing {
-			return http.StatusServiceUnavailable
-		}
-		return 200
-	})
-	cfg := writeConfig(t, w.dir, w.config(configOpts{
+	w.recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
 		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "100ms", max_attempts = %d }`, attempts),
 	}))
 	mem := newMemWatch(t)
-	d := startDaemon(t, cfg)
-	mem.watch(d.pid())
-	var events []acked
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
+	var events []harness.Acked
 	failed := map[string]bool{}
 	for i := range n {
 		lead := "not_interested"
 		if i%2 == 0 {
 			lead = "interested"
 		}
-		code, ans, err := post(d.url+"/hooks/callkaro", callEvent(fmt.Sprint("dlq-", i), lead))
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprint("dlq-", i), lead))
 		if err != nil || code != 200 {
 			t.Fatalf("POST = %d %v %v", code, ans, err)
 		}
 		id := ans["id"].(string)
-		events = append(events, acked{id: id, sid: fmt.Sprint("dlq-", i), sinks: standardSinks(lead)})
+		events = append(events, harness.Acked{ID: id, Sid: fmt.Sprint("dlq-", i), Sinks: standardSinks(lead)})
 		if lead == "interested" {
 			failed[id] = true
 		}
 	}
-	var dl []deadLetter
-	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if dl = dlq(t, d, "crm"); len(dl) >= len(failed) || time.Now().After(end) {
-			break
+	// Every crm delivery settles (delivered or dead): nothing more arrives.
+	if err := harness.WaitFor(60*time.Second, func() error {
+		if st := d.Sinks(t)["crm"]; st.Ready+st.Retrying != 0 || st.Dead < len(failed) {
+			return fmt.Errorf("crm has %d events ready, %d retrying, %d dead; want %d dead and none waiting", st.Ready, st.Retrying, st.Dead, len(failed))
 		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
-	time.Sleep(500 * time.Millisecond) // nothing more arrives
-	dl = dlq(t, d, "crm")
+	dl := d.DeadLetters(t, "crm")
 	got := map[string]bool{}
 	for _, e := range dl {
 		got[e.ID] = true
@@ -156,29 +138,26 @@ func TestSinkOutageDLQ(t *testing.T) {
 		}
 	}
 	for _, s := range []string{"archive", "db"} {
-		if n := len(dlq(t, d, s)); n != 0 {
+		if n := len(d.DeadLetters(t, s)); n != 0 {
 			t.Errorf("sink %s DLQ holds %d events, want 0", s, n)
 		}
 	}
-	w.recv.mu.Lock()
+	tried := w.recv.Attempts()
 	for id := range failed {
-		if n := len(w.recv.attempts[id]); n != attempts {
+		if n := len(tried[id]); n != attempts {
 			t.Errorf("receiver saw %d attempts of %s, want max_attempts = %d", n, id, attempts)
 			break
 		}
 	}
-	w.recv.mu.Unlock()
 
-	down.Lock()
-	failing = false
-	down.Unlock()
+	w.recv.SetAnswer(harness.Answer(http.StatusOK))
 	start := time.Now()
-	out := d.cli(t, "dlq", "retry", "crm", "--all")
+	out := d.CLI(t, "dlq", "retry", "crm", "--all")
 	t.Logf("pipelined dlq retry crm --all: %s", strings.TrimSpace(out))
 	p := w.prove(t, events, 60*time.Second)
 	took := time.Since(start)
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		st := sinks(t, d)["crm"]
+		st := d.Sinks(t)["crm"]
 		if st.Dead == 0 {
 			break
 		}
@@ -200,11 +179,10 @@ func TestSinkOutageDLQ(t *testing.T) {
 //	badtx    data.name = "badtx": the "badtx" route's transform errors
 //	reject   the CRM answers 422 (permanent) to it
 func poisonBody(kind, sid string, interested bool) []byte {
-	bodyMu.Lock()
-	defer bodyMu.Unlock()
-	var m map[string]any
-	b, _ := json.Marshal(callKaro)
-	json.Unmarshal(b, &m)
+	m, err := harness.CallKaro()
+	if err != nil {
+		panic(err) // every event of the suite is built from it
+	}
 	data := m["data"].(map[string]any)
 	data["callSid"] = sid
 	lead := "not_interested"
@@ -232,13 +210,13 @@ func poisonBody(kind, sid string, interested bool) []byte {
 func TestPoison(t *testing.T) {
 	perKind := scale(20, 60) // 200 made the daemon churn 1.5 GB of huge transforms; admin calls timed out
 	w := newWorld(t)
-	w.recv.setAnswer(func(id string, body []byte) int {
+	w.recv.SetAnswer(func(id string, body []byte) (int, string) {
 		if strings.Contains(string(body), "reject-me") {
-			return http.StatusUnprocessableEntity
+			return http.StatusUnprocessableEntity, ""
 		}
-		return 200
+		return 200, ""
 	})
-	cfg := writeConfig(t, w.dir, w.config(configOpts{
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
 		crmDelivery: `{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "200ms", max_attempts = 3 }`,
 		extraRoutes: `
 [[route]]
@@ -260,12 +238,12 @@ transform = '{"x": body.data.missing.field}'
 `,
 	}))
 	mem := newMemWatch(t)
-	d := startDaemon(t, cfg)
-	mem.watch(d.pid())
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
 
 	kinds := []string{"normal", "nolead", "huge", "badtx", "reject"}
 	var mu sync.Mutex
-	var events []acked
+	var events []harness.Acked
 	poison := map[string]string{} // id → kind, for the crm sink
 	statuses := map[string]map[int]int{}
 	var wg sync.WaitGroup
@@ -281,7 +259,7 @@ transform = '{"x": body.data.missing.field}'
 				}
 				interested := i%3 == 0
 				sid := fmt.Sprintf("poison-%s-%d", kind, i)
-				code, ans, err := post(d.url+"/hooks/callkaro", poisonBody(kind, sid, interested))
+				code, ans, err := harness.Post(d.URL+"/hooks/callkaro", poisonBody(kind, sid, interested))
 				mu.Lock()
 				if statuses[kind] == nil {
 					statuses[kind] = map[int]int{}
@@ -296,7 +274,7 @@ transform = '{"x": body.data.missing.field}'
 					case kind == "huge" || kind == "badtx" || kind == "reject":
 						poison[id] = kind
 					}
-					events = append(events, acked{id: id, sid: sid, sinks: sinks})
+					events = append(events, harness.Acked{ID: id, Sid: sid, Sinks: sinks})
 				} else if kind == "normal" || kind == "nolead" {
 					t.Errorf("%s event: POST = %d %v %v, want 200", kind, code, ans, err)
 				}
@@ -309,14 +287,14 @@ transform = '{"x": body.data.missing.field}'
 	p := w.prove(t, events, 60*time.Second)
 
 	// Every poison event is in crm's DLQ with its reason.
-	var dl []deadLetter
+	var dl []admin.DeadLetter
 	for end := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		dl = dlq(t, d, "crm")
+		dl = d.DeadLetters(t, "crm")
 		in := map[string]bool{}
 		for _, e := range dl {
 			in[e.ID] = true
 		}
-		recv, settled := w.recv.counts(), 0
+		recv, settled := w.recv.Accepted(), 0
 		for id := range poison {
 			if in[id] || recv[id] > 0 {
 				settled++
@@ -344,7 +322,7 @@ transform = '{"x": body.data.missing.field}'
 		}
 		reasons[kind][r]++
 	}
-	recv := w.recv.counts()
+	recv := w.recv.Accepted()
 	notThere := 0
 	for id, kind := range poison {
 		if !inDLQ[id] && recv[id] == 0 {
@@ -367,7 +345,7 @@ transform = '{"x": body.data.missing.field}'
 			t.Errorf("no %s event in the crm DLQ", k)
 		}
 	}
-	if !d.alive() {
+	if !d.Alive() {
 		t.Fatalf("the daemon died")
 	}
 	addRow(t, row{Scenario: "7. poison rules and payloads", Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost + notThere,

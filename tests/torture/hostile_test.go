@@ -3,6 +3,7 @@ package torture
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipelined/pipelined/tests/harness"
 )
 
 // TestHostileClients: slow headers, slow bodies, bodies that never end,
@@ -23,18 +26,18 @@ import (
 func TestHostileClients(t *testing.T) {
 	idle := scale(1000, 10000)
 	w := newWorld(t)
-	cfg := writeConfig(t, w.dir, w.config(configOpts{server: `read_header_timeout = "1s"
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{server: `read_header_timeout = "1s"
 read_timeout = "3s"
 idle_timeout = "5s"
 max_concurrent = 20000`}))
 	mem := newMemWatch(t)
-	d := startDaemon(t, cfg)
-	mem.watch(d.pid())
-	addr := strings.TrimPrefix(d.url, "http://")
-	hook := d.url + "/hooks/callkaro"
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
+	addr := strings.TrimPrefix(d.URL, "http://")
+	hook := d.URL + "/hooks/callkaro"
 
 	var mu sync.Mutex
-	var events []acked
+	var events []harness.Acked
 	seq := 0
 	// normal posts an ordinary event and wants it answered 200 within 1s.
 	normal := func(when string) {
@@ -43,14 +46,14 @@ max_concurrent = 20000`}))
 		sid := fmt.Sprintf("hostile-normal-%d", seq)
 		mu.Unlock()
 		start := time.Now()
-		code, ans, err := post(hook, callEvent(sid, "interested"))
+		code, ans, err := harness.Post(hook, harness.CallEvent(sid, "interested"))
 		took := time.Since(start)
 		if err != nil || code != 200 || took > time.Second {
 			t.Errorf("%s: an ordinary POST = %d %v %v in %v, want 200 within 1s", when, code, ans, err, took)
 			return
 		}
 		mu.Lock()
-		events = append(events, acked{id: ans["id"].(string), sid: sid, sinks: standardSinks("interested")})
+		events = append(events, harness.Acked{ID: ans["id"].(string), Sid: sid, Sinks: standardSinks("interested")})
 		mu.Unlock()
 	}
 	raw := func(method, ctype string, hdr map[string]string, body []byte) (int, string) {
@@ -59,7 +62,7 @@ max_concurrent = 20000`}))
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}
-		resp, err := client.Do(req)
+		resp, err := harness.Client.Do(req)
 		if err != nil {
 			return 0, err.Error()
 		}
@@ -121,7 +124,7 @@ max_concurrent = 20000`}))
 			return nil
 		}
 	}
-	body := callEvent("hostile-slow", "interested")
+	body := harness.CallEvent("hostile-slow", "interested")
 	head := fmt.Sprintf("POST /hooks/callkaro HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
 
 	t.Run("slow headers", func(t *testing.T) {
@@ -177,7 +180,7 @@ max_concurrent = 20000`}))
 	})
 
 	valid := func(extra string) []byte {
-		b := callEvent(fmt.Sprintf("hostile-odd-%d", len(extra)), "not_interested")
+		b := harness.CallEvent(fmt.Sprintf("hostile-odd-%d", len(extra)), "not_interested")
 		return bytes.Replace(b, []byte(`{"data":`), []byte(`{"odd":`+extra+`,"data":`), 1)
 	}
 	odd := []struct {
@@ -193,7 +196,7 @@ max_concurrent = 20000`}))
 		{"deeply nested objects (100k levels)", "application/json", nil, []byte(strings.Repeat(`{"a":`, 100000) + "1" + strings.Repeat("}", 100000)), []int{400}, false},
 		{"huge number 1e400", "application/json", nil, valid("1e400"), []int{200, 400}, true},
 		{"number with 500k digits", "application/json", nil, valid(strings.Repeat("9", 500000)), []int{200, 400}, true},
-		{"dedup key of 500 KB (callSid)", "application/json", nil, callEvent(strings.Repeat("k", 500000), "not_interested"), []int{200, 400}, true},
+		{"dedup key of 500 KB (callSid)", "application/json", nil, harness.CallEvent(strings.Repeat("k", 500000), "not_interested"), []int{200, 400}, true},
 		{"duplicate keys", "application/json", nil, append(valid(`"x"`)[:len(valid(`"x"`))-1], []byte(`,"event":"call_ended"}`)...), []int{200, 400}, true},
 		{"gzip bomb (Content-Encoding: gzip, 1 GiB of zeros)", "application/json", map[string]string{"Content-Encoding": "gzip"}, gzipBomb(t), []int{400, 413, 415}, false},
 		{"not JSON at all", "application/json", nil, []byte("\x00\x01\x02 binary"), []int{400}, false},
@@ -216,16 +219,16 @@ max_concurrent = 20000`}))
 			note("%s (%d bytes): %d %s in %v", tt.name, len(tt.body), code, ans, took.Round(time.Millisecond))
 			if code == 200 && tt.deliver {
 				var a struct{ ID string }
-				if err := jsonUnmarshal([]byte(ans), &a); err == nil && a.ID != "" {
+				if err := json.Unmarshal([]byte(ans), &a); err == nil && a.ID != "" {
 					mu.Lock()
-					events = append(events, acked{id: a.ID, sinks: standardSinks("not_interested")})
+					events = append(events, harness.Acked{ID: a.ID, Sinks: standardSinks("not_interested")})
 					mu.Unlock()
 				}
 			}
 			normal("after " + tt.name)
 		})
 	}
-	if !d.alive() {
+	if !d.Alive() {
 		t.Fatalf("the daemon died")
 	}
 	p := w.prove(t, events, 60*time.Second)
@@ -238,8 +241,6 @@ max_concurrent = 20000`}))
 		Recover: "ordinary POST < 1s throughout", MemPeak: mem.String(),
 		Note: "slow clients cut off by read_header_timeout/read_timeout; nested JSON 400; gzip not decoded (400); invalid UTF-8, 1e400, duplicate keys accepted (200)"})
 }
-
-func jsonUnmarshal(b []byte, v any) error { return jsonDecode(b, v) }
 
 // gzipBomb is 1 GiB of zeros, gzipped (about 1 MiB).
 func gzipBomb(t *testing.T) []byte {
@@ -271,12 +272,12 @@ func TestDiskFull(t *testing.T) {
 			t.Logf("umount %s: %v %s", mnt, err, out)
 		}
 	})
-	cfg := writeConfig(t, w.dir, w.config(configOpts{logDir: filepath.Join(mnt, "log")}))
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{logDir: filepath.Join(mnt, "log")}))
 	mem := newMemWatch(t)
-	d := startDaemon(t, cfg)
-	mem.watch(d.pid())
-	l := startLoad(t, d.url+"/hooks/callkaro", "full", 8, standardSinks)
-	time.Sleep(500 * time.Millisecond)
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
+	l := harness.StartLoad(t, harness.LoadOptions{Clients: 8, Prefix: "full", Sinks: standardSinks}, d.URL)
+	l.WaitCount(t, 50, 30*time.Second) // under load when the disk fills
 
 	// Fill the filesystem, leaving nothing.
 	filler := filepath.Join(mnt, "filler")
@@ -287,12 +288,12 @@ func TestDiskFull(t *testing.T) {
 	crashed := ""
 	var first503 string
 	for end := time.Now().Add(scale(5*time.Second, 20*time.Second)); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if !d.alive() {
-			crashed = firstLine(tail(d.log(), 4000))
-			t.Errorf("BUG: the daemon died when the disk filled up (%s); P7 wants 503 + Retry-After:\n%s", crashed, tail(d.log(), 3000))
+		if !d.Alive() {
+			crashed = firstLine(tail(d.Log(), 4000))
+			t.Errorf("BUG: the daemon died when the disk filled up (%s); P7 wants 503 + Retry-After:\n%s", crashed, tail(d.Log(), 3000))
 			break
 		}
-		resp, err := client.Post(d.url+"/hooks/callkaro", "application/json", bytes.NewReader(callEvent(fmt.Sprint("full-probe-", time.Now().UnixNano()), "not_interested")))
+		resp, err := harness.Client.Post(d.URL+"/hooks/callkaro", "application/json", bytes.NewReader(harness.CallEvent(fmt.Sprint("full-probe-", time.Now().UnixNano()), "not_interested")))
 		if err != nil {
 			continue
 		}
@@ -308,8 +309,8 @@ func TestDiskFull(t *testing.T) {
 			}
 		}
 	}
-	ackedWhileFull := l.count()
-	t.Logf("disk full: %d probes answered 503 (%d with Retry-After), first: %s; load %s", n503, nRetryAfter, first503, l.summary())
+	ackedWhileFull := l.Count()
+	t.Logf("disk full: %d probes answered 503 (%d with Retry-After), first: %s; load %s", n503, nRetryAfter, first503, l.Summary())
 	if n503 == 0 && crashed == "" {
 		t.Errorf("no 503 while the log's filesystem was full")
 	}
@@ -321,31 +322,31 @@ func TestDiskFull(t *testing.T) {
 	freed := time.Now()
 	if crashed != "" {
 		// P1 must still hold: restart on the freed filesystem.
-		d = startDaemon(t, cfg)
-		mem.watch(d.pid())
-		l.setTarget(d.url + "/hooks/callkaro")
+		d = harness.Start(t, cfg)
+		mem.watch(d.PID())
+		l.SetTargets(d.URL)
 	}
-	before := l.count()
+	before := l.Count()
 	var recovered time.Duration
 	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if l.count() > before+10 {
+		if l.Count() > before+10 {
 			recovered = time.Since(freed)
 			break
 		}
-		if time.Now().After(end) || !d.alive() {
-			t.Fatalf("ingest did not resume within 60s of freeing space (alive %v); load %s\n%s", d.alive(), l.summary(), tail(d.log(), 4000))
+		if time.Now().After(end) || !d.Alive() {
+			t.Fatalf("ingest did not resume within 60s of freeing space (alive %v); load %s\n%s", d.Alive(), l.Summary(), tail(d.Log(), 4000))
 		}
 	}
-	time.Sleep(time.Second)
-	events := l.finish()
+	l.WaitCount(t, l.Count()+50, 30*time.Second)
+	events := l.Finish()
 	p := w.prove(t, events, 120*time.Second)
 	// No corruption: a clean restart reopens the log and still knows the events.
-	mem.forget(d.pid())
-	d.kill(syscall.SIGTERM)
-	d2 := startDaemon(t, cfg)
+	mem.forget(d.PID())
+	d.Kill(syscall.SIGTERM)
+	d2 := harness.Start(t, cfg)
 	missing := 0
 	for _, e := range events {
-		if ok, err := eventExists(d2, e.id); err != nil || !ok {
+		if ok, err := eventExists(t, d2, e.ID); err != nil || !ok {
 			missing++
 		}
 	}

@@ -9,19 +9,11 @@
 package torture
 
 import (
-	"bufio"
-	"bytes"
-	"compress/gzip"
-	"database/sql"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -29,11 +21,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	_ "modernc.org/sqlite"
+
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/tests/harness"
 )
 
 var (
@@ -51,34 +45,10 @@ func scale[T any](short, long T) T {
 	return short
 }
 
-var binDir string // pipelined and pipelined-sink-*
-
 func TestMain(m *testing.M) {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "pipelined-torture-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	for pkg, name := range map[string]string{
-		"../../cmd/pipelined":   "pipelined",
-		"../../plugins/archive": "pipelined-sink-archive",
-		"../../plugins/sql":     "pipelined-sink-sql",
-		"../../plugins/http":    "pipelined-sink-http",
-	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
-		cmd.Stderr = os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n", name, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
 	start := time.Now()
-	code := m.Run()
+	code := harness.Main(m)
 	printSummary(time.Since(start))
-	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -173,129 +143,6 @@ times, the measured retry schedule, the status of each hostile request.
 // reportEnd ends the generated part of the report; the text after it is
 // kept when the report is written again.
 const reportEnd = "<!-- The text above is written by make torture; the text below is kept. -->\n"
-
-// ---- the daemon ----
-
-type proc struct {
-	cmd    *exec.Cmd
-	url    string // ingest base URL
-	admin  string // admin base URL
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	exited chan struct{}
-	ready  time.Duration // from start to "pipelined is ready"
-}
-
-// startDaemon runs pipelined serve on configFile and waits until it is ready.
-func startDaemon(t *testing.T, configFile string) *proc {
-	t.Helper()
-	d, err := tryStartDaemon(t, configFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-func tryStartDaemon(t *testing.T, configFile string) (*proc, error) {
-	start := time.Now()
-	cmd := exec.Command(filepath.Join(binDir, "pipelined"), "serve", "-c", configFile, "-log-format", "json")
-	cmd.Dir = filepath.Dir(configFile)
-	cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	d := &proc{cmd: cmd, exited: make(chan struct{})}
-	ready := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			d.mu.Lock()
-			if d.stderr.Len() < 8<<20 {
-				d.stderr.Write(line)
-				d.stderr.WriteByte('\n')
-			}
-			d.mu.Unlock()
-			var rec struct {
-				Msg    string `json:"msg"`
-				Ingest string `json:"ingest"`
-				Admin  string `json:"admin"`
-			}
-			if json.Unmarshal(line, &rec) == nil && rec.Msg == "pipelined is ready" {
-				ready <- [2]string{rec.Ingest, rec.Admin}
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	go func() {
-		cmd.Wait()
-		pw.Close()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		d.kill(syscall.SIGKILL)
-		if t.Failed() {
-			log := d.log()
-			if len(log) > 20000 {
-				log = "…" + log[len(log)-20000:]
-			}
-			t.Logf("pipelined (pid %d) log:\n%s", d.cmd.Process.Pid, log)
-		}
-	})
-	select {
-	case addrs := <-ready:
-		d.url, d.admin = "http://"+addrs[0], "http://"+addrs[1]
-		d.ready = time.Since(start)
-		return d, nil
-	case <-d.exited:
-		return d, fmt.Errorf("pipelined exited before it was ready:\n%s", d.log())
-	case <-time.After(60 * time.Second):
-		return d, fmt.Errorf("pipelined not ready after 60s:\n%s", d.log())
-	}
-}
-
-func (d *proc) log() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stderr.String()
-}
-
-func (d *proc) pid() int { return d.cmd.Process.Pid }
-
-func (d *proc) alive() bool {
-	select {
-	case <-d.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill sends sig and waits for the process to exit.
-func (d *proc) kill(sig syscall.Signal) {
-	if !d.alive() {
-		return
-	}
-	d.cmd.Process.Signal(sig)
-	select {
-	case <-d.exited:
-	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
-	}
-}
-
-func (d *proc) cli(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(filepath.Join(binDir, "pipelined"), append(args, "--admin", d.admin)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("pipelined %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // ---- memory ----
 
@@ -397,305 +244,28 @@ func (m *memWatch) String() string {
 	return fmt.Sprintf("%d / %d MiB", m.hwm.Load()>>10, m.anon.Load()>>10)
 }
 
-// ---- events ----
-
-var callKaro = func() map[string]any {
-	b, err := os.ReadFile("../../examples/callkaro/call_ended.json")
-	if err != nil {
-		panic(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		panic(err)
-	}
-	return m
-}()
-
-var bodyMu sync.Mutex
-
-// callEvent returns a CallKaro payload with its own callSid and lead status.
-func callEvent(sid, lead string) []byte {
-	bodyMu.Lock()
-	defer bodyMu.Unlock()
-	data := callKaro["data"].(map[string]any)
-	data["callSid"] = sid
-	data["post_call"] = map[string]any{"lead_status": lead}
-	b, err := json.Marshal(callKaro)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-var client = &http.Client{
-	Timeout:   10 * time.Second,
-	Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0},
-}
-
-// post sends body and returns the status and decoded JSON answer.
-func post(url string, body []byte) (int, map[string]any, error) {
-	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("answer %d is not JSON: %q", resp.StatusCode, raw)
-	}
-	return resp.StatusCode, m, nil
-}
-
-// acked is an event answered 2xx, with the sinks its routes name.
-type acked struct {
-	id    string
-	sid   string
-	sinks []string
-}
-
-// load posts distinct CallKaro events from concurrent clients to whatever
-// URL target holds (it changes when the daemon restarts) and records every
-// id answered 2xx with duplicate=false.
-type load struct {
-	target   atomic.Pointer[string]
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	acked    []acked
-	statuses map[int]int
-	errors   int
-	// sinksOf gives the sinks an event with that lead status is routed to.
-	sinksOf func(lead string) []string
-	// leadOf chooses the lead status of the i-th event of a client.
-	leadOf func(c, i int) string
-	pause  atomic.Int64 // nanoseconds each client waits after a 2xx
-}
-
-func startLoad(t *testing.T, url, prefix string, clients int, sinksOf func(string) []string) *load {
-	l := &load{stop: make(chan struct{}), statuses: map[int]int{}, sinksOf: sinksOf}
-	l.leadOf = func(c, i int) string {
-		if (c+i)%3 == 0 {
-			return "interested"
-		}
-		return "not_interested"
-	}
-	l.setTarget(url)
-	for c := range clients {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				sid := fmt.Sprintf("%s-%d-%d", prefix, c, i)
-				lead := l.leadOf(c, i)
-				code, ans, err := post(*l.target.Load(), callEvent(sid, lead))
-				l.mu.Lock()
-				if err != nil {
-					l.errors++
-				} else {
-					l.statuses[code]++
-				}
-				if err == nil && code/100 == 2 {
-					if ans["duplicate"] == true {
-						l.mu.Unlock()
-						t.Errorf("event %s, posted once, was answered duplicate=true: %v", sid, ans)
-						continue
-					}
-					l.acked = append(l.acked, acked{id: ans["id"].(string), sid: sid, sinks: l.sinksOf(lead)})
-				}
-				l.mu.Unlock()
-				if err != nil || code/100 != 2 {
-					time.Sleep(10 * time.Millisecond) // the daemon is down or refusing: keep trying
-				} else if p := time.Duration(l.pause.Load()); p > 0 {
-					time.Sleep(p)
-				}
-			}
-		}()
-	}
-	t.Cleanup(func() { l.finish() })
-	return l
-}
-
-func (l *load) setTarget(url string) { l.target.Store(&url) }
-
-func (l *load) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.acked)
-}
-
-// snapshot returns the events acknowledged so far.
-func (l *load) snapshot() []acked {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]acked(nil), l.acked...)
-}
-
-// finish stops the clients and returns every acknowledged event.
-func (l *load) finish() []acked {
-	select {
-	case <-l.stop:
-	default:
-		close(l.stop)
-	}
-	l.wg.Wait()
-	return l.snapshot()
-}
-
-func (l *load) summary() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var codes []int
-	for c := range l.statuses {
-		codes = append(codes, c)
-	}
-	sort.Ints(codes)
-	var parts []string
-	for _, c := range codes {
-		parts = append(parts, fmt.Sprintf("%d×%d", l.statuses[c], c))
-	}
-	return fmt.Sprintf("answers %s, %d connection errors", strings.Join(parts, " "), l.errors)
-}
-
 // ---- sinks ----
-
-// receiver is the local HTTP endpoint of the http sink. It counts each
-// webhook-id it accepted and the time of every attempt.
-type receiver struct {
-	srv *httptest.Server
-	mu  sync.Mutex
-	ok  map[string]int
-	// attempts holds the time of every request per webhook-id.
-	attempts map[string][]time.Time
-	// answer, when set, chooses the status of a request (0: 200).
-	answer atomic.Pointer[func(id string, body []byte) int]
-}
-
-func newReceiver(t *testing.T) *receiver {
-	r := &receiver{ok: map[string]int{}, attempts: map[string][]time.Time{}}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		id := req.Header.Get("webhook-id")
-		code := 200
-		if f := r.answer.Load(); f != nil {
-			code = (*f)(id, body)
-		}
-		r.mu.Lock()
-		r.attempts[id] = append(r.attempts[id], time.Now())
-		if code/100 == 2 {
-			r.ok[id]++
-		}
-		r.mu.Unlock()
-		if code/100 != 2 {
-			w.WriteHeader(code)
-			fmt.Fprintf(w, "torture receiver answers %d", code)
-		}
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
-}
-
-func (r *receiver) setAnswer(f func(id string, body []byte) int) { r.answer.Store(&f) }
-
-func (r *receiver) counts() map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[string]int, len(r.ok))
-	for k, v := range r.ok {
-		out[k] = v
-	}
-	return out
-}
-
-// archived reads every line of every archive file (.jsonl and .jsonl.gz)
-// under dir and counts them by event id.
-func archived(dir string) map[string]int {
-	out := map[string]int{}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl*"))
-	for _, f := range files {
-		if strings.HasSuffix(f, ".tmp") {
-			continue
-		}
-		fh, err := os.Open(f)
-		if err != nil {
-			continue // compressed and removed meanwhile
-		}
-		var r io.Reader = fh
-		if strings.HasSuffix(f, ".gz") {
-			gz, err := gzip.NewReader(fh)
-			if err != nil {
-				fh.Close()
-				continue
-			}
-			r = gz
-		}
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		for sc.Scan() {
-			var rec struct{ ID string }
-			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-				continue // a torn last line of a file being written
-			}
-			out[rec.ID]++
-		}
-		fh.Close()
-	}
-	return out
-}
-
-// sqlRows counts the rows of table events by id (the sql sink inserts
-// with ON CONFLICT DO NOTHING: a redelivery never shows as a second row).
-func sqlRows(path string) map[string]int {
-	out := map[string]int{}
-	if _, err := os.Stat(path); err != nil {
-		return out
-	}
-	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
-	if err != nil {
-		return out
-	}
-	defer db.Close()
-	rs, err := db.Query(`SELECT id FROM events`)
-	if err != nil {
-		return out
-	}
-	defer rs.Close()
-	for rs.Next() {
-		var id string
-		if rs.Scan(&id) == nil {
-			out[id]++
-		}
-	}
-	return out
-}
 
 // world is a daemon's sinks: where each one's deliveries can be counted.
 type world struct {
 	dir     string
-	recv    *receiver
+	recv    *harness.Receiver
 	archive string // archive sink directory
 	db      string // SQLite file
 }
 
 func newWorld(t *testing.T) *world {
 	dir := t.TempDir()
-	return &world{dir: dir, recv: newReceiver(t), archive: filepath.Join(dir, "archive"), db: filepath.Join(dir, "events.db")}
+	return &world{dir: dir, recv: harness.NewReceiver(t), archive: filepath.Join(dir, "archive"), db: filepath.Join(dir, "events.db")}
 }
 
 // delivered counts deliveries per sink name ("archive", "db", "crm").
 func (w *world) delivered() map[string]map[string]int {
+	db, _ := harness.SQLRows(w.db) // a file being created: counted on the next look
 	return map[string]map[string]int{
-		"archive": archived(w.archive),
-		"db":      sqlRows(w.db),
-		"crm":     w.recv.counts(),
+		"archive": harness.ArchivedCount(w.archive),
+		"db":      db,
+		"crm":     w.recv.Accepted(),
 	}
 }
 
@@ -726,63 +296,25 @@ func (w *world) config(o configOpts) string {
 	if o.crmDelivery == "" {
 		o.crmDelivery = `{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "500ms", max_attempts = 1000 }`
 	}
-	return fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-max_body = "1MiB"
-%[7]s
-
-[admin]
-listen = "127.0.0.1:0"
-
-[log]
-dir = %[1]q
-
-[[source]]
-name = "callkaro"
-path = "/hooks/callkaro"
-dedup_key = "body.data.callSid"
-dedup_window = "24h"
-auth = { type = "none" }
-
+	return harness.Listeners("max_body = \"1MiB\"\n"+o.server) + harness.BadgerLog(o.logDir) + harness.CallKaroSource + fmt.Sprintf(`
 [[sink]]
 name = "archive"
 plugin = "archive"
-config = { dir = %[2]q, max_size = %[4]q, compress = "gzip" }
+config = { dir = %q, max_size = %q, compress = "gzip" }
 delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "500ms", max_attempts = 1000 }
 
 [[sink]]
 name = "db"
 plugin = "sql"
-config = { driver = "sqlite", path = %[3]q, columns = { call_sid = "data.callSid" } }
+config = { driver = "sqlite", path = %q, columns = { call_sid = "data.callSid" } }
 delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "500ms", max_attempts = 1000 }
 
 [[sink]]
 name = "crm"
 plugin = "http"
-config = { url = %[5]q, timeout = "5s" }
-delivery = %[6]s
-
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["archive", "db"]
-
-[[route]]
-name = "interested"
-when = 'body.data?.post_call?.lead_status == "interested"'
-to = ["crm"]
-%[8]s
-`, o.logDir, w.archive, w.db, o.archiveSize, w.recv.srv.URL+"/in", o.crmDelivery, o.server, o.extraRoutes)
-}
-
-func writeConfig(t *testing.T, dir, text string) string {
-	t.Helper()
-	p := filepath.Join(dir, "pipeline.toml")
-	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+config = { url = %q, timeout = "5s" }
+delivery = %s
+`, w.archive, o.archiveSize, w.db, w.recv.URL+"/in", o.crmDelivery) + harness.AllCallsRoute("archive", "db") + harness.InterestedRoute("crm") + o.extraRoutes
 }
 
 // proof is the outcome of checking acknowledged events against the sinks.
@@ -794,7 +326,7 @@ type proof struct {
 // prove waits up to timeout until every acknowledged event is in every sink
 // its routes name, and counts duplicates (extra copies in the archive and at
 // the receiver; SQLite absorbs them by design).
-func (w *world) prove(t *testing.T, events []acked, timeout time.Duration) proof {
+func (w *world) prove(t *testing.T, events []harness.Acked, timeout time.Duration) proof {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -802,11 +334,11 @@ func (w *world) prove(t *testing.T, events []acked, timeout time.Duration) proof
 		p := proof{acked: len(events), missing: map[string][]string{}}
 		for _, e := range events {
 			ok := true
-			for _, s := range e.sinks {
-				n := got[s][e.id]
+			for _, s := range e.Sinks {
+				n := got[s][e.ID]
 				if n == 0 {
 					ok = false
-					p.missing[s] = append(p.missing[s], e.id)
+					p.missing[s] = append(p.missing[s], e.ID)
 				} else {
 					p.duplicates += n - 1
 				}
@@ -829,87 +361,17 @@ func (w *world) prove(t *testing.T, events []acked, timeout time.Duration) proof
 
 // ---- admin API ----
 
-type sinkStatus struct {
-	Name      string `json:"name"`
-	Plugin    string `json:"plugin"`
-	PID       int    `json:"pid"`
-	LastError string `json:"last_error"`
-	Ready     int    `json:"ready"`
-	Retrying  int    `json:"retrying"`
-	Dead      int    `json:"dead"`
-}
-
-func sinks(t *testing.T, d *proc) map[string]sinkStatus {
-	t.Helper()
-	resp, err := client.Get(d.admin + "/v1/sinks")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st struct{ Sinks []sinkStatus }
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]sinkStatus{}
-	for _, s := range st.Sinks {
-		out[s.Name] = s
-	}
-	return out
-}
-
-type deadLetter struct {
-	ID       string `json:"id"`
-	Route    string `json:"route"`
-	Attempts int    `json:"attempts"`
-	Error    string `json:"error"`
-}
-
-// dlq lists every dead letter of sink.
-func dlq(t *testing.T, d *proc, sink string) []deadLetter {
-	t.Helper()
-	var out []deadLetter
-	next := ""
-	for {
-		u := d.admin + "/v1/sinks/" + sink + "/dlq?limit=1000"
-		if next != "" {
-			u += "&after=" + next
-		}
-		resp, err := client.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var page struct {
-			DeadLetters []deadLetter `json:"dead_letters"`
-			Next        string       `json:"next"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&page)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, page.DeadLetters...)
-		if page.Next == "" || len(page.DeadLetters) == 0 {
-			return out
-		}
-		next = page.Next
-	}
-}
-
 // eventExists asks the admin API whether the log holds event id.
-func eventExists(d *proc, id string) (bool, error) {
-	resp, err := client.Get(d.admin + "/v1/events/" + id)
-	if err != nil {
-		return false, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	switch resp.StatusCode {
-	case 200:
+func eventExists(t *testing.T, d *harness.Daemon, id string) (bool, error) {
+	_, err := d.Admin().Event(t.Context(), id)
+	var apiErr *admin.APIError
+	switch {
+	case err == nil:
 		return true, nil
-	case 404:
+	case errors.As(err, &apiErr) && apiErr.Status == 404:
 		return false, nil
 	}
-	return false, fmt.Errorf("GET /v1/events/%s: %d", id, resp.StatusCode)
+	return false, err
 }
 
 // ---- small things ----
@@ -926,5 +388,3 @@ func durations(ds []time.Duration) string {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return fmt.Sprintf("p50 %v, max %v (n=%d)", s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), len(s))
 }
-
-func jsonDecode(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -1,7 +1,6 @@
-package main
+package e2e
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -22,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"github.com/pipelined/pipelined/tests/harness"
 )
 
 // doorConfig is a source signed with Standard Webhooks, with a rate limit,
@@ -64,72 +62,66 @@ const (
 	oldSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 )
 
-// signedPost posts body signed by the reference library with secret.
+// signedPost posts body signed by the reference library with secret and
+// returns the status and the answer's error, or "duplicate" for an answer
+// duplicate=true.
 func signedPost(t *testing.T, c *http.Client, url, secret, id string, body []byte) (int, string) {
 	t.Helper()
-	wh, err := standardwebhooks.NewWebhook(secret)
+	h, err := harness.SignedHeader(secret, id, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	sig, err := wh.Sign(id, now, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("webhook-id", id)
-	req.Header.Set("webhook-timestamp", fmt.Sprint(now.Unix()))
-	req.Header.Set("webhook-signature", sig)
-	resp, err := c.Do(req)
+	code, ans, err := harness.PostWith(c, url, "application/json", h, body)
 	if err != nil {
 		t.Fatalf("POST %s: %v", url, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	if ans["duplicate"] == true {
+		return code, "duplicate"
+	}
+	msg, _ := ans["error"].(string)
+	return code, msg
 }
 
 func TestServeVerifiesSignaturesAndLeaksNoSecret(t *testing.T) {
 	t.Setenv("PIPELINED_E2E_NEW_SECRET", newSecret)
 	t.Setenv("PIPELINED_E2E_OLD_SECRET", oldSecret)
 	dir := t.TempDir()
-	d := startDaemon(t, writeConfig(t, dir, doorConfig(dir, "", "")))
-	url := d.url + "/hooks/signed"
-	body := callEvent(t, "door-1", "interested")
+	d := harness.Start(t, harness.WriteConfig(t, dir, doorConfig(dir, "", "")))
+	url := d.URL + "/hooks/signed"
+	body := harness.CallEvent("door-1", "interested")
 
-	if code, ans := signedPost(t, client, url, newSecret, "msg_1", body); code != 200 {
+	if code, ans := signedPost(t, harness.Client, url, newSecret, "msg_1", body); code != 200 {
 		t.Fatalf("POST signed by the reference library with the new secret = %d %s, want 200", code, ans)
 	}
-	if code, ans := signedPost(t, client, url, oldSecret, "msg_2", callEvent(t, "door-2", "x")); code != 200 {
+	if code, ans := signedPost(t, harness.Client, url, oldSecret, "msg_2", harness.CallEvent("door-2", "x")); code != 200 {
 		t.Fatalf("POST signed with the old (rotated) secret = %d %s, want 200", code, ans)
 	}
-	code, ans := signedPost(t, client, url, oldSecret, "msg_1", body)
-	if code != 200 || !strings.Contains(ans, `"duplicate":true`) {
+	code, ans := signedPost(t, harness.Client, url, oldSecret, "msg_1", body)
+	if code != 200 || ans != "duplicate" {
 		t.Errorf("same webhook-id again = %d %s, want 200 duplicate (webhook-id is the dedup key)", code, ans)
 	}
 	const stranger = "whsec_c3RyYW5nZXJzLXNlY3JldC1rZXktMTIzNDU2"
-	if code, ans := signedPost(t, client, url, stranger, "msg_3", body); code != 401 || !strings.Contains(ans, "signature mismatch") {
+	if code, ans := signedPost(t, harness.Client, url, stranger, "msg_3", body); code != 401 || !strings.Contains(ans, "signature mismatch") {
 		t.Errorf("POST signed with another secret = %d %s, want 401 signature mismatch", code, ans)
 	}
-	if code, _, _ := post(t, url, "application/json", body); code != 401 {
+	if code, _, _ := harness.Post(url, body); code != 401 {
 		t.Errorf("unsigned POST = %d, want 401", code)
 	}
 
 	// A config error that involves the secrets: check must not print them.
-	bad := writeConfig(t, t.TempDir(), strings.Replace(doorConfig(dir, "", ""), `type = "standard-webhooks"`, `type = "standard-webhooks", preset = "github"`, 1))
-	out, _ := exec.Command(filepath.Join(binDir, "pipelined"), "check", "--no-plugins", "-c", bad).CombinedOutput()
+	bad := harness.WriteConfig(t, t.TempDir(), strings.Replace(doorConfig(dir, "", ""), `type = "standard-webhooks"`, `type = "standard-webhooks", preset = "github"`, 1))
+	out, _ := exec.Command(harness.Bin(t, "pipelined"), "check", "--no-plugins", "-c", bad).CombinedOutput()
 	if !strings.Contains(string(out), "preset") {
 		t.Errorf("check of a config with a preset on standard-webhooks said %q, want it to name the problem", out)
 	}
-	d.kill(syscall.SIGTERM)
-	logs := d.log() + string(out)
+	d.Kill(syscall.SIGTERM)
+	logs := d.Log() + string(out)
 	for _, secret := range []string{newSecret, oldSecret, stranger, strings.TrimPrefix(newSecret, "whsec_"), strings.TrimPrefix(oldSecret, "whsec_")} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("a secret (%.10s…) appears in the daemon's log or check's output", secret)
 		}
 	}
-	if !strings.Contains(d.log(), "signature mismatch") {
+	if !strings.Contains(d.Log(), "signature mismatch") {
 		t.Errorf("the daemon did not log the refused request with its reason")
 	}
 }
@@ -174,8 +166,8 @@ func TestServeHTTPS(t *testing.T) {
 	t.Setenv("PIPELINED_E2E_OLD_SECRET", oldSecret)
 	dir := t.TempDir()
 	certFile, keyFile, first := selfSigned(t, dir, "first")
-	d := startDaemon(t, writeConfig(t, dir, doorConfig(dir, certFile, keyFile)))
-	url := strings.Replace(d.url, "http://", "https://", 1) + "/hooks/signed"
+	d := harness.Start(t, harness.WriteConfig(t, dir, doorConfig(dir, certFile, keyFile)))
+	url := strings.Replace(d.URL, "http://", "https://", 1) + "/hooks/signed"
 
 	trusting := func(c *x509.Certificate, maxVersion uint16) *http.Client {
 		pool := x509.NewCertPool()
@@ -184,7 +176,7 @@ func TestServeHTTPS(t *testing.T) {
 			TLSClientConfig: &tls.Config{RootCAs: pool, MaxVersion: maxVersion},
 		}}
 	}
-	if code, ans := signedPost(t, trusting(first, 0), url, newSecret, "tls_1", callEvent(t, "tls-1", "x")); code != 200 {
+	if code, ans := signedPost(t, trusting(first, 0), url, newSecret, "tls_1", harness.CallEvent("tls-1", "x")); code != 200 {
 		t.Fatalf("POST over HTTPS = %d %s, want 200", code, ans)
 	}
 	if _, err := trusting(first, tls.VersionTLS11).Get(url); err == nil {
@@ -192,32 +184,25 @@ func TestServeHTTPS(t *testing.T) {
 	}
 	// A renewed certificate is picked up without a restart.
 	_, _, second := selfSigned(t, dir, "second")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, _ := func() (int, string) {
-			resp, err := trusting(second, 0).Get(url)
-			if err != nil {
-				return 0, err.Error()
-			}
-			resp.Body.Close()
-			return resp.StatusCode, ""
-		}()
-		if code == http.StatusMethodNotAllowed {
-			break // the handshake verified against the new certificate
+	harness.Eventually(t, 10*time.Second, func() error {
+		resp, err := trusting(second, 0).Get(url)
+		if err != nil {
+			return fmt.Errorf("the renewed certificate is not served: %w", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the renewed certificate was not served within 10s")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			return fmt.Errorf("GET %s with the renewed certificate = %d, want 405", url, resp.StatusCode)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil // the handshake verified against the new certificate
+	})
 }
 
 func TestServeCutsOffSlowClients(t *testing.T) {
 	t.Setenv("PIPELINED_E2E_NEW_SECRET", newSecret)
 	t.Setenv("PIPELINED_E2E_OLD_SECRET", oldSecret)
 	dir := t.TempDir()
-	d := startDaemon(t, writeConfig(t, dir, doorConfig(dir, "", "")))
-	conn, err := net.Dial("tcp", strings.TrimPrefix(d.url, "http://"))
+	d := harness.Start(t, harness.WriteConfig(t, dir, doorConfig(dir, "", "")))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(d.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}

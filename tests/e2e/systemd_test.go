@@ -1,10 +1,8 @@
-package main
+package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipelined/pipelined/tests/harness"
 )
 
 // fakeSystemd plays systemd's side of the notify protocol: it binds the
@@ -94,7 +94,7 @@ func (s *fakeSystemd) next(t *testing.T, timeout time.Duration) (sdMessage, []sd
 }
 
 // freePort returns a loopback address that nobody listens on now.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -108,38 +108,15 @@ func freePort(t *testing.T) string {
 // Type=notify and WatchdogSec=: NOTIFY_SOCKET and WATCHDOG_USEC set. It
 // does not wait for readiness: the notify socket says when.
 // WATCHDOG_PID is left out, since the pid is not known before exec.
-func startUnderSystemd(t *testing.T, configFile, notifySocket string, watchdog time.Duration) *proc {
+func startUnderSystemd(t *testing.T, configFile, notifySocket string, watchdog time.Duration) *harness.Daemon {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "pipelined"), "serve", "-c", configFile, "-log-format", "json")
-	cmd.Dir = filepath.Dir(configFile)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifySocket, "WATCHDOG_USEC="+strconv.FormatInt(watchdog.Microseconds(), 10))
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
+	d, err := harness.StartWith(t, configFile, harness.Options{
+		Env:    []string{"NOTIFY_SOCKET=" + notifySocket, "WATCHDOG_USEC=" + strconv.FormatInt(watchdog.Microseconds(), 10)},
+		NoWait: true,
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	d := &proc{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.stderr.Write(sc.Bytes())
-			d.stderr.WriteByte('\n')
-			d.mu.Unlock()
-		}
-	}()
-	go func() {
-		cmd.Wait()
-		pw.Close()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		d.kill(syscall.SIGKILL)
-		if t.Failed() {
-			t.Logf("pipelined log:\n%s", d.log())
-		}
-	})
 	return d
 }
 
@@ -154,11 +131,11 @@ func TestServeSpeaksSystemdNotify(t *testing.T) {
 	ingest, admin := freePort(t), freePort(t)
 	cfgText := strings.Replace(testConfig(dir), `listen = "127.0.0.1:0"`, fmt.Sprintf("listen = %q", ingest), 1)
 	cfgText = strings.Replace(cfgText, `listen = "127.0.0.1:0"`, fmt.Sprintf("listen = %q", admin), 1)
-	cfg := writeConfig(t, dir, cfgText)
+	cfg := harness.WriteConfig(t, dir, cfgText)
 	sd := newFakeSystemd(t)
 	start := time.Now()
 	d := startUnderSystemd(t, cfg, sd.path, watchdog)
-	d.url, d.admin = "http://"+ingest, "http://"+admin
+	d.URL, d.AdminURL = "http://"+ingest, "http://"+admin
 
 	// 1. Nothing but STATUS= before READY=1, and READY=1 means serving.
 	var ready sdMessage
@@ -177,7 +154,7 @@ func TestServeSpeaksSystemdNotify(t *testing.T) {
 	}
 	// The probe runs as soon as READY=1 arrives: the listeners must be bound
 	// and the daemon ready, not about to be.
-	resp, err := client.Get(d.admin + "/readyz")
+	resp, err := harness.Client.Get(d.AdminURL + "/readyz")
 	if err != nil {
 		t.Fatalf("GET /readyz right after READY=1: %v (the admin listener is not bound yet)", err)
 	}
@@ -200,7 +177,7 @@ func TestServeSpeaksSystemdNotify(t *testing.T) {
 	t.Logf("READY=1 after %v, STATUS=%s", ready.at.Sub(start).Round(time.Millisecond), status)
 
 	// 2. The plugins do not see the notify socket nor the watchdog.
-	pid := sinkPID(t, d, "archive")
+	pid := d.SinkPID(t, "archive")
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
 		t.Fatalf("read the archive plugin's environment: %v", err)
@@ -214,7 +191,7 @@ func TestServeSpeaksSystemdNotify(t *testing.T) {
 	}
 
 	// 3. The watchdog is fed at about half its time while the daemon runs.
-	code, ans, err := post(t, d.url+"/hooks/callkaro", "application/json", callEvent(t, "sd-1", "interested"))
+	code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent("sd-1", "interested"))
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("POST = %d %v %v, want 200", code, ans, err)
 	}
@@ -245,7 +222,7 @@ watch:
 	}
 
 	// 4. SIGHUP: RELOADING=1 (with MONOTONIC_USEC), then READY=1.
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.Signal(syscall.SIGHUP)
 	m, _ := sd.next(t, 20*time.Second)
 	for len(m.fields) == 1 && m.fields["STATUS"] != "" {
 		m, _ = sd.next(t, 20*time.Second)
@@ -263,7 +240,7 @@ watch:
 	}
 
 	// 5. SIGTERM: STOPPING=1, and nothing says ready again; exit 0.
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.Signal(syscall.SIGTERM)
 	m, _ = sd.next(t, 20*time.Second)
 	for len(m.fields) == 1 && m.fields["STATUS"] != "" {
 		m, _ = sd.next(t, 20*time.Second)
@@ -272,11 +249,11 @@ watch:
 		t.Fatalf("after SIGTERM systemd got %q, want STOPPING=1", m.raw)
 	}
 	select {
-	case <-d.exited:
+	case <-d.Exited():
 	case <-time.After(30 * time.Second):
 		t.Fatal("pipelined still runs 30s after SIGTERM")
 	}
-	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := d.ExitCode(); code != 0 {
 		t.Errorf("pipelined exited %d after SIGTERM, want 0", code)
 	}
 	for len(sd.msgs) > 0 {
@@ -301,101 +278,11 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "pipelined.service")
-	if err := os.WriteFile(path, bytes.ReplaceAll(unit, []byte("/usr/local/bin/"), []byte(binDir+"/")), 0o644); err != nil {
+	if err := os.WriteFile(path, bytes.ReplaceAll(unit, []byte("/usr/local/bin/"), []byte(harness.Build(t)+"/")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("systemd-analyze verify pipelined.service: %v\n%s", err, out)
 	}
-}
-
-// TestLoggerFormats checks what -log-format writes, under journald
-// (JOURNAL_STREAM names stderr's device and inode) and elsewhere.
-func TestLoggerFormats(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	journal := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
-
-	tests := []struct {
-		name, format, journalStream string
-		want                        []string // the lines written, with the time cut out where there is one
-	}{
-		{"auto under journald", "auto", journal, []string{
-			`<6>level=INFO msg="pipelined is ready" sinks=2`,
-			`<4>level=WARN msg="plugin restarted" sink=archive`,
-			`<3>level=ERROR msg="close event log" err=boom`,
-		}},
-		{"auto elsewhere", "auto", "", []string{
-			`time=T level=INFO msg="pipelined is ready" sinks=2`,
-			`time=T level=WARN msg="plugin restarted" sink=archive`,
-			`time=T level=ERROR msg="close event log" err=boom`,
-		}},
-		{"auto with another process's journal stream", "auto", fmt.Sprintf("%d:%d", st.Dev, st.Ino+1), []string{
-			`time=T level=INFO msg="pipelined is ready" sinks=2`,
-			`time=T level=WARN msg="plugin restarted" sink=archive`,
-			`time=T level=ERROR msg="close event log" err=boom`,
-		}},
-		{"text under journald keeps the time", "text", journal, []string{
-			`time=T level=INFO msg="pipelined is ready" sinks=2`,
-			`time=T level=WARN msg="plugin restarted" sink=archive`,
-			`time=T level=ERROR msg="close event log" err=boom`,
-		}},
-		{"json", "json", journal, []string{
-			`{"time":"T","level":"INFO","msg":"pipelined is ready","sinks":2}`,
-			`{"time":"T","level":"WARN","msg":"plugin restarted","sink":"archive"}`,
-			`{"time":"T","level":"ERROR","msg":"close event log","err":"boom"}`,
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Setenv("JOURNAL_STREAM", tt.journalStream)
-			if err := f.Truncate(0); err != nil {
-				t.Fatal(err)
-			}
-			f.Seek(0, io.SeekStart)
-			log, err := newLogger(f, tt.format, "info")
-			if err != nil {
-				t.Fatalf("newLogger(%q) = %v", tt.format, err)
-			}
-			log.Debug("not shown")
-			log.Info("pipelined is ready", "sinks", 2)
-			log.Warn("plugin restarted", "sink", "archive")
-			log.Error("close event log", "err", "boom")
-			b, _ := os.ReadFile(f.Name())
-			got := strings.Split(strings.TrimSpace(string(b)), "\n")
-			for i := range got {
-				got[i] = cutTime(got[i])
-			}
-			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
-				t.Errorf("-log-format %s with JOURNAL_STREAM=%q wrote\n%s\nwant\n%s", tt.format, tt.journalStream, strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
-			}
-		})
-	}
-
-	for _, bad := range [][2]string{{"xml", "info"}, {"text", "loud"}} {
-		if _, err := newLogger(io.Discard, bad[0], bad[1]); err == nil {
-			t.Errorf("newLogger(%q, %q) = nil error, want one", bad[0], bad[1])
-		}
-	}
-}
-
-// cutTime replaces the value of time= or "time": with T.
-func cutTime(line string) string {
-	if rest, ok := strings.CutPrefix(line, "time="); ok {
-		_, after, _ := strings.Cut(rest, " ")
-		return "time=T " + after
-	}
-	if rest, ok := strings.CutPrefix(line, `{"time":"`); ok {
-		_, after, _ := strings.Cut(rest, `"`)
-		return `{"time":"T"` + after
-	}
-	return line
 }

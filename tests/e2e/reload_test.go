@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipelined/pipelined/tests/harness"
 )
 
 // reloadConfig is testConfig's first half (one archive sink, every call)
@@ -20,12 +22,7 @@ name = "archive"
 plugin = "archive"
 config = { dir = %q, prefix = %q }
 delivery = { batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "200ms" }
-
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["archive"]
-`, filepath.Join(dir, "archive"), prefix)
+`, filepath.Join(dir, "archive"), prefix) + harness.AllCallsRoute("archive")
 	if withLeads {
 		cfg += fmt.Sprintf(`
 [[sink]]
@@ -33,40 +30,25 @@ name = "leads"
 plugin = "archive"
 config = { dir = %q, prefix = "leads" }
 delivery = { batch_max = 100, batch_wait = "5ms" }
-
-[[route]]
-name = "interested"
-when = 'body.data?.post_call?.lead_status == "interested"'
-to = ["leads"]
-`, filepath.Join(dir, "leads"))
+`, filepath.Join(dir, "leads")) + harness.InterestedRoute("leads")
 	}
 	return cfg
 }
 
 func TestServeReloadsOnSIGHUP(t *testing.T) {
 	dir := t.TempDir()
-	cfgFile := writeConfig(t, dir, reloadConfig(dir, "events", false))
-	d := startDaemon(t, cfgFile)
-	hook := d.url + "/hooks/callkaro"
-	waitLog := func(msg string, n int) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for strings.Count(d.log(), msg) < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("the daemon never logged %q (%d times)", msg, n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	cfgFile := harness.WriteConfig(t, dir, reloadConfig(dir, "events", false))
+	d := harness.Start(t, cfgFile)
+	hook := d.URL + "/hooks/callkaro"
 
 	// A bad configuration is refused; the running one stays.
-	writeConfig(t, dir, strings.Replace(reloadConfig(dir, "events", true), `to = ["leads"]`, `to = ["nowhere"]`, 1))
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitLog("reload refused", 1)
-	if !strings.Contains(d.log(), `unknown sink \"nowhere\"`) {
+	harness.WriteConfig(t, dir, strings.Replace(reloadConfig(dir, "events", true), `to = ["leads"]`, `to = ["nowhere"]`, 1))
+	d.Signal(syscall.SIGHUP)
+	d.WaitLog(t, "reload refused", 1, 20*time.Second)
+	if !strings.Contains(d.Log(), `unknown sink \"nowhere\"`) {
 		t.Errorf("the refused reload did not log its problem")
 	}
-	code, ans, err := post(t, hook, "application/json", callEvent(t, "after-bad-reload", "interested"))
+	code, ans, err := harness.Post(hook, harness.CallEvent("after-bad-reload", "interested"))
 	if err != nil || code != 200 {
 		t.Fatalf("POST after a refused reload = %d %v %v, want 200", code, ans, err)
 	}
@@ -74,24 +56,22 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 
 	// A good one adds a sink and a route, under load, and restarts the
 	// archive with a new config; nothing acknowledged is lost.
-	stop := make(chan struct{})
-	wait := burst(t, hook, "reload", 8, stop)
-	time.Sleep(300 * time.Millisecond)
-	writeConfig(t, dir, reloadConfig(dir, "calls", true))
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitLog("configuration reloaded", 1)
-	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	acked := wait()
+	l := harness.StartLoad(t, harness.LoadOptions{Prefix: "reload", Lead: interested}, d.URL)
+	l.WaitCount(t, 20, 20*time.Second)
+	harness.WriteConfig(t, dir, reloadConfig(dir, "calls", true))
+	d.Signal(syscall.SIGHUP)
+	d.WaitLog(t, "configuration reloaded", 1, 20*time.Second)
+	l.WaitCount(t, l.Count()+20, 20*time.Second) // the load goes on after the reload
+	acked := harness.IDs(l.Finish())
 
-	code, ans, err = post(t, hook, "application/json", callEvent(t, "after-reload", "interested"))
+	code, ans, err = harness.Post(hook, harness.CallEvent("after-reload", "interested"))
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("POST after the reload = %d %v %v", code, ans, err)
 	}
 	lead := ans["id"].(string)
 	all := append([]string{first, lead}, acked...)
-	waitArchived(t, filepath.Join(dir, "archive"), all, 30*time.Second)
-	leads := waitArchived(t, filepath.Join(dir, "leads"), []string{lead}, 30*time.Second)
+	harness.WaitArchived(t, filepath.Join(dir, "archive"), all, 30*time.Second)
+	leads := harness.WaitArchived(t, filepath.Join(dir, "leads"), []string{lead}, 30*time.Second)
 	if len(leads[first]) != 0 {
 		t.Errorf("an event accepted before the reload went to the sink the reload added")
 	}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"database/sql"
@@ -14,6 +14,8 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	_ "modernc.org/sqlite"
+
+	"github.com/pipelined/pipelined/tests/harness"
 )
 
 // fakeSlack behaves like a Slack incoming webhook: "ok" for a message with
@@ -82,7 +84,7 @@ func TestServeDeliversToSQLSlackAndHTTP(t *testing.T) {
 
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "events.db")
-	d := startDaemon(t, writeConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+	d := harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
 [[sink]]
 name = "db"
 plugin = "sql"
@@ -100,26 +102,16 @@ name = "crm"
 plugin = "http"
 config = { url = %q, secret_env = "PIPELINED_E2E_CRM_SECRET" }
 delivery = { batch_wait = "5ms" }
+`, dbPath, crmSrv.URL+"/in")+harness.AllCallsRoute("db")+harness.InterestedRoute("slack", "crm")))
 
-[[route]]
-name = "all-calls"
-when = 'body.event == "call_ended"'
-to = ["db"]
-
-[[route]]
-name = "interested"
-when = 'body.data?.post_call?.lead_status == "interested"'
-to = ["slack", "crm"]
-`, dbPath, crmSrv.URL+"/in")))
-
-	hook := d.url + "/hooks/callkaro"
+	hook := d.URL + "/hooks/callkaro"
 	var all, interested []string
 	for i := range 30 {
 		lead := "not_interested"
 		if i%3 == 0 {
 			lead = "interested"
 		}
-		code, ans, err := post(t, hook, "application/json", callEvent(t, fmt.Sprintf("sinks-%d", i), lead))
+		code, ans, err := harness.Post(hook, harness.CallEvent(fmt.Sprintf("sinks-%d", i), lead))
 		if err != nil || code != 200 {
 			t.Fatalf("POST = %d %v %v", code, ans, err)
 		}
@@ -129,7 +121,7 @@ to = ["slack", "crm"]
 		}
 	}
 	// CallKaro's second copy of an event is absorbed, not delivered again.
-	if code, ans, _ := post(t, hook, "application/json", callEvent(t, "sinks-0", "interested")); code != 200 || ans["duplicate"] != true {
+	if code, ans, _ := harness.Post(hook, harness.CallEvent("sinks-0", "interested")); code != 200 || ans["duplicate"] != true {
 		t.Fatalf("duplicate POST = %d %v, want 200 duplicate=true", code, ans)
 	}
 
@@ -138,10 +130,9 @@ to = ["slack", "crm"]
 		t.Fatal(err)
 	}
 	defer db.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var rows, distinct int
-		var seconds float64
+	var rows, distinct int
+	var seconds float64
+	harness.Eventually(t, 30*time.Second, func() error {
 		err := db.QueryRow(`SELECT count(*), count(DISTINCT id), coalesce(sum(seconds), 0) FROM events`).Scan(&rows, &distinct, &seconds)
 		slack.mu.Lock()
 		texts := len(slack.texts)
@@ -149,17 +140,14 @@ to = ["slack", "crm"]
 		crm.mu.Lock()
 		verified := len(crm.ids)
 		crm.mu.Unlock()
-		if err == nil && rows == len(all) && texts == len(interested) && verified == len(interested) {
-			if distinct != rows || seconds != float64(120*len(all)) {
-				t.Errorf("events table: %d rows, %d distinct ids, sum(seconds) %v; want %d distinct, %d", rows, distinct, seconds, rows, 120*len(all))
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s: %d rows in SQLite (want %d, err %v), %d Slack messages (want %d), %d verified CRM deliveries (want %d)",
+		if err != nil || rows != len(all) || texts != len(interested) || verified != len(interested) {
+			return fmt.Errorf("%d rows in SQLite (want %d, err %v), %d Slack messages (want %d), %d verified CRM deliveries (want %d)",
 				rows, len(all), err, texts, len(interested), verified, len(interested))
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if distinct != rows || seconds != float64(120*len(all)) {
+		t.Errorf("events table: %d rows, %d distinct ids, sum(seconds) %v; want %d distinct, %d", rows, distinct, seconds, rows, 120*len(all))
 	}
 	crm.mu.Lock()
 	defer crm.mu.Unlock()

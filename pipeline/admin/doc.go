@@ -1,0 +1,28 @@
+// Package admin serves the admin API on its own listener, never the ingest
+// one: /healthz, /readyz, /metrics, JSON under /v1/ and Go's profiler under
+// /debug/pprof/.
+//
+// # The /v1 API
+//
+//	GET  /v1/events?source=&sink=&since=&until=&dedup_key=&when=&limit=&after=
+//	GET  /v1/events/{id}
+//	GET  /v1/sinks
+//	GET  /v1/sinks/{sink}/dlq?limit=&after=
+//	POST /v1/sinks/{sink}/dlq/retry   {"ids": [...]} or {"all": true}
+//	POST /v1/sinks/{sink}/dlq/drop    {"ids": [...]} or {"all": true}
+//	POST /v1/replay                   {"sink", "since", "until", "source", "when", "all_events"}
+//	POST /v1/reload
+//
+// Times are RFC 3339 or a duration ago ("1h"). Every error is one line of
+// JSON, {"error": "..."}, with its status code. POST calls need
+// "Authorization: Bearer <token>" when [Options.Token] is set; without a
+// token they are refused with 403 unless [Options.AllowUnauthenticated].
+//
+// # Layout
+//
+// [Handler] and its routing and authentication are in server.go; the
+// handlers in events.go (events, rejections), sinks.go (sinks and their
+// dead-letter queues) and replay.go; the wire types that both sides share
+// in types.go; and [Client], which `pipelined events|sinks|dlq|replay|reload`
+// and the end-to-end and torture suites use, in client.go.
+package admin

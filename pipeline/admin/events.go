@@ -1,0 +1,168 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/rules"
+)
+
+func toEvent(e pipeline.EventInfo) Event {
+	sinks := e.Sinks
+	if sinks == nil {
+		sinks = []string{}
+	}
+	return Event{ID: e.ID, Seq: e.Seq, Source: e.Source, ReceivedAt: e.ReceivedAt, DedupKey: e.DedupKey,
+		Auth: e.Auth, Sinks: sinks, Headers: e.Headers, Body: rawJSON(e.Body)}
+}
+
+// rawJSON returns b as a JSON value: itself when it is valid JSON, else a
+// JSON string.
+func rawJSON(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+// when compiles a when= expression; nil when src is empty.
+func compileWhen(src string) (*rules.Program, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, nil
+	}
+	p, err := rules.CompileBool(src)
+	if err != nil {
+		return nil, fmt.Errorf("when: %w", err)
+	}
+	return p, nil
+}
+
+// matchWhen evaluates p over ev; an event whose body is not JSON, or on
+// which p fails, does not match.
+func matchWhen(p *rules.Program, ev *pipeline.Event) bool {
+	if p == nil {
+		return true
+	}
+	var body any
+	if err := json.Unmarshal(ev.Body, &body); err != nil {
+		return false
+	}
+	ok, err := p.Bool(&rules.Env{Body: body, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt})
+	return err == nil && ok
+}
+
+func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	if !s.haveLog(w) {
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("rejected") == "true" {
+		s.rejections(w, r)
+		return
+	}
+	now := time.Now()
+	f := pipeline.EventFilter{Source: q.Get("source"), Sink: q.Get("sink"), DedupKey: q.Get("dedup_key"), After: q.Get("after")}
+	var err error
+	if f.Since, err = ParseTime(q.Get("since"), now); err != nil {
+		writeError(w, http.StatusBadRequest, "since: "+err.Error())
+		return
+	}
+	if f.Until, err = ParseTime(q.Get("until"), now); err != nil {
+		writeError(w, http.StatusBadRequest, "until: "+err.Error())
+		return
+	}
+	limit, err := parseLimit(q.Get("limit"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	when, err := compileWhen(q.Get("when"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out := EventList{Events: []Event{}}
+	for range listPages {
+		f.Limit = limit - len(out.Events)
+		page, next, err := s.o.Log.Events(r.Context(), f)
+		if err != nil {
+			writeLogError(w, err)
+			return
+		}
+		for _, e := range page {
+			if matchWhen(when, &e.Event) {
+				out.Events = append(out.Events, toEvent(e))
+			}
+		}
+		out.Next = next
+		if next == "" || len(out.Events) == limit {
+			break
+		}
+		f.After = next
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) event(w http.ResponseWriter, r *http.Request) {
+	if !s.haveLog(w) {
+		return
+	}
+	id := r.PathValue("id")
+	es, _, err := s.o.Log.Events(r.Context(), pipeline.EventFilter{ID: id, Limit: 1})
+	if err != nil {
+		writeLogError(w, err)
+		return
+	}
+	if len(es) == 0 {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("event %q is not in the log", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, toEvent(es[0]))
+}
+
+// rejections serves GET /v1/rejections?source=&since=&after=&limit= (and
+// GET /v1/events?rejected=true): the rejected requests that sources with
+// keep_rejected keep, by source and then time.
+func (s *server) rejections(w http.ResponseWriter, r *http.Request) {
+	if !s.haveLog(w) {
+		return
+	}
+	rl, ok := s.o.Log.(pipeline.RejectionLog)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this event log does not keep rejected requests")
+		return
+	}
+	q := r.URL.Query()
+	f := pipeline.RejectionFilter{Source: q.Get("source"), After: q.Get("after")}
+	var err error
+	if f.Since, err = ParseTime(q.Get("since"), time.Now()); err != nil {
+		writeError(w, http.StatusBadRequest, "since: "+err.Error())
+		return
+	}
+	if f.Limit, err = parseLimit(q.Get("limit")); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	rs, next, err := rl.Rejections(r.Context(), f)
+	if err != nil {
+		writeLogError(w, err)
+		return
+	}
+	out := RejectionList{Rejections: make([]Rejection, 0, len(rs)), Next: next}
+	for _, rj := range rs {
+		out.Rejections = append(out.Rejections, Rejection{
+			ID: rj.ID, Source: rj.Source, ReceivedAt: rj.ReceivedAt, Status: rj.Status, Reason: rj.Reason,
+			Violations: rj.Violations, Headers: rj.Headers, Body: string(rj.Body), Truncated: rj.Truncated,
+			BodySize: rj.BodySize, RemoteAddr: rj.RemoteAddr,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,128 @@
+package admin
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func (s *server) sinks(w http.ResponseWriter, r *http.Request) {
+	sinks, err := s.o.Sinks(r.Context())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if s.o.Log != nil {
+		now := time.Now()
+		for i := range sinks {
+			if sinks[i].OldestAgeSeconds != 0 || sinks[i].Ready+sinks[i].Retrying == 0 {
+				continue
+			}
+			at, err := s.o.Log.Queue(sinks[i].Name).Oldest(r.Context())
+			if err == nil && !at.IsZero() {
+				sinks[i].OldestAgeSeconds = max(now.Sub(at).Seconds(), 0.001)
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, SinkList{Sinks: sinks})
+}
+
+func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {
+	sink := r.PathValue("sink")
+	if !s.haveLog(w) || !s.checkSink(w, r, sink) {
+		return
+	}
+	q := r.URL.Query()
+	limit, err := parseLimit(q.Get("limit"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	after := uint64(0)
+	if a := q.Get("after"); a != "" {
+		if after, err = strconv.ParseUint(a, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("after %q: want the seq a previous page returned as next", a))
+			return
+		}
+	}
+	dls, err := s.o.Log.Queue(sink).DeadLetters(r.Context(), after, limit+1)
+	if err != nil {
+		writeLogError(w, err)
+		return
+	}
+	out := DeadLetterList{Sink: sink, DeadLetters: []DeadLetter{}}
+	if len(dls) > limit {
+		dls = dls[:limit]
+		out.Next = strconv.FormatUint(dls[limit-1].Seq, 10)
+	}
+	for _, d := range dls {
+		out.DeadLetters = append(out.DeadLetters, DeadLetter{ID: d.Event.ID, Seq: d.Seq, Source: d.Event.Source, ReceivedAt: d.Event.ReceivedAt,
+			Route: d.Route, Attempts: d.Attempts, Error: d.Err, FailedAt: d.FailedAt, Payload: rawJSON(d.Payload)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
+	sink := r.PathValue("sink")
+	action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+	if !s.haveLog(w) || !s.checkSink(w, r, sink) {
+		return
+	}
+	var req DeadLetterRequest
+	if !readBody(w, r, &req) {
+		return
+	}
+	if req.All == (len(req.IDs) > 0) {
+		writeError(w, http.StatusBadRequest, `give {"ids": [...]} or {"all": true}`)
+		return
+	}
+	// Find the seqs: the dead-letter queue is read whole (it is kept small
+	// by operators), so the answer names exactly what was acted on.
+	q := s.o.Log.Queue(sink)
+	want := map[string]bool{}
+	for _, id := range req.IDs {
+		want[id] = true
+	}
+	res := DeadLetterResult{Sink: sink, Action: action, IDs: []string{}}
+	var seqs []uint64
+	for after := uint64(0); ; {
+		dls, err := q.DeadLetters(r.Context(), after, maxLimit)
+		if err != nil {
+			writeLogError(w, err)
+			return
+		}
+		for _, d := range dls {
+			if req.All || want[d.Event.ID] {
+				seqs = append(seqs, d.Seq)
+				res.IDs = append(res.IDs, d.Event.ID)
+				delete(want, d.Event.ID)
+			}
+		}
+		if len(dls) < maxLimit {
+			break
+		}
+		after = dls[len(dls)-1].Seq
+	}
+	for _, id := range req.IDs {
+		if want[id] {
+			res.NotFound = append(res.NotFound, id)
+		}
+	}
+	var err error
+	if len(seqs) > 0 {
+		if action == "retry" {
+			res.Count, err = q.RetryDead(r.Context(), seqs)
+		} else {
+			res.Count, err = q.DropDead(r.Context(), seqs)
+		}
+	}
+	if err != nil {
+		writeLogError(w, err)
+		return
+	}
+	s.log.Info("dead letters "+map[string]string{"retry": "retried", "drop": "dropped"}[action],
+		"sink", sink, "count", res.Count, "all", req.All, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+}

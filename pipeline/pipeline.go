@@ -2,8 +2,9 @@
 // between its parts: an [Event] as received, the [Entry] that the writer
 // appends to the [Log], and the per-sink [Queue] that a dispatcher drains.
 //
-// Implementations live in subpackages named for what they wrap (badgerlog,
-// memlog); daemon wires them together. This package imports only the standard
+// The Log's implementations live under pipeline/eventlog, each named for
+// what it wraps (badgerlog, jetstreamlog, memlog), with the conformance
+// suite logtest; daemon wires them together. This package imports only the standard
 // library.
 package pipeline
 

@@ -1,15 +1,27 @@
 // Command pipelined receives webhooks, keeps every event in a durable log,
 // routes each event with rules and delivers it to sink plugins.
 //
-//	pipelined serve  [-c pipeline.toml]   run the daemon
+//	pipelined serve  [-c pipeline.toml]   run the daemon (SIGTERM/SIGINT stop it cleanly, SIGHUP reloads)
 //	pipelined check  [-c pipeline.toml] [--no-plugins]
 //	                                      validate the config, compile rules, start, check and configure every plugin
+//	pipelined test   [-c FILE] [-v] [-run REGEXP] [FILES...]
+//	                                      run the rule test cases (*_test.toml next to the config)
 //	pipelined plugins list [-c FILE]      list the plugin binaries found and their summaries
 //	pipelined plugins describe NAME [-c FILE] [--json]
 //	                                      print the config keys a plugin takes
-//	pipelined test   [-c FILE] [-v] [-run REGEXP] [FILES...]
-//	                                      run the rule test cases (*_test.toml next to the config)
 //	pipelined version                     print the version
+//
+// These talk to a running daemon's admin API ([admin] listen of -c, or
+// --admin URL; --json prints the API's JSON):
+//
+//	pipelined sinks                       state, queue depth, oldest age, DLQ size and last error per sink
+//	pipelined events list [--source S] [--sink S] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--rejected]
+//	pipelined events show ID              one event: headers, body and what verified it
+//	pipelined dlq list SINK               the dead letters of a sink, with their last error
+//	pipelined dlq retry|drop SINK (--all | --id ID ...)
+//	pipelined replay --sink S --since D [--until T] [--when EXPR]
+//	                                      re-enqueue events of the log to a sink, with progress
+//	pipelined reload                      read the configuration again, as SIGHUP does
 //
 // check exits 0 when all is well, 78 (EX_CONFIG) when the configuration is
 // wrong (it prints every problem), 1 when something else failed (a plugin

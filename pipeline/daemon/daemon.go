@@ -26,6 +26,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/internal/sdnotify"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/pluginhost"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
@@ -142,64 +143,32 @@ func (d *Daemon) Reload(ctx context.Context) error {
 // returns the error that kept it from starting.
 func (d *Daemon) Run(ctx context.Context) error {
 	cfg := d.cfg.Load()
-	ic, err := IngestConfig(cfg)
+	ic, specs, token, err := prepare(cfg)
 	if err != nil {
 		return err
 	}
 	ic.Metrics = d.metrics
-	specs, err := PluginSpecs(cfg)
+	db, err := d.open(ctx, cfg.Log)
 	if err != nil {
 		return err
 	}
-	token, err := cfg.AdminToken()
-	if err != nil {
-		return err
-	}
-
-	db, logSize, err := d.openLog(ctx, cfg.Log, d.log.With("component", "log"))
-	if err != nil {
-		return err
-	}
-	d.db = db
-	d.sinks.db = db
-	d.metrics.SetLogSize(logSize)
-	d.metrics.SetQueueSource(d.queueSamples)
 	defer func() {
 		if err := db.Close(); err != nil {
 			d.log.Error("close event log", "err", err)
 		}
 	}()
 
-	// Plugins first: a sink that cannot start is a start-up error.
+	// Plugins first: a sink that cannot start is a start-up error. Whatever
+	// started is installed, so that stopAll stops it on every path.
 	defer d.stopAll()
-	var started []*sinkRun
-	for i, spec := range specs {
-		sr := d.newSinkRun(spec, cfg.Sinks[i].Delivery)
-		started = append(started, sr)
-		if err := sr.sup.Start(ctx); err != nil {
-			d.install(started)
-			return fmt.Errorf("start sink %q: %w", spec.Sink, err)
-		}
-	}
-
-	var cert *certificate
-	if cfg.Server.TLSCertFile != "" {
-		if cert, err = newCertificate(cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile, d.log); err != nil {
-			d.install(started)
-			return err
-		}
-		d.cert.Store(cert)
-	}
-	ingestLn, err := net.Listen("tcp", cfg.Server.Listen)
+	started, err := d.startSinks(ctx, specs, cfg.Sinks)
+	d.install(started)
 	if err != nil {
-		d.install(started)
-		return fmt.Errorf("ingest listener: %w (change [server] listen)", err)
+		return err
 	}
-	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	ls, err := d.listen(cfg)
 	if err != nil {
-		ingestLn.Close()
-		d.install(started)
-		return fmt.Errorf("admin listener: %w (change [admin] listen)", err)
+		return err
 	}
 
 	w := writer.New(db, &writer.Options{Logger: d.log.With("component", "writer"), Metrics: d.metrics})
@@ -210,23 +179,134 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	ic.Audit = d.audit
 	d.h = ingest.New(ic, w, d.log.With("component", "ingest"))
-	ingestSrv := &http.Server{
+	srv := d.servers(cfg, ls, token)
+	srv.serve()
+	for _, sr := range started {
+		sr.startDispatch()
+	}
+
+	d.ready.Store(true)
+	d.running.Store(true)
+	d.log.Info("pipelined is ready", "ingest", ls.ingest.Addr().String(), "scheme", ls.scheme(), "admin", ls.admin.Addr().String(),
+		"sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "routes", len(cfg.Routes), "log_dir", cfg.Log.Dir)
+	if d.o.OnReady != nil {
+		d.o.OnReady(ls.ingest.Addr(), ls.admin.Addr())
+	}
+	d.notify(func(n Notifier) error { return n.Ready(d.status(ls.ingest.Addr())) })
+
+	d.mainLoop(ctx, w, ls.ingest.Addr())
+
+	d.shutdown(srv, w)
+	// Plugins are stopped and the log is closed by the deferred calls.
+	return nil
+}
+
+// prepare derives from cfg what Run serves: the ingest configuration, how
+// to start each sink's plugin, and the admin token.
+func prepare(cfg *config.Config) (ingest.Config, []pluginhost.Spec, []byte, error) {
+	ic, err := IngestConfig(cfg)
+	if err != nil {
+		return ic, nil, nil, err
+	}
+	specs, err := PluginSpecs(cfg)
+	if err != nil {
+		return ic, nil, nil, err
+	}
+	token, err := cfg.AdminToken()
+	return ic, specs, token, err
+}
+
+// open opens the event log and points the metrics at it.
+func (d *Daemon) open(ctx context.Context, c config.Log) (pipeline.Log, error) {
+	db, logSize, err := d.openLog(ctx, c, d.log.With("component", "log"))
+	if err != nil {
+		return nil, err
+	}
+	d.db = db
+	d.sinks.db = db
+	d.metrics.SetLogSize(logSize)
+	d.metrics.SetQueueSource(d.queueSamples)
+	return db, nil
+}
+
+// startSinks starts the plugin of every sink, in order, and returns the
+// sinks started; the first plugin that cannot start ends it with an error.
+func (d *Daemon) startSinks(ctx context.Context, specs []pluginhost.Spec, sinks []config.Sink) ([]*sinkRun, error) {
+	var started []*sinkRun
+	for i, spec := range specs {
+		sr := d.newSinkRun(spec, sinks[i].Delivery)
+		started = append(started, sr)
+		if err := sr.sup.Start(ctx); err != nil {
+			return started, fmt.Errorf("start sink %q: %w", spec.Sink, err)
+		}
+	}
+	return started, nil
+}
+
+// listeners are the daemon's two bound listeners and the ingest
+// listener's certificate (nil without TLS).
+type listeners struct {
+	ingest, admin net.Listener
+	cert          *certificate
+}
+
+func (ls *listeners) scheme() string {
+	if ls.cert != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// listen reads the certificate, if any, and binds both listeners.
+func (d *Daemon) listen(cfg *config.Config) (*listeners, error) {
+	ls := &listeners{}
+	if cfg.Server.TLSCertFile != "" {
+		var err error
+		if ls.cert, err = newCertificate(cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile, d.log); err != nil {
+			return nil, err
+		}
+		d.cert.Store(ls.cert)
+	}
+	var err error
+	if ls.ingest, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
+		return nil, fmt.Errorf("ingest listener: %w (change [server] listen)", err)
+	}
+	if ls.admin, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		ls.ingest.Close()
+		return nil, fmt.Errorf("admin listener: %w (change [admin] listen)", err)
+	}
+	return ls, nil
+}
+
+// servers are the ingest and admin HTTP servers on their listeners.
+type servers struct {
+	log           *slog.Logger
+	ls            *listeners
+	ingest, admin *http.Server
+	wg            sync.WaitGroup
+}
+
+// servers builds the HTTP servers: ingest serves d.h, admin the admin API.
+func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte) *servers {
+	errorLog := slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)
+	s := &servers{log: d.log, ls: ls}
+	s.ingest = &http.Server{
 		Handler:           d.h,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration,
 		ReadTimeout:       cfg.Server.ReadTimeout.Duration,
 		WriteTimeout:      cfg.Server.WriteTimeout.Duration,
 		IdleTimeout:       cfg.Server.IdleTimeout.Duration,
 		MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+		ErrorLog:          errorLog,
 	}
-	if cert != nil {
-		ingestSrv.TLSConfig = cert.tlsConfig()
+	if ls.cert != nil {
+		s.ingest.TLSConfig = ls.cert.tlsConfig()
 	}
-	adminSrv := &http.Server{
+	s.admin = &http.Server{
 		Handler: admin.Handler(admin.Options{
 			Ready:                d.readyErr,
 			Sinks:                d.sinkStatus,
-			Log:                  db,
+			Log:                  d.db,
 			Reload:               func() error { return d.Reload(context.Background()) },
 			Retarget:             d.retarget,
 			Token:                token,
@@ -235,12 +315,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 			Metrics:              d.metrics.Handler(),
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+		ErrorLog:          errorLog,
 	}
+	return s
+}
 
-	var wg sync.WaitGroup
-	serve := func(srv *http.Server, ln net.Listener, name string) {
-		defer wg.Done()
+// serve starts serving both listeners, each in a goroutine that wait
+// waits for.
+func (s *servers) serve() {
+	run := func(srv *http.Server, ln net.Listener, name string) {
+		defer s.wg.Done()
 		var err error
 		if srv.TLSConfig != nil {
 			err = srv.ServeTLS(ln, "", "")
@@ -248,33 +332,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 			err = srv.Serve(ln)
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error("listener failed", "listener", name, "err", err)
+			s.log.Error("listener failed", "listener", name, "err", err)
 		}
 	}
-	wg.Add(2)
-	go serve(ingestSrv, ingestLn, "ingest")
-	go serve(adminSrv, adminLn, "admin")
+	s.wg.Add(2)
+	go run(s.ingest, s.ls.ingest, "ingest")
+	go run(s.admin, s.ls.admin, "admin")
+}
 
-	d.install(started)
-	for _, sr := range started {
-		sr.startDispatch()
-	}
-
-	d.ready.Store(true)
-	d.running.Store(true)
-	scheme := "http"
-	if cert != nil {
-		scheme = "https"
-	}
-	d.log.Info("pipelined is ready", "ingest", ingestLn.Addr().String(), "scheme", scheme, "admin", adminLn.Addr().String(),
-		"sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "routes", len(cfg.Routes), "log_dir", cfg.Log.Dir)
-	if d.o.OnReady != nil {
-		d.o.OnReady(ingestLn.Addr(), adminLn.Addr())
-	}
-	d.notify(func(n Notifier) error { return n.Ready(d.status(ingestLn.Addr())) })
-
-	d.mainLoop(ctx, w, ingestLn.Addr())
-
+// shutdown stops the daemon in the order that loses nothing, within
+// [server] shutdown_timeout: what is not settled by then is delivered
+// again after a restart.
+func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 	d.running.Store(false)
 	d.ready.Store(false)
 	d.notify(Notifier.Stopping)
@@ -282,7 +351,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.Load().Server.ShutdownTimeout.Duration)
 	defer cancel()
 	// 1. Stop accepting; answer the requests in flight (they wait for the writer).
-	if err := ingestSrv.Shutdown(sctx); err != nil {
+	if err := srv.ingest.Shutdown(sctx); err != nil {
 		d.log.Warn("ingest shutdown did not finish in time", "err", err)
 	}
 	// 2. Append what the writer holds; write the rejections queued.
@@ -290,16 +359,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.audit.Close(sctx); err != nil {
 		d.log.Warn("rejected requests not all kept before shutdown", "err", err)
 	}
-	// 3. Finish and settle the batches in flight, then stop dispatching;
-	// what is not settled by the deadline is delivered again after a restart.
+	// 3. Finish and settle the batches in flight, then stop dispatching.
 	d.stopDispatch(sctx)
 	// 4. The admin API goes last, so operators see the shutdown.
-	if err := adminSrv.Shutdown(sctx); err != nil {
+	if err := srv.admin.Shutdown(sctx); err != nil {
 		d.log.Warn("admin shutdown did not finish in time", "err", err)
 	}
-	wg.Wait()
-	// Plugins are stopped and the log is closed by the deferred calls.
-	return nil
+	srv.wg.Wait()
 }
 
 // mainLoop serves reloads and proves liveness to the watchdog until ctx ends.

@@ -195,8 +195,9 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 	return l, nil
 }
 
-// createStream creates or updates the stream, trying again until ctx ends
-// while the cluster cannot place it yet: a cluster that is still forming (a
+// createStream creates or updates the stream and returns once it has a
+// leader, trying again until ctx ends while the cluster cannot place or
+// lead it yet: a cluster that is still forming (a
 // peer not yet known or not yet current, no JetStream leader) answers "no
 // suitable peers for placement" or 503 for a moment, as at boot under
 // systemd when the daemon starts with its NATS servers.
@@ -205,7 +206,20 @@ func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		cctx, cancel := context.WithTimeout(ctx, 2*timeout)
 		stream, err := js.CreateOrUpdateStream(cctx, cfg)
 		cancel()
-		if err == nil || !placementPending(err) {
+		if err == nil && !led(stream.CachedInfo()) {
+			// Created, but its replicas have not elected a leader yet: a
+			// publish now would find no responders. Ask again.
+			ictx, icancel := context.WithTimeout(ctx, timeout)
+			info, ierr := stream.Info(ictx)
+			icancel()
+			if ierr == nil && led(info) {
+				return stream, nil
+			}
+			err = ierr
+			if err == nil {
+				err = fmt.Errorf("stream %s has no leader yet", cfg.Name)
+			}
+		} else if err == nil || !placementPending(err) {
 			return stream, err
 		}
 		select {
@@ -214,6 +228,12 @@ func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// led reports whether a stream has a leader to take publishes: always for
+// a single server, once elected for a replicated stream.
+func led(info *jetstream.StreamInfo) bool {
+	return info != nil && (info.Cluster == nil || info.Cluster.Leader != "")
 }
 
 // errCodeNoSuitablePeers is nats-server's JSClusterNoPeersErr ("no suitable

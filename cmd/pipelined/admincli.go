@@ -438,7 +438,15 @@ func (p *printer) sinks() error {
 		if s.OldestAgeSeconds > 0 {
 			oldest = fmtAge(time.Duration(s.OldestAgeSeconds * float64(time.Second)))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, s.Plugin, s.Ready+s.Retrying, s.Retrying, oldest, s.Dead, orDash(oneLine(s.LastError)))
+		state := s.Plugin
+		if s.PluginReason != "" {
+			state += ": " + oneLine(s.PluginReason)
+		}
+		lastErr := oneLine(s.LastError)
+		if lastErr != "" && !s.LastErrorAt.IsZero() {
+			lastErr = fmtAge(time.Since(s.LastErrorAt)) + " ago: " + lastErr
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, state, s.Ready+s.Retrying, s.Retrying, oldest, s.Dead, orDash(lastErr))
 	}
 	return tw.Flush()
 }

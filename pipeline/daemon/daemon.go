@@ -26,6 +26,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/internal/sdnotify"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/pluginhost"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
@@ -53,7 +54,7 @@ type Options struct {
 	// Logger receives everything the daemon logs. Default: discard.
 	Logger *slog.Logger
 	// OnReady, if set, is called once the daemon serves: the log is open,
-	// every plugin answered and both listeners are bound.
+	// the plugins were started and both listeners are bound.
 	OnReady func(ingestAddr, adminAddr net.Addr)
 	// Load reads the configuration again, for a reload (SIGHUP,
 	// POST /v1/reload). Nil: reloads are refused.
@@ -170,13 +171,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 
-	// Plugins first: a sink that cannot start is a start-up error.
+	// Plugins first: a sink that cannot start is a start-up error, unless
+	// its plugin process merely exited while starting (a crash, not a
+	// config problem): then its supervisor keeps trying on its own and the
+	// sink shows failed in /v1/sinks, while webhooks are taken and queued.
 	defer d.stopAll()
 	var started []*sinkRun
 	for i, spec := range specs {
 		sr := d.newSinkRun(spec, cfg.Sinks[i].Delivery)
 		started = append(started, sr)
 		if err := sr.sup.Start(ctx); err != nil {
+			if errors.Is(err, pluginhost.ErrPluginExited) && ctx.Err() == nil {
+				d.log.Error("sink plugin exited at start; serving anyway, its events wait in the log while it is tried again",
+					"sink", spec.Sink, "err", err)
+				continue
+			}
 			d.install(started)
 			return fmt.Errorf("start sink %q: %w", spec.Sink, err)
 		}
@@ -224,7 +233,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	adminSrv := &http.Server{
 		Handler: admin.Handler(admin.Options{
-			Ready:                d.readyErr,
+			ReadyChecks:          func(ctx context.Context) []admin.ReadyCheck { return d.readyChecks(ctx, db, w) },
 			Sinks:                d.sinkStatus,
 			Log:                  db,
 			Reload:               func() error { return d.Reload(context.Background()) },
@@ -439,11 +448,32 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 	return out, nil
 }
 
-// readyErr reports readiness: the log is open, the listeners are bound and
-// every sink's plugin runs.
-func (d *Daemon) readyErr() error {
-	if !d.ready.Load() {
-		return errors.New("starting or stopping")
+// readyPingTimeout bounds the writer ping of GET /readyz.
+const readyPingTimeout = 2 * time.Second
+
+// readyChecks says whether this daemon can take webhooks: the log is open
+// and its last append did not fail, the listeners are bound (and not
+// shutting down), the writer answers a ping. A sink's health is none of
+// them: a sink that is down holds its events in the log, and failing
+// readiness for it would keep webhooks away (see /v1/sinks).
+func (d *Daemon) readyChecks(ctx context.Context, db pipeline.Log, w *writer.Writer) []admin.ReadyCheck {
+	serving := d.ready.Load()
+	logCheck := admin.ReadyCheck{Name: "log", OK: true}
+	switch {
+	case db == nil:
+		logCheck.OK, logCheck.Error = false, "the event log is not open"
+	case w.Err() != nil:
+		logCheck.OK, logCheck.Error = false, fmt.Sprintf("the last append to the event log failed: %v", w.Err())
 	}
-	return d.sinks.readyErr()
+	listeners := admin.ReadyCheck{Name: "listeners", OK: serving}
+	if !serving {
+		listeners.Error = "starting or stopping: the listeners are not serving"
+	}
+	writerCheck := admin.ReadyCheck{Name: "writer", OK: true}
+	pctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
+	defer cancel()
+	if err := w.Ping(pctx); err != nil {
+		writerCheck.OK, writerCheck.Error = false, fmt.Sprintf("the writer did not answer a ping within %v: %v", readyPingTimeout, err)
+	}
+	return []admin.ReadyCheck{logCheck, listeners, writerCheck}
 }

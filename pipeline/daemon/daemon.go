@@ -431,10 +431,18 @@ func (d *Daemon) retarget(ev pipeline.Event, sink string) (string, []byte, error
 	return "replay", nil, nil
 }
 
-// queueSamples reads every sink's queue for the metrics.
+// queueSamples reads every sink's queue for the metrics. It also sets
+// pipelined_sink_up from each supervisor at every scrape: supervisors set
+// it as their plugin comes and goes, but when a reload replaces a sink's
+// plugin, the old supervisor's stop comes after the new one's start.
 func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error) {
 	var out []metrics.QueueSample
 	for _, sr := range d.sinks.list() {
+		if sr.sup != nil {
+			d.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
+		} else {
+			d.metrics.SinkUp(sr.name, false)
+		}
 		st, err := sr.q.Stats(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", sr.name, err)

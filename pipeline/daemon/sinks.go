@@ -254,7 +254,8 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		case old == sr:
 		case old != nil:
 			old.stopDispatch(ctx)
-			old.stopPlugin()
+			old.stopPlugin() // sets pipelined_sink_up to 0: set it again for the new plugin
+			s.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
 			sr.startDispatch()
 			s.log.Info("sink restarted with its new plugin or config", "sink", sr.name)
 		default:

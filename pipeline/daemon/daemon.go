@@ -460,18 +460,23 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 const readyPingTimeout = 2 * time.Second
 
 // readyChecks says whether this daemon can take webhooks: the log is open
-// and its last append did not fail, the listeners are bound (and not
-// shutting down), the writer answers a ping. A sink's health is none of
+// and can take writes (not full: asked of the log when it is a
+// [pipeline.WriteChecker], as Badger and memlog are), the listeners are
+// bound (and not shutting down), the writer answers a ping. A sink's health is none of
 // them: a sink that is down holds its events in the log, and failing
 // readiness for it would keep webhooks away (see /v1/sinks).
 func (d *Daemon) readyChecks(ctx context.Context, db pipeline.Log, w *writer.Writer) []admin.ReadyCheck {
 	serving := d.ready.Load()
 	logCheck := admin.ReadyCheck{Name: "log", OK: true}
-	switch {
-	case db == nil:
+	if db == nil {
 		logCheck.OK, logCheck.Error = false, "the event log is not open"
-	case w.Err() != nil:
-		logCheck.OK, logCheck.Error = false, fmt.Sprintf("the last append to the event log failed: %v", w.Err())
+	} else if wc, ok := db.(pipeline.WriteChecker); ok {
+		// Asked afresh each time, so readiness returns by itself once
+		// space is freed; a past append's error would need a webhook
+		// (that a load balancer no longer sends) to clear.
+		if err := wc.CheckWrite(); err != nil {
+			logCheck.OK, logCheck.Error = false, fmt.Sprintf("the event log cannot take writes: %v", err)
+		}
 	}
 	listeners := admin.ReadyCheck{Name: "listeners", OK: serving}
 	if !serving {

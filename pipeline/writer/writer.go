@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -51,8 +50,6 @@ type Writer struct {
 
 	mu     sync.RWMutex
 	closed bool
-
-	failed atomic.Pointer[error] // the last commit's error; nil after a success
 }
 
 type request struct {
@@ -137,17 +134,6 @@ func (w *Writer) Ping(ctx context.Context) error {
 	}
 }
 
-// Err returns the error of the last append to the log when it failed (the
-// log is full, closed, or its disk refuses writes), and nil when it
-// succeeded or none was made yet. An entry too big on its own does not
-// count: it says nothing about the log.
-func (w *Writer) Err() error {
-	if e := w.failed.Load(); e != nil {
-		return *e
-	}
-	return nil
-}
-
 // Close stops taking entries, appends those already taken, and returns
 // when the writer has stopped. The log is left open.
 func (w *Writer) Close() {
@@ -210,12 +196,6 @@ func (w *Writer) commit(batch []*request) {
 		w.opts.OnBatch(len(batch), err)
 	}
 	w.opts.Metrics.WriterCommit(len(batch), time.Since(start), err)
-	switch {
-	case err == nil:
-		w.failed.Store(nil)
-	case !errors.Is(err, pipeline.ErrTooBig): // one entry too big says nothing of the log
-		w.failed.Store(&err)
-	}
 	if err != nil {
 		w.opts.Logger.Error("append to event log failed", "entries", len(batch), "err", err)
 		err = fmt.Errorf("append: %w", err)

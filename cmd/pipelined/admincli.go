@@ -438,9 +438,29 @@ func (p *printer) sinks() error {
 		if s.OldestAgeSeconds > 0 {
 			oldest = fmtAge(time.Duration(s.OldestAgeSeconds * float64(time.Second)))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, s.Plugin, s.Ready+s.Retrying, s.Retrying, oldest, s.Dead, orDash(oneLine(s.LastError)))
+		state := s.Plugin
+		if s.PluginReason != "" {
+			state += ": " + oneLine(s.PluginReason)
+		}
+		lastErr := lastErrorCell(s.Name, s.LastError)
+		if lastErr != "" && !s.LastErrorAt.IsZero() {
+			lastErr = fmtAge(time.Since(s.LastErrorAt)) + " ago: " + lastErr
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, state, s.Ready+s.Retrying, s.Retrying, oldest, s.Dead, orDash(lastErr))
 	}
 	return tw.Flush()
+}
+
+// lastErrorCell puts a sink's last error on one line for the LAST ERROR
+// column, without the `sink "NAME": ` its row already says, cut at 120
+// bytes (--json has it whole).
+func lastErrorCell(sink, msg string) string {
+	msg = strings.Join(strings.Fields(msg), " ")
+	msg = strings.TrimPrefix(msg, fmt.Sprintf("sink %q: ", sink))
+	if len(msg) > 120 {
+		msg = msg[:117] + "..."
+	}
+	return msg
 }
 
 // fmtAge prints an age to the second, or in minutes or hours when long.

@@ -57,6 +57,8 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 				}
 				out = append(out, s)
 			}
+			out = append(out, admin.SinkStatus{Name: "tally", Plugin: "failed", PluginReason: "panic: no config",
+				LastError: `sink "tally": plugin exited before the handshake`, LastErrorAt: time.Now().Add(-3 * time.Minute)})
 			return out, nil
 		},
 		Reload: func() error {
@@ -103,7 +105,10 @@ func TestAdminCLI(t *testing.T) {
 		stderr   []string
 	}{
 		{"sinks table", append([]string{"sinks"}, a...), 0,
-			[]string{"SINK     STATE    QUEUE  RETRYING  OLDEST  DLQ  LAST ERROR", "archive  running  2      0         4m", "slack    backoff  0      0         -       2    plugin exited: exit status 1"}, nil},
+			[]string{"SINK     STATE                     QUEUE  RETRYING  OLDEST  DLQ  LAST ERROR",
+				"archive  running                   2      0         4m",
+				"slack    backoff                   0      0         -       2    plugin exited: exit status 1",
+				`tally    failed: panic: no config  0      0         -       0    3m0s ago: plugin exited before the handshake`}, nil},
 		{"events list", append([]string{"events", "list", "--source", "callkaro", "--since", "1h"}, a...), 0,
 			[]string{"ID     SEQ  RECEIVED", "cli-0  1", "cli-3  4", "callkaro  slack    call-3"}, nil},
 		{"events list when", append([]string{"events", "list", "--when", "body.n > 2"}, a...), 0, []string{"cli-3"}, nil},

@@ -173,3 +173,53 @@ func TestMethodNotAllowed(t *testing.T) {
 		t.Errorf("GET /v1/nothing = %d, want 404", r.code)
 	}
 }
+
+// TestReadyzChecks checks that /readyz answers from ReadyChecks, names the
+// first failed check, and lists every check with ?verbose.
+func TestReadyzChecks(t *testing.T) {
+	var writerOK atomic.Bool
+	h := admin.Handler(admin.Options{
+		ReadyChecks: func(context.Context) []admin.ReadyCheck {
+			w := admin.ReadyCheck{Name: "writer", OK: writerOK.Load()}
+			if !w.OK {
+				w.Error = "the writer did not answer a ping within 2s"
+			}
+			return []admin.ReadyCheck{{Name: "log", OK: true}, {Name: "listeners", OK: true}, w}
+		},
+		Sinks: sinks,
+	})
+	tests := []struct {
+		name     string
+		path     string
+		writerOK bool
+		wantCode int
+		want     map[string]any
+	}{
+		{"ready", "/readyz", true, http.StatusOK, map[string]any{"status": "ready"}},
+		{"ready verbose", "/readyz?verbose", true, http.StatusOK, map[string]any{"status": "ready", "checks": []any{
+			map[string]any{"name": "log", "ok": true},
+			map[string]any{"name": "listeners", "ok": true},
+			map[string]any{"name": "writer", "ok": true},
+		}}},
+		{"writer stuck", "/readyz", false, http.StatusServiceUnavailable,
+			map[string]any{"status": "not ready", "error": "writer: the writer did not answer a ping within 2s"}},
+		{"writer stuck verbose", "/readyz?verbose=1", false, http.StatusServiceUnavailable, map[string]any{
+			"status": "not ready", "error": "writer: the writer did not answer a ping within 2s", "checks": []any{
+				map[string]any{"name": "log", "ok": true},
+				map[string]any{"name": "listeners", "ok": true},
+				map[string]any{"name": "writer", "ok": false, "error": "the writer did not answer a ping within 2s"},
+			}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			writerOK.Store(tt.writerOK)
+			r := do(t, h, "GET", tt.path)
+			if r.code != tt.wantCode {
+				t.Errorf("GET %s = %d, want %d", tt.path, r.code, tt.wantCode)
+			}
+			if got := decodeJSON(t, r); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("GET %s = %v, want %v", tt.path, got, tt.want)
+			}
+		})
+	}
+}

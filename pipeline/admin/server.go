@@ -21,9 +21,14 @@ import (
 // Ready and Sinks may be left zero: the routes that need them then answer
 // 503 (Log) or 501 (Reload).
 type Options struct {
-	// Ready returns nil when the daemon is ready to serve: the log is open,
-	// plugins answered, listeners are bound; else why not.
+	// Ready returns nil when the daemon is ready to serve, else why not.
+	// ReadyChecks, when set, is used instead.
 	Ready func() error
+	// ReadyChecks runs the checks of GET /readyz: the daemon is ready when
+	// every one is OK. The daemon's are: the log is open and writable, the
+	// listeners are bound, the writer answers. A sink's health is never
+	// one of them (it is in /v1/sinks).
+	ReadyChecks func(ctx context.Context) []ReadyCheck
 	// Sinks reports every sink. The DLQ and replay routes also use it to
 	// answer 404 for a sink that is not configured.
 	Sinks func(ctx context.Context) ([]SinkStatus, error)
@@ -83,13 +88,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := o.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
+	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/sinks", s.sinks)
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("GET /v1/events/{id}", s.event)
@@ -270,4 +269,34 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// readyz answers GET /readyz: 200 when every check passed, else 503 with
+// the first failure; ?verbose lists every check.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	var checks []ReadyCheck
+	if s.o.ReadyChecks != nil {
+		checks = s.o.ReadyChecks(r.Context())
+	} else {
+		c := ReadyCheck{Name: "ready", OK: true}
+		if err := s.o.Ready(); err != nil {
+			c.OK, c.Error = false, err.Error()
+		}
+		checks = []ReadyCheck{c}
+	}
+	ans := Readiness{Status: "ready"}
+	code := http.StatusOK
+	for _, c := range checks {
+		if !c.OK {
+			ans.Status, ans.Error, code = "not ready", c.Name+": "+c.Error, http.StatusServiceUnavailable
+			if s.o.ReadyChecks == nil {
+				ans.Error = c.Error
+			}
+			break
+		}
+	}
+	if r.URL.Query().Has("verbose") {
+		ans.Checks = checks
+	}
+	writeJSON(w, code, ans)
 }

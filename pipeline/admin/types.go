@@ -9,10 +9,19 @@ import (
 // SinkStatus is one sink as /v1/sinks shows it.
 type SinkStatus struct {
 	Name string `json:"name"`
-	// Plugin is the plugin's state: starting, running, backoff or stopped.
-	Plugin    string `json:"plugin"`
-	PID       int    `json:"pid,omitempty"`
-	LastError string `json:"last_error,omitempty"`
+	// Plugin is the plugin's state: starting, running, backoff (it exited
+	// and is started again after a delay), failed (its last start failed;
+	// it is tried again after a delay), stopped, or removed.
+	Plugin string `json:"plugin"`
+	// PluginReason says why the plugin is failed: its last stderr line, or
+	// else the start error.
+	PluginReason string `json:"plugin_reason,omitempty"`
+	PID          int    `json:"pid,omitempty"`
+	// LastError is the sink's most recent failure, a plugin exit (or
+	// failed start) or a failed delivery, and LastErrorAt when it
+	// happened. Both are empty once a later delivery to the sink succeeded.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	// Ready, Retrying and Dead count the sink's queue entries.
 	Ready    int `json:"ready"`
 	Retrying int `json:"retrying"`
@@ -21,6 +30,24 @@ type SinkStatus struct {
 	// delivery (ready, in flight or retrying) was received; absent when
 	// none waits. The handler fills it from [Options.Log] when it is 0.
 	OldestAgeSeconds float64 `json:"oldest_age_seconds,omitempty"`
+}
+
+// ReadyCheck is one check behind GET /readyz.
+type ReadyCheck struct {
+	// Name is what is checked: log, listeners or writer.
+	Name string `json:"name"`
+	OK   bool   `json:"ok"`
+	// Error says why the check failed.
+	Error string `json:"error,omitempty"`
+}
+
+// Readiness is the answer of GET /readyz: status "ready" (200) or "not
+// ready" (503) with the first failed check's error. With ?verbose it lists
+// every check.
+type Readiness struct {
+	Status string       `json:"status"`
+	Error  string       `json:"error,omitempty"`
+	Checks []ReadyCheck `json:"checks,omitempty"`
 }
 
 // SinkList is the answer of GET /v1/sinks.

@@ -54,7 +54,7 @@ type Options struct {
 	// Logger receives everything the daemon logs. Default: discard.
 	Logger *slog.Logger
 	// OnReady, if set, is called once the daemon serves: the log is open,
-	// every plugin answered and both listeners are bound.
+	// the plugins were started and both listeners are bound.
 	OnReady func(ingestAddr, adminAddr net.Addr)
 	// Load reads the configuration again, for a reload (SIGHUP,
 	// POST /v1/reload). Nil: reloads are refused.
@@ -179,7 +179,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	ic.Audit = d.audit
 	d.h = ingest.New(ic, w, d.log.With("component", "ingest"))
-	srv := d.servers(cfg, ls, token)
+	srv := d.servers(cfg, ls, token, w)
 	srv.serve()
 	for _, sr := range started {
 		sr.startDispatch()
@@ -230,13 +230,21 @@ func (d *Daemon) open(ctx context.Context, c config.Log) (pipeline.Log, error) {
 }
 
 // startSinks starts the plugin of every sink, in order, and returns the
-// sinks started; the first plugin that cannot start ends it with an error.
+// sinks started. A plugin that cannot start is a start-up error, unless its
+// process merely exited while starting (a crash, not a config problem):
+// then its supervisor keeps trying on its own and the sink shows failed in
+// /v1/sinks, while webhooks are taken and queued.
 func (d *Daemon) startSinks(ctx context.Context, specs []pluginhost.Spec, sinks []config.Sink) ([]*sinkRun, error) {
 	var started []*sinkRun
 	for i, spec := range specs {
 		sr := d.newSinkRun(spec, sinks[i].Delivery)
 		started = append(started, sr)
 		if err := sr.sup.Start(ctx); err != nil {
+			if errors.Is(err, pluginhost.ErrPluginExited) && ctx.Err() == nil {
+				d.log.Error("sink plugin exited at start; serving anyway, its events wait in the log while it is tried again",
+					"sink", spec.Sink, "err", err)
+				continue
+			}
 			return started, fmt.Errorf("start sink %q: %w", spec.Sink, err)
 		}
 	}
@@ -287,7 +295,7 @@ type servers struct {
 }
 
 // servers builds the HTTP servers: ingest serves d.h, admin the admin API.
-func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte) *servers {
+func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *writer.Writer) *servers {
 	errorLog := slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)
 	s := &servers{log: d.log, ls: ls}
 	s.ingest = &http.Server{
@@ -304,7 +312,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte) *serve
 	}
 	s.admin = &http.Server{
 		Handler: admin.Handler(admin.Options{
-			Ready:                d.readyErr,
+			ReadyChecks:          func(ctx context.Context) []admin.ReadyCheck { return d.readyChecks(ctx, d.db, w) },
 			Sinks:                d.sinkStatus,
 			Log:                  d.db,
 			Reload:               func() error { return d.Reload(context.Background()) },
@@ -488,10 +496,18 @@ func (d *Daemon) retarget(ev pipeline.Event, sink string) (string, []byte, error
 	return "replay", nil, nil
 }
 
-// queueSamples reads every sink's queue for the metrics.
+// queueSamples reads every sink's queue for the metrics. It also sets
+// pipelined_sink_up from each supervisor at every scrape: supervisors set
+// it as their plugin comes and goes, but when a reload replaces a sink's
+// plugin, the old supervisor's stop comes after the new one's start.
 func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error) {
 	var out []metrics.QueueSample
 	for _, sr := range d.sinks.list() {
+		if sr.sup != nil {
+			d.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
+		} else {
+			d.metrics.SinkUp(sr.name, false)
+		}
 		st, err := sr.q.Stats(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", sr.name, err)
@@ -505,11 +521,37 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 	return out, nil
 }
 
-// readyErr reports readiness: the log is open, the listeners are bound and
-// every sink's plugin runs.
-func (d *Daemon) readyErr() error {
-	if !d.ready.Load() {
-		return errors.New("starting or stopping")
+// readyPingTimeout bounds the writer ping of GET /readyz.
+const readyPingTimeout = 2 * time.Second
+
+// readyChecks says whether this daemon can take webhooks: the log is open
+// and can take writes (not full: asked of the log when it is a
+// [pipeline.WriteChecker], as Badger and memlog are), the listeners are
+// bound (and not shutting down), the writer answers a ping. A sink's health is none of
+// them: a sink that is down holds its events in the log, and failing
+// readiness for it would keep webhooks away (see /v1/sinks).
+func (d *Daemon) readyChecks(ctx context.Context, db pipeline.Log, w *writer.Writer) []admin.ReadyCheck {
+	serving := d.ready.Load()
+	logCheck := admin.ReadyCheck{Name: "log", OK: true}
+	if db == nil {
+		logCheck.OK, logCheck.Error = false, "the event log is not open"
+	} else if wc, ok := db.(pipeline.WriteChecker); ok {
+		// Asked afresh each time, so readiness returns by itself once
+		// space is freed; a past append's error would need a webhook
+		// (that a load balancer no longer sends) to clear.
+		if err := wc.CheckWrite(); err != nil {
+			logCheck.OK, logCheck.Error = false, fmt.Sprintf("the event log cannot take writes: %v", err)
+		}
 	}
-	return d.sinks.readyErr()
+	listeners := admin.ReadyCheck{Name: "listeners", OK: serving}
+	if !serving {
+		listeners.Error = "starting or stopping: the listeners are not serving"
+	}
+	writerCheck := admin.ReadyCheck{Name: "writer", OK: true}
+	pctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
+	defer cancel()
+	if err := w.Ping(pctx); err != nil {
+		writerCheck.OK, writerCheck.Error = false, fmt.Sprintf("the writer did not answer a ping within %v: %v", readyPingTimeout, err)
+	}
+	return []admin.ReadyCheck{logCheck, listeners, writerCheck}
 }

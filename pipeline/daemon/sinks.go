@@ -42,6 +42,40 @@ type sinkRun struct {
 	metrics  *metrics.Metrics
 
 	disp *dispatch.Dispatcher // nil when not dispatching
+
+	mu        sync.Mutex // guards the delivery outcomes below
+	failure   string     // why the last failed delivery failed
+	failedAt  time.Time  // when it did
+	deliverAt time.Time  // when a delivery last succeeded
+}
+
+// observe records the outcome of a batch for LAST ERROR.
+func (sr *sinkRun) observe(r dispatch.Report) {
+	now := time.Now()
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	if r.Delivered > 0 {
+		sr.deliverAt = now
+	}
+	if r.Failure != "" {
+		sr.failure, sr.failedAt = r.Failure, now
+	}
+}
+
+// lastError returns the sink's most recent failure, a plugin exit or
+// failed start (from its supervisor's status) or a failed delivery, and
+// when it happened; "" once a later delivery succeeded.
+func (sr *sinkRun) lastError(st pluginhost.Status) (string, time.Time) {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	msg, at := sr.failure, sr.failedAt
+	if st.Err != nil && st.ErrAt.After(at) {
+		msg, at = st.Err.Error(), st.ErrAt
+	}
+	if msg == "" || sr.deliverAt.After(at) {
+		return "", time.Time{}
+	}
+	return msg, at
 }
 
 func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery) *sinkRun {
@@ -100,6 +134,7 @@ func (sr *sinkRun) startDispatch() {
 		Logger:      sr.log.With("component", "dispatch"),
 		Observe: func(r dispatch.Report) {
 			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
+			sr.observe(r)
 		},
 	})
 	sr.disp = disp
@@ -219,7 +254,8 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		case old == sr:
 		case old != nil:
 			old.stopDispatch(ctx)
-			old.stopPlugin()
+			old.stopPlugin() // sets pipelined_sink_up to 0: set it again for the new plugin
+			s.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
 			sr.startDispatch()
 			s.log.Info("sink restarted with its new plugin or config", "sink", sr.name)
 		default:
@@ -240,34 +276,18 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 	return nil
 }
 
-func (s *sinks) readyErr() error {
-	for _, sr := range s.list() {
-		if sr.sup == nil {
-			continue
-		}
-		if st, _, err := sr.sup.State(); st != pluginhost.StateRunning {
-			if err != nil {
-				return fmt.Errorf("sink %s plugin is %s: %w", sr.name, st, err)
-			}
-			return fmt.Errorf("sink %s plugin is %s", sr.name, st)
-		}
-	}
-	return nil
-}
-
 func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 	runs := s.list()
 	out := make([]admin.SinkStatus, 0, len(runs))
 	var errs []error
 	for _, sr := range runs {
 		ss := admin.SinkStatus{Name: sr.name, Plugin: "removed"}
+		var st pluginhost.Status
 		if sr.sup != nil {
-			st, pid, lastErr := sr.sup.State()
-			ss.Plugin, ss.PID = st, pid
-			if lastErr != nil {
-				ss.LastError = lastErr.Error()
-			}
+			st = sr.sup.Status()
+			ss.Plugin, ss.PID, ss.PluginReason = st.State, st.PID, st.Reason
 		}
+		ss.LastError, ss.LastErrorAt = sr.lastError(st)
 		qs, err := sr.q.Stats(ctx)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))

@@ -75,6 +75,9 @@ type Report struct {
 	Delivered, Retried, Dead int
 	Duration                 time.Duration
 	Err                      error // the batch error, if the whole call failed
+	// Failure is why the last event of the batch that was not delivered
+	// failed (the batch error, or that event's own); "" when all were.
+	Failure string
 }
 
 // Dispatcher delivers one sink's queue.
@@ -261,8 +264,10 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery) {
 			rep.Delivered++
 		case pipeline.Retry:
 			rep.Retried++
+			rep.Failure = settle[i].Err
 		case pipeline.Dead:
 			rep.Dead++
+			rep.Failure = settle[i].Err
 		}
 	}
 	if err != nil {

@@ -89,6 +89,7 @@ type Metrics struct {
 	deliveryBatch    *prometheus.HistogramVec
 
 	pluginRestarts *prometheus.CounterVec
+	sinkUp         *prometheus.GaugeVec
 	reloads        *prometheus.CounterVec
 	reloadOK       prometheus.Gauge
 
@@ -163,6 +164,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pipelined_plugin_restarts_total",
 			Help: "Times a sink's plugin process was started again after it exited, broke or failed to start, by sink.",
 		}, []string{"sink"}),
+		sinkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pipelined_sink_up",
+			Help: "1 while a sink's plugin process runs, 0 while it is starting, waiting to be restarted, failed or stopped, by sink.",
+		}, []string{"sink"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipelined_reloads_total",
 			Help: "Configuration reloads, by result (ok, or failed: the old configuration keeps running).",
@@ -184,7 +189,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.ingestRequests, m.ingestDuration, m.routeMatches, m.ruleErrors, m.dedupErrors,
 		m.writerBatch, m.writerCommit, m.writerFailure,
 		m.deliveries, m.deliveryFailures, m.deliveryDuration, m.deliveryBatch,
-		m.pluginRestarts, m.reloads, m.reloadOK,
+		m.pluginRestarts, m.sinkUp, m.reloads, m.reloadOK,
 		m.rejectionsDropped,
 		m.state,
 	)
@@ -294,6 +299,18 @@ func (m *Metrics) Delivery(sink string, delivered, retried, dead int, d time.Dur
 	}
 	m.deliveryDuration.WithLabelValues(sink).Observe(d.Seconds())
 	m.deliveryBatch.WithLabelValues(sink).Observe(float64(delivered + retried + dead))
+}
+
+// SinkUp records whether sink's plugin process runs (pipelined_sink_up).
+func (m *Metrics) SinkUp(sink string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.sinkUp.WithLabelValues(sink).Set(v)
 }
 
 // PluginRestart records that sink's plugin process was started again.

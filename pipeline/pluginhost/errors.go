@@ -4,10 +4,12 @@ import "errors"
 
 // ErrPluginExited is returned (wrapped) by [Plugin.Deliver] and
 // [Supervisor.Deliver] when the plugin process exited or stopped answering
-// during the call, or was already gone. Whether the plugin stored any of the
+// during the call, or was already gone, and by [Start] when the process
+// exited while it was being started (a crash, not a config error: the
+// message quotes its last stderr line). Whether the plugin stored any of the
 // batch is unknown: the caller delivers the whole batch again (events carry
 // stable ids, so sinks absorb the repeat). A [Supervisor] restarts the plugin
-// on its next call.
+// on its own after a backoff.
 var ErrPluginExited = errors.New("sink plugin exited")
 
 // ErrNotFound is returned (wrapped) by [Find] when no plugin binary exists in
@@ -30,3 +32,12 @@ type invalidConfigError struct{ err error }
 
 func (e *invalidConfigError) Error() string   { return e.err.Error() }
 func (e *invalidConfigError) Unwrap() []error { return []error{e.err, ErrInvalidConfig} }
+
+// exitedAtStartError keeps the message of err and matches both err and
+// [ErrPluginExited].
+type exitedAtStartError struct{ err error }
+
+func (e *exitedAtStartError) Error() string   { return e.err.Error() }
+func (e *exitedAtStartError) Unwrap() []error { return []error{e.err, ErrPluginExited} }
+
+func exitedAtStart(err error) error { return &exitedAtStartError{err} }

@@ -80,7 +80,7 @@ func Start(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 	desc, described, err := p.describe(ctx)
 	if err != nil {
 		p.client.Kill()
-		return nil, err
+		return nil, withStderr(err, p.stderr)
 	}
 	if described {
 		if problems := desc.Check(config); len(problems) > 0 {
@@ -89,7 +89,7 @@ func Start(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 		}
 	}
 	if err := p.configure(ctx, config); err != nil {
-		return nil, err
+		return nil, withStderr(err, p.stderr)
 	}
 	p.log.Debug("plugin started", "path", p.path, "pid", p.pid, "protocol_version", p.version, "described", described)
 	return p, nil
@@ -176,7 +176,7 @@ func launch(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 	rpc, err := client.Client()
 	if err != nil {
 		client.Kill()
-		return nil, p.startError(err)
+		return nil, withStderr(p.startError(err), tail)
 	}
 	if cmd.Process != nil {
 		p.pid = cmd.Process.Pid
@@ -215,7 +215,7 @@ func (p *Plugin) describe(ctx context.Context) (desc sdk.Description, described 
 		return sdk.Description{}, false, fmt.Errorf("sink %q: describe plugin %s: %w (%w)", p.spec.Sink, p.path, context.Cause(dctx), err)
 	case err != nil:
 		if !p.healthy(ctx) {
-			return sdk.Description{}, false, fmt.Errorf("sink %q: plugin %s exited during Describe%s: %w", p.spec.Sink, p.path, p.stderr.lastLine(), err)
+			return sdk.Description{}, false, exitedAtStart(fmt.Errorf("sink %q: plugin %s exited during Describe%s: %w", p.spec.Sink, p.path, p.stderr.lastLine(), err))
 		}
 		return sdk.Description{}, false, fmt.Errorf("sink %q: describe plugin %s: %w", p.spec.Sink, p.path, err)
 	}
@@ -258,7 +258,7 @@ func (p *Plugin) configure(ctx context.Context, config []byte) error {
 	case timedOut:
 		return fmt.Errorf("sink %q: configure plugin %s: %w", spec.Sink, path, err)
 	case !alive:
-		return fmt.Errorf("sink %q: plugin %s exited during Configure%s: %w", spec.Sink, path, p.stderr.lastLine(), err)
+		return exitedAtStart(fmt.Errorf("sink %q: plugin %s exited during Configure%s: %w", spec.Sink, path, p.stderr.lastLine(), err))
 	}
 	return &invalidConfigError{fmt.Errorf("sink %q: plugin rejected its config (fix the sink's config table in the configuration file): %w", spec.Sink, err)}
 }
@@ -287,15 +287,15 @@ func (p *Plugin) startError(err error) error {
 		return fmt.Errorf("sink %q: plugin %s speaks sink protocol version %s, but this pipelined speaks %s: rebuild the plugin with an sdk of a matching version, or use a pipelined that speaks %s: %w",
 			sink, path, theirs, hostVersions(), theirs, err)
 	case strings.Contains(msg, "Failed to read any lines from plugin's stdout"):
-		return fmt.Errorf("sink %q: plugin %s exited before the handshake%s (is it a pipelined sink plugin built with sdk.Serve?)",
-			sink, path, p.stderr.lastLine())
+		return exitedAtStart(fmt.Errorf("sink %q: plugin %s exited before the handshake%s (is it a pipelined sink plugin built with sdk.Serve?)",
+			sink, path, p.stderr.lastLine()))
 	case strings.Contains(msg, "Unrecognized remote plugin message"):
 		return fmt.Errorf("sink %q: %s is not a pipelined sink plugin, or it printed to stdout before the handshake (plugins must log to stderr only)%s: %w",
 			sink, path, p.stderr.lastLine(), err)
 	case strings.Contains(msg, "timeout while waiting for plugin to start"):
 		return fmt.Errorf("sink %q: plugin %s did not complete the handshake within %v: %w", sink, path, p.opts.StartTimeout, err)
 	case strings.Contains(msg, "plugin exited before we could connect"):
-		return fmt.Errorf("sink %q: plugin %s exited during start%s: %w", sink, path, p.stderr.lastLine(), err)
+		return exitedAtStart(fmt.Errorf("sink %q: plugin %s exited during start%s: %w", sink, path, p.stderr.lastLine(), err))
 	case strings.Contains(msg, "unsupported plugin protocol"):
 		return fmt.Errorf("sink %q: plugin %s speaks net/rpc, but sink plugins must serve gRPC (build it with sdk.Serve): %w", sink, path, err)
 	}
@@ -517,9 +517,18 @@ func (w *tailWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// lastLine returns `; it said "..."` with the last non-empty line written,
-// or "".
+// lastLine returns `; its last stderr line: "..."` with the last
+// non-empty line written, or "".
 func (w *tailWriter) lastLine() string {
+	if l := w.last(); l != "" {
+		return fmt.Sprintf("; its last stderr line: %q", l)
+	}
+	return ""
+}
+
+// last returns the last non-empty line written that is not go-plugin's own
+// debug chatter, at most 300 bytes, or "".
+func (w *tailWriter) last() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	lines := strings.Split(strings.TrimSpace(string(w.buf)), "\n")
@@ -536,8 +545,35 @@ func (w *tailWriter) lastLine() string {
 			if len(l) > 300 {
 				l = l[:300] + "..."
 			}
-			return fmt.Sprintf("; its last stderr line: %q", l)
+			return l
 		}
+	}
+	return ""
+}
+
+// stderrError is an error of a plugin that failed to start, with the last
+// line the plugin wrote to stderr (see [stderrLine]).
+type stderrError struct {
+	err  error
+	line string
+}
+
+func (e *stderrError) Error() string { return e.err.Error() }
+func (e *stderrError) Unwrap() error { return e.err }
+
+// withStderr attaches the last line of tail to err.
+func withStderr(err error, tail *tailWriter) error {
+	if l := tail.last(); l != "" {
+		return &stderrError{err: err, line: l}
+	}
+	return err
+}
+
+// stderrLine returns the plugin's last stderr line carried by err, or "".
+func stderrLine(err error) string {
+	var se *stderrError
+	if errors.As(err, &se) {
+		return se.line
 	}
 	return ""
 }

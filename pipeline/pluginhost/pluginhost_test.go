@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/protocol"
 )
@@ -540,8 +543,10 @@ func TestSupervisorRestartsAfterKill(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Deliver did not return after the plugin was killed")
 	}
-	if st, _, lastErr := s.State(); st != StateBackoff || !errors.Is(lastErr, ErrPluginExited) {
-		t.Errorf("State() after kill = %s, %v, want backoff and ErrPluginExited", st, lastErr)
+	// The supervisor restarts it on its own after 50-100ms, so the state
+	// may be backoff, starting or running again by now.
+	if st, _, lastErr := s.State(); !errors.Is(lastErr, ErrPluginExited) {
+		t.Errorf("State() after kill = %s, %v, want ErrPluginExited as the last error", st, lastErr)
 	}
 
 	res, err := s.Deliver(ctx, ok)
@@ -569,16 +574,30 @@ func TestSupervisorRestartsAfterKill(t *testing.T) {
 
 func TestSupervisorBackoff(t *testing.T) {
 	s := NewSupervisor(Spec{Sink: "x"}, &Options{BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second})
-	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
-	for i, w := range want {
-		s.failures = i + 1
-		if got := s.backoff(); got != w {
-			t.Errorf("backoff() after %d failures = %v, want %v", i+1, got, w)
-		}
+	tests := []struct {
+		failures int
+		max      time.Duration // the ceiling: the delay is drawn in [100ms, max]
+	}{
+		{1, 200 * time.Millisecond},
+		{2, 400 * time.Millisecond},
+		{3, 800 * time.Millisecond},
+		{40, 30 * time.Second},
 	}
-	s.failures = 40
-	if got := s.backoff(); got != 30*time.Second {
-		t.Errorf("backoff() after 40 failures = %v, want 30s", got)
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.failures), func(t *testing.T) {
+			s.failures = tt.failures
+			seen := map[time.Duration]bool{}
+			for range 50 {
+				got := s.backoff()
+				if got < 100*time.Millisecond || got > tt.max {
+					t.Fatalf("backoff() after %d failures = %v, want within [100ms, %v]", tt.failures, got, tt.max)
+				}
+				seen[got] = true
+			}
+			if len(seen) < 2 {
+				t.Errorf("backoff() after %d failures gave one value 50 times, want jitter", tt.failures)
+			}
+		})
 	}
 }
 
@@ -591,8 +610,8 @@ func TestSupervisorStartFailureBacksOff(t *testing.T) {
 		t.Fatalf("Deliver = %v, want the Configure error", err)
 	}
 	st, _, lastErr := s.State()
-	if st != StateBackoff || lastErr == nil {
-		t.Errorf("State() = %s, %v, want backoff with the error", st, lastErr)
+	if st != StateFailed || lastErr == nil {
+		t.Errorf("State() = %s, %v, want failed with the error", st, lastErr)
 	}
 	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel2()
@@ -608,4 +627,108 @@ func TestNotAPlugin(t *testing.T) {
 			t.Errorf("Start(not a plugin) = %v, want it to contain %q", err, want)
 		}
 	}
+}
+
+// TestSupervisorRestartsWithoutTraffic kills a plugin that nothing is
+// delivered to and checks that a new process runs within 5s on its own.
+func TestSupervisorRestartsWithoutTraffic(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := NewSupervisor(helperSpec(t, "sink", nil), &Options{Metrics: metrics.New(reg)})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Stop(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatalf("Start = %v", err)
+	}
+	st := s.Status()
+	if st.State != StateRunning || st.PID <= 0 {
+		t.Fatalf("Status() after Start = %+v, want running with a pid", st)
+	}
+	if up := metricValue(t, reg, "pipelined_sink_up"); up != 1 {
+		t.Errorf("pipelined_sink_up after Start = %v, want 1", up)
+	}
+	pid1 := st.PID
+	killed := time.Now()
+	if err := syscall.Kill(pid1, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var pid2 int
+	for time.Since(killed) < 5*time.Second {
+		if st := s.Status(); st.State == StateRunning && st.PID != pid1 && st.PID > 0 {
+			pid2 = st.PID
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pid2 == 0 {
+		t.Fatalf("no new plugin process within 5s of kill -9 (pid %d), with no delivery; Status() = %+v", pid1, s.Status())
+	}
+	t.Logf("new pid %d running %v after the kill", pid2, time.Since(killed).Round(time.Millisecond))
+	st = s.Status()
+	if !errors.Is(st.Err, ErrPluginExited) || st.ErrAt.Before(killed) {
+		t.Errorf("Status() after the restart = %+v, want the exit as the last error, after %v", st, killed)
+	}
+	if err := syscall.Kill(pid2, 0); err != nil {
+		t.Errorf("kill(%d, 0) = %v, want the new process alive", pid2, err)
+	}
+}
+
+// TestSupervisorFailedAtStart runs a binary that exits at start: the state
+// is failed with its last stderr line, the start error matches
+// ErrPluginExited, and the supervisor keeps trying.
+func TestSupervisorFailedAtStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := NewSupervisor(helperSpec(t, "bogus", nil), &Options{BackoffMin: 20 * time.Millisecond, BackoffMax: 40 * time.Millisecond, Metrics: metrics.New(reg)})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Stop(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := s.Start(ctx)
+	if !errors.Is(err, ErrPluginExited) {
+		t.Fatalf("Start(exits at start) = %v, want ErrPluginExited", err)
+	}
+	st := s.Status()
+	want := `unknown test plugin behaviour "bogus"`
+	if st.State != StateFailed || st.Reason != want {
+		t.Errorf("Status() = %q, reason %q, want %q, reason %q", st.State, st.Reason, StateFailed, want)
+	}
+	restarts := func() float64 { return metricValue(t, reg, "pipelined_plugin_restarts_total") }
+	deadline := time.Now().Add(10 * time.Second)
+	for restarts() < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := restarts(); got < 2 {
+		t.Errorf("restarts of a plugin that exits at start = %v after 10s, want it tried again on its own", got)
+	}
+	if up := metricValue(t, reg, "pipelined_sink_up"); up != 0 {
+		t.Errorf("pipelined_sink_up of a failed plugin = %v, want 0", up)
+	}
+}
+
+// metricValue returns the value of the one series of the gauge or counter
+// name in reg, or -1 when there is none.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) == 0 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if m.GetGauge() != nil {
+			return m.GetGauge().GetValue()
+		}
+		return m.GetCounter().GetValue()
+	}
+	return -1
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/pipelined/pipelined/pipeline/internal/backoff"
 	"github.com/pipelined/pipelined/sdk"
 )
 
@@ -15,15 +17,22 @@ import (
 const (
 	StateStarting = "starting" // the plugin is being started and configured
 	StateRunning  = "running"  // the plugin is up
-	StateBackoff  = "backoff"  // the plugin exited or failed to start; the next start waits out a delay
+	StateBackoff  = "backoff"  // the plugin exited; it is started again after a delay
+	StateFailed   = "failed"   // the last start failed; it is tried again after a delay
 	StateStopped  = "stopped"  // not started yet, or stopped by Stop
 )
 
-// Supervisor keeps one sink's plugin running. It starts the plugin on the
-// first call (or [Supervisor.Start]), and when the plugin exits, fails to
-// start, or stops answering, it starts a new process on the next call after
-// a delay: BackoffMin doubling per failure in a row up to BackoffMax, the
-// count reset once a plugin has run for HealthyAfter (see [Options]).
+// watchInterval is how often a [Supervisor] checks that its plugin process
+// still runs.
+const watchInterval = 50 * time.Millisecond
+
+// Supervisor keeps one sink's plugin running. It starts the plugin on
+// [Supervisor.Start] (or the first delivery), and from then on watches it:
+// when the plugin exits or fails to start, it starts a new process on its
+// own, whether or not events wait, after a delay drawn with jitter between
+// BackoffMin and a ceiling that doubles per failure in a row up to
+// BackoffMax; the count is reset once a plugin has run for HealthyAfter
+// (see [Options]). A delivery that finds no plugin running starts one too.
 //
 // Its methods are safe for concurrent use; deliveries are made one at a time.
 //
@@ -34,18 +43,39 @@ type Supervisor struct {
 	opts Options
 	log  *slog.Logger
 
-	sem chan struct{}
+	sem  chan struct{}
+	stop chan struct{} // closed by Stop: the watcher returns
+	wake chan struct{} // a delivery saw the plugin exit
 
 	mu        sync.Mutex
 	p         *Plugin
 	state     string
 	pid       int
-	lastErr   error
+	reason    string    // why the last start failed, for StateFailed
+	lastErr   error     // the last exit or start failure
+	lastErrAt time.Time // when lastErr happened
 	failures  int       // failures in a row
 	notBefore time.Time // no start before this
 	startedAt time.Time
 	stopped   bool
-	launched  bool // a start was tried already: the next one is a restart
+	launched  bool          // a start was tried already: the next one is a restart
+	watched   chan struct{} // closed when the watcher returns; nil before it starts
+}
+
+// Status is what a [Supervisor] reports about its plugin.
+type Status struct {
+	// State is StateStarting, StateRunning, StateBackoff, StateFailed or
+	// StateStopped.
+	State string
+	// PID is the plugin's process id while it runs.
+	PID int
+	// Reason says, for StateFailed, why the last start failed: the last
+	// line the plugin wrote to stderr, or else the start error.
+	Reason string
+	// Err is the last exit or start failure, and ErrAt when it happened;
+	// nil and zero if there was none.
+	Err   error
+	ErrAt time.Time
 }
 
 // NewSupervisor returns a Supervisor for spec. It starts nothing yet.
@@ -56,14 +86,19 @@ func NewSupervisor(spec Spec, opts *Options) *Supervisor {
 		opts:  o,
 		log:   o.Logger.With("sink", spec.Sink),
 		sem:   make(chan struct{}, 1),
+		stop:  make(chan struct{}),
+		wake:  make(chan struct{}, 1),
 		state: StateStopped,
 	}
 }
 
 // Start starts the plugin now if it is not running, waiting out a pending
 // backoff (bounded by ctx), so that a daemon can report ready only once its
-// plugins are up. Deliver starts it anyway when needed.
+// plugins are up, and from then on keeps it running. Whether or not the
+// start succeeds, the Supervisor goes on starting the plugin after each
+// exit or failed start until Stop. Deliver starts it anyway when needed.
 func (s *Supervisor) Start(ctx context.Context) error {
+	defer s.watch()
 	if err := s.acquire(ctx); err != nil {
 		return err
 	}
@@ -76,9 +111,10 @@ func (s *Supervisor) Start(ctx context.Context) error {
 // out the restart backoff, bounded by ctx), and returns its per-event
 // results. A non-nil error means the whole batch failed and is to be
 // retried: when the plugin process died or stopped answering during the
-// call, the error wraps [ErrPluginExited] and the next call starts a new
-// process; after Stop it wraps [ErrStopped].
+// call, the error wraps [ErrPluginExited] and a new process is started
+// after the backoff; after Stop it wraps [ErrStopped].
 func (s *Supervisor) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	defer s.watch()
 	if err := s.acquire(ctx); err != nil {
 		return nil, err
 	}
@@ -92,6 +128,68 @@ func (s *Supervisor) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Resu
 		s.failed(p, err)
 	}
 	return results, err
+}
+
+// watch starts the watcher goroutine once, unless stopped. Stop waits for it.
+func (s *Supervisor) watch() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watched != nil || s.stopped {
+		return
+	}
+	s.watched = make(chan struct{})
+	go s.watcher(s.watched)
+}
+
+// watcher notices that the plugin exited and starts it again once the
+// backoff has passed, until Stop.
+func (s *Supervisor) watcher(done chan struct{}) {
+	defer close(done)
+	tick := time.NewTicker(watchInterval)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		p, stopped, wait := s.p, s.stopped, time.Until(s.notBefore)
+		s.mu.Unlock()
+		if stopped {
+			return
+		}
+		if p != nil {
+			if p.Exited() {
+				s.failed(p, p.exitedError(nil))
+				continue
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-s.wake:
+			case <-tick.C:
+			}
+			continue
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-s.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		go func() {
+			select {
+			case <-s.stop:
+				cancel(fmt.Errorf("sink %q: %w", s.spec.Sink, ErrStopped))
+			case <-ctx.Done():
+			}
+		}()
+		if s.acquire(ctx) == nil {
+			_, _ = s.plugin(ctx) // a failure is logged and scheduled by plugin
+			s.release()
+		}
+		cancel(nil)
+	}
 }
 
 // plugin returns the running plugin, starting one if needed. Call with sem
@@ -136,6 +234,7 @@ func (s *Supervisor) plugin(ctx context.Context) (*Plugin, error) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("sink %q: %w", s.spec.Sink, ErrStopped)
 	}
+	prev := s.state
 	s.state = StateStarting
 	if s.launched {
 		s.opts.Metrics.PluginRestart(s.spec.Sink)
@@ -158,24 +257,34 @@ func (s *Supervisor) plugin(ctx context.Context) (*Plugin, error) {
 		}
 		if ctx.Err() != nil {
 			// The caller gave up; that is no fault of the plugin.
-			s.state = StateBackoff
+			s.state = prev
+			if prev == StateStopped || prev == StateRunning {
+				s.state = StateBackoff
+			}
 			return nil, err
 		}
 		s.launched = true
 		s.failures++
 		delay := s.backoff()
 		s.notBefore = time.Now().Add(delay)
-		s.state = StateBackoff
-		s.lastErr = err
+		s.state = StateFailed
+		s.reason = stderrLine(err)
+		if s.reason == "" {
+			s.reason = oneLine(err.Error())
+		}
+		s.lastErr, s.lastErrAt = err, time.Now()
 		s.pid = 0
-		s.log.Error("plugin failed to start", "error", err, "retry_in", delay, "failures", s.failures)
+		s.opts.Metrics.SinkUp(s.spec.Sink, false)
+		s.log.Error("plugin failed to start; trying again after a delay", "error", err, "retry_in", delay, "failures", s.failures)
 		return nil, err
 	}
 	s.launched = true
 	s.p = p
 	s.pid = p.Pid()
 	s.state = StateRunning
+	s.reason = ""
 	s.startedAt = time.Now()
+	s.opts.Metrics.SinkUp(s.spec.Sink, true)
 	s.log.Info("plugin running", "pid", p.Pid(), "path", p.Path())
 	return p, nil
 }
@@ -188,55 +297,76 @@ func (s *Supervisor) failed(p *Plugin, err error) {
 		return
 	}
 	s.p = nil
+	s.pid = 0
 	if time.Since(s.startedAt) >= s.opts.HealthyAfter {
 		s.failures = 0
 	}
 	s.failures++
 	delay := s.backoff()
 	s.notBefore = time.Now().Add(delay)
-	s.lastErr = err
+	s.lastErr, s.lastErrAt = err, time.Now()
 	s.state = StateBackoff
 	if s.stopped {
 		s.state = StateStopped
 	}
-	s.log.Warn("plugin exited; restarting it on the next delivery", "pid", p.Pid(), "error", err, "retry_in", delay, "failures", s.failures)
+	s.opts.Metrics.SinkUp(s.spec.Sink, false)
+	s.log.Warn("plugin exited; restarting it", "pid", p.Pid(), "error", err, "retry_in", delay, "failures", s.failures)
 	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 	p.kill()
 }
 
 // backoff returns the delay before the next start after s.failures failures
-// in a row. Call with mu held.
+// in a row: between BackoffMin and a ceiling that doubles per failure, up to
+// BackoffMax, with jitter so that plugins that fail together do not restart
+// in step. Call with mu held.
 func (s *Supervisor) backoff() time.Duration {
-	d := s.opts.BackoffMin
-	for i := 1; i < s.failures && d < s.opts.BackoffMax; i++ {
-		d *= 2
-	}
-	return min(d, s.opts.BackoffMax)
+	return backoff.Delay(s.failures, s.opts.BackoffMin, s.opts.BackoffMax)
 }
 
 // State reports what the plugin is doing (StateStarting, StateRunning,
-// StateBackoff or StateStopped), its process id while it runs, and the last
-// error that made it exit or fail to start (nil if none yet).
+// StateBackoff, StateFailed or StateStopped), its process id while it runs,
+// and the last error that made it exit or fail to start (nil if none yet).
 func (s *Supervisor) State() (state string, pid int, lastErr error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state == StateRunning && s.p != nil && s.p.Exited() {
-		return StateBackoff, 0, s.p.exitedError(nil)
-	}
-	if s.state != StateRunning {
-		return s.state, 0, s.lastErr
-	}
-	return s.state, s.pid, s.lastErr
+	st := s.Status()
+	return st.State, st.PID, st.Err
 }
 
-// Stop stops the plugin: it waits for an in-flight delivery to return, asks
-// the plugin to Close (bounded by ctx), and ends the process. If ctx expires
-// first, the process is killed and Stop returns the ctx's cause. Later calls
-// to Deliver return an error wrapping [ErrStopped].
+// Status reports the plugin's state, its process id while it runs, why its
+// last start failed, and its last exit or start failure with the time.
+func (s *Supervisor) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{State: s.state, Err: s.lastErr, ErrAt: s.lastErrAt}
+	switch {
+	case s.state == StateRunning && s.p != nil && s.p.Exited():
+		// Exited a moment ago; the watcher has not seen it yet.
+		st.State, st.Err, st.ErrAt = StateBackoff, s.p.exitedError(nil), time.Now()
+	case s.state == StateRunning:
+		st.PID = s.pid
+	case s.state == StateFailed:
+		st.Reason = s.reason
+	}
+	return st
+}
+
+// Stop stops the plugin: it stops restarting it, waits for an in-flight
+// delivery to return, asks the plugin to Close (bounded by ctx), and ends
+// the process. If ctx expires first, the process is killed and Stop returns
+// the ctx's cause. Later calls to Deliver return an error wrapping
+// [ErrStopped].
 func (s *Supervisor) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	s.stopped = true
+	if !s.stopped {
+		s.stopped = true
+		close(s.stop)
+	}
+	watched := s.watched
 	s.mu.Unlock()
+	s.opts.Metrics.SinkUp(s.spec.Sink, false)
 	if err := s.acquire(ctx); err != nil {
 		s.mu.Lock()
 		p := s.p
@@ -252,11 +382,20 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 	s.p = nil
 	s.state = StateStopped
 	s.mu.Unlock()
-	if p == nil {
-		return nil
+	var err error
+	if p != nil {
+		err = p.Stop(ctx)
+		s.log.Info("plugin stopped", "pid", p.Pid())
 	}
-	err := p.Stop(ctx)
-	s.log.Info("plugin stopped", "pid", p.Pid())
+	if watched != nil {
+		select {
+		case <-watched:
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("sink %q: stop plugin watcher: %w", s.spec.Sink, context.Cause(ctx))
+			}
+		}
+	}
 	return err
 }
 
@@ -270,3 +409,6 @@ func (s *Supervisor) acquire(ctx context.Context) error {
 }
 
 func (s *Supervisor) release() { <-s.sem }
+
+// oneLine puts s on one line.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

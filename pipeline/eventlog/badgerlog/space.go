@@ -93,3 +93,14 @@ func holesIn(dir string) int64 {
 	}
 	return holes
 }
+
+var _ pipeline.WriteChecker = (*DB)(nil)
+
+// CheckWrite implements [pipeline.WriteChecker]: ErrClosed after Close,
+// ErrFull while the free space is below what the log keeps in reserve.
+func (l *DB) CheckWrite() error {
+	if err := l.checkOpen(); err != nil {
+		return err
+	}
+	return l.space.check()
+}

@@ -259,6 +259,19 @@ func (l *Log) Close() error {
 	return nil
 }
 
+var _ pipeline.WriteChecker = (*Log)(nil)
+
+// CheckWrite implements [pipeline.WriteChecker]: ErrClosed after Close, else
+// nil (memlog is never full).
+func (l *Log) CheckWrite() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return fmt.Errorf("memlog: %w", pipeline.ErrClosed)
+	}
+	return nil
+}
+
 // Queue is one sink's delivery queue in a [Log], as returned by [Log.Queue].
 type Queue struct {
 	l    *Log

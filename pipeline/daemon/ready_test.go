@@ -1,0 +1,144 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+)
+
+// fullLog is a memlog that says it is full while full is set, as a Badger
+// log on a full disk does.
+type fullLog struct {
+	*memlog.Log
+	full atomic.Bool
+}
+
+func (l *fullLog) CheckWrite() error {
+	if l.full.Load() {
+		return fmt.Errorf("%w: /var/lib/pipelined has 3 MiB free, the log needs 144 MiB in reserve", pipeline.ErrFull)
+	}
+	return l.Log.CheckWrite()
+}
+
+// TestReadyzFollowsTheLogNotTheSinks runs a daemon and checks /readyz: 200
+// while the sink's plugin is killed and comes back, 503 naming the log
+// while the log says it is full, and 200 again once it is not, with no
+// webhook in between.
+func TestReadyzFollowsTheLogNotTheSinks(t *testing.T) {
+	t.Setenv(pluginVar, "deliver")
+	toml := fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[log]
+dir = %q
+
+[[source]]
+name = "src"
+path = "/hooks/src"
+auth = { type = "none" }
+
+[[sink]]
+name = "s"
+command = %q
+config = { plugin_env = %q }
+
+[[route]]
+name = "all"
+when = "true"
+to = ["s"]
+`, t.TempDir(), os.Args[0], pluginVar)
+	cfg, err := config.Parse("ready_test.toml", []byte(toml))
+	if err != nil {
+		t.Fatalf("config.Parse = %v", err)
+	}
+	l := &fullLog{Log: memlog.New()}
+	adminAddr := make(chan string, 1)
+	d := New(cfg, &Options{OnReady: func(_, a net.Addr) { adminAddr <- a.String() }, Notifier: noNotifier{}})
+	d.openLog = func(context.Context, config.Log, *slog.Logger) (pipeline.Log, func() map[string]int64, error) {
+		return l, nil, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var base string
+	select {
+	case a := <-adminAddr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("Run() = %v before it was ready", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon not ready within 20s")
+	}
+	readyz := func() (int, admin.Readiness) {
+		t.Helper()
+		resp, err := http.Get(base + "/readyz?verbose")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r admin.Readiness
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, r
+	}
+
+	tests := []struct {
+		name      string
+		setup     func(t *testing.T)
+		wantCode  int
+		wantError string
+	}{
+		{"serving", func(*testing.T) {}, http.StatusOK, ""},
+		{"sink plugin killed", func(t *testing.T) {
+			_, pid, _ := d.sinks.list()[0].sup.State()
+			if pid <= 0 {
+				t.Fatalf("sink s has no plugin pid")
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "the supervisor to see the kill", func() bool {
+				_, p, _ := d.sinks.list()[0].sup.State()
+				return p != pid
+			})
+		}, http.StatusOK, ""},
+		{"log full", func(*testing.T) { l.full.Store(true) }, http.StatusServiceUnavailable,
+			"log: the event log cannot take writes: event log is full: /var/lib/pipelined has 3 MiB free, the log needs 144 MiB in reserve"},
+		{"space freed", func(*testing.T) { l.full.Store(false) }, http.StatusOK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.setup(t)
+			code, r := readyz()
+			if code != tt.wantCode || r.Error != tt.wantError {
+				t.Errorf("GET /readyz = %d %q, want %d %q", code, r.Error, tt.wantCode, tt.wantError)
+			}
+			var names []string
+			for _, c := range r.Checks {
+				names = append(names, c.Name)
+			}
+			if fmt.Sprint(names) != "[log listeners writer]" {
+				t.Errorf("GET /readyz?verbose checks = %v, want [log listeners writer]", names)
+			}
+		})
+	}
+}

@@ -97,7 +97,12 @@ func (sr *sinkRun) startDispatch() {
 		MaxAttempts: sr.delivery.MaxAttempts,
 		BackoffMin:  sr.delivery.BackoffMin.Duration,
 		BackoffMax:  sr.delivery.BackoffMax.Duration,
-		Logger:      sr.log.With("component", "dispatch"),
+		MaxAge:      sr.delivery.MaxAge.Duration,
+
+		BreakerFailures: sr.delivery.BreakerFailures,
+		BreakerProbe:    sr.delivery.BreakerProbe.Duration,
+		Rate:            sr.delivery.Rate.PerSecond,
+		Logger:          sr.log.With("component", "dispatch"),
 		Observe: func(r dispatch.Report) {
 			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
 		},

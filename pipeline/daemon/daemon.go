@@ -169,6 +169,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("close event log", "err", err)
 		}
 	}()
+	if d.sinks.pauses, err = loadPauses(cfg.Log.Dir); err != nil {
+		return err
+	}
 
 	// Plugins first: a sink that cannot start is a start-up error.
 	defer d.stopAll()
@@ -228,6 +231,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			Sinks:                d.sinkStatus,
 			Log:                  db,
 			Reload:               func() error { return d.Reload(context.Background()) },
+			Pause:                d.pause,
 			Retarget:             d.retarget,
 			Token:                token,
 			AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),

@@ -260,7 +260,7 @@ func (d *Dispatcher) setOpen(open bool, probe time.Duration) {
 	}
 	if open {
 		d.o.Logger.Warn("sink circuit breaker opened: deliveries wait, probing the sink",
-			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe)
+			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String())
 	} else {
 		d.o.Logger.Info("sink circuit breaker closed: deliveries resume", "sink", d.o.Sink)
 	}

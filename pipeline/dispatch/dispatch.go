@@ -138,6 +138,8 @@ type Dispatcher struct {
 	open   bool          // the breaker is open
 	paused bool          // an operator holds delivery
 	wake   chan struct{} // closed and replaced when paused changes
+	// cancelFetch ends the ctx of the Fetch in progress (see pausedCtx).
+	cancelFetch context.CancelFunc
 
 	// firstFail maps the seq of an entry that is failing to the time of
 	// its first failure seen; only Run's goroutine uses it. It holds at
@@ -198,6 +200,9 @@ func (d *Dispatcher) setPaused(p bool) bool {
 		return false
 	}
 	d.paused = p
+	if p && d.cancelFetch != nil {
+		d.cancelFetch()
+	}
 	close(d.wake)
 	d.wake = make(chan struct{})
 	return true
@@ -228,25 +233,23 @@ func (d *Dispatcher) waitResumed(ctx context.Context) bool {
 }
 
 // pausedCtx returns a ctx that ends with ctx or when the dispatcher is
-// paused, so a Fetch waiting for entries gives up at Pause.
+// paused (Pause cancels it before it returns), so a Fetch waiting for
+// entries gives up at Pause. The caller calls cancel after its Fetch.
 func (d *Dispatcher) pausedCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	pctx, cancel := context.WithCancel(ctx)
 	d.mu.Lock()
-	wake, paused := d.wake, d.paused
-	d.mu.Unlock()
-	if paused {
+	defer d.mu.Unlock()
+	if d.paused {
 		cancel()
 		return pctx, cancel
 	}
-	// The goroutine ends when the caller cancels pctx, after its Fetch.
-	go func() {
-		select {
-		case <-wake:
-			cancel()
-		case <-pctx.Done():
-		}
-	}()
-	return pctx, cancel
+	d.cancelFetch = cancel
+	return pctx, func() {
+		d.mu.Lock()
+		d.cancelFetch = nil
+		d.mu.Unlock()
+		cancel()
+	}
 }
 
 // setOpen records a breaker change, logs it once and tells OnBreaker.

@@ -111,13 +111,14 @@ func TestMaxAge(t *testing.T) {
 func TestBreakerOpensAndProbes(t *testing.T) {
 	const probe = 40 * time.Millisecond
 	l := memlog.New()
-	appendEvents(t, l, "ev", 3, "s")
+	appendEvents(t, l, "ev", 1, "s")
 	q := l.Queue("s")
 	sink := newSwitchSink()
 	var bl breakerLog
 	o := options(q, sink)
-	o.BatchMax = 1 // one event per call: five calls are five failures
-	o.MaxAttempts = 3
+	// One event: the five failed calls are its attempts 1..5, and the
+	// probes its attempts 6.., past MaxAttempts.
+	o.MaxAttempts = 6
 	o.BackoffMin, o.BackoffMax = time.Millisecond, 4*probe
 	o.BreakerFailures = 5
 	o.BreakerProbe = probe
@@ -135,15 +136,13 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	sink.mu.Unlock()
 	for i, want := range []time.Duration{probe, 2 * probe, 4 * probe, 4 * probe} {
 		call := 5 + i
-		if len(calls[call]) != 1 {
-			t.Errorf("probe %d: batch of %d events, want 1", i+1, len(calls[call]))
-		}
 		if gap := started[call].Sub(started[call-1]); gap < want {
 			t.Errorf("probe %d came %v after the call before, want >= %v", i+1, gap, want)
 		}
 	}
-	// Three events, MaxAttempts 3, nine calls: without the breaker's
-	// exemption some event would have run out of attempts by now.
+	if got := calls[8][0].Attempt; got != 9 {
+		t.Fatalf("fourth probe: Attempt = %d, want 9 (premise: the probes went past MaxAttempts %d)", got, o.MaxAttempts)
+	}
 	if st := stats(t, q); st.Dead != 0 {
 		t.Errorf("Stats().Dead = %d while the breaker is open, want 0 (probes spend no attempts)", st.Dead)
 	}
@@ -190,7 +189,13 @@ func TestOutageLongerThanRetryBudget(t *testing.T) {
 	if st := stats(t, q); st.Dead != 0 {
 		t.Fatalf("Stats().Dead = %d after an outage of %v, want 0", st.Dead, time.Since(down))
 	}
-	outageCalls := len(sink.calls())
+	calls := sink.calls()
+	outageCalls := len(calls)
+	for i, b := range calls[5:] {
+		if len(b) != 1 {
+			t.Errorf("probe %d: batch of %d events, want 1", i+1, len(b))
+		}
+	}
 	// 5 failed calls, then probes at 10, 20, 40, 50, 50 ms...: far fewer
 	// than the 40 events × 12 attempts the old defaults would have spent.
 	if outageCalls > 5+int(2*oldBudget/(10*time.Millisecond)) {
@@ -234,6 +239,8 @@ func TestPause(t *testing.T) {
 			o.Paused = tt.startPaused
 			d, _ := start(t, o)
 			if !tt.startPaused {
+				// The queue is empty: the dispatcher waits in Fetch.
+				waitFor(t, "the dispatcher to wait for entries", func() bool { return q.fetchCalls() > 0 })
 				if !d.Pause() {
 					t.Fatalf("Pause() = false on a running dispatcher, want true")
 				}

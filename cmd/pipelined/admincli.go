@@ -29,6 +29,8 @@ const adminUsage = `usage:
   pipelined events list --rejected [--source S] [--since T] [--limit N] [--after CURSOR]
   pipelined events show ID
   pipelined sinks
+  pipelined sinks pause SINK
+  pipelined sinks resume SINK
   pipelined dlq list SINK [--limit N] [--after SEQ]
   pipelined dlq retry SINK (--id ID ... | --all)
   pipelined dlq drop SINK (--id ID ... | --all)
@@ -46,6 +48,8 @@ Times are RFC 3339 (2025-03-14T15:09:26Z) or a duration ago (90m, 24h).
 A replay re-enqueues the events of the log that were routed to the sink
 (all events with --all-events) as retries due now; an event still queued
 for the sink is not queued twice. dlq drop removes dead letters for good.
+sinks pause holds a sink's delivery (its events wait in its queue) until
+sinks resume, across restarts of the daemon.
 Exit status: 0 ok, 1 the call failed, 2 usage error.
 `
 
@@ -77,6 +81,10 @@ func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%s: missing command\n\n%s", name, adminUsage)
 			return 2
 		}
+		sub, args = args[0], args[1:]
+		name += " " + sub
+	}
+	if cmd == "sinks" && len(args) > 0 && (args[0] == "pause" || args[0] == "resume") {
 		sub, args = args[0], args[1:]
 		name += " " + sub
 	}
@@ -160,6 +168,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 		fs.StringVar(&when, "when", "", "only events for which this expr `expression` is true")
 		fs.BoolVar(&allEvents, "all-events", false, "also events that were not routed to the sink")
 	case cmd == "events" && sub == "show", cmd == "sinks", cmd == "reload":
+		// sinks pause|resume SINK take no flags of their own either.
 	default:
 		return usageErr("unknown command %q", sub)
 	}
@@ -177,7 +186,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
+	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1, "sinks pause": 1, "sinks resume": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
 	if len(pos) != wantPos {
 		if wantPos == 0 {
 			return usageErr("unexpected argument %q", pos[0])
@@ -218,6 +227,8 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 		return pr.eventShow(pos[0])
 	case "sinks ":
 		return pr.sinks()
+	case "sinks pause", "sinks resume":
+		return pr.pauseSink(pos[0], sub == "pause")
 	case "dlq list":
 		q := url.Values{"limit": {strconv.Itoa(limit)}}
 		if after != "" {
@@ -432,7 +443,7 @@ func (p *printer) sinks() error {
 		return err
 	}
 	tw := table(p.stdout)
-	fmt.Fprintln(tw, "SINK\tSTATE\tQUEUE\tRETRYING\tOLDEST\tDLQ\tLAST ERROR")
+	fmt.Fprintln(tw, "SINK\tSTATE\tBREAKER\tPAUSED\tQUEUE\tRETRYING\tOLDEST\tDLQ\tLAST ERROR")
 	for _, s := range sinks {
 		oldest := "-"
 		if s.OldestAgeSeconds > 0 {
@@ -446,7 +457,12 @@ func (p *printer) sinks() error {
 		if lastErr != "" && !s.LastErrorAt.IsZero() {
 			lastErr = fmtAge(time.Since(s.LastErrorAt)) + " ago: " + lastErr
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, state, s.Ready+s.Retrying, s.Retrying, oldest, s.Dead, orDash(lastErr))
+		paused := "-"
+		if s.Paused {
+			paused = "paused"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, state, orDash(s.Breaker), paused,
+			s.Ready+s.Retrying, s.Retrying, oldest, s.Dead, orDash(lastErr))
 	}
 	return tw.Flush()
 }
@@ -564,6 +580,29 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func (p *printer) pauseSink(sink string, paused bool) error {
+	var raw []byte
+	res, err := p.c.WithRaw(&raw).PauseSink(context.Background(), sink, paused)
+	if err != nil {
+		return err
+	}
+	if p.asJSON {
+		_, err := p.stdout.Write(raw)
+		return err
+	}
+	switch {
+	case res.Paused && res.Changed:
+		_, err = fmt.Fprintf(p.stdout, "sink %s paused: its events wait until `pipelined sinks resume %s`\n", sink, sink)
+	case res.Paused:
+		_, err = fmt.Fprintf(p.stdout, "sink %s was paused already\n", sink)
+	case res.Changed:
+		_, err = fmt.Fprintf(p.stdout, "sink %s resumed\n", sink)
+	default:
+		_, err = fmt.Fprintf(p.stdout, "sink %s was not paused\n", sink)
+	}
+	return err
 }
 
 func (p *printer) reload() error {

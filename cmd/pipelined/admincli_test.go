@@ -40,7 +40,13 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 		t.Fatal(err)
 	}
 	reloads := new(int)
+	paused := map[string]bool{}
 	h := admin.Handler(admin.Options{
+		Pause: func(sink string, p bool) (bool, error) {
+			changed := paused[sink] != p
+			paused[sink] = p
+			return changed, nil
+		},
 		Ready: func() error { return nil },
 		Log:   l,
 		Token: []byte(cliToken),
@@ -51,7 +57,8 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 				if err != nil {
 					return nil, err
 				}
-				s := admin.SinkStatus{Name: n, Plugin: "running", PID: 42, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead}
+				s := admin.SinkStatus{Name: n, Plugin: "running", PID: 42, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead,
+					Breaker: "closed", Paused: paused[n]}
 				if n == "slack" {
 					s.Plugin, s.LastError = "backoff", "plugin exited: exit status 1"
 				}
@@ -105,10 +112,18 @@ func TestAdminCLI(t *testing.T) {
 		stderr   []string
 	}{
 		{"sinks table", append([]string{"sinks"}, a...), 0,
-			[]string{"SINK     STATE                     QUEUE  RETRYING  OLDEST  DLQ  LAST ERROR",
-				"archive  running                   2      0         4m",
-				"slack    backoff                   0      0         -       2    plugin exited: exit status 1",
-				`tally    failed: panic: no config  0      0         -       0    3m0s ago: plugin exited before the handshake`}, nil},
+			[]string{"SINK     STATE                     BREAKER  PAUSED  QUEUE  RETRYING  OLDEST  DLQ  LAST ERROR",
+				"archive  running                   closed   -       2      0         4m",
+				"slack    backoff                   closed   -       0      0         -       2    plugin exited: exit status 1",
+				`tally    failed: panic: no config  -        -       0      0         -       0    3m0s ago: plugin exited before the handshake`}, nil},
+		{"sinks pause without token", append([]string{"sinks", "pause", "archive"}, a...), 1, nil, []string{"(HTTP 401)"}},
+		{"sinks pause", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive paused"}, nil},
+		{"sinks pause again", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive was paused already"}, nil},
+		{"sinks table paused", append([]string{"sinks"}, a...), 0, []string{"archive  running                   closed   paused"}, nil},
+		{"sinks json paused", append([]string{"sinks", "--json"}, a...), 0, []string{`"paused": true`, `"breaker": "closed"`}, nil},
+		{"sinks resume", []string{"sinks", "resume", "archive", "-c", cfg, "--json"}, 0, []string{`"sink": "archive"`, `"paused": false`, `"changed": true`}, nil},
+		{"sinks pause unknown", []string{"sinks", "pause", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
+		{"sinks pause no sink", append([]string{"sinks", "pause"}, a...), 2, nil, []string{"want 1 argument"}},
 		{"events list", append([]string{"events", "list", "--source", "callkaro", "--since", "1h"}, a...), 0,
 			[]string{"ID     SEQ  RECEIVED", "cli-0  1", "cli-3  4", "callkaro  slack    call-3"}, nil},
 		{"events list when", append([]string{"events", "list", "--when", "body.n > 2"}, a...), 0, []string{"cli-3"}, nil},

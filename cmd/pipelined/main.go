@@ -61,7 +61,8 @@ commands:
   plugins  list the plugins found, or describe the config keys of one (pipelined plugins help)
   test     run the rule test cases next to the configuration (pipelined test -h)
   events   list or show events of the log (pipelined events --help)
-  sinks    show each sink: state, queue, oldest waiting event, DLQ, last error
+  sinks    show each sink: state, breaker, paused, queue, oldest waiting event, DLQ, last error;
+           sinks pause|resume SINK holds or releases its delivery
   dlq      list, retry or drop a sink's dead letters
   replay   re-enqueue a range of the log to a sink
   reload   make the running daemon reload its configuration

@@ -227,6 +227,18 @@ func (c *Client) Replay(ctx context.Context, req ReplayRequest, progress func(Re
 	return last, nil
 }
 
+// PauseSink pauses sink's delivery (POST /v1/sinks/{sink}/pause), or
+// resumes it when paused is false (POST /v1/sinks/{sink}/resume).
+func (c *Client) PauseSink(ctx context.Context, sink string, paused bool) (SinkPause, error) {
+	action := "resume"
+	if paused {
+		action = "pause"
+	}
+	var v SinkPause
+	err := c.Call(ctx, http.MethodPost, "/v1/sinks/"+url.PathEscape(sink)+"/"+action, nil, &v)
+	return v, err
+}
+
 // Reload asks the daemon to apply its configuration file again (POST
 // /v1/reload); a refused configuration is an [*APIError] with Status 409.
 func (c *Client) Reload(ctx context.Context) error {

@@ -42,6 +42,10 @@ type Options struct {
 	// with: the route and payload (nil: the body) its routes make of it
 	// now. Nil means route "replay" and the event's body.
 	Retarget func(ev pipeline.Event, sink string) (route string, payload []byte, err error)
+	// Pause pauses (paused true) or resumes a sink's delivery, keeping
+	// the state across restarts, for POST /v1/sinks/{sink}/pause and
+	// /resume; it reports whether the state changed. Nil answers 503.
+	Pause func(sink string, paused bool) (changed bool, err error)
 	// Token is the bearer token that POST calls must carry. Empty: POST
 	// calls are refused with 403, unless AllowUnauthenticated.
 	Token []byte
@@ -96,6 +100,8 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/sinks/{sink}/dlq", s.deadLetters)
 	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/retry", s.mutating(s.settleDead))
 	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/drop", s.mutating(s.settleDead))
+	mux.HandleFunc("POST /v1/sinks/{sink}/pause", s.mutating(s.pause))
+	mux.HandleFunc("POST /v1/sinks/{sink}/resume", s.mutating(s.pause))
 	mux.HandleFunc("POST /v1/replay", s.mutating(s.replay))
 	mux.HandleFunc("POST /v1/reload", s.mutating(s.reload))
 	if o.Metrics != nil {

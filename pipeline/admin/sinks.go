@@ -126,3 +126,24 @@ func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 		"sink", sink, "count", res.Count, "all", req.All, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, res)
 }
+
+// pause serves POST /v1/sinks/{sink}/pause and /resume.
+func (s *server) pause(w http.ResponseWriter, r *http.Request) {
+	sink := r.PathValue("sink")
+	paused := strings.HasSuffix(r.URL.Path, "/pause")
+	if s.o.Pause == nil {
+		writeError(w, http.StatusServiceUnavailable, "this daemon cannot pause sinks")
+		return
+	}
+	if !s.checkSink(w, r, sink) {
+		return
+	}
+	changed, err := s.o.Pause(sink, paused)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.log.Info(map[bool]string{true: "sink pause requested", false: "sink resume requested"}[paused],
+		"sink", sink, "changed", changed, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, SinkPause{Sink: sink, Paused: paused, Changed: changed})
+}

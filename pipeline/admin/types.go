@@ -30,6 +30,23 @@ type SinkStatus struct {
 	// delivery (ready, in flight or retrying) was received; absent when
 	// none waits. The handler fills it from [Options.Log] when it is 0.
 	OldestAgeSeconds float64 `json:"oldest_age_seconds,omitempty"`
+	// Breaker is the sink's circuit breaker: "closed", or "open" while
+	// the sink failed delivery.breaker_failures calls in a row and only
+	// probes are sent; empty when the sink is not dispatching.
+	Breaker string `json:"breaker,omitempty"`
+	// Paused is true while an operator holds the sink's delivery
+	// (POST /v1/sinks/{sink}/pause); kept across restarts. Absent when
+	// false.
+	Paused bool `json:"paused,omitempty"`
+}
+
+// SinkPause is the answer of POST /v1/sinks/{sink}/pause and
+// POST /v1/sinks/{sink}/resume.
+type SinkPause struct {
+	Sink   string `json:"sink"`
+	Paused bool   `json:"paused"`
+	// Changed is false when the sink already was in that state.
+	Changed bool `json:"changed"`
 }
 
 // ReadyCheck is one check behind GET /readyz.

@@ -176,11 +176,23 @@ type Sink struct {
 
 // Delivery configures batching and retries of one sink.
 type Delivery struct {
-	BatchMax    int      `toml:"batch_max"`
-	BatchWait   Duration `toml:"batch_wait"`
+	BatchMax  int      `toml:"batch_max"`
+	BatchWait Duration `toml:"batch_wait"`
+	// MaxAttempts sends an event to the dead-letter queue after that many
+	// failed deliveries; 0 (the default) means no limit: MaxAge decides.
 	MaxAttempts int      `toml:"max_attempts"`
 	BackoffMin  Duration `toml:"backoff_min"`
 	BackoffMax  Duration `toml:"backoff_max"`
+	// MaxAge sends an event to the dead-letter queue when it has been
+	// failing for longer than that (default 72h).
+	MaxAge Duration `toml:"max_age"`
+	// BreakerFailures failed calls in a row open the sink's circuit
+	// breaker (default 5); BreakerProbe is the first wait between probes
+	// of an open breaker (default 30s), doubling up to BackoffMax.
+	BreakerFailures int      `toml:"breaker_failures"`
+	BreakerProbe    Duration `toml:"breaker_probe"`
+	// Rate, if set ("50/s"), bounds the events delivered per second.
+	Rate Rate `toml:"rate"`
 }
 
 // Route is one [[route]]: every route whose When is true delivers the event
@@ -225,11 +237,14 @@ func Default() *Config {
 // DefaultDelivery returns the delivery settings a sink gets by default.
 func DefaultDelivery() Delivery {
 	return Delivery{
-		BatchMax:    500,
-		BatchWait:   Duration{20 * time.Millisecond},
-		MaxAttempts: 12,
-		BackoffMin:  Duration{time.Second},
-		BackoffMax:  Duration{10 * time.Minute},
+		BatchMax:        500,
+		BatchWait:       Duration{20 * time.Millisecond},
+		MaxAttempts:     0,
+		BackoffMin:      Duration{time.Second},
+		BackoffMax:      Duration{time.Hour},
+		MaxAge:          Duration{72 * time.Hour},
+		BreakerFailures: 5,
+		BreakerProbe:    Duration{30 * time.Second},
 	}
 }
 
@@ -249,14 +264,20 @@ func (c *Config) fillDefaults() {
 		if d.BatchWait.Duration == 0 {
 			d.BatchWait = def.BatchWait
 		}
-		if d.MaxAttempts == 0 {
-			d.MaxAttempts = def.MaxAttempts
-		}
 		if d.BackoffMin.Duration == 0 {
 			d.BackoffMin = def.BackoffMin
 		}
 		if d.BackoffMax.Duration == 0 {
 			d.BackoffMax = def.BackoffMax
+		}
+		if d.MaxAge.Duration == 0 {
+			d.MaxAge = def.MaxAge
+		}
+		if d.BreakerFailures == 0 {
+			d.BreakerFailures = def.BreakerFailures
+		}
+		if d.BreakerProbe.Duration == 0 {
+			d.BreakerProbe = def.BreakerProbe
 		}
 	}
 }

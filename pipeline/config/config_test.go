@@ -120,7 +120,11 @@ func TestParseValid(t *testing.T) {
 		{"source[1].dedup_window", c.Sources[1].DedupWindow.Duration, time.Hour},
 		{"sink[0].delivery default", c.Sinks[0].Delivery, DefaultDelivery()},
 		{"sink[1].batch_max", c.Sinks[1].Delivery.BatchMax, 10},
-		{"sink[1].max_attempts default", c.Sinks[1].Delivery.MaxAttempts, 12},
+		{"sink[1].max_attempts default (no limit)", c.Sinks[1].Delivery.MaxAttempts, 0},
+		{"sink[1].max_age default", c.Sinks[1].Delivery.MaxAge.Duration, 72 * time.Hour},
+		{"sink[1].breaker_failures default", c.Sinks[1].Delivery.BreakerFailures, 5},
+		{"sink[1].breaker_probe default", c.Sinks[1].Delivery.BreakerProbe.Duration, 30 * time.Second},
+		{"sink[1].rate default (none)", c.Sinks[1].Delivery.Rate.PerSecond, 0.0},
 		{"sink[1].backoff_max", c.Sinks[1].Delivery.BackoffMax.Duration, time.Hour},
 		{"route.to", strings.Join(c.Routes[0].To, ","), "archive,custom"},
 		{"file", c.File, "pipeline.toml"},
@@ -224,4 +228,44 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("Parse = nil, nil")
 		}
 	})
+}
+
+// TestDeliveryWritten checks that delivery keys written in a file keep
+// their meaning under the new defaults: max_attempts = 12 still gives up
+// after 12 attempts, and every new key is read as written.
+func TestDeliveryWritten(t *testing.T) {
+	const file = `
+[[source]]
+name = "s"
+path = "/hooks/s"
+auth = { type = "none" }
+
+[[sink]]
+name = "crm"
+plugin = "archive"
+delivery = { max_attempts = 12, backoff_max = "10m", max_age = "36h", breaker_failures = 3, breaker_probe = "5s", rate = "50/s" }
+`
+	c, err := Parse("pipeline.toml", []byte(file))
+	if err != nil {
+		t.Fatalf("Parse() = %v, want no error", err)
+	}
+	d := c.Sinks[0].Delivery
+	tests := []struct {
+		key       string
+		got, want any
+	}{
+		{"max_attempts", d.MaxAttempts, 12},
+		{"backoff_max", d.BackoffMax.Duration, 10 * time.Minute},
+		{"max_age", d.MaxAge.Duration, 36 * time.Hour},
+		{"breaker_failures", d.BreakerFailures, 3},
+		{"breaker_probe", d.BreakerProbe.Duration, 5 * time.Second},
+		{"rate", d.Rate.PerSecond, 50.0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Errorf("Parse() delivery.%s = %v, want %v", tt.key, tt.got, tt.want)
+			}
+		})
+	}
 }

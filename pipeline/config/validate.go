@@ -221,9 +221,13 @@ func (c *Config) checkSinks(p *problems) map[string]bool {
 		if d.BatchMax < 1 || d.BatchMax > 10000 {
 			p.at("sink", i, "batch_max", "%s: delivery.batch_max: %d is out of range 1..10000", what, d.BatchMax)
 		}
-		if d.MaxAttempts < 1 {
-			p.at("sink", i, "max_attempts", "%s: delivery.max_attempts: must be at least 1", what)
+		if d.MaxAttempts < 0 {
+			p.at("sink", i, "max_attempts", "%s: delivery.max_attempts: must be 0 (no limit: max_age decides) or more", what)
 		}
+		if d.BreakerFailures < 1 {
+			p.at("sink", i, "breaker_failures", "%s: delivery.breaker_failures: must be at least 1 (default 5)", what)
+		}
+
 		if d.BackoffMin.Duration <= 0 {
 			p.at("sink", i, "backoff_min", "%s: delivery.backoff_min: must be more than 0", what)
 		} else if d.BackoffMax.Duration < d.BackoffMin.Duration {

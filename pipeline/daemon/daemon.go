@@ -157,6 +157,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("close event log", "err", err)
 		}
 	}()
+	if d.sinks.pauses, err = loadPauses(cfg.Log.Dir); err != nil {
+		return err
+	}
 
 	// Plugins first: a sink that cannot start is a start-up error. Whatever
 	// started is installed, so that stopAll stops it on every path.
@@ -316,6 +319,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 			Sinks:                d.sinkStatus,
 			Log:                  d.db,
 			Reload:               func() error { return d.Reload(context.Background()) },
+			Pause:                d.pause,
 			Retarget:             d.retarget,
 			Token:                token,
 			AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -25,6 +26,7 @@ type sinks struct {
 	log     *slog.Logger
 	db      pipeline.Log
 	metrics *metrics.Metrics
+	pauses  *pauses // the sinks an operator paused; set by Run
 
 	mu    sync.Mutex // guards order and byName; held for short sections only
 	order []string
@@ -41,7 +43,11 @@ type sinkRun struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
-	disp *dispatch.Dispatcher // nil when not dispatching
+	pauses *pauses
+
+	// disp is nil when not dispatching. Atomic: the admin API reads it
+	// (pause, status) while a reload replaces it.
+	disp atomic.Pointer[dispatch.Dispatcher]
 
 	mu        sync.Mutex // guards the delivery outcomes below
 	failure   string     // why the last failed delivery failed
@@ -87,6 +93,7 @@ func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery) *sinkRun {
 		q:        s.db.Queue(spec.Sink),
 		log:      s.log,
 		metrics:  s.metrics,
+		pauses:   s.pauses,
 	}
 }
 
@@ -131,13 +138,21 @@ func (sr *sinkRun) startDispatch() {
 		MaxAttempts: sr.delivery.MaxAttempts,
 		BackoffMin:  sr.delivery.BackoffMin.Duration,
 		BackoffMax:  sr.delivery.BackoffMax.Duration,
-		Logger:      sr.log.With("component", "dispatch"),
+		MaxAge:      sr.delivery.MaxAge.Duration,
+
+		BreakerFailures: sr.delivery.BreakerFailures,
+		BreakerProbe:    sr.delivery.BreakerProbe.Duration,
+		Rate:            sr.delivery.Rate.PerSecond,
+		Paused:          sr.pauses.is(sr.name),
+		OnBreaker:       func(open bool) { sr.metrics.SinkBreaker(sr.name, open) },
+		Logger:          sr.log.With("component", "dispatch"),
 		Observe: func(r dispatch.Report) {
 			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
 			sr.observe(r)
 		},
 	})
-	sr.disp = disp
+	sr.metrics.SinkBreaker(sr.name, false)
+	sr.disp.Store(disp)
 	go func() {
 		if err := disp.Run(context.Background()); err != nil {
 			sr.log.Error("dispatcher stopped", "sink", sr.name, "err", err)
@@ -149,14 +164,15 @@ func (sr *sinkRun) startDispatch() {
 // or when ctx ends: then that batch is given up (its events are delivered
 // again after a restart) and the dispatcher ends on its own soon after.
 func (sr *sinkRun) stopDispatch(ctx context.Context) {
-	if sr.disp == nil {
+	disp := sr.disp.Load()
+	if disp == nil {
 		return
 	}
-	if err := sr.disp.Stop(ctx); err != nil {
+	if err := disp.Stop(ctx); err != nil {
 		sr.log.Warn("dispatcher did not settle its batch in time; its events will be delivered again after a restart",
 			"sink", sr.name, "err", err)
 	}
-	sr.disp = nil
+	sr.disp.Store(nil)
 }
 
 // stopPlugin stops the plugin process (Close, then kill).
@@ -288,6 +304,13 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 			ss.Plugin, ss.PID, ss.PluginReason = st.State, st.PID, st.Reason
 		}
 		ss.LastError, ss.LastErrorAt = sr.lastError(st)
+		ss.Paused = sr.pauses.is(sr.name)
+		if disp := sr.disp.Load(); disp != nil {
+			ss.Breaker = "closed"
+			if disp.Status().Open {
+				ss.Breaker = "open"
+			}
+		}
 		qs, err := sr.q.Stats(ctx)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
@@ -300,4 +323,37 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 		out = append(out, ss)
 	}
 	return out, errors.Join(errs...)
+}
+
+// pause pauses or resumes sink's delivery: kept in the pause file first,
+// then applied to its dispatcher. It reports whether the state changed.
+func (s *sinks) pause(sink string, paused bool) (bool, error) {
+	s.mu.Lock()
+	sr := s.by[sink]
+	s.mu.Unlock()
+	if sr == nil {
+		return false, fmt.Errorf("unknown sink %q", sink)
+	}
+	if s.pauses == nil {
+		return false, errors.New("pipelined is not running")
+	}
+	changed, err := s.pauses.set(sink, paused)
+	if err != nil {
+		return false, err
+	}
+	if disp := sr.disp.Load(); disp != nil {
+		if paused {
+			disp.Pause()
+		} else {
+			disp.Resume()
+		}
+	}
+	if changed {
+		if paused {
+			s.log.Info("sink paused: delivery holds until resumed (kept across restarts)", "sink", sink)
+		} else {
+			s.log.Info("sink resumed", "sink", sink)
+		}
+	}
+	return changed, nil
 }

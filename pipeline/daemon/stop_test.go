@@ -120,7 +120,7 @@ func TestStopDispatchIsBounded(t *testing.T) {
 	if took := time.Since(t0); took > deadline+slack {
 		t.Errorf("stopDispatch took %v, want at most %v past its %v deadline", took, slack, deadline)
 	}
-	if sr.disp != nil {
+	if sr.disp.Load() != nil {
 		t.Errorf("sink still has a dispatcher after stopDispatch")
 	}
 	st, err := l.Log.Queue("s").Stats(context.Background())

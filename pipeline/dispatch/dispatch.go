@@ -2,8 +2,20 @@
 // BatchMax entries (waiting up to BatchWait to fill one), one Deliver call
 // per batch, and per event the plugin's outcome: delivered entries are
 // acknowledged, failures are retried with exponential backoff and jitter,
-// and what failed permanently or ran out of attempts goes to the sink's
-// dead-letter queue (P2). A sink that is down only delays its own queue.
+// and what failed permanently, ran out of attempts or kept failing longer
+// than MaxAge goes to the sink's dead-letter queue (P2). A sink that is
+// down only delays its own queue.
+//
+// # Outages
+//
+// After BreakerFailures failed calls in a row the sink's circuit breaker
+// opens: the dispatcher takes no more batches and sends one probe (a batch
+// of the oldest ready entry) every BreakerProbe, the interval doubling up
+// to BackoffMax. A failed probe costs its event no attempt toward
+// MaxAttempts and makes it ready again at once; the first probe that does
+// not fail closes the breaker. An operator can also pause a dispatcher
+// ([Dispatcher.Pause]); a paused one takes nothing until resumed. Rate
+// bounds the events handed to the plugin per second.
 package dispatch
 
 import (
@@ -11,8 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/internal/backoff"
@@ -58,16 +73,48 @@ type Options struct {
 	BatchMax  int
 	BatchWait time.Duration
 	// MaxAttempts is how many deliveries an entry gets before it goes to
-	// the dead-letter queue.
+	// the dead-letter queue. Zero means no limit.
 	MaxAttempts int
+	// MaxAge sends an entry to the dead-letter queue when it fails and
+	// its first failure seen by this dispatcher is at least MaxAge ago
+	// (wall time: an open breaker or a pause does not make it age
+	// faster). The first failure is remembered in memory only, so a
+	// restart of the daemon, or a new dispatcher after a reload, starts
+	// the clock again: it can postpone the dead-letter queue, never
+	// hasten it. Zero means no limit.
+	MaxAge time.Duration
 	// BackoffMin and BackoffMax bound the delay before a retry.
 	BackoffMin, BackoffMax time.Duration
 	// CallTimeout bounds one Deliver call. Zero means 60 s.
 	CallTimeout time.Duration
+	// BreakerFailures is how many failed calls in a row open the circuit
+	// breaker. A call fails when the plugin call fails as a whole or every
+	// event of the batch is to be retried. Zero means no breaker.
+	BreakerFailures int
+	// BreakerProbe is the wait before the first probe of an open breaker;
+	// it doubles after each failed probe, up to BackoffMax. Zero means 30 s.
+	BreakerProbe time.Duration
+	// Rate, when more than zero, bounds the events handed to the plugin
+	// per second (a token bucket holding one second's worth, at least 1);
+	// batches are cut to that size.
+	Rate float64
+	// Paused starts the dispatcher paused (see [Dispatcher.Pause]).
+	Paused bool
 	// Logger receives delivery failures.
 	Logger *slog.Logger
 	// Observe, if set, is called after each settled batch; for metrics.
 	Observe func(Report)
+	// OnBreaker, if set, is called when the breaker opens (true) or closes
+	// (false); for metrics. It is called from Run's goroutine.
+	OnBreaker func(open bool)
+}
+
+// Status is a dispatcher's state as [Dispatcher.Status] reports it.
+type Status struct {
+	// Open is true while the circuit breaker is open.
+	Open bool
+	// Paused is true while an operator holds delivery.
+	Paused bool
 }
 
 // Report counts the outcomes of one batch.
@@ -88,6 +135,19 @@ type Dispatcher struct {
 	stopping              chan struct{} // closed by Stop: take no more entries
 	abandon               chan struct{} // closed when Stop's ctx ends: give up the batch in flight
 	done                  chan struct{} // closed when Run returns
+	limiter               *rate.Limiter // nil: no rate
+
+	mu     sync.Mutex    // guards the fields below
+	open   bool          // the breaker is open
+	paused bool          // an operator holds delivery
+	wake   chan struct{} // closed and replaced when paused changes
+	// cancelFetch ends the ctx of the Fetch in progress (see pausedCtx).
+	cancelFetch context.CancelFunc
+
+	// firstFail maps the seq of an entry that is failing to the time of
+	// its first failure seen; only Run's goroutine uses it. It holds at
+	// most the entries waiting for a retry.
+	firstFail map[uint64]time.Time
 }
 
 // errStopDeadline is the cause of the context of a batch that [Dispatcher.Stop]
@@ -99,8 +159,11 @@ func New(o Options) *Dispatcher {
 	if o.BatchMax <= 0 {
 		o.BatchMax = 500
 	}
-	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = 12
+	if o.MaxAttempts < 0 {
+		o.MaxAttempts = 0
+	}
+	if o.BreakerProbe <= 0 {
+		o.BreakerProbe = 30 * time.Second
 	}
 	if o.BackoffMin <= 0 {
 		o.BackoffMin = time.Second
@@ -114,7 +177,102 @@ func New(o Options) *Dispatcher {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{o: o, stopping: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{})}
+	d := &Dispatcher{o: o, stopping: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}),
+		paused: o.Paused, wake: make(chan struct{}), firstFail: map[uint64]time.Time{}}
+	if o.Rate > 0 {
+		burst := max(1, int(math.Ceil(o.Rate)))
+		d.limiter = rate.NewLimiter(rate.Limit(o.Rate), burst)
+		d.o.BatchMax = min(d.o.BatchMax, burst)
+	}
+	return d
+}
+
+// Pause holds delivery: Run takes no more entries until [Dispatcher.Resume]
+// (a batch already taken is finished and settled). It reports whether the
+// dispatcher was running before. Safe for concurrent use.
+func (d *Dispatcher) Pause() bool { return d.setPaused(true) }
+
+// Resume ends a [Dispatcher.Pause]. It reports whether the dispatcher was
+// paused. Safe for concurrent use.
+func (d *Dispatcher) Resume() bool { return d.setPaused(false) }
+
+func (d *Dispatcher) setPaused(p bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.paused == p {
+		return false
+	}
+	d.paused = p
+	if p && d.cancelFetch != nil {
+		d.cancelFetch()
+	}
+	close(d.wake)
+	d.wake = make(chan struct{})
+	return true
+}
+
+// Status reports the breaker and pause state. Safe for concurrent use.
+func (d *Dispatcher) Status() Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return Status{Open: d.open, Paused: d.paused}
+}
+
+// waitResumed waits while the dispatcher is paused; false when ctx ended.
+func (d *Dispatcher) waitResumed(ctx context.Context) bool {
+	for {
+		d.mu.Lock()
+		paused, wake := d.paused, d.wake
+		d.mu.Unlock()
+		if !paused {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-wake:
+		}
+	}
+}
+
+// pausedCtx returns a ctx that ends with ctx or when the dispatcher is
+// paused (Pause cancels it before it returns), so a Fetch waiting for
+// entries gives up at Pause. The caller calls cancel after its Fetch.
+func (d *Dispatcher) pausedCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	pctx, cancel := context.WithCancel(ctx)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.paused {
+		cancel()
+		return pctx, cancel
+	}
+	d.cancelFetch = cancel
+	return pctx, func() {
+		d.mu.Lock()
+		d.cancelFetch = nil
+		d.mu.Unlock()
+		cancel()
+	}
+}
+
+// setOpen records a breaker change, logs it once and tells OnBreaker.
+func (d *Dispatcher) setOpen(open bool, probe time.Duration) {
+	d.mu.Lock()
+	changed := d.open != open
+	d.open = open
+	d.mu.Unlock()
+	if !changed {
+		return
+	}
+	if open {
+		d.o.Logger.Warn("sink circuit breaker opened: deliveries wait, probing the sink",
+			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String())
+	} else {
+		d.o.Logger.Info("sink circuit breaker closed: deliveries resume", "sink", d.o.Sink)
+	}
+	if d.o.OnBreaker != nil {
+		d.o.OnBreaker(open)
+	}
 }
 
 // Run delivers until ctx is done or [Dispatcher.Stop] is called; call it
@@ -144,7 +302,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-finish.Done():
 		}
 	})
+	failures := 0 // failed calls in a row
+	probe := d.o.BreakerProbe
 	for {
+		if !d.waitResumed(ctx) {
+			return nil
+		}
 		if st, ok := d.o.Deliverer.(Starter); ok {
 			if err := st.Start(ctx); err != nil {
 				if ctx.Err() != nil {
@@ -157,7 +320,26 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				continue
 			}
 		}
-		batch, err := d.fetch(ctx)
+		open := d.Status().Open
+		if open && !sleep(ctx, probe) {
+			return nil
+		}
+		fctx, cancel := d.pausedCtx(ctx)
+		if fctx.Err() != nil {
+			cancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue // paused: wait for Resume at the loop's start
+		}
+		var batch []pipeline.Delivery
+		var err error
+		if open {
+			batch, err = d.o.Queue.Fetch(fctx, 1) // the probe: the oldest ready entry
+		} else {
+			batch, err = d.fetch(fctx)
+		}
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -165,13 +347,29 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			if errors.Is(err, pipeline.ErrClosed) {
 				return err
 			}
+			if fctx.Err() != nil {
+				continue // paused while waiting
+			}
 			d.o.Logger.Error("read sink queue failed", "sink", d.o.Sink, "err", err)
 			if !sleep(ctx, time.Second) {
 				return nil
 			}
 			continue
 		}
-		d.deliver(finish, batch)
+		failed := d.deliver(finish, batch, open)
+		switch {
+		case open && failed:
+			probe = min(2*probe, max(d.o.BackoffMax, d.o.BreakerProbe))
+		case failed:
+			failures++
+			if d.o.BreakerFailures > 0 && failures >= d.o.BreakerFailures {
+				probe = d.o.BreakerProbe
+				d.setOpen(true, probe)
+			}
+		default:
+			failures = 0
+			d.setOpen(false, 0)
+		}
 	}
 }
 
@@ -212,8 +410,10 @@ func (d *Dispatcher) fetch(ctx context.Context) ([]pipeline.Delivery, error) {
 }
 
 // deliver sends batch to the plugin and settles every entry. ctx ends only
-// when Stop gives up on the batch.
-func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery) {
+// when Stop gives up on the batch. probe says the batch is a probe of an
+// open breaker. It reports whether the call failed: the plugin call failed
+// as a whole, or every event is to be retried.
+func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, probe bool) (failed bool) {
 	events := make([]sdk.Event, len(batch))
 	for i, e := range batch {
 		events[i] = sdk.Event{
@@ -226,6 +426,10 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery) {
 			Transformed: e.Payload,
 			Attempt:     e.Attempt,
 		}
+	}
+	if d.limiter != nil {
+		// len(batch) is at most the bucket's size, so the reservation holds.
+		sleep(ctx, d.limiter.ReserveN(time.Now(), len(batch)).Delay())
 	}
 	start := time.Now()
 	// The call is not bound to Run's ctx: a batch in flight at shutdown is
@@ -250,6 +454,7 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery) {
 		return delays[attempt]
 	}
 	settle := make([]pipeline.Settlement, len(batch))
+	retried := 0 // results that ask for a retry, whatever became of them
 	for i, e := range batch {
 		res := sdk.Delivered()
 		switch {
@@ -258,7 +463,10 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery) {
 		case results != nil:
 			res = results[i]
 		}
-		settle[i] = d.settlement(e, res, now, delay)
+		if !res.IsDelivered() && !res.IsPermanent() {
+			retried++
+		}
+		settle[i] = d.settlement(e, res, now, delay, probe)
 		switch settle[i].Outcome {
 		case pipeline.Ack:
 			rep.Delivered++
@@ -270,13 +478,17 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery) {
 			rep.Failure = settle[i].Err
 		}
 	}
-	if err != nil {
+	switch {
+	case err != nil && probe:
+		d.o.Logger.Debug("breaker probe failed", "sink", d.o.Sink, "err", err)
+	case err != nil:
 		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", len(batch), "err", err)
 	}
 	d.settle(ctx, settle)
 	if d.o.Observe != nil {
 		d.o.Observe(rep)
 	}
+	return len(batch) > 0 && retried == len(batch)
 }
 
 // call hands events to the plugin. A batch too large for the plugin
@@ -315,9 +527,20 @@ func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result
 	return out, nil
 }
 
-// settlement turns one plugin result into a queue outcome.
-func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration) pipeline.Settlement {
+// settlement turns one plugin result into a queue outcome. A failed probe
+// (probe set) costs no attempt toward MaxAttempts and is ready again at
+// once, for the next probe.
+func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration, probe bool) pipeline.Settlement {
 	s := pipeline.Settlement{Seq: e.Seq}
+	failingFor := time.Duration(0)
+	if _, retry := res.IsRetry(); retry || !(res.IsDelivered() || res.IsPermanent()) {
+		first, ok := d.firstFail[e.Seq]
+		if !ok {
+			first = now
+			d.firstFail[e.Seq] = now
+		}
+		failingFor = now.Sub(first)
+	}
 	errText := func() string {
 		if res.Err() != nil {
 			return res.Err().Error()
@@ -331,10 +554,16 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		s.Outcome, s.Err = pipeline.Dead, "permanent failure: "+errText()
 		d.o.Logger.Warn("event failed permanently, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", s.Err)
-	case retry && e.Attempt >= d.o.MaxAttempts:
+	case retry && d.o.MaxAge > 0 && failingFor >= d.o.MaxAge:
+		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after failing for %v (%d attempts): %s", failingFor.Round(time.Second), e.Attempt, errText())
+		d.o.Logger.Warn("event failed for longer than max_age, moved to the dead-letter queue",
+			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "failing_for", failingFor, "err", errText())
+	case retry && !probe && d.o.MaxAttempts > 0 && e.Attempt >= d.o.MaxAttempts:
 		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after %d attempts: %s", e.Attempt, errText())
 		d.o.Logger.Warn("event ran out of attempts, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", errText())
+	case retry && probe:
+		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now
 	case retry:
 		if after <= 0 {
 			after = delay(e.Attempt)
@@ -343,6 +572,12 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 	default:
 		s.Outcome, s.Err = pipeline.Retry, "plugin gave an invalid result: "+res.String()
 		s.RetryAt = now.Add(delay(e.Attempt))
+		if probe {
+			s.RetryAt = now
+		}
+	}
+	if s.Outcome != pipeline.Retry {
+		delete(d.firstFail, e.Seq)
 	}
 	return s
 }

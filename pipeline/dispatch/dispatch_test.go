@@ -114,6 +114,7 @@ type spyQueue struct {
 	pipeline.Queue
 
 	mu      sync.Mutex
+	calls   int // Fetch calls started
 	fetches int // Fetch calls that returned entries
 	fetched []pipeline.Delivery
 	settles []settleCall
@@ -125,6 +126,9 @@ type settleCall struct {
 }
 
 func (q *spyQueue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error) {
+	q.mu.Lock()
+	q.calls++
+	q.mu.Unlock()
 	ds, err := q.Queue.Fetch(ctx, max)
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -142,6 +146,13 @@ func (q *spyQueue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 	defer q.mu.Unlock()
 	q.settles = append(q.settles, settleCall{at: at, s: slices.Clone(s)})
 	return err
+}
+
+// fetchCalls counts the Fetch calls started.
+func (q *spyQueue) fetchCalls() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.calls
 }
 
 func (q *spyQueue) snapshot() (fetches int, fetched []pipeline.Delivery, settles []settleCall) {

@@ -90,6 +90,7 @@ type Metrics struct {
 
 	pluginRestarts *prometheus.CounterVec
 	sinkUp         *prometheus.GaugeVec
+	breakerOpen    *prometheus.GaugeVec
 	reloads        *prometheus.CounterVec
 	reloadOK       prometheus.Gauge
 
@@ -168,6 +169,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pipelined_sink_up",
 			Help: "1 while a sink's plugin process runs, 0 while it is starting, waiting to be restarted, failed or stopped, by sink.",
 		}, []string{"sink"}),
+		breakerOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pipelined_sink_breaker_open",
+			Help: "1 while the sink's circuit breaker is open (delivery.breaker_failures failed calls in a row: only probes are sent), else 0, by sink.",
+		}, []string{"sink"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipelined_reloads_total",
 			Help: "Configuration reloads, by result (ok, or failed: the old configuration keeps running).",
@@ -189,7 +194,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.ingestRequests, m.ingestDuration, m.routeMatches, m.ruleErrors, m.dedupErrors,
 		m.writerBatch, m.writerCommit, m.writerFailure,
 		m.deliveries, m.deliveryFailures, m.deliveryDuration, m.deliveryBatch,
-		m.pluginRestarts, m.sinkUp, m.reloads, m.reloadOK,
+		m.pluginRestarts, m.sinkUp, m.breakerOpen, m.reloads, m.reloadOK,
 		m.rejectionsDropped,
 		m.state,
 	)
@@ -346,6 +351,19 @@ func (m *Metrics) InitSink(sink string) {
 	}
 	m.deliveryFailures.WithLabelValues(sink)
 	m.pluginRestarts.WithLabelValues(sink)
+	m.breakerOpen.WithLabelValues(sink)
+}
+
+// SinkBreaker records whether sink's circuit breaker is open.
+func (m *Metrics) SinkBreaker(sink string, open bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if open {
+		v = 1
+	}
+	m.breakerOpen.WithLabelValues(sink).Set(v)
 }
 
 // SetQueueSource sets the function that reports every sink's queue at

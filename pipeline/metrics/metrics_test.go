@@ -33,6 +33,7 @@ func TestNilIsSafe(t *testing.T) {
 	m.PluginRestart("k")
 	m.Reload(nil)
 	m.InitSink("k")
+	m.SinkBreaker("k", true)
 	m.SetQueueSource(nil)
 	m.SetLogSize(nil)
 	rec := httptest.NewRecorder()
@@ -263,4 +264,28 @@ func TestTwoNewOnOneRegistryPanics(t *testing.T) {
 		}
 	}()
 	New(reg)
+}
+
+// TestSinkBreaker checks pipelined_sink_breaker_open{sink} follows the
+// breaker: 0 from InitSink, 1 while open, 0 once closed.
+func TestSinkBreaker(t *testing.T) {
+	m, _ := newMetrics(t)
+	m.InitSink("crm")
+	steps := []struct {
+		name string
+		set  func()
+		want float64
+	}{
+		{"initial", func() {}, 0},
+		{"opened", func() { m.SinkBreaker("crm", true) }, 1},
+		{"closed", func() { m.SinkBreaker("crm", false) }, 0},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			st.set()
+			if got := testutil.ToFloat64(m.breakerOpen.WithLabelValues("crm")); got != st.want {
+				t.Errorf("pipelined_sink_breaker_open{sink=\"crm\"} = %v, want %v", got, st.want)
+			}
+		})
+	}
 }

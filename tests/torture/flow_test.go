@@ -16,14 +16,17 @@ import (
 
 // TestSinkOutage: the HTTP receiver answers 503 for a while, then
 // recovers. Everything is delivered, retries follow the configured backoff
-// (measured), and nothing reaches the DLQ (max_attempts is high).
+// (measured), and nothing reaches the DLQ (max_attempts is high). The
+// circuit breaker is kept shut (breaker_failures very high) so that the
+// backoff itself is what is measured; TestSinkOutageBeyondBudget runs the
+// breaker.
 func TestSinkOutage(t *testing.T) {
 	outage := scale(5*time.Second, 60*time.Second)
 	const bmin, bmax = 250 * time.Millisecond, 2 * time.Second
 	w := newWorld(t)
 	w.recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
 	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
-		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = %q, backoff_max = %q, max_attempts = 1000 }`, bmin, bmax),
+		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = %q, backoff_max = %q, max_attempts = 1000, breaker_failures = 1000000 }`, bmin, bmax),
 	}))
 	mem := newMemWatch(t)
 	d := harness.Start(t, cfg)
@@ -83,14 +86,16 @@ func TestSinkOutage(t *testing.T) {
 }
 
 // TestSinkOutageDLQ: with a small max_attempts, the DLQ holds exactly the
-// events that failed, and `pipelined dlq retry` then delivers them.
+// events that failed, and `pipelined dlq retry` then delivers them. The
+// breaker is kept shut (breaker_failures very high): with it, probes would
+// spend no attempts and the DLQ would fill at the probe's pace.
 func TestSinkOutageDLQ(t *testing.T) {
 	n := scale(30, 300)
 	const attempts = 3
 	w := newWorld(t)
 	w.recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
 	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
-		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "100ms", max_attempts = %d }`, attempts),
+		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = "100ms", max_attempts = %d, breaker_failures = 1000000 }`, attempts),
 	}))
 	mem := newMemWatch(t)
 	d := harness.Start(t, cfg)
@@ -169,6 +174,72 @@ func TestSinkOutageDLQ(t *testing.T) {
 	addRow(t, row{Scenario: fmt.Sprintf("3b. sink outage, max_attempts %d, then dlq retry", attempts), Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
 		Recover: fmt.Sprintf("dlq retry → all delivered in %v", took.Round(time.Millisecond)), MemPeak: mem.String(),
 		Note: fmt.Sprintf("DLQ held exactly the %d failed events (%d attempts each)", len(failed), attempts)})
+}
+
+// TestSinkOutageBeyondBudget: an outage longer than the old retry budget
+// (12 attempts, backoff up to backoff_max) with the defaults' shape, scaled
+// down: no max_attempts, max_age far away, the breaker after 5 failed
+// calls. Nothing reaches the DLQ, the breaker opens and closes once each
+// (one log line each), the CRM sees few requests while it is down, and
+// everything is delivered soon after it returns.
+func TestSinkOutageBeyondBudget(t *testing.T) {
+	const bmax, probe = 500 * time.Millisecond, 250 * time.Millisecond
+	oldBudget := 12 * bmax // the most 12 attempts could wait at this scale
+	outage := scale(2*oldBudget, 60*time.Second)
+	w := newWorld(t)
+	w.recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
+	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
+		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = "50ms", backoff_max = %q, max_age = "1h", breaker_probe = %q }`, bmax, probe),
+	}))
+	mem := newMemWatch(t)
+	d := harness.Start(t, cfg)
+	mem.watch(d.PID())
+	l := harness.StartLoad(t, harness.LoadOptions{Clients: 4, Prefix: "beyond", Sinks: standardSinks, Pause: 20 * time.Millisecond}, d.URL)
+	if err := harness.WaitFor(30*time.Second, func() error {
+		if st := d.Sinks(t)["crm"]; st.Breaker != "open" {
+			return fmt.Errorf("crm breaker = %q, want open", st.Breaker)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(outage) // the outage itself: its length is the scenario
+	requests := 0
+	for _, ts := range w.recv.Attempts() {
+		requests += len(ts)
+	}
+	if dl := d.DeadLetters(t, "crm"); len(dl) != 0 {
+		t.Errorf("crm DLQ holds %d events during an outage of %v (old budget %v), want 0", len(dl), outage, oldBudget)
+	}
+	w.recv.SetAnswer(harness.Answer(http.StatusOK))
+	recovered := time.Now()
+	l.WaitCount(t, l.Count()+20, 30*time.Second)
+	events := l.Finish()
+	p := w.prove(t, events, outage+60*time.Second)
+	var lastDelivery time.Time
+	for _, ts := range w.recv.Attempts() {
+		if last := ts[len(ts)-1]; last.After(lastDelivery) {
+			lastDelivery = last
+		}
+	}
+	if dl := d.DeadLetters(t, "crm"); len(dl) != 0 {
+		t.Errorf("crm DLQ holds %d events after the outage, want 0: %+v", len(dl), dl[:min(3, len(dl))])
+	}
+	for _, msg := range []string{"sink circuit breaker opened", "sink circuit breaker closed"} {
+		if n := strings.Count(d.Log(), msg); n != 1 {
+			t.Errorf("log has %d lines %q, want 1", n, msg)
+		}
+	}
+	// Drained within the longest probe interval (backoff_max) plus the
+	// time to deliver the backlog.
+	drained := lastDelivery.Sub(recovered)
+	if drained > bmax+10*time.Second {
+		t.Errorf("backlog drained %v after the CRM returned, want within the probe interval %v and delivery time", drained, bmax)
+	}
+	addRow(t, row{Scenario: fmt.Sprintf("3c. outage longer than the retry budget: 503 for %v (12 attempts ≤ %v)", outage, oldBudget),
+		Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
+		Recover: fmt.Sprintf("backlog drained %v after recovery", drained.Round(time.Millisecond)), MemPeak: mem.String(),
+		Note: fmt.Sprintf("breaker opened once; %d CRM requests during the outage; DLQ 0", requests)})
 }
 
 // poisonBody builds a CallKaro event of one kind:

@@ -1,0 +1,307 @@
+package dispatch_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// switchSink is a fakeSink that is down (every call fails as a whole)
+// until set up.
+type switchSink struct {
+	fakeSink
+	up atomic.Bool
+}
+
+func newSwitchSink() *switchSink {
+	s := &switchSink{}
+	s.answer = func(int, []sdk.Event) ([]sdk.Result, error) {
+		if !s.up.Load() {
+			return nil, errors.New("dial tcp 127.0.0.1:443: connection refused")
+		}
+		return nil, nil
+	}
+	return s
+}
+
+// breakerLog records OnBreaker calls.
+type breakerLog struct {
+	mu      sync.Mutex
+	changes []bool
+	at      []time.Time
+}
+
+func (b *breakerLog) record(open bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.changes = append(b.changes, open)
+	b.at = append(b.at, time.Now())
+}
+
+func (b *breakerLog) get() []bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.changes)
+}
+
+// delivered returns the ids of the events of successful calls, in the
+// order the sink got them, each once.
+func delivered(s *switchSink, upFrom int) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, b := range s.calls()[upFrom:] {
+		for _, e := range b {
+			if !seen[e.ID] {
+				seen[e.ID] = true
+				out = append(out, e.ID)
+			}
+		}
+	}
+	return out
+}
+
+// TestMaxAge checks that with no attempt limit an event that keeps failing
+// goes to the dead-letter queue once it has been failing for MaxAge, with
+// a reason that says so, and not before.
+func TestMaxAge(t *testing.T) {
+	const maxAge = 500 * time.Millisecond
+	l := memlog.New()
+	appendEvents(t, l, "ev", 1, "s")
+	q := &spyQueue{Queue: l.Queue("s")}
+	sink := &fakeSink{answer: each(sdk.Retry(0, errors.New("503 from the CRM")))}
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	o.MaxAge = maxAge
+	run(t, o)
+	waitStats(t, q, pipeline.QueueStats{Dead: 1})
+
+	sink.mu.Lock()
+	first, last := sink.returnedAt[0], sink.returnedAt[len(sink.returnedAt)-1]
+	sink.mu.Unlock()
+	if got := last.Sub(first); got < maxAge {
+		t.Errorf("dead-lettered %v after the first failure, want >= MaxAge %v", got, maxAge)
+	}
+	dl, err := q.DeadLetters(context.Background(), 0, 10)
+	if err != nil || len(dl) != 1 {
+		t.Fatalf("DeadLetters() = %d entries, %v, want 1", len(dl), err)
+	}
+	if dl[0].Attempts <= 5 {
+		t.Errorf("DeadLetters()[0].Attempts = %d, want more than the old 5 of options (MaxAttempts 0 is no limit)", dl[0].Attempts)
+	}
+	for _, sub := range []string{"gave up after failing for", "503 from the CRM"} {
+		if !strings.Contains(dl[0].Err, sub) {
+			t.Errorf("DeadLetters()[0].Err = %q, want it to contain %q", dl[0].Err, sub)
+		}
+	}
+}
+
+// TestBreakerOpensAndProbes checks that BreakerFailures failed calls in a
+// row open the breaker; that while open the dispatcher sends one probe of
+// one event at a time, at growing intervals, and that probes cost no
+// attempt toward MaxAttempts; and that the first good probe closes it.
+func TestBreakerOpensAndProbes(t *testing.T) {
+	const probe = 40 * time.Millisecond
+	l := memlog.New()
+	appendEvents(t, l, "ev", 1, "s")
+	q := l.Queue("s")
+	sink := newSwitchSink()
+	var bl breakerLog
+	o := options(q, sink)
+	// One event: the five failed calls are its attempts 1..5, and the
+	// probes its attempts 6.., past MaxAttempts.
+	o.MaxAttempts = 6
+	o.BackoffMin, o.BackoffMax = time.Millisecond, 4*probe
+	o.BreakerFailures = 5
+	o.BreakerProbe = probe
+	o.OnBreaker = bl.record
+	d, _ := start(t, o)
+
+	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
+	if got := len(sink.calls()); got != 5 {
+		t.Errorf("Deliver calls when the breaker opened = %d, want 5 (breaker_failures)", got)
+	}
+	waitFor(t, "four probes", func() bool { return len(sink.calls()) >= 9 })
+	calls := sink.calls()
+	sink.mu.Lock()
+	started := slices.Clone(sink.startedAt)
+	sink.mu.Unlock()
+	for i, want := range []time.Duration{probe, 2 * probe, 4 * probe, 4 * probe} {
+		call := 5 + i
+		if gap := started[call].Sub(started[call-1]); gap < want {
+			t.Errorf("probe %d came %v after the call before, want >= %v", i+1, gap, want)
+		}
+	}
+	if got := calls[8][0].Attempt; got != 9 {
+		t.Fatalf("fourth probe: Attempt = %d, want 9 (premise: the probes went past MaxAttempts %d)", got, o.MaxAttempts)
+	}
+	if st := stats(t, q); st.Dead != 0 {
+		t.Errorf("Stats().Dead = %d while the breaker is open, want 0 (probes spend no attempts)", st.Dead)
+	}
+
+	sink.up.Store(true)
+	waitStats(t, q, pipeline.QueueStats{})
+	if got, want := bl.get(), []bool{true, false}; !slices.Equal(got, want) {
+		t.Errorf("OnBreaker calls = %v, want %v (open once, closed once)", got, want)
+	}
+	if d.Status().Open {
+		t.Errorf("Status().Open = true after the sink came back, want false")
+	}
+}
+
+// TestOutageLongerThanRetryBudget runs the defaults' shape scaled down (no
+// attempt limit, MaxAge far away, backoff up to BackoffMax, breaker after
+// 5 failed calls) against a sink that is down for longer than the old
+// budget of 12 attempts from BackoffMin to BackoffMax: nothing is
+// dead-lettered, the calls during the outage are few, and everything is
+// delivered once the sink returns, new events in log order (P5).
+func TestOutageLongerThanRetryBudget(t *testing.T) {
+	const (
+		bmin, bmax = 5 * time.Millisecond, 50 * time.Millisecond
+		// The old budget: 12 attempts, each waiting at most bmax.
+		oldBudget = 12 * bmax
+	)
+	l := memlog.New()
+	before := appendEvents(t, l, "before", 20, "s")
+	q := l.Queue("s")
+	sink := newSwitchSink()
+	o := options(q, sink)
+	o.BatchMax = 8
+	o.MaxAttempts = 0
+	o.MaxAge = time.Hour
+	o.BackoffMin, o.BackoffMax = bmin, bmax
+	o.BreakerFailures = 5
+	o.BreakerProbe = 10 * time.Millisecond
+	d, _ := start(t, o)
+
+	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
+	during := appendEvents(t, l, "during", 20, "s")
+	down := time.Now()
+	waitFor(t, "an outage twice the old retry budget", func() bool { return time.Since(down) > 2*oldBudget })
+	if st := stats(t, q); st.Dead != 0 {
+		t.Fatalf("Stats().Dead = %d after an outage of %v, want 0", st.Dead, time.Since(down))
+	}
+	calls := sink.calls()
+	outageCalls := len(calls)
+	for i, b := range calls[5:] {
+		if len(b) != 1 {
+			t.Errorf("probe %d: batch of %d events, want 1", i+1, len(b))
+		}
+	}
+	// 5 failed calls, then probes at 10, 20, 40, 50, 50 ms...: far fewer
+	// than the 40 events × 12 attempts the old defaults would have spent.
+	if outageCalls > 5+int(2*oldBudget/(10*time.Millisecond)) {
+		t.Errorf("Deliver calls during the outage = %d, want few (one probe per interval)", outageCalls)
+	}
+
+	sink.up.Store(true)
+	waitStats(t, q, pipeline.QueueStats{})
+	got := delivered(sink, outageCalls)
+	if len(got) != len(before)+len(during) {
+		t.Fatalf("events delivered after the sink returned = %d, want %d", len(got), len(before)+len(during))
+	}
+	var gotDuring []string
+	for _, id := range got {
+		if strings.HasPrefix(id, "during") {
+			gotDuring = append(gotDuring, id)
+		}
+	}
+	if !slices.Equal(gotDuring, during) {
+		t.Errorf("events appended during the outage arrived in order %v, want log order %v", gotDuring, during)
+	}
+}
+
+// TestPause checks that a paused dispatcher takes nothing, also when Pause
+// came while it waited for entries, and that Resume delivers everything.
+func TestPause(t *testing.T) {
+	tests := []struct {
+		name        string
+		startPaused bool
+	}{
+		{"paused at start", true},
+		{"paused while waiting for entries", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := memlog.New()
+			q := &spyQueue{Queue: l.Queue("s")}
+			sink := &fakeSink{}
+			o := options(q, sink)
+			o.BatchWait = time.Millisecond
+			o.Paused = tt.startPaused
+			d, _ := start(t, o)
+			if !tt.startPaused {
+				// The queue is empty: the dispatcher waits in Fetch.
+				waitFor(t, "the dispatcher to wait for entries", func() bool { return q.fetchCalls() > 0 })
+				if !d.Pause() {
+					t.Fatalf("Pause() = false on a running dispatcher, want true")
+				}
+			}
+			if d.Pause() {
+				t.Errorf("Pause() = true on a paused dispatcher, want false")
+			}
+			if st := d.Status(); !st.Paused {
+				t.Fatalf("Status() = %+v, want Paused", st)
+			}
+			want := appendEvents(t, l, "ev", 5, "s")
+			// Nothing can show that an event is not taken but time: give
+			// the dispatcher many batch waits to take it.
+			time.Sleep(100 * time.Millisecond)
+			if fetches, _, _ := q.snapshot(); fetches != 0 || len(sink.calls()) != 0 {
+				t.Fatalf("paused: %d fetches, %d Deliver calls, want none", fetches, len(sink.calls()))
+			}
+			if !d.Resume() {
+				t.Fatalf("Resume() = false on a paused dispatcher, want true")
+			}
+			waitStats(t, q, pipeline.QueueStats{})
+			var got []string
+			for _, b := range sink.calls() {
+				got = append(got, ids(b)...)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("delivered after Resume = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestRate checks that Rate cuts batches to one second's worth and spaces
+// deliveries so that no more than Rate events per second (after the
+// initial bucket) reach the sink.
+func TestRate(t *testing.T) {
+	const rate = 100.0
+	l := memlog.New()
+	appendEvents(t, l, "ev", 150, "s")
+	q := l.Queue("s")
+	sink := &fakeSink{}
+	o := options(q, sink)
+	o.BatchMax = 500
+	o.Rate = rate
+	begin := time.Now()
+	run(t, o)
+	waitStats(t, q, pipeline.QueueStats{})
+	elapsed := time.Since(begin)
+
+	n := 0
+	for i, b := range sink.calls() {
+		if len(b) > int(rate) {
+			t.Errorf("call %d: batch of %d, want <= %v (one second's worth)", i+1, len(b), rate)
+		}
+		n += len(b)
+	}
+	if n != 150 {
+		t.Errorf("events delivered = %d, want 150", n)
+	}
+	// A full bucket (100) goes at once; the other 50 take 0.5 s at 100/s.
+	if want := 450 * time.Millisecond; elapsed < want {
+		t.Errorf("150 events at %v/s took %v, want >= %v", rate, elapsed, want)
+	}
+}

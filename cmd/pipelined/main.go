@@ -12,7 +12,7 @@
 //	pipelined version                     print the version
 //
 // check exits 0 when all is well, 78 (EX_CONFIG) when the configuration is
-// wrong (it prints every problem), 1 when something else failed (a plugin
+// wrong (serve too, at start) (it prints every problem), 1 when something else failed (a plugin
 // that crashed), 2 on a usage error.
 //
 // Without -c, pipelined reads ./pipeline.toml, or the built-in default
@@ -159,7 +159,7 @@ func serve(args []string, stderr io.Writer) int {
 	cfg, err := c.load(log)
 	if err != nil {
 		fmt.Fprintf(stderr, "pipelined serve: configuration is invalid:\n%v\n", err)
-		return 1
+		return exitConfig
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -182,6 +182,9 @@ func serve(args []string, stderr io.Writer) int {
 	log.Info("starting pipelined", "version", buildVersion(), "config", cfg.File)
 	if err := d.Run(ctx); err != nil {
 		log.Error("pipelined stopped", "err", err)
+		if errors.Is(err, pluginhost.ErrInvalidConfig) || errors.Is(err, pluginhost.ErrNotFound) {
+			return exitConfig // a sink's config or plugin name is wrong: restarting will not help
+		}
 		return 1
 	}
 	log.Info("pipelined stopped")

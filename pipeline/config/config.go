@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -39,6 +40,9 @@ type Config struct {
 	// files, when set, is where relative schema_file paths are read from
 	// instead of the directory of File (the built-in configuration).
 	files fs.FS
+	// base is the absolute directory of File, which relative paths resolve
+	// against; empty for the built-in configuration (the working directory).
+	base string
 
 	src []byte // the TOML text, to find lines for messages
 
@@ -265,7 +269,7 @@ func (c *Config) fillDefaults() {
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("read config: %w (a relative -c is relative to the working directory)", err)
 	}
 	return Parse(path, data)
 }
@@ -285,12 +289,18 @@ func ParseFS(file string, data []byte, files fs.FS) (*Config, error) {
 	c := Default()
 	c.File = file
 	c.files = files
+	if files == nil {
+		if abs, err := filepath.Abs(file); err == nil {
+			c.base = filepath.Dir(abs)
+		}
+	}
 	c.src = data
 	md, err := toml.Decode(string(data), c)
 	if err != nil {
 		return nil, c.decodeError(err)
 	}
 	c.fillDefaults()
+	c.resolvePaths()
 	var errs []error
 	errs = append(errs, c.unknownKeys(md)...)
 	plan, err := c.Compile()

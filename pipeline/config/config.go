@@ -132,6 +132,12 @@ type Source struct {
 	// Accept is an expression that must be true for an event to be
 	// accepted; false (or an error) is answered 422. Empty accepts all.
 	Accept string `toml:"accept"`
+	// Ignore is an expression evaluated after authentication and before
+	// Accept and SchemaFile: when true, the request is answered 200
+	// {"ignored": true, "reason": "..."} and neither stored nor routed (an
+	// event type this pipeline does not handle). An error counts as false.
+	// Empty ignores nothing.
+	Ignore string `toml:"ignore"`
 	// SchemaFile is a JSON Schema (draft 2020-12) every body must match,
 	// else 422. A relative path is relative to the directory of the
 	// configuration file (see [Config.ReadSchema]).

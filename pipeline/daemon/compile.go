@@ -38,6 +38,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 			Verifier:     sp.Verifier,
 			DedupHeader:  sp.DedupHeader,
 			Allow:        sp.Allow,
+			Ignore:       sp.Ignore,
 			Accept:       sp.Accept,
 			Schema:       sp.Schema,
 			KeepRejected: s.KeepRejected.Duration,

@@ -140,6 +140,13 @@ func TestSystemdInstallSteps(t *testing.T) {
 		t.Fatalf("POST the CallKaro sample = %d %+v, want 200 with an id", resp.StatusCode, ans)
 	}
 	harness.WaitArchived(t, filepath.Join(state, "data/archive"), []string{ans.ID}, 20*time.Second)
+
+	// The reference configuration acknowledges an event type it does not
+	// handle, so the sender does not retry it.
+	code, ignored, err := harness.Post(d.URL+"/hooks/callkaro", []byte(`{"event": "call_started", "data": {"callSid": "ck-new-type"}}`))
+	if err != nil || code != http.StatusOK || ignored["ignored"] != true {
+		t.Errorf("POST a call_started = %d %v %v, want 200 {\"ignored\": true, …}", code, ignored, err)
+	}
 	for _, p := range []string{"data/log", "data/events.db"} {
 		if _, err := os.Stat(filepath.Join(state, p)); err != nil {
 			t.Errorf("%s not under the state directory: %v", p, err)
@@ -147,5 +154,42 @@ func TestSystemdInstallSteps(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "etc/pipelined/data")); err == nil {
 		t.Errorf("the daemon wrote under /etc/pipelined/data; want /var/lib/pipelined only")
+	}
+}
+
+// TestServeExits78OnConfigError: the unit's RestartPreventExitStatus=78
+// holds for serve too, and the message names the base of a relative path.
+func TestServeExits78OnConfigError(t *testing.T) {
+	dir := t.TempDir()
+	file := harness.WriteConfig(t, dir, harness.Listeners("")+harness.CallKaroSource+`schema_file = "schemas/none.json"`+"\n")
+	cmd := exec.Command(harness.Bin(t, "pipelined"), "serve", "-c", file)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 78 {
+		t.Fatalf("pipelined serve with a missing schema = %v, want exit 78\n%s", err, out)
+	}
+	if want := "relative paths resolve against " + dir; !strings.Contains(string(out), want) {
+		t.Errorf("pipelined serve said:\n%s\nwant it to name the base: %q", out, want)
+	}
+}
+
+// TestMakeRunTakesConfig: `make run CONFIG=FILE` serves that file.
+func TestMakeRunTakesConfig(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-n", "run"}, "pipelined serve -c pipeline.toml"},
+		{[]string{"-n", "run", "CONFIG=/tmp/my.toml"}, "pipelined serve -c /tmp/my.toml"},
+	} {
+		cmd := exec.Command("make", tc.args...)
+		cmd.Dir = harness.Root()
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("make %s = %v\n%s\nwant it to run %q", strings.Join(tc.args, " "), err, out, tc.want)
+		}
 	}
 }

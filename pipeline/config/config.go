@@ -275,7 +275,10 @@ func (c *Config) fillDefaults() {
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w (a relative -c is relative to the working directory)", err)
+		if !filepath.IsAbs(path) && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("read config: %w (a relative -c is relative to the working directory)", err)
+		}
+		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(path, data)
 }

@@ -55,7 +55,9 @@ commands:
   dlq      list, retry or drop a sink's dead letters
   replay   re-enqueue a range of the log to a sink
   reload   make the running daemon reload its configuration
-  version  print the version
+  version  print the version (--json for scripts)
+
+Each command's -h prints its usage.
 
 flags of serve and check:
   -c FILE           configuration file (default ./pipeline.toml, else the built-in default)

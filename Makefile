@@ -12,7 +12,7 @@ all: build
 
 help:
 	@echo "make build   build bin/pipelined and bin/pipelined-sink-<name> for every plugin"
-	@echo "make run     build, then run the daemon on ./pipeline.toml (no outside service needed)"
+	@echo "make run     build, then run the daemon on ./pipeline.toml, or CONFIG=FILE (no outside service needed)"
 	@echo "make test    go vet, then every test with the race detector, end-to-end and PostgreSQL tests included"
 	@echo "make test-jetstream  the NATS JetStream cluster tests (3 servers, 2 daemons, kills): ~2 min"
 	@echo "make bench   durable ingest against a bare net/http handler and Benthos, as ratios (not part of test)"
@@ -25,8 +25,11 @@ build:
 	@for p in $(PLUGINS); do echo "$(GO) build -o $(BIN)/pipelined-sink-$$p ./cmd/pipelined-sink-$$p"; \
 		$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pipelined-sink-$$p ./cmd/pipelined-sink-$$p || exit 1; done
 
+# CONFIG= runs another file (a copy you edit); relative paths in it resolve
+# against its own directory.
+CONFIG ?= pipeline.toml
 run: build
-	$(BIN)/pipelined serve -c pipeline.toml
+	$(BIN)/pipelined serve -c $(CONFIG)
 
 vet:
 	$(GO) vet ./...

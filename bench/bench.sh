@@ -39,14 +39,18 @@ run bare http://127.0.0.1:9090/ 64
 run bare http://127.0.0.1:9090/ 8
 kill $BARE; wait $BARE 2>/dev/null || true
 
-# 2. pipelined, default config, in a scratch working directory
-# (data paths resolve against the working directory, the schema against the
-# config file's directory)
+# 2. pipelined, default config, copied into a scratch directory: relative
+# paths resolve against the config file's directory, so its data lands
+# there; examples/ is linked where the reference config and
+# bench/ingest-only.toml look for the CallKaro schema.
 REPO=$PWD
 CONFIG=$(realpath "${CONFIG:-$REPO/pipeline.toml}")
 daemon() { # name binary
 	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
-	(cd "$WORK/pl" && exec "$2" serve -c "$CONFIG" -log-level warn) & PL=$!
+	cp "$CONFIG" "$WORK/pl/pipeline.toml"
+	ln -sfn "$REPO/examples" "$WORK/pl/examples"
+	ln -sfn "$REPO/examples" "$WORK/examples"
+	(cd "$WORK/pl" && exec "$2" serve -c "$WORK/pl/pipeline.toml" -log-level warn) & PL=$!
 	wait_port 8080
 	# With sinks, the end-to-end mode: queue lag while loading, drain after.
 	local lag=()

@@ -34,8 +34,13 @@ for kb in $SIZES; do
 	wait_port 9090
 	"$WORK/load" run -url http://127.0.0.1:9090/ -c 64 -d "$DUR" -payload "$WORK/payload-$kb.json" -json > "$WORK/bare-$kb.json"
 	kill $BARE; wait $BARE 2>/dev/null || true
+	# A copy in a scratch directory: relative paths resolve against the
+	# config file's directory, so its data lands there (see bench.sh).
 	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
-	(cd "$WORK/pl" && exec "$REPO/bin/pipelined" serve -c "$CONFIG" -log-level warn) 2>/dev/null & PL=$!
+	cp "$CONFIG" "$WORK/pl/pipeline.toml"
+	ln -sfn "$REPO/examples" "$WORK/pl/examples"
+	ln -sfn "$REPO/examples" "$WORK/examples"
+	(cd "$WORK/pl" && exec "$REPO/bin/pipelined" serve -c "$WORK/pl/pipeline.toml" -log-level warn) 2>/dev/null & PL=$!
 	wait_port 8080
 	"$WORK/load" run -url http://127.0.0.1:8080/hooks/callkaro -c 64 -d "$DUR" -payload "$WORK/payload-$kb.json" -json > "$WORK/pl-$kb.json" || true
 	kill -TERM $PL; wait $PL 2>/dev/null || true

@@ -6,6 +6,7 @@ import (
 )
 
 // Rejection is a request that ingest refused (401, 400, 413, 415, 422),
+// or acknowledged without storing it (200, the source's ignore rule),
 // kept for a while so that an operator can see what a sender got wrong.
 // It never enters a sink queue.
 type Rejection struct {

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
 const adminUsage = `usage:
@@ -65,12 +67,59 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-// errUsage marks a usage error (exit 2); its text is printed with the usage.
-type errUsage struct{ msg string }
+// errUsage marks a usage error (exit 2); its text is printed with the
+// usage of the command (usage; adminUsage when empty).
+type errUsage struct{ msg, usage string }
 
 func (e errUsage) Error() string { return e.msg }
 
-func usageErr(format string, a ...any) error { return errUsage{fmt.Sprintf(format, a...)} }
+func usageErr(format string, a ...any) error { return errUsage{msg: fmt.Sprintf(format, a...)} }
+
+// errHelp is -h: its text, the command's usage, goes to stdout (exit 0).
+type errHelp struct{ usage string }
+
+func (e errHelp) Error() string { return "help requested" }
+
+// errJSON is a failure of a command run with --json: printed on stdout
+// as {"error": "...", "status": N} (status only for an API answer).
+type errJSON struct{ err error }
+
+func (e errJSON) Error() string { return e.err.Error() }
+func (e errJSON) Unwrap() error { return e.err }
+
+// cmdDoc says what each admin command does, under its usage lines.
+var cmdDoc = map[string]string{
+	"events": "Lists the events of the log (or, with --rejected, the refused requests kept by\nsources with keep_rejected), or shows one event with its headers and body.\n",
+	"sinks":  "Shows each sink: its plugin's state, its queue, the age of the oldest event\nwaiting, its dead letters and its last error.\n",
+	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue.\n",
+	"replay": "Re-enqueues the events of the log that were routed to the sink (all events\nwith --all-events) as retries due now; an event still queued for the sink is\nnot queued twice.\n",
+	"reload": "Makes the running daemon apply its configuration file again; a bad file is\nrefused and the running configuration stays.\n",
+}
+
+// cmdUsage returns the usage of one admin command: its lines of
+// adminUsage (every sub-command's when sub is empty), then its flags.
+func cmdUsage(cmd, sub string, fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString("usage:\n")
+	prefix := strings.TrimSpace("  pipelined " + cmd + " " + sub)
+	for _, line := range strings.Split(adminUsage, "\n") {
+		if t := strings.TrimSpace(line); t == prefix || strings.HasPrefix(t, prefix+" ") {
+			b.WriteString(line + "\n")
+		}
+	}
+	if doc := cmdDoc[cmd]; doc != "" {
+		b.WriteString("\n" + doc)
+	}
+	if fs != nil {
+		b.WriteString("\nflags:\n")
+		out := fs.Output()
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+		fs.SetOutput(out)
+	}
+	b.WriteString("\nTimes are RFC 3339 (2025-03-14T15:09:26Z) or a duration ago (90m, 24h).\nExit status: 0 ok, 1 the call failed, 2 usage error.\n")
+	return b.String()
+}
 
 // adminCLI runs one admin command: events, sinks, dlq, replay or reload.
 func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
@@ -78,7 +127,7 @@ func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
 	sub := ""
 	if cmd == "events" || cmd == "dlq" {
 		if len(args) == 0 {
-			fmt.Fprintf(stderr, "%s: missing command\n\n%s", name, adminUsage)
+			fmt.Fprintf(stderr, "%s: missing command\n\n%s", name, cmdUsage(cmd, "", nil))
 			return 2
 		}
 		sub, args = args[0], args[1:]
@@ -88,23 +137,42 @@ func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
 		sub, args = args[0], args[1:]
 		name += " " + sub
 	}
-	if sub == "help" || sub == "-h" || sub == "--help" {
-		fmt.Fprint(stdout, adminUsage)
+	if sub == "help" || sub == "-h" || sub == "-help" || sub == "--help" {
+		fmt.Fprint(stdout, cmdUsage(cmd, "", nil))
 		return 0
 	}
 	err := runAdmin(cmd, sub, name, args, stdout, stderr)
 	var ue errUsage
+	var he errHelp
+	var je errJSON
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, adminUsage)
+	case errors.As(err, &he):
+		fmt.Fprint(stdout, he.usage)
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "%s: %s\n\n%s", name, ue.msg, adminUsage)
+		if ue.usage == "" {
+			ue.usage = adminUsage
+		}
+		fmt.Fprintf(stderr, "%s: %s\n\n%s", name, ue.msg, ue.usage)
 		return 2
 	case errors.Is(err, errFlags):
+		fmt.Fprintf(stderr, "run %s -h for usage\n", name)
 		return 2
+	case errors.As(err, &je):
+		v := struct {
+			Error  string `json:"error"`
+			Status int    `json:"status,omitempty"`
+		}{Error: withHint(je.err).Error()}
+		var apiErr *admin.APIError
+		if errors.As(je.err, &apiErr) {
+			v.Error, v.Status = apiErr.Message, apiErr.Status
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetEscapeHTML(false)
+		enc.Encode(v)
+		return 1
 	}
 	fmt.Fprintf(stderr, "%s: %v\n", name, withHint(err))
 	return 1
@@ -124,14 +192,29 @@ func withHint(err error) error {
 	return err
 }
 
-// errFlags: the flag package printed the problem already.
+// errFlags: the flag package printed the problem already; adminCLI adds
+// where to find the usage.
 var errFlags = errors.New("bad flags")
 
-func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) error {
+func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintf(stderr, "run pipelined %s --help for usage\n", cmd) }
+	fs.Usage = func() {} // -h prints the usage on stdout; a bad flag, the hint below
 	var af adminFlags
+	defer func() {
+		var ue errUsage
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			err = errHelp{cmdUsage(cmd, sub, fs)}
+		case errors.As(err, &ue):
+			if ue.usage == "" {
+				ue.usage = cmdUsage(cmd, sub, fs)
+			}
+			err = ue
+		case err != nil && !errors.Is(err, errFlags) && af.asJSON:
+			err = errJSON{err}
+		}
+	}()
 	fs.StringVar(&af.cfgFile, "c", "", "configuration `file`")
 	fs.StringVar(&af.cfgFile, "config", "", "configuration `file` (same as -c)")
 	fs.StringVar(&af.adminURL, "admin", "", "admin API `URL`")
@@ -170,7 +253,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 	case cmd == "events" && sub == "show", cmd == "sinks", cmd == "reload":
 		// sinks pause|resume SINK take no flags of their own either.
 	default:
-		return usageErr("unknown command %q", sub)
+		return errUsage{msg: fmt.Sprintf("unknown command %q", sub), usage: cmdUsage(cmd, "", nil)}
 	}
 	var pos []string
 	for {
@@ -197,6 +280,13 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) er
 	for _, t := range []struct{ flag, v string }{{"--since", since}, {"--until", until}} {
 		if _, err := admin.ParseTime(t.v, now); err != nil {
 			return usageErr("%s: %v", t.flag, err)
+		}
+	}
+	if strings.TrimSpace(when) != "" {
+		// The daemon would refuse it too; a bad expression is the
+		// caller's mistake, so exit 2 with the usage, like a bad flag.
+		if _, err := rules.CompileBool(when); err != nil {
+			return usageErr("--when: %v", err)
 		}
 	}
 	c, err := af.client()
@@ -378,7 +468,7 @@ func (p *printer) list(get func(c *admin.Client) error, next *string, header str
 func (p *printer) eventsList(q url.Values) error {
 	var list admin.EventList
 	return p.list(func(c *admin.Client) (err error) { list, err = c.Events(context.Background(), q); return err }, &list.Next,
-		"ID\tSEQ\tRECEIVED\tSOURCE\tSINKS\tDEDUP KEY", func(w io.Writer) {
+		"ID\tSEQ\tRECEIVED_AT\tSOURCE\tSINKS\tDEDUP_KEY", func(w io.Writer) {
 			for _, e := range list.Events {
 				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Seq, fmtTime(e.ReceivedAt), e.Source, orDash(strings.Join(e.Sinks, ",")), orDash(e.DedupKey))
 			}
@@ -388,7 +478,7 @@ func (p *printer) eventsList(q url.Values) error {
 func (p *printer) rejectionsList(q url.Values) error {
 	var list admin.RejectionList
 	return p.list(func(c *admin.Client) (err error) { list, err = c.Rejections(context.Background(), q); return err }, &list.Next,
-		"RECEIVED\tSOURCE\tSTATUS\tREMOTE\tREASON", func(w io.Writer) {
+		"RECEIVED_AT\tSOURCE\tSTATUS\tREMOTE_ADDR\tREASON", func(w io.Writer) {
 			for _, r := range list.Rejections {
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", fmtTime(r.ReceivedAt), r.Source, r.Status, orDash(r.RemoteAddr), r.Reason)
 			}
@@ -406,7 +496,7 @@ func (p *printer) eventShow(id string) error {
 		return err
 	}
 	tw := table(p.stdout)
-	fmt.Fprintf(tw, "id:\t%s\nseq:\t%d\nsource:\t%s\nreceived:\t%s\nauth:\t%s\ndedup key:\t%s\nsinks:\t%s\n",
+	fmt.Fprintf(tw, "id:\t%s\nseq:\t%d\nsource:\t%s\nreceived_at:\t%s\nauth:\t%s\ndedup_key:\t%s\nsinks:\t%s\n",
 		e.ID, e.Seq, e.Source, e.ReceivedAt.UTC().Format(time.RFC3339Nano), orDash(e.Auth), orDash(e.DedupKey), orDash(strings.Join(e.Sinks, ", ")))
 	for _, k := range sortedKeys(e.Headers) {
 		fmt.Fprintf(tw, "header %s:\t%s\n", k, e.Headers[k])
@@ -443,15 +533,16 @@ func (p *printer) sinks() error {
 		return err
 	}
 	tw := table(p.stdout)
-	fmt.Fprintln(tw, "SINK\tSTATE\tBREAKER\tPAUSED\tQUEUE\tRETRYING\tOLDEST\tDLQ\tLAST ERROR")
+	// The headings are the JSON keys of --json, upper-cased.
+	fmt.Fprintln(tw, "NAME\tPLUGIN\tBREAKER\tPAUSED\tREADY\tRETRYING\tOLDEST_AGE_SECONDS\tDEAD\tLAST_ERROR")
 	for _, s := range sinks {
 		oldest := "-"
 		if s.OldestAgeSeconds > 0 {
-			oldest = fmtAge(time.Duration(s.OldestAgeSeconds * float64(time.Second)))
+			oldest = strconv.FormatFloat(math.Round(s.OldestAgeSeconds), 'f', 0, 64)
 		}
-		state := s.Plugin
+		plugin := s.Plugin
 		if s.PluginReason != "" {
-			state += ": " + oneLine(s.PluginReason)
+			plugin += ": " + oneLine(s.PluginReason)
 		}
 		lastErr := lastErrorCell(s.Name, s.LastError)
 		if lastErr != "" && !s.LastErrorAt.IsZero() {
@@ -461,8 +552,8 @@ func (p *printer) sinks() error {
 		if s.Paused {
 			paused = "paused"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, state, orDash(s.Breaker), paused,
-			s.Ready+s.Retrying, s.Retrying, oldest, s.Dead, orDash(lastErr))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, plugin, orDash(s.Breaker), paused,
+			s.Ready, s.Retrying, oldest, s.Dead, orDash(lastErr))
 	}
 	return tw.Flush()
 }
@@ -503,7 +594,7 @@ func oneLine(s string) string {
 func (p *printer) dlqList(sink string, q url.Values) error {
 	var v admin.DeadLetterList
 	return p.list(func(c *admin.Client) (err error) { v, err = c.DeadLetters(context.Background(), sink, q); return err }, &v.Next,
-		"ID\tSEQ\tFAILED\tATTEMPTS\tROUTE\tERROR", func(w io.Writer) {
+		"ID\tSEQ\tFAILED_AT\tATTEMPTS\tROUTE\tERROR", func(w io.Writer) {
 			for _, d := range v.DeadLetters {
 				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, d.Seq, fmtTime(d.FailedAt), d.Attempts, orDash(d.Route), orDash(oneLine(d.Error)))
 			}

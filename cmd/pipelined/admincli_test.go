@@ -112,10 +112,10 @@ func TestAdminCLI(t *testing.T) {
 		stderr   []string
 	}{
 		{"sinks table", append([]string{"sinks"}, a...), 0,
-			[]string{"SINK     STATE                     BREAKER  PAUSED  QUEUE  RETRYING  OLDEST  DLQ  LAST ERROR",
-				"archive  running                   closed   -       2      0         4m",
-				"slack    backoff                   closed   -       0      0         -       2    plugin exited: exit status 1",
-				`tally    failed: panic: no config  -        -       0      0         -       0    3m0s ago: plugin exited before the handshake`}, nil},
+			[]string{"NAME     PLUGIN                    BREAKER  PAUSED  READY  RETRYING  OLDEST_AGE_SECONDS  DEAD  LAST_ERROR",
+				"archive  running                   closed   -       2      0         240",
+				"slack    backoff                   closed   -       0      0         -                   2     plugin exited: exit status 1",
+				`tally    failed: panic: no config  -        -       0      0         -                   0     3m0s ago: plugin exited before the handshake`}, nil},
 		{"sinks pause without token", append([]string{"sinks", "pause", "archive"}, a...), 1, nil, []string{"(HTTP 401)"}},
 		{"sinks pause", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive paused"}, nil},
 		{"sinks pause again", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive was paused already"}, nil},
@@ -125,13 +125,14 @@ func TestAdminCLI(t *testing.T) {
 		{"sinks pause unknown", []string{"sinks", "pause", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
 		{"sinks pause no sink", append([]string{"sinks", "pause"}, a...), 2, nil, []string{"want 1 argument"}},
 		{"events list", append([]string{"events", "list", "--source", "callkaro", "--since", "1h"}, a...), 0,
-			[]string{"ID     SEQ  RECEIVED", "cli-0  1", "cli-3  4", "callkaro  slack    call-3"}, nil},
+			[]string{"ID     SEQ  RECEIVED_AT", "cli-0  1", "cli-3  4", "callkaro  slack    call-3"}, nil},
 		{"events list when", append([]string{"events", "list", "--when", "body.n > 2"}, a...), 0, []string{"cli-3"}, nil},
 		{"events list paged", append([]string{"events", "list", "--limit", "1"}, a...), 0, []string{"cli-0"}, []string{"more: add --after 1"}},
-		{"events list bad when", append([]string{"events", "list", "--when", "body.n +"}, a...), 1, nil, []string{"pipelined events list: when:", "(HTTP 400)"}},
-		{"events show", append([]string{"events", "show", "cli-2"}, a...), 0, []string{"id:         cli-2", "dedup key:  call-2", `"n": 2`}, nil},
+		{"events list bad when", append([]string{"events", "list", "--when", "body.n +"}, a...), 2, nil, []string{"pipelined events list: --when:", "usage:\n  pipelined events list [--source S]"}},
+		{"replay bad when", append([]string{"replay", "--sink", "archive", "--since", "1h", "--when", "int(body)"}, a...), 2, nil, []string{"pipelined replay: --when:"}},
+		{"events show", append([]string{"events", "show", "cli-2"}, a...), 0, []string{"id:           cli-2", "dedup_key:    call-2", `"n": 2`}, nil},
 		{"events show missing", append([]string{"events", "show", "nope"}, a...), 1, nil, []string{`event "nope" is not in the log (HTTP 404)`}},
-		{"dlq list", append([]string{"dlq", "list", "slack"}, a...), 0, []string{"ID     SEQ  FAILED", "cli-1", "slack said 400: invalid_blocks"}, nil},
+		{"dlq list", append([]string{"dlq", "list", "slack"}, a...), 0, []string{"ID     SEQ  FAILED_AT", "cli-1", "slack said 400: invalid_blocks"}, nil},
 		{"dlq list unknown sink", append([]string{"dlq", "list", "nope"}, a...), 1, nil, []string{`unknown sink "nope"`}},
 		{"dlq retry without token", append([]string{"dlq", "retry", "slack", "--all"}, a...), 1, nil, []string{"(HTTP 401)", "--token-env"}},
 		{"dlq retry", append([]string{"dlq", "retry", "slack", "--id", "cli-1", "--token-env", "PIPELINED_TEST_ADMIN_TOKEN"}, a...), 0,
@@ -145,6 +146,7 @@ func TestAdminCLI(t *testing.T) {
 			[]string{`"enqueued":1`, `"done":true`}, nil},
 		{"reload", []string{"reload", "-c", cfg}, 0, []string{"configuration reloaded"}, nil},
 		{"reload refused", []string{"reload", "-c", cfg}, 1, nil, []string{"reload refused", "unknown key foo (HTTP 409)"}},
+		{"reload refused json", []string{"reload", "-c", cfg, "--json"}, 1, []string{`{"error":"reload refused`, `"status":409}`}, nil},
 		{"unreachable", []string{"sinks", "--admin", "http://127.0.0.1:1"}, 1, nil, []string{"is pipelined running?"}},
 		// Usage errors.
 		{"dlq retry neither", append([]string{"dlq", "retry", "slack"}, a...), 2, nil, []string{"give --id ID (one or more) or --all"}},
@@ -178,8 +180,8 @@ func TestAdminCLI(t *testing.T) {
 			}
 		})
 	}
-	if *reloads != 2 {
-		t.Errorf("Reload called %d times, want 2", *reloads)
+	if *reloads != 3 {
+		t.Errorf("Reload called %d times, want 3", *reloads)
 	}
 	// The replays and the retry reached the queues the dispatchers read.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -9,7 +9,7 @@
 //	pipelined plugins list [-c FILE]      list the plugin binaries found and their summaries
 //	pipelined plugins describe NAME [-c FILE] [--json]
 //	                                      print the config keys a plugin takes
-//	pipelined version                     print the version
+//	pipelined version [--json]            print the version
 //
 // These talk to a running daemon's admin API ([admin] listen of -c, or
 // --admin URL; --json prints the API's JSON):
@@ -24,8 +24,9 @@
 //	pipelined reload                      read the configuration again, as SIGHUP does
 //
 // check exits 0 when all is well, 78 (EX_CONFIG) when the configuration is
-// wrong (it prints every problem), 1 when something else failed (a plugin
-// that crashed), 2 on a usage error.
+// wrong (it prints every problem; serve exits 78 too when it cannot start
+// for that reason), 1 when something else failed (a plugin that crashed),
+// 2 on a usage error.
 //
 // Without -c, pipelined reads ./pipeline.toml, or the built-in default
 // configuration when there is none.
@@ -33,6 +34,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +42,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -66,7 +69,9 @@ commands:
   dlq      list, retry or drop a sink's dead letters
   replay   re-enqueue a range of the log to a sink
   reload   make the running daemon reload its configuration
-  version  print the version
+  version  print the version (--json for scripts)
+
+Each command's -h prints its usage.
 
 flags of serve and check:
   -c FILE           configuration file (default ./pipeline.toml, else the built-in default)
@@ -75,9 +80,30 @@ flags of serve and check:
   -log-level L      debug, info, warn or error (default info)
   -no-plugins       (check only) do not start the plugins
 
-check exits 78 (EX_CONFIG) when the configuration is wrong, 1 when
-something else failed.
+serve and check exit 78 (EX_CONFIG) when the configuration is wrong, 1
+when something else failed. Each command's -h prints its own usage.
 `
+
+// commandUsage is the usage of serve and check, before their flags.
+var commandUsage = map[string]string{
+	"serve": `usage: pipelined serve [-c FILE] [-log-format F] [-log-level L]
+
+Runs the daemon: opens the event log, starts every sink's plugin, binds the
+ingest and admin listeners. SIGHUP reloads the configuration, SIGTERM drains
+and stops. Without -c it reads ./pipeline.toml, else the built-in default.
+Relative paths in the file resolve against the file's directory.
+Exit status: 0 stopped cleanly, 78 (EX_CONFIG) the configuration is wrong
+(restarting will not help), 1 something else failed, 2 usage error.
+`,
+	"check": `usage: pipelined check [-c FILE] [--no-plugins] [-log-format F] [-log-level L]
+
+Validates the configuration, compiles its rules, schemas and auth checks,
+then starts, checks and configures every sink's plugin (not with
+--no-plugins), as serve would.
+Exit status: 0 ok, 78 (EX_CONFIG) the configuration is wrong, 1 something
+else failed (a plugin that crashed), 2 usage error.
+`,
+}
 
 // exitConfig is the exit code of a configuration error (EX_CONFIG in
 // sysexits.h): systemd and scripts can tell it from a crash.
@@ -94,7 +120,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:], stderr)
+		return serve(args[1:], stdout, stderr)
 	case "check":
 		return check(args[1:], stdout, stderr)
 	case "plugins":
@@ -104,8 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "events", "sinks", "dlq", "replay", "reload":
 		return adminCLI(args[0], args[1:], stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "pipelined", buildVersion())
-		return 0
+		return versionCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -122,9 +147,13 @@ type common struct {
 	noPlugins bool // check only
 }
 
-func parseFlags(name string, args []string, stderr io.Writer) (*common, error) {
+// parseFlags parses the flags of serve or check. With -h it prints the
+// command's usage on stdout and returns [flag.ErrHelp] (exit 0); a bad
+// flag is reported on stderr (exit 2).
+func parseFlags(name string, args []string, stdout, stderr io.Writer) (*common, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {}
 	c := &common{}
 	fs.StringVar(&c.config, "c", "", "configuration `file`")
 	fs.StringVar(&c.config, "config", "", "configuration `file` (same as -c)")
@@ -134,12 +163,28 @@ func parseFlags(name string, args []string, stderr io.Writer) (*common, error) {
 		fs.BoolVar(&c.noPlugins, "no-plugins", false, "do not start the plugins (check the file and the rules only)")
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, commandUsage[name], "\nflags:\n")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil, err
+		}
+		fmt.Fprintf(stderr, "run pipelined %s -h for usage\n", name)
 		return nil, err
 	}
 	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "pipelined %s: unexpected argument %q\nrun pipelined %s -h for usage\n", name, fs.Arg(0), name)
 		return nil, fmt.Errorf("pipelined %s: unexpected argument %q", name, fs.Arg(0))
 	}
 	return c, nil
+}
+
+// exitFlags is the exit status of a flag error: 0 for -h, else 2.
+func exitFlags(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }
 
 func (c *common) logger(w io.Writer) (*slog.Logger, error) {
@@ -159,10 +204,10 @@ func (c *common) load(log *slog.Logger) (*config.Config, error) {
 	return config.ParseFS("pipeline.toml (built in)", pipelined.DefaultConfig, pipelined.DefaultFiles)
 }
 
-func serve(args []string, stderr io.Writer) int {
-	c, err := parseFlags("serve", args, stderr)
+func serve(args []string, stdout, stderr io.Writer) int {
+	c, err := parseFlags("serve", args, stdout, stderr)
 	if err != nil {
-		return 2
+		return exitFlags(err)
 	}
 	log, err := c.logger(stderr)
 	if err != nil {
@@ -172,7 +217,7 @@ func serve(args []string, stderr io.Writer) int {
 	cfg, err := c.load(log)
 	if err != nil {
 		fmt.Fprintf(stderr, "pipelined serve: configuration is invalid:\n%v\n", err)
-		return 1
+		return exitConfig
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -195,6 +240,9 @@ func serve(args []string, stderr io.Writer) int {
 	log.Info("starting pipelined", "version", buildVersion(), "config", cfg.File)
 	if err := d.Run(ctx); err != nil {
 		log.Error("pipelined stopped", "err", err)
+		if errors.Is(err, pluginhost.ErrInvalidConfig) || errors.Is(err, pluginhost.ErrNotFound) {
+			return exitConfig // a sink's config or plugin name is wrong: restarting will not help
+		}
 		return 1
 	}
 	log.Info("pipelined stopped")
@@ -202,9 +250,9 @@ func serve(args []string, stderr io.Writer) int {
 }
 
 func check(args []string, stdout, stderr io.Writer) int {
-	c, err := parseFlags("check", args, stderr)
+	c, err := parseFlags("check", args, stdout, stderr)
 	if err != nil {
-		return 2
+		return exitFlags(err)
 	}
 	log, err := c.logger(stderr)
 	if err != nil {
@@ -258,6 +306,40 @@ func check(args []string, stdout, stderr io.Writer) int {
 		skipped = ", plugins not started"
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d sources, %d sinks, %d routes%s)\n", cfg.File, len(cfg.Sources), len(cfg.Sinks), len(cfg.Routes), skipped)
+	return 0
+}
+
+// versionCmd prints the version; with --json, an object for scripts:
+// {"version": "...", "go": "go1.26.0", "os": "linux", "arch": "amd64"}.
+func versionCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {}
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, "usage: pipelined version [--json]\n\nPrints the version of pipelined; --json prints {\"version\", \"go\", \"os\", \"arch\"}.\n")
+			return 0
+		}
+		fmt.Fprintln(stderr, "usage: pipelined version [--json]")
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "pipelined version: unexpected argument %q\nusage: pipelined version [--json]\n", fs.Arg(0))
+		return 2
+	}
+	if !*asJSON {
+		fmt.Fprintln(stdout, "pipelined", buildVersion())
+		return 0
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	enc.Encode(struct {
+		Version string `json:"version"`
+		Go      string `json:"go"`
+		OS      string `json:"os"`
+		Arch    string `json:"arch"`
+	}{buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH})
 	return 0
 }
 

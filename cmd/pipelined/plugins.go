@@ -50,9 +50,10 @@ func plugins(args []string, stdout, stderr io.Writer) int {
 
 // pluginsFlags parses the flags of a plugins subcommand, before and after
 // its positional arguments, and returns those.
-func pluginsFlags(name string, args []string, stderr io.Writer, asJSON *bool) (cfgFile string, pos []string, err error) {
+func pluginsFlags(name string, args []string, stdout, stderr io.Writer, asJSON *bool) (cfgFile string, pos []string, err error) {
 	fs := flag.NewFlagSet("plugins "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {}
 	fs.StringVar(&cfgFile, "c", "", "configuration `file` whose [plugins] dirs are searched too")
 	fs.StringVar(&cfgFile, "config", "", "configuration `file` (same as -c)")
 	if asJSON != nil {
@@ -60,6 +61,17 @@ func pluginsFlags(name string, args []string, stderr io.Writer, asJSON *bool) (c
 	}
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				for _, line := range strings.Split(pluginsUsage, "\n") {
+					if strings.HasPrefix(line, "  pipelined plugins "+name) {
+						fmt.Fprintf(stdout, "usage:\n%s\n\nflags:\n", line)
+					}
+				}
+				fs.SetOutput(stdout)
+				fs.PrintDefaults()
+			} else {
+				fmt.Fprintf(stderr, "run pipelined plugins %s -h for usage\n", name)
+			}
 			return "", nil, err
 		}
 		if fs.NArg() == 0 {
@@ -85,9 +97,9 @@ func pluginDirs(cfgFile string) ([]string, error) {
 }
 
 func pluginsList(args []string, stdout, stderr io.Writer) int {
-	cfgFile, pos, err := pluginsFlags("list", args, stderr, nil)
+	cfgFile, pos, err := pluginsFlags("list", args, stdout, stderr, nil)
 	if err != nil {
-		return 2
+		return exitFlags(err)
 	}
 	if len(pos) > 0 {
 		fmt.Fprintf(stderr, "pipelined plugins list: unexpected argument %q\n", pos[0])
@@ -134,9 +146,9 @@ func pluginsList(args []string, stdout, stderr io.Writer) int {
 
 func pluginsDescribe(args []string, stdout, stderr io.Writer) int {
 	var asJSON bool
-	cfgFile, pos, err := pluginsFlags("describe", args, stderr, &asJSON)
+	cfgFile, pos, err := pluginsFlags("describe", args, stdout, stderr, &asJSON)
 	if err != nil {
-		return 2
+		return exitFlags(err)
 	}
 	if len(pos) != 1 {
 		fmt.Fprint(stderr, "pipelined plugins describe: want one plugin name, e.g. pipelined plugins describe archive\n")

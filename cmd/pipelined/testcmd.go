@@ -35,7 +35,7 @@ The file format is documented in package pipeline/rulestest.
 func testCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, testUsage) }
+	fs.Usage = func() {}
 	var cfgFile, run string
 	var verbose bool
 	fs.StringVar(&cfgFile, "c", "", "configuration `file`")
@@ -46,8 +46,10 @@ func testCmd(args []string, stdout, stderr io.Writer) int {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if err == flag.ErrHelp {
+				fmt.Fprint(stdout, testUsage)
 				return 0
 			}
+			fmt.Fprintln(stderr, "run pipelined test -h for usage")
 			return 2
 		}
 		if fs.NArg() == 0 {

@@ -60,6 +60,7 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	send := func() {
 		enc.Encode(p)
 		rc.Flush()

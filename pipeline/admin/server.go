@@ -260,19 +260,22 @@ func writeLogError(w http.ResponseWriter, err error) {
 	writeError(w, code, err.Error())
 }
 
-// writeError writes {"error": msg} on one line.
+// writeError writes {"error": msg} on one line, not HTML-escaped (an
+// error reads `<token>`, not `\u003ctoken\u003e`).
 func writeError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	b, _ := json.Marshal(map[string]string{"error": msg})
-	w.Write(append(b, '\n'))
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(map[string]string{"error": msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }

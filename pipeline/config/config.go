@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -39,6 +40,9 @@ type Config struct {
 	// files, when set, is where relative schema_file paths are read from
 	// instead of the directory of File (the built-in configuration).
 	files fs.FS
+	// base is the absolute directory of File, which relative paths resolve
+	// against; empty for the built-in configuration (the working directory).
+	base string
 
 	src []byte // the TOML text, to find lines for messages
 
@@ -128,6 +132,12 @@ type Source struct {
 	// Accept is an expression that must be true for an event to be
 	// accepted; false (or an error) is answered 422. Empty accepts all.
 	Accept string `toml:"accept"`
+	// Ignore is an expression evaluated after authentication and before
+	// Accept and SchemaFile: when true, the request is answered 200
+	// {"ignored": true, "reason": "..."} and neither stored nor routed (an
+	// event type this pipeline does not handle). An error counts as false.
+	// Empty ignores nothing.
+	Ignore string `toml:"ignore"`
 	// SchemaFile is a JSON Schema (draft 2020-12) every body must match,
 	// else 422. A relative path is relative to the directory of the
 	// configuration file (see [Config.ReadSchema]).
@@ -286,6 +296,9 @@ func (c *Config) fillDefaults() {
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
+		if !filepath.IsAbs(path) && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("read config: %w (a relative -c is relative to the working directory)", err)
+		}
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(path, data)
@@ -306,12 +319,18 @@ func ParseFS(file string, data []byte, files fs.FS) (*Config, error) {
 	c := Default()
 	c.File = file
 	c.files = files
+	if files == nil {
+		if abs, err := filepath.Abs(file); err == nil {
+			c.base = filepath.Dir(abs)
+		}
+	}
 	c.src = data
 	md, err := toml.Decode(string(data), c)
 	if err != nil {
 		return nil, c.decodeError(err)
 	}
 	c.fillDefaults()
+	c.resolvePaths()
 	var errs []error
 	errs = append(errs, c.unknownKeys(md)...)
 	plan, err := c.Compile()

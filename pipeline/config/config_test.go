@@ -106,6 +106,10 @@ func TestParseValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse(valid) = %v, want no error", err)
 	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	checks := []struct {
 		name      string
 		got, want any
@@ -115,7 +119,7 @@ func TestParseValid(t *testing.T) {
 		{"server.read_timeout default", c.Server.ReadTimeout.Duration, 30 * time.Second},
 		{"admin.listen default", c.Admin.Listen, DefaultAdminListen},
 		{"log.retention", c.Log.Retention.Duration, 7 * 24 * time.Hour},
-		{"log.dir default", c.Log.Dir, "data"},
+		{"log.dir default, next to the file", c.Log.Dir, filepath.Join(wd, "data")},
 		{"source[0].dedup_window default", c.Sources[0].DedupWindow.Duration, 24 * time.Hour},
 		{"source[1].dedup_window", c.Sources[1].DedupWindow.Duration, time.Hour},
 		{"sink[0].delivery default", c.Sinks[0].Delivery, DefaultDelivery()},

@@ -17,7 +17,7 @@ func (c *Config) checkTLSFiles(p *problems) {
 	srv := c.Server
 	for _, f := range []struct{ key, path string }{{"tls_cert_file", srv.TLSCertFile}, {"tls_key_file", srv.TLSKeyFile}} {
 		if _, err := os.Stat(f.path); err != nil {
-			p.at("server", -1, f.key, "server.%s: %v", f.key, err)
+			p.at("server", -1, f.key, "server.%s: %v", f.key, c.fileErr(err))
 		}
 	}
 }
@@ -37,7 +37,7 @@ func (c *Config) AdminToken() ([]byte, error) {
 	case a.TokenFile != "":
 		b, err := os.ReadFile(os.ExpandEnv(a.TokenFile))
 		if err != nil {
-			return nil, fmt.Errorf("admin.token_file: %w", err)
+			return nil, fmt.Errorf("admin.token_file: %w", c.fileErr(err))
 		}
 		v := strings.TrimRight(string(b), "\r\n")
 		if v == "" {
@@ -88,7 +88,7 @@ func (c *Config) AuthSpec(i int) (auth.Spec, error) {
 	for _, f := range a.SecretFile {
 		b, err := os.ReadFile(os.ExpandEnv(f))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("secret_file: %w", err))
+			errs = append(errs, fmt.Errorf("secret_file: %w", c.fileErr(err)))
 			continue
 		}
 		v := strings.TrimRight(string(b), "\r\n")

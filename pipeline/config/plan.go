@@ -31,6 +31,8 @@ type SourcePlan struct {
 	// (webhook-id for Standard Webhooks).
 	DedupKey    *rules.Program
 	DedupHeader string
+	// Ignore is the compiled ignore rule, nil when there is none.
+	Ignore *rules.Program
 	// Accept is the compiled accept rule, nil when there is none.
 	Accept *rules.Program
 	// Schema is the compiled schema_file, nil when there is none.

@@ -15,15 +15,19 @@ const MaxSchemaSize = 4 << 20
 
 // SchemaPath returns where the i-th source's schema_file is read from: an
 // absolute path as it is, a relative one joined to the directory of the
-// configuration file, so a configuration and its schemas move together
-// (and `pipelined test -c examples/callkaro/pipeline.toml` works from any
-// directory).
+// configuration file like every relative path ([Config.BaseDir]), so a
+// configuration and its schemas move together (and `pipelined test -c
+// examples/callkaro/pipeline.toml` works from any directory). The built-in
+// configuration reads a relative one from the binary.
 func (c *Config) SchemaPath(i int) string {
 	p := c.Sources[i].SchemaFile
 	if p == "" || filepath.IsAbs(p) || c.files != nil {
 		return p
 	}
-	return filepath.Join(filepath.Dir(c.File), p)
+	if c.base == "" {
+		return filepath.Join(filepath.Dir(c.File), p)
+	}
+	return c.Resolve(p)
 }
 
 // ReadSchema reads the i-th source's schema_file (see [Config.SchemaPath]).
@@ -37,7 +41,7 @@ func (c *Config) ReadSchema(i int) ([]byte, error) {
 		f, err = os.Open(p)
 	}
 	if err != nil {
-		return nil, err
+		return nil, c.fileErr(err)
 	}
 	defer f.Close()
 	if st, ok := f.(fs.File); ok {

@@ -155,6 +155,11 @@ func (c *Config) checkSources(p *problems, plan *Plan) {
 				p.add(c.exprErr("source", i, "dedup_key", what, err))
 			}
 		}
+		if strings.TrimSpace(s.Ignore) != "" {
+			if sp.Ignore, err = rules.CompileBool(s.Ignore); err != nil {
+				p.add(c.exprErr("source", i, "ignore", what, err))
+			}
+		}
 		if strings.TrimSpace(s.Accept) != "" {
 			if sp.Accept, err = rules.CompileBool(s.Accept); err != nil {
 				p.add(c.exprErr("source", i, "accept", what, err))

@@ -38,6 +38,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 			Verifier:     sp.Verifier,
 			DedupHeader:  sp.DedupHeader,
 			Allow:        sp.Allow,
+			Ignore:       sp.Ignore,
 			Accept:       sp.Accept,
 			Schema:       sp.Schema,
 			KeepRejected: s.KeepRejected.Duration,
@@ -62,7 +63,7 @@ func PluginSpecs(cfg *config.Config) ([]pluginhost.Spec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sink %q: config: %w", s.Name, err)
 		}
-		specs[i] = pluginhost.Spec{Sink: s.Name, Plugin: s.Plugin, Command: s.Command, Dirs: cfg.Plugins.Dirs, SHA256: s.SHA256, Config: raw}
+		specs[i] = pluginhost.Spec{Sink: s.Name, Plugin: s.Plugin, Command: s.Command, Dirs: cfg.Plugins.Dirs, SHA256: s.SHA256, Config: raw, Dir: cfg.BaseDir()}
 	}
 	return specs, nil
 }

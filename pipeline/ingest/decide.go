@@ -55,7 +55,11 @@ type Decision struct {
 	// Outcome is the metrics outcome of a refusal (one of the
 	// metrics.Outcome constants); "" when the request is accepted.
 	Outcome string
-	// Error is the one-line reason of a refusal; Violations, for a 422
+	// Ignored is true when the source's ignore rule was true: the request
+	// is answered Status 200 with Error as the reason, and nothing is
+	// appended (Outcome is metrics.OutcomeIgnored).
+	Ignored bool
+	// Error is the one-line reason of a refusal (or of Ignored); Violations, for a 422
 	// from a JSON Schema, the problems it found.
 	Error      string
 	Violations []string
@@ -79,13 +83,14 @@ type Decision struct {
 }
 
 // Accepted reports whether d appends its Entry.
-func (d *Decision) Accepted() bool { return d.Status == http.StatusOK }
+func (d *Decision) Accepted() bool { return d.Status == http.StatusOK && !d.Ignored }
 
 // Decide says what pipelined does with req sent to src, in the order the
 // checks are made: content type (415), declared and actual body size
 // (413), reading the body (400), the source's authentication (401),
-// req.Admit (429), JSON (400), the source's accept rule and JSON Schema
-// (422); then the dedup key and every route. Apart from calling
+// req.Admit (429), JSON (400), the source's ignore rule (200, ignored:
+// not appended), the source's accept rule and JSON Schema (422); then the
+// dedup key and every route. Apart from calling
 // req.Admit it has no effect: it neither logs nor counts, and the handler
 // and `pipelined test` both call it, so a rule test sees what the daemon
 // answers.
@@ -145,6 +150,16 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 		Auth:       authName,
 	}
 	env := &rules.Env{Body: doc, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt}
+	if src.Ignore != nil {
+		// An error counts as false: accept and the schema then say what
+		// is wrong with the body (an array is "expected object").
+		if ok, err := src.Ignore.Bool(env); err == nil && ok {
+			reason := "source " + strconv.Quote(src.Name) + " ignores this event: ignore rule " + src.Ignore.Source() + " is true"
+			d := Decision{Status: http.StatusOK, Outcome: metrics.OutcomeIgnored, Ignored: true, Error: reason, Env: env}
+			d.Rejection = rejection(src, &req, d.Status, reason, nil, body)
+			return d
+		}
+	}
 	if reason, violations := validate(src, env); reason != "" {
 		d := Decision{Status: http.StatusUnprocessableEntity, Outcome: metrics.OutcomeUnprocessable, Error: reason, Violations: violations, Env: env}
 		d.Rejection = rejection(src, &req, d.Status, reason, violations, body)

@@ -19,6 +19,8 @@
 // Webhooks, HMAC, bearer, basic; package auth), the source's rate limit
 // (429 with Retry-After; only authenticated requests count, so a
 // stranger's flood never blocks the sender), JSON (400), the source's
+// ignore rule (200 {"ignored": true}: acknowledged, neither stored nor
+// routed, so a sender's new event type never fails), the source's
 // accept rule and JSON Schema (422 with the violations); then the dedup
 // key (the dedup_key expression, or the webhook-id header for Standard
 // Webhooks) and every route, which give the [pipeline.Entry] to append.
@@ -37,7 +39,7 @@
 // # Rejected requests
 //
 // A source with keep_rejected keeps its rejected requests (401, 400, 413,
-// 415, 422): their headers without credentials, the start of the body
+// 415, 422) and the ones its ignore rule acknowledged (200): their headers without credentials, the start of the body
 // ([MaxRejectedBody]) and the reason, for `pipelined events list
 // --rejected`. [Audit] writes them to the log's own keyspace off the
 // request path, through a bounded queue that drops (and counts) what a

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,10 @@ type Source struct {
 	Limiter *rate.Limiter
 	// Allow, when not empty, lists the client addresses accepted.
 	Allow []netip.Prefix
+	// Ignore, when not nil and true for a request that passed
+	// authentication, has it acknowledged (200 {"ignored": true}) but not
+	// stored nor routed; an error counts as false (see [Config.Decide]).
+	Ignore *rules.Program
 	// Accept, when not nil, must be true for an event to be accepted;
 	// false or an error is answered 422 (see [Config.Decide]).
 	Accept *rules.Program
@@ -82,6 +87,9 @@ type Stats struct {
 	Unprocessable int64
 	// Unauthorized counts 401s, Limited 429s (they count in Rejected too).
 	Unauthorized, Limited int64
+	// Ignored counts requests the source's ignore rule acknowledged
+	// without storing them.
+	Ignored int64
 }
 
 // Handler serves every source. It is safe for concurrent use.
@@ -92,7 +100,7 @@ type Handler struct {
 
 	accepted, duplicates, rejected, ruleErrors, unavailable atomic.Int64
 	unauthorized, limited                                   atomic.Int64
-	unprocessable                                           atomic.Int64
+	unprocessable, ignored                                  atomic.Int64
 }
 
 type state struct {
@@ -138,6 +146,7 @@ func (h *Handler) Stats() Stats {
 		Unauthorized:  h.unauthorized.Load(),
 		Limited:       h.limited.Load(),
 		Unprocessable: h.unprocessable.Load(),
+		Ignored:       h.ignored.Load(),
 	}
 }
 
@@ -198,6 +207,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		req.Admit = src.admit
 	}
 	d := st.cfg.Decide(src, req)
+	if d.Ignored {
+		h.ignored.Add(1)
+		writeJSON(w, http.StatusOK, Ignored{Ignored: true, Reason: d.Error})
+		if d.Rejection != nil {
+			st.cfg.Audit.Keep(*d.Rejection)
+		}
+		return src.Name, d.Outcome
+	}
 	if !d.Accepted() {
 		if d.Status == http.StatusUnauthorized {
 			h.log.Info("request refused: authentication failed", "source", src.Name, "reason", d.Error, "remote", r.RemoteAddr)
@@ -364,16 +381,28 @@ func newID() string {
 	return id.String()
 }
 
+// Ignored is the answer to a request the source's ignore rule matched:
+// acknowledged, so the sender does not retry, and not stored.
+type Ignored struct {
+	Ignored bool   `json:"ignored"`
+	Reason  string `json:"reason"`
+}
+
 type errorBody struct {
 	Error string `json:"error"`
 	// Violations lists what a source's JSON Schema found wrong (422).
 	Violations []string `json:"violations,omitempty"`
 }
 
+// writeJSON answers v as one line of JSON, without HTML escaping: a
+// reason reads `<token>` and `&&`, not `\u003ctoken\u003e`.
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, _ := json.Marshal(v)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v) // ends in a newline
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
 	w.WriteHeader(code)
-	w.Write(append(b, '\n'))
+	w.Write(b.Bytes())
 }

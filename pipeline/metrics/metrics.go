@@ -40,6 +40,7 @@ const (
 	OutcomeUnavailable          = "unavailable"            // 503: overloaded, disk full, shutting down
 	OutcomeCanceled             = "canceled"               // the client left before the event was durable
 	OutcomeUnprocessable        = "unprocessable"          // 422: the source's accept rule or schema refused the body
+	OutcomeIgnored              = "ignored"                // 200 {"ignored": true}: the source's ignore rule was true; not stored
 )
 
 // Buckets, in seconds: from 100 µs (an fsync is about 300 µs) to 10 s.

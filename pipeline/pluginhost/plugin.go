@@ -147,6 +147,7 @@ func launch(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 		startTimeout = max(time.Until(d), time.Millisecond)
 	}
 	cmd := exec.Command(path)
+	cmd.Dir = spec.Dir
 	cmd.Env = env // go-plugin appends the magic cookie and PLUGIN_* to it
 	cmd.SysProcAttr = procAttr()
 	tail := &tailWriter{max: 2048}

@@ -38,6 +38,10 @@ type Spec struct {
 	// plugin's Configure. Keys ending in "_env" name the environment
 	// variables the plugin may see (see [EnvNames]).
 	Config []byte
+	// Dir is the plugin's working directory, where relative paths in its
+	// config resolve: the configuration file's directory. Empty: the
+	// daemon's working directory.
+	Dir string
 }
 
 // Options tune how plugins are started and supervised. A nil *Options and

@@ -26,7 +26,7 @@ func TestLoadCompilesEachExpressionOnce(t *testing.T) {
 	}
 	var want []string
 	for _, s := range cfg.Sources {
-		for _, e := range []string{s.DedupKey, s.Accept} {
+		for _, e := range []string{s.DedupKey, s.Ignore, s.Accept} {
 			if strings.TrimSpace(e) != "" {
 				want = append(want, e)
 			}
@@ -43,7 +43,7 @@ func TestLoadCompilesEachExpressionOnce(t *testing.T) {
 		}
 	}
 	if len(want) < 5 {
-		t.Fatalf("%s has %d expressions; the test needs the example's dedup key, accept rule, whens and transform", file, len(want))
+		t.Fatalf("%s has %d expressions; the test needs the example's dedup key, ignore rule, whens and transform", file, len(want))
 	}
 	slices.Sort(want)
 	slices.Sort(compiled)
@@ -58,7 +58,7 @@ func TestLoadCompilesEachExpressionOnce(t *testing.T) {
 		t.Fatalf("IngestConfig = %v", err)
 	}
 	if ic.Router != plan.Router || ic.Sources[0].DedupKey != plan.Sources[0].DedupKey ||
-		ic.Sources[0].Accept != plan.Sources[0].Accept || ic.Sources[0].Schema != plan.Sources[0].Schema {
+		ic.Sources[0].Accept != plan.Sources[0].Accept || ic.Sources[0].Ignore != plan.Sources[0].Ignore || ic.Sources[0].Schema != plan.Sources[0].Schema {
 		t.Error("IngestConfig serves other programs than the plan's")
 	}
 	f, err := rulestest.Parse("../../examples/callkaro/pipeline_test.toml")

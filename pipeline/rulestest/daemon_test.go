@@ -103,6 +103,8 @@ func TestDaemonAgrees(t *testing.T) {
 				ID         string   `json:"id"`
 				Duplicate  bool     `json:"duplicate"`
 				Error      string   `json:"error"`
+				Ignored    bool     `json:"ignored"`
+				Reason     string   `json:"reason"`
 				Violations []string `json:"violations"`
 			}
 			status := getJSON(t, req, &ans)
@@ -114,6 +116,13 @@ func TestDaemonAgrees(t *testing.T) {
 				if ans.Error != want.reason {
 					t.Errorf("daemon's reason:\n  %s\npipelined test's reason:\n  %s", ans.Error, want.reason)
 				}
+				return
+			}
+			if ans.Ignored != want.ignored || ans.Reason != want.reason && want.ignored {
+				t.Fatalf("daemon answered ignored %v %q, pipelined test says %v %q", ans.Ignored, ans.Reason, want.ignored, want.reason)
+			}
+			if ans.Ignored {
+				kinds["refused"] = true
 				return
 			}
 			ids[c.Name] = ans.ID

@@ -30,8 +30,9 @@
 // Each case goes through the daemon's own decision step, ingest's
 // [ingest.Config.Decide], so its status and reason are the daemon's to the
 // letter: content type (415), body size (413), the source's auth (401),
-// JSON (400), the source's accept rule and schema (422); then the dedup
-// key and every route. Only what needs the network is left out: paths,
+// JSON (400), the source's ignore rule (200, ignored: no route, no sink;
+// expecting one fails the case), the source's accept rule and schema
+// (422); then the dedup key and every route. Only what needs the network is left out: paths,
 // methods, allow_cidrs, request slots and rate limits. An expectation left
 // out is not checked; an empty list expects none. A runtime error in a
 // rule (a when, a transform or the dedup key) fails the case: the daemon

@@ -64,7 +64,8 @@ func (r *Result) Passed() bool { return len(r.Diffs) == 0 }
 type outcome struct {
 	setup      error // the case cannot run: unknown source, bad env
 	status     int
-	reason     string // why a request is refused
+	reason     string // why a request is refused, or ignored
+	ignored    bool   // the source's ignore rule acknowledged it (200, not stored)
 	source     string
 	window     time.Duration
 	receivedAt time.Time
@@ -140,7 +141,7 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 		ReceivedAt:    o.receivedAt,
 		ID:            "test-" + strconv.Itoa(i+1),
 	})
-	o.status, o.reason = d.Status, d.Error
+	o.status, o.reason, o.ignored = d.Status, d.Error, d.Ignored
 	if !d.Accepted() {
 		return o
 	}
@@ -189,6 +190,13 @@ func compare(c *Case, o *outcome, outs map[string]*outcome) []string {
 	}
 	if o.status != http.StatusOK {
 		return nil
+	}
+	if o.ignored {
+		if (c.ExpectRoutes != nil && len(*c.ExpectRoutes) > 0) || (c.ExpectSinks != nil && len(*c.ExpectSinks) > 0) ||
+			c.ExpectTransform != nil || c.ExpectDedupKey != nil || c.ExpectDuplicateOf != "" {
+			d = append(d, "ignored, so not stored nor routed: "+o.reason)
+		}
+		return d
 	}
 	for _, err := range o.ruleErrs {
 		d = append(d, "rule error: "+err.Error())

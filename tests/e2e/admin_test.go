@@ -60,7 +60,7 @@ delivery = { batch_wait = "5ms" }
 		}
 	}
 	// `pipelined sinks` shows crm's 5 dead letters in its DLQ column.
-	if got := sinksColumn(t, d.CLI(t, "sinks"), "crm", "DLQ"); got != "5" {
+	if got := sinksColumn(t, d.CLI(t, "sinks"), "crm", "DEAD"); got != "5" {
 		t.Errorf("pipelined sinks: crm's DLQ column = %q, want 5", got)
 	}
 	resp, err := harness.Client.Get(d.AdminURL + "/metrics")

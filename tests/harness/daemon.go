@@ -44,6 +44,10 @@ type Options struct {
 	NoWait bool
 	// Within is how long the daemon has to get ready. Zero means 60s.
 	Within time.Duration
+	// Dir is the daemon's working directory. Empty: the config file's.
+	Dir string
+	// Binary is the pipelined binary to run. Empty: the one [Build] made.
+	Binary string
 }
 
 // maxLog bounds the stderr a Daemon keeps.
@@ -67,12 +71,18 @@ func Start(t testing.TB, configFile string) *Daemon {
 func StartWith(t testing.TB, configFile string, o Options) (*Daemon, error) {
 	t.Helper()
 	bin := Bin(t, "pipelined")
+	if o.Binary != "" {
+		bin = o.Binary
+	}
 	if o.Within <= 0 {
 		o.Within = 60 * time.Second
 	}
 	start := time.Now()
 	cmd := exec.Command(bin, "serve", "-c", configFile, "-log-format", "json")
 	cmd.Dir = filepath.Dir(configFile)
+	if o.Dir != "" {
+		cmd.Dir = o.Dir
+	}
 	cmd.Env = append(append(os.Environ(), "GOTRACEBACK=all"), o.Env...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw

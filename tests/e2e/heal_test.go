@@ -47,13 +47,13 @@ func metricLine(t *testing.T, d *harness.Daemon, series string) string {
 }
 
 // sinksRow returns the row of sink in `pipelined sinks` and the text under
-// the LAST ERROR heading (to the end of the row).
+// the LAST_ERROR heading (to the end of the row).
 func sinksRow(t *testing.T, table, sink string) (row, lastError string) {
 	t.Helper()
 	lines := strings.Split(strings.TrimSpace(table), "\n")
-	at := strings.Index(lines[0], "LAST ERROR")
+	at := strings.Index(lines[0], "LAST_ERROR")
 	if at < 0 {
-		t.Fatalf("pipelined sinks has no column LAST ERROR:\n%s", table)
+		t.Fatalf("pipelined sinks has no column LAST_ERROR:\n%s", table)
 	}
 	for _, l := range lines[1:] {
 		if f := strings.Fields(l); len(f) > 0 && f[0] == sink {
@@ -70,7 +70,7 @@ func sinksRow(t *testing.T, table, sink string) (row, lastError string) {
 // TestKilledPluginComesBackWithoutTraffic kills a sink's plugin with
 // SIGKILL while no event is waiting: a new process must run within 5s on
 // its own, /readyz must answer 200 all along, and `pipelined sinks` shows
-// it running with the exit as LAST ERROR until a delivery succeeds.
+// it running with the exit as LAST_ERROR until a delivery succeeds.
 func TestKilledPluginComesBackWithoutTraffic(t *testing.T) {
 	dir := t.TempDir()
 	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
@@ -124,11 +124,11 @@ delivery = { batch_wait = "5ms" }
 
 	table := d.CLI(t, "sinks")
 	row, lastErr := sinksRow(t, table, "tally")
-	if got := sinksColumn(t, table, "tally", "STATE"); got != "running" {
-		t.Errorf("pipelined sinks: tally STATE = %q, want running:\n%s", got, table)
+	if got := sinksColumn(t, table, "tally", "PLUGIN"); got != "running" {
+		t.Errorf("pipelined sinks: tally PLUGIN = %q, want running:\n%s", got, table)
 	}
 	if !strings.Contains(lastErr, " ago: ") || !strings.Contains(lastErr, "exited") {
-		t.Errorf("pipelined sinks: tally LAST ERROR = %q, want the plugin's exit with its age (row %q)", lastErr, row)
+		t.Errorf("pipelined sinks: tally LAST_ERROR = %q, want the plugin's exit with its age (row %q)", lastErr, row)
 	}
 	if got := metricLine(t, d, `pipelined_sink_up{sink="tally"}`); got != `pipelined_sink_up{sink="tally"} 1` {
 		t.Errorf("/metrics: %q, want pipelined_sink_up{sink=\"tally\"} 1", got)
@@ -143,13 +143,13 @@ delivery = { batch_wait = "5ms" }
 		}
 	}
 
-	// A delivery that succeeds clears LAST ERROR.
+	// A delivery that succeeds clears LAST_ERROR.
 	if code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent("heal-1", "interested")); err != nil || code != http.StatusOK {
 		t.Fatalf("POST = %d %v %v", code, ans, err)
 	}
 	harness.Eventually(t, 10*time.Second, func() error {
 		if _, lastErr := sinksRow(t, d.CLI(t, "sinks"), "tally"); lastErr != "-" {
-			return fmt.Errorf("pipelined sinks: tally LAST ERROR = %q after a delivery succeeded, want -", lastErr)
+			return fmt.Errorf("pipelined sinks: tally LAST_ERROR = %q after a delivery succeeded, want -", lastErr)
 		}
 		return nil
 	})
@@ -185,7 +185,7 @@ delivery = { batch_wait = "5ms" }
 	}
 	table := d.CLI(t, "sinks")
 	if row, lastErr := sinksRow(t, table, "crm"); !strings.Contains(row, "failed: "+lastLine) || !strings.Contains(lastErr, " ago: ") {
-		t.Errorf("pipelined sinks: crm row %q, want STATE %q and a LAST ERROR with its age", row, "failed: "+lastLine)
+		t.Errorf("pipelined sinks: crm row %q, want PLUGIN %q and a LAST_ERROR with its age", row, "failed: "+lastLine)
 	}
 	if got := metricLine(t, d, `pipelined_sink_up{sink="crm"}`); got != `pipelined_sink_up{sink="crm"} 0` {
 		t.Errorf("/metrics: %q, want pipelined_sink_up{sink=\"crm\"} 0", got)

@@ -200,6 +200,13 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 		if err := txn.Delete(ls.key); err != nil {
 			return q.l.writeErr(err)
 		}
+		prev, err := getDelivery(txn.Txn, s.Seq, q.sink)
+		if err != nil {
+			return fmt.Errorf("settle %s entry %d: %w", q.sink, s.Seq, err)
+		}
+		if err := txn.putDelivery(s.Seq, q.sink, settled(prev, ls.target.GetRoute(), s, now)); err != nil {
+			return q.l.writeErr(err)
+		}
 		t := &logpb.Target{Route: ls.target.GetRoute(), Payload: ls.target.GetPayload(), Attempts: ls.target.GetAttempts() + 1, LastError: s.Err}
 		var key []byte
 		switch s.Outcome {

@@ -81,6 +81,15 @@
 // the queue rather than its Seq's place. DeadLetters reads the sink's whole
 // DLQ and sorts it by Seq: fine for a DLQ of thousands, slow for millions.
 //
+// # Delivery records
+//
+// This backend does not keep per-sink delivery records yet: it does not
+// implement [pipeline.DeliveryLog], so GET /v1/events/{id} shows no
+// deliveries and an Events filter on State fails with
+// [pipeline.ErrNotSupported]. The plan is one P.dr.<sink>.<seq> subject per
+// record (Nats-TTL = retention), published with the P.st write on Retry,
+// with the dead letter on Dead, and before +ACK on Ack.
+//
 // # Reads
 //
 // Reads go to the stream leader (the stream does not allow direct gets

@@ -659,6 +659,10 @@ func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Ev
 	if l.isClosed() {
 		return nil, "", pipeline.ErrClosed
 	}
+	if f.State != "" {
+		// Delivery records are not kept on JetStream yet (see the package doc).
+		return nil, "", fmt.Errorf("events: filter on delivery state: %w", pipeline.ErrNotSupported)
+	}
 	var from uint64 = 1
 	if f.After != "" {
 		n, err := strconv.ParseUint(f.After, 10, 64)

@@ -401,7 +401,7 @@ func (p *printer) deliveries(e admin.Event) error {
 	}
 	for _, d := range e.Deliveries {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.Sink, orDash(d.Route), d.State, d.Attempts,
-			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), orDash(oneLine(d.LastError)))
+			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), orDash(strings.Join(strings.Fields(d.LastError), " ")))
 	}
 	return tw.Flush()
 }

@@ -52,6 +52,16 @@ config = { url = %q }
 		t.Fatalf("POST = %d %v %v", code, ans, err)
 	}
 	id := ans["id"].(string)
+	// The journal has a line for it, and one for a duplicate naming it.
+	if code, ans, err = harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent("rec-1", "interested")); err != nil || code != 200 || ans["duplicate"] != true {
+		t.Fatalf("second POST = %d %v %v, want a duplicate", code, ans, err)
+	}
+	d.WaitLog(t, "webhook duplicate", 1, 5*time.Second)
+	for _, msg := range []string{"webhook accepted", "webhook duplicate"} {
+		if line := logLine(d.Log(), msg); !strings.Contains(line, id) || !strings.Contains(line, "callkaro") {
+			t.Errorf("daemon log line %q = %q, want the event id %s and the source", msg, line, id)
+		}
+	}
 
 	var ev admin.Event
 	harness.Eventually(t, 20*time.Second, func() error {
@@ -97,4 +107,14 @@ config = { url = %q }
 			t.Errorf("events list --sink %s --state %s lists %s = %v, want %v:\n%s", tt.sink, tt.state, id, !tt.listed, tt.listed, out)
 		}
 	}
+}
+
+// logLine returns the first line of log that contains msg.
+func logLine(log, msg string) string {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, msg) {
+			return l
+		}
+	}
+	return ""
 }

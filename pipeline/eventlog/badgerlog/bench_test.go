@@ -16,7 +16,7 @@ import (
 // each with a dedup key and one queue entry. ns/op is per batch; the
 // events/s metric is what one writer goroutine sustains.
 func BenchmarkAppend(b *testing.B) {
-	body, err := os.ReadFile("../ingest/testdata/call_ended.json")
+	body, err := os.ReadFile("../../ingest/testdata/call_ended.json")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func BenchmarkAppend(b *testing.B) {
 // dispatcher sustains against the log alone. The delivery record of each
 // event rides in the same record.
 func BenchmarkSettle(b *testing.B) {
-	body, err := os.ReadFile("../ingest/testdata/call_ended.json")
+	body, err := os.ReadFile("../../ingest/testdata/call_ended.json")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package badgerlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -200,9 +201,15 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 		if err := txn.Delete(ls.key); err != nil {
 			return q.l.writeErr(err)
 		}
-		prev, err := getDelivery(txn.Txn, s.Seq, q.sink)
-		if err != nil {
-			return fmt.Errorf("settle %s entry %d: %w", q.sink, s.Seq, err)
+		// An entry still at its ready key has never been settled, retried
+		// or replayed: it has no record yet, and the first attempt (most
+		// of them) skips the lookup.
+		var prev *logpb.Delivery
+		if !bytes.HasPrefix(ls.key, q.ready) {
+			var err error
+			if prev, err = getDelivery(txn.Txn, s.Seq, q.sink); err != nil {
+				return fmt.Errorf("settle %s entry %d: %w", q.sink, s.Seq, err)
+			}
 		}
 		if err := txn.putDelivery(s.Seq, q.sink, settled(prev, ls.target.GetRoute(), s, now)); err != nil {
 			return q.l.writeErr(err)

@@ -12,6 +12,7 @@
 //	P.q.<sink>.<id>       a queue entry: a copy of the event, the route, the payload
 //	P.dlq.<sink>.<id>     a dead letter: the same, with attempts, error, time
 //	P.st.<sink>.<seq>     retry state of a queue entry: failures so far, last error
+//	P.dr.<sink>.<seq>     delivery record of the event at seq for the sink; Nats-TTL = retention
 //	P.dd.<source>.<hash>  a dedup marker: the first event's id; Nats-TTL = the source's window
 //
 // One stream because an atomic batch (ADR-50, nats-server 2.12+) is
@@ -83,12 +84,19 @@
 //
 // # Delivery records
 //
-// This backend does not keep per-sink delivery records yet: it does not
-// implement [pipeline.DeliveryLog], so GET /v1/events/{id} shows no
-// deliveries and an Events filter on State fails with
-// [pipeline.ErrNotSupported]. The plan is one P.dr.<sink>.<seq> subject per
-// record (Nats-TTL = retention), published with the P.st write on Retry,
-// with the dead letter on Dead, and before +ACK on Ack.
+// P.dr.<sink>.<seq> holds the delivery record of the event at seq for one
+// sink (state, attempts, first and last attempt, last error, delivered
+// at), Nats-TTL = the log's retention. Append writes none: an event with
+// a P.q entry and no record is queued, one with a P.dlq written by Append
+// is dead. Settle writes it: on Retry in one atomic batch with P.st, on
+// Dead with the dead letter, on Ack as one more publish before +ACK (the
+// one extra round trip this costs; a crash in between delivers the entry
+// again and its record counts that attempt too). RetryDead and Requeue put
+// it in their batch. A fetched entry reads its record only when it was
+// delivered before or carries retry state, so a first delivery costs no
+// read. Deliveries is a get per sink plus one stream info for the sinks
+// an event was replayed to; an Events filter on State costs a get or
+// three per event looked at.
 //
 // # Reads
 //

@@ -417,6 +417,11 @@ func (q *queue) Settle(ctx context.Context, ss []pipeline.Settlement) error {
 	if q.l.isClosed() {
 		return pipeline.ErrClosed
 	}
+	// The delivery records of the acked entries go first, published
+	// asynchronously: about one round trip for all of them.
+	if err := q.recordAcked(ctx, ss); err != nil {
+		return err
+	}
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -450,15 +455,45 @@ func (q *queue) Settle(ctx context.Context, ss []pipeline.Settlement) error {
 	return errors.Join(errs...)
 }
 
+// recordAcked stores the delivery records of the entries of ss settled as
+// Ack and returns once the server confirmed every one.
+func (q *queue) recordAcked(ctx context.Context, ss []pipeline.Settlement) error {
+	now := time.Now().UTC()
+	var futures []jetstream.PubAckFuture
+	for _, s := range ss {
+		q.mu.Lock()
+		ls := q.leased[s.Seq]
+		q.mu.Unlock()
+		if ls == nil || s.Outcome != pipeline.Ack {
+			continue
+		}
+		f, err := q.l.js.PublishMsgAsync(q.drMsg(ls.seq, settledDR(ls, s, now)))
+		if err != nil {
+			return q.l.wrapErr("publish delivery record", err)
+		}
+		futures = append(futures, f)
+	}
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return q.l.wrapErr("publish delivery record", err)
+		case <-rctx.Done():
+			return q.l.wrapErr("publish delivery record", context.Cause(rctx))
+		}
+	}
+	return nil
+}
+
 func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) error {
 	dr := q.drMsg(ls.seq, settledDR(ls, s, time.Now().UTC()))
 	switch s.Outcome {
 	case pipeline.Ack:
-		// The record first: a crash before the ack delivers the entry
-		// again, and its record then counts one attempt more.
-		if err := q.publish(ctx, dr); err != nil {
-			return err
-		}
+		// Its record is stored already (Settle): a crash before the ack
+		// delivers the entry again, and its record then counts one attempt
+		// more.
 		if ls.state {
 			if err := q.purge(ctx, q.stSubject(ls.seq)); err != nil {
 				return err

@@ -21,3 +21,8 @@ var ErrTooBig = errors.New("append too big for one atomic write")
 // ErrBadCursor is returned (wrapped) by [Log.Events] when the After cursor
 // is not one that the log returned. The admin API answers 400.
 var ErrBadCursor = errors.New("bad cursor")
+
+// ErrNotSupported is returned (wrapped) when a [Log] backend does not offer
+// what was asked of it, for example a delivery-state filter on a backend
+// that keeps no delivery records. The admin API answers 501.
+var ErrNotSupported = errors.New("not supported on this backend")

@@ -126,6 +126,12 @@ type EventFilter struct {
 	Since, Until time.Time
 	// DedupKey selects the events stored with this dedup key.
 	DedupKey string
+	// State selects the events whose delivery record (see [DeliveryLog])
+	// to Sink, or to any of their sinks when Sink is empty, is in this
+	// state: "queued", "retrying", "delivered", "dead", or "pending"
+	// ([StatePending]: queued or retrying). A Log that keeps no records
+	// returns an error wrapping [ErrNotSupported] when it is set.
+	State string
 	// After is the cursor a previous call returned as next; "" starts at
 	// the oldest event.
 	After string

@@ -21,13 +21,14 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
 const adminUsage = `usage:
-  pipelined events list [--source S] [--sink S] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--limit N] [--after CURSOR]
+  pipelined events list [--source S] [--sink S] [--state pending|dead|delivered] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--limit N] [--after CURSOR]
   pipelined events list --rejected [--source S] [--since T] [--limit N] [--after CURSOR]
   pipelined events show ID
   pipelined sinks
@@ -222,7 +223,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 	fs.StringVar(&af.tokenFile, "token-file", "", "`file` holding the admin token")
 	fs.BoolVar(&af.asJSON, "json", false, "print JSON")
 
-	var source, sink, since, until, dedupKey, when, after string
+	var source, sink, state, since, until, dedupKey, when, after string
 	var limit int
 	var ids stringList
 	var all, allEvents, rejected bool
@@ -231,6 +232,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 		fs.BoolVar(&rejected, "rejected", false, "list rejected requests (kept by sources with keep_rejected) instead of events")
 		fs.StringVar(&source, "source", "", "only events of this source")
 		fs.StringVar(&sink, "sink", "", "only events routed to this sink")
+		fs.StringVar(&state, "state", "", "only events whose delivery to --sink (to any sink without it) is `STATE`: pending, dead or delivered")
 		fs.StringVar(&since, "since", "", "only events received at or after `T`")
 		fs.StringVar(&until, "until", "", "only events received before `T`")
 		fs.StringVar(&dedupKey, "dedup-key", "", "only events with this dedup key")
@@ -276,6 +278,9 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 		}
 		return usageErr("want %d argument(s), got %d", wantPos, len(pos))
 	}
+	if !pipeline.ValidFilterState(state) {
+		return usageErr("--state %q: want pending, dead or delivered (or queued, retrying)", state)
+	}
 	now := time.Now()
 	for _, t := range []struct{ flag, v string }{{"--since", since}, {"--until", until}} {
 		if _, err := admin.ParseTime(t.v, now); err != nil {
@@ -306,7 +311,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 			return pr.rejectionsList(q)
 		}
 		q := url.Values{}
-		for k, v := range map[string]string{"source": source, "sink": sink, "dedup_key": dedupKey, "when": when, "after": after,
+		for k, v := range map[string]string{"source": source, "sink": sink, "state": state, "dedup_key": dedupKey, "when": when, "after": after,
 			"since": absTime(since, now), "until": absTime(until, now), "limit": strconv.Itoa(limit)} {
 			if v != "" {
 				q.Set(k, v)
@@ -475,6 +480,34 @@ func (p *printer) eventsList(q url.Values) error {
 		})
 }
 
+// deliveries prints what happened to e at each sink, as a table whose
+// headings are the JSON keys.
+func (p *printer) deliveries(e admin.Event) error {
+	switch {
+	case e.Deliveries == nil:
+		_, err := fmt.Fprintln(p.stdout, "deliveries:\tnot recorded by this log backend")
+		return err
+	case len(e.Deliveries) == 0:
+		_, err := fmt.Fprintln(p.stdout, "deliveries:\t- (routed to no sink)")
+		return err
+	}
+	fmt.Fprintln(p.stdout, "deliveries:")
+	tw := table(p.stdout)
+	// The headings are the JSON keys of a delivery record, upper-cased.
+	fmt.Fprintln(tw, "  SINK\tROUTE\tSTATE\tATTEMPTS\tFIRST_ATTEMPT_AT\tLAST_ATTEMPT_AT\tDELIVERED_AT\tLAST_ERROR")
+	at := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return fmtTime(*t)
+	}
+	for _, d := range e.Deliveries {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.Sink, orDash(d.Route), d.State, d.Attempts,
+			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), orDash(strings.Join(strings.Fields(d.LastError), " ")))
+	}
+	return tw.Flush()
+}
+
 func (p *printer) rejectionsList(q url.Values) error {
 	var list admin.RejectionList
 	return p.list(func(c *admin.Client) (err error) { list, err = c.Rejections(context.Background(), q); return err }, &list.Next,
@@ -502,6 +535,9 @@ func (p *printer) eventShow(id string) error {
 		fmt.Fprintf(tw, "header %s:\t%s\n", k, e.Headers[k])
 	}
 	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if err := p.deliveries(e); err != nil {
 		return err
 	}
 	var body bytes.Buffer

@@ -133,7 +133,7 @@ func (c *Client) Sink(ctx context.Context, name string) (SinkStatus, error) {
 }
 
 // Events returns one page of events (GET /v1/events); q holds the filters
-// (source, sink, since, until, dedup_key, when, limit, after).
+// (source, sink, state, since, until, dedup_key, when, limit, after).
 func (c *Client) Events(ctx context.Context, q url.Values) (EventList, error) {
 	var v EventList
 	err := c.Call(ctx, "GET", "/v1/events?"+q.Encode(), nil, &v)

@@ -4,8 +4,8 @@
 //
 // # The /v1 API
 //
-//	GET  /v1/events?source=&sink=&since=&until=&dedup_key=&when=&limit=&after=
-//	GET  /v1/events/{id}
+//	GET  /v1/events?source=&sink=&state=&since=&until=&dedup_key=&when=&limit=&after=
+//	GET  /v1/events/{id}              the event with its deliveries: [{sink, route, state, attempts, ...}]
 //	GET  /v1/sinks
 //	GET  /v1/sinks/{sink}/dlq?limit=&after=
 //	POST /v1/sinks/{sink}/dlq/retry   {"ids": [...]} or {"all": true}

@@ -69,7 +69,11 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	f := pipeline.EventFilter{Source: q.Get("source"), Sink: q.Get("sink"), DedupKey: q.Get("dedup_key"), After: q.Get("after")}
+	f := pipeline.EventFilter{Source: q.Get("source"), Sink: q.Get("sink"), DedupKey: q.Get("dedup_key"), After: q.Get("after"), State: q.Get("state")}
+	if !pipeline.ValidFilterState(f.State) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want pending, dead or delivered (or queued, retrying)", f.State))
+		return
+	}
 	var err error
 	if f.Since, err = ParseTime(q.Get("since"), now); err != nil {
 		writeError(w, http.StatusBadRequest, "since: "+err.Error())
@@ -125,7 +129,32 @@ func (s *server) event(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("event %q is not in the log", id))
 		return
 	}
-	writeJSON(w, http.StatusOK, toEvent(es[0]))
+	out := toEvent(es[0])
+	if dl, ok := s.o.Log.(pipeline.DeliveryLog); ok {
+		rs, err := dl.Deliveries(r.Context(), id)
+		if err != nil {
+			writeLogError(w, err)
+			return
+		}
+		out.Deliveries = make([]Delivery, len(rs))
+		for i, d := range rs {
+			out.Deliveries[i] = toDelivery(d)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func toDelivery(d pipeline.DeliveryRecord) Delivery {
+	at := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		t = t.UTC()
+		return &t
+	}
+	return Delivery{Sink: d.Sink, Route: d.Route, State: d.State, Attempts: d.Attempts,
+		FirstAttemptAt: at(d.FirstAttemptAt), LastAttemptAt: at(d.LastAttemptAt), LastError: d.LastError,
+		DeliveredAt: at(d.DeliveredAt)}
 }
 
 // rejections serves GET /v1/rejections?source=&since=&after=&limit= (and

@@ -254,6 +254,8 @@ func writeLogError(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, pipeline.ErrClosed):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, pipeline.ErrNotSupported):
+		code = http.StatusNotImplemented
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusServiceUnavailable
 	}

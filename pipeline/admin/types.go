@@ -83,6 +83,26 @@ type Event struct {
 	Sinks      []string          `json:"sinks"`
 	Headers    map[string]string `json:"headers,omitempty"`
 	Body       json.RawMessage   `json:"body"`
+	// Deliveries says what happened to the event at each sink (GET
+	// /v1/events/{id} only). Absent when the log backend keeps no
+	// delivery records (jetstream); [] for an event routed nowhere.
+	Deliveries []Delivery `json:"deliveries,omitzero"`
+}
+
+// Delivery is the delivery record of one (event, sink) pair. State is
+// "queued", "retrying", "delivered" or "dead" ("unknown" for an event
+// written by a version that kept no records). Attempts counts every attempt
+// over the event's life. The times are null until they happen; LastError
+// is the latest failure's error, kept after a later success.
+type Delivery struct {
+	Sink           string     `json:"sink"`
+	Route          string     `json:"route"`
+	State          string     `json:"state"`
+	Attempts       int        `json:"attempts"`
+	FirstAttemptAt *time.Time `json:"first_attempt_at"`
+	LastAttemptAt  *time.Time `json:"last_attempt_at"`
+	LastError      string     `json:"last_error"`
+	DeliveredAt    *time.Time `json:"delivered_at"`
 }
 
 // EventList is the answer of GET /v1/events. Next, when not empty, is the

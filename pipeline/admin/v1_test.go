@@ -137,6 +137,9 @@ func TestEventsList(t *testing.T) {
 		{"dedup key", "?dedup_key=call-4", []string{"ev-4"}},
 		{"when", "?when=" + urlq(`body.n >= 3 && source == "stripe"`), []string{"ev-3", "ev-5"}},
 		{"when and limit", "?when=" + urlq(`body.n in [0, 2, 4]`) + "&limit=2", []string{"ev-0", "ev-2"}},
+		{"sink and state dead", "?sink=slack&state=dead", []string{"ev-1", "ev-3"}},
+		{"sink and state pending", "?sink=slack&state=pending", []string{"ev-5"}},
+		{"sink and state delivered", "?sink=archive&state=delivered", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,6 +183,7 @@ func TestEventsList(t *testing.T) {
 		{"?since=yesterday", "since"},
 		{"?limit=0", "limit"},
 		{"?after=zz", "cursor"},
+		{"?sink=slack&state=lost", `state "lost"`},
 	} {
 		t.Run("bad "+bad.query, func(t *testing.T) {
 			wantError(t, call(t, h, "GET", "/v1/events"+bad.query, "", ""), http.StatusBadRequest, bad.substr)
@@ -207,6 +211,77 @@ func TestEventShow(t *testing.T) {
 		t.Errorf("GET /v1/events/ev-3 = %+v", e)
 	}
 	wantError(t, call(t, h, "GET", "/v1/events/nope", "", ""), http.StatusNotFound, `"nope"`)
+}
+
+// TestEventShowDeliveries: GET /v1/events/{id} says what happened to the
+// event at each sink, with every field of the record present.
+func TestEventShowDeliveries(t *testing.T) {
+	l := fixture(t)
+	q := l.Queue("archive")
+	ctx := context.Background()
+	before := time.Now().UTC()
+	ds, err := q.Fetch(ctx, 1) // ev-0
+	if err != nil || len(ds) != 1 || ds[0].Event.ID != "ev-0" {
+		t.Fatalf("Fetch(archive) = %v, %v; want ev-0", ds, err)
+	}
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "connection refused"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err = q.Fetch(ctx, 1); err != nil || len(ds) != 1 || ds[0].Event.ID != "ev-0" {
+		t.Fatalf("Fetch(archive) again = %v, %v; want ev-0", ds, err)
+	}
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Ack}}); err != nil {
+		t.Fatal(err)
+	}
+	h := admin.Handler(v1Options(l))
+
+	r := call(t, h, "GET", "/v1/events/ev-0", "", "")
+	var raw struct {
+		Deliveries []map[string]any `json:"deliveries"`
+	}
+	if err := json.Unmarshal(r.body, &raw); err != nil || len(raw.Deliveries) != 1 {
+		t.Fatalf("GET /v1/events/ev-0 = %s, want one delivery", r.body)
+	}
+	for _, k := range []string{"sink", "route", "state", "attempts", "first_attempt_at", "last_attempt_at", "last_error", "delivered_at"} {
+		if _, ok := raw.Deliveries[0][k]; !ok {
+			t.Errorf("GET /v1/events/ev-0 deliveries[0] has no %q: %s", k, r.body)
+		}
+	}
+	d := into[admin.Event](t, r).Deliveries[0]
+	if d.Sink != "archive" || d.Route != "all" || d.State != "delivered" || d.Attempts != 2 || d.LastError != "connection refused" ||
+		d.DeliveredAt == nil || d.DeliveredAt.Before(before) || d.FirstAttemptAt == nil || d.LastAttemptAt.Before(*d.FirstAttemptAt) {
+		t.Errorf("GET /v1/events/ev-0 deliveries[0] = %+v, want archive/all delivered after 2 attempts", d)
+	}
+
+	for _, tt := range []struct{ id, state, lastErr string }{
+		{"ev-1", "dead", "transform failed"},
+		{"ev-5", "queued", ""},
+	} {
+		d := into[admin.Event](t, call(t, h, "GET", "/v1/events/"+tt.id, "", "")).Deliveries
+		if len(d) != 1 || d[0].Sink != "slack" || d[0].State != tt.state || d[0].LastError != tt.lastErr || d[0].DeliveredAt != nil || d[0].Attempts != 0 {
+			t.Errorf("GET /v1/events/%s deliveries = %+v, want slack %s %q, no attempt", tt.id, d, tt.state, tt.lastErr)
+		}
+	}
+}
+
+// plainLog hides memlog's optional capabilities, as a backend without
+// delivery records has none.
+type plainLog struct{ pipeline.Log }
+
+func (l plainLog) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.EventInfo, string, error) {
+	if f.State != "" {
+		return nil, "", fmt.Errorf("events: %w", pipeline.ErrNotSupported)
+	}
+	return l.Log.Events(ctx, f)
+}
+
+func TestEventDeliveriesNotSupported(t *testing.T) {
+	h := admin.Handler(v1Options(plainLog{fixture(t)}))
+	r := call(t, h, "GET", "/v1/events/ev-0", "", "")
+	if r.code != http.StatusOK || bytes.Contains(r.body, []byte(`"deliveries"`)) {
+		t.Errorf("GET /v1/events/ev-0 on a log without records = %d %s, want 200 without deliveries", r.code, r.body)
+	}
+	wantError(t, call(t, h, "GET", "/v1/events?sink=slack&state=dead", "", ""), http.StatusNotImplemented, "not supported on this backend")
 }
 
 func TestSinksOldestAge(t *testing.T) {

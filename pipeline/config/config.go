@@ -70,6 +70,9 @@ type Server struct {
 	// TrustedProxies lists the addresses (CIDRs) of reverse proxies whose
 	// X-Forwarded-For header is believed, for allow_cidrs.
 	TrustedProxies []string `toml:"trusted_proxies"`
+	// LogRequests logs one line per accepted or duplicate webhook at INFO;
+	// refusals are logged either way, rate-limited per source and reason.
+	LogRequests bool `toml:"log_requests"`
 }
 
 // Admin configures the admin listener, which never shares the ingest one.
@@ -238,6 +241,7 @@ func Default() *Config {
 			ShutdownTimeout:   Duration{25 * time.Second},
 			MaxHeaderBytes:    64 << 10,
 			MaxConcurrent:     1024,
+			LogRequests:       true,
 		},
 		Admin: Admin{Listen: DefaultAdminListen},
 		Log:   Log{Dir: DefaultLogDir, Retention: Duration{168 * time.Hour}, Backend: DefaultBackend},

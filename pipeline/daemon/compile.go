@@ -27,6 +27,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 		MaxBody:        int64(cfg.Server.MaxBody),
 		MaxConcurrent:  cfg.Server.MaxConcurrent,
 		TrustedProxies: plan.TrustedProxies,
+		LogRequests:    cfg.Server.LogRequests,
 	}
 	for i, s := range cfg.Sources {
 		sp := plan.Sources[i]

@@ -3,8 +3,10 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -56,5 +58,31 @@ func BenchmarkDecodeDedupRoute(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg.Router.Route(env)
+	}
+}
+
+// BenchmarkHandlerLogged is BenchmarkHandler with the per-webhook log line
+// on ([server] log_requests = true, the default), written as JSON to
+// /dev/null: the formatting and the write(2) an accepted webhook costs.
+func BenchmarkHandlerLogged(b *testing.B) {
+	body := callKaro(b)
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	cfg := testConfig(b)
+	cfg.LogRequests = true
+	h := ingest.New(cfg, nopAppender{}, slog.New(slog.NewJSONHandler(null, nil)))
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, hookPath, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
 	}
 }

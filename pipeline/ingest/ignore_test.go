@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -55,7 +56,9 @@ func TestIgnore(t *testing.T) {
 	src.KeepRejected = time.Hour
 	reg := prometheus.NewRegistry()
 	app := &recordingAppender{}
-	h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Audit: audit, Metrics: metrics.New(reg)}, app, nil)
+	logs := &logBuffer{}
+	h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Audit: audit, Metrics: metrics.New(reg), LogRequests: true},
+		app, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	for _, tc := range []struct {
 		name, token, body string
@@ -95,6 +98,9 @@ func TestIgnore(t *testing.T) {
 	}
 	if app.len() != 1 {
 		t.Errorf("appended %d events, want only the call_ended", app.len())
+	}
+	if l := logs.lines(t, "webhook ignored"); len(l) != 1 || l[0]["source"] != "callkaro" || !strings.Contains(l[0]["reason"].(string), "ignores this event") {
+		t.Errorf("'webhook ignored' lines = %v, want one for source callkaro with the reason", l)
 	}
 	if got := h.Stats().Ignored; got != 1 {
 		t.Errorf("Stats().Ignored = %d, want 1", got)

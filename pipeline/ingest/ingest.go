@@ -78,6 +78,10 @@ type Config struct {
 	// Audit, if set, keeps the rejected requests of sources with
 	// KeepRejected. Set it on every Config given to Swap.
 	Audit *Audit
+	// LogRequests logs one line per accepted or duplicate webhook at INFO
+	// ([server] log_requests); refusals are logged either way, rate-limited
+	// (see reqlog.go).
+	LogRequests bool
 }
 
 // Stats counts what the handler saw; read it with [Handler.Stats].
@@ -101,6 +105,8 @@ type Handler struct {
 	accepted, duplicates, rejected, ruleErrors, unavailable atomic.Int64
 	unauthorized, limited                                   atomic.Int64
 	unprocessable, ignored                                  atomic.Int64
+
+	refusals refusalLog
 }
 
 type state struct {
@@ -173,17 +179,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	received := time.Now()
 	src, ok := st.byPath[r.URL.Path]
 	if !ok {
-		return "", h.refuse(w, st, Decision{Status: http.StatusNotFound, Outcome: metrics.OutcomeNotFound,
+		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusNotFound, Outcome: metrics.OutcomeNotFound,
 			Error: "no source is configured at path " + strconv.Quote(r.URL.Path)})
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return src.Name, h.refuse(w, st, Decision{Status: http.StatusMethodNotAllowed, Outcome: metrics.OutcomeMethodNotAllowed,
+		return src.Name, h.refuse(w, r, st, src.Name, Decision{Status: http.StatusMethodNotAllowed, Outcome: metrics.OutcomeMethodNotAllowed,
 			Error: "method " + r.Method + " is not allowed: send webhooks with POST"})
 	}
 	if len(src.Allow) > 0 {
 		if ip, ok := clientIP(r, st.cfg.TrustedProxies); !ok || !allowed(src.Allow, ip) {
-			return src.Name, h.refuse(w, st, Decision{Status: http.StatusForbidden, Outcome: metrics.OutcomeForbidden,
+			return src.Name, h.refuse(w, r, st, src.Name, Decision{Status: http.StatusForbidden, Outcome: metrics.OutcomeForbidden,
 				Error: "address " + ip.String() + " is not allowed to send to source " + strconv.Quote(src.Name)})
 		}
 	}
@@ -192,7 +198,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		case st.slots <- struct{}{}:
 			defer func() { <-st.slots }()
 		default:
-			return src.Name, h.refuse(w, st, unavailable("too many requests in flight: retry shortly"))
+			return src.Name, h.refuse(w, r, st, src.Name, unavailable("too many requests in flight: retry shortly"))
 		}
 	}
 	req := Request{
@@ -210,21 +216,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	if d.Ignored {
 		h.ignored.Add(1)
 		writeJSON(w, http.StatusOK, Ignored{Ignored: true, Reason: d.Error})
+		h.logIgnored(st, src.Name, &d)
 		if d.Rejection != nil {
 			st.cfg.Audit.Keep(*d.Rejection)
 		}
 		return src.Name, d.Outcome
 	}
 	if !d.Accepted() {
-		if d.Status == http.StatusUnauthorized {
-			h.log.Info("request refused: authentication failed", "source", src.Name, "reason", d.Error, "remote", r.RemoteAddr)
-		}
-		return src.Name, h.refuse(w, st, d)
+		return src.Name, h.refuse(w, r, st, src.Name, d)
 	}
 	h.ruleFailures(st, src, &d)
 	res, err := h.app.Append(r.Context(), d.Entry)
 	if err != nil {
-		return src.Name, h.refuse(w, st, appendFailed(err, r.Context().Err() != nil))
+		return src.Name, h.refuse(w, r, st, src.Name, appendFailed(err, r.Context().Err() != nil))
 	}
 	outcome = metrics.OutcomeAccepted
 	if res.Duplicate {
@@ -235,6 +239,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		countRoutes(st.cfg.Metrics, d.Entry.Targets)
 	}
 	writeJSON(w, http.StatusOK, Response{ID: res.ID, Duplicate: res.Duplicate})
+	h.logAccepted(st, src.Name, &d.Entry, res)
 	return src.Name, outcome
 }
 
@@ -289,10 +294,13 @@ func unavailable(reason string) Decision {
 	return Decision{Status: http.StatusServiceUnavailable, Outcome: metrics.OutcomeUnavailable, Error: reason}
 }
 
-// refuse answers a refusal, counts it and hands it to the audit when its
-// source keeps rejected requests. It returns d.Outcome. A refusal without
-// Status (the client left) is counted as unavailable and not answered.
-func (h *Handler) refuse(w http.ResponseWriter, st *state, d Decision) string {
+// refuse answers a refusal of a request to source ("" for an unknown
+// path), counts it, logs it (rate-limited) and hands it to the audit when
+// its source keeps rejected requests. It returns d.Outcome. A refusal
+// without Status (the client left) is counted as unavailable and not
+// answered.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, st *state, source string, d Decision) string {
+	h.logRefused(source, r.RemoteAddr, &d)
 	switch d.Status {
 	case 0:
 		h.unavailable.Add(1)

@@ -35,6 +35,9 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 	if err := l.checkOpen(); err != nil {
 		return nil, "", err
 	}
+	if !pipeline.ValidFilterState(f.State) {
+		return nil, "", fmt.Errorf("events: state %q: want queued, retrying, pending, delivered or dead", f.State)
+	}
 	after := uint64(0)
 	if f.After != "" {
 		n, err := strconv.ParseUint(f.After, 10, 64)
@@ -65,9 +68,13 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 			if err != nil {
 				return err
 			}
-			if matches(rec, f) {
-				out = append(out, eventInfo(rec, seq))
+			if !matches(rec, f) {
+				return nil
 			}
+			if ok, err := matchState(txn, seq, rec.GetSinks(), f.Sink, f.State); err != nil || !ok {
+				return err
+			}
+			out = append(out, eventInfo(rec, seq))
 			return nil
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 64})
@@ -92,7 +99,14 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
 				return fmt.Errorf("decode event %d: %w", seq, err)
 			}
-			if matches(rec, f) {
+			ok := matches(rec, f)
+			if ok {
+				var err error
+				if ok, err = matchState(txn, seq, rec.GetSinks(), f.Sink, f.State); err != nil {
+					return err
+				}
+			}
+			if ok {
 				full, err := l.full(rec, seq)
 				if err != nil {
 					return err
@@ -151,7 +165,10 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 		if err != nil {
 			return fmt.Errorf("encode queue entry: %w", err)
 		}
-		return txn.Set(retryKey(q.sink, now, seq), v)
+		if err := txn.Set(retryKey(q.sink, now, seq), v); err != nil {
+			return err
+		}
+		return q.mark(txn, seq, t.GetRoute(), logpb.Delivery_RETRYING, t.GetLastError())
 	})
 	if n > 0 {
 		q.wake()
@@ -314,6 +331,9 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		if err := txn.Set(retryKey(q.sink, now, r.Seq), v); err != nil {
 			return 0, q.l.writeErr(err)
 		}
+		if err := q.mark(txn, r.Seq, r.Route, logpb.Delivery_QUEUED, ""); err != nil {
+			return 0, q.l.writeErr(err)
+		}
 		retrying[r.Seq] = true
 		n++
 	}
@@ -325,6 +345,23 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	}
 	q.wake()
 	return n, nil
+}
+
+// mark sets the state (and route) of the delivery record of seq in txn,
+// keeping its history; lastErr, when not empty, becomes its last error.
+func (q *queue) mark(txn *wtxn, seq uint64, route string, st logpb.Delivery_State, lastErr string) error {
+	d, err := getDelivery(txn.Txn, seq, q.sink)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		d = &logpb.Delivery{}
+	}
+	d.Route, d.State = route, st
+	if lastErr != "" {
+		d.LastError = lastErr
+	}
+	return txn.putDelivery(seq, q.sink, d)
 }
 
 func exists(txn *badger.Txn, key []byte) (bool, error) {

@@ -11,6 +11,7 @@
 //	q/<sink>/<seq>                 ready entry (logpb.Target), in log order
 //	r/<sink>/<due><seq>            retry entry, due = 8-byte BE unix nanoseconds
 //	x/<sink>/<seq>                 dead-letter entry
+//	s/<seq><sink>                  delivery record (logpb.Delivery), from the first settlement on; see delivery.go
 //
 // An event record keeps its dedup key and the sinks it was routed to, so
 // that Events can filter on them and retention can look its queue entries up.

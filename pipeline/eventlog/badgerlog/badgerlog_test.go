@@ -80,6 +80,9 @@ func TestPruneKeepsWhatIsStillQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	// "queued" stays leased, not settled: still in a's queue.
+	if n := badgerlog.DeliveryKeys(db); n != 4 {
+		t.Fatalf("before Prune: %d delivery records, want 4 (one per settlement)", n)
+	}
 
 	n, err := db.Prune(time.Now().Add(-24 * time.Hour))
 	if err != nil {
@@ -87,6 +90,9 @@ func TestPruneKeepsWhatIsStillQueued(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("Prune removed %d events, want 2 (unrouted, acked)", n)
+	}
+	if n := badgerlog.DeliveryKeys(db); n != 3 {
+		t.Errorf("after Prune: %d delivery records, want 3 (acked's went with it)", n)
 	}
 	for id, wantKept := range map[string]bool{
 		"unrouted": false, "acked": false, "queued": true, "retrying": true, "dead": true, "two-sinks": true,

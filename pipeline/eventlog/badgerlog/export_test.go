@@ -1,4 +1,16 @@
 package badgerlog
 
+import "github.com/dgraph-io/badger/v4"
+
 // SetSpaceProbe replaces how db measures free space and the maps' holes.
 func SetSpaceProbe(db *DB, probe func() (free, holes int64)) { db.space.override = probe }
+
+// DeliveryKeys counts the delivery records (s/ keys) in db.
+func DeliveryKeys(db *DB) int {
+	n := 0
+	db.db.View(func(txn *badger.Txn) error {
+		n = countPrefix(txn, preDelivery)
+		return nil
+	})
+	return n
+}

@@ -185,9 +185,14 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	if len(doomed) == 0 {
 		return 0, next, done, nil
 	}
-	for _, k := range doomed {
+	for i, k := range doomed {
 		if err := txn.Delete(k); err != nil {
 			return 0, next, true, l.writeErr(err)
+		}
+		if i%2 == 0 { // an event key: its delivery records go with it
+			if err := deleteDeliveries(txn, binary.BigEndian.Uint64(k[len(preEvent):])); err != nil {
+				return 0, next, true, l.writeErr(err)
+			}
 		}
 	}
 	if err := l.commit(txn); err != nil {

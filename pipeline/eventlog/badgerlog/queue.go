@@ -1,6 +1,7 @@
 package badgerlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -198,6 +199,19 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 			return fmt.Errorf("settle %s entry %d: not fetched, or settled already", q.sink, s.Seq)
 		}
 		if err := txn.Delete(ls.key); err != nil {
+			return q.l.writeErr(err)
+		}
+		// An entry still at its ready key has never been settled, retried
+		// or replayed: it has no record yet, and the first attempt (most
+		// of them) skips the lookup.
+		var prev *logpb.Delivery
+		if !bytes.HasPrefix(ls.key, q.ready) {
+			var err error
+			if prev, err = getDelivery(txn.Txn, s.Seq, q.sink); err != nil {
+				return fmt.Errorf("settle %s entry %d: %w", q.sink, s.Seq, err)
+			}
+		}
+		if err := txn.putDelivery(s.Seq, q.sink, settled(prev, ls.target.GetRoute(), s, now)); err != nil {
 			return q.l.writeErr(err)
 		}
 		t := &logpb.Target{Route: ls.target.GetRoute(), Payload: ls.target.GetPayload(), Attempts: ls.target.GetAttempts() + 1, LastError: s.Err}

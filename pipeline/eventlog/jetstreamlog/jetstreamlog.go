@@ -679,6 +679,9 @@ func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Ev
 	if l.isClosed() {
 		return nil, "", pipeline.ErrClosed
 	}
+	if !pipeline.ValidFilterState(f.State) {
+		return nil, "", fmt.Errorf("events: state %q: want queued, retrying, pending, delivered or dead", f.State)
+	}
 	var from uint64 = 1
 	if f.After != "" {
 		n, err := strconv.ParseUint(f.After, 10, 64)
@@ -725,6 +728,9 @@ func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Ev
 		if m.Sequence < from || !match(r, sinks) {
 			return nil, "", nil
 		}
+		if ok, err := l.matchState(ctx, m.Sequence, r.ID, sinks, f.Sink, f.State); err != nil || !ok {
+			return nil, "", err
+		}
 		return []pipeline.EventInfo{{Event: r.event(), Seq: m.Sequence, Sinks: sinks}}, "", nil
 	}
 	var out []pipeline.EventInfo
@@ -744,7 +750,13 @@ func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Ev
 		if err != nil {
 			return nil, "", err
 		}
-		if match(r, sinks) {
+		ok := match(r, sinks)
+		if ok && f.State != "" {
+			if ok, err = l.matchState(ctx, m.Sequence, r.ID, sinks, f.Sink, f.State); err != nil {
+				return nil, "", err
+			}
+		}
+		if ok {
 			out = append(out, pipeline.EventInfo{Event: r.event(), Seq: m.Sequence, Sinks: sinks})
 			if len(out) == limit {
 				return out, strconv.FormatUint(m.Sequence, 10), nil

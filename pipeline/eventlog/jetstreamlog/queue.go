@@ -60,6 +60,7 @@ type lease struct {
 	rec     qRecord
 	state   bool // a st record exists
 	attempt int
+	dr      *drRecord // the delivery record, when one exists
 }
 
 func (q *queue) stSubject(seq uint64) string {
@@ -337,6 +338,11 @@ func (q *queue) leaseOf(ctx context.Context, m *nats.Msg) (*lease, error) {
 			ls.attempt = st.Fails + 1
 			ls.rec.lastErr = st.Err
 		}
+		// Only an entry delivered before, retried or replayed can have a
+		// delivery record: a first delivery skips the lookup.
+		if ls.dr, err = q.getDR(ctx, seq); err != nil {
+			return nil, err
+		}
 	}
 	return ls, nil
 }
@@ -411,6 +417,11 @@ func (q *queue) Settle(ctx context.Context, ss []pipeline.Settlement) error {
 	if q.l.isClosed() {
 		return pipeline.ErrClosed
 	}
+	// The delivery records of the acked entries go first, published
+	// asynchronously: about one round trip for all of them.
+	if err := q.recordAcked(ctx, ss); err != nil {
+		return err
+	}
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -444,9 +455,45 @@ func (q *queue) Settle(ctx context.Context, ss []pipeline.Settlement) error {
 	return errors.Join(errs...)
 }
 
+// recordAcked stores the delivery records of the entries of ss settled as
+// Ack and returns once the server confirmed every one.
+func (q *queue) recordAcked(ctx context.Context, ss []pipeline.Settlement) error {
+	now := time.Now().UTC()
+	var futures []jetstream.PubAckFuture
+	for _, s := range ss {
+		q.mu.Lock()
+		ls := q.leased[s.Seq]
+		q.mu.Unlock()
+		if ls == nil || s.Outcome != pipeline.Ack {
+			continue
+		}
+		f, err := q.l.js.PublishMsgAsync(q.drMsg(ls.seq, settledDR(ls, s, now)))
+		if err != nil {
+			return q.l.wrapErr("publish delivery record", err)
+		}
+		futures = append(futures, f)
+	}
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return q.l.wrapErr("publish delivery record", err)
+		case <-rctx.Done():
+			return q.l.wrapErr("publish delivery record", context.Cause(rctx))
+		}
+	}
+	return nil
+}
+
 func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) error {
+	dr := q.drMsg(ls.seq, settledDR(ls, s, time.Now().UTC()))
 	switch s.Outcome {
 	case pipeline.Ack:
+		// Its record is stored already (Settle): a crash before the ack
+		// delivers the entry again, and its record then counts one attempt
+		// more.
 		if ls.state {
 			if err := q.purge(ctx, q.stSubject(ls.seq)); err != nil {
 				return err
@@ -456,7 +503,7 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 	case pipeline.Retry:
 		m := nats.NewMsg(q.stSubject(ls.seq))
 		m.Data = mustJSON(stRecord{Seq: ls.seq, Fails: ls.attempt, Err: s.Err, ReceivedAt: ls.rec.Event.ReceivedAt})
-		if err := q.publish(ctx, m); err != nil {
+		if err := q.l.publishBatch(ctx, []*nats.Msg{m, dr}); err != nil {
 			return err
 		}
 		body := "-NAK"
@@ -468,7 +515,7 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 		m := nats.NewMsg(q.dlqSubject(ls.id))
 		m.Header.Set(hdrSeq, strconv.FormatUint(ls.seq, 10))
 		m.Data = mustJSON(dlqRecord{qRecord: ls.rec, Seq: ls.seq, Attempts: ls.attempt, Err: s.Err, FailedAt: time.Now().UTC()})
-		if err := q.publish(ctx, m); err != nil {
+		if err := q.l.publishBatch(ctx, []*nats.Msg{m, dr}); err != nil {
 			return err
 		}
 		if ls.state {
@@ -627,7 +674,7 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 			continue
 		}
 		rec := qRecord{Event: toRecord(d.Event), Route: d.Route, Payload: d.Payload}
-		if err := q.enqueue(ctx, d.Seq, rec, d.Err); err != nil {
+		if err := q.enqueue(ctx, d.Seq, rec, d.Err, pipeline.StateRetrying); err != nil {
 			return n, err
 		}
 		rctx, cancel := q.l.reqCtx(ctx)
@@ -641,16 +688,28 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 	return n, nil
 }
 
-// enqueue writes a queue entry for the event at seq with its retry state,
-// atomically.
-func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr string) error {
+// enqueue writes a queue entry for the event at seq with its retry state
+// and its delivery record (now in state), atomically.
+func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr, state string) error {
+	prev, err := q.getDR(ctx, seq)
+	if err != nil {
+		return err
+	}
+	dr := drRecord{}
+	if prev != nil {
+		dr = *prev
+	}
+	dr.Route, dr.State = rec.Route, state
+	if lastErr != "" {
+		dr.Err = lastErr
+	}
 	st := nats.NewMsg(q.stSubject(seq))
 	st.Data = mustJSON(stRecord{Seq: seq, Err: lastErr, ReceivedAt: rec.Event.ReceivedAt})
 	m := nats.NewMsg(q.qSubject(rec.Event.ID))
 	m.Header.Set(hdrSeq, strconv.FormatUint(seq, 10))
 	m.Header.Set(hdrState, "1")
 	m.Data = mustJSON(rec)
-	return q.l.publishBatch(ctx, []*nats.Msg{st, m})
+	return q.l.publishBatch(ctx, []*nats.Msg{st, q.drMsg(seq, dr), m})
 }
 
 // DropDead deletes the chosen dead letters.
@@ -730,7 +789,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 				goto next
 			}
 		}
-		if err := q.enqueue(ctx, t.seq, t.rec, ""); err != nil {
+		if err := q.enqueue(ctx, t.seq, t.rec, "", pipeline.StateQueued); err != nil {
 			return n, err
 		}
 		n++

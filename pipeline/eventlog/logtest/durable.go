@@ -21,6 +21,7 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) 
 	t.Helper()
 	t.Run("Reopen/Empty", func(t *testing.T) { testReopenEmpty(t, open) })
 	t.Run("Reopen/Recovers", func(t *testing.T) { testReopenRecovers(t, open) })
+	t.Run("Reopen/DeliveryRecords", func(t *testing.T) { testReopenDeliveryRecords(t, open) })
 }
 
 func reopen(t *testing.T, open func(t *testing.T, dir string) pipeline.Log, dir string) *onceLog {
@@ -179,4 +180,22 @@ func testReopenRecovers(t *testing.T, open func(t *testing.T, dir string) pipeli
 		mustEvent(t, l, event(id))
 	}
 	wantNotFound(t, l, "rc-key2")
+}
+
+// testReopenDeliveryRecords: delivery records survive a restart.
+func testReopenDeliveryRecords(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) {
+	dir := t.TempDir()
+	start := time.Now()
+	l := reopen(t, open, dir)
+	deliveryLog(t, l)
+	mustAppend(t, l, entry("rd-1", sinkA, sinkB))
+	q := l.Queue(sinkA)
+	ds := mustFetch(t, q, 1)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(hour), Err: "503"})
+	mustClose(t, l)
+
+	l = reopen(t, open, dir)
+	wantRecords(t, deliveryLog(t, l), "rd-1", start,
+		wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "503", attempted: true},
+		wantRecord{sink: sinkB, route: "route-" + sinkB, state: pipeline.StateQueued})
 }

@@ -9,7 +9,8 @@
 // [Run] checks the contract of one process's lifetime: append, dedup, routing,
 // fetch, settle, dead letters, concurrency and Close, and what the admin API
 // uses: listing events, retrying and dropping dead letters, and requeueing
-// (replay). A durable implementation
+// (replay), and the optional capabilities: rejections and per-sink delivery
+// records ([pipeline.DeliveryLog]). A durable implementation
 // also calls [RunDurable], which closes the log, opens the same directory again
 // and checks what survived. The suite uses only the standard library, runs its
 // subtests one after another (each on a fresh log), and takes a few seconds,
@@ -89,6 +90,11 @@ func Run(t *testing.T, open func(t *testing.T) pipeline.Log) {
 		{"Requeue/NoDuplicates", testRequeueNoDuplicates},
 		{"Requeue/MissingEvent", testRequeueMissing},
 		{"Queue/Oldest", testOldest},
+		{"Deliveries/Lifecycle", testDeliveryLifecycle},
+		{"Deliveries/TransformErr", testDeliveryTransformErr},
+		{"Deliveries/Replay", testDeliveryReplay},
+		{"Deliveries/NotFound", testDeliveryNotFound},
+		{"Events/FilterState", testEventsFilterState},
 		{"Rejections/RoundTrip", testRejectionsRoundTrip},
 		{"Rejections/FilterAndCursor", testRejectionsFilter},
 		{"Rejections/Expire", testRejectionsExpire},

@@ -24,6 +24,7 @@ import (
 var (
 	_ pipeline.Log          = (*Log)(nil)
 	_ pipeline.RejectionLog = (*Log)(nil)
+	_ pipeline.DeliveryLog  = (*Log)(nil)
 )
 
 // sweepEvery is how many appended entries pass between sweeps of expired
@@ -62,6 +63,9 @@ type stored struct {
 	seq   uint64
 	ev    pipeline.Event
 	sinks []string
+	// recs holds the delivery record of each sink the event was routed
+	// or replayed to.
+	recs map[string]*pipeline.DeliveryRecord
 }
 
 type dedupKey struct{ source, key string }
@@ -186,7 +190,7 @@ func (l *Log) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.
 			continue
 		}
 		l.seq++
-		s := &stored{seq: l.seq, ev: cloneEvent(en.Event)}
+		s := &stored{seq: l.seq, ev: cloneEvent(en.Event), recs: make(map[string]*pipeline.DeliveryRecord, len(en.Targets))}
 		if en.DedupKey != "" {
 			s.ev.DedupKey = en.DedupKey
 		}
@@ -201,7 +205,9 @@ func (l *Log) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.
 		for _, tg := range en.Targets {
 			q := l.queueLocked(tg.Sink)
 			e := &entry{seq: s.seq, ev: &s.ev, route: tg.Route, payload: bytes.Clone(tg.Payload)}
+			s.recs[tg.Sink] = &pipeline.DeliveryRecord{Sink: tg.Sink, Route: tg.Route, State: pipeline.StateQueued}
 			if tg.Err != "" {
+				s.recs[tg.Sink].State, s.recs[tg.Sink].LastError = pipeline.StateDead, tg.Err
 				q.dead[e.seq] = &deadEntry{e: e, err: tg.Err, failedAt: now}
 				continue
 			}
@@ -402,6 +408,20 @@ func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 	for _, st := range s {
 		e := q.q.leased[st.Seq]
 		delete(q.q.leased, st.Seq)
+		r := q.record(e.ev, e.route)
+		r.Attempts++
+		if r.FirstAttemptAt.IsZero() {
+			r.FirstAttemptAt = now
+		}
+		r.LastAttemptAt = now
+		switch st.Outcome {
+		case pipeline.Ack:
+			r.State, r.DeliveredAt = pipeline.StateDelivered, now
+		case pipeline.Retry:
+			r.State, r.LastError = pipeline.StateRetrying, st.Err
+		case pipeline.Dead:
+			r.State, r.LastError = pipeline.StateDead, st.Err
+		}
 		switch st.Outcome {
 		case pipeline.Retry:
 			e.lastErr = st.Err
@@ -503,6 +523,9 @@ func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Ev
 		}
 		after = n
 	}
+	if !pipeline.ValidFilterState(f.State) {
+		return nil, "", fmt.Errorf("memlog: events: state %q: want queued, retrying, pending, delivered or dead", f.State)
+	}
 	limit := f.Limit
 	if limit <= 0 {
 		limit = defaultLimit
@@ -529,6 +552,59 @@ func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Ev
 	return out, "", nil
 }
 
+// record returns the delivery record of ev in this queue, creating it
+// (queued) when there is none, and sets its route. q.l.mu is held.
+func (q *Queue) record(ev *pipeline.Event, route string) *pipeline.DeliveryRecord {
+	s := q.l.events[ev.ID]
+	r, ok := s.recs[q.sink]
+	if !ok {
+		r = &pipeline.DeliveryRecord{Sink: q.sink, State: pipeline.StateQueued}
+		s.recs[q.sink] = r
+	}
+	r.Route = route
+	return r
+}
+
+// Deliveries implements [pipeline.DeliveryLog].
+func (l *Log) Deliveries(ctx context.Context, id string) ([]pipeline.DeliveryRecord, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memlog: deliveries %q: %w", id, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("memlog: deliveries %q: %w", id, pipeline.ErrClosed)
+	}
+	s, ok := l.events[id]
+	if !ok {
+		return nil, fmt.Errorf("memlog: deliveries %q: %w", id, pipeline.ErrNotFound)
+	}
+	out := make([]pipeline.DeliveryRecord, 0, len(s.recs))
+	for _, sink := range s.sinks {
+		out = append(out, *s.recs[sink])
+	}
+	for _, sink := range slices.Sorted(maps.Keys(s.recs)) {
+		if !slices.Contains(s.sinks, sink) {
+			out = append(out, *s.recs[sink])
+		}
+	}
+	return out, nil
+}
+
+// matchState reports whether s has a delivery to sink (to any sink when
+// sink is empty) in the filter's state.
+func matchState(s *stored, sink, state string) bool {
+	if state == "" {
+		return true
+	}
+	for name, r := range s.recs {
+		if (sink == "" || name == sink) && pipeline.MatchState(state, r.State) {
+			return true
+		}
+	}
+	return false
+}
+
 func match(s *stored, f pipeline.EventFilter) bool {
 	ev := &s.ev
 	switch {
@@ -537,7 +613,8 @@ func match(s *stored, f pipeline.EventFilter) bool {
 		f.DedupKey != "" && ev.DedupKey != f.DedupKey,
 		f.Sink != "" && !slices.Contains(s.sinks, f.Sink),
 		!f.Since.IsZero() && ev.ReceivedAt.Before(f.Since),
-		!f.Until.IsZero() && !ev.ReceivedAt.Before(f.Until):
+		!f.Until.IsZero() && !ev.ReceivedAt.Before(f.Until),
+		!matchState(s, f.Sink, f.State):
 		return false
 	}
 	return true
@@ -583,6 +660,7 @@ func (q *Queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 		e.lastErr = d.err
 		e.retryAt = now
 		q.q.retry[seq] = e
+		q.record(e.ev, e.route).State = pipeline.StateRetrying
 		n++
 	}
 	if n > 0 {
@@ -641,6 +719,7 @@ func (q *Queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		}
 		s := q.l.order[r.Seq-1]
 		q.q.retry[r.Seq] = &entry{seq: r.Seq, ev: &s.ev, route: r.Route, payload: bytes.Clone(r.Payload), retryAt: now}
+		q.record(&s.ev, r.Route).State = pipeline.StateQueued
 		n++
 	}
 	if n > 0 {

@@ -41,6 +41,7 @@ func restart(l *Log) *Log {
 	n := New()
 	n.seq = l.seq
 	n.events = l.events
+	n.order = l.order
 	n.dedup = l.dedup
 	for sink, q := range l.queues {
 		nq := n.queueLocked(sink)

@@ -24,6 +24,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Delivery_State int32
+
+const (
+	Delivery_STATE_UNSPECIFIED Delivery_State = 0
+	Delivery_QUEUED            Delivery_State = 1
+	Delivery_RETRYING          Delivery_State = 2
+	Delivery_DELIVERED         Delivery_State = 3
+	Delivery_DEAD              Delivery_State = 4
+)
+
+// Enum value maps for Delivery_State.
+var (
+	Delivery_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "QUEUED",
+		2: "RETRYING",
+		3: "DELIVERED",
+		4: "DEAD",
+	}
+	Delivery_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"QUEUED":            1,
+		"RETRYING":          2,
+		"DELIVERED":         3,
+		"DEAD":              4,
+	}
+)
+
+func (x Delivery_State) Enum() *Delivery_State {
+	p := new(Delivery_State)
+	*p = x
+	return p
+}
+
+func (x Delivery_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Delivery_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_enumTypes[0].Descriptor()
+}
+
+func (Delivery_State) Type() protoreflect.EnumType {
+	return &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_enumTypes[0]
+}
+
+func (x Delivery_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Delivery_State.Descriptor instead.
+func (Delivery_State) EnumDescriptor() ([]byte, []int) {
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{2, 0}
+}
+
 // Event is an accepted webhook request.
 type Event struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
@@ -232,6 +287,102 @@ func (x *Target) GetFailedAtUnixNano() int64 {
 	return 0
 }
 
+// Delivery is the delivery record of one (event, sink) pair, kept at
+// s/<seq><sink> from the first settlement on (no record and a ready entry
+// means queued). It is written in the same transaction as the queue change
+// it records.
+type Delivery struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Route                string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	State                Delivery_State         `protobuf:"varint,2,opt,name=state,proto3,enum=pipelined.log.v1.Delivery_State" json:"state,omitempty"`
+	Attempts             uint32                 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	FirstAttemptUnixNano int64                  `protobuf:"varint,4,opt,name=first_attempt_unix_nano,json=firstAttemptUnixNano,proto3" json:"first_attempt_unix_nano,omitempty"`
+	LastAttemptUnixNano  int64                  `protobuf:"varint,5,opt,name=last_attempt_unix_nano,json=lastAttemptUnixNano,proto3" json:"last_attempt_unix_nano,omitempty"`
+	LastError            string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	DeliveredAtUnixNano  int64                  `protobuf:"varint,7,opt,name=delivered_at_unix_nano,json=deliveredAtUnixNano,proto3" json:"delivered_at_unix_nano,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Delivery) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *Delivery) GetState() Delivery_State {
+	if x != nil {
+		return x.State
+	}
+	return Delivery_STATE_UNSPECIFIED
+}
+
+func (x *Delivery) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *Delivery) GetFirstAttemptUnixNano() int64 {
+	if x != nil {
+		return x.FirstAttemptUnixNano
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastAttemptUnixNano() int64 {
+	if x != nil {
+		return x.LastAttemptUnixNano
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Delivery) GetDeliveredAtUnixNano() int64 {
+	if x != nil {
+		return x.DeliveredAtUnixNano
+	}
+	return 0
+}
+
 var File_pipeline_eventlog_badgerlog_internal_logpb_record_proto protoreflect.FileDescriptor
 
 const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" +
@@ -259,7 +410,23 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\battempts\x18\x03 \x01(\rR\battempts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12-\n" +
-	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNanoBKZIgithub.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpbb\x06proto3"
+	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\x87\x03\n" +
+	"\bDelivery\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x126\n" +
+	"\x05state\x18\x02 \x01(\x0e2 .pipelined.log.v1.Delivery.StateR\x05state\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\rR\battempts\x125\n" +
+	"\x17first_attempt_unix_nano\x18\x04 \x01(\x03R\x14firstAttemptUnixNano\x123\n" +
+	"\x16last_attempt_unix_nano\x18\x05 \x01(\x03R\x13lastAttemptUnixNano\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x06 \x01(\tR\tlastError\x123\n" +
+	"\x16delivered_at_unix_nano\x18\a \x01(\x03R\x13deliveredAtUnixNano\"Q\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06QUEUED\x10\x01\x12\f\n" +
+	"\bRETRYING\x10\x02\x12\r\n" +
+	"\tDELIVERED\x10\x03\x12\b\n" +
+	"\x04DEAD\x10\x04BKZIgithub.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpbb\x06proto3"
 
 var (
 	file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescOnce sync.Once
@@ -273,19 +440,23 @@ func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP() 
 	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescData
 }
 
-var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes = []any{
-	(*Event)(nil),  // 0: pipelined.log.v1.Event
-	(*Target)(nil), // 1: pipelined.log.v1.Target
-	nil,            // 2: pipelined.log.v1.Event.HeadersEntry
+	(Delivery_State)(0), // 0: pipelined.log.v1.Delivery.State
+	(*Event)(nil),       // 1: pipelined.log.v1.Event
+	(*Target)(nil),      // 2: pipelined.log.v1.Target
+	(*Delivery)(nil),    // 3: pipelined.log.v1.Delivery
+	nil,                 // 4: pipelined.log.v1.Event.HeadersEntry
 }
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_depIdxs = []int32{
-	2, // 0: pipelined.log.v1.Event.headers:type_name -> pipelined.log.v1.Event.HeadersEntry
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4, // 0: pipelined.log.v1.Event.headers:type_name -> pipelined.log.v1.Event.HeadersEntry
+	0, // 1: pipelined.log.v1.Delivery.state:type_name -> pipelined.log.v1.Delivery.State
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() }
@@ -298,13 +469,14 @@ func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc), len(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      1,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes,
 		DependencyIndexes: file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_depIdxs,
+		EnumInfos:         file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_enumTypes,
 		MessageInfos:      file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes,
 	}.Build()
 	File_pipeline_eventlog_badgerlog_internal_logpb_record_proto = out.File

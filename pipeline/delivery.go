@@ -1,0 +1,83 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+)
+
+// The states of a [DeliveryRecord].
+const (
+	// StateQueued: waiting for its first attempt, being attempted, or
+	// requeued by a replay.
+	StateQueued = "queued"
+	// StateRetrying: an attempt failed and another one is scheduled.
+	StateRetrying = "retrying"
+	// StateDelivered: the sink has the event.
+	StateDelivered = "delivered"
+	// StateDead: in the sink's dead-letter queue, or dropped from it.
+	StateDead = "dead"
+	// StateUnknown: the event was written by a version of pipelined that
+	// kept no delivery record, and no queue holds it any more.
+	StateUnknown = "unknown"
+)
+
+// StatePending is the [EventFilter.State] that selects the deliveries still
+// under way: [StateQueued] and [StateRetrying].
+const StatePending = "pending"
+
+// DeliveryRecord is what happened to one event at one sink. A log that keeps
+// them ([DeliveryLog]) keeps them with the event, until retention removes it.
+type DeliveryRecord struct {
+	// Sink and Route are the target's.
+	Sink  string
+	Route string
+	// State is one of StateQueued, StateRetrying, StateDelivered, StateDead
+	// (StateUnknown only for events written before records were kept).
+	State string
+	// Attempts counts every attempt to deliver the event to the sink, over
+	// its whole life: a dead-letter retry or a replay does not reset it.
+	Attempts int
+	// FirstAttemptAt and LastAttemptAt are when the first and the latest
+	// attempts were settled; zero before the first.
+	FirstAttemptAt time.Time
+	LastAttemptAt  time.Time
+	// LastError is the error of the latest failed attempt (or of the
+	// route's transform); a later success does not clear it.
+	LastError string
+	// DeliveredAt is when the sink last took the event; zero if never.
+	DeliveredAt time.Time
+}
+
+// DeliveryLog is a [Log] that keeps a [DeliveryRecord] for every (event,
+// sink) pair, and can filter [Log.Events] on their state
+// ([EventFilter.State]). A Log that is not one answers such a filter with
+// an error wrapping [ErrNotSupported].
+type DeliveryLog interface {
+	Log
+	// Deliveries returns the records of the event with the given id: one
+	// per sink it was routed to, in the order of its targets, then one per
+	// sink it was replayed to, by name. It returns an error wrapping
+	// [ErrNotFound] when the event is not in the log.
+	Deliveries(ctx context.Context, id string) ([]DeliveryRecord, error)
+}
+
+// MatchState reports whether a record in state s is selected by the
+// [EventFilter.State] f.
+func MatchState(f, s string) bool {
+	switch f {
+	case "":
+		return true
+	case StatePending:
+		return s == StateQueued || s == StateRetrying
+	}
+	return f == s
+}
+
+// ValidFilterState reports whether f is a valid [EventFilter.State].
+func ValidFilterState(f string) bool {
+	switch f {
+	case "", StatePending, StateQueued, StateRetrying, StateDelivered, StateDead:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,241 @@
+package badgerlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
+)
+
+// Delivery records (s/<seq><sink>, logpb.Delivery) say what happened to
+// each event at each sink. Append writes none: an event with a ready entry
+// and no record is queued, so the hot path pays nothing. Every later change
+// of a queue entry (Settle, RetryDead, Requeue) writes the record in the
+// same transaction, hence in the same write-ahead log record and fsync.
+// Retention removes the records with their event.
+
+var _ pipeline.DeliveryLog = (*DB)(nil)
+
+var preDelivery = []byte("s/")
+
+func deliveryPrefix(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), preDelivery...), seq)
+}
+
+func deliveryKey(seq uint64, sink string) []byte {
+	return append(deliveryPrefix(seq), sink...)
+}
+
+// getDelivery reads the record of (seq, sink); nil when there is none.
+func getDelivery(txn *badger.Txn, seq uint64, sink string) (*logpb.Delivery, error) {
+	item, err := txn.Get(deliveryKey(seq, sink))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	d := &logpb.Delivery{}
+	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, d) }); err != nil {
+		return nil, fmt.Errorf("decode delivery record %d/%s: %w", seq, sink, err)
+	}
+	return d, nil
+}
+
+// putDelivery writes the record of (seq, sink).
+func (t *wtxn) putDelivery(seq uint64, sink string, d *logpb.Delivery) error {
+	v, err := proto.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode delivery record: %w", err)
+	}
+	return t.Set(deliveryKey(seq, sink), v)
+}
+
+// settled returns the record of (seq, sink) after one more attempt that
+// ended in s at now; prev (nil: none yet) is not changed.
+func settled(prev *logpb.Delivery, route string, s pipeline.Settlement, now time.Time) *logpb.Delivery {
+	d := &logpb.Delivery{Route: route}
+	if prev != nil {
+		d = proto.Clone(prev).(*logpb.Delivery)
+		d.Route = route
+	}
+	d.Attempts++
+	if d.FirstAttemptUnixNano == 0 {
+		d.FirstAttemptUnixNano = now.UnixNano()
+	}
+	d.LastAttemptUnixNano = now.UnixNano()
+	switch s.Outcome {
+	case pipeline.Ack:
+		d.State = logpb.Delivery_DELIVERED
+		d.DeliveredAtUnixNano = now.UnixNano()
+	case pipeline.Retry:
+		d.State = logpb.Delivery_RETRYING
+		d.LastError = s.Err
+	case pipeline.Dead:
+		d.State = logpb.Delivery_DEAD
+		d.LastError = s.Err
+	}
+	return d
+}
+
+var stateNames = map[logpb.Delivery_State]string{
+	logpb.Delivery_QUEUED:    pipeline.StateQueued,
+	logpb.Delivery_RETRYING:  pipeline.StateRetrying,
+	logpb.Delivery_DELIVERED: pipeline.StateDelivered,
+	logpb.Delivery_DEAD:      pipeline.StateDead,
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+func recordOf(sink string, d *logpb.Delivery) pipeline.DeliveryRecord {
+	st, ok := stateNames[d.GetState()]
+	if !ok {
+		st = pipeline.StateUnknown
+	}
+	return pipeline.DeliveryRecord{
+		Sink: sink, Route: d.GetRoute(), State: st, Attempts: int(d.GetAttempts()),
+		FirstAttemptAt: unixTime(d.GetFirstAttemptUnixNano()), LastAttemptAt: unixTime(d.GetLastAttemptUnixNano()),
+		LastError: d.GetLastError(), DeliveredAt: unixTime(d.GetDeliveredAtUnixNano()),
+	}
+}
+
+// deliveryOf returns the record of (seq, sink): the stored one, or, when
+// there is none, what the queue entries say (a ready entry is queued; a
+// dead letter written by Append, whose route's transform failed, is dead).
+func deliveryOf(txn *badger.Txn, seq uint64, sink string) (pipeline.DeliveryRecord, error) {
+	d, err := getDelivery(txn, seq, sink)
+	if err != nil || d != nil {
+		if d == nil {
+			return pipeline.DeliveryRecord{}, err
+		}
+		return recordOf(sink, d), nil
+	}
+	for _, c := range []struct {
+		key   []byte
+		state logpb.Delivery_State
+	}{{readyKey(sink, seq), logpb.Delivery_QUEUED}, {deadKey(sink, seq), logpb.Delivery_DEAD}} {
+		item, err := txn.Get(c.key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return pipeline.DeliveryRecord{}, err
+		}
+		t := &logpb.Target{}
+		if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+			return pipeline.DeliveryRecord{}, fmt.Errorf("decode queue entry %d: %w", seq, err)
+		}
+		return recordOf(sink, &logpb.Delivery{Route: t.GetRoute(), State: c.state, Attempts: t.GetAttempts(), LastError: t.GetLastError()}), nil
+	}
+	return pipeline.DeliveryRecord{Sink: sink, State: pipeline.StateUnknown}, nil
+}
+
+// deliveries returns every record of the event at seq, routed to sinks:
+// those first, in order, then the sinks it was replayed to, by name.
+func deliveries(txn *badger.Txn, seq uint64, sinks []string) ([]pipeline.DeliveryRecord, error) {
+	out := make([]pipeline.DeliveryRecord, 0, len(sinks))
+	for _, s := range sinks {
+		r, err := deliveryOf(txn, seq, s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	pre := deliveryPrefix(seq)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre, PrefetchValues: true, PrefetchSize: 16})
+	defer it.Close()
+	for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
+		sink := string(it.Item().Key()[len(pre):])
+		if slices.Contains(sinks, sink) {
+			continue
+		}
+		d := &logpb.Delivery{}
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, d) }); err != nil {
+			return nil, fmt.Errorf("decode delivery record %d/%s: %w", seq, sink, err)
+		}
+		out = append(out, recordOf(sink, d))
+	}
+	return out, nil
+}
+
+// Deliveries implements [pipeline.DeliveryLog].
+func (l *DB) Deliveries(ctx context.Context, id string) ([]pipeline.DeliveryRecord, error) {
+	if err := l.checkOpen(); err != nil {
+		return nil, err
+	}
+	var out []pipeline.DeliveryRecord
+	err := l.db.View(func(txn *badger.Txn) error {
+		seq, err := lookup(txn, id)
+		if err != nil {
+			return err
+		}
+		item, err := txn.Get(eventKey(seq))
+		if err != nil {
+			return err
+		}
+		rec := &logpb.Event{}
+		if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+			return fmt.Errorf("decode event %d: %w", seq, err)
+		}
+		out, err = deliveries(txn, seq, rec.GetSinks())
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("event %s: %w", id, pipeline.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("delivery records of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// matchState reports whether the event at seq has a delivery to sink (to
+// any of sinks when sink is empty) in the filter's state.
+func matchState(txn *badger.Txn, seq uint64, sinks []string, sink, state string) (bool, error) {
+	if state == "" {
+		return true, nil
+	}
+	if sink != "" {
+		sinks = []string{sink}
+	}
+	for _, s := range sinks {
+		r, err := deliveryOf(txn, seq, s)
+		if err != nil {
+			return false, err
+		}
+		if pipeline.MatchState(state, r.State) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// deleteDeliveries deletes every record of the event at seq.
+func deleteDeliveries(txn *wtxn, seq uint64) error {
+	pre := deliveryPrefix(seq)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre})
+	var keys [][]byte
+	for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}

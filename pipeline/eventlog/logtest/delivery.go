@@ -1,0 +1,211 @@
+package logtest
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// Delivery records: an optional capability ([pipeline.DeliveryLog]).
+
+// deliveryLog returns l as a [pipeline.DeliveryLog], skipping the test when
+// the implementation keeps no delivery records; it first checks that such a
+// log refuses a state filter with [pipeline.ErrNotSupported].
+func deliveryLog(t *testing.T, l pipeline.Log) pipeline.DeliveryLog {
+	t.Helper()
+	inner := l
+	if o, ok := l.(*onceLog); ok {
+		inner = o.Log
+	}
+	dl, ok := inner.(pipeline.DeliveryLog)
+	if !ok {
+		_, _, err := l.Events(ctxFor(t, waitLong), pipeline.EventFilter{Sink: sinkA, State: pipeline.StateDead})
+		if !errors.Is(err, pipeline.ErrNotSupported) {
+			t.Fatalf("Events(State: dead) on a log without delivery records error = %v, want ErrNotSupported", err)
+		}
+		t.Skip("the log does not implement pipeline.DeliveryLog")
+	}
+	return dl
+}
+
+// wantRecord is what a test expects of one record; times are checked
+// against the window [after, before] when wanted (non-zero after).
+type wantRecord struct {
+	sink, route, state string
+	attempts           int
+	lastErr            string
+	attempted          bool // first and last attempt times set
+	delivered          bool // DeliveredAt set
+}
+
+func mustDeliveries(t *testing.T, dl pipeline.DeliveryLog, id string) []pipeline.DeliveryRecord {
+	t.Helper()
+	rs, err := dl.Deliveries(ctxFor(t, waitLong), id)
+	if err != nil {
+		t.Fatalf("Deliveries(%s) error = %v, want nil", id, err)
+	}
+	return rs
+}
+
+func fmtRecords(rs []pipeline.DeliveryRecord) string {
+	var b strings.Builder
+	for _, r := range rs {
+		fmt.Fprintf(&b, "\n\t{%s %s %s attempts=%d err=%q first=%v last=%v delivered=%v}", r.Sink, r.Route, r.State,
+			r.Attempts, r.LastError, r.FirstAttemptAt.Format(time.RFC3339Nano), r.LastAttemptAt.Format(time.RFC3339Nano),
+			r.DeliveredAt.Format(time.RFC3339Nano))
+	}
+	return b.String()
+}
+
+// wantRecords checks the records of id against want, in order, and that
+// every time lies in [since-1s, now+1s].
+func wantRecords(t *testing.T, dl pipeline.DeliveryLog, id string, since time.Time, want ...wantRecord) []pipeline.DeliveryRecord {
+	t.Helper()
+	rs := mustDeliveries(t, dl, id)
+	if len(rs) != len(want) {
+		t.Fatalf("Deliveries(%s) = %s, want %d records", id, fmtRecords(rs), len(want))
+	}
+	lo, hi := since.Add(-time.Second), time.Now().Add(time.Second)
+	in := func(at time.Time) bool { return !at.Before(lo) && !at.After(hi) }
+	for i, w := range want {
+		r := rs[i]
+		bad := r.Sink != w.sink || r.Route != w.route || r.State != w.state || r.Attempts != w.attempts || r.LastError != w.lastErr
+		if w.attempted {
+			bad = bad || !in(r.FirstAttemptAt) || !in(r.LastAttemptAt) || r.LastAttemptAt.Before(r.FirstAttemptAt)
+		} else {
+			bad = bad || !r.FirstAttemptAt.IsZero() || !r.LastAttemptAt.IsZero()
+		}
+		if w.delivered {
+			bad = bad || !in(r.DeliveredAt)
+		} else {
+			bad = bad || !r.DeliveredAt.IsZero()
+		}
+		if bad {
+			t.Errorf("Deliveries(%s)[%d] = %s, want %+v", id, i, fmtRecords(rs[i:i+1]), w)
+		}
+	}
+	return rs
+}
+
+// testDeliveryLifecycle follows one event through queued, retrying,
+// delivered at one sink and dead, retried, at another.
+func testDeliveryLifecycle(t *testing.T, l pipeline.Log) {
+	dl := deliveryLog(t, l)
+	start := time.Now()
+	mustAppend(t, l, entry("dr-1", sinkA, sinkB))
+	queued := func(sink string) wantRecord {
+		return wantRecord{sink: sink, route: "route-" + sink, state: pipeline.StateQueued}
+	}
+	wantRecords(t, dl, "dr-1", start, queued(sinkA), queued(sinkB))
+
+	qa, qb := l.Queue(sinkA), l.Queue(sinkB)
+	ds := mustFetch(t, qa, 1)
+	wantRecords(t, dl, "dr-1", start, queued(sinkA), queued(sinkB)) // leased is still queued
+	mustSettle(t, qa, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "connection refused"})
+	a1 := wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "connection refused", attempted: true}
+	first := wantRecords(t, dl, "dr-1", start, a1, queued(sinkB))[0].FirstAttemptAt
+
+	ds = mustFetch(t, qa, 1)
+	mustSettle(t, qa, ack(ds...)...)
+	a2 := wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateDelivered, attempts: 2, lastErr: "connection refused", attempted: true, delivered: true}
+	rs := wantRecords(t, dl, "dr-1", start, a2, queued(sinkB))
+	if !rs[0].FirstAttemptAt.Equal(first) {
+		t.Errorf("Deliveries(dr-1)[0].FirstAttemptAt = %v after a second attempt, want %v (the first's)", rs[0].FirstAttemptAt, first)
+	}
+
+	ds = mustFetch(t, qb, 1)
+	mustSettle(t, qb, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Dead, Err: "410 gone"})
+	b1 := wantRecord{sink: sinkB, route: "route-" + sinkB, state: pipeline.StateDead, attempts: 1, lastErr: "410 gone", attempted: true}
+	wantRecords(t, dl, "dr-1", start, a2, b1)
+
+	if n, err := qb.RetryDead(ctxFor(t, waitLong), nil); err != nil || n != 1 {
+		t.Fatalf("RetryDead(nil) = %d, %v, want 1, nil", n, err)
+	}
+	b1.state = pipeline.StateRetrying
+	wantRecords(t, dl, "dr-1", start, a2, b1) // attempts count the event's whole life
+	ds = mustFetch(t, qb, 1)
+	mustSettle(t, qb, ack(ds...)...)
+	b1.state, b1.attempts, b1.delivered = pipeline.StateDelivered, 2, true
+	wantRecords(t, dl, "dr-1", start, a2, b1)
+}
+
+// testDeliveryTransformErr: a target whose transform failed is dead at once,
+// with the transform's error and no attempt.
+func testDeliveryTransformErr(t *testing.T, l pipeline.Log) {
+	dl := deliveryLog(t, l)
+	e := entry("dt-1")
+	e.Targets = []pipeline.Target{{Sink: sinkA, Route: "bad", Err: "transform: boom"}, {Sink: sinkB, Route: "ok"}}
+	mustAppend(t, l, e)
+	wantRecords(t, dl, "dt-1", time.Now(),
+		wantRecord{sink: sinkA, route: "bad", state: pipeline.StateDead, lastErr: "transform: boom"},
+		wantRecord{sink: sinkB, route: "ok", state: pipeline.StateQueued})
+}
+
+// testDeliveryReplay: a replay to a sink the event was not routed to adds
+// its record after the routed ones; a replay of a delivered event makes it
+// queued again and keeps its history.
+func testDeliveryReplay(t *testing.T, l pipeline.Log) {
+	dl := deliveryLog(t, l)
+	start := time.Now()
+	mustAppend(t, l, entry("dp-1", sinkA))
+	qa := l.Queue(sinkA)
+	ds := mustFetch(t, qa, 1)
+	mustSettle(t, qa, ack(ds...)...)
+	if n, err := l.Queue(sinkB).Requeue(ctxFor(t, waitLong), []pipeline.Requeue{{Seq: ds[0].Seq, Route: "replay"}}); err != nil || n != 1 {
+		t.Fatalf("sink-b Requeue(dp-1) = %d, %v, want 1, nil", n, err)
+	}
+	if n, err := qa.Requeue(ctxFor(t, waitLong), []pipeline.Requeue{{Seq: ds[0].Seq, Route: "replay"}}); err != nil || n != 1 {
+		t.Fatalf("sink-a Requeue(dp-1) = %d, %v, want 1, nil", n, err)
+	}
+	wantRecords(t, dl, "dp-1", start,
+		wantRecord{sink: sinkA, route: "replay", state: pipeline.StateQueued, attempts: 1, attempted: true, delivered: true},
+		wantRecord{sink: sinkB, route: "replay", state: pipeline.StateQueued})
+}
+
+func testDeliveryNotFound(t *testing.T, l pipeline.Log) {
+	dl := deliveryLog(t, l)
+	if _, err := dl.Deliveries(ctxFor(t, waitLong), "no-such-event"); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("Deliveries(no-such-event) error = %v, want ErrNotFound", err)
+	}
+}
+
+// testEventsFilterState lists events by the state of their delivery to a
+// sink, or to any sink.
+func testEventsFilterState(t *testing.T, l pipeline.Log) {
+	deliveryLog(t, l)
+	appendIDs(t, l, []string{"fs-ok", "fs-dead", "fs-retry", "fs-new"}, sinkA)
+	mustAppend(t, l, entry("fs-b", sinkB))
+	qa := l.Queue(sinkA)
+	ds := mustFetch(t, qa, 3)
+	mustSettle(t, qa,
+		pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Ack},
+		pipeline.Settlement{Seq: ds[1].Seq, Outcome: pipeline.Dead, Err: "bad"},
+		pipeline.Settlement{Seq: ds[2].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(hour), Err: "later"})
+	for _, tt := range []struct {
+		sink, state string
+		want        []string
+	}{
+		{sinkA, pipeline.StateDelivered, []string{"fs-ok"}},
+		{sinkA, pipeline.StateDead, []string{"fs-dead"}},
+		{sinkA, pipeline.StateRetrying, []string{"fs-retry"}},
+		{sinkA, pipeline.StateQueued, []string{"fs-new"}},
+		{sinkA, pipeline.StatePending, []string{"fs-retry", "fs-new"}},
+		{sinkB, pipeline.StatePending, []string{"fs-b"}},
+		{sinkB, pipeline.StateDead, nil},
+		{"", pipeline.StatePending, []string{"fs-retry", "fs-new", "fs-b"}},
+	} {
+		t.Run(tt.sink+"/"+tt.state, func(t *testing.T) {
+			got := infoIDs(mustEvents(t, l, pipeline.EventFilter{Sink: tt.sink, State: tt.state, Limit: 2}))
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("Events(Sink %q, State %q) = %v, want %v", tt.sink, tt.state, got, tt.want)
+			}
+		})
+	}
+	if _, _, err := l.Events(ctxFor(t, waitLong), pipeline.EventFilter{Sink: sinkA, State: "lost"}); err == nil {
+		t.Errorf("Events(State: lost) error = nil, want an error naming the valid states")
+	}
+}

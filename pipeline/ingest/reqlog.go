@@ -1,0 +1,135 @@
+package ingest
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// The per-webhook log line. Every request gets one line at INFO:
+//
+//	webhook accepted   source, event_id, dedup_key, sinks
+//	webhook duplicate  source, event_id (the first event's), dedup_key
+//	webhook ignored    source, reason (the source's ignore rule; rate-limited as refusals)
+//	webhook refused    source, status, reason, remote (and suppressed)
+//
+// Config.LogRequests turns off the first three; refusals are always logged,
+// at most refusalBurst lines at once and then one per refusalEvery for each
+// source and kind of refusal (its metrics outcome, a small fixed set), so
+// that a flood of bad requests cannot flood the journal: the line that
+// follows a gap carries suppressed=N, the refusals it did not log.
+
+const (
+	refusalEvery = time.Second
+	refusalBurst = 5
+	// maxLogged bounds a dedup key or reason in a log line: a dedup key
+	// can be as long as a body.
+	maxLogged = 256
+)
+
+// refusalLog rate-limits refusal lines per source and outcome.
+type refusalLog struct {
+	mu   sync.Mutex
+	keys map[refusalKey]*refusalState
+}
+
+type refusalKey struct{ source, outcome string }
+
+type refusalState struct {
+	lim        *rate.Limiter
+	suppressed int
+}
+
+// maxRefusalKeys bounds the limiter map; sources come from the
+// configuration and outcomes from a fixed set, so it is only reached after
+// many reloads that renamed sources, and then the map starts again.
+const maxRefusalKeys = 4096
+
+// take reports whether a refusal of source with outcome is logged now, and
+// how many were suppressed since the last one that was.
+func (r *refusalLog) take(source, outcome string, now time.Time) (ok bool, suppressed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := refusalKey{source, outcome}
+	st, found := r.keys[k]
+	if !found {
+		if r.keys == nil || len(r.keys) >= maxRefusalKeys {
+			r.keys = make(map[refusalKey]*refusalState)
+		}
+		st = &refusalState{lim: rate.NewLimiter(rate.Every(refusalEvery), refusalBurst)}
+		r.keys[k] = st
+	}
+	if !st.lim.AllowN(now, 1) {
+		st.suppressed++
+		return false, 0
+	}
+	n := st.suppressed
+	st.suppressed = 0
+	return true, n
+}
+
+func clip(s string) string {
+	if len(s) <= maxLogged {
+		return s
+	}
+	return s[:maxLogged] + "…"
+}
+
+// logAccepted writes the line of an appended request.
+func (h *Handler) logAccepted(st *state, source string, e *pipeline.Entry, res pipeline.Appended) {
+	if !st.cfg.LogRequests {
+		return
+	}
+	if res.Duplicate {
+		h.log.Info("webhook duplicate", "source", source, "event_id", res.ID, "dedup_key", clip(e.DedupKey))
+		return
+	}
+	sinks := make([]string, len(e.Targets))
+	for i, t := range e.Targets {
+		sinks[i] = t.Sink
+	}
+	h.log.Info("webhook accepted", "source", source, "event_id", res.ID, "dedup_key", clip(e.DedupKey), "sinks", sinks)
+}
+
+// logRefused writes the line of a refused request, rate-limited.
+func (h *Handler) logRefused(source, remote string, d *Decision) {
+	ok, suppressed := h.refusals.take(source, d.Outcome, time.Now())
+	if !ok {
+		return
+	}
+	reason := d.Error
+	if d.Status == 0 && reason == "" {
+		reason = "the client closed the request before the event was written"
+	}
+	attrs := []slog.Attr{
+		slog.String("source", source), slog.Int("status", d.Status), slog.String("reason", clip(reason)),
+		slog.String("remote", remote),
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int("suppressed", suppressed))
+	}
+	h.log.LogAttrs(context.Background(), slog.LevelInfo, "webhook refused", attrs...)
+}
+
+// logIgnored writes the line of a request that the source's ignore rule
+// answered, rate-limited per source as refusals are: a sender's new event
+// type can arrive as fast as its others.
+func (h *Handler) logIgnored(st *state, source string, d *Decision) {
+	if !st.cfg.LogRequests {
+		return
+	}
+	ok, suppressed := h.refusals.take(source, d.Outcome, time.Now())
+	if !ok {
+		return
+	}
+	attrs := []slog.Attr{slog.String("source", source), slog.String("reason", clip(d.Error))}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int("suppressed", suppressed))
+	}
+	h.log.LogAttrs(context.Background(), slog.LevelInfo, "webhook ignored", attrs...)
+}

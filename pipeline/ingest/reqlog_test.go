@@ -1,0 +1,167 @@
+package ingest_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/writer"
+)
+
+// logBuffer collects JSON log lines; safe for the handler's goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the decoded lines whose msg is msg.
+func (b *logBuffer) lines(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// loggedFixture serves testConfig (with logRequests) through a real writer
+// on a memlog, logging JSON at INFO into the returned buffer.
+func loggedFixture(t *testing.T, logRequests bool) (*fixture, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	f := &fixture{log: memlog.New()}
+	w := writer.New(f.log, nil)
+	t.Cleanup(w.Close)
+	f.app = &countingAppender{next: w}
+	cfg := testConfig(t)
+	cfg.LogRequests = logRequests
+	f.h = ingest.New(cfg, f.app, slog.New(slog.NewJSONHandler(logs, nil)))
+	f.srv = httptest.NewServer(f.h)
+	t.Cleanup(f.srv.Close)
+	return f, logs
+}
+
+func postJSON(t *testing.T, f *fixture, body []byte) map[string]any {
+	t.Helper()
+	r := f.do(t, request{contentType: "application/json", body: body})
+	var ans map[string]any
+	if err := json.Unmarshal(r.body, &ans); err != nil {
+		t.Fatalf("POST answered %d %s", r.code, r.body)
+	}
+	return ans
+}
+
+// TestRequestLogLines: one INFO line per webhook, accepted, duplicate or
+// refused, with what an operator looks for in each.
+func TestRequestLogLines(t *testing.T) {
+	f, logs := loggedFixture(t, true)
+	first := postJSON(t, f, callKaro(t))
+	dup := postJSON(t, f, callKaro(t))
+	if dup["duplicate"] != true || dup["id"] != first["id"] {
+		t.Fatalf("second POST = %v, want a duplicate of %v", dup, first["id"])
+	}
+	f.do(t, request{contentType: "application/json", body: []byte(`{"broken`)})
+	f.do(t, request{path: "/nowhere", contentType: "application/json", body: []byte(`{}`)})
+
+	acc := logs.lines(t, "webhook accepted")
+	if len(acc) != 1 {
+		t.Fatalf("%d 'webhook accepted' lines, want 1", len(acc))
+	}
+	a := acc[0]
+	var gotSinks []string
+	for _, s := range a["sinks"].([]any) {
+		gotSinks = append(gotSinks, s.(string))
+	}
+	if a["level"] != "INFO" || a["event_id"] != first["id"] || a["source"] != "callkaro" || a["dedup_key"] != callSid ||
+		!slices.Equal(gotSinks, []string{"archive", "db", "slack"}) {
+		t.Errorf("accepted line = %v, want INFO, event_id %v, source callkaro, dedup_key %s, sinks [archive db slack]", a, first["id"], callSid)
+	}
+	if d := logs.lines(t, "webhook duplicate"); len(d) != 1 || d[0]["event_id"] != first["id"] || d[0]["dedup_key"] != callSid {
+		t.Errorf("duplicate lines = %v, want one with the first's event_id %v", d, first["id"])
+	}
+	ref := logs.lines(t, "webhook refused")
+	if len(ref) != 2 {
+		t.Fatalf("refused lines = %v, want 2", ref)
+	}
+	for i, want := range []struct {
+		source string
+		status float64
+		reason string
+	}{
+		{"callkaro", http.StatusBadRequest, "JSON"},
+		{"", http.StatusNotFound, `"/nowhere"`},
+	} {
+		r := ref[i]
+		if r["level"] != "INFO" || r["source"] != want.source || r["status"] != want.status || !strings.Contains(r["reason"].(string), want.reason) || r["remote"] == "" {
+			t.Errorf("refused line %d = %v, want source %q, status %v, reason containing %s, remote", i, r, want.source, want.status, want.reason)
+		}
+		if _, ok := r["suppressed"]; ok {
+			t.Errorf("refused line %d = %v: suppressed without a flood", i, r)
+		}
+	}
+}
+
+// TestRequestLogOff: log_requests = false drops the accepted and duplicate
+// lines; refusals are still logged.
+func TestRequestLogOff(t *testing.T) {
+	f, logs := loggedFixture(t, false)
+	postJSON(t, f, callKaro(t))
+	postJSON(t, f, callKaro(t))
+	f.do(t, request{contentType: "text/plain", body: []byte(`{}`)})
+	if n := len(logs.lines(t, "webhook accepted")) + len(logs.lines(t, "webhook duplicate")); n != 0 {
+		t.Errorf("log_requests = false: %d accepted/duplicate lines, want 0", n)
+	}
+	if r := logs.lines(t, "webhook refused"); len(r) != 1 || r[0]["status"] != float64(http.StatusUnsupportedMediaType) {
+		t.Errorf("log_requests = false: refused lines = %v, want the 415", r)
+	}
+}
+
+// TestRefusalFloodIsRateLimited: a flood of one kind of refusal logs a
+// handful of lines; another kind (or source) keeps its own budget.
+func TestRefusalFloodIsRateLimited(t *testing.T) {
+	f, logs := loggedFixture(t, true)
+	const flood = 200
+	for range flood {
+		f.do(t, request{contentType: "application/json", body: []byte(`not json`)})
+	}
+	f.do(t, request{method: http.MethodGet})
+	ref := logs.lines(t, "webhook refused")
+	bad := 0
+	for _, r := range ref {
+		if r["status"] == float64(http.StatusBadRequest) {
+			bad++
+		}
+	}
+	// The limiter refills one a second: a slow machine may log one or two more.
+	if bad < 5 || bad > 10 {
+		t.Errorf("%d refusals logged %d lines, want 5 (the burst) to 10", flood, bad)
+	}
+	if last := ref[len(ref)-1]; last["status"] != float64(http.StatusMethodNotAllowed) {
+		t.Errorf("the 405 after the flood was not logged: last refused line = %v", last)
+	}
+}

@@ -89,7 +89,7 @@ config = { url = %q }
 	}
 
 	table := d.CLI(t, "events", "show", id)
-	for _, want := range []string{"deliveries:", "SINK", "LAST ERROR", "crm", "delivered", "strict", "dead", "unknown field callSid"} {
+	for _, want := range []string{"deliveries:", "SINK", "LAST_ERROR", "crm", "delivered", "strict", "dead", "unknown field callSid"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("events show %s lacks %q:\n%s", id, want, table)
 		}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -38,36 +37,7 @@ func (l *fullLog) CheckWrite() error {
 // while the log says it is full, and 200 again once it is not, with no
 // webhook in between.
 func TestReadyzFollowsTheLogNotTheSinks(t *testing.T) {
-	t.Setenv(pluginVar, "deliver")
-	toml := fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[log]
-dir = %q
-
-[[source]]
-name = "src"
-path = "/hooks/src"
-auth = { type = "none" }
-
-[[sink]]
-name = "s"
-command = %q
-config = { plugin_env = %q }
-
-[[route]]
-name = "all"
-when = "true"
-to = ["s"]
-`, t.TempDir(), os.Args[0], pluginVar)
-	cfg, err := config.Parse("ready_test.toml", []byte(toml))
-	if err != nil {
-		t.Fatalf("config.Parse = %v", err)
-	}
+	cfg := pluginConfig(t, "")
 	l := &fullLog{Log: memlog.New()}
 	adminAddr := make(chan string, 1)
 	d := New(cfg, &Options{OnReady: func(_, a net.Addr) { adminAddr <- a.String() }, Notifier: noNotifier{}})

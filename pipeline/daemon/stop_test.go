@@ -153,37 +153,7 @@ func TestRunShutdownIsBounded(t *testing.T) {
 	// a Run that waited for the refusing log would never return.
 	const slack = 5 * time.Second
 
-	t.Setenv(pluginVar, "deliver")
-	toml := fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-shutdown_timeout = "%v"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[log]
-dir = %q
-
-[[source]]
-name = "src"
-path = "/hooks/src"
-auth = { type = "none" }
-
-[[sink]]
-name = "s"
-command = %q
-config = { plugin_env = %q }
-
-[[route]]
-name = "all"
-when = "true"
-to = ["s"]
-`, shutdownTimeout, t.TempDir(), os.Args[0], pluginVar)
-	cfg, err := config.Parse("stop_test.toml", []byte(toml))
-	if err != nil {
-		t.Fatalf("config.Parse = %v", err)
-	}
+	cfg := pluginConfig(t, fmt.Sprintf("shutdown_timeout = %q", shutdownTimeout.String()))
 	l := &refusingLog{Log: memlog.New()}
 	ready := make(chan struct{})
 	d := New(cfg, &Options{OnReady: func(_, _ net.Addr) { close(ready) }, Notifier: noNotifier{}})
@@ -236,3 +206,43 @@ func (noNotifier) Stopping() error                 { return nil }
 func (noNotifier) Status(string) error             { return nil }
 func (noNotifier) Watchdog() error                 { return nil }
 func (noNotifier) WatchdogInterval() time.Duration { return 0 }
+
+// pluginConfig returns a configuration of one source and one sink whose
+// plugin is this test binary serving deliverSink, with server (lines of
+// [server]) added; both listeners on free loopback ports, the log in a
+// temporary directory.
+func pluginConfig(t *testing.T, server string) *config.Config {
+	t.Helper()
+	t.Setenv(pluginVar, "deliver")
+	toml := fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+%s
+
+[admin]
+listen = "127.0.0.1:0"
+
+[log]
+dir = %%q
+
+[[source]]
+name = "src"
+path = "/hooks/src"
+auth = { type = "none" }
+
+[[sink]]
+name = "s"
+command = %%q
+config = { plugin_env = %%q }
+
+[[route]]
+name = "all"
+when = "true"
+to = ["s"]
+`, server)
+	cfg, err := config.Parse("daemon_test.toml", []byte(fmt.Sprintf(toml, t.TempDir(), os.Args[0], pluginVar)))
+	if err != nil {
+		t.Fatalf("config.Parse = %v", err)
+	}
+	return cfg
+}

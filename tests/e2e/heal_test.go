@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,24 +25,6 @@ func readyz(d *harness.Daemon) (int, admin.Readiness, error) {
 	defer resp.Body.Close()
 	err = json.NewDecoder(resp.Body).Decode(&r)
 	return resp.StatusCode, r, err
-}
-
-// metricLine returns the line of /metrics that starts with series (name
-// and labels), or "".
-func metricLine(t *testing.T, d *harness.Daemon, series string) string {
-	t.Helper()
-	resp, err := harness.Client.Get(d.AdminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	text, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(text), "\n") {
-		if strings.HasPrefix(l, series+" ") {
-			return l
-		}
-	}
-	return ""
 }
 
 // sinksRow returns the row of sink in `pipelined sinks` and the text under
@@ -130,7 +111,7 @@ delivery = { batch_wait = "5ms" }
 	if !strings.Contains(lastErr, " ago: ") || !strings.Contains(lastErr, "exited") {
 		t.Errorf("pipelined sinks: tally LAST_ERROR = %q, want the plugin's exit with its age (row %q)", lastErr, row)
 	}
-	if got := metricLine(t, d, `pipelined_sink_up{sink="tally"}`); got != `pipelined_sink_up{sink="tally"} 1` {
+	if got := d.Metric(t, `pipelined_sink_up{sink="tally"}`); got != "1" {
 		t.Errorf("/metrics: %q, want pipelined_sink_up{sink=\"tally\"} 1", got)
 	}
 	code, r, err := readyz(d)
@@ -187,7 +168,7 @@ delivery = { batch_wait = "5ms" }
 	if row, lastErr := sinksRow(t, table, "crm"); !strings.Contains(row, "failed: "+lastLine) || !strings.Contains(lastErr, " ago: ") {
 		t.Errorf("pipelined sinks: crm row %q, want PLUGIN %q and a LAST_ERROR with its age", row, "failed: "+lastLine)
 	}
-	if got := metricLine(t, d, `pipelined_sink_up{sink="crm"}`); got != `pipelined_sink_up{sink="crm"} 0` {
+	if got := d.Metric(t, `pipelined_sink_up{sink="crm"}`); got != "0" {
 		t.Errorf("/metrics: %q, want pipelined_sink_up{sink=\"crm\"} 0", got)
 	}
 
@@ -200,9 +181,9 @@ delivery = { batch_wait = "5ms" }
 		if code, r, err := readyz(d); err != nil || code != http.StatusOK {
 			t.Fatalf("GET /readyz while crm fails = %d %+v %v, want 200", code, r, err)
 		}
-		l := metricLine(t, d, `pipelined_plugin_restarts_total{sink="crm"}`)
+		l := d.Metric(t, `pipelined_plugin_restarts_total{sink="crm"}`)
 		var n float64
-		if _, err := fmt.Sscanf(strings.TrimPrefix(l, `pipelined_plugin_restarts_total{sink="crm"} `), "%g", &n); err != nil || n < 2 {
+		if _, err := fmt.Sscanf(l, "%g", &n); err != nil || n < 2 {
 			return fmt.Errorf("/metrics: %q, want crm's plugin started again at least twice", l)
 		}
 		return nil

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -59,7 +58,7 @@ delivery = { batch_wait = "5ms" }
 		return nil
 	})
 	opened := time.Now()
-	if got := metric(t, d, `pipelined_sink_breaker_open{sink="crm"}`); got != "1" {
+	if got := d.Metric(t, `pipelined_sink_breaker_open{sink="crm"}`); got != "1" {
 		t.Errorf(`pipelined_sink_breaker_open{sink="crm"} = %q, want 1`, got)
 	}
 	second := post(d, "outage-2")
@@ -127,22 +126,4 @@ delivery = { batch_wait = "5ms" }
 	if dl := d.DeadLetters(t, "crm"); len(dl) != 0 {
 		t.Errorf("crm's DLQ holds %d events, want 0", len(dl))
 	}
-}
-
-// metric returns the value of one series of the daemon's /metrics, "" when
-// it is absent.
-func metric(t *testing.T, d *harness.Daemon, series string) string {
-	t.Helper()
-	resp, err := harness.Client.Get(d.AdminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	text, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(text), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			return v
-		}
-	}
-	return ""
 }

@@ -201,6 +201,28 @@ func (d *Daemon) Kill(sig syscall.Signal) {
 // ExitCode returns the exit code of a process that has exited.
 func (d *Daemon) ExitCode() int { return d.Cmd.ProcessState.ExitCode() }
 
+// Metric returns the value of one series of the daemon's /metrics (the
+// name and its labels as the exposition writes them, e.g.
+// `pipelined_sink_up{sink="crm"}`), "" when it is absent.
+func (d *Daemon) Metric(t testing.TB, series string) string {
+	t.Helper()
+	resp, err := Client.Get(d.AdminURL + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	text, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
+	for _, line := range strings.Split(string(text), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // Admin returns a client of the daemon's admin API, without a token.
 func (d *Daemon) Admin() *admin.Client { return admin.NewClient(d.AdminURL, "", Client) }
 

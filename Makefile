@@ -4,7 +4,10 @@ GO      ?= go
 BIN     ?= bin
 PLUGINS := archive sql slack http
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+# The commit's own date, not the clock: two builds of one commit are alike.
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE    ?= $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
 .PHONY: all build run test test-short test-jetstream vet fuzz bench torture torture-short proto help clean
 

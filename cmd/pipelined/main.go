@@ -53,8 +53,14 @@ import (
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version, commit and date are set at build time with -ldflags "-X
+// main.version=... -X main.commit=... -X main.date=..." (make build does);
+// a plain go build or go install takes them from the module's build info.
+var (
+	version = "dev"
+	commit  = ""
+	date    = ""
+)
 
 const usage = `usage: pipelined <command> [flags]
 
@@ -222,8 +228,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	b := build()
 	d := daemon.New(cfg, &daemon.Options{
 		Logger: log,
+		Build:  b,
 		Load:   func() (*config.Config, error) { return c.load(log) },
 	})
 	hup := make(chan os.Signal, 1)
@@ -237,7 +245,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
-	log.Info("starting pipelined", "version", buildVersion(), "config", cfg.File)
+	log.Info("starting pipelined", "version", b.Version, "commit", b.Commit, "config", cfg.File)
 	if err := d.Run(ctx); err != nil {
 		log.Error("pipelined stopped", "err", err)
 		if errors.Is(err, pluginhost.ErrInvalidConfig) || errors.Is(err, pluginhost.ErrNotFound) {
@@ -309,8 +317,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// versionCmd prints the version; with --json, an object for scripts:
-// {"version": "...", "go": "go1.26.0", "os": "linux", "arch": "amd64"}.
+// versionCmd prints the version, commit, build date and Go version; with
+// --json, an object for scripts: {"version", "commit", "date", "go", "os",
+// "arch"}.
 func versionCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -318,7 +327,7 @@ func versionCmd(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, "usage: pipelined version [--json]\n\nPrints the version of pipelined; --json prints {\"version\", \"go\", \"os\", \"arch\"}.\n")
+			fmt.Fprint(stdout, "usage: pipelined version [--json]\n\nPrints the version, VCS commit, build date and Go version of pipelined;\n--json prints {\"version\", \"commit\", \"date\", \"go\", \"os\", \"arch\"}.\n")
 			return 0
 		}
 		fmt.Fprintln(stderr, "usage: pipelined version [--json]")
@@ -328,27 +337,61 @@ func versionCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pipelined version: unexpected argument %q\nusage: pipelined version [--json]\n", fs.Arg(0))
 		return 2
 	}
+	b := build()
 	if !*asJSON {
-		fmt.Fprintln(stdout, "pipelined", buildVersion())
+		fmt.Fprintf(stdout, "pipelined %s (commit %s, built %s, %s %s/%s)\n", b.Version, or(b.Commit, "unknown"), or(b.Date, "unknown"), b.Go, runtime.GOOS, runtime.GOARCH)
 		return 0
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
 	enc.Encode(struct {
 		Version string `json:"version"`
+		Commit  string `json:"commit"`
+		Date    string `json:"date"`
 		Go      string `json:"go"`
 		OS      string `json:"os"`
 		Arch    string `json:"arch"`
-	}{buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH})
+	}{b.Version, b.Commit, b.Date, b.Go, runtime.GOOS, runtime.GOARCH})
 	return 0
 }
 
-func buildVersion() string {
-	if version != "dev" {
-		return version
+// build says which build this is: the linker flags first, then what the
+// go command recorded (the module version of a go install, the VCS
+// revision and time of a build in a checkout, "+dirty" when it had
+// uncommitted changes).
+func build() daemon.Build {
+	b := daemon.Build{Version: version, Commit: commit, Date: date, Go: runtime.Version()}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	if b.Version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		b.Version = bi.Main.Version
 	}
-	return version
+	var dirty bool
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			if b.Commit == "" {
+				b.Commit = s.Value
+			}
+		case "vcs.time":
+			if b.Date == "" {
+				b.Date = s.Value
+			}
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if dirty && commit == "" && b.Commit != "" {
+		b.Commit += "+dirty"
+	}
+	return b
+}
+
+func or(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
 }

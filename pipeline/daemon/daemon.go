@@ -64,6 +64,14 @@ type Options struct {
 	// then removes from the environment so that plugins never see them;
 	// without NOTIFY_SOCKET it does nothing.
 	Notifier Notifier
+	// Build names the running build (pipelined_build_info).
+	Build Build
+}
+
+// Build names the running build, for the pipelined_build_info metric and
+// the start-up log line. Empty fields are shown as "unknown".
+type Build struct {
+	Version, Commit, Date, Go string
 }
 
 // Daemon is one running pipelined.
@@ -101,6 +109,7 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics.RegisterBuildInfo(reg, orUnknown(opts.Build.Version), orUnknown(opts.Build.Commit), orUnknown(opts.Build.Go))
 	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan error), metrics: metrics.New(reg), openLog: openLog}
 	d.cfg.Store(cfg)
 	d.sinks.log = opts.Logger
@@ -558,4 +567,11 @@ func (d *Daemon) readyChecks(ctx context.Context, db pipeline.Log, w *writer.Wri
 		writerCheck.OK, writerCheck.Error = false, fmt.Sprintf("the writer did not answer a ping within %v: %v", readyPingTimeout, err)
 	}
 	return []admin.ReadyCheck{logCheck, listeners, writerCheck}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }

@@ -88,7 +88,9 @@ func Build(t testing.TB) string {
 			return
 		}
 		for pkg, name := range binaries {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
+			// -buildvcs=auto: record the commit as a go build in a
+			// checkout does by default, even where GOFLAGS turns it off.
+			cmd := exec.Command("go", "build", "-buildvcs=auto", "-o", filepath.Join(binDir, name), pkg)
 			cmd.Dir = Root()
 			if out, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %w\n%s", pkg, err, out)

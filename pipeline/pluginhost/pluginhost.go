@@ -103,8 +103,7 @@ const BinaryPrefix = "pipelined-sink-"
 
 // Find returns the path of spec's plugin binary. spec.Command is used as is
 // (it must exist). Otherwise it looks for pipelined-sink-<Plugin> in the
-// directory of the running executable (symlinks resolved), then in each of
-// spec.Dirs, and returns the first regular executable file. When there is
+// directories of [SearchDirs], and returns the first regular executable file. When there is
 // none, the error wraps [ErrNotFound] and lists every directory searched.
 func Find(spec Spec) (string, error) {
 	if spec.Command != "" {
@@ -150,15 +149,18 @@ func Find(spec Spec) (string, error) {
 }
 
 // SearchDirs returns where plugin binaries are looked for, in order: the
-// directory of the running executable (symlinks resolved), then each of
-// extra (a config's [plugins] dirs), without repeats.
+// directory of the running executable (symlinks resolved), the libexec
+// directory beside it (../libexec/pipelined: /usr/libexec/pipelined for
+// /usr/bin/pipelined, as the packages install them), then each of extra
+// (a config's [plugins] dirs), without repeats.
 func SearchDirs(extra []string) []string {
 	var dirs []string
 	if exe, err := os.Executable(); err == nil {
 		if real, err := filepath.EvalSymlinks(exe); err == nil {
 			exe = real
 		}
-		dirs = append(dirs, filepath.Dir(exe))
+		bin := filepath.Dir(exe)
+		dirs = append(dirs, bin, filepath.Join(filepath.Dir(bin), "libexec", "pipelined"))
 	}
 	for _, d := range extra {
 		if d != "" && !contains(dirs, d) {

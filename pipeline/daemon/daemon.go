@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -325,11 +326,30 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 			AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),
 			Logger:               d.log.With("component", "admin"),
 			Metrics:              d.metrics.Handler(),
+			Pprof:                cfg.Admin.Pprof,
+			Hosts:                adminHosts(cfg.Admin.Listen),
 		}),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: min(5*time.Second, cfg.Admin.ReadTimeout.Duration),
+		ReadTimeout:       cfg.Admin.ReadTimeout.Duration,
+		WriteTimeout:      cfg.Admin.WriteTimeout.Duration,
+		IdleTimeout:       cfg.Admin.IdleTimeout.Duration,
 		ErrorLog:          errorLog,
 	}
 	return s
+}
+
+// adminHosts is the host of admin.listen as a Host header may name it;
+// none for a wildcard address (the address each connection arrives on is
+// accepted anyway).
+func adminHosts(listen string) []string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
+		return nil
+	}
+	return []string{host}
 }
 
 // serve starts serving both listeners, each in a goroutine that wait

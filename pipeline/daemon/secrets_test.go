@@ -101,28 +101,7 @@ name = "all"
 when = "true"
 to = ["s"]
 `, t.TempDir(), os.Args[0], pluginVar)
-	cfg, err := config.Parse("secrets_test.toml", []byte(toml))
-	if err != nil {
-		t.Fatalf("config.Parse = %v", err)
-	}
-	type addrs struct{ ingest, admin string }
-	ready := make(chan addrs, 1)
-	d := New(cfg, &Options{OnReady: func(i, a net.Addr) { ready <- addrs{i.String(), a.String()} }, Notifier: noNotifier{}})
-	d.openLog = func(context.Context, config.Log, *slog.Logger) (pipeline.Log, func() map[string]int64, error) {
-		return memlog.New(), nil, nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	var a addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("Run = %v before ready", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon not ready after 30s")
-	}
+	a := startDaemon(t, toml)
 
 	mac := func(msg string) []byte {
 		m := hmac.New(sha256.New, key)
@@ -222,4 +201,35 @@ to = ["s"]
 			}
 		})
 	}
+}
+
+// daemonAddrs are where a test daemon listens.
+type daemonAddrs struct{ ingest, admin string }
+
+// startDaemon runs a daemon on a memlog with the configuration toml until
+// the test ends and returns its addresses once it is ready.
+func startDaemon(t *testing.T, toml string) daemonAddrs {
+	t.Helper()
+	cfg, err := config.Parse("test.toml", []byte(toml))
+	if err != nil {
+		t.Fatalf("config.Parse = %v", err)
+	}
+	ready := make(chan daemonAddrs, 1)
+	d := New(cfg, &Options{OnReady: func(i, a net.Addr) { ready <- daemonAddrs{i.String(), a.String()} }, Notifier: noNotifier{}})
+	d.openLog = func(context.Context, config.Log, *slog.Logger) (pipeline.Log, func() map[string]int64, error) {
+		return memlog.New(), nil, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case a := <-ready:
+		return a
+	case err := <-done:
+		t.Fatalf("Run = %v before ready", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon not ready after 30s")
+	}
+	return daemonAddrs{}
 }

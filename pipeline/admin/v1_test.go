@@ -31,6 +31,13 @@ func fixture(t *testing.T) *memlog.Log {
 	t.Helper()
 	l := memlog.New()
 	t.Cleanup(func() { l.Close() })
+	fill(t, l)
+	return l
+}
+
+// fill appends fixture's events to l.
+func fill(t *testing.T, l pipeline.Log) {
+	t.Helper()
 	var es []pipeline.Entry
 	for i := range 6 {
 		ev := pipeline.Event{ID: fmt.Sprintf("ev-%d", i), Source: "callkaro", ReceivedAt: t0.Add(time.Duration(i) * time.Minute),
@@ -48,7 +55,6 @@ func fixture(t *testing.T) *memlog.Log {
 	if _, err := l.Append(context.Background(), es); err != nil {
 		t.Fatal(err)
 	}
-	return l
 }
 
 func v1Options(l pipeline.Log) admin.Options {

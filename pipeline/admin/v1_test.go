@@ -27,7 +27,7 @@ var t0 = time.Date(2025, 3, 14, 15, 0, 0, 0, time.UTC)
 // fixture is a memlog with events ev-0..ev-5, a minute apart: even ones
 // from callkaro routed to archive, odd ones from stripe routed to slack;
 // ev-1 and ev-3 dead in slack's DLQ.
-func fixture(t *testing.T) *memlog.Log {
+func fixture(t testing.TB) *memlog.Log {
 	t.Helper()
 	l := memlog.New()
 	t.Cleanup(func() { l.Close() })
@@ -36,7 +36,7 @@ func fixture(t *testing.T) *memlog.Log {
 }
 
 // fill appends fixture's events to l.
-func fill(t *testing.T, l pipeline.Log) {
+func fill(t testing.TB, l pipeline.Log) {
 	t.Helper()
 	var es []pipeline.Entry
 	for i := range 6 {

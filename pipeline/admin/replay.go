@@ -59,12 +59,13 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	// A replay streams for as long as it runs: the server's write timeout
-	// bounds other answers, not this one (an error: a test's recorder).
-	_ = rc.SetWriteDeadline(time.Time{})
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	send := func() {
+		// A replay streams for as long as it runs: the server's write
+		// timeout bounds other answers; here each line must be taken
+		// within replayWriteTimeout (an error: a test's recorder).
+		_ = rc.SetWriteDeadline(time.Now().Add(replayWriteTimeout))
 		enc.Encode(p)
 		rc.Flush()
 	}
@@ -78,6 +79,10 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	send()
 }
+
+// replayWriteTimeout bounds the write of one replay progress line, so a
+// client that stops reading does not hold the replay.
+const replayWriteTimeout = time.Minute
 
 // runReplay pages through the log and requeues what matches, calling
 // progress every ProgressInterval.

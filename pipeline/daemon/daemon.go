@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -484,6 +485,12 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		{"log.dir", old.Log.Dir, cfg.Log.Dir},
 		{"log.backend", old.Log.Backend, cfg.Log.Backend},
 		{"server.tls_cert_file", old.Server.TLSCertFile, cfg.Server.TLSCertFile},
+		{"admin.token_env", old.Admin.TokenEnv, cfg.Admin.TokenEnv},
+		{"admin.token_file", old.Admin.TokenFile, cfg.Admin.TokenFile},
+		{"admin.pprof", strconv.FormatBool(old.Admin.Pprof), strconv.FormatBool(cfg.Admin.Pprof)},
+		{"admin.read_timeout", old.Admin.ReadTimeout.String(), cfg.Admin.ReadTimeout.String()},
+		{"admin.write_timeout", old.Admin.WriteTimeout.String(), cfg.Admin.WriteTimeout.String()},
+		{"admin.idle_timeout", old.Admin.IdleTimeout.String(), cfg.Admin.IdleTimeout.String()},
 	} {
 		if c.was != c.now {
 			d.log.Warn("a changed setting takes effect only at restart", "key", c.what, "running", c.was, "new", c.now)

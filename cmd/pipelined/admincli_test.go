@@ -102,7 +102,8 @@ func TestAdminCLI(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("[admin]\nlisten = \""+listen+"\"\ntoken_env = \"PIPELINED_TEST_ADMIN_TOKEN\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := []string{"--admin", srv.URL}
+	a := []string{"--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN"}
+	anon := []string{"--admin", srv.URL}
 
 	tests := []struct {
 		name     string
@@ -116,7 +117,7 @@ func TestAdminCLI(t *testing.T) {
 				"archive  running                   closed   -       2      0         240",
 				"slack    backoff                   closed   -       0      0         -                   2     plugin exited: exit status 1",
 				`tally    failed: panic: no config  -        -       0      0         -                   0     3m0s ago: plugin exited before the handshake`}, nil},
-		{"sinks pause without token", append([]string{"sinks", "pause", "archive"}, a...), 1, nil, []string{"(HTTP 401)"}},
+		{"sinks pause without token", append([]string{"sinks", "pause", "archive"}, anon...), 1, nil, []string{"(HTTP 401)"}},
 		{"sinks pause", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive paused"}, nil},
 		{"sinks pause again", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive was paused already"}, nil},
 		{"sinks table paused", append([]string{"sinks"}, a...), 0, []string{"archive  running                   closed   paused"}, nil},
@@ -139,10 +140,11 @@ func TestAdminCLI(t *testing.T) {
 		{"events show missing", append([]string{"events", "show", "nope"}, a...), 1, nil, []string{`event "nope" is not in the log (HTTP 404)`}},
 		{"dlq list", append([]string{"dlq", "list", "slack"}, a...), 0, []string{"ID     SEQ  FAILED_AT", "cli-1", "slack said 400: invalid_blocks"}, nil},
 		{"dlq list unknown sink", append([]string{"dlq", "list", "nope"}, a...), 1, nil, []string{`unknown sink "nope"`}},
-		{"dlq retry without token", append([]string{"dlq", "retry", "slack", "--all"}, a...), 1, nil, []string{"(HTTP 401)", "--token-env"}},
-		{"dlq retry", append([]string{"dlq", "retry", "slack", "--id", "cli-1", "--token-env", "PIPELINED_TEST_ADMIN_TOKEN"}, a...), 0,
+		{"sinks without token", append([]string{"sinks"}, anon...), 1, nil, []string{"(HTTP 401)", "--token-env"}},
+		{"dlq retry without token", append([]string{"dlq", "retry", "slack", "--all"}, anon...), 1, nil, []string{"(HTTP 401)", "--token-env"}},
+		{"dlq retry", append([]string{"dlq", "retry", "slack", "--id", "cli-1"}, a...), 0,
 			[]string{"retried 1 dead letter(s) of slack\ncli-1\n"}, nil},
-		{"dlq retry unknown id", append([]string{"dlq", "retry", "slack", "--id", "cli-0", "--token-file", tokenFile}, a...), 1,
+		{"dlq retry unknown id", append([]string{"dlq", "retry", "slack", "--id", "cli-0", "--token-file", tokenFile}, anon...), 1,
 			[]string{"retried 0"}, []string{"not in the dead-letter queue of slack: cli-0"}},
 		{"dlq drop via config", []string{"dlq", "drop", "slack", "--all", "-c", cfg}, 0, []string{"dropped 1 dead letter(s) of slack\ncli-3\n"}, nil},
 		{"replay", []string{"replay", "--sink", "archive", "--since", "1h", "-c", cfg}, 0,
@@ -163,7 +165,7 @@ func TestAdminCLI(t *testing.T) {
 		{"unknown flag", append([]string{"sinks", "--nope"}, a...), 2, nil, []string{"flag provided but not defined: -nope"}},
 		{"unknown subcommand", []string{"events", "frob"}, 2, nil, []string{`unknown command "frob"`}},
 		{"bad admin url", []string{"sinks", "--admin", "localhost"}, 2, nil, []string{"--admin"}},
-		{"unset token env", append([]string{"reload", "--token-env", "PIPELINED_TEST_NOT_SET"}, a...), 1, nil, []string{"PIPELINED_TEST_NOT_SET is empty or unset"}},
+		{"unset token env", append([]string{"reload", "--token-env", "PIPELINED_TEST_NOT_SET"}, anon...), 1, nil, []string{"PIPELINED_TEST_NOT_SET is empty or unset"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,7 +206,8 @@ func TestAdminCLIJSON(t *testing.T) {
 		{"sinks"}, {"events", "list"}, {"events", "show", "cli-0"}, {"dlq", "list", "slack"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
-			code, stdout, stderr := runPipelined(t, append(args, "--json", "--admin", srv.URL)...)
+			t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
+			code, stdout, stderr := runPipelined(t, append(args, "--json", "--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN")...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}

@@ -67,7 +67,8 @@ func TestTableHeadingsAreJSONKeys(t *testing.T) {
 		{[]string{"dlq", "list", "slack"}, admin.DeadLetter{}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			code, stdout, stderr := runPipelined(t, append(tc.args, "--admin", srv.URL)...)
+			t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
+			code, stdout, stderr := runPipelined(t, append(tc.args, "--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN")...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}

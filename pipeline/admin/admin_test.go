@@ -63,7 +63,7 @@ func sinks(ctx context.Context) ([]admin.SinkStatus, error) {
 }
 
 func TestHealthz(t *testing.T) {
-	h := admin.Handler(admin.Options{Ready: func() error { return errors.New("not yet") }, Sinks: sinks})
+	h := admin.Handler(admin.Options{AllowUnauthenticated: true, Ready: func() error { return errors.New("not yet") }, Sinks: sinks})
 	for _, method := range []string{"GET", "HEAD"} {
 		r := do(t, h, method, "/healthz")
 		if r.code != http.StatusOK {
@@ -78,7 +78,7 @@ func TestHealthz(t *testing.T) {
 
 func TestReadyz(t *testing.T) {
 	var ready atomic.Bool
-	h := admin.Handler(admin.Options{
+	h := admin.Handler(admin.Options{AllowUnauthenticated: true,
 		Ready: func() error {
 			if !ready.Load() {
 				return errors.New(`sink "slack": plugin did not answer its handshake`)
@@ -130,7 +130,7 @@ func TestSinks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := admin.Handler(admin.Options{Ready: func() error { return nil }, Sinks: tt.sinks})
+			h := admin.Handler(admin.Options{AllowUnauthenticated: true, Ready: func() error { return nil }, Sinks: tt.sinks})
 			r := do(t, h, "GET", "/v1/sinks")
 			if r.code != tt.wantCode {
 				t.Errorf("GET /v1/sinks = %d, want %d", r.code, tt.wantCode)
@@ -147,7 +147,7 @@ func TestSinks(t *testing.T) {
 }
 
 func TestMethodNotAllowed(t *testing.T) {
-	h := admin.Handler(admin.Options{Ready: func() error { return nil }, Sinks: sinks})
+	h := admin.Handler(admin.Options{AllowUnauthenticated: true, Ready: func() error { return nil }, Sinks: sinks})
 	tests := []struct {
 		method, path string
 	}{
@@ -178,7 +178,7 @@ func TestMethodNotAllowed(t *testing.T) {
 // first failed check, and lists every check with ?verbose.
 func TestReadyzChecks(t *testing.T) {
 	var writerOK atomic.Bool
-	h := admin.Handler(admin.Options{
+	h := admin.Handler(admin.Options{AllowUnauthenticated: true,
 		ReadyChecks: func(context.Context) []admin.ReadyCheck {
 			w := admin.ReadyCheck{Name: "writer", OK: writerOK.Load()}
 			if !w.OK {

@@ -69,7 +69,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body any) (*http.R
 	if err != nil {
 		return nil, err
 	}
-	if body != nil {
+	if body != nil || method == http.MethodPost {
+		// The daemon refuses a POST that is not JSON, even an empty one:
+		// a browser page cannot send that without its consent.
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {

@@ -21,31 +21,31 @@ func TestClient(t *testing.T) {
 	c := admin.NewClient(srv.URL+"/", token, nil)
 	anon := admin.NewClient(srv.URL, "", srv.Client())
 
-	sinks, err := anon.Sinks(ctx)
+	sinks, err := c.Sinks(ctx)
 	if err != nil || len(sinks) != 2 || sinks[0].Name != "archive" || sinks[1].Name != "slack" || sinks[1].Dead != 2 {
 		t.Errorf("Sinks = %+v, %v; want archive and slack with 2 dead", sinks, err)
 	}
-	if s, err := anon.Sink(ctx, "slack"); err != nil || s.Dead != 2 {
+	if s, err := c.Sink(ctx, "slack"); err != nil || s.Dead != 2 {
 		t.Errorf("Sink(slack) = %+v, %v; want 2 dead", s, err)
 	}
-	if _, err := anon.Sink(ctx, "nope"); err == nil {
+	if _, err := c.Sink(ctx, "nope"); err == nil {
 		t.Errorf("Sink(nope) = nil error, want one")
 	}
 
-	list, err := anon.Events(ctx, url.Values{"source": {"stripe"}, "limit": {"2"}})
+	list, err := c.Events(ctx, url.Values{"source": {"stripe"}, "limit": {"2"}})
 	if err != nil || len(list.Events) != 2 || list.Events[0].ID != "ev-1" || list.Next == "" {
 		t.Errorf("Events(source=stripe, limit=2) = %+v, %v; want ev-1, ev-3 and a next cursor", list, err)
 	}
-	if e, err := anon.Event(ctx, "ev-2"); err != nil || e.ID != "ev-2" || e.Source != "callkaro" {
+	if e, err := c.Event(ctx, "ev-2"); err != nil || e.ID != "ev-2" || e.Source != "callkaro" {
 		t.Errorf("Event(ev-2) = %+v, %v", e, err)
 	}
-	_, err = anon.Event(ctx, "nope")
+	_, err = c.Event(ctx, "nope")
 	var apiErr *admin.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
 		t.Errorf("Event(nope) = %v, want an APIError with status 404", err)
 	}
 
-	dls, err := anon.AllDeadLetters(ctx, "slack")
+	dls, err := c.AllDeadLetters(ctx, "slack")
 	var ids []string
 	for _, d := range dls {
 		ids = append(ids, d.ID)
@@ -53,12 +53,15 @@ func TestClient(t *testing.T) {
 	if err != nil || !slices.Equal(ids, []string{"ev-1", "ev-3"}) {
 		t.Errorf("AllDeadLetters(slack) = %v, %v; want ev-1, ev-3", ids, err)
 	}
-	page, err := anon.DeadLetters(ctx, "slack", url.Values{"limit": {"1"}})
+	page, err := c.DeadLetters(ctx, "slack", url.Values{"limit": {"1"}})
 	if err != nil || len(page.DeadLetters) != 1 || page.Next == "" {
 		t.Errorf("DeadLetters(slack, limit=1) = %+v, %v; want one and a next page", page, err)
 	}
 
-	// Mutating calls need the token.
+	// Reads and mutating calls need the token.
+	if _, err := anon.Sinks(ctx); !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized {
+		t.Errorf("Sinks without a token = %v, want an APIError with status 401", err)
+	}
 	_, err = anon.SettleDead(ctx, "retry", "slack", admin.DeadLetterRequest{All: true})
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnauthorized {
 		t.Errorf("SettleDead without a token = %v, want an APIError with status 401", err)

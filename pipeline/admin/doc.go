@@ -1,6 +1,6 @@
 // Package admin serves the admin API on its own listener, never the ingest
-// one: /healthz, /readyz, /metrics, JSON under /v1/ and Go's profiler under
-// /debug/pprof/.
+// one: /healthz, /readyz, /metrics, JSON under /v1/ and, when
+// [Options.Pprof] is set, Go's profiler under /debug/pprof/.
 //
 // # The /v1 API
 //
@@ -14,9 +14,12 @@
 //	POST /v1/reload
 //
 // Times are RFC 3339 or a duration ago ("1h"). Every error is one line of
-// JSON, {"error": "..."}, with its status code. POST calls need
-// "Authorization: Bearer <token>" when [Options.Token] is set; without a
-// token they are refused with 403 unless [Options.AllowUnauthenticated].
+// JSON, {"error": "..."}, with its status code. Every call under /v1/ and
+// /debug/ needs "Authorization: Bearer <token>" when [Options.Token] is
+// set; without a token they are refused with 403 unless
+// [Options.AllowUnauthenticated]. /healthz, /readyz and /metrics are open.
+// A POST must be Content-Type: application/json (415), and an Origin of
+// another site or a Host that is not the listener's is refused (403).
 //
 // # Layout
 //

@@ -14,7 +14,8 @@ import (
 // `\u003ctoken\u003e`, for people and for jq alike.
 func TestErrorsNotHTMLEscaped(t *testing.T) {
 	h := admin.Handler(admin.Options{Token: []byte("t0ken"), Reload: func() error { return nil }})
-	req := httptest.NewRequest(http.MethodPost, "/v1/reload", nil)
+	req := httptest.NewRequest(http.MethodPost, "http://localhost/v1/reload", nil)
+	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	body, _ := io.ReadAll(rec.Body)

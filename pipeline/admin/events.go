@@ -3,7 +3,9 @@ package admin
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,6 +96,10 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := EventList{Events: []Event{}}
+	if lastCursor(f.After) {
+		writeJSON(w, http.StatusOK, out) // nothing comes after the last seq
+		return
+	}
 	for range listPages {
 		f.Limit = limit - len(out.Events)
 		page, next, err := s.o.Log.Events(r.Context(), f)
@@ -194,4 +200,12 @@ func (s *server) rejections(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// lastCursor reports whether after is the greatest seq there can be
+// (2^64-1): nothing comes after it, and a log that sought after+1 would
+// wrap to the first page.
+func lastCursor(after string) bool {
+	n, err := strconv.ParseUint(after, 10, 64)
+	return err == nil && n == math.MaxUint64
 }

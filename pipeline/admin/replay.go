@@ -62,6 +62,10 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	send := func() {
+		// A replay streams for as long as it runs: the server's write
+		// timeout bounds other answers; here each line must be taken
+		// within replayWriteTimeout (an error: a test's recorder).
+		_ = rc.SetWriteDeadline(time.Now().Add(replayWriteTimeout))
 		enc.Encode(p)
 		rc.Flush()
 	}
@@ -75,6 +79,10 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	send()
 }
+
+// replayWriteTimeout bounds the write of one replay progress line, so a
+// client that stops reading does not hold the replay.
+const replayWriteTimeout = time.Minute
 
 // runReplay pages through the log and requeues what matches, calling
 // progress every ProgressInterval.

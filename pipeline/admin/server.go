@@ -2,14 +2,19 @@ package admin
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -46,13 +51,22 @@ type Options struct {
 	// the state across restarts, for POST /v1/sinks/{sink}/pause and
 	// /resume; it reports whether the state changed. Nil answers 503.
 	Pause func(sink string, paused bool) (changed bool, err error)
-	// Token is the bearer token that POST calls must carry. Empty: POST
-	// calls are refused with 403, unless AllowUnauthenticated.
+	// Token is the bearer token that every call under /v1/ and /debug/
+	// must carry. Empty: those calls are refused with 403, unless
+	// AllowUnauthenticated. /healthz, /readyz and /metrics are always open.
 	Token []byte
-	// AllowUnauthenticated lets POST calls through without a token when
-	// Token is empty. The daemon sets it when the admin listener is bound
-	// to a loopback address only.
+	// AllowUnauthenticated lets calls under /v1/ and /debug/ through
+	// without a token when Token is empty. The daemon sets it when the
+	// admin listener is bound to a loopback address only.
 	AllowUnauthenticated bool
+	// Pprof serves Go's profiler under /debug/pprof/ (behind the token
+	// like /v1/). False: those paths answer 404.
+	Pprof bool
+	// Hosts are the names the Host header of a call under /v1/ or /debug/
+	// may carry besides loopback names and addresses and the address the
+	// connection arrived on: the host of the admin listener. Any other
+	// Host is refused with 403 (DNS rebinding).
+	Hosts []string
 	// Logger receives one line per mutating call. Default: discard.
 	Logger *slog.Logger
 	// ProgressInterval is how often a replay reports progress. Zero
@@ -98,31 +112,136 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/events/{id}", s.event)
 	mux.HandleFunc("GET /v1/rejections", s.rejections)
 	mux.HandleFunc("GET /v1/sinks/{sink}/dlq", s.deadLetters)
-	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/retry", s.mutating(s.settleDead))
-	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/drop", s.mutating(s.settleDead))
-	mux.HandleFunc("POST /v1/sinks/{sink}/pause", s.mutating(s.pause))
-	mux.HandleFunc("POST /v1/sinks/{sink}/resume", s.mutating(s.pause))
-	mux.HandleFunc("POST /v1/replay", s.mutating(s.replay))
-	mux.HandleFunc("POST /v1/reload", s.mutating(s.reload))
+	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/retry", s.settleDead)
+	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/drop", s.settleDead)
+	mux.HandleFunc("POST /v1/sinks/{sink}/pause", s.pause)
+	mux.HandleFunc("POST /v1/sinks/{sink}/resume", s.pause)
+	mux.HandleFunc("POST /v1/replay", s.replay)
+	mux.HandleFunc("POST /v1/reload", s.reload)
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
-	// Go's profiler, for "why is it slow": the admin listener is on
-	// loopback by default and never the ingest port.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// Go's profiler, for "why is it slow", only when [admin] pprof =
+	// true: a profile shows the daemon's memory, secrets included.
+	if o.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return s
 }
 
 // ServeHTTP serves the mux, turning its own 404 and 405 answers into JSON.
+// Calls under /v1/ and /debug/ pass [server.guard] first, whatever the
+// route, so that an unknown path tells a stranger nothing either.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if protected(r.URL.Path) && !s.guard(w, r) {
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		w = &jsonError{ResponseWriter: w}
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// protected reports whether path is one that needs the token: everything
+// but /healthz, /readyz and /metrics.
+func protected(path string) bool {
+	switch path {
+	case "/healthz", "/readyz", "/metrics":
+		return false
+	}
+	return true
+}
+
+// guard refuses, and answers for, a call to a protected path that a
+// browser page of another site could have made (a Host that is not this
+// listener's, a foreign Origin, a POST that is not JSON) or that lacks the
+// token. It reports whether the call may go on.
+func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
+	if !s.hostAllowed(r) {
+		writeError(w, http.StatusForbidden, "host "+strconv.Quote(r.Host)+" is not this admin listener: call it by its address (or localhost)")
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r.Host) {
+		writeError(w, http.StatusForbidden, "cross-origin call from "+strconv.Quote(o)+" refused: the admin API is not for browser pages of other sites")
+		return false
+	}
+	if r.Method == http.MethodPost {
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, "send Content-Type: application/json with every POST")
+			return false
+		}
+	}
+	if len(s.o.Token) == 0 {
+		if !s.o.AllowUnauthenticated {
+			writeError(w, http.StatusForbidden, "the admin API is disabled: no admin token is configured and the listener is not on loopback; set admin.token_env or admin.token_file")
+			return false
+		}
+		return true
+	}
+	if !tokenMatches(r.Header.Get("Authorization"), s.o.Token) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="pipelined admin"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer <token>")
+		return false
+	}
+	return true
+}
+
+// tokenMatches reports whether the Authorization header value carries
+// token with the Bearer scheme (in any case, RFC 9110 11.1). It compares
+// SHA-256 digests, so that the time taken tells nothing of the token's
+// length.
+func tokenMatches(authorization string, token []byte) bool {
+	scheme, got, ok := strings.Cut(strings.TrimSpace(authorization), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	g := sha256.Sum256([]byte(strings.TrimSpace(got)))
+	t := sha256.Sum256(token)
+	return subtle.ConstantTimeCompare(g[:], t[:]) == 1
+}
+
+// hostAllowed reports whether r's Host names this listener: a loopback
+// name or address, the address the connection arrived on, or one of
+// [Options.Hosts].
+func (s *server) hostAllowed(r *http.Request) bool {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if host == "" {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.IsLoopback() {
+			return true
+		}
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if ap, err := netip.ParseAddrPort(la.String()); err == nil && ap.Addr().Unmap() == a.Unmap() {
+				return true
+			}
+		}
+	}
+	for _, h := range s.o.Hosts {
+		if strings.EqualFold(host, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameOrigin reports whether the Origin header origin is that of a page
+// served by host (the request's Host) itself.
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && strings.EqualFold(u.Host, host)
 }
 
 // jsonError replaces the plain-text body of the mux's 404 and 405 with a
@@ -150,26 +269,6 @@ func (j *jsonError) Write(b []byte) (int, error) {
 		j.WriteHeader(http.StatusOK)
 	}
 	return len(b), nil
-}
-
-// mutating checks the bearer token before h.
-func (s *server) mutating(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if len(s.o.Token) == 0 {
-			if !s.o.AllowUnauthenticated {
-				writeError(w, http.StatusForbidden, "mutating calls are disabled: no admin token is configured; set admin.token_env or admin.token_file")
-				return
-			}
-		} else {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), s.o.Token) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="pipelined admin"`)
-				writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer <token>")
-				return
-			}
-		}
-		h(w, r)
-	}
 }
 
 // checkSink answers 404 and returns false when sink is not configured.

@@ -2,10 +2,13 @@ package admin
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
 )
 
 func (s *server) sinks(w http.ResponseWriter, r *http.Request) {
@@ -47,10 +50,12 @@ func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	dls, err := s.o.Log.Queue(sink).DeadLetters(r.Context(), after, limit+1)
-	if err != nil {
-		writeLogError(w, err)
-		return
+	var dls []pipeline.DeadLetter
+	if after < math.MaxUint64 { // a log seeks after+1: the last seq would wrap to the first page
+		if dls, err = s.o.Log.Queue(sink).DeadLetters(r.Context(), after, limit+1); err != nil {
+			writeLogError(w, err)
+			return
+		}
 	}
 	out := DeadLetterList{Sink: sink, DeadLetters: []DeadLetter{}}
 	if len(dls) > limit {

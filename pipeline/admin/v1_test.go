@@ -27,10 +27,17 @@ var t0 = time.Date(2025, 3, 14, 15, 0, 0, 0, time.UTC)
 // fixture is a memlog with events ev-0..ev-5, a minute apart: even ones
 // from callkaro routed to archive, odd ones from stripe routed to slack;
 // ev-1 and ev-3 dead in slack's DLQ.
-func fixture(t *testing.T) *memlog.Log {
+func fixture(t testing.TB) *memlog.Log {
 	t.Helper()
 	l := memlog.New()
 	t.Cleanup(func() { l.Close() })
+	fill(t, l)
+	return l
+}
+
+// fill appends fixture's events to l.
+func fill(t testing.TB, l pipeline.Log) {
+	t.Helper()
 	var es []pipeline.Entry
 	for i := range 6 {
 		ev := pipeline.Event{ID: fmt.Sprintf("ev-%d", i), Source: "callkaro", ReceivedAt: t0.Add(time.Duration(i) * time.Minute),
@@ -48,7 +55,6 @@ func fixture(t *testing.T) *memlog.Log {
 	if _, err := l.Append(context.Background(), es); err != nil {
 		t.Fatal(err)
 	}
-	return l
 }
 
 func v1Options(l pipeline.Log) admin.Options {
@@ -70,6 +76,9 @@ func v1Options(l pipeline.Log) admin.Options {
 	}
 }
 
+// call makes one call to h over real HTTP on loopback: a POST as JSON,
+// with the admin token unless auth names another ("none": no
+// Authorization header).
 func call(t *testing.T, h http.Handler, method, path, auth, body string) response {
 	t.Helper()
 	srv := httptest.NewServer(h)
@@ -78,8 +87,15 @@ func call(t *testing.T, h http.Handler, method, path, auth, body string) respons
 	if err != nil {
 		t.Fatal(err)
 	}
-	if auth != "" {
+	switch auth {
+	case "":
+		req.Header.Set("Authorization", "Bearer "+token)
+	case "none":
+	default:
 		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := srv.Client().Do(req)
 	if err != nil {
@@ -323,9 +339,9 @@ func TestAuth(t *testing.T) {
 	open.AllowUnauthenticated = true
 	for _, path := range []string{"/v1/sinks/slack/dlq/retry", "/v1/sinks/slack/dlq/drop", "/v1/replay", "/v1/reload"} {
 		t.Run(path, func(t *testing.T) {
-			wantError(t, call(t, withToken, "POST", path, "", `{"all":true}`), http.StatusUnauthorized, "token")
+			wantError(t, call(t, withToken, "POST", path, "none", `{"all":true}`), http.StatusUnauthorized, "token")
 			wantError(t, call(t, withToken, "POST", path, "wrong", `{"all":true}`), http.StatusUnauthorized, "token")
-			wantError(t, call(t, admin.Handler(noToken), "POST", path, "", `{"all":true}`), http.StatusForbidden, "admin.token_env or admin.token_file")
+			wantError(t, call(t, admin.Handler(noToken), "POST", path, "none", `{"all":true}`), http.StatusForbidden, "admin.token_env or admin.token_file")
 			wantError(t, call(t, admin.Handler(noToken), "POST", path, token, `{"all":true}`), http.StatusForbidden, "admin.token_env")
 		})
 	}
@@ -334,12 +350,11 @@ func TestAuth(t *testing.T) {
 		t.Errorf("401 WWW-Authenticate = %q, want Bearer", got)
 	}
 	// Loopback-only daemons may run without a token.
-	if r := call(t, admin.Handler(open), "POST", "/v1/sinks/slack/dlq/drop", "", `{"ids":["ev-1"]}`); r.code != http.StatusOK {
+	if r := call(t, admin.Handler(open), "POST", "/v1/sinks/slack/dlq/drop", "none", `{"ids":["ev-1"]}`); r.code != http.StatusOK {
 		t.Errorf("POST drop with AllowUnauthenticated = %d %s, want 200", r.code, r.body)
 	}
-	// Reads need no token.
 	if r := call(t, withToken, "GET", "/v1/events", "", ""); r.code != http.StatusOK {
-		t.Errorf("GET /v1/events without a token = %d, want 200", r.code)
+		t.Errorf("GET /v1/events with the token = %d, want 200", r.code)
 	}
 }
 

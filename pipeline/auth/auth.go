@@ -97,6 +97,28 @@ func DedupHeader(s Spec) string {
 	return ""
 }
 
+// SecretHeader returns the header that carries the scheme's credential or
+// signature, which must never be stored: Authorization for bearer and
+// basic, webhook-signature for standard-webhooks, the signature header of
+// hmac; "" for none.
+func SecretHeader(s Spec) string {
+	switch s.Type {
+	case TypeBearer, TypeBasic:
+		return "Authorization"
+	case TypeStandardWebhooks:
+		return headerWebhookSignature
+	case TypeHMAC:
+		switch s.Preset {
+		case presetGitHub:
+			return "X-Hub-Signature-256"
+		case presetStripe:
+			return headerStripe
+		}
+		return s.Header
+	}
+	return ""
+}
+
 // checkUnused refuses fields that the scheme does not read, so that a typo
 // in the configuration is not silently ignored.
 func checkUnused(s Spec) error {

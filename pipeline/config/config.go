@@ -78,11 +78,19 @@ type Server struct {
 // Admin configures the admin listener, which never shares the ingest one.
 type Admin struct {
 	Listen string `toml:"listen"`
-	// TokenEnv or TokenFile holds the bearer token that mutating admin
-	// calls (DLQ retry and drop, replay, reload) need. Without one, those
-	// calls are allowed only when the admin listener is on loopback.
+	// TokenEnv or TokenFile holds the bearer token that every call under
+	// /v1/ and /debug/ needs (/healthz, /readyz and /metrics are open).
+	// Without one, the admin listener must be on loopback.
 	TokenEnv  string `toml:"token_env"`
 	TokenFile string `toml:"token_file"`
+	// Pprof serves Go's profiler under /debug/pprof/ (default false).
+	Pprof bool `toml:"pprof"`
+	// ReadTimeout, WriteTimeout and IdleTimeout bound how long one admin
+	// connection may take to send a request, to take an answer (a replay's
+	// stream excepted), and to sit idle between requests.
+	ReadTimeout  Duration `toml:"read_timeout"`
+	WriteTimeout Duration `toml:"write_timeout"`
+	IdleTimeout  Duration `toml:"idle_timeout"`
 }
 
 // Log configures the durable event log.
@@ -149,6 +157,10 @@ type Source struct {
 	// 422) that long in the log's own keyspace, for `pipelined events
 	// list --rejected`. Zero keeps none (they are still counted).
 	KeepRejected Duration `toml:"keep_rejected"`
+	// DropHeaders names request headers never stored with an event or a
+	// rejected request nor shown to rules, besides those that always are
+	// dropped (credentials, signatures, the header the source's auth reads).
+	DropHeaders []string `toml:"drop_headers"`
 }
 
 // Auth says how a source authenticates requests. It must be written
@@ -243,7 +255,7 @@ func Default() *Config {
 			MaxConcurrent:     1024,
 			LogRequests:       true,
 		},
-		Admin: Admin{Listen: DefaultAdminListen},
+		Admin: Admin{Listen: DefaultAdminListen, ReadTimeout: Duration{10 * time.Second}, WriteTimeout: Duration{60 * time.Second}, IdleTimeout: Duration{30 * time.Second}},
 		Log:   Log{Dir: DefaultLogDir, Retention: Duration{168 * time.Hour}, Backend: DefaultBackend},
 	}
 }

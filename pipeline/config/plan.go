@@ -39,6 +39,9 @@ type SourcePlan struct {
 	Schema *rules.Schema
 	// Allow is allow_cidrs, parsed.
 	Allow []netip.Prefix
+	// DropHeaders are the lower-case names of the headers the source's
+	// auth reads and of drop_headers: never stored nor shown to rules.
+	DropHeaders []string
 }
 
 // Plan returns the plan [Parse] compiled c into; nil for a Config that

@@ -18,6 +18,8 @@ var (
 	pluginRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 	sourceRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 	sha256RE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	// headerNameRE is an RFC 9110 token, the syntax of a header name.
+	headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
 
 // Compile checks the whole configuration and compiles it into the [Plan]
@@ -100,6 +102,18 @@ func (c *Config) checkServer(p *problems, plan *Plan) {
 	}
 	if _, err := c.AdminToken(); err != nil {
 		p.at("admin", -1, "token_env", "%v", err)
+	} else if c.Admin.TokenEnv == "" && c.Admin.TokenFile == "" && !c.AdminOnLoopback() {
+		p.at("admin", -1, "listen", "admin.listen: %q is not a loopback address and no admin token is set: set admin.token_env or admin.token_file, or listen on 127.0.0.1", c.Admin.Listen)
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"read_timeout", c.Admin.ReadTimeout}, {"write_timeout", c.Admin.WriteTimeout}, {"idle_timeout", c.Admin.IdleTimeout},
+	} {
+		if d.v.Duration <= 0 {
+			p.at("admin", -1, d.key, `admin.%s: must be more than 0 (write e.g. "30s")`, d.key)
+		}
 	}
 
 	if strings.TrimSpace(c.Log.Dir) == "" {
@@ -192,6 +206,16 @@ func (c *Config) checkSources(p *problems, plan *Plan) {
 		}
 		if s.DedupKey == "" {
 			sp.DedupHeader = auth.DedupHeader(spec)
+		}
+		if h := auth.SecretHeader(spec); h != "" {
+			sp.DropHeaders = append(sp.DropHeaders, strings.ToLower(h))
+		}
+		for _, h := range s.DropHeaders {
+			if !headerNameRE.MatchString(h) {
+				p.at("source", i, "drop_headers", "%s: drop_headers: %q is not a header name", what, h)
+				continue
+			}
+			sp.DropHeaders = append(sp.DropHeaders, strings.ToLower(h))
 		}
 	}
 }

@@ -43,6 +43,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 			Accept:       sp.Accept,
 			Schema:       sp.Schema,
 			KeepRejected: s.KeepRejected.Duration,
+			DropHeaders:  sp.DropHeaders,
 		}
 		if s.Rate.PerSecond > 0 {
 			burst := s.Burst

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -334,11 +336,30 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 			AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),
 			Logger:               d.log.With("component", "admin"),
 			Metrics:              d.metrics.Handler(),
+			Pprof:                cfg.Admin.Pprof,
+			Hosts:                adminHosts(cfg.Admin.Listen),
 		}),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: min(5*time.Second, cfg.Admin.ReadTimeout.Duration),
+		ReadTimeout:       cfg.Admin.ReadTimeout.Duration,
+		WriteTimeout:      cfg.Admin.WriteTimeout.Duration,
+		IdleTimeout:       cfg.Admin.IdleTimeout.Duration,
 		ErrorLog:          errorLog,
 	}
 	return s
+}
+
+// adminHosts is the host of admin.listen as a Host header may name it;
+// none for a wildcard address (the address each connection arrives on is
+// accepted anyway).
+func adminHosts(listen string) []string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
+		return nil
+	}
+	return []string{host}
 }
 
 // serve starts serving both listeners, each in a goroutine that wait
@@ -473,6 +494,12 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		{"log.dir", old.Log.Dir, cfg.Log.Dir},
 		{"log.backend", old.Log.Backend, cfg.Log.Backend},
 		{"server.tls_cert_file", old.Server.TLSCertFile, cfg.Server.TLSCertFile},
+		{"admin.token_env", old.Admin.TokenEnv, cfg.Admin.TokenEnv},
+		{"admin.token_file", old.Admin.TokenFile, cfg.Admin.TokenFile},
+		{"admin.pprof", strconv.FormatBool(old.Admin.Pprof), strconv.FormatBool(cfg.Admin.Pprof)},
+		{"admin.read_timeout", old.Admin.ReadTimeout.String(), cfg.Admin.ReadTimeout.String()},
+		{"admin.write_timeout", old.Admin.WriteTimeout.String(), cfg.Admin.WriteTimeout.String()},
+		{"admin.idle_timeout", old.Admin.IdleTimeout.String(), cfg.Admin.IdleTimeout.String()},
 	} {
 		if c.was != c.now {
 			d.log.Warn("a changed setting takes effect only at restart", "key", c.what, "running", c.was, "new", c.now)

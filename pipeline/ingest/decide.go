@@ -145,7 +145,7 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 		ID:         req.ID,
 		Source:     src.Name,
 		ReceivedAt: req.ReceivedAt.UTC(),
-		Headers:    headers(req.Header),
+		Headers:    headers(req.Header, src.DropHeaders),
 		Body:       body,
 		Auth:       authName,
 	}
@@ -224,7 +224,7 @@ func rejection(src *Source, req *Request, status int, reason string, violations 
 		Status:     status,
 		Reason:     reason,
 		Violations: violations,
-		Headers:    headers(req.Header),
+		Headers:    headers(req.Header, src.DropHeaders),
 		BodySize:   size,
 		RemoteAddr: req.RemoteAddr,
 		Keep:       src.KeepRejected,
@@ -250,20 +250,32 @@ func isJSON(contentType string) bool {
 	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
-// secretHeaders are never stored with an event nor shown to rules.
+// secretHeaders are never stored with an event or a rejected request nor
+// shown to rules: credentials, and the signatures of the common schemes
+// (a stored signature and body could be sent again and pass). A source
+// adds the header its own auth reads and its drop_headers
+// ([Source.DropHeaders]).
 var secretHeaders = map[string]bool{
 	"authorization":       true,
 	"proxy-authorization": true,
 	"cookie":              true,
+	"webhook-signature":   true,
+	"svix-signature":      true,
+	"x-hub-signature":     true,
+	"x-hub-signature-256": true,
+	"stripe-signature":    true,
+	"x-api-key":           true,
+	"x-auth-token":        true,
 }
 
 // headers returns request headers as events keep them: lower-case names,
-// the first value of each, without those that carry credentials.
-func headers(hs http.Header) map[string]string {
+// the first value of each, without those that carry credentials
+// (secretHeaders and drop, lower-case names).
+func headers(hs http.Header, drop []string) map[string]string {
 	out := make(map[string]string, len(hs))
 	for k, v := range hs {
 		lk := strings.ToLower(k)
-		if secretHeaders[lk] || len(v) == 0 {
+		if secretHeaders[lk] || len(v) == 0 || slices.Contains(drop, lk) {
 			continue
 		}
 		out[lk] = v[0]

@@ -60,6 +60,11 @@ type Source struct {
 	// KeepRejected, when more than 0, keeps this source's rejected
 	// requests (401, 400, 413, 415, 422) that long through Config.Audit.
 	KeepRejected time.Duration
+	// DropHeaders are lower-case header names never stored with an event
+	// or a rejected request nor shown to rules, besides those always
+	// dropped (credentials and signatures): the header the source's auth
+	// reads and its drop_headers.
+	DropHeaders []string
 }
 
 // Config is what a [Handler] serves; [Handler.Swap] replaces it at once.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -45,6 +46,9 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 			return nil, "", fmt.Errorf("events: after %q: %w", f.After, pipeline.ErrBadCursor)
 		}
 		after = n
+	}
+	if after == math.MaxUint64 {
+		return nil, "", nil // nothing comes after; seeking after+1 would wrap to the first
 	}
 	limit := f.Limit
 	if limit <= 0 {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -274,6 +275,9 @@ func countPrefix(txn *badger.Txn, prefix []byte) int {
 func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pipeline.DeadLetter, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return nil, err
+	}
+	if after == math.MaxUint64 {
+		return nil, nil // nothing comes after; seeking after+1 would wrap to the first
 	}
 	var out []pipeline.DeadLetter
 	err := q.l.db.View(func(txn *badger.Txn) error {

@@ -149,6 +149,11 @@ type Source struct {
 	// 422) that long in the log's own keyspace, for `pipelined events
 	// list --rejected`. Zero keeps none (they are still counted).
 	KeepRejected Duration `toml:"keep_rejected"`
+	// KeepRejectedMax bounds the size of this source's kept rejections
+	// (bodies cut to 8 KiB and headers to 8 KiB each): past it, the oldest
+	// are dropped first and counted in pipelined_rejections_evicted_total.
+	// Default 64MiB.
+	KeepRejectedMax Size `toml:"keep_rejected_max"`
 }
 
 // Auth says how a source authenticates requests. It must be written
@@ -225,6 +230,8 @@ const (
 	DefaultLogDir      = "data"
 	DefaultBackend     = "badger"
 	DefaultDedupWindow = 24 * time.Hour
+	// DefaultKeepRejectedMax is a source's keep_rejected_max.
+	DefaultKeepRejectedMax = Size(64 << 20)
 )
 
 // Default returns a Config with every default set and no sources, sinks
@@ -267,6 +274,9 @@ func (c *Config) fillDefaults() {
 	for i := range c.Sources {
 		if c.Sources[i].DedupWindow.Duration == 0 {
 			c.Sources[i].DedupWindow.Duration = DefaultDedupWindow
+		}
+		if c.Sources[i].KeepRejectedMax == 0 {
+			c.Sources[i].KeepRejectedMax = DefaultKeepRejectedMax
 		}
 	}
 	def := DefaultDelivery()

@@ -44,6 +44,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 			Schema:       sp.Schema,
 			KeepRejected: s.KeepRejected.Duration,
 		}
+		src.KeepRejectedMax = int64(s.KeepRejectedMax)
 		if s.Rate.PerSecond > 0 {
 			burst := s.Burst
 			if burst == 0 {

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -224,10 +225,11 @@ func rejection(src *Source, req *Request, status int, reason string, violations 
 		Status:     status,
 		Reason:     reason,
 		Violations: violations,
-		Headers:    headers(req.Header),
+		Headers:    cutHeaders(headers(req.Header), MaxRejectedHeaders),
 		BodySize:   size,
 		RemoteAddr: req.RemoteAddr,
 		Keep:       src.KeepRejected,
+		KeepMax:    src.KeepRejectedMax,
 	}
 	if len(body) > MaxRejectedBody {
 		n := MaxRejectedBody
@@ -269,6 +271,41 @@ func headers(hs http.Header) map[string]string {
 		out[lk] = v[0]
 	}
 	return out
+}
+
+// cutHeaders leaves out of hs the largest headers until names and values
+// add up to at most max bytes, and says so in x-pipelined-headers-cut.
+func cutHeaders(hs map[string]string, max int) map[string]string {
+	total := 0
+	for k, v := range hs {
+		total += len(k) + len(v)
+	}
+	if total <= max {
+		return hs
+	}
+	names := make([]string, 0, len(hs))
+	for k := range hs {
+		names = append(names, k)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(cmp.Compare(len(hs[b])+len(b), len(hs[a])+len(a)), strings.Compare(a, b))
+	})
+	var cut []string
+	for _, k := range names {
+		if total <= max-256 { // room for the note below
+			break
+		}
+		total -= len(k) + len(hs[k])
+		cut = append(cut, k)
+		delete(hs, k)
+	}
+	slices.Sort(cut)
+	note := strings.Join(cut, ",")
+	if len(note) > 190 {
+		note = note[:190] + "..."
+	}
+	hs["x-pipelined-headers-cut"] = note
+	return hs
 }
 
 // Decode decodes a JSON body as rules see it: numbers as float64, so rules

@@ -60,6 +60,9 @@ type Source struct {
 	// KeepRejected, when more than 0, keeps this source's rejected
 	// requests (401, 400, 413, 415, 422) that long through Config.Audit.
 	KeepRejected time.Duration
+	// KeepRejectedMax, when more than 0, bounds the bytes of this source's
+	// kept rejections (keep_rejected_max): the oldest are dropped first.
+	KeepRejectedMax int64
 }
 
 // Config is what a [Handler] serves; [Handler.Swap] replaces it at once.

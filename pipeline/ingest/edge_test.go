@@ -1,0 +1,129 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/auth"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/metrics"
+)
+
+// TestRejectedFloodBounded: a flood of 401s with 61 KiB of headers each,
+// on a source with keep_rejected, keeps at most keep_rejected_max bytes of
+// them (the newest), cuts each one's headers to 8 KiB, counts what it
+// dropped, and logs a handful of lines, not one per request.
+func TestRejectedFloodBounded(t *testing.T) {
+	db, err := badgerlog.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	m := metrics.New(nil)
+	audit := ingest.NewAudit(db, &ingest.AuditOptions{Metrics: m, Queue: 4096})
+	v, err := auth.New(auth.Spec{Type: "bearer", Secrets: [][]byte{[]byte("s3cret")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const max = 256 << 10
+	src := ingest.Source{Name: "flood", Path: "/hooks/flood", Verifier: v, KeepRejected: time.Hour, KeepRejectedMax: max}
+	logs := &logBuffer{}
+	h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Audit: audit, Metrics: m},
+		&recordingAppender{}, slog.New(slog.NewJSONHandler(logs, nil)))
+
+	const n = 400
+	filler := strings.Repeat("x", 3<<10)
+	for i := range n {
+		req := httptest.NewRequest(http.MethodPost, "/hooks/flood", strings.NewReader(`{"n":1}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer wrong")
+		req.Header.Set("X-Seq", fmt.Sprint(i))
+		for j := range 20 {
+			req.Header.Set(fmt.Sprintf("X-Fill-%02d", j), filler) // 20 x 3 KiB = 61 KiB with the rest
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized {
+			t.Fatalf("POST %d with a wrong token = %d, want 401", i, rec.Code)
+		}
+	}
+	if err := audit.Close(context.Background()); err != nil {
+		t.Fatalf("Audit.Close = %v", err)
+	}
+
+	var kept []pipeline.Rejection
+	for f := (pipeline.RejectionFilter{Source: "flood"}); ; {
+		rs, next, err := db.Rejections(context.Background(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, rs...)
+		if next == "" {
+			break
+		}
+		f.After = next
+	}
+	if len(kept) == 0 || len(kept) >= n {
+		t.Fatalf("kept %d of %d rejections, want some but not all (keep_rejected_max = %d)", len(kept), n, max)
+	}
+	var size int64
+	for _, r := range kept {
+		size += r.Size()
+		hb := 0
+		for k, v := range r.Headers {
+			hb += len(k) + len(v)
+		}
+		if hb > ingest.MaxRejectedHeaders {
+			t.Errorf("rejection %s keeps %d bytes of headers, want at most %d", r.ID, hb, ingest.MaxRejectedHeaders)
+		}
+		if r.Headers["x-seq"] == "" || r.Headers["x-pipelined-headers-cut"] == "" {
+			t.Errorf("rejection %s headers %v: want x-seq kept and x-pipelined-headers-cut naming what was cut", r.ID, keys(r.Headers))
+		}
+	}
+	if size > max {
+		t.Errorf("kept %d bytes of rejections, want at most keep_rejected_max = %d", size, max)
+	}
+	if last := kept[len(kept)-1].Headers["x-seq"]; last != fmt.Sprint(n-1) {
+		t.Errorf("newest kept rejection is x-seq %s, want %d: the oldest go first", last, n-1)
+	}
+	evicted := metricValue(t, m, `pipelined_rejections_evicted_total{source="flood"}`)
+	if evicted != fmt.Sprint(n-len(kept)) {
+		t.Errorf("pipelined_rejections_evicted_total = %s, want %d (%d refused, %d kept)", evicted, n-len(kept), n, len(kept))
+	}
+	if lines := logs.lines(t, "webhook refused"); len(lines) > 10 {
+		t.Errorf("%d 401s logged %d lines, want a handful (rate-limited per source and reason)", n, len(lines))
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// metricValue returns the value of the series named by line's start in
+// m's exposition, or "" when it is absent.
+func metricValue(t *testing.T, m *metrics.Metrics, series string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, l := range bytes.Split(body, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(l, []byte(series+" ")); ok {
+			return string(v)
+		}
+	}
+	return ""
+}

@@ -67,6 +67,10 @@ type Server struct {
 	// MaxConcurrent bounds the requests handled at once; more are answered
 	// 503 with Retry-After.
 	MaxConcurrent int `toml:"max_concurrent"`
+	// MaxConnsPerIP bounds the open ingest connections of one client
+	// address; more are closed as soon as they are accepted. Addresses in
+	// TrustedProxies are not bounded. 0 means no bound. Default 64.
+	MaxConnsPerIP int `toml:"max_conns_per_ip"`
 	// TrustedProxies lists the addresses (CIDRs) of reverse proxies whose
 	// X-Forwarded-For header is believed, for allow_cidrs.
 	TrustedProxies []string `toml:"trusted_proxies"`
@@ -248,6 +252,7 @@ func Default() *Config {
 			ShutdownTimeout:   Duration{25 * time.Second},
 			MaxHeaderBytes:    64 << 10,
 			MaxConcurrent:     1024,
+			MaxConnsPerIP:     64,
 			LogRequests:       true,
 		},
 		Admin: Admin{Listen: DefaultAdminListen},

@@ -45,6 +45,12 @@ type Request struct {
 	// source's rate limiter here; it is the one effect of a decision, and
 	// it is the caller's. `pipelined test` passes nil.
 	Admit func() time.Duration
+	// Slot, when not nil, is asked once the request is authenticated (and
+	// admitted) for one of the server's request slots (max_concurrent):
+	// false answers 503. Taking the slot only then keeps unauthenticated
+	// senders, slow or not, from using up the slots of authenticated ones.
+	// `pipelined test` passes nil.
+	Slot func() bool
 }
 
 // Decision is what pipelined does with a [Request]: append Entry, or refuse
@@ -89,7 +95,7 @@ func (d *Decision) Accepted() bool { return d.Status == http.StatusOK && !d.Igno
 // Decide says what pipelined does with req sent to src, in the order the
 // checks are made: content type (415), declared and actual body size
 // (413), reading the body (400), the source's authentication (401),
-// req.Admit (429), JSON (400), the source's ignore rule (200, ignored:
+// req.Admit (429), req.Slot (503), JSON (400), the source's ignore rule (200, ignored:
 // not appended), the source's accept rule and JSON Schema (422); then the
 // dedup key and every route. Apart from calling
 // req.Admit it has no effect: it neither logs nor counts, and the handler
@@ -136,6 +142,9 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 			return Decision{Status: http.StatusTooManyRequests, Outcome: metrics.OutcomeRateLimited, RetryAfter: wait,
 				Error: "source " + strconv.Quote(src.Name) + " is over its rate: retry after the Retry-After delay"}
 		}
+	}
+	if req.Slot != nil && !req.Slot() {
+		return unavailable("too many requests in flight: retry shortly")
 	}
 	doc, err := Decode(body)
 	if err != nil {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,4 +128,56 @@ func metricValue(t *testing.T, m *metrics.Metrics, series string) string {
 		}
 	}
 	return ""
+}
+
+// TestSlowStrangersKeepNoSlots: with max_concurrent = 2, twenty
+// unauthenticated connections sending their bodies slowly do not take the
+// slots: a request with the right token, sent meanwhile, is accepted.
+func TestSlowStrangersKeepNoSlots(t *testing.T) {
+	v, err := auth.New(auth.Spec{Type: "bearer", Secrets: [][]byte{[]byte("s3cret")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := ingest.New(ingest.Config{
+		Sources:       []ingest.Source{{Name: "guarded", Path: "/hooks/guarded", Verifier: v}},
+		MaxBody:       1 << 20,
+		MaxConcurrent: 2,
+	}, &recordingAppender{}, nil)
+	var entered atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered.Add(1)
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	const strangers = 20
+	for range strangers {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// Headers whole, then a first byte of a body of 1000: the handler
+		// waits for the rest.
+		fmt.Fprintf(c, "POST /hooks/guarded HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nAuthorization: Bearer wrong\r\n\r\n{")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for entered.Load() < strangers {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d slow strangers reached the handler after 5s", entered.Load(), strangers)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/hooks/guarded", strings.NewReader(`{"ok":true}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("authenticated POST with %d slow strangers in flight and max_concurrent 2 = %d %s, want 200", strangers, resp.StatusCode, body)
+	}
 }

@@ -71,7 +71,8 @@ type Config struct {
 	Router  *rules.Router
 	// MaxBody bounds a request body, in bytes.
 	MaxBody int64
-	// MaxConcurrent bounds the requests handled at once (0: no bound).
+	// MaxConcurrent bounds the authenticated requests handled at once (0:
+	// no bound); see [Request.Slot].
 	MaxConcurrent int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
@@ -196,14 +197,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 				Error: "address " + ip.String() + " is not allowed to send to source " + strconv.Quote(src.Name)})
 		}
 	}
-	if st.slots != nil {
-		select {
-		case st.slots <- struct{}{}:
-			defer func() { <-st.slots }()
-		default:
-			return src.Name, h.refuse(w, r, st, src.Name, unavailable("too many requests in flight: retry shortly"))
-		}
-	}
 	req := Request{
 		Header:        r.Header,
 		Body:          http.MaxBytesReader(w, r.Body, st.cfg.MaxBody),
@@ -214,6 +207,26 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	}
 	if src.Limiter != nil {
 		req.Admit = src.admit
+	}
+	if st.slots != nil {
+		// A slot is taken once the request is authenticated: see
+		// Request.Slot. Until then, reading the body is bounded by the
+		// server's read timeout and max_conns_per_ip.
+		held := false
+		req.Slot = func() bool {
+			select {
+			case st.slots <- struct{}{}:
+				held = true
+				return true
+			default:
+				return false
+			}
+		}
+		defer func() {
+			if held {
+				<-st.slots
+			}
+		}()
 	}
 	d := st.cfg.Decide(src, req)
 	if d.Ignored {

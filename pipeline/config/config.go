@@ -69,7 +69,7 @@ type Server struct {
 	MaxConcurrent int `toml:"max_concurrent"`
 	// MaxConnsPerIP bounds the open ingest connections of one client
 	// address; more are closed as soon as they are accepted. Addresses in
-	// TrustedProxies are not bounded. 0 means no bound. Default 64.
+	// TrustedProxies are not bounded. 0 means no bound. Default 256.
 	MaxConnsPerIP int `toml:"max_conns_per_ip"`
 	// TrustedProxies lists the addresses (CIDRs) of reverse proxies whose
 	// X-Forwarded-For header is believed, for allow_cidrs.
@@ -252,7 +252,7 @@ func Default() *Config {
 			ShutdownTimeout:   Duration{25 * time.Second},
 			MaxHeaderBytes:    64 << 10,
 			MaxConcurrent:     1024,
-			MaxConnsPerIP:     64,
+			MaxConnsPerIP:     256,
 			LogRequests:       true,
 		},
 		Admin: Admin{Listen: DefaultAdminListen},

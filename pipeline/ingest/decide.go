@@ -146,6 +146,10 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 	if req.Slot != nil && !req.Slot() {
 		return unavailable("too many requests in flight: retry shortly")
 	}
+	if d := Depth(body); d > MaxDepth {
+		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON,
+			fmt.Sprintf("body nests %d levels deep, more than the limit of %d", d, MaxDepth), body)
+	}
 	doc, err := Decode(body)
 	if err != nil {
 		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, "body is not valid JSON: "+jsonError(err), body)
@@ -315,6 +319,39 @@ func cutHeaders(hs map[string]string, max int) map[string]string {
 	}
 	hs["x-pipelined-headers-cut"] = note
 	return hs
+}
+
+// MaxDepth is how deep a body's arrays and objects may nest; a deeper
+// body is answered 400. Every stored body is then this shallow, well
+// within what encoding/json encodes (10,000) with the admin API's
+// envelope around it, and within what rules walk quickly.
+const MaxDepth = 128
+
+// Depth returns how deep the arrays and objects of a JSON text nest (0
+// for a scalar), counting brackets outside strings; it does not check
+// that the text is valid JSON.
+func Depth(body []byte) int {
+	depth, deepest, inString := 0, 0, false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case inString:
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // Decode decodes a JSON body as rules see it: numbers as float64, so rules

@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -180,4 +181,76 @@ func TestSlowStrangersKeepNoSlots(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("authenticated POST with %d slow strangers in flight and max_concurrent 2 = %d %s, want 200", strangers, resp.StatusCode, body)
 	}
+}
+
+// TestDeepBodyRefused: a body nested deeper than ingest.MaxDepth is
+// answered 400 and not stored, whatever its size; one at the limit is
+// accepted, and what is stored encodes for the admin API.
+func TestDeepBodyRefused(t *testing.T) {
+	nest := func(n int) string { return strings.Repeat(`{"a":`, n) + "1" + strings.Repeat("}", n) }
+	for _, c := range []struct {
+		name string
+		body string
+		want int
+	}{
+		{"at the limit", nest(ingest.MaxDepth), http.StatusOK},
+		{"one deeper", nest(ingest.MaxDepth + 1), http.StatusBadRequest},
+		{"9999 deep arrays", strings.Repeat("[", 9999) + strings.Repeat("]", 9999), http.StatusBadRequest},
+		{"brackets in strings do not count", `{"s":"` + strings.Repeat("[{", 500) + `"}`, http.StatusOK},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			app := &recordingAppender{}
+			h := ingest.New(ingest.Config{Sources: []ingest.Source{{Name: "s", Path: "/hooks/s"}}, MaxBody: 1 << 20}, app, nil)
+			req := httptest.NewRequest(http.MethodPost, "/hooks/s", strings.NewReader(c.body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != c.want {
+				t.Fatalf("POST %d-byte body = %d %s, want %d", len(c.body), rec.Code, rec.Body, c.want)
+			}
+			if c.want != http.StatusOK {
+				if app.len() != 0 || !strings.Contains(rec.Body.String(), "nests") {
+					t.Errorf("refused body: %d appended, answer %s; want none appended and a reason naming the nesting", app.len(), rec.Body)
+				}
+				return
+			}
+			// What is stored encodes inside the admin API's envelope.
+			if _, err := json.Marshal(map[string]any{"events": []any{map[string]json.RawMessage{"body": app.entries[0].Event.Body}}}); err != nil {
+				t.Errorf("stored body does not encode: %v", err)
+			}
+		})
+	}
+}
+
+// FuzzDepth: for any valid JSON text, Depth agrees with encoding/json's
+// tokens.
+func FuzzDepth(f *testing.F) {
+	for _, s := range []string{`1`, `[]`, `{"a":[1,{"b":"]"}]}`, `"\\\""`, `[[["\\"]]]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			ingest.Depth(b) // must not panic
+			return
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		depth, want := 0, 0
+		for {
+			tok, err := dec.Token()
+			if err != nil {
+				break
+			}
+			if d, ok := tok.(json.Delim); ok {
+				if d == '[' || d == '{' {
+					depth++
+					want = max(want, depth)
+				} else {
+					depth--
+				}
+			}
+		}
+		if got := ingest.Depth(b); got != want {
+			t.Errorf("Depth(%q) = %d, want %d", b, got, want)
+		}
+	})
 }

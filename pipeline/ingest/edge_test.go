@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -251,6 +252,80 @@ func FuzzDepth(f *testing.F) {
 		}
 		if got := ingest.Depth(b); got != want {
 			t.Errorf("Depth(%q) = %d, want %d", b, got, want)
+		}
+	})
+}
+
+// TestPathMatchedRaw: a request reaches a source only through the path as
+// configured, spelled the usual way: other spellings of it are 404, and an
+// escaped "/" is 400.
+func TestPathMatchedRaw(t *testing.T) {
+	app := &recordingAppender{}
+	h := ingest.New(ingest.Config{Sources: []ingest.Source{
+		{Name: "hm", Path: "/hooks/hm"},
+		{Name: "cafe", Path: "/hooks/café"},
+	}, MaxBody: 1 << 20}, app, nil)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, c := range []struct {
+		path string
+		want int
+	}{
+		{"/hooks/hm", http.StatusOK}, // the premise: the source takes requests
+		{"/hooks/caf%C3%A9", http.StatusOK},
+		{"/hooks%2fhm", http.StatusBadRequest},
+		{"/hooks%2Fhm", http.StatusBadRequest},
+		{"/hooks/%68m", http.StatusNotFound},
+		{"/hooks/h%6D", http.StatusNotFound},
+		{"/%68ooks/hm", http.StatusNotFound},
+		{"/hooks/caf%c3%a9", http.StatusNotFound},
+		{"/hooks//hm", http.StatusNotFound},
+		{"/hooks/./hm", http.StatusNotFound},
+	} {
+		t.Run(c.path, func(t *testing.T) {
+			before := app.len()
+			req, err := http.NewRequest(http.MethodPost, srv.URL+c.path, strings.NewReader(`{"n":1}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.want {
+				t.Fatalf("POST %s = %d %s, want %d", c.path, resp.StatusCode, body, c.want)
+			}
+			if appended := app.len() - before; (c.want == http.StatusOK) != (appended == 1) {
+				t.Errorf("POST %s appended %d events", c.path, appended)
+			}
+		})
+	}
+}
+
+// FuzzRequestPath: no request path with an escaped "/" is matched, and a
+// path that matches a source's key unescapes to exactly the source's path.
+func FuzzRequestPath(f *testing.F) {
+	for _, s := range []string{"/hooks/hm", "/hooks%2fhm", "/hooks/%68m", "/hooks/caf%C3%A9", "/a%2Fb", "/%", "/hooks/hm?x=%2f"} {
+		f.Add(s)
+	}
+	keys := map[string]string{ingest.PathKey("/hooks/hm"): "/hooks/hm", ingest.PathKey("/hooks/café"): "/hooks/café", ingest.PathKey("/a/b"): "/a/b"}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := url.ParseRequestURI(s)
+		if err != nil {
+			return
+		}
+		p, err := ingest.RequestPath(u)
+		if err != nil {
+			return
+		}
+		if strings.Contains(strings.ToLower(p), "%2f") {
+			t.Errorf("RequestPath(%q) = %q, nil: an escaped / got through", s, p)
+		}
+		if want, ok := keys[p]; ok && u.Path != want {
+			t.Errorf("RequestPath(%q) = %q, the key of %q, but the path unescapes to %q", s, p, want, u.Path)
 		}
 	})
 }

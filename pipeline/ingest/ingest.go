@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -136,7 +137,7 @@ func (h *Handler) Swap(cfg Config) {
 		st.slots = make(chan struct{}, cfg.MaxConcurrent)
 	}
 	for i := range cfg.Sources {
-		st.byPath[cfg.Sources[i].Path] = &cfg.Sources[i]
+		st.byPath[PathKey(cfg.Sources[i].Path)] = &cfg.Sources[i]
 	}
 	h.cur.Store(st)
 }
@@ -181,10 +182,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // [Config.Decide]'s.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (source, outcome string) {
 	received := time.Now()
-	src, ok := st.byPath[r.URL.Path]
+	path, err := RequestPath(r.URL)
+	if err != nil {
+		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusBadRequest, Outcome: metrics.OutcomeNotFound, Error: err.Error()})
+	}
+	src, ok := st.byPath[path]
 	if !ok {
 		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusNotFound, Outcome: metrics.OutcomeNotFound,
-			Error: "no source is configured at path " + strconv.Quote(r.URL.Path)})
+			Error: "no source is configured at path " + strconv.Quote(path)})
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -360,6 +365,27 @@ func countRoutes(m *metrics.Metrics, targets []pipeline.Target) {
 			m.RouteMatched(t.Route)
 		}
 	}
+}
+
+// PathKey is a source's path as [RequestPath] returns it for a request
+// that spells it the usual way: escaped as [url.URL.EscapedPath] escapes.
+func PathKey(path string) string {
+	return (&url.URL{Path: path}).EscapedPath()
+}
+
+// RequestPath returns the path of a request as it was sent, escapes and
+// all, which is what is matched against each source's [PathKey]: a path
+// that names a source only once unescaped (/hooks/%68m for /hooks/hm)
+// names none. A path with an escaped "/" (%2F) is an error: it would mean
+// one thing to pipelined and another to a proxy in front of it.
+func RequestPath(u *url.URL) (string, error) {
+	p := u.EscapedPath()
+	for i := 0; i+2 < len(p); i++ {
+		if p[i] == '%' && p[i+1] == '2' && (p[i+2] == 'f' || p[i+2] == 'F') {
+			return "", errors.New("path " + strconv.Quote(p) + " has an escaped \"/\" (%2F): send the path of a source as written in its configuration")
+		}
+	}
+	return p, nil
 }
 
 // clientIP returns the address of the client: the peer's, or, when the peer

@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -328,4 +329,43 @@ func FuzzRequestPath(f *testing.F) {
 			t.Errorf("RequestPath(%q) = %q, the key of %q, but the path unescapes to %q", s, p, want, u.Path)
 		}
 	})
+}
+
+// TestOversizedBodyGets413: a sender that writes its whole body, three
+// times max_body, before it reads the answer (Python's urllib, most SDKs)
+// reads a 413, not a reset connection, whether it declared the length or
+// sent it chunked.
+func TestOversizedBodyGets413(t *testing.T) {
+	const maxBody = 2 << 20
+	h := ingest.New(ingest.Config{Sources: []ingest.Source{{Name: "s", Path: "/hooks/s"}}, MaxBody: maxBody}, &recordingAppender{}, nil)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	body := `{"pad":"` + strings.Repeat("x", 3*maxBody) + `"}`
+	for _, c := range []struct {
+		name    string
+		request string
+	}{
+		{"content-length", fmt.Sprintf("POST /hooks/s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)},
+		{"chunked", fmt.Sprintf("POST /hooks/s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(body), body)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(conn, c.request); err != nil {
+				t.Fatalf("writing a %d-byte body over max_body %d: %v, want it read and discarded", len(body), maxBody, err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("reading the answer after the whole body: %v, want a 413", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Errorf("answer = %d, want 413", resp.StatusCode)
+			}
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -202,6 +203,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 				Error: "address " + ip.String() + " is not allowed to send to source " + strconv.Quote(src.Name)})
 		}
 	}
+	raw := r.Body
 	req := Request{
 		Header:        r.Header,
 		Body:          http.MaxBytesReader(w, r.Body, st.cfg.MaxBody),
@@ -244,6 +246,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		return src.Name, d.Outcome
 	}
 	if !d.Accepted() {
+		if d.Status == http.StatusRequestEntityTooLarge {
+			w.Header().Set("Connection", "close")
+			outcome := h.refuse(w, r, st, src.Name, d)
+			linger(w, r, raw, st.cfg.MaxBody)
+			return src.Name, outcome
+		}
 		return src.Name, h.refuse(w, r, st, src.Name, d)
 	}
 	h.ruleFailures(st, src, &d)
@@ -262,6 +270,33 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	writeJSON(w, http.StatusOK, Response{ID: res.ID, Duplicate: res.Duplicate})
 	h.logAccepted(st, src.Name, &d.Entry, res)
 	return src.Name, outcome
+}
+
+// After a 413, the rest of the body is read and thrown away, at most
+// lingerBodies times max_body and for at most lingerFor, before the
+// connection is closed, as nginx's lingering close does: a sender that
+// writes its whole body before it reads (Python's urllib, most SDKs)
+// then reads the 413, where closing with its data unread would reset the
+// connection under it.
+const (
+	lingerBodies = 4
+	lingerFor    = 3 * time.Second
+)
+
+// linger sends the answer already written, then reads and discards what
+// is left of body within the bounds above. A sender that waits for 100
+// Continue has sent no body and is not waited for.
+func linger(w http.ResponseWriter, r *http.Request, body io.Reader, maxBody int64) {
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	rc := http.NewResponseController(w)
+	rc.EnableFullDuplex() // HTTP/2 is full duplex already: an error here changes nothing
+	if rc.Flush() != nil {
+		return
+	}
+	rc.SetReadDeadline(time.Now().Add(lingerFor))
+	io.Copy(io.Discard, io.LimitReader(body, lingerBodies*maxBody))
 }
 
 // admit takes a token of the source's rate limiter: it returns 0, or how

@@ -64,7 +64,7 @@ FUZZTIME ?= 100000x
 FUZZ_TARGETS := \
 	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
 	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzRequestPath \
-	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
+	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzSvixSpelling ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
 	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay
 # FUZZTIME is an execution count by default: Go 1.26's fuzz coordinator can
 # end a time-bounded run with a bare "context deadline exceeded" and no

@@ -184,7 +184,7 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 	case src.DedupKey != nil:
 		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.String(env)
 	case src.DedupHeader != "":
-		d.Entry.DedupKey = req.Header.Get(src.DedupHeader)
+		d.Entry.DedupKey = auth.DedupKey(req.Header, src.DedupHeader)
 	}
 	if c.Router != nil {
 		d.Entry.Targets, d.RouteErrs = c.Router.Route(env)

@@ -369,3 +369,44 @@ func TestOversizedBodyGets413(t *testing.T) {
 		})
 	}
 }
+
+// TestSvixSpelledSource: a Standard Webhooks source takes a request signed
+// by a Svix sender (svix-id, svix-timestamp, svix-signature), dedups it on
+// svix-id, and refuses one that mixes both spellings with 401.
+func TestSvixSpelledSource(t *testing.T) {
+	v, err := auth.New(auth.Spec{Type: auth.TypeStandardWebhooks, Secrets: [][]byte{[]byte(whsecret)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &recordingAppender{}
+	h := ingest.New(ingest.Config{Sources: []ingest.Source{{Name: "clerk", Path: "/hooks/clerk", Verifier: v, DedupHeader: "webhook-id"}}, MaxBody: 1 << 20}, app, nil)
+	body := []byte(`{"type":"user.created"}`)
+	ts := time.Now().Unix()
+	post := func(hs map[string]string) int {
+		req := httptest.NewRequest(http.MethodPost, "/hooks/clerk", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range hs {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	svix := map[string]string{"svix-id": "msg_svix", "svix-timestamp": fmt.Sprint(ts), "svix-signature": swSign("msg_svix", ts, body)}
+	if got := post(svix); got != http.StatusOK {
+		t.Fatalf("POST signed with svix-* headers = %d, want 200", got)
+	}
+	if app.len() != 1 {
+		t.Fatalf("appended %d events, want 1", app.len())
+	}
+	if k := app.entries[0].DedupKey; k != "msg_svix" {
+		t.Errorf("dedup key %q, want svix-id's value msg_svix", k)
+	}
+	both := map[string]string{"webhook-id": "msg_svix", "webhook-timestamp": fmt.Sprint(ts), "webhook-signature": swSign("msg_svix", ts, body)}
+	for k, v := range svix {
+		both[k] = v
+	}
+	if got := post(both); got != http.StatusUnauthorized {
+		t.Errorf("POST with both webhook-* and svix-* headers = %d, want 401", got)
+	}
+}

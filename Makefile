@@ -66,7 +66,8 @@ torture-short:
 FUZZTIME ?= 100000x
 FUZZ_TARGETS := \
 	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
-	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
+	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzRequestPath \
+	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzSvixSpelling ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
 	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay \
 	./pipeline/admin:FuzzGuard
 # FUZZTIME is an execution count by default: Go 1.26's fuzz coordinator can

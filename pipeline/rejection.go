@@ -33,6 +33,23 @@ type Rejection struct {
 	RemoteAddr string
 	// Keep is how long the log keeps the rejection after ReceivedAt.
 	Keep time.Duration
+	// KeepMax, when more than 0, bounds the [Rejection.Size] of all the
+	// kept rejections of Source (keep_rejected_max): [RejectionLog.Reject]
+	// drops the oldest until they fit.
+	KeepMax int64
+}
+
+// Size is what r counts for against [Rejection.KeepMax]: its body,
+// headers, reason and violations, plus a fixed 256 bytes for the rest.
+func (r *Rejection) Size() int64 {
+	n := 256 + len(r.Body) + len(r.Reason) + len(r.Source) + len(r.RemoteAddr)
+	for k, v := range r.Headers {
+		n += len(k) + len(v)
+	}
+	for _, v := range r.Violations {
+		n += len(v)
+	}
+	return int64(n)
 }
 
 // RejectionFilter selects rejections for [RejectionLog.Rejections]. Its
@@ -54,9 +71,12 @@ type RejectionFilter struct {
 // count rejections. Writes need no durability guarantee (no fsync per
 // call); callers write them off the request path.
 type RejectionLog interface {
-	// Reject stores r until r.ReceivedAt + r.Keep. It returns an error
-	// wrapping [ErrClosed] after Close.
-	Reject(ctx context.Context, r Rejection) error
+	// Reject stores r until r.ReceivedAt + r.Keep. When r.KeepMax > 0 it
+	// then drops the oldest rejections of r.Source until their sizes add
+	// up to at most r.KeepMax, and returns how many it dropped (r itself
+	// is dropped, and counted, when it is larger than r.KeepMax). It
+	// returns an error wrapping [ErrClosed] after Close.
+	Reject(ctx context.Context, r Rejection) (dropped int, err error)
 
 	// Rejections lists the kept rejections that match f, by source and
 	// then by time, at most f.Limit of them. next is the cursor to pass as

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -372,13 +373,20 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	enc.Encode(map[string]string{"error": msg})
 }
 
+// writeJSON encodes v before it writes code: an answer that cannot be
+// encoded is a 500 that says so, never a 200 with an empty body.
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		writeError(w, http.StatusInternalServerError, "encode the answer: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(b.Bytes())
 }
 
 // readyz answers GET /readyz: 200 when every check passed, else 503 with

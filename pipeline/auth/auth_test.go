@@ -443,3 +443,49 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestStandardWebhooksSvix: Svix senders (Clerk, Resend) spell the three
+// headers svix-*; they are accepted as the webhook-* ones are, and a
+// request with some of each spelling is refused as ambiguous.
+func TestStandardWebhooksSvix(t *testing.T) {
+	one := swSpec(swSecret1)
+	const id = "msg_svix1"
+	svix := hdr("svix-id", id, "svix-timestamp", nowTS, "svix-signature", swSig(swKey1, id, nowTS, body))
+	with := func(h http.Header, kv ...string) http.Header {
+		h = h.Clone()
+		for i := 0; i+1 < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
+		return h
+	}
+	without := func(h http.Header, name string) http.Header {
+		h = h.Clone()
+		h.Del(name)
+		return h
+	}
+	good := swHeader(swKey1, id, nowTS, body)
+	runCases(t, []vcase{
+		{"svix spelling", one, svix, body, now, ""},
+		{"svix, tampered body", one, svix, []byte(`{}`), now, "signature mismatch"},
+		{"svix, wrong secret", one, hdr("svix-id", id, "svix-timestamp", nowTS, "svix-signature", swSig(swKey2, id, nowTS, body)), body, now, "signature mismatch"},
+		{"svix, missing svix-signature", one, without(svix, "svix-signature"), body, now, "missing svix-signature header"},
+		{"svix, timestamp too old", one, hdr("svix-id", id, "svix-timestamp", unix(now.Add(-time.Hour)), "svix-signature", swSig(swKey1, id, unix(now.Add(-time.Hour)), body)), body, now, "timestamp too old"},
+		{"svix, malformed timestamp", one, with(svix, "svix-timestamp", "x"), body, now, "malformed svix-timestamp header"},
+		{"both spellings, both valid", one, with(good, "svix-id", id, "svix-timestamp", nowTS, "svix-signature", svix.Get("svix-signature")), body, now, "both webhook-* and svix-* headers: send one spelling"},
+		{"webhook-id with svix-timestamp and svix-signature", one, with(without(svix, "svix-id"), "webhook-id", id), body, now, "both webhook-* and svix-* headers: send one spelling"},
+		{"valid webhook-* plus a stray svix-id", one, with(good, "svix-id", "other"), body, now, "both webhook-* and svix-* headers: send one spelling"},
+	})
+	for _, c := range []struct {
+		name string
+		h    http.Header
+		want string
+	}{
+		{"webhook spelling", good, id},
+		{"svix spelling", svix, id},
+		{"neither", hdr(), ""},
+	} {
+		if got := DedupKey(c.h, DedupHeader(one)); got != c.want {
+			t.Errorf("DedupKey(%s) = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

@@ -167,3 +167,36 @@ func FuzzBasic(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSvixSpelling fuzzes which of the six webhook-* and svix-* headers a
+// request has: a request with any of both spellings is refused, and one is
+// accepted only when its own spelling's headers hold a valid signature.
+func FuzzSvixSpelling(f *testing.F) {
+	f.Add(uint8(0b000111), "msg_1", nowTS, true)
+	f.Add(uint8(0b111000), "msg_1", nowTS, true)
+	f.Add(uint8(0b111111), "msg_1", nowTS, true)
+	f.Add(uint8(0b011100), "msg_1", nowTS, false)
+	v := mustNew(f, swSpec(swSecret1))
+	f.Fuzz(func(t *testing.T, mask uint8, id, ts string, valid bool) {
+		mask &= 0b111111
+		sig := "v1,AAAA"
+		if valid {
+			sig = swSig(swKey1, id, ts, body)
+		}
+		h := http.Header{}
+		for i, name := range []string{"webhook-id", "webhook-timestamp", "webhook-signature", "svix-id", "svix-timestamp", "svix-signature"} {
+			if mask&(1<<i) == 0 {
+				continue
+			}
+			h.Set(name, []string{id, ts, sig}[i%3])
+		}
+		err := v.Verify(h, body, now)
+		web, svix := mask&0b000111 != 0, mask&0b111000 != 0
+		if web && svix && err == nil {
+			t.Fatalf("Verify(headers %06b) accepted a request with both spellings", mask)
+		}
+		if err == nil && (!valid || (mask != 0b000111 && mask != 0b111000)) {
+			t.Fatalf("Verify(headers %06b, valid %v) accepted without one whole spelling's valid signature", mask, valid)
+		}
+	})
+}

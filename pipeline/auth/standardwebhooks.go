@@ -16,7 +16,49 @@ const (
 	headerWebhookID        = standardwebhooks.HeaderWebhookID
 	headerWebhookTimestamp = standardwebhooks.HeaderWebhookTimestamp
 	headerWebhookSignature = standardwebhooks.HeaderWebhookSignature
+
+	// Svix (Clerk, Resend) sends the same headers under other names; the
+	// reference libraries accept both. One request uses one spelling.
+	headerSvixID        = "svix-id"
+	headerSvixTimestamp = "svix-timestamp"
+	headerSvixSignature = "svix-signature"
 )
+
+// swHeaders are the names of the three headers in one spelling.
+type swHeaders struct{ id, timestamp, signature string }
+
+var (
+	webhookSpelling = swHeaders{headerWebhookID, headerWebhookTimestamp, headerWebhookSignature}
+	svixSpelling    = swHeaders{headerSvixID, headerSvixTimestamp, headerSvixSignature}
+)
+
+func (s swHeaders) any(h http.Header) bool {
+	return len(h.Values(s.id)) > 0 || len(h.Values(s.timestamp)) > 0 || len(h.Values(s.signature)) > 0
+}
+
+// spelling returns the header names h uses: webhook-* (also when it has
+// neither, so that the reasons name the standard ones) or svix-*; a
+// request with some of each is a failure, as it is ambiguous.
+func spelling(h http.Header) (swHeaders, error) {
+	web, svix := webhookSpelling.any(h), svixSpelling.any(h)
+	switch {
+	case web && svix:
+		return swHeaders{}, fail("both webhook-* and svix-* headers: send one spelling")
+	case svix:
+		return svixSpelling, nil
+	}
+	return webhookSpelling, nil
+}
+
+// DedupKey returns the value of a request's dedup header (see
+// [DedupHeader]); for webhook-id, that of svix-id when the request uses
+// the Svix spelling.
+func DedupKey(h http.Header, header string) string {
+	if header == headerWebhookID && !webhookSpelling.any(h) {
+		return h.Get(headerSvixID)
+	}
+	return h.Get(header)
+}
 
 // swVerifier implements the Standard Webhooks specification.
 //
@@ -62,21 +104,25 @@ func newStandardWebhooks(s Spec) (Verifier, error) {
 func (v *swVerifier) Name() string { return TypeStandardWebhooks }
 
 func (v *swVerifier) Verify(h http.Header, body []byte, now time.Time) error {
-	id, err := header(h, headerWebhookID, headerWebhookID)
+	names, err := spelling(h)
 	if err != nil {
 		return err
 	}
-	ts, err := header(h, headerWebhookTimestamp, headerWebhookTimestamp)
+	id, err := header(h, names.id, names.id)
 	if err != nil {
 		return err
 	}
-	sigs, err := header(h, headerWebhookSignature, headerWebhookSignature)
+	ts, err := header(h, names.timestamp, names.timestamp)
+	if err != nil {
+		return err
+	}
+	sigs, err := header(h, names.signature, names.signature)
 	if err != nil {
 		return err
 	}
 	sec, ok := parseUnix(ts)
 	if !ok {
-		return fail("malformed webhook-timestamp header")
+		return fail("malformed " + names.timestamp + " header")
 	}
 	if err := checkTime(sec, now, v.tol); err != nil {
 		return err
@@ -92,7 +138,7 @@ func (v *swVerifier) Verify(h http.Header, body []byte, now time.Time) error {
 		}
 	}
 	if len(v1) == 0 {
-		return fail("no v1 signature in webhook-signature header")
+		return fail("no v1 signature in " + names.signature + " header")
 	}
 
 	// parseUnix accepts only the canonical form, so the library (which

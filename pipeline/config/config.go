@@ -67,6 +67,10 @@ type Server struct {
 	// MaxConcurrent bounds the requests handled at once; more are answered
 	// 503 with Retry-After.
 	MaxConcurrent int `toml:"max_concurrent"`
+	// MaxConnsPerIP bounds the open ingest connections of one client
+	// address; more are closed as soon as they are accepted. Addresses in
+	// TrustedProxies are not bounded. 0 means no bound. Default 256.
+	MaxConnsPerIP int `toml:"max_conns_per_ip"`
 	// TrustedProxies lists the addresses (CIDRs) of reverse proxies whose
 	// X-Forwarded-For header is believed, for allow_cidrs.
 	TrustedProxies []string `toml:"trusted_proxies"`
@@ -161,6 +165,11 @@ type Source struct {
 	// rejected request nor shown to rules, besides those that always are
 	// dropped (credentials, signatures, the header the source's auth reads).
 	DropHeaders []string `toml:"drop_headers"`
+	// KeepRejectedMax bounds the size of this source's kept rejections
+	// (bodies cut to 8 KiB and headers to 8 KiB each): past it, the oldest
+	// are dropped first and counted in pipelined_rejections_evicted_total.
+	// Default 64MiB.
+	KeepRejectedMax Size `toml:"keep_rejected_max"`
 }
 
 // Auth says how a source authenticates requests. It must be written
@@ -237,6 +246,8 @@ const (
 	DefaultLogDir      = "data"
 	DefaultBackend     = "badger"
 	DefaultDedupWindow = 24 * time.Hour
+	// DefaultKeepRejectedMax is a source's keep_rejected_max.
+	DefaultKeepRejectedMax = Size(64 << 20)
 )
 
 // Default returns a Config with every default set and no sources, sinks
@@ -253,6 +264,7 @@ func Default() *Config {
 			ShutdownTimeout:   Duration{25 * time.Second},
 			MaxHeaderBytes:    64 << 10,
 			MaxConcurrent:     1024,
+			MaxConnsPerIP:     256,
 			LogRequests:       true,
 		},
 		Admin: Admin{Listen: DefaultAdminListen, ReadTimeout: Duration{10 * time.Second}, WriteTimeout: Duration{60 * time.Second}, IdleTimeout: Duration{30 * time.Second}},
@@ -279,6 +291,9 @@ func (c *Config) fillDefaults() {
 	for i := range c.Sources {
 		if c.Sources[i].DedupWindow.Duration == 0 {
 			c.Sources[i].DedupWindow.Duration = DefaultDedupWindow
+		}
+		if c.Sources[i].KeepRejectedMax == 0 {
+			c.Sources[i].KeepRejectedMax = DefaultKeepRejectedMax
 		}
 	}
 	def := DefaultDelivery()

@@ -122,6 +122,8 @@ func TestParseValid(t *testing.T) {
 		{"log.dir default, next to the file", c.Log.Dir, filepath.Join(wd, "data")},
 		{"source[0].dedup_window default", c.Sources[0].DedupWindow.Duration, 24 * time.Hour},
 		{"source[1].dedup_window", c.Sources[1].DedupWindow.Duration, time.Hour},
+		{"source[0].keep_rejected_max default", c.Sources[0].KeepRejectedMax, Size(64 << 20)},
+		{"server.max_conns_per_ip default", c.Server.MaxConnsPerIP, 256},
 		{"sink[0].delivery default", c.Sinks[0].Delivery, DefaultDelivery()},
 		{"sink[1].batch_max", c.Sinks[1].Delivery.BatchMax, 10},
 		{"sink[1].max_attempts default (no limit)", c.Sinks[1].Delivery.MaxAttempts, 0},

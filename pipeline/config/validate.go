@@ -87,6 +87,9 @@ func (c *Config) checkServer(p *problems, plan *Plan) {
 	if srv.MaxHeaderBytes < 1<<10 {
 		p.at("server", -1, "max_header_bytes", `server.max_header_bytes: must be at least 1KiB (default "64KiB")`)
 	}
+	if srv.MaxConnsPerIP < 0 {
+		p.at("server", -1, "max_conns_per_ip", "server.max_conns_per_ip: must be 0 (no bound) or more (default 256)")
+	}
 	if srv.MaxConcurrent < 1 {
 		p.at("server", -1, "max_concurrent", "server.max_concurrent: must be at least 1 (default 1024)")
 	}

@@ -45,6 +45,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 			KeepRejected: s.KeepRejected.Duration,
 			DropHeaders:  sp.DropHeaders,
 		}
+		src.KeepRejectedMax = int64(s.KeepRejectedMax)
 		if s.Rate.PerSecond > 0 {
 			burst := s.Burst
 			if burst == 0 {

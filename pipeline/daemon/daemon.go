@@ -293,6 +293,8 @@ func (d *Daemon) listen(cfg *config.Config) (*listeners, error) {
 	if ls.ingest, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
 		return nil, fmt.Errorf("ingest listener: %w (change [server] listen)", err)
 	}
+	proxies, _ := config.ParsePrefixes(cfg.Server.TrustedProxies) // checked by Validate
+	ls.ingest = limitPerIP(ls.ingest, cfg.Server.MaxConnsPerIP, proxies)
 	if ls.admin, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		ls.ingest.Close()
 		return nil, fmt.Errorf("admin listener: %w (change [admin] listen)", err)

@@ -31,9 +31,22 @@ func newCertificate(certFile, keyFile string, log *slog.Logger) (*certificate, e
 	return c, nil
 }
 
-// tlsConfig is the ingest listener's TLS configuration: TLS 1.2 at least.
+// aeadSuites are the TLS 1.2 cipher suites offered: forward-secret key
+// exchange and AEAD encryption only, none of CBC and SHA-1. (TLS 1.3
+// suites are all AEAD and not configurable.)
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// tlsConfig is the ingest listener's TLS configuration: TLS 1.2 at least,
+// with AEAD suites only.
 func (c *certificate) tlsConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: c.get}
+	return &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites, GetCertificate: c.get}
 }
 
 func (c *certificate) stampOf() string {

@@ -13,6 +13,11 @@ import (
 // MaxRejectedBody is how much of a rejected request's body is kept.
 const MaxRejectedBody = 8 << 10
 
+// MaxRejectedHeaders is how much of a rejected request's headers is kept,
+// names and values together: the headers that do not fit whole are left
+// out, the largest first.
+const MaxRejectedHeaders = 8 << 10
+
 // AuditOptions configures [NewAudit]. The zero value (or nil) means the
 // defaults.
 type AuditOptions struct {
@@ -79,8 +84,9 @@ func (a *Audit) run() {
 	defer close(a.done)
 	for r := range a.ch {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := a.log.Reject(ctx, r)
+		n, err := a.log.Reject(ctx, r)
 		cancel()
+		a.opts.Metrics.RejectionsEvicted(r.Source, n)
 		if err != nil {
 			a.opts.Metrics.RejectionDropped(r.Source)
 			a.opts.Logger.Warn("rejected request not kept", "source", r.Source, "err", err)

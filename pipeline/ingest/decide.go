@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +45,12 @@ type Request struct {
 	// source's rate limiter here; it is the one effect of a decision, and
 	// it is the caller's. `pipelined test` passes nil.
 	Admit func() time.Duration
+	// Slot, when not nil, is asked once the request is authenticated (and
+	// admitted) for one of the server's request slots (max_concurrent):
+	// false answers 503. Taking the slot only then keeps unauthenticated
+	// senders, slow or not, from using up the slots of authenticated ones.
+	// `pipelined test` passes nil.
+	Slot func() bool
 }
 
 // Decision is what pipelined does with a [Request]: append Entry, or refuse
@@ -88,7 +95,7 @@ func (d *Decision) Accepted() bool { return d.Status == http.StatusOK && !d.Igno
 // Decide says what pipelined does with req sent to src, in the order the
 // checks are made: content type (415), declared and actual body size
 // (413), reading the body (400), the source's authentication (401),
-// req.Admit (429), JSON (400), the source's ignore rule (200, ignored:
+// req.Admit (429), req.Slot (503), JSON (400), the source's ignore rule (200, ignored:
 // not appended), the source's accept rule and JSON Schema (422); then the
 // dedup key and every route. Apart from calling
 // req.Admit it has no effect: it neither logs nor counts, and the handler
@@ -136,6 +143,13 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 				Error: "source " + strconv.Quote(src.Name) + " is over its rate: retry after the Retry-After delay"}
 		}
 	}
+	if req.Slot != nil && !req.Slot() {
+		return unavailable("too many requests in flight: retry shortly")
+	}
+	if d := Depth(body); d > MaxDepth {
+		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON,
+			fmt.Sprintf("body nests %d levels deep, more than the limit of %d", d, MaxDepth), body)
+	}
 	doc, err := Decode(body)
 	if err != nil {
 		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, "body is not valid JSON: "+jsonError(err), body)
@@ -170,7 +184,7 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 	case src.DedupKey != nil:
 		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.String(env)
 	case src.DedupHeader != "":
-		d.Entry.DedupKey = req.Header.Get(src.DedupHeader)
+		d.Entry.DedupKey = auth.DedupKey(req.Header, src.DedupHeader)
 	}
 	if c.Router != nil {
 		d.Entry.Targets, d.RouteErrs = c.Router.Route(env)
@@ -224,10 +238,11 @@ func rejection(src *Source, req *Request, status int, reason string, violations 
 		Status:     status,
 		Reason:     reason,
 		Violations: violations,
-		Headers:    headers(req.Header, src.DropHeaders),
+		Headers:    cutHeaders(headers(req.Header, src.DropHeaders), MaxRejectedHeaders),
 		BodySize:   size,
 		RemoteAddr: req.RemoteAddr,
 		Keep:       src.KeepRejected,
+		KeepMax:    src.KeepRejectedMax,
 	}
 	if len(body) > MaxRejectedBody {
 		n := MaxRejectedBody
@@ -281,6 +296,74 @@ func headers(hs http.Header, drop []string) map[string]string {
 		out[lk] = v[0]
 	}
 	return out
+}
+
+// cutHeaders leaves out of hs the largest headers until names and values
+// add up to at most max bytes, and says so in x-pipelined-headers-cut.
+func cutHeaders(hs map[string]string, max int) map[string]string {
+	total := 0
+	for k, v := range hs {
+		total += len(k) + len(v)
+	}
+	if total <= max {
+		return hs
+	}
+	names := make([]string, 0, len(hs))
+	for k := range hs {
+		names = append(names, k)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(cmp.Compare(len(hs[b])+len(b), len(hs[a])+len(a)), strings.Compare(a, b))
+	})
+	var cut []string
+	for _, k := range names {
+		if total <= max-256 { // room for the note below
+			break
+		}
+		total -= len(k) + len(hs[k])
+		cut = append(cut, k)
+		delete(hs, k)
+	}
+	slices.Sort(cut)
+	note := strings.Join(cut, ",")
+	if len(note) > 190 {
+		note = note[:190] + "..."
+	}
+	hs["x-pipelined-headers-cut"] = note
+	return hs
+}
+
+// MaxDepth is how deep a body's arrays and objects may nest; a deeper
+// body is answered 400. Every stored body is then this shallow, well
+// within what encoding/json encodes (10,000) with the admin API's
+// envelope around it, and within what rules walk quickly.
+const MaxDepth = 128
+
+// Depth returns how deep the arrays and objects of a JSON text nest (0
+// for a scalar), counting brackets outside strings; it does not check
+// that the text is valid JSON.
+func Depth(body []byte) int {
+	depth, deepest, inString := 0, 0, false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case inString:
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // Decode decodes a JSON body as rules see it: numbers as float64, so rules

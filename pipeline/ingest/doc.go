@@ -6,10 +6,15 @@
 // # The connection, then the request
 //
 // The handler checks what depends on the connection, in this order: the
-// path (404), the method (405), the client address against the source's
-// allow_cidrs (403; behind server.trusted_proxies, the last untrusted
-// address of X-Forwarded-For), and a request slot (503 with Retry-After
-// when server.max_concurrent requests are in flight).
+// path as sent, escapes and all (400 for an escaped "/", 404 for a path
+// that names a source only once unescaped; [RequestPath]), the method
+// (405), and the client address against the source's allow_cidrs (403;
+// behind server.trusted_proxies, the last untrusted address of
+// X-Forwarded-For). A request slot (503 with Retry-After when
+// server.max_concurrent requests are in flight) is taken only once the
+// request is authenticated ([Request.Slot]), so that strangers cannot use
+// up the slots of real senders. After a 413 the rest of the body is read
+// and discarded, within bounds, so that the sender reads the answer.
 //
 // Everything else is [Config.Decide], a pure decision step that the
 // handler and `pipelined test` (package rulestest) both call, so a rule
@@ -18,7 +23,8 @@
 // server.max_body (413), the source's authentication (401: Standard
 // Webhooks, HMAC, bearer, basic; package auth), the source's rate limit
 // (429 with Retry-After; only authenticated requests count, so a
-// stranger's flood never blocks the sender), JSON (400), the source's
+// stranger's flood never blocks the sender), a request slot (503),
+// nesting deeper than [MaxDepth] (400), JSON (400), the source's
 // ignore rule (200 {"ignored": true}: acknowledged, neither stored nor
 // routed, so a sender's new event type never fails), the source's
 // accept rule and JSON Schema (422 with the violations); then the dedup
@@ -39,9 +45,11 @@
 // # Rejected requests
 //
 // A source with keep_rejected keeps its rejected requests (401, 400, 413,
-// 415, 422) and the ones its ignore rule acknowledged (200): their headers without credentials, the start of the body
-// ([MaxRejectedBody]) and the reason, for `pipelined events list
-// --rejected`. [Audit] writes them to the log's own keyspace off the
+// 415, 422) and the ones its ignore rule acknowledged (200): their headers without credentials
+// ([MaxRejectedHeaders] in all), the start of the body ([MaxRejectedBody])
+// and the reason, for `pipelined events list --rejected`, at most
+// keep_rejected_max bytes per source (the log drops the oldest first,
+// counted in pipelined_rejections_evicted_total). [Audit] writes them to the log's own keyspace off the
 // request path, through a bounded queue that drops (and counts) what a
 // flood of bad requests would add, so that it never slows good ones.
 //

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -65,6 +67,9 @@ type Source struct {
 	// dropped (credentials and signatures): the header the source's auth
 	// reads and its drop_headers.
 	DropHeaders []string
+	// KeepRejectedMax, when more than 0, bounds the bytes of this source's
+	// kept rejections (keep_rejected_max): the oldest are dropped first.
+	KeepRejectedMax int64
 }
 
 // Config is what a [Handler] serves; [Handler.Swap] replaces it at once.
@@ -73,7 +78,8 @@ type Config struct {
 	Router  *rules.Router
 	// MaxBody bounds a request body, in bytes.
 	MaxBody int64
-	// MaxConcurrent bounds the requests handled at once (0: no bound).
+	// MaxConcurrent bounds the authenticated requests handled at once (0:
+	// no bound); see [Request.Slot].
 	MaxConcurrent int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
@@ -137,7 +143,7 @@ func (h *Handler) Swap(cfg Config) {
 		st.slots = make(chan struct{}, cfg.MaxConcurrent)
 	}
 	for i := range cfg.Sources {
-		st.byPath[cfg.Sources[i].Path] = &cfg.Sources[i]
+		st.byPath[PathKey(cfg.Sources[i].Path)] = &cfg.Sources[i]
 	}
 	h.cur.Store(st)
 }
@@ -182,10 +188,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // [Config.Decide]'s.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (source, outcome string) {
 	received := time.Now()
-	src, ok := st.byPath[r.URL.Path]
+	path, err := RequestPath(r.URL)
+	if err != nil {
+		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusBadRequest, Outcome: metrics.OutcomeNotFound, Error: err.Error()})
+	}
+	src, ok := st.byPath[path]
 	if !ok {
 		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusNotFound, Outcome: metrics.OutcomeNotFound,
-			Error: "no source is configured at path " + strconv.Quote(r.URL.Path)})
+			Error: "no source is configured at path " + strconv.Quote(path)})
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -198,14 +208,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 				Error: "address " + ip.String() + " is not allowed to send to source " + strconv.Quote(src.Name)})
 		}
 	}
-	if st.slots != nil {
-		select {
-		case st.slots <- struct{}{}:
-			defer func() { <-st.slots }()
-		default:
-			return src.Name, h.refuse(w, r, st, src.Name, unavailable("too many requests in flight: retry shortly"))
-		}
-	}
+	raw := r.Body
 	req := Request{
 		Header:        r.Header,
 		Body:          http.MaxBytesReader(w, r.Body, st.cfg.MaxBody),
@@ -216,6 +219,26 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	}
 	if src.Limiter != nil {
 		req.Admit = src.admit
+	}
+	if st.slots != nil {
+		// A slot is taken once the request is authenticated: see
+		// Request.Slot. Until then, reading the body is bounded by the
+		// server's read timeout and max_conns_per_ip.
+		held := false
+		req.Slot = func() bool {
+			select {
+			case st.slots <- struct{}{}:
+				held = true
+				return true
+			default:
+				return false
+			}
+		}
+		defer func() {
+			if held {
+				<-st.slots
+			}
+		}()
 	}
 	d := st.cfg.Decide(src, req)
 	if d.Ignored {
@@ -228,6 +251,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		return src.Name, d.Outcome
 	}
 	if !d.Accepted() {
+		if d.Status == http.StatusRequestEntityTooLarge {
+			w.Header().Set("Connection", "close")
+			outcome := h.refuse(w, r, st, src.Name, d)
+			linger(w, r, raw, st.cfg.MaxBody)
+			return src.Name, outcome
+		}
 		return src.Name, h.refuse(w, r, st, src.Name, d)
 	}
 	h.ruleFailures(st, src, &d)
@@ -246,6 +275,33 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	writeJSON(w, http.StatusOK, Response{ID: res.ID, Duplicate: res.Duplicate})
 	h.logAccepted(st, src.Name, &d.Entry, res)
 	return src.Name, outcome
+}
+
+// After a 413, the rest of the body is read and thrown away, at most
+// lingerBodies times max_body and for at most lingerFor, before the
+// connection is closed, as nginx's lingering close does: a sender that
+// writes its whole body before it reads (Python's urllib, most SDKs)
+// then reads the 413, where closing with its data unread would reset the
+// connection under it.
+const (
+	lingerBodies = 4
+	lingerFor    = 3 * time.Second
+)
+
+// linger sends the answer already written, then reads and discards what
+// is left of body within the bounds above. A sender that waits for 100
+// Continue has sent no body and is not waited for.
+func linger(w http.ResponseWriter, r *http.Request, body io.Reader, maxBody int64) {
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	rc := http.NewResponseController(w)
+	rc.EnableFullDuplex() // HTTP/2 is full duplex already: an error here changes nothing
+	if rc.Flush() != nil {
+		return
+	}
+	rc.SetReadDeadline(time.Now().Add(lingerFor))
+	io.Copy(io.Discard, io.LimitReader(body, lingerBodies*maxBody))
 }
 
 // admit takes a token of the source's rate limiter: it returns 0, or how
@@ -349,6 +405,27 @@ func countRoutes(m *metrics.Metrics, targets []pipeline.Target) {
 			m.RouteMatched(t.Route)
 		}
 	}
+}
+
+// PathKey is a source's path as [RequestPath] returns it for a request
+// that spells it the usual way: escaped as [url.URL.EscapedPath] escapes.
+func PathKey(path string) string {
+	return (&url.URL{Path: path}).EscapedPath()
+}
+
+// RequestPath returns the path of a request as it was sent, escapes and
+// all, which is what is matched against each source's [PathKey]: a path
+// that names a source only once unescaped (/hooks/%68m for /hooks/hm)
+// names none. A path with an escaped "/" (%2F) is an error: it would mean
+// one thing to pipelined and another to a proxy in front of it.
+func RequestPath(u *url.URL) (string, error) {
+	p := u.EscapedPath()
+	for i := 0; i+2 < len(p); i++ {
+		if p[i] == '%' && p[i+1] == '2' && (p[i+2] == 'f' || p[i+2] == 'F') {
+			return "", errors.New("path " + strconv.Quote(p) + " has an escaped \"/\" (%2F): send the path of a source as written in its configuration")
+		}
+	}
+	return p, nil
 }
 
 // clientIP returns the address of the client: the peer's, or, when the peer

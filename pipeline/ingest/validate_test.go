@@ -345,10 +345,10 @@ type blockingLog struct {
 	n       int
 }
 
-func (l *blockingLog) Reject(ctx context.Context, r pipeline.Rejection) error {
+func (l *blockingLog) Reject(ctx context.Context, r pipeline.Rejection) (int, error) {
 	<-l.release
 	l.n++
-	return nil
+	return 0, nil
 }
 
 func (l *blockingLog) Rejections(context.Context, pipeline.RejectionFilter) ([]pipeline.Rejection, string, error) {

@@ -96,6 +96,7 @@ type Metrics struct {
 	reloadOK       prometheus.Gauge
 
 	rejectionsDropped *prometheus.CounterVec
+	rejectionsEvicted *prometheus.CounterVec
 
 	state *stateCollector
 }
@@ -186,6 +187,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "pipelined_rejections_dropped_total",
 			Help: "Rejected requests that keep_rejected would have kept but that were not, because the audit queue was full or the log refused them, by source.",
 		}, []string{"source"}),
+		rejectionsEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipelined_rejections_evicted_total",
+			Help: "Kept rejected requests dropped, oldest first, to keep a source's under its keep_rejected_max, by source.",
+		}, []string{"source"}),
 		state: newStateCollector(),
 	}
 	m.reloads.WithLabelValues("ok")
@@ -196,7 +201,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.writerBatch, m.writerCommit, m.writerFailure,
 		m.deliveries, m.deliveryFailures, m.deliveryDuration, m.deliveryBatch,
 		m.pluginRestarts, m.sinkUp, m.breakerOpen, m.reloads, m.reloadOK,
-		m.rejectionsDropped,
+		m.rejectionsDropped, m.rejectionsEvicted,
 		m.state,
 	)
 	if g, ok := reg.(prometheus.Gatherer); ok {
@@ -227,6 +232,15 @@ func (m *Metrics) RejectionDropped(source string) {
 		return
 	}
 	m.rejectionsDropped.WithLabelValues(source).Inc()
+}
+
+// RejectionsEvicted counts n kept rejections of source dropped, oldest
+// first, to stay under its keep_rejected_max.
+func (m *Metrics) RejectionsEvicted(source string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.rejectionsEvicted.WithLabelValues(source).Add(float64(n))
 }
 
 // IngestRequest records one webhook request: its source ("" for an

@@ -29,7 +29,8 @@ func TestHostileClients(t *testing.T) {
 	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{server: `read_header_timeout = "1s"
 read_timeout = "3s"
 idle_timeout = "5s"
-max_concurrent = 20000`}))
+max_concurrent = 20000
+max_conns_per_ip = 0`})) // every client here is 127.0.0.1: no per-address bound
 	mem := newMemWatch(t)
 	d := harness.Start(t, cfg)
 	mem.watch(d.PID())

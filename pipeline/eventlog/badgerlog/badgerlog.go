@@ -107,6 +107,10 @@ type DB struct {
 	// a reference to an event that may be old: without it, retention could
 	// delete an event in the moment a replay queues it.
 	refMu sync.Mutex
+
+	// rejects bounds each source's rejections (keep_rejected_max); see
+	// reject.go.
+	rejects rejectLedger
 }
 
 var _ pipeline.Log = (*DB)(nil)

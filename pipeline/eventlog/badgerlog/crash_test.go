@@ -169,7 +169,7 @@ func TestReplayRestoresWhatBadgerLost(t *testing.T) {
 	if _, err := l.Queue("t").Requeue(ctx, []pipeline.Requeue{{Seq: 1, Route: "r"}, {Seq: 2, Route: "r"}}); err != nil {
 		t.Fatalf("Requeue: %v", err)
 	}
-	if err := l.Reject(ctx, pipeline.Rejection{Source: "src", ReceivedAt: time.Now(), Keep: time.Hour, Status: 401, Reason: "signature mismatch"}); err != nil {
+	if _, err := l.Reject(ctx, pipeline.Rejection{Source: "src", ReceivedAt: time.Now(), Keep: time.Hour, Status: 401, Reason: "signature mismatch"}); err != nil {
 		t.Fatalf("Reject: %v", err)
 	}
 	want := dump(t, l)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,43 +35,131 @@ func rejectKey(source string, suffix []byte) []byte {
 	return append(sinkPrefix(preReject, source), suffix...)
 }
 
+// A source's keep_rejected_max is kept with a ledger of its rejections,
+// oldest first, read from the log the first time the source rejects a
+// request after Open and kept up to date from then on.
+type rejectLedger struct {
+	mu      sync.Mutex
+	sources map[string]*sourceLedger
+}
+
+type sourceLedger struct {
+	entries []ledgerEntry // oldest first
+	total   int64
+}
+
+type ledgerEntry struct {
+	key     []byte
+	size    int64
+	expires int64 // unix seconds
+}
+
+// sourceLedger returns source's ledger, reading it from the log the
+// first time. lg.mu is held.
+func (l *DB) sourceLedger(lg *rejectLedger, source string) (*sourceLedger, error) {
+	if sl := lg.sources[source]; sl != nil {
+		return sl, nil
+	}
+	if lg.sources == nil {
+		lg.sources = map[string]*sourceLedger{}
+	}
+	sl := &sourceLedger{}
+	prefix := sinkPrefix(preReject, source)
+	err := l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			if item.IsDeletedOrExpired() {
+				continue
+			}
+			var r pipeline.Rejection
+			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+				return fmt.Errorf("rejection %q: %w", item.Key(), err)
+			}
+			sl.entries = append(sl.entries, ledgerEntry{key: item.KeyCopy(nil), size: r.Size(), expires: int64(item.ExpiresAt())})
+			sl.total += r.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	lg.sources[source] = sl
+	return sl, nil
+}
+
 // Reject implements [pipeline.RejectionLog.Reject].
-func (l *DB) Reject(ctx context.Context, r pipeline.Rejection) error {
+func (l *DB) Reject(ctx context.Context, r pipeline.Rejection) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	if err := l.checkOpen(); err != nil {
-		return fmt.Errorf("reject: %w", err)
+		return 0, fmt.Errorf("reject: %w", err)
+	}
+	if r.KeepMax > 0 && r.Size() > r.KeepMax {
+		return 1, nil // would push out every other and still not fit
 	}
 	seq := rejectSeq.Add(1)
 	suffix := eventlog.RejectionSuffix(r.ReceivedAt, seq)
 	r.ID = eventlog.RejectionID(r.Source, r.ReceivedAt, seq)
 	v, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("reject: %w", err)
+		return 0, fmt.Errorf("reject: %w", err)
 	}
 	until := r.ReceivedAt.Add(r.Keep)
 	expires := until.Unix()
 	if until.Nanosecond() > 0 {
 		expires++
 	}
-	if expires <= time.Now().Unix() {
-		return nil // already expired
+	now := time.Now().Unix()
+	if expires <= now {
+		return 0, nil // already expired
 	}
 	if err := l.space.check(); err != nil {
-		return err
+		return 0, err
 	}
-	e := badger.NewEntry(rejectKey(r.Source, suffix), v)
+	key := rejectKey(r.Source, suffix)
+	e := badger.NewEntry(key, v)
 	e.ExpiresAt = uint64(expires)
 	txn := l.newTxn()
 	defer txn.Discard()
 	if err := txn.SetEntry(e); err != nil {
-		return l.writeErr(err)
+		return 0, l.writeErr(err)
+	}
+	if r.KeepMax <= 0 {
+		return 0, l.commit(txn)
+	}
+	lg := &l.rejects
+	lg.mu.Lock()
+	defer lg.mu.Unlock()
+	sl, err := l.sourceLedger(lg, r.Source)
+	if err != nil {
+		return 0, fmt.Errorf("reject: read the rejections of source %q: %w", r.Source, err)
+	}
+	// Expired ones count no more; then the oldest go until r fits.
+	keep := sl.entries[:0:0]
+	total := int64(0)
+	for _, le := range sl.entries {
+		if le.expires > now {
+			keep = append(keep, le)
+			total += le.size
+		}
+	}
+	drop := 0
+	for drop < len(keep) && total+r.Size() > r.KeepMax {
+		if err := txn.Delete(keep[drop].key); err != nil {
+			return 0, l.writeErr(err)
+		}
+		total -= keep[drop].size
+		drop++
 	}
 	if err := l.commit(txn); err != nil {
-		return err
+		return 0, err
 	}
-	return nil
+	sl.entries = append(keep[drop:], ledgerEntry{key: key, size: r.Size(), expires: expires})
+	sl.total = total + r.Size()
+	return drop, nil
 }
 
 // Rejections implements [pipeline.RejectionLog.Rejections].

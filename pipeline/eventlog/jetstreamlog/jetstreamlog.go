@@ -76,6 +76,8 @@ type Log struct {
 
 	mu     sync.Mutex
 	queues map[string]*queue
+
+	rejects rejectLedger // keep_rejected_max; see reject.go
 }
 
 // Subjects of the stream, below the prefix P:

@@ -98,6 +98,7 @@ func Run(t *testing.T, open func(t *testing.T) pipeline.Log) {
 		{"Rejections/RoundTrip", testRejectionsRoundTrip},
 		{"Rejections/FilterAndCursor", testRejectionsFilter},
 		{"Rejections/Expire", testRejectionsExpire},
+		{"Rejections/Capped", testRejectionsCapped},
 		{"Close/CallsFail", testClosedCallsFail},
 		{"Close/ReleasesBlockedFetch", testCloseReleasesFetch},
 	} {

@@ -63,7 +63,7 @@ func testRejectionsRoundTrip(t *testing.T, l pipeline.Log) {
 	ctx := context.Background()
 	at := time.Now().UTC().Truncate(time.Millisecond)
 	want := rejection("callkaro", at, "schema: 1 violation")
-	if err := rl.Reject(ctx, want); err != nil {
+	if _, err := rl.Reject(ctx, want); err != nil {
 		t.Fatalf("Reject = %v", err)
 	}
 	got := listAll(t, rl, pipeline.RejectionFilter{})
@@ -97,13 +97,13 @@ func testRejectionsFilter(t *testing.T, l pipeline.Log) {
 		if i%2 == 1 {
 			src = "b"
 		}
-		if err := rl.Reject(ctx, rejection(src, base.Add(time.Duration(i)*time.Second), fmt.Sprint(i))); err != nil {
+		if _, err := rl.Reject(ctx, rejection(src, base.Add(time.Duration(i)*time.Second), fmt.Sprint(i))); err != nil {
 			t.Fatalf("Reject = %v", err)
 		}
 	}
 	// Kept no longer: ReceivedAt + Keep is in the past.
 	old := rejection("a", base.Add(-2*time.Hour), "old")
-	if err := rl.Reject(ctx, old); err != nil {
+	if _, err := rl.Reject(ctx, old); err != nil {
 		t.Fatalf("Reject(expired) = %v", err)
 	}
 	reasons := func(rs []pipeline.Rejection) []string {
@@ -138,11 +138,11 @@ func testRejectionsExpire(t *testing.T, l pipeline.Log) {
 	ctx := context.Background()
 	r := rejection("callkaro", time.Now().UTC(), "short-lived")
 	r.Keep = time.Second
-	if err := rl.Reject(ctx, r); err != nil {
+	if _, err := rl.Reject(ctx, r); err != nil {
 		t.Fatalf("Reject = %v", err)
 	}
 	long := rejection("callkaro", time.Now().UTC(), "long-lived")
-	if err := rl.Reject(ctx, long); err != nil {
+	if _, err := rl.Reject(ctx, long); err != nil {
 		t.Fatalf("Reject = %v", err)
 	}
 	// An expiry may count whole seconds: allow up to three.
@@ -156,5 +156,54 @@ func testRejectionsExpire(t *testing.T, l pipeline.Log) {
 			t.Fatalf("Rejections 3s after a 1s keep = %d rejections, want only the long-lived one", len(rs))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// testRejectionsCapped checks keep_rejected_max: past r.KeepMax bytes of
+// a source's rejections the oldest go first, drops are returned, and
+// other sources are untouched.
+func testRejectionsCapped(t *testing.T, l pipeline.Log) {
+	rl := rejectionLog(t, l)
+	ctx := context.Background()
+	base := time.Now().UTC().Add(-time.Minute)
+	other := rejection("other", base, "other")
+	if _, err := rl.Reject(ctx, other); err != nil {
+		t.Fatalf("Reject = %v", err)
+	}
+	one := rejection("capped", base, "0")
+	max := 3 * one.Size()
+	dropped := 0
+	for i := range 10 {
+		r := rejection("capped", base.Add(time.Duration(i)*time.Second), fmt.Sprint(i))
+		r.KeepMax = max
+		n, err := rl.Reject(ctx, r)
+		if err != nil {
+			t.Fatalf("Reject(%d) = %v", i, err)
+		}
+		dropped += n
+	}
+	var got []string
+	var size int64
+	for _, r := range listAll(t, rl, pipeline.RejectionFilter{Source: "capped"}) {
+		got = append(got, r.Reason)
+		size += r.Size()
+	}
+	if want := []string{"7", "8", "9"}; !slices.Equal(got, want) {
+		t.Errorf("Rejections(capped at 3 rejections' size) = %v, want %v (the newest)", got, want)
+	}
+	if size > max {
+		t.Errorf("kept %d bytes of rejections, want at most KeepMax = %d", size, max)
+	}
+	if dropped != 7 {
+		t.Errorf("Reject returned %d drops in all, want 7", dropped)
+	}
+	if rs := listAll(t, rl, pipeline.RejectionFilter{Source: "other"}); len(rs) != 1 {
+		t.Errorf("Rejections(other) = %d, want 1: a cap on one source dropped another's", len(rs))
+	}
+	huge := rejection("capped", base.Add(time.Hour), "huge")
+	huge.Body = make([]byte, max)
+	huge.KeepMax = max
+	if n, err := rl.Reject(ctx, huge); err != nil || n != 1 {
+		t.Errorf("Reject(larger than KeepMax) = %d, %v, want 1 drop (itself)", n, err)
 	}
 }

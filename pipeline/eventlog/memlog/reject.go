@@ -16,14 +16,17 @@ import (
 var now = time.Now
 
 // Reject implements [pipeline.RejectionLog.Reject].
-func (l *Log) Reject(ctx context.Context, r pipeline.Rejection) error {
+func (l *Log) Reject(ctx context.Context, r pipeline.Rejection) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return fmt.Errorf("reject: %w", pipeline.ErrClosed)
+		return 0, fmt.Errorf("reject: %w", pipeline.ErrClosed)
+	}
+	if r.KeepMax > 0 && r.Size() > r.KeepMax {
+		return 1, nil // would push out every other and still not fit
 	}
 	l.rejSeq++
 	r.ID = eventlog.RejectionID(r.Source, r.ReceivedAt, l.rejSeq)
@@ -34,7 +37,34 @@ func (l *Log) Reject(ctx context.Context, r pipeline.Rejection) error {
 	l.rejects = slices.DeleteFunc(l.rejects, func(o pipeline.Rejection) bool { return expired(o, t) })
 	i, _ := slices.BinarySearchFunc(l.rejects, r.ID, func(o pipeline.Rejection, id string) int { return strings.Compare(o.ID, id) })
 	l.rejects = slices.Insert(l.rejects, i, r)
-	return nil
+	return l.trimRejects(r.Source, r.KeepMax), nil
+}
+
+// trimRejects drops the oldest rejections of source until their sizes add
+// up to at most max, and returns how many it dropped. l.rejects sorts by
+// source, then time: the first of source is its oldest.
+func (l *Log) trimRejects(source string, max int64) int {
+	if max <= 0 {
+		return 0
+	}
+	first, total := -1, int64(0)
+	for i := range l.rejects {
+		if l.rejects[i].Source == source {
+			if first < 0 {
+				first = i
+			}
+			total += l.rejects[i].Size()
+		}
+	}
+	dropped := 0
+	for i := first; total > max && i >= 0 && i < len(l.rejects) && l.rejects[i].Source == source; i++ {
+		total -= l.rejects[i].Size()
+		dropped++
+	}
+	if dropped > 0 {
+		l.rejects = slices.Delete(l.rejects, first, first+dropped)
+	}
+	return dropped
 }
 
 // Rejections implements [pipeline.RejectionLog.Rejections].

@@ -1,0 +1,78 @@
+package daemon
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestMaxConnsPerIP: a peer past max_conns_per_ip open connections has the
+// next closed at once; one of them closing makes room; a trusted proxy is
+// not bounded.
+func TestMaxConnsPerIP(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		exempt   []netip.Prefix
+		wantOpen bool
+	}{
+		{"bounded", nil, false},
+		{"trusted proxy", []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			raw, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := limitPerIP(raw, 2, c.exempt)
+			defer ln.Close()
+			accepted := make(chan net.Conn, 10)
+			go func() {
+				for {
+					conn, err := ln.Accept()
+					if err != nil {
+						close(accepted)
+						return
+					}
+					accepted <- conn
+				}
+			}()
+			dial := func() net.Conn {
+				t.Helper()
+				conn, err := net.Dial("tcp", raw.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				return conn
+			}
+			// isOpen reports whether the server side left conn open: a
+			// read times out instead of ending.
+			isOpen := func(conn net.Conn) bool {
+				conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				_, err := conn.Read(make([]byte, 1))
+				var ne net.Error
+				return errors.As(err, &ne) && ne.Timeout()
+			}
+			dial()
+			dial()
+			held := <-accepted
+			<-accepted // premise: two connections held
+			third := dial()
+			if got := isOpen(third); got != c.wantOpen {
+				t.Fatalf("third connection from one address with max_conns_per_ip 2: open = %v, want %v", got, c.wantOpen)
+			}
+			if c.wantOpen {
+				return
+			}
+			held.Close()
+			dial()
+			select {
+			case <-accepted:
+			case <-time.After(5 * time.Second):
+				t.Fatal("a connection after one of two closed was not accepted")
+			}
+		})
+	}
+}

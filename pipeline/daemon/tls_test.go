@@ -1,0 +1,96 @@
+package daemon
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestTLSOffersAEADOnly: the ingest listener's TLS 1.2 takes only AEAD
+// suites: a client offering only CBC/SHA-1 suites fails the handshake, one
+// offering GCM or ChaCha20 succeeds, and TLS 1.3 still works.
+func TestTLSOffersAEADOnly(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeRSACert(t, certFile, keyFile)
+	c, err := newCertificate(certFile, keyFile, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", c.tlsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				conn.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	for _, tc := range []struct {
+		name   string
+		max    uint16
+		suites []uint16
+		wantOK bool
+	}{
+		{"ECDHE-RSA-AES128-SHA", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}, false},
+		{"ECDHE-RSA-AES256-SHA", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA}, false},
+		{"AES256-SHA", tls.VersionTLS12, []uint16{tls.TLS_RSA_WITH_AES_256_CBC_SHA}, false},
+		{"AES128-SHA256", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256}, false},
+		{"ECDHE-RSA-AES128-GCM-SHA256", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}, true},
+		{"ECDHE-RSA-CHACHA20-POLY1305", tls.VersionTLS12, []uint16{tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256}, true},
+		{"TLS 1.3", tls.VersionTLS13, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(),
+				&tls.Config{InsecureSkipVerify: true, MaxVersion: tc.max, CipherSuites: tc.suites})
+			if err == nil {
+				conn.Close()
+			}
+			if (err == nil) != tc.wantOK {
+				t.Errorf("handshake offering only %s = %v, want ok %v", tc.name, err, tc.wantOK)
+			}
+		})
+	}
+}
+
+func writeRSACert(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

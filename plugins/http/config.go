@@ -135,7 +135,12 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		default:
 			s.url = u
 			if u.RawQuery != "" {
+				// The whole query, and each value on its own: a receiver
+				// may echo one parameter, or the query re-encoded.
 				s.secretValues = append(s.secretValues, u.RawQuery)
+				for _, vs := range u.Query() {
+					s.secretValues = append(s.secretValues, vs...)
+				}
 			}
 			if p, ok := u.User.Password(); ok {
 				s.secretValues = append(s.secretValues, p)
@@ -183,6 +188,9 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		}
 		s.header.Set(name, v)
 		s.secretValues = append(s.secretValues, v)
+		if _, cred, ok := strings.Cut(v, " "); ok { // "Bearer <token>": the token alone too
+			s.secretValues = append(s.secretValues, strings.TrimSpace(cred))
+		}
 	}
 
 	s.timeout = time.Duration(c.Timeout)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,6 +214,10 @@ func fill(rs []sdk.Result, r sdk.Result) {
 // errorExcerpt is how much of a failed response's body an error quotes.
 const errorExcerpt = 200
 
+// scrubWindow is how much of a failed response's body is read and scrubbed
+// of secrets before errorExcerpt bytes of it are quoted.
+const scrubWindow = 4 << 10
+
 // send makes one request for ev and answers for it; throttled reports a 429.
 func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled bool) {
 	body, err := s.body(ev)
@@ -247,8 +252,11 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 		return sdk.Retry(0, s.requestError(ctx, err)), false
 	}
 	defer resp.Body.Close()
-	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, errorExcerpt))
+	// Read more than is quoted, so a secret the receiver echoes is
+	// scrubbed whole before the excerpt is cut.
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, scrubWindow))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+	excerpt := s.excerpt(answer)
 
 	code := resp.StatusCode
 	status := fmt.Sprintf("%s %s answered %s", s.cfg.method, s.safe, statusText(code))
@@ -310,17 +318,64 @@ func (s *sink) requestError(ctx context.Context, err error) error {
 	return fmt.Errorf("%s %s: %s", s.cfg.method, s.safe, s.scrub(msg))
 }
 
-// scrub removes every secret value the sink knows of from msg.
+// scrub removes every secret value the sink knows of from msg: header_env
+// values, signing secrets, the URL's query values and password, as written
+// and in the escaped forms a receiver echoing its request may use.
 func (s *sink) scrub(msg string) string {
 	if s.cfg.url != nil {
 		msg = strings.ReplaceAll(msg, s.cfg.url.String(), s.safe)
 	}
 	for _, v := range s.cfg.secretValues {
-		if len(v) >= 4 {
-			msg = strings.ReplaceAll(msg, v, "[REDACTED]")
+		if len(v) < minSecret {
+			continue
+		}
+		for _, form := range secretForms(v) {
+			msg = strings.ReplaceAll(msg, form, "[REDACTED]")
 		}
 	}
 	return msg
+}
+
+// minSecret is the shortest value scrub looks for; shorter ones would
+// redact ordinary words.
+const minSecret = 4
+
+// secretForms is v as written and as a receiver may echo it: URL-escaped
+// (query or path) and JSON-escaped.
+func secretForms(v string) []string {
+	forms := []string{v}
+	j, _ := json.Marshal(v)
+	for _, f := range []string{url.QueryEscape(v), url.PathEscape(v), strings.Trim(string(j), `"`)} {
+		if !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	return forms
+}
+
+// excerpt is the start of a failed response's body, scrubbed of secrets
+// and cut to errorExcerpt bytes; a cut that leaves the start of a secret at
+// the end drops that start too.
+func (s *sink) excerpt(answer []byte) []byte {
+	b := []byte(s.scrub(string(answer)))
+	if len(b) <= errorExcerpt {
+		return b
+	}
+	b = b[:errorExcerpt]
+	for _, v := range s.cfg.secretValues {
+		if len(v) < minSecret {
+			continue
+		}
+		for _, form := range secretForms(v) {
+			for n := min(len(form)-1, len(b)); n >= 1; n-- {
+				if bytes.HasSuffix(b, []byte(form[:n])) {
+					b = b[:len(b)-n]
+					break
+				}
+			}
+		}
+	}
+	return b
 }
 
 // safeURL is the only form of a URL that is logged: scheme://host/path,

@@ -34,7 +34,10 @@ import (
 //	content_type   "application/json"
 //	concurrency    1; events of a batch in flight at once
 //	max_idle_conns 0; idle keep-alive connections (0: as many as concurrency)
-//	secret_env / secret_file  optional Standard Webhooks secret ("whsec_..."): sign requests
+//	secret_env / secret_file  optional Standard Webhooks secret ("whsec_..."): sign requests;
+//	               a list (["NEW", "OLD"]) sends one signature per secret
+//	tls_ca_file    optional PEM CA(s) of the receiver's certificate (private CA)
+//	tls_cert_file / tls_key_file  optional PEM client certificate and key (mutual TLS)
 //
 // # Requests
 //
@@ -46,7 +49,8 @@ import (
 // every redelivery, so the receiver can drop duplicates (delivery is at
 // least once). With a secret it also carries webhook-timestamp (now, unix
 // seconds) and webhook-signature ("v1,<base64 HMAC-SHA256 of
-// id.timestamp.body>") as Standard Webhooks specifies.
+// id.timestamp.body>") as Standard Webhooks specifies; with several
+// secrets, one signature per secret, space-separated.
 //
 // # Answers
 //
@@ -92,6 +96,9 @@ func (s *sink) Configure(_ context.Context, raw json.RawMessage) error {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = cfg.maxIdleConns
 	tr.MaxIdleConnsPerHost = cfg.maxIdleConns
+	if cfg.tls != nil {
+		tr.TLSClientConfig = cfg.tls
+	}
 	if s.client != nil {
 		s.client.CloseIdleConnections()
 	}
@@ -104,7 +111,7 @@ func (s *sink) Configure(_ context.Context, raw json.RawMessage) error {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	s.log.Info("http sink configured", "url", s.safe, "method", cfg.method,
-		"envelope", cfg.envelope, "signed", cfg.signer != nil, "concurrency", cfg.concurrency)
+		"envelope", cfg.envelope, "signatures", len(cfg.signers), "client_cert", cfg.tls != nil && len(cfg.tls.Certificates) > 0, "concurrency", cfg.concurrency)
 	return nil
 }
 
@@ -237,14 +244,21 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 	req.Header.Set("Content-Type", s.cfg.contentType)
 	req.Header.Set("User-Agent", "pipelined-sink-http")
 	req.Header.Set("webhook-id", ev.ID)
-	if s.cfg.signer != nil {
+	if len(s.cfg.signers) > 0 {
+		// One signature per secret, space-separated in one header, as
+		// Standard Webhooks allows: a receiver holding either the new or
+		// the old secret verifies.
 		now := time.Now()
-		sig, err := s.cfg.signer.Sign(ev.ID, now, body)
-		if err != nil {
-			return sdk.Permanent(errors.New("sign request: " + s.scrub(err.Error()))), false
+		sigs := make([]string, 0, len(s.cfg.signers))
+		for _, signer := range s.cfg.signers {
+			sig, err := signer.Sign(ev.ID, now, body)
+			if err != nil {
+				return sdk.Permanent(errors.New("sign request: " + s.scrub(err.Error()))), false
+			}
+			sigs = append(sigs, sig)
 		}
 		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
-		req.Header.Set("webhook-signature", sig)
+		req.Header.Set("webhook-signature", strings.Join(sigs, " "))
 	}
 
 	resp, err := s.client.Do(req)

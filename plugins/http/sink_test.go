@@ -503,7 +503,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.method != "POST" || cfg.timeout != 10*time.Second || cfg.envelope || cfg.contentType != "application/json" ||
-		cfg.concurrency != 1 || cfg.maxIdleConns != 1 || cfg.signer != nil {
+		cfg.concurrency != 1 || cfg.maxIdleConns != 1 || len(cfg.signers) != 0 || cfg.tls != nil {
 		t.Errorf("defaults = %+v", cfg)
 	}
 }

@@ -220,6 +220,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 
+	if err := daemon.Harden(); err != nil {
+		log.Warn("process hardening incomplete", "err", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d := daemon.New(cfg, &daemon.Options{

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -122,4 +124,41 @@ func TestDaemonNotDumpable(t *testing.T) {
 	} else {
 		t.Logf("reading the daemon's environ: %v (as wanted)", err)
 	}
+}
+
+// TestSystemdUnitSecurity: the unit hides other processes and the non-pid
+// parts of /proc (ProtectProc=invisible, ProcSubset=pid), and
+// `systemd-analyze security` rates it 1.8 or lower (when the tool is
+// installed and knows --offline).
+func TestSystemdUnitSecurity(t *testing.T) {
+	unit, err := os.ReadFile("../../examples/systemd/pipelined.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ProtectProc=invisible", "ProcSubset=pid", "UMask=0077"} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(want) + `$`).Match(unit) {
+			t.Errorf("examples/systemd/pipelined.service lacks %s", want)
+		}
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed: the exposure level is not measured (apt-get install systemd)")
+	}
+	path := filepath.Join(t.TempDir(), "pipelined.service")
+	if err := os.WriteFile(path, unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "security", "--offline=yes", path).CombinedOutput()
+	m := regexp.MustCompile(`Overall exposure level for pipelined\.service: ([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Skipf("systemd-analyze security --offline=yes gave no exposure level (%v): a systemd older than 250?\n%s", err, out)
+	}
+	level, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if level > 1.8 {
+		t.Errorf("systemd-analyze security rates the unit %.1f, want 1.8 or lower:\n%s", level, out)
+	}
+	t.Logf("systemd-analyze security: exposure level %.1f", level)
 }

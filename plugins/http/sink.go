@@ -371,11 +371,14 @@ func secretForms(v string) []string {
 // and cut to errorExcerpt bytes; a cut that leaves the start of a secret at
 // the end drops that start too.
 func (s *sink) excerpt(answer []byte) []byte {
+	cut := len(answer) >= scrubWindow // the read may have cut a secret too
 	b := []byte(s.scrub(string(answer)))
-	if len(b) <= errorExcerpt {
+	if len(b) > errorExcerpt {
+		b, cut = b[:errorExcerpt], true
+	}
+	if !cut {
 		return b
 	}
-	b = b[:errorExcerpt]
 	for _, v := range s.cfg.secretValues {
 		if len(v) < minSecret {
 			continue

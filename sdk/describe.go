@@ -34,7 +34,9 @@ type Field struct {
 	// Name is the key as written in the config table ("dir", "dsn_env").
 	Name string
 	// Type is one of "string", "int", "bool", "duration", "size",
-	// "[]string", "map" (a table of strings) or "object" (any table).
+	// "[]string", "string or []string" (one string or a list of them, as a
+	// secret_env key naming the new and the old secret during a rotation),
+	// "map" (a table of strings) or "object" (any table).
 	Type string
 	// Default is the value used when the key is absent, as it would be
 	// written in TOML; empty when there is none.
@@ -50,7 +52,7 @@ type Field struct {
 }
 
 // fieldTypes are the values Field.Type may take.
-var fieldTypes = []string{"string", "int", "bool", "duration", "size", "[]string", "map", "object"}
+var fieldTypes = []string{"string", "int", "bool", "duration", "size", "[]string", "string or []string", "map", "object"}
 
 // Validate reports mistakes in the description itself, every one of them:
 // an empty summary, a field without a name or with a name used twice, a
@@ -93,8 +95,8 @@ func (d Description) Validate() error {
 //   - a value of the wrong type for its Field.Type: "string", "bool",
 //     "int" (a whole number), "duration" (a string [ParseDuration] reads),
 //     "size" (a string [ParseSize] reads, or a whole number of bytes),
-//     "[]string", "map" (a table of strings), "object" (any table); a
-//     field of another type takes any value;
+//     "[]string", "string or []string", "map" (a table of strings),
+//     "object" (any table); a field of another type takes any value;
 //   - a Secret field written inline.
 //
 // A Secret field named "dsn" is written as dsn_env (the name of an
@@ -238,6 +240,13 @@ func checkType(typ string, raw json.RawMessage) error {
 			}
 		default:
 			return fmt.Errorf(`want a size such as "64MiB" or a number of bytes, got %s`, got)
+		}
+	case "string or []string":
+		if _, ok := v.(string); ok {
+			return nil
+		}
+		if err := checkType("[]string", raw); err != nil {
+			return fmt.Errorf("want a string or an array of strings, got %s", got)
 		}
 	case "[]string":
 		list, ok := v.([]any)

@@ -121,3 +121,30 @@ func TestDescriptionValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestDescriptionCheckStringOrList: a "string or []string" key takes one
+// string or a list of strings, nothing else.
+func TestDescriptionCheckStringOrList(t *testing.T) {
+	d := Description{Summary: "Signs.", Fields: []Field{{Name: "secret_env", Type: "string or []string"}}}
+	if err := d.Validate(); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	tests := []struct {
+		config string
+		want   string // "" for no error
+	}{
+		{`{"secret_env": "NEW"}`, ""},
+		{`{"secret_env": ["NEW", "OLD"]}`, ""},
+		{`{"secret_env": 3}`, `config key "secret_env": want a string or an array of strings, got a number 3`},
+		{`{"secret_env": ["NEW", 3]}`, `config key "secret_env": want a string or an array of strings`},
+	}
+	for _, tt := range tests {
+		errs := d.Check(json.RawMessage(tt.config))
+		switch {
+		case tt.want == "" && len(errs) != 0:
+			t.Errorf("Check(%s) = %v, want no error", tt.config, errs)
+		case tt.want != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), tt.want)):
+			t.Errorf("Check(%s) = %v, want one error containing %q", tt.config, errs, tt.want)
+		}
+	}
+}

@@ -200,14 +200,21 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 // load reads the configuration: -c FILE, else ./pipeline.toml, else the
 // built-in default.
 func (c *common) load(log *slog.Logger) (*config.Config, error) {
+	return c.loadWith(log, config.ParseOptions{})
+}
+
+// loadWith is load with parse options (Files is set for the built-in
+// default).
+func (c *common) loadWith(log *slog.Logger, o config.ParseOptions) (*config.Config, error) {
 	if c.config != "" {
-		return config.Load(c.config)
+		return config.LoadWith(c.config, &o)
 	}
 	if _, err := os.Stat("pipeline.toml"); err == nil {
-		return config.Load("pipeline.toml")
+		return config.LoadWith("pipeline.toml", &o)
 	}
 	log.Info("no -c given and no ./pipeline.toml: using the built-in default configuration")
-	return config.ParseFS("pipeline.toml (built in)", pipelined.DefaultConfig, pipelined.DefaultFiles)
+	o.Files = pipelined.DefaultFiles
+	return config.ParseWith("pipeline.toml (built in)", pipelined.DefaultConfig, &o)
 }
 
 func serve(args []string, stdout, stderr io.Writer) int {
@@ -226,6 +233,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 
+	if err := daemon.Harden(); err != nil {
+		log.Warn("process hardening incomplete", "err", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	b := build()

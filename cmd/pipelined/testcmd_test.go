@@ -102,7 +102,10 @@ func TestTestCommandExitCodes(t *testing.T) {
 		args []string
 		want int
 	}{
-		{"config error", []string{"-c", "testdata/rulestest-hmac.toml", "../../examples/callkaro/pipeline_test.toml"}, exitConfig},
+		{"config error", []string{"-c", "testdata/rulestest-broken.toml", "../../examples/callkaro/pipeline_test.toml"}, exitConfig},
+		// A missing secret is not a configuration error for rule tests:
+		// the cases of the source that lacks it are refused 401 and fail.
+		{"secret missing", []string{"-c", "testdata/rulestest-hmac.toml", "../../examples/callkaro/pipeline_test.toml"}, 1},
 		{"bad flag", []string{"-nope"}, 2},
 		{"bad regexp", []string{"-c", "../../examples/callkaro/pipeline.toml", "-run", "("}, 2},
 		{"no test files", []string{"-c", "testdata/nowhere/pipeline.toml"}, 1},
@@ -112,5 +115,33 @@ func TestTestCommandExitCodes(t *testing.T) {
 				t.Errorf("pipelined test %s = exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(tc.args, " "), code, tc.want, out, errOut)
 			}
 		})
+	}
+}
+
+// TestTestCommandWithoutSecrets: `pipelined test` runs in a CI that has
+// neither the admin token nor the token of a source no case signs for;
+// `pipelined check` on the same file still wants them.
+func TestTestCommandWithoutSecrets(t *testing.T) {
+	for _, v := range []string{"PIPELINED_TEST_ADMIN_TOKEN_NOT_IN_CI", "PIPELINED_TEST_CRM_TOKEN_NOT_IN_CI", "PIPELINED_TEST_SHOP_SECRET_CI"} {
+		if _, ok := os.LookupEnv(v); ok {
+			t.Fatalf("%s is set in the test's environment: the premise (a CI without secrets) does not hold", v)
+		}
+	}
+	code, out, errOut := runTest(t, "-c", "testdata/nosecrets/pipeline.toml", "-v")
+	if code != 0 {
+		t.Errorf("pipelined test = exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "ok  \ttestdata/nosecrets/pipeline_test.toml\t3 cases") {
+		t.Errorf("pipelined test printed no ok line for 3 cases:\n%s", out)
+	}
+	var checkOut, checkErr bytes.Buffer
+	if code := run([]string{"check", "--no-plugins", "-c", "testdata/nosecrets/pipeline.toml"}, &checkOut, &checkErr); code == 0 {
+		t.Errorf("pipelined check without the secrets = exit 0, want an error: serve needs them\n%s%s", checkOut.String(), checkErr.String())
+	} else {
+		for _, want := range []string{"PIPELINED_TEST_ADMIN_TOKEN_NOT_IN_CI", "PIPELINED_TEST_CRM_TOKEN_NOT_IN_CI"} {
+			if !strings.Contains(checkOut.String()+checkErr.String(), want) {
+				t.Errorf("pipelined check does not name %s:\n%s%s", want, checkOut.String(), checkErr.String())
+			}
+		}
 	}
 }

@@ -47,6 +47,8 @@ type Config struct {
 	src []byte // the TOML text, to find lines for messages
 
 	plan *Plan // what Parse compiled
+	// secretsOptional: see [ParseOptions.SecretsOptional].
+	secretsOptional bool
 }
 
 // Server configures the ingest listener.
@@ -324,16 +326,7 @@ func (c *Config) fillDefaults() {
 }
 
 // Load reads and parses the file at path.
-func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if !filepath.IsAbs(path) && errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("read config: %w (a relative -c is relative to the working directory)", err)
-		}
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	return Parse(path, data)
-}
+func Load(path string) (*Config, error) { return LoadWith(path, nil) }
 
 // Parse decodes data strictly over the defaults, then checks and compiles
 // it once ([Config.Compile]; [Config.Plan] returns the plan). file
@@ -347,9 +340,45 @@ func Parse(file string, data []byte) (*Config, error) {
 // instead of the directory of file (nil: that directory). The built-in
 // default configuration uses it to find its schema in the binary.
 func ParseFS(file string, data []byte, files fs.FS) (*Config, error) {
+	return ParseWith(file, data, &ParseOptions{Files: files})
+}
+
+// ParseOptions are the ways to parse other than [Parse]'s. The zero value
+// (or nil) is [Parse].
+type ParseOptions struct {
+	// Files, when set, is where relative schema_file paths are read from
+	// (see [ParseFS]).
+	Files fs.FS
+	// SecretsOptional parses for `pipelined test`, in a CI that holds no
+	// production secret: the admin token and the server's TLS files are not
+	// read, and a source whose secrets are missing is compiled with a
+	// verifier that refuses every request (401, saying which secret to set
+	// in the test file's env) instead of failing the load.
+	SecretsOptional bool
+}
+
+// LoadWith is [Load] with options.
+func LoadWith(path string, o *ParseOptions) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if !filepath.IsAbs(path) && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("read config: %w (a relative -c is relative to the working directory)", err)
+		}
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseWith(path, data, o)
+}
+
+// ParseWith is [Parse] with options (nil: none).
+func ParseWith(file string, data []byte, o *ParseOptions) (*Config, error) {
+	if o == nil {
+		o = &ParseOptions{}
+	}
+	files := o.Files
 	c := Default()
 	c.File = file
 	c.files = files
+	c.secretsOptional = o.SecretsOptional
 	if files == nil {
 		if abs, err := filepath.Abs(file); err == nil {
 			c.base = filepath.Dir(abs)

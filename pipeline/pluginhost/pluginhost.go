@@ -223,9 +223,48 @@ func contains(list []string, s string) bool {
 }
 
 // baseEnv are the variables of the daemon's environment every plugin gets.
+// CREDENTIALS_DIRECTORY is not among them: see [namesCredential].
 var baseEnv = []string{
 	"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR",
-	"CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "GOTRACEBACK",
+	"STATE_DIRECTORY", "GOTRACEBACK",
+}
+
+// credentialsDir is systemd's variable naming the directory of the unit's
+// credentials (LoadCredential=), every sink's secrets side by side.
+const credentialsDir = "CREDENTIALS_DIRECTORY"
+
+// namesCredential reports whether a string of config (at any depth) names a
+// file in the credentials directory dir: it mentions $CREDENTIALS_DIRECTORY
+// or ${CREDENTIALS_DIRECTORY}, or is a path under dir. Only such a plugin
+// is told where the directory is; the others have no use for it.
+func namesCredential(config []byte, dir string) bool {
+	var v any
+	if json.Unmarshal(config, &v) != nil {
+		return false
+	}
+	dir = strings.TrimRight(dir, "/")
+	var walk func(v any) bool
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			return strings.Contains(v, "${"+credentialsDir+"}") || strings.Contains(v, "$"+credentialsDir) ||
+				(dir != "" && strings.HasPrefix(v, dir+"/"))
+		case map[string]any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		case []any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(v)
 }
 
 // deniedEnv are never passed to a plugin, even when its config names them:
@@ -306,7 +345,7 @@ func validEnvName(n string) bool {
 
 // pluginEnv builds the environment of spec's plugin from lookup (the
 // daemon's environment): the basics plus what the config names, never
-// deniedEnv. It also returns the named variables that were refused.
+// deniedEnv; CREDENTIALS_DIRECTORY only when the config names a file there. It also returns the named variables that were refused.
 func pluginEnv(config []byte, lookup func(string) (string, bool)) (env, refused []string, err error) {
 	named, err := EnvNames(config)
 	if err != nil {
@@ -324,6 +363,9 @@ func pluginEnv(config []byte, lookup func(string) (string, bool)) (env, refused 
 	}
 	for _, n := range baseEnv {
 		add(n)
+	}
+	if dir, ok := lookup(credentialsDir); ok && namesCredential(config, dir) {
+		add(credentialsDir)
 	}
 	for _, n := range named {
 		if deniedEnv[n] || strings.HasPrefix(n, "PLUGIN_") {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -731,4 +732,44 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		return m.GetCounter().GetValue()
 	}
 	return -1
+}
+
+// TestCredentialsDirectoryOnlyWhenNamed: a plugin learns
+// CREDENTIALS_DIRECTORY (where every sink's systemd credentials sit) only
+// when its config names a file there; another plugin cannot find, and so
+// read, the others' secrets through it.
+func TestCredentialsDirectoryOnlyWhenNamed(t *testing.T) {
+	creds := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	tests := []struct {
+		name   string
+		config map[string]any
+		want   bool
+	}{
+		{"names nothing there", map[string]any{"path": "/var/lib/pipelined/events.db"}, false},
+		{"${CREDENTIALS_DIRECTORY}", map[string]any{"secret_file": "${CREDENTIALS_DIRECTORY}/crm-secret"}, true},
+		{"$CREDENTIALS_DIRECTORY nested", map[string]any{"tls": map[string]any{"key_file": []string{"$CREDENTIALS_DIRECTORY/key"}}}, true},
+		{"absolute path under it", map[string]any{"tls_key_file": creds + "/client.key"}, true},
+		{"a sibling with the same prefix", map[string]any{"tls_key_file": creds + "-other/client.key"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Setenv("PIPELINED_TEST_DIR", dir)
+			tt.config["dir_env"] = "PIPELINED_TEST_DIR"
+			startHelper(t, helperSpec(t, "sink", tt.config), nil)
+			b, err := os.ReadFile(filepath.Join(dir, "env.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var list []string
+			if err := json.Unmarshal(b, &list); err != nil {
+				t.Fatal(err)
+			}
+			got := slices.Contains(list, "CREDENTIALS_DIRECTORY="+creds)
+			if got != tt.want {
+				t.Errorf("plugin with config %v has CREDENTIALS_DIRECTORY = %v, want %v", tt.config, got, tt.want)
+			}
+		})
+	}
 }

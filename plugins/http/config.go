@@ -1,6 +1,8 @@
 package http
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -45,9 +47,36 @@ type config struct {
 	// means as many as Concurrency.
 	MaxIdleConns int `json:"max_idle_conns"`
 	// SecretEnv / SecretFile name the Standard Webhooks signing secret
-	// ("whsec_..."); with neither, requests are not signed.
-	SecretEnv  string `json:"secret_env"`
-	SecretFile string `json:"secret_file"`
+	// ("whsec_..."), or several (new first, then old, during a rotation):
+	// every request then carries one signature per secret. With neither,
+	// requests are not signed.
+	SecretEnv  stringList `json:"secret_env"`
+	SecretFile stringList `json:"secret_file"`
+	// TLSCAFile is a PEM file of the CAs that sign the receiver's
+	// certificate, instead of the system's roots (a private CA).
+	TLSCAFile string `json:"tls_ca_file"`
+	// TLSCertFile and TLSKeyFile are the PEM client certificate and key
+	// sent to a receiver that requires mutual TLS; both or neither.
+	TLSCertFile string `json:"tls_cert_file"`
+	TLSKeyFile  string `json:"tls_key_file"`
+}
+
+// stringList is a config value written as one string or a list of them.
+type stringList []string
+
+// UnmarshalJSON reads a string or an array of strings.
+func (l *stringList) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*l = stringList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("want a string or an array of strings")
+	}
+	*l = many
+	return nil
 }
 
 // Body modes.
@@ -70,7 +99,8 @@ type settings struct {
 	contentType  string
 	concurrency  int
 	maxIdleConns int
-	signer       *standardwebhooks.Webhook // nil: unsigned
+	signers      []*standardwebhooks.Webhook // none: unsigned; else one signature each
+	tls          *tls.Config                 // nil: the system's roots, no client certificate
 }
 
 func defaultConfig() config {
@@ -135,7 +165,12 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		default:
 			s.url = u
 			if u.RawQuery != "" {
+				// The whole query, and each value on its own: a receiver
+				// may echo one parameter, or the query re-encoded.
 				s.secretValues = append(s.secretValues, u.RawQuery)
+				for _, vs := range u.Query() {
+					s.secretValues = append(s.secretValues, vs...)
+				}
 			}
 			if p, ok := u.User.Password(); ok {
 				s.secretValues = append(s.secretValues, p)
@@ -183,6 +218,9 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		}
 		s.header.Set(name, v)
 		s.secretValues = append(s.secretValues, v)
+		if _, cred, ok := strings.Cut(v, " "); ok { // "Bearer <token>": the token alone too
+			s.secretValues = append(s.secretValues, strings.TrimSpace(cred))
+		}
 	}
 
 	s.timeout = time.Duration(c.Timeout)
@@ -215,24 +253,90 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		s.maxIdleConns = max(s.concurrency, 1)
 	}
 
-	if c.SecretEnv != "" || c.SecretFile != "" {
-		secret, err := sdk.Secret("secret", c.SecretEnv, c.SecretFile)
-		if err != nil {
-			errs = append(errs, err)
-		} else {
+	switch {
+	case len(c.SecretEnv) > 0 && len(c.SecretFile) > 0:
+		errs = append(errs, errors.New("set only one of secret_env and secret_file (either may list several secrets)"))
+	case len(c.SecretEnv) > maxSecrets || len(c.SecretFile) > maxSecrets:
+		errs = append(errs, fmt.Errorf("secret_env / secret_file list more than %d secrets: keep the new and the old one while receivers rotate", maxSecrets))
+	default:
+		for i := range max(len(c.SecretEnv), len(c.SecretFile)) {
+			var env, file string
+			if i < len(c.SecretEnv) {
+				env = c.SecretEnv[i]
+			}
+			if i < len(c.SecretFile) {
+				file = c.SecretFile[i]
+			}
+			if env == "" && file == "" {
+				errs = append(errs, fmt.Errorf("secret_env / secret_file entry %d is empty: name an environment variable or a file", i+1))
+				continue
+			}
+			secret, err := sdk.Secret("secret", env, file)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
 			s.secretValues = append(s.secretValues, secret, strings.TrimPrefix(secret, "whsec_"))
 			if w, err := newSigner(secret); err != nil {
 				errs = append(errs, err)
 			} else {
-				s.signer = w
+				s.signers = append(s.signers, w)
 			}
 		}
+	}
+
+	if t, err := tlsConfig(c); err != nil {
+		errs = append(errs, err)
+	} else {
+		s.tls = t
 	}
 
 	if len(errs) > 0 {
 		return settings{}, errors.Join(errs...)
 	}
 	return s, nil
+}
+
+// maxSecrets bounds how many signing secrets may be listed.
+const maxSecrets = 4
+
+// tlsConfig builds the client TLS config the tls_* keys ask for; nil when
+// none is set. Errors name the key and the file, never its contents.
+func tlsConfig(c config) (*tls.Config, error) {
+	if c.TLSCAFile == "" && c.TLSCertFile == "" && c.TLSKeyFile == "" {
+		return nil, nil
+	}
+	var errs []error
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.TLSCAFile != "" {
+		pem, err := os.ReadFile(c.TLSCAFile)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("config key \"tls_ca_file\": %w", err))
+		default:
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				errs = append(errs, fmt.Errorf(`config key "tls_ca_file": %s holds no PEM certificate: give the CA certificate(s) that sign the receiver's certificate`, c.TLSCAFile))
+			}
+			t.RootCAs = pool
+		}
+	}
+	switch {
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		errs = append(errs, errors.New(`set both "tls_cert_file" and "tls_key_file" (the client certificate and its key, PEM) or neither`))
+	case c.TLSCertFile != "":
+		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			// The error of LoadX509KeyPair names what is wrong, not the key's bytes.
+			errs = append(errs, fmt.Errorf(`config keys "tls_cert_file" / "tls_key_file": load %s and %s: %w`, c.TLSCertFile, c.TLSKeyFile, err))
+		} else {
+			t.Certificates = []tls.Certificate{cert}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return t, nil
 }
 
 // newSigner checks a Standard Webhooks secret and makes its signer. Errors
@@ -310,6 +414,11 @@ func describe() sdk.Description {
 			{Name: "concurrency", Type: "int", Default: "1", Doc: `Events of a batch in flight at once; 1 sends them in order, one at a time.`},
 			{Name: "max_idle_conns", Type: "int", Default: "0", Doc: `Idle keep-alive connections kept to the receiver; 0 means as many as concurrency.`},
 			{Name: "secret", Type: "string", Secret: true, Doc: `Standard Webhooks signing secret ("whsec_..."), via secret_env or secret_file; when set, requests carry webhook-timestamp and webhook-signature.`},
+			{Name: "secret_env", Type: "string or []string", Doc: `Environment variable holding the signing secret, or a list of them (["NEW", "OLD"] while a receiver rotates): each request then carries one signature per secret in its webhook-signature header.`},
+			{Name: "secret_file", Type: "string or []string", Doc: `File holding the signing secret (e.g. a systemd credential), or a list of files, like secret_env.`},
+			{Name: "tls_ca_file", Type: "string", Doc: `PEM file of the CA certificate(s) that sign the receiver's certificate, instead of the system's roots (a private CA).`},
+			{Name: "tls_cert_file", Type: "string", Doc: `PEM client certificate for a receiver that requires mutual TLS; set with tls_key_file.`},
+			{Name: "tls_key_file", Type: "string", Doc: `PEM private key of tls_cert_file.`},
 		},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +34,10 @@ import (
 //	content_type   "application/json"
 //	concurrency    1; events of a batch in flight at once
 //	max_idle_conns 0; idle keep-alive connections (0: as many as concurrency)
-//	secret_env / secret_file  optional Standard Webhooks secret ("whsec_..."): sign requests
+//	secret_env / secret_file  optional Standard Webhooks secret ("whsec_..."): sign requests;
+//	               a list (["NEW", "OLD"]) sends one signature per secret
+//	tls_ca_file    optional PEM CA(s) of the receiver's certificate (private CA)
+//	tls_cert_file / tls_key_file  optional PEM client certificate and key (mutual TLS)
 //
 // # Requests
 //
@@ -45,7 +49,8 @@ import (
 // every redelivery, so the receiver can drop duplicates (delivery is at
 // least once). With a secret it also carries webhook-timestamp (now, unix
 // seconds) and webhook-signature ("v1,<base64 HMAC-SHA256 of
-// id.timestamp.body>") as Standard Webhooks specifies.
+// id.timestamp.body>") as Standard Webhooks specifies; with several
+// secrets, one signature per secret, space-separated.
 //
 // # Answers
 //
@@ -91,6 +96,9 @@ func (s *sink) Configure(_ context.Context, raw json.RawMessage) error {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = cfg.maxIdleConns
 	tr.MaxIdleConnsPerHost = cfg.maxIdleConns
+	if cfg.tls != nil {
+		tr.TLSClientConfig = cfg.tls
+	}
 	if s.client != nil {
 		s.client.CloseIdleConnections()
 	}
@@ -103,7 +111,7 @@ func (s *sink) Configure(_ context.Context, raw json.RawMessage) error {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	s.log.Info("http sink configured", "url", s.safe, "method", cfg.method,
-		"envelope", cfg.envelope, "signed", cfg.signer != nil, "concurrency", cfg.concurrency)
+		"envelope", cfg.envelope, "signatures", len(cfg.signers), "client_cert", cfg.tls != nil && len(cfg.tls.Certificates) > 0, "concurrency", cfg.concurrency)
 	return nil
 }
 
@@ -213,6 +221,10 @@ func fill(rs []sdk.Result, r sdk.Result) {
 // errorExcerpt is how much of a failed response's body an error quotes.
 const errorExcerpt = 200
 
+// scrubWindow is how much of a failed response's body is read and scrubbed
+// of secrets before errorExcerpt bytes of it are quoted.
+const scrubWindow = 4 << 10
+
 // send makes one request for ev and answers for it; throttled reports a 429.
 func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled bool) {
 	body, err := s.body(ev)
@@ -232,14 +244,21 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 	req.Header.Set("Content-Type", s.cfg.contentType)
 	req.Header.Set("User-Agent", "pipelined-sink-http")
 	req.Header.Set("webhook-id", ev.ID)
-	if s.cfg.signer != nil {
+	if len(s.cfg.signers) > 0 {
+		// One signature per secret, space-separated in one header, as
+		// Standard Webhooks allows: a receiver holding either the new or
+		// the old secret verifies.
 		now := time.Now()
-		sig, err := s.cfg.signer.Sign(ev.ID, now, body)
-		if err != nil {
-			return sdk.Permanent(errors.New("sign request: " + s.scrub(err.Error()))), false
+		sigs := make([]string, 0, len(s.cfg.signers))
+		for _, signer := range s.cfg.signers {
+			sig, err := signer.Sign(ev.ID, now, body)
+			if err != nil {
+				return sdk.Permanent(errors.New("sign request: " + s.scrub(err.Error()))), false
+			}
+			sigs = append(sigs, sig)
 		}
 		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
-		req.Header.Set("webhook-signature", sig)
+		req.Header.Set("webhook-signature", strings.Join(sigs, " "))
 	}
 
 	resp, err := s.client.Do(req)
@@ -247,8 +266,11 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 		return sdk.Retry(0, s.requestError(ctx, err)), false
 	}
 	defer resp.Body.Close()
-	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, errorExcerpt))
+	// Read more than is quoted, so a secret the receiver echoes is
+	// scrubbed whole before the excerpt is cut.
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, scrubWindow))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+	excerpt := s.excerpt(answer)
 
 	code := resp.StatusCode
 	status := fmt.Sprintf("%s %s answered %s", s.cfg.method, s.safe, statusText(code))
@@ -310,17 +332,67 @@ func (s *sink) requestError(ctx context.Context, err error) error {
 	return fmt.Errorf("%s %s: %s", s.cfg.method, s.safe, s.scrub(msg))
 }
 
-// scrub removes every secret value the sink knows of from msg.
+// scrub removes every secret value the sink knows of from msg: header_env
+// values, signing secrets, the URL's query values and password, as written
+// and in the escaped forms a receiver echoing its request may use.
 func (s *sink) scrub(msg string) string {
 	if s.cfg.url != nil {
 		msg = strings.ReplaceAll(msg, s.cfg.url.String(), s.safe)
 	}
 	for _, v := range s.cfg.secretValues {
-		if len(v) >= 4 {
-			msg = strings.ReplaceAll(msg, v, "[REDACTED]")
+		if len(v) < minSecret {
+			continue
+		}
+		for _, form := range secretForms(v) {
+			msg = strings.ReplaceAll(msg, form, "[REDACTED]")
 		}
 	}
 	return msg
+}
+
+// minSecret is the shortest value scrub looks for; shorter ones would
+// redact ordinary words.
+const minSecret = 4
+
+// secretForms is v as written and as a receiver may echo it: URL-escaped
+// (query or path) and JSON-escaped.
+func secretForms(v string) []string {
+	forms := []string{v}
+	j, _ := json.Marshal(v)
+	for _, f := range []string{url.QueryEscape(v), url.PathEscape(v), strings.Trim(string(j), `"`)} {
+		if !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	return forms
+}
+
+// excerpt is the start of a failed response's body, scrubbed of secrets
+// and cut to errorExcerpt bytes; a cut that leaves the start of a secret at
+// the end drops that start too.
+func (s *sink) excerpt(answer []byte) []byte {
+	cut := len(answer) >= scrubWindow // the read may have cut a secret too
+	b := []byte(s.scrub(string(answer)))
+	if len(b) > errorExcerpt {
+		b, cut = b[:errorExcerpt], true
+	}
+	if !cut {
+		return b
+	}
+	for _, v := range s.cfg.secretValues {
+		if len(v) < minSecret {
+			continue
+		}
+		for _, form := range secretForms(v) {
+			for n := min(len(form)-1, len(b)); n >= 1; n-- {
+				if bytes.HasSuffix(b, []byte(form[:n])) {
+					b = b[:len(b)-n]
+					break
+				}
+			}
+		}
+	}
+	return b
 }
 
 // safeURL is the only form of a URL that is logged: scheme://host/path,

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -502,7 +503,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.method != "POST" || cfg.timeout != 10*time.Second || cfg.envelope || cfg.contentType != "application/json" ||
-		cfg.concurrency != 1 || cfg.maxIdleConns != 1 || cfg.signer != nil {
+		cfg.concurrency != 1 || cfg.maxIdleConns != 1 || len(cfg.signers) != 0 || cfg.tls != nil {
 		t.Errorf("defaults = %+v", cfg)
 	}
 }
@@ -704,4 +705,57 @@ func jsonEqual(t testing.TB, a, b []byte) bool {
 		return false
 	}
 	return reflect.DeepEqual(x, y)
+}
+
+// TestResponseExcerptScrubbed: a receiver that answers with its own request
+// echoed (headers, query, escaped or cut at the excerpt's end) does not put
+// header_env values or the URL's query values into the result or the log.
+func TestResponseExcerptScrubbed(t *testing.T) {
+	const (
+		apiKey   = "crmkey_SECRET0123456789abcdef"
+		bearer   = "tokBEARER+/=9876543210"
+		urlToken = "qtok/SECRET+4242"
+	)
+	t.Setenv("TEST_HTTP_APIKEY", apiKey)
+	t.Setenv("TEST_HTTP_BEARER", "Bearer "+bearer)
+	echoes := map[string]func(r *http.Request) string{
+		"headers as JSON": func(r *http.Request) string {
+			b, _ := json.Marshal(map[string]any{"headers": r.Header, "query": r.URL.Query()})
+			return string(b)
+		},
+		"raw query":   func(r *http.Request) string { return "bad request to " + r.URL.String() },
+		"bearer only": func(r *http.Request) string { return "unknown token " + bearer },
+		"key escaped": func(r *http.Request) string { return "key=" + url.QueryEscape(apiKey) + "&x=1" },
+		"cut at the excerpt's end": func(r *http.Request) string {
+			return strings.Repeat("x", errorExcerpt-10) + r.Header.Get("X-Api-Key")
+		},
+	}
+	for name, echo := range echoes {
+		t.Run(name, func(t *testing.T) {
+			var logs bytes.Buffer
+			log := slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, echo(r))
+			})
+			s := newSinkLogger(log)
+			sinktest.Configure(t, s, map[string]any{
+				"url":        rc.URL + "/hook?token=" + url.QueryEscape(urlToken) + "&org=7",
+				"header_env": map[string]string{"X-Api-Key": "TEST_HTTP_APIKEY", "Authorization": "TEST_HTTP_BEARER"},
+			})
+			r := deliverOne(t, s, sinktest.NewEvent(1))
+			if !r.IsPermanent() {
+				t.Fatalf("result = %v, want permanent (400)", r)
+			}
+			got := r.String() + "\n" + logs.String()
+			if !strings.Contains(got, "400") {
+				t.Fatalf("result %q does not show the status: premise broken", r.String())
+			}
+			for _, sec := range []string{apiKey, bearer, urlToken, url.QueryEscape(urlToken), url.QueryEscape(apiKey), apiKey[:8]} {
+				if strings.Contains(got, sec) {
+					t.Errorf("result or log contains %q:\n%s", sec, got)
+				}
+			}
+		})
+	}
 }

@@ -73,6 +73,15 @@ func (s *sqliteStore) open() error {
 			return fmt.Errorf("create the database directory: %w", err)
 		}
 	}
+	// SQLite creates a database 0644 (less the umask) and its -wal and
+	// -shm files with the database's mode: create it 0600 first, so rows
+	// (webhook payloads) are not readable by other users even when the
+	// directory already exists and the umask is 022.
+	f, err := os.OpenFile(s.cfg.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("create the database file: %w", err)
+	}
+	f.Close()
 	db, err := sql.Open("sqlite", s.dsn())
 	if err != nil {
 		return fmt.Errorf("open sqlite %s: %w", s.cfg.path, err)

@@ -1,11 +1,15 @@
 package rules
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +44,10 @@ type Env struct {
 	ID string `expr:"id"`
 	// ReceivedAt is when the request was read.
 	ReceivedAt time.Time `expr:"received_at"`
+
+	// budget is what the evaluation running over this Env has used: set
+	// on the copy Program.run makes, never on the caller's.
+	budget *budget
 }
 
 // SyntaxError is returned by [CompileBool] and [CompileValue] when an
@@ -101,11 +109,14 @@ func compileFast(src string, opts ...expr.Option) (*Program, error) {
 		compileHook(src)
 	}
 	base := append(baseOptions(), opts...)
-	p, err := compile(src, append(base, fetchOptions()...))
-	if err == nil {
-		return p, nil
+	fast := append(slices.Clip(base), fetchOptions()...)
+	if _, err := expr.Compile(src, fast...); err != nil {
+		return compile(src, base)
 	}
-	return compile(src, base)
+	// Only an expression that compiles gets the budget's patches, so
+	// that compile errors stay expr's own (the patches would turn some
+	// type errors into runtime ones).
+	return compile(src, append(slices.Clip(fast), budgetOptions()...))
 }
 
 func compile(src string, opts []expr.Option) (*Program, error) {
@@ -133,37 +144,123 @@ func (p *Program) Source() string { return p.src }
 
 // Value evaluates the expression over env.
 func (p *Program) Value(env *Env) (any, error) {
+	return p.ValueContext(context.Background(), env)
+}
+
+// ValueContext is [Program.Value] that stops, with a [*BudgetError], once
+// ctx is done.
+func (p *Program) ValueContext(ctx context.Context, env *Env) (any, error) {
 	v := vms.Get().(*vm.VM)
-	out, err := p.run(v, env)
+	out, err := p.run(ctx, v, env)
 	vms.Put(v)
 	return out, err
 }
 
-// run evaluates the expression on v, a VM the caller holds.
-func (p *Program) run(v *vm.VM, env *Env) (any, error) {
-	out, err := v.Run(p.prog, env)
+// evaluation is what one run of a program holds: a copy of the caller's
+// Env with the run's own budget (one allocation for both).
+type evaluation struct {
+	env    Env
+	budget budget
+}
+
+// run evaluates the expression on v, a VM the caller holds, under a
+// budget of [MaxOps] operations, [MaxBytes] bytes and expr's
+// MemoryBudget; it stops when ctx is done. A runtime error says what
+// failed and where, without the values of the event: quoted text in it
+// is replaced by "…".
+func (p *Program) run(ctx context.Context, v *vm.VM, env *Env) (any, error) {
+	ev := &evaluation{env: *env}
+	ev.budget.ctx = ctx
+	ev.env.budget = &ev.budget
+	out, err := v.Run(p.prog, &ev.env)
 	if err != nil {
 		var fe *file.Error
-		if errors.As(err, &fe) && fe.Snippet != "" {
-			// Keep the message and position, drop the multi-line snippet.
-			return nil, fmt.Errorf("%s (%d:%d)", fe.Message, fe.Line, fe.Column+1)
+		if !errors.As(err, &fe) {
+			return nil, errors.New(redact(err.Error(), env))
 		}
-		return nil, err
+		var be *BudgetError
+		if errors.As(err, &be) {
+			return nil, &BudgetError{Msg: fmt.Sprintf("%s (%d:%d)", be.Msg, fe.Line, fe.Column+1), Cause: be.Cause}
+		}
+		if fe.Message == "memory budget exceeded" {
+			return nil, &BudgetError{Msg: fmt.Sprintf("memory budget exceeded: the expression builds too much for one event (%d:%d)", fe.Line, fe.Column+1)}
+		}
+		// Keep the message and position, drop the multi-line snippet
+		// (it quotes the expression, not the event) and the values.
+		return nil, fmt.Errorf("%s (%d:%d)", redact(fe.Message, env), fe.Line, fe.Column+1)
 	}
 	return out, nil
+}
+
+// quoted matches a quoted string in an error message: Go's "..." and
+// `...`, as strconv, time and regexp errors quote the text they refused.
+var quoted = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|`[^`]*`")
+
+// redact replaces the quoted text of an error message, and every string
+// (3 bytes or more) and number (4 characters or more) of env's body and
+// headers that the message holds, by "…", so that a rule error logged or
+// answered carries no value of the event. It runs on errors only.
+func redact(msg string, env *Env) string {
+	msg = quoted.ReplaceAllString(msg, `"…"`)
+	if env == nil {
+		return msg
+	}
+	leaves := 0
+	var walk func(v any)
+	walk = func(v any) {
+		if leaves > 100000 {
+			return
+		}
+		leaves++
+		var s string
+		switch x := v.(type) {
+		case string:
+			s = x
+		case float64:
+			s = strconv.FormatFloat(x, 'f', -1, 64)
+			if len(s) < 4 {
+				s = ""
+			}
+			if g := fmt.Sprint(x); g != s && len(g) >= 4 && strings.Contains(msg, g) {
+				msg = strings.ReplaceAll(msg, g, "…")
+			}
+		case map[string]any:
+			for _, e := range x {
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+		if len(s) >= 3 && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, "…")
+		}
+	}
+	walk(env.Body)
+	for _, h := range env.Headers {
+		walk(h)
+	}
+	return msg
 }
 
 // Bool evaluates the expression as a condition: nil is false, a non-bool
 // result is an error.
 func (p *Program) Bool(env *Env) (bool, error) {
+	return p.BoolContext(context.Background(), env)
+}
+
+// BoolContext is [Program.Bool] that stops, with a [*BudgetError], once
+// ctx is done.
+func (p *Program) BoolContext(ctx context.Context, env *Env) (bool, error) {
 	v := vms.Get().(*vm.VM)
-	ok, err := p.runBool(v, env)
+	ok, err := p.runBool(ctx, v, env)
 	vms.Put(v)
 	return ok, err
 }
 
-func (p *Program) runBool(v *vm.VM, env *Env) (bool, error) {
-	out, err := p.run(v, env)
+func (p *Program) runBool(ctx context.Context, v *vm.VM, env *Env) (bool, error) {
+	out, err := p.run(ctx, v, env)
 	if err != nil {
 		return false, err
 	}
@@ -333,7 +430,7 @@ func (r *Router) Matched(env *Env) []string {
 	defer vms.Put(v)
 	isTrue := make([]bool, len(r.whens))
 	for i, w := range r.whens {
-		isTrue[i], _ = w.runBool(v, env)
+		isTrue[i], _ = w.runBool(context.Background(), v, env)
 	}
 	var names []string
 	for _, rt := range r.routes {
@@ -358,6 +455,12 @@ func (r *Router) Matched(env *Env) []string {
 // with Err set to "route NAME transform: ERROR", so that the event lands in
 // those sinks' dead-letter queues, and is returned in errs as well.
 func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
+	return r.RouteContext(context.Background(), env)
+}
+
+// RouteContext is [Router.Route] whose evaluations stop, each with a
+// [*BudgetError], once ctx is done.
+func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline.Target, errs []error) {
 	v := vms.Get().(*vm.VM)
 	defer vms.Put(v)
 	// Each distinct when is evaluated once: 0 not yet, 1 false, 2 true, 3 error.
@@ -372,7 +475,7 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if state[rt.when] == 0 {
-			ok, err := r.whens[rt.when].runBool(v, env)
+			ok, err := r.whens[rt.when].runBool(ctx, v, env)
 			switch {
 			case err != nil:
 				state[rt.when] = 3
@@ -407,7 +510,7 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 		if rt.transform == nil || first == len(targets) {
 			continue
 		}
-		payload, err := rt.payload(v, env)
+		payload, err := rt.payload(ctx, v, env)
 		for j := first; j < len(targets); j++ {
 			if err != nil {
 				targets[j].Err = err.Error()
@@ -422,18 +525,20 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 	return targets, errs
 }
 
-func (rt *route) payload(vm *vm.VM, env *Env) ([]byte, error) {
-	v, err := rt.transform.run(vm, env)
+// payload evaluates rt's transform and encodes its result as JSON,
+// stopping as soon as the encoding passes [MaxPayload].
+func (rt *route) payload(ctx context.Context, vm *vm.VM, env *Env) ([]byte, error) {
+	v, err := rt.transform.run(ctx, vm, env)
 	if err != nil {
 		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
-	}
-	if len(b) > MaxPayload {
+	b, err := marshalLimit(v, MaxPayload)
+	if errors.Is(err, errTooBig) {
 		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: fmt.Errorf(
-			"output of %d bytes is larger than the limit of %d bytes", len(b), MaxPayload)}
+			"output is larger than the limit of %d bytes (stopped while encoding)", MaxPayload)}
+	}
+	if err != nil {
+		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: errors.New(redact(err.Error(), env))}
 	}
 	return b, nil
 }

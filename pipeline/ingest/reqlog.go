@@ -103,6 +103,9 @@ func (h *Handler) logRefused(source, remote string, d *Decision) {
 		return
 	}
 	reason := d.Error
+	if d.LogReason != "" {
+		reason = d.LogReason
+	}
 	if d.Status == 0 && reason == "" {
 		reason = "the client closed the request before the event was written"
 	}

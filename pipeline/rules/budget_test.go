@@ -149,3 +149,29 @@ func TestRuleErrorsHoldNoValues(t *testing.T) {
 		}
 	}
 }
+
+// TestDedupKeysKeepTheirType (item 14): 1, 1.0, "1", true and "true" are
+// five keys, and no literal string key looks like a hashed one.
+func TestDedupKeysKeepTheirType(t *testing.T) {
+	seen := map[string]string{}
+	for _, src := range []string{`1`, `1.0`, `"1"`, `true`, `"true"`, `"(int)1"`, `"(float)1"`, `"(bool)true"`, `"(string)1"`} {
+		p, err := CompileValue(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := p.String(&Env{})
+		if err != nil || k == "" {
+			t.Fatalf("String(%s) = %q, %v", src, k, err)
+		}
+		if other, ok := seen[k]; ok {
+			t.Errorf("%s and %s give the same key %q", src, other, k)
+		}
+		seen[k] = src
+		if strings.HasPrefix(k, "(sha256)") {
+			t.Errorf("%s gives %q, which looks like a hashed key", src, k)
+		}
+	}
+	if k := StringKey("(sha256)00"); k == "(sha256)00" {
+		t.Errorf("StringKey keeps %q as it is: it would meet a hashed key", k)
+	}
+}

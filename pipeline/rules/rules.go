@@ -274,16 +274,38 @@ func (p *Program) runBool(ctx context.Context, v *vm.VM, env *Env) (bool, error)
 	}
 }
 
-// String evaluates the expression as a dedup key. A string is returned as
-// it is; a number without exponent or trailing zeros (float64 120 gives
-// "120"); a bool as "true" or "false"; nil as "" (no key). Maps, arrays and
-// other values are an error.
+// String evaluates the expression as a dedup key, which keeps its type:
+// 1, 1.0, "1", true and "true" are five keys. A string is the key as it is
+// unless it starts with "(": then it is "(string)" followed by the string.
+// Other values are "(type)" followed by their text: an int 1 is "(int)1",
+// a float64 1 (what a JSON number is to rules) "(float)1", a bool
+// "(bool)true", a number too big for a float64 (kept as its text)
+// "(number)…". nil is "" (no key). Maps, arrays and other values are an
+// error. No string key starts with "(sha256)", the prefix of a key that
+// the event log hashes because it is long.
 func (p *Program) String(env *Env) (string, error) {
-	out, err := p.Value(env)
+	return p.StringContext(context.Background(), env)
+}
+
+// StringContext is [Program.String] that stops, with a [*BudgetError],
+// once ctx is done.
+func (p *Program) StringContext(ctx context.Context, env *Env) (string, error) {
+	out, err := p.ValueContext(ctx, env)
 	if err != nil {
 		return "", err
 	}
 	return keyString(out)
+}
+
+// StringKey is the dedup key of the string s, as [Program.String] makes
+// it: s itself unless s starts with "(", else "(string)"+s. Keys read from
+// a header go through it too, so that they cannot meet typed or hashed
+// keys.
+func StringKey(s string) string {
+	if strings.HasPrefix(s, "(") {
+		return "(string)" + s
+	}
+	return s
 }
 
 func keyString(v any) (string, error) {
@@ -291,25 +313,25 @@ func keyString(v any) (string, error) {
 	case nil:
 		return "", nil
 	case string:
-		return x, nil
+		return StringKey(x), nil
 	case bool:
-		return strconv.FormatBool(x), nil
+		return "(bool)" + strconv.FormatBool(x), nil
 	case int:
-		return strconv.Itoa(x), nil
+		return "(int)" + strconv.Itoa(x), nil
 	case int64:
-		return strconv.FormatInt(x, 10), nil
+		return "(int)" + strconv.FormatInt(x, 10), nil
 	case int32:
-		return strconv.FormatInt(int64(x), 10), nil
+		return "(int)" + strconv.FormatInt(int64(x), 10), nil
 	case uint:
-		return strconv.FormatUint(uint64(x), 10), nil
+		return "(int)" + strconv.FormatUint(uint64(x), 10), nil
 	case uint64:
-		return strconv.FormatUint(x, 10), nil
+		return "(int)" + strconv.FormatUint(x, 10), nil
 	case float64:
 		return formatFloat(x)
 	case float32:
 		return formatFloat(float64(x))
 	case json.Number:
-		return x.String(), nil
+		return "(number)" + x.String(), nil
 	default:
 		return "", fmt.Errorf("dedup key must be a string, number or bool, got %T", v)
 	}
@@ -319,7 +341,7 @@ func formatFloat(f float64) (string, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return "", fmt.Errorf("dedup key is %v", f)
 	}
-	return strconv.FormatFloat(f, 'f', -1, 64), nil
+	return "(float)" + strconv.FormatFloat(f, 'f', -1, 64), nil
 }
 
 // RouteError is an error of one route's expression on one event, as

@@ -25,7 +25,7 @@ const MaxOps = 1 << 18
 // replace, split, concat, flatten, string and toJSON. Together with
 // MemoryBudget (expr's own count of what ranges, array and map literals
 // build) it bounds what an evaluation can allocate.
-const MaxBytes = 8 << 20
+const MaxBytes = 4 << 20
 
 // BudgetError is the error of an evaluation that went over [MaxOps] or
 // [MaxBytes], or whose context was cancelled. It names no value of the

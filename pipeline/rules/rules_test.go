@@ -367,6 +367,8 @@ func FuzzCompile(f *testing.F) {
 	f.Add(`body.event == "call_ended"`)
 	f.Add(`{"text": body.data.from}`)
 	f.Add(`1..100 | map(# * 2)`)
+	f.Add(`let a = repeat("x", 1000); let b = a + a; join([b, a], "-") + toJSON(body)`)
+	f.Add(`any(body.data.functions_called, {# in body.data.functions_called}) || "a" in split("a,b", ",")`)
 	env := callEnded(f)
 	f.Fuzz(func(t *testing.T, src string) {
 		p, err := CompileValue(src)

@@ -142,6 +142,9 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 		ID:            "test-" + strconv.Itoa(i+1),
 	})
 	o.status, o.reason, o.ignored = d.Status, d.Error, d.Ignored
+	if d.LogReason != "" {
+		o.reason = d.LogReason // the rule's author reads what the log reads
+	}
 	if !d.Accepted() {
 		return o
 	}

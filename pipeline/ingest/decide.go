@@ -175,8 +175,11 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 		ok, err := src.Ignore.BoolContext(ctx, env)
 		ignoreErr = err
 		if err == nil && ok {
-			reason := "source " + strconv.Quote(src.Name) + " ignores this event: ignore rule " + src.Ignore.Source() + " is true"
-			d := Decision{Status: http.StatusOK, Outcome: metrics.OutcomeIgnored, Ignored: true, Error: reason, Env: env}
+			// The sender is told the event is ignored, not the rule; the
+			// log and the audit keep the rule.
+			answer := "source " + strconv.Quote(src.Name) + " ignores this event"
+			reason := answer + ": ignore rule " + src.Ignore.Source() + " is true"
+			d := Decision{Status: http.StatusOK, Outcome: metrics.OutcomeIgnored, Ignored: true, Error: answer, LogReason: reason, Env: env}
 			d.Rejection = rejection(src, &req, d.Status, reason, nil, body)
 			return d
 		}

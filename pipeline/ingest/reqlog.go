@@ -130,7 +130,11 @@ func (h *Handler) logIgnored(st *state, source string, d *Decision) {
 	if !ok {
 		return
 	}
-	attrs := []slog.Attr{slog.String("source", source), slog.String("reason", clip(d.Error))}
+	reason := d.Error
+	if d.LogReason != "" {
+		reason = d.LogReason
+	}
+	attrs := []slog.Attr{slog.String("source", source), slog.String("reason", clip(reason))}
 	if suppressed > 0 {
 		attrs = append(attrs, slog.Int("suppressed", suppressed))
 	}

@@ -151,16 +151,24 @@ func (p *Program) Value(env *Env) (any, error) {
 // ctx is done.
 func (p *Program) ValueContext(ctx context.Context, env *Env) (any, error) {
 	v := vms.Get().(*vm.VM)
-	out, err := p.run(ctx, v, env)
+	out, err := p.run(v, newEvaluation(ctx, env))
 	vms.Put(v)
 	return out, err
 }
 
-// evaluation is what one run of a program holds: a copy of the caller's
-// Env with the run's own budget (one allocation for both).
+// evaluation is what runs of programs over one event hold: a copy of the
+// caller's Env pointing to a budget that each run starts afresh (one
+// allocation for both, and one for all the routes of an event).
 type evaluation struct {
 	env    Env
 	budget budget
+}
+
+func newEvaluation(ctx context.Context, env *Env) *evaluation {
+	ev := &evaluation{env: *env}
+	ev.budget.ctx = ctx
+	ev.env.budget = &ev.budget
+	return ev
 }
 
 // run evaluates the expression on v, a VM the caller holds, under a
@@ -168,11 +176,10 @@ type evaluation struct {
 // MemoryBudget; it stops when ctx is done. A runtime error says what
 // failed and where, without the values of the event: quoted text in it
 // is replaced by "…".
-func (p *Program) run(ctx context.Context, v *vm.VM, env *Env) (any, error) {
-	ev := &evaluation{env: *env}
-	ev.budget.ctx = ctx
-	ev.env.budget = &ev.budget
-	out, err := v.Run(p.prog, &ev.env)
+func (p *Program) run(v *vm.VM, ev *evaluation) (any, error) {
+	ev.budget.ops, ev.budget.bytes = 0, 0
+	env := &ev.env
+	out, err := v.Run(p.prog, env)
 	if err != nil {
 		var fe *file.Error
 		if !errors.As(err, &fe) {
@@ -254,13 +261,13 @@ func (p *Program) Bool(env *Env) (bool, error) {
 // ctx is done.
 func (p *Program) BoolContext(ctx context.Context, env *Env) (bool, error) {
 	v := vms.Get().(*vm.VM)
-	ok, err := p.runBool(ctx, v, env)
+	ok, err := p.runBool(v, newEvaluation(ctx, env))
 	vms.Put(v)
 	return ok, err
 }
 
-func (p *Program) runBool(ctx context.Context, v *vm.VM, env *Env) (bool, error) {
-	out, err := p.run(ctx, v, env)
+func (p *Program) runBool(v *vm.VM, ev *evaluation) (bool, error) {
+	out, err := p.run(v, ev)
 	if err != nil {
 		return false, err
 	}
@@ -451,8 +458,9 @@ func (r *Router) Matched(env *Env) []string {
 	v := vms.Get().(*vm.VM)
 	defer vms.Put(v)
 	isTrue := make([]bool, len(r.whens))
+	ev := newEvaluation(context.Background(), env)
 	for i, w := range r.whens {
-		isTrue[i], _ = w.runBool(context.Background(), v, env)
+		isTrue[i], _ = w.runBool(v, ev)
 	}
 	var names []string
 	for _, rt := range r.routes {
@@ -485,6 +493,7 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline.Target, errs []error) {
 	v := vms.Get().(*vm.VM)
 	defer vms.Put(v)
+	ev := newEvaluation(ctx, env)
 	// Each distinct when is evaluated once: 0 not yet, 1 false, 2 true, 3 error.
 	var small [64]uint8
 	state := small[:0]
@@ -497,7 +506,7 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if state[rt.when] == 0 {
-			ok, err := r.whens[rt.when].runBool(ctx, v, env)
+			ok, err := r.whens[rt.when].runBool(v, ev)
 			switch {
 			case err != nil:
 				state[rt.when] = 3
@@ -532,7 +541,7 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 		if rt.transform == nil || first == len(targets) {
 			continue
 		}
-		payload, err := rt.payload(ctx, v, env)
+		payload, err := rt.payload(v, ev)
 		for j := first; j < len(targets); j++ {
 			if err != nil {
 				targets[j].Err = err.Error()
@@ -549,8 +558,8 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 
 // payload evaluates rt's transform and encodes its result as JSON,
 // stopping as soon as the encoding passes [MaxPayload].
-func (rt *route) payload(ctx context.Context, vm *vm.VM, env *Env) ([]byte, error) {
-	v, err := rt.transform.run(ctx, vm, env)
+func (rt *route) payload(vm *vm.VM, ev *evaluation) ([]byte, error) {
+	v, err := rt.transform.run(vm, ev)
 	if err != nil {
 		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
 	}
@@ -560,7 +569,7 @@ func (rt *route) payload(ctx context.Context, vm *vm.VM, env *Env) ([]byte, erro
 			"output is larger than the limit of %d bytes (stopped while encoding)", MaxPayload)}
 	}
 	if err != nil {
-		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: errors.New(redact(err.Error(), env))}
+		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: errors.New(redact(err.Error(), &ev.env))}
 	}
 	return b, nil
 }

@@ -124,6 +124,10 @@ var charged = map[string]bool{
 	"repeat": true, "join": true, "replace": true, "toJSON": true, "string": true,
 	"split": true, "splitAfter": true, "concat": true, "flatten": true,
 	"upper": true, "lower": true, "toBase64": true,
+	// These walk an array (or map) in one call: len(x) operations, and
+	// 16 bytes an element for those that build one.
+	"sort": true, "uniq": true, "reverse": true, "mean": true, "median": true,
+	"keys": true, "values": true, "toPairs": true, "fromPairs": true,
 }
 
 // callBuiltin calls builtin args[1] with args[2:], charging first what
@@ -215,10 +219,36 @@ func cost(b *budget, name string, args []any) int64 {
 			panic(errBytes)
 		}
 		return 3 * n // toJSON indents; string() prints Go syntax
+	case "sort", "uniq", "reverse", "keys", "values", "toPairs", "fromPairs":
+		n := length(args)
+		b.op(n)
+		return 16 * n
+	case "mean", "median":
+		b.op(length(args))
+		return 0
 	case "concat", "flatten":
 		n := elements(args, MaxBytes/16)
 		b.op(n)
 		return 16 * n
+	}
+	return 0
+}
+
+// length is the length of args[0] when it is an array or a map, else 0.
+func length(args []any) int64 {
+	if len(args) == 0 {
+		return 0
+	}
+	switch v := args[0].(type) {
+	case []any:
+		return int64(len(v))
+	case map[string]any:
+		return int64(len(v))
+	}
+	rv := reflect.ValueOf(args[0])
+	switch rv.Kind() {
+	case reflect.Slice, reflect.Array, reflect.Map:
+		return int64(rv.Len())
 	}
 	return 0
 }

@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -48,17 +50,23 @@ func compileWhen(src string) (*rules.Program, error) {
 }
 
 // matchWhen evaluates p over ev; an event whose body is not JSON, or on
-// which p fails, does not match.
-func matchWhen(p *rules.Program, ev *pipeline.Event) bool {
+// which p fails, does not match. A p that goes over its budget (see
+// rules.MaxOps), or whose request is cancelled, returns the
+// [*rules.BudgetError]: the listing stops there.
+func matchWhen(ctx context.Context, p *rules.Program, ev *pipeline.Event) (bool, error) {
 	if p == nil {
-		return true
+		return true, nil
 	}
 	var body any
 	if err := json.Unmarshal(ev.Body, &body); err != nil {
-		return false
+		return false, nil
 	}
-	ok, err := p.Bool(&rules.Env{Body: body, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt})
-	return err == nil && ok
+	ok, err := p.BoolContext(ctx, &rules.Env{Body: body, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt})
+	var be *rules.BudgetError
+	if errors.As(err, &be) {
+		return false, be
+	}
+	return err == nil && ok, nil
 }
 
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
@@ -108,7 +116,15 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, e := range page {
-			if matchWhen(when, &e.Event) {
+			ok, err := matchWhen(r.Context(), when, &e.Event)
+			if err != nil {
+				if r.Context().Err() != nil {
+					return // the client left: nobody reads an answer
+				}
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("when: %v on event %s: make the expression do less per event", err, e.Event.ID))
+				return
+			}
+			if ok {
 				out.Events = append(out.Events, toEvent(e))
 			}
 		}

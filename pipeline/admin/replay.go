@@ -98,7 +98,11 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 		for _, e := range page {
 			p.Scanned++
 			p.At = e.ReceivedAt
-			if !matchWhen(when, &e.Event) {
+			ok, err := matchWhen(ctx, when, &e.Event)
+			if err != nil {
+				return fmt.Errorf("when on event %s: %w", e.ID, err)
+			}
+			if !ok {
 				continue
 			}
 			rq := pipeline.Requeue{Seq: e.Seq, Route: "replay"}

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,9 @@ type Request struct {
 	// senders, slow or not, from using up the slots of authenticated ones.
 	// `pipelined test` passes nil.
 	Slot func() bool
+	// Context, when not nil, stops the rules' evaluations once it is done
+	// (the handler passes the request's: the sender left).
+	Context context.Context
 }
 
 // Decision is what pipelined does with a [Request]: append Entry, or refuse
@@ -70,6 +74,16 @@ type Decision struct {
 	// from a JSON Schema, the problems it found.
 	Error      string
 	Violations []string
+	// LogReason, when not "", is the reason the log and the rejection
+	// audit keep instead of Error: a 422 of the accept rule tells the
+	// sender only that the source did not accept the event, the log
+	// names the rule.
+	LogReason string
+	// RuleErr is the runtime error of the source's ignore or accept rule
+	// (RuleExpr says which), without the event's values: the caller logs
+	// and counts it as a rule error.
+	RuleErr  error
+	RuleExpr string
 	// RetryAfter is how long a 429's sender should wait.
 	RetryAfter time.Duration
 
@@ -164,55 +178,90 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 		Auth:       authName,
 	}
 	env := &rules.Env{Body: doc, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt}
+	ctx := req.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	var ignoreErr error
 	if src.Ignore != nil {
 		// An error counts as false: accept and the schema then say what
 		// is wrong with the body (an array is "expected object").
-		if ok, err := src.Ignore.Bool(env); err == nil && ok {
-			reason := "source " + strconv.Quote(src.Name) + " ignores this event: ignore rule " + src.Ignore.Source() + " is true"
-			d := Decision{Status: http.StatusOK, Outcome: metrics.OutcomeIgnored, Ignored: true, Error: reason, Env: env}
+		ok, err := src.Ignore.BoolContext(ctx, env)
+		ignoreErr = err
+		if err == nil && ok {
+			// The sender is told the event is ignored, not the rule; the
+			// log and the audit keep the rule.
+			answer := "source " + strconv.Quote(src.Name) + " ignores this event"
+			reason := answer + ": ignore rule " + src.Ignore.Source() + " is true"
+			d := Decision{Status: http.StatusOK, Outcome: metrics.OutcomeIgnored, Ignored: true, Error: answer, LogReason: reason, Env: env}
 			d.Rejection = rejection(src, &req, d.Status, reason, nil, body)
 			return d
 		}
 	}
-	if reason, violations := validate(src, env); reason != "" {
-		d := Decision{Status: http.StatusUnprocessableEntity, Outcome: metrics.OutcomeUnprocessable, Error: reason, Violations: violations, Env: env}
-		d.Rejection = rejection(src, &req, d.Status, reason, violations, body)
+	if v := validate(ctx, src, env); v.answer != "" {
+		d := Decision{Status: http.StatusUnprocessableEntity, Outcome: metrics.OutcomeUnprocessable, Error: v.answer,
+			LogReason: v.log, Violations: v.violations, Env: env, RuleErr: v.err}
+		if v.err != nil {
+			d.RuleExpr = "accept"
+		}
+		logReason := v.answer
+		if v.log != "" {
+			logReason = v.log
+		}
+		d.Rejection = rejection(src, &req, d.Status, logReason, v.violations, body)
 		return d
 	}
 	d := Decision{Status: http.StatusOK, Env: env, Entry: pipeline.Entry{Event: ev, DedupWindow: src.DedupWindow}}
+	if ignoreErr != nil {
+		d.RuleErr, d.RuleExpr = ignoreErr, "ignore"
+	}
 	switch {
 	case src.DedupKey != nil:
-		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.String(env)
+		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.StringContext(ctx, env)
 	case src.DedupHeader != "":
-		d.Entry.DedupKey = auth.DedupKey(req.Header, src.DedupHeader)
+		d.Entry.DedupKey = rules.StringKey(auth.DedupKey(req.Header, src.DedupHeader))
 	}
 	if c.Router != nil {
-		d.Entry.Targets, d.RouteErrs = c.Router.Route(env)
+		d.Entry.Targets, d.RouteErrs = c.Router.RouteContext(ctx, env)
 	}
 	return d
 }
 
+// verdict is what validate says of an event: answer, for the sender, ""
+// when the event may go on; log, when not "", what the log keeps instead
+// (it names the rule); err, the accept rule's runtime error.
+type verdict struct {
+	answer, log string
+	violations  []string
+	err         error
+}
+
 // validate applies src's accept rule, then its JSON Schema, to an event
-// that passed authentication and JSON decoding. It returns "" when the
-// event may go on to dedup and routing; else a reason (answered 422) that
-// names the source and the rule or schema, and (schema only) the first
+// that passed authentication and JSON decoding. Its answer is "" when the
+// event may go on to dedup and routing; else a reason (answered 422). An
+// accept rule that is false or fails is answered "source X does not
+// accept this event" without the rule's text (the sender need not learn
+// the rules); the log gets the rule, and the error without the event's
+// values. A schema's answer names the schema and (violations) the first
 // [rules.MaxViolations] problems as "JSON-pointer: what is wrong".
-func validate(src *Source, env *rules.Env) (reason string, violations []string) {
+func validate(ctx context.Context, src *Source, env *rules.Env) verdict {
 	if src.Accept != nil {
-		ok, err := src.Accept.Bool(env)
+		ok, err := src.Accept.BoolContext(ctx, env)
+		answer := "source " + strconv.Quote(src.Name) + " does not accept this event"
 		switch {
 		case err != nil:
-			return "source " + strconv.Quote(src.Name) + ": accept rule " + src.Accept.Source() + " failed: " + firstLine(err.Error()), nil
+			return verdict{answer: answer, err: err,
+				log: "source " + strconv.Quote(src.Name) + ": accept rule " + src.Accept.Source() + " failed: " + firstLine(err.Error())}
 		case !ok:
-			return "source " + strconv.Quote(src.Name) + " does not accept this event: accept rule " + src.Accept.Source() + " is false", nil
+			return verdict{answer: answer, log: answer + ": accept rule " + src.Accept.Source() + " is false"}
 		}
 	}
 	if src.Schema != nil {
 		if v := src.Schema.Validate(env.Body); len(v) > 0 {
-			return "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + src.Schema.Name() + "): " + v[0], v
+			return verdict{answer: "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + src.Schema.Name() + "): " + v[0], violations: v}
 		}
 	}
-	return "", nil
+	return verdict{}
 }
 
 // firstLine keeps the answer one line: expr errors go on with the

@@ -66,7 +66,7 @@ func TestIgnore(t *testing.T) {
 		ignored           bool
 		reason            string // a part of the answer
 	}{
-		{"another event type", "secret", `{"event": "call_started", "data": {"callSid": "x"}}`, 200, true, `ignores this event: ignore rule \"event\" in body && body.event`},
+		{"another event type", "secret", `{"event": "call_started", "data": {"callSid": "x"}}`, 200, true, `{"ignored":true,"reason":"source \"callkaro\" ignores this event"}`},
 		{"another type, unauthenticated", "guess", `{"event": "call_started"}`, 401, false, ""},
 		{"an array", "secret", `[{"event": "call_ended"}]`, 422, false, "expected object"},
 		{"call_ended, wrong type", "secret", `{"event": "call_ended", "data": {"callSid": "x", "call_duration": "120"}}`, 422, false, "/data/call_duration"},

@@ -216,6 +216,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		ReceivedAt:    received,
 		ID:            newID(),
 		RemoteAddr:    r.RemoteAddr,
+		Context:       r.Context(),
 	}
 	if src.Limiter != nil {
 		req.Admit = src.admit
@@ -251,6 +252,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		return src.Name, d.Outcome
 	}
 	if !d.Accepted() {
+		h.sourceRuleFailure(st, src, &d)
 		if d.Status == http.StatusRequestEntityTooLarge {
 			w.Header().Set("Connection", "close")
 			outcome := h.refuse(w, r, st, src.Name, d)
@@ -259,6 +261,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		}
 		return src.Name, h.refuse(w, r, st, src.Name, d)
 	}
+	h.sourceRuleFailure(st, src, &d)
 	h.ruleFailures(st, src, &d)
 	res, err := h.app.Append(r.Context(), d.Entry)
 	if err != nil {
@@ -331,6 +334,23 @@ func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
 		st.cfg.Metrics.RuleError(route, expr)
 		h.log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
 	}
+}
+
+// sourceRuleFailure logs and counts the runtime error of a source's
+// ignore or accept rule: the metric's route label is then the source's
+// name, its expr label "ignore" or "accept". The error holds no value of
+// the event; the line names the rule.
+func (h *Handler) sourceRuleFailure(st *state, src *Source, d *Decision) {
+	if d.RuleErr == nil {
+		return
+	}
+	h.ruleErrors.Add(1)
+	st.cfg.Metrics.RuleError(src.Name, d.RuleExpr)
+	rule := src.Accept
+	if d.RuleExpr == "ignore" {
+		rule = src.Ignore
+	}
+	h.log.Warn("rule failed", "source", src.Name, "expr", d.RuleExpr, "rule", rule.Source(), "err", d.RuleErr)
 }
 
 // appendFailed is the refusal of an event the log could not take. When

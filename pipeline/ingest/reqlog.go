@@ -103,6 +103,9 @@ func (h *Handler) logRefused(source, remote string, d *Decision) {
 		return
 	}
 	reason := d.Error
+	if d.LogReason != "" {
+		reason = d.LogReason
+	}
 	if d.Status == 0 && reason == "" {
 		reason = "the client closed the request before the event was written"
 	}
@@ -127,7 +130,11 @@ func (h *Handler) logIgnored(st *state, source string, d *Decision) {
 	if !ok {
 		return
 	}
-	attrs := []slog.Attr{slog.String("source", source), slog.String("reason", clip(d.Error))}
+	reason := d.Error
+	if d.LogReason != "" {
+		reason = d.LogReason
+	}
+	attrs := []slog.Attr{slog.String("source", source), slog.String("reason", clip(reason))}
 	if suppressed > 0 {
 		attrs = append(attrs, slog.Int("suppressed", suppressed))
 	}

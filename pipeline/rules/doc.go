@@ -36,9 +36,16 @@
 //
 // # Budgets and speed
 //
-// Every evaluation runs with a memory budget ([MemoryBudget]) on pooled
-// VMs; an expression's syntax tree is bounded ([MaxNodes]) and so is what
-// a transform may build ([MaxPayload]). Member access on decoded JSON
+// Every evaluation runs on pooled VMs under a budget: [MaxOps] operations
+// (closure turns, and len(y) for x in y), [MaxBytes] bytes of strings and
+// arrays built (+, repeat, join, ...: charged before they are made) and
+// expr's [MemoryBudget]; it stops when its context is done (the
+// *Context methods). Going over is a [*BudgetError]. The budget is added
+// by patching the syntax tree (budget.go), only of expressions that
+// compile without it, so compile errors stay expr's own. An expression's
+// syntax tree is bounded ([MaxNodes]) and a transform's JSON is cut off at
+// [MaxPayload] while it is encoded. Runtime errors name no value of the
+// event. Member access on decoded JSON
 // takes a fast path for map[string]any (fetch.go) that changes speed only:
 // its results and errors are expr's own.
 package rules

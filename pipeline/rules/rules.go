@@ -1,11 +1,15 @@
 package rules
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +44,10 @@ type Env struct {
 	ID string `expr:"id"`
 	// ReceivedAt is when the request was read.
 	ReceivedAt time.Time `expr:"received_at"`
+
+	// budget is what the evaluation running over this Env has used: set
+	// on the copy Program.run makes, never on the caller's.
+	budget *budget
 }
 
 // SyntaxError is returned by [CompileBool] and [CompileValue] when an
@@ -101,11 +109,14 @@ func compileFast(src string, opts ...expr.Option) (*Program, error) {
 		compileHook(src)
 	}
 	base := append(baseOptions(), opts...)
-	p, err := compile(src, append(base, fetchOptions()...))
-	if err == nil {
-		return p, nil
+	fast := append(slices.Clip(base), fetchOptions()...)
+	if _, err := expr.Compile(src, fast...); err != nil {
+		return compile(src, base)
 	}
-	return compile(src, base)
+	// Only an expression that compiles gets the budget's patches, so
+	// that compile errors stay expr's own (the patches would turn some
+	// type errors into runtime ones).
+	return compile(src, append(slices.Clip(fast), budgetOptions()...))
 }
 
 func compile(src string, opts []expr.Option) (*Program, error) {
@@ -133,37 +144,130 @@ func (p *Program) Source() string { return p.src }
 
 // Value evaluates the expression over env.
 func (p *Program) Value(env *Env) (any, error) {
+	return p.ValueContext(context.Background(), env)
+}
+
+// ValueContext is [Program.Value] that stops, with a [*BudgetError], once
+// ctx is done.
+func (p *Program) ValueContext(ctx context.Context, env *Env) (any, error) {
 	v := vms.Get().(*vm.VM)
-	out, err := p.run(v, env)
+	out, err := p.run(v, newEvaluation(ctx, env))
 	vms.Put(v)
 	return out, err
 }
 
-// run evaluates the expression on v, a VM the caller holds.
-func (p *Program) run(v *vm.VM, env *Env) (any, error) {
+// evaluation is what runs of programs over one event hold: a copy of the
+// caller's Env pointing to a budget that each run starts afresh (one
+// allocation for both, and one for all the routes of an event).
+type evaluation struct {
+	env    Env
+	budget budget
+}
+
+func newEvaluation(ctx context.Context, env *Env) *evaluation {
+	ev := &evaluation{env: *env}
+	ev.budget.ctx = ctx
+	ev.env.budget = &ev.budget
+	return ev
+}
+
+// run evaluates the expression on v, a VM the caller holds, under a
+// budget of [MaxOps] operations, [MaxBytes] bytes and expr's
+// MemoryBudget; it stops when ctx is done. A runtime error says what
+// failed and where, without the values of the event: quoted text in it
+// is replaced by "…".
+func (p *Program) run(v *vm.VM, ev *evaluation) (any, error) {
+	ev.budget.ops, ev.budget.bytes = 0, 0
+	env := &ev.env
 	out, err := v.Run(p.prog, env)
 	if err != nil {
 		var fe *file.Error
-		if errors.As(err, &fe) && fe.Snippet != "" {
-			// Keep the message and position, drop the multi-line snippet.
-			return nil, fmt.Errorf("%s (%d:%d)", fe.Message, fe.Line, fe.Column+1)
+		if !errors.As(err, &fe) {
+			return nil, errors.New(redact(err.Error(), env))
 		}
-		return nil, err
+		var be *BudgetError
+		if errors.As(err, &be) {
+			return nil, &BudgetError{Msg: fmt.Sprintf("%s (%d:%d)", be.Msg, fe.Line, fe.Column+1), Cause: be.Cause}
+		}
+		if fe.Message == "memory budget exceeded" {
+			return nil, &BudgetError{Msg: fmt.Sprintf("memory budget exceeded: the expression builds too much for one event (%d:%d)", fe.Line, fe.Column+1)}
+		}
+		// Keep the message and position, drop the multi-line snippet
+		// (it quotes the expression, not the event) and the values.
+		return nil, fmt.Errorf("%s (%d:%d)", redact(fe.Message, env), fe.Line, fe.Column+1)
 	}
 	return out, nil
+}
+
+// quoted matches a quoted string in an error message: Go's "..." and
+// `...`, as strconv, time and regexp errors quote the text they refused.
+var quoted = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|`[^`]*`")
+
+// redact replaces the quoted text of an error message, and every string
+// (3 bytes or more) and number (4 characters or more) of env's body and
+// headers that the message holds, by "…", so that a rule error logged or
+// answered carries no value of the event. It runs on errors only.
+func redact(msg string, env *Env) string {
+	msg = quoted.ReplaceAllString(msg, `"…"`)
+	if env == nil {
+		return msg
+	}
+	leaves := 0
+	var walk func(v any)
+	walk = func(v any) {
+		if leaves > 100000 {
+			return
+		}
+		leaves++
+		var s string
+		switch x := v.(type) {
+		case string:
+			s = x
+		case float64:
+			s = strconv.FormatFloat(x, 'f', -1, 64)
+			if len(s) < 4 {
+				s = ""
+			}
+			if g := fmt.Sprint(x); g != s && len(g) >= 4 && strings.Contains(msg, g) {
+				msg = strings.ReplaceAll(msg, g, "…")
+			}
+		case map[string]any:
+			for _, e := range x {
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+		if len(s) >= 3 && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, "…")
+		}
+	}
+	walk(env.Body)
+	for _, h := range env.Headers {
+		walk(h)
+	}
+	return msg
 }
 
 // Bool evaluates the expression as a condition: nil is false, a non-bool
 // result is an error.
 func (p *Program) Bool(env *Env) (bool, error) {
+	return p.BoolContext(context.Background(), env)
+}
+
+// BoolContext is [Program.Bool] that stops, with a [*BudgetError], once
+// ctx is done.
+func (p *Program) BoolContext(ctx context.Context, env *Env) (bool, error) {
 	v := vms.Get().(*vm.VM)
-	ok, err := p.runBool(v, env)
+	ok, err := p.runBool(v, newEvaluation(ctx, env))
 	vms.Put(v)
 	return ok, err
 }
 
-func (p *Program) runBool(v *vm.VM, env *Env) (bool, error) {
-	out, err := p.run(v, env)
+func (p *Program) runBool(v *vm.VM, ev *evaluation) (bool, error) {
+	out, err := p.run(v, ev)
 	if err != nil {
 		return false, err
 	}
@@ -177,16 +281,38 @@ func (p *Program) runBool(v *vm.VM, env *Env) (bool, error) {
 	}
 }
 
-// String evaluates the expression as a dedup key. A string is returned as
-// it is; a number without exponent or trailing zeros (float64 120 gives
-// "120"); a bool as "true" or "false"; nil as "" (no key). Maps, arrays and
-// other values are an error.
+// String evaluates the expression as a dedup key, which keeps its type:
+// 1, 1.0, "1", true and "true" are five keys. A string is the key as it is
+// unless it starts with "(": then it is "(string)" followed by the string.
+// Other values are "(type)" followed by their text: an int 1 is "(int)1",
+// a float64 1 (what a JSON number is to rules) "(float)1", a bool
+// "(bool)true", a number too big for a float64 (kept as its text)
+// "(number)…". nil is "" (no key). Maps, arrays and other values are an
+// error. No string key starts with "(sha256)", the prefix of a key that
+// the event log hashes because it is long.
 func (p *Program) String(env *Env) (string, error) {
-	out, err := p.Value(env)
+	return p.StringContext(context.Background(), env)
+}
+
+// StringContext is [Program.String] that stops, with a [*BudgetError],
+// once ctx is done.
+func (p *Program) StringContext(ctx context.Context, env *Env) (string, error) {
+	out, err := p.ValueContext(ctx, env)
 	if err != nil {
 		return "", err
 	}
 	return keyString(out)
+}
+
+// StringKey is the dedup key of the string s, as [Program.String] makes
+// it: s itself unless s starts with "(", else "(string)"+s. Keys read from
+// a header go through it too, so that they cannot meet typed or hashed
+// keys.
+func StringKey(s string) string {
+	if strings.HasPrefix(s, "(") {
+		return "(string)" + s
+	}
+	return s
 }
 
 func keyString(v any) (string, error) {
@@ -194,25 +320,25 @@ func keyString(v any) (string, error) {
 	case nil:
 		return "", nil
 	case string:
-		return x, nil
+		return StringKey(x), nil
 	case bool:
-		return strconv.FormatBool(x), nil
+		return "(bool)" + strconv.FormatBool(x), nil
 	case int:
-		return strconv.Itoa(x), nil
+		return "(int)" + strconv.Itoa(x), nil
 	case int64:
-		return strconv.FormatInt(x, 10), nil
+		return "(int)" + strconv.FormatInt(x, 10), nil
 	case int32:
-		return strconv.FormatInt(int64(x), 10), nil
+		return "(int)" + strconv.FormatInt(int64(x), 10), nil
 	case uint:
-		return strconv.FormatUint(uint64(x), 10), nil
+		return "(int)" + strconv.FormatUint(uint64(x), 10), nil
 	case uint64:
-		return strconv.FormatUint(x, 10), nil
+		return "(int)" + strconv.FormatUint(x, 10), nil
 	case float64:
 		return formatFloat(x)
 	case float32:
 		return formatFloat(float64(x))
 	case json.Number:
-		return x.String(), nil
+		return "(number)" + x.String(), nil
 	default:
 		return "", fmt.Errorf("dedup key must be a string, number or bool, got %T", v)
 	}
@@ -222,7 +348,7 @@ func formatFloat(f float64) (string, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return "", fmt.Errorf("dedup key is %v", f)
 	}
-	return strconv.FormatFloat(f, 'f', -1, 64), nil
+	return "(float)" + strconv.FormatFloat(f, 'f', -1, 64), nil
 }
 
 // RouteError is an error of one route's expression on one event, as
@@ -332,8 +458,9 @@ func (r *Router) Matched(env *Env) []string {
 	v := vms.Get().(*vm.VM)
 	defer vms.Put(v)
 	isTrue := make([]bool, len(r.whens))
+	ev := newEvaluation(context.Background(), env)
 	for i, w := range r.whens {
-		isTrue[i], _ = w.runBool(v, env)
+		isTrue[i], _ = w.runBool(v, ev)
 	}
 	var names []string
 	for _, rt := range r.routes {
@@ -358,8 +485,15 @@ func (r *Router) Matched(env *Env) []string {
 // with Err set to "route NAME transform: ERROR", so that the event lands in
 // those sinks' dead-letter queues, and is returned in errs as well.
 func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
+	return r.RouteContext(context.Background(), env)
+}
+
+// RouteContext is [Router.Route] whose evaluations stop, each with a
+// [*BudgetError], once ctx is done.
+func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline.Target, errs []error) {
 	v := vms.Get().(*vm.VM)
 	defer vms.Put(v)
+	ev := newEvaluation(ctx, env)
 	// Each distinct when is evaluated once: 0 not yet, 1 false, 2 true, 3 error.
 	var small [64]uint8
 	state := small[:0]
@@ -372,7 +506,7 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if state[rt.when] == 0 {
-			ok, err := r.whens[rt.when].runBool(v, env)
+			ok, err := r.whens[rt.when].runBool(v, ev)
 			switch {
 			case err != nil:
 				state[rt.when] = 3
@@ -407,7 +541,7 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 		if rt.transform == nil || first == len(targets) {
 			continue
 		}
-		payload, err := rt.payload(v, env)
+		payload, err := rt.payload(v, ev)
 		for j := first; j < len(targets); j++ {
 			if err != nil {
 				targets[j].Err = err.Error()
@@ -422,18 +556,20 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 	return targets, errs
 }
 
-func (rt *route) payload(vm *vm.VM, env *Env) ([]byte, error) {
-	v, err := rt.transform.run(vm, env)
+// payload evaluates rt's transform and encodes its result as JSON,
+// stopping as soon as the encoding passes [MaxPayload].
+func (rt *route) payload(vm *vm.VM, ev *evaluation) ([]byte, error) {
+	v, err := rt.transform.run(vm, ev)
 	if err != nil {
 		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: err}
-	}
-	if len(b) > MaxPayload {
+	b, err := marshalLimit(v, MaxPayload)
+	if errors.Is(err, errTooBig) {
 		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: fmt.Errorf(
-			"output of %d bytes is larger than the limit of %d bytes", len(b), MaxPayload)}
+			"output is larger than the limit of %d bytes (stopped while encoding)", MaxPayload)}
+	}
+	if err != nil {
+		return nil, &RouteError{Route: rt.name, Expr: "transform", Err: errors.New(redact(err.Error(), &ev.env))}
 	}
 	return b, nil
 }

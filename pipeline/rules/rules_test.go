@@ -80,12 +80,14 @@ func TestString(t *testing.T) {
 		wantErr         bool
 	}{
 		{"string", `body.data.callSid`, "2303fa770b666a64ab1694c1e", false},
-		{"float-integral", `body.data.call_duration`, "120", false},
-		{"float-fraction", `body.data.call_duration / 100`, "1.2", false},
-		{"large-float", `1e21`, "1000000000000000000000", false},
-		{"int", `7`, "7", false},
-		{"bool", `body.data.conversion_status`, "true", false},
+		{"float-integral", `body.data.call_duration`, "(float)120", false},
+		{"float-fraction", `body.data.call_duration / 100`, "(float)1.2", false},
+		{"large-float", `1e21`, "(float)1000000000000000000000", false},
+		{"int", `7`, "(int)7", false},
+		{"bool", `body.data.conversion_status`, "(bool)true", false},
 		{"nil", `body.data.nope`, "", false},
+		{"string like a typed key", `"(int)1"`, "(string)(int)1", false},
+		{"string like a hashed key", `"(sha256)ab"`, "(string)(sha256)ab", false},
 		{"concat", `source + ":" + body.data.callSid`, "callkaro:2303fa770b666a64ab1694c1e", false},
 		{"map", `body.data.call_metadata`, "", true},
 		{"array", `body.data.functions_called`, "", true},
@@ -365,6 +367,8 @@ func FuzzCompile(f *testing.F) {
 	f.Add(`body.event == "call_ended"`)
 	f.Add(`{"text": body.data.from}`)
 	f.Add(`1..100 | map(# * 2)`)
+	f.Add(`let a = repeat("x", 1000); let b = a + a; join([b, a], "-") + toJSON(body)`)
+	f.Add(`any(body.data.functions_called, {# in body.data.functions_called}) || "a" in split("a,b", ",")`)
 	env := callEnded(f)
 	f.Fuzz(func(t *testing.T, src string) {
 		p, err := CompileValue(src)

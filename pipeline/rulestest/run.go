@@ -65,6 +65,7 @@ type outcome struct {
 	setup      error // the case cannot run: unknown source, bad env
 	status     int
 	reason     string // why a request is refused, or ignored
+	logReason  string // what the log says instead of reason ("": reason); it names the rule
 	ignored    bool   // the source's ignore rule acknowledged it (200, not stored)
 	source     string
 	window     time.Duration
@@ -142,6 +143,7 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 		ID:            "test-" + strconv.Itoa(i+1),
 	})
 	o.status, o.reason, o.ignored = d.Status, d.Error, d.Ignored
+	o.logReason = d.LogReason
 	if !d.Accepted() {
 		return o
 	}
@@ -174,6 +176,15 @@ func (s *Suite) sourceIndex(name string) (int, error) {
 	return 0, fmt.Errorf("source %q: no such [[source]] (defined: %s)", name, strings.Join(names, ", "))
 }
 
+// shown is the reason a rule's author reads: the log's, which names the
+// rule, rather than the sender's.
+func (o *outcome) shown() string {
+	if o.logReason != "" {
+		return o.logReason
+	}
+	return o.reason
+}
+
 // compare returns the differences between what c expects and o, one line
 // each. outs holds the outcomes of the cases before c.
 func compare(c *Case, o *outcome, outs map[string]*outcome) []string {
@@ -183,8 +194,8 @@ func compare(c *Case, o *outcome, outs map[string]*outcome) []string {
 	var d []string
 	if o.status != c.ExpectStatus {
 		got := strconv.Itoa(o.status)
-		if o.reason != "" {
-			got += " (" + o.reason + ")"
+		if r := o.shown(); r != "" {
+			got += " (" + r + ")"
 		}
 		return append(d, fmt.Sprintf("status: want %d, got %s", c.ExpectStatus, got))
 	}
@@ -194,7 +205,7 @@ func compare(c *Case, o *outcome, outs map[string]*outcome) []string {
 	if o.ignored {
 		if (c.ExpectRoutes != nil && len(*c.ExpectRoutes) > 0) || (c.ExpectSinks != nil && len(*c.ExpectSinks) > 0) ||
 			c.ExpectTransform != nil || c.ExpectDedupKey != nil || c.ExpectDuplicateOf != "" {
-			d = append(d, "ignored, so not stored nor routed: "+o.reason)
+			d = append(d, "ignored, so not stored nor routed: "+o.shown())
 		}
 		return d
 	}

@@ -44,6 +44,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -223,13 +224,23 @@ func indexKey(id string) []byte { return append(append([]byte(nil), preIndex...)
 // and with it every request of the batch.
 const maxDedupKey = 32 << 10
 
+// dedupKey is the Badger key of a dedup key of source. A hashed key is stored as "\x00h" and the hex of its SHA-256; a literal
+// key that starts with "\x00" is stored after "\x00s", any other literal
+// key as it is. So a literal key can never meet a hashed one (a literal
+// "sha256:<hex>" once met the long key it hashes), and keys stored before
+// this change keep their form (a long key then was "sha256:<hex>": after
+// an upgrade it is not recognised for one dedup window).
 func dedupKey(source, key string) []byte {
 	b := append(append([]byte(nil), preDedup...), source...)
-	if len(key) > maxDedupKey {
+	b = append(b, sepSource)
+	switch {
+	case len(key) > maxDedupKey:
 		sum := sha256.Sum256([]byte(key))
-		key = "sha256:" + hex.EncodeToString(sum[:])
+		return append(append(b, 0, 'h'), hex.EncodeToString(sum[:])...)
+	case strings.HasPrefix(key, "\x00"):
+		return append(append(b, 0, 's'), key...)
 	}
-	return append(append(b, sepSource), key...)
+	return append(b, key...)
 }
 
 func sinkPrefix(pre []byte, sink string) []byte {

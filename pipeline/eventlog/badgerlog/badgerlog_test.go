@@ -2,7 +2,11 @@ package badgerlog_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -192,5 +196,35 @@ func TestRefusesWritesWhenTheDiskCouldFillUp(t *testing.T) {
 	}
 	if err := db.Queue("a").Settle(ctx, []pipeline.Settlement{{Seq: d[0].Seq, Outcome: pipeline.Ack}}); err != nil {
 		t.Errorf("Settle once space is free = %v", err)
+	}
+}
+
+// TestHashedDedupKeyMeetsNoLiteral (issue 15 item 14): a dedup key too long
+// to store is kept as its SHA-256; a short literal key spelling that hash
+// is another key all the same.
+func TestHashedDedupKeyMeetsNoLiteral(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, t.TempDir())
+	defer db.Close()
+	long := strings.Repeat("k", 40<<10)
+	sum := sha256.Sum256([]byte(long))
+	hexSum := hex.EncodeToString(sum[:])
+	keys := []string{long, "sha256:" + hexSum, "\x00h" + hexSum, "\x00s\x00h" + hexSum}
+	for i, k := range keys {
+		e := pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprintf("e%d", i), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			DedupKey: k, DedupWindow: time.Hour}
+		res, err := db.Append(ctx, []pipeline.Entry{e})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Duplicate {
+			t.Errorf("key %d (%.20q…) is a duplicate of %s, want a new event", i, k, res[0].ID)
+		}
+	}
+	// Premise: the log does dedup these keys.
+	e := pipeline.Entry{Event: pipeline.Event{ID: "again", Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+		DedupKey: long, DedupWindow: time.Hour}
+	if res, err := db.Append(ctx, []pipeline.Entry{e}); err != nil || !res[0].Duplicate {
+		t.Errorf("the long key again = %+v, %v; want a duplicate of e0", res, err)
 	}
 }

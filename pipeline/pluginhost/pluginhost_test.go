@@ -217,7 +217,7 @@ func TestFind(t *testing.T) {
 	exe, _ = filepath.EvalSymlinks(exe)
 	for _, want := range []string{
 		`sink "archive": plugin "archive" not found: looked for pipelined-sink-archive in `,
-		filepath.Dir(exe) + ", " + d1 + ", " + d2,
+		filepath.Dir(exe) + ", " + filepath.Join(filepath.Dir(filepath.Dir(exe)), "libexec", "pipelined") + ", " + d1 + ", " + d2,
 		"(build it with make build, or set [plugins] dirs or the sink's command)",
 	} {
 		if !strings.Contains(err.Error(), want) {

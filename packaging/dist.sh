@@ -51,6 +51,15 @@ License: MIT
 $(sed -e 's/^$/./' -e 's/^/ /' LICENSE | tail -n +3)
 EOT
 
+# Debian wants a changelog; one entry per release, dated by the commit.
+{
+	echo "pipelined ($VERSION-1) unstable; urgency=medium"
+	echo
+	echo "  * Release $VERSION (commit $COMMIT)."
+	echo
+	echo " -- pipelined authors <pipelined@users.noreply.github.com>  $(date -u -R -d "@$SOURCE_DATE_EPOCH")"
+} | gzip -n -9 >"$OUT/build/pkg/changelog.Debian.gz"
+
 for arch in $ARCHES; do
 	stage=$OUT/build/linux_$arch
 	mkdir -p "$stage"

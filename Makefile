@@ -9,7 +9,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell git log -1 --format=%cI 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
-.PHONY: all build run test test-short test-jetstream vet fuzz bench torture torture-short proto help clean
+.PHONY: all build run test test-short test-jetstream vet fuzz bench torture torture-short proto help clean dist test-packages
 
 all: build
 
@@ -21,6 +21,8 @@ help:
 	@echo "make bench   durable ingest against a bare net/http handler and Benthos, as ratios (not part of test)"
 	@echo "make torture the torture suite at full size (kill -9 ×20, 60 s outage, disk full as root...): ~5 min"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 100000x executions; CI runs it)"
+	@echo "make dist VERSION=x.y.z  release artifacts in dist/: tarball, .deb, .rpm, SBOMs per linux/amd64 and arm64, SHA256SUMS"
+	@echo "make test-packages  as root on Debian: dist twice (reproducible), install the .deb, run it, remove it (packaging/test-deb.sh)"
 	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)"
 
 build:
@@ -106,5 +108,16 @@ proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
 		pipeline/eventlog/badgerlog/internal/logpb/record.proto
 
+# Release artifacts (packaging/dist.sh): reproducible, from the commit.
+# nFPM and cyclonedx-gomod are pinned in tools/go.mod, a module of their own.
+dist:
+	@case "$(VERSION)" in [0-9]*.*.*|v[0-9]*.*.*) ;; *) echo "make dist VERSION=x.y.z (got $(VERSION))" >&2; exit 2;; esac
+	GO=$(GO) packaging/dist.sh $(VERSION) dist
+
+# The packages on this machine (Debian, as root; installs lintian and rpm):
+# see packaging/README.md.
+test-packages:
+	packaging/test-deb.sh
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

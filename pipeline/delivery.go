@@ -48,6 +48,25 @@ type DeliveryRecord struct {
 	DeliveredAt time.Time
 }
 
+// Settled returns r after one more attempt that ended in s at now: every
+// backend records an attempt this way.
+func (r DeliveryRecord) Settled(s Settlement, now time.Time) DeliveryRecord {
+	r.Attempts++
+	if r.FirstAttemptAt.IsZero() {
+		r.FirstAttemptAt = now
+	}
+	r.LastAttemptAt = now
+	switch s.Outcome {
+	case Ack:
+		r.State, r.DeliveredAt = StateDelivered, now
+	case Retry:
+		r.State, r.LastError = StateRetrying, s.Err
+	case Dead:
+		r.State, r.LastError = StateDead, s.Err
+	}
+	return r
+}
+
 // DeliveryLog is a [Log] that keeps a [DeliveryRecord] for every (event,
 // sink) pair, and can filter [Log.Events] on their state
 // ([EventFilter.State]). A Log that is not one answers such a filter with

@@ -62,28 +62,30 @@ func (t *wtxn) putDelivery(seq uint64, sink string, d *logpb.Delivery) error {
 // settled returns the record of (seq, sink) after one more attempt that
 // ended in s at now; prev (nil: none yet) is not changed.
 func settled(prev *logpb.Delivery, route string, s pipeline.Settlement, now time.Time) *logpb.Delivery {
-	d := &logpb.Delivery{Route: route}
+	r := pipeline.DeliveryRecord{State: pipeline.StateQueued}
 	if prev != nil {
-		d = proto.Clone(prev).(*logpb.Delivery)
-		d.Route = route
+		r = recordOf("", prev)
 	}
-	d.Attempts++
-	if d.FirstAttemptUnixNano == 0 {
-		d.FirstAttemptUnixNano = now.UnixNano()
-	}
-	d.LastAttemptUnixNano = now.UnixNano()
-	switch s.Outcome {
-	case pipeline.Ack:
-		d.State = logpb.Delivery_DELIVERED
-		d.DeliveredAtUnixNano = now.UnixNano()
-	case pipeline.Retry:
-		d.State = logpb.Delivery_RETRYING
-		d.LastError = s.Err
-	case pipeline.Dead:
-		d.State = logpb.Delivery_DEAD
-		d.LastError = s.Err
+	r.Route = route
+	return deliveryProto(r.Settled(s, now))
+}
+
+// deliveryProto is the stored form of r.
+func deliveryProto(r pipeline.DeliveryRecord) *logpb.Delivery {
+	d := &logpb.Delivery{
+		Route: r.Route, Attempts: uint32(r.Attempts), LastError: r.LastError,
+		FirstAttemptUnixNano: unixNano(r.FirstAttemptAt), LastAttemptUnixNano: unixNano(r.LastAttemptAt),
+		DeliveredAtUnixNano: unixNano(r.DeliveredAt),
+		State:               stateValues[r.State],
 	}
 	return d
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 var stateNames = map[logpb.Delivery_State]string{
@@ -91,6 +93,14 @@ var stateNames = map[logpb.Delivery_State]string{
 	logpb.Delivery_RETRYING:  pipeline.StateRetrying,
 	logpb.Delivery_DELIVERED: pipeline.StateDelivered,
 	logpb.Delivery_DEAD:      pipeline.StateDead,
+}
+
+// stateValues is stateNames the other way round.
+var stateValues = map[string]logpb.Delivery_State{
+	pipeline.StateQueued:    logpb.Delivery_QUEUED,
+	pipeline.StateRetrying:  logpb.Delivery_RETRYING,
+	pipeline.StateDelivered: logpb.Delivery_DELIVERED,
+	pipeline.StateDead:      logpb.Delivery_DEAD,
 }
 
 func unixTime(ns int64) time.Time {

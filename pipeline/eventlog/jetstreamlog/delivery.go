@@ -72,20 +72,13 @@ func settledDR(ls *lease, s pipeline.Settlement, now time.Time) drRecord {
 		r = *ls.dr
 	}
 	r.Route = ls.rec.Route
-	r.Attempts++
-	if r.First.IsZero() {
-		r.First = now
-	}
-	r.Last = now
-	switch s.Outcome {
-	case pipeline.Ack:
-		r.State, r.DeliveredAt = pipeline.StateDelivered, now
-	case pipeline.Retry:
-		r.State, r.Err = pipeline.StateRetrying, s.Err
-	case pipeline.Dead:
-		r.State, r.Err = pipeline.StateDead, s.Err
-	}
-	return r
+	return drOf(r.record("").Settled(s, now))
+}
+
+// drOf is the stored form of r.
+func drOf(r pipeline.DeliveryRecord) drRecord {
+	return drRecord{Route: r.Route, State: r.State, Attempts: r.Attempts, First: r.FirstAttemptAt,
+		Last: r.LastAttemptAt, Err: r.LastError, DeliveredAt: r.DeliveredAt}
 }
 
 func (r drRecord) record(sink string) pipeline.DeliveryRecord {

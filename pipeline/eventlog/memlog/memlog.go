@@ -409,19 +409,7 @@ func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 		e := q.q.leased[st.Seq]
 		delete(q.q.leased, st.Seq)
 		r := q.record(e.ev, e.route)
-		r.Attempts++
-		if r.FirstAttemptAt.IsZero() {
-			r.FirstAttemptAt = now
-		}
-		r.LastAttemptAt = now
-		switch st.Outcome {
-		case pipeline.Ack:
-			r.State, r.DeliveredAt = pipeline.StateDelivered, now
-		case pipeline.Retry:
-			r.State, r.LastError = pipeline.StateRetrying, st.Err
-		case pipeline.Dead:
-			r.State, r.LastError = pipeline.StateDead, st.Err
-		}
+		*r = r.Settled(st, now)
 		switch st.Outcome {
 		case pipeline.Retry:
 			e.lastErr = st.Err

@@ -780,22 +780,50 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	}
 	n := 0
 	for _, t := range list {
-		for _, subj := range []string{q.qSubject(t.rec.Event.ID), q.dlqSubject(t.rec.Event.ID)} {
-			ok, err := q.exists(ctx, subj)
+		if ok, err := q.queued(ctx, t.seq, t.rec.Event.ID); err != nil || ok {
 			if err != nil {
 				return n, err
 			}
-			if ok {
-				goto next
+			continue
+		}
+		if ok, err := q.exists(ctx, q.dlqSubject(t.rec.Event.ID)); err != nil || ok {
+			if err != nil {
+				return n, err
 			}
+			continue
 		}
 		if err := q.enqueue(ctx, t.seq, t.rec, "", pipeline.StateQueued); err != nil {
 			return n, err
 		}
 		n++
-	next:
 	}
 	return n, nil
+}
+
+// queued reports whether the event (seq, id) has an entry in this queue.
+// An entry that was just acked can still be there for a moment (on a
+// replicated stream the work queue removes it after the ack is answered):
+// while its delivery record says it was settled, ask again for up to about
+// a second before taking it as queued.
+func (q *queue) queued(ctx context.Context, seq uint64, id string) (bool, error) {
+	for wait := 10 * time.Millisecond; ; wait *= 2 {
+		ok, err := q.exists(ctx, q.qSubject(id))
+		if err != nil || !ok {
+			return ok, err
+		}
+		dr, err := q.getDR(ctx, seq)
+		if err != nil {
+			return false, err
+		}
+		if dr == nil || (dr.State != pipeline.StateDelivered && dr.State != pipeline.StateDead) || wait > 640*time.Millisecond {
+			return true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // Oldest returns the ReceivedAt of the lowest-Seq entry waiting in the

@@ -134,9 +134,14 @@ func TestMutualTLS(t *testing.T) {
 		errWant   string
 	}{
 		{"ca and client cert", map[string]any{"tls_ca_file": serverCAFile, "tls_cert_file": certFile, "tls_key_file": keyFile}, true, ""},
-		{"no client cert", map[string]any{"tls_ca_file": serverCAFile}, false, "certificate"},
+		// Refusals by the server: under TLS 1.3 the server checks the
+		// client's certificate after the client's side of the handshake is
+		// done, so the client sees the alert or, as often, a broken pipe
+		// while it writes the request. Either way nothing is delivered, and
+		// the receiver saw no request (seenCN, below).
+		{"no client cert", map[string]any{"tls_ca_file": serverCAFile}, false, ""},
 		{"no ca", map[string]any{"tls_cert_file": certFile, "tls_key_file": keyFile}, false, "certificate"},
-		{"client cert from another CA", map[string]any{"tls_ca_file": clientCAFile, "tls_cert_file": certFile, "tls_key_file": keyFile}, false, "certificate"},
+		{"client cert from another CA", map[string]any{"tls_ca_file": clientCAFile, "tls_cert_file": certFile, "tls_key_file": keyFile}, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -677,11 +677,8 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 		if err := q.enqueue(ctx, d.Seq, rec, d.Err, pipeline.StateRetrying); err != nil {
 			return n, err
 		}
-		rctx, cancel := q.l.reqCtx(ctx)
-		err := q.l.stream.DeleteMsg(rctx, stored[i])
-		cancel()
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return n, q.l.wrapErr("delete dead letter", err)
+		if err := q.deleteDead(ctx, stored[i]); err != nil {
+			return n, err
 		}
 		n++
 	}
@@ -712,6 +709,17 @@ func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr, s
 	return q.l.publishBatch(ctx, []*nats.Msg{st, q.drMsg(seq, dr), m})
 }
 
+// deleteDead deletes the dead letter stored at stream sequence seq; one
+// already gone is no error.
+func (q *queue) deleteDead(ctx context.Context, seq uint64) error {
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	if err := q.l.stream.DeleteMsg(rctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return q.l.wrapErr("delete dead letter", err)
+	}
+	return nil
+}
+
 // DropDead deletes the chosen dead letters.
 func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
 	if q.l.isClosed() {
@@ -727,11 +735,8 @@ func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
 		if !want(d.Seq) {
 			continue
 		}
-		rctx, cancel := q.l.reqCtx(ctx)
-		err := q.l.stream.DeleteMsg(rctx, stored[i])
-		cancel()
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return n, q.l.wrapErr("delete dead letter", err)
+		if err := q.deleteDead(ctx, stored[i]); err != nil {
+			return n, err
 		}
 		n++
 	}

@@ -36,8 +36,11 @@ CONFIG ?= pipeline.toml
 run: build
 	$(BIN)/pipelined serve -c $(CONFIG)
 
+# sdk/ is a module of its own (the root's go.mod replaces it with ./sdk),
+# so ./... stops at it: vet and test it from its directory too.
 vet:
 	$(GO) vet ./...
+	cd sdk && $(GO) vet ./...
 
 # The PostgreSQL tests of the sql sink run against a throwaway server on
 # 127.0.0.1:55432 that pg-start.sh installs (Debian, as root) and starts;
@@ -46,6 +49,7 @@ test: vet
 	PIPELINED_TEST_PG_DSN="$$(plugins/sql/testdata/pg-start.sh || true)" \
 	PIPELINED_TEST_PG_RESTART="testdata/pg-start.sh restart" \
 	$(GO) test -race -count=1 -timeout 15m ./...
+	cd sdk && $(GO) test -race -count=1 -timeout 5m ./...
 
 # Load runs against baselines, one after another (see bench/bench.sh), and
 # the go test benchmarks of the hot paths.
@@ -97,6 +101,7 @@ test-jetstream:
 
 test-short:
 	$(GO) test -short -count=1 ./...
+	cd sdk && $(GO) test -short -count=1 ./...
 
 # The generated code is checked in, so building needs no protoc.
 # Debian: apt-get install protobuf-compiler; then

@@ -167,69 +167,101 @@ func (r Result) String() string {
 // check` instead of silently ignored), and a value of the wrong type or
 // format. Keys that decode are set even when others fail, so the caller can
 // go on validating and report its own problems too.
+//
+// The struct's tags describe the config (see [DescribeConfig]): a field
+// tagged required:"true" must be set, and a string field tagged
+// secret:"true", say `json:"token"`, is read with [Secret] from the keys
+// token_env or token_file (one of them; token itself is refused, a secret
+// is never written inline), unless the struct has its own token_env or
+// token_file field.
 func DecodeConfig(config json.RawMessage, v any) error {
-	if len(bytes.TrimSpace(config)) == 0 {
-		return nil
-	}
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
+		if len(bytes.TrimSpace(config)) == 0 {
+			return nil
+		}
 		return decodeStrict(config, v)
 	}
 	var table map[string]json.RawMessage
-	if err := json.Unmarshal(config, &table); err != nil {
-		return fmt.Errorf("config is not a table of keys: %w", err)
+	if len(bytes.TrimSpace(config)) > 0 {
+		if err := json.Unmarshal(config, &table); err != nil {
+			return fmt.Errorf("config is not a table of keys: %w", err)
+		}
 	}
-	fields := jsonFields(rv.Elem())
+	fields := configFields(rv.Elem())
+	byName := map[string]configField{}
+	for _, f := range fields {
+		byName[f.name] = f
+	}
+	// A secret's keys: <name>_env and <name>_file, unless declared on their own.
+	implicit := map[string]bool{}
+	var valid []string
+	for _, f := range fields {
+		if !f.secret {
+			valid = append(valid, f.name)
+			continue
+		}
+		for _, k := range []string{f.name + "_env", f.name + "_file"} {
+			if _, ok := byName[k]; !ok {
+				implicit[k] = true
+				valid = append(valid, k)
+			}
+		}
+	}
+	sort.Strings(valid)
 	keys := make([]string, 0, len(table))
 	for k := range table {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	var errs []error
+	secretRefs := map[string]string{}
 	for _, k := range keys {
-		f, ok := fields[k]
-		if !ok {
-			errs = append(errs, fmt.Errorf("unknown config key %q: check its spelling (valid keys: %s)", k, strings.Join(sortedKeys(fields), ", ")))
+		f, ok := byName[k]
+		switch {
+		case ok && f.secret:
+			errs = append(errs, fmt.Errorf("%s is a secret: set %s_env or %s_file, never inline", k, k, k))
+		case ok:
+			if err := decodeStrict(table[k], f.value.Addr().Interface()); err != nil {
+				errs = append(errs, fmt.Errorf("config key %q: %w", k, err))
+			}
+		case implicit[k]:
+			var s string
+			if err := json.Unmarshal(table[k], &s); err != nil {
+				errs = append(errs, fmt.Errorf("config key %q: want a string (the name of an environment variable or a file), got %s", k, kindOf(table[k])))
+				continue
+			}
+			secretRefs[k] = s
+		default:
+			errs = append(errs, fmt.Errorf("unknown config key %q: check its spelling (valid keys: %s)", k, strings.Join(valid, ", ")))
+		}
+	}
+	for _, f := range fields {
+		if f.secret {
+			if _, inline := table[f.name]; inline {
+				continue // refused above
+			}
+			envVar, file := secretRefs[f.name+"_env"], secretRefs[f.name+"_file"]
+			if envVar == "" && file == "" && !f.required {
+				continue
+			}
+			val, err := Secret(f.name, envVar, file)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if f.value.Kind() != reflect.String {
+				errs = append(errs, fmt.Errorf("config field for %s is tagged secret but is a %s: make it a string", f.name, f.value.Type()))
+				continue
+			}
+			f.value.SetString(val)
 			continue
 		}
-		if err := decodeStrict(table[k], f.Addr().Interface()); err != nil {
-			errs = append(errs, fmt.Errorf("config key %q: %w", k, err))
+		if _, ok := table[f.name]; !ok && f.required {
+			errs = append(errs, requiredError(Field{Name: f.name, Doc: f.doc}))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// jsonFields maps the json names of a struct's exported fields to them.
-func jsonFields(st reflect.Value) map[string]reflect.Value {
-	out := map[string]reflect.Value{}
-	t := st.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name := f.Name
-		if tag, ok := f.Tag.Lookup("json"); ok {
-			tn, _, _ := strings.Cut(tag, ",")
-			if tn == "-" {
-				continue
-			}
-			if tn != "" {
-				name = tn
-			}
-		}
-		out[name] = st.Field(i)
-	}
-	return out
-}
-
-func sortedKeys(m map[string]reflect.Value) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // decodeStrict decodes one JSON value, refusing unknown keys of nested

@@ -25,31 +25,29 @@ type csvSink struct {
 	file *os.File // opened by the first Deliver
 }
 
+// config is the one description of the sink's config: its tags say what
+// each key is, and defaults() its default values.
 type config struct {
-	Path   string `json:"path"`
-	Header bool   `json:"header"`
+	Path   string `json:"path" required:"true" doc:"The CSV file; created when missing, appended to otherwise."`
+	Header bool   `json:"header" doc:"Write a header row when the file is new."`
 }
+
+func defaults() config { return config{Header: true} }
 
 // Describe lets `pipelined check` validate the config table and
 // `pipelined plugins describe csv` print it.
 func (s *csvSink) Describe() sdk.Description {
-	return sdk.Description{
-		Summary: "Appends one CSV row per event to a file.",
-		Fields: []sdk.Field{
-			{Name: "path", Type: "string", Required: true, Doc: "The CSV file; created when missing, appended to otherwise."},
-			{Name: "header", Type: "bool", Default: "true", Doc: "Write a header row when the file is new."},
-		},
-	}
+	return sdk.DescribeConfig("Appends one CSV row per event to a file.", defaults())
 }
 
 // Configure decodes and validates the config: cheap, no side effects.
 func (s *csvSink) Configure(_ context.Context, raw json.RawMessage) error {
-	cfg := config{Header: true} // defaults first
+	cfg := defaults()
 	if err := sdk.DecodeConfig(raw, &cfg); err != nil {
-		return err
+		return err // names every unknown key, bad value and missing required key
 	}
 	if cfg.Path == "" {
-		return errors.New(`config key "path" is required, e.g. path = "data/events.csv"`)
+		return errors.New(`config key "path" is empty: set it to a file, e.g. path = "data/events.csv"`)
 	}
 	s.cfg = cfg
 	return nil

@@ -10,20 +10,15 @@ import (
 	"github.com/pipelined/pipelined/sdk"
 )
 
-// config is the sink's config table as written in pipeline.toml.
+// config is the sink's config table as written in pipeline.toml. It is the
+// one description of the config: its tags and defaultConfig give Describe,
+// and DecodeConfig decodes over the defaults.
 type config struct {
-	// Dir holds the archive files; relative paths are relative to the
-	// daemon's working directory. Required.
-	Dir string `json:"dir"`
-	// Rotate is the age at which the current file is rotated ("1h", "1d").
-	Rotate sdk.Duration `json:"rotate"`
-	// MaxSize is the size at which the current file is rotated: a string
-	// with a unit ("64MiB", "512KiB", "1GB") or a number of bytes.
-	MaxSize sdk.Size `json:"max_size"`
-	// Compress is what happens to rotated files: "gzip" or "none".
-	Compress string `json:"compress"`
-	// Prefix starts every file name.
-	Prefix string `json:"prefix"`
+	Dir      string       `json:"dir" required:"true" doc:"Directory of the archive files, relative to the daemon's working directory; one directory and prefix per sink."`
+	Rotate   sdk.Duration `json:"rotate" doc:"Rotate the current file when it is this old (\"1h\", \"1d\")."`
+	MaxSize  sdk.Size     `json:"max_size" doc:"Rotate the current file when it is this big (\"512KiB\", \"1GB\", or bytes)."`
+	Compress string       `json:"compress" doc:"What happens to rotated files: \"gzip\" or \"none\"."`
+	Prefix   string       `json:"prefix" doc:"Start of every file name: <prefix>-<UTC start>.jsonl."`
 }
 
 // settings is a validated config.
@@ -55,7 +50,7 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 	}
 
 	s.dir = c.Dir
-	if strings.TrimSpace(c.Dir) == "" {
+	if _, set := decodedKeys(raw)["dir"]; set && strings.TrimSpace(c.Dir) == "" {
 		errs = append(errs, errors.New(`config key "dir" is required: set it to the directory for archive files, e.g. dir = "data/archive"`))
 	}
 
@@ -85,24 +80,15 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 
 var _ sdk.Describer = (*sink)(nil)
 
-// Describe describes the config keys; the defaults are those of
-// defaultConfig, written as in pipeline.toml.
+// Describe describes the config keys from the config struct and
+// defaultConfig.
 func (s *sink) Describe() sdk.Description {
-	d := defaultConfig()
-	maxSize, _ := d.MaxSize.MarshalText()
-	return sdk.Description{
-		Summary: "Appends events to JSON Lines files, fsynced before delivered, rotated by size and age, rotated files gzipped.",
-		Fields: []sdk.Field{
-			{Name: "dir", Type: "string", Required: true,
-				Doc: "Directory of the archive files, relative to the daemon's working directory; one directory and prefix per sink."},
-			{Name: "rotate", Type: "duration", Default: `"1h"`, // TestDescribe checks it is defaultConfig's
-				Doc: `Rotate the current file when it is this old ("1h", "1d").`},
-			{Name: "max_size", Type: "size", Default: fmt.Sprintf("%q", maxSize),
-				Doc: `Rotate the current file when it is this big ("512KiB", "1GB", or bytes).`},
-			{Name: "compress", Type: "string", Default: fmt.Sprintf("%q", d.Compress),
-				Doc: `What happens to rotated files: "gzip" or "none".`},
-			{Name: "prefix", Type: "string", Default: fmt.Sprintf("%q", d.Prefix),
-				Doc: "Start of every file name: <prefix>-<UTC start>.jsonl."},
-		},
-	}
+	return sdk.DescribeConfig("Appends events to JSON Lines files, fsynced before delivered, rotated by size and age, rotated files gzipped.", defaultConfig())
+}
+
+// decodedKeys returns the keys of a config table (none when it is not one).
+func decodedKeys(raw json.RawMessage) map[string]json.RawMessage {
+	var m map[string]json.RawMessage
+	json.Unmarshal(raw, &m)
+	return m
 }

@@ -43,7 +43,8 @@ const callTimeout = 30 * time.Second
 //
 // The checks: Configure accepts config; Configure rejects an unknown key
 // with an error that names it; a sink that implements [sdk.Describer] has a
-// valid description that config passes ([sdk.Description.Check]); an empty
+// valid description that config passes ([sdk.Description.Check]), and
+// Configure does not refuse as unknown any key the description lists; an empty
 // batch, a batch of 1, of 10 and of 1000 events each get one result per
 // event, none of them the zero [sdk.Result], and the results the host
 // receives over gRPC are the ones the sink returned; the same events
@@ -94,6 +95,7 @@ var checks = []check{
 	{"Configure", checkConfigure},
 	{"ConfigureUnknownKey", checkConfigureUnknownKey},
 	{"Describe", checkDescribe},
+	{"DescribeMatchesConfigure", checkDescribeMatchesConfigure},
 	{"DeliverEmptyBatch", checkDeliverEmpty},
 	{"DeliverOne", checkDeliverOne},
 	{"DeliverBatch", checkDeliverBatch},
@@ -171,6 +173,84 @@ func checkDescribe(tg target, config json.RawMessage) []error {
 		}
 	}
 	return append(errs, closeSink(tg)...)
+}
+
+// checkDescribeMatchesConfigure sets every key the description lists
+// (keeping the author's values, adding a value of the described type for
+// the others; a secret as <name>_env naming an unset variable) and fails
+// when Configure answers that one of them is unknown: the description and
+// the config struct have drifted apart (a key renamed in one of them only),
+// and `pipelined check` would refuse a key the sink takes, or pass one it
+// refuses. Only the refusal counts here ("unknown config key", as
+// [sdk.DecodeConfig] words it); the sample values may fail validation.
+func checkDescribeMatchesConfigure(tg target, config json.RawMessage) []error {
+	dc, ok := tg.sink.(protocol.DescribeClient)
+	if !ok {
+		return closeSink(tg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	d, err := dc.DescribeSink(ctx)
+	if err != nil {
+		return closeSink(tg) // not described, or reported by the Describe check
+	}
+	var table map[string]json.RawMessage
+	if err := json.Unmarshal(orEmpty(config), &table); err != nil || table == nil {
+		return []error{fmt.Errorf("the config given to sinktest.Run must be a JSON object: %s", config)}
+	}
+	var probed []string
+	for _, f := range d.Fields {
+		key := f.Name
+		if f.Secret {
+			if _, ok := table[f.Name+"_file"]; ok {
+				continue
+			}
+			key = f.Name + "_env"
+		}
+		probed = append(probed, key)
+		if _, ok := table[key]; ok {
+			continue
+		}
+		table[key] = sampleValue(f)
+	}
+	probe, err := json.Marshal(table)
+	if err != nil {
+		return []error{fmt.Errorf("encode the probe config: %w", err)}
+	}
+	var errs []error
+	if err := tg.sink.Configure(ctx, probe); err != nil {
+		for _, k := range probed {
+			if strings.Contains(err.Error(), fmt.Sprintf("unknown config key %q", k)) {
+				errs = append(errs, fmt.Errorf("Describe lists config key %q but Configure refuses it as unknown: the description and the config struct disagree (describe the config once, with sdk.DescribeConfig); Configure(%s) = %v", k, probe, err))
+			}
+		}
+	}
+	return append(errs, closeSink(tg)...)
+}
+
+// unsetVariable names an environment variable no one sets.
+const unsetVariable = "SINKTEST_PROBE_UNSET_VARIABLE"
+
+// sampleValue is a value of the field's described type.
+func sampleValue(f sdk.Field) json.RawMessage {
+	if f.Secret {
+		return json.RawMessage(`"` + unsetVariable + `"`)
+	}
+	switch f.Type {
+	case "int":
+		return json.RawMessage(`1`)
+	case "bool":
+		return json.RawMessage(`true`)
+	case "duration":
+		return json.RawMessage(`"1s"`)
+	case "size":
+		return json.RawMessage(`"1KiB"`)
+	case "[]string":
+		return json.RawMessage(`["sinktest"]`)
+	case "map", "object":
+		return json.RawMessage(`{}`)
+	}
+	return json.RawMessage(`"sinktest"`)
 }
 
 func checkDeliverEmpty(tg target, config json.RawMessage) []error {

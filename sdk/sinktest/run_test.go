@@ -333,6 +333,38 @@ func TestDescribeCheck(t *testing.T) {
 	Run(t, func(*testing.T) (sdk.Sink, json.RawMessage) { return &describedFake{desc: good}, fakeConfig })
 }
 
+// TestDescribeDriftIsCaught: a described key renamed to "feild" while the
+// config struct kept its key fails the suite, though the config given to
+// it passes Check.
+func TestDescribeDriftIsCaught(t *testing.T) {
+	c := checks[slices.IndexFunc(checks, func(c check) bool { return c.name == "DescribeMatchesConfigure" })]
+	tests := []struct {
+		name string
+		desc sdk.Description
+		want string
+	}{
+		{"matches", sdk.Description{Summary: "s", Fields: []sdk.Field{{Name: "name", Type: "string"}}}, ""},
+		{"feild", sdk.Description{Summary: "s", Fields: []sdk.Field{{Name: "name", Type: "string"}, {Name: "feild", Type: "int"}}},
+			`Describe lists config key "feild" but Configure refuses it as unknown`},
+		{"secret", sdk.Description{Summary: "s", Fields: []sdk.Field{{Name: "name", Type: "string"}, {Name: "token", Type: "string", Secret: true}}},
+			`Describe lists config key "token_env" but Configure refuses it as unknown`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if errs := tt.desc.Check(fakeConfig); errs != nil {
+				t.Fatalf("premise: the config passes the description, got %v", errs)
+			}
+			errs := c.exec(t, &describedFake{desc: tt.desc}, fakeConfig)
+			switch {
+			case tt.want == "" && errs != nil:
+				t.Errorf("DescribeMatchesConfigure = %v, want none", errs)
+			case tt.want != "" && !strings.Contains(fmt.Sprint(errs), tt.want):
+				t.Errorf("DescribeMatchesConfigure = %v, want one containing %q", errs, tt.want)
+			}
+		})
+	}
+}
+
 // The test binary doubles as a plugin binary for RunBinary: with helperVar
 // set it serves a fake instead of running tests (and, without the magic
 // cookie, sdk.Serve says it is not meant to be run by hand).

@@ -18,6 +18,8 @@ import (
 //	required:"true"                    the key must be set
 //	secret:"true"                      a string read from <key>_env or <key>_file, never inline
 //	type:"string or []string"          the Field.Type, when the Go type does not say it
+//	default:"\"data/events.db\""        the Field.Default, when the struct's value does not say it
+//	                                   (a default that depends on another key)
 //
 // The value of each field before decoding is its default. From that one
 // struct, [DescribeConfig] builds the [Description] (so `pipelined plugins
@@ -54,7 +56,8 @@ import (
 // from the Go type ([Duration] is "duration", [Size] "size", a string
 // slice "[]string", a map of strings "map", another map, struct or
 // json.RawMessage "object") unless a `type` tag names it; Field.Default is
-// the field's value written as in TOML, empty for a zero value. It panics
+// the field's value written as in TOML (or its `default` tag), empty for a
+// zero value. It panics
 // when defaults is not a struct: that is a programming error.
 func DescribeConfig(summary string, defaults any) Description {
 	v := reflect.ValueOf(defaults)
@@ -73,7 +76,10 @@ func DescribeConfig(summary string, defaults any) Description {
 			Secret:   cf.secret,
 			Doc:      cf.doc,
 		}
-		if !cf.value.IsZero() && !cf.secret {
+		switch {
+		case cf.def != "":
+			f.Default = cf.def
+		case !cf.value.IsZero() && !cf.secret:
 			f.Default = tomlValue(cf.value)
 		}
 		d.Fields = append(d.Fields, f)
@@ -88,6 +94,7 @@ type configField struct {
 	required bool
 	secret   bool
 	doc      string
+	def      string        // the default tag
 	value    reflect.Value // settable when the struct is addressable
 }
 
@@ -116,6 +123,7 @@ func configFields(st reflect.Value) []configField {
 			required: sf.Tag.Get("required") == "true",
 			secret:   sf.Tag.Get("secret") == "true",
 			doc:      sf.Tag.Get("doc"),
+			def:      sf.Tag.Get("default"),
 			value:    st.Field(i),
 		}
 		if cf.typ == "" {

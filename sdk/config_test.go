@@ -86,7 +86,7 @@ func TestDecodeConfigTags(t *testing.T) {
 		{"secret from env", `{"dir": "d", "token_env": "SDK_TEST_TOKEN"}`, "from-env", nil},
 		{"secret from file", `{"dir": "d", "token_file": "` + file + `"}`, "from-file", nil},
 		{"required missing", `{}`, "", []string{`config key "dir" is required: Where files go`}},
-		{"secret inline", `{"dir": "d", "token": "x"}`, "", []string{"token is a secret: set token_env or token_file, never inline"}},
+		{"secret inline", `{"dir": "d", "token": "x"}`, "", []string{`config key "token" must not be written inline: it is a secret, never put it in the config; set token_env (an environment variable) or token_file (a file) instead`}},
 		{"secret both", `{"dir": "d", "token_env": "SDK_TEST_TOKEN", "token_file": "f"}`, "", []string{"set only one of token_env and token_file"}},
 		{"secret unset", `{"dir": "d", "token_env": "SDK_TEST_NO_SUCH"}`, "", []string{"environment variable SDK_TEST_NO_SUCH is not set"}},
 		{"unknown lists secret keys", `{"dir": "d", "tokn_env": "X"}`, "", []string{

@@ -220,7 +220,7 @@ func DecodeConfig(config json.RawMessage, v any) error {
 		f, ok := byName[k]
 		switch {
 		case ok && f.secret:
-			errs = append(errs, fmt.Errorf("%s is a secret: set %s_env or %s_file, never inline", k, k, k))
+			errs = append(errs, fmt.Errorf("config key %q must not be written inline: it is a secret, never put it in the config; set %s_env (an environment variable) or %s_file (a file) instead", k, k, k))
 		case ok:
 			if err := decodeStrict(table[k], f.value.Addr().Interface()); err != nil {
 				errs = append(errs, fmt.Errorf("config key %q: %w", k, err))

@@ -14,17 +14,15 @@ import (
 	"github.com/pipelined/pipelined/sdk"
 )
 
-// config is the sink's config table as written in pipeline.toml. The key
-// names are a contract with users' configs: add keys, never rename them.
+// config is the sink's config table as written in pipeline.toml, and the
+// one description of it: Describe is built from its tags and
+// defaultConfig. The key names are a contract with users' configs: add
+// keys, never rename them.
 type config struct {
-	// WebhookURL exists only to refuse an inline URL with a useful error:
-	// the URL carries Slack's token, so it is a secret.
-	WebhookURL json.RawMessage `json:"webhook_url"`
-	// WebhookURLEnv names the environment variable holding the incoming
-	// webhook URL (https://hooks.slack.com/services/T…/B…/…).
-	WebhookURLEnv string `json:"webhook_url_env"`
-	// WebhookURLFile names a file holding it (a systemd credential, say).
-	WebhookURLFile string `json:"webhook_url_file"`
+	// WebhookURL is the incoming webhook URL
+	// (https://hooks.slack.com/services/T…/B…/…), read by DecodeConfig from
+	// webhook_url_env or webhook_url_file: it carries Slack's token.
+	WebhookURL string `json:"webhook_url" required:"true" secret:"true" doc:"The incoming webhook URL (https://hooks.slack.com/services/…); it holds Slack's token, so give webhook_url_env or webhook_url_file, never the URL inline."`
 	// Template is a Go text/template rendering the message text when the
 	// route's transform does not give a Slack message. It sees .ID,
 	// .Source, .Route, .ReceivedAt, .Headers, .Attempt, .Body (the webhook
@@ -33,16 +31,16 @@ type config struct {
 	// text is not, so it can use Slack's syntax. Functions: link URL LABEL
 	// (<URL|LABEL>, http(s) only), raw V (insert unescaped), duration
 	// SECONDS ("2m0s"), json V (compact JSON), truncate N V.
-	Template string `json:"template"`
+	Template string `json:"template" doc:"A Go text/template for the message text, over .ID, .Source, .Route, .ReceivedAt, .Headers, .Body (the decoded JSON) and .Transformed; inserted values are escaped for Slack. Used when the transform gives no text or blocks."`
 	// TemplateFile names a file holding the template, read by Configure.
-	TemplateFile string `json:"template_file"`
+	TemplateFile string `json:"template_file" doc:"A file holding the template instead of template; read at configure time."`
 	// Username, IconEmoji and Channel override the webhook's defaults in
 	// every message when set (legacy webhooks honour them).
-	Username  string `json:"username"`
-	IconEmoji string `json:"icon_emoji"`
-	Channel   string `json:"channel"`
+	Username  string `json:"username" doc:"Overrides the message's username when set."`
+	IconEmoji string `json:"icon_emoji" doc:"Overrides the message's icon, e.g. \":telephone_receiver:\", when set."`
+	Channel   string `json:"channel" doc:"Overrides the message's channel when set (legacy webhooks only)."`
 	// Timeout bounds each HTTP request to Slack.
-	Timeout sdk.Duration `json:"timeout"`
+	Timeout sdk.Duration `json:"timeout" doc:"Limit for each HTTP request to Slack."`
 }
 
 // settings is a validated config.
@@ -71,12 +69,12 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		errs = append(errs, err) // and go on: report every problem at once
 	}
 
-	if c.WebhookURL != nil {
-		errs = append(errs, errors.New(`config key "webhook_url" must not be written inline (the URL contains Slack's token): set webhook_url_env (an environment variable) or webhook_url_file (a file) instead`))
-	} else if u, err := webhookURL(c.WebhookURLEnv, c.WebhookURLFile); err != nil {
-		errs = append(errs, err)
-	} else {
-		s.webhook = u
+	if c.WebhookURL != "" { // read; DecodeConfig reported why when it is not
+		if u, err := webhookURL(c.WebhookURL, secretSource(raw)); err != nil {
+			errs = append(errs, err)
+		} else {
+			s.webhook = u
+		}
 	}
 
 	s.timeout = time.Duration(c.Timeout)
@@ -119,18 +117,24 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 	return s, errors.Join(errs...)
 }
 
-// webhookURL reads the webhook URL secret and checks that it is an https
-// URL (http only to a loopback host, for tests). Its errors name the key
-// but never contain the URL or any part of it.
-func webhookURL(envVar, file string) (*url.URL, error) {
-	v, err := sdk.Secret("webhook_url", envVar, file)
-	if err != nil {
-		return nil, err
+// secretSource says where the webhook URL was read from, for errors:
+// "webhook_url_env: environment variable NAME" or "webhook_url_file: PATH".
+func secretSource(raw json.RawMessage) string {
+	var keys struct {
+		Env  string `json:"webhook_url_env"`
+		File string `json:"webhook_url_file"`
 	}
-	where := "webhook_url_env: environment variable " + envVar
-	if file != "" {
-		where = "webhook_url_file: " + file
+	json.Unmarshal(raw, &keys) // DecodeConfig has reported any problem
+	if keys.File != "" {
+		return "webhook_url_file: " + keys.File
 	}
+	return "webhook_url_env: environment variable " + keys.Env
+}
+
+// webhookURL checks that v, the webhook URL secret read from where, is an
+// https URL (http only to a loopback host, for tests). Its errors name the
+// key but never contain the URL or any part of it.
+func webhookURL(v, where string) (*url.URL, error) {
 	v = strings.TrimSpace(v)
 	// url.Parse's errors quote the input: do not wrap them.
 	u, err := url.Parse(v)
@@ -164,21 +168,7 @@ func isLoopback(host string) bool {
 }
 
 // describe is the sink's description for `pipelined check` and
-// `pipelined plugins describe slack`.
+// `pipelined plugins describe slack`, from the config struct.
 func describe() sdk.Description {
-	return sdk.Description{
-		Summary: "Posts one message per event to a Slack incoming webhook, from the route's transform, a template or a default summary.",
-		Fields: []sdk.Field{
-			{Name: "webhook_url", Type: "string", Required: true, Secret: true,
-				Doc: "The incoming webhook URL (https://hooks.slack.com/services/…); it holds Slack's token, so give webhook_url_env or webhook_url_file, never the URL inline."},
-			{Name: "template", Type: "string",
-				Doc: "A Go text/template for the message text, over .ID, .Source, .Route, .ReceivedAt, .Headers, .Body (the decoded JSON) and .Transformed; inserted values are escaped for Slack. Used when the transform gives no text or blocks."},
-			{Name: "template_file", Type: "string",
-				Doc: "A file holding the template instead of template; read at configure time."},
-			{Name: "username", Type: "string", Doc: "Overrides the message's username when set."},
-			{Name: "icon_emoji", Type: "string", Doc: "Overrides the message's icon, e.g. \":telephone_receiver:\", when set."},
-			{Name: "channel", Type: "string", Doc: "Overrides the message's channel when set (legacy webhooks only)."},
-			{Name: "timeout", Type: "duration", Default: `"10s"`, Doc: "Limit for each HTTP request to Slack."},
-		},
-	}
+	return sdk.DescribeConfig("Posts one message per event to a Slack incoming webhook, from the route's transform, a template or a default summary.", defaultConfig())
 }

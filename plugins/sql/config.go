@@ -14,30 +14,29 @@ import (
 	"github.com/pipelined/pipelined/sdk"
 )
 
-// config is the sink's config table as written in pipeline.toml.
+// config is the sink's config table as written in pipeline.toml, and the
+// one description of it: Describe is built from its tags and defaultConfig.
 type config struct {
 	// Driver is "sqlite" (the default, an embedded file) or "postgres".
-	Driver string `json:"driver"`
+	Driver string `json:"driver" doc:"\"sqlite\" (a pure Go embedded database file) or \"postgres\"."`
 	// Path is the SQLite database file (sqlite only); relative paths are
-	// relative to the daemon's working directory.
-	Path string `json:"path"`
-	// DSN is never accepted inline; it is here only to say so clearly.
-	DSN json.RawMessage `json:"dsn"`
-	// DSNEnv names the environment variable holding the PostgreSQL DSN.
-	DSNEnv string `json:"dsn_env"`
-	// DSNFile names a file holding the PostgreSQL DSN.
-	DSNFile string `json:"dsn_file"`
+	// relative to the daemon's working directory. Empty means defaultPath
+	// (for sqlite only, so the default is in a tag).
+	Path string `json:"path" default:"\"data/events.db\"" doc:"SQLite only: the database file, created with its directory at the first delivery; relative to the daemon's working directory."`
+	// DSN is the PostgreSQL DSN, read by DecodeConfig from dsn_env or
+	// dsn_file; never accepted inline (it holds a password).
+	DSN string `json:"dsn" secret:"true" doc:"PostgreSQL only, required there: the connection string (postgres://user:pass@host:5432/db?sslmode=verify-full), read from dsn_env or dsn_file, never inline."`
 	// Table is the table the events go to.
-	Table string `json:"table"`
+	Table string `json:"table" doc:"The table, created if missing at the first delivery: id TEXT PRIMARY KEY, source, route, received_at, payload, inserted_at, plus the mapped columns. A plain identifier, used exactly as written."`
 	// Schema is the PostgreSQL schema of the table (postgres only).
-	Schema string `json:"schema"`
+	Schema string `json:"schema" doc:"PostgreSQL only: the schema of the table (created if missing); default the connection's current schema."`
 	// Columns maps extra column names to dot paths into the payload.
-	Columns map[string]string `json:"columns"`
+	Columns map[string]string `json:"columns" doc:"Extra columns filled from dot paths into the delivered payload (the route's transform output when there is one), e.g. { call_sid = \"data.callSid\" }; a missing path stores NULL. Missing columns are added to an existing table."`
 	// ColumnTypes gives some of Columns a type other than text.
-	ColumnTypes map[string]string `json:"column_types"`
+	ColumnTypes map[string]string `json:"column_types" doc:"Types of mapped columns: text (the default; non-strings stored as their JSON text), integer, real, boolean or json (JSONB on PostgreSQL); a value that does not fit fails that event permanently."`
 	// BusyTimeout is how long SQLite waits for a lock held by another
 	// connection before the batch fails (and is retried by the host).
-	BusyTimeout sdk.Duration `json:"busy_timeout"`
+	BusyTimeout sdk.Duration `json:"busy_timeout" doc:"SQLite only: how long a delivery waits for a lock held by another connection before the batch fails and is retried."`
 }
 
 const (
@@ -134,7 +133,8 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		if strings.ContainsRune(s.path, 0) {
 			errs = append(errs, errors.New(`config key "path" contains a NUL byte`))
 		}
-		for _, k := range []struct{ key, val string }{{"dsn_env", c.DSNEnv}, {"dsn_file", c.DSNFile}, {"schema", c.Schema}} {
+		keys := configKeys(raw)
+		for _, k := range []struct{ key, val string }{{"dsn_env", keys.DSNEnv}, {"dsn_file", keys.DSNFile}, {"schema", c.Schema}} {
 			if k.val != "" {
 				errs = append(errs, fmt.Errorf(`config key %q is for driver = "postgres"; with driver = "sqlite" set "path"`, k.key))
 			}
@@ -143,11 +143,16 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		if c.Path != "" {
 			errs = append(errs, errors.New(`config key "path" is for driver = "sqlite"; with driver = "postgres" set "dsn_env" or "dsn_file"`))
 		}
-		if c.DSN == nil {
-			dsn, err := sdk.Secret("dsn", c.DSNEnv, c.DSNFile)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("config: %w", err))
-			} else if _, err := pgxpool.ParseConfig(dsn); err != nil {
+		// DecodeConfig read the DSN from dsn_env or dsn_file when one is
+		// set (and reported why not); required here, for postgres only.
+		keys := configKeys(raw)
+		switch dsn := c.DSN; {
+		case keys.DSNEnv == "" && keys.DSNFile == "" && !keys.inline:
+			_, err := sdk.Secret("dsn", "", "")
+			errs = append(errs, fmt.Errorf("config: %w", err))
+		case dsn == "":
+		default:
+			if _, err := pgxpool.ParseConfig(dsn); err != nil {
 				errs = append(errs, fmt.Errorf("config key dsn: %w", newRedactor(dsn).redact(err)))
 			} else {
 				s.dsn = dsn
@@ -161,9 +166,6 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		}
 	default:
 		errs = append(errs, fmt.Errorf(`config key "driver" = %q: use "sqlite" (an embedded file, the default) or "postgres"`, c.Driver))
-	}
-	if c.DSN != nil {
-		errs = append(errs, errors.New(`config key "dsn": never write the DSN inline (it holds a password); set dsn_env (an environment variable) or dsn_file (a file, e.g. a systemd credential)`))
 	}
 
 	s.table = c.Table
@@ -233,27 +235,26 @@ func parseColumns(columns, types map[string]string) ([]column, error) {
 	return cols, errors.Join(errs...)
 }
 
-// Describe lists the config keys; it does not depend on Configure.
+// secretKeys says which of dsn, dsn_env and dsn_file a config table
+// wrote: whether they are allowed depends on the driver.
+type secretKeys struct {
+	DSNEnv  string `json:"dsn_env"`
+	DSNFile string `json:"dsn_file"`
+	inline  bool
+}
+
+// configKeys reads the secretKeys of a config table.
+func configKeys(raw json.RawMessage) secretKeys {
+	var k secretKeys
+	json.Unmarshal(raw, &k) // DecodeConfig has reported any problem
+	var table map[string]json.RawMessage
+	json.Unmarshal(raw, &table)
+	_, k.inline = table["dsn"]
+	return k
+}
+
+// Describe lists the config keys, from the config struct; it does not
+// depend on Configure.
 func (*sink) Describe() sdk.Description {
-	return sdk.Description{
-		Summary: "Stores every event as a row of a SQL table: SQLite (an embedded file, the default) or PostgreSQL; idempotent on the event id.",
-		Fields: []sdk.Field{
-			{Name: "driver", Type: "string", Default: `"sqlite"`,
-				Doc: `"sqlite" (a pure Go embedded database file) or "postgres".`},
-			{Name: "path", Type: "string", Default: `"data/events.db"`,
-				Doc: "SQLite only: the database file, created with its directory at the first delivery; relative to the daemon's working directory."},
-			{Name: "dsn", Type: "string", Secret: true,
-				Doc: `PostgreSQL only, required there: the connection string (postgres://user:pass@host:5432/db?sslmode=verify-full), read from dsn_env or dsn_file, never inline.`},
-			{Name: "table", Type: "string", Default: `"events"`,
-				Doc: "The table, created if missing at the first delivery: id TEXT PRIMARY KEY, source, route, received_at, payload, inserted_at, plus the mapped columns. A plain identifier, used exactly as written."},
-			{Name: "schema", Type: "string",
-				Doc: "PostgreSQL only: the schema of the table (created if missing); default the connection's current schema."},
-			{Name: "columns", Type: "map",
-				Doc: `Extra columns filled from dot paths into the delivered payload (the route's transform output when there is one), e.g. { call_sid = "data.callSid" }; a missing path stores NULL. Missing columns are added to an existing table.`},
-			{Name: "column_types", Type: "map",
-				Doc: `Types of mapped columns: text (the default; non-strings stored as their JSON text), integer, real, boolean or json (JSONB on PostgreSQL); a value that does not fit fails that event permanently.`},
-			{Name: "busy_timeout", Type: "duration", Default: `"5s"`,
-				Doc: "SQLite only: how long a delivery waits for a lock held by another connection before the batch fails and is retried."},
-		},
-	}
+	return sdk.DescribeConfig("Stores every event as a row of a SQL table: SQLite (an embedded file, the default) or PostgreSQL; idempotent on the event id.", defaultConfig())
 }

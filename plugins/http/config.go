@@ -19,46 +19,54 @@ import (
 	"github.com/pipelined/pipelined/sdk"
 )
 
-// config is the sink's config table as written in pipeline.toml.
+// config is the sink's config table as written in pipeline.toml, and the
+// one description of it: describe is built from its tags and
+// defaultConfig. The key names are a contract with users' configs: add
+// keys, never rename them.
 type config struct {
 	// URL is where events go (http or https). It may carry a token in its
 	// query; only scheme://host/path is ever logged. Exactly one of URL,
 	// URLEnv and URLFile is set.
-	URL     string `json:"url"`
-	URLEnv  string `json:"url_env"`
-	URLFile string `json:"url_file"`
+	URL     string `json:"url" doc:"Required unless url_env or url_file is set. The receiver's http or https address; it may carry a token in its query (only scheme://host/path is logged). When the whole URL is secret, set url_env or url_file instead."`
+	URLEnv  string `json:"url_env" doc:"Environment variable holding the whole URL, instead of \"url\"."`
+	URLFile string `json:"url_file" doc:"File holding the whole URL (e.g. a systemd credential), instead of \"url\"."`
 	// Method is POST, PUT or PATCH.
-	Method string `json:"method"`
+	Method string `json:"method" doc:"POST, PUT or PATCH."`
 	// Headers are static header values sent with every request (not secrets).
-	Headers map[string]string `json:"headers"`
+	Headers map[string]string `json:"headers" doc:"Static header values sent with every request; not for secrets (use header_env)."`
 	// HeaderEnv maps a header name to the environment variable holding its
 	// value (Authorization, X-Api-Key); read once, at Configure.
-	HeaderEnv map[string]string `json:"header_env"`
+	HeaderEnv map[string]string `json:"header_env" doc:"Header name to the environment variable holding its value, for secret headers such as Authorization; read when the sink starts."`
 	// Timeout bounds one request, response included.
-	Timeout sdk.Duration `json:"timeout"`
+	Timeout sdk.Duration `json:"timeout" doc:"Limit for one request, response included; a request that passes it is retried."`
 	// Body is "payload" (Event.Payload) or "envelope" (a JSON object with
 	// the event's metadata).
-	Body string `json:"body"`
+	Body string `json:"body" doc:"\"payload\": the route's transform output, else the body as received. \"envelope\": a JSON object {id, source, route, received_at, attempt, body, payload (when transformed)}."`
 	// ContentType is the Content-Type header of every request.
-	ContentType string `json:"content_type"`
+	ContentType string `json:"content_type" doc:"Content-Type of every request."`
 	// Concurrency is how many events of a batch are in flight at once.
-	Concurrency int `json:"concurrency"`
+	Concurrency int `json:"concurrency" doc:"Events of a batch in flight at once; 1 sends them in order, one at a time."`
 	// MaxIdleConns is how many idle keep-alive connections are kept; 0
 	// means as many as Concurrency.
-	MaxIdleConns int `json:"max_idle_conns"`
+	MaxIdleConns int `json:"max_idle_conns" default:"0" doc:"Idle keep-alive connections kept to the receiver; 0 means as many as concurrency."`
+	// Secret describes the Standard Webhooks signing secret, which is
+	// never written inline (DecodeConfig refuses "secret"); SecretEnv and
+	// SecretFile, declared on their own because each may list several,
+	// say where it is, and parseConfig reads them.
+	Secret string `json:"secret" secret:"true" doc:"Standard Webhooks signing secret (\"whsec_...\"), via secret_env or secret_file; when set, requests carry webhook-timestamp and webhook-signature."`
 	// SecretEnv / SecretFile name the Standard Webhooks signing secret
 	// ("whsec_..."), or several (new first, then old, during a rotation):
 	// every request then carries one signature per secret. With neither,
 	// requests are not signed.
-	SecretEnv  stringList `json:"secret_env"`
-	SecretFile stringList `json:"secret_file"`
+	SecretEnv  stringList `json:"secret_env" type:"string or []string" doc:"Environment variable holding the signing secret, or a list of them ([\"NEW\", \"OLD\"] while a receiver rotates): each request then carries one signature per secret in its webhook-signature header."`
+	SecretFile stringList `json:"secret_file" type:"string or []string" doc:"File holding the signing secret (e.g. a systemd credential), or a list of files, like secret_env."`
 	// TLSCAFile is a PEM file of the CAs that sign the receiver's
 	// certificate, instead of the system's roots (a private CA).
-	TLSCAFile string `json:"tls_ca_file"`
+	TLSCAFile string `json:"tls_ca_file" doc:"PEM file of the CA certificate(s) that sign the receiver's certificate, instead of the system's roots (a private CA)."`
 	// TLSCertFile and TLSKeyFile are the PEM client certificate and key
 	// sent to a receiver that requires mutual TLS; both or neither.
-	TLSCertFile string `json:"tls_cert_file"`
-	TLSKeyFile  string `json:"tls_key_file"`
+	TLSCertFile string `json:"tls_cert_file" doc:"PEM client certificate for a receiver that requires mutual TLS; set with tls_key_file."`
+	TLSKeyFile  string `json:"tls_key_file" doc:"PEM private key of tls_cert_file."`
 }
 
 // stringList is a config value written as one string or a list of them.
@@ -397,28 +405,8 @@ func sortedNames(m map[string]string) []string {
 	return out
 }
 
-// describe lists every config key; it is the contract of this sink's config.
+// describe lists every config key, from the config struct; it is the
+// contract of this sink's config.
 func describe() sdk.Description {
-	return sdk.Description{
-		Summary: "Forwards each event to a URL over HTTP(S), optionally signed with Standard Webhooks.",
-		Fields: []sdk.Field{
-			{Name: "url", Type: "string", Doc: `Required unless url_env or url_file is set. The receiver's http or https address; it may carry a token in its query (only scheme://host/path is logged). When the whole URL is secret, set url_env or url_file instead.`},
-			{Name: "url_env", Type: "string", Doc: `Environment variable holding the whole URL, instead of "url".`},
-			{Name: "url_file", Type: "string", Doc: `File holding the whole URL (e.g. a systemd credential), instead of "url".`},
-			{Name: "method", Type: "string", Default: `"POST"`, Doc: `POST, PUT or PATCH.`},
-			{Name: "headers", Type: "map", Doc: `Static header values sent with every request; not for secrets (use header_env).`},
-			{Name: "header_env", Type: "map", Doc: `Header name to the environment variable holding its value, for secret headers such as Authorization; read when the sink starts.`},
-			{Name: "timeout", Type: "duration", Default: `"10s"`, Doc: `Limit for one request, response included; a request that passes it is retried.`},
-			{Name: "body", Type: "string", Default: `"payload"`, Doc: `"payload": the route's transform output, else the body as received. "envelope": a JSON object {id, source, route, received_at, attempt, body, payload (when transformed)}.`},
-			{Name: "content_type", Type: "string", Default: `"application/json"`, Doc: `Content-Type of every request.`},
-			{Name: "concurrency", Type: "int", Default: "1", Doc: `Events of a batch in flight at once; 1 sends them in order, one at a time.`},
-			{Name: "max_idle_conns", Type: "int", Default: "0", Doc: `Idle keep-alive connections kept to the receiver; 0 means as many as concurrency.`},
-			{Name: "secret", Type: "string", Secret: true, Doc: `Standard Webhooks signing secret ("whsec_..."), via secret_env or secret_file; when set, requests carry webhook-timestamp and webhook-signature.`},
-			{Name: "secret_env", Type: "string or []string", Doc: `Environment variable holding the signing secret, or a list of them (["NEW", "OLD"] while a receiver rotates): each request then carries one signature per secret in its webhook-signature header.`},
-			{Name: "secret_file", Type: "string or []string", Doc: `File holding the signing secret (e.g. a systemd credential), or a list of files, like secret_env.`},
-			{Name: "tls_ca_file", Type: "string", Doc: `PEM file of the CA certificate(s) that sign the receiver's certificate, instead of the system's roots (a private CA).`},
-			{Name: "tls_cert_file", Type: "string", Doc: `PEM client certificate for a receiver that requires mutual TLS; set with tls_key_file.`},
-			{Name: "tls_key_file", Type: "string", Doc: `PEM private key of tls_cert_file.`},
-		},
-	}
+	return sdk.DescribeConfig("Forwards each event to a URL over HTTP(S), optionally signed with Standard Webhooks.", defaultConfig())
 }

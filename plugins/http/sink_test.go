@@ -479,7 +479,8 @@ func TestConfigErrors(t *testing.T) {
 		{"zero-timeout", `{"url": "https://a.example", "timeout": "0s"}`, []string{`"timeout" must be positive`}},
 		{"zero-concurrency", `{"url": "https://a.example", "concurrency": 0}`, []string{`"concurrency" = 0`}},
 		{"negative-idle", `{"url": "https://a.example", "max_idle_conns": -1}`, []string{`"max_idle_conns" = -1`}},
-		{"unknown-key", `{"url": "https://a.example", "secret": "whsec_abc"}`, []string{`unknown config key "secret"`}},
+		{"inline-secret", `{"url": "https://a.example", "secret": "whsec_abc"}`, []string{`config key "secret" must not be written inline`, "secret_env", "secret_file"}},
+		{"unknown-key", `{"url": "https://a.example", "secrets_env": "X"}`, []string{`unknown config key "secrets_env"`}},
 		{"every-problem", `{"method": "GET", "body": "raw"}`, []string{`"url" is required`, `"method"`, `"body"`}},
 	}
 	for _, tt := range tests {

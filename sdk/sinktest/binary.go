@@ -32,7 +32,9 @@ import (
 // standard output other than the go-plugin handshake line: before the
 // handshake a stray line breaks the start, after it the host throws it
 // away. Both what goes to os.Stdout (which go-plugin's Serve redirects) and
-// what reaches file descriptor 1 directly are caught. Build the binary in
+// what reaches file descriptor 1 directly are caught. A panic the process
+// reports on stderr fails the check during which it died, with the stack.
+// Build the binary in
 // the test, e.g. with `go build -o` into t.TempDir().
 func RunBinary(t *testing.T, path string, config json.RawMessage) {
 	t.Helper()
@@ -52,9 +54,17 @@ func (c check) execBinary(t testing.TB, path string, config json.RawMessage) []e
 	t.Helper()
 	sink, out, err := startBinary(t, path)
 	if err != nil {
-		return []error{err}
+		return append([]error{err}, out.stderr.panicked()...)
 	}
 	errs := c.run(target{sink: sink}, config)
+	if len(errs) > 0 {
+		// A call that failed may be a panic whose report is still on its
+		// way through the stderr pipe.
+		for deadline := time.Now().Add(2 * time.Second); out.stderr.panicked() == nil && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	errs = append(errs, out.stderr.panicked()...)
 	return append(errs, out.check()...)
 }
 
@@ -65,6 +75,9 @@ type stdout struct {
 	handshake bool // the first line has been read
 	stray     bytes.Buffer
 	kill      func()
+	// stderr is the plugin's standard error, as the tail of it and the
+	// panic it reports, if any.
+	stderr *tail
 }
 
 // Write takes what the plugin wrote to os.Stdout after Serve (go-plugin's
@@ -115,8 +128,8 @@ func (s *stdout) check() []error {
 // of its sink and its stdout. The process is killed when the test ends.
 func startBinary(t testing.TB, path string) (sdk.Sink, *stdout, error) {
 	t.Helper()
-	out := &stdout{}
-	var stderr tail
+	stderr := &tail{}
+	out := &stdout{stderr: stderr}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  protocol.Handshake,
 		VersionedPlugins: protocol.ClientPlugins(),
@@ -129,7 +142,7 @@ func startBinary(t testing.TB, path string) (sdk.Sink, *stdout, error) {
 		AutoMTLS:         true,
 		StartTimeout:     10 * time.Second,
 		SyncStdout:       out,
-		Stderr:           &stderr,
+		Stderr:           stderr,
 		Logger:           quietLogger(),
 	})
 	out.kill = client.Kill
@@ -155,20 +168,44 @@ func startBinary(t testing.TB, path string) (sdk.Sink, *stdout, error) {
 	return sink, out, nil
 }
 
-// tail keeps the end of the plugin's stderr for error messages.
+// tail keeps the end of the plugin's stderr for error messages, and what
+// follows a Go panic's "panic: " line (its value and every goroutine's
+// stack), up to maxPanic bytes.
 type tail struct {
-	mu  sync.Mutex
-	buf []byte
+	mu    sync.Mutex
+	buf   []byte
+	panic []byte
 }
+
+// maxPanic bounds the panic report kept from a plugin's stderr.
+const maxPanic = 64 << 10
 
 func (w *tail) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.panic == nil {
+		if i := bytes.Index(p, []byte("panic: ")); i >= 0 && (i == 0 || p[i-1] == '\n') {
+			w.panic = append([]byte{}, p[i:min(len(p), i+maxPanic)]...)
+		}
+	} else if room := maxPanic - len(w.panic); room > 0 {
+		w.panic = append(w.panic, p[:min(len(p), room)]...)
+	}
 	w.buf = append(w.buf, p...)
 	if n := len(w.buf) - 1024; n > 0 {
 		w.buf = w.buf[n:]
 	}
 	return len(p), nil
+}
+
+// panicked returns the panic the plugin reported on stderr as an error,
+// nil when it reported none.
+func (w *tail) panicked() []error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.panic == nil {
+		return nil
+	}
+	return []error{fmt.Errorf("the plugin process panicked (the host restarts it, and the events are delivered again):\n%s", w.panic)}
 }
 
 func (w *tail) last() string {

@@ -54,6 +54,10 @@ const callTimeout = 30 * time.Second
 // context cancelled before or during the call returns within 2s and leaves
 // the sink usable.
 //
+// A panic in the sink's Configure, Deliver, Close or Describe fails the
+// check that made the call, with the panic's value and stack; the other
+// checks still run.
+//
 // Run cannot see what a plugin process prints to stdout; [RunBinary] runs
 // the same checks on a built plugin binary and also fails when it does.
 func Run(t *testing.T, newSink func(t *testing.T) (s sdk.Sink, config json.RawMessage)) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ type fake struct {
 	script            []sdk.Result // Deliver answers event i with script[i%len(script)]
 	printStdout       bool         // Configure prints to os.Stdout
 	printFD1          bool         // Deliver writes to file descriptor 1
+	panicConfigure    bool         // Configure panics
+	panicDeliver      bool         // Deliver panics
 
 	seen map[string]bool
 }
@@ -42,6 +45,9 @@ func (f *fake) Configure(_ context.Context, raw json.RawMessage) error {
 	if f.printStdout {
 		fmt.Println("configured!")
 	}
+	if f.panicConfigure {
+		panic("configure exploded")
+	}
 	if f.acceptUnknownKeys {
 		return json.Unmarshal(raw, &cfg)
 	}
@@ -54,6 +60,10 @@ func (f *fake) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	}
 	if f.batchError {
 		return nil, errors.New("disk on fire")
+	}
+	if f.panicDeliver {
+		var m map[string]int
+		m["boom"]++ // assignment to entry in nil map
 	}
 	if f.seen == nil {
 		f.seen = map[string]bool{}
@@ -155,6 +165,7 @@ func TestChecksCatchViolations(t *testing.T) {
 			"Configure":                    "Close = close: file already closed",
 			"ConfigureUnknownKey":          "Close = close: file already closed",
 			"Describe":                     "Close = close: file already closed",
+			"DescribeMatchesConfigure":     "Close = close: file already closed",
 			"DeliverEmptyBatch":            "Close = close: file already closed",
 			"DeliverOne":                   "Close = close: file already closed",
 			"DeliverBatch":                 "Close = close: file already closed",
@@ -379,6 +390,8 @@ func TestMain(m *testing.M) {
 			sdk.Serve(&fake{printStdout: true})
 		case "print-fd1":
 			sdk.Serve(&fake{printFD1: true})
+		case "panic-deliver":
+			sdk.Serve(&fake{panicDeliver: true})
 		case "print-before-serve":
 			fmt.Println("starting up")
 			sdk.Serve(&fake{})
@@ -402,6 +415,7 @@ func TestRunBinaryCatchesStdout(t *testing.T) {
 		{"print", "Configure", `the plugin wrote 12 bytes to stdout after the handshake: "configured!\n"`},
 		{"print-fd1", "DeliverBatch", `to stdout after the handshake: "delivering\n"`},
 		{"print-before-serve", "Configure", "it printed to stdout before the handshake"},
+		{"panic-deliver", "DeliverOne", "the plugin process panicked (the host restarts it, and the events are delivered again):\npanic: assignment to entry in nil map"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.behaviour, func(t *testing.T) {
@@ -410,6 +424,55 @@ func TestRunBinaryCatchesStdout(t *testing.T) {
 			errs := c.execBinary(t, os.Args[0], fakeConfig)
 			if !strings.Contains(fmt.Sprint(errs), tt.want) {
 				t.Errorf("check %s on a plugin that prints (%s) = %v, want a violation containing %q", tt.check, tt.behaviour, errs, tt.want)
+			}
+		})
+	}
+}
+
+// failures records what a check reports through Errorf, from any
+// goroutine, instead of failing the real test.
+type failures struct {
+	testing.TB
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (f *failures) Errorf(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.msgs = append(f.msgs, fmt.Sprintf(format, args...))
+}
+
+func (f *failures) Helper() {}
+
+// TestPanicFailsTheCheck: a panic in Configure or Deliver fails the check
+// that caused it, with the panic's value and the sink's frame in the
+// stack, and the test binary lives on.
+func TestPanicFailsTheCheck(t *testing.T) {
+	tests := []struct {
+		name  string
+		sink  *fake
+		check string
+		want  []string
+	}{
+		{"Configure", &fake{panicConfigure: true}, "Configure", []string{"*sinktest.fake.Configure panicked: configure exploded", "sinktest.(*fake).Configure("}},
+		{"Deliver", &fake{panicDeliver: true}, "DeliverOne", []string{"*sinktest.fake.Deliver panicked: assignment to entry in nil map", "sinktest.(*fake).Deliver("}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &failures{TB: t}
+			c := checks[slices.IndexFunc(checks, func(c check) bool { return c.name == tt.check })]
+			errs := c.exec(rec, tt.sink, fakeConfig)
+			if !strings.Contains(fmt.Sprint(errs), "panicked") {
+				t.Errorf("%s check errors = %v, want the call to fail saying the sink panicked", tt.check, errs)
+			}
+			rec.mu.Lock()
+			got := strings.Join(rec.msgs, "\n")
+			rec.mu.Unlock()
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("%s check reported %q, want it to contain %q", tt.check, got, w)
+				}
 			}
 		})
 	}

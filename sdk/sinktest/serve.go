@@ -20,6 +20,9 @@ import (
 // so Serve finds what a plain method call would hide (results that do not
 // survive the wire, errors that lose their message).
 //
+// A panic in one of the sink's methods fails t with the panic's value and
+// stack (the call returns an error), instead of killing the test binary.
+//
 // Serve does not call Close on the sink; a test that wants the sink's
 // resources released calls it, as the host would. The connection and the
 // server are torn down when the test ends, via t.Cleanup.
@@ -30,7 +33,7 @@ func Serve(t testing.TB, s sdk.Sink) sdk.Sink {
 	reattach := make(chan *plugin.ReattachConfig, 1)
 	closed := make(chan struct{})
 
-	cfg := protocol.ServeConfig(s)
+	cfg := protocol.ServeConfig(guarded(t, s))
 	cfg.Logger = quietLogger()
 	cfg.Test = &plugin.ServeTestConfig{
 		Context:          ctx,

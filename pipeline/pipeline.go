@@ -158,7 +158,9 @@ type Delivery struct {
 	// Route and Payload are the Target's.
 	Route   string
 	Payload []byte
-	// Attempt counts deliveries of this entry to its sink, starting at 1.
+	// Attempt counts deliveries of this entry to its sink, starting at 1;
+	// a DLQ retry or a replay makes a new entry, which starts at 1 again
+	// (sdk.Event.Attempt says so to plugins).
 	Attempt int
 	// LastError is the error of the previous attempt, if any.
 	LastError string

@@ -85,7 +85,20 @@ type Event struct {
 	// Transformed is what the route's transform built (JSON), or nil when
 	// the route has no transform.
 	Transformed json.RawMessage
-	// Attempt counts deliveries of this event to this sink, from 1.
+	// Attempt numbers this delivery among those of the event's current
+	// queueing for this sink, from 1: it is the count the sink's
+	// max_attempts limits. Every later delivery of that queueing (after a
+	// Retry result, a batch error, a plugin restart) has Attempt+1; a
+	// failure at Attempt >= max_attempts sends the event to the
+	// dead-letter queue (except during an outage: the breaker's probes do
+	// not count toward the limit, so Attempt may pass it). An
+	// operator's DLQ retry (`pipelined dlq retry`) or replay
+	// (`pipelined replay`) queues the event anew, with a fresh budget of
+	// max_attempts, and Attempt starts again at 1. So Attempt 1 does not
+	// mean the sink never saw the event (a replay, or a daemon crash
+	// between delivery and acknowledgement, sends it again): use ID to be
+	// idempotent. The count over the event's whole life is in its delivery
+	// record (`pipelined events show ID`, "attempts").
 	Attempt int
 }
 

@@ -1,0 +1,54 @@
+// Package nodesink_test runs the conformance suite on examples/node-sink,
+// a sink written in Node.js, through the same protocol the host speaks.
+package nodesink_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/pipelined/pipelined/sdk/sinktest"
+)
+
+// nodeReady installs the sink's npm packages (npm ci, from
+// package-lock.json) unless they are there. It skips the test when node
+// or npm is missing, except under CI, where .ci/run installs them: there a
+// missing node fails the test.
+func nodeReady(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is not installed, and CI must run the Node.js sink's tests: .ci/run installs nodejs and npm", tool)
+			}
+			t.Skipf("%s is not installed: skipping the Node.js sink (Debian: apt-get install nodejs npm)", tool)
+		}
+	}
+	lock, err := os.Stat("package-lock.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst, err := os.Stat(filepath.Join("node_modules", ".package-lock.json")); err == nil && !inst.ModTime().Before(lock.ModTime()) {
+		return
+	}
+	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci in examples/node-sink: %v\n%s", err, out)
+	}
+}
+
+// TestConformance runs sinktest.RunBinary on the Node.js plugin: the
+// handshake, AutoMTLS, the health check, Configure (unknown keys named),
+// Describe (and that Configure takes every key it lists), batches of 1 to
+// 1000 events, redelivery, cancellation, Close, and nothing on stdout
+// after the handshake.
+func TestConformance(t *testing.T) {
+	nodeReady(t)
+	bin, err := filepath.Abs("pipelined-sink-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sinktest.RunBinary(t, bin, json.RawMessage(`{"path": "`+filepath.Join(t.TempDir(), "events.jsonl")+`"}`))
+}

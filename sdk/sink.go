@@ -19,9 +19,19 @@
 //
 //	func main() { sdk.Serve(stdoutSink{}) }
 //
+// A sink's config is described once, by a struct with tags: [DescribeConfig]
+// makes the description `pipelined check` and `pipelined plugins describe`
+// use, and [DecodeConfig] decodes, applies defaults, refuses unknown and
+// missing required keys, and reads secrets from <key>_env / <key>_file.
+//
 // The host (pipelined) runs each plugin as its own process and talks to it
 // over gRPC with hashicorp/go-plugin; package sinktest runs a sink through the
-// same protocol inside an ordinary go test.
+// same protocol inside an ordinary go test. docs/plugin-protocol.md in the
+// repository specifies that protocol for a plugin in another language.
+//
+// The sdk is a Go module of its own, github.com/pipelined/pipelined/sdk,
+// which needs go-plugin, gRPC, protobuf and hclog, and none of the daemon's
+// dependencies.
 package sdk
 
 import (

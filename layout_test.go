@@ -46,6 +46,32 @@ func TestSDKStandsAlone(t *testing.T) {
 	}
 }
 
+// TestSDKModuleGraph: the sdk is a module of its own whose module graph
+// (what every plugin module built against it pulls in, before the plugin's
+// own dependencies) holds none of the daemon's: badger, NATS, expr, TOML.
+// tests/e2e's TestTutorialOutsideTheRepository checks the same in a plugin
+// module made from the tutorial, outside the repository.
+func TestSDKModuleGraph(t *testing.T) {
+	cmd := exec.Command("go", "list", "-m", "all")
+	cmd.Dir = "sdk"
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -m all in sdk/: %v\n%s", err, out)
+	}
+	mods := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(mods) == 0 || mods[0] != "github.com/pipelined/pipelined/sdk" {
+		t.Fatalf("go list -m all in sdk/ starts with %q, want the module github.com/pipelined/pipelined/sdk", mods[0])
+	}
+	for _, m := range mods[1:] {
+		for _, f := range []string{"github.com/dgraph-io/badger", "github.com/nats-io/", "github.com/expr-lang/expr", "github.com/BurntSushi/toml", "github.com/pipelined/pipelined "} {
+			if strings.HasPrefix(m, f) {
+				t.Errorf("the sdk module's graph holds %s: a plugin would pull it in", m)
+			}
+		}
+	}
+}
+
 // TestEveryPackageHasADocComment checks that each package says what it is for.
 func TestEveryPackageHasADocComment(t *testing.T) {
 	// ./... stops at the sdk's own go.mod: list that module's packages too.

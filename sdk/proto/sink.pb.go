@@ -182,7 +182,9 @@ type Event struct {
 	Body []byte `protobuf:"bytes,6,opt,name=body,proto3" json:"body,omitempty"`
 	// payload is the route's transform output (JSON); empty when the route has none.
 	Payload []byte `protobuf:"bytes,7,opt,name=payload,proto3" json:"payload,omitempty"`
-	// attempt counts deliveries of this event to this sink, from 1.
+	// attempt numbers this delivery within the event's current queueing for
+	// this sink, from 1 (the count max_attempts limits); a DLQ retry or a replay
+	// queues the event anew and attempt starts at 1 again (sdk.Event.Attempt).
 	Attempt       uint32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -88,6 +88,7 @@ func TestDecodeConfigTags(t *testing.T) {
 		{"required missing", `{}`, "", []string{`config key "dir" is required: Where files go`}},
 		{"secret inline", `{"dir": "d", "token": "x"}`, "", []string{`config key "token" must not be written inline: it is a secret, never put it in the config; set token_env (an environment variable) or token_file (a file) instead`}},
 		{"secret both", `{"dir": "d", "token_env": "SDK_TEST_TOKEN", "token_file": "f"}`, "", []string{"set only one of token_env and token_file"}},
+		{"secret empty", `{"dir": "d", "token_env": " "}`, "", []string{`config key "token_env" is empty`}},
 		{"secret unset", `{"dir": "d", "token_env": "SDK_TEST_NO_SUCH"}`, "", []string{"environment variable SDK_TEST_NO_SUCH is not set"}},
 		{"unknown lists secret keys", `{"dir": "d", "tokn_env": "X"}`, "", []string{
 			`unknown config key "tokn_env": check its spelling (valid keys: any, dir, extra, header, max_size, rotate, tags, token_env, token_file, workers)`}},

@@ -254,6 +254,10 @@ func DecodeConfig(config json.RawMessage, v any) error {
 				errs = append(errs, fmt.Errorf("config key %q: want a string (the name of an environment variable or a file), got %s", k, kindOf(table[k])))
 				continue
 			}
+			if strings.TrimSpace(s) == "" {
+				errs = append(errs, fmt.Errorf("config key %q is empty: name an environment variable or a file", k))
+				continue
+			}
 			secretRefs[k] = s
 		default:
 			errs = append(errs, fmt.Errorf("unknown config key %q: check its spelling (valid keys: %s)", k, strings.Join(valid, ", ")))

@@ -240,3 +240,34 @@ func ExampleParseDuration() {
 	// 1d12h 36h0m0s <nil>
 	// -1s 0s negative duration "-1s" (write e.g. "30s", "24h" or "7d")
 }
+
+// ExampleDescribeConfig describes a config once, as a struct: the same
+// struct and defaults give the description the host checks configs
+// against, and the decoding Configure does (secrets included).
+func ExampleDescribeConfig() {
+	type config struct {
+		URL     string       `json:"url" required:"true" doc:"Where events go."`
+		Timeout sdk.Duration `json:"timeout" doc:"Limit for one request."`
+		Token   string       `json:"token" secret:"true" doc:"API token, from token_env or token_file."`
+	}
+	defaults := func() config { return config{Timeout: sdk.Duration(10 * time.Second)} }
+
+	for _, f := range sdk.DescribeConfig("Posts events to a URL.", defaults()).Fields {
+		fmt.Printf("%s %s default=%s required=%v secret=%v\n", f.Name, f.Type, f.Default, f.Required, f.Secret)
+	}
+
+	os.Setenv("EXAMPLE_API_TOKEN", "s3cret")
+	cfg := defaults()
+	err := sdk.DecodeConfig(json.RawMessage(`{"url": "https://example.com/hook", "token_env": "EXAMPLE_API_TOKEN"}`), &cfg)
+	fmt.Println(cfg.URL, time.Duration(cfg.Timeout), cfg.Token == "s3cret", err)
+
+	cfg = defaults()
+	fmt.Println(sdk.DecodeConfig(json.RawMessage(`{"token": "inline"}`), &cfg))
+	// Output:
+	// url string default= required=true secret=false
+	// timeout duration default="10s" required=false secret=false
+	// token string default= required=false secret=true
+	// https://example.com/hook 10s true <nil>
+	// config key "token" must not be written inline: it is a secret, never put it in the config; set token_env (an environment variable) or token_file (a file) instead
+	// config key "url" is required: Where events go
+}

@@ -36,11 +36,14 @@ CONFIG ?= pipeline.toml
 run: build
 	$(BIN)/pipelined serve -c $(CONFIG)
 
-# sdk/ is a module of its own (the root's go.mod replaces it with ./sdk),
-# so ./... stops at it: vet and test it from its directory too.
+# The modules besides the root's: sdk/ (which the root's go.mod replaces
+# with ./sdk) and the tutorial's plugin module. ./... stops at them: vet and
+# test them from their directories too.
+MODULES := sdk examples/customsink
+
 vet:
 	$(GO) vet ./...
-	cd sdk && $(GO) vet ./...
+	@for m in $(MODULES); do echo "cd $$m && $(GO) vet ./..."; (cd $$m && $(GO) vet ./...) || exit 1; done
 
 # The PostgreSQL tests of the sql sink run against a throwaway server on
 # 127.0.0.1:55432 that pg-start.sh installs (Debian, as root) and starts;
@@ -49,7 +52,8 @@ test: vet
 	PIPELINED_TEST_PG_DSN="$$(plugins/sql/testdata/pg-start.sh || true)" \
 	PIPELINED_TEST_PG_RESTART="testdata/pg-start.sh restart" \
 	$(GO) test -race -count=1 -timeout 15m ./...
-	cd sdk && $(GO) test -race -count=1 -timeout 5m ./...
+	@for m in $(MODULES); do echo "cd $$m && $(GO) test -race -count=1 -timeout 5m ./..."; \
+		(cd $$m && $(GO) test -race -count=1 -timeout 5m ./...) || exit 1; done
 
 # Load runs against baselines, one after another (see bench/bench.sh), and
 # the go test benchmarks of the hot paths.
@@ -101,7 +105,7 @@ test-jetstream:
 
 test-short:
 	$(GO) test -short -count=1 ./...
-	cd sdk && $(GO) test -short -count=1 ./...
+	@for m in $(MODULES); do (cd $$m && $(GO) test -short -count=1 ./...) || exit 1; done
 
 # The generated code is checked in, so building needs no protoc.
 # Debian: apt-get install protobuf-compiler; then

@@ -87,6 +87,11 @@ type Event struct {
 	Transformed json.RawMessage
 	// Attempt counts deliveries of this event to this sink, from 1.
 	Attempt int
+	// TraceContext holds the W3C Trace Context headers of this delivery
+	// attempt ("traceparent" and, when set, "tracestate"); nil when the
+	// host does not trace. A sink that calls another service sets them as
+	// headers of its request, so the receiver's spans join the trace.
+	TraceContext map[string]string
 }
 
 // Payload returns what the route wants delivered: the transform's output

@@ -22,6 +22,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
@@ -93,6 +94,9 @@ type Config struct {
 	// ([server] log_requests); refusals are logged either way, rate-limited
 	// (see reqlog.go).
 	LogRequests bool
+	// Tracing, when not nil, traces each request (see trace.go); nil is
+	// off and costs nothing. Set it on every Config given to Swap.
+	Tracing *telemetry.Tracer
 }
 
 // Stats counts what the handler saw; read it with [Handler.Stats].
@@ -177,6 +181,10 @@ type Response struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := h.cur.Load()
+	if st.cfg.Tracing != nil {
+		h.serveTraced(w, r, st, start)
+		return
+	}
 	source, outcome := h.serve(w, r, st)
 	st.cfg.Metrics.IngestRequest(source, outcome, time.Since(start))
 }
@@ -263,6 +271,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	}
 	h.sourceRuleFailure(st, src, &d)
 	h.ruleFailures(st, src, &d)
+	if st.cfg.Tracing != nil {
+		telemetry.Stamp(r.Context(), &d.Entry.Event)
+	}
 	res, err := h.app.Append(r.Context(), d.Entry)
 	if err != nil {
 		return src.Name, h.refuse(w, r, st, src.Name, appendFailed(err, r.Context().Err() != nil))
@@ -274,6 +285,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	} else {
 		h.accepted.Add(1)
 		countRoutes(st.cfg.Metrics, d.Entry.Targets)
+	}
+	if st.cfg.Tracing != nil {
+		telemetry.Appended(r.Context(), res.ID, d.Entry.DedupKey, res.Duplicate)
 	}
 	writeJSON(w, http.StatusOK, Response{ID: res.ID, Duplicate: res.Duplicate})
 	h.logAccepted(st, src.Name, &d.Entry, res)
@@ -381,7 +395,7 @@ func unavailable(reason string) Decision {
 // without Status (the client left) is counted as unavailable and not
 // answered.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, st *state, source string, d Decision) string {
-	h.logRefused(source, r.RemoteAddr, &d)
+	h.logRefused(r.Context(), source, r.RemoteAddr, &d)
 	switch d.Status {
 	case 0:
 		h.unavailable.Add(1)

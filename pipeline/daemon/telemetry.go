@@ -33,7 +33,7 @@ func (d *Daemon) startTracing(cfg *config.Config) (*telemetry.Tracer, error) {
 	}
 	tr, err := telemetry.New(telemetry.Options{
 		Endpoint: t.OTLPEndpoint, Protocol: t.Protocol, ServiceName: t.ServiceName, Version: d.o.Build.Version,
-		SampleRatio: t.Ratio(), Headers: headers, TLS: tc,
+		SampleRatio: t.Ratio(), Headers: headers, TLS: tc, Logger: d.log.With("component", "telemetry"),
 	})
 	if err != nil {
 		return nil, err

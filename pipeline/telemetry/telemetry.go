@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -48,6 +49,9 @@ type Options struct {
 	// TLS, when not nil, is the client TLS config for an https endpoint;
 	// nil means the system's roots.
 	TLS *tls.Config
+	// Logger receives export failures, at most one line a minute; nil
+	// discards them.
+	Logger *slog.Logger
 }
 
 // Tracer makes pipelined's spans and exports them over OTLP. A nil
@@ -100,6 +104,7 @@ func New(o Options) (*Tracer, error) {
 		return nil, fmt.Errorf("telemetry: exporter: %w", err)
 	}
 	t := &Tracer{}
+	setErrorHandler(o.Logger)
 	name := o.ServiceName
 	if name == "" {
 		name = "pipelined"
@@ -138,6 +143,27 @@ func (t *Tracer) Dropped() int64 {
 		return 0
 	}
 	return t.failed.Load()
+}
+
+// setErrorHandler sends OpenTelemetry's errors (a failed export, say) to
+// log, at most one line a minute, instead of the standard logger's plain
+// lines on stderr. The handler is process-wide, as OpenTelemetry's is.
+func setErrorHandler(log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var last atomic.Int64 // unix nanoseconds of the last line
+	var suppressed atomic.Int64
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		now := time.Now().UnixNano()
+		prev := last.Load()
+		if now-prev < int64(time.Minute) || !last.CompareAndSwap(prev, now) {
+			suppressed.Add(1)
+			return
+		}
+		log.Warn("tracing: spans not exported (webhooks are not affected; see pipelined_trace_spans_dropped_total)",
+			"err", err, "suppressed", suppressed.Swap(0))
+	}))
 }
 
 // countingExporter counts the spans its exporter failed to export.

@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/internal/race"
@@ -75,4 +77,43 @@ func TestTracingOffCostsNoAllocation(t *testing.T) {
 		t.Errorf("tracing off: the telemetry hooks allocate %v times per request, want 0", hooks)
 	}
 	t.Logf("handler allocations per request, tracing off: %v (with traceparent) / %v (without)", traced, plain)
+}
+
+// discard is a span exporter that drops what it is given.
+type discard struct{}
+
+func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkHandlerTracing is BenchmarkHandler with tracing off, and on at
+// sample ratios 0.01 and 1 (spans batched to an exporter that drops them):
+// what tracing costs the handler per request. Requests carry no
+// traceparent, so the ratio decides.
+func BenchmarkHandlerTracing(b *testing.B) {
+	body := callKaro(b)
+	for _, bc := range []struct {
+		name  string
+		ratio float64 // < 0: off
+	}{{"off", -1}, {"ratio=0.01", 0.01}, {"ratio=1", 1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := testConfig(b)
+			if bc.ratio >= 0 {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.TraceIDRatioBased(bc.ratio)), sdktrace.WithBatcher(discard{}))
+				defer tp.Shutdown(context.Background())
+				cfg.Tracing = telemetry.NewWithProvider(tp)
+			}
+			h := ingest.New(cfg, nopAppender{}, nil)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, hookPath, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("status %d: %s", rec.Code, rec.Body)
+				}
+			}
+		})
+	}
 }

@@ -119,13 +119,17 @@ func New(o Options) (*Tracer, error) {
 	// makes the same choice, and a stranger cannot raise the export volume.
 	ratio := sdktrace.TraceIDRatioBased(o.SampleRatio)
 	sampler := sdktrace.ParentBased(ratio, sdktrace.WithRemoteParentSampled(ratio))
-	t.tp = sdktrace.NewTracerProvider(
+	t.start(sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sampler),
 		sdktrace.WithResource(resource.NewSchemaless(attrs...)),
 		sdktrace.WithBatcher(countingExporter{exp, t}), // OTEL_BSP_* variables tune it
-	)
-	t.tr = t.tp.Tracer(ScopeName)
+	))
 	return t, nil
+}
+
+func (t *Tracer) start(tp *sdktrace.TracerProvider) {
+	t.tp = tp
+	t.tr = tp.Tracer(ScopeName)
 }
 
 // Shutdown exports what is pending, within ctx, and stops the tracer.
@@ -248,4 +252,13 @@ func LogAttrs(ctx context.Context) []slog.Attr {
 		return nil
 	}
 	return []slog.Attr{slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String())}
+}
+
+// NewWithProvider returns a tracer that makes its spans with tp instead of
+// an OTLP exporter of its own: for tests, and for a program that sets up
+// its exporting itself. Shutdown shuts tp down.
+func NewWithProvider(tp *sdktrace.TracerProvider) *Tracer {
+	t := &Tracer{}
+	t.start(tp)
+	return t
 }

@@ -61,6 +61,9 @@ variant() { # name binary telemetry-lines
 		"$WORK/load" run -url http://127.0.0.1:$PORT/hooks/callkaro -c $c -d "$DUR" -json > "$WORK/$1-$c-$ROUND.json" ||
 			echo "trace.sh: $1 at $c connections: the load generator reported a failure" >&2
 	done
+	# The daemon's CPU time (user + system, clock ticks): per request it
+	# hardly depends on what else the machine runs, unlike req/s.
+	awk '{print $14 + $15}' "/proc/$PL/stat" > "$WORK/$1-cpu-$ROUND.txt"
 	curl -s http://127.0.0.1:$ADMIN/metrics | grep -E '^pipelined_trace_spans_dropped_total' > "$WORK/$1-dropped.txt" || true
 	kill -TERM $PL; wait $PL 2>/dev/null || true
 }
@@ -83,6 +86,15 @@ def get(key, c):
     return {"requests_per_sec": med(lambda r: r["requests_per_sec"]), "p50": med(lambda r: r["latency_ms"]["p50"]),
             "p99": med(lambda r: r["latency_ms"]["p99"]), "errors": sum(r["errors"] for r in runs),
             "each": " ".join(f"{r['requests_per_sec']:.0f}" for r in runs)}
+tick = os.sysconf("SC_CLK_TCK")
+def cpu_us(key):
+    # CPU µs of the daemon per request sent (both connection counts, warm-up included), per round
+    out = []
+    for p in sorted(glob.glob(os.path.join(work, f"{key}-cpu-*.txt"))):
+        rnd = p.rsplit("-", 1)[1][:-4]
+        sent = sum(json.load(open(os.path.join(work, f"{key}-{c}-{rnd}.json")))["sent"] for c in (64, 8))
+        out.append(float(open(p).read()) / tick * 1e6 / sent)
+    return out
 print(f"median of {rounds} round(s); req/s of each round in the last column")
 names = [("baseline", "baseline (before tracing)"), ("off", "tracing off"), ("r001", "ratio 0.01"), ("r1", "ratio 1.0")]
 print(f"{'variant':<27}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'× baseline':>12}{'errors':>8}  rounds")
@@ -93,6 +105,11 @@ for c in (64, 8):
         if not r: continue
         print(f"{label:<27}{c:>6}{r['requests_per_sec']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
               f"{r['requests_per_sec']/base['requests_per_sec']:>12.2f}{r['errors']:>8}  {r['each']}")
+print("daemon CPU per request (µs; median, then each round):")
+base_cpu = statistics.median(cpu_us("baseline"))
+for key, label in names:
+    v = cpu_us(key)
+    print(f"  {label:<27}{statistics.median(v):>7.0f}  × baseline {statistics.median(v)/base_cpu:.2f}   " + " ".join(f"{x:.0f}" for x in v))
 print("spans the collector received:", open(os.path.join(work, "spans.txt")).read().strip() or "?")
 for key in ("r001", "r1"):
     d = open(os.path.join(work, f"{key}-dropped.txt")).read().strip()

@@ -499,6 +499,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	ic.Metrics = d.metrics
 	ic.Audit = d.audit
 	ic.Tracing = d.tracer.Load()
+	d.telemetryChanged(d.cfg.Load(), cfg)
 	specs, err := PluginSpecs(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)

@@ -269,11 +269,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		}
 		return src.Name, h.refuse(w, r, st, src.Name, d)
 	}
-	h.sourceRuleFailure(st, src, &d)
-	h.ruleFailures(st, src, &d)
 	if st.cfg.Tracing != nil {
 		telemetry.Stamp(r.Context(), &d.Entry.Event)
 	}
+	h.sourceRuleFailure(st, src, &d)
+	h.ruleFailures(st, src, &d)
 	res, err := h.app.Append(r.Context(), d.Entry)
 	if err != nil {
 		return src.Name, h.refuse(w, r, st, src.Name, appendFailed(err, r.Context().Err() != nil))
@@ -334,10 +334,14 @@ func (s *Source) admit() time.Duration {
 
 // ruleFailures logs and counts the rule errors of an accepted decision.
 func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
+	log := h.log
+	if tp := d.Entry.Event.TraceParent; tp != "" && (d.DedupKeyErr != nil || len(d.RouteErrs) > 0) { // tracing is on
+		log = log.With(telemetry.LogArgs(tp)...)
+	}
 	if d.DedupKeyErr != nil {
 		h.ruleErrors.Add(1)
 		st.cfg.Metrics.DedupKeyError(src.Name)
-		h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", d.Entry.Event.ID, "err", d.DedupKeyErr)
+		log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", d.Entry.Event.ID, "err", d.DedupKeyErr)
 	}
 	for _, err := range d.RouteErrs {
 		h.ruleErrors.Add(1)
@@ -346,7 +350,7 @@ func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
 			route, expr = re.Route, re.Expr
 		}
 		st.cfg.Metrics.RuleError(route, expr)
-		h.log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
+		log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
 	}
 }
 

@@ -133,6 +133,7 @@ func named(spans []*tracepb.Span, prefix string) []*tracepb.Span {
 type flakyReceiver struct {
 	mu          sync.Mutex
 	steady      bool // answer 200 from the first request on
+	hold        bool // answer 503 to every request while set
 	seen        map[string]int
 	traceparent []string
 }
@@ -143,7 +144,7 @@ func (f *flakyReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get("webhook-id")
 	f.seen[id]++
 	f.traceparent = append(f.traceparent, r.Header.Get("traceparent"))
-	if f.seen[id] == 1 && !f.steady {
+	if f.hold || (f.seen[id] == 1 && !f.steady) {
 		http.Error(w, "warming up", http.StatusServiceUnavailable)
 		return
 	}
@@ -154,6 +155,9 @@ func (f *flakyReceiver) delivered() int {
 	defer f.mu.Unlock()
 	n := 0
 	for _, c := range f.seen {
+		if c >= 2 && f.hold {
+			continue // every answer so far was 503
+		}
 		if c >= 2 || (f.steady && c >= 1) {
 			n++
 		}
@@ -370,6 +374,70 @@ func TestTracingUnreachableCollectorCostsNoWebhook(t *testing.T) {
 		}
 		if v, _ := strconv.ParseFloat(d.Metric(t, "pipelined_trace_spans_dropped_total"), 64); v <= 0 {
 			return fmt.Errorf("pipelined_trace_spans_dropped_total = %v, want the spans not exported counted", v)
+		}
+		return nil
+	})
+}
+
+// TestTracingRedeliveryAfterRestartJoinsTheTrace: the trace context is kept
+// with the event in the log, so an attempt made by the next life of the
+// daemon is in the trace the webhook arrived in.
+func TestTracingRedeliveryAfterRestartJoinsTheTrace(t *testing.T) {
+	col := &otlpReceiver{}
+	endpoint := col.start(t, "grpc")
+	crm := &flakyReceiver{seen: map[string]int{}, hold: true}
+	crmSrv := httptest.NewServer(crm)
+	defer crmSrv.Close()
+	cfg := traceConfig(t, crmSrv.URL, fmt.Sprintf("otlp_endpoint = %q", endpoint))
+	d, err := harness.StartWith(t, cfg, fastExport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	h := http.Header{"Traceparent": {"00-" + traceID + "-b7ad6b7169203331-01"}}
+	if code, ans, err := harness.PostWith(harness.Client, d.URL+"/hooks/callkaro", "application/json", h, harness.CallEvent("restart-1", "interested")); err != nil || code != 200 {
+		t.Fatalf("POST = %d %v %v", code, ans, err)
+	}
+	// Every attempt is answered 503 until the daemon is stopped.
+	harness.Eventually(t, 30*time.Second, func() error {
+		if len(crm.parents()) < 1 {
+			return fmt.Errorf("receiver saw no attempt yet")
+		}
+		return nil
+	})
+	d.Signal(syscall.SIGTERM)
+	select {
+	case <-d.Exited():
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not stop within 30s of SIGTERM")
+	}
+	first := len(crm.parents())
+	crm.mu.Lock()
+	crm.hold = false
+	crm.mu.Unlock()
+	if _, err := harness.StartWith(t, cfg, fastExport); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 30*time.Second, func() error {
+		if len(crm.parents()) <= first {
+			return fmt.Errorf("receiver saw no attempt after the restart yet")
+		}
+		return nil
+	})
+	for _, tp := range crm.parents()[first:] {
+		if parts := strings.Split(tp, "-"); len(parts) != 4 || parts[1] != traceID {
+			t.Errorf("attempt after the restart sent traceparent %q, want one in trace %s", tp, traceID)
+		}
+	}
+	harness.Eventually(t, 30*time.Second, func() error {
+		ok := 0
+		for _, s := range named(col.trace(traceID), "deliver crm") {
+			if attr(s, "pipelined.outcome") == "delivered" {
+				ok++
+			}
+		}
+		if ok != 1 {
+			return fmt.Errorf("trace %s has %d delivered attempt spans, want 1 (from the second life)", traceID, ok)
 		}
 		return nil
 	})

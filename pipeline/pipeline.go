@@ -34,6 +34,12 @@ type Event struct {
 	// [Log.Append] stores [Entry.DedupKey] here when that is set, so a
 	// writer need not fill it.
 	DedupKey string
+	// TraceParent and TraceState are the W3C Trace Context (traceparent,
+	// tracestate) of the span that accepted the event, stored with it so
+	// that every delivery attempt, after a restart too, joins its trace.
+	// Both are empty when tracing was off.
+	TraceParent string
+	TraceState  string
 }
 
 // Target is one sink that an event is routed to, with what the route made of it.

@@ -81,6 +81,8 @@ func eventFromProto(e *pb.Event) Event {
 		Headers:    e.GetHeaders(),
 		Body:       e.GetBody(),
 		Attempt:    int(e.GetAttempt()),
+
+		TraceContext: e.GetTraceContext(),
 	}
 	if len(e.GetPayload()) > 0 {
 		ev.Transformed = e.GetPayload()

@@ -110,6 +110,11 @@ type Event struct {
 	// idempotent. The count over the event's whole life is in its delivery
 	// record (`pipelined events show ID`, "attempts").
 	Attempt int
+	// TraceContext holds the W3C Trace Context headers of this delivery
+	// attempt ("traceparent" and, when set, "tracestate"); nil when the
+	// host does not trace. A sink that calls another service sets them as
+	// headers of its request, so the receiver's spans join the trace.
+	TraceContext map[string]string
 }
 
 // Payload returns what the route wants delivered: the transform's output

@@ -33,6 +33,8 @@ type Config struct {
 	Sources []Source `toml:"source"`
 	Sinks   []Sink   `toml:"sink"`
 	Routes  []Route  `toml:"route"`
+	// Telemetry configures tracing; see [Telemetry].
+	Telemetry Telemetry `toml:"telemetry"`
 
 	// File is the file the configuration came from, used in messages.
 	File string `toml:"-"`
@@ -271,6 +273,8 @@ func Default() *Config {
 		},
 		Admin: Admin{Listen: DefaultAdminListen, ReadTimeout: Duration{10 * time.Second}, WriteTimeout: Duration{60 * time.Second}, IdleTimeout: Duration{30 * time.Second}},
 		Log:   Log{Dir: DefaultLogDir, Retention: Duration{168 * time.Hour}, Backend: DefaultBackend},
+
+		Telemetry: Telemetry{Protocol: DefaultTelemetryProtocol, ServiceName: DefaultServiceName},
 	}
 }
 

@@ -76,6 +76,10 @@ func (c *Config) resolvePaths() {
 	c.Server.TLSCertFile = c.Resolve(c.Server.TLSCertFile)
 	c.Server.TLSKeyFile = c.Resolve(c.Server.TLSKeyFile)
 	c.Admin.TokenFile = c.Resolve(c.Admin.TokenFile)
+	c.Telemetry.HeadersFile = c.Resolve(c.Telemetry.HeadersFile)
+	c.Telemetry.TLSCAFile = c.Resolve(c.Telemetry.TLSCAFile)
+	c.Telemetry.TLSCertFile = c.Resolve(c.Telemetry.TLSCertFile)
+	c.Telemetry.TLSKeyFile = c.Resolve(c.Telemetry.TLSKeyFile)
 	for i, d := range c.Plugins.Dirs {
 		c.Plugins.Dirs[i] = c.Resolve(d)
 	}

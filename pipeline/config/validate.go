@@ -37,6 +37,7 @@ func (c *Config) Compile() (*Plan, error) {
 	c.checkSources(p, plan)
 	sinks := c.checkSinks(p)
 	c.checkRoutes(p, plan, sinks)
+	c.checkTelemetry(p)
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
 	"github.com/pipelined/pipelined/pipeline/rules"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
@@ -93,6 +94,9 @@ type Daemon struct {
 	metrics *metrics.Metrics
 	sinks
 
+	// tracer is the tracer in force; nil when tracing is off.
+	tracer atomic.Pointer[telemetry.Tracer]
+
 	// openLog is [openLog]; tests put a log double in its place.
 	openLog func(ctx context.Context, c config.Log, log *slog.Logger) (pipeline.Log, func() map[string]int64, error)
 }
@@ -113,6 +117,7 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics.RegisterBuildInfo(reg, orUnknown(opts.Build.Version), orUnknown(opts.Build.Commit), orUnknown(opts.Build.Go))
 	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan error), metrics: metrics.New(reg), openLog: openLog}
+	reg.MustRegister(d.tracingCollector())
 	d.cfg.Store(cfg)
 	d.sinks.log = opts.Logger
 	d.sinks.metrics = d.metrics
@@ -159,6 +164,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	ic.Metrics = d.metrics
+	tracer, err := d.startTracing(cfg)
+	if err != nil {
+		return err
+	}
+	defer d.stopTracing(tracer) // after the dispatchers: their last spans are exported
+	d.tracer.Store(tracer)
+	d.sinks.tracer = tracer
+	ic.Tracing = tracer
 	db, err := d.open(ctx, cfg.Log)
 	if err != nil {
 		return err
@@ -185,7 +198,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	w := writer.New(db, &writer.Options{Logger: d.log.With("component", "writer"), Metrics: d.metrics})
+	w := writer.New(db, &writer.Options{Logger: d.log.With("component", "writer"), Metrics: d.metrics, Tracing: tracer})
 	// Rejected requests are kept off the request path and off the group
 	// commit; the audit is closed after the ingest listener.
 	if rl, ok := db.(pipeline.RejectionLog); ok {
@@ -485,6 +498,8 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	}
 	ic.Metrics = d.metrics
 	ic.Audit = d.audit
+	ic.Tracing = d.tracer.Load()
+	d.telemetryChanged(d.cfg.Load(), cfg)
 	specs, err := PluginSpecs(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
 )
 
 // sinks is the set of sinks the daemon runs, by name, in config order.
@@ -26,7 +27,8 @@ type sinks struct {
 	log     *slog.Logger
 	db      pipeline.Log
 	metrics *metrics.Metrics
-	pauses  *pauses // the sinks an operator paused; set by Run
+	pauses  *pauses           // the sinks an operator paused; set by Run
+	tracer  *telemetry.Tracer // nil: tracing off; set by Run
 
 	mu    sync.Mutex // guards order and byName; held for short sections only
 	order []string
@@ -42,6 +44,7 @@ type sinkRun struct {
 	q        pipeline.Queue
 	log      *slog.Logger
 	metrics  *metrics.Metrics
+	tracer   *telemetry.Tracer
 
 	pauses *pauses
 
@@ -94,6 +97,7 @@ func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery) *sinkRun {
 		log:      s.log,
 		metrics:  s.metrics,
 		pauses:   s.pauses,
+		tracer:   s.tracer,
 	}
 }
 
@@ -146,6 +150,7 @@ func (sr *sinkRun) startDispatch() {
 		Paused:          sr.pauses.is(sr.name),
 		OnBreaker:       func(open bool) { sr.metrics.SinkBreaker(sr.name, open) },
 		Logger:          sr.log.With("component", "dispatch"),
+		Tracing:         sr.tracer,
 		Observe: func(r dispatch.Report) {
 			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
 			sr.observe(r)

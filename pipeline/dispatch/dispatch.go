@@ -27,10 +27,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/internal/backoff"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/protocol"
 )
@@ -107,6 +109,9 @@ type Options struct {
 	// OnBreaker, if set, is called when the breaker opens (true) or closes
 	// (false); for metrics. It is called from Run's goroutine.
 	OnBreaker func(open bool)
+	// Tracing, when not nil, makes a span of each attempt of each event
+	// in the event's trace; nil is off.
+	Tracing *telemetry.Tracer
 }
 
 // Status is a dispatcher's state as [Dispatcher.Status] reports it.
@@ -427,6 +432,10 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 			Attempt:     e.Attempt,
 		}
 	}
+	var spans []trace.Span
+	if d.o.Tracing != nil {
+		spans = d.o.Tracing.StartAttempts(d.o.Sink, batch, events)
+	}
 	if d.limiter != nil {
 		// len(batch) is at most the bucket's size, so the reservation holds.
 		sleep(ctx, d.limiter.ReserveN(time.Now(), len(batch)).Delay())
@@ -485,6 +494,9 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", len(batch), "err", err)
 	}
 	d.settle(ctx, settle)
+	if spans != nil {
+		telemetry.EndAttempts(spans, settle, err)
+	}
 	if d.o.Observe != nil {
 		d.o.Observe(rep)
 	}
@@ -532,6 +544,10 @@ func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result
 // once, for the next probe.
 func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration, probe bool) pipeline.Settlement {
 	s := pipeline.Settlement{Seq: e.Seq}
+	log := d.o.Logger
+	if d.o.Tracing != nil { // the attempt's span, see telemetry.StartAttempts
+		log = log.With(telemetry.LogArgs(e.Event.TraceParent)...)
+	}
 	failingFor := time.Duration(0)
 	if _, retry := res.IsRetry(); retry || !(res.IsDelivered() || res.IsPermanent()) {
 		first, ok := d.firstFail[e.Seq]
@@ -552,15 +568,15 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		s.Outcome = pipeline.Ack
 	case res.IsPermanent():
 		s.Outcome, s.Err = pipeline.Dead, "permanent failure: "+errText()
-		d.o.Logger.Warn("event failed permanently, moved to the dead-letter queue",
+		log.Warn("event failed permanently, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", s.Err)
 	case retry && d.o.MaxAge > 0 && failingFor >= d.o.MaxAge:
 		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after failing for %v (%d attempts): %s", failingFor.Round(time.Second), e.Attempt, errText())
-		d.o.Logger.Warn("event failed for longer than max_age, moved to the dead-letter queue",
+		log.Warn("event failed for longer than max_age, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "failing_for", failingFor, "err", errText())
 	case retry && !probe && d.o.MaxAttempts > 0 && e.Attempt >= d.o.MaxAttempts:
 		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after %d attempts: %s", e.Attempt, errText())
-		d.o.Logger.Warn("event ran out of attempts, moved to the dead-letter queue",
+		log.Warn("event ran out of attempts, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", errText())
 	case retry && probe:
 		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now

@@ -20,6 +20,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
 )
 
 // Request is one webhook request to a source as [Config.Decide] sees it:
@@ -222,7 +223,9 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 		d.Entry.DedupKey = rules.StringKey(auth.DedupKey(req.Header, src.DedupHeader))
 	}
 	if c.Router != nil {
+		sp := telemetry.StartRoute(ctx) // nil unless the request is traced
 		d.Entry.Targets, d.RouteErrs = c.Router.RouteContext(ctx, env)
+		telemetry.EndRoute(sp, d.Entry.Targets, d.RouteErrs)
 	}
 	return d
 }

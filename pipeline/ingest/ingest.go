@@ -22,6 +22,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
@@ -93,6 +94,9 @@ type Config struct {
 	// ([server] log_requests); refusals are logged either way, rate-limited
 	// (see reqlog.go).
 	LogRequests bool
+	// Tracing, when not nil, traces each request (see trace.go); nil is
+	// off and costs nothing. Set it on every Config given to Swap.
+	Tracing *telemetry.Tracer
 }
 
 // Stats counts what the handler saw; read it with [Handler.Stats].
@@ -177,6 +181,10 @@ type Response struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := h.cur.Load()
+	if st.cfg.Tracing != nil {
+		h.serveTraced(w, r, st, start)
+		return
+	}
 	source, outcome := h.serve(w, r, st)
 	st.cfg.Metrics.IngestRequest(source, outcome, time.Since(start))
 }
@@ -261,6 +269,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 		}
 		return src.Name, h.refuse(w, r, st, src.Name, d)
 	}
+	if st.cfg.Tracing != nil {
+		telemetry.Stamp(r.Context(), &d.Entry.Event)
+	}
 	h.sourceRuleFailure(st, src, &d)
 	h.ruleFailures(st, src, &d)
 	res, err := h.app.Append(r.Context(), d.Entry)
@@ -274,6 +285,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (sour
 	} else {
 		h.accepted.Add(1)
 		countRoutes(st.cfg.Metrics, d.Entry.Targets)
+	}
+	if st.cfg.Tracing != nil {
+		telemetry.Appended(r.Context(), res.ID, d.Entry.DedupKey, res.Duplicate)
 	}
 	writeJSON(w, http.StatusOK, Response{ID: res.ID, Duplicate: res.Duplicate})
 	h.logAccepted(st, src.Name, &d.Entry, res)
@@ -320,10 +334,14 @@ func (s *Source) admit() time.Duration {
 
 // ruleFailures logs and counts the rule errors of an accepted decision.
 func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
+	log := h.log
+	if tp := d.Entry.Event.TraceParent; tp != "" && (d.DedupKeyErr != nil || len(d.RouteErrs) > 0) { // tracing is on
+		log = log.With(telemetry.LogArgs(tp)...)
+	}
 	if d.DedupKeyErr != nil {
 		h.ruleErrors.Add(1)
 		st.cfg.Metrics.DedupKeyError(src.Name)
-		h.log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", d.Entry.Event.ID, "err", d.DedupKeyErr)
+		log.Warn("dedup key failed; event accepted without dedup", "source", src.Name, "event_id", d.Entry.Event.ID, "err", d.DedupKeyErr)
 	}
 	for _, err := range d.RouteErrs {
 		h.ruleErrors.Add(1)
@@ -332,7 +350,7 @@ func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
 			route, expr = re.Route, re.Expr
 		}
 		st.cfg.Metrics.RuleError(route, expr)
-		h.log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
+		log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
 	}
 }
 
@@ -381,7 +399,7 @@ func unavailable(reason string) Decision {
 // without Status (the client left) is counted as unavailable and not
 // answered.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, st *state, source string, d Decision) string {
-	h.logRefused(source, r.RemoteAddr, &d)
+	h.logRefused(r.Context(), source, r.RemoteAddr, &d)
 	switch d.Status {
 	case 0:
 		h.unavailable.Add(1)

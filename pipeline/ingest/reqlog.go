@@ -9,6 +9,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
 )
 
 // The per-webhook log line. Every request gets one line at INFO:
@@ -85,19 +86,23 @@ func (h *Handler) logAccepted(st *state, source string, e *pipeline.Entry, res p
 	if !st.cfg.LogRequests {
 		return
 	}
+	log := h.log
+	if e.Event.TraceParent != "" { // tracing is on
+		log = log.With(telemetry.LogArgs(e.Event.TraceParent)...)
+	}
 	if res.Duplicate {
-		h.log.Info("webhook duplicate", "source", source, "event_id", res.ID, "dedup_key", clip(e.DedupKey))
+		log.Info("webhook duplicate", "source", source, "event_id", res.ID, "dedup_key", clip(e.DedupKey))
 		return
 	}
 	sinks := make([]string, len(e.Targets))
 	for i, t := range e.Targets {
 		sinks[i] = t.Sink
 	}
-	h.log.Info("webhook accepted", "source", source, "event_id", res.ID, "dedup_key", clip(e.DedupKey), "sinks", sinks)
+	log.Info("webhook accepted", "source", source, "event_id", res.ID, "dedup_key", clip(e.DedupKey), "sinks", sinks)
 }
 
 // logRefused writes the line of a refused request, rate-limited.
-func (h *Handler) logRefused(source, remote string, d *Decision) {
+func (h *Handler) logRefused(ctx context.Context, source, remote string, d *Decision) {
 	ok, suppressed := h.refusals.take(source, d.Outcome, time.Now())
 	if !ok {
 		return
@@ -116,6 +121,7 @@ func (h *Handler) logRefused(source, remote string, d *Decision) {
 	if suppressed > 0 {
 		attrs = append(attrs, slog.Int("suppressed", suppressed))
 	}
+	attrs = append(attrs, telemetry.LogAttrs(ctx)...)
 	h.log.LogAttrs(context.Background(), slog.LevelInfo, "webhook refused", attrs...)
 }
 

@@ -13,8 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
 )
 
 // ErrOverloaded is returned by [Writer.Append] when more entries wait than
@@ -39,6 +42,9 @@ type Options struct {
 	// Metrics, if set, records each append's size and duration (the
 	// group commit's fsync latency).
 	Metrics *metrics.Metrics
+	// Tracing, when not nil, makes a span of each append, linked to the
+	// requests it carries; nil is off.
+	Tracing *telemetry.Tracer
 }
 
 // Writer appends entries to a log in batches. It is safe for concurrent use.
@@ -185,7 +191,14 @@ func (w *Writer) commit(batch []*request) {
 		entries[i] = r.entry
 	}
 	start := time.Now()
+	var span trace.Span
+	if w.opts.Tracing != nil {
+		span = w.opts.Tracing.StartAppend(entries)
+	}
 	res, err := w.log.Append(context.Background(), entries)
+	if span != nil {
+		telemetry.EndAppend(span, err)
+	}
 	if errors.Is(err, pipeline.ErrTooBig) && len(batch) > 1 {
 		half := len(batch) / 2
 		w.commit(batch[:half])

@@ -244,6 +244,13 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 	req.Header.Set("Content-Type", s.cfg.contentType)
 	req.Header.Set("User-Agent", "pipelined-sink-http")
 	req.Header.Set("webhook-id", ev.ID)
+	// The delivery attempt's trace context: the receiver's spans join the
+	// event's trace (W3C Trace Context; empty when the host does not trace).
+	for _, k := range [...]string{"traceparent", "tracestate"} {
+		if v := ev.TraceContext[k]; v != "" {
+			req.Header.Set(k, v)
+		}
+	}
 	if len(s.cfg.signers) > 0 {
 		// One signature per secret, space-separated in one header, as
 		// Standard Webhooks allows: a receiver holding either the new or

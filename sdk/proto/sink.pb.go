@@ -185,7 +185,12 @@ type Event struct {
 	// attempt numbers this delivery within the event's current queueing for
 	// this sink, from 1 (the count max_attempts limits); a DLQ retry or a replay
 	// queues the event anew and attempt starts at 1 again (sdk.Event.Attempt).
-	Attempt       uint32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt uint32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// trace_context holds the W3C Trace Context headers (traceparent and,
+	// when set, tracestate) of this delivery attempt's span: a sink that
+	// calls out sends them, so that what it calls joins the event's trace.
+	// Empty when tracing is off; older hosts and plugins ignore it.
+	TraceContext  map[string]string `protobuf:"bytes,9,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,6 +279,13 @@ func (x *Event) GetAttempt() uint32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *Event) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 type DeliverRequest struct {
@@ -686,7 +698,7 @@ const file_sdk_proto_sink_proto_rawDesc = "" +
 	"\x10ConfigureRequest\x12\x12\n" +
 	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\fR\x06config\"\x13\n" +
-	"\x11ConfigureResponse\"\xc7\x02\n" +
+	"\x11ConfigureResponse\"\xd9\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x14\n" +
@@ -696,8 +708,12 @@ const file_sdk_proto_sink_proto_rawDesc = "" +
 	"\aheaders\x18\x05 \x03(\v2%.pipelined.sink.v1.Event.HeadersEntryR\aheaders\x12\x12\n" +
 	"\x04body\x18\x06 \x01(\fR\x04body\x12\x18\n" +
 	"\apayload\x18\a \x01(\fR\apayload\x12\x18\n" +
-	"\aattempt\x18\b \x01(\rR\aattempt\x1a:\n" +
+	"\aattempt\x18\b \x01(\rR\aattempt\x12O\n" +
+	"\rtrace_context\x18\t \x03(\v2*.pipelined.sink.v1.Event.TraceContextEntryR\ftraceContext\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
 	"\x0eDeliverRequest\x120\n" +
@@ -746,7 +762,7 @@ func file_sdk_proto_sink_proto_rawDescGZIP() []byte {
 }
 
 var file_sdk_proto_sink_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sdk_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sdk_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_sdk_proto_sink_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: pipelined.sink.v1.Outcome
 	(*ConfigureRequest)(nil),      // 1: pipelined.sink.v1.ConfigureRequest
@@ -761,30 +777,32 @@ var file_sdk_proto_sink_proto_goTypes = []any{
 	(*Field)(nil),                 // 10: pipelined.sink.v1.Field
 	(*DescribeResponse)(nil),      // 11: pipelined.sink.v1.DescribeResponse
 	nil,                           // 12: pipelined.sink.v1.Event.HeadersEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	nil,                           // 13: pipelined.sink.v1.Event.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
 }
 var file_sdk_proto_sink_proto_depIdxs = []int32{
-	13, // 0: pipelined.sink.v1.Event.received_at:type_name -> google.protobuf.Timestamp
+	14, // 0: pipelined.sink.v1.Event.received_at:type_name -> google.protobuf.Timestamp
 	12, // 1: pipelined.sink.v1.Event.headers:type_name -> pipelined.sink.v1.Event.HeadersEntry
-	3,  // 2: pipelined.sink.v1.DeliverRequest.events:type_name -> pipelined.sink.v1.Event
-	0,  // 3: pipelined.sink.v1.Result.outcome:type_name -> pipelined.sink.v1.Outcome
-	14, // 4: pipelined.sink.v1.Result.retry_after:type_name -> google.protobuf.Duration
-	5,  // 5: pipelined.sink.v1.DeliverResponse.results:type_name -> pipelined.sink.v1.Result
-	10, // 6: pipelined.sink.v1.DescribeResponse.fields:type_name -> pipelined.sink.v1.Field
-	1,  // 7: pipelined.sink.v1.Sink.Configure:input_type -> pipelined.sink.v1.ConfigureRequest
-	4,  // 8: pipelined.sink.v1.Sink.Deliver:input_type -> pipelined.sink.v1.DeliverRequest
-	7,  // 9: pipelined.sink.v1.Sink.Close:input_type -> pipelined.sink.v1.CloseRequest
-	9,  // 10: pipelined.sink.v1.Sink.Describe:input_type -> pipelined.sink.v1.DescribeRequest
-	2,  // 11: pipelined.sink.v1.Sink.Configure:output_type -> pipelined.sink.v1.ConfigureResponse
-	6,  // 12: pipelined.sink.v1.Sink.Deliver:output_type -> pipelined.sink.v1.DeliverResponse
-	8,  // 13: pipelined.sink.v1.Sink.Close:output_type -> pipelined.sink.v1.CloseResponse
-	11, // 14: pipelined.sink.v1.Sink.Describe:output_type -> pipelined.sink.v1.DescribeResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	13, // 2: pipelined.sink.v1.Event.trace_context:type_name -> pipelined.sink.v1.Event.TraceContextEntry
+	3,  // 3: pipelined.sink.v1.DeliverRequest.events:type_name -> pipelined.sink.v1.Event
+	0,  // 4: pipelined.sink.v1.Result.outcome:type_name -> pipelined.sink.v1.Outcome
+	15, // 5: pipelined.sink.v1.Result.retry_after:type_name -> google.protobuf.Duration
+	5,  // 6: pipelined.sink.v1.DeliverResponse.results:type_name -> pipelined.sink.v1.Result
+	10, // 7: pipelined.sink.v1.DescribeResponse.fields:type_name -> pipelined.sink.v1.Field
+	1,  // 8: pipelined.sink.v1.Sink.Configure:input_type -> pipelined.sink.v1.ConfigureRequest
+	4,  // 9: pipelined.sink.v1.Sink.Deliver:input_type -> pipelined.sink.v1.DeliverRequest
+	7,  // 10: pipelined.sink.v1.Sink.Close:input_type -> pipelined.sink.v1.CloseRequest
+	9,  // 11: pipelined.sink.v1.Sink.Describe:input_type -> pipelined.sink.v1.DescribeRequest
+	2,  // 12: pipelined.sink.v1.Sink.Configure:output_type -> pipelined.sink.v1.ConfigureResponse
+	6,  // 13: pipelined.sink.v1.Sink.Deliver:output_type -> pipelined.sink.v1.DeliverResponse
+	8,  // 14: pipelined.sink.v1.Sink.Close:output_type -> pipelined.sink.v1.CloseResponse
+	11, // 15: pipelined.sink.v1.Sink.Describe:output_type -> pipelined.sink.v1.DescribeResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_sdk_proto_sink_proto_init() }
@@ -798,7 +816,7 @@ func file_sdk_proto_sink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sdk_proto_sink_proto_rawDesc), len(file_sdk_proto_sink_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

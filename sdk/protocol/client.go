@@ -102,6 +102,8 @@ func eventToProto(e *sdk.Event) *pb.Event {
 		Body:       e.Body,
 		Payload:    e.Transformed,
 		Attempt:    uint32(e.Attempt),
+
+		TraceContext: e.TraceContext,
 	}
 }
 

@@ -419,6 +419,8 @@ func eventRecord(ev *pipeline.Event, targets []pipeline.Target) *logpb.Event {
 		Body:               ev.Body,
 		Auth:               ev.Auth,
 		DedupKey:           ev.DedupKey,
+		Traceparent:        ev.TraceParent,
+		Tracestate:         ev.TraceState,
 	}
 	if len(targets) > 0 {
 		rec.Sinks = make([]string, len(targets))
@@ -438,6 +440,9 @@ func eventFromRecord(rec *logpb.Event) pipeline.Event {
 		Body:       rec.GetBody(),
 		Auth:       rec.GetAuth(),
 		DedupKey:   rec.GetDedupKey(),
+
+		TraceParent: rec.GetTraceparent(),
+		TraceState:  rec.GetTracestate(),
 	}
 }
 

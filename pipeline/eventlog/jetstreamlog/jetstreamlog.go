@@ -315,14 +315,20 @@ type evRecord struct {
 	Body       []byte            `json:"body"` // base64: cheaper to encode than a RawMessage, which is compacted
 	Auth       string            `json:"auth,omitempty"`
 	DedupKey   string            `json:"dedup_key,omitempty"`
+	// TraceParent and TraceState: see [pipeline.Event]. The event message
+	// also carries them as traceparent / tracestate headers.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 func toRecord(e pipeline.Event) evRecord {
-	return evRecord{ID: e.ID, Source: e.Source, ReceivedAt: e.ReceivedAt, Headers: e.Headers, Body: e.Body, Auth: e.Auth, DedupKey: e.DedupKey}
+	return evRecord{ID: e.ID, Source: e.Source, ReceivedAt: e.ReceivedAt, Headers: e.Headers, Body: e.Body, Auth: e.Auth, DedupKey: e.DedupKey,
+		TraceParent: e.TraceParent, TraceState: e.TraceState}
 }
 
 func (r evRecord) event() pipeline.Event {
-	return pipeline.Event{ID: r.ID, Source: r.Source, ReceivedAt: r.ReceivedAt, Headers: r.Headers, Body: r.Body, Auth: r.Auth, DedupKey: r.DedupKey}
+	return pipeline.Event{ID: r.ID, Source: r.Source, ReceivedAt: r.ReceivedAt, Headers: r.Headers, Body: r.Body, Auth: r.Auth, DedupKey: r.DedupKey,
+		TraceParent: r.TraceParent, TraceState: r.TraceState}
 }
 
 type qRecord struct {
@@ -494,6 +500,7 @@ func (l *Log) build(ctx context.Context, entries []pipeline.Entry, out []pipelin
 		if l.opts.Retention > 0 {
 			ev.Header.Set(hdrTTL, ttl(l.opts.Retention))
 		}
+		setTraceHeaders(ev, &e.Event)
 		msgs = append(msgs, ev)
 		now := time.Now().UTC()
 		for k, t := range e.Targets {
@@ -506,10 +513,22 @@ func (l *Log) build(ctx context.Context, entries []pipeline.Entry, out []pipelin
 				m.Data = qJSON(evJSON, t.Route, t.Payload)
 			}
 			m.Header.Set(hdrOff, strconv.Itoa(k+1))
+			setTraceHeaders(m, &e.Event)
 			msgs = append(msgs, m)
 		}
 	}
 	return msgs, nil
+}
+
+// setTraceHeaders puts the event's trace context on m as W3C headers, for
+// tools that read a message's context from there; the record keeps it too.
+func setTraceHeaders(m *nats.Msg, e *pipeline.Event) {
+	if e.TraceParent != "" {
+		m.Header.Set("traceparent", e.TraceParent)
+		if e.TraceState != "" {
+			m.Header.Set("tracestate", e.TraceState)
+		}
+	}
 }
 
 // qJSON encodes a qRecord around an event already encoded, without

@@ -22,6 +22,28 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) 
 	t.Run("Reopen/Empty", func(t *testing.T) { testReopenEmpty(t, open) })
 	t.Run("Reopen/Recovers", func(t *testing.T) { testReopenRecovers(t, open) })
 	t.Run("Reopen/DeliveryRecords", func(t *testing.T) { testReopenDeliveryRecords(t, open) })
+	t.Run("Reopen/TraceContext", func(t *testing.T) { testReopenTraceContext(t, open) })
+}
+
+// testReopenTraceContext: an event's trace context survives a restart, so a
+// redelivery after it joins the trace the event was accepted in.
+func testReopenTraceContext(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) {
+	dir := t.TempDir()
+	l := reopen(t, open, dir)
+	e := entry("tc-1", sinkA)
+	e.Event.TraceParent, e.Event.TraceState = testTraceParent, "vendor=abc"
+	mustAppend(t, l, e)
+	ds := mustFetch(t, l.Queue(sinkA), 1) // leased, never settled: ready again after the restart
+	if ds[0].Event.TraceParent != testTraceParent {
+		t.Fatalf("Fetch before the restart: TraceParent = %q, want %q", ds[0].Event.TraceParent, testTraceParent)
+	}
+	mustClose(t, l)
+	l = reopen(t, open, dir)
+	mustEvent(t, l, e.Event)
+	ds = mustFetch(t, l.Queue(sinkA), 1)
+	if d := eventDiff(ds[0].Event, e.Event); d != "" {
+		t.Errorf("Fetch after the restart: Delivery.Event: %s", d)
+	}
 }
 
 func reopen(t *testing.T, open func(t *testing.T, dir string) pipeline.Log, dir string) *onceLog {

@@ -363,5 +363,8 @@ func eventDiff(got, want pipeline.Event) string {
 	if got.Auth != want.Auth {
 		d = append(d, fmt.Sprintf("Auth = %q, want %q", got.Auth, want.Auth))
 	}
+	if got.TraceParent != want.TraceParent || got.TraceState != want.TraceState {
+		d = append(d, fmt.Sprintf("TraceParent, TraceState = %q, %q, want %q, %q", got.TraceParent, got.TraceState, want.TraceParent, want.TraceState))
+	}
 	return strings.Join(d, "; ")
 }

@@ -30,6 +30,7 @@ func testAppendReturnsIDs(t *testing.T, l pipeline.Log) {
 
 func testEventRoundTrip(t *testing.T, l pipeline.Log) {
 	full := event("rt-full")
+	full.TraceParent, full.TraceState = testTraceParent, "vendor=abc"
 	bare := pipeline.Event{ID: "rt-bare", Source: source2, ReceivedAt: receivedAt.Add(time.Nanosecond), Body: []byte(`{}`), Auth: "none"}
 	local := event("rt-local")
 	local.ReceivedAt = receivedAt.In(time.FixedZone("IST", 5*3600+1800))
@@ -41,7 +42,16 @@ func testEventRoundTrip(t *testing.T, l pipeline.Log) {
 	for _, want := range []pipeline.Event{full, bare, local} {
 		mustEvent(t, l, want)
 	}
+	// The delivery carries the trace context too: a retry, after a restart
+	// as well, joins the trace the event was accepted in.
+	ds := mustFetch(t, l.Queue(sinkA), 1)
+	if d := eventDiff(ds[0].Event, full); d != "" {
+		t.Errorf("Fetch after appending %q: Delivery.Event: %s", full.ID, d)
+	}
 }
+
+// testTraceParent is a W3C traceparent, as ingest stores it with an event.
+const testTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 func testAppendCopiesInput(t *testing.T, l pipeline.Log) {
 	e := entry("copy-1", sinkA)

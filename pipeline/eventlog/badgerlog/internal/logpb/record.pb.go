@@ -96,9 +96,13 @@ type Event struct {
 	// The event's full record (with headers and body) is in a segment of
 	// the write-ahead log when length > 0: the record kept in Badger then
 	// has no headers and no body, and these fields say where it is.
-	Segment       uint64 `protobuf:"varint,9,opt,name=segment,proto3" json:"segment,omitempty"`
-	Offset        int64  `protobuf:"varint,10,opt,name=offset,proto3" json:"offset,omitempty"`
-	Length        uint32 `protobuf:"varint,11,opt,name=length,proto3" json:"length,omitempty"`
+	Segment uint64 `protobuf:"varint,9,opt,name=segment,proto3" json:"segment,omitempty"`
+	Offset  int64  `protobuf:"varint,10,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length  uint32 `protobuf:"varint,11,opt,name=length,proto3" json:"length,omitempty"`
+	// traceparent and tracestate are the W3C Trace Context of the span that
+	// accepted the event; empty when tracing was off (and in older records).
+	Traceparent   string `protobuf:"bytes,12,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate    string `protobuf:"bytes,13,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,6 +212,20 @@ func (x *Event) GetLength() uint32 {
 		return x.Length
 	}
 	return 0
+}
+
+func (x *Event) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *Event) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
 }
 
 // Target is one sink's queue, retry or dead-letter entry for an event.
@@ -387,7 +405,7 @@ var File_pipeline_eventlog_badgerlog_internal_logpb_record_proto protoreflect.Fi
 
 const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" +
 	"\n" +
-	"7pipeline/eventlog/badgerlog/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\x83\x03\n" +
+	"7pipeline/eventlog/badgerlog/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\xc5\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x121\n" +
@@ -400,7 +418,11 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\asegment\x18\t \x01(\x04R\asegment\x12\x16\n" +
 	"\x06offset\x18\n" +
 	" \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\v \x01(\rR\x06length\x1a:\n" +
+	"\x06length\x18\v \x01(\rR\x06length\x12 \n" +
+	"\vtraceparent\x18\f \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\r \x01(\tR\n" +
+	"tracestate\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x01\n" +

@@ -93,7 +93,7 @@ type eventsData struct {
 	Partial  bool   // the scan budget ran out before the page was full
 	Newest   bool   // listed newest first
 	Scanned  int
-	Took     time.Duration
+	Took     string
 	FilterOn bool
 	NextURL  string
 	FirstURL string
@@ -169,7 +169,7 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
 		}
 		f.After = next
 	}
-	d.Took = time.Since(start).Round(time.Millisecond)
+	d.Took = human(time.Since(start))
 	if d.Next != "" {
 		nq := url.Values{}
 		for k, v := range q {
@@ -340,7 +340,11 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 			steps[1].Error = "earlier error: " + rec.LastError
 		}
 	case pipeline.StateDead:
-		steps = append(steps, timelineStep{What: "dead: in the dead-letter queue", Error: rec.LastError, Class: "bad"})
+		st := timelineStep{What: "dead: in the dead-letter queue", Class: "bad"}
+		if rec.Attempts == 0 {
+			st.Error = rec.LastError // the route's transform failed: no attempt shows it
+		}
+		steps = append(steps, st)
 	case pipeline.StateRetrying:
 		steps = append(steps, timelineStep{What: "retrying: another attempt is scheduled", Class: "warn"})
 	case pipeline.StateQueued:

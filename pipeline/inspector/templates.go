@@ -41,7 +41,17 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.0f", math.Round(f))
 	},
-	"join": strings.Join,
+	"join":  strings.Join,
+	"count": func(f float64) string { return fmt.Sprintf("%.0f", f) },
+	"outcomeClass": func(o string) string {
+		switch o {
+		case "accepted":
+			return "ok"
+		case "duplicate":
+			return "info"
+		}
+		return "bad" // a refusal, by its class
+	},
 	"stateClass": func(s string) string {
 		switch s {
 		case "delivered", "running", "accepted", "closed", "done":

@@ -170,7 +170,7 @@ func shoot(t *testing.T, ctx context.Context, name string, phone, dark bool) {
 		call(t, ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: v.w, Height: 900, DeviceScaleFactor: 1, Mobile: v.w < 600})
 		call(t, ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: v.scheme}}})
 		run(t, ctx, "settle", chromedp.Sleep(150*time.Millisecond)) // the layout after the resize
-		png := get(t, ctx, "screenshot "+name, chromedp.FullScreenshot(90))
+		png := get(t, ctx, "screenshot "+name, chromedp.FullScreenshot(100))
 		file := filepath.Join(*screenshots, fmt.Sprintf("%s-%d-%s.png", name, v.w, v.scheme))
 		if err := os.WriteFile(file, png, 0o644); err != nil {
 			t.Fatal(err)

@@ -34,8 +34,10 @@ func serve(t *testing.T, token string, loopback bool) (string, string) {
 		t.Fatal(err)
 	}
 	ao := admin.Options{
-		Log:                  db,
-		Sinks:                func(context.Context) ([]admin.SinkStatus, error) { return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil },
+		Log: db,
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil
+		},
 		Token:                []byte(token),
 		AllowUnauthenticated: token == "" && loopback,
 	}

@@ -350,7 +350,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		Hosts:                adminHosts(cfg.Admin.Listen),
 	}
 	if cfg.Admin.UI {
-		s.ui = inspector.New(inspector.Options{Admin: ao, Counts: d.metrics.Counts, Subscribe: w.Subscribe})
+		s.ui = inspector.New(inspector.Options{Admin: ao, Counts: d.metrics.Counts, Subscribe: w.Subscribe, SinkNames: d.sinkNames})
 		ao.UI = s.ui
 	}
 	s.admin = &http.Server{
@@ -362,6 +362,15 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		ErrorLog:          errorLog,
 	}
 	return s
+}
+
+// sinkNames lists the sinks of the running configuration.
+func (d *Daemon) sinkNames() []string {
+	var names []string
+	for _, s := range d.cfg.Load().Sinks {
+		names = append(names, s.Name)
+	}
+	return names
 }
 
 // adminHosts is the host of admin.listen as a Host header may name it;

@@ -50,6 +50,9 @@ type Options struct {
 	// Admin are the options the admin API runs with: Log, Sinks, Retarget,
 	// Token, AllowUnauthenticated, ProgressInterval and Logger are used.
 	Admin admin.Options
+	// SinkNames, if set, lists the configured sinks cheaply, for the forms'
+	// choices; nil: the names come from Admin.Sinks, which counts queues.
+	SinkNames func() []string
 	// Counts, if set, reads the counters the overview draws rates from.
 	Counts func() metrics.Counts
 	// Subscribe, if set, feeds the live tail: it returns a channel of the

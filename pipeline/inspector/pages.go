@@ -191,6 +191,9 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
 
 // sinkNames lists the configured sinks by name.
 func (u *UI) sinkNames(ctx context.Context) []string {
+	if u.o.SinkNames != nil {
+		return u.o.SinkNames()
+	}
 	sinks, _ := u.sinkStatus(ctx)
 	var names []string
 	for _, s := range sinks {

@@ -438,7 +438,7 @@ func (u *UI) dlqIndex(w http.ResponseWriter, r *http.Request, s session) {
 
 type dlqData struct {
 	Sink    string
-	Dead    int
+	More    bool // not the first page
 	Letters []pipeline.DeadLetter
 	Next    string
 }
@@ -449,8 +449,7 @@ func (u *UI) dlq(w http.ResponseWriter, r *http.Request, s session) {
 
 func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash string) {
 	sink := r.PathValue("sink")
-	st, ok := u.findSink(w, r, sink)
-	if !ok {
+	if !u.findSink(w, r, sink) {
 		return
 	}
 	after := uint64(0)
@@ -466,7 +465,7 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 		u.fail(w, r, http.StatusInternalServerError, "Reading the dead letters: "+err.Error())
 		return
 	}
-	d := dlqData{Sink: sink, Dead: st.Dead}
+	d := dlqData{Sink: sink, More: after > 0}
 	if len(dls) > pageSize {
 		dls = dls[:pageSize]
 		d.Next = strconv.FormatUint(dls[pageSize-1].Seq, 10)
@@ -478,20 +477,18 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 }
 
 // findSink answers 404 (or 503) and returns false when sink is not
-// configured or there is no log.
-func (u *UI) findSink(w http.ResponseWriter, r *http.Request, sink string) (admin.SinkStatus, bool) {
+// configured or there is no log. It reads only the sinks' names: counting
+// a queue can cost a scan.
+func (u *UI) findSink(w http.ResponseWriter, r *http.Request, sink string) bool {
 	if u.o.Admin.Log == nil {
 		u.fail(w, r, http.StatusServiceUnavailable, "The event log is not open.")
-		return admin.SinkStatus{}, false
+		return false
 	}
-	sinks, _ := u.sinkStatus(r.Context())
-	for _, st := range sinks {
-		if st.Name == sink {
-			return st, true
-		}
+	if slices.Contains(u.sinkNames(r.Context()), sink) {
+		return true
 	}
 	u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Sink %q is not configured.", sink))
-	return admin.SinkStatus{}, false
+	return false
 }
 
 type confirmData struct {
@@ -506,8 +503,7 @@ type confirmData struct {
 // happens only when the form comes back with confirm=yes.
 func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 	sink := r.PathValue("sink")
-	st, ok := u.findSink(w, r, sink)
-	if !ok {
+	if !u.findSink(w, r, sink) {
 		return
 	}
 	action, all := r.PostFormValue("action"), r.PostFormValue("all") == "1"
@@ -536,9 +532,6 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 	case "drop":
 		if r.PostFormValue("confirm") != "yes" {
 			count := len(seqs)
-			if all {
-				count = st.Dead
-			}
 			u.render(w, r, http.StatusOK, "confirm", u.pg(s, "dlq", "Drop dead letters?", confirmData{Sink: sink, All: all, Seqs: r.PostForm["seq"], Count: count}))
 			return
 		}

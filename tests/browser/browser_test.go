@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/tests/harness"
@@ -318,6 +319,16 @@ delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff
 			}
 		}
 		shoot(t, ctx, "overview", true, true)
+		// The keyboard: the first Tab shows the skip link, which leads to
+		// the content; the next ones walk the navigation.
+		run(t, ctx, "tab", chromedp.KeyEvent(kb.Tab))
+		if got := get(t, ctx, "focus", chromedp.Evaluate[string](`document.activeElement.textContent`)); got != "Skip to content" {
+			t.Errorf("the first Tab focuses %q, want the skip link", got)
+		}
+		run(t, ctx, "tab", chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Tab))
+		if got := get(t, ctx, "focus", chromedp.Evaluate[string](`document.activeElement.getAttribute("href")`)); got != "/ui/events" {
+			t.Errorf("the fourth Tab focuses %q, want the Events link", got)
+		}
 		load(t, ctx, "to the events", chromedp.Click(chromedp.CSS(`nav a[href="/ui/events"]`)))
 		shoot(t, ctx, "events", true, true)
 		load(t, ctx, "to the event", chromedp.Click(chromedp.CSS(`a[href="/ui/events/`+plain+`"]`)))

@@ -306,42 +306,36 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// timeline turns a delivery record into the steps the event page shows.
-// The log keeps, per sink, the count of attempts, the first and the latest
-// attempt's times and the latest error; the steps in between are counted,
-// not listed.
+// timeline turns a delivery record into the steps the event page shows:
+// queued, each failed attempt with its error (the log keeps the latest
+// [pipeline.MaxFailures]), the successful one, then the state.
 func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 	route := rec.Route
 	if route == "" {
 		route = "—"
 	}
 	steps := []timelineStep{{What: "queued by route " + route, At: received, Class: "info"}}
-	failed := rec.State == pipeline.StateRetrying || rec.State == pipeline.StateDead
-	switch {
-	case rec.Attempts == 1:
-		st := timelineStep{What: "attempt 1", At: rec.FirstAttemptAt, Class: "ok"}
-		if failed {
-			st.Error, st.Class = rec.LastError, "warn"
+	shown := 0 // attempts shown so far
+	if len(rec.Failures) > 0 {
+		if first := rec.Failures[0].Attempt; first > 1 {
+			steps = append(steps, timelineStep{What: fmt.Sprintf("attempts 1–%d (older failures not kept)", first-1), At: rec.FirstAttemptAt, Class: "warn"})
 		}
-		steps = append(steps, st)
-	case rec.Attempts > 1:
-		steps = append(steps, timelineStep{What: "attempt 1", At: rec.FirstAttemptAt, Class: "warn"})
-		if rec.Attempts > 2 {
-			steps = append(steps, timelineStep{What: fmt.Sprintf("attempts 2–%d", rec.Attempts-1), Class: "warn"})
+		for _, f := range rec.Failures {
+			steps = append(steps, timelineStep{What: fmt.Sprintf("attempt %d failed", f.Attempt), At: f.At, Error: f.Err, Class: "warn"})
+			shown = f.Attempt
 		}
-		st := timelineStep{What: fmt.Sprintf("attempt %d", rec.Attempts), At: rec.LastAttemptAt, Class: "ok"}
-		if failed {
-			st.Error, st.Class = rec.LastError, "warn"
-		}
-		steps = append(steps, st)
+	} else if rec.Attempts > 0 && (rec.State != pipeline.StateDelivered || rec.Attempts > 1) {
+		// A record written before failures were kept: its counts only.
+		steps = append(steps, timelineStep{What: fmt.Sprintf("%d attempt(s), the latest failed", rec.Attempts), At: rec.LastAttemptAt, Error: rec.LastError, Class: "warn"})
+		shown = rec.Attempts
 	}
 	switch rec.State {
 	case pipeline.StateDelivered:
-		steps = append(steps, timelineStep{What: "delivered", At: rec.DeliveredAt, Class: "ok"})
-		if rec.LastError != "" && rec.Attempts > 1 {
-			steps[len(steps)-2].Error = "" // the last attempt succeeded
-			steps[1].Error = "earlier error: " + rec.LastError
+		what := "delivered"
+		if shown < rec.Attempts {
+			what = fmt.Sprintf("attempt %d: delivered", rec.Attempts)
 		}
+		steps = append(steps, timelineStep{What: what, At: rec.DeliveredAt, Class: "ok"})
 	case pipeline.StateDead:
 		st := timelineStep{What: "dead: in the dead-letter queue", Class: "bad"}
 		if rec.Attempts == 0 {

@@ -332,11 +332,11 @@ delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff
 		load(t, ctx, "to the events", chromedp.Click(chromedp.CSS(`nav a[href="/ui/events"]`)))
 		shoot(t, ctx, "events", true, true)
 		load(t, ctx, "to the event", chromedp.Click(chromedp.CSS(`a[href="/ui/events/`+plain+`"]`)))
-		if got := text(t, ctx, "#tl-archive"); !strings.Contains(got, "delivered") {
+		if got := text(t, ctx, `article[aria-labelledby="tl-archive"]`); !strings.Contains(got, "delivered") {
 			t.Errorf("archive's timeline: %q, want delivered", got)
 		}
 		page := text(t, ctx, "main")
-		for _, want := range []string{plain, "callkaro", "ui-plain", "crm", "dead", "attempt 2", "503"} {
+		for _, want := range []string{plain, "callkaro", "ui-plain", "crm", "dead", "attempt 1 failed", "attempt 2 failed", "503"} {
 			if !strings.Contains(page, want) {
 				t.Errorf("the event page lacks %q", want)
 			}
@@ -356,7 +356,7 @@ delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff
 		if got := text(t, ctx, "p.flash"); !strings.Contains(got, "Retried 2") {
 			t.Errorf("after retry all: %q", got)
 		}
-		eventually(t, ctx, base+"/ui/events/"+plain, "#tl-crm", "delivered")
+		eventually(t, ctx, base+"/ui/events/"+plain, `article[aria-labelledby="tl-crm"]`, "attempt 3: delivered")
 	})
 
 	t.Run("replay with progress", func(t *testing.T) {

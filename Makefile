@@ -9,7 +9,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell git log -1 --format=%cI 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
-.PHONY: all build run test test-short test-jetstream vet fuzz bench torture torture-short proto help clean dist test-packages
+.PHONY: all build run test test-short test-jetstream vet fuzz bench torture torture-short proto help clean dist test-packages ui-screenshots ui-bench
 
 all: build
 
@@ -23,6 +23,8 @@ help:
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 100000x executions; CI runs it)"
 	@echo "make dist VERSION=x.y.z  release artifacts in dist/: tarball, .deb, .rpm, SBOMs per linux/amd64 and arm64, SHA256SUMS"
 	@echo "make test-packages  as root on Debian: dist twice (reproducible), install the .deb, run it, remove it (packaging/test-deb.sh)"
+	@echo "make ui-screenshots  the browser test of the web UI (headless chromium), writing a PNG of each page to docs/ui/"
+	@echo "make ui-bench  time every page of the web UI against a Badger log of 1,000,000 events (kept in UI_BENCH_DIR)"
 	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)"
 
 build:
@@ -102,6 +104,21 @@ fuzz:
 # stream leader under load (~2 min). CI runs them after `make test`.
 test-jetstream:
 	PIPELINED_TEST_JETSTREAM_CLUSTER=1 $(GO) test -count=1 -timeout 10m -run 'JetStreamCluster' ./tests/e2e
+
+# The web UI's browser test (tests/browser, headless chromium; `make test`
+# runs it too) with a screenshot of each page, 1280 px and phone width,
+# light and dark, written to docs/ui/.
+ui-screenshots:
+	$(GO) test -count=1 -timeout 5m -run TestInspectorInABrowser ./tests/browser -args -ui.screenshots=$(CURDIR)/docs/ui
+
+# Every page of the web UI against a real Badger log of 1,000,000 events.
+# The first run fills the log (a few minutes) in UI_BENCH_DIR; later runs
+# reuse it. ns/op and worst-ms are per page.
+UI_BENCH_DIR ?= /tmp/pipelined-ui-bench
+ui-bench:
+	mkdir -p $(UI_BENCH_DIR)
+	$(GO) test -run='^$$' -bench=BenchmarkPages -benchtime=20x -timeout 60m ./pipeline/inspector \
+		-args -inspector.events=1000000 -inspector.dir=$(UI_BENCH_DIR)
 
 test-short:
 	$(GO) test -short -count=1 ./...

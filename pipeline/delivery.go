@@ -46,7 +46,23 @@ type DeliveryRecord struct {
 	LastError string
 	// DeliveredAt is when the sink last took the event; zero if never.
 	DeliveredAt time.Time
+	// Failures are the failed attempts, oldest first: the latest
+	// [MaxFailures] of them, each with its time and error. A record
+	// written before they were kept has none.
+	Failures []Failure
 }
+
+// Failure is one failed attempt of a [DeliveryRecord].
+type Failure struct {
+	// Attempt is the attempt's number, counted as [DeliveryRecord.Attempts].
+	Attempt int
+	At      time.Time
+	Err     string
+}
+
+// MaxFailures bounds the failed attempts a [DeliveryRecord] keeps: the
+// latest ones.
+const MaxFailures = 10
 
 // Settled returns r after one more attempt that ended in s at now: every
 // backend records an attempt this way.
@@ -63,6 +79,12 @@ func (r DeliveryRecord) Settled(s Settlement, now time.Time) DeliveryRecord {
 		r.State, r.LastError = StateRetrying, s.Err
 	case Dead:
 		r.State, r.LastError = StateDead, s.Err
+	}
+	if s.Outcome == Retry || s.Outcome == Dead {
+		// A new slice: r shares the caller's.
+		fs := make([]Failure, 0, min(len(r.Failures)+1, MaxFailures))
+		fs = append(fs, r.Failures[max(0, len(r.Failures)+1-MaxFailures):]...)
+		r.Failures = append(fs, Failure{Attempt: r.Attempts, At: now, Err: s.Err})
 	}
 	return r
 }

@@ -145,6 +145,18 @@ type EventFilter struct {
 	Limit int
 }
 
+// NewestFirstLog is a [Log] that can also list events newest first, for a
+// page that shows the latest events without reading the whole log.
+type NewestFirstLog interface {
+	Log
+	// EventsNewestFirst is [Log.Events] in reverse log order: it starts at
+	// the newest event, and f.After is a cursor that a previous call of
+	// EventsNewestFirst returned as next (not one of Events). Like Events,
+	// a call may stop after a bounded number of events with fewer than
+	// f.Limit and a non-empty next.
+	EventsNewestFirst(ctx context.Context, f EventFilter) (events []EventInfo, next string, err error)
+}
+
 // EventInfo is an event as [Log.Events] lists it.
 type EventInfo struct {
 	Event

@@ -21,6 +21,15 @@
 // A POST must be Content-Type: application/json (415), and an Origin of
 // another site or a Host that is not the listener's is refused (403).
 //
+// # The web UI
+//
+// When [Options.UI] is set ([admin] ui = true, the default), the handler
+// serves it under /ui/ and GET / redirects there. Its calls pass the same
+// Host and Origin checks; it authenticates them itself (package
+// pipeline/inspector: a session cookie for the token, a CSRF token on every
+// form), and reads the log through the same [Options] and the helpers
+// [CompileWhen], [MatchWhen], [Replay] and [TokenMatches].
+//
 // # Layout
 //
 // [Handler] and its routing and authentication are in server.go; the

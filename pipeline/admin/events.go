@@ -37,8 +37,10 @@ func rawJSON(b []byte) json.RawMessage {
 	return s
 }
 
-// when compiles a when= expression; nil when src is empty.
-func compileWhen(src string) (*rules.Program, error) {
+// CompileWhen compiles a when= expression of the event list and replay
+// (a bool expr over body, source, headers, id, received_at); nil when src
+// is empty.
+func CompileWhen(src string) (*rules.Program, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, nil
 	}
@@ -49,11 +51,12 @@ func compileWhen(src string) (*rules.Program, error) {
 	return p, nil
 }
 
-// matchWhen evaluates p over ev; an event whose body is not JSON, or on
+// MatchWhen evaluates p (from [CompileWhen]; nil matches everything) over
+// ev; an event whose body is not JSON, or on
 // which p fails, does not match. A p that goes over its budget (see
 // rules.MaxOps), or whose request is cancelled, returns the
 // [*rules.BudgetError]: the listing stops there.
-func matchWhen(ctx context.Context, p *rules.Program, ev *pipeline.Event) (bool, error) {
+func MatchWhen(ctx context.Context, p *rules.Program, ev *pipeline.Event) (bool, error) {
 	if p == nil {
 		return true, nil
 	}
@@ -98,7 +101,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	when, err := compileWhen(q.Get("when"))
+	when, err := CompileWhen(q.Get("when"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -116,7 +119,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, e := range page {
-			ok, err := matchWhen(r.Context(), when, &e.Event)
+			ok, err := MatchWhen(r.Context(), when, &e.Event)
 			if err != nil {
 				if r.Context().Err() != nil {
 					return // the client left: nobody reads an answer

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -22,36 +23,10 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	if !s.checkSink(w, r, req.Sink) {
 		return
 	}
-	now := time.Now()
-	if req.Since == "" {
-		writeError(w, http.StatusBadRequest, "since is required (RFC 3339 or a duration ago such as 1h)")
-		return
-	}
-	f := pipeline.EventFilter{Source: req.Source, Limit: replayPage}
-	if !req.AllEvents {
-		f.Sink = req.Sink
-	}
-	var err error
-	if f.Since, err = ParseTime(req.Since, now); err != nil {
-		writeError(w, http.StatusBadRequest, "since: "+err.Error())
-		return
-	}
-	if f.Until, err = ParseTime(req.Until, now); err != nil {
-		writeError(w, http.StatusBadRequest, "until: "+err.Error())
-		return
-	}
-	if !f.Until.IsZero() && !f.Until.After(f.Since) {
-		writeError(w, http.StatusBadRequest, "until must be after since")
-		return
-	}
-	when, err := compileWhen(req.When)
+	f, when, p, err := prepareReplay(req, time.Now())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
-	}
-	p := ReplayProgress{Since: f.Since, Until: f.Until}
-	if p.Until.IsZero() {
-		p.Until = now
 	}
 	s.log.Info("replay started", "sink", req.Sink, "since", f.Since, "until", f.Until, "when", req.When, "remote", r.RemoteAddr)
 
@@ -80,6 +55,77 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	send()
 }
 
+// prepareReplay checks req and returns the filter that pages through the
+// log, the compiled when, and the progress to start from.
+func prepareReplay(req ReplayRequest, now time.Time) (pipeline.EventFilter, *rules.Program, ReplayProgress, error) {
+	var p ReplayProgress
+	if req.Since == "" {
+		return pipeline.EventFilter{}, nil, p, errors.New("since is required (RFC 3339 or a duration ago such as 1h)")
+	}
+	f := pipeline.EventFilter{Source: req.Source, Limit: replayPage}
+	if !req.AllEvents {
+		f.Sink = req.Sink
+	}
+	var err error
+	if f.Since, err = ParseTime(req.Since, now); err != nil {
+		return f, nil, p, fmt.Errorf("since: %w", err)
+	}
+	if f.Until, err = ParseTime(req.Until, now); err != nil {
+		return f, nil, p, fmt.Errorf("until: %w", err)
+	}
+	if !f.Until.IsZero() && !f.Until.After(f.Since) {
+		return f, nil, p, errors.New("until must be after since")
+	}
+	when, err := CompileWhen(req.When)
+	if err != nil {
+		return f, nil, p, err
+	}
+	p = ReplayProgress{Since: f.Since, Until: f.Until}
+	if p.Until.IsZero() {
+		p.Until = now
+	}
+	return f, when, p, nil
+}
+
+// Replay runs the replay of req (as POST /v1/replay does) over o.Log,
+// o.Retarget and o.ProgressInterval, calling progress with each progress
+// report while it runs; it returns the final progress. A request that is
+// not valid returns an error wrapping [ErrBadReplay] before anything is
+// queued. The caller checks that req.Sink is configured. The UI uses it.
+func Replay(ctx context.Context, o Options, req ReplayRequest, progress func(ReplayProgress)) (ReplayProgress, error) {
+	if o.Log == nil {
+		return ReplayProgress{}, fmt.Errorf("replay: %w", pipeline.ErrClosed)
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = 500 * time.Millisecond
+	}
+	f, when, p, err := prepareReplay(req, time.Now())
+	if err != nil {
+		return p, fmt.Errorf("%w: %w", ErrBadReplay, err)
+	}
+	s := &server{o: o}
+	err = s.runReplay(ctx, req.Sink, f, when, &p, func() { progress(p) })
+	p.Done = err == nil
+	if err != nil {
+		p.Error = err.Error()
+	}
+	return p, err
+}
+
+// CheckReplay returns the error, wrapping [ErrBadReplay], that [Replay]
+// would return for req before it started; nil if req is valid.
+func CheckReplay(req ReplayRequest) error {
+	if _, _, _, err := prepareReplay(req, time.Now()); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadReplay, err)
+	}
+	return nil
+}
+
+// ErrBadReplay is wrapped by the error of [Replay] for a request that is
+// not valid (a missing since, a bad time, a when that does not compile):
+// fix the request.
+var ErrBadReplay = errors.New("bad replay request")
+
 // replayWriteTimeout bounds the write of one replay progress line, so a
 // client that stops reading does not hold the replay.
 const replayWriteTimeout = time.Minute
@@ -98,7 +144,7 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 		for _, e := range page {
 			p.Scanned++
 			p.At = e.ReceivedAt
-			ok, err := matchWhen(ctx, when, &e.Event)
+			ok, err := MatchWhen(ctx, when, &e.Event)
 			if err != nil {
 				return fmt.Errorf("when on event %s: %w", e.ID, err)
 			}

@@ -75,6 +75,12 @@ type Options struct {
 	ProgressInterval time.Duration
 	// Metrics, if set, serves GET /metrics (Prometheus).
 	Metrics http.Handler
+	// UI, if set, is the web UI ([admin] ui): it serves everything under
+	// /ui/, and GET / redirects there. Its calls pass the Host and Origin
+	// checks of the API; the UI authenticates them itself (a session
+	// cookie from the token, and a CSRF token on every POST). Nil: /ui/
+	// answers 404 like any unknown path.
+	UI http.Handler
 }
 
 // Limits of the list routes.
@@ -122,6 +128,10 @@ func Handler(o Options) http.Handler {
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
+	if o.UI != nil {
+		mux.Handle("/ui/", o.UI)
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	// Go's profiler, for "why is it slow", only when [admin] pprof =
 	// true: a profile shows the daemon's memory, secrets included.
 	if o.Pprof {
@@ -138,6 +148,12 @@ func Handler(o Options) http.Handler {
 // Calls under /v1/ and /debug/ pass [server.guard] first, whatever the
 // route, so that an unknown path tells a stranger nothing either.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.o.UI != nil && (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/ui/")) {
+		if s.browserGuard(w, r) {
+			s.mux.ServeHTTP(w, r)
+		}
+		return
+	}
 	if protected(r.URL.Path) && !s.guard(w, r) {
 		return
 	}
@@ -162,12 +178,7 @@ func protected(path string) bool {
 // listener's, a foreign Origin, a POST that is not JSON) or that lacks the
 // token. It reports whether the call may go on.
 func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
-	if !s.hostAllowed(r) {
-		writeError(w, http.StatusForbidden, "host "+strconv.Quote(r.Host)+" is not this admin listener: call it by its address (or localhost)")
-		return false
-	}
-	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r.Host) {
-		writeError(w, http.StatusForbidden, "cross-origin call from "+strconv.Quote(o)+" refused: the admin API is not for browser pages of other sites")
+	if !s.browserGuard(w, r) {
 		return false
 	}
 	if r.Method == http.MethodPost {
@@ -189,6 +200,29 @@ func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// browserGuard refuses, and answers for, a call whose Host is not this
+// listener's or whose Origin is another site's; it reports whether the
+// call may go on. The UI's calls pass it and then authenticate themselves.
+func (s *server) browserGuard(w http.ResponseWriter, r *http.Request) bool {
+	if !s.hostAllowed(r) {
+		writeError(w, http.StatusForbidden, "host "+strconv.Quote(r.Host)+" is not this admin listener: call it by its address (or localhost)")
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r.Host) {
+		writeError(w, http.StatusForbidden, "cross-origin call from "+strconv.Quote(o)+" refused: the admin API is not for browser pages of other sites")
+		return false
+	}
+	return true
+}
+
+// TokenMatches reports whether secret is token, in time that tells nothing
+// of either (it compares SHA-256 digests). The UI's login uses it.
+func TokenMatches(secret string, token []byte) bool {
+	g := sha256.Sum256([]byte(strings.TrimSpace(secret)))
+	t := sha256.Sum256(token)
+	return subtle.ConstantTimeCompare(g[:], t[:]) == 1
 }
 
 // tokenMatches reports whether the Authorization header value carries

@@ -93,6 +93,9 @@ type Admin struct {
 	TokenFile string `toml:"token_file"`
 	// Pprof serves Go's profiler under /debug/pprof/ (default false).
 	Pprof bool `toml:"pprof"`
+	// UI serves the web UI, the event inspector, under /ui/ (default
+	// true); GET / redirects there.
+	UI bool `toml:"ui"`
 	// ReadTimeout, WriteTimeout and IdleTimeout bound how long one admin
 	// connection may take to send a request, to take an answer (a replay's
 	// stream excepted), and to sit idle between requests.
@@ -271,7 +274,7 @@ func Default() *Config {
 			MaxConnsPerIP:     256,
 			LogRequests:       true,
 		},
-		Admin: Admin{Listen: DefaultAdminListen, ReadTimeout: Duration{10 * time.Second}, WriteTimeout: Duration{60 * time.Second}, IdleTimeout: Duration{30 * time.Second}},
+		Admin: Admin{Listen: DefaultAdminListen, UI: true, ReadTimeout: Duration{10 * time.Second}, WriteTimeout: Duration{60 * time.Second}, IdleTimeout: Duration{30 * time.Second}},
 		Log:   Log{Dir: DefaultLogDir, Retention: Duration{168 * time.Hour}, Backend: DefaultBackend},
 
 		Telemetry: Telemetry{Protocol: DefaultTelemetryProtocol, ServiceName: DefaultServiceName},

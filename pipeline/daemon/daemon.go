@@ -26,6 +26,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/inspector"
 	"github.com/pipelined/pipelined/pipeline/internal/sdnotify"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
@@ -208,6 +209,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.h = ingest.New(ic, w, d.log.With("component", "ingest"))
 	srv := d.servers(cfg, ls, token, w)
 	srv.serve()
+	if srv.ui != nil {
+		// Until ctx ends: the UI's streams and replays stop before the
+		// admin listener shuts down, so that they do not hold it.
+		srv.wg.Add(1)
+		go func() { defer srv.wg.Done(); srv.ui.Run(ctx) }()
+	}
 	for _, sr := range started {
 		sr.startDispatch()
 	}
@@ -321,6 +328,8 @@ type servers struct {
 	ls            *listeners
 	ingest, admin *http.Server
 	wg            sync.WaitGroup
+	// ui is the admin listener's web UI; nil when [admin] ui = false.
+	ui *inspector.UI
 }
 
 // servers builds the HTTP servers: ingest serves d.h, admin the admin API.
@@ -339,21 +348,26 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 	if ls.cert != nil {
 		s.ingest.TLSConfig = ls.cert.tlsConfig()
 	}
+	ao := admin.Options{
+		ReadyChecks:          func(ctx context.Context) []admin.ReadyCheck { return d.readyChecks(ctx, d.db, w) },
+		Sinks:                d.sinkStatus,
+		Log:                  d.db,
+		Reload:               func() error { return d.Reload(context.Background()) },
+		Pause:                d.pause,
+		Retarget:             d.retarget,
+		Token:                token,
+		AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),
+		Logger:               d.log.With("component", "admin"),
+		Metrics:              d.metrics.Handler(),
+		Pprof:                cfg.Admin.Pprof,
+		Hosts:                adminHosts(cfg.Admin.Listen),
+	}
+	if cfg.Admin.UI {
+		s.ui = inspector.New(inspector.Options{Admin: ao, Counts: d.metrics.Counts, Subscribe: w.Subscribe, SinkNames: d.sinkNames})
+		ao.UI = s.ui
+	}
 	s.admin = &http.Server{
-		Handler: admin.Handler(admin.Options{
-			ReadyChecks:          func(ctx context.Context) []admin.ReadyCheck { return d.readyChecks(ctx, d.db, w) },
-			Sinks:                d.sinkStatus,
-			Log:                  d.db,
-			Reload:               func() error { return d.Reload(context.Background()) },
-			Pause:                d.pause,
-			Retarget:             d.retarget,
-			Token:                token,
-			AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),
-			Logger:               d.log.With("component", "admin"),
-			Metrics:              d.metrics.Handler(),
-			Pprof:                cfg.Admin.Pprof,
-			Hosts:                adminHosts(cfg.Admin.Listen),
-		}),
+		Handler:           admin.Handler(ao),
 		ReadHeaderTimeout: min(5*time.Second, cfg.Admin.ReadTimeout.Duration),
 		ReadTimeout:       cfg.Admin.ReadTimeout.Duration,
 		WriteTimeout:      cfg.Admin.WriteTimeout.Duration,
@@ -361,6 +375,15 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		ErrorLog:          errorLog,
 	}
 	return s
+}
+
+// sinkNames lists the sinks of the running configuration.
+func (d *Daemon) sinkNames() []string {
+	var names []string
+	for _, s := range d.cfg.Load().Sinks {
+		names = append(names, s.Name)
+	}
+	return names
 }
 
 // adminHosts is the host of admin.listen as a Host header may name it;
@@ -514,6 +537,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		{"admin.token_env", old.Admin.TokenEnv, cfg.Admin.TokenEnv},
 		{"admin.token_file", old.Admin.TokenFile, cfg.Admin.TokenFile},
 		{"admin.pprof", strconv.FormatBool(old.Admin.Pprof), strconv.FormatBool(cfg.Admin.Pprof)},
+		{"admin.ui", strconv.FormatBool(old.Admin.UI), strconv.FormatBool(cfg.Admin.UI)},
 		{"admin.read_timeout", old.Admin.ReadTimeout.String(), cfg.Admin.ReadTimeout.String()},
 		{"admin.write_timeout", old.Admin.WriteTimeout.String(), cfg.Admin.WriteTimeout.String()},
 		{"admin.idle_timeout", old.Admin.IdleTimeout.String(), cfg.Admin.IdleTimeout.String()},

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Outcomes of an ingest request, the outcome label of
@@ -472,4 +473,50 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age, s.Sink)
 	}
+}
+
+// Counts is a snapshot of the counters the admin UI draws rates from.
+type Counts struct {
+	// Requests counts webhook requests by source, then outcome
+	// (pipelined_ingest_requests_total).
+	Requests map[string]map[string]float64
+	// Delivered counts events delivered, by sink
+	// (pipelined_deliveries_total{outcome="delivered"}).
+	Delivered map[string]float64
+}
+
+// Counts reads the counters of [Counts] without gathering the rest of the
+// registry. On a nil *Metrics it returns empty maps.
+func (m *Metrics) Counts() Counts {
+	c := Counts{Requests: map[string]map[string]float64{}, Delivered: map[string]float64{}}
+	if m == nil {
+		return c
+	}
+	each := func(v *prometheus.CounterVec, f func(labels map[string]string, n float64)) {
+		ch := make(chan prometheus.Metric, 64)
+		go func() { v.Collect(ch); close(ch) }()
+		for mt := range ch {
+			var d dto.Metric
+			if mt.Write(&d) != nil || d.GetCounter() == nil {
+				continue
+			}
+			l := map[string]string{}
+			for _, lp := range d.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			f(l, d.GetCounter().GetValue())
+		}
+	}
+	each(m.ingestRequests, func(l map[string]string, n float64) {
+		if c.Requests[l["source"]] == nil {
+			c.Requests[l["source"]] = map[string]float64{}
+		}
+		c.Requests[l["source"]][l["outcome"]] = n
+	})
+	each(m.deliveries, func(l map[string]string, n float64) {
+		if l["outcome"] == "delivered" {
+			c.Delivered[l["sink"]] = n
+		}
+	})
+	return c
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -56,6 +57,11 @@ type Writer struct {
 
 	mu     sync.RWMutex
 	closed bool
+
+	// subs are the channels of [Writer.Subscribe], copied on write so
+	// that commit reads them with one atomic load (nil: nobody listens).
+	subsMu sync.Mutex
+	subs   atomic.Pointer[[]chan<- pipeline.Entry]
 }
 
 type request struct {
@@ -140,6 +146,42 @@ func (w *Writer) Ping(ctx context.Context) error {
 	}
 }
 
+// Subscribe returns a channel that receives each entry appended from now
+// on (duplicates excepted) once it is durable, with its Event.ID and
+// Event.DedupKey set, and a function that ends the
+// subscription. The writer never waits for a subscriber: an event that
+// does not fit in the channel's buffer of size buf is dropped for that
+// subscriber only. The live tail of the admin UI uses it.
+func (w *Writer) Subscribe(buf int) (<-chan pipeline.Entry, func()) {
+	ch := make(chan pipeline.Entry, buf)
+	w.subsMu.Lock()
+	var subs []chan<- pipeline.Entry
+	if p := w.subs.Load(); p != nil {
+		subs = append(subs, *p...)
+	}
+	subs = append(subs, ch)
+	w.subs.Store(&subs)
+	w.subsMu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			w.subsMu.Lock()
+			defer w.subsMu.Unlock()
+			var rest []chan<- pipeline.Entry
+			for _, c := range *w.subs.Load() {
+				if c != ch {
+					rest = append(rest, c)
+				}
+			}
+			if len(rest) == 0 {
+				w.subs.Store(nil)
+			} else {
+				w.subs.Store(&rest)
+			}
+		})
+	}
+}
+
 // Close stops taking entries, appends those already taken, and returns
 // when the writer has stopped. The log is left open.
 func (w *Writer) Close() {
@@ -220,5 +262,23 @@ func (w *Writer) commit(batch []*request) {
 			r.res = res[i]
 		}
 		close(r.done)
+	}
+	if subs := w.subs.Load(); subs != nil && err == nil {
+		for i, r := range batch {
+			if res[i].Duplicate {
+				continue
+			}
+			e := r.entry
+			e.Event.ID = res[i].ID
+			if e.Event.DedupKey == "" {
+				e.Event.DedupKey = e.DedupKey
+			}
+			for _, c := range *subs {
+				select {
+				case c <- e:
+				default: // a slow subscriber misses it; ingest never waits
+				}
+			}
+		}
 	}
 }

@@ -30,9 +30,22 @@ const (
 	deadBatch = 1000
 )
 
+var _ pipeline.NewestFirstLog = (*DB)(nil)
+
 // Events implements [pipeline.Log]. Its cursor is the decimal Seq of the
 // last event it looked at.
 func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.EventInfo, string, error) {
+	return l.events(ctx, f, false)
+}
+
+// EventsNewestFirst implements [pipeline.NewestFirstLog]. Its cursor is the
+// decimal Seq of the last event it looked at: the next call starts below it.
+func (l *DB) EventsNewestFirst(ctx context.Context, f pipeline.EventFilter) ([]pipeline.EventInfo, string, error) {
+	return l.events(ctx, f, true)
+}
+
+// events lists in log order, or newest first when reverse.
+func (l *DB) events(ctx context.Context, f pipeline.EventFilter, reverse bool) ([]pipeline.EventInfo, string, error) {
 	if err := l.checkOpen(); err != nil {
 		return nil, "", err
 	}
@@ -47,8 +60,21 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 		}
 		after = n
 	}
-	if after == math.MaxUint64 {
+	if reverse && f.After == "" {
+		after = math.MaxUint64 // newest first: below the greatest seq there can be
+	}
+	if !reverse && after == math.MaxUint64 {
 		return nil, "", nil // nothing comes after; seeking after+1 would wrap to the first
+	}
+	if reverse && after == 0 {
+		return nil, "", nil // nothing comes before the first
+	}
+	// in reports whether seq is on the side of the cursor this call lists.
+	in := func(seq uint64) bool {
+		if reverse {
+			return seq < after || (f.After == "" && seq == after)
+		}
+		return seq > after
 	}
 	limit := f.Limit
 	if limit <= 0 {
@@ -59,7 +85,7 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 	err := l.db.View(func(txn *badger.Txn) error {
 		if f.ID != "" {
 			seq, err := lookup(txn, f.ID)
-			if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && seq <= after) {
+			if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && !in(seq)) {
 				return nil
 			}
 			if err != nil {
@@ -81,10 +107,18 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 			out = append(out, eventInfo(rec, seq))
 			return nil
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 64})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 64, Reverse: reverse})
 		defer it.Close()
 		scanned := 0
-		for it.Seek(eventKey(after + 1)); it.ValidForPrefix(preEvent); it.Next() {
+		start := eventKey(after + 1)
+		if reverse {
+			// A reverse iterator seeks to the greatest key <= start.
+			start = eventKey(after)
+			if f.After != "" {
+				start = eventKey(after - 1)
+			}
+		}
+		for it.Seek(start); it.ValidForPrefix(preEvent); it.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -96,6 +130,9 @@ func (l *DB) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Eve
 			if scanned == scanBudget || len(out) == limit {
 				// More may match: the caller continues after the last one looked at.
 				next = strconv.FormatUint(seq-1, 10)
+				if reverse {
+					next = strconv.FormatUint(seq+1, 10)
+				}
 				return nil
 			}
 			scanned++

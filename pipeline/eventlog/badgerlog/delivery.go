@@ -78,6 +78,9 @@ func deliveryProto(r pipeline.DeliveryRecord) *logpb.Delivery {
 		DeliveredAtUnixNano: unixNano(r.DeliveredAt),
 		State:               stateValues[r.State],
 	}
+	for _, f := range r.Failures {
+		d.Failures = append(d.Failures, &logpb.Delivery_Failure{Attempt: uint32(f.Attempt), AtUnixNano: unixNano(f.At), Error: f.Err})
+	}
 	return d
 }
 
@@ -115,11 +118,15 @@ func recordOf(sink string, d *logpb.Delivery) pipeline.DeliveryRecord {
 	if !ok {
 		st = pipeline.StateUnknown
 	}
-	return pipeline.DeliveryRecord{
+	r := pipeline.DeliveryRecord{
 		Sink: sink, Route: d.GetRoute(), State: st, Attempts: int(d.GetAttempts()),
 		FirstAttemptAt: unixTime(d.GetFirstAttemptUnixNano()), LastAttemptAt: unixTime(d.GetLastAttemptUnixNano()),
 		LastError: d.GetLastError(), DeliveredAt: unixTime(d.GetDeliveredAtUnixNano()),
 	}
+	for _, f := range d.GetFailures() {
+		r.Failures = append(r.Failures, pipeline.Failure{Attempt: int(f.GetAttempt()), At: unixTime(f.GetAtUnixNano()), Err: f.GetError()})
+	}
+	return r
 }
 
 // deliveryOf returns the record of (seq, sink): the stored one, or, when

@@ -318,6 +318,7 @@ type Delivery struct {
 	LastAttemptUnixNano  int64                  `protobuf:"varint,5,opt,name=last_attempt_unix_nano,json=lastAttemptUnixNano,proto3" json:"last_attempt_unix_nano,omitempty"`
 	LastError            string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	DeliveredAtUnixNano  int64                  `protobuf:"varint,7,opt,name=delivered_at_unix_nano,json=deliveredAtUnixNano,proto3" json:"delivered_at_unix_nano,omitempty"`
+	Failures             []*Delivery_Failure    `protobuf:"bytes,8,rep,name=failures,proto3" json:"failures,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -401,6 +402,74 @@ func (x *Delivery) GetDeliveredAtUnixNano() int64 {
 	return 0
 }
 
+func (x *Delivery) GetFailures() []*Delivery_Failure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+// The latest failed attempts (pipeline.MaxFailures), oldest first.
+type Delivery_Failure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempt       uint32                 `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	AtUnixNano    int64                  `protobuf:"varint,2,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery_Failure) Reset() {
+	*x = Delivery_Failure{}
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery_Failure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery_Failure) ProtoMessage() {}
+
+func (x *Delivery_Failure) ProtoReflect() protoreflect.Message {
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery_Failure.ProtoReflect.Descriptor instead.
+func (*Delivery_Failure) Descriptor() ([]byte, []int) {
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{2, 0}
+}
+
+func (x *Delivery_Failure) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Delivery_Failure) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *Delivery_Failure) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_pipeline_eventlog_badgerlog_internal_logpb_record_proto protoreflect.FileDescriptor
 
 const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" +
@@ -432,7 +501,7 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\battempts\x18\x03 \x01(\rR\battempts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12-\n" +
-	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\x87\x03\n" +
+	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\xa4\x04\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .pipelined.log.v1.Delivery.StateR\x05state\x12\x1a\n" +
@@ -441,7 +510,13 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\x16last_attempt_unix_nano\x18\x05 \x01(\x03R\x13lastAttemptUnixNano\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x123\n" +
-	"\x16delivered_at_unix_nano\x18\a \x01(\x03R\x13deliveredAtUnixNano\"Q\n" +
+	"\x16delivered_at_unix_nano\x18\a \x01(\x03R\x13deliveredAtUnixNano\x12>\n" +
+	"\bfailures\x18\b \x03(\v2\".pipelined.log.v1.Delivery.FailureR\bfailures\x1a[\n" +
+	"\aFailure\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\rR\aattempt\x12 \n" +
+	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
+	"atUnixNano\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"Q\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -463,22 +538,24 @@ func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP() 
 }
 
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes = []any{
-	(Delivery_State)(0), // 0: pipelined.log.v1.Delivery.State
-	(*Event)(nil),       // 1: pipelined.log.v1.Event
-	(*Target)(nil),      // 2: pipelined.log.v1.Target
-	(*Delivery)(nil),    // 3: pipelined.log.v1.Delivery
-	nil,                 // 4: pipelined.log.v1.Event.HeadersEntry
+	(Delivery_State)(0),      // 0: pipelined.log.v1.Delivery.State
+	(*Event)(nil),            // 1: pipelined.log.v1.Event
+	(*Target)(nil),           // 2: pipelined.log.v1.Target
+	(*Delivery)(nil),         // 3: pipelined.log.v1.Delivery
+	nil,                      // 4: pipelined.log.v1.Event.HeadersEntry
+	(*Delivery_Failure)(nil), // 5: pipelined.log.v1.Delivery.Failure
 }
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_depIdxs = []int32{
 	4, // 0: pipelined.log.v1.Event.headers:type_name -> pipelined.log.v1.Event.HeadersEntry
 	0, // 1: pipelined.log.v1.Delivery.state:type_name -> pipelined.log.v1.Delivery.State
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	5, // 2: pipelined.log.v1.Delivery.failures:type_name -> pipelined.log.v1.Delivery.Failure
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() }
@@ -492,7 +569,7 @@ func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc), len(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,181 @@
+package inspector_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/pipeline/inspector"
+)
+
+const hostile = `<script>window.pwned=1</script>"><img src=x onerror=alert(1)>`
+
+// serve runs the admin API with the UI on a memlog holding one hostile
+// event routed to sink "crm", and returns its URL.
+func serve(t *testing.T, token string, loopback bool) (string, string) {
+	t.Helper()
+	db := memlog.New()
+	ctx := context.Background()
+	ap, err := db.Append(ctx, []pipeline.Entry{{
+		Event:   pipeline.Event{ID: "ev-1", Source: "callkaro", ReceivedAt: time.Now().UTC(), Body: []byte(`{"note":` + jsonString(hostile) + `}`), Headers: map[string]string{"x-evil": hostile}},
+		Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ao := admin.Options{
+		Log: db,
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil
+		},
+		Token:                []byte(token),
+		AllowUnauthenticated: token == "" && loopback,
+	}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	t.Cleanup(srv.Close)
+	return srv.URL, ap[0].ID
+}
+
+func jsonString(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+func client(t *testing.T) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func get(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func TestLoginSessionAndCSRF(t *testing.T) {
+	base, id := serve(t, "s3cret", false)
+	c := client(t)
+	resp, _ := get(t, c, base+"/")
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/ui/" {
+		t.Fatalf("GET / = %d to %q, want 302 to /ui/", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, _ = get(t, c, base+"/ui/events/"+id)
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/ui/login?next=") {
+		t.Fatalf("GET an event without a session = %d to %q, want 303 to the login", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	post := func(path string, form url.Values) *http.Response {
+		resp, err := c.PostForm(base+path, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := post("/ui/login", url.Values{"token": {"wrong"}}); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("login with a wrong token = %d, want 401", r.StatusCode)
+	}
+	r := post("/ui/login", url.Values{"token": {"s3cret"}, "next": {"//evil.example/"}})
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/ui/" {
+		t.Errorf("login = %d to %q, want 303 to /ui/ (a next off the UI is ignored)", r.StatusCode, r.Header.Get("Location"))
+	}
+	var session *http.Cookie
+	for _, ck := range r.Cookies() {
+		if ck.Name == "pipelined_session" {
+			session = ck
+		}
+	}
+	if session == nil || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.MaxAge <= 0 {
+		t.Fatalf("session cookie = %+v, want HttpOnly, SameSite=Strict, expiring", session)
+	}
+	resp, page := get(t, c, base+"/ui/events/"+id)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the event with a session = %d", resp.StatusCode)
+	}
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("the event page has no CSRF token in its forms")
+	}
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		want int
+	}{
+		{"no csrf", url.Values{"sink": {"crm"}}, http.StatusForbidden},
+		{"forged csrf", url.Values{"sink": {"crm"}, "csrf": {"AAAA"}}, http.StatusForbidden},
+		{"csrf", url.Values{"sink": {"crm"}, "csrf": {m[1]}}, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := post("/ui/events/"+id+"/replay", tc.form); r.StatusCode != tc.want {
+				t.Errorf("POST replay (%s) = %d, want %d", tc.name, r.StatusCode, tc.want)
+			}
+		})
+	}
+	// A form posted from another site's page is refused by the Origin check.
+	req, _ := http.NewRequest(http.MethodPost, base+"/ui/login", strings.NewReader("token=s3cret"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://evil.example")
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != http.StatusForbidden {
+		t.Errorf("a cross-origin login = %v %v, want 403", r.StatusCode, err)
+	}
+}
+
+func TestWithoutTokenOnlyOnLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		loopback bool
+		want     int
+	}{
+		{"loopback", true, http.StatusOK},
+		{"not loopback", false, http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base, _ := serve(t, "", tc.loopback)
+			resp, _ := get(t, client(t), base+"/ui/")
+			if resp.StatusCode != tc.want {
+				t.Errorf("GET /ui/ = %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+}
+
+// TestHostileContentIsText checks, without a browser, that what an event
+// holds reaches the page only escaped, under a strict CSP.
+func TestHostileContentIsText(t *testing.T) {
+	base, id := serve(t, "", true)
+	for _, path := range []string{"/ui/events/" + id, "/ui/events", "/ui/dlq/crm", "/ui/events?when=" + url.QueryEscape(`body.note == "`+strings.ReplaceAll(hostile, `"`, `\"`)+`"`)} {
+		resp, page := get(t, client(t), base+path)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s = %d", path, resp.StatusCode)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.HasPrefix(csp, "default-src 'self'") || strings.Contains(csp, "unsafe") {
+			t.Errorf("GET %s: CSP %q", path, csp)
+		}
+		if strings.Contains(page, "<script>window") || strings.Contains(page, "<img src=x") {
+			t.Errorf("GET %s: the payload is in the page unescaped", path)
+		}
+		if strings.Count(page, "<script") != 1 {
+			t.Errorf("GET %s: %d script elements, want only app.js", path, strings.Count(page, "<script"))
+		}
+	}
+	_, page := get(t, client(t), base+"/ui/events/"+id)
+	if !strings.Contains(page, "&lt;script&gt;window.pwned=1&lt;/script&gt;") {
+		t.Error("the event page does not show the body's <script> as text")
+	}
+}

@@ -1,0 +1,576 @@
+package inspector
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+)
+
+// pageSize is how many events, dead letters or refusals a page shows.
+const pageSize = 50
+
+// maxBodyShown bounds the body an event page shows.
+const maxBodyShown = 256 << 10
+
+// sinkRow is one sink on the overview.
+type sinkRow struct {
+	admin.SinkStatus
+	State     string
+	PerMinute float64
+}
+
+type overviewData struct {
+	Sinks   []sinkRow
+	Sources []sourceRow
+	Window  string
+	Err     string
+}
+
+// sinkStatus returns every sink with its oldest age filled in.
+func (u *UI) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
+	if u.o.Admin.Sinks == nil {
+		return nil, nil
+	}
+	sinks, err := u.o.Admin.Sinks(ctx)
+	if u.o.Admin.Log != nil {
+		now := time.Now()
+		for i := range sinks {
+			if sinks[i].OldestAgeSeconds != 0 || sinks[i].Ready+sinks[i].Retrying == 0 {
+				continue
+			}
+			if at, err := u.o.Admin.Log.Queue(sinks[i].Name).Oldest(ctx); err == nil && !at.IsZero() {
+				sinks[i].OldestAgeSeconds = max(now.Sub(at).Seconds(), 0.001)
+			}
+		}
+	}
+	return sinks, err
+}
+
+// sinkState is the one word the overview shows for a sink.
+func sinkState(s admin.SinkStatus) string {
+	switch {
+	case s.Paused:
+		return "paused"
+	case s.Breaker == "open":
+		return "breaker open"
+	}
+	return s.Plugin
+}
+
+func (u *UI) overview(w http.ResponseWriter, r *http.Request, s session) {
+	d := overviewData{}
+	sinks, err := u.sinkStatus(r.Context())
+	if err != nil {
+		d.Err = err.Error()
+	}
+	rates := u.rates(time.Now())
+	d.Window = human(rates.window)
+	for _, st := range sinks {
+		d.Sinks = append(d.Sinks, sinkRow{SinkStatus: st, State: sinkState(st), PerMinute: rates.delivered[st.Name]})
+	}
+	d.Sources = rates.sources
+	u.render(w, r, http.StatusOK, "overview", u.pg(s, "overview", "Overview", d))
+}
+
+type eventsData struct {
+	Q        url.Values
+	Sources  []string
+	Sinks    []string
+	States   []string
+	Events   []pipeline.EventInfo
+	Next     string // the after= of the next page
+	Partial  bool   // the scan budget ran out before the page was full
+	Newest   bool   // listed newest first
+	Scanned  int
+	Took     string
+	FilterOn bool
+	NextURL  string
+	FirstURL string
+}
+
+func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
+	q := r.URL.Query()
+	d := eventsData{Q: q, States: []string{"pending", "queued", "retrying", "delivered", "dead"}}
+	d.Sinks = u.sinkNames(r.Context())
+	d.Sources = u.sourceNames()
+	p := u.pg(s, "events", "Events", &d)
+	if u.o.Admin.Log == nil {
+		p.Error = "The event log is not open."
+		u.render(w, r, http.StatusServiceUnavailable, "events", p)
+		return
+	}
+	now := time.Now()
+	f := pipeline.EventFilter{Source: q.Get("source"), Sink: q.Get("sink"), DedupKey: q.Get("dedup_key"), State: q.Get("state"), After: q.Get("after"), Limit: pageSize}
+	var err error
+	bad := func(msg string) {
+		p.Error = msg
+		u.render(w, r, http.StatusBadRequest, "events", p)
+	}
+	if !pipeline.ValidFilterState(f.State) {
+		bad(fmt.Sprintf("State %q: choose pending, queued, retrying, delivered or dead.", f.State))
+		return
+	}
+	if f.Since, err = admin.ParseTime(q.Get("since"), now); err != nil {
+		bad("Since: " + err.Error())
+		return
+	}
+	if f.Until, err = admin.ParseTime(q.Get("until"), now); err != nil {
+		bad("Until: " + err.Error())
+		return
+	}
+	when, err := admin.CompileWhen(q.Get("when"))
+	if err != nil {
+		bad(err.Error())
+		return
+	}
+	d.FilterOn = f.Source != "" || f.Sink != "" || f.DedupKey != "" || f.State != "" || !f.Since.IsZero() || !f.Until.IsZero() || when != nil
+	list := u.o.Admin.Log.Events
+	if nf, ok := u.o.Admin.Log.(pipeline.NewestFirstLog); ok {
+		list, d.Newest = nf.EventsNewestFirst, true
+	}
+	start := time.Now()
+	for {
+		f.Limit = pageSize - len(d.Events)
+		page, next, err := list(r.Context(), f)
+		if err != nil {
+			p.Error = "Listing events: " + err.Error()
+			u.render(w, r, http.StatusInternalServerError, "events", p)
+			return
+		}
+		for _, e := range page {
+			d.Scanned++
+			ok, err := admin.MatchWhen(r.Context(), when, &e.Event)
+			if err != nil {
+				bad(fmt.Sprintf("when: %v on event %s: make the expression do less per event", err, e.ID))
+				return
+			}
+			if ok {
+				d.Events = append(d.Events, e)
+			}
+		}
+		d.Next = next
+		if next == "" || len(d.Events) >= pageSize {
+			break
+		}
+		if time.Since(start) >= ScanBudget {
+			d.Partial = true
+			break
+		}
+		f.After = next
+	}
+	d.Took = human(time.Since(start))
+	if d.Next != "" {
+		nq := url.Values{}
+		for k, v := range q {
+			nq[k] = v
+		}
+		nq.Set("after", d.Next)
+		d.NextURL = "/ui/events?" + nq.Encode()
+	}
+	if q.Get("after") != "" {
+		nq := url.Values{}
+		for k, v := range q {
+			nq[k] = v
+		}
+		nq.Del("after")
+		d.FirstURL = "/ui/events?" + nq.Encode()
+	}
+	u.render(w, r, http.StatusOK, "events", p)
+}
+
+// sinkNames lists the configured sinks by name.
+func (u *UI) sinkNames(ctx context.Context) []string {
+	if u.o.SinkNames != nil {
+		return u.o.SinkNames()
+	}
+	sinks, _ := u.sinkStatus(ctx)
+	var names []string
+	for _, s := range sinks {
+		names = append(names, s.Name)
+	}
+	return names
+}
+
+// sourceNames lists the sources the counters have seen.
+func (u *UI) sourceNames() []string {
+	var names []string
+	if u.o.Counts != nil {
+		for src := range u.o.Counts().Requests {
+			if src != "" {
+				names = append(names, src)
+			}
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+type header struct{ Name, Value string }
+
+type timelineStep struct {
+	What  string
+	At    time.Time
+	Error string
+	Class string
+}
+
+type sinkTimeline struct {
+	pipeline.DeliveryRecord
+	Steps []timelineStep
+}
+
+type eventData struct {
+	Event     pipeline.EventInfo
+	Headers   []header
+	Body      string
+	Truncated bool
+	Size      int
+	Timelines []sinkTimeline
+	NoRecords bool
+	AllSinks  []string
+}
+
+func (u *UI) event(w http.ResponseWriter, r *http.Request, s session) {
+	u.showEvent(w, r, s, "")
+}
+
+// showEvent draws the event page, with flash (the result of a button) when
+// not empty.
+func (u *UI) showEvent(w http.ResponseWriter, r *http.Request, s session, flash string) {
+	id := r.PathValue("id")
+	p := u.pg(s, "events", "Event "+id, nil)
+	p.Flash = flash
+	if u.o.Admin.Log == nil {
+		u.fail(w, r, http.StatusServiceUnavailable, "The event log is not open.")
+		return
+	}
+	es, _, err := u.o.Admin.Log.Events(r.Context(), pipeline.EventFilter{ID: id, Limit: 1})
+	if err != nil {
+		u.fail(w, r, http.StatusInternalServerError, "Reading the event: "+err.Error())
+		return
+	}
+	if len(es) == 0 {
+		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Event %q is not in the log (retention may have removed it).", id))
+		return
+	}
+	e := es[0]
+	d := eventData{Event: e, Size: len(e.Body), AllSinks: u.sinkNames(r.Context())}
+	for k, v := range e.Headers {
+		d.Headers = append(d.Headers, header{k, v})
+	}
+	slices.SortFunc(d.Headers, func(a, b header) int { return cmpString(a.Name, b.Name) })
+	body := e.Body
+	if len(body) > maxBodyShown {
+		body, d.Truncated = body[:maxBodyShown], true
+	}
+	var pretty bytes.Buffer
+	if !d.Truncated && json.Indent(&pretty, body, "", "  ") == nil {
+		d.Body = pretty.String()
+	} else {
+		d.Body = string(body)
+	}
+	if dl, ok := u.o.Admin.Log.(pipeline.DeliveryLog); ok {
+		recs, err := dl.Deliveries(r.Context(), id)
+		if err != nil {
+			u.fail(w, r, http.StatusInternalServerError, "Reading the deliveries: "+err.Error())
+			return
+		}
+		for _, rec := range recs {
+			d.Timelines = append(d.Timelines, sinkTimeline{DeliveryRecord: rec, Steps: timeline(e.ReceivedAt, rec)})
+		}
+	} else {
+		d.NoRecords = true
+	}
+	p.Data = d
+	u.render(w, r, http.StatusOK, "event", p)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// timeline turns a delivery record into the steps the event page shows:
+// queued, each failed attempt with its error (the log keeps the latest
+// [pipeline.MaxFailures]), the successful one, then the state.
+func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
+	route := rec.Route
+	if route == "" {
+		route = "—"
+	}
+	steps := []timelineStep{{What: "queued by route " + route, At: received, Class: "info"}}
+	shown := 0 // attempts shown so far
+	if len(rec.Failures) > 0 {
+		if first := rec.Failures[0].Attempt; first > 1 {
+			steps = append(steps, timelineStep{What: fmt.Sprintf("attempts 1–%d (older failures not kept)", first-1), At: rec.FirstAttemptAt, Class: "warn"})
+		}
+		for _, f := range rec.Failures {
+			steps = append(steps, timelineStep{What: fmt.Sprintf("attempt %d failed", f.Attempt), At: f.At, Error: f.Err, Class: "warn"})
+			shown = f.Attempt
+		}
+	} else if rec.Attempts > 0 && (rec.State != pipeline.StateDelivered || rec.Attempts > 1) {
+		// A record written before failures were kept: its counts only.
+		steps = append(steps, timelineStep{What: fmt.Sprintf("%d attempt(s), the latest failed", rec.Attempts), At: rec.LastAttemptAt, Error: rec.LastError, Class: "warn"})
+		shown = rec.Attempts
+	}
+	switch rec.State {
+	case pipeline.StateDelivered:
+		what := "delivered"
+		if shown < rec.Attempts {
+			what = fmt.Sprintf("attempt %d: delivered", rec.Attempts)
+		}
+		steps = append(steps, timelineStep{What: what, At: rec.DeliveredAt, Class: "ok"})
+	case pipeline.StateDead:
+		st := timelineStep{What: "dead: in the dead-letter queue", Class: "bad"}
+		if rec.Attempts == 0 {
+			st.Error = rec.LastError // the route's transform failed: no attempt shows it
+		}
+		steps = append(steps, st)
+	case pipeline.StateRetrying:
+		steps = append(steps, timelineStep{What: "retrying: another attempt is scheduled", Class: "warn"})
+	case pipeline.StateQueued:
+		if rec.Attempts > 0 {
+			steps = append(steps, timelineStep{What: "queued again (retried or replayed)", Class: "info"})
+		} else {
+			steps[0].What += ", waiting for its first attempt"
+		}
+	default:
+		steps = append(steps, timelineStep{What: "state unknown (written before delivery records were kept)", Class: "info"})
+	}
+	return steps
+}
+
+// eventSeq finds the event's seq and checks sink.
+func (u *UI) eventFor(w http.ResponseWriter, r *http.Request) (pipeline.EventInfo, string, bool) {
+	id, sink := r.PathValue("id"), r.PostFormValue("sink")
+	if u.o.Admin.Log == nil {
+		u.fail(w, r, http.StatusServiceUnavailable, "The event log is not open.")
+		return pipeline.EventInfo{}, "", false
+	}
+	if !slices.Contains(u.sinkNames(r.Context()), sink) {
+		u.fail(w, r, http.StatusBadRequest, fmt.Sprintf("Sink %q is not configured.", sink))
+		return pipeline.EventInfo{}, "", false
+	}
+	es, _, err := u.o.Admin.Log.Events(r.Context(), pipeline.EventFilter{ID: id, Limit: 1})
+	if err != nil || len(es) == 0 {
+		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Event %q is not in the log.", id))
+		return pipeline.EventInfo{}, "", false
+	}
+	return es[0], sink, true
+}
+
+// replayOne queues the event again to a sink, as a replay does.
+func (u *UI) replayOne(w http.ResponseWriter, r *http.Request, s session) {
+	e, sink, ok := u.eventFor(w, r)
+	if !ok {
+		return
+	}
+	rq := pipeline.Requeue{Seq: e.Seq, Route: "replay"}
+	if u.o.Admin.Retarget != nil {
+		var err error
+		if rq.Route, rq.Payload, err = u.o.Admin.Retarget(e.Event, sink); err != nil {
+			u.fail(w, r, http.StatusInternalServerError, "Routing the event again: "+err.Error())
+			return
+		}
+	}
+	n, err := u.o.Admin.Log.Queue(sink).Requeue(r.Context(), []pipeline.Requeue{rq})
+	if err != nil {
+		u.fail(w, r, http.StatusInternalServerError, "Replay: "+err.Error())
+		return
+	}
+	u.log.Info("ui replayed an event", "event_id", e.ID, "sink", sink, "queued", n, "remote", r.RemoteAddr)
+	msg := "Queued for " + sink + "."
+	if n == 0 {
+		msg = sink + " still holds this event (queued, retrying or dead): nothing was added."
+	}
+	u.showEvent(w, r, s, msg)
+}
+
+// retryOne moves the event out of a sink's dead-letter queue, due now.
+func (u *UI) retryOne(w http.ResponseWriter, r *http.Request, s session) {
+	e, sink, ok := u.eventFor(w, r)
+	if !ok {
+		return
+	}
+	n, err := u.o.Admin.Log.Queue(sink).RetryDead(r.Context(), []uint64{e.Seq})
+	if err != nil {
+		u.fail(w, r, http.StatusInternalServerError, "Retry: "+err.Error())
+		return
+	}
+	u.log.Info("ui retried a dead letter", "event_id", e.ID, "sink", sink, "count", n, "remote", r.RemoteAddr)
+	msg := "Retrying: moved from the dead-letter queue of " + sink + "."
+	if n == 0 {
+		msg = "The event is not in the dead-letter queue of " + sink + "."
+	}
+	u.showEvent(w, r, s, msg)
+}
+
+func (u *UI) dlqIndex(w http.ResponseWriter, r *http.Request, s session) {
+	sinks, err := u.sinkStatus(r.Context())
+	p := u.pg(s, "dlq", "Dead letters", sinks)
+	if err != nil {
+		p.Error = err.Error()
+	}
+	u.render(w, r, http.StatusOK, "dlqindex", p)
+}
+
+type dlqData struct {
+	Sink    string
+	More    bool // not the first page
+	Letters []pipeline.DeadLetter
+	Next    string
+}
+
+func (u *UI) dlq(w http.ResponseWriter, r *http.Request, s session) {
+	u.showDLQ(w, r, s, "")
+}
+
+func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash string) {
+	sink := r.PathValue("sink")
+	if !u.findSink(w, r, sink) {
+		return
+	}
+	after := uint64(0)
+	if a := r.URL.Query().Get("after"); a != "" {
+		var err error
+		if after, err = strconv.ParseUint(a, 10, 64); err != nil {
+			u.fail(w, r, http.StatusBadRequest, "after: not a cursor of this page")
+			return
+		}
+	}
+	dls, err := u.o.Admin.Log.Queue(sink).DeadLetters(r.Context(), after, pageSize+1)
+	if err != nil {
+		u.fail(w, r, http.StatusInternalServerError, "Reading the dead letters: "+err.Error())
+		return
+	}
+	d := dlqData{Sink: sink, More: after > 0}
+	if len(dls) > pageSize {
+		dls = dls[:pageSize]
+		d.Next = strconv.FormatUint(dls[pageSize-1].Seq, 10)
+	}
+	d.Letters = dls
+	p := u.pg(s, "dlq", "Dead letters of "+sink, d)
+	p.Flash = flash
+	u.render(w, r, http.StatusOK, "dlq", p)
+}
+
+// findSink answers 404 (or 503) and returns false when sink is not
+// configured or there is no log. It reads only the sinks' names: counting
+// a queue can cost a scan.
+func (u *UI) findSink(w http.ResponseWriter, r *http.Request, sink string) bool {
+	if u.o.Admin.Log == nil {
+		u.fail(w, r, http.StatusServiceUnavailable, "The event log is not open.")
+		return false
+	}
+	if slices.Contains(u.sinkNames(r.Context()), sink) {
+		return true
+	}
+	u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Sink %q is not configured.", sink))
+	return false
+}
+
+type confirmData struct {
+	Sink  string
+	All   bool
+	Seqs  []string
+	Count int
+}
+
+// dlqAction retries or drops dead letters: action=retry or drop, with
+// seq=... (selected) or all=1. A drop shows a confirmation page first and
+// happens only when the form comes back with confirm=yes.
+func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
+	sink := r.PathValue("sink")
+	if !u.findSink(w, r, sink) {
+		return
+	}
+	action, all := r.PostFormValue("action"), r.PostFormValue("all") == "1"
+	var seqs []uint64
+	for _, v := range r.PostForm["seq"] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			u.fail(w, r, http.StatusBadRequest, fmt.Sprintf("seq %q is not a number.", v))
+			return
+		}
+		seqs = append(seqs, n)
+	}
+	if !all && len(seqs) == 0 {
+		u.showDLQ(w, r, s, "Select at least one dead letter (or use the “all” buttons).")
+		return
+	}
+	if all {
+		seqs = nil
+	}
+	q := u.o.Admin.Log.Queue(sink)
+	var n int
+	var err error
+	switch action {
+	case "retry":
+		n, err = q.RetryDead(r.Context(), seqs)
+	case "drop":
+		if r.PostFormValue("confirm") != "yes" {
+			count := len(seqs)
+			u.render(w, r, http.StatusOK, "confirm", u.pg(s, "dlq", "Drop dead letters?", confirmData{Sink: sink, All: all, Seqs: r.PostForm["seq"], Count: count}))
+			return
+		}
+		n, err = q.DropDead(r.Context(), seqs)
+	default:
+		u.fail(w, r, http.StatusBadRequest, "action: retry or drop")
+		return
+	}
+	if err != nil {
+		u.fail(w, r, http.StatusInternalServerError, action+": "+err.Error())
+		return
+	}
+	u.log.Info("ui dead letters "+map[string]string{"retry": "retried", "drop": "dropped"}[action], "sink", sink, "count", n, "all", all, "remote", r.RemoteAddr)
+	verb := map[string]string{"retry": "Retried", "drop": "Dropped"}[action]
+	u.showDLQ(w, r, s, fmt.Sprintf("%s %d dead letter(s) of %s.", verb, n, sink))
+}
+
+type refusedData struct {
+	Source     string
+	Rejections []pipeline.Rejection
+	Next       string
+	Sources    []string
+}
+
+func (u *UI) refused(w http.ResponseWriter, r *http.Request, s session) {
+	q := r.URL.Query()
+	d := refusedData{Source: q.Get("source"), Sources: u.sourceNames()}
+	p := u.pg(s, "refused", "Refused requests", &d)
+	rl, ok := u.o.Admin.Log.(pipeline.RejectionLog)
+	if !ok {
+		p.Error = "This event log does not keep refused requests."
+		u.render(w, r, http.StatusOK, "refused", p)
+		return
+	}
+	rs, next, err := rl.Rejections(r.Context(), pipeline.RejectionFilter{Source: d.Source, After: q.Get("after"), Limit: pageSize})
+	if errors.Is(err, pipeline.ErrBadCursor) {
+		p.Error = "That page cursor is not valid: start again."
+	} else if err != nil {
+		p.Error = "Reading refused requests: " + err.Error()
+	}
+	for i := range rs {
+		if len(rs[i].Body) > 2048 {
+			rs[i].Body, rs[i].Truncated = rs[i].Body[:2048], true
+		}
+	}
+	d.Rejections, d.Next = rs, next
+	u.render(w, r, http.StatusOK, "refused", p)
+}

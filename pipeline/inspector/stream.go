@@ -1,0 +1,257 @@
+package inspector
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline/admin"
+)
+
+// maxJobs bounds the replays the UI remembers; the oldest finished one is
+// forgotten first.
+const maxJobs = 20
+
+// job is a replay started from the UI.
+type job struct {
+	ID      int
+	Req     admin.ReplayRequest
+	Started time.Time
+
+	mu   sync.Mutex
+	prog admin.ReplayProgress
+	done bool
+	err  string
+}
+
+func (j *job) snapshot() jobView {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	v := jobView{ID: j.ID, Req: j.Req, Started: j.Started, Progress: j.prog, Done: j.done, Error: j.err}
+	if span := v.Progress.Until.Sub(v.Progress.Since); span > 0 && !v.Progress.At.IsZero() {
+		v.Percent = min(100, max(0, int(100*v.Progress.At.Sub(v.Progress.Since)/span)))
+	}
+	if v.Done && v.Error == "" {
+		v.Percent = 100
+	}
+	return v
+}
+
+// jobView is a job as the pages and the progress stream show it.
+type jobView struct {
+	ID       int                  `json:"id"`
+	Req      admin.ReplayRequest  `json:"request"`
+	Started  time.Time            `json:"started"`
+	Progress admin.ReplayProgress `json:"progress"`
+	Percent  int                  `json:"percent"`
+	Done     bool                 `json:"done"`
+	Error    string               `json:"error,omitempty"`
+}
+
+type replayData struct {
+	Sinks []string
+	Req   admin.ReplayRequest
+	Jobs  []jobView
+}
+
+func (u *UI) replayPage(w http.ResponseWriter, r *http.Request, s session) {
+	d := replayData{Sinks: u.sinkNames(r.Context()), Req: admin.ReplayRequest{Since: "1h"}}
+	u.jobsMu.Lock()
+	for i := len(u.jobs) - 1; i >= 0; i-- {
+		d.Jobs = append(d.Jobs, u.jobs[i].snapshot())
+	}
+	u.jobsMu.Unlock()
+	u.render(w, r, http.StatusOK, "replay", u.pg(s, "replay", "Replay", d))
+}
+
+// replayStart starts a replay in the background and redirects to its page.
+func (u *UI) replayStart(w http.ResponseWriter, r *http.Request, s session) {
+	req := admin.ReplayRequest{Sink: r.PostFormValue("sink"), Since: r.PostFormValue("since"), Until: r.PostFormValue("until"),
+		Source: r.PostFormValue("source"), When: r.PostFormValue("when"), AllEvents: r.PostFormValue("all_events") == "1"}
+	d := replayData{Sinks: u.sinkNames(r.Context()), Req: req}
+	p := u.pg(s, "replay", "Replay", d)
+	if !slices.Contains(d.Sinks, req.Sink) {
+		p.Error = fmt.Sprintf("Sink %q is not configured.", req.Sink)
+		u.render(w, r, http.StatusBadRequest, "replay", p)
+		return
+	}
+	// Check the request before it runs, so that its errors show on the form.
+	if err := admin.CheckReplay(req); err != nil {
+		p.Error = err.Error()
+		u.render(w, r, http.StatusBadRequest, "replay", p)
+		return
+	}
+	u.jobsMu.Lock()
+	if n := len(u.jobs); n >= maxJobs {
+		u.jobs = slices.Delete(u.jobs, 0, n-maxJobs+1)
+	}
+	u.jobSeq++
+	j := &job{ID: u.jobSeq, Req: req, Started: time.Now()}
+	u.jobs = append(u.jobs, j)
+	u.jobsWG.Add(1)
+	u.jobsMu.Unlock()
+	u.log.Info("ui replay started", "sink", req.Sink, "since", req.Since, "until", req.Until, "when", req.When, "remote", r.RemoteAddr)
+	go func() {
+		defer u.jobsWG.Done()
+		p, err := admin.Replay(u.jobCtx, u.o.Admin, req, func(p admin.ReplayProgress) {
+			j.mu.Lock()
+			j.prog = p
+			j.mu.Unlock()
+		})
+		j.mu.Lock()
+		j.prog, j.done = p, true
+		if err != nil {
+			j.err = err.Error()
+		}
+		j.mu.Unlock()
+		u.log.Info("ui replay finished", "sink", req.Sink, "scanned", p.Scanned, "enqueued", p.Enqueued, "err", j.err)
+	}()
+	http.Redirect(w, r, "/ui/replay/"+strconv.Itoa(j.ID), http.StatusSeeOther)
+}
+
+func (u *UI) findJob(w http.ResponseWriter, r *http.Request) (*job, bool) {
+	id, _ := strconv.Atoi(r.PathValue("job"))
+	u.jobsMu.Lock()
+	defer u.jobsMu.Unlock()
+	for _, j := range u.jobs {
+		if j.ID == id {
+			return j, true
+		}
+	}
+	u.fail(w, r, http.StatusNotFound, "No such replay (the UI remembers the last "+strconv.Itoa(maxJobs)+", until the daemon restarts).")
+	return nil, false
+}
+
+func (u *UI) replayJob(w http.ResponseWriter, r *http.Request, s session) {
+	j, ok := u.findJob(w, r)
+	if !ok {
+		return
+	}
+	u.render(w, r, http.StatusOK, "replayjob", u.pg(s, "replay", "Replay "+strconv.Itoa(j.ID), j.snapshot()))
+}
+
+// sse starts a server-sent event stream; send writes one event (within
+// a write deadline of its own: the admin server's write timeout would
+// otherwise end the stream).
+func sse(w http.ResponseWriter) (send func(event string, v any) error, ok bool) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	return func(event string, v any) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if event != "" {
+			fmt.Fprintf(w, "event: %s\n", event)
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}, true
+}
+
+// replayStream sends the job's progress every 250ms until it is done.
+func (u *UI) replayStream(w http.ResponseWriter, r *http.Request, s session) {
+	j, ok := u.findJob(w, r)
+	if !ok {
+		return
+	}
+	send, _ := sse(w)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		v := j.snapshot()
+		ev := "progress"
+		if v.Done {
+			ev = "done"
+		}
+		if send(ev, v) != nil || v.Done {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-u.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type tailData struct {
+	Source    string
+	Sources   []string
+	Available bool
+}
+
+func (u *UI) tailPage(w http.ResponseWriter, r *http.Request, s session) {
+	d := tailData{Source: r.URL.Query().Get("source"), Sources: u.sourceNames(), Available: u.o.Subscribe != nil}
+	u.render(w, r, http.StatusOK, "tail", u.pg(s, "tail", "Live tail", d))
+}
+
+// tailEvent is one event on the live tail.
+type tailEvent struct {
+	ID         string    `json:"id"`
+	Source     string    `json:"source"`
+	ReceivedAt time.Time `json:"received_at"`
+	DedupKey   string    `json:"dedup_key,omitempty"`
+	Sinks      []string  `json:"sinks"`
+	Size       int       `json:"size"`
+}
+
+// tailStream sends each event appended from now on (of one source when
+// ?source= is set), with a comment every 15s to keep the connection.
+// Events the browser is too slow for are dropped, never held.
+func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
+	if u.o.Subscribe == nil {
+		u.fail(w, r, http.StatusNotImplemented, "The live tail is not available in this daemon.")
+		return
+	}
+	select {
+	case u.tails <- struct{}{}:
+		defer func() { <-u.tails }()
+	default:
+		u.fail(w, r, http.StatusServiceUnavailable, "Too many live tails are open; close one and try again.")
+		return
+	}
+	source := r.URL.Query().Get("source")
+	ch, cancel := u.o.Subscribe(256)
+	defer cancel()
+	send, _ := sse(w)
+	if send("hello", map[string]string{"source": source}) != nil {
+		return
+	}
+	keep := time.NewTicker(15 * time.Second)
+	defer keep.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-u.stop:
+			return
+		case <-keep.C:
+			if send("ping", map[string]string{}) != nil {
+				return
+			}
+		case e := <-ch:
+			if source != "" && e.Event.Source != source {
+				continue
+			}
+			te := tailEvent{ID: e.Event.ID, Source: e.Event.Source, ReceivedAt: e.Event.ReceivedAt, DedupKey: e.Event.DedupKey, Size: len(e.Event.Body), Sinks: []string{}}
+			for _, t := range e.Targets {
+				te.Sinks = append(te.Sinks, t.Sink)
+			}
+			if send("", te) != nil {
+				return
+			}
+		}
+	}
+}

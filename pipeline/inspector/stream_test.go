@@ -1,0 +1,119 @@
+package inspector_test
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/pipeline/inspector"
+	"github.com/pipelined/pipelined/pipeline/writer"
+)
+
+// TestReplayAndTailStreams runs a replay from the form and follows its
+// progress stream to the end, follows the live tail while an event is
+// appended, and then checks that [inspector.UI.Run] ends both kinds of
+// stream when its context ends.
+func TestReplayAndTailStreams(t *testing.T) {
+	db := memlog.New()
+	w := writer.New(db, nil)
+	defer w.Close()
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := w.Append(ctx, pipeline.Entry{Event: pipeline.Event{ID: id, Source: "s", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "crm", Route: "r"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ao := admin.Options{Log: db, AllowUnauthenticated: true}
+	ui := inspector.New(inspector.Options{Admin: ao, Subscribe: w.Subscribe, SinkNames: func() []string { return []string{"crm"} }})
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { ui.Run(runCtx); close(ran) }()
+	defer func() { stop(); <-ran }()
+	ao.UI = ui
+	srv := httptest.NewServer(admin.Handler(ao))
+	defer srv.Close()
+	c := client(t)
+	_, page := get(t, c, srv.URL+"/ui/replay")
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("no csrf token on the replay page")
+	}
+	resp, err := c.PostForm(srv.URL+"/ui/replay", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "since": {"1h"}, "all_events": {"1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	job := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(job, "/ui/replay/") {
+		t.Fatalf("POST /ui/replay = %d to %q, want 303 to the job's page", resp.StatusCode, job)
+	}
+	events := stream(t, c, srv.URL+job+"/stream")
+	var last string
+	for ev := range events {
+		last = ev
+		if strings.HasPrefix(ev, "event: done") {
+			break
+		}
+	}
+	if !strings.Contains(last, `"done":true`) || !strings.Contains(last, `"scanned":3`) {
+		t.Errorf("the last progress event = %q, want done with 3 scanned", last)
+	}
+
+	tail := stream(t, c, srv.URL+"/ui/tail/stream?source=s")
+	if hello := <-tail; !strings.HasPrefix(hello, "event: hello") {
+		t.Fatalf("the tail's first event = %q, want hello", hello)
+	}
+	if _, err := w.Append(ctx, pipeline.Entry{Event: pipeline.Event{ID: "d", Source: "s", ReceivedAt: time.Now().UTC(), Body: []byte(`{"x":1}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-tail; !strings.Contains(ev, `"id":"d"`) {
+		t.Errorf("the tail sent %q, want event d", ev)
+	}
+	stop()
+	select {
+	case _, open := <-tail:
+		for open {
+			_, open = <-tail
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tail stream did not end when Run's context ended")
+	}
+}
+
+// stream reads the server-sent events of u, one string per event, until
+// the stream ends (the channel is then closed).
+func stream(t *testing.T, c *http.Client, u string) <-chan string {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+		t.Fatalf("GET %s = %d %s", u, resp.StatusCode, ct)
+	}
+	out := make(chan string, 64)
+	go func() {
+		defer close(out)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		var ev strings.Builder
+		for sc.Scan() {
+			if sc.Text() == "" {
+				out <- ev.String()
+				ev.Reset()
+				continue
+			}
+			ev.WriteString(sc.Text() + "\n")
+		}
+	}()
+	return out
+}

@@ -202,6 +202,12 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 		if err := txn.Delete(ls.key); err != nil {
 			return q.l.writeErr(err)
 		}
+		if s.Outcome == pipeline.Hold {
+			if err := q.hold(txn, s.Seq, ls.target); err != nil {
+				return err
+			}
+			continue
+		}
 		// An entry still at its ready key has never been settled, retried
 		// or replayed: it has no record yet, and the first attempt (most
 		// of them) skips the lookup.

@@ -1,0 +1,280 @@
+package dispatch_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// keyed is the body of a test event: its key and its number in the log.
+type keyed struct {
+	K string `json:"k"`
+	N int    `json:"n"`
+}
+
+// bodyKey is an order key over keyed bodies, as the daemon's compiled
+// delivery.order_key would be; a body without "k" fails.
+func bodyKey(ev pipeline.Event) (string, error) {
+	var b keyed
+	if err := json.Unmarshal(ev.Body, &b); err != nil {
+		return "", err
+	}
+	if b.K == "" {
+		return "", errors.New("no k")
+	}
+	return b.K, nil
+}
+
+// appendKeyed appends n events, event i of key fmt.Sprint(key(i)), routed to sink "s".
+func appendKeyed(t testing.TB, l pipeline.Log, from, n int, key func(i int) string) {
+	t.Helper()
+	var entries []pipeline.Entry
+	for i := from; i < from+n; i++ {
+		body, _ := json.Marshal(keyed{K: key(i), N: i})
+		entries = append(entries, pipeline.Entry{
+			Event:   pipeline.Event{ID: fmt.Sprintf("ev-%05d", i), Source: "src", ReceivedAt: time.Now(), Body: body},
+			Targets: []pipeline.Target{{Sink: "s", Route: "r"}},
+		})
+		if len(entries) == 500 {
+			if _, err := l.Append(context.Background(), entries); err != nil {
+				t.Fatalf("Append = %v", err)
+			}
+			entries = nil
+		}
+	}
+	if len(entries) > 0 {
+		if _, err := l.Append(context.Background(), entries); err != nil {
+			t.Fatalf("Append = %v", err)
+		}
+	}
+}
+
+// orderSink fails each event with probability fail (a retry) and checks,
+// at every call, the order promise: an event of a key is only ever handed
+// over once every earlier event of its key was delivered, and a batch holds
+// at most one event per key.
+type orderSink struct {
+	fail   float64
+	never  string // a key that always fails
+	stride int    // event n's predecessor in its key is n-stride
+
+	mu        sync.Mutex
+	done      map[string]int // by key: the n of the last event delivered
+	delivered map[int]bool
+	errs      []string
+	calls     int
+	keysOf    map[string][]int // by key: every n delivered, in order
+	firstAt   map[int]time.Time
+}
+
+func newOrderSink(fail float64) *orderSink {
+	return &orderSink{fail: fail, done: map[string]int{}, delivered: map[int]bool{}, keysOf: map[string][]int{}, firstAt: map[int]time.Time{}}
+}
+
+func (s *orderSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	out := make([]sdk.Result, len(batch))
+	seen := map[string]bool{}
+	for i, e := range batch {
+		var b keyed
+		if err := json.Unmarshal(e.Body, &b); err != nil {
+			s.errs = append(s.errs, err.Error())
+			continue
+		}
+		if seen[b.K] {
+			s.errs = append(s.errs, fmt.Sprintf("call %d: two events of key %s in one batch", s.calls, b.K))
+		}
+		seen[b.K] = true
+		if _, ok := s.firstAt[b.N]; !ok {
+			s.firstAt[b.N] = time.Now()
+		}
+		if last, ok := s.done[b.K]; ok && last >= b.N && !s.delivered[b.N] {
+			s.errs = append(s.errs, fmt.Sprintf("event %d of key %s handed over after a later event %d of its key was delivered", b.N, b.K, last))
+		}
+		if b.N >= s.stride && !s.delivered[b.N-s.stride] {
+			s.errs = append(s.errs, fmt.Sprintf("event %d of key %s handed over before event %d of its key was delivered", b.N, b.K, b.N-s.stride))
+		}
+		if b.K == s.never || rand.Float64() < s.fail {
+			out[i] = sdk.Retry(0, errors.New("the test sink fails at random"))
+			continue
+		}
+		out[i] = sdk.Delivered()
+		if !s.delivered[b.N] {
+			s.delivered[b.N] = true
+			s.keysOf[b.K] = append(s.keysOf[b.K], b.N)
+		}
+		s.done[b.K] = max(s.done[b.K], b.N)
+	}
+	return out, nil
+}
+
+func (s *orderSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.delivered)
+}
+
+// check fails the test with the violations seen, and checks that each key's
+// events were delivered in log order, all n of them.
+func (s *orderSink) check(t *testing.T, n int) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, e := range s.errs {
+		if i == 10 {
+			t.Errorf("... and %d more", len(s.errs)-10)
+			break
+		}
+		t.Error(e)
+	}
+	if len(s.delivered) != n {
+		t.Errorf("%d events delivered, want %d", len(s.delivered), n)
+	}
+	for k, ns := range s.keysOf {
+		for i := 1; i < len(ns); i++ {
+			if ns[i] < ns[i-1] {
+				t.Errorf("key %s: event %d delivered after event %d", k, ns[i], ns[i-1])
+				break
+			}
+		}
+	}
+}
+
+func orderLogs(t *testing.T) map[string]func(t *testing.T) pipeline.Log {
+	return map[string]func(t *testing.T) pipeline.Log{
+		"memlog": func(t *testing.T) pipeline.Log { return memlog.New() },
+		"badgerlog": func(t *testing.T) pipeline.Log {
+			db, err := badgerlog.Open(t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		},
+	}
+}
+
+// TestOrderKey delivers events over 50 keys to a sink that fails 20% of
+// events at random: every key's events arrive in log order, and nothing is
+// left held or retrying.
+func TestOrderKey(t *testing.T) {
+	n := 3000
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 50) })
+			sink := newOrderSink(0.2)
+			sink.stride = 50
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax, o.BatchWait = 0, time.Millisecond, 5*time.Millisecond, time.Millisecond
+			o.OrderKey = bodyKey
+			run(t, o)
+			deadline := time.Now().Add(60 * time.Second)
+			for sink.count() < n && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			sink.check(t, n)
+			waitStats(t, l.Queue("s"), pipeline.QueueStats{})
+		})
+	}
+}
+
+// TestOrderKeyHoldsOnlyItsKey checks that a key whose event keeps failing
+// holds back its own later events only, that the dispatcher reports them,
+// and that they follow in order once it is delivered.
+func TestOrderKeyHoldsOnlyItsKey(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			const n = 200
+			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 10) }) // key 3: 20 events
+			sink := newOrderSink(0)
+			sink.never, sink.stride = "3", 10
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+			o.OrderKey = bodyKey
+			d := dispatch.New(o)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			waitFor(t, "every other key delivered", func() bool { return sink.count() == n-n/10 })
+			st := d.Order()
+			if !st.Enabled || st.HeldKeys != 1 || st.Held != n/10-1 || st.OldestHeld.IsZero() {
+				t.Errorf("Order() = %+v, want 1 key holding %d events", st, n/10-1)
+			}
+			qs := stats(t, l.Queue("s"))
+			if qs.Ready+qs.Retrying != n/10 {
+				t.Errorf("queue %+v, want the %d events of key 3 in it", qs, n/10)
+			}
+			sink.mu.Lock()
+			sink.never = ""
+			sink.mu.Unlock()
+			waitFor(t, "key 3 delivered too", func() bool { return sink.count() == n })
+			sink.check(t, n)
+			if st := d.Order(); st.Held != 0 || st.HeldKeys != 0 {
+				t.Errorf("Order() = %+v after all delivered, want nothing held", st)
+			}
+		})
+	}
+}
+
+// TestOrderKeyAfterRestart stops a dispatcher in the middle of a run with
+// keys retrying and held, closes and reopens the log (the in-memory leases
+// and the dispatcher's state are gone), and checks that a new dispatcher
+// keeps every key's order.
+func TestOrderKeyAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	db, err := badgerlog.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	appendKeyed(t, db, 0, n, func(i int) string { return fmt.Sprint(i % 50) })
+	sink := newOrderSink(0.3)
+	sink.stride = 50
+	o := options(db.Queue("s"), sink)
+	o.MaxAttempts, o.BackoffMin, o.BackoffMax, o.BatchWait = 0, 5*time.Millisecond, 50*time.Millisecond, time.Millisecond
+	o.OrderKey = bodyKey
+	d := dispatch.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "a third delivered", func() bool { return sink.count() >= n/3 })
+	held := d.Order().Held
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run() = %v", err)
+	}
+	if held == 0 {
+		t.Fatalf("no event was held when the dispatcher stopped: the test's premise failed")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = badgerlog.Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	o.Queue = db.Queue("s")
+	run(t, o)
+	deadline := time.Now().Add(60 * time.Second)
+	for sink.count() < n && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	sink.check(t, n)
+	waitStats(t, db.Queue("s"), pipeline.QueueStats{})
+}

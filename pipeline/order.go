@@ -10,9 +10,11 @@ import "context"
 type Holder interface {
 	Queue
 
-	// Release makes held entries due now, as retries, with the attempt
-	// count and LastError they had. Seqs that are not held are skipped. It
-	// returns how many entries it released.
+	// Release makes the held entries with the given seqs (nil: all of
+	// them) due now, as retries, with the attempt count and LastError they
+	// had. Seqs that are not held are skipped. It returns how many entries
+	// it released. A dispatcher without an order key releases all at
+	// start, so that removing order_key never strands an entry.
 	Release(ctx context.Context, seqs []uint64) (int, error)
 
 	// Waiting calls visit, in no particular order, for every entry of the

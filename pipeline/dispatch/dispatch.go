@@ -322,6 +322,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if ok, err := d.loadOrder(ctx); !ok {
 			return err
 		}
+	} else if err := d.releaseAllHeld(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	for {
 		if !d.waitResumed(ctx) {

@@ -259,6 +259,32 @@ func (d *Dispatcher) releaseHeads(ctx context.Context) bool {
 	return true
 }
 
+// releaseAllHeld releases every entry held in the queue, for a dispatcher
+// without an order key (order_key was removed): no entry stays parked
+// where Fetch never reaches it. It retries while the log fails.
+func (d *Dispatcher) releaseAllHeld(ctx context.Context) error {
+	h, ok := d.o.Queue.(pipeline.Holder)
+	if !ok {
+		return nil
+	}
+	for {
+		n, err := h.Release(ctx, nil)
+		if err == nil {
+			if n > 0 {
+				d.o.Logger.Info("released events held for per-key order: the sink has no order_key now", "sink", d.o.Sink, "events", n)
+			}
+			return nil
+		}
+		if ctx.Err() != nil || errors.Is(err, pipeline.ErrClosed) {
+			return err
+		}
+		d.o.Logger.Error("release held events failed, trying again", "sink", d.o.Sink, "err", err)
+		if !sleep(ctx, time.Second) {
+			return nil
+		}
+	}
+}
+
 // Order reports the per-key order state. Safe for concurrent use; it
 // costs time in proportion to the keys that hold events back.
 func (d *Dispatcher) Order() OrderStatus {

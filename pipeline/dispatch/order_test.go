@@ -278,3 +278,32 @@ func TestOrderKeyAfterRestart(t *testing.T) {
 	sink.check(t, n)
 	waitStats(t, db.Queue("s"), pipeline.QueueStats{})
 }
+
+// TestOrderKeyRemoved checks that a dispatcher without an order key
+// delivers the events an earlier one held (order_key removed by a reload).
+func TestOrderKeyRemoved(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			const n = 100
+			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 10) })
+			sink := newOrderSink(0)
+			sink.never = "3"
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+			o.OrderKey = bodyKey
+			stop := run(t, o)
+			waitFor(t, "every other key delivered", func() bool { return sink.count() == n-n/10 })
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			sink.mu.Lock()
+			sink.never = ""
+			sink.mu.Unlock()
+			o.OrderKey = nil
+			run(t, o)
+			waitFor(t, "the held events delivered", func() bool { return sink.count() == n })
+			waitStats(t, l.Queue("s"), pipeline.QueueStats{})
+		})
+	}
+}

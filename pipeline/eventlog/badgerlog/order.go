@@ -46,6 +46,9 @@ func (q *queue) Release(ctx context.Context, seqs []uint64) (int, error) {
 	if err := q.l.space.check(); err != nil {
 		return 0, err
 	}
+	if seqs == nil {
+		return q.releaseAll(ctx)
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	txn := q.l.newTxn()
@@ -81,6 +84,40 @@ func (q *queue) Release(ctx context.Context, seqs []uint64) (int, error) {
 	}
 	return n, nil
 }
+
+// releaseAll releases every held entry, releaseBatch per transaction.
+func (q *queue) releaseAll(ctx context.Context) (int, error) {
+	first := retryKey(q.sink, heldAt, 0)
+	prefix := first[:len(first)-8]
+	total := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		var seqs []uint64
+		err := q.l.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Seek(prefix); it.ValidForPrefix(prefix) && len(seqs) < releaseBatch; it.Next() {
+				if k := it.Item().Key(); len(k) == len(first) {
+					seqs = append(seqs, binary.BigEndian.Uint64(k[len(prefix):]))
+				}
+			}
+			return nil
+		})
+		if err != nil || len(seqs) == 0 {
+			return total, err
+		}
+		n, err := q.Release(ctx, seqs)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// releaseBatch bounds the entries one transaction of releaseAll moves.
+const releaseBatch = 1000
 
 // Waiting implements [pipeline.Holder]: one pass over the sink's retry
 // keys and (dead set) its dead-letter keys, then over its ready keys up to the highest seq

@@ -35,6 +35,14 @@ func (q *Queue) Release(ctx context.Context, seqs []uint64) (int, error) {
 	}
 	now := time.Now()
 	n := 0
+	if seqs == nil {
+		for _, e := range q.q.retry {
+			if e.retryAt.Equal(heldAt) {
+				e.retryAt = now
+				n++
+			}
+		}
+	}
 	for _, seq := range seqs {
 		if e, ok := q.q.retry[seq]; ok && e.retryAt.Equal(heldAt) {
 			e.retryAt = now

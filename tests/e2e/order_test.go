@@ -103,6 +103,7 @@ delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_
 	// Paused while posting, so that the kills land in the middle of delivery.
 	d.CLI(t, "sinks", "pause", "crm")
 
+	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, keys)
 	for k := range keys {
@@ -123,6 +124,7 @@ delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_
 		t.Fatal(err)
 	}
 	d.CLI(t, "sinks", "resume", "crm")
+	posted := time.Now()
 
 	waitDelivered := func(n int, within time.Duration) {
 		t.Helper()
@@ -151,6 +153,7 @@ delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_
 		t.Fatalf("all %d events were delivered before the plugin was killed: the test's premise failed", got)
 	}
 	waitDelivered(total, 120*time.Second)
+	t.Logf("posting took %v, delivering %v", posted.Sub(start).Round(time.Millisecond), time.Since(posted).Round(time.Millisecond))
 
 	crm.mu.Lock()
 	defer crm.mu.Unlock()

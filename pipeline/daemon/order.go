@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
@@ -36,6 +38,15 @@ func (sr *sinkRun) orderKey() func(pipeline.Event) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), orderKeyTimeout)
 		defer cancel()
 		return prog.StringContext(ctx, &rules.Env{Body: body, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt})
+	}
+}
+
+// orderStatus fills the per-key order fields of ss from disp.
+func orderStatus(ss *admin.SinkStatus, disp *dispatch.Dispatcher) {
+	st := disp.Order()
+	ss.HeldKeys, ss.Held = st.HeldKeys, st.Held
+	if !st.OldestHeld.IsZero() {
+		ss.OldestHeldAgeSeconds = max(time.Since(st.OldestHeld).Seconds(), 0.001)
 	}
 }
 

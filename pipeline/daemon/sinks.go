@@ -314,6 +314,7 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 			if disp.Status().Open {
 				ss.Breaker = "open"
 			}
+			orderStatus(&ss, disp)
 		}
 		qs, err := sr.q.Stats(ctx)
 		if err != nil {

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +25,8 @@ import (
 // allowed).
 type orderReceiver struct {
 	fail float64
+
+	stuck atomic.Pointer[string] // a key whose every request fails
 
 	mu       sync.Mutex
 	next     map[string]int // by key: the n of the first event not yet answered 2xx
@@ -54,6 +58,10 @@ func (r *orderReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case n > next:
 		r.errs = append(r.errs, fmt.Sprintf("key %s: event %d sent before event %d was delivered", k, n, next))
 	}
+	if st := r.stuck.Load(); st != nil && *st == k {
+		http.Error(w, "the test CRM is stuck on this key", http.StatusServiceUnavailable)
+		return
+	}
 	if rand.Float64() < r.fail {
 		http.Error(w, "the test CRM fails at random", http.StatusServiceUnavailable)
 		return
@@ -80,7 +88,9 @@ func (r *orderReceiver) delivered() int {
 // requests at random. The daemon is killed with SIGKILL when about a third
 // has arrived, and the http sink's plugin when about two thirds have: at
 // the CRM every key's events arrive in log order (duplicates from
-// redelivery allowed), and every event arrives.
+// redelivery allowed), and every event arrives. Until the first third has
+// arrived the CRM fails every request of key 0: the other keys flow
+// meanwhile, and `pipelined sinks` and the gauge show the key held.
 func TestOrderKeyKeepsOrderThroughCrashes(t *testing.T) {
 	keys, perKey := 50, 200
 	if testing.Short() {
@@ -123,6 +133,8 @@ delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_
 	for err := range errs {
 		t.Fatal(err)
 	}
+	stuck := "0"
+	crm.stuck.Store(&stuck)
 	d.CLI(t, "sinks", "resume", "crm")
 	posted := time.Now()
 
@@ -136,6 +148,26 @@ delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_
 		})
 	}
 	waitDelivered(total/3, 60*time.Second)
+	if got := crm.delivered(); got > total-perKey {
+		t.Fatalf("%d events delivered while key 0 was stuck: more than all the other keys have", got)
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		table := d.CLI(t, "sinks")
+		if got := sinksColumn(t, table, "crm", "HELD_KEYS"); got != "1" {
+			return fmt.Errorf("pipelined sinks: crm HELD_KEYS = %q, want 1 (key 0)\n%s", got, table)
+		}
+		if age := sinksColumn(t, table, "crm", "OLDEST_HELD_AGE_SECONDS"); age == "-" {
+			return fmt.Errorf("pipelined sinks: crm OLDEST_HELD_AGE_SECONDS = -, want an age\n%s", table)
+		}
+		if got := d.Metric(t, `pipelined_sink_order_held_keys{sink="crm"}`); got != "1" {
+			return fmt.Errorf(`pipelined_sink_order_held_keys{sink="crm"} = %q, want 1`, got)
+		}
+		if n, _ := strconv.Atoi(d.Metric(t, `pipelined_sink_order_held_events{sink="crm"}`)); n < 1 || n >= perKey {
+			return fmt.Errorf(`pipelined_sink_order_held_events{sink="crm"} = %d, want 1..%d`, n, perKey-1)
+		}
+		return nil
+	})
+	crm.stuck.Store(nil)
 	d.Kill(syscall.SIGKILL)
 	if got := crm.delivered(); got >= total {
 		t.Fatalf("all %d events were delivered before the daemon was killed: the test's premise failed", got)

@@ -17,6 +17,11 @@ type Holder interface {
 	// start, so that removing order_key never strands an entry.
 	Release(ctx context.Context, seqs []uint64) (int, error)
 
+	// SettleRelease is [Queue.Settle] of s and [Holder.Release] of
+	// release in one atomic call: the held entries are released after s
+	// is applied, so an entry held by s can be released by the same call.
+	SettleRelease(ctx context.Context, s []Settlement, release []uint64) error
+
 	// Waiting calls visit, in no particular order, for every entry of the
 	// queue that a dispatcher restarting with per-key order must know of:
 	// each held and retrying entry, each dead letter when dead is true,

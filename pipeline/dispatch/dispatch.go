@@ -513,9 +513,10 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	case err != nil:
 		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", len(batch), "err", err)
 	}
-	d.settle(ctx, settle)
 	if d.ord != nil {
-		d.settledOrdered(ctx, settle)
+		d.settleOrdered(ctx, settle) // with the batch's holds and releases, in one call
+	} else {
+		d.settle(ctx, settle)
 	}
 	if d.o.Observe != nil {
 		d.o.Observe(rep)

@@ -55,7 +55,9 @@ type order struct {
 	heads map[uint64]string // the head seq of each key → the key
 	held  int
 
-	release []uint64 // heads chosen but not yet released in the log (Run's goroutine only)
+	// Run's goroutine only:
+	release []uint64              // heads chosen but not yet released in the log
+	holds   []pipeline.Settlement // Hold settlements of the batch in flight
 }
 
 type keyState struct {
@@ -203,16 +205,24 @@ func (d *Dispatcher) admitOrdered(ctx context.Context, batch []pipeline.Delivery
 		}
 	}
 	o.mu.Unlock()
-	if len(holds) > 0 {
-		d.settle(ctx, holds)
+	o.holds = holds
+	if len(out) == 0 && len(holds) > 0 {
+		d.settleOrdered(ctx, nil)
 	}
 	return out
 }
 
-// settledOrdered moves each key whose head was settled for good (acked;
-// dead unless OrderBlockOnDead) to its next held event, and releases those.
-func (d *Dispatcher) settledOrdered(ctx context.Context, s []pipeline.Settlement) {
+// settleOrdered records the batch's outcomes s with its holds (settled
+// with the outcomes: one transaction per batch), moves each key whose
+// head was settled for good (acked; dead unless OrderBlockOnDead) to its
+// next held event, and releases those in the same call. It tries again
+// while the log refuses, like settle, until ctx ends. The order of the
+// writes does not matter for a crash: at start the lowest event of a key
+// that is not held is its head, whether released or not.
+func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement) {
 	o := d.ord
+	s = append(s, o.holds...)
+	o.holds = nil
 	o.mu.Lock()
 	for _, x := range s {
 		k, ok := o.heads[x.Seq]
@@ -235,7 +245,25 @@ func (d *Dispatcher) settledOrdered(ctx context.Context, s []pipeline.Settlement
 		o.release = append(o.release, st.head)
 	}
 	o.mu.Unlock()
-	d.releaseHeads(ctx)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+		err := o.q.SettleRelease(ctx, s, o.release)
+		if err == nil {
+			o.release = o.release[:0]
+			return
+		}
+		if errors.Is(err, pipeline.ErrClosed) {
+			return
+		}
+		if ctx.Err() == nil {
+			d.o.Logger.Error("record delivery outcomes failed, trying again", "sink", d.o.Sink, "err", err, "retry_in", wait)
+			if sleep(ctx, wait) {
+				continue
+			}
+		}
+		d.o.Logger.Warn("gave up recording delivery outcomes at shutdown; these entries will be delivered again after a restart",
+			"sink", d.o.Sink, "events", len(s), "err", err, "cause", context.Cause(ctx))
+		return
+	}
 }
 
 // releaseHeads records the pending releases, trying again while the log

@@ -53,7 +53,27 @@ func (q *queue) Release(ctx context.Context, seqs []uint64) (int, error) {
 	defer q.mu.Unlock()
 	txn := q.l.newTxn()
 	defer txn.Discard()
-	now := time.Now()
+	n, err := q.releaseIn(txn, seqs, time.Now())
+	if err != nil {
+		return 0, err
+	}
+	if err := q.l.commit(txn); err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		q.wake()
+	}
+	return n, nil
+}
+
+// SettleRelease implements [pipeline.Holder].
+func (q *queue) SettleRelease(ctx context.Context, s []pipeline.Settlement, release []uint64) error {
+	return q.settleRelease(ctx, s, release)
+}
+
+// releaseIn moves the held entries seqs to retry keys due at now in txn
+// and returns how many it moved. q.mu is held.
+func (q *queue) releaseIn(txn *wtxn, seqs []uint64, now time.Time) (int, error) {
 	n := 0
 	for _, seq := range slices.Compact(slices.Sorted(slices.Values(seqs))) {
 		key := retryKey(q.sink, heldAt, seq)
@@ -75,12 +95,6 @@ func (q *queue) Release(ctx context.Context, seqs []uint64) (int, error) {
 			return 0, q.l.writeErr(err)
 		}
 		n++
-	}
-	if err := q.l.commit(txn); err != nil {
-		return 0, err
-	}
-	if n > 0 {
-		q.wake()
 	}
 	return n, nil
 }

@@ -55,6 +55,20 @@ func (q *Queue) Release(ctx context.Context, seqs []uint64) (int, error) {
 	return n, nil
 }
 
+// SettleRelease implements [pipeline.Holder.SettleRelease]: Settle, then
+// Release (memlog keeps nothing across a crash, so two steps are as good
+// as one).
+func (q *Queue) SettleRelease(ctx context.Context, s []pipeline.Settlement, release []uint64) error {
+	if err := q.Settle(ctx, s); err != nil {
+		return err
+	}
+	if len(release) == 0 {
+		return nil
+	}
+	_, err := q.Release(ctx, release)
+	return err
+}
+
 // Waiting implements [pipeline.Holder.Waiting].
 func (q *Queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Waiting) error) error {
 	if err := ctx.Err(); err != nil {

@@ -93,8 +93,10 @@ func (q *Queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Wait
 			add(d.e, pipeline.WaitingDead)
 		}
 	}
-	for _, e := range q.q.leased {
-		add(e, pipeline.WaitingReady)
+	for _, e := range q.q.leased { // fetched, not settled: ready after a restart
+		if e.seq < top {
+			out = append(out, pipeline.Waiting{Seq: e.seq, Event: cloneEvent(*e.ev), State: pipeline.WaitingReady})
+		}
 	}
 	for _, e := range q.q.ready {
 		if e.seq >= top {

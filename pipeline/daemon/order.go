@@ -58,3 +58,22 @@ func (sr *sinkRun) observeOrder() {
 		}
 	}
 }
+
+// droppedDead tells the dispatcher of sink that an operator dropped the
+// dead letters seqs, for admin.Options.OnDropDead.
+func (s *sinks) droppedDead(sink string, seqs []uint64) {
+	s.mu.Lock()
+	sr := s.by[sink]
+	s.mu.Unlock()
+	if sr == nil {
+		return
+	}
+	if disp := sr.disp.Load(); disp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := disp.DroppedDead(ctx, seqs); err != nil {
+			sr.log.Warn("release the keys held behind dropped dead letters failed; a restart releases them",
+				"sink", sink, "err", err)
+		}
+	}
+}

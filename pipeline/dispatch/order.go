@@ -313,6 +313,42 @@ func (d *Dispatcher) releaseAllHeld(ctx context.Context) error {
 	}
 }
 
+// DroppedDead tells the dispatcher that the dead letters seqs were
+// dropped: each key held behind one of them (OrderBlockOnDead) goes on
+// with its next held event. Safe for concurrent use. When it fails, the
+// keys stay held until the dispatcher starts again (its rebuild does not
+// see dropped dead letters).
+func (d *Dispatcher) DroppedDead(ctx context.Context, seqs []uint64) error {
+	o := d.ord
+	if o == nil || !o.block || o.q == nil {
+		return nil
+	}
+	var release []uint64
+	o.mu.Lock()
+	for _, seq := range seqs {
+		k, ok := o.heads[seq]
+		if !ok || !o.keys[k].dead {
+			continue
+		}
+		st := o.keys[k]
+		delete(o.heads, seq)
+		if len(st.held) == 0 {
+			delete(o.keys, k)
+			continue
+		}
+		st.head, st.held, st.dead = st.held[0].seq, st.held[1:], false
+		o.held--
+		o.heads[st.head] = k
+		release = append(release, st.head)
+	}
+	o.mu.Unlock()
+	if len(release) == 0 {
+		return nil
+	}
+	_, err := o.q.Release(ctx, release)
+	return err
+}
+
 // Order reports the per-key order state. Safe for concurrent use; it
 // costs time in proportion to the keys that hold events back.
 func (d *Dispatcher) Order() OrderStatus {

@@ -66,8 +66,9 @@ func appendKeyed(t testing.TB, l pipeline.Log, from, n int, key func(i int) stri
 // at most one event per key.
 type orderSink struct {
 	fail   float64
-	never  string // a key that always fails
-	stride int    // event n's predecessor in its key is n-stride
+	never  string       // a key that always fails
+	stride int          // event n's predecessor in its key is n-stride; 0: not checked
+	kill   map[int]bool // events that fail permanently, once
 
 	mu        sync.Mutex
 	done      map[string]int // by key: the n of the last event delivered
@@ -104,8 +105,13 @@ func (s *orderSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Resul
 		if last, ok := s.done[b.K]; ok && last >= b.N && !s.delivered[b.N] {
 			s.errs = append(s.errs, fmt.Sprintf("event %d of key %s handed over after a later event %d of its key was delivered", b.N, b.K, last))
 		}
-		if b.N >= s.stride && !s.delivered[b.N-s.stride] {
+		if s.stride > 0 && b.N >= s.stride && !s.delivered[b.N-s.stride] {
 			s.errs = append(s.errs, fmt.Sprintf("event %d of key %s handed over before event %d of its key was delivered", b.N, b.K, b.N-s.stride))
+		}
+		if s.kill[b.N] {
+			delete(s.kill, b.N)
+			out[i] = sdk.Permanent(errors.New("the test sink refuses this event"))
+			continue
 		}
 		if b.K == s.never || rand.Float64() < s.fail {
 			out[i] = sdk.Retry(0, errors.New("the test sink fails at random"))
@@ -304,6 +310,73 @@ func TestOrderKeyRemoved(t *testing.T) {
 			run(t, o)
 			waitFor(t, "the held events delivered", func() bool { return sink.count() == n })
 			waitStats(t, l.Queue("s"), pipeline.QueueStats{})
+		})
+	}
+}
+
+// TestOrderOnDead checks what a dead letter does to its key: with
+// "release" the key goes on; with "block" its later events wait (the
+// others flow) until the dead letter is retried (then it is delivered
+// first) or dropped.
+func TestOrderOnDead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		block bool
+		then  string // "retry" or "drop" the dead letter
+	}{
+		{"release", false, ""},
+		{"block/retry", true, "retry"},
+		{"block/drop", true, "drop"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := memlog.New()
+			t.Cleanup(func() { l.Close() })
+			const n = 40
+			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 4) })
+			sink := newOrderSink(0)
+			sink.kill = map[int]bool{5: true} // key 1's second event
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+			o.OrderKey, o.OrderBlockOnDead = bodyKey, tc.block
+			d := dispatch.New(o)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			q := l.Queue("s")
+			if !tc.block {
+				waitFor(t, "all but the dead one delivered", func() bool { return sink.count() == n-1 })
+				sink.check(t, n-1)
+				return
+			}
+			// Key 1 holds its 8 later events; keys 0, 2 and 3 (30 events) and 1's first are delivered.
+			waitFor(t, "the other keys delivered", func() bool { return sink.count() == n-n/4+1 })
+			waitFor(t, "key 1 held", func() bool { st := d.Order(); return st.HeldKeys == 1 && st.Held == n/4-2 })
+			if st := stats(t, q); st.Dead != 1 {
+				t.Fatalf("Stats = %+v, want 1 dead", st)
+			}
+			dls, err := q.DeadLetters(context.Background(), 0, 10)
+			if err != nil || len(dls) != 1 {
+				t.Fatalf("DeadLetters = %v, %v", dls, err)
+			}
+			switch tc.then {
+			case "retry":
+				if _, err := q.RetryDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "key 1 delivered", func() bool { return sink.count() == n })
+				sink.check(t, n)
+			case "drop":
+				if _, err := q.DropDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.DroppedDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "key 1's later events delivered", func() bool { return sink.count() == n-1 })
+				sink.check(t, n-1)
+			}
+			waitStats(t, q, pipeline.QueueStats{})
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -415,4 +416,65 @@ func TestOrderKeyHeadInFlightAtCrash(t *testing.T) {
 	run(t, o)
 	waitFor(t, "all 3 delivered", func() bool { return sink.count() == 3 })
 	sink.check(t, 3)
+}
+
+// TestOrderKeyReplay checks the promise for a replayed event (Requeue):
+// it is delivered after its key's event that is retrying and before the
+// key's later events held behind that one.
+func TestOrderKeyReplay(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			appendKeyed(t, l, 0, 4, func(int) string { return "a" })
+			var mu sync.Mutex
+			var got []int
+			failing := true
+			sink := &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				out := make([]sdk.Result, len(batch))
+				for i, e := range batch {
+					var b keyed
+					json.Unmarshal(e.Body, &b)
+					if b.N == 1 && failing {
+						out[i] = sdk.Retry(0, errors.New("not yet"))
+						continue
+					}
+					out[i] = sdk.Delivered()
+					got = append(got, b.N)
+				}
+				return out, nil
+			}}
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, 5*time.Millisecond, 20*time.Millisecond
+			o.OrderKey = bodyKey
+			d := dispatch.New(o)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			waitFor(t, "event 0 delivered, 1 retrying, 2 and 3 held", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(got) == 1 && d.Order().Held == 2
+			})
+			evs, _, err := l.Events(context.Background(), pipeline.EventFilter{ID: "ev-00000"})
+			if err != nil || len(evs) != 1 {
+				t.Fatalf("Events(ev-00000) = %v, %v", evs, err)
+			}
+			if n, err := l.Queue("s").Requeue(context.Background(), []pipeline.Requeue{{Seq: evs[0].Seq, Route: "r"}}); err != nil || n != 1 {
+				t.Fatalf("Requeue(event 0) = %d, %v; want 1", n, err)
+			}
+			waitFor(t, "the replay held", func() bool { return d.Order().Held == 3 })
+			mu.Lock()
+			failing = false
+			mu.Unlock()
+			waitFor(t, "all delivered", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 5 })
+			mu.Lock()
+			defer mu.Unlock()
+			if want := []int{0, 1, 0, 2, 3}; !slices.Equal(got, want) {
+				t.Errorf("delivered %v, want %v (the replay of 0 after the retrying 1, before the held 2 and 3)", got, want)
+			}
+		})
+	}
 }

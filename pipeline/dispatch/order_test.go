@@ -478,3 +478,47 @@ func TestOrderKeyReplay(t *testing.T) {
 		})
 	}
 }
+
+// TestOrderOnDeadBlockAfterRestart checks that a key blocked behind its
+// dead letter stays blocked when the dispatcher starts again (its state is
+// rebuilt from the queue), and goes on in order once the letter is retried.
+func TestOrderOnDeadBlockAfterRestart(t *testing.T) {
+	db, err := badgerlog.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	const n = 20
+	appendKeyed(t, db, 0, n, func(i int) string { return fmt.Sprint(i % 2) })
+	sink := newOrderSink(0)
+	sink.kill = map[int]bool{3: true} // key 1's second event
+	sink.stride = 2
+	q := db.Queue("s")
+	o := options(q, sink)
+	o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+	o.OrderKey, o.OrderBlockOnDead = bodyKey, true
+	stop := run(t, o)
+	waitFor(t, "key 0 and key 1's first event delivered", func() bool { return sink.count() == n/2+1 })
+	waitFor(t, "the dead letter recorded", func() bool { return stats(t, q).Dead == 1 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	d := dispatch.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "key 1 held again after the restart", func() bool { st := d.Order(); return st.HeldKeys == 1 && st.Held == n/2-2 })
+	if got := sink.count(); got != n/2+1 {
+		t.Fatalf("%d delivered after the restart, want still %d", got, n/2+1)
+	}
+	dls, err := q.DeadLetters(context.Background(), 0, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("DeadLetters = %v, %v", dls, err)
+	}
+	if _, err := q.RetryDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "key 1 delivered", func() bool { return sink.count() == n })
+	sink.check(t, n)
+}

@@ -90,7 +90,8 @@ func (r *orderReceiver) delivered() int {
 // the CRM every key's events arrive in log order (duplicates from
 // redelivery allowed), and every event arrives. Until the first third has
 // arrived the CRM fails every request of key 0: the other keys flow
-// meanwhile, and `pipelined sinks` and the gauge show the key held.
+// meanwhile (none of key 0's events arrives), and `pipelined sinks` and the
+// gauges show keys held.
 func TestOrderKeyKeepsOrderThroughCrashes(t *testing.T) {
 	keys, perKey := 50, 200
 	if testing.Short() {
@@ -148,22 +149,25 @@ delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_
 		})
 	}
 	waitDelivered(total/3, 60*time.Second)
-	if got := crm.delivered(); got > total-perKey {
-		t.Fatalf("%d events delivered while key 0 was stuck: more than all the other keys have", got)
+	crm.mu.Lock()
+	stuckDone := crm.next["0"]
+	crm.mu.Unlock()
+	if stuckDone != 0 {
+		t.Fatalf("%d events of the stuck key 0 delivered, want none", stuckDone)
 	}
 	harness.Eventually(t, 10*time.Second, func() error {
 		table := d.CLI(t, "sinks")
-		if got := sinksColumn(t, table, "crm", "HELD_KEYS"); got != "1" {
-			return fmt.Errorf("pipelined sinks: crm HELD_KEYS = %q, want 1 (key 0)\n%s", got, table)
+		if n, _ := strconv.Atoi(sinksColumn(t, table, "crm", "HELD_KEYS")); n < 1 {
+			return fmt.Errorf("pipelined sinks: crm HELD_KEYS = %d, want at least 1 (key 0)\n%s", n, table)
 		}
 		if age := sinksColumn(t, table, "crm", "OLDEST_HELD_AGE_SECONDS"); age == "-" {
 			return fmt.Errorf("pipelined sinks: crm OLDEST_HELD_AGE_SECONDS = -, want an age\n%s", table)
 		}
-		if got := d.Metric(t, `pipelined_sink_order_held_keys{sink="crm"}`); got != "1" {
-			return fmt.Errorf(`pipelined_sink_order_held_keys{sink="crm"} = %q, want 1`, got)
+		if n, _ := strconv.Atoi(d.Metric(t, `pipelined_sink_order_held_keys{sink="crm"}`)); n < 1 {
+			return fmt.Errorf(`pipelined_sink_order_held_keys{sink="crm"} = %d, want at least 1`, n)
 		}
-		if n, _ := strconv.Atoi(d.Metric(t, `pipelined_sink_order_held_events{sink="crm"}`)); n < 1 || n >= perKey {
-			return fmt.Errorf(`pipelined_sink_order_held_events{sink="crm"} = %d, want 1..%d`, n, perKey-1)
+		if n, _ := strconv.Atoi(d.Metric(t, `pipelined_sink_order_held_events{sink="crm"}`)); n < perKey-1 {
+			return fmt.Errorf(`pipelined_sink_order_held_events{sink="crm"} = %d, want at least %d (key 0's)`, n, perKey-1)
 		}
 		return nil
 	})

@@ -73,7 +73,7 @@ type heldSeq struct {
 
 // errNoHolder is why a dispatcher with an order key refuses to run on a
 // queue that cannot hold entries.
-var errNoHolder = errors.New("delivery.order_key needs a log whose queues can hold entries back (the badger log); this one cannot")
+var errNoHolder = errors.New(`delivery.order_key needs a log whose queues can hold entries back, and this one cannot: use [log] backend = "badger", or remove order_key from the sink`)
 
 func newOrder(o Options) *order {
 	if o.OrderKey == nil {

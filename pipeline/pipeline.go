@@ -195,6 +195,11 @@ const (
 	Retry
 	// Dead moves the entry to the sink's dead-letter queue with Settlement.Err.
 	Dead
+	// Hold parks the entry for per-key order (delivery.order_key): it stays
+	// in the queue, counted as retrying, but Fetch does not return it until
+	// [Holder.Release]. It costs no attempt and leaves the entry's delivery
+	// record and LastError as they were. Only a [Holder] accepts it.
+	Hold
 )
 
 // Settlement settles one delivered entry.

@@ -570,7 +570,7 @@ func (p *printer) sinks() error {
 	}
 	tw := table(p.stdout)
 	// The headings are the JSON keys of --json, upper-cased.
-	fmt.Fprintln(tw, "NAME\tPLUGIN\tBREAKER\tPAUSED\tREADY\tRETRYING\tOLDEST_AGE_SECONDS\tDEAD\tLAST_ERROR")
+	fmt.Fprintln(tw, "NAME\tPLUGIN\tBREAKER\tPAUSED\tREADY\tRETRYING\tOLDEST_AGE_SECONDS\tDEAD\tHELD_KEYS\tOLDEST_HELD_AGE_SECONDS\tLAST_ERROR")
 	for _, s := range sinks {
 		oldest := "-"
 		if s.OldestAgeSeconds > 0 {
@@ -588,10 +588,24 @@ func (p *printer) sinks() error {
 		if s.Paused {
 			paused = "paused"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", s.Name, plugin, orDash(s.Breaker), paused,
-			s.Ready, s.Retrying, oldest, s.Dead, orDash(lastErr))
+		heldKeys, oldestHeld := heldCells(s)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\t%s\n", s.Name, plugin, orDash(s.Breaker), paused,
+			s.Ready, s.Retrying, oldest, s.Dead, heldKeys, oldestHeld, orDash(lastErr))
 	}
 	return tw.Flush()
+}
+
+// heldCells are the HELD_KEYS and OLDEST_HELD_AGE_SECONDS cells of a sink
+// (delivery.order_key): "-" when nothing is held.
+func heldCells(s admin.SinkStatus) (keys, oldest string) {
+	if s.HeldKeys == 0 {
+		return "-", "-"
+	}
+	oldest = "-"
+	if s.OldestHeldAgeSeconds > 0 {
+		oldest = strconv.FormatFloat(math.Round(s.OldestHeldAgeSeconds), 'f', 0, 64)
+	}
+	return strconv.Itoa(s.HeldKeys), oldest
 }
 
 // lastErrorCell puts a sink's last error on one line for the LAST ERROR

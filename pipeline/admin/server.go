@@ -52,6 +52,10 @@ type Options struct {
 	// the state across restarts, for POST /v1/sinks/{sink}/pause and
 	// /resume; it reports whether the state changed. Nil answers 503.
 	Pause func(sink string, paused bool) (changed bool, err error)
+	// OnDropDead, if set, is told which dead letters of a sink an
+	// operator dropped, after the log removed them, so that a key held
+	// behind one (delivery.order_on_dead = "block") goes on.
+	OnDropDead func(sink string, seqs []uint64)
 	// Token is the bearer token that every call under /v1/ and /debug/
 	// must carry. Empty: those calls are refused with 403, unless
 	// AllowUnauthenticated. /healthz, /readyz and /metrics are always open.

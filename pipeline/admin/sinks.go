@@ -121,6 +121,9 @@ func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 			res.Count, err = q.RetryDead(r.Context(), seqs)
 		} else {
 			res.Count, err = q.DropDead(r.Context(), seqs)
+			if err == nil && s.o.OnDropDead != nil {
+				s.o.OnDropDead(sink, seqs)
+			}
 		}
 	}
 	if err != nil {

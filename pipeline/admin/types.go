@@ -38,6 +38,14 @@ type SinkStatus struct {
 	// (POST /v1/sinks/{sink}/pause); kept across restarts. Absent when
 	// false.
 	Paused bool `json:"paused,omitempty"`
+	// HeldKeys counts the keys of a sink with delivery.order_key that
+	// hold events back behind one of theirs (in flight, retrying or, with
+	// order_on_dead = "block", dead); Held counts the events held back,
+	// and OldestHeldAgeSeconds is how long ago the oldest of them was
+	// received. Absent without order_key or when nothing is held.
+	HeldKeys             int     `json:"held_keys,omitempty"`
+	Held                 int     `json:"held,omitempty"`
+	OldestHeldAgeSeconds float64 `json:"oldest_held_age_seconds,omitempty"`
 }
 
 // SinkPause is the answer of POST /v1/sinks/{sink}/pause and

@@ -360,7 +360,14 @@ func TestAuth(t *testing.T) {
 
 func TestRetryAndDrop(t *testing.T) {
 	l := fixture(t)
-	h := admin.Handler(v1Options(l))
+	o := v1Options(l)
+	var dropped []string // sink:seq that OnDropDead was told of
+	o.OnDropDead = func(sink string, seqs []uint64) {
+		for _, s := range seqs {
+			dropped = append(dropped, fmt.Sprintf("%s:%d", sink, s))
+		}
+	}
+	h := admin.Handler(o)
 	q := l.Queue("slack")
 
 	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/retry", token, `{}`), http.StatusBadRequest, "ids")
@@ -388,6 +395,11 @@ func TestRetryAndDrop(t *testing.T) {
 	}
 	if st, _ := q.Stats(ctx); st.Dead != 0 {
 		t.Errorf("Stats after drop all = %+v, want no dead", st)
+	}
+	// ev-1 is seq 2 in memlog (seqs from 1): the dispatcher is told, for a
+	// key held behind it (delivery.order_on_dead = "block").
+	if !slices.Equal(dropped, []string{"slack:2"}) {
+		t.Errorf("OnDropDead was told %v, want [slack:2] (ev-1), and nothing for the retry", dropped)
 	}
 }
 

@@ -234,6 +234,16 @@ type Delivery struct {
 	BreakerProbe    Duration `toml:"breaker_probe"`
 	// Rate, if set ("50/s"), bounds the events delivered per second.
 	Rate Rate `toml:"rate"`
+	// OrderKey, if set, is an expression over the event (the env of
+	// routes: body, headers, source, id, received_at): events with the
+	// same key reach the sink in log order, one at a time, while other
+	// keys keep flowing. Badger log only.
+	OrderKey string `toml:"order_key"`
+	// OrderOnDead is what an event of an ordered key that goes to the
+	// dead-letter queue does to its key: "release" (the default: the
+	// key's next event goes on) or "block" (the key waits until the dead
+	// letter is retried or dropped).
+	OrderOnDead string `toml:"order_on_dead"`
 }
 
 // Route is one [[route]]: every route whose When is true delivers the event

@@ -19,6 +19,9 @@ type Plan struct {
 	Sources []SourcePlan
 	// Router evaluates every [[route]], in file order.
 	Router *rules.Router
+	// OrderKeys are the compiled delivery.order_key of the sinks that
+	// set one, by sink name.
+	OrderKeys map[string]*rules.Program
 }
 
 // SourcePlan is one [[source]], compiled.

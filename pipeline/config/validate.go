@@ -36,6 +36,7 @@ func (c *Config) Compile() (*Plan, error) {
 	c.checkServer(p, plan)
 	c.checkSources(p, plan)
 	sinks := c.checkSinks(p)
+	c.checkOrder(p, plan)
 	c.checkRoutes(p, plan, sinks)
 	c.checkTelemetry(p)
 	if len(p.errs) > 0 {

@@ -354,6 +354,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		Log:                  d.db,
 		Reload:               func() error { return d.Reload(context.Background()) },
 		Pause:                d.pause,
+		OnDropDead:           d.droppedDead,
 		Retarget:             d.retarget,
 		Token:                token,
 		AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),

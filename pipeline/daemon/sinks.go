@@ -154,7 +154,11 @@ func (sr *sinkRun) startDispatch() {
 		Observe: func(r dispatch.Report) {
 			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
 			sr.observe(r)
+			sr.observeOrder()
 		},
+		OrderKey:         sr.orderKey(),
+		OrderBlockOnDead: sr.delivery.OrderOnDead == config.OrderOnDeadBlock,
+		OnOrderKeyError:  func() { sr.metrics.OrderKeyError(sr.name) },
 	})
 	sr.metrics.SinkBreaker(sr.name, false)
 	sr.disp.Store(disp)
@@ -315,6 +319,7 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 			if disp.Status().Open {
 				ss.Breaker = "open"
 			}
+			orderStatus(&ss, disp)
 		}
 		qs, err := sr.q.Stats(ctx)
 		if err != nil {

@@ -112,6 +112,17 @@ type Options struct {
 	// Tracing, when not nil, makes a span of each attempt of each event
 	// in the event's trace; nil is off.
 	Tracing *telemetry.Tracer
+
+	// OrderKey, if set, gives each event's order key (delivery.order_key):
+	// events of one key are delivered in log order, one at a time, while
+	// other keys keep flowing; the Queue must be a [pipeline.Holder]. See
+	// order.go.
+	OrderKey func(pipeline.Event) (string, error)
+	// OrderBlockOnDead keeps a key held while its event is a dead letter
+	// (delivery.order_on_dead = "block"), until it is retried or dropped.
+	OrderBlockOnDead bool
+	// OnOrderKeyError, if set, is called when OrderKey fails; for metrics.
+	OnOrderKeyError func()
 }
 
 // Status is a dispatcher's state as [Dispatcher.Status] reports it.
@@ -153,6 +164,8 @@ type Dispatcher struct {
 	// its first failure seen; only Run's goroutine uses it. It holds at
 	// most the entries waiting for a retry.
 	firstFail map[uint64]time.Time
+
+	ord *order // per-key order; nil without Options.OrderKey
 }
 
 // errStopDeadline is the cause of the context of a batch that [Dispatcher.Stop]
@@ -189,6 +202,7 @@ func New(o Options) *Dispatcher {
 		d.limiter = rate.NewLimiter(rate.Limit(o.Rate), burst)
 		d.o.BatchMax = min(d.o.BatchMax, burst)
 	}
+	d.ord = newOrder(d.o)
 	return d
 }
 
@@ -309,6 +323,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	})
 	failures := 0 // failed calls in a row
 	probe := d.o.BreakerProbe
+	if d.ord != nil {
+		if ok, err := d.loadOrder(ctx); !ok {
+			return err
+		}
+	} else if err := d.releaseAllHeld(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	for {
 		if !d.waitResumed(ctx) {
 			return nil
@@ -360,6 +384,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				return nil
 			}
 			continue
+		}
+		if d.ord != nil {
+			if batch = d.admitOrdered(finish, batch); len(batch) == 0 {
+				continue
+			}
 		}
 		failed := d.deliver(finish, batch, open)
 		switch {
@@ -493,7 +522,11 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	case err != nil:
 		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", len(batch), "err", err)
 	}
-	d.settle(ctx, settle)
+	if d.ord != nil {
+		d.settleOrdered(ctx, settle) // with the batch's holds and releases, in one call
+	} else {
+		d.settle(ctx, settle)
+	}
 	if spans != nil {
 		telemetry.EndAttempts(spans, settle, err)
 	}

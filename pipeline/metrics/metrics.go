@@ -99,6 +99,8 @@ type Metrics struct {
 	rejectionsDropped *prometheus.CounterVec
 	rejectionsEvicted *prometheus.CounterVec
 
+	order orderMetrics // per-key order; see order.go
+
 	state *stateCollector
 }
 
@@ -205,6 +207,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.rejectionsDropped, m.rejectionsEvicted,
 		m.state,
 	)
+	m.order = newOrderMetrics()
+	reg.MustRegister(m.order.collectors()...)
 	if g, ok := reg.(prometheus.Gatherer); ok {
 		m.gatherer = g
 	}

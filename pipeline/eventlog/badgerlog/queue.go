@@ -183,6 +183,12 @@ func (q *queue) deliver(txn *badger.Txn, item *badger.Item, seq uint64) (pipelin
 
 // Settle implements [pipeline.Queue].
 func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) error {
+	return q.settleRelease(ctx, settlements, nil)
+}
+
+// settleRelease is Settle that also releases the held entries release
+// (see order.go) in the same transaction.
+func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settlement, release []uint64) error {
 	if err := q.l.checkOpen(); err != nil {
 		return err
 	}
@@ -201,6 +207,12 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 		}
 		if err := txn.Delete(ls.key); err != nil {
 			return q.l.writeErr(err)
+		}
+		if s.Outcome == pipeline.Hold {
+			if err := q.hold(txn, s.Seq, ls.target); err != nil {
+				return err
+			}
+			continue
 		}
 		// An entry still at its ready key has never been settled, retried
 		// or replayed: it has no record yet, and the first attempt (most
@@ -236,11 +248,18 @@ func (q *queue) Settle(ctx context.Context, settlements []pipeline.Settlement) e
 			return q.l.writeErr(err)
 		}
 	}
+	released, err := q.releaseIn(txn, release, now)
+	if err != nil {
+		return err
+	}
 	if err := q.l.commit(txn); err != nil {
 		return err
 	}
 	for _, s := range settlements {
 		delete(q.leases, s.Seq)
+	}
+	if released > 0 {
+		q.wake()
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) 
 	t.Run("Reopen/Empty", func(t *testing.T) { testReopenEmpty(t, open) })
 	t.Run("Reopen/Recovers", func(t *testing.T) { testReopenRecovers(t, open) })
 	t.Run("Reopen/DeliveryRecords", func(t *testing.T) { testReopenDeliveryRecords(t, open) })
+	t.Run("Reopen/Held", func(t *testing.T) { testReopenHeld(t, open) })
 	t.Run("Reopen/TraceContext", func(t *testing.T) { testReopenTraceContext(t, open) })
 }
 
@@ -220,4 +221,27 @@ func testReopenDeliveryRecords(t *testing.T, open func(t *testing.T, dir string)
 	wantRecords(t, deliveryLog(t, l), "rd-1", start,
 		wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "503", attempted: true},
 		wantRecord{sink: sinkB, route: "route-" + sinkB, state: pipeline.StateQueued})
+}
+
+// testReopenHeld: a held entry stays held across a reopen (not fetched,
+// counted), and is delivered with its attempts when released.
+func testReopenHeld(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) {
+	dir := t.TempDir()
+	l := reopen(t, open, dir)
+	if _, ok := l.Queue(sinkA).(pipeline.Holder); !ok {
+		t.Skip("the log's queues are not pipeline.Holders (no per-key order)")
+	}
+	appendIDs(t, l, ids("rh", 2), sinkA)
+	ds := mustFetch(t, l.Queue(sinkA), 2)
+	mustSettle(t, l.Queue(sinkA), pipeline.Settlement{Seq: ds[1].Seq, Outcome: pipeline.Hold}) // rh-0000 stays leased
+	mustClose(t, l)
+
+	l = reopen(t, open, dir)
+	q := l.Queue(sinkA).(pipeline.Holder)
+	wantDeliveries(t, "Fetch after reopening", mustFetch(t, q, 1), []string{"rh-0000"}, 1)
+	fetchNone(t, q)
+	if n, err := q.Release(ctxFor(t, waitLong), []uint64{ds[1].Seq}); err != nil || n != 1 {
+		t.Fatalf("Release(rh-0001) after reopening = %d, %v; want 1, nil", n, err)
+	}
+	wantDeliveries(t, "Fetch after Release", mustFetch(t, q, 1), []string{"rh-0001"}, 1)
 }

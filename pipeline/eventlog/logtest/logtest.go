@@ -99,6 +99,9 @@ func Run(t *testing.T, open func(t *testing.T) pipeline.Log) {
 		{"Rejections/FilterAndCursor", testRejectionsFilter},
 		{"Rejections/Expire", testRejectionsExpire},
 		{"Rejections/Capped", testRejectionsCapped},
+		{"Hold/UntilRelease", testHoldUntilRelease},
+		{"Hold/SettleRelease", testSettleRelease},
+		{"Hold/Waiting", testWaiting},
 		{"Close/CallsFail", testClosedCallsFail},
 		{"Close/ReleasesBlockedFetch", testCloseReleasesFetch},
 	} {

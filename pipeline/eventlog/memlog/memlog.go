@@ -398,7 +398,7 @@ func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 		}
 		seen[st.Seq] = true
 		switch st.Outcome {
-		case pipeline.Ack, pipeline.Retry, pipeline.Dead:
+		case pipeline.Ack, pipeline.Retry, pipeline.Dead, pipeline.Hold:
 		default:
 			return fmt.Errorf("memlog: settle %s: seq %d: unknown outcome %d", q.sink, st.Seq, st.Outcome)
 		}
@@ -408,6 +408,10 @@ func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 	for _, st := range s {
 		e := q.q.leased[st.Seq]
 		delete(q.q.leased, st.Seq)
+		if st.Outcome == pipeline.Hold {
+			q.hold(e)
+			continue
+		}
 		r := q.record(e.ev, e.route)
 		*r = r.Settled(st, now)
 		switch st.Outcome {

@@ -1,0 +1,79 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
+	"github.com/pipelined/pipelined/pipeline/rules"
+)
+
+// orderKeyTimeout bounds one evaluation of a sink's order key.
+const orderKeyTimeout = 100 * time.Millisecond
+
+// orderKey returns the sink's delivery.order_key as a function of the
+// event, nil when the sink has none. The expression sees what a route
+// sees: body (decoded again from the stored body), headers, source, id,
+// received_at. The configuration was checked when it was loaded, so the
+// expression compiles.
+func (sr *sinkRun) orderKey() func(pipeline.Event) (string, error) {
+	if sr.delivery.OrderKey == "" {
+		return nil
+	}
+	prog, err := rules.CompileValue(sr.delivery.OrderKey)
+	if err != nil {
+		return func(pipeline.Event) (string, error) {
+			return "", fmt.Errorf("delivery.order_key does not compile: %w", err)
+		}
+	}
+	return func(ev pipeline.Event) (string, error) {
+		var body any
+		if err := json.Unmarshal(ev.Body, &body); err != nil {
+			return "", fmt.Errorf("decode body: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), orderKeyTimeout)
+		defer cancel()
+		return prog.StringContext(ctx, &rules.Env{Body: body, Source: ev.Source, Headers: ev.Headers, ID: ev.ID, ReceivedAt: ev.ReceivedAt})
+	}
+}
+
+// orderStatus fills the per-key order fields of ss from disp.
+func orderStatus(ss *admin.SinkStatus, disp *dispatch.Dispatcher) {
+	st := disp.Order()
+	ss.HeldKeys, ss.Held = st.HeldKeys, st.Held
+	if !st.OldestHeld.IsZero() {
+		ss.OldestHeldAgeSeconds = max(time.Since(st.OldestHeld).Seconds(), 0.001)
+	}
+}
+
+// observeOrder updates the sink's per-key order gauges.
+func (sr *sinkRun) observeOrder() {
+	if disp := sr.disp.Load(); disp != nil {
+		if st := disp.Order(); st.Enabled {
+			sr.metrics.SinkOrder(sr.name, st.HeldKeys, st.Held)
+		}
+	}
+}
+
+// droppedDead tells the dispatcher of sink that an operator dropped the
+// dead letters seqs, for admin.Options.OnDropDead.
+func (s *sinks) droppedDead(sink string, seqs []uint64) {
+	s.mu.Lock()
+	sr := s.by[sink]
+	s.mu.Unlock()
+	if sr == nil {
+		return
+	}
+	if disp := sr.disp.Load(); disp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := disp.DroppedDead(ctx, seqs); err != nil {
+			sr.log.Warn("release the keys held behind dropped dead letters failed; a restart releases them",
+				"sink", sink, "err", err)
+		}
+	}
+}

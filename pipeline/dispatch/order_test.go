@@ -1,0 +1,524 @@
+package dispatch_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// keyed is the body of a test event: its key and its number in the log.
+type keyed struct {
+	K string `json:"k"`
+	N int    `json:"n"`
+}
+
+// bodyKey is an order key over keyed bodies, as the daemon's compiled
+// delivery.order_key would be; a body without "k" fails.
+func bodyKey(ev pipeline.Event) (string, error) {
+	var b keyed
+	if err := json.Unmarshal(ev.Body, &b); err != nil {
+		return "", err
+	}
+	if b.K == "" {
+		return "", errors.New("no k")
+	}
+	return b.K, nil
+}
+
+// appendKeyed appends n events, event i of key fmt.Sprint(key(i)), routed to sink "s".
+func appendKeyed(t testing.TB, l pipeline.Log, from, n int, key func(i int) string) {
+	t.Helper()
+	var entries []pipeline.Entry
+	for i := from; i < from+n; i++ {
+		body, _ := json.Marshal(keyed{K: key(i), N: i})
+		entries = append(entries, pipeline.Entry{
+			Event:   pipeline.Event{ID: fmt.Sprintf("ev-%05d", i), Source: "src", ReceivedAt: time.Now(), Body: body},
+			Targets: []pipeline.Target{{Sink: "s", Route: "r"}},
+		})
+		if len(entries) == 500 {
+			if _, err := l.Append(context.Background(), entries); err != nil {
+				t.Fatalf("Append = %v", err)
+			}
+			entries = nil
+		}
+	}
+	if len(entries) > 0 {
+		if _, err := l.Append(context.Background(), entries); err != nil {
+			t.Fatalf("Append = %v", err)
+		}
+	}
+}
+
+// orderSink fails each event with probability fail (a retry) and checks,
+// at every call, the order promise: an event of a key is only ever handed
+// over once every earlier event of its key was delivered, and a batch holds
+// at most one event per key.
+type orderSink struct {
+	fail   float64
+	never  string       // a key that always fails
+	stride int          // event n's predecessor in its key is n-stride; 0: not checked
+	kill   map[int]bool // events that fail permanently, once
+
+	mu        sync.Mutex
+	done      map[string]int // by key: the n of the last event delivered
+	delivered map[int]bool
+	errs      []string
+	calls     int
+	keysOf    map[string][]int // by key: every n delivered, in order
+	firstAt   map[int]time.Time
+}
+
+func newOrderSink(fail float64) *orderSink {
+	return &orderSink{fail: fail, done: map[string]int{}, delivered: map[int]bool{}, keysOf: map[string][]int{}, firstAt: map[int]time.Time{}}
+}
+
+func (s *orderSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	out := make([]sdk.Result, len(batch))
+	seen := map[string]bool{}
+	for i, e := range batch {
+		var b keyed
+		if err := json.Unmarshal(e.Body, &b); err != nil {
+			s.errs = append(s.errs, err.Error())
+			continue
+		}
+		if seen[b.K] {
+			s.errs = append(s.errs, fmt.Sprintf("call %d: two events of key %s in one batch", s.calls, b.K))
+		}
+		seen[b.K] = true
+		if _, ok := s.firstAt[b.N]; !ok {
+			s.firstAt[b.N] = time.Now()
+		}
+		if last, ok := s.done[b.K]; ok && last >= b.N && !s.delivered[b.N] {
+			s.errs = append(s.errs, fmt.Sprintf("event %d of key %s handed over after a later event %d of its key was delivered", b.N, b.K, last))
+		}
+		if s.stride > 0 && b.N >= s.stride && !s.delivered[b.N-s.stride] {
+			s.errs = append(s.errs, fmt.Sprintf("event %d of key %s handed over before event %d of its key was delivered", b.N, b.K, b.N-s.stride))
+		}
+		if s.kill[b.N] {
+			delete(s.kill, b.N)
+			out[i] = sdk.Permanent(errors.New("the test sink refuses this event"))
+			continue
+		}
+		if b.K == s.never || rand.Float64() < s.fail {
+			out[i] = sdk.Retry(0, errors.New("the test sink fails at random"))
+			continue
+		}
+		out[i] = sdk.Delivered()
+		if !s.delivered[b.N] {
+			s.delivered[b.N] = true
+			s.keysOf[b.K] = append(s.keysOf[b.K], b.N)
+		}
+		s.done[b.K] = max(s.done[b.K], b.N)
+	}
+	return out, nil
+}
+
+func (s *orderSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.delivered)
+}
+
+// check fails the test with the violations seen, and checks that each key's
+// events were delivered in log order, all n of them.
+func (s *orderSink) check(t *testing.T, n int) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, e := range s.errs {
+		if i == 10 {
+			t.Errorf("... and %d more", len(s.errs)-10)
+			break
+		}
+		t.Error(e)
+	}
+	if len(s.delivered) != n {
+		t.Errorf("%d events delivered, want %d", len(s.delivered), n)
+	}
+	for k, ns := range s.keysOf {
+		for i := 1; i < len(ns); i++ {
+			if ns[i] < ns[i-1] {
+				t.Errorf("key %s: event %d delivered after event %d", k, ns[i], ns[i-1])
+				break
+			}
+		}
+	}
+}
+
+func orderLogs(t *testing.T) map[string]func(t *testing.T) pipeline.Log {
+	return map[string]func(t *testing.T) pipeline.Log{
+		"memlog": func(t *testing.T) pipeline.Log { return memlog.New() },
+		"badgerlog": func(t *testing.T) pipeline.Log {
+			db, err := badgerlog.Open(t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		},
+	}
+}
+
+// TestOrderKey delivers events over 50 keys to a sink that fails 20% of
+// events at random: every key's events arrive in log order, and nothing is
+// left held or retrying.
+func TestOrderKey(t *testing.T) {
+	n := 3000
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 50) })
+			sink := newOrderSink(0.2)
+			sink.stride = 50
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax, o.BatchWait = 0, time.Millisecond, 5*time.Millisecond, time.Millisecond
+			o.OrderKey = bodyKey
+			run(t, o)
+			deadline := time.Now().Add(60 * time.Second)
+			for sink.count() < n && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			sink.check(t, n)
+			waitStats(t, l.Queue("s"), pipeline.QueueStats{})
+		})
+	}
+}
+
+// TestOrderKeyHoldsOnlyItsKey checks that a key whose event keeps failing
+// holds back its own later events only, that the dispatcher reports them,
+// and that they follow in order once it is delivered.
+func TestOrderKeyHoldsOnlyItsKey(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			const n = 200
+			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 10) }) // key 3: 20 events
+			sink := newOrderSink(0)
+			sink.never, sink.stride = "3", 10
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+			o.OrderKey = bodyKey
+			d := dispatch.New(o)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			waitFor(t, "every other key delivered", func() bool { return sink.count() == n-n/10 })
+			st := d.Order()
+			if !st.Enabled || st.HeldKeys != 1 || st.Held != n/10-1 || st.OldestHeld.IsZero() {
+				t.Errorf("Order() = %+v, want 1 key holding %d events", st, n/10-1)
+			}
+			// The last batch's acks are recorded after the sink answered.
+			waitFor(t, "only key 3's events left in the queue", func() bool {
+				qs := stats(t, l.Queue("s"))
+				return qs.Ready+qs.Retrying == n/10
+			})
+			sink.mu.Lock()
+			sink.never = ""
+			sink.mu.Unlock()
+			waitFor(t, "key 3 delivered too", func() bool { return sink.count() == n })
+			sink.check(t, n)
+			if st := d.Order(); st.Held != 0 || st.HeldKeys != 0 {
+				t.Errorf("Order() = %+v after all delivered, want nothing held", st)
+			}
+		})
+	}
+}
+
+// TestOrderKeyAfterRestart stops a dispatcher in the middle of a run with
+// keys retrying and held, closes and reopens the log (the in-memory leases
+// and the dispatcher's state are gone), and checks that a new dispatcher
+// keeps every key's order.
+func TestOrderKeyAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	db, err := badgerlog.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	appendKeyed(t, db, 0, n, func(i int) string { return fmt.Sprint(i % 50) })
+	sink := newOrderSink(0.3)
+	sink.stride = 50
+	o := options(db.Queue("s"), sink)
+	o.MaxAttempts, o.BackoffMin, o.BackoffMax, o.BatchWait = 0, 5*time.Millisecond, 50*time.Millisecond, time.Millisecond
+	o.OrderKey = bodyKey
+	d := dispatch.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "a third delivered", func() bool { return sink.count() >= n/3 })
+	held := d.Order().Held
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run() = %v", err)
+	}
+	if held == 0 {
+		t.Fatalf("no event was held when the dispatcher stopped: the test's premise failed")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = badgerlog.Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	o.Queue = db.Queue("s")
+	run(t, o)
+	deadline := time.Now().Add(60 * time.Second)
+	for sink.count() < n && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	sink.check(t, n)
+	waitStats(t, db.Queue("s"), pipeline.QueueStats{})
+}
+
+// TestOrderKeyRemoved checks that a dispatcher without an order key
+// delivers the events an earlier one held (order_key removed by a reload).
+func TestOrderKeyRemoved(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			const n = 100
+			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 10) })
+			sink := newOrderSink(0)
+			sink.never = "3"
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+			o.OrderKey = bodyKey
+			stop := run(t, o)
+			waitFor(t, "every other key delivered", func() bool { return sink.count() == n-n/10 })
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			sink.mu.Lock()
+			sink.never = ""
+			sink.mu.Unlock()
+			o.OrderKey = nil
+			run(t, o)
+			waitFor(t, "the held events delivered", func() bool { return sink.count() == n })
+			waitStats(t, l.Queue("s"), pipeline.QueueStats{})
+		})
+	}
+}
+
+// TestOrderOnDead checks what a dead letter does to its key: with
+// "release" the key goes on; with "block" its later events wait (the
+// others flow) until the dead letter is retried (then it is delivered
+// first) or dropped.
+func TestOrderOnDead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		block bool
+		then  string // "retry" or "drop" the dead letter
+	}{
+		{"release", false, ""},
+		{"block/retry", true, "retry"},
+		{"block/drop", true, "drop"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := memlog.New()
+			t.Cleanup(func() { l.Close() })
+			const n = 40
+			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 4) })
+			sink := newOrderSink(0)
+			sink.kill = map[int]bool{5: true} // key 1's second event
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+			o.OrderKey, o.OrderBlockOnDead = bodyKey, tc.block
+			d := dispatch.New(o)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			q := l.Queue("s")
+			if !tc.block {
+				waitFor(t, "all but the dead one delivered", func() bool { return sink.count() == n-1 })
+				sink.check(t, n-1)
+				return
+			}
+			// Key 1 holds its 8 later events; keys 0, 2 and 3 (30 events) and 1's first are delivered.
+			waitFor(t, "the other keys delivered", func() bool { return sink.count() == n-n/4+1 })
+			waitFor(t, "key 1 held", func() bool { st := d.Order(); return st.HeldKeys == 1 && st.Held == n/4-2 })
+			if st := stats(t, q); st.Dead != 1 {
+				t.Fatalf("Stats = %+v, want 1 dead", st)
+			}
+			dls, err := q.DeadLetters(context.Background(), 0, 10)
+			if err != nil || len(dls) != 1 {
+				t.Fatalf("DeadLetters = %v, %v", dls, err)
+			}
+			switch tc.then {
+			case "retry":
+				if _, err := q.RetryDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "key 1 delivered", func() bool { return sink.count() == n })
+				sink.check(t, n)
+			case "drop":
+				if _, err := q.DropDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.DroppedDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "key 1's later events delivered", func() bool { return sink.count() == n-1 })
+				sink.check(t, n-1)
+			}
+			waitStats(t, q, pipeline.QueueStats{})
+		})
+	}
+}
+
+// TestOrderKeyHeadInFlightAtCrash plays a crash while a key's first event
+// was in flight (fetched from the ready entries, not settled) and its later
+// events were held: after reopening, the in-flight one is delivered first,
+// though the held ones are due retries once released.
+func TestOrderKeyHeadInFlightAtCrash(t *testing.T) {
+	dir := t.TempDir()
+	db, err := badgerlog.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendKeyed(t, db, 0, 3, func(int) string { return "a" })
+	ds, err := db.Queue("s").Fetch(context.Background(), 3)
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("Fetch = %d entries, %v; want 3", len(ds), err)
+	}
+	// The dispatcher delivers ds[0] and holds the two others; then the daemon dies.
+	if err := db.Queue("s").Settle(context.Background(), []pipeline.Settlement{{Seq: ds[1].Seq, Outcome: pipeline.Hold}, {Seq: ds[2].Seq, Outcome: pipeline.Hold}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = badgerlog.Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	sink := newOrderSink(0)
+	sink.stride = 1
+	o := options(db.Queue("s"), sink)
+	o.OrderKey = bodyKey
+	run(t, o)
+	waitFor(t, "all 3 delivered", func() bool { return sink.count() == 3 })
+	sink.check(t, 3)
+}
+
+// TestOrderKeyReplay checks the promise for a replayed event (Requeue):
+// it is delivered after its key's event that is retrying and before the
+// key's later events held behind that one.
+func TestOrderKeyReplay(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			appendKeyed(t, l, 0, 4, func(int) string { return "a" })
+			var mu sync.Mutex
+			var got []int
+			failing := true
+			sink := &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				out := make([]sdk.Result, len(batch))
+				for i, e := range batch {
+					var b keyed
+					json.Unmarshal(e.Body, &b)
+					if b.N == 1 && failing {
+						out[i] = sdk.Retry(0, errors.New("not yet"))
+						continue
+					}
+					out[i] = sdk.Delivered()
+					got = append(got, b.N)
+				}
+				return out, nil
+			}}
+			o := options(l.Queue("s"), sink)
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, 5*time.Millisecond, 20*time.Millisecond
+			o.OrderKey = bodyKey
+			d := dispatch.New(o)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			waitFor(t, "event 0 delivered, 1 retrying, 2 and 3 held", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(got) == 1 && d.Order().Held == 2
+			})
+			evs, _, err := l.Events(context.Background(), pipeline.EventFilter{ID: "ev-00000"})
+			if err != nil || len(evs) != 1 {
+				t.Fatalf("Events(ev-00000) = %v, %v", evs, err)
+			}
+			if n, err := l.Queue("s").Requeue(context.Background(), []pipeline.Requeue{{Seq: evs[0].Seq, Route: "r"}}); err != nil || n != 1 {
+				t.Fatalf("Requeue(event 0) = %d, %v; want 1", n, err)
+			}
+			waitFor(t, "the replay held", func() bool { return d.Order().Held == 3 })
+			mu.Lock()
+			failing = false
+			mu.Unlock()
+			waitFor(t, "all delivered", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 5 })
+			mu.Lock()
+			defer mu.Unlock()
+			if want := []int{0, 1, 0, 2, 3}; !slices.Equal(got, want) {
+				t.Errorf("delivered %v, want %v (the replay of 0 after the retrying 1, before the held 2 and 3)", got, want)
+			}
+		})
+	}
+}
+
+// TestOrderOnDeadBlockAfterRestart checks that a key blocked behind its
+// dead letter stays blocked when the dispatcher starts again (its state is
+// rebuilt from the queue), and goes on in order once the letter is retried.
+func TestOrderOnDeadBlockAfterRestart(t *testing.T) {
+	db, err := badgerlog.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	const n = 20
+	appendKeyed(t, db, 0, n, func(i int) string { return fmt.Sprint(i % 2) })
+	sink := newOrderSink(0)
+	sink.kill = map[int]bool{3: true} // key 1's second event
+	sink.stride = 2
+	q := db.Queue("s")
+	o := options(q, sink)
+	o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+	o.OrderKey, o.OrderBlockOnDead = bodyKey, true
+	stop := run(t, o)
+	waitFor(t, "key 0 and key 1's first event delivered", func() bool { return sink.count() == n/2+1 })
+	waitFor(t, "the dead letter recorded", func() bool { return stats(t, q).Dead == 1 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	d := dispatch.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "key 1 held again after the restart", func() bool { st := d.Order(); return st.HeldKeys == 1 && st.Held == n/2-2 })
+	if got := sink.count(); got != n/2+1 {
+		t.Fatalf("%d delivered after the restart, want still %d", got, n/2+1)
+	}
+	dls, err := q.DeadLetters(context.Background(), 0, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("DeadLetters = %v, %v", dls, err)
+	}
+	if _, err := q.RetryDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "key 1 delivered", func() bool { return sink.count() == n })
+	sink.check(t, n)
+}

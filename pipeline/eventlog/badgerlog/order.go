@@ -1,0 +1,197 @@
+package badgerlog
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
+)
+
+// A held entry (pipeline.Hold, for delivery.order_key) is a retry entry
+// due at heldAt, the largest due time a key can hold: it sorts after every
+// real retry, so Fetch never reaches it, and everything that treats retry
+// entries as queued (Stats, Oldest, Requeue's check, retention) treats it
+// so too. Release moves it to a retry key due now.
+var heldAt = time.Unix(0, math.MaxInt64)
+
+var _ pipeline.Holder = (*queue)(nil)
+
+// hold parks the leased entry seq, whose lease key txn has deleted, with
+// its target unchanged: no attempt counted, no delivery record written.
+// q.mu is held.
+func (q *queue) hold(txn *wtxn, seq uint64, t *logpb.Target) error {
+	v, err := proto.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("encode queue entry: %w", err)
+	}
+	if err := txn.Set(retryKey(q.sink, heldAt, seq), v); err != nil {
+		return q.l.writeErr(err)
+	}
+	return nil
+}
+
+// Release implements [pipeline.Holder].
+func (q *queue) Release(ctx context.Context, seqs []uint64) (int, error) {
+	if err := q.l.checkOpen(); err != nil {
+		return 0, err
+	}
+	if err := q.l.space.check(); err != nil {
+		return 0, err
+	}
+	if seqs == nil {
+		return q.releaseAll(ctx)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	txn := q.l.newTxn()
+	defer txn.Discard()
+	n, err := q.releaseIn(txn, seqs, time.Now())
+	if err != nil {
+		return 0, err
+	}
+	if err := q.l.commit(txn); err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		q.wake()
+	}
+	return n, nil
+}
+
+// SettleRelease implements [pipeline.Holder].
+func (q *queue) SettleRelease(ctx context.Context, s []pipeline.Settlement, release []uint64) error {
+	return q.settleRelease(ctx, s, release)
+}
+
+// releaseIn moves the held entries seqs to retry keys due at now in txn
+// and returns how many it moved. q.mu is held.
+func (q *queue) releaseIn(txn *wtxn, seqs []uint64, now time.Time) (int, error) {
+	n := 0
+	for _, seq := range slices.Compact(slices.Sorted(slices.Values(seqs))) {
+		key := retryKey(q.sink, heldAt, seq)
+		item, err := txn.Get(key)
+		if err == badger.ErrKeyNotFound {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("release %s entry %d: %w", q.sink, seq, err)
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return 0, fmt.Errorf("release %s entry %d: %w", q.sink, seq, err)
+		}
+		if err := txn.Delete(key); err != nil {
+			return 0, q.l.writeErr(err)
+		}
+		if err := txn.Set(retryKey(q.sink, now, seq), v); err != nil {
+			return 0, q.l.writeErr(err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// releaseAll releases every held entry, releaseBatch per transaction.
+func (q *queue) releaseAll(ctx context.Context) (int, error) {
+	first := retryKey(q.sink, heldAt, 0)
+	prefix := first[:len(first)-8]
+	total := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		var seqs []uint64
+		err := q.l.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Seek(prefix); it.ValidForPrefix(prefix) && len(seqs) < releaseBatch; it.Next() {
+				if k := it.Item().Key(); len(k) == len(first) {
+					seqs = append(seqs, binary.BigEndian.Uint64(k[len(prefix):]))
+				}
+			}
+			return nil
+		})
+		if err != nil || len(seqs) == 0 {
+			return total, err
+		}
+		n, err := q.Release(ctx, seqs)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// releaseBatch bounds the entries one transaction of releaseAll moves.
+const releaseBatch = 1000
+
+// Waiting implements [pipeline.Holder]: one pass over the sink's retry
+// keys and (dead set) its dead-letter keys, then over its ready keys up to the highest seq
+// seen, reading each event.
+func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Waiting) error) error {
+	if err := q.l.checkOpen(); err != nil {
+		return err
+	}
+	held := uint64(heldAt.UnixNano())
+	return q.l.db.View(func(txn *badger.Txn) error {
+		top := uint64(0)
+		each := func(prefix []byte, state func(key []byte) (uint64, pipeline.WaitingState, bool)) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				seq, st, ok := state(it.Item().Key()[len(prefix):])
+				if !ok {
+					continue
+				}
+				if st == pipeline.WaitingReady && seq >= top {
+					return nil
+				}
+				top = max(top, seq)
+				rec, err := q.l.readEvent(txn, seq)
+				if err != nil {
+					return fmt.Errorf("event %d of queue %s: %w", seq, q.sink, err)
+				}
+				if err := visit(pipeline.Waiting{Seq: seq, Event: eventFromRecord(rec), State: st}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := each(q.retry, func(k []byte) (uint64, pipeline.WaitingState, bool) {
+			if len(k) != 16 {
+				return 0, 0, false
+			}
+			if binary.BigEndian.Uint64(k[:8]) == held {
+				return binary.BigEndian.Uint64(k[8:]), pipeline.WaitingHeld, true
+			}
+			return binary.BigEndian.Uint64(k[8:]), pipeline.WaitingRetry, true
+		}); err != nil {
+			return err
+		}
+		one := func(st pipeline.WaitingState) func(k []byte) (uint64, pipeline.WaitingState, bool) {
+			return func(k []byte) (uint64, pipeline.WaitingState, bool) {
+				if len(k) != 8 {
+					return 0, 0, false
+				}
+				return binary.BigEndian.Uint64(k), st, true
+			}
+		}
+		if dead {
+			if err := each(q.dead, one(pipeline.WaitingDead)); err != nil {
+				return err
+			}
+		}
+		return each(q.ready, one(pipeline.WaitingReady))
+	})
+}

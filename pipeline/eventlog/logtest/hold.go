@@ -1,0 +1,116 @@
+package logtest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// Per-key order ([pipeline.Holder]): parking entries (Hold), releasing
+// them, and what a restarting dispatcher reads (Waiting). Each test skips
+// a log whose queues are not Holders.
+
+func holder(t *testing.T, l pipeline.Log) pipeline.Holder {
+	t.Helper()
+	h, ok := l.Queue(sinkA).(pipeline.Holder)
+	if !ok {
+		t.Skip("the log's queues are not pipeline.Holders (no per-key order)")
+	}
+	return h
+}
+
+// testHoldUntilRelease: a held entry is not fetched until released, costs
+// no attempt, keeps its LastError, and counts as retrying.
+func testHoldUntilRelease(t *testing.T, l pipeline.Log) {
+	q := holder(t, l)
+	appendIDs(t, l, ids("hd", 3), sinkA)
+	ds := mustFetch(t, q, 3)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "boom"})
+	ds = mustFetch(t, q, 1) // hd-0 again, attempt 2, LastError "boom"; hd-1 and hd-2 still leased
+	wantDeliveries(t, "Fetch after Retry", ds, ids("hd", 3)[:1], 2)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Hold})
+	all := ds[0].Seq // hd-0000; hd-0001 and hd-0002 follow it
+	ctx := ctxFor(t, waitLong)
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: all + 1, Outcome: pipeline.Hold}, {Seq: all + 2, Outcome: pipeline.Hold}}); err != nil {
+		t.Fatalf("Settle(Hold) = %v, want nil", err)
+	}
+	wantStats(t, q, pipeline.QueueStats{Retrying: 3})
+	fetchNone(t, q)
+	if n, err := q.Release(ctx, []uint64{all + 1, all + 1, 1 << 60}); err != nil || n != 1 {
+		t.Fatalf("Release(hd-1, hd-1 again, a seq not held) = %d, %v; want 1, nil", n, err)
+	}
+	wantDeliveries(t, "Fetch after Release", mustFetch(t, q, 1), []string{"hd-0001"}, 1)
+	if n, err := q.Release(ctx, nil); err != nil || n != 2 {
+		t.Fatalf("Release(nil) = %d, %v; want 2 (hd-0000 and hd-0002), nil", n, err)
+	}
+	got := mustFetch(t, q, 2)
+	if got[0].Event.ID != "hd-0000" || got[0].Attempt != 2 || got[0].LastError != "boom" {
+		t.Errorf("released hd-0000 = %s attempt %d last error %q, want attempt 2 (a hold costs none) and \"boom\"", got[0].Event.ID, got[0].Attempt, got[0].LastError)
+	}
+	if got[1].Event.ID != "hd-0002" || got[1].Attempt != 1 {
+		t.Errorf("released hd-0002 = %s attempt %d, want attempt 1", got[1].Event.ID, got[1].Attempt)
+	}
+}
+
+// testSettleRelease: an entry held and released in the same call is
+// fetched at once.
+func testSettleRelease(t *testing.T, l pipeline.Log) {
+	q := holder(t, l)
+	appendIDs(t, l, ids("sr", 3), sinkA)
+	ds := mustFetch(t, q, 3)
+	s := []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Ack}, {Seq: ds[1].Seq, Outcome: pipeline.Hold}, {Seq: ds[2].Seq, Outcome: pipeline.Hold}}
+	if err := q.SettleRelease(ctxFor(t, waitLong), s, []uint64{ds[1].Seq}); err != nil {
+		t.Fatalf("SettleRelease = %v, want nil", err)
+	}
+	wantDeliveries(t, "Fetch after SettleRelease", mustFetch(t, q, 1), []string{"sr-0001"}, 1)
+	fetchNone(t, q)
+	// Where a leased entry counts (Ready or Retrying) differs by log.
+	if st, err := q.Stats(ctxFor(t, waitLong)); err != nil || st.Ready+st.Retrying != 2 || st.Dead != 0 {
+		t.Errorf("Stats = %+v, %v; want 2 entries (sr-0001 leased, sr-0002 held)", st, err)
+	}
+}
+
+// testWaiting: Waiting reports retrying, held, dead (when asked) and the
+// ready entries below the highest of those, not the ready ones above.
+func testWaiting(t *testing.T, l pipeline.Log) {
+	q := holder(t, l)
+	appendIDs(t, l, ids("wt", 6), sinkA)
+	ds := mustFetch(t, q, 5) // wt-0005 stays ready, never fetched
+	mustSettle(t, q,
+		pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "later"},
+		// ds[1] stays leased: fetched and not settled when the process stopped.
+		pipeline.Settlement{Seq: ds[2].Seq, Outcome: pipeline.Hold},
+		pipeline.Settlement{Seq: ds[3].Seq, Outcome: pipeline.Dead, Err: "dead"},
+		pipeline.Settlement{Seq: ds[4].Seq, Outcome: pipeline.Ack},
+	)
+	for _, tc := range []struct {
+		dead bool
+		want string
+	}{
+		{true, "wt-0000:retry wt-0001:ready wt-0002:held wt-0003:dead"},
+		{false, "wt-0000:retry wt-0001:ready wt-0002:held"},
+	} {
+		t.Run(fmt.Sprintf("dead=%v", tc.dead), func(t *testing.T) {
+			var got []pipeline.Waiting
+			if err := q.Waiting(ctxFor(t, waitLong), tc.dead, func(w pipeline.Waiting) error { got = append(got, w); return nil }); err != nil {
+				t.Fatalf("Waiting = %v, want nil", err)
+			}
+			slices.SortFunc(got, func(a, b pipeline.Waiting) int { return strings.Compare(a.Event.ID, b.Event.ID) })
+			var s []string
+			for _, w := range got {
+				s = append(s, w.Event.ID+":"+map[pipeline.WaitingState]string{
+					pipeline.WaitingReady: "ready", pipeline.WaitingRetry: "retry", pipeline.WaitingHeld: "held", pipeline.WaitingDead: "dead"}[w.State])
+				if d := eventDiff(w.Event, event(w.Event.ID)); d != "" {
+					t.Errorf("Waiting event %s: %s", w.Event.ID, d)
+				}
+			}
+			if got := strings.Join(s, " "); got != tc.want {
+				t.Errorf("Waiting(dead=%v) = %s, want %s", tc.dead, got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,118 @@
+package memlog
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// heldAt is the retryAt of a held entry ([pipeline.Hold]): later than any
+// real retry, so Fetch does not take it until Release.
+var heldAt = time.Unix(0, math.MaxInt64)
+
+var _ pipeline.Holder = (*Queue)(nil)
+
+// hold parks the leased entry e, which Settle took out of leased: the
+// attempt Fetch counted is given back. q.l.mu is held.
+func (q *Queue) hold(e *entry) {
+	e.attempts--
+	e.retryAt = heldAt
+	q.q.retry[e.seq] = e
+}
+
+// Release implements [pipeline.Holder.Release].
+func (q *Queue) Release(ctx context.Context, seqs []uint64) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("memlog: release %s: %w", q.sink, err)
+	}
+	q.l.mu.Lock()
+	defer q.l.mu.Unlock()
+	if q.l.closed {
+		return 0, fmt.Errorf("memlog: release %s: %w", q.sink, pipeline.ErrClosed)
+	}
+	now := time.Now()
+	n := 0
+	if seqs == nil {
+		for _, e := range q.q.retry {
+			if e.retryAt.Equal(heldAt) {
+				e.retryAt = now
+				n++
+			}
+		}
+	}
+	for _, seq := range seqs {
+		if e, ok := q.q.retry[seq]; ok && e.retryAt.Equal(heldAt) {
+			e.retryAt = now
+			n++
+		}
+	}
+	if n > 0 {
+		q.q.notify()
+	}
+	return n, nil
+}
+
+// SettleRelease implements [pipeline.Holder.SettleRelease]: Settle, then
+// Release (memlog keeps nothing across a crash, so two steps are as good
+// as one).
+func (q *Queue) SettleRelease(ctx context.Context, s []pipeline.Settlement, release []uint64) error {
+	if err := q.Settle(ctx, s); err != nil {
+		return err
+	}
+	if len(release) == 0 {
+		return nil
+	}
+	_, err := q.Release(ctx, release)
+	return err
+}
+
+// Waiting implements [pipeline.Holder.Waiting].
+func (q *Queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Waiting) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memlog: waiting %s: %w", q.sink, err)
+	}
+	q.l.mu.Lock()
+	var out []pipeline.Waiting
+	top := uint64(0)
+	add := func(e *entry, st pipeline.WaitingState) {
+		out = append(out, pipeline.Waiting{Seq: e.seq, Event: cloneEvent(*e.ev), State: st})
+		top = max(top, e.seq)
+	}
+	for _, e := range q.q.retry {
+		if e.retryAt.Equal(heldAt) {
+			add(e, pipeline.WaitingHeld)
+		} else {
+			add(e, pipeline.WaitingRetry)
+		}
+	}
+	if dead {
+		for _, d := range q.q.dead {
+			add(d.e, pipeline.WaitingDead)
+		}
+	}
+	for _, e := range q.q.leased { // fetched, not settled: ready after a restart
+		if e.seq < top {
+			out = append(out, pipeline.Waiting{Seq: e.seq, Event: cloneEvent(*e.ev), State: pipeline.WaitingReady})
+		}
+	}
+	for _, e := range q.q.ready {
+		if e.seq >= top {
+			break
+		}
+		out = append(out, pipeline.Waiting{Seq: e.seq, Event: cloneEvent(*e.ev), State: pipeline.WaitingReady})
+	}
+	closed := q.l.closed
+	q.l.mu.Unlock()
+	if closed {
+		return fmt.Errorf("memlog: waiting %s: %w", q.sink, pipeline.ErrClosed)
+	}
+	for _, w := range out {
+		if err := visit(w); err != nil {
+			return err
+		}
+	}
+	return nil
+}

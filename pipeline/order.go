@@ -1,0 +1,56 @@
+package pipeline
+
+import "context"
+
+// Holder is a [Queue] that can park entries for per-key order
+// (delivery.order_key on a sink): a dispatcher settles the entries whose
+// key is busy as [Hold] and releases them one at a time. badgerlog and
+// memlog are Holders; jetstreamlog is not (the configuration refuses
+// order_key there).
+type Holder interface {
+	Queue
+
+	// Release makes the held entries with the given seqs (nil: all of
+	// them) due now, as retries, with the attempt count and LastError they
+	// had. Seqs that are not held are skipped. It returns how many entries
+	// it released. A dispatcher without an order key releases all at
+	// start, so that removing order_key never strands an entry.
+	Release(ctx context.Context, seqs []uint64) (int, error)
+
+	// SettleRelease is [Queue.Settle] of s and [Holder.Release] of
+	// release in one atomic call: the held entries are released after s
+	// is applied, so an entry held by s can be released by the same call.
+	SettleRelease(ctx context.Context, s []Settlement, release []uint64) error
+
+	// Waiting calls visit, in no particular order, for every entry of the
+	// queue that a dispatcher restarting with per-key order must know of:
+	// each held and retrying entry, each dead letter when dead is true,
+	// and each ready entry with a Seq below the highest Seq of those
+	// (entries that were fetched and not settled when the process
+	// stopped). It stops at visit's first error and returns it. It reads
+	// every such event, so it costs about one event read per entry.
+	Waiting(ctx context.Context, dead bool, visit func(Waiting) error) error
+}
+
+// Waiting is one entry as [Holder.Waiting] reports it.
+type Waiting struct {
+	Seq   uint64
+	Event Event
+	// State is WaitingHeld, WaitingRetry, WaitingDead or WaitingReady.
+	State WaitingState
+}
+
+// WaitingState says where a [Waiting] entry is.
+type WaitingState int
+
+// The states of a [Waiting] entry.
+const (
+	// WaitingReady is a ready entry, never settled.
+	WaitingReady WaitingState = iota + 1
+	// WaitingRetry is an entry waiting for a retry (due or not).
+	WaitingRetry
+	// WaitingHeld is an entry settled as [Hold] and not released since.
+	WaitingHeld
+	// WaitingDead is a dead letter.
+	WaitingDead
+)

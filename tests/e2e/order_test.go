@@ -1,0 +1,204 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/tests/harness"
+)
+
+// orderReceiver is a CRM that fails a share of requests at random (503)
+// and checks the per-key order promise on every request: an event of a
+// key is only ever sent once every earlier event of its key was answered
+// 2xx (a redelivery of an event already answered 2xx is a duplicate, and
+// allowed).
+type orderReceiver struct {
+	fail float64
+
+	stuck atomic.Pointer[string] // a key whose every request fails
+
+	mu       sync.Mutex
+	next     map[string]int // by key: the n of the first event not yet answered 2xx
+	requests int
+	dups     int
+	errs     []string
+}
+
+func (r *orderReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	raw, _ := io.ReadAll(req.Body)
+	var b struct {
+		Data struct {
+			K string `json:"k"`
+			N int    `json:"n"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		http.Error(w, "bad body", http.StatusBadRequest)
+		return
+	}
+	k, n := b.Data.K, b.Data.N
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests++
+	switch next := r.next[k]; {
+	case n < next:
+		r.dups++
+		return // a redelivery of an event answered 2xx: answer 2xx again
+	case n > next:
+		r.errs = append(r.errs, fmt.Sprintf("key %s: event %d sent before event %d was delivered", k, n, next))
+	}
+	if st := r.stuck.Load(); st != nil && *st == k {
+		http.Error(w, "the test CRM is stuck on this key", http.StatusServiceUnavailable)
+		return
+	}
+	if rand.Float64() < r.fail {
+		http.Error(w, "the test CRM fails at random", http.StatusServiceUnavailable)
+		return
+	}
+	if n == r.next[k] {
+		r.next[k] = n + 1
+	}
+}
+
+// delivered counts the events answered 2xx, each once.
+func (r *orderReceiver) delivered() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, v := range r.next {
+		n += v
+	}
+	return n
+}
+
+// TestOrderKeyKeepsOrderThroughCrashes posts 10,000 events over 50 keys
+// (each key's events one after the other, so their log order is known) to
+// a sink with delivery.order_key in front of a CRM that fails 20% of
+// requests at random. The daemon is killed with SIGKILL when about a third
+// has arrived, and the http sink's plugin when about two thirds have: at
+// the CRM every key's events arrive in log order (duplicates from
+// redelivery allowed), and every event arrives. Until the first third has
+// arrived the CRM fails every request of key 0: the other keys flow
+// meanwhile (none of key 0's events arrives), and `pipelined sinks` and the
+// gauges show keys held.
+func TestOrderKeyKeepsOrderThroughCrashes(t *testing.T) {
+	keys, perKey := 50, 200
+	if testing.Short() {
+		keys, perKey = 20, 50
+	}
+	total := keys * perKey
+	crm := &orderReceiver{fail: 0.2, next: map[string]int{}}
+	srv := httptest.NewServer(crm)
+	t.Cleanup(srv.Close)
+
+	dir := t.TempDir()
+	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q, concurrency = 8 }
+delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_max = "100ms", breaker_failures = 1000, order_key = 'body.data.k' }
+`, srv.URL)+harness.AllCallsRoute("crm"))
+	d := harness.Start(t, cfgFile)
+	// Paused while posting, so that the kills land in the middle of delivery.
+	d.CLI(t, "sinks", "pause", "crm")
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, keys)
+	for k := range keys {
+		wg.Go(func() {
+			for n := range perKey {
+				body := fmt.Appendf(nil, `{"event":"call_ended","data":{"callSid":"order-%d-%d","k":"%d","n":%d}}`, k, n, k, n)
+				code, ans, err := harness.Post(d.URL+"/hooks/callkaro", body)
+				if err != nil || code != http.StatusOK {
+					errs <- fmt.Errorf("POST key %d event %d = %d %v %v", k, n, code, ans, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	stuck := "0"
+	crm.stuck.Store(&stuck)
+	d.CLI(t, "sinks", "resume", "crm")
+	posted := time.Now()
+
+	waitDelivered := func(n int, within time.Duration) {
+		t.Helper()
+		harness.Eventually(t, within, func() error {
+			if got := crm.delivered(); got < n {
+				return fmt.Errorf("%d of %d events delivered, want %d", got, total, n)
+			}
+			return nil
+		})
+	}
+	waitDelivered(total/3, 60*time.Second)
+	crm.mu.Lock()
+	stuckDone := crm.next["0"]
+	crm.mu.Unlock()
+	if stuckDone != 0 {
+		t.Fatalf("%d events of the stuck key 0 delivered, want none", stuckDone)
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		table := d.CLI(t, "sinks")
+		if n, _ := strconv.Atoi(sinksColumn(t, table, "crm", "HELD_KEYS")); n < 1 {
+			return fmt.Errorf("pipelined sinks: crm HELD_KEYS = %d, want at least 1 (key 0)\n%s", n, table)
+		}
+		if age := sinksColumn(t, table, "crm", "OLDEST_HELD_AGE_SECONDS"); age == "-" {
+			return fmt.Errorf("pipelined sinks: crm OLDEST_HELD_AGE_SECONDS = -, want an age\n%s", table)
+		}
+		if n, _ := strconv.Atoi(d.Metric(t, `pipelined_sink_order_held_keys{sink="crm"}`)); n < 1 {
+			return fmt.Errorf(`pipelined_sink_order_held_keys{sink="crm"} = %d, want at least 1`, n)
+		}
+		if n, _ := strconv.Atoi(d.Metric(t, `pipelined_sink_order_held_events{sink="crm"}`)); n < perKey-1 {
+			return fmt.Errorf(`pipelined_sink_order_held_events{sink="crm"} = %d, want at least %d (key 0's)`, n, perKey-1)
+		}
+		return nil
+	})
+	crm.stuck.Store(nil)
+	d.Kill(syscall.SIGKILL)
+	if got := crm.delivered(); got >= total {
+		t.Fatalf("all %d events were delivered before the daemon was killed: the test's premise failed", got)
+	}
+	d = harness.Start(t, cfgFile)
+	waitDelivered(2*total/3, 60*time.Second)
+	pid := d.SinkPID(t, "crm")
+	if pid == 0 {
+		t.Fatal("the crm plugin has no pid")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the plugin: %v", err)
+	}
+	if got := crm.delivered(); got >= total {
+		t.Fatalf("all %d events were delivered before the plugin was killed: the test's premise failed", got)
+	}
+	waitDelivered(total, 120*time.Second)
+	t.Logf("posting took %v, delivering %v", posted.Sub(start).Round(time.Millisecond), time.Since(posted).Round(time.Millisecond))
+
+	crm.mu.Lock()
+	defer crm.mu.Unlock()
+	for i, e := range crm.errs {
+		if i == 10 {
+			t.Errorf("... and %d more", len(crm.errs)-10)
+			break
+		}
+		t.Error(e)
+	}
+	t.Logf("%d events over %d keys: %d requests, %d duplicates", total, keys, crm.requests, crm.dups)
+}

@@ -16,7 +16,7 @@ import (
 // package protocol, where `go doc ./sdk` does not show it; a name an author
 // needs is added here.
 var authorAPI = []string{
-	"Closer", "DecodeConfig", "Delivered", "Describer", "Description",
+	"Closer", "DecodeConfig", "DescribeConfig", "Delivered", "Describer", "Description",
 	"Duration", "Event", "Field", "Logger", "ParseDuration", "ParseSize",
 	"Permanent", "Result", "Retry", "Secret", "Serve", "Sink", "Size",
 }

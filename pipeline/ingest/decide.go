@@ -420,6 +420,15 @@ func Depth(body []byte) int {
 // JSON all the same) is kept as its text; the stored body is never changed.
 // Replays decode stored bodies with it too.
 func Decode(body []byte) (any, error) {
+	if doc, ok := decodeFast(body); ok {
+		return doc, nil
+	}
+	return decodeStd(body)
+}
+
+// decodeStd is [Decode] by encoding/json alone: what decodeFast must
+// agree with, and the answer (with its error) for what decodeFast leaves.
+func decodeStd(body []byte) (any, error) {
 	var doc any
 	err := json.Unmarshal(body, &doc)
 	var te *json.UnmarshalTypeError

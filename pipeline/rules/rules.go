@@ -208,7 +208,9 @@ var quoted = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|`[^`]*`")
 // headers that the message holds, by "…", so that a rule error logged or
 // answered carries no value of the event. It runs on errors only.
 func redact(msg string, env *Env) string {
-	msg = quoted.ReplaceAllString(msg, `"…"`)
+	if strings.ContainsAny(msg, "\"`") { // the regexp's allocations only when it can match
+		msg = quoted.ReplaceAllString(msg, `"…"`)
+	}
 	if env == nil {
 		return msg
 	}

@@ -333,7 +333,9 @@ func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
 			route, expr = re.Route, re.Expr
 		}
 		st.cfg.Metrics.RuleError(route, expr)
-		h.log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
+		if h.log.Enabled(context.Background(), slog.LevelWarn) { // the arguments cost allocations
+			h.log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
+		}
 	}
 }
 

@@ -112,6 +112,10 @@ type DB struct {
 	// rejects bounds each source's rejections (keep_rejected_max); see
 	// reject.go.
 	rejects rejectLedger
+
+	// recent holds the latest appended events for the dispatchers; see
+	// recent.go.
+	recent recent
 }
 
 var _ pipeline.Log = (*DB)(nil)
@@ -307,6 +311,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	next := l.next
 	now := time.Now().UnixNano()
 	touched := map[string]bool{}
+	first, appended := next, make([]int, 0, len(entries)) // the entries written, at first, first+1, ...
 	for i := range entries {
 		e := &entries[i]
 		if e.DedupKey != "" {
@@ -369,6 +374,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			touched[t.Sink] = true
 		}
 		out[i] = pipeline.Appended{ID: e.Event.ID}
+		appended = append(appended, i)
 	}
 	if next != l.next {
 		if err := txn.Set(keyNext, seqBytes(next)); err != nil {
@@ -377,6 +383,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	}
 	if err := l.commit(txn); err != nil {
 		return nil, err
+	}
+	for j, i := range appended {
+		l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey)
 	}
 	l.mu.Lock()
 	l.next = next

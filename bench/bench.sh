@@ -65,9 +65,12 @@ daemon() { # name binary
 	ln -sfn "$REPO/examples" "$WORK/examples"
 	(cd "$WORK/pl" && exec "$2" serve -c "$WORK/pl/pipeline.toml" -log-level warn) & PL=$!
 	wait_port 8080
+	wait_port 8081 # the admin listener, whose /metrics says whether there are sinks
 	# With sinks, the end-to-end mode: queue lag while loading, drain after.
 	local lag=()
-	if curl -sf http://127.0.0.1:8081/metrics | grep -q '^pipelined_queue_depth'; then
+	# grep reads everything (no -q): under pipefail, grep -q leaving early
+	# could fail curl with SIGPIPE and drop the end-to-end mode at random.
+	if curl -sf http://127.0.0.1:8081/metrics | grep '^pipelined_queue_depth' >/dev/null; then
 		lag=(-metrics http://127.0.0.1:8081/metrics)
 	fi
 	# CPU per event: the daemon's and each plugin's utime+stime before

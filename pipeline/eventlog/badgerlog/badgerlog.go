@@ -32,6 +32,10 @@
 // in the write-ahead log's segments, not in Badger. See commit.go for the
 // design and why replay is correct, and docs/performance.md for why
 // Badger's own "commit, then db.Sync()" is not durable.
+//
+// A queue's Fetch takes an event appended moments before from a bounded
+// cache of the latest appends (recent.go) instead of reading it back from
+// Badger and the write-ahead log; what it hands out is the same either way.
 package badgerlog
 
 import (

@@ -380,6 +380,15 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		out[i] = pipeline.Appended{ID: e.Event.ID}
 		appended = append(appended, i)
 	}
+	// Only an event some queue will hand out is worth keeping at hand.
+	ready := func(e *pipeline.Entry) bool {
+		for _, t := range e.Targets {
+			if t.Err == "" {
+				return true
+			}
+		}
+		return false
+	}
 	if next != l.next {
 		if err := txn.Set(keyNext, seqBytes(next)); err != nil {
 			return nil, l.writeErr(err)
@@ -389,7 +398,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		return nil, err
 	}
 	for j, i := range appended {
-		l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey)
+		if ready(&entries[i]) {
+			l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey)
+		}
 	}
 	l.mu.Lock()
 	l.next = next

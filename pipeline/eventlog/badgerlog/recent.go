@@ -10,8 +10,8 @@ import (
 // Bounds of the recent-events cache: the events of the last appends, as
 // every sink's dispatcher reads them back moments later.
 const (
-	recentEvents = 4096
-	recentBytes  = 8 << 20 // of bodies and headers
+	recentEvents = 2048
+	recentBytes  = 4 << 20 // of bodies and headers
 )
 
 // recent holds the events of the latest appends, after their commit, so

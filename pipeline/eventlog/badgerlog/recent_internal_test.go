@@ -18,7 +18,7 @@ func TestRecentIsBounded(t *testing.T) {
 		wantLast bool
 	}{
 		{"many small events", 100, 3 * recentEvents, recentEvents, true},
-		{"large events", 1 << 20, 40, recentBytes / (1 << 20), true},
+		{"large events", recentBytes / 8, 40, 8, true},
 		{"an event too big to keep", recentBytes, 3, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

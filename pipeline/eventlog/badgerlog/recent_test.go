@@ -26,8 +26,11 @@ func TestFetchedEventIsTheStoredOne(t *testing.T) {
 		{Event: pipeline.Event{ID: "no-headers", Source: "s", ReceivedAt: at, Body: []byte(`[]`), Headers: map[string]string{}}},
 		{Event: pipeline.Event{ID: "duplicate", Source: "s", ReceivedAt: at, Body: []byte(`{}`)}, DedupKey: "k1", DedupWindow: time.Hour},
 		{Event: pipeline.Event{ID: "empty-body", Source: "s", ReceivedAt: at}},
+		{Event: pipeline.Event{ID: "unrouted", Source: "s", ReceivedAt: at, Body: []byte(`{}`)}},
+		{Event: pipeline.Event{ID: "dead-only", Source: "s", ReceivedAt: at, Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "a", Route: "r", Err: "transform failed"}}},
 	}
-	for i := range entries {
+	for i := range entries[:4] {
 		entries[i].Targets = []pipeline.Target{{Sink: "a", Route: "r"}, {Sink: "b", Route: "r"}}
 	}
 	res, err := db.Append(ctx, entries)
@@ -50,7 +53,7 @@ func TestFetchedEventIsTheStoredOne(t *testing.T) {
 		return out
 	}
 	if n := badgerlog.RecentEvents(db); n != 3 {
-		t.Fatalf("the recent-events cache holds %d events after the append, want 3: the test would not read from it", n)
+		t.Fatalf("the recent-events cache holds %d events after the append, want 3 (not the unrouted nor the dead-only one)", n)
 	}
 	fresh := map[string]map[string]pipeline.Event{"a": fetch(db, "a"), "b": fetch(db, "b")}
 	if err := db.Close(); err != nil {

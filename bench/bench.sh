@@ -8,8 +8,9 @@
 #   3. Benthos v4.60.0, http_server -> file, no fsync (when it can be built)
 #
 # at 64 and 8 connections with the CallKaro payload (distinct callSids), and
-# prints requests/s, p50, p99, the ratio to the bare handler and the daemon's
-# memory. Usage: bench/bench.sh [duration, default 10s]. `make bench` runs it.
+# prints requests/s, p50, p99, the ratio to the bare handler, the daemon's
+# memory and the CPU each process (daemon, each plugin) spent per event.
+# Usage: bench/bench.sh [duration, default 10s]. `make bench` runs it.
 #
 # Environment:
 #   CONFIG=path       the pipeline.toml to run (default: the repository's)
@@ -24,6 +25,18 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WO
 make build >/dev/null
 go build -o "$WORK/load" ./cmd/pipelined-load
 LOAD="$WORK/load"
+
+# cpu_ticks pid... writes "name pid ticks" for each process: utime+stime
+# in clock ticks from /proc/<pid>/stat (fields 14 and 15, counted after
+# the parenthesised command name, which may hold spaces).
+cpu_ticks() {
+	local pid name
+	for pid in "$@"; do
+		[ -r "/proc/$pid/stat" ] || continue
+		name=$(tr '\0' '\n' < "/proc/$pid/cmdline" | head -n 1)
+		echo "${name##*/} $pid $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')"
+	done
+}
 
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
@@ -52,14 +65,25 @@ daemon() { # name binary
 	ln -sfn "$REPO/examples" "$WORK/examples"
 	(cd "$WORK/pl" && exec "$2" serve -c "$WORK/pl/pipeline.toml" -log-level warn) & PL=$!
 	wait_port 8080
+	wait_port 8081 # the admin listener, whose /metrics says whether there are sinks
 	# With sinks, the end-to-end mode: queue lag while loading, drain after.
 	local lag=()
-	if curl -sf http://127.0.0.1:8081/metrics | grep -q '^pipelined_queue_depth'; then
+	# grep reads everything (no -q): under pipefail, grep -q leaving early
+	# could fail curl with SIGPIPE and drop the end-to-end mode at random.
+	if curl -sf http://127.0.0.1:8081/metrics | grep '^pipelined_queue_depth' >/dev/null; then
 		lag=(-metrics http://127.0.0.1:8081/metrics)
 	fi
+	# CPU per event: the daemon's and each plugin's utime+stime before
+	# and after each run (the end-to-end mode waits until the queues are
+	# drained, so delivery is counted too), over the events it sent.
+	local procs=("$PL" $(pgrep -P "$PL" || true))
+	cpu_ticks "${procs[@]}" > "$WORK/$1-64.cpu0"
 	run "$1" http://127.0.0.1:8080/hooks/callkaro 64 "${lag[@]}"
+	cpu_ticks "${procs[@]}" > "$WORK/$1-64.cpu1"
 	grep -E 'VmHWM|RssAnon|RssFile' /proc/$PL/status > "$WORK/$1-mem.txt" || true
+	cpu_ticks "${procs[@]}" > "$WORK/$1-8.cpu0"
 	run "$1" http://127.0.0.1:8080/hooks/callkaro 8 "${lag[@]}"
+	cpu_ticks "${procs[@]}" > "$WORK/$1-8.cpu1"
 	kill -TERM $PL; wait $PL 2>/dev/null || true
 }
 daemon pipelined "$REPO/bin/pipelined"
@@ -96,9 +120,9 @@ YAML
 	kill $BT; wait $BT 2>/dev/null || true
 fi
 
-python3 - "$WORK" <<'PY'
+python3 - "$WORK" "$(getconf CLK_TCK)" <<'PY'
 import json, os, sys
-work = sys.argv[1]
+work, hz = sys.argv[1], int(sys.argv[2])
 def get(name, c):
     p = os.path.join(work, f"{name}-{c}.json")
     return json.load(open(p)) if os.path.exists(p) else None
@@ -117,6 +141,27 @@ for c in (64, 8):
         for s in (r or {}).get("sinks") or []:
             print(f"  {name:<10}{c:>3} conns  {s['sink']:<10} lag p50 {s['lag_p50_s']:.3f} s  p99 {s['lag_p99_s']:.3f} s"
                   f"  depth {s['depth_start']}->{s['depth_end']} (max {s['depth_max']})  drained in {s['drain_s']:.2f} s")
+def ticks(path):
+    out = {}
+    if os.path.exists(path):
+        for line in open(path):
+            name, pid, t = line.split()
+            out[(name, pid)] = int(t)
+    return out
+print("CPU per event (utime+stime from /proc/<pid>/stat before and after the run, drain included, over the events sent):")
+for c in (64, 8):
+    for name in ("pipelined", "baseline"):
+        r = get(name, c)
+        t0, t1 = ticks(os.path.join(work, f"{name}-{c}.cpu0")), ticks(os.path.join(work, f"{name}-{c}.cpu1"))
+        if not r or not t1:
+            continue
+        events = r["sent"] - r["errors"]
+        parts, total = [], 0.0
+        for key in t1:
+            us = (t1[key] - t0.get(key, 0)) / hz * 1e6 / max(events, 1)
+            total += us
+            parts.append(f"{key[0]} {us:.0f}")
+        print(f"  {name:<10}{c:>3} conns  {events} events  total {total:.0f} us/event  (" + ", ".join(parts) + ")")
 for name in ("pipelined", "baseline"):
     mem = os.path.join(work, f"{name}-mem.txt")
     if os.path.exists(mem):

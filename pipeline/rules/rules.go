@@ -208,7 +208,9 @@ var quoted = regexp.MustCompile("\"(?:[^\"\\\\]|\\\\.)*\"|`[^`]*`")
 // headers that the message holds, by "…", so that a rule error logged or
 // answered carries no value of the event. It runs on errors only.
 func redact(msg string, env *Env) string {
-	msg = quoted.ReplaceAllString(msg, `"…"`)
+	if strings.ContainsAny(msg, "\"`") { // the regexp's allocations only when it can match
+		msg = quoted.ReplaceAllString(msg, `"…"`)
+	}
 	if env == nil {
 		return msg
 	}
@@ -387,6 +389,9 @@ type Router struct {
 	// whens are the distinct when expressions: routes that share one (as
 	// fan-out configurations often do) have it evaluated once per event.
 	whens []*Program
+	// sinks is how many distinct sinks the routes name: the most targets
+	// one event can have.
+	sinks int
 }
 
 // CompiledRoute is one [[route]] whose expressions are compiled already:
@@ -447,6 +452,13 @@ func NewRouterOf(routes []CompiledRoute) *Router {
 		}
 		r.routes = append(r.routes, route{name: rt.Name, when: w, transform: rt.Transform, to: append([]string(nil), rt.To...)})
 	}
+	sinks := map[string]bool{}
+	for _, rt := range routes {
+		for _, s := range rt.To {
+			sinks[s] = true
+		}
+	}
+	r.sinks = len(sinks)
 	return r
 }
 
@@ -502,7 +514,7 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 	} else {
 		state = make([]uint8, len(r.whens))
 	}
-	whenErrs := map[int]error(nil)
+	var whenErrs []error // by when, made at the first error
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if state[rt.when] == 0 {
@@ -511,7 +523,7 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 			case err != nil:
 				state[rt.when] = 3
 				if whenErrs == nil {
-					whenErrs = map[int]error{}
+					whenErrs = make([]error, len(r.whens))
 				}
 				whenErrs[rt.when] = err
 			case ok:
@@ -533,6 +545,9 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 			continue
 		}
 		first := len(targets)
+		if targets == nil {
+			targets = make([]pipeline.Target, 0, r.sinks) // one allocation, not one per doubling
+		}
 		for _, s := range rt.to {
 			if !hasSink(targets, s) {
 				targets = append(targets, pipeline.Target{Sink: s, Route: rt.name})

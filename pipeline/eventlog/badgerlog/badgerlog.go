@@ -32,6 +32,10 @@
 // in the write-ahead log's segments, not in Badger. See commit.go for the
 // design and why replay is correct, and docs/performance.md for why
 // Badger's own "commit, then db.Sync()" is not durable.
+//
+// A queue's Fetch takes an event appended moments before from a bounded
+// cache of the latest appends (recent.go) instead of reading it back from
+// Badger and the write-ahead log; what it hands out is the same either way.
 package badgerlog
 
 import (
@@ -112,6 +116,10 @@ type DB struct {
 	// rejects bounds each source's rejections (keep_rejected_max); see
 	// reject.go.
 	rejects rejectLedger
+
+	// recent holds the latest appended events for the dispatchers; see
+	// recent.go.
+	recent recent
 }
 
 var _ pipeline.Log = (*DB)(nil)
@@ -307,6 +315,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	next := l.next
 	now := time.Now().UnixNano()
 	touched := map[string]bool{}
+	first, appended := next, make([]int, 0, len(entries)) // the entries written, at first, first+1, ...
 	for i := range entries {
 		e := &entries[i]
 		if e.DedupKey != "" {
@@ -369,6 +378,16 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			touched[t.Sink] = true
 		}
 		out[i] = pipeline.Appended{ID: e.Event.ID}
+		appended = append(appended, i)
+	}
+	// Only an event some queue will hand out is worth keeping at hand.
+	ready := func(e *pipeline.Entry) bool {
+		for _, t := range e.Targets {
+			if t.Err == "" {
+				return true
+			}
+		}
+		return false
 	}
 	if next != l.next {
 		if err := txn.Set(keyNext, seqBytes(next)); err != nil {
@@ -377,6 +396,11 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	}
 	if err := l.commit(txn); err != nil {
 		return nil, err
+	}
+	for j, i := range appended {
+		if ready(&entries[i]) {
+			l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey)
+		}
 	}
 	l.mu.Lock()
 	l.next = next

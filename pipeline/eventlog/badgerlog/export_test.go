@@ -14,3 +14,10 @@ func DeliveryKeys(db *DB) int {
 	})
 	return n
 }
+
+// RecentEvents is how many events l's recent-events cache holds.
+func RecentEvents(l *DB) int {
+	l.recent.mu.Lock()
+	defer l.recent.mu.Unlock()
+	return len(l.recent.bySeq)
+}

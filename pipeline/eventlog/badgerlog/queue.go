@@ -166,14 +166,18 @@ func (q *queue) deliver(txn *badger.Txn, item *badger.Item, seq uint64) (pipelin
 	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
 		return pipeline.Delivery{}, fmt.Errorf("decode queue entry %d: %w", seq, err)
 	}
-	rec, err := q.l.readEvent(txn, seq)
-	if err != nil {
-		return pipeline.Delivery{}, fmt.Errorf("event %d of queue entry: %w", seq, err)
+	ev, ok := q.l.recent.get(seq)
+	if !ok {
+		rec, err := q.l.readEvent(txn, seq)
+		if err != nil {
+			return pipeline.Delivery{}, fmt.Errorf("event %d of queue entry: %w", seq, err)
+		}
+		ev = eventFromRecord(rec)
 	}
 	q.leases[seq] = lease{key: item.KeyCopy(nil), target: t}
 	return pipeline.Delivery{
 		Seq:       seq,
-		Event:     eventFromRecord(rec),
+		Event:     ev,
 		Route:     t.GetRoute(),
 		Payload:   t.GetPayload(),
 		Attempt:   int(t.GetAttempts()) + 1,

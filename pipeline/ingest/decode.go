@@ -1,0 +1,338 @@
+package ingest
+
+import (
+	"encoding/json"
+	"strconv"
+	"sync"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// decodeFast decodes body into what [Decode] returns (objects as
+// map[string]any, arrays as []any, numbers as float64 or, when they do not
+// fit one, their text), in one pass and with few allocations: the body is
+// copied once into a string that every key and unescaped string value is
+// a slice of, each map and slice is made at its final size, and strings
+// and numbers are boxed into interfaces from shared slabs instead of one
+// allocation each. It reports false for anything it does not take on its
+// own (a syntax error, a nesting deeper than [maxFastDepth]); Decode then
+// asks encoding/json, which says exactly what is wrong. FuzzDecode checks
+// that both agree on every input.
+func decodeFast(body []byte) (any, bool) {
+	d := decoderPool.Get().(*decoder)
+	d.s, d.i = string(body), 0
+	v, ok := d.value(0)
+	if ok {
+		d.space()
+		ok = d.i == len(d.s)
+	}
+	d.release()
+	if !ok {
+		return nil, false
+	}
+	return v, true
+}
+
+// maxFastDepth bounds decodeFast's recursion; deeper bodies go to
+// encoding/json (ingest refuses anything deeper than [MaxDepth] before).
+const maxFastDepth = 1000
+
+// slab is how many strings or numbers one slab allocation boxes.
+const slab = 32
+
+var decoderPool = sync.Pool{New: func() any { return new(decoder) }}
+
+// decoder is one decodeFast call's state; its scratch stacks are reused
+// from call to call.
+type decoder struct {
+	s string
+	i int
+	// keys and vals hold the members of the objects and arrays being
+	// decoded, innermost last, until each is complete.
+	keys []string
+	vals []any
+	strs []string
+	nums []float64
+}
+
+// release clears what d refers to and returns it to the pool.
+func (d *decoder) release() {
+	clear(d.keys[:cap(d.keys)])
+	clear(d.vals[:cap(d.vals)])
+	d.s, d.keys, d.vals, d.strs, d.nums = "", d.keys[:0], d.vals[:0], nil, nil
+	decoderPool.Put(d)
+}
+
+func (d *decoder) space() {
+	for d.i < len(d.s) {
+		switch d.s[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+func (d *decoder) value(depth int) (any, bool) {
+	d.space()
+	if d.i >= len(d.s) {
+		return nil, false
+	}
+	switch c := d.s[d.i]; {
+	case c == '{':
+		return d.object(depth + 1)
+	case c == '[':
+		return d.array(depth + 1)
+	case c == '"':
+		s, ok := d.string()
+		if !ok {
+			return nil, false
+		}
+		return d.boxString(s), true
+	case c == '-' || c >= '0' && c <= '9':
+		return d.number()
+	case c == 't':
+		return true, d.literal("true")
+	case c == 'f':
+		return false, d.literal("false")
+	case c == 'n':
+		return nil, d.literal("null")
+	}
+	return nil, false
+}
+
+func (d *decoder) literal(lit string) bool {
+	if len(d.s)-d.i < len(lit) || d.s[d.i:d.i+len(lit)] != lit {
+		return false
+	}
+	d.i += len(lit)
+	return true
+}
+
+func (d *decoder) object(depth int) (any, bool) {
+	if depth > maxFastDepth {
+		return nil, false
+	}
+	d.i++ // {
+	base := len(d.keys)
+	d.space()
+	if d.i < len(d.s) && d.s[d.i] == '}' {
+		d.i++
+		return map[string]any{}, true
+	}
+	for {
+		d.space()
+		if d.i >= len(d.s) || d.s[d.i] != '"' {
+			return nil, false
+		}
+		k, ok := d.string()
+		if !ok {
+			return nil, false
+		}
+		d.space()
+		if d.i >= len(d.s) || d.s[d.i] != ':' {
+			return nil, false
+		}
+		d.i++
+		v, ok := d.value(depth)
+		if !ok {
+			return nil, false
+		}
+		d.keys = append(d.keys, k)
+		d.vals = append(d.vals, v)
+		d.space()
+		if d.i >= len(d.s) {
+			return nil, false
+		}
+		switch d.s[d.i] {
+		case ',':
+			d.i++
+			continue
+		case '}':
+			d.i++
+		default:
+			return nil, false
+		}
+		break
+	}
+	// vals holds the values of every open array and object; this
+	// object's are the last len(d.keys)-base of them.
+	n := len(d.keys) - base
+	vbase := len(d.vals) - n
+	m := make(map[string]any, n)
+	for j := range n {
+		m[d.keys[base+j]] = d.vals[vbase+j]
+	}
+	clear(d.vals[vbase:])
+	d.keys, d.vals = d.keys[:base], d.vals[:vbase]
+	return m, true
+}
+
+func (d *decoder) array(depth int) (any, bool) {
+	if depth > maxFastDepth {
+		return nil, false
+	}
+	d.i++ // [
+	base := len(d.vals)
+	d.space()
+	if d.i < len(d.s) && d.s[d.i] == ']' {
+		d.i++
+		return []any{}, true
+	}
+	for {
+		v, ok := d.value(depth)
+		if !ok {
+			return nil, false
+		}
+		d.vals = append(d.vals, v)
+		d.space()
+		if d.i >= len(d.s) {
+			return nil, false
+		}
+		switch d.s[d.i] {
+		case ',':
+			d.i++
+			continue
+		case ']':
+			d.i++
+		default:
+			return nil, false
+		}
+		break
+	}
+	a := make([]any, len(d.vals)-base)
+	copy(a, d.vals[base:])
+	clear(d.vals[base:])
+	d.vals = d.vals[:base]
+	return a, true
+}
+
+// string decodes the string at d.i (its opening quote). One without
+// escapes in valid UTF-8 is a slice of d.s, as encoding/json would return
+// it; anything else is unquoted by encoding/json itself, so invalid UTF-8
+// and surrogates come out exactly as they do there.
+func (d *decoder) string() (string, bool) {
+	start := d.i
+	d.i++
+	plain := true
+	for d.i < len(d.s) {
+		c := d.s[d.i]
+		switch {
+		case c == '"':
+			d.i++
+			if plain {
+				return d.s[start+1 : d.i-1], true
+			}
+			var s string
+			if json.Unmarshal([]byte(d.s[start:d.i]), &s) != nil {
+				return "", false
+			}
+			return s, true
+		case c == '\\':
+			plain = false
+			d.i += 2
+		case c < 0x20:
+			return "", false
+		case c < utf8.RuneSelf:
+			d.i++
+		default:
+			r, size := utf8.DecodeRuneInString(d.s[d.i:])
+			if r == utf8.RuneError && size == 1 {
+				plain = false
+			}
+			d.i += size
+		}
+	}
+	return "", false
+}
+
+// number decodes a JSON number as encoding/json does into an any: a
+// float64, or, when strconv.ParseFloat refuses it (out of range), as
+// [Decode] keeps it: its text.
+func (d *decoder) number() (any, bool) {
+	start := d.i
+	s := d.s
+	i := d.i
+	if s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && s[i] >= '1' && s[i] <= '9':
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	default:
+		return nil, false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if i >= len(s) || s[i] < '0' || s[i] > '9' {
+			return nil, false
+		}
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if i >= len(s) || s[i] < '0' || s[i] > '9' {
+			return nil, false
+		}
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	}
+	d.i = i
+	text := s[start:i]
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil {
+		return d.boxString(text), true
+	}
+	return d.boxFloat(f), true
+}
+
+// eface is the layout of an interface value of the empty interface.
+type eface struct {
+	typ, data unsafe.Pointer
+}
+
+var (
+	stringType = func() unsafe.Pointer { var v any = ""; return (*eface)(unsafe.Pointer(&v)).typ }()
+	floatType  = func() unsafe.Pointer { var v any = 0.0; return (*eface)(unsafe.Pointer(&v)).typ }()
+)
+
+// boxString returns s as an any whose string header lives in d's current
+// slab: what `any(s)` is, without an allocation of its own. The slab is
+// never written again once a header is in it, as Go requires of the value
+// an interface refers to.
+func (d *decoder) boxString(s string) any {
+	if s == "" {
+		return ""
+	}
+	if len(d.strs) == cap(d.strs) {
+		d.strs = make([]string, 0, min(slab, len(d.s)/16+1))
+	}
+	d.strs = append(d.strs, s)
+	var v any
+	e := (*eface)(unsafe.Pointer(&v))
+	e.typ, e.data = stringType, unsafe.Pointer(&d.strs[len(d.strs)-1])
+	return v
+}
+
+// boxFloat is boxString for a float64.
+func (d *decoder) boxFloat(f float64) any {
+	if len(d.nums) == cap(d.nums) {
+		d.nums = make([]float64, 0, min(slab, len(d.s)/16+1))
+	}
+	d.nums = append(d.nums, f)
+	var v any
+	e := (*eface)(unsafe.Pointer(&v))
+	e.typ, e.data = floatType, unsafe.Pointer(&d.nums[len(d.nums)-1])
+	return v
+}

@@ -1,0 +1,102 @@
+package ingest
+
+import (
+	"math"
+	"os"
+	"reflect"
+	"testing"
+)
+
+// decodeSeeds are bodies on which decodeFast and encoding/json must agree:
+// the CallKaro payload and the corners of JSON's grammar.
+var decodeSeeds = []string{
+	`{}`, `[]`, `null`, `true`, `false`, `0`, `-0`, `1.5e3`, `-1E-2`, `"x"`, `""`,
+	` {"a" : [1, "b", null, true, {"c": {}}], "d": []} `,
+	`{"a":1,"a":2}`,
+	`{"n": 1e400}`, `{"n": -1e400, "m": 1}`, `1e-400`, `123456789012345678901234567890`,
+	`"\u00e9\n\t\"\\\/"`, `"\ud83d\ude00"`, `"\ud800"`, "\"\xff\xfe\"", "\"\xc3\x28\"", `"é ü 日本"`,
+	`{"a":"\u0000"}`,
+	// Not JSON: decodeFast must leave these to encoding/json.
+	``, ` `, `{`, `[1,]`, `{"a":1,}`, `{"a" 1}`, `{a:1}`, `01`, `1.`, `.5`, `-`, `1e`, `1e+`, `+1`,
+	`tru`, `nul`, `"abc`, "\"a\x01\"", `"\x"`, `{}x`, `[] []`, `{"a":1}}`, `NaN`, `[1 2]`,
+}
+
+func fromFile(t testing.TB) []byte {
+	b, err := os.ReadFile("testdata/call_ended.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// sameDecode fails t unless Decode (decodeFast first) and decodeStd give the
+// same value and agree on whether body is JSON.
+func sameDecode(t *testing.T, body []byte) {
+	t.Helper()
+	want, wantErr := decodeStd(body)
+	got, gotErr := Decode(body)
+	if (wantErr == nil) != (gotErr == nil) || (wantErr != nil && wantErr.Error() != gotErr.Error()) {
+		t.Fatalf("Decode(%q) error = %v, encoding/json says %v", body, gotErr, wantErr)
+	}
+	if !equalDoc(got, want) {
+		t.Fatalf("Decode(%q) = %#v, encoding/json gives %#v", body, got, want)
+	}
+}
+
+// equalDoc is reflect.DeepEqual, with NaN impossible in JSON and -0 told
+// apart from 0.
+func equalDoc(a, b any) bool {
+	if fa, ok := a.(float64); ok {
+		fb, ok := b.(float64)
+		return ok && fa == fb && math.Signbit(fa) == math.Signbit(fb)
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+func TestDecodeAgreesWithEncodingJSON(t *testing.T) {
+	seeds := append([]string{string(fromFile(t))}, decodeSeeds...)
+	for _, s := range seeds {
+		t.Run(s, func(t *testing.T) { sameDecode(t, []byte(s)) })
+	}
+}
+
+func TestDecodeFastTakesTheCallKaroPayload(t *testing.T) {
+	if _, ok := decodeFast(fromFile(t)); !ok {
+		t.Fatal("decodeFast left the CallKaro payload to encoding/json: the fast path is never taken")
+	}
+}
+
+// FuzzDecode checks that Decode's fast path gives what encoding/json
+// gives (value, numbers, strings, errors) on any input.
+func FuzzDecode(f *testing.F) {
+	f.Add(fromFile(f))
+	for _, s := range decodeSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if Depth(body) > MaxDepth {
+			return
+		}
+		sameDecode(t, body)
+	})
+}
+
+// BenchmarkDecode compares Decode with encoding/json alone on the
+// CallKaro payload.
+func BenchmarkDecode(b *testing.B) {
+	body := fromFile(b)
+	for _, bc := range []struct {
+		name   string
+		decode func([]byte) (any, error)
+	}{{"Decode", Decode}, {"encoding-json", decodeStd}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bc.decode(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

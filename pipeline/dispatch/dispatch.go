@@ -636,10 +636,20 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 // again after a restart, but the ack of a delivered event should not be
 // dropped lightly. ctx ends only when Stop gives up.
 func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) {
+	d.record(ctx, len(s), func() error { return d.o.Queue.Settle(ctx, s) })
+}
+
+// record calls write, which records the outcomes of n entries, again and
+// again while the log refuses, and reports whether it succeeded: false when
+// the log is closed or ctx ended first.
+func (d *Dispatcher) record(ctx context.Context, n int, write func() error) bool {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
-		err := d.o.Queue.Settle(ctx, s)
-		if err == nil || errors.Is(err, pipeline.ErrClosed) {
-			return
+		err := write()
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, pipeline.ErrClosed) {
+			return false
 		}
 		if ctx.Err() == nil {
 			d.o.Logger.Error("record delivery outcomes failed, trying again", "sink", d.o.Sink, "err", err, "retry_in", wait)
@@ -648,8 +658,8 @@ func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) {
 			}
 		}
 		d.o.Logger.Warn("gave up recording delivery outcomes at shutdown; these entries will be delivered again after a restart",
-			"sink", d.o.Sink, "events", len(s), "err", err, "cause", context.Cause(ctx))
-		return
+			"sink", d.o.Sink, "events", n, "err", err, "cause", context.Cause(ctx))
+		return false
 	}
 }
 

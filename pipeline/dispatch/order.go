@@ -245,24 +245,8 @@ func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement)
 		o.release = append(o.release, st.head)
 	}
 	o.mu.Unlock()
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
-		err := o.q.SettleRelease(ctx, s, o.release)
-		if err == nil {
-			o.release = o.release[:0]
-			return
-		}
-		if errors.Is(err, pipeline.ErrClosed) {
-			return
-		}
-		if ctx.Err() == nil {
-			d.o.Logger.Error("record delivery outcomes failed, trying again", "sink", d.o.Sink, "err", err, "retry_in", wait)
-			if sleep(ctx, wait) {
-				continue
-			}
-		}
-		d.o.Logger.Warn("gave up recording delivery outcomes at shutdown; these entries will be delivered again after a restart",
-			"sink", d.o.Sink, "events", len(s), "err", err, "cause", context.Cause(ctx))
-		return
+	if d.record(ctx, len(s), func() error { return o.q.SettleRelease(ctx, s, o.release) }) {
+		o.release = o.release[:0]
 	}
 }
 

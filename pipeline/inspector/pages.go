@@ -140,8 +140,17 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
 		list, d.Newest = nf.EventsNewestFirst, true
 	}
 	start := time.Now()
+	// With a when, the log is asked for a few events at first and then for
+	// as many as the rest of the budget can evaluate at the cost measured so
+	// far: one evaluation may take milliseconds, and the budget is checked
+	// between calls.
+	chunk := pageSize
+	if when != nil {
+		chunk = 1
+	}
 	for {
-		f.Limit = pageSize - len(d.Events)
+		f.Limit = min(chunk, pageSize-len(d.Events))
+		evalStart := time.Now()
 		page, next, err := list(r.Context(), f)
 		if err != nil {
 			p.Error = "Listing events: " + err.Error()
@@ -168,6 +177,10 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
 			break
 		}
 		f.After = next
+		if when != nil && len(page) > 0 {
+			each := time.Since(evalStart)/time.Duration(len(page)) + 1
+			chunk = max(1, min(2*chunk, int((ScanBudget-time.Since(start))/each)))
+		}
 	}
 	d.Took = human(time.Since(start))
 	if d.Next != "" {

@@ -179,3 +179,41 @@ func TestHostileContentIsText(t *testing.T) {
 		t.Error("the event page does not show the body's <script> as text")
 	}
 }
+
+// TestHugeDedupKeyIsClipped: a sender controls the dedup key (a body
+// field, up to max_body); the events list shows its start, not megabytes
+// per row, and the event page at most a few KiB of it.
+func TestHugeDedupKeyIsClipped(t *testing.T) {
+	db := memlog.New()
+	key := "KEY-START" + strings.Repeat("x", 500<<10)
+	var es []pipeline.Entry
+	for i := range 20 {
+		es = append(es, pipeline.Entry{Event: pipeline.Event{ID: "ev-" + strings.Repeat("0", i), Source: "s", DedupKey: key, ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)}})
+	}
+	if _, err := db.Append(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(inspector.New(inspector.Options{Admin: admin.Options{Log: db, AllowUnauthenticated: true}}))
+	defer srv.Close()
+	c := client(t)
+	for _, tc := range []struct {
+		path string
+		max  int
+	}{
+		{"/ui/events", 64 << 10},
+		{"/ui/events/ev-", 64 << 10},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			resp, page := get(t, c, srv.URL+tc.path)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s = %d", tc.path, resp.StatusCode)
+			}
+			if !strings.Contains(page, "KEY-START") {
+				t.Errorf("GET %s does not show the dedup key's start", tc.path)
+			}
+			if len(page) > tc.max {
+				t.Errorf("GET %s = %d bytes with a %d-byte dedup key, want at most %d", tc.path, len(page), len(key), tc.max)
+			}
+		})
+	}
+}

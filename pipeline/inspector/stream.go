@@ -245,7 +245,7 @@ func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
 			if source != "" && e.Event.Source != source {
 				continue
 			}
-			te := tailEvent{ID: e.Event.ID, Source: e.Event.Source, ReceivedAt: e.Event.ReceivedAt, DedupKey: e.Event.DedupKey, Size: len(e.Event.Body), Sinks: []string{}}
+			te := tailEvent{ID: e.Event.ID, Source: e.Event.Source, ReceivedAt: e.Event.ReceivedAt, DedupKey: clip(200, e.Event.DedupKey), Size: len(e.Event.Body), Sinks: []string{}}
 			for _, t := range e.Targets {
 				te.Sinks = append(te.Sinks, t.Sink)
 			}

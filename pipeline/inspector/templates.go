@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // pageNames are the templates under templates/, each drawn inside
@@ -42,6 +43,7 @@ var funcs = template.FuncMap{
 		return fmt.Sprintf("%.0f", math.Round(f))
 	},
 	"join":  strings.Join,
+	"clip":  clip,
 	"count": func(f float64) string { return fmt.Sprintf("%.0f", f) },
 	"outcomeClass": func(o string) string {
 		switch o {
@@ -63,6 +65,19 @@ var funcs = template.FuncMap{
 		}
 		return "info"
 	},
+}
+
+// clip cuts s to at most n bytes (on a rune boundary) and says how long it
+// was: a sender controls a dedup key, up to the source's max_body.
+func clip(n int, s string) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:cut], len(s))
 }
 
 // human writes d the way a person reads an age: 3s, 4m10s, 2h5m, 3d4h.

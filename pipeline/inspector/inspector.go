@@ -85,6 +85,34 @@ type UI struct {
 	jobsWG sync.WaitGroup
 
 	tails chan struct{} // a slot per live tail stream
+
+	refusedMu     sync.Mutex
+	refusedTokens float64   // log lines a wrong login may still write now
+	refusedAt     time.Time // when refusedTokens was last topped up
+	refusedQuiet  int       // wrong logins not logged since the last line
+}
+
+// refusedLog says whether a wrong login at now gets a log line (5 at
+// once, then one a second, like ingest's refusals) and how many were left
+// out since the last line, so that guessing the token cannot flood the
+// journal.
+func (u *UI) refusedLog(now time.Time) (ok bool, suppressed int) {
+	u.refusedMu.Lock()
+	defer u.refusedMu.Unlock()
+	if u.refusedAt.IsZero() {
+		u.refusedTokens = 5
+	} else {
+		u.refusedTokens = min(5, u.refusedTokens+now.Sub(u.refusedAt).Seconds())
+	}
+	u.refusedAt = now
+	if u.refusedTokens < 1 {
+		u.refusedQuiet++
+		return false, 0
+	}
+	u.refusedTokens--
+	n := u.refusedQuiet
+	u.refusedQuiet = 0
+	return true, n
 }
 
 // maxTails bounds the live tail streams open at once.
@@ -269,7 +297,9 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	next := safeNext(r.PostFormValue("next"))
 	if !admin.TokenMatches(r.PostFormValue("token"), u.o.Admin.Token) {
-		u.log.Warn("ui login refused: wrong token", "remote", r.RemoteAddr)
+		if ok, n := u.refusedLog(time.Now()); ok {
+			u.log.Warn("ui login refused: wrong token", "remote", r.RemoteAddr, "suppressed", n)
+		}
 		u.render(w, r, http.StatusUnauthorized, "login", page{Title: "Log in", Data: loginData{Next: next, Error: "That is not the admin token."}})
 		return
 	}

@@ -3,12 +3,14 @@ package inspector_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,4 +218,44 @@ func TestHugeDedupKeyIsClipped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWrongLoginsDoNotFloodTheLog: each wrong token at the login form is
+// refused, but a flood of them writes a handful of log lines, the next
+// one saying how many it left out.
+func TestWrongLoginsDoNotFloodTheLog(t *testing.T) {
+	var buf syncBuffer
+	ao := admin.Options{Log: memlog.New(), Token: []byte("s3cret"), Logger: slog.New(slog.NewTextHandler(&buf, nil))}
+	srv := httptest.NewServer(inspector.New(inspector.Options{Admin: ao}))
+	defer srv.Close()
+	for i := range 200 {
+		resp, err := http.PostForm(srv.URL+"/ui/login", url.Values{"token": {"guess"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("wrong login %d = %d, want 401", i, resp.StatusCode)
+		}
+	}
+	if n := strings.Count(buf.String(), "ui login refused"); n == 0 || n > 10 {
+		t.Errorf("200 wrong logins wrote %d log lines, want between 1 and 10:\n%s", n, buf.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

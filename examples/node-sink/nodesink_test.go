@@ -3,14 +3,51 @@
 package nodesink_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
+
+// TestTraceContextReachesTheSink: plugin.js hands the event's trace_context
+// (proto field 9) to deliver as traceContext, so a Node.js sink can send
+// traceparent on to the service it calls; the example writes it down.
+func TestTraceContextReachesTheSink(t *testing.T) {
+	nodeReady(t)
+	bin, err := filepath.Abs("pipelined-sink-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "events.jsonl")
+	_, s := sinktest.Start(t, bin, sinktest.StartOptions{})
+	sinktest.Configure(t, s, map[string]any{"path": out})
+	ev := sinktest.NewEvent(1)
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ev.TraceContext = map[string]string{"traceparent": tp, "tracestate": "vendor=1"}
+	sinktest.DeliverAll(t, s, []sdk.Event{ev})
+	if err := s.(sdk.Closer).Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line struct {
+		ID           string            `json:"id"`
+		TraceContext map[string]string `json:"trace_context"`
+	}
+	if err := json.Unmarshal(b, &line); err != nil {
+		t.Fatalf("%s: %v\n%s", out, err, b)
+	}
+	if line.ID != ev.ID || line.TraceContext["traceparent"] != tp || line.TraceContext["tracestate"] != "vendor=1" {
+		t.Errorf("the sink wrote %s, want event %s with trace_context %v", b, ev.ID, ev.TraceContext)
+	}
+}
 
 // nodeReady installs the sink's npm packages (npm ci, from
 // package-lock.json) unless they are there. It skips the test when node

@@ -88,6 +88,9 @@ function toEvent(e) {
     body: e.body, // a Buffer of JSON, as received
     transformed: e.payload && e.payload.length > 0 ? e.payload : null,
     attempt: e.attempt,
+    // traceparent / tracestate of this attempt's span ({} when the daemon
+    // does not trace): send them on as HTTP headers of the same names.
+    traceContext: e.trace_context || {},
   };
 }
 

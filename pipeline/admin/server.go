@@ -152,7 +152,7 @@ func Handler(o Options) http.Handler {
 // Calls under /v1/ and /debug/ pass [server.guard] first, whatever the
 // route, so that an unknown path tells a stranger nothing either.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.o.UI != nil && (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/ui/")) {
+	if s.o.UI != nil && (r.URL.Path == "/" || r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/")) {
 		if s.browserGuard(w, r) {
 			s.mux.ServeHTTP(w, r)
 		}

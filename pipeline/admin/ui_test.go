@@ -24,6 +24,7 @@ func TestUIMount(t *testing.T) {
 	}{
 		{"redirect", ui, "/", nil, http.StatusFound},
 		{"ui", ui, "/ui/", nil, http.StatusOK},
+		{"ui without its slash", ui, "/ui", nil, http.StatusTemporaryRedirect},
 		{"ui from another site", ui, "/ui/", map[string]string{"Origin": "https://evil.example"}, http.StatusForbidden},
 		{"ui by another host name", ui, "/ui/", map[string]string{"Host": "evil.example"}, http.StatusForbidden},
 		{"api still needs the token", ui, "/v1/sinks", nil, http.StatusUnauthorized},

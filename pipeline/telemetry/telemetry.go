@@ -116,7 +116,9 @@ func New(o Options) (*Tracer, error) {
 	// A sender that sampled its trace out is followed; one that sampled it
 	// in is sampled at SampleRatio too, by trace id, so that every
 	// pipelined span of a trace (ingest, append, each attempt, later too)
-	// makes the same choice, and a stranger cannot raise the export volume.
+	// makes the same choice. The ratio sampler reads the trace id's last 8
+	// bytes, which a sender's traceparent chooses: a sender can pick ids
+	// that are always kept (README, "Tracing").
 	ratio := sdktrace.TraceIDRatioBased(o.SampleRatio)
 	sampler := sdktrace.ParentBased(ratio, sdktrace.WithRemoteParentSampled(ratio))
 	t.start(sdktrace.NewTracerProvider(

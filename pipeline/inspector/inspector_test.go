@@ -259,3 +259,15 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestBadCursorIsTheCallersError: an after= the log did not hand out is a
+// 400 saying so, not a 500.
+func TestBadCursorIsTheCallersError(t *testing.T) {
+	base, _ := serve(t, "", true)
+	for _, after := range []string{"garbage", "99999999999999999999999"} {
+		resp, page := get(t, client(t), base+"/ui/events?after="+after)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "cursor") {
+			t.Errorf("GET /ui/events?after=%s = %d, want 400 naming the cursor", after, resp.StatusCode)
+		}
+	}
+}

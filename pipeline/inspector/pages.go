@@ -152,6 +152,10 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
 		f.Limit = min(chunk, pageSize-len(d.Events))
 		evalStart := time.Now()
 		page, next, err := list(r.Context(), f)
+		if errors.Is(err, pipeline.ErrBadCursor) {
+			bad("That page cursor is not valid: start again from the newest events.")
+			return
+		}
 		if err != nil {
 			p.Error = "Listing events: " + err.Error()
 			u.render(w, r, http.StatusInternalServerError, "events", p)

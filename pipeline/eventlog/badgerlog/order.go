@@ -1,6 +1,7 @@
 package badgerlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -25,15 +26,25 @@ var heldAt = time.Unix(0, math.MaxInt64)
 var _ pipeline.Holder = (*queue)(nil)
 
 // hold parks the leased entry seq, whose lease key txn has deleted, with
-// its target unchanged: no attempt counted, no delivery record written.
+// its target unchanged: no attempt counted. An entry never attempted
+// (leased from its ready key) has no delivery record, and deliveryOf
+// finds the state of such an entry from its ready key, which it no longer
+// has: hold writes its record, queued, so that it still reads as queued
+// (and is selected as pending). One attempted before keeps its record.
 // q.mu is held.
-func (q *queue) hold(txn *wtxn, seq uint64, t *logpb.Target) error {
+func (q *queue) hold(txn *wtxn, seq uint64, leaseKey []byte, t *logpb.Target) error {
 	v, err := proto.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encode queue entry: %w", err)
 	}
 	if err := txn.Set(retryKey(q.sink, heldAt, seq), v); err != nil {
 		return q.l.writeErr(err)
+	}
+	if bytes.HasPrefix(leaseKey, q.ready) {
+		d := &logpb.Delivery{Route: t.GetRoute(), State: logpb.Delivery_QUEUED, Attempts: t.GetAttempts(), LastError: t.GetLastError()}
+		if err := txn.putDelivery(seq, q.sink, d); err != nil {
+			return q.l.writeErr(err)
+		}
 	}
 	return nil
 }

@@ -213,7 +213,7 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 			return q.l.writeErr(err)
 		}
 		if s.Outcome == pipeline.Hold {
-			if err := q.hold(txn, s.Seq, ls.target); err != nil {
+			if err := q.hold(txn, s.Seq, ls.key, ls.target); err != nil {
 				return err
 			}
 			continue

@@ -114,3 +114,27 @@ func testWaiting(t *testing.T, l pipeline.Log) {
 		})
 	}
 }
+
+// testHoldRecord: a held entry that was never attempted is queued in its
+// delivery record and selected as pending, so "what has not reached the
+// sink?" counts it; one held after a failed attempt stays retrying.
+func testHoldRecord(t *testing.T, l pipeline.Log) {
+	q := holder(t, l)
+	dl := deliveryLog(t, l)
+	appendIDs(t, l, ids("hr", 2), sinkA)
+	ds := mustFetch(t, q, 2)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "boom"})
+	ds0 := mustFetch(t, q, 1)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds0[0].Seq, Outcome: pipeline.Hold}, pipeline.Settlement{Seq: ds[1].Seq, Outcome: pipeline.Hold})
+	ctx := ctxFor(t, waitLong)
+	for id, want := range map[string]string{"hr-0000": pipeline.StateRetrying, "hr-0001": pipeline.StateQueued} {
+		rs, err := dl.Deliveries(ctx, id)
+		if err != nil || len(rs) != 1 || rs[0].State != want || rs[0].Route == "" {
+			t.Errorf("Deliveries(%s) of a held entry = %+v, %v; want one record of sink %s, state %s, with its route", id, rs, err, sinkA, want)
+		}
+	}
+	got, _, err := l.Events(ctx, pipeline.EventFilter{Sink: sinkA, State: pipeline.StatePending, Limit: 10})
+	if err != nil || len(got) != 2 {
+		t.Errorf("Events(state=pending) with two held entries = %d events, %v; want 2", len(got), err)
+	}
+}

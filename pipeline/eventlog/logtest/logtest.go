@@ -102,6 +102,7 @@ func Run(t *testing.T, open func(t *testing.T) pipeline.Log) {
 		{"Hold/UntilRelease", testHoldUntilRelease},
 		{"Hold/SettleRelease", testSettleRelease},
 		{"Hold/Waiting", testWaiting},
+		{"Hold/Record", testHoldRecord},
 		{"Close/CallsFail", testClosedCallsFail},
 		{"Close/ReleasesBlockedFetch", testCloseReleasesFetch},
 	} {

@@ -111,8 +111,13 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, out) // nothing comes after the last seq
 		return
 	}
-	for range listPages {
+	start := time.Now()
+	// Without a when, listPages bounds the calls; with one, whenBudget does.
+	for page := 0; when != nil || page < listPages; page++ {
 		f.Limit = limit - len(out.Events)
+		if when != nil {
+			f.Limit = min(f.Limit, whenChunk)
+		}
 		page, next, err := s.o.Log.Events(r.Context(), f)
 		if err != nil {
 			writeLogError(w, err)
@@ -132,7 +137,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		out.Next = next
-		if next == "" || len(out.Events) == limit {
+		if next == "" || len(out.Events) == limit || (when != nil && time.Since(start) > whenBudget) {
 			break
 		}
 		f.After = next

@@ -96,6 +96,13 @@ const (
 	// listPages bounds the Log.Events calls of one GET /v1/events, so a
 	// selective filter answers in bounded time; next tells where to go on.
 	listPages = 20
+	// whenChunk and whenBudget bound a GET /v1/events with a when=: the
+	// log is read whenChunk events at a time, and no new chunk is read
+	// after whenBudget (each evaluation is bounded by the expression
+	// budget, so one chunk costs at most whenChunk of those); next tells
+	// where to go on.
+	whenChunk  = 16
+	whenBudget = time.Second
 )
 
 type server struct {

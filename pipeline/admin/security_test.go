@@ -51,6 +51,10 @@ func TestReadsNeedToken(t *testing.T) {
 		"/v1/sinks/slack/dlq", "/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap", "/v1/nothing",
 	} {
 		t.Run(path, func(t *testing.T) {
+			// A server of its own: ten wrong tokens from one address
+			// would make the next call wait (TestTokenGuessesAreLimited).
+			srv := httptest.NewServer(admin.Handler(o))
+			defer srv.Close()
 			if code, body := raw(t, srv, "GET", path, "", nil); code != http.StatusUnauthorized || strings.Contains(body, "ev-1\"") {
 				t.Errorf("GET %s without a token = %d %.80s, want 401 and no data", path, code, body)
 			}

@@ -85,6 +85,9 @@ type Options struct {
 	// cookie from the token, and a CSRF token on every POST). Nil: /ui/
 	// answers 404 like any unknown path.
 	UI http.Handler
+	// Guesses limits wrong tokens per client address; the UI's login
+	// shares it. Nil: Handler makes one of its own.
+	Guesses *Guesses
 }
 
 // Limits of the list routes.
@@ -118,6 +121,9 @@ func Handler(o Options) http.Handler {
 	}
 	if o.ProgressInterval <= 0 {
 		o.ProgressInterval = 500 * time.Millisecond
+	}
+	if o.Guesses == nil {
+		o.Guesses = NewGuesses()
 	}
 	s := &server{o: o, log: o.Logger, mux: http.NewServeMux()}
 	mux := s.mux
@@ -205,7 +211,15 @@ func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return true
 	}
-	if !tokenMatches(r.Header.Get("Authorization"), s.o.Token) {
+	if wait := s.o.Guesses.Wait(r.RemoteAddr); wait > 0 {
+		TooManyGuesses(w, wait)
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from this address: try again in %v", wait.Round(time.Second)))
+		return false
+	}
+	if authz := r.Header.Get("Authorization"); !tokenMatches(authz, s.o.Token) {
+		if authz != "" { // a guess; a call without a token is not
+			s.o.Guesses.Wrong(r.RemoteAddr)
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pipelined admin"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer <token>")
 		return false

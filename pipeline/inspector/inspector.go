@@ -10,6 +10,7 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -123,6 +124,9 @@ const maxTails = 16
 func New(o Options) *UI {
 	if o.Admin.Logger == nil {
 		o.Admin.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Admin.Guesses == nil {
+		o.Admin.Guesses = admin.NewGuesses()
 	}
 	u := &UI{o: o, log: o.Admin.Logger, mux: http.NewServeMux(), stop: make(chan struct{}), tails: make(chan struct{}, maxTails)}
 	u.key = make([]byte, 32)
@@ -296,7 +300,14 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	next := safeNext(r.PostFormValue("next"))
+	if wait := u.o.Admin.Guesses.Wait(r.RemoteAddr); wait > 0 {
+		admin.TooManyGuesses(w, wait)
+		u.render(w, r, http.StatusTooManyRequests, "login", page{Title: "Log in", Data: loginData{Next: next,
+			Error: fmt.Sprintf("Too many wrong tokens from your address: try again in %v.", wait.Round(time.Second))}})
+		return
+	}
 	if !admin.TokenMatches(r.PostFormValue("token"), u.o.Admin.Token) {
+		u.o.Admin.Guesses.Wrong(r.RemoteAddr)
 		if ok, n := u.refusedLog(time.Now()); ok {
 			u.log.Warn("ui login refused: wrong token", "remote", r.RemoteAddr, "suppressed", n)
 		}

@@ -234,8 +234,12 @@ func TestWrongLoginsDoNotFloodTheLog(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("wrong login %d = %d, want 401", i, resp.StatusCode)
+		want := http.StatusUnauthorized
+		if i >= admin.GuessBurst {
+			want = http.StatusTooManyRequests // see TestTokenGuessesAreLimited
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("wrong login %d = %d, want %d", i, resp.StatusCode, want)
 		}
 	}
 	if n := strings.Count(buf.String(), "ui login refused"); n == 0 || n > 10 {
@@ -269,5 +273,56 @@ func TestBadCursorIsTheCallersError(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "cursor") {
 			t.Errorf("GET /ui/events?after=%s = %d, want 400 naming the cursor", after, resp.StatusCode)
 		}
+	}
+}
+
+// TestTokenGuessesAreLimited: after GuessBurst wrong tokens from one
+// address, by the API's bearer token or the UI's login, that address is
+// answered 429 with Retry-After and its tokens are not compared, the
+// right one included, on both doors; another address is not held back.
+func TestTokenGuessesAreLimited(t *testing.T) {
+	ao := admin.Options{Log: memlog.New(), Token: []byte("s3cret"), Guesses: admin.NewGuesses()}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	defer srv.Close()
+	api := func(token string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/events", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	login := func(token string) *http.Response {
+		resp, err := client(t).PostForm(srv.URL+"/ui/login", url.Values{"token": {token}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := api("s3cret"); r.StatusCode != http.StatusOK {
+		t.Fatalf("premise: the API with the right token = %d, want 200", r.StatusCode)
+	}
+	for i := range admin.GuessBurst {
+		door := api
+		if i%2 == 1 {
+			door = login
+		}
+		r := door("guess")
+		if r.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("wrong token %d = %d, want 401", i, r.StatusCode)
+		}
+	}
+	for name, r := range map[string]*http.Response{"API": api("s3cret"), "UI login": login("s3cret")} {
+		if r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+			t.Errorf("%s with the right token after %d wrong ones = %d (Retry-After %q), want 429 with Retry-After",
+				name, admin.GuessBurst, r.StatusCode, r.Header.Get("Retry-After"))
+		}
+	}
+	if w := ao.Guesses.Wait("192.0.2.7:4321"); w != 0 {
+		t.Errorf("another address must wait %v, want 0", w)
 	}
 }

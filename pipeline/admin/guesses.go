@@ -1,0 +1,95 @@
+package admin
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Guesses limits wrong admin tokens per client address, for the API's
+// bearer token and the UI's login alike: after [GuessBurst] wrong tokens
+// an address may try again once every [GuessEvery], and until then its
+// calls are answered 429 without the token being compared. A right token
+// costs nothing. It is safe for concurrent use; the zero value is not
+// usable, call [NewGuesses].
+type Guesses struct {
+	mu    sync.Mutex
+	addrs map[string]*rate.Limiter
+}
+
+// The limits of [Guesses].
+const (
+	GuessBurst = 10
+	GuessEvery = 6 * time.Second
+	// guessAddrs bounds the addresses remembered; when it is reached,
+	// those that have their whole burst again are forgotten, and if none
+	// has, all are (an attacker with that many addresses gets one more
+	// burst each, not unlimited tries).
+	guessAddrs = 4096
+)
+
+// TooManyGuesses sets the Retry-After header of a 429 answered to a client
+// that must wait before its next token is compared.
+func TooManyGuesses(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+}
+
+// NewGuesses returns an empty Guesses.
+func NewGuesses() *Guesses { return &Guesses{addrs: map[string]*rate.Limiter{}} }
+
+// host is the address of remoteAddr without its port.
+func host(remoteAddr string) string {
+	if h, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		return h
+	}
+	return remoteAddr
+}
+
+// Wait reports how long the client at remoteAddr must wait before its
+// next token is compared: 0 when it may try now.
+func (g *Guesses) Wait(remoteAddr string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	l, ok := g.addrs[host(remoteAddr)]
+	if !ok {
+		return 0
+	}
+	if t := l.TokensAt(time.Now()); t < 1 {
+		return time.Duration((1 - t) * float64(GuessEvery))
+	}
+	return 0
+}
+
+// Wrong records a wrong token from remoteAddr.
+func (g *Guesses) Wrong(remoteAddr string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	h := host(remoteAddr)
+	l, ok := g.addrs[h]
+	if !ok {
+		if len(g.addrs) >= guessAddrs {
+			g.forget()
+		}
+		l = rate.NewLimiter(rate.Every(GuessEvery), GuessBurst)
+		g.addrs[h] = l
+	}
+	l.Allow()
+}
+
+// forget drops the addresses that have their whole burst again, or all
+// of them when none has. g.mu is held.
+func (g *Guesses) forget() {
+	now := time.Now()
+	for h, l := range g.addrs {
+		if l.TokensAt(now) >= GuessBurst {
+			delete(g.addrs, h)
+		}
+	}
+	if len(g.addrs) >= guessAddrs {
+		clear(g.addrs)
+	}
+}

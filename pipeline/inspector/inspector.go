@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -69,7 +70,7 @@ type UI struct {
 	o     Options
 	log   *slog.Logger
 	mux   *http.ServeMux
-	key   []byte
+	key   atomic.Pointer[[]byte] // signs sessions; a new one ends them all
 	pages map[string]*template.Template
 
 	stop     chan struct{} // closed when Run returns: streams end
@@ -86,6 +87,11 @@ type UI struct {
 	jobsWG sync.WaitGroup
 
 	tails chan struct{} // a slot per live tail stream
+
+	// revoked holds the sessions logged out before they expired, by
+	// cookie value, with their expiry: at most maxRevoked of them.
+	revokedMu sync.Mutex
+	revoked   map[string]time.Time
 
 	refusedMu     sync.Mutex
 	refusedTokens float64   // log lines a wrong login may still write now
@@ -128,9 +134,8 @@ func New(o Options) *UI {
 	if o.Admin.Guesses == nil {
 		o.Admin.Guesses = admin.NewGuesses()
 	}
-	u := &UI{o: o, log: o.Admin.Logger, mux: http.NewServeMux(), stop: make(chan struct{}), tails: make(chan struct{}, maxTails)}
-	u.key = make([]byte, 32)
-	rand.Read(u.key)
+	u := &UI{revoked: map[string]time.Time{}, o: o, log: o.Admin.Logger, mux: http.NewServeMux(), stop: make(chan struct{}), tails: make(chan struct{}, maxTails)}
+	u.rekey()
 	u.jobCtx, u.cancel = context.WithCancel(context.Background())
 	u.pages = parsePages()
 	static, _ := fs.Sub(staticFS, "static")
@@ -196,7 +201,8 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // session is what a handler knows of the caller.
 type session struct {
-	csrf string
+	csrf  string
+	value string // the cookie's value
 }
 
 const cookieName = "pipelined_session"
@@ -225,7 +231,7 @@ func (u *UI) authed(h func(http.ResponseWriter, *http.Request, session)) http.Ha
 			}
 			value = u.newSession(w, r)
 		}
-		s := session{csrf: u.csrfFor(value)}
+		s := session{csrf: u.csrfFor(value), value: value}
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 			got := r.PostFormValue("csrf")
@@ -262,7 +268,43 @@ func (u *UI) validSession(v string, now time.Time) bool {
 	if err1 != nil || err2 != nil || len(b) != 24 || !hmac.Equal(mac, u.mac("session", b)) {
 		return false
 	}
-	return now.Unix() < int64(binary.BigEndian.Uint64(b[:8]))
+	if now.Unix() >= int64(binary.BigEndian.Uint64(b[:8])) {
+		return false
+	}
+	u.revokedMu.Lock()
+	_, out := u.revoked[v]
+	u.revokedMu.Unlock()
+	return !out
+}
+
+// rekey draws a new key for sessions: those signed with the old one no
+// longer open the UI.
+func (u *UI) rekey() {
+	key := make([]byte, 32)
+	rand.Read(key)
+	u.key.Store(&key)
+}
+
+// maxRevoked bounds the sessions remembered as logged out; past it the
+// UI draws a new key, which ends every session (everyone logs in again).
+const maxRevoked = 10000
+
+// revoke ends the session with cookie value v before it expires: a copy
+// of the cookie no longer opens the UI.
+func (u *UI) revoke(v string, now time.Time) {
+	u.revokedMu.Lock()
+	defer u.revokedMu.Unlock()
+	for s, exp := range u.revoked {
+		if !now.Before(exp) {
+			delete(u.revoked, s)
+		}
+	}
+	if len(u.revoked) >= maxRevoked {
+		u.rekey()
+		clear(u.revoked)
+		return
+	}
+	u.revoked[v] = now.Add(SessionTTL)
 }
 
 func (u *UI) csrfFor(session string) string {
@@ -270,7 +312,7 @@ func (u *UI) csrfFor(session string) string {
 }
 
 func (u *UI) mac(purpose string, b []byte) []byte {
-	h := hmac.New(sha256.New, u.key)
+	h := hmac.New(sha256.New, *u.key.Load())
 	h.Write([]byte(purpose))
 	h.Write([]byte{0})
 	h.Write(b)
@@ -319,7 +361,8 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-func (u *UI) logout(w http.ResponseWriter, r *http.Request, _ session) {
+func (u *UI) logout(w http.ResponseWriter, r *http.Request, s session) {
+	u.revoke(s.value, time.Now())
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/ui/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 }

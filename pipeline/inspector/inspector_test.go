@@ -326,3 +326,53 @@ func TestTokenGuessesAreLimited(t *testing.T) {
 		t.Errorf("another address must wait %v, want 0", w)
 	}
 }
+
+// TestLogoutEndsTheSession: after a logout, a copy of the session cookie
+// (kept by another browser, or stolen) no longer opens the UI.
+func TestLogoutEndsTheSession(t *testing.T) {
+	base, id := serve(t, "s3cret", false)
+	c := client(t)
+	resp, err := c.PostForm(base+"/ui/login", url.Values{"token": {"s3cret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var copied *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "pipelined_session" {
+			copied = ck
+		}
+	}
+	if copied == nil {
+		t.Fatalf("login = %d without a session cookie", resp.StatusCode)
+	}
+	withCopy := func() int {
+		req, _ := http.NewRequest(http.MethodGet, base+"/ui/events/"+id, nil)
+		req.AddCookie(copied)
+		resp, err := client(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := withCopy(); code != http.StatusOK {
+		t.Fatalf("premise: the copied cookie opens the event page: %d, want 200", code)
+	}
+	_, page := get(t, c, base+"/ui/events/"+id)
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("the event page has no CSRF token")
+	}
+	resp, err = c.PostForm(base+"/ui/logout", url.Values{"csrf": {m[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout = %d, want 303", resp.StatusCode)
+	}
+	if code := withCopy(); code != http.StatusSeeOther {
+		t.Errorf("the copied cookie after logout = %d, want 303 to the login", code)
+	}
+}

@@ -86,7 +86,7 @@ type UI struct {
 	cancel context.CancelFunc
 	jobsWG sync.WaitGroup
 
-	tails chan struct{} // a slot per live tail stream
+	streams chan struct{} // a slot per open event stream (see maxStreams)
 
 	// revoked holds the sessions logged out before they expired, by
 	// cookie value, with their expiry: at most maxRevoked of them.
@@ -122,8 +122,9 @@ func (u *UI) refusedLog(now time.Time) (ok bool, suppressed int) {
 	return true, n
 }
 
-// maxTails bounds the live tail streams open at once.
-const maxTails = 16
+// maxStreams bounds the server-sent event streams open at once: live
+// tails and replay progress together.
+const maxStreams = 16
 
 // New returns the UI. It panics if its embedded templates do not parse
 // (a programmer error caught by every test).
@@ -134,7 +135,7 @@ func New(o Options) *UI {
 	if o.Admin.Guesses == nil {
 		o.Admin.Guesses = admin.NewGuesses()
 	}
-	u := &UI{revoked: map[string]time.Time{}, o: o, log: o.Admin.Logger, mux: http.NewServeMux(), stop: make(chan struct{}), tails: make(chan struct{}, maxTails)}
+	u := &UI{revoked: map[string]time.Time{}, o: o, log: o.Admin.Logger, mux: http.NewServeMux(), stop: make(chan struct{}), streams: make(chan struct{}, maxStreams)}
 	u.rekey()
 	u.jobCtx, u.cancel = context.WithCancel(context.Background())
 	u.pages = parsePages()

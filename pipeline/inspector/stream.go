@@ -164,6 +164,11 @@ func (u *UI) replayStream(w http.ResponseWriter, r *http.Request, s session) {
 	if !ok {
 		return
 	}
+	release, ok := u.streamSlot(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	send, _ := sse(w)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -207,6 +212,19 @@ type tailEvent struct {
 	Size       int       `json:"size"`
 }
 
+// streamSlot takes one of the maxStreams slots that live tails and replay
+// progress streams share, or answers 503 and reports false when none is
+// free. The caller calls release when its stream ends.
+func (u *UI) streamSlot(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	select {
+	case u.streams <- struct{}{}:
+		return func() { <-u.streams }, true
+	default:
+		u.fail(w, r, http.StatusServiceUnavailable, "Too many live streams (tails and replay progress) are open; close one and try again.")
+		return nil, false
+	}
+}
+
 // tailStream sends each event appended from now on (of one source when
 // ?source= is set), with a comment every 15s to keep the connection.
 // Events the browser is too slow for are dropped, never held.
@@ -215,13 +233,11 @@ func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
 		u.fail(w, r, http.StatusNotImplemented, "The live tail is not available in this daemon.")
 		return
 	}
-	select {
-	case u.tails <- struct{}{}:
-		defer func() { <-u.tails }()
-	default:
-		u.fail(w, r, http.StatusServiceUnavailable, "Too many live tails are open; close one and try again.")
+	release, ok := u.streamSlot(w, r)
+	if !ok {
 		return
 	}
+	defer release()
 	source := r.URL.Query().Get("source")
 	ch, cancel := u.o.Subscribe(256)
 	defer cancel()

@@ -78,6 +78,19 @@ func TestReplayAndTailStreams(t *testing.T) {
 	if ev := <-tail; !strings.Contains(ev, `"id":"d"`) {
 		t.Errorf("the tail sent %q, want event d", ev)
 	}
+	// Streams are bounded, tails and replay progress together: with 16
+	// tails open, a replay's progress stream is refused too.
+	for i := 1; i < 16; i++ {
+		if hello := <-stream(t, c, srv.URL+"/ui/tail/stream"); !strings.HasPrefix(hello, "event: hello") {
+			t.Fatalf("tail %d: first event %q, want hello", i+1, hello)
+		}
+	}
+	for _, u := range []string{"/ui/tail/stream", job + "/stream"} {
+		resp, _ := get(t, c, srv.URL+u)
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("GET %s with 16 streams open = %d, want 503", u, resp.StatusCode)
+		}
+	}
 	stop()
 	select {
 	case _, open := <-tail:

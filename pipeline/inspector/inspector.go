@@ -142,6 +142,10 @@ func New(o Options) *UI {
 	static, _ := fs.Sub(staticFS, "static")
 	fileServer := http.StripPrefix("/ui/static/", http.FileServerFS(static))
 	u.mux.Handle("GET /ui/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") { // files only, no listings
+			http.NotFound(w, r)
+			return
+		}
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		fileServer.ServeHTTP(w, r)
 	}))

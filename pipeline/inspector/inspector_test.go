@@ -376,3 +376,15 @@ func TestLogoutEndsTheSession(t *testing.T) {
 		t.Errorf("the copied cookie after logout = %d, want 303 to the login", code)
 	}
 }
+
+// TestStaticServesFilesOnly: the embedded files are served, their
+// directory is not listed.
+func TestStaticServesFilesOnly(t *testing.T) {
+	base, _ := serve(t, "s3cret", false)
+	for path, want := range map[string]int{"/ui/static/app.css": http.StatusOK, "/ui/static/": http.StatusNotFound} {
+		resp, body := get(t, client(t), base+path)
+		if resp.StatusCode != want || strings.Contains(body, "app.js") && want != http.StatusOK {
+			t.Errorf("GET %s = %d %.80q, want %d", path, resp.StatusCode, body, want)
+		}
+	}
+}

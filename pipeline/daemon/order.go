@@ -2,13 +2,13 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/dispatch"
+	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
@@ -31,8 +31,8 @@ func (sr *sinkRun) orderKey() func(pipeline.Event) (string, error) {
 		}
 	}
 	return func(ev pipeline.Event) (string, error) {
-		var body any
-		if err := json.Unmarshal(ev.Body, &body); err != nil {
+		body, err := ingest.Decode(ev.Body) // as a route saw it
+		if err != nil {
 			return "", fmt.Errorf("decode body: %w", err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), orderKeyTimeout)

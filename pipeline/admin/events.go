@@ -182,9 +182,13 @@ func toDelivery(d pipeline.DeliveryRecord) Delivery {
 		t = t.UTC()
 		return &t
 	}
-	return Delivery{Sink: d.Sink, Route: d.Route, State: d.State, Attempts: d.Attempts,
+	out := Delivery{Sink: d.Sink, Route: d.Route, State: d.State, Attempts: d.Attempts,
 		FirstAttemptAt: at(d.FirstAttemptAt), LastAttemptAt: at(d.LastAttemptAt), LastError: d.LastError,
 		DeliveredAt: at(d.DeliveredAt)}
+	for _, f := range d.Failures {
+		out.Failures = append(out.Failures, Failure{Attempt: f.Attempt, At: f.At.UTC(), Error: f.Err})
+	}
+	return out
 }
 
 // rejections serves GET /v1/rejections?source=&since=&after=&limit= (and

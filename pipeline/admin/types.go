@@ -111,6 +111,17 @@ type Delivery struct {
 	LastAttemptAt  *time.Time `json:"last_attempt_at"`
 	LastError      string     `json:"last_error"`
 	DeliveredAt    *time.Time `json:"delivered_at"`
+	// Failures are the latest failed attempts (at most
+	// [pipeline.MaxFailures]), the oldest first; none for an event
+	// delivered at its first attempt.
+	Failures []Failure `json:"failures,omitempty"`
+}
+
+// Failure is one failed delivery attempt of a [Delivery].
+type Failure struct {
+	Attempt int       `json:"attempt"`
+	At      time.Time `json:"at"`
+	Error   string    `json:"error"`
 }
 
 // EventList is the answer of GET /v1/events. Next, when not empty, is the

@@ -84,6 +84,9 @@ config = { url = %q }
 		c.DeliveredAt == nil || c.FirstAttemptAt == nil || c.LastAttemptAt == nil || c.LastAttemptAt.Before(*c.FirstAttemptAt) {
 		t.Errorf("crm's record = %+v, want delivered on the 2nd attempt, last error the 503's", c)
 	}
+	if len(c.Failures) != 1 || c.Failures[0].Attempt != 1 || !strings.Contains(c.Failures[0].Error, "crm is starting") || c.Failures[0].At.IsZero() {
+		t.Errorf("crm's failures = %+v, want attempt 1 with the 503's error", c.Failures)
+	}
 	if s.Sink != "strict" || s.State != "dead" || s.Attempts != 1 || !strings.Contains(s.LastError, "unknown field callSid") || s.DeliveredAt != nil {
 		t.Errorf("strict's record = %+v, want dead after 1 attempt with the receiver's reason", s)
 	}

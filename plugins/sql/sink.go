@@ -1,7 +1,6 @@
 package sql
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipelined/pipelined/plugins/internal/jsoncompact"
 	"github.com/pipelined/pipelined/sdk"
 )
 
@@ -169,12 +169,11 @@ func makeRow(i int, ev sdk.Event, cols []column, compact bool) (row, error) {
 	r := row{idx: i, id: ev.ID, source: ev.Source, route: ev.Route, receivedAt: ev.ReceivedAt.UTC()}
 	p := ev.Payload()
 	if compact {
-		var buf bytes.Buffer
-		buf.Grow(len(p))
-		if err := json.Compact(&buf, p); err != nil {
+		b, err := jsoncompact.Append(make([]byte, 0, len(p)), p)
+		if err != nil {
 			return r, fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err)
 		}
-		r.payload = buf.Bytes()
+		r.payload = b
 	} else {
 		if !json.Valid(p) {
 			return r, fmt.Errorf("payload of event %s is not JSON", ev.ID)

@@ -78,7 +78,7 @@ torture-short:
 FUZZTIME ?= 100000x
 FUZZ_TARGETS := \
 	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
-	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzRequestPath ./pipeline/ingest:FuzzDecode \
+	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzDepthSame ./pipeline/ingest:FuzzRequestPath ./pipeline/ingest:FuzzDecode \
 	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzSvixSpelling ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
 	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay \
 	./pipeline/admin:FuzzGuard ./plugins/sql:FuzzValueAt ./plugins/internal/jsoncompact:FuzzAppend ./plugins/archive:FuzzAppendRecord

@@ -441,19 +441,28 @@ const MaxDepth = 128
 // for a scalar), counting brackets outside strings; it does not check
 // that the text is valid JSON.
 func Depth(body []byte) int {
-	depth, deepest, inString := 0, 0, false
+	depth, deepest := 0, 0
 	for i := 0; i < len(body); i++ {
 		c := body[i]
 		switch {
-		case inString:
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inString = false
-			}
 		case c == '"':
-			inString = true
+			// To the quote that closes the string: the next one after an
+			// even run of backslashes (each escapes the byte after it).
+			// IndexByte finds candidates many bytes at a time.
+			for {
+				j := bytes.IndexByte(body[i+1:], '"')
+				if j < 0 {
+					return deepest
+				}
+				i += 1 + j
+				k := i - 1
+				for body[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
 		case c == '[' || c == '{':
 			depth++
 			deepest = max(deepest, depth)

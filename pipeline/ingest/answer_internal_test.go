@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"mime"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -18,6 +20,7 @@ func TestWriteAcceptedIsWriteJSON(t *testing.T) {
 		{"quote and backslash", `a"b\c`, false},
 		{"control and non-ASCII", "a\nb é <>&", true},
 		{"empty", "", false},
+		{"answer longer than the shared Content-Lengths", strings.Repeat("a", 200), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, want := httptest.NewRecorder(), httptest.NewRecorder()
@@ -32,5 +35,31 @@ func TestWriteAcceptedIsWriteJSON(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIsJSONShortcut checks that the Content-Types isJSON answers without
+// mime.ParseMediaType are JSON by it too.
+func TestIsJSONShortcut(t *testing.T) {
+	for _, ct := range []string{"application/json", "application/json; charset=utf-8", "application/json; charset=UTF-8"} {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" || !isJSON(ct) {
+			t.Errorf("%q: ParseMediaType = %q, %v; isJSON = %v", ct, mt, err, isJSON(ct))
+		}
+	}
+}
+
+// TestLowerHeaders checks that the names headers() looks up instead of
+// lower-casing are spelled as net/http hands them over.
+func TestLowerHeaders(t *testing.T) {
+	for k, lk := range lowerHeaders {
+		if http.CanonicalHeaderKey(k) != k || lk != strings.ToLower(k) {
+			t.Errorf("lowerHeaders[%q] = %q: want a canonical key and its lower case", k, lk)
+		}
+	}
+	hs := http.Header{"Content-Type": {"application/json"}, "X-Custom": {"1"}, "Authorization": {"secret"}}
+	got := headers(hs, nil)
+	if len(got) != 2 || got["content-type"] != "application/json" || got["x-custom"] != "1" {
+		t.Errorf("headers() = %v, want content-type and x-custom, lower-cased, without authorization", got)
 	}
 }

@@ -239,9 +239,9 @@ func readBody(r io.Reader, declared, max int64) ([]byte, error) {
 		return io.ReadAll(io.LimitReader(r, max+1))
 	}
 	b := make([]byte, 0, min(declared, max)+1)
-	r = io.LimitReader(r, max+1)
+	lr := io.LimitedReader{R: r, N: max + 1} // a value: io.LimitReader's pointer is one more allocation
 	for {
-		n, err := r.Read(b[len(b):cap(b)])
+		n, err := lr.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
 		if err == io.EOF {
 			return b, nil
@@ -335,6 +335,10 @@ func rejection(src *Source, req *Request, status int, reason string, violations 
 // isJSON reports whether a Content-Type is JSON: application/json or any
 // application/*+json type, with any parameters.
 func isJSON(contentType string) bool {
+	switch contentType {
+	case "application/json", "application/json; charset=utf-8", "application/json; charset=UTF-8":
+		return true // what nearly every sender sends, without ParseMediaType's map
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false
@@ -366,7 +370,10 @@ var secretHeaders = map[string]bool{
 func headers(hs http.Header, drop []string) map[string]string {
 	out := make(map[string]string, len(hs))
 	for k, v := range hs {
-		lk := strings.ToLower(k)
+		lk, ok := lowerHeaders[k]
+		if !ok {
+			lk = strings.ToLower(k)
+		}
 		if secretHeaders[lk] || len(v) == 0 || slices.Contains(drop, lk) {
 			continue
 		}
@@ -374,6 +381,20 @@ func headers(hs http.Header, drop []string) map[string]string {
 	}
 	return out
 }
+
+// lowerHeaders holds the lower-case names of the headers most requests
+// carry, as net/http canonicalizes them: strings.ToLower would allocate
+// each anew per request.
+var lowerHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept", "Accept-Encoding", "Connection", "Content-Length", "Content-Type", "User-Agent",
+		"X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id", "X-Real-Ip",
+	} { // not Traceparent: TestTracingOffCostsNoAllocation compares it with any other header
+		m[k] = strings.ToLower(k)
+	}
+	return m
+}()
 
 // cutHeaders leaves out of hs the largest headers until names and values
 // add up to at most max bytes, and says so in x-pipelined-headers-cut.
@@ -420,19 +441,28 @@ const MaxDepth = 128
 // for a scalar), counting brackets outside strings; it does not check
 // that the text is valid JSON.
 func Depth(body []byte) int {
-	depth, deepest, inString := 0, 0, false
+	depth, deepest := 0, 0
 	for i := 0; i < len(body); i++ {
 		c := body[i]
 		switch {
-		case inString:
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inString = false
-			}
 		case c == '"':
-			inString = true
+			// To the quote that closes the string: the next one after an
+			// even run of backslashes (each escapes the byte after it).
+			// IndexByte finds candidates many bytes at a time.
+			for {
+				j := bytes.IndexByte(body[i+1:], '"')
+				if j < 0 {
+					return deepest
+				}
+				i += 1 + j
+				k := i - 1
+				for body[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
 		case c == '[' || c == '{':
 			depth++
 			deepest = max(deepest, depth)

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pipelined/pipelined/plugins/internal/jsoncompact"
 	"github.com/pipelined/pipelined/sdk"
 )
 
@@ -53,6 +55,49 @@ func newRecord(e *sdk.Event) record {
 		Body:       e.Body,
 		Payload:    e.Transformed,
 	}
+}
+
+// recordHead is a record without its body and payload, the two fields
+// that come last: appendRecord writes those itself.
+type recordHead struct {
+	ID         string            `json:"id"`
+	Source     string            `json:"source"`
+	Route      string            `json:"route"`
+	ReceivedAt string            `json:"received_at"`
+	Attempt    int               `json:"attempt"`
+	Headers    map[string]string `json:"headers"`
+}
+
+// appendRecord writes e's line to buf with enc (which writes to buf),
+// byte for byte what enc.Encode(newRecord(e)) writes, but with the body
+// and the payload compacted by jsoncompact: encoding/json compacts a
+// RawMessage with its own scanner, the most of a line's cost. When either
+// is not JSON it encodes newRecord(e) instead, for encoding/json's own
+// error.
+func appendRecord(buf *bytes.Buffer, enc *json.Encoder, e *sdk.Event) error {
+	r := newRecord(e)
+	mark := buf.Len()
+	if err := enc.Encode(recordHead{r.ID, r.Source, r.Route, r.ReceivedAt, r.Attempt, r.Headers}); err != nil {
+		return err
+	}
+	buf.Truncate(buf.Len() - 2) // "}\n"
+	line := append(buf.AvailableBuffer(), `,"body":`...)
+	var err error
+	if r.Body == nil {
+		line = append(line, "null"...)
+	} else if line, err = jsoncompact.Append(line, r.Body); err != nil {
+		buf.Truncate(mark)
+		return enc.Encode(r)
+	}
+	if len(r.Payload) > 0 {
+		line = append(line, `,"payload":`...)
+		if line, err = jsoncompact.Append(line, r.Payload); err != nil {
+			buf.Truncate(mark)
+			return enc.Encode(r)
+		}
+	}
+	buf.Write(append(line, "}\n"...))
+	return nil
 }
 
 // recoverLeftovers prepares the directory after a start: it removes stale .tmp

@@ -95,7 +95,7 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	enc.SetEscapeHTML(false)
 	for i := range batch {
 		mark := buf.Len()
-		if err := enc.Encode(newRecord(&batch[i])); err != nil {
+		if err := appendRecord(&buf, enc, &batch[i]); err != nil {
 			buf.Truncate(mark)
 			results[i] = sdk.Permanent(fmt.Errorf("encode event %s: %w", batch[i].ID, err))
 			continue

@@ -1,7 +1,6 @@
 package sql
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipelined/pipelined/plugins/internal/jsoncompact"
 	"github.com/pipelined/pipelined/sdk"
 )
 
@@ -169,12 +169,11 @@ func makeRow(i int, ev sdk.Event, cols []column, compact bool) (row, error) {
 	r := row{idx: i, id: ev.ID, source: ev.Source, route: ev.Route, receivedAt: ev.ReceivedAt.UTC()}
 	p := ev.Payload()
 	if compact {
-		var buf bytes.Buffer
-		buf.Grow(len(p))
-		if err := json.Compact(&buf, p); err != nil {
+		b, err := jsoncompact.Append(make([]byte, 0, len(p)), p)
+		if err != nil {
 			return r, fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err)
 		}
-		r.payload = buf.Bytes()
+		r.payload = b
 	} else {
 		if !json.Valid(p) {
 			return r, fmt.Errorf("payload of event %s is not JSON", ev.ID)
@@ -184,41 +183,19 @@ func makeRow(i int, ev sdk.Event, cols []column, compact bool) (row, error) {
 	if len(cols) == 0 {
 		return r, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(p))
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		return r, fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err)
-	}
 	r.values = make([]any, len(cols))
 	for j, c := range cols {
-		v, err := convert(lookup(doc, c.path), c.typ)
+		raw, err := valueAt(p, c.path)
+		if err != nil {
+			return r, fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err)
+		}
+		v, err := convert(raw, c.typ)
 		if err != nil {
 			return r, fmt.Errorf("column %q (%s) of event %s: %w", c.name, strings.Join(c.path, "."), ev.ID, err)
 		}
 		r.values[j] = v
 	}
 	return r, nil
-}
-
-// lookup follows path into doc: object keys, or indexes into arrays. It
-// returns nil when the path is missing.
-func lookup(doc any, path []string) any {
-	for _, k := range path {
-		switch v := doc.(type) {
-		case map[string]any:
-			doc = v[k]
-		case []any:
-			i, err := strconv.Atoi(k)
-			if err != nil || i < 0 || i >= len(v) {
-				return nil
-			}
-			doc = v[i]
-		default:
-			return nil
-		}
-	}
-	return doc
 }
 
 // jsonText is a JSON value to store as text (SQLite) or JSONB (PostgreSQL).

@@ -520,7 +520,7 @@ func TestDeliverUnusablePath(t *testing.T) {
 }
 
 func TestLookupAndConvert(t *testing.T) {
-	doc := map[string]any{"a": map[string]any{"b": []any{json.Number("1"), "x"}}, "n": json.Number("2.5"), "s": "42"}
+	doc := []byte(`{"a": {"b": [1, "x"]}, "n": 2.5, "s": "42"}`)
 	tests := []struct {
 		path string
 		typ  colType
@@ -541,7 +541,11 @@ func TestLookupAndConvert(t *testing.T) {
 		{"nope.deeper", typeInteger, nil, false},
 	}
 	for _, tt := range tests {
-		got, err := convert(lookup(doc, strings.Split(tt.path, ".")), tt.typ)
+		v, err := valueAt(doc, strings.Split(tt.path, "."))
+		if err != nil {
+			t.Fatalf("valueAt(%q) error = %v", tt.path, err)
+		}
+		got, err := convert(v, tt.typ)
 		if (err != nil) != tt.err || got != tt.want {
 			t.Errorf("convert(lookup(%q), %s) = %#v, %v, want %#v (error %v)", tt.path, tt.typ, got, err, tt.want, tt.err)
 		}

@@ -1,0 +1,118 @@
+package archive
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// checkRecord fails when appendRecord writes other bytes, or another
+// error, than encoding newRecord(ev) with encoding/json, after a line
+// already in the buffer.
+func checkRecord(t *testing.T, ev sdk.Event) {
+	t.Helper()
+	var want bytes.Buffer
+	wantEnc := json.NewEncoder(&want)
+	wantEnc.SetEscapeHTML(false)
+	want.WriteString("earlier line\n")
+	wantErr := wantEnc.Encode(newRecord(&ev))
+	if wantErr != nil {
+		want.Truncate(len("earlier line\n"))
+	}
+	var got bytes.Buffer
+	enc := json.NewEncoder(&got)
+	enc.SetEscapeHTML(false)
+	got.WriteString("earlier line\n")
+	err := appendRecord(&got, enc, &ev)
+	if err != nil {
+		got.Truncate(len("earlier line\n")) // as Deliver does
+	}
+	if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+		t.Fatalf("appendRecord error = %v, encoding/json's %v", err, wantErr)
+	}
+	if got.String() != want.String() {
+		t.Fatalf("appendRecord wrote\n%s\nencoding/json writes\n%s", got.Bytes(), want.Bytes())
+	}
+}
+
+func TestAppendRecordIsEncodingJSON(t *testing.T) {
+	callKaro, err := os.ReadFile("../../pipeline/ingest/testdata/call_ended.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := sdk.Event{ID: "019ae3f0-0000-7000-8000-000000000000", Source: "callkaro", Route: "all-calls",
+		ReceivedAt: time.Date(2026, 12, 5, 9, 0, 0, 120, time.UTC), Attempt: 2,
+		Headers: map[string]string{"content-type": "application/json", "x-<&>": "a\"b\u2028", "user-agent": "Go-http-client/1.1"}}
+	for _, tc := range []struct {
+		name            string
+		body, transform []byte
+		noHeaders       bool
+	}{
+		{name: "CallKaro", body: callKaro},
+		{name: "whitespace", body: []byte(" {\n \"a\" : [ 1 , 2 ] }\n")},
+		{name: "transformed", body: callKaro, transform: []byte(`{ "text" : "lead <x> & y" }`)},
+		{name: "line separator", body: []byte("{\"a\": \"x\u2028y\"}")},
+		{name: "nil body", body: nil},
+		{name: "no headers", body: []byte(`{}`), noHeaders: true},
+		{name: "body not JSON", body: []byte(`{"a":`)},
+		{name: "empty body", body: []byte{}},
+		{name: "transform not JSON", body: []byte(`{}`), transform: []byte(`nope`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := base
+			ev.Body, ev.Transformed = tc.body, tc.transform
+			if tc.noHeaders {
+				ev.Headers = nil
+			}
+			checkRecord(t, ev)
+		})
+	}
+}
+
+// FuzzAppendRecord holds appendRecord to encoding/json on any body,
+// payload and header.
+func FuzzAppendRecord(f *testing.F) {
+	f.Add([]byte(`{"a": 1}`), []byte(nil), "id", "v")
+	f.Add([]byte(` [1, "\u2028"] `), []byte(`{"t": true}`), "i\"d", "<&>")
+	f.Fuzz(func(t *testing.T, body, transform []byte, id, header string) {
+		checkRecord(t, sdk.Event{ID: id, Source: "s", Route: "r", ReceivedAt: time.Unix(0, 1), Attempt: 1,
+			Headers: map[string]string{"h": header}, Body: body, Transformed: transform})
+	})
+}
+
+// BenchmarkRecord is one CallKaro event's archive line, by appendRecord
+// and by encoding/json alone.
+func BenchmarkRecord(b *testing.B) {
+	body, err := os.ReadFile("../../pipeline/ingest/testdata/call_ended.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := sdk.Event{ID: "019ae3f0-0000-7000-8000-000000000000", Source: "callkaro", Route: "all-calls",
+		ReceivedAt: time.Now(), Attempt: 1, Body: body,
+		Headers: map[string]string{"content-type": "application/json", "user-agent": "Go-http-client/1.1", "content-length": "1100"}}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	b.Run("appendRecord", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf.Reset()
+			if err := appendRecord(&buf, enc, &ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf.Reset()
+			if err := enc.Encode(newRecord(&ev)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -16,6 +16,9 @@
 #   CONFIG=path       the pipeline.toml to run (default: the repository's)
 #   BASELINE_BIN=path another pipelined binary (say, the previous commit's)
 #                     measured the same way, right after this one: "baseline"
+#   BASELINE_CONFIG=path  the pipeline.toml the baseline runs (default: CONFIG);
+#                     give an older build its own, which lacks keys added since
+#                     (e.g. /tmp/base/pipeline.toml of its worktree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10s}
@@ -58,9 +61,9 @@ kill $BARE; wait $BARE 2>/dev/null || true
 # bench/ingest-only.toml look for the CallKaro schema.
 REPO=$PWD
 CONFIG=$(realpath "${CONFIG:-$REPO/pipeline.toml}")
-daemon() { # name binary
+daemon() { # name binary config
 	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
-	cp "$CONFIG" "$WORK/pl/pipeline.toml"
+	cp "$3" "$WORK/pl/pipeline.toml"
 	ln -sfn "$REPO/examples" "$WORK/pl/examples"
 	ln -sfn "$REPO/examples" "$WORK/examples"
 	(cd "$WORK/pl" && exec "$2" serve -c "$WORK/pl/pipeline.toml" -log-level warn) & PL=$!
@@ -86,8 +89,8 @@ daemon() { # name binary
 	cpu_ticks "${procs[@]}" > "$WORK/$1-8.cpu1"
 	kill -TERM $PL; wait $PL 2>/dev/null || true
 }
-daemon pipelined "$REPO/bin/pipelined"
-if [ -n "${BASELINE_BIN:-}" ]; then daemon baseline "$(realpath "$BASELINE_BIN")"; fi
+daemon pipelined "$REPO/bin/pipelined" "$CONFIG"
+if [ -n "${BASELINE_BIN:-}" ]; then daemon baseline "$(realpath "$BASELINE_BIN")" "$(realpath "${BASELINE_CONFIG:-$CONFIG}")"; fi
 
 # 3. Benthos, built in a throwaway module (never a dependency of pipelined)
 BENTHOS=${BENTHOS:-}

@@ -28,16 +28,23 @@ func fileName(prefix string, t time.Time) string {
 	return prefix + "-" + t.UTC().Format(timeLayout) + ext
 }
 
-// record is one line of an archive file.
+// record is one line of an archive file: its head, then the body and the
+// payload, the two fields that come last (appendRecord writes those
+// itself).
 type record struct {
+	recordHead
+	Body    json.RawMessage `json:"body"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// recordHead is a record without its body and payload.
+type recordHead struct {
 	ID         string            `json:"id"`
 	Source     string            `json:"source"`
 	Route      string            `json:"route"`
 	ReceivedAt string            `json:"received_at"`
 	Attempt    int               `json:"attempt"`
 	Headers    map[string]string `json:"headers"`
-	Body       json.RawMessage   `json:"body"`
-	Payload    json.RawMessage   `json:"payload,omitempty"`
 }
 
 func newRecord(e *sdk.Event) record {
@@ -46,26 +53,17 @@ func newRecord(e *sdk.Event) record {
 		h = map[string]string{}
 	}
 	return record{
-		ID:         e.ID,
-		Source:     e.Source,
-		Route:      e.Route,
-		ReceivedAt: e.ReceivedAt.UTC().Format(time.RFC3339Nano),
-		Attempt:    e.Attempt,
-		Headers:    h,
-		Body:       e.Body,
-		Payload:    e.Transformed,
+		recordHead: recordHead{
+			ID:         e.ID,
+			Source:     e.Source,
+			Route:      e.Route,
+			ReceivedAt: e.ReceivedAt.UTC().Format(time.RFC3339Nano),
+			Attempt:    e.Attempt,
+			Headers:    h,
+		},
+		Body:    e.Body,
+		Payload: e.Transformed,
 	}
-}
-
-// recordHead is a record without its body and payload, the two fields
-// that come last: appendRecord writes those itself.
-type recordHead struct {
-	ID         string            `json:"id"`
-	Source     string            `json:"source"`
-	Route      string            `json:"route"`
-	ReceivedAt string            `json:"received_at"`
-	Attempt    int               `json:"attempt"`
-	Headers    map[string]string `json:"headers"`
 }
 
 // appendRecord writes e's line to buf with enc (which writes to buf),
@@ -77,7 +75,7 @@ type recordHead struct {
 func appendRecord(buf *bytes.Buffer, enc *json.Encoder, e *sdk.Event) error {
 	r := newRecord(e)
 	mark := buf.Len()
-	if err := enc.Encode(recordHead{r.ID, r.Source, r.Route, r.ReceivedAt, r.Attempt, r.Headers}); err != nil {
+	if err := enc.Encode(r.recordHead); err != nil {
 		return err
 	}
 	buf.Truncate(buf.Len() - 2) // "}\n"

@@ -39,7 +39,9 @@ func eventSize(ev *pipeline.Event) int {
 // return it from the log.
 func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string) {
 	ev.ReceivedAt = time.Unix(0, ev.ReceivedAt.UnixNano()).UTC()
-	ev.DedupKey = dedupKey
+	if dedupKey != "" {
+		ev.DedupKey = dedupKey // as Append stores it
+	}
 	if len(ev.Headers) == 0 {
 		ev.Headers = nil // as protobuf decodes an empty map
 	}

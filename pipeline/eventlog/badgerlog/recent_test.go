@@ -14,7 +14,8 @@ import (
 // TestFetchedEventIsTheStoredOne checks that an event a queue hands out
 // right after its append (from the recent-events cache) is the event the
 // log stores, field by field, as one read back after a restart is: with
-// and without headers, dedup key and body, and after a duplicate.
+// and without headers, dedup key and body, with trace context and a dedup
+// key set on the event rather than the entry, and after a duplicate.
 func TestFetchedEventIsTheStoredOne(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -26,11 +27,13 @@ func TestFetchedEventIsTheStoredOne(t *testing.T) {
 		{Event: pipeline.Event{ID: "no-headers", Source: "s", ReceivedAt: at, Body: []byte(`[]`), Headers: map[string]string{}}},
 		{Event: pipeline.Event{ID: "duplicate", Source: "s", ReceivedAt: at, Body: []byte(`{}`)}, DedupKey: "k1", DedupWindow: time.Hour},
 		{Event: pipeline.Event{ID: "empty-body", Source: "s", ReceivedAt: at}},
+		{Event: pipeline.Event{ID: "traced", Source: "s", ReceivedAt: at, Body: []byte(`{}`), DedupKey: "writer-set",
+			TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", TraceState: "k=v"}},
 		{Event: pipeline.Event{ID: "unrouted", Source: "s", ReceivedAt: at, Body: []byte(`{}`)}},
 		{Event: pipeline.Event{ID: "dead-only", Source: "s", ReceivedAt: at, Body: []byte(`{}`)},
 			Targets: []pipeline.Target{{Sink: "a", Route: "r", Err: "transform failed"}}},
 	}
-	for i := range entries[:4] {
+	for i := range entries[:5] {
 		entries[i].Targets = []pipeline.Target{{Sink: "a", Route: "r"}, {Sink: "b", Route: "r"}}
 	}
 	res, err := db.Append(ctx, entries)
@@ -52,8 +55,8 @@ func TestFetchedEventIsTheStoredOne(t *testing.T) {
 		}
 		return out
 	}
-	if n := badgerlog.RecentEvents(db); n != 3 {
-		t.Fatalf("the recent-events cache holds %d events after the append, want 3 (not the unrouted nor the dead-only one)", n)
+	if n := badgerlog.RecentEvents(db); n != 4 {
+		t.Fatalf("the recent-events cache holds %d events after the append, want 4 (not the unrouted nor the dead-only one)", n)
 	}
 	fresh := map[string]map[string]pipeline.Event{"a": fetch(db, "a"), "b": fetch(db, "b")}
 	if err := db.Close(); err != nil {
@@ -66,8 +69,8 @@ func TestFetchedEventIsTheStoredOne(t *testing.T) {
 	}
 	for _, sink := range []string{"a", "b"} {
 		stored := fetch(db, sink)
-		if len(stored) != 3 || len(fresh[sink]) != 3 {
-			t.Fatalf("sink %s: %d events fetched after the append, %d after reopening; want 3 each", sink, len(fresh[sink]), len(stored))
+		if len(stored) != 4 || len(fresh[sink]) != 4 {
+			t.Fatalf("sink %s: %d events fetched after the append, %d after reopening; want 4 each", sink, len(fresh[sink]), len(stored))
 		}
 		for id, want := range stored {
 			t.Run(fmt.Sprintf("%s/%s", sink, id), func(t *testing.T) {

@@ -17,20 +17,23 @@ import (
 // allocation each. It reports false for anything it does not take on its
 // own (a syntax error, a nesting deeper than [maxFastDepth]); Decode then
 // asks encoding/json, which says exactly what is wrong. FuzzDecode checks
-// that both agree on every input.
-func decodeFast(body []byte) (any, bool) {
+// that both agree on every input. It also returns how deep the body's
+// arrays and objects nest, what [Depth] says of a valid body, so that
+// ingest scans the body once.
+func decodeFast(body []byte) (any, int, bool) {
 	d := decoderPool.Get().(*decoder)
-	d.s, d.i = string(body), 0
+	d.s, d.i, d.deepest = string(body), 0, 0
 	v, ok := d.value(0)
 	if ok {
 		d.space()
 		ok = d.i == len(d.s)
 	}
+	deepest := d.deepest
 	d.release()
 	if !ok {
-		return nil, false
+		return nil, 0, false
 	}
-	return v, true
+	return v, deepest, true
 }
 
 // maxFastDepth bounds decodeFast's recursion; deeper bodies go to
@@ -47,6 +50,8 @@ var decoderPool = sync.Pool{New: func() any { return new(decoder) }}
 type decoder struct {
 	s string
 	i int
+	// deepest is the deepest nesting of arrays and objects seen.
+	deepest int
 	// keys and vals hold the members of the objects and arrays being
 	// decoded, innermost last, until each is complete.
 	keys []string
@@ -114,6 +119,7 @@ func (d *decoder) object(depth int) (any, bool) {
 	if depth > maxFastDepth {
 		return nil, false
 	}
+	d.deepest = max(d.deepest, depth)
 	d.i++ // {
 	base := len(d.keys)
 	d.space()
@@ -173,6 +179,7 @@ func (d *decoder) array(depth int) (any, bool) {
 	if depth > maxFastDepth {
 		return nil, false
 	}
+	d.deepest = max(d.deepest, depth)
 	d.i++ // [
 	base := len(d.vals)
 	d.space()

@@ -127,7 +127,7 @@ func (d *decoder) object(depth int) (any, bool) {
 		d.i++
 		return map[string]any{}, true
 	}
-	for {
+	for more := true; more; {
 		d.space()
 		if d.i >= len(d.s) || d.s[d.i] != '"' {
 			return nil, false
@@ -147,20 +147,9 @@ func (d *decoder) object(depth int) (any, bool) {
 		}
 		d.keys = append(d.keys, k)
 		d.vals = append(d.vals, v)
-		d.space()
-		if d.i >= len(d.s) {
+		if more, ok = d.next('}'); !ok {
 			return nil, false
 		}
-		switch d.s[d.i] {
-		case ',':
-			d.i++
-			continue
-		case '}':
-			d.i++
-		default:
-			return nil, false
-		}
-		break
 	}
 	// vals holds the values of every open array and object; this
 	// object's are the last len(d.keys)-base of them.
@@ -187,32 +176,39 @@ func (d *decoder) array(depth int) (any, bool) {
 		d.i++
 		return []any{}, true
 	}
-	for {
+	for more := true; more; {
 		v, ok := d.value(depth)
 		if !ok {
 			return nil, false
 		}
 		d.vals = append(d.vals, v)
-		d.space()
-		if d.i >= len(d.s) {
+		if more, ok = d.next(']'); !ok {
 			return nil, false
 		}
-		switch d.s[d.i] {
-		case ',':
-			d.i++
-			continue
-		case ']':
-			d.i++
-		default:
-			return nil, false
-		}
-		break
 	}
 	a := make([]any, len(d.vals)-base)
 	copy(a, d.vals[base:])
 	clear(d.vals[base:])
 	d.vals = d.vals[:base]
 	return a, true
+}
+
+// next reads what follows a member of an array or object: a comma (more
+// is true, another member follows) or the close that ends it.
+func (d *decoder) next(close byte) (more, ok bool) {
+	d.space()
+	if d.i >= len(d.s) {
+		return false, false
+	}
+	switch d.s[d.i] {
+	case ',':
+		d.i++
+		return true, true
+	case close:
+		d.i++
+		return false, true
+	}
+	return false, false
 }
 
 // string decodes the string at d.i (its opening quote). One without

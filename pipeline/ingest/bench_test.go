@@ -25,19 +25,7 @@ func (nopAppender) Append(_ context.Context, e pipeline.Entry) (pipeline.Appende
 // BenchmarkHandler is one CallKaro request through the handler, without
 // the log: everything ingest does on the hot path per event.
 func BenchmarkHandler(b *testing.B) {
-	body := callKaro(b)
-	h := ingest.New(testConfig(b), nopAppender{}, nil)
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		req := httptest.NewRequest(http.MethodPost, hookPath, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			b.Fatalf("status %d: %s", rec.Code, rec.Body)
-		}
-	}
+	benchServe(b, ingest.New(testConfig(b), nopAppender{}, nil))
 }
 
 // BenchmarkDecodeDedupRoute is the per-event rule work: decode the body
@@ -65,7 +53,6 @@ func BenchmarkDecodeDedupRoute(b *testing.B) {
 // on ([server] log_requests = true, the default), written as JSON to
 // /dev/null: the formatting and the write(2) an accepted webhook costs.
 func BenchmarkHandlerLogged(b *testing.B) {
-	body := callKaro(b)
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -73,22 +60,11 @@ func BenchmarkHandlerLogged(b *testing.B) {
 	defer null.Close()
 	cfg := testConfig(b)
 	cfg.LogRequests = true
-	h := ingest.New(cfg, nopAppender{}, slog.New(slog.NewJSONHandler(null, nil)))
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		req := httptest.NewRequest(http.MethodPost, hookPath, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			b.Fatalf("status %d: %s", rec.Code, rec.Body)
-		}
-	}
+	benchServe(b, ingest.New(cfg, nopAppender{}, slog.New(slog.NewJSONHandler(null, nil))))
 }
 
-// benchServe posts the CallKaro payload to h b.N times the way
-// BenchmarkHandler does: a new httptest request and recorder each time.
+// benchServe posts the CallKaro payload to h b.N times, a new httptest
+// request and recorder each time: every handler benchmark's loop.
 func benchServe(b *testing.B, h http.Handler) {
 	body := callKaro(b)
 	b.SetBytes(int64(len(body)))

@@ -161,13 +161,20 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 	if req.Slot != nil && !req.Slot() {
 		return unavailable("too many requests in flight: retry shortly")
 	}
-	if d := Depth(body); d > MaxDepth {
-		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON,
-			fmt.Sprintf("body nests %d levels deep, more than the limit of %d", d, MaxDepth), body)
+	// One pass decodes a valid body and measures its depth; what the fast
+	// decoder leaves is measured by Depth, then decoded by encoding/json.
+	doc, depth, ok := decodeFast(body)
+	if !ok {
+		depth = Depth(body)
 	}
-	doc, err := Decode(body)
-	if err != nil {
-		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, "body is not valid JSON: "+jsonError(err), body)
+	if depth > MaxDepth {
+		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON,
+			fmt.Sprintf("body nests %d levels deep, more than the limit of %d", depth, MaxDepth), body)
+	}
+	if !ok {
+		if doc, err = decodeStd(body); err != nil {
+			return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, "body is not valid JSON: "+jsonError(err), body)
+		}
 	}
 
 	ev := pipeline.Event{
@@ -478,7 +485,7 @@ func Depth(body []byte) int {
 // JSON all the same) is kept as its text; the stored body is never changed.
 // Replays decode stored bodies with it too.
 func Decode(body []byte) (any, error) {
-	if doc, ok := decodeFast(body); ok {
+	if doc, _, ok := decodeFast(body); ok {
 		return doc, nil
 	}
 	return decodeStd(body)

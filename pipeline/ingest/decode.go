@@ -17,20 +17,23 @@ import (
 // allocation each. It reports false for anything it does not take on its
 // own (a syntax error, a nesting deeper than [maxFastDepth]); Decode then
 // asks encoding/json, which says exactly what is wrong. FuzzDecode checks
-// that both agree on every input.
-func decodeFast(body []byte) (any, bool) {
+// that both agree on every input. It also returns how deep the body's
+// arrays and objects nest, what [Depth] says of a valid body, so that
+// ingest scans the body once.
+func decodeFast(body []byte) (any, int, bool) {
 	d := decoderPool.Get().(*decoder)
-	d.s, d.i = string(body), 0
+	d.s, d.i, d.deepest = string(body), 0, 0
 	v, ok := d.value(0)
 	if ok {
 		d.space()
 		ok = d.i == len(d.s)
 	}
+	deepest := d.deepest
 	d.release()
 	if !ok {
-		return nil, false
+		return nil, 0, false
 	}
-	return v, true
+	return v, deepest, true
 }
 
 // maxFastDepth bounds decodeFast's recursion; deeper bodies go to
@@ -47,6 +50,8 @@ var decoderPool = sync.Pool{New: func() any { return new(decoder) }}
 type decoder struct {
 	s string
 	i int
+	// deepest is the deepest nesting of arrays and objects seen.
+	deepest int
 	// keys and vals hold the members of the objects and arrays being
 	// decoded, innermost last, until each is complete.
 	keys []string
@@ -114,6 +119,7 @@ func (d *decoder) object(depth int) (any, bool) {
 	if depth > maxFastDepth {
 		return nil, false
 	}
+	d.deepest = max(d.deepest, depth)
 	d.i++ // {
 	base := len(d.keys)
 	d.space()
@@ -121,7 +127,7 @@ func (d *decoder) object(depth int) (any, bool) {
 		d.i++
 		return map[string]any{}, true
 	}
-	for {
+	for more := true; more; {
 		d.space()
 		if d.i >= len(d.s) || d.s[d.i] != '"' {
 			return nil, false
@@ -141,20 +147,9 @@ func (d *decoder) object(depth int) (any, bool) {
 		}
 		d.keys = append(d.keys, k)
 		d.vals = append(d.vals, v)
-		d.space()
-		if d.i >= len(d.s) {
+		if more, ok = d.next('}'); !ok {
 			return nil, false
 		}
-		switch d.s[d.i] {
-		case ',':
-			d.i++
-			continue
-		case '}':
-			d.i++
-		default:
-			return nil, false
-		}
-		break
 	}
 	// vals holds the values of every open array and object; this
 	// object's are the last len(d.keys)-base of them.
@@ -173,6 +168,7 @@ func (d *decoder) array(depth int) (any, bool) {
 	if depth > maxFastDepth {
 		return nil, false
 	}
+	d.deepest = max(d.deepest, depth)
 	d.i++ // [
 	base := len(d.vals)
 	d.space()
@@ -180,32 +176,39 @@ func (d *decoder) array(depth int) (any, bool) {
 		d.i++
 		return []any{}, true
 	}
-	for {
+	for more := true; more; {
 		v, ok := d.value(depth)
 		if !ok {
 			return nil, false
 		}
 		d.vals = append(d.vals, v)
-		d.space()
-		if d.i >= len(d.s) {
+		if more, ok = d.next(']'); !ok {
 			return nil, false
 		}
-		switch d.s[d.i] {
-		case ',':
-			d.i++
-			continue
-		case ']':
-			d.i++
-		default:
-			return nil, false
-		}
-		break
 	}
 	a := make([]any, len(d.vals)-base)
 	copy(a, d.vals[base:])
 	clear(d.vals[base:])
 	d.vals = d.vals[:base]
 	return a, true
+}
+
+// next reads what follows a member of an array or object: a comma (more
+// is true, another member follows) or the close that ends it.
+func (d *decoder) next(close byte) (more, ok bool) {
+	d.space()
+	if d.i >= len(d.s) {
+		return false, false
+	}
+	switch d.s[d.i] {
+	case ',':
+		d.i++
+		return true, true
+	case close:
+		d.i++
+		return false, true
+	}
+	return false, false
 }
 
 // string decodes the string at d.i (its opening quote). One without

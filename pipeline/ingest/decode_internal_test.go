@@ -30,9 +30,13 @@ func fromFile(t testing.TB) []byte {
 }
 
 // sameDecode fails t unless Decode (decodeFast first) and decodeStd give the
-// same value and agree on whether body is JSON.
+// same value and agree on whether body is JSON, and unless the depth
+// decodeFast reports of a body it takes is Depth's (ingest refuses by it).
 func sameDecode(t *testing.T, body []byte) {
 	t.Helper()
+	if _, depth, ok := decodeFast(body); ok && depth != Depth(body) {
+		t.Fatalf("decodeFast(%q) depth = %d, Depth says %d", body, depth, Depth(body))
+	}
 	want, wantErr := decodeStd(body)
 	got, gotErr := Decode(body)
 	if (wantErr == nil) != (gotErr == nil) || (wantErr != nil && wantErr.Error() != gotErr.Error()) {
@@ -61,7 +65,7 @@ func TestDecodeAgreesWithEncodingJSON(t *testing.T) {
 }
 
 func TestDecodeFastTakesTheCallKaroPayload(t *testing.T) {
-	if _, ok := decodeFast(fromFile(t)); !ok {
+	if _, _, ok := decodeFast(fromFile(t)); !ok {
 		t.Fatal("decodeFast left the CallKaro payload to encoding/json: the fast path is never taken")
 	}
 }

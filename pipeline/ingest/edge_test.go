@@ -198,6 +198,7 @@ func TestDeepBodyRefused(t *testing.T) {
 		{"at the limit", nest(ingest.MaxDepth), http.StatusOK},
 		{"one deeper", nest(ingest.MaxDepth + 1), http.StatusBadRequest},
 		{"9999 deep arrays", strings.Repeat("[", 9999) + strings.Repeat("]", 9999), http.StatusBadRequest},
+		{"too deep and not JSON", strings.Repeat("[", ingest.MaxDepth+1), http.StatusBadRequest},
 		{"brackets in strings do not count", `{"s":"` + strings.Repeat("[{", 500) + `"}`, http.StatusOK},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -186,7 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveTraced(w, r, st, start)
 		return
 	}
-	source, outcome := h.serve(w, r, st)
+	source, outcome := h.serve(w, r, st, start)
 	st.cfg.Metrics.IngestRequest(source, outcome, time.Since(start))
 }
 
@@ -194,9 +194,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // unknown) and its outcome, one of the metrics.Outcome constants. What
 // depends on the connection (path, method, client address, request slots,
 // the rate limiter) is checked here; what depends on the request is
-// [Config.Decide]'s.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state) (source, outcome string) {
-	received := time.Now()
+// [Config.Decide]'s. received is when ServeHTTP began: the event's
+// received_at.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state, received time.Time) (source, outcome string) {
 	path, err := RequestPath(r.URL)
 	if err != nil {
 		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusBadRequest, Outcome: metrics.OutcomeNotFound, Error: err.Error()})

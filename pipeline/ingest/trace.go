@@ -14,7 +14,7 @@ func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, st *state,
 	ctx, sp := st.cfg.Tracing.StartRequest(r)
 	sw := &statusWriter{ResponseWriter: w}
 	r = r.WithContext(ctx)
-	source, outcome := h.serve(sw, r, st)
+	source, outcome := h.serve(sw, r, st, start)
 	st.cfg.Metrics.IngestRequest(source, outcome, time.Since(start))
 	telemetry.EndRequest(sp, r, source, outcome, sw.status)
 }

@@ -90,7 +90,6 @@ func (discard) Shutdown(context.Context) error                             { ret
 // what tracing costs the handler per request. Requests carry no
 // traceparent, so the ratio decides.
 func BenchmarkHandlerTracing(b *testing.B) {
-	body := callKaro(b)
 	for _, bc := range []struct {
 		name  string
 		ratio float64 // < 0: off
@@ -102,18 +101,7 @@ func BenchmarkHandlerTracing(b *testing.B) {
 				defer tp.Shutdown(context.Background())
 				cfg.Tracing = telemetry.NewWithProvider(tp)
 			}
-			h := ingest.New(cfg, nopAppender{}, nil)
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				req := httptest.NewRequest(http.MethodPost, hookPath, bytes.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK {
-					b.Fatalf("status %d: %s", rec.Code, rec.Body)
-				}
-			}
+			benchServe(b, ingest.New(cfg, nopAppender{}, nil))
 		})
 	}
 }

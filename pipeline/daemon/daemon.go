@@ -189,7 +189,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Plugins first: a sink that cannot start is a start-up error. Whatever
 	// started is installed, so that stopAll stops it on every path.
 	defer d.stopAll()
-	started, err := d.startSinks(ctx, specs, cfg.Sinks)
+	started, err := d.startSinks(ctx, specs, cfg.Sinks, cfg.Plan().OrderKeys)
 	d.install(started)
 	if err != nil {
 		return err
@@ -268,10 +268,10 @@ func (d *Daemon) open(ctx context.Context, c config.Log) (pipeline.Log, error) {
 // process merely exited while starting (a crash, not a config problem):
 // then its supervisor keeps trying on its own and the sink shows failed in
 // /v1/sinks, while webhooks are taken and queued.
-func (d *Daemon) startSinks(ctx context.Context, specs []pluginhost.Spec, sinks []config.Sink) ([]*sinkRun, error) {
+func (d *Daemon) startSinks(ctx context.Context, specs []pluginhost.Spec, sinks []config.Sink, orderKeys map[string]*rules.Program) ([]*sinkRun, error) {
 	var started []*sinkRun
 	for i, spec := range specs {
-		sr := d.newSinkRun(spec, sinks[i].Delivery)
+		sr := d.newSinkRun(spec, sinks[i].Delivery, orderKeys[spec.Sink])
 		started = append(started, sr)
 		if err := sr.sup.Start(ctx); err != nil {
 			if errors.Is(err, pluginhost.ErrPluginExited) && ctx.Err() == nil {
@@ -548,7 +548,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 			d.log.Warn("a changed setting takes effect only at restart", "key", c.what, "running", c.was, "new", c.now)
 		}
 	}
-	if err := d.applySinks(ctx, specs, cfg.Sinks); err != nil {
+	if err := d.applySinks(ctx, specs, cfg.Sinks, cfg.Plan().OrderKeys); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
 	d.h.Swap(ic)

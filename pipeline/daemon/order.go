@@ -15,20 +15,15 @@ import (
 // orderKeyTimeout bounds one evaluation of a sink's order key.
 const orderKeyTimeout = 100 * time.Millisecond
 
-// orderKey returns the sink's delivery.order_key as a function of the
-// event, nil when the sink has none. The expression sees what a route
+// orderKeyFunc returns the sink's delivery.order_key as a function of the
+// event, nil when the sink has none. The expression, compiled once when
+// the configuration was loaded (config.Plan.OrderKeys), sees what a route
 // sees: body (decoded again from the stored body), headers, source, id,
-// received_at. The configuration was checked when it was loaded, so the
-// expression compiles.
-func (sr *sinkRun) orderKey() func(pipeline.Event) (string, error) {
-	if sr.delivery.OrderKey == "" {
+// received_at.
+func (sr *sinkRun) orderKeyFunc() func(pipeline.Event) (string, error) {
+	prog := sr.orderKey
+	if prog == nil {
 		return nil
-	}
-	prog, err := rules.CompileValue(sr.delivery.OrderKey)
-	if err != nil {
-		return func(pipeline.Event) (string, error) {
-			return "", fmt.Errorf("delivery.order_key does not compile: %w", err)
-		}
 	}
 	return func(ev pipeline.Event) (string, error) {
 		body, err := ingest.Decode(ev.Body) // as a route saw it

@@ -37,6 +37,18 @@ func TestStoredHeadersDoNotAuthenticate(t *testing.T) {
 	t.Setenv("T_KEY", string(key))
 	t.Setenv("T_BEARER", "bearer-secret")
 	t.Setenv("T_BASIC", "user:basic-secret")
+	blocks := ""
+	for _, src := range []struct{ name, auth, extra string }{
+		{"sw", `{ type = "standard-webhooks", secret_env = "T_SW" }`, ""},
+		{"gh", `{ type = "hmac", preset = "github", secret_env = "T_KEY" }`, ""},
+		{"stripe", `{ type = "hmac", preset = "stripe", secret_env = "T_KEY" }`, ""},
+		{"generic", `{ type = "hmac", header = "X-Payload-Mac", secret_env = "T_KEY" }`, `drop_headers = ["X-Shared-Key"]` + "\n"},
+		{"bearer", `{ type = "bearer", secret_env = "T_BEARER" }`, ""},
+		{"basic", `{ type = "basic", secret_env = "T_BASIC" }`, ""},
+	} {
+		blocks += fmt.Sprintf("[[source]]\nname = %q\npath = \"/hooks/%s\"\nauth = %s\nkeep_rejected = \"1h\"\naccept = \"body.ok == true\"\n%s\n",
+			src.name, src.name, src.auth, src.extra)
+	}
 	toml := fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
@@ -48,49 +60,7 @@ token_env = "T_ADMIN"
 [log]
 dir = %q
 
-[[source]]
-name = "sw"
-path = "/hooks/sw"
-auth = { type = "standard-webhooks", secret_env = "T_SW" }
-keep_rejected = "1h"
-accept = "body.ok == true"
-
-[[source]]
-name = "gh"
-path = "/hooks/gh"
-auth = { type = "hmac", preset = "github", secret_env = "T_KEY" }
-keep_rejected = "1h"
-accept = "body.ok == true"
-
-[[source]]
-name = "stripe"
-path = "/hooks/stripe"
-auth = { type = "hmac", preset = "stripe", secret_env = "T_KEY" }
-keep_rejected = "1h"
-accept = "body.ok == true"
-
-[[source]]
-name = "generic"
-path = "/hooks/generic"
-auth = { type = "hmac", header = "X-Payload-Mac", secret_env = "T_KEY" }
-keep_rejected = "1h"
-accept = "body.ok == true"
-drop_headers = ["X-Shared-Key"]
-
-[[source]]
-name = "bearer"
-path = "/hooks/bearer"
-auth = { type = "bearer", secret_env = "T_BEARER" }
-keep_rejected = "1h"
-accept = "body.ok == true"
-
-[[source]]
-name = "basic"
-path = "/hooks/basic"
-auth = { type = "basic", secret_env = "T_BASIC" }
-keep_rejected = "1h"
-accept = "body.ok == true"
-
+%s
 [[sink]]
 name = "s"
 command = %q
@@ -100,7 +70,7 @@ config = { plugin_env = %q }
 name = "all"
 when = "true"
 to = ["s"]
-`, t.TempDir(), os.Args[0], pluginVar)
+`, t.TempDir(), blocks, os.Args[0], pluginVar)
 	a := startDaemon(t, toml)
 
 	mac := func(msg string) []byte {

@@ -17,6 +17,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
+	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/telemetry"
 )
 
@@ -40,6 +41,7 @@ type sinkRun struct {
 	name     string
 	spec     pluginhost.Spec
 	delivery config.Delivery
+	orderKey *rules.Program         // delivery.order_key as config compiled it; nil when none
 	sup      *pluginhost.Supervisor // nil once removed
 	q        pipeline.Queue
 	log      *slog.Logger
@@ -87,11 +89,12 @@ func (sr *sinkRun) lastError(st pluginhost.Status) (string, time.Time) {
 	return msg, at
 }
 
-func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery) *sinkRun {
+func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery, orderKey *rules.Program) *sinkRun {
 	return &sinkRun{
 		name:     spec.Sink,
 		spec:     spec,
 		delivery: d,
+		orderKey: orderKey,
 		sup:      pluginhost.NewSupervisor(spec, &pluginhost.Options{Logger: s.log, Metrics: s.metrics}),
 		q:        s.db.Queue(spec.Sink),
 		log:      s.log,
@@ -156,7 +159,7 @@ func (sr *sinkRun) startDispatch() {
 			sr.observe(r)
 			sr.observeOrder()
 		},
-		OrderKey:         sr.orderKey(),
+		OrderKey:         sr.orderKeyFunc(),
 		OrderBlockOnDead: sr.delivery.OrderOnDead == config.OrderOnDeadBlock,
 		OnOrderKeyError:  func() { sr.metrics.OrderKeyError(sr.name) },
 	})
@@ -239,7 +242,7 @@ func jsonEqual(a, b []byte) bool {
 // else changes — if one fails, nothing changes; then old plugins of replaced
 // sinks stop after their in-flight batch, and removed sinks stop. A batch
 // in flight is waited for while ctx lasts.
-func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []config.Sink) error {
+func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []config.Sink, orderKeys map[string]*rules.Program) error {
 	current := map[string]*sinkRun{}
 	for _, sr := range s.list() {
 		current[sr.name] = sr
@@ -252,7 +255,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 			next[i] = old
 			continue
 		}
-		sr := s.newSinkRun(spec, cfgs[i].Delivery)
+		sr := s.newSinkRun(spec, cfgs[i].Delivery, orderKeys[spec.Sink])
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		err := sr.sup.Start(sctx)
 		cancel()
@@ -274,7 +277,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		switch {
 		case old == sr && old.delivery != cfgs[i].Delivery:
 			old.stopDispatch(ctx) // same plugin, new batching or retry settings
-			old.delivery = cfgs[i].Delivery
+			old.delivery, old.orderKey = cfgs[i].Delivery, orderKeys[sr.name]
 			old.startDispatch()
 		case old == sr:
 		case old != nil:

@@ -388,3 +388,54 @@ func TestStaticServesFilesOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestDropAllDeadTellsOnDropDead drops every dead letter of a sink from
+// the UI: OnDropDead is told which seqs went, as from the admin API, so
+// that the keys an order_key holds behind them are released.
+func TestDropAllDeadTellsOnDropDead(t *testing.T) {
+	db := memlog.New()
+	ctx := context.Background()
+	if _, err := db.Append(ctx, []pipeline.Entry{{
+		Event:   pipeline.Event{ID: "ev-1", Source: "s", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+		Targets: []pipeline.Target{{Sink: "crm", Route: "all", Err: "boom"}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	var told []uint64
+	ao := admin.Options{
+		Log: db,
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil
+		},
+		Token:      []byte("s3cret"),
+		OnDropDead: func(sink string, seqs []uint64) { told = append(told, seqs...) },
+	}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	t.Cleanup(srv.Close)
+	c := client(t)
+	if resp, err := c.PostForm(srv.URL+"/ui/login", url.Values{"token": {"s3cret"}}); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	_, page := get(t, c, srv.URL+"/ui/dlq/crm")
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("the dead-letter page has no CSRF token")
+	}
+	resp, err := c.PostForm(srv.URL+"/ui/dlq/crm", url.Values{"csrf": {m[1]}, "action": {"drop"}, "all": {"1"}, "confirm": {"yes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST drop all = %d, want 200", resp.StatusCode)
+	}
+	if dls, _ := db.Queue("crm").DeadLetters(ctx, 0, 10); len(dls) != 0 {
+		t.Errorf("%d dead letters left after drop all, want 0", len(dls))
+	}
+	if len(told) != 1 {
+		t.Errorf("OnDropDead told seqs %v, want the one dropped", told)
+	}
+}

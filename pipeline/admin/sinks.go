@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -92,23 +93,15 @@ func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 	}
 	res := DeadLetterResult{Sink: sink, Action: action, IDs: []string{}}
 	var seqs []uint64
-	for after := uint64(0); ; {
-		dls, err := q.DeadLetters(r.Context(), after, maxLimit)
-		if err != nil {
-			writeLogError(w, err)
-			return
+	if err := EachDeadLetter(r.Context(), q, func(d pipeline.DeadLetter) {
+		if req.All || want[d.Event.ID] {
+			seqs = append(seqs, d.Seq)
+			res.IDs = append(res.IDs, d.Event.ID)
+			delete(want, d.Event.ID)
 		}
-		for _, d := range dls {
-			if req.All || want[d.Event.ID] {
-				seqs = append(seqs, d.Seq)
-				res.IDs = append(res.IDs, d.Event.ID)
-				delete(want, d.Event.ID)
-			}
-		}
-		if len(dls) < maxLimit {
-			break
-		}
-		after = dls[len(dls)-1].Seq
+	}); err != nil {
+		writeLogError(w, err)
+		return
 	}
 	for _, id := range req.IDs {
 		if want[id] {
@@ -154,4 +147,23 @@ func (s *server) pause(w http.ResponseWriter, r *http.Request) {
 	s.log.Info(map[bool]string{true: "sink pause requested", false: "sink resume requested"}[paused],
 		"sink", sink, "changed", changed, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, SinkPause{Sink: sink, Paused: paused, Changed: changed})
+}
+
+// EachDeadLetter calls visit for every entry of q's dead-letter queue, in
+// log order, reading it a page at a time. The admin API's retry and drop
+// and the UI's "all" use it to name exactly what they act on.
+func EachDeadLetter(ctx context.Context, q pipeline.Queue, visit func(pipeline.DeadLetter)) error {
+	for after := uint64(0); ; {
+		dls, err := q.DeadLetters(ctx, after, maxLimit)
+		if err != nil {
+			return err
+		}
+		for _, d := range dls {
+			visit(d)
+		}
+		if len(dls) < maxLimit {
+			return nil
+		}
+		after = dls[len(dls)-1].Seq
+	}
 }

@@ -549,7 +549,7 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 		if all {
 			// Named, as the admin API names them, so that OnDropDead can
 			// release the keys held behind them (nil would drop all).
-			seqs, err = deadSeqs(r.Context(), q)
+			err = admin.EachDeadLetter(r.Context(), q, func(d pipeline.DeadLetter) { seqs = append(seqs, d.Seq) })
 		}
 		if err == nil && len(seqs) > 0 {
 			if n, err = q.DropDead(r.Context(), seqs); err == nil && u.o.Admin.OnDropDead != nil {
@@ -567,24 +567,6 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 	u.log.Info("ui dead letters "+map[string]string{"retry": "retried", "drop": "dropped"}[action], "sink", sink, "count", n, "all", all, "remote", r.RemoteAddr)
 	verb := map[string]string{"retry": "Retried", "drop": "Dropped"}[action]
 	u.showDLQ(w, r, s, fmt.Sprintf("%s %d dead letter(s) of %s.", verb, n, sink))
-}
-
-// deadSeqs lists the seqs of every dead letter of q.
-func deadSeqs(ctx context.Context, q pipeline.Queue) ([]uint64, error) {
-	var seqs []uint64
-	for after := uint64(0); ; {
-		dls, err := q.DeadLetters(ctx, after, pageSize)
-		if err != nil {
-			return nil, err
-		}
-		for _, d := range dls {
-			seqs = append(seqs, d.Seq)
-		}
-		if len(dls) < pageSize {
-			return seqs, nil
-		}
-		after = dls[len(dls)-1].Seq
-	}
 }
 
 type refusedData struct {

@@ -413,19 +413,25 @@ func exists(txn *badger.Txn, key []byte) (bool, error) {
 	return err == nil, err
 }
 
-// Oldest implements [pipeline.Queue]: the first ready key (leased ones
-// keep theirs) and every retry key are looked at.
+// Oldest implements [pipeline.Queue]: the lowest leased entry below the
+// cursor, the first ready key from the cursor on (see readyBelowCursor:
+// the settled entries' deletion markers below it are not walked) and
+// every retry key are looked at.
 func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return time.Time{}, err
 	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	var at time.Time
 	err := q.l.db.View(func(txn *badger.Txn) error {
-		oldest := uint64(0)
+		_, oldest := q.readyBelowCursor()
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.ready})
-		for it.Seek(q.ready); it.ValidForPrefix(q.ready); it.Next() {
+		for it.Seek(q.readyKeyAt(q.cursor)); it.ValidForPrefix(q.ready); it.Next() {
 			if k := it.Item().Key(); len(k) == len(q.ready)+8 {
-				oldest = binary.BigEndian.Uint64(k[len(q.ready):])
+				if seq := binary.BigEndian.Uint64(k[len(q.ready):]); oldest == 0 || seq < oldest {
+					oldest = seq
+				}
 				break
 			}
 		}

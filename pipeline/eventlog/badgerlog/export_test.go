@@ -9,7 +9,7 @@ func SetSpaceProbe(db *DB, probe func() (free, holes int64)) { db.space.override
 func DeliveryKeys(db *DB) int {
 	n := 0
 	db.db.View(func(txn *badger.Txn) error {
-		n = countPrefix(txn, preDelivery)
+		n = countFrom(txn, preDelivery, preDelivery)
 		return nil
 	})
 	return n

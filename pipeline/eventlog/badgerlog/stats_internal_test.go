@@ -1,0 +1,158 @@
+package badgerlog
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// TestStatsSkipsSettledEntriesExactly runs appends, fetches, settlements
+// of every outcome, dead-letter retries, holds, releases, replays and restarts in a
+// random order, and after each step checks that Stats and Oldest (which
+// count ready entries from the cursor on, plus the leased ones below it)
+// say what a count of every key says.
+func TestStatsSkipsSettledEntriesExactly(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { l.Close() }()
+	rng := rand.New(rand.NewPCG(19, 4))
+	var leased []uint64
+	n := 0
+	for step := range 600 {
+		q := l.Queue("a").(*queue)
+		op := rng.IntN(10)
+		switch {
+		case op < 3: // append
+			var es []pipeline.Entry
+			for range 1 + rng.IntN(5) {
+				n++
+				es = append(es, pipeline.Entry{
+					Event:   pipeline.Event{ID: fmt.Sprint("e", n), Source: "s", ReceivedAt: time.Unix(int64(n), 0), Body: []byte(`{}`)},
+					Targets: []pipeline.Target{{Sink: "a", Route: "r"}},
+				})
+			}
+			if _, err := l.Append(ctx, es); err != nil {
+				t.Fatal(err)
+			}
+		case op < 6: // fetch, unless nothing is ready (Fetch would wait)
+			if st, _ := q.Stats(ctx); st.Ready-len(leased) <= 0 {
+				continue
+			}
+			fctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			ds, err := q.Fetch(fctx, 1+rng.IntN(4))
+			cancel()
+			if err != nil && fctx.Err() == nil {
+				t.Fatal(err)
+			}
+			for _, d := range ds {
+				leased = append(leased, d.Seq)
+			}
+		case op < 8 && len(leased) > 0: // settle some, in any order
+			rng.Shuffle(len(leased), func(i, j int) { leased[i], leased[j] = leased[j], leased[i] })
+			k := 1 + rng.IntN(len(leased))
+			var ss []pipeline.Settlement
+			for _, seq := range leased[:k] {
+				s := pipeline.Settlement{Seq: seq, Outcome: []pipeline.Outcome{pipeline.Ack, pipeline.Retry, pipeline.Dead, pipeline.Hold}[rng.IntN(4)], Err: "x"}
+				s.RetryAt = time.Now().Add(time.Duration(rng.IntN(3)-1) * time.Hour) // due, or not
+				ss = append(ss, s)
+			}
+			if err := q.Settle(ctx, ss); err != nil {
+				t.Fatal(err)
+			}
+			leased = leased[k:]
+		case op == 8: // dead letters back, held ones released
+			dls, err := q.DeadLetters(ctx, 0, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seqs []uint64
+			for _, d := range dls {
+				seqs = append(seqs, d.Seq)
+			}
+			if _, err := q.RetryDead(ctx, seqs); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := q.releaseAll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 { // a replay of an event appended earlier
+				if _, err := q.Requeue(ctx, []pipeline.Requeue{{Seq: 1 + uint64(rng.IntN(n)), Route: "r"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case op == 9 && step%5 == 0: // restart: leases and cursor are gone
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if l, err = Open(dir, nil); err != nil {
+				t.Fatal(err)
+			}
+			leased = nil
+		}
+		q = l.Queue("a").(*queue)
+		got, err := q.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotOldest, err := q.Oldest(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, wantOldest := statsByEveryKey(t, q)
+		if got != want || !gotOldest.Equal(wantOldest) {
+			t.Fatalf("step %d (op %d): Stats = %+v, Oldest = %v; counting every key: %+v, %v", step, op, got, gotOldest, want, wantOldest)
+		}
+	}
+	if st, _ := l.Queue("a").Stats(ctx); st.Ready == 0 || st.Retrying == 0 {
+		t.Fatalf("the test never had ready and retrying entries at its end (%+v): its premise is wrong", st)
+	}
+}
+
+// statsByEveryKey is what Stats and Oldest said before they skipped the
+// settled entries: every key under each prefix counted, the first ready
+// key and every retry key looked at.
+func statsByEveryKey(t *testing.T, q *queue) (pipeline.QueueStats, time.Time) {
+	t.Helper()
+	var st pipeline.QueueStats
+	var at time.Time
+	err := q.l.db.View(func(txn *badger.Txn) error {
+		st.Ready = countFrom(txn, q.ready, q.ready)
+		st.Retrying = countFrom(txn, q.retry, q.retry)
+		st.Dead = countFrom(txn, q.dead, q.dead)
+		oldest := uint64(0)
+		for _, pre := range [][]byte{q.ready, q.retry} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: pre})
+			for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
+				k := it.Item().Key()
+				if seq := binary.BigEndian.Uint64(k[len(k)-8:]); oldest == 0 || seq < oldest {
+					oldest = seq
+				}
+			}
+			it.Close()
+		}
+		if oldest == 0 {
+			return nil
+		}
+		rec, err := q.l.readEvent(txn, oldest)
+		if err != nil {
+			return err
+		}
+		at = time.Unix(0, rec.GetReceivedAtUnixNano()).UTC()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, at
+}

@@ -122,7 +122,7 @@ func TestStatsSkipsSettledEntriesExactly(t *testing.T) {
 // statsByEveryKey is what Stats and Oldest said before they skipped the
 // settled entries: every key under each prefix counted, the first ready
 // key and every retry key looked at.
-func statsByEveryKey(t *testing.T, q *queue) (pipeline.QueueStats, time.Time) {
+func statsByEveryKey(t testing.TB, q *queue) (pipeline.QueueStats, time.Time) {
 	t.Helper()
 	var st pipeline.QueueStats
 	var at time.Time
@@ -155,4 +155,63 @@ func statsByEveryKey(t *testing.T, q *queue) (pipeline.QueueStats, time.Time) {
 		t.Fatal(err)
 	}
 	return st, at
+}
+
+// BenchmarkStats measures Stats and Oldest on a queue that has delivered
+// 100,000 events and holds 500 (the deletion markers of the delivered ones
+// still in Badger's memtables and tables), against counting every key as
+// they did before.
+func BenchmarkStats(b *testing.B) {
+	ctx := context.Background()
+	l, err := Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	q := l.Queue("a").(*queue)
+	const delivered, queued = 100_000, 500
+	for n := 0; n < delivered+queued; n += 500 {
+		var es []pipeline.Entry
+		for i := range 500 {
+			es = append(es, pipeline.Entry{
+				Event:   pipeline.Event{ID: fmt.Sprint("e", n+i), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{"a":1}`)},
+				Targets: []pipeline.Target{{Sink: "a", Route: "r"}},
+			})
+		}
+		if _, err := l.Append(ctx, es); err != nil {
+			b.Fatal(err)
+		}
+		if n >= delivered {
+			continue
+		}
+		ds, err := q.Fetch(ctx, 500)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ss := make([]pipeline.Settlement, len(ds))
+		for i, d := range ds {
+			ss[i] = pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Ack}
+		}
+		if err := q.Settle(ctx, ss); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if st, _ := q.Stats(ctx); st.Ready != queued {
+		b.Fatalf("Stats = %+v, want %d ready: the benchmark's premise is wrong", st, queued)
+	}
+	b.Run("from the cursor", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := q.Stats(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := q.Oldest(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("every key", func(b *testing.B) {
+		for b.Loop() {
+			statsByEveryKey(b, q)
+		}
+	})
 }

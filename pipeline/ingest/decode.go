@@ -21,8 +21,21 @@ import (
 // arrays and objects nest, what [Depth] says of a valid body, so that
 // ingest scans the body once.
 func decodeFast(body []byte) (any, int, bool) {
+	return decodeString(string(body))
+}
+
+// decodeOwned is [decodeFast] without the copy: the strings of the result
+// are slices of body itself, so body must never be written again while
+// they live. Ingest's bodies are such: read into a buffer of their own,
+// then only read (verified, stored, cached by the log, which copies what
+// it keeps), never written.
+func decodeOwned(body []byte) (any, int, bool) {
+	return decodeString(unsafe.String(unsafe.SliceData(body), len(body)))
+}
+
+func decodeString(s string) (any, int, bool) {
 	d := decoderPool.Get().(*decoder)
-	d.s, d.i, d.deepest = string(body), 0, 0
+	d.s, d.i, d.deepest = s, 0, 0
 	v, ok := d.value(0)
 	if ok {
 		d.space()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
@@ -115,5 +116,14 @@ func BenchmarkHandlerOneRoute(b *testing.B) {
 		b.Fatalf("NewRouter() error = %v", err)
 	}
 	cfg.Router = router
+	benchServe(b, ingest.New(cfg, nopAppender{}, nil))
+}
+
+// BenchmarkHandlerMetrics is BenchmarkHandler with the daemon's metrics
+// on (a registry of their own): what counting a request, its route
+// matches and its rule errors costs on top.
+func BenchmarkHandlerMetrics(b *testing.B) {
+	cfg := testConfig(b)
+	cfg.Metrics = metrics.New(nil)
 	benchServe(b, ingest.New(cfg, nopAppender{}, nil))
 }

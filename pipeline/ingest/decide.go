@@ -29,8 +29,11 @@ type Request struct {
 	// Header holds the request headers.
 	Header http.Header
 	// Body is the request body. Decide reads at most Config.MaxBody+1
-	// bytes of it; the handler passes an [http.MaxBytesReader], so that an
-	// oversized body also closes the connection.
+	// bytes of it; the handler passes an [http.MaxBytesReader] when the
+	// body's length is not declared, so that an oversized body also
+	// closes the connection (a declared one longer than MaxBody is
+	// refused before it is read, and net/http never reads past the
+	// declared length).
 	Body io.Reader
 	// ContentLength is the declared length of Body, -1 when unknown.
 	ContentLength int64
@@ -132,9 +135,8 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 			fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", req.ContentLength, max), nil)
 	}
 	body, err := readBody(req.Body, req.ContentLength, max)
-	var tooBig *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooBig) || int64(len(body)) > max:
+	case isTooBig(err) || int64(len(body)) > max:
 		return refuse(http.StatusRequestEntityTooLarge, metrics.OutcomeTooLarge,
 			fmt.Sprintf("body is larger than the limit of %d bytes", max), body[:min(int64(len(body)), max)])
 	case err != nil:
@@ -163,7 +165,7 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 	}
 	// One pass decodes a valid body and measures its depth; what the fast
 	// decoder leaves is measured by Depth, then decoded by encoding/json.
-	doc, depth, ok := decodeFast(body)
+	doc, depth, ok := decodeOwned(body) // body is this request's alone and never written again
 	if !ok {
 		depth = Depth(body)
 	}
@@ -235,6 +237,16 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 		telemetry.EndRoute(sp, d.Entry.Targets, d.RouteErrs)
 	}
 	return d
+}
+
+// isTooBig reports whether err is an [http.MaxBytesError] (apart, so that
+// the target of errors.As is allocated only for an error).
+func isTooBig(err error) bool {
+	if err == nil {
+		return false
+	}
+	var tooBig *http.MaxBytesError
+	return errors.As(err, &tooBig)
 }
 
 // readBody reads at most max+1 bytes of r, as io.ReadAll of an

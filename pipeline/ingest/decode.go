@@ -21,8 +21,21 @@ import (
 // arrays and objects nest, what [Depth] says of a valid body, so that
 // ingest scans the body once.
 func decodeFast(body []byte) (any, int, bool) {
+	return decodeString(string(body))
+}
+
+// decodeOwned is [decodeFast] without the copy: the strings of the result
+// are slices of body itself, so body must never be written again while
+// they live. Ingest's bodies are such: read into a buffer of their own,
+// then only read (verified, stored, cached by the log, which copies what
+// it keeps), never written.
+func decodeOwned(body []byte) (any, int, bool) {
+	return decodeString(unsafe.String(unsafe.SliceData(body), len(body)))
+}
+
+func decodeString(s string) (any, int, bool) {
 	d := decoderPool.Get().(*decoder)
-	d.s, d.i, d.deepest = string(body), 0, 0
+	d.s, d.i, d.deepest = s, 0, 0
 	v, ok := d.value(0)
 	if ok {
 		d.space()
@@ -56,15 +69,22 @@ type decoder struct {
 	// decoded, innermost last, until each is complete.
 	keys []string
 	vals []any
-	strs []string
-	nums []float64
+	// cells is the current slab that strings and numbers are boxed from.
+	cells []cell
+}
+
+// cell holds one boxed string or number (one slab for both: one
+// allocation, not one for each kind).
+type cell struct {
+	s string
+	f float64
 }
 
 // release clears what d refers to and returns it to the pool.
 func (d *decoder) release() {
 	clear(d.keys[:cap(d.keys)])
 	clear(d.vals[:cap(d.vals)])
-	d.s, d.keys, d.vals, d.strs, d.nums = "", d.keys[:0], d.vals[:0], nil, nil
+	d.s, d.keys, d.vals, d.cells = "", d.keys[:0], d.vals[:0], nil
 	decoderPool.Put(d)
 }
 
@@ -318,24 +338,30 @@ func (d *decoder) boxString(s string) any {
 	if s == "" {
 		return ""
 	}
-	if len(d.strs) == cap(d.strs) {
-		d.strs = make([]string, 0, min(slab, len(d.s)/16+1))
-	}
-	d.strs = append(d.strs, s)
+	c := d.cell()
+	c.s = s
 	var v any
 	e := (*eface)(unsafe.Pointer(&v))
-	e.typ, e.data = stringType, unsafe.Pointer(&d.strs[len(d.strs)-1])
+	e.typ, e.data = stringType, unsafe.Pointer(&c.s)
 	return v
 }
 
 // boxFloat is boxString for a float64.
 func (d *decoder) boxFloat(f float64) any {
-	if len(d.nums) == cap(d.nums) {
-		d.nums = make([]float64, 0, min(slab, len(d.s)/16+1))
-	}
-	d.nums = append(d.nums, f)
+	c := d.cell()
+	c.f = f
 	var v any
 	e := (*eface)(unsafe.Pointer(&v))
-	e.typ, e.data = floatType, unsafe.Pointer(&d.nums[len(d.nums)-1])
+	e.typ, e.data = floatType, unsafe.Pointer(&c.f)
 	return v
+}
+
+// cell returns the next cell of the current slab, making a new slab when
+// it is full. A cell is written once, before it is boxed, and never again.
+func (d *decoder) cell() *cell {
+	if len(d.cells) == cap(d.cells) {
+		d.cells = make([]cell, 0, min(slab, len(d.s)/16+1))
+	}
+	d.cells = d.cells[:len(d.cells)+1]
+	return &d.cells[len(d.cells)-1]
 }

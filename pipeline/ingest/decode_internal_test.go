@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"math"
 	"os"
 	"reflect"
@@ -44,6 +45,12 @@ func sameDecode(t *testing.T, body []byte) {
 	}
 	if !equalDoc(got, want) {
 		t.Fatalf("Decode(%q) = %#v, encoding/json gives %#v", body, got, want)
+	}
+	// decodeOwned (ingest's, without the copy) gives decodeFast's answer.
+	owned := bytes.Clone(body)
+	fast, fastDepth, fastOK := decodeFast(body)
+	if doc, depth, ok := decodeOwned(owned); ok != fastOK || depth != fastDepth || !equalDoc(doc, fast) {
+		t.Fatalf("decodeOwned(%q) = %#v, %d, %v; decodeFast gives %#v, %d, %v", body, doc, depth, ok, fast, fastDepth, fastOK)
 	}
 }
 

@@ -81,6 +81,12 @@ type Metrics struct {
 	ruleErrors     *prometheus.CounterVec
 	dedupErrors    *prometheus.CounterVec
 
+	// The children of the vectors above that every request counts.
+	requestsBy children[[2]string, prometheus.Counter] // source, outcome
+	durationBy children[string, prometheus.Observer]   // source
+	matchesBy  children[string, prometheus.Counter]    // route
+	ruleErrBy  children[[2]string, prometheus.Counter] // route, expr
+
 	writerBatch   prometheus.Histogram
 	writerCommit  prometheus.Histogram
 	writerFailure prometheus.Counter
@@ -256,9 +262,13 @@ func (m *Metrics) IngestRequest(source, outcome string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.ingestRequests.WithLabelValues(source, outcome).Inc()
+	m.requestsBy.get([2]string{source, outcome}, func() prometheus.Counter {
+		return m.ingestRequests.WithLabelValues(source, outcome)
+	}).Inc()
 	if outcome == OutcomeAccepted || outcome == OutcomeDuplicate {
-		m.ingestDuration.WithLabelValues(source).Observe(d.Seconds())
+		m.durationBy.get(source, func() prometheus.Observer {
+			return m.ingestDuration.WithLabelValues(source)
+		}).Observe(d.Seconds())
 	}
 }
 
@@ -267,7 +277,7 @@ func (m *Metrics) RouteMatched(route string) {
 	if m == nil {
 		return
 	}
-	m.routeMatches.WithLabelValues(route).Inc()
+	m.matchesBy.get(route, func() prometheus.Counter { return m.routeMatches.WithLabelValues(route) }).Inc()
 }
 
 // RuleError records that route's expr ("when" or "transform") failed on an
@@ -276,7 +286,9 @@ func (m *Metrics) RuleError(route, expr string) {
 	if m == nil {
 		return
 	}
-	m.ruleErrors.WithLabelValues(route, expr).Inc()
+	m.ruleErrBy.get([2]string{route, expr}, func() prometheus.Counter {
+		return m.ruleErrors.WithLabelValues(route, expr)
+	}).Inc()
 }
 
 // DedupKeyError records that source's dedup_key expression failed.

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +19,14 @@ var errTooBig = errors.New("too big")
 // and is refused before it is written out. The output is json.Marshal's
 // to the byte.
 func marshalLimit(v any, limit int) ([]byte, error) {
-	return appendJSON(nil, v, limit)
+	// Encoded on the stack, then copied once at its size: appending to
+	// nil would allocate at every doubling.
+	var scratch [512]byte
+	b, err := appendJSON(scratch[:0], v, limit)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b), nil
 }
 
 // jsonSize is the length of v as JSON, or an error past limit.

@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/file"
@@ -68,11 +70,50 @@ func (e *SyntaxError) Error() string {
 type Program struct {
 	src  string
 	prog *vm.Program
+	// last is the runtime error this program returned last, kept so that
+	// an expression that fails the same way on every event (a route
+	// written for other payloads) makes its error once, not per event.
+	last atomic.Pointer[lastError]
 }
 
-// vms holds reusable VMs: a vm.VM is not safe for concurrent use, but its
-// Run resets all state, so one VM may serve many programs one at a time.
-var vms = sync.Pool{New: func() any { return &vm.VM{MemoryBudget: MemoryBudget} }}
+// lastError is a runtime error as [Program.run] made it: its message
+// (redacted), its position and the error itself, which is returned again
+// for the same message at the same position.
+type lastError struct {
+	msg       string
+	line, col int
+	err       error
+}
+
+// runner is what evaluating programs over one event takes: a VM and the
+// evaluation (a copy of the caller's Env and its budget). A vm.VM is not
+// safe for concurrent use, but its Run resets all state, so one VM may
+// serve many programs one at a time. Runners are pooled: one is held only
+// while its caller evaluates, and the results that leave it (a bool, a
+// dedup key, encoded payloads, errors) never refer to it.
+type runner struct {
+	vm vm.VM
+	ev evaluation
+}
+
+var runners = sync.Pool{New: func() any { return &runner{vm: vm.VM{MemoryBudget: MemoryBudget}} }}
+
+// getRunner returns a runner whose evaluation is over a copy of env and
+// stops when ctx is done. Give it back with release.
+func getRunner(ctx context.Context, env *Env) *runner {
+	r := runners.Get().(*runner)
+	r.ev.env = *env
+	r.ev.budget = budget{ctx: ctx}
+	r.ev.env.budget = &r.ev.budget
+	return r
+}
+
+// release forgets the event (so that a pooled runner keeps no body alive)
+// and returns r to the pool.
+func (r *runner) release() {
+	r.ev = evaluation{}
+	runners.Put(r)
+}
 
 // compileHook, when set (by tests only), is called with every expression
 // compiled.
@@ -150,15 +191,18 @@ func (p *Program) Value(env *Env) (any, error) {
 // ValueContext is [Program.Value] that stops, with a [*BudgetError], once
 // ctx is done.
 func (p *Program) ValueContext(ctx context.Context, env *Env) (any, error) {
-	v := vms.Get().(*vm.VM)
-	out, err := p.run(v, newEvaluation(ctx, env))
-	vms.Put(v)
+	// The result goes back to the caller, and an expression can return
+	// its environment ($env): it gets an evaluation of its own, not the
+	// pooled runner's.
+	r := runners.Get().(*runner)
+	out, err := p.run(&r.vm, newEvaluation(ctx, env))
+	r.release()
 	return out, err
 }
 
 // evaluation is what runs of programs over one event hold: a copy of the
-// caller's Env pointing to a budget that each run starts afresh (one
-// allocation for both, and one for all the routes of an event).
+// caller's Env pointing to a budget that each run starts afresh (held by a
+// pooled runner, or one allocation for both).
 type evaluation struct {
 	env    Env
 	budget budget
@@ -180,23 +224,55 @@ func (p *Program) run(v *vm.VM, ev *evaluation) (any, error) {
 	ev.budget.ops, ev.budget.bytes = 0, 0
 	env := &ev.env
 	out, err := v.Run(p.prog, env)
-	if err != nil {
-		var fe *file.Error
-		if !errors.As(err, &fe) {
-			return nil, errors.New(redact(err.Error(), env))
-		}
-		var be *BudgetError
-		if errors.As(err, &be) {
+	if err == nil {
+		return out, nil
+	}
+	fe := fileError(err)
+	if fe == nil {
+		return nil, errors.New(redact(err.Error(), env))
+	}
+	// A BudgetError is wrapped by the file.Error: look for one only
+	// when something is (errors.As costs an allocation).
+	if error(fe) != err || fe.Unwrap() != nil {
+		if be := budgetError(err); be != nil {
 			return nil, &BudgetError{Msg: fmt.Sprintf("%s (%d:%d)", be.Msg, fe.Line, fe.Column+1), Cause: be.Cause}
 		}
-		if fe.Message == "memory budget exceeded" {
-			return nil, &BudgetError{Msg: fmt.Sprintf("memory budget exceeded: the expression builds too much for one event (%d:%d)", fe.Line, fe.Column+1)}
-		}
-		// Keep the message and position, drop the multi-line snippet
-		// (it quotes the expression, not the event) and the values.
-		return nil, fmt.Errorf("%s (%d:%d)", redact(fe.Message, env), fe.Line, fe.Column+1)
 	}
-	return out, nil
+	if fe.Message == "memory budget exceeded" {
+		return nil, &BudgetError{Msg: fmt.Sprintf("memory budget exceeded: the expression builds too much for one event (%d:%d)", fe.Line, fe.Column+1)}
+	}
+	// Keep the message and position, drop the multi-line snippet
+	// (it quotes the expression, not the event) and the values.
+	msg, line, col := redact(fe.Message, env), fe.Line, fe.Column+1
+	if l := p.last.Load(); l != nil && l.msg == msg && l.line == line && l.col == col {
+		return nil, l.err
+	}
+	err = errors.New(msg + " (" + strconv.Itoa(line) + ":" + strconv.Itoa(col) + ")") // fmt.Errorf("%s (%d:%d)") without fmt
+	p.last.Store(&lastError{msg: msg, line: line, col: col, err: err})
+	return nil, err
+}
+
+// fileError returns the *file.Error in err's chain, nil when there is none.
+// The VM returns one as it is: that case costs no allocation.
+func fileError(err error) *file.Error {
+	if fe, ok := err.(*file.Error); ok {
+		return fe
+	}
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return nil
+}
+
+// budgetError returns the *BudgetError in err's chain, nil when there is
+// none.
+func budgetError(err error) *BudgetError {
+	var be *BudgetError
+	if errors.As(err, &be) {
+		return be
+	}
+	return nil
 }
 
 // quoted matches a quoted string in an error message: Go's "..." and
@@ -214,43 +290,69 @@ func redact(msg string, env *Env) string {
 	if env == nil {
 		return msg
 	}
-	leaves := 0
-	var walk func(v any)
-	walk = func(v any) {
-		if leaves > 100000 {
-			return
-		}
-		leaves++
-		var s string
-		switch x := v.(type) {
-		case string:
-			s = x
-		case float64:
-			s = strconv.FormatFloat(x, 'f', -1, 64)
-			if len(s) < 4 {
-				s = ""
-			}
-			if g := fmt.Sprint(x); g != s && len(g) >= 4 && strings.Contains(msg, g) {
-				msg = strings.ReplaceAll(msg, g, "…")
-			}
-		case map[string]any:
-			for _, e := range x {
-				walk(e)
-			}
-		case []any:
-			for _, e := range x {
-				walk(e)
-			}
-		}
-		if len(s) >= 3 && strings.Contains(msg, s) {
-			msg = strings.ReplaceAll(msg, s, "…")
-		}
-	}
-	walk(env.Body)
+	r := redactor{msg: msg}
+	r.walk(env.Body)
 	for _, h := range env.Headers {
-		walk(h)
+		r.walkString(h)
 	}
-	return msg
+	return r.msg
+}
+
+// redactor is one redact's walk over an event: it replaces in msg the
+// values of the event that msg holds, allocating only when it does (an
+// error message rarely quotes the event: that is the common case, on
+// every event a rule fails on). TestRedactSame holds it to the closure it
+// replaced, which formatted every number it met.
+type redactor struct {
+	msg    string
+	leaves int
+}
+
+func (r *redactor) walk(v any) {
+	if r.leaves > 100000 {
+		return
+	}
+	r.leaves++
+	switch x := v.(type) {
+	case string:
+		r.replace(x)
+	case float64:
+		var fb, gb [32]byte
+		f := strconv.AppendFloat(fb[:0], x, 'f', -1, 64)
+		s := unsafe.String(unsafe.SliceData(f), len(f)) // only read, while fb lives
+		if len(s) < 4 {
+			s = ""
+		}
+		// fmt.Sprint's form of a float64 is %g's shortest.
+		g := strconv.AppendFloat(gb[:0], x, 'g', -1, 64)
+		if gs := unsafe.String(unsafe.SliceData(g), len(g)); gs != s && len(gs) >= 4 && strings.Contains(r.msg, gs) {
+			r.msg = strings.ReplaceAll(r.msg, gs, "…")
+		}
+		r.replace(s)
+	case map[string]any:
+		for _, e := range x {
+			r.walk(e)
+		}
+	case []any:
+		for _, e := range x {
+			r.walk(e)
+		}
+	}
+}
+
+// walkString is walk of a string, without boxing it.
+func (r *redactor) walkString(s string) {
+	if r.leaves > 100000 {
+		return
+	}
+	r.leaves++
+	r.replace(s)
+}
+
+func (r *redactor) replace(s string) {
+	if len(s) >= 3 && strings.Contains(r.msg, s) {
+		r.msg = strings.ReplaceAll(r.msg, s, "…")
+	}
 }
 
 // Bool evaluates the expression as a condition: nil is false, a non-bool
@@ -262,9 +364,9 @@ func (p *Program) Bool(env *Env) (bool, error) {
 // BoolContext is [Program.Bool] that stops, with a [*BudgetError], once
 // ctx is done.
 func (p *Program) BoolContext(ctx context.Context, env *Env) (bool, error) {
-	v := vms.Get().(*vm.VM)
-	ok, err := p.runBool(v, newEvaluation(ctx, env))
-	vms.Put(v)
+	r := getRunner(ctx, env)
+	ok, err := p.runBool(&r.vm, &r.ev)
+	r.release()
 	return ok, err
 }
 
@@ -299,11 +401,13 @@ func (p *Program) String(env *Env) (string, error) {
 // StringContext is [Program.String] that stops, with a [*BudgetError],
 // once ctx is done.
 func (p *Program) StringContext(ctx context.Context, env *Env) (string, error) {
-	out, err := p.ValueContext(ctx, env)
+	r := getRunner(ctx, env)
+	defer r.release()
+	out, err := p.run(&r.vm, &r.ev)
 	if err != nil {
 		return "", err
 	}
-	return keyString(out)
+	return keyString(out) // before release: out may be the runner's $env
 }
 
 // StringKey is the dedup key of the string s, as [Program.String] makes
@@ -381,6 +485,10 @@ type route struct {
 	when      int      // index in Router.whens
 	transform *Program // nil: deliver the body as it is
 	to        []string
+	// lastErr is the RouteError of this route's when returned last: a
+	// when that fails the same way on every event (its Program returns
+	// the same error) gets the same RouteError.
+	lastErr *atomic.Pointer[RouteError]
 }
 
 // Router evaluates every route over an event. It is safe for concurrent use.
@@ -450,7 +558,8 @@ func NewRouterOf(routes []CompiledRoute) *Router {
 			whens[rt.When.Source()] = w
 			r.whens = append(r.whens, rt.When)
 		}
-		r.routes = append(r.routes, route{name: rt.Name, when: w, transform: rt.Transform, to: append([]string(nil), rt.To...)})
+		r.routes = append(r.routes, route{name: rt.Name, when: w, transform: rt.Transform, to: append([]string(nil), rt.To...),
+			lastErr: new(atomic.Pointer[RouteError])})
 	}
 	sinks := map[string]bool{}
 	for _, rt := range routes {
@@ -467,12 +576,11 @@ func NewRouterOf(routes []CompiledRoute) *Router {
 // deliver to its sinks already. A when that fails counts as false; [Route]
 // reports its error.
 func (r *Router) Matched(env *Env) []string {
-	v := vms.Get().(*vm.VM)
-	defer vms.Put(v)
+	run := getRunner(context.Background(), env)
+	defer run.release()
 	isTrue := make([]bool, len(r.whens))
-	ev := newEvaluation(context.Background(), env)
 	for i, w := range r.whens {
-		isTrue[i], _ = w.runBool(v, ev)
+		isTrue[i], _ = w.runBool(&run.vm, &run.ev)
 	}
 	var names []string
 	for _, rt := range r.routes {
@@ -503,9 +611,9 @@ func (r *Router) Route(env *Env) (targets []pipeline.Target, errs []error) {
 // RouteContext is [Router.Route] whose evaluations stop, each with a
 // [*BudgetError], once ctx is done.
 func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline.Target, errs []error) {
-	v := vms.Get().(*vm.VM)
-	defer vms.Put(v)
-	ev := newEvaluation(ctx, env)
+	run := getRunner(ctx, env)
+	defer run.release()
+	v, ev := &run.vm, &run.ev
 	// Each distinct when is evaluated once: 0 not yet, 1 false, 2 true, 3 error.
 	var small [64]uint8
 	state := small[:0]
@@ -515,6 +623,7 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 		state = make([]uint8, len(r.whens))
 	}
 	var whenErrs []error // by when, made at the first error
+	var smallErrs [8]error
 	for i := range r.routes {
 		rt := &r.routes[i]
 		if state[rt.when] == 0 {
@@ -523,7 +632,11 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 			case err != nil:
 				state[rt.when] = 3
 				if whenErrs == nil {
-					whenErrs = make([]error, len(r.whens))
+					if len(r.whens) <= len(smallErrs) {
+						whenErrs = smallErrs[:len(r.whens)]
+					} else {
+						whenErrs = make([]error, len(r.whens))
+					}
 				}
 				whenErrs[rt.when] = err
 			case ok:
@@ -538,7 +651,14 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 			err = whenErrs[rt.when]
 		}
 		if err != nil {
-			errs = append(errs, &RouteError{Route: rt.name, Expr: "when", Err: err})
+			// The errors of runBool are pointers (comparable): the same
+			// one means the same failure as last time.
+			re := rt.lastErr.Load()
+			if re == nil || re.Err != err {
+				re = &RouteError{Route: rt.name, Expr: "when", Err: err}
+				rt.lastErr.Store(re)
+			}
+			errs = append(errs, re)
 			continue
 		}
 		if !ok {

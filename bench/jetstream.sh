@@ -196,7 +196,8 @@ unit() {
 	ln -sfn "$REPO/examples" "$WORK/examples" # an older config's ../examples
 	derive "${CONF[$build]}" "$mode" "$replicas" "${NATS_URLS[*]}" > "$WORK/pl/pipeline.toml"
 	cp "$WORK/pl/pipeline.toml" "$WORK/$tag.toml"
-	(cd "$WORK/pl" && exec "${BIN[$build]}" serve -c "$WORK/pl/pipeline.toml" -log-level warn) \
+	# env -C, not a subshell: $! is the daemon itself.
+	env -C "$WORK/pl" "${BIN[$build]}" serve -c "$WORK/pl/pipeline.toml" -log-level warn \
 		2> "$WORK/$tag.daemon.log" & local PL=$!
 	local ready=
 	for _ in $(seq 300); do

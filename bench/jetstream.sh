@@ -62,7 +62,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-. bench/lib.sh # cpu_ticks, wait_port
+. bench/lib.sh # cpu_ticks
 
 for p in $HTTP_PORT $ADMIN_PORT $NATS_PORT $((NATS_PORT + 4000)) \
 	$((NATS_PORT + 1)) $((NATS_PORT + 2)) $((NATS_PORT + 3)) \

@@ -9,7 +9,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell git log -1 --format=%cI 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
-.PHONY: all build run test test-short test-jetstream vet fuzz bench torture torture-short proto help clean dist test-packages ui-screenshots ui-bench
+.PHONY: all build run test test-short test-jetstream vet fuzz bench bench-jetstream torture torture-short proto help clean dist test-packages ui-screenshots ui-bench
 
 all: build
 
@@ -19,6 +19,7 @@ help:
 	@echo "make test    go vet, then every test with the race detector, end-to-end and PostgreSQL tests included"
 	@echo "make test-jetstream  the NATS JetStream cluster tests (3 servers, 2 daemons, kills): ~2 min"
 	@echo "make bench   durable ingest against a bare net/http handler and Benthos, as ratios (not part of test)"
+	@echo "make bench-jetstream  pipelined on JetStream R1 and R3 (nats-server built from the module), ingest only and end to end: req/s, p99, CPU per event"
 	@echo "make torture the torture suite at full size (kill -9 ×20, 60 s outage, disk full as root...): ~5 min"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 100000x executions; CI runs it)"
 	@echo "make dist VERSION=x.y.z  release artifacts in dist/: tarball, .deb, .rpm, SBOMs per linux/amd64 and arm64, SHA256SUMS"
@@ -63,6 +64,12 @@ bench:
 	bench/bench.sh $(BENCHTIME)
 	$(GO) test -run='^$$' -bench=. -benchtime=2000x ./pipeline/ingest ./pipeline/rules
 	$(GO) test -run='^$$' -bench=. -benchtime=200x ./pipeline/eventlog/badgerlog ./pipeline/dispatch
+
+# The same on the JetStream backend (bench/jetstream.sh): R1 (one
+# nats-server) and R3 (a cluster of three), ingest only and end to end, at
+# 64 and 8 connections; BASELINE_BIN= another build, measured right after.
+bench-jetstream:
+	bench/jetstream.sh $(BENCHTIME)
 
 # The torture suite (tests/torture): daemon and plugin kill -9, sink outage,
 # disk full (as root: mounts a tmpfs), power loss, hostile clients, poison.

@@ -29,19 +29,7 @@ make build >/dev/null
 go build -o "$WORK/load" ./cmd/pipelined-load
 LOAD="$WORK/load"
 
-# cpu_ticks pid... writes "name pid ticks" for each process: utime+stime
-# in clock ticks from /proc/<pid>/stat (fields 14 and 15, counted after
-# the parenthesised command name, which may hold spaces).
-cpu_ticks() {
-	local pid name
-	for pid in "$@"; do
-		[ -r "/proc/$pid/stat" ] || continue
-		name=$(tr '\0' '\n' < "/proc/$pid/cmdline" | head -n 1)
-		echo "${name##*/} $pid $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')"
-	done
-}
-
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+. bench/lib.sh # cpu_ticks, wait_port
 
 run() { # name url conns [flags]
 	"$LOAD" run -url "$2" -c "$3" -d "$DUR" -json "${@:4}" > "$WORK/$1-$3.json" ||

@@ -271,8 +271,9 @@ type fastNode struct {
 	// checks only type, const, enum and format.
 	refOnly bool
 
-	not, ifThen, then, els *fastNode
-	allOf, anyOf, oneOf    []*fastNode
+	// cond, then and els are if, then and else.
+	not, cond, then, els *fastNode
+	allOf, anyOf, oneOf  []*fastNode
 
 	minProperties, maxProperties int
 	required                     []string
@@ -373,6 +374,7 @@ func (b *fastBuilder) nodeOf(v any) (*fastNode, bool) {
 	return nil, false
 }
 
+// list is node for each of s.
 func (b *fastBuilder) list(s []*jsonschema.Schema) []*fastNode {
 	out := make([]*fastNode, len(s))
 	for i, e := range s {
@@ -427,7 +429,7 @@ func (b *fastBuilder) fill(n *fastNode, s *jsonschema.Schema) bool {
 		return true
 	}
 
-	n.not, n.ifThen, n.then, n.els = b.node(s.Not), b.node(s.If), b.node(s.Then), b.node(s.Else)
+	n.not, n.cond, n.then, n.els = b.node(s.Not), b.node(s.If), b.node(s.Then), b.node(s.Else)
 	n.allOf, n.anyOf, n.oneOf = b.list(s.AllOf), b.list(s.AnyOf), b.list(s.OneOf)
 
 	n.minProperties, n.maxProperties = size(s.MinProperties), size(s.MaxProperties)
@@ -538,7 +540,7 @@ func (b *fastBuilder) loops() bool {
 			return false
 		}
 		state[n] = onPath
-		next := append([]*fastNode{n.ref, n.not, n.ifThen, n.then, n.els}, n.allOf...)
+		next := append([]*fastNode{n.ref, n.not, n.cond, n.then, n.els}, n.allOf...)
 		next = append(append(next, n.anyOf...), n.oneOf...)
 		for _, d := range n.dependencies {
 			next = append(next, d.schema)
@@ -663,9 +665,9 @@ func (n *fastNode) applicators(v any) verdict {
 		}
 		r = r.and(count(matched, matched+unsure, 1, 1))
 	}
-	if n.ifThen != nil && (n.then != nil || n.els != nil) {
+	if n.cond != nil && (n.then != nil || n.els != nil) {
 		branch := n.els
-		switch n.ifThen.check(v) {
+		switch n.cond.check(v) {
 		case valid:
 			branch = n.then
 		case maybe:

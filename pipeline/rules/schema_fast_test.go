@@ -31,6 +31,7 @@ func fastSchemas(t testing.TB) map[string]*rules.Schema {
 	return out
 }
 
+// compileSchema compiles schema, failing t if it cannot.
 func compileSchema(t testing.TB, schema []byte) *rules.Schema {
 	t.Helper()
 	s, err := rules.CompileSchema("test.schema.json", schema)
@@ -40,6 +41,7 @@ func compileSchema(t testing.TB, schema []byte) *rules.Schema {
 	return s
 }
 
+// readTestdata reads a file, failing t if it cannot.
 func readTestdata(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -260,6 +262,18 @@ var otherCases = []struct{ schema, doc, want string }{
 	{"numbers", `{"o": 0.30000000000000004}`, "invalid"},
 	{"numbers", `{"p": -9007199254740992}`, "valid"},
 	{"numbers", `{"p": -9007199254740994}`, "invalid"},
+	// Bignums decode to float64s: the library compares their shortest
+	// decimals with the exact bounds.
+	{"numbers", `{"q": 972783798187987123879878123}`, "valid"},
+	{"numbers", `{"q": 972783798187987123879878124.0}`, "valid"},
+	{"numbers", `{"q": 972783798187987223879878124}`, "invalid"},
+	{"numbers", `{"r": 18446744073709551600.1}`, "invalid"}, // decodes to 2⁶⁴
+	{"numbers", `{"r": 18446744073709549568}`, "valid"},
+	{"numbers", `{"s": -972783798187987123879878124}`, "valid"},
+	{"numbers", `{"s": -972783798187987223879878124}`, "invalid"},
+	{"numbers", `{"t": 12345678910111213141516171819202122232425262728293031}`, "valid"}, // its decimal rounds up
+	{"numbers", `{"t": 12345678910111210000000000000000000000000000000000000}`, "invalid"},
+	{"numbers", `{"t": 12345678910111213141516171819202122232425262728293031.5e1}`, "valid"},
 
 	{"callkaro", `{"event": "call_ended", "data": {"callSid": "x"}}`, "valid"},
 	{"callkaro", `{"event": "call_ended", "data": {"callSid": ""}}`, "invalid"},

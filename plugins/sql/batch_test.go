@@ -253,3 +253,23 @@ func TestDuplicateIDInBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestSQLiteTableDroppedByHand: the prepared INSERTs outlive a batch, so a
+// table dropped (or remade) by hand under them must not wedge the sink: the
+// next batch fails (the host retries it), and the one after recreates the
+// table, prepares anew and stores it.
+func TestSQLiteTableDroppedByHand(t *testing.T) {
+	cfg := referenceColumns(sqliteBackend.config(t))
+	s := newTestSink(t, cfg, nil)
+	sinktest.DeliverAll(t, s, batchOf(0, 100))
+	db := sqliteBackend.db(t, cfg)
+	execSQL(t, db, "DROP TABLE events")
+	b := batchOf(100, 100)
+	if _, err := s.Deliver(context.Background(), b); err == nil || !strings.Contains(err.Error(), "no such table") {
+		t.Fatalf("Deliver after DROP TABLE = %v, want the batch to fail with no such table", err)
+	}
+	sinktest.DeliverAll(t, s, b)
+	if n := countRows(t, db, cfg); n != 100 {
+		t.Errorf("rows = %d, want the 100 of the batch delivered after the table was made again", n)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
 // lookup follows path into a fully decoded doc: object keys, or indexes
@@ -168,4 +170,23 @@ func FuzzExtractor(f *testing.F) {
 		}
 		checkExtractor(t, p, ps)
 	})
+}
+
+// BenchmarkExtractor finds pipeline.toml's five columns in the compacted
+// CallKaro payload, as the SQLite sink does for every event.
+func BenchmarkExtractor(b *testing.B) {
+	var p bytes.Buffer
+	if err := json.Compact(&p, sinktest.NewEvent(0).Body); err != nil {
+		b.Fatal(err)
+	}
+	var paths [][]string
+	for _, c := range []string{"data.callSid", "data.from", "data.to", "data.call_duration", "data.post_call.lead_status"} {
+		paths = append(paths, strings.Split(c, "."))
+	}
+	x := newExtractor(paths)
+	out := make([]span, len(paths))
+	b.SetBytes(int64(p.Len()))
+	for b.Loop() {
+		x.find(p.Bytes(), out)
+	}
 }

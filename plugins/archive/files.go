@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -9,8 +8,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pipelined/pipelined/plugins/internal/jsoncompact"
 	"github.com/pipelined/pipelined/sdk"
@@ -28,9 +30,9 @@ func fileName(prefix string, t time.Time) string {
 	return prefix + "-" + t.UTC().Format(timeLayout) + ext
 }
 
-// record is one line of an archive file: its head, then the body and the
-// payload, the two fields that come last (appendRecord writes those
-// itself).
+// record is one line of an archive file, as encoding/json writes it:
+// appendRecord writes the same bytes without it, and the tests compare the
+// two.
 type record struct {
 	recordHead
 	Body    json.RawMessage `json:"body"`
@@ -66,37 +68,118 @@ func newRecord(e *sdk.Event) record {
 	}
 }
 
-// appendRecord writes e's line to buf with enc (which writes to buf),
-// byte for byte what enc.Encode(newRecord(e)) writes, but with the body
-// and the payload compacted by jsoncompact: encoding/json compacts a
-// RawMessage with its own scanner, the most of a line's cost. When either
-// is not JSON it encodes newRecord(e) instead, for encoding/json's own
-// error.
-func appendRecord(buf *bytes.Buffer, enc *json.Encoder, e *sdk.Event) error {
-	r := newRecord(e)
-	mark := buf.Len()
-	if err := enc.Encode(r.recordHead); err != nil {
-		return err
+// appendRecord appends e's line to dst: byte for byte what a
+// json.Encoder with SetEscapeHTML(false) writes for newRecord(e), but
+// without reflection, and with the body and the payload compacted by
+// jsoncompact (encoding/json compacts a RawMessage with its own scanner,
+// once the most of a line's cost). keys is scratch space for the header
+// names; appendRecord returns it for reuse. When the body or the payload
+// is not JSON it returns dst as it was and encoding/json's own error.
+// TestAppendRecordIsEncodingJSON and FuzzAppendRecord hold it to
+// encoding/json.
+func appendRecord(dst []byte, keys []string, e *sdk.Event) ([]byte, []string, error) {
+	line := append(dst, `{"id":`...)
+	line = appendString(line, e.ID)
+	line = append(line, `,"source":`...)
+	line = appendString(line, e.Source)
+	line = append(line, `,"route":`...)
+	line = appendString(line, e.Route)
+	// RFC 3339 holds nothing a JSON string escapes.
+	line = append(line, `,"received_at":"`...)
+	line = e.ReceivedAt.UTC().AppendFormat(line, time.RFC3339Nano)
+	line = append(line, `","attempt":`...)
+	line = strconv.AppendInt(line, int64(e.Attempt), 10)
+	line = append(line, `,"headers":{`...)
+	keys = keys[:0]
+	for k := range e.Headers {
+		keys = append(keys, k)
 	}
-	buf.Truncate(buf.Len() - 2) // "}\n"
-	line := append(buf.AvailableBuffer(), `,"body":`...)
+	slices.Sort(keys) // as encoding/json orders a map's keys
+	for i, k := range keys {
+		if i > 0 {
+			line = append(line, ',')
+		}
+		line = appendString(line, k)
+		line = append(line, ':')
+		line = appendString(line, e.Headers[k])
+	}
+	clear(keys) // keep no header alive between batches
+	line = append(line, `},"body":`...)
 	var err error
-	if r.Body == nil {
+	if e.Body == nil {
 		line = append(line, "null"...)
-	} else if line, err = jsoncompact.Append(line, r.Body); err != nil {
-		buf.Truncate(mark)
-		return enc.Encode(r)
+	} else if line, err = jsoncompact.Append(line, e.Body); err != nil {
+		return dst, keys, encodeError(e)
 	}
-	if len(r.Payload) > 0 {
+	if len(e.Transformed) > 0 {
 		line = append(line, `,"payload":`...)
-		if line, err = jsoncompact.Append(line, r.Payload); err != nil {
-			buf.Truncate(mark)
-			return enc.Encode(r)
+		if line, err = jsoncompact.Append(line, e.Transformed); err != nil {
+			return dst, keys, encodeError(e)
 		}
 	}
-	buf.Write(append(line, "}\n"...))
-	return nil
+	return append(line, "}\n"...), keys, nil
 }
+
+// encodeError returns the error encoding/json gives for newRecord(e).
+func encodeError(e *sdk.Event) error {
+	enc := json.NewEncoder(io.Discard)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(newRecord(e))
+}
+
+// appendString appends s as a JSON string, escaped as encoding/json
+// escapes it without HTML escaping: '"', '\\' and control characters,
+// invalid UTF-8 as U+FFFD, and U+2028 and U+2029.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case c == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case c == '\u2028' || c == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+const hexDigits = "0123456789abcdef"
 
 // recoverLeftovers prepares the directory after a start: it removes stale .tmp
 // files, removes a .jsonl whose .jsonl.gz is complete, cuts a torn last line

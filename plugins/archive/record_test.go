@@ -23,19 +23,12 @@ func checkRecord(t *testing.T, ev sdk.Event) {
 	if wantErr != nil {
 		want.Truncate(len("earlier line\n"))
 	}
-	var got bytes.Buffer
-	enc := json.NewEncoder(&got)
-	enc.SetEscapeHTML(false)
-	got.WriteString("earlier line\n")
-	err := appendRecord(&got, enc, &ev)
-	if err != nil {
-		got.Truncate(len("earlier line\n")) // as Deliver does
-	}
+	got, _, err := appendRecord([]byte("earlier line\n"), []string{"stale", "scratch"}, &ev)
 	if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
 		t.Fatalf("appendRecord error = %v, encoding/json's %v", err, wantErr)
 	}
-	if got.String() != want.String() {
-		t.Fatalf("appendRecord wrote\n%s\nencoding/json writes\n%s", got.Bytes(), want.Bytes())
+	if string(got) != want.String() {
+		t.Fatalf("appendRecord wrote\n%s\nencoding/json writes\n%s", got, want.Bytes())
 	}
 }
 
@@ -51,6 +44,7 @@ func TestAppendRecordIsEncodingJSON(t *testing.T) {
 		name            string
 		body, transform []byte
 		noHeaders       bool
+		edit            func(*sdk.Event)
 	}{
 		{name: "CallKaro", body: callKaro},
 		{name: "whitespace", body: []byte(" {\n \"a\" : [ 1 , 2 ] }\n")},
@@ -61,6 +55,17 @@ func TestAppendRecordIsEncodingJSON(t *testing.T) {
 		{name: "body not JSON", body: []byte(`{"a":`)},
 		{name: "empty body", body: []byte{}},
 		{name: "transform not JSON", body: []byte(`{}`), transform: []byte(`nope`)},
+		{name: "escapes in every field", body: []byte(`{}`), edit: func(e *sdk.Event) {
+			e.ID, e.Source, e.Route = "id\b\f\x01\x1f\x7f\"\\/", "s\n\r\t<>&", "r\u2029\u2028é"
+			e.Headers = map[string]string{"b\xffad": "\xc3", "": "", "z": "\xe2\x80", "a\u00e9": "\U0001F600", "A": "x"}
+		}},
+		{name: "attempt and time", body: []byte(`{}`), edit: func(e *sdk.Event) {
+			e.Attempt = -3
+			e.ReceivedAt = time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("IST", 5*3600+1800))
+		}},
+		{name: "year past 9999", body: []byte(`{}`), edit: func(e *sdk.Event) {
+			e.ReceivedAt = time.Date(12026, 1, 2, 3, 4, 5, 100, time.UTC)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := base
@@ -68,19 +73,22 @@ func TestAppendRecordIsEncodingJSON(t *testing.T) {
 			if tc.noHeaders {
 				ev.Headers = nil
 			}
+			if tc.edit != nil {
+				tc.edit(&ev)
+			}
 			checkRecord(t, ev)
 		})
 	}
 }
 
 // FuzzAppendRecord holds appendRecord to encoding/json on any body,
-// payload and header.
+// payload, id, route, headers, attempt and time.
 func FuzzAppendRecord(f *testing.F) {
-	f.Add([]byte(`{"a": 1}`), []byte(nil), "id", "v")
-	f.Add([]byte(` [1, "\u2028"] `), []byte(`{"t": true}`), "i\"d", "<&>")
-	f.Fuzz(func(t *testing.T, body, transform []byte, id, header string) {
-		checkRecord(t, sdk.Event{ID: id, Source: "s", Route: "r", ReceivedAt: time.Unix(0, 1), Attempt: 1,
-			Headers: map[string]string{"h": header}, Body: body, Transformed: transform})
+	f.Add([]byte(`{"a": 1}`), []byte(nil), "id", "r", "h", "v", "h2", 1, int64(1))
+	f.Add([]byte(` [1, "\u2028"] `), []byte(`{"t": true}`), "i\"d", "\x00\u2029", "\xff", "<&>", "", -1, int64(-1e18))
+	f.Fuzz(func(t *testing.T, body, transform []byte, id, route, key, value, key2 string, attempt int, nanos int64) {
+		checkRecord(t, sdk.Event{ID: id, Source: "s", Route: route, ReceivedAt: time.Unix(0, nanos), Attempt: attempt,
+			Headers: map[string]string{key: value, key2: id}, Body: body, Transformed: transform})
 	})
 }
 
@@ -99,9 +107,11 @@ func BenchmarkRecord(b *testing.B) {
 	enc.SetEscapeHTML(false)
 	b.Run("appendRecord", func(b *testing.B) {
 		b.ReportAllocs()
+		var line []byte
+		var keys []string
 		for b.Loop() {
-			buf.Reset()
-			if err := appendRecord(&buf, enc, &ev); err != nil {
+			var err error
+			if line, keys, err = appendRecord(line[:0], keys, &ev); err != nil {
 				b.Fatal(err)
 			}
 		}

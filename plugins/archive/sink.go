@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,6 +59,41 @@ type sink struct {
 	curStart time.Time
 	stop     chan struct{}  // closed by Close to stop the ticker
 	wg       sync.WaitGroup // the ticker and compressions
+
+	// spare is the buffer of the last batch's lines, kept for the next
+	// one (when not too big); keys is appendRecord's scratch.
+	spare []byte
+	keys  []string
+}
+
+// maxSpare is the largest batch buffer kept between deliveries.
+const maxSpare = 4 << 20
+
+// lines returns an empty buffer for the lines of batch: the last batch's,
+// or a new one of about the size they need. s.mu is held.
+func (s *sink) lines(batch []sdk.Event) []byte {
+	need := 0
+	for i := range batch {
+		e := &batch[i]
+		need += 256 + len(e.ID) + len(e.Body) + len(e.Transformed)
+		for k, v := range e.Headers {
+			need += len(k) + len(v) + 6
+		}
+	}
+	if cap(s.spare) >= need {
+		buf := s.spare[:0]
+		s.spare = nil
+		return buf
+	}
+	return make([]byte, 0, need)
+}
+
+// keepLines keeps buf for the next batch when it is not too big. s.mu is
+// held.
+func (s *sink) keepLines(buf []byte) {
+	if cap(buf) <= maxSpare {
+		s.spare = buf[:0]
+	}
 }
 
 var (
@@ -89,20 +123,6 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	results := make([]sdk.Result, len(batch))
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	for i := range batch {
-		mark := buf.Len()
-		if err := appendRecord(&buf, enc, &batch[i]); err != nil {
-			buf.Truncate(mark)
-			results[i] = sdk.Permanent(fmt.Errorf("encode event %s: %w", batch[i].ID, err))
-			continue
-		}
-		results[i] = sdk.Delivered()
-	}
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -111,11 +131,23 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	if s.cfg.dir == "" {
 		return nil, errors.New("archive sink is not configured")
 	}
+	results := make([]sdk.Result, len(batch))
+	buf := s.lines(batch)
+	for i := range batch {
+		var err error
+		if buf, s.keys, err = appendRecord(buf, s.keys, &batch[i]); err != nil {
+			results[i] = sdk.Permanent(fmt.Errorf("encode event %s: %w", batch[i].ID, err))
+			continue
+		}
+		results[i] = sdk.Delivered()
+	}
+	defer s.keepLines(buf)
+
 	if err := s.start(); err != nil {
 		return nil, err
 	}
 	s.rotateIfDue(time.Now())
-	if buf.Len() == 0 {
+	if len(buf) == 0 {
 		return results, nil
 	}
 	if s.cur == nil {
@@ -123,7 +155,7 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 			return nil, err
 		}
 	}
-	if err := s.write(buf.Bytes()); err != nil {
+	if err := s.write(buf); err != nil {
 		s.log.Error("archive write failed; the batch will be retried", "file", s.curPath, "events", len(batch), "error", err)
 		for i, r := range results {
 			if r.IsDelivered() {

@@ -3,21 +3,52 @@ package sql
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/pipelined/pipelined/plugins/internal/cputime"
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
-// benchDeliver delivers b.N batches of 500 CallKaro events, each event new,
-// and reports rows/s.
-func benchDeliver(b *testing.B, cfg map[string]any) {
-	const size = 500
+// pluginCPU is the user and system CPU time process pid has used.
+func pluginCPU(b *testing.B, pid int) time.Duration {
+	d, err := cputime.Process(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchDeliver delivers b.N batches of size CallKaro events, each event
+// new, and reports rows/s, and the process's CPU time per event
+// (cpu-ns/event: user + system, the figure the end-to-end runs read from
+// /proc; ns/op also counts the wait for fsync).
+func benchDeliver(b *testing.B, cfg map[string]any, size int) {
 	s := newTestSink(b, cfg, nil)
 	tmpl := batchOf(0, size)
 	batch := make([]sdk.Event, size)
-	ctx := context.Background()
+	// A context that can end, as the host's calls have (the driver does
+	// more per statement for one).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The first delivery creates the table: not part of the figure.
+	if _, err := s.Deliver(ctx, batchOf(size, 1)); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := processCPU(b)
 	for i := range b.N {
 		for j := range batch {
 			batch[j] = tmpl[j]
@@ -33,25 +64,69 @@ func benchDeliver(b *testing.B, cfg map[string]any) {
 			}
 		}
 	}
+	cpu = processCPU(b) - cpu
 	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "cpu-ns/event")
+}
+
+// referenceColumns are the columns of the db sink in pipeline.toml.
+func referenceColumns(cfg map[string]any) map[string]any {
+	cfg["columns"] = map[string]any{"call_sid": "data.callSid", "caller": "data.from", "callee": "data.to",
+		"seconds": "data.call_duration", "lead_status": "data.post_call.lead_status"}
+	cfg["column_types"] = map[string]any{"seconds": "real"}
+	return cfg
 }
 
 func BenchmarkDeliverSQLite(b *testing.B) {
-	b.Run("plain", func(b *testing.B) { benchDeliver(b, sqliteBackend.config(b)) })
+	b.Run("plain", func(b *testing.B) { benchDeliver(b, sqliteBackend.config(b), 500) })
 	b.Run("columns", func(b *testing.B) {
 		cfg := sqliteBackend.config(b)
 		cfg["columns"] = map[string]any{"call_sid": "data.callSid", "duration": "data.call_duration"}
 		cfg["column_types"] = map[string]any{"duration": "integer"}
-		benchDeliver(b, cfg)
+		benchDeliver(b, cfg, 500)
 	})
+	// pipeline.toml's sink, in batches of the sizes the daemon sends at a
+	// few thousand events/s (batch_wait 20ms) and at its batch_max.
+	for _, size := range []int{1, 100, 500} {
+		b.Run(fmt.Sprintf("reference/batch=%d", size), func(b *testing.B) {
+			benchDeliver(b, referenceColumns(sqliteBackend.config(b)), size)
+		})
+	}
 }
 
 func BenchmarkDeliverPostgres(b *testing.B) {
-	b.Run("plain", func(b *testing.B) { benchDeliver(b, pgBackend.config(b)) })
+	b.Run("plain", func(b *testing.B) { benchDeliver(b, pgBackend.config(b), 500) })
 	b.Run("columns", func(b *testing.B) {
 		cfg := pgBackend.config(b)
 		cfg["columns"] = map[string]any{"call_sid": "data.callSid", "duration": "data.call_duration"}
 		cfg["column_types"] = map[string]any{"duration": "integer"}
-		benchDeliver(b, cfg)
+		benchDeliver(b, cfg, 500)
 	})
+}
+
+// BenchmarkDeliverProcess runs the plugin binary as the daemon does and
+// delivers batches of 100 CallKaro events to pipeline.toml's db sink over
+// gRPC, and reports the plugin process's CPU time per event
+// (plugin-cpu-ns/event: utime + stime from /proc/<pid>/stat, the figure
+// bench/bench.sh reports per plugin), gRPC and protobuf included.
+func BenchmarkDeliverProcess(b *testing.B) {
+	const size = 100
+	bin := sinktest.Build(b, "../../cmd/pipelined-sink-sql", "pipelined-sink-sql")
+	client, s := sinktest.Start(b, bin, sinktest.StartOptions{})
+	sinktest.Configure(b, s, referenceColumns(sqliteBackend.config(b)))
+	sinktest.DeliverAll(b, s, batchOf(0, 1)) // creates the table
+	pid := client.ReattachConfig().Pid
+	tmpl := batchOf(0, size)
+	batch := make([]sdk.Event, size)
+	b.ResetTimer()
+	cpu := pluginCPU(b, pid)
+	for i := range b.N {
+		for j := range batch {
+			batch[j] = tmpl[j]
+			batch[j].ID = fmt.Sprintf("bench-%d-%d", i, j)
+		}
+		sinktest.DeliverAll(b, s, batch)
+	}
+	cpu = pluginCPU(b, pid) - cpu
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "plugin-cpu-ns/event")
 }

@@ -125,7 +125,7 @@ func (s *pgStore) deliverErr(ctx context.Context, rows []row, results []sdk.Resu
 
 func (s *pgStore) args(r row) []any {
 	args := make([]any, 0, 5+len(r.values))
-	args = append(args, r.id, r.source, r.route, r.receivedAt, string(r.payload))
+	args = append(args, r.id, r.source, r.route, r.receivedAt, r.payload)
 	for _, v := range r.values {
 		if j, ok := v.(jsonText); ok {
 			v = string(j)

@@ -64,6 +64,11 @@ type sink struct {
 	cfg    settings
 	db     store // nil until Configure
 	closed bool
+
+	// extract finds the mapped columns' values in a payload; spans is its
+	// scratch. Both are made by Configure.
+	extract *extractor
+	spans   []span
 }
 
 // store is one database backend.
@@ -94,6 +99,11 @@ func (s *sink) Configure(_ context.Context, raw json.RawMessage) error {
 		_ = s.db.close()
 	}
 	s.cfg = cfg
+	paths := make([][]string, len(cfg.columns))
+	for j, c := range cfg.columns {
+		paths[j] = c.path
+	}
+	s.extract, s.spans = newExtractor(paths), make([]span, len(paths))
 	switch cfg.driver {
 	case driverPostgres:
 		s.db, err = newPostgres(cfg, s.log)
@@ -121,15 +131,7 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 		return nil, nil
 	}
 	results := make([]sdk.Result, len(batch))
-	rows := make([]row, 0, len(batch))
-	for i, ev := range batch {
-		r, err := makeRow(i, ev, s.cfg.columns, s.cfg.driver == driverSQLite)
-		if err != nil {
-			results[i] = sdk.Permanent(err)
-			continue
-		}
-		rows = append(rows, r)
-	}
+	rows := s.makeRows(batch, results)
 	if len(rows) > 0 {
 		if err := s.db.deliver(ctx, rows, results); err != nil {
 			return nil, err
@@ -152,50 +154,109 @@ func (s *sink) Close(context.Context) error {
 
 // row is one event ready to insert.
 type row struct {
-	idx        int // index in the batch
-	id         string
-	source     string
-	route      string
-	receivedAt time.Time
-	payload    []byte
-	values     []any // one per mapped column, in cfg.columns order; nil is NULL
+	idx          int // index in the batch
+	id           string
+	source       string
+	route        string
+	receivedAt   time.Time // UTC
+	receivedText string    // sqlite: receivedAt in sqliteTimeFormat
+	payload      string    // compact JSON for sqlite, as received for postgres
+	values       []any     // one per mapped column, in cfg.columns order; nil is NULL
 }
 
-// makeRow checks ev's payload and extracts the mapped values. An error is
-// the event's fault: it will not pass by retrying. compact stores the
-// payload compacted (SQLite keeps the text as given; PostgreSQL's JSONB
-// normalizes it anyway).
-func makeRow(i int, ev sdk.Event, cols []column, compact bool) (row, error) {
-	r := row{idx: i, id: ev.ID, source: ev.Source, route: ev.Route, receivedAt: ev.ReceivedAt.UTC()}
-	p := ev.Payload()
+// makeRows returns the rows of batch to insert, and answers Permanent in
+// results for each event whose payload or mapped values are unfit: an error
+// the event will not pass by retrying.
+//
+// SQLite stores the payload compacted (PostgreSQL's JSONB normalizes it
+// anyway); the received_at texts and the compacted payloads of the batch
+// are written one after another into one buffer, made a string once, and
+// every row's strings (the mapped columns' too, when they need no
+// unescaping) are slices of it: two allocations per batch instead of
+// several per row.
+func (s *sink) makeRows(batch []sdk.Event, results []sdk.Result) []row {
+	compact := s.cfg.driver == driverSQLite
+	rows := make([]row, 0, len(batch))
+	var buf []byte
+	var ends [][2]int // sqlite: per row, where its receivedText and its payload end in buf
 	if compact {
-		b, err := jsoncompact.Append(make([]byte, 0, len(p)), p)
-		if err != nil {
-			return r, fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err)
+		n := 0
+		for i := range batch {
+			n += len(sqliteTimeFormat) + len(batch[i].Payload())
 		}
-		r.payload = b
-	} else {
-		if !json.Valid(p) {
-			return r, fmt.Errorf("payload of event %s is not JSON", ev.ID)
-		}
-		r.payload = p
+		buf = make([]byte, 0, n)
+		ends = make([][2]int, 0, len(batch))
 	}
-	if len(cols) == 0 {
-		return r, nil
-	}
-	r.values = make([]any, len(cols))
-	for j, c := range cols {
-		raw, err := valueAt(p, c.path)
-		if err != nil {
-			return r, fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err)
+	for i := range batch {
+		ev := &batch[i]
+		r := row{idx: i, id: ev.ID, source: ev.Source, route: ev.Route, receivedAt: ev.ReceivedAt.UTC()}
+		p := ev.Payload()
+		if compact {
+			start := len(buf)
+			buf = r.receivedAt.AppendFormat(buf, sqliteTimeFormat)
+			mid := len(buf)
+			b, err := jsoncompact.Append(buf, p)
+			if err != nil {
+				buf = buf[:start]
+				results[i] = sdk.Permanent(fmt.Errorf("payload of event %s is not JSON: %w", ev.ID, err))
+				continue
+			}
+			buf = b
+			ends = append(ends, [2]int{mid, len(buf)})
+		} else {
+			if !json.Valid(p) {
+				results[i] = sdk.Permanent(fmt.Errorf("payload of event %s is not JSON", ev.ID))
+				continue
+			}
+			r.payload = string(p)
 		}
-		v, err := convert(raw, c.typ)
+		rows = append(rows, r)
+	}
+	text := string(buf)
+	cols := len(s.cfg.columns)
+	values := make([]any, len(rows)*cols)
+	kept := rows[:0]
+	start := 0
+	for k, r := range rows {
+		var p []byte // the payload stored, for the extractor
+		if compact {
+			mid, end := ends[k][0], ends[k][1]
+			r.receivedText, r.payload, p = text[start:mid], text[mid:end], buf[mid:end]
+			start = end
+		} else {
+			p = batch[r.idx].Payload()
+		}
+		if cols > 0 {
+			r.values = values[k*cols : (k+1)*cols : (k+1)*cols]
+			if err := s.mapColumns(&r, p); err != nil {
+				results[r.idx] = sdk.Permanent(err)
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	return kept
+}
+
+// mapColumns sets r.values from p, the text of r.payload. An error is the
+// event's fault.
+func (s *sink) mapColumns(r *row, p []byte) error {
+	s.extract.find(p, s.spans)
+	for j, c := range s.cfg.columns {
+		var v any
+		if sp := s.spans[j]; sp.start < sp.end {
+			var err error
+			if v, err = decodeValue(r.payload[sp.start:sp.end]); err != nil {
+				return fmt.Errorf("payload of event %s is not JSON: %w", r.id, err)
+			}
+		}
+		v, err := convert(v, c.typ)
 		if err != nil {
-			return r, fmt.Errorf("column %q (%s) of event %s: %w", c.name, strings.Join(c.path, "."), ev.ID, err)
+			return fmt.Errorf("column %q (%s) of event %s: %w", c.name, strings.Join(c.path, "."), r.id, err)
 		}
 		r.values[j] = v
 	}
-	return r, nil
+	return nil
 }
 
 // jsonText is a JSON value to store as text (SQLite) or JSONB (PostgreSQL).

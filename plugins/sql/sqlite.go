@@ -27,23 +27,43 @@ type sqliteStore struct {
 	cfg settings
 	log *slog.Logger
 
-	db     *sql.DB // nil until the first deliver
-	ready  bool    // table created and columns checked
-	insert string
+	db    *sql.DB // nil until the first deliver
+	ready bool    // table created and columns checked
+
+	// inserts holds the prepared INSERTs of 1, 2, 4, ... maxRows rows,
+	// made as a batch needs them and kept until close or a schema change.
+	inserts map[int]*sql.Stmt
+	maxRows int   // rows in the largest INSERT; 0 until the first deliver
+	args    []any // scratch for one INSERT's arguments
 }
 
+// maxInsertRows caps the rows of one INSERT: past a few hundred, a longer
+// statement saves nothing measurable.
+const maxInsertRows = 64
+
 func newSQLite(cfg settings, log *slog.Logger) *sqliteStore {
+	return &sqliteStore{cfg: cfg, log: log}
+}
+
+// rowColumns is the number of columns each row binds.
+func (s *sqliteStore) rowColumns() int { return 5 + len(s.cfg.columns) }
+
+// insertSQL is the INSERT of n rows: one VALUES tuple per row, each of
+// rowColumns parameters, and ON CONFLICT (id) DO NOTHING for every row.
+func (s *sqliteStore) insertSQL(n int) string {
 	cols := []string{"id", "source", "route", "received_at", "payload"}
-	for _, c := range cfg.columns {
+	for _, c := range s.cfg.columns {
 		cols = append(cols, quote(c.name))
 	}
-	marks := strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ")
-	return &sqliteStore{
-		cfg: cfg,
-		log: log,
-		insert: fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (id) DO NOTHING",
-			quote(cfg.table), strings.Join(cols, ", "), marks),
+	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
+	var b strings.Builder
+	fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES %s", quote(s.cfg.table), strings.Join(cols, ", "), tuple)
+	for range n - 1 {
+		b.WriteString(", ")
+		b.WriteString(tuple)
 	}
+	b.WriteString(" ON CONFLICT (id) DO NOTHING")
+	return b.String()
 }
 
 // dsn builds the modernc.org/sqlite DSN for path.
@@ -168,11 +188,15 @@ func sqliteType(t colType) string {
 	return "TEXT"
 }
 
-// deliver inserts rows in one transaction. SQLite's default conflict
-// resolution (ABORT) undoes only the failing statement and keeps the
-// transaction, so each row being its own statement is already the
-// row-by-row retry: a rejected row is answered Permanent and the others
-// commit with one fsync.
+// deliver inserts rows in one transaction, in INSERTs of many rows
+// each (1, 2, 4, ... up to maxRows: a few prepared statements serve every
+// batch size). SQLite's default conflict resolution (ABORT) undoes only the
+// failing statement and keeps the transaction: when the database refuses
+// a row of a many-row INSERT, which undoes all of its rows, deliver inserts
+// those rows again one per statement, in order, as it always did, so a
+// refused row is answered Permanent with the database's message and the
+// others are delivered, the same answers and the same rows as inserting
+// every row by itself. All commit with one fsync.
 func (s *sqliteStore) deliver(ctx context.Context, rows []row, results []sdk.Result) error {
 	if err := s.open(); err != nil {
 		return err
@@ -180,37 +204,45 @@ func (s *sqliteStore) deliver(ctx context.Context, rows []row, results []sdk.Res
 	if err := s.ensureTable(ctx); err != nil {
 		return err
 	}
+	if err := s.prepare(ctx, len(rows)); err != nil {
+		return err
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin sqlite transaction: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	stmt, err := tx.PrepareContext(ctx, s.insert)
-	if err != nil {
-		s.checkSchemaError(err)
-		return fmt.Errorf("prepare insert: %w", err)
-	}
-	defer stmt.Close()
-	rejected := map[int]error{}
-	args := make([]any, 5+len(s.cfg.columns))
-	for _, r := range rows {
-		args[0], args[1], args[2] = r.id, r.source, r.route
-		args[3] = r.receivedAt.Format(sqliteTimeFormat)
-		args[4] = string(r.payload)
-		for j, v := range r.values {
-			if j, ok := v.(jsonText); ok {
-				v = string(j)
-			}
-			args[5+j] = v
-		}
-		if _, err := stmt.ExecContext(ctx, args...); err != nil {
-			if isSQLiteDataError(err) {
-				rejected[r.idx] = fmt.Errorf("sqlite refused event %s: %w", r.id, err)
-				continue
-			}
+	var rejected map[int]error
+	for rest := rows; len(rest) > 0; {
+		n := s.chunk(len(rest))
+		err := s.insert(ctx, tx, rest[:n])
+		switch {
+		case err == nil:
+		case !isSQLiteDataError(err):
 			s.checkSchemaError(err)
 			return fmt.Errorf("insert into %s: %w", s.cfg.table, err)
+		case n == 1:
+			if rejected == nil {
+				rejected = map[int]error{}
+			}
+			rejected[rest[0].idx] = fmt.Errorf("sqlite refused event %s: %w", rest[0].id, err)
+		default:
+			// Row by row, to find the refused ones.
+			for k := range n {
+				r := rest[k : k+1]
+				if err := s.insert(ctx, tx, r); err != nil {
+					if !isSQLiteDataError(err) {
+						s.checkSchemaError(err)
+						return fmt.Errorf("insert into %s: %w", s.cfg.table, err)
+					}
+					if rejected == nil {
+						rejected = map[int]error{}
+					}
+					rejected[r[0].idx] = fmt.Errorf("sqlite refused event %s: %w", r[0].id, err)
+				}
+			}
 		}
+		rest = rest[n:]
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit sqlite transaction: %w", err)
@@ -225,12 +257,100 @@ func (s *sqliteStore) deliver(ctx context.Context, rows []row, results []sdk.Res
 	return nil
 }
 
-// checkSchemaError makes the next deliver check the table again when err
-// says it is gone or changed (dropped by hand, say).
+// chunk returns the rows of the next INSERT when n rows are left: the
+// largest power of two not above n or maxRows.
+func (s *sqliteStore) chunk(n int) int {
+	c := 1
+	for c*2 <= min(n, s.maxRows) {
+		c *= 2
+	}
+	return c
+}
+
+// prepare makes the INSERTs a batch of n rows needs (and the one-row
+// INSERT, which a refused row needs), before the transaction takes the
+// database's only connection. The first call reads the connection's
+// limit on parameters per statement.
+func (s *sqliteStore) prepare(ctx context.Context, n int) error {
+	if s.maxRows == 0 {
+		limit, err := s.variableLimit(ctx)
+		if err != nil {
+			return err
+		}
+		s.maxRows = max(1, min(maxInsertRows, limit/s.rowColumns()))
+	}
+	if s.inserts == nil {
+		s.inserts = map[int]*sql.Stmt{}
+	}
+	need := []int{1}
+	for n > 0 {
+		c := s.chunk(n)
+		need = append(need, c)
+		n -= c
+	}
+	for _, c := range need {
+		if s.inserts[c] != nil {
+			continue
+		}
+		stmt, err := s.db.PrepareContext(ctx, s.insertSQL(c))
+		if err != nil {
+			s.checkSchemaError(err)
+			return fmt.Errorf("prepare insert: %w", err)
+		}
+		s.inserts[c] = stmt
+	}
+	return nil
+}
+
+// variableLimit returns SQLITE_LIMIT_VARIABLE_NUMBER of the connection:
+// 32766 in modernc.org/sqlite's build, 999 in SQLite before 3.32.
+func (s *sqliteStore) variableLimit(ctx context.Context) (int, error) {
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("open sqlite %s: %w", s.cfg.path, err)
+	}
+	defer c.Close()
+	n, err := sqlite.Limit(c, sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, -1)
+	if err != nil {
+		return 0, fmt.Errorf("read sqlite's parameter limit: %w", err)
+	}
+	return n, nil
+}
+
+// insert runs the prepared INSERT of len(rows) rows in tx.
+func (s *sqliteStore) insert(ctx context.Context, tx *sql.Tx, rows []row) error {
+	args := s.args[:0]
+	for _, r := range rows {
+		args = append(args, r.id, r.source, r.route, r.receivedText, r.payload)
+		for _, v := range r.values {
+			if j, ok := v.(jsonText); ok {
+				v = string(j)
+			}
+			args = append(args, v)
+		}
+	}
+	s.args = args
+	_, err := tx.StmtContext(ctx, s.inserts[len(rows)]).ExecContext(ctx, args...)
+	clear(args) // keep no payloads alive between batches
+	return err
+}
+
+// checkSchemaError makes the next deliver check the table again, and
+// prepare its INSERTs anew, when err says it is gone or changed (dropped
+// by hand, say).
 func (s *sqliteStore) checkSchemaError(err error) {
 	msg := err.Error()
 	if strings.Contains(msg, "no such table") || strings.Contains(msg, "has no column") {
 		s.ready = false
+		s.closeInserts()
+	}
+}
+
+// closeInserts closes the prepared INSERTs.
+func (s *sqliteStore) closeInserts() {
+	for n, stmt := range s.inserts {
+		stmt.Close()
+		delete(s.inserts, n)
 	}
 }
 
@@ -252,7 +372,8 @@ func (s *sqliteStore) close() error {
 	if s.db == nil {
 		return nil
 	}
+	s.closeInserts()
 	err := s.db.Close()
-	s.db, s.ready = nil, false
+	s.db, s.ready, s.maxRows = nil, false, 0
 	return err
 }

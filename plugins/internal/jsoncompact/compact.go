@@ -39,15 +39,26 @@ type compactor struct {
 }
 
 func (c *compactor) space() {
-	for c.i < len(c.src) {
-		switch c.src[c.i] {
-		case ' ', '\t', '\n', '\r':
-			c.i++
-		default:
-			return
-		}
+	i, src := c.i, c.src // in registers, not through c, in the loop
+	for i < len(src) && isSpace[src[i]] {
+		i++
 	}
+	c.i = i
 }
+
+// isSpace marks JSON whitespace.
+var isSpace = [256]bool{' ': true, '\t': true, '\n': true, '\r': true}
+
+// strStop marks the bytes a string's scan stops at: its end, an escape,
+// a control character (invalid), and 0xE2, the first byte of U+2028 and
+// U+2029.
+var strStop = func() (t [256]bool) {
+	for b := range 0x20 {
+		t[b] = true
+	}
+	t['"'], t['\\'], t[0xE2] = true, true, true
+	return t
+}()
 
 // value copies the value at c.i (after whitespace); false when it is not
 // one the fast path takes.
@@ -159,42 +170,48 @@ func (c *compactor) array() bool {
 
 // str copies the string whose opening quote is at c.i.
 func (c *compactor) str() bool {
-	start := c.i
-	for c.i++; c.i < len(c.src); {
-		switch b := c.src[c.i]; {
+	start, src := c.i, c.src
+	for i := start + 1; ; {
+		for i < len(src) && !strStop[src[i]] {
+			i++
+		}
+		if i >= len(src) {
+			return false
+		}
+		switch b := src[i]; {
 		case b == '"':
-			c.i++
-			c.dst = append(c.dst, c.src[start:c.i]...)
+			i++
+			c.dst = append(c.dst, src[start:i]...)
+			c.i = i
 			return true
 		case b < 0x20:
 			return false
 		case b == '\\':
-			if c.i+1 >= len(c.src) {
+			if i+1 >= len(src) {
 				return false
 			}
-			switch c.src[c.i+1] {
+			switch src[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				c.i += 2
+				i += 2
 			case 'u':
-				if c.i+5 >= len(c.src) {
+				if i+5 >= len(src) {
 					return false
 				}
-				for _, h := range c.src[c.i+2 : c.i+6] {
+				for _, h := range src[i+2 : i+6] {
 					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
 						return false
 					}
 				}
-				c.i += 6
+				i += 6
 			default:
 				return false
 			}
-		case b == 0xE2 && c.i+2 < len(c.src) && c.src[c.i+1] == 0x80 && (c.src[c.i+2] == 0xA8 || c.src[c.i+2] == 0xA9):
+		case i+2 < len(src) && src[i+1] == 0x80 && (src[i+2] == 0xA8 || src[i+2] == 0xA9):
 			return false // U+2028 or U+2029: json.Compact escapes them
-		default:
-			c.i++
+		default: // 0xE2 starting another character
+			i++
 		}
 	}
-	return false
 }
 
 func (c *compactor) literal(lit string) bool {

@@ -105,6 +105,12 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	cursor := q.cursor
+	// Every seq below appended was appended before the snapshot below
+	// is taken (l.next moves only after the commit), so it is in it.
+	l := q.l
+	l.mu.Lock()
+	appended := l.next
+	l.mu.Unlock()
 	err = q.l.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
 		for it.Seek(q.retry); it.ValidForPrefix(q.retry) && len(out) < max; it.Next() {
@@ -147,6 +153,13 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 			}
 			out = append(out, d)
 			q.cursor = seq + 1
+		}
+		if !it.ValidForPrefix(q.ready) && q.cursor < appended {
+			// No ready entry from the cursor on: none below appended
+			// either, so the cursor may pass them. Without this, after a
+			// restart with nothing queued the cursor would stay at 0 and
+			// Stats would walk every delivered entry's deletion marker.
+			q.cursor = appended
 		}
 		return nil
 	})

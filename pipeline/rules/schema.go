@@ -76,7 +76,7 @@ var printer = message.NewPrinter(language.English)
 // would allocate about a hundred times to say the same; any other goes to
 // the library, whose answer this is.
 func (s *Schema) Validate(doc any) []string {
-	if s.fast != nil && s.fast.check(doc) == valid {
+	if s.fast != nil && s.fast.verdict(doc) == valid {
 		return nil
 	}
 	err := s.sch.Validate(doc)

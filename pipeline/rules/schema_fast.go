@@ -561,9 +561,30 @@ func (b *fastBuilder) loops() bool {
 	return false
 }
 
+// maxChecks bounds the subschema checks of one walk. The walk goes on
+// through a subschema it is unsure of (maybe) where the library, finding
+// it valid, stops: an anyOf whose branches both go deeper into the value
+// is then walked twice at every level, 2^depth checks for a nested body
+// that the library checks in linear time. Past the bound the walk answers
+// maybe and the library decides (P9). A CallKaro body takes about a
+// hundred checks.
+const maxChecks = 1 << 16
+
+// walk is what one walk of a document has left of maxChecks.
+type walk struct{ left int }
+
+// verdict is the fast path's answer for doc, within maxChecks.
+func (n *fastNode) verdict(doc any) verdict {
+	w := walk{left: maxChecks}
+	return n.check(doc, &w)
+}
+
 // check is the verdict for v, a document value, in the order of the
 // library's validate.
-func (n *fastNode) check(v any) verdict {
+func (n *fastNode) check(v any, w *walk) verdict {
+	if w.left--; w.left < 0 {
+		return maybe
+	}
 	switch {
 	case n.unknown:
 		return maybe
@@ -589,15 +610,15 @@ func (n *fastNode) check(v any) verdict {
 		return invalid
 	}
 	if n.ref != nil {
-		if r = r.and(n.ref.check(v)); r == invalid || n.refOnly {
+		if r = r.and(n.ref.check(v, w)); r == invalid || n.refOnly {
 			return r
 		}
 	}
 	switch v := v.(type) {
 	case map[string]any:
-		r = r.and(n.object(v))
+		r = r.and(n.object(v, w))
 	case []any:
-		r = r.and(n.array(v))
+		r = r.and(n.array(v, w))
 	case string:
 		r = r.and(n.string(v))
 	case float64:
@@ -606,7 +627,7 @@ func (n *fastNode) check(v any) verdict {
 	if r == invalid {
 		return invalid
 	}
-	return r.and(n.applicators(v))
+	return r.and(n.applicators(v, w))
 }
 
 // oneOfValues is the verdict of const or enum: v equals one of values.
@@ -631,20 +652,20 @@ func oneOfValues(v any, values []any) verdict {
 func integral(x float64) bool { return x == math.Trunc(x) }
 
 // applicators is the verdict of not, allOf, anyOf, oneOf and if.
-func (n *fastNode) applicators(v any) verdict {
+func (n *fastNode) applicators(v any, w *walk) verdict {
 	r := valid
 	if n.not != nil {
-		r = r.and(n.not.check(v).not())
+		r = r.and(n.not.check(v, w).not())
 	}
 	for _, s := range n.allOf {
-		if r = r.and(s.check(v)); r == invalid {
+		if r = r.and(s.check(v, w)); r == invalid {
 			return invalid
 		}
 	}
 	if len(n.anyOf) > 0 {
 		some := invalid
 		for _, s := range n.anyOf {
-			if c := s.check(v); c == valid {
+			if c := s.check(v, w); c == valid {
 				some = valid
 				break
 			} else if c == maybe {
@@ -656,7 +677,7 @@ func (n *fastNode) applicators(v any) verdict {
 	if len(n.oneOf) > 0 {
 		matched, unsure := 0, 0
 		for _, s := range n.oneOf {
-			switch s.check(v) {
+			switch s.check(v, w) {
 			case valid:
 				matched++
 			case maybe:
@@ -667,14 +688,14 @@ func (n *fastNode) applicators(v any) verdict {
 	}
 	if n.cond != nil && (n.then != nil || n.els != nil) {
 		branch := n.els
-		switch n.cond.check(v) {
+		switch n.cond.check(v, w) {
 		case valid:
 			branch = n.then
 		case maybe:
 			return maybe.and(r)
 		}
 		if branch != nil {
-			r = r.and(branch.check(v))
+			r = r.and(branch.check(v, w))
 		}
 	}
 	return r
@@ -693,7 +714,7 @@ func count(lo, hi, min, max int) verdict {
 }
 
 // object is the verdict of the object keywords.
-func (n *fastNode) object(obj map[string]any) verdict {
+func (n *fastNode) object(obj map[string]any, w *walk) verdict {
 	if len(obj) < n.minProperties || n.maxProperties >= 0 && len(obj) > n.maxProperties {
 		return invalid
 	}
@@ -709,7 +730,7 @@ func (n *fastNode) object(obj map[string]any) verdict {
 			return invalid
 		}
 		if d.schema != nil {
-			if r = r.and(d.schema.check(obj)); r == invalid {
+			if r = r.and(d.schema.check(obj, w)); r == invalid {
 				return invalid
 			}
 		}
@@ -718,19 +739,19 @@ func (n *fastNode) object(obj map[string]any) verdict {
 		matched := false
 		if p, ok := n.properties[name]; ok {
 			matched = true
-			r = r.and(p.check(v))
+			r = r.and(p.check(v, w))
 		}
 		for _, p := range n.patternProperties {
 			if p.re.MatchString(name) {
 				matched = true
-				r = r.and(p.node.check(v))
+				r = r.and(p.node.check(v, w))
 			}
 		}
 		if !matched && n.additional != nil {
-			r = r.and(n.additional.check(v))
+			r = r.and(n.additional.check(v, w))
 		}
 		if n.propertyNames != nil {
-			r = r.and(n.propertyNames.check(name)) // boxing name allocates: only with propertyNames
+			r = r.and(n.propertyNames.check(name, w)) // boxing name allocates: only with propertyNames
 		}
 		if r == invalid {
 			return invalid
@@ -755,7 +776,7 @@ func has(obj map[string]any, names []string) bool {
 const maxUnique = 20
 
 // array is the verdict of the array keywords.
-func (n *fastNode) array(arr []any) verdict {
+func (n *fastNode) array(arr []any, w *walk) verdict {
 	if len(arr) < n.minItems || n.maxItems >= 0 && len(arr) > n.maxItems {
 		return invalid
 	}
@@ -771,14 +792,14 @@ func (n *fastNode) array(arr []any) verdict {
 		if s == nil {
 			continue
 		}
-		if r = r.and(s.check(item)); r == invalid {
+		if r = r.and(s.check(item, w)); r == invalid {
 			return invalid
 		}
 	}
 	if n.contains != nil {
 		matched, unsure := 0, 0
 		for _, item := range arr {
-			switch n.contains.check(item) {
+			switch n.contains.check(item, w) {
 			case valid:
 				matched++
 			case maybe:

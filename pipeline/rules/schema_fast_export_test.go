@@ -6,7 +6,7 @@ func (s *Schema) FastVerdict(doc any) string {
 	if s.fast == nil {
 		return "none"
 	}
-	return [...]string{maybe: "maybe", valid: "valid", invalid: "invalid"}[s.fast.check(doc)]
+	return [...]string{maybe: "maybe", valid: "valid", invalid: "invalid"}[s.fast.verdict(doc)]
 }
 
 // LibraryValid reports whether the library alone finds doc valid.

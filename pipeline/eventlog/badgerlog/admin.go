@@ -421,13 +421,12 @@ func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return time.Time{}, err
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	txn, from, _, oldest := q.snapshot() // q.mu is not held while the retry keys are walked
+	defer txn.Discard()
 	var at time.Time
-	err := q.l.db.View(func(txn *badger.Txn) error {
-		_, oldest := q.readyBelowCursor()
+	err := func() error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.ready})
-		for it.Seek(q.readyKeyAt(q.cursor)); it.ValidForPrefix(q.ready); it.Next() {
+		for it.Seek(from); it.ValidForPrefix(q.ready); it.Next() {
 			if k := it.Item().Key(); len(k) == len(q.ready)+8 {
 				if seq := binary.BigEndian.Uint64(k[len(q.ready):]); oldest == 0 || seq < oldest {
 					oldest = seq
@@ -436,6 +435,9 @@ func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 			}
 		}
 		it.Close()
+		if walkHook != nil {
+			walkHook()
+		}
 		it = txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
 		for it.Seek(q.retry); it.ValidForPrefix(q.retry); it.Next() {
 			k := it.Item().Key()
@@ -453,7 +455,7 @@ func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 		}
 		at = time.Unix(0, rec.GetReceivedAtUnixNano()).UTC()
 		return nil
-	})
+	}()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("oldest entry of %s: %w", q.sink, err)
 	}

@@ -295,17 +295,30 @@ func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return pipeline.QueueStats{}, err
 	}
+	txn, from, leased, _ := q.snapshot()
+	defer txn.Discard()
+	return pipeline.QueueStats{
+		Ready:    leased + countFrom(txn, q.ready, from),
+		Retrying: countFrom(txn, q.retry, q.retry),
+		Dead:     countFrom(txn, q.dead, q.dead),
+	}, nil
+}
+
+// snapshot returns a read transaction of the log as it is now, with what
+// of the queue's memory goes with it: the ready key at the cursor, and the
+// number and lowest seq of the leased ready entries below it (see
+// readyBelowCursor). q.mu is held only while they are taken, not while
+// the caller walks keys: Stats and Oldest walk every retry and dead key,
+// millions after a long outage, and the sink's Fetch and Settle would
+// wait for as long. Settle commits and then drops its leases under q.mu,
+// so the transaction sees exactly the settlements the leases reflect.
+// The caller discards txn.
+func (q *queue) snapshot() (txn *badger.Txn, from []byte, leased int, lowest uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	var st pipeline.QueueStats
-	err := q.l.db.View(func(txn *badger.Txn) error {
-		leased, _ := q.readyBelowCursor()
-		st.Ready = leased + countFrom(txn, q.ready, q.readyKeyAt(q.cursor))
-		st.Retrying = countFrom(txn, q.retry, q.retry)
-		st.Dead = countFrom(txn, q.dead, q.dead)
-		return nil
-	})
-	return st, err
+	txn = q.l.db.NewTransaction(false)
+	leased, lowest = q.readyBelowCursor()
+	return txn, q.readyKeyAt(q.cursor), leased, lowest
 }
 
 // readyBelowCursor returns how many ready entries lie below the cursor and
@@ -331,8 +344,15 @@ func (q *queue) readyKeyAt(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), q.ready...), seq)
 }
 
+// walkHook, when set (by tests only), is called before Stats and Oldest
+// walk the keys of a prefix.
+var walkHook func()
+
 // countFrom counts the keys under prefix from start on.
 func countFrom(txn *badger.Txn, prefix, start []byte) int {
+	if walkHook != nil {
+		walkHook()
+	}
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	n := 0

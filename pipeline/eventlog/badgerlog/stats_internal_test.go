@@ -273,3 +273,61 @@ func TestEmptyFetchMovesTheCursor(t *testing.T) {
 		t.Fatalf("cursor = %d after an empty fetch, want 11 (past the 10 events appended)", cursor)
 	}
 }
+
+// TestStatsAndOldestLeaveTheQueueFree: Stats and Oldest walk every retry
+// and dead key (millions after a long outage) without holding the queue's
+// mutex, which the sink's Fetch and Settle take; and they count as they
+// did while it was held.
+func TestStatsAndOldestLeaveTheQueueFree(t *testing.T) {
+	ctx := context.Background()
+	l, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var es []pipeline.Entry
+	for i := range 6 {
+		tg := pipeline.Target{Sink: "a", Route: "r"}
+		if i%3 == 0 {
+			tg.Err = "refused" // a dead letter
+		}
+		es = append(es, pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprint("e", i), Source: "s", ReceivedAt: time.Unix(int64(i+1), 0)},
+			Targets: []pipeline.Target{tg}})
+	}
+	if _, err := l.Append(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	q := l.Queue("a").(*queue)
+	ds, err := q.Fetch(ctx, 2)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("Fetch = %d deliveries, %v; want 2", len(ds), err)
+	}
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	walks, held := 0, 0
+	walkHook = func() {
+		walks++
+		if !q.mu.TryLock() {
+			held++
+			return
+		}
+		q.mu.Unlock()
+	}
+	t.Cleanup(func() { walkHook = nil })
+	st, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldest, err := q.Oldest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if walks == 0 || held > 0 {
+		t.Errorf("Stats and Oldest walked keys %d times, %d of them holding the queue's mutex; want none", walks, held)
+	}
+	want, wantOldest := statsByEveryKey(t, q)
+	if st != want || !oldest.Equal(wantOldest) {
+		t.Errorf("Stats = %+v, Oldest = %v; counting every key: %+v, %v", st, oldest, want, wantOldest)
+	}
+}

@@ -92,7 +92,10 @@ type Log interface {
 	// duplicates (see [Entry.DedupKey]) are not written. Append may be
 	// called from one goroutine at a time; the writer owns it. It returns
 	// an error wrapping [ErrFull] when the log cannot take more (disk
-	// full), and then nothing of the call was written.
+	// full), and then nothing of the call was written. Append may keep
+	// the entries' Body and Headers after it returns (badgerlog hands
+	// just-appended events to its queues from memory): the caller must
+	// not change them afterwards, as the writer never does.
 	Append(ctx context.Context, entries []Entry) ([]Appended, error)
 
 	// Queue returns the delivery queue of the named sink. Queues exist

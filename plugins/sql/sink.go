@@ -37,7 +37,7 @@ import (
 //	route       TEXT NOT NULL
 //	received_at TIMESTAMPTZ (postgres) / TEXT (sqlite, UTC, fixed-width RFC 3339 with nanoseconds, so it sorts)
 //	payload     JSONB (postgres) / TEXT holding compact JSON (sqlite): ev.Payload()
-//	inserted_at TIMESTAMPTZ / TEXT, default now
+//	inserted_at TIMESTAMPTZ / TEXT, default now: the time of the INSERT, which the rows of one batch may share
 //	<mapped>    one column per columns entry: TEXT, BIGINT/INTEGER, DOUBLE PRECISION/REAL, BOOLEAN/INTEGER, JSONB/TEXT
 //
 // The first Deliver creates the table if missing (and the SQLite file's

@@ -108,6 +108,13 @@ type DB struct {
 	closed chan struct{}
 	wg     sync.WaitGroup
 
+	// appendRec is the record buffer of the last Append, kept for the
+	// next (Append has one caller at a time): once commit returns, the
+	// committer has written it and Badger has copied what it applied
+	// (its memtable and WALs copy keys and values; see writeToLSM), so
+	// nothing refers to it any more.
+	appendRec []byte
+
 	// refMu is held by retention and by Requeue, the one write that adds
 	// a reference to an event that may be old: without it, retention could
 	// delete an event in the moment a replay queues it.
@@ -305,12 +312,12 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	txn := l.newTxn()
 	defer txn.Discard()
 	// The record holds every event in full: size it once rather than let
-	// append double it all the way there.
+	// append double it all the way there, in the last Append's buffer.
 	size := 0
 	for i := range entries {
 		size += len(entries[i].Event.Body) + 64*len(entries[i].Event.Headers) + 512
 	}
-	txn.rec = slices.Grow(txn.rec, size)
+	txn.rec = slices.Grow(append(l.appendRec[:0], txn.rec...), size)
 
 	next := l.next
 	now := time.Now().UnixNano()
@@ -394,7 +401,11 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 	}
-	if err := l.commit(txn); err != nil {
+	err := l.commit(txn)
+	if cap(txn.rec) <= maxKeptRecord {
+		l.appendRec = txn.rec[:0] // the committer is done with it, whatever err says
+	}
+	if err != nil {
 		return nil, err
 	}
 	for j, i := range appended {
@@ -412,6 +423,10 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	l.mu.Unlock()
 	return out, nil
 }
+
+// maxKeptRecord bounds the record buffer Append keeps for the next: one
+// bigger (a batch of large bodies) is left to the garbage collector.
+const maxKeptRecord = 4 << 20
 
 func (l *DB) writeErr(err error) error {
 	switch {

@@ -356,7 +356,7 @@ func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
 	for _, err := range d.RouteErrs {
 		h.ruleErrors.Add(1)
 		route, expr := "", ""
-		if re := routeError(err); re != nil {
+		if re, ok := errors.AsType[*rules.RouteError](err); ok {
 			route, expr = re.Route, re.Expr
 		}
 		st.cfg.Metrics.RuleError(route, expr)
@@ -364,19 +364,6 @@ func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
 			log.Warn("rule failed", "source", src.Name, "event_id", d.Entry.Event.ID, "err", err)
 		}
 	}
-}
-
-// routeError returns the *rules.RouteError in err's chain, nil when there
-// is none; the router returns them as they are, which costs no allocation.
-func routeError(err error) *rules.RouteError {
-	if re, ok := err.(*rules.RouteError); ok {
-		return re
-	}
-	var re *rules.RouteError
-	if errors.As(err, &re) {
-		return re
-	}
-	return nil
 }
 
 // sourceRuleFailure logs and counts the runtime error of a source's

@@ -227,16 +227,13 @@ func (p *Program) run(v *vm.VM, ev *evaluation) (any, error) {
 	if err == nil {
 		return out, nil
 	}
-	fe := fileError(err)
-	if fe == nil {
+	// errors.AsType finds without allocating, as errors.As did not.
+	fe, ok := errors.AsType[*file.Error](err)
+	if !ok {
 		return nil, errors.New(redact(err.Error(), env))
 	}
-	// A BudgetError is wrapped by the file.Error: look for one only
-	// when something is (errors.As costs an allocation).
-	if error(fe) != err || fe.Unwrap() != nil {
-		if be := budgetError(err); be != nil {
-			return nil, &BudgetError{Msg: fmt.Sprintf("%s (%d:%d)", be.Msg, fe.Line, fe.Column+1), Cause: be.Cause}
-		}
+	if be, ok := errors.AsType[*BudgetError](err); ok {
+		return nil, &BudgetError{Msg: fmt.Sprintf("%s (%d:%d)", be.Msg, fe.Line, fe.Column+1), Cause: be.Cause}
 	}
 	if fe.Message == "memory budget exceeded" {
 		return nil, &BudgetError{Msg: fmt.Sprintf("memory budget exceeded: the expression builds too much for one event (%d:%d)", fe.Line, fe.Column+1)}
@@ -250,29 +247,6 @@ func (p *Program) run(v *vm.VM, ev *evaluation) (any, error) {
 	err = errors.New(msg + " (" + strconv.Itoa(line) + ":" + strconv.Itoa(col) + ")") // fmt.Errorf("%s (%d:%d)") without fmt
 	p.last.Store(&lastError{msg: msg, line: line, col: col, err: err})
 	return nil, err
-}
-
-// fileError returns the *file.Error in err's chain, nil when there is none.
-// The VM returns one as it is: that case costs no allocation.
-func fileError(err error) *file.Error {
-	if fe, ok := err.(*file.Error); ok {
-		return fe
-	}
-	var fe *file.Error
-	if errors.As(err, &fe) {
-		return fe
-	}
-	return nil
-}
-
-// budgetError returns the *BudgetError in err's chain, nil when there is
-// none.
-func budgetError(err error) *BudgetError {
-	var be *BudgetError
-	if errors.As(err, &be) {
-		return be
-	}
-	return nil
 }
 
 // quoted matches a quoted string in an error message: Go's "..." and

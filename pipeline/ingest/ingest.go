@@ -3,7 +3,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
@@ -512,41 +511,13 @@ func allowed(list []netip.Prefix, ip netip.Addr) bool {
 	return false
 }
 
-// newID returns a new event id: a UUIDv7, so ids sort by time, as
-// uuid.NewV7 makes them (48 bits of milliseconds, 12 bits of sub-
-// millisecond sequence that only grows, 62 random bits) but with one
-// allocation instead of two: uuid reads its random bits through an
-// io.Reader, which puts its UUID on the heap.
+// newID returns a new event id: a UUIDv7, so ids sort by time.
 func newID() string {
-	var id uuid.UUID
-	rand.Read(id[:]) // never fails (crypto/rand crashes the program instead)
-	t, seq := v7Time()
-	id[0], id[1], id[2], id[3], id[4], id[5] = byte(t>>40), byte(t>>32), byte(t>>24), byte(t>>16), byte(t>>8), byte(t)
-	id[6] = 0x70 | (0x0F & byte(seq>>8)) // version 7
-	id[7] = byte(seq)
-	id[8] = (id[8] & 0x3f) | 0x80 // variant 10 (RFC 9562)
-	return id.String()
-}
-
-// lastV7 is the last (milliseconds << 12 | sequence) newID used.
-var lastV7 atomic.Int64
-
-// v7Time returns the time in milliseconds and its sequence (the
-// nanoseconds within the millisecond / 256), each call's pair greater
-// than the last call's, as uuid's getV7Time does.
-func v7Time() (milli, seq int64) {
-	for {
-		nano := time.Now().UnixNano()
-		milli = nano / 1e6
-		now := milli<<12 + (nano-milli*1e6)>>8
-		last := lastV7.Load()
-		if now <= last {
-			now = last + 1
-		}
-		if lastV7.CompareAndSwap(last, now) {
-			return now >> 12, now & 0xfff
-		}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
 	}
+	return id.String()
 }
 
 // Ignored is the answer to a request the source's ignore rule matched:

@@ -533,8 +533,6 @@ type errorBody struct {
 	Violations []string `json:"violations,omitempty"`
 }
 
-// writeJSON answers v as one line of JSON, without HTML escaping: a
-// reason reads `<token>` and `&&`, not `\u003ctoken\u003e`.
 // writeAccepted answers 200 with the [Response] for id, as writeJSON
 // would, without reflection: an accepted webhook is the hot path.
 func writeAccepted(w http.ResponseWriter, id string, duplicate bool) {
@@ -582,6 +580,8 @@ var contentLengths = func() (c [128][]string) {
 	return c
 }()
 
+// writeJSON answers v as one line of JSON, without HTML escaping: a
+// reason reads `<token>` and `&&`, not `\u003ctoken\u003e`.
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)

@@ -87,19 +87,7 @@ func (c *compactor) value() bool {
 }
 
 func (c *compactor) object() bool {
-	if c.depth++; c.depth > maxDepth {
-		return false
-	}
-	c.dst = append(c.dst, '{')
-	c.i++
-	c.space()
-	if c.i < len(c.src) && c.src[c.i] == '}' {
-		c.dst = append(c.dst, '}')
-		c.i++
-		c.depth--
-		return true
-	}
-	for {
+	return c.container('{', '}', func() bool {
 		c.space()
 		if c.i >= len(c.src) || c.src[c.i] != '"' || !c.str() {
 			return false
@@ -110,43 +98,31 @@ func (c *compactor) object() bool {
 		}
 		c.dst = append(c.dst, ':')
 		c.i++
-		if !c.value() {
-			return false
-		}
-		c.space()
-		if c.i >= len(c.src) {
-			return false
-		}
-		switch c.src[c.i] {
-		case ',':
-			c.dst = append(c.dst, ',')
-			c.i++
-		case '}':
-			c.dst = append(c.dst, '}')
-			c.i++
-			c.depth--
-			return true
-		default:
-			return false
-		}
-	}
+		return c.value()
+	})
 }
 
 func (c *compactor) array() bool {
+	return c.container('[', ']', c.value)
+}
+
+// container copies the object or array whose open byte is at c.i: its
+// members, each read by member, between commas, up to its close byte.
+func (c *compactor) container(open, close byte, member func() bool) bool {
 	if c.depth++; c.depth > maxDepth {
 		return false
 	}
-	c.dst = append(c.dst, '[')
+	c.dst = append(c.dst, open)
 	c.i++
 	c.space()
-	if c.i < len(c.src) && c.src[c.i] == ']' {
-		c.dst = append(c.dst, ']')
+	if c.i < len(c.src) && c.src[c.i] == close {
+		c.dst = append(c.dst, close)
 		c.i++
 		c.depth--
 		return true
 	}
 	for {
-		if !c.value() {
+		if !member() {
 			return false
 		}
 		c.space()
@@ -157,8 +133,8 @@ func (c *compactor) array() bool {
 		case ',':
 			c.dst = append(c.dst, ',')
 			c.i++
-		case ']':
-			c.dst = append(c.dst, ']')
+		case close:
+			c.dst = append(c.dst, close)
 			c.i++
 			c.depth--
 			return true

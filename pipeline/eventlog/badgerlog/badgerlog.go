@@ -402,6 +402,11 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		}
 	}
 	err := l.commit(txn)
+	if poisonRecord {
+		for i := range txn.rec {
+			txn.rec[i] = 0xAA
+		}
+	}
 	if cap(txn.rec) <= maxKeptRecord {
 		l.appendRec = txn.rec[:0] // the committer is done with it, whatever err says
 	}
@@ -423,6 +428,11 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	l.mu.Unlock()
 	return out, nil
 }
+
+// poisonRecord, when set (by tests only), makes Append overwrite its
+// record buffer as soon as commit returns, as the next Append will: a
+// test then proves that nothing (Badger included) still reads it.
+var poisonRecord bool
 
 // maxKeptRecord bounds the record buffer Append keeps for the next: one
 // bigger (a batch of large bodies) is left to the garbage collector.

@@ -21,3 +21,10 @@ func RecentEvents(l *DB) int {
 	defer l.recent.mu.Unlock()
 	return len(l.recent.bySeq)
 }
+
+// PoisonRecords makes every Append overwrite its record buffer right after
+// its commit, until the test ends.
+func PoisonRecords(t interface{ Cleanup(func()) }) {
+	poisonRecord = true
+	t.Cleanup(func() { poisonRecord = false })
+}

@@ -81,12 +81,6 @@ type Metrics struct {
 	ruleErrors     *prometheus.CounterVec
 	dedupErrors    *prometheus.CounterVec
 
-	// The children of the vectors above that every request counts.
-	requestsBy children[[2]string, prometheus.Counter] // source, outcome
-	durationBy children[string, prometheus.Observer]   // source
-	matchesBy  children[string, prometheus.Counter]    // route
-	ruleErrBy  children[[2]string, prometheus.Counter] // route, expr
-
 	writerBatch   prometheus.Histogram
 	writerCommit  prometheus.Histogram
 	writerFailure prometheus.Counter
@@ -262,13 +256,9 @@ func (m *Metrics) IngestRequest(source, outcome string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.requestsBy.get([2]string{source, outcome}, func() prometheus.Counter {
-		return m.ingestRequests.WithLabelValues(source, outcome)
-	}).Inc()
+	m.ingestRequests.WithLabelValues(source, outcome).Inc()
 	if outcome == OutcomeAccepted || outcome == OutcomeDuplicate {
-		m.durationBy.get(source, func() prometheus.Observer {
-			return m.ingestDuration.WithLabelValues(source)
-		}).Observe(d.Seconds())
+		m.ingestDuration.WithLabelValues(source).Observe(d.Seconds())
 	}
 }
 
@@ -277,7 +267,7 @@ func (m *Metrics) RouteMatched(route string) {
 	if m == nil {
 		return
 	}
-	m.matchesBy.get(route, func() prometheus.Counter { return m.routeMatches.WithLabelValues(route) }).Inc()
+	m.routeMatches.WithLabelValues(route).Inc()
 }
 
 // RuleError records that route's expr ("when" or "transform") failed on an
@@ -286,9 +276,7 @@ func (m *Metrics) RuleError(route, expr string) {
 	if m == nil {
 		return
 	}
-	m.ruleErrBy.get([2]string{route, expr}, func() prometheus.Counter {
-		return m.ruleErrors.WithLabelValues(route, expr)
-	}).Inc()
+	m.ruleErrors.WithLabelValues(route, expr).Inc()
 }
 
 // DedupKeyError records that source's dedup_key expression failed.

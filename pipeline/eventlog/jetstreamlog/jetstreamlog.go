@@ -569,14 +569,30 @@ func (e *apiError) Error() string {
 // timed out ("batch message 1 ack failed: nats: timeout" in
 // BenchmarkAppend), and it would cost a round trip per Append. The
 // commit's answer says whether the whole batch was stored.
+//
+// "No responders" means the server the connection is on knew nobody to
+// take the commit: a stream just created or a leader just elected whose
+// interest has not reached this server yet. Nothing of the batch was
+// stored then (no commit reached a leader), so the batch is sent again,
+// under a new batch id, until the request's timeout, as jetstream's own
+// PublishMsg does for one message.
 func (l *Log) publishBatch(ctx context.Context, msgs []*nats.Msg) error {
 	rctx, cancel := l.reqCtx(ctx)
 	defer cancel()
-	_, err := jetstreamext.PublishMsgBatch(rctx, l.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
-	if err != nil {
-		return l.wrapErr("publish batch", err)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
+		_, err := jetstreamext.PublishMsgBatch(rctx, l.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return l.wrapErr("publish batch", err)
+		}
+		select {
+		case <-rctx.Done():
+			return l.wrapErr("publish batch", err)
+		case <-time.After(wait):
+		}
 	}
-	return nil
 }
 
 // errCode is the JetStream API error code err carries, 0 when none.

@@ -13,7 +13,8 @@
 //	/ui/dlq/{sink}        a sink's dead letters: retry selected or all, drop (confirmed)
 //	/ui/refused           refused requests kept by sources with keep_rejected
 //	/ui/replay            start a replay; /ui/replay/{job} shows its progress live
-//	/ui/tail              new events as they are appended (server-sent events)
+//	/ui/tail              new events as they are appended (server-sent events); those it had
+//	                      no room for are counted and the page says how many it did not show
 //
 // The pages are html/template files and the CSS and JavaScript are static
 // files, all embedded in the binary; nothing is fetched from elsewhere.

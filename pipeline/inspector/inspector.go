@@ -21,9 +21,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
 //go:embed templates/*.html
@@ -57,11 +57,11 @@ type Options struct {
 	SinkNames func() []string
 	// Counts, if set, reads the counters the overview draws rates from.
 	Counts func() metrics.Counts
-	// Subscribe, if set, feeds the live tail: it returns a channel of the
-	// entries appended from now on and a function that ends the
-	// subscription (writer.Writer.Subscribe). Nil: the tail page says it
-	// is not available.
-	Subscribe func(buf int) (<-chan pipeline.Entry, func())
+	// Subscribe, if set, feeds the live tail: it returns a subscription to
+	// the entries appended from now on, of one source when source is not
+	// empty, that counts those it had no room for ([writer.Writer.Subscribe]).
+	// Nil: the tail page says it is not available.
+	Subscribe func(buf int, source string) *writer.Subscription
 }
 
 // UI is the web UI. Its zero value is not usable: create it with [New],

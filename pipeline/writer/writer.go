@@ -166,8 +166,9 @@ type Subscription struct {
 // entries must say that it did not see that many. Safe for concurrent use.
 func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
 
-// Cancel ends the subscription: nothing more is sent on C (which is not
-// closed). Calling it again does nothing.
+// Cancel ends the subscription: no append that starts after it returns
+// sends on C (which is not closed) or counts a drop; one already under way
+// may still. Calling it again does nothing.
 func (s *Subscription) Cancel() {
 	s.once.Do(func() {
 		w := s.w

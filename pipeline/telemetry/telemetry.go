@@ -159,10 +159,9 @@ const queueSlack = 16
 // 2048 too when it is below 1 (the SDK would then drop every span, or
 // panic).
 func queueSize() int {
-	const def = 2048 // sdktrace.DefaultMaxQueueSize
 	n, err := strconv.Atoi(os.Getenv("OTEL_BSP_MAX_QUEUE_SIZE"))
 	if err != nil || n < 1 {
-		return def
+		return sdktrace.DefaultMaxQueueSize
 	}
 	return n
 }

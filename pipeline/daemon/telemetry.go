@@ -55,12 +55,13 @@ func (d *Daemon) stopTracing(tr *telemetry.Tracer) {
 	}
 }
 
-// tracingCollector is pipelined_trace_spans_dropped_total: the spans an
-// export failed to deliver, read from the tracer in force.
+// tracingCollector is pipelined_trace_spans_dropped_total: the spans not
+// exported (an export failed, or the export queue was full), read from the
+// tracer in force.
 func (d *Daemon) tracingCollector() prometheus.Collector {
 	return prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "pipelined_trace_spans_dropped_total",
-		Help: "Spans that could not be exported to the OTLP collector ([telemetry]); webhooks and events are never held for them.",
+		Help: "Spans that could not be exported to the OTLP collector ([telemetry]): the export failed, or the export queue (OTEL_BSP_MAX_QUEUE_SIZE) was full; webhooks and events are never held for them.",
 	}, func() float64 { return float64(d.tracer.Load().Dropped()) })
 }
 

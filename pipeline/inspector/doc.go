@@ -13,7 +13,8 @@
 //	/ui/dlq/{sink}        a sink's dead letters: retry selected or all, drop (confirmed)
 //	/ui/refused           refused requests kept by sources with keep_rejected
 //	/ui/replay            start a replay; /ui/replay/{job} shows its progress live
-//	/ui/tail              new events as they are appended (server-sent events)
+//	/ui/tail              new events as they are appended (server-sent events); those it had
+//	                      no room for are counted and the page says how many it did not show
 //
 // The pages are html/template files and the CSS and JavaScript are static
 // files, all embedded in the binary; nothing is fetched from elsewhere.
@@ -24,10 +25,12 @@
 // # Authentication
 //
 // With an admin token, /ui/login exchanges it for a session cookie
-// (HttpOnly, SameSite=Strict, Secure under TLS, valid for [SessionTTL]),
-// signed with a key drawn when the daemon starts. Without a token the UI
-// works only when the admin listener is on loopback (as the API), and a
-// session cookie is issued without a login. Every POST carries a CSRF
+// (HttpOnly, SameSite=Strict, valid for [SessionTTL]), signed with a key
+// drawn when the daemon starts. The cookie is Secure when the browser came
+// over HTTPS: a TLS connection, or a proxy terminating TLS in front that
+// says so (X-Forwarded-Proto: https, or Forwarded: proto=https). Without
+// a token the UI works only when the admin listener is on loopback (as the
+// API), and a session cookie is issued without a login. Every POST carries a CSRF
 // token bound to the session; a POST without it is refused with 403. The
 // admin server's Host and Origin checks apply to every call.
 //

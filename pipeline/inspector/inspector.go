@@ -21,9 +21,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
 //go:embed templates/*.html
@@ -57,11 +57,11 @@ type Options struct {
 	SinkNames func() []string
 	// Counts, if set, reads the counters the overview draws rates from.
 	Counts func() metrics.Counts
-	// Subscribe, if set, feeds the live tail: it returns a channel of the
-	// entries appended from now on and a function that ends the
-	// subscription (writer.Writer.Subscribe). Nil: the tail page says it
-	// is not available.
-	Subscribe func(buf int) (<-chan pipeline.Entry, func())
+	// Subscribe, if set, feeds the live tail: it returns a subscription to
+	// the entries appended from now on, of one source when source is not
+	// empty, that counts those it had no room for ([writer.Writer.Subscribe]).
+	// Nil: the tail page says it is not available.
+	Subscribe func(buf int, source string) *writer.Subscription
 }
 
 // UI is the web UI. Its zero value is not usable: create it with [New],
@@ -259,8 +259,39 @@ func (u *UI) newSession(w http.ResponseWriter, r *http.Request) string {
 	b = append(b, nonce...)
 	v := base64.RawURLEncoding.EncodeToString(b) + "." + base64.RawURLEncoding.EncodeToString(u.mac("session", b))
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: v, Path: "/ui/", Expires: exp, MaxAge: int(SessionTTL.Seconds()),
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: overHTTPS(r), SameSite: http.SameSiteStrictMode})
 	return v
+}
+
+// overHTTPS reports whether the browser reached the UI over HTTPS: the
+// connection is TLS, or a proxy that terminates TLS in front of the admin
+// listener (which speaks plain HTTP) says so, with X-Forwarded-Proto:
+// https (Caddy and Traefik send it; nginx with proxy_set_header
+// X-Forwarded-Proto $scheme) or Forwarded: proto=https (RFC 7239). The
+// first value counts: it is the one the proxy nearest the browser wrote.
+// The session cookie is then Secure. The headers are believed from anyone
+// because Secure can only restrict: it keeps the browser from sending the
+// cookie over plain HTTP, and a browser that did reach the UI over plain
+// HTTP drops a Secure cookie (it cannot log in: a visible failure, never
+// a leak). A browser page cannot add these headers to a request.
+func overHTTPS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if v := r.Header.Get("X-Forwarded-Proto"); v != "" {
+		first, _, _ := strings.Cut(v, ",")
+		return strings.EqualFold(strings.TrimSpace(first), "https")
+	}
+	if v := r.Header.Get("Forwarded"); v != "" {
+		first, _, _ := strings.Cut(v, ",")
+		for pair := range strings.SplitSeq(first, ";") {
+			k, val, _ := strings.Cut(strings.TrimSpace(pair), "=")
+			if strings.EqualFold(strings.TrimSpace(k), "proto") {
+				return strings.EqualFold(strings.Trim(strings.TrimSpace(val), `"`), "https")
+			}
+		}
+	}
+	return false
 }
 
 func (u *UI) validSession(v string, now time.Time) bool {
@@ -368,7 +399,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, s session) {
 	u.revoke(s.value, time.Now())
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/ui/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/ui/", MaxAge: -1, HttpOnly: true, Secure: overHTTPS(r), SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 }
 

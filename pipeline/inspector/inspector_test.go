@@ -439,3 +439,97 @@ func TestDropAllDeadTellsOnDropDead(t *testing.T) {
 		t.Errorf("OnDropDead told seqs %v, want the one dropped", told)
 	}
 }
+
+// TestSessionCookieSecureBehindTLSProxy: the admin listener speaks plain
+// HTTP, so behind a proxy that terminates TLS the session cookie is Secure
+// when the proxy says the browser came over HTTPS (X-Forwarded-Proto, or
+// Forwarded's proto), at login, without a token on loopback, and at logout;
+// without such a header it is not (a browser on plain HTTP would drop it).
+func TestSessionCookieSecureBehindTLSProxy(t *testing.T) {
+	sessionCookie := func(t *testing.T, resp *http.Response) *http.Cookie {
+		t.Helper()
+		for _, ck := range resp.Cookies() {
+			if ck.Name == "pipelined_session" {
+				return ck
+			}
+		}
+		t.Fatalf("answer %d sets no session cookie (premise)", resp.StatusCode)
+		return nil
+	}
+	do := func(t *testing.T, req *http.Request, h http.Header) *http.Response {
+		t.Helper()
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		resp, err := client(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	withToken, _ := serve(t, "s3cret", false)
+	loopback, _ := serve(t, "", true)
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		secure bool
+	}{
+		{"plain HTTP", nil, false},
+		{"X-Forwarded-Proto https", http.Header{"X-Forwarded-Proto": {"https"}}, true},
+		{"X-Forwarded-Proto HTTPS, then http", http.Header{"X-Forwarded-Proto": {"HTTPS, http"}}, true},
+		{"X-Forwarded-Proto http", http.Header{"X-Forwarded-Proto": {"http"}}, false},
+		{"X-Forwarded-Proto http, then https", http.Header{"X-Forwarded-Proto": {"http, https"}}, false},
+		{"Forwarded proto=https", http.Header{"Forwarded": {`for=192.0.2.60;proto=https;by=203.0.113.43`}}, true},
+		{"Forwarded quoted", http.Header{"Forwarded": {`for="[2001:db8::1]";proto="https"`}}, true},
+		{"Forwarded proto=http", http.Header{"Forwarded": {"proto=http, proto=https"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, withToken+"/ui/login", strings.NewReader("token=s3cret"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp := do(t, req, tc.header)
+			if resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("login = %d, want 303 (premise)", resp.StatusCode)
+			}
+			login := sessionCookie(t, resp)
+			if login.Secure != tc.secure {
+				t.Errorf("login's cookie Secure = %v, want %v", login.Secure, tc.secure)
+			}
+
+			req, _ = http.NewRequest(http.MethodGet, loopback+"/ui/", nil)
+			if ck := sessionCookie(t, do(t, req, tc.header)); ck.Secure != tc.secure {
+				t.Errorf("cookie issued without a token on loopback: Secure = %v, want %v", ck.Secure, tc.secure)
+			}
+
+			resp, page := getWith(t, withToken+"/ui/", login)
+			m := csrfRE.FindStringSubmatch(page)
+			if resp.StatusCode != http.StatusOK || m == nil {
+				t.Fatalf("GET /ui/ with the login's cookie = %d, with a CSRF token %v; want 200 with one (premise: the logout form)", resp.StatusCode, m != nil)
+			}
+			req, _ = http.NewRequest(http.MethodPost, withToken+"/ui/logout", strings.NewReader(url.Values{"csrf": {m[1]}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.AddCookie(login)
+			resp = do(t, req, tc.header)
+			if resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("logout = %d, want 303 (premise)", resp.StatusCode)
+			}
+			if ck := sessionCookie(t, resp); ck.MaxAge >= 0 || ck.Secure != tc.secure {
+				t.Errorf("logout's cookie = %+v, want it expired with Secure = %v", ck, tc.secure)
+			}
+		})
+	}
+}
+
+// getWith GETs u with cookie ck and returns the answer and its body.
+func getWith(t *testing.T, u string, ck *http.Cookie) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.AddCookie(ck)
+	resp, err := client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}

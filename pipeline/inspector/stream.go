@@ -225,9 +225,19 @@ func (u *UI) streamSlot(w http.ResponseWriter, r *http.Request) (release func(),
 	}
 }
 
+// tailDropped is the live tail's "dropped" event: how many events of the
+// tail's source it could not show since it started, because they came
+// faster than the stream took them.
+type tailDropped struct {
+	Dropped uint64 `json:"dropped"`
+}
+
 // tailStream sends each event appended from now on (of one source when
-// ?source= is set), with a comment every 15s to keep the connection.
-// Events the browser is too slow for are dropped, never held.
+// ?source= is set) as an unnamed event, with a ping every 15s to keep the
+// connection. Events the stream is too slow for are dropped, never held,
+// and counted: after an event, if the count grew, a "dropped" event
+// carries the total so far, so the page can say what it did not show
+// (clients that only read unnamed events are unaffected).
 func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
 	if u.o.Subscribe == nil {
 		u.fail(w, r, http.StatusNotImplemented, "The live tail is not available in this daemon.")
@@ -239,8 +249,9 @@ func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
 	}
 	defer release()
 	source := r.URL.Query().Get("source")
-	ch, cancel := u.o.Subscribe(256)
-	defer cancel()
+	sub := u.o.Subscribe(256, source)
+	defer sub.Cancel()
+	var dropped uint64 // the count the page was last told
 	send, _ := sse(w)
 	if send("hello", map[string]string{"source": source}) != nil {
 		return
@@ -257,16 +268,22 @@ func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
 			if send("ping", map[string]string{}) != nil {
 				return
 			}
-		case e := <-ch:
-			if source != "" && e.Event.Source != source {
-				continue
-			}
+		case e := <-sub.C:
 			te := tailEvent{ID: e.Event.ID, Source: e.Event.Source, ReceivedAt: e.Event.ReceivedAt, DedupKey: clip(200, e.Event.DedupKey), Size: len(e.Event.Body), Sinks: []string{}}
 			for _, t := range e.Targets {
 				te.Sinks = append(te.Sinks, t.Sink)
 			}
 			if send("", te) != nil {
 				return
+			}
+			// The writer drops only when the buffer is full, so after
+			// any drop the stream takes at least one more entry and
+			// comes here: every drop is told.
+			if n := sub.Dropped(); n != dropped {
+				dropped = n
+				if send("dropped", tailDropped{Dropped: n}) != nil {
+					return
+				}
 			}
 		}
 	}

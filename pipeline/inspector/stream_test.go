@@ -3,10 +3,13 @@ package inspector_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,3 +133,162 @@ func stream(t *testing.T, c *http.Client, u string) <-chan string {
 	}()
 	return out
 }
+
+// TestTailSaysWhatItDropped holds the live tail's stream while events
+// come faster than it sends them (its writes to the connection wait, as
+// to a browser that does not read), and checks that every event of the
+// tail's source is either shown or counted in a "dropped" event, the
+// count the page shows as "N events not shown"; events of other sources
+// are neither.
+func TestTailSaysWhatItDropped(t *testing.T) {
+	w := writer.New(memlog.New(), nil)
+	defer w.Close()
+	ctx := context.Background()
+	subs := make(chan *writer.Subscription, 1)
+	ao := admin.Options{Log: memlog.New(), AllowUnauthenticated: true}
+	ui := inspector.New(inspector.Options{Admin: ao, Subscribe: func(buf int, source string) *writer.Subscription {
+		s := w.Subscribe(buf, source)
+		subs <- s
+		return s
+	}})
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { ui.Run(runCtx); close(ran) }()
+	ao.UI = ui
+	g := &writeGate{blocked: make(chan struct{}, 1)}
+	srv := httptest.NewServer(g.wrap(admin.Handler(ao)))
+	defer func() { g.release(); stop(); <-ran; srv.Close() }() // the stream ends first
+
+	tail := stream(t, client(t), srv.URL+"/ui/tail/stream?source=s")
+	if hello := <-tail; !strings.HasPrefix(hello, "event: hello") {
+		t.Fatalf("the tail's first event = %q, want hello", hello)
+	}
+	sub := <-subs
+	appended := 0 // events of source s
+	add := func(id, source string) {
+		t.Helper()
+		if _, err := w.Append(ctx, pipeline.Entry{Event: pipeline.Event{ID: id, Source: source, ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)}}); err != nil {
+			t.Fatal(err)
+		}
+		if source == "s" {
+			appended++
+		}
+	}
+	g.hold()
+	add("first", "s")
+	select { // the stream took "first" and now waits to write it
+	case <-g.blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tail stream never wrote the first event")
+	}
+	const buffered, over = 256, 10
+	for i := range buffered + over {
+		add(fmt.Sprint("ev-", i), "s")
+		if i%20 == 0 {
+			add(fmt.Sprint("other-", i), "other")
+		}
+	}
+	if err := w.Ping(ctx); err != nil { // every entry has been offered
+		t.Fatal(err)
+	}
+	if n, held := sub.Dropped(), len(sub.C); n != over || held != buffered {
+		t.Fatalf("premise: the tail's subscription holds %d and dropped %d, want %d and %d", held, n, buffered, over)
+	}
+	g.release()
+
+	var shown []string
+	var dropped uint64
+	for len(shown) < 1+buffered {
+		ev, ok := <-tail
+		if !ok {
+			t.Fatalf("the stream ended after %d events", len(shown))
+		}
+		if strings.HasPrefix(ev, "event: dropped\n") {
+			var d struct{ Dropped uint64 }
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimPrefix(ev, "event: dropped\n"), "data: ")), &d); err != nil {
+				t.Fatalf("dropped event %q: %v", ev, err)
+			}
+			if d.Dropped <= dropped {
+				t.Errorf("dropped event says %d after %d: it is a total, it only grows", d.Dropped, dropped)
+			}
+			dropped = d.Dropped
+			continue
+		}
+		var e struct{ ID, Source string }
+		if err := json.Unmarshal([]byte(strings.TrimPrefix(ev, "data: ")), &e); err != nil {
+			t.Fatalf("tail event %q: %v", ev, err)
+		}
+		if e.Source != "s" {
+			t.Errorf("the tail of source s sent %s of source %q", e.ID, e.Source)
+		}
+		shown = append(shown, e.ID)
+	}
+	add("last", "s")
+	if ev := <-tail; !strings.Contains(ev, `"id":"last"`) {
+		t.Errorf("after the burst the tail sent %q, want event last (and no other dropped event)", ev)
+	}
+	shown = append(shown, "last")
+	if dropped != over || len(shown)+int(dropped) != appended {
+		t.Errorf("the tail showed %d events and said %d were not shown; %d of its source were appended, want %d not shown",
+			len(shown), dropped, appended, over)
+	}
+	for i, id := range shown[1 : 1+buffered] {
+		if want := fmt.Sprint("ev-", i); id != want {
+			t.Fatalf("shown event %d = %s, want %s (in log order)", i+1, id, want)
+		}
+	}
+}
+
+// writeGate wraps a handler so that, while held, the live tail's writes
+// to its connection wait, as they do when the browser does not read.
+type writeGate struct {
+	mu      sync.Mutex
+	open    chan struct{} // nil: writes go through
+	blocked chan struct{} // told when a write waits
+}
+
+func (g *writeGate) hold() {
+	g.mu.Lock()
+	g.open = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *writeGate) release() {
+	g.mu.Lock()
+	if g.open != nil {
+		close(g.open)
+		g.open = nil
+	}
+	g.mu.Unlock()
+}
+
+func (g *writeGate) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ui/tail/stream" {
+			w = &gatedWriter{ResponseWriter: w, g: g}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type gatedWriter struct {
+	http.ResponseWriter
+	g *writeGate
+}
+
+func (w *gatedWriter) Write(b []byte) (int, error) {
+	w.g.mu.Lock()
+	open := w.g.open
+	w.g.mu.Unlock()
+	if open != nil {
+		select {
+		case w.g.blocked <- struct{}{}:
+		default:
+		}
+		<-open
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush and SetWriteDeadline.
+func (w *gatedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -49,8 +51,8 @@ type Options struct {
 	// TLS, when not nil, is the client TLS config for an https endpoint;
 	// nil means the system's roots.
 	TLS *tls.Config
-	// Logger receives export failures, at most one line a minute; nil
-	// discards them.
+	// Logger receives export failures and spans dropped on a full export
+	// queue, at most one line a minute of each; nil discards them.
 	Logger *slog.Logger
 }
 
@@ -61,11 +63,20 @@ type Tracer struct {
 	tr     trace.Tracer
 	prop   propagation.TraceContext
 	failed atomic.Int64 // spans an export failed to deliver
+
+	// The export queue (see queueGate): its bound, the sampled spans
+	// ended and not yet handed to the exporter, those dropped because
+	// that was the bound, and the log of those drops.
+	queueMax int64
+	queued   atomic.Int64
+	full     atomic.Int64
+	fullLog  oncePerMinute
+	log      *slog.Logger
 }
 
 // New starts a tracer that exports to o.Endpoint. It does not connect:
-// an unreachable collector costs exports (counted by [Tracer.Dropped]),
-// never a webhook.
+// an unreachable or slow collector costs exports (counted by
+// [Tracer.Dropped]), never a webhook.
 func New(o Options) (*Tracer, error) {
 	u, err := url.Parse(o.Endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -103,7 +114,10 @@ func New(o Options) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: exporter: %w", err)
 	}
-	t := &Tracer{}
+	t := &Tracer{queueMax: int64(queueSize()), log: o.Logger}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
 	setErrorHandler(o.Logger)
 	name := o.ServiceName
 	if name == "" {
@@ -121,12 +135,68 @@ func New(o Options) (*Tracer, error) {
 	// that are always kept (README, "Tracing").
 	ratio := sdktrace.TraceIDRatioBased(o.SampleRatio)
 	sampler := sdktrace.ParentBased(ratio, sdktrace.WithRemoteParentSampled(ratio))
+	// The batch span processor (OTEL_BSP_* variables tune it) drops a
+	// span when its queue is full and counts it where we cannot read it
+	// (its own counter is private; its metric is an experimental,
+	// environment-gated, process-wide option). queueGate bounds the queue
+	// in front of it instead, and counts what it drops; the processor's
+	// own queue is made a little longer, so it never drops one itself.
+	bsp := sdktrace.NewBatchSpanProcessor(countingExporter{exp, t}, sdktrace.WithMaxQueueSize(int(t.queueMax)+queueSlack))
 	t.start(sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sampler),
 		sdktrace.WithResource(resource.NewSchemaless(attrs...)),
-		sdktrace.WithBatcher(countingExporter{exp, t}), // OTEL_BSP_* variables tune it
+		sdktrace.WithSpanProcessor(queueGate{bsp, t}),
 	))
 	return t, nil
+}
+
+// queueSlack is how much longer than the bound of queueGate the batch
+// span processor's queue is: room for the markers ForceFlush puts in it.
+const queueSlack = 16
+
+// queueSize is the export queue's bound: OTEL_BSP_MAX_QUEUE_SIZE as the
+// OpenTelemetry SDK reads it, 2048 when it is unset or not a number, and
+// 2048 too when it is below 1 (the SDK would then drop every span, or
+// panic).
+func queueSize() int {
+	n, err := strconv.Atoi(os.Getenv("OTEL_BSP_MAX_QUEUE_SIZE"))
+	if err != nil || n < 1 {
+		return sdktrace.DefaultMaxQueueSize
+	}
+	return n
+}
+
+// queueGate is the span processor of a [Tracer]: it hands each sampled
+// span that ends to the batch span processor, unless queueMax spans are
+// already waiting to be exported; then it drops the span and counts it
+// (the processor would have dropped it silently). What it costs a span is
+// an atomic add, and one per export: no lock.
+//
+// t.queued counts the spans handed on and not yet handed to the exporter,
+// so it is never below the processor's queue length (which holds a subset
+// of them): with t.queued <= queueMax, the processor's queue of
+// queueMax+queueSlack never overflows.
+type queueGate struct {
+	sdktrace.SpanProcessor // the batch span processor
+	t                      *Tracer
+}
+
+func (g queueGate) OnEnd(s sdktrace.ReadOnlySpan) {
+	if !s.SpanContext().IsSampled() {
+		return // the batch span processor ignores these
+	}
+	t := g.t
+	if t.queued.Add(1) > t.queueMax {
+		t.queued.Add(-1)
+		t.full.Add(1)
+		if ok, n := t.fullLog.allow(); ok {
+			t.log.Warn("tracing: spans dropped, the export queue is full: the collector takes them more slowly than they are made "+
+				"(webhooks are not affected; see pipelined_trace_spans_dropped_total; OTEL_BSP_MAX_QUEUE_SIZE bounds the queue)",
+				"queue", t.queueMax, "suppressed", n)
+		}
+		return
+	}
+	g.SpanProcessor.OnEnd(s)
 }
 
 func (t *Tracer) start(tp *sdktrace.TracerProvider) {
@@ -142,13 +212,15 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 	return t.tp.Shutdown(ctx)
 }
 
-// Dropped counts the spans that an export failed to deliver (collector
-// unreachable or refusing); 0 for a nil tracer.
+// Dropped counts the spans that were not exported: those an export
+// failed to deliver (collector unreachable or refusing) and those dropped
+// because the export queue was full (a collector slower than spans are
+// made; OTEL_BSP_MAX_QUEUE_SIZE bounds the queue). 0 for a nil tracer.
 func (t *Tracer) Dropped() int64 {
 	if t == nil {
 		return 0
 	}
-	return t.failed.Load()
+	return t.failed.Load() + t.full.Load()
 }
 
 // setErrorHandler sends OpenTelemetry's errors (a failed export, say) to
@@ -158,27 +230,42 @@ func setErrorHandler(log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var last atomic.Int64 // unix nanoseconds of the last line
-	var suppressed atomic.Int64
+	var lines oncePerMinute
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		now := time.Now().UnixNano()
-		prev := last.Load()
-		if now-prev < int64(time.Minute) || !last.CompareAndSwap(prev, now) {
-			suppressed.Add(1)
-			return
+		if ok, n := lines.allow(); ok {
+			log.Warn("tracing: spans not exported (webhooks are not affected; see pipelined_trace_spans_dropped_total)",
+				"err", err, "suppressed", n)
 		}
-		log.Warn("tracing: spans not exported (webhooks are not affected; see pipelined_trace_spans_dropped_total)",
-			"err", err, "suppressed", suppressed.Swap(0))
 	}))
 }
 
-// countingExporter counts the spans its exporter failed to export.
+// oncePerMinute lets one log line a minute through, without a lock.
+type oncePerMinute struct {
+	last       atomic.Int64 // unix nanoseconds of the last line
+	suppressed atomic.Int64
+}
+
+// allow reports whether a line may be written now and, if so, how many
+// were not since the last one.
+func (l *oncePerMinute) allow() (ok bool, suppressed int64) {
+	now := time.Now().UnixNano()
+	prev := l.last.Load()
+	if now-prev < int64(time.Minute) || !l.last.CompareAndSwap(prev, now) {
+		l.suppressed.Add(1)
+		return false, 0
+	}
+	return true, l.suppressed.Swap(0)
+}
+
+// countingExporter counts the spans its exporter failed to export, and
+// takes those it is handed off the export queue's count (queueGate).
 type countingExporter struct {
 	sdktrace.SpanExporter
 	t *Tracer
 }
 
 func (e countingExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	e.t.queued.Add(-int64(len(spans)))
 	err := e.SpanExporter.ExportSpans(ctx, spans)
 	if err != nil {
 		e.t.failed.Add(int64(len(spans)))

@@ -12,14 +12,19 @@ import (
 
 // TestSubscribe checks the live tail's hook: a subscriber gets each
 // appended entry (not the duplicates) with its id; one that does not read
-// never holds the writer; a cancelled one gets nothing more.
+// never holds the writer and is told how many it missed; one of another
+// source gets and misses nothing; a cancelled one gets nothing more.
 func TestSubscribe(t *testing.T) {
 	w := writer.New(memlog.New(), nil)
 	defer w.Close()
 	ctx := context.Background()
-	fast, cancelFast := w.Subscribe(16)
-	_, cancelStuck := w.Subscribe(1) // never read
-	defer cancelStuck()
+	fast := w.Subscribe(16, "")
+	stuck := w.Subscribe(1, "") // never read
+	defer stuck.Cancel()
+	mine := w.Subscribe(16, "src")
+	defer mine.Cancel()
+	other := w.Subscribe(1, "other") // never read: no entry of its source comes
+	defer other.Cancel()
 
 	for i := range 5 {
 		if _, err := w.Append(ctx, entry(fmt.Sprint("ev-", i), fmt.Sprint("k", i))); err != nil {
@@ -30,29 +35,57 @@ func TestSubscribe(t *testing.T) {
 	if a, err := w.Append(ctx, entry("ev-dup", "k1")); err != nil || !a.Duplicate {
 		t.Fatalf("Append(duplicate) = %+v, %v; want a duplicate", a, err)
 	}
-	for i := range 5 {
-		select {
-		case e := <-fast:
-			if want := fmt.Sprint("ev-", i); e.Event.ID != want || e.Event.DedupKey != fmt.Sprint("k", i) || len(e.Targets) != 1 {
-				t.Errorf("subscriber got %s (dedup key %q, %d targets), want %s", e.Event.ID, e.Event.DedupKey, len(e.Targets), want)
+	// The writer has taken a request after the last commit, so it has
+	// offered that commit's entries to every subscriber.
+	if err := w.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []struct {
+		name string
+		s    *writer.Subscription
+	}{{"every source", fast}, {"source src", mine}} {
+		for i := range 5 {
+			select {
+			case e := <-sub.s.C:
+				if want := fmt.Sprint("ev-", i); e.Event.ID != want || e.Event.DedupKey != fmt.Sprint("k", i) || len(e.Targets) != 1 {
+					t.Errorf("subscriber of %s got %s (dedup key %q, %d targets), want %s", sub.name, e.Event.ID, e.Event.DedupKey, len(e.Targets), want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("subscriber of %s got %d entries, want 5", sub.name, i)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("subscriber got %d entries, want 5", i)
+		}
+		select {
+		case e := <-sub.s.C:
+			t.Errorf("subscriber of %s got %s after the 5 entries: the duplicate must not be sent", sub.name, e.Event.ID)
+		default:
+		}
+		if n := sub.s.Dropped(); n != 0 {
+			t.Errorf("subscriber of %s that kept up: Dropped() = %d, want 0", sub.name, n)
 		}
 	}
-	select {
-	case e := <-fast:
-		t.Errorf("subscriber got %s after the 5 entries: the duplicate must not be sent", e.Event.ID)
-	default:
+	if n, held := stuck.Dropped(), len(stuck.C); n != 4 || held != 1 {
+		t.Errorf("subscriber with a buffer of 1 that never read: holds %d, Dropped() = %d; want 1 and 4", held, n)
 	}
-	cancelFast()
-	cancelFast() // twice is fine
+	if n, held := other.Dropped(), len(other.C); n != 0 || held != 0 {
+		t.Errorf("subscriber of source other: holds %d, Dropped() = %d; want 0 and 0", held, n)
+	}
+	fast.Cancel()
+	fast.Cancel() // twice is fine
 	if _, err := w.Append(ctx, entry("ev-late", "late")); err != nil {
 		t.Fatal(err)
 	}
+	if err := w.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
 	select {
-	case e := <-fast:
+	case e := <-fast.C:
 		t.Errorf("a cancelled subscriber got %s", e.Event.ID)
-	case <-time.After(50 * time.Millisecond):
+	default:
+	}
+	if n := fast.Dropped(); n != 0 {
+		t.Errorf("a cancelled subscriber: Dropped() = %d, want 0 (nothing more is offered)", n)
+	}
+	if n := stuck.Dropped(); n != 5 {
+		t.Errorf("the stuck subscriber after one more entry: Dropped() = %d, want 5", n)
 	}
 }

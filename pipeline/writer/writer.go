@@ -58,10 +58,10 @@ type Writer struct {
 	mu     sync.RWMutex
 	closed bool
 
-	// subs are the channels of [Writer.Subscribe], copied on write so
-	// that commit reads them with one atomic load (nil: nobody listens).
+	// subs are the subscriptions of [Writer.Subscribe], copied on write
+	// so that commit reads them with one atomic load (nil: nobody listens).
 	subsMu sync.Mutex
-	subs   atomic.Pointer[[]chan<- pipeline.Entry]
+	subs   atomic.Pointer[[]*Subscription]
 }
 
 type request struct {
@@ -146,40 +146,66 @@ func (w *Writer) Ping(ctx context.Context) error {
 	}
 }
 
-// Subscribe returns a channel that receives each entry appended from now
-// on (duplicates excepted) once it is durable, with its Event.ID and
-// Event.DedupKey set, and a function that ends the
-// subscription. The writer never waits for a subscriber: an event that
-// does not fit in the channel's buffer of size buf is dropped for that
-// subscriber only. The live tail of the admin UI uses it.
-func (w *Writer) Subscribe(buf int) (<-chan pipeline.Entry, func()) {
-	ch := make(chan pipeline.Entry, buf)
+// Subscription is one subscriber of [Writer.Subscribe]: the entries it
+// receives and the count of those it missed.
+type Subscription struct {
+	// C receives each entry appended from now on (of the subscription's
+	// source, when it has one) once it is durable, with its Event.ID and
+	// Event.DedupKey set; duplicates are not sent.
+	C <-chan pipeline.Entry
+
+	c       chan pipeline.Entry
+	source  string
+	dropped atomic.Uint64
+	w       *Writer
+	once    sync.Once
+}
+
+// Dropped returns how many entries of the subscription's source were not
+// sent on C because its buffer was full: a subscriber that shows C's
+// entries must say that it did not see that many. Safe for concurrent use.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Cancel ends the subscription: no append that starts after it returns
+// sends on C (which is not closed) or counts a drop; one already under way
+// may still. Calling it again does nothing.
+func (s *Subscription) Cancel() {
+	s.once.Do(func() {
+		w := s.w
+		w.subsMu.Lock()
+		defer w.subsMu.Unlock()
+		var rest []*Subscription
+		for _, o := range *w.subs.Load() {
+			if o != s {
+				rest = append(rest, o)
+			}
+		}
+		if len(rest) == 0 {
+			w.subs.Store(nil)
+		} else {
+			w.subs.Store(&rest)
+		}
+	})
+}
+
+// Subscribe returns a subscription to the entries appended from now on
+// (duplicates excepted), of source only when source is not empty, with a
+// buffer of buf entries. The writer never waits for a subscriber: an
+// entry that does not fit in the buffer is not sent to that subscriber,
+// and counted in its [Subscription.Dropped]. The live tail of the admin UI
+// uses it. End it with [Subscription.Cancel].
+func (w *Writer) Subscribe(buf int, source string) *Subscription {
+	c := make(chan pipeline.Entry, buf)
+	s := &Subscription{C: c, c: c, source: source, w: w}
 	w.subsMu.Lock()
-	var subs []chan<- pipeline.Entry
+	var subs []*Subscription
 	if p := w.subs.Load(); p != nil {
 		subs = append(subs, *p...)
 	}
-	subs = append(subs, ch)
+	subs = append(subs, s)
 	w.subs.Store(&subs)
 	w.subsMu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			w.subsMu.Lock()
-			defer w.subsMu.Unlock()
-			var rest []chan<- pipeline.Entry
-			for _, c := range *w.subs.Load() {
-				if c != ch {
-					rest = append(rest, c)
-				}
-			}
-			if len(rest) == 0 {
-				w.subs.Store(nil)
-			} else {
-				w.subs.Store(&rest)
-			}
-		})
-	}
+	return s
 }
 
 // Close stops taking entries, appends those already taken, and returns
@@ -273,10 +299,14 @@ func (w *Writer) commit(batch []*request) {
 			if e.Event.DedupKey == "" {
 				e.Event.DedupKey = e.DedupKey
 			}
-			for _, c := range *subs {
+			for _, s := range *subs {
+				if s.source != "" && s.source != e.Event.Source {
+					continue
+				}
 				select {
-				case c <- e:
-				default: // a slow subscriber misses it; ingest never waits
+				case s.c <- e:
+				default: // a slow subscriber misses it, and is told; ingest never waits
+					s.dropped.Add(1)
 				}
 			}
 		}

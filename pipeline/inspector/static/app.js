@@ -66,10 +66,34 @@ function liveTail() {
     pause.setAttribute("aria-pressed", String(paused));
     pause.textContent = paused ? "Resume" : "Pause";
   });
+  // What the page did not show: the server counts the events it had to
+  // leave out on this connection (they came faster than the page took
+  // them) and sends the total after an event; a reconnect starts a new
+  // count and misses what was appended while disconnected.
+  var note = document.getElementById("tail-dropped");
+  var connected = false, reconnected = false, lostBefore = 0, lostNow = 0;
+  function showLost() {
+    var n = lostBefore + lostNow, text = "";
+    if (n > 0) text = n + " event" + (n === 1 ? "" : "s") + " not shown: the tail could not keep up. ";
+    if (reconnected) text += "Events appended while the tail was disconnected are not shown" + (n > 0 ? " either. " : ". ");
+    note.textContent = text + "The event list has every event.";
+    note.hidden = n === 0 && !reconnected;
+  }
   var es = new EventSource(table.dataset.stream);
   es.addEventListener("hello", function (ev) {
+    if (connected) {
+      lostBefore += lostNow;
+      lostNow = 0;
+      reconnected = true;
+      showLost();
+    }
+    connected = true;
     var src = JSON.parse(ev.data).source;
     status.textContent = "Following " + (src ? "source " + src : "every source") + ": new events appear at the top.";
+  });
+  es.addEventListener("dropped", function (ev) {
+    lostNow = JSON.parse(ev.data).dropped;
+    showLost();
   });
   es.onerror = function () { status.textContent = "Disconnected; trying again…"; };
   es.onmessage = function (ev) {

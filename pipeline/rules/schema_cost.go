@@ -49,11 +49,11 @@ const baseCost = 1 << 18
 
 // maxLinear caps the linear cost counted for a body: what checking each
 // (subschema, value) pair it reaches once costs, which is what the
-// library spends on a schema without nested alternatives. A 400 kB array
-// of 200,000 numbers under an anyOf of two types costs 600,000 units (the
+// library spends on a schema without alternatives. A 400 kB array of
+// 200,000 numbers under an anyOf of two types costs 600,000 units (the
 // library took 120 ms); 1 MiB of flat objects under a oneOf of two
-// object schemas, 1 million (the library took 1 s).
-const maxLinear = 1 << 20
+// object schemas, 1.4 million (the library took 1 s).
+const maxLinear = 1 << 22
 
 // ErrTooComplex is the error of [Schema.Check] for a body the library
 // could take too long to check (errors.Is).
@@ -145,6 +145,14 @@ type costPlan struct {
 	// unevaluatedItems, for which the library's anyOf checks every
 	// branch.
 	unevaluated bool
+	// scoped: the walk keeps the scope chain, which only a $ref cycle
+	// and $recursiveRef or $dynamicRef need (without, it allocates
+	// nothing).
+	scoped bool
+	// single: no value can be reached along two paths of the schema (see
+	// costBuilder.single): the library's cost is the body's linear cost,
+	// which the budget always allows, so there is nothing to walk.
+	single bool
 }
 
 // newCostPlan builds the plan of sch; fast are the fast path's nodes
@@ -152,7 +160,9 @@ type costPlan struct {
 func newCostPlan(sch *jsonschema.Schema, fast map[*jsonschema.Schema]*fastNode) *costPlan {
 	b := costBuilder{nodes: map[*jsonschema.Schema]*costNode{}, fast: fast, plain: true}
 	root := b.node(sch)
-	return &costPlan{root: root, oracle: b.plain && !b.cycles(), unevaluated: b.unevaluated}
+	cycles := b.cycles()
+	return &costPlan{root: root, oracle: b.plain && !cycles, unevaluated: b.unevaluated, scoped: cycles || b.dynamic,
+		single: b.single()}
 }
 
 // costBuilder builds costNodes, one per subschema.
@@ -162,8 +172,9 @@ type costBuilder struct {
 	// plain stays true while no subschema uses $dynamicRef,
 	// $recursiveRef, unevaluated* or an extension.
 	plain bool
-	// unevaluated: some subschema uses unevaluated*.
-	unevaluated bool
+	// unevaluated: some subschema uses unevaluated*; dynamic,
+	// $recursiveRef or $dynamicRef.
+	unevaluated, dynamic bool
 }
 
 func (b *costBuilder) node(s *jsonschema.Schema) *costNode {
@@ -209,6 +220,9 @@ func (b *costBuilder) fill(n *costNode, s *jsonschema.Schema) {
 	}
 	if s.UnevaluatedProperties != nil || s.UnevaluatedItems != nil {
 		b.unevaluated = true
+	}
+	if s.RecursiveRef != nil || s.DynamicRef != nil {
+		b.dynamic = true
 	}
 	if s.Types != nil {
 		for _, t := range s.Types.ToStrings() {
@@ -286,6 +300,30 @@ func (b *costBuilder) fill(n *costNode, s *jsonschema.Schema) {
 	}
 	n.contains = b.node(s.Contains)
 	n.readsStrings = s.MinLength != nil || s.MaxLength != nil || s.Pattern != nil || s.Format != nil
+}
+
+// single reports whether every value of any body is reached along one
+// path of the schema at most: no subschema applies two subschemas to the
+// same value (not, if, allOf, anyOf, oneOf, dependencies and
+// dependentSchemas, $recursiveRef, $dynamicRef, unevaluated*, or a $ref
+// beside keywords that go into the members or items), and no member or
+// item is checked by two (patternProperties, contains, propertyNames).
+// The library then visits each (subschema, value) pair once: its cost is
+// the body's linear cost.
+func (b *costBuilder) single() bool {
+	if !b.plain || b.unevaluated || b.dynamic {
+		return false
+	}
+	for _, n := range b.nodes {
+		if n.not != nil || n.cond != nil || n.then != nil || n.els != nil || len(n.allOf)+len(n.anyOf)+len(n.oneOf) > 0 ||
+			len(n.sameValue) > 0 || len(n.patternProperties) > 0 || n.contains != nil || n.propertyNames != nil {
+			return false
+		}
+		if n.ref != nil && !n.refOnly && (n.properties != nil || n.additional != nil || n.items != nil || len(n.prefix) > 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // cycles reports whether a subschema reaches itself without moving into
@@ -379,6 +417,9 @@ type costWalk struct {
 // within reports whether checking doc costs the library at most its
 // budget, which it returns: baseCost, or doc's linear cost.
 func (p *costPlan) within(doc any) (int, bool) {
+	if p.single {
+		return baseCost, true
+	}
 	if _, ok := p.count(doc, baseCost, nil); ok {
 		return baseCost, true
 	}
@@ -398,7 +439,10 @@ func (p *costPlan) within(doc any) (int, bool) {
 // the budgets held. With seen, it counts doc's linear cost instead: each
 // (subschema, object or array) pair once, every branch of anyOf and if.
 func (p *costPlan) count(doc any, budget int, seen map[pairKey]struct{}) (int, bool) {
-	w := costWalk{plan: p, left: budget, work: workFactor * budget, scope: make([]*costNode, 0, 32), seen: seen}
+	w := costWalk{plan: p, left: budget, work: workFactor * budget, seen: seen}
+	if p.scoped {
+		w.scope = make([]*costNode, 0, 32)
+	}
 	ok := w.visit(p.root, doc)
 	return budget - w.left, ok
 }
@@ -491,8 +535,10 @@ func (w *costWalk) visit(n *costNode, v any) bool {
 			w.seen[k] = struct{}{}
 		}
 	}
-	w.scope = append(w.scope, n)
-	defer func() { w.scope = w.scope[:len(w.scope)-1] }()
+	if w.plan.scoped {
+		w.scope = append(w.scope, n)
+		defer w.pop()
+	}
 	if n.ref != nil {
 		if !w.visit(n.ref, v) {
 			return false
@@ -517,6 +563,9 @@ func (w *costWalk) visit(n *costNode, v any) bool {
 	}
 	return w.applicators(n, v)
 }
+
+// pop ends the visit of the innermost subschema of the scope chain.
+func (w *costWalk) pop() { w.scope = w.scope[:len(w.scope)-1] }
 
 // object counts the object keywords.
 func (w *costWalk) object(n *costNode, obj map[string]any) bool {

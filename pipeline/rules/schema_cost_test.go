@@ -84,6 +84,37 @@ func TestSchemaCheckRefusesNestedOneOf(t *testing.T) {
 	}
 }
 
+// TestSchemaCheckSinglePath: the CallKaro schema (no alternatives) is
+// never walked, and a schema is not taken for one when a value can be
+// reached along two paths.
+func TestSchemaCheckSinglePath(t *testing.T) {
+	if s := compileSchema(t, readTestdata(t, "testdata/schemas/callkaro.schema.json")); !s.SinglePath() {
+		t.Error("the CallKaro schema is not single-path")
+	}
+	objects := strings.Repeat(`{"a":`, 30) + `{}` + strings.Repeat(`}`, 30)
+	arrays := strings.Repeat(`[`, 30) + strings.Repeat(`]`, 30)
+	for _, c := range []struct{ schema, body string }{
+		{nestedOneOf, nested(30)},
+		{`{"properties":{"a":{"$ref":"#"}},"patternProperties":{"^a":{"$ref":"#"}}}`, objects},
+		{`{"$defs":{"n":{"properties":{"a":{"$ref":"#"}}}},"$ref":"#/$defs/n","properties":{"a":{"$ref":"#"}}}`, objects},
+		{`{"items":{"$ref":"#"},"contains":{"$ref":"#"}}`, arrays},
+		{`{"if":{"items":{"$ref":"#"}},"then":{"items":{"$ref":"#"}}}`, arrays},
+	} {
+		s := compileSchema(t, []byte(c.schema))
+		if s.SinglePath() {
+			t.Errorf("%s is taken for single-path", c.schema)
+		}
+		// The premise: a body nested 30 levels is costly under each.
+		if n, ok := s.Cost(decode(t, c.body), 1<<20); ok {
+			t.Errorf("%s: a nested body costs only %d", c.schema, n)
+		}
+	}
+	s := compileSchema(t, []byte(`{"properties":{"a":{"$ref":"#"}},"items":{"$ref":"#"}}`))
+	if !s.SinglePath() {
+		t.Error("a plain recursive schema is not single-path")
+	}
+}
+
 // TestSchemaCheckBigPlainBody: a body over the fixed budget whose cost is
 // linear (each subschema meets each value once) gets the library's
 // answer: the budget does not refuse bodies for being big.
@@ -190,6 +221,13 @@ func FuzzSchemaCheck(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if s.SinglePath() {
+			// The claim that lets Check skip the walk: each pair once.
+			c, _ := s.Cost(doc, 1<<24)
+			if l, _ := s.LinearCost(doc, 1<<24); c != l {
+				t.Fatalf("schema %s doc %s: single path, but the walk counts %d, the linear cost %d", schema, body, c, l)
+			}
+		}
 		v, err := s.Check(doc)
 		if err != nil {
 			if !errors.Is(err, rules.ErrTooComplex) || v != nil {
@@ -201,4 +239,39 @@ func FuzzSchemaCheck(f *testing.F) {
 			t.Fatalf("schema %s doc %s: Check = %q, the library alone %q", schema, body, v, want)
 		}
 	})
+}
+
+// BenchmarkSchemaCostWalk is the cost walk alone on the CallKaro payload,
+// valid and invalid: what Validate would add to a body the fast path does
+// not pass, before the library checks it, if the CallKaro schema had
+// alternatives (it has none: Check does not walk; "within" is what it
+// does instead).
+func BenchmarkSchemaCostWalk(b *testing.B) {
+	s := compileSchema(b, readTestdata(b, "testdata/schemas/callkaro.schema.json"))
+	b.Run("within", func(b *testing.B) {
+		doc := decode(b, string(withData(b, map[string]any{"call_duration": "12"})))
+		b.ReportAllocs()
+		for b.Loop() {
+			if !s.CostWithin(doc) {
+				b.Fatal("over the budget")
+			}
+		}
+	})
+	for _, c := range []struct {
+		name string
+		body []byte
+	}{
+		{"valid", readTestdata(b, "testdata/call_ended.json")},
+		{"invalid", withData(b, map[string]any{"call_duration": "12"})},
+	} {
+		doc := decode(b, string(c.body))
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := s.Cost(doc, rules.BaseCost); !ok {
+					b.Fatal("over the budget")
+				}
+			}
+		})
+	}
 }

@@ -39,5 +39,15 @@ func (s *Schema) LinearCost(doc any, budget int) (int, bool) {
 	return s.cost.count(doc, budget, map[pairKey]struct{}{})
 }
 
+// CostWithin is the cost bound's answer for doc (false: too complex).
+func (s *Schema) CostWithin(doc any) bool {
+	_, ok := s.cost.within(doc)
+	return ok
+}
+
+// SinglePath reports whether no value can be reached along two paths of
+// the schema, so that the cost bound has nothing to walk.
+func (s *Schema) SinglePath() bool { return s.cost.single }
+
 // BaseCost is the budget every body has.
 const BaseCost = baseCost

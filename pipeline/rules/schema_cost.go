@@ -41,11 +41,11 @@ import (
 // oneOf) is refused. The library's cost is at most maxLinear units
 // whatever the schema and the body.
 
-// baseCost is what any body may cost: 2^18 units, about 0.2 s of the
+// baseCost is what any body may cost: 2^16 units, 30 to 80 ms of the
 // library on the worst shape measured (a nested oneOf whose branches all
-// fail, ~650 ns a unit); a CallKaro body costs 63. A body over it may
-// still cost its linear cost (below), up to maxLinear.
-const baseCost = 1 << 18
+// fail, 0.6 to 1.2 µs a unit); a CallKaro body costs 63. A body over it
+// may still cost its linear cost (below), up to maxLinear.
+const baseCost = 1 << 16
 
 // maxLinear caps the linear cost counted for a body: what checking each
 // (subschema, value) pair it reaches once costs, which is what the
@@ -121,6 +121,10 @@ type costNode struct {
 	// readsStrings: a string keyword (length, pattern, format) reads the
 	// whole string.
 	readsStrings bool
+	// join: more than one keyword leads to the subschema (or a dynamic
+	// reference may): only there can the walk meet a pair again, so only
+	// there does the linear walk remember the pairs it has been through.
+	join bool
 }
 
 // costDep is a dependencies or dependentSchemas subschema.
@@ -160,6 +164,11 @@ type costPlan struct {
 func newCostPlan(sch *jsonschema.Schema, fast map[*jsonschema.Schema]*fastNode) *costPlan {
 	b := costBuilder{nodes: map[*jsonschema.Schema]*costNode{}, fast: fast, plain: true}
 	root := b.node(sch)
+	if b.dynamic {
+		for _, n := range b.nodes {
+			n.join = true
+		}
+	}
 	cycles := b.cycles()
 	return &costPlan{root: root, oracle: b.plain && !cycles, unevaluated: b.unevaluated, scoped: cycles || b.dynamic,
 		single: b.single()}
@@ -182,6 +191,7 @@ func (b *costBuilder) node(s *jsonschema.Schema) *costNode {
 		return nil
 	}
 	if n, ok := b.nodes[s]; ok {
+		n.join = true
 		return n
 	}
 	n := &costNode{sch: s, fast: b.fast[s]}
@@ -527,7 +537,7 @@ func (w *costWalk) visit(n *costNode, v any) bool {
 			return true
 		}
 	}
-	if w.seen != nil {
+	if w.seen != nil && n.join {
 		if k, ok := key(n, v); ok {
 			if _, done := w.seen[k]; done {
 				return true
@@ -713,17 +723,21 @@ func (w *costWalk) applicators(n *costNode, v any) bool {
 }
 
 // answer is the library's answer for s and v when it is known for
-// certain, maybe otherwise: the fast path's, or the library's own on s
-// alone when the plan allows it and its cost (cost, which visiting s just
-// counted) is still within the budget. What either spends is counted.
+// certain, maybe otherwise: the fast path's (within about cost checks),
+// or the library's own on s alone when the plan allows it and its cost
+// (cost, which visiting s just counted) is still within the budget. What
+// either spends is counted as the walk's work.
 func (w *costWalk) answer(s *costNode, v any, cost int) verdict {
 	if s == nil {
 		return valid
 	}
 	if s.fast != nil {
-		fw := walk{left: min(w.work, maxChecks)}
+		// The fast path goes on through what it is unsure of (see
+		// maxChecks): it gets no more checks than s cost the walk.
+		limit := min(w.work, cost+16)
+		fw := walk{left: limit}
 		r := s.fast.check(v, &fw)
-		if !w.spendWork(min(w.work, maxChecks) - fw.left) {
+		if !w.spendWork(limit - fw.left) {
 			return maybe
 		}
 		if r != maybe {

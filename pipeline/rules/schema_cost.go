@@ -69,6 +69,7 @@ type ComplexityError struct {
 	Budget int
 }
 
+// Error says the body is too complex and what budget it went past.
 func (e *ComplexityError) Error() string {
 	return fmt.Sprintf("%v: it could take more than %d checks (nested oneOf or anyOf)", ErrTooComplex, e.Budget)
 }

@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -144,8 +145,17 @@ func TestSchemaCheckWideNestedOneOf(t *testing.T) {
 	if c, _ := s.Cost(doc, 1<<30); c < 2*linear || linear < rules.BaseCost {
 		t.Fatalf("the body costs %d, its linear cost %d: not the premise", c, linear)
 	}
-	if _, err := s.Check(doc); !errors.Is(err, rules.ErrTooComplex) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := s.Check(doc)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, rules.ErrTooComplex) {
 		t.Errorf("Check = %v, want ErrTooComplex", err)
+	}
+	// What the walks allocate (the pairs the linear walk remembers) is
+	// bounded: 5 MB here, about 40 MB at most (maxPairs).
+	if got := after.TotalAlloc - before.TotalAlloc; got > 32<<20 {
+		t.Errorf("Check allocated %d bytes", got)
 	}
 }
 

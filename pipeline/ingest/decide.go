@@ -83,9 +83,10 @@ type Decision struct {
 	// sender only that the source did not accept the event, the log
 	// names the rule.
 	LogReason string
-	// RuleErr is the runtime error of the source's ignore or accept rule
-	// (RuleExpr says which), without the event's values: the caller logs
-	// and counts it as a rule error.
+	// RuleErr is the runtime error of the source's ignore or accept rule,
+	// or the error of a body too costly to check against its JSON Schema
+	// (RuleExpr says which: "ignore", "accept" or "schema"), without the
+	// event's values: the caller logs and counts it as a rule error.
 	RuleErr  error
 	RuleExpr string
 	// RetryAfter is how long a 429's sender should wait.
@@ -212,7 +213,7 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 		d := Decision{Status: http.StatusUnprocessableEntity, Outcome: metrics.OutcomeUnprocessable, Error: v.answer,
 			LogReason: v.log, Violations: v.violations, Env: env, RuleErr: v.err}
 		if v.err != nil {
-			d.RuleExpr = "accept"
+			d.RuleExpr = v.expr
 		}
 		logReason := v.answer
 		if v.log != "" {
@@ -276,11 +277,13 @@ func readBody(r io.Reader, declared, max int64) ([]byte, error) {
 
 // verdict is what validate says of an event: answer, for the sender, ""
 // when the event may go on; log, when not "", what the log keeps instead
-// (it names the rule); err, the accept rule's runtime error.
+// (it names the rule); err, the accept rule's runtime error or the
+// schema's [rules.ErrTooComplex], and expr which ("accept", "schema").
 type verdict struct {
 	answer, log string
 	violations  []string
 	err         error
+	expr        string
 }
 
 // validate applies src's accept rule, then its JSON Schema, to an event
@@ -290,21 +293,30 @@ type verdict struct {
 // accept this event" without the rule's text (the sender need not learn
 // the rules); the log gets the rule, and the error without the event's
 // values. A schema's answer names the schema and (violations) the first
-// [rules.MaxViolations] problems as "JSON-pointer: what is wrong".
+// [rules.MaxViolations] problems as "JSON-pointer: what is wrong"; a body
+// that could cost the schema's check more than its budget (P9) is
+// answered "body too complex to check against the schema of source X
+// (file): ..." without being checked.
 func validate(ctx context.Context, src *Source, env *rules.Env) verdict {
 	if src.Accept != nil {
 		ok, err := src.Accept.BoolContext(ctx, env)
 		answer := "source " + strconv.Quote(src.Name) + " does not accept this event"
 		switch {
 		case err != nil:
-			return verdict{answer: answer, err: err,
+			return verdict{answer: answer, err: err, expr: "accept",
 				log: "source " + strconv.Quote(src.Name) + ": accept rule " + src.Accept.Source() + " failed: " + firstLine(err.Error())}
 		case !ok:
 			return verdict{answer: answer, log: answer + ": accept rule " + src.Accept.Source() + " is false"}
 		}
 	}
 	if src.Schema != nil {
-		if v := src.Schema.Validate(env.Body); len(v) > 0 {
+		v, err := src.Schema.Check(env.Body)
+		if err != nil {
+			why := strings.TrimPrefix(err.Error(), rules.ErrTooComplex.Error()+": ")
+			return verdict{answer: "body too complex to check against the schema of source " + strconv.Quote(src.Name) + " (" + src.Schema.Name() + "): " + why,
+				err: err, expr: "schema"}
+		}
+		if len(v) > 0 {
 			return verdict{answer: "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + src.Schema.Name() + "): " + v[0], violations: v}
 		}
 	}

@@ -27,7 +27,8 @@
 // nesting deeper than [MaxDepth] (400), JSON (400), the source's
 // ignore rule (200 {"ignored": true}: acknowledged, neither stored nor
 // routed, so a sender's new event type never fails), the source's
-// accept rule and JSON Schema (422 with the violations); then the dedup
+// accept rule and JSON Schema (422 with the violations, or "too complex
+// to check" for a body over the schema's cost bound); then the dedup
 // key (the dedup_key expression, or the webhook-id header for Standard
 // Webhooks) and every route, which give the [pipeline.Entry] to append.
 // Decide neither logs nor counts: it returns what to log and count (rule

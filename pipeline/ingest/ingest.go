@@ -366,20 +366,26 @@ func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
 }
 
 // sourceRuleFailure logs and counts the runtime error of a source's
-// ignore or accept rule: the metric's route label is then the source's
-// name, its expr label "ignore" or "accept". The error holds no value of
-// the event; the line names the rule.
+// ignore or accept rule, or a body too costly to check against its
+// schema: the metric's route label is then the source's name, its expr
+// label "ignore", "accept" or "schema". The error holds no value of the
+// event; the line names the rule (the schema's file).
 func (h *Handler) sourceRuleFailure(st *state, src *Source, d *Decision) {
 	if d.RuleErr == nil {
 		return
 	}
 	h.ruleErrors.Add(1)
 	st.cfg.Metrics.RuleError(src.Name, d.RuleExpr)
-	rule := src.Accept
-	if d.RuleExpr == "ignore" {
-		rule = src.Ignore
+	var rule string
+	switch d.RuleExpr {
+	case "ignore":
+		rule = src.Ignore.Source()
+	case "accept":
+		rule = src.Accept.Source()
+	case "schema":
+		rule = src.Schema.Name()
 	}
-	h.log.Warn("rule failed", "source", src.Name, "expr", d.RuleExpr, "rule", rule.Source(), "err", d.RuleErr)
+	h.log.Warn("rule failed", "source", src.Name, "expr", d.RuleExpr, "rule", rule, "err", d.RuleErr)
 }
 
 // appendFailed is the refusal of an event the log could not take. When

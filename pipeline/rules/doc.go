@@ -32,7 +32,10 @@
 // [CompileSchema] compiles a source's JSON Schema from one self-contained
 // file (references to other documents are refused), and [Schema.Validate]
 // reports at most [MaxViolations] problems as "JSON-pointer: what is
-// wrong".
+// wrong". [Schema.Check] does the same, except for a body that could cost
+// the JSON Schema library more than its budget (a nested body under
+// nested alternatives, exponential in the library): that body is not
+// checked, and Check returns [ErrTooComplex].
 //
 // # Budgets and speed
 //

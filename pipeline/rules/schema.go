@@ -24,6 +24,9 @@ type Schema struct {
 	// fast says without allocating when a document is valid (see
 	// schema_fast.go); nil when the schema uses what it does not decide.
 	fast *fastNode
+	// cost bounds what the library may spend on a document (see
+	// schema_cost.go).
+	cost *costPlan
 }
 
 // CompileSchema compiles the JSON Schema in data; name (the file it came
@@ -45,7 +48,8 @@ func CompileSchema(name string, data []byte) (*Schema, error) {
 	if err != nil {
 		return nil, schemaError(err)
 	}
-	return &Schema{name: name, sch: sch, fast: newFastPath(sch)}, nil
+	fast, nodes := newFastPath(sch)
+	return &Schema{name: name, sch: sch, fast: fast, cost: newCostPlan(sch, nodes)}, nil
 }
 
 // noLoader refuses to load referenced documents.
@@ -74,11 +78,37 @@ var printer = message.NewPrinter(language.English)
 //
 // A document the fast path finds valid is not given to the library, which
 // would allocate about a hundred times to say the same; any other goes to
-// the library, whose answer this is.
+// the library, whose answer this is, unless checking it could cost more
+// than a fixed budget (schema_cost.go): Validate then answers the one
+// violation "(root): body too complex to check against the schema: ...".
+// [Schema.Check] tells that answer apart.
 func (s *Schema) Validate(doc any) []string {
-	if s.fast != nil && s.fast.verdict(doc) == valid {
-		return nil
+	v, err := s.Check(doc)
+	if err != nil {
+		return []string{"(root): " + err.Error()}
 	}
+	return v
+}
+
+// Check is [Schema.Validate] with a body too costly to check told apart:
+// it returns a [*ComplexityError] (errors.Is [ErrTooComplex]) and no
+// violations for a document that the library could take too long on (a
+// deeply nested body under a recursive oneOf or anyOf), without giving it
+// to the library. A document within the budget gets Validate's answer.
+func (s *Schema) Check(doc any) ([]string, error) {
+	if s.fast != nil && s.fast.verdict(doc) == valid {
+		return nil, nil
+	}
+	if s.cost != nil {
+		if budget, ok := s.cost.within(doc); !ok {
+			return nil, &ComplexityError{Budget: budget}
+		}
+	}
+	return s.library(doc), nil
+}
+
+// library is the library's answer for doc.
+func (s *Schema) library(doc any) []string {
 	err := s.sch.Validate(doc)
 	if err == nil {
 		return nil

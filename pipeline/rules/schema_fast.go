@@ -323,13 +323,18 @@ type patternProperty struct {
 // newFastPath builds the fast path of a compiled schema; nil when it
 // would only answer maybe, or when some subschema reaches itself without
 // moving into the value (the library reports that cycle as an error).
-func newFastPath(sch *jsonschema.Schema) *fastNode {
+// nodes are the nodes of every subschema (for the cost walk), nil when
+// some subschema loops.
+func newFastPath(sch *jsonschema.Schema) (root *fastNode, nodes map[*jsonschema.Schema]*fastNode) {
 	b := fastBuilder{nodes: map[*jsonschema.Schema]*fastNode{}}
-	root := b.node(sch)
-	if root.unknown || b.loops() {
-		return nil
+	root = b.node(sch)
+	if b.loops() {
+		return nil, nil
 	}
-	return root
+	if root.unknown {
+		return nil, b.nodes
+	}
+	return root, b.nodes
 }
 
 // fastBuilder builds fastNodes, one per subschema, so that references

@@ -1,0 +1,95 @@
+package jetstreamlog_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// TestAppendResendsOnNoResponders: a batch the server answers "no
+// responders" (here the stream is gone; in a cluster, a new leader whose
+// interest has not reached this server yet) stored nothing, so Append
+// sends it again until the request timeout; once the stream is back, the
+// Append succeeds and the stream holds the batch once.
+func TestAppendResendsOnNoResponders(t *testing.T) {
+	s := startServer(t)
+	l := open(t, s.ClientURL(), "NR")
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "NR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, "NR"); err != nil {
+		t.Fatal(err)
+	}
+	in := func() int64 {
+		v, err := s.Varz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.InMsgs
+	}
+	before := in()
+
+	entry := pipeline.Entry{Event: pipeline.Event{ID: "ev-nr", Source: "s", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+		Targets: []pipeline.Target{{Sink: "crm", Route: "r"}}}
+	const batch = 2 // the event and its queue entry
+	type result struct {
+		a   []pipeline.Appended
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := l.Append(ctx, []pipeline.Entry{entry})
+		done <- result{a, err}
+	}()
+	// Premise: the batch went out at least twice while the stream was gone.
+	for deadline := time.Now().Add(3 * time.Second); in()-before < 2*batch; time.Sleep(5 * time.Millisecond) {
+		select {
+		case r := <-done:
+			t.Fatalf("Append with no stream returned %v, %v before sending the batch twice: want it sent again", r.a, r.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server received %d messages in 3s, want the batch of %d sent twice", in()-before, batch)
+		}
+	}
+	if _, err := js.CreateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("Append did not return")
+	}
+	if r.err != nil || len(r.a) != 1 || r.a[0].Duplicate {
+		t.Fatalf("Append once the stream is back = %+v, %v; want the event stored", r.a, r.err)
+	}
+	if ev, err := l.Event(ctx, r.a[0].ID); err != nil || ev.ID != r.a[0].ID {
+		t.Errorf("Event(%s) = %s, %v; want the event", r.a[0].ID, ev.ID, err)
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != batch {
+		t.Errorf("the stream holds %v messages (%v), want the batch of %d once", info.State.Msgs, err, batch)
+	}
+}

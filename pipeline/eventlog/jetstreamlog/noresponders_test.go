@@ -2,6 +2,7 @@ package jetstreamlog_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog/jetstreamlog"
 )
 
 // TestAppendResendsOnNoResponders: a batch the server answers "no
@@ -91,5 +93,43 @@ func TestAppendResendsOnNoResponders(t *testing.T) {
 	}
 	if info, err := st.Info(ctx); err != nil || info.State.Msgs != batch {
 		t.Errorf("the stream holds %v messages (%v), want the batch of %d once", info.State.Msgs, err, batch)
+	}
+}
+
+// TestAppendWithoutStreamSaysSo: when no server takes the batch until the
+// request timeout (the stream was deleted), Append's error, which the
+// writer logs as "append to event log failed", names the stream and says
+// what "no responders" means, rather than NATS's words alone.
+func TestAppendWithoutStreamSaysSo(t *testing.T) {
+	url := runServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l, err := jetstreamlog.Open(ctx, jetstreamlog.Options{URLs: []string{url}, Stream: "GONE", Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, "GONE"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = l.Append(ctx, []pipeline.Entry{{Event: pipeline.Event{ID: "ev-gone", Source: "s", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)}}})
+	if took := time.Since(start); err == nil || took < 300*time.Millisecond {
+		t.Fatalf("Append with the stream gone = %v after %v, want an error after the 300ms timeout", err, took)
+	}
+	t.Logf("Append: %v", err)
+	for _, want := range []string{`stream "GONE"`, "no server took the batch in ", "no responders"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Append's error %q does not say %q", err, want)
+		}
 	}
 }

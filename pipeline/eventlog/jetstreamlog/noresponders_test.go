@@ -24,15 +24,7 @@ func TestAppendResendsOnNoResponders(t *testing.T) {
 	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jsClient(t, s.ClientURL())
 	st, err := js.Stream(ctx, "NR")
 	if err != nil {
 		t.Fatal(err)
@@ -109,15 +101,7 @@ func TestAppendWithoutStreamSaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jsClient(t, url)
 	if err := js.DeleteStream(ctx, "GONE"); err != nil {
 		t.Fatal(err)
 	}
@@ -132,4 +116,20 @@ func TestAppendWithoutStreamSaysSo(t *testing.T) {
 			t.Errorf("Append's error %q does not say %q", err, want)
 		}
 	}
+}
+
+// jsClient connects to the server at url, for what a test does beside the
+// log (delete or create its stream), until t ends.
+func jsClient(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"regexp"
 	"strings"
@@ -532,4 +533,75 @@ func getWith(t *testing.T, u string, ck *http.Cookie) (*http.Response, string) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return resp, string(b)
+}
+
+// TestLoginThroughATLSProxy puts a real reverse proxy that terminates TLS
+// (net/http/httputil, setting X-Forwarded-Proto as Caddy and Traefik do)
+// in front of the admin listener and logs in through it, as README says
+// it works: reached under a loopback address with the browser's Host
+// passed on, the login succeeds and its cookie is Secure; a proxy that puts
+// the listener's address in Host (nginx's default) fails the Origin check,
+// and under another name the Host check refuses the login.
+func TestLoginThroughATLSProxy(t *testing.T) {
+	base, _ := serve(t, "s3cret", false)
+	target, _ := url.Parse(base)
+	proxy := func(keepHost bool) *httptest.Server {
+		srv := httptest.NewTLSServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.SetXForwarded()
+			if keepHost {
+				r.Out.Host = r.In.Host
+			}
+		}})
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	for _, tc := range []struct {
+		name     string
+		keepHost bool
+		host     string // the name the browser reaches the proxy under; "": its loopback address
+		status   int
+		refusal  string // a part of a 403's answer: which check refused
+	}{
+		{"loopback address, Host passed on", true, "", http.StatusSeeOther, ""},
+		{"loopback address, Host rewritten", false, "", http.StatusForbidden, "cross-origin call"},
+		{"another name, Host passed on", true, "example.com", http.StatusForbidden, "is not this admin listener"},
+		{"another name, Host rewritten", false, "example.com", http.StatusForbidden, "cross-origin call"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := proxy(tc.keepHost)
+			u, _ := url.Parse(srv.URL)
+			host := u.Host
+			if tc.host != "" {
+				host = tc.host + ":" + u.Port() // httptest's certificate covers example.com
+			}
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/ui/login", strings.NewReader("token=s3cret"))
+			req.Host = host
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", "https://"+host) // a browser's form POST says where it came from
+			c := srv.Client()
+			c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.refusal) {
+				t.Fatalf("login through the proxy = %d %s, want %d %s", resp.StatusCode, body, tc.status, tc.refusal)
+			}
+			if tc.status != http.StatusSeeOther {
+				return
+			}
+			var ck *http.Cookie
+			for _, c := range resp.Cookies() {
+				if c.Name == "pipelined_session" {
+					ck = c
+				}
+			}
+			if ck == nil || !ck.Secure {
+				t.Errorf("login through the TLS proxy set cookie %+v, want a Secure session cookie", ck)
+			}
+		})
+	}
 }

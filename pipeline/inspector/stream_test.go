@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/inspector"
+	"github.com/pipelined/pipelined/pipeline/inspector/inspectortest"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
@@ -155,9 +155,9 @@ func TestTailSaysWhatItDropped(t *testing.T) {
 	ran := make(chan struct{})
 	go func() { ui.Run(runCtx); close(ran) }()
 	ao.UI = ui
-	g := &writeGate{blocked: make(chan struct{}, 1)}
-	srv := httptest.NewServer(g.wrap(admin.Handler(ao)))
-	defer func() { g.release(); stop(); <-ran; srv.Close() }() // the stream ends first
+	g := inspectortest.NewTailGate()
+	srv := httptest.NewServer(g.Wrap(admin.Handler(ao)))
+	defer func() { g.Release(); stop(); <-ran; srv.Close() }() // the stream ends first
 
 	tail := stream(t, client(t), srv.URL+"/ui/tail/stream?source=s")
 	if hello := <-tail; !strings.HasPrefix(hello, "event: hello") {
@@ -174,10 +174,10 @@ func TestTailSaysWhatItDropped(t *testing.T) {
 			appended++
 		}
 	}
-	g.hold()
+	g.Hold()
 	add("first", "s")
 	select { // the stream took "first" and now waits to write it
-	case <-g.blocked:
+	case <-g.Blocked():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the tail stream never wrote the first event")
 	}
@@ -194,7 +194,7 @@ func TestTailSaysWhatItDropped(t *testing.T) {
 	if n, held := sub.Dropped(), len(sub.C); n != over || held != buffered {
 		t.Fatalf("premise: the tail's subscription holds %d and dropped %d, want %d and %d", held, n, buffered, over)
 	}
-	g.release()
+	g.Release()
 
 	var shown []string
 	var dropped uint64
@@ -238,57 +238,3 @@ func TestTailSaysWhatItDropped(t *testing.T) {
 		}
 	}
 }
-
-// writeGate wraps a handler so that, while held, the live tail's writes
-// to its connection wait, as they do when the browser does not read.
-type writeGate struct {
-	mu      sync.Mutex
-	open    chan struct{} // nil: writes go through
-	blocked chan struct{} // told when a write waits
-}
-
-func (g *writeGate) hold() {
-	g.mu.Lock()
-	g.open = make(chan struct{})
-	g.mu.Unlock()
-}
-
-func (g *writeGate) release() {
-	g.mu.Lock()
-	if g.open != nil {
-		close(g.open)
-		g.open = nil
-	}
-	g.mu.Unlock()
-}
-
-func (g *writeGate) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/ui/tail/stream" {
-			w = &gatedWriter{ResponseWriter: w, g: g}
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-type gatedWriter struct {
-	http.ResponseWriter
-	g *writeGate
-}
-
-func (w *gatedWriter) Write(b []byte) (int, error) {
-	w.g.mu.Lock()
-	open := w.g.open
-	w.g.mu.Unlock()
-	if open != nil {
-		select {
-		case w.g.blocked <- struct{}{}:
-		default:
-		}
-		<-open
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach Flush and SetWriteDeadline.
-func (w *gatedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -65,7 +65,8 @@ func (c *stallingCollector) received() int {
 
 // TestFullQueueDropsAreCounted: with a collector that stalls and a queue
 // of 4 (OTEL_BSP_MAX_QUEUE_SIZE), the spans that end while the queue is
-// full are dropped and counted in Dropped, and every span ended is either
+// full are dropped and counted in Dropped, the queue takes spans again
+// once the collector has taken it, and every span ended is either
 // received by the collector or counted, none lost silently.
 func TestFullQueueDropsAreCounted(t *testing.T) {
 	const queue, burst = 4, 20
@@ -107,14 +108,29 @@ func TestFullQueueDropsAreCounted(t *testing.T) {
 		t.Errorf("Dropped() with the queue full = %d, want %d (%d spans ended into a queue of %d)", got, want, burst, queue)
 	}
 	release()
+	// Once the queue has been exported, it takes spans again: the count
+	// of spans waiting went back to 0 (had it kept the dropped ones, or
+	// missed an export, every span from now on would be dropped).
+	for deadline := time.Now().Add(10 * time.Second); col.received() < 1+queue; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the collector received %d spans within 10s of its release, want %d", col.received(), 1+queue)
+		}
+	}
+	droppedBefore := tr.Dropped()
+	for range queue {
+		end()
+	}
+	if got := tr.Dropped(); got != droppedBefore {
+		t.Errorf("Dropped() after the queue was exported and %d spans ended = %d, want %d: the queue no longer takes spans", queue, got, droppedBefore)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := tr.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown = %v", err)
 	}
-	if got, dropped := col.received(), tr.Dropped(); got != 1+queue || got+int(dropped) != ended {
+	if got, dropped := col.received(), tr.Dropped(); got != 1+2*queue || got+int(dropped) != ended {
 		t.Errorf("the collector received %d spans and %d were counted dropped, of %d ended; want %d received, and every span in one or the other",
-			got, dropped, ended, 1+queue)
+			got, dropped, ended, 1+2*queue)
 	}
 }
 

@@ -89,3 +89,69 @@ func TestSubscribe(t *testing.T) {
 		t.Errorf("the stuck subscriber after one more entry: Dropped() = %d, want 5", n)
 	}
 }
+
+// TestCancelDuringAppends subscribes and cancels over and over while
+// appends go on from several goroutines (run it with -race): once Cancel
+// has returned and the commit under way has ended (Ping), the cancelled
+// subscription neither receives nor counts another entry, and one that
+// was never cancelled keeps receiving.
+func TestCancelDuringAppends(t *testing.T) {
+	w := writer.New(memlog.New(), nil)
+	defer w.Close()
+	ctx := context.Background()
+	stay := w.Subscribe(1, "")
+	defer stay.Cancel()
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				if _, err := w.Append(ctx, entry(fmt.Sprint("g", g, "-", i), "")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := range 200 {
+		s := w.Subscribe(4, "")
+		if i%2 == 0 {
+			select { // sometimes cancel while the buffer is being filled
+			case <-s.C:
+			case <-time.After(5 * time.Second):
+				t.Fatal("a subscription got nothing in 5s while appends go on")
+			}
+		}
+		s.Cancel()
+		if err := w.Ping(ctx); err != nil { // the commit that may have seen s has ended
+			t.Fatal(err)
+		}
+		held, dropped := len(s.C), s.Dropped()
+		// An append that starts after Cancel, and the commit it ends in
+		// has offered its entries.
+		if _, err := w.Append(ctx, entry(fmt.Sprint("after-", i), "")); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.C) != held || s.Dropped() != dropped {
+			t.Fatalf("subscription %d after Cancel: holds %d then %d, dropped %d then %d; want no change", i, held, len(s.C), dropped, s.Dropped())
+		}
+	}
+	close(stop)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stay.Dropped() == 0 {
+		t.Errorf("the subscription never cancelled, never read, with a buffer of 1: Dropped() = 0, want the appends it missed counted")
+	}
+}

@@ -3,9 +3,7 @@ package browser
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/inspector"
+	"github.com/pipelined/pipelined/pipeline/inspector/inspectortest"
 	"github.com/pipelined/pipelined/pipeline/writer"
 	"github.com/pipelined/pipelined/tests/harness"
 )
@@ -36,9 +35,9 @@ func TestLiveTailSaysWhatItMissed(t *testing.T) {
 	ran := make(chan struct{})
 	go func() { ui.Run(runCtx); close(ran) }()
 	ao.UI = ui
-	g := &holdWrites{blocked: make(chan struct{}, 1)}
-	srv := httptest.NewServer(g.wrap(admin.Handler(ao)))
-	defer func() { g.release(); stop(); <-ran; srv.Close() }()
+	g := inspectortest.NewTailGate()
+	srv := httptest.NewServer(g.Wrap(admin.Handler(ao)))
+	defer func() { g.Release(); stop(); <-ran; srv.Close() }()
 
 	run(t, ctx, "the tail", chromedp.Navigate(srv.URL+"/ui/tail?source=s"), chromedp.WaitVisible(chromedp.ID("tail")))
 	get(t, ctx, "the tail connects", chromedp.Poll[bool](`document.getElementById("tail-status").textContent.startsWith("Following")`, chromedp.WithPollingTimeout(10*time.Second)))
@@ -51,10 +50,10 @@ func TestLiveTailSaysWhatItMissed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g.hold()
+	g.Hold()
 	add("first")
 	select { // the stream took "first" and waits to send it
-	case <-g.blocked:
+	case <-g.Blocked():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the tail stream never sent the first event")
 	}
@@ -64,7 +63,7 @@ func TestLiveTailSaysWhatItMissed(t *testing.T) {
 	if err := w.Ping(context.Background()); err != nil { // every entry has been offered to the stream
 		t.Fatal(err)
 	}
-	g.release()
+	g.Release()
 	const want = "10 events not shown: the tail could not keep up. The event list has every event."
 	get(t, ctx, "the note says what was not shown", chromedp.Poll[bool](
 		`(function(){ var n = document.getElementById("tail-dropped"); return !n.hidden && n.textContent === `+fmt.Sprintf("%q", want)+`; })()`,
@@ -72,57 +71,3 @@ func TestLiveTailSaysWhatItMissed(t *testing.T) {
 	get(t, ctx, "the page counts what it showed", chromedp.Poll[bool](
 		`document.getElementById("tail-status").textContent === "257 new events since you opened this page."`, chromedp.WithPollingTimeout(10*time.Second)))
 }
-
-// holdWrites wraps a handler so that, while held, the live tail's writes
-// to its connection wait.
-type holdWrites struct {
-	mu      sync.Mutex
-	open    chan struct{} // nil: writes go through
-	blocked chan struct{} // told when a write waits
-}
-
-func (g *holdWrites) hold() {
-	g.mu.Lock()
-	g.open = make(chan struct{})
-	g.mu.Unlock()
-}
-
-func (g *holdWrites) release() {
-	g.mu.Lock()
-	if g.open != nil {
-		close(g.open)
-		g.open = nil
-	}
-	g.mu.Unlock()
-}
-
-func (g *holdWrites) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/ui/tail/stream" {
-			w = &heldWriter{ResponseWriter: w, g: g}
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-type heldWriter struct {
-	http.ResponseWriter
-	g *holdWrites
-}
-
-func (w *heldWriter) Write(b []byte) (int, error) {
-	w.g.mu.Lock()
-	open := w.g.open
-	w.g.mu.Unlock()
-	if open != nil {
-		select {
-		case w.g.blocked <- struct{}{}:
-		default:
-		}
-		<-open
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach Flush and SetWriteDeadline.
-func (w *heldWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -576,9 +576,13 @@ func (e *apiError) Error() string {
 // stored then (no commit reached a leader), so the batch is sent again,
 // under a new batch id, until the request's timeout, as jetstream's own
 // PublishMsg does for one message.
+//
+// When no server has taken it by then, the error (which the writer logs)
+// names the stream and says what "no responders" means.
 func (l *Log) publishBatch(ctx context.Context, msgs []*nats.Msg) error {
 	rctx, cancel := l.reqCtx(ctx)
 	defer cancel()
+	start := time.Now()
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
 		_, err := jetstreamext.PublishMsgBatch(rctx, l.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
 		if err == nil {
@@ -589,7 +593,8 @@ func (l *Log) publishBatch(ctx context.Context, msgs []*nats.Msg) error {
 		}
 		select {
 		case <-rctx.Done():
-			return l.wrapErr("publish batch", err)
+			return l.wrapErr("publish batch", fmt.Errorf("no server took the batch in %v of tries (does stream %q exist, and does the server this daemon is connected to know its leader?): %w",
+				time.Since(start).Round(time.Millisecond), l.opts.Stream, err))
 		case <-time.After(wait):
 		}
 	}

@@ -19,6 +19,12 @@ import (
 // directory and stops it when t ends.
 func runServer(t testing.TB) string {
 	t.Helper()
+	return startServer(t).ClientURL()
+}
+
+// startServer is runServer that returns the server itself.
+func startServer(t testing.TB) *server.Server {
+	t.Helper()
 	opts := &server.Options{
 		Host:      "127.0.0.1",
 		Port:      -1,
@@ -36,7 +42,7 @@ func runServer(t testing.TB) string {
 		t.Fatal("nats-server not ready within 10s")
 	}
 	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
+	return s
 }
 
 var streams atomic.Int64

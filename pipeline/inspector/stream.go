@@ -251,8 +251,21 @@ func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
 	source := r.URL.Query().Get("source")
 	sub := u.o.Subscribe(256, source)
 	defer sub.Cancel()
-	var dropped uint64 // the count the page was last told
 	send, _ := sse(w)
+	// tellDropped tells the page how many entries the writer could not
+	// give this stream, when that grew. It runs after each entry (the
+	// writer drops only while the buffer is full, so a drop is nearly
+	// always followed by an entry) and on each ping (for the drop counted
+	// just after the buffer was emptied).
+	var dropped uint64 // the count the page was last told
+	tellDropped := func() error {
+		n := sub.Dropped()
+		if n == dropped {
+			return nil
+		}
+		dropped = n
+		return send("dropped", tailDropped{Dropped: n})
+	}
 	if send("hello", map[string]string{"source": source}) != nil {
 		return
 	}
@@ -265,25 +278,13 @@ func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
 		case <-u.stop:
 			return
 		case <-keep.C:
-			if send("ping", map[string]string{}) != nil {
+			if send("ping", map[string]string{}) != nil || tellDropped() != nil {
 				return
 			}
-		case e := <-sub.C:
-			te := tailEvent{ID: e.Event.ID, Source: e.Event.Source, ReceivedAt: e.Event.ReceivedAt, DedupKey: clip(200, e.Event.DedupKey), Size: len(e.Event.Body), Sinks: []string{}}
-			for _, t := range e.Targets {
-				te.Sinks = append(te.Sinks, t.Sink)
-			}
-			if send("", te) != nil {
+		case n := <-sub.C:
+			te := tailEvent{ID: n.ID, Source: n.Source, ReceivedAt: n.ReceivedAt, DedupKey: clip(200, n.DedupKey), Size: n.Size, Sinks: n.Sinks}
+			if send("", te) != nil || tellDropped() != nil {
 				return
-			}
-			// The writer drops only when the buffer is full, so after
-			// any drop the stream takes at least one more entry and
-			// comes here: every drop is told.
-			if n := sub.Dropped(); n != dropped {
-				dropped = n
-				if send("dropped", tailDropped{Dropped: n}) != nil {
-					return
-				}
 			}
 		}
 	}

@@ -47,8 +47,8 @@ func TestSubscribe(t *testing.T) {
 		for i := range 5 {
 			select {
 			case e := <-sub.s.C:
-				if want := fmt.Sprint("ev-", i); e.Event.ID != want || e.Event.DedupKey != fmt.Sprint("k", i) || len(e.Targets) != 1 {
-					t.Errorf("subscriber of %s got %s (dedup key %q, %d targets), want %s", sub.name, e.Event.ID, e.Event.DedupKey, len(e.Targets), want)
+				if want := fmt.Sprint("ev-", i); e.ID != want || e.DedupKey != fmt.Sprint("k", i) || len(e.Sinks) != 1 || e.Size == 0 {
+					t.Errorf("subscriber of %s got %s (dedup key %q, sinks %q, size %d), want %s of one sink", sub.name, e.ID, e.DedupKey, e.Sinks, e.Size, want)
 				}
 			case <-time.After(5 * time.Second):
 				t.Fatalf("subscriber of %s got %d entries, want 5", sub.name, i)
@@ -56,7 +56,7 @@ func TestSubscribe(t *testing.T) {
 		}
 		select {
 		case e := <-sub.s.C:
-			t.Errorf("subscriber of %s got %s after the 5 entries: the duplicate must not be sent", sub.name, e.Event.ID)
+			t.Errorf("subscriber of %s got %s after the 5 entries: the duplicate must not be sent", sub.name, e.ID)
 		default:
 		}
 		if n := sub.s.Dropped(); n != 0 {
@@ -79,7 +79,7 @@ func TestSubscribe(t *testing.T) {
 	}
 	select {
 	case e := <-fast.C:
-		t.Errorf("a cancelled subscriber got %s", e.Event.ID)
+		t.Errorf("a cancelled subscriber got %s", e.ID)
 	default:
 	}
 	if n := fast.Dropped(); n != 0 {

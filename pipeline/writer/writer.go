@@ -146,15 +146,33 @@ func (w *Writer) Ping(ctx context.Context) error {
 	}
 }
 
+// Notice is what a [Subscription] receives of an appended entry: who
+// the event is and where it was routed, not its body, headers or
+// payloads, so that a subscriber's buffer holds little whatever the bodies
+// weigh (a tail's 256 entries of 1 MiB bodies would hold 256 MiB).
+type Notice struct {
+	ID         string
+	Source     string
+	ReceivedAt time.Time
+	// DedupKey is the event's dedup key, or the entry's when the event
+	// has none.
+	DedupKey string
+	// Size is the length of the body in bytes.
+	Size int
+	// Sinks are the sinks the event was routed to, in the entry's order.
+	// The slice is shared by every subscriber: read it, never change it.
+	Sinks []string
+}
+
 // Subscription is one subscriber of [Writer.Subscribe]: the entries it
 // receives and the count of those it missed.
 type Subscription struct {
-	// C receives each entry appended from now on (of the subscription's
-	// source, when it has one) once it is durable, with its Event.ID and
-	// Event.DedupKey set; duplicates are not sent.
-	C <-chan pipeline.Entry
+	// C receives a Notice of each entry appended from now on (of the
+	// subscription's source, when it has one) once it is durable;
+	// duplicates are not sent.
+	C <-chan Notice
 
-	c       chan pipeline.Entry
+	c       chan Notice
 	source  string
 	dropped atomic.Uint64
 	w       *Writer
@@ -195,7 +213,7 @@ func (s *Subscription) Cancel() {
 // and counted in its [Subscription.Dropped]. The live tail of the admin UI
 // uses it. End it with [Subscription.Cancel].
 func (w *Writer) Subscribe(buf int, source string) *Subscription {
-	c := make(chan pipeline.Entry, buf)
+	c := make(chan Notice, buf)
 	s := &Subscription{C: c, c: c, source: source, w: w}
 	w.subsMu.Lock()
 	var subs []*Subscription
@@ -294,21 +312,34 @@ func (w *Writer) commit(batch []*request) {
 			if res[i].Duplicate {
 				continue
 			}
-			e := r.entry
-			e.Event.ID = res[i].ID
-			if e.Event.DedupKey == "" {
-				e.Event.DedupKey = e.DedupKey
-			}
+			ev := &r.entry.Event
+			var n *Notice // made for the first subscriber that wants it
 			for _, s := range *subs {
-				if s.source != "" && s.source != e.Event.Source {
+				if s.source != "" && s.source != ev.Source {
 					continue
 				}
+				if n == nil {
+					n = notice(r.entry, res[i].ID)
+				}
 				select {
-				case s.c <- e:
+				case s.c <- *n:
 				default: // a slow subscriber misses it, and is told; ingest never waits
 					s.dropped.Add(1)
 				}
 			}
 		}
 	}
+}
+
+// notice is what subscribers get of entry e, appended as id.
+func notice(e pipeline.Entry, id string) *Notice {
+	n := &Notice{ID: id, Source: e.Event.Source, ReceivedAt: e.Event.ReceivedAt, DedupKey: e.Event.DedupKey, Size: len(e.Event.Body)}
+	if n.DedupKey == "" {
+		n.DedupKey = e.DedupKey
+	}
+	n.Sinks = make([]string, len(e.Targets))
+	for i, t := range e.Targets {
+		n.Sinks[i] = t.Sink
+	}
+	return n
 }

@@ -49,7 +49,7 @@ pipelined_ingest_requests_total{outcome="unsupported_media_type",source="callkar
 # TYPE pipelined_route_matches_total counter
 pipelined_route_matches_total{route="everything"} 1
 pipelined_route_matches_total{route="leads"} 1
-# HELP pipelined_rule_errors_total Route expressions that failed on an event, by route and expression (when or transform). A failed transform sends the event to the dead-letter queue of the route's sinks.
+# HELP pipelined_rule_errors_total Rule expressions that failed on an event, by route and expression: a route's when or transform, or a source's accept, ignore or schema (route is then the source's name). A failed transform sends the event to the dead-letter queue of the route's sinks.
 # TYPE pipelined_rule_errors_total counter
 pipelined_rule_errors_total{expr="when",route="broken"} 2
 `

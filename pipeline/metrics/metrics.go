@@ -128,7 +128,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"route"}),
 		ruleErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipelined_rule_errors_total",
-			Help: "Route expressions that failed on an event, by route and expression (when or transform). A failed transform sends the event to the dead-letter queue of the route's sinks.",
+			Help: "Rule expressions that failed on an event, by route and expression: a route's when or transform, or a source's accept, ignore or schema (route is then the source's name). A failed transform sends the event to the dead-letter queue of the route's sinks.",
 		}, []string{"route", "expr"}),
 		dedupErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipelined_dedup_key_errors_total",

@@ -3,7 +3,11 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"reflect"
+	"slices"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -98,17 +102,21 @@ type costNode struct {
 	// returns.
 	refOnly bool
 	// recursiveRef is $recursiveRef's target; recursiveAnchor tells
-	// whether it has $recursiveAnchor (then the dynamic scope decides).
+	// whether it has $recursiveAnchor (then the scope chain decides: see
+	// costWalk.recursiveRef).
 	recursiveRef    *costNode
 	recursiveAnchor bool
+	// inRecursive: the resource of the subschema has $recursiveAnchor:
+	// true; inUnknown: the document does not say (see
+	// schemaDoc.recursiveAnchorAt). Set only for a plan with a
+	// $recursiveRef to a subschema with $recursiveAnchor.
+	inRecursive, inUnknown bool
 	// dynamicRef is $dynamicRef's target; dynamicAnchor, when not "",
-	// the anchor the dynamic scope resolves.
-	dynamicRef    *costNode
-	dynamicAnchor string
-	// resourceRecursive: the resource of the subschema has
-	// $recursiveAnchor: true; anchors, its resource's $dynamicAnchors.
-	resourceRecursive bool
-	anchors           map[string]*costNode
+	// the anchor the scope chain resolves, and dynamicAnchors every
+	// subschema it may resolve to (see costWalk.dynamicRef).
+	dynamicRef     *costNode
+	dynamicAnchor  string
+	dynamicAnchors []*costNode
 
 	not, cond, then, els *costNode
 	allOf, anyOf, oneOf  []*costNode
@@ -169,14 +177,24 @@ type costPlan struct {
 	single bool
 }
 
-// newCostPlan builds the plan of sch; fast are the fast path's nodes
-// (nil without a fast path).
-func newCostPlan(sch *jsonschema.Schema, fast map[*jsonschema.Schema]*fastNode) *costPlan {
-	b := costBuilder{nodes: map[*jsonschema.Schema]*costNode{}, fast: fast, plain: true}
+// newCostPlan builds the plan of sch, compiled from doc; fast are the
+// fast path's nodes (nil without a fast path).
+func newCostPlan(sch *jsonschema.Schema, fast map[*jsonschema.Schema]*fastNode, doc schemaDoc) *costPlan {
+	b := costBuilder{nodes: map[*jsonschema.Schema]*costNode{}, fast: fast, plain: true, doc: doc}
 	root := b.node(sch)
 	if b.dynamic {
 		for _, n := range b.nodes {
 			n.join = true
+			if b.recursive && n.sch.DraftVersion >= 2019 {
+				// Before 2019-09 a resource has no $recursiveAnchor.
+				anchored, ok := doc.recursiveAnchorAt(n.sch.Location)
+				n.inRecursive, n.inUnknown = anchored, !ok
+			}
+			// The static target has the anchor, so the document scan
+			// found it; should it not have, it is one more candidate.
+			if n.dynamicAnchor != "" && !slices.Contains(n.dynamicAnchors, n.dynamicRef) {
+				n.dynamicAnchors = append(slices.Clip(n.dynamicAnchors), n.dynamicRef)
+			}
 		}
 	}
 	cycles := b.cycles()
@@ -194,6 +212,12 @@ type costBuilder struct {
 	// unevaluated: some subschema uses unevaluated*; dynamic,
 	// $recursiveRef or $dynamicRef.
 	unevaluated, dynamic bool
+	// recursive: some $recursiveRef's target has $recursiveAnchor.
+	recursive bool
+	// doc is the schema's document; anchors, the nodes of its
+	// subschemas with each $dynamicAnchor a $dynamicRef resolves.
+	doc     schemaDoc
+	anchors map[string][]*costNode
 }
 
 func (b *costBuilder) node(s *jsonschema.Schema) *costNode {
@@ -208,17 +232,6 @@ func (b *costBuilder) node(s *jsonschema.Schema) *costNode {
 	b.nodes[s] = n
 	b.fill(n, s)
 	return n
-}
-
-// nodeOf is node for an `any` that holds nil, a bool or a *Schema.
-func (b *costBuilder) nodeOf(v any) *costNode {
-	switch v := v.(type) {
-	case *jsonschema.Schema:
-		return b.node(v)
-	case bool:
-		return &costNode{fixed: true}
-	}
-	return nil
 }
 
 func (b *costBuilder) list(s []*jsonschema.Schema) []*costNode {
@@ -249,29 +262,18 @@ func (b *costBuilder) fill(n *costNode, s *jsonschema.Schema) {
 			n.types |= kindNames[t]
 		}
 	}
-	res := resourceOf(s)
-	n.resourceRecursive = res != nil && res.RecursiveAnchor
 	n.ref = b.node(s.Ref)
 	n.refOnly = s.Ref != nil && s.DraftVersion < 2019
 	if s.DraftVersion >= 2019 {
 		if s.RecursiveRef != nil {
 			n.recursiveRef, n.recursiveAnchor = b.node(s.RecursiveRef), s.RecursiveRef.RecursiveAnchor
+			b.recursive = b.recursive || n.recursiveAnchor
 		}
 		if d := s.DynamicRef; d != nil {
 			n.dynamicRef = b.node(d.Ref)
 			if d.Anchor != "" && d.Ref.DynamicAnchor == d.Anchor {
-				n.dynamicAnchor = d.Anchor
+				n.dynamicAnchor, n.dynamicAnchors = d.Anchor, b.anchorNodes(d.Anchor)
 			}
-		}
-	}
-	if res != nil {
-		// Only a resource whose anchors a $dynamicRef can reach needs
-		// them; reading them costs nothing when there are none.
-		for name, a := range dynamicAnchorsOf(res) {
-			if n.anchors == nil {
-				n.anchors = map[string]*costNode{}
-			}
-			n.anchors[name] = b.node(a)
 		}
 	}
 	n.not, n.cond, n.then, n.els = b.node(s.Not), b.node(s.If), b.node(s.Then), b.node(s.Else)
@@ -385,31 +387,131 @@ func (b *costBuilder) cycles() bool {
 	return false
 }
 
-// resourceOf is the library's resource of s (the subschema with the
-// nearest $id, or the document): the library resolves $recursiveRef and
-// $dynamicRef through it and does not export it. Read once, at compile.
-func resourceOf(s *jsonschema.Schema) *jsonschema.Schema {
-	f := reflect.ValueOf(s).Elem().FieldByName("resource")
-	if !f.IsValid() || f.Kind() != reflect.Pointer || f.IsNil() {
-		return nil
+// anchorNodes are the nodes of every subschema of the document with
+// $dynamicAnchor name, built once per name.
+func (b *costBuilder) anchorNodes(name string) []*costNode {
+	if ns, ok := b.anchors[name]; ok {
+		return ns
 	}
-	return (*jsonschema.Schema)(f.UnsafePointer())
+	schemas := b.doc.dynamicAnchors(name)
+	ns := make([]*costNode, len(schemas))
+	if b.anchors == nil {
+		b.anchors = map[string][]*costNode{}
+	}
+	// Filled below: a $dynamicRef met meanwhile shares the slice.
+	b.anchors[name] = ns
+	for i, s := range schemas {
+		ns[i] = b.node(s)
+	}
+	return ns
 }
 
-// dynamicAnchorsOf is the library's (unexported) $dynamicAnchor table of
-// a resource.
-func dynamicAnchorsOf(res *jsonschema.Schema) map[string]*jsonschema.Schema {
-	f := reflect.ValueOf(res).Elem().FieldByName("dynamicAnchors")
-	if !f.IsValid() || f.Kind() != reflect.Map || f.Len() == 0 {
+// schemaDoc is the document a schema was compiled from, with its compiler
+// and location: where the cost walk finds the subschemas a $dynamicRef
+// may resolve to.
+//
+// The library resolves a $dynamicRef through the $dynamicAnchors of the
+// resources of the scope chain, which it does not export, and which no
+// exported field need lead to (a $defs entry with a $dynamicAnchor that
+// nothing references is still its resource's anchor). Each of them is a
+// subschema of this one document (references to others are refused) with
+// "$dynamicAnchor" in its JSON, which the compiler compiled once:
+// compiling its location again returns that same *Schema.
+type schemaDoc struct {
+	c   *jsonschema.Compiler
+	loc string
+	doc any
+}
+
+// dynamicAnchors is every subschema of the document with $dynamicAnchor
+// name: every JSON object in it with "$dynamicAnchor": name that compiles
+// (one elsewhere than a subschema, say in a const, compiles to a schema
+// the library never resolves to: one more candidate, which only counts
+// more).
+func (d schemaDoc) dynamicAnchors(name string) []*jsonschema.Schema {
+	if d.c == nil {
 		return nil
 	}
-	out := make(map[string]*jsonschema.Schema, f.Len())
-	for it := f.MapRange(); it.Next(); {
-		if v := it.Value(); v.Kind() == reflect.Pointer && !v.IsNil() {
-			out[it.Key().String()] = (*jsonschema.Schema)(unsafe.Pointer(v.Pointer()))
+	var out []*jsonschema.Schema
+	var path []string
+	var scan func(v any)
+	scan = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if a, ok := v["$dynamicAnchor"].(string); ok && a == name {
+				ptr := ""
+				for _, tok := range path {
+					ptr += "/" + url.PathEscape(strings.ReplaceAll(strings.ReplaceAll(tok, "~", "~0"), "/", "~1"))
+				}
+				if s, err := d.c.Compile(d.loc + "#" + ptr); err == nil && s.DynamicAnchor == name && !slices.Contains(out, s) {
+					out = append(out, s)
+				}
+			}
+			for k, e := range v {
+				path = append(path, k)
+				scan(e)
+				path = path[:len(path)-1]
+			}
+		case []any:
+			for i, e := range v {
+				path = append(path, strconv.Itoa(i))
+				scan(e)
+				path = path[:len(path)-1]
+			}
 		}
 	}
+	scan(d.doc)
 	return out
+}
+
+// recursiveAnchorAt tells whether the resource of the subschema at loc
+// (its Location) has $recursiveAnchor: true: the nearest JSON object on
+// the way from the document's root to it that is the root or has an
+// "$id" (from draft 2019-09 on, the only drafts with $recursiveAnchor,
+// every $id of a subschema makes one). ok is false when loc is not a
+// place in the document.
+func (d schemaDoc) recursiveAnchorAt(loc string) (anchored, ok bool) {
+	frag, ok := strings.CutPrefix(loc, d.loc+"#")
+	if !ok || d.doc == nil {
+		return false, false
+	}
+	var toks []string // none: the root
+	if frag != "" {
+		ptr, ok := strings.CutPrefix(frag, "/")
+		if !ok {
+			return false, false
+		}
+		toks = strings.Split(ptr, "/")
+	}
+	v, res := d.doc, d.doc
+	for _, tok := range toks {
+		tok, err := url.PathUnescape(tok)
+		if err != nil {
+			return false, false
+		}
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		switch c := v.(type) {
+		case map[string]any:
+			v, ok = c[tok]
+		case []any:
+			i, err := strconv.Atoi(tok)
+			if ok = err == nil && i >= 0 && i < len(c); ok {
+				v = c[i]
+			}
+		default:
+			ok = false
+		}
+		if !ok {
+			return false, false
+		}
+		if o, isObject := v.(map[string]any); isObject {
+			if _, id := o["$id"].(string); id {
+				res = v
+			}
+		}
+	}
+	o, _ := res.(map[string]any)
+	return o["$recursiveAnchor"] == true, true
 }
 
 // workFactor bounds the walk's own work, in the same units, to this many
@@ -685,10 +787,10 @@ func (w *costWalk) spendSize(v any) bool {
 // applicators counts $recursiveRef, $dynamicRef, not, allOf, anyOf,
 // oneOf and if/then/else.
 func (w *costWalk) applicators(n *costNode, v any) bool {
-	if n.recursiveRef != nil && !w.visit(w.recursiveTarget(n), v) {
+	if n.recursiveRef != nil && !w.recursiveRef(n, v) {
 		return false
 	}
-	if n.dynamicRef != nil && !w.visit(w.dynamicTarget(n), v) {
+	if n.dynamicRef != nil && !w.dynamicRef(n, v) {
 		return false
 	}
 	if n.not != nil && !w.visit(n.not, v) {
@@ -767,34 +869,72 @@ func (w *costWalk) answer(s *costNode, v any, cost int) verdict {
 	return invalid
 }
 
-// recursiveTarget is where the library's $recursiveRef of n goes: its
-// target, or, when that has $recursiveAnchor, the outermost subschema of
-// the scope chain whose resource has one.
-func (w *costWalk) recursiveTarget(n *costNode) *costNode {
+// recursiveRef counts n's $recursiveRef. The library goes to its
+// target, or, when that has $recursiveAnchor, to the outermost subschema
+// of the scope chain whose resource has $recursiveAnchor: true (that
+// subschema, not its resource). The library does not export which
+// resource a subschema is in: the document says (inRecursive); where it
+// does not (inUnknown), that subschema may be the target as well, and the
+// walk counts the most any of them costs.
+func (w *costWalk) recursiveRef(n *costNode, v any) bool {
 	t := n.recursiveRef
 	if !n.recursiveAnchor {
-		return t
+		return w.visit(t, v)
 	}
-	for i := len(w.scope) - 1; i >= 0; i-- {
-		if w.scope[i].resourceRecursive {
-			t = w.scope[i]
+	start, least := w.left, w.left
+	// Visits push onto the scope past its end: this range is unchanged.
+	for _, s := range w.scope {
+		if s.inRecursive {
+			t = s
+			break
+		}
+		if s.inUnknown && !w.alternative(s, v, start, &least) {
+			return false
 		}
 	}
-	return t
+	if !w.alternative(t, v, start, &least) {
+		return false
+	}
+	w.left = least
+	return true
 }
 
-// dynamicTarget is where the library's $dynamicRef of n goes: its target,
-// or the anchor of that name in the outermost resource of the scope chain
-// that has one.
-func (w *costWalk) dynamicTarget(n *costNode) *costNode {
-	t := n.dynamicRef
+// dynamicRef counts n's $dynamicRef. The library goes to its target, or,
+// when that has the $dynamicAnchor the reference names, to that anchor in
+// the outermost resource of the scope chain that has one. When the root
+// has the anchor, that is the root (its own resource, and the outermost);
+// otherwise it may be any subschema with the anchor, and the walk counts
+// the most any of them costs.
+func (w *costWalk) dynamicRef(n *costNode, v any) bool {
 	if n.dynamicAnchor == "" {
-		return t
+		return w.visit(n.dynamicRef, v)
 	}
-	for i := len(w.scope) - 1; i >= 0; i-- {
-		if a, ok := w.scope[i].anchors[n.dynamicAnchor]; ok {
-			t = a
+	root := w.plan.root
+	if w.scope[0] == root && root.sch.DynamicAnchor == n.dynamicAnchor {
+		return w.visit(root, v)
+	}
+	start, least := w.left, w.left
+	for _, s := range n.dynamicAnchors {
+		if !w.alternative(s, v, start, &least) {
+			return false
 		}
 	}
-	return t
+	w.left = least
+	return true
+}
+
+// alternative visits v with s, one of the subschemas a dynamic reference
+// may go to, from what was left of the budget before the first (start),
+// and keeps in least the least left after any of them: the walk counts
+// the most one of them costs, and its own work all of them. The linear
+// walk counts them all (each pair once), as it does every branch.
+func (w *costWalk) alternative(s *costNode, v any, start int, least *int) bool {
+	if w.seen == nil {
+		w.left = start
+	}
+	if !w.visit(s, v) {
+		return false
+	}
+	*least = min(*least, w.left)
+	return true
 }

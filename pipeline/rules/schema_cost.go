@@ -106,17 +106,18 @@ type costNode struct {
 	// costWalk.recursiveRef).
 	recursiveRef    *costNode
 	recursiveAnchor bool
-	// inRecursive: the resource of the subschema has $recursiveAnchor:
-	// true; inUnknown: the document does not say (see
-	// schemaDoc.recursiveAnchorAt). Set only for a plan with a
-	// $recursiveRef to a subschema with $recursiveAnchor.
-	inRecursive, inUnknown bool
 	// dynamicRef is $dynamicRef's target; dynamicAnchor, when not "",
-	// the anchor the scope chain resolves, and dynamicAnchors every
-	// subschema it may resolve to (see costWalk.dynamicRef).
-	dynamicRef     *costNode
-	dynamicAnchor  string
-	dynamicAnchors []*costNode
+	// the anchor the scope chain resolves, and anchors the subschemas
+	// with it (see costWalk.dynamicRef).
+	dynamicRef    *costNode
+	dynamicAnchor string
+	anchors       *costAnchors
+	// resource is the location of the subschema's resource, "" where the
+	// document does not say (schemaDoc.resourceAt), and inRecursive
+	// whether that has $recursiveAnchor: true. Set from draft 2019-09 on
+	// in a plan with $recursiveRef or $dynamicRef.
+	resource    string
+	inRecursive bool
 
 	not, cond, then, els *costNode
 	allOf, anyOf, oneOf  []*costNode
@@ -143,6 +144,14 @@ type costNode struct {
 	// reference may): only there can the walk meet a pair again, so only
 	// there does the linear walk remember the pairs it has been through.
 	join bool
+}
+
+// costAnchors are the subschemas with one $dynamicAnchor: all of them,
+// and by the location of their resource (nil when the document does not
+// say whose each is, or two are in one resource).
+type costAnchors struct {
+	all []*costNode
+	in  map[string]*costNode
 }
 
 // costDep is a dependencies or dependentSchemas subschema.
@@ -185,15 +194,20 @@ func newCostPlan(sch *jsonschema.Schema, fast map[*jsonschema.Schema]*fastNode, 
 	if b.dynamic {
 		for _, n := range b.nodes {
 			n.join = true
-			if b.recursive && n.sch.DraftVersion >= 2019 {
-				// Before 2019-09 a resource has no $recursiveAnchor.
-				anchored, ok := doc.recursiveAnchorAt(n.sch.Location)
-				n.inRecursive, n.inUnknown = anchored, !ok
+			// Before 2019-09 a resource has neither $recursiveAnchor
+			// nor $dynamicAnchors.
+			if n.sch.DraftVersion >= 2019 {
+				n.resource, n.inRecursive = doc.resourceAt(n.sch.Location)
 			}
+		}
+		for _, a := range b.anchors {
+			a.index()
+		}
+		for _, n := range b.nodes {
 			// The static target has the anchor, so the document scan
 			// found it; should it not have, it is one more candidate.
-			if n.dynamicAnchor != "" && !slices.Contains(n.dynamicAnchors, n.dynamicRef) {
-				n.dynamicAnchors = append(slices.Clip(n.dynamicAnchors), n.dynamicRef)
+			if n.anchors != nil && !slices.Contains(n.anchors.all, n.dynamicRef) {
+				n.anchors = &costAnchors{all: append(slices.Clip(n.anchors.all), n.dynamicRef)}
 			}
 		}
 	}
@@ -212,12 +226,10 @@ type costBuilder struct {
 	// unevaluated: some subschema uses unevaluated*; dynamic,
 	// $recursiveRef or $dynamicRef.
 	unevaluated, dynamic bool
-	// recursive: some $recursiveRef's target has $recursiveAnchor.
-	recursive bool
-	// doc is the schema's document; anchors, the nodes of its
-	// subschemas with each $dynamicAnchor a $dynamicRef resolves.
+	// doc is the schema's document; anchors, its subschemas with each
+	// $dynamicAnchor a $dynamicRef resolves.
 	doc     schemaDoc
-	anchors map[string][]*costNode
+	anchors map[string]*costAnchors
 }
 
 func (b *costBuilder) node(s *jsonschema.Schema) *costNode {
@@ -267,12 +279,11 @@ func (b *costBuilder) fill(n *costNode, s *jsonschema.Schema) {
 	if s.DraftVersion >= 2019 {
 		if s.RecursiveRef != nil {
 			n.recursiveRef, n.recursiveAnchor = b.node(s.RecursiveRef), s.RecursiveRef.RecursiveAnchor
-			b.recursive = b.recursive || n.recursiveAnchor
 		}
 		if d := s.DynamicRef; d != nil {
 			n.dynamicRef = b.node(d.Ref)
 			if d.Anchor != "" && d.Ref.DynamicAnchor == d.Anchor {
-				n.dynamicAnchor, n.dynamicAnchors = d.Anchor, b.anchorNodes(d.Anchor)
+				n.dynamicAnchor, n.anchors = d.Anchor, b.anchorNodes(d.Anchor)
 			}
 		}
 	}
@@ -387,23 +398,35 @@ func (b *costBuilder) cycles() bool {
 	return false
 }
 
-// anchorNodes are the nodes of every subschema of the document with
-// $dynamicAnchor name, built once per name.
-func (b *costBuilder) anchorNodes(name string) []*costNode {
-	if ns, ok := b.anchors[name]; ok {
-		return ns
+// anchorNodes are the subschemas of the document with $dynamicAnchor
+// name, built once per name.
+func (b *costBuilder) anchorNodes(name string) *costAnchors {
+	if a, ok := b.anchors[name]; ok {
+		return a
 	}
 	schemas := b.doc.dynamicAnchors(name)
-	ns := make([]*costNode, len(schemas))
+	a := &costAnchors{all: make([]*costNode, len(schemas))}
 	if b.anchors == nil {
-		b.anchors = map[string][]*costNode{}
+		b.anchors = map[string]*costAnchors{}
 	}
-	// Filled below: a $dynamicRef met meanwhile shares the slice.
-	b.anchors[name] = ns
+	// Filled below: a $dynamicRef met meanwhile shares it.
+	b.anchors[name] = a
 	for i, s := range schemas {
-		ns[i] = b.node(s)
+		a.all[i] = b.node(s)
 	}
-	return ns
+	return a
+}
+
+// index sets a.in from the resources of a.all.
+func (a *costAnchors) index() {
+	in := make(map[string]*costNode, len(a.all))
+	for _, n := range a.all {
+		if _, dup := in[n.resource]; dup || n.resource == "" {
+			return
+		}
+		in[n.resource] = n
+	}
+	a.in = in
 }
 
 // schemaDoc is the document a schema was compiled from, with its compiler
@@ -464,54 +487,88 @@ func (d schemaDoc) dynamicAnchors(name string) []*jsonschema.Schema {
 	return out
 }
 
-// recursiveAnchorAt tells whether the resource of the subschema at loc
-// (its Location) has $recursiveAnchor: true: the nearest JSON object on
-// the way from the document's root to it that is the root or has an
-// "$id" (from draft 2019-09 on, the only drafts with $recursiveAnchor,
-// every $id of a subschema makes one). ok is false when loc is not a
-// place in the document.
-func (d schemaDoc) recursiveAnchorAt(loc string) (anchored, ok bool) {
+// resourceAt is the location of the resource of the subschema at loc
+// (its Location), "" when the document does not say, and whether that
+// resource has $recursiveAnchor: true. The resource is the nearest
+// subschema on the way from the document's root to loc that is the root
+// or has an "$id" other than a fragment: from draft 2019-09 on, each such
+// $id makes one (resourceAt is only asked about subschemas from 2019-09
+// on, and a resource is of its subschemas' draft). A way through anything
+// else than the keywords that hold subschemas (an unknown keyword that a
+// $ref points into) does not say. The compiler compiled the resource (it
+// compiles the resource of every subschema): its compiled
+// RecursiveAnchor is the library's.
+func (d schemaDoc) resourceAt(loc string) (res string, recursive bool) {
 	frag, ok := strings.CutPrefix(loc, d.loc+"#")
-	if !ok || d.doc == nil {
-		return false, false
+	if !ok || d.c == nil {
+		return "", false
 	}
-	var toks []string // none: the root
+	var toks []string // escaped as in loc; none: the root
 	if frag != "" {
 		ptr, ok := strings.CutPrefix(frag, "/")
 		if !ok {
-			return false, false
+			return "", false
 		}
 		toks = strings.Split(ptr, "/")
 	}
-	v, res := d.doc, d.doc
-	for _, tok := range toks {
-		tok, err := url.PathUnescape(tok)
-		if err != nil {
-			return false, false
+	v, at := d.doc, 0 // the resource is at toks[:at]
+	for i := 0; i < len(toks); i++ {
+		kw, ok := unescapeToken(toks[i])
+		s, isObject := v.(map[string]any)
+		if !ok || !isObject {
+			return "", false
 		}
-		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		switch c := v.(type) {
-		case map[string]any:
-			v, ok = c[tok]
-		case []any:
-			i, err := strconv.Atoi(tok)
-			if ok = err == nil && i >= 0 && i < len(c); ok {
-				v = c[i]
+		if v, ok = s[kw]; !ok || !slices.Contains(subschemaKeywords, kw) {
+			return "", false
+		}
+		list, isList := v.([]any)
+		if isList && slices.Contains(listKeywords, kw) || slices.Contains(mapKeywords, kw) {
+			// A member of the keyword's list or map is the subschema.
+			if i++; i == len(toks) {
+				return "", false
 			}
-		default:
-			ok = false
-		}
-		if !ok {
-			return false, false
+			tok, ok := unescapeToken(toks[i])
+			if m, isMap := v.(map[string]any); isMap && ok {
+				v, ok = m[tok]
+			} else if j, err := strconv.Atoi(tok); isList && ok && err == nil && j >= 0 && j < len(list) {
+				v = list[j]
+			} else {
+				ok = false
+			}
+			if !ok {
+				return "", false
+			}
 		}
 		if o, isObject := v.(map[string]any); isObject {
-			if _, id := o["$id"].(string); id {
-				res = v
+			if id, _ := o["$id"].(string); id != "" && !strings.HasPrefix(id, "#") {
+				at = i + 1
 			}
 		}
 	}
-	o, _ := res.(map[string]any)
-	return o["$recursiveAnchor"] == true, true
+	res = d.loc + "#"
+	if at > 0 {
+		res += "/" + strings.Join(toks[:at], "/")
+	}
+	r, err := d.c.Compile(res)
+	if err != nil {
+		return "", false
+	}
+	return res, r.RecursiveAnchor
+}
+
+// The keywords whose value holds subschemas, as the library's drafts list
+// them (draft.go): a map of them, a list of them, or one.
+var (
+	mapKeywords       = []string{"definitions", "$defs", "properties", "patternProperties", "dependencies", "dependentSchemas"}
+	listKeywords      = []string{"allOf", "anyOf", "oneOf", "items", "prefixItems"}
+	subschemaKeywords = append(append([]string{"not", "additionalProperties", "additionalItems", "propertyNames", "contains",
+		"if", "then", "else", "unevaluatedProperties", "unevaluatedItems", "contentSchema"}, mapKeywords...), listKeywords...)
+)
+
+// unescapeToken is a JSON pointer token as a Location escapes it, read.
+func unescapeToken(tok string) (string, bool) {
+	tok, err := url.PathUnescape(tok)
+	return strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~"), err == nil
 }
 
 // workFactor bounds the walk's own work, in the same units, to this many
@@ -873,8 +930,8 @@ func (w *costWalk) answer(s *costNode, v any, cost int) verdict {
 // target, or, when that has $recursiveAnchor, to the outermost subschema
 // of the scope chain whose resource has $recursiveAnchor: true (that
 // subschema, not its resource). The library does not export which
-// resource a subschema is in: the document says (inRecursive); where it
-// does not (inUnknown), that subschema may be the target as well, and the
+// resource a subschema is in: the document says (costNode.resource);
+// where it does not, that subschema may be the target as well, and the
 // walk counts the most any of them costs.
 func (w *costWalk) recursiveRef(n *costNode, v any) bool {
 	t := n.recursiveRef
@@ -888,7 +945,7 @@ func (w *costWalk) recursiveRef(n *costNode, v any) bool {
 			t = s
 			break
 		}
-		if s.inUnknown && !w.alternative(s, v, start, &least) {
+		if s.resource == "" && s.sch.DraftVersion >= 2019 && !w.alternative(s, v, start, &least) {
 			return false
 		}
 	}
@@ -901,26 +958,46 @@ func (w *costWalk) recursiveRef(n *costNode, v any) bool {
 
 // dynamicRef counts n's $dynamicRef. The library goes to its target, or,
 // when that has the $dynamicAnchor the reference names, to that anchor in
-// the outermost resource of the scope chain that has one. When the root
-// has the anchor, that is the root (its own resource, and the outermost);
-// otherwise it may be any subschema with the anchor, and the walk counts
-// the most any of them costs.
+// the outermost resource of the scope chain that has one (dynamicTarget).
+// Where the document does not say which that is, the walk counts the most
+// any subschema with the anchor costs.
 func (w *costWalk) dynamicRef(n *costNode, v any) bool {
 	if n.dynamicAnchor == "" {
 		return w.visit(n.dynamicRef, v)
 	}
-	root := w.plan.root
-	if w.scope[0] == root && root.sch.DynamicAnchor == n.dynamicAnchor {
-		return w.visit(root, v)
+	if t, ok := w.dynamicTarget(n); ok {
+		return w.visit(t, v)
 	}
 	start, least := w.left, w.left
-	for _, s := range n.dynamicAnchors {
+	for _, s := range n.anchors.all {
 		if !w.alternative(s, v, start, &least) {
 			return false
 		}
 	}
 	w.left = least
 	return true
+}
+
+// dynamicTarget is where the library's $dynamicRef of n goes, when the
+// document says (ok). A resource before draft 2020-12 has no
+// $dynamicAnchors.
+func (w *costWalk) dynamicTarget(n *costNode) (t *costNode, ok bool) {
+	in := n.anchors.in
+	if in == nil {
+		return nil, false
+	}
+	for _, s := range w.scope {
+		if s.sch.DraftVersion < 2020 {
+			continue
+		}
+		if s.resource == "" {
+			return nil, false
+		}
+		if a, ok := in[s.resource]; ok {
+			return a, true
+		}
+	}
+	return n.dynamicRef, true
 }
 
 // alternative visits v with s, one of the subschemas a dynamic reference

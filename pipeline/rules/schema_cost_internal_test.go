@@ -1,6 +1,9 @@
 package rules
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // TestSchemaCostAnchorsNoFieldLeadsTo: the subschema the library's
 // $dynamicRef resolves to in the generic-list pattern is one no exported
@@ -29,4 +32,53 @@ func TestSchemaCostAnchorsNoFieldLeadsTo(t *testing.T) {
 	if n, ok := s.cost.count(doc, baseCost, nil); ok {
 		t.Errorf("the walk counts %d, within the budget", n)
 	}
+}
+
+// TestSchemaCostAnchorsByResource: the walk knows whose resource each
+// anchor is where the document says (the generic list: exact), and
+// counts the most any of them costs where it does not (an anchor under
+// an unknown keyword).
+func TestSchemaCostAnchorsByResource(t *testing.T) {
+	for _, c := range []struct {
+		schema string
+		exact  bool
+	}{
+		{`{"$ref": "list", "$defs": {"list": {"$id": "list", "items": {"$dynamicRef": "#c"}, "$defs": {"c": {"$dynamicAnchor": "c"}}},
+		  "c": {"$dynamicAnchor": "c", "type": "string"}}}`, true},
+		{`{"$ref": "#/x-ext/n", "x-ext": {"n": {"$dynamicAnchor": "n", "items": {"$dynamicRef": "#n"}}}}`, false},
+	} {
+		s, err := CompileSchema("anchors", []byte(c.schema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, n := range allNodes(s.cost.root) {
+			if n.anchors != nil {
+				found = true
+				if exact := n.anchors.in != nil; exact != c.exact || len(n.anchors.all) == 0 {
+					t.Errorf("%s: anchors %d, by resource %v; want by resource %v", c.schema, len(n.anchors.all), exact, c.exact)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no $dynamicRef with an anchor", c.schema)
+		}
+	}
+}
+
+// allNodes are the nodes reachable from n by $ref, $dynamicRef and items.
+func allNodes(n *costNode) []*costNode {
+	var out []*costNode
+	var walk func(n *costNode)
+	walk = func(n *costNode) {
+		if n == nil || slices.Contains(out, n) {
+			return
+		}
+		out = append(out, n)
+		walk(n.ref)
+		walk(n.dynamicRef)
+		walk(n.items)
+	}
+	walk(n)
+	return out
 }

@@ -246,6 +246,13 @@ const metaPattern = `{
   }
 }`
 
+// anchorInExtension has its dynamic anchor under an unknown keyword that
+// a $ref points into: the document does not say whose resource's anchor
+// it is, and the walk counts the most any subschema with the anchor costs.
+const anchorInExtension = `{"$ref": "#/x-ext/node", "x-ext": {"node": {"$dynamicAnchor": "node", "type": "object", "oneOf": [
+  {"properties": {"kind": {"const": "a"}, "next": {"$dynamicRef": "#node"}}},
+  {"properties": {"kind": {"const": "b"}, "next": {"$dynamicRef": "#node"}}}]}}}`
+
 // TestSchemaCheckDynamicTargets: where the library's $dynamicRef or
 // $recursiveRef goes is not its target, nor any subschema an exported
 // field leads to, the walk still counts what the library does there: its
@@ -255,6 +262,7 @@ func TestSchemaCheckDynamicTargets(t *testing.T) {
 	for _, c := range []struct{ name, schema, body string }{
 		{"dynamicRef", listOfContent, "[" + nested(30) + "]"},
 		{"recursiveRef", recursiveInside, nested(30)},
+		{"extension", anchorInExtension, nested(30)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := compileSchema(t, []byte(c.schema))
@@ -290,6 +298,33 @@ func TestSchemaCheckDynamicTargets(t *testing.T) {
 	}
 }
 
+// TestSchemaCheckMetaSchemaPattern: under the draft 2020-12 meta-schema's
+// pattern, with the anchor on the root or on a resource the root refers
+// to, a schema (the CallKaro one, and one nested 20 levels) gets the
+// library's answer, and costs about what the library does: each value
+// once (within 5% of the linear cost).
+func TestSchemaCheckMetaSchemaPattern(t *testing.T) {
+	wrapped := `{"$ref": "meta", "$defs": {"meta": ` +
+		strings.Replace(metaPattern, `"$dynamicAnchor": "meta",`, `"$id": "meta", "$dynamicAnchor": "meta",`, 1) + `}}`
+	bodies := []string{string(readTestdata(t, "testdata/schemas/callkaro.schema.json")),
+		strings.Repeat(`{"type": "object", "properties": {"a": `, 20) + `{"type": "string"}` + strings.Repeat(`}}`, 20),
+		`{"properties": {"a": {"type": 1}}}`}
+	for name, schema := range map[string]string{"anchored": metaPattern, "wrapped": wrapped} {
+		s := compileSchema(t, []byte(schema))
+		for _, b := range bodies {
+			doc := decode(t, b)
+			v, err := s.Check(doc)
+			if want := s.WithoutFastPath().Validate(doc); err != nil || !slices.Equal(v, want) {
+				t.Errorf("%s: Check = %q, %v; the library %q", name, v, err, want)
+			}
+			c, _ := s.Cost(doc, 1<<30)
+			if l, _ := s.LinearCost(doc, 1<<30); c > l+l/20 {
+				t.Errorf("%s: the walk counts %d, the linear cost is %d", name, c, l)
+			}
+		}
+	}
+}
+
 // FuzzSchemaCheck holds Check to the library: for a schema and a body
 // whose cost the walk finds within the budget, Check's answer is the
 // library's alone. A body it refuses is never given to the library, so a
@@ -311,6 +346,7 @@ func FuzzSchemaCheck(f *testing.F) {
 		listOfContent,
 		recursiveInside,
 		metaPattern,
+		anchorInExtension,
 	}
 	docs := []string{`1`, `"a"`, `null`, `[]`, `{}`, nested(3), nested(9), `{"a":1,"n":{"a":2,"n":{"a":1}}}`, `[[[[[["x"]]]]],[1,1]]`,
 		`{"x":{"x":{"x":{"x":{"x":{"x":{}}}}}}}`, `{"t":[1,1],"k":[{"t":[2],"k":[{"k":[]}]}]}`, `{"ab":{"a":{"abc":1}}}`}

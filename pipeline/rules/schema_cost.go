@@ -39,6 +39,12 @@ import (
 // place: no $dynamicRef, $recursiveRef, unevaluated* or $ref cycle).
 // Everything else is counted in full.
 //
+// Where a $dynamicRef or $recursiveRef goes depends on the scope chain
+// and on which resource each subschema of it is in, which the library
+// does not export: the walk reads that from the schema's document
+// (schemaDoc) and follows the library, and where the document does not
+// say, counts the most any subschema the reference may go to costs.
+//
 // A body may cost baseCost, or its linear cost when that is more: the
 // cost of visiting each (subschema, value) pair it reaches once, counted
 // by the same walk remembering the pairs it has been through (linear in
@@ -361,7 +367,9 @@ func (b *costBuilder) single() bool {
 
 // cycles reports whether a subschema reaches itself without moving into
 // the value (the library stops such a cycle with an error, so a branch
-// alone could get another answer than in place).
+// alone could get another answer than in place). It follows a dynamic
+// reference only to its static target: with one, the plan has no oracle
+// and keeps the scope chain whatever cycles says.
 func (b *costBuilder) cycles() bool {
 	const onPath, done = 1, 2
 	state := map[*costNode]int8{}
@@ -917,7 +925,7 @@ func (w *costWalk) answer(s *costNode, v any, cost int) verdict {
 			return r
 		}
 	}
-	if !w.plan.oracle || s.sch == nil || !w.spendWork(cost) {
+	if !w.plan.oracle || !w.spendWork(cost) {
 		return maybe
 	}
 	if s.sch.Validate(v) == nil {

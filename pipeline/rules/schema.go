@@ -49,7 +49,7 @@ func CompileSchema(name string, data []byte) (*Schema, error) {
 		return nil, schemaError(err)
 	}
 	fast, nodes := newFastPath(sch)
-	return &Schema{name: name, sch: sch, fast: fast, cost: newCostPlan(sch, nodes)}, nil
+	return &Schema{name: name, sch: sch, fast: fast, cost: newCostPlan(sch, nodes, schemaDoc{c, loc, doc})}, nil
 }
 
 // noLoader refuses to load referenced documents.

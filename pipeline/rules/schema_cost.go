@@ -3,7 +3,11 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"reflect"
+	"slices"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -34,6 +38,12 @@ import (
 // (only for schemas where a branch alone gets the answer it gets in
 // place: no $dynamicRef, $recursiveRef, unevaluated* or $ref cycle).
 // Everything else is counted in full.
+//
+// Where a $dynamicRef or $recursiveRef goes depends on the scope chain
+// and on which resource each subschema of it is in, which the library
+// does not export: the walk reads that from the schema's document
+// (schemaDoc) and follows the library, and where the document does not
+// say, counts the most any subschema the reference may go to costs.
 //
 // A body may cost baseCost, or its linear cost when that is more: the
 // cost of visiting each (subschema, value) pair it reaches once, counted
@@ -98,17 +108,22 @@ type costNode struct {
 	// returns.
 	refOnly bool
 	// recursiveRef is $recursiveRef's target; recursiveAnchor tells
-	// whether it has $recursiveAnchor (then the dynamic scope decides).
+	// whether it has $recursiveAnchor (then the scope chain decides: see
+	// costWalk.recursiveRef).
 	recursiveRef    *costNode
 	recursiveAnchor bool
 	// dynamicRef is $dynamicRef's target; dynamicAnchor, when not "",
-	// the anchor the dynamic scope resolves.
+	// the anchor the scope chain resolves, and anchors the subschemas
+	// with it (see costWalk.dynamicRef).
 	dynamicRef    *costNode
 	dynamicAnchor string
-	// resourceRecursive: the resource of the subschema has
-	// $recursiveAnchor: true; anchors, its resource's $dynamicAnchors.
-	resourceRecursive bool
-	anchors           map[string]*costNode
+	anchors       *costAnchors
+	// resource is the location of the subschema's resource, "" where the
+	// document does not say (schemaDoc.resourceAt), and inRecursive
+	// whether that has $recursiveAnchor: true. Set from draft 2019-09 on
+	// in a plan with $recursiveRef or $dynamicRef.
+	resource    string
+	inRecursive bool
 
 	not, cond, then, els *costNode
 	allOf, anyOf, oneOf  []*costNode
@@ -135,6 +150,14 @@ type costNode struct {
 	// reference may): only there can the walk meet a pair again, so only
 	// there does the linear walk remember the pairs it has been through.
 	join bool
+}
+
+// costAnchors are the subschemas with one $dynamicAnchor: all of them,
+// and by the location of their resource (nil when the document does not
+// say whose each is, or two are in one resource).
+type costAnchors struct {
+	all []*costNode
+	in  map[string]*costNode
 }
 
 // costDep is a dependencies or dependentSchemas subschema.
@@ -169,14 +192,29 @@ type costPlan struct {
 	single bool
 }
 
-// newCostPlan builds the plan of sch; fast are the fast path's nodes
-// (nil without a fast path).
-func newCostPlan(sch *jsonschema.Schema, fast map[*jsonschema.Schema]*fastNode) *costPlan {
-	b := costBuilder{nodes: map[*jsonschema.Schema]*costNode{}, fast: fast, plain: true}
+// newCostPlan builds the plan of sch, compiled from doc; fast are the
+// fast path's nodes (nil without a fast path).
+func newCostPlan(sch *jsonschema.Schema, fast map[*jsonschema.Schema]*fastNode, doc schemaDoc) *costPlan {
+	b := costBuilder{nodes: map[*jsonschema.Schema]*costNode{}, fast: fast, plain: true, doc: doc}
 	root := b.node(sch)
 	if b.dynamic {
 		for _, n := range b.nodes {
 			n.join = true
+			// Before 2019-09 a resource has neither $recursiveAnchor
+			// nor $dynamicAnchors.
+			if n.sch.DraftVersion >= 2019 {
+				n.resource, n.inRecursive = doc.resourceAt(n.sch.Location)
+			}
+		}
+		for _, a := range b.anchors {
+			a.index()
+		}
+		for _, n := range b.nodes {
+			// The static target has the anchor, so the document scan
+			// found it; should it not have, it is one more candidate.
+			if n.anchors != nil && !slices.Contains(n.anchors.all, n.dynamicRef) {
+				n.anchors = &costAnchors{all: append(slices.Clip(n.anchors.all), n.dynamicRef)}
+			}
 		}
 	}
 	cycles := b.cycles()
@@ -194,6 +232,10 @@ type costBuilder struct {
 	// unevaluated: some subschema uses unevaluated*; dynamic,
 	// $recursiveRef or $dynamicRef.
 	unevaluated, dynamic bool
+	// doc is the schema's document; anchors, its subschemas with each
+	// $dynamicAnchor a $dynamicRef resolves.
+	doc     schemaDoc
+	anchors map[string]*costAnchors
 }
 
 func (b *costBuilder) node(s *jsonschema.Schema) *costNode {
@@ -208,17 +250,6 @@ func (b *costBuilder) node(s *jsonschema.Schema) *costNode {
 	b.nodes[s] = n
 	b.fill(n, s)
 	return n
-}
-
-// nodeOf is node for an `any` that holds nil, a bool or a *Schema.
-func (b *costBuilder) nodeOf(v any) *costNode {
-	switch v := v.(type) {
-	case *jsonschema.Schema:
-		return b.node(v)
-	case bool:
-		return &costNode{fixed: true}
-	}
-	return nil
 }
 
 func (b *costBuilder) list(s []*jsonschema.Schema) []*costNode {
@@ -249,8 +280,6 @@ func (b *costBuilder) fill(n *costNode, s *jsonschema.Schema) {
 			n.types |= kindNames[t]
 		}
 	}
-	res := resourceOf(s)
-	n.resourceRecursive = res != nil && res.RecursiveAnchor
 	n.ref = b.node(s.Ref)
 	n.refOnly = s.Ref != nil && s.DraftVersion < 2019
 	if s.DraftVersion >= 2019 {
@@ -260,18 +289,8 @@ func (b *costBuilder) fill(n *costNode, s *jsonschema.Schema) {
 		if d := s.DynamicRef; d != nil {
 			n.dynamicRef = b.node(d.Ref)
 			if d.Anchor != "" && d.Ref.DynamicAnchor == d.Anchor {
-				n.dynamicAnchor = d.Anchor
+				n.dynamicAnchor, n.anchors = d.Anchor, b.anchorNodes(d.Anchor)
 			}
-		}
-	}
-	if res != nil {
-		// Only a resource whose anchors a $dynamicRef can reach needs
-		// them; reading them costs nothing when there are none.
-		for name, a := range dynamicAnchorsOf(res) {
-			if n.anchors == nil {
-				n.anchors = map[string]*costNode{}
-			}
-			n.anchors[name] = b.node(a)
 		}
 	}
 	n.not, n.cond, n.then, n.els = b.node(s.Not), b.node(s.If), b.node(s.Then), b.node(s.Else)
@@ -348,7 +367,9 @@ func (b *costBuilder) single() bool {
 
 // cycles reports whether a subschema reaches itself without moving into
 // the value (the library stops such a cycle with an error, so a branch
-// alone could get another answer than in place).
+// alone could get another answer than in place). It follows a dynamic
+// reference only to its static target: with one, the plan has no oracle
+// and keeps the scope chain whatever cycles says.
 func (b *costBuilder) cycles() bool {
 	const onPath, done = 1, 2
 	state := map[*costNode]int8{}
@@ -385,31 +406,177 @@ func (b *costBuilder) cycles() bool {
 	return false
 }
 
-// resourceOf is the library's resource of s (the subschema with the
-// nearest $id, or the document): the library resolves $recursiveRef and
-// $dynamicRef through it and does not export it. Read once, at compile.
-func resourceOf(s *jsonschema.Schema) *jsonschema.Schema {
-	f := reflect.ValueOf(s).Elem().FieldByName("resource")
-	if !f.IsValid() || f.Kind() != reflect.Pointer || f.IsNil() {
-		return nil
+// anchorNodes are the subschemas of the document with $dynamicAnchor
+// name, built once per name.
+func (b *costBuilder) anchorNodes(name string) *costAnchors {
+	if a, ok := b.anchors[name]; ok {
+		return a
 	}
-	return (*jsonschema.Schema)(f.UnsafePointer())
+	schemas := b.doc.dynamicAnchors(name)
+	a := &costAnchors{all: make([]*costNode, len(schemas))}
+	if b.anchors == nil {
+		b.anchors = map[string]*costAnchors{}
+	}
+	// Filled below: a $dynamicRef met meanwhile shares it.
+	b.anchors[name] = a
+	for i, s := range schemas {
+		a.all[i] = b.node(s)
+	}
+	return a
 }
 
-// dynamicAnchorsOf is the library's (unexported) $dynamicAnchor table of
-// a resource.
-func dynamicAnchorsOf(res *jsonschema.Schema) map[string]*jsonschema.Schema {
-	f := reflect.ValueOf(res).Elem().FieldByName("dynamicAnchors")
-	if !f.IsValid() || f.Kind() != reflect.Map || f.Len() == 0 {
+// index sets a.in from the resources of a.all.
+func (a *costAnchors) index() {
+	in := make(map[string]*costNode, len(a.all))
+	for _, n := range a.all {
+		if _, dup := in[n.resource]; dup || n.resource == "" {
+			return
+		}
+		in[n.resource] = n
+	}
+	a.in = in
+}
+
+// schemaDoc is the document a schema was compiled from, with its compiler
+// and location: where the cost walk finds the subschemas a $dynamicRef
+// may resolve to.
+//
+// The library resolves a $dynamicRef through the $dynamicAnchors of the
+// resources of the scope chain, which it does not export, and which no
+// exported field need lead to (a $defs entry with a $dynamicAnchor that
+// nothing references is still its resource's anchor). Each of them is a
+// subschema of this one document (references to others are refused) with
+// "$dynamicAnchor" in its JSON, which the compiler compiled once:
+// compiling its location again returns that same *Schema.
+type schemaDoc struct {
+	c   *jsonschema.Compiler
+	loc string
+	doc any
+}
+
+// dynamicAnchors is every subschema of the document with $dynamicAnchor
+// name: every JSON object in it with "$dynamicAnchor": name that compiles
+// (one elsewhere than a subschema, say in a const, compiles to a schema
+// the library never resolves to: one more candidate, which only counts
+// more).
+func (d schemaDoc) dynamicAnchors(name string) []*jsonschema.Schema {
+	if d.c == nil {
 		return nil
 	}
-	out := make(map[string]*jsonschema.Schema, f.Len())
-	for it := f.MapRange(); it.Next(); {
-		if v := it.Value(); v.Kind() == reflect.Pointer && !v.IsNil() {
-			out[it.Key().String()] = (*jsonschema.Schema)(unsafe.Pointer(v.Pointer()))
+	var out []*jsonschema.Schema
+	var path []string
+	var scan func(v any)
+	scan = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if a, ok := v["$dynamicAnchor"].(string); ok && a == name {
+				ptr := ""
+				for _, tok := range path {
+					ptr += "/" + url.PathEscape(strings.ReplaceAll(strings.ReplaceAll(tok, "~", "~0"), "/", "~1"))
+				}
+				if s, err := d.c.Compile(d.loc + "#" + ptr); err == nil && s.DynamicAnchor == name && !slices.Contains(out, s) {
+					out = append(out, s)
+				}
+			}
+			for k, e := range v {
+				path = append(path, k)
+				scan(e)
+				path = path[:len(path)-1]
+			}
+		case []any:
+			for i, e := range v {
+				path = append(path, strconv.Itoa(i))
+				scan(e)
+				path = path[:len(path)-1]
+			}
 		}
 	}
+	scan(d.doc)
 	return out
+}
+
+// resourceAt is the location of the resource of the subschema at loc
+// (its Location), "" when the document does not say, and whether that
+// resource has $recursiveAnchor: true. The resource is the nearest
+// subschema on the way from the document's root to loc that is the root
+// or has an "$id" other than a fragment: from draft 2019-09 on, each such
+// $id makes one (resourceAt is only asked about subschemas from 2019-09
+// on, and a resource is of its subschemas' draft). A way through anything
+// else than the keywords that hold subschemas (an unknown keyword that a
+// $ref points into) does not say. The compiler compiled the resource (it
+// compiles the resource of every subschema): its compiled
+// RecursiveAnchor is the library's.
+func (d schemaDoc) resourceAt(loc string) (res string, recursive bool) {
+	frag, ok := strings.CutPrefix(loc, d.loc+"#")
+	if !ok || d.c == nil {
+		return "", false
+	}
+	var toks []string // escaped as in loc; none: the root
+	if frag != "" {
+		ptr, ok := strings.CutPrefix(frag, "/")
+		if !ok {
+			return "", false
+		}
+		toks = strings.Split(ptr, "/")
+	}
+	v, at := d.doc, 0 // the resource is at toks[:at]
+	for i := 0; i < len(toks); i++ {
+		kw, ok := unescapeToken(toks[i])
+		s, isObject := v.(map[string]any)
+		if !ok || !isObject {
+			return "", false
+		}
+		if v, ok = s[kw]; !ok || !slices.Contains(subschemaKeywords, kw) {
+			return "", false
+		}
+		list, isList := v.([]any)
+		if isList && slices.Contains(listKeywords, kw) || slices.Contains(mapKeywords, kw) {
+			// A member of the keyword's list or map is the subschema.
+			if i++; i == len(toks) {
+				return "", false
+			}
+			tok, ok := unescapeToken(toks[i])
+			if m, isMap := v.(map[string]any); isMap && ok {
+				v, ok = m[tok]
+			} else if j, err := strconv.Atoi(tok); isList && ok && err == nil && j >= 0 && j < len(list) {
+				v = list[j]
+			} else {
+				ok = false
+			}
+			if !ok {
+				return "", false
+			}
+		}
+		if o, isObject := v.(map[string]any); isObject {
+			if id, _ := o["$id"].(string); id != "" && !strings.HasPrefix(id, "#") {
+				at = i + 1
+			}
+		}
+	}
+	res = d.loc + "#"
+	if at > 0 {
+		res += "/" + strings.Join(toks[:at], "/")
+	}
+	r, err := d.c.Compile(res)
+	if err != nil {
+		return "", false
+	}
+	return res, r.RecursiveAnchor
+}
+
+// The keywords whose value holds subschemas, as the library's drafts list
+// them (draft.go): a map of them, a list of them, or one.
+var (
+	mapKeywords       = []string{"definitions", "$defs", "properties", "patternProperties", "dependencies", "dependentSchemas"}
+	listKeywords      = []string{"allOf", "anyOf", "oneOf", "items", "prefixItems"}
+	subschemaKeywords = append(append([]string{"not", "additionalProperties", "additionalItems", "propertyNames", "contains",
+		"if", "then", "else", "unevaluatedProperties", "unevaluatedItems", "contentSchema"}, mapKeywords...), listKeywords...)
+)
+
+// unescapeToken is a JSON pointer token as a Location escapes it, read.
+func unescapeToken(tok string) (string, bool) {
+	tok, err := url.PathUnescape(tok)
+	return strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~"), err == nil
 }
 
 // workFactor bounds the walk's own work, in the same units, to this many
@@ -685,10 +852,10 @@ func (w *costWalk) spendSize(v any) bool {
 // applicators counts $recursiveRef, $dynamicRef, not, allOf, anyOf,
 // oneOf and if/then/else.
 func (w *costWalk) applicators(n *costNode, v any) bool {
-	if n.recursiveRef != nil && !w.visit(w.recursiveTarget(n), v) {
+	if n.recursiveRef != nil && !w.recursiveRef(n, v) {
 		return false
 	}
-	if n.dynamicRef != nil && !w.visit(w.dynamicTarget(n), v) {
+	if n.dynamicRef != nil && !w.dynamicRef(n, v) {
 		return false
 	}
 	if n.not != nil && !w.visit(n.not, v) {
@@ -758,7 +925,7 @@ func (w *costWalk) answer(s *costNode, v any, cost int) verdict {
 			return r
 		}
 	}
-	if !w.plan.oracle || s.sch == nil || !w.spendWork(cost) {
+	if !w.plan.oracle || !w.spendWork(cost) {
 		return maybe
 	}
 	if s.sch.Validate(v) == nil {
@@ -767,34 +934,92 @@ func (w *costWalk) answer(s *costNode, v any, cost int) verdict {
 	return invalid
 }
 
-// recursiveTarget is where the library's $recursiveRef of n goes: its
-// target, or, when that has $recursiveAnchor, the outermost subschema of
-// the scope chain whose resource has one.
-func (w *costWalk) recursiveTarget(n *costNode) *costNode {
+// recursiveRef counts n's $recursiveRef. The library goes to its
+// target, or, when that has $recursiveAnchor, to the outermost subschema
+// of the scope chain whose resource has $recursiveAnchor: true (that
+// subschema, not its resource). The library does not export which
+// resource a subschema is in: the document says (costNode.resource);
+// where it does not, that subschema may be the target as well, and the
+// walk counts the most any of them costs.
+func (w *costWalk) recursiveRef(n *costNode, v any) bool {
 	t := n.recursiveRef
 	if !n.recursiveAnchor {
-		return t
+		return w.visit(t, v)
 	}
-	for i := len(w.scope) - 1; i >= 0; i-- {
-		if w.scope[i].resourceRecursive {
-			t = w.scope[i]
+	start, least := w.left, w.left
+	// Visits push onto the scope past its end: this range is unchanged.
+	for _, s := range w.scope {
+		if s.inRecursive {
+			t = s
+			break
+		}
+		if s.resource == "" && s.sch.DraftVersion >= 2019 && !w.alternative(s, v, start, &least) {
+			return false
 		}
 	}
-	return t
+	if !w.alternative(t, v, start, &least) {
+		return false
+	}
+	w.left = least
+	return true
 }
 
-// dynamicTarget is where the library's $dynamicRef of n goes: its target,
-// or the anchor of that name in the outermost resource of the scope chain
-// that has one.
-func (w *costWalk) dynamicTarget(n *costNode) *costNode {
-	t := n.dynamicRef
+// dynamicRef counts n's $dynamicRef. The library goes to its target, or,
+// when that has the $dynamicAnchor the reference names, to that anchor in
+// the outermost resource of the scope chain that has one (dynamicTarget).
+// Where the document does not say which that is, the walk counts the most
+// any subschema with the anchor costs.
+func (w *costWalk) dynamicRef(n *costNode, v any) bool {
 	if n.dynamicAnchor == "" {
-		return t
+		return w.visit(n.dynamicRef, v)
 	}
-	for i := len(w.scope) - 1; i >= 0; i-- {
-		if a, ok := w.scope[i].anchors[n.dynamicAnchor]; ok {
-			t = a
+	if t, ok := w.dynamicTarget(n); ok {
+		return w.visit(t, v)
+	}
+	start, least := w.left, w.left
+	for _, s := range n.anchors.all {
+		if !w.alternative(s, v, start, &least) {
+			return false
 		}
 	}
-	return t
+	w.left = least
+	return true
+}
+
+// dynamicTarget is where the library's $dynamicRef of n goes, when the
+// document says (ok). A resource before draft 2020-12 has no
+// $dynamicAnchors.
+func (w *costWalk) dynamicTarget(n *costNode) (t *costNode, ok bool) {
+	in := n.anchors.in
+	if in == nil {
+		return nil, false
+	}
+	for _, s := range w.scope {
+		if s.sch.DraftVersion < 2020 {
+			continue
+		}
+		if s.resource == "" {
+			return nil, false
+		}
+		if a, ok := in[s.resource]; ok {
+			return a, true
+		}
+	}
+	return n.dynamicRef, true
+}
+
+// alternative visits v with s, one of the subschemas a dynamic reference
+// may go to, from what was left of the budget before the first (start),
+// and keeps in least the least left after any of them: the walk counts
+// the most one of them costs, and its own work all of them. The linear
+// walk counts them all (each pair once), as it does every branch.
+func (w *costWalk) alternative(s *costNode, v any, start int, least *int) bool {
+	if w.seen == nil {
+		w.left = start
+	}
+	if !w.visit(s, v) {
+		return false
+	}
+	*least = min(*least, w.left)
+	return true
 }

@@ -193,6 +193,138 @@ func TestSchemaCheckDynamicRefs(t *testing.T) {
 	}
 }
 
+// listOfContent is the draft 2020-12 pattern of a generic list whose items
+// a schema that uses it fills in: the list's items are a $dynamicRef to
+// "content", which the root's resource defines on a $defs entry that no
+// keyword references (the library finds it among the resource's anchors,
+// which it does not export). Here that entry is a nested oneOf.
+const listOfContent = `{
+  "$ref": "list",
+  "$defs": {
+    "list": {"$id": "list", "type": "array", "items": {"$dynamicRef": "#content"},
+      "$defs": {"content": {"$dynamicAnchor": "content", "not": true}}},
+    "node": {"$dynamicAnchor": "content", "type": "object", "oneOf": [
+      {"properties": {"kind": {"const": "a"}, "next": {"$ref": "#/$defs/node"}}},
+      {"properties": {"kind": {"const": "b"}, "next": {"$ref": "#/$defs/node"}}}]}
+  }
+}`
+
+// recursiveInside is a draft 2019-09 schema whose root has no
+// $recursiveAnchor and enters a resource that has one below its root: the
+// library's $recursiveRef then goes to the subschema it entered ($defs/x,
+// whose resource is r), not to the $recursiveRef's target (r itself,
+// which costs one check).
+const recursiveInside = `{
+  "$schema": "https://json-schema.org/draft/2019-09/schema",
+  "$ref": "r#/$defs/x",
+  "$defs": {"r": {"$id": "r", "$recursiveAnchor": true, "type": "object",
+    "$defs": {"x": {"type": "object", "oneOf": [
+      {"properties": {"kind": {"const": "a"}, "next": {"$recursiveRef": "#"}}},
+      {"properties": {"kind": {"const": "b"}, "next": {"$recursiveRef": "#"}}}]}}}}
+}`
+
+// metaPattern is the draft 2020-12 meta-schema's pattern, small: a root
+// with $dynamicAnchor "meta" made of vocabularies, each a resource with
+// the same anchor, whose subschema keywords are $dynamicRef "#meta".
+const metaPattern = `{
+  "$dynamicAnchor": "meta",
+  "allOf": [{"$ref": "core"}, {"$ref": "applicator"}, {"$ref": "validation"}],
+  "$defs": {
+    "core": {"$id": "core", "$dynamicAnchor": "meta", "type": ["object", "boolean"], "properties": {
+      "$id": {"type": "string"}, "$ref": {"type": "string"},
+      "$defs": {"type": "object", "additionalProperties": {"$dynamicRef": "#meta"}}}},
+    "applicator": {"$id": "applicator", "$dynamicAnchor": "meta", "type": ["object", "boolean"], "properties": {
+      "properties": {"type": "object", "additionalProperties": {"$dynamicRef": "#meta"}},
+      "items": {"$dynamicRef": "#meta"}, "not": {"$dynamicRef": "#meta"},
+      "allOf": {"type": "array", "items": {"$dynamicRef": "#meta"}},
+      "anyOf": {"type": "array", "items": {"$dynamicRef": "#meta"}},
+      "oneOf": {"type": "array", "items": {"$dynamicRef": "#meta"}}}},
+    "validation": {"$id": "validation", "$dynamicAnchor": "meta", "type": ["object", "boolean"], "properties": {
+      "type": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+      "required": {"type": "array", "items": {"type": "string"}},
+      "enum": {"type": "array"}, "minimum": {"type": "number"}, "maxLength": {"type": "integer"}}}
+  }
+}`
+
+// anchorInExtension has its dynamic anchor under an unknown keyword that
+// a $ref points into: the document does not say whose resource's anchor
+// it is, and the walk counts the most any subschema with the anchor costs.
+const anchorInExtension = `{"$ref": "#/x-ext/node", "x-ext": {"node": {"$dynamicAnchor": "node", "type": "object", "oneOf": [
+  {"properties": {"kind": {"const": "a"}, "next": {"$dynamicRef": "#node"}}},
+  {"properties": {"kind": {"const": "b"}, "next": {"$dynamicRef": "#node"}}}]}}}`
+
+// TestSchemaCheckDynamicTargets: where the library's $dynamicRef or
+// $recursiveRef goes is not its target, nor any subschema an exported
+// field leads to, the walk still counts what the library does there: its
+// work doubles with each level, the count too, and a deep body is
+// refused; a shallow one gets the library's answer.
+func TestSchemaCheckDynamicTargets(t *testing.T) {
+	for _, c := range []struct{ name, schema, body string }{
+		{"dynamicRef", listOfContent, "[" + nested(30) + "]"},
+		{"recursiveRef", recursiveInside, nested(30)},
+		{"extension", anchorInExtension, nested(30)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := compileSchema(t, []byte(c.schema))
+			lib := s.WithoutFastPath()
+			body := func(depth int) any {
+				if c.name == "dynamicRef" {
+					return decode(t, "["+nested(depth)+"]")
+				}
+				return decode(t, nested(depth))
+			}
+			for depth := 6; depth <= 8; depth++ {
+				allocs := func(d int) float64 { return testing.AllocsPerRun(2, func() { lib.Validate(body(d)) }) }
+				if a, b := allocs(depth), allocs(depth+1); b < 1.7*a {
+					t.Errorf("library allocations: %v at depth %d, %v at %d: not doubling", a, depth, b, depth+1)
+				}
+				c1, _ := s.Cost(body(depth), 1<<30)
+				c2, _ := s.Cost(body(depth+1), 1<<30)
+				if c2 < 2*c1 {
+					t.Errorf("cost: %d at depth %d, %d at %d: not doubling", c1, depth, c2, depth+1)
+				}
+			}
+			if _, err := s.Check(decode(t, c.body)); !errors.Is(err, rules.ErrTooComplex) {
+				t.Errorf("depth 30: Check = %v, want ErrTooComplex", err)
+			}
+			for depth := range 8 {
+				doc := body(depth)
+				v, err := s.Check(doc)
+				if want := lib.Validate(doc); err != nil || !slices.Equal(v, want) {
+					t.Errorf("depth %d: Check = %q, %v; the library %q", depth, v, err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestSchemaCheckMetaSchemaPattern: under the draft 2020-12 meta-schema's
+// pattern, with the anchor on the root or on a resource the root refers
+// to, a schema (the CallKaro one, and one nested 20 levels) gets the
+// library's answer, and costs about what the library does: each value
+// once (within 5% of the linear cost).
+func TestSchemaCheckMetaSchemaPattern(t *testing.T) {
+	wrapped := `{"$ref": "meta", "$defs": {"meta": ` +
+		strings.Replace(metaPattern, `"$dynamicAnchor": "meta",`, `"$id": "meta", "$dynamicAnchor": "meta",`, 1) + `}}`
+	bodies := []string{string(readTestdata(t, "testdata/schemas/callkaro.schema.json")),
+		strings.Repeat(`{"type": "object", "properties": {"a": `, 20) + `{"type": "string"}` + strings.Repeat(`}}`, 20),
+		`{"properties": {"a": {"type": 1}}}`}
+	for name, schema := range map[string]string{"anchored": metaPattern, "wrapped": wrapped} {
+		s := compileSchema(t, []byte(schema))
+		for _, b := range bodies {
+			doc := decode(t, b)
+			v, err := s.Check(doc)
+			if want := s.WithoutFastPath().Validate(doc); err != nil || !slices.Equal(v, want) {
+				t.Errorf("%s: Check = %q, %v; the library %q", name, v, err, want)
+			}
+			c, _ := s.Cost(doc, 1<<30)
+			if l, _ := s.LinearCost(doc, 1<<30); c > l+l/20 {
+				t.Errorf("%s: the walk counts %d, the linear cost is %d", name, c, l)
+			}
+		}
+	}
+}
+
 // FuzzSchemaCheck holds Check to the library: for a schema and a body
 // whose cost the walk finds within the budget, Check's answer is the
 // library's alone. A body it refuses is never given to the library, so a
@@ -211,6 +343,10 @@ func FuzzSchemaCheck(f *testing.F) {
 		`{"$ref":"#"}`,
 		`{"not":{"$ref":"#/$defs/x"},"$defs":{"x":{"not":{"$ref":"#"}}}}`,
 		`{"prefixItems":[{"$ref":"#"}],"contains":{"$ref":"#"},"uniqueItems":true}`,
+		listOfContent,
+		recursiveInside,
+		metaPattern,
+		anchorInExtension,
 	}
 	docs := []string{`1`, `"a"`, `null`, `[]`, `{}`, nested(3), nested(9), `{"a":1,"n":{"a":2,"n":{"a":1}}}`, `[[[[[["x"]]]]],[1,1]]`,
 		`{"x":{"x":{"x":{"x":{"x":{"x":{}}}}}}}`, `{"t":[1,1],"k":[{"t":[2],"k":[{"k":[]}]}]}`, `{"ab":{"a":{"abc":1}}}`}

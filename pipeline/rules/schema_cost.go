@@ -3,6 +3,8 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"net/url"
 	"reflect"
 	"slices"
@@ -371,11 +373,26 @@ func (b *costBuilder) single() bool {
 // reference only to its static target: with one, the plan has no oracle
 // and keeps the scope chain whatever cycles says.
 func (b *costBuilder) cycles() bool {
+	return cyclic(maps.Values(b.nodes), func(n *costNode) []*costNode {
+		next := append([]*costNode{n.ref, n.recursiveRef, n.dynamicRef, n.not, n.cond, n.then, n.els}, n.allOf...)
+		next = append(append(next, n.anyOf...), n.oneOf...)
+		for _, d := range n.sameValue {
+			next = append(next, d.node)
+		}
+		return next
+	})
+}
+
+// cyclic reports whether a node of nodes reaches itself along next (a
+// depth-first search that marks the nodes on its path and those done).
+// next may return nil nodes: they lead nowhere.
+func cyclic[N comparable](nodes iter.Seq[N], next func(N) []N) bool {
 	const onPath, done = 1, 2
-	state := map[*costNode]int8{}
-	var visit func(n *costNode) bool
-	visit = func(n *costNode) bool {
-		if n == nil {
+	var none N
+	state := map[N]int8{}
+	var visit func(n N) bool
+	visit = func(n N) bool {
+		if n == none {
 			return false
 		}
 		switch state[n] {
@@ -385,12 +402,7 @@ func (b *costBuilder) cycles() bool {
 			return false
 		}
 		state[n] = onPath
-		next := append([]*costNode{n.ref, n.recursiveRef, n.dynamicRef, n.not, n.cond, n.then, n.els}, n.allOf...)
-		next = append(append(next, n.anyOf...), n.oneOf...)
-		for _, d := range n.sameValue {
-			next = append(next, d.node)
-		}
-		for _, c := range next {
+		for _, c := range next(n) {
 			if visit(c) {
 				return true
 			}
@@ -398,7 +410,7 @@ func (b *costBuilder) cycles() bool {
 		state[n] = done
 		return false
 	}
-	for _, n := range b.nodes {
+	for n := range nodes {
 		if visit(n) {
 			return true
 		}

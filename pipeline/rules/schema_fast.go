@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
 	"unicode/utf8"
@@ -531,39 +532,17 @@ func size(p *int) int {
 // dependencies): the library stops such a cycle with an error where the
 // fast path would recurse forever.
 func (b *fastBuilder) loops() bool {
-	const onPath, done = 1, 2
-	state := map[*fastNode]int8{}
-	var visit func(n *fastNode) bool
-	visit = func(n *fastNode) bool {
-		if n == nil || n.unknown {
-			return false
+	return cyclic(maps.Values(b.nodes), func(n *fastNode) []*fastNode {
+		if n.unknown {
+			return nil
 		}
-		switch state[n] {
-		case onPath:
-			return true
-		case done:
-			return false
-		}
-		state[n] = onPath
 		next := append([]*fastNode{n.ref, n.not, n.cond, n.then, n.els}, n.allOf...)
 		next = append(append(next, n.anyOf...), n.oneOf...)
 		for _, d := range n.dependencies {
 			next = append(next, d.schema)
 		}
-		for _, c := range next {
-			if visit(c) {
-				return true
-			}
-		}
-		state[n] = done
-		return false
-	}
-	for _, n := range b.nodes {
-		if visit(n) {
-			return true
-		}
-	}
-	return false
+		return next
+	})
 }
 
 // maxChecks bounds the subschema checks of one walk. The walk goes on

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
@@ -93,10 +92,10 @@ func TestSchemaTooComplex(t *testing.T) {
 	if st := h.Stats(); st.Unprocessable != 2 || st.RuleErrors != 1 {
 		t.Errorf("Stats() = %+v, want 2 unprocessable, 1 rule error", st)
 	}
-	if got := testutil.ToFloat64(counter(t, reg, "unprocessable")); got != 2 {
+	if got := counterValue(t, reg, "pipelined_ingest_requests_total", map[string]string{"outcome": "unprocessable"}); got != 2 {
 		t.Errorf(`pipelined_ingest_requests_total{outcome="unprocessable"} = %v, want 2`, got)
 	}
-	if got := ruleErrors(t, reg, "tree", "schema"); got != 1 {
+	if got := counterValue(t, reg, "pipelined_rule_errors_total", map[string]string{"route": "tree", "expr": "schema"}); got != 1 {
 		t.Errorf(`pipelined_rule_errors_total{route="tree",expr="schema"} = %v, want 1`, got)
 	}
 	l := logs.lines(t, "rule failed")
@@ -119,26 +118,3 @@ func TestSchemaTooComplex(t *testing.T) {
 	}
 }
 
-// ruleErrors is pipelined_rule_errors_total{route, expr} in reg.
-func ruleErrors(t *testing.T, reg *prometheus.Registry, route, expr string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "pipelined_rule_errors_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["route"] == route && labels["expr"] == expr {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
-}

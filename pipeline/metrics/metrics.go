@@ -270,8 +270,9 @@ func (m *Metrics) RouteMatched(route string) {
 	m.routeMatches.WithLabelValues(route).Inc()
 }
 
-// RuleError records that route's expr ("when" or "transform") failed on an
-// event.
+// RuleError records that route's expr failed on an event: a route's
+// "when" or "transform", or (route being the source's name) a source's
+// "accept", "ignore" or "schema".
 func (m *Metrics) RuleError(route, expr string) {
 	if m == nil {
 		return

@@ -117,4 +117,3 @@ func TestSchemaTooComplex(t *testing.T) {
 		t.Errorf("rejections %v: want the too complex one among two", rs)
 	}
 }
-

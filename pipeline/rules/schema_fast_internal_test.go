@@ -42,21 +42,31 @@ func floats(bounds []*big.Rat) []float64 {
 	return out
 }
 
-// TestBoundIsLibraryCompare holds bound.cmp to what the library computes
-// (Sprint(x) read as an exact decimal, compared with the bound).
-func TestBoundIsLibraryCompare(t *testing.T) {
-	var bounds []*big.Rat
-	for _, s := range []string{"0", "0.1", "-0.1", "1e-400", "-1e-400", "1e400", "3", "0.30000000000000004",
-		"9007199254740993", "9007199254740992", "-9007199254740993", "1e23", "100000000000000000000001",
-		"0.1000000000000000055511151231257827021181583404541015625", "5e-324", "2.5e-324", "1.7976931348623157e308"} {
-		r, _ := new(big.Rat).SetString(s)
+// numbersAround reads texts as exact numbers (bounds) and returns them
+// with the floats around them (xs) and the exact value the library reads
+// each of those as (ds[i] for xs[i]).
+func numbersAround(texts ...string) (bounds []*big.Rat, xs []float64, ds []*big.Rat) {
+	for _, s := range texts {
+		r, ok := new(big.Rat).SetString(s)
+		if !ok {
+			panic("numbersAround: not a number: " + s)
+		}
 		bounds = append(bounds, r)
 	}
-	xs := floats(bounds)
-	ds := make([]*big.Rat, len(xs))
+	xs = floats(bounds)
+	ds = make([]*big.Rat, len(xs))
 	for i, x := range xs {
 		ds[i] = decimal(x)
 	}
+	return bounds, xs, ds
+}
+
+// TestBoundIsLibraryCompare holds bound.cmp to what the library computes
+// (Sprint(x) read as an exact decimal, compared with the bound).
+func TestBoundIsLibraryCompare(t *testing.T) {
+	bounds, xs, ds := numbersAround("0", "0.1", "-0.1", "1e-400", "-1e-400", "1e400", "3", "0.30000000000000004",
+		"9007199254740993", "9007199254740992", "-9007199254740993", "1e23", "100000000000000000000001",
+		"0.1000000000000000055511151231257827021181583404541015625", "5e-324", "2.5e-324", "1.7976931348623157e308")
 	for _, r := range bounds {
 		b := newBound(r)
 		for i, x := range xs {
@@ -85,16 +95,7 @@ func TestIntegralIsLibrary(t *testing.T) {
 // Sprint(x) equal to the exact value of the schema's number.
 func TestSchemaValueEqual(t *testing.T) {
 	texts := []string{"0", "0.1", "1e23", "1e400", "9007199254740993", "0.30000000000000004", "0.3", "2.5e-324"}
-	var bounds []*big.Rat
-	for _, s := range texts {
-		r, _ := new(big.Rat).SetString(s)
-		bounds = append(bounds, r)
-	}
-	xs := floats(bounds)
-	ds := make([]*big.Rat, len(xs))
-	for i, x := range xs {
-		ds[i] = decimal(x)
-	}
+	bounds, xs, ds := numbersAround(texts...)
 	for i, r := range bounds {
 		n, ok := schemaValue(json.Number(texts[i]))
 		if !ok {

@@ -352,7 +352,7 @@ func (b *costBuilder) fill(n *costNode, s *jsonschema.Schema) {
 // The library then visits each (subschema, value) pair once: its cost is
 // the body's linear cost.
 func (b *costBuilder) single() bool {
-	if !b.plain || b.unevaluated || b.dynamic {
+	if !b.plain { // not plain: also with unevaluated* or dynamic
 		return false
 	}
 	for _, n := range b.nodes {

@@ -4,23 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/pipelined/pipelined/plugins/internal/cputime"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
-
-// processCPU is the user and system CPU time this process has used.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkDeliver delivers batches of CallKaro events, of the sizes the
 // daemon sends at a few thousand events/s (batch_wait 20ms) and at its
@@ -46,9 +35,7 @@ func BenchmarkDeliver(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := processCPU(b)
-			for range b.N {
+			cputime.PerEvent(b, 0, size, "cpu-ns/event", func(int) {
 				results, err := s.Deliver(ctx, batch)
 				if err != nil {
 					b.Fatal(err)
@@ -58,9 +45,7 @@ func BenchmarkDeliver(b *testing.B) {
 						b.Fatal(r)
 					}
 				}
-			}
-			cpu = processCPU(b) - cpu
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "cpu-ns/event")
+			})
 		})
 	}
 }
@@ -80,20 +65,5 @@ func BenchmarkDeliverProcess(b *testing.B) {
 	for i := range batch {
 		batch[i] = sinktest.NewEvent(i)
 	}
-	b.ResetTimer()
-	cpu := pluginCPU(b, pid)
-	for range b.N {
-		sinktest.DeliverAll(b, s, batch)
-	}
-	cpu = pluginCPU(b, pid) - cpu
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "plugin-cpu-ns/event")
-}
-
-// pluginCPU is the user and system CPU time process pid has used.
-func pluginCPU(b *testing.B, pid int) time.Duration {
-	d, err := cputime.Process(pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return d
+	cputime.PerEvent(b, pid, size, "plugin-cpu-ns/event", func(int) { sinktest.DeliverAll(b, s, batch) })
 }

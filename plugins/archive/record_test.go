@@ -2,12 +2,16 @@ package archive
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
 // checkRecord fails when appendRecord writes other bytes, or another
@@ -125,4 +129,55 @@ func BenchmarkRecord(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestDeliverReusesLinesBuffer: Deliver keeps its batch's buffer (and
+// appendRecord's scratch) for the next batch, so batches of every size, a
+// smaller after a larger and with an event it refuses, must leave in the
+// file exactly encoding/json's lines of the delivered events, in order.
+func TestDeliverReusesLinesBuffer(t *testing.T) {
+	dir := t.TempDir()
+	s := newSink()
+	sinktest.Configure(t, s, map[string]any{"dir": dir, "rotate": "1h", "compress": "none"})
+	var want bytes.Buffer
+	enc := json.NewEncoder(&want)
+	enc.SetEscapeHTML(false)
+	next := 0
+	for _, size := range []int{20, 3, 1, 7} {
+		batch := make([]sdk.Event, size)
+		for i := range batch {
+			batch[i] = sinktest.NewEvent(next)
+			next++
+		}
+		batch[size/2].Headers = map[string]string{"X-Only-Here": strconv.Itoa(next)}
+		if size > 1 {
+			batch[0].Body = json.RawMessage(`{"cut":`) // refused: not JSON
+		}
+		results, err := s.Deliver(context.Background(), batch)
+		if err != nil {
+			t.Fatalf("Deliver(%d) = %v", size, err)
+		}
+		for i, r := range results {
+			if refused := size > 1 && i == 0; r.IsPermanent() != refused || r.IsDelivered() == refused {
+				t.Fatalf("batch of %d, event %d = %v, want refused %v", size, i, r, refused)
+			}
+			if r.IsDelivered() {
+				if err := enc.Encode(newRecord(&batch[i])); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	closeSink(t, s)
+	files := list(t, dir)
+	if len(files) != 1 {
+		t.Fatalf("files = %q, want one", files)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, files[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Errorf("file holds\n%s\nwant encoding/json's lines of the delivered events\n%s", got, want.Bytes())
+	}
 }

@@ -3,32 +3,12 @@ package sql
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/pipelined/pipelined/plugins/internal/cputime"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
-
-// pluginCPU is the user and system CPU time process pid has used.
-func pluginCPU(b *testing.B, pid int) time.Duration {
-	d, err := cputime.Process(pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return d
-}
-
-// processCPU is the user and system CPU time this process has used.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // benchDeliver delivers b.N batches of size CallKaro events, each event
 // new, and reports rows/s, and the process's CPU time per event
@@ -47,9 +27,7 @@ func benchDeliver(b *testing.B, cfg map[string]any, size int) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := processCPU(b)
-	for i := range b.N {
+	cputime.PerEvent(b, 0, size, "cpu-ns/event", func(i int) {
 		for j := range batch {
 			batch[j] = tmpl[j]
 			batch[j].ID = fmt.Sprintf("bench-%d-%d", i, j)
@@ -63,10 +41,8 @@ func benchDeliver(b *testing.B, cfg map[string]any, size int) {
 				b.Fatal(r)
 			}
 		}
-	}
-	cpu = processCPU(b) - cpu
+	})
 	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "rows/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "cpu-ns/event")
 }
 
 // referenceColumns are the columns of the db sink in pipeline.toml.
@@ -118,15 +94,11 @@ func BenchmarkDeliverProcess(b *testing.B) {
 	pid := client.ReattachConfig().Pid
 	tmpl := batchOf(0, size)
 	batch := make([]sdk.Event, size)
-	b.ResetTimer()
-	cpu := pluginCPU(b, pid)
-	for i := range b.N {
+	cputime.PerEvent(b, pid, size, "plugin-cpu-ns/event", func(i int) {
 		for j := range batch {
 			batch[j] = tmpl[j]
 			batch[j].ID = fmt.Sprintf("bench-%d-%d", i, j)
 		}
 		sinktest.DeliverAll(b, s, batch)
-	}
-	cpu = pluginCPU(b, pid) - cpu
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "plugin-cpu-ns/event")
+	})
 }

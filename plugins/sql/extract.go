@@ -27,7 +27,6 @@ type span struct{ start, end int }
 type extractor struct {
 	root  pathNode
 	found []span // scratch: one per node, the bounds of its key's last member or element
-	nodes int
 }
 
 // pathNode is one step of the paths: the member (or element) key of its
@@ -43,7 +42,7 @@ type pathNode struct {
 // newExtractor returns an extractor of paths (each one or more keys).
 func newExtractor(paths [][]string) *extractor {
 	x := &extractor{root: pathNode{index: -1}}
-	x.nodes = 1
+	nodes := 1
 	for j, path := range paths {
 		n := &x.root
 		for _, k := range path {
@@ -55,18 +54,18 @@ func newExtractor(paths [][]string) *extractor {
 				}
 			}
 			if next == nil {
-				next = &pathNode{id: x.nodes, key: k, index: -1}
+				next = &pathNode{id: nodes, key: k, index: -1}
 				if i, err := strconv.Atoi(k); err == nil && i >= 0 {
 					next.index = i
 				}
-				x.nodes++
+				nodes++
 				n.children = append(n.children, next)
 			}
 			n = next
 		}
 		n.ends = append(n.ends, j)
 	}
-	x.found = make([]span, x.nodes)
+	x.found = make([]span, nodes)
 	return x
 }
 

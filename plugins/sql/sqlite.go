@@ -216,30 +216,18 @@ func (s *sqliteStore) deliver(ctx context.Context, rows []row, results []sdk.Res
 	for rest := rows; len(rest) > 0; {
 		n := s.chunk(len(rest))
 		err := s.insert(ctx, tx, rest[:n])
-		switch {
-		case err == nil:
-		case !isSQLiteDataError(err):
-			s.checkSchemaError(err)
-			return fmt.Errorf("insert into %s: %w", s.cfg.table, err)
-		case n == 1:
-			if rejected == nil {
-				rejected = map[int]error{}
-			}
-			rejected[rest[0].idx] = fmt.Errorf("sqlite refused event %s: %w", rest[0].id, err)
-		default:
+		if err != nil && n > 1 && isSQLiteDataError(err) {
 			// Row by row, to find the refused ones.
 			for k := range n {
-				r := rest[k : k+1]
-				if err := s.insert(ctx, tx, r); err != nil {
-					if !isSQLiteDataError(err) {
-						s.checkSchemaError(err)
-						return fmt.Errorf("insert into %s: %w", s.cfg.table, err)
+				if err := s.insert(ctx, tx, rest[k:k+1]); err != nil {
+					if rejected, err = s.refuse(rejected, rest[k], err); err != nil {
+						return err
 					}
-					if rejected == nil {
-						rejected = map[int]error{}
-					}
-					rejected[r[0].idx] = fmt.Errorf("sqlite refused event %s: %w", r[0].id, err)
 				}
+			}
+		} else if err != nil {
+			if rejected, err = s.refuse(rejected, rest[0], err); err != nil {
+				return err
 			}
 		}
 		rest = rest[n:]
@@ -255,6 +243,21 @@ func (s *sqliteStore) deliver(ctx context.Context, rows []row, results []sdk.Res
 		}
 	}
 	return nil
+}
+
+// refuse handles err, an INSERT's error: a data error, which deliver
+// passes only from the INSERT of r alone, it records as r's refusal in
+// rejected (made on the first); any other it returns, as the batch's.
+func (s *sqliteStore) refuse(rejected map[int]error, r row, err error) (map[int]error, error) {
+	if !isSQLiteDataError(err) {
+		s.checkSchemaError(err)
+		return rejected, fmt.Errorf("insert into %s: %w", s.cfg.table, err)
+	}
+	if rejected == nil {
+		rejected = map[int]error{}
+	}
+	rejected[r.idx] = fmt.Errorf("sqlite refused event %s: %w", r.id, err)
+	return rejected, nil
 }
 
 // chunk returns the rows of the next INSERT when n rows are left: the

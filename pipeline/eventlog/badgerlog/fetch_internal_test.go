@@ -17,7 +17,7 @@ import (
 // scan (here a queue entry that cannot be decoded, after two that can)
 // hands out nothing, and the entries it had leased before failing are
 // fetched again by the next Fetch: the cursor goes back with the leases
-// (P1). Stats and Oldest count them all the while.
+// (P2). Stats and Oldest count them all the while.
 func TestFailedFetchLosesNothing(t *testing.T) {
 	ctx := context.Background()
 	l, err := Open(t.TempDir(), nil)

@@ -414,9 +414,9 @@ func exists(txn *badger.Txn, key []byte) (bool, error) {
 }
 
 // Oldest implements [pipeline.Queue]: the lowest leased entry below the
-// cursor, the first ready key from the cursor on (see readyBelowCursor:
-// the settled entries' deletion markers below it are not walked) and
-// every retry key are looked at.
+// cursor or, when there is none, the first ready key from the cursor on
+// (see readyBelowCursor: the settled entries' deletion markers below it
+// are not walked), and every retry key are looked at.
 func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return time.Time{}, err
@@ -425,20 +425,20 @@ func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 	defer txn.Discard()
 	var at time.Time
 	err := func() error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.ready})
-		for it.Seek(from); it.ValidForPrefix(q.ready); it.Next() {
-			if k := it.Item().Key(); len(k) == len(q.ready)+8 {
-				if seq := binary.BigEndian.Uint64(k[len(q.ready):]); oldest == 0 || seq < oldest {
-					oldest = seq
+		if oldest == 0 { // else it is below every ready key from the cursor on
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: q.ready})
+			for it.Seek(from); it.ValidForPrefix(q.ready); it.Next() {
+				if k := it.Item().Key(); len(k) == len(q.ready)+8 {
+					oldest = binary.BigEndian.Uint64(k[len(q.ready):])
+					break
 				}
-				break
 			}
+			it.Close()
 		}
-		it.Close()
 		if walkHook != nil {
 			walkHook()
 		}
-		it = txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
 		for it.Seek(q.retry); it.ValidForPrefix(q.retry); it.Next() {
 			k := it.Item().Key()
 			if seq := binary.BigEndian.Uint64(k[len(k)-8:]); oldest == 0 || seq < oldest {

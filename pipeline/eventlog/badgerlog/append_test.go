@@ -17,7 +17,9 @@ import (
 // record in the buffer of the one before), and reads every event back,
 // before and after a restart: none may hold another's bytes. Each record
 // is overwritten as soon as its commit returns, so anything that still
-// read it then (the committer, Badger) would show here.
+// read it then (the committer, Badger) would show here. Badger's values
+// taken from the record are read back too: each queue entry's payload
+// (fetched after the restart) and each dedup key's event (appended again).
 func TestAppendsReusingTheRecordBufferStayIntact(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -33,7 +35,7 @@ func TestAppendsReusingTheRecordBufferStayIntact(t *testing.T) {
 			want[id] = body
 			es = append(es, pipeline.Entry{
 				Event:    pipeline.Event{ID: id, Source: "s", ReceivedAt: time.Now(), Body: body, Headers: map[string]string{"x-id": id}},
-				Targets:  []pipeline.Target{{Sink: "a", Route: "r"}},
+				Targets:  []pipeline.Target{{Sink: "a", Route: "r", Payload: []byte("payload of " + id)}},
 				DedupKey: id, DedupWindow: time.Hour,
 			})
 		}
@@ -61,4 +63,33 @@ func TestAppendsReusingTheRecordBufferStayIntact(t *testing.T) {
 	db = open(t, dir)
 	defer db.Close()
 	check("after a restart")
+	ds, err := db.Queue("a").Fetch(ctx, len(want)+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != len(want) {
+		t.Fatalf("Fetch = %d deliveries, want %d", len(ds), len(want))
+	}
+	for _, d := range ds {
+		if string(d.Payload) != "payload of "+d.Event.ID || d.Route != "r" || !bytes.Equal(d.Event.Body, want[d.Event.ID]) {
+			t.Fatalf("delivery of %s: route %q, payload %q, body of %d bytes; want its own", d.Event.ID, d.Route, d.Payload, len(d.Event.Body))
+		}
+	}
+	var again []pipeline.Entry
+	for id := range want {
+		again = append(again, pipeline.Entry{
+			Event:    pipeline.Event{ID: "again-" + id, Source: "s", ReceivedAt: time.Now(), Body: []byte("x")},
+			Targets:  []pipeline.Target{{Sink: "a", Route: "r"}},
+			DedupKey: id, DedupWindow: time.Hour,
+		})
+	}
+	res, err := db.Append(ctx, again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if id := again[i].DedupKey; !r.Duplicate || r.ID != id {
+			t.Fatalf("appending dedup key %s again = %+v, want a duplicate of %s", id, r, id)
+		}
+	}
 }

@@ -136,8 +136,9 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 			fmt.Sprintf("body of %d bytes is larger than the limit of %d bytes", req.ContentLength, max), nil)
 	}
 	body, err := readBody(req.Body, req.ContentLength, max)
+	_, tooBig := errors.AsType[*http.MaxBytesError](err) // no allocation, error or not
 	switch {
-	case isTooBig(err) || int64(len(body)) > max:
+	case tooBig || int64(len(body)) > max:
 		return refuse(http.StatusRequestEntityTooLarge, metrics.OutcomeTooLarge,
 			fmt.Sprintf("body is larger than the limit of %d bytes", max), body[:min(int64(len(body)), max)])
 	case err != nil:
@@ -238,16 +239,6 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 		telemetry.EndRoute(sp, d.Entry.Targets, d.RouteErrs)
 	}
 	return d
-}
-
-// isTooBig reports whether err is an [http.MaxBytesError] (apart, so that
-// the target of errors.As is allocated only for an error).
-func isTooBig(err error) bool {
-	if err == nil {
-		return false
-	}
-	var tooBig *http.MaxBytesError
-	return errors.As(err, &tooBig)
 }
 
 // readBody reads at most max+1 bytes of r, as io.ReadAll of an

@@ -36,7 +36,12 @@ type space struct {
 	readAt   time.Time
 	free     int64                      // as last read
 	freeAt   time.Time                  // when
-	override func() (free, holes int64) // tests
+	override func() (free, holes int64) // tests: the readings, cache and all
+
+	// Tests only, nil in production: what statfs and holesIn would read,
+	// through the cache (space_internal_test.go).
+	statfs  func(dir string) (free int64, err error)
+	holesOf func(dir string) int64
 }
 
 const (
@@ -47,8 +52,11 @@ const (
 
 // check returns an error wrapping pipeline.ErrFull when a write could find
 // the disk full.
-func (s *space) check() error {
-	free, holes, err := s.measure()
+func (s *space) check() error { return s.checkAt(time.Now) }
+
+// checkAt is check with the time told by clock.
+func (s *space) checkAt(clock func() time.Time) error {
+	free, holes, err := s.measure(clock)
 	if err != nil {
 		return nil // cannot tell: let the write try and report its own error
 	}
@@ -59,26 +67,46 @@ func (s *space) check() error {
 	return nil
 }
 
-func (s *space) measure() (free, holes int64, err error) {
+// measure returns the free space and the maps' holes, read again or as
+// cached. The time is read under s.mu, so that a caller that waited for
+// it does not take a reading for younger than it is.
+func (s *space) measure(clock func() time.Time) (free, holes int64, err error) {
 	if s.override != nil {
 		free, holes = s.override()
 		return free, holes, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
+	now := clock()
 	if now.Sub(s.readAt) > spaceRecheck {
-		s.holes = holesIn(s.dir)
+		if s.holesOf != nil {
+			s.holes = s.holesOf(s.dir)
+		} else {
+			s.holes = holesIn(s.dir)
+		}
 		s.readAt = now
 	}
 	if s.free < s.holes+spaceMargin+spaceRoomy || now.Sub(s.freeAt) > freeRecheck {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(s.dir, &st); err != nil {
+		free, err := freeIn(s.dir, s.statfs)
+		if err != nil {
 			return 0, 0, err
 		}
-		s.free, s.freeAt = int64(st.Bavail)*int64(st.Bsize), now
+		s.free, s.freeAt = free, now
 	}
 	return s.free, s.holes, nil
+}
+
+// freeIn is the space of dir's filesystem that is free to us, as statfs
+// reads it, or as fake says when not nil.
+func freeIn(dir string, fake func(string) (int64, error)) (int64, error) {
+	if fake != nil {
+		return fake(dir)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 // holesIn sums the unallocated parts of the memory-mapped files in dir.

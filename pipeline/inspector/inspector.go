@@ -88,6 +88,8 @@ type UI struct {
 
 	streams chan struct{} // a slot per open event stream (see maxStreams)
 
+	tailPing time.Duration // how often a live tail pings: tailPingEvery, shorter in tests
+
 	// revoked holds the sessions logged out before they expired, by
 	// cookie value, with their expiry: at most maxRevoked of them.
 	revokedMu sync.Mutex
@@ -135,7 +137,8 @@ func New(o Options) *UI {
 	if o.Admin.Guesses == nil {
 		o.Admin.Guesses = admin.NewGuesses()
 	}
-	u := &UI{revoked: map[string]time.Time{}, o: o, log: o.Admin.Logger, mux: http.NewServeMux(), stop: make(chan struct{}), streams: make(chan struct{}, maxStreams)}
+	u := &UI{revoked: map[string]time.Time{}, o: o, log: o.Admin.Logger, mux: http.NewServeMux(), stop: make(chan struct{}), streams: make(chan struct{}, maxStreams),
+		tailPing: tailPingEvery}
 	u.rekey()
 	u.jobCtx, u.cancel = context.WithCancel(context.Background())
 	u.pages = parsePages()

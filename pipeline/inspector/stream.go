@@ -232,6 +232,11 @@ type tailDropped struct {
 	Dropped uint64 `json:"dropped"`
 }
 
+// tailPingEvery is how often a live tail sends a ping: often enough to
+// keep the connection through proxies that close an idle one, and to tell
+// of drops counted after the last event.
+const tailPingEvery = 15 * time.Second
+
 // tailStream sends each event appended from now on (of one source when
 // ?source= is set) as an unnamed event, with a ping every 15s to keep the
 // connection. Events the stream is too slow for are dropped, never held,
@@ -269,7 +274,7 @@ func (u *UI) tailStream(w http.ResponseWriter, r *http.Request, s session) {
 	if send("hello", map[string]string{"source": source}) != nil {
 		return
 	}
-	keep := time.NewTicker(15 * time.Second)
+	keep := time.NewTicker(u.tailPing)
 	defer keep.Stop()
 	for {
 		select {

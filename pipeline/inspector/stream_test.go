@@ -116,6 +116,12 @@ func stream(t *testing.T, c *http.Client, u string) <-chan string {
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
 		t.Fatalf("GET %s = %d %s", u, resp.StatusCode, ct)
 	}
+	return events(resp)
+}
+
+// events reads the server-sent events of resp, one string per event,
+// until the stream ends (the channel is then closed).
+func events(resp *http.Response) <-chan string {
 	out := make(chan string, 64)
 	go func() {
 		defer close(out)
@@ -235,6 +241,97 @@ func TestTailSaysWhatItDropped(t *testing.T) {
 	for i, id := range shown[1 : 1+buffered] {
 		if want := fmt.Sprint("ev-", i); id != want {
 			t.Fatalf("shown event %d = %s, want %s (in log order)", i+1, id, want)
+		}
+	}
+}
+
+// TestTailPingSaysWhatItDropped: an entry dropped when the tail had
+// nothing left to send, and after which no entry comes, is told on the
+// next ping, through the real handler over HTTP. The subscription has no
+// room at all (buffer 0), and the stream waits to write its hello (as to
+// a browser that does not read yet) while an event of its source is
+// appended: the writer counts it dropped and the stream has no entry to
+// send after it, so only the ping can say so. Later pings say nothing
+// more: the count did not grow.
+func TestTailPingSaysWhatItDropped(t *testing.T) {
+	w := writer.New(memlog.New(), nil)
+	defer w.Close()
+	ctx := context.Background()
+	subs := make(chan *writer.Subscription, 1)
+	ao := admin.Options{Log: memlog.New(), AllowUnauthenticated: true}
+	ui := inspector.New(inspector.Options{Admin: ao, Subscribe: func(_ int, source string) *writer.Subscription {
+		s := w.Subscribe(0, source)
+		subs <- s
+		return s
+	}})
+	inspector.SetTailPing(ui, 20*time.Millisecond)
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { ui.Run(runCtx); close(ran) }()
+	ao.UI = ui
+	g := inspectortest.NewTailGate()
+	srv := httptest.NewServer(g.Wrap(admin.Handler(ao)))
+	defer func() { g.Release(); stop(); <-ran; srv.Close() }() // the stream ends first
+
+	g.Hold()
+	type got struct {
+		resp *http.Response
+		err  error
+	}
+	opened := make(chan got, 1)
+	c := client(t)
+	go func() { // the answer's headers wait for the hello, which waits at the gate
+		resp, err := c.Get(srv.URL + "/ui/tail/stream?source=s")
+		opened <- got{resp, err}
+	}()
+	var sub *writer.Subscription
+	select {
+	case sub = <-subs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tail stream never subscribed")
+	}
+	select { // the stream waits to write its hello
+	case <-g.Blocked():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tail stream never wrote its hello")
+	}
+	for _, e := range []struct{ id, source string }{{"lost", "s"}, {"elsewhere", "other"}} {
+		if _, err := w.Append(ctx, pipeline.Entry{Event: pipeline.Event{ID: e.id, Source: e.source, ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Ping(ctx); err != nil { // every entry has been offered
+		t.Fatal(err)
+	}
+	if n, held := sub.Dropped(), len(sub.C); n != 1 || held != 0 {
+		t.Fatalf("premise: the tail's subscription dropped %d and holds %d, want 1 and 0", n, held)
+	}
+	g.Release()
+	o := <-opened
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	if ct := o.resp.Header.Get("Content-Type"); o.resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+		t.Fatalf("GET /ui/tail/stream = %d %s", o.resp.StatusCode, ct)
+	}
+	tail := events(o.resp)
+	want := []string{"hello", "ping", "dropped", "ping", "ping"}
+	for i, name := range want {
+		ev, ok := <-tail
+		if !ok {
+			t.Fatalf("the stream ended after %d events, want %q", i, want)
+		}
+		if got := strings.TrimPrefix(strings.SplitN(ev, "\n", 2)[0], "event: "); got != name {
+			t.Fatalf("event %d = %q, want %s (events %q)", i+1, ev, name, want)
+		}
+		if name == "dropped" {
+			var d struct{ Dropped uint64 }
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimPrefix(ev, "event: dropped\n"), "data: ")), &d); err != nil {
+				t.Fatalf("dropped event %q: %v", ev, err)
+			}
+			if d.Dropped != 1 {
+				t.Errorf("the ping's dropped event says %d, want 1 (the event of source s; not the other source's)", d.Dropped)
+			}
 		}
 	}
 }

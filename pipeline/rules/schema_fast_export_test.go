@@ -9,6 +9,18 @@ func (s *Schema) FastVerdict(doc any) string {
 	return [...]string{maybe: "maybe", valid: "valid", invalid: "invalid"}[s.fast.verdict(doc)]
 }
 
+// FastChecks is the number of subschema checks the fast path's walk of
+// doc makes (those it refuses past maxChecks included: each costs a
+// decrement), as Validate walks it; 0 when the schema has no fast path.
+func (s *Schema) FastChecks(doc any) int {
+	if s.fast == nil {
+		return 0
+	}
+	w := walk{left: maxChecks}
+	s.fast.check(doc, &w)
+	return maxChecks - w.left
+}
+
 // LibraryValid reports whether the library alone finds doc valid.
 func (s *Schema) LibraryValid(doc any) bool { return s.sch.Validate(doc) == nil }
 

@@ -55,7 +55,7 @@ func orderKeyOf(ev pipeline.Event) (string, error) {
 //	go test -count=1 -run TestOrderStateMemory -v ./pipeline/dispatch
 func TestOrderStateMemory(t *testing.T) {
 	if testing.Short() {
-		t.Skip("allocates some 100 MB")
+		t.Skip("allocates some 30 MB")
 	}
 	const (
 		maxPerKey  = 400 // bytes, a key with its head and nothing held
@@ -65,10 +65,10 @@ func TestOrderStateMemory(t *testing.T) {
 	ctx := context.Background()
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	tests := []struct{ keys, held int }{ // held: per key
-		{100000, 0},
-		{100000, 1},
-		{10000, 10},
-		{1, 100000},
+		{20000, 0},
+		{20000, 1},
+		{2000, 10},
+		{1, 50000},
 	}
 	perKey := 0.0 // measured in the first case
 	for _, tt := range tests {

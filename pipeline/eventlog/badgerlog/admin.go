@@ -101,7 +101,7 @@ func (l *DB) events(ctx context.Context, f pipeline.EventFilter, reverse bool) (
 			if !matches(rec, f) {
 				return nil
 			}
-			if ok, err := matchState(txn, seq, rec.GetSinks(), f.Sink, f.State); err != nil || !ok {
+			if ok, err := matchState(txn, rec, seq, f.Sink, f.State); err != nil || !ok {
 				return err
 			}
 			out = append(out, eventInfo(rec, seq))
@@ -143,7 +143,7 @@ func (l *DB) events(ctx context.Context, f pipeline.EventFilter, reverse bool) (
 			ok := matches(rec, f)
 			if ok {
 				var err error
-				if ok, err = matchState(txn, seq, rec.GetSinks(), f.Sink, f.State); err != nil {
+				if ok, err = matchState(txn, rec, seq, f.Sink, f.State); err != nil {
 					return err
 				}
 			}
@@ -353,10 +353,10 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		if _, leased := q.leases[r.Seq]; leased || retrying[r.Seq] {
 			continue
 		}
-		if has, err := exists(txn.Txn, readyKey(q.sink, r.Seq)); err != nil || has {
-			if err != nil {
-				return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
-			}
+		q.pmu.Lock()
+		queued := q.pending.has(r.Seq)
+		q.pmu.Unlock()
+		if queued {
 			continue
 		}
 		if has, err := exists(txn.Txn, deadKey(q.sink, r.Seq)); err != nil || has {
@@ -413,28 +413,16 @@ func exists(txn *badger.Txn, key []byte) (bool, error) {
 	return err == nil, err
 }
 
-// Oldest implements [pipeline.Queue]: the lowest leased entry below the
-// cursor or, when there is none, the first ready key from the cursor on
-// (see readyBelowCursor: the settled entries' deletion markers below it
-// are not walked), and every retry key are looked at.
+// Oldest implements [pipeline.Queue]: the lowest queued entry (in
+// memory) and every retry key are looked at.
 func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return time.Time{}, err
 	}
-	txn, from, _, oldest := q.snapshot() // q.mu is not held while the retry keys are walked
+	txn, _, oldest := q.snapshot() // q.mu is not held while the retry keys are walked
 	defer txn.Discard()
 	var at time.Time
 	err := func() error {
-		if oldest == 0 { // else it is below every ready key from the cursor on
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: q.ready})
-			for it.Seek(from); it.ValidForPrefix(q.ready); it.Next() {
-				if k := it.Item().Key(); len(k) == len(q.ready)+8 {
-					oldest = binary.BigEndian.Uint64(k[len(q.ready):])
-					break
-				}
-			}
-			it.Close()
-		}
 		if walkHook != nil {
 			walkHook()
 		}

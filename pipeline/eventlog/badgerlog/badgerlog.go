@@ -206,10 +206,17 @@ func Open(dir string, o *Options) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	mark, err := l.loadPending()
+	if err != nil {
+		w.Close()
+		db.Close()
+		return nil, fmt.Errorf("open event log %s: %w", dir, err)
+	}
 	go l.committer()
-	l.wg.Add(2)
+	l.wg.Add(3)
 	go l.maintain()
 	go l.checkpoints()
+	go l.markLoop(mark)
 	return l, nil
 }
 
@@ -321,7 +328,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 
 	next := l.next
 	now := time.Now().UnixNano()
-	touched := map[string]bool{}
+	queued := map[string][]uint64{}                       // seqs appended, by sink
 	first, appended := next, make([]int, 0, len(entries)) // the entries written, at first, first+1, ...
 	for i := range entries {
 		e := &entries[i]
@@ -355,8 +362,8 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		}
 		// The full record is the meta followed by headers and body: protobuf
 		// reads concatenated messages as one, so each field is encoded once.
-		rest := &logpb.Event{Headers: rec.Headers, Body: rec.Body}
-		rec.Headers, rec.Body = nil, nil
+		rest := &logpb.Event{Headers: rec.Headers, Body: rec.Body, Payloads: rec.Payloads}
+		rec.Headers, rec.Body, rec.Payloads = nil, nil, nil
 		meta, err := proto.Marshal(rec)
 		if err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
@@ -368,21 +375,17 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 		for _, t := range e.Targets {
-			tr := &logpb.Target{Route: t.Route, Payload: t.Payload}
-			key := readyKey(t.Sink, seq)
-			if t.Err != "" {
-				tr.LastError = t.Err
-				tr.FailedAtUnixNano = now
-				key = deadKey(t.Sink, seq)
+			if t.Err == "" { // queued: the record's route says so (pending.go)
+				queued[t.Sink] = append(queued[t.Sink], seq)
+				continue
 			}
-			tv, err := proto.Marshal(tr)
+			tv, err := proto.Marshal(&logpb.Target{Route: t.Route, Payload: t.Payload, LastError: t.Err, FailedAtUnixNano: now})
 			if err != nil {
 				return nil, fmt.Errorf("encode queue entry: %w", err)
 			}
-			if err := txn.Set(key, tv); err != nil {
+			if err := txn.Set(deadKey(t.Sink, seq), tv); err != nil {
 				return nil, l.writeErr(err)
 			}
-			touched[t.Sink] = true
 		}
 		out[i] = pipeline.Appended{ID: e.Event.ID}
 		appended = append(appended, i)
@@ -415,16 +418,20 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	}
 	for j, i := range appended {
 		if ready(&entries[i]) {
-			l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey)
+			l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey, entries[i].Targets)
 		}
+	}
+	// The queues take the new entries before next moves past them: see
+	// pendingMark.
+	for sink, seqs := range queued {
+		q := l.queue(sink)
+		q.pmu.Lock()
+		q.pending.add(seqs...)
+		q.pmu.Unlock()
+		q.wake()
 	}
 	l.mu.Lock()
 	l.next = next
-	for sink := range touched {
-		if q, ok := l.queues[sink]; ok {
-			q.wake()
-		}
-	}
 	l.mu.Unlock()
 	return out, nil
 }
@@ -475,6 +482,13 @@ func eventRecord(ev *pipeline.Event, targets []pipeline.Target) *logpb.Event {
 		rec.Sinks = make([]string, len(targets))
 		for i, t := range targets {
 			rec.Sinks[i] = t.Sink
+			if t.Err != "" {
+				continue // a dead letter from the start
+			}
+			rec.Routes = append(rec.Routes, &logpb.Route{Sink: t.Sink, Route: t.Route})
+			if len(t.Payload) > 0 {
+				rec.Payloads = append(rec.Payloads, &logpb.Payload{Sink: t.Sink, Payload: t.Payload})
+			}
 		}
 	}
 	return rec
@@ -566,8 +580,12 @@ func (l *DB) Event(ctx context.Context, id string) (pipeline.Event, error) {
 }
 
 // Queue implements [pipeline.Log]. It returns the same queue for the same
-// name, so its in-memory leases are shared by every caller in the process.
-func (l *DB) Queue(sink string) pipeline.Queue {
+// name, so its in-memory entries and leases are shared by every caller in
+// the process.
+func (l *DB) Queue(sink string) pipeline.Queue { return l.queue(sink) }
+
+// queue returns the queue of sink, made on first use.
+func (l *DB) queue(sink string) *queue {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	q, ok := l.queues[sink]
@@ -591,6 +609,11 @@ func (l *DB) Close() error {
 	close(l.closed)
 	l.mu.Unlock()
 	l.wg.Wait()
+	// The last pending mark, so that the next Open reads no more of the
+	// log than it must.
+	if _, err := l.writeMark(0); err != nil {
+		l.log.Warn("event log: no pending mark at close; the next start reads more of the log", "err", err)
+	}
 	close(l.stopCommitter)
 	<-l.committerDone // every record is applied
 	// A last checkpoint, so that the next Open replays nothing.

@@ -129,10 +129,12 @@ func recordOf(sink string, d *logpb.Delivery) pipeline.DeliveryRecord {
 	return r
 }
 
-// deliveryOf returns the record of (seq, sink): the stored one, or, when
-// there is none, what the queue entries say (a ready entry is queued; a
-// dead letter written by Append, whose route's transform failed, is dead).
-func deliveryOf(txn *badger.Txn, seq uint64, sink string) (pipeline.DeliveryRecord, error) {
+// deliveryOf returns the record of (seq, sink), where rec is the event's
+// record: the stored one, or, when there is none, what the queue entries
+// say (a dead letter written by Append, whose route's transform failed,
+// is dead; an event with a route to the sink is queued, as is one written
+// before routes that has a ready key).
+func deliveryOf(txn *badger.Txn, rec *logpb.Event, seq uint64, sink string) (pipeline.DeliveryRecord, error) {
 	d, err := getDelivery(txn, seq, sink)
 	if err != nil || d != nil {
 		if d == nil {
@@ -140,10 +142,15 @@ func deliveryOf(txn *badger.Txn, seq uint64, sink string) (pipeline.DeliveryReco
 		}
 		return recordOf(sink, d), nil
 	}
+	for _, r := range rec.GetRoutes() {
+		if r.GetSink() == sink {
+			return recordOf(sink, &logpb.Delivery{Route: r.GetRoute(), State: logpb.Delivery_QUEUED}), nil
+		}
+	}
 	for _, c := range []struct {
 		key   []byte
 		state logpb.Delivery_State
-	}{{readyKey(sink, seq), logpb.Delivery_QUEUED}, {deadKey(sink, seq), logpb.Delivery_DEAD}} {
+	}{{deadKey(sink, seq), logpb.Delivery_DEAD}, {readyKey(sink, seq), logpb.Delivery_QUEUED}} {
 		item, err := txn.Get(c.key)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			continue
@@ -160,12 +167,14 @@ func deliveryOf(txn *badger.Txn, seq uint64, sink string) (pipeline.DeliveryReco
 	return pipeline.DeliveryRecord{Sink: sink, State: pipeline.StateUnknown}, nil
 }
 
-// deliveries returns every record of the event at seq, routed to sinks:
-// those first, in order, then the sinks it was replayed to, by name.
-func deliveries(txn *badger.Txn, seq uint64, sinks []string) ([]pipeline.DeliveryRecord, error) {
+// deliveries returns every record of the event at seq, whose record is
+// rec: those of the sinks it was routed to first, in order, then the sinks
+// it was replayed to, by name.
+func deliveries(txn *badger.Txn, rec *logpb.Event, seq uint64) ([]pipeline.DeliveryRecord, error) {
+	sinks := rec.GetSinks()
 	out := make([]pipeline.DeliveryRecord, 0, len(sinks))
 	for _, s := range sinks {
-		r, err := deliveryOf(txn, seq, s)
+		r, err := deliveryOf(txn, rec, seq, s)
 		if err != nil {
 			return nil, err
 		}
@@ -207,7 +216,7 @@ func (l *DB) Deliveries(ctx context.Context, id string) ([]pipeline.DeliveryReco
 		if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
 			return fmt.Errorf("decode event %d: %w", seq, err)
 		}
-		out, err = deliveries(txn, seq, rec.GetSinks())
+		out, err = deliveries(txn, rec, seq)
 		return err
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -219,17 +228,19 @@ func (l *DB) Deliveries(ctx context.Context, id string) ([]pipeline.DeliveryReco
 	return out, nil
 }
 
-// matchState reports whether the event at seq has a delivery to sink (to
-// any of sinks when sink is empty) in the filter's state.
-func matchState(txn *badger.Txn, seq uint64, sinks []string, sink, state string) (bool, error) {
+// matchState reports whether the event at seq, whose record is rec, has
+// a delivery to sink (to any of its sinks when sink is empty) in the
+// filter's state.
+func matchState(txn *badger.Txn, rec *logpb.Event, seq uint64, sink, state string) (bool, error) {
 	if state == "" {
 		return true, nil
 	}
+	sinks := rec.GetSinks()
 	if sink != "" {
 		sinks = []string{sink}
 	}
 	for _, s := range sinks {
-		r, err := deliveryOf(txn, seq, s)
+		r, err := deliveryOf(txn, rec, seq, s)
 		if err != nil {
 			return false, err
 		}

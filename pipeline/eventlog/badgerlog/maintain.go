@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,6 +147,24 @@ func retriesAndDead(txn *badger.Txn) map[uint64]bool {
 // Every reference is read in the transaction's one snapshot, so an entry
 // that moves between queues meanwhile is seen in one place or the other.
 func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64, done bool, err error) {
+	// Queued entries are in memory (pending.go). An event appended after
+	// limit is read is left alone: Append queues it before it moves next.
+	// Every queue is locked before the snapshot is taken: a settlement
+	// (which holds its queue's lock from its commit until its entries
+	// leave the queue) is then either in the snapshot and out of the
+	// queue, or in neither.
+	l.mu.Lock()
+	limit := l.next
+	qs := make([]*queue, 0, len(l.queues))
+	for _, q := range l.queues {
+		qs = append(qs, q)
+	}
+	l.mu.Unlock()
+	slices.SortFunc(qs, func(a, b *queue) int { return strings.Compare(a.sink, b.sink) })
+	for _, q := range qs {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+	}
 	l.refMu.Lock()
 	defer l.refMu.Unlock()
 	if err := l.space.check(); err != nil {
@@ -166,6 +185,10 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 		scanned++
 		k := it.Item().KeyCopy(nil)
 		seq := binary.BigEndian.Uint64(k[len(preEvent):])
+		if seq >= limit {
+			done = true
+			break
+		}
 		next = seq + 1
 		rec := &logpb.Event{}
 		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
@@ -176,7 +199,7 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 			done = true
 			break
 		}
-		if refs[seq] || l.queued(txn.Txn, rec.GetSinks(), seq) {
+		if refs[seq] || l.queued(txn.Txn, rec, seq) {
 			continue
 		}
 		doomed = append(doomed, k, indexKey(rec.GetId()))
@@ -201,9 +224,28 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	return len(doomed) / 2, next, done, nil
 }
 
-// queued reports whether any of sinks still has a ready entry for seq.
-func (l *DB) queued(txn *badger.Txn, sinks []string, seq uint64) bool {
-	for _, s := range sinks {
+// queued reports whether any sink still has the event at seq, whose
+// record is rec, queued: in memory, or at a ready key for records written
+// before routes. The caller holds every queue's lock.
+func (l *DB) queued(txn *badger.Txn, rec *logpb.Event, seq uint64) bool {
+	for _, r := range rec.GetRoutes() {
+		l.mu.Lock()
+		q, ok := l.queues[r.GetSink()]
+		l.mu.Unlock()
+		if !ok {
+			continue
+		}
+		q.pmu.Lock()
+		has := q.pending.has(seq)
+		q.pmu.Unlock()
+		if has {
+			return true
+		}
+	}
+	if len(rec.GetRoutes()) > 0 {
+		return false
+	}
+	for _, s := range rec.GetSinks() {
 		_, err := txn.Get(readyKey(s, seq))
 		if err == nil || !errors.Is(err, badger.ErrKeyNotFound) {
 			return true // kept when in doubt

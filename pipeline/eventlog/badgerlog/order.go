@@ -1,7 +1,6 @@
 package badgerlog
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -25,14 +24,14 @@ var heldAt = time.Unix(0, math.MaxInt64)
 
 var _ pipeline.Holder = (*queue)(nil)
 
-// hold parks the leased entry seq, whose lease key txn has deleted, with
-// its target unchanged: no attempt counted. An entry never attempted
-// (leased from its ready key) has no delivery record, and deliveryOf
-// finds the state of such an entry from its ready key, which it no longer
-// has: hold writes its record, queued, so that it still reads as queued
-// (and is selected as pending). One attempted before keeps its record.
-// q.mu is held.
-func (q *queue) hold(txn *wtxn, seq uint64, leaseKey []byte, t *logpb.Target) error {
+// hold parks the leased entry seq, whose lease key (if any) txn has
+// deleted, with its target unchanged: no attempt counted. An entry never
+// attempted (ready) has no delivery record, and it leaves the ready
+// entries: hold writes its record, queued, so that it still reads as
+// queued (and is selected as pending), and so that Open does not queue it
+// again (see pending.go). One attempted before keeps its record. q.mu is
+// held.
+func (q *queue) hold(txn *wtxn, seq uint64, ready bool, t *logpb.Target) error {
 	v, err := proto.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encode queue entry: %w", err)
@@ -40,7 +39,7 @@ func (q *queue) hold(txn *wtxn, seq uint64, leaseKey []byte, t *logpb.Target) er
 	if err := txn.Set(retryKey(q.sink, heldAt, seq), v); err != nil {
 		return q.l.writeErr(err)
 	}
-	if bytes.HasPrefix(leaseKey, q.ready) {
+	if ready {
 		d := &logpb.Delivery{Route: t.GetRoute(), State: logpb.Delivery_QUEUED, Attempts: t.GetAttempts(), LastError: t.GetLastError()}
 		if err := txn.putDelivery(seq, q.sink, d); err != nil {
 			return q.l.writeErr(err)
@@ -145,64 +144,69 @@ func (q *queue) releaseAll(ctx context.Context) (int, error) {
 const releaseBatch = 1000
 
 // Waiting implements [pipeline.Holder]: one pass over the sink's retry
-// keys and (dead set) its dead-letter keys, then over its ready keys up to the highest seq
-// seen, reading each event.
+// keys and (dead set) its dead-letter keys, then over its ready entries up
+// to the highest seq seen, reading each event.
 func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Waiting) error) error {
 	if err := q.l.checkOpen(); err != nil {
 		return err
 	}
 	held := uint64(heldAt.UnixNano())
-	return q.l.db.View(func(txn *badger.Txn) error {
-		top := uint64(0)
-		each := func(prefix []byte, state func(key []byte) (uint64, pipeline.WaitingState, bool)) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-			defer it.Close()
-			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				seq, st, ok := state(it.Item().Key()[len(prefix):])
-				if !ok {
-					continue
-				}
-				if st == pipeline.WaitingReady && seq >= top {
-					return nil
-				}
-				top = max(top, seq)
-				rec, err := q.l.readEvent(txn, seq)
-				if err != nil {
-					return fmt.Errorf("event %d of queue %s: %w", seq, q.sink, err)
-				}
-				if err := visit(pipeline.Waiting{Seq: seq, Event: eventFromRecord(rec), State: st}); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		if err := each(q.retry, func(k []byte) (uint64, pipeline.WaitingState, bool) {
-			if len(k) != 16 {
-				return 0, 0, false
-			}
-			if binary.BigEndian.Uint64(k[:8]) == held {
-				return binary.BigEndian.Uint64(k[8:]), pipeline.WaitingHeld, true
-			}
-			return binary.BigEndian.Uint64(k[8:]), pipeline.WaitingRetry, true
-		}); err != nil {
+	txn, _, _ := q.snapshot()
+	defer txn.Discard()
+	top := uint64(0)
+	one := func(seq uint64, st pipeline.WaitingState) error {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
-		one := func(st pipeline.WaitingState) func(k []byte) (uint64, pipeline.WaitingState, bool) {
-			return func(k []byte) (uint64, pipeline.WaitingState, bool) {
-				if len(k) != 8 {
-					return 0, 0, false
-				}
-				return binary.BigEndian.Uint64(k), st, true
-			}
+		top = max(top, seq)
+		rec, err := q.l.readEvent(txn, seq)
+		if err != nil {
+			return fmt.Errorf("event %d of queue %s: %w", seq, q.sink, err)
 		}
-		if dead {
-			if err := each(q.dead, one(pipeline.WaitingDead)); err != nil {
+		return visit(pipeline.Waiting{Seq: seq, Event: eventFromRecord(rec), State: st})
+	}
+	each := func(prefix []byte, state func(key []byte) (uint64, pipeline.WaitingState, bool)) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			seq, st, ok := state(it.Item().Key()[len(prefix):])
+			if !ok {
+				continue
+			}
+			if err := one(seq, st); err != nil {
 				return err
 			}
 		}
-		return each(q.ready, one(pipeline.WaitingReady))
-	})
+		return nil
+	}
+	if err := each(q.retry, func(k []byte) (uint64, pipeline.WaitingState, bool) {
+		if len(k) != 16 {
+			return 0, 0, false
+		}
+		if binary.BigEndian.Uint64(k[:8]) == held {
+			return binary.BigEndian.Uint64(k[8:]), pipeline.WaitingHeld, true
+		}
+		return binary.BigEndian.Uint64(k[8:]), pipeline.WaitingRetry, true
+	}); err != nil {
+		return err
+	}
+	if dead {
+		if err := each(q.dead, func(k []byte) (uint64, pipeline.WaitingState, bool) {
+			if len(k) != 8 {
+				return 0, 0, false
+			}
+			return binary.BigEndian.Uint64(k), pipeline.WaitingDead, true
+		}); err != nil {
+			return err
+		}
+	}
+	q.pmu.Lock()
+	ready := q.pending.below(top)
+	q.pmu.Unlock()
+	for _, seq := range ready {
+		if err := one(seq, pipeline.WaitingReady); err != nil {
+			return err
+		}
+	}
+	return nil
 }

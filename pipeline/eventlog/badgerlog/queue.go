@@ -1,7 +1,6 @@
 package badgerlog
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -17,24 +16,28 @@ import (
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
 
-// queue is one sink's queue. Its leases and cursor live in memory: after a
-// restart every unsettled entry is ready again.
+// queue is one sink's queue. Its ready entries, leases and cursor live in
+// memory (see pending.go): after a restart every unsettled entry is ready
+// again. Retry and dead-letter entries are Badger keys.
 type queue struct {
 	l    *DB
 	sink string
 
-	ready, retry, dead []byte // key prefixes
+	ready, retry, dead []byte // key prefixes; ready keys only in logs written before routes
 
 	signal chan struct{} // capacity 1: something was appended
 
 	mu     sync.Mutex
-	cursor uint64           // first ready seq not yet fetched
 	leases map[uint64]lease // fetched, not yet settled
+
+	pmu     sync.Mutex // a leaf: see pending
+	pending pending
 }
 
-// lease remembers where a fetched entry lives and what it holds.
+// lease remembers where a fetched entry came from and what it holds.
 type lease struct {
-	key    []byte // its q/ or r/ key
+	key    []byte // its r/ key, or the q/ key of a ready entry written before routes; nil for the others
+	ready  bool   // it was ready (queued since Append), not a retry
 	target *logpb.Target
 }
 
@@ -98,19 +101,13 @@ func (q *queue) wait(ctx context.Context, nextDue time.Time) error {
 	return nil
 }
 
-// scan collects up to max ready entries: due retries first, then new
-// entries from the cursor on. It also returns when the earliest retry that
-// is not yet due becomes due (zero if none).
+// scan collects up to max ready entries: due retries first, then the
+// oldest ready entries. It also returns when the earliest retry that is
+// not yet due becomes due (zero if none).
 func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue time.Time, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	cursor := q.cursor
-	// Every seq below appended was appended before the snapshot below
-	// is taken (l.next moves only after the commit), so it is in it.
-	l := q.l
-	l.mu.Lock()
-	appended := l.next
-	l.mu.Unlock()
+	taken := 0 // ready entries taken from pending
 	err = q.l.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
 		for it.Seek(q.retry); it.ValidForPrefix(q.retry) && len(out) < max; it.Next() {
@@ -128,7 +125,12 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 				nextDue = due
 				break
 			}
-			d, err := q.deliver(txn, it.Item(), seq)
+			t := &logpb.Target{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+				it.Close()
+				return fmt.Errorf("decode queue entry %d: %w", seq, err)
+			}
+			d, err := q.deliver(txn, seq, lease{key: it.Item().KeyCopy(nil), target: t})
 			if err != nil {
 				it.Close()
 				return err
@@ -139,59 +141,66 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 		if len(out) >= max {
 			return nil
 		}
-		it = txn.NewIterator(badger.IteratorOptions{Prefix: q.ready, PrefetchValues: true, PrefetchSize: 64})
-		defer it.Close()
-		for it.Seek(q.readyKeyAt(q.cursor)); it.ValidForPrefix(q.ready) && len(out) < max; it.Next() {
-			key := it.Item().Key()
-			if len(key) != len(q.ready)+8 {
-				continue
+		q.pmu.Lock()
+		seqs := q.pending.take(max - len(out))
+		taken = len(seqs)
+		legacy := make([]*logpb.Target, len(seqs))
+		for i, seq := range seqs {
+			legacy[i] = q.pending.legacy[seq]
+		}
+		q.pmu.Unlock()
+		for i, seq := range seqs {
+			ls := lease{ready: true, target: legacy[i]}
+			if ls.target != nil {
+				ls.key = readyKey(q.sink, seq)
 			}
-			seq := binary.BigEndian.Uint64(key[len(q.ready):])
-			d, err := q.deliver(txn, it.Item(), seq)
+			d, err := q.deliver(txn, seq, ls)
 			if err != nil {
 				return err
 			}
 			out = append(out, d)
-			q.cursor = seq + 1
-		}
-		if !it.ValidForPrefix(q.ready) && q.cursor < appended {
-			// No ready entry from the cursor on: none below appended
-			// either, so the cursor may pass them. Without this, after a
-			// restart with nothing queued the cursor would stay at 0 and
-			// Stats would walk every delivered entry's deletion marker.
-			q.cursor = appended
 		}
 		return nil
 	})
 	if err != nil {
-		// Leases taken in a failed scan are dropped and the cursor goes
-		// back: nothing was handed out, and every ready entry below the
-		// cursor stays leased (see readyBelowCursor).
+		// Leases taken in a failed scan are dropped and the ready entries
+		// go back: nothing was handed out.
 		for _, d := range out {
 			delete(q.leases, d.Seq)
 		}
-		q.cursor = cursor
+		q.pmu.Lock()
+		q.pending.untake(taken)
+		q.pmu.Unlock()
 		return nil, time.Time{}, fmt.Errorf("read queue %s: %w", q.sink, err)
 	}
 	return out, nextDue, nil
 }
 
-// deliver builds the Delivery for the entry at item and leases it.
-// q.mu is held.
-func (q *queue) deliver(txn *badger.Txn, item *badger.Item, seq uint64) (pipeline.Delivery, error) {
-	t := &logpb.Target{}
-	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
-		return pipeline.Delivery{}, fmt.Errorf("decode queue entry %d: %w", seq, err)
+// deliver builds the Delivery for the entry at seq and leases it as ls;
+// a ready entry's target (nil in ls) comes with its event. q.mu is held.
+func (q *queue) deliver(txn *badger.Txn, seq uint64, ls lease) (pipeline.Delivery, error) {
+	ev, routes, ok := q.l.recent.get(seq)
+	if ok && ls.target == nil {
+		ls.target = &logpb.Target{}
+		for _, t := range routes {
+			if t.Sink == q.sink {
+				ls.target.Route, ls.target.Payload = t.Route, t.Payload
+				break
+			}
+		}
 	}
-	ev, ok := q.l.recent.get(seq)
 	if !ok {
 		rec, err := q.l.readEvent(txn, seq)
 		if err != nil {
 			return pipeline.Delivery{}, fmt.Errorf("event %d of queue entry: %w", seq, err)
 		}
 		ev = eventFromRecord(rec)
+		if ls.target == nil {
+			ls.target = routeOf(rec, q.sink)
+		}
 	}
-	q.leases[seq] = lease{key: item.KeyCopy(nil), target: t}
+	q.leases[seq] = ls
+	t := ls.target
 	return pipeline.Delivery{
 		Seq:       seq,
 		Event:     ev,
@@ -226,20 +235,22 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 		if !ok {
 			return fmt.Errorf("settle %s entry %d: not fetched, or settled already", q.sink, s.Seq)
 		}
-		if err := txn.Delete(ls.key); err != nil {
-			return q.l.writeErr(err)
+		if ls.key != nil {
+			if err := txn.Delete(ls.key); err != nil {
+				return q.l.writeErr(err)
+			}
 		}
 		if s.Outcome == pipeline.Hold {
-			if err := q.hold(txn, s.Seq, ls.key, ls.target); err != nil {
+			if err := q.hold(txn, s.Seq, ls.ready, ls.target); err != nil {
 				return err
 			}
 			continue
 		}
-		// An entry still at its ready key has never been settled, retried
-		// or replayed: it has no record yet, and the first attempt (most
-		// of them) skips the lookup.
+		// A ready entry has never been settled, retried or replayed: it
+		// has no record yet, and the first attempt (most of them) skips
+		// the lookup.
 		var prev *logpb.Delivery
-		if !bytes.HasPrefix(ls.key, q.ready) {
+		if !ls.ready {
 			var err error
 			if prev, err = getDelivery(txn.Txn, s.Seq, q.sink); err != nil {
 				return fmt.Errorf("settle %s entry %d: %w", q.sink, s.Seq, err)
@@ -276,72 +287,52 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 	if err := q.l.commit(txn); err != nil {
 		return err
 	}
+	q.pmu.Lock()
 	for _, s := range settlements {
+		if q.leases[s.Seq].ready {
+			q.pending.settle(s.Seq)
+		}
 		delete(q.leases, s.Seq)
 	}
+	q.pmu.Unlock()
 	if released > 0 {
 		q.wake()
 	}
 	return nil
 }
 
-// Stats implements [pipeline.Queue]. Ready entries are counted from the
-// cursor on, plus the leased ones below it (see readyBelowCursor), so the
-// deletion markers that settled entries leave below the cursor until
-// Badger compacts them away are not walked: with them, a count after a
-// million deliveries took 100 ms. Retrying and dead entries are counted
-// key by key, so Stats costs time in proportion to the queue's length.
+// Stats implements [pipeline.Queue]. Ready entries (leased ones included)
+// are counted in memory; retrying and dead entries key by key, so Stats
+// costs time in proportion to those.
 func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return pipeline.QueueStats{}, err
 	}
-	txn, from, leased, _ := q.snapshot()
+	txn, ready, _ := q.snapshot()
 	defer txn.Discard()
 	return pipeline.QueueStats{
-		Ready:    leased + countFrom(txn, q.ready, from),
+		Ready:    ready,
 		Retrying: countFrom(txn, q.retry, q.retry),
 		Dead:     countFrom(txn, q.dead, q.dead),
 	}, nil
 }
 
 // snapshot returns a read transaction of the log as it is now, with what
-// of the queue's memory goes with it: the ready key at the cursor, and the
-// number and lowest seq of the leased ready entries below it (see
-// readyBelowCursor). q.mu is held only while they are taken, not while
-// the caller walks keys: Stats and Oldest walk every retry and dead key,
-// millions after a long outage, and the sink's Fetch and Settle would
-// wait for as long. Settle commits and then drops its leases under q.mu,
-// so the transaction sees exactly the settlements the leases reflect.
-// The caller discards txn.
-func (q *queue) snapshot() (txn *badger.Txn, from []byte, leased int, lowest uint64) {
+// of the queue's memory goes with it: how many entries are queued (ready
+// or leased) and the lowest of them (0 if none). q.mu is held only while
+// they are taken, not while the caller walks keys: Stats and Oldest walk
+// every retry and dead key, millions after a long outage, and the sink's
+// Fetch and Settle would wait for as long. Settle commits and then takes
+// its entries out of the queue under q.mu, so the transaction sees
+// exactly the settlements the queue reflects. The caller discards txn.
+func (q *queue) snapshot() (txn *badger.Txn, queued int, lowest uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	txn = q.l.db.NewTransaction(false)
-	leased, lowest = q.readyBelowCursor()
-	return txn, q.readyKeyAt(q.cursor), leased, lowest
-}
-
-// readyBelowCursor returns how many ready entries lie below the cursor and
-// the lowest of their seqs (0 if none). Only a fetch moves the cursor, past
-// the entries it leases, and only Append writes ready keys (at seqs above
-// every other), so every ready entry below the cursor is leased: the ones
-// settled since are gone (or moved to retry or dead keys), and a failed
-// fetch moves the cursor back. Hence the leases say it all. q.mu is held.
-func (q *queue) readyBelowCursor() (n int, lowest uint64) {
-	for seq, ls := range q.leases {
-		if seq < q.cursor && bytes.HasPrefix(ls.key, q.ready) {
-			n++
-			if lowest == 0 || seq < lowest {
-				lowest = seq
-			}
-		}
-	}
-	return n, lowest
-}
-
-// readyKeyAt returns the ready key of seq in a new slice.
-func (q *queue) readyKeyAt(seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(append([]byte(nil), q.ready...), seq)
+	q.pmu.Lock()
+	defer q.pmu.Unlock()
+	lowest, _ = q.pending.lowest()
+	return txn, q.pending.len(), lowest
 }
 
 // walkHook, when set (by tests only), is called before Stats and Oldest

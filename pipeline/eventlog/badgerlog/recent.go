@@ -1,6 +1,8 @@
 package badgerlog
 
 import (
+	"bytes"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,7 +24,7 @@ const (
 // appender's: nothing in the daemon changes an event after it is appended.
 type recent struct {
 	mu    sync.Mutex
-	bySeq map[uint64]pipeline.Event
+	bySeq map[uint64]recentEvent
 	order []uint64 // seqs, oldest first
 	bytes int
 }
@@ -35,9 +37,17 @@ func eventSize(ev *pipeline.Event) int {
 	return n
 }
 
-// add keeps ev, appended and committed at seq, as eventFromRecord would
-// return it from the log.
-func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string) {
+// recentEvent is an event of the cache and the targets it was appended
+// with (a copy: the caller may change its targets after Append, not the
+// body it shares with the cache).
+type recentEvent struct {
+	ev      pipeline.Event
+	targets []pipeline.Target
+}
+
+// add keeps ev, appended and committed at seq with targets, as
+// eventFromRecord would return it from the log.
+func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string, targets []pipeline.Target) {
 	ev.ReceivedAt = time.Unix(0, ev.ReceivedAt.UnixNano()).UTC()
 	if dedupKey != "" {
 		ev.DedupKey = dedupKey // as Append stores it
@@ -52,28 +62,34 @@ func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string) {
 	if size > recentBytes/4 {
 		return
 	}
+	targets = slices.Clone(targets)
+	for i := range targets {
+		targets[i].Payload = bytes.Clone(targets[i].Payload)
+		size += len(targets[i].Payload)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.bySeq == nil {
-		r.bySeq = make(map[uint64]pipeline.Event, recentEvents)
+		r.bySeq = make(map[uint64]recentEvent, recentEvents)
 	}
 	for len(r.order) > 0 && (len(r.order) >= recentEvents || r.bytes+size > recentBytes) {
 		old := r.order[0]
 		r.order = r.order[1:]
 		if e, ok := r.bySeq[old]; ok {
-			r.bytes -= eventSize(&e)
+			r.bytes -= eventSize(&e.ev)
 			delete(r.bySeq, old)
 		}
 	}
 	r.order = append(r.order, seq)
-	r.bySeq[seq] = ev
+	r.bySeq[seq] = recentEvent{ev, targets}
 	r.bytes += size
 }
 
-// get returns the event at seq if it is among the latest appended.
-func (r *recent) get(seq uint64) (pipeline.Event, bool) {
+// get returns the event at seq, and the targets it was appended with, if
+// it is among the latest appended.
+func (r *recent) get(seq uint64) (pipeline.Event, []pipeline.Target, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ev, ok := r.bySeq[seq]
-	return ev, ok
+	e, ok := r.bySeq[seq]
+	return e.ev, e.targets, ok
 }

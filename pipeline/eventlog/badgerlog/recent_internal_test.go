@@ -25,16 +25,16 @@ func TestRecentIsBounded(t *testing.T) {
 			var r recent
 			body := make([]byte, tc.body)
 			for i := range tc.n {
-				r.add(uint64(i), pipeline.Event{ID: "e", Body: body, ReceivedAt: time.Now()}, "")
+				r.add(uint64(i), pipeline.Event{ID: "e", Body: body, ReceivedAt: time.Now()}, "", nil)
 				if len(r.bySeq) > tc.wantMax || r.bytes > recentBytes || len(r.order) != len(r.bySeq) {
 					t.Fatalf("after %d adds: %d events, %d bytes, %d in order; want at most %d events and %d bytes",
 						i+1, len(r.bySeq), r.bytes, len(r.order), tc.wantMax, recentBytes)
 				}
 			}
-			if _, ok := r.get(uint64(tc.n - 1)); ok != tc.wantLast {
+			if _, _, ok := r.get(uint64(tc.n - 1)); ok != tc.wantLast {
 				t.Fatalf("get(newest) found = %v, want %v", ok, tc.wantLast)
 			}
-			if _, ok := r.get(0); ok {
+			if _, _, ok := r.get(0); ok {
 				t.Fatal("get(oldest) found it: nothing was evicted")
 			}
 		})

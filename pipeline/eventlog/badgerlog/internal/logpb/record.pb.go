@@ -76,7 +76,7 @@ func (x Delivery_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Delivery_State.Descriptor instead.
 func (Delivery_State) EnumDescriptor() ([]byte, []int) {
-	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{2, 0}
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{4, 0}
 }
 
 // Event is an accepted webhook request.
@@ -101,8 +101,17 @@ type Event struct {
 	Length  uint32 `protobuf:"varint,11,opt,name=length,proto3" json:"length,omitempty"`
 	// traceparent and tracestate are the W3C Trace Context of the span that
 	// accepted the event; empty when tracing was off (and in older records).
-	Traceparent   string `protobuf:"bytes,12,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
-	Tracestate    string `protobuf:"bytes,13,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
+	Traceparent string `protobuf:"bytes,12,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate  string `protobuf:"bytes,13,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
+	// routes are the sinks whose queue took the event at append, with the
+	// route that sent it there, in the order of sinks. Append writes no
+	// ready key for them: an event with a route to a sink and no delivery
+	// record for it is queued there (see queue.go). Records written before
+	// have none; their ready entries are q/ keys.
+	Routes []*Route `protobuf:"bytes,14,rep,name=routes,proto3" json:"routes,omitempty"`
+	// payloads are the routes' transform payloads, in the full record only
+	// (Badger's record of the event leaves them out, as headers and body).
+	Payloads      []*Payload `protobuf:"bytes,15,rep,name=payloads,proto3" json:"payloads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -228,6 +237,126 @@ func (x *Event) GetTracestate() string {
 	return ""
 }
 
+func (x *Event) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *Event) GetPayloads() []*Payload {
+	if x != nil {
+		return x.Payloads
+	}
+	return nil
+}
+
+// Route is one sink an event was queued for at append.
+type Route struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sink          string                 `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	Route         string                 `protobuf:"bytes,2,opt,name=route,proto3" json:"route,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Route) GetSink() string {
+	if x != nil {
+		return x.Sink
+	}
+	return ""
+}
+
+func (x *Route) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+// Payload is the transform payload of an event's route to sink.
+type Payload struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sink          string                 `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	Payload       []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Payload) Reset() {
+	*x = Payload{}
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Payload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Payload) ProtoMessage() {}
+
+func (x *Payload) ProtoReflect() protoreflect.Message {
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Payload.ProtoReflect.Descriptor instead.
+func (*Payload) Descriptor() ([]byte, []int) {
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Payload) GetSink() string {
+	if x != nil {
+		return x.Sink
+	}
+	return ""
+}
+
+func (x *Payload) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
 // Target is one sink's queue, retry or dead-letter entry for an event.
 type Target struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -242,7 +371,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[1]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +383,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[1]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +396,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{1}
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Target) GetRoute() string {
@@ -325,7 +454,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[2]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +466,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[2]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +479,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{2}
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Delivery) GetRoute() string {
@@ -421,7 +550,7 @@ type Delivery_Failure struct {
 
 func (x *Delivery_Failure) Reset() {
 	*x = Delivery_Failure{}
-	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[4]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +562,7 @@ func (x *Delivery_Failure) String() string {
 func (*Delivery_Failure) ProtoMessage() {}
 
 func (x *Delivery_Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[4]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +575,7 @@ func (x *Delivery_Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery_Failure.ProtoReflect.Descriptor instead.
 func (*Delivery_Failure) Descriptor() ([]byte, []int) {
-	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{2, 0}
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{4, 0}
 }
 
 func (x *Delivery_Failure) GetAttempt() uint32 {
@@ -474,7 +603,7 @@ var File_pipeline_eventlog_badgerlog_internal_logpb_record_proto protoreflect.Fi
 
 const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" +
 	"\n" +
-	"7pipeline/eventlog/badgerlog/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\xc5\x03\n" +
+	"7pipeline/eventlog/badgerlog/internal/logpb/record.proto\x12\x10pipelined.log.v1\"\xad\x04\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x121\n" +
@@ -491,10 +620,18 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\vtraceparent\x18\f \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\r \x01(\tR\n" +
-	"tracestate\x1a:\n" +
+	"tracestate\x12/\n" +
+	"\x06routes\x18\x0e \x03(\v2\x17.pipelined.log.v1.RouteR\x06routes\x125\n" +
+	"\bpayloads\x18\x0f \x03(\v2\x19.pipelined.log.v1.PayloadR\bpayloads\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
+	"\x05Route\x12\x12\n" +
+	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x14\n" +
+	"\x05route\x18\x02 \x01(\tR\x05route\"7\n" +
+	"\aPayload\x12\x12\n" +
+	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\"\xa2\x01\n" +
 	"\x06Target\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1a\n" +
@@ -538,24 +675,28 @@ func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP() 
 }
 
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes = []any{
 	(Delivery_State)(0),      // 0: pipelined.log.v1.Delivery.State
 	(*Event)(nil),            // 1: pipelined.log.v1.Event
-	(*Target)(nil),           // 2: pipelined.log.v1.Target
-	(*Delivery)(nil),         // 3: pipelined.log.v1.Delivery
-	nil,                      // 4: pipelined.log.v1.Event.HeadersEntry
-	(*Delivery_Failure)(nil), // 5: pipelined.log.v1.Delivery.Failure
+	(*Route)(nil),            // 2: pipelined.log.v1.Route
+	(*Payload)(nil),          // 3: pipelined.log.v1.Payload
+	(*Target)(nil),           // 4: pipelined.log.v1.Target
+	(*Delivery)(nil),         // 5: pipelined.log.v1.Delivery
+	nil,                      // 6: pipelined.log.v1.Event.HeadersEntry
+	(*Delivery_Failure)(nil), // 7: pipelined.log.v1.Delivery.Failure
 }
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_depIdxs = []int32{
-	4, // 0: pipelined.log.v1.Event.headers:type_name -> pipelined.log.v1.Event.HeadersEntry
-	0, // 1: pipelined.log.v1.Delivery.state:type_name -> pipelined.log.v1.Delivery.State
-	5, // 2: pipelined.log.v1.Delivery.failures:type_name -> pipelined.log.v1.Delivery.Failure
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	6, // 0: pipelined.log.v1.Event.headers:type_name -> pipelined.log.v1.Event.HeadersEntry
+	2, // 1: pipelined.log.v1.Event.routes:type_name -> pipelined.log.v1.Route
+	3, // 2: pipelined.log.v1.Event.payloads:type_name -> pipelined.log.v1.Payload
+	0, // 3: pipelined.log.v1.Delivery.state:type_name -> pipelined.log.v1.Delivery.State
+	7, // 4: pipelined.log.v1.Delivery.failures:type_name -> pipelined.log.v1.Delivery.Failure
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() }
@@ -569,7 +710,7 @@ func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc), len(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

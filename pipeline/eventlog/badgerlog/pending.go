@@ -1,0 +1,271 @@
+package badgerlog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
+)
+
+// A queue's ready entries live in memory, not in Badger. An event appended
+// with a route to a sink is queued there until its first settlement (or a
+// hold), and every such change writes the event's delivery record for the
+// sink (delivery.go). So the log itself says what is queued: an event
+// whose record lists a route to the sink (logpb.Event routes) and that has
+// no delivery record for it. Append writes no key per sink, settling the
+// first attempt deletes none, and Fetch reads no key to find what is next:
+// with two sinks that is four Badger writes of an event's ten, and the
+// queue scan, gone (docs/performance.md).
+//
+// Open rebuilds the queues from the event records, from the pending mark
+// (m/pending) on: a seq below which no event is queued anywhere, written
+// every markInterval and at Close. Queued only ever turns into something
+// else (a settlement or a hold writes the record; Requeue and RetryDead
+// write retry keys, never a queued entry), and new entries get seqs above
+// every other, so a mark once true stays true.
+//
+// Records written before routes existed have ready keys (q/<sink>/<seq>);
+// Open finds those too, and settling such an entry deletes its key.
+
+var keyPendingMark = []byte("m/pending")
+
+// markInterval is how often the pending mark is written when it moved: it
+// bounds how much of the log Open reads after a crash.
+const markInterval = 2 * time.Second
+
+// pending is the seqs of one sink's queued entries, ready or leased, in
+// ascending order. Its lock is a leaf: nothing is locked while it is held.
+type pending struct {
+	seqs    []uint64                 // ascending; seqs[:next] are leased or settled, seqs[next:] ready
+	next    int                      // index of the first entry not fetched
+	settled map[uint64]bool          // settled entries still in seqs[:next]
+	legacy  map[uint64]*logpb.Target // entries that have a ready key (records written before routes)
+}
+
+// add queues seqs, each above every seq added before.
+func (p *pending) add(seqs ...uint64) { p.seqs = append(p.seqs, seqs...) }
+
+// take leases up to max ready entries, oldest first.
+func (p *pending) take(max int) []uint64 {
+	n := min(max, len(p.seqs)-p.next)
+	out := p.seqs[p.next : p.next+n : p.next+n]
+	p.next += n
+	return out
+}
+
+// untake puts back the last n entries take leased: nothing was handed out.
+func (p *pending) untake(n int) { p.next -= n }
+
+// settle takes seq, a leased entry, out of the queue.
+func (p *pending) settle(seq uint64) {
+	if p.settled == nil {
+		p.settled = map[uint64]bool{}
+	}
+	p.settled[seq] = true
+	delete(p.legacy, seq)
+	for p.next > 0 && p.settled[p.seqs[0]] {
+		delete(p.settled, p.seqs[0])
+		p.seqs = p.seqs[1:]
+		p.next--
+	}
+	if len(p.seqs) == 0 {
+		p.seqs = nil // let a long queue's array go
+	}
+}
+
+// has reports whether seq is queued (ready or leased).
+func (p *pending) has(seq uint64) bool {
+	_, found := slices.BinarySearch(p.seqs, seq)
+	return found && !p.settled[seq]
+}
+
+// len returns how many entries are queued (ready or leased).
+func (p *pending) len() int { return len(p.seqs) - len(p.settled) }
+
+// lowest returns the lowest queued seq; false if none.
+func (p *pending) lowest() (uint64, bool) {
+	if len(p.seqs) == 0 {
+		return 0, false
+	}
+	return p.seqs[0], true // settled entries leave from the front at once
+}
+
+// below returns the queued seqs below top, ascending.
+func (p *pending) below(top uint64) []uint64 {
+	var out []uint64
+	for _, s := range p.seqs {
+		if s >= top {
+			break
+		}
+		if !p.settled[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// pendingMark returns a seq below which no event is queued for any sink:
+// the lowest queued entry, or the next seq when none is. It reads next
+// before the queues: Append adds an event to its queues before it moves
+// next, so every seq below it is in them by then.
+func (l *DB) pendingMark() uint64 {
+	l.mu.Lock()
+	mark := l.next
+	qs := make([]*queue, 0, len(l.queues))
+	for _, q := range l.queues {
+		qs = append(qs, q)
+	}
+	l.mu.Unlock()
+	for _, q := range qs {
+		q.pmu.Lock()
+		if s, ok := q.pending.lowest(); ok {
+			mark = min(mark, s)
+		}
+		q.pmu.Unlock()
+	}
+	return mark
+}
+
+// writeMark writes the pending mark when it moved past the one written
+// last (written holds that one) and returns the one written now.
+func (l *DB) writeMark(written uint64) (uint64, error) {
+	mark := l.pendingMark()
+	if mark <= written {
+		return written, nil
+	}
+	txn := l.newTxn()
+	defer txn.Discard()
+	if err := txn.Set(keyPendingMark, seqBytes(mark)); err != nil {
+		return written, l.writeErr(err)
+	}
+	if err := l.commit(txn); err != nil {
+		return written, err
+	}
+	return mark, nil
+}
+
+// markLoop writes the pending mark every markInterval until Close, which
+// writes the last one.
+func (l *DB) markLoop(written uint64) {
+	defer l.wg.Done()
+	t := time.NewTicker(markInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.closed:
+			return
+		case <-t.C:
+		}
+		var err error
+		if written, err = l.writeMark(written); err != nil && l.checkOpen() == nil {
+			l.log.Warn("event log: could not write the pending mark; the next start reads more of the log", "err", err)
+		}
+	}
+}
+
+// loadPending rebuilds every queue's entries from the event records from
+// the pending mark on, and returns the mark.
+func (l *DB) loadPending() (uint64, error) {
+	mark := uint64(0)
+	err := l.db.View(func(txn *badger.Txn) error {
+		if item, err := txn.Get(keyPendingMark); err == nil {
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("corrupt %s (%d bytes)", keyPendingMark, len(v))
+				}
+				mark = binary.BigEndian.Uint64(v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Seek(eventKey(mark)); it.ValidForPrefix(preEvent); it.Next() {
+			seq := binary.BigEndian.Uint64(it.Item().Key()[len(preEvent):])
+			if loadHook != nil {
+				loadHook(seq)
+			}
+			rec := &logpb.Event{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+				return fmt.Errorf("decode event %d: %w", seq, err)
+			}
+			if err := l.loadEntries(txn, seq, rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("rebuild the queues: %w", err)
+	}
+	return mark, nil
+}
+
+// loadHook, when set (by tests only), is called with each event record
+// loadPending reads.
+var loadHook func(seq uint64)
+
+// loadEntries queues the event at seq, whose record is rec, where it is
+// still queued. Open calls it in seq order, before any queue is used.
+func (l *DB) loadEntries(txn *badger.Txn, seq uint64, rec *logpb.Event) error {
+	for _, r := range rec.GetRoutes() {
+		if has, err := exists(txn, deliveryKey(seq, r.GetSink())); err != nil || has {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		l.queue(r.GetSink()).pending.add(seq)
+	}
+	if len(rec.GetRoutes()) > 0 {
+		return nil
+	}
+	for _, s := range rec.GetSinks() { // written before routes: a ready key says queued
+		item, err := txn.Get(readyKey(s, seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		t := &logpb.Target{}
+		if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+			return fmt.Errorf("decode queue entry %d: %w", seq, err)
+		}
+		p := &l.queue(s).pending
+		p.add(seq)
+		if p.legacy == nil {
+			p.legacy = map[uint64]*logpb.Target{}
+		}
+		p.legacy[seq] = t
+	}
+	return nil
+}
+
+// routeOf returns the target of the event at seq for sink from its full
+// record rec: its route and transform payload.
+func routeOf(rec *logpb.Event, sink string) *logpb.Target {
+	t := &logpb.Target{}
+	for _, r := range rec.GetRoutes() {
+		if r.GetSink() == sink {
+			t.Route = r.GetRoute()
+			break
+		}
+	}
+	for _, p := range rec.GetPayloads() {
+		if p.GetSink() == sink {
+			t.Payload = p.GetPayload()
+			break
+		}
+	}
+	return t
+}

@@ -189,6 +189,13 @@ func (l *DB) loadPending() (uint64, error) {
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()
+		// The delivery records are keyed by seq as the events are: one
+		// iterator walks them beside the events, instead of a lookup per
+		// event and sink.
+		ds := txn.NewIterator(badger.IteratorOptions{Prefix: preDelivery})
+		defer ds.Close()
+		ds.Seek(deliveryPrefix(mark))
+		var recorded []string // sinks with a delivery record for seq
 		for it.Seek(eventKey(mark)); it.ValidForPrefix(preEvent); it.Next() {
 			seq := binary.BigEndian.Uint64(it.Item().Key()[len(preEvent):])
 			if loadHook != nil {
@@ -198,7 +205,19 @@ func (l *DB) loadPending() (uint64, error) {
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
 				return fmt.Errorf("decode event %d: %w", seq, err)
 			}
-			if err := l.loadEntries(txn, seq, rec); err != nil {
+			recorded = recorded[:0]
+			for ; ds.ValidForPrefix(preDelivery); ds.Next() {
+				k := ds.Item().Key()
+				if len(k) < len(preDelivery)+8 {
+					continue
+				}
+				if s := binary.BigEndian.Uint64(k[len(preDelivery):]); s > seq {
+					break
+				} else if s == seq {
+					recorded = append(recorded, string(k[len(preDelivery)+8:]))
+				}
+			}
+			if err := l.loadEntries(txn, seq, rec, recorded); err != nil {
 				return err
 			}
 		}
@@ -214,17 +233,14 @@ func (l *DB) loadPending() (uint64, error) {
 // loadPending reads.
 var loadHook func(seq uint64)
 
-// loadEntries queues the event at seq, whose record is rec, where it is
-// still queued. Open calls it in seq order, before any queue is used.
-func (l *DB) loadEntries(txn *badger.Txn, seq uint64, rec *logpb.Event) error {
+// loadEntries queues the event at seq, whose record is rec and which has
+// delivery records for the sinks recorded, where it is still queued. Open
+// calls it in seq order, before any queue is used.
+func (l *DB) loadEntries(txn *badger.Txn, seq uint64, rec *logpb.Event, recorded []string) error {
 	for _, r := range rec.GetRoutes() {
-		if has, err := exists(txn, deliveryKey(seq, r.GetSink())); err != nil || has {
-			if err != nil {
-				return err
-			}
-			continue
+		if !slices.Contains(recorded, r.GetSink()) {
+			l.queue(r.GetSink()).pending.add(seq)
 		}
-		l.queue(r.GetSink()).pending.add(seq)
 	}
 	if len(rec.GetRoutes()) > 0 {
 		return nil

@@ -4,21 +4,24 @@
 // # Key layout
 //
 //	m/next                         next sequence number (BE uint64), written with every append
-//	e/<seq>                        event record (logpb.Event) without headers and body, and where the full
-//	                               record lies in the write-ahead log; seq = 8-byte big-endian
+//	m/pending                      a seq below which no event is queued anywhere; see pending.go
+//	e/<seq>                        event record (logpb.Event) without headers, body and payloads, and where
+//	                               the full record lies in the write-ahead log; seq = 8-byte big-endian
 //	i/<id>                         seq of the event with that id
 //	d/<source>\x00<dedup key>      id of the first event with that key; Badger TTL = the dedup window
-//	q/<sink>/<seq>                 ready entry (logpb.Target), in log order
-//	r/<sink>/<due><seq>            retry entry, due = 8-byte BE unix nanoseconds
+//	r/<sink>/<due><seq>            retry entry (logpb.Target), due = 8-byte BE unix nanoseconds
 //	x/<sink>/<seq>                 dead-letter entry
 //	s/<seq><sink>                  delivery record (logpb.Delivery), from the first settlement on; see delivery.go
+//	q/<sink>/<seq>                 ready entry, in logs written before event records kept their routes only
 //
-// An event record keeps its dedup key and the sinks it was routed to, so
-// that Events can filter on them and retention can look its queue entries up.
-// A replay (Queue.Requeue) and a dead-letter retry (Queue.RetryDead) write
-// retry entries due now: Fetch reads retries before the in-memory cursor of
-// ready entries, so an event below the cursor is still delivered, and
-// retention counts retry entries as references (P6).
+// An event record keeps its dedup key, the sinks it was routed to and the
+// route to each: an event with a route to a sink and no delivery record
+// for it is queued there. The queues' ready entries live in memory and
+// Open rebuilds them from the records (pending.go): Append writes no key
+// per sink. A replay (Queue.Requeue) and a dead-letter retry
+// (Queue.RetryDead) write retry entries due now: Fetch reads retries
+// before the ready entries, and retention counts retry entries as
+// references (P6).
 //
 // Sink names cannot contain '/', so one sink's prefix never covers another's.
 //

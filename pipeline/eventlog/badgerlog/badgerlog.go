@@ -333,6 +333,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	now := time.Now().UnixNano()
 	queued := map[string][]uint64{}                       // seqs appended, by sink
 	first, appended := next, make([]int, 0, len(entries)) // the entries written, at first, first+1, ...
+	routed := make([]routing, 0, len(entries))            // and their routes
 	for i := range entries {
 		e := &entries[i]
 		if e.DedupKey != "" {
@@ -366,6 +367,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		// The full record is the meta followed by headers and body: protobuf
 		// reads concatenated messages as one, so each field is encoded once.
 		rest := &logpb.Event{Headers: rec.Headers, Body: rec.Body, Payloads: rec.Payloads}
+		r := routing{routes: rec.Routes, payloads: clonePayloads(rec.Payloads)} // the caller's payloads may change
 		rec.Headers, rec.Body, rec.Payloads = nil, nil, nil
 		meta, err := proto.Marshal(rec)
 		if err != nil {
@@ -392,15 +394,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		}
 		out[i] = pipeline.Appended{ID: e.Event.ID}
 		appended = append(appended, i)
-	}
-	// Only an event some queue will hand out is worth keeping at hand.
-	ready := func(e *pipeline.Entry) bool {
-		for _, t := range e.Targets {
-			if t.Err == "" {
-				return true
-			}
-		}
-		return false
+		routed = append(routed, r)
 	}
 	if next != l.next {
 		if err := txn.Set(keyNext, seqBytes(next)); err != nil {
@@ -420,8 +414,8 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		return nil, err
 	}
 	for j, i := range appended {
-		if ready(&entries[i]) {
-			l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey, entries[i].Targets)
+		if len(routed[j].routes) > 0 { // only an event some queue will hand out is worth keeping at hand
+			l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey, routed[j])
 		}
 	}
 	// The queues take the new entries before next moves past them: see

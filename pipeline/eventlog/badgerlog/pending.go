@@ -1,6 +1,7 @@
 package badgerlog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -267,21 +268,39 @@ func (l *DB) loadEntries(txn *badger.Txn, seq uint64, rec *logpb.Event, recorded
 	return nil
 }
 
-// routeOf returns the target of the event at seq for sink from its full
-// record rec: its route and transform payload.
-func routeOf(rec *logpb.Event, sink string) *logpb.Target {
+// routing is an event's routes and their transform payloads, from its
+// full record or the recent-events cache.
+type routing struct {
+	routes   []*logpb.Route
+	payloads []*logpb.Payload
+}
+
+// target returns the event's target for sink: its route and payload.
+func (r routing) target(sink string) *logpb.Target {
 	t := &logpb.Target{}
-	for _, r := range rec.GetRoutes() {
-		if r.GetSink() == sink {
-			t.Route = r.GetRoute()
+	for _, x := range r.routes {
+		if x.GetSink() == sink {
+			t.Route = x.GetRoute()
 			break
 		}
 	}
-	for _, p := range rec.GetPayloads() {
+	for _, p := range r.payloads {
 		if p.GetSink() == sink {
 			t.Payload = p.GetPayload()
 			break
 		}
 	}
 	return t
+}
+
+// clonePayloads copies ps and their bytes; nil when there are none.
+func clonePayloads(ps []*logpb.Payload) []*logpb.Payload {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]*logpb.Payload, len(ps))
+	for i, p := range ps {
+		out[i] = &logpb.Payload{Sink: p.GetSink(), Payload: bytes.Clone(p.GetPayload())}
+	}
+	return out
 }

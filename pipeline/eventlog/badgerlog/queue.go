@@ -181,13 +181,7 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 func (q *queue) deliver(txn *badger.Txn, seq uint64, ls lease) (pipeline.Delivery, error) {
 	ev, routes, ok := q.l.recent.get(seq)
 	if ok && ls.target == nil {
-		ls.target = &logpb.Target{}
-		for _, t := range routes {
-			if t.Sink == q.sink {
-				ls.target.Route, ls.target.Payload = t.Route, t.Payload
-				break
-			}
-		}
+		ls.target = routes.target(q.sink)
 	}
 	if !ok {
 		rec, err := q.l.readEvent(txn, seq)
@@ -196,7 +190,7 @@ func (q *queue) deliver(txn *badger.Txn, seq uint64, ls lease) (pipeline.Deliver
 		}
 		ev = eventFromRecord(rec)
 		if ls.target == nil {
-			ls.target = routeOf(rec, q.sink)
+			ls.target = routing{rec.GetRoutes(), rec.GetPayloads()}.target(q.sink)
 		}
 	}
 	q.leases[seq] = ls

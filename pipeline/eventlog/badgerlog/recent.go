@@ -1,8 +1,6 @@
 package badgerlog
 
 import (
-	"bytes"
-	"slices"
 	"sync"
 	"time"
 
@@ -37,17 +35,15 @@ func eventSize(ev *pipeline.Event) int {
 	return n
 }
 
-// recentEvent is an event of the cache and the targets it was appended
-// with (a copy: the caller may change its targets after Append, not the
-// body it shares with the cache).
+// recentEvent is an event of the cache and its routes.
 type recentEvent struct {
 	ev      pipeline.Event
-	targets []pipeline.Target
+	routing routing
 }
 
-// add keeps ev, appended and committed at seq with targets, as
+// add keeps ev, appended and committed at seq with its routes, as
 // eventFromRecord would return it from the log.
-func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string, targets []pipeline.Target) {
+func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string, routes routing) {
 	ev.ReceivedAt = time.Unix(0, ev.ReceivedAt.UnixNano()).UTC()
 	if dedupKey != "" {
 		ev.DedupKey = dedupKey // as Append stores it
@@ -62,10 +58,8 @@ func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string, targets []p
 	if size > recentBytes/4 {
 		return
 	}
-	targets = slices.Clone(targets)
-	for i := range targets {
-		targets[i].Payload = bytes.Clone(targets[i].Payload)
-		size += len(targets[i].Payload)
+	for _, p := range routes.payloads {
+		size += len(p.GetPayload())
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -81,15 +75,15 @@ func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string, targets []p
 		}
 	}
 	r.order = append(r.order, seq)
-	r.bySeq[seq] = recentEvent{ev, targets}
+	r.bySeq[seq] = recentEvent{ev, routes}
 	r.bytes += size
 }
 
-// get returns the event at seq, and the targets it was appended with, if
-// it is among the latest appended.
-func (r *recent) get(seq uint64) (pipeline.Event, []pipeline.Target, bool) {
+// get returns the event at seq, and its routes, if it is among the latest
+// appended.
+func (r *recent) get(seq uint64) (pipeline.Event, routing, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.bySeq[seq]
-	return e.ev, e.targets, ok
+	return e.ev, e.routing, ok
 }

@@ -25,7 +25,7 @@ func TestRecentIsBounded(t *testing.T) {
 			var r recent
 			body := make([]byte, tc.body)
 			for i := range tc.n {
-				r.add(uint64(i), pipeline.Event{ID: "e", Body: body, ReceivedAt: time.Now()}, "", nil)
+				r.add(uint64(i), pipeline.Event{ID: "e", Body: body, ReceivedAt: time.Now()}, "", routing{})
 				if len(r.bySeq) > tc.wantMax || r.bytes > recentBytes || len(r.order) != len(r.bySeq) {
 					t.Fatalf("after %d adds: %d events, %d bytes, %d in order; want at most %d events and %d bytes",
 						i+1, len(r.bySeq), r.bytes, len(r.order), tc.wantMax, recentBytes)

@@ -56,11 +56,11 @@ func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string, routes rout
 		ev.Body = nil
 	}
 	size := eventSize(&ev)
-	if size > recentBytes/4 {
-		return
-	}
 	for _, p := range routes.payloads {
 		size += len(p.GetPayload())
+	}
+	if size > recentBytes/4 {
+		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -64,3 +64,13 @@ func TestRecentForgetsEvictedPayloads(t *testing.T) {
 			4*recentEvents, len(r.bySeq), r.bytes, recentEvents, want)
 	}
 }
+
+// TestRecentRefusesABigPayload: an event is kept only when it and its
+// payloads together fit the bound for one event (P9).
+func TestRecentRefusesABigPayload(t *testing.T) {
+	var r recent
+	r.add(1, pipeline.Event{ID: "e", ReceivedAt: time.Now()}, "", routing{payloads: []*logpb.Payload{{Sink: "s", Payload: make([]byte, recentBytes)}}})
+	if _, _, ok := r.get(1); ok || r.bytes > recentBytes {
+		t.Fatalf("an event with a %d B payload: kept = %v, %d bytes counted; want it not kept", recentBytes, ok, r.bytes)
+	}
+}

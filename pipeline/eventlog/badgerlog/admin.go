@@ -345,7 +345,8 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	now := time.Now()
 	n := 0
 	for _, r := range rs {
-		if _, err := txn.Get(eventKey(r.Seq)); errors.Is(err, badger.ErrKeyNotFound) {
+		item, err := txn.Get(eventKey(r.Seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
 			return 0, fmt.Errorf("requeue %s: event seq %d: %w", q.sink, r.Seq, pipeline.ErrNotFound)
 		} else if err != nil {
 			return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
@@ -356,6 +357,21 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		q.pmu.Lock()
 		queued := q.pending.has(r.Seq)
 		q.pmu.Unlock()
+		if !queued {
+			// An Append that has committed and not yet queued the event
+			// in memory: the log says it is queued (see pending.go).
+			rec := &logpb.Event{}
+			if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+				return 0, fmt.Errorf("requeue %s: decode event %d: %w", q.sink, r.Seq, err)
+			}
+			if slices.ContainsFunc(rec.GetRoutes(), func(rt *logpb.Route) bool { return rt.GetSink() == q.sink }) {
+				d, err := getDelivery(txn.Txn, r.Seq, q.sink)
+				if err != nil {
+					return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
+				}
+				queued = d == nil
+			}
+		}
 		if queued {
 			continue
 		}

@@ -413,6 +413,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	if err != nil {
 		return nil, err
 	}
+	if appendHook != nil {
+		appendHook()
+	}
 	for j, i := range appended {
 		if len(routed[j].routes) > 0 { // only an event some queue will hand out is worth keeping at hand
 			l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey, routed[j])
@@ -432,6 +435,10 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	l.mu.Unlock()
 	return out, nil
 }
+
+// appendHook, when set (by tests only), is called when an Append has
+// committed, before its entries are queued in memory.
+var appendHook func()
 
 // poisonRecord, when set (by tests only), makes Append overwrite its
 // record buffer as soon as commit returns, as the next Append will: a

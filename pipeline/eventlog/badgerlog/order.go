@@ -151,7 +151,15 @@ func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Wait
 		return err
 	}
 	held := uint64(heldAt.UnixNano())
-	txn, _, _ := q.snapshot()
+	// The queued entries are taken with the snapshot, under q.mu (see
+	// snapshot): one that a Settle moves to a retry key while the keys
+	// are walked is then reported as it was, not missed.
+	q.mu.Lock()
+	txn := q.l.db.NewTransaction(false)
+	q.pmu.Lock()
+	queued := q.pending.below(math.MaxUint64)
+	q.pmu.Unlock()
+	q.mu.Unlock()
 	defer txn.Discard()
 	top := uint64(0)
 	one := func(seq uint64, st pipeline.WaitingState) error {
@@ -200,10 +208,8 @@ func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Wait
 			return err
 		}
 	}
-	q.pmu.Lock()
-	ready := q.pending.below(top)
-	q.pmu.Unlock()
-	for _, seq := range ready {
+	below, _ := slices.BinarySearch(queued, top)
+	for _, seq := range queued[:below] {
 		if err := one(seq, pipeline.WaitingReady); err != nil {
 			return err
 		}

@@ -75,6 +75,21 @@ func (p *pending) settle(seq uint64) {
 		p.seqs = p.seqs[1:]
 		p.next--
 	}
+	if len(p.settled) >= 256 && 2*len(p.settled) >= p.next {
+		// An entry leased long (a batch given up at a stop deadline stays
+		// leased until a restart) holds the ones settled after it: drop
+		// them, moving the leased ones up to next, so that what is kept is
+		// bounded by what is queued. Amortized O(1): next is at most twice
+		// what this drops.
+		j := p.next
+		for i := p.next - 1; i >= 0; i-- {
+			if !p.settled[p.seqs[i]] {
+				j--
+				p.seqs[j] = p.seqs[i]
+			}
+		}
+		p.seqs, p.next, p.settled = p.seqs[j:], p.next-j, nil
+	}
 	if len(p.seqs) == 0 {
 		p.seqs = nil // let a long queue's array go
 	}

@@ -291,3 +291,42 @@ func BenchmarkOpenWithBacklog(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestPendingForgetsWhatIsSettledBehindALease: an entry leased and never
+// settled (a batch a dispatcher gave up at its stop deadline stays leased
+// until a restart) does not make the queue keep every entry settled after
+// it: its memory stays bounded by what is queued (P9), and it still says
+// exactly what is.
+func TestPendingForgetsWhatIsSettledBehindALease(t *testing.T) {
+	var p pending
+	p.add(1)
+	if got := p.take(1); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("take = %v, want [1]", got)
+	}
+	for seq := uint64(2); seq <= 100_001; seq++ {
+		p.add(seq)
+		if got := p.take(5); !slices.Equal(got, []uint64{seq}) {
+			t.Fatalf("take = %v, want [%d]", got, seq)
+		}
+		p.settle(seq)
+	}
+	if len(p.seqs) > 1000 || len(p.settled) > 1000 {
+		t.Fatalf("with one entry queued, the queue keeps %d seqs and %d settled ones", len(p.seqs), len(p.settled))
+	}
+	if low, ok := p.lowest(); !ok || low != 1 || p.len() != 1 || !p.has(1) || p.has(2) || p.has(100_001) {
+		t.Fatalf("lowest = %d, %v; len = %d; has(1, 2, 100001) = %v, %v, %v; want seq 1 alone queued",
+			low, ok, p.len(), p.has(1), p.has(2), p.has(100_001))
+	}
+	p.add(100_002, 100_003)
+	if got := p.take(5); !slices.Equal(got, []uint64{100_002, 100_003}) {
+		t.Fatalf("take = %v, want the two new entries", got)
+	}
+	p.untake(2)
+	p.settle(1)
+	if got := p.below(math.MaxUint64); !slices.Equal(got, []uint64{100_002, 100_003}) || p.len() != 2 {
+		t.Fatalf("queued = %v (len %d), want the two new entries", got, p.len())
+	}
+	if got := p.take(5); !slices.Equal(got, []uint64{100_002, 100_003}) {
+		t.Fatalf("take after untake = %v, want the two new entries", got)
+	}
+}

@@ -39,6 +39,7 @@ func eventSize(ev *pipeline.Event) int {
 type recentEvent struct {
 	ev      pipeline.Event
 	routing routing
+	size    int // as counted in recent.bytes, payloads included
 }
 
 // add keeps ev, appended and committed at seq with its routes, as
@@ -55,11 +56,11 @@ func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string, routes rout
 		ev.Body = nil
 	}
 	size := eventSize(&ev)
-	if size > recentBytes/4 {
-		return
-	}
 	for _, p := range routes.payloads {
 		size += len(p.GetPayload())
+	}
+	if size > recentBytes/4 {
+		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -70,12 +71,12 @@ func (r *recent) add(seq uint64, ev pipeline.Event, dedupKey string, routes rout
 		old := r.order[0]
 		r.order = r.order[1:]
 		if e, ok := r.bySeq[old]; ok {
-			r.bytes -= eventSize(&e.ev)
+			r.bytes -= e.size
 			delete(r.bySeq, old)
 		}
 	}
 	r.order = append(r.order, seq)
-	r.bySeq[seq] = recentEvent{ev, routes}
+	r.bySeq[seq] = recentEvent{ev, routes, size}
 	r.bytes += size
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -149,22 +148,11 @@ func retriesAndDead(txn *badger.Txn) map[uint64]bool {
 func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64, done bool, err error) {
 	// Queued entries are in memory (pending.go). An event appended after
 	// limit is read is left alone: Append queues it before it moves next.
-	// Every queue is locked before the snapshot is taken: a settlement
-	// (which holds its queue's lock from its commit until its entries
-	// leave the queue) is then either in the snapshot and out of the
-	// queue, or in neither.
+	// No queue is locked (a sink's Fetch and Settle do not wait for
+	// retention): see queued for how memory and the snapshot agree.
 	l.mu.Lock()
 	limit := l.next
-	qs := make([]*queue, 0, len(l.queues))
-	for _, q := range l.queues {
-		qs = append(qs, q)
-	}
 	l.mu.Unlock()
-	slices.SortFunc(qs, func(a, b *queue) int { return strings.Compare(a.sink, b.sink) })
-	for _, q := range qs {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-	}
 	l.refMu.Lock()
 	defer l.refMu.Unlock()
 	if err := l.space.check(); err != nil {
@@ -173,6 +161,9 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	txn := l.newTxn()
 	defer txn.Discard()
 	refs := retriesAndDead(txn.Txn)
+	if pruneHook != nil {
+		pruneHook()
+	}
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
 	var doomed [][]byte // keys to delete, once the iterator is closed
 	done = true
@@ -224,22 +215,30 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	return len(doomed) / 2, next, done, nil
 }
 
-// queued reports whether any sink still has the event at seq, whose
-// record is rec, queued: in memory, or at a ready key for records written
-// before routes. The caller holds every queue's lock.
+// queued reports whether any sink may still have the event at seq, whose
+// record is rec, queued or about to refer to it, as far as retention can
+// tell from txn's snapshot (taken after seq was appended and queued) and
+// the queues' memory read now. An entry still in memory is queued. One no
+// longer there was settled: if its delivery record is in the snapshot, so
+// is what the settlement wrote (a retry or dead key, which the caller
+// counts); if not, it was settled after the snapshot, which cannot tell
+// where it went, and the event is kept until the next pass. For records
+// written before routes, the ready keys in the snapshot say it.
 func (l *DB) queued(txn *badger.Txn, rec *logpb.Event, seq uint64) bool {
 	for _, r := range rec.GetRoutes() {
 		l.mu.Lock()
 		q, ok := l.queues[r.GetSink()]
 		l.mu.Unlock()
-		if !ok {
-			continue
+		if ok {
+			q.pmu.Lock()
+			has := q.pending.has(seq)
+			q.pmu.Unlock()
+			if has {
+				return true
+			}
 		}
-		q.pmu.Lock()
-		has := q.pending.has(seq)
-		q.pmu.Unlock()
-		if has {
-			return true
+		if settled, err := exists(txn, deliveryKey(seq, r.GetSink())); err != nil || !settled {
+			return true // settled after the snapshot, or in doubt
 		}
 	}
 	if len(rec.GetRoutes()) > 0 {
@@ -253,6 +252,10 @@ func (l *DB) queued(txn *badger.Txn, rec *logpb.Event, seq uint64) bool {
 	}
 	return false
 }
+
+// pruneHook, when set (by tests only), is called by pruneSome once its
+// snapshot is taken.
+var pruneHook func()
 
 // badgerLogger sends Badger's messages to slog; its chatty Info goes to Debug.
 type badgerLogger struct{ l *slog.Logger }

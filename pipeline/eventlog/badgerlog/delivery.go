@@ -34,11 +34,16 @@ func deliveryKey(seq uint64, sink string) []byte {
 	return append(deliveryPrefix(seq), sink...)
 }
 
-// getDelivery reads the record of (seq, sink); nil when there is none.
+// getDelivery reads the record of (seq, sink), or the one its sink's Acks
+// stand for (acks.go: without a route); nil when there is neither.
 func getDelivery(txn *badger.Txn, seq uint64, sink string) (*logpb.Delivery, error) {
 	item, err := txn.Get(deliveryKey(seq, sink))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, nil
+		at, ok, err := ackedAt(txn, seq, sink)
+		if err != nil || !ok {
+			return nil, err
+		}
+		return acksDelivery(at), nil
 	}
 	if err != nil {
 		return nil, err
@@ -139,6 +144,14 @@ func deliveryOf(txn *badger.Txn, rec *logpb.Event, seq uint64, sink string) (pip
 	if err != nil || d != nil {
 		if d == nil {
 			return pipeline.DeliveryRecord{}, err
+		}
+		if d.Route == "" { // an Acks' record: the event's record has the route
+			for _, r := range rec.GetRoutes() {
+				if r.GetSink() == sink {
+					d.Route = r.GetRoute()
+					break
+				}
+			}
 		}
 		return recordOf(sink, d), nil
 	}

@@ -5,11 +5,25 @@ import "github.com/dgraph-io/badger/v4"
 // SetSpaceProbe replaces how db measures free space and the maps' holes.
 func SetSpaceProbe(db *DB, probe func() (free, holes int64)) { db.space.override = probe }
 
-// DeliveryKeys counts the delivery records (s/ keys) in db.
+// DeliveryKeys counts the delivery records in db: the s/ keys, and the
+// seqs of kept events in the sinks' Acks (acks.go).
 func DeliveryKeys(db *DB) int {
 	n := 0
 	db.db.View(func(txn *badger.Txn) error {
 		n = countFrom(txn, preDelivery, preDelivery)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: preAcks})
+		defer it.Close()
+		for it.Seek(preAcks); it.ValidForPrefix(preAcks); it.Next() {
+			it.Item().Value(func(v []byte) error {
+				a, err := decodeAcks(v)
+				for _, seq := range a.seqs {
+					if has, _ := exists(txn, eventKey(seq)); has {
+						n++
+					}
+				}
+				return err
+			})
+		}
 		return nil
 	})
 	return n

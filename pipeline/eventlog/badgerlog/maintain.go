@@ -118,11 +118,43 @@ func (l *DB) Prune(cutoff time.Time) (int, error) {
 	for {
 		n, next, done, err := l.pruneSome(cutoff, start)
 		removed += n
-		if err != nil || done {
+		if err != nil {
+			return removed, err
+		}
+		if done {
+			if removed > 0 {
+				err = l.pruneAcks()
+			}
 			return removed, err
 		}
 		start = next
 	}
+}
+
+// pruneAcks removes the Acks (acks.go) of events retention removed: those
+// whose last seq is below the oldest event kept.
+func (l *DB) pruneAcks() error {
+	l.refMu.Lock()
+	defer l.refMu.Unlock()
+	txn := l.newTxn()
+	defer txn.Discard()
+	l.mu.Lock()
+	oldest := l.next
+	l.mu.Unlock()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent})
+	it.Seek(preEvent)
+	if it.ValidForPrefix(preEvent) {
+		oldest = binary.BigEndian.Uint64(it.Item().Key()[len(preEvent):])
+	}
+	it.Close()
+	n, err := pruneAcks(txn, oldest)
+	if err != nil {
+		return l.writeErr(err)
+	}
+	if n == 0 {
+		return nil
+	}
+	return l.commit(txn)
 }
 
 // retriesAndDead returns the seqs that some retry or dead-letter entry
@@ -237,7 +269,7 @@ func (l *DB) queued(txn *badger.Txn, rec *logpb.Event, seq uint64) bool {
 				return true
 			}
 		}
-		if settled, err := exists(txn, deliveryKey(seq, r.GetSink())); err != nil || !settled {
+		if d, err := getDelivery(txn, seq, r.GetSink()); err != nil || d == nil {
 			return true // settled after the snapshot, or in doubt
 		}
 	}

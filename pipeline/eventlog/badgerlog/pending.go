@@ -211,6 +211,13 @@ func (l *DB) loadPending() (uint64, error) {
 		ds := txn.NewIterator(badger.IteratorOptions{Prefix: preDelivery})
 		defer ds.Close()
 		ds.Seek(deliveryPrefix(mark))
+		// And each sink's Acks beside them too (acks.go).
+		walks := map[string]*ackWalk{}
+		defer func() {
+			for _, w := range walks {
+				w.close()
+			}
+		}()
 		var recorded []string // sinks with a delivery record for seq
 		for it.Seek(eventKey(mark)); it.ValidForPrefix(preEvent); it.Next() {
 			seq := binary.BigEndian.Uint64(it.Item().Key()[len(preEvent):])
@@ -233,6 +240,21 @@ func (l *DB) loadPending() (uint64, error) {
 					recorded = append(recorded, string(k[len(preDelivery)+8:]))
 				}
 			}
+			for _, r := range rec.GetRoutes() {
+				if slices.Contains(recorded, r.GetSink()) {
+					continue
+				}
+				w, ok := walks[r.GetSink()]
+				if !ok {
+					w = newAckWalk(txn, r.GetSink(), mark)
+					walks[r.GetSink()] = w
+				}
+				if acked, err := w.has(seq); err != nil {
+					return fmt.Errorf("event %d: %w", seq, err)
+				} else if acked {
+					recorded = append(recorded, r.GetSink())
+				}
+			}
 			if err := l.loadEntries(txn, seq, rec, recorded); err != nil {
 				return err
 			}
@@ -250,7 +272,8 @@ func (l *DB) loadPending() (uint64, error) {
 var loadHook func(seq uint64)
 
 // loadEntries queues the event at seq, whose record is rec and which has
-// delivery records for the sinks recorded, where it is still queued. Open
+// delivery records (or Acks) for the sinks recorded, where it is still
+// queued. Open
 // calls it in seq order, before any queue is used.
 func (l *DB) loadEntries(txn *badger.Txn, seq uint64, rec *logpb.Event, recorded []string) error {
 	for _, r := range rec.GetRoutes() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,8 +28,10 @@ type queue struct {
 
 	signal chan struct{} // capacity 1: something was appended
 
-	mu     sync.Mutex
-	leases map[uint64]lease // fetched, not yet settled
+	mu         sync.Mutex
+	leases     map[uint64]lease // fetched, not yet settled
+	ackTop     uint64           // the last seq of the sink's last Acks (acks.go)
+	ackTopRead bool             // ackTop was read from the log
 
 	pmu     sync.Mutex // a leaf: see pending
 	pending pending
@@ -224,6 +227,7 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 	txn := q.l.newTxn()
 	defer txn.Discard()
 	now := time.Now()
+	var acked []uint64 // first-attempt acks, written as one Acks (acks.go)
 	for _, s := range settlements {
 		ls, ok := q.leases[s.Seq]
 		if !ok {
@@ -239,6 +243,15 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 				return err
 			}
 			continue
+		}
+		if ls.ready && ls.key == nil && s.Outcome == pipeline.Ack { // (an entry at a ready key keeps its route in a record)
+			if err := q.loadAckTop(txn.Txn); err != nil {
+				return fmt.Errorf("settle %s entry %d: %w", q.sink, s.Seq, err)
+			}
+			if s.Seq > q.ackTop {
+				acked = append(acked, s.Seq)
+				continue
+			}
 		}
 		// A ready entry has never been settled, retried or replayed: it
 		// has no record yet, and the first attempt (most of them) skips
@@ -274,12 +287,26 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 			return q.l.writeErr(err)
 		}
 	}
+	if len(acked) > 0 {
+		slices.Sort(acked)
+		acked = slices.Compact(acked)
+		v, err := encodeAcks(acked, now.UnixNano())
+		if err != nil {
+			return err
+		}
+		if err := txn.Set(acksKey(q.sink, acked[len(acked)-1]), v); err != nil {
+			return q.l.writeErr(err)
+		}
+	}
 	released, err := q.releaseIn(txn, release, now)
 	if err != nil {
 		return err
 	}
 	if err := q.l.commit(txn); err != nil {
 		return err
+	}
+	if len(acked) > 0 {
+		q.ackTop = acked[len(acked)-1]
 	}
 	q.pmu.Lock()
 	for _, s := range settlements {

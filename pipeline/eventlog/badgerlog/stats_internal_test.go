@@ -151,6 +151,9 @@ func statsByEveryKey(t testing.TB, q *queue) (pipeline.QueueStats, time.Time) {
 				if has, err := exists(txn, deliveryKey(seq, q.sink)); err != nil || has {
 					continue
 				}
+				if _, acked, err := ackedAt(txn, seq, q.sink); err != nil || acked {
+					continue
+				}
 				st.Ready++
 				if oldest == 0 {
 					oldest = seq

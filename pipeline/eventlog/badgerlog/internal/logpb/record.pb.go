@@ -538,6 +538,63 @@ func (x *Delivery) GetFailures() []*Delivery_Failure {
 	return nil
 }
 
+// Acks is one settlement's first-attempt acks at a sink, kept at
+// a/<sink>/<last seq> instead of a delivery record per event: each of
+// those events was delivered at the first attempt, at at_unix_nano. The
+// seqs are ascending and above every seq of the sink's earlier Acks;
+// deltas holds the first seq and then the difference to the one before.
+type Acks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AtUnixNano    int64                  `protobuf:"varint,1,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Deltas        []uint64               `protobuf:"varint,2,rep,packed,name=deltas,proto3" json:"deltas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Acks) Reset() {
+	*x = Acks{}
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Acks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Acks) ProtoMessage() {}
+
+func (x *Acks) ProtoReflect() protoreflect.Message {
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Acks.ProtoReflect.Descriptor instead.
+func (*Acks) Descriptor() ([]byte, []int) {
+	return file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Acks) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *Acks) GetDeltas() []uint64 {
+	if x != nil {
+		return x.Deltas
+	}
+	return nil
+}
+
 // The latest failed attempts (pipeline.MaxFailures), oldest first.
 type Delivery_Failure struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -550,7 +607,7 @@ type Delivery_Failure struct {
 
 func (x *Delivery_Failure) Reset() {
 	*x = Delivery_Failure{}
-	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[6]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +619,7 @@ func (x *Delivery_Failure) String() string {
 func (*Delivery_Failure) ProtoMessage() {}
 
 func (x *Delivery_Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[6]
+	mi := &file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +717,11 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\x06QUEUED\x10\x01\x12\f\n" +
 	"\bRETRYING\x10\x02\x12\r\n" +
 	"\tDELIVERED\x10\x03\x12\b\n" +
-	"\x04DEAD\x10\x04BKZIgithub.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpbb\x06proto3"
+	"\x04DEAD\x10\x04\"@\n" +
+	"\x04Acks\x12 \n" +
+	"\fat_unix_nano\x18\x01 \x01(\x03R\n" +
+	"atUnixNano\x12\x16\n" +
+	"\x06deltas\x18\x02 \x03(\x04R\x06deltasBKZIgithub.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpbb\x06proto3"
 
 var (
 	file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescOnce sync.Once
@@ -675,7 +736,7 @@ func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDescGZIP() 
 }
 
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes = []any{
 	(Delivery_State)(0),      // 0: pipelined.log.v1.Delivery.State
 	(*Event)(nil),            // 1: pipelined.log.v1.Event
@@ -683,15 +744,16 @@ var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_goTypes = []any
 	(*Payload)(nil),          // 3: pipelined.log.v1.Payload
 	(*Target)(nil),           // 4: pipelined.log.v1.Target
 	(*Delivery)(nil),         // 5: pipelined.log.v1.Delivery
-	nil,                      // 6: pipelined.log.v1.Event.HeadersEntry
-	(*Delivery_Failure)(nil), // 7: pipelined.log.v1.Delivery.Failure
+	(*Acks)(nil),             // 6: pipelined.log.v1.Acks
+	nil,                      // 7: pipelined.log.v1.Event.HeadersEntry
+	(*Delivery_Failure)(nil), // 8: pipelined.log.v1.Delivery.Failure
 }
 var file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_depIdxs = []int32{
-	6, // 0: pipelined.log.v1.Event.headers:type_name -> pipelined.log.v1.Event.HeadersEntry
+	7, // 0: pipelined.log.v1.Event.headers:type_name -> pipelined.log.v1.Event.HeadersEntry
 	2, // 1: pipelined.log.v1.Event.routes:type_name -> pipelined.log.v1.Route
 	3, // 2: pipelined.log.v1.Event.payloads:type_name -> pipelined.log.v1.Payload
 	0, // 3: pipelined.log.v1.Delivery.state:type_name -> pipelined.log.v1.Delivery.State
-	7, // 4: pipelined.log.v1.Delivery.failures:type_name -> pipelined.log.v1.Delivery.Failure
+	8, // 4: pipelined.log.v1.Delivery.failures:type_name -> pipelined.log.v1.Delivery.Failure
 	5, // [5:5] is the sub-list for method output_type
 	5, // [5:5] is the sub-list for method input_type
 	5, // [5:5] is the sub-list for extension type_name
@@ -710,7 +772,7 @@ func file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc), len(file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

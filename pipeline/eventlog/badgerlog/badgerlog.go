@@ -12,13 +12,15 @@
 //	r/<sink>/<due><seq>            retry entry (logpb.Target), due = 8-byte BE unix nanoseconds
 //	x/<sink>/<seq>                 dead-letter entry
 //	s/<seq><sink>                  delivery record (logpb.Delivery), from the first settlement on; see delivery.go
+//	a/<sink>/<last seq>            first-attempt acks of one settlement (logpb.Acks), standing for their
+//	                               delivery records; see acks.go
 //	q/<sink>/<seq>                 ready entry, in logs written before event records kept their routes only
 //
 // An event record keeps its dedup key, the sinks it was routed to and the
 // route to each: an event with a route to a sink and no delivery record
-// for it is queued there. The queues' ready entries live in memory and
-// Open rebuilds them from the records (pending.go): Append writes no key
-// per sink. A replay (Queue.Requeue) and a dead-letter retry
+// for it (nor an ack in the sink's Acks) is queued there. The queues'
+// ready entries live in memory and Open rebuilds them from the records
+// (pending.go): Append writes no key per sink. A replay (Queue.Requeue) and a dead-letter retry
 // (Queue.RetryDead) write retry entries due now: Fetch reads retries
 // before the ready entries, and retention counts retry entries as
 // references (P6).

@@ -22,7 +22,8 @@ import (
 // no delivery record for it. Append writes no key per sink, settling the
 // first attempt deletes none, and Fetch reads no key to find what is next:
 // with two sinks that is four Badger writes of an event's ten, and the
-// queue scan, gone (docs/performance.md).
+// queue scan, gone (docs/performance.md). A first-attempt ack's record may
+// be its place in the sink's Acks (acks.go): that counts as one too.
 //
 // Open rebuilds the queues from the event records, from the pending mark
 // (m/pending) on: a seq below which no event is queued anywhere, written

@@ -153,3 +153,45 @@ func TestRetentionRemovesAcks(t *testing.T) {
 		t.Fatalf("%d Acks with every event gone, want 0", a)
 	}
 }
+
+// TestRetentionRemovesAcksBehindAKeptEvent: an old event kept for long (a
+// dead letter nobody drops, a held entry) does not keep every later Acks:
+// one whose events are all gone goes, as the delivery records it replaced
+// went with their events (P9).
+func TestRetentionRemovesAcksBehindAKeptEvent(t *testing.T) {
+	ctx := context.Background()
+	l := mustOpen(t, t.TempDir(), nil)
+	defer l.Close()
+	appendN(t, l, "p", 1, 1) // seq 1: dead at t, kept
+	for _, sink := range []string{"s", "t"} {
+		ds, err := l.Queue(sink).Fetch(ctx, 1)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("Fetch = %d, %v", len(ds), err)
+		}
+		out := pipeline.Ack
+		if sink == "t" {
+			out = pipeline.Dead
+		}
+		settleAll(t, l.Queue(sink), ds, out)
+	}
+	appendN(t, l, "q", 20, 20) // seqs 2..21: acked one at a time at s and t
+	for _, sink := range []string{"s", "t"} {
+		for range 20 {
+			ds, err := l.Queue(sink).Fetch(ctx, 1)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("Fetch = %d, %v", len(ds), err)
+			}
+			settleAll(t, l.Queue(sink), ds, pipeline.Ack)
+		}
+	}
+	if n, err := l.Prune(time.Now().Add(time.Hour)); err != nil || n != 20 {
+		t.Fatalf("Prune = %d, %v; want 20 (2..21)", n, err)
+	}
+	if a := countKeys(t, l, preAcks); a != 1 {
+		t.Fatalf("%d Acks with only event 1 kept, want 1 (s's ack of 1): the 40 of 2..21 hold no kept event", a)
+	}
+	recs, err := l.Deliveries(ctx, "p-0000")
+	if err != nil || len(recs) != 2 || recs[0].State != pipeline.StateDelivered || recs[1].State != pipeline.StateDead {
+		t.Fatalf("Deliveries of the kept event = %+v, %v", recs, err)
+	}
+}

@@ -115,15 +115,17 @@ const pruneBatch = 1000
 func (l *DB) Prune(cutoff time.Time) (int, error) {
 	removed := 0
 	start := uint64(0)
+	stop := uint64(0) // every event below it was looked at
 	for {
 		n, next, done, err := l.pruneSome(cutoff, start)
 		removed += n
+		stop = max(stop, next)
 		if err != nil {
 			return removed, err
 		}
 		if done {
 			if removed > 0 {
-				err = l.pruneAcks()
+				err = l.pruneAcks(stop)
 			}
 			return removed, err
 		}
@@ -132,22 +134,13 @@ func (l *DB) Prune(cutoff time.Time) (int, error) {
 }
 
 // pruneAcks removes the Acks (acks.go) of events retention removed: those
-// whose last seq is below the oldest event kept.
-func (l *DB) pruneAcks() error {
+// below stop that hold no kept event.
+func (l *DB) pruneAcks(stop uint64) error {
 	l.refMu.Lock()
 	defer l.refMu.Unlock()
 	txn := l.newTxn()
 	defer txn.Discard()
-	l.mu.Lock()
-	oldest := l.next
-	l.mu.Unlock()
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent})
-	it.Seek(preEvent)
-	if it.ValidForPrefix(preEvent) {
-		oldest = binary.BigEndian.Uint64(it.Item().Key()[len(preEvent):])
-	}
-	it.Close()
-	n, err := pruneAcks(txn, oldest)
+	n, err := pruneAcks(txn, stop)
 	if err != nil {
 		return l.writeErr(err)
 	}

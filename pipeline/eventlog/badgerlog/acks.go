@@ -161,12 +161,18 @@ func (w *ackWalk) close() { w.it.Close() }
 // whose last seq is below stop (every event below it was looked at by
 // retention; the ones above are young), and returns how many. An Acks is
 // not kept for an older event that is (a dead letter nobody drops): its
-// own events decide.
-func pruneAcks(txn *wtxn, stop uint64) (int, error) {
+// own events decide. It looks from the key from on and deletes at most
+// pruneBatch (one transaction Badger takes); more is true, and from the key
+// to go on from, when it stopped there.
+func pruneAcks(txn *wtxn, from []byte, stop uint64) (n int, next []byte, more bool, err error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: preAcks})
 	var doomed [][]byte
-	for it.Seek(preAcks); it.ValidForPrefix(preAcks); {
+	for it.Seek(from); it.ValidForPrefix(preAcks); {
 		k := it.Item().Key()
+		if len(doomed) == pruneBatch {
+			next, more = it.Item().KeyCopy(nil), true
+			break
+		}
 		if len(k) < len(preAcks)+8 {
 			it.Next()
 			continue
@@ -184,14 +190,14 @@ func pruneAcks(txn *wtxn, stop uint64) (int, error) {
 			return err
 		}); err != nil {
 			it.Close()
-			return 0, fmt.Errorf("acks %q: %w", k, err)
+			return 0, nil, false, fmt.Errorf("acks %q: %w", k, err)
 		}
 		kept := false
 		for _, seq := range a.seqs {
 			has, err := exists(txn.Txn, eventKey(seq))
 			if err != nil {
 				it.Close()
-				return 0, err
+				return 0, nil, false, err
 			}
 			if kept = has; kept {
 				break
@@ -205,8 +211,8 @@ func pruneAcks(txn *wtxn, stop uint64) (int, error) {
 	it.Close()
 	for _, k := range doomed {
 		if err := txn.Delete(k); err != nil {
-			return 0, err
+			return 0, nil, false, err
 		}
 	}
-	return len(doomed), nil
+	return len(doomed), next, more, nil
 }

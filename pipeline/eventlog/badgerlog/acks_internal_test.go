@@ -195,3 +195,49 @@ func TestRetentionRemovesAcksBehindAKeptEvent(t *testing.T) {
 		t.Fatalf("Deliveries of the kept event = %+v, %v", recs, err)
 	}
 }
+
+// TestRetentionRemovesManyAcks: retention removes any number of Acks, in
+// transactions Badger takes (a Prune that removes much, after downtime or
+// a shorter retention, found more than one transaction holds and failed
+// every pass after, the Acks staying without bound).
+func TestRetentionRemovesManyAcks(t *testing.T) {
+	ctx := context.Background()
+	// Badger takes ~2400 writes per transaction: retention's batches of
+	// events (1000 writes here) fit, the 3000 Acks do not.
+	l := mustOpen(t, t.TempDir(), &Options{MemTableSize: 3 << 19})
+	defer l.Close()
+	sinks := []string{"s", "t", "u", "v", "w", "x"}
+	const n = 500
+	for i := 0; i < n; i += 100 {
+		var es []pipeline.Entry
+		for j := i; j < i+100; j++ {
+			id := fmt.Sprintf("m-%04d", j)
+			e := pipeline.Entry{Event: pipeline.Event{ID: id, Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)}}
+			for _, s := range sinks {
+				e.Targets = append(e.Targets, pipeline.Target{Sink: s, Route: "r"})
+			}
+			es = append(es, e)
+		}
+		if _, err := l.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sink := range sinks {
+		for range n {
+			ds, err := l.Queue(sink).Fetch(ctx, 1)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("Fetch = %d, %v", len(ds), err)
+			}
+			settleAll(t, l.Queue(sink), ds, pipeline.Ack) // one Acks each
+		}
+	}
+	if a := countKeys(t, l, preAcks); a != len(sinks)*n {
+		t.Fatalf("%d Acks, want %d", a, len(sinks)*n)
+	}
+	if removed, err := l.Prune(time.Now().Add(time.Hour)); err != nil || removed != n {
+		t.Fatalf("Prune = %d, %v; want %d", removed, err, n)
+	}
+	if a := countKeys(t, l, preAcks); a != 0 {
+		t.Fatalf("%d Acks with every event gone, want 0", a)
+	}
+}

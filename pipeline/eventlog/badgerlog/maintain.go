@@ -134,20 +134,35 @@ func (l *DB) Prune(cutoff time.Time) (int, error) {
 }
 
 // pruneAcks removes the Acks (acks.go) of events retention removed: those
-// below stop that hold no kept event.
+// below stop that hold no kept event, pruneBatch per transaction.
 func (l *DB) pruneAcks(stop uint64) error {
+	from := preAcks
+	for {
+		next, more, err := l.pruneSomeAcks(from, stop)
+		if err != nil || !more {
+			return err
+		}
+		from = next
+	}
+}
+
+// pruneSomeAcks is one transaction of pruneAcks, from the key from on.
+func (l *DB) pruneSomeAcks(from []byte, stop uint64) (next []byte, more bool, err error) {
 	l.refMu.Lock()
 	defer l.refMu.Unlock()
+	if err := l.space.check(); err != nil {
+		return nil, false, err
+	}
 	txn := l.newTxn()
 	defer txn.Discard()
-	n, err := pruneAcks(txn, stop)
+	n, next, more, err := pruneAcks(txn, from, stop)
 	if err != nil {
-		return l.writeErr(err)
+		return nil, false, l.writeErr(err)
 	}
 	if n == 0 {
-		return nil
+		return next, more, nil
 	}
-	return l.commit(txn)
+	return next, more, l.commit(txn)
 }
 
 // retriesAndDead returns the seqs that some retry or dead-letter entry

@@ -157,25 +157,62 @@ func (w *ackWalk) has(seq uint64) (bool, error) {
 
 func (w *ackWalk) close() { w.it.Close() }
 
-// pruneAcks deletes in txn every Acks whose last seq is below oldest, the
-// oldest event kept, and returns how many.
-func pruneAcks(txn *wtxn, oldest uint64) (int, error) {
+// pruneAcks deletes in txn every Acks that holds no kept event, of those
+// whose last seq is below stop (every event below it was looked at by
+// retention; the ones above are young), and returns how many. An Acks is
+// not kept for an older event that is (a dead letter nobody drops): its
+// own events decide. It looks from the key from on and deletes at most
+// pruneBatch (one transaction Badger takes); more is true, and from the key
+// to go on from, when it stopped there.
+func pruneAcks(txn *wtxn, from []byte, stop uint64) (n int, next []byte, more bool, err error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: preAcks})
 	var doomed [][]byte
-	for it.Seek(preAcks); it.ValidForPrefix(preAcks); it.Next() {
+	for it.Seek(from); it.ValidForPrefix(preAcks); {
 		k := it.Item().Key()
+		if len(doomed) == pruneBatch {
+			next, more = it.Item().KeyCopy(nil), true
+			break
+		}
 		if len(k) < len(preAcks)+8 {
+			it.Next()
 			continue
 		}
-		if binary.BigEndian.Uint64(k[len(k)-8:]) < oldest {
+		if binary.BigEndian.Uint64(k[len(k)-8:]) >= stop {
+			// The rest of this sink's Acks are above stop too: on to the
+			// next sink (no sink name has a '/': 0xff sorts after them).
+			it.Seek(append(append([]byte(nil), k[:len(k)-8]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+			continue
+		}
+		var a acks
+		if err := it.Item().Value(func(v []byte) error {
+			var err error
+			a, err = decodeAcks(v)
+			return err
+		}); err != nil {
+			it.Close()
+			return 0, nil, false, fmt.Errorf("acks %q: %w", k, err)
+		}
+		kept := false
+		for _, seq := range a.seqs {
+			has, err := exists(txn.Txn, eventKey(seq))
+			if err != nil {
+				it.Close()
+				return 0, nil, false, err
+			}
+			if kept = has; kept {
+				break
+			}
+		}
+		if !kept {
 			doomed = append(doomed, it.Item().KeyCopy(nil))
 		}
+		it.Next()
 	}
 	it.Close()
 	for _, k := range doomed {
 		if err := txn.Delete(k); err != nil {
-			return 0, err
+			return 0, nil, false, err
 		}
 	}
-	return len(doomed), nil
+	return len(doomed), next, more, nil
 }

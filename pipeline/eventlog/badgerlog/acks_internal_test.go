@@ -153,3 +153,91 @@ func TestRetentionRemovesAcks(t *testing.T) {
 		t.Fatalf("%d Acks with every event gone, want 0", a)
 	}
 }
+
+// TestRetentionRemovesAcksBehindAKeptEvent: an old event kept for long (a
+// dead letter nobody drops, a held entry) does not keep every later Acks:
+// one whose events are all gone goes, as the delivery records it replaced
+// went with their events (P9).
+func TestRetentionRemovesAcksBehindAKeptEvent(t *testing.T) {
+	ctx := context.Background()
+	l := mustOpen(t, t.TempDir(), nil)
+	defer l.Close()
+	appendN(t, l, "p", 1, 1) // seq 1: dead at t, kept
+	for _, sink := range []string{"s", "t"} {
+		ds, err := l.Queue(sink).Fetch(ctx, 1)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("Fetch = %d, %v", len(ds), err)
+		}
+		out := pipeline.Ack
+		if sink == "t" {
+			out = pipeline.Dead
+		}
+		settleAll(t, l.Queue(sink), ds, out)
+	}
+	appendN(t, l, "q", 20, 20) // seqs 2..21: acked one at a time at s and t
+	for _, sink := range []string{"s", "t"} {
+		for range 20 {
+			ds, err := l.Queue(sink).Fetch(ctx, 1)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("Fetch = %d, %v", len(ds), err)
+			}
+			settleAll(t, l.Queue(sink), ds, pipeline.Ack)
+		}
+	}
+	if n, err := l.Prune(time.Now().Add(time.Hour)); err != nil || n != 20 {
+		t.Fatalf("Prune = %d, %v; want 20 (2..21)", n, err)
+	}
+	if a := countKeys(t, l, preAcks); a != 1 {
+		t.Fatalf("%d Acks with only event 1 kept, want 1 (s's ack of 1): the 40 of 2..21 hold no kept event", a)
+	}
+	recs, err := l.Deliveries(ctx, "p-0000")
+	if err != nil || len(recs) != 2 || recs[0].State != pipeline.StateDelivered || recs[1].State != pipeline.StateDead {
+		t.Fatalf("Deliveries of the kept event = %+v, %v", recs, err)
+	}
+}
+
+// TestRetentionRemovesManyAcks: retention removes any number of Acks, in
+// transactions Badger takes (a Prune that removes much, after downtime or
+// a shorter retention, found more than one transaction holds and failed
+// every pass after, the Acks staying without bound).
+func TestRetentionRemovesManyAcks(t *testing.T) {
+	ctx := context.Background()
+	// Badger takes ~2400 writes per transaction: retention's batches of
+	// events (1000 writes here) fit, the 3000 Acks do not.
+	l := mustOpen(t, t.TempDir(), &Options{MemTableSize: 3 << 19})
+	defer l.Close()
+	sinks := []string{"s", "t", "u", "v", "w", "x"}
+	const n = 500
+	for i := 0; i < n; i += 100 {
+		var es []pipeline.Entry
+		for j := i; j < i+100; j++ {
+			id := fmt.Sprintf("m-%04d", j)
+			e := pipeline.Entry{Event: pipeline.Event{ID: id, Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)}}
+			for _, s := range sinks {
+				e.Targets = append(e.Targets, pipeline.Target{Sink: s, Route: "r"})
+			}
+			es = append(es, e)
+		}
+		if _, err := l.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sink := range sinks {
+		for range n {
+			ds, err := l.Queue(sink).Fetch(ctx, 1)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("Fetch = %d, %v", len(ds), err)
+			}
+			settleAll(t, l.Queue(sink), ds, pipeline.Ack) // one Acks each
+		}
+	}
+	if a := countKeys(t, l, preAcks); a != len(sinks)*n {
+		t.Fatalf("%d Acks, want %d", a, len(sinks)*n)
+	}
+	if removed, err := l.Prune(time.Now().Add(time.Hour)); err != nil || removed != n {
+		t.Fatalf("Prune = %d, %v; want %d", removed, err, n)
+	}
+	if a := countKeys(t, l, preAcks); a != 0 {
+		t.Fatalf("%d Acks with every event gone, want 0", a)
+	}
+}

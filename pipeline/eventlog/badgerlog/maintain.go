@@ -115,15 +115,17 @@ const pruneBatch = 1000
 func (l *DB) Prune(cutoff time.Time) (int, error) {
 	removed := 0
 	start := uint64(0)
+	stop := uint64(0) // every event below it was looked at
 	for {
 		n, next, done, err := l.pruneSome(cutoff, start)
 		removed += n
+		stop = max(stop, next)
 		if err != nil {
 			return removed, err
 		}
 		if done {
 			if removed > 0 {
-				err = l.pruneAcks()
+				err = l.pruneAcks(stop)
 			}
 			return removed, err
 		}
@@ -132,29 +134,35 @@ func (l *DB) Prune(cutoff time.Time) (int, error) {
 }
 
 // pruneAcks removes the Acks (acks.go) of events retention removed: those
-// whose last seq is below the oldest event kept.
-func (l *DB) pruneAcks() error {
+// below stop that hold no kept event, pruneBatch per transaction.
+func (l *DB) pruneAcks(stop uint64) error {
+	from := preAcks
+	for {
+		next, more, err := l.pruneSomeAcks(from, stop)
+		if err != nil || !more {
+			return err
+		}
+		from = next
+	}
+}
+
+// pruneSomeAcks is one transaction of pruneAcks, from the key from on.
+func (l *DB) pruneSomeAcks(from []byte, stop uint64) (next []byte, more bool, err error) {
 	l.refMu.Lock()
 	defer l.refMu.Unlock()
+	if err := l.space.check(); err != nil {
+		return nil, false, err
+	}
 	txn := l.newTxn()
 	defer txn.Discard()
-	l.mu.Lock()
-	oldest := l.next
-	l.mu.Unlock()
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent})
-	it.Seek(preEvent)
-	if it.ValidForPrefix(preEvent) {
-		oldest = binary.BigEndian.Uint64(it.Item().Key()[len(preEvent):])
-	}
-	it.Close()
-	n, err := pruneAcks(txn, oldest)
+	n, next, more, err := pruneAcks(txn, from, stop)
 	if err != nil {
-		return l.writeErr(err)
+		return nil, false, l.writeErr(err)
 	}
 	if n == 0 {
-		return nil
+		return next, more, nil
 	}
-	return l.commit(txn)
+	return next, more, l.commit(txn)
 }
 
 // retriesAndDead returns the seqs that some retry or dead-letter entry

@@ -302,11 +302,15 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 	if err != nil {
 		return err
 	}
+	if len(acked) > 0 {
+		// Before the commit, whatever it returns: a commit that fails after
+		// its record reached the write-ahead log is applied at the next
+		// start, and the next Acks must not overlap it. A top too high only
+		// gives later acks records of their own.
+		q.ackTop = acked[len(acked)-1]
+	}
 	if err := q.l.commit(txn); err != nil {
 		return err
-	}
-	if len(acked) > 0 {
-		q.ackTop = acked[len(acked)-1]
 	}
 	q.pmu.Lock()
 	for _, s := range settlements {

@@ -64,6 +64,17 @@ func decodeAcks(v []byte) (acks, error) {
 	return out, nil
 }
 
+// itemAcks decodes the Acks at item.
+func itemAcks(item *badger.Item) (acks, error) {
+	var a acks
+	err := item.Value(func(v []byte) error {
+		var err error
+		a, err = decodeAcks(v)
+		return err
+	})
+	return a, err
+}
+
 func (a acks) has(seq uint64) bool {
 	_, ok := slices.BinarySearch(a.seqs, seq)
 	return ok
@@ -79,12 +90,8 @@ func ackedAt(txn *badger.Txn, seq uint64, sink string) (at int64, ok bool, err e
 	if !it.ValidForPrefix(pre) {
 		return 0, false, nil
 	}
-	var a acks
-	if err := it.Item().Value(func(v []byte) error {
-		var err error
-		a, err = decodeAcks(v)
-		return err
-	}); err != nil {
+	a, err := itemAcks(it.Item())
+	if err != nil {
 		return 0, false, fmt.Errorf("acks of %s at %d: %w", sink, seq, err)
 	}
 	return a.at, a.has(seq), nil
@@ -143,11 +150,8 @@ func (w *ackWalk) has(seq uint64) (bool, error) {
 			w.end = true
 			break
 		}
-		if err := w.it.Item().Value(func(v []byte) error {
-			var err error
-			w.cur, err = decodeAcks(v)
-			return err
-		}); err != nil {
+		var err error
+		if w.cur, err = itemAcks(w.it.Item()); err != nil {
 			return false, err
 		}
 		w.it.Next()
@@ -183,12 +187,8 @@ func pruneAcks(txn *wtxn, from []byte, stop uint64) (n int, next []byte, more bo
 			it.Seek(append(append([]byte(nil), k[:len(k)-8]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
 			continue
 		}
-		var a acks
-		if err := it.Item().Value(func(v []byte) error {
-			var err error
-			a, err = decodeAcks(v)
-			return err
-		}); err != nil {
+		a, err := itemAcks(it.Item())
+		if err != nil {
 			it.Close()
 			return 0, nil, false, fmt.Errorf("acks %q: %w", k, err)
 		}

@@ -14,15 +14,12 @@ func DeliveryKeys(db *DB) int {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preAcks})
 		defer it.Close()
 		for it.Seek(preAcks); it.ValidForPrefix(preAcks); it.Next() {
-			it.Item().Value(func(v []byte) error {
-				a, err := decodeAcks(v)
-				for _, seq := range a.seqs {
-					if has, _ := exists(txn, eventKey(seq)); has {
-						n++
-					}
+			a, _ := itemAcks(it.Item())
+			for _, seq := range a.seqs {
+				if has, _ := exists(txn, eventKey(seq)); has {
+					n++
 				}
-				return err
-			})
+			}
 		}
 		return nil
 	})

@@ -110,6 +110,14 @@ func TestAcksStandForDeliveryRecords(t *testing.T) {
 	if err != nil || recs[1].Sink != "t" || recs[1].State != pipeline.StateDelivered || recs[1].Attempts != 2 || recs[1].FirstAttemptAt.After(after) {
 		t.Fatalf("Deliveries after a replay = %+v, %v; want t delivered, 2 attempts, the first one kept", recs, err)
 	}
+	// A replay without a route: its record says so, not the route the
+	// event was queued by at append.
+	if n, err := l.Queue("t").Requeue(ctx, []pipeline.Requeue{{Seq: dt[4].Seq}}); err != nil || n != 1 {
+		t.Fatalf("Requeue = %d, %v", n, err)
+	}
+	if recs, err := l.Deliveries(ctx, dt[4].Event.ID); err != nil || recs[1].State != pipeline.StateQueued || recs[1].Route != "" || recs[1].Attempts != 1 {
+		t.Fatalf("Deliveries after a replay without a route = %+v, %v; want t queued, no route, the first attempt kept", recs, err)
+	}
 }
 
 // TestRetentionRemovesAcks: an Acks goes once every event it holds is gone,

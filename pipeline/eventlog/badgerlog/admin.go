@@ -364,7 +364,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 			if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
 				return 0, fmt.Errorf("requeue %s: decode event %d: %w", q.sink, r.Seq, err)
 			}
-			if slices.ContainsFunc(rec.GetRoutes(), func(rt *logpb.Route) bool { return rt.GetSink() == q.sink }) {
+			if _, routed := routeTo(rec, q.sink); routed {
 				d, err := getDelivery(txn.Txn, r.Seq, q.sink)
 				if err != nil {
 					return 0, fmt.Errorf("requeue %s: %w", q.sink, err)

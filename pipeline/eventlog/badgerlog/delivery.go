@@ -37,13 +37,23 @@ func deliveryKey(seq uint64, sink string) []byte {
 // getDelivery reads the record of (seq, sink), or the one its sink's Acks
 // stand for (acks.go: without a route); nil when there is neither.
 func getDelivery(txn *badger.Txn, seq uint64, sink string) (*logpb.Delivery, error) {
+	d, err := storedDelivery(txn, seq, sink)
+	if err != nil || d != nil {
+		return d, err
+	}
+	at, ok, err := ackedAt(txn, seq, sink)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return acksDelivery(at), nil
+}
+
+// storedDelivery reads the delivery record (s/ key) of (seq, sink); nil
+// when there is none.
+func storedDelivery(txn *badger.Txn, seq uint64, sink string) (*logpb.Delivery, error) {
 	item, err := txn.Get(deliveryKey(seq, sink))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		at, ok, err := ackedAt(txn, seq, sink)
-		if err != nil || !ok {
-			return nil, err
-		}
-		return acksDelivery(at), nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
@@ -135,30 +145,29 @@ func recordOf(sink string, d *logpb.Delivery) pipeline.DeliveryRecord {
 }
 
 // deliveryOf returns the record of (seq, sink), where rec is the event's
-// record: the stored one, or, when there is none, what the queue entries
-// say (a dead letter written by Append, whose route's transform failed,
-// is dead; an event with a route to the sink is queued, as is one written
-// before routes that has a ready key).
+// record: the stored one, or, when there is none, what the log says (an
+// event with a route to the sink is delivered when the sink's Acks hold
+// it, queued when not; a dead letter written by Append, whose route's
+// transform failed, is dead; an event written before routes is queued
+// while it has a ready key).
 func deliveryOf(txn *badger.Txn, rec *logpb.Event, seq uint64, sink string) (pipeline.DeliveryRecord, error) {
-	d, err := getDelivery(txn, seq, sink)
-	if err != nil || d != nil {
-		if d == nil {
+	d, err := storedDelivery(txn, seq, sink)
+	if err != nil {
+		return pipeline.DeliveryRecord{}, err
+	}
+	if route, routed := routeTo(rec, sink); d == nil && routed {
+		at, acked, err := ackedAt(txn, seq, sink)
+		if err != nil {
 			return pipeline.DeliveryRecord{}, err
 		}
-		if d.Route == "" { // an Acks' record: the event's record has the route
-			for _, r := range rec.GetRoutes() {
-				if r.GetSink() == sink {
-					d.Route = r.GetRoute()
-					break
-				}
-			}
+		d = &logpb.Delivery{State: logpb.Delivery_QUEUED}
+		if acked {
+			d = acksDelivery(at)
 		}
-		return recordOf(sink, d), nil
+		d.Route = route
 	}
-	for _, r := range rec.GetRoutes() {
-		if r.GetSink() == sink {
-			return recordOf(sink, &logpb.Delivery{Route: r.GetRoute(), State: logpb.Delivery_QUEUED}), nil
-		}
+	if d != nil {
+		return recordOf(sink, d), nil
 	}
 	for _, c := range []struct {
 		key   []byte

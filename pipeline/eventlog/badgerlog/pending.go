@@ -317,12 +317,7 @@ type routing struct {
 // target returns the event's target for sink: its route and payload.
 func (r routing) target(sink string) *logpb.Target {
 	t := &logpb.Target{}
-	for _, x := range r.routes {
-		if x.GetSink() == sink {
-			t.Route = x.GetRoute()
-			break
-		}
-	}
+	t.Route, _ = routeIn(r.routes, sink)
 	for _, p := range r.payloads {
 		if p.GetSink() == sink {
 			t.Payload = p.GetPayload()
@@ -330,6 +325,19 @@ func (r routing) target(sink string) *logpb.Target {
 		}
 	}
 	return t
+}
+
+// routeTo returns the route of the event whose record is rec to sink;
+// false when the event was not queued there at append.
+func routeTo(rec *logpb.Event, sink string) (string, bool) { return routeIn(rec.GetRoutes(), sink) }
+
+func routeIn(routes []*logpb.Route, sink string) (string, bool) {
+	for _, r := range routes {
+		if r.GetSink() == sink {
+			return r.GetRoute(), true
+		}
+	}
+	return "", false
 }
 
 // clonePayloads copies ps and their bytes; nil when there are none.

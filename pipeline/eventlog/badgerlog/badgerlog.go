@@ -287,26 +287,33 @@ func retryKey(sink string, due time.Time, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 
-// loadNext reads the next sequence number, or derives it from the newest
-// event of a log that has none.
+// loadNext reads the next sequence number (1 in a new log).
 func (l *DB) loadNext() error {
-	return l.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(keyNext)
-		if err == nil {
-			return item.Value(func(v []byte) error {
-				if len(v) != 8 {
-					return fmt.Errorf("event log: corrupt %s (%d bytes)", keyNext, len(v))
-				}
-				l.next = binary.BigEndian.Uint64(v)
-				return nil
-			})
+	return l.db.View(func(txn *badger.Txn) (err error) {
+		l.next, err = readSeq(txn, keyNext, 1)
+		return err
+	})
+}
+
+// readSeq reads the sequence number (8 bytes, big-endian) at key, or
+// returns missing when there is none.
+func readSeq(txn *badger.Txn, key []byte, missing uint64) (uint64, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return missing, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	seq := missing
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("event log: corrupt %s (%d bytes)", key, len(v))
 		}
-		if !errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("read %s: %w", keyNext, err)
-		}
-		l.next = 1
+		seq = binary.BigEndian.Uint64(v)
 		return nil
 	})
+	return seq, err
 }
 
 // Append implements [pipeline.Log].

@@ -191,17 +191,8 @@ func (l *DB) markLoop(written uint64) {
 func (l *DB) loadPending() (uint64, error) {
 	mark := uint64(0)
 	err := l.db.View(func(txn *badger.Txn) error {
-		if item, err := txn.Get(keyPendingMark); err == nil {
-			if err := item.Value(func(v []byte) error {
-				if len(v) != 8 {
-					return fmt.Errorf("corrupt %s (%d bytes)", keyPendingMark, len(v))
-				}
-				mark = binary.BigEndian.Uint64(v)
-				return nil
-			}); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		var err error
+		if mark, err = readSeq(txn, keyPendingMark, 0); err != nil {
 			return err
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})

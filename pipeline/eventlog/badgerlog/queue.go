@@ -147,13 +147,18 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 		q.pmu.Lock()
 		seqs := q.pending.take(max - len(out))
 		taken = len(seqs)
-		legacy := make([]*logpb.Target, len(seqs))
-		for i, seq := range seqs {
-			legacy[i] = q.pending.legacy[seq]
+		var legacy map[uint64]*logpb.Target // entries at ready keys, found only after an upgrade
+		if len(q.pending.legacy) > 0 {
+			legacy = map[uint64]*logpb.Target{}
+			for _, seq := range seqs {
+				if t, ok := q.pending.legacy[seq]; ok {
+					legacy[seq] = t
+				}
+			}
 		}
 		q.pmu.Unlock()
-		for i, seq := range seqs {
-			ls := lease{ready: true, target: legacy[i]}
+		for _, seq := range seqs {
+			ls := lease{ready: true, target: legacy[seq]}
 			if ls.target != nil {
 				ls.key = readyKey(q.sink, seq)
 			}

@@ -218,10 +218,16 @@ func Open(dir string, o *Options) (*DB, error) {
 		return nil, fmt.Errorf("open event log %s: %w", dir, err)
 	}
 	go l.committer()
-	l.wg.Add(3)
-	go l.maintain()
+	l.wg.Add(1)
 	go l.checkpoints()
-	go l.markLoop(mark)
+	l.every(opts.MaintenanceInterval, l.maintain)
+	written := mark
+	l.every(markInterval, func() {
+		var err error
+		if written, err = l.writeMark(written); err != nil && l.checkOpen() == nil {
+			l.log.Warn("event log: could not write the pending mark; the next start reads more of the log", "err", err)
+		}
+	})
 	return l, nil
 }
 

@@ -15,30 +15,37 @@ import (
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/wal"
 )
 
-// maintain runs retention and value-log garbage collection until Close.
+// every runs do every d until Close, in a goroutine of l.wg.
+func (l *DB) every(d time.Duration, do func()) {
+	l.wg.Go(func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.closed:
+				return
+			case <-t.C:
+				do()
+			}
+		}
+	})
+}
+
+// maintain runs retention and value-log garbage collection (every
+// MaintenanceInterval: see Open).
 func (l *DB) maintain() {
-	defer l.wg.Done()
-	t := time.NewTicker(l.opts.MaintenanceInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.closed:
-			return
-		case <-t.C:
-		}
-		if n, err := l.Prune(time.Now().Add(-l.opts.Retention)); err != nil {
-			l.log.Error("retention failed", "err", err)
-		} else if n > 0 {
-			l.log.Debug("retention removed old events", "events", n)
-		}
-		if n, err := l.removeSegments(); err != nil {
-			l.log.Error("retention of write-ahead log segments failed", "err", err)
-		} else if n > 0 {
-			l.log.Debug("retention removed write-ahead log segments", "segments", n)
-		}
-		if err := l.collectValueLog(); err != nil {
-			l.log.Error("value-log garbage collection failed", "err", err)
-		}
+	if n, err := l.Prune(time.Now().Add(-l.opts.Retention)); err != nil {
+		l.log.Error("retention failed", "err", err)
+	} else if n > 0 {
+		l.log.Debug("retention removed old events", "events", n)
+	}
+	if n, err := l.removeSegments(); err != nil {
+		l.log.Error("retention of write-ahead log segments failed", "err", err)
+	} else if n > 0 {
+		l.log.Debug("retention removed write-ahead log segments", "segments", n)
+	}
+	if err := l.collectValueLog(); err != nil {
+		l.log.Error("value-log garbage collection failed", "err", err)
 	}
 }
 

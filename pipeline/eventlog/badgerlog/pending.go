@@ -37,8 +37,9 @@ import (
 
 var keyPendingMark = []byte("m/pending")
 
-// markInterval is how often the pending mark is written when it moved: it
-// bounds how much of the log Open reads after a crash.
+// markInterval is how often the pending mark is written when it moved
+// (Open starts it, Close writes the last one): it bounds how much of the
+// log Open reads after a crash.
 const markInterval = 2 * time.Second
 
 // pending is the seqs of one sink's queued entries, ready or leased, in
@@ -165,25 +166,6 @@ func (l *DB) writeMark(written uint64) (uint64, error) {
 		return written, err
 	}
 	return mark, nil
-}
-
-// markLoop writes the pending mark every markInterval until Close, which
-// writes the last one.
-func (l *DB) markLoop(written uint64) {
-	defer l.wg.Done()
-	t := time.NewTicker(markInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.closed:
-			return
-		case <-t.C:
-		}
-		var err error
-		if written, err = l.writeMark(written); err != nil && l.checkOpen() == nil {
-			l.log.Warn("event log: could not write the pending mark; the next start reads more of the log", "err", err)
-		}
-	}
 }
 
 // loadPending rebuilds every queue's entries from the event records from

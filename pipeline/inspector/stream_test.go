@@ -140,6 +140,48 @@ func events(resp *http.Response) <-chan string {
 	return out
 }
 
+// tailServer serves the UI of a writer it makes over HTTP, its live
+// tail's writes through the gate it returns, with subscriptions of buf
+// entries (of the size the tail asks for when buf < 0), sent on subs as
+// they are made, and pings every ping (the default when 0). The cleanup
+// releases the gate and ends the streams before it closes the server,
+// then the writer.
+func tailServer(t *testing.T, buf int, ping time.Duration) (w *writer.Writer, g *inspectortest.TailGate, subs <-chan *writer.Subscription, srvURL string) {
+	t.Helper()
+	w = writer.New(memlog.New(), nil)
+	t.Cleanup(func() { w.Close() })
+	made := make(chan *writer.Subscription, 1)
+	ao := admin.Options{Log: memlog.New(), AllowUnauthenticated: true}
+	ui := inspector.New(inspector.Options{Admin: ao, Subscribe: func(asked int, source string) *writer.Subscription {
+		if buf >= 0 {
+			asked = buf
+		}
+		s := w.Subscribe(asked, source)
+		made <- s
+		return s
+	}})
+	if ping > 0 {
+		inspector.SetTailPing(ui, ping)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { ui.Run(runCtx); close(ran) }()
+	ao.UI = ui
+	g = inspectortest.NewTailGate()
+	srv := httptest.NewServer(g.Wrap(admin.Handler(ao)))
+	t.Cleanup(func() { g.Release(); stop(); <-ran; srv.Close() }) // the stream ends first
+	return w, g, made, srv.URL
+}
+
+// droppedEvent decodes ev, a live tail's "dropped" event.
+func droppedEvent(t *testing.T, ev string) (d struct{ Dropped uint64 }) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimPrefix(ev, "event: dropped\n"), "data: ")), &d); err != nil {
+		t.Fatalf("dropped event %q: %v", ev, err)
+	}
+	return d
+}
+
 // TestTailSaysWhatItDropped holds the live tail's stream while events
 // come faster than it sends them (its writes to the connection wait, as
 // to a browser that does not read), and checks that every event of the
@@ -147,25 +189,10 @@ func events(resp *http.Response) <-chan string {
 // count the page shows as "N events not shown"; events of other sources
 // are neither.
 func TestTailSaysWhatItDropped(t *testing.T) {
-	w := writer.New(memlog.New(), nil)
-	defer w.Close()
 	ctx := context.Background()
-	subs := make(chan *writer.Subscription, 1)
-	ao := admin.Options{Log: memlog.New(), AllowUnauthenticated: true}
-	ui := inspector.New(inspector.Options{Admin: ao, Subscribe: func(buf int, source string) *writer.Subscription {
-		s := w.Subscribe(buf, source)
-		subs <- s
-		return s
-	}})
-	runCtx, stop := context.WithCancel(ctx)
-	ran := make(chan struct{})
-	go func() { ui.Run(runCtx); close(ran) }()
-	ao.UI = ui
-	g := inspectortest.NewTailGate()
-	srv := httptest.NewServer(g.Wrap(admin.Handler(ao)))
-	defer func() { g.Release(); stop(); <-ran; srv.Close() }() // the stream ends first
+	w, g, subs, srvURL := tailServer(t, -1, 0)
 
-	tail := stream(t, client(t), srv.URL+"/ui/tail/stream?source=s")
+	tail := stream(t, client(t), srvURL+"/ui/tail/stream?source=s")
 	if hello := <-tail; !strings.HasPrefix(hello, "event: hello") {
 		t.Fatalf("the tail's first event = %q, want hello", hello)
 	}
@@ -210,10 +237,7 @@ func TestTailSaysWhatItDropped(t *testing.T) {
 			t.Fatalf("the stream ended after %d events", len(shown))
 		}
 		if strings.HasPrefix(ev, "event: dropped\n") {
-			var d struct{ Dropped uint64 }
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimPrefix(ev, "event: dropped\n"), "data: ")), &d); err != nil {
-				t.Fatalf("dropped event %q: %v", ev, err)
-			}
+			d := droppedEvent(t, ev)
 			if d.Dropped <= dropped {
 				t.Errorf("dropped event says %d after %d: it is a total, it only grows", d.Dropped, dropped)
 			}
@@ -254,24 +278,8 @@ func TestTailSaysWhatItDropped(t *testing.T) {
 // send after it, so only the ping can say so. Later pings say nothing
 // more: the count did not grow.
 func TestTailPingSaysWhatItDropped(t *testing.T) {
-	w := writer.New(memlog.New(), nil)
-	defer w.Close()
 	ctx := context.Background()
-	subs := make(chan *writer.Subscription, 1)
-	ao := admin.Options{Log: memlog.New(), AllowUnauthenticated: true}
-	ui := inspector.New(inspector.Options{Admin: ao, Subscribe: func(_ int, source string) *writer.Subscription {
-		s := w.Subscribe(0, source)
-		subs <- s
-		return s
-	}})
-	inspector.SetTailPing(ui, 20*time.Millisecond)
-	runCtx, stop := context.WithCancel(ctx)
-	ran := make(chan struct{})
-	go func() { ui.Run(runCtx); close(ran) }()
-	ao.UI = ui
-	g := inspectortest.NewTailGate()
-	srv := httptest.NewServer(g.Wrap(admin.Handler(ao)))
-	defer func() { g.Release(); stop(); <-ran; srv.Close() }() // the stream ends first
+	w, g, subs, srvURL := tailServer(t, 0, 20*time.Millisecond)
 
 	g.Hold()
 	type got struct {
@@ -281,7 +289,7 @@ func TestTailPingSaysWhatItDropped(t *testing.T) {
 	opened := make(chan got, 1)
 	c := client(t)
 	go func() { // the answer's headers wait for the hello, which waits at the gate
-		resp, err := c.Get(srv.URL + "/ui/tail/stream?source=s")
+		resp, err := c.Get(srvURL + "/ui/tail/stream?source=s")
 		opened <- got{resp, err}
 	}()
 	var sub *writer.Subscription
@@ -325,10 +333,7 @@ func TestTailPingSaysWhatItDropped(t *testing.T) {
 			t.Fatalf("event %d = %q, want %s (events %q)", i+1, ev, name, want)
 		}
 		if name == "dropped" {
-			var d struct{ Dropped uint64 }
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimPrefix(ev, "event: dropped\n"), "data: ")), &d); err != nil {
-				t.Fatalf("dropped event %q: %v", ev, err)
-			}
+			d := droppedEvent(t, ev)
 			if d.Dropped != 1 {
 				t.Errorf("the ping's dropped event says %d, want 1 (the event of source s; not the other source's)", d.Dropped)
 			}

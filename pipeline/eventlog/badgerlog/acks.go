@@ -161,14 +161,14 @@ func (w *ackWalk) has(seq uint64) (bool, error) {
 
 func (w *ackWalk) close() { w.it.Close() }
 
-// pruneAcks deletes in txn every Acks that holds no kept event, of those
+// deleteAcks deletes in txn every Acks that holds no kept event, of those
 // whose last seq is below stop (every event below it was looked at by
 // retention; the ones above are young), and returns how many. An Acks is
 // not kept for an older event that is (a dead letter nobody drops): its
 // own events decide. It looks from the key from on and deletes at most
 // pruneBatch (one transaction Badger takes); more is true, and from the key
 // to go on from, when it stopped there.
-func pruneAcks(txn *wtxn, from []byte, stop uint64) (n int, next []byte, more bool, err error) {
+func deleteAcks(txn *wtxn, from []byte, stop uint64) (n int, next []byte, more bool, err error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: preAcks})
 	var doomed [][]byte
 	for it.Seek(from); it.ValidForPrefix(preAcks); {

@@ -162,7 +162,7 @@ func (l *DB) pruneSomeAcks(from []byte, stop uint64) (next []byte, more bool, er
 	}
 	txn := l.newTxn()
 	defer txn.Discard()
-	n, next, more, err := pruneAcks(txn, from, stop)
+	n, next, more, err := deleteAcks(txn, from, stop)
 	if err != nil {
 		return nil, false, l.writeErr(err)
 	}

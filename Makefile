@@ -26,7 +26,7 @@ help:
 	@echo "make test-packages  as root on Debian: dist twice (reproducible), install the .deb, run it, remove it (packaging/test-deb.sh)"
 	@echo "make ui-screenshots  the browser test of the web UI (headless chromium), writing a PNG of each page to docs/ui/"
 	@echo "make ui-bench  time every page of the web UI against a Badger log of 1,000,000 events (kept in UI_BENCH_DIR)"
-	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)"
+	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc, protoc-gen-go-vtproto)"
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pipelined ./cmd/pipelined
@@ -135,11 +135,16 @@ test-short:
 # Debian: apt-get install protobuf-compiler; then
 # go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 # go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+# go install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@v0.6.1-0.20240319094008-0393e58bdf10 (the version grpc requires)
+# vtprotobuf adds encoding and decoding methods without reflection (the
+# same bytes): the event log's records and the sink protocol's messages use
+# them (sdk/internal/wire's codec); see docs/performance.md.
+VTPROTO = --go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+size
 proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative sdk/proto/sink.proto
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative $(VTPROTO) sdk/proto/sink.proto
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
-		pipeline/eventlog/badgerlog/internal/logpb/record.proto
+		$(VTPROTO) pipeline/eventlog/badgerlog/internal/logpb/record.proto
 
 # Release artifacts (packaging/dist.sh): reproducible, from the commit.
 # nFPM and cyclonedx-gomod are pinned in tools/go.mod, a module of their own.

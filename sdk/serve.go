@@ -38,7 +38,9 @@ func serveConfig(s Sink) *plugin.ServeConfig {
 		VersionedPlugins: map[int]plugin.PluginSet{
 			wire.ProtocolVersion: {wire.PluginName: &sinkPlugin{impl: s}},
 		},
-		GRPCServer: plugin.DefaultGRPCServer,
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return plugin.DefaultGRPCServer(append(opts, grpc.ForceServerCodecV2(wire.Codec)))
+		},
 	}
 }
 

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/internal/wire"
 	pb "github.com/pipelined/pipelined/sdk/proto"
 )
 
@@ -21,6 +23,10 @@ type client struct {
 	rpc pb.SinkClient
 }
 
+// viaCodec has a call's messages encoded and decoded by the sink protocol's
+// codec (generated code, no reflection), which the plugin's server uses too.
+var viaCodec = grpc.ForceCodecV2(wire.Codec)
+
 var (
 	_ sdk.Sink       = (*client)(nil)
 	_ sdk.Closer     = (*client)(nil)
@@ -28,7 +34,7 @@ var (
 )
 
 func (c *client) Configure(ctx context.Context, config json.RawMessage) error {
-	_, err := c.rpc.Configure(ctx, &pb.ConfigureRequest{Config: config})
+	_, err := c.rpc.Configure(ctx, &pb.ConfigureRequest{Config: config}, viaCodec)
 	return wireError(err)
 }
 
@@ -37,7 +43,7 @@ func (c *client) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	for i := range batch {
 		req.Events[i] = eventToProto(&batch[i])
 	}
-	resp, err := c.rpc.Deliver(ctx, req)
+	resp, err := c.rpc.Deliver(ctx, req, viaCodec)
 	if status.Code(err) == codes.ResourceExhausted {
 		// gRPC refuses a message over its size limit, on either side,
 		// with "grpc: received message larger than max (N vs. M)".
@@ -57,12 +63,12 @@ func (c *client) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 }
 
 func (c *client) Close(ctx context.Context) error {
-	_, err := c.rpc.Close(ctx, &pb.CloseRequest{})
+	_, err := c.rpc.Close(ctx, &pb.CloseRequest{}, viaCodec)
 	return wireError(err)
 }
 
 func (c *client) DescribeSink(ctx context.Context) (sdk.Description, error) {
-	resp, err := c.rpc.Describe(ctx, &pb.DescribeRequest{})
+	resp, err := c.rpc.Describe(ctx, &pb.DescribeRequest{}, viaCodec)
 	if status.Code(err) == codes.Unimplemented {
 		// The sink is no Describer, or the plugin predates Describe.
 		return sdk.Description{}, ErrNotDescribed

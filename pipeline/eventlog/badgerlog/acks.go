@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
@@ -41,7 +40,7 @@ func encodeAcks(seqs []uint64, atUnixNano int64) ([]byte, error) {
 		a.Deltas[i] = s - prev
 		prev = s
 	}
-	return proto.Marshal(a)
+	return a.MarshalVT()
 }
 
 // acks is one decoded Acks.
@@ -52,7 +51,7 @@ type acks struct {
 
 func decodeAcks(v []byte) (acks, error) {
 	a := &logpb.Acks{}
-	if err := proto.Unmarshal(v, a); err != nil {
+	if err := decode(v, a); err != nil {
 		return acks{}, fmt.Errorf("decode acks: %w", err)
 	}
 	out := acks{at: a.GetAtUnixNano(), seqs: make([]uint64, len(a.GetDeltas()))}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
@@ -137,7 +136,7 @@ func (l *DB) events(ctx context.Context, f pipeline.EventFilter, reverse bool) (
 			}
 			scanned++
 			rec := &logpb.Event{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 				return fmt.Errorf("decode event %d: %w", seq, err)
 			}
 			ok := matches(rec, f)
@@ -202,7 +201,7 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 	now := time.Now()
 	n, err := q.eachDead(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
 		r := &logpb.Target{Route: t.GetRoute(), Payload: t.GetPayload(), LastError: t.GetLastError()}
-		v, err := proto.Marshal(r)
+		v, err := r.MarshalVT()
 		if err != nil {
 			return fmt.Errorf("encode queue entry: %w", err)
 		}
@@ -258,7 +257,7 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: q.dead, PrefetchValues: true, PrefetchSize: 64})
 			for it.Seek(deadKey(q.sink, after+1)); it.ValidForPrefix(q.dead) && len(keys) < deadBatch; it.Next() {
 				t := &logpb.Target{}
-				if err = it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+				if err = it.Item().Value(func(v []byte) error { return decode(v, t) }); err != nil {
 					break
 				}
 				keys = append(keys, it.Item().KeyCopy(nil))
@@ -277,7 +276,7 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 					break
 				}
 				t := &logpb.Target{}
-				if err = item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+				if err = item.Value(func(v []byte) error { return decode(v, t) }); err != nil {
 					break
 				}
 				keys = append(keys, item.KeyCopy(nil))
@@ -361,7 +360,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 			// An Append that has committed and not yet queued the event
 			// in memory: the log says it is queued (see pending.go).
 			rec := &logpb.Event{}
-			if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+			if err := item.Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 				return 0, fmt.Errorf("requeue %s: decode event %d: %w", q.sink, r.Seq, err)
 			}
 			if _, routed := routeTo(rec, q.sink); routed {
@@ -381,7 +380,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 			}
 			continue
 		}
-		v, err := proto.Marshal(&logpb.Target{Route: r.Route, Payload: r.Payload})
+		v, err := (&logpb.Target{Route: r.Route, Payload: r.Payload}).MarshalVT()
 		if err != nil {
 			return 0, fmt.Errorf("encode queue entry: %w", err)
 		}

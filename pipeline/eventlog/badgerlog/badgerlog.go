@@ -60,7 +60,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
@@ -384,7 +383,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		rest := &logpb.Event{Headers: rec.Headers, Body: rec.Body, Payloads: rec.Payloads}
 		r := routing{routes: rec.Routes, payloads: clonePayloads(rec.Payloads)} // the caller's payloads may change
 		rec.Headers, rec.Body, rec.Payloads = nil, nil, nil
-		meta, err := proto.Marshal(rec)
+		meta, err := rec.MarshalVT()
 		if err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
@@ -399,7 +398,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 				queued[t.Sink] = append(queued[t.Sink], seq)
 				continue
 			}
-			tv, err := proto.Marshal(&logpb.Target{Route: t.Route, Payload: t.Payload, LastError: t.Err, FailedAtUnixNano: now})
+			tv, err := (&logpb.Target{Route: t.Route, Payload: t.Payload, LastError: t.Err, FailedAtUnixNano: now}).MarshalVT()
 			if err != nil {
 				return nil, fmt.Errorf("encode queue entry: %w", err)
 			}
@@ -535,7 +534,7 @@ func (l *DB) readEvent(txn *badger.Txn, seq uint64) (*logpb.Event, error) {
 		return nil, err
 	}
 	rec := &logpb.Event{}
-	err = item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) })
+	err = item.Value(func(v []byte) error { return decode(v, rec) })
 	if err != nil {
 		return nil, fmt.Errorf("decode event %d: %w", seq, err)
 	}
@@ -558,7 +557,7 @@ func (l *DB) full(rec *logpb.Event, seq uint64) (*logpb.Event, error) {
 		return nil, fmt.Errorf("event %d: %w", seq, err)
 	}
 	out := &logpb.Event{}
-	if err := proto.Unmarshal(b, out); err != nil { // copies what it keeps: b is reused
+	if err := decode(b, out); err != nil { // copies what it keeps: b is reused
 		return nil, fmt.Errorf("decode event %d: %w", seq, err)
 	}
 	return out, nil

@@ -5,10 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
@@ -123,12 +123,14 @@ func (t *wtxn) setEvent(key, meta []byte, rest *logpb.Event) error {
 	t.rec = append(t.rec, opEvent)
 	t.rec = appendBytes(t.rec, key)
 	t.rec = appendBytes(t.rec, meta)
-	t.rec = binary.AppendUvarint(t.rec, uint64(len(meta)+proto.Size(rest)))
+	n := rest.SizeVT()
+	t.rec = binary.AppendUvarint(t.rec, uint64(len(meta)+n))
 	t.rec = append(t.rec, meta...)
-	var err error
-	if t.rec, err = (proto.MarshalOptions{}).MarshalAppend(t.rec, rest); err != nil {
+	t.rec = slices.Grow(t.rec, n)
+	if _, err := rest.MarshalToSizedBufferVT(t.rec[len(t.rec) : len(t.rec)+n]); err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
+	t.rec = t.rec[:len(t.rec)+n]
 	return nil
 }
 

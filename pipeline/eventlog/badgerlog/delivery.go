@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
@@ -59,7 +58,7 @@ func storedDelivery(txn *badger.Txn, seq uint64, sink string) (*logpb.Delivery, 
 		return nil, err
 	}
 	d := &logpb.Delivery{}
-	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, d) }); err != nil {
+	if err := item.Value(func(v []byte) error { return decode(v, d) }); err != nil {
 		return nil, fmt.Errorf("decode delivery record %d/%s: %w", seq, sink, err)
 	}
 	return d, nil
@@ -67,7 +66,7 @@ func storedDelivery(txn *badger.Txn, seq uint64, sink string) (*logpb.Delivery, 
 
 // putDelivery writes the record of (seq, sink).
 func (t *wtxn) putDelivery(seq uint64, sink string, d *logpb.Delivery) error {
-	v, err := proto.Marshal(d)
+	v, err := d.MarshalVT()
 	if err != nil {
 		return fmt.Errorf("encode delivery record: %w", err)
 	}
@@ -181,7 +180,7 @@ func deliveryOf(txn *badger.Txn, rec *logpb.Event, seq uint64, sink string) (pip
 			return pipeline.DeliveryRecord{}, err
 		}
 		t := &logpb.Target{}
-		if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+		if err := item.Value(func(v []byte) error { return decode(v, t) }); err != nil {
 			return pipeline.DeliveryRecord{}, fmt.Errorf("decode queue entry %d: %w", seq, err)
 		}
 		return recordOf(sink, &logpb.Delivery{Route: t.GetRoute(), State: c.state, Attempts: t.GetAttempts(), LastError: t.GetLastError()}), nil
@@ -211,7 +210,7 @@ func deliveries(txn *badger.Txn, rec *logpb.Event, seq uint64) ([]pipeline.Deliv
 			continue
 		}
 		d := &logpb.Delivery{}
-		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, d) }); err != nil {
+		if err := it.Item().Value(func(v []byte) error { return decode(v, d) }); err != nil {
 			return nil, fmt.Errorf("decode delivery record %d/%s: %w", seq, sink, err)
 		}
 		out = append(out, recordOf(sink, d))
@@ -235,7 +234,7 @@ func (l *DB) Deliveries(ctx context.Context, id string) ([]pipeline.DeliveryReco
 			return err
 		}
 		rec := &logpb.Event{}
-		if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+		if err := item.Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 			return fmt.Errorf("decode event %d: %w", seq, err)
 		}
 		out, err = deliveries(txn, rec, seq)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/wal"
@@ -67,7 +66,7 @@ func (l *DB) removeSegments() (int, error) {
 		scanned := 0
 		for it.Seek(preEvent); it.ValidForPrefix(preEvent); it.Next() {
 			rec := &logpb.Event{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 				return fmt.Errorf("decode event: %w", err)
 			}
 			if rec.GetLength() > 0 {
@@ -229,7 +228,7 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 		}
 		next = seq + 1
 		rec := &logpb.Event{}
-		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+		if err := it.Item().Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 			it.Close()
 			return 0, next, true, fmt.Errorf("decode event %d: %w", seq, err)
 		}

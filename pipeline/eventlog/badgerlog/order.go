@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
@@ -32,7 +31,7 @@ var _ pipeline.Holder = (*queue)(nil)
 // again (see pending.go). One attempted before keeps its record. q.mu is
 // held.
 func (q *queue) hold(txn *wtxn, seq uint64, ready bool, t *logpb.Target) error {
-	v, err := proto.Marshal(t)
+	v, err := t.MarshalVT()
 	if err != nil {
 		return fmt.Errorf("encode queue entry: %w", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
@@ -199,7 +198,7 @@ func (l *DB) loadPending() (uint64, error) {
 				loadHook(seq)
 			}
 			rec := &logpb.Event{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 				return fmt.Errorf("decode event %d: %w", seq, err)
 			}
 			recorded = recorded[:0]
@@ -267,7 +266,7 @@ func (l *DB) loadEntries(txn *badger.Txn, seq uint64, rec *logpb.Event, recorded
 			return err
 		}
 		t := &logpb.Target{}
-		if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+		if err := item.Value(func(v []byte) error { return decode(v, t) }); err != nil {
 			return fmt.Errorf("decode queue entry %d: %w", seq, err)
 		}
 		p := &l.queue(s).pending

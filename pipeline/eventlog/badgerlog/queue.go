@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
@@ -129,7 +128,7 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 				break
 			}
 			t := &logpb.Target{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { return decode(v, t) }); err != nil {
 				it.Close()
 				return fmt.Errorf("decode queue entry %d: %w", seq, err)
 			}
@@ -284,7 +283,7 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 		default:
 			return fmt.Errorf("settle %s entry %d: unknown outcome %d", q.sink, s.Seq, s.Outcome)
 		}
-		v, err := proto.Marshal(t)
+		v, err := t.MarshalVT()
 		if err != nil {
 			return fmt.Errorf("encode queue entry: %w", err)
 		}
@@ -402,7 +401,7 @@ func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pip
 			}
 			seq := binary.BigEndian.Uint64(key[len(q.dead):])
 			t := &logpb.Target{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, t) }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { return decode(v, t) }); err != nil {
 				return fmt.Errorf("decode dead letter %d: %w", seq, err)
 			}
 			rec, err := q.l.readEvent(txn, seq)

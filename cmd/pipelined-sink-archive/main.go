@@ -5,7 +5,7 @@ package main
 
 import (
 	"github.com/pipelined/pipelined/plugins/archive"
-	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/plugins/pluginmain"
 )
 
-func main() { sdk.Serve(archive.New()) }
+func main() { pluginmain.Serve(archive.New()) }

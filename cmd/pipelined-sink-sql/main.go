@@ -5,7 +5,7 @@ package main
 
 import (
 	"github.com/pipelined/pipelined/plugins/sql"
-	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/plugins/pluginmain"
 )
 
-func main() { sdk.Serve(sql.New()) }
+func main() { pluginmain.Serve(sql.New()) }

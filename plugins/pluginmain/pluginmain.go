@@ -1,0 +1,21 @@
+// Package pluginmain runs the sink plugins of this repository that take
+// one batch at a time (archive, sql) as their main functions do.
+package pluginmain
+
+import (
+	"os"
+	"runtime"
+
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// Serve serves s as [sdk.Serve] does, on one P unless GOMAXPROCS says
+// otherwise: the host sends such a sink one batch at a time, so a second P
+// mostly wakes threads for gRPC's goroutines, which costs more CPU than the
+// overlap saves (docs/performance.md, "Sixth round").
+func Serve(s sdk.Sink) {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+	sdk.Serve(s)
+}

@@ -40,7 +40,7 @@ func encodeAcks(seqs []uint64, atUnixNano int64) ([]byte, error) {
 		a.Deltas[i] = s - prev
 		prev = s
 	}
-	return encode(a)
+	return a.MarshalVT()
 }
 
 // acks is one decoded Acks.

@@ -131,7 +131,7 @@ func (t *wtxn) setEvent(key, meta []byte, rest *logpb.Event) error {
 	if _, err := rest.MarshalToSizedBufferVT(b); err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	if err := checkUTF8(b, rest.ProtoReflect().Descriptor()); err != nil { // as proto.Marshal (encoding.go)
+	if err := eventUTF8.check(b); err != nil { // as proto.Marshal (encoding.go)
 		return fmt.Errorf("encode event: %w", err)
 	}
 	t.rec = t.rec[:len(t.rec)+n]

@@ -3,11 +3,12 @@ package badgerlog
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
 
 // The log's records (package logpb) are encoded and decoded by the code
@@ -35,39 +36,58 @@ func decode(v []byte, m record) error {
 	return m.UnmarshalVT(v)
 }
 
-// vtRecord is a logpb message with its generated encoder.
-type vtRecord interface {
-	MarshalVT() ([]byte, error)
-	ProtoReflect() protoreflect.Message
-}
-
-// encode encodes m as proto.Marshal does: the same bytes, or the same
-// refusal of a string that is not UTF-8.
-func encode(m vtRecord) ([]byte, error) {
+// encodeEvent, encodeTarget and encodeDelivery encode a record as
+// proto.Marshal does: the same bytes, or the same refusal of a string that
+// is not UTF-8. (Each takes its own type: through an interface, a record
+// built on the stack would escape to the heap.) Acks has no string.
+func encodeEvent(m *logpb.Event) ([]byte, error) {
 	v, err := m.MarshalVT()
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = eventUTF8.check(v)
 	}
-	if err := checkUTF8(v, m.ProtoReflect().Descriptor()); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return v, nil
 }
 
+func encodeTarget(m *logpb.Target) ([]byte, error) {
+	v, err := m.MarshalVT()
+	if err == nil {
+		err = targetUTF8.check(v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func encodeDelivery(m *logpb.Delivery) ([]byte, error) {
+	v, err := m.MarshalVT()
+	if err == nil {
+		err = deliveryUTF8.check(v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// The string fields of each record, from its descriptor.
+var (
+	eventUTF8    = utf8Fields((*logpb.Event)(nil).ProtoReflect().Descriptor())
+	targetUTF8   = utf8Fields((*logpb.Target)(nil).ProtoReflect().Descriptor())
+	deliveryUTF8 = utf8Fields((*logpb.Delivery)(nil).ProtoReflect().Descriptor())
+)
+
 // errInvalidUTF8 is protobuf-go's error (its text) for such a string.
 var errInvalidUTF8 = errors.New("string field contains invalid UTF-8")
 
-// checkUTF8 returns an error naming the first string field of the message
-// encoded in b (described by md, nested messages and map entries
-// included) that is not UTF-8. It walks the encoded bytes: bytes fields
-// (bodies, payloads) are skipped by their length, strings are checked with
-// utf8.Valid. Malformed bytes are the decoder's business: it stops there.
-func checkUTF8(b []byte, md protoreflect.MessageDescriptor) error {
-	return utf8Fields(md).check(b)
-}
-
 // utf8Table says, by field number, which fields of a message are strings
-// and which are messages with strings somewhere inside.
+// and which are messages with strings somewhere inside (map entries
+// included). Its check walks an encoded message: bytes fields (bodies,
+// payloads) are skipped by their length, strings are checked with
+// utf8.Valid. Malformed bytes are the decoder's business: it stops there.
 type utf8Table struct {
 	fields []utf8Field
 }
@@ -78,15 +98,8 @@ type utf8Field struct {
 	msg  *utf8Table
 }
 
-var utf8Tables sync.Map // protoreflect.FullName -> *utf8Table
-
 func utf8Fields(md protoreflect.MessageDescriptor) *utf8Table {
-	if t, ok := utf8Tables.Load(md.FullName()); ok {
-		return t.(*utf8Table)
-	}
-	t := buildUTF8Table(md, map[protoreflect.FullName]*utf8Table{})
-	utf8Tables.Store(md.FullName(), t)
-	return t
+	return buildUTF8Table(md, map[protoreflect.FullName]*utf8Table{})
 }
 
 func buildUTF8Table(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]*utf8Table) *utf8Table {

@@ -3,6 +3,7 @@ package badgerlog
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -128,7 +129,22 @@ func TestRecordsStayReadableByProtobufGo(t *testing.T) {
 	}
 }
 
-// FuzzEncode holds encode (vtprotobuf's code plus checkUTF8) to
+// encode is the encoder Append and the queues use for m's type.
+func encode(m proto.Message) ([]byte, error) {
+	switch m := m.(type) {
+	case *logpb.Event:
+		return encodeEvent(m)
+	case *logpb.Target:
+		return encodeTarget(m)
+	case *logpb.Delivery:
+		return encodeDelivery(m)
+	case *logpb.Acks:
+		return m.MarshalVT()
+	}
+	panic(fmt.Sprintf("no encoder for %T", m))
+}
+
+// FuzzEncode holds the encoders (vtprotobuf's code plus the UTF-8 check) to
 // proto.Marshal's answer for every record type: both refuse the same
 // strings, and what encode writes protobuf-go reads as the same message
 // (and the reverse, through decode). An event's record is also written as
@@ -144,7 +160,7 @@ func FuzzEncode(f *testing.F) {
 			Routes:   []*logpb.Route{{Sink: "a", Route: id}, {}},
 			Payloads: []*logpb.Payload{{Sink: "a", Payload: payload}, {Sink: hk}},
 		}
-		msgs := []vtRecord{
+		msgs := []proto.Message{
 			ev,
 			&logpb.Target{Route: id, Payload: payload, Attempts: 3, LastError: errText, FailedAtUnixNano: -1},
 			&logpb.Delivery{Route: key, State: logpb.Delivery_RETRYING, Attempts: 2, LastError: errText,
@@ -152,7 +168,7 @@ func FuzzEncode(f *testing.F) {
 			&logpb.Acks{AtUnixNano: 5, Deltas: []uint64{1, 1 << 40, 0}},
 		}
 		for _, m := range msgs {
-			want, pbErr := proto.Marshal(m.(proto.Message))
+			want, pbErr := proto.Marshal(m)
 			got, vtErr := encode(m)
 			if (pbErr == nil) != (vtErr == nil) {
 				t.Fatalf("%T: proto.Marshal: %v; encode: %v", m, pbErr, vtErr)
@@ -167,7 +183,7 @@ func FuzzEncode(f *testing.F) {
 			if err := decode(want, b.(record)); err != nil {
 				t.Fatalf("%T: decode cannot read proto.Marshal's bytes: %v", m, err)
 			}
-			if !proto.Equal(a, m.(proto.Message)) || !proto.Equal(b, m.(proto.Message)) {
+			if !proto.Equal(a, m) || !proto.Equal(b, m) {
 				t.Fatalf("%T: encoded %v, read back %v and %v", m, m, a, b)
 			}
 		}
@@ -183,7 +199,7 @@ func FuzzEncode(f *testing.F) {
 		if _, err := rest.MarshalToSizedBufferVT(rv); err != nil {
 			t.Fatal(err)
 		}
-		if checkUTF8(rv, rest.ProtoReflect().Descriptor()) != nil {
+		if eventUTF8.check(rv) != nil {
 			return
 		}
 		for _, read := range []func([]byte, *logpb.Event) error{
@@ -209,12 +225,12 @@ func TestUnknownFieldsSurviveReencode(t *testing.T) {
 	future = protowire.AppendString(future, "a field of a newer build")
 	future = protowire.AppendTag(future, 98, protowire.VarintType)
 	future = protowire.AppendVarint(future, 7)
-	for _, m := range []vtRecord{
+	for _, m := range []proto.Message{
 		&logpb.Target{Route: "r", Payload: []byte("{}"), Attempts: 2, LastError: "503"},
 		&logpb.Event{Id: "id", Headers: map[string]string{"a": "b"}, Routes: []*logpb.Route{{Sink: "s"}}},
 		&logpb.Delivery{Route: "r", Failures: []*logpb.Delivery_Failure{{Attempt: 1}}},
 	} {
-		v, err := proto.Marshal(m.(proto.Message))
+		v, err := proto.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +246,7 @@ func TestUnknownFieldsSurviveReencode(t *testing.T) {
 		if err := decode(v, mine.(record)); err != nil {
 			t.Fatal(err)
 		}
-		again, err := encode(mine.(vtRecord))
+		again, err := encode(mine)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,8 +17,10 @@ import (
 // never takes from a plugin a string its event log refuses to store
 // (badgerlog's encoding.go has the same check).
 //
-// This file is a copy of the check in pipeline/eventlog/badgerlog/encoding.go
-// (another module): keep the two the same.
+// utf8Table (its build and its check) is a copy of the one in
+// pipeline/eventlog/badgerlog/encoding.go (another module): keep the two
+// the same. Here the tables are cached by message name, as the codec sees
+// any message of sdk/proto.
 
 // errInvalidUTF8 is protobuf-go's error (its text) for such a string.
 var errInvalidUTF8 = errors.New("string field contains invalid UTF-8")

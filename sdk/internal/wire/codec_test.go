@@ -205,3 +205,22 @@ func vtMarshal(m proto.Message) ([]byte, error) {
 	_, err := v.MarshalToSizedBufferVT(b)
 	return b, err
 }
+
+// A string that is not UTF-8 is refused in a message above gRPC's pooling
+// threshold too (the buffer goes back to the pool), as gRPC's codec does.
+func TestCodecRefusesInvalidUTF8FromThePool(t *testing.T) {
+	req := batch(200, 1200)
+	req.Events[199].TraceContext["tracestate"] = "vendor=caf\xe9"
+	if size := proto.Size(req); mem.IsBelowBufferPoolingThreshold(size) {
+		t.Fatalf("a message of %d bytes is below the pooling threshold: the test proves nothing", size)
+	}
+	if _, err := fallback.Marshal(req); err == nil {
+		t.Fatal("gRPC's codec took a string that is not UTF-8: the test's premise is wrong")
+	}
+	out, err := Codec.Marshal(req)
+	if err == nil {
+		out.Free()
+		t.Fatal("the codec encoded a string that is not UTF-8")
+	}
+	t.Log(err)
+}

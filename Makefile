@@ -87,7 +87,7 @@ FUZZ_TARGETS := \
 	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
 	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzDepthSame ./pipeline/ingest:FuzzRequestPath ./pipeline/ingest:FuzzDecode \
 	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzSvixSpelling ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
-	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/rules:FuzzRedact ./pipeline/rules:FuzzSchemaFastPath ./pipeline/rules:FuzzSchemaFastPathSchemas ./pipeline/rules:FuzzSchemaCheck ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay \
+	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/rules:FuzzRedact ./pipeline/rules:FuzzSchemaFastPath ./pipeline/rules:FuzzSchemaFastPathSchemas ./pipeline/rules:FuzzSchemaCheck ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay ./pipeline/eventlog/badgerlog:FuzzEncode \
 	./pipeline/admin:FuzzGuard ./plugins/sql:FuzzValueAt ./plugins/sql:FuzzExtractor ./plugins/internal/jsoncompact:FuzzAppend ./plugins/archive:FuzzAppendRecord
 # FUZZTIME is an execution count by default: Go 1.26's fuzz coordinator can
 # end a time-bounded run with a bare "context deadline exceeded" and no

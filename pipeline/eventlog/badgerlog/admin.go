@@ -201,7 +201,7 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 	now := time.Now()
 	n, err := q.eachDead(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
 		r := &logpb.Target{Route: t.GetRoute(), Payload: t.GetPayload(), LastError: t.GetLastError()}
-		v, err := r.MarshalVT()
+		v, err := encodeTarget(r)
 		if err != nil {
 			return fmt.Errorf("encode queue entry: %w", err)
 		}
@@ -380,7 +380,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 			}
 			continue
 		}
-		v, err := (&logpb.Target{Route: r.Route, Payload: r.Payload}).MarshalVT()
+		v, err := encodeTarget(&logpb.Target{Route: r.Route, Payload: r.Payload})
 		if err != nil {
 			return 0, fmt.Errorf("encode queue entry: %w", err)
 		}

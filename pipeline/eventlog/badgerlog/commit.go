@@ -127,7 +127,11 @@ func (t *wtxn) setEvent(key, meta []byte, rest *logpb.Event) error {
 	t.rec = binary.AppendUvarint(t.rec, uint64(len(meta)+n))
 	t.rec = append(t.rec, meta...)
 	t.rec = slices.Grow(t.rec, n)
-	if _, err := rest.MarshalToSizedBufferVT(t.rec[len(t.rec) : len(t.rec)+n]); err != nil {
+	b := t.rec[len(t.rec) : len(t.rec)+n]
+	if _, err := rest.MarshalToSizedBufferVT(b); err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	if err := eventUTF8.check(b); err != nil { // as proto.Marshal (encoding.go)
 		return fmt.Errorf("encode event: %w", err)
 	}
 	t.rec = t.rec[:len(t.rec)+n]

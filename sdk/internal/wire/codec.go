@@ -6,12 +6,14 @@ import (
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Codec is the gRPC codec of both ends of the sink protocol. The messages of
 // sdk/proto are encoded and decoded by their generated vtprotobuf methods
 // (sink_vtproto.pb.go): the bytes protobuf-go writes, without its
-// reflection — for a batch of CallKaro events, a fifth of the CPU and one
+// reflection, and strings refused when not UTF-8 as protobuf-go refuses
+// them (utf8.go) — for a batch of CallKaro events, a fifth of the CPU and one
 // allocation to encode, half the CPU and half the allocations to decode
 // (docs/performance.md). Any other message goes to gRPC's own protobuf
 // codec: go-plugin's services (health, stdio, the broker) share the
@@ -25,6 +27,7 @@ type vtMessage interface {
 	MarshalToSizedBufferVT([]byte) (int, error)
 	UnmarshalVT([]byte) error
 	Reset()
+	ProtoReflect() protoreflect.Message
 }
 
 // fallback is gRPC's protobuf codec, registered by the package imported
@@ -48,11 +51,18 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 		if _, err := m.MarshalToSizedBufferVT(b); err != nil {
 			return nil, fmt.Errorf("encode %T: %w", v, err)
 		}
+		if err := checkUTF8(b, m.ProtoReflect().Descriptor()); err != nil {
+			return nil, fmt.Errorf("encode %T: %w", v, err)
+		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(size)
 	if _, err := m.MarshalToSizedBufferVT((*buf)[:size]); err != nil {
+		pool.Put(buf)
+		return nil, fmt.Errorf("encode %T: %w", v, err)
+	}
+	if err := checkUTF8((*buf)[:size], m.ProtoReflect().Descriptor()); err != nil {
 		pool.Put(buf)
 		return nil, fmt.Errorf("encode %T: %w", v, err)
 	}
@@ -70,6 +80,10 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	defer buf.Free()
 	m.Reset()
 	if err := m.UnmarshalVT(buf.ReadOnlyData()); err != nil {
+		return fmt.Errorf("decode %T: %w", v, err)
+	}
+	if err := checkUTF8(buf.ReadOnlyData(), m.ProtoReflect().Descriptor()); err != nil { // as protobuf-go (utf8.go)
+		m.Reset()
 		return fmt.Errorf("decode %T: %w", v, err)
 	}
 	return nil

@@ -139,3 +139,88 @@ func BenchmarkCodec(b *testing.B) {
 		})
 	}
 }
+
+// FuzzCodec holds the codec to gRPC's protobuf codec (protobuf-go) for
+// messages of any strings and bytes: both refuse the same (a string that
+// is not UTF-8, either way), and each reads what the other writes as the
+// same message. (Run from sdk/: make fuzz runs the root module's targets.)
+func FuzzCodec(f *testing.F) {
+	f.Add("01a24786", "x-signature", "v1,abc", "429 from the API", []byte(`{"a":1}`), []byte(nil))
+	f.Add("", "", "", "", []byte{}, []byte{})
+	f.Add("id", "x-name", "caf\xe9", "cut \xe2\x82", []byte{0xff}, []byte{0xe9})
+	f.Fuzz(func(t *testing.T, id, hk, hv, errText string, body, payload []byte) {
+		ev := batch(1, 30).Events[0]
+		ev.Id, ev.Route, ev.Body, ev.Payload = id, hv, body, payload
+		ev.Headers[hk] = hv
+		ev.TraceContext[hv] = hk
+		msgs := []proto.Message{
+			&pb.DeliverRequest{Events: []*pb.Event{ev, {}, {Headers: map[string]string{"": ""}}}},
+			&pb.DeliverResponse{Results: []*pb.Result{{Outcome: pb.Outcome_OUTCOME_PERMANENT, Error: errText}, {}}},
+			&pb.DescribeResponse{Summary: hk, Fields: []*pb.Field{{Name: hv, Doc: errText, Required: true}}},
+			&pb.ConfigureRequest{Sink: hk, Config: body},
+		}
+		for _, m := range msgs {
+			got, vtErr := Codec.Marshal(m)
+			want, pbErr := fallback.Marshal(m)
+			if (vtErr == nil) != (pbErr == nil) {
+				t.Fatalf("%T: codec: %v; gRPC's: %v", m, vtErr, pbErr)
+			}
+			if pbErr != nil {
+				// And a peer's bytes with such a string are refused by both.
+				raw, err := proto.MarshalOptions{}.Marshal(m) // refuses too: write it without the check
+				if err == nil {
+					t.Fatalf("%T: proto.Marshal took what gRPC's codec refused", m)
+				}
+				if raw, err = vtMarshal(m); err != nil {
+					t.Fatal(err)
+				}
+				a, b := m.ProtoReflect().New().Interface(), m.ProtoReflect().New().Interface()
+				if Codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(raw)}, a) == nil ||
+					fallback.Unmarshal(mem.BufferSlice{mem.SliceBuffer(raw)}, b) == nil {
+					t.Fatalf("%T: a string not UTF-8 read by the codec or gRPC's", m)
+				}
+				continue
+			}
+			a, b := m.ProtoReflect().New().Interface(), m.ProtoReflect().New().Interface()
+			if err := fallback.Unmarshal(got, a); err != nil {
+				t.Fatalf("%T: gRPC's codec cannot read the codec's bytes: %v", m, err)
+			}
+			if err := Codec.Unmarshal(want, b); err != nil {
+				t.Fatalf("%T: the codec cannot read gRPC's bytes: %v", m, err)
+			}
+			if !proto.Equal(a, m) || !proto.Equal(b, m) {
+				t.Fatalf("%T: sent %v, read %v and %v", m, m, a, b)
+			}
+			got.Free()
+			want.Free()
+		}
+	})
+}
+
+// vtMarshal encodes m with its generated code alone, unchecked: what a
+// peer that does not check strings sends.
+func vtMarshal(m proto.Message) ([]byte, error) {
+	v := m.(vtMessage)
+	b := make([]byte, v.SizeVT())
+	_, err := v.MarshalToSizedBufferVT(b)
+	return b, err
+}
+
+// A string that is not UTF-8 is refused in a message above gRPC's pooling
+// threshold too (the buffer goes back to the pool), as gRPC's codec does.
+func TestCodecRefusesInvalidUTF8FromThePool(t *testing.T) {
+	req := batch(200, 1200)
+	req.Events[199].TraceContext["tracestate"] = "vendor=caf\xe9"
+	if size := proto.Size(req); mem.IsBelowBufferPoolingThreshold(size) {
+		t.Fatalf("a message of %d bytes is below the pooling threshold: the test proves nothing", size)
+	}
+	if _, err := fallback.Marshal(req); err == nil {
+		t.Fatal("gRPC's codec took a string that is not UTF-8: the test's premise is wrong")
+	}
+	out, err := Codec.Marshal(req)
+	if err == nil {
+		out.Free()
+		t.Fatal("the codec encoded a string that is not UTF-8")
+	}
+	t.Log(err)
+}

@@ -387,7 +387,7 @@ var secretHeaders = map[string]bool{
 }
 
 // headers returns request headers as events keep them: lower-case names,
-// the first value of each, without those that carry credentials
+// the first value of each (as UTF-8), without those that carry credentials
 // (secretHeaders and drop, lower-case names).
 func headers(hs http.Header, drop []string) map[string]string {
 	out := make(map[string]string, len(hs))
@@ -399,7 +399,10 @@ func headers(hs http.Header, drop []string) map[string]string {
 		if secretHeaders[lk] || len(v) == 0 || slices.Contains(drop, lk) {
 			continue
 		}
-		out[lk] = v[0]
+		// HTTP lets a value carry bytes over 0x7f (Latin-1, say); the log
+		// keeps strings as UTF-8 and refuses others. Kept as JSON shows
+		// them: each bad byte U+FFFD (no copy when the value is valid).
+		out[lk] = strings.ToValidUTF8(v[0], "\uFFFD")
 	}
 	return out
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
 // TestRejectedFloodBounded: a flood of 401s with 61 KiB of headers each,
@@ -409,5 +410,50 @@ func TestSvixSpelledSource(t *testing.T) {
 	}
 	if got := post(both); got != http.StatusUnauthorized {
 		t.Errorf("POST with both webhook-* and svix-* headers = %d, want 401", got)
+	}
+}
+
+// TestLatin1HeaderIsAccepted: HTTP lets a header value carry bytes over 0x7f
+// (a Latin-1 User-Agent, say), but the log keeps strings as UTF-8 and
+// refuses anything else. Such a request is accepted over real HTTP into a
+// real log, its value kept as JSON shows it (U+FFFD for each bad byte),
+// rather than answered 503 for ever — together with every request that
+// shared its commit.
+func TestLatin1HeaderIsAccepted(t *testing.T) {
+	db, err := badgerlog.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	w := writer.New(db, nil)
+	defer w.Close()
+	srv := httptest.NewServer(ingest.New(testConfig(t), w, nil))
+	defer srv.Close()
+
+	req, err := http.NewRequest(http.MethodPost, srv.URL+hookPath, bytes.NewReader(callKaro(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header["X-Agent"] = []string{"caf\xe9 \xff"} // net/http sends the bytes as they are
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST with a Latin-1 header = %d %s, want 200", resp.StatusCode, body)
+	}
+	var ans struct{ ID string }
+	if err := json.Unmarshal(body, &ans); err != nil || ans.ID == "" {
+		t.Fatalf("answer %s: want an id (%v)", body, err)
+	}
+	ev, err := db.Event(context.Background(), ans.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ev.Headers["x-agent"], "caf\uFFFD \uFFFD"; got != want {
+		t.Errorf("stored x-agent = %q, want %q", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -93,7 +94,10 @@ func eventFromProto(e *pb.Event) Event {
 func resultToProto(r Result) *pb.Result {
 	out := &pb.Result{}
 	if r.err != nil {
-		out.Error = r.err.Error()
+		// protobuf refuses a string that is not UTF-8 (and with it the
+		// whole call); an error quoting Latin-1 bytes goes as JSON shows
+		// it, each bad byte U+FFFD.
+		out.Error = strings.ToValidUTF8(r.err.Error(), "\uFFFD")
 	}
 	switch r.outcome {
 	case outcomeDelivered:

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -628,6 +629,10 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 	if s.Outcome != pipeline.Retry {
 		delete(d.firstFail, e.Seq)
 	}
+	// A sink's error says what it likes (a database quoting Latin-1 bytes);
+	// the log keeps strings as UTF-8 and refuses others, which would leave
+	// the settlement unrecorded. Kept as JSON shows it: each bad byte U+FFFD.
+	s.Err = strings.ToValidUTF8(s.Err, "\uFFFD")
 	return s
 }
 

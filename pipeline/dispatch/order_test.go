@@ -522,3 +522,33 @@ func TestOrderOnDeadBlockAfterRestart(t *testing.T) {
 	waitFor(t, "key 1 delivered", func() bool { return sink.count() == n })
 	sink.check(t, n)
 }
+
+// TestErrorNotUTF8IsStored: a sink's error text is whatever it says (a
+// database's message quoting Latin-1 bytes, a plugin's stderr), but the log
+// keeps strings as UTF-8 and refuses others. On a real log the event still
+// reaches the dead-letter queue, its error as JSON shows it (U+FFFD for the
+// bad byte), instead of the dispatcher retrying a refused settlement.
+func TestErrorNotUTF8IsStored(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			e := pipeline.Entry{
+				Event:   pipeline.Event{ID: "latin1", Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+				Targets: []pipeline.Target{{Sink: "s", Route: "r"}},
+			}
+			if _, err := l.Append(context.Background(), []pipeline.Entry{e}); err != nil {
+				t.Fatal(err)
+			}
+			sink := &fakeSink{answer: each(sdk.Permanent(errors.New("duplicate key caf\xe9")))}
+			run(t, options(l.Queue("s"), sink))
+			waitStats(t, l.Queue("s"), pipeline.QueueStats{Dead: 1})
+			dl, err := l.Queue("s").DeadLetters(context.Background(), 0, 10)
+			if err != nil || len(dl) != 1 {
+				t.Fatalf("DeadLetters = %v, %v; want the event", dl, err)
+			}
+			if want := "permanent failure: duplicate key caf\uFFFD"; dl[0].Err != want {
+				t.Errorf("dead letter's error = %q, want %q", dl[0].Err, want)
+			}
+		})
+	}
+}

@@ -148,3 +148,29 @@ func TestDeliverTooLarge(t *testing.T) {
 		t.Errorf("the sink got %d events, want the 2 of the batch that fits", n)
 	}
 }
+
+// latin1Sink fails every event with an error text that is not UTF-8.
+type latin1Sink struct{ nopSink }
+
+func (*latin1Sink) Deliver(_ context.Context, b []sdk.Event) ([]sdk.Result, error) {
+	out := make([]sdk.Result, len(b))
+	for i := range out {
+		out[i] = sdk.Permanent(errors.New("duplicate key caf\xe9"))
+	}
+	return out, nil
+}
+
+// TestErrorNotUTF8CrossesTheWire: a sink's error says what it likes (a
+// database quoting Latin-1 bytes), but protobuf refuses a string that is
+// not UTF-8, which would fail the whole call, batch after batch. The
+// results arrive, each error as JSON shows it (U+FFFD for the bad byte).
+func TestErrorNotUTF8CrossesTheWire(t *testing.T) {
+	s := dispense(t, served{server: serve(t, &latin1Sink{})})
+	res, err := s.Deliver(context.Background(), []sdk.Event{{ID: "a", Body: json.RawMessage(`{}`)}})
+	if err != nil {
+		t.Fatalf("Deliver = %v, want the sink's results", err)
+	}
+	if len(res) != 1 || !res[0].IsPermanent() || res[0].Err() == nil || res[0].Err().Error() != "duplicate key caf\uFFFD" {
+		t.Fatalf("Deliver's results = %+v, want one permanent failure %q", res, "duplicate key caf\uFFFD")
+	}
+}

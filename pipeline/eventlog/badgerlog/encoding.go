@@ -14,7 +14,7 @@ import (
 // The log's records (package logpb) are encoded and decoded by the code
 // protoc-gen-go-vtproto generates beside protoc-gen-go's (record_vtproto.pb.go):
 // the same bytes as protobuf-go, without its reflection: a CallKaro event's
-// record in ~0.9 µs and one allocation, against 2.3–2.9 µs and 13 (a
+// record in ~0.9 µs and one allocation, against 1.7–2.9 µs and 13 (a
 // throwaway benchmark, 2026-12-05; the UTF-8 check below adds ~0.5 µs).
 //
 // One difference is made up for here: protobuf-go refuses to encode a

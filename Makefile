@@ -82,23 +82,26 @@ torture-short:
 
 # Every fuzz target, each for FUZZTIME. Inputs that fail are written to the
 # package's testdata/fuzz/ and then run by every `go test`: commit them.
+# Targets under ./sdk/ are run in the sdk module (its own go.mod).
 FUZZTIME ?= 100000x
 FUZZ_TARGETS := \
 	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
 	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzDepthSame ./pipeline/ingest:FuzzRequestPath ./pipeline/ingest:FuzzDecode \
 	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzSvixSpelling ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
 	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/rules:FuzzRedact ./pipeline/rules:FuzzSchemaFastPath ./pipeline/rules:FuzzSchemaFastPathSchemas ./pipeline/rules:FuzzSchemaCheck ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay ./pipeline/eventlog/badgerlog:FuzzEncode \
-	./pipeline/admin:FuzzGuard ./plugins/sql:FuzzValueAt ./plugins/sql:FuzzExtractor ./plugins/internal/jsoncompact:FuzzAppend ./plugins/archive:FuzzAppendRecord
+	./pipeline/admin:FuzzGuard ./plugins/sql:FuzzValueAt ./plugins/sql:FuzzExtractor ./plugins/internal/jsoncompact:FuzzAppend ./plugins/archive:FuzzAppendRecord \
+	./sdk/internal/wire:FuzzCodec
 # FUZZTIME is an execution count by default: Go 1.26's fuzz coordinator can
 # end a time-bounded run with a bare "context deadline exceeded" and no
 # failing input (golang/go#75804, fixed in Go 1.27); a count has no deadline.
 # Given a duration anyway, such a run is repeated once. A real failure writes
 # its input under testdata/fuzz and fails the target.
 fuzz:
-	@out=$$(mktemp); for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	@out=$$(mktemp); for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; dir=.; \
+		case $$pkg in ./sdk/*) dir=sdk; pkg=./$${pkg#./sdk/};; esac; \
 		for try in 1 2; do \
 			echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
-			if $(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s $$pkg >$$out 2>&1; then \
+			if $(GO) test -C $$dir -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s $$pkg >$$out 2>&1; then \
 				tail -n 2 $$out; break; fi; \
 			cat $$out; \
 			if [ $$try = 1 ] && grep -q "context deadline exceeded" $$out && ! grep -q "Failing input" $$out; then \

@@ -14,8 +14,8 @@ import (
 // (sink_vtproto.pb.go): the bytes protobuf-go writes, without its
 // reflection, and strings refused when not UTF-8 as protobuf-go refuses
 // them (utf8.go) — for a batch of CallKaro events, a fifth of the CPU and one
-// allocation to encode, half the CPU and half the allocations to decode
-// (docs/performance.md). Any other message goes to gRPC's own protobuf
+// allocation to encode, about two thirds of the CPU and three fifths of the
+// allocations to decode (BenchmarkCodec; docs/performance.md). Any other message goes to gRPC's own protobuf
 // codec: go-plugin's services (health, stdio, the broker) share the
 // connection. Its name is gRPC's, "proto", so a plugin or host built before
 // it reads what it writes.

@@ -4,8 +4,8 @@
 package main
 
 import (
-	"github.com/pipelined/pipelined/plugins/sql"
 	"github.com/pipelined/pipelined/plugins/pluginmain"
+	"github.com/pipelined/pipelined/plugins/sql"
 )
 
 func main() { pluginmain.Serve(sql.New()) }

@@ -201,7 +201,7 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 	now := time.Now()
 	n, err := q.eachDead(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
 		r := &logpb.Target{Route: t.GetRoute(), Payload: t.GetPayload(), LastError: t.GetLastError()}
-		v, err := encodeTarget(r)
+		v, err := targetUTF8.encoded(r.MarshalVT())
 		if err != nil {
 			return fmt.Errorf("encode queue entry: %w", err)
 		}
@@ -380,7 +380,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 			}
 			continue
 		}
-		v, err := encodeTarget(&logpb.Target{Route: r.Route, Payload: r.Payload})
+		v, err := targetUTF8.encoded((&logpb.Target{Route: r.Route, Payload: r.Payload}).MarshalVT())
 		if err != nil {
 			return 0, fmt.Errorf("encode queue entry: %w", err)
 		}

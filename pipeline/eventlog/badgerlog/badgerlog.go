@@ -383,7 +383,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		rest := &logpb.Event{Headers: rec.Headers, Body: rec.Body, Payloads: rec.Payloads}
 		r := routing{routes: rec.Routes, payloads: clonePayloads(rec.Payloads)} // the caller's payloads may change
 		rec.Headers, rec.Body, rec.Payloads = nil, nil, nil
-		meta, err := encodeEvent(rec)
+		meta, err := eventUTF8.encoded(rec.MarshalVT())
 		if err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
@@ -398,7 +398,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 				queued[t.Sink] = append(queued[t.Sink], seq)
 				continue
 			}
-			tv, err := encodeTarget(&logpb.Target{Route: t.Route, Payload: t.Payload, LastError: t.Err, FailedAtUnixNano: now})
+			tv, err := targetUTF8.encoded((&logpb.Target{Route: t.Route, Payload: t.Payload, LastError: t.Err, FailedAtUnixNano: now}).MarshalVT())
 			if err != nil {
 				return nil, fmt.Errorf("encode queue entry: %w", err)
 			}

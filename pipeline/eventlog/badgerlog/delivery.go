@@ -66,7 +66,7 @@ func storedDelivery(txn *badger.Txn, seq uint64, sink string) (*logpb.Delivery, 
 
 // putDelivery writes the record of (seq, sink).
 func (t *wtxn) putDelivery(seq uint64, sink string, d *logpb.Delivery) error {
-	v, err := encodeDelivery(d)
+	v, err := deliveryUTF8.encoded(d.MarshalVT())
 	if err != nil {
 		return fmt.Errorf("encode delivery record: %w", err)
 	}

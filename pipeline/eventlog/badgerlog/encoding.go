@@ -37,36 +37,14 @@ func decode(v []byte, m record) error {
 	return m.UnmarshalVT(v)
 }
 
-// encodeEvent, encodeTarget and encodeDelivery encode a record as
-// proto.Marshal does: the same bytes, or the same refusal of a string that
-// is not UTF-8. (Each takes its own type: through an interface, a record
-// built on the stack would escape to the heap.) Acks has no string.
-func encodeEvent(m *logpb.Event) ([]byte, error) {
-	v, err := m.MarshalVT()
+// encoded returns v, a record's MarshalVT, as proto.Marshal would: the same
+// bytes, or the same refusal of a string that is not UTF-8, which t (the
+// record's table below) finds. Called as eventUTF8.encoded(m.MarshalVT()),
+// so that the record m, often built on the stack, does not escape to the
+// heap through an interface. Acks has no string.
+func (t *utf8Table) encoded(v []byte, err error) ([]byte, error) {
 	if err == nil {
-		err = eventUTF8.check(v)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-func encodeTarget(m *logpb.Target) ([]byte, error) {
-	v, err := m.MarshalVT()
-	if err == nil {
-		err = targetUTF8.check(v)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-func encodeDelivery(m *logpb.Delivery) ([]byte, error) {
-	v, err := m.MarshalVT()
-	if err == nil {
-		err = deliveryUTF8.check(v)
+		err = t.check(v)
 	}
 	if err != nil {
 		return nil, err

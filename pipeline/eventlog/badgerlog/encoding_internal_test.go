@@ -133,11 +133,11 @@ func TestRecordsStayReadableByProtobufGo(t *testing.T) {
 func encode(m proto.Message) ([]byte, error) {
 	switch m := m.(type) {
 	case *logpb.Event:
-		return encodeEvent(m)
+		return eventUTF8.encoded(m.MarshalVT())
 	case *logpb.Target:
-		return encodeTarget(m)
+		return targetUTF8.encoded(m.MarshalVT())
 	case *logpb.Delivery:
-		return encodeDelivery(m)
+		return deliveryUTF8.encoded(m.MarshalVT())
 	case *logpb.Acks:
 		return m.MarshalVT()
 	}

@@ -31,7 +31,7 @@ var _ pipeline.Holder = (*queue)(nil)
 // again (see pending.go). One attempted before keeps its record. q.mu is
 // held.
 func (q *queue) hold(txn *wtxn, seq uint64, ready bool, t *logpb.Target) error {
-	v, err := encodeTarget(t)
+	v, err := targetUTF8.encoded(t.MarshalVT())
 	if err != nil {
 		return fmt.Errorf("encode queue entry: %w", err)
 	}

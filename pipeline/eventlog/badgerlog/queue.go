@@ -284,7 +284,7 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 		default:
 			return fmt.Errorf("settle %s entry %d: unknown outcome %d", q.sink, s.Seq, s.Outcome)
 		}
-		v, err := encodeTarget(t)
+		v, err := targetUTF8.encoded(t.MarshalVT())
 		if err != nil {
 			return fmt.Errorf("encode queue entry: %w", err)
 		}

@@ -13,9 +13,10 @@ import (
 // sdk/proto are encoded and decoded by their generated vtprotobuf methods
 // (sink_vtproto.pb.go): the bytes protobuf-go writes, without its
 // reflection, and strings refused when not UTF-8 as protobuf-go refuses
-// them (utf8.go) — for a batch of CallKaro events, a fifth of the CPU and one
-// allocation to encode, about two thirds of the CPU and three fifths of the
-// allocations to decode (BenchmarkCodec; docs/performance.md). Any other message goes to gRPC's own protobuf
+// them (utf8.go) — for a batch of CallKaro events, UTF-8 check included,
+// about 0.4× the CPU and one allocation to encode, about the same CPU and
+// three fifths of the allocations to decode (BenchmarkCodec;
+// docs/performance.md). Any other message goes to gRPC's own protobuf
 // codec: go-plugin's services (health, stdio, the broker) share the
 // connection. Its name is gRPC's, "proto", so a plugin or host built before
 // it reads what it writes.
@@ -48,25 +49,31 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	size := m.SizeVT()
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		b := make([]byte, size)
-		if _, err := m.MarshalToSizedBufferVT(b); err != nil {
-			return nil, fmt.Errorf("encode %T: %w", v, err)
-		}
-		if err := checkUTF8(b, m.ProtoReflect().Descriptor()); err != nil {
-			return nil, fmt.Errorf("encode %T: %w", v, err)
+		if err := encode(m, b); err != nil {
+			return nil, err
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(size)
-	if _, err := m.MarshalToSizedBufferVT((*buf)[:size]); err != nil {
+	if err := encode(m, (*buf)[:size]); err != nil {
 		pool.Put(buf)
-		return nil, fmt.Errorf("encode %T: %w", v, err)
-	}
-	if err := checkUTF8((*buf)[:size], m.ProtoReflect().Descriptor()); err != nil {
-		pool.Put(buf)
-		return nil, fmt.Errorf("encode %T: %w", v, err)
+		return nil, err
 	}
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+}
+
+// encode writes m into b, of exactly m's size, refusing a string that is not
+// UTF-8 as protobuf-go does (utf8.go).
+func encode(m vtMessage, b []byte) error {
+	_, err := m.MarshalToSizedBufferVT(b)
+	if err == nil {
+		err = checkUTF8(b, m.ProtoReflect().Descriptor())
+	}
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", m, err)
+	}
+	return nil
 }
 
 // Unmarshal decodes data into v, reset first as proto.Unmarshal does. What

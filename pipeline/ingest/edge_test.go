@@ -427,27 +427,17 @@ func TestLatin1HeaderIsAccepted(t *testing.T) {
 	defer db.Close()
 	w := writer.New(db, nil)
 	defer w.Close()
-	srv := httptest.NewServer(ingest.New(testConfig(t), w, nil))
-	defer srv.Close()
+	f := &fixture{srv: httptest.NewServer(ingest.New(testConfig(t), w, nil))}
+	defer f.srv.Close()
 
-	req, err := http.NewRequest(http.MethodPost, srv.URL+hookPath, bytes.NewReader(callKaro(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header["X-Agent"] = []string{"caf\xe9 \xff"} // net/http sends the bytes as they are
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST with a Latin-1 header = %d %s, want 200", resp.StatusCode, body)
+	resp := f.do(t, request{contentType: "application/json", body: callKaro(t),
+		headers: map[string]string{"X-Agent": "caf\xe9 \xff"}}) // net/http sends the bytes as they are
+	if resp.code != http.StatusOK {
+		t.Fatalf("POST with a Latin-1 header = %d %s, want 200", resp.code, resp.body)
 	}
 	var ans struct{ ID string }
-	if err := json.Unmarshal(body, &ans); err != nil || ans.ID == "" {
-		t.Fatalf("answer %s: want an id (%v)", body, err)
+	if err := json.Unmarshal(resp.body, &ans); err != nil || ans.ID == "" {
+		t.Fatalf("answer %s: want an id (%v)", resp.body, err)
 	}
 	ev, err := db.Event(context.Background(), ans.ID)
 	if err != nil {

@@ -2,6 +2,7 @@ package sql
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -492,8 +493,50 @@ func TestSQLiteDurabilityPragmas(t *testing.T) {
 	if err := st.db.QueryRow("PRAGMA busy_timeout").Scan(&busy); err != nil || busy != 5000 {
 		t.Errorf("busy_timeout = %d, %v, want 5000", busy, err)
 	}
+	var page int
+	if err := st.db.QueryRow("PRAGMA page_size").Scan(&page); err != nil || page != sqlitePageSize {
+		t.Errorf("page_size of a new database = %d, %v, want %d", page, err, sqlitePageSize)
+	}
 	if n := st.db.Stats().MaxOpenConnections; n != 1 {
 		t.Errorf("MaxOpenConnections = %d, want 1", n)
+	}
+}
+
+// TestSQLiteKeepsAnExistingDatabase points the sink at a database made
+// before the sink chose its page size: a rollback-journal database with
+// 4 KiB pages and a row of its own. The sink turns it to WAL (a setting the
+// file keeps) and writes into it; the page size and the row stay.
+func TestSQLiteKeepsAnExistingDatabase(t *testing.T) {
+	cfg := sqliteBackend.config(t)
+	path := cfg["path"].(string)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=page_size(4096)&_pragma=journal_mode(DELETE)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec("CREATE TABLE notes (n INTEGER); INSERT INTO notes VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	s := newTestSink(t, cfg, nil)
+	sinktest.DeliverAll(t, s, batchOf(0, 3))
+	db := sqliteBackend.db(t, cfg)
+	var mode string
+	var page, n int
+	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q, %v, want wal", mode, err)
+	}
+	if err := db.QueryRow("PRAGMA page_size").Scan(&page); err != nil || page != 4096 {
+		t.Errorf("page_size = %d, %v, want the database's own 4096", page, err)
+	}
+	if err := db.QueryRow("SELECT n FROM notes").Scan(&n); err != nil || n != 7 {
+		t.Errorf("the database's own row: %d, %v, want 7", n, err)
+	}
+	if got := countRows(t, db, cfg); got != 3 {
+		t.Errorf("rows delivered = %d, want 3", got)
 	}
 }
 

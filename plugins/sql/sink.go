@@ -41,7 +41,9 @@ import (
 //	<mapped>    one column per columns entry: TEXT, BIGINT/INTEGER, DOUBLE PRECISION/REAL, BOOLEAN/INTEGER, JSONB/TEXT
 //
 // The first Deliver creates the table if missing (and the SQLite file's
-// directory), and adds mapped columns an existing table lacks.
+// directory), and adds mapped columns an existing table lacks. A SQLite
+// file it creates has 16 KiB pages (SQLite's default is 4 KiB; a row is a
+// kilobyte or more); one that exists keeps its own, and is put in WAL mode.
 //
 // # Delivery
 //

@@ -68,6 +68,7 @@ max_body = "512KiB"
 
 [log]
 retention = "7d"
+memtable_size = "32MiB"
 
 [[source]]
 name = "callkaro"
@@ -119,6 +120,7 @@ func TestParseValid(t *testing.T) {
 		{"server.read_timeout default", c.Server.ReadTimeout.Duration, 30 * time.Second},
 		{"admin.listen default", c.Admin.Listen, DefaultAdminListen},
 		{"log.retention", c.Log.Retention.Duration, 7 * 24 * time.Hour},
+		{"log.memtable_size", c.Log.MemtableSize, Size(32 << 20)},
 		{"log.dir default, next to the file", c.Log.Dir, filepath.Join(wd, "data")},
 		{"source[0].dedup_window default", c.Sources[0].DedupWindow.Duration, 24 * time.Hour},
 		{"source[1].dedup_window", c.Sources[1].DedupWindow.Duration, time.Hour},

@@ -38,6 +38,12 @@ func (s *Size) UnmarshalText(b []byte) error {
 // MarshalText writes the size as [sdk.Size] does.
 func (s Size) MarshalText() ([]byte, error) { return sdk.Size(s).MarshalText() }
 
+// String writes the size as MarshalText does: "16MiB".
+func (s Size) String() string {
+	b, _ := s.MarshalText()
+	return string(b)
+}
+
 // StringList is one string or an array of strings: secret_env = "A" or
 // secret_env = ["NEW", "OLD"].
 type StringList []string

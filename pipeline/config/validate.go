@@ -131,6 +131,10 @@ func (c *Config) checkServer(p *problems, plan *Plan) {
 	}
 	switch c.Log.Backend {
 	case "badger":
+		if c.Log.MemtableSize < MinMemtableSize || c.Log.MemtableSize > MaxMemtableSize {
+			p.at("log", -1, "memtable_size", `log.memtable_size: %s is out of range: write from %q to %q (default %q)`,
+				c.Log.MemtableSize, MinMemtableSize, MaxMemtableSize, DefaultMemtableSize)
+		}
 	case "jetstream":
 		validateJetStream(c, p.at)
 	default:

@@ -535,6 +535,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		{"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
 		{"log.dir", old.Log.Dir, cfg.Log.Dir},
 		{"log.backend", old.Log.Backend, cfg.Log.Backend},
+		{"log.memtable_size", old.Log.MemtableSize.String(), cfg.Log.MemtableSize.String()},
 		{"server.tls_cert_file", old.Server.TLSCertFile, cfg.Server.TLSCertFile},
 		{"admin.token_env", old.Admin.TokenEnv, cfg.Admin.TokenEnv},
 		{"admin.token_file", old.Admin.TokenFile, cfg.Admin.TokenFile},

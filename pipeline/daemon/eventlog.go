@@ -36,7 +36,7 @@ func openLog(ctx context.Context, c config.Log, log *slog.Logger) (l pipeline.Lo
 		}
 		return js, nil, nil
 	default:
-		db, err := badgerlog.Open(c.Dir, &badgerlog.Options{Logger: log, Retention: c.Retention.Duration})
+		db, err := badgerlog.Open(c.Dir, &badgerlog.Options{Logger: log, Retention: c.Retention.Duration, MemTableSize: int64(c.MemtableSize)})
 		if err != nil {
 			return nil, nil, err
 		}

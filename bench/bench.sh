@@ -29,7 +29,7 @@ make build >/dev/null
 go build -o "$WORK/load" ./cmd/pipelined-load
 LOAD="$WORK/load"
 
-. bench/lib.sh # cpu_ticks, wait_port
+. bench/lib.sh # cpu_ticks, wait_port, start_daemon
 
 run() { # name url conns [flags]
 	"$LOAD" run -url "$2" -c "$3" -d "$DUR" -json "${@:4}" > "$WORK/$1-$3.json" ||
@@ -43,18 +43,12 @@ run bare http://127.0.0.1:9090/ 64
 run bare http://127.0.0.1:9090/ 8
 kill $BARE; wait $BARE 2>/dev/null || true
 
-# 2. pipelined, default config, copied into a scratch directory: relative
-# paths resolve against the config file's directory, so its data lands
-# there; examples/ is linked where the reference config and
-# bench/ingest-only.toml look for the CallKaro schema.
+# 2. pipelined, default config, on a copy in a scratch directory
+# (lib.sh's start_daemon).
 REPO=$PWD
 CONFIG=$(realpath "${CONFIG:-$REPO/pipeline.toml}")
 daemon() { # name binary config
-	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
-	cp "$3" "$WORK/pl/pipeline.toml"
-	ln -sfn "$REPO/examples" "$WORK/pl/examples"
-	ln -sfn "$REPO/examples" "$WORK/examples"
-	(cd "$WORK/pl" && exec "$2" serve -c "$WORK/pl/pipeline.toml" -log-level warn) & PL=$!
+	start_daemon "$2" "$3"
 	wait_port 8080
 	wait_port 8081 # the admin listener, whose /metrics says whether there are sinks
 	# With sinks, the end-to-end mode: queue lag while loading, drain after.

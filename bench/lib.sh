@@ -1,4 +1,5 @@
-# bench/lib.sh: the functions bench/bench.sh and bench/jetstream.sh share.
+# bench/lib.sh: the functions bench/bench.sh, bench/jetstream.sh and
+# bench/turns.sh share.
 # Sourced (". bench/lib.sh"), never run.
 
 # cpu_ticks pid... writes "name pid ticks" for each process: utime+stime
@@ -15,3 +16,17 @@ cpu_ticks() {
 
 # wait_port port waits up to 10 s until something listens on 127.0.0.1:port.
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+# start_daemon binary config [stderr] runs binary on a copy of config in
+# $WORK/pl and sets PL to its pid. The copy, because relative paths resolve
+# against the config file's directory, so the daemon's data lands there;
+# examples/ is linked where the reference config and bench/ingest-only.toml
+# look for the CallKaro schema. Needs WORK and REPO; stderr goes to the
+# file given, else stays the script's.
+start_daemon() {
+	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
+	cp "$2" "$WORK/pl/pipeline.toml"
+	ln -sfn "$REPO/examples" "$WORK/pl/examples"
+	ln -sfn "$REPO/examples" "$WORK/examples"
+	(cd "$WORK/pl" && exec "$1" serve -c "$WORK/pl/pipeline.toml" -log-level warn) 2>"${3:-/dev/stderr}" & PL=$!
+}

@@ -25,7 +25,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WO
 
 make build >/dev/null
 go build -o "$WORK/load" ./cmd/pipelined-load
-. bench/lib.sh # cpu_ticks, wait_port
+. bench/lib.sh # cpu_ticks, wait_port, start_daemon
 
 REPO=$PWD
 CONFIG=$(realpath "${CONFIG:-bench/ingest-only.toml}")
@@ -33,11 +33,7 @@ BASELINE_CONFIG=$(realpath "${BASELINE_CONFIG:-$CONFIG}")
 BASELINE_BIN=$(realpath "$BASELINE_BIN")
 
 turn() { # name binary config
-	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
-	cp "$3" "$WORK/pl/pipeline.toml"
-	ln -sfn "$REPO/examples" "$WORK/pl/examples"
-	ln -sfn "$REPO/examples" "$WORK/examples"
-	(cd "$WORK/pl" && exec "$2" serve -c "$WORK/pl/pipeline.toml" -log-level warn) 2>"$WORK/daemon.log" & PL=$!
+	start_daemon "$2" "$3" "$WORK/daemon.log"
 	wait_port 8080
 	wait_port 8081
 	local lag=()

@@ -156,9 +156,16 @@ func refFields(meta []byte, p wal.Pos, n int) []byte {
 
 var errCorrupt = errors.New("corrupt write-ahead log record")
 
+// writes is where applyRecord puts a record's operations: a Badger
+// transaction, or replay's splitTxn.
+type writes interface {
+	SetEntry(e *badger.Entry) error
+	Delete(key []byte) error
+}
+
 // applyRecord adds the operations of rec, whose payload starts at p in the
 // log, to txn. txn keeps references to rec until it is committed.
-func applyRecord(txn *badger.Txn, p wal.Pos, rec []byte) error {
+func applyRecord(txn writes, p wal.Pos, rec []byte) error {
 	if len(rec) == 0 || rec[0] != recordV1 {
 		return fmt.Errorf("%w at segment %d offset %d: unknown version", errCorrupt, p.Seg, p.Off)
 	}
@@ -182,7 +189,7 @@ func applyRecord(txn *badger.Txn, p wal.Pos, rec []byte) error {
 			full := d.bytes()
 			at := wal.Pos{Seg: p.Seg, Off: p.Off + int64(d.off-len(full))}
 			if d.err == nil {
-				err = txn.Set(key, refFields(meta, at, len(full)))
+				err = txn.SetEntry(badger.NewEntry(key, refFields(meta, at, len(full))))
 			}
 		default:
 			d.err = fmt.Errorf("operation %d", op)
@@ -419,6 +426,39 @@ func (l *DB) checkpoints() {
 	}
 }
 
+// splitTxn is replay's transaction: when an operation does not fit, it
+// commits what it holds and goes on in a new one. A record was written to
+// fit Badger's transaction limit of its day, which is 15% of the memtable:
+// after log.memtable_size is lowered, one may not fit whole. Replay needs
+// no record to be atomic: a replay cut short is run again from the same
+// checkpoint, which moves only once the whole log is applied and synced.
+type splitTxn struct {
+	db *badger.DB
+	*badger.Txn
+}
+
+// SetEntry sets e, in a new transaction if the current one is full.
+func (t *splitTxn) SetEntry(e *badger.Entry) error {
+	return t.split(func() error { return t.Txn.SetEntry(e) })
+}
+
+// Delete deletes key, in a new transaction if the current one is full.
+func (t *splitTxn) Delete(key []byte) error {
+	return t.split(func() error { return t.Txn.Delete(key) })
+}
+
+func (t *splitTxn) split(op func() error) error {
+	err := op()
+	if !errors.Is(err, badger.ErrTxnTooBig) {
+		return err
+	}
+	if err := t.Commit(); err != nil {
+		return err
+	}
+	t.Txn = t.db.NewTransaction(true)
+	return op()
+}
+
 // replay applies the records from the checkpoint on, makes them durable
 // and starts a new segment.
 func (l *DB) replay() error {
@@ -428,13 +468,13 @@ func (l *DB) replay() error {
 	}
 	n := 0
 	err = l.wal.Replay(from, func(p wal.Pos, payload []byte) error {
-		txn := l.db.NewTransaction(true)
-		defer txn.Discard()
-		if err := applyRecord(txn, p, bytes.Clone(payload)); err != nil {
+		t := &splitTxn{db: l.db, Txn: l.db.NewTransaction(true)}
+		defer func() { t.Discard() }()
+		if err := applyRecord(t, p, bytes.Clone(payload)); err != nil {
 			return err
 		}
 		n++
-		return txn.Commit()
+		return t.Commit()
 	})
 	if err != nil {
 		return fmt.Errorf("replay the write-ahead log: %w", err)

@@ -3,6 +3,7 @@ package badgerlog
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -355,4 +356,51 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestReplayAfterTheMemtableShrank crashes a log whose last append was one
+// transaction of a 64 MiB memtable, too big for one of 16 MiB, and opens
+// it again with log.memtable_size lowered to 16 MiB: replay must apply the
+// record across several transactions, not refuse to start.
+func TestReplayAfterTheMemtableShrank(t *testing.T) {
+	ctx := context.Background()
+	batch := func() []pipeline.Entry {
+		var es []pipeline.Entry
+		for j := range 1024 {
+			id := fmt.Sprintf("ev-%04d", j)
+			var ts []pipeline.Target
+			for _, s := range []string{"a", "b", "c"} { // dead letters: their payloads are in Badger
+				ts = append(ts, pipeline.Target{Sink: s, Route: "r", Err: "rule failed", Payload: bytes.Repeat([]byte{'x'}, 1000)})
+			}
+			es = append(es, pipeline.Entry{
+				Event:    pipeline.Event{ID: id, Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+				DedupKey: id, DedupWindow: time.Hour, Targets: ts,
+			})
+		}
+		return es
+	}
+	small := mustOpen(t, t.TempDir(), &Options{MemTableSize: 16 << 20})
+	_, err := small.Append(ctx, batch())
+	small.Close()
+	if !errors.Is(err, pipeline.ErrTooBig) {
+		t.Fatalf("the batch appended at 16 MiB: %v; the test wants one too big for it", err)
+	}
+
+	dir := t.TempDir()
+	big := mustOpen(t, dir, &Options{MemTableSize: 64 << 20})
+	if _, err := big.Append(ctx, batch()); err != nil {
+		t.Fatalf("Append at 64 MiB: %v", err)
+	}
+	want := dump(t, big)
+	crashed := snapshot(t, dir) // as kill -9 leaves it: the record not yet checkpointed
+	big.Close()
+
+	r, err := Open(crashed, &Options{MemTableSize: 16 << 20})
+	if err != nil {
+		t.Fatalf("Open after a crash with the memtable lowered to 16 MiB: %v", err)
+	}
+	defer r.Close()
+	if got := dump(t, r); !maps.Equal(got, want) {
+		t.Errorf("after replay at 16 MiB: %d keys, want the %d written at 64 MiB", len(got), len(want))
+	}
 }

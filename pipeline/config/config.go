@@ -113,11 +113,12 @@ type Log struct {
 	// docs/jetstream.md). The keys below MemtableSize are read only for
 	// "jetstream".
 	Backend string `toml:"backend"`
-	// MemtableSize is the size of each of the badger backend's two
-	// memtables (default 16 MiB, from 4 MiB to 1 GiB). Larger makes fewer
-	// and longer flushes to disk: a lower p99 under sustained load, for
-	// about twice the difference in memory (docs/performance.md, "Seventh
-	// round"). Read only with backend = "badger".
+	// MemtableSize is the size of the badger backend's memtables
+	// (default 16 MiB, from 16 to 256 MiB). Larger makes fewer and longer
+	// flushes to disk: a lower p99 under sustained load, for memory: each
+	// memtable takes ~1.3 times its size of heap, two are in use and up to
+	// four while flushes fall behind (docs/performance.md, "Seventh
+	// round"). Read at start, only with backend = "badger".
 	MemtableSize Size `toml:"memtable_size"`
 
 	// URLs are the NATS servers, e.g. ["nats://10.0.0.1:4222", ...].
@@ -273,10 +274,13 @@ const (
 	// DefaultKeepRejectedMax is a source's keep_rejected_max.
 	DefaultKeepRejectedMax = Size(64 << 20)
 	// DefaultMemtableSize, MinMemtableSize and MaxMemtableSize are
-	// log.memtable_size's default and bounds.
+	// log.memtable_size's default and bounds. Below 16 MiB, Badger's
+	// transaction limit (15% of a memtable) no longer holds a settlement
+	// of batch_max = 10000, which would then fail for ever; above, the
+	// memory (see Log.MemtableSize) outgrows the systemd unit's budget.
 	DefaultMemtableSize = Size(16 << 20)
-	MinMemtableSize     = Size(4 << 20)
-	MaxMemtableSize     = Size(1 << 30)
+	MinMemtableSize     = Size(16 << 20)
+	MaxMemtableSize     = Size(256 << 20)
 )
 
 // Default returns a Config with every default set and no sources, sinks

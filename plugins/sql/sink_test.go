@@ -503,40 +503,53 @@ func TestSQLiteDurabilityPragmas(t *testing.T) {
 }
 
 // TestSQLiteKeepsAnExistingDatabase points the sink at a database made
-// before the sink chose its page size: a rollback-journal database with
-// 4 KiB pages and a row of its own. The sink turns it to WAL (a setting the
-// file keeps) and writes into it; the page size and the row stay.
+// before the sink chose its page size, with 4 KiB pages and a row of its
+// own: in rollback-journal mode, and in WAL mode as an older sink left it.
+// The sink puts it in WAL mode (a setting the file keeps) and writes into
+// it; the page size and the row stay.
 func TestSQLiteKeepsAnExistingDatabase(t *testing.T) {
-	cfg := sqliteBackend.config(t)
-	path := cfg["path"].(string)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	old, err := sql.Open("sqlite", "file:"+path+"?_pragma=page_size(4096)&_pragma=journal_mode(DELETE)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.Exec("CREATE TABLE notes (n INTEGER); INSERT INTO notes VALUES (7)"); err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
+	for _, mode := range []string{"DELETE", "WAL"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := sqliteBackend.config(t)
+			path := cfg["path"].(string)
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			old, err := sql.Open("sqlite", "file:"+path+"?_pragma=page_size(4096)&_journal_mode="+mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var was string
+			var wasPage int
+			if _, err := old.Exec("CREATE TABLE notes (n INTEGER); INSERT INTO notes VALUES (7)"); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.QueryRow("PRAGMA journal_mode").Scan(&was); err != nil || !strings.EqualFold(was, mode) {
+				t.Fatalf("the database made for the test is in %q mode, %v; want %s", was, err, mode)
+			}
+			if err := old.QueryRow("PRAGMA page_size").Scan(&wasPage); err != nil || wasPage != 4096 {
+				t.Fatalf("the database made for the test has pages of %d, %v; want 4096", wasPage, err)
+			}
+			old.Close()
 
-	s := newTestSink(t, cfg, nil)
-	sinktest.DeliverAll(t, s, batchOf(0, 3))
-	db := sqliteBackend.db(t, cfg)
-	var mode string
-	var page, n int
-	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
-		t.Errorf("journal_mode = %q, %v, want wal", mode, err)
-	}
-	if err := db.QueryRow("PRAGMA page_size").Scan(&page); err != nil || page != 4096 {
-		t.Errorf("page_size = %d, %v, want the database's own 4096", page, err)
-	}
-	if err := db.QueryRow("SELECT n FROM notes").Scan(&n); err != nil || n != 7 {
-		t.Errorf("the database's own row: %d, %v, want 7", n, err)
-	}
-	if got := countRows(t, db, cfg); got != 3 {
-		t.Errorf("rows delivered = %d, want 3", got)
+			s := newTestSink(t, cfg, nil)
+			sinktest.DeliverAll(t, s, batchOf(0, 3))
+			db := sqliteBackend.db(t, cfg)
+			var got string
+			var page, n int
+			if err := db.QueryRow("PRAGMA journal_mode").Scan(&got); err != nil || got != "wal" {
+				t.Errorf("journal_mode = %q, %v, want wal", got, err)
+			}
+			if err := db.QueryRow("PRAGMA page_size").Scan(&page); err != nil || page != 4096 {
+				t.Errorf("page_size = %d, %v, want the database's own 4096", page, err)
+			}
+			if err := db.QueryRow("SELECT n FROM notes").Scan(&n); err != nil || n != 7 {
+				t.Errorf("the database's own row: %d, %v, want 7", n, err)
+			}
+			if got := countRows(t, db, cfg); got != 3 {
+				t.Errorf("rows delivered = %d, want 3", got)
+			}
+		})
 	}
 }
 

@@ -68,9 +68,9 @@ func (s *sqliteStore) insertSQL(n int) string {
 
 // dsn builds the modernc.org/sqlite DSN for path.
 //
-// WAL (set by ensureTable, see sqlitePageSize) with synchronous(FULL): in
-// WAL mode synchronous=NORMAL fsyncs the WAL only at checkpoints, so a
-// commit acknowledged just before a power cut can be lost. The sink answers
+// _journal_mode=WAL with synchronous(FULL), on every connection: in WAL
+// mode synchronous=NORMAL fsyncs the WAL only at checkpoints, so a commit
+// acknowledged just before a power cut can be lost. The sink answers
 // Delivered only once the row is durable, so every commit must fsync the
 // WAL: FULL. _txlock=immediate takes the write lock at BEGIN, so a locked
 // file shows as SQLITE_BUSY (after busy_timeout) before any work is done,
@@ -81,6 +81,7 @@ func (s *sqliteStore) dsn() string {
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", s.cfg.busyTimeout.Milliseconds()))
 	q.Add("_pragma", fmt.Sprintf("page_size(%d)", sqlitePageSize))
 	q.Add("_pragma", "synchronous(FULL)")
+	q.Set("_journal_mode", "WAL") // after the _pragma list: see sqlitePageSize
 	q.Set("_txlock", "immediate")
 	return "file:" + u.EscapedPath() + "?" + q.Encode()
 }
@@ -119,24 +120,25 @@ func (s *sqliteStore) open() error {
 // a batch's commit write many pages, each a write to the file: with 16 KiB
 // the sink makes 0.45 writes and 0.06 reads per event instead of 1.09 and
 // 0.33, and spends 10–25% less CPU per event in BenchmarkDeliverSQLite
-// (docs/performance.md, "Seventh round"). SQLite takes a page size only while the database is
-// empty and not yet in WAL mode; modernc.org/sqlite runs a DSN's pragmas in
-// lexical order, journal_mode before page_size, so the DSN sets the page
-// size and ensureTable turns WAL on. An existing database keeps its own.
+// (docs/performance.md, "Seventh round"). SQLite takes a page size only
+// while the database is empty and not yet in WAL mode, and
+// modernc.org/sqlite runs a DSN's _pragma values in lexical order
+// (journal_mode before page_size), so WAL comes from its _journal_mode
+// key, which it applies after them. An existing database keeps its own.
 const sqlitePageSize = 16384
 
-// ensureTable puts the database in WAL mode (a setting the file keeps),
-// creates the table if missing and adds the mapped columns it lacks.
+// ensureTable checks that the database is in WAL mode, creates the table
+// if missing and adds the mapped columns it lacks.
 func (s *sqliteStore) ensureTable(ctx context.Context) error {
 	if s.ready {
 		return nil
 	}
 	var mode string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
-		return fmt.Errorf("set sqlite journal_mode=WAL: %w", err)
+	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("read sqlite journal_mode: %w", err)
 	}
 	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("set sqlite journal_mode=WAL: the database stays in %q mode (an in-memory or read-only database?)", mode)
+		return fmt.Errorf("sqlite journal_mode is %q, not wal (an in-memory or read-only database?)", mode)
 	}
 	defs := []string{
 		"id TEXT PRIMARY KEY",

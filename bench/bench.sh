@@ -69,7 +69,8 @@ daemon() { # name binary config
 	cpu_ticks "${procs[@]}" > "$WORK/$1-8.cpu0"
 	run "$1" http://127.0.0.1:8080/hooks/callkaro 8 "${lag[@]}"
 	cpu_ticks "${procs[@]}" > "$WORK/$1-8.cpu1"
-	kill -TERM $PL; wait $PL 2>/dev/null || true
+	kill -TERM $PL 2>/dev/null || true
+	wait $PL 2>/dev/null || true
 }
 daemon pipelined "$REPO/bin/pipelined" "$CONFIG"
 if [ -n "${BASELINE_BIN:-}" ]; then daemon baseline "$(realpath "$BASELINE_BIN")" "$(realpath "${BASELINE_CONFIG:-$CONFIG}")"; fi

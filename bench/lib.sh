@@ -22,8 +22,16 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 # against the config file's directory, so the daemon's data lands there;
 # examples/ is linked where the reference config and bench/ingest-only.toml
 # look for the CallKaro schema. Needs WORK and REPO; stderr goes to the
-# file given, else stays the script's.
+# file given, else stays the script's. It refuses to start while another
+# process holds the config's ports (8080, 8081): the load would go there.
 start_daemon() {
+	local port
+	for port in 8080 8081; do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			echo "bench: 127.0.0.1:$port is taken by another process; stop it and run again" >&2
+			return 1
+		fi
+	done
 	rm -rf "$WORK/pl" && mkdir -p "$WORK/pl"
 	cp "$2" "$WORK/pl/pipeline.toml"
 	ln -sfn "$REPO/examples" "$WORK/pl/examples"

@@ -34,8 +34,11 @@ BASELINE_BIN=$(realpath "$BASELINE_BIN")
 
 turn() { # name binary config
 	start_daemon "$2" "$3" "$WORK/daemon.log"
-	wait_port 8080
-	wait_port 8081
+	wait_port 8080 && wait_port 8081 && kill -0 $PL 2>/dev/null || {
+		echo "turns: $1 ($2) did not start; its log:" >&2
+		cat "$WORK/daemon.log" >&2
+		exit 1
+	}
 	local lag=()
 	if curl -sf http://127.0.0.1:8081/metrics | grep '^pipelined_queue_depth' >/dev/null; then
 		lag=(-metrics http://127.0.0.1:8081/metrics) # with sinks: wait for the drain, so delivery is counted
@@ -46,7 +49,8 @@ turn() { # name binary config
 		echo "turns: $1: the load generator reported a failure" >&2
 	cpu_ticks "${procs[@]}" > "$WORK/cpu1"
 	curl -sf http://127.0.0.1:8081/metrics > "$WORK/metrics.txt" || true
-	kill -TERM $PL; wait $PL 2>/dev/null || true
+	kill -TERM $PL 2>/dev/null || true
+	wait $PL 2>/dev/null || true
 	python3 - "$1" "$WORK" "$(getconf CLK_TCK)" <<'PY'
 import json, os, re, sys
 name, work, hz = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -60,7 +64,8 @@ for line in open(os.path.join(work, "metrics.txt")):
     m = re.match(r"pipelined_writer_commit_duration_seconds_count (\d+)", line)
     if m:
         count = int(m.group(1))
-over = " ".join(f">{int(float(le) * 1000)}ms={count - buckets.get(le, count)}" for le in ("0.01", "0.025", "0.05"))
+# "?" when the metrics could not be read (the daemon died, say): never a 0 that was not counted.
+over = " ".join(f">{int(float(le) * 1000)}ms=" + (str(count - buckets[le]) if le in buckets else "?") for le in ("0.01", "0.025", "0.05"))
 def ticks(f):
     return {(n, p): int(t) for n, p, t in (line.split() for line in open(os.path.join(work, f)))}
 t0, t1 = ticks("cpu0"), ticks("cpu1")

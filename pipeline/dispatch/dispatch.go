@@ -639,9 +639,26 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 // settle records outcomes, trying again while the log refuses (a full disk
 // clears) until ctx ends: an unsettled delivery would only be delivered
 // again after a restart, but the ack of a delivered event should not be
-// dropped lightly. ctx ends only when Stop gives up.
+// dropped lightly. ctx ends only when Stop gives up. Outcomes too big for
+// one atomic write of the log (a batch of thousands of retries, each
+// keeping its transform payload) are recorded in parts, halved until each
+// fits; a part recorded is never written again.
 func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) {
-	d.record(ctx, len(s), func() error { return d.o.Queue.Settle(ctx, s) })
+	for n := len(s); len(s) > 0; n = len(s) {
+		ok := d.record(ctx, n, func() error {
+			for {
+				err := d.o.Queue.Settle(ctx, s[:n])
+				if !errors.Is(err, pipeline.ErrTooBig) || n == 1 {
+					return err
+				}
+				n /= 2
+			}
+		})
+		if !ok {
+			return
+		}
+		s = s[n:]
+	}
 }
 
 // record calls write, which records the outcomes of n entries, again and

@@ -233,13 +233,27 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 	case src.DedupHeader != "":
 		d.Entry.DedupKey = rules.StringKey(auth.DedupKey(req.Header, src.DedupHeader))
 	}
+	d.Entry.DedupKey = validUTF8(d.Entry.DedupKey) // a header's bytes, or a string expr cut between bytes
 	if c.Router != nil {
 		sp := telemetry.StartRoute(ctx) // nil unless the request is traced
 		d.Entry.Targets, d.RouteErrs = c.Router.RouteContext(ctx, env)
 		telemetry.EndRoute(sp, d.Entry.Targets, d.RouteErrs)
+		for i := range d.Entry.Targets {
+			d.Entry.Targets[i].Err = validUTF8(d.Entry.Targets[i].Err) // may quote such a string
+		}
 	}
 	return d
 }
+
+// validUTF8 returns s with each byte that is not UTF-8 replaced by U+FFFD,
+// as JSON shows it; s itself, not a copy, when it is valid. The log keeps
+// strings as UTF-8 and refuses others, which would answer the request 503
+// for ever, and every request that shares its group commit with it. So
+// every string of an entry that a request's bytes can reach goes through
+// it: header values (before the rules see them), the dedup key, a
+// transform's error. Sources, routes and sinks are the config's, ids
+// and trace context the daemon's.
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // readBody reads at most max+1 bytes of r, as io.ReadAll of an
 // io.LimitReader does, into one buffer sized by the declared length when
@@ -399,10 +413,7 @@ func headers(hs http.Header, drop []string) map[string]string {
 		if secretHeaders[lk] || len(v) == 0 || slices.Contains(drop, lk) {
 			continue
 		}
-		// HTTP lets a value carry bytes over 0x7f (Latin-1, say); the log
-		// keeps strings as UTF-8 and refuses others. Kept as JSON shows
-		// them: each bad byte U+FFFD (no copy when the value is valid).
-		out[lk] = strings.ToValidUTF8(v[0], "\uFFFD")
+		out[lk] = validUTF8(v[0]) // HTTP lets a value carry bytes over 0x7f (Latin-1, say)
 	}
 	return out
 }

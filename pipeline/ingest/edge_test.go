@@ -22,6 +22,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
@@ -413,37 +414,75 @@ func TestSvixSpelledSource(t *testing.T) {
 	}
 }
 
-// TestLatin1HeaderIsAccepted: HTTP lets a header value carry bytes over 0x7f
-// (a Latin-1 User-Agent, say), but the log keeps strings as UTF-8 and
-// refuses anything else. Such a request is accepted over real HTTP into a
-// real log, its value kept as JSON shows it (U+FFFD for each bad byte),
-// rather than answered 503 for ever — together with every request that
-// shared its commit.
-func TestLatin1HeaderIsAccepted(t *testing.T) {
-	db, err := badgerlog.Open(t.TempDir(), nil)
+// TestNotUTF8IsAccepted: the log keeps strings as UTF-8 and refuses
+// anything else, but a request can bring other bytes into an event's
+// strings: HTTP lets a header value carry bytes over 0x7f (a Latin-1
+// User-Agent, say), a dedup_header is such a header, and a dedup_key
+// expression can cut a string between the bytes of a character (expr
+// slices strings by bytes). Each request is accepted over real HTTP into
+// a real log, the string kept as JSON shows it (U+FFFD for each bad
+// byte), rather than answered 503 for ever — together with every request
+// that shared its commit.
+func TestNotUTF8IsAccepted(t *testing.T) {
+	cut, err := rules.CompileValue(`body.data.name[0:1]`) // "é": the first of its two bytes
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	w := writer.New(db, nil)
-	defer w.Close()
-	f := &fixture{srv: httptest.NewServer(ingest.New(testConfig(t), w, nil))}
-	defer f.srv.Close()
+	body := bytes.Replace(callKaro(t), []byte(`"name": "outbound"`), []byte(`"name": "\u00e9t\u00e9"`), 1)
+	if bytes.Equal(body, callKaro(t)) {
+		t.Fatal("the test's payload has no data.name to replace")
+	}
+	for _, tt := range []struct {
+		name    string
+		source  func(*ingest.Source)
+		headers map[string]string
+		check   func(t *testing.T, ev pipeline.Event)
+	}{
+		{"header", nil, map[string]string{"X-Agent": "caf\xe9 \xff"}, func(t *testing.T, ev pipeline.Event) {
+			if got, want := ev.Headers["x-agent"], "caf\uFFFD \uFFFD"; got != want {
+				t.Errorf("stored x-agent = %q, want %q", got, want)
+			}
+		}},
+		{"dedup_header", func(s *ingest.Source) { s.DedupKey, s.DedupHeader = nil, "x-delivery" },
+			map[string]string{"X-Delivery": "d\xe9j\xe0"}, func(t *testing.T, ev pipeline.Event) {
+				if got, want := ev.DedupKey, "d\uFFFDj\uFFFD"; got != want {
+					t.Errorf("stored dedup key = %q, want %q", got, want)
+				}
+			}},
+		{"dedup_key cut", func(s *ingest.Source) { s.DedupKey = cut }, nil, func(t *testing.T, ev pipeline.Event) {
+			if got, want := ev.DedupKey, "\uFFFD"; got != want {
+				t.Errorf("stored dedup key = %q, want %q", got, want)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			db, err := badgerlog.Open(t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			w := writer.New(db, nil)
+			defer w.Close()
+			cfg := testConfig(t)
+			if tt.source != nil {
+				tt.source(&cfg.Sources[0])
+			}
+			f := &fixture{srv: httptest.NewServer(ingest.New(cfg, w, nil))}
+			defer f.srv.Close()
 
-	resp := f.do(t, request{contentType: "application/json", body: callKaro(t),
-		headers: map[string]string{"X-Agent": "caf\xe9 \xff"}}) // net/http sends the bytes as they are
-	if resp.code != http.StatusOK {
-		t.Fatalf("POST with a Latin-1 header = %d %s, want 200", resp.code, resp.body)
-	}
-	var ans struct{ ID string }
-	if err := json.Unmarshal(resp.body, &ans); err != nil || ans.ID == "" {
-		t.Fatalf("answer %s: want an id (%v)", resp.body, err)
-	}
-	ev, err := db.Event(context.Background(), ans.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := ev.Headers["x-agent"], "caf\uFFFD \uFFFD"; got != want {
-		t.Errorf("stored x-agent = %q, want %q", got, want)
+			resp := f.do(t, request{contentType: "application/json", body: body, headers: tt.headers}) // net/http sends the bytes as they are
+			if resp.code != http.StatusOK {
+				t.Fatalf("POST = %d %s, want 200", resp.code, resp.body)
+			}
+			var ans struct{ ID string }
+			if err := json.Unmarshal(resp.body, &ans); err != nil || ans.ID == "" {
+				t.Fatalf("answer %s: want an id (%v)", resp.body, err)
+			}
+			ev, err := db.Event(context.Background(), ans.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, ev)
+		})
 	}
 }

@@ -642,8 +642,9 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 // dropped lightly. ctx ends only when Stop gives up. Outcomes too big for
 // one atomic write of the log (a batch of thousands of retries, each
 // keeping its transform payload) are recorded in parts, halved until each
-// fits; a part recorded is never written again.
-func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) {
+// fits; a part recorded is never written again. It reports whether every
+// outcome was recorded: false when the log closed or ctx ended first.
+func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) bool {
 	for n := len(s); len(s) > 0; n = len(s) {
 		ok := d.record(ctx, n, func() error {
 			for {
@@ -655,10 +656,11 @@ func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) {
 			}
 		})
 		if !ok {
-			return
+			return false
 		}
 		s = s[n:]
 	}
+	return true
 }
 
 // record calls write, which records the outcomes of n entries, again and

@@ -216,9 +216,11 @@ func (d *Dispatcher) admitOrdered(ctx context.Context, batch []pipeline.Delivery
 // with the outcomes: one transaction per batch), moves each key whose
 // head was settled for good (acked; dead unless OrderBlockOnDead) to its
 // next held event, and releases those in the same call. It tries again
-// while the log refuses, like settle, until ctx ends. The order of the
-// writes does not matter for a crash: at start the lowest event of a key
-// that is not held is its head, whether released or not.
+// while the log refuses, like settle, until ctx ends; outcomes too big for
+// one atomic write are recorded in parts, as settle does, and the releases
+// after them. The order of the writes does not matter for a crash: at
+// start the lowest event of a key that is not held is its head, whether
+// released or not.
 func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement) {
 	o := d.ord
 	s = append(s, o.holds...)
@@ -245,8 +247,26 @@ func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement)
 		o.release = append(o.release, st.head)
 	}
 	o.mu.Unlock()
-	if d.record(ctx, len(s), func() error { return o.q.SettleRelease(ctx, s, o.release) }) {
+	tooBig := false
+	if !d.record(ctx, len(s), func() error {
+		err := o.q.SettleRelease(ctx, s, o.release)
+		if errors.Is(err, pipeline.ErrTooBig) && len(s) > 1 {
+			tooBig = true
+			return nil
+		}
+		return err
+	}) {
+		return
+	}
+	if !tooBig {
 		o.release = o.release[:0]
+		return
+	}
+	// Too big for one atomic write: the outcomes in parts, as settle does,
+	// and the releases after all of them, since an event released before
+	// its hold is recorded would stay held for ever.
+	if d.settle(ctx, s) {
+		d.releaseHeads(ctx)
 	}
 }
 

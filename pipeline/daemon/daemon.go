@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -529,30 +528,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	old := d.cfg.Load()
-	type setting struct{ what, was, now string }
-	restartOnly := []setting{
-		{"server.listen", old.Server.Listen, cfg.Server.Listen},
-		{"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
-		{"log.dir", old.Log.Dir, cfg.Log.Dir},
-		{"log.backend", old.Log.Backend, cfg.Log.Backend},
-		{"server.tls_cert_file", old.Server.TLSCertFile, cfg.Server.TLSCertFile},
-		{"admin.token_env", old.Admin.TokenEnv, cfg.Admin.TokenEnv},
-		{"admin.token_file", old.Admin.TokenFile, cfg.Admin.TokenFile},
-		{"admin.pprof", strconv.FormatBool(old.Admin.Pprof), strconv.FormatBool(cfg.Admin.Pprof)},
-		{"admin.ui", strconv.FormatBool(old.Admin.UI), strconv.FormatBool(cfg.Admin.UI)},
-		{"admin.read_timeout", old.Admin.ReadTimeout.String(), cfg.Admin.ReadTimeout.String()},
-		{"admin.write_timeout", old.Admin.WriteTimeout.String(), cfg.Admin.WriteTimeout.String()},
-		{"admin.idle_timeout", old.Admin.IdleTimeout.String(), cfg.Admin.IdleTimeout.String()},
-	}
-	if cfg.Log.Backend == "badger" { // the only backend that reads it
-		restartOnly = append(restartOnly, setting{"log.memtable_size", old.Log.MemtableSize.String(), cfg.Log.MemtableSize.String()})
-	}
-	for _, c := range restartOnly {
-		if c.was != c.now {
-			d.log.Warn("a changed setting takes effect only at restart", "key", c.what, "running", c.was, "new", c.now)
-		}
-	}
+	d.keepStartOnly(cfg, d.cfg.Load())
 	if err := d.applySinks(ctx, specs, cfg.Sinks, cfg.Plan().OrderKeys); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}

@@ -180,12 +180,22 @@ type daemonAddrs struct{ ingest, admin string }
 // the test ends and returns its addresses once it is ready.
 func startDaemon(t *testing.T, toml string) daemonAddrs {
 	t.Helper()
+	_, a := startDaemonWith(t, toml, Options{})
+	return a
+}
+
+// startDaemonWith is startDaemon with options o (its OnReady and Notifier
+// are the test's) and returns the daemon too.
+func startDaemonWith(t *testing.T, toml string, o Options) (*Daemon, daemonAddrs) {
+	t.Helper()
 	cfg, err := config.Parse("test.toml", []byte(toml))
 	if err != nil {
 		t.Fatalf("config.Parse = %v", err)
 	}
 	ready := make(chan daemonAddrs, 1)
-	d := New(cfg, &Options{OnReady: func(i, a net.Addr) { ready <- daemonAddrs{i.String(), a.String()} }, Notifier: noNotifier{}})
+	o.OnReady = func(i, a net.Addr) { ready <- daemonAddrs{i.String(), a.String()} }
+	o.Notifier = noNotifier{}
+	d := New(cfg, &o)
 	d.openLog = func(context.Context, config.Log, *slog.Logger) (pipeline.Log, func() map[string]int64, error) {
 		return memlog.New(), nil, nil
 	}
@@ -195,11 +205,11 @@ func startDaemon(t *testing.T, toml string) daemonAddrs {
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case a := <-ready:
-		return a
+		return d, a
 	case err := <-done:
 		t.Fatalf("Run = %v before ready", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon not ready after 30s")
 	}
-	return daemonAddrs{}
+	return nil, daemonAddrs{}
 }

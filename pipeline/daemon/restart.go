@@ -1,0 +1,84 @@
+package daemon
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pipelined/pipelined/pipeline/config"
+)
+
+// startOnly is a setting read only at start: the listeners, the log, the
+// admin API's token and pages. A reload that changes one warns and keeps
+// the running value in the configuration it stores, so that the stored
+// configuration says what runs and the next reload warns again.
+type startOnly struct {
+	key string
+	// backend, when set, limits the setting to a log backend: the one
+	// running, as the log is opened only at start.
+	backend string
+	// value renders c's value; keep copies it from running to c.
+	value func(c *config.Config) string
+	keep  func(c, running *config.Config)
+}
+
+// field is a startOnly setting over one comparable field of the config.
+func field[T comparable](key string, f func(*config.Config) *T) startOnly {
+	return startOnly{
+		key:   key,
+		value: func(c *config.Config) string { return fmt.Sprint(*f(c)) },
+		keep:  func(c, running *config.Config) { *f(c) = *f(running) },
+	}
+}
+
+// on limits s to the log backend b.
+func (s startOnly) on(b string) startOnly { s.backend = b; return s }
+
+var startOnlySettings = []startOnly{
+	field("server.listen", func(c *config.Config) *string { return &c.Server.Listen }),
+	field("server.tls_cert_file", func(c *config.Config) *string { return &c.Server.TLSCertFile }),
+	field("server.tls_key_file", func(c *config.Config) *string { return &c.Server.TLSKeyFile }),
+	field("server.read_header_timeout", func(c *config.Config) *config.Duration { return &c.Server.ReadHeaderTimeout }),
+	field("server.read_timeout", func(c *config.Config) *config.Duration { return &c.Server.ReadTimeout }),
+	field("server.write_timeout", func(c *config.Config) *config.Duration { return &c.Server.WriteTimeout }),
+	field("server.idle_timeout", func(c *config.Config) *config.Duration { return &c.Server.IdleTimeout }),
+	field("server.max_header_bytes", func(c *config.Config) *config.Size { return &c.Server.MaxHeaderBytes }),
+	field("server.max_conns_per_ip", func(c *config.Config) *int { return &c.Server.MaxConnsPerIP }),
+	field("admin.listen", func(c *config.Config) *string { return &c.Admin.Listen }),
+	field("admin.token_env", func(c *config.Config) *string { return &c.Admin.TokenEnv }),
+	field("admin.token_file", func(c *config.Config) *string { return &c.Admin.TokenFile }),
+	field("admin.pprof", func(c *config.Config) *bool { return &c.Admin.Pprof }),
+	field("admin.ui", func(c *config.Config) *bool { return &c.Admin.UI }),
+	field("admin.read_timeout", func(c *config.Config) *config.Duration { return &c.Admin.ReadTimeout }),
+	field("admin.write_timeout", func(c *config.Config) *config.Duration { return &c.Admin.WriteTimeout }),
+	field("admin.idle_timeout", func(c *config.Config) *config.Duration { return &c.Admin.IdleTimeout }),
+	field("log.dir", func(c *config.Config) *string { return &c.Log.Dir }),
+	field("log.backend", func(c *config.Config) *string { return &c.Log.Backend }),
+	field("log.retention", func(c *config.Config) *config.Duration { return &c.Log.Retention }),
+	field("log.memtable_size", func(c *config.Config) *config.Size { return &c.Log.MemtableSize }).on("badger"),
+	{
+		key: "log.urls", backend: "jetstream",
+		value: func(c *config.Config) string { return strings.Join(c.Log.URLs, ",") },
+		keep:  func(c, running *config.Config) { c.Log.URLs = running.Log.URLs },
+	},
+	field("log.stream", func(c *config.Config) *string { return &c.Log.Stream }).on("jetstream"),
+	field("log.replicas", func(c *config.Config) *int { return &c.Log.Replicas }).on("jetstream"),
+	field("log.creds_file", func(c *config.Config) *string { return &c.Log.CredsFile }).on("jetstream"),
+	field("log.nkey_file", func(c *config.Config) *string { return &c.Log.NKeyFile }).on("jetstream"),
+	field("log.tls_ca_file", func(c *config.Config) *string { return &c.Log.TLSCAFile }).on("jetstream"),
+	field("log.tls_cert_file", func(c *config.Config) *string { return &c.Log.TLSCertFile }).on("jetstream"),
+	field("log.tls_key_file", func(c *config.Config) *string { return &c.Log.TLSKeyFile }).on("jetstream"),
+}
+
+// keepStartOnly warns of each start-only setting that cfg changes from
+// running and puts the running value back in cfg.
+func (d *Daemon) keepStartOnly(cfg, running *config.Config) {
+	for _, s := range startOnlySettings {
+		if s.backend != "" && s.backend != running.Log.Backend {
+			continue
+		}
+		if was, now := s.value(running), s.value(cfg); was != now {
+			d.log.Warn("a changed setting takes effect only at restart", "key", s.key, "running", was, "new", now)
+			s.keep(cfg, running)
+		}
+	}
+}

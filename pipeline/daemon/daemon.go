@@ -46,6 +46,9 @@ type Notifier interface {
 	Stopping() error
 	// Status updates the one-line summary.
 	Status(status string) error
+	// ExtendTimeout asks for d more time to finish starting; it is sent
+	// every openTick while a long Open of the log makes progress.
+	ExtendTimeout(d time.Duration) error
 	// Watchdog says the daemon is alive; it is sent every
 	// WatchdogInterval (0: never) after the writer answered a ping.
 	Watchdog() error
@@ -98,7 +101,9 @@ type Daemon struct {
 	tracer atomic.Pointer[telemetry.Tracer]
 
 	// openLog is [openLog]; tests put a log double in its place.
-	openLog func(ctx context.Context, c config.Log, log *slog.Logger) (pipeline.Log, func() map[string]int64, error)
+	openLog func(ctx context.Context, c config.Log, log *slog.Logger, progress *atomic.Int64) (pipeline.Log, func() map[string]int64, error)
+	// openTick is how often a long open of the log is reported (openTick).
+	openTick time.Duration
 }
 
 // New returns a daemon for cfg, which must come from config.Load or config.Parse.
@@ -116,7 +121,7 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics.RegisterBuildInfo(reg, orUnknown(opts.Build.Version), orUnknown(opts.Build.Commit), orUnknown(opts.Build.Go))
-	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan error), metrics: metrics.New(reg), openLog: openLog}
+	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan error), metrics: metrics.New(reg), openLog: openLog, openTick: openTick}
 	reg.MustRegister(d.tracingCollector())
 	d.cfg.Store(cfg)
 	d.sinks.log = opts.Logger
@@ -251,7 +256,10 @@ func prepare(cfg *config.Config) (ingest.Config, []pluginhost.Spec, []byte, erro
 
 // open opens the event log and points the metrics at it.
 func (d *Daemon) open(ctx context.Context, c config.Log) (pipeline.Log, error) {
-	db, logSize, err := d.openLog(ctx, c, d.log.With("component", "log"))
+	var progress atomic.Int64
+	stop := d.reportOpening(c, &progress)
+	db, logSize, err := d.openLog(ctx, c, d.log.With("component", "log"), &progress)
+	stop()
 	if err != nil {
 		return nil, err
 	}

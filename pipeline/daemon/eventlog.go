@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -17,7 +18,8 @@ import (
 
 // openLog opens the backend that [log] backend names. size reports the
 // log's size on disk for the metrics, nil when the log is not local.
-func openLog(ctx context.Context, c config.Log, log *slog.Logger) (l pipeline.Log, size func() map[string]int64, err error) {
+// progress counts the badger backend's work as it opens.
+func openLog(ctx context.Context, c config.Log, log *slog.Logger, progress *atomic.Int64) (l pipeline.Log, size func() map[string]int64, err error) {
 	switch c.Backend {
 	case "jetstream":
 		o := jetstreamlog.Options{
@@ -36,7 +38,7 @@ func openLog(ctx context.Context, c config.Log, log *slog.Logger) (l pipeline.Lo
 		}
 		return js, nil, nil
 	default:
-		db, err := badgerlog.Open(c.Dir, &badgerlog.Options{Logger: log, Retention: c.Retention.Duration, MemTableSize: int64(c.MemtableSize)})
+		db, err := badgerlog.Open(c.Dir, &badgerlog.Options{Logger: log, Retention: c.Retention.Duration, MemTableSize: int64(c.MemtableSize), Progress: progress})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -68,4 +70,50 @@ func natsTLS(c config.Log) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// openTick is how often a long open of the log is reported.
+const openTick = 5 * time.Second
+
+// reportOpening reports an open of the log that takes longer than
+// d.openTick, every d.openTick until the stop it returns is called: a line
+// in the log and systemd's status, and, while progress (counted by the log
+// as it replays its write-ahead log and rebuilds the sinks' queues) moves,
+// a request to systemd for three ticks more (EXTEND_TIMEOUT_USEC), so that
+// TimeoutStartSec= does not kill a daemon rebuilding a day's backlog. An
+// open that stops making progress gets no more time: systemd's timeout
+// stops a stuck start, as it should.
+func (d *Daemon) reportOpening(c config.Log, progress *atomic.Int64) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(d.openTick)
+		defer t.Stop()
+		start, last := time.Now(), int64(0)
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			n := progress.Load()
+			took := time.Since(start).Round(time.Second)
+			if c.Backend == "jetstream" { // counts no progress; bounded by its own timeout
+				d.log.Info("opening the event log: connecting to NATS", "urls", c.URLs, "took", took)
+				continue
+			}
+			if n == last {
+				d.log.Warn("opening the event log: no progress since the last report; systemd's start timeout is not extended", "dir", c.Dir, "took", took, "progress", n)
+				continue
+			}
+			last = n
+			d.log.Info("opening the event log: replaying its write-ahead log and rebuilding the sinks' queues", "dir", c.Dir, "took", took, "progress", n)
+			d.notify(func(n Notifier) error { return n.ExtendTimeout(3 * d.openTick) })
+			d.notify(func(nt Notifier) error {
+				return nt.Status(fmt.Sprintf("opening the event log in %s: %v, %d records and events read", c.Dir, took, n))
+			})
+		}
+	}()
+	return func() { close(done); <-stopped }
 }

@@ -41,7 +41,7 @@ func TestReadyzFollowsTheLogNotTheSinks(t *testing.T) {
 	l := &fullLog{Log: memlog.New()}
 	adminAddr := make(chan string, 1)
 	d := New(cfg, &Options{OnReady: func(_, a net.Addr) { adminAddr <- a.String() }, Notifier: noNotifier{}})
-	d.openLog = func(context.Context, config.Log, *slog.Logger) (pipeline.Log, func() map[string]int64, error) {
+	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
 		return l, nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,7 +197,7 @@ func startDaemonWith(t *testing.T, toml string, o Options) (*Daemon, daemonAddrs
 	o.OnReady = func(i, a net.Addr) { ready <- daemonAddrs{i.String(), a.String()} }
 	o.Notifier = noNotifier{}
 	d := New(cfg, &o)
-	d.openLog = func(context.Context, config.Log, *slog.Logger) (pipeline.Log, func() map[string]int64, error) {
+	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
 		return memlog.New(), nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,7 +158,7 @@ func TestRunShutdownIsBounded(t *testing.T) {
 	l := &refusingLog{Log: memlog.New()}
 	ready := make(chan struct{})
 	d := New(cfg, &Options{OnReady: func(_, _ net.Addr) { close(ready) }, Notifier: noNotifier{}})
-	d.openLog = func(context.Context, config.Log, *slog.Logger) (pipeline.Log, func() map[string]int64, error) {
+	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
 		return l, nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -200,12 +201,13 @@ func TestRunShutdownIsBounded(t *testing.T) {
 // noNotifier is a Notifier that tells no one.
 type noNotifier struct{}
 
-func (noNotifier) Ready(string) error              { return nil }
-func (noNotifier) Reloading() error                { return nil }
-func (noNotifier) Stopping() error                 { return nil }
-func (noNotifier) Status(string) error             { return nil }
-func (noNotifier) Watchdog() error                 { return nil }
-func (noNotifier) WatchdogInterval() time.Duration { return 0 }
+func (noNotifier) Ready(string) error                { return nil }
+func (noNotifier) Reloading() error                  { return nil }
+func (noNotifier) Stopping() error                   { return nil }
+func (noNotifier) Status(string) error               { return nil }
+func (noNotifier) Watchdog() error                   { return nil }
+func (noNotifier) ExtendTimeout(time.Duration) error { return nil }
+func (noNotifier) WatchdogInterval() time.Duration   { return 0 }
 
 // pluginConfig returns a configuration of one source and one sink whose
 // plugin is this test binary serving deliverSink, with server (lines of

@@ -55,6 +55,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,6 +85,11 @@ type Options struct {
 	// runs each time one fills, so it bounds what Open replays. Zero means
 	// 64 MiB.
 	SegmentSize int64
+	// Progress, if set, counts Open's work through a long start: one per
+	// write-ahead log record replayed and per event read to rebuild the
+	// sinks' queues (a day's backlog is millions), so that the caller can
+	// tell a slow Open from a stuck one.
+	Progress *atomic.Int64
 }
 
 // DB is a [pipeline.Log] in one Badger directory.

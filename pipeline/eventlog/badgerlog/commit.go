@@ -459,6 +459,13 @@ func (t *splitTxn) split(op func() error) error {
 	return op()
 }
 
+// progressed counts one step of Open's work in Options.Progress.
+func (l *DB) progressed() {
+	if p := l.opts.Progress; p != nil {
+		p.Add(1)
+	}
+}
+
 // replay applies the records from the checkpoint on, makes them durable
 // and starts a new segment.
 func (l *DB) replay() error {
@@ -474,6 +481,7 @@ func (l *DB) replay() error {
 			return err
 		}
 		n++
+		l.progressed()
 		return t.Commit()
 	})
 	if err != nil {

@@ -197,6 +197,7 @@ func (l *DB) loadPending() (uint64, error) {
 			if loadHook != nil {
 				loadHook(seq)
 			}
+			l.progressed()
 			rec := &logpb.Event{}
 			if err := it.Item().Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 				return fmt.Errorf("decode event %d: %w", seq, err)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,11 +74,17 @@ func TestOpenReadsFromThePendingMark(t *testing.T) {
 	var read []uint64
 	loadHook = func(seq uint64) { read = append(read, seq) }
 	t.Cleanup(func() { loadHook = nil })
-	r := mustOpen(t, lost, nil)
+	var progress atomic.Int64
+	r := mustOpen(t, lost, &Options{Progress: &progress})
 	defer r.Close()
 	loadHook = nil
 	if len(read) == 0 || slices.Min(read) != 11 {
 		t.Errorf("Open read the records of seqs %v, want from 11 (the mark) on", read)
+	}
+	// The records replayed (those appended after the checkpoint), then the
+	// events read.
+	if got := progress.Load(); got <= int64(len(read)) {
+		t.Errorf("Options.Progress = %d, want the %d events read and the records replayed", got, len(read))
 	}
 	if got := queuedSeqs(r, "s", "t"); !maps.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("after the power loss, the queues hold %s, want %s", seqsSummary(got), seqsSummary(want))

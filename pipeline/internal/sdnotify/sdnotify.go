@@ -90,6 +90,15 @@ func (n *Notifier) Status(s string) error {
 	return n.send("STATUS=" + oneLine(s))
 }
 
+// ExtendTimeout asks systemd for d more time, counted from now, to finish
+// what it is waiting for (start-up, a reload, shutdown):
+// EXTEND_TIMEOUT_USEC (systemd 236 and later; older versions ignore it).
+// Send it again before d runs out, and only while the work progresses, or
+// a stuck start would never time out.
+func (n *Notifier) ExtendTimeout(d time.Duration) error {
+	return n.send("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10))
+}
+
 // Watchdog feeds the watchdog: WATCHDOG=1. Call it every
 // [Notifier.WatchdogInterval] from the loop whose progress it vouches for,
 // never from a timer of its own, or a stuck daemon would still look alive.

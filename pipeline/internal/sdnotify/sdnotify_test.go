@@ -74,6 +74,7 @@ func TestFromEnvSendsEachMessage(t *testing.T) {
 		{"Status on one line", func() error { return n.Status("sink archive:\n  restarting\n") }, "STATUS=sink archive: restarting"},
 		{"Watchdog", n.Watchdog, "WATCHDOG=1"},
 		{"Stopping", n.Stopping, "STOPPING=1"},
+		{"ExtendTimeout", func() error { return n.ExtendTimeout(15 * time.Second) }, "EXTEND_TIMEOUT_USEC=15000000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,7 +158,7 @@ func TestWithoutSystemdDoesNothing(t *testing.T) {
 			if n.Enabled() {
 				t.Errorf("NOTIFY_SOCKET=%q: %s Notifier Enabled() = true, want false", socket, name)
 			}
-			for _, err := range []error{n.Ready("x"), n.Reloading(), n.Stopping(), n.Status("x"), n.Watchdog()} {
+			for _, err := range []error{n.Ready("x"), n.Reloading(), n.Stopping(), n.Status("x"), n.Watchdog(), n.ExtendTimeout(time.Second)} {
 				if err != nil {
 					t.Errorf("NOTIFY_SOCKET=%q: %s Notifier sent with error %v, want a silent no-op", socket, name, err)
 				}

@@ -30,6 +30,9 @@ func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
 	defer l.mu.Unlock()
 	var out []map[string]any
 	for _, line := range bytes.Split(bytes.TrimSpace(l.b.Bytes()), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
 		var m map[string]any
 		if err := json.Unmarshal(line, &m); err != nil {
 			t.Fatalf("log line %q: %v", line, err)

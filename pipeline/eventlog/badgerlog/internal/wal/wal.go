@@ -324,19 +324,12 @@ func (l *Log) writeSpare() error {
 			return errors.New("closed")
 		default:
 		}
-		n := min(int64(len(zeros)), l.segSize-off)
-		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), l.segSize-off)], off); err != nil {
 			return err
 		}
-		if err := writeBackRange(int(f.Fd()), off, n); err != nil {
+		if err := fdatasync(f); err != nil {
 			return err
 		}
-	}
-	// One fdatasync for the file's size and extents (each chunk's own would
-	// commit the journal and flush the disk's cache, 64 times a segment);
-	// the data is on its way already, a chunk at a time.
-	if err := fdatasync(f); err != nil {
-		return err
 	}
 	l.spareMu.Lock()
 	defer l.spareMu.Unlock()
@@ -544,24 +537,14 @@ func writeBack(f *os.File) error {
 	}
 	fd := int(f.Fd())
 	for off := int64(0); off < st.Size(); off += writeBackChunk {
-		if err := writeBackRange(fd, off, writeBackChunk); err != nil {
+		err := unix.SyncFileRange(fd, off, writeBackChunk, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ESPIPE), errors.Is(err, unix.EOPNOTSUPP):
+			return nil
+		default:
 			return err
 		}
-	}
-	return nil
-}
-
-// writeBackRange writes the dirty pages of n bytes of fd at off back and
-// waits for them, as writeBack does for a chunk: no journal commit, no
-// flush of the disk's cache (the fsync after it does those once). Where
-// sync_file_range is not supported it does nothing.
-func writeBackRange(fd int, off, n int64) error {
-	err := unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ESPIPE), errors.Is(err, unix.EOPNOTSUPP):
-	default:
-		return err
 	}
 	return nil
 }

@@ -54,6 +54,10 @@ type order struct {
 	keys  map[string]*keyState
 	heads map[uint64]string // the head seq of each key → the key
 	held  int
+	// dropped are heads DroppedDead released while a batch was perhaps in
+	// flight: a release finds only holds already recorded, so settleOrdered
+	// releases again those whose Hold it records.
+	dropped []uint64
 
 	// Run's goroutine only:
 	release []uint64              // heads chosen but not yet released in the log
@@ -226,6 +230,14 @@ func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement)
 	s = append(s, o.holds...)
 	o.holds = nil
 	o.mu.Lock()
+	if len(o.dropped) > 0 {
+		for _, x := range s {
+			if x.Outcome == pipeline.Hold && slices.Contains(o.dropped, x.Seq) {
+				o.release = append(o.release, x.Seq)
+			}
+		}
+		o.dropped = o.dropped[:0]
+	}
 	for _, x := range s {
 		k, ok := o.heads[x.Seq]
 		if !ok || x.Outcome == pipeline.Retry || x.Outcome == pipeline.Hold {
@@ -275,9 +287,9 @@ func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement)
 func (d *Dispatcher) releaseHeads(ctx context.Context) bool {
 	o := d.ord
 	for wait := 100 * time.Millisecond; len(o.release) > 0; wait = min(2*wait, 10*time.Second) {
-		_, err := o.q.Release(ctx, o.release)
+		n, err := releaseInParts(ctx, o.q, o.release)
+		o.release = o.release[:copy(o.release, o.release[n:])]
 		if err == nil {
-			o.release = o.release[:0]
 			return true
 		}
 		if errors.Is(err, pipeline.ErrClosed) || ctx.Err() != nil {
@@ -345,12 +357,31 @@ func (d *Dispatcher) DroppedDead(ctx context.Context, seqs []uint64) error {
 		o.heads[st.head] = k
 		release = append(release, st.head)
 	}
+	o.dropped = append(o.dropped, release...)
 	o.mu.Unlock()
-	if len(release) == 0 {
-		return nil
-	}
-	_, err := o.q.Release(ctx, release)
+	_, err := releaseInParts(ctx, o.q, release)
 	return err
+}
+
+// releaseInParts releases seqs, in parts halved until each fits one atomic
+// write of the log (thousands of releases each move an entry with its
+// payload), and returns how many it released: a prefix of seqs.
+func releaseInParts(ctx context.Context, h pipeline.Holder, seqs []uint64) (int, error) {
+	done := 0
+	for n := len(seqs); done < len(seqs); n = len(seqs) - done {
+		for {
+			_, err := h.Release(ctx, seqs[done:done+n])
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, pipeline.ErrTooBig) || n == 1 {
+				return done, err
+			}
+			n /= 2
+		}
+		done += n
+	}
+	return done, nil
 }
 
 // Order reports the per-key order state. Safe for concurrent use; it

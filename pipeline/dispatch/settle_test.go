@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 	"github.com/pipelined/pipelined/sdk"
 )
@@ -116,5 +117,115 @@ func TestSettleOrderedTooBigForOneWrite(t *testing.T) {
 	}
 	if len(second) != next || second[0] != fmt.Sprintf("ev-%05d", n) || second[next-1] != fmt.Sprintf("ev-%05d", n+next-1) {
 		t.Fatalf("second Deliver call: %d events %v…, want the %d released ones from ev-%05d", len(second), second[:min(3, len(second))], next, n)
+	}
+}
+
+// TestReleasesTooBigForOneWrite acks the first events of 5,000 keys, each
+// with a second event held behind it: the 5,000 releases, each moving an
+// entry with its 1 KiB payload, do not fit one atomic write either, and
+// must be recorded in parts for the second events to be delivered.
+func TestReleasesTooBigForOneWrite(t *testing.T) {
+	const keys = 5000
+	l, err := badgerlog.Open(t.TempDir(), &badgerlog.Options{MemTableSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	appendPayloads(t, l, 2*keys, func(i int) string { return fmt.Sprint(i % keys) })
+	q := l.Queue("s")
+	sink := &fakeSink{}
+	o := options(q, sink)
+	o.BatchMax = 10000
+	o.OrderKey = bodyKey
+	run(t, o)
+	waitFor(t, "every event delivered", func() bool {
+		n := 0
+		for _, c := range sink.calls() {
+			n += len(c)
+		}
+		return n == 2*keys
+	})
+	if calls := sink.calls(); len(calls[0]) != keys {
+		t.Fatalf("first Deliver call: %d events, want the %d heads (the test needs their releases recorded together)", len(calls[0]), keys)
+	}
+	waitStats(t, q, pipeline.QueueStats{})
+}
+
+// TestDroppedDeadWhileItsHoldIsInFlight drops a key's dead head
+// (OrderBlockOnDead) while the key's next event is held only in memory: it
+// came in a batch whose plugin call is still running, so its Hold is not
+// recorded yet. The release must not be lost behind it.
+func TestDroppedDeadWhileItsHoldIsInFlight(t *testing.T) {
+	l, err := badgerlog.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	q := l.Queue("s")
+	unblock := make(chan struct{})
+	sink := &fakeSink{answer: func(call int, b []sdk.Event) ([]sdk.Result, error) {
+		out := make([]sdk.Result, len(b))
+		for i := range out {
+			out[i] = sdk.Delivered()
+		}
+		switch call {
+		case 1: // the key's head goes dead
+			out[0] = sdk.Permanent(errors.New("refused"))
+		case 2: // another key's event, in flight while the head is dropped
+			<-unblock
+		}
+		return out, nil
+	}}
+	o := options(q, sink)
+	o.OrderKey, o.OrderBlockOnDead = bodyKey, true
+	d := dispatch.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	appendPayloads(t, l, 1, func(int) string { return "k" })
+	waitFor(t, "the head dead", func() bool { return stats(t, q).Dead == 1 })
+	appendPayloads(t, l, 2, func(i int) string { return []string{"k", "other"}[i] }) // ev-00000 of k, ev-00001 of other
+	waitFor(t, "the second batch in flight", func() bool { return len(sink.calls()) == 2 })
+	if st := d.Order(); st.HeldKeys != 1 || st.Held != 1 {
+		t.Fatalf("Order() = %+v, want k's second event held (the test's premise)", st)
+	}
+	dls, err := q.DeadLetters(context.Background(), 0, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("DeadLetters = %v, %v", dls, err)
+	}
+	if _, err := q.DropDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DroppedDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	close(unblock)
+	waitFor(t, "k's second event delivered", func() bool { return len(sink.calls()) == 3 })
+	if c := sink.calls()[2]; len(c) != 1 || c[0].Route != "r" {
+		t.Fatalf("third Deliver call = %v, want k's second event", c)
+	}
+	waitStats(t, q, pipeline.QueueStats{})
+}
+
+// appendPayloads appends n events of key key(i), each routed to sink "s"
+// with a 1 KiB payload, in appends of 500.
+func appendPayloads(t *testing.T, l pipeline.Log, n int, key func(i int) string) {
+	t.Helper()
+	payload := bytes.Repeat([]byte{'p'}, 1024)
+	var entries []pipeline.Entry
+	for i := range n {
+		body, _ := json.Marshal(keyed{K: key(i), N: i})
+		entries = append(entries, pipeline.Entry{
+			Event:   pipeline.Event{ID: fmt.Sprintf("ev-%05d", i), Source: "src", ReceivedAt: time.Now(), Body: body},
+			Targets: []pipeline.Target{{Sink: "s", Route: "r", Payload: payload}},
+		})
+		if len(entries) == 500 || i == n-1 {
+			if _, err := l.Append(context.Background(), entries); err != nil {
+				t.Fatalf("Append: %v", err)
+			}
+			entries = nil
+		}
 	}
 }

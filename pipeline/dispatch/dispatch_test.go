@@ -210,7 +210,14 @@ func run(t testing.TB, o dispatch.Options) (stop func() error) {
 // waitFor polls cond until it holds, failing the test after a deadline.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitWithin(t, 5*time.Second, what, cond)
+}
+
+// waitWithin is waitFor with a deadline of d, for the tests that move
+// thousands of events through a real log (slow under -race on 2 cores).
+func waitWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

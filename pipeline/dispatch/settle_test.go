@@ -51,7 +51,7 @@ func TestSettleTooBigForOneWrite(t *testing.T) {
 	o := options(q, sink)
 	o.BatchMax = 10000 // the most a sink's delivery.batch_max may be
 	run(t, o)
-	waitFor(t, "every outcome recorded", func() bool { return stats(t, q).Retrying == n })
+	waitWithin(t, time.Minute, "every outcome recorded", func() bool { return stats(t, q).Retrying == n })
 	if calls := sink.calls(); len(calls) != 1 || len(calls[0]) != n {
 		t.Fatalf("Deliver calls: %d, want one of all %d events (the test needs them settled together)", len(calls), n)
 	}
@@ -102,8 +102,8 @@ func TestSettleOrderedTooBigForOneWrite(t *testing.T) {
 	o.BatchMax = 10000 // the most a sink's delivery.batch_max may be
 	o.OrderKey = bodyKey
 	run(t, o)
-	waitFor(t, "the released events delivered", func() bool { return len(sink.calls()) >= 2 })
-	waitFor(t, "every outcome recorded", func() bool {
+	waitWithin(t, time.Minute, "the released events delivered", func() bool { return len(sink.calls()) >= 2 })
+	waitWithin(t, time.Minute, "every outcome recorded", func() bool {
 		st := stats(t, q)
 		return st.Retrying == n-next && st.Ready == 0
 	})
@@ -120,25 +120,25 @@ func TestSettleOrderedTooBigForOneWrite(t *testing.T) {
 	}
 }
 
-// TestReleasesTooBigForOneWrite acks the first events of 5,000 keys, each
-// with a second event held behind it: the 5,000 releases, each moving an
-// entry with its 1 KiB payload, do not fit one atomic write either, and
+// TestReleasesTooBigForOneWrite acks the first events of 2,500 keys, each
+// with a second event held behind it: the 2,500 releases, each moving an
+// entry with its 2 KiB payload, do not fit one atomic write either, and
 // must be recorded in parts for the second events to be delivered.
 func TestReleasesTooBigForOneWrite(t *testing.T) {
-	const keys = 5000
+	const keys = 2500
 	l, err := badgerlog.Open(t.TempDir(), &badgerlog.Options{MemTableSize: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	appendPayloads(t, l, 2*keys, func(i int) string { return fmt.Sprint(i % keys) })
+	appendPayloads(t, l, 2*keys, 2048, func(i int) string { return fmt.Sprint(i % keys) })
 	q := l.Queue("s")
 	sink := &fakeSink{}
 	o := options(q, sink)
 	o.BatchMax = 10000
 	o.OrderKey = bodyKey
 	run(t, o)
-	waitFor(t, "every event delivered", func() bool {
+	waitWithin(t, time.Minute, "every event delivered", func() bool {
 		n := 0
 		for _, c := range sink.calls() {
 			n += len(c)
@@ -184,9 +184,9 @@ func TestDroppedDeadWhileItsHoldIsInFlight(t *testing.T) {
 	go func() { done <- d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	appendPayloads(t, l, 1, func(int) string { return "k" })
+	appendPayloads(t, l, 1, 1024, func(int) string { return "k" })
 	waitFor(t, "the head dead", func() bool { return stats(t, q).Dead == 1 })
-	appendPayloads(t, l, 2, func(i int) string { return []string{"k", "other"}[i] }) // ev-00000 of k, ev-00001 of other
+	appendPayloads(t, l, 2, 1024, func(i int) string { return []string{"k", "other"}[i] }) // ev-00000 of k, ev-00001 of other
 	waitFor(t, "the second batch in flight", func() bool { return len(sink.calls()) == 2 })
 	if st := d.Order(); st.HeldKeys != 1 || st.Held != 1 {
 		t.Fatalf("Order() = %+v, want k's second event held (the test's premise)", st)
@@ -210,10 +210,10 @@ func TestDroppedDeadWhileItsHoldIsInFlight(t *testing.T) {
 }
 
 // appendPayloads appends n events of key key(i), each routed to sink "s"
-// with a 1 KiB payload, in appends of 500.
-func appendPayloads(t *testing.T, l pipeline.Log, n int, key func(i int) string) {
+// with a payload of size bytes, in appends of 500.
+func appendPayloads(t *testing.T, l pipeline.Log, n, size int, key func(i int) string) {
 	t.Helper()
-	payload := bytes.Repeat([]byte{'p'}, 1024)
+	payload := bytes.Repeat([]byte{'p'}, size)
 	var entries []pipeline.Entry
 	for i := range n {
 		body, _ := json.Marshal(keyed{K: key(i), N: i})

@@ -531,18 +531,25 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	ic.Metrics = d.metrics
 	ic.Audit = d.audit
 	ic.Tracing = d.tracer.Load()
-	d.telemetryChanged(d.cfg.Load(), cfg)
 	specs, err := PluginSpecs(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	d.keepStartOnly(cfg, d.cfg.Load())
+	changes := keepStartOnly(cfg, d.cfg.Load())
+	if len(changes) > 0 {
+		// What was checked at load had the new values; what will run has
+		// the old ones (order_key needs the badger backend, say).
+		if _, err := cfg.Compile(); err != nil {
+			return fmt.Errorf("reload: with the settings read only at start as they run: %w", err)
+		}
+	}
 	if err := d.applySinks(ctx, specs, cfg.Sinks, cfg.Plan().OrderKeys); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
 	d.h.Swap(ic)
 	d.cfg.Store(cfg)
 	d.ReloadTLS()
+	d.warnStartOnly(changes)
 	return nil
 }
 

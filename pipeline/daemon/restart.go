@@ -2,15 +2,16 @@ package daemon
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/pipelined/pipelined/pipeline/config"
 )
 
 // startOnly is a setting read only at start: the listeners, the log, the
-// admin API's token and pages. A reload that changes one warns and keeps
-// the running value in the configuration it stores, so that the stored
-// configuration says what runs and the next reload warns again.
+// admin API's token and pages. A reload that changes one keeps the running
+// value in the configuration it checks and stores, and warns, so that the
+// stored configuration says what runs and the next reload warns again.
 type startOnly struct {
 	key string
 	// backend, when set, limits the setting to a log backend: the one
@@ -69,16 +70,52 @@ var startOnlySettings = []startOnly{
 	field("log.tls_key_file", func(c *config.Config) *string { return &c.Log.TLSKeyFile }).on("jetstream"),
 }
 
-// keepStartOnly warns of each start-only setting that cfg changes from
-// running and puts the running value back in cfg.
-func (d *Daemon) keepStartOnly(cfg, running *config.Config) {
+// startChange is a start-only setting that a reload changed.
+type startChange struct {
+	key, was, now string
+	// inPart: the setting is read at start for one purpose and on every
+	// reload for another (server.trusted_proxies); the new value is kept.
+	inPart bool
+}
+
+// keepStartOnly puts back in cfg the running value of each start-only
+// setting that cfg changes, and returns what it found changed: [telemetry]
+// too (the tracer is set up at start only; its values are not shown),
+// and server.trusted_proxies, which the ingest handler reads at every
+// reload and the per-address connection limit only at start.
+func keepStartOnly(cfg, running *config.Config) []startChange {
+	var out []startChange
 	for _, s := range startOnlySettings {
 		if s.backend != "" && s.backend != running.Log.Backend {
 			continue
 		}
 		if was, now := s.value(running), s.value(cfg); was != now {
-			d.log.Warn("a changed setting takes effect only at restart", "key", s.key, "running", was, "new", now)
+			out = append(out, startChange{key: s.key, was: was, now: now})
 			s.keep(cfg, running)
+		}
+	}
+	if !reflect.DeepEqual(cfg.Telemetry, running.Telemetry) {
+		out = append(out, startChange{key: "[telemetry]"})
+		cfg.Telemetry = running.Telemetry
+	}
+	if was, now := strings.Join(running.Server.TrustedProxies, ","), strings.Join(cfg.Server.TrustedProxies, ","); was != now {
+		out = append(out, startChange{key: "server.trusted_proxies", was: was, now: now, inPart: true})
+	}
+	return out
+}
+
+// warnStartOnly logs each change of a start-only setting that a reload
+// made, once the reload is in force.
+func (d *Daemon) warnStartOnly(changes []startChange) {
+	for _, c := range changes {
+		switch {
+		case c.inPart:
+			d.log.Warn("a changed setting takes effect in part: allow_cidrs believes the new proxies now, max_conns_per_ip exempts them only after a restart",
+				"key", c.key, "running", c.was, "new", c.now)
+		case c.key == "[telemetry]":
+			d.log.Warn("[telemetry] changed; it takes effect when pipelined restarts (the tracer in force stays)")
+		default:
+			d.log.Warn("a changed setting takes effect only at restart", "key", c.key, "running", c.was, "new", c.now)
 		}
 	}
 }

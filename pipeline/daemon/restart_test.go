@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 
@@ -52,6 +53,7 @@ func TestReloadKeepsStartOnlySettings(t *testing.T) {
 [server]
 listen = %q
 log_requests = %v
+trusted_proxies = [%s]
 
 [admin]
 listen = "127.0.0.1:0"
@@ -61,15 +63,18 @@ dir = %q
 retention = %q
 memtable_size = %q
 
+[telemetry]
+service_name = %q
+
 [[source]]
 name = "src"
 path = "/hooks/src"
 auth = { type = "none" }
 `
 	dir := t.TempDir()
-	changed := fmt.Sprintf(base, "127.0.0.1:1", false, dir, "48h", "64MiB")
+	changed := fmt.Sprintf(base, "127.0.0.1:1", false, `"10.0.0.0/8"`, dir, "48h", "64MiB", "renamed")
 	var logs lockedBuffer
-	d, _ := startDaemonWith(t, fmt.Sprintf(base, "127.0.0.1:0", true, dir, "168h", "16MiB"), Options{
+	d, _ := startDaemonWith(t, fmt.Sprintf(base, "127.0.0.1:0", true, "", dir, "168h", "16MiB", "pipelined"), Options{
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
 		Load:   func() (*config.Config, error) { return config.Parse("test.toml", []byte(changed)) },
 	})
@@ -78,18 +83,31 @@ auth = { type = "none" }
 		"log.retention":     {"168h0m0s", "48h0m0s"},
 		"log.memtable_size": {"16MiB", "64MiB"},
 	}
+	wantInPart := map[string][2]string{"server.trusted_proxies": {"", "10.0.0.0/8"}}
 	for reload := 1; reload <= 2; reload++ {
 		if err := d.Reload(context.Background()); err != nil {
 			t.Fatalf("reload %d: %v", reload, err)
 		}
-		got := map[string][2]string{}
+		got, gotInPart, telemetry := map[string][2]string{}, map[string][2]string{}, 0
 		for _, l := range logs.lines(t) {
-			if l["msg"] == "a changed setting takes effect only at restart" {
+			switch msg := l["msg"].(string); {
+			case msg == "a changed setting takes effect only at restart":
 				got[l["key"].(string)] = [2]string{l["running"].(string), l["new"].(string)}
+			case strings.HasPrefix(msg, "a changed setting takes effect in part"):
+				gotInPart[l["key"].(string)] = [2]string{l["running"].(string), l["new"].(string)}
+			case strings.HasPrefix(msg, "[telemetry] changed"):
+				telemetry++
 			}
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("reload %d warned of %v, want %v (running, new)", reload, got, want)
+		}
+		if fmt.Sprint(gotInPart) != fmt.Sprint(wantInPart) {
+			t.Errorf("reload %d warned of %v in part, want %v (running, new)", reload, gotInPart, wantInPart)
+		}
+		wantInPart = map[string][2]string{} // in force now: the next reload changes nothing
+		if telemetry != 1 {
+			t.Errorf("reload %d warned of [telemetry] %d times, want once", reload, telemetry)
 		}
 		logs.mu.Lock()
 		logs.b.Reset()
@@ -99,8 +117,50 @@ auth = { type = "none" }
 			t.Errorf("after reload %d the stored configuration has listen %s, retention %s, memtable_size %s; want the running 127.0.0.1:0, 168h0m0s, 16MiB",
 				reload, cfg.Server.Listen, cfg.Log.Retention, cfg.Log.MemtableSize)
 		}
-		if cfg.Server.LogRequests {
-			t.Errorf("after reload %d server.log_requests = true, want the reloaded false", reload)
+		if cfg.Server.LogRequests || len(cfg.Server.TrustedProxies) != 1 {
+			t.Errorf("after reload %d server.log_requests = %v, trusted_proxies = %v; want the reloaded false and [10.0.0.0/8]",
+				reload, cfg.Server.LogRequests, cfg.Server.TrustedProxies)
 		}
+		if cfg.Telemetry.ServiceName != "pipelined" {
+			t.Errorf("after reload %d telemetry.service_name = %q, want the running %q", reload, cfg.Telemetry.ServiceName, "pipelined")
+		}
+	}
+}
+
+// TestReloadChecksWhatWillRun refuses a reload whose file is valid only
+// with a start-only setting it cannot change: delivery.order_key with
+// log.backend = "badger", on a daemon that runs JetStream.
+func TestReloadChecksWhatWillRun(t *testing.T) {
+	const base = `
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[log]
+backend = %q
+urls = ["nats://127.0.0.1:4222"]
+[[source]]
+name = "src"
+path = "/hooks/src"
+auth = { type = "none" }
+%s`
+	var logs lockedBuffer
+	d, _ := startDaemonWith(t, fmt.Sprintf(base, "jetstream", ""), Options{ // the test's log is a memlog whatever the backend
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+		Load: func() (*config.Config, error) {
+			return config.Parse("test.toml", []byte(fmt.Sprintf(base, "badger", `
+[[sink]]
+name = "ordered"
+command = "/nonexistent/plugin"
+delivery = { order_key = "body.k" }
+`)))
+		},
+	})
+	err := d.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "settings read only at start") || !strings.Contains(err.Error(), "order_key") {
+		t.Fatalf("Reload() = %v, want it refused: order_key needs the badger backend, and JetStream runs", err)
+	}
+	if cfg := d.cfg.Load(); cfg.Log.Backend != "jetstream" || len(cfg.Sinks) != 0 {
+		t.Errorf("after the refused reload: backend %q, %d sinks; want the running jetstream and none", cfg.Log.Backend, len(cfg.Sinks))
 	}
 }

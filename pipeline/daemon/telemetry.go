@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"reflect"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,12 +89,4 @@ func telemetryTLS(t config.Telemetry) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
-}
-
-// telemetryChanged warns when a reload brings another [telemetry]: the
-// tracer is set up at start only.
-func (d *Daemon) telemetryChanged(old, cfg *config.Config) {
-	if !reflect.DeepEqual(old.Telemetry, cfg.Telemetry) {
-		d.log.Warn("[telemetry] changed; it takes effect when pipelined restarts (the tracer in force stays)")
-	}
 }

@@ -177,7 +177,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.tracer.Store(tracer)
 	d.sinks.tracer = tracer
 	ic.Tracing = tracer
-	db, err := d.open(ctx, cfg.Log)
+	db, err := d.open(ctx, cfg.Log, len(specs))
 	if err != nil {
 		return err
 	}
@@ -255,11 +255,17 @@ func prepare(cfg *config.Config) (ingest.Config, []pluginhost.Spec, []byte, erro
 }
 
 // open opens the event log and points the metrics at it.
-func (d *Daemon) open(ctx context.Context, c config.Log) (pipeline.Log, error) {
+func (d *Daemon) open(ctx context.Context, c config.Log, plugins int) (pipeline.Log, error) {
 	var progress atomic.Int64
 	stop := d.reportOpening(c, &progress)
 	db, logSize, err := d.openLog(ctx, c, d.log.With("component", "log"), &progress)
-	stop()
+	if extended := stop(); extended && err == nil {
+		// Past TimeoutStartSec perhaps: the plugins' starts, one after
+		// another, get their own time, each step bounded by its timeout.
+		d.notify(func(n Notifier) error {
+			return n.ExtendTimeout(time.Duration(3*plugins)*pluginhost.DefaultStartTimeout + 3*d.openTick)
+		})
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -82,10 +82,12 @@ const openTick = 5 * time.Second
 // a request to systemd for three ticks more (EXTEND_TIMEOUT_USEC), so that
 // TimeoutStartSec= does not kill a daemon rebuilding a day's backlog. An
 // open that stops making progress gets no more time: systemd's timeout
-// stops a stuck start, as it should.
-func (d *Daemon) reportOpening(c config.Log, progress *atomic.Int64) (stop func()) {
+// stops a stuck start, as it should. stop reports whether more time was
+// asked for.
+func (d *Daemon) reportOpening(c config.Log, progress *atomic.Int64) (stop func() (extended bool)) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
+	var extended bool
 	go func() {
 		defer close(stopped)
 		t := time.NewTicker(d.openTick)
@@ -103,17 +105,22 @@ func (d *Daemon) reportOpening(c config.Log, progress *atomic.Int64) (stop func(
 				d.log.Info("opening the event log: connecting to NATS", "urls", c.URLs, "took", took)
 				continue
 			}
-			if n == last {
+			switch {
+			case n == 0: // Badger opening its own files, which counts nothing
+				d.log.Info("opening the event log", "dir", c.Dir, "took", took)
+				continue
+			case n == last:
 				d.log.Warn("opening the event log: no progress since the last report; systemd's start timeout is not extended", "dir", c.Dir, "took", took, "progress", n)
 				continue
 			}
 			last = n
 			d.log.Info("opening the event log: replaying its write-ahead log and rebuilding the sinks' queues", "dir", c.Dir, "took", took, "progress", n)
+			extended = true
 			d.notify(func(n Notifier) error { return n.ExtendTimeout(3 * d.openTick) })
 			d.notify(func(nt Notifier) error {
 				return nt.Status(fmt.Sprintf("opening the event log in %s: %v, %d records and events read", c.Dir, took, n))
 			})
 		}
 	}()
-	return func() { close(done); <-stopped }
+	return func() bool { close(done); <-stopped; return extended }
 }

@@ -45,12 +45,17 @@ type Spec struct {
 }
 
 // Options tune how plugins are started and supervised. A nil *Options and
+// DefaultStartTimeout is Options.StartTimeout when it is not set. It bounds
+// each step of a plugin's start (the handshake, Describe, Configure).
+const DefaultStartTimeout = 10 * time.Second
+
 // zero fields take the defaults.
 type Options struct {
 	// Logger receives the host's messages and the plugin's own log lines,
 	// with sink=<name>. Default: a logger that discards everything.
 	Logger *slog.Logger
-	// StartTimeout bounds the handshake and the Configure call. Default 10s.
+	// StartTimeout bounds the handshake and the Configure call. Default
+	// DefaultStartTimeout.
 	StartTimeout time.Duration
 	// CallTimeout bounds each Deliver call on top of its ctx. Default 0:
 	// only the ctx limits it.
@@ -78,7 +83,7 @@ func (o *Options) withDefaults() Options {
 		r.Logger = slog.New(slog.DiscardHandler)
 	}
 	if r.StartTimeout <= 0 {
-		r.StartTimeout = 10 * time.Second
+		r.StartTimeout = DefaultStartTimeout
 	}
 	if r.CloseTimeout <= 0 {
 		r.CloseTimeout = 10 * time.Second

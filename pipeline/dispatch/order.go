@@ -54,10 +54,12 @@ type order struct {
 	keys  map[string]*keyState
 	heads map[uint64]string // the head seq of each key → the key
 	held  int
-	// dropped are heads DroppedDead released while a batch was perhaps in
-	// flight: a release finds only holds already recorded, so settleOrdered
-	// releases again those whose Hold it records.
-	dropped []uint64
+	// unrecorded are the held seqs whose Hold is not in the log yet (the
+	// batch in flight's): a release finds only recorded holds, so
+	// DroppedDead leaves a head among them in late, and settleOrdered
+	// releases it once the Hold is recorded.
+	unrecorded map[uint64]bool
+	late       []uint64
 
 	// Run's goroutine only:
 	release []uint64              // heads chosen but not yet released in the log
@@ -206,6 +208,10 @@ func (d *Dispatcher) admitOrdered(ctx context.Context, batch []pipeline.Delivery
 				o.held++
 			}
 			holds = append(holds, pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Hold})
+			if o.unrecorded == nil {
+				o.unrecorded = map[uint64]bool{}
+			}
+			o.unrecorded[e.Seq] = true
 		}
 	}
 	o.mu.Unlock()
@@ -230,14 +236,6 @@ func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement)
 	s = append(s, o.holds...)
 	o.holds = nil
 	o.mu.Lock()
-	if len(o.dropped) > 0 {
-		for _, x := range s {
-			if x.Outcome == pipeline.Hold && slices.Contains(o.dropped, x.Seq) {
-				o.release = append(o.release, x.Seq)
-			}
-		}
-		o.dropped = o.dropped[:0]
-	}
 	for _, x := range s {
 		k, ok := o.heads[x.Seq]
 		if !ok || x.Outcome == pipeline.Retry || x.Outcome == pipeline.Hold {
@@ -272,14 +270,34 @@ func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement)
 	}
 	if !tooBig {
 		o.release = o.release[:0]
+		d.holdsRecorded(ctx, s)
 		return
 	}
 	// Too big for one atomic write: the outcomes in parts, as settle does,
 	// and the releases after all of them, since an event released before
 	// its hold is recorded would stay held for ever.
-	if d.settle(ctx, s) {
-		d.releaseHeads(ctx)
+	if d.settle(ctx, s) && d.releaseHeads(ctx) {
+		d.holdsRecorded(ctx, s)
 	}
+}
+
+// holdsRecorded notes that the Holds in s are in the log and releases the
+// heads DroppedDead chose among them meanwhile.
+func (d *Dispatcher) holdsRecorded(ctx context.Context, s []pipeline.Settlement) {
+	o := d.ord
+	o.mu.Lock()
+	for _, x := range s {
+		if x.Outcome == pipeline.Hold {
+			delete(o.unrecorded, x.Seq)
+		}
+	}
+	if len(o.unrecorded) == 0 {
+		o.unrecorded = nil // a map keeps its size: a batch of 10,000 holds would pin it
+	}
+	o.release = append(o.release, o.late...)
+	o.late = nil
+	o.mu.Unlock()
+	d.releaseHeads(ctx)
 }
 
 // releaseHeads records the pending releases, trying again while the log
@@ -355,9 +373,12 @@ func (d *Dispatcher) DroppedDead(ctx context.Context, seqs []uint64) error {
 		st.head, st.held, st.dead = st.held[0].seq, st.held[1:], false
 		o.held--
 		o.heads[st.head] = k
+		if o.unrecorded[st.head] {
+			o.late = append(o.late, st.head)
+			continue
+		}
 		release = append(release, st.head)
 	}
-	o.dropped = append(o.dropped, release...)
 	o.mu.Unlock()
 	_, err := releaseInParts(ctx, o.q, release)
 	return err

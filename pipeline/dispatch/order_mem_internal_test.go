@@ -99,7 +99,7 @@ func TestOrderStateMemory(t *testing.T) {
 			if len(out) != tt.keys || d.Order().Held != tt.keys*tt.held {
 				t.Fatalf("premise: %d delivered and %d held, want %d and %d", len(out), d.Order().Held, tt.keys, tt.keys*tt.held)
 			}
-			out, d.ord.holds = nil, nil
+			out, d.ord.holds, d.ord.unrecorded = nil, nil, nil // as once the holds are recorded
 			running := float64(liveHeap()-before) / float64(tt.keys)
 			runtime.KeepAlive(batch)
 			runtime.KeepAlive(d)

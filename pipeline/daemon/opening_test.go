@@ -14,6 +14,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 )
 
 // recordingNotifier keeps what the daemon tells systemd.
@@ -56,7 +57,7 @@ func (r *recordingNotifier) count(prefix string) int {
 // intervals).
 func TestLongOpenAsksForTime(t *testing.T) {
 	const tick = 40 * time.Millisecond
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	nt := &recordingNotifier{}
 	cfg, err := config.Parse("test.toml", []byte(`
 [server]
@@ -113,7 +114,7 @@ auth = { type = "none" }
 		t.Errorf("no status line while opening; sent %q", nt.sent)
 	}
 	var warned bool
-	for _, l := range logs.lines(t) {
+	for _, l := range logs.Lines(t, "") {
 		warned = warned || strings.HasPrefix(l["msg"].(string), "opening the event log: no progress")
 	}
 	if !warned {

@@ -1,47 +1,15 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger that goroutines share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the JSON log lines written so far.
-func (l *lockedBuffer) lines(t *testing.T) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(l.b.Bytes()), []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // TestReloadKeepsStartOnlySettings reloads twice a configuration that
 // changes settings read only at start (a listen address, the log's
@@ -73,7 +41,7 @@ auth = { type = "none" }
 `
 	dir := t.TempDir()
 	changed := fmt.Sprintf(base, "127.0.0.1:1", false, `"10.0.0.0/8"`, dir, "48h", "64MiB", "renamed")
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	d, _ := startDaemonWith(t, fmt.Sprintf(base, "127.0.0.1:0", true, "", dir, "168h", "16MiB", "pipelined"), Options{
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
 		Load:   func() (*config.Config, error) { return config.Parse("test.toml", []byte(changed)) },
@@ -89,7 +57,7 @@ auth = { type = "none" }
 			t.Fatalf("reload %d: %v", reload, err)
 		}
 		got, gotInPart, telemetry := map[string][2]string{}, map[string][2]string{}, 0
-		for _, l := range logs.lines(t) {
+		for _, l := range logs.Lines(t, "") {
 			switch msg := l["msg"].(string); {
 			case msg == "a changed setting takes effect only at restart":
 				got[l["key"].(string)] = [2]string{l["running"].(string), l["new"].(string)}
@@ -109,9 +77,7 @@ auth = { type = "none" }
 		if telemetry != 1 {
 			t.Errorf("reload %d warned of [telemetry] %d times, want once", reload, telemetry)
 		}
-		logs.mu.Lock()
-		logs.b.Reset()
-		logs.mu.Unlock()
+		logs.Reset()
 		cfg := d.cfg.Load()
 		if cfg.Server.Listen != "127.0.0.1:0" || cfg.Log.Retention.String() != "168h0m0s" || cfg.Log.MemtableSize.String() != "16MiB" {
 			t.Errorf("after reload %d the stored configuration has listen %s, retention %s, memtable_size %s; want the running 127.0.0.1:0, 168h0m0s, 16MiB",
@@ -144,7 +110,7 @@ name = "src"
 path = "/hooks/src"
 auth = { type = "none" }
 %s`
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	d, _ := startDaemonWith(t, fmt.Sprintf(base, "jetstream", ""), Options{ // the test's log is a memlog whatever the backend
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
 		Load: func() (*config.Config, error) {

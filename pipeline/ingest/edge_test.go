@@ -21,6 +21,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/writer"
@@ -44,7 +45,7 @@ func TestRejectedFloodBounded(t *testing.T) {
 	}
 	const max = 256 << 10
 	src := ingest.Source{Name: "flood", Path: "/hooks/flood", Verifier: v, KeepRejected: time.Hour, KeepRejectedMax: max}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Audit: audit, Metrics: m},
 		&recordingAppender{}, slog.New(slog.NewJSONHandler(logs, nil)))
 
@@ -107,7 +108,7 @@ func TestRejectedFloodBounded(t *testing.T) {
 	if evicted != fmt.Sprint(n-len(kept)) {
 		t.Errorf("pipelined_rejections_evicted_total = %s, want %d (%d refused, %d kept)", evicted, n-len(kept), n, len(kept))
 	}
-	if lines := logs.lines(t, "webhook refused"); len(lines) > 10 {
+	if lines := logs.Lines(t, "webhook refused"); len(lines) > 10 {
 		t.Errorf("%d 401s logged %d lines, want a handful (rate-limited per source and reason)", n, len(lines))
 	}
 }

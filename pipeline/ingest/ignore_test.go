@@ -17,6 +17,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
@@ -55,7 +56,7 @@ func TestIgnore(t *testing.T) {
 	src.KeepRejected = time.Hour
 	reg := prometheus.NewRegistry()
 	app := &recordingAppender{}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Audit: audit, Metrics: metrics.New(reg), LogRequests: true},
 		app, slog.New(slog.NewJSONHandler(logs, nil)))
 
@@ -98,7 +99,7 @@ func TestIgnore(t *testing.T) {
 	if app.len() != 1 {
 		t.Errorf("appended %d events, want only the call_ended", app.len())
 	}
-	if l := logs.lines(t, "webhook ignored"); len(l) != 1 || l[0]["source"] != "callkaro" || !strings.Contains(l[0]["reason"].(string), "ignores this event") {
+	if l := logs.Lines(t, "webhook ignored"); len(l) != 1 || l[0]["source"] != "callkaro" || !strings.Contains(l[0]["reason"].(string), "ignores this event") {
 		t.Errorf("'webhook ignored' lines = %v, want one for source callkaro with the reason", l)
 	}
 	if got := h.Stats().Ignored; got != 1 {

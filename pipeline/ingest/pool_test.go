@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 )
 
 // TestConcurrentRequestsStayDistinct: what the handler pools or shares
@@ -29,7 +30,7 @@ import (
 func TestConcurrentRequestsStayDistinct(t *testing.T) {
 	const workers, each = 8, 40
 	app := &recordingAppender{}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	h := ingest.New(testConfig(t), app, slog.New(slog.NewJSONHandler(logs, nil)))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -117,7 +118,7 @@ func TestConcurrentRequestsStayDistinct(t *testing.T) {
 
 	// One "rule failed" line per event, its error redacted by that
 	// event's own values.
-	lines := logs.lines(t, "rule failed")
+	lines := logs.Lines(t, "rule failed")
 	if len(lines) != workers*each {
 		t.Fatalf("%d rule failed lines, want %d", len(lines), workers*each)
 	}

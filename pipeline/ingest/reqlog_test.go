@@ -1,59 +1,25 @@
 package ingest_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
 
-// logBuffer collects JSON log lines; safe for the handler's goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the decoded lines whose msg is msg.
-func (b *logBuffer) lines(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		if m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // loggedFixture serves testConfig (with logRequests) through a real writer
 // on a memlog, logging JSON at INFO into the returned buffer.
-func loggedFixture(t *testing.T, logRequests bool) (*fixture, *logBuffer) {
+func loggedFixture(t *testing.T, logRequests bool) (*fixture, *testlog.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	f := &fixture{log: memlog.New()}
 	w := writer.New(f.log, nil)
 	t.Cleanup(w.Close)
@@ -88,7 +54,7 @@ func TestRequestLogLines(t *testing.T) {
 	f.do(t, request{contentType: "application/json", body: []byte(`{"broken`)})
 	f.do(t, request{path: "/nowhere", contentType: "application/json", body: []byte(`{}`)})
 
-	acc := logs.lines(t, "webhook accepted")
+	acc := logs.Lines(t, "webhook accepted")
 	if len(acc) != 1 {
 		t.Fatalf("%d 'webhook accepted' lines, want 1", len(acc))
 	}
@@ -101,10 +67,10 @@ func TestRequestLogLines(t *testing.T) {
 		!slices.Equal(gotSinks, []string{"archive", "db", "slack"}) {
 		t.Errorf("accepted line = %v, want INFO, event_id %v, source callkaro, dedup_key %s, sinks [archive db slack]", a, first["id"], callSid)
 	}
-	if d := logs.lines(t, "webhook duplicate"); len(d) != 1 || d[0]["event_id"] != first["id"] || d[0]["dedup_key"] != callSid {
+	if d := logs.Lines(t, "webhook duplicate"); len(d) != 1 || d[0]["event_id"] != first["id"] || d[0]["dedup_key"] != callSid {
 		t.Errorf("duplicate lines = %v, want one with the first's event_id %v", d, first["id"])
 	}
-	ref := logs.lines(t, "webhook refused")
+	ref := logs.Lines(t, "webhook refused")
 	if len(ref) != 2 {
 		t.Fatalf("refused lines = %v, want 2", ref)
 	}
@@ -133,10 +99,10 @@ func TestRequestLogOff(t *testing.T) {
 	postJSON(t, f, callKaro(t))
 	postJSON(t, f, callKaro(t))
 	f.do(t, request{contentType: "text/plain", body: []byte(`{}`)})
-	if n := len(logs.lines(t, "webhook accepted")) + len(logs.lines(t, "webhook duplicate")); n != 0 {
+	if n := len(logs.Lines(t, "webhook accepted")) + len(logs.Lines(t, "webhook duplicate")); n != 0 {
 		t.Errorf("log_requests = false: %d accepted/duplicate lines, want 0", n)
 	}
-	if r := logs.lines(t, "webhook refused"); len(r) != 1 || r[0]["status"] != float64(http.StatusUnsupportedMediaType) {
+	if r := logs.Lines(t, "webhook refused"); len(r) != 1 || r[0]["status"] != float64(http.StatusUnsupportedMediaType) {
 		t.Errorf("log_requests = false: refused lines = %v, want the 415", r)
 	}
 }
@@ -150,7 +116,7 @@ func TestRefusalFloodIsRateLimited(t *testing.T) {
 		f.do(t, request{contentType: "application/json", body: []byte(`not json`)})
 	}
 	f.do(t, request{method: http.MethodGet})
-	ref := logs.lines(t, "webhook refused")
+	ref := logs.Lines(t, "webhook refused")
 	bad := 0
 	for _, r := range ref {
 		if r["status"] == float64(http.StatusBadRequest) {

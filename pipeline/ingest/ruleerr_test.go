@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
@@ -40,7 +41,7 @@ func TestRuleErrorsKeepValuesAndRulesPrivate(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			logs := &logBuffer{}
+			logs := &testlog.Buffer{}
 			h := ingest.New(cfg, &recordingAppender{}, slog.New(slog.NewJSONHandler(logs, nil)))
 			req := httptest.NewRequest(http.MethodPost, hookPath, bytes.NewReader([]byte(tt.body)))
 			req.Header.Set("Content-Type", "application/json")
@@ -69,10 +70,4 @@ func TestRuleErrorsKeepValuesAndRulesPrivate(t *testing.T) {
 			}
 		})
 	}
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
@@ -48,7 +49,7 @@ func TestSchemaTooComplex(t *testing.T) {
 	audit := ingest.NewAudit(db, nil)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	app := &recordingAppender{}
 	src := ingest.Source{Name: "tree", Path: hookPath, Schema: schema, KeepRejected: time.Hour}
 	h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Audit: audit, Metrics: m},
@@ -98,7 +99,7 @@ func TestSchemaTooComplex(t *testing.T) {
 	if got := counterValue(t, reg, "pipelined_rule_errors_total", map[string]string{"route": "tree", "expr": "schema"}); got != 1 {
 		t.Errorf(`pipelined_rule_errors_total{route="tree",expr="schema"} = %v, want 1`, got)
 	}
-	l := logs.lines(t, "rule failed")
+	l := logs.Lines(t, "rule failed")
 	if len(l) != 1 || l[0]["source"] != "tree" || l[0]["expr"] != "schema" || l[0]["rule"] != "tree.schema.json" ||
 		!strings.Contains(l[0]["err"].(string), "too complex") {
 		t.Errorf("'rule failed' lines = %v, want one naming the source, the schema and the cost", l)

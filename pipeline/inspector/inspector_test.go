@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/inspector"
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 )
 
 const hostile = `<script>window.pwned=1</script>"><img src=x onerror=alert(1)>`
@@ -225,7 +225,7 @@ func TestHugeDedupKeyIsClipped(t *testing.T) {
 // refused, but a flood of them writes a handful of log lines, the next
 // one saying how many it left out.
 func TestWrongLoginsDoNotFloodTheLog(t *testing.T) {
-	var buf syncBuffer
+	var buf testlog.Buffer
 	ao := admin.Options{Log: memlog.New(), Token: []byte("s3cret"), Logger: slog.New(slog.NewTextHandler(&buf, nil))}
 	srv := httptest.NewServer(inspector.New(inspector.Options{Admin: ao}))
 	defer srv.Close()
@@ -246,23 +246,6 @@ func TestWrongLoginsDoNotFloodTheLog(t *testing.T) {
 	if n := strings.Count(buf.String(), "ui login refused"); n == 0 || n > 10 {
 		t.Errorf("200 wrong logins wrote %d log lines, want between 1 and 10:\n%s", n, buf.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestBadCursorIsTheCallersError: an after= the log did not hand out is a

@@ -1,7 +1,6 @@
 package pluginhost
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,13 +13,13 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/protocol"
@@ -388,38 +387,8 @@ func TestPluginEnvironment(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of go-plugin's
-// log goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) records(t testing.TB) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var recs []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		recs = append(recs, m)
-	}
-	return recs
-}
-
 func TestPluginLogs(t *testing.T) {
-	buf := &syncBuffer{}
+	buf := &testlog.Buffer{}
 	log := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	spec := helperSpec(t, "sink", map[string]any{"log": true})
 	startHelper(t, spec, &Options{Logger: log})
@@ -433,7 +402,7 @@ func TestPluginLogs(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		found := map[string]map[string]any{}
-		for _, r := range buf.records(t) {
+		for _, r := range buf.Lines(t, "") {
 			if msg, _ := r["msg"].(string); want[msg] != "" || msg == "starting plugin" {
 				found[msg] = r
 			}
@@ -454,7 +423,7 @@ func TestPluginLogs(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("log records so far: %v\nwant messages %v and starting plugin", buf.records(t), want)
+			t.Fatalf("log records so far: %v\nwant messages %v and starting plugin", buf.Lines(t, ""), want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +58,8 @@ func TestLongOpenAsksForTime(t *testing.T) {
 	const tick = 40 * time.Millisecond
 	var logs testlog.Buffer
 	nt := &recordingNotifier{}
-	cfg, err := config.Parse("test.toml", []byte(`
+	var extendsWhileCounting, extendsBeforeEnd int
+	startDaemonWith(t, `
 [server]
 listen = "127.0.0.1:0"
 [admin]
@@ -70,34 +70,18 @@ dir = "`+t.TempDir()+`"
 name = "src"
 path = "/hooks/src"
 auth = { type = "none" }
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	d := New(cfg, &Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Notifier: nt, OnReady: func(net.Addr, net.Addr) { close(ready) }})
-	d.openTick = tick
-	var extendsWhileCounting, extendsBeforeEnd int
-	d.openLog = func(_ context.Context, _ config.Log, _ *slog.Logger, progress *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
-		for end := time.Now().Add(6 * tick); time.Now().Before(end); time.Sleep(tick / 8) {
-			progress.Add(1000) // rebuilding queues
+`, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Notifier: nt}, func(d *Daemon) {
+		d.openTick = tick
+		d.openLog = func(_ context.Context, _ config.Log, _ *slog.Logger, progress *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
+			for end := time.Now().Add(6 * tick); time.Now().Before(end); time.Sleep(tick / 8) {
+				progress.Add(1000) // rebuilding queues
+			}
+			extendsWhileCounting = nt.count("EXTEND_TIMEOUT=")
+			time.Sleep(4 * tick) // stuck
+			extendsBeforeEnd = nt.count("EXTEND_TIMEOUT=")
+			return memlog.New(), nil, nil
 		}
-		extendsWhileCounting = nt.count("EXTEND_TIMEOUT=")
-		time.Sleep(4 * tick) // stuck
-		extendsBeforeEnd = nt.count("EXTEND_TIMEOUT=")
-		return memlog.New(), nil, nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run = %v before ready", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon not ready after 30s")
-	}
+	})
 	if extendsWhileCounting < 2 {
 		t.Errorf("EXTEND_TIMEOUT sent %d times in six intervals of progress, want at least 2 (sent: %q)", extendsWhileCounting, nt.sent)
 	}

@@ -45,7 +45,7 @@ auth = { type = "none" }
 	d, _ := startDaemonWith(t, fmt.Sprintf(base, "127.0.0.1:0", true, "", dir, "168h", "16MiB", "pipelined"), Options{
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
 		Load:   func() (*config.Config, error) { return config.Parse("test.toml", []byte(changed)) },
-	})
+	}, nil)
 	want := map[string][2]string{
 		"server.listen":     {"127.0.0.1:0", "127.0.0.1:1"},
 		"log.retention":     {"168h0m0s", "48h0m0s"},
@@ -121,7 +121,7 @@ command = "/nonexistent/plugin"
 delivery = { order_key = "body.k" }
 `)))
 		},
-	})
+	}, nil)
 	err := d.Reload(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "settings read only at start") || !strings.Contains(err.Error(), "order_key") {
 		t.Fatalf("Reload() = %v, want it refused: order_key needs the badger backend, and JetStream runs", err)

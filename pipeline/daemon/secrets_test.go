@@ -181,13 +181,14 @@ type daemonAddrs struct{ ingest, admin string }
 // the test ends and returns its addresses once it is ready.
 func startDaemon(t *testing.T, toml string) daemonAddrs {
 	t.Helper()
-	_, a := startDaemonWith(t, toml, Options{})
+	_, a := startDaemonWith(t, toml, Options{}, nil)
 	return a
 }
 
-// startDaemonWith is startDaemon with options o (its OnReady and Notifier
-// are the test's) and returns the daemon too.
-func startDaemonWith(t *testing.T, toml string, o Options) (*Daemon, daemonAddrs) {
+// startDaemonWith is startDaemon with options o (OnReady is the test's; a
+// nil Notifier is one that does nothing) and setup, when not nil, called
+// before Run; it returns the daemon too.
+func startDaemonWith(t *testing.T, toml string, o Options, setup func(*Daemon)) (*Daemon, daemonAddrs) {
 	t.Helper()
 	cfg, err := config.Parse("test.toml", []byte(toml))
 	if err != nil {
@@ -195,10 +196,15 @@ func startDaemonWith(t *testing.T, toml string, o Options) (*Daemon, daemonAddrs
 	}
 	ready := make(chan daemonAddrs, 1)
 	o.OnReady = func(i, a net.Addr) { ready <- daemonAddrs{i.String(), a.String()} }
-	o.Notifier = noNotifier{}
+	if o.Notifier == nil {
+		o.Notifier = noNotifier{}
+	}
 	d := New(cfg, &o)
 	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
 		return memlog.New(), nil, nil
+	}
+	if setup != nil {
+		setup(d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -45,6 +45,19 @@ func (c *Config) Compile() (*Plan, error) {
 	return plan, nil
 }
 
+// Recheck compiles c again once a reload has put its settings read only at
+// start back to their running values: it checks how those combine with the
+// rest (an order_key needs the badger backend), not the files and secrets
+// they name, which were read at start and are not read again (a rotated
+// admin token's old file may be gone). The first Compile checked the rest.
+func (c *Config) Recheck() error {
+	was := c.secretsOptional
+	c.secretsOptional = true
+	defer func() { c.secretsOptional = was }()
+	_, err := c.Compile()
+	return err
+}
+
 // problems collects what is wrong with a configuration.
 type problems struct {
 	c    *Config

@@ -545,7 +545,7 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 	if len(changes) > 0 {
 		// What was checked at load had the new values; what will run has
 		// the old ones (order_key needs the badger backend, say).
-		if _, err := cfg.Compile(); err != nil {
+		if err := cfg.Recheck(); err != nil {
 			return fmt.Errorf("reload: with the settings read only at start as they run: %w", err)
 		}
 	}

@@ -82,7 +82,8 @@ type startChange struct {
 // setting that cfg changes, and returns what it found changed: [telemetry]
 // too (the tracer is set up at start only; its values are not shown),
 // and server.trusted_proxies, which the ingest handler reads at every
-// reload and the per-address connection limit only at start.
+// reload and the per-address connection limit (when there is one) only at
+// start.
 func keepStartOnly(cfg, running *config.Config) []startChange {
 	var out []startChange
 	for _, s := range startOnlySettings {
@@ -98,7 +99,7 @@ func keepStartOnly(cfg, running *config.Config) []startChange {
 		out = append(out, startChange{key: "[telemetry]"})
 		cfg.Telemetry = running.Telemetry
 	}
-	if was, now := strings.Join(running.Server.TrustedProxies, ","), strings.Join(cfg.Server.TrustedProxies, ","); was != now {
+	if was, now := strings.Join(running.Server.TrustedProxies, ","), strings.Join(cfg.Server.TrustedProxies, ","); was != now && running.Server.MaxConnsPerIP > 0 {
 		out = append(out, startChange{key: "server.trusted_proxies", was: was, now: now, inPart: true})
 	}
 	return out

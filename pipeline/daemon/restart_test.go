@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -128,5 +130,46 @@ delivery = { order_key = "body.k" }
 	}
 	if cfg := d.cfg.Load(); cfg.Log.Backend != "jetstream" || len(cfg.Sinks) != 0 {
 		t.Errorf("after the refused reload: backend %q, %d sinks; want the running jetstream and none", cfg.Log.Backend, len(cfg.Sinks))
+	}
+}
+
+// TestReloadAfterTheTokenFileMoved rotates the admin token as an operator
+// would: a new file, the config pointed at it, the old file removed, then
+// a reload for another change. The token changes only at restart, and the
+// reload must not fail on the old file it no longer needs to read.
+func TestReloadAfterTheTokenFileMoved(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"token", "token2"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(f+"-secret-0123456789abcdef\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const base = `
+[server]
+listen = "127.0.0.1:0"
+log_requests = %v
+[admin]
+listen = "127.0.0.1:0"
+token_file = %q
+[log]
+dir = %q
+[[source]]
+name = "src"
+path = "/hooks/src"
+auth = { type = "none" }
+`
+	d, _ := startDaemonWith(t, fmt.Sprintf(base, false, filepath.Join(dir, "token"), dir), Options{
+		Load: func() (*config.Config, error) {
+			return config.Parse("test.toml", []byte(fmt.Sprintf(base, true, filepath.Join(dir, "token2"), dir)))
+		},
+	}, nil)
+	if err := os.Remove(filepath.Join(dir, "token")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload() = %v, want nil: the running token's file is not read again", err)
+	}
+	if cfg := d.cfg.Load(); !cfg.Server.LogRequests || cfg.Admin.TokenFile != filepath.Join(dir, "token") {
+		t.Errorf("after the reload: log_requests %v, token_file %s; want the reloaded true and the running token file", cfg.Server.LogRequests, cfg.Admin.TokenFile)
 	}
 }

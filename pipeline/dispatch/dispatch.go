@@ -645,7 +645,7 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 // fits; a part recorded is never written again. It reports whether every
 // outcome was recorded: false when the log closed or ctx ended first.
 func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) bool {
-	for n := len(s); len(s) > 0; n = len(s) {
+	for n := len(s); len(s) > 0; n = min(n, len(s)) { // the next part as big as the last that fitted
 		ok := d.record(ctx, n, func() error {
 			for {
 				err := d.o.Queue.Settle(ctx, s[:n])

@@ -389,7 +389,7 @@ func (d *Dispatcher) DroppedDead(ctx context.Context, seqs []uint64) error {
 // payload), and returns how many it released: a prefix of seqs.
 func releaseInParts(ctx context.Context, h pipeline.Holder, seqs []uint64) (int, error) {
 	done := 0
-	for n := len(seqs); done < len(seqs); n = len(seqs) - done {
+	for n := len(seqs); done < len(seqs); n = min(n, len(seqs)-done) { // the next part as big as the last that fitted
 		for {
 			_, err := h.Release(ctx, seqs[done:done+n])
 			if err == nil {

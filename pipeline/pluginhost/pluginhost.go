@@ -44,18 +44,18 @@ type Spec struct {
 	Dir string
 }
 
-// Options tune how plugins are started and supervised. A nil *Options and
 // DefaultStartTimeout is Options.StartTimeout when it is not set. It bounds
 // each step of a plugin's start (the handshake, Describe, Configure).
 const DefaultStartTimeout = 10 * time.Second
 
+// Options tune how plugins are started and supervised. A nil *Options and
 // zero fields take the defaults.
 type Options struct {
 	// Logger receives the host's messages and the plugin's own log lines,
 	// with sink=<name>. Default: a logger that discards everything.
 	Logger *slog.Logger
-	// StartTimeout bounds the handshake and the Configure call. Default
-	// DefaultStartTimeout.
+	// StartTimeout bounds each step of a plugin's start: the handshake,
+	// Describe and Configure. Default DefaultStartTimeout.
 	StartTimeout time.Duration
 	// CallTimeout bounds each Deliver call on top of its ctx. Default 0:
 	// only the ctx limits it.

@@ -60,6 +60,11 @@ type order struct {
 	// releases it once the Hold is recorded.
 	unrecorded map[uint64]bool
 	late       []uint64
+	// loaded says rebuild has run; early are the dead letters DroppedDead
+	// was told of before, applied by rebuild (a drop between its read of
+	// the queue and its lock would otherwise find no key and be lost).
+	loaded bool
+	early  []uint64
 
 	// Run's goroutine only:
 	release []uint64              // heads chosen but not yet released in the log
@@ -175,6 +180,9 @@ func (o *order) rebuild(per map[string][]pipeline.Waiting) int {
 		o.keys[k] = st
 		o.heads[st.head] = k
 	}
+	o.loaded = true
+	o.release = append(o.release, o.dropLocked(o.early)...)
+	o.early = nil
 	return n
 }
 
@@ -349,16 +357,31 @@ func (d *Dispatcher) releaseAllHeld(ctx context.Context) error {
 
 // DroppedDead tells the dispatcher that the dead letters seqs were
 // dropped: each key held behind one of them (OrderBlockOnDead) goes on
-// with its next held event. Safe for concurrent use. When it fails, the
-// keys stay held until the dispatcher starts again (its rebuild does not
-// see dropped dead letters).
+// with its next held event. Safe for concurrent use; told before Run has
+// rebuilt the per-key state, the dispatcher applies it once it has. When
+// it fails, the keys stay held until the dispatcher starts again (its
+// rebuild does not see dropped dead letters).
 func (d *Dispatcher) DroppedDead(ctx context.Context, seqs []uint64) error {
 	o := d.ord
 	if o == nil || !o.block || o.q == nil {
 		return nil
 	}
-	var release []uint64
 	o.mu.Lock()
+	if !o.loaded {
+		o.early = append(o.early, seqs...)
+		o.mu.Unlock()
+		return nil
+	}
+	release := o.dropLocked(seqs)
+	o.mu.Unlock()
+	_, err := releaseInParts(ctx, o.q, release)
+	return err
+}
+
+// dropLocked moves each key whose dead head is among seqs to its next held
+// event and returns those to release now; a head whose Hold is not yet
+// recorded goes to late instead. o.mu is held.
+func (o *order) dropLocked(seqs []uint64) (release []uint64) {
 	for _, seq := range seqs {
 		k, ok := o.heads[seq]
 		if !ok || !o.keys[k].dead {
@@ -379,9 +402,7 @@ func (d *Dispatcher) DroppedDead(ctx context.Context, seqs []uint64) error {
 		}
 		release = append(release, st.head)
 	}
-	o.mu.Unlock()
-	_, err := releaseInParts(ctx, o.q, release)
-	return err
+	return release
 }
 
 // releaseInParts releases seqs, in parts halved until each fits one atomic

@@ -229,3 +229,74 @@ func appendPayloads(t *testing.T, l pipeline.Log, n, size int, key func(i int) s
 		}
 	}
 }
+
+// dropDuringLoad is a sink's queue whose Waiting, once it has read the
+// entries for the dispatcher's rebuild, runs after: a dead letter dropped
+// in the window before the rebuild installs what it read.
+type dropDuringLoad struct {
+	holderQueue
+	after func()
+}
+
+type holderQueue interface {
+	pipeline.Queue
+	pipeline.Holder
+}
+
+func (q *dropDuringLoad) Waiting(ctx context.Context, dead bool, visit func(pipeline.Waiting) error) error {
+	err := q.holderQueue.Waiting(ctx, dead, visit)
+	if q.after != nil {
+		q.after()
+		q.after = nil
+	}
+	return err
+}
+
+// TestDroppedDeadWhileTheOrderIsRebuilt drops a key's dead head
+// (OrderBlockOnDead) while a starting dispatcher rebuilds its per-key
+// state, after it read the queue: the key's next event must be released.
+func TestDroppedDeadWhileTheOrderIsRebuilt(t *testing.T) {
+	l, err := badgerlog.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	q := l.Queue("s").(holderQueue)
+	first := &fakeSink{answer: func(_ int, b []sdk.Event) ([]sdk.Result, error) {
+		return []sdk.Result{sdk.Permanent(errors.New("refused"))}, nil
+	}}
+	o := options(q, first)
+	o.OrderKey, o.OrderBlockOnDead = bodyKey, true
+	stop := run(t, o)
+	appendPayloads(t, l, 1, 16, func(int) string { return "k" })
+	waitFor(t, "the head dead", func() bool { return stats(t, q).Dead == 1 })
+	appendPayloads(t, l, 1, 16, func(int) string { return "k" }) // held behind it (a second ev-00000 of k)
+	waitFor(t, "the next event held", func() bool { return stats(t, q).Ready == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	dls, err := q.DeadLetters(context.Background(), 0, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("DeadLetters = %v, %v", dls, err)
+	}
+
+	sink := &fakeSink{}
+	wq := &dropDuringLoad{holderQueue: q}
+	o = options(wq, sink)
+	o.OrderKey, o.OrderBlockOnDead = bodyKey, true
+	d := dispatch.New(o)
+	wq.after = func() { // as the admin API's dlq drop does
+		if _, err := q.DropDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+			t.Error(err)
+		}
+		if err := d.DroppedDead(context.Background(), []uint64{dls[0].Seq}); err != nil {
+			t.Error(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "the held event delivered", func() bool { return len(sink.calls()) == 1 })
+	waitStats(t, q, pipeline.QueueStats{})
+}

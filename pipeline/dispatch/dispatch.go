@@ -645,28 +645,40 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 // fits; a part recorded is never written again. It reports whether every
 // outcome was recorded: false when the log closed or ctx ended first.
 func (d *Dispatcher) settle(ctx context.Context, s []pipeline.Settlement) bool {
-	for n := len(s); len(s) > 0; n = min(n, len(s)) { // the next part as big as the last that fitted
-		ok := d.record(ctx, n, func() error {
-			for {
-				err := d.o.Queue.Settle(ctx, s[:n])
-				if !errors.Is(err, pipeline.ErrTooBig) || n == 1 {
-					return err
-				}
-				n /= 2
-			}
-		})
-		if !ok {
-			return false
-		}
+	return d.record(ctx, func() int { return len(s) }, func() error {
+		n, err := inParts(s, func(part []pipeline.Settlement) error { return d.o.Queue.Settle(ctx, part) })
 		s = s[n:]
-	}
-	return true
+		return err
+	})
 }
 
-// record calls write, which records the outcomes of n entries, again and
-// again while the log refuses, and reports whether it succeeded: false when
-// the log is closed or ctx ended first.
-func (d *Dispatcher) record(ctx context.Context, n int, write func() error) bool {
+// inParts writes items with write: all at once, or, while the log refuses
+// a part as too big for one atomic write ([pipeline.ErrTooBig]), in parts
+// halved until each fits, each next part as big as the last that fitted.
+// It returns how many it wrote, a prefix of items, which are never
+// written again, and the error that stopped it.
+func inParts[T any](items []T, write func(part []T) error) (int, error) {
+	done := 0
+	for n := len(items); done < len(items); n = min(n, len(items)-done) {
+		for {
+			err := write(items[done : done+n])
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, pipeline.ErrTooBig) || n == 1 {
+				return done, err
+			}
+			n /= 2
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// record calls write, which records the outcomes of left() entries, again
+// and again while the log refuses, and reports whether it succeeded: false
+// when the log is closed or ctx ended first.
+func (d *Dispatcher) record(ctx context.Context, left func() int, write func() error) bool {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
 		err := write()
 		if err == nil {
@@ -682,7 +694,7 @@ func (d *Dispatcher) record(ctx context.Context, n int, write func() error) bool
 			}
 		}
 		d.o.Logger.Warn("gave up recording delivery outcomes at shutdown; these entries will be delivered again after a restart",
-			"sink", d.o.Sink, "events", n, "err", err, "cause", context.Cause(ctx))
+			"sink", d.o.Sink, "events", left(), "err", err, "cause", context.Cause(ctx))
 		return false
 	}
 }

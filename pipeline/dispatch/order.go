@@ -266,7 +266,7 @@ func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement)
 	}
 	o.mu.Unlock()
 	tooBig := false
-	if !d.record(ctx, len(s), func() error {
+	if !d.record(ctx, func() int { return len(s) }, func() error {
 		err := o.q.SettleRelease(ctx, s, o.release)
 		if errors.Is(err, pipeline.ErrTooBig) && len(s) > 1 {
 			tooBig = true
@@ -313,7 +313,7 @@ func (d *Dispatcher) holdsRecorded(ctx context.Context, s []pipeline.Settlement)
 func (d *Dispatcher) releaseHeads(ctx context.Context) bool {
 	o := d.ord
 	for wait := 100 * time.Millisecond; len(o.release) > 0; wait = min(2*wait, 10*time.Second) {
-		n, err := releaseInParts(ctx, o.q, o.release)
+		n, err := inParts(o.release, d.writeReleases(ctx))
 		o.release = o.release[:copy(o.release, o.release[n:])]
 		if err == nil {
 			return true
@@ -374,7 +374,7 @@ func (d *Dispatcher) DroppedDead(ctx context.Context, seqs []uint64) error {
 	}
 	release := o.dropLocked(seqs)
 	o.mu.Unlock()
-	_, err := releaseInParts(ctx, o.q, release)
+	_, err := inParts(release, d.writeReleases(ctx))
 	return err
 }
 
@@ -405,25 +405,13 @@ func (o *order) dropLocked(seqs []uint64) (release []uint64) {
 	return release
 }
 
-// releaseInParts releases seqs, in parts halved until each fits one atomic
-// write of the log (thousands of releases each move an entry with its
-// payload), and returns how many it released: a prefix of seqs.
-func releaseInParts(ctx context.Context, h pipeline.Holder, seqs []uint64) (int, error) {
-	done := 0
-	for n := len(seqs); done < len(seqs); n = min(n, len(seqs)-done) { // the next part as big as the last that fitted
-		for {
-			_, err := h.Release(ctx, seqs[done:done+n])
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, pipeline.ErrTooBig) || n == 1 {
-				return done, err
-			}
-			n /= 2
-		}
-		done += n
+// writeReleases returns what writes a part of the releases, for inParts:
+// [pipeline.Holder.Release].
+func (d *Dispatcher) writeReleases(ctx context.Context) func([]uint64) error {
+	return func(seqs []uint64) error {
+		_, err := d.ord.q.Release(ctx, seqs)
+		return err
 	}
-	return done, nil
 }
 
 // Order reports the per-key order state. Safe for concurrent use; it

@@ -303,12 +303,30 @@ func (l *DB) queued(txn *badger.Txn, rec *logpb.Event, seq uint64) bool {
 // snapshot is taken.
 var pruneHook func()
 
-// badgerLogger sends Badger's messages to slog; its chatty Info goes to Debug.
+// badgerLogger sends Badger's messages to slog; its chatty Info goes to
+// Debug, and so does its advice on the size of its caches.
 type badgerLogger struct{ l *slog.Logger }
 
 func (b badgerLogger) Errorf(f string, v ...any) { b.l.Error(msg(f, v)) }
 
-func (b badgerLogger) Warningf(f string, v ...any) { b.l.Warn(msg(f, v)) }
+func (b badgerLogger) Warningf(f string, v ...any) {
+	if cacheAdvice(f) {
+		b.l.Debug(msg(f, v))
+		return
+	}
+	b.l.Warn(msg(f, v))
+}
+
+// cacheAdvice tells Badger's warnings that its block or index cache "might
+// be too small" (two lines, with the cache's metrics) by their format.
+// Badger gives them every minute while a cache's hit ratio is below 40%,
+// which is how this log runs under load: the dispatchers take new events
+// from the recent cache, not Badger, and the dedup lookup of a new key
+// misses by nature. No setting of pipelined sizes these caches, so as
+// warnings they would only fill an operator's journal under every load.
+func cacheAdvice(format string) bool {
+	return strings.Contains(format, "might be too small") || strings.HasPrefix(format, "Cache life expectancy")
+}
 
 func (b badgerLogger) Infof(f string, v ...any) { b.l.Debug(msg(f, v)) }
 

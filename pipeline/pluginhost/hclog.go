@@ -1,9 +1,12 @@
 package pluginhost
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
+	"math"
+	"slices"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -57,23 +60,45 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...an
 	if !s.log.Enabled(ctx, lvl) {
 		return
 	}
-	attrs := make([]any, 0, len(args)+2)
+	attrs := make([]slog.Attr, 0, len(args)/2+1)
 	for i := 0; i+1 < len(args); i += 2 {
 		k, ok := args[i].(string)
 		if !ok {
 			continue
 		}
-		// go-plugin adds the plugin's @timestamp as "timestamp" (zero when
-		// the plugin leaves it out, as sdk.Logger does); slog has its own.
-		if fromPlugin && k == "timestamp" {
-			continue
+		v := args[i+1]
+		if fromPlugin {
+			// go-plugin adds the plugin's @timestamp as "timestamp" (zero
+			// when the plugin leaves it out, as sdk.Logger does); slog has
+			// its own.
+			if k == "timestamp" {
+				continue
+			}
+			v = pluginValue(v)
 		}
-		attrs = append(attrs, k, args[i+1])
+		attrs = append(attrs, slog.Any(k, v))
 	}
-	if !fromPlugin && name != "" {
-		attrs = append(attrs, "logger", name)
+	if fromPlugin {
+		// go-plugin hands a plugin line's attributes over in the random
+		// order of the map it decoded them into: sorted, every line of
+		// one message reads alike.
+		slices.SortFunc(attrs, func(a, b slog.Attr) int { return cmp.Compare(a.Key, b.Key) })
+	} else if name != "" {
+		attrs = append(attrs, slog.String("logger", name))
 	}
-	s.log.Log(ctx, lvl, msg, attrs...)
+	s.log.LogAttrs(ctx, lvl, msg, attrs...)
+}
+
+// pluginValue is v, a value go-plugin decoded from a plugin's JSON line, as
+// the plugin logged it where JSON lost that: a number arrives as float64,
+// and one that is a whole number (a size, a count) is logged as an integer,
+// size=67108871 rather than size=6.7108871e+07.
+func pluginValue(v any) any {
+	f, ok := v.(float64)
+	if !ok || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+		return v
+	}
+	return int64(f)
 }
 
 func slogLevel(l hclog.Level) slog.Level {

@@ -387,6 +387,34 @@ func TestPluginEnvironment(t *testing.T) {
 	}
 }
 
+// TestPluginLogsAsText: a plugin line reads in the daemon's text log as the
+// plugin logged it, though go-plugin hands it over decoded from JSON into a
+// map: whole numbers as integers, not floats, and the attributes in one
+// order (sorted) on every line.
+func TestPluginLogsAsText(t *testing.T) {
+	buf := &testlog.Buffer{}
+	log := slog.New(slog.NewTextHandler(buf, nil))
+	spec := helperSpec(t, "sink", map[string]any{"log": true})
+	startHelper(t, spec, &Options{Logger: log})
+
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(buf.String(), "helper info line") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"helper info line\" in the log:\n%s", buf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var line string
+	for _, l := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(l, "helper info line") {
+			line = l
+		}
+	}
+	if want := `msg="helper info line" sink=` + spec.Sink + ` b=first k=i ratio=0.5 size=67108871`; !strings.Contains(line, want) {
+		t.Errorf("log line\n%s\nwant it to hold\n%s", line, want)
+	}
+}
+
 func TestPluginLogs(t *testing.T) {
 	buf := &testlog.Buffer{}
 	log := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))

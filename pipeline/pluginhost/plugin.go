@@ -376,11 +376,17 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	if err == nil {
 		return results, nil
 	}
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, context.Cause(ctx))
-	}
 	if cctx.Err() != nil {
-		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, context.Cause(cctx))
+		cause := context.Cause(cctx)
+		// Out of time (the caller's deadline, or call_timeout), not called
+		// off: a plugin that no longer answers its health check either is
+		// hung — stopped, deadlocked, stuck in a syscall — and only a new
+		// process will deliver again. One that answers is only slow, and
+		// the batch is retried on it.
+		if !errors.Is(ctx.Err(), context.Canceled) && !p.healthy(context.WithoutCancel(ctx)) {
+			return nil, p.exitedError(cause)
+		}
+		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause)
 	}
 	// The protocol client turns both a sink's own batch error and a broken
 	// transport into plain errors, so ask the plugin whether it is still there.

@@ -570,6 +570,61 @@ func TestSupervisorRestartsAfterKill(t *testing.T) {
 	}
 }
 
+// TestSupervisorRestartsAHungPlugin: a plugin process that is alive but
+// answers nothing (stopped here; deadlocked or stuck in a syscall in life)
+// is killed and replaced once a call runs out of time, while one that is
+// only slow keeps running and its batch fails to be retried.
+func TestSupervisorRestartsAHungPlugin(t *testing.T) {
+	s := NewSupervisor(helperSpec(t, "sink", nil), &Options{BackoffMin: 50 * time.Millisecond})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Stop(ctx)
+	})
+	deliver := func(timeout time.Duration, events ...sdk.Event) ([]sdk.Result, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return s.Deliver(ctx, events)
+	}
+	ok := event("a", `{}`)
+	if _, err := deliver(30*time.Second, ok); err != nil {
+		t.Fatalf("first Deliver = %v", err)
+	}
+	_, pid1, _ := s.State()
+
+	// Slow but answering its health check: not restarted.
+	_, err := deliver(300*time.Millisecond, event("slow", `{"sleep":"3s"}`))
+	if err == nil || errors.Is(err, ErrPluginExited) {
+		t.Fatalf("Deliver of a slow batch past its deadline = %v, want a deadline error, not ErrPluginExited", err)
+	}
+	if st, pid, _ := s.State(); st != StateRunning || pid != pid1 {
+		t.Fatalf("State() after a slow call = %s, pid %d, want running, pid %d", st, pid, pid1)
+	}
+
+	// Hung: killed and replaced.
+	if err := syscall.Kill(pid1, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid1, syscall.SIGCONT) })
+	_, err = deliver(300*time.Millisecond, ok)
+	if !errors.Is(err, ErrPluginExited) || !strings.Contains(err.Error(), "stopped answering") {
+		t.Fatalf("Deliver to a stopped plugin = %v, want ErrPluginExited (stopped answering)", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !errors.Is(syscall.Kill(pid1, 0), syscall.ESRCH); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hung plugin (pid %d) is still there 10 s after the call gave up on it", pid1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res, err := deliver(30*time.Second, ok)
+	if err != nil || len(res) != 1 || !res[0].IsDelivered() {
+		t.Fatalf("Deliver after the restart = %v, %v, want delivered", res, err)
+	}
+	if st, pid2, _ := s.State(); st != StateRunning || pid2 == pid1 {
+		t.Errorf("State() after the restart = %s, pid %d, want running with a new pid (old %d)", st, pid2, pid1)
+	}
+}
+
 func TestSupervisorBackoff(t *testing.T) {
 	s := NewSupervisor(Spec{Sink: "x"}, &Options{BackoffMin: 100 * time.Millisecond, BackoffMax: 30 * time.Second})
 	tests := []struct {

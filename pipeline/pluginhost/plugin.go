@@ -376,24 +376,24 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	if err == nil {
 		return results, nil
 	}
+	cause := err
 	if cctx.Err() != nil {
-		cause := context.Cause(cctx)
-		// Out of time (the caller's deadline, or call_timeout), not called
-		// off: a plugin that no longer answers its health check either is
-		// hung — stopped, deadlocked, stuck in a syscall — and only a new
-		// process will deliver again. One that answers is only slow, and
-		// the batch is retried on it.
-		if !errors.Is(ctx.Err(), context.Canceled) && !p.healthy(context.WithoutCancel(ctx)) {
-			return nil, p.exitedError(cause)
-		}
-		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause)
+		cause = context.Cause(cctx) // the caller's deadline, or call_timeout
 	}
-	// The protocol client turns both a sink's own batch error and a broken
-	// transport into plain errors, so ask the plugin whether it is still there.
-	if alive := p.healthy(ctx); !alive {
-		return nil, p.exitedError(err)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause) // called off: shutdown, reload
 	}
-	return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, err)
+	// The protocol client turns a sink's own batch error, a broken
+	// transport and a call out of time alike into errors, so ask the
+	// plugin whether it is still there, with time of its own: the call's
+	// may be spent. One that does not answer is gone or hung (stopped,
+	// deadlocked, stuck in a syscall), and only a new process will deliver
+	// again; one that answers failed the batch or is slow, and the batch is
+	// retried on it.
+	if !p.healthy(context.WithoutCancel(ctx)) {
+		return nil, p.exitedError(cause)
+	}
+	return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause)
 }
 
 // healthy reports whether the plugin process is running and answers go-plugin's

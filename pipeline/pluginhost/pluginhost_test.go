@@ -1,6 +1,7 @@
 package pluginhost
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -606,6 +607,12 @@ func TestSupervisorRestartsAHungPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Kill(pid1, syscall.SIGCONT) })
+	for deadline := time.Now().Add(10 * time.Second); !stopped(pid1); { // a loaded machine stops threads late
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin (pid %d) not stopped 10 s after SIGSTOP", pid1)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	_, err = deliver(300*time.Millisecond, ok)
 	if !errors.Is(err, ErrPluginExited) || !strings.Contains(err.Error(), "stopped answering") {
 		t.Fatalf("Deliver to a stopped plugin = %v, want ErrPluginExited (stopped answering)", err)
@@ -623,6 +630,20 @@ func TestSupervisorRestartsAHungPlugin(t *testing.T) {
 	if st, pid2, _ := s.State(); st != StateRunning || pid2 == pid1 {
 		t.Errorf("State() after the restart = %s, pid %d, want running with a new pid (old %d)", st, pid2, pid1)
 	}
+}
+
+// stopped reports whether every thread of process pid is stopped (state T
+// in /proc/<pid>/task/*/stat).
+func stopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		i := bytes.LastIndexByte(b, ')')
+		if err != nil || i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return len(stats) > 0
 }
 
 func TestSupervisorBackoff(t *testing.T) {

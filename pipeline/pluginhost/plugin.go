@@ -20,7 +20,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/protocol"
@@ -48,6 +50,9 @@ type Plugin struct {
 	// sem serializes calls into the plugin (Deliver, Close); a channel
 	// rather than a mutex so that waiting for it is bounded by a ctx.
 	sem chan struct{}
+	// timeouts counts the Deliver calls in a row that ran out of time
+	// while the plugin answered its health check. Guarded by sem.
+	timeouts int
 
 	mu      sync.Mutex
 	stopped bool
@@ -374,6 +379,7 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	}
 	results, err := p.sink.Deliver(cctx, batch)
 	if err == nil {
+		p.timeouts = 0
 		return results, nil
 	}
 	cause := err
@@ -386,19 +392,36 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	// The protocol client turns a sink's own batch error, a broken
 	// transport and a call out of time alike into errors, so ask the
 	// plugin whether it is still there, with time of its own: the call's
-	// may be spent. One that does not answer is gone or hung (stopped,
-	// deadlocked, stuck in a syscall), and only a new process will deliver
-	// again; one that answers failed the batch or is slow, and the batch is
-	// retried on it.
+	// may be spent. One that does not answer is gone or frozen as a whole
+	// (stopped, its threads all stuck), and only a new process will
+	// deliver again; one that answers failed the batch or is slow, and the
+	// batch is retried on it.
 	if !p.healthy(context.WithoutCancel(ctx)) {
 		return nil, p.exitedError(cause)
+	}
+	if cctx.Err() == nil && status.Code(err) != codes.DeadlineExceeded {
+		p.timeouts = 0
+		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause)
+	}
+	// Out of time, though its health check answers: go-plugin serves that
+	// on goroutines of its own, so a sink stuck in its own code (a
+	// deadlock, a read that never returns) still answers it. Calls out of
+	// time maxTimeouts times in a row restart it all the same.
+	if p.timeouts++; p.timeouts >= maxTimeouts {
+		return nil, fmt.Errorf("sink %q: plugin %s (pid %d) ran out of time on %d calls in a row, though it answers its health check: its sink looks stuck (last: %v): %w",
+			p.spec.Sink, p.path, p.pid, p.timeouts, cause, ErrPluginExited)
 	}
 	return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause)
 }
 
+// maxTimeouts is how many Deliver calls in a row may run out of time on a
+// plugin that answers its health check before it is restarted anyway.
+const maxTimeouts = 3
+
 // healthy reports whether the plugin process is running and answers go-plugin's
-// health check. When it does not answer, it waits briefly for the process
-// exit to be noticed, so that Exited agrees afterwards.
+// health check within 2 s. When the check fails otherwise than by running
+// out of time (a broken connection), it waits briefly for the process exit
+// to be noticed, so that Exited agrees afterwards.
 func (p *Plugin) healthy(ctx context.Context) bool {
 	if p.Exited() {
 		return false
@@ -410,6 +433,9 @@ func (p *Plugin) healthy(ctx context.Context) bool {
 		cancel()
 		if err == nil {
 			return true
+		}
+		if status.Code(err) == codes.DeadlineExceeded {
+			return false // alive and silent: it will not exit on its own
 		}
 	}
 	deadline := time.Now().Add(time.Second)

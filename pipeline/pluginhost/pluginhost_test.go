@@ -572,9 +572,11 @@ func TestSupervisorRestartsAfterKill(t *testing.T) {
 }
 
 // TestSupervisorRestartsAHungPlugin: a plugin process that is alive but
-// answers nothing (stopped here; deadlocked or stuck in a syscall in life)
-// is killed and replaced once a call runs out of time, while one that is
-// only slow keeps running and its batch fails to be retried.
+// answers nothing (stopped here; frozen as a whole in life) is killed and
+// replaced once a call runs out of time; one that is slow keeps running,
+// its batch failed to be retried, until three calls in a row have run out
+// of time (its sink stuck in its own code, while go-plugin's health server
+// still answers).
 func TestSupervisorRestartsAHungPlugin(t *testing.T) {
 	s := NewSupervisor(helperSpec(t, "sink", nil), &Options{BackoffMin: 50 * time.Millisecond})
 	t.Cleanup(func() {
@@ -587,29 +589,55 @@ func TestSupervisorRestartsAHungPlugin(t *testing.T) {
 		defer cancel()
 		return s.Deliver(ctx, events)
 	}
-	ok := event("a", `{}`)
-	if _, err := deliver(30*time.Second, ok); err != nil {
-		t.Fatalf("first Deliver = %v", err)
+	ok, slow := event("a", `{}`), event("slow", `{"sleep":"3s"}`)
+	delivered := func(what string) int {
+		t.Helper()
+		res, err := deliver(30*time.Second, ok)
+		if err != nil || len(res) != 1 || !res[0].IsDelivered() {
+			t.Fatalf("Deliver %s = %v, %v, want delivered", what, res, err)
+		}
+		st, pid, _ := s.State()
+		if st != StateRunning || pid <= 0 {
+			t.Fatalf("State() %s = %s, %d, want running with a pid", what, st, pid)
+		}
+		return pid
 	}
-	_, pid1, _ := s.State()
+	pid1 := delivered("at first")
 
-	// Slow but answering its health check: not restarted.
-	_, err := deliver(300*time.Millisecond, event("slow", `{"sleep":"3s"}`))
-	if err == nil || errors.Is(err, ErrPluginExited) {
-		t.Fatalf("Deliver of a slow batch past its deadline = %v, want a deadline error, not ErrPluginExited", err)
+	// Slow but answering its health check: kept, twice; a delivery in
+	// between starts the count again.
+	for i := range 4 {
+		_, err := deliver(300*time.Millisecond, slow)
+		if err == nil || errors.Is(err, ErrPluginExited) {
+			t.Fatalf("slow call %d past its deadline = %v, want a deadline error, not ErrPluginExited", i+1, err)
+		}
+		if i == 1 {
+			if pid := delivered("between slow calls"); pid != pid1 {
+				t.Fatalf("pid %d after two slow calls, want %d: restarted", pid, pid1)
+			}
+		}
 	}
-	if st, pid, _ := s.State(); st != StateRunning || pid != pid1 {
-		t.Fatalf("State() after a slow call = %s, pid %d, want running, pid %d", st, pid, pid1)
+	if _, pid, _ := s.State(); pid != pid1 {
+		t.Fatalf("pid %d after slow calls, want %d: restarted", pid, pid1)
+	}
+	// The third in a row: restarted.
+	_, err := deliver(300*time.Millisecond, slow)
+	if !errors.Is(err, ErrPluginExited) || !strings.Contains(err.Error(), "3 calls in a row") {
+		t.Fatalf("third slow call in a row = %v, want ErrPluginExited (3 calls in a row)", err)
+	}
+	pid2 := delivered("after the stuck plugin's restart")
+	if pid2 == pid1 {
+		t.Fatalf("pid %d after three slow calls in a row, want a new process", pid2)
 	}
 
-	// Hung: killed and replaced.
-	if err := syscall.Kill(pid1, syscall.SIGSTOP); err != nil {
+	// Hung: killed and replaced at once.
+	if err := syscall.Kill(pid2, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Kill(pid1, syscall.SIGCONT) })
-	for deadline := time.Now().Add(10 * time.Second); !stopped(pid1); { // a loaded machine stops threads late
+	t.Cleanup(func() { syscall.Kill(pid2, syscall.SIGCONT) })
+	for deadline := time.Now().Add(10 * time.Second); !stopped(pid2); { // a loaded machine stops threads late
 		if time.Now().After(deadline) {
-			t.Fatalf("plugin (pid %d) not stopped 10 s after SIGSTOP", pid1)
+			t.Fatalf("plugin (pid %d) not stopped 10 s after SIGSTOP", pid2)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -617,18 +645,14 @@ func TestSupervisorRestartsAHungPlugin(t *testing.T) {
 	if !errors.Is(err, ErrPluginExited) || !strings.Contains(err.Error(), "stopped answering") {
 		t.Fatalf("Deliver to a stopped plugin = %v, want ErrPluginExited (stopped answering)", err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !errors.Is(syscall.Kill(pid1, 0), syscall.ESRCH); {
+	for deadline := time.Now().Add(10 * time.Second); !errors.Is(syscall.Kill(pid2, 0), syscall.ESRCH); {
 		if time.Now().After(deadline) {
-			t.Fatalf("the hung plugin (pid %d) is still there 10 s after the call gave up on it", pid1)
+			t.Fatalf("the hung plugin (pid %d) is still there 10 s after the call gave up on it", pid2)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	res, err := deliver(30*time.Second, ok)
-	if err != nil || len(res) != 1 || !res[0].IsDelivered() {
-		t.Fatalf("Deliver after the restart = %v, %v, want delivered", res, err)
-	}
-	if st, pid2, _ := s.State(); st != StateRunning || pid2 == pid1 {
-		t.Errorf("State() after the restart = %s, pid %d, want running with a new pid (old %d)", st, pid2, pid1)
+	if pid3 := delivered("after the hung plugin's restart"); pid3 == pid2 {
+		t.Errorf("pid %d after the hung plugin's restart, want a new process", pid3)
 	}
 }
 

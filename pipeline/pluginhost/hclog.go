@@ -92,13 +92,24 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...an
 // pluginValue is v, a value go-plugin decoded from a plugin's JSON line, as
 // the plugin logged it where JSON lost that: a number arrives as float64,
 // and one that is a whole number (a size, a count) is logged as an integer,
-// size=67108871 rather than size=6.7108871e+07.
+// size=67108871 rather than size=6.7108871e+07, in maps and arrays too.
 func pluginValue(v any) any {
-	f, ok := v.(float64)
-	if !ok || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
-		return v
+	switch v := v.(type) {
+	case float64:
+		if v != math.Trunc(v) || math.Abs(v) > 1<<53 {
+			return v
+		}
+		return int64(v)
+	case map[string]any:
+		for k, e := range v {
+			v[k] = pluginValue(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = pluginValue(e)
+		}
 	}
-	return int64(f)
+	return v
 }
 
 func slogLevel(l hclog.Level) slog.Level {

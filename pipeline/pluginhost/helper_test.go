@@ -74,7 +74,7 @@ func (s *testSink) Configure(ctx context.Context, raw json.RawMessage) error {
 	if cfg.Log {
 		l := sdk.Logger()
 		l.Debug("helper debug line", "k", "d")
-		l.Info("helper info line", "k", "i", "size", 67108871, "ratio", 0.5, "b", "first")
+		l.Info("helper info line", "k", "i", "size", 67108871, "ratio", 0.5, "b", "first", "sizes", []int{67108871, 2})
 		l.Warn("helper warn line", "k", "w")
 		l.Error("helper error line", "k", "e")
 	}

@@ -411,7 +411,7 @@ func TestPluginLogsAsText(t *testing.T) {
 			line = l
 		}
 	}
-	if want := `msg="helper info line" sink=` + spec.Sink + ` b=first k=i ratio=0.5 size=67108871`; !strings.Contains(line, want) {
+	if want := `msg="helper info line" sink=` + spec.Sink + ` b=first k=i ratio=0.5 size=67108871 sizes="[67108871 2]"`; !strings.Contains(line, want) {
 		t.Errorf("log line\n%s\nwant it to hold\n%s", line, want)
 	}
 }

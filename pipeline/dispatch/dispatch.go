@@ -675,9 +675,10 @@ func inParts[T any](items []T, write func(part []T) error) (int, error) {
 	return done, nil
 }
 
-// record calls write, which records the outcomes of left() entries, again
-// and again while the log refuses, and reports whether it succeeded: false
-// when the log is closed or ctx ended first.
+// record calls write, which records the outcomes of left() entries (or
+// the releases of held events they lead to), again and again while the
+// log refuses, and reports whether it succeeded: false when the log is
+// closed or ctx ended first.
 func (d *Dispatcher) record(ctx context.Context, left func() int, write func() error) bool {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
 		err := write()
@@ -693,7 +694,7 @@ func (d *Dispatcher) record(ctx context.Context, left func() int, write func() e
 				continue
 			}
 		}
-		d.o.Logger.Warn("gave up recording delivery outcomes at shutdown; these entries will be delivered again after a restart",
+		d.o.Logger.Warn("gave up recording delivery outcomes at shutdown; these entries will be delivered after a restart, those delivered already again",
 			"sink", d.o.Sink, "events", left(), "err", err, "cause", context.Cause(ctx))
 		return false
 	}

@@ -308,25 +308,16 @@ func (d *Dispatcher) holdsRecorded(ctx context.Context, s []pipeline.Settlement)
 	d.releaseHeads(ctx)
 }
 
-// releaseHeads records the pending releases, trying again while the log
-// refuses, until ctx ends; false when it did.
+// releaseHeads records the pending releases, in parts when they are too
+// many for one write, trying again while the log refuses, as record does;
+// false when ctx ended or the log closed first.
 func (d *Dispatcher) releaseHeads(ctx context.Context) bool {
 	o := d.ord
-	for wait := 100 * time.Millisecond; len(o.release) > 0; wait = min(2*wait, 10*time.Second) {
+	return d.record(ctx, func() int { return len(o.release) }, func() error {
 		n, err := inParts(o.release, d.writeReleases(ctx))
 		o.release = o.release[:copy(o.release, o.release[n:])]
-		if err == nil {
-			return true
-		}
-		if errors.Is(err, pipeline.ErrClosed) || ctx.Err() != nil {
-			return false
-		}
-		d.o.Logger.Error("release held events failed, trying again", "sink", d.o.Sink, "err", err, "retry_in", wait)
-		if !sleep(ctx, wait) {
-			return false
-		}
-	}
-	return true
+		return err
+	})
 }
 
 // releaseAllHeld releases every entry held in the queue, for a dispatcher

@@ -18,9 +18,9 @@ type startOnly struct {
 	// applies, when set, says whether the setting counts with the running
 	// configuration (a log backend's keys, say).
 	applies func(running *config.Config) bool
-	// value renders c's value; keep copies it from running to c, nil when
-	// the setting is read at start for one purpose and at every reload for
-	// another, so that the new value is kept (inPart).
+	// value renders c's value; keep copies it from running to c. keep is
+	// nil for a setting read at start for one purpose and at every reload
+	// for another (server.trusted_proxies): the new value is kept.
 	value func(c *config.Config) string
 	keep  func(c, running *config.Config)
 	// warn is the message, with running and new values unless quiet.

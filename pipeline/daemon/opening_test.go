@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
-	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 )
 
 // recordingNotifier keeps what the daemon tells systemd.

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/config"
-	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 )
 
 // TestReloadKeepsStartOnlySettings reloads twice a configuration that

@@ -11,9 +11,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/ingest"
-	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 )
 
 // TestConcurrentRequestsStayDistinct: what the handler pools or shares

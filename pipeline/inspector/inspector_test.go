@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/inspector"
-	"github.com/pipelined/pipelined/pipeline/internal/testlog"
 )
 
 const hostile = `<script>window.pwned=1</script>"><img src=x onerror=alert(1)>`

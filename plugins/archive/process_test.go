@@ -1,13 +1,12 @@
 package archive
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/protocol"
 	"github.com/pipelined/pipelined/sdk/sinktest"
@@ -21,7 +20,7 @@ func TestPluginProcess(t *testing.T) {
 	t.Run("by-hand", func(t *testing.T) { sinktest.RunByHand(t, bin) })
 
 	t.Run("go-plugin", func(t *testing.T) {
-		var logs syncBuffer
+		var logs testlog.Buffer
 		client, s := sinktest.Start(t, bin, sinktest.StartOptions{Logs: &logs})
 		if v := client.NegotiatedVersion(); v != protocol.ProtocolVersion {
 			t.Errorf("NegotiatedVersion = %d, want %d", v, protocol.ProtocolVersion)
@@ -49,22 +48,4 @@ func TestPluginProcess(t *testing.T) {
 			t.Errorf("host log lacks the plugin's Info record \"archive file rotated\":\n%s", logs.String())
 		}
 	})
-}
-
-// syncBuffer is a buffer safe for the host logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

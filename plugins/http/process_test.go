@@ -1,7 +1,6 @@
 package http
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
@@ -45,9 +45,7 @@ func TestPluginProcess(t *testing.T) {
 			w.WriteHeader(http.StatusOK)
 		})
 
-		var logs syncWriter
-		var logBuf bytes.Buffer
-		logs.w = &logBuf
+		var logs testlog.Buffer
 		// The host passes only the variables named by *_env keys.
 		client, s := sinktest.Start(t, bin, sinktest.StartOptions{Env: append(os.Environ(), "TEST_HTTP_SECRET="+testSecret), Logs: &logs})
 
@@ -80,10 +78,4 @@ func TestPluginProcess(t *testing.T) {
 			t.Errorf("host log contains a secret:\n%s", out)
 		}
 	})
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.(*bytes.Buffer).String()
 }

@@ -23,6 +23,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
@@ -540,8 +541,8 @@ func TestNoSecretLeaks(t *testing.T) {
 	t.Setenv("TEST_HTTP_NOT_WHSEC", "sk_live_NOTWHSEC-5555")
 	secrets := []string{urlToken, headerVal, "HDRSECRET-7777", secretKey, "NOTWHSEC-5555"}
 
-	var logs bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs testlog.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var texts []string
 
 	answers := []int{400, 500, 429, 302}
@@ -662,17 +663,6 @@ func TestRetryAfter(t *testing.T) {
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
-}
-
 func deliverOne(t testing.TB, s sdk.Sink, ev sdk.Event) sdk.Result {
 	t.Helper()
 	results, err := s.Deliver(context.Background(), []sdk.Event{ev})
@@ -733,8 +723,8 @@ func TestResponseExcerptScrubbed(t *testing.T) {
 	}
 	for name, echo := range echoes {
 		t.Run(name, func(t *testing.T) {
-			var logs bytes.Buffer
-			log := slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			var logs testlog.Buffer
+			log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
 				w.WriteHeader(http.StatusBadRequest)
 				io.WriteString(w, echo(r))

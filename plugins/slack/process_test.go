@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
@@ -20,7 +21,7 @@ func TestPluginProcess(t *testing.T) {
 	t.Run("go-plugin", func(t *testing.T) {
 		f := newFakeSlack(t)
 		f.limit(2)
-		var logs syncBuffer
+		var logs testlog.Buffer
 		// The host passes only the named variables.
 		client, s := sinktest.Start(t, bin, sinktest.StartOptions{Env: []string{webhookEnv + "=" + f.URL()}, Logs: &logs, LogLevel: "debug"})
 		ctx := context.Background()

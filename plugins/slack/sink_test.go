@@ -1,7 +1,6 @@
 package slack
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -9,10 +8,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
@@ -20,27 +19,9 @@ import (
 // webhookEnv is the environment variable the tests put the webhook URL in.
 const webhookEnv = "PIPELINED_TEST_SLACK_WEBHOOK"
 
-// syncBuffer is a buffer safe for concurrent writers (loggers).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // newTestSink returns a sink that logs to logs, configured to post to
 // webhook with the extra config keys. It fails the test if Configure does.
-func newTestSink(t *testing.T, webhook string, extra map[string]any) (*sink, *syncBuffer) {
+func newTestSink(t *testing.T, webhook string, extra map[string]any) (*sink, *testlog.Buffer) {
 	t.Helper()
 	s, logs := newLoggedSink()
 	t.Setenv(webhookEnv, webhook)
@@ -55,9 +36,9 @@ func newTestSink(t *testing.T, webhook string, extra map[string]any) (*sink, *sy
 	return s, logs
 }
 
-func newLoggedSink() (*sink, *syncBuffer) {
+func newLoggedSink() (*sink, *testlog.Buffer) {
 	s := newSink()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	s.log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return s, logs
 }
@@ -413,7 +394,7 @@ func TestNoSecretLeaks(t *testing.T) {
 			texts = append(texts, r.String())
 		}
 	}
-	var allLogs []*syncBuffer
+	var allLogs []*testlog.Buffer
 	ctx := context.Background()
 
 	f := newFakeSlack(t)

@@ -10,11 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for the tests' own queries
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
@@ -98,27 +98,9 @@ func uniqueName(prefix string) string {
 	return prefix + "_" + hex.EncodeToString(b)
 }
 
-// logBuffer collects a sink's log lines, safely for concurrent writers.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *logBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *logBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // newTestSink returns a sink configured with cfg whose logs go to logs
 // (when not nil), closed when the test ends.
-func newTestSink(t testing.TB, cfg map[string]any, logs *logBuffer) *sink {
+func newTestSink(t testing.TB, cfg map[string]any, logs *testlog.Buffer) *sink {
 	t.Helper()
 	s := newSink()
 	if logs != nil {
@@ -171,6 +153,6 @@ func ids(first, n int) string {
 	return b.String()
 }
 
-func sdkTestLogger(w *logBuffer) *slog.Logger {
+func sdkTestLogger(w *testlog.Buffer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

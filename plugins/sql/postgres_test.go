@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
@@ -142,7 +143,7 @@ func TestSecretNeverLeaks(t *testing.T) {
 	for name, dsn := range dsns {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv("SQLTEST_LEAK_DSN", dsn)
-			var logs logBuffer
+			var logs testlog.Buffer
 			s := newSink()
 			s.log = sdkTestLogger(&logs)
 			var seen []string

@@ -9,13 +9,14 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
 // startPlugin runs bin as a go-plugin process, as the host does, and
 // returns its client and the sink.
-func startPlugin(t *testing.T, bin string, logs *logBuffer) (*plugin.Client, sdk.Sink) {
+func startPlugin(t *testing.T, bin string, logs *testlog.Buffer) (*plugin.Client, sdk.Sink) {
 	t.Helper()
 	return sinktest.Start(t, bin, sinktest.StartOptions{Logs: logs})
 }
@@ -31,7 +32,7 @@ func TestPluginProcess(t *testing.T) {
 	for _, be := range backends {
 		t.Run("kill-mid-batch/"+be.name, func(t *testing.T) {
 			cfg := be.config(t)
-			var logs logBuffer
+			var logs testlog.Buffer
 			ctx := context.Background()
 			client, s := startPlugin(t, bin, &logs)
 			if err := s.Configure(ctx, []byte(`{"driver": "mysql"}`)); err == nil || !strings.Contains(err.Error(), `"driver" = "mysql"`) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
@@ -418,7 +419,7 @@ func TestAddColumn(t *testing.T) {
 			sinktest.DeliverAll(t, newTestSink(t, cfg, nil), batchOf(0, 2))
 			cfg["columns"] = map[string]any{"call_sid": "data.callSid", "duration": "data.call_duration"}
 			cfg["column_types"] = map[string]any{"duration": "integer"}
-			var logs logBuffer
+			var logs testlog.Buffer
 			sinktest.DeliverAll(t, newTestSink(t, cfg, &logs), batchOf(2, 2))
 			db := be.db(t, cfg)
 			if n := count(t, db, "SELECT count(*) FROM "+table(cfg)+" WHERE duration = 120 AND call_sid IS NOT NULL"); n != 2 {

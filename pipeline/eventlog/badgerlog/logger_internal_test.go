@@ -4,7 +4,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/pipelined/pipelined/pipeline/internal/testlog"
+	"github.com/pipelined/pipelined/internal/testlog"
 )
 
 // TestBadgerLoggerLevels: Badger's messages reach slog at the level an

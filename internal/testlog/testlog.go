@@ -1,6 +1,8 @@
 // Package testlog is a log for tests: a buffer that a logger's goroutines
 // write to at once, read back as text or as the JSON lines of slog's
-// JSONHandler (or hclog's JSON format).
+// JSONHandler (or hclog's JSON format). It sits at the module's root so
+// that the tests of pipeline/ and of plugins/ (which import nothing of
+// pipeline/) share it.
 package testlog
 
 import (

@@ -398,19 +398,15 @@ func TestPluginLogsAsText(t *testing.T) {
 	spec := helperSpec(t, "sink", map[string]any{"log": true})
 	startHelper(t, spec, &Options{Logger: log})
 
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(buf.String(), "helper info line") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no \"helper info line\" in the log:\n%s", buf.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	var line string
-	for _, l := range strings.Split(buf.String(), "\n") {
-		if strings.Contains(l, "helper info line") {
-			line = l
+	waitFor(t, "the plugin's \"helper info line\" in the host's log", func() bool {
+		for _, l := range strings.Split(buf.String(), "\n") {
+			if strings.Contains(l, "helper info line") {
+				line = l
+			}
 		}
-	}
+		return line != ""
+	})
 	if want := `msg="helper info line" sink=` + spec.Sink + ` b=first k=i ratio=0.5 size=67108871 sizes="[67108871 2]"`; !strings.Contains(line, want) {
 		t.Errorf("log line\n%s\nwant it to hold\n%s", line, want)
 	}
@@ -635,24 +631,25 @@ func TestSupervisorRestartsAHungPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Kill(pid2, syscall.SIGCONT) })
-	for deadline := time.Now().Add(10 * time.Second); !stopped(pid2); { // a loaded machine stops threads late
-		if time.Now().After(deadline) {
-			t.Fatalf("plugin (pid %d) not stopped 10 s after SIGSTOP", pid2)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "every thread of the plugin stopped", func() bool { return stopped(pid2) }) // a loaded machine stops threads late
 	_, err = deliver(300*time.Millisecond, ok)
 	if !errors.Is(err, ErrPluginExited) || !strings.Contains(err.Error(), "stopped answering") {
 		t.Fatalf("Deliver to a stopped plugin = %v, want ErrPluginExited (stopped answering)", err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !errors.Is(syscall.Kill(pid2, 0), syscall.ESRCH); {
-		if time.Now().After(deadline) {
-			t.Fatalf("the hung plugin (pid %d) is still there 10 s after the call gave up on it", pid2)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, "the hung plugin killed", func() bool { return errors.Is(syscall.Kill(pid2, 0), syscall.ESRCH) })
 	if pid3 := delivered("after the hung plugin's restart"); pid3 == pid2 {
 		t.Errorf("pid %d after the hung plugin's restart, want a new process", pid3)
+	}
+}
+
+// waitFor waits up to 10 s for cond, checking every 10 ms, and fails t
+// with what it waited for when it does not come.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
 	}
 }
 

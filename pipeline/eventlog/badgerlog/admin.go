@@ -162,22 +162,6 @@ func (l *DB) events(ctx context.Context, f pipeline.EventFilter, reverse bool) (
 	return out, next, nil
 }
 
-// lookup returns the seq of the event with id.
-func lookup(txn *badger.Txn, id string) (uint64, error) {
-	item, err := txn.Get(indexKey(id))
-	if err != nil {
-		return 0, err
-	}
-	sv, err := item.ValueCopy(nil)
-	if err != nil {
-		return 0, err
-	}
-	if len(sv) != 8 {
-		return 0, fmt.Errorf("corrupt index entry for %s", id)
-	}
-	return binary.BigEndian.Uint64(sv), nil
-}
-
 func matches(rec *logpb.Event, f pipeline.EventFilter) bool {
 	at := time.Unix(0, rec.GetReceivedAtUnixNano())
 	switch {

@@ -7,7 +7,10 @@
 //	m/pending                      a seq below which no event is queued anywhere; see pending.go
 //	e/<seq>                        event record (logpb.Event) without headers, body and payloads, and where
 //	                               the full record lies in the write-ahead log; seq = 8-byte big-endian
-//	i/<id>                         seq of the event with that id
+//	i/<id>                         seq of the event with that id, for ids that are no UUIDv7 and
+//	                               events appended before m/time-from
+//	m/time-from                    first seq of the time index; see timeindex.go
+//	t/<bucket><first seq>          last seq of a run of events whose UUIDv7 ids fall in one 128 ms bucket
 //	d/<source>\x00<dedup key>      id of the first event with that key; Badger TTL = the dedup window
 //	r/<sink>/<due><seq>            retry entry (logpb.Target), due = 8-byte BE unix nanoseconds
 //	x/<sink>/<seq>                 dead-letter entry
@@ -117,6 +120,11 @@ type DB struct {
 	queues map[string]*queue
 	closed chan struct{}
 	wg     sync.WaitGroup
+
+	// timeFrom is the first seq that may be in the time index rather than
+	// have an i/ key (m/time-from), or 0 until the first Append sets it;
+	// see timeindex.go.
+	timeFrom atomic.Uint64
 
 	// appendRec is the record buffer of the last Append, kept for the
 	// next (Append has one caller at a time): once commit returns, the
@@ -298,10 +306,15 @@ func retryKey(sink string, due time.Time, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 
-// loadNext reads the next sequence number (1 in a new log).
+// loadNext reads the next sequence number (1 in a new log) and where the
+// time index starts (timeFrom).
 func (l *DB) loadNext() error {
 	return l.db.View(func(txn *badger.Txn) (err error) {
-		l.next, err = readSeq(txn, keyNext, 1)
+		if l.next, err = readSeq(txn, keyNext, 1); err != nil {
+			return err
+		}
+		from, err := readSeq(txn, keyTimeFrom, 0)
+		l.timeFrom.Store(from)
 		return err
 	})
 }
@@ -354,6 +367,14 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	queued := map[string][]uint64{}                       // seqs appended, by sink
 	first, appended := next, make([]int, 0, len(entries)) // the entries written, at first, first+1, ...
 	routed := make([]routing, 0, len(entries))            // and their routes
+	var runs timeRuns
+	timeFrom := l.timeFrom.Load()
+	if timeFrom == 0 { // the first Append of a version with the time index
+		timeFrom = next
+		if err := txn.Set(keyTimeFrom, seqBytes(timeFrom)); err != nil {
+			return nil, l.writeErr(err)
+		}
+	}
 	for i := range entries {
 		e := &entries[i]
 		if e.DedupKey != "" {
@@ -396,7 +417,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		if err := txn.setEvent(eventKey(seq), meta, rest); err != nil {
 			return nil, l.writeErr(err)
 		}
-		if err := txn.Set(indexKey(e.Event.ID), seqBytes(seq)); err != nil {
+		if b, ok := idBucket(e.Event.ID); ok {
+			runs.add(b, seq) // found through the time index (timeindex.go)
+		} else if err := txn.Set(indexKey(e.Event.ID), seqBytes(seq)); err != nil {
 			return nil, l.writeErr(err)
 		}
 		for _, t := range e.Targets {
@@ -416,6 +439,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		appended = append(appended, i)
 		routed = append(routed, r)
 	}
+	if err := runs.write(txn); err != nil {
+		return nil, l.writeErr(err)
+	}
 	if next != l.next {
 		if err := txn.Set(keyNext, seqBytes(next)); err != nil {
 			return nil, l.writeErr(err)
@@ -433,6 +459,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	if err != nil {
 		return nil, err
 	}
+	l.timeFrom.Store(timeFrom)
 	if appendHook != nil {
 		appendHook()
 	}
@@ -579,18 +606,11 @@ func (l *DB) Event(ctx context.Context, id string) (pipeline.Event, error) {
 	}
 	var ev pipeline.Event
 	err := l.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(indexKey(id))
+		seq, err := lookup(txn, id)
 		if err != nil {
 			return err
 		}
-		sv, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if len(sv) != 8 {
-			return fmt.Errorf("corrupt index entry for %s", id)
-		}
-		rec, err := l.readEvent(txn, binary.BigEndian.Uint64(sv))
+		rec, err := l.readEvent(txn, seq)
 		if err != nil {
 			return err
 		}

@@ -2,52 +2,118 @@ package badgerlog_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 )
 
-// BenchmarkAppend measures one durable append (one Badger commit with
-// SyncWrites: the fsync) of batches of 1, 16 and 256 CallKaro-sized events,
-// each with a dedup key and one queue entry. ns/op is per batch; the
-// events/s metric is what one writer goroutine sustains.
+// BenchmarkAppend measures one durable append (one group commit of the
+// write-ahead log: the fdatasync) of batches of 1, 16 and 256 CallKaro-sized
+// events, each with a dedup key and one queue entry, with ids as ingest makes
+// them (UUIDv7) and others. ns/op is per batch; the events/s metric is what
+// one writer goroutine sustains.
 func BenchmarkAppend(b *testing.B) {
 	body, err := os.ReadFile("../../ingest/testdata/call_ended.json")
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, n := range []int{1, 16, 256} {
-		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+		for _, ids := range []string{"uuidv7", "other"} {
+			b.Run(fmt.Sprintf("batch=%d/ids=%s", n, ids), func(b *testing.B) {
+				benchmarkAppend(b, body, n, ids == "uuidv7")
+			})
+		}
+	}
+}
+
+// benchmarkAppend appends batches of n events with UUIDv7 ids as ingest
+// makes them (found through the time index) or others (an index key each).
+func benchmarkAppend(b *testing.B, body []byte, n int, v7 bool) {
+	db, err := badgerlog.Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	seq := 0
+	entries := make([]pipeline.Entry, n)
+	b.SetBytes(int64(n * len(body)))
+	start := time.Now()
+	for b.Loop() {
+		for i := range entries {
+			seq++
+			id := fmt.Sprintf("ev-%09d", seq)
+			if v7 {
+				id = uuid.Must(uuid.NewV7()).String()
+			}
+			entries[i] = pipeline.Entry{
+				Event:       pipeline.Event{ID: id, Source: "callkaro", ReceivedAt: time.Now(), Body: body},
+				DedupKey:    id,
+				DedupWindow: time.Hour,
+				Targets:     []pipeline.Target{{Sink: "archive", Route: "all-calls"}},
+			}
+		}
+		if _, err := db.Append(ctx, entries); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(seq)/time.Since(start).Seconds(), "events/s")
+}
+
+// BenchmarkEventByID measures finding an event by its id (pipelined events
+// show, the inspector) in a log of 60,000 events appended at 10,000 a
+// second in batches of 50: through the time index for UUIDv7 ids (the
+// events of the id's 128 ms are read until one has it), through an index
+// key for others.
+func BenchmarkEventByID(b *testing.B) {
+	for _, ids := range []string{"uuidv7", "other"} {
+		b.Run("ids="+ids, func(b *testing.B) {
 			db, err := badgerlog.Open(b.TempDir(), nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer db.Close()
 			ctx := context.Background()
-			seq := 0
-			entries := make([]pipeline.Entry, n)
-			b.SetBytes(int64(n * len(body)))
-			start := time.Now()
-			for b.Loop() {
-				for i := range entries {
-					seq++
-					id := fmt.Sprintf("ev-%09d", seq)
-					entries[i] = pipeline.Entry{
-						Event:       pipeline.Event{ID: id, Source: "callkaro", ReceivedAt: time.Now(), Body: body},
-						DedupKey:    id,
-						DedupWindow: time.Hour,
-						Targets:     []pipeline.Target{{Sink: "archive", Route: "all-calls"}},
+			const n, per = 60_000, 50
+			all := make([]string, 0, n)
+			t0 := time.Now().Add(-time.Hour)
+			for i := 0; i < n; i += per {
+				entries := make([]pipeline.Entry, per)
+				for j := range entries {
+					id := fmt.Sprintf("ev-%09d", i+j)
+					if ids == "uuidv7" {
+						u, err := uuid.NewV7FromReader(rand.Reader)
+						if err != nil {
+							b.Fatal(err)
+						}
+						ms := uint64(t0.Add(time.Duration(i+j) * 100 * time.Microsecond).UnixMilli())
+						u[0], u[1], u[2], u[3], u[4], u[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+						id = u.String()
+					}
+					all = append(all, id)
+					entries[j] = pipeline.Entry{
+						Event:   pipeline.Event{ID: id, Source: "callkaro", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+						Targets: []pipeline.Target{{Sink: "archive", Route: "all-calls"}},
 					}
 				}
 				if _, err := db.Append(ctx, entries); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(seq)/time.Since(start).Seconds(), "events/s")
+			i := 0
+			for b.Loop() {
+				i = (i + 7919) % n
+				if ev, err := db.Event(ctx, all[i]); err != nil || ev.ID != all[i] {
+					b.Fatalf("Event(%s) = %s, %v", all[i], ev.ID, err)
+				}
+			}
 		})
 	}
 }

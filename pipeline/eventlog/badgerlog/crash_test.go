@@ -36,12 +36,15 @@ func mustOpen(t *testing.T, dir string, o *Options) *DB {
 	return l
 }
 
+// appendN appends n events, per at a time, with ids prefix-0000,
+// prefix-0001, ... or, for a prefix starting with "v7", UUIDv7s (testID),
+// which the time index takes.
 func appendN(t *testing.T, l *DB, prefix string, n, per int) {
 	t.Helper()
 	for i := 0; i < n; i += per {
 		var es []pipeline.Entry
 		for j := i; j < min(i+per, n); j++ {
-			id := fmt.Sprintf("%s-%04d", prefix, j)
+			id := testID(prefix, j)
 			es = append(es, pipeline.Entry{
 				Event: pipeline.Event{
 					ID: id, Source: "src", ReceivedAt: time.Now(),
@@ -55,6 +58,21 @@ func appendN(t *testing.T, l *DB, prefix string, n, per int) {
 			t.Fatalf("Append: %v", err)
 		}
 	}
+}
+
+// testID is the id of appendN's event j: prefix-j, or for a prefix that
+// starts with "v7" a UUIDv7 made 13 ms after event j-1's (so ten or so
+// share a time-index bucket) with prefix and j in its random bits.
+func testID(prefix string, j int) string {
+	if !strings.HasPrefix(prefix, "v7") {
+		return fmt.Sprintf("%s-%04d", prefix, j)
+	}
+	ms := uint64(1_780_000_000_000 + 13*j)
+	var h uint32
+	for _, c := range prefix {
+		h = h*31 + uint32(c)
+	}
+	return fmt.Sprintf("%08x-%04x-7%03x-8%03x-%012x", ms>>16, ms&0xffff, h&0xfff, (h>>12)&0xfff, uint64(j))
 }
 
 // settleSome fetches n entries of sink and acks, retries and kills them in turn.
@@ -190,8 +208,8 @@ func TestReplayRestoresWhatBadgerLost(t *testing.T) {
 	}
 	lost := snapshot(t, dir) // Badger as of the checkpoint, nothing after
 
-	appendN(t, l, "after", 300, 9)
-	appendN(t, l, "after", 300, 9) // every one a duplicate now
+	appendN(t, l, "v7after", 300, 9) // found by the time index
+	appendN(t, l, "v7after", 300, 9) // every one a duplicate now
 	settleSome(t, l, "s", 100)
 	settleSome(t, l, "t", 50)
 	if _, err := l.Queue("s").RetryDead(ctx, nil); err != nil {
@@ -242,6 +260,9 @@ func TestReplayRestoresWhatBadgerLost(t *testing.T) {
 	for _, e := range evs {
 		if string(e.Event.Body) != `{"id":"`+e.Event.ID+`"}` || e.Event.Headers["x-n"] != e.Event.ID {
 			t.Fatalf("event %s after replay: body %q headers %v", e.Event.ID, e.Event.Body, e.Event.Headers)
+		}
+		if ev, err := r.Event(ctx, e.Event.ID); err != nil || ev.ID != e.Event.ID {
+			t.Fatalf("Event(%s) after replay = %s, %v", e.Event.ID, ev.ID, err)
 		}
 	}
 }

@@ -211,7 +211,10 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 		pruneHook()
 	}
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
-	var doomed [][]byte // keys to delete, once the iterator is closed
+	var doomed [][]byte  // event keys to delete, once the iterator is closed
+	var indexed [][]byte // and i/ keys
+	timeFrom := l.timeFrom.Load()
+	gone, buckets := map[uint64]bool{}, map[uint64]bool{} // the time index's runs to look at
 	done = true
 	scanned := 0
 	for it.Seek(eventKey(start)); it.ValidForPrefix(preEvent); it.Next() {
@@ -239,26 +242,38 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 		if refs[seq] || l.queued(txn.Txn, rec, seq) {
 			continue
 		}
-		doomed = append(doomed, k, indexKey(rec.GetId()))
+		doomed = append(doomed, k)
+		if b, ok := idBucket(rec.GetId()); ok && timeFrom != 0 && seq >= timeFrom {
+			gone[seq], buckets[b] = true, true
+		} else {
+			indexed = append(indexed, indexKey(rec.GetId()))
+		}
 	}
 	it.Close()
 	if len(doomed) == 0 {
 		return 0, next, done, nil
 	}
-	for i, k := range doomed {
+	for _, k := range doomed {
 		if err := txn.Delete(k); err != nil {
 			return 0, next, true, l.writeErr(err)
 		}
-		if i%2 == 0 { // an event key: its delivery records go with it
-			if err := deleteDeliveries(txn, binary.BigEndian.Uint64(k[len(preEvent):])); err != nil {
-				return 0, next, true, l.writeErr(err)
-			}
+		// Its delivery records go with it.
+		if err := deleteDeliveries(txn, binary.BigEndian.Uint64(k[len(preEvent):])); err != nil {
+			return 0, next, true, l.writeErr(err)
 		}
+	}
+	for _, k := range indexed {
+		if err := txn.Delete(k); err != nil {
+			return 0, next, true, l.writeErr(err)
+		}
+	}
+	if err := pruneRuns(l.db, txn, buckets, gone); err != nil {
+		return 0, next, true, l.writeErr(err)
 	}
 	if err := l.commit(txn); err != nil {
 		return 0, next, true, err
 	}
-	return len(doomed) / 2, next, done, nil
+	return len(doomed), next, done, nil
 }
 
 // queued reports whether any sink may still have the event at seq, whose

@@ -74,6 +74,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Append/CopiesInput", testAppendCopiesInput},
 		{"Append/NoTargets", testNoTargets},
 		{"Event/NotFound", testEventNotFound},
+		{"Event/IngestIDs", testEventIngestIDs},
 		{"Dedup/AcrossAppends", testDedupAcrossAppends},
 		{"Dedup/WithinOneAppend", testDedupWithinOneAppend},
 		{"Dedup/OtherSource", testDedupOtherSource},

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/pipelined/pipelined/pipeline"
 )
 
@@ -82,6 +84,26 @@ func testEventNotFound(t *testing.T, l pipeline.Log) {
 	mustAppend(t, l, entry("nf-1", sinkA))
 	wantNotFound(t, l, "nope")
 	wantNotFound(t, l, "")
+}
+
+// testEventIngestIDs: events with ids as ingest makes them (UUIDv7s, many
+// in one millisecond), over several appends, are each found by id; an id
+// of the same milliseconds that was not appended is not.
+func testEventIngestIDs(t *testing.T, l pipeline.Log) {
+	var all []pipeline.Event
+	for range 3 {
+		var es []pipeline.Entry
+		for range 20 {
+			e := entry(uuid.Must(uuid.NewV7()).String(), sinkA)
+			es = append(es, e)
+			all = append(all, e.Event)
+		}
+		mustAppend(t, l, es...)
+	}
+	for _, want := range all {
+		mustEvent(t, l, want)
+	}
+	wantNotFound(t, l, all[0].ID[:24]+"ffffffffffff")
 }
 
 func testDedupAcrossAppends(t *testing.T, l pipeline.Log) {

@@ -574,7 +574,8 @@ func TestSupervisorRestartsAfterKill(t *testing.T) {
 // of time (its sink stuck in its own code, while go-plugin's health server
 // still answers).
 func TestSupervisorRestartsAHungPlugin(t *testing.T) {
-	s := NewSupervisor(helperSpec(t, "sink", nil), &Options{BackoffMin: 50 * time.Millisecond})
+	logs := &testlog.Buffer{}
+	s := NewSupervisor(helperSpec(t, "sink", nil), &Options{BackoffMin: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -639,6 +640,10 @@ func TestSupervisorRestartsAHungPlugin(t *testing.T) {
 	waitFor(t, "the hung plugin killed", func() bool { return errors.Is(syscall.Kill(pid2, 0), syscall.ESRCH) })
 	if pid3 := delivered("after the hung plugin's restart"); pid3 == pid2 {
 		t.Errorf("pid %d after the hung plugin's restart, want a new process", pid3)
+	}
+	// The operator reads which: hung, not exited, both times.
+	if n := strings.Count(logs.String(), `msg="plugin hung; restarting it"`); n != 2 || strings.Contains(logs.String(), "plugin exited; restarting it") {
+		t.Errorf("the log says %d times that the plugin hung, want 2 and no exit:\n%s", n, logs.String())
 	}
 }
 

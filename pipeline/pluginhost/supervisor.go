@@ -310,7 +310,11 @@ func (s *Supervisor) failed(p *Plugin, err error) {
 		s.state = StateStopped
 	}
 	s.opts.Metrics.SinkUp(s.spec.Sink, false)
-	s.log.Warn("plugin exited; restarting it", "pid", p.Pid(), "error", err, "retry_in", delay, "failures", s.failures)
+	msg := "plugin exited; restarting it"
+	if !p.Exited() {
+		msg = "plugin hung; restarting it" // frozen, or its sink stuck: the error says which
+	}
+	s.log.Warn(msg, "pid", p.Pid(), "error", err, "retry_in", delay, "failures", s.failures)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:

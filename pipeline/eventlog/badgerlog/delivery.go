@@ -1,10 +1,12 @@
 package badgerlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -272,19 +274,90 @@ func matchState(txn *badger.Txn, rec *logpb.Event, seq uint64, sink, state strin
 	return false, nil
 }
 
-// deleteDeliveries deletes every record of the event at seq.
-func deleteDeliveries(txn *wtxn, seq uint64) error {
-	pre := deliveryPrefix(seq)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre})
-	var keys [][]byte
-	for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
+// settledLookup answers, for retention, whether events were settled at a
+// sink, from one snapshot, for seqs asked in ascending order: one iterator
+// over the delivery records and one per sink over its Acks, moved forward,
+// rather than a lookup (and an iterator) per event and sink.
+type settledLookup struct {
+	snap       *badger.Txn
+	deliveries *badger.Iterator
+	seq        uint64
+	keys       [][]byte // the delivery records of seq, after at(seq)
+	acks       map[string]*acksCursor
+}
+
+func newSettledLookup(snap *badger.Txn) *settledLookup {
+	return &settledLookup{
+		snap:       snap,
+		deliveries: snap.NewIterator(badger.IteratorOptions{Prefix: preDelivery}),
+		acks:       map[string]*acksCursor{},
 	}
-	it.Close()
-	for _, k := range keys {
-		if err := txn.Delete(k); err != nil {
-			return err
+}
+
+// at reads the keys of seq's delivery records into s.keys (fresh: the
+// caller may keep them).
+func (s *settledLookup) at(seq uint64) {
+	s.seq, s.keys = seq, nil
+	pre := deliveryPrefix(seq)
+	for s.deliveries.Seek(pre); s.deliveries.ValidForPrefix(pre); s.deliveries.Next() {
+		s.keys = append(s.keys, s.deliveries.Item().KeyCopy(nil))
+	}
+}
+
+// settled reports whether the entry of seq (the last at's) at sink has a
+// delivery record or is in one of the sink's Acks.
+func (s *settledLookup) settled(seq uint64, sink string) (bool, error) {
+	if seq != s.seq {
+		s.at(seq)
+	}
+	want := deliveryKey(seq, sink)
+	for _, k := range s.keys {
+		if bytes.Equal(k, want) {
+			return true, nil
 		}
 	}
-	return nil
+	c, ok := s.acks[sink]
+	if !ok {
+		c = &acksCursor{sink: sink, it: s.snap.NewIterator(badger.IteratorOptions{Prefix: sinkPrefix(preAcks, sink)})}
+		s.acks[sink] = c
+	}
+	return c.has(seq)
+}
+
+func (s *settledLookup) close() {
+	s.deliveries.Close()
+	for _, c := range s.acks {
+		c.it.Close()
+	}
+}
+
+// acksCursor finds the Acks that may hold a seq (the first whose last seq
+// is at or after it: they never overlap) for seqs in ascending order,
+// decoding each Acks once.
+type acksCursor struct {
+	sink   string
+	it     *badger.Iterator
+	loaded bool
+	last   uint64 // the last seq of cur; math.MaxUint64 past the last Acks
+	cur    acks
+}
+
+func (c *acksCursor) has(seq uint64) (bool, error) {
+	if !c.loaded || seq > c.last {
+		c.loaded = true
+		pre := sinkPrefix(preAcks, c.sink)
+		c.it.Seek(acksKey(c.sink, seq))
+		if !c.it.ValidForPrefix(pre) {
+			c.last, c.cur = math.MaxUint64, acks{}
+			return false, nil
+		}
+		k := c.it.Item().Key()
+		a, err := itemAcks(c.it.Item())
+		if err != nil {
+			c.loaded = false
+			return false, fmt.Errorf("acks of %s at %d: %w", c.sink, seq, err)
+		}
+		c.last, c.cur = binary.BigEndian.Uint64(k[len(k)-8:]), a
+	}
+	return c.cur.has(seq), nil
 }

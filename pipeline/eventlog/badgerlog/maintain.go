@@ -204,15 +204,21 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	if err := l.space.check(); err != nil {
 		return 0, start, true, err
 	}
-	txn := l.newTxn()
-	defer txn.Discard()
-	refs := retriesAndDead(txn.Txn)
+	// Everything is read in one snapshot, the deletions written by a
+	// transaction that reads nothing: an iterator of a write transaction
+	// sorts all its pending writes each time one is made, and one per
+	// event made retention cost more than ingest (docs/performance.md).
+	snap := l.db.NewTransaction(false)
+	defer snap.Discard()
+	refs := retriesAndDead(snap)
 	if pruneHook != nil {
 		pruneHook()
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
-	var doomed [][]byte  // event keys to delete, once the iterator is closed
-	var indexed [][]byte // and i/ keys
+	look := newSettledLookup(snap)
+	defer look.close()
+	it := snap.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
+	var doomed [][]byte // keys to delete: events, their delivery records, their i/ keys
+	removed = 0
 	timeFrom := l.timeFrom.Load()
 	gone, buckets := map[uint64]bool{}, map[uint64]bool{} // the time index's runs to look at
 	done = true
@@ -239,53 +245,52 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 			done = true
 			break
 		}
-		if refs[seq] || l.queued(txn.Txn, rec, seq) {
+		if refs[seq] {
 			continue
 		}
+		look.at(seq)
+		if l.queued(look, rec, seq) {
+			continue
+		}
+		removed++
 		doomed = append(doomed, k)
+		doomed = append(doomed, look.keys...) // its delivery records go with it
 		if b, ok := idBucket(rec.GetId()); ok && timeFrom != 0 && seq >= timeFrom {
 			gone[seq], buckets[b] = true, true
 		} else {
-			indexed = append(indexed, indexKey(rec.GetId()))
+			doomed = append(doomed, indexKey(rec.GetId()))
 		}
 	}
 	it.Close()
-	if len(doomed) == 0 {
+	if removed == 0 {
 		return 0, next, done, nil
 	}
+	txn := l.newTxn()
+	defer txn.Discard()
 	for _, k := range doomed {
 		if err := txn.Delete(k); err != nil {
 			return 0, next, true, l.writeErr(err)
 		}
-		// Its delivery records go with it.
-		if err := deleteDeliveries(txn, binary.BigEndian.Uint64(k[len(preEvent):])); err != nil {
-			return 0, next, true, l.writeErr(err)
-		}
 	}
-	for _, k := range indexed {
-		if err := txn.Delete(k); err != nil {
-			return 0, next, true, l.writeErr(err)
-		}
-	}
-	if err := pruneRuns(l.db, txn, buckets, gone); err != nil {
+	if err := pruneRuns(snap, txn, buckets, gone); err != nil {
 		return 0, next, true, l.writeErr(err)
 	}
 	if err := l.commit(txn); err != nil {
 		return 0, next, true, err
 	}
-	return len(doomed), next, done, nil
+	return removed, next, done, nil
 }
 
 // queued reports whether any sink may still have the event at seq, whose
 // record is rec, queued or about to refer to it, as far as retention can
-// tell from txn's snapshot (taken after seq was appended and queued) and
+// tell from look's snapshot (taken after seq was appended and queued) and
 // the queues' memory read now. An entry still in memory is queued. One no
 // longer there was settled: if its delivery record is in the snapshot, so
 // is what the settlement wrote (a retry or dead key, which the caller
 // counts); if not, it was settled after the snapshot, which cannot tell
 // where it went, and the event is kept until the next pass. For records
 // written before routes, the ready keys in the snapshot say it.
-func (l *DB) queued(txn *badger.Txn, rec *logpb.Event, seq uint64) bool {
+func (l *DB) queued(look *settledLookup, rec *logpb.Event, seq uint64) bool {
 	for _, r := range rec.GetRoutes() {
 		l.mu.Lock()
 		q, ok := l.queues[r.GetSink()]
@@ -298,7 +303,7 @@ func (l *DB) queued(txn *badger.Txn, rec *logpb.Event, seq uint64) bool {
 				return true
 			}
 		}
-		if d, err := getDelivery(txn, seq, r.GetSink()); err != nil || d == nil {
+		if settled, err := look.settled(seq, r.GetSink()); err != nil || !settled {
 			return true // settled after the snapshot, or in doubt
 		}
 	}
@@ -306,7 +311,7 @@ func (l *DB) queued(txn *badger.Txn, rec *logpb.Event, seq uint64) bool {
 		return false
 	}
 	for _, s := range rec.GetSinks() {
-		_, err := txn.Get(readyKey(s, seq))
+		_, err := look.snap.Get(readyKey(s, seq))
 		if err == nil || !errors.Is(err, badger.ErrKeyNotFound) {
 			return true // kept when in doubt
 		}

@@ -184,12 +184,9 @@ func hasID(v []byte, id string) (bool, error) {
 }
 
 // pruneRuns deletes, in txn, the runs of buckets whose every event is
-// gone: deleted by txn (in gone) or no longer in db. It reads db rather
-// than txn: an iterator of a write transaction sorts its pending writes
-// each time, and retention's hold thousands.
-func pruneRuns(db *badger.DB, txn *wtxn, buckets, gone map[uint64]bool) error {
-	snap := db.NewTransaction(false)
-	defer snap.Discard()
+// gone: deleted by txn (in gone) or not in snap, the snapshot retention
+// read the events in.
+func pruneRuns(snap *badger.Txn, txn *wtxn, buckets, gone map[uint64]bool) error {
 	var doomed [][]byte
 	for bucket := range buckets {
 		pre := timePrefix(bucket)

@@ -1,12 +1,10 @@
 package badgerlog
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -274,90 +272,71 @@ func matchState(txn *badger.Txn, rec *logpb.Event, seq uint64, sink, state strin
 	return false, nil
 }
 
-// settledLookup answers, for retention, whether events were settled at a
-// sink, from one snapshot, for seqs asked in ascending order: one iterator
-// over the delivery records and one per sink over its Acks, moved forward,
-// rather than a lookup (and an iterator) per event and sink.
+// settledLookup tells, for events read in ascending seq order from one
+// snapshot (Open rebuilding the queues, retention), at which sinks each was
+// settled: one iterator walks the delivery records beside the events, and
+// one ackWalk per sink its Acks, instead of a lookup (and an iterator) per
+// event and sink.
 type settledLookup struct {
-	snap       *badger.Txn
+	txn        *badger.Txn
+	from       uint64
 	deliveries *badger.Iterator
-	seq        uint64
-	keys       [][]byte // the delivery records of seq, after at(seq)
-	acks       map[string]*acksCursor
+	keys       [][]byte // seq's delivery records, after at(seq)
+	sinks      []string // and their sinks
+	acks       map[string]*ackWalk
 }
 
-func newSettledLookup(snap *badger.Txn) *settledLookup {
-	return &settledLookup{
-		snap:       snap,
-		deliveries: snap.NewIterator(badger.IteratorOptions{Prefix: preDelivery}),
-		acks:       map[string]*acksCursor{},
+// newSettledLookup returns a lookup for seqs from from on, in txn.
+func newSettledLookup(txn *badger.Txn, from uint64) *settledLookup {
+	s := &settledLookup{
+		txn:        txn,
+		from:       from,
+		deliveries: txn.NewIterator(badger.IteratorOptions{Prefix: preDelivery}),
+		acks:       map[string]*ackWalk{},
 	}
+	s.deliveries.Seek(deliveryPrefix(from))
+	return s
 }
 
-// at reads the keys of seq's delivery records into s.keys (fresh: the
-// caller may keep them).
+// at reads the delivery records of seq, above the last at's: s.keys (fresh:
+// the caller may keep them) and s.sinks.
 func (s *settledLookup) at(seq uint64) {
-	s.seq, s.keys = seq, nil
-	pre := deliveryPrefix(seq)
-	for s.deliveries.Seek(pre); s.deliveries.ValidForPrefix(pre); s.deliveries.Next() {
-		s.keys = append(s.keys, s.deliveries.Item().KeyCopy(nil))
-	}
-}
-
-// settled reports whether the entry of seq (the last at's) at sink has a
-// delivery record or is in one of the sink's Acks.
-func (s *settledLookup) settled(seq uint64, sink string) (bool, error) {
-	if seq != s.seq {
-		s.at(seq)
-	}
-	want := deliveryKey(seq, sink)
-	for _, k := range s.keys {
-		if bytes.Equal(k, want) {
-			return true, nil
+	s.keys, s.sinks = nil, s.sinks[:0]
+	for ; s.deliveries.ValidForPrefix(preDelivery); s.deliveries.Next() {
+		k := s.deliveries.Item().Key()
+		if len(k) < len(preDelivery)+8 {
+			continue
+		}
+		if d := binary.BigEndian.Uint64(k[len(preDelivery):]); d > seq {
+			break
+		} else if d == seq {
+			s.keys = append(s.keys, s.deliveries.Item().KeyCopy(nil))
+			s.sinks = append(s.sinks, string(k[len(preDelivery)+8:]))
 		}
 	}
-	c, ok := s.acks[sink]
-	if !ok {
-		c = &acksCursor{sink: sink, it: s.snap.NewIterator(badger.IteratorOptions{Prefix: sinkPrefix(preAcks, sink)})}
-		s.acks[sink] = c
+}
+
+// settled reports whether the entry of the last at's seq at sink has a
+// delivery record or is in one of the sink's Acks.
+func (s *settledLookup) settled(seq uint64, sink string) (bool, error) {
+	if slices.Contains(s.sinks, sink) {
+		return true, nil
 	}
-	return c.has(seq)
+	w, ok := s.acks[sink]
+	if !ok {
+		w = newAckWalk(s.txn, sink, s.from)
+		s.acks[sink] = w
+	}
+	acked, err := w.has(seq)
+	if err != nil {
+		return false, fmt.Errorf("event %d: %w", seq, err)
+	}
+	return acked, nil
 }
 
 func (s *settledLookup) close() {
 	s.deliveries.Close()
-	for _, c := range s.acks {
-		c.it.Close()
+	for _, w := range s.acks {
+		w.close()
 	}
-}
-
-// acksCursor finds the Acks that may hold a seq (the first whose last seq
-// is at or after it: they never overlap) for seqs in ascending order,
-// decoding each Acks once.
-type acksCursor struct {
-	sink   string
-	it     *badger.Iterator
-	loaded bool
-	last   uint64 // the last seq of cur; math.MaxUint64 past the last Acks
-	cur    acks
-}
-
-func (c *acksCursor) has(seq uint64) (bool, error) {
-	if !c.loaded || seq > c.last {
-		c.loaded = true
-		pre := sinkPrefix(preAcks, c.sink)
-		c.it.Seek(acksKey(c.sink, seq))
-		if !c.it.ValidForPrefix(pre) {
-			c.last, c.cur = math.MaxUint64, acks{}
-			return false, nil
-		}
-		k := c.it.Item().Key()
-		a, err := itemAcks(c.it.Item())
-		if err != nil {
-			c.loaded = false
-			return false, fmt.Errorf("acks of %s at %d: %w", c.sink, seq, err)
-		}
-		c.last, c.cur = binary.BigEndian.Uint64(k[len(k)-8:]), a
-	}
-	return c.cur.has(seq), nil
 }

@@ -214,7 +214,7 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	if pruneHook != nil {
 		pruneHook()
 	}
-	look := newSettledLookup(snap)
+	look := newSettledLookup(snap, start)
 	defer look.close()
 	it := snap.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
 	var doomed [][]byte // keys to delete: events, their delivery records, their i/ keys
@@ -311,7 +311,7 @@ func (l *DB) queued(look *settledLookup, rec *logpb.Event, seq uint64) bool {
 		return false
 	}
 	for _, s := range rec.GetSinks() {
-		_, err := look.snap.Get(readyKey(s, seq))
+		_, err := look.txn.Get(readyKey(s, seq))
 		if err == nil || !errors.Is(err, badger.ErrKeyNotFound) {
 			return true // kept when in doubt
 		}

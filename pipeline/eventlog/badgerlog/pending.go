@@ -178,20 +178,9 @@ func (l *DB) loadPending() (uint64, error) {
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()
-		// The delivery records are keyed by seq as the events are: one
-		// iterator walks them beside the events, instead of a lookup per
-		// event and sink.
-		ds := txn.NewIterator(badger.IteratorOptions{Prefix: preDelivery})
-		defer ds.Close()
-		ds.Seek(deliveryPrefix(mark))
-		// And each sink's Acks beside them too (acks.go).
-		walks := map[string]*ackWalk{}
-		defer func() {
-			for _, w := range walks {
-				w.close()
-			}
-		}()
-		var recorded []string // sinks with a delivery record for seq
+		look := newSettledLookup(txn, mark)
+		defer look.close()
+		var recorded []string // sinks of seq's routes where it was settled
 		for it.Seek(eventKey(mark)); it.ValidForPrefix(preEvent); it.Next() {
 			seq := binary.BigEndian.Uint64(it.Item().Key()[len(preEvent):])
 			if loadHook != nil {
@@ -202,30 +191,12 @@ func (l *DB) loadPending() (uint64, error) {
 			if err := it.Item().Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 				return fmt.Errorf("decode event %d: %w", seq, err)
 			}
+			look.at(seq)
 			recorded = recorded[:0]
-			for ; ds.ValidForPrefix(preDelivery); ds.Next() {
-				k := ds.Item().Key()
-				if len(k) < len(preDelivery)+8 {
-					continue
-				}
-				if s := binary.BigEndian.Uint64(k[len(preDelivery):]); s > seq {
-					break
-				} else if s == seq {
-					recorded = append(recorded, string(k[len(preDelivery)+8:]))
-				}
-			}
 			for _, r := range rec.GetRoutes() {
-				if slices.Contains(recorded, r.GetSink()) {
-					continue
-				}
-				w, ok := walks[r.GetSink()]
-				if !ok {
-					w = newAckWalk(txn, r.GetSink(), mark)
-					walks[r.GetSink()] = w
-				}
-				if acked, err := w.has(seq); err != nil {
-					return fmt.Errorf("event %d: %w", seq, err)
-				} else if acked {
+				if settled, err := look.settled(seq, r.GetSink()); err != nil {
+					return err
+				} else if settled {
 					recorded = append(recorded, r.GetSink())
 				}
 			}

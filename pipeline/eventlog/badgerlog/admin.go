@@ -83,7 +83,7 @@ func (l *DB) events(ctx context.Context, f pipeline.EventFilter, reverse bool) (
 	next := ""
 	err := l.db.View(func(txn *badger.Txn) error {
 		if f.ID != "" {
-			seq, err := lookup(txn, f.ID)
+			seq, err := lookup(ctx, txn, f.ID)
 			if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && !in(seq)) {
 				return nil
 			}

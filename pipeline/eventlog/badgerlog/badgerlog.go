@@ -10,6 +10,7 @@
 //	i/<id>                         seq of the event with that id, for ids that are no UUIDv7 and
 //	                               events appended before m/time-from
 //	m/time-from                    first seq of the time index; see timeindex.go
+//	m/time-legacy                  seq below which an older binary may have appended with i/ keys
 //	t/<bucket><first seq>          last seq of a run of events whose UUIDv7 ids fall in one 128 ms bucket
 //	d/<source>\x00<dedup key>      id of the first event with that key; Badger TTL = the dedup window
 //	r/<sink>/<due><seq>            retry entry (logpb.Target), due = 8-byte BE unix nanoseconds
@@ -125,6 +126,11 @@ type DB struct {
 	// have an i/ key (m/time-from), or 0 until the first Append sets it;
 	// see timeindex.go.
 	timeFrom atomic.Uint64
+	// legacyUpto: events from timeFrom to below it may have an i/ key too,
+	// appended by an older binary after a downgrade (m/time-legacy; 0 for
+	// none). Set by Open; legacyUnsaved until an Append has written it.
+	legacyUpto    uint64
+	legacyUnsaved bool
 
 	// appendRec is the record buffer of the last Append, kept for the
 	// next (Append has one caller at a time): once commit returns, the
@@ -314,8 +320,17 @@ func (l *DB) loadNext() error {
 			return err
 		}
 		from, err := readSeq(txn, keyTimeFrom, 0)
+		if err != nil {
+			return err
+		}
 		l.timeFrom.Store(from)
-		return err
+		if l.legacyUpto, err = readSeq(txn, keyTimeLegacy, 0); err != nil {
+			return err
+		}
+		if from != 0 && l.next > from && l.next > l.legacyUpto && appendedByOlder(txn, l.next-1) {
+			l.legacyUpto, l.legacyUnsaved = l.next, true
+		}
+		return nil
 	})
 }
 
@@ -375,6 +390,11 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 	}
+	if l.legacyUnsaved {
+		if err := txn.Set(keyTimeLegacy, seqBytes(l.legacyUpto)); err != nil {
+			return nil, l.writeErr(err)
+		}
+	}
 	for i := range entries {
 		e := &entries[i]
 		if e.DedupKey != "" {
@@ -418,7 +438,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 		if b, ok := idBucket(e.Event.ID); ok {
-			runs.add(b, seq) // found through the time index (timeindex.go)
+			runs.add(b, seq, e.Event.ID) // found through the time index (timeindex.go)
 		} else if err := txn.Set(indexKey(e.Event.ID), seqBytes(seq)); err != nil {
 			return nil, l.writeErr(err)
 		}
@@ -460,6 +480,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		return nil, err
 	}
 	l.timeFrom.Store(timeFrom)
+	l.legacyUnsaved = false
 	if appendHook != nil {
 		appendHook()
 	}
@@ -606,7 +627,7 @@ func (l *DB) Event(ctx context.Context, id string) (pipeline.Event, error) {
 	}
 	var ev pipeline.Event
 	err := l.db.View(func(txn *badger.Txn) error {
-		seq, err := lookup(txn, id)
+		seq, err := lookup(ctx, txn, id)
 		if err != nil {
 			return err
 		}

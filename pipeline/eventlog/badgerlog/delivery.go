@@ -225,7 +225,7 @@ func (l *DB) Deliveries(ctx context.Context, id string) ([]pipeline.DeliveryReco
 	}
 	var out []pipeline.DeliveryRecord
 	err := l.db.View(func(txn *badger.Txn) error {
-		seq, err := lookup(txn, id)
+		seq, err := lookup(ctx, txn, id)
 		if err != nil {
 			return err
 		}

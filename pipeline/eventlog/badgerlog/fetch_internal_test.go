@@ -46,7 +46,7 @@ func TestFailedFetchLosesNothing(t *testing.T) {
 	var good []byte // the third event's record
 	if err := l.db.View(func(txn *badger.Txn) error {
 		for _, a := range appended {
-			seq, err := lookup(txn, a.ID)
+			seq, err := lookup(context.Background(), txn, a.ID)
 			if err != nil {
 				return err
 			}

@@ -132,6 +132,9 @@ func (l *DB) Prune(cutoff time.Time) (int, error) {
 		if done {
 			if removed > 0 {
 				err = l.pruneAcks(stop)
+				if err == nil {
+					err = l.sweepRuns()
+				}
 			}
 			return removed, err
 		}
@@ -255,10 +258,17 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 		removed++
 		doomed = append(doomed, k)
 		doomed = append(doomed, look.keys...) // its delivery records go with it
-		if b, ok := idBucket(rec.GetId()); ok && timeFrom != 0 && seq >= timeFrom {
-			gone[seq], buckets[b] = true, true
-		} else {
+		b, ok := idBucket(rec.GetId())
+		switch {
+		case !ok || timeFrom == 0 || seq < timeFrom:
 			doomed = append(doomed, indexKey(rec.GetId()))
+		default:
+			gone[seq], buckets[b] = true, true
+			if seq < l.legacyUpto { // maybe appended by an older binary: timeindex.go
+				if _, err := snap.Get(indexKey(rec.GetId())); err == nil {
+					doomed = append(doomed, indexKey(rec.GetId()))
+				}
+			}
 		}
 	}
 	it.Close()

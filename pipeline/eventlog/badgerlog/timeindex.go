@@ -1,12 +1,16 @@
 package badgerlog
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
 
 // The time index finds an event by its id without a key per event.
@@ -16,24 +20,55 @@ import (
 // one call, in seq order, into runs whose ids fall in the same bucket of
 // bucketBits milliseconds, and writes one key per run:
 //
-//	t/<bucket><first seq> = <last seq>     (8-byte big-endian each)
+//	t/<bucket><first seq> = <last seq><fingerprints>     (seqs 8-byte big-endian)
 //
-// A batch of appends usually makes one or two such keys, where the id
-// index (i/<id>) made one per event: with the dedup key and the event's
-// own key, that was a third of the keys Badger took per event, and a
-// third of the deletions retention writes. Looking an id up reads the
-// runs of its bucket and the records in them until one has the id: at
-// 10,000 events a second, some 1,300 small records, about a millisecond.
+// followed by a one-byte fingerprint of each event's id (fingerprint). A
+// batch of appends usually makes one or two such keys, where the id index
+// (i/<id>) made one per event: with the dedup key and the event's own key,
+// that was a third of the keys Badger took per event, and a third of the
+// deletions retention writes. Looking an id up reads the runs of its
+// bucket and only the records whose fingerprint matches (1 in 256 of the
+// others): a bucket of 128 ms at 10,000 events a second holds ~1,300
+// events, and one whose milliseconds a clock step crowded (google/uuid then
+// counts up within one millisecond) at most 2^19; BenchmarkEventByID.
 //
 // Events appended before this index (below m/time-from, the first seq a
 // version with it appended) and events whose id is no UUIDv7 keep their
-// i/<id> key, which a lookup tries first.
+// i/<id> key, which a lookup tries first. So do events an older binary
+// appended after a downgrade: Open sees that the last event has an i/ key
+// and records m/time-legacy, below which retention looks for i/ keys to
+// delete; runs whose events an older binary removed are swept once all
+// their events are below the oldest kept (sweepRuns).
 const bucketBits = 7 // 128 ms
 
 var (
-	keyTimeFrom = []byte("m/time-from")
-	preTime     = []byte("t/")
+	keyTimeFrom   = []byte("m/time-from")
+	keyTimeLegacy = []byte("m/time-legacy")
+	preTime       = []byte("t/")
 )
+
+// appendedByOlder reports whether the event at seq, a UUIDv7, has an i/
+// key: an older binary appended it.
+func appendedByOlder(txn *badger.Txn, seq uint64) bool {
+	item, err := txn.Get(eventKey(seq))
+	if err != nil {
+		return false
+	}
+	var id string
+	err = item.Value(func(v []byte) error {
+		rec := &logpb.Event{}
+		if err := decode(v, rec); err != nil {
+			return err
+		}
+		id = rec.GetId()
+		return nil
+	})
+	if _, ok := idBucket(id); err != nil || !ok {
+		return false
+	}
+	_, err = txn.Get(indexKey(id))
+	return err == nil
+}
 
 // idBucket returns the time-index bucket of id, and whether id is a
 // UUIDv7 in the canonical form (36 characters, lower-case hex) that the
@@ -74,35 +109,63 @@ func timePrefix(bucket uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), preTime...), bucket)
 }
 
+// fingerprint is the byte of id that a run keeps for each event, so that
+// a lookup reads only the records that may have it.
+func fingerprint(id string) byte {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return byte(h ^ h>>8 ^ h>>16 ^ h>>24)
+}
+
 // timeRuns collects an Append's runs: add each event in seq order, then
 // write.
 type timeRuns struct {
 	runs []timeRun
 }
 
-type timeRun struct{ bucket, first, last uint64 }
+type timeRun struct {
+	bucket, first, last uint64
+	fps                 []byte // the events' fingerprints, first to last
+}
 
-// add adds the event at seq, in bucket, to the runs.
-func (r *timeRuns) add(bucket, seq uint64) {
+// add adds the event at seq, whose id is in bucket, to the runs.
+func (r *timeRuns) add(bucket, seq uint64, id string) {
 	if n := len(r.runs); n > 0 && r.runs[n-1].bucket == bucket && r.runs[n-1].last+1 == seq {
 		r.runs[n-1].last = seq
+		r.runs[n-1].fps = append(r.runs[n-1].fps, fingerprint(id))
 		return
 	}
-	r.runs = append(r.runs, timeRun{bucket, seq, seq})
+	r.runs = append(r.runs, timeRun{bucket, seq, seq, []byte{fingerprint(id)}})
 }
 
 // write sets the runs' keys in txn.
 func (r *timeRuns) write(txn *wtxn) error {
 	for _, run := range r.runs {
-		if err := txn.Set(timeKey(run.bucket, run.first), seqBytes(run.last)); err != nil {
+		if err := txn.Set(timeKey(run.bucket, run.first), append(seqBytes(run.last), run.fps...)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// runValue reads a run's value: its last seq and fingerprints.
+func runValue(first uint64, v []byte) (last uint64, fps []byte, ok bool) {
+	if len(v) < 8 {
+		return 0, nil, false
+	}
+	last = binary.BigEndian.Uint64(v)
+	if last < first || last-first+1 != uint64(len(v)-8) {
+		return 0, nil, false
+	}
+	return last, v[8:], true
+}
+
 // lookup returns the seq of the event with id, or badger.ErrKeyNotFound.
-func lookup(txn *badger.Txn, id string) (uint64, error) {
+// It gives up when ctx ends.
+func lookup(ctx context.Context, txn *badger.Txn, id string) (uint64, error) {
 	item, err := txn.Get(indexKey(id))
 	switch {
 	case err == nil:
@@ -121,34 +184,45 @@ func lookup(txn *badger.Txn, id string) (uint64, error) {
 	if !ok {
 		return 0, badger.ErrKeyNotFound
 	}
+	fp := fingerprint(id)
 	pre := timePrefix(bucket)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre})
-	var runs []timeRun
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre, PrefetchValues: true, PrefetchSize: 16})
+	defer it.Close()
 	for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("look up event %s: %w", id, err)
+		}
 		k := it.Item().Key()
+		if len(k) != len(pre)+8 {
+			return 0, fmt.Errorf("corrupt time index entry %x", k)
+		}
+		first := binary.BigEndian.Uint64(k[len(pre):])
+		var candidates []uint64
 		err := it.Item().Value(func(v []byte) error {
-			if len(k) != len(pre)+8 || len(v) != 8 {
+			_, fps, ok := runValue(first, v)
+			if !ok {
 				return fmt.Errorf("corrupt time index entry %x", k)
 			}
-			runs = append(runs, timeRun{bucket, binary.BigEndian.Uint64(k[len(pre):]), binary.BigEndian.Uint64(v)})
+			for i, f := range fps {
+				if f == fp {
+					candidates = append(candidates, first+uint64(i))
+				}
+			}
 			return nil
 		})
 		if err != nil {
-			it.Close()
 			return 0, err
 		}
-	}
-	it.Close()
-	events := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 64})
-	defer events.Close()
-	for _, run := range runs {
-		for events.Seek(eventKey(run.first)); events.ValidForPrefix(preEvent); events.Next() {
-			seq := binary.BigEndian.Uint64(events.Item().Key()[len(preEvent):])
-			if seq > run.last {
-				break
+		for _, seq := range candidates {
+			item, err := txn.Get(eventKey(seq))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue // removed by retention
+			}
+			if err != nil {
+				return 0, err
 			}
 			var match bool
-			if err := events.Item().Value(func(v []byte) (err error) { match, err = hasID(v, id); return err }); err != nil {
+			if err := item.Value(func(v []byte) (err error) { match, err = hasID(v, id); return err }); err != nil {
 				return 0, fmt.Errorf("decode event %d: %w", seq, err)
 			}
 			if match {
@@ -194,10 +268,11 @@ func pruneRuns(snap *badger.Txn, txn *wtxn, buckets, gone map[uint64]bool) error
 		for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
 			k := it.Item().KeyCopy(nil)
 			v, err := it.Item().ValueCopy(nil)
-			if err != nil || len(k) != len(pre)+8 || len(v) != 8 {
+			if err != nil || len(k) != len(pre)+8 {
 				continue // kept: a lookup reports what is wrong with it
 			}
-			if runGone(snap, binary.BigEndian.Uint64(k[len(pre):]), binary.BigEndian.Uint64(v), gone) {
+			first := binary.BigEndian.Uint64(k[len(pre):])
+			if last, _, ok := runValue(first, v); ok && runGone(snap, first, last, gone) {
 				doomed = append(doomed, k)
 			}
 		}
@@ -221,4 +296,51 @@ func runGone(snap *badger.Txn, first, last uint64, gone map[uint64]bool) bool {
 		}
 	}
 	return true
+}
+
+// sweepRuns removes runs whose events are all below the oldest event kept,
+// up to pruneBatch of them: runs that retention passed by because an older
+// binary (after a downgrade) removed their events, or that a failed append
+// left. It stops at the first run it keeps, in key (time) order, so a run
+// behind a kept one waits for a later sweep.
+func (l *DB) sweepRuns() error {
+	l.refMu.Lock()
+	defer l.refMu.Unlock()
+	snap := l.db.NewTransaction(false)
+	defer snap.Discard()
+	oldest := uint64(math.MaxUint64)
+	events := snap.NewIterator(badger.IteratorOptions{Prefix: preEvent})
+	if events.Seek(preEvent); events.ValidForPrefix(preEvent) {
+		oldest = binary.BigEndian.Uint64(events.Item().Key()[len(preEvent):])
+	}
+	events.Close()
+	var doomed [][]byte
+	it := snap.NewIterator(badger.IteratorOptions{Prefix: preTime, PrefetchValues: true, PrefetchSize: 16})
+	for it.Seek(preTime); it.ValidForPrefix(preTime) && len(doomed) < pruneBatch; it.Next() {
+		k := it.Item().Key()
+		if len(k) != len(preTime)+16 {
+			break
+		}
+		var last uint64
+		ok := false
+		if err := it.Item().Value(func(v []byte) error {
+			last, _, ok = runValue(binary.BigEndian.Uint64(k[len(preTime)+8:]), v)
+			return nil
+		}); err != nil || !ok || last >= oldest {
+			break
+		}
+		doomed = append(doomed, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	if len(doomed) == 0 {
+		return nil
+	}
+	txn := l.newTxn()
+	defer txn.Discard()
+	for _, k := range doomed {
+		if err := txn.Delete(k); err != nil {
+			return l.writeErr(err)
+		}
+	}
+	return l.commit(txn)
 }

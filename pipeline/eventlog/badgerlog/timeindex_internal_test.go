@@ -3,6 +3,9 @@ package badgerlog
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -184,5 +187,218 @@ func TestTimeIndexKeepsOlderIndexKeys(t *testing.T) {
 	}
 	if _, err := l.Event(ctx, testID("v7new", 3)); !errors.Is(err, pipeline.ErrNotFound) {
 		t.Errorf("Event of a removed event = %v, want ErrNotFound", err)
+	}
+}
+
+// v7 makes a canonical UUIDv7 of the milliseconds ms, with seq and rnd in
+// its other bits.
+func v7(ms uint64, seq uint16, rnd uint64) string {
+	return fmt.Sprintf("%08x-%04x-7%03x-8%03x-%012x", ms>>16, ms&0xffff, seq&0xfff, rnd&0xfff, rnd>>12&0xffffffffffff)
+}
+
+// appendIDs appends one Append of events with ids, routed to sinks.
+func appendIDs(t *testing.T, l *DB, ids []string, sinks ...string) {
+	t.Helper()
+	var es []pipeline.Entry
+	for _, id := range ids {
+		var ts []pipeline.Target
+		for _, s := range sinks {
+			ts = append(ts, pipeline.Target{Sink: s, Route: "r"})
+		}
+		es = append(es, pipeline.Entry{Event: pipeline.Event{ID: id, Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)}, Targets: ts})
+	}
+	if _, err := l.Append(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantFound(t *testing.T, l *DB, id string, want bool) {
+	t.Helper()
+	ev, err := l.Event(context.Background(), id)
+	switch {
+	case want && (err != nil || ev.ID != id):
+		t.Fatalf("Event(%s) = %q, %v; want it", id, ev.ID, err)
+	case !want && !errors.Is(err, pipeline.ErrNotFound):
+		t.Fatalf("Event(%s) = %q, %v; want ErrNotFound", id, ev.ID, err)
+	}
+}
+
+// ackEvery acks every entry queued at sink.
+func ackEvery(t *testing.T, l *DB, sink string) {
+	t.Helper()
+	ctx := context.Background()
+	q := l.Queue(sink)
+	ds, err := q.Fetch(ctx, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ss []pipeline.Settlement
+	for _, d := range ds {
+		ss = append(ss, pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Ack})
+	}
+	if err := q.Settle(ctx, ss); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTimeIndexRandom: ids of a few buckets around a bucket edge,
+// shuffled, one in ten no UUIDv7, over Appends of 1 to 40; half of them
+// removed by retention (holes in runs), a restart, then the rest. Every
+// kept event is found, no removed one, and no key is left at the end.
+func TestTimeIndexRandom(t *testing.T) {
+	for seed := uint64(1); seed <= 5; seed++ {
+		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, seed))
+			dir := t.TempDir()
+			l := mustOpen(t, dir, nil)
+			base := uint64(1_780_000_000_000) &^ (1<<bucketBits - 1) // a bucket edge
+			var ids []string
+			for i := range 600 {
+				if r.IntN(10) == 0 {
+					ids = append(ids, fmt.Sprintf("plain-%d", i))
+					continue
+				}
+				ms := base - 3 + uint64(r.IntN(8)) + 128*uint64(r.IntN(3))
+				ids = append(ids, v7(ms, uint16(r.IntN(4096)), r.Uint64()))
+			}
+			r.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+			for i := 0; i < len(ids); {
+				n := 1 + r.IntN(40)
+				appendIDs(t, l, ids[i:min(i+n, len(ids))], "s")
+				i += n
+			}
+			for _, id := range ids {
+				wantFound(t, l, id, true)
+			}
+			ctx := context.Background()
+			q := l.Queue("s")
+			ds, err := q.Fetch(ctx, 1000)
+			if err != nil || len(ds) != len(ids) {
+				t.Fatalf("Fetch = %d, %v", len(ds), err)
+			}
+			acked := map[string]bool{}
+			var ss []pipeline.Settlement
+			for _, d := range ds {
+				if r.IntN(2) == 0 {
+					ss = append(ss, pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Ack})
+					acked[d.Event.ID] = true
+				}
+			}
+			if err := q.Settle(ctx, ss); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Prune(time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range ids {
+				wantFound(t, l, id, !acked[id])
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l = mustOpen(t, dir, nil)
+			defer l.Close()
+			for _, id := range ids {
+				wantFound(t, l, id, !acked[id])
+			}
+			ackEvery(t, l, "s")
+			if _, err := l.Prune(time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range [][]byte{preEvent, preIndex, preTime} {
+				if n := countKeys(t, l, p); n != 0 {
+					t.Errorf("%d %s keys left", n, p)
+				}
+			}
+		})
+	}
+}
+
+// TestTimeIndexAfterADowngrade: an older binary, run for a while after
+// this one (a downgrade), removes events without their runs and appends
+// events with i/ keys and no runs. Back on this binary (an upgrade), those
+// events are found, and once every event is removed no key is left: the
+// orphan runs swept, the i/ keys deleted with their events.
+func TestTimeIndexAfterADowngrade(t *testing.T) {
+	dir := t.TempDir()
+	l := mustOpen(t, dir, nil)
+	var a, b []string
+	for j := range 40 { // 200 ms apart: a run each
+		a = append(a, v7(1_780_000_000_000+200*uint64(j), 1, uint64(j)))
+		b = append(b, v7(1_790_000_000_000+200*uint64(j), 1, uint64(j)))
+	}
+	appendIDs(t, l, a, "s")
+	if n := countKeys(t, l, preTime); n != 40 {
+		t.Fatalf("%d runs for 40 events 200 ms apart, want 40", n)
+	}
+	// The older binary: its retention removes A's events and leaves their
+	// runs; it appends B with an i/ key each and no runs.
+	txn := l.newTxn()
+	for j := range a {
+		if err := txn.Delete(eventKey(uint64(j + 1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.commit(txn); err != nil {
+		t.Fatal(err)
+	}
+	txn.Discard()
+	first := l.next
+	appendIDs(t, l, b, "s")
+	txn = l.newTxn()
+	for j, id := range b {
+		bucket, _ := idBucket(id)
+		if err := txn.Set(indexKey(id), seqBytes(first+uint64(j))); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.Delete(timeKey(bucket, first+uint64(j))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.commit(txn); err != nil {
+		t.Fatal(err)
+	}
+	txn.Discard()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	l = mustOpen(t, dir, nil) // the upgrade
+	if l.legacyUpto != first+40 {
+		t.Fatalf("legacyUpto = %d, want %d: Open did not see the older binary's appends", l.legacyUpto, first+40)
+	}
+	appendIDs(t, l, []string{uuid.Must(uuid.NewV7()).String()}) // writes m/time-legacy
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpen(t, dir, nil)
+	defer l.Close()
+	if l.legacyUpto != first+40 {
+		t.Fatalf("legacyUpto after a restart = %d, want %d", l.legacyUpto, first+40)
+	}
+	for _, id := range b {
+		wantFound(t, l, id, true)
+	}
+	ackEvery(t, l, "s")
+	if n, err := l.Prune(time.Now().Add(time.Hour)); err != nil || n != 41 {
+		t.Fatalf("Prune = %d, %v; want 41", n, err)
+	}
+	for _, p := range [][]byte{preEvent, preIndex, preTime} {
+		if n := countKeys(t, l, p); n != 0 {
+			t.Errorf("%d %s keys left after every event was removed", n, p)
+		}
+	}
+}
+
+// TestTimeIndexLookupEndsWithItsContext: a lookup through the time index
+// gives up when its context ends (the admin API's request ended).
+func TestTimeIndexLookupEndsWithItsContext(t *testing.T) {
+	l := mustOpen(t, t.TempDir(), nil)
+	defer l.Close()
+	appendN(t, l, "v7ctx", 20, 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Event(ctx, testID("v7ctx", 3)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Event with an ended context = %v, want context.Canceled", err)
 	}
 }

@@ -163,20 +163,8 @@ func TestTimeIndexKeepsOlderIndexKeys(t *testing.T) {
 		found(t, l, testID("v7old", j), testID("v7new", j))
 	}
 
-	for _, sink := range []string{"s", "t"} {
-		q := l.Queue(sink)
-		ds, err := q.Fetch(ctx, 100)
-		if err != nil || len(ds) != 80 {
-			t.Fatalf("Fetch(%s) = %d, %v; want 80", sink, len(ds), err)
-		}
-		ss := make([]pipeline.Settlement, len(ds))
-		for i, d := range ds {
-			ss[i] = pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Ack}
-		}
-		if err := q.Settle(ctx, ss); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ackEvery(t, l, "s")
+	ackEvery(t, l, "t")
 	if n, err := l.Prune(time.Now().Add(time.Hour)); err != nil || n != 80 {
 		t.Fatalf("Prune = %d, %v; want 80", n, err)
 	}
@@ -226,19 +214,12 @@ func wantFound(t *testing.T, l *DB, id string, want bool) {
 // ackEvery acks every entry queued at sink.
 func ackEvery(t *testing.T, l *DB, sink string) {
 	t.Helper()
-	ctx := context.Background()
 	q := l.Queue(sink)
-	ds, err := q.Fetch(ctx, 10000)
+	ds, err := q.Fetch(context.Background(), 10000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ss []pipeline.Settlement
-	for _, d := range ds {
-		ss = append(ss, pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Ack})
-	}
-	if err := q.Settle(ctx, ss); err != nil {
-		t.Fatal(err)
-	}
+	settleAll(t, q, ds, pipeline.Ack)
 }
 
 // TestTimeIndexRandom: ids of a few buckets around a bucket edge,

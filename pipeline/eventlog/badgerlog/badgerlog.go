@@ -11,7 +11,8 @@
 //	                               events appended before m/time-from
 //	m/time-from                    first seq of the time index; see timeindex.go
 //	m/time-legacy                  seq below which an older binary may have appended with i/ keys
-//	t/<bucket><first seq>          last seq of a run of events whose UUIDv7 ids fall in one 128 ms bucket
+//	t/<bucket><first seq>          last seq of a run of events whose UUIDv7 ids fall in one 128 ms bucket,
+//	                               and a fingerprint of each id
 //	d/<source>\x00<dedup key>      id of the first event with that key; Badger TTL = the dedup window
 //	r/<sink>/<due><seq>            retry entry (logpb.Target), due = 8-byte BE unix nanoseconds
 //	x/<sink>/<seq>                 dead-letter entry

@@ -100,13 +100,14 @@ func idBucket(id string) (uint64, bool) {
 	return ms >> bucketBits, true
 }
 
-func timeKey(bucket, first uint64) []byte {
-	k := binary.BigEndian.AppendUint64(append([]byte(nil), preTime...), bucket)
-	return binary.BigEndian.AppendUint64(k, first)
-}
-
+// timePrefix is the prefix of bucket's runs; timeKey the key of its run
+// from first on.
 func timePrefix(bucket uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), preTime...), bucket)
+}
+
+func timeKey(bucket, first uint64) []byte {
+	return binary.BigEndian.AppendUint64(timePrefix(bucket), first)
 }
 
 // fingerprint is the byte of id that a run keeps for each event, so that

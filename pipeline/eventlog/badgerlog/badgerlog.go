@@ -133,6 +133,10 @@ type DB struct {
 	legacyUpto    uint64
 	legacyUnsaved bool
 
+	// dedup says which dedup keys are certainly not in the log; see
+	// dedupfilter.go.
+	dedup *dedupFilter
+
 	// appendRec is the record buffer of the last Append, kept for the
 	// next (Append has one caller at a time): once commit returns, the
 	// committer has written it and Badger has copied what it applied
@@ -220,6 +224,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		closed: make(chan struct{}), space: &space{dir: dir},
 		wal: w, commits: make(chan *commitReq), marks: make(chan chan uint64), kick: make(chan struct{}, 1),
 		stopCommitter: make(chan struct{}), committerDone: make(chan struct{}),
+		dedup: newDedupFilter(),
 	}
 	if err := l.replay(); err != nil {
 		w.Close()
@@ -240,6 +245,8 @@ func Open(dir string, o *Options) (*DB, error) {
 	go l.committer()
 	l.wg.Add(1)
 	go l.checkpoints()
+	l.wg.Add(1)
+	go l.dedupFilterLoop()
 	l.every(opts.MaintenanceInterval, l.maintain)
 	written := mark
 	l.every(markInterval, func() {
@@ -396,11 +403,17 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 	}
+	var newKeys [][]byte             // dedup keys set, for the filter once committed
+	inBatch := map[string]struct{}{} // and as strings, to look them up
 	for i := range entries {
 		e := &entries[i]
 		if e.DedupKey != "" {
 			dk := dedupKey(e.Event.Source, e.DedupKey)
-			item, err := txn.Get(dk)
+			var item *badger.Item
+			err := badger.ErrKeyNotFound
+			if _, ok := inBatch[string(dk)]; ok || l.dedup.mayHave(dk) {
+				item, err = txn.Get(dk) // an earlier Append's, or this one's
+			}
 			switch {
 			case err == nil:
 				id, err := item.ValueCopy(nil)
@@ -419,6 +432,8 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			if err := txn.SetEntry(ent); err != nil {
 				return nil, l.writeErr(err)
 			}
+			newKeys = append(newKeys, dk)
+			inBatch[string(dk)] = struct{}{}
 		}
 		seq := next
 		next++
@@ -477,6 +492,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	if cap(txn.rec) <= maxKeptRecord {
 		l.appendRec = txn.rec[:0] // the committer is done with it, whatever err says
 	}
+	// Even when commit failed: its record may be applied all the same (a
+	// key too many in the filter costs a lookup; one missing, a duplicate).
+	l.dedup.add(newKeys)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,8 @@
 // A queue's Fetch takes an event appended moments before from a bounded
 // cache of the latest appends (recent.go) instead of reading it back from
 // Badger and the write-ahead log; what it hands out is the same either way.
+// Likewise Append skips Badger's lookup of a dedup key that a Bloom filter
+// of the keys says is new (dedupfilter.go).
 package badgerlog
 
 import (

@@ -75,7 +75,9 @@ func (f *dedupFilter) add(keys [][]byte) {
 			f.pending = append(f.pending, h)
 		}
 	}
-	if f.bloom != nil && f.added > f.capacity && !f.building && f.capacity < maxDedupFilter {
+	// Full: build it again, bigger, or (at its largest) to drop the
+	// expired keys once twice as many were added.
+	if f.bloom != nil && !f.building && (f.added > f.capacity && f.capacity < maxDedupFilter || f.added > 2*f.capacity) {
 		select {
 		case f.rebuild <- struct{}{}:
 		default:

@@ -108,6 +108,7 @@ func TestDedupFilterKeepsKeysAddedDuringABuild(t *testing.T) {
 		during = append(during, fmt.Sprintf("during-%d", i))
 	}
 	var hooked atomic.Bool
+	// The filter's goroutine reads the hook only after the send below.
 	dedupBuildHook = func() {
 		if hooked.CompareAndSwap(false, true) {
 			appendDedup(t, l, during...) // after the snapshot
@@ -132,11 +133,11 @@ func TestDedupFilterKeepsKeysAddedDuringABuild(t *testing.T) {
 // TestDedupFilterUnderRebuilds: appends while the filter is rebuilt again
 // and again; every key is a duplicate afterwards.
 func TestDedupFilterUnderRebuilds(t *testing.T) {
+	var builds atomic.Int32
+	dedupBuildHook = func() { builds.Add(1) } // before Open, whose build reads it
+	t.Cleanup(func() { dedupBuildHook = nil })
 	l := mustOpen(t, t.TempDir(), nil)
 	defer l.Close()
-	var builds atomic.Int32
-	dedupBuildHook = func() { builds.Add(1) }
-	t.Cleanup(func() { dedupBuildHook = nil })
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -107,20 +107,30 @@ func TestDedupFilterKeepsKeysAddedDuringABuild(t *testing.T) {
 	for i := range 100 {
 		during = append(during, fmt.Sprintf("during-%d", i))
 	}
-	var hooked atomic.Bool
+	appended := make(chan error, 1)
 	// The filter's goroutine reads the hook only after the send below.
 	dedupBuildHook = func() {
-		if hooked.CompareAndSwap(false, true) {
-			appendDedup(t, l, during...) // after the snapshot
+		es := make([]pipeline.Entry, len(during))
+		for i, k := range during {
+			es[i] = pipeline.Entry{
+				Event:    pipeline.Event{ID: "id-" + k, Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+				DedupKey: k, DedupWindow: time.Hour,
+			}
 		}
+		_, err := l.Append(context.Background(), es) // after the snapshot
+		appended <- err
 	}
 	t.Cleanup(func() { dedupBuildHook = nil })
 	l.dedup.rebuild <- struct{}{}
-	for deadline := time.Now().Add(10 * time.Second); !hooked.Load(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no rebuild ran")
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
 		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no rebuild ran")
 	}
+	dedupBuildHook = nil // the goroutine reads it again only after another send
 	filterBuilt(t, l)
 	for _, k := range during {
 		if !l.dedup.mayHave(dedupKey("src", k)) {

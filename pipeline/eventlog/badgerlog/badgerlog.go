@@ -405,15 +405,14 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 	}
-	var newKeys [][]byte             // dedup keys set, for the filter once committed
-	inBatch := map[string]struct{}{} // and as strings, to look them up
+	newKeys := map[string]struct{}{} // dedup keys set: looked up again in this batch, and for the filter
 	for i := range entries {
 		e := &entries[i]
 		if e.DedupKey != "" {
 			dk := dedupKey(e.Event.Source, e.DedupKey)
 			var item *badger.Item
 			err := badger.ErrKeyNotFound
-			if _, ok := inBatch[string(dk)]; ok || l.dedup.mayHave(dk) {
+			if _, ok := newKeys[string(dk)]; ok || l.dedup.mayHave(dk) {
 				item, err = txn.Get(dk) // an earlier Append's, or this one's
 			}
 			switch {
@@ -434,8 +433,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			if err := txn.SetEntry(ent); err != nil {
 				return nil, l.writeErr(err)
 			}
-			newKeys = append(newKeys, dk)
-			inBatch[string(dk)] = struct{}{}
+			newKeys[string(dk)] = struct{}{}
 		}
 		seq := next
 		next++

@@ -59,14 +59,14 @@ func (f *dedupFilter) mayHave(key []byte) bool {
 }
 
 // add records keys, which an Append has committed.
-func (f *dedupFilter) add(keys [][]byte) {
+func (f *dedupFilter) add(keys map[string]struct{}) {
 	if len(keys) == 0 {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, k := range keys {
-		h := f.hash(k)
+	for k := range keys {
+		h := maphash.String(f.seed, k) // as hash: the same bytes hash the same
 		if f.bloom != nil {
 			f.bloom.Add(h)
 			f.added++

@@ -221,7 +221,6 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	defer look.close()
 	it := snap.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
 	var doomed [][]byte // keys to delete: events, their delivery records, their i/ keys
-	removed = 0
 	timeFrom := l.timeFrom.Load()
 	gone, buckets := map[uint64]bool{}, map[uint64]bool{} // the time index's runs to look at
 	done = true

@@ -39,3 +39,34 @@ func TestBadgerLoggerLevels(t *testing.T) {
 		})
 	}
 }
+
+// countingStringer counts the calls to its String method: fmt makes one
+// each time it formats it.
+type countingStringer struct{ calls *int }
+
+func (c countingStringer) String() string { *c.calls++; return "formatted" }
+
+// TestBadgerLoggerFormatsOnlyWhatItLogs: Badger's Debugf and Infof lines
+// (four per batch it writes) are not even formatted while the level is
+// above debug, and are at debug.
+func TestBadgerLoggerFormatsOnlyWhatItLogs(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		t.Run(level.String(), func(t *testing.T) {
+			var buf testlog.Buffer
+			b := badgerLogger{slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: level}))}
+			calls := 0
+			b.Debugf("writeRequests called. %s", countingStringer{&calls})
+			b.Infof("Lifetime L0 stalled for: %s", countingStringer{&calls})
+			wantCalls, wantLines := 0, 0
+			if level == slog.LevelDebug {
+				wantCalls, wantLines = 2, 2
+			}
+			if calls != wantCalls {
+				t.Errorf("formatted %d times, want %d", calls, wantCalls)
+			}
+			if n := len(buf.Lines(t, "")); n != wantLines {
+				t.Errorf("logged %d lines, want %d: %s", n, wantLines, buf.String())
+			}
+		})
+	}
+}

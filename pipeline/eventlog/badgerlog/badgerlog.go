@@ -107,6 +107,9 @@ type DB struct {
 	log   *slog.Logger
 	opts  Options
 
+	// Badger's limits on a value, for Append's budget (budget.go).
+	valueThreshold, valueLogFileSize int64
+
 	// The write-ahead log and its committer; see commit.go.
 	wal           *wal.Log
 	commits       chan *commitReq
@@ -223,6 +226,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	}
 	l := &DB{
 		db: db, dir: dir, log: opts.Logger, opts: opts, queues: map[string]*queue{},
+		valueThreshold: bo.ValueThreshold, valueLogFileSize: bo.ValueLogFileSize,
 		closed: make(chan struct{}), space: &space{dir: dir},
 		wal: w, commits: make(chan *commitReq), marks: make(chan chan uint64), kick: make(chan struct{}, 1),
 		stopCommitter: make(chan struct{}), committerDone: make(chan struct{}),
@@ -377,8 +381,13 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		return nil, err
 	}
 	out := make([]pipeline.Appended, len(entries))
-	txn := l.newTxn()
-	defer txn.Discard()
+	txn := l.newBlindTxn() // reads go through snap
+	var snap *badger.Txn   // read-only, made at the first dedup key that may be in the log
+	defer func() {
+		if snap != nil {
+			snap.Discard()
+		}
+	}()
 	// The record holds every event in full: size it once rather than let
 	// append double it all the way there, in the last Append's buffer.
 	size := 0
@@ -405,26 +414,31 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 	}
-	newKeys := map[string]struct{}{} // dedup keys set: looked up again in this batch, and for the filter
+	newKeys := map[string]string{} // dedup keys set by this batch, to their ids: for its own lookups and the filter
 	for i := range entries {
 		e := &entries[i]
 		if e.DedupKey != "" {
 			dk := dedupKey(e.Event.Source, e.DedupKey)
-			var item *badger.Item
-			err := badger.ErrKeyNotFound
-			if _, ok := newKeys[string(dk)]; ok || l.dedup.mayHave(dk) {
-				item, err = txn.Get(dk) // an earlier Append's, or this one's
+			if id, ok := newKeys[string(dk)]; ok {
+				out[i] = pipeline.Appended{ID: id, Duplicate: true}
+				continue
 			}
-			switch {
-			case err == nil:
-				id, err := item.ValueCopy(nil)
-				if err != nil {
+			if l.dedup.mayHave(dk) { // an earlier Append's
+				if snap == nil {
+					snap = l.db.NewTransaction(false)
+				}
+				item, err := snap.Get(dk)
+				switch {
+				case err == nil:
+					id, err := item.ValueCopy(nil)
+					if err != nil {
+						return nil, fmt.Errorf("read dedup key: %w", err)
+					}
+					out[i] = pipeline.Appended{ID: string(id), Duplicate: true}
+					continue
+				case !errors.Is(err, badger.ErrKeyNotFound):
 					return nil, fmt.Errorf("read dedup key: %w", err)
 				}
-				out[i] = pipeline.Appended{ID: string(id), Duplicate: true}
-				continue
-			case !errors.Is(err, badger.ErrKeyNotFound):
-				return nil, fmt.Errorf("read dedup key: %w", err)
 			}
 			ent := badger.NewEntry(dk, []byte(e.Event.ID))
 			if e.DedupWindow > 0 {
@@ -433,7 +447,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			if err := txn.SetEntry(ent); err != nil {
 				return nil, l.writeErr(err)
 			}
-			newKeys[string(dk)] = struct{}{}
+			newKeys[string(dk)] = e.Event.ID
 		}
 		seq := next
 		next++

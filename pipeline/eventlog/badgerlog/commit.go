@@ -76,14 +76,33 @@ const (
 // maxRef is the most bytes refFields adds to an event's meta.
 const maxRef = 3 * (1 + binary.MaxVarintLen64)
 
-// wtxn is a write transaction of the log; see the comment above.
+// wtxn is a write transaction of the log; see the comment above. Its
+// writes go through a Badger transaction, which reads them back and checks
+// Badger's limits, or (Append's, which reads nothing it wrote) only through
+// a budget that checks the same limits.
 type wtxn struct {
-	*badger.Txn
-	rec []byte
+	*badger.Txn // nil with a budget
+	budget      *budget
+	rec         []byte
 }
 
 func (l *DB) newTxn() *wtxn {
 	return &wtxn{Txn: l.db.NewTransaction(true), rec: []byte{recordV1}}
+}
+
+// newBlindTxn returns a wtxn that cannot read: no Badger transaction, so no
+// read timestamp, which makes Badger wait for its watermark of the last
+// commit to catch up (a hand-off to Badger's watermark goroutine that
+// stalled Append behind every runnable request under load).
+func (l *DB) newBlindTxn() *wtxn {
+	return &wtxn{budget: l.newBudget(), rec: []byte{recordV1}}
+}
+
+// Discard discards the Badger transaction, if t has one.
+func (t *wtxn) Discard() {
+	if t.Txn != nil {
+		t.Txn.Discard()
+	}
 }
 
 // Set sets key to value.
@@ -91,7 +110,7 @@ func (t *wtxn) Set(key, value []byte) error { return t.SetEntry(badger.NewEntry(
 
 // SetEntry sets e.Key to e.Value, with e's expiry.
 func (t *wtxn) SetEntry(e *badger.Entry) error {
-	if err := t.Txn.SetEntry(e); err != nil {
+	if err := t.check(e); err != nil {
 		return err
 	}
 	t.rec = append(t.rec, opSet)
@@ -101,9 +120,24 @@ func (t *wtxn) SetEntry(e *badger.Entry) error {
 	return nil
 }
 
+// check adds e to t's Badger transaction, or else counts it against t's
+// budget.
+func (t *wtxn) check(e *badger.Entry) error {
+	if t.Txn != nil {
+		return t.Txn.SetEntry(e)
+	}
+	return t.budget.add(e.Key, e.Value)
+}
+
 // Delete deletes key.
 func (t *wtxn) Delete(key []byte) error {
-	if err := t.Txn.Delete(key); err != nil {
+	var err error
+	if t.Txn != nil {
+		err = t.Txn.Delete(key)
+	} else {
+		err = t.budget.add(key, nil)
+	}
+	if err != nil {
 		return err
 	}
 	t.rec = append(t.rec, opDelete)
@@ -117,7 +151,7 @@ func (t *wtxn) Delete(key []byte) error {
 func (t *wtxn) setEvent(key, meta []byte, rest *logpb.Event) error {
 	// The uncommitted transaction sees the largest value Badger will get,
 	// so that its size limit counts right.
-	if err := t.Txn.Set(key, append(meta[:len(meta):len(meta)], make([]byte, maxRef)...)); err != nil {
+	if err := t.check(badger.NewEntry(key, append(meta[:len(meta):len(meta)], make([]byte, maxRef)...))); err != nil {
 		return err
 	}
 	t.rec = append(t.rec, opEvent)
@@ -328,12 +362,23 @@ func (l *DB) committer() {
 
 // apply applies the group's records to Badger in log order, in one
 // transaction when Badger's size limit allows (one hand-off to Badger's
-// writer for the whole group), and answers each request.
+// writer for the whole group), and answers each request. It makes a
+// transaction only when a record is to go in: each costs hand-offs to
+// Badger's watermark goroutine, and one made after the last commit, only to
+// be discarded, stood between the answer and the next group.
 func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
-	var in []int // the records in txn
-	txn := l.db.NewTransaction(true)
+	var in []int        // the records in txn
+	var txn *badger.Txn // nil until a record is to go in
+	discard := func() {
+		if txn != nil {
+			txn.Discard()
+			txn = nil
+		}
+	}
+	defer discard()
 	commit := func() {
 		err := txn.Commit()
+		txn = nil
 		if err != nil {
 			err = l.writeErr(err)
 		}
@@ -341,13 +386,15 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 			group[i].done <- err
 		}
 		in = in[:0]
-		txn = l.db.NewTransaction(true)
 	}
 	for i, r := range group {
+		if txn == nil {
+			txn = l.db.NewTransaction(true)
+		}
 		err := applyRecord(txn, pos[i], r.rec)
 		if err != nil && len(in) > 0 {
 			// txn holds part of r: the records before r go on their own.
-			txn.Discard()
+			discard()
 			txn = l.db.NewTransaction(true)
 			var aerr error
 			for _, j := range in {
@@ -356,8 +403,7 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 				}
 			}
 			if aerr != nil {
-				txn.Discard()
-				txn = l.db.NewTransaction(true)
+				discard()
 				for _, j := range in {
 					group[j].done <- l.writeErr(aerr)
 				}
@@ -366,14 +412,14 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 				commit()
 			}
 			if errors.Is(err, badger.ErrTxnTooBig) {
-				err = applyRecord(txn, pos[i], r.rec) // alone, it fits: its own txn checked
+				txn = l.db.NewTransaction(true)
+				err = applyRecord(txn, pos[i], r.rec) // alone, it fits: Append's budget or its own txn checked
 			}
 		}
 		if err != nil {
 			// Not written to Badger, though in the log: answered as failed,
 			// applied by the next Open's replay ("maybe written").
-			txn.Discard()
-			txn = l.db.NewTransaction(true)
+			discard()
 			r.done <- l.writeErr(err)
 			continue
 		}
@@ -382,7 +428,6 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 	if len(in) > 0 {
 		commit()
 	}
-	txn.Discard()
 }
 
 // mark returns a segment below which every record is applied.

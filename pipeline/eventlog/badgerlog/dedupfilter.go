@@ -58,8 +58,9 @@ func (f *dedupFilter) mayHave(key []byte) bool {
 	return f.bloom == nil || f.bloom.Has(h)
 }
 
-// add records keys, which an Append has committed.
-func (f *dedupFilter) add(keys map[string]struct{}) {
+// add records keys (an Append's new dedup keys, to their event ids),
+// which the Append has committed.
+func (f *dedupFilter) add(keys map[string]string) {
 	if len(keys) == 0 {
 		return
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/pipelined/pipelined/plugins/internal/cputime"
@@ -66,4 +68,39 @@ func BenchmarkDeliverProcess(b *testing.B) {
 		batch[i] = sinktest.NewEvent(i)
 	}
 	cputime.PerEvent(b, pid, size, "plugin-cpu-ns/event", func(int) { sinktest.DeliverAll(b, s, batch) })
+}
+
+// BenchmarkCompress gzips a rotated file of 5,000 CallKaro records, as a
+// file that max_size or rotate closed is compressed in the background,
+// and reports the CPU per record and the compression ratio.
+func BenchmarkCompress(b *testing.B) {
+	const n = 5000
+	var data []byte
+	var keys []string
+	for i := range n {
+		ev := sinktest.NewEvent(i)
+		var err error
+		if data, keys, err = appendRecord(data, keys, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dir := b.TempDir()
+	p := filepath.Join(dir, "callkaro"+ext)
+	var size int64
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	cputime.PerEvent(b, 0, n, "cpu-ns/record", func(int) {
+		if err := os.WriteFile(p, data, 0o640); err != nil {
+			b.Fatal(err)
+		}
+		if err := compress(p); err != nil {
+			b.Fatal(err)
+		}
+		fi, err := os.Stat(p + ".gz")
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = fi.Size()
+	})
+	b.ReportMetric(float64(len(data))/float64(size), "ratio")
 }

@@ -107,6 +107,10 @@ type DB struct {
 	log   *slog.Logger
 	opts  Options
 
+	// retryWrites counts the commits that wrote a retry entry (r/), of any
+	// sink, moved after each such commit returns: see queue.noRetries.
+	retryWrites atomic.Uint64
+
 	// Badger's limits on a value, for Append's budget (budget.go).
 	valueThreshold, valueLogFileSize int64
 

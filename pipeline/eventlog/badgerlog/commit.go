@@ -84,6 +84,7 @@ type wtxn struct {
 	*badger.Txn // nil with a budget
 	budget      *budget
 	rec         []byte
+	retry       bool // it writes a retry entry: see DB.retryWrites
 }
 
 func (l *DB) newTxn() *wtxn {
@@ -112,6 +113,9 @@ func (t *wtxn) Set(key, value []byte) error { return t.SetEntry(badger.NewEntry(
 func (t *wtxn) SetEntry(e *badger.Entry) error {
 	if err := t.check(e); err != nil {
 		return err
+	}
+	if bytes.HasPrefix(e.Key, preRetry) {
+		t.retry = true
 	}
 	t.rec = append(t.rec, opSet)
 	t.rec = appendBytes(t.rec, e.Key)
@@ -304,7 +308,11 @@ func (l *DB) commit(t *wtxn) error {
 	case <-l.committerDone:
 		return pipeline.ErrClosed
 	}
-	return <-r.done
+	err := <-r.done
+	if t.retry { // after the commit, failed or not ("maybe written"): see queue.noRetries
+		l.retryWrites.Add(1)
+	}
+	return err
 }
 
 // committer writes waiting records in groups and applies them, until

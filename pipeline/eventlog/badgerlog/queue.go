@@ -31,6 +31,11 @@ type queue struct {
 	leases     map[uint64]lease // fetched, not yet settled
 	ackTop     uint64           // the last seq of the sink's last Acks (acks.go)
 	ackTopRead bool             // ackTop was read from the log
+	// noRetries: a scan found no retry entry of the sink, and no commit
+	// wrote one since (DB.retryWrites was noRetriesAt): scans skip the
+	// retry keys, and read Badger only for events the recent cache lacks.
+	noRetries   bool
+	noRetriesAt uint64
 
 	pmu     sync.Mutex // a leaf: see pending
 	pending pending
@@ -109,67 +114,31 @@ func (q *queue) wait(ctx context.Context, nextDue time.Time) error {
 func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue time.Time, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	// Read before the snapshot: a retry entry committed after it counts
+	// after the commit, so that it moves retryWrites past gen.
+	gen := q.l.retryWrites.Load()
+	var snap *badger.Txn // read-only, made at the first read
+	txn := func() *badger.Txn {
+		if snap == nil {
+			snap = q.l.db.NewTransaction(false)
+		}
+		return snap
+	}
+	defer func() {
+		if snap != nil {
+			snap.Discard()
+		}
+	}()
 	taken := 0 // ready entries taken from pending
-	err = q.l.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
-		for it.Seek(q.retry); it.ValidForPrefix(q.retry) && len(out) < max; it.Next() {
-			key := it.Item().Key()
-			rest := key[len(q.retry):]
-			if len(rest) != 16 {
-				continue
-			}
-			due := time.Unix(0, int64(binary.BigEndian.Uint64(rest[:8])))
-			seq := binary.BigEndian.Uint64(rest[8:])
-			if _, leased := q.leases[seq]; leased {
-				continue
-			}
-			if due.After(now) {
-				nextDue = due
-				break
-			}
-			t := &logpb.Target{}
-			if err := it.Item().Value(func(v []byte) error { return decode(v, t) }); err != nil {
-				it.Close()
-				return fmt.Errorf("decode queue entry %d: %w", seq, err)
-			}
-			d, err := q.deliver(txn, seq, lease{key: it.Item().KeyCopy(nil), target: t})
-			if err != nil {
-				it.Close()
-				return err
-			}
-			out = append(out, d)
+	if !q.noRetries || q.noRetriesAt != gen {
+		out, nextDue, err = q.scanRetries(txn, max, now)
+		if err == nil {
+			q.noRetries, q.noRetriesAt = len(out) == 0 && nextDue.IsZero() && !q.leasedRetries(), gen
 		}
-		it.Close()
-		if len(out) >= max {
-			return nil
-		}
-		q.pmu.Lock()
-		seqs := q.pending.take(max - len(out))
-		taken = len(seqs)
-		var legacy map[uint64]*logpb.Target // entries at ready keys, found only after an upgrade
-		if len(q.pending.legacy) > 0 {
-			legacy = map[uint64]*logpb.Target{}
-			for _, seq := range seqs {
-				if t, ok := q.pending.legacy[seq]; ok {
-					legacy[seq] = t
-				}
-			}
-		}
-		q.pmu.Unlock()
-		out = slices.Grow(out, len(seqs)) // a Delivery is ~200 B: grow once
-		for _, seq := range seqs {
-			ls := lease{ready: true, target: legacy[seq]}
-			if ls.target != nil {
-				ls.key = readyKey(q.sink, seq)
-			}
-			d, err := q.deliver(txn, seq, ls)
-			if err != nil {
-				return err
-			}
-			out = append(out, d)
-		}
-		return nil
-	})
+	}
+	if err == nil && len(out) < max {
+		out, taken, err = q.takeReady(txn, max, out)
+	}
 	if err != nil {
 		// Leases taken in a failed scan are dropped and the ready entries
 		// go back: nothing was handed out.
@@ -184,15 +153,89 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 	return out, nextDue, nil
 }
 
+// scanRetries collects up to max due retry entries, and when the earliest
+// one not yet due becomes due (zero if none). q.mu is held.
+func (q *queue) scanRetries(txn func() *badger.Txn, max int, now time.Time) (out []pipeline.Delivery, nextDue time.Time, err error) {
+	it := txn().NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Seek(q.retry); it.ValidForPrefix(q.retry) && len(out) < max; it.Next() {
+		key := it.Item().Key()
+		rest := key[len(q.retry):]
+		if len(rest) != 16 {
+			continue
+		}
+		due := time.Unix(0, int64(binary.BigEndian.Uint64(rest[:8])))
+		seq := binary.BigEndian.Uint64(rest[8:])
+		if _, leased := q.leases[seq]; leased {
+			continue
+		}
+		if due.After(now) {
+			return out, due, nil
+		}
+		t := &logpb.Target{}
+		if err := it.Item().Value(func(v []byte) error { return decode(v, t) }); err != nil {
+			return out, time.Time{}, fmt.Errorf("decode queue entry %d: %w", seq, err)
+		}
+		d, err := q.deliver(txn, seq, lease{key: it.Item().KeyCopy(nil), target: t})
+		if err != nil {
+			return out, time.Time{}, err
+		}
+		out = append(out, d)
+	}
+	return out, time.Time{}, nil
+}
+
+// leasedRetries reports whether an entry fetched from a retry key is not
+// settled yet. q.mu is held.
+func (q *queue) leasedRetries() bool {
+	for _, ls := range q.leases {
+		if !ls.ready {
+			return true
+		}
+	}
+	return false
+}
+
+// takeReady appends to out the oldest ready entries, up to max in all,
+// and says how many it took from pending. q.mu is held.
+func (q *queue) takeReady(txn func() *badger.Txn, max int, out []pipeline.Delivery) ([]pipeline.Delivery, int, error) {
+	q.pmu.Lock()
+	seqs := q.pending.take(max - len(out))
+	var legacy map[uint64]*logpb.Target // entries at ready keys, found only after an upgrade
+	if len(q.pending.legacy) > 0 {
+		legacy = map[uint64]*logpb.Target{}
+		for _, seq := range seqs {
+			if t, ok := q.pending.legacy[seq]; ok {
+				legacy[seq] = t
+			}
+		}
+	}
+	q.pmu.Unlock()
+	out = slices.Grow(out, len(seqs)) // a Delivery is ~200 B: grow once
+	for _, seq := range seqs {
+		ls := lease{ready: true, target: legacy[seq]}
+		if ls.target != nil {
+			ls.key = readyKey(q.sink, seq)
+		}
+		d, err := q.deliver(txn, seq, ls)
+		if err != nil {
+			return out, len(seqs), err
+		}
+		out = append(out, d)
+	}
+	return out, len(seqs), nil
+}
+
 // deliver builds the Delivery for the entry at seq and leases it as ls;
-// a ready entry's target (nil in ls) comes with its event. q.mu is held.
-func (q *queue) deliver(txn *badger.Txn, seq uint64, ls lease) (pipeline.Delivery, error) {
+// a ready entry's target (nil in ls) comes with its event, from the recent
+// cache or else read through txn. q.mu is held.
+func (q *queue) deliver(txn func() *badger.Txn, seq uint64, ls lease) (pipeline.Delivery, error) {
 	ev, routes, ok := q.l.recent.get(seq)
 	if ok && ls.target == nil {
 		ls.target = routes.target(q.sink)
 	}
 	if !ok {
-		rec, err := q.l.readEvent(txn, seq)
+		rec, err := q.l.readEvent(txn(), seq)
 		if err != nil {
 			return pipeline.Delivery{}, fmt.Errorf("event %d of queue entry: %w", seq, err)
 		}

@@ -1,0 +1,90 @@
+package badgerlog
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// TestFetchSeesRetriesWrittenAfterAnEmptyScan: once a scan found no retry
+// entry, Fetch skips the retry keys (noRetries), and each way a retry
+// entry can appear afterwards ends that: a settlement that retries, a
+// replay (Requeue), a dead letter retried, and a retry entry fetched and
+// left unsettled when the next scan runs.
+func TestFetchSeesRetriesWrittenAfterAnEmptyScan(t *testing.T) {
+	ctx := context.Background()
+	l := mustOpen(t, t.TempDir(), nil)
+	defer func() { l.Close() }()
+	appendN(t, l, "k", 3, 3) // seqs 1..3 to s and t
+	q := l.Queue("s").(*queue)
+	fetch := func(want int) []pipeline.Delivery {
+		t.Helper()
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		ds, err := q.Fetch(c, 10)
+		if err != nil || len(ds) != want {
+			t.Fatalf("Fetch = %d deliveries, %v; want %d", len(ds), err, want)
+		}
+		return ds
+	}
+	empty := func(why string) { // the premise of each step: scans skip the retry keys now
+		t.Helper()
+		c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		if ds, err := q.Fetch(c, 10); len(ds) != 0 || err == nil {
+			t.Fatalf("Fetch %s = %d deliveries, %v; want none", why, len(ds), err)
+		}
+		q.mu.Lock()
+		skip := q.noRetries && q.noRetriesAt == l.retryWrites.Load()
+		q.mu.Unlock()
+		if !skip {
+			t.Fatalf("%s: scans still read the retry keys", why)
+		}
+	}
+
+	ds := fetch(3)
+	settleAll(t, q, ds[:2], pipeline.Ack)
+	empty("with one ready entry leased")
+	settleAll(t, q, ds[2:], pipeline.Retry) // due now
+	ds = fetch(1)
+	if ds[0].Seq != 3 || ds[0].Attempt != 2 {
+		t.Fatalf("after a retry, Fetch gave seq %d attempt %d; want seq 3 attempt 2", ds[0].Seq, ds[0].Attempt)
+	}
+	// A retry entry fetched and not settled: the scan that finds no other
+	// must not conclude there is none.
+	c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if more, _ := q.Fetch(c, 10); len(more) != 0 {
+		t.Fatalf("Fetch gave %d more", len(more))
+	}
+	cancel()
+	q.mu.Lock()
+	skipping := q.noRetries
+	q.mu.Unlock()
+	if skipping {
+		t.Fatal("with a retry entry leased, scans skip the retry keys")
+	}
+	settleAll(t, q, ds, pipeline.Ack)
+	empty("after the retry was acked")
+
+	if n, err := q.Requeue(ctx, []pipeline.Requeue{{Seq: 1, Route: "r"}}); err != nil || n != 1 {
+		t.Fatalf("Requeue = %d, %v; want 1", n, err)
+	}
+	ds = fetch(1)
+	if ds[0].Seq != 1 {
+		t.Fatalf("after a replay, Fetch gave seq %d; want 1", ds[0].Seq)
+	}
+	settleAll(t, q, ds, pipeline.Dead)
+	empty("after the replay went to the dead letters")
+
+	if n, err := q.RetryDead(ctx, []uint64{1}); err != nil || n != 1 {
+		t.Fatalf("RetryDead = %d, %v; want 1", n, err)
+	}
+	ds = fetch(1)
+	if ds[0].Seq != 1 {
+		t.Fatalf("after a dead letter's retry, Fetch gave seq %d; want 1", ds[0].Seq)
+	}
+	settleAll(t, q, ds, pipeline.Ack)
+	empty("at the end")
+}

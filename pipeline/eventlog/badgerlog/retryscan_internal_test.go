@@ -44,13 +44,22 @@ func TestFetchSeesRetriesWrittenAfterAnEmptyScan(t *testing.T) {
 		}
 	}
 
+	fetchSeq := func(after string, seq uint64) []pipeline.Delivery { // the one entry seq
+		t.Helper()
+		ds := fetch(1)
+		if ds[0].Seq != seq {
+			t.Fatalf("after %s, Fetch gave seq %d; want %d", after, ds[0].Seq, seq)
+		}
+		return ds
+	}
+
 	ds := fetch(3)
 	settleAll(t, q, ds[:2], pipeline.Ack)
 	empty("with one ready entry leased")
 	settleAll(t, q, ds[2:], pipeline.Retry) // due now
-	ds = fetch(1)
-	if ds[0].Seq != 3 || ds[0].Attempt != 2 {
-		t.Fatalf("after a retry, Fetch gave seq %d attempt %d; want seq 3 attempt 2", ds[0].Seq, ds[0].Attempt)
+	ds = fetchSeq("a retry", 3)
+	if ds[0].Attempt != 2 {
+		t.Fatalf("the retry is attempt %d; want 2", ds[0].Attempt)
 	}
 	// A retry entry fetched and not settled: the scan that finds no other
 	// must not conclude there is none.
@@ -71,20 +80,12 @@ func TestFetchSeesRetriesWrittenAfterAnEmptyScan(t *testing.T) {
 	if n, err := q.Requeue(ctx, []pipeline.Requeue{{Seq: 1, Route: "r"}}); err != nil || n != 1 {
 		t.Fatalf("Requeue = %d, %v; want 1", n, err)
 	}
-	ds = fetch(1)
-	if ds[0].Seq != 1 {
-		t.Fatalf("after a replay, Fetch gave seq %d; want 1", ds[0].Seq)
-	}
-	settleAll(t, q, ds, pipeline.Dead)
+	settleAll(t, q, fetchSeq("a replay", 1), pipeline.Dead)
 	empty("after the replay went to the dead letters")
 
 	if n, err := q.RetryDead(ctx, []uint64{1}); err != nil || n != 1 {
 		t.Fatalf("RetryDead = %d, %v; want 1", n, err)
 	}
-	ds = fetch(1)
-	if ds[0].Seq != 1 {
-		t.Fatalf("after a dead letter's retry, Fetch gave seq %d; want 1", ds[0].Seq)
-	}
-	settleAll(t, q, ds, pipeline.Ack)
+	settleAll(t, q, fetchSeq("a dead letter's retry", 1), pipeline.Ack)
 	empty("at the end")
 }

@@ -501,6 +501,10 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 	}
+	if snap != nil { // done reading: not held open through the commit
+		snap.Discard()
+		snap = nil
+	}
 	err := l.commit(txn)
 	if poisonRecord {
 		for i := range txn.rec {

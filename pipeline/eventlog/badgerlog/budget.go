@@ -11,9 +11,11 @@ import (
 // transaction (an Append's: see newBlindTxn) against the limits a Badger
 // transaction would check, with Badger's own arithmetic (Txn.modify and
 // Txn.checkSize in badger v4's txn.go), so that a record Append accepts is
-// one that fits a Badger transaction when the committer applies it, and a
+// one that fits a Badger transaction when the committer applies it (with
+// setEvent, which counts an event's value as Badger will store it), and a
 // batch too big still says badger.ErrTxnTooBig, which the writer answers by
-// splitting it. TestBudgetAgreesWithBadger holds the two together.
+// splitting it. TestBudgetAgreesWithBadger holds the two together, and
+// TestAppendCountsAnEventAsBadgerWillStoreIt the event values.
 type budget struct {
 	count, size       int64
 	maxCount, maxSize int64 // Badger's DB.MaxBatchCount and MaxBatchSize

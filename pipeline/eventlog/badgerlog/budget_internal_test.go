@@ -2,11 +2,16 @@ package badgerlog
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/pipelined/pipelined/pipeline"
 )
 
 // TestBudgetAgreesWithBadger: Append's budget (a wtxn without a Badger
@@ -90,4 +95,43 @@ func TestBudgetAgreesWithBadger(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAppendCountsAnEventAsBadgerWillStoreIt: an event whose record in
+// Badger (meta and where its full record lies) falls just under the value
+// threshold is kept in the tree at full size, though meta with the longest
+// reference would reach the threshold and count as a pointer. Append must
+// count it at full size: it refuses the event up front (too big for a
+// transaction), rather than write a record to the write-ahead log that no
+// transaction can apply, which the next start's replay would fail on.
+func TestAppendCountsAnEventAsBadgerWillStoreIt(t *testing.T) {
+	dir := t.TempDir()
+	l := mustOpen(t, dir, &Options{MemTableSize: 1 << 20})
+	defer func() { l.Close() }()
+	thr := l.valueThreshold
+	// Meta of thr-20 bytes: in [thr-maxRef, thr-minRef), made long by its
+	// trace state (the one free-form string of meta without a limit of
+	// its own).
+	ev := pipeline.Event{ID: "019ae3f0-0000-7000-8000-000000000001", Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)}
+	targets := []pipeline.Target{{Sink: "s", Route: "r"}}
+	for n := int(thr) - 200; ; n++ {
+		ev.TraceState = strings.Repeat("x", n)
+		rec := eventRecord(&ev, targets)
+		if size := rec.SizeVT(); size >= int(thr)-20 {
+			if size != int(thr)-20 {
+				t.Fatalf("no trace state gives a meta of %d bytes", thr-20)
+			}
+			break
+		}
+	}
+	_, err := l.Append(context.Background(), []pipeline.Entry{{Event: ev, Targets: targets}})
+	if !errors.Is(err, pipeline.ErrTooBig) {
+		t.Fatalf("Append = %v; want ErrTooBig", err)
+	}
+	// As after a crash, with the same memtable: the write-ahead log replayed.
+	l2, err := Open(snapshot(t, dir), &Options{MemTableSize: 1 << 20})
+	if err != nil {
+		t.Fatalf("Open after the refused Append: %v", err)
+	}
+	l2.Close()
 }

@@ -20,7 +20,9 @@ import (
 //
 //  1. A write transaction (wtxn) records each of its writes as an
 //     operation in one record, while a Badger transaction that is never
-//     committed gives it read-your-writes and Badger's size limit.
+//     committed gives it read-your-writes and Badger's size limit
+//     (Append's, which reads nothing it wrote, has no Badger transaction:
+//     a budget counts the limit, see budget.go).
 //  2. The committer goroutine takes every record waiting, writes them to
 //     the log with one write and one fdatasync (group commit across
 //     Append, Settle and every other writer), and only then applies the
@@ -73,8 +75,12 @@ const (
 	opEvent  byte = 3
 )
 
-// maxRef is the most bytes refFields adds to an event's meta.
-const maxRef = 3 * (1 + binary.MaxVarintLen64)
+// maxRef and minRef are the most and the fewest bytes refFields adds to an
+// event's meta: three one-byte tags and three varints.
+const (
+	maxRef = 3 * (1 + binary.MaxVarintLen64)
+	minRef = 3 * (1 + 1)
+)
 
 // wtxn is a write transaction of the log; see the comment above. Its
 // writes go through a Badger transaction, which reads them back and checks
@@ -84,11 +90,12 @@ type wtxn struct {
 	*badger.Txn // nil with a budget
 	budget      *budget
 	rec         []byte
-	retry       bool // it writes a retry entry: see DB.retryWrites
+	retry       bool  // it writes a retry entry: see DB.retryWrites
+	threshold   int64 // Badger's value threshold: see setEvent
 }
 
 func (l *DB) newTxn() *wtxn {
-	return &wtxn{Txn: l.db.NewTransaction(true), rec: []byte{recordV1}}
+	return &wtxn{Txn: l.db.NewTransaction(true), rec: []byte{recordV1}, threshold: l.valueThreshold}
 }
 
 // newBlindTxn returns a wtxn that cannot read: no Badger transaction, so no
@@ -96,7 +103,7 @@ func (l *DB) newTxn() *wtxn {
 // commit to catch up (a hand-off to Badger's watermark goroutine that
 // stalled Append behind every runnable request under load).
 func (l *DB) newBlindTxn() *wtxn {
-	return &wtxn{budget: l.newBudget(), rec: []byte{recordV1}}
+	return &wtxn{budget: l.newBudget(), rec: []byte{recordV1}, threshold: l.valueThreshold}
 }
 
 // Discard discards the Badger transaction, if t has one.
@@ -153,9 +160,16 @@ func (t *wtxn) Delete(key []byte) error {
 // full record, meta followed by rest, which it encodes straight into the
 // record.
 func (t *wtxn) setEvent(key, meta []byte, rest *logpb.Event) error {
-	// The uncommitted transaction sees the largest value Badger will get,
-	// so that its size limit counts right.
-	if err := t.check(badger.NewEntry(key, append(meta[:len(meta):len(meta)], make([]byte, maxRef)...))); err != nil {
+	// The check counts the value that costs Badger's size limit most of
+	// those the committer may write (meta and a reference of minRef to
+	// maxRef bytes): the longest, unless the longest reaches the value
+	// threshold (a pointer to the value log) while a shorter one stays in
+	// the tree at full size; then the longest under the threshold.
+	vlen := len(meta) + maxRef
+	if int64(len(meta)+minRef) < t.threshold && int64(vlen) >= t.threshold {
+		vlen = int(t.threshold) - 1
+	}
+	if err := t.check(badger.NewEntry(key, append(meta[:len(meta):len(meta)], make([]byte, vlen-len(meta))...))); err != nil {
 		return err
 	}
 	t.rec = append(t.rec, opEvent)

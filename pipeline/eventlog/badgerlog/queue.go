@@ -31,9 +31,10 @@ type queue struct {
 	leases     map[uint64]lease // fetched, not yet settled
 	ackTop     uint64           // the last seq of the sink's last Acks (acks.go)
 	ackTopRead bool             // ackTop was read from the log
-	// noRetries: a scan found no retry entry of the sink, and no commit
-	// wrote one since (DB.retryWrites was noRetriesAt): scans skip the
-	// retry keys, and read Badger only for events the recent cache lacks.
+	// noRetries: a scan found no retry entry of the sink but held ones,
+	// and no commit wrote one since (DB.retryWrites was noRetriesAt): scans
+	// skip the retry keys, and read Badger only for events the recent cache
+	// lacks.
 	noRetries   bool
 	noRetriesAt uint64
 
@@ -133,7 +134,10 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 	if !q.noRetries || q.noRetriesAt != gen {
 		out, nextDue, err = q.scanRetries(txn, max, now)
 		if err == nil {
-			q.noRetries, q.noRetriesAt = len(out) == 0 && nextDue.IsZero() && !q.leasedRetries(), gen
+			// Held entries (order.go) are never due: Release writes a
+			// retry entry for each.
+			none := len(out) == 0 && (nextDue.IsZero() || nextDue.Equal(heldAt)) && !q.leasedRetries()
+			q.noRetries, q.noRetriesAt = none, gen
 		}
 	}
 	if err == nil && len(out) < max {

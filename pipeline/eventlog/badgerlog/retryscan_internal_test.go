@@ -11,8 +11,9 @@ import (
 // TestFetchSeesRetriesWrittenAfterAnEmptyScan: once a scan found no retry
 // entry, Fetch skips the retry keys (noRetries), and each way a retry
 // entry can appear afterwards ends that: a settlement that retries, a
-// replay (Requeue), a dead letter retried, and a retry entry fetched and
-// left unsettled when the next scan runs.
+// replay (Requeue), a dead letter retried, a held entry released, and a
+// retry entry fetched and left unsettled when the next scan runs. Held
+// entries, never due, do not keep scans reading.
 func TestFetchSeesRetriesWrittenAfterAnEmptyScan(t *testing.T) {
 	ctx := context.Background()
 	l := mustOpen(t, t.TempDir(), nil)
@@ -87,5 +88,18 @@ func TestFetchSeesRetriesWrittenAfterAnEmptyScan(t *testing.T) {
 		t.Fatalf("RetryDead = %d, %v; want 1", n, err)
 	}
 	settleAll(t, q, fetchSeq("a dead letter's retry", 1), pipeline.Ack)
+	empty("after the dead letter's retry was acked")
+
+	// A held entry (delivery.order_key) is never due: scans skip it too,
+	// until its release writes a retry entry.
+	if n, err := q.Requeue(ctx, []pipeline.Requeue{{Seq: 2, Route: "r"}}); err != nil || n != 1 {
+		t.Fatalf("Requeue = %d, %v; want 1", n, err)
+	}
+	settleAll(t, q, fetchSeq("a replay", 2), pipeline.Hold)
+	empty("with an entry held")
+	if n, err := q.Release(ctx, []uint64{2}); err != nil || n != 1 {
+		t.Fatalf("Release = %d, %v; want 1", n, err)
+	}
+	settleAll(t, q, fetchSeq("a release", 2), pipeline.Ack)
 	empty("at the end")
 }

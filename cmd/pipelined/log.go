@@ -19,7 +19,21 @@ import (
 // syslog priority prefix (<3> error, <4> warning, <6> info, <7> debug),
 // which journald strips and keeps as the entry's priority, so
 // `journalctl -p warning` works. json always writes JSON with the time.
+//
+// When w is a writeBehind, auto looks at the writer behind it, and records
+// at warn and above are written out before the call that logs them returns.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	h, err := newHandler(w, format, level)
+	if err != nil {
+		return nil, err
+	}
+	if b, ok := w.(*writeBehind); ok {
+		h = flushAtWarn{h, b}
+	}
+	return slog.New(h), nil
+}
+
+func newHandler(w io.Writer, format, level string) (slog.Handler, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
@@ -27,12 +41,16 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.NewJSONHandler(w, opts), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.NewTextHandler(w, opts), nil
 	case "auto":
-		if !toJournal(w, os.Getenv("JOURNAL_STREAM")) {
-			return slog.New(slog.NewTextHandler(w, opts)), nil
+		dest := w
+		if b, ok := w.(*writeBehind); ok {
+			dest = b.w
+		}
+		if !toJournal(dest, os.Getenv("JOURNAL_STREAM")) {
+			return slog.NewTextHandler(w, opts), nil
 		}
 		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
 			if len(groups) == 0 && a.Key == slog.TimeKey {
@@ -40,7 +58,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 			}
 			return a
 		}
-		return slog.New(slog.NewTextHandler(&journalWriter{w: w}, opts)), nil
+		return slog.NewTextHandler(&journalWriter{w: w}, opts), nil
 	}
 	return nil, fmt.Errorf("-log-format %q: want auto, text or json", format)
 }

@@ -222,6 +222,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitFlags(err)
 	}
+	// The log, and all else serve writes to stderr, in order, through one
+	// writeBehind: see there.
+	out := newWriteBehind(stderr)
+	defer out.Close()
+	stderr = out
 	log, err := c.logger(stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "pipelined serve:", err)

@@ -13,15 +13,7 @@ import (
 // TestLoggerFormats checks what -log-format writes, under journald
 // (JOURNAL_STREAM names stderr's device and inode) and elsewhere.
 func TestLoggerFormats(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
+	f, st := stderrFile(t)
 	journal := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 
 	tests := []struct {
@@ -98,4 +90,20 @@ func cutTime(line string) string {
 		return `{"time":"T"` + after
 	}
 	return line
+}
+
+// stderrFile creates a file to stand for stderr and returns it with its
+// device and inode, which JOURNAL_STREAM names under journald.
+func stderrFile(t *testing.T) (*os.File, syscall.Stat_t) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return f, st
 }

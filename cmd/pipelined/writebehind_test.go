@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -156,15 +154,7 @@ func (w *blockingWriter) written() int {
 // TestWriteBehindUnderJournald: through a writeBehind, auto still finds
 // that stderr is the journal's stream and writes priorities, not times.
 func TestWriteBehindUnderJournald(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
+	f, st := stderrFile(t)
 	t.Setenv("JOURNAL_STREAM", fmt.Sprintf("%d:%d", st.Dev, st.Ino))
 	b := newWriteBehind(f)
 	log, err := newLogger(b, "auto", "info")

@@ -313,6 +313,23 @@ func dedupKey(source, key string) []byte {
 	return append(b, key...)
 }
 
+// dedupID returns the id of the event that set dedup key dk, as txn sees
+// it, and whether there is one.
+func dedupID(txn *badger.Txn, dk []byte) (string, bool, error) {
+	item, err := txn.Get(dk)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", false, nil
+	}
+	var id []byte
+	if err == nil {
+		id, err = item.ValueCopy(nil)
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read dedup key: %w", err)
+	}
+	return string(id), true, nil
+}
+
 func sinkPrefix(pre []byte, sink string) []byte {
 	return append(append(append([]byte(nil), pre...), sink...), '/')
 }
@@ -385,13 +402,9 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		return nil, err
 	}
 	out := make([]pipeline.Appended, len(entries))
-	txn := l.newBlindTxn() // reads go through snap
-	var snap *badger.Txn   // read-only, made at the first dedup key that may be in the log
-	defer func() {
-		if snap != nil {
-			snap.Discard()
-		}
-	}()
+	txn := l.newBlindTxn()        // reads go through earlier
+	earlier := lazyView{db: l.db} // the dedup keys of earlier Appends
+	defer earlier.Discard()
 	// The record holds every event in full: size it once rather than let
 	// append double it all the way there, in the last Append's buffer.
 	size := 0
@@ -423,26 +436,16 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		e := &entries[i]
 		if e.DedupKey != "" {
 			dk := dedupKey(e.Event.Source, e.DedupKey)
-			if id, ok := newKeys[string(dk)]; ok {
+			id, dup := newKeys[string(dk)]
+			if !dup && l.dedup.mayHave(dk) { // an earlier Append's
+				var err error
+				if id, dup, err = dedupID(earlier.Txn(), dk); err != nil {
+					return nil, err
+				}
+			}
+			if dup {
 				out[i] = pipeline.Appended{ID: id, Duplicate: true}
 				continue
-			}
-			if l.dedup.mayHave(dk) { // an earlier Append's
-				if snap == nil {
-					snap = l.db.NewTransaction(false)
-				}
-				item, err := snap.Get(dk)
-				switch {
-				case err == nil:
-					id, err := item.ValueCopy(nil)
-					if err != nil {
-						return nil, fmt.Errorf("read dedup key: %w", err)
-					}
-					out[i] = pipeline.Appended{ID: string(id), Duplicate: true}
-					continue
-				case !errors.Is(err, badger.ErrKeyNotFound):
-					return nil, fmt.Errorf("read dedup key: %w", err)
-				}
 			}
 			ent := badger.NewEntry(dk, []byte(e.Event.ID))
 			if e.DedupWindow > 0 {
@@ -501,10 +504,7 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 			return nil, l.writeErr(err)
 		}
 	}
-	if snap != nil { // done reading: not held open through the commit
-		snap.Discard()
-		snap = nil
-	}
+	earlier.Discard() // done reading: not held open through the commit
 	err := l.commit(txn)
 	if poisonRecord {
 		for i := range txn.rec {

@@ -98,12 +98,39 @@ func (l *DB) newTxn() *wtxn {
 	return &wtxn{Txn: l.db.NewTransaction(true), rec: []byte{recordV1}, threshold: l.valueThreshold}
 }
 
-// newBlindTxn returns a wtxn that cannot read: no Badger transaction, so no
-// read timestamp, which makes Badger wait for its watermark of the last
-// commit to catch up (a hand-off to Badger's watermark goroutine that
-// stalled Append behind every runnable request under load).
+// newBlindTxn returns a wtxn that cannot read, for writers that read
+// nothing through it: no Badger transaction, so no read timestamp, which
+// makes Badger wait for its watermark of the last commit to catch up (a
+// hand-off to Badger's watermark goroutine that stalled Append behind
+// every runnable request under load). A writer that reads uses a lazyView
+// beside it.
 func (l *DB) newBlindTxn() *wtxn {
 	return &wtxn{budget: l.newBudget(), rec: []byte{recordV1}, threshold: l.valueThreshold}
+}
+
+// lazyView is a read-only Badger transaction made at its first use, for
+// calls that most often read nothing (an Append whose dedup keys the
+// filter rules out, a Fetch served from the recent cache): a transaction
+// is hand-offs to Badger's watermark goroutine, as newBlindTxn says.
+type lazyView struct {
+	db  *badger.DB
+	txn *badger.Txn
+}
+
+// Txn returns the transaction, making it at the first call.
+func (v *lazyView) Txn() *badger.Txn {
+	if v.txn == nil {
+		v.txn = v.db.NewTransaction(false)
+	}
+	return v.txn
+}
+
+// Discard discards the transaction, if one was made; Txn makes a new one.
+func (v *lazyView) Discard() {
+	if v.txn != nil {
+		v.txn.Discard()
+		v.txn = nil
+	}
 }
 
 // Discard discards the Badger transaction, if t has one.

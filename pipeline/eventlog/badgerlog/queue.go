@@ -118,18 +118,9 @@ func (q *queue) scan(max int, now time.Time) (out []pipeline.Delivery, nextDue t
 	// Read before the snapshot: a retry entry committed after it counts
 	// after the commit, so that it moves retryWrites past gen.
 	gen := q.l.retryWrites.Load()
-	var snap *badger.Txn // read-only, made at the first read
-	txn := func() *badger.Txn {
-		if snap == nil {
-			snap = q.l.db.NewTransaction(false)
-		}
-		return snap
-	}
-	defer func() {
-		if snap != nil {
-			snap.Discard()
-		}
-	}()
+	view := lazyView{db: q.l.db}
+	defer view.Discard()
+	txn := view.Txn
 	taken := 0 // ready entries taken from pending
 	if !q.noRetries || q.noRetriesAt != gen {
 		out, nextDue, err = q.scanRetries(txn, max, now)

@@ -275,8 +275,7 @@ func (l *DB) pruneSome(cutoff time.Time, start uint64) (removed int, next uint64
 	if removed == 0 {
 		return 0, next, done, nil
 	}
-	txn := l.newTxn()
-	defer txn.Discard()
+	txn := l.newBlindTxn() // it only deletes: the reads were snap's
 	for _, k := range doomed {
 		if err := txn.Delete(k); err != nil {
 			return 0, next, true, l.writeErr(err)

@@ -156,8 +156,7 @@ func (l *DB) writeMark(written uint64) (uint64, error) {
 	if mark <= written {
 		return written, nil
 	}
-	txn := l.newTxn()
-	defer txn.Discard()
+	txn := l.newBlindTxn()
 	if err := txn.Set(keyPendingMark, seqBytes(mark)); err != nil {
 		return written, l.writeErr(err)
 	}

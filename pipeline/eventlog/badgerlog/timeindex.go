@@ -336,8 +336,7 @@ func (l *DB) sweepRuns() error {
 	if len(doomed) == 0 {
 		return nil
 	}
-	txn := l.newTxn()
-	defer txn.Discard()
+	txn := l.newBlindTxn()
 	for _, k := range doomed {
 		if err := txn.Delete(k); err != nil {
 			return l.writeErr(err)

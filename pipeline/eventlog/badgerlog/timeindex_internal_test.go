@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -58,6 +59,30 @@ func found(t *testing.T, l *DB, ids ...string) {
 		}
 		if evs, _, err := l.Events(ctx, pipeline.EventFilter{ID: id}); err != nil || len(evs) != 1 || evs[0].Event.ID != id {
 			t.Fatalf("Events(ID: %s) = %d events, %v; want it", id, len(evs), err)
+		}
+	}
+}
+
+// TestFingerprintIsStable: runs on disk keep each id's fingerprint, so a
+// lookup finds only what the fingerprint of the day it was written says.
+// It is FNV-1a's 32 bits (hash/fnv), folded to a byte by XOR: a change of
+// function would hide every event appended before it.
+func TestFingerprintIsStable(t *testing.T) {
+	for i := range 1000 {
+		id := uuid.Must(uuid.NewV7()).String()
+		if i%10 == 0 {
+			id = "not-a-uuid-" + strconv.Itoa(i)
+		}
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		s := h.Sum32()
+		if want := byte(s ^ s>>8 ^ s>>16 ^ s>>24); fingerprint(id) != want {
+			t.Fatalf("fingerprint(%q) = %#x, want %#x (FNV-1a folded)", id, fingerprint(id), want)
+		}
+	}
+	for id, want := range map[string]byte{"": 0xc5, "019ae3f0-0000-7000-8000-000000000000": 0xac} { // as written to disk
+		if got := fingerprint(id); got != want {
+			t.Errorf("fingerprint(%q) = %#x, want %#x", id, got, want)
 		}
 	}
 }

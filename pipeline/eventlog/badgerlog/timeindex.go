@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 
 	"github.com/dgraph-io/badger/v4"
@@ -113,12 +114,10 @@ func timeKey(bucket, first uint64) []byte {
 // fingerprint is the byte of id that a run keeps for each event, so that
 // a lookup reads only the records that may have it.
 func fingerprint(id string) byte {
-	h := uint32(2166136261) // FNV-1a
-	for i := 0; i < len(id); i++ {
-		h ^= uint32(id[i])
-		h *= 16777619
-	}
-	return byte(h ^ h>>8 ^ h>>16 ^ h>>24)
+	h := fnv.New32a() // no allocation: the compiler keeps it on the stack
+	h.Write([]byte(id))
+	s := h.Sum32()
+	return byte(s ^ s>>8 ^ s>>16 ^ s>>24)
 }
 
 // timeRuns collects an Append's runs: add each event in seq order, then

@@ -305,12 +305,13 @@ type verdict struct {
 func validate(ctx context.Context, src *Source, env *rules.Env) verdict {
 	if src.Accept != nil {
 		ok, err := src.Accept.BoolContext(ctx, env)
-		answer := "source " + strconv.Quote(src.Name) + " does not accept this event"
-		switch {
-		case err != nil:
-			return verdict{answer: answer, err: err, expr: "accept",
-				log: "source " + strconv.Quote(src.Name) + ": accept rule " + src.Accept.Source() + " failed: " + firstLine(err.Error())}
-		case !ok:
+		if err != nil || !ok {
+			// Built only for a refusal: most events pass.
+			answer := "source " + strconv.Quote(src.Name) + " does not accept this event"
+			if err != nil {
+				return verdict{answer: answer, err: err, expr: "accept",
+					log: "source " + strconv.Quote(src.Name) + ": accept rule " + src.Accept.Source() + " failed: " + firstLine(err.Error())}
+			}
 			return verdict{answer: answer, log: answer + ": accept rule " + src.Accept.Source() + " is false"}
 		}
 	}

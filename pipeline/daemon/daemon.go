@@ -177,8 +177,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.tracer.Store(tracer)
 	d.sinks.tracer = tracer
 	ic.Tracing = tracer
+	if d.sinks.pauses, err = loadPauses(cfg.Log.Dir); err != nil {
+		return err
+	}
+
+	// The plugins start while the log opens, all at once: a restart is
+	// ready after the slowest of them, not after their sum. They are all
+	// started before the listeners open: a sink that cannot start is a
+	// start-up error. Whatever started is installed, so that stopAll stops
+	// it on every path.
+	starts := d.startPlugins(ctx, specs)
 	db, err := d.open(ctx, cfg.Log, len(specs))
 	if err != nil {
+		d.stopStarts(starts)
 		return err
 	}
 	defer func() {
@@ -186,14 +197,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("close event log", "err", err)
 		}
 	}()
-	if d.sinks.pauses, err = loadPauses(cfg.Log.Dir); err != nil {
-		return err
-	}
-
-	// Plugins first: a sink that cannot start is a start-up error. Whatever
-	// started is installed, so that stopAll stops it on every path.
 	defer d.stopAll()
-	started, err := d.startSinks(ctx, specs, cfg.Sinks, cfg.Plan().OrderKeys)
+	started, err := d.startSinks(starts, cfg.Sinks, cfg.Plan().OrderKeys)
 	d.install(started)
 	if err != nil {
 		return err
@@ -260,8 +265,9 @@ func (d *Daemon) open(ctx context.Context, c config.Log, plugins int) (pipeline.
 	stop := d.reportOpening(c, &progress)
 	db, logSize, err := d.openLog(ctx, c, d.log.With("component", "log"), &progress)
 	if extended := stop(); extended && err == nil {
-		// Past TimeoutStartSec perhaps: the plugins' starts, one after
-		// another, get their own time, each step bounded by its timeout.
+		// Past TimeoutStartSec perhaps: the plugins' starts, which began
+		// with the open and may not be done, get their own time, each
+		// bounded by its timeout.
 		d.notify(func(n Notifier) error {
 			return n.ExtendTimeout(time.Duration(3*plugins)*pluginhost.DefaultStartTimeout + 3*d.openTick)
 		})
@@ -276,24 +282,28 @@ func (d *Daemon) open(ctx context.Context, c config.Log, plugins int) (pipeline.
 	return db, nil
 }
 
-// startSinks starts the plugin of every sink, in order, and returns the
-// sinks started. A plugin that cannot start is a start-up error, unless its
-// process merely exited while starting (a crash, not a config problem):
-// then its supervisor keeps trying on its own and the sink shows failed in
-// /v1/sinks, while webhooks are taken and queued.
-func (d *Daemon) startSinks(ctx context.Context, specs []pluginhost.Spec, sinks []config.Sink, orderKeys map[string]*rules.Program) ([]*sinkRun, error) {
-	var started []*sinkRun
-	for i, spec := range specs {
-		sr := d.newSinkRun(spec, sinks[i].Delivery, orderKeys[spec.Sink])
-		started = append(started, sr)
-		if err := sr.sup.Start(ctx); err != nil {
-			if errors.Is(err, pluginhost.ErrPluginExited) && ctx.Err() == nil {
-				d.log.Error("sink plugin exited at start; serving anyway, its events wait in the log while it is tried again",
-					"sink", spec.Sink, "err", err)
-				continue
-			}
-			return started, fmt.Errorf("start sink %q: %w", spec.Sink, err)
+// startSinks waits for the plugins [sinks.startPlugins] started and
+// returns a sink for each, in config order, with the first error. A plugin
+// that cannot start is a start-up error, unless its process merely exited
+// while starting (a crash, not a config problem): then its supervisor keeps
+// trying on its own and the sink shows failed in /v1/sinks, while webhooks
+// are taken and queued.
+func (d *Daemon) startSinks(starts []*pluginStart, sinks []config.Sink, orderKeys map[string]*rules.Program) ([]*sinkRun, error) {
+	started := make([]*sinkRun, len(starts))
+	for i, ps := range starts {
+		<-ps.done
+		started[i] = d.sinkRun(ps.spec, ps.sup, sinks[i].Delivery, orderKeys[ps.spec.Sink])
+	}
+	for _, ps := range starts {
+		if ps.err == nil {
+			continue
 		}
+		if errors.Is(ps.err, pluginhost.ErrPluginExited) && ps.ctx.Err() == nil {
+			d.log.Error("sink plugin exited at start; serving anyway, its events wait in the log while it is tried again",
+				"sink", ps.spec.Sink, "err", ps.err)
+			continue
+		}
+		return started, fmt.Errorf("start sink %q: %w", ps.spec.Sink, ps.err)
 	}
 	return started, nil
 }

@@ -90,18 +90,68 @@ func (sr *sinkRun) lastError(st pluginhost.Status) (string, time.Time) {
 }
 
 func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery, orderKey *rules.Program) *sinkRun {
+	return s.sinkRun(spec, s.supervisor(spec), d, orderKey)
+}
+
+// supervisor makes the supervisor of spec's plugin, not started.
+func (s *sinks) supervisor(spec pluginhost.Spec) *pluginhost.Supervisor {
+	return pluginhost.NewSupervisor(spec, &pluginhost.Options{Logger: s.log, Metrics: s.metrics})
+}
+
+// sinkRun makes the sink of spec, whose plugin sup supervises; the log
+// must be open.
+func (s *sinks) sinkRun(spec pluginhost.Spec, sup *pluginhost.Supervisor, d config.Delivery, orderKey *rules.Program) *sinkRun {
 	return &sinkRun{
 		name:     spec.Sink,
 		spec:     spec,
 		delivery: d,
 		orderKey: orderKey,
-		sup:      pluginhost.NewSupervisor(spec, &pluginhost.Options{Logger: s.log, Metrics: s.metrics}),
+		sup:      sup,
 		q:        s.db.Queue(spec.Sink),
 		log:      s.log,
 		metrics:  s.metrics,
 		pauses:   s.pauses,
 		tracer:   s.tracer,
 	}
+}
+
+// pluginStart is a sink's plugin starting in the background.
+type pluginStart struct {
+	spec pluginhost.Spec
+	sup  *pluginhost.Supervisor
+	ctx  context.Context
+	done chan struct{} // closed when Start has returned
+	err  error         // what Start returned; read after done
+}
+
+// startPlugins starts the plugin of every spec, each in a goroutine of its
+// own, and returns at once: a plugin's start is mostly its process's
+// (exec, the Go runtime's start, the handshake, Configure), which the
+// daemon only waits for.
+func (s *sinks) startPlugins(ctx context.Context, specs []pluginhost.Spec) []*pluginStart {
+	starts := make([]*pluginStart, len(specs))
+	for i, spec := range specs {
+		ps := &pluginStart{spec: spec, sup: s.supervisor(spec), ctx: ctx, done: make(chan struct{})}
+		go func() {
+			defer close(ps.done)
+			ps.err = ps.sup.Start(ctx)
+		}()
+		starts[i] = ps
+	}
+	return starts
+}
+
+// stopStarts waits for starts and stops their plugins: the path of a
+// start-up that fails before the sinks are installed.
+func (s *sinks) stopStarts(starts []*pluginStart) {
+	var wg sync.WaitGroup
+	for _, ps := range starts {
+		wg.Go(func() {
+			<-ps.done
+			stopSupervisor(s.log, ps.spec.Sink, ps.sup)
+		})
+	}
+	wg.Wait()
 }
 
 // install makes runs the current sinks, in that order, keeping removed
@@ -192,10 +242,15 @@ func (sr *sinkRun) stopPlugin() {
 	if sr.sup == nil {
 		return
 	}
+	stopSupervisor(sr.log, sr.name, sr.sup)
+}
+
+// stopSupervisor stops sink's plugin, waiting up to 10 s.
+func stopSupervisor(log *slog.Logger, sink string, sup *pluginhost.Supervisor) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := sr.sup.Stop(ctx); err != nil {
-		sr.log.Warn("stop sink plugin", "sink", sr.name, "err", err)
+	if err := sup.Stop(ctx); err != nil {
+		log.Warn("stop sink plugin", "sink", sink, "err", err)
 	}
 }
 

@@ -30,9 +30,15 @@ import (
 const pluginVar = "PIPELINED_DAEMON_TEST_PLUGIN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(pluginVar) == "deliver" && os.Getenv(protocol.Handshake.MagicCookieKey) == protocol.Handshake.MagicCookieValue {
-		sdk.Serve(deliverSink{})
-		os.Exit(0)
+	if os.Getenv(protocol.Handshake.MagicCookieKey) == protocol.Handshake.MagicCookieValue {
+		switch os.Getenv(pluginVar) {
+		case "deliver":
+			sdk.Serve(deliverSink{})
+			os.Exit(0)
+		case "rendezvous": // start_test.go
+			sdk.Serve(rendezvousSink{})
+			os.Exit(0)
+		}
 	}
 	os.Exit(m.Run())
 }

@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/sdk"
+)
+
+// rendezvous is how long a side of TestPluginsStartWhileTheLogOpens waits
+// for the others before it gives up.
+const rendezvous = 5 * time.Second
+
+// rendezvousSink is a helper plugin whose Configure marks it started (a
+// file named for its sink in dir) and then waits until every sink of
+// peers is marked too: it can be configured only while the others start.
+type rendezvousSink struct{ deliverSink }
+
+func (rendezvousSink) Configure(_ context.Context, raw json.RawMessage) error {
+	var c struct {
+		Dir   string   `json:"dir"`
+		Name  string   `json:"name"`
+		Peers []string `json:"peers"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, c.Name), nil, 0o600); err != nil {
+		return err
+	}
+	if !allMarked(c.Dir, c.Peers) {
+		return fmt.Errorf("sink %s: started alone: %v did not start within %v of it", c.Name, c.Peers, rendezvous)
+	}
+	return nil
+}
+
+// allMarked waits up to rendezvous for a file of each name in dir.
+func allMarked(dir string, names []string) bool {
+	deadline := time.Now().Add(rendezvous)
+	for {
+		n := 0
+		for _, name := range names {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				n++
+			}
+		}
+		if n == len(names) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPluginsStartWhileTheLogOpens checks that a restart waits for the
+// slowest of the log's open and the plugins' starts, not for their sum:
+// two real plugin processes that can each be configured only while the
+// other is starting, and a log whose open ends only once both plugins
+// have started. Started one after another, or after the open, each side
+// gives up and Run fails.
+func TestPluginsStartWhileTheLogOpens(t *testing.T) {
+	t.Setenv(pluginVar, "rendezvous")
+	dir := t.TempDir()
+	sink := func(name, peer string) string {
+		return fmt.Sprintf(`
+[[sink]]
+name = %q
+command = %q
+config = { plugin_env = %q, dir = %q, name = %q, peers = [%q] }
+`, name, os.Args[0], pluginVar, dir, name, peer)
+	}
+	toml := fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[log]
+dir = %q
+
+[[source]]
+name = "src"
+path = "/hooks/src"
+auth = { type = "none" }
+%s%s
+[[route]]
+name = "all"
+when = "true"
+to = ["a", "b"]
+`, t.TempDir(), sink("a", "b"), sink("b", "a"))
+	cfg, err := config.Parse("daemon_test.toml", []byte(toml))
+	if err != nil {
+		t.Fatalf("config.Parse = %v", err)
+	}
+
+	ready := make(chan struct{})
+	d := New(cfg, &Options{OnReady: func(_, _ net.Addr) { close(ready) }, Notifier: noNotifier{}})
+	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
+		if !allMarked(dir, []string{"a", "b"}) {
+			return nil, nil, errors.New("the log's open ended before both plugins started")
+		}
+		return memlog.New(), nil, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	select {
+	case <-ready:
+		defer func() { cancel(); <-done }()
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run() = %v before it was ready: the plugins and the log's open did not overlap", err)
+	case <-time.After(4 * rendezvous):
+		defer func() { cancel(); <-done }()
+		t.Fatal("daemon not ready within 20s")
+	}
+	for _, sr := range d.sinks.list() {
+		if state, pid, _ := sr.sup.State(); pid <= 0 {
+			t.Errorf("sink %s: plugin %s with no process, want it running", sr.name, state)
+		}
+	}
+}
+
+// The helper plugin of this file; TestMain serves it.
+var _ sdk.Sink = rendezvousSink{}

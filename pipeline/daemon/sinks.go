@@ -293,8 +293,8 @@ func jsonEqual(a, b []byte) bool {
 }
 
 // applySinks makes the running sinks those of specs: sinks that are new or
-// whose plugin or config changed get a new plugin, started before anything
-// else changes — if one fails, nothing changes; then old plugins of replaced
+// whose plugin or config changed get a new plugin, all started at once
+// before anything else changes — if one fails, nothing changes; then old plugins of replaced
 // sinks stop after their in-flight batch, and removed sinks stop. A batch
 // in flight is waited for while ctx lasts.
 func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []config.Sink, orderKeys map[string]*rules.Program) error {
@@ -302,27 +302,33 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 	for _, sr := range s.list() {
 		current[sr.name] = sr
 	}
-	var fresh []*sinkRun // plugins started for this reload
 	next := make([]*sinkRun, len(specs))
+	var freshSpecs []pluginhost.Spec // the sinks that get a new plugin, all started at once
+	var at []int                     // their index in specs
 	for i, spec := range specs {
 		old := current[spec.Sink]
 		if old != nil && old.sup != nil && sameSpec(old.spec, spec) {
 			next[i] = old
 			continue
 		}
-		sr := s.newSinkRun(spec, cfgs[i].Delivery, orderKeys[spec.Sink])
-		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		err := sr.sup.Start(sctx)
-		cancel()
-		if err != nil {
-			for _, f := range fresh {
-				f.stopPlugin()
-			}
-			sr.stopPlugin()
-			return fmt.Errorf("sink %q: %w", spec.Sink, err)
+		freshSpecs = append(freshSpecs, spec)
+		at = append(at, i)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	starts := s.startPlugins(sctx, freshSpecs)
+	for _, ps := range starts {
+		<-ps.done
+	}
+	cancel()
+	for _, ps := range starts {
+		if ps.err != nil {
+			s.stopStarts(starts)
+			return fmt.Errorf("sink %q: %w", ps.spec.Sink, ps.err)
 		}
-		fresh = append(fresh, sr)
-		next[i] = sr
+	}
+	for j, ps := range starts {
+		i := at[j]
+		next[i] = s.sinkRun(ps.spec, ps.sup, cfgs[i].Delivery, orderKeys[ps.spec.Sink])
 	}
 	// Nothing can fail from here on.
 	wanted := map[string]bool{}

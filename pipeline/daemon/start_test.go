@@ -66,22 +66,18 @@ func allMarked(dir string, names []string) bool {
 	}
 }
 
-// TestPluginsStartWhileTheLogOpens checks that a restart waits for the
-// slowest of the log's open and the plugins' starts, not for their sum:
-// two real plugin processes that can each be configured only while the
-// other is starting, and a log whose open ends only once both plugins
-// have started. Started one after another, or after the open, each side
-// gives up and Run fails.
-func TestPluginsStartWhileTheLogOpens(t *testing.T) {
-	t.Setenv(pluginVar, "rendezvous")
-	dir := t.TempDir()
+// rendezvousConfig is a config of two sinks, a and b, whose plugins are
+// rendezvousSinks marking dir with <sink><gen>: each can be configured only
+// while the other starts.
+func rendezvousConfig(t *testing.T, dir, logDir, gen string) *config.Config {
+	t.Helper()
 	sink := func(name, peer string) string {
 		return fmt.Sprintf(`
 [[sink]]
 name = %q
 command = %q
 config = { plugin_env = %q, dir = %q, name = %q, peers = [%q] }
-`, name, os.Args[0], pluginVar, dir, name, peer)
+`, name, os.Args[0], pluginVar, dir, name+gen, peer+gen)
 	}
 	toml := fmt.Sprintf(`
 [server]
@@ -102,14 +98,30 @@ auth = { type = "none" }
 name = "all"
 when = "true"
 to = ["a", "b"]
-`, t.TempDir(), sink("a", "b"), sink("b", "a"))
+`, logDir, sink("a", "b"), sink("b", "a"))
 	cfg, err := config.Parse("daemon_test.toml", []byte(toml))
 	if err != nil {
 		t.Fatalf("config.Parse = %v", err)
 	}
+	return cfg
+}
 
+// TestPluginsStartWhileTheLogOpens checks that a restart waits for the
+// slowest of the log's open and the plugins' starts, not for their sum:
+// two real plugin processes that can each be configured only while the
+// other is starting, and a log whose open ends only once both plugins
+// have started. Started one after another, or after the open, each side
+// gives up and Run fails. A reload that changes both sinks starts their
+// new plugins at once too.
+func TestPluginsStartWhileTheLogOpens(t *testing.T) {
+	t.Setenv(pluginVar, "rendezvous")
+	dir, logDir := t.TempDir(), t.TempDir()
 	ready := make(chan struct{})
-	d := New(cfg, &Options{OnReady: func(_, _ net.Addr) { close(ready) }, Notifier: noNotifier{}})
+	d := New(rendezvousConfig(t, dir, logDir, ""), &Options{
+		OnReady:  func(_, _ net.Addr) { close(ready) },
+		Notifier: noNotifier{},
+		Load:     func() (*config.Config, error) { return rendezvousConfig(t, dir, logDir, "-reloaded"), nil },
+	})
 	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
 		if !allMarked(dir, []string{"a", "b"}) {
 			return nil, nil, errors.New("the log's open ended before both plugins started")
@@ -129,11 +141,19 @@ to = ["a", "b"]
 		defer func() { cancel(); <-done }()
 		t.Fatal("daemon not ready within 20s")
 	}
-	for _, sr := range d.sinks.list() {
-		if state, pid, _ := sr.sup.State(); pid <= 0 {
-			t.Errorf("sink %s: plugin %s with no process, want it running", sr.name, state)
+	running := func(when string) {
+		t.Helper()
+		for _, sr := range d.sinks.list() {
+			if state, pid, _ := sr.sup.State(); pid <= 0 {
+				t.Errorf("%s: sink %s: plugin %s with no process, want it running", when, sr.name, state)
+			}
 		}
 	}
+	running("after the start")
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload() = %v, want the two changed sinks' new plugins started together", err)
+	}
+	running("after the reload")
 }
 
 // The helper plugin of this file; TestMain serves it.

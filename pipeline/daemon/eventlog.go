@@ -114,11 +114,11 @@ func (d *Daemon) reportOpening(c config.Log, progress *atomic.Int64) (stop func(
 				continue
 			}
 			last = n
-			d.log.Info("opening the event log: replaying its write-ahead log and rebuilding the sinks' queues", "dir", c.Dir, "took", took, "progress", n)
+			d.log.Info("opening the event log: replaying its write-ahead log", "dir", c.Dir, "took", took, "progress", n)
 			extended = true
 			d.notify(func(nt Notifier) error { return nt.ExtendTimeout(3 * d.openTick) })
 			d.notify(func(nt Notifier) error {
-				return nt.Status(fmt.Sprintf("opening the event log in %s: %v, %d records and events read", c.Dir, took, n))
+				return nt.Status(fmt.Sprintf("opening the event log in %s: %v, %d records replayed", c.Dir, took, n))
 			})
 		}
 	}()

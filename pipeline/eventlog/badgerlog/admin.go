@@ -307,6 +307,9 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if err := q.l.waitQueues(ctx); err != nil {
+		return 0, err
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.l.refMu.Lock()
@@ -416,6 +419,9 @@ func exists(txn *badger.Txn, key []byte) (bool, error) {
 // memory) and every retry key are looked at.
 func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 	if err := q.l.checkOpen(); err != nil {
+		return time.Time{}, err
+	}
+	if err := q.l.waitQueues(ctx); err != nil {
 		return time.Time{}, err
 	}
 	txn, _, oldest := q.snapshot() // q.mu is not held while the retry keys are walked

@@ -93,9 +93,9 @@ type Options struct {
 	// 64 MiB.
 	SegmentSize int64
 	// Progress, if set, counts Open's work through a long start: one per
-	// write-ahead log record replayed and per event read to rebuild the
-	// sinks' queues (a day's backlog is millions), so that the caller can
-	// tell a slow Open from a stuck one.
+	// write-ahead log record replayed, so that the caller can tell a slow
+	// Open from a stuck one; then one per event read to rebuild the sinks'
+	// queues (a day's backlog is millions), which runs after Open returns.
 	Progress *atomic.Int64
 }
 
@@ -131,6 +131,15 @@ type DB struct {
 	queues map[string]*queue
 	closed chan struct{}
 	wg     sync.WaitGroup
+
+	// The queues' ready entries are rebuilt in the background after Open
+	// (loadQueues), so that a day's backlog does not hold the start:
+	// loaded is closed when that is done, loadErr (read after) says
+	// whether it failed, and openMark is the pending mark Open read,
+	// which stays the mark until then. See waitQueues.
+	loaded   chan struct{}
+	loadErr  error
+	openMark uint64
 
 	// timeFrom is the first seq that may be in the time index rather than
 	// have an i/ key (m/time-from), or 0 until the first Append sets it;
@@ -246,12 +255,15 @@ func Open(dir string, o *Options) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
-	mark, err := l.loadPending()
+	mark, err := l.readPendingMark()
 	if err != nil {
 		w.Close()
 		db.Close()
 		return nil, fmt.Errorf("open event log %s: %w", dir, err)
 	}
+	l.openMark, l.loaded = mark, make(chan struct{})
+	l.wg.Add(1)
+	go l.loadQueues(mark, l.next)
 	go l.committer()
 	l.wg.Add(1)
 	go l.checkpoints()

@@ -42,6 +42,9 @@ func TestFailedFetchLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := l.Queue("a").(*queue)
+	if err := l.waitQueues(ctx); err != nil { // before a record is spoiled: Open rebuilds the queues in the background
+		t.Fatal(err)
+	}
 	var seqs []uint64
 	var good []byte // the third event's record
 	if err := l.db.View(func(txn *badger.Txn) error {

@@ -120,6 +120,11 @@ const pruneBatch = 1000
 // oldest first. It stops at the first event received at or after cutoff
 // and returns how many events it removed.
 func (l *DB) Prune(cutoff time.Time) (int, error) {
+	// An event queued in a queue not yet rebuilt would look unreferenced
+	// (P6): retention waits for the rebuild.
+	if err := l.waitQueues(context.Background()); err != nil {
+		return 0, err
+	}
 	removed := 0
 	start := uint64(0)
 	stop := uint64(0) // every event below it was looked at

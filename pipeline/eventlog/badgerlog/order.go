@@ -149,6 +149,9 @@ func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Wait
 	if err := q.l.checkOpen(); err != nil {
 		return err
 	}
+	if err := q.l.waitQueues(ctx); err != nil {
+		return err
+	}
 	held := uint64(heldAt.UnixNano())
 	// The queued entries are taken with the snapshot, under q.mu (see
 	// snapshot): one that a Settle moves to a retry key while the keys

@@ -2,14 +2,17 @@ package badgerlog
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
 
@@ -130,8 +133,12 @@ func (p *pending) below(top uint64) []uint64 {
 // pendingMark returns a seq below which no event is queued for any sink:
 // the lowest queued entry, or the next seq when none is. It reads next
 // before the queues: Append adds an event to its queues before it moves
-// next, so every seq below it is in them by then.
+// next, so every seq below it is in them by then. Until the queues are
+// rebuilt after Open (or when that failed), it is the mark Open read.
 func (l *DB) pendingMark() uint64 {
+	if !l.queuesLoaded() {
+		return l.openMark
+	}
 	l.mu.Lock()
 	mark := l.next
 	qs := make([]*queue, 0, len(l.queues))
@@ -166,15 +173,81 @@ func (l *DB) writeMark(written uint64) (uint64, error) {
 	return mark, nil
 }
 
-// loadPending rebuilds every queue's entries from the event records from
-// the pending mark on, and returns the mark.
-func (l *DB) loadPending() (uint64, error) {
-	mark := uint64(0)
+// readPendingMark reads the pending mark: no event below it is queued.
+func (l *DB) readPendingMark() (uint64, error) {
+	var mark uint64
 	err := l.db.View(func(txn *badger.Txn) error {
 		var err error
-		if mark, err = readSeq(txn, keyPendingMark, 0); err != nil {
-			return err
+		mark, err = readSeq(txn, keyPendingMark, 0)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read the pending mark: %w", err)
+	}
+	return mark, nil
+}
+
+// loadQueues rebuilds the queues from the event records of seqs mark to
+// top (loadPending) and then closes l.loaded. Open runs it in the
+// background: webhooks are taken while a backlog of millions is read
+// (~3 s per million), and everything that needs the queues whole waits
+// for it (waitQueues): fetches, statistics, replays, retention. Events
+// appended meanwhile (top and above) are queued by Append as always, after
+// the ones rebuilt.
+func (l *DB) loadQueues(mark, top uint64) {
+	defer l.wg.Done()
+	start := time.Now()
+	read, err := l.loadPending(mark, top)
+	switch {
+	case err != nil && !errors.Is(err, pipeline.ErrClosed):
+		l.log.Error("event log: could not rebuild the sinks' queues; nothing is delivered and nothing removed by retention until a restart rebuilds them", "err", err)
+	case err == nil:
+		took := time.Since(start)
+		level := slog.LevelDebug
+		if took >= time.Second { // a backlog held delivery back that long: worth a line
+			level = slog.LevelInfo
 		}
+		l.log.Log(context.Background(), level, "event log: the sinks' queues are rebuilt; delivery starts", "events_read", read, "took", took.Round(time.Millisecond))
+	}
+	l.loadErr = err
+	close(l.loaded)
+}
+
+// queuesLoaded reports whether the queues are rebuilt after Open.
+func (l *DB) queuesLoaded() bool {
+	select {
+	case <-l.loaded:
+		return l.loadErr == nil
+	default:
+		return false
+	}
+}
+
+// waitQueues waits until the queues are rebuilt after Open and returns
+// the rebuild's error, ctx's, or ErrClosed when the log closes first.
+func (l *DB) waitQueues(ctx context.Context) error {
+	select {
+	case <-l.loaded:
+		return l.loadErr
+	default:
+	}
+	select {
+	case <-l.loaded:
+		return l.loadErr
+	case <-l.closed:
+		return pipeline.ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("the sinks' queues are still being rebuilt after the start: %w", ctx.Err())
+	}
+}
+
+// loadPending rebuilds every queue's entries from the event records of
+// seqs mark to top: each queue gets them ahead of any it has (appended
+// after Open). It returns how many records it read.
+func (l *DB) loadPending(mark, top uint64) (int, error) {
+	loaded := map[string]*pending{}
+	read := 0
+	err := l.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()
 		look := newSettledLookup(txn, mark)
@@ -182,9 +255,16 @@ func (l *DB) loadPending() (uint64, error) {
 		var recorded []string // sinks of seq's routes where it was settled
 		for it.Seek(eventKey(mark)); it.ValidForPrefix(preEvent); it.Next() {
 			seq := binary.BigEndian.Uint64(it.Item().Key()[len(preEvent):])
+			if seq >= top {
+				break
+			}
+			if err := l.checkOpen(); err != nil { // Close waits for this goroutine
+				return err
+			}
 			if loadHook != nil {
 				loadHook(seq)
 			}
+			read++
 			l.progressed()
 			rec := &logpb.Event{}
 			if err := it.Item().Value(func(v []byte) error { return decode(v, rec) }); err != nil {
@@ -199,30 +279,52 @@ func (l *DB) loadPending() (uint64, error) {
 					recorded = append(recorded, r.GetSink())
 				}
 			}
-			if err := l.loadEntries(txn, seq, rec, recorded); err != nil {
+			if err := loadEntries(txn, loaded, seq, rec, recorded); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("rebuild the queues: %w", err)
+		if errors.Is(err, pipeline.ErrClosed) {
+			return read, err
+		}
+		return read, fmt.Errorf("rebuild the queues: %w", err)
 	}
-	return mark, nil
+	for sink, p := range loaded {
+		q := l.queue(sink)
+		q.pmu.Lock()
+		q.pending.seqs = append(p.seqs, q.pending.seqs...)
+		for seq, t := range p.legacy {
+			if q.pending.legacy == nil {
+				q.pending.legacy = map[uint64]*logpb.Target{}
+			}
+			q.pending.legacy[seq] = t
+		}
+		q.pmu.Unlock()
+	}
+	return read, nil
 }
 
 // loadHook, when set (by tests only), is called with each event record
 // loadPending reads.
 var loadHook func(seq uint64)
 
-// loadEntries queues the event at seq, whose record is rec and which has
-// delivery records (or Acks) for the sinks recorded, where it is still
-// queued. Open
-// calls it in seq order, before any queue is used.
-func (l *DB) loadEntries(txn *badger.Txn, seq uint64, rec *logpb.Event, recorded []string) error {
+// loadEntries adds to loaded (by sink) the event at seq, whose record is
+// rec and which has delivery records (or Acks) for the sinks recorded,
+// where it is still queued. loadPending calls it in seq order.
+func loadEntries(txn *badger.Txn, loaded map[string]*pending, seq uint64, rec *logpb.Event, recorded []string) error {
+	queue := func(sink string) *pending {
+		p := loaded[sink]
+		if p == nil {
+			p = &pending{}
+			loaded[sink] = p
+		}
+		return p
+	}
 	for _, r := range rec.GetRoutes() {
 		if !slices.Contains(recorded, r.GetSink()) {
-			l.queue(r.GetSink()).pending.add(seq)
+			queue(r.GetSink()).add(seq)
 		}
 	}
 	if len(rec.GetRoutes()) > 0 {
@@ -240,7 +342,7 @@ func (l *DB) loadEntries(txn *badger.Txn, seq uint64, rec *logpb.Event, recorded
 		if err := item.Value(func(v []byte) error { return decode(v, t) }); err != nil {
 			return fmt.Errorf("decode queue entry %d: %w", seq, err)
 		}
-		p := &l.queue(s).pending
+		p := queue(s)
 		p.add(seq)
 		if p.legacy == nil {
 			p.legacy = map[uint64]*logpb.Target{}

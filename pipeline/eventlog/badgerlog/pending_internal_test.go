@@ -77,6 +77,9 @@ func TestOpenReadsFromThePendingMark(t *testing.T) {
 	var progress atomic.Int64
 	r := mustOpen(t, lost, &Options{Progress: &progress})
 	defer r.Close()
+	if err := r.waitQueues(ctx); err != nil {
+		t.Fatal(err)
+	}
 	loadHook = nil
 	if len(read) == 0 || slices.Min(read) != 11 {
 		t.Errorf("Open read the records of seqs %v, want from 11 (the mark) on", read)
@@ -277,6 +280,9 @@ func BenchmarkOpenWithBacklog(b *testing.B) {
 	for b.Loop() {
 		l, err := Open(dir, nil)
 		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.waitQueues(ctx); err != nil { // Open rebuilds the queues in the background
 			b.Fatal(err)
 		}
 		b.StopTimer()

@@ -75,6 +75,9 @@ func (q *queue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error)
 	if max <= 0 {
 		max = 1
 	}
+	if err := q.l.waitQueues(ctx); err != nil {
+		return nil, err
+	}
 	for {
 		if err := q.l.checkOpen(); err != nil {
 			return nil, err
@@ -374,6 +377,9 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 // costs time in proportion to those.
 func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
 	if err := q.l.checkOpen(); err != nil {
+		return pipeline.QueueStats{}, err
+	}
+	if err := q.l.waitQueues(ctx); err != nil {
 		return pipeline.QueueStats{}, err
 	}
 	txn, ready, _ := q.snapshot()

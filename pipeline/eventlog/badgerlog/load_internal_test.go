@@ -1,0 +1,173 @@
+package badgerlog
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// holdLoad makes Open's rebuild of the queues stop at the first event
+// record it reads, until release is called; started is closed when it
+// gets there.
+func holdLoad(t *testing.T) (started chan struct{}, release func()) {
+	t.Helper()
+	started, held := make(chan struct{}), make(chan struct{})
+	var first, free sync.Once
+	loadHook = func(uint64) {
+		first.Do(func() { close(started) })
+		<-held
+	}
+	t.Cleanup(func() { loadHook = nil })
+	return started, func() { free.Do(func() { close(held) }) }
+}
+
+// openHeld opens dir while holdLoad holds the rebuild and fails the test
+// if Open waits for it. The log is released and closed when the test ends.
+func openHeld(t *testing.T, dir string, started chan struct{}, release func()) *DB {
+	t.Helper()
+	type opened struct {
+		l   *DB
+		err error
+	}
+	c := make(chan opened, 1)
+	go func() {
+		l, err := Open(dir, nil)
+		c <- opened{l, err}
+	}()
+	select {
+	case o := <-c:
+		if o.err != nil {
+			t.Fatalf("Open = %v", o.err)
+		}
+		t.Cleanup(func() { release(); o.l.Close() })
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the queues' rebuild never read an event record: the test's premise is wrong")
+		}
+		return o.l
+	case <-time.After(10 * time.Second):
+		release()
+		t.Fatal("Open did not return while the queues were being rebuilt: it waits for a backlog to be read")
+	}
+	return nil
+}
+
+// TestQueuesRebuildWhileWebhooksAreTaken: Open returns before the queues
+// of a backlog are rebuilt, and appends are taken meanwhile; what needs
+// the queues whole waits for them (a fetch, the statistics, retention,
+// the pending mark), so nothing is handed out out of order or removed.
+// Once rebuilt, each sink gets the backlog first, then what was appended
+// during the rebuild, in log order (P5), and nothing is lost (P2, P6).
+func TestQueuesRebuildWhileWebhooksAreTaken(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := mustOpen(t, dir, nil)
+	appendN(t, l, "old", 30, 10) // seqs 1..30, queued for s and t
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	started, release := holdLoad(t)
+	r := openHeld(t, dir, started, release)
+	appendN(t, r, "new", 5, 5) // taken while the backlog is read: seqs 31..35
+
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		t.Cleanup(cancel)
+		return c
+	}
+	if ds, err := r.Queue("s").Fetch(short(), 100); !errors.Is(err, context.DeadlineExceeded) || len(ds) != 0 {
+		t.Fatalf("Fetch during the rebuild = %d deliveries, %v; want none, and that the queues are being rebuilt", len(ds), err)
+	}
+	if st, err := r.Queue("s").Stats(short()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stats during the rebuild = %+v, %v; want it to wait for the rebuild", st, err)
+	}
+	if got := r.pendingMark(); got != r.openMark {
+		t.Fatalf("pending mark during the rebuild = %d, want %d, the mark Open read", got, r.openMark)
+	}
+	type pruned struct {
+		n   int
+		err error
+	}
+	prune := make(chan pruned, 1)
+	go func() { // every event is past this cutoff: only the queues keep them
+		n, err := r.Prune(time.Now().Add(time.Hour))
+		prune <- pruned{n, err}
+	}()
+
+	release()
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	want := make([]uint64, 35)
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	if p := <-prune; p.err != nil || p.n != 0 {
+		t.Fatalf("Prune over a log whose queues were being rebuilt = %d removed, %v; want none removed (P6)", p.n, p.err)
+	}
+	for _, sink := range []string{"s", "t"} {
+		ds, err := r.Queue(sink).Fetch(fctx, 100)
+		if err != nil {
+			t.Fatalf("Fetch %s after the rebuild: %v", sink, err)
+		}
+		var got []uint64
+		for _, d := range ds {
+			got = append(got, d.Seq)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Fetch %s after the rebuild = seqs %v, want 1..35: the backlog, then what came during the rebuild", sink, got)
+		}
+	}
+	if st, err := r.Queue("t").Stats(ctx); err != nil || st.Ready != 35 {
+		t.Errorf("Stats of t after the rebuild = %+v, %v; want 35 ready (leased)", st, err)
+	}
+}
+
+// TestCloseDuringTheQueuesRebuild: a log closed while it rebuilds its
+// queues stops the rebuild, keeps its pending mark, and opens again with
+// every entry queued.
+func TestCloseDuringTheQueuesRebuild(t *testing.T) {
+	dir := t.TempDir()
+	l := mustOpen(t, dir, nil)
+	appendN(t, l, "old", 30, 10)
+	want := queuedSeqs(l, "s", "t")
+	if len(want["s"]) != 30 || len(want["t"]) != 30 {
+		t.Fatalf("queued before the restart %v: the test's premise is wrong", want)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	started, release := holdLoad(t)
+	r := openHeld(t, dir, started, release)
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	for r.checkOpen() == nil { // Close has begun: it waits for the rebuild
+		time.Sleep(time.Millisecond)
+	}
+	release()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close during the rebuild = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return: the rebuild did not stop")
+	}
+	if _, err := r.Queue("s").Fetch(context.Background(), 10); !errors.Is(err, pipeline.ErrClosed) {
+		t.Errorf("Fetch after Close = %v, want ErrClosed", err)
+	}
+
+	loadHook = nil
+	again := mustOpen(t, dir, nil)
+	defer again.Close()
+	if got := queuedSeqs(again, "s", "t"); !slices.Equal(got["s"], want["s"]) || !slices.Equal(got["t"], want["t"]) {
+		t.Errorf("after a Close during the rebuild, the queues hold %s, want %s", seqsSummary(got), seqsSummary(want))
+	}
+}

@@ -186,9 +186,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// started before the listeners open: a sink that cannot start is a
 	// start-up error. Whatever started is installed, so that stopAll stops
 	// it on every path.
-	starts := d.startPlugins(ctx, specs)
+	sctx, cancelStarts := context.WithCancel(ctx)
+	defer cancelStarts() // nothing keeps it after Start returns
+	starts := d.startPlugins(sctx, specs)
 	db, err := d.open(ctx, cfg.Log, len(specs))
 	if err != nil {
+		cancelStarts() // the error is not held behind the plugins' Configure
 		d.stopStarts(starts)
 		return err
 	}
@@ -266,11 +269,13 @@ func (d *Daemon) open(ctx context.Context, c config.Log, plugins int) (pipeline.
 	db, logSize, err := d.openLog(ctx, c, d.log.With("component", "log"), &progress)
 	if extended := stop(); extended && err == nil {
 		// Past TimeoutStartSec perhaps: the plugins' starts, which began
-		// with the open and may not be done, get their own time, each
-		// bounded by its timeout.
-		d.notify(func(n Notifier) error {
-			return n.ExtendTimeout(time.Duration(3*plugins)*pluginhost.DefaultStartTimeout + 3*d.openTick)
-		})
+		// with the open and run together, may not be done; the slowest is
+		// bounded by its three steps' timeouts.
+		var starts time.Duration
+		if plugins > 0 {
+			starts = 3 * pluginhost.DefaultStartTimeout
+		}
+		d.notify(func(n Notifier) error { return n.ExtendTimeout(starts + 3*d.openTick) })
 	}
 	if err != nil {
 		return nil, err

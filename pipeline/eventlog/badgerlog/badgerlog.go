@@ -134,9 +134,9 @@ type DB struct {
 
 	// The queues' ready entries are rebuilt in the background after Open
 	// (loadQueues), so that a day's backlog does not hold the start:
-	// loaded is closed when that is done, loadErr (read after) says
-	// whether it failed, and openMark is the pending mark Open read,
-	// which stays the mark until then. See waitQueues.
+	// loaded is closed when that is done, loadErr (read after) is
+	// ErrClosed if the log closed first, and openMark is the pending mark
+	// Open read, which stays the mark until then. See waitQueues.
 	loaded   chan struct{}
 	loadErr  error
 	openMark uint64

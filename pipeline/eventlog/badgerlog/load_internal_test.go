@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/pipelined/pipelined/pipeline"
 )
 
@@ -169,5 +171,53 @@ func TestCloseDuringTheQueuesRebuild(t *testing.T) {
 	defer again.Close()
 	if got := queuedSeqs(again, "s", "t"); !slices.Equal(got["s"], want["s"]) || !slices.Equal(got["t"], want["t"]) {
 		t.Errorf("after a Close during the rebuild, the queues hold %s, want %s", seqsSummary(got), seqsSummary(want))
+	}
+}
+
+// TestQueuesRebuildIsTriedAgain: a rebuild that meets a record it cannot
+// read is tried again until it can, and delivery then starts with every
+// entry, in log order; until then fetches wait.
+func TestQueuesRebuildIsTriedAgain(t *testing.T) {
+	ctx := context.Background()
+	was := loadRetry
+	loadRetry = 5 * time.Millisecond
+	t.Cleanup(func() { loadRetry = was })
+	dir := t.TempDir()
+	l := mustOpen(t, dir, nil)
+	appendN(t, l, "old", 10, 5) // seqs 1..10, queued for s and t
+	var good []byte
+	if err := l.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(eventKey(5))
+		if err == nil {
+			good, err = item.ValueCopy(nil)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	set := func(l *DB, v []byte) {
+		t.Helper()
+		if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(eventKey(5), v) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(l, []byte{0xff}) // a truncated varint: not an event record
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	r := mustOpen(t, dir, nil)
+	defer r.Close()
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond) // ~5 failed rebuilds
+	defer cancel()
+	if ds, err := r.Queue("s").Fetch(short, 100); !errors.Is(err, context.DeadlineExceeded) || len(ds) != 0 {
+		t.Fatalf("Fetch while the rebuild fails = %d deliveries, %v; want none, waiting", len(ds), err)
+	}
+	set(r, good) // the record reads again
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ds, err := r.Queue("s").Fetch(fctx, 100)
+	if err != nil || len(ds) != 10 || ds[0].Seq != 1 || ds[9].Seq != 10 {
+		t.Fatalf("Fetch once the record reads again = %d deliveries, %v; want seqs 1..10", len(ds), err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/wal"
 )
@@ -34,7 +35,9 @@ func (l *DB) every(d time.Duration, do func()) {
 // maintain runs retention and value-log garbage collection (every
 // MaintenanceInterval: see Open).
 func (l *DB) maintain() {
-	if n, err := l.Prune(time.Now().Add(-l.opts.Retention)); err != nil {
+	if n, err := l.Prune(time.Now().Add(-l.opts.Retention)); errors.Is(err, pipeline.ErrClosed) {
+		return // closed while Prune waited for the queues' rebuild
+	} else if err != nil {
 		l.log.Error("retention failed", "err", err)
 	} else if n > 0 {
 		l.log.Debug("retention removed old events", "events", n)

@@ -194,24 +194,42 @@ func (l *DB) readPendingMark() (uint64, error) {
 // for it (waitQueues): fetches, statistics, replays, retention. Events
 // appended meanwhile (top and above) are queued by Append as always, after
 // the ones rebuilt.
+//
+// A rebuild that fails (a record Badger cannot read now) is tried again,
+// every loadRetry at first and then less often: it changes nothing until
+// it succeeds, and until then nothing is delivered or removed. loadErr is
+// then only ever ErrClosed.
 func (l *DB) loadQueues(mark, top uint64) {
 	defer l.wg.Done()
+	defer close(l.loaded)
 	start := time.Now()
-	read, err := l.loadPending(mark, top)
-	switch {
-	case err != nil && !errors.Is(err, pipeline.ErrClosed):
-		l.log.Error("event log: could not rebuild the sinks' queues; nothing is delivered and nothing removed by retention until a restart rebuilds them", "err", err)
-	case err == nil:
-		took := time.Since(start)
-		level := slog.LevelDebug
-		if took >= time.Second { // a backlog held delivery back that long: worth a line
-			level = slog.LevelInfo
+	for wait := loadRetry; ; wait = min(2*wait, time.Minute) {
+		read, err := l.loadPending(mark, top)
+		if err == nil {
+			took := time.Since(start)
+			level := slog.LevelDebug
+			if took >= time.Second { // a backlog held delivery back that long: worth a line
+				level = slog.LevelInfo
+			}
+			l.log.Log(context.Background(), level, "event log: the sinks' queues are rebuilt; delivery starts", "events_read", read, "took", took.Round(time.Millisecond))
+			return
 		}
-		l.log.Log(context.Background(), level, "event log: the sinks' queues are rebuilt; delivery starts", "events_read", read, "took", took.Round(time.Millisecond))
+		if !errors.Is(err, pipeline.ErrClosed) {
+			l.log.Error("event log: could not rebuild the sinks' queues; nothing is delivered and nothing removed by retention until it succeeds; trying again", "err", err, "in", wait)
+			select {
+			case <-l.closed:
+			case <-time.After(wait):
+				continue
+			}
+		}
+		l.loadErr = pipeline.ErrClosed
+		return
 	}
-	l.loadErr = err
-	close(l.loaded)
 }
+
+// loadRetry is how soon a failed rebuild of the queues is tried again
+// (doubling, up to a minute); tests shorten it.
+var loadRetry = time.Second
 
 // queuesLoaded reports whether the queues are rebuilt after Open.
 func (l *DB) queuesLoaded() bool {

@@ -64,13 +64,7 @@ func TestFailedFetchLosesNothing(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	set := func(v []byte) {
-		t.Helper()
-		if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(eventKey(seqs[2]), v) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	set([]byte{0xff}) // a truncated varint: not an event record
+	setRecord(t, l, seqs[2], []byte{0xff}) // a truncated varint: not an event record
 	if ds, err := q.Fetch(ctx, 10); err == nil || len(ds) != 0 {
 		t.Fatalf("Fetch over an unreadable event = %d deliveries, %v; want none and an error", len(ds), err)
 	}
@@ -85,7 +79,7 @@ func TestFailedFetchLosesNothing(t *testing.T) {
 	if st.Ready != 3 || !oldest.Equal(time.Unix(1, 0)) {
 		t.Fatalf("after the failed Fetch: Stats = %+v, Oldest = %v; want 3 ready, the oldest at %v", st, oldest, time.Unix(1, 0).UTC())
 	}
-	set(good)
+	setRecord(t, l, seqs[2], good)
 	if want, wantOldest := statsByEveryKey(t, q); st != want || !oldest.Equal(wantOldest) {
 		t.Fatalf("after the failed Fetch: Stats = %+v, Oldest = %v; the log's keys say %+v, %v", st, oldest, want, wantOldest)
 	}

@@ -195,13 +195,7 @@ func TestQueuesRebuildIsTriedAgain(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	set := func(l *DB, v []byte) {
-		t.Helper()
-		if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(eventKey(5), v) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	set(l, []byte{0xff}) // a truncated varint: not an event record
+	setRecord(t, l, 5, []byte{0xff}) // a truncated varint: not an event record
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -213,11 +207,20 @@ func TestQueuesRebuildIsTriedAgain(t *testing.T) {
 	if ds, err := r.Queue("s").Fetch(short, 100); !errors.Is(err, context.DeadlineExceeded) || len(ds) != 0 {
 		t.Fatalf("Fetch while the rebuild fails = %d deliveries, %v; want none, waiting", len(ds), err)
 	}
-	set(r, good) // the record reads again
+	setRecord(t, r, 5, good) // the record reads again
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ds, err := r.Queue("s").Fetch(fctx, 100)
 	if err != nil || len(ds) != 10 || ds[0].Seq != 1 || ds[9].Seq != 10 {
 		t.Fatalf("Fetch once the record reads again = %d deliveries, %v; want seqs 1..10", len(ds), err)
+	}
+}
+
+// setRecord writes v as the record of the event at seq, behind the log's
+// back (straight into Badger).
+func setRecord(t *testing.T, l *DB, seq uint64, v []byte) {
+	t.Helper()
+	if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(eventKey(seq), v) }); err != nil {
+		t.Fatal(err)
 	}
 }

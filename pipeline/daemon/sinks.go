@@ -89,10 +89,6 @@ func (sr *sinkRun) lastError(st pluginhost.Status) (string, time.Time) {
 	return msg, at
 }
 
-func (s *sinks) newSinkRun(spec pluginhost.Spec, d config.Delivery, orderKey *rules.Program) *sinkRun {
-	return s.sinkRun(spec, s.supervisor(spec), d, orderKey)
-}
-
 // supervisor makes the supervisor of spec's plugin, not started.
 func (s *sinks) supervisor(spec pluginhost.Spec) *pluginhost.Supervisor {
 	return pluginhost.NewSupervisor(spec, &pluginhost.Options{Logger: s.log, Metrics: s.metrics})
@@ -294,9 +290,9 @@ func jsonEqual(a, b []byte) bool {
 
 // applySinks makes the running sinks those of specs: sinks that are new or
 // whose plugin or config changed get a new plugin, all started at once
-// before anything else changes — if one fails, nothing changes; then old plugins of replaced
-// sinks stop after their in-flight batch, and removed sinks stop. A batch
-// in flight is waited for while ctx lasts.
+// before anything else changes — if one fails, nothing changes; then old
+// plugins of replaced sinks stop after their in-flight batch, and removed
+// sinks stop. A batch in flight is waited for while ctx lasts.
 func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []config.Sink, orderKeys map[string]*rules.Program) error {
 	current := map[string]*sinkRun{}
 	for _, sr := range s.list() {

@@ -96,7 +96,8 @@ func TestStopDispatchIsBounded(t *testing.T) {
 	}
 	l := &refusingLog{Log: memlog.New()}
 	s := &sinks{log: slog.New(slog.DiscardHandler), db: l, metrics: metrics.New(prometheus.NewRegistry())}
-	sr := s.newSinkRun(pluginhost.Spec{Sink: "s", Command: os.Args[0], Config: raw}, config.Delivery{BatchMax: 10, MaxAttempts: 3}, nil)
+	spec := pluginhost.Spec{Sink: "s", Command: os.Args[0], Config: raw}
+	sr := s.sinkRun(spec, s.supervisor(spec), config.Delivery{BatchMax: 10, MaxAttempts: 3}, nil)
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := sr.sup.Start(sctx); err != nil {

@@ -24,8 +24,8 @@
 // An event record keeps its dedup key, the sinks it was routed to and the
 // route to each: an event with a route to a sink and no delivery record
 // for it (nor an ack in the sink's Acks) is queued there. The queues'
-// ready entries live in memory and Open rebuilds them from the records
-// (pending.go): Append writes no key per sink. A replay (Queue.Requeue) and a dead-letter retry
+// ready entries live in memory, rebuilt from the records in the background
+// after Open (pending.go): Append writes no key per sink. A replay (Queue.Requeue) and a dead-letter retry
 // (Queue.RetryDead) write retry entries due now: Fetch reads retries
 // before the ready entries, and retention counts retry entries as
 // references (P6).

@@ -123,8 +123,8 @@ const pruneBatch = 1000
 // oldest first. It stops at the first event received at or after cutoff
 // and returns how many events it removed.
 func (l *DB) Prune(cutoff time.Time) (int, error) {
-	// An event queued in a queue not yet rebuilt would look unreferenced
-	// (P6): retention waits for the rebuild.
+	// Retention reads the queues' memory (queued): it waits for Open's
+	// rebuild of them, never judging by a queue half built (P6).
 	if err := l.waitQueues(context.Background()); err != nil {
 		return 0, err
 	}

@@ -27,9 +27,10 @@ import (
 // queue scan, gone (docs/performance.md). A first-attempt ack's record may
 // be its place in the sink's Acks (acks.go): that counts as one too.
 //
-// Open rebuilds the queues from the event records, from the pending mark
-// (m/pending) on: a seq below which no event is queued anywhere, written
-// every markInterval and at Close. Queued only ever turns into something
+// The queues are rebuilt from the event records, in the background after
+// Open (loadQueues), from the pending mark (m/pending) on: a seq below
+// which no event is queued anywhere, written every markInterval and at
+// Close. Queued only ever turns into something
 // else (a settlement or a hold writes the record; Requeue and RetryDead
 // write retry keys, never a queued entry), and new entries get seqs above
 // every other, so a mark once true stays true.

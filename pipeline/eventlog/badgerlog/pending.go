@@ -242,8 +242,8 @@ func (l *DB) queuesLoaded() bool {
 	}
 }
 
-// waitQueues waits until the queues are rebuilt after Open and returns
-// the rebuild's error, ctx's, or ErrClosed when the log closes first.
+// waitQueues waits until the queues are rebuilt after Open; it returns
+// ctx's error when ctx ends first, and ErrClosed when the log closes.
 func (l *DB) waitQueues(ctx context.Context) error {
 	select {
 	case <-l.loaded:

@@ -201,7 +201,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 	defer d.stopAll()
-	started, err := d.startSinks(starts, cfg.Sinks, cfg.Plan().OrderKeys)
+	started, err := d.startSinks(ctx, starts, cfg.Sinks, cfg.Plan().OrderKeys)
 	d.install(started)
 	if err != nil {
 		return err
@@ -293,7 +293,7 @@ func (d *Daemon) open(ctx context.Context, c config.Log, plugins int) (pipeline.
 // while starting (a crash, not a config problem): then its supervisor keeps
 // trying on its own and the sink shows failed in /v1/sinks, while webhooks
 // are taken and queued.
-func (d *Daemon) startSinks(starts []*pluginStart, sinks []config.Sink, orderKeys map[string]*rules.Program) ([]*sinkRun, error) {
+func (d *Daemon) startSinks(ctx context.Context, starts []*pluginStart, sinks []config.Sink, orderKeys map[string]*rules.Program) ([]*sinkRun, error) {
 	started := make([]*sinkRun, len(starts))
 	for i, ps := range starts {
 		<-ps.done
@@ -303,7 +303,7 @@ func (d *Daemon) startSinks(starts []*pluginStart, sinks []config.Sink, orderKey
 		if ps.err == nil {
 			continue
 		}
-		if errors.Is(ps.err, pluginhost.ErrPluginExited) && ps.ctx.Err() == nil {
+		if errors.Is(ps.err, pluginhost.ErrPluginExited) && ctx.Err() == nil {
 			d.log.Error("sink plugin exited at start; serving anyway, its events wait in the log while it is tried again",
 				"sink", ps.spec.Sink, "err", ps.err)
 			continue

@@ -115,7 +115,6 @@ func (s *sinks) sinkRun(spec pluginhost.Spec, sup *pluginhost.Supervisor, d conf
 type pluginStart struct {
 	spec pluginhost.Spec
 	sup  *pluginhost.Supervisor
-	ctx  context.Context
 	done chan struct{} // closed when Start has returned
 	err  error         // what Start returned; read after done
 }
@@ -127,7 +126,7 @@ type pluginStart struct {
 func (s *sinks) startPlugins(ctx context.Context, specs []pluginhost.Spec) []*pluginStart {
 	starts := make([]*pluginStart, len(specs))
 	for i, spec := range specs {
-		ps := &pluginStart{spec: spec, sup: s.supervisor(spec), ctx: ctx, done: make(chan struct{})}
+		ps := &pluginStart{spec: spec, sup: s.supervisor(spec), done: make(chan struct{})}
 		go func() {
 			defer close(ps.done)
 			ps.err = ps.sup.Start(ctx)

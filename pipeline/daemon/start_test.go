@@ -79,31 +79,12 @@ command = %q
 config = { plugin_env = %q, dir = %q, name = %q, peers = [%q] }
 `, name, os.Args[0], pluginVar, dir, name+gen, peer+gen)
 	}
-	toml := fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[log]
-dir = %q
-
-[[source]]
-name = "src"
-path = "/hooks/src"
-auth = { type = "none" }
-%s%s
+	return sinksConfig(t, "", logDir, sink("a", "b")+sink("b", "a")+`
 [[route]]
 name = "all"
 when = "true"
 to = ["a", "b"]
-`, logDir, sink("a", "b"), sink("b", "a"))
-	cfg, err := config.Parse("daemon_test.toml", []byte(toml))
-	if err != nil {
-		t.Fatalf("config.Parse = %v", err)
-	}
-	return cfg
+`)
 }
 
 // TestPluginsStartWhileTheLogOpens checks that a restart waits for the

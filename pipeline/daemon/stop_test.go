@@ -223,6 +223,24 @@ func (noNotifier) WatchdogInterval() time.Duration   { return 0 }
 func pluginConfig(t *testing.T, server string) *config.Config {
 	t.Helper()
 	t.Setenv(pluginVar, "deliver")
+	return sinksConfig(t, server, t.TempDir(), fmt.Sprintf(`
+[[sink]]
+name = "s"
+command = %q
+config = { plugin_env = %q }
+
+[[route]]
+name = "all"
+when = "true"
+to = ["s"]
+`, os.Args[0], pluginVar))
+}
+
+// sinksConfig parses a configuration of one source, "src" at /hooks/src,
+// with server (lines of [server]) added, both listeners on free loopback
+// ports, the log in logDir, and then rest: its sinks and routes.
+func sinksConfig(t *testing.T, server, logDir, rest string) *config.Config {
+	t.Helper()
 	toml := fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
@@ -232,24 +250,14 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 
 [log]
-dir = %%q
+dir = %q
 
 [[source]]
 name = "src"
 path = "/hooks/src"
 auth = { type = "none" }
-
-[[sink]]
-name = "s"
-command = %%q
-config = { plugin_env = %%q }
-
-[[route]]
-name = "all"
-when = "true"
-to = ["s"]
-`, server)
-	cfg, err := config.Parse("daemon_test.toml", []byte(fmt.Sprintf(toml, t.TempDir(), os.Args[0], pluginVar)))
+%s`, server, logDir, rest)
+	cfg, err := config.Parse("daemon_test.toml", []byte(toml))
 	if err != nil {
 		t.Fatalf("config.Parse = %v", err)
 	}

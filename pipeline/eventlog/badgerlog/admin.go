@@ -301,9 +301,6 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 // Requeue implements [pipeline.Queue]. The entries go to the retry keyspace
 // due now, which Fetch reads before the ready entries from its cursor on.
 func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
-	if err := q.l.checkOpen(); err != nil {
-		return 0, err
-	}
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -418,9 +415,6 @@ func exists(txn *badger.Txn, key []byte) (bool, error) {
 // Oldest implements [pipeline.Queue]: the lowest queued entry (in
 // memory) and every retry key are looked at.
 func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
-	if err := q.l.checkOpen(); err != nil {
-		return time.Time{}, err
-	}
 	if err := q.l.waitQueues(ctx); err != nil {
 		return time.Time{}, err
 	}

@@ -255,22 +255,16 @@ func Open(dir string, o *Options) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
-	mark, err := l.readPendingMark()
-	if err != nil {
-		w.Close()
-		db.Close()
-		return nil, fmt.Errorf("open event log %s: %w", dir, err)
-	}
-	l.openMark, l.loaded = mark, make(chan struct{})
+	l.loaded = make(chan struct{})
 	l.wg.Add(1)
-	go l.loadQueues(mark, l.next)
+	go l.loadQueues(l.openMark, l.next)
 	go l.committer()
 	l.wg.Add(1)
 	go l.checkpoints()
 	l.wg.Add(1)
 	go l.dedupFilterLoop()
 	l.every(opts.MaintenanceInterval, l.maintain)
-	written := mark
+	written := l.openMark
 	l.every(markInterval, func() {
 		var err error
 		if written, err = l.writeMark(written); err != nil && l.checkOpen() == nil {
@@ -359,11 +353,14 @@ func retryKey(sink string, due time.Time, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 
-// loadNext reads the next sequence number (1 in a new log) and where the
-// time index starts (timeFrom).
+// loadNext reads the next sequence number (1 in a new log), the pending
+// mark (openMark) and where the time index starts (timeFrom).
 func (l *DB) loadNext() error {
 	return l.db.View(func(txn *badger.Txn) (err error) {
 		if l.next, err = readSeq(txn, keyNext, 1); err != nil {
+			return err
+		}
+		if l.openMark, err = readSeq(txn, keyPendingMark, 0); err != nil {
 			return err
 		}
 		from, err := readSeq(txn, keyTimeFrom, 0)

@@ -146,9 +146,6 @@ const releaseBatch = 1000
 // keys and (dead set) its dead-letter keys, then over its ready entries up
 // to the highest seq seen, reading each event.
 func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Waiting) error) error {
-	if err := q.l.checkOpen(); err != nil {
-		return err
-	}
 	if err := q.l.waitQueues(ctx); err != nil {
 		return err
 	}

@@ -174,20 +174,6 @@ func (l *DB) writeMark(written uint64) (uint64, error) {
 	return mark, nil
 }
 
-// readPendingMark reads the pending mark: no event below it is queued.
-func (l *DB) readPendingMark() (uint64, error) {
-	var mark uint64
-	err := l.db.View(func(txn *badger.Txn) error {
-		var err error
-		mark, err = readSeq(txn, keyPendingMark, 0)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("read the pending mark: %w", err)
-	}
-	return mark, nil
-}
-
 // loadQueues rebuilds the queues from the event records of seqs mark to
 // top (loadPending) and then closes l.loaded. Open runs it in the
 // background: webhooks are taken while a backlog of millions is read
@@ -242,9 +228,13 @@ func (l *DB) queuesLoaded() bool {
 	}
 }
 
-// waitQueues waits until the queues are rebuilt after Open; it returns
-// ctx's error when ctx ends first, and ErrClosed when the log closes.
+// waitQueues returns nil once the log is open with its queues rebuilt
+// (after Open, in the background), waiting for the rebuild: ErrClosed when
+// the log is closed or closes first, ctx's error when ctx ends first.
 func (l *DB) waitQueues(ctx context.Context) error {
+	if err := l.checkOpen(); err != nil {
+		return err
+	}
 	select {
 	case <-l.loaded:
 		return l.loadErr
@@ -314,12 +304,7 @@ func (l *DB) loadPending(mark, top uint64) (int, error) {
 		q := l.queue(sink)
 		q.pmu.Lock()
 		q.pending.seqs = append(p.seqs, q.pending.seqs...)
-		for seq, t := range p.legacy {
-			if q.pending.legacy == nil {
-				q.pending.legacy = map[uint64]*logpb.Target{}
-			}
-			q.pending.legacy[seq] = t
-		}
+		q.pending.legacy = p.legacy // only the rebuild finds entries with a ready key
 		q.pmu.Unlock()
 	}
 	return read, nil

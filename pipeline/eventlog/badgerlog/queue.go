@@ -376,9 +376,6 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 // are counted in memory; retrying and dead entries key by key, so Stats
 // costs time in proportion to those.
 func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
-	if err := q.l.checkOpen(); err != nil {
-		return pipeline.QueueStats{}, err
-	}
 	if err := q.l.waitQueues(ctx); err != nil {
 		return pipeline.QueueStats{}, err
 	}

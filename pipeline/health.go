@@ -11,3 +11,34 @@ type WriteChecker interface {
 	// (no I/O beyond a statfs) and safe for concurrent use.
 	CheckWrite() error
 }
+
+// QueueRebuild is how far a log has come in rebuilding its sinks' queues
+// after it opened.
+type QueueRebuild struct {
+	// Read counts the event records read so far, of about Total: the
+	// events between the oldest still queued at the last stop and the
+	// newest then.
+	Read, Total int64
+}
+
+// QueueRebuilder is an optional capability of a [Log] that rebuilds its
+// sinks' queues in the background after it opens, as Badger's does: until
+// the rebuild is done, a queue's Fetch, Stats and Oldest wait for it. The
+// daemon's status (GET /v1/sinks, /metrics) asks it first, so that it
+// answers at once during the rebuild instead of waiting for the counts.
+type QueueRebuilder interface {
+	// QueuesRebuilding returns the rebuild's progress and true while the
+	// queues are being rebuilt (or a failed rebuild waits to be tried
+	// again), and false once they are whole or the log is closed. It is
+	// cheap and safe for concurrent use.
+	QueuesRebuilding() (QueueRebuild, bool)
+}
+
+// QueuesRebuilding asks l whether it is rebuilding its queues; false when
+// l does not rebuild them in the background ([QueueRebuilder]).
+func QueuesRebuilding(l Log) (QueueRebuild, bool) {
+	if r, ok := l.(QueueRebuilder); ok {
+		return r.QueuesRebuilding()
+	}
+	return QueueRebuild{}, false
+}

@@ -560,10 +560,11 @@ func sortedKeys(m map[string]string) []string {
 
 func (p *printer) sinks() error {
 	var raw []byte
-	sinks, err := p.c.WithRaw(&raw).Sinks(context.Background())
+	list, err := p.c.WithRaw(&raw).SinkList(context.Background())
 	if err != nil {
 		return err
 	}
+	sinks := list.Sinks
 	if p.asJSON {
 		_, err := p.stdout.Write(raw)
 		return err
@@ -589,10 +590,20 @@ func (p *printer) sinks() error {
 			paused = "paused"
 		}
 		heldKeys, oldestHeld := heldCells(s)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\t%s\n", s.Name, plugin, orDash(s.Breaker), paused,
-			s.Ready, s.Retrying, oldest, s.Dead, heldKeys, oldestHeld, orDash(lastErr))
+		ready, retrying, dead := strconv.Itoa(s.Ready), strconv.Itoa(s.Retrying), strconv.Itoa(s.Dead)
+		if s.Rebuilding {
+			ready, retrying, dead = "rebuilding", "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, plugin, orDash(s.Breaker), paused,
+			ready, retrying, oldest, dead, heldKeys, oldestHeld, orDash(lastErr))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if r := list.QueuesRebuild; r != nil {
+		fmt.Fprintf(p.stderr, "the sinks' queues are being rebuilt after the start: %d of about %d events read; the counts follow once it is done, and delivery starts then\n", r.Read, r.Total)
+	}
+	return nil
 }
 
 // heldCells are the HELD_KEYS and OLDEST_HELD_AGE_SECONDS cells of a sink

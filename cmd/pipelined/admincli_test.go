@@ -236,3 +236,40 @@ func TestAdminURL(t *testing.T) {
 		}
 	}
 }
+
+// rebuildingLog is a log rebuilding its queues after a start, 7 of 30
+// event records read.
+type rebuildingLog struct{ *memlog.Log }
+
+func (rebuildingLog) QueuesRebuilding() (pipeline.QueueRebuild, bool) {
+	return pipeline.QueueRebuild{Read: 7, Total: 30}, true
+}
+
+// TestSinksWhileRebuilding: during the rebuild of the queues after a
+// start, `pipelined sinks` shows that the counts are not known yet (not
+// zeros) and says how far the rebuild is.
+func TestSinksWhileRebuilding(t *testing.T) {
+	l := rebuildingLog{memlog.New()}
+	t.Cleanup(func() { l.Close() })
+	srv := httptest.NewServer(admin.Handler(admin.Options{Log: l, Token: []byte(cliToken),
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "archive", Plugin: "running", Breaker: "closed", Rebuilding: true}}, nil
+		}}))
+	t.Cleanup(srv.Close)
+	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
+	code, stdout, stderr := runPipelined(t, "sinks", "--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		"NAME     PLUGIN   BREAKER  PAUSED  READY       RETRYING  OLDEST_AGE_SECONDS  DEAD",
+		"archive  running  closed   -       rebuilding  -         -                   -",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+	if want := "the sinks' queues are being rebuilt after the start: 7 of about 30 events read"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+}

@@ -115,9 +115,15 @@ func (c *Client) Call(ctx context.Context, method, path string, body, v any) err
 
 // Sinks returns the status of every sink (GET /v1/sinks).
 func (c *Client) Sinks(ctx context.Context) ([]SinkStatus, error) {
+	v, err := c.SinkList(ctx)
+	return v.Sinks, err
+}
+
+// SinkList returns the whole answer of GET /v1/sinks.
+func (c *Client) SinkList(ctx context.Context) (SinkList, error) {
 	var v SinkList
 	err := c.Call(ctx, "GET", "/v1/sinks", nil, &v)
-	return v.Sinks, err
+	return v, err
 }
 
 // Sink returns the status of one sink; an unknown sink is an error.

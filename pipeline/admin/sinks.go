@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,19 +19,31 @@ func (s *server) sinks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	if s.o.Log != nil {
-		now := time.Now()
-		for i := range sinks {
-			if sinks[i].OldestAgeSeconds != 0 || sinks[i].Ready+sinks[i].Retrying == 0 {
-				continue
-			}
-			at, err := s.o.Log.Queue(sinks[i].Name).Oldest(r.Context())
-			if err == nil && !at.IsZero() {
-				sinks[i].OldestAgeSeconds = max(now.Sub(at).Seconds(), 0.001)
-			}
+	AddOldestAges(r.Context(), s.o.Log, sinks)
+	list := SinkList{Sinks: sinks}
+	if slices.ContainsFunc(sinks, func(s SinkStatus) bool { return s.Rebuilding }) {
+		if p, ok := pipeline.QueuesRebuilding(s.o.Log); ok {
+			list.QueuesRebuild = &QueuesRebuild{Read: p.Read, Total: p.Total}
 		}
 	}
-	writeJSON(w, http.StatusOK, SinkList{Sinks: sinks})
+	writeJSON(w, http.StatusOK, list)
+}
+
+// AddOldestAges fills in OldestAgeSeconds, from l, of each sink with
+// events waiting that does not have it yet. l may be nil.
+func AddOldestAges(ctx context.Context, l pipeline.Log, sinks []SinkStatus) {
+	if l == nil {
+		return
+	}
+	now := time.Now()
+	for i := range sinks {
+		if sinks[i].OldestAgeSeconds != 0 || sinks[i].Ready+sinks[i].Retrying == 0 {
+			continue
+		}
+		if at, err := l.Queue(sinks[i].Name).Oldest(ctx); err == nil && !at.IsZero() {
+			sinks[i].OldestAgeSeconds = max(now.Sub(at).Seconds(), 0.001)
+		}
+	}
 }
 
 func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {

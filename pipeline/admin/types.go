@@ -46,6 +46,11 @@ type SinkStatus struct {
 	HeldKeys             int     `json:"held_keys,omitempty"`
 	Held                 int     `json:"held,omitempty"`
 	OldestHeldAgeSeconds float64 `json:"oldest_held_age_seconds,omitempty"`
+	// Rebuilding is true while the daemon rebuilds the sinks' queues after
+	// its start (a backlog of millions takes seconds, and delivery starts
+	// after it): Ready, Retrying and Dead are not known yet and are 0, and
+	// [SinkList.QueuesRebuild] says how far it is. Absent when false.
+	Rebuilding bool `json:"rebuilding,omitempty"`
 }
 
 // SinkPause is the answer of POST /v1/sinks/{sink}/pause and
@@ -78,6 +83,16 @@ type Readiness struct {
 // SinkList is the answer of GET /v1/sinks.
 type SinkList struct {
 	Sinks []SinkStatus `json:"sinks"`
+	// QueuesRebuild is how far the rebuild of the queues after the start
+	// is; absent when no sink is [SinkStatus.Rebuilding].
+	QueuesRebuild *QueuesRebuild `json:"queues_rebuild,omitempty"`
+}
+
+// QueuesRebuild is how far the daemon is in rebuilding the sinks' queues
+// after its start: Read event records of about Total.
+type QueuesRebuild struct {
+	Read  int64 `json:"read"`
+	Total int64 `json:"total"`
 }
 
 // Event is an event as the API shows it.

@@ -608,6 +608,10 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 		} else {
 			d.metrics.SinkUp(sr.name, false)
 		}
+		if _, rebuilding := pipeline.QueuesRebuilding(d.sinks.db); rebuilding {
+			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true})
+			continue
+		}
 		st, err := sr.q.Stats(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %w", sr.name, err)

@@ -380,6 +380,13 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 			}
 			orderStatus(&ss, disp)
 		}
+		if _, ss.Rebuilding = pipeline.QueuesRebuilding(s.db); ss.Rebuilding {
+			// The counts wait for the rebuild after the start; say so now.
+			if sr.sup != nil {
+				out = append(out, ss)
+			}
+			continue
+		}
 		qs, err := sr.q.Stats(ctx)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))

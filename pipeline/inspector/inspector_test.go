@@ -588,3 +588,28 @@ func TestLoginThroughATLSProxy(t *testing.T) {
 		})
 	}
 }
+
+// TestOverviewWhileRebuilding: during the rebuild of the queues after a
+// start, the overview says so in place of counts that are not known yet.
+func TestOverviewWhileRebuilding(t *testing.T) {
+	ao := admin.Options{
+		Log: memlog.New(),
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running", Rebuilding: true}, {Name: "archive", Plugin: "running", Ready: 12}}, nil
+		},
+		AllowUnauthenticated: true,
+	}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	t.Cleanup(srv.Close)
+	resp, body := get(t, client(t), srv.URL+"/ui/")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /ui/ = %d", resp.StatusCode)
+	}
+	if n := strings.Count(body, "rebuilding after the start"); n != 1 {
+		t.Errorf("overview says %d times that a queue is rebuilding, want once (crm):\n%s", n, body)
+	}
+	if !strings.Contains(body, `<td class="num">12</td>`) {
+		t.Errorf("overview lacks archive's 12 ready:\n%s", body)
+	}
+}

@@ -43,17 +43,7 @@ func (u *UI) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 		return nil, nil
 	}
 	sinks, err := u.o.Admin.Sinks(ctx)
-	if u.o.Admin.Log != nil {
-		now := time.Now()
-		for i := range sinks {
-			if sinks[i].OldestAgeSeconds != 0 || sinks[i].Ready+sinks[i].Retrying == 0 {
-				continue
-			}
-			if at, err := u.o.Admin.Log.Queue(sinks[i].Name).Oldest(ctx); err == nil && !at.IsZero() {
-				sinks[i].OldestAgeSeconds = max(now.Sub(at).Seconds(), 0.001)
-			}
-		}
-	}
+	admin.AddOldestAges(ctx, u.o.Admin.Log, sinks)
 	return sinks, err
 }
 

@@ -67,6 +67,10 @@ type QueueSample struct {
 	// Oldest is the ReceivedAt of the oldest event still waiting in the
 	// queue (ready, leased or retrying), zero when there is none.
 	Oldest time.Time
+	// Rebuilding is true while the log rebuilds its queues after the
+	// start, when the counts are not known yet: the scrape leaves the
+	// sink's queue metrics out and sets pipelined_queues_rebuilding.
+	Rebuilding bool
 }
 
 // Metrics is every metric of one pipelined process. Create it with [New];
@@ -388,9 +392,10 @@ func (m *Metrics) SinkBreaker(sink string, open bool) {
 }
 
 // SetQueueSource sets the function that reports every sink's queue at
-// scrape time, for pipelined_queue_depth, pipelined_dead_letters and
-// pipelined_queue_oldest_age_seconds. Its ctx is bounded by the scrape
-// (5 s); an error drops those metrics from that scrape. nil removes it.
+// scrape time, for pipelined_queue_depth, pipelined_dead_letters,
+// pipelined_queue_oldest_age_seconds and pipelined_queues_rebuilding. Its
+// ctx is bounded by the scrape (5 s); an error drops those metrics from
+// that scrape. nil removes it.
 func (m *Metrics) SetQueueSource(f func(ctx context.Context) ([]QueueSample, error)) {
 	if m == nil {
 		return
@@ -419,8 +424,8 @@ type stateCollector struct {
 	queues  atomic.Pointer[func(context.Context) ([]QueueSample, error)]
 	logSize atomic.Pointer[func() map[string]int64]
 
-	depth, dead, oldest, size *prometheus.Desc
-	now                       func() time.Time
+	depth, dead, oldest, size, rebuilding *prometheus.Desc
+	now                                   func() time.Time
 }
 
 func newStateCollector() *stateCollector {
@@ -437,6 +442,9 @@ func newStateCollector() *stateCollector {
 		size: prometheus.NewDesc("pipelined_log_size_bytes",
 			"Size of the event log on disk, by kind, as the log's backend names them (the badger backend: lsm, vlog, wal; see its documentation). Not reported for a backend that keeps no local files.",
 			[]string{"kind"}, nil),
+		rebuilding: prometheus.NewDesc("pipelined_queues_rebuilding",
+			"1 while the event log rebuilds the sinks' queues after the start (a backlog of millions takes seconds; delivery starts after it), when the queue metrics are left out; else 0.",
+			nil, nil),
 		now: time.Now,
 	}
 }
@@ -447,6 +455,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.dead
 	ch <- c.oldest
 	ch <- c.size
+	ch <- c.rebuilding
 }
 
 // Collect implements [prometheus.Collector].
@@ -468,7 +477,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	now := c.now()
+	rebuilding := 0.0
 	for _, s := range samples {
+		if s.Rebuilding {
+			rebuilding = 1
+			continue
+		}
 		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(s.Ready), s.Sink, "ready")
 		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(s.Retrying), s.Sink, "retrying")
 		ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(s.Dead), s.Sink)
@@ -478,6 +492,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age, s.Sink)
 	}
+	ch <- prometheus.MustNewConstMetric(c.rebuilding, prometheus.GaugeValue, rebuilding)
 }
 
 // Counts is a snapshot of the counters the admin UI draws rates from.

@@ -159,9 +159,12 @@ pipelined_queue_depth{sink="archive",state="ready"} 0
 pipelined_queue_depth{sink="archive",state="retrying"} 0
 pipelined_queue_depth{sink="slack",state="ready"} 5
 pipelined_queue_depth{sink="slack",state="retrying"} 2
+# HELP pipelined_queues_rebuilding 1 while the event log rebuilds the sinks' queues after the start (a backlog of millions takes seconds; delivery starts after it), when the queue metrics are left out; else 0.
+# TYPE pipelined_queues_rebuilding gauge
+pipelined_queues_rebuilding 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"pipelined_dead_letters", "pipelined_log_size_bytes", "pipelined_queue_depth"); err != nil {
+		"pipelined_dead_letters", "pipelined_log_size_bytes", "pipelined_queue_depth", "pipelined_queues_rebuilding"); err != nil {
 		t.Error(err)
 	}
 	mfs, err := reg.Gather()
@@ -188,6 +191,29 @@ pipelined_queue_depth{sink="slack",state="retrying"} 2
 	}
 	if n := testutil.CollectAndCount(m.state, "pipelined_queue_depth"); n != 4 {
 		t.Errorf("pipelined_queue_depth series = %d, want 4", n)
+	}
+}
+
+// TestQueuesRebuilding: while the log rebuilds its queues after the start,
+// a scrape leaves the queue metrics out (their counts are not known yet)
+// and says so in pipelined_queues_rebuilding.
+func TestQueuesRebuilding(t *testing.T) {
+	m, reg := newMetrics(t)
+	m.SetQueueSource(func(ctx context.Context) ([]QueueSample, error) {
+		return []QueueSample{{Sink: "slack", Rebuilding: true}, {Sink: "archive", Rebuilding: true}}, nil
+	})
+	want := `
+# HELP pipelined_queues_rebuilding 1 while the event log rebuilds the sinks' queues after the start (a backlog of millions takes seconds; delivery starts after it), when the queue metrics are left out; else 0.
+# TYPE pipelined_queues_rebuilding gauge
+pipelined_queues_rebuilding 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pipelined_queues_rebuilding"); err != nil {
+		t.Error(err)
+	}
+	for _, name := range []string{"pipelined_queue_depth", "pipelined_dead_letters", "pipelined_queue_oldest_age_seconds"} {
+		if n := testutil.CollectAndCount(m.state, name); n != 0 {
+			t.Errorf("%s series during the rebuild = %d, want 0: its counts are not known yet", name, n)
+		}
 	}
 }
 

@@ -137,9 +137,13 @@ type DB struct {
 	// loaded is closed when that is done, loadErr (read after) is
 	// ErrClosed if the log closed first, and openMark is the pending mark
 	// Open read, which stays the mark until then. See waitQueues.
-	loaded   chan struct{}
-	loadErr  error
-	openMark uint64
+	// loadRead counts the records the rebuild read so far, of the
+	// loadTotal seqs from openMark to the next at Open.
+	loaded    chan struct{}
+	loadErr   error
+	openMark  uint64
+	loadRead  atomic.Int64
+	loadTotal int64
 
 	// timeFrom is the first seq that may be in the time index rather than
 	// have an i/ key (m/time-from), or 0 until the first Append sets it;
@@ -256,6 +260,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		return nil, err
 	}
 	l.loaded = make(chan struct{})
+	l.loadTotal = int64(l.next - min(l.openMark, l.next))
 	l.wg.Add(1)
 	go l.loadQueues(l.openMark, l.next)
 	go l.committer()

@@ -93,6 +93,9 @@ func TestQueuesRebuildWhileWebhooksAreTaken(t *testing.T) {
 	if got := r.pendingMark(); got != r.openMark {
 		t.Fatalf("pending mark during the rebuild = %d, want %d, the mark Open read", got, r.openMark)
 	}
+	if p, ok := r.QueuesRebuilding(); !ok || p != (pipeline.QueueRebuild{Read: 0, Total: 30}) {
+		t.Fatalf("QueuesRebuilding held at the first record = %+v, %v; want 0 of 30 read, true", p, ok)
+	}
 	type pruned struct {
 		n   int
 		err error
@@ -129,6 +132,9 @@ func TestQueuesRebuildWhileWebhooksAreTaken(t *testing.T) {
 	if st, err := r.Queue("t").Stats(ctx); err != nil || st.Ready != 35 {
 		t.Errorf("Stats of t after the rebuild = %+v, %v; want 35 ready (leased)", st, err)
 	}
+	if p, ok := r.QueuesRebuilding(); ok {
+		t.Errorf("QueuesRebuilding after the rebuild = %+v, true; want false", p)
+	}
 }
 
 // TestCloseDuringTheQueuesRebuild: a log closed while it rebuilds its
@@ -164,6 +170,9 @@ func TestCloseDuringTheQueuesRebuild(t *testing.T) {
 	}
 	if _, err := r.Queue("s").Fetch(context.Background(), 10); !errors.Is(err, pipeline.ErrClosed) {
 		t.Errorf("Fetch after Close = %v, want ErrClosed", err)
+	}
+	if p, ok := r.QueuesRebuilding(); ok {
+		t.Errorf("QueuesRebuilding after Close = %+v, true; want false", p)
 	}
 
 	loadHook = nil

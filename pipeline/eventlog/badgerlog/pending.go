@@ -228,6 +228,19 @@ func (l *DB) queuesLoaded() bool {
 	}
 }
 
+// QueuesRebuilding implements [pipeline.QueueRebuilder]: true while Open's
+// rebuild of the queues runs or waits to be tried again.
+func (l *DB) QueuesRebuilding() (pipeline.QueueRebuild, bool) {
+	select {
+	case <-l.loaded:
+		return pipeline.QueueRebuild{}, false
+	case <-l.closed:
+		return pipeline.QueueRebuild{}, false
+	default:
+		return pipeline.QueueRebuild{Read: l.loadRead.Load(), Total: l.loadTotal}, true
+	}
+}
+
 // waitQueues returns nil once the log is open with its queues rebuilt
 // (after Open, in the background), waiting for the rebuild: ErrClosed when
 // the log is closed or closes first, ctx's error when ctx ends first.
@@ -274,6 +287,7 @@ func (l *DB) loadPending(mark, top uint64) (int, error) {
 				loadHook(seq)
 			}
 			read++
+			l.loadRead.Store(int64(read))
 			l.progressed()
 			rec := &logpb.Event{}
 			if err := it.Item().Value(func(v []byte) error { return decode(v, rec) }); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -137,5 +138,72 @@ func TestPluginsStartWhileTheLogOpens(t *testing.T) {
 	running("after the reload")
 }
 
-// The helper plugin of this file; TestMain serves it.
-var _ sdk.Sink = rendezvousSink{}
+// rejectSink is a helper plugin that rejects its config when it sets
+// reject.
+type rejectSink struct{ deliverSink }
+
+func (rejectSink) Configure(_ context.Context, raw json.RawMessage) error {
+	var c struct {
+		Reject bool `json:"reject"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return err
+	}
+	if c.Reject {
+		return errors.New("no such table: calls")
+	}
+	return nil
+}
+
+// TestStartErrorsNameTheSinkOnce: a sink whose plugin rejects its config
+// fails the start, and a reload, with an error that names the sink once.
+func TestStartErrorsNameTheSinkOnce(t *testing.T) {
+	t.Setenv(pluginVar, "reject")
+	logDir := t.TempDir()
+	cfg := func(reject bool) *config.Config {
+		return sinksConfig(t, "", logDir, fmt.Sprintf(`
+[[sink]]
+name = "db"
+command = %q
+config = { plugin_env = %q, reject = %v }
+`, os.Args[0], pluginVar, reject))
+	}
+	once := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s = nil, want the plugin's refusal", what)
+		}
+		if n := strings.Count(err.Error(), `sink "db"`); n != 1 || !strings.Contains(err.Error(), "no such table: calls") {
+			t.Errorf("%s = %q; want the refusal, naming the sink once (%d times)", what, err, n)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	once("Run with a rejected config", New(cfg(true), &Options{Notifier: noNotifier{}}).Run(ctx))
+
+	ready := make(chan struct{})
+	d := New(cfg(false), &Options{
+		OnReady:  func(_, _ net.Addr) { close(ready) },
+		Notifier: noNotifier{},
+		Load:     func() (*config.Config, error) { return cfg(true), nil },
+	})
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run() = %v before it was ready", err)
+	case <-ctx.Done():
+		t.Fatal("daemon not ready within 30s")
+	}
+	once("Reload to a rejected config", d.Reload(ctx))
+}
+
+// The helper plugins of this file; TestMain serves them.
+var (
+	_ sdk.Sink = rendezvousSink{}
+	_ sdk.Sink = rejectSink{}
+)

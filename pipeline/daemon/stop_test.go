@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 		case "rendezvous": // start_test.go
 			sdk.Serve(rendezvousSink{})
 			os.Exit(0)
+		case "reject": // start_test.go
+			sdk.Serve(rejectSink{})
+			os.Exit(0)
 		}
 	}
 	os.Exit(m.Run())

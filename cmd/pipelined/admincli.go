@@ -271,6 +271,9 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+	if cmd == "sinks" && sub == "" && len(pos) > 0 && (pos[0] == "pause" || pos[0] == "resume") {
+		sub, pos = pos[0], pos[1:] // flags came first: sinks -c FILE pause SINK
+	}
 	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1, "sinks pause": 1, "sinks resume": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
 	if len(pos) != wantPos {
 		if wantPos == 0 {

@@ -125,6 +125,7 @@ func TestAdminCLI(t *testing.T) {
 		{"sinks pause again", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive was paused already"}, nil},
 		{"sinks table paused", append([]string{"sinks"}, a...), 0, []string{"archive  running                   closed   paused"}, nil},
 		{"sinks json paused", append([]string{"sinks", "--json"}, a...), 0, []string{`"paused": true`, `"breaker": "closed"`}, nil},
+		{"sinks pause, flags first", []string{"sinks", "-c", cfg, "pause", "archive"}, 0, []string{"sink archive was paused already"}, nil},
 		{"sinks resume", []string{"sinks", "resume", "archive", "-c", cfg, "--json"}, 0, []string{`"sink": "archive"`, `"paused": false`, `"changed": true`}, nil},
 		{"sinks pause unknown", []string{"sinks", "pause", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
 		{"sinks pause no sink", append([]string{"sinks", "pause"}, a...), 2, nil, []string{"want 1 argument"}},

@@ -46,6 +46,16 @@ func openLog(ctx context.Context, c config.Log, log *slog.Logger, progress *atom
 	}
 }
 
+// logInUse returns an error when another process has the log of c open:
+// a Badger directory is one process's (see [badgerlog.InUse]); a JetStream
+// stream is shared by design.
+func logInUse(c config.Log) error {
+	if c.Backend == "jetstream" {
+		return nil
+	}
+	return badgerlog.InUse(c.Dir)
+}
+
 // natsTLS builds the TLS settings of [log] tls_*; nil when none is set.
 func natsTLS(c config.Log) (*tls.Config, error) {
 	if c.TLSCAFile == "" && c.TLSCertFile == "" {

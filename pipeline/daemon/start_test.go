@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/sdk"
 )
@@ -200,6 +202,37 @@ config = { plugin_env = %q, reject = %v }
 		t.Fatal("daemon not ready within 30s")
 	}
 	once("Reload to a rejected config", d.Reload(ctx))
+}
+
+// TestSecondDaemonStartsNoPlugin: a daemon whose log directory another
+// process has open fails at once with an error that names that process
+// (Badger's own refusal names none), before its plugins run their
+// Configure (a rendezvousSink with no peers marks dir when it is
+// configured; before, the failed open cancelled the starts, which most
+// often had not got that far yet).
+func TestSecondDaemonStartsNoPlugin(t *testing.T) {
+	t.Setenv(pluginVar, "rendezvous")
+	dir, logDir := t.TempDir(), t.TempDir()
+	first, err := badgerlog.Open(logDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	cfg := sinksConfig(t, "", logDir, fmt.Sprintf(`
+[[sink]]
+name = "a"
+command = %q
+config = { plugin_env = %q, dir = %q, name = "a", peers = [] }
+`, os.Args[0], pluginVar, dir))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = New(cfg, &Options{Notifier: noNotifier{}}).Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "is in use by process "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("Run on a log another process has open = %v, want an error naming the process", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a")); err == nil {
+		t.Error("the sink's plugin was configured: the second daemon started it before it found the log in use")
+	}
 }
 
 // The helper plugins of this file; TestMain serves them.

@@ -15,15 +15,20 @@ type WriteChecker interface {
 // QueueRebuild is how far a log has come in rebuilding its sinks' queues
 // after it opened.
 type QueueRebuild struct {
-	// Read counts the event records read so far, of about Total: the
-	// events between the oldest still queued at the last stop and the
-	// newest then.
+	// Read counts the event records the current attempt read so far, of
+	// about Total: the seqs from the log's pending mark to its newest
+	// event at the open.
 	Read, Total int64
+	// Err is why the last attempt failed, when one did: the rebuild is
+	// then tried again (and Read starts over), and nothing is delivered
+	// until it succeeds.
+	Err string
 }
 
 // QueueRebuilder is an optional capability of a [Log] that rebuilds its
 // sinks' queues in the background after it opens, as Badger's does: until
-// the rebuild is done, a queue's Fetch, Stats and Oldest wait for it. The
+// the rebuild is done, what needs a queue whole waits for it (Fetch,
+// Stats, Oldest, Waiting, Requeue, retention). The
 // daemon's status (GET /v1/sinks, /metrics) asks it first, so that it
 // answers at once during the rebuild instead of waiting for the counts.
 type QueueRebuilder interface {

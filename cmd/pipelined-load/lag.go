@@ -191,6 +191,9 @@ func (q *queueWatch) scrape(ctx context.Context) (queueSample, error) {
 		s.age[sinkOf(m)] = m.GetGauge().GetValue()
 	}
 	if len(s.depth) == 0 {
+		if m := fams["pipelined_queues_rebuilding"].GetMetric(); len(m) > 0 && m[0].GetGauge().GetValue() == 1 {
+			return s, errors.New("the daemon is rebuilding its queues after its start: no " + depthMetric + " yet")
+		}
 		return s, errors.New("no " + depthMetric + " series in the answer")
 	}
 	return s, nil

@@ -150,8 +150,13 @@ func TestUnreadableMetricsFailsBeforeLoad(t *testing.T) {
 	other := serve(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "# TYPE go_goroutines gauge\ngo_goroutines 7\n")
 	})})
+	rebuilding := serve(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "# TYPE pipelined_queues_rebuilding gauge\npipelined_queues_rebuilding 1\n")
+	})})
 	for _, tc := range []struct{ url, want string }{
 		{dead, "read metrics " + dead + ": dial tcp " + ln.Addr().String() + ": connect: connection refused"},
+		// A daemon just started with a backlog: no queue gauges yet.
+		{rebuilding + "metrics", "read metrics " + rebuilding + "metrics: the daemon is rebuilding its queues after its start: no pipelined_queue_depth yet"},
 		// Some other program's metrics: no queue gauges.
 		{other + "metrics", "read metrics " + other + "metrics: no pipelined_queue_depth series in the answer"},
 		// Not a metrics endpoint at all: it answers JSON.
@@ -164,7 +169,7 @@ func TestUnreadableMetricsFailsBeforeLoad(t *testing.T) {
 			t.Errorf("-metrics %s: exit %d, stdout %q, stderr %q; want exit 1 and the one line %q", tc.url, code, out.String(), errOut.String(), tc.want)
 		}
 	}
-	if n := posts.Load(); n != 1 { // the GET of the second case
+	if n := posts.Load(); n != 1 { // the GET of the third case
 		t.Errorf("target got %d requests, want only the metrics GET: no load without metrics", n)
 	}
 }

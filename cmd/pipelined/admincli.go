@@ -605,6 +605,9 @@ func (p *printer) sinks() error {
 	}
 	if r := list.QueuesRebuild; r != nil {
 		fmt.Fprintf(p.stderr, "the sinks' queues are being rebuilt after the start: %d of about %d events read; the counts follow once it is done, and delivery starts then\n", r.Read, r.Total)
+		if r.Error != "" {
+			fmt.Fprintf(p.stderr, "its last attempt failed (it is tried again; see the daemon's log): %s\n", oneLine(r.Error))
+		}
 	}
 	return nil
 }

@@ -239,11 +239,11 @@ func TestAdminURL(t *testing.T) {
 }
 
 // rebuildingLog is a log rebuilding its queues after a start, 7 of 30
-// event records read.
+// event records read, its last attempt failed.
 type rebuildingLog struct{ *memlog.Log }
 
 func (rebuildingLog) QueuesRebuilding() (pipeline.QueueRebuild, bool) {
-	return pipeline.QueueRebuild{Read: 7, Total: 30}, true
+	return pipeline.QueueRebuild{Read: 7, Total: 30, Err: "rebuild the queues: decode event 5: unexpected EOF"}, true
 }
 
 // TestSinksWhileRebuilding: during the rebuild of the queues after a
@@ -270,7 +270,12 @@ func TestSinksWhileRebuilding(t *testing.T) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout)
 		}
 	}
-	if want := "the sinks' queues are being rebuilt after the start: 7 of about 30 events read"; !strings.Contains(stderr, want) {
-		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	for _, want := range []string{
+		"the sinks' queues are being rebuilt after the start: 7 of about 30 events read",
+		"its last attempt failed (it is tried again; see the daemon's log): rebuild the queues: decode event 5: unexpected EOF",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
 	}
 }

@@ -23,7 +23,7 @@ func (s *server) sinks(w http.ResponseWriter, r *http.Request) {
 	list := SinkList{Sinks: sinks}
 	if slices.ContainsFunc(sinks, func(s SinkStatus) bool { return s.Rebuilding }) {
 		if p, ok := pipeline.QueuesRebuilding(s.o.Log); ok {
-			list.QueuesRebuild = &QueuesRebuild{Read: p.Read, Total: p.Total}
+			list.QueuesRebuild = &QueuesRebuild{Read: p.Read, Total: p.Total, Error: p.Err}
 		}
 	}
 	writeJSON(w, http.StatusOK, list)

@@ -53,6 +53,23 @@ type SinkStatus struct {
 	Rebuilding bool `json:"rebuilding,omitempty"`
 }
 
+// MarshalJSON leaves ready, retrying and dead out while the sink is
+// Rebuilding: a client that does not know the field must not read an
+// unknown count as an empty queue.
+func (s SinkStatus) MarshalJSON() ([]byte, error) {
+	type plain SinkStatus // its fields, without this method
+	if !s.Rebuilding {
+		return json.Marshal(plain(s))
+	}
+	return json.Marshal(struct {
+		plain
+		// At a shallower depth than plain's, so they replace its fields.
+		Ready    *int `json:"ready,omitempty"`
+		Retrying *int `json:"retrying,omitempty"`
+		Dead     *int `json:"dead,omitempty"`
+	}{plain: plain(s)})
+}
+
 // SinkPause is the answer of POST /v1/sinks/{sink}/pause and
 // POST /v1/sinks/{sink}/resume.
 type SinkPause struct {
@@ -89,10 +106,13 @@ type SinkList struct {
 }
 
 // QueuesRebuild is how far the daemon is in rebuilding the sinks' queues
-// after its start: Read event records of about Total.
+// after its start: Read event records of about Total. Error is why the
+// last attempt failed, when one did; the rebuild is then tried again, and
+// nothing is delivered until it succeeds.
 type QueuesRebuild struct {
-	Read  int64 `json:"read"`
-	Total int64 `json:"total"`
+	Read  int64  `json:"read"`
+	Total int64  `json:"total"`
+	Error string `json:"error,omitempty"`
 }
 
 // Event is an event as the API shows it.

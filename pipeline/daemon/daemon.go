@@ -607,13 +607,14 @@ func (d *Daemon) retarget(ev pipeline.Event, sink string) (string, []byte, error
 // plugin, the old supervisor's stop comes after the new one's start.
 func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error) {
 	var out []metrics.QueueSample
+	_, rebuilding := pipeline.QueuesRebuilding(d.sinks.db) // once: all sinks or none
 	for _, sr := range d.sinks.list() {
 		if sr.sup != nil {
 			d.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
 		} else {
 			d.metrics.SinkUp(sr.name, false)
 		}
-		if _, rebuilding := pipeline.QueuesRebuilding(d.sinks.db); rebuilding {
+		if rebuilding {
 			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true})
 			continue
 		}

@@ -365,6 +365,8 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 	runs := s.list()
 	out := make([]admin.SinkStatus, 0, len(runs))
 	var errs []error
+	// Asked once: every sink of one answer is rebuilding, or none is.
+	_, rebuilding := pipeline.QueuesRebuilding(s.db)
 	for _, sr := range runs {
 		ss := admin.SinkStatus{Name: sr.name, Plugin: "removed"}
 		var st pluginhost.Status
@@ -381,11 +383,12 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 			}
 			orderStatus(&ss, disp)
 		}
-		if _, ss.Rebuilding = pipeline.QueuesRebuilding(s.db); ss.Rebuilding {
-			// The counts wait for the rebuild after the start; say so now.
-			if sr.sup != nil {
-				out = append(out, ss)
-			}
+		if rebuilding {
+			// The counts wait for the rebuild after the start; say so now
+			// (a removed sink too: whether its queue is empty is not
+			// known yet).
+			ss.Rebuilding = true
+			out = append(out, ss)
 			continue
 		}
 		qs, err := sr.q.Stats(ctx)

@@ -211,7 +211,7 @@ func (p *Plugin) describe(ctx context.Context) (desc sdk.Description, described 
 		return sdk.Description{}, false, nil
 	}
 	dctx, cancel := context.WithTimeoutCause(ctx, p.opts.StartTimeout,
-		fmt.Errorf("sink %q: plugin did not answer Describe within the start timeout (%v)", p.spec.Sink, p.opts.StartTimeout))
+		fmt.Errorf("the plugin did not answer Describe within the start timeout (%v)", p.opts.StartTimeout))
 	defer cancel()
 	desc, err = dc.DescribeSink(dctx)
 	switch {
@@ -248,7 +248,7 @@ func (p *Plugin) checkError(problems []error) error {
 func (p *Plugin) configure(ctx context.Context, config []byte) error {
 	spec, path, o := p.spec, p.path, p.opts
 	cctx, cancel := context.WithTimeoutCause(ctx, o.StartTimeout,
-		fmt.Errorf("sink %q: plugin did not answer Configure within the start timeout (%v)", spec.Sink, o.StartTimeout))
+		fmt.Errorf("the plugin did not answer Configure within the start timeout (%v)", o.StartTimeout))
 	err := p.sink.Configure(cctx, config)
 	timedOut := err != nil && cctx.Err() != nil
 	if timedOut {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -247,18 +248,32 @@ func (d *Daemon) SinkPID(t testing.TB, sink string) int {
 	return s.PID
 }
 
-// Sinks returns the status of every sink by name.
+// Sinks returns the status of every sink by name, with its counts: after a
+// start it waits (up to a minute) for the queues to be rebuilt.
 func (d *Daemon) Sinks(t testing.TB) map[string]admin.SinkStatus {
 	t.Helper()
+	// The counts are known once the queues are rebuilt after a start:
+	// until then /v1/sinks says "rebuilding" and gives none.
 	ss, err := d.Admin().Sinks(t.Context())
+	for deadline := time.Now().Add(time.Minute); err == nil && rebuilding(ss) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		ss, err = d.Admin().Sinks(t.Context())
+	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	if rebuilding(ss) {
+		t.Fatal("the sinks' queues were still being rebuilt a minute after the start")
 	}
 	out := make(map[string]admin.SinkStatus, len(ss))
 	for _, s := range ss {
 		out[s.Name] = s
 	}
 	return out
+}
+
+func rebuilding(ss []admin.SinkStatus) bool {
+	return slices.ContainsFunc(ss, func(s admin.SinkStatus) bool { return s.Rebuilding })
 }
 
 // DeadLetters returns every dead letter of sink.

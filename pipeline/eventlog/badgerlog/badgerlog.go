@@ -138,12 +138,14 @@ type DB struct {
 	// ErrClosed if the log closed first, and openMark is the pending mark
 	// Open read, which stays the mark until then. See waitQueues.
 	// loadRead counts the records the rebuild read so far, of the
-	// loadTotal seqs from openMark to the next at Open.
-	loaded    chan struct{}
-	loadErr   error
-	openMark  uint64
-	loadRead  atomic.Int64
-	loadTotal int64
+	// loadTotal seqs from openMark to the next at Open, and loadFailed
+	// is why its last attempt failed (nil before any did).
+	loaded     chan struct{}
+	loadErr    error
+	openMark   uint64
+	loadRead   atomic.Int64
+	loadTotal  int64
+	loadFailed atomic.Pointer[string]
 
 	// timeFrom is the first seq that may be in the time index rather than
 	// have an i/ key (m/time-from), or 0 until the first Append sets it;

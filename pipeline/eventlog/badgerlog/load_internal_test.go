@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,15 +14,21 @@ import (
 	"github.com/pipelined/pipelined/pipeline"
 )
 
-// holdLoad makes Open's rebuild of the queues stop at the first event
-// record it reads, until release is called; started is closed when it
-// gets there.
-func holdLoad(t *testing.T) (started chan struct{}, release func()) {
+// holdLoad makes Open's rebuild of the queues stop at the at-th event
+// record it reads (from 1), until release is called; started is closed
+// when it gets there.
+func holdLoad(t *testing.T, at int) (started chan struct{}, release func()) {
 	t.Helper()
 	started, held := make(chan struct{}), make(chan struct{})
-	var first, free sync.Once
+	var free sync.Once
+	n := 0 // only the rebuild's goroutine calls the hook
 	loadHook = func(uint64) {
-		first.Do(func() { close(started) })
+		if n++; n < at {
+			return
+		}
+		if n == at {
+			close(started)
+		}
 		<-held
 	}
 	t.Cleanup(func() { loadHook = nil })
@@ -75,7 +82,7 @@ func TestQueuesRebuildWhileWebhooksAreTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	started, release := holdLoad(t)
+	started, release := holdLoad(t, 11)
 	r := openHeld(t, dir, started, release)
 	appendN(t, r, "new", 5, 5) // taken while the backlog is read: seqs 31..35
 
@@ -93,8 +100,8 @@ func TestQueuesRebuildWhileWebhooksAreTaken(t *testing.T) {
 	if got := r.pendingMark(); got != r.openMark {
 		t.Fatalf("pending mark during the rebuild = %d, want %d, the mark Open read", got, r.openMark)
 	}
-	if p, ok := r.QueuesRebuilding(); !ok || p != (pipeline.QueueRebuild{Read: 0, Total: 30}) {
-		t.Fatalf("QueuesRebuilding held at the first record = %+v, %v; want 0 of 30 read, true", p, ok)
+	if p, ok := r.QueuesRebuilding(); !ok || p != (pipeline.QueueRebuild{Read: 10, Total: 30}) {
+		t.Fatalf("QueuesRebuilding held at the 11th record = %+v, %v; want 10 of 30 read, true", p, ok)
 	}
 	type pruned struct {
 		n   int
@@ -152,7 +159,7 @@ func TestCloseDuringTheQueuesRebuild(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	started, release := holdLoad(t)
+	started, release := holdLoad(t, 1)
 	r := openHeld(t, dir, started, release)
 	closed := make(chan error, 1)
 	go func() { closed <- r.Close() }()
@@ -215,6 +222,9 @@ func TestQueuesRebuildIsTriedAgain(t *testing.T) {
 	defer cancel()
 	if ds, err := r.Queue("s").Fetch(short, 100); !errors.Is(err, context.DeadlineExceeded) || len(ds) != 0 {
 		t.Fatalf("Fetch while the rebuild fails = %d deliveries, %v; want none, waiting", len(ds), err)
+	}
+	if p, ok := r.QueuesRebuilding(); !ok || !strings.Contains(p.Err, "decode event 5") {
+		t.Errorf("QueuesRebuilding while the rebuild fails = %+v, %v; want true, with why the last attempt failed", p, ok)
 	}
 	setRecord(t, r, 5, good) // the record reads again
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)

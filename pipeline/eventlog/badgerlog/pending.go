@@ -202,6 +202,8 @@ func (l *DB) loadQueues(mark, top uint64) {
 			return
 		}
 		if !errors.Is(err, pipeline.ErrClosed) {
+			msg := err.Error()
+			l.loadFailed.Store(&msg)
 			l.log.Error("event log: could not rebuild the sinks' queues; nothing is delivered and nothing removed by retention until it succeeds; trying again", "err", err, "in", wait)
 			select {
 			case <-l.closed:
@@ -237,7 +239,11 @@ func (l *DB) QueuesRebuilding() (pipeline.QueueRebuild, bool) {
 	case <-l.closed:
 		return pipeline.QueueRebuild{}, false
 	default:
-		return pipeline.QueueRebuild{Read: l.loadRead.Load(), Total: l.loadTotal}, true
+		p := pipeline.QueueRebuild{Read: l.loadRead.Load(), Total: l.loadTotal}
+		if msg := l.loadFailed.Load(); msg != nil {
+			p.Err = *msg
+		}
+		return p, true
 	}
 }
 
@@ -269,6 +275,7 @@ func (l *DB) waitQueues(ctx context.Context) error {
 func (l *DB) loadPending(mark, top uint64) (int, error) {
 	loaded := map[string]*pending{}
 	read := 0
+	l.loadRead.Store(0)
 	err := l.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()

@@ -35,7 +35,11 @@ func (c *Config) AdminToken() ([]byte, error) {
 		}
 		return []byte(v), nil
 	case a.TokenFile != "":
-		b, err := os.ReadFile(os.ExpandEnv(a.TokenFile))
+		name, err := ExpandFile(a.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin.token_file %w", err)
+		}
+		b, err := os.ReadFile(name)
 		if err != nil {
 			return nil, fmt.Errorf("admin.token_file: %w", c.fileErr(err))
 		}
@@ -86,7 +90,12 @@ func (c *Config) AuthSpec(i int) (auth.Spec, error) {
 		spec.Secrets = append(spec.Secrets, []byte(v))
 	}
 	for _, f := range a.SecretFile {
-		b, err := os.ReadFile(os.ExpandEnv(f))
+		name, err := ExpandFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("secret_file %w", err))
+			continue
+		}
+		b, err := os.ReadFile(name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("secret_file: %w", c.fileErr(err)))
 			continue

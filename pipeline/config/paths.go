@@ -52,6 +52,28 @@ func (c *Config) Resolve(p string) string {
 	return filepath.Join(c.base, p)
 }
 
+// ExpandFile returns the file name p (a *_file key's value) with its
+// environment variables expanded, or an error naming the first one that is
+// not set: expanded to nothing, "${CREDENTIALS_DIRECTORY}/secret" would
+// name /secret, and the file would be looked for in the wrong place.
+func ExpandFile(p string) (string, error) {
+	var unset string
+	out := os.Expand(p, func(name string) string {
+		v, ok := os.LookupEnv(name)
+		if !ok && unset == "" {
+			unset = name
+		}
+		return v
+	})
+	switch {
+	case unset == "CREDENTIALS_DIRECTORY":
+		return "", fmt.Errorf("%q: environment variable CREDENTIALS_DIRECTORY is not set: systemd sets it for the unit's own processes, from its LoadCredential= lines (to check the file as the unit sees it, run the check under systemd-run -p LoadCredential=…: see examples/systemd)", p)
+	case unset != "":
+		return "", fmt.Errorf("%q: environment variable %s is not set", p, unset)
+	}
+	return out, nil
+}
+
 // fileErr wraps err, from reading the file the key names, with the base
 // relative paths used when the file is missing.
 func (c *Config) fileErr(err error) error {

@@ -88,3 +88,32 @@ func TestBuiltInConfigResolvesAgainstWorkingDirectory(t *testing.T) {
 		t.Errorf("BaseNote() = %q, want it to name the working directory", note)
 	}
 }
+
+// TestExpandFile: a *_file value's environment variables are expanded, and
+// one that is not set is named (expanded to nothing, the file would be
+// looked for at the wrong path, and the error would point there).
+func TestExpandFile(t *testing.T) {
+	t.Setenv("PIPELINED_TEST_SECRETS", "/run/secrets")
+	t.Setenv("PIPELINED_TEST_EMPTY", "")
+	for _, name := range []string{"CREDENTIALS_DIRECTORY", "PIPELINED_TEST_UNSET"} {
+		t.Setenv(name, "") // restored after the test
+		os.Unsetenv(name)
+	}
+	for _, tt := range []struct {
+		in, want, err string
+	}{
+		{"/etc/pipelined/secret", "/etc/pipelined/secret", ""},
+		{"${PIPELINED_TEST_SECRETS}/callkaro", "/run/secrets/callkaro", ""},
+		{"$PIPELINED_TEST_EMPTY/x", "/x", ""}, // set, if empty: as written
+		{"${PIPELINED_TEST_UNSET}/x", "", `"${PIPELINED_TEST_UNSET}/x": environment variable PIPELINED_TEST_UNSET is not set`},
+		{"${CREDENTIALS_DIRECTORY}/callkaro-secret", "", "environment variable CREDENTIALS_DIRECTORY is not set: systemd sets it for the unit's own processes"},
+	} {
+		got, err := ExpandFile(tt.in)
+		if tt.err == "" && (err != nil || got != tt.want) {
+			t.Errorf("ExpandFile(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+		if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("ExpandFile(%q) = %q, %v; want an error with %q", tt.in, got, err, tt.err)
+		}
+	}
+}

@@ -100,7 +100,11 @@ func (c *Config) TelemetryHeaders() (map[string]string, error) {
 		text = v
 	case t.HeadersFile != "":
 		key = "telemetry.headers_file"
-		b, err := os.ReadFile(os.ExpandEnv(t.HeadersFile))
+		name, err := ExpandFile(t.HeadersFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s %w", key, err)
+		}
+		b, err := os.ReadFile(name)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", key, c.fileErr(err))
 		}

@@ -72,7 +72,11 @@ func telemetryTLS(t config.Telemetry) (*tls.Config, error) {
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.TLSCAFile != "" {
-		pem, err := os.ReadFile(os.ExpandEnv(t.TLSCAFile))
+		name, err := config.ExpandFile(t.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry.tls_ca_file %w", err)
+		}
+		pem, err := os.ReadFile(name)
 		if err != nil {
 			return nil, fmt.Errorf("telemetry.tls_ca_file: %w", err)
 		}
@@ -82,7 +86,15 @@ func telemetryTLS(t config.Telemetry) (*tls.Config, error) {
 		}
 	}
 	if t.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(os.ExpandEnv(t.TLSCertFile), os.ExpandEnv(t.TLSKeyFile))
+		certFile, err := config.ExpandFile(t.TLSCertFile)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry.tls_cert_file %w", err)
+		}
+		keyFile, err := config.ExpandFile(t.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry.tls_key_file %w", err)
+		}
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("telemetry.tls_cert_file / tls_key_file: %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -317,13 +318,16 @@ func validate(ctx context.Context, src *Source, env *rules.Env) verdict {
 	}
 	if src.Schema != nil {
 		v, err := src.Schema.Check(env.Body)
+		// The file's name, not its path: the answer goes to the sender,
+		// who has no business knowing where this host keeps its files.
+		file := filepath.Base(src.Schema.Name())
 		if err != nil {
 			why := strings.TrimPrefix(err.Error(), rules.ErrTooComplex.Error()+": ")
-			return verdict{answer: "body too complex to check against the schema of source " + strconv.Quote(src.Name) + " (" + src.Schema.Name() + "): " + why,
+			return verdict{answer: "body too complex to check against the schema of source " + strconv.Quote(src.Name) + " (" + file + "): " + why,
 				err: err, expr: "schema"}
 		}
 		if len(v) > 0 {
-			return verdict{answer: "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + src.Schema.Name() + "): " + v[0], violations: v}
+			return verdict{answer: "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + file + "): " + v[0], violations: v}
 		}
 	}
 	return verdict{}

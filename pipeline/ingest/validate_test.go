@@ -37,13 +37,17 @@ func readFile(t testing.TB, path string) []byte {
 
 // callKaroSource is the source of examples/callkaro: accept on the event
 // type and the call_ended schema.
+// schemaPath is where the test's schema is said to be: a path an answer
+// to a sender must not show.
+const schemaPath = "/etc/pipelined/schemas/call_ended.schema.json"
+
 func callKaroSource(t testing.TB) ingest.Source {
 	t.Helper()
 	accept, err := rules.CompileBool(`body.event == "call_ended"`)
 	if err != nil {
 		t.Fatalf("CompileBool(accept) = %v", err)
 	}
-	schema, err := rules.CompileSchema("call_ended.schema.json", readFile(t, callKaroSchema))
+	schema, err := rules.CompileSchema(schemaPath, readFile(t, callKaroSchema))
 	if err != nil {
 		t.Fatalf("CompileSchema(%s) = %v", callKaroSchema, err)
 	}
@@ -123,7 +127,7 @@ func TestAcceptAndSchema(t *testing.T) {
 		{name: "float call_duration", body: withData(t, map[string]any{"call_duration": 12.75}), code: 200},
 
 		{name: "call_duration is a string", body: withData(t, map[string]any{"call_duration": "120"}), code: 422,
-			want: []string{`schema of source "callkaro"`, "/data/call_duration: expected number or null, got string"}},
+			want: []string{`schema of source "callkaro" (call_ended.schema.json)`, "/data/call_duration: expected number or null, got string"}},
 		{name: "conversion_status is a string", body: withData(t, map[string]any{"conversion_status": "yes"}), code: 422,
 			want: []string{"/data/conversion_status: expected boolean or null, got string"}},
 		{name: "functions_called success is a string", body: withData(t, map[string]any{
@@ -182,6 +186,9 @@ func TestAcceptAndSchema(t *testing.T) {
 			all := ans.Error + "\n" + strings.Join(ans.Violations, "\n")
 			if strings.Contains(all, "call_ended\"") || strings.Contains(all, "accept rule") {
 				t.Errorf("422 answer = %s: it shows the accept rule to the sender (issue 15 item 11)", body)
+			}
+			if strings.Contains(all, "/etc/pipelined") {
+				t.Errorf("422 answer = %s: it shows the sender where this host keeps its schema", body)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(all, w) {

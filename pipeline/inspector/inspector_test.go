@@ -613,3 +613,52 @@ func TestOverviewWhileRebuilding(t *testing.T) {
 		t.Errorf("overview lacks archive's 12 ready:\n%s", body)
 	}
 }
+
+// TestReplayedDeliveryIsNotAFailure: an event delivered, replayed and
+// delivered again shows two attempts on its page, neither of them failed.
+func TestReplayedDeliveryIsNotAFailure(t *testing.T) {
+	ctx := context.Background()
+	db := memlog.New()
+	ap, err := db.Append(ctx, []pipeline.Entry{{
+		Event:   pipeline.Event{ID: "ev-r", Source: "callkaro", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+		Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := db.Queue("crm")
+	var seq uint64
+	deliver := func() {
+		t.Helper()
+		ds, err := q.Fetch(ctx, 10)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("Fetch = %d, %v; want the event", len(ds), err)
+		}
+		seq = ds[0].Seq
+		if err := q.Settle(ctx, []pipeline.Settlement{{Seq: seq, Outcome: pipeline.Ack}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver()
+	if n, err := q.Requeue(ctx, []pipeline.Requeue{{Seq: seq, Route: "all"}}); err != nil || n != 1 {
+		t.Fatalf("Requeue = %d, %v", n, err)
+	}
+	deliver()
+	ao := admin.Options{Log: db, AllowUnauthenticated: true,
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) { return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil }}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	t.Cleanup(srv.Close)
+	resp, body := get(t, client(t), srv.URL+"/ui/events/"+ap[0].ID)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the event's page = %d", resp.StatusCode)
+	}
+	if strings.Contains(body, "the latest failed") || strings.Contains(body, `class="warn"`) {
+		t.Errorf("the page of an event delivered twice says a delivery failed:\n%s", body)
+	}
+	for _, want := range []string{"1 earlier attempt(s), none failed; then replayed", "attempt 2: delivered"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q:\n%s", want, body)
+		}
+	}
+}

@@ -332,9 +332,21 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 			shown = f.Attempt
 		}
 	} else if rec.Attempts > 0 && (rec.State != pipeline.StateDelivered || rec.Attempts > 1) {
-		// A record written before failures were kept: its counts only.
-		steps = append(steps, timelineStep{What: fmt.Sprintf("%d attempt(s), the latest failed", rec.Attempts), At: rec.LastAttemptAt, Error: rec.LastError, Class: "warn"})
-		shown = rec.Attempts
+		if rec.LastError == "" {
+			// No attempt ever failed: the event was delivered, then a
+			// replay queued it again (and perhaps delivered it again,
+			// shown below).
+			n := rec.Attempts
+			if rec.State == pipeline.StateDelivered {
+				n-- // the last one, shown below
+			}
+			steps = append(steps, timelineStep{What: fmt.Sprintf("%d earlier attempt(s), none failed; then replayed", n), At: rec.FirstAttemptAt, Class: "info"})
+			shown = n
+		} else {
+			// A record written before failures were kept: its counts only.
+			steps = append(steps, timelineStep{What: fmt.Sprintf("%d attempt(s), the latest failed", rec.Attempts), At: rec.LastAttemptAt, Error: rec.LastError, Class: "warn"})
+			shown = rec.Attempts
+		}
 	}
 	switch rec.State {
 	case pipeline.StateDelivered:

@@ -4,7 +4,9 @@
 # checksums; installs the amd64 .deb; checks the configuration; runs the
 # daemon as the unit's ExecStart says, as an unprivileged user in the unit's
 # directories, and sends it the CallKaro sample, which must land in the
-# archive and the SQLite table under /var/lib/pipelined; verifies the unit;
+# archive and the SQLite table under /var/lib/pipelined; reloads it as the
+# unit's ExecReload does, with a good file and one the daemon refuses (which
+# must fail the reload, with the reason); verifies the unit;
 # removes the package (the data stays); reinstalls over an edited
 # configuration (the edit stays); runs lintian; checks the .rpm with rpm.
 # Purges the package at the end. Prints "N passed, M failed"; exits 1 on any
@@ -93,6 +95,30 @@ check "event in the archive under /var/lib/pipelined" landed sh -c \
 check "event in the SQLite table" landed sh -c \
 	"sqlite3 -readonly /var/lib/pipelined/data/events.db \"select call_sid from events\" | grep -qx $sid"
 check "state files belong to nobody" sh -c '! find /var/lib/pipelined ! -user nobody | grep .'
+
+# Reload as the unit does: its ExecReload lines in order, as the same user,
+# until one fails (as systemd runs them).
+reload() {
+	local line
+	while read -r line; do
+		( cd "$wd" && exec setpriv --reuid=nobody --regid=nogroup --clear-groups --no-new-privs \
+			env -i PATH=/usr/bin:/bin $line ) || return 1
+	done < <(sed -n 's/^ExecReload=//p' $unit)
+}
+check "ExecReload applies the installed configuration" reload
+cp /etc/pipelined/pipeline.toml "$work/pipeline.toml.good"
+sed -i 's/compress = "gzip"/compress = "gzp"/' /etc/pipelined/pipeline.toml # loads, but the archive plugin refuses it
+if reload >"$work/out" 2>&1; then
+	bad "ExecReload fails when the daemon refuses the file"; sed 's/^/    /' "$work/out" | tail -20
+elif grep -q 'reload refused' "$work/out" && grep -q 'gzp' "$work/out"; then
+	ok "ExecReload fails when the daemon refuses the file, and says why"
+else
+	bad "ExecReload fails when the daemon refuses the file, and says why"; sed 's/^/    /' "$work/out" | tail -20
+fi
+cp "$work/pipeline.toml.good" /etc/pipelined/pipeline.toml
+check "POST after the refused reload: 2xx (the old configuration runs)" curl -fsS -H 'Content-Type: application/json' \
+	--data-binary @examples/callkaro/call_ended.json http://127.0.0.1:8080/hooks/callkaro
+
 kill -TERM "$daemon"; wait "$daemon"; rc=$?; daemon=
 check "daemon stops on SIGTERM with status 0" test $rc = 0
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
@@ -185,10 +186,12 @@ config = { plugin_env = %q, reject = %v }
 	once("Run with a rejected config", New(cfg(true), &Options{Notifier: noNotifier{}}).Run(ctx))
 
 	ready := make(chan struct{})
+	logs := &testlog.Buffer{}
 	d := New(cfg(false), &Options{
 		OnReady:  func(_, _ net.Addr) { close(ready) },
 		Notifier: noNotifier{},
 		Load:     func() (*config.Config, error) { return cfg(true), nil },
+		Logger:   slog.New(slog.NewJSONHandler(logs, nil)),
 	})
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -202,6 +205,9 @@ config = { plugin_env = %q, reject = %v }
 		t.Fatal("daemon not ready within 30s")
 	}
 	once("Reload to a rejected config", d.Reload(ctx))
+	if l := logs.Lines(t, "plugin failed to start; trying again after a delay"); len(l) > 0 {
+		t.Errorf("a refused reload logged %v: nothing is tried again, the reload is refused", l)
+	}
 }
 
 // TestSecondDaemonStartsNoPlugin: a daemon whose log directory another

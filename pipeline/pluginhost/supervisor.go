@@ -263,6 +263,7 @@ func (s *Supervisor) plugin(ctx context.Context) (*Plugin, error) {
 			}
 			return nil, err
 		}
+		first := !s.launched
 		s.launched = true
 		s.failures++
 		delay := s.backoff()
@@ -275,7 +276,9 @@ func (s *Supervisor) plugin(ctx context.Context) (*Plugin, error) {
 		s.lastErr, s.lastErrAt = err, time.Now()
 		s.pid = 0
 		s.opts.Metrics.SinkUp(s.spec.Sink, false)
-		s.log.Error("plugin failed to start; trying again after a delay", "error", err, "retry_in", delay, "failures", s.failures)
+		if !first {
+			s.log.Error("plugin failed to start; trying again after a delay", "error", err, "retry_in", delay, "failures", s.failures)
+		} // else the daemon's start or reload reports it: it fails, or it serves on and says the plugin is tried again
 		return nil, err
 	}
 	s.launched = true

@@ -475,12 +475,34 @@ func (p *printer) list(get func(c *admin.Client) error, next *string, header str
 
 func (p *printer) eventsList(q url.Values) error {
 	var list admin.EventList
-	return p.list(func(c *admin.Client) (err error) { list, err = c.Events(context.Background(), q); return err }, &list.Next,
+	err := p.list(func(c *admin.Client) (err error) { list, err = c.Events(context.Background(), q); return err }, &list.Next,
 		"ID\tSEQ\tRECEIVED_AT\tSOURCE\tSINKS\tDEDUP_KEY", func(w io.Writer) {
 			for _, e := range list.Events {
 				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Seq, fmtTime(e.ReceivedAt), e.Source, orDash(strings.Join(e.Sinks, ",")), orDash(e.DedupKey))
 			}
 		})
+	if sink := q.Get("sink"); err == nil && sink != "" && len(list.Events) == 0 {
+		p.noteUnknownSink(sink)
+	}
+	return err
+}
+
+// noteUnknownSink says on stderr when sink, a filter that matched nothing,
+// is no sink the daemon knows (a typo reads like "nothing there"). Events
+// of a sink removed from the file can still be listed, so it is a note.
+func (p *printer) noteUnknownSink(sink string) {
+	ss, err := p.c.Sinks(context.Background())
+	if err != nil {
+		return
+	}
+	names := make([]string, 0, len(ss))
+	for _, s := range ss {
+		if s.Name == sink {
+			return
+		}
+		names = append(names, s.Name)
+	}
+	fmt.Fprintf(p.stderr, "note: the daemon has no sink %q (sinks: %s)\n", sink, strings.Join(names, ", "))
 }
 
 // deliveries prints what happened to e at each sink, as a table whose

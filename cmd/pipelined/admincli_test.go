@@ -129,6 +129,8 @@ func TestAdminCLI(t *testing.T) {
 		{"sinks resume", []string{"sinks", "resume", "archive", "-c", cfg, "--json"}, 0, []string{`"sink": "archive"`, `"paused": false`, `"changed": true`}, nil},
 		{"sinks pause unknown", []string{"sinks", "pause", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
 		{"sinks pause no sink", append([]string{"sinks", "pause"}, a...), 2, nil, []string{"want 1 argument"}},
+		{"events list of an unknown sink", append([]string{"events", "list", "--sink", "crm"}, a...), 0,
+			[]string{"ID  SEQ  RECEIVED_AT"}, []string{`note: the daemon has no sink "crm" (sinks: archive, slack, tally)`}},
 		{"events list", append([]string{"events", "list", "--source", "callkaro", "--since", "1h"}, a...), 0,
 			[]string{"ID     SEQ  RECEIVED_AT", "cli-0  1", "cli-3  4", "callkaro  slack    call-3"}, nil},
 		{"events list when", append([]string{"events", "list", "--when", "body.n > 2"}, a...), 0, []string{"cli-3"}, nil},

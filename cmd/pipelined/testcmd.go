@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -83,6 +84,11 @@ func testCmd(args []string, stdout, stderr io.Writer) int {
 		at := cfgFile
 		if at == "" {
 			at = "pipeline.toml"
+		}
+		if _, err := os.Stat(at); cfgFile != "" && err != nil {
+			// The test files are looked for beside it: say what is wrong.
+			fmt.Fprintf(stderr, "pipelined test: -c %s: %v\n", cfgFile, err)
+			return 1
 		}
 		for _, p := range rulestest.Patterns(at) {
 			m, _ := filepath.Glob(p) // the patterns are well-formed

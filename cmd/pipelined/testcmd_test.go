@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -71,6 +72,16 @@ func TestTestCommandUnknownKey(t *testing.T) {
 	}
 	if want := "testdata/rulestest-unknown-key.toml:4: unknown key test.expect_sink"; !strings.Contains(out, want) {
 		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+}
+
+// TestTestCommandMissingConfig: a -c that names no file says so, rather
+// than that no test file lies beside it.
+func TestTestCommandMissingConfig(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "pipeline.toml")
+	code, _, out := runTest(t, "-c", missing)
+	if want := "pipelined test: -c " + missing + ": stat " + missing + ": no such file or directory"; code != 1 || !strings.Contains(out, want) {
+		t.Errorf("exit %d, output %q; want 1 and %q", code, out, want)
 	}
 }
 

@@ -339,8 +339,13 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 		}
 		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all})
 	case "replay ":
-		if sink == "" || since == "" {
+		switch {
+		case sink == "" && since == "":
 			return usageErr("--sink and --since are required")
+		case sink == "":
+			return usageErr("--sink is required: the sink to deliver the events to again")
+		case since == "":
+			return usageErr("--since is required: the oldest event to replay (RFC 3339, or a duration ago such as 24h)")
 		}
 		req := admin.ReplayRequest{Sink: sink, Since: absTime(since, now), Until: absTime(until, now), Source: source, When: when, AllEvents: allEvents}
 		return pr.replay(req)

@@ -165,7 +165,7 @@ func TestAdminCLI(t *testing.T) {
 		{"dlq retry neither", append([]string{"dlq", "retry", "slack"}, a...), 2, nil, []string{"give --id ID (one or more) or --all"}},
 		{"dlq retry both", append([]string{"dlq", "retry", "slack", "--all", "--id", "x"}, a...), 2, nil, []string{"--all"}},
 		{"dlq no sink", append([]string{"dlq", "list"}, a...), 2, nil, []string{"want 1 argument"}},
-		{"replay no since", append([]string{"replay", "--sink", "archive"}, a...), 2, nil, []string{"--sink and --since are required"}},
+		{"replay no since", append([]string{"replay", "--sink", "archive"}, a...), 2, nil, []string{"--since is required: the oldest event to replay"}},
 		{"bad state", append([]string{"events", "list", "--sink", "slack", "--state", "lost"}, a...), 2, nil, []string{`--state "lost"`}},
 		{"bad time", append([]string{"events", "list", "--since", "yesterday"}, a...), 2, nil, []string{"--since"}},
 		{"unknown flag", append([]string{"sinks", "--nope"}, a...), 2, nil, []string{"flag provided but not defined: -nope"}},

@@ -28,7 +28,14 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	s.log.Info("replay started", "sink", req.Sink, "since", f.Since, "until", f.Until, "when", req.When, "remote", r.RemoteAddr)
+	attrs := []any{"sink", req.Sink, "since", f.Since}
+	if !f.Until.IsZero() {
+		attrs = append(attrs, "until", f.Until)
+	}
+	if req.When != "" {
+		attrs = append(attrs, "when", req.When)
+	}
+	s.log.Info("replay started", append(attrs, "remote", r.RemoteAddr)...)
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

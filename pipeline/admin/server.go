@@ -381,11 +381,12 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "this daemon cannot reload its configuration")
 		return
 	}
+	// Who asked; the daemon logs what came of it.
+	s.log.Info("reload requested", "remote", r.RemoteAddr)
 	if err := s.o.Reload(); err != nil {
 		writeError(w, http.StatusConflict, "reload refused, the running configuration is unchanged: "+err.Error())
 		return
 	}
-	s.log.Info("configuration reloaded", "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
 }
 

@@ -28,7 +28,7 @@ import (
 )
 
 const adminUsage = `usage:
-  pipelined events list [--source S] [--sink S] [--state pending|dead|delivered] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--limit N] [--after CURSOR]
+  pipelined events list [--source S] [--sink S] [--state pending|dead|delivered] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--limit N] [--after CURSOR] [--newest]
   pipelined events list --rejected [--source S] [--since T] [--limit N] [--after CURSOR]
   pipelined events show ID
   pipelined sinks
@@ -226,7 +226,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 	var source, sink, state, since, until, dedupKey, when, after string
 	var limit int
 	var ids stringList
-	var all, allEvents, rejected bool
+	var all, allEvents, rejected, newest bool
 	switch {
 	case cmd == "events" && sub == "list":
 		fs.BoolVar(&rejected, "rejected", false, "list rejected requests (kept by sources with keep_rejected) instead of events")
@@ -239,6 +239,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 		fs.StringVar(&when, "when", "", "only events for which this expr `expression` is true")
 		fs.IntVar(&limit, "limit", 50, "at most `N` events")
 		fs.StringVar(&after, "after", "", "continue after this `cursor`")
+		fs.BoolVar(&newest, "newest", false, "newest events first (the default is log order, oldest first)")
 	case cmd == "dlq" && sub == "list":
 		fs.IntVar(&limit, "limit", 50, "at most `N` dead letters")
 		fs.StringVar(&after, "after", "", "continue after this `seq`")
@@ -301,7 +302,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 	if err != nil {
 		return err
 	}
-	pr := &printer{c: c, asJSON: af.asJSON, stdout: stdout, stderr: stderr}
+	pr := &printer{c: c, asJSON: af.asJSON, newest: newest, stdout: stdout, stderr: stderr}
 	switch cmd + " " + sub {
 	case "events list":
 		if rejected {
@@ -319,6 +320,9 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 			if v != "" {
 				q.Set(k, v)
 			}
+		}
+		if newest {
+			q.Set("order", "newest")
 		}
 		return pr.eventsList(q)
 	case "events show":
@@ -442,6 +446,7 @@ func adminURL(listen string) string {
 type printer struct {
 	c              *admin.Client
 	asJSON         bool
+	newest         bool // events list --newest
 	stdout, stderr io.Writer
 }
 
@@ -473,7 +478,11 @@ func (p *printer) list(get func(c *admin.Client) error, next *string, header str
 		return err
 	}
 	if *next != "" {
-		fmt.Fprintf(p.stderr, "more: add --after %s\n", *next)
+		more := "more: add --after " + *next
+		if p.newest {
+			more += " (with --newest: the cursors of the two orders differ)"
+		}
+		fmt.Fprintln(p.stderr, more)
 	}
 	return nil
 }

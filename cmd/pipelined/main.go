@@ -15,7 +15,7 @@
 // --admin URL; --json prints the API's JSON):
 //
 //	pipelined sinks                       state, queue depth, oldest age, DLQ size and last error per sink
-//	pipelined events list [--source S] [--sink S] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--rejected]
+//	pipelined events list [--source S] [--sink S] [--since T] [--until T] [--dedup-key K] [--when EXPR] [--newest] [--rejected]
 //	pipelined events show ID              one event: headers, body and what verified it
 //	pipelined dlq list SINK               the dead letters of a sink, with their last error
 //	pipelined dlq retry|drop SINK (--all | --id ID ...)

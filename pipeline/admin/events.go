@@ -106,8 +106,22 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	list, newest := s.o.Log.Events, false
+	switch order := q.Get("order"); order {
+	case "", "oldest":
+	case "newest":
+		nf, ok := s.o.Log.(pipeline.NewestFirstLog)
+		if !ok {
+			writeError(w, http.StatusBadRequest, "order=newest: this log backend lists events oldest first only")
+			return
+		}
+		list, newest = nf.EventsNewestFirst, true
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("order %q: want oldest (the default) or newest", order))
+		return
+	}
 	out := EventList{Events: []Event{}}
-	if lastCursor(f.After) {
+	if !newest && lastCursor(f.After) {
 		writeJSON(w, http.StatusOK, out) // nothing comes after the last seq
 		return
 	}
@@ -118,7 +132,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		if when != nil {
 			f.Limit = min(f.Limit, whenChunk)
 		}
-		page, next, err := s.o.Log.Events(r.Context(), f)
+		page, next, err := list(r.Context(), f)
 		if err != nil {
 			writeLogError(w, err)
 			return

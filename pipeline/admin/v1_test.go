@@ -185,6 +185,21 @@ func TestEventsList(t *testing.T) {
 			t.Errorf("paged by 4 = %v, want %v", all, want)
 		}
 	})
+	t.Run("newest first", func(t *testing.T) {
+		var all []string
+		path := "/v1/events?order=newest&limit=4"
+		for range 10 {
+			got := into[admin.EventList](t, call(t, h, "GET", path, "", ""))
+			all = append(all, eventIDs(got.Events)...)
+			if got.Next == "" {
+				break
+			}
+			path = "/v1/events?order=newest&limit=4&after=" + got.Next
+		}
+		if want := []string{"ev-5", "ev-4", "ev-3", "ev-2", "ev-1", "ev-0"}; !slices.Equal(all, want) {
+			t.Errorf("paged by 4, newest first = %v, want %v", all, want)
+		}
+	})
 	t.Run("fields", func(t *testing.T) {
 		got := into[admin.EventList](t, call(t, h, "GET", "/v1/events?limit=1", "", ""))
 		e := got.Events[0]
@@ -198,6 +213,7 @@ func TestEventsList(t *testing.T) {
 		{"?when=" + urlq("1 + 2"), "when:"},
 		{"?since=yesterday", "since"},
 		{"?limit=0", "limit"},
+		{"?order=sideways", `order "sideways": want oldest (the default) or newest`},
 		{"?after=zz", "cursor"},
 		{"?sink=slack&state=lost", `state "lost"`},
 	} {

@@ -3,6 +3,7 @@ package logtest
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -386,4 +387,65 @@ func testOldest(t *testing.T, l pipeline.Log) {
 	// Dead letters are not waiting for delivery.
 	deadTargets(t, l, "old-dead", 1)
 	wantOldest("with a dead letter too", receivedAt)
+}
+
+// testEventsNewestFirst pages through the log newest first, with and
+// without a filter, and checks that the pages join up without a gap or a
+// repeat; a log that lists oldest first only ([pipeline.NewestFirstLog]
+// not implemented) skips it.
+func testEventsNewestFirst(t *testing.T, l pipeline.Log) {
+	nf, ok := unwrap(l).(pipeline.NewestFirstLog)
+	if !ok {
+		t.Skip("the log lists events oldest first only")
+	}
+	var es []pipeline.Entry
+	for i := range 25 {
+		src := "a"
+		if i%5 == 0 {
+			src = "b"
+		}
+		es = append(es, pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprintf("ev-%02d", i), Source: src, ReceivedAt: time.Now(), Body: []byte(`{}`)}})
+	}
+	mustAppend(t, l, es...)
+	for _, tc := range []struct {
+		name   string
+		source string
+		want   []int
+	}{
+		{"all", "", []int{24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0}},
+		{"source b", "b", []int{20, 15, 10, 5, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			f := pipeline.EventFilter{Source: tc.source, Limit: 4}
+			for pages := 0; ; pages++ {
+				if pages > 20 {
+					t.Fatal("more than 20 pages: the cursor does not move")
+				}
+				page, next, err := nf.EventsNewestFirst(ctxFor(t, waitLong), f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range page {
+					got = append(got, e.ID)
+				}
+				if next == "" {
+					break
+				}
+				f.After = next
+			}
+			var want []string
+			for _, i := range tc.want {
+				want = append(want, fmt.Sprintf("ev-%02d", i))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("EventsNewestFirst(source %q) = %v, want %v", tc.source, got, want)
+			}
+		})
+	}
+	// An id lookup honours the cursor as Events does.
+	page, _, err := nf.EventsNewestFirst(ctxFor(t, waitLong), pipeline.EventFilter{ID: "ev-03"})
+	if err != nil || len(page) != 1 {
+		t.Errorf("EventsNewestFirst(id ev-03) = %d events, %v; want it", len(page), err)
+	}
 }

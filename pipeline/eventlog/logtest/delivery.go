@@ -17,11 +17,7 @@ import (
 // log refuses a state filter with [pipeline.ErrNotSupported].
 func deliveryLog(t *testing.T, l pipeline.Log) pipeline.DeliveryLog {
 	t.Helper()
-	inner := l
-	if o, ok := l.(*onceLog); ok {
-		inner = o.Log
-	}
-	dl, ok := inner.(pipeline.DeliveryLog)
+	dl, ok := unwrap(l).(pipeline.DeliveryLog)
 	if !ok {
 		_, _, err := l.Events(ctxFor(t, waitLong), pipeline.EventFilter{Sink: sinkA, State: pipeline.StateDead})
 		if !errors.Is(err, pipeline.ErrNotSupported) {

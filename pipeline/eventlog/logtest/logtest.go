@@ -100,6 +100,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Events/Filter", testEventsFilter},
 		{"Events/DedupKeyStored", testEventsDedupKey},
 		{"Events/BadCursor", testEventsBadCursor},
+		{"Events/NewestFirst", testEventsNewestFirst},
 		{"DeadLetters/RetryAll", testRetryDeadAll},
 		{"DeadLetters/RetrySome", testRetryDeadSome},
 		{"DeadLetters/Drop", testDropDead},
@@ -141,6 +142,16 @@ type onceLog struct {
 func (l *onceLog) Close() error {
 	l.once.Do(func() { l.err = l.Log.Close() })
 	return l.err
+}
+
+// unwrap returns the log under the suite's onceLog, whose optional
+// capabilities (DeliveryLog, RejectionLog, NewestFirstLog) the wrapper
+// hides.
+func unwrap(l pipeline.Log) pipeline.Log {
+	if o, ok := l.(*onceLog); ok {
+		return o.Log
+	}
+	return l
 }
 
 // openLog opens a log and closes it when t ends.

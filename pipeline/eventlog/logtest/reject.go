@@ -15,10 +15,7 @@ import (
 // the implementation does not keep rejections (an optional capability).
 func rejectionLog(t *testing.T, l pipeline.Log) pipeline.RejectionLog {
 	t.Helper()
-	if o, ok := l.(*onceLog); ok {
-		l = o.Log
-	}
-	rl, ok := l.(pipeline.RejectionLog)
+	rl, ok := unwrap(l).(pipeline.RejectionLog)
 	if !ok {
 		t.Skip("the log does not implement pipeline.RejectionLog")
 	}

@@ -504,6 +504,17 @@ const defaultLimit = 100
 // the last event it looked at; it looks at every event, so it never stops
 // early.
 func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.EventInfo, string, error) {
+	return l.listEvents(ctx, f, false)
+}
+
+// EventsNewestFirst implements [pipeline.NewestFirstLog]. Its cursor is the
+// Seq of the last event it returned: the next call starts below it.
+func (l *Log) EventsNewestFirst(ctx context.Context, f pipeline.EventFilter) ([]pipeline.EventInfo, string, error) {
+	return l.listEvents(ctx, f, true)
+}
+
+// listEvents lists in log order, or newest first when reverse.
+func (l *Log) listEvents(ctx context.Context, f pipeline.EventFilter, reverse bool) ([]pipeline.EventInfo, string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, "", fmt.Errorf("memlog: events: %w", err)
 	}
@@ -527,16 +538,35 @@ func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Ev
 	if l.closed {
 		return nil, "", fmt.Errorf("memlog: events: %w", pipeline.ErrClosed)
 	}
+	// The event of seq k is l.order[k-1]. In log order a page starts
+	// after the cursor's seq; newest first, below it.
+	n := uint64(len(l.order))
 	var out []pipeline.EventInfo
-	for i := after; i < uint64(len(l.order)); i++ {
-		s := l.order[i]
-		if !match(s, f) {
-			continue
+	add := func(idx uint64) bool {
+		if s := l.order[idx]; match(s, f) {
+			out = append(out, pipeline.EventInfo{Event: cloneEvent(s.ev), Seq: s.seq, Sinks: slices.Clone(s.sinks)})
 		}
-		out = append(out, pipeline.EventInfo{Event: cloneEvent(s.ev), Seq: s.seq, Sinks: slices.Clone(s.sinks)})
-		if len(out) == limit {
-			if s.seq < uint64(len(l.order)) {
-				return out, strconv.FormatUint(s.seq, 10), nil
+		return len(out) == limit
+	}
+	if !reverse {
+		for i := after; i < n; i++ {
+			if add(i) {
+				if i+1 < n {
+					return out, strconv.FormatUint(l.order[i].seq, 10), nil
+				}
+				break
+			}
+		}
+		return out, "", nil
+	}
+	top := n // indices below it
+	if f.After != "" {
+		top = min(max(after, 1)-1, n)
+	}
+	for i := top; i > 0; i-- {
+		if add(i - 1) {
+			if i > 1 {
+				return out, strconv.FormatUint(l.order[i-1].seq, 10), nil
 			}
 			break
 		}

@@ -645,7 +645,9 @@ func TestReplayedDeliveryIsNotAFailure(t *testing.T) {
 	}
 	deliver()
 	ao := admin.Options{Log: db, AllowUnauthenticated: true,
-		Sinks: func(context.Context) ([]admin.SinkStatus, error) { return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil }}
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil
+		}}
 	ao.UI = inspector.New(inspector.Options{Admin: ao})
 	srv := httptest.NewServer(admin.Handler(ao))
 	t.Cleanup(srv.Close)

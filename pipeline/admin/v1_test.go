@@ -170,36 +170,29 @@ func TestEventsList(t *testing.T) {
 		})
 	}
 
-	t.Run("cursor", func(t *testing.T) {
-		var all []string
-		path := "/v1/events?limit=4"
-		for range 10 {
-			got := into[admin.EventList](t, call(t, h, "GET", path, "", ""))
-			all = append(all, eventIDs(got.Events)...)
-			if got.Next == "" {
-				break
+	for _, order := range []struct {
+		name, query string
+		want        []string
+	}{
+		{"cursor", "", []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}},
+		{"cursor, newest first", "&order=newest", []string{"ev-5", "ev-4", "ev-3", "ev-2", "ev-1", "ev-0"}},
+	} {
+		t.Run(order.name, func(t *testing.T) {
+			var all []string
+			path := "/v1/events?limit=4" + order.query
+			for range 10 {
+				got := into[admin.EventList](t, call(t, h, "GET", path, "", ""))
+				all = append(all, eventIDs(got.Events)...)
+				if got.Next == "" {
+					break
+				}
+				path = "/v1/events?limit=4" + order.query + "&after=" + got.Next
 			}
-			path = "/v1/events?limit=4&after=" + got.Next
-		}
-		if want := []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}; !slices.Equal(all, want) {
-			t.Errorf("paged by 4 = %v, want %v", all, want)
-		}
-	})
-	t.Run("newest first", func(t *testing.T) {
-		var all []string
-		path := "/v1/events?order=newest&limit=4"
-		for range 10 {
-			got := into[admin.EventList](t, call(t, h, "GET", path, "", ""))
-			all = append(all, eventIDs(got.Events)...)
-			if got.Next == "" {
-				break
+			if !slices.Equal(all, order.want) {
+				t.Errorf("paged by 4 = %v, want %v", all, order.want)
 			}
-			path = "/v1/events?order=newest&limit=4&after=" + got.Next
-		}
-		if want := []string{"ev-5", "ev-4", "ev-3", "ev-2", "ev-1", "ev-0"}; !slices.Equal(all, want) {
-			t.Errorf("paged by 4, newest first = %v, want %v", all, want)
-		}
-	})
+		})
+	}
 	t.Run("fields", func(t *testing.T) {
 		got := into[admin.EventList](t, call(t, h, "GET", "/v1/events?limit=1", "", ""))
 		e := got.Events[0]

@@ -40,8 +40,9 @@ func installSteps(t *testing.T) []string {
 // TestSystemdInstallSteps runs the install steps of
 // examples/systemd/README.md verbatim into a temporary root: /etc,
 // /usr/local/bin and /var/lib/pipelined are rewritten under it, sudo runs
-// the command as is, systemctl and journalctl do nothing and `make build`
-// is the harness's build. Then `pipelined check` passes on the installed
+// the command as is, systemctl and journalctl do nothing, systemd-run runs
+// its command with the credentials it loads, and `make build` is the
+// harness's build. Then `pipelined check` passes on the installed
 // file and the installed daemon, run in the unit's WorkingDirectory, serves
 // the CallKaro sample into /var/lib/pipelined/data.
 func TestSystemdInstallSteps(t *testing.T) {
@@ -82,12 +83,29 @@ func TestSystemdInstallSteps(t *testing.T) {
 		"systemctl() { :; }",
 		"journalctl() { :; }",
 	}
+	// systemd-run (no shell function: the name has a hyphen) runs the
+	// command after its options, with the credentials of its
+	// -p LoadCredential=ID:PATH in a CREDENTIALS_DIRECTORY of its own.
+	stubs := t.TempDir()
+	if err := os.WriteFile(filepath.Join(stubs, "systemd-run"), []byte(`#!/bin/sh
+creds=$(mktemp -d)
+while [ $# -gt 0 ]; do
+	case $1 in
+	-p) case $2 in LoadCredential=*) c=${2#LoadCredential=}; cp "${c#*:}" "$creds/${c%%:*}" ;; esac; shift 2 ;;
+	-*) shift ;;
+	*) break ;;
+	esac
+done
+CREDENTIALS_DIRECTORY=$creds exec "$@"
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, s := range steps {
 		script = append(script, rooted.ReplaceAllString(s, "${1}"+root+"${2}"))
 	}
 	cmd := exec.Command("sh", "-c", strings.Join(script, "\n"))
 	cmd.Dir = work
-	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "usr/local/bin")+":"+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "PATH="+stubs+":"+filepath.Join(root, "usr/local/bin")+":"+os.Getenv("PATH"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("install steps failed: %v\n%s\nscript:\n%s", err, out, strings.Join(script, "\n"))

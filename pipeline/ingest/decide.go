@@ -318,20 +318,22 @@ func validate(ctx context.Context, src *Source, env *rules.Env) verdict {
 	}
 	if src.Schema != nil {
 		v, err := src.Schema.Check(env.Body)
-		// The file's name, not its path: the answer goes to the sender,
-		// who has no business knowing where this host keeps its files.
-		file := filepath.Base(src.Schema.Name())
 		if err != nil {
 			why := strings.TrimPrefix(err.Error(), rules.ErrTooComplex.Error()+": ")
-			return verdict{answer: "body too complex to check against the schema of source " + strconv.Quote(src.Name) + " (" + file + "): " + why,
+			return verdict{answer: "body too complex to check against the schema of source " + strconv.Quote(src.Name) + " (" + schemaFile(src) + "): " + why,
 				err: err, expr: "schema"}
 		}
 		if len(v) > 0 {
-			return verdict{answer: "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + file + "): " + v[0], violations: v}
+			return verdict{answer: "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + schemaFile(src) + "): " + v[0], violations: v}
 		}
 	}
 	return verdict{}
 }
+
+// schemaFile names src's schema in an answer: its file's name, not its
+// path, since the answer goes to the sender, who has no business knowing
+// where this host keeps its files.
+func schemaFile(src *Source) string { return filepath.Base(src.Schema.Name()) }
 
 // firstLine keeps the answer one line: expr errors go on with the
 // expression and a caret under the fault.

@@ -181,16 +181,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	// The plugins start while the log opens, all at once: a restart is
-	// ready after the slowest of them, not after their sum. They are all
-	// started before the listeners open: a sink that cannot start is a
-	// start-up error. Whatever started is installed, so that stopAll stops
-	// it on every path.
 	// A second daemon on the same log fails here, before its plugins run
 	// their Configure against the first one's databases and files.
 	if err := logInUse(cfg.Log); err != nil {
 		return err
 	}
+	// The plugins start while the log opens, all at once: a restart is
+	// ready after the slowest of them, not after their sum. They are all
+	// started before the listeners open: a sink that cannot start is a
+	// start-up error. Whatever started is installed, so that stopAll stops
+	// it on every path.
 	sctx, cancelStarts := context.WithCancel(ctx)
 	defer cancelStarts() // nothing keeps it after Start returns
 	starts := d.startPlugins(sctx, specs)

@@ -48,8 +48,9 @@ type SinkStatus struct {
 	OldestHeldAgeSeconds float64 `json:"oldest_held_age_seconds,omitempty"`
 	// Rebuilding is true while the daemon rebuilds the sinks' queues after
 	// its start (a backlog of millions takes seconds, and delivery starts
-	// after it): Ready, Retrying and Dead are not known yet and are 0, and
-	// [SinkList.QueuesRebuild] says how far it is. Absent when false.
+	// after it): Ready, Retrying and Dead are not known yet (0 here, and
+	// left out of the JSON), and [SinkList.QueuesRebuild] says how far it
+	// is. Absent when false.
 	Rebuilding bool `json:"rebuilding,omitempty"`
 }
 

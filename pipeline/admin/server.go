@@ -384,7 +384,8 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 	// Who asked; the daemon logs what came of it.
 	s.log.Info("reload requested", "remote", r.RemoteAddr)
 	if err := s.o.Reload(); err != nil {
-		writeError(w, http.StatusConflict, "reload refused, the running configuration is unchanged: "+err.Error())
+		// The daemon's errors begin "reload: ", which this says already.
+		writeError(w, http.StatusConflict, "reload refused, the running configuration is unchanged: "+strings.TrimPrefix(err.Error(), "reload: "))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,5 +33,44 @@ func TestServeConfigErrorExit78(t *testing.T) {
 	code, _, errOut := runPipelined(t, "serve", "-c", file)
 	if code != 78 || !strings.Contains(errOut, "relative paths resolve against "+dir) {
 		t.Errorf("serve of a file with a missing schema: exit %d, stderr %q; want 78 naming %s", code, errOut, dir)
+	}
+}
+
+// TestCheckNoPluginsFindsTheBinaries: without starting the plugins, check
+// still refuses (78) a sink whose binary is missing or is not the one its
+// sha256 pins, which the start would fail on; a binary that is there, and
+// matches, passes.
+func TestCheckNoPluginsFindsTheBinaries(t *testing.T) {
+	bin, err := os.Executable() // some executable: the test binary
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := fmt.Sprintf("%x", sha256.Sum256(b))
+	missing := filepath.Join(t.TempDir(), "pipelined-sink-gone")
+	for _, tt := range []struct {
+		name, sink string
+		code       int
+		want       string
+	}{
+		{"found, not pinned", fmt.Sprintf("command = %q", bin), 0, "sink s: plugin " + bin + " found, not started (no sha256 pinned)"},
+		{"found, pinned", fmt.Sprintf("command = %q\nsha256 = %q", bin, sum), 0, "found, not started (sha256 matches)"},
+		{"missing", fmt.Sprintf("command = %q", missing), 78, `sink "s": plugin command ` + missing + ": stat " + missing + ": no such file or directory"},
+		{"another binary", fmt.Sprintf("command = %q\nsha256 = %q", bin, strings.Repeat("ab", 32)), 78, "has sha256 " + sum + ", but the sink's sha256 is " + strings.Repeat("ab", 32)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "pipeline.toml")
+			text := "[[source]]\nname = \"a\"\npath = \"/a\"\nauth = { type = \"none\" }\n\n[[sink]]\nname = \"s\"\n" + tt.sink + "\n"
+			if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code, out, errOut := runPipelined(t, "check", "--no-plugins", "-c", file)
+			if code != tt.code || !strings.Contains(out+errOut, tt.want) {
+				t.Errorf("check --no-plugins: exit %d, stdout %q, stderr %q; want %d and %q", code, out, errOut, tt.code, tt.want)
+			}
+		})
 	}
 }

@@ -84,7 +84,7 @@ flags of serve and check:
   -log-format F     auto, text or json (default auto: text, without the
                     time and with priorities when stderr is the journal)
   -log-level L      debug, info, warn or error (default info)
-  -no-plugins       (check only) do not start the plugins
+  -no-plugins       (check only) do not start the plugins (find their binaries only)
 
 serve and check exit 78 (EX_CONFIG) when the configuration is wrong, 1
 when something else failed. Each command's -h prints its own usage.
@@ -104,8 +104,9 @@ Exit status: 0 stopped cleanly, 78 (EX_CONFIG) the configuration is wrong
 	"check": `usage: pipelined check [-c FILE] [--no-plugins] [-log-format F] [-log-level L]
 
 Validates the configuration, compiles its rules, schemas and auth checks,
-then starts, checks and configures every sink's plugin (not with
---no-plugins), as serve would.
+then starts, checks and configures every sink's plugin, as serve would.
+With --no-plugins it only finds each plugin's binary and checks its
+sha256 when the sink pins one.
 Exit status: 0 ok, 78 (EX_CONFIG) the configuration is wrong, 1 something
 else failed (a plugin that crashed), 2 usage error.
 `,
@@ -166,7 +167,7 @@ func parseFlags(name string, args []string, stdout, stderr io.Writer) (*common, 
 	fs.StringVar(&c.logFormat, "log-format", "auto", "log format: auto, text or json (auto: text, without the time under journald)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if name == "check" {
-		fs.BoolVar(&c.noPlugins, "no-plugins", false, "do not start the plugins (check the file and the rules only)")
+		fs.BoolVar(&c.noPlugins, "no-plugins", false, "do not start the plugins (find their binaries and check their sha256 only)")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -297,6 +298,20 @@ func check(args []string, stdout, stderr io.Writer) int {
 		configProblems = append(configProblems, err)
 	}
 	if c.noPlugins {
+		// Not started; but a binary that is missing, or not the one
+		// pinned, would fail the start: say so now.
+		for _, spec := range specs {
+			path, err := pluginhost.Verify(spec)
+			if err != nil {
+				configProblems = append(configProblems, err)
+				continue
+			}
+			pinned := "no sha256 pinned"
+			if spec.SHA256 != "" {
+				pinned = "sha256 matches"
+			}
+			fmt.Fprintf(stdout, "sink %s: plugin %s found, not started (%s)\n", spec.Sink, path, pinned)
+		}
 		specs = nil
 	}
 	for _, spec := range specs {

@@ -140,9 +140,9 @@ func launch(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 	}
 	var secure *plugin.SecureConfig
 	if spec.SHA256 != "" {
-		sum, err := hex.DecodeString(strings.TrimSpace(spec.SHA256))
-		if err != nil || len(sum) != sha256.Size {
-			return nil, fmt.Errorf("sink %q: sha256 %q is not a hex SHA-256 checksum (64 hex digits; sha256sum %s prints it)", spec.Sink, spec.SHA256, path)
+		sum, err := pinnedSum(spec, path)
+		if err != nil {
+			return nil, err
 		}
 		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
@@ -324,6 +324,40 @@ func hostVersions() string {
 		return strings.Join(s, "")
 	}
 	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
+}
+
+// pinnedSum decodes spec's sha256, the checksum its plugin binary at path
+// must have.
+func pinnedSum(spec Spec, path string) ([]byte, error) {
+	sum, err := hex.DecodeString(strings.TrimSpace(spec.SHA256))
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("sink %q: sha256 %q is not a hex SHA-256 checksum (64 hex digits; sha256sum %s prints it)", spec.Sink, spec.SHA256, path)
+	}
+	return sum, nil
+}
+
+// Verify finds spec's plugin binary ([Find]) and, when spec pins a
+// sha256, checks the binary against it, without running it: what can be
+// said of a plugin that is not started (`pipelined check --no-plugins`,
+// the systemd unit's ExecStartPre). It returns the binary's path.
+func Verify(spec Spec) (string, error) {
+	path, err := Find(spec)
+	if err != nil || spec.SHA256 == "" {
+		return path, err
+	}
+	want, err := pinnedSum(spec, path)
+	if err != nil {
+		return "", err
+	}
+	got, err := fileSHA256(path)
+	if err != nil {
+		return "", fmt.Errorf("sink %q: plugin binary %s: %w", spec.Sink, path, err)
+	}
+	if got != hex.EncodeToString(want) {
+		return "", fmt.Errorf("sink %q: plugin binary %s has sha256 %s, but the sink's sha256 is %s: install the expected binary or update sha256",
+			spec.Sink, path, got, hex.EncodeToString(want))
+	}
+	return path, nil
 }
 
 func fileSHA256(path string) (string, error) {

@@ -161,9 +161,13 @@ func pluginsDescribe(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	spec := pluginhost.Spec{Sink: name, Plugin: name, Dirs: dirs}
+	// The host's errors name a sink; here there is only the plugin.
+	noSink := func(err error) string {
+		return "pipelined plugins describe: " + strings.TrimPrefix(err.Error(), fmt.Sprintf("sink %q: ", name))
+	}
 	path, err := pluginhost.Find(spec)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, noSink(err))
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), describeTimeout)
@@ -174,7 +178,7 @@ func pluginsDescribe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, noSink(err))
 		return 1
 	}
 	if asJSON {

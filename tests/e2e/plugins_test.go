@@ -114,8 +114,8 @@ func TestPluginsDescribe(t *testing.T) {
 	}
 
 	_, errOut, code = runCLI(t, "plugins", "describe", "nope")
-	if code != 1 || !strings.Contains(errOut, `plugin "nope" not found`) {
-		t.Errorf("plugins describe nope: exit %d, stderr %q; want 1 and not found", code, errOut)
+	if code != 1 || !strings.HasPrefix(errOut, `pipelined plugins describe: plugin "nope" not found`) {
+		t.Errorf("plugins describe nope: exit %d, stderr %q; want 1 and not found (naming no sink: there is none)", code, errOut)
 	}
 	if _, _, code := runCLI(t, "plugins", "describe"); code != 2 {
 		t.Errorf("plugins describe without a name: exit %d, want 2", code)

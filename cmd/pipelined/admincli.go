@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -186,8 +187,8 @@ func withHint(err error) error {
 	var urlErr *url.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusUnauthorized:
-		return fmt.Errorf("%w (give the token with --token-env or --token-file)", err)
-	case errors.As(err, &urlErr):
+		return fmt.Errorf("%w (give the token with --token-env or --token-file; a running daemon keeps the token it started with, so restart it after changing the token)", err)
+	case errors.As(err, &urlErr) && !errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%w (is pipelined running? set --admin)", err)
 	}
 	return err
@@ -306,6 +307,9 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 	switch cmd + " " + sub {
 	case "events list":
 		if rejected {
+			if newest {
+				return usageErr("--newest lists events; rejected requests are listed oldest first only")
+			}
 			q := url.Values{"limit": {strconv.Itoa(limit)}}
 			for k, v := range map[string]string{"source": source, "after": after, "since": absTime(since, now)} {
 				if v != "" {
@@ -402,7 +406,8 @@ func (af *adminFlags) client() (*admin.Client, error) {
 		return nil, usageErr("--admin %q: want a URL such as http://127.0.0.1:8081", base)
 	}
 	tokenEnv, tokenFile := af.tokenEnv, af.tokenFile
-	if tokenEnv == "" && tokenFile == "" {
+	fromFile := tokenEnv == "" && tokenFile == ""
+	if fromFile {
 		tokenEnv, tokenFile = ac.Admin.TokenEnv, ac.Admin.TokenFile
 	}
 	var token string
@@ -413,7 +418,17 @@ func (af *adminFlags) client() (*admin.Client, error) {
 			return nil, fmt.Errorf("admin token: environment variable %s is empty or unset", tokenEnv)
 		}
 	case tokenFile != "":
-		b, err := os.ReadFile(tokenFile)
+		// As the daemon reads it: variables expanded (a systemd
+		// credential), and a relative path in the file resolved against
+		// the file's directory.
+		name, err := config.ExpandFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin token_file %w", err)
+		}
+		if fromFile && !filepath.IsAbs(name) {
+			name = filepath.Join(filepath.Dir(file), name)
+		}
+		b, err := os.ReadFile(name)
 		if err != nil {
 			return nil, fmt.Errorf("admin token: %w", err)
 		}
@@ -516,7 +531,11 @@ func (p *printer) noteUnknownSink(sink string) {
 		}
 		names = append(names, s.Name)
 	}
-	fmt.Fprintf(p.stderr, "note: the daemon has no sink %q (sinks: %s)\n", sink, strings.Join(names, ", "))
+	known := "it has none"
+	if len(names) > 0 {
+		known = "sinks: " + strings.Join(names, ", ")
+	}
+	fmt.Fprintf(p.stderr, "note: the daemon has no sink %q (%s)\n", sink, known)
 }
 
 // deliveries prints what happened to e at each sink, as a table whose
@@ -799,9 +818,19 @@ func (p *printer) pauseSink(sink string, paused bool) error {
 	return err
 }
 
+// reloadWait bounds pipelined reload: under the admin listener's default
+// write_timeout (60s), after which the answer would be lost, and systemd's
+// timeout for the unit's ExecReload.
+var reloadWait = 55 * time.Second
+
 func (p *printer) reload() error {
+	ctx, cancel := context.WithTimeout(context.Background(), reloadWait)
+	defer cancel()
 	var raw []byte
-	if err := p.c.WithRaw(&raw).Reload(context.Background()); err != nil {
+	if err := p.c.WithRaw(&raw).Reload(ctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: no answer, so the reload may or may not have been applied: the daemon's log says which", err)
+		}
 		return err
 	}
 	if p.asJSON {

@@ -285,3 +285,53 @@ func TestSinksWhileRebuilding(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminTokenFileAsTheDaemonReadsIt: the CLI reads [admin] token_file
+// as the daemon does, so that the unit's ExecReload (pipelined reload -c)
+// gets the token: ${VAR} expanded (a systemd credential) and a relative
+// path resolved against the file's directory, whatever the working
+// directory.
+func TestAdminTokenFileAsTheDaemonReadsIt(t *testing.T) {
+	srv, _, _ := adminServer(t)
+	listen := strings.TrimPrefix(srv.URL, "http://")
+	dir, creds := t.TempDir(), t.TempDir()
+	for _, p := range []string{filepath.Join(creds, "admin-token"), filepath.Join(dir, "secrets", "token")} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(cliToken+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PIPELINED_TEST_CREDS", creds)
+	t.Chdir(t.TempDir())
+	for name, tokenFile := range map[string]string{"credential": "${PIPELINED_TEST_CREDS}/admin-token", "relative": "secrets/token"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := filepath.Join(dir, name+".toml")
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[admin]\nlisten = %q\ntoken_file = %q\n", listen, tokenFile)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if code, _, stderr := runPipelined(t, "sinks", "-c", cfg); code != 0 {
+				t.Errorf("pipelined sinks -c with token_file %q: exit %d, %s", tokenFile, code, stderr)
+			}
+		})
+	}
+}
+
+// TestReloadWithoutAnAnswer: a reload that gets no answer in time fails,
+// and says that it may have been applied all the same.
+func TestReloadWithoutAnAnswer(t *testing.T) {
+	was := reloadWait
+	reloadWait = 100 * time.Millisecond
+	t.Cleanup(func() { reloadWait = was })
+	done := make(chan struct{})
+	srv := httptest.NewServer(admin.Handler(admin.Options{Token: []byte(cliToken),
+		Reload: func() error { <-done; return nil }})) // a reload that takes long
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(done) })
+	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
+	code, _, stderr := runPipelined(t, "reload", "--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN")
+	if want := "no answer, so the reload may or may not have been applied: the daemon's log says which"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("reload without an answer: exit %d, stderr %q; want 1 and %q", code, stderr, want)
+	}
+}

@@ -57,8 +57,14 @@ func (c *Config) Resolve(p string) string {
 // not set: expanded to nothing, "${CREDENTIALS_DIRECTORY}/secret" would
 // name /secret, and the file would be looked for in the wrong place.
 func ExpandFile(p string) (string, error) {
-	var unset string
+	var unset, bad string
 	out := os.Expand(p, func(name string) string {
+		if !validName(name) {
+			if bad == "" {
+				bad = name
+			}
+			return ""
+		}
 		v, ok := os.LookupEnv(name)
 		if !ok && unset == "" {
 			unset = name
@@ -66,12 +72,26 @@ func ExpandFile(p string) (string, error) {
 		return v
 	})
 	switch {
+	case bad != "":
+		return "", fmt.Errorf("%q: %q is not a variable name: only $NAME and ${NAME} are expanded (no $$, no ${NAME:-default})", p, bad)
 	case unset == "CREDENTIALS_DIRECTORY":
 		return "", fmt.Errorf("%q: environment variable CREDENTIALS_DIRECTORY is not set: systemd sets it for the unit's own processes, from its LoadCredential= lines (to check the file as the unit sees it, run the check under systemd-run -p LoadCredential=…: see examples/systemd)", p)
 	case unset != "":
 		return "", fmt.Errorf("%q: environment variable %s is not set", p, unset)
 	}
 	return out, nil
+}
+
+// validName reports whether name is an environment variable's name as
+// ExpandFile takes it: letters, digits and underscores, not starting with
+// a digit.
+func validName(name string) bool {
+	for i, r := range name {
+		if r != '_' && !('a' <= r && r <= 'z') && !('A' <= r && r <= 'Z') && (i == 0 || !('0' <= r && r <= '9')) {
+			return false
+		}
+	}
+	return name != ""
 }
 
 // fileErr wraps err, from reading the file the key names, with the base

@@ -107,6 +107,8 @@ func TestExpandFile(t *testing.T) {
 		{"$PIPELINED_TEST_EMPTY/x", "/x", ""}, // set, if empty: as written
 		{"${PIPELINED_TEST_UNSET}/x", "", `"${PIPELINED_TEST_UNSET}/x": environment variable PIPELINED_TEST_UNSET is not set`},
 		{"${CREDENTIALS_DIRECTORY}/callkaro-secret", "", "environment variable CREDENTIALS_DIRECTORY is not set: systemd sets it for the unit's own processes"},
+		{"/a/$$/b", "", `"$" is not a variable name: only $NAME and ${NAME} are expanded`},
+		{"${PIPELINED_TEST_SECRETS:-/x}/c", "", `"PIPELINED_TEST_SECRETS:-/x" is not a variable name`},
 	} {
 		got, err := ExpandFile(tt.in)
 		if tt.err == "" && (err != nil || got != tt.want) {

@@ -3,10 +3,8 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -58,28 +56,7 @@ func logInUse(c config.Log) error {
 
 // natsTLS builds the TLS settings of [log] tls_*; nil when none is set.
 func natsTLS(c config.Log) (*tls.Config, error) {
-	if c.TLSCAFile == "" && c.TLSCertFile == "" {
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.TLSCAFile != "" {
-		pem, err := os.ReadFile(c.TLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("log.tls_ca_file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("log.tls_ca_file: %s holds no PEM certificate", c.TLSCAFile)
-		}
-	}
-	if c.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("log.tls_cert_file, log.tls_key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
+	return clientTLS("log", c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile, "give the CA certificate(s) that sign the NATS servers'")
 }
 
 // openTick is how often a long open of the log is reported.

@@ -3,10 +3,6 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"fmt"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,38 +63,5 @@ func (d *Daemon) tracingCollector() prometheus.Collector {
 // telemetryTLS builds the client TLS config of the tls_* keys; nil when
 // none is set.
 func telemetryTLS(t config.Telemetry) (*tls.Config, error) {
-	if t.TLSCAFile == "" && t.TLSCertFile == "" {
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if t.TLSCAFile != "" {
-		name, err := config.ExpandFile(t.TLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("telemetry.tls_ca_file %w", err)
-		}
-		pem, err := os.ReadFile(name)
-		if err != nil {
-			return nil, fmt.Errorf("telemetry.tls_ca_file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, errors.New("telemetry.tls_ca_file: " + t.TLSCAFile + " holds no PEM certificate: give the CA certificate(s) that sign the collector's")
-		}
-	}
-	if t.TLSCertFile != "" {
-		certFile, err := config.ExpandFile(t.TLSCertFile)
-		if err != nil {
-			return nil, fmt.Errorf("telemetry.tls_cert_file %w", err)
-		}
-		keyFile, err := config.ExpandFile(t.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("telemetry.tls_key_file %w", err)
-		}
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("telemetry.tls_cert_file / tls_key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
+	return clientTLS("telemetry", t.TLSCAFile, t.TLSCertFile, t.TLSKeyFile, "give the CA certificate(s) that sign the collector's")
 }

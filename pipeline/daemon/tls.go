@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/pipelined/pipelined/pipeline/config"
 )
 
 // certificate holds the ingest listener's TLS certificate and reads it
@@ -24,6 +27,14 @@ type certificate struct {
 }
 
 func newCertificate(certFile, keyFile string, log *slog.Logger) (*certificate, error) {
+	certFile, err := config.ExpandFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("server.tls_cert_file %w", err)
+	}
+	keyFile, err = config.ExpandFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("server.tls_key_file %w", err)
+	}
 	c := &certificate{certFile: certFile, keyFile: keyFile, log: log}
 	if err := c.load(); err != nil {
 		return nil, err
@@ -95,4 +106,45 @@ func (c *certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		c.mu.Unlock()
 	}
 	return cert, nil
+}
+
+// clientTLS builds a client's TLS settings from the tls_ca_file,
+// tls_cert_file and tls_key_file of the section named key (their ${VAR}s
+// expanded, as for every *_file); nil when none is set. caHint says what
+// the CA file must hold.
+func clientTLS(key, caFile, certFile, keyFile, caHint string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		name, err := config.ExpandFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.tls_ca_file %w", key, err)
+		}
+		pem, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("%s.tls_ca_file: %w", key, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s.tls_ca_file: %s holds no PEM certificate: %s", key, caFile, caHint)
+		}
+	}
+	if certFile != "" {
+		cert, err := config.ExpandFile(certFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.tls_cert_file %w", key, err)
+		}
+		priv, err := config.ExpandFile(keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.tls_key_file %w", key, err)
+		}
+		pair, err := tls.LoadX509KeyPair(cert, priv)
+		if err != nil {
+			return nil, fmt.Errorf("%s.tls_cert_file / tls_key_file: %w", key, err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
 }

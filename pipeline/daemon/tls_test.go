@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -92,5 +93,42 @@ func writeRSACert(t *testing.T, certFile, keyFile string) {
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClientTLSFiles: the clients' tls_*_file keys ([log] for NATS,
+// [telemetry]) expand ${VAR} as every *_file does (a systemd credential),
+// name a variable that is not set, and say what a CA file must hold.
+func TestClientTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	writeRSACert(t, cert, key)
+	notPEM := filepath.Join(dir, "ca.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PIPELINED_TEST_CREDS", dir)
+	t.Setenv("PIPELINED_TEST_UNSET", "")
+	os.Unsetenv("PIPELINED_TEST_UNSET")
+	for _, tt := range []struct {
+		name, ca, cert, key, err string
+	}{
+		{"pair through a variable", "", "${PIPELINED_TEST_CREDS}/client.pem", "${PIPELINED_TEST_CREDS}/client.key", ""},
+		{"a CA file", cert, "", "", ""},
+		{"unset variable", "", "${PIPELINED_TEST_UNSET}/client.pem", key, "log.tls_cert_file \"${PIPELINED_TEST_UNSET}/client.pem\": environment variable PIPELINED_TEST_UNSET is not set"},
+		{"CA not PEM", notPEM, "", "", "log.tls_ca_file: " + notPEM + " holds no PEM certificate: give the CA"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tc, err := clientTLS("log", tt.ca, tt.cert, tt.key, "give the CA")
+			if tt.err == "" && (err != nil || tc == nil) {
+				t.Fatalf("clientTLS = %v, %v; want a config", tc, err)
+			}
+			if tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+				t.Fatalf("clientTLS = %v; want an error with %q", err, tt.err)
+			}
+		})
+	}
+	if tc, err := clientTLS("log", "", "", "", ""); tc != nil || err != nil {
+		t.Errorf("clientTLS with no file = %v, %v; want nil, nil", tc, err)
 	}
 }

@@ -443,9 +443,16 @@ func testEventsNewestFirst(t *testing.T, l pipeline.Log) {
 			}
 		})
 	}
-	// An id lookup honours the cursor as Events does.
-	page, _, err := nf.EventsNewestFirst(ctxFor(t, waitLong), pipeline.EventFilter{ID: "ev-03"})
-	if err != nil || len(page) != 1 {
-		t.Errorf("EventsNewestFirst(id ev-03) = %d events, %v; want it", len(page), err)
+	// An id lookup honours the cursor as Events does: ev-03 (the 4th
+	// event) is found from the top and below a cursor above it, not below
+	// one under it.
+	for _, tc := range []struct {
+		after string
+		want  int
+	}{{"", 1}, {strconv.Itoa(len(es)), 1}, {"2", 0}} {
+		page, _, err := nf.EventsNewestFirst(ctxFor(t, waitLong), pipeline.EventFilter{ID: "ev-03", After: tc.after})
+		if err != nil || len(page) != tc.want {
+			t.Errorf("EventsNewestFirst(id ev-03, after %q) = %d events, %v; want %d", tc.after, len(page), err, tc.want)
+		}
 	}
 }

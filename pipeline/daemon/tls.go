@@ -116,11 +116,18 @@ func clientTLS(key, caFile, certFile, keyFile, caHint string) (*tls.Config, erro
 	if caFile == "" && certFile == "" {
 		return nil, nil
 	}
+	expand := func(name, file string) (string, error) {
+		p, err := config.ExpandFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s.%s %w", key, name, err)
+		}
+		return p, nil
+	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		name, err := config.ExpandFile(caFile)
+		name, err := expand("tls_ca_file", caFile)
 		if err != nil {
-			return nil, fmt.Errorf("%s.tls_ca_file %w", key, err)
+			return nil, err
 		}
 		pem, err := os.ReadFile(name)
 		if err != nil {
@@ -132,13 +139,13 @@ func clientTLS(key, caFile, certFile, keyFile, caHint string) (*tls.Config, erro
 		}
 	}
 	if certFile != "" {
-		cert, err := config.ExpandFile(certFile)
+		cert, err := expand("tls_cert_file", certFile)
 		if err != nil {
-			return nil, fmt.Errorf("%s.tls_cert_file %w", key, err)
+			return nil, err
 		}
-		priv, err := config.ExpandFile(keyFile)
+		priv, err := expand("tls_key_file", keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("%s.tls_key_file %w", key, err)
+			return nil, err
 		}
 		pair, err := tls.LoadX509KeyPair(cert, priv)
 		if err != nil {

@@ -313,7 +313,7 @@ func (d *Daemon) startSinks(ctx context.Context, starts []*pluginStart, sinks []
 				"sink", ps.spec.Sink, "err", ps.err)
 			continue
 		}
-		return started, fmt.Errorf("start %w", sinkErr(ps.spec.Sink, ps.err))
+		return started, fmt.Errorf("start %w", ps.err) // it names the sink
 	}
 	return started, nil
 }

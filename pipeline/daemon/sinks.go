@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -319,7 +318,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 	for _, ps := range starts {
 		if ps.err != nil {
 			s.stopStarts(starts)
-			return sinkErr(ps.spec.Sink, ps.err)
+			return ps.err // it names the sink
 		}
 	}
 	for j, ps := range starts {
@@ -436,14 +435,4 @@ func (s *sinks) pause(sink string, paused bool) (bool, error) {
 		}
 	}
 	return changed, nil
-}
-
-// sinkErr names sink in err, unless err names it already (the plugin
-// host's errors do), so that a user reads the name once.
-func sinkErr(sink string, err error) error {
-	prefix := fmt.Sprintf("sink %q: ", sink)
-	if strings.HasPrefix(err.Error(), prefix) {
-		return err
-	}
-	return fmt.Errorf("%s%w", prefix, err)
 }

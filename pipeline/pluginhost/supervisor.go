@@ -97,10 +97,11 @@ func NewSupervisor(spec Spec, opts *Options) *Supervisor {
 // plugins are up, and from then on keeps it running. Whether or not the
 // start succeeds, the Supervisor goes on starting the plugin after each
 // exit or failed start until Stop. Deliver starts it anyway when needed.
+// Its errors name the sink, as [Start]'s do.
 func (s *Supervisor) Start(ctx context.Context) error {
 	defer s.watch()
 	if err := s.acquire(ctx); err != nil {
-		return err
+		return fmt.Errorf("sink %q: start plugin: %w", s.spec.Sink, err)
 	}
 	defer s.release()
 	_, err := s.plugin(ctx)

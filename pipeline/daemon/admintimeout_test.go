@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"testing"
 	"time"
 )
@@ -34,17 +33,7 @@ dir = %q
 name = "src"
 path = "/hooks/src"
 auth = { type = "none" }
-
-[[sink]]
-name = "s"
-command = %q
-config = { plugin_env = %q }
-
-[[route]]
-name = "all"
-when = "true"
-to = ["s"]
-`, t.TempDir(), os.Args[0], pluginVar))
+%s`, t.TempDir(), deliverSinkTOML()))
 
 	tests := []struct {
 		name    string

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -61,17 +60,7 @@ token_env = "T_ADMIN"
 [log]
 dir = %q
 
-%s
-[[sink]]
-name = "s"
-command = %q
-config = { plugin_env = %q }
-
-[[route]]
-name = "all"
-when = "true"
-to = ["s"]
-`, t.TempDir(), blocks, os.Args[0], pluginVar)
+%s%s`, t.TempDir(), blocks, deliverSinkTOML())
 	a := startDaemon(t, toml)
 
 	mac := func(msg string) []byte {

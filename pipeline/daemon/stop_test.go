@@ -226,7 +226,13 @@ func (noNotifier) WatchdogInterval() time.Duration   { return 0 }
 func pluginConfig(t *testing.T, server string) *config.Config {
 	t.Helper()
 	t.Setenv(pluginVar, "deliver")
-	return sinksConfig(t, server, t.TempDir(), fmt.Sprintf(`
+	return sinksConfig(t, server, t.TempDir(), deliverSinkTOML())
+}
+
+// deliverSinkTOML is a sink "s" whose plugin is this test binary (serving
+// what pluginVar says), and a route of every event to it.
+func deliverSinkTOML() string {
+	return fmt.Sprintf(`
 [[sink]]
 name = "s"
 command = %q
@@ -236,7 +242,7 @@ config = { plugin_env = %q }
 name = "all"
 when = "true"
 to = ["s"]
-`, os.Args[0], pluginVar))
+`, os.Args[0], pluginVar)
 }
 
 // sinksConfig parses a configuration of one source, "src" at /hooks/src,

@@ -22,8 +22,10 @@ func openLog(ctx context.Context, c config.Log, log *slog.Logger, progress *atom
 	case "jetstream":
 		o := jetstreamlog.Options{
 			URLs: c.URLs, Stream: c.Stream, Replicas: c.Replicas,
-			CredsFile: c.CredsFile, NKeyFile: c.NKeyFile,
 			Logger: log, Retention: c.Retention.Duration, Name: "pipelined",
+		}
+		if o.CredsFile, o.NKeyFile, err = natsCredentials(c); err != nil {
+			return nil, nil, err
 		}
 		if o.TLS, err = natsTLS(c); err != nil {
 			return nil, nil, err
@@ -52,6 +54,22 @@ func logInUse(c config.Log) error {
 		return nil
 	}
 	return badgerlog.InUse(c.Dir)
+}
+
+// natsCredentials returns the files of [log] creds_file and nkey_file
+// with their ${VAR}s expanded, as for every *_file.
+func natsCredentials(c config.Log) (creds, nkey string, err error) {
+	if c.CredsFile != "" {
+		if creds, err = config.ExpandFile(c.CredsFile); err != nil {
+			return "", "", fmt.Errorf("log.creds_file %w", err)
+		}
+	}
+	if c.NKeyFile != "" {
+		if nkey, err = config.ExpandFile(c.NKeyFile); err != nil {
+			return "", "", fmt.Errorf("log.nkey_file %w", err)
+		}
+	}
+	return creds, nkey, nil
 }
 
 // natsTLS builds the TLS settings of [log] tls_*; nil when none is set.

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pipelined/pipelined/pipeline/config"
 )
 
 // TestTLSOffersAEADOnly: the ingest listener's TLS 1.2 takes only AEAD
@@ -130,5 +132,35 @@ func TestClientTLSFiles(t *testing.T) {
 	}
 	if tc, err := clientTLS("log", "", "", "", ""); tc != nil || err != nil {
 		t.Errorf("clientTLS with no file = %v, %v; want nil, nil", tc, err)
+	}
+}
+
+func TestNATSCredentialFiles(t *testing.T) {
+	t.Setenv("PIPELINED_TEST_CREDS", "/run/credentials/pipelined.service")
+	t.Setenv("PIPELINED_TEST_UNSET", "")
+	os.Unsetenv("PIPELINED_TEST_UNSET")
+	for _, tt := range []struct {
+		name                 string
+		log                  config.Log
+		creds, nkey, wantErr string
+	}{
+		{"none", config.Log{}, "", "", ""},
+		{"creds through a variable", config.Log{CredsFile: "${PIPELINED_TEST_CREDS}/nats.creds"}, "/run/credentials/pipelined.service/nats.creds", "", ""},
+		{"nkey through a variable", config.Log{NKeyFile: "$PIPELINED_TEST_CREDS/nats.nk"}, "", "/run/credentials/pipelined.service/nats.nk", ""},
+		{"creds, unset variable", config.Log{CredsFile: "${PIPELINED_TEST_UNSET}/nats.creds"}, "", "", `log.creds_file "${PIPELINED_TEST_UNSET}/nats.creds": environment variable PIPELINED_TEST_UNSET is not set`},
+		{"nkey, unset variable", config.Log{NKeyFile: "${PIPELINED_TEST_UNSET}/nats.nk"}, "", "", `log.nkey_file "${PIPELINED_TEST_UNSET}/nats.nk": environment variable PIPELINED_TEST_UNSET is not set`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			creds, nkey, err := natsCredentials(tt.log)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("natsCredentials = %q, %q, %v; want the error %q", creds, nkey, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || creds != tt.creds || nkey != tt.nkey {
+				t.Fatalf("natsCredentials = %q, %q, %v; want %q, %q", creds, nkey, err, tt.creds, tt.nkey)
+			}
+		})
 	}
 }

@@ -143,7 +143,7 @@ func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, cmdUsage(cmd, "", nil))
 		return 0
 	}
-	err := runAdmin(cmd, sub, name, args, stdout, stderr)
+	err := runAdmin(cmd, sub, &name, args, stdout, stderr)
 	var ue errUsage
 	var he errHelp
 	var je errJSON
@@ -198,8 +198,10 @@ func withHint(err error) error {
 // where to find the usage.
 var errFlags = errors.New("bad flags")
 
-func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (err error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// runAdmin runs the command that adminCLI names *name; it adds the
+// subcommand to *name when it comes after the flags (sinks -c FILE pause).
+func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Writer) (err error) {
+	fs := flag.NewFlagSet(*name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {} // -h prints the usage on stdout; a bad flag, the hint below
 	var af adminFlags
@@ -275,6 +277,7 @@ func runAdmin(cmd, sub, name string, args []string, stdout, stderr io.Writer) (e
 	}
 	if cmd == "sinks" && sub == "" && len(pos) > 0 && (pos[0] == "pause" || pos[0] == "resume") {
 		sub, pos = pos[0], pos[1:] // flags came first: sinks -c FILE pause SINK
+		*name += " " + sub
 	}
 	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1, "sinks pause": 1, "sinks resume": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
 	if len(pos) != wantPos {

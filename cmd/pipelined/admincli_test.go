@@ -128,6 +128,7 @@ func TestAdminCLI(t *testing.T) {
 		{"sinks pause, flags first", []string{"sinks", "-c", cfg, "pause", "archive"}, 0, []string{"sink archive was paused already"}, nil},
 		{"sinks resume", []string{"sinks", "resume", "archive", "-c", cfg, "--json"}, 0, []string{`"sink": "archive"`, `"paused": false`, `"changed": true`}, nil},
 		{"sinks pause unknown", []string{"sinks", "pause", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
+		{"sinks pause unknown, flags first", []string{"sinks", "-c", cfg, "pause", "nope"}, 1, nil, []string{`pipelined sinks pause: unknown sink "nope"`}},
 		{"sinks pause no sink", append([]string{"sinks", "pause"}, a...), 2, nil, []string{"want 1 argument"}},
 		{"events list newest first", append([]string{"events", "list", "--newest", "--limit", "2"}, a...), 0,
 			[]string{"cli-3  4    ", "cli-2  3    "}, []string{"more: add --after 3 (with --newest: the cursors of the two orders differ)"}},

@@ -483,7 +483,12 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 	srv.wg.Wait()
 }
 
-// mainLoop serves reloads and proves liveness to the watchdog until ctx ends.
+// mainLoop serves reloads and proves liveness to the watchdog until ctx
+// ends. A reload runs beside the loop, one at a time: it can take a while
+// (new plugins start, a replaced sink's batch in flight is waited for), and
+// the watchdog must go on hearing from a daemon that is alive meanwhile,
+// or systemd would kill it halfway through the reload. When ctx ends, the
+// loop waits for the reload that runs, so shutdown never races it.
 func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.Addr) {
 	var tick <-chan time.Time
 	if d.o.Notifier != nil {
@@ -493,9 +498,15 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 			tick = t.C
 		}
 	}
+	reloads := d.reloads // nil while a reload runs: the next one waits
+	var reloaded chan error
+	var reply chan error // the running reload's asker
 	for {
 		select {
 		case <-ctx.Done():
+			if reloaded != nil {
+				reply <- <-reloaded
+			}
 			return
 		case <-tick:
 			// The watchdog hears from us only if the writer, the heart of
@@ -508,11 +519,14 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 				continue
 			}
 			d.notify(Notifier.Watchdog)
-		case res := <-d.reloads:
+		case reply = <-reloads:
 			d.notify(Notifier.Reloading)
-			err := d.reload(ctx)
+			reloads, reloaded = nil, make(chan error, 1)
+			go func(done chan<- error) { done <- d.reload(ctx) }(reloaded)
+		case err := <-reloaded:
 			d.notify(func(n Notifier) error { return n.Ready(d.status(ingestAddr)) })
-			res <- err
+			reply <- err
+			reloads, reloaded, reply = d.reloads, nil, nil
 		}
 	}
 }

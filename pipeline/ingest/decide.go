@@ -517,8 +517,9 @@ func Depth(body []byte) int {
 }
 
 // Decode decodes a JSON body as rules see it: numbers as float64, so rules
-// compare them with plain literals. A number too big for a float64 (valid
-// JSON all the same) is kept as its text; the stored body is never changed.
+// compare them with plain literals, except those no float64 holds exactly
+// (see [numberOf]: an integer id from 2⁵³ up is an int64, a number out of
+// float64's range a json.Number); the stored body is never changed.
 // Replays decode stored bodies with it too.
 func Decode(body []byte) (any, error) {
 	if doc, _, ok := decodeFast(body); ok {
@@ -533,9 +534,11 @@ func decodeStd(body []byte) (any, error) {
 	var doc any
 	err := json.Unmarshal(body, &doc)
 	var te *json.UnmarshalTypeError
-	if !errors.As(err, &te) || !strings.HasPrefix(te.Value, "number") {
+	if err != nil && (!errors.As(err, &te) || !strings.HasPrefix(te.Value, "number")) {
 		return doc, err
 	}
+	// Again, each number as its text, for numberOf to decide what it is.
+	doc = nil
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&doc); err != nil {
@@ -544,15 +547,11 @@ func decodeStd(body []byte) (any, error) {
 	return numbers(doc), nil
 }
 
-// numbers replaces each json.Number in v by its float64, or by its text
-// when it does not fit one.
+// numbers replaces each json.Number in v by what [numberOf] makes of it.
 func numbers(v any) any {
 	switch v := v.(type) {
 	case json.Number:
-		if f, err := v.Float64(); err == nil {
-			return f
-		}
-		return v.String()
+		return numberOf(v.String())
 	case map[string]any:
 		for k, e := range v {
 			v[k] = numbers(e)

@@ -3,14 +3,14 @@ package ingest
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"sync"
 	"unicode/utf8"
 	"unsafe"
 )
 
 // decodeFast decodes body into what [Decode] returns (objects as
-// map[string]any, arrays as []any, numbers as float64 or, when they do not
-// fit one, their text), in one pass and with few allocations: the body is
+// map[string]any, arrays as []any, numbers as [numberOf] says), in one pass and with few allocations: the body is
 // copied once into a string that every key and unescaped string value is
 // a slice of, each map and slice is made at its final size, and strings
 // and numbers are boxed into interfaces from shared slabs instead of one
@@ -270,9 +270,7 @@ func (d *decoder) string() (string, bool) {
 	return "", false
 }
 
-// number decodes a JSON number as encoding/json does into an any: a
-// float64, or, when strconv.ParseFloat refuses it (out of range), as
-// [Decode] keeps it: its text.
+// number decodes a JSON number as [numberOf] says: most often a float64.
 func (d *decoder) number() (any, bool) {
 	start := d.i
 	s := d.s
@@ -313,11 +311,55 @@ func (d *decoder) number() (any, bool) {
 	}
 	d.i = i
 	text := s[start:i]
+	if len(text) >= minInexact && integer(text) {
+		v := numberOf(text)
+		if f, ok := v.(float64); ok {
+			return d.boxFloat(f), true
+		}
+		return v, true
+	}
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil {
-		return d.boxString(text), true
+		return json.Number(text), true
 	}
 	return d.boxFloat(f), true
+}
+
+// minInexact is the length of the shortest JSON integer that a float64
+// may not hold exactly: 2⁵³+1 has 16 digits.
+const minInexact = 16
+
+// integer reports whether the JSON number text has no fraction and no
+// exponent.
+func integer(text string) bool {
+	return !strings.ContainsAny(text, ".eE")
+}
+
+// numberOf is what a JSON number (its text) is to rules: a float64,
+// unless no float64 holds it exactly. An integer from 2⁵³ up in size (a
+// 64-bit id) is then an int64, or a uint64 beyond int64, so that two such
+// ids never read as one number: rounded to a float64, 1234567890123456789
+// and 1234567890123456790 would be the same dedup key. A number out of
+// float64's range, and an integer longer than 64 bits, is its text as a
+// json.Number (a dedup key "(number)…").
+func numberOf(text string) any {
+	if len(text) >= minInexact && integer(text) {
+		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
+			if n > 1<<53 || n < -(1<<53) {
+				return n
+			}
+			return float64(n)
+		}
+		if n, err := strconv.ParseUint(text, 10, 64); err == nil {
+			return n
+		}
+		return json.Number(text)
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil {
+		return json.Number(text)
+	}
+	return f
 }
 
 // eface is the layout of an interface value of the empty interface.

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"os"
 	"reflect"
@@ -15,6 +16,8 @@ var decodeSeeds = []string{
 	` {"a" : [1, "b", null, true, {"c": {}}], "d": []} `,
 	`{"a":1,"a":2}`,
 	`{"n": 1e400}`, `{"n": -1e400, "m": 1}`, `1e-400`, `123456789012345678901234567890`,
+	`9007199254740992`, `9007199254740993`, `-9007199254740993`, `1234567890123456789`, `-9223372036854775808`,
+	`18446744073709551615`, `18446744073709551616`, `1000000000000000`, `10000000000000000`, `-000`, `12345678901234567.0`,
 	`"\u00e9\n\t\"\\\/"`, `"\ud83d\ude00"`, `"\ud800"`, "\"\xff\xfe\"", "\"\xc3\x28\"", `"é ü 日本"`,
 	`{"a":"\u0000"}`,
 	// Not JSON: decodeFast must leave these to encoding/json.
@@ -109,5 +112,34 @@ func BenchmarkDecode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecodeNumbers: a number is a float64 when one holds it exactly, an
+// int64 or uint64 when it is an integer that no float64 holds, and its
+// text as a json.Number out of float64's range or beyond 64 bits.
+func TestDecodeNumbers(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		want any
+	}{
+		{`9007199254740992`, float64(1 << 53)},
+		{`-9007199254740992`, float64(-(1 << 53))},
+		{`9007199254740993`, int64(1<<53 + 1)},
+		{`-9007199254740993`, int64(-(1<<53 + 1))},
+		{`1234567890123456789`, int64(1234567890123456789)},
+		{`-9223372036854775808`, int64(math.MinInt64)},
+		{`18446744073709551615`, uint64(math.MaxUint64)},
+		{`18446744073709551616`, json.Number("18446744073709551616")},
+		{`1e999`, json.Number("1e999")},
+		{`12345678901234567.0`, float64(12345678901234568)}, // a fraction: a float64
+		{`1.5e3`, 1500.0},
+	} {
+		for name, decode := range map[string]func([]byte) (any, error){"Decode": Decode, "decodeStd": decodeStd} {
+			got, err := decode([]byte(tt.body))
+			if err != nil || got != tt.want {
+				t.Errorf("%s(%s) = %#v, %v; want %#v", name, tt.body, got, err, tt.want)
+			}
+		}
 	}
 }

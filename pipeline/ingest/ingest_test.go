@@ -533,3 +533,48 @@ func TestSwap(t *testing.T) {
 		})
 	}
 }
+
+// TestNumericDedupKeys: numeric ids that a float64 cannot tell apart (from
+// 2⁵³ up: 64-bit ids) are distinct dedup keys, and so are a number out of
+// float64's range and the same text as a string; each id seen again is a
+// duplicate of its own first event.
+func TestNumericDedupKeys(t *testing.T) {
+	f := newFixture(t, nil)
+	post := func(sid string) ingest.Response {
+		t.Helper()
+		r := f.do(t, request{contentType: "application/json", body: []byte(`{"event":"call_ended","data":{"callSid":` + sid + `}}`)})
+		var res ingest.Response
+		checkOneLineJSON(t, r, &res)
+		if r.code != http.StatusOK {
+			t.Fatalf("POST callSid %s = %d %s", sid, r.code, r.body)
+		}
+		return res
+	}
+	ids := map[string]string{}
+	for _, sid := range []string{
+		"1234567890123456789", "1234567890123456790", // one float64 apart: none
+		"9007199254740992", "9007199254740993", // 2⁵³ and the next integer
+		"-9007199254740993", "-9007199254740994",
+		"18446744073709551614", "18446744073709551615", // uint64
+		"123456789012345678901234567890", "123456789012345678901234567891", // longer than 64 bits
+		"1e999", `"1e999"`, // out of range, and a string
+		"1.5", "1.50", // one float64: one key
+	} {
+		res := post(sid)
+		if sid == "1.50" {
+			if !res.Duplicate || res.ID != ids["1.5"] {
+				t.Errorf("callSid 1.50 = %+v, want a duplicate of 1.5 (%s)", res, ids["1.5"])
+			}
+			continue
+		}
+		if res.Duplicate {
+			t.Errorf("callSid %s = %+v, want a new event", sid, res)
+		}
+		ids[sid] = res.ID
+	}
+	for _, sid := range []string{"1234567890123456789", "1234567890123456790", "9007199254740993", "18446744073709551615", "1e999", `"1e999"`} {
+		if res := post(sid); !res.Duplicate || res.ID != ids[sid] {
+			t.Errorf("callSid %s again = %+v, want a duplicate of %s", sid, res, ids[sid])
+		}
+	}
+}

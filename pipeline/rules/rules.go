@@ -303,6 +303,12 @@ func (r *redactor) walk(v any) {
 			r.msg = strings.ReplaceAll(r.msg, gs, "…")
 		}
 		r.replace(s)
+	case int64: // an integer id no float64 holds (see ingest.Decode)
+		r.replace(strconv.FormatInt(x, 10))
+	case uint64:
+		r.replace(strconv.FormatUint(x, 10))
+	case json.Number:
+		r.replace(string(x))
 	case map[string]any:
 		for _, e := range x {
 			r.walk(e)
@@ -363,9 +369,9 @@ func (p *Program) runBool(v *vm.VM, ev *evaluation) (bool, error) {
 // 1, 1.0, "1", true and "true" are five keys. A string is the key as it is
 // unless it starts with "(": then it is "(string)" followed by the string.
 // Other values are "(type)" followed by their text: an int 1 is "(int)1",
-// a float64 1 (what a JSON number is to rules) "(float)1", a bool
-// "(bool)true", a number too big for a float64 (kept as its text)
-// "(number)…". nil is "" (no key). Maps, arrays and other values are an
+// a float64 1 (what a JSON number is to rules) "(float)1", a JSON integer
+// from 2⁵³ up (an int64 or uint64 to rules) "(int)…", a bool
+// "(bool)true", a number out of float64's range (a json.Number) "(number)…". nil is "" (no key). Maps, arrays and other values are an
 // error. No string key starts with "(sha256)", the prefix of a key that
 // the event log hashes because it is long.
 func (p *Program) String(env *Env) (string, error) {

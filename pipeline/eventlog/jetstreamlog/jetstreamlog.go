@@ -181,6 +181,10 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: create stream %s: %w", o.Stream, err)
 	}
+	if err := checkFeatures(stream.CachedInfo(), nc.ConnectedServerVersion()); err != nil {
+		nc.Close()
+		return nil, err
+	}
 	l := &Log{
 		opts:   o,
 		nc:     nc,
@@ -192,6 +196,23 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 	}
 	l.closeCtx, l.cancel = context.WithCancel(context.Background())
 	return l, nil
+}
+
+// checkFeatures refuses a stream that does not have what the log relies
+// on: atomic batch publish (each append is one batch: all of it stored or
+// none) and per-message TTLs (dedup markers, retention). A server older
+// than 2.12 ignores both settings and creates the stream without them;
+// appends would then fail after part of a batch was stored, and be answered
+// 503 while their events are delivered all the same.
+func checkFeatures(info *jetstream.StreamInfo, version string) error {
+	if info != nil && info.Config.AllowAtomicPublish && info.Config.AllowMsgTTL {
+		return nil
+	}
+	name := ""
+	if info != nil {
+		name = info.Config.Name
+	}
+	return fmt.Errorf("jetstream: stream %s does not allow atomic batch publish and per-message TTLs: the NATS server this daemon is connected to (version %s) is too old; pipelined needs nats-server 2.12 or newer on every node", name, version)
 }
 
 // createStream creates or updates the stream and returns once it has a

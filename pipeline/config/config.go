@@ -71,6 +71,12 @@ type Server struct {
 	// MaxConcurrent bounds the requests handled at once; more are answered
 	// 503 with Retry-After.
 	MaxConcurrent int `toml:"max_concurrent"`
+	// MaxBodyMemory bounds the memory that the bodies of the authenticated
+	// requests in flight may take together, read and decoded for the
+	// rules: each is counted at ingest.DecodeCost times its length, the
+	// most that decoding it can take. A request over it is answered 503
+	// with Retry-After. Default 256 MiB.
+	MaxBodyMemory Size `toml:"max_body_memory"`
 	// MaxConnsPerIP bounds the open ingest connections of one client
 	// address; more are closed as soon as they are accepted. Addresses in
 	// TrustedProxies are not bounded. 0 means no bound. Default 256.
@@ -284,6 +290,9 @@ const (
 	MaxMemtableSize     = Size(256 << 20)
 )
 
+// DefaultMaxBodyMemory is server.max_body_memory when it is not set.
+const DefaultMaxBodyMemory = Size(256 << 20)
+
 // Default returns a Config with every default set and no sources, sinks
 // or routes.
 func Default() *Config {
@@ -298,6 +307,7 @@ func Default() *Config {
 			ShutdownTimeout:   Duration{25 * time.Second},
 			MaxHeaderBytes:    64 << 10,
 			MaxConcurrent:     1024,
+			MaxBodyMemory:     DefaultMaxBodyMemory,
 			MaxConnsPerIP:     256,
 			LogRequests:       true,
 		},

@@ -110,6 +110,9 @@ func (c *Config) checkServer(p *problems, plan *Plan) {
 	if srv.MaxConcurrent < 1 {
 		p.at("server", -1, "max_concurrent", "server.max_concurrent: must be at least 1 (default 1024)")
 	}
+	if srv.MaxBodyMemory < 1<<20 {
+		p.at("server", -1, "max_body_memory", `server.max_body_memory: must be at least 1MiB (default "256MiB")`)
+	}
 	var err error
 	if plan.TrustedProxies, err = ParsePrefixes(srv.TrustedProxies); err != nil {
 		p.at("server", -1, "trusted_proxies", "server.trusted_proxies: %v", err)

@@ -26,6 +26,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 		Router:         plan.Router,
 		MaxBody:        int64(cfg.Server.MaxBody),
 		MaxConcurrent:  cfg.Server.MaxConcurrent,
+		MaxBodyMemory:  int64(cfg.Server.MaxBodyMemory),
 		TrustedProxies: plan.TrustedProxies,
 		LogRequests:    cfg.Server.LogRequests,
 	}

@@ -57,6 +57,11 @@ type Request struct {
 	// senders, slow or not, from using up the slots of authenticated ones.
 	// `pipelined test` passes nil.
 	Slot func() bool
+	// Memory, when not nil, is asked once the request has its slot for
+	// the memory that decoding its body of n bytes can take (see
+	// [Config.MaxBodyMemory]): false answers 503. `pipelined test` passes
+	// nil.
+	Memory func(n int64) bool
 	// Context, when not nil, stops the rules' evaluations once it is done
 	// (the handler passes the request's: the sender left).
 	Context context.Context
@@ -165,6 +170,9 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 	}
 	if req.Slot != nil && !req.Slot() {
 		return unavailable("too many requests in flight: retry shortly")
+	}
+	if req.Memory != nil && !req.Memory(int64(len(body))) {
+		return unavailable("too many large bodies in flight: retry shortly")
 	}
 	// One pass decodes a valid body and measures its depth; what the fast
 	// decoder leaves is measured by Depth, then decoded by encoding/json.

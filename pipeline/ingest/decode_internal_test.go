@@ -3,9 +3,12 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -139,6 +142,45 @@ func TestDecodeNumbers(t *testing.T) {
 			got, err := decode([]byte(tt.body))
 			if err != nil || got != tt.want {
 				t.Errorf("%s(%s) = %#v, %v; want %#v", name, tt.body, got, err, tt.want)
+			}
+		}
+	}
+}
+
+// TestDecodeCost holds what decoding takes under DecodeCost bytes per byte
+// of body, on the shapes that cost the most per byte, at several sizes.
+func TestDecodeCost(t *testing.T) {
+	shape := map[string]func(n int) string{
+		"numbers":         func(n int) string { return "[" + strings.Repeat("0,", n) + "0]" },
+		"objects":         func(n int) string { return "[" + strings.Repeat("{},", n) + "{}]" },
+		"objects of one":  func(n int) string { return "[" + strings.Repeat(`{"a":0},`, n) + `{"a":0}]` },
+		"strings":         func(n int) string { return "[" + strings.Repeat(`"a",`, n) + `"a"]` },
+		"arrays of one":   func(n int) string { return "[" + strings.Repeat("[0],", n) + "[0]]" },
+		"out of range":    func(n int) string { return "[" + strings.Repeat("1e999,", n) + "1]" },
+		"64-bit integers": func(n int) string { return "[" + strings.Repeat("1234567890123456789,", n) + "1]" },
+		"keys": func(n int) string {
+			var b strings.Builder
+			b.WriteByte('{')
+			for i := range n {
+				fmt.Fprintf(&b, `"%x":0,`, i)
+			}
+			b.WriteString(`"":0}`)
+			return b.String()
+		},
+	}
+	for name, body := range shape {
+		for _, n := range []int{1000, 100_000} {
+			b := []byte(body(n))
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			_, _, ok := decodeOwned(b)
+			runtime.ReadMemStats(&after)
+			if !ok {
+				t.Fatalf("%s of %d: not decoded", name, n)
+			}
+			if cost := float64(after.TotalAlloc-before.TotalAlloc) / float64(len(b)); cost > DecodeCost {
+				t.Errorf("%s of %d: decoding took %.1f bytes per byte of body, more than DecodeCost %d", name, n, cost, DecodeCost)
 			}
 		}
 	}

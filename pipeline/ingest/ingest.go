@@ -84,6 +84,10 @@ type Config struct {
 	// MaxConcurrent bounds the authenticated requests handled at once (0:
 	// no bound); see [Request.Slot].
 	MaxConcurrent int
+	// MaxBodyMemory bounds the memory that the bodies of the
+	// authenticated requests in flight take together, each counted at
+	// [DecodeCost] times its length (0: no bound); see [Request.Memory].
+	MaxBodyMemory int64
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// Metrics, if set, counts requests by source and outcome, route
@@ -130,6 +134,7 @@ type state struct {
 	cfg    Config
 	byPath map[string]*Source
 	slots  chan struct{} // MaxConcurrent tokens; nil when unbounded
+	mem    *bodyMemory   // nil when unbounded
 }
 
 // New returns a handler that serves cfg and appends through app.
@@ -147,6 +152,9 @@ func (h *Handler) Swap(cfg Config) {
 	st := &state{cfg: cfg, byPath: make(map[string]*Source, len(cfg.Sources))}
 	if cfg.MaxConcurrent > 0 {
 		st.slots = make(chan struct{}, cfg.MaxConcurrent)
+	}
+	if cfg.MaxBodyMemory > 0 {
+		st.mem = &bodyMemory{max: cfg.MaxBodyMemory}
 	}
 	for i := range cfg.Sources {
 		st.byPath[PathKey(cfg.Sources[i].Path)] = &cfg.Sources[i]
@@ -257,6 +265,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state, recei
 				<-st.slots
 			}
 		}()
+	}
+	if st.mem != nil {
+		var share int64
+		req.Memory = func(n int64) (ok bool) {
+			share, ok = st.mem.take(n)
+			return ok
+		}
+		defer func() { st.mem.give(share) }()
 	}
 	d := st.cfg.Decide(src, req)
 	if d.Ignored {

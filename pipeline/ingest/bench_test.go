@@ -24,9 +24,12 @@ func (nopAppender) Append(_ context.Context, e pipeline.Entry) (pipeline.Appende
 }
 
 // BenchmarkHandler is one CallKaro request through the handler, without
-// the log: everything ingest does on the hot path per event.
+// the log: everything ingest does on the hot path per event, with the
+// daemon's default bounds on requests and bodies in flight.
 func BenchmarkHandler(b *testing.B) {
-	benchServe(b, ingest.New(testConfig(b), nopAppender{}, nil))
+	cfg := testConfig(b)
+	cfg.MaxConcurrent, cfg.MaxBodyMemory = 1024, 256<<20
+	benchServe(b, ingest.New(cfg, nopAppender{}, nil))
 }
 
 // BenchmarkDecodeDedupRoute is the per-event rule work: decode the body

@@ -127,6 +127,12 @@ func (d *Decision) Accepted() bool { return d.Status == http.StatusOK && !d.Igno
 // and `pipelined test` both call it, so a rule test sees what the daemon
 // answers.
 func (c *Config) Decide(src *Source, req Request) Decision {
+	return c.decide(src, req, nil)
+}
+
+// decide is Decide with the handler's slot and share of body memory in
+// held (nil: req.Slot and req.Memory), without a closure for each.
+func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	refuse := func(status int, outcome, reason string, body []byte) Decision {
 		d := Decision{Status: status, Outcome: outcome, Error: reason}
 		d.Rejection = rejection(src, &req, status, reason, nil, body)
@@ -168,10 +174,10 @@ func (c *Config) Decide(src *Source, req Request) Decision {
 				Error: "source " + strconv.Quote(src.Name) + " is over its rate: retry after the Retry-After delay"}
 		}
 	}
-	if req.Slot != nil && !req.Slot() {
+	if req.Slot != nil && !req.Slot() || held != nil && !held.takeSlot() {
 		return unavailable("too many requests in flight: retry shortly")
 	}
-	if req.Memory != nil && !req.Memory(int64(len(body))) {
+	if req.Memory != nil && !req.Memory(int64(len(body))) || held != nil && !held.takeMemory(int64(len(body))) {
 		return unavailable("too many large bodies in flight: retry shortly")
 	}
 	// One pass decodes a valid body and measures its depth; what the fast

@@ -246,35 +246,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state, recei
 	if src.Limiter != nil {
 		req.Admit = src.admit
 	}
-	if st.slots != nil {
-		// A slot is taken once the request is authenticated: see
-		// Request.Slot. Until then, reading the body is bounded by the
-		// server's read timeout and max_conns_per_ip.
-		held := false
-		req.Slot = func() bool {
-			select {
-			case st.slots <- struct{}{}:
-				held = true
-				return true
-			default:
-				return false
-			}
-		}
-		defer func() {
-			if held {
-				<-st.slots
-			}
-		}()
-	}
-	if st.mem != nil {
-		var share int64
-		req.Memory = func(n int64) (ok bool) {
-			share, ok = st.mem.take(n)
-			return ok
-		}
-		defer func() { st.mem.give(share) }()
-	}
-	d := st.cfg.Decide(src, req)
+	// A slot and a share of body memory are taken once the request is
+	// authenticated: see Request.Slot and Request.Memory. Until then,
+	// reading the body is bounded by the server's read timeout and
+	// max_conns_per_ip.
+	held := inflight{st: st}
+	defer held.release()
+	d := st.cfg.decide(src, req, &held)
 	if d.Ignored {
 		h.ignored.Add(1)
 		writeJSON(w, http.StatusOK, Ignored{Ignored: true, Reason: d.Error})
@@ -419,6 +397,46 @@ func appendFailed(err error, canceled bool) Decision {
 		return Decision{Outcome: metrics.OutcomeCanceled}
 	}
 	return unavailable("event log cannot take the event: retry later")
+}
+
+// inflight is what one request holds while the handler serves it: one
+// of its state's slots, and a share of its body memory. It does what
+// Request.Slot and Request.Memory do, without a closure each.
+type inflight struct {
+	st    *state
+	slot  bool
+	share int64
+}
+
+func (f *inflight) takeSlot() bool {
+	if f.st.slots == nil {
+		return true
+	}
+	select {
+	case f.st.slots <- struct{}{}:
+		f.slot = true
+		return true
+	default:
+		return false
+	}
+}
+
+func (f *inflight) takeMemory(n int64) (ok bool) {
+	if f.st.mem == nil {
+		return true
+	}
+	f.share, ok = f.st.mem.take(n)
+	return ok
+}
+
+// release gives back what f took.
+func (f *inflight) release() {
+	if f.slot {
+		<-f.st.slots
+	}
+	if f.share > 0 {
+		f.st.mem.give(f.share)
+	}
 }
 
 // unavailable is the refusal of a request that pipelined cannot take now.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/internal/race"
 )
@@ -154,5 +156,61 @@ func TestEventsWhenTimeBudget(t *testing.T) {
 	}
 	if chunks, most := (scanned+15)/16, int(time.Second/(16*per))+2; chunks > most {
 		t.Errorf("scanned %d events (%d chunks) in %v, want at most %d chunks: the 1s budget plus one chunk", scanned, chunks, took, most)
+	}
+}
+
+// TestEventsPageBytes: a page of GET /v1/events holds about 4 MiB of
+// bodies at most, whatever its limit (bodies are the senders', up to
+// max_body each), with a next cursor; following next gives every event
+// once, in order, oldest or newest first, on memlog and on Badger.
+func TestEventsPageBytes(t *testing.T) {
+	big := []byte(`"` + strings.Repeat("x", 1<<20) + `"`) // 1 MiB, a JSON string
+	badger, err := badgerlog.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, l := range map[string]pipeline.Log{"memlog": memlog.New(), "badger": badger} {
+		t.Run(name, func(t *testing.T) {
+			t.Cleanup(func() { l.Close() })
+			var es []pipeline.Entry
+			for i := range 10 {
+				es = append(es, pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprintf("ev-%d", i), Source: "callkaro",
+					ReceivedAt: time.Now(), Body: big, Auth: "none"}})
+			}
+			if _, err := l.Append(context.Background(), es); err != nil {
+				t.Fatal(err)
+			}
+			h := admin.Handler(v1Options(l))
+			for _, order := range []string{"oldest", "newest"} {
+				var ids []string
+				after, pages := "", 0
+				for {
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, operatorGet("/v1/events?limit=1000&order="+order+"&after="+after))
+					var out admin.EventList
+					if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != http.StatusOK {
+						t.Fatalf("%s page %d = %d (%v)", order, pages, rec.Code, err)
+					}
+					if n := len(out.Events); n == 0 && out.Next != "" || n > 4 {
+						t.Fatalf("%s page %d: %d events of 1 MiB, next %q; want 1 to 4 and a next", order, pages, n, out.Next)
+					}
+					for _, e := range out.Events {
+						ids = append(ids, e.ID)
+					}
+					pages++
+					if out.Next == "" {
+						break
+					}
+					after = out.Next
+				}
+				want := []string{"ev-0", "ev-1", "ev-2", "ev-3", "ev-4", "ev-5", "ev-6", "ev-7", "ev-8", "ev-9"}
+				if order == "newest" {
+					slices.Reverse(want)
+				}
+				if !slices.Equal(ids, want) || pages < 3 {
+					t.Errorf("%s first: %v in %d pages, want %v in 3 pages or more", order, ids, pages, want)
+				}
+			}
+		})
 	}
 }

@@ -14,8 +14,9 @@
 //	POST /v1/reload
 //
 // A list answers fewer than limit events with a next cursor when it
-// stopped early (after listPages reads of the log, or with a when= after
-// whenBudget): call again with after=next until next is empty.
+// stopped early (after listPages reads of the log, with a when= after
+// whenBudget, or once its events' bodies and headers reach 4 MiB): call
+// again with after=next until next is empty.
 // Times are RFC 3339 or a duration ago ("1h"). Every error is one line of
 // JSON, {"error": "..."}, with its status code. Every call under /v1/ and
 // /debug/ needs "Authorization: Bearer <token>" when [Options.Token] is

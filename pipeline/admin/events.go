@@ -126,11 +126,18 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
+	size := 0          // bytes of the bodies and headers answered
+	seen, read := 0, 0 // of every event read (matched or not), and how many
 	// Without a when, listPages bounds the calls; with one, whenBudget does.
 	for page := 0; when != nil || page < listPages; page++ {
 		f.Limit = limit - len(out.Events)
 		if when != nil {
 			f.Limit = min(f.Limit, whenChunk)
+		}
+		if read == 0 {
+			f.Limit = min(f.Limit, firstChunk)
+		} else {
+			f.Limit = min(f.Limit, max((pageBytes-size)/max(seen/read, 1), 1))
 		}
 		page, next, err := list(r.Context(), f)
 		if err != nil {
@@ -146,17 +153,35 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusBadRequest, fmt.Sprintf("when: %v on event %s: make the expression do less per event", err, e.Event.ID))
 				return
 			}
-			if ok {
-				out.Events = append(out.Events, toEvent(e))
+			n := eventSize(&e.Event)
+			seen, read = seen+n, read+1
+			if !ok {
+				continue
+			}
+			out.Events = append(out.Events, toEvent(e))
+			if size += n; size >= pageBytes {
+				// Full: go on after this one (a cursor is the Seq of
+				// the last event answered, in either order).
+				next = strconv.FormatUint(e.Seq, 10)
+				break
 			}
 		}
 		out.Next = next
-		if next == "" || len(out.Events) == limit || (when != nil && time.Since(start) > whenBudget) {
+		if next == "" || len(out.Events) == limit || size >= pageBytes || (when != nil && time.Since(start) > whenBudget) {
 			break
 		}
 		f.After = next
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// eventSize is what an event's body and headers weigh in an answer.
+func eventSize(e *pipeline.Event) int {
+	n := len(e.Body)
+	for k, v := range e.Headers {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 func (s *server) event(w http.ResponseWriter, r *http.Request) {

@@ -106,6 +106,13 @@ const (
 	// where to go on.
 	whenChunk  = 16
 	whenBudget = time.Second
+	// pageBytes bounds the bodies and headers of one GET /v1/events
+	// answer (at least one event is answered): bodies are the senders',
+	// up to max_body each, so limit=1000 could otherwise hold a GiB. The
+	// log is read firstChunk events at a time at first, then as many as
+	// the sizes seen so far say fit; next tells where to go on.
+	pageBytes  = 4 << 20
+	firstChunk = 16
 )
 
 type server struct {

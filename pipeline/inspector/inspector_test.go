@@ -664,3 +664,49 @@ func TestReplayedDeliveryIsNotAFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestStrongTokenIsNotHeldBack: with a token of admin.StrongToken
+// characters or more, a stranger's wrong guesses from the operator's
+// address hold back the guesses (429), not the right token: the API and
+// the UI login still let the operator in.
+func TestStrongTokenIsNotHeldBack(t *testing.T) {
+	strong := strings.Repeat("k", admin.StrongToken)
+	ao := admin.Options{Log: memlog.New(), Token: []byte(strong), Guesses: admin.NewGuesses()}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	defer srv.Close()
+	api := func(token string) int {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/events", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range admin.GuessBurst {
+		if code := api("guess"); code != http.StatusUnauthorized {
+			t.Fatalf("wrong token %d = %d, want 401", i, code)
+		}
+	}
+	if code := api("guess"); code != http.StatusTooManyRequests {
+		t.Fatalf("premise: a wrong token after %d = %d, want 429: the address is held back", admin.GuessBurst, code)
+	}
+	if code := api(strong); code != http.StatusOK {
+		t.Errorf("the API with the right token while the address is held back = %d, want 200", code)
+	}
+	c := client(t)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := c.PostForm(srv.URL+"/ui/login", url.Values{"token": {strong}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the UI login with the right token while the address is held back = %d, want 303", resp.StatusCode)
+	}
+	if code := api(strings.Repeat("k", admin.StrongToken-1)); code != http.StatusTooManyRequests {
+		t.Errorf("a wrong token still = %d, want 429", code)
+	}
+}

@@ -115,7 +115,7 @@ const matchCost = 8
 // a megabyte against a pattern of thousands of characters takes seconds,
 // and a match cannot be stopped once it runs. re is b compiled when b is
 // a literal, else nil (b is compiled at each call, as expr does).
-func matcher(re *regexp.Regexp) func(args ...any) any {
+func matcher(literal *regexp.Regexp) func(args ...any) any {
 	return func(args ...any) any {
 		a, b := args[1], args[2]
 		if runtime.IsNil(a) || runtime.IsNil(b) {
@@ -135,6 +135,7 @@ func matcher(re *regexp.Regexp) func(args ...any) any {
 			panic(errOps) // before the match, which would take that long
 		}
 		bu.op(cost)
+		re := literal // shared by every evaluation: never written here
 		if re == nil {
 			var err error
 			if re, err = regexp.Compile(b.(string)); err != nil {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -78,6 +79,9 @@ type Log struct {
 	queues map[string]*queue
 
 	rejects rejectLedger // keep_rejected_max; see reject.go
+
+	health  atomic.Pointer[health] // the last look at the stream; see health.go
+	looking atomic.Bool            // a look is under way
 }
 
 // Subjects of the stream, below the prefix P:
@@ -425,6 +429,7 @@ func (l *Log) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.
 			}
 			continue
 		}
+		l.appended(ctx, err)
 		if err != nil {
 			return nil, err
 		}

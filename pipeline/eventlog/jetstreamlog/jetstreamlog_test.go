@@ -3,6 +3,8 @@ package jetstreamlog_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -82,4 +84,52 @@ func TestLogDurable(t *testing.T) {
 		mu.Unlock()
 		return open(t, url, name)
 	})
+}
+
+// TestCheckWrite: /readyz's question (pipeline.WriteChecker) follows the
+// NATS server: nil while it serves, an error naming the lost connection
+// while it is down, and nil again once it is back, with no append needed.
+func TestCheckWrite(t *testing.T) {
+	dir := t.TempDir()
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true}
+	start := func() *server.Server {
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("server.NewServer: %v", err)
+		}
+		go s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready within 10s")
+		}
+		return s
+	}
+	s := start()
+	opts.Port = s.Addr().(*net.TCPAddr).Port // the same address again after the restart
+	l := open(t, s.ClientURL(), fmt.Sprintf("CW%d", streams.Add(1)))
+	t.Cleanup(func() { l.Close() })
+	waitFor := func(what string, ok func(error) bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			err := l.CheckWrite()
+			if ok(err) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("CheckWrite = %v after 20s, want %s", err, what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("nil while the server serves", func(err error) bool { return err == nil })
+	s.Shutdown()
+	waitFor("an error naming the lost connection", func(err error) bool {
+		return err != nil && strings.Contains(err.Error(), "not connected to NATS")
+	})
+	s = start()
+	t.Cleanup(s.Shutdown)
+	waitFor("nil once the server is back", func(err error) bool { return err == nil })
+	if _, err := l.Append(context.Background(), []pipeline.Entry{{Event: pipeline.Event{ID: "after", Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)}}}); err != nil {
+		t.Errorf("Append once CheckWrite is nil again = %v", err)
+	}
 }

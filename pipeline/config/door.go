@@ -16,9 +16,23 @@ import (
 func (c *Config) checkTLSFiles(p *problems) {
 	srv := c.Server
 	for _, f := range []struct{ key, path string }{{"tls_cert_file", srv.TLSCertFile}, {"tls_key_file", srv.TLSKeyFile}} {
-		if _, err := os.Stat(f.path); err != nil {
-			p.at("server", -1, f.key, "server.%s: %v", f.key, c.fileErr(err))
-		}
+		c.checkFile(p, "server", f.key, f.path)
+	}
+}
+
+// checkFile reports, as a problem of table.key, a file that serve would
+// not find: a ${VAR} of its name that is not set, or no such file.
+func (c *Config) checkFile(p *problems, table, key, path string) {
+	if path == "" {
+		return
+	}
+	name, err := ExpandFile(path)
+	if err != nil {
+		p.at(table, -1, key, "%s.%s %v", table, key, err)
+		return
+	}
+	if _, err := os.Stat(name); err != nil {
+		p.at(table, -1, key, "%s.%s: %v", table, key, c.fileErr(err))
 	}
 }
 

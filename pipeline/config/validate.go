@@ -153,6 +153,13 @@ func (c *Config) checkServer(p *problems, plan *Plan) {
 		}
 	case "jetstream":
 		validateJetStream(c, p.at)
+		if !c.secretsOptional {
+			l := c.Log
+			for _, f := range []struct{ key, path string }{{"creds_file", l.CredsFile}, {"nkey_file", l.NKeyFile},
+				{"tls_ca_file", l.TLSCAFile}, {"tls_cert_file", l.TLSCertFile}, {"tls_key_file", l.TLSKeyFile}} {
+				c.checkFile(p, "log", f.key, f.path)
+			}
+		}
 	default:
 		p.at("log", -1, "backend", `log.backend: unknown backend %q (write backend = "badger" or "jetstream")`, c.Log.Backend)
 	}

@@ -652,14 +652,22 @@ func (p *printer) sinks() error {
 		}
 		heldKeys, oldestHeld := heldCells(s)
 		ready, retrying, dead := strconv.Itoa(s.Ready), strconv.Itoa(s.Retrying), strconv.Itoa(s.Dead)
-		if s.Rebuilding {
+		switch {
+		case s.Rebuilding:
 			ready, retrying, dead = "rebuilding", "-", "-"
+		case s.QueueError != "":
+			ready, retrying, dead = "unknown", "-", "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, plugin, orDash(s.Breaker), paused,
 			ready, retrying, oldest, dead, heldKeys, oldestHeld, orDash(lastErr))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, s := range sinks {
+		if s.QueueError != "" {
+			fmt.Fprintf(p.stderr, "sink %s: its queue could not be counted: %s\n", s.Name, oneLine(s.QueueError))
+		}
 	}
 	if r := list.QueuesRebuild; r != nil {
 		fmt.Fprintf(p.stderr, "the sinks' queues are being rebuilt after the start: %d of about %d events read; the counts follow once it is done, and delivery starts then\n", r.Read, r.Total)

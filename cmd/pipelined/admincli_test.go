@@ -287,6 +287,30 @@ func TestSinksWhileRebuilding(t *testing.T) {
 	}
 }
 
+// TestSinksWhenTheQueueCannotBeCounted: when the log does not answer for
+// a sink's queue (a JetStream stream without a quorum), `pipelined sinks`
+// still shows the sinks, "unknown" for the counts, and why on stderr.
+func TestSinksWhenTheQueueCannotBeCounted(t *testing.T) {
+	l := memlog.New()
+	t.Cleanup(func() { l.Close() })
+	srv := httptest.NewServer(admin.Handler(admin.Options{Log: l, Token: []byte(cliToken),
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "archive", Plugin: "running", Breaker: "closed", QueueError: "jetstream: consumer: no quorum"}}, nil
+		}}))
+	t.Cleanup(srv.Close)
+	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
+	code, stdout, stderr := runPipelined(t, "sinks", "--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if want := "archive  running  closed   -       unknown  -         -                   -"; !strings.Contains(stdout, want) {
+		t.Errorf("stdout lacks %q:\n%s", want, stdout)
+	}
+	if want := "sink archive: its queue could not be counted: jetstream: consumer: no quorum"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+}
+
 // TestAdminTokenFileAsTheDaemonReadsIt: the CLI reads [admin] token_file
 // as the daemon does, so that the unit's ExecReload (pipelined reload -c)
 // gets the token: ${VAR} expanded (a systemd credential) and a relative

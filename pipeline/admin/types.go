@@ -52,14 +52,23 @@ type SinkStatus struct {
 	// left out of the JSON), and [SinkList.QueuesRebuild] says how far it
 	// is. Absent when false.
 	Rebuilding bool `json:"rebuilding,omitempty"`
+	// QueueError says why the sink's queue could not be counted (the
+	// log did not answer: a JetStream stream without a quorum, say);
+	// Ready, Retrying and Dead are then not known (0 here, and left out of
+	// the JSON), while the rest of the status is. Absent when counted.
+	QueueError string `json:"queue_error,omitempty"`
 }
 
-// MarshalJSON leaves ready, retrying and dead out while the sink is
-// Rebuilding: a client that does not know the field must not read an
-// unknown count as an empty queue.
+// CountsUnknown reports whether Ready, Retrying and Dead are not known:
+// while the queues are rebuilt, or when they could not be counted.
+func (s SinkStatus) CountsUnknown() bool { return s.Rebuilding || s.QueueError != "" }
+
+// MarshalJSON leaves ready, retrying and dead out when they are not known
+// ([SinkStatus.CountsUnknown]): a client that does not know the fields
+// that say why must not read an unknown count as an empty queue.
 func (s SinkStatus) MarshalJSON() ([]byte, error) {
 	type plain SinkStatus // its fields, without this method
-	if !s.Rebuilding {
+	if !s.CountsUnknown() {
 		return json.Marshal(plain(s))
 	}
 	return json.Marshal(struct {

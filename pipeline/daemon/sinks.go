@@ -392,7 +392,14 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 		}
 		qs, err := sr.q.Stats(ctx)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
+			if ctx.Err() != nil {
+				errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
+				continue
+			}
+			// The rest of its status is known: say it, with why the
+			// counts are not (a stream without a quorum, say).
+			ss.QueueError = err.Error()
+			out = append(out, ss)
 			continue
 		}
 		ss.Ready, ss.Retrying, ss.Dead = qs.Ready, qs.Retrying, qs.Dead

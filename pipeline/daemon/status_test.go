@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -122,5 +123,55 @@ func TestStatusDuringTheQueuesRebuild(t *testing.T) {
 	}
 	if rebuilding != 1 {
 		t.Errorf("pipelined_queues_rebuilding = %v, want 1 (-1: absent)", rebuilding)
+	}
+}
+
+// unansweringLog is a log whose queues cannot be counted: a JetStream
+// stream without a quorum answers every consumer request with an error.
+type unansweringLog struct{ pipeline.Log }
+
+func (l unansweringLog) Queue(sink string) pipeline.Queue { return unansweringQueue{l.Log.Queue(sink)} }
+
+type unansweringQueue struct{ pipeline.Queue }
+
+func (unansweringQueue) Stats(context.Context) (pipeline.QueueStats, error) {
+	return pipeline.QueueStats{}, errors.New("jetstream: consumer: JetStream system temporarily unavailable")
+}
+
+// TestStatusWhenTheQueuesCannotBeCounted: when the log cannot count a
+// sink's queue, GET /v1/sinks still answers 200 with what is known of
+// every sink (its plugin, its breaker) and says why its counts are not,
+// leaving them out rather than failing the whole answer.
+func TestStatusWhenTheQueuesCannotBeCounted(t *testing.T) {
+	d := &Daemon{metrics: metrics.New(prometheus.NewRegistry())}
+	d.sinks = sinks{log: slog.New(slog.DiscardHandler), db: unansweringLog{memlog.New()}, metrics: d.metrics}
+	spec := pluginhost.Spec{Sink: "archive", Command: os.Args[0]}
+	d.sinks.install([]*sinkRun{d.sinks.sinkRun(spec, d.sinks.supervisor(spec), config.Delivery{BatchMax: 10, MaxAttempts: 3}, nil)})
+	const token = "status-test-token"
+	srv := httptest.NewServer(admin.Handler(admin.Options{Sinks: d.sinkStatus, Log: d.sinks.db, Token: []byte(token)}))
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest("GET", srv.URL+"/v1/sinks", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var loose struct{ Sinks []map[string]any }
+	if err := json.Unmarshal(raw, &loose); err != nil || resp.StatusCode != http.StatusOK || len(loose.Sinks) != 1 {
+		t.Fatalf("GET /v1/sinks = %d %s (%v), want 200 with the sink", resp.StatusCode, raw, err)
+	}
+	s := loose.Sinks[0]
+	if s["name"] != "archive" || s["plugin"] == nil || s["queue_error"] != "jetstream: consumer: JetStream system temporarily unavailable" {
+		t.Errorf("sink = %v, want archive with its plugin state and the queue's error", s)
+	}
+	for _, k := range []string{"ready", "retrying", "dead"} {
+		if v, ok := s[k]; ok {
+			t.Errorf("sink has %s = %v, a count that is not known", k, v)
+		}
 	}
 }

@@ -595,7 +595,8 @@ func TestOverviewWhileRebuilding(t *testing.T) {
 	ao := admin.Options{
 		Log: memlog.New(),
 		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
-			return []admin.SinkStatus{{Name: "crm", Plugin: "running", Rebuilding: true}, {Name: "archive", Plugin: "running", Ready: 12}}, nil
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running", Rebuilding: true}, {Name: "archive", Plugin: "running", Ready: 12},
+				{Name: "db", Plugin: "running", QueueError: "jetstream: consumer: no quorum"}}, nil
 		},
 		AllowUnauthenticated: true,
 	}
@@ -611,6 +612,9 @@ func TestOverviewWhileRebuilding(t *testing.T) {
 	}
 	if !strings.Contains(body, `<td class="num">12</td>`) {
 		t.Errorf("overview lacks archive's 12 ready:\n%s", body)
+	}
+	if !strings.Contains(body, `title="jetstream: consumer: no quorum">not known: the log did not answer</td>`) {
+		t.Errorf("overview does not say that db's counts are not known, and why:\n%s", body)
 	}
 }
 

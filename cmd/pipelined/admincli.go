@@ -838,7 +838,8 @@ func (p *printer) reload() error {
 	ctx, cancel := context.WithTimeout(context.Background(), reloadWait)
 	defer cancel()
 	var raw []byte
-	if err := p.c.WithRaw(&raw).Reload(ctx); err != nil {
+	res, err := p.c.WithRaw(&raw).Reload(ctx)
+	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("%w: no answer, so the reload may or may not have been applied: the daemon's log says which", err)
 		}
@@ -848,6 +849,10 @@ func (p *printer) reload() error {
 		_, err := p.stdout.Write(raw)
 		return err
 	}
-	_, err := fmt.Fprintln(p.stdout, "configuration reloaded")
+	if len(res.RestartNeeded) > 0 {
+		_, err = fmt.Fprintf(p.stdout, "configuration reloaded, but for %s: these take effect only at a restart, and the daemon runs with their old values until then\n", strings.Join(res.RestartNeeded, ", "))
+		return err
+	}
+	_, err = fmt.Fprintln(p.stdout, "configuration reloaded")
 	return err
 }

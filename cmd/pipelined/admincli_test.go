@@ -70,12 +70,15 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 				LastError: `sink "tally": plugin exited before the handshake`, LastErrorAt: time.Now().Add(-3 * time.Minute)})
 			return out, nil
 		},
-		Reload: func() error {
+		Reload: func() ([]string, error) {
 			*reloads++
-			if *reloads > 1 {
-				return errors.New("pipeline.toml:4:1: unknown key foo")
+			switch {
+			case *reloads == 2:
+				return []string{"log.urls", "admin.listen"}, nil
+			case *reloads > 2:
+				return nil, errors.New("pipeline.toml:4:1: unknown key foo")
 			}
-			return nil
+			return nil, nil
 		},
 	})
 	srv := httptest.NewServer(h)
@@ -162,7 +165,8 @@ func TestAdminCLI(t *testing.T) {
 			[]string{"replayed to archive: 0 enqueued, 2 already queued (2 matched of 2 scanned)"}, nil},
 		{"replay json", []string{"replay", "--sink", "slack", "--since", "1h", "--all-events", "--when", "body.n == 0", "-c", cfg, "--json"}, 0,
 			[]string{`"enqueued":1`, `"done":true`}, nil},
-		{"reload", []string{"reload", "-c", cfg}, 0, []string{"configuration reloaded"}, nil},
+		{"reload", []string{"reload", "-c", cfg}, 0, []string{"configuration reloaded\n"}, nil},
+		{"reload needing a restart", []string{"reload", "-c", cfg}, 0, []string{"configuration reloaded, but for log.urls, admin.listen: these take effect only at a restart"}, nil},
 		{"reload refused", []string{"reload", "-c", cfg}, 1, nil, []string{"reload refused", "unknown key foo (HTTP 409)"}},
 		{"reload refused json", []string{"reload", "-c", cfg, "--json"}, 1, []string{`{"error":"reload refused`, `"status":409}`}, nil},
 		{"unreachable", []string{"sinks", "--admin", "http://127.0.0.1:1"}, 1, nil, []string{"is pipelined running?"}},
@@ -199,8 +203,8 @@ func TestAdminCLI(t *testing.T) {
 			}
 		})
 	}
-	if *reloads != 3 {
-		t.Errorf("Reload called %d times, want 3", *reloads)
+	if *reloads != 4 {
+		t.Errorf("Reload called %d times, want 4", *reloads)
 	}
 	// The replays and the retry reached the queues the dispatchers read.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -351,7 +355,7 @@ func TestReloadWithoutAnAnswer(t *testing.T) {
 	t.Cleanup(func() { reloadWait = was })
 	done := make(chan struct{})
 	srv := httptest.NewServer(admin.Handler(admin.Options{Token: []byte(cliToken),
-		Reload: func() error { <-done; return nil }})) // a reload that takes long
+		Reload: func() ([]string, error) { <-done; return nil, nil }})) // a reload that takes long
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(done) })
 	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)

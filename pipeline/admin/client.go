@@ -249,7 +249,9 @@ func (c *Client) PauseSink(ctx context.Context, sink string, paused bool) (SinkP
 
 // Reload asks the daemon to apply its configuration file again (POST
 // /v1/reload); a refused configuration is an [*APIError] with Status 409.
-func (c *Client) Reload(ctx context.Context) error {
-	var v map[string]string
-	return c.Call(ctx, "POST", "/v1/reload", nil, &v)
+// The result lists the changed keys that wait for a restart.
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	var v ReloadResult
+	err := c.Call(ctx, "POST", "/v1/reload", nil, &v)
+	return v, err
 }

@@ -83,7 +83,7 @@ func TestClient(t *testing.T) {
 	}
 
 	// The fixture's options have no Reload: 501.
-	if err := c.Reload(ctx); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotImplemented {
+	if _, err := c.Reload(ctx); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotImplemented {
 		t.Errorf("Reload = %v, want an APIError with status 501", err)
 	}
 

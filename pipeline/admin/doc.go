@@ -11,7 +11,7 @@
 //	POST /v1/sinks/{sink}/dlq/retry   {"ids": [...]} or {"all": true}
 //	POST /v1/sinks/{sink}/dlq/drop    {"ids": [...]} or {"all": true}
 //	POST /v1/replay                   {"sink", "since", "until", "source", "when", "all_events"}
-//	POST /v1/reload
+//	POST /v1/reload                   {"status": "reloaded", "restart_needed": [keys that wait for a restart]}
 //
 // A list answers fewer than limit events with a next cursor when it
 // stopped early (after listPages reads of the log, with a when= after

@@ -41,9 +41,11 @@ type Options struct {
 	// Log is the event log that /v1/events, the DLQ routes and replay use;
 	// /v1/rejections needs it to be a [pipeline.RejectionLog] too.
 	Log pipeline.Log
-	// Reload applies the configuration file again (POST /v1/reload); an
-	// error means the new configuration was refused and the old one runs.
-	Reload func() error
+	// Reload applies the configuration file again (POST /v1/reload) and
+	// returns the keys it changed that take effect only at a restart (the
+	// daemon keeps their running values); an error means the new
+	// configuration was refused and the old one runs.
+	Reload func() (restartNeeded []string, err error)
 	// Retarget, if set, says what a replayed event is delivered to sink
 	// with: the route and payload (nil: the body) its routes make of it
 	// now. Nil means route "replay" and the event's body.
@@ -391,12 +393,13 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 	}
 	// Who asked; the daemon logs what came of it.
 	s.log.Info("reload requested", "remote", r.RemoteAddr)
-	if err := s.o.Reload(); err != nil {
+	restart, err := s.o.Reload()
+	if err != nil {
 		// The daemon's errors begin "reload: ", which this says already.
 		writeError(w, http.StatusConflict, "reload refused, the running configuration is unchanged: "+strings.TrimPrefix(err.Error(), "reload: "))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+	writeJSON(w, http.StatusOK, ReloadResult{Status: "reloaded", RestartNeeded: restart})
 }
 
 // maxRequest bounds a POST body.

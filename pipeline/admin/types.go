@@ -80,6 +80,17 @@ func (s SinkStatus) MarshalJSON() ([]byte, error) {
 	}{plain: plain(s)})
 }
 
+// ReloadResult is the answer of POST /v1/reload when the configuration was
+// applied.
+type ReloadResult struct {
+	// Status is "reloaded".
+	Status string `json:"status"`
+	// RestartNeeded lists the keys the file changed that take effect only
+	// at a restart (log.urls, admin.listen, ...): until then the daemon
+	// runs with their old values. Absent when none.
+	RestartNeeded []string `json:"restart_needed,omitempty"`
+}
+
 // SinkPause is the answer of POST /v1/sinks/{sink}/pause and
 // POST /v1/sinks/{sink}/resume.
 type SinkPause struct {

@@ -511,13 +511,21 @@ func (prunedQueue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, err
 func TestReload(t *testing.T) {
 	var calls int
 	var fail error
+	var restart []string
 	o := v1Options(fixture(t))
-	o.Reload = func() error { calls++; return fail }
+	o.Reload = func() ([]string, error) { calls++; return restart, fail }
 	h := admin.Handler(o)
 	r := call(t, h, "POST", "/v1/reload", token, "")
-	if r.code != 200 || calls != 1 {
-		t.Errorf("POST /v1/reload = %d %s, Reload called %d times, want 200, 1", r.code, r.body, calls)
+	if r.code != 200 || calls != 1 || bytes.Contains(r.body, []byte("restart_needed")) {
+		t.Errorf("POST /v1/reload = %d %s, Reload called %d times, want 200 without restart_needed, 1", r.code, r.body, calls)
 	}
+	restart = []string{"log.urls"}
+	var res admin.ReloadResult
+	if r := call(t, h, "POST", "/v1/reload", token, ""); r.code != 200 || json.Unmarshal(r.body, &res) != nil ||
+		res.Status != "reloaded" || !slices.Equal(res.RestartNeeded, restart) {
+		t.Errorf("POST /v1/reload with a start-only change = %d %s, want 200 with restart_needed [log.urls]", r.code, r.body)
+	}
+	restart = nil
 	fail = errors.New("pipeline.toml:3:1: unknown key")
 	wantError(t, call(t, h, "POST", "/v1/reload", token, ""), http.StatusConflict, "unknown key")
 	o.Reload = nil

@@ -88,7 +88,7 @@ type Daemon struct {
 	cfg     atomic.Pointer[config.Config] // the configuration in force
 	ready   atomic.Bool
 	cert    atomic.Pointer[certificate] // nil without TLS
-	reloads chan chan error             // served by Run's main loop
+	reloads chan chan reloaded          // served by Run's main loop
 	running atomic.Bool
 
 	db      pipeline.Log
@@ -121,7 +121,7 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics.RegisterBuildInfo(reg, orUnknown(opts.Build.Version), orUnknown(opts.Build.Commit), orUnknown(opts.Build.Go))
-	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan error), metrics: metrics.New(reg), openLog: openLog, openTick: openTick}
+	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan reloaded), metrics: metrics.New(reg), openLog: openLog, openTick: openTick}
 	reg.MustRegister(d.tracingCollector())
 	d.cfg.Store(cfg)
 	d.sinks.log = opts.Logger
@@ -143,20 +143,34 @@ func (d *Daemon) ReloadTLS() {
 // start, is refused and the running one stays. Safe to call from any
 // goroutine while Run runs.
 func (d *Daemon) Reload(ctx context.Context) error {
+	_, err := d.reloadAndWait(ctx)
+	return err
+}
+
+// reloaded is what a reload came to: the keys it changed that take
+// effect only at a restart, or the error that refused it.
+type reloaded struct {
+	restart []string
+	err     error
+}
+
+// reloadAndWait is Reload that also returns the changed keys that wait
+// for a restart, for the admin API's answer.
+func (d *Daemon) reloadAndWait(ctx context.Context) ([]string, error) {
 	if !d.running.Load() {
-		return errors.New("reload: pipelined is not running")
+		return nil, errors.New("reload: pipelined is not running")
 	}
-	res := make(chan error, 1)
+	res := make(chan reloaded, 1)
 	select {
 	case d.reloads <- res:
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	select {
-	case err := <-res:
-		return err
+	case r := <-res:
+		return r.restart, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -389,7 +403,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		ReadyChecks:          func(ctx context.Context) []admin.ReadyCheck { return d.readyChecks(ctx, d.db, w) },
 		Sinks:                d.sinkStatus,
 		Log:                  d.db,
-		Reload:               func() error { return d.Reload(context.Background()) },
+		Reload:               func() ([]string, error) { return d.reloadAndWait(context.Background()) },
 		Pause:                d.pause,
 		OnDropDead:           d.droppedDead,
 		Retarget:             d.retarget,
@@ -503,13 +517,13 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 		}
 	}
 	reloads := d.reloads // nil while a reload runs: the next one waits
-	var reloaded chan error
-	var reply chan error // the running reload's asker
+	var done chan reloaded  // the running reload's outcome
+	var reply chan reloaded // the running reload's asker
 	for {
 		select {
 		case <-ctx.Done():
-			if reloaded != nil {
-				reply <- <-reloaded
+			if done != nil {
+				reply <- <-done
 			}
 			return
 		case <-tick:
@@ -525,12 +539,15 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 			d.notify(Notifier.Watchdog)
 		case reply = <-reloads:
 			d.notify(Notifier.Reloading)
-			reloads, reloaded = nil, make(chan error, 1)
-			go func(done chan<- error) { done <- d.reload(ctx) }(reloaded)
-		case err := <-reloaded:
+			reloads, done = nil, make(chan reloaded, 1)
+			go func(done chan<- reloaded) {
+				restart, err := d.reload(ctx)
+				done <- reloaded{restart, err}
+			}(done)
+		case r := <-done:
 			d.notify(func(n Notifier) error { return n.Ready(d.status(ingestAddr)) })
-			reply <- err
-			reloads, reloaded, reply = d.reloads, nil, nil
+			reply <- r
+			reloads, done, reply = d.reloads, nil, nil
 		}
 	}
 }
@@ -552,7 +569,7 @@ func (d *Daemon) status(ingestAddr net.Addr) string {
 }
 
 // reload applies the configuration that Options.Load reads.
-func (d *Daemon) reload(ctx context.Context) (err error) {
+func (d *Daemon) reload(ctx context.Context) (restart []string, err error) {
 	defer func() {
 		d.metrics.Reload(err)
 		if err != nil {
@@ -562,39 +579,42 @@ func (d *Daemon) reload(ctx context.Context) (err error) {
 		}
 	}()
 	if d.o.Load == nil {
-		return errors.New("reload: this daemon was started without a configuration file to read again")
+		return nil, errors.New("reload: this daemon was started without a configuration file to read again")
 	}
 	cfg, err := d.o.Load()
 	if err != nil {
-		return fmt.Errorf("reload: %w", err)
+		return nil, fmt.Errorf("reload: %w", err)
 	}
 	ic, err := IngestConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("reload: %w", err)
+		return nil, fmt.Errorf("reload: %w", err)
 	}
 	ic.Metrics = d.metrics
 	ic.Audit = d.audit
 	ic.Tracing = d.tracer.Load()
 	specs, err := PluginSpecs(cfg)
 	if err != nil {
-		return fmt.Errorf("reload: %w", err)
+		return nil, fmt.Errorf("reload: %w", err)
 	}
 	changes := keepStartOnly(cfg, d.cfg.Load())
 	if len(changes) > 0 {
 		// What was checked at load had the new values; what will run has
 		// the old ones (order_key needs the badger backend, say).
 		if err := cfg.Recheck(); err != nil {
-			return fmt.Errorf("reload: with the settings read only at start as they run: %w", err)
+			return nil, fmt.Errorf("reload: with the settings read only at start as they run: %w", err)
 		}
 	}
 	if err := d.applySinks(ctx, specs, cfg.Sinks, cfg.Plan().OrderKeys); err != nil {
-		return fmt.Errorf("reload: %w", err)
+		return nil, fmt.Errorf("reload: %w", err)
 	}
 	d.h.Swap(ic)
 	d.cfg.Store(cfg)
 	d.ReloadTLS()
 	d.warnStartOnly(changes)
-	return nil
+	for _, c := range changes {
+		restart = append(restart, c.s.key)
+	}
+	return restart, nil
 }
 
 // retarget says what a replayed event becomes for sink under the rules in

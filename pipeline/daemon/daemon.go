@@ -516,7 +516,7 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 			tick = t.C
 		}
 	}
-	reloads := d.reloads // nil while a reload runs: the next one waits
+	reloads := d.reloads    // nil while a reload runs: the next one waits
 	var done chan reloaded  // the running reload's outcome
 	var reply chan reloaded // the running reload's asker
 	for {

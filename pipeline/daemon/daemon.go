@@ -281,6 +281,11 @@ func prepare(cfg *config.Config) (ingest.Config, []pluginhost.Spec, []byte, erro
 	return ic, specs, token, err
 }
 
+// maxPayloadMargin is room in a NATS message for an event's fields other
+// than its body (headers, ids, the route) when max_body is set against the
+// servers' max_payload.
+const maxPayloadMargin = 64 << 10
+
 // open opens the event log and points the metrics at it.
 func (d *Daemon) open(ctx context.Context, c config.Log, plugins int) (pipeline.Log, error) {
 	var progress atomic.Int64
@@ -298,6 +303,12 @@ func (d *Daemon) open(ctx context.Context, c config.Log, plugins int) (pipeline.
 	}
 	if err != nil {
 		return nil, err
+	}
+	if mp, ok := db.(interface{ MaxPayload() int64 }); ok {
+		if body := int64(d.cfg.Load().Server.MaxBody); body+maxPayloadMargin > mp.MaxPayload() {
+			d.log.Warn("server.max_body is above what the NATS servers take in one message (max_payload, less room for the event's other fields): bodies near max_body are refused 413; raise max_payload on the servers or lower max_body",
+				"max_body", body, "max_payload", mp.MaxPayload())
+		}
 	}
 	d.db = db
 	d.sinks.db = db

@@ -393,6 +393,12 @@ func appendFailed(err error, canceled bool) Decision {
 		return unavailable("event log is full (no disk space): retry later")
 	case errors.Is(err, pipeline.ErrClosed):
 		return unavailable("pipelined is shutting down: retry shortly")
+	case errors.Is(err, pipeline.ErrTooBig):
+		// One event that the log cannot store in one write (a JetStream
+		// server's max_payload under max_body): a retry would fail the
+		// same way, so not 503.
+		return Decision{Status: http.StatusRequestEntityTooLarge, Outcome: metrics.OutcomeTooLarge,
+			Error: "event too large for the event log to store: " + err.Error()}
 	case canceled:
 		return Decision{Outcome: metrics.OutcomeCanceled}
 	}

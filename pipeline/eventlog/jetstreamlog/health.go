@@ -25,6 +25,10 @@ type health struct {
 
 var _ pipeline.WriteChecker = (*Log)(nil)
 
+// MaxPayload is the largest message the NATS server this daemon is
+// connected to takes (its max_payload): an event's full record must fit.
+func (l *Log) MaxPayload() int64 { return l.nc.MaxPayload() }
+
 // CheckWrite implements [pipeline.WriteChecker], so that /readyz says when
 // appends fail: nil while the daemon is connected to NATS and the stream
 // had a leader (a quorum of its replicas) when last asked, and no append

@@ -157,7 +157,7 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 	}
 	nc, err := nats.Connect(urls, nopts...)
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: connect to %s: %w", redact(o.URLs), err)
+		return nil, fmt.Errorf("jetstream: connect to %s: %w%s", redact(o.URLs), err, connectHint(err, o))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -180,10 +180,18 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 		AllowMsgTTL:        true,
 		Duplicates:         time.Minute,
 	}
+	// Said before the update, which may take a while: the stream's data
+	// is copied to its new replicas.
+	ictx, icancel := context.WithTimeout(ctx, o.Timeout)
+	if old, err := js.Stream(ictx, o.Stream); err == nil && old.CachedInfo().Config.Replicas != cfg.Replicas {
+		log.Warn("changing the stream's replica count, for every daemon that shares it (the servers copy its data to the new replicas)",
+			"stream", o.Stream, "replicas", old.CachedInfo().Config.Replicas, "new", cfg.Replicas)
+	}
+	icancel()
 	stream, err := createStream(ctx, js, cfg, o.Timeout)
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("jetstream: create stream %s: %w", o.Stream, err)
+		return nil, fmt.Errorf("jetstream: create or update stream %s: %w", o.Stream, err)
 	}
 	if err := checkFeatures(stream.CachedInfo(), nc.ConnectedServerVersion()); err != nil {
 		nc.Close()
@@ -217,6 +225,28 @@ func checkFeatures(info *jetstream.StreamInfo, version string) error {
 		name = info.Config.Name
 	}
 	return fmt.Errorf("jetstream: stream %s does not allow atomic batch publish and per-message TTLs: the NATS server this daemon is connected to (version %s) is too old; pipelined needs nats-server 2.12 or newer on every node", name, version)
+}
+
+// connectHint says what to look at when the servers refused the daemon's
+// connection: its credentials, or its TLS settings.
+func connectHint(err error, o Options) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, nats.ErrAuthorization) || strings.Contains(msg, "Authorization Violation") || strings.Contains(msg, "Authentication"):
+		switch {
+		case o.CredsFile != "":
+			return " (the servers refused the credentials of [log] creds_file: is it this account's .creds file, with its JWT and seed?)"
+		case o.NKeyFile != "":
+			return " (the servers refused the NKey of [log] nkey_file: is its seed one of the users the servers know?)"
+		}
+		return " (the servers require credentials: set [log] creds_file or nkey_file)"
+	case strings.Contains(msg, "tls"):
+		if o.TLS == nil || len(o.TLS.Certificates) == 0 {
+			return " (the TLS handshake failed: if the servers require a client certificate, set [log] tls_cert_file and tls_key_file; tls_ca_file names the CA that signs the servers')"
+		}
+		return " (the TLS handshake failed: check [log] tls_ca_file against the servers' certificates, and that they accept this client certificate)"
+	}
+	return ""
 }
 
 // createStream creates or updates the stream and returns once it has a
@@ -619,7 +649,7 @@ func (l *Log) publishBatch(ctx context.Context, msgs []*nats.Msg) error {
 		}
 		select {
 		case <-rctx.Done():
-			return l.wrapErr("publish batch", fmt.Errorf("no server took the batch in %v of tries (does stream %q exist, and does the server this daemon is connected to know its leader?): %w",
+			return l.wrapErr("publish batch", fmt.Errorf("no server took the batch in %v of tries (does stream %q exist, does it have a leader, that is a quorum of its replicas up, and does the server this daemon is connected to know it?): %w",
 				time.Since(start).Round(time.Millisecond), l.opts.Stream, err))
 		case <-time.After(wait):
 		}

@@ -269,16 +269,7 @@ func TestTokenGuessesAreLimited(t *testing.T) {
 	ao.UI = inspector.New(inspector.Options{Admin: ao})
 	srv := httptest.NewServer(admin.Handler(ao))
 	defer srv.Close()
-	api := func(token string) *http.Response {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/events", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
-	}
+	api := func(token string) *http.Response { return eventsWithToken(t, srv.URL, token) }
 	login := func(token string) *http.Response {
 		resp, err := client(t).PostForm(srv.URL+"/ui/login", url.Values{"token": {token}})
 		if err != nil {
@@ -669,6 +660,20 @@ func TestReplayedDeliveryIsNotAFailure(t *testing.T) {
 	}
 }
 
+// eventsWithToken calls GET /v1/events of the admin API at base with the
+// bearer token; the answer's body is closed.
+func eventsWithToken(t *testing.T, base, token string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
 // TestStrongTokenIsNotHeldBack: with a token of admin.StrongToken
 // characters or more, a stranger's wrong guesses from the operator's
 // address hold back the guesses (429), not the right token: the API and
@@ -679,16 +684,7 @@ func TestStrongTokenIsNotHeldBack(t *testing.T) {
 	ao.UI = inspector.New(inspector.Options{Admin: ao})
 	srv := httptest.NewServer(admin.Handler(ao))
 	defer srv.Close()
-	api := func(token string) int {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/events", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	api := func(token string) int { return eventsWithToken(t, srv.URL, token).StatusCode }
 	for i := range admin.GuessBurst {
 		if code := api("guess"); code != http.StatusUnauthorized {
 			t.Fatalf("wrong token %d = %d, want 401", i, code)

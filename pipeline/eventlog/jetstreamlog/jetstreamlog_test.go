@@ -27,14 +27,22 @@ func runServer(t testing.TB) string {
 // startServer is runServer that returns the server itself.
 func startServer(t testing.TB) *server.Server {
 	t.Helper()
-	opts := &server.Options{
+	s := startServerWith(t, &server.Options{
 		Host:      "127.0.0.1",
 		Port:      -1,
 		JetStream: true,
 		StoreDir:  t.TempDir(),
 		NoLog:     true,
 		NoSigs:    true,
-	}
+	})
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// startServerWith starts an in-process nats-server with opts; stopping it
+// is the caller's.
+func startServerWith(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
 	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("server.NewServer: %v", err)
@@ -43,7 +51,6 @@ func startServer(t testing.TB) *server.Server {
 	if !s.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready within 10s")
 	}
-	t.Cleanup(s.Shutdown)
 	return s
 }
 
@@ -92,18 +99,8 @@ func TestLogDurable(t *testing.T) {
 func TestCheckWrite(t *testing.T) {
 	dir := t.TempDir()
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true}
-	start := func() *server.Server {
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("server.NewServer: %v", err)
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready within 10s")
-		}
-		return s
-	}
-	s := start()
+	s := startServerWith(t, opts)
+	t.Cleanup(s.Shutdown) // stopped below; again is harmless
 	opts.Port = s.Addr().(*net.TCPAddr).Port // the same address again after the restart
 	l := open(t, s.ClientURL(), fmt.Sprintf("CW%d", streams.Add(1)))
 	t.Cleanup(func() { l.Close() })
@@ -126,7 +123,7 @@ func TestCheckWrite(t *testing.T) {
 	waitFor("an error naming the lost connection", func(err error) bool {
 		return err != nil && strings.Contains(err.Error(), "not connected to NATS")
 	})
-	s = start()
+	s = startServerWith(t, opts)
 	t.Cleanup(s.Shutdown)
 	waitFor("nil once the server is back", func(err error) bool { return err == nil })
 	if _, err := l.Append(context.Background(), []pipeline.Entry{{Event: pipeline.Event{ID: "after", Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)}}}); err != nil {

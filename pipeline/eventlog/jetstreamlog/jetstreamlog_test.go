@@ -100,7 +100,7 @@ func TestCheckWrite(t *testing.T) {
 	dir := t.TempDir()
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true}
 	s := startServerWith(t, opts)
-	t.Cleanup(s.Shutdown) // stopped below; again is harmless
+	t.Cleanup(func() { s.Shutdown() }) // the server of the end, after the log's Close
 	opts.Port = s.Addr().(*net.TCPAddr).Port // the same address again after the restart
 	l := open(t, s.ClientURL(), fmt.Sprintf("CW%d", streams.Add(1)))
 	t.Cleanup(func() { l.Close() })
@@ -124,7 +124,6 @@ func TestCheckWrite(t *testing.T) {
 		return err != nil && strings.Contains(err.Error(), "not connected to NATS")
 	})
 	s = startServerWith(t, opts)
-	t.Cleanup(s.Shutdown)
 	waitFor("nil once the server is back", func(err error) bool { return err == nil })
 	if _, err := l.Append(context.Background(), []pipeline.Entry{{Event: pipeline.Event{ID: "after", Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)}}}); err != nil {
 		t.Errorf("Append once CheckWrite is nil again = %v", err)

@@ -10,11 +10,11 @@ import (
 )
 
 // decodeFast decodes body into what [Decode] returns (objects as
-// map[string]any, arrays as []any, numbers as [numberOf] says), in one pass and with few allocations: the body is
-// copied once into a string that every key and unescaped string value is
-// a slice of, each map and slice is made at its final size, and strings
-// and numbers are boxed into interfaces from shared slabs instead of one
-// allocation each. It reports false for anything it does not take on its
+// map[string]any, arrays as []any, numbers as [numberOf] says), in one
+// pass and with few allocations: the body is copied once into a string
+// that every key and unescaped string value is a slice of, each map and
+// slice is made at its final size, and strings and numbers are boxed into
+// interfaces from shared slabs instead of one allocation each. It reports false for anything it does not take on its
 // own (a syntax error, a nesting deeper than [maxFastDepth]); Decode then
 // asks encoding/json, which says exactly what is wrong. FuzzDecode checks
 // that both agree on every input. It also returns how deep the body's

@@ -398,7 +398,7 @@ func appendFailed(err error, canceled bool) Decision {
 		// server's max_payload under max_body): a retry would fail the
 		// same way, so not 503.
 		return Decision{Status: http.StatusRequestEntityTooLarge, Outcome: metrics.OutcomeTooLarge,
-			Error: "event too large for the event log to store: " + err.Error()}
+			Error: "event too large for the event log to store in one write: a retry would fail the same way"}
 	case canceled:
 		return Decision{Outcome: metrics.OutcomeCanceled}
 	}

@@ -275,7 +275,7 @@ func TestRejects(t *testing.T) {
 			wantCode: 503, wantError: "shutting down", wantStats: ingest.Stats{Unavailable: 1, RuleErrors: 1}},
 		{name: "event too big for the log", app: failingAppender{fmt.Errorf("append too big for one atomic write: jetstream: nats: maximum payload exceeded: %w", pipeline.ErrTooBig)},
 			req:      request{contentType: "application/json", body: ck},
-			wantCode: 413, wantError: "event too large for the event log to store", wantStats: ingest.Stats{Rejected: 1, RuleErrors: 1}},
+			wantCode: 413, wantError: "event too large for the event log to store in one write", wantStats: ingest.Stats{Rejected: 1, RuleErrors: 1}},
 		{name: "other append error", app: failingAppender{errors.New("disk on fire")},
 			req:      request{contentType: "application/json", body: ck},
 			wantCode: 503, wantError: "cannot take the event", wantStats: ingest.Stats{Unavailable: 1, RuleErrors: 1}},

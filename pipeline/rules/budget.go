@@ -170,7 +170,7 @@ func in(args ...any) any {
 var charged = map[string]bool{
 	"repeat": true, "join": true, "replace": true, "toJSON": true, "string": true,
 	"split": true, "splitAfter": true, "concat": true, "flatten": true,
-	"upper": true, "lower": true, "toBase64": true,
+	"upper": true, "lower": true, "toBase64": true, "fromJSON": true,
 	// These walk an array (or map) in one call: len(x) operations, and
 	// 16 bytes an element for those that build one.
 	"sort": true, "uniq": true, "reverse": true, "mean": true, "median": true,
@@ -257,6 +257,10 @@ func cost(b *budget, name string, args []any) int64 {
 		return int64(len(s)) + 16*parts
 	case "upper", "lower", "toBase64":
 		return 2 * int64(len(str(0)))
+	case "fromJSON":
+		// What decoding builds: ~18 times the text live (a boxed value
+		// and its slot per two bytes of "[0,0,...]"), counted at 16.
+		return 16 * int64(len(str(0)))
 	case "toJSON", "string":
 		if s, ok := args[0].(string); ok {
 			return 2 * int64(len(s))

@@ -59,6 +59,7 @@ func TestExpressionBudget(t *testing.T) {
 		{name: "join of copies", src: `let a = repeat("x", 100000); len(join(map(1..1000, {a}), "")) > 0`, wantErr: "memory budget"},
 		{name: "nested all", src: `let r = 1..1000; all(r, {all(r, {all(r, {true})})})`, wantErr: "operation budget"},
 		{name: "in over a body array", src: `any(body.a, {# in body.b})`, wantErr: "operation budget"},
+		{name: "fromJSON of a built array", src: `len(fromJSON(join(["[", repeat("{},", 650000), "{}]"], ""))) > 0`, wantErr: "memory budget"},
 		{name: "matches a long built pattern", src: `repeat("A", 1000000) matches (repeat("A?", 2000) + "B")`, wantErr: "operation budget"},
 		{name: "matches a long literal pattern", src: `repeat("A", 1000000) matches "` + strings.Repeat("A?", 200) + `B"`, wantErr: "operation budget"},
 		{name: "toJSON of shared values", src: `len(toJSON(map(body.items, [#, body.order]))) > 0`, wantErr: "memory budget"},

@@ -142,6 +142,12 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 		return refuse(http.StatusUnsupportedMediaType, metrics.OutcomeUnsupportedMediaType,
 			"content type "+strconv.Quote(ct)+" is not JSON: send Content-Type: application/json", nil)
 	}
+	if ce := req.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(strings.TrimSpace(ce), "identity") {
+		// Not decoded: signatures are over the bytes as sent, and a
+		// compressed body would only reach the JSON check as noise.
+		return refuse(http.StatusUnsupportedMediaType, metrics.OutcomeUnsupportedMediaType,
+			"content encoding "+strconv.Quote(ce)+" is not supported: send the body uncompressed", nil)
+	}
 	max := c.MaxBody
 	if req.ContentLength > max {
 		return refuse(http.StatusRequestEntityTooLarge, metrics.OutcomeTooLarge,

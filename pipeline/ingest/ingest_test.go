@@ -257,6 +257,8 @@ func TestRejects(t *testing.T) {
 			wantCode: 415, wantError: "is not JSON", wantStats: ingest.Stats{Rejected: 1}},
 		{name: "json as a suffix without plus", req: request{contentType: "application/xjson", body: []byte(`{}`)},
 			wantCode: 415, wantError: "is not JSON", wantStats: ingest.Stats{Rejected: 1}},
+		{name: "gzip content encoding", req: request{contentType: "application/json", body: []byte(`{}`), headers: map[string]string{"Content-Encoding": "gzip"}},
+			wantCode: 415, wantError: `content encoding "gzip" is not supported: send the body uncompressed`, wantStats: ingest.Stats{Rejected: 1}},
 		{name: "json text type", req: request{contentType: "text/json", body: []byte(`{}`)},
 			wantCode: 415, wantError: "is not JSON", wantStats: ingest.Stats{Rejected: 1}},
 		{name: "content type that does not parse", req: request{contentType: "application/json; =", body: []byte(`{}`)},

@@ -38,26 +38,6 @@ func TooManyGuesses(w http.ResponseWriter, wait time.Duration) {
 	w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 }
 
-// StrongToken is the length from which a right admin token passes even
-// while its address is held back (see [Guesses.Hold]).
-const StrongToken = 32
-
-// Hold reports how long the client at remoteAddr must wait before its
-// token is compared, 0 when it may go on now. A right token (right says
-// whether it is) passes at once when the daemon's token, want, has
-// [StrongToken] characters or more: guessing one is hopeless at any rate,
-// so holding it back protects nothing, and it would let a stranger who
-// shares the operator's address (a reverse proxy, loopback) lock the
-// operator out with a few wrong guesses. A shorter token is held back
-// with the rest: its guesses must stay slow.
-func (g *Guesses) Hold(remoteAddr string, want []byte, right func() bool) time.Duration {
-	wait := g.Wait(remoteAddr)
-	if wait > 0 && len(want) >= StrongToken && right() {
-		return 0
-	}
-	return wait
-}
-
 // NewGuesses returns an empty Guesses.
 func NewGuesses() *Guesses { return &Guesses{addrs: map[string]*rate.Limiter{}} }
 

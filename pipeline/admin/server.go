@@ -220,13 +220,12 @@ func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return true
 	}
-	authz := r.Header.Get("Authorization")
-	if wait := s.o.Guesses.Hold(r.RemoteAddr, s.o.Token, func() bool { return tokenMatches(authz, s.o.Token) }); wait > 0 {
+	if wait := s.o.Guesses.Wait(r.RemoteAddr); wait > 0 {
 		TooManyGuesses(w, wait)
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from this address: try again in %v", wait.Round(time.Second)))
 		return false
 	}
-	if !tokenMatches(authz, s.o.Token) {
+	if authz := r.Header.Get("Authorization"); !tokenMatches(authz, s.o.Token) {
 		if authz != "" { // a guess; a call without a token is not
 			s.o.Guesses.Wrong(r.RemoteAddr)
 		}

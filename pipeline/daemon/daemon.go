@@ -406,10 +406,6 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 	if ls.cert != nil {
 		s.ingest.TLSConfig = ls.cert.tlsConfig()
 	}
-	if n := len(token); n > 0 && n < admin.StrongToken {
-		d.log.Warn("the admin token is short: a stranger's wrong guesses from the operator's address (a reverse proxy, loopback) hold back the right token too; make it 32 characters or more (openssl rand -hex 32)",
-			"length", n)
-	}
 	ao := admin.Options{
 		ReadyChecks:          func(ctx context.Context) []admin.ReadyCheck { return d.readyChecks(ctx, d.db, w) },
 		Sinks:                d.sinkStatus,

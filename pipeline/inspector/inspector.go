@@ -381,14 +381,13 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	next := safeNext(r.PostFormValue("next"))
-	token := r.PostFormValue("token")
-	if wait := u.o.Admin.Guesses.Hold(r.RemoteAddr, u.o.Admin.Token, func() bool { return admin.TokenMatches(token, u.o.Admin.Token) }); wait > 0 {
+	if wait := u.o.Admin.Guesses.Wait(r.RemoteAddr); wait > 0 {
 		admin.TooManyGuesses(w, wait)
 		u.render(w, r, http.StatusTooManyRequests, "login", page{Title: "Log in", Data: loginData{Next: next,
 			Error: fmt.Sprintf("Too many wrong tokens from your address: try again in %v.", wait.Round(time.Second))}})
 		return
 	}
-	if !admin.TokenMatches(token, u.o.Admin.Token) {
+	if !admin.TokenMatches(r.PostFormValue("token"), u.o.Admin.Token) {
 		u.o.Admin.Guesses.Wrong(r.RemoteAddr)
 		if ok, n := u.refusedLog(time.Now()); ok {
 			u.log.Warn("ui login refused: wrong token", "remote", r.RemoteAddr, "suppressed", n)

@@ -537,9 +537,10 @@ func Depth(body []byte) int {
 }
 
 // Decode decodes a JSON body as rules see it: numbers as float64, so rules
-// compare them with plain literals, except those no float64 holds exactly
-// (see [numberOf]: an integer id from 2⁵³ up is an int64, a number out of
-// float64's range a json.Number); the stored body is never changed.
+// compare them with plain literals, except an integer that no float64
+// holds exactly but an int64 does (an id from 2⁵³ up: an int64) and a
+// number out of float64's range (a json.Number); see [numberOf]. The
+// stored body is never changed.
 // Replays decode stored bodies with it too.
 func Decode(body []byte) (any, error) {
 	if doc, _, ok := decodeFast(body); ok {

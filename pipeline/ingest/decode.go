@@ -336,24 +336,19 @@ func integer(text string) bool {
 }
 
 // numberOf is what a JSON number (its text) is to rules: a float64,
-// unless no float64 holds it exactly. An integer from 2⁵³ up in size (a
-// 64-bit id) is then an int64, or a uint64 beyond int64, so that two such
-// ids never read as one number: rounded to a float64, 1234567890123456789
-// and 1234567890123456790 would be the same dedup key. A number out of
-// float64's range, and an integer longer than 64 bits, is its text as a
-// json.Number (a dedup key "(number)…").
+// except an integer that no float64 holds exactly but an int64 does (from
+// 2⁵³ up in size: a 64-bit id), which is that int64, so that two such ids
+// never read as one number (rounded to a float64, 1234567890123456789 and
+// 1234567890123456790 would be the same dedup key), and expr compares and
+// computes with it as with any int. Beyond int64 it is a float64 again:
+// expr's uint64 wraps, and a json.Number is no number to it. A number out
+// of float64's range is its text as a json.Number (a dedup key
+// "(number)…", never the same key as that text as a string).
 func numberOf(text string) any {
 	if len(text) >= minInexact && integer(text) {
-		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
-			if n > 1<<53 || n < -(1<<53) {
-				return n
-			}
-			return float64(n)
-		}
-		if n, err := strconv.ParseUint(text, 10, 64); err == nil {
+		if n, err := strconv.ParseInt(text, 10, 64); err == nil && (n > 1<<53 || n < -(1<<53)) {
 			return n
 		}
-		return json.Number(text)
 	}
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil {

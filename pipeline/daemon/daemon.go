@@ -89,6 +89,7 @@ type Daemon struct {
 	ready   atomic.Bool
 	cert    atomic.Pointer[certificate] // nil without TLS
 	reloads chan chan reloaded          // served by Run's main loop
+	looped  chan struct{}               // closed when the main loop has returned: no reload is served after
 	running atomic.Bool
 
 	db      pipeline.Log
@@ -121,7 +122,7 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics.RegisterBuildInfo(reg, orUnknown(opts.Build.Version), orUnknown(opts.Build.Commit), orUnknown(opts.Build.Go))
-	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan reloaded), metrics: metrics.New(reg), openLog: openLog, openTick: openTick}
+	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan reloaded), looped: make(chan struct{}), metrics: metrics.New(reg), openLog: openLog, openTick: openTick}
 	reg.MustRegister(d.tracingCollector())
 	d.cfg.Store(cfg)
 	d.sinks.log = opts.Logger
@@ -154,6 +155,9 @@ type reloaded struct {
 	err     error
 }
 
+// errShuttingDown answers a reload asked for once shutdown has begun.
+var errShuttingDown = errors.New("reload: pipelined is shutting down")
+
 // reloadAndWait is Reload that also returns the changed keys that wait
 // for a restart, for the admin API's answer.
 func (d *Daemon) reloadAndWait(ctx context.Context) ([]string, error) {
@@ -163,6 +167,8 @@ func (d *Daemon) reloadAndWait(ctx context.Context) ([]string, error) {
 	res := make(chan reloaded, 1)
 	select {
 	case d.reloads <- res:
+	case <-d.looped:
+		return nil, errShuttingDown
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -515,6 +521,7 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 // or systemd would kill it halfway through the reload. When ctx ends, the
 // loop waits for the reload that runs, so shutdown never races it.
 func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.Addr) {
+	defer close(d.looped)
 	var tick <-chan time.Time
 	if d.o.Notifier != nil {
 		if iv := d.o.Notifier.WatchdogInterval(); iv > 0 {

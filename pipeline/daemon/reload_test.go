@@ -2,12 +2,17 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
 // watchdogNotifier records what the daemon tells systemd, the watchdog's
@@ -91,5 +96,68 @@ auth = { type = "none" }
 	}
 	if n := nt.count("READY"); n != 3 {
 		t.Errorf("READY sent %d times, want 3 (the start and each reload)", n)
+	}
+}
+
+// TestReloadAskedDuringShutdownIsAnswered: a reload that waits behind a
+// running one when shutdown begins, and one asked after, are answered
+// (pipelined is shutting down) instead of hanging their admin request.
+func TestReloadAskedDuringShutdownIsAnswered(t *testing.T) {
+	const toml = `
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[[source]]
+name = "src"
+path = "/hooks/src"
+auth = { type = "none" }
+`
+	cfg, err := config.Parse("test.toml", []byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{}, 2)
+	release := make(chan struct{})
+	unhold := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unhold)
+	ready := make(chan struct{})
+	d := New(cfg, &Options{Notifier: noNotifier{}, OnReady: func(net.Addr, net.Addr) { close(ready) },
+		Load: func() (*config.Config, error) {
+			entered <- struct{}{}
+			<-release
+			return config.Parse("test.toml", []byte(toml))
+		}})
+	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
+		return memlog.New(), nil, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run = %v before ready", err)
+	}
+	first, second := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := d.reloadAndWait(context.Background()); first <- err }()
+	<-entered // the first reload runs, held
+	go func() { _, err := d.reloadAndWait(context.Background()); second <- err }()
+	cancel() // shutdown begins
+	unhold()
+	if err := <-first; err != nil {
+		t.Logf("the running reload = %v", err)
+	}
+	select {
+	case err := <-second:
+		if !errors.Is(err, errShuttingDown) {
+			t.Errorf("the reload asked during shutdown = %v, want %v", err, errShuttingDown)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload asked during shutdown got no answer in 10s")
+	}
+	<-done
+	if _, err := d.reloadAndWait(context.Background()); err == nil {
+		t.Error("a reload after Run returned = nil, want an error")
 	}
 }

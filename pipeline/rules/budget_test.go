@@ -61,6 +61,7 @@ func TestExpressionBudget(t *testing.T) {
 		{name: "in over a body array", src: `any(body.a, {# in body.b})`, wantErr: "operation budget"},
 		{name: "fromJSON of a built array", src: `len(fromJSON(join(["[", repeat("{},", 650000), "{}]"], ""))) > 0`, wantErr: "memory budget"},
 		{name: "matches a long built pattern", src: `repeat("A", 1000000) matches (repeat("A?", 2000) + "B")`, wantErr: "operation budget"},
+		{name: "compiles a built pattern", src: `let p = repeat("[a-z]{1,100}", 5000); "" matches p`, wantErr: "operation budget"},
 		{name: "matches a long literal pattern", src: `repeat("A", 1000000) matches "` + strings.Repeat("A?", 200) + `B"`, wantErr: "operation budget"},
 		{name: "toJSON of shared values", src: `len(toJSON(map(body.items, [#, body.order]))) > 0`, wantErr: "memory budget"},
 		{name: "transform shares a big value", src: `map(body.items, [#, body.order])`, transform: true, wantErr: "larger than the limit"},

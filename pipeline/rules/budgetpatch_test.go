@@ -16,7 +16,8 @@ func TestBudgetPatchKeepsMeaning(t *testing.T) {
 		`sort([3, 1, 2])[0]`, `sort(["b", "a"], "desc")`, `uniq([1, 1, 2])`, `sum([1, 2.5])`, `mean([1, 2])`, `median([1, 2, 3])`,
 		`reverse([1, 2])[0]`, `keys({"a": 1})`, `values(body)`, `toPairs({"a": 1})`, `fromPairs([["a", 1]])`, `sum(1..10)`,
 		`body.a matches "^x$"`, `source matches ("^" + "s")`, `body.missing matches "a"`, `"ab" matches "b"`, `not ("ab" matches "^b")`,
-		`all(["^a", "^x"], {not ("a" matches #)}) || any(["^b", "^a"], {"a" matches #})`} {
+		`all(["^a", "^x"], {not ("a" matches #)}) || any(["^b", "^a"], {"a" matches #})`,
+		`let p = "^" + "a"; filter(["a", "b", "ab"], {# matches p})`} {
 		base, e1 := expr.Compile(src, baseOptions()...)
 		p, e2 := CompileValue(src)
 		if (e1 == nil) != (e2 == nil) {

@@ -293,6 +293,11 @@ const (
 // DefaultMaxBodyMemory is server.max_body_memory when it is not set.
 const DefaultMaxBodyMemory = Size(256 << 20)
 
+// DecodeCost is how many times its length a body counts against
+// server.max_body_memory: ingest.DecodeCost, the most that decoding takes
+// (ingest's tests hold the two equal).
+const DecodeCost = 80
+
 // Default returns a Config with every default set and no sources, sinks
 // or routes.
 func Default() *Config {

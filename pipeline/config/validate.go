@@ -110,8 +110,11 @@ func (c *Config) checkServer(p *problems, plan *Plan) {
 	if srv.MaxConcurrent < 1 {
 		p.at("server", -1, "max_concurrent", "server.max_concurrent: must be at least 1 (default 1024)")
 	}
-	if srv.MaxBodyMemory < 1<<20 {
-		p.at("server", -1, "max_body_memory", `server.max_body_memory: must be at least 1MiB (default "256MiB")`)
+	if need := srv.MaxBody * DecodeCost; srv.MaxBodyMemory < need {
+		// Else a body near max_body would be refused whenever any other
+		// request is in flight.
+		p.at("server", -1, "max_body_memory", "server.max_body_memory: %s is less than %d times max_body (%s), what one body may take to decode: raise it to at least %q or lower max_body",
+			srv.MaxBodyMemory, DecodeCost, srv.MaxBody, need)
 	}
 	var err error
 	if plan.TrustedProxies, err = ParsePrefixes(srv.TrustedProxies); err != nil {

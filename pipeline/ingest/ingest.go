@@ -147,13 +147,23 @@ func New(cfg Config, app Appender, logger *slog.Logger) *Handler {
 	return h
 }
 
-// Swap makes the handler serve cfg from the next request on.
+// Swap makes the handler serve cfg from the next request on. The requests
+// in flight keep their slots and shares of body memory, counted against
+// the new bounds too when those are unchanged (fresh ones would let the
+// old and new requests together take twice a bound, at every reload).
 func (h *Handler) Swap(cfg Config) {
 	st := &state{cfg: cfg, byPath: make(map[string]*Source, len(cfg.Sources))}
-	if cfg.MaxConcurrent > 0 {
+	old := h.cur.Load()
+	switch {
+	case old != nil && old.slots != nil && cap(old.slots) == cfg.MaxConcurrent:
+		st.slots = old.slots
+	case cfg.MaxConcurrent > 0:
 		st.slots = make(chan struct{}, cfg.MaxConcurrent)
 	}
-	if cfg.MaxBodyMemory > 0 {
+	switch {
+	case old != nil && old.mem != nil && old.mem.max == cfg.MaxBodyMemory:
+		st.mem = old.mem
+	case cfg.MaxBodyMemory > 0:
 		st.mem = &bodyMemory{max: cfg.MaxBodyMemory}
 	}
 	for i := range cfg.Sources {

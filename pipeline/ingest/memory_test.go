@@ -10,8 +10,17 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 )
+
+// TestDecodeCostIsTheConfigs: the config checks max_body_memory against
+// max_body with the same factor as ingest charges.
+func TestDecodeCostIsTheConfigs(t *testing.T) {
+	if ingest.DecodeCost != config.DecodeCost {
+		t.Errorf("ingest.DecodeCost = %d, config.DecodeCost = %d: keep them equal", ingest.DecodeCost, config.DecodeCost)
+	}
+}
 
 // holdingAppender holds the append of a body that starts with held until
 // release is closed; others it appends at once.
@@ -77,6 +86,11 @@ func TestBodyMemoryBound(t *testing.T) {
 	}
 	if code, _, text := post(`{"small":1}`); code != http.StatusOK {
 		t.Errorf("a small body beside it = %d %s, want 200", code, text)
+	}
+	// A reload with the same bounds: the first still holds its share.
+	h.Swap(ingest.Config{Sources: []ingest.Source{{Name: "open", Path: "/hooks/open"}}, MaxBody: 1 << 20, MaxBodyMemory: 1 << 20})
+	if code, _, text := post(body(`{"after swap"`)); code != http.StatusServiceUnavailable {
+		t.Errorf("a second large body after a reload, the first still in flight = %d %s, want 503", code, text)
 	}
 	close(app.release)
 	if code := <-first; code != http.StatusOK {

@@ -311,8 +311,10 @@ func (d *Daemon) open(ctx context.Context, c config.Log, plugins int) (pipeline.
 		return nil, err
 	}
 	if mp, ok := db.(interface{ MaxPayload() int64 }); ok {
-		if body := int64(d.cfg.Load().Server.MaxBody); body+maxPayloadMargin > mp.MaxPayload() {
-			d.log.Warn("server.max_body is above what the NATS servers take in one message (max_payload, less room for the event's other fields): bodies near max_body are refused 413; raise max_payload on the servers or lower max_body",
+		// An event's message holds its body in base64 (4/3 of it) beside
+		// its other fields.
+		if body := int64(d.cfg.Load().Server.MaxBody); body*4/3+maxPayloadMargin > mp.MaxPayload() {
+			d.log.Warn("server.max_body is above what the NATS servers take in one message (max_payload: the body goes in base64, 4/3 of its size, beside the event's other fields): bodies near max_body are refused 413; raise max_payload above 1.4 times max_body on the servers, or lower max_body",
 				"max_body", body, "max_payload", mp.MaxPayload())
 		}
 	}

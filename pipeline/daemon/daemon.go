@@ -661,6 +661,7 @@ func (d *Daemon) retarget(ev pipeline.Event, sink string) (string, []byte, error
 // plugin, the old supervisor's stop comes after the new one's start.
 func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error) {
 	var out []metrics.QueueSample
+	var errs []error
 	_, rebuilding := pipeline.QueuesRebuilding(d.sinks.db) // once: all sinks or none
 	for _, sr := range d.sinks.list() {
 		if sr.sup != nil {
@@ -672,17 +673,21 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true})
 			continue
 		}
+		// A sink whose queue the log cannot count (a stream without a
+		// quorum) is left out; the others are still reported.
 		st, err := sr.q.Stats(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("sink %s: %w", sr.name, err)
+			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
+			continue
 		}
 		oldest, err := sr.q.Oldest(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("sink %s: %w", sr.name, err)
+			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
+			continue
 		}
 		out = append(out, metrics.QueueSample{Sink: sr.name, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead, Oldest: oldest})
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // readyPingTimeout bounds the writer ping of GET /readyz.

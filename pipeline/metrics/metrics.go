@@ -394,8 +394,9 @@ func (m *Metrics) SinkBreaker(sink string, open bool) {
 // SetQueueSource sets the function that reports every sink's queue at
 // scrape time, for pipelined_queue_depth, pipelined_dead_letters,
 // pipelined_queue_oldest_age_seconds and pipelined_queues_rebuilding. Its
-// ctx is bounded by the scrape (5 s); an error drops those metrics from
-// that scrape. nil removes it.
+// ctx is bounded by the scrape (5 s); with an error it returns the samples
+// of the sinks that answered, which are reported (the others are not, in
+// that scrape). nil removes it.
 func (m *Metrics) SetQueueSource(f func(ctx context.Context) ([]QueueSample, error)) {
 	if m == nil {
 		return
@@ -471,10 +472,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
+	// The samples it has, even with an error: the sinks whose queues
+	// could not be counted are left out (the error says which), the others
+	// are reported.
 	samples, err := (*f)(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.depth, err)
-		return
+		if len(samples) == 0 {
+			return
+		}
 	}
 	now := c.now()
 	rebuilding := 0.0

@@ -244,6 +244,29 @@ func TestQueueSourceError(t *testing.T) {
 	}
 }
 
+// TestQueueSourcePartly: when some sinks' queues cannot be counted (a
+// stream without a quorum), the others are still reported.
+func TestQueueSourcePartly(t *testing.T) {
+	m, _ := newMetrics(t)
+	m.SetQueueSource(func(ctx context.Context) ([]QueueSample, error) {
+		return []QueueSample{{Sink: "archive", Ready: 7}}, errors.New("sink db: jetstream: no quorum")
+	})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `pipelined_queue_depth{sink="archive",state="ready"} 7`) {
+		t.Errorf("GET /metrics = %d, want 200 with archive's queue:\n%s", resp.StatusCode, b)
+	}
+	if strings.Contains(string(b), `sink="db"`) {
+		t.Errorf("GET /metrics reports db, whose queue was not counted:\n%s", b)
+	}
+}
+
 // TestLint runs promlint over every metric, with the standard Go and
 // process collectors next to them as the daemon registers them.
 func TestLint(t *testing.T) {

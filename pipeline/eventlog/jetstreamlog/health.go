@@ -63,6 +63,7 @@ func (l *Log) lookAtStream() {
 	// within healthTimeout, at once after Close (closeCtx).
 	go func() {
 		defer l.looking.Store(false)
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(l.closeCtx, healthTimeout)
 		defer cancel()
 		info, err := l.stream.Info(ctx)
@@ -74,7 +75,14 @@ func (l *Log) lookAtStream() {
 		case !led(info):
 			err = fmt.Errorf("jetstream: stream %s has no leader (a quorum of its %d replicas is not up)", l.prefix, l.opts.Replicas)
 		}
-		l.health.Store(&health{at: time.Now(), err: err})
+		// Kept unless an append said more since the look began.
+		next := &health{at: start, err: err}
+		for {
+			cur := l.health.Load()
+			if cur != nil && cur.at.After(start) || l.health.CompareAndSwap(cur, next) {
+				return
+			}
+		}
 	}()
 }
 

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/pipelined/pipelined/pipeline/internal/forwarded"
 )
 
 // Guesses limits wrong admin tokens per client address, for the API's
@@ -36,6 +38,17 @@ const (
 // that must wait before its next token is compared.
 func TooManyGuesses(w http.ResponseWriter, wait time.Duration) {
 	w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+}
+
+// Client is the address that wrong tokens of r are counted against: the
+// client's, behind the TrustedProxies (X-Forwarded-For), else the peer's.
+func (o *Options) Client(r *http.Request) string {
+	if len(o.TrustedProxies) > 0 {
+		if ip, ok := forwarded.ClientIP(r, o.TrustedProxies); ok {
+			return ip.String()
+		}
+	}
+	return r.RemoteAddr
 }
 
 // NewGuesses returns an empty Guesses.

@@ -4,12 +4,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
 // raw makes one call to srv with exactly the headers given (no token
@@ -208,6 +210,47 @@ func TestAfterLastSeq(t *testing.T) {
 			}
 			if got := into[admin.EventList](t, call(t, h, "GET", "/v1/events", "", "")); len(got.Events) == 0 {
 				t.Errorf("GET /v1/events = none, want ev-0..ev-5")
+			}
+		})
+	}
+}
+
+// TestGuessesCountedPerClientBehindAProxy: behind a trusted proxy, wrong
+// tokens are counted per client (X-Forwarded-For), so a stranger's guesses
+// hold back the stranger, not the operator who comes through the same
+// proxy; without admin.trusted_proxies they hold back the proxy's address.
+func TestGuessesCountedPerClientBehindAProxy(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		trusted  []netip.Prefix
+		operator int // the operator's answer after the stranger's guesses
+	}{
+		{"behind a trusted proxy", []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, http.StatusOK},
+		{"proxy not trusted", nil, http.StatusTooManyRequests},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const token = "s3cret-admin-token"
+			srv := httptest.NewServer(admin.Handler(admin.Options{Log: memlog.New(), Token: []byte(token), TrustedProxies: tt.trusted}))
+			defer srv.Close()
+			get := func(from, tok string) int {
+				req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/events", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				req.Header.Set("X-Forwarded-For", from)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			for range admin.GuessBurst {
+				get("203.0.113.9", "guess")
+			}
+			if code := get("203.0.113.9", "guess"); code != http.StatusTooManyRequests {
+				t.Fatalf("premise: the stranger after %d wrong tokens = %d, want 429", admin.GuessBurst, code)
+			}
+			if code := get("198.51.100.7", token); code != tt.operator {
+				t.Errorf("the operator, through the same proxy, with the right token = %d, want %d", code, tt.operator)
 			}
 		})
 	}

@@ -90,6 +90,9 @@ type Options struct {
 	// Guesses limits wrong tokens per client address; the UI's login
 	// shares it. Nil: Handler makes one of its own.
 	Guesses *Guesses
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed for that address (see [Options.Client]).
+	TrustedProxies []netip.Prefix
 }
 
 // Limits of the list routes.
@@ -220,14 +223,14 @@ func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return true
 	}
-	if wait := s.o.Guesses.Wait(r.RemoteAddr); wait > 0 {
+	if wait := s.o.Guesses.Wait(s.o.Client(r)); wait > 0 {
 		TooManyGuesses(w, wait)
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from this address: try again in %v", wait.Round(time.Second)))
 		return false
 	}
 	if authz := r.Header.Get("Authorization"); !tokenMatches(authz, s.o.Token) {
 		if authz != "" { // a guess; a call without a token is not
-			s.o.Guesses.Wrong(r.RemoteAddr)
+			s.o.Guesses.Wrong(s.o.Client(r))
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pipelined admin"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer <token>")

@@ -108,6 +108,10 @@ type Admin struct {
 	ReadTimeout  Duration `toml:"read_timeout"`
 	WriteTimeout Duration `toml:"write_timeout"`
 	IdleTimeout  Duration `toml:"idle_timeout"`
+	// TrustedProxies lists the reverse proxies (CIDRs) in front of the
+	// admin listener whose X-Forwarded-For is believed: wrong tokens are
+	// then counted per client behind the proxy, not per proxy.
+	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // Log configures the durable event log.

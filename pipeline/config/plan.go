@@ -15,6 +15,8 @@ import (
 type Plan struct {
 	// TrustedProxies is server.trusted_proxies, parsed.
 	TrustedProxies []netip.Prefix
+	// AdminTrustedProxies is admin.trusted_proxies, parsed.
+	AdminTrustedProxies []netip.Prefix
 	// Sources are the compiled [[source]] tables, in file order.
 	Sources []SourcePlan
 	// Router evaluates every [[route]], in file order.

@@ -120,6 +120,9 @@ func (c *Config) checkServer(p *problems, plan *Plan) {
 	if plan.TrustedProxies, err = ParsePrefixes(srv.TrustedProxies); err != nil {
 		p.at("server", -1, "trusted_proxies", "server.trusted_proxies: %v", err)
 	}
+	if plan.AdminTrustedProxies, err = ParsePrefixes(c.Admin.TrustedProxies); err != nil {
+		p.at("admin", -1, "trusted_proxies", "admin.trusted_proxies: %v", err)
+	}
 
 	if _, port, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 		p.at("admin", -1, "listen", "admin.listen: %q is not host:port (write e.g. %q)", c.Admin.Listen, DefaultAdminListen)

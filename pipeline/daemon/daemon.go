@@ -429,6 +429,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		Pprof:                cfg.Admin.Pprof,
 		Hosts:                adminHosts(cfg.Admin.Listen),
 		Guesses:              admin.NewGuesses(), // the API's token and the UI's login share it
+		TrustedProxies:       cfg.Plan().AdminTrustedProxies,
 	}
 	if cfg.Admin.UI {
 		s.ui = inspector.New(inspector.Options{Admin: ao, Counts: d.metrics.Counts, Subscribe: w.Subscribe, SinkNames: d.sinkNames})

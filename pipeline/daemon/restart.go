@@ -64,6 +64,12 @@ var startOnlySettings = []startOnly{
 		warn:    "a changed setting takes effect in part: allow_cidrs believes the new proxies now, max_conns_per_ip exempts them only after a restart",
 	},
 	field("admin.listen", func(c *config.Config) *string { return &c.Admin.Listen }),
+	{
+		key:   "admin.trusted_proxies",
+		value: func(c *config.Config) string { return strings.Join(c.Admin.TrustedProxies, ",") },
+		keep:  func(c, running *config.Config) { c.Admin.TrustedProxies = running.Admin.TrustedProxies },
+		warn:  restartWarning,
+	},
 	field("admin.token_env", func(c *config.Config) *string { return &c.Admin.TokenEnv }),
 	field("admin.token_file", func(c *config.Config) *string { return &c.Admin.TokenFile }),
 	field("admin.pprof", func(c *config.Config) *bool { return &c.Admin.Pprof }),

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/auth"
+	"github.com/pipelined/pipelined/pipeline/internal/forwarded"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/telemetry"
@@ -231,7 +232,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state, recei
 			Error: "method " + r.Method + " is not allowed: send webhooks with POST"})
 	}
 	if len(src.Allow) > 0 {
-		if ip, ok := clientIP(r, st.cfg.TrustedProxies); !ok || !allowed(src.Allow, ip) {
+		if ip, ok := forwarded.ClientIP(r, st.cfg.TrustedProxies); !ok || !forwarded.In(src.Allow, ip) {
 			return src.Name, h.refuse(w, r, st, src.Name, Decision{Status: http.StatusForbidden, Outcome: metrics.OutcomeForbidden,
 				Error: "address " + ip.String() + " is not allowed to send to source " + strconv.Quote(src.Name)})
 		}
@@ -531,40 +532,6 @@ func RequestPath(u *url.URL) (string, error) {
 		}
 	}
 	return p, nil
-}
-
-// clientIP returns the address of the client: the peer's, or, when the peer
-// is a trusted proxy, the last address in X-Forwarded-For that is not one.
-func clientIP(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	ip := ap.Addr().Unmap()
-	if !allowed(trusted, ip) {
-		return ip, true
-	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return ip, false // a garbled header from behind a trusted proxy: refuse
-		}
-		ip = a.Unmap()
-		if !allowed(trusted, ip) {
-			return ip, true
-		}
-	}
-	return ip, true
-}
-
-func allowed(list []netip.Prefix, ip netip.Addr) bool {
-	for _, p := range list {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }
 
 // newID returns a new event id: a UUIDv7, so ids sort by time.

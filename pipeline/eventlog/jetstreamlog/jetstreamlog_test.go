@@ -100,7 +100,7 @@ func TestCheckWrite(t *testing.T) {
 	dir := t.TempDir()
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true}
 	s := startServerWith(t, opts)
-	t.Cleanup(func() { s.Shutdown() }) // the server of the end, after the log's Close
+	t.Cleanup(func() { s.Shutdown() })       // the server of the end, after the log's Close
 	opts.Port = s.Addr().(*net.TCPAddr).Port // the same address again after the restart
 	l := open(t, s.ClientURL(), fmt.Sprintf("CW%d", streams.Add(1)))
 	t.Cleanup(func() { l.Close() })

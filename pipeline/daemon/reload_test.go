@@ -15,6 +15,19 @@ import (
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
+// reloadTOML is a configuration with one source and no sink, on loopback
+// ports of the system's choice.
+const reloadTOML = `
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[[source]]
+name = "src"
+path = "/hooks/src"
+auth = { type = "none" }
+`
+
 // watchdogNotifier records what the daemon tells systemd, the watchdog's
 // pings and reloads included, with a short watchdog interval.
 type watchdogNotifier struct {
@@ -32,16 +45,6 @@ func (w *watchdogNotifier) WatchdogInterval() time.Duration { return w.interval 
 // the daemon, which is alive, instead of killing it halfway through the
 // reload; a second reload waits for the first, and both are answered.
 func TestWatchdogDuringASlowReload(t *testing.T) {
-	const toml = `
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[[source]]
-name = "src"
-path = "/hooks/src"
-auth = { type = "none" }
-`
 	nt := &watchdogNotifier{interval: 20 * time.Millisecond}
 	var loads atomic.Int32
 	entered := make(chan struct{}, 2)
@@ -50,9 +53,9 @@ auth = { type = "none" }
 		loads.Add(1)
 		entered <- struct{}{}
 		<-release
-		return config.Parse("test.toml", []byte(toml))
+		return config.Parse("test.toml", []byte(reloadTOML))
 	}
-	d, _ := startDaemonWith(t, toml, Options{Notifier: nt, Load: load}, nil)
+	d, _ := startDaemonWith(t, reloadTOML, Options{Notifier: nt, Load: load}, nil)
 	unhold := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(unhold) // before the daemon's stop, which waits for the reload
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -103,17 +106,7 @@ auth = { type = "none" }
 // running one when shutdown begins, and one asked after, are answered
 // (pipelined is shutting down) instead of hanging their admin request.
 func TestReloadAskedDuringShutdownIsAnswered(t *testing.T) {
-	const toml = `
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[[source]]
-name = "src"
-path = "/hooks/src"
-auth = { type = "none" }
-`
-	cfg, err := config.Parse("test.toml", []byte(toml))
+	cfg, err := config.Parse("test.toml", []byte(reloadTOML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +119,7 @@ auth = { type = "none" }
 		Load: func() (*config.Config, error) {
 			entered <- struct{}{}
 			<-release
-			return config.Parse("test.toml", []byte(toml))
+			return config.Parse("test.toml", []byte(reloadTOML))
 		}})
 	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
 		return memlog.New(), nil, nil

@@ -225,14 +225,7 @@ func TestQueueSourceError(t *testing.T) {
 		return nil, errors.New("log closed")
 	})
 	m.IngestRequest("s", OutcomeAccepted, time.Millisecond)
-	srv := httptest.NewServer(m.Handler())
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := scrape(t, m)
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /metrics = %d, want 200", resp.StatusCode)
 	}
@@ -244,13 +237,9 @@ func TestQueueSourceError(t *testing.T) {
 	}
 }
 
-// TestQueueSourcePartly: when some sinks' queues cannot be counted (a
-// stream without a quorum), the others are still reported.
-func TestQueueSourcePartly(t *testing.T) {
-	m, _ := newMetrics(t)
-	m.SetQueueSource(func(ctx context.Context) ([]QueueSample, error) {
-		return []QueueSample{{Sink: "archive", Ready: 7}}, errors.New("sink db: jetstream: no quorum")
-	})
+// scrape GETs m's handler over HTTP and returns the answer and its body.
+func scrape(t *testing.T, m *Metrics) (*http.Response, []byte) {
+	t.Helper()
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
@@ -258,7 +247,21 @@ func TestQueueSourcePartly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// TestQueueSourcePartly: when some sinks' queues cannot be counted (a
+// stream without a quorum), the others are still reported.
+func TestQueueSourcePartly(t *testing.T) {
+	m, _ := newMetrics(t)
+	m.SetQueueSource(func(ctx context.Context) ([]QueueSample, error) {
+		return []QueueSample{{Sink: "archive", Ready: 7}}, errors.New("sink db: jetstream: no quorum")
+	})
+	resp, b := scrape(t, m)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `pipelined_queue_depth{sink="archive",state="ready"} 7`) {
 		t.Errorf("GET /metrics = %d, want 200 with archive's queue:\n%s", resp.StatusCode, b)
 	}

@@ -539,8 +539,8 @@ func Depth(body []byte) int {
 // Decode decodes a JSON body as rules see it: numbers as float64, so rules
 // compare them with plain literals, except an integer that no float64
 // holds exactly but an int64 does (an id from 2⁵³ up: an int64) and a
-// number out of float64's range (a json.Number); see [numberOf]. The
-// stored body is never changed.
+// number out of float64's range (its text); see [numberOf]. The stored
+// body is never changed.
 // Replays decode stored bodies with it too.
 func Decode(body []byte) (any, error) {
 	if doc, _, ok := decodeFast(body); ok {

@@ -320,7 +320,7 @@ func (d *decoder) number() (any, bool) {
 	}
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil {
-		return json.Number(text), true
+		return d.boxString(text), true
 	}
 	return d.boxFloat(f), true
 }
@@ -342,8 +342,9 @@ func integer(text string) bool {
 // 1234567890123456790 would be the same dedup key), and expr compares and
 // computes with it as with any int. Beyond int64 it is a float64 again:
 // expr's uint64 wraps, and a json.Number is no number to it. A number out
-// of float64's range is its text as a json.Number (a dedup key
-// "(number)…", never the same key as that text as a string).
+// of float64's range is its text, a string (as a json.Number it would
+// reach the JSON Schema library, which panics on an exponent in the
+// millions).
 func numberOf(text string) any {
 	if len(text) >= minInexact && integer(text) {
 		if n, err := strconv.ParseInt(text, 10, 64); err == nil && (n > 1<<53 || n < -(1<<53)) {
@@ -352,7 +353,7 @@ func numberOf(text string) any {
 	}
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil {
-		return json.Number(text)
+		return text
 	}
 	return f
 }

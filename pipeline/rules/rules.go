@@ -371,8 +371,9 @@ func (p *Program) runBool(v *vm.VM, ev *evaluation) (bool, error) {
 // Other values are "(type)" followed by their text: an int 1 is "(int)1",
 // a float64 1 (what a JSON number is to rules) "(float)1", a JSON integer
 // from 2⁵³ up to int64's largest (an int64 to rules) "(int)…", a bool
-// "(bool)true", a number out of float64's range (a json.Number) "(number)…". nil is "" (no key). Maps, arrays and other values are an
-// error. No string key starts with "(sha256)", the prefix of a key that
+// "(bool)true", a json.Number "(number)…" (a JSON number out of float64's
+// range is its text, a string, to rules). nil is "" (no key). Maps,
+// arrays and other values are an error. No string key starts with "(sha256)", the prefix of a key that
 // the event log hashes because it is long.
 func (p *Program) String(env *Env) (string, error) {
 	return p.StringContext(context.Background(), env)

@@ -3,16 +3,12 @@ package daemon
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/config"
-	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
 // reloadTOML is a configuration with one source and no sink, on loopback
@@ -106,37 +102,20 @@ func TestWatchdogDuringASlowReload(t *testing.T) {
 // running one when shutdown begins, and one asked after, are answered
 // (pipelined is shutting down) instead of hanging their admin request.
 func TestReloadAskedDuringShutdownIsAnswered(t *testing.T) {
-	cfg, err := config.Parse("test.toml", []byte(reloadTOML))
-	if err != nil {
-		t.Fatal(err)
-	}
 	entered := make(chan struct{}, 2)
 	release := make(chan struct{})
 	unhold := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(unhold)
-	ready := make(chan struct{})
-	d := New(cfg, &Options{Notifier: noNotifier{}, OnReady: func(net.Addr, net.Addr) { close(ready) },
-		Load: func() (*config.Config, error) {
-			entered <- struct{}{}
-			<-release
-			return config.Parse("test.toml", []byte(reloadTOML))
-		}})
-	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
-		return memlog.New(), nil, nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run = %v before ready", err)
-	}
+	d, _, stop := startStoppable(t, reloadTOML, Options{Load: func() (*config.Config, error) {
+		entered <- struct{}{}
+		<-release
+		return config.Parse("test.toml", []byte(reloadTOML))
+	}}, nil)
+	t.Cleanup(unhold) // before the daemon's stop, which waits for the reload
 	first, second := make(chan error, 1), make(chan error, 1)
 	go func() { _, err := d.reloadAndWait(context.Background()); first <- err }()
 	<-entered // the first reload runs, held
 	go func() { _, err := d.reloadAndWait(context.Background()); second <- err }()
-	cancel() // shutdown begins
+	stopped := stop() // shutdown begins
 	unhold()
 	if err := <-first; err != nil {
 		t.Logf("the running reload = %v", err)
@@ -149,7 +128,7 @@ func TestReloadAskedDuringShutdownIsAnswered(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the reload asked during shutdown got no answer in 10s")
 	}
-	<-done
+	<-stopped
 	if _, err := d.reloadAndWait(context.Background()); err == nil {
 		t.Error("a reload after Run returned = nil, want an error")
 	}

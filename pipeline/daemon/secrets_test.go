@@ -179,6 +179,15 @@ func startDaemon(t *testing.T, toml string) daemonAddrs {
 // before Run; it returns the daemon too.
 func startDaemonWith(t *testing.T, toml string, o Options, setup func(*Daemon)) (*Daemon, daemonAddrs) {
 	t.Helper()
+	d, a, _ := startStoppable(t, toml, o, setup)
+	return d, a
+}
+
+// startStoppable is startDaemonWith that also returns stop, which starts
+// the daemon's shutdown (cancels Run's ctx) at once and returns a channel
+// closed when Run has returned; the test's cleanup stops it and waits.
+func startStoppable(t *testing.T, toml string, o Options, setup func(*Daemon)) (*Daemon, daemonAddrs, func() <-chan struct{}) {
+	t.Helper()
 	cfg, err := config.Parse("test.toml", []byte(toml))
 	if err != nil {
 		t.Fatalf("config.Parse = %v", err)
@@ -196,16 +205,18 @@ func startDaemonWith(t *testing.T, toml string, o Options, setup func(*Daemon)) 
 		setup(d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	ended := make(chan struct{})
+	var runErr error
+	go func() { runErr = d.Run(ctx); close(ended) }()
+	stop := func() <-chan struct{} { cancel(); return ended }
+	t.Cleanup(func() { <-stop() })
 	select {
 	case a := <-ready:
-		return d, a
-	case err := <-done:
-		t.Fatalf("Run = %v before ready", err)
+		return d, a, stop
+	case <-ended:
+		t.Fatalf("Run = %v before ready", runErr)
 	case <-time.After(30 * time.Second):
 		t.Fatal("daemon not ready after 30s")
 	}
-	return nil, daemonAddrs{}
+	return nil, daemonAddrs{}, nil
 }

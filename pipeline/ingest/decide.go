@@ -51,17 +51,6 @@ type Request struct {
 	// source's rate limiter here; it is the one effect of a decision, and
 	// it is the caller's. `pipelined test` passes nil.
 	Admit func() time.Duration
-	// Slot, when not nil, is asked once the request is authenticated (and
-	// admitted) for one of the server's request slots (max_concurrent):
-	// false answers 503. Taking the slot only then keeps unauthenticated
-	// senders, slow or not, from using up the slots of authenticated ones.
-	// `pipelined test` passes nil.
-	Slot func() bool
-	// Memory, when not nil, is asked once the request has its slot for
-	// the memory that decoding its body of n bytes can take (see
-	// [Config.MaxBodyMemory]): false answers 503. `pipelined test` passes
-	// nil.
-	Memory func(n int64) bool
 	// Context, when not nil, stops the rules' evaluations once it is done
 	// (the handler passes the request's: the sender left).
 	Context context.Context
@@ -120,18 +109,22 @@ func (d *Decision) Accepted() bool { return d.Status == http.StatusOK && !d.Igno
 // Decide says what pipelined does with req sent to src, in the order the
 // checks are made: content type (415), declared and actual body size
 // (413), reading the body (400), the source's authentication (401),
-// req.Admit (429), req.Slot (503), JSON (400), the source's ignore rule (200, ignored:
+// req.Admit (429), JSON (400), the source's ignore rule (200, ignored:
 // not appended), the source's accept rule and JSON Schema (422); then the
-// dedup key and every route. Apart from calling
-// req.Admit it has no effect: it neither logs nor counts, and the handler
-// and `pipelined test` both call it, so a rule test sees what the daemon
-// answers.
+// dedup key and every route. Apart from calling req.Admit it has no
+// effect: it neither logs nor counts, and the handler and `pipelined test`
+// both call it, so a rule test sees what the daemon answers.
 func (c *Config) Decide(src *Source, req Request) Decision {
 	return c.decide(src, req, nil)
 }
 
-// decide is Decide with the handler's slot and share of body memory in
-// held (nil: req.Slot and req.Memory), without a closure for each.
+// decide is Decide for the handler, which passes in held what the request
+// holds while it is served: once it is authenticated and admitted, decide
+// takes one of the server's request slots (max_concurrent), then a share
+// of body memory for decoding (max_body_memory), each answered 503 when
+// none is left. Taking them only then keeps unauthenticated senders, slow
+// or not, from using up what authenticated ones need. Decide passes nil:
+// `pipelined test` takes neither.
 func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	refuse := func(status int, outcome, reason string, body []byte) Decision {
 		d := Decision{Status: status, Outcome: outcome, Error: reason}
@@ -180,11 +173,13 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 				Error: "source " + strconv.Quote(src.Name) + " is over its rate: retry after the Retry-After delay"}
 		}
 	}
-	if req.Slot != nil && !req.Slot() || held != nil && !held.takeSlot() {
-		return unavailable("too many requests in flight: retry shortly")
-	}
-	if req.Memory != nil && !req.Memory(int64(len(body))) || held != nil && !held.takeMemory(int64(len(body))) {
-		return unavailable("too many large bodies in flight: retry shortly")
+	if held != nil {
+		if !held.takeSlot() {
+			return unavailable("too many requests in flight: retry shortly")
+		}
+		if !held.takeMemory(int64(len(body))) {
+			return unavailable("too many large bodies in flight: retry shortly")
+		}
 	}
 	// One pass decodes a valid body and measures its depth; what the fast
 	// decoder leaves is measured by Depth, then decoded by encoding/json.

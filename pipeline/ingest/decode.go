@@ -14,9 +14,10 @@ import (
 // pass and with few allocations: the body is copied once into a string
 // that every key and unescaped string value is a slice of, each map and
 // slice is made at its final size, and strings and numbers are boxed into
-// interfaces from shared slabs instead of one allocation each. It reports false for anything it does not take on its
-// own (a syntax error, a nesting deeper than [maxFastDepth]); Decode then
-// asks encoding/json, which says exactly what is wrong. FuzzDecode checks
+// interfaces from shared slabs instead of one allocation each. It reports
+// false for anything it does not take on its own (a syntax error, a
+// nesting deeper than [maxFastDepth]); Decode then asks encoding/json,
+// which says exactly what is wrong. FuzzDecode checks
 // that both agree on every input. It also returns how deep the body's
 // arrays and objects nest, what [Depth] says of a valid body, so that
 // ingest scans the body once.
@@ -270,7 +271,8 @@ func (d *decoder) string() (string, bool) {
 	return "", false
 }
 
-// number decodes a JSON number as [numberOf] says: most often a float64.
+// number decodes a JSON number as [numberOf] says, the float64s and the
+// texts boxed from d's slab.
 func (d *decoder) number() (any, bool) {
 	start := d.i
 	s := d.s
@@ -311,12 +313,8 @@ func (d *decoder) number() (any, bool) {
 	}
 	d.i = i
 	text := s[start:i]
-	if len(text) >= minInexact && integer(text) {
-		v := numberOf(text)
-		if f, ok := v.(float64); ok {
-			return d.boxFloat(f), true
-		}
-		return v, true
+	if n, ok := exactInt(text); ok {
+		return n, true
 	}
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil {
@@ -329,10 +327,14 @@ func (d *decoder) number() (any, bool) {
 // may not hold exactly: 2⁵³+1 has 16 digits.
 const minInexact = 16
 
-// integer reports whether the JSON number text has no fraction and no
-// exponent.
-func integer(text string) bool {
-	return !strings.ContainsAny(text, ".eE")
+// exactInt returns the JSON number text as an int64 when it is an integer
+// that no float64 holds exactly but an int64 does (see [numberOf]).
+func exactInt(text string) (int64, bool) {
+	if len(text) < minInexact || strings.ContainsAny(text, ".eE") {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(text, 10, 64)
+	return n, err == nil && (n > 1<<53 || n < -(1<<53))
 }
 
 // numberOf is what a JSON number (its text) is to rules: a float64,
@@ -346,10 +348,8 @@ func integer(text string) bool {
 // reach the JSON Schema library, which panics on an exponent in the
 // millions).
 func numberOf(text string) any {
-	if len(text) >= minInexact && integer(text) {
-		if n, err := strconv.ParseInt(text, 10, 64); err == nil && (n > 1<<53 || n < -(1<<53)) {
-			return n
-		}
+	if n, ok := exactInt(text); ok {
+		return n
 	}
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil {

@@ -12,8 +12,9 @@
 // behind server.trusted_proxies, the last untrusted address of
 // X-Forwarded-For). A request slot (503 with Retry-After when
 // server.max_concurrent requests are in flight) is taken only once the
-// request is authenticated ([Request.Slot]), so that strangers cannot use
-// up the slots of real senders. After a 413 the rest of the body is read
+// request is authenticated, and so is its share of server.max_body_memory
+// for decoding its body (503 too), so that strangers cannot use up what
+// real senders need. After a 413 the rest of the body is read
 // and discarded, within bounds, so that the sender reads the answer.
 //
 // Everything else is [Config.Decide], a pure decision step that the

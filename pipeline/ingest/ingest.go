@@ -83,11 +83,11 @@ type Config struct {
 	// MaxBody bounds a request body, in bytes.
 	MaxBody int64
 	// MaxConcurrent bounds the authenticated requests handled at once (0:
-	// no bound); see [Request.Slot].
+	// no bound); a request takes its slot once it is authenticated.
 	MaxConcurrent int
 	// MaxBodyMemory bounds the memory that the bodies of the
 	// authenticated requests in flight take together, each counted at
-	// [DecodeCost] times its length (0: no bound); see [Request.Memory].
+	// [DecodeCost] times its length (0: no bound), taken after the slot.
 	MaxBodyMemory int64
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
@@ -258,9 +258,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state, recei
 		req.Admit = src.admit
 	}
 	// A slot and a share of body memory are taken once the request is
-	// authenticated: see Request.Slot and Request.Memory. Until then,
-	// reading the body is bounded by the server's read timeout and
-	// max_conns_per_ip.
+	// authenticated (see decide). Until then, reading the body is bounded
+	// by the server's read timeout and max_conns_per_ip.
 	held := inflight{st: st}
 	defer held.release()
 	d := st.cfg.decide(src, req, &held)
@@ -417,8 +416,8 @@ func appendFailed(err error, canceled bool) Decision {
 }
 
 // inflight is what one request holds while the handler serves it: one
-// of its state's slots, and a share of its body memory. It does what
-// Request.Slot and Request.Memory do, without a closure each.
+// of its state's slots, and a share of its body memory. It lives on the
+// handler's stack: no allocation per request.
 type inflight struct {
 	st    *state
 	slot  bool

@@ -82,6 +82,16 @@ func (b *budget) op(n int64) {
 	}
 }
 
+// ahead charges n operations for work that cannot be stopped once it
+// runs (a regexp's match or compile): when they would go over the budget,
+// it stops the evaluation before the work, with nothing charged.
+func (b *budget) ahead(n int64) {
+	if n > MaxOps-b.ops {
+		panic(errOps)
+	}
+	b.op(n)
+}
+
 func (b *budget) mem(n int64) {
 	if n < 0 || n > MaxBytes || b.bytes+n > MaxBytes {
 		panic(errBytes)
@@ -142,21 +152,13 @@ func matcher(literal *regexp.Regexp) func(args ...any) any {
 		}
 		p, _ := b.(string)
 		bu := budgetOf(args[0])
-		cost := n*int64(max(len(p), 1))/matchCost + 1
-		if cost > MaxOps-bu.ops {
-			panic(errOps) // before the match, which would take that long
-		}
-		bu.op(cost)
+		bu.ahead(n*int64(max(len(p), 1))/matchCost + 1)
 		re := literal // shared by every evaluation: never written here
 		if re == nil && bu.re != nil && bu.pattern == p {
 			re = bu.re
 		}
 		if re == nil {
-			if c := int64(len(p)) * compileCost; c > MaxOps-bu.ops {
-				panic(errOps) // before the compile, which cannot be stopped either
-			} else {
-				bu.op(c)
-			}
+			bu.ahead(int64(len(p)) * compileCost)
 			var err error
 			if re, err = regexp.Compile(b.(string)); err != nil {
 				panic(err)

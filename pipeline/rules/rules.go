@@ -305,10 +305,6 @@ func (r *redactor) walk(v any) {
 		r.replace(s)
 	case int64: // an integer id no float64 holds (see ingest.Decode)
 		r.replace(strconv.FormatInt(x, 10))
-	case uint64:
-		r.replace(strconv.FormatUint(x, 10))
-	case json.Number:
-		r.replace(string(x))
 	case map[string]any:
 		for _, e := range x {
 			r.walk(e)
@@ -373,8 +369,9 @@ func (p *Program) runBool(v *vm.VM, ev *evaluation) (bool, error) {
 // from 2⁵³ up to int64's largest (an int64 to rules) "(int)…", a bool
 // "(bool)true", a json.Number "(number)…" (a JSON number out of float64's
 // range is its text, a string, to rules). nil is "" (no key). Maps,
-// arrays and other values are an error. No string key starts with "(sha256)", the prefix of a key that
-// the event log hashes because it is long.
+// arrays and other values are an error. No string key starts with
+// "(sha256)", the prefix of a key that the event log hashes because it is
+// long.
 func (p *Program) String(env *Env) (string, error) {
 	return p.StringContext(context.Background(), env)
 }

@@ -1,12 +1,16 @@
 package jetstreamlog
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pipelined/pipelined/pipeline"
 )
 
 // TestCheckFeatures: a stream that a server older than 2.12 created
@@ -44,5 +48,40 @@ func TestConnectHint(t *testing.T) {
 		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
 			t.Errorf("connectHint(%v, %+v) = %q, want it to hold %q", tt.err, tt.o, got, tt.want)
 		}
+	}
+}
+
+// TestAppendedKeepsHealth: what an append finds out is what /readyz says
+// until the next look at the stream: a failed append makes the log not
+// ready, a later one that succeeds makes it ready again; neither the
+// caller's leaving nor one event too big for a message says anything of
+// the stream.
+func TestAppendedKeepsHealth(t *testing.T) {
+	l := &Log{}
+	state := func() error {
+		if h := l.health.Load(); h != nil {
+			return h.err
+		}
+		return nil
+	}
+	ctx := context.Background()
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	l.appended(ctx, errors.New("no server took the batch"))
+	if err := state(); err == nil || !strings.Contains(err.Error(), "the last append failed: no server took the batch") {
+		t.Fatalf("after a failed append: %v, want the append's error", err)
+	}
+	l.appended(canceled, context.Canceled)
+	l.appended(ctx, fmt.Errorf("one event: %w", pipeline.ErrTooBig))
+	if state() == nil {
+		t.Error("a canceled or too-big append cleared the failure, which says nothing of the stream")
+	}
+	l.appended(ctx, nil)
+	if err := state(); err != nil {
+		t.Errorf("after a successful append: %v, want ready", err)
+	}
+	l.appended(ctx, fmt.Errorf("one event: %w", pipeline.ErrTooBig))
+	if err := state(); err != nil {
+		t.Errorf("an event too big for a message made the log not ready: %v", err)
 	}
 }

@@ -9,14 +9,24 @@ import (
 	"testing"
 )
 
+// TestCheckConfigErrorExit78: check exits 78 on a configuration it
+// cannot use; a problem in the file reads file:line: what, as a linter's,
+// and a file that cannot be read names the command, as serve's does.
 func TestCheckConfigErrorExit78(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "pipeline.toml")
-	if err := os.WriteFile(file, []byte("[server]\nlisten = 5\n"), 0o644); err != nil {
+	dir := t.TempDir()
+	invalid := filepath.Join(dir, "pipeline.toml")
+	if err := os.WriteFile(invalid, []byte("[server]\nlisten = 5\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, _, errOut := runPipelined(t, "check", "-c", file)
-	if code != 78 || errOut == "" {
-		t.Errorf("check of an invalid file: exit %d, stderr %q; want 78 and the problem", code, errOut)
+	missing := filepath.Join(dir, "missing.toml")
+	for _, tt := range []struct{ file, want string }{
+		{invalid, invalid + ":2: server.listen: incompatible types"},
+		{missing, "pipelined check: read config: open " + missing + ": no such file or directory"},
+	} {
+		code, _, errOut := runPipelined(t, "check", "-c", tt.file)
+		if code != 78 || !strings.HasPrefix(errOut, tt.want) {
+			t.Errorf("check -c %s: exit %d, stderr %q; want 78 and %q", tt.file, code, errOut, tt.want)
+		}
 	}
 }
 

@@ -39,6 +39,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -287,7 +288,14 @@ func check(args []string, stdout, stderr io.Writer) int {
 	// auth checks, once: what serve would run.
 	cfg, err := c.load(log)
 	if err != nil {
-		fmt.Fprintf(stderr, "%v\n", err)
+		// A problem in the file is file:line: what, as linters print
+		// it; a file that cannot be read at all is the command's error.
+		var pe *fs.PathError
+		if errors.As(err, &pe) && c.config != "" && pe.Path == c.config {
+			fmt.Fprintln(stderr, "pipelined check:", err)
+		} else {
+			fmt.Fprintln(stderr, err)
+		}
 		return exitConfig
 	}
 	// configProblems are wrong in the configuration; others are failures

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -52,6 +53,9 @@ type slogSink struct {
 
 func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...any) {
 	fromPlugin := name == s.binName
+	if fromPlugin && len(args) == 0 && strings.TrimSpace(msg) == "" {
+		return // the blank lines of a panic's stack, which go-plugin logs too
+	}
 	lvl := slogLevel(level)
 	if !fromPlugin && (lvl < slog.LevelWarn || msg == "plugin process exited") {
 		lvl = slog.LevelDebug

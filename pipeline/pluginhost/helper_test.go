@@ -54,7 +54,8 @@ func runHelperPlugin(behaviour string) {
 //	log     bool    Configure logs one line per level
 //
 // Each event's body says what to answer: {"outcome": "delivered" |
-// "retry" | "permanent", "after": "2s", "error": "..."}, or {"sleep": "5s"}.
+// "retry" | "permanent" | "fail-batch" | "panic", "after": "2s", "error":
+// "..."}, or {"sleep": "5s"}.
 type testSink struct {
 	dir string
 }
@@ -120,6 +121,8 @@ func (s *testSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result
 			results[i] = sdk.Permanent(err)
 		case "fail-batch":
 			return nil, err
+		case "panic": // a bug in the sink: the stack that follows is long
+			panic(b.Error)
 		default:
 			results[i] = sdk.Delivered()
 		}

@@ -1,6 +1,7 @@
 package pluginhost
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -567,12 +568,18 @@ func (p *Plugin) acquire(ctx context.Context) error {
 func (p *Plugin) release() { <-p.sem }
 
 // tailWriter keeps the end of the plugin's stderr, so that an error about a
-// plugin that died can quote its last words.
+// plugin that died can quote its last words, and the line of a Go panic or
+// fatal error, whose stack would push it out of the end.
 type tailWriter struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
+	mu    sync.Mutex
+	max   int
+	buf   []byte
+	line  []byte // the line being written, up to maxLine bytes
+	fatal string // the last "panic: " or "fatal error: " line
 }
+
+// maxLine bounds a line that last and the fatal line quote.
+const maxLine = 300
 
 func (w *tailWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
@@ -581,7 +588,27 @@ func (w *tailWriter) Write(b []byte) (int, error) {
 	if over := len(w.buf) - w.max; over > 0 {
 		w.buf = append(w.buf[:0], w.buf[over:]...)
 	}
+	for rest := b; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			w.line = append(w.line, rest[:min(len(rest), maxLine+1-len(w.line))]...)
+			break
+		}
+		w.line = append(w.line, rest[:min(i, maxLine+1-len(w.line))]...)
+		if l := string(w.line); strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") {
+			w.fatal = clip(strings.TrimSpace(l))
+		}
+		w.line, rest = w.line[:0], rest[i+1:]
+	}
 	return len(b), nil
+}
+
+// clip cuts l to maxLine bytes.
+func clip(l string) string {
+	if len(l) > maxLine {
+		return l[:maxLine] + "..."
+	}
+	return l
 }
 
 // lastLine returns `; its last stderr line: "..."` with the last
@@ -593,11 +620,15 @@ func (w *tailWriter) lastLine() string {
 	return ""
 }
 
-// last returns the last non-empty line written that is not go-plugin's own
-// debug chatter, at most 300 bytes, or "".
+// last returns the line of the plugin's panic or fatal error, if it wrote
+// one, else the last non-empty line written that is not go-plugin's own
+// debug chatter, at most maxLine bytes, or "".
 func (w *tailWriter) last() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.fatal != "" {
+		return w.fatal
+	}
 	lines := strings.Split(strings.TrimSpace(string(w.buf)), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		l := strings.TrimSpace(lines[i])
@@ -609,10 +640,7 @@ func (w *tailWriter) last() string {
 			continue // go-plugin's own chatter ("plugin address") says nothing useful
 		}
 		if l != "" {
-			if len(l) > 300 {
-				l = l[:300] + "..."
-			}
-			return l
+			return clip(l)
 		}
 	}
 	return ""

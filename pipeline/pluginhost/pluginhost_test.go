@@ -777,6 +777,60 @@ func TestSupervisorRestartsWithoutTraffic(t *testing.T) {
 	}
 }
 
+// TestPanicIsQuoted: a plugin that panics in Deliver dies; the error
+// quotes the panic's own line, not the last line of the stack after it
+// (which is all the end of stderr holds, and says nothing).
+func TestPanicIsQuoted(t *testing.T) {
+	buf := &testlog.Buffer{}
+	p := startHelper(t, helperSpec(t, "sink", nil), &Options{Logger: slog.New(slog.NewTextHandler(buf, nil))})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := p.Deliver(ctx, []sdk.Event{event("e1", `{"outcome":"panic","error":"assignment to entry in nil map"}`)})
+	if !errors.Is(err, ErrPluginExited) {
+		t.Fatalf("Deliver(panics) = %v, want ErrPluginExited", err)
+	}
+	if want := `its last stderr line: "panic: assignment to entry in nil map`; !strings.Contains(err.Error(), want) {
+		t.Errorf("Deliver(panics) = %v, want it to contain %s", err, want)
+	}
+	p.stderr.mu.Lock()
+	lines := strings.Split(strings.TrimSpace(string(p.stderr.buf)), "\n")
+	p.stderr.mu.Unlock()
+	if last := lines[len(lines)-1]; len(lines) < 4 || strings.Contains(last, "panic") {
+		t.Errorf("premise: stderr should end with the stack after the panic line; its last line is %q", last)
+	}
+	// The host's log has the stack, without the blank line after the
+	// panic's (an ERROR record with an empty message).
+	waitFor(t, "the stack's last frame in the host's log", func() bool { return strings.Contains(buf.String(), "created by ") })
+	if log := buf.String(); !strings.Contains(log, `level=ERROR msg="panic: assignment to entry in nil map"`) || strings.Contains(log, `msg=""`) {
+		t.Errorf("host log:\n%s\nwant the panic line at ERROR and no empty message", log)
+	}
+}
+
+// TestTailWriterKeepsFatalLine: the panic line is quoted even when the
+// stack after it (many goroutines, GOTRACEBACK=all) pushed it out of the
+// end that is kept, whatever the pieces the lines come in.
+func TestTailWriterKeepsFatalLine(t *testing.T) {
+	frame := "google.golang.org/grpc.(*Server).handleStream(0x6c73766c008, {0xcc7698, 0x6c7378c6000})\n\t/root/go/pkg/mod/google.golang.org/grpc@v1.85.0/server.go:1595 +0xa70\n"
+	out := "starting\nfatal error: concurrent map writes\n\ngoroutine 7 [running]:\n" + strings.Repeat(frame, 40)
+	for _, piece := range []int{1, 7, len(out)} {
+		w := &tailWriter{max: 2048}
+		for b := []byte(out); len(b) > 0; b = b[min(piece, len(b)):] {
+			w.Write(b[:min(piece, len(b))])
+		}
+		if strings.Contains(string(w.buf), "fatal error") {
+			t.Fatalf("premise: the fatal line should be out of the kept end")
+		}
+		if got, want := w.last(), "fatal error: concurrent map writes"; got != want {
+			t.Errorf("written in pieces of %d: last() = %q, want %q", piece, got, want)
+		}
+	}
+	w := &tailWriter{max: 2048}
+	w.Write([]byte("connecting to the database\n" + strings.Repeat("x", 400) + "\n"))
+	if got := w.last(); got != strings.Repeat("x", 300)+"..." {
+		t.Errorf("without a panic: last() = %q, want the last line, cut to 300 bytes", got)
+	}
+}
+
 // TestSupervisorFailedAtStart runs a binary that exits at start: the state
 // is failed with its last stderr line, the start error matches
 // ErrPluginExited, and the supervisor keeps trying.

@@ -531,8 +531,10 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	switch {
 	case err != nil && probe:
 		d.o.Logger.Debug("breaker probe failed", "sink", d.o.Sink, "err", err)
-	case err != nil:
-		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", len(batch), "err", err)
+	case err != nil && rep.Retried > 0:
+		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", rep.Retried, "err", err)
+	case err != nil: // every event settled for good; each has its own line
+		d.o.Logger.Warn("delivery failed", "sink", d.o.Sink, "events", len(batch), "err", err)
 	}
 	if d.ord != nil {
 		d.settleOrdered(ctx, settle) // with the batch's holds and releases, in one call

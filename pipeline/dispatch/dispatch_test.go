@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
@@ -540,6 +542,40 @@ func TestDeadLetters(t *testing.T) {
 
 // TestFailedBatch checks that a batch the sink did not answer properly is
 // retried whole, and nothing is lost.
+// TestBatchErrorLogSaysWhatBecameOfIt: a call that fails as a whole is
+// logged as "will retry" only for the events that are retried; at their
+// last attempt, the events' own lines say they went to the dead-letter
+// queue, and no line says they will be retried.
+func TestBatchErrorLogSaysWhatBecameOfIt(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		maxAttempts int
+		want        string
+		wantNot     string
+	}{
+		{"retried", 2, `msg="delivery failed, will retry" sink=s events=2 err="connection refused"`, "dead-letter"},
+		{"last attempt", 1, `msg="delivery failed" sink=s events=2 err="connection refused"`, "will retry"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			buf := &testlog.Buffer{}
+			l := memlog.New()
+			appendEvents(t, l, "ev", 2, "s")
+			q := l.Queue("s")
+			sink := &fakeSink{answer: func(int, []sdk.Event) ([]sdk.Result, error) { return nil, errors.New("connection refused") }}
+			o := options(q, sink)
+			o.MaxAttempts = tt.maxAttempts
+			o.BackoffMin, o.BackoffMax = time.Hour, time.Hour // one call
+			o.Logger = slog.New(slog.NewTextHandler(buf, nil))
+			run(t, o)
+			waitFor(t, "the call to be logged", func() bool { return strings.Contains(buf.String(), "delivery failed") })
+			log := buf.String()
+			if !strings.Contains(log, tt.want) || strings.Contains(log, tt.wantNot) {
+				t.Errorf("log of the first call:\n%s\nwant %s, and not %q", log, tt.want, tt.wantNot)
+			}
+		})
+	}
+}
+
 func TestFailedBatch(t *testing.T) {
 	tests := []struct {
 		name    string

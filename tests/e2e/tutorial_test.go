@@ -58,17 +58,22 @@ func TestTutorialOutsideTheRepository(t *testing.T) {
 	}
 	sh := readmeBlocks(t, readme, "sh")
 	// The premise: the blocks are the steps this test knows how to follow.
-	if len(sh) != 3 || !strings.Contains(sh[0], "go mod init") || !strings.Contains(sh[1], "go test ./...") || !strings.Contains(sh[2], "go build -o pipelined-sink-csv") {
-		t.Fatalf("examples/customsink/README.md sh blocks = %q; want 3 (start a module, test, build): update this test with the README", sh)
+	// It runs those of steps 2, 4 and 5; step 1's clones from GitHub (this
+	// test sets PIPELINED to the checkout instead), and steps 6 and 9 are
+	// played below with the harness's config and daemon.
+	if len(sh) != 7 || !strings.Contains(sh[0], "export PIPELINED=") || !strings.Contains(sh[0], "make -C \"$PIPELINED\" build") ||
+		!strings.Contains(sh[1], "go mod init") || !strings.Contains(sh[2], "go test ./...") || !strings.Contains(sh[3], "go build -o pipelined-sink-csv") ||
+		!strings.Contains(sh[4], `cp "$PIPELINED/pipeline.toml" .`) || !strings.Contains(sh[5], "pipelined serve -c pipeline.toml") || !strings.Contains(sh[6], "curl ") {
+		t.Fatalf("examples/customsink/README.md sh blocks = %q; want 7 (get pipelined, start a module, test, build, copy the config, serve, post): update this test with the README", sh)
 	}
 	work := t.TempDir()
 	script := strings.Join([]string{
 		"set -ex",
-		sh[0],
+		sh[1],
 		// Steps 3 and 4: copy main.go and customsink_test.go.
 		`cp "$EXAMPLE/main.go" "$EXAMPLE/customsink_test.go" .`,
-		sh[1],
 		sh[2],
+		sh[3],
 		"go list -m all > modules.txt",
 	}, "\n")
 	cmd := exec.Command("bash", "-c", script)

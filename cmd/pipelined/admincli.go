@@ -562,9 +562,22 @@ func (p *printer) deliveries(e admin.Event) error {
 		}
 		return fmtTime(*t)
 	}
+	failed := false
 	for _, d := range e.Deliveries {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.Sink, orDash(d.Route), d.State, d.Attempts,
 			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), orDash(strings.Join(strings.Fields(d.LastError), " ")))
+		failed = failed || len(d.Failures) > 0
+	}
+	if err := tw.Flush(); err != nil || !failed {
+		return err
+	}
+	fmt.Fprintln(p.stdout, "failures (the latest of each sink, oldest first):")
+	tw = table(p.stdout)
+	fmt.Fprintln(tw, "  SINK\tATTEMPT\tAT\tERROR")
+	for _, d := range e.Deliveries {
+		for _, f := range d.Failures {
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", d.Sink, f.Attempt, fmtTime(f.At), orDash(strings.Join(strings.Fields(f.Error), " ")))
+		}
 	}
 	return tw.Flush()
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -362,5 +363,38 @@ func TestReloadWithoutAnAnswer(t *testing.T) {
 	code, _, stderr := runPipelined(t, "reload", "--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN")
 	if want := "no answer, so the reload may or may not have been applied: the daemon's log says which"; code != 1 || !strings.Contains(stderr, want) {
 		t.Errorf("reload without an answer: exit %d, stderr %q; want 1 and %q", code, stderr, want)
+	}
+}
+
+// TestEventShowFailures: `events show` prints each sink's latest failed
+// attempts as a table of their own, as README says, where only the JSON
+// had them.
+func TestEventShowFailures(t *testing.T) {
+	l := memlog.New()
+	t.Cleanup(func() { l.Close() })
+	ev := pipeline.Event{ID: "ev-1", Source: "callkaro", ReceivedAt: time.Now(), Body: []byte(`{}`)}
+	if _, err := l.Append(context.Background(), []pipeline.Entry{{Event: ev, Targets: []pipeline.Target{{Sink: "crm", Route: "all"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	q := l.Queue("crm")
+	for i, msg := range []string{"503 from the CRM", "dial tcp: connection\nrefused"} {
+		ds, err := q.Fetch(context.Background(), 1)
+		if err != nil || len(ds) != 1 || ds[0].Attempt != i+1 {
+			t.Fatalf("Fetch = %v, %v; want attempt %d", ds, err, i+1)
+		}
+		if err := q.Settle(context.Background(), []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: msg}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer(admin.Handler(admin.Options{Log: l, Ready: func() error { return nil }, Token: []byte(cliToken)}))
+	t.Cleanup(srv.Close)
+	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
+	code, out, errOut := runPipelined(t, "events", "show", "ev-1", "--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN")
+	if code != 0 {
+		t.Fatalf("events show: exit %d, %s", code, errOut)
+	}
+	i := strings.Index(out, "failures (the latest of each sink, oldest first):\n")
+	if i < 0 || !regexp.MustCompile(`(?m)^  crm +1 +\S+ +503 from the CRM\n  crm +2 +\S+ +dial tcp: connection refused$`).MatchString(out[i:]) {
+		t.Errorf("events show:\n%s\nwant a failures table with both attempts, oldest first", out)
 	}
 }

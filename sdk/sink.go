@@ -101,8 +101,7 @@ type Event struct {
 	// Retry result, a batch error, a plugin restart) has Attempt+1; a
 	// failure at Attempt >= max_attempts sends the event to the
 	// dead-letter queue (except during an outage: the breaker's probes do
-	// not count toward the limit, so Attempt may pass it, and the limit
-	// is max_attempts failures besides the probes). An
+	// not count toward the limit, so Attempt may pass it). An
 	// operator's DLQ retry (`pipelined dlq retry`) or replay
 	// (`pipelined replay`) queues the event anew, with a fresh budget of
 	// max_attempts, and Attempt starts again at 1. So Attempt 1 does not

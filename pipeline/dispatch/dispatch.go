@@ -9,16 +9,11 @@
 // # Outages
 //
 // After BreakerFailures failed calls in a row the sink's circuit breaker
-// opens: the dispatcher sends one probe every BreakerProbe, the interval
-// doubling up to BackoffMax, and nothing in between. A probe is one call
-// with the oldest ready entries (due retries first): one at first, and
-// twice as many after each failed probe, up to BatchMax, so that a few
-// events that fail on their own (their source's data, a bug in the sink)
-// cannot hold the breaker open over the events behind them, while a sink
-// that is down gets about one event per BreakerProbe. The first probe in
-// which the sink takes any event closes the breaker. A failed probe costs
-// its events no attempt toward MaxAttempts (their Attempt still counts
-// the deliveries tried) and makes them ready again at once. An operator can also pause a dispatcher
+// opens: the dispatcher takes no more batches and sends one probe (a batch
+// of the oldest ready entry) every BreakerProbe, the interval doubling up
+// to BackoffMax. A failed probe costs its event no attempt toward
+// MaxAttempts and makes it ready again at once; the first probe that does
+// not fail closes the breaker. An operator can also pause a dispatcher
 // ([Dispatcher.Pause]); a paused one takes nothing until resumed. Rate
 // bounds the events handed to the plugin per second.
 package dispatch
@@ -170,10 +165,6 @@ type Dispatcher struct {
 	// its first failure seen; only Run's goroutine uses it. It holds at
 	// most the entries waiting for a retry.
 	firstFail map[uint64]time.Time
-	// probed counts, per entry waiting for a retry, the failed probes it
-	// was in: attempts that MaxAttempts does not count. In memory only,
-	// like firstFail: after a restart they count again.
-	probed map[uint64]int
 
 	ord *order // per-key order; nil without Options.OrderKey
 }
@@ -206,7 +197,7 @@ func New(o Options) *Dispatcher {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Dispatcher{o: o, stopping: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}),
-		paused: o.Paused, wake: make(chan struct{}), firstFail: map[uint64]time.Time{}, probed: map[uint64]int{}}
+		paused: o.Paused, wake: make(chan struct{}), firstFail: map[uint64]time.Time{}}
 	if o.Rate > 0 {
 		burst := max(1, int(math.Ceil(o.Rate)))
 		d.limiter = rate.NewLimiter(rate.Limit(o.Rate), burst)
@@ -333,7 +324,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	})
 	failures := 0 // failed calls in a row
 	probe := d.o.BreakerProbe
-	probeSize := 1 // entries in the next probe
 	if d.ord != nil {
 		if ok, err := d.loadOrder(ctx); !ok {
 			return err
@@ -375,7 +365,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		var batch []pipeline.Delivery
 		var err error
 		if open {
-			batch, err = d.o.Queue.Fetch(fctx, probeSize)
+			batch, err = d.o.Queue.Fetch(fctx, 1) // the probe: the oldest ready entry
 		} else {
 			batch, err = d.fetch(fctx)
 		}
@@ -405,11 +395,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		switch {
 		case open && failed:
 			probe = min(2*probe, max(d.o.BackoffMax, d.o.BreakerProbe))
-			probeSize = max(1, min(2*probeSize, d.o.BatchMax))
 		case failed:
 			failures++
 			if d.o.BreakerFailures > 0 && failures >= d.o.BreakerFailures {
-				probe, probeSize = d.o.BreakerProbe, 1
+				probe = d.o.BreakerProbe
 				d.setOpen(true, probe)
 			}
 		default:
@@ -588,7 +577,7 @@ func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result
 
 // settlement turns one plugin result into a queue outcome. A failed probe
 // (probe set) costs no attempt toward MaxAttempts and is ready again at
-// once, for the next probe: d.probed counts it.
+// once, for the next probe.
 func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration, probe bool) pipeline.Settlement {
 	s := pipeline.Settlement{Seq: e.Seq}
 	log := d.o.Logger
@@ -621,17 +610,12 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after failing for %v (%d attempts): %s", failingFor.Round(time.Second), e.Attempt, errText())
 		log.Warn("event failed for longer than max_age, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "failing_for", failingFor, "err", errText())
-	case retry && !probe && d.o.MaxAttempts > 0 && e.Attempt-d.probed[e.Seq] >= d.o.MaxAttempts:
-		gaveUp := fmt.Sprintf("gave up after %d attempts", e.Attempt)
-		if n := d.probed[e.Seq]; n > 0 {
-			gaveUp += fmt.Sprintf(" (%d of them probes of the open breaker, which max_attempts does not count)", n)
-		}
-		s.Outcome, s.Err = pipeline.Dead, gaveUp+": "+errText()
+	case retry && !probe && d.o.MaxAttempts > 0 && e.Attempt >= d.o.MaxAttempts:
+		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after %d attempts: %s", e.Attempt, errText())
 		log.Warn("event ran out of attempts, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", errText())
 	case retry && probe:
 		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now
-		d.probed[e.Seq]++
 	case retry:
 		if after <= 0 {
 			after = delay(e.Attempt)
@@ -642,12 +626,10 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		s.RetryAt = now.Add(delay(e.Attempt))
 		if probe {
 			s.RetryAt = now
-			d.probed[e.Seq]++
 		}
 	}
 	if s.Outcome != pipeline.Retry {
 		delete(d.firstFail, e.Seq)
-		delete(d.probed, e.Seq)
 	}
 	// A sink's error says what it likes (a database quoting Latin-1 bytes);
 	// the log keeps strings as UTF-8 and refuses others, which would leave

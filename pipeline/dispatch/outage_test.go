@@ -3,7 +3,6 @@ package dispatch_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -106,9 +105,9 @@ func TestMaxAge(t *testing.T) {
 }
 
 // TestBreakerOpensAndProbes checks that BreakerFailures failed calls in a
-// row open the breaker; that while open the dispatcher sends one probe
-// at a time, at growing intervals, and that probes cost no attempt toward
-// MaxAttempts; and that the first good probe closes it.
+// row open the breaker; that while open the dispatcher sends one probe of
+// one event at a time, at growing intervals, and that probes cost no
+// attempt toward MaxAttempts; and that the first good probe closes it.
 func TestBreakerOpensAndProbes(t *testing.T) {
 	const probe = 40 * time.Millisecond
 	l := memlog.New()
@@ -158,71 +157,6 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	}
 }
 
-// TestBreakerProbeGetsPastAFailingEvent: events that fail on their own
-// (one tenant's endpoint, a row the database refuses for a while) open
-// the breaker when nothing else is flowing; an event that the sink takes,
-// appended while it is open, is delivered by the next probe, which closes
-// the breaker, and the failing events then go to the dead-letter queue
-// after MaxAttempts attempts, not counting the probes they were in. The
-// probe used to be the oldest ready entry alone, every time: the same
-// failing event, for up to max_age, with every other event behind it.
-func TestBreakerProbeGetsPastAFailingEvent(t *testing.T) {
-	const probe = 40 * time.Millisecond
-	l := memlog.New()
-	poison := appendEvents(t, l, "poison", 2, "s")
-	q := l.Queue("s")
-	sink := &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
-		out := make([]sdk.Result, len(batch))
-		for i, e := range batch {
-			out[i] = sdk.Delivered()
-			if strings.HasPrefix(e.ID, "poison") {
-				out[i] = sdk.Retry(0, errors.New("503 from this tenant's endpoint"))
-			}
-		}
-		return out, nil
-	}}
-	var bl breakerLog
-	o := options(q, sink)
-	o.MaxAttempts = 3
-	o.BackoffMin, o.BackoffMax = time.Millisecond, 2*time.Millisecond
-	o.BreakerFailures = 2
-	o.BreakerProbe = probe
-	o.OnBreaker = bl.record
-	d, _ := start(t, o)
-
-	waitFor(t, "the breaker to open on the failing events", func() bool { return d.Status().Open })
-	ok := appendEvents(t, l, "ok", 1, "s")[0]
-	if !d.Status().Open {
-		t.Fatal("premise: the breaker closed before the good event was appended")
-	}
-	waitStats(t, q, pipeline.QueueStats{Dead: 2})
-
-	var okCalls [][]string
-	for _, b := range sink.calls() {
-		if slices.Contains(ids(b), ok) {
-			okCalls = append(okCalls, ids(b))
-		}
-	}
-	if len(okCalls) != 1 || !slices.Contains(okCalls[0], poison[0]) {
-		t.Errorf("calls with %s = %v, want one, the probe, with the failing events in it", ok, okCalls)
-	}
-	if got := bl.get(); len(got) < 2 || !got[0] || got[1] {
-		t.Errorf("OnBreaker calls = %v, want it opened and then closed", got)
-	}
-	dl, err := q.DeadLetters(context.Background(), 0, 10)
-	if err != nil || len(dl) != 2 {
-		t.Fatalf("DeadLetters() = %d entries, %v, want 2", len(dl), err)
-	}
-	for _, e := range dl {
-		// Attempts 1 and 2 opened the breaker, then one probe or more,
-		// and after it closed the third attempt that max_attempts counts.
-		want := fmt.Sprintf("gave up after %d attempts (%d of them probes of the open breaker", e.Attempts, e.Attempts-o.MaxAttempts)
-		if e.Attempts <= o.MaxAttempts || !strings.Contains(e.Err, want) {
-			t.Errorf("dead letter %s: %d attempts, %q; want more than %d, all but %[4]d of them probes", e.Event.ID, e.Attempts, e.Err, o.MaxAttempts)
-		}
-	}
-}
-
 // TestOutageLongerThanRetryBudget runs the defaults' shape scaled down (no
 // attempt limit, MaxAge far away, backoff up to BackoffMax, breaker after
 // 5 failed calls) against a sink that is down for longer than the old
@@ -257,11 +191,9 @@ func TestOutageLongerThanRetryBudget(t *testing.T) {
 	}
 	calls := sink.calls()
 	outageCalls := len(calls)
-	// Probes of 1, 2, 4, then 8 (BatchMax) events: a sink that is down gets
-	// about one event per probe interval, not a batch per call.
 	for i, b := range calls[5:] {
-		if want := min(1<<i, o.BatchMax); len(b) != want {
-			t.Errorf("probe %d: batch of %d events, want %d", i+1, len(b), want)
+		if len(b) != 1 {
+			t.Errorf("probe %d: batch of %d events, want 1", i+1, len(b))
 		}
 	}
 	// 5 failed calls, then probes at 10, 20, 40, 50, 50 ms...: far fewer

@@ -63,7 +63,7 @@ delivery = { batch_wait = "5ms" }
 	}
 	second := post(d, "outage-2")
 	// Longer than the old budget: the events are probed past 12 attempts
-	// (a probe holds the oldest ready event, then both).
+	// (the probe is the oldest ready event, so the two may take turns).
 	harness.Eventually(t, 30*time.Second, func() error {
 		if n := len(crm.Attempts()[first]); n <= 12 {
 			return fmt.Errorf("the CRM saw %d attempts of the first event, want more than 12", n)
@@ -74,8 +74,7 @@ delivery = { batch_wait = "5ms" }
 		t.Errorf("crm's DLQ holds %d events after an outage longer than 12 attempts, want 0", len(dl))
 	}
 	// While open only probes go out, one per breaker_probe (100ms, then
-	// 200ms) of 1 event, then 2: at most one request per 100ms after the
-	// 5 failed calls.
+	// 200ms): at most one request per 100ms after the 5 failed calls.
 	requests := 0
 	for _, at := range crm.Attempts() {
 		requests += len(at)

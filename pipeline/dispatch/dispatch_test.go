@@ -540,8 +540,6 @@ func TestDeadLetters(t *testing.T) {
 	}
 }
 
-// TestFailedBatch checks that a batch the sink did not answer properly is
-// retried whole, and nothing is lost.
 // TestBatchErrorLogSaysWhatBecameOfIt: a call that fails as a whole is
 // logged as "will retry" only for the events that are retried; at their
 // last attempt, the events' own lines say they went to the dead-letter
@@ -576,6 +574,8 @@ func TestBatchErrorLogSaysWhatBecameOfIt(t *testing.T) {
 	}
 }
 
+// TestFailedBatch checks that a batch the sink did not answer properly is
+// retried whole, and nothing is lost.
 func TestFailedBatch(t *testing.T) {
 	tests := []struct {
 		name    string

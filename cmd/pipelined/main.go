@@ -33,6 +33,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -291,7 +292,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 		// A problem in the file is file:line: what, as linters print
 		// it; a file that cannot be read at all is the command's error.
 		var pe *fs.PathError
-		if errors.As(err, &pe) && c.config != "" && pe.Path == c.config {
+		if errors.As(err, &pe) && pe.Path == cmp.Or(c.config, "pipeline.toml") {
 			fmt.Fprintln(stderr, "pipelined check:", err)
 		} else {
 			fmt.Fprintln(stderr, err)

@@ -13,7 +13,10 @@
 // of the oldest ready entry) every BreakerProbe, the interval doubling up
 // to BackoffMax. A failed probe costs its event no attempt toward
 // MaxAttempts and makes it ready again at once; the first probe that does
-// not fail closes the breaker. An operator can also pause a dispatcher
+// not fail closes the breaker. The probe looks past the entries that failed
+// as probes before, holding them until the breaker closes (see
+// probeEntry), so that events that fail on their own cannot be the probe
+// every time while the events behind them would go through. An operator can also pause a dispatcher
 // ([Dispatcher.Pause]); a paused one takes nothing until resumed. Rate
 // bounds the events handed to the plugin per second.
 package dispatch
@@ -167,7 +170,19 @@ type Dispatcher struct {
 	firstFail map[uint64]time.Time
 
 	ord *order // per-key order; nil without Options.OrderKey
+
+	// rot is the open breaker's round of probes (see probeEntry); only
+	// Run's goroutine uses it. Both hold at most one entry per probe of
+	// the round.
+	rot struct {
+		failed map[uint64]bool // entries that failed as a probe
+		held   []uint64        // entries held while a probe looked past them
+	}
 }
+
+// probeLook is how long a probe waits for another ready entry when the
+// one it fetched failed as a probe before (see probeEntry).
+const probeLook = 20 * time.Millisecond
 
 // errStopDeadline is the cause of the context of a batch that [Dispatcher.Stop]
 // gave up on.
@@ -308,6 +323,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	finish, giveUp := context.WithCancelCause(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer d.endRound()
 	defer giveUp(nil)
 	defer stopTaking()
 	wg.Go(func() {
@@ -365,7 +381,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		var batch []pipeline.Delivery
 		var err error
 		if open {
-			batch, err = d.o.Queue.Fetch(fctx, 1) // the probe: the oldest ready entry
+			batch, err = d.probeEntry(fctx, finish)
 		} else {
 			batch, err = d.fetch(fctx)
 		}
@@ -395,6 +411,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		switch {
 		case open && failed:
 			probe = min(2*probe, max(d.o.BackoffMax, d.o.BreakerProbe))
+			if d.rotates() {
+				if d.rot.failed == nil {
+					d.rot.failed = map[uint64]bool{}
+				}
+				for _, e := range batch {
+					d.rot.failed[e.Seq] = true
+				}
+			}
 		case failed:
 			failures++
 			if d.o.BreakerFailures > 0 && failures >= d.o.BreakerFailures {
@@ -404,7 +428,66 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		default:
 			failures = 0
 			d.setOpen(false, 0)
+			d.endRound()
 		}
+	}
+}
+
+// rotates reports whether the breaker's probes look past the entries that
+// failed as probes: with a queue that can hold entries ([pipeline.Holder];
+// JetStream's cannot), and without per-key order, whose holds are its own.
+func (d *Dispatcher) rotates() bool {
+	_, ok := d.o.Queue.(pipeline.Holder)
+	return ok && d.ord == nil
+}
+
+// probeEntry fetches the open breaker's probe: the oldest ready entry
+// (retries due first) that has not failed as a probe in this round. An
+// entry that has is held (pipeline.Hold: no attempt, nothing recorded) and
+// the probe looks at the next one, waiting up to probeLook for it. When no
+// other entry is ready, every one has been tried: the round ends (the held
+// entries are released, due now) and the probe is the oldest ready entry
+// again. The round also ends when the breaker closes and when Run returns.
+// Holding is recorded with finish, which ends only when Stop gives up, as
+// a batch's outcomes are.
+func (d *Dispatcher) probeEntry(fctx, finish context.Context) ([]pipeline.Delivery, error) {
+	batch, err := d.o.Queue.Fetch(fctx, 1)
+	if !d.rotates() {
+		return batch, err
+	}
+	for err == nil && len(batch) == 1 && d.rot.failed[batch[0].Seq] {
+		if !d.settle(finish, []pipeline.Settlement{{Seq: batch[0].Seq, Outcome: pipeline.Hold}}) {
+			if err := context.Cause(finish); err != nil {
+				return nil, err
+			}
+			return nil, pipeline.ErrClosed
+		}
+		d.rot.held = append(d.rot.held, batch[0].Seq)
+		look, cancel := context.WithTimeout(fctx, probeLook)
+		batch, err = d.o.Queue.Fetch(look, 1)
+		cancel()
+		if err != nil && look.Err() != nil && fctx.Err() == nil {
+			d.endRound()
+			batch, err = d.o.Queue.Fetch(fctx, 1)
+		}
+	}
+	return batch, err
+}
+
+// endRound ends the open breaker's round of probes: the entries it held
+// are released, due now. One the log does not release now is released by
+// the next Run (releaseAllHeld), that is at the next start or reload.
+func (d *Dispatcher) endRound() {
+	held := d.rot.held
+	d.rot.failed, d.rot.held = nil, nil
+	if len(held) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := d.o.Queue.(pipeline.Holder).Release(ctx, held); err != nil {
+		d.o.Logger.Error("release the events a breaker probe looked past failed; the sink's next start releases them",
+			"sink", d.o.Sink, "events", len(held), "err", err)
 	}
 }
 

@@ -321,7 +321,8 @@ func (d *Dispatcher) releaseHeads(ctx context.Context) bool {
 }
 
 // releaseAllHeld releases every entry held in the queue, for a dispatcher
-// without an order key (order_key was removed): no entry stays parked
+// without an order key (order_key was removed, or a breaker's probes held
+// entries when the process stopped: see probeEntry): no entry stays parked
 // where Fetch never reaches it. It retries while the log fails.
 func (d *Dispatcher) releaseAllHeld(ctx context.Context) error {
 	h, ok := d.o.Queue.(pipeline.Holder)
@@ -332,7 +333,7 @@ func (d *Dispatcher) releaseAllHeld(ctx context.Context) error {
 		n, err := h.Release(ctx, nil)
 		if err == nil {
 			if n > 0 {
-				d.o.Logger.Info("released events held for per-key order: the sink has no order_key now", "sink", d.o.Sink, "events", n)
+				d.o.Logger.Info("released held events: the sink has no order_key now, or a breaker's probes had looked past them", "sink", d.o.Sink, "events", n)
 			}
 			return nil
 		}

@@ -13,10 +13,12 @@
 // of the oldest ready entry) every BreakerProbe, the interval doubling up
 // to BackoffMax. A failed probe costs its event no attempt toward
 // MaxAttempts and makes it ready again at once; the first probe that does
-// not fail closes the breaker. The probe looks past the entries that failed
-// as probes before, holding them until the breaker closes (see
-// probeEntry), so that events that fail on their own cannot be the probe
-// every time while the events behind them would go through. An operator can also pause a dispatcher
+// not fail closes the breaker. On a queue that can hold entries, an event
+// that fails as a probe is held (see probeEntry) instead, costing it no
+// attempt at all, and the next probe is the next event: events that fail
+// on their own (their data, not the sink) are not the probe every time
+// while the events behind them would go through. The held events are
+// released when the breaker closes, or when no other event is ready. An operator can also pause a dispatcher
 // ([Dispatcher.Pause]); a paused one takes nothing until resumed. Rate
 // bounds the events handed to the plugin per second.
 package dispatch
@@ -27,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -171,17 +174,14 @@ type Dispatcher struct {
 
 	ord *order // per-key order; nil without Options.OrderKey
 
-	// rot is the open breaker's round of probes (see probeEntry); only
-	// Run's goroutine uses it. Both hold at most one entry per probe of
-	// the round.
-	rot struct {
-		failed map[uint64]bool // entries that failed as a probe
-		held   []uint64        // entries held while a probe looked past them
-	}
+	// held are the entries that failed as probes of the open breaker and
+	// are held (see probeEntry), one per probe at most; only Run's
+	// goroutine uses it.
+	held []uint64
 }
 
-// probeLook is how long a probe waits for another ready entry when the
-// one it fetched failed as a probe before (see probeEntry).
+// probeLook is how long a probe waits for a ready entry while entries are
+// held, before it releases them (see probeEntry).
 const probeLook = 20 * time.Millisecond
 
 // errStopDeadline is the cause of the context of a batch that [Dispatcher.Stop]
@@ -323,7 +323,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	finish, giveUp := context.WithCancelCause(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer d.endRound()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.releaseProbed(ctx)
+	}()
 	defer giveUp(nil)
 	defer stopTaking()
 	wg.Go(func() {
@@ -411,14 +415,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		switch {
 		case open && failed:
 			probe = min(2*probe, max(d.o.BackoffMax, d.o.BreakerProbe))
-			if d.rotates() {
-				if d.rot.failed == nil {
-					d.rot.failed = map[uint64]bool{}
-				}
-				for _, e := range batch {
-					d.rot.failed[e.Seq] = true
-				}
-			}
 		case failed:
 			failures++
 			if d.o.BreakerFailures > 0 && failures >= d.o.BreakerFailures {
@@ -428,67 +424,59 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		default:
 			failures = 0
 			d.setOpen(false, 0)
-			d.endRound()
+			d.releaseProbed(finish)
 		}
 	}
 }
 
-// rotates reports whether the breaker's probes look past the entries that
-// failed as probes: with a queue that can hold entries ([pipeline.Holder];
-// JetStream's cannot), and without per-key order, whose holds are its own.
+// rotates reports whether failed probes are held: with a queue that can
+// hold entries ([pipeline.Holder]; JetStream's cannot), and without
+// per-key order, whose holds are its own.
 func (d *Dispatcher) rotates() bool {
 	_, ok := d.o.Queue.(pipeline.Holder)
 	return ok && d.ord == nil
 }
 
-// probeEntry fetches the open breaker's probe: the oldest ready entry
-// (retries due first) that has not failed as a probe in this round. An
-// entry that has is held (pipeline.Hold: no attempt, nothing recorded) and
-// the probe looks at the next one, waiting up to probeLook for it. When no
-// other entry is ready, every one has been tried: the round ends (the held
-// entries are released, due now) and the probe is the oldest ready entry
-// again. The round also ends when the breaker closes and when Run returns.
-// Holding is recorded with finish, which ends only when Stop gives up, as
-// a batch's outcomes are.
+// probeEntry fetches the open breaker's probe: the oldest ready entry,
+// retries due first. Where rotates says so, deliver holds a probe's event
+// that failed (pipeline.Hold: no attempt counted, its record unchanged), so
+// the next probe is another event; when no entry is ready within probeLook
+// while some are held, every event waiting has been tried: they are
+// released, due now, and the probe is the oldest of them again. They are
+// also released when the breaker closes and when Run returns.
 func (d *Dispatcher) probeEntry(fctx, finish context.Context) ([]pipeline.Delivery, error) {
-	batch, err := d.o.Queue.Fetch(fctx, 1)
-	if !d.rotates() {
-		return batch, err
+	if len(d.held) == 0 {
+		return d.o.Queue.Fetch(fctx, 1)
 	}
-	for err == nil && len(batch) == 1 && d.rot.failed[batch[0].Seq] {
-		if !d.settle(finish, []pipeline.Settlement{{Seq: batch[0].Seq, Outcome: pipeline.Hold}}) {
+	look, cancel := context.WithTimeout(fctx, probeLook)
+	batch, err := d.o.Queue.Fetch(look, 1)
+	cancel()
+	if err != nil && look.Err() != nil && fctx.Err() == nil {
+		if !d.releaseProbed(finish) {
 			if err := context.Cause(finish); err != nil {
 				return nil, err
 			}
 			return nil, pipeline.ErrClosed
 		}
-		d.rot.held = append(d.rot.held, batch[0].Seq)
-		look, cancel := context.WithTimeout(fctx, probeLook)
-		batch, err = d.o.Queue.Fetch(look, 1)
-		cancel()
-		if err != nil && look.Err() != nil && fctx.Err() == nil {
-			d.endRound()
-			batch, err = d.o.Queue.Fetch(fctx, 1)
-		}
+		return d.o.Queue.Fetch(fctx, 1)
 	}
 	return batch, err
 }
 
-// endRound ends the open breaker's round of probes: the entries it held
-// are released, due now. One the log does not release now is released by
-// the next Run (releaseAllHeld), that is at the next start or reload.
-func (d *Dispatcher) endRound() {
-	held := d.rot.held
-	d.rot.failed, d.rot.held = nil, nil
-	if len(held) == 0 {
-		return
+// releaseProbed releases the held probes, due now, trying again while the
+// log refuses (a full disk) until ctx ends, and reports whether it did.
+// What it could not release stays in d.held for the next call; a later
+// start of the sink's delivery releases it in any case (releaseAllHeld).
+func (d *Dispatcher) releaseProbed(ctx context.Context) bool {
+	if len(d.held) == 0 {
+		return true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := d.o.Queue.(pipeline.Holder).Release(ctx, held); err != nil {
-		d.o.Logger.Error("release the events a breaker probe looked past failed; the sink's next start releases them",
-			"sink", d.o.Sink, "events", len(held), "err", err)
+	h := d.o.Queue.(pipeline.Holder)
+	if !d.record(ctx, func() int { return len(d.held) }, func() error { _, err := h.Release(ctx, d.held); return err }) {
+		return false
 	}
+	d.held = nil
+	return true
 }
 
 // Stop makes Run take no more entries, finish and settle the batch in
@@ -610,6 +598,8 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	}
 	if d.ord != nil {
 		d.settleOrdered(ctx, settle) // with the batch's holds and releases, in one call
+	} else if probe && d.rotates() {
+		d.settle(ctx, d.holdRetries(settle))
 	} else {
 		d.settle(ctx, settle)
 	}
@@ -620,6 +610,20 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		d.o.Observe(rep)
 	}
 	return len(batch) > 0 && retried == len(batch)
+}
+
+// holdRetries returns settle with each Retry made a Hold, and adds those
+// entries to d.held: a failed probe's event waits, held, for the breaker
+// (see probeEntry).
+func (d *Dispatcher) holdRetries(settle []pipeline.Settlement) []pipeline.Settlement {
+	out := slices.Clone(settle)
+	for i, s := range out {
+		if s.Outcome == pipeline.Retry {
+			out[i] = pipeline.Settlement{Seq: s.Seq, Outcome: pipeline.Hold}
+			d.held = append(d.held, s.Seq)
+		}
+	}
+	return out
 }
 
 // call hands events to the plugin. A batch too large for the plugin
@@ -660,7 +664,8 @@ func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result
 
 // settlement turns one plugin result into a queue outcome. A failed probe
 // (probe set) costs no attempt toward MaxAttempts and is ready again at
-// once, for the next probe.
+// once, for the next probe (or held instead, where rotates says so: see
+// holdRetries).
 func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration, probe bool) pipeline.Settlement {
 	s := pipeline.Settlement{Seq: e.Seq}
 	log := d.o.Logger

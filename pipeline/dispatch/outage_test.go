@@ -116,8 +116,8 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	sink := newSwitchSink()
 	var bl breakerLog
 	o := options(q, sink)
-	// One event: the five failed calls are its attempts 1..5, and the
-	// probes its attempts 6.., past MaxAttempts.
+	// One event: the five failed calls are its attempts 1..5, and every
+	// probe is attempt 6, which would be its last if probes counted.
 	o.MaxAttempts = 6
 	o.BackoffMin, o.BackoffMax = time.Millisecond, 4*probe
 	o.BreakerFailures = 5
@@ -140,8 +140,8 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 			t.Errorf("probe %d came %v after the call before, want >= %v", i+1, gap, want)
 		}
 	}
-	if got := calls[8][0].Attempt; got != 9 {
-		t.Fatalf("fourth probe: Attempt = %d, want 9 (premise: the probes went past MaxAttempts %d)", got, o.MaxAttempts)
+	if got := calls[8][0].Attempt; got != 6 {
+		t.Fatalf("fourth probe: Attempt = %d, want 6: the probes cost no attempt", got)
 	}
 	if st := stats(t, q); st.Dead != 0 {
 		t.Errorf("Stats().Dead = %d while the breaker is open, want 0 (probes spend no attempts)", st.Dead)
@@ -208,13 +208,24 @@ func TestBreakerProbeGetsPastAFailingEvent(t *testing.T) {
 	if got := bl.get(); len(got) < 2 || !got[0] || got[1] {
 		t.Errorf("OnBreaker calls = %v, want it opened and then closed", got)
 	}
+	// The probes cost the failing events no attempt: attempts 1 and 2
+	// opened the breaker, and 3, after it closed, was their last.
+	dl, err := q.DeadLetters(context.Background(), 0, 10)
+	if err != nil || len(dl) != 2 {
+		t.Fatalf("DeadLetters() = %d entries, %v, want 2", len(dl), err)
+	}
+	for _, e := range dl {
+		if e.Attempts != o.MaxAttempts || !strings.Contains(e.Err, "gave up after 3 attempts") {
+			t.Errorf("dead letter %s: %d attempts, %q; want %d", e.Event.ID, e.Attempts, e.Err, o.MaxAttempts)
+		}
+	}
 }
 
 // TestProbesRotateThroughADownSink: while a sink is down, the probes take
 // one event at a time, each a different one until every event waiting has
-// been tried, then again from the oldest; the events they looked past are
-// held, not attempted, and all of them are delivered, none left held,
-// once the sink returns.
+// been tried, then again from the oldest; a failed probe costs its event
+// no attempt, and all of them are delivered, none left held, once the sink
+// returns.
 func TestProbesRotateThroughADownSink(t *testing.T) {
 	l := memlog.New()
 	evs := appendEvents(t, l, "ev", 3, "s")
@@ -247,6 +258,14 @@ func TestProbesRotateThroughADownSink(t *testing.T) {
 	waitStats(t, q, pipeline.QueueStats{})
 	if d.Status().Open {
 		t.Error("Status().Open = true after the sink came back, want false")
+	}
+	calls := sink.calls()
+	for _, b := range calls[len(calls)-2:] {
+		for _, e := range b {
+			if e.Attempt != 2 {
+				t.Errorf("%s delivered at attempt %d, want 2: the first call was 1, and the probes count none", e.ID, e.Attempt)
+			}
+		}
 	}
 }
 
@@ -301,16 +320,16 @@ func TestOutageLongerThanRetryBudget(t *testing.T) {
 	if len(got) != len(before)+len(during) {
 		t.Fatalf("events delivered after the sink returned = %d, want %d", len(got), len(before)+len(during))
 	}
-	// P5: events delivered at their first attempt arrive in log order (a
-	// probe may have tried some of those appended during the outage: they
-	// are retried events, which may come after later ones).
-	retried := map[string]bool{}
+	// P5: events delivered at their first try arrive in log order (a probe
+	// may have tried some of those appended during the outage: they are
+	// retried events, which may come after later ones).
+	tries := map[string]int{} // an event in more than one call was tried before
 	for _, b := range sink.calls() {
 		for _, e := range b {
-			retried[e.ID] = retried[e.ID] || e.Attempt > 1
+			tries[e.ID]++
 		}
 	}
-	first := func(id string) bool { return !retried[id] }
+	first := func(id string) bool { return tries[id] == 1 }
 	var gotDuring, wantDuring []string
 	for _, id := range got {
 		if strings.HasPrefix(id, "during") && first(id) {

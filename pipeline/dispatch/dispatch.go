@@ -18,9 +18,11 @@
 // attempt at all, and the next probe is the next event: events that fail
 // on their own (their data, not the sink) are not the probe every time
 // while the events behind them would go through. The held events are
-// released when the breaker closes, or when no other event is ready. An operator can also pause a dispatcher
-// ([Dispatcher.Pause]); a paused one takes nothing until resumed. Rate
-// bounds the events handed to the plugin per second.
+// released when the breaker closes, or when no other event is ready.
+//
+// An operator can also pause a dispatcher ([Dispatcher.Pause]); a paused
+// one takes nothing until resumed. Rate bounds the events handed to the
+// plugin per second.
 package dispatch
 
 import (

@@ -611,8 +611,8 @@ func clip(l string) string {
 	return l
 }
 
-// lastLine returns `; its last stderr line: "..."` with the last
-// non-empty line written, or "".
+// lastLine returns `; its last stderr line: "..."` with the line last
+// picks (a panic's, else the last), or "".
 func (w *tailWriter) lastLine() string {
 	if l := w.last(); l != "" {
 		return fmt.Sprintf("; its last stderr line: %q", l)

@@ -149,7 +149,7 @@ func Find(spec Spec) (string, error) {
 	if len(notes) > 0 {
 		extra = "; skipped " + strings.Join(notes, ", ")
 	}
-	return "", &notFoundError{fmt.Sprintf("sink %q: plugin %q not found: looked for %s in %s%s (build it with make build, or set [plugins] dirs or the sink's command)",
+	return "", &notFoundError{fmt.Sprintf("sink %q: plugin %q not found: looked for %s in %s%s (make build builds this repository's plugins; put one of your own in one of those directories, or set [plugins] dirs or the sink's command)",
 		spec.Sink, spec.Plugin, name, strings.Join(dirs, ", "), extra)}
 }
 

@@ -218,7 +218,7 @@ func TestFind(t *testing.T) {
 	for _, want := range []string{
 		`sink "archive": plugin "archive" not found: looked for pipelined-sink-archive in `,
 		filepath.Dir(exe) + ", " + filepath.Join(filepath.Dir(filepath.Dir(exe)), "libexec", "pipelined") + ", " + d1 + ", " + d2,
-		"(build it with make build, or set [plugins] dirs or the sink's command)",
+		"(make build builds this repository's plugins; put one of your own in one of those directories, or set [plugins] dirs or the sink's command)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Find error = %q, want it to contain %q", err, want)

@@ -119,7 +119,11 @@ func cmdUsage(cmd, sub string, fs *flag.FlagSet) string {
 		fs.PrintDefaults()
 		fs.SetOutput(out)
 	}
-	b.WriteString("\nTimes are RFC 3339 (2025-03-14T15:09:26Z) or a duration ago (90m, 24h).\nExit status: 0 ok, 1 the call failed, 2 usage error.\n")
+	b.WriteString("\n")
+	if u := b.String(); strings.Contains(u, "--since") || strings.Contains(u, "--until") {
+		b.WriteString("Times are RFC 3339 (2025-03-14T15:09:26Z) or a duration ago (90m, 24h).\n")
+	}
+	b.WriteString("Exit status: 0 ok, 1 the call failed, 2 usage error.\n")
 	return b.String()
 }
 

@@ -43,6 +43,24 @@ func TestCommandHelp(t *testing.T) {
 	}
 }
 
+// TestHelpSaysHowToWriteTimes only where a command takes a time.
+func TestHelpSaysHowToWriteTimes(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		times bool
+	}{
+		{[]string{"events", "list", "-h"}, true},
+		{[]string{"replay", "-h"}, true},
+		{[]string{"dlq", "-h"}, false},
+		{[]string{"sinks", "-h"}, false},
+	} {
+		_, stdout, _ := runPipelined(t, tc.args...)
+		if got := strings.Contains(stdout, "Times are RFC 3339"); got != tc.times || !strings.Contains(stdout, "Exit status:") {
+			t.Errorf("pipelined %s: says how to write times = %v, want %v:\n%s", strings.Join(tc.args, " "), got, tc.times, stdout)
+		}
+	}
+}
+
 // TestVersionJSON: version --json is an object with the version.
 func TestVersionJSON(t *testing.T) {
 	code, stdout, stderr := runPipelined(t, "version", "--json")

@@ -150,7 +150,10 @@ func matcher(literal *regexp.Regexp) func(args ...any) any {
 		case []byte:
 			n = int64(len(a))
 		}
-		p, _ := b.(string)
+		// A pattern that is no string fails as it does in expr's own
+		// matches (TestFetchPatchIsEquivalent holds the two alike), before
+		// a pattern compiled earlier in this evaluation could be taken.
+		p := b.(string)
 		bu := budgetOf(args[0])
 		bu.ahead(n*int64(max(len(p), 1))/matchCost + 1)
 		re := literal // shared by every evaluation: never written here
@@ -160,7 +163,7 @@ func matcher(literal *regexp.Regexp) func(args ...any) any {
 		if re == nil {
 			bu.ahead(int64(len(p)) * compileCost)
 			var err error
-			if re, err = regexp.Compile(b.(string)); err != nil {
+			if re, err = regexp.Compile(p); err != nil {
 				panic(err)
 			}
 			bu.pattern, bu.re = p, re

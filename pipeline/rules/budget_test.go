@@ -128,6 +128,22 @@ func evaluate(t *testing.T, env *Env, src string, transform bool) (budget, error
 
 // TestBudgetLeavesOrdinaryRules shows the budget is wide enough for rules
 // over a big real body: 100,000 closure turns and 2 MB of strings pass.
+// TestMatchesWantsAStringPattern: a pattern that is not a string is an
+// error, as in expr, also after the evaluation compiled a pattern of its
+// own (a built "" once made `"x" matches 5` reuse it, and true).
+func TestMatchesWantsAStringPattern(t *testing.T) {
+	env := &Env{Body: map[string]any{"n": 5.0}}
+	for _, src := range []string{`"x" matches body.n`, `let e = ""; "" matches e && "x" matches body.n`} {
+		p, err := CompileBool(src)
+		if err != nil {
+			t.Fatalf("CompileBool(%s) = %v", src, err)
+		}
+		if ok, err := p.Bool(env); ok || err == nil || !strings.Contains(err.Error(), "float64, not string") {
+			t.Errorf("%s = %v, %v; want an error that the pattern is float64, not string", src, ok, err)
+		}
+	}
+}
+
 func TestBudgetLeavesOrdinaryRules(t *testing.T) {
 	env := &Env{Body: hostileBody()}
 	for _, src := range []string{

@@ -223,14 +223,15 @@ func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return true
 	}
-	if wait := s.o.Guesses.Wait(s.o.Client(r)); wait > 0 {
+	client := s.o.Client(r)
+	if wait := s.o.Guesses.Wait(client); wait > 0 {
 		TooManyGuesses(w, wait)
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from this address: try again in %v", wait.Round(time.Second)))
 		return false
 	}
 	if authz := r.Header.Get("Authorization"); !tokenMatches(authz, s.o.Token) {
 		if authz != "" { // a guess; a call without a token is not
-			s.o.Guesses.Wrong(s.o.Client(r))
+			s.o.Guesses.Wrong(client)
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pipelined admin"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer <token>")

@@ -381,14 +381,15 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	next := safeNext(r.PostFormValue("next"))
-	if wait := u.o.Admin.Guesses.Wait(u.o.Admin.Client(r)); wait > 0 {
+	client := u.o.Admin.Client(r)
+	if wait := u.o.Admin.Guesses.Wait(client); wait > 0 {
 		admin.TooManyGuesses(w, wait)
 		u.render(w, r, http.StatusTooManyRequests, "login", page{Title: "Log in", Data: loginData{Next: next,
 			Error: fmt.Sprintf("Too many wrong tokens from your address: try again in %v.", wait.Round(time.Second))}})
 		return
 	}
 	if !admin.TokenMatches(r.PostFormValue("token"), u.o.Admin.Token) {
-		u.o.Admin.Guesses.Wrong(u.o.Admin.Client(r))
+		u.o.Admin.Guesses.Wrong(client)
 		if ok, n := u.refusedLog(time.Now()); ok {
 			u.log.Warn("ui login refused: wrong token", "remote", r.RemoteAddr, "suppressed", n)
 		}

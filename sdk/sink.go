@@ -55,7 +55,10 @@ type Sink interface {
 	// Configure receives the sink's `config` table from pipeline.toml as a
 	// JSON object ("{}" when there is none). It sets defaults, decodes
 	// (see [DecodeConfig]) and validates, and returns an error that says
-	// which key is wrong and how to fix it. It must be cheap and have no
+	// which key is wrong and how to fix it: one line per problem (e.g.
+	// [errors.Join]), each naming its key as `config key "name"` (a nested
+	// one as "name.sub"), so that the host prefixes the line with where
+	// pipeline.toml sets that key (file:line:col). It must be cheap and have no
 	// side effects: `pipelined check` calls it too. Open files and
 	// connections lazily, in the first Deliver. ctx limits this call only.
 	Configure(ctx context.Context, config json.RawMessage) error

@@ -235,6 +235,21 @@ func FuzzParse(f *testing.F) {
 		if err == nil && c == nil {
 			t.Fatal("Parse = nil, nil")
 		}
+		if err != nil {
+			return
+		}
+		// Where each sink's config keys are, for the plugins' messages:
+		// any text, no panic, and always somewhere in the file.
+		for i := range c.Sinks {
+			for key := range c.Sinks[i].Config {
+				if pos := c.SinkConfigPos(i, key); !strings.HasPrefix(pos, "pipeline.toml:") {
+					t.Fatalf("SinkConfigPos(%d, %q) = %q, want a position in pipeline.toml", i, key, pos)
+				}
+			}
+		}
+		if len(c.Sinks) > 0 && c.SinkConfigPos(0, "") == "" {
+			t.Fatal("SinkConfigPos(0, \"\") = \"\", want the table or the [[sink]] header")
+		}
 	})
 }
 

@@ -385,3 +385,146 @@ func (c *Config) errAtCol(line, col int, format string, args ...any) error {
 	}
 	return errors.New(prefix + fmt.Sprintf(format, args...))
 }
+
+// SinkConfigPos returns where the i-th sink's config table sets key (a
+// top-level key of the table) as "file:line:col", for the messages of the
+// plugin that reads the table: the daemon checks the table's keys only
+// through the plugin. With key "", or a key it does not find (one the
+// plugin requires and the file lacks), it returns where the table itself
+// begins, or the sink's [[sink]] header when it has no table; "" when it
+// cannot tell (a config parsed without its text).
+func (c *Config) SinkConfigPos(i int, key string) string {
+	line, col := c.sinkConfigPos(i, key)
+	if line <= 0 {
+		return ""
+	}
+	return strings.TrimSuffix(c.errAtCol(line, col, "").Error(), ": ")
+}
+
+// sinkConfigPos is [Config.SinkConfigPos] as a 1-based line and column
+// (0 when unknown). The table is an inline table after "config =" (or
+// "config.key =" lines), or a [sink.config] subtable of the sink's block.
+func (c *Config) sinkConfigPos(i int, key string) (int, int) {
+	if c.src == nil {
+		return 0, 0
+	}
+	ls := c.lines()
+	start, end, ok := c.block(ls, "sink", i)
+	if !ok {
+		return 0, 0
+	}
+	const table = "sink.config"
+	tl, tc := 0, 0 // where the table begins
+	for n := start; n < end; n++ {
+		l := ls[n]
+		switch {
+		case l.inStr:
+		case l.isHead && l.header == table:
+			if tl == 0 {
+				tl, tc = n+1, 1
+			}
+		case l.isHead && key != "" && l.header == table+"."+key:
+			return n + 1, 1 // [sink.config.key]
+		case l.header == table && key != "":
+			if off := keyOnLine(l.text, key, false); off >= 0 {
+				return n + 1, keyCol(l.text)
+			}
+		case l.header == "sink":
+			if strings.HasPrefix(strings.TrimSpace(l.text), "config.") {
+				if tl == 0 {
+					tl, tc = n+1, keyCol(l.text) // config.key = … lines
+				}
+				if key != "" && keyOnLine(l.text, "config."+key, false) >= 0 {
+					return n + 1, keyCol(l.text)
+				}
+			}
+			off := keyOnLine(l.text, "config", false)
+			if off < 0 {
+				continue
+			}
+			if tl == 0 {
+				tl, tc = n+1, keyCol(l.text)
+			}
+			if key == "" {
+				continue
+			}
+			if kl, kc := inlineKey(ls[n:end], off, key); kl >= 0 {
+				return n + kl + 1, kc
+			}
+		}
+	}
+	if tl == 0 {
+		return start + 1, 1 // no config table: the [[sink]] header
+	}
+	return tl, tc
+}
+
+// keyCol is the 1-based column of the first key on a "key = value" line.
+func keyCol(text string) int {
+	return utf8.RuneCountInString(text[:len(text)-len(strings.TrimLeft(text, " \t"))]) + 1
+}
+
+// inlineKey finds key among the top-level keys of the inline table that
+// starts at byte off of ls[0] (just past "config ="), which may go on over
+// the following lines. It returns the line (an index into ls) and the
+// 1-based column of the key, or -1.
+func inlineKey(ls []line, off int, key string) (int, int) {
+	depth := 0
+	var quote byte // the quote of the string being read, 0 outside one
+	expectKey := false
+	for n, l := range ls {
+		text := l.text
+		for j := 0; j < len(text); j++ {
+			ch := text[j]
+			if quote != 0 {
+				switch {
+				case ch == '\\' && quote == '"':
+					j++
+				case ch == quote:
+					quote = 0
+				}
+				continue
+			}
+			if n == 0 && j < off {
+				continue
+			}
+			switch ch {
+			case '"', '\'':
+				if expectKey && depth == 1 {
+					// A quoted key: compare what it holds.
+					if k, ok := strings.CutPrefix(text[j+1:], key+string(ch)); ok && strings.HasPrefix(strings.TrimLeft(k, " \t"), "=") {
+						return n, utf8.RuneCountInString(text[:j]) + 1
+					}
+				}
+				quote, expectKey = ch, false
+			case '{':
+				depth++
+				expectKey = depth == 1
+			case '[':
+				depth++
+				expectKey = false
+			case '}', ']':
+				depth--
+				if depth <= 0 {
+					return -1, 0
+				}
+			case ',':
+				expectKey = depth == 1
+			case ' ', '\t':
+			case '#':
+				j = len(text) // a comment, to the end of the line
+			default:
+				if expectKey && depth == 1 {
+					if k, ok := strings.CutPrefix(text[j:], key); ok && strings.HasPrefix(strings.TrimLeft(k, " \t"), "=") {
+						return n, utf8.RuneCountInString(text[:j]) + 1
+					}
+				}
+				expectKey = false
+			}
+		}
+		if n == 0 && depth == 0 {
+			return -1, 0 // not an inline table
+		}
+	}
+	return -1, 0
+}

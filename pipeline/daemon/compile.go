@@ -67,7 +67,8 @@ func PluginSpecs(cfg *config.Config) ([]pluginhost.Spec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("sink %q: config: %w", s.Name, err)
 		}
-		specs[i] = pluginhost.Spec{Sink: s.Name, Plugin: s.Plugin, Command: s.Command, Dirs: cfg.Plugins.Dirs, SHA256: s.SHA256, Config: raw, Dir: cfg.BaseDir()}
+		specs[i] = pluginhost.Spec{Sink: s.Name, Plugin: s.Plugin, Command: s.Command, Dirs: cfg.Plugins.Dirs, SHA256: s.SHA256, Config: raw, Dir: cfg.BaseDir(),
+			Where: func(key string) string { return cfg.SinkConfigPos(i, key) }}
 	}
 	return specs, nil
 }

@@ -233,16 +233,43 @@ func (p *Plugin) describe(ctx context.Context) (desc sdk.Description, described 
 // checkError reports the problems Check found in the sink's config.
 func (p *Plugin) checkError(problems []error) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "sink %q: config does not fit plugin %s (fix the sink's config table", p.spec.Sink, p.path)
+	fmt.Fprintf(&b, "%ssink %q: config does not fit plugin %s (fix the sink's config table", p.where(""), p.spec.Sink, p.path)
 	if p.spec.Plugin != "" {
 		fmt.Fprintf(&b, "; `pipelined plugins describe %s` lists its keys", p.spec.Plugin)
 	}
 	b.WriteString("):")
 	for _, e := range problems {
 		b.WriteString("\n  - ")
+		b.WriteString(p.where(configKeyOf(e.Error())))
 		b.WriteString(e.Error())
 	}
 	return &invalidConfigError{errors.New(b.String())}
+}
+
+// where is Spec.Where of key with ": " after it, or "".
+func (p *Plugin) where(key string) string {
+	if p.spec.Where == nil {
+		return ""
+	}
+	if w := p.spec.Where(key); w != "" {
+		return w + ": "
+	}
+	return ""
+}
+
+// keyInMessage finds the config key that a problem is about, as the sdk's
+// checks and this repository's plugins name it: `config key "x"`, `x is a
+// secret`, `x is required`.
+var keyInMessage = regexp.MustCompile(`^(?:.*?\bconfig keys? "([^"]+)"|([A-Za-z0-9_]+) is (?:a secret|required))`)
+
+// configKeyOf returns the top-level config key msg is about, or "".
+func configKeyOf(msg string) string {
+	m := keyInMessage.FindStringSubmatch(msg)
+	if m == nil {
+		return ""
+	}
+	key, _, _ := strings.Cut(m[1]+m[2], ".")
+	return key
 }
 
 // configure calls the sink's Configure; on error the plugin is killed.
@@ -267,8 +294,38 @@ func (p *Plugin) configure(ctx context.Context, config []byte) error {
 	case !alive:
 		return exitedAtStart(fmt.Errorf("sink %q: plugin %s exited during Configure%s: %w", spec.Sink, path, p.stderr.lastLine(), err))
 	}
-	return &invalidConfigError{fmt.Errorf("sink %q: plugin rejected its config (fix the sink's config table in the configuration file): %w", spec.Sink, err)}
+	return &invalidConfigError{p.configureError(err)}
 }
+
+// configureError reports the error of a Configure that rejected the
+// sink's config. Each line of it (a plugin may join several problems) is
+// prefixed with where the file sets the key it names.
+func (p *Plugin) configureError(err error) error {
+	head := fmt.Sprintf("sink %q: plugin rejected its config (fix the sink's config table in the configuration file)", p.spec.Sink)
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	if len(lines) == 1 {
+		return fmt.Errorf("%s%s: %w", p.where(configKeyOf(lines[0])), head, err)
+	}
+	var b strings.Builder
+	b.WriteString(p.where(""))
+	b.WriteString(head)
+	b.WriteString(":")
+	for _, l := range lines {
+		b.WriteString("\n  - ")
+		b.WriteString(p.where(configKeyOf(l)))
+		b.WriteString(l)
+	}
+	return &wrapped{msg: b.String(), err: err}
+}
+
+// wrapped is err with another message.
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (e *wrapped) Error() string { return e.msg }
+func (e *wrapped) Unwrap() error { return e.err }
 
 // Description returns the sink's description, and false when the plugin
 // does not describe itself.

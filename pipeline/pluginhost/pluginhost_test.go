@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -141,6 +142,46 @@ func TestConfigureError(t *testing.T) {
 	}
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("Start error = %v, want it to match ErrInvalidConfig", err)
+	}
+}
+
+// TestConfigProblemsSayWhere: with Spec.Where, each problem a plugin finds
+// in its config starts with where the file sets the key it names, or the
+// table when it names none, as the daemon's own config errors do.
+func TestConfigProblemsSayWhere(t *testing.T) {
+	where := func(key string) string { return "pipeline.toml:9:" + cmp.Or(key, "table") }
+
+	spec := helperSpec(t, "described", map[string]any{"rotate": "hourly", "token": "x", "dri": "data"})
+	spec.Where = where
+	_, err := Start(context.Background(), spec, nil)
+	if err == nil {
+		t.Fatal("Start with a config that fails Check succeeded")
+	}
+	want := []string{
+		`pipeline.toml:9:table: sink "test-described": config does not fit plugin`,
+		"\n  - pipeline.toml:9:dir: config key \"dir\" is required",
+		"\n  - pipeline.toml:9:rotate: config key \"rotate\": invalid duration",
+		"\n  - pipeline.toml:9:token: token is a secret",
+		"\n  - pipeline.toml:9:dri: unknown config key \"dri\"",
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("Start error = %q, want it to contain %q", err, w)
+		}
+	}
+
+	for _, tt := range []struct{ reject, want string }{
+		{`config key "dir" = "x": not a directory`, `pipeline.toml:9:dir: sink "test-sink": plugin rejected its config (fix the sink's config table in the configuration file): config key "dir" = "x"`},
+		{`config key "columns.a" = "": want a path`, `pipeline.toml:9:columns: sink "test-sink": plugin rejected`},
+		{"the database is unreachable", `pipeline.toml:9:table: sink "test-sink": plugin rejected`},
+		{"config key \"a\": bad\nconfig key \"b\": worse", "pipeline.toml:9:table: sink \"test-sink\": plugin rejected its config (fix the sink's config table in the configuration file):\n  - pipeline.toml:9:a: config key \"a\": bad\n  - pipeline.toml:9:b: config key \"b\": worse"},
+	} {
+		spec := helperSpec(t, "sink", map[string]any{"reject": tt.reject})
+		spec.Where = where
+		_, err := Start(context.Background(), spec, nil)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) || !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("Start rejected with %q: error = %v, want it to start with %q and match ErrInvalidConfig", tt.reject, err, tt.want)
+		}
 	}
 }
 

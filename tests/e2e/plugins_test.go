@@ -64,10 +64,22 @@ func TestCheckReportsDescribedConfigProblems(t *testing.T) {
 		`config key "dir" is required`,
 		`config key "rotate": invalid duration "hourly"`,
 		`unknown config key "dri": check its spelling (valid keys: compress, dir, max_size, prefix, rotate)`,
+		// Each problem points into the file, as the daemon's own do.
+		file + `:13:1: sink "archive": config does not fit plugin`,
+		"\n  - " + file + `:13:12: unknown config key "dri"`,
+		"\n  - " + file + `:13:34: config key "rotate": invalid duration`,
+		"\n  - " + file + `:13:1: config key "dir" is required`,
 	} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("check stderr = %q, want it to contain %q", errOut, want)
 		}
+	}
+
+	// A value the plugin's Configure refuses points at its key too.
+	bad := archiveConfig(t, `{ dir = "data/archive", compress = "zip" }`)
+	_, errOut, code = runCLI(t, "check", "-c", bad)
+	if want := bad + `:13:34: sink "archive": plugin rejected its config (fix the sink's config table in the configuration file): config key "compress" = "zip"`; code != 78 || !strings.Contains(errOut, want) {
+		t.Errorf("check with compress = \"zip\": exit %d, stderr %q; want 78 and %q", code, errOut, want)
 	}
 
 	// --no-plugins skips the plugins, so the same file passes.

@@ -1,0 +1,85 @@
+package config
+
+import "testing"
+
+// sinkPosConfig writes a sink's config table each way TOML allows: inline,
+// inline over several lines (TOML 1.1), dotted keys, a [sink.config]
+// subtable, and none at all.
+const sinkPosConfig = `[[source]]
+name = "s"
+path = "/hooks/s"
+auth = { type = "none" }
+
+[[sink]]
+name = "inline"
+plugin = "archive"
+config = { columns = { dir = "x" }, "quoted" = 1, dir = "a,{b}", rotate = "1h" }  # dir again: dir
+
+[[sink]]
+name = "lines"
+plugin = "archive"
+config = {
+  dir = "data",
+  max_size = "1MiB",
+}
+
+[[sink]]
+name = "dotted"
+plugin = "archive"
+config.dir = "data"
+  config.rotate = "1h"
+
+[[sink]]
+name = "subtable"
+plugin = "sql"
+[sink.config]
+driver = "sqlite"
+  path = "x.db"
+[sink.config.columns]
+call_sid = "data.callSid"
+[sink.delivery]
+batch_max = 10
+
+[[sink]]
+name = "bare"
+plugin = "archive"
+
+[[route]]
+name = "all"
+when = "true"
+to = ["inline", "lines", "dotted", "subtable", "bare"]
+`
+
+func TestSinkConfigPos(t *testing.T) {
+	c, err := Parse("pipeline.toml", []byte(sinkPosConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		sink int
+		key  string
+		want string
+	}{
+		{0, "", "pipeline.toml:9:1"},
+		{0, "dir", "pipeline.toml:9:51"}, // not the nested columns.dir, nor in a string or comment
+		{0, "rotate", "pipeline.toml:9:66"},
+		{0, "quoted", "pipeline.toml:9:37"},
+		{0, "columns", "pipeline.toml:9:12"},
+		{0, "missing", "pipeline.toml:9:1"}, // a required key the file lacks: the table
+		{1, "", "pipeline.toml:14:1"},
+		{1, "dir", "pipeline.toml:15:3"},
+		{1, "max_size", "pipeline.toml:16:3"},
+		{2, "", "pipeline.toml:22:1"},
+		{2, "rotate", "pipeline.toml:23:3"},
+		{3, "", "pipeline.toml:28:1"},
+		{3, "path", "pipeline.toml:30:3"},
+		{3, "columns", "pipeline.toml:31:1"},
+		{3, "batch_max", "pipeline.toml:28:1"}, // a [sink.delivery] key is not the config's
+		{4, "dir", "pipeline.toml:36:1"},       // no config table: the [[sink]] header
+	}
+	for _, tt := range tests {
+		if got := c.SinkConfigPos(tt.sink, tt.key); got != tt.want {
+			t.Errorf("SinkConfigPos(%d (%s), %q) = %q, want %q", tt.sink, c.Sinks[tt.sink].Name, tt.key, got, tt.want)
+		}
+	}
+}

@@ -195,6 +195,9 @@ type Source struct {
 	// are dropped first and counted in pipelined_rejections_evicted_total.
 	// Default 64MiB.
 	KeepRejectedMax Size `toml:"keep_rejected_max"`
+	// AllowDuplicateKeys accepts bodies with a key twice in one object;
+	// by default they are refused with 400 (see ingest.Source).
+	AllowDuplicateKeys bool `toml:"allow_duplicate_keys"`
 }
 
 // Auth says how a source authenticates requests. It must be written

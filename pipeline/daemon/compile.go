@@ -47,6 +47,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 			DropHeaders:  sp.DropHeaders,
 		}
 		src.KeepRejectedMax = int64(s.KeepRejectedMax)
+		src.AllowDuplicateKeys = s.AllowDuplicateKeys
 		if s.Rate.PerSecond > 0 {
 			burst := s.Burst
 			if burst == 0 {

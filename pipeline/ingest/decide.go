@@ -183,7 +183,8 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	}
 	// One pass decodes a valid body and measures its depth; what the fast
 	// decoder leaves is measured by Depth, then decoded by encoding/json.
-	doc, depth, ok := decodeOwned(body) // body is this request's alone and never written again
+	doc, sh, ok := decodeOwned(body) // body is this request's alone and never written again
+	depth := sh.depth
 	if !ok {
 		depth = Depth(body)
 	}
@@ -195,6 +196,9 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 		if doc, err = decodeStd(body); err != nil {
 			return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, "body is not valid JSON: "+jsonError(err), body)
 		}
+	}
+	if sh.dupped && !src.AllowDuplicateKeys {
+		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, dupKeyError(sh.dup, src.Name), body)
 	}
 
 	ev := pipeline.Event{
@@ -487,6 +491,14 @@ func cutHeaders(hs map[string]string, max int) map[string]string {
 	}
 	hs["x-pipelined-headers-cut"] = note
 	return hs
+}
+
+// dupKeyError says why a body with a key twice in one object is refused.
+func dupKeyError(key, source string) string {
+	if len(key) > 64 {
+		key = strings.ToValidUTF8(key[:64], "") + "…"
+	}
+	return fmt.Sprintf("body has the key %q twice in one object: readers of JSON disagree on which value counts (send each key once, or set allow_duplicate_keys = true on source %q)", key, source)
 }
 
 // MaxDepth is how deep a body's arrays and objects may nest; a deeper

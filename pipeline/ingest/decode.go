@@ -18,10 +18,11 @@ import (
 // false for anything it does not take on its own (a syntax error, a
 // nesting deeper than [maxFastDepth]); Decode then asks encoding/json,
 // which says exactly what is wrong. FuzzDecode checks
-// that both agree on every input. It also returns how deep the body's
-// arrays and objects nest, what [Depth] says of a valid body, so that
-// ingest scans the body once.
-func decodeFast(body []byte) (any, int, bool) {
+// that both agree on every input. It also returns the body's [shape]: how
+// deep its arrays and objects nest, what [Depth] says of a valid body, so
+// that ingest scans the body once, and a key that one of its objects has
+// twice.
+func decodeFast(body []byte) (any, shape, bool) {
 	return decodeString(string(body))
 }
 
@@ -30,24 +31,34 @@ func decodeFast(body []byte) (any, int, bool) {
 // they live. Ingest's bodies are such: read into a buffer of their own,
 // then only read (verified, stored, cached by the log, which copies what
 // it keeps), never written.
-func decodeOwned(body []byte) (any, int, bool) {
+func decodeOwned(body []byte) (any, shape, bool) {
 	return decodeString(unsafe.String(unsafe.SliceData(body), len(body)))
 }
 
-func decodeString(s string) (any, int, bool) {
+// shape is what decoding a body learnt of it besides its value.
+type shape struct {
+	// depth is how deep the body's arrays and objects nest.
+	depth int
+	// dup is the first key found twice in one object, when dupped (a
+	// key may be ""). The value is the last one, as encoding/json has it.
+	dup    string
+	dupped bool
+}
+
+func decodeString(s string) (any, shape, bool) {
 	d := decoderPool.Get().(*decoder)
-	d.s, d.i, d.deepest = s, 0, 0
+	d.s, d.i, d.shape = s, 0, shape{}
 	v, ok := d.value(0)
 	if ok {
 		d.space()
 		ok = d.i == len(d.s)
 	}
-	deepest := d.deepest
+	sh := d.shape
 	d.release()
 	if !ok {
-		return nil, 0, false
+		return nil, shape{}, false
 	}
-	return v, deepest, true
+	return v, sh, true
 }
 
 // maxFastDepth bounds decodeFast's recursion; deeper bodies go to
@@ -64,8 +75,9 @@ var decoderPool = sync.Pool{New: func() any { return new(decoder) }}
 type decoder struct {
 	s string
 	i int
-	// deepest is the deepest nesting of arrays and objects seen.
-	deepest int
+	// shape holds the deepest nesting of arrays and objects seen and the
+	// first duplicate key.
+	shape shape
 	// keys and vals hold the members of the objects and arrays being
 	// decoded, innermost last, until each is complete.
 	keys []string
@@ -140,7 +152,7 @@ func (d *decoder) object(depth int) (any, bool) {
 	if depth > maxFastDepth {
 		return nil, false
 	}
-	d.deepest = max(d.deepest, depth)
+	d.shape.depth = max(d.shape.depth, depth)
 	d.i++ // {
 	base := len(d.keys)
 	d.space()
@@ -180,16 +192,32 @@ func (d *decoder) object(depth int) (any, bool) {
 	for j := range n {
 		m[d.keys[base+j]] = d.vals[vbase+j]
 	}
+	if len(m) < n && !d.shape.dupped {
+		d.shape.dup, d.shape.dupped = firstDup(d.keys[base:]), true
+	}
 	clear(d.vals[vbase:])
 	d.keys, d.vals = d.keys[:base], d.vals[:vbase]
 	return m, true
+}
+
+// firstDup returns the first of keys that an earlier one repeats; it is
+// called only when there is one.
+func firstDup(keys []string) string {
+	seen := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		if _, ok := seen[k]; ok {
+			return k
+		}
+		seen[k] = struct{}{}
+	}
+	return ""
 }
 
 func (d *decoder) array(depth int) (any, bool) {
 	if depth > maxFastDepth {
 		return nil, false
 	}
-	d.deepest = max(d.deepest, depth)
+	d.shape.depth = max(d.shape.depth, depth)
 	d.i++ // [
 	base := len(d.vals)
 	d.space()

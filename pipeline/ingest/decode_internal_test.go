@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"reflect"
@@ -40,8 +42,13 @@ func fromFile(t testing.TB) []byte {
 // decodeFast reports of a body it takes is Depth's (ingest refuses by it).
 func sameDecode(t *testing.T, body []byte) {
 	t.Helper()
-	if _, depth, ok := decodeFast(body); ok && depth != Depth(body) {
-		t.Fatalf("decodeFast(%q) depth = %d, Depth says %d", body, depth, Depth(body))
+	if _, sh, ok := decodeFast(body); ok {
+		if sh.depth != Depth(body) {
+			t.Fatalf("decodeFast(%q) depth = %d, Depth says %d", body, sh.depth, Depth(body))
+		}
+		if dup, dupped := dupKey(t, body); sh.dupped != dupped || sh.dup != dup {
+			t.Fatalf("decodeFast(%q) duplicate key = %q, %v; a walk of encoding/json's tokens finds %q, %v", body, sh.dup, sh.dupped, dup, dupped)
+		}
 	}
 	want, wantErr := decodeStd(body)
 	got, gotErr := Decode(body)
@@ -53,9 +60,64 @@ func sameDecode(t *testing.T, body []byte) {
 	}
 	// decodeOwned (ingest's, without the copy) gives decodeFast's answer.
 	owned := bytes.Clone(body)
-	fast, fastDepth, fastOK := decodeFast(body)
-	if doc, depth, ok := decodeOwned(owned); ok != fastOK || depth != fastDepth || !equalDoc(doc, fast) {
-		t.Fatalf("decodeOwned(%q) = %#v, %d, %v; decodeFast gives %#v, %d, %v", body, doc, depth, ok, fast, fastDepth, fastOK)
+	fast, fastShape, fastOK := decodeFast(body)
+	if doc, sh, ok := decodeOwned(owned); ok != fastOK || sh != fastShape || !equalDoc(doc, fast) {
+		t.Fatalf("decodeOwned(%q) = %#v, %+v, %v; decodeFast gives %#v, %+v, %v", body, doc, sh, ok, fast, fastShape, fastOK)
+	}
+}
+
+// dupKey finds the first key (in the order objects close, as decodeFast
+// finds them) that one object of a valid body has twice, by walking
+// encoding/json's tokens.
+func dupKey(t *testing.T, body []byte) (string, bool) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // 1e400 too
+	type object struct {
+		keys  map[string]bool
+		dup   string
+		found bool
+		key   bool // the next string token is a key
+	}
+	var stack []*object // nil entries for arrays
+	var dup string
+	var dupped bool
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return dup, dupped
+		}
+		if err != nil {
+			t.Fatalf("Token of a body decodeFast took: %v", err)
+		}
+		var top *object
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if k, ok := tok.(string); ok && top != nil && top.key {
+			if top.keys[k] && !top.found {
+				top.dup, top.found = k, true
+			}
+			top.keys[k], top.key = true, false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &object{keys: map[string]bool{}, key: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, nil)
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if top != nil && top.found && !dupped {
+				dup, dupped = top.dup, true
+			}
+		}
+		// A value ended: the next token of an enclosing object is a key.
+		if len(stack) > 0 && stack[len(stack)-1] != nil {
+			stack[len(stack)-1].key = true
+		}
 	}
 }
 

@@ -25,7 +25,9 @@
 // Webhooks, HMAC, bearer, basic; package auth), the source's rate limit
 // (429 with Retry-After; only authenticated requests count, so a
 // stranger's flood never blocks the sender), a request slot (503),
-// nesting deeper than [MaxDepth] (400), JSON (400), the source's
+// nesting deeper than [MaxDepth] (400), JSON (400; also a key twice in
+// one object, unless the source allows it: readers disagree on which value
+// counts), the source's
 // ignore rule (200 {"ignored": true}: acknowledged, neither stored nor
 // routed, so a sender's new event type never fails), the source's
 // accept rule and JSON Schema (422 with the violations, or "too complex

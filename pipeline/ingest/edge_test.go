@@ -228,6 +228,61 @@ func TestDeepBodyRefused(t *testing.T) {
 	}
 }
 
+// TestDuplicateKeysRefused: a body with a key twice in one object, at any
+// depth and however the key is spelled, is refused with 400 naming the key
+// and the source's switch, and nothing is appended; with
+// allow_duplicate_keys it is taken as sent, and rules see the last value.
+func TestDuplicateKeysRefused(t *testing.T) {
+	for _, c := range []struct {
+		name, body string
+		allow      bool
+		want       int
+		key        string
+	}{
+		{"top level", `{"event":"call_ended","data":{},"event":"x"}`, false, http.StatusBadRequest, `"event"`},
+		{"nested", `{"event":"call_ended","data":{"callSid":"a","from":1,"callSid":"b"}}`, false, http.StatusBadRequest, `"callSid"`},
+		{"in an array", `[{"a":1},{"b":1,"b":1}]`, false, http.StatusBadRequest, `"b"`},
+		{"escaped spelling", `{"a":1,"\u0061":2}`, false, http.StatusBadRequest, `"a"`},
+		{"empty key", `{"":1,"":2}`, false, http.StatusBadRequest, `""`},
+		{"same key in two objects", `{"a":{"k":1},"b":{"k":2}}`, false, http.StatusOK, ""},
+		{"allowed", `{"event":"call_ended","data":{"callSid":"a","callSid":"b"}}`, true, http.StatusOK, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dedup, err := rules.CompileValue("body.data?.callSid")
+			if err != nil {
+				t.Fatal(err)
+			}
+			app := &recordingAppender{}
+			src := ingest.Source{Name: "s", Path: "/hooks/s", DedupKey: dedup, DedupWindow: time.Hour, AllowDuplicateKeys: c.allow}
+			h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20}, app, nil)
+			req := httptest.NewRequest(http.MethodPost, "/hooks/s", strings.NewReader(c.body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != c.want {
+				t.Fatalf("POST %s = %d %s, want %d", c.body, rec.Code, rec.Body, c.want)
+			}
+			if c.want != http.StatusOK {
+				var answer struct{ Error string }
+				json.Unmarshal(rec.Body.Bytes(), &answer)
+				want := "body has the key " + c.key + " twice in one object"
+				if app.len() != 0 || !strings.HasPrefix(answer.Error, want) || !strings.HasSuffix(answer.Error, `allow_duplicate_keys = true on source "s")`) {
+					t.Errorf("refused body: %d appended, answer %s; want none appended and a reason with %q and the switch", app.len(), rec.Body, want)
+				}
+				return
+			}
+			if app.len() != 1 || string(app.entries[0].Event.Body) != c.body {
+				t.Fatalf("accepted body: %d appended, want 1 stored as sent", app.len())
+			}
+			if c.allow {
+				if got := app.entries[0].DedupKey; got != "b" {
+					t.Errorf("dedup key = %q, want the last value, %q", got, "b")
+				}
+			}
+		})
+	}
+}
+
 // FuzzDepth: for any valid JSON text, Depth agrees with encoding/json's
 // tokens.
 func FuzzDepth(f *testing.F) {

@@ -41,6 +41,7 @@ func FuzzHandler(f *testing.F) {
 		{`{"n": 1e400}`, "application/json", false},
 		{`{"data": {"callSid": 123456789012345678901234567890, "call_duration": -1e308}}`, "application/json", false},
 		{`{"data": {"callSid": 1e20}}`, "application/json", false},
+		{`{"data": {"callSid": "a", "callSid": "b"}}`, "application/json", false},
 		{`{"data": {"callSid": true, "post_call": {"lead_status": "interested"}, "from": 5}}`, "application/json", false},
 		{"{}", "application/json; =", false},
 		{"{}", "", false},
@@ -106,6 +107,9 @@ func FuzzHandler(f *testing.F) {
 			return
 		}
 
+		if key, dupped := ingest.DupKey(t, body); dupped {
+			t.Fatalf("POST %q = 200, but it has the key %q twice in one object", body, key)
+		}
 		var res ingest.Response
 		if err := json.Unmarshal(out, &res); err != nil || res.ID == "" {
 			t.Fatalf("200 body = %q, want {\"id\": \"...\", \"duplicate\": ...}", out)

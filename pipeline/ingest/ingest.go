@@ -71,6 +71,12 @@ type Source struct {
 	// dropped (credentials and signatures): the header the source's auth
 	// reads and its drop_headers.
 	DropHeaders []string
+	// AllowDuplicateKeys accepts a body with a key twice in one object
+	// (rules, the schema and the dedup key then see the last value). By
+	// default such a body is refused with 400: JSON readers disagree on
+	// which value counts, so what the rules checked need not be what a
+	// sink's reader sees.
+	AllowDuplicateKeys bool
 	// KeepRejectedMax, when more than 0, bounds the bytes of this source's
 	// kept rejections (keep_rejected_max): the oldest are dropped first.
 	KeepRejectedMax int64

@@ -58,7 +58,8 @@ type Sink interface {
 	// which key is wrong and how to fix it: one line per problem (e.g.
 	// [errors.Join]), each naming its key as `config key "name"` (a nested
 	// one as "name.sub"), so that the host prefixes the line with where
-	// pipeline.toml sets that key (file:line:col). It must be cheap and have no
+	// pipeline.toml sets that key (file:line:col; the table's place for a
+	// key it lacks). It must be cheap and have no
 	// side effects: `pipelined check` calls it too. Open files and
 	// connections lazily, in the first Deliver. ctx limits this call only.
 	Configure(ctx context.Context, config json.RawMessage) error

@@ -1,6 +1,9 @@
 package config
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // sinkPosConfig writes a sink's config table each way TOML allows: inline,
 // inline over several lines (TOML 1.1), dotted keys, a [sink.config]
@@ -80,6 +83,78 @@ func TestSinkConfigPos(t *testing.T) {
 	for _, tt := range tests {
 		if got := c.SinkConfigPos(tt.sink, tt.key); got != tt.want {
 			t.Errorf("SinkConfigPos(%d (%s), %q) = %q, want %q", tt.sink, c.Sinks[tt.sink].Name, tt.key, got, tt.want)
+		}
+	}
+}
+
+// TestSinkConfigPosStrings: quotes in comments, multi-line strings and
+// values that span lines move no key elsewhere, nor any [[sink]] header.
+func TestSinkConfigPosStrings(t *testing.T) {
+	const src = `[[source]]
+name = "s"
+path = "/hooks/s"
+auth = { type = "none" }
+
+[[sink]]
+name = "a"
+plugin = "archive"
+# a note: ''' strings are fine
+config = { prefix = '''it's''', dir = "x", "rotate.x" = 1, rotate = "1h" }
+# don't, rotate = "never"
+
+[[sink]]
+name = "b"
+plugin = "sql"
+# end of the note '''
+[sink.config]
+columns = {
+  table = "data.x",
+}
+table = "t"
+"quoted" = 1
+
+[[sink]]
+name = "c"
+plugin = "archive"
+config = {
+  config = { dir = "q" },
+  rotate = """a "b" ""c"""",
+  dir = "x",
+}
+notes = """
+[[sink]]
+config = { dir = "y" }
+"""
+
+[[route]]
+name = "all"
+when = "true"
+to = ["a", "b", "c"]
+`
+	c, err := Parse("pipeline.toml", []byte(src))
+	if err == nil || !strings.Contains(err.Error(), `unknown key "sink.notes"`) {
+		t.Fatalf("Parse = %v, want only the unknown key sink.notes", err)
+	}
+	c = &Config{File: "pipeline.toml", src: []byte(src)}
+	tests := []struct {
+		sink int
+		key  string
+		want string
+	}{
+		{0, "", "pipeline.toml:10:1"},
+		{0, "rotate", "pipeline.toml:10:60"}, // not in the comment after it
+		{0, "rotate.x", "pipeline.toml:10:44"},
+		{0, "missing", "pipeline.toml:10:1"},
+		{1, "", "pipeline.toml:17:1"},
+		{1, "table", "pipeline.toml:21:1"}, // not columns.table
+		{1, "quoted", "pipeline.toml:22:1"},
+		{2, "dir", "pipeline.toml:30:3"}, // not config.config.dir
+		{2, "rotate", "pipeline.toml:29:3"},
+		{3, "", ""}, // the [[sink]] in a string is none
+	}
+	for _, tt := range tests {
+		if got := c.SinkConfigPos(tt.sink, tt.key); got != tt.want {
+			t.Errorf("SinkConfigPos(%d, %q) = %q, want %q", tt.sink, tt.key, got, tt.want)
 		}
 	}
 }

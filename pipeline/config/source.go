@@ -25,7 +25,8 @@ type line struct {
 	header string // name of the enclosing [table] or [[array]], "" at the root
 	isHead bool   // the line is the header itself
 	array  bool   // the header is [[...]]
-	inStr  bool   // the line is inside a multi-line string
+	inStr  bool   // the line begins inside a multi-line string
+	nested bool   // the line begins inside an array or inline table that an earlier line opened
 }
 
 var (
@@ -43,22 +44,74 @@ func normKey(s string) string {
 
 func (c *Config) lines() []line {
 	var out []line
-	header, array, inStr := "", false, false
+	var x lexer
+	header, array := "", false
 	for _, text := range strings.Split(string(c.src), "\n") {
-		l := line{text: text, inStr: inStr}
-		if !inStr {
+		l := line{text: text, inStr: x.quote != "", nested: x.depth > 0}
+		if !l.inStr && !l.nested {
 			if m := headerRE.FindStringSubmatch(text); m != nil {
 				header, array = normKey(m[2]), m[1] == "["
 				l.isHead = true
 			}
 		}
 		l.header, l.array = header, array
-		if (strings.Count(text, `'''`)+strings.Count(text, `"""`))%2 == 1 {
-			inStr = !inStr
-		}
+		x.scan(text, 0, nil)
 		out = append(out, l)
 	}
 	return out
+}
+
+// lexer follows TOML's strings, comments, arrays and inline tables through
+// the lines of a file, so that what looks like a key or a header inside
+// one of them is not taken for one. Best effort, as everything here: the
+// file has parsed already.
+type lexer struct {
+	quote string // the quote of the open string: ", ', """ or '''; "" outside one
+	depth int    // arrays and inline tables open
+}
+
+// scan reads text from byte from on. For each byte outside strings and
+// comments it calls at, if not nil, before that byte changes the state;
+// when at returns false the scan stops there.
+func (x *lexer) scan(text string, from int, at func(j int) bool) {
+	for j := from; j < len(text); j++ {
+		ch := text[j]
+		if x.quote != "" {
+			switch {
+			case ch == '\\' && x.quote[0] == '"':
+				j++
+			case strings.HasPrefix(text[j:], x.quote):
+				// A multi-line string may end with up to two more quotes,
+				// which belong to it.
+				j += len(x.quote) - 1
+				for n := 0; n < 2 && len(x.quote) == 3 && j+1 < len(text) && text[j+1] == x.quote[0]; n++ {
+					j++
+				}
+				x.quote = ""
+			}
+			continue
+		}
+		if at != nil && !at(j) {
+			return
+		}
+		switch ch {
+		case '"', '\'':
+			x.quote = text[j : j+1]
+			if strings.HasPrefix(text[j:], strings.Repeat(x.quote, 3)) {
+				x.quote = text[j : j+3]
+				j += 2
+			}
+		case '{', '[':
+			x.depth++
+		case '}', ']':
+			x.depth = max(x.depth-1, 0)
+		case '#':
+			return // a comment, to the end of the line
+		}
+	}
+	if len(x.quote) == 1 {
+		x.quote = "" // a one-line string ends with its line
+	}
 }
 
 // block returns the lines [start, end) of the idx-th [[table]] (idx >= 0)
@@ -387,47 +440,54 @@ func (c *Config) errAtCol(line, col int, format string, args ...any) error {
 }
 
 // SinkConfigPos returns where the i-th sink's config table sets key (a
-// top-level key of the table) as "file:line:col", for the messages of the
-// plugin that reads the table: the daemon checks the table's keys only
-// through the plugin. With key "", or a key it does not find (one the
-// plugin requires and the file lacks), it returns where the table itself
-// begins, or the sink's [[sink]] header when it has no table; "" when it
-// cannot tell (a config parsed without its text).
+// top-level key of the table; for "name.sub" not found as one, the
+// top-level key "name") as "file:line:col", for the messages of the plugin
+// that reads the table: the daemon checks the table's keys only through
+// the plugin. With key "", or a key it does not find (one the plugin
+// requires and the file lacks), it returns where the table itself begins,
+// or the sink's [[sink]] header when it has no table; "" when it cannot
+// tell (a config parsed without its text).
 func (c *Config) SinkConfigPos(i int, key string) string {
-	line, col := c.sinkConfigPos(i, key)
+	line, col, found := c.sinkConfigPos(i, key)
+	if top, _, nested := strings.Cut(key, "."); !found && nested {
+		line, col, _ = c.sinkConfigPos(i, top)
+	}
 	if line <= 0 {
 		return ""
 	}
 	return strings.TrimSuffix(c.errAtCol(line, col, "").Error(), ": ")
 }
 
-// sinkConfigPos is [Config.SinkConfigPos] as a 1-based line and column
-// (0 when unknown). The table is an inline table after "config =" (or
-// "config.key =" lines), or a [sink.config] subtable of the sink's block.
-func (c *Config) sinkConfigPos(i int, key string) (int, int) {
+// sinkConfigPos is [Config.SinkConfigPos] of one key as a 1-based line
+// and column (0 when unknown), and whether it found the key rather than
+// the table. The table is an inline table after "config =" (or "config.key
+// =" lines), or a [sink.config] subtable of the sink's block.
+func (c *Config) sinkConfigPos(i int, key string) (int, int, bool) {
 	if c.src == nil {
-		return 0, 0
+		return 0, 0, false
 	}
 	ls := c.lines()
 	start, end, ok := c.block(ls, "sink", i)
 	if !ok {
-		return 0, 0
+		return 0, 0, false
 	}
 	const table = "sink.config"
 	tl, tc := 0, 0 // where the table begins
 	for n := start; n < end; n++ {
 		l := ls[n]
 		switch {
-		case l.inStr:
+		case l.inStr || l.nested:
+			// Inside a string or a value that began on an earlier line:
+			// no key of the table begins here.
 		case l.isHead && l.header == table:
 			if tl == 0 {
 				tl, tc = n+1, 1
 			}
 		case l.isHead && key != "" && l.header == table+"."+key:
-			return n + 1, 1 // [sink.config.key]
+			return n + 1, 1, true // [sink.config.key]
 		case l.header == table && key != "":
-			if off := keyOnLine(l.text, key, false); off >= 0 {
-				return n + 1, keyCol(l.text)
+			if keyOnLine(l.text, key, false) >= 0 || keyOnLine(l.text, strconv.Quote(key), false) >= 0 {
+				return n + 1, keyCol(l.text), true
 			}
 		case l.header == "sink":
 			if strings.HasPrefix(strings.TrimSpace(l.text), "config.") {
@@ -435,7 +495,7 @@ func (c *Config) sinkConfigPos(i int, key string) (int, int) {
 					tl, tc = n+1, keyCol(l.text) // config.key = … lines
 				}
 				if key != "" && keyOnLine(l.text, "config."+key, false) >= 0 {
-					return n + 1, keyCol(l.text)
+					return n + 1, keyCol(l.text), true
 				}
 			}
 			off := keyOnLine(l.text, "config", false)
@@ -449,14 +509,14 @@ func (c *Config) sinkConfigPos(i int, key string) (int, int) {
 				continue
 			}
 			if kl, kc := inlineKey(ls[n:end], off, key); kl >= 0 {
-				return n + kl + 1, kc
+				return n + kl + 1, kc, true
 			}
 		}
 	}
 	if tl == 0 {
-		return start + 1, 1 // no config table: the [[sink]] header
+		return start + 1, 1, false // no config table: the [[sink]] header
 	}
-	return tl, tc
+	return tl, tc, false
 }
 
 // keyCol is the 1-based column of the first key on a "key = value" line.
@@ -469,62 +529,45 @@ func keyCol(text string) int {
 // the following lines. It returns the line (an index into ls) and the
 // 1-based column of the key, or -1.
 func inlineKey(ls []line, off int, key string) (int, int) {
-	depth := 0
-	var quote byte // the quote of the string being read, 0 outside one
-	expectKey := false
+	var x lexer
+	expectKey := false // the next token begins a key of the table
+	found, col := -1, 0
 	for n, l := range ls {
 		text := l.text
-		for j := 0; j < len(text); j++ {
-			ch := text[j]
-			if quote != 0 {
-				switch {
-				case ch == '\\' && quote == '"':
-					j++
-				case ch == quote:
-					quote = 0
-				}
-				continue
-			}
-			if n == 0 && j < off {
-				continue
-			}
-			switch ch {
-			case '"', '\'':
-				if expectKey && depth == 1 {
-					// A quoted key: compare what it holds.
-					if k, ok := strings.CutPrefix(text[j+1:], key+string(ch)); ok && strings.HasPrefix(strings.TrimLeft(k, " \t"), "=") {
-						return n, utf8.RuneCountInString(text[:j]) + 1
-					}
-				}
-				quote, expectKey = ch, false
-			case '{':
-				depth++
-				expectKey = depth == 1
-			case '[':
-				depth++
-				expectKey = false
-			case '}', ']':
-				depth--
-				if depth <= 0 {
-					return -1, 0
-				}
-			case ',':
-				expectKey = depth == 1
-			case ' ', '\t':
-			case '#':
-				j = len(text) // a comment, to the end of the line
-			default:
-				if expectKey && depth == 1 {
-					if k, ok := strings.CutPrefix(text[j:], key); ok && strings.HasPrefix(strings.TrimLeft(k, " \t"), "=") {
-						return n, utf8.RuneCountInString(text[:j]) + 1
-					}
-				}
-				expectKey = false
-			}
+		from := 0
+		if n == 0 {
+			from = off
 		}
-		if n == 0 && depth == 0 {
-			return -1, 0 // not an inline table
+		x.scan(text, from, func(j int) bool {
+			switch ch := text[j]; {
+			case ch == ' ' || ch == '\t':
+			case expectKey && x.depth == 1:
+				if keyAt(text[j:], key) {
+					found, col = n, utf8.RuneCountInString(text[:j])+1
+					return false
+				}
+				expectKey = false
+			case ch == '{' && x.depth == 0, ch == ',' && x.depth == 1:
+				expectKey = true
+			}
+			return true
+		})
+		if found >= 0 {
+			return found, col
+		}
+		if x.depth == 0 {
+			return -1, 0 // the table ended, or the value is none
 		}
 	}
 	return -1, 0
+}
+
+// keyAt reports whether s begins with key, bare or quoted, and its "=".
+func keyAt(s, key string) bool {
+	for _, k := range []string{key, `"` + key + `"`, "'" + key + "'"} {
+		if rest, ok := strings.CutPrefix(s, k); ok && strings.HasPrefix(strings.TrimLeft(rest, " \t"), "=") {
+			return true
+		}
+	}
+	return false
 }

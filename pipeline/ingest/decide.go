@@ -109,9 +109,10 @@ func (d *Decision) Accepted() bool { return d.Status == http.StatusOK && !d.Igno
 // Decide says what pipelined does with req sent to src, in the order the
 // checks are made: content type (415), declared and actual body size
 // (413), reading the body (400), the source's authentication (401),
-// req.Admit (429), JSON (400), the source's ignore rule (200, ignored:
-// not appended), the source's accept rule and JSON Schema (422); then the
-// dedup key and every route. Apart from calling req.Admit it has no
+// req.Admit (429), JSON (400: nesting past [MaxDepth], malformed, or a
+// key twice in one object unless src.AllowDuplicateKeys), the source's
+// ignore rule (200, ignored: not appended), the source's accept rule and
+// JSON Schema (422); then the dedup key and every route. Apart from calling req.Admit it has no
 // effect: it neither logs nor counts, and the handler and `pipelined test`
 // both call it, so a rule test sees what the daemon answers.
 func (c *Config) Decide(src *Source, req Request) Decision {
@@ -495,10 +496,16 @@ func cutHeaders(hs map[string]string, max int) map[string]string {
 
 // dupKeyError says why a body with a key twice in one object is refused.
 func dupKeyError(key, source string) string {
+	var replaced string
+	if strings.ContainsRune(key, utf8.RuneError) {
+		// Two keys that differ only in invalid UTF-8 or lone surrogates
+		// are one key once decoded, to the rules as to encoding/json.
+		replaced = " (invalid UTF-8 read as U+FFFD)"
+	}
 	if len(key) > 64 {
 		key = strings.ToValidUTF8(key[:64], "") + "…"
 	}
-	return fmt.Sprintf("body has the key %q twice in one object: readers of JSON disagree on which value counts (send each key once, or set allow_duplicate_keys = true on source %q)", key, source)
+	return fmt.Sprintf("body has the key %q%s twice in one object: readers of JSON disagree on which value counts (send each key once, or set allow_duplicate_keys = true on source %q)", key, replaced, source)
 }
 
 // MaxDepth is how deep a body's arrays and objects may nest; a deeper

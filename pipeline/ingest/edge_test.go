@@ -244,6 +244,7 @@ func TestDuplicateKeysRefused(t *testing.T) {
 		{"in an array", `[{"a":1},{"b":1,"b":1}]`, false, http.StatusBadRequest, `"b"`},
 		{"escaped spelling", `{"a":1,"\u0061":2}`, false, http.StatusBadRequest, `"a"`},
 		{"empty key", `{"":1,"":2}`, false, http.StatusBadRequest, `""`},
+		{"invalid UTF-8, one key once decoded", "{\"\xff\":1,\"\xfe\":2}", false, http.StatusBadRequest, "\"\ufffd\" (invalid UTF-8 read as U+FFFD)"},
 		{"same key in two objects", `{"a":{"k":1},"b":{"k":2}}`, false, http.StatusOK, ""},
 		{"allowed", `{"event":"call_ended","data":{"callSid":"a","callSid":"b"}}`, true, http.StatusOK, ""},
 	} {

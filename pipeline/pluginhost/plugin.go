@@ -262,14 +262,13 @@ func (p *Plugin) where(key string) string {
 // secret`, `x is required`.
 var keyInMessage = regexp.MustCompile(`^(?:.*?\bconfig keys? "([^"]+)"|([A-Za-z0-9_]+) is (?:a secret|required))`)
 
-// configKeyOf returns the top-level config key msg is about, or "".
+// configKeyOf returns the config key msg is about ("name.sub" for a
+// nested one), or "".
 func configKeyOf(msg string) string {
-	m := keyInMessage.FindStringSubmatch(msg)
-	if m == nil {
-		return ""
+	if m := keyInMessage.FindStringSubmatch(msg); m != nil {
+		return m[1] + m[2]
 	}
-	key, _, _ := strings.Cut(m[1]+m[2], ".")
-	return key
+	return ""
 }
 
 // configure calls the sink's Configure; on error the plugin is killed.

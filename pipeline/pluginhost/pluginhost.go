@@ -42,8 +42,9 @@ type Spec struct {
 	// config resolve: the configuration file's directory. Empty: the
 	// daemon's working directory.
 	Dir string
-	// Where, if set, says where the configuration file sets a top-level
-	// key of Config ("" for the table itself) as "file:line:col", or "":
+	// Where, if set, says where the configuration file sets a key of
+	// Config ("" for the table itself, "name.sub" for a nested key) as
+	// "file:line:col", or "":
 	// the config's problems that the plugin reports are prefixed with it,
 	// so that they point into the file as the daemon's own do.
 	Where func(key string) string

@@ -172,7 +172,7 @@ func TestConfigProblemsSayWhere(t *testing.T) {
 
 	for _, tt := range []struct{ reject, want string }{
 		{`config key "dir" = "x": not a directory`, `pipeline.toml:9:dir: sink "test-sink": plugin rejected its config (fix the sink's config table in the configuration file): config key "dir" = "x"`},
-		{`config key "columns.a" = "": want a path`, `pipeline.toml:9:columns: sink "test-sink": plugin rejected`},
+		{`config key "columns.a" = "": want a path`, `pipeline.toml:9:columns.a: sink "test-sink": plugin rejected`},
 		{"the database is unreachable", `pipeline.toml:9:table: sink "test-sink": plugin rejected`},
 		{"config key \"a\": bad\nconfig key \"b\": worse", "pipeline.toml:9:table: sink \"test-sink\": plugin rejected its config (fix the sink's config table in the configuration file):\n  - pipeline.toml:9:a: config key \"a\": bad\n  - pipeline.toml:9:b: config key \"b\": worse"},
 	} {

@@ -40,9 +40,10 @@ run: build
 	$(BIN)/pipelined serve -c $(CONFIG)
 
 # The modules besides the root's: sdk/ (which the root's go.mod replaces
-# with ./sdk) and the tutorial's plugin module. ./... stops at them: vet and
-# test them from their directories too.
-MODULES := sdk examples/customsink
+# with ./sdk), the tutorial's plugin module, and the alert rules' check
+# (Prometheus's rule parser, kept out of the daemon's dependencies). ./...
+# stops at them: vet and test them from their directories too.
+MODULES := sdk examples/customsink examples/prometheus
 
 vet:
 	$(GO) vet ./...

@@ -208,6 +208,7 @@ func (sr *sinkRun) startDispatch() {
 		OrderBlockOnDead: sr.delivery.OrderOnDead == config.OrderOnDeadBlock,
 		OnOrderKeyError:  func() { sr.metrics.OrderKeyError(sr.name) },
 	})
+	sr.metrics.InitSink(sr.name)
 	sr.metrics.SinkBreaker(sr.name, false)
 	sr.disp.Store(disp)
 	go func() {

@@ -154,7 +154,8 @@ func New(cfg Config, app Appender, logger *slog.Logger) *Handler {
 	return h
 }
 
-// Swap makes the handler serve cfg from the next request on. The requests
+// Swap makes the handler serve cfg from the next request on, and creates
+// its sources' request counters at zero (see metrics.Metrics.InitSource). The requests
 // in flight keep their slots and shares of body memory, counted against
 // the new bounds too when those are unchanged (fresh ones would let the
 // old and new requests together take twice a bound, at every reload).
@@ -175,6 +176,7 @@ func (h *Handler) Swap(cfg Config) {
 	}
 	for i := range cfg.Sources {
 		st.byPath[PathKey(cfg.Sources[i].Path)] = &cfg.Sources[i]
+		cfg.Metrics.InitSource(cfg.Sources[i].Name)
 	}
 	h.cur.Store(st)
 }

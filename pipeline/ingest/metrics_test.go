@@ -36,14 +36,25 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
+	// Every outcome of a known source is there from the start, at zero
+	// until it happens (Swap's InitSource): an increase() sees the first.
 	want := `
 # HELP pipelined_ingest_requests_total Webhook requests answered, by source and outcome (accepted, duplicate, or the class of the rejection). Requests to an unknown path count under source="".
 # TYPE pipelined_ingest_requests_total counter
 pipelined_ingest_requests_total{outcome="accepted",source="callkaro"} 1
 pipelined_ingest_requests_total{outcome="bad_json",source="callkaro"} 1
+pipelined_ingest_requests_total{outcome="canceled",source="callkaro"} 0
 pipelined_ingest_requests_total{outcome="duplicate",source="callkaro"} 1
+pipelined_ingest_requests_total{outcome="forbidden",source="callkaro"} 0
+pipelined_ingest_requests_total{outcome="ignored",source="callkaro"} 0
 pipelined_ingest_requests_total{outcome="method_not_allowed",source="callkaro"} 1
 pipelined_ingest_requests_total{outcome="not_found",source=""} 1
+pipelined_ingest_requests_total{outcome="rate_limited",source="callkaro"} 0
+pipelined_ingest_requests_total{outcome="read_error",source="callkaro"} 0
+pipelined_ingest_requests_total{outcome="too_large",source="callkaro"} 0
+pipelined_ingest_requests_total{outcome="unauthorized",source="callkaro"} 0
+pipelined_ingest_requests_total{outcome="unavailable",source="callkaro"} 0
+pipelined_ingest_requests_total{outcome="unprocessable",source="callkaro"} 0
 pipelined_ingest_requests_total{outcome="unsupported_media_type",source="callkaro"} 1
 # HELP pipelined_route_matches_total Events appended with a target of the route (its when expression selected them), by route; duplicates are not counted.
 # TYPE pipelined_route_matches_total counter

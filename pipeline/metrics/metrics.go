@@ -44,6 +44,15 @@ const (
 	OutcomeIgnored              = "ignored"                // 200 {"ignored": true}: the source's ignore rule was true; not stored
 )
 
+// sourceOutcomes are the outcomes a known source's requests can have
+// (OutcomeNotFound goes with source "" only), created at zero by
+// [Metrics.InitSource].
+var sourceOutcomes = []string{
+	OutcomeAccepted, OutcomeDuplicate, OutcomeBadJSON, OutcomeReadError, OutcomeUnauthorized,
+	OutcomeForbidden, OutcomeMethodNotAllowed, OutcomeTooLarge, OutcomeUnsupportedMediaType,
+	OutcomeRateLimited, OutcomeUnavailable, OutcomeCanceled, OutcomeUnprocessable, OutcomeIgnored,
+}
+
 // Buckets, in seconds: from 100 µs (an fsync is about 300 µs) to 10 s.
 var durationBuckets = []float64{
 	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -365,8 +374,24 @@ func (m *Metrics) Reload(err error) {
 	m.reloadOK.Set(1)
 }
 
+// InitSource creates the per-source counters of source at zero, one for
+// each outcome a request can have, so that increase() and rate() see the
+// first refusal or 503: a counter that appears at 1 has no earlier sample
+// to rise from, and an alert on its increase would miss it. Ingest calls
+// it for each source it serves.
+func (m *Metrics) InitSource(source string) {
+	if m == nil {
+		return
+	}
+	for _, o := range sourceOutcomes {
+		m.ingestRequests.WithLabelValues(source, o)
+	}
+	m.dedupErrors.WithLabelValues(source)
+}
+
 // InitSink creates the per-sink series of sink at zero, so that rate() and
-// absence alerts see them before the first delivery. Optional.
+// increase() see the first dead letter, failed call or restart (see
+// [Metrics.InitSource]). The daemon calls it for each sink it starts.
 func (m *Metrics) InitSink(sink string) {
 	if m == nil {
 		return

@@ -1,0 +1,244 @@
+// Package alerts_test checks alerts.yml, the Prometheus alerting rules
+// that examples/prometheus ships, against what pipelined exports. It is a
+// module of its own so that Prometheus's rule parser stays out of the
+// daemon's dependencies.
+package alerts_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/pipelined/pipelined/pipeline/metrics"
+)
+
+// series are the label sets of a metric family, by family name.
+type series map[string][]map[string]string
+
+// exported gathers what a daemon with one source ("s") and one sink ("k")
+// exports: at its start (InitSource and InitSink are what ingest and the
+// daemon call), and (all) once every lazily made series has appeared.
+func exported(t *testing.T) (start, all series) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	metrics.RegisterBuildInfo(reg, "v", "c", "go")
+	m.InitSource("s")
+	m.InitSink("k")
+	m.SetQueueSource(func(context.Context) ([]metrics.QueueSample, error) {
+		return []metrics.QueueSample{{Sink: "k"}}, nil
+	})
+	m.SetLogSize(func() map[string]int64 { return map[string]int64{"wal": 1} })
+	m.SinkUp("k", true)
+	start = gather(t, reg)
+
+	m.IngestRequest("", metrics.OutcomeNotFound, 0)
+	m.IngestRequest("s", metrics.OutcomeAccepted, time.Millisecond)
+	m.RouteMatched("r")
+	m.RuleError("r", "when")
+	m.DedupKeyError("s")
+	m.WriterCommit(1, time.Millisecond, nil)
+	m.Delivery("k", 1, 1, 1, time.Millisecond, nil)
+	m.PluginRestart("k")
+	m.Reload(nil)
+	m.RejectionDropped("s")
+	m.RejectionsEvicted("s", 1)
+	m.OrderKeyError("k")
+	return start, gather(t, reg)
+}
+
+func gather(t *testing.T, reg *prometheus.Registry) series {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := series{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			ls := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				ls[lp.GetName()] = lp.GetValue()
+			}
+			if mf.GetType() == dto.MetricType_HISTOGRAM {
+				out[mf.GetName()+"_count"] = append(out[mf.GetName()+"_count"], ls)
+				out[mf.GetName()+"_sum"] = append(out[mf.GetName()+"_sum"], ls)
+				ls = withLabel(ls, "le", "")
+				out[mf.GetName()+"_bucket"] = append(out[mf.GetName()+"_bucket"], ls)
+				continue
+			}
+			out[mf.GetName()] = append(out[mf.GetName()], ls)
+		}
+	}
+	return out
+}
+
+// withLabel returns ls with name set to value (le, which every bucket has).
+func withLabel(ls map[string]string, name, value string) map[string]string {
+	out := map[string]string{name: value}
+	for k, v := range ls {
+		out[k] = v
+	}
+	return out
+}
+
+// targetLabels are the labels Prometheus adds to every scraped series.
+var targetLabels = []string{"job", "instance"}
+
+// TestAlertRules loads alerts.yml as Prometheus does (the YAML, each
+// expression through the PromQL parser, each template), then checks that
+// it names only what pipelined exports, and that what an increase() or
+// rate() reads exists from the start.
+func TestAlertRules(t *testing.T) {
+	p := parser.NewParser(parser.Options{})
+	groups, errs := rulefmt.ParseFile("alerts.yml", false, model.UTF8Validation, p, nil)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if len(errs) > 0 {
+		t.FailNow()
+	}
+	start, all := exported(t)
+	n := 0
+	for _, g := range groups.Groups {
+		for _, r := range g.Rules {
+			n++
+			name := r.Alert
+			if sev := r.Labels["severity"]; sev != "page" && sev != "ticket" {
+				t.Errorf("%s: severity %q, want page or ticket", name, sev)
+			}
+			for _, a := range []string{"summary", "description"} {
+				if strings.TrimSpace(r.Annotations[a]) == "" {
+					t.Errorf("%s: no %s annotation", name, a)
+				}
+			}
+			expr, err := p.ParseExpr(r.Expr)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err) // rulefmt parsed it already
+			}
+			checkExpr(t, name, r.Expr, expr, start, all)
+		}
+	}
+	if n < 10 {
+		t.Errorf("alerts.yml has %d rules; did the file lose its groups?", n)
+	}
+}
+
+// checkExpr checks the selectors and groupings of one rule's expression.
+func checkExpr(t *testing.T, alert, text string, expr parser.Expr, start, all series) {
+	t.Helper()
+	var names []string
+	parser.Inspect(expr, func(node parser.Node, path []parser.Node) error {
+		vs, ok := node.(*parser.VectorSelector)
+		if !ok || vs.Name == "up" {
+			return nil
+		}
+		names = append(names, vs.Name)
+		fam, ok := all[vs.Name]
+		if !ok {
+			t.Errorf("%s: pipelined exports no %s", alert, vs.Name)
+			return nil
+		}
+		for _, m := range vs.LabelMatchers {
+			if m.Name == labels.MetricName || slices.Contains(targetLabels, m.Name) {
+				continue
+			}
+			checkMatcher(t, alert, vs.Name, m, fam)
+		}
+		if counterRead(path) && !strings.Contains(text, vs.Name+" offset") && !selects(vs, start[vs.Name]) {
+			t.Errorf("%s: %s reads %s, which a daemon does not export at its start: its first rise would be missed (create it at zero, or add `or (%s > 0 unless %s offset …)`)",
+				alert, counterFunc(path), vs, vs.Name, vs.Name)
+		}
+		return nil
+	})
+	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+		ag, ok := node.(*parser.AggregateExpr)
+		if !ok {
+			return nil
+		}
+		for _, l := range ag.Grouping {
+			if slices.Contains(targetLabels, l) {
+				continue
+			}
+			if !slices.ContainsFunc(names, func(n string) bool { return hasLabel(all[n], l) }) {
+				t.Errorf("%s: groups by %q, a label of none of %v", alert, l, names)
+			}
+		}
+		return nil
+	})
+}
+
+// checkMatcher checks that the family has the matcher's label, and that
+// an equality or an alternation of plain words names values it has.
+func checkMatcher(t *testing.T, alert, metric string, m *labels.Matcher, fam []map[string]string) {
+	t.Helper()
+	if !hasLabel(fam, m.Name) {
+		t.Errorf("%s: %s has no label %q", alert, metric, m.Name)
+		return
+	}
+	var want []string
+	switch m.Type {
+	case labels.MatchEqual:
+		want = []string{m.Value}
+	case labels.MatchRegexp:
+		want = strings.Split(m.Value, "|")
+	}
+	for _, v := range want {
+		if v == "" || strings.ContainsAny(v, `.*+?()[]{}\^$`) {
+			continue // "" is "no such label"; a real pattern is not a list of values
+		}
+		if !slices.ContainsFunc(fam, func(ls map[string]string) bool { return ls[m.Name] == v }) {
+			t.Errorf("%s: %s{%s} has no series with %s=%q", alert, metric, m.Name, m.Name, v)
+		}
+	}
+}
+
+func hasLabel(fam []map[string]string, name string) bool {
+	return slices.ContainsFunc(fam, func(ls map[string]string) bool { _, ok := ls[name]; return ok })
+}
+
+// selects reports whether vs matches one of the series.
+func selects(vs *parser.VectorSelector, fam []map[string]string) bool {
+	return slices.ContainsFunc(fam, func(ls map[string]string) bool {
+		for _, m := range vs.LabelMatchers {
+			if m.Name != labels.MetricName && !slices.Contains(targetLabels, m.Name) && !m.Matches(ls[m.Name]) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// counterFuncs are the functions whose result misses a series' first
+// sample.
+var counterFuncs = []string{"increase", "rate", "irate", "delta", "idelta"}
+
+// counterRead reports whether the selector at the end of path is read by
+// one of counterFuncs to count what happened; not a histogram's buckets
+// read for a quantile, where a first sample missed changes nothing.
+func counterRead(path []parser.Node) bool {
+	for _, n := range path {
+		if c, ok := n.(*parser.Call); ok && c.Func.Name == "histogram_quantile" {
+			return false
+		}
+	}
+	return counterFunc(path) != ""
+}
+
+func counterFunc(path []parser.Node) string {
+	for _, n := range slices.Backward(path) {
+		if c, ok := n.(*parser.Call); ok && slices.Contains(counterFuncs, c.Func.Name) {
+			return c.Func.Name
+		}
+	}
+	return ""
+}

@@ -112,9 +112,10 @@ func (d *Decision) Accepted() bool { return d.Status == http.StatusOK && !d.Igno
 // req.Admit (429), JSON (400: nesting past [MaxDepth], malformed, or a
 // key twice in one object unless src.AllowDuplicateKeys), the source's
 // ignore rule (200, ignored: not appended), the source's accept rule and
-// JSON Schema (422); then the dedup key and every route. Apart from calling req.Admit it has no
-// effect: it neither logs nor counts, and the handler and `pipelined test`
-// both call it, so a rule test sees what the daemon answers.
+// JSON Schema (422); then the dedup key and every route. Apart from
+// calling req.Admit it has no effect: it neither logs nor counts, and the
+// handler and `pipelined test` both call it, so a rule test sees what the
+// daemon answers.
 func (c *Config) Decide(src *Source, req Request) Decision {
 	return c.decide(src, req, nil)
 }

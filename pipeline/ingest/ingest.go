@@ -155,10 +155,11 @@ func New(cfg Config, app Appender, logger *slog.Logger) *Handler {
 }
 
 // Swap makes the handler serve cfg from the next request on, and creates
-// its sources' request counters at zero (see metrics.Metrics.InitSource). The requests
-// in flight keep their slots and shares of body memory, counted against
-// the new bounds too when those are unchanged (fresh ones would let the
-// old and new requests together take twice a bound, at every reload).
+// its sources' request counters at zero (metrics.Metrics.InitSource). The
+// requests in flight keep their slots and shares of body memory, counted
+// against the new bounds too when those are unchanged (fresh ones would
+// let the old and new requests together take twice a bound, at every
+// reload).
 func (h *Handler) Swap(cfg Config) {
 	st := &state{cfg: cfg, byPath: make(map[string]*Source, len(cfg.Sources))}
 	old := h.cur.Load()

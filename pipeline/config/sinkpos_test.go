@@ -58,11 +58,7 @@ func TestSinkConfigPos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		sink int
-		key  string
-		want string
-	}{
+	checkSinkConfigPos(t, c, []sinkPos{
 		{0, "", "pipeline.toml:9:1"},
 		{0, "dir", "pipeline.toml:9:51"}, // not the nested columns.dir, nor in a string or comment
 		{0, "rotate", "pipeline.toml:9:66"},
@@ -79,10 +75,22 @@ func TestSinkConfigPos(t *testing.T) {
 		{3, "columns", "pipeline.toml:31:1"},
 		{3, "batch_max", "pipeline.toml:28:1"}, // a [sink.delivery] key is not the config's
 		{4, "dir", "pipeline.toml:36:1"},       // no config table: the [[sink]] header
-	}
+	})
+}
+
+// sinkPos is a case of [Config.SinkConfigPos]: the sink's index, the key,
+// and the position wanted.
+type sinkPos struct {
+	sink int
+	key  string
+	want string
+}
+
+func checkSinkConfigPos(t *testing.T, c *Config, tests []sinkPos) {
+	t.Helper()
 	for _, tt := range tests {
 		if got := c.SinkConfigPos(tt.sink, tt.key); got != tt.want {
-			t.Errorf("SinkConfigPos(%d (%s), %q) = %q, want %q", tt.sink, c.Sinks[tt.sink].Name, tt.key, got, tt.want)
+			t.Errorf("SinkConfigPos(%d, %q) = %q, want %q", tt.sink, tt.key, got, tt.want)
 		}
 	}
 }
@@ -136,11 +144,7 @@ to = ["a", "b", "c"]
 		t.Fatalf("Parse = %v, want only the unknown key sink.notes", err)
 	}
 	c = &Config{File: "pipeline.toml", src: []byte(src)}
-	tests := []struct {
-		sink int
-		key  string
-		want string
-	}{
+	checkSinkConfigPos(t, c, []sinkPos{
 		{0, "", "pipeline.toml:10:1"},
 		{0, "rotate", "pipeline.toml:10:60"}, // not in the comment after it
 		{0, "rotate.x", "pipeline.toml:10:44"},
@@ -151,10 +155,5 @@ to = ["a", "b", "c"]
 		{2, "dir", "pipeline.toml:30:3"}, // not config.config.dir
 		{2, "rotate", "pipeline.toml:29:3"},
 		{3, "", ""}, // the [[sink]] in a string is none
-	}
-	for _, tt := range tests {
-		if got := c.SinkConfigPos(tt.sink, tt.key); got != tt.want {
-			t.Errorf("SinkConfigPos(%d, %q) = %q, want %q", tt.sink, tt.key, got, tt.want)
-		}
-	}
+	})
 }

@@ -24,15 +24,18 @@ import (
 // series are the label sets of a metric family, by family name.
 type series map[string][]map[string]string
 
-// exported gathers what a daemon with one source ("s") and one sink ("k")
-// exports: at its start (InitSource and InitSink are what ingest and the
-// daemon call), and (all) once every lazily made series has appeared.
+// exported gathers what a daemon with one source ("s", with an accept
+// rule), one route ("r") and one sink ("k") exports: at its start
+// (InitSource, InitRuleError and InitSink are what ingest and the daemon
+// call), and (all) once every lazily made series has appeared.
 func exported(t *testing.T) (start, all series) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	metrics.RegisterBuildInfo(reg, "v", "c", "go")
 	m.InitSource("s")
+	m.InitRuleError("r", "when")
+	m.InitRuleError("s", "accept")
 	m.InitSink("k")
 	m.SetQueueSource(func(context.Context) ([]metrics.QueueSample, error) {
 		return []metrics.QueueSample{{Sink: "k"}}, nil

@@ -665,10 +665,8 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 	var errs []error
 	_, rebuilding := pipeline.QueuesRebuilding(d.sinks.db) // once: all sinks or none
 	for _, sr := range d.sinks.list() {
-		if sr.sup != nil {
+		if sr.sup != nil { // a removed sink has no plugin to be up or down
 			d.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
-		} else {
-			d.metrics.SinkUp(sr.name, false)
 		}
 		if rebuilding {
 			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true})

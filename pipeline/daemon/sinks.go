@@ -355,6 +355,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		old.stopDispatch(ctx)
 		old.stopPlugin()
 		old.sup = nil
+		s.metrics.RemoveSink(name)
 		s.log.Info("sink removed; its queued events stay in the log until it returns or they are dropped", "sink", name)
 	}
 	s.install(next)

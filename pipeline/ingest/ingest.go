@@ -155,7 +155,8 @@ func New(cfg Config, app Appender, logger *slog.Logger) *Handler {
 }
 
 // Swap makes the handler serve cfg from the next request on, and creates
-// its sources' request counters at zero (metrics.Metrics.InitSource). The
+// its sources' request counters and its rules' error counters at zero
+// (metrics.Metrics.InitSource, InitRuleError). The
 // requests in flight keep their slots and shares of body memory, counted
 // against the new bounds too when those are unchanged (fresh ones would
 // let the old and new requests together take twice a bound, at every
@@ -176,8 +177,17 @@ func (h *Handler) Swap(cfg Config) {
 		st.mem = &bodyMemory{max: cfg.MaxBodyMemory}
 	}
 	for i := range cfg.Sources {
-		st.byPath[PathKey(cfg.Sources[i].Path)] = &cfg.Sources[i]
-		cfg.Metrics.InitSource(cfg.Sources[i].Name)
+		src := &cfg.Sources[i]
+		st.byPath[PathKey(src.Path)] = src
+		cfg.Metrics.InitSource(src.Name)
+		for expr, set := range map[string]bool{"accept": src.Accept != nil, "ignore": src.Ignore != nil, "schema": src.Schema != nil} {
+			if set {
+				cfg.Metrics.InitRuleError(src.Name, expr)
+			}
+		}
+	}
+	if cfg.Router != nil {
+		cfg.Router.Exprs(cfg.Metrics.InitRuleError)
 	}
 	h.cur.Store(st)
 }

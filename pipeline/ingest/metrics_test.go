@@ -36,8 +36,9 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	// Every outcome of a known source is there from the start, at zero
-	// until it happens (Swap's InitSource): an increase() sees the first.
+	// Every outcome of a known source and every rule's errors are there
+	// from the start, at zero until they happen (Swap's InitSource and
+	// InitRuleError): an increase() sees the first.
 	want := `
 # HELP pipelined_ingest_requests_total Webhook requests answered, by source and outcome (accepted, duplicate, or the class of the rejection). Requests to an unknown path count under source="".
 # TYPE pipelined_ingest_requests_total counter
@@ -62,7 +63,10 @@ pipelined_route_matches_total{route="everything"} 1
 pipelined_route_matches_total{route="leads"} 1
 # HELP pipelined_rule_errors_total Rule expressions that failed on an event, by route and expression: a route's when or transform, or a source's accept, ignore or schema (route is then the source's name). A failed transform sends the event to the dead-letter queue of the route's sinks.
 # TYPE pipelined_rule_errors_total counter
+pipelined_rule_errors_total{expr="transform",route="leads"} 0
 pipelined_rule_errors_total{expr="when",route="broken"} 2
+pipelined_rule_errors_total{expr="when",route="everything"} 0
+pipelined_rule_errors_total{expr="when",route="leads"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"pipelined_ingest_requests_total", "pipelined_route_matches_total", "pipelined_rule_errors_total"); err != nil {

@@ -389,6 +389,36 @@ func (m *Metrics) InitSource(source string) {
 	m.dedupErrors.WithLabelValues(source)
 }
 
+// InitRuleError creates the rule_errors_total counter of route's expr at
+// zero (see [Metrics.InitSource]): ingest calls it for each route's when
+// and transform and each source's accept, ignore and schema, so that the
+// first failure after a start is a rise from 0, not a series that
+// appears at the value it had before the restart.
+func (m *Metrics) InitRuleError(route, expr string) {
+	if m == nil {
+		return
+	}
+	m.ruleErrors.WithLabelValues(route, expr)
+}
+
+// RemoveSink deletes every series of sink (the daemon calls it when a
+// reload removes the sink): a sink with no plugin is not "down", and its
+// counters would keep alerts on it alive. The queue gauges of a removed
+// sink whose events wait still come from [Metrics.SetQueueSource].
+func (m *Metrics) RemoveSink(sink string) {
+	if m == nil {
+		return
+	}
+	l := prometheus.Labels{"sink": sink}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.deliveries, m.deliveryFailures, m.deliveryDuration, m.deliveryBatch,
+		m.pluginRestarts, m.sinkUp, m.breakerOpen,
+		m.order.heldKeys, m.order.held, m.order.keyErrors,
+	} {
+		v.DeletePartialMatch(l)
+	}
+}
+
 // InitSink creates the per-sink series of sink at zero, so that rate() and
 // increase() see the first dead letter, failed call or restart (see
 // [Metrics.InitSource]). The daemon calls it for each sink it starts.

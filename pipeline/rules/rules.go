@@ -549,6 +549,17 @@ func NewRouterOf(routes []CompiledRoute) *Router {
 	return r
 }
 
+// Exprs calls f with each route's name and each kind of expression the
+// route has: "when", and "transform" when it has one, in route order.
+func (r *Router) Exprs(f func(route, expr string)) {
+	for _, rt := range r.routes {
+		f(rt.name, "when")
+		if rt.transform != nil {
+			f(rt.name, "transform")
+		}
+	}
+}
+
 // Matched returns the name of every route whose when is true for env, in
 // route order, even a route that adds no target because earlier routes
 // deliver to its sinks already. A when that fails counts as false; [Route]

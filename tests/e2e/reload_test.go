@@ -84,4 +84,19 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 		t.Errorf("/metrics after the archive restarted with its new config: %q, want pipelined_sink_up{sink=\"archive\"} 1", got)
 	}
 	t.Logf("%d events acknowledged during the reload, all archived", len(acked))
+
+	// A reload that removes the sink removes its series: a sink with no
+	// plugin is not down, and its counters would keep alerts on it alive
+	// (examples/prometheus/alerts.yml).
+	harness.WriteConfig(t, dir, reloadConfig(dir, "calls", false))
+	d.Signal(syscall.SIGHUP)
+	d.WaitLog(t, "configuration reloaded", 2, 20*time.Second)
+	for _, series := range []string{`pipelined_sink_up{sink="leads"}`, `pipelined_sink_breaker_open{sink="leads"}`, `pipelined_deliveries_total{outcome="dead",sink="leads"}`} {
+		if got := d.Metric(t, series); got != "" {
+			t.Errorf("/metrics after the reload removed sink leads: %s = %q, want no such series", series, got)
+		}
+	}
+	if got := d.Metric(t, `pipelined_sink_up{sink="archive"}`); got != "1" {
+		t.Errorf("/metrics after the reload removed sink leads: pipelined_sink_up{sink=\"archive\"} = %q, want 1", got)
+	}
 }

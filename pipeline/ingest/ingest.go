@@ -156,11 +156,10 @@ func New(cfg Config, app Appender, logger *slog.Logger) *Handler {
 
 // Swap makes the handler serve cfg from the next request on, and creates
 // its sources' request counters and its rules' error counters at zero
-// (metrics.Metrics.InitSource, InitRuleError). The
-// requests in flight keep their slots and shares of body memory, counted
-// against the new bounds too when those are unchanged (fresh ones would
-// let the old and new requests together take twice a bound, at every
-// reload).
+// (metrics.Metrics.InitSource, InitRuleError). The requests in flight
+// keep their slots and shares of body memory, counted against the new
+// bounds too when those are unchanged (fresh ones would let the old and
+// new requests together take twice a bound, at every reload).
 func (h *Handler) Swap(cfg Config) {
 	st := &state{cfg: cfg, byPath: make(map[string]*Source, len(cfg.Sources))}
 	old := h.cur.Load()
@@ -180,10 +179,14 @@ func (h *Handler) Swap(cfg Config) {
 		src := &cfg.Sources[i]
 		st.byPath[PathKey(src.Path)] = src
 		cfg.Metrics.InitSource(src.Name)
-		for expr, set := range map[string]bool{"accept": src.Accept != nil, "ignore": src.Ignore != nil, "schema": src.Schema != nil} {
-			if set {
-				cfg.Metrics.InitRuleError(src.Name, expr)
-			}
+		if src.Accept != nil {
+			cfg.Metrics.InitRuleError(src.Name, "accept")
+		}
+		if src.Ignore != nil {
+			cfg.Metrics.InitRuleError(src.Name, "ignore")
+		}
+		if src.Schema != nil {
+			cfg.Metrics.InitRuleError(src.Name, "schema")
 		}
 	}
 	if cfg.Router != nil {

@@ -8,7 +8,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
 // TestMetrics checks that requests move the counters of their source and
@@ -82,5 +84,30 @@ pipelined_rule_errors_total{expr="when",route="leads"} 0
 				t.Errorf("pipelined_ingest_duration_seconds count = %d, want 2 (the 2xx answers)", n)
 			}
 		}
+	}
+}
+
+// TestRuleErrorCountersStartAtZero: a source's accept, ignore and schema
+// have their rule_errors_total series from the start, at zero, as a
+// route's when and transform do (TestMetrics), so that an alert's
+// increase() sees the first failure, after a restart too.
+func TestRuleErrorCountersStartAtZero(t *testing.T) {
+	src := callKaroSource(t) // accept and schema
+	ignore, err := rules.CompileBool(`body.event == "ping"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Ignore = ignore
+	reg := prometheus.NewRegistry()
+	ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Metrics: metrics.New(reg)}, &recordingAppender{}, nil)
+	want := `
+# HELP pipelined_rule_errors_total Rule expressions that failed on an event, by route and expression: a route's when or transform, or a source's accept, ignore or schema (route is then the source's name). A failed transform sends the event to the dead-letter queue of the route's sinks.
+# TYPE pipelined_rule_errors_total counter
+pipelined_rule_errors_total{expr="accept",route="callkaro"} 0
+pipelined_rule_errors_total{expr="ignore",route="callkaro"} 0
+pipelined_rule_errors_total{expr="schema",route="callkaro"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pipelined_rule_errors_total"); err != nil {
+		t.Error(err)
 	}
 }

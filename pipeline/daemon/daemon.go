@@ -665,9 +665,8 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 	var errs []error
 	_, rebuilding := pipeline.QueuesRebuilding(d.sinks.db) // once: all sinks or none
 	for _, sr := range d.sinks.list() {
-		if sr.sup != nil { // a removed sink has no plugin to be up or down
-			d.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
-		}
+		sr.reportUp()
+		removed := sr.plugin() == nil
 		if rebuilding {
 			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true})
 			continue
@@ -683,6 +682,9 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
 			continue
+		}
+		if removed && st.Ready+st.Retrying+st.Dead == 0 {
+			continue // removed and empty: no series, as /v1/sinks shows none
 		}
 		out = append(out, metrics.QueueSample{Sink: sr.name, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead, Oldest: oldest})
 	}

@@ -42,7 +42,7 @@ type sinkRun struct {
 	spec     pluginhost.Spec
 	delivery config.Delivery
 	orderKey *rules.Program         // delivery.order_key as config compiled it; nil when none
-	sup      *pluginhost.Supervisor // nil once removed
+	sup      *pluginhost.Supervisor // nil once removed; see plugin and detach
 	q        pipeline.Queue
 	log      *slog.Logger
 	metrics  *metrics.Metrics
@@ -54,10 +54,42 @@ type sinkRun struct {
 	// (pause, status) while a reload replaces it.
 	disp atomic.Pointer[dispatch.Dispatcher]
 
-	mu        sync.Mutex // guards the delivery outcomes below
-	failure   string     // why the last failed delivery failed
+	// mu guards sup once the sink runs (the reload that removes the sink
+	// clears it while the admin API and the metrics read it) and the
+	// delivery outcomes below.
+	mu        sync.Mutex
+	failure   string // why the last failed delivery failed
 	failedAt  time.Time  // when it did
 	deliverAt time.Time  // when a delivery last succeeded
+}
+
+// plugin returns the sink's plugin supervisor, nil once a reload removed
+// the sink.
+func (sr *sinkRun) plugin() *pluginhost.Supervisor {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	return sr.sup
+}
+
+// reportUp sets pipelined_sink_up from the sink's plugin, and nothing for
+// a removed sink. It holds mu, so that a scrape cannot bring back the
+// series that detach removed.
+func (sr *sinkRun) reportUp() {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	if sr.sup != nil {
+		sr.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
+	}
+}
+
+// detach forgets the plugin of a sink that a reload removed (it was
+// stopped), and removes the sink's series: a sink with no plugin is not
+// down.
+func (sr *sinkRun) detach() {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	sr.sup = nil
+	sr.metrics.RemoveSink(sr.name)
 }
 
 // observe records the outcome of a batch for LAST ERROR.
@@ -340,7 +372,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		case old != nil:
 			old.stopDispatch(ctx)
 			old.stopPlugin() // sets pipelined_sink_up to 0: set it again for the new plugin
-			s.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
+			sr.reportUp()
 			sr.startDispatch()
 			s.log.Info("sink restarted with its new plugin or config", "sink", sr.name)
 		default:
@@ -354,8 +386,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		}
 		old.stopDispatch(ctx)
 		old.stopPlugin()
-		old.sup = nil
-		s.metrics.RemoveSink(name)
+		old.detach()
 		s.log.Info("sink removed; its queued events stay in the log until it returns or they are dropped", "sink", name)
 	}
 	s.install(next)
@@ -371,8 +402,9 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 	for _, sr := range runs {
 		ss := admin.SinkStatus{Name: sr.name, Plugin: "removed"}
 		var st pluginhost.Status
-		if sr.sup != nil {
-			st = sr.sup.Status()
+		sup := sr.plugin()
+		if sup != nil {
+			st = sup.Status()
 			ss.Plugin, ss.PID, ss.PluginReason = st.State, st.PID, st.Reason
 		}
 		ss.LastError, ss.LastErrorAt = sr.lastError(st)
@@ -405,7 +437,7 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 			continue
 		}
 		ss.Ready, ss.Retrying, ss.Dead = qs.Ready, qs.Retrying, qs.Dead
-		if sr.sup == nil && qs.Ready+qs.Retrying+qs.Dead == 0 {
+		if sup == nil && qs.Ready+qs.Retrying+qs.Dead == 0 {
 			continue // removed and empty: nothing to show
 		}
 		out = append(out, ss)

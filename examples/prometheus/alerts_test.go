@@ -6,6 +6,7 @@ package alerts_test
 
 import (
 	"context"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -128,7 +129,7 @@ func TestAlertRules(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", name, err) // rulefmt parsed it already
 			}
-			checkExpr(t, name, r.Expr, expr, start, all)
+			checkExpr(t, name, r.Annotations, expr, start, all)
 		}
 	}
 	if n < 10 {
@@ -137,15 +138,13 @@ func TestAlertRules(t *testing.T) {
 }
 
 // checkExpr checks the selectors and groupings of one rule's expression.
-func checkExpr(t *testing.T, alert, text string, expr parser.Expr, start, all series) {
+func checkExpr(t *testing.T, alert string, annotations map[string]string, expr parser.Expr, start, all series) {
 	t.Helper()
-	var names []string
 	parser.Inspect(expr, func(node parser.Node, path []parser.Node) error {
 		vs, ok := node.(*parser.VectorSelector)
 		if !ok || vs.Name == "up" {
 			return nil
 		}
-		names = append(names, vs.Name)
 		fam, ok := all[vs.Name]
 		if !ok {
 			t.Errorf("%s: pipelined exports no %s", alert, vs.Name)
@@ -157,9 +156,13 @@ func checkExpr(t *testing.T, alert, text string, expr parser.Expr, start, all se
 			}
 			checkMatcher(t, alert, vs.Name, m, fam)
 		}
-		if counterRead(path) && !strings.Contains(text, vs.Name+" offset") && !selects(vs, start[vs.Name]) {
-			t.Errorf("%s: %s reads %s, which a daemon does not export at its start: its first rise would be missed (create it at zero, or add `or (%s > 0 unless %s offset …)`)",
-				alert, counterFunc(path), vs, vs.Name, vs.Name)
+		if counterRead(path) {
+			for _, want := range selections(vs) {
+				if !selects(want, start[vs.Name]) {
+					t.Errorf("%s: %s reads %s, which a daemon does not export at its start: its first rise would be missed (create it at zero)",
+						alert, counterFunc(path), want)
+				}
+			}
 		}
 		return nil
 	})
@@ -168,16 +171,85 @@ func checkExpr(t *testing.T, alert, text string, expr parser.Expr, start, all se
 		if !ok {
 			return nil
 		}
+		inner := metricNames(ag.Expr)
 		for _, l := range ag.Grouping {
 			if slices.Contains(targetLabels, l) {
 				continue
 			}
-			if !slices.ContainsFunc(names, func(n string) bool { return hasLabel(all[n], l) }) {
-				t.Errorf("%s: groups by %q, a label of none of %v", alert, l, names)
+			if !slices.ContainsFunc(inner, func(n string) bool { return hasLabel(all[n], l) }) {
+				t.Errorf("%s: groups by %q, a label of none of %v", alert, l, inner)
 			}
 		}
 		return nil
 	})
+	for name, text := range annotations {
+		for _, m := range labelRef.FindAllStringSubmatch(text, -1) {
+			if l := m[1]; !slices.Contains(targetLabels, l) && !slices.Contains(outputLabels(expr, all), l) {
+				t.Errorf("%s: annotation %s uses $labels.%s, which its expression's result does not have (it has %v)", alert, name, l, outputLabels(expr, all))
+			}
+		}
+	}
+}
+
+// labelRef finds the labels a template reads.
+var labelRef = regexp.MustCompile(`\$labels\.([A-Za-z_][A-Za-z0-9_]*)`)
+
+// metricNames lists the metrics that e selects.
+func metricNames(e parser.Node) []string {
+	var out []string
+	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+		if vs, ok := node.(*parser.VectorSelector); ok {
+			out = append(out, vs.Name)
+		}
+		return nil
+	})
+	return out
+}
+
+// outputLabels is what labels the result of e can have (besides the
+// target's): an aggregation's grouping, a binary operation's left side
+// (as "and", "unless" and comparisons keep it), a function's argument
+// (histogram_quantile drops le), a selector's family.
+func outputLabels(e parser.Expr, all series) []string {
+	switch e := e.(type) {
+	case *parser.ParenExpr:
+		return outputLabels(e.Expr, all)
+	case *parser.AggregateExpr:
+		if e.Without {
+			return slices.DeleteFunc(outputLabels(e.Expr, all), func(l string) bool { return slices.Contains(e.Grouping, l) })
+		}
+		return e.Grouping
+	case *parser.BinaryExpr:
+		if _, ok := e.LHS.(*parser.NumberLiteral); ok {
+			return outputLabels(e.RHS, all)
+		}
+		return outputLabels(e.LHS, all)
+	case *parser.Call:
+		for _, a := range e.Args {
+			if _, ok := a.(*parser.NumberLiteral); !ok {
+				ls := outputLabels(a, all)
+				if e.Func.Name == "histogram_quantile" {
+					ls = slices.DeleteFunc(ls, func(l string) bool { return l == "le" })
+				}
+				return ls
+			}
+		}
+	case *parser.MatrixSelector:
+		return outputLabels(e.VectorSelector, all)
+	case *parser.SubqueryExpr:
+		return outputLabels(e.Expr, all)
+	case *parser.VectorSelector:
+		var out []string
+		for _, ls := range all[e.Name] {
+			for l := range ls {
+				if !slices.Contains(out, l) {
+					out = append(out, l)
+				}
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 // checkMatcher checks that the family has the matcher's label, and that
@@ -188,21 +260,45 @@ func checkMatcher(t *testing.T, alert, metric string, m *labels.Matcher, fam []m
 		t.Errorf("%s: %s has no label %q", alert, metric, m.Name)
 		return
 	}
-	var want []string
-	switch m.Type {
-	case labels.MatchEqual:
-		want = []string{m.Value}
-	case labels.MatchRegexp:
-		want = strings.Split(m.Value, "|")
-	}
-	for _, v := range want {
-		if v == "" || strings.ContainsAny(v, `.*+?()[]{}\^$`) {
-			continue // "" is "no such label"; a real pattern is not a list of values
-		}
+	for _, v := range values(m) {
 		if !slices.ContainsFunc(fam, func(ls map[string]string) bool { return ls[m.Name] == v }) {
 			t.Errorf("%s: %s{%s} has no series with %s=%q", alert, metric, m.Name, m.Name, v)
 		}
 	}
+}
+
+// values are the label values a matcher names: the value of = and !=, the
+// alternatives of a =~ or !~ that is a list of plain words; not "" (no such
+// label) nor a real pattern.
+func values(m *labels.Matcher) []string {
+	var vs []string
+	switch m.Type {
+	case labels.MatchEqual, labels.MatchNotEqual:
+		vs = []string{m.Value}
+	case labels.MatchRegexp, labels.MatchNotRegexp:
+		vs = strings.Split(m.Value, "|")
+	}
+	return slices.DeleteFunc(vs, func(v string) bool { return v == "" || strings.ContainsAny(v, `.*+?()[]{}\^$`) })
+}
+
+// selections splits a selector into what it selects: one per alternative
+// of a =~ list of words, so that each must be there, the selector itself
+// otherwise.
+func selections(vs *parser.VectorSelector) []*parser.VectorSelector {
+	for i, m := range vs.LabelMatchers {
+		if m.Type != labels.MatchRegexp || len(values(m)) < 2 {
+			continue
+		}
+		var out []*parser.VectorSelector
+		for _, v := range values(m) {
+			one := *vs
+			one.LabelMatchers = slices.Clone(vs.LabelMatchers)
+			one.LabelMatchers[i] = labels.MustNewMatcher(labels.MatchEqual, m.Name, v)
+			out = append(out, selections(&one)...)
+		}
+		return out
+	}
+	return []*parser.VectorSelector{vs}
 }
 
 func hasLabel(fam []map[string]string, name string) bool {

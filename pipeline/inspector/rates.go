@@ -91,7 +91,13 @@ func (u *UI) rates(now time.Time) rateView {
 	sort.Slice(v.sources, func(i, j int) bool { return v.sources[i].Name < v.sources[j].Name })
 	if mins := v.window.Minutes(); mins > 0 && base.counts.Delivered != nil {
 		for sink, n := range cur.Delivered {
-			v.delivered[sink] = (n - base.counts.Delivered[sink]) / mins
+			// A reload that removed the sink and added it again started
+			// its counter again: count from zero then.
+			since := base.counts.Delivered[sink]
+			if n < since {
+				since = 0
+			}
+			v.delivered[sink] = (n - since) / mins
 		}
 	}
 	return v

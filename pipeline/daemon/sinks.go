@@ -58,9 +58,9 @@ type sinkRun struct {
 	// clears it while the admin API and the metrics read it) and the
 	// delivery outcomes below.
 	mu        sync.Mutex
-	failure   string // why the last failed delivery failed
-	failedAt  time.Time  // when it did
-	deliverAt time.Time  // when a delivery last succeeded
+	failure   string    // why the last failed delivery failed
+	failedAt  time.Time // when it did
+	deliverAt time.Time // when a delivery last succeeded
 }
 
 // plugin returns the sink's plugin supervisor, nil once a reload removed

@@ -666,9 +666,9 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 	_, rebuilding := pipeline.QueuesRebuilding(d.sinks.db) // once: all sinks or none
 	for _, sr := range d.sinks.list() {
 		sr.reportUp()
-		removed := sr.plugin() == nil
+		removed, paused := sr.plugin() == nil, sr.pauses.is(sr.name)
 		if rebuilding {
-			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true})
+			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true, Paused: paused})
 			continue
 		}
 		// A sink whose queue the log cannot count (a stream without a
@@ -686,7 +686,7 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 		if removed && st.Ready+st.Retrying+st.Dead == 0 {
 			continue // removed and empty: no series, as /v1/sinks shows none
 		}
-		out = append(out, metrics.QueueSample{Sink: sr.name, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead, Oldest: oldest})
+		out = append(out, metrics.QueueSample{Sink: sr.name, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead, Oldest: oldest, Paused: paused})
 	}
 	return out, errors.Join(errs...)
 }

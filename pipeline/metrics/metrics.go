@@ -80,6 +80,9 @@ type QueueSample struct {
 	// start, when the counts are not known yet: the scrape leaves the
 	// sink's queue metrics out and sets pipelined_queues_rebuilding.
 	Rebuilding bool
+	// Paused is true while an operator holds the sink's delivery
+	// (`pipelined sinks pause`): pipelined_sink_paused.
+	Paused bool
 }
 
 // Metrics is every metric of one pipelined process. Create it with [New];
@@ -480,7 +483,7 @@ type stateCollector struct {
 	queues  atomic.Pointer[func(context.Context) ([]QueueSample, error)]
 	logSize atomic.Pointer[func() map[string]int64]
 
-	depth, dead, oldest, size, rebuilding *prometheus.Desc
+	depth, dead, oldest, size, rebuilding, paused *prometheus.Desc
 	now                                   func() time.Time
 }
 
@@ -498,6 +501,9 @@ func newStateCollector() *stateCollector {
 		size: prometheus.NewDesc("pipelined_log_size_bytes",
 			"Size of the event log on disk, by kind, as the log's backend names them (the badger backend: lsm, vlog, wal; see its documentation). Not reported for a backend that keeps no local files.",
 			[]string{"kind"}, nil),
+		paused: prometheus.NewDesc("pipelined_sink_paused",
+			"1 while an operator holds the sink's delivery (pipelined sinks pause; kept across restarts), else 0, by sink: its events wait in the log meanwhile.",
+			[]string{"sink"}, nil),
 		rebuilding: prometheus.NewDesc("pipelined_queues_rebuilding",
 			"1 while the event log rebuilds the sinks' queues after the start (a backlog of millions takes seconds; delivery starts after it), when the queue metrics are left out; else 0.",
 			nil, nil),
@@ -512,6 +518,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.oldest
 	ch <- c.size
 	ch <- c.rebuilding
+	ch <- c.paused
 }
 
 // Collect implements [prometheus.Collector].
@@ -540,6 +547,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
 	rebuilding := 0.0
 	for _, s := range samples {
+		paused := 0.0
+		if s.Paused {
+			paused = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, s.Sink)
 		if s.Rebuilding {
 			rebuilding = 1
 			continue

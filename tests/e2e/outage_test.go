@@ -98,6 +98,11 @@ delivery = { batch_wait = "5ms" }
 	if got := sinksColumn(t, d.CLI(t, "sinks"), "crm", "PAUSED"); got != "paused" {
 		t.Errorf("after a restart: pipelined sinks crm PAUSED = %q, want paused", got)
 	}
+	// And /metrics says so, for alerts that tell a paused sink from a
+	// lagging one (examples/prometheus/alerts.yml).
+	if got, other := d.Metric(t, `pipelined_sink_paused{sink="crm"}`), d.Metric(t, `pipelined_sink_paused{sink="audit"}`); got != "1" || other != "0" {
+		t.Errorf("after a restart: /metrics pipelined_sink_paused crm = %q, audit = %q; want 1 and 0", got, other)
+	}
 	third := post(d, "outage-3")
 	// audit delivers the new event: crm's dispatcher had the same chance.
 	harness.Eventually(t, 20*time.Second, func() error {
@@ -112,6 +117,9 @@ delivery = { batch_wait = "5ms" }
 
 	if out := d.CLI(t, "sinks", "resume", "crm"); !strings.Contains(out, "sink crm resumed") {
 		t.Errorf("pipelined sinks resume crm = %q, want it to say resumed", out)
+	}
+	if got := d.Metric(t, `pipelined_sink_paused{sink="crm"}`); got != "0" {
+		t.Errorf("after resume: /metrics pipelined_sink_paused{sink=\"crm\"} = %q, want 0", got)
 	}
 	harness.Eventually(t, 20*time.Second, func() error {
 		got := crm.Accepted()

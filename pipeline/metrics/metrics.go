@@ -484,7 +484,7 @@ type stateCollector struct {
 	logSize atomic.Pointer[func() map[string]int64]
 
 	depth, dead, oldest, size, rebuilding, paused *prometheus.Desc
-	now                                   func() time.Time
+	now                                           func() time.Time
 }
 
 func newStateCollector() *stateCollector {

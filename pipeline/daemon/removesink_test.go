@@ -26,23 +26,11 @@ func TestRemovedSinkLeavesNoSeries(t *testing.T) {
 		sink := func(name string) string {
 			return fmt.Sprintf("[[sink]]\nname = %q\ncommand = %q\nconfig = { plugin_env = %q }\n", name, os.Args[0], pluginVar)
 		}
-		s := fmt.Sprintf(`[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[log]
-dir = %q
-[[source]]
-name = "src"
-path = "/hooks/src"
-auth = { type = "none" }
-`, dir) + sink("keep")
-		to := `["keep"]`
+		rest, to := sink("keep"), `["keep"]`
 		if withGone {
-			s += sink("gone")
-			to = `["keep", "gone"]`
+			rest, to = rest+sink("gone"), `["keep", "gone"]`
 		}
-		return s + "[[route]]\nname = \"all\"\nwhen = \"true\"\nto = " + to + "\n"
+		return sinksTOML("", dir, rest+"[[route]]\nname = \"all\"\nwhen = \"true\"\nto = "+to+"\n")
 	}
 	var withGone atomic.Bool
 	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }

@@ -250,7 +250,16 @@ to = ["s"]
 // ports, the log in logDir, and then rest: its sinks and routes.
 func sinksConfig(t *testing.T, server, logDir, rest string) *config.Config {
 	t.Helper()
-	toml := fmt.Sprintf(`
+	cfg, err := config.Parse("daemon_test.toml", []byte(sinksTOML(server, logDir, rest)))
+	if err != nil {
+		t.Fatalf("config.Parse = %v", err)
+	}
+	return cfg
+}
+
+// sinksTOML is the text of [sinksConfig].
+func sinksTOML(server, logDir, rest string) string {
+	return fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
 %s
@@ -266,9 +275,4 @@ name = "src"
 path = "/hooks/src"
 auth = { type = "none" }
 %s`, server, logDir, rest)
-	cfg, err := config.Parse("daemon_test.toml", []byte(toml))
-	if err != nil {
-		t.Fatalf("config.Parse = %v", err)
-	}
-	return cfg
 }

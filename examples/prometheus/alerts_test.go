@@ -182,6 +182,23 @@ func checkExpr(t *testing.T, alert string, annotations map[string]string, expr p
 		}
 		return nil
 	})
+	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+		be, ok := node.(*parser.BinaryExpr)
+		if !ok || be.VectorMatching == nil || !be.VectorMatching.On {
+			return nil // ignoring(…) may name a label that one side lacks
+		}
+		for _, l := range be.VectorMatching.MatchingLabels {
+			if slices.Contains(targetLabels, l) {
+				continue
+			}
+			for _, side := range []parser.Expr{be.LHS, be.RHS} {
+				if !slices.Contains(outputLabels(side, all), l) {
+					t.Errorf("%s: matches on %q, which %s does not have", alert, l, side)
+				}
+			}
+		}
+		return nil
+	})
 	for name, text := range annotations {
 		for _, m := range labelRef.FindAllStringSubmatch(text, -1) {
 			if l := m[1]; !slices.Contains(targetLabels, l) && !slices.Contains(outputLabels(expr, all), l) {

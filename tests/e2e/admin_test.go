@@ -35,7 +35,7 @@ delivery = { batch_wait = "5ms" }
 	// reads are there at zero, so that the first dead letters below are a
 	// rise from 0 (examples/prometheus/alerts.yml).
 	harness.Eventually(t, 10*time.Second, func() error {
-		for _, series := range []string{`pipelined_deliveries_total{outcome="dead",sink="crm"}`, `pipelined_plugin_restarts_total{sink="crm"}`,
+		for _, series := range []string{`pipelined_deliveries_total{outcome="dead",sink="crm"}`, `pipelined_plugin_restarts_total{sink="crm"}`, `pipelined_delivery_call_failures_total{sink="crm"}`,
 			`pipelined_ingest_requests_total{outcome="unavailable",source="callkaro"}`, `pipelined_ingest_requests_total{outcome="unauthorized",source="callkaro"}`} {
 			if got := d.Metric(t, series); got != "0" {
 				return fmt.Errorf("/metrics %s = %q before any webhook, want 0", series, got)

@@ -120,6 +120,7 @@ columns = {
 }
 table = "t"
 "quoted" = 1
+'single' = 2
 
 [[sink]]
 name = "c"
@@ -152,8 +153,9 @@ to = ["a", "b", "c"]
 		{1, "", "pipeline.toml:17:1"},
 		{1, "table", "pipeline.toml:21:1"}, // not columns.table
 		{1, "quoted", "pipeline.toml:22:1"},
-		{2, "dir", "pipeline.toml:30:3"}, // not config.config.dir
-		{2, "rotate", "pipeline.toml:29:3"},
+		{1, "single", "pipeline.toml:23:1"},
+		{2, "dir", "pipeline.toml:31:3"}, // not config.config.dir
+		{2, "rotate", "pipeline.toml:30:3"},
 		{3, "", ""}, // the [[sink]] in a string is none
 	})
 }

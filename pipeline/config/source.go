@@ -421,22 +421,29 @@ func (c *Config) errAt(line int, format string, args ...any) error {
 }
 
 func (c *Config) errAtCol(line, col int, format string, args ...any) error {
-	prefix := c.File
-	if line > 0 {
-		if prefix == "" {
-			prefix = "line "
-		} else {
-			prefix += ":"
-		}
-		prefix += strconv.Itoa(line)
-		if col > 0 {
-			prefix += ":" + strconv.Itoa(col)
-		}
-	}
+	prefix := c.pos(line, col)
 	if prefix != "" {
 		prefix += ": "
 	}
 	return errors.New(prefix + fmt.Sprintf(format, args...))
+}
+
+// pos formats "file:line:col" (line and col 0 leave them out; "line N"
+// without a file name).
+func (c *Config) pos(line, col int) string {
+	p := c.File
+	if line > 0 {
+		if p == "" {
+			p = "line "
+		} else {
+			p += ":"
+		}
+		p += strconv.Itoa(line)
+		if col > 0 {
+			p += ":" + strconv.Itoa(col)
+		}
+	}
+	return p
 }
 
 // SinkConfigPos returns where the i-th sink's config table sets key (a
@@ -455,7 +462,7 @@ func (c *Config) SinkConfigPos(i int, key string) string {
 	if line <= 0 {
 		return ""
 	}
-	return strings.TrimSuffix(c.errAtCol(line, col, "").Error(), ": ")
+	return c.pos(line, col)
 }
 
 // sinkConfigPos is [Config.SinkConfigPos] of one key as a 1-based line
@@ -486,7 +493,7 @@ func (c *Config) sinkConfigPos(i int, key string) (int, int, bool) {
 		case l.isHead && key != "" && l.header == table+"."+key:
 			return n + 1, 1, true // [sink.config.key]
 		case l.header == table && key != "":
-			if keyOnLine(l.text, key, false) >= 0 || keyOnLine(l.text, strconv.Quote(key), false) >= 0 {
+			if keyAt(strings.TrimLeft(l.text, " \t"), key) {
 				return n + 1, keyCol(l.text), true
 			}
 		case l.header == "sink":

@@ -232,18 +232,31 @@ func (p *Plugin) describe(ctx context.Context) (desc sdk.Description, described 
 
 // checkError reports the problems Check found in the sink's config.
 func (p *Plugin) checkError(problems []error) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%ssink %q: config does not fit plugin %s (fix the sink's config table", p.where(""), p.spec.Sink, p.path)
+	head := fmt.Sprintf("sink %q: config does not fit plugin %s (fix the sink's config table", p.spec.Sink, p.path)
 	if p.spec.Plugin != "" {
-		fmt.Fprintf(&b, "; `pipelined plugins describe %s` lists its keys", p.spec.Plugin)
+		head += fmt.Sprintf("; `pipelined plugins describe %s` lists its keys", p.spec.Plugin)
 	}
-	b.WriteString("):")
-	for _, e := range problems {
+	lines := make([]string, len(problems))
+	for i, e := range problems {
+		lines[i] = e.Error()
+	}
+	return &invalidConfigError{errors.New(p.problemList(head+")", lines))}
+}
+
+// problemList is head, with where the file has the sink's config table
+// before it, and then a line for each problem, with where the file sets
+// the key the problem names before it.
+func (p *Plugin) problemList(head string, problems []string) string {
+	var b strings.Builder
+	b.WriteString(p.where(""))
+	b.WriteString(head)
+	b.WriteString(":")
+	for _, l := range problems {
 		b.WriteString("\n  - ")
-		b.WriteString(p.where(configKeyOf(e.Error())))
-		b.WriteString(e.Error())
+		b.WriteString(p.where(configKeyOf(l)))
+		b.WriteString(l)
 	}
-	return &invalidConfigError{errors.New(b.String())}
+	return b.String()
 }
 
 // where is Spec.Where of key with ": " after it, or "".
@@ -305,16 +318,7 @@ func (p *Plugin) configureError(err error) error {
 	if len(lines) == 1 {
 		return fmt.Errorf("%s%s: %w", p.where(configKeyOf(lines[0])), head, err)
 	}
-	var b strings.Builder
-	b.WriteString(p.where(""))
-	b.WriteString(head)
-	b.WriteString(":")
-	for _, l := range lines {
-		b.WriteString("\n  - ")
-		b.WriteString(p.where(configKeyOf(l)))
-		b.WriteString(l)
-	}
-	return &wrapped{msg: b.String(), err: err}
+	return &wrapped{msg: p.problemList(head, lines), err: err}
 }
 
 // wrapped is err with another message.

@@ -44,9 +44,9 @@ type Spec struct {
 	Dir string
 	// Where, if set, says where the configuration file sets a key of
 	// Config ("" for the table itself, "name.sub" for a nested key) as
-	// "file:line:col", or "":
-	// the config's problems that the plugin reports are prefixed with it,
-	// so that they point into the file as the daemon's own do.
+	// "file:line:col", or "": the config's problems that the plugin
+	// reports are prefixed with it, so that they point into the file as
+	// the daemon's own do.
 	Where func(key string) string
 }
 

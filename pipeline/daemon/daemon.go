@@ -665,8 +665,7 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 	var errs []error
 	_, rebuilding := pipeline.QueuesRebuilding(d.sinks.db) // once: all sinks or none
 	for _, sr := range d.sinks.list() {
-		sr.reportUp()
-		removed, paused := sr.plugin() == nil, sr.pauses.is(sr.name)
+		removed, paused := sr.reportUp(), sr.pauses.is(sr.name)
 		if rebuilding {
 			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true, Paused: paused})
 			continue

@@ -72,14 +72,16 @@ func (sr *sinkRun) plugin() *pluginhost.Supervisor {
 }
 
 // reportUp sets pipelined_sink_up from the sink's plugin, and nothing for
-// a removed sink. It holds mu, so that a scrape cannot bring back the
-// series that detach removed.
-func (sr *sinkRun) reportUp() {
+// a removed sink, which it reports. It holds mu, so that a scrape cannot
+// bring back the series that detach removed.
+func (sr *sinkRun) reportUp() (removed bool) {
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
-	if sr.sup != nil {
-		sr.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
+	if sr.sup == nil {
+		return true
 	}
+	sr.metrics.SinkUp(sr.name, sr.sup.Status().State == pluginhost.StateRunning)
+	return false
 }
 
 // detach forgets the plugin of a sink that a reload removed (it was

@@ -6,6 +6,7 @@ package alerts_test
 
 import (
 	"context"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -76,21 +77,13 @@ func gather(t *testing.T, reg *prometheus.Registry) series {
 			if mf.GetType() == dto.MetricType_HISTOGRAM {
 				out[mf.GetName()+"_count"] = append(out[mf.GetName()+"_count"], ls)
 				out[mf.GetName()+"_sum"] = append(out[mf.GetName()+"_sum"], ls)
-				ls = withLabel(ls, "le", "")
+				ls = maps.Clone(ls)
+				ls["le"] = "" // every bucket has it
 				out[mf.GetName()+"_bucket"] = append(out[mf.GetName()+"_bucket"], ls)
 				continue
 			}
 			out[mf.GetName()] = append(out[mf.GetName()], ls)
 		}
-	}
-	return out
-}
-
-// withLabel returns ls with name set to value (le, which every bucket has).
-func withLabel(ls map[string]string, name, value string) map[string]string {
-	out := map[string]string{name: value}
-	for k, v := range ls {
-		out[k] = v
 	}
 	return out
 }
@@ -137,63 +130,54 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
-// checkExpr checks the selectors and groupings of one rule's expression.
+// checkExpr checks the selectors, groupings and matchings of one rule's
+// expression, and the labels its annotations read.
 func checkExpr(t *testing.T, alert string, annotations map[string]string, expr parser.Expr, start, all series) {
 	t.Helper()
+	// known reports whether label l is one that e's result can have.
+	known := func(e parser.Expr, l string) bool {
+		return slices.Contains(targetLabels, l) || slices.Contains(outputLabels(e, all), l)
+	}
 	parser.Inspect(expr, func(node parser.Node, path []parser.Node) error {
-		vs, ok := node.(*parser.VectorSelector)
-		if !ok || vs.Name == "up" {
-			return nil
-		}
-		fam, ok := all[vs.Name]
-		if !ok {
-			t.Errorf("%s: pipelined exports no %s", alert, vs.Name)
-			return nil
-		}
-		for _, m := range vs.LabelMatchers {
-			if m.Name == labels.MetricName || slices.Contains(targetLabels, m.Name) {
-				continue
+		switch n := node.(type) {
+		case *parser.VectorSelector:
+			if n.Name == "up" {
+				return nil
 			}
-			checkMatcher(t, alert, vs.Name, m, fam)
-		}
-		if counterRead(path) {
-			for _, want := range selections(vs) {
-				if !selects(want, start[vs.Name]) {
+			fam, ok := all[n.Name]
+			if !ok {
+				t.Errorf("%s: pipelined exports no %s", alert, n.Name)
+				return nil
+			}
+			for _, m := range n.LabelMatchers {
+				if m.Name != labels.MetricName && !slices.Contains(targetLabels, m.Name) {
+					checkMatcher(t, alert, n.Name, m, fam)
+				}
+			}
+			if !counterRead(path) {
+				return nil
+			}
+			for _, want := range selections(n) {
+				if !selects(want, start[n.Name]) {
 					t.Errorf("%s: %s reads %s, which a daemon does not export at its start: its first rise would be missed (create it at zero)",
 						alert, counterFunc(path), want)
 				}
 			}
-		}
-		return nil
-	})
-	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
-		ag, ok := node.(*parser.AggregateExpr)
-		if !ok {
-			return nil
-		}
-		inner := metricNames(ag.Expr)
-		for _, l := range ag.Grouping {
-			if slices.Contains(targetLabels, l) {
-				continue
+		case *parser.AggregateExpr:
+			for _, l := range n.Grouping {
+				if !known(n.Expr, l) {
+					t.Errorf("%s: groups by %q, which %s does not have", alert, l, n.Expr)
+				}
 			}
-			if !slices.ContainsFunc(inner, func(n string) bool { return hasLabel(all[n], l) }) {
-				t.Errorf("%s: groups by %q, a label of none of %v", alert, l, inner)
+		case *parser.BinaryExpr:
+			if n.VectorMatching == nil || !n.VectorMatching.On {
+				return nil // ignoring(…) may name a label that one side lacks
 			}
-		}
-		return nil
-	})
-	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
-		be, ok := node.(*parser.BinaryExpr)
-		if !ok || be.VectorMatching == nil || !be.VectorMatching.On {
-			return nil // ignoring(…) may name a label that one side lacks
-		}
-		for _, l := range be.VectorMatching.MatchingLabels {
-			if slices.Contains(targetLabels, l) {
-				continue
-			}
-			for _, side := range []parser.Expr{be.LHS, be.RHS} {
-				if !slices.Contains(outputLabels(side, all), l) {
-					t.Errorf("%s: matches on %q, which %s does not have", alert, l, side)
+			for _, l := range n.VectorMatching.MatchingLabels {
+				for _, side := range []parser.Expr{n.LHS, n.RHS} {
+					if !known(side, l) {
+						t.Errorf("%s: matches on %q, which %s does not have", alert, l, side)
+					}
 				}
 			}
 		}
@@ -201,8 +185,8 @@ func checkExpr(t *testing.T, alert string, annotations map[string]string, expr p
 	})
 	for name, text := range annotations {
 		for _, m := range labelRef.FindAllStringSubmatch(text, -1) {
-			if l := m[1]; !slices.Contains(targetLabels, l) && !slices.Contains(outputLabels(expr, all), l) {
-				t.Errorf("%s: annotation %s uses $labels.%s, which its expression's result does not have (it has %v)", alert, name, l, outputLabels(expr, all))
+			if !known(expr, m[1]) {
+				t.Errorf("%s: annotation %s uses $labels.%s, which its expression's result does not have (it has %v)", alert, name, m[1], outputLabels(expr, all))
 			}
 		}
 	}
@@ -210,18 +194,6 @@ func checkExpr(t *testing.T, alert string, annotations map[string]string, expr p
 
 // labelRef finds the labels a template reads.
 var labelRef = regexp.MustCompile(`\$labels\.([A-Za-z_][A-Za-z0-9_]*)`)
-
-// metricNames lists the metrics that e selects.
-func metricNames(e parser.Node) []string {
-	var out []string
-	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
-		if vs, ok := node.(*parser.VectorSelector); ok {
-			out = append(out, vs.Name)
-		}
-		return nil
-	})
-	return out
-}
 
 // outputLabels is what labels the result of e can have (besides the
 // target's): an aggregation's grouping, a binary operation's left side

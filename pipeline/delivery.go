@@ -46,6 +46,11 @@ type DeliveryRecord struct {
 	LastError string
 	// DeliveredAt is when the sink last took the event; zero if never.
 	DeliveredAt time.Time
+	// NextAttemptAt is when a retrying entry is due again: the RetryAt of
+	// the failed attempt that made it [StateRetrying]; zero in any other
+	// state. It is the earliest time: a paused sink, an open breaker or a
+	// key held for delivery.order_key delays the attempt past it.
+	NextAttemptAt time.Time
 	// Failures are the failed attempts, oldest first: the latest
 	// [MaxFailures] of them, each with its time and error. A record
 	// written before they were kept has none.
@@ -72,11 +77,12 @@ func (r DeliveryRecord) Settled(s Settlement, now time.Time) DeliveryRecord {
 		r.FirstAttemptAt = now
 	}
 	r.LastAttemptAt = now
+	r.NextAttemptAt = time.Time{}
 	switch s.Outcome {
 	case Ack:
 		r.State, r.DeliveredAt = StateDelivered, now
 	case Retry:
-		r.State, r.LastError = StateRetrying, s.Err
+		r.State, r.LastError, r.NextAttemptAt = StateRetrying, s.Err, s.RetryAt
 	case Dead:
 		r.State, r.LastError = StateDead, s.Err
 	}

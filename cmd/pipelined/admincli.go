@@ -559,7 +559,7 @@ func (p *printer) deliveries(e admin.Event) error {
 	fmt.Fprintln(p.stdout, "deliveries:")
 	tw := table(p.stdout)
 	// The headings are the JSON keys of a delivery record, upper-cased.
-	fmt.Fprintln(tw, "  SINK\tROUTE\tSTATE\tATTEMPTS\tFIRST_ATTEMPT_AT\tLAST_ATTEMPT_AT\tDELIVERED_AT\tLAST_ERROR")
+	fmt.Fprintln(tw, "  SINK\tROUTE\tSTATE\tATTEMPTS\tFIRST_ATTEMPT_AT\tLAST_ATTEMPT_AT\tDELIVERED_AT\tNEXT_ATTEMPT_AT\tLAST_ERROR")
 	at := func(t *time.Time) string {
 		if t == nil {
 			return "-"
@@ -568,8 +568,8 @@ func (p *printer) deliveries(e admin.Event) error {
 	}
 	failed := false
 	for _, d := range e.Deliveries {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.Sink, orDash(d.Route), d.State, d.Attempts,
-			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), orDash(strings.Join(strings.Fields(d.LastError), " ")))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.Sink, orDash(d.Route), d.State, d.Attempts,
+			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), at(d.NextAttemptAt), orDash(strings.Join(strings.Fields(d.LastError), " ")))
 		failed = failed || len(d.Failures) > 0
 	}
 	if err := tw.Flush(); err != nil || !failed {

@@ -158,6 +158,9 @@ type Event struct {
 // written by a version that kept no records). Attempts counts every attempt
 // over the event's life. The times are null until they happen; LastError
 // is the latest failure's error, kept after a later success.
+// NextAttemptAt is when a retrying delivery is due again (null in any other
+// state): the earliest time, which a paused sink, an open breaker or a key
+// held for delivery.order_key puts off.
 type Delivery struct {
 	Sink           string     `json:"sink"`
 	Route          string     `json:"route"`
@@ -167,6 +170,7 @@ type Delivery struct {
 	LastAttemptAt  *time.Time `json:"last_attempt_at"`
 	LastError      string     `json:"last_error"`
 	DeliveredAt    *time.Time `json:"delivered_at"`
+	NextAttemptAt  *time.Time `json:"next_attempt_at"`
 	// Failures are the latest failed attempts (at most
 	// [pipeline.MaxFailures]), the oldest first; none for an event
 	// delivered at its first attempt.

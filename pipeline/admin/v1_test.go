@@ -249,8 +249,14 @@ func TestEventShowDeliveries(t *testing.T) {
 	if err != nil || len(ds) != 1 || ds[0].Event.ID != "ev-0" {
 		t.Fatalf("Fetch(archive) = %v, %v; want ev-0", ds, err)
 	}
-	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "connection refused"}}); err != nil {
+	retryAt := time.Now().Add(-time.Millisecond) // due at once
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: retryAt, Err: "connection refused"}}); err != nil {
 		t.Fatal(err)
+	}
+	h := admin.Handler(v1Options(l))
+	if d := into[admin.Event](t, call(t, h, "GET", "/v1/events/ev-0", "", "")).Deliveries; len(d) != 1 || d[0].State != "retrying" ||
+		d[0].NextAttemptAt == nil || !d[0].NextAttemptAt.Equal(retryAt) {
+		t.Errorf("GET /v1/events/ev-0 deliveries while retrying = %+v, want retrying with next_attempt_at %v", d, retryAt)
 	}
 	if ds, err = q.Fetch(ctx, 1); err != nil || len(ds) != 1 || ds[0].Event.ID != "ev-0" {
 		t.Fatalf("Fetch(archive) again = %v, %v; want ev-0", ds, err)
@@ -258,7 +264,6 @@ func TestEventShowDeliveries(t *testing.T) {
 	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Ack}}); err != nil {
 		t.Fatal(err)
 	}
-	h := admin.Handler(v1Options(l))
 
 	r := call(t, h, "GET", "/v1/events/ev-0", "", "")
 	var raw struct {
@@ -267,14 +272,15 @@ func TestEventShowDeliveries(t *testing.T) {
 	if err := json.Unmarshal(r.body, &raw); err != nil || len(raw.Deliveries) != 1 {
 		t.Fatalf("GET /v1/events/ev-0 = %s, want one delivery", r.body)
 	}
-	for _, k := range []string{"sink", "route", "state", "attempts", "first_attempt_at", "last_attempt_at", "last_error", "delivered_at"} {
+	for _, k := range []string{"sink", "route", "state", "attempts", "first_attempt_at", "last_attempt_at", "last_error", "delivered_at", "next_attempt_at"} {
 		if _, ok := raw.Deliveries[0][k]; !ok {
 			t.Errorf("GET /v1/events/ev-0 deliveries[0] has no %q: %s", k, r.body)
 		}
 	}
 	d := into[admin.Event](t, r).Deliveries[0]
 	if d.Sink != "archive" || d.Route != "all" || d.State != "delivered" || d.Attempts != 2 || d.LastError != "connection refused" ||
-		d.DeliveredAt == nil || d.DeliveredAt.Before(before) || d.FirstAttemptAt == nil || d.LastAttemptAt.Before(*d.FirstAttemptAt) {
+		d.DeliveredAt == nil || d.DeliveredAt.Before(before) || d.FirstAttemptAt == nil || d.LastAttemptAt.Before(*d.FirstAttemptAt) ||
+		d.NextAttemptAt != nil {
 		t.Errorf("GET /v1/events/ev-0 deliveries[0] = %+v, want archive/all delivered after 2 attempts", d)
 	}
 

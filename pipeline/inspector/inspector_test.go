@@ -609,36 +609,20 @@ func TestOverviewWhileRebuilding(t *testing.T) {
 	}
 }
 
-// TestReplayedDeliveryIsNotAFailure: an event delivered, replayed and
-// delivered again shows two attempts on its page, neither of them failed.
-func TestReplayedDeliveryIsNotAFailure(t *testing.T) {
-	ctx := context.Background()
+// oneEventPage serves the inspector over a memlog that holds one event,
+// routed to the sink crm, on which settle acts first; it returns the
+// event's page.
+func oneEventPage(t *testing.T, settle func(q pipeline.Queue)) string {
+	t.Helper()
 	db := memlog.New()
-	ap, err := db.Append(ctx, []pipeline.Entry{{
+	ap, err := db.Append(context.Background(), []pipeline.Entry{{
 		Event:   pipeline.Event{ID: "ev-r", Source: "callkaro", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
 		Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := db.Queue("crm")
-	var seq uint64
-	deliver := func() {
-		t.Helper()
-		ds, err := q.Fetch(ctx, 10)
-		if err != nil || len(ds) != 1 {
-			t.Fatalf("Fetch = %d, %v; want the event", len(ds), err)
-		}
-		seq = ds[0].Seq
-		if err := q.Settle(ctx, []pipeline.Settlement{{Seq: seq, Outcome: pipeline.Ack}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deliver()
-	if n, err := q.Requeue(ctx, []pipeline.Requeue{{Seq: seq, Route: "all"}}); err != nil || n != 1 {
-		t.Fatalf("Requeue = %d, %v", n, err)
-	}
-	deliver()
+	settle(db.Queue("crm"))
 	ao := admin.Options{Log: db, AllowUnauthenticated: true,
 		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
 			return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil
@@ -650,6 +634,34 @@ func TestReplayedDeliveryIsNotAFailure(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET the event's page = %d", resp.StatusCode)
 	}
+	return body
+}
+
+// settleOne fetches the one event of q and settles it as s says.
+func settleOne(t *testing.T, q pipeline.Queue, s pipeline.Settlement) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	ds, err := q.Fetch(ctx, 10)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Fetch = %d, %v; want the event", len(ds), err)
+	}
+	s.Seq = ds[0].Seq
+	if err := q.Settle(ctx, []pipeline.Settlement{s}); err != nil {
+		t.Fatal(err)
+	}
+	return s.Seq
+}
+
+// TestReplayedDeliveryIsNotAFailure: an event delivered, replayed and
+// delivered again shows two attempts on its page, neither of them failed.
+func TestReplayedDeliveryIsNotAFailure(t *testing.T) {
+	body := oneEventPage(t, func(q pipeline.Queue) {
+		seq := settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Ack})
+		if n, err := q.Requeue(context.Background(), []pipeline.Requeue{{Seq: seq, Route: "all"}}); err != nil || n != 1 {
+			t.Fatalf("Requeue = %d, %v", n, err)
+		}
+		settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Ack})
+	})
 	if strings.Contains(body, "the latest failed") || strings.Contains(body, `class="warn"`) {
 		t.Errorf("the page of an event delivered twice says a delivery failed:\n%s", body)
 	}
@@ -657,6 +669,19 @@ func TestReplayedDeliveryIsNotAFailure(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q:\n%s", want, body)
 		}
+	}
+}
+
+// TestRetryingDeliverySaysWhenItIsDue: the page of an event whose attempt
+// failed says when the next one is due.
+func TestRetryingDeliverySaysWhenItIsDue(t *testing.T) {
+	due := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	body := oneEventPage(t, func(q pipeline.Queue) {
+		settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: due, Err: "503 Service Unavailable"})
+	})
+	want := `<span class="what">retrying: the next attempt is due</span> <time datetime="2031-05-06T07:08:09Z">`
+	if !strings.Contains(body, want) {
+		t.Errorf("the page lacks %q:\n%s", want, body)
 	}
 }
 

@@ -362,7 +362,8 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 		}
 		steps = append(steps, st)
 	case pipeline.StateRetrying:
-		steps = append(steps, timelineStep{What: "retrying: another attempt is scheduled", Class: "warn"})
+		// NextAttemptAt is zero in a record written before it was kept.
+		steps = append(steps, timelineStep{What: "retrying: the next attempt is due", At: rec.NextAttemptAt, Class: "warn"})
 	case pipeline.StateQueued:
 		if rec.Attempts > 0 {
 			steps = append(steps, timelineStep{What: "queued again (retried or replayed)", Class: "info"})

@@ -192,7 +192,7 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 		if err := txn.Set(retryKey(q.sink, now, seq), v); err != nil {
 			return err
 		}
-		return q.mark(txn, seq, t.GetRoute(), logpb.Delivery_RETRYING, t.GetLastError())
+		return q.mark(txn, seq, t.GetRoute(), logpb.Delivery_RETRYING, now, t.GetLastError())
 	})
 	if n > 0 {
 		q.wake()
@@ -371,7 +371,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		if err := txn.Set(retryKey(q.sink, now, r.Seq), v); err != nil {
 			return 0, q.l.writeErr(err)
 		}
-		if err := q.mark(txn, r.Seq, r.Route, logpb.Delivery_QUEUED, ""); err != nil {
+		if err := q.mark(txn, r.Seq, r.Route, logpb.Delivery_QUEUED, time.Time{}, ""); err != nil {
 			return 0, q.l.writeErr(err)
 		}
 		retrying[r.Seq] = true
@@ -388,8 +388,9 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 }
 
 // mark sets the state (and route) of the delivery record of seq in txn,
-// keeping its history; lastErr, when not empty, becomes its last error.
-func (q *queue) mark(txn *wtxn, seq uint64, route string, st logpb.Delivery_State, lastErr string) error {
+// and when it is due (zero: not retrying), keeping its history; lastErr,
+// when not empty, becomes its last error.
+func (q *queue) mark(txn *wtxn, seq uint64, route string, st logpb.Delivery_State, next time.Time, lastErr string) error {
 	d, err := getDelivery(txn.Txn, seq, q.sink)
 	if err != nil {
 		return err
@@ -397,7 +398,7 @@ func (q *queue) mark(txn *wtxn, seq uint64, route string, st logpb.Delivery_Stat
 	if d == nil {
 		d = &logpb.Delivery{}
 	}
-	d.Route, d.State = route, st
+	d.Route, d.State, d.NextAttemptUnixNano = route, st, unixNano(next)
 	if lastErr != "" {
 		d.LastError = lastErr
 	}

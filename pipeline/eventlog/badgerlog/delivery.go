@@ -89,8 +89,8 @@ func deliveryProto(r pipeline.DeliveryRecord) *logpb.Delivery {
 	d := &logpb.Delivery{
 		Route: r.Route, Attempts: uint32(r.Attempts), LastError: r.LastError,
 		FirstAttemptUnixNano: unixNano(r.FirstAttemptAt), LastAttemptUnixNano: unixNano(r.LastAttemptAt),
-		DeliveredAtUnixNano: unixNano(r.DeliveredAt),
-		State:               stateValues[r.State],
+		DeliveredAtUnixNano: unixNano(r.DeliveredAt), NextAttemptUnixNano: unixNano(r.NextAttemptAt),
+		State: stateValues[r.State],
 	}
 	for _, f := range r.Failures {
 		d.Failures = append(d.Failures, &logpb.Delivery_Failure{Attempt: uint32(f.Attempt), AtUnixNano: unixNano(f.At), Error: f.Err})
@@ -136,6 +136,7 @@ func recordOf(sink string, d *logpb.Delivery) pipeline.DeliveryRecord {
 		Sink: sink, Route: d.GetRoute(), State: st, Attempts: int(d.GetAttempts()),
 		FirstAttemptAt: unixTime(d.GetFirstAttemptUnixNano()), LastAttemptAt: unixTime(d.GetLastAttemptUnixNano()),
 		LastError: d.GetLastError(), DeliveredAt: unixTime(d.GetDeliveredAtUnixNano()),
+		NextAttemptAt: unixTime(d.GetNextAttemptUnixNano()),
 	}
 	for _, f := range d.GetFailures() {
 		r.Failures = append(r.Failures, pipeline.Failure{Attempt: int(f.GetAttempt()), At: unixTime(f.GetAtUnixNano()), Err: f.GetError()})

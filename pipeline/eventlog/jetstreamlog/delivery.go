@@ -31,6 +31,7 @@ type drRecord struct {
 	Last        time.Time `json:"last,omitzero"`
 	Err         string    `json:"err,omitempty"`
 	DeliveredAt time.Time `json:"delivered_at,omitzero"`
+	Next        time.Time `json:"next,omitzero"` // NextAttemptAt
 	// Failures are the latest failed attempts (pipeline.MaxFailures).
 	Failures []pipeline.Failure `json:"failures,omitempty"`
 }
@@ -80,12 +81,12 @@ func settledDR(ls *lease, s pipeline.Settlement, now time.Time) drRecord {
 // drOf is the stored form of r.
 func drOf(r pipeline.DeliveryRecord) drRecord {
 	return drRecord{Route: r.Route, State: r.State, Attempts: r.Attempts, First: r.FirstAttemptAt,
-		Last: r.LastAttemptAt, Err: r.LastError, DeliveredAt: r.DeliveredAt, Failures: r.Failures}
+		Last: r.LastAttemptAt, Err: r.LastError, DeliveredAt: r.DeliveredAt, Next: r.NextAttemptAt, Failures: r.Failures}
 }
 
 func (r drRecord) record(sink string) pipeline.DeliveryRecord {
 	return pipeline.DeliveryRecord{Sink: sink, Route: r.Route, State: r.State, Attempts: r.Attempts,
-		FirstAttemptAt: r.First, LastAttemptAt: r.Last, LastError: r.Err, DeliveredAt: r.DeliveredAt, Failures: r.Failures}
+		FirstAttemptAt: r.First, LastAttemptAt: r.Last, LastError: r.Err, DeliveredAt: r.DeliveredAt, NextAttemptAt: r.Next, Failures: r.Failures}
 }
 
 // deliveryOf returns the record of the event (seq, id) at sink: the stored

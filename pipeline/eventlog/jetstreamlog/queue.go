@@ -696,7 +696,10 @@ func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr, s
 	if prev != nil {
 		dr = *prev
 	}
-	dr.Route, dr.State = rec.Route, state
+	dr.Route, dr.State, dr.Next = rec.Route, state, time.Time{}
+	if state == pipeline.StateRetrying { // a dead letter retried: due now
+		dr.Next = time.Now()
+	}
 	if lastErr != "" {
 		dr.Err = lastErr
 	}

@@ -34,8 +34,10 @@ type wantRecord struct {
 	sink, route, state string
 	attempts           int
 	lastErr            string
-	attempted          bool // first and last attempt times set
-	delivered          bool // DeliveredAt set
+	attempted          bool      // first and last attempt times set
+	delivered          bool      // DeliveredAt set
+	next               time.Time // NextAttemptAt, exactly (zero: none)
+	dueNow             bool      // NextAttemptAt set, in the window (a dead letter retried)
 }
 
 func mustDeliveries(t *testing.T, dl pipeline.DeliveryLog, id string) []pipeline.DeliveryRecord {
@@ -50,9 +52,9 @@ func mustDeliveries(t *testing.T, dl pipeline.DeliveryLog, id string) []pipeline
 func fmtRecords(rs []pipeline.DeliveryRecord) string {
 	var b strings.Builder
 	for _, r := range rs {
-		fmt.Fprintf(&b, "\n\t{%s %s %s attempts=%d err=%q first=%v last=%v delivered=%v}", r.Sink, r.Route, r.State,
+		fmt.Fprintf(&b, "\n\t{%s %s %s attempts=%d err=%q first=%v last=%v delivered=%v next=%v}", r.Sink, r.Route, r.State,
 			r.Attempts, r.LastError, r.FirstAttemptAt.Format(time.RFC3339Nano), r.LastAttemptAt.Format(time.RFC3339Nano),
-			r.DeliveredAt.Format(time.RFC3339Nano))
+			r.DeliveredAt.Format(time.RFC3339Nano), r.NextAttemptAt.Format(time.RFC3339Nano))
 	}
 	return b.String()
 }
@@ -80,6 +82,11 @@ func wantRecords(t *testing.T, dl pipeline.DeliveryLog, id string, since time.Ti
 		} else {
 			bad = bad || !r.DeliveredAt.IsZero()
 		}
+		if w.dueNow {
+			bad = bad || !in(r.NextAttemptAt)
+		} else {
+			bad = bad || !r.NextAttemptAt.Equal(w.next)
+		}
 		if bad {
 			t.Errorf("Deliveries(%s)[%d] = %s, want %+v", id, i, fmtRecords(rs[i:i+1]), w)
 		}
@@ -101,8 +108,9 @@ func testDeliveryLifecycle(t *testing.T, l pipeline.Log) {
 	qa, qb := l.Queue(sinkA), l.Queue(sinkB)
 	ds := mustFetch(t, qa, 1)
 	wantRecords(t, dl, "dr-1", start, queued(sinkA), queued(sinkB)) // leased is still queued
-	mustSettle(t, qa, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "connection refused"})
-	a1 := wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "connection refused", attempted: true}
+	retryAt := time.Now().Add(-time.Millisecond)                    // due at once, and told from the attempt's time
+	mustSettle(t, qa, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: retryAt, Err: "connection refused"})
+	a1 := wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "connection refused", attempted: true, next: retryAt}
 	first := wantRecords(t, dl, "dr-1", start, a1, queued(sinkB))[0].FirstAttemptAt
 
 	ds = mustFetch(t, qa, 1)
@@ -121,11 +129,11 @@ func testDeliveryLifecycle(t *testing.T, l pipeline.Log) {
 	if n, err := qb.RetryDead(ctxFor(t, waitLong), nil); err != nil || n != 1 {
 		t.Fatalf("RetryDead(nil) = %d, %v, want 1, nil", n, err)
 	}
-	b1.state = pipeline.StateRetrying
+	b1.state, b1.dueNow = pipeline.StateRetrying, true
 	wantRecords(t, dl, "dr-1", start, a2, b1) // attempts count the event's whole life
 	ds = mustFetch(t, qb, 1)
 	mustSettle(t, qb, ack(ds...)...)
-	b1.state, b1.attempts, b1.delivered = pipeline.StateDelivered, 2, true
+	b1.state, b1.attempts, b1.delivered, b1.dueNow = pipeline.StateDelivered, 2, true, false
 	wantRecords(t, dl, "dr-1", start, a2, b1)
 }
 

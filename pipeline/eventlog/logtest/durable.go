@@ -214,12 +214,13 @@ func testReopenDeliveryRecords(t *testing.T, open func(t *testing.T, dir string)
 	mustAppend(t, l, entry("rd-1", sinkA, sinkB))
 	q := l.Queue(sinkA)
 	ds := mustFetch(t, q, 1)
-	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(hour), Err: "503"})
+	retryAt := time.Now().Add(hour)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: retryAt, Err: "503"})
 	mustClose(t, l)
 
 	l = reopen(t, open, dir)
 	wantRecords(t, deliveryLog(t, l), "rd-1", start,
-		wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "503", attempted: true},
+		wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "503", attempted: true, next: retryAt},
 		wantRecord{sink: sinkB, route: "route-" + sinkB, state: pipeline.StateQueued})
 }
 

@@ -682,7 +682,8 @@ func (q *Queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 		e.lastErr = d.err
 		e.retryAt = now
 		q.q.retry[seq] = e
-		q.record(e.ev, e.route).State = pipeline.StateRetrying
+		r := q.record(e.ev, e.route)
+		r.State, r.NextAttemptAt = pipeline.StateRetrying, now
 		n++
 	}
 	if n > 0 {
@@ -741,7 +742,8 @@ func (q *Queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		}
 		s := q.l.order[r.Seq-1]
 		q.q.retry[r.Seq] = &entry{seq: r.Seq, ev: &s.ev, route: r.Route, payload: bytes.Clone(r.Payload), retryAt: now}
-		q.record(&s.ev, r.Route).State = pipeline.StateQueued
+		rec := q.record(&s.ev, r.Route)
+		rec.State, rec.NextAttemptAt = pipeline.StateQueued, time.Time{}
 		n++
 	}
 	if n > 0 {

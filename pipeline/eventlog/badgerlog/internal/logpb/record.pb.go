@@ -448,8 +448,10 @@ type Delivery struct {
 	LastError            string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	DeliveredAtUnixNano  int64                  `protobuf:"varint,7,opt,name=delivered_at_unix_nano,json=deliveredAtUnixNano,proto3" json:"delivered_at_unix_nano,omitempty"`
 	Failures             []*Delivery_Failure    `protobuf:"bytes,8,rep,name=failures,proto3" json:"failures,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// When a retrying entry is next due (0: not retrying).
+	NextAttemptUnixNano int64 `protobuf:"varint,9,opt,name=next_attempt_unix_nano,json=nextAttemptUnixNano,proto3" json:"next_attempt_unix_nano,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -536,6 +538,13 @@ func (x *Delivery) GetFailures() []*Delivery_Failure {
 		return x.Failures
 	}
 	return nil
+}
+
+func (x *Delivery) GetNextAttemptUnixNano() int64 {
+	if x != nil {
+		return x.NextAttemptUnixNano
+	}
+	return 0
 }
 
 // Acks is one settlement's first-attempt acks at a sink, kept at
@@ -695,7 +704,7 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\battempts\x18\x03 \x01(\rR\battempts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12-\n" +
-	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\xa4\x04\n" +
+	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\xd9\x04\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .pipelined.log.v1.Delivery.StateR\x05state\x12\x1a\n" +
@@ -705,7 +714,8 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x123\n" +
 	"\x16delivered_at_unix_nano\x18\a \x01(\x03R\x13deliveredAtUnixNano\x12>\n" +
-	"\bfailures\x18\b \x03(\v2\".pipelined.log.v1.Delivery.FailureR\bfailures\x1a[\n" +
+	"\bfailures\x18\b \x03(\v2\".pipelined.log.v1.Delivery.FailureR\bfailures\x123\n" +
+	"\x16next_attempt_unix_nano\x18\t \x01(\x03R\x13nextAttemptUnixNano\x1a[\n" +
 	"\aFailure\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +

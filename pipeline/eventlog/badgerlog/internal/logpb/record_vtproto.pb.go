@@ -410,6 +410,11 @@ func (m *Delivery) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.NextAttemptUnixNano != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.NextAttemptUnixNano))
+		i--
+		dAtA[i] = 0x48
+	}
 	if len(m.Failures) > 0 {
 		for iNdEx := len(m.Failures) - 1; iNdEx >= 0; iNdEx-- {
 			size, err := m.Failures[iNdEx].MarshalToSizedBufferVT(dAtA[:i])
@@ -716,6 +721,9 @@ func (m *Delivery) SizeVT() (n int) {
 			l = e.SizeVT()
 			n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 		}
+	}
+	if m.NextAttemptUnixNano != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.NextAttemptUnixNano))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -2083,6 +2091,25 @@ func (m *Delivery) UnmarshalVT(dAtA []byte) error {
 				return err
 			}
 			iNdEx = postIndex
+		case 9:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field NextAttemptUnixNano", wireType)
+			}
+			m.NextAttemptUnixNano = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.NextAttemptUnixNano |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

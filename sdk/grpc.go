@@ -35,6 +35,13 @@ func (s *server) Deliver(ctx context.Context, req *pb.DeliverRequest) (*pb.Deliv
 		batch[i] = eventFromProto(e)
 	}
 	results, err := s.impl.Deliver(ctx, batch)
+	if err != nil && ctx.Err() != nil {
+		// The call ran out of time (or the host called it off), and the
+		// sink gave up with it: say so by the code, as gRPC would have had
+		// the sink not answered, so that the host counts a call out of
+		// time whichever side's deadline fires first.
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if err != nil {
 		// Aborted, not Unavailable: the host tells a sink's own batch
 		// error from a broken connection by the code.

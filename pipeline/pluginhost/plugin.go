@@ -480,6 +480,8 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	cause := err
 	if cctx.Err() != nil {
 		cause = context.Cause(cctx) // the caller's deadline, or call_timeout
+	} else if status.Code(err) == codes.DeadlineExceeded {
+		cause = context.DeadlineExceeded // the plugin's side of the deadline fired first
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause) // called off: shutdown, reload

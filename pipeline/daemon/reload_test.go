@@ -3,13 +3,12 @@ package daemon
 import (
 	"context"
 	"errors"
-	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/stacks"
 	"github.com/pipelined/pipelined/pipeline/config"
 )
 
@@ -119,7 +118,7 @@ func TestReloadAskedDuringShutdownIsAnswered(t *testing.T) {
 	go func() { _, err := d.reloadAndWait(context.Background()); second <- err }()
 	// The premise: the second reload waits in the queue before shutdown
 	// begins. Until it does, it could still find the daemon stopped.
-	waitBlockedIn(t, "daemon.(*Daemon).reloadAndWait", 2)
+	stacks.WaitBlocked(t, "daemon.(*Daemon).reloadAndWait", 2)
 	stopped := stop() // shutdown begins
 	unhold()
 	if err := <-first; err != nil {
@@ -136,30 +135,5 @@ func TestReloadAskedDuringShutdownIsAnswered(t *testing.T) {
 	<-stopped
 	if _, err := d.reloadAndWait(context.Background()); err == nil {
 		t.Error("a reload after Run returned = nil, want an error")
-	}
-}
-
-// waitBlockedIn waits until n goroutines are blocked in a select or on a
-// channel inside the function fn, as their stacks show.
-func waitBlockedIn(t *testing.T, fn string, n int) {
-	t.Helper()
-	buf := make([]byte, 1<<20)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		blocked := 0
-		for _, g := range strings.Split(stacks, "\n\n") {
-			head, _, _ := strings.Cut(g, "\n")
-			if strings.Contains(g, fn+"(") && (strings.Contains(head, "[select") || strings.Contains(head, "[chan ")) {
-				blocked++
-			}
-		}
-		if blocked >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines blocked in %s after 10s, want %d", blocked, fn, n)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipelined/pipelined/internal/stacks"
 	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/sdk"
@@ -567,7 +568,9 @@ func TestSupervisorRestartsAfterKill(t *testing.T) {
 		_, err := s.Deliver(ctx, []sdk.Event{event("slow", `{"sleep":"20s"}`)})
 		errc <- err
 	}()
-	time.Sleep(300 * time.Millisecond) // let the call reach the plugin
+	// The premise: the call is in flight to the plugin when it is killed.
+	// Killed before, it would be sent to the restarted plugin and sleep.
+	stacks.WaitBlocked(t, "pluginhost.(*Plugin).Deliver", 1)
 	if err := syscall.Kill(pid1, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -876,15 +879,21 @@ func TestTailWriterKeepsFatalLine(t *testing.T) {
 // is failed with its last stderr line, the start error matches
 // ErrPluginExited, and the supervisor keeps trying.
 func TestSupervisorFailedAtStart(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	s := NewSupervisor(helperSpec(t, "bogus", nil), &Options{BackoffMin: 20 * time.Millisecond, BackoffMax: 40 * time.Millisecond, Metrics: metrics.New(reg)})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Stop(ctx)
-	})
+	supervisor := func(backoff time.Duration) (*Supervisor, *prometheus.Registry) {
+		reg := prometheus.NewRegistry()
+		s := NewSupervisor(helperSpec(t, "bogus", nil), &Options{BackoffMin: backoff, BackoffMax: 2 * backoff, Metrics: metrics.New(reg)})
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.Stop(ctx)
+		})
+		return s, reg
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	// A backoff longer than the test: no new start can begin (and
+	// show "starting") between Start's return and Status.
+	s, _ := supervisor(time.Hour)
 	err := s.Start(ctx)
 	if !errors.Is(err, ErrPluginExited) {
 		t.Fatalf("Start(exits at start) = %v, want ErrPluginExited", err)
@@ -893,6 +902,10 @@ func TestSupervisorFailedAtStart(t *testing.T) {
 	want := `unknown test plugin behaviour "bogus"`
 	if st.State != StateFailed || st.Reason != want {
 		t.Errorf("Status() = %q, reason %q, want %q, reason %q", st.State, st.Reason, StateFailed, want)
+	}
+	s, reg := supervisor(20 * time.Millisecond)
+	if err := s.Start(ctx); !errors.Is(err, ErrPluginExited) {
+		t.Fatalf("Start(exits at start) = %v, want ErrPluginExited", err)
 	}
 	restarts := func() float64 { return metricValue(t, reg, "pipelined_plugin_restarts_total") }
 	deadline := time.Now().Add(10 * time.Second)

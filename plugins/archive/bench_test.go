@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/pipelined/pipelined/plugins/internal/cputime"
+	"github.com/pipelined/pipelined/internal/cputime"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )

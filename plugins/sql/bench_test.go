@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/pipelined/pipelined/plugins/internal/cputime"
+	"github.com/pipelined/pipelined/internal/cputime"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )

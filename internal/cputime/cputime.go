@@ -1,5 +1,7 @@
-// Package cputime reads the CPU time a process has used, for the plugins'
-// benchmarks: the figure bench/bench.sh reports per process.
+// Package cputime reads the CPU time a process has used: for the plugins'
+// benchmarks (the figure bench/bench.sh reports per process), and for tests
+// that bound the work a request costs the daemon, which a loaded machine's
+// wall clock cannot.
 package cputime
 
 import (

@@ -60,9 +60,11 @@ func sinkLag(t *testing.T, rep *Report, sink string) SinkLag {
 }
 
 func TestQueueLagAndDrain(t *testing.T) {
-	// The window is [100ms, 700ms] after the first scrape; every step of the
-	// script is at least 50 ms from the window's ends.
-	ms := time.Millisecond
+	// The window is [100, 700] ticks after the first scrape; every step of
+	// the script is at least 50 ticks from the window's ends. A tick is 4 ms:
+	// margins of 200 ms, which a loaded machine's scheduling does not
+	// cross (1 ms ticks, 50 ms margins, were crossed in a full make test).
+	ms := 4 * time.Millisecond
 	metrics := scriptedMetrics(t, func(e time.Duration) (int, float64) {
 		switch {
 		case e < 50*ms:
@@ -97,11 +99,11 @@ func TestQueueLagAndDrain(t *testing.T) {
 	if a.DepthStart != 10 || a.DepthEnd != 30 || a.DepthMax != 30 || a.Growth != 20 {
 		t.Errorf("archive depth = %+v, want start 10, end 30, max 30, growth 20", a)
 	}
-	if !a.Drained || a.DrainS < 0.1 || a.DrainS > 0.4 {
-		t.Errorf("archive drain = %v after %.3fs, want drained after about 0.2s", a.Drained, a.DrainS)
+	if drain := time.Duration(a.DrainS * float64(time.Second)); !a.Drained || drain < 100*ms || drain > 400*ms {
+		t.Errorf("archive drain = %v after %.3fs, want drained after about %v", a.Drained, a.DrainS, 200*ms)
 	}
 	idle := sinkLag(t, rep, "idle")
-	if !idle.Drained || idle.DrainS > 0.1 || idle.DepthMax != 0 || idle.LagMaxS != 0 || idle.Samples != a.Samples {
+	if !idle.Drained || time.Duration(idle.DrainS*float64(time.Second)) > 100*ms || idle.DepthMax != 0 || idle.LagMaxS != 0 || idle.Samples != a.Samples {
 		t.Errorf("idle = %+v, want empty throughout and drained at once", idle)
 	}
 

@@ -272,20 +272,28 @@ func TestCloseAppendsWhatItTook(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
-	l := &slowLog{Log: memlog.New(), delay: 300 * time.Millisecond}
+	l := &heldLog{Log: memlog.New(), entered: make(chan struct{}), release: make(chan struct{})}
 	w := writer.New(l, nil)
 	if err := w.Ping(context.Background()); err != nil {
 		t.Fatalf("Ping of an idle writer = %v", err)
 	}
-	go w.Append(context.Background(), entry("slow", "")) // the writer is stuck in a slow append
-	time.Sleep(20 * time.Millisecond)
+	appended := make(chan error, 1)
+	go func() {
+		_, err := w.Append(context.Background(), entry("slow", ""))
+		appended <- err
+	}()
+	<-l.entered // the writer is stuck in the append until release
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := w.Ping(ctx); err == nil {
 		t.Errorf("Ping of a writer stuck in an append = nil, want a timeout")
 	}
+	close(l.release)
 	if err := w.Ping(context.Background()); err != nil {
 		t.Errorf("Ping once the append is done = %v", err)
+	}
+	if err := <-appended; err != nil {
+		t.Errorf("Append(slow) = %v", err)
 	}
 	w.Close()
 	if err := w.Ping(context.Background()); !errors.Is(err, pipeline.ErrClosed) {

@@ -40,7 +40,7 @@ func (s *server) Deliver(ctx context.Context, req *pb.DeliverRequest) (*pb.Deliv
 		// sink gave up with it: say so by the code, as gRPC would have had
 		// the sink not answered, so that the host counts a call out of
 		// time whichever side's deadline fires first.
-		return nil, status.FromContextError(ctx.Err()).Err()
+		return nil, status.Error(status.FromContextError(ctx.Err()).Code(), err.Error())
 	}
 	if err != nil {
 		// Aborted, not Unavailable: the host tells a sink's own batch

@@ -159,8 +159,9 @@ type Event struct {
 // over the event's life. The times are null until they happen; LastError
 // is the latest failure's error, kept after a later success.
 // NextAttemptAt is when a retrying delivery is due again (null in any other
-// state): the earliest time, which a paused sink, an open breaker or a key
-// held for delivery.order_key puts off.
+// state, and in a record written before it was kept): the earliest time,
+// which a paused sink, an open breaker or a key held for
+// delivery.order_key puts off.
 type Delivery struct {
 	Sink           string     `json:"sink"`
 	Route          string     `json:"route"`

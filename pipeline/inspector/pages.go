@@ -362,8 +362,11 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 		}
 		steps = append(steps, st)
 	case pipeline.StateRetrying:
-		// NextAttemptAt is zero in a record written before it was kept.
-		steps = append(steps, timelineStep{What: "retrying: the next attempt is due", At: rec.NextAttemptAt, Class: "warn"})
+		st := timelineStep{What: "retrying: the next attempt is due", At: rec.NextAttemptAt, Class: "warn"}
+		if st.At.IsZero() { // a record written before the time was kept
+			st.What = "retrying: another attempt is scheduled"
+		}
+		steps = append(steps, st)
 	case pipeline.StateQueued:
 		if rec.Attempts > 0 {
 			steps = append(steps, timelineStep{What: "queued again (retried or replayed)", Class: "info"})

@@ -11,8 +11,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/pipelined/pipelined/sdk"
+	pb "github.com/pipelined/pipelined/sdk/proto"
 	"github.com/pipelined/pipelined/sdk/protocol"
 )
 
@@ -35,6 +39,10 @@ func runHelperPlugin(behaviour string) {
 		sdk.Serve(&testSink{})
 	case "described":
 		sdk.Serve(&describedSink{})
+	case "oldsdk":
+		cfg := protocol.ServeConfig(&testSink{})
+		cfg.VersionedPlugins = map[int]plugin.PluginSet{protocol.ProtocolVersion: {protocol.PluginName: oldSDKPlugin{}}}
+		plugin.Serve(cfg)
 	case "version99":
 		cfg := protocol.ServeConfig(&testSink{})
 		cfg.HandshakeConfig.ProtocolVersion = 99
@@ -156,3 +164,29 @@ var testDescription = sdk.Description{
 }
 
 func (*describedSink) Describe() sdk.Description { return testDescription }
+
+// oldSDKPlugin serves a sink as the sdk did before it answered
+// DEADLINE_EXCEEDED (as a plugin in another language may): its Deliver
+// gives up when its side of the deadline passes, and fails the batch with
+// ABORTED.
+type oldSDKPlugin struct{ plugin.Plugin }
+
+func (oldSDKPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	pb.RegisterSinkServer(s, oldSDKServer{})
+	return nil
+}
+
+func (oldSDKPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+	return nil, errors.New("plugin side only")
+}
+
+type oldSDKServer struct{ pb.UnimplementedSinkServer }
+
+func (oldSDKServer) Configure(context.Context, *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	return &pb.ConfigureResponse{}, nil
+}
+
+func (oldSDKServer) Deliver(ctx context.Context, _ *pb.DeliverRequest) (*pb.DeliverResponse, error) {
+	<-ctx.Done()
+	return nil, status.Error(codes.Aborted, "gave up: the database did not answer")
+}

@@ -477,11 +477,23 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 		p.timeouts = 0
 		return results, nil
 	}
+	// Out of time: the call's context ended, or its deadline passed and
+	// the plugin's answer beat our own timer: a plugin that gives up with
+	// its side of the deadline answers DEADLINE_EXCEEDED (this sdk), or
+	// ABORTED (an older sdk, another language's).
+	outOfTime := cctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded
+	if dl, ok := cctx.Deadline(); ok && !time.Now().Before(dl) {
+		outOfTime = true
+	}
 	cause := err
+	if st, ok := status.FromError(err); ok && st.Code() == codes.DeadlineExceeded {
+		cause = context.DeadlineExceeded
+		if m := st.Message(); m != cause.Error() {
+			cause = fmt.Errorf("%w: %s", cause, m) // with the sink's words
+		}
+	}
 	if cctx.Err() != nil {
 		cause = context.Cause(cctx) // the caller's deadline, or call_timeout
-	} else if status.Code(err) == codes.DeadlineExceeded {
-		cause = context.DeadlineExceeded // the plugin's side of the deadline fired first
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause) // called off: shutdown, reload
@@ -496,7 +508,7 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	if !p.healthy(context.WithoutCancel(ctx)) {
 		return nil, p.exitedError(cause)
 	}
-	if cctx.Err() == nil && status.Code(err) != codes.DeadlineExceeded {
+	if !outOfTime {
 		p.timeouts = 0
 		return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause)
 	}

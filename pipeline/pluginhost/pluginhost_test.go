@@ -850,6 +850,47 @@ func TestPanicIsQuoted(t *testing.T) {
 	}
 }
 
+// lateTimer is a context whose deadline passes before it ends: its timer
+// runs late, as a loaded machine's can, so the plugin's answer to a call
+// out of time arrives before the context says so.
+type lateTimer struct {
+	context.Context // ends late
+	deadline        time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// TestOutOfTimeAnswerBeforeOurTimer: a plugin that fails its batch as its
+// side of the deadline passes (ABORTED, as an older sdk or another
+// language's does) has run out of time, even when its answer arrives before
+// the host's own timer fires: three such calls in a row restart it. Which
+// answer the host gets is gRPC's race: the plugin's ABORTED, with the
+// sink's words kept in the error, or the RST_STREAM its server sends at
+// the deadline; each is a call out of time.
+func TestOutOfTimeAnswerBeforeOurTimer(t *testing.T) {
+	p := startHelper(t, helperSpec(t, "oldsdk", nil), nil)
+	aborted := 0
+	for i := 1; i <= maxTimeouts; i++ {
+		parent, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx := lateTimer{Context: parent, deadline: time.Now().Add(200 * time.Millisecond)}
+		_, err := p.Deliver(ctx, []sdk.Event{event("e", `{}`)})
+		late := ctx.Err() == nil // the premise: the answer came before the context ended
+		cancel()
+		if !late {
+			t.Fatalf("call %d: the context ended before the answer came: the test proves nothing", i)
+		}
+		if strings.Contains(err.Error(), "gave up: the database did not answer") {
+			aborted++
+		} else if !strings.Contains(err.Error(), "context deadline exceeded") {
+			t.Errorf("call %d = %v, want the sink's words or a deadline", i, err)
+		}
+		if exited := errors.Is(err, ErrPluginExited); exited != (i == maxTimeouts) {
+			t.Fatalf("call %d out of time = %v; want ErrPluginExited at call %d only", i, err, maxTimeouts)
+		}
+	}
+	t.Logf("%d of %d answers were the plugin's ABORTED, the others gRPC's RST_STREAM", aborted, maxTimeouts)
+}
+
 // TestTailWriterKeepsFatalLine: the panic line is quoted even when the
 // stack after it (many goroutines, GOTRACEBACK=all) pushed it out of the
 // end that is kept, whatever the pieces the lines come in.

@@ -698,7 +698,7 @@ func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr, s
 	}
 	dr.Route, dr.State, dr.Next = rec.Route, state, time.Time{}
 	if state == pipeline.StateRetrying { // a dead letter retried: due now
-		dr.Next = time.Now()
+		dr.Next = time.Now().UTC()
 	}
 	if lastErr != "" {
 		dr.Err = lastErr

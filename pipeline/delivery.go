@@ -47,9 +47,10 @@ type DeliveryRecord struct {
 	// DeliveredAt is when the sink last took the event; zero if never.
 	DeliveredAt time.Time
 	// NextAttemptAt is when a retrying entry is due again: the RetryAt of
-	// the failed attempt that made it [StateRetrying]; zero in any other
-	// state. It is the earliest time: a paused sink, an open breaker or a
-	// key held for delivery.order_key delays the attempt past it.
+	// the failed attempt that made it [StateRetrying], or the time of the
+	// dead-letter retry that did; zero in any other state. It is the
+	// earliest time: a paused sink, an open breaker or a key held for
+	// delivery.order_key delays the attempt past it.
 	NextAttemptAt time.Time
 	// Failures are the failed attempts, oldest first: the latest
 	// [MaxFailures] of them, each with its time and error. A record

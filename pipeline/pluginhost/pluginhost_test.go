@@ -568,8 +568,9 @@ func TestSupervisorRestartsAfterKill(t *testing.T) {
 		_, err := s.Deliver(ctx, []sdk.Event{event("slow", `{"sleep":"20s"}`)})
 		errc <- err
 	}()
-	// The premise: the call is in flight to the plugin when it is killed.
-	// Killed before, it would be sent to the restarted plugin and sleep.
+	// The premise: the call waits inside the first plugin's Deliver when
+	// that plugin is killed. Killed before, the call would go to the
+	// restarted plugin and sleep.
 	stacks.WaitBlocked(t, "pluginhost.(*Plugin).Deliver", 1)
 	if err := syscall.Kill(pid1, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

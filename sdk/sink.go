@@ -71,11 +71,11 @@ type Sink interface {
 	// backoff). Answer [Delivered] only once the event is durable on the
 	// sink's side: the host then forgets it. Events can arrive again
 	// (at-least-once delivery); Event.ID is stable, use it to be
-	// idempotent. ctx is cancelled when the host gives up on the call (its
-	// deadline, 60 s, has passed, or the host is stopping): an
-	// error returned then counts as a call out of time, not as the
-	// sink's own failure, and calls out of time three times in a row get
-	// the plugin restarted.
+	// idempotent. ctx is cancelled when the host gives up on the call: its
+	// deadline (60 s) has passed, or the host is stopping. An error
+	// returned after the deadline counts as a call out of time, not as
+	// the sink's own failure; three calls in a row out of time get the
+	// plugin restarted.
 	Deliver(ctx context.Context, batch []Event) ([]Result, error)
 }
 

@@ -677,13 +677,13 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
 			continue
 		}
+		if gone(removed, st) {
+			continue
+		}
 		oldest, err := sr.q.Oldest(ctx)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
 			continue
-		}
-		if removed && st.Ready+st.Retrying+st.Dead == 0 {
-			continue // removed and empty: no series, as /v1/sinks shows none
 		}
 		out = append(out, metrics.QueueSample{Sink: sr.name, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead, Oldest: oldest, Paused: paused})
 	}

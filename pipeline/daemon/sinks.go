@@ -63,6 +63,12 @@ type sinkRun struct {
 	deliverAt time.Time // when a delivery last succeeded
 }
 
+// gone reports whether a sink is left out of /v1/sinks and of the queue
+// series: a reload removed it and no event waits in its queue any more.
+func gone(removed bool, st pipeline.QueueStats) bool {
+	return removed && st.Ready+st.Retrying+st.Dead == 0
+}
+
 // plugin returns the sink's plugin supervisor, nil once a reload removed
 // the sink.
 func (sr *sinkRun) plugin() *pluginhost.Supervisor {
@@ -439,8 +445,8 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 			continue
 		}
 		ss.Ready, ss.Retrying, ss.Dead = qs.Ready, qs.Retrying, qs.Dead
-		if sup == nil && qs.Ready+qs.Retrying+qs.Dead == 0 {
-			continue // removed and empty: nothing to show
+		if gone(sup == nil, qs) {
+			continue
 		}
 		out = append(out, ss)
 	}

@@ -247,7 +247,7 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	}
 	d := Decision{Status: http.StatusOK, Env: env, Entry: pipeline.Entry{Event: ev, DedupWindow: src.DedupWindow}}
 	if ignoreErr != nil {
-		d.RuleErr, d.RuleExpr = ignoreErr, "ignore"
+		d.RuleErr, d.RuleExpr = ignoreErr, ruleIgnore
 	}
 	switch {
 	case src.DedupKey != nil:
@@ -331,7 +331,7 @@ func validate(ctx context.Context, src *Source, env *rules.Env) verdict {
 			// Built only for a refusal: most events pass.
 			answer := "source " + strconv.Quote(src.Name) + " does not accept this event"
 			if err != nil {
-				return verdict{answer: answer, err: err, expr: "accept",
+				return verdict{answer: answer, err: err, expr: ruleAccept,
 					log: "source " + strconv.Quote(src.Name) + ": accept rule " + src.Accept.Source() + " failed: " + firstLine(err.Error())}
 			}
 			return verdict{answer: answer, log: answer + ": accept rule " + src.Accept.Source() + " is false"}
@@ -342,7 +342,7 @@ func validate(ctx context.Context, src *Source, env *rules.Env) verdict {
 		if err != nil {
 			why := strings.TrimPrefix(err.Error(), rules.ErrTooComplex.Error()+": ")
 			return verdict{answer: "body too complex to check against the schema of source " + strconv.Quote(src.Name) + " (" + schemaFile(src) + "): " + why,
-				err: err, expr: "schema"}
+				err: err, expr: ruleSchema}
 		}
 		if len(v) > 0 {
 			return verdict{answer: "body does not match the schema of source " + strconv.Quote(src.Name) + " (" + schemaFile(src) + "): " + v[0], violations: v}

@@ -179,14 +179,10 @@ func (h *Handler) Swap(cfg Config) {
 		src := &cfg.Sources[i]
 		st.byPath[PathKey(src.Path)] = src
 		cfg.Metrics.InitSource(src.Name)
-		if src.Accept != nil {
-			cfg.Metrics.InitRuleError(src.Name, "accept")
-		}
-		if src.Ignore != nil {
-			cfg.Metrics.InitRuleError(src.Name, "ignore")
-		}
-		if src.Schema != nil {
-			cfg.Metrics.InitRuleError(src.Name, "schema")
+		for _, expr := range sourceRules {
+			if _, ok := src.rule(expr); ok {
+				cfg.Metrics.InitRuleError(src.Name, expr)
+			}
 		}
 	}
 	if cfg.Router != nil {
@@ -391,6 +387,31 @@ func (h *Handler) ruleFailures(st *state, src *Source, d *Decision) {
 	}
 }
 
+// The expr labels of a source's rules, in pipelined_rule_errors_total and
+// Decision.RuleExpr.
+const (
+	ruleIgnore = "ignore"
+	ruleAccept = "accept"
+	ruleSchema = "schema"
+)
+
+// sourceRules lists them.
+var sourceRules = [...]string{ruleIgnore, ruleAccept, ruleSchema}
+
+// rule returns what names src's rule of label expr in a log line (the
+// expression, or the schema's file), and whether src has that rule.
+func (src *Source) rule(expr string) (string, bool) {
+	switch {
+	case expr == ruleIgnore && src.Ignore != nil:
+		return src.Ignore.Source(), true
+	case expr == ruleAccept && src.Accept != nil:
+		return src.Accept.Source(), true
+	case expr == ruleSchema && src.Schema != nil:
+		return src.Schema.Name(), true
+	}
+	return "", false
+}
+
 // sourceRuleFailure logs and counts the runtime error of a source's
 // ignore or accept rule, or a body too costly to check against its
 // schema: the metric's route label is then the source's name, its expr
@@ -402,15 +423,7 @@ func (h *Handler) sourceRuleFailure(st *state, src *Source, d *Decision) {
 	}
 	h.ruleErrors.Add(1)
 	st.cfg.Metrics.RuleError(src.Name, d.RuleExpr)
-	var rule string
-	switch d.RuleExpr {
-	case "ignore":
-		rule = src.Ignore.Source()
-	case "accept":
-		rule = src.Accept.Source()
-	case "schema":
-		rule = src.Schema.Name()
-	}
+	rule, _ := src.rule(d.RuleExpr)
 	h.log.Warn("rule failed", "source", src.Name, "expr", d.RuleExpr, "rule", rule, "err", d.RuleErr)
 }
 

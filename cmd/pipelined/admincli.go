@@ -38,6 +38,7 @@ const adminUsage = `usage:
   pipelined dlq list SINK [--limit N] [--after SEQ]
   pipelined dlq retry SINK (--id ID ... | --all)
   pipelined dlq drop SINK (--id ID ... | --all)
+  pipelined dlq add SINK --id ID ... [--reason TEXT]
   pipelined replay --sink S --since T [--until T] [--source S] [--when EXPR] [--all-events]
   pipelined reload
 
@@ -52,6 +53,8 @@ Times are RFC 3339 (2025-03-14T15:09:26Z) or a duration ago (90m, 24h).
 A replay re-enqueues the events of the log that were routed to the sink
 (all events with --all-events) as retries due now; an event still queued
 for the sink is not queued twice. dlq drop removes dead letters for good.
+dlq add gives up on events waiting in the sink's queue: each goes to the
+dead-letter queue at its next turn instead of to the sink.
 sinks pause holds a sink's delivery (its events wait in its queue) until
 sinks resume, across restarts of the daemon.
 Exit status: 0 ok, 1 the call failed, 2 usage error.
@@ -93,7 +96,7 @@ func (e errJSON) Unwrap() error { return e.err }
 var cmdDoc = map[string]string{
 	"events": "Lists the events of the log (or, with --rejected, the refused requests kept by\nsources with keep_rejected), or shows one event with its headers and body.\n",
 	"sinks":  "Shows each sink: its plugin's state, its queue, the age of the oldest event\nwaiting, its dead letters and its last error.\n",
-	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue.\n",
+	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue. add gives up on events waiting in the sink's\nqueue (an event that keeps failing, or holds its order_key's events back):\neach goes to the dead-letter queue at its next turn (at once when it is\nready, else at its next attempt) instead of to the sink; one in flight goes\nthere if that attempt fails. A restart of the daemon forgets what was not\ndone yet.\n",
 	"replay": "Re-enqueues the events of the log that were routed to the sink (all events\nwith --all-events) as retries due now; an event still queued for the sink is\nnot queued twice.\n",
 	"reload": "Makes the running daemon apply its configuration file again; a bad file is\nrefused and the running configuration stays.\n",
 }
@@ -230,7 +233,7 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 	fs.StringVar(&af.tokenFile, "token-file", "", "`file` holding the admin token")
 	fs.BoolVar(&af.asJSON, "json", false, "print JSON")
 
-	var source, sink, state, since, until, dedupKey, when, after string
+	var source, sink, state, since, until, dedupKey, when, after, reason string
 	var limit int
 	var ids stringList
 	var all, allEvents, rejected, newest bool
@@ -253,6 +256,9 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 	case cmd == "dlq" && (sub == "retry" || sub == "drop"):
 		fs.Var(&ids, "id", "event `ID` (repeat for more)")
 		fs.BoolVar(&all, "all", false, "every dead letter of the sink")
+	case cmd == "dlq" && sub == "add":
+		fs.Var(&ids, "id", "event `ID` (repeat for more)")
+		fs.StringVar(&reason, "reason", "", "why, kept in each dead letter's error")
 	case cmd == "replay":
 		fs.StringVar(&sink, "sink", "", "the sink to replay to")
 		fs.StringVar(&since, "since", "", "replay events received at or after `T`")
@@ -283,7 +289,7 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 		sub, pos = pos[0], pos[1:] // flags came first: sinks -c FILE pause SINK
 		*name += " " + sub
 	}
-	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1, "sinks pause": 1, "sinks resume": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
+	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1, "dlq add": 1, "sinks pause": 1, "sinks resume": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
 	if len(pos) != wantPos {
 		if wantPos == 0 {
 			return usageErr("unexpected argument %q", pos[0])
@@ -353,6 +359,11 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 			return usageErr("give --id ID (one or more) or --all")
 		}
 		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all})
+	case "dlq add":
+		if len(ids) == 0 {
+			return usageErr("give --id ID (one or more)")
+		}
+		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, Reason: reason})
 	case "replay ":
 		switch {
 		case sink == "" && since == "":
@@ -760,14 +771,23 @@ func (p *printer) dlqSettle(action, sink string, req admin.DeadLetterRequest) er
 	if p.asJSON {
 		p.stdout.Write(raw)
 	} else {
-		verb := map[string]string{"retry": "retried", "drop": "dropped"}[action]
-		fmt.Fprintf(p.stdout, "%s %d dead letter(s) of %s\n", verb, res.Count, sink)
+		switch action {
+		case "add":
+			fmt.Fprintf(p.stdout, "gave up on %d event(s) of %s: each goes to its dead-letter queue at its next turn\n", res.Count, sink)
+		default:
+			verb := map[string]string{"retry": "retried", "drop": "dropped"}[action]
+			fmt.Fprintf(p.stdout, "%s %d dead letter(s) of %s\n", verb, res.Count, sink)
+		}
 		for _, id := range res.IDs {
 			fmt.Fprintln(p.stdout, id)
 		}
 	}
 	if len(res.NotFound) > 0 {
-		return fmt.Errorf("not in the dead-letter queue of %s: %s", sink, strings.Join(res.NotFound, ", "))
+		where := "in the dead-letter queue of"
+		if action == "add" {
+			where = "waiting in the queue of"
+		}
+		return fmt.Errorf("not %s %s: %s", where, sink, strings.Join(res.NotFound, ", "))
 	}
 	return nil
 }

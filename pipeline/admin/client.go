@@ -190,11 +190,12 @@ func (c *Client) AllDeadLetters(ctx context.Context, sink string) ([]DeadLetter,
 }
 
 // SettleDead retries or drops dead letters of sink (POST
-// /v1/sinks/{sink}/dlq/retry or /drop); action is "retry" or "drop".
+// /v1/sinks/{sink}/dlq/retry or /drop), or gives up on events waiting in
+// its queue (/dlq/add); action is "retry", "drop" or "add".
 func (c *Client) SettleDead(ctx context.Context, action, sink string, req DeadLetterRequest) (DeadLetterResult, error) {
 	var v DeadLetterResult
-	if action != "retry" && action != "drop" {
-		return v, fmt.Errorf("dead-letter action %q: want retry or drop", action)
+	if action != "retry" && action != "drop" && action != "add" {
+		return v, fmt.Errorf("dead-letter action %q: want retry, drop or add", action)
 	}
 	err := c.Call(ctx, "POST", "/v1/sinks/"+url.PathEscape(sink)+"/dlq/"+action, req, &v)
 	return v, err

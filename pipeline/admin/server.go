@@ -58,6 +58,10 @@ type Options struct {
 	// operator dropped, after the log removed them, so that a key held
 	// behind one (delivery.order_on_dead = "block") goes on.
 	OnDropDead func(sink string, seqs []uint64)
+	// GiveUps returns the entries of sink that an operator gave up on,
+	// for POST /v1/sinks/{sink}/dlq/add, or nil when the sink has no
+	// dispatcher (a reload removed it). Nil answers 503.
+	GiveUps func(sink string) GiveUpSet
 	// Token is the bearer token that every call under /v1/ and /debug/
 	// must carry. Empty: those calls are refused with 403, unless
 	// AllowUnauthenticated. /healthz, /readyz and /metrics are always open.
@@ -150,6 +154,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/sinks/{sink}/dlq", s.deadLetters)
 	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/retry", s.settleDead)
 	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/drop", s.settleDead)
+	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/add", s.giveUp)
 	mux.HandleFunc("POST /v1/sinks/{sink}/pause", s.pause)
 	mux.HandleFunc("POST /v1/sinks/{sink}/resume", s.pause)
 	mux.HandleFunc("POST /v1/replay", s.replay)

@@ -228,18 +228,21 @@ type DeadLetterList struct {
 }
 
 // DeadLetterRequest is the body of the DLQ retry and drop calls: ids, or
-// all, not both.
+// all, not both; and of the DLQ add call: ids only, and the reason the
+// operator gives (kept in each dead letter's error).
 type DeadLetterRequest struct {
-	IDs []string `json:"ids,omitempty"`
-	All bool     `json:"all,omitempty"`
+	IDs    []string `json:"ids,omitempty"`
+	All    bool     `json:"all,omitempty"`
+	Reason string   `json:"reason,omitempty"`
 }
 
-// DeadLetterResult answers the DLQ retry and drop calls. Count is how many
-// entries were retried or dropped; IDs names them; NotFound lists the ids
-// asked for that are not in the sink's dead-letter queue.
+// DeadLetterResult answers the DLQ retry, drop and add calls. Count is how
+// many entries were retried, dropped or given up on; IDs names them;
+// NotFound lists the ids asked for that are not in the sink's dead-letter
+// queue (retry, drop) or not waiting in its queue (add).
 type DeadLetterResult struct {
 	Sink     string   `json:"sink"`
-	Action   string   `json:"action"` // "retry" or "drop"
+	Action   string   `json:"action"` // "retry", "drop" or "add"
 	Count    int      `json:"count"`
 	IDs      []string `json:"ids"`
 	NotFound []string `json:"not_found,omitempty"`

@@ -17,7 +17,9 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/sdk"
 )
 
 const token = "s3cret-token"
@@ -352,7 +354,7 @@ func TestAuth(t *testing.T) {
 	noToken.Token = nil
 	open := noToken
 	open.AllowUnauthenticated = true
-	for _, path := range []string{"/v1/sinks/slack/dlq/retry", "/v1/sinks/slack/dlq/drop", "/v1/replay", "/v1/reload"} {
+	for _, path := range []string{"/v1/sinks/slack/dlq/retry", "/v1/sinks/slack/dlq/drop", "/v1/sinks/slack/dlq/add", "/v1/replay", "/v1/reload"} {
 		t.Run(path, func(t *testing.T) {
 			wantError(t, call(t, withToken, "POST", path, "none", `{"all":true}`), http.StatusUnauthorized, "token")
 			wantError(t, call(t, withToken, "POST", path, "wrong", `{"all":true}`), http.StatusUnauthorized, "token")
@@ -549,4 +551,79 @@ func TestErrorsAreJSON(t *testing.T) {
 	o := v1Options(fixture(t))
 	o.Log = nil
 	wantError(t, call(t, admin.Handler(o), "GET", "/v1/events", "", ""), http.StatusServiceUnavailable, "event log")
+}
+
+// TestGiveUpCall: POST /v1/sinks/{sink}/dlq/add gives up on the events
+// named that wait in the sink's queue, with the reason, and names the
+// others; bad calls get a 4xx that says why.
+func TestGiveUpCall(t *testing.T) {
+	l := fixture(t)
+	o := v1Options(l)
+	wantError(t, call(t, admin.Handler(o), "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"]}`),
+		http.StatusServiceUnavailable, "cannot give up")
+
+	var set dispatch.GiveUps
+	o.GiveUps = func(sink string) admin.GiveUpSet {
+		if sink == "slack" {
+			return nil // as if a reload removed it
+		}
+		return &set
+	}
+	h := admin.Handler(o)
+	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{}`), http.StatusBadRequest, "ids")
+	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"all":true}`), http.StatusBadRequest, "pause the sink")
+	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"],"reason":"`+strings.Repeat("x", 501)+`"}`),
+		http.StatusBadRequest, "reason")
+	wantError(t, call(t, h, "POST", "/v1/sinks/nope/dlq/add", token, `{"ids":["ev-0"]}`), http.StatusNotFound, "unknown sink")
+	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/add", token, `{"ids":["ev-5"]}`), http.StatusConflict, "removed")
+	if set.Len() != 0 {
+		t.Fatalf("refused calls gave up on %d entries", set.Len())
+	}
+
+	// ev-0 and ev-2 wait for archive; ev-1 is slack's, ev-9 is not in the log.
+	r := call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0","ev-1","ev-9","ev-2"],"reason":"  test data  "}`)
+	res := into[admin.DeadLetterResult](t, r)
+	if r.code != 200 || res.Action != "add" || res.Count != 2 || !slices.Equal(res.IDs, []string{"ev-0", "ev-2"}) ||
+		!slices.Equal(res.NotFound, []string{"ev-1", "ev-9"}) {
+		t.Fatalf("POST dlq/add = %d %s, want ev-0 and ev-2 given up on, ev-1 and ev-9 not found", r.code, r.body)
+	}
+	if set.Len() != 2 {
+		t.Errorf("the sink's set holds %d entries, want 2", set.Len())
+	}
+	// What the set holds is what a dispatcher acts on: drain the queue
+	// through one and look at the dead letters.
+	q := l.Queue("archive")
+	d := dispatch.New(dispatch.Options{Sink: "archive", Queue: q, Deliverer: okSink{}, GiveUps: &set})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for st, _ := q.Stats(ctx); st != (pipeline.QueueStats{Dead: 2}); st, _ = q.Stats(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatalf("archive's queue = %+v, want 2 dead letters and nothing else", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	got := into[admin.DeadLetterList](t, call(t, h, "GET", "/v1/sinks/archive/dlq", "", ""))
+	if len(got.DeadLetters) != 2 || got.DeadLetters[0].ID != "ev-0" || got.DeadLetters[0].Error != "given up by an operator: test data" {
+		t.Errorf("GET /v1/sinks/archive/dlq = %+v, want ev-0 and ev-2 with the reason", got)
+	}
+	// An event delivered, or dead already, is not waiting.
+	r = call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0","ev-4"]}`)
+	if res := into[admin.DeadLetterResult](t, r); res.Count != 0 || !slices.Equal(res.NotFound, []string{"ev-0", "ev-4"}) {
+		t.Errorf("POST dlq/add of settled events = %d %s, want none given up on", r.code, r.body)
+	}
+}
+
+// okSink delivers every event.
+type okSink struct{}
+
+func (okSink) Deliver(_ context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	out := make([]sdk.Result, len(batch))
+	for i := range out {
+		out[i] = sdk.Delivered()
+	}
+	return out, nil
 }

@@ -421,6 +421,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		Reload:               func() ([]string, error) { return d.reloadAndWait(context.Background()) },
 		Pause:                d.pause,
 		OnDropDead:           d.droppedDead,
+		GiveUps:              d.giveUpSet,
 		Retarget:             d.retarget,
 		Token:                token,
 		AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),

@@ -31,9 +31,12 @@ type sinks struct {
 	pauses  *pauses           // the sinks an operator paused; set by Run
 	tracer  *telemetry.Tracer // nil: tracing off; set by Run
 
-	mu    sync.Mutex // guards order and byName; held for short sections only
+	mu    sync.Mutex // guards order, by and giveUps; held for short sections only
 	order []string
 	by    map[string]*sinkRun
+	// giveUps are the entries given up on, by sink: kept here, not in a
+	// sinkRun, so that a sink restarted by a reload keeps them.
+	giveUps map[string]*dispatch.GiveUps
 }
 
 // sinkRun is one sink: its plugin supervisor, its queue and its dispatcher.
@@ -49,6 +52,9 @@ type sinkRun struct {
 	tracer   *telemetry.Tracer
 
 	pauses *pauses
+	// giveUps are the entries of the sink an operator gave up on, shared
+	// by its dispatchers (see sinks.giveUpsOf).
+	giveUps *dispatch.GiveUps
 
 	// disp is nil when not dispatching. Atomic: the admin API reads it
 	// (pause, status) while a reload replaces it.
@@ -147,8 +153,25 @@ func (s *sinks) sinkRun(spec pluginhost.Spec, sup *pluginhost.Supervisor, d conf
 		log:      s.log,
 		metrics:  s.metrics,
 		pauses:   s.pauses,
+		giveUps:  s.giveUpsOf(spec.Sink),
 		tracer:   s.tracer,
 	}
+}
+
+// giveUpsOf returns the entries of sink given up on, made at the first
+// call.
+func (s *sinks) giveUpsOf(sink string) *dispatch.GiveUps {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.giveUps[sink]
+	if g == nil {
+		if s.giveUps == nil {
+			s.giveUps = map[string]*dispatch.GiveUps{}
+		}
+		g = &dispatch.GiveUps{}
+		s.giveUps[sink] = g
+	}
+	return g
 }
 
 // pluginStart is a sink's plugin starting in the background.
@@ -247,6 +270,7 @@ func (sr *sinkRun) startDispatch() {
 		OrderKey:         sr.orderKeyFunc(),
 		OrderBlockOnDead: sr.delivery.OrderOnDead == config.OrderOnDeadBlock,
 		OnOrderKeyError:  func() { sr.metrics.OrderKeyError(sr.name) },
+		GiveUps:          sr.giveUps,
 	})
 	sr.metrics.InitSink(sr.name)
 	sr.metrics.SinkBreaker(sr.name, false)
@@ -451,6 +475,19 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 		out = append(out, ss)
 	}
 	return out, errors.Join(errs...)
+}
+
+// giveUpSet returns the entries of sink an operator gave up on, for
+// admin.Options.GiveUps; nil for a sink a reload removed, which nothing
+// delivers.
+func (s *sinks) giveUpSet(sink string) admin.GiveUpSet {
+	s.mu.Lock()
+	sr := s.by[sink]
+	s.mu.Unlock()
+	if sr == nil || sr.plugin() == nil {
+		return nil
+	}
+	return sr.giveUps
 }
 
 // pause pauses or resumes sink's delivery: kept in the pause file first,

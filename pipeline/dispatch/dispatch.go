@@ -132,6 +132,11 @@ type Options struct {
 	OrderBlockOnDead bool
 	// OnOrderKeyError, if set, is called when OrderKey fails; for metrics.
 	OnOrderKeyError func()
+
+	// GiveUps, if set, are the entries an operator gave up on: they go to
+	// the dead-letter queue at their next turn (see [GiveUps]). Keep one
+	// per sink across dispatchers, so that a reload does not forget it.
+	GiveUps *GiveUps
 }
 
 // Status is a dispatcher's state as [Dispatcher.Status] reports it.
@@ -413,6 +418,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				continue
 			}
 		}
+		if batch = d.giveUpOn(finish, batch); len(batch) == 0 {
+			continue // no call: the breaker learnt nothing
+		}
 		failed := d.deliver(finish, batch, open)
 		switch {
 		case open && failed:
@@ -579,6 +587,13 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 			retried++
 		}
 		settle[i] = d.settlement(e, res, now, delay, probe)
+		if reason, ok := d.o.GiveUps.reason(e.Seq); ok && settle[i].Outcome == pipeline.Retry {
+			// Given up on while in flight: this attempt was its last.
+			settle[i] = pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, settle[i].Err)}
+			delete(d.firstFail, e.Seq)
+			d.o.Logger.Warn("event given up by an operator failed its last attempt, moved to the dead-letter queue",
+				"sink", d.o.Sink, "event_id", e.Event.ID, "reason", reason)
+		}
 		switch settle[i].Outcome {
 		case pipeline.Ack:
 			rep.Delivered++
@@ -598,12 +613,16 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	case err != nil: // every event settled for good; each has its own line
 		d.o.Logger.Warn("delivery failed", "sink", d.o.Sink, "events", len(batch), "err", err)
 	}
+	var recorded bool
 	if d.ord != nil {
-		d.settleOrdered(ctx, settle) // with the batch's holds and releases, in one call
+		recorded = d.settleOrdered(ctx, settle) // with the batch's holds and releases, in one call
 	} else if probe && d.rotates() {
-		d.settle(ctx, d.holdRetries(settle))
+		recorded = d.settle(ctx, d.holdRetries(settle))
 	} else {
-		d.settle(ctx, settle)
+		recorded = d.settle(ctx, settle)
+	}
+	if recorded {
+		d.o.GiveUps.settled(settle)
 	}
 	if spans != nil {
 		telemetry.EndAttempts(spans, settle, err)

@@ -239,7 +239,7 @@ func (d *Dispatcher) admitOrdered(ctx context.Context, batch []pipeline.Delivery
 // after them. The order of the writes does not matter for a crash: at
 // start the lowest event of a key that is not held is its head, whether
 // released or not.
-func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement) {
+func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement) (recorded bool) {
 	o := d.ord
 	s = append(s, o.holds...)
 	o.holds = nil
@@ -274,19 +274,23 @@ func (d *Dispatcher) settleOrdered(ctx context.Context, s []pipeline.Settlement)
 		}
 		return err
 	}) {
-		return
+		return false
 	}
 	if !tooBig {
 		o.release = o.release[:0]
 		d.holdsRecorded(ctx, s)
-		return
+		return true
 	}
 	// Too big for one atomic write: the outcomes in parts, as settle does,
 	// and the releases after all of them, since an event released before
 	// its hold is recorded would stay held for ever.
-	if d.settle(ctx, s) && d.releaseHeads(ctx) {
+	if !d.settle(ctx, s) {
+		return false
+	}
+	if d.releaseHeads(ctx) {
 		d.holdsRecorded(ctx, s)
 	}
+	return true
 }
 
 // holdsRecorded notes that the Holds in s are in the log and releases the

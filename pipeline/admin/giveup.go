@@ -1,0 +1,111 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// GiveUpSet is the set of a sink's queue entries that an operator gave up
+// on (dispatch.GiveUps): each goes to the dead-letter queue at its next
+// turn instead of to the plugin.
+type GiveUpSet interface {
+	Add(seqs []uint64, reason string)
+	Remove(seqs []uint64)
+}
+
+// maxReason bounds the reason of a DLQ add, in bytes.
+const maxReason = 500
+
+// giveUp serves POST /v1/sinks/{sink}/dlq/add: the events named, waiting
+// in the sink's queue (queued or retrying), go to its dead-letter queue at
+// their next turn instead of being delivered.
+func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
+	sink := r.PathValue("sink")
+	if !s.haveLog(w) || !s.checkSink(w, r, sink) {
+		return
+	}
+	dl, ok := s.o.Log.(pipeline.DeliveryLog)
+	if s.o.GiveUps == nil || !ok {
+		writeError(w, http.StatusServiceUnavailable, "this daemon cannot give up on events")
+		return
+	}
+	set := s.o.GiveUps(sink)
+	if set == nil {
+		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q was removed from the configuration: nothing delivers its queue", sink))
+		return
+	}
+	var req DeadLetterRequest
+	if !readBody(w, r, &req) {
+		return
+	}
+	switch {
+	case req.All:
+		writeError(w, http.StatusBadRequest, `give {"ids": [...]}: a whole queue is not given up on (pause the sink instead)`)
+		return
+	case len(req.IDs) == 0:
+		writeError(w, http.StatusBadRequest, `give {"ids": [...]}`)
+		return
+	case len(req.IDs) > maxLimit:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%d ids: at most %d at a time", len(req.IDs), maxLimit))
+		return
+	case len(req.Reason) > maxReason || !utf8.ValidString(req.Reason):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("reason: at most %d bytes of UTF-8", maxReason))
+		return
+	}
+	res := DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}
+	var seqs []uint64
+	var ids []string
+	for _, id := range req.IDs {
+		seq, waiting, err := waitingIn(r.Context(), dl, sink, id)
+		if err != nil {
+			writeLogError(w, err)
+			return
+		}
+		if !waiting {
+			res.NotFound = append(res.NotFound, id)
+			continue
+		}
+		seqs, ids = append(seqs, seq), append(ids, id)
+	}
+	set.Add(seqs, strings.TrimSpace(req.Reason))
+	// Look again: an entry settled for good between the first look and Add
+	// would stay in the set (the dispatcher clears an entry once its
+	// settlement is recorded, which is then visible here).
+	for i, id := range ids {
+		_, waiting, err := waitingIn(r.Context(), dl, sink, id)
+		if err == nil && !waiting {
+			set.Remove(seqs[i : i+1])
+			res.NotFound = append(res.NotFound, id)
+			continue
+		}
+		res.IDs = append(res.IDs, id)
+	}
+	res.Count = len(res.IDs)
+	s.log.Info("events given up on: they go to the dead-letter queue at their next turn",
+		"sink", sink, "count", res.Count, "ids", res.IDs, "reason", req.Reason, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+}
+
+// waitingIn reports whether the event id waits in sink's queue (its
+// delivery record there is queued or retrying), and its seq.
+func waitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (uint64, bool, error) {
+	es, _, err := dl.Events(ctx, pipeline.EventFilter{ID: id, Limit: 1})
+	if err != nil || len(es) == 0 {
+		return 0, false, err
+	}
+	rs, err := dl.Deliveries(ctx, id)
+	if err != nil {
+		return 0, false, err
+	}
+	for _, d := range rs {
+		if d.Sink == sink && pipeline.MatchState(pipeline.StatePending, d.State) {
+			return es[0].Seq, true, nil
+		}
+	}
+	return 0, false, nil
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
@@ -42,7 +43,9 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 	}
 	reloads := new(int)
 	paused := map[string]bool{}
+	var givenUp dispatch.GiveUps
 	h := admin.Handler(admin.Options{
+		GiveUps: func(string) admin.GiveUpSet { return &givenUp },
 		Pause: func(sink string, p bool) (bool, error) {
 			changed := paused[sink] != p
 			paused[sink] = p
@@ -162,6 +165,11 @@ func TestAdminCLI(t *testing.T) {
 		{"dlq retry unknown id", append([]string{"dlq", "retry", "slack", "--id", "cli-0", "--token-file", tokenFile}, anon...), 1,
 			[]string{"retried 0"}, []string{"not in the dead-letter queue of slack: cli-0"}},
 		{"dlq drop via config", []string{"dlq", "drop", "slack", "--all", "-c", cfg}, 0, []string{"dropped 1 dead letter(s) of slack\ncli-3\n"}, nil},
+		{"dlq add", append([]string{"dlq", "add", "archive", "--id", "cli-0", "--id", "cli-1", "--reason", "bad data"}, a...), 1,
+			[]string{"gave up on 1 event(s) of archive: each goes to its dead-letter queue at its next turn\ncli-0\n"},
+			[]string{"not waiting in the queue of archive: cli-1"}},
+		{"dlq add json", append([]string{"dlq", "add", "archive", "--id", "cli-2", "--json"}, a...), 0,
+			[]string{`"action": "add"`, `"count": 1`, `"cli-2"`}, nil},
 		{"replay", []string{"replay", "--sink", "archive", "--since", "1h", "-c", cfg}, 0,
 			[]string{"replayed to archive: 0 enqueued, 2 already queued (2 matched of 2 scanned)"}, nil},
 		{"replay json", []string{"replay", "--sink", "slack", "--since", "1h", "--all-events", "--when", "body.n == 0", "-c", cfg, "--json"}, 0,
@@ -174,6 +182,8 @@ func TestAdminCLI(t *testing.T) {
 		// Usage errors.
 		{"dlq retry neither", append([]string{"dlq", "retry", "slack"}, a...), 2, nil, []string{"give --id ID (one or more) or --all"}},
 		{"dlq retry both", append([]string{"dlq", "retry", "slack", "--all", "--id", "x"}, a...), 2, nil, []string{"--all"}},
+		{"dlq add without id", append([]string{"dlq", "add", "archive", "--reason", "x"}, a...), 2, nil, []string{"give --id ID (one or more)"}},
+		{"dlq add all", append([]string{"dlq", "add", "archive", "--all"}, a...), 2, nil, []string{"flag provided but not defined: -all"}},
 		{"dlq no sink", append([]string{"dlq", "list"}, a...), 2, nil, []string{"want 1 argument"}},
 		{"replay no since", append([]string{"replay", "--sink", "archive"}, a...), 2, nil, []string{"--since is required: the oldest event to replay"}},
 		{"bad state", append([]string{"events", "list", "--sink", "slack", "--state", "lost"}, a...), 2, nil, []string{`--state "lost"`}},

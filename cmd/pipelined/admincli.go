@@ -96,7 +96,7 @@ func (e errJSON) Unwrap() error { return e.err }
 var cmdDoc = map[string]string{
 	"events": "Lists the events of the log (or, with --rejected, the refused requests kept by\nsources with keep_rejected), or shows one event with its headers and body.\n",
 	"sinks":  "Shows each sink: its plugin's state, its queue, the age of the oldest event\nwaiting, its dead letters and its last error.\n",
-	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue. add gives up on events waiting in the sink's\nqueue (an event that keeps failing, or holds its order_key's events back):\neach goes to the dead-letter queue at its next turn (at once when it is\nready, else at its next attempt) instead of to the sink; one in flight goes\nthere if that attempt fails. A restart of the daemon forgets what was not\ndone yet.\n",
+	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue. add gives up on events waiting in the sink's\nqueue (an event that keeps failing, or holds its order_key's events back):\neach goes to the dead-letter queue at its next turn (at once when it is\nready, else at its next attempt) instead of to the sink; one in flight goes\nthere if that attempt fails. A restart of the daemon forgets what was not\ndone yet; a dlq retry or a replay of the event calls it off. Not with the\nJetStream backend.\n",
 	"replay": "Re-enqueues the events of the log that were routed to the sink (all events\nwith --all-events) as retries due now; an event still queued for the sink is\nnot queued twice.\n",
 	"reload": "Makes the running daemon apply its configuration file again; a bad file is\nrefused and the running configuration stays.\n",
 }

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -31,7 +32,7 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	}
 	dl, ok := s.o.Log.(pipeline.DeliveryLog)
 	if s.o.GiveUps == nil || !ok {
-		writeError(w, http.StatusServiceUnavailable, "this daemon cannot give up on events")
+		writeError(w, http.StatusNotImplemented, "this daemon cannot give up on events (not with the JetStream backend, whose daemons share the queues)")
 		return
 	}
 	set := s.o.GiveUps(sink)
@@ -57,10 +58,16 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("reason: at most %d bytes of UTF-8", maxReason))
 		return
 	}
+	reason := strings.TrimSpace(req.Reason)
 	res := DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}
 	var seqs []uint64
 	var ids []string
+	seen := map[string]bool{}
 	for _, id := range req.IDs {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
 		seq, waiting, err := waitingIn(r.Context(), dl, sink, id)
 		if err != nil {
 			writeLogError(w, err)
@@ -72,13 +79,21 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 		}
 		seqs, ids = append(seqs, seq), append(ids, id)
 	}
-	set.Add(seqs, strings.TrimSpace(req.Reason))
+	set.Add(seqs, reason)
 	// Look again: an entry settled for good between the first look and Add
 	// would stay in the set (the dispatcher clears an entry once its
-	// settlement is recorded, which is then visible here).
+	// settlement is recorded, which is then visible here), and would give
+	// up on the event's next life in the queue. So this look is not cut
+	// short by the client, and one that fails takes every entry back out.
+	ctx := context.WithoutCancel(r.Context())
 	for i, id := range ids {
-		_, waiting, err := waitingIn(r.Context(), dl, sink, id)
-		if err == nil && !waiting {
+		_, waiting, err := waitingIn(ctx, dl, sink, id)
+		if err != nil {
+			set.Remove(seqs)
+			writeLogError(w, fmt.Errorf("nothing was given up on: %w", err))
+			return
+		}
+		if !waiting {
 			set.Remove(seqs[i : i+1])
 			res.NotFound = append(res.NotFound, id)
 			continue
@@ -87,7 +102,7 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	}
 	res.Count = len(res.IDs)
 	s.log.Info("events given up on: they go to the dead-letter queue at their next turn",
-		"sink", sink, "count", res.Count, "ids", res.IDs, "reason", req.Reason, "remote", r.RemoteAddr)
+		"sink", sink, "count", res.Count, "ids", res.IDs, "reason", reason, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -99,6 +114,9 @@ func waitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (u
 		return 0, false, err
 	}
 	rs, err := dl.Deliveries(ctx, id)
+	if errors.Is(err, pipeline.ErrNotFound) { // retention removed it meanwhile
+		return 0, false, nil
+	}
 	if err != nil {
 		return 0, false, err
 	}
@@ -108,4 +126,17 @@ func waitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (u
 		}
 	}
 	return 0, false, nil
+}
+
+// forgetGivenUp removes seqs from sink's give-ups, before a DLQ retry or a
+// replay queues them again: an entry left there (given up on in a race the
+// admin call lost, or by another daemon) would give up on the event's next
+// life in the queue.
+func (s *server) forgetGivenUp(sink string, seqs []uint64) {
+	if s.o.GiveUps == nil || len(seqs) == 0 {
+		return
+	}
+	if set := s.o.GiveUps(sink); set != nil {
+		set.Remove(seqs)
+	}
 }

@@ -421,7 +421,6 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		Reload:               func() ([]string, error) { return d.reloadAndWait(context.Background()) },
 		Pause:                d.pause,
 		OnDropDead:           d.droppedDead,
-		GiveUps:              d.giveUpSet,
 		Retarget:             d.retarget,
 		Token:                token,
 		AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),
@@ -431,6 +430,13 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		Hosts:                adminHosts(cfg.Admin.Listen),
 		Guesses:              admin.NewGuesses(), // the API's token and the UI's login share it
 		TrustedProxies:       cfg.Plan().AdminTrustedProxies,
+	}
+	if cfg.Log.Backend != "jetstream" {
+		// With JetStream the daemons share the queues, and each would keep
+		// its own list of what to give up on: one that did not act on an
+		// entry would keep its seq and kill the event's next life (a DLQ
+		// retry through another daemon).
+		ao.GiveUps = d.giveUpSet
 	}
 	if cfg.Admin.UI {
 		s.ui = inspector.New(inspector.Options{Admin: ao, Counts: d.metrics.Counts, Subscribe: w.Subscribe, SinkNames: d.sinkNames})

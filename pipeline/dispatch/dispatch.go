@@ -351,6 +351,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	})
 	failures := 0 // failed calls in a row
 	probe := d.o.BreakerProbe
+	gaveUp := false // the last batch was all given up on: no call, so no probe either
 	if d.ord != nil {
 		if ok, err := d.loadOrder(ctx); !ok {
 			return err
@@ -378,9 +379,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}
 		open := d.Status().Open
-		if open && !sleep(ctx, probe) {
+		if open && !gaveUp && !sleep(ctx, probe) {
 			return nil
 		}
+		gaveUp = false
 		fctx, cancel := d.pausedCtx(ctx)
 		if fctx.Err() != nil {
 			cancel()
@@ -419,7 +421,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}
 		if batch = d.giveUpOn(finish, batch); len(batch) == 0 {
-			continue // no call: the breaker learnt nothing
+			gaveUp = true // no call: the breaker learnt nothing, and the next probe need not wait
+			continue
 		}
 		failed := d.deliver(finish, batch, open)
 		switch {

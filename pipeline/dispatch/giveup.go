@@ -20,6 +20,9 @@ import (
 // afterwards and remove those that were settled meanwhile (see
 // [GiveUps.Remove]): the dispatcher removes an entry only after its
 // settlement is recorded, so one added after that stays until removed.
+// Whatever puts an event back into the queue (a dead-letter retry, a
+// replay) should remove it first: the set knows entries by seq, and the
+// event keeps its seq.
 type GiveUps struct {
 	mu sync.Mutex
 	m  map[uint64]string // seq → the operator's reason
@@ -126,8 +129,9 @@ func (d *Dispatcher) giveUpOn(ctx context.Context, batch []pipeline.Delivery) []
 	} else {
 		recorded = d.settle(ctx, dead)
 	}
-	if recorded {
-		d.o.GiveUps.settled(dead)
+	if !recorded {
+		return nil // the log is closed or Stop gave up: the rest's outcomes could not be recorded either
 	}
+	d.o.GiveUps.settled(dead)
 	return rest
 }

@@ -170,7 +170,8 @@ func TestGiveUpInFlight(t *testing.T) {
 
 // TestGiveUpKeepsTheBreakerShut: entries given up on while the breaker is
 // open leave with no call, and so tell nothing of the sink: the breaker
-// stays open (settling them must not pass for a probe that succeeded).
+// stays open (settling them must not pass for a probe that succeeded). And
+// they leave one after the other, not one per probe interval.
 func TestGiveUpKeepsTheBreakerShut(t *testing.T) {
 	l := memlog.New()
 	ids := appendEvents(t, l, "ev", 3, "s")
@@ -178,7 +179,8 @@ func TestGiveUpKeepsTheBreakerShut(t *testing.T) {
 	var g dispatch.GiveUps
 	sink := &fakeSink{answer: func(int, []sdk.Event) ([]sdk.Result, error) { return nil, errors.New("connection refused") }}
 	o := options(q, sink)
-	o.MaxAttempts, o.BreakerFailures, o.BreakerProbe = 0, 2, 20*time.Millisecond
+	// Three probe intervals would outlast waitStats' 5 s.
+	o.MaxAttempts, o.BreakerFailures, o.BreakerProbe = 0, 2, 2*time.Second
 	o.GiveUps = &g
 	d, _ := start(t, o)
 	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })

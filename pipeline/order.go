@@ -54,3 +54,18 @@ const (
 	// WaitingDead is a dead letter.
 	WaitingDead
 )
+
+// Hastener is a [Queue] that can make entries waiting for a retry due at
+// once: an operator who gave up on an event (pipelined dlq add) need not
+// wait for its next attempt, an hour away after a day of failures.
+// badgerlog and memlog are Hasteners.
+type Hastener interface {
+	Queue
+
+	// Hasten makes the retry entries with the given seqs due now, with
+	// the attempt count and LastError they had, and returns how many it
+	// moved. Seqs that are not waiting for a retry due later (ready,
+	// leased, held, dead, due already, or not in the queue) are skipped:
+	// a held entry waits for its key, or for the breaker's probes.
+	Hasten(ctx context.Context, seqs []uint64) (int, error)
+}

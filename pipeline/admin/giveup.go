@@ -24,7 +24,8 @@ const maxReason = 500
 
 // giveUp serves POST /v1/sinks/{sink}/dlq/add: the events named, waiting
 // in the sink's queue (queued or retrying), go to its dead-letter queue at
-// their next turn instead of being delivered.
+// their next turn instead of being delivered; a retry is made due now
+// where the queue can ([pipeline.Hastener]).
 func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	sink := r.PathValue("sink")
 	if !s.haveLog(w) || !s.checkSink(w, r, sink) {
@@ -86,6 +87,7 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	// up on the event's next life in the queue. So this look is not cut
 	// short by the client, and one that fails takes every entry back out.
 	ctx := context.WithoutCancel(r.Context())
+	var kept []uint64
 	for i, id := range ids {
 		_, waiting, err := waitingIn(ctx, dl, sink, id)
 		if err != nil {
@@ -99,8 +101,16 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		res.IDs = append(res.IDs, id)
+		kept = append(kept, seqs[i])
 	}
 	res.Count = len(res.IDs)
+	// A retry due in an hour need not be waited for.
+	if h, ok := s.o.Log.Queue(sink).(pipeline.Hastener); ok && len(kept) > 0 {
+		if _, err := h.Hasten(ctx, kept); err != nil {
+			s.log.Warn("events given up on could not be made due now; they go at their next attempt",
+				"sink", sink, "err", err)
+		}
+	}
 	s.log.Info("events given up on: they go to the dead-letter queue at their next turn",
 		"sink", sink, "count", res.Count, "ids", res.IDs, "reason", reason, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, res)

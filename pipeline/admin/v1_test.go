@@ -654,3 +654,36 @@ func TestRetryAndReplayCallGiveUpsOff(t *testing.T) {
 		t.Errorf("after a replay of ev-0, archive's give-ups hold %d entries, want 0", n)
 	}
 }
+
+// TestGiveUpBringsARetryForward: an event given up on while its retry is
+// an hour away goes to the dead-letter queue at once.
+func TestGiveUpBringsARetryForward(t *testing.T) {
+	l := fixture(t)
+	o := v1Options(l)
+	var set dispatch.GiveUps
+	o.GiveUps = func(string) admin.GiveUpSet { return &set }
+	h := admin.Handler(o)
+	q := l.Queue("archive")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ds, err := q.Fetch(ctx, 1) // ev-0
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Fetch = %v, %v", ds, err)
+	}
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "503"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"]}`); r.code != http.StatusOK {
+		t.Fatalf("POST dlq/add = %d %s", r.code, r.body)
+	}
+	d := dispatch.New(dispatch.Options{Sink: "archive", Queue: q, Deliverer: okSink{}, GiveUps: &set})
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for st, _ := q.Stats(ctx); st != (pipeline.QueueStats{Dead: 1}); st, _ = q.Stats(ctx) {
+		if ctx.Err() != nil {
+			t.Fatalf("archive's queue = %+v, want ev-0 dead (given up on) and the rest delivered", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -215,3 +215,72 @@ func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Wait
 	}
 	return nil
 }
+
+var _ pipeline.Hastener = (*queue)(nil)
+
+// Hasten implements [pipeline.Hastener]: one pass over the sink's retry
+// keys (keys only), then each entry found moves to a key due now, in one
+// transaction.
+func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
+	if err := q.l.checkOpen(); err != nil {
+		return 0, err
+	}
+	if err := q.l.space.check(); err != nil {
+		return 0, err
+	}
+	want := make(map[uint64]bool, len(seqs))
+	for _, s := range seqs {
+		want[s] = true
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	txn := q.l.newTxn()
+	defer txn.Discard()
+	now := time.Now()
+	first := retryKey(q.sink, now, 0)
+	prefix := first[:len(first)-16]
+	var found [][]byte
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		k := it.Item().Key()
+		if len(k) != len(first) {
+			continue
+		}
+		due, seq := binary.BigEndian.Uint64(k[len(prefix):]), binary.BigEndian.Uint64(k[len(prefix)+8:])
+		if !want[seq] || int64(due) <= now.UnixNano() || due == uint64(heldAt.UnixNano()) {
+			continue
+		}
+		if _, leased := q.leases[seq]; leased {
+			continue
+		}
+		found = append(found, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	for _, key := range found {
+		item, err := txn.Get(key)
+		if err != nil {
+			return 0, fmt.Errorf("hasten %s entry: %w", q.sink, err)
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return 0, fmt.Errorf("hasten %s entry: %w", q.sink, err)
+		}
+		if err := txn.Delete(key); err != nil {
+			return 0, q.l.writeErr(err)
+		}
+		if err := txn.Set(retryKey(q.sink, now, binary.BigEndian.Uint64(key[len(prefix)+8:])), v); err != nil {
+			return 0, q.l.writeErr(err)
+		}
+	}
+	if len(found) == 0 {
+		return 0, nil
+	}
+	if err := q.l.commit(txn); err != nil {
+		return 0, err
+	}
+	q.wake()
+	return len(found), nil
+}

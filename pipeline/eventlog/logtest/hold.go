@@ -138,3 +138,37 @@ func testHoldRecord(t *testing.T, l pipeline.Log) {
 		t.Errorf("Events(state=pending) with two held entries = %d events, %v; want 2", len(got), err)
 	}
 }
+
+// testHasten: a retry due in an hour, hastened, is fetched at once with its
+// attempt count and LastError; another retry, a held entry, a leased one, a
+// dead letter and a seq not in the queue are left as they are.
+func testHasten(t *testing.T, l pipeline.Log) {
+	q, ok := l.Queue(sinkA).(pipeline.Hastener)
+	if !ok {
+		t.Skip("the log's queues are not pipeline.Hasteners")
+	}
+	appendIDs(t, l, ids("hs", 5), sinkA)
+	ds := mustFetch(t, q, 4) // hs-0004 stays ready
+	first := ds[0].Seq
+	later := time.Now().Add(time.Hour)
+	mustSettle(t, q,
+		pipeline.Settlement{Seq: first, Outcome: pipeline.Retry, RetryAt: later, Err: "boom"},
+		pipeline.Settlement{Seq: first + 1, Outcome: pipeline.Retry, RetryAt: later, Err: "held later"},
+		pipeline.Settlement{Seq: first + 2, Outcome: pipeline.Dead, Err: "dead"})
+	// hs-0003 stays leased; hs-0004, ready, is fetched and held.
+	holder(t, l)
+	ds = mustFetch(t, q, 1)
+	wantDeliveries(t, "Fetch of the ready entry", ds, []string{"hs-0004"}, 1)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Hold})
+	ctx := ctxFor(t, waitLong)
+	n, err := q.Hasten(ctx, []uint64{first, first, first + 2, first + 3, first + 4, 1 << 60})
+	if err != nil || n != 1 {
+		t.Fatalf("Hasten(a retry twice, a dead letter, a leased entry, a held one, a seq not in the queue) = %d, %v; want 1, nil", n, err)
+	}
+	got := mustFetch(t, q, 1)
+	wantDeliveries(t, "Fetch after Hasten", got, []string{"hs-0000"}, 2)
+	if got[0].LastError != "boom" {
+		t.Errorf("hastened entry's LastError = %q, want %q", got[0].LastError, "boom")
+	}
+	fetchNone(t, q) // hs-0001 is still due in an hour
+}

@@ -120,6 +120,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Rejections/Capped", testRejectionsCapped},
 		{"Hold/UntilRelease", testHoldUntilRelease},
 		{"Hold/SettleRelease", testSettleRelease},
+		{"Hold/Hasten", testHasten},
 		{"Hold/Waiting", testWaiting},
 		{"Hold/Record", testHoldRecord},
 		{"Close/CallsFail", testClosedCallsFail},

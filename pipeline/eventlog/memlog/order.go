@@ -116,3 +116,29 @@ func (q *Queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Wait
 	}
 	return nil
 }
+
+var _ pipeline.Hastener = (*Queue)(nil)
+
+// Hasten implements [pipeline.Hastener].
+func (q *Queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("memlog: hasten %s: %w", q.sink, err)
+	}
+	q.l.mu.Lock()
+	defer q.l.mu.Unlock()
+	if q.l.closed {
+		return 0, fmt.Errorf("memlog: hasten %s: %w", q.sink, pipeline.ErrClosed)
+	}
+	now := time.Now()
+	n := 0
+	for _, seq := range seqs {
+		if e, ok := q.q.retry[seq]; ok && !e.retryAt.Equal(heldAt) && e.retryAt.After(now) {
+			e.retryAt = now
+			n++
+		}
+	}
+	if n > 0 {
+		q.q.notify()
+	}
+	return n, nil
+}

@@ -73,6 +73,10 @@ const MaxFailures = 10
 // Settled returns r after one more attempt that ended in s at now: every
 // backend records an attempt this way.
 func (r DeliveryRecord) Settled(s Settlement, now time.Time) DeliveryRecord {
+	if s.NotAttempted {
+		r.State, r.LastError, r.NextAttemptAt = StateDead, s.Err, time.Time{}
+		return r
+	}
 	r.Attempts++
 	if r.FirstAttemptAt.IsZero() {
 		r.FirstAttemptAt = now

@@ -213,6 +213,11 @@ type Settlement struct {
 	RetryAt time.Time
 	// Err is the error of this attempt (for Retry and Dead).
 	Err string
+	// NotAttempted says the entry was settled without being handed to the
+	// sink (Dead only: an operator gave up on it): it costs no attempt,
+	// neither in the dead letter's Attempts nor in the delivery record,
+	// which keeps its failures and gets Err as its LastError.
+	NotAttempted bool
 }
 
 // Queue is one sink's delivery queue: entries in log order, retries that

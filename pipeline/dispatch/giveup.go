@@ -114,7 +114,7 @@ func (d *Dispatcher) giveUpOn(ctx context.Context, batch []pipeline.Delivery) []
 			rest = append(rest, e)
 			continue
 		}
-		s := pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, e.LastError)}
+		s := pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, e.LastError), NotAttempted: true}
 		dead = append(dead, s)
 		delete(d.firstFail, e.Seq)
 		d.o.Logger.Warn("event given up by an operator, moved to the dead-letter queue",

@@ -82,6 +82,9 @@ func TestGiveUpOnAReadyEvent(t *testing.T) {
 	if want := "given up by an operator: bad data, see ticket 42"; d.Err != want {
 		t.Errorf("dead letter's error = %q, want %q", d.Err, want)
 	}
+	if d.Attempts != 0 {
+		t.Errorf("dead letter's attempts = %d, want 0 (it was never handed to the sink)", d.Attempts)
+	}
 	if n := g.Len(); n != 0 {
 		t.Errorf("GiveUps.Len() = %d after the entry was settled, want 0", n)
 	}

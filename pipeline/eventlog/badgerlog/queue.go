@@ -313,6 +313,9 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 			return q.l.writeErr(err)
 		}
 		t := &logpb.Target{Route: ls.target.GetRoute(), Payload: ls.target.GetPayload(), Attempts: ls.target.GetAttempts() + 1, LastError: s.Err}
+		if s.NotAttempted {
+			t.Attempts--
+		}
 		var key []byte
 		switch s.Outcome {
 		case pipeline.Ack:

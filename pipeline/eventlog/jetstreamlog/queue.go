@@ -514,7 +514,11 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 	case pipeline.Dead:
 		m := nats.NewMsg(q.dlqSubject(ls.id))
 		m.Header.Set(hdrSeq, strconv.FormatUint(ls.seq, 10))
-		m.Data = mustJSON(dlqRecord{qRecord: ls.rec, Seq: ls.seq, Attempts: ls.attempt, Err: s.Err, FailedAt: time.Now().UTC()})
+		attempts := ls.attempt
+		if s.NotAttempted {
+			attempts-- // the one Fetch counted
+		}
+		m.Data = mustJSON(dlqRecord{qRecord: ls.rec, Seq: ls.seq, Attempts: attempts, Err: s.Err, FailedAt: time.Now().UTC()})
 		if err := q.l.publishBatch(ctx, []*nats.Msg{m, dr}); err != nil {
 			return err
 		}

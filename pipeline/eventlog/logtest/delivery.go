@@ -213,3 +213,35 @@ func testEventsFilterState(t *testing.T, l pipeline.Log) {
 		t.Errorf("Events(State: lost) error = nil, want an error naming the valid states")
 	}
 }
+
+// testDeadNotAttempted: an entry settled Dead without being handed to the
+// sink (an operator gave up on it) costs no attempt, in its dead letter or
+// in its record, which keeps its failures; one never attempted is dead with
+// no attempt at all.
+func testDeadNotAttempted(t *testing.T, l pipeline.Log) {
+	dl := deliveryLog(t, l)
+	start := time.Now()
+	mustAppend(t, l, entry("na-1", sinkA), entry("na-2", sinkA))
+	q := l.Queue(sinkA)
+	ds := mustFetch(t, q, 2)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "503"},
+		pipeline.Settlement{Seq: ds[1].Seq, Outcome: pipeline.Dead, Err: "given up", NotAttempted: true})
+	ds = mustFetch(t, q, 1) // na-1, attempt 2
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Dead, Err: "given up: bad data", NotAttempted: true})
+	rs := wantRecords(t, dl, "na-1", start,
+		wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateDead, attempts: 1, lastErr: "given up: bad data", attempted: true})
+	if len(rs[0].Failures) != 1 || rs[0].Failures[0].Err != "503" {
+		t.Errorf("Deliveries(na-1) failures = %+v, want only the attempt's (503)", rs[0].Failures)
+	}
+	wantRecords(t, dl, "na-2", start,
+		wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateDead, lastErr: "given up"})
+	dead, err := q.DeadLetters(ctxFor(t, waitLong), 0, 10)
+	if err != nil || len(dead) != 2 {
+		t.Fatalf("DeadLetters = %v, %v; want na-1 and na-2", dead, err)
+	}
+	for _, d := range dead {
+		if want := map[string]int{"na-1": 1, "na-2": 0}[d.Event.ID]; d.Attempts != want {
+			t.Errorf("dead letter %s: Attempts = %d, want %d (the give-up is no attempt)", d.Event.ID, d.Attempts, want)
+		}
+	}
+}

@@ -121,6 +121,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Hold/UntilRelease", testHoldUntilRelease},
 		{"Hold/SettleRelease", testSettleRelease},
 		{"Hold/Hasten", testHasten},
+		{"Delivery/DeadNotAttempted", testDeadNotAttempted},
 		{"Hold/Waiting", testWaiting},
 		{"Hold/Record", testHoldRecord},
 		{"Close/CallsFail", testClosedCallsFail},

@@ -421,6 +421,9 @@ func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 			q.q.retry[e.seq] = e
 			retried = true
 		case pipeline.Dead:
+			if st.NotAttempted {
+				e.attempts-- // the one Fetch counted
+			}
 			q.q.dead[e.seq] = &deadEntry{e: e, err: st.Err, failedAt: now}
 		}
 	}

@@ -22,23 +22,20 @@ type GiveUpSet interface {
 // maxReason bounds the reason of a DLQ add, in bytes.
 const maxReason = 500
 
-// giveUp serves POST /v1/sinks/{sink}/dlq/add: the events named, waiting
-// in the sink's queue (queued or retrying), go to its dead-letter queue at
-// their next turn instead of being delivered; a retry is made due now
-// where the queue can ([pipeline.Hastener]).
+// Why [GiveUp] cannot act, for the API's status codes and the UI's pages.
+var (
+	// ErrCannotGiveUp: the daemon keeps no give-ups (Options.GiveUps is
+	// nil: the JetStream backend, whose daemons share the queues), or its
+	// log keeps no delivery records.
+	ErrCannotGiveUp = errors.New("this daemon cannot give up on events (not with the JetStream backend, whose daemons share the queues)")
+	// ErrSinkRemoved: a reload removed the sink; nothing delivers its queue.
+	ErrSinkRemoved = errors.New("the sink was removed from the configuration: nothing delivers its queue")
+)
+
+// giveUp serves POST /v1/sinks/{sink}/dlq/add (see [GiveUp]).
 func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	sink := r.PathValue("sink")
 	if !s.haveLog(w) || !s.checkSink(w, r, sink) {
-		return
-	}
-	dl, ok := s.o.Log.(pipeline.DeliveryLog)
-	if s.o.GiveUps == nil || !ok {
-		writeError(w, http.StatusNotImplemented, "this daemon cannot give up on events (not with the JetStream backend, whose daemons share the queues)")
-		return
-	}
-	set := s.o.GiveUps(sink)
-	if set == nil {
-		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q was removed from the configuration: nothing delivers its queue", sink))
 		return
 	}
 	var req DeadLetterRequest
@@ -55,65 +52,100 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	case len(req.IDs) > maxLimit:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%d ids: at most %d at a time", len(req.IDs), maxLimit))
 		return
-	case len(req.Reason) > maxReason || !utf8.ValidString(req.Reason):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("reason: at most %d bytes of UTF-8", maxReason))
+	}
+	res, err := GiveUp(r.Context(), s.o, sink, req.IDs, req.Reason)
+	switch {
+	case errors.Is(err, ErrCannotGiveUp):
+		writeError(w, http.StatusNotImplemented, err.Error())
+		return
+	case errors.Is(err, ErrSinkRemoved):
+		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q: %v", sink, err))
+		return
+	case errors.Is(err, errBadReason):
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		writeLogError(w, err)
 		return
 	}
-	reason := strings.TrimSpace(req.Reason)
+	s.log.Info("events given up on: they go to the dead-letter queue at their next turn",
+		"sink", sink, "count", res.Count, "ids", res.IDs, "reason", strings.TrimSpace(req.Reason), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+}
+
+var errBadReason = fmt.Errorf("reason: at most %d bytes of UTF-8", maxReason)
+
+// GiveUp gives up on the events ids that wait in sink's queue (their
+// delivery record there is queued or retrying): each goes to the
+// dead-letter queue at its next turn instead of to the sink, with reason
+// (trimmed) in its error; a retry is made due now where the queue can
+// ([pipeline.Hastener]). The result names the ids given up on and, in
+// NotFound, the others. It fails with [ErrCannotGiveUp] or
+// [ErrSinkRemoved] when nothing can act on them, and with the log's error
+// (nothing given up on) when it cannot tell which wait. POST
+// /v1/sinks/{sink}/dlq/add and the web UI's event page call it.
+func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason string) (DeadLetterResult, error) {
 	res := DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}
+	dl, ok := o.Log.(pipeline.DeliveryLog)
+	if o.GiveUps == nil || !ok {
+		return res, ErrCannotGiveUp
+	}
+	set := o.GiveUps(sink)
+	if set == nil {
+		return res, ErrSinkRemoved
+	}
+	if len(reason) > maxReason || !utf8.ValidString(reason) {
+		return res, errBadReason
+	}
+	reason = strings.TrimSpace(reason)
 	var seqs []uint64
-	var ids []string
+	var waiting []string
 	seen := map[string]bool{}
-	for _, id := range req.IDs {
+	for _, id := range ids {
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
-		seq, waiting, err := waitingIn(r.Context(), dl, sink, id)
+		seq, ok, err := waitingIn(ctx, dl, sink, id)
 		if err != nil {
-			writeLogError(w, err)
-			return
+			return res, err
 		}
-		if !waiting {
+		if !ok {
 			res.NotFound = append(res.NotFound, id)
 			continue
 		}
-		seqs, ids = append(seqs, seq), append(ids, id)
+		seqs, waiting = append(seqs, seq), append(waiting, id)
 	}
 	set.Add(seqs, reason)
 	// Look again: an entry settled for good between the first look and Add
 	// would stay in the set (the dispatcher clears an entry once its
 	// settlement is recorded, which is then visible here), and would give
 	// up on the event's next life in the queue. So this look is not cut
-	// short by the client, and one that fails takes every entry back out.
-	ctx := context.WithoutCancel(r.Context())
+	// short by the caller, and one that fails takes every entry back out.
+	ctx = context.WithoutCancel(ctx)
 	var kept []uint64
-	for i, id := range ids {
-		_, waiting, err := waitingIn(ctx, dl, sink, id)
+	for i, id := range waiting {
+		_, ok, err := waitingIn(ctx, dl, sink, id)
 		if err != nil {
 			set.Remove(seqs)
-			writeLogError(w, fmt.Errorf("nothing was given up on: %w", err))
-			return
+			return DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}, fmt.Errorf("nothing was given up on: %w", err)
 		}
-		if !waiting {
+		if !ok {
 			set.Remove(seqs[i : i+1])
 			res.NotFound = append(res.NotFound, id)
 			continue
 		}
-		res.IDs = append(res.IDs, id)
-		kept = append(kept, seqs[i])
+		res.IDs, kept = append(res.IDs, id), append(kept, seqs[i])
 	}
 	res.Count = len(res.IDs)
 	// A retry due in an hour need not be waited for.
-	if h, ok := s.o.Log.Queue(sink).(pipeline.Hastener); ok && len(kept) > 0 {
-		if _, err := h.Hasten(ctx, kept); err != nil {
-			s.log.Warn("events given up on could not be made due now; they go at their next attempt",
+	if h, ok := o.Log.Queue(sink).(pipeline.Hastener); ok && len(kept) > 0 {
+		if _, err := h.Hasten(ctx, kept); err != nil && o.Logger != nil {
+			o.Logger.Warn("events given up on could not be made due now; they go at their next attempt",
 				"sink", sink, "err", err)
 		}
 	}
-	s.log.Info("events given up on: they go to the dead-letter queue at their next turn",
-		"sink", sink, "count", res.Count, "ids", res.IDs, "reason", reason, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, res)
+	return res, nil
 }
 
 // waitingIn reports whether the event id waits in sink's queue (its
@@ -138,15 +170,16 @@ func waitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (u
 	return 0, false, nil
 }
 
-// forgetGivenUp removes seqs from sink's give-ups, before a DLQ retry or a
-// replay queues them again: an entry left there (given up on in a race the
-// admin call lost, or by another daemon) would give up on the event's next
-// life in the queue.
-func (s *server) forgetGivenUp(sink string, seqs []uint64) {
-	if s.o.GiveUps == nil || len(seqs) == 0 {
+// ForgetGivenUp removes seqs from sink's give-ups ([Options.GiveUps]);
+// call it before a DLQ retry or a replay queues them again: an entry left
+// there (given up on in a race the admin call lost) would give up on the
+// event's next life in the queue. The web UI's retry and replay call it
+// too.
+func (o Options) ForgetGivenUp(sink string, seqs []uint64) {
+	if o.GiveUps == nil || len(seqs) == 0 {
 		return
 	}
-	if set := s.o.GiveUps(sink); set != nil {
+	if set := o.GiveUps(sink); set != nil {
 		set.Remove(seqs)
 	}
 }

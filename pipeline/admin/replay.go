@@ -172,7 +172,7 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 			for i, rq := range rs {
 				seqs[i] = rq.Seq
 			}
-			s.forgetGivenUp(sink, seqs) // a give-up of an event still queued is called off too
+			s.o.ForgetGivenUp(sink, seqs) // a give-up of an event still queued is called off too
 			n, err := q.Requeue(ctx, rs)
 			if err != nil {
 				return err

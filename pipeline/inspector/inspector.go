@@ -160,6 +160,7 @@ func New(o Options) *UI {
 	u.mux.HandleFunc("GET /ui/events/{id}", u.authed(u.event))
 	u.mux.HandleFunc("POST /ui/events/{id}/replay", u.authed(u.replayOne))
 	u.mux.HandleFunc("POST /ui/events/{id}/retry", u.authed(u.retryOne))
+	u.mux.HandleFunc("POST /ui/events/{id}/giveup", u.authed(u.giveUpOne))
 	u.mux.HandleFunc("GET /ui/dlq", u.authed(u.dlqIndex))
 	u.mux.HandleFunc("GET /ui/dlq/{sink}", u.authed(u.dlq))
 	u.mux.HandleFunc("POST /ui/dlq/{sink}", u.authed(u.dlqAction))

@@ -17,6 +17,7 @@ import (
 	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/inspector"
 )
@@ -697,4 +698,58 @@ func eventsWithToken(t *testing.T, base, token string) *http.Response {
 	}
 	resp.Body.Close()
 	return resp
+}
+
+// TestGiveUpButton: an event under way at a sink has a button that gives
+// up on it (as pipelined dlq add does); the page says what became of it.
+func TestGiveUpButton(t *testing.T) {
+	db := memlog.New()
+	ap, err := db.Append(context.Background(), []pipeline.Entry{{
+		Event:   pipeline.Event{ID: "ev-1", Source: "callkaro", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+		Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set dispatch.GiveUps
+	ao := admin.Options{
+		Log: db,
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil
+		},
+		AllowUnauthenticated: true,
+		GiveUps:              func(string) admin.GiveUpSet { return &set },
+	}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	t.Cleanup(srv.Close)
+	c := client(t)
+	_, page := get(t, c, srv.URL+"/ui/events/"+ap[0].ID)
+	if !strings.Contains(page, `action="/ui/events/`+ap[0].ID+`/giveup"`) {
+		t.Fatalf("the page of a queued event has no give-up button:\n%s", page)
+	}
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("no CSRF token on the page")
+	}
+	resp, err := c.PostForm(srv.URL+"/ui/events/"+ap[0].ID+"/giveup", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "reason": {"test data"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "Given up: the event goes to the dead-letter queue of crm") {
+		t.Fatalf("POST giveup = %d:\n%s", resp.StatusCode, b)
+	}
+	if set.Len() != 1 {
+		t.Errorf("crm's give-ups hold %d entries, want 1", set.Len())
+	}
+	// Without give-ups (the JetStream backend), no button.
+	ao.GiveUps = nil
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv2 := httptest.NewServer(admin.Handler(ao))
+	t.Cleanup(srv2.Close)
+	if _, page := get(t, client(t), srv2.URL+"/ui/events/"+ap[0].ID); strings.Contains(page, "/giveup") {
+		t.Error("a daemon that cannot give up on events shows the button")
+	}
 }

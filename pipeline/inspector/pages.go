@@ -246,6 +246,9 @@ type eventData struct {
 	Timelines []sinkTimeline
 	NoRecords bool
 	AllSinks  []string
+	// CanGiveUp says the daemon keeps give-ups (not on JetStream): a
+	// delivery under way gets a button to give up on it.
+	CanGiveUp bool
 }
 
 func (u *UI) event(w http.ResponseWriter, r *http.Request, s session) {
@@ -272,7 +275,7 @@ func (u *UI) showEvent(w http.ResponseWriter, r *http.Request, s session, flash 
 		return
 	}
 	e := es[0]
-	d := eventData{Event: e, Size: len(e.Body), AllSinks: u.sinkNames(r.Context())}
+	d := eventData{Event: e, Size: len(e.Body), AllSinks: u.sinkNames(r.Context()), CanGiveUp: u.o.Admin.GiveUps != nil}
 	for k, v := range e.Headers {
 		d.Headers = append(d.Headers, header{k, v})
 	}
@@ -412,6 +415,7 @@ func (u *UI) replayOne(w http.ResponseWriter, r *http.Request, s session) {
 			return
 		}
 	}
+	u.o.Admin.ForgetGivenUp(sink, []uint64{e.Seq})
 	n, err := u.o.Admin.Log.Queue(sink).Requeue(r.Context(), []pipeline.Requeue{rq})
 	if err != nil {
 		u.fail(w, r, http.StatusInternalServerError, "Replay: "+err.Error())
@@ -431,6 +435,7 @@ func (u *UI) retryOne(w http.ResponseWriter, r *http.Request, s session) {
 	if !ok {
 		return
 	}
+	u.o.Admin.ForgetGivenUp(sink, []uint64{e.Seq})
 	n, err := u.o.Admin.Log.Queue(sink).RetryDead(r.Context(), []uint64{e.Seq})
 	if err != nil {
 		u.fail(w, r, http.StatusInternalServerError, "Retry: "+err.Error())
@@ -440,6 +445,29 @@ func (u *UI) retryOne(w http.ResponseWriter, r *http.Request, s session) {
 	msg := "Retrying: moved from the dead-letter queue of " + sink + "."
 	if n == 0 {
 		msg = "The event is not in the dead-letter queue of " + sink + "."
+	}
+	u.showEvent(w, r, s, msg)
+}
+
+// giveUpOne gives up on the event at a sink, as pipelined dlq add does.
+func (u *UI) giveUpOne(w http.ResponseWriter, r *http.Request, s session) {
+	e, sink, ok := u.eventFor(w, r)
+	if !ok {
+		return
+	}
+	res, err := admin.GiveUp(r.Context(), u.o.Admin, sink, []string{e.ID}, r.PostFormValue("reason"))
+	switch {
+	case errors.Is(err, admin.ErrCannotGiveUp):
+		u.fail(w, r, http.StatusNotImplemented, "Give up: "+err.Error())
+		return
+	case err != nil:
+		u.fail(w, r, http.StatusConflict, "Give up: "+err.Error())
+		return
+	}
+	u.log.Info("ui gave up on an event", "event_id", e.ID, "sink", sink, "count", res.Count, "remote", r.RemoteAddr)
+	msg := "Given up: the event goes to the dead-letter queue of " + sink + " at its next turn, instead of to the sink."
+	if res.Count == 0 {
+		msg = "The event is not waiting in the queue of " + sink + ": nothing to give up on."
 	}
 	u.showEvent(w, r, s, msg)
 }
@@ -545,7 +573,14 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 	var err error
 	switch action {
 	case "retry":
-		n, err = q.RetryDead(r.Context(), seqs)
+		forget := seqs
+		if all && u.o.Admin.GiveUps != nil { // the seqs of every dead letter, as the API's retry of all reads them
+			err = admin.EachDeadLetter(r.Context(), q, func(d pipeline.DeadLetter) { forget = append(forget, d.Seq) })
+		}
+		if err == nil {
+			u.o.Admin.ForgetGivenUp(sink, forget)
+			n, err = q.RetryDead(r.Context(), seqs)
+		}
 	case "drop":
 		if r.PostFormValue("confirm") != "yes" {
 			count := len(seqs)

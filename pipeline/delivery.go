@@ -73,7 +73,7 @@ const MaxFailures = 10
 // Settled returns r after one more attempt that ended in s at now: every
 // backend records an attempt this way.
 func (r DeliveryRecord) Settled(s Settlement, now time.Time) DeliveryRecord {
-	if s.NotAttempted {
+	if s.NotAttempted && s.Outcome == Dead {
 		r.State, r.LastError, r.NextAttemptAt = StateDead, s.Err, time.Time{}
 		return r
 	}

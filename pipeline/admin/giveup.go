@@ -19,8 +19,9 @@ type GiveUpSet interface {
 	Remove(seqs []uint64)
 }
 
-// maxReason bounds the reason of a DLQ add, in bytes.
-const maxReason = 500
+// maxReason bounds the reason of a DLQ add, in bytes (the web UI's field
+// takes 500 characters).
+const maxReason = 2000
 
 // Why [GiveUp] cannot act, for the API's status codes and the UI's pages.
 var (
@@ -35,7 +36,7 @@ var (
 // giveUp serves POST /v1/sinks/{sink}/dlq/add (see [GiveUp]).
 func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	sink := r.PathValue("sink")
-	if !s.haveLog(w) || !s.checkSink(w, r, sink) {
+	if !s.haveLog(w) || !s.checkSink(w, r, sink) || !s.canGiveUp(w, sink) {
 		return
 	}
 	var req DeadLetterRequest
@@ -55,13 +56,10 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := GiveUp(r.Context(), s.o, sink, req.IDs, req.Reason)
 	switch {
-	case errors.Is(err, ErrCannotGiveUp):
-		writeError(w, http.StatusNotImplemented, err.Error())
+	case errors.Is(err, ErrCannotGiveUp), errors.Is(err, ErrSinkRemoved):
+		s.canGiveUp(w, sink) // a reload removed the sink meanwhile
 		return
-	case errors.Is(err, ErrSinkRemoved):
-		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q: %v", sink, err))
-		return
-	case errors.Is(err, errBadReason):
+	case errors.Is(err, ErrBadReason):
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	case err != nil:
@@ -73,7 +71,35 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-var errBadReason = fmt.Errorf("reason: at most %d bytes of UTF-8", maxReason)
+// ErrBadReason: the reason is too long or not UTF-8.
+var ErrBadReason = fmt.Errorf("reason: at most %d bytes of UTF-8", maxReason)
+
+// canGiveUp answers 501 or 409 and returns false when nothing can give up
+// on sink's events, before the body is read.
+func (s *server) canGiveUp(w http.ResponseWriter, sink string) bool {
+	_, _, err := giveUpSet(s.o, sink)
+	switch {
+	case errors.Is(err, ErrCannotGiveUp):
+		writeError(w, http.StatusNotImplemented, err.Error())
+	case errors.Is(err, ErrSinkRemoved):
+		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q: %v", sink, err))
+	}
+	return err == nil
+}
+
+// giveUpSet returns sink's give-ups and the log's delivery records, or why
+// there are none.
+func giveUpSet(o Options, sink string) (GiveUpSet, pipeline.DeliveryLog, error) {
+	dl, ok := o.Log.(pipeline.DeliveryLog)
+	if o.GiveUps == nil || !ok {
+		return nil, nil, ErrCannotGiveUp
+	}
+	set := o.GiveUps(sink)
+	if set == nil {
+		return nil, nil, ErrSinkRemoved
+	}
+	return set, dl, nil
+}
 
 // GiveUp gives up on the events ids that wait in sink's queue (their
 // delivery record there is queued or retrying): each goes to the
@@ -86,16 +112,12 @@ var errBadReason = fmt.Errorf("reason: at most %d bytes of UTF-8", maxReason)
 // /v1/sinks/{sink}/dlq/add and the web UI's event page call it.
 func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason string) (DeadLetterResult, error) {
 	res := DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}
-	dl, ok := o.Log.(pipeline.DeliveryLog)
-	if o.GiveUps == nil || !ok {
-		return res, ErrCannotGiveUp
-	}
-	set := o.GiveUps(sink)
-	if set == nil {
-		return res, ErrSinkRemoved
+	set, dl, err := giveUpSet(o, sink)
+	if err != nil {
+		return res, err
 	}
 	if len(reason) > maxReason || !utf8.ValidString(reason) {
-		return res, errBadReason
+		return res, ErrBadReason
 	}
 	reason = strings.TrimSpace(reason)
 	var seqs []uint64

@@ -561,6 +561,8 @@ func TestGiveUpCall(t *testing.T) {
 	o := v1Options(l)
 	wantError(t, call(t, admin.Handler(o), "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"]}`),
 		http.StatusNotImplemented, "cannot give up")
+	wantError(t, call(t, admin.Handler(o), "POST", "/v1/sinks/archive/dlq/add", token, `{"idz":1}`),
+		http.StatusNotImplemented, "cannot give up") // before the body is read
 
 	var set dispatch.GiveUps
 	o.GiveUps = func(sink string) admin.GiveUpSet {
@@ -572,7 +574,7 @@ func TestGiveUpCall(t *testing.T) {
 	h := admin.Handler(o)
 	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{}`), http.StatusBadRequest, "ids")
 	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"all":true}`), http.StatusBadRequest, "pause the sink")
-	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"],"reason":"`+strings.Repeat("x", 501)+`"}`),
+	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"],"reason":"`+strings.Repeat("x", 2001)+`"}`),
 		http.StatusBadRequest, "reason")
 	wantError(t, call(t, h, "POST", "/v1/sinks/nope/dlq/add", token, `{"ids":["ev-0"]}`), http.StatusNotFound, "unknown sink")
 	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/add", token, `{"ids":["ev-5"]}`), http.StatusConflict, "removed")

@@ -753,3 +753,20 @@ func TestGiveUpButton(t *testing.T) {
 		t.Error("a daemon that cannot give up on events shows the button")
 	}
 }
+
+// TestGivenUpDeliverySaysWhy: an event given up on after a failed attempt
+// shows the operator's reason on its dead step: no attempt carries it.
+func TestGivenUpDeliverySaysWhy(t *testing.T) {
+	body := oneEventPage(t, func(q pipeline.Queue) {
+		settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "503 Service Unavailable"})
+		settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Dead, Err: "given up by an operator: bad phone number", NotAttempted: true})
+	})
+	for _, want := range []string{
+		`<span class="what">attempt 1 failed</span>`,
+		`<span class="what">dead: in the dead-letter queue</span><div class="err">given up by an operator: bad phone number</div>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q:\n%s", want, body)
+		}
+	}
+}

@@ -360,8 +360,10 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 		steps = append(steps, timelineStep{What: what, At: rec.DeliveredAt, Class: "ok"})
 	case pipeline.StateDead:
 		st := timelineStep{What: "dead: in the dead-letter queue", Class: "bad"}
-		if rec.Attempts == 0 {
-			st.Error = rec.LastError // the route's transform failed: no attempt shows it
+		// The route's transform failed, or an operator gave up on the
+		// event, with no attempt that shows why.
+		if rec.Attempts == 0 || (len(rec.Failures) > 0 && rec.Failures[len(rec.Failures)-1].Err != rec.LastError) {
+			st.Error = rec.LastError
 		}
 		steps = append(steps, st)
 	case pipeline.StateRetrying:
@@ -456,12 +458,17 @@ func (u *UI) giveUpOne(w http.ResponseWriter, r *http.Request, s session) {
 		return
 	}
 	res, err := admin.GiveUp(r.Context(), u.o.Admin, sink, []string{e.ID}, r.PostFormValue("reason"))
-	switch {
-	case errors.Is(err, admin.ErrCannotGiveUp):
-		u.fail(w, r, http.StatusNotImplemented, "Give up: "+err.Error())
-		return
-	case err != nil:
-		u.fail(w, r, http.StatusConflict, "Give up: "+err.Error())
+	if err != nil {
+		code := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, admin.ErrCannotGiveUp):
+			code = http.StatusNotImplemented
+		case errors.Is(err, admin.ErrSinkRemoved):
+			code = http.StatusConflict
+		case errors.Is(err, admin.ErrBadReason):
+			code = http.StatusBadRequest
+		}
+		u.fail(w, r, code, "Give up: "+err.Error())
 		return
 	}
 	u.log.Info("ui gave up on an event", "event_id", e.ID, "sink", sink, "count", res.Count, "remote", r.RemoteAddr)

@@ -250,7 +250,7 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 		if !want[seq] || int64(due) <= now.UnixNano() || due == uint64(heldAt.UnixNano()) {
 			continue
 		}
-		if _, leased := q.leases[seq]; leased {
+		if _, leased := q.leases[seq]; leased { // (due <= now unless the clock stepped back)
 			continue
 		}
 		found = append(found, it.Item().KeyCopy(nil))
@@ -271,8 +271,19 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 		if err := txn.Delete(key); err != nil {
 			return 0, q.l.writeErr(err)
 		}
-		if err := txn.Set(retryKey(q.sink, now, binary.BigEndian.Uint64(key[len(prefix)+8:])), v); err != nil {
+		seq := binary.BigEndian.Uint64(key[len(prefix)+8:])
+		if err := txn.Set(retryKey(q.sink, now, seq), v); err != nil {
 			return 0, q.l.writeErr(err)
+		}
+		d, err := getDelivery(txn.Txn, seq, q.sink)
+		if err != nil {
+			return 0, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
+		}
+		if d != nil && d.State == logpb.Delivery_RETRYING { // next_attempt_at says so
+			d.NextAttemptUnixNano = now.UnixNano()
+			if err := txn.putDelivery(seq, q.sink, d); err != nil {
+				return 0, q.l.writeErr(err)
+			}
 		}
 	}
 	if len(found) == 0 {

@@ -313,7 +313,7 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 			return q.l.writeErr(err)
 		}
 		t := &logpb.Target{Route: ls.target.GetRoute(), Payload: ls.target.GetPayload(), Attempts: ls.target.GetAttempts() + 1, LastError: s.Err}
-		if s.NotAttempted {
+		if s.NotAttempted && s.Outcome == pipeline.Dead {
 			t.Attempts--
 		}
 		var key []byte

@@ -516,7 +516,7 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 		m.Header.Set(hdrSeq, strconv.FormatUint(ls.seq, 10))
 		attempts := ls.attempt
 		if s.NotAttempted {
-			attempts-- // the one Fetch counted
+			attempts-- // the one Fetch counted (Dead only)
 		}
 		m.Data = mustJSON(dlqRecord{qRecord: ls.rec, Seq: ls.seq, Attempts: attempts, Err: s.Err, FailedAt: time.Now().UTC()})
 		if err := q.l.publishBatch(ctx, []*nats.Msg{m, dr}); err != nil {

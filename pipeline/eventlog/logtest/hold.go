@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/stacks"
 	"github.com/pipelined/pipelined/pipeline"
 )
 
@@ -160,15 +161,41 @@ func testHasten(t *testing.T, l pipeline.Log) {
 	ds = mustFetch(t, q, 1)
 	wantDeliveries(t, "Fetch of the ready entry", ds, []string{"hs-0004"}, 1)
 	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Hold})
+	// A dispatcher waits in Fetch for the retry an hour away: Hasten must
+	// wake it.
+	type fetched struct {
+		ds  []pipeline.Delivery
+		err error
+	}
+	res := make(chan fetched, 1)
+	go func() {
+		ds, err := q.Fetch(ctxFor(t, waitLong), 1)
+		res <- fetched{ds, err}
+	}()
+	typ := strings.TrimPrefix(fmt.Sprintf("%T", q), "*")
+	pkg, name, _ := strings.Cut(typ, ".")
+	stacks.WaitBlocked(t, pkg+".(*"+name+").Fetch", 1)
 	ctx := ctxFor(t, waitLong)
 	n, err := q.Hasten(ctx, []uint64{first, first, first + 2, first + 3, first + 4, 1 << 60})
 	if err != nil || n != 1 {
 		t.Fatalf("Hasten(a retry twice, a dead letter, a leased entry, a held one, a seq not in the queue) = %d, %v; want 1, nil", n, err)
 	}
-	got := mustFetch(t, q, 1)
-	wantDeliveries(t, "Fetch after Hasten", got, []string{"hs-0000"}, 2)
-	if got[0].LastError != "boom" {
-		t.Errorf("hastened entry's LastError = %q, want %q", got[0].LastError, "boom")
+	got := <-res
+	if got.err != nil {
+		t.Fatalf("Fetch waiting when Hasten ran = %v, want hs-0000 (Hasten did not wake it)", got.err)
+	}
+	wantDeliveries(t, "Fetch after Hasten", got.ds, []string{"hs-0000"}, 2)
+	if got.ds[0].LastError != "boom" {
+		t.Errorf("hastened entry's LastError = %q, want %q", got.ds[0].LastError, "boom")
 	}
 	fetchNone(t, q) // hs-0001 is still due in an hour
+	// The records say when each is due: hs-0000 now, hs-0001 still later.
+	if dl, ok := unwrap(l).(pipeline.DeliveryLog); ok {
+		if r := mustDeliveries(t, dl, "hs-0000")[0]; !r.NextAttemptAt.Before(later.Add(-time.Minute)) {
+			t.Errorf("hs-0000's next_attempt_at = %v after Hasten, want about now", r.NextAttemptAt)
+		}
+		if r := mustDeliveries(t, dl, "hs-0001")[0]; !r.NextAttemptAt.Equal(later) {
+			t.Errorf("hs-0001's next_attempt_at = %v, want %v (not hastened)", r.NextAttemptAt, later)
+		}
+	}
 }

@@ -422,7 +422,7 @@ func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 			retried = true
 		case pipeline.Dead:
 			if st.NotAttempted {
-				e.attempts-- // the one Fetch counted
+				e.attempts-- // the one Fetch counted (Dead only)
 			}
 			q.q.dead[e.seq] = &deadEntry{e: e, err: st.Err, failedAt: now}
 		}

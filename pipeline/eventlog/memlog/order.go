@@ -134,6 +134,9 @@ func (q *Queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	for _, seq := range seqs {
 		if e, ok := q.q.retry[seq]; ok && !e.retryAt.Equal(heldAt) && e.retryAt.After(now) {
 			e.retryAt = now
+			if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying {
+				r.NextAttemptAt = now
+			}
 			n++
 		}
 	}

@@ -55,15 +55,8 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := GiveUp(r.Context(), s.o, sink, req.IDs, req.Reason)
-	switch {
-	case errors.Is(err, ErrCannotGiveUp), errors.Is(err, ErrSinkRemoved):
-		s.canGiveUp(w, sink) // a reload removed the sink meanwhile
-		return
-	case errors.Is(err, ErrBadReason):
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	case err != nil:
-		writeLogError(w, err)
+	if err != nil {
+		writeError(w, GiveUpStatus(err), err.Error())
 		return
 	}
 	s.log.Info("events given up on: they go to the dead-letter queue at their next turn",
@@ -74,15 +67,27 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 // ErrBadReason: the reason is too long or not UTF-8.
 var ErrBadReason = fmt.Errorf("reason: at most %d bytes of UTF-8", maxReason)
 
+// GiveUpStatus is the HTTP status that answers an error of [GiveUp]: 501
+// [ErrCannotGiveUp], 409 [ErrSinkRemoved], 400 [ErrBadReason], else as for
+// an error of the log.
+func GiveUpStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrCannotGiveUp):
+		return http.StatusNotImplemented
+	case errors.Is(err, ErrSinkRemoved):
+		return http.StatusConflict
+	case errors.Is(err, ErrBadReason):
+		return http.StatusBadRequest
+	}
+	return logStatus(err)
+}
+
 // canGiveUp answers 501 or 409 and returns false when nothing can give up
 // on sink's events, before the body is read.
 func (s *server) canGiveUp(w http.ResponseWriter, sink string) bool {
 	_, _, err := giveUpSet(s.o, sink)
-	switch {
-	case errors.Is(err, ErrCannotGiveUp):
-		writeError(w, http.StatusNotImplemented, err.Error())
-	case errors.Is(err, ErrSinkRemoved):
-		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q: %v", sink, err))
+	if err != nil {
+		writeError(w, GiveUpStatus(err), err.Error())
 	}
 	return err == nil
 }
@@ -96,7 +101,7 @@ func giveUpSet(o Options, sink string) (GiveUpSet, pipeline.DeliveryLog, error) 
 	}
 	set := o.GiveUps(sink)
 	if set == nil {
-		return nil, nil, ErrSinkRemoved
+		return nil, nil, fmt.Errorf("sink %q: %w", sink, ErrSinkRemoved)
 	}
 	return set, dl, nil
 }

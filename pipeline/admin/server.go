@@ -427,20 +427,24 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // writeLogError answers for an error of the log.
 func writeLogError(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
+	writeError(w, logStatus(err), err.Error())
+}
+
+// logStatus is the HTTP status that answers an error of the log.
+func logStatus(err error) int {
 	switch {
 	case errors.Is(err, pipeline.ErrBadCursor):
-		code = http.StatusBadRequest
+		return http.StatusBadRequest
 	case errors.Is(err, pipeline.ErrNotFound):
-		code = http.StatusNotFound
+		return http.StatusNotFound
 	case errors.Is(err, pipeline.ErrClosed):
-		code = http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable
 	case errors.Is(err, pipeline.ErrNotSupported):
-		code = http.StatusNotImplemented
+		return http.StatusNotImplemented
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		code = http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable
 	}
-	writeError(w, code, err.Error())
+	return http.StatusInternalServerError
 }
 
 // writeError writes {"error": msg} on one line, not HTML-escaped (an

@@ -459,16 +459,7 @@ func (u *UI) giveUpOne(w http.ResponseWriter, r *http.Request, s session) {
 	}
 	res, err := admin.GiveUp(r.Context(), u.o.Admin, sink, []string{e.ID}, r.PostFormValue("reason"))
 	if err != nil {
-		code := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, admin.ErrCannotGiveUp):
-			code = http.StatusNotImplemented
-		case errors.Is(err, admin.ErrSinkRemoved):
-			code = http.StatusConflict
-		case errors.Is(err, admin.ErrBadReason):
-			code = http.StatusBadRequest
-		}
-		u.fail(w, r, code, "Give up: "+err.Error())
+		u.fail(w, r, admin.GiveUpStatus(err), "Give up: "+err.Error())
 		return
 	}
 	u.log.Info("ui gave up on an event", "event_id", e.ID, "sink", sink, "count", res.Count, "remote", r.RemoteAddr)

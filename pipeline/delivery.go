@@ -52,6 +52,11 @@ type DeliveryRecord struct {
 	// earliest time: a paused sink, an open breaker or a key held for
 	// delivery.order_key delays the attempt past it.
 	NextAttemptAt time.Time
+	// Held says the entry is held back ([Hold]): behind an earlier event
+	// of its delivery.order_key, or skipped by an open breaker's probes
+	// until they come back to it. It is then not due at NextAttemptAt but
+	// when released. Reported by the logs that hold entries ([Holder]).
+	Held bool
 	// Failures are the failed attempts, oldest first: the latest
 	// [MaxFailures] of them, each with its time and error. A record
 	// written before they were kept has none.

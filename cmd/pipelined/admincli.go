@@ -579,8 +579,12 @@ func (p *printer) deliveries(e admin.Event) error {
 	}
 	failed := false
 	for _, d := range e.Deliveries {
+		next := at(d.NextAttemptAt)
+		if d.Held {
+			next = "held" // behind its order_key, or the breaker's probes
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.Sink, orDash(d.Route), d.State, d.Attempts,
-			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), at(d.NextAttemptAt), orDash(strings.Join(strings.Fields(d.LastError), " ")))
+			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), next, orDash(strings.Join(strings.Fields(d.LastError), " ")))
 		failed = failed || len(d.Failures) > 0
 	}
 	if err := tw.Flush(); err != nil || !failed {

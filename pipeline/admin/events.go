@@ -223,7 +223,7 @@ func toDelivery(d pipeline.DeliveryRecord) Delivery {
 	}
 	out := Delivery{Sink: d.Sink, Route: d.Route, State: d.State, Attempts: d.Attempts,
 		FirstAttemptAt: at(d.FirstAttemptAt), LastAttemptAt: at(d.LastAttemptAt), LastError: d.LastError,
-		DeliveredAt: at(d.DeliveredAt), NextAttemptAt: at(d.NextAttemptAt)}
+		DeliveredAt: at(d.DeliveredAt), NextAttemptAt: at(d.NextAttemptAt), Held: d.Held}
 	for _, f := range d.Failures {
 		out.Failures = append(out.Failures, Failure{Attempt: f.Attempt, At: f.At.UTC(), Error: f.Err})
 	}

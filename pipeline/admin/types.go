@@ -172,6 +172,11 @@ type Delivery struct {
 	LastError      string     `json:"last_error"`
 	DeliveredAt    *time.Time `json:"delivered_at"`
 	NextAttemptAt  *time.Time `json:"next_attempt_at"`
+	// Held is true while the delivery is held back: behind an earlier
+	// event of the sink's order_key, or skipped by an open breaker's
+	// probes until they come back to it; next_attempt_at does not hold
+	// then. Absent otherwise.
+	Held bool `json:"held,omitempty"`
 	// Failures are the latest failed attempts (at most
 	// [pipeline.MaxFailures]), the oldest first; none for an event
 	// delivered at its first attempt.

@@ -689,3 +689,26 @@ func TestGiveUpBringsARetryForward(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestEventShowsHeld: GET /v1/events/{id} says held of a delivery held
+// back, and leaves the field out otherwise.
+func TestEventShowsHeld(t *testing.T) {
+	l := fixture(t)
+	h := admin.Handler(v1Options(l))
+	q := l.Queue("archive")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, err := q.Fetch(ctx, 1) // ev-0
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Fetch = %v, %v", ds, err)
+	}
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Hold}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, h, "GET", "/v1/events/ev-0", "", ""); !strings.Contains(string(r.body), `"held": true`) {
+		t.Errorf("GET /v1/events/ev-0 of a held delivery = %s, want \"held\":true", r.body)
+	}
+	if r := call(t, h, "GET", "/v1/events/ev-2", "", ""); strings.Contains(string(r.body), `"held"`) {
+		t.Errorf("GET /v1/events/ev-2 of a queued delivery = %s, want no held", r.body)
+	}
+}

@@ -770,3 +770,18 @@ func TestGivenUpDeliverySaysWhy(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldDeliverySaysSo: a delivery held back (order_key, or an open
+// breaker's probes) says so instead of a next attempt long past.
+func TestHeldDeliverySaysSo(t *testing.T) {
+	body := oneEventPage(t, func(q pipeline.Queue) {
+		settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "503 Service Unavailable"})
+		settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Hold})
+	})
+	if want := `<span class="what">held back: it waits for an earlier event of its order_key`; !strings.Contains(body, want) {
+		t.Errorf("the page lacks %q:\n%s", want, body)
+	}
+	if strings.Contains(body, "the next attempt is due") {
+		t.Error("a held delivery's page gives a time for its next attempt")
+	}
+}

@@ -351,7 +351,13 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 			shown = rec.Attempts
 		}
 	}
-	switch rec.State {
+	state := rec.State
+	if rec.Held {
+		state = "held"
+	}
+	switch state {
+	case "held":
+		steps = append(steps, timelineStep{What: "held back: it waits for an earlier event of its order_key, or for the open breaker's probes to come back to it", Class: "warn"})
 	case pipeline.StateDelivered:
 		what := "delivered"
 		if shown < rec.Attempts {

@@ -238,8 +238,22 @@ func (l *DB) Deliveries(ctx context.Context, id string) ([]pipeline.DeliveryReco
 		if err := item.Value(func(v []byte) error { return decode(v, rec) }); err != nil {
 			return fmt.Errorf("decode event %d: %w", seq, err)
 		}
-		out, err = deliveries(txn, rec, seq)
-		return err
+		if out, err = deliveries(txn, rec, seq); err != nil {
+			return err
+		}
+		for i := range out {
+			if !pipeline.MatchState(pipeline.StatePending, out[i].State) {
+				continue
+			}
+			_, err := txn.Get(retryKey(out[i].Sink, heldAt, seq))
+			switch {
+			case err == nil:
+				out[i].Held = true
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+		}
+		return nil
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, fmt.Errorf("event %s: %w", id, pipeline.ErrNotFound)

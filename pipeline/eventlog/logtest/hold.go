@@ -41,9 +41,11 @@ func testHoldUntilRelease(t *testing.T, l pipeline.Log) {
 	}
 	wantStats(t, q, pipeline.QueueStats{Retrying: 3})
 	fetchNone(t, q)
+	wantHeld(t, l, map[string]bool{"hd-0000": true, "hd-0001": true, "hd-0002": true})
 	if n, err := q.Release(ctx, []uint64{all + 1, all + 1, 1 << 60}); err != nil || n != 1 {
 		t.Fatalf("Release(hd-1, hd-1 again, a seq not held) = %d, %v; want 1, nil", n, err)
 	}
+	wantHeld(t, l, map[string]bool{"hd-0000": true, "hd-0001": false, "hd-0002": true})
 	wantDeliveries(t, "Fetch after Release", mustFetch(t, q, 1), []string{"hd-0001"}, 1)
 	if n, err := q.Release(ctx, nil); err != nil || n != 2 {
 		t.Fatalf("Release(nil) = %d, %v; want 2 (hd-0000 and hd-0002), nil", n, err)
@@ -54,6 +56,21 @@ func testHoldUntilRelease(t *testing.T, l pipeline.Log) {
 	}
 	if got[1].Event.ID != "hd-0002" || got[1].Attempt != 1 {
 		t.Errorf("released hd-0002 = %s attempt %d, want attempt 1", got[1].Event.ID, got[1].Attempt)
+	}
+}
+
+// wantHeld checks the Held of each event's record at sinkA, on a log that
+// keeps delivery records.
+func wantHeld(t *testing.T, l pipeline.Log, want map[string]bool) {
+	t.Helper()
+	dl, ok := unwrap(l).(pipeline.DeliveryLog)
+	if !ok {
+		return
+	}
+	for id, held := range want {
+		if r := mustDeliveries(t, dl, id)[0]; r.Held != held {
+			t.Errorf("Deliveries(%s)[0].Held = %v, want %v", id, r.Held, held)
+		}
 	}
 }
 

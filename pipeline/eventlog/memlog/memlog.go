@@ -613,6 +613,13 @@ func (l *Log) Deliveries(ctx context.Context, id string) ([]pipeline.DeliveryRec
 			out = append(out, *s.recs[sink])
 		}
 	}
+	for i := range out {
+		if q := l.queues[out[i].Sink]; q != nil {
+			if e, ok := q.retry[s.seq]; ok && e.retryAt.Equal(heldAt) {
+				out[i].Held = true
+			}
+		}
+	}
 	return out, nil
 }
 

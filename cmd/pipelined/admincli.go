@@ -775,8 +775,9 @@ func (p *printer) dlqSettle(action, sink string, req admin.DeadLetterRequest) er
 	if p.asJSON {
 		p.stdout.Write(raw)
 	} else {
-		switch action {
-		case "add":
+		switch {
+		case action == "add" && res.Count == 0: // the error below says why
+		case action == "add":
 			fmt.Fprintf(p.stdout, "gave up on %d event(s) of %s: each goes to its dead-letter queue at its next turn\n", res.Count, sink)
 		default:
 			verb := map[string]string{"retry": "retried", "drop": "dropped"}[action]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -59,8 +60,10 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, GiveUpStatus(err), err.Error())
 		return
 	}
-	s.log.Info("events given up on: they go to the dead-letter queue at their next turn",
-		"sink", sink, "count", res.Count, "ids", res.IDs, "reason", strings.TrimSpace(req.Reason), "remote", r.RemoteAddr)
+	if res.Count > 0 {
+		s.log.Info("events given up on: they go to the dead-letter queue at their next turn",
+			"sink", sink, "count", res.Count, "ids", res.IDs, "reason", req.Reason, "remote", r.RemoteAddr)
+	}
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -124,7 +127,13 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 	if len(reason) > maxReason || !utf8.ValidString(reason) {
 		return res, ErrBadReason
 	}
-	reason = strings.TrimSpace(reason)
+	// It is printed to terminals (dlq list, events show) and logs.
+	reason = strings.TrimSpace(strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, reason))
 	var seqs []uint64
 	var waiting []string
 	seen := map[string]bool{}

@@ -583,7 +583,7 @@ func TestGiveUpCall(t *testing.T) {
 	}
 
 	// ev-0 and ev-2 wait for archive; ev-1 is slack's, ev-9 is not in the log.
-	r := call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0","ev-1","ev-9","ev-2","ev-0"],"reason":"  test data  "}`)
+	r := call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0","ev-1","ev-9","ev-2","ev-0"],"reason":"  test\u001bdata  "}`)
 	res := into[admin.DeadLetterResult](t, r)
 	if r.code != 200 || res.Action != "add" || res.Count != 2 || !slices.Equal(res.IDs, []string{"ev-0", "ev-2"}) ||
 		!slices.Equal(res.NotFound, []string{"ev-1", "ev-9"}) {

@@ -673,6 +673,9 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 	_, rebuilding := pipeline.QueuesRebuilding(d.sinks.db) // once: all sinks or none
 	for _, sr := range d.sinks.list() {
 		removed, paused := sr.reportUp(), sr.pauses.is(sr.name)
+		// A batch whose every event is held behind its key makes no call,
+		// and so no report: the held gauges are read here too.
+		sr.observeOrder()
 		if rebuilding {
 			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true, Paused: paused})
 			continue

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -201,4 +203,90 @@ delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_
 		t.Error(e)
 	}
 	t.Logf("%d events over %d keys: %d requests, %d duplicates", total, keys, crm.requests, crm.dups)
+}
+
+// TestGiveUpOnTheHeadOfAKey is an operator's morning with the real daemon
+// and http plugin: a CRM refuses one caller's first call for ever, the
+// caller's later calls wait behind it (held, in the metrics and in events
+// show, though no delivery has run since they were held), and `pipelined
+// dlq add` gives up on the first: it goes to the dead-letter queue with the
+// reason, at once though its retry is minutes away, and the others follow
+// in order.
+func TestGiveUpOnTheHeadOfAKey(t *testing.T) {
+	harness.SkipIfShort(t)
+	var mu sync.Mutex
+	var got []string // callSids the CRM took, in order
+	crm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b struct {
+			Data struct{ CallSid string } `json:"data"`
+		}
+		raw, _ := io.ReadAll(r.Body)
+		json.Unmarshal(raw, &b)
+		if b.Data.CallSid == "give-up-0" {
+			http.Error(w, "phone number rejected", http.StatusServiceUnavailable)
+			return
+		}
+		mu.Lock()
+		got = append(got, b.Data.CallSid)
+		mu.Unlock()
+	}))
+	t.Cleanup(crm.Close)
+	dir := t.TempDir()
+	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q }
+delivery = { batch_wait = "5ms", backoff_min = "10m", backoff_max = "1h", order_key = 'body.data.from' }
+`, crm.URL)+harness.AllCallsRoute("crm"))
+	d := harness.Start(t, cfgFile)
+	var ids []string
+	for n := range 3 {
+		body := fmt.Appendf(nil, `{"event":"call_ended","data":{"callSid":"give-up-%d","from":"919876543210"}}`, n)
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", body)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST call %d = %d %v %v", n, code, ans, err)
+		}
+		ids = append(ids, ans["id"].(string))
+		if n == 0 { // the first is under way before the others come
+			harness.Eventually(t, 10*time.Second, func() error {
+				if s := d.Sinks(t)["crm"]; s.Retrying != 1 {
+					return fmt.Errorf("crm retrying %d, want the first call", s.Retrying)
+				}
+				return nil
+			})
+		}
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		if v := d.Metric(t, `pipelined_sink_order_held_events{sink="crm"}`); v != "2" {
+			return fmt.Errorf(`pipelined_sink_order_held_events{sink="crm"} = %q, want 2`, v)
+		}
+		return nil
+	})
+	if show := d.CLI(t, "events", "show", ids[1]); !strings.Contains(show, "held") {
+		t.Errorf("events show of the second call lacks held:\n%s", show)
+	}
+
+	out := d.CLI(t, "dlq", "add", "crm", "--id", ids[0], "--reason", "number rejected, ticket 42")
+	if !strings.Contains(out, "gave up on 1 event(s) of crm") {
+		t.Errorf("dlq add = %q", out)
+	}
+	harness.Eventually(t, 20*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) < 2 {
+			return fmt.Errorf("the CRM took %v, want give-up-1 and give-up-2", got)
+		}
+		return nil
+	})
+	mu.Lock()
+	if want := []string{"give-up-1", "give-up-2"}; !slices.Equal(got, want) {
+		t.Errorf("the CRM took %v, want %v (in order)", got, want)
+	}
+	mu.Unlock()
+	dls := d.DeadLetters(t, "crm")
+	if len(dls) != 1 || dls[0].ID != ids[0] || dls[0].Attempts != 1 ||
+		!strings.HasPrefix(dls[0].Error, "given up by an operator: number rejected, ticket 42 (last error: ") {
+		t.Errorf("crm's dead letters = %+v, want the first call, 1 attempt, with the reason", dls)
+	}
 }

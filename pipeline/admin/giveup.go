@@ -205,17 +205,3 @@ func waitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (u
 	}
 	return 0, false, nil
 }
-
-// ForgetGivenUp removes seqs from sink's give-ups ([Options.GiveUps]);
-// call it before a DLQ retry or a replay queues them again: an entry left
-// there (given up on in a race the admin call lost) would give up on the
-// event's next life in the queue. The web UI's retry and replay call it
-// too.
-func (o Options) ForgetGivenUp(sink string, seqs []uint64) {
-	if o.GiveUps == nil || len(seqs) == 0 {
-		return
-	}
-	if set := o.GiveUps(sink); set != nil {
-		set.Remove(seqs)
-	}
-}

@@ -168,11 +168,6 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 		}
 		p.Matched += len(rs)
 		if len(rs) > 0 {
-			seqs := make([]uint64, len(rs))
-			for i, rq := range rs {
-				seqs[i] = rq.Seq
-			}
-			s.o.ForgetGivenUp(sink, seqs) // a give-up of an event still queued is called off too
 			n, err := q.Requeue(ctx, rs)
 			if err != nil {
 				return err

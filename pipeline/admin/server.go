@@ -60,8 +60,7 @@ type Options struct {
 	OnDropDead func(sink string, seqs []uint64)
 	// GiveUps returns the entries of sink that an operator gave up on,
 	// for POST /v1/sinks/{sink}/dlq/add, or nil when the sink has no
-	// dispatcher (a reload removed it). Nil answers 501. A DLQ retry and
-	// a replay remove the events they queue again from it.
+	// dispatcher (a reload removed it). Nil answers 501.
 	GiveUps func(sink string) GiveUpSet
 	// Token is the bearer token that every call under /v1/ and /debug/
 	// must carry. Empty: those calls are refused with 403, unless

@@ -124,7 +124,6 @@ func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if len(seqs) > 0 {
 		if action == "retry" {
-			s.o.ForgetGivenUp(sink, seqs)
 			res.Count, err = q.RetryDead(r.Context(), seqs)
 		} else {
 			res.Count, err = q.DropDead(r.Context(), seqs)

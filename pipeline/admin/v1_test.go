@@ -630,33 +630,6 @@ func (okSink) Deliver(_ context.Context, batch []sdk.Event) ([]sdk.Result, error
 	return out, nil
 }
 
-// TestRetryAndReplayCallGiveUpsOff: a seq left among a sink's give-ups
-// (a race lost by the admin call) must not give up on the event's next
-// life: a DLQ retry and a replay take the events they queue out of the set.
-func TestRetryAndReplayCallGiveUpsOff(t *testing.T) {
-	l := fixture(t)
-	o := v1Options(l)
-	sets := map[string]*dispatch.GiveUps{"slack": {}, "archive": {}}
-	o.GiveUps = func(sink string) admin.GiveUpSet { return sets[sink] }
-	h := admin.Handler(o)
-	// ev-1 is dead in slack (seq 2); ev-0 waits in archive (seq 1).
-	sets["slack"].Add([]uint64{2}, "stale")
-	sets["archive"].Add([]uint64{1}, "given up, then replayed")
-	if r := call(t, h, "POST", "/v1/sinks/slack/dlq/retry", token, `{"ids":["ev-1"]}`); r.code != http.StatusOK {
-		t.Fatalf("POST dlq/retry = %d %s", r.code, r.body)
-	}
-	if n := sets["slack"].Len(); n != 0 {
-		t.Errorf("after a DLQ retry of ev-1, slack's give-ups hold %d entries, want 0", n)
-	}
-	r := call(t, h, "POST", "/v1/replay", token, `{"sink":"archive","since":"2025-03-14T15:00:00Z","until":"2025-03-14T15:01:00Z"}`)
-	if r.code != http.StatusOK {
-		t.Fatalf("POST replay = %d %s", r.code, r.body)
-	}
-	if n := sets["archive"].Len(); n != 0 {
-		t.Errorf("after a replay of ev-0, archive's give-ups hold %d entries, want 0", n)
-	}
-}
-
 // TestGiveUpBringsARetryForward: an event given up on while its retry is
 // an hour away goes to the dead-letter queue at once.
 func TestGiveUpBringsARetryForward(t *testing.T) {

@@ -16,13 +16,13 @@ import (
 // zero value is empty and ready.
 //
 // An entry leaves the set when the dispatcher settles it for good (Ack or
-// Dead). A caller that adds entries it saw waiting should look again
+// Dead), once that settlement is recorded. The set knows entries by seq,
+// which an event keeps when a dead-letter retry or a replay queues it
+// again: so a caller that adds entries it saw waiting must look again
 // afterwards and remove those that were settled meanwhile (see
-// [GiveUps.Remove]): the dispatcher removes an entry only after its
-// settlement is recorded, so one added after that stays until removed.
-// Whatever puts an event back into the queue (a dead-letter retry, a
-// replay) should remove it first: the set knows entries by seq, and the
-// event keeps its seq.
+// [GiveUps.Remove]); none is then left to give up on the event's next life.
+// With several dispatchers on one queue (JetStream), one that never takes
+// the entry would keep it: one set per queue, not per dispatcher.
 type GiveUps struct {
 	mu sync.Mutex
 	m  map[uint64]string // seq → the operator's reason

@@ -88,6 +88,15 @@ func TestGiveUpOnAReadyEvent(t *testing.T) {
 	if n := g.Len(); n != 0 {
 		t.Errorf("GiveUps.Len() = %d after the entry was settled, want 0", n)
 	}
+	// Retried from the dead-letter queue, the event (same seq) is
+	// delivered: the give-up ended with the life it was given for.
+	if n, err := q.RetryDead(context.Background(), []uint64{seqOf(t, l, ids[1])}); err != nil || n != 1 {
+		t.Fatalf("RetryDead = %d, %v", n, err)
+	}
+	waitStats(t, q, pipeline.QueueStats{})
+	if n := sent(sink, ids[1]); n != 1 {
+		t.Errorf("the sink was handed the retried event %d times, want 1", n)
+	}
 }
 
 // TestGiveUpOnARetryingEvent: an event that keeps failing, given up on,

@@ -423,7 +423,6 @@ func (u *UI) replayOne(w http.ResponseWriter, r *http.Request, s session) {
 			return
 		}
 	}
-	u.o.Admin.ForgetGivenUp(sink, []uint64{e.Seq})
 	n, err := u.o.Admin.Log.Queue(sink).Requeue(r.Context(), []pipeline.Requeue{rq})
 	if err != nil {
 		u.fail(w, r, http.StatusInternalServerError, "Replay: "+err.Error())
@@ -443,7 +442,6 @@ func (u *UI) retryOne(w http.ResponseWriter, r *http.Request, s session) {
 	if !ok {
 		return
 	}
-	u.o.Admin.ForgetGivenUp(sink, []uint64{e.Seq})
 	n, err := u.o.Admin.Log.Queue(sink).RetryDead(r.Context(), []uint64{e.Seq})
 	if err != nil {
 		u.fail(w, r, http.StatusInternalServerError, "Retry: "+err.Error())
@@ -577,14 +575,7 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 	var err error
 	switch action {
 	case "retry":
-		forget := seqs
-		if all && u.o.Admin.GiveUps != nil { // the seqs of every dead letter, as the API's retry of all reads them
-			err = admin.EachDeadLetter(r.Context(), q, func(d pipeline.DeadLetter) { forget = append(forget, d.Seq) })
-		}
-		if err == nil {
-			u.o.Admin.ForgetGivenUp(sink, forget)
-			n, err = q.RetryDead(r.Context(), seqs)
-		}
+		n, err = q.RetryDead(r.Context(), seqs)
 	case "drop":
 		if r.PostFormValue("confirm") != "yes" {
 			count := len(seqs)

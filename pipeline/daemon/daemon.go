@@ -673,11 +673,10 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 	_, rebuilding := pipeline.QueuesRebuilding(d.sinks.db) // once: all sinks or none
 	for _, sr := range d.sinks.list() {
 		removed, paused := sr.reportUp(), sr.pauses.is(sr.name)
-		// A batch whose every event is held behind its key makes no call,
-		// and so no report: the held gauges are read here too.
-		sr.observeOrder()
 		if rebuilding {
-			out = append(out, metrics.QueueSample{Sink: sr.name, Rebuilding: true, Paused: paused})
+			s := metrics.QueueSample{Sink: sr.name, Rebuilding: true, Paused: paused}
+			sr.orderSample(&s)
+			out = append(out, s)
 			continue
 		}
 		// A sink whose queue the log cannot count (a stream without a
@@ -695,7 +694,9 @@ func (d *Daemon) queueSamples(ctx context.Context) ([]metrics.QueueSample, error
 			errs = append(errs, fmt.Errorf("sink %s: %w", sr.name, err))
 			continue
 		}
-		out = append(out, metrics.QueueSample{Sink: sr.name, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead, Oldest: oldest, Paused: paused})
+		s := metrics.QueueSample{Sink: sr.name, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead, Oldest: oldest, Paused: paused}
+		sr.orderSample(&s)
+		out = append(out, s)
 	}
 	return out, errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/rules"
 )
 
@@ -45,11 +46,12 @@ func orderStatus(ss *admin.SinkStatus, disp *dispatch.Dispatcher) {
 	}
 }
 
-// observeOrder updates the sink's per-key order gauges.
-func (sr *sinkRun) observeOrder() {
+// orderSample fills in s the sink's per-key order state, for the held
+// gauges read at scrape time.
+func (sr *sinkRun) orderSample(s *metrics.QueueSample) {
 	if disp := sr.disp.Load(); disp != nil {
 		if st := disp.Order(); st.Enabled {
-			sr.metrics.SinkOrder(sr.name, st.HeldKeys, st.Held)
+			s.Ordered, s.HeldKeys, s.Held = true, st.HeldKeys, st.Held
 		}
 	}
 }

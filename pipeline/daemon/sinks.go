@@ -265,7 +265,6 @@ func (sr *sinkRun) startDispatch() {
 		Observe: func(r dispatch.Report) {
 			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
 			sr.observe(r)
-			sr.observeOrder()
 		},
 		OrderKey:         sr.orderKeyFunc(),
 		OrderBlockOnDead: sr.delivery.OrderOnDead == config.OrderOnDeadBlock,

@@ -83,6 +83,11 @@ type QueueSample struct {
 	// Paused is true while an operator holds the sink's delivery
 	// (`pipelined sinks pause`): pipelined_sink_paused.
 	Paused bool
+	// Ordered is true for a sink with delivery.order_key: HeldKeys keys
+	// hold Held events back (pipelined_sink_order_held_keys and
+	// pipelined_sink_order_held_events).
+	Ordered        bool
+	HeldKeys, Held int
 }
 
 // Metrics is every metric of one pipelined process. Create it with [New];
@@ -416,7 +421,7 @@ func (m *Metrics) RemoveSink(sink string) {
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.deliveries, m.deliveryFailures, m.deliveryDuration, m.deliveryBatch,
 		m.pluginRestarts, m.sinkUp, m.breakerOpen,
-		m.order.heldKeys, m.order.held, m.order.keyErrors,
+		m.order.keyErrors,
 	} {
 		v.DeletePartialMatch(l)
 	}
@@ -484,6 +489,7 @@ type stateCollector struct {
 	logSize atomic.Pointer[func() map[string]int64]
 
 	depth, dead, oldest, size, rebuilding, paused *prometheus.Desc
+	heldKeys, held                                *prometheus.Desc
 	now                                           func() time.Time
 }
 
@@ -507,6 +513,12 @@ func newStateCollector() *stateCollector {
 		rebuilding: prometheus.NewDesc("pipelined_queues_rebuilding",
 			"1 while the event log rebuilds the sinks' queues after the start (a backlog of millions takes seconds; delivery starts after it), when the queue metrics are left out; else 0.",
 			nil, nil),
+		heldKeys: prometheus.NewDesc("pipelined_sink_order_held_keys",
+			"Keys of a sink with delivery.order_key that hold events back behind one of theirs in flight, retrying or (order_on_dead = \"block\") dead, by sink.",
+			[]string{"sink"}, nil),
+		held: prometheus.NewDesc("pipelined_sink_order_held_events",
+			"Events of a sink with delivery.order_key held back behind an earlier event of their key, by sink.",
+			[]string{"sink"}, nil),
 		now: time.Now,
 	}
 }
@@ -519,6 +531,8 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.size
 	ch <- c.rebuilding
 	ch <- c.paused
+	ch <- c.heldKeys
+	ch <- c.held
 }
 
 // Collect implements [prometheus.Collector].
@@ -552,6 +566,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			paused = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, s.Sink)
+		if s.Ordered {
+			ch <- prometheus.MustNewConstMetric(c.heldKeys, prometheus.GaugeValue, float64(s.HeldKeys), s.Sink)
+			ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(s.Held), s.Sink)
+		}
 		if s.Rebuilding {
 			rebuilding = 1
 			continue

@@ -142,15 +142,19 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 			continue
 		}
 		seen[id] = true
-		seq, ok, err := waitingIn(ctx, dl, sink, id)
+		ok, err := waitingIn(ctx, dl, sink, id)
+		var es []pipeline.EventInfo
+		if err == nil && ok {
+			es, _, err = dl.Events(ctx, pipeline.EventFilter{ID: id, Limit: 1})
+		}
 		if err != nil {
 			return res, err
 		}
-		if !ok {
+		if len(es) == 0 {
 			res.NotFound = append(res.NotFound, id)
 			continue
 		}
-		seqs, waiting = append(seqs, seq), append(waiting, id)
+		seqs, waiting = append(seqs, es[0].Seq), append(waiting, id)
 	}
 	set.Add(seqs, reason)
 	// Look again: an entry settled for good between the first look and Add
@@ -161,7 +165,7 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 	ctx = context.WithoutCancel(ctx)
 	var kept []uint64
 	for i, id := range waiting {
-		_, ok, err := waitingIn(ctx, dl, sink, id)
+		ok, err := waitingIn(ctx, dl, sink, id)
 		if err != nil {
 			set.Remove(seqs)
 			return DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}, fmt.Errorf("nothing was given up on: %w", err)
@@ -184,24 +188,20 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 	return res, nil
 }
 
-// waitingIn reports whether the event id waits in sink's queue (its
-// delivery record there is queued or retrying), and its seq.
-func waitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (uint64, bool, error) {
-	es, _, err := dl.Events(ctx, pipeline.EventFilter{ID: id, Limit: 1})
-	if err != nil || len(es) == 0 {
-		return 0, false, err
-	}
+// waitingIn reports whether the event id waits in sink's queue: its
+// delivery record there is queued or retrying.
+func waitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (bool, error) {
 	rs, err := dl.Deliveries(ctx, id)
-	if errors.Is(err, pipeline.ErrNotFound) { // retention removed it meanwhile
-		return 0, false, nil
+	if errors.Is(err, pipeline.ErrNotFound) { // not in the log, or no longer
+		return false, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return false, err
 	}
 	for _, d := range rs {
 		if d.Sink == sink && pipeline.MatchState(pipeline.StatePending, d.State) {
-			return es[0].Seq, true, nil
+			return true, nil
 		}
 	}
-	return 0, false, nil
+	return false, nil
 }

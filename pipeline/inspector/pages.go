@@ -351,20 +351,16 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 			shown = rec.Attempts
 		}
 	}
-	state := rec.State
-	if rec.Held {
-		state = "held"
-	}
-	switch state {
-	case "held":
+	switch state := rec.State; {
+	case rec.Held:
 		steps = append(steps, timelineStep{What: "held back: it waits for an earlier event of its order_key, or for the open breaker's probes to come back to it", Class: "warn"})
-	case pipeline.StateDelivered:
+	case state == pipeline.StateDelivered:
 		what := "delivered"
 		if shown < rec.Attempts {
 			what = fmt.Sprintf("attempt %d: delivered", rec.Attempts)
 		}
 		steps = append(steps, timelineStep{What: what, At: rec.DeliveredAt, Class: "ok"})
-	case pipeline.StateDead:
+	case state == pipeline.StateDead:
 		st := timelineStep{What: "dead: in the dead-letter queue", Class: "bad"}
 		// The route's transform failed, or an operator gave up on the
 		// event, with no attempt that shows why.
@@ -372,13 +368,13 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 			st.Error = rec.LastError
 		}
 		steps = append(steps, st)
-	case pipeline.StateRetrying:
+	case state == pipeline.StateRetrying:
 		st := timelineStep{What: "retrying: the next attempt is due", At: rec.NextAttemptAt, Class: "warn"}
 		if st.At.IsZero() { // a record written before the time was kept
 			st.What = "retrying: another attempt is scheduled"
 		}
 		steps = append(steps, st)
-	case pipeline.StateQueued:
+	case state == pipeline.StateQueued:
 		if rec.Attempts > 0 {
 			steps = append(steps, timelineStep{What: "queued again (retried or replayed)", Class: "info"})
 		} else {

@@ -481,12 +481,13 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	// the plugin's answer beat our own timer: a plugin that gives up with
 	// its side of the deadline answers DEADLINE_EXCEEDED (this sdk), or
 	// ABORTED (an older sdk, another language's).
-	outOfTime := cctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded
+	st, _ := status.FromError(err)
+	outOfTime := cctx.Err() != nil || st.Code() == codes.DeadlineExceeded
 	if dl, ok := cctx.Deadline(); ok && !time.Now().Before(dl) {
 		outOfTime = true
 	}
 	cause := err
-	if st, ok := status.FromError(err); ok && st.Code() == codes.DeadlineExceeded {
+	if st.Code() == codes.DeadlineExceeded {
 		cause = context.DeadlineExceeded
 		if m := st.Message(); m != cause.Error() {
 			cause = fmt.Errorf("%w: %s", cause, m) // with the sink's words

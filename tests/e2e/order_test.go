@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,23 +214,13 @@ delivery = { batch_max = 200, batch_wait = "5ms", backoff_min = "20ms", backoff_
 // in order.
 func TestGiveUpOnTheHeadOfAKey(t *testing.T) {
 	harness.SkipIfShort(t)
-	var mu sync.Mutex
-	var got []string // callSids the CRM took, in order
-	crm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b struct {
-			Data struct{ CallSid string } `json:"data"`
+	crm := harness.NewReceiver(t)
+	crm.SetAnswer(func(_ string, body []byte) (int, string) {
+		if bytes.Contains(body, []byte(`"give-up-0"`)) {
+			return http.StatusServiceUnavailable, "phone number rejected"
 		}
-		raw, _ := io.ReadAll(r.Body)
-		json.Unmarshal(raw, &b)
-		if b.Data.CallSid == "give-up-0" {
-			http.Error(w, "phone number rejected", http.StatusServiceUnavailable)
-			return
-		}
-		mu.Lock()
-		got = append(got, b.Data.CallSid)
-		mu.Unlock()
-	}))
-	t.Cleanup(crm.Close)
+		return http.StatusOK, ""
+	})
 	dir := t.TempDir()
 	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
 [[sink]]
@@ -272,18 +262,14 @@ delivery = { batch_wait = "5ms", backoff_min = "10m", backoff_max = "1h", order_
 		t.Errorf("dlq add = %q", out)
 	}
 	harness.Eventually(t, 20*time.Second, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(got) < 2 {
-			return fmt.Errorf("the CRM took %v, want give-up-1 and give-up-2", got)
+		if got := crm.Accepted(); got[ids[1]] != 1 || got[ids[2]] != 1 {
+			return fmt.Errorf("the CRM took %v, want the second and third calls once each", got)
 		}
 		return nil
 	})
-	mu.Lock()
-	if want := []string{"give-up-1", "give-up-2"}; !slices.Equal(got, want) {
-		t.Errorf("the CRM took %v, want %v (in order)", got, want)
+	if at := crm.Attempts(); !at[ids[1]][0].Before(at[ids[2]][0]) {
+		t.Errorf("the CRM had the third call at %v, before the second at %v", at[ids[2]][0], at[ids[1]][0])
 	}
-	mu.Unlock()
 	dls := d.DeadLetters(t, "crm")
 	if len(dls) != 1 || dls[0].ID != ids[0] || dls[0].Attempts != 1 ||
 		!strings.HasPrefix(dls[0].Error, "given up by an operator: number rejected, ticket 42 (last error: ") {

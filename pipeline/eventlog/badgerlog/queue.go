@@ -313,9 +313,6 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 			return q.l.writeErr(err)
 		}
 		t := &logpb.Target{Route: ls.target.GetRoute(), Payload: ls.target.GetPayload(), Attempts: ls.target.GetAttempts() + 1, LastError: s.Err}
-		if s.NotAttempted && s.Outcome == pipeline.Dead {
-			t.Attempts--
-		}
 		var key []byte
 		switch s.Outcome {
 		case pipeline.Ack:
@@ -323,6 +320,9 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 		case pipeline.Retry:
 			key = retryKey(q.sink, s.RetryAt, s.Seq)
 		case pipeline.Dead:
+			if s.NotAttempted {
+				t.Attempts-- // the one this settlement counted
+			}
 			t.FailedAtUnixNano = now.UnixNano()
 			key = deadKey(q.sink, s.Seq)
 		default:

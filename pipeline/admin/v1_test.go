@@ -641,13 +641,7 @@ func TestGiveUpBringsARetryForward(t *testing.T) {
 	q := l.Queue("archive")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ds, err := q.Fetch(ctx, 1) // ev-0
-	if err != nil || len(ds) != 1 {
-		t.Fatalf("Fetch = %v, %v", ds, err)
-	}
-	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "503"}}); err != nil {
-		t.Fatal(err)
-	}
+	settleFirst(t, q, pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "503"}) // ev-0
 	if r := call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"]}`); r.code != http.StatusOK {
 		t.Fatalf("POST dlq/add = %d %s", r.code, r.body)
 	}
@@ -668,20 +662,26 @@ func TestGiveUpBringsARetryForward(t *testing.T) {
 func TestEventShowsHeld(t *testing.T) {
 	l := fixture(t)
 	h := admin.Handler(v1Options(l))
-	q := l.Queue("archive")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ds, err := q.Fetch(ctx, 1) // ev-0
-	if err != nil || len(ds) != 1 {
-		t.Fatalf("Fetch = %v, %v", ds, err)
-	}
-	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Hold}}); err != nil {
-		t.Fatal(err)
-	}
+	settleFirst(t, l.Queue("archive"), pipeline.Settlement{Outcome: pipeline.Hold}) // ev-0
 	if r := call(t, h, "GET", "/v1/events/ev-0", "", ""); !strings.Contains(string(r.body), `"held": true`) {
 		t.Errorf("GET /v1/events/ev-0 of a held delivery = %s, want \"held\":true", r.body)
 	}
 	if r := call(t, h, "GET", "/v1/events/ev-2", "", ""); strings.Contains(string(r.body), `"held"`) {
 		t.Errorf("GET /v1/events/ev-2 of a queued delivery = %s, want no held", r.body)
+	}
+}
+
+// settleFirst fetches the first entry of q and settles it as s says.
+func settleFirst(t *testing.T, q pipeline.Queue, s pipeline.Settlement) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, err := q.Fetch(ctx, 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Fetch = %v, %v", ds, err)
+	}
+	s.Seq = ds[0].Seq
+	if err := q.Settle(ctx, []pipeline.Settlement{s}); err != nil {
+		t.Fatal(err)
 	}
 }

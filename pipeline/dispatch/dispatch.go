@@ -577,7 +577,8 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		return delays[attempt]
 	}
 	settle := make([]pipeline.Settlement, len(batch))
-	retried := 0 // results that ask for a retry, whatever became of them
+	retried := 0                      // results that ask for a retry, whatever became of them
+	givingUp := d.o.GiveUps.Len() > 0 // one look per batch: most never have any
 	for i, e := range batch {
 		res := sdk.Delivered()
 		switch {
@@ -590,12 +591,14 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 			retried++
 		}
 		settle[i] = d.settlement(e, res, now, delay, probe)
-		if reason, ok := d.o.GiveUps.reason(e.Seq); ok && settle[i].Outcome == pipeline.Retry {
-			// Given up on while in flight: this attempt was its last.
-			settle[i] = pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, settle[i].Err)}
-			delete(d.firstFail, e.Seq)
-			d.o.Logger.Warn("event given up by an operator failed its last attempt, moved to the dead-letter queue",
-				"sink", d.o.Sink, "event_id", e.Event.ID, "reason", reason)
+		if givingUp && settle[i].Outcome == pipeline.Retry {
+			if reason, ok := d.o.GiveUps.reason(e.Seq); ok {
+				// Given up on while in flight: this attempt was its last.
+				settle[i] = pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, settle[i].Err)}
+				delete(d.firstFail, e.Seq)
+				d.o.Logger.Warn("event given up by an operator failed its last attempt, moved to the dead-letter queue",
+					"sink", d.o.Sink, "event_id", e.Event.ID, "reason", reason)
+			}
 		}
 		switch settle[i].Outcome {
 		case pipeline.Ack:

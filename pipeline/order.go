@@ -69,3 +69,15 @@ type Hastener interface {
 	// a held entry waits for its key, or for the breaker's probes.
 	Hasten(ctx context.Context, seqs []uint64) (int, error)
 }
+
+// GiveUp is an entry of a sink's queue that an operator gave up on
+// (pipelined dlq add): it goes to the dead-letter queue at its next turn
+// instead of to the sink.
+type GiveUp struct {
+	// Seq is the entry's position in the log; ID is its event's id.
+	Seq uint64
+	ID  string
+	// Reason is the operator's, for the dead letter's error; it may be
+	// empty.
+	Reason string
+}

@@ -96,7 +96,7 @@ func (e errJSON) Unwrap() error { return e.err }
 var cmdDoc = map[string]string{
 	"events": "Lists the events of the log (or, with --rejected, the refused requests kept by\nsources with keep_rejected), or shows one event with its headers and body.\n",
 	"sinks":  "Shows each sink: its plugin's state, its queue, the age of the oldest event\nwaiting, its dead letters and its last error.\n",
-	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue. add gives up on events waiting in the sink's\nqueue (an event that keeps failing, or holds its order_key's events back):\neach goes to the dead-letter queue instead of to the sink, at once when it\nis ready or retrying, else when its order_key comes to it; one in flight\ngoes there if that attempt fails. A restart of the daemon forgets what was\nnot done yet. Not with the JetStream backend.\n",
+	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue. add gives up on events waiting in the sink's\nqueue (an event that keeps failing, or holds its order_key's events back):\neach goes to the dead-letter queue instead of to the sink, at once when it\nis ready or retrying, else when its order_key comes to it; one in flight\ngoes there if that attempt fails. The daemon keeps what is not done yet\nacross restarts. Not with the JetStream backend.\n",
 	"replay": "Re-enqueues the events of the log that were routed to the sink (all events\nwith --all-events) as retries due now; an event still queued for the sink is\nnot queued twice.\n",
 	"reload": "Makes the running daemon apply its configuration file again; a bad file is\nrefused and the running configuration stays.\n",
 }

@@ -14,10 +14,12 @@ import (
 
 // GiveUpSet is the set of a sink's queue entries that an operator gave up
 // on (dispatch.GiveUps): each goes to the dead-letter queue at its next
-// turn instead of to the plugin.
+// turn instead of to the plugin. Add and Remove change the set, and
+// return the error of keeping it across restarts: Add then adds nothing,
+// and Remove has removed the entries all the same.
 type GiveUpSet interface {
-	Add(seqs []uint64, reason string)
-	Remove(seqs []uint64)
+	Add(gs []pipeline.GiveUp) error
+	Remove(seqs []uint64) error
 }
 
 // maxReason bounds the reason of a DLQ add, in bytes (the web UI's field
@@ -134,15 +136,14 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 		}
 		return r
 	}, reason))
-	var seqs []uint64
-	var waiting []string
+	var gs []pipeline.GiveUp
 	seen := map[string]bool{}
 	for _, id := range ids {
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
-		ok, err := waitingIn(ctx, dl, sink, id)
+		ok, err := WaitingIn(ctx, dl, sink, id)
 		var es []pipeline.EventInfo
 		if err == nil && ok {
 			es, _, err = dl.Events(ctx, pipeline.EventFilter{ID: id, Limit: 1})
@@ -154,28 +155,34 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 			res.NotFound = append(res.NotFound, id)
 			continue
 		}
-		seqs, waiting = append(seqs, es[0].Seq), append(waiting, id)
+		gs = append(gs, pipeline.GiveUp{Seq: es[0].Seq, ID: id, Reason: reason})
 	}
-	set.Add(seqs, reason)
+	if err := set.Add(gs); err != nil {
+		return res, fmt.Errorf("nothing was given up on: %w", err)
+	}
 	// Look again: an entry settled for good between the first look and Add
 	// would stay in the set (the dispatcher clears an entry once its
 	// settlement is recorded, which is then visible here), and would give
 	// up on the event's next life in the queue. So this look is not cut
 	// short by the caller, and one that fails takes every entry back out.
 	ctx = context.WithoutCancel(ctx)
-	var kept []uint64
-	for i, id := range waiting {
-		ok, err := waitingIn(ctx, dl, sink, id)
+	var kept, settled []uint64
+	for _, e := range gs {
+		ok, err := WaitingIn(ctx, dl, sink, e.ID)
 		if err != nil {
-			set.Remove(seqs)
-			return DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}, fmt.Errorf("nothing was given up on: %w", err)
+			return DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}},
+				errors.Join(fmt.Errorf("nothing was given up on: %w", err), set.Remove(seqsOf(gs)))
 		}
 		if !ok {
-			set.Remove(seqs[i : i+1])
-			res.NotFound = append(res.NotFound, id)
+			settled = append(settled, e.Seq)
+			res.NotFound = append(res.NotFound, e.ID)
 			continue
 		}
-		res.IDs, kept = append(res.IDs, id), append(kept, seqs[i])
+		res.IDs, kept = append(res.IDs, e.ID), append(kept, e.Seq)
+	}
+	if err := set.Remove(settled); err != nil && o.Logger != nil {
+		o.Logger.Warn("events settled before they were given up on are still named in the list that keeps give-ups across restarts",
+			"sink", sink, "err", err)
 	}
 	res.Count = len(res.IDs)
 	// A retry due in an hour need not be waited for.
@@ -188,9 +195,19 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 	return res, nil
 }
 
-// waitingIn reports whether the event id waits in sink's queue: its
-// delivery record there is queued or retrying.
-func waitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (bool, error) {
+// seqsOf returns the seqs of gs.
+func seqsOf(gs []pipeline.GiveUp) []uint64 {
+	seqs := make([]uint64, len(gs))
+	for i, e := range gs {
+		seqs[i] = e.Seq
+	}
+	return seqs
+}
+
+// WaitingIn reports whether the event id waits in sink's queue: its
+// delivery record there is queued or retrying. The daemon asks it of the
+// give-ups it kept across a restart.
+func WaitingIn(ctx context.Context, dl pipeline.DeliveryLog, sink, id string) (bool, error) {
 	rs, err := dl.Deliveries(ctx, id)
 	if errors.Is(err, pipeline.ErrNotFound) { // not in the log, or no longer
 		return false, nil

@@ -578,6 +578,10 @@ func TestGiveUpCall(t *testing.T) {
 		http.StatusBadRequest, "reason")
 	wantError(t, call(t, h, "POST", "/v1/sinks/nope/dlq/add", token, `{"ids":["ev-0"]}`), http.StatusNotFound, "unknown sink")
 	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/add", token, `{"ids":["ev-5"]}`), http.StatusConflict, "removed")
+	set.Keep = func([]pipeline.GiveUp) error { return errors.New("disk full") }
+	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"]}`),
+		http.StatusInternalServerError, "nothing was given up on: disk full")
+	set.Keep = nil
 	if set.Len() != 0 {
 		t.Fatalf("refused calls gave up on %d entries", set.Len())
 	}

@@ -226,6 +226,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}()
 	defer d.stopAll()
+	if cfg.Log.Backend != "jetstream" { // which offers no give-ups (see servers)
+		if err := d.sinks.restoreGiveUps(ctx, cfg.Log.Dir); err != nil {
+			return err
+		}
+	}
 	started, err := d.startSinks(ctx, starts, cfg.Sinks, cfg.Plan().OrderKeys)
 	d.install(started)
 	if err != nil {

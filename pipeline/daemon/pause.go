@@ -83,7 +83,7 @@ func (p *pauses) set(sink string, paused bool) (bool, error) {
 		next = append(next, sink)
 	}
 	slices.Sort(next)
-	if err := writeFileSync(p.path, next); err != nil {
+	if err := writeFileSync(p.path, pauseFile{Paused: next}); err != nil {
 		return false, fmt.Errorf("keep the pause of sink %s across restarts: %w", sink, err)
 	}
 	if paused {
@@ -94,8 +94,12 @@ func (p *pauses) set(sink string, paused bool) (bool, error) {
 	return true, nil
 }
 
-func writeFileSync(path string, paused []string) error {
-	data, err := json.MarshalIndent(pauseFile{Paused: paused}, "", "  ")
+// writeFileSync writes v as JSON to path, through a temporary file that
+// is synced and renamed over the old one, then syncs the directory: the
+// file is the old one or the new one, never a part, and the new one
+// survives a crash once writeFileSync returns.
+func writeFileSync(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -103,7 +107,7 @@ func writeFileSync(path string, paused []string) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, pauseFileName+".*")
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,9 @@ type sinks struct {
 	// giveUps are the entries given up on, by sink: kept here, not in a
 	// sinkRun, so that a sink restarted by a reload keeps them.
 	giveUps map[string]*dispatch.GiveUps
+	// giveUpStore keeps giveUps across restarts; nil: in memory only
+	// (the JetStream backend, which offers no give-ups). Set by Run.
+	giveUpStore *giveUpStore
 }
 
 // sinkRun is one sink: its plugin supervisor, its queue and its dispatcher.
@@ -169,6 +172,9 @@ func (s *sinks) giveUpsOf(sink string) *dispatch.GiveUps {
 			s.giveUps = map[string]*dispatch.GiveUps{}
 		}
 		g = &dispatch.GiveUps{}
+		if s.giveUpStore != nil {
+			g.Keep = s.giveUpStore.keeper(sink)
+		}
 		s.giveUps[sink] = g
 	}
 	return g

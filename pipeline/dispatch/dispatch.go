@@ -628,7 +628,7 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		recorded = d.settle(ctx, settle)
 	}
 	if recorded {
-		d.o.GiveUps.settled(settle)
+		d.settled(settle)
 	}
 	if spans != nil {
 		telemetry.EndAttempts(spans, settle, err)

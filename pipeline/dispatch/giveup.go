@@ -1,7 +1,10 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -12,8 +15,9 @@ import (
 // instead of to the plugin. An entry fetched after it was given up is
 // settled Dead at once, with no call; one in flight when it was given up is
 // settled Dead if that attempt fails, and delivered if it succeeds. The
-// set lives in memory: a restart forgets it. Safe for concurrent use; the
-// zero value is empty and ready.
+// set lives in memory, and in whatever Keep writes it to: the daemon keeps
+// it in a file, so that a give-up holds across restarts. Safe for
+// concurrent use; the zero value is empty and ready.
 //
 // An entry leaves the set when the dispatcher settles it for good (Ack or
 // Dead), once that settlement is recorded. The set knows entries by seq,
@@ -24,32 +28,77 @@ import (
 // With several dispatchers on one queue (JetStream), one that never takes
 // the entry would keep it: one set per queue, not per dispatcher.
 type GiveUps struct {
+	// Keep, if set, is given every entry of the set, in seq order, after
+	// each change (nil after the last leaves), one call at a time, so
+	// that what it writes follows the set. When it fails, Add takes its
+	// entries back out and returns the error; Remove keeps its removal
+	// (the entries are settled) and returns the error.
+	Keep func([]pipeline.GiveUp) error
+
 	mu sync.Mutex
-	m  map[uint64]string // seq → the operator's reason
+	m  map[uint64]pipeline.GiveUp // by seq
 }
 
-// Add gives up on the entries seqs, for reason.
-func (g *GiveUps) Add(seqs []uint64, reason string) {
+// Add gives up on the entries gs (an entry already in the set takes its
+// new reason). When Keep fails, nothing is added.
+func (g *GiveUps) Add(gs []pipeline.GiveUp) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	was := maps.Clone(g.m)
 	if g.m == nil {
-		g.m = map[uint64]string{}
+		g.m = map[uint64]pipeline.GiveUp{}
 	}
-	for _, s := range seqs {
-		g.m[s] = reason
+	for _, e := range gs {
+		g.m[e.Seq] = e
 	}
+	if err := g.keep(); err != nil {
+		g.m = was
+		return err
+	}
+	return nil
 }
 
-// Remove takes the entries seqs out of the set.
-func (g *GiveUps) Remove(seqs []uint64) {
+// Remove takes the entries seqs out of the set. It returns Keep's error,
+// if any; the entries are out of the set in any case.
+func (g *GiveUps) Remove(seqs []uint64) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	n := len(g.m)
 	for _, s := range seqs {
 		delete(g.m, s)
+	}
+	if len(g.m) == n {
+		return nil
 	}
 	if len(g.m) == 0 {
 		g.m = nil // a map keeps its size
 	}
+	return g.keep()
+}
+
+// List returns the entries of the set, in seq order.
+func (g *GiveUps) List() []pipeline.GiveUp {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.list()
+}
+
+func (g *GiveUps) list() []pipeline.GiveUp {
+	if len(g.m) == 0 {
+		return nil
+	}
+	return slices.SortedFunc(maps.Values(g.m), func(a, b pipeline.GiveUp) int { return cmp.Compare(a.Seq, b.Seq) })
+}
+
+// keep hands the set to Keep; g.mu is held.
+func (g *GiveUps) keep() error {
+	if g.Keep == nil {
+		return nil
+	}
+	return g.Keep(g.list())
 }
 
 // Len returns how many entries are given up on and not yet settled.
@@ -69,12 +118,15 @@ func (g *GiveUps) reason(seq uint64) (string, bool) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	r, ok := g.m[seq]
-	return r, ok
+	e, ok := g.m[seq]
+	return e.Reason, ok
 }
 
 // settled removes the entries that s settled for good, once s is recorded.
-func (g *GiveUps) settled(s []pipeline.Settlement) {
+// When Keep fails it says so in the log: the entries are out of the set,
+// but what Keep wrote still names them until its next call.
+func (d *Dispatcher) settled(s []pipeline.Settlement) {
+	g := d.o.GiveUps
 	if g.Len() == 0 {
 		return
 	}
@@ -84,7 +136,10 @@ func (g *GiveUps) settled(s []pipeline.Settlement) {
 			done = append(done, x.Seq)
 		}
 	}
-	g.Remove(done)
+	if err := g.Remove(done); err != nil {
+		d.o.Logger.Error("the events given up on are settled, but the list that keeps give-ups across restarts still names them; it is written again at its next change",
+			"sink", d.o.Sink, "err", err)
+	}
 }
 
 // givenUpErr is the dead letter's error of an entry given up on.
@@ -132,6 +187,6 @@ func (d *Dispatcher) giveUpOn(ctx context.Context, batch []pipeline.Delivery) []
 	if !recorded {
 		return nil // the log is closed or Stop gave up: the rest's outcomes could not be recorded either
 	}
-	d.o.GiveUps.settled(dead)
+	d.settled(dead)
 	return rest
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +25,18 @@ func seqOf(t testing.TB, l pipeline.Log, id string) uint64 {
 		t.Fatalf("Events(ID %s) = %v, %v; want the event", id, es, err)
 	}
 	return es[0].Seq
+}
+
+// giveUp gives up on the events ids of l in g, for reason.
+func giveUp(t testing.TB, g *dispatch.GiveUps, l pipeline.Log, reason string, ids ...string) {
+	t.Helper()
+	var gs []pipeline.GiveUp
+	for _, id := range ids {
+		gs = append(gs, pipeline.GiveUp{Seq: seqOf(t, l, id), ID: id, Reason: reason})
+	}
+	if err := g.Add(gs); err != nil {
+		t.Fatalf("GiveUps.Add(%v) error = %v", ids, err)
+	}
 }
 
 // deadLetters returns the sink's dead letters by event id.
@@ -59,8 +73,15 @@ func TestGiveUpOnAReadyEvent(t *testing.T) {
 	l := memlog.New()
 	ids := appendEvents(t, l, "ev", 3, "s")
 	q := l.Queue("s")
-	var g dispatch.GiveUps
-	g.Add([]uint64{seqOf(t, l, ids[1])}, "bad data, see ticket 42")
+	var mu sync.Mutex
+	var kept [][]pipeline.GiveUp // what Keep was given, call by call
+	g := dispatch.GiveUps{Keep: func(gs []pipeline.GiveUp) error {
+		mu.Lock()
+		defer mu.Unlock()
+		kept = append(kept, gs)
+		return nil
+	}}
+	giveUp(t, &g, l, "bad data, see ticket 42", ids[1])
 	sink := &fakeSink{}
 	o := options(q, sink)
 	o.GiveUps = &g
@@ -88,6 +109,11 @@ func TestGiveUpOnAReadyEvent(t *testing.T) {
 	if n := g.Len(); n != 0 {
 		t.Errorf("GiveUps.Len() = %d after the entry was settled, want 0", n)
 	}
+	mu.Lock()
+	if want := [][]pipeline.GiveUp{{{Seq: seqOf(t, l, ids[1]), ID: ids[1], Reason: "bad data, see ticket 42"}}, nil}; !reflect.DeepEqual(kept, want) {
+		t.Errorf("Keep was given %+v, want the entry, then nothing once it was settled", kept)
+	}
+	mu.Unlock()
 	// Retried from the dead-letter queue, the event (same seq) is
 	// delivered: the give-up ended with the life it was given for.
 	if n, err := q.RetryDead(context.Background(), []uint64{seqOf(t, l, ids[1])}); err != nil || n != 1 {
@@ -96,6 +122,47 @@ func TestGiveUpOnAReadyEvent(t *testing.T) {
 	waitStats(t, q, pipeline.QueueStats{})
 	if n := sent(sink, ids[1]); n != 1 {
 		t.Errorf("the sink was handed the retried event %d times, want 1", n)
+	}
+}
+
+// TestGiveUpsKeep: Keep is given the set after each change; when it fails,
+// Add adds nothing and says why, and Remove removes all the same.
+func TestGiveUpsKeep(t *testing.T) {
+	var fail error
+	var last []pipeline.GiveUp
+	g := dispatch.GiveUps{Keep: func(gs []pipeline.GiveUp) error {
+		if fail != nil {
+			return fail
+		}
+		last = gs
+		return nil
+	}}
+	a, b := pipeline.GiveUp{Seq: 7, ID: "a", Reason: "x"}, pipeline.GiveUp{Seq: 3, ID: "b"}
+	if err := g.Add([]pipeline.GiveUp{a, b}); err != nil {
+		t.Fatalf("Add = %v", err)
+	}
+	if want := []pipeline.GiveUp{b, a}; !reflect.DeepEqual(last, want) || !reflect.DeepEqual(g.List(), want) {
+		t.Errorf("after Add: Keep had %v, List %v; want %v (by seq)", last, g.List(), want)
+	}
+	fail = errors.New("disk full")
+	if err := g.Add([]pipeline.GiveUp{{Seq: 9, ID: "c"}, {Seq: 7, ID: "a", Reason: "y"}}); !errors.Is(err, fail) {
+		t.Errorf("Add with Keep failing = %v, want its error", err)
+	}
+	if want := []pipeline.GiveUp{b, a}; !reflect.DeepEqual(g.List(), want) {
+		t.Errorf("after a failed Add: List = %v, want it as before, %v", g.List(), want)
+	}
+	if err := g.Remove([]uint64{3}); !errors.Is(err, fail) {
+		t.Errorf("Remove with Keep failing = %v, want its error", err)
+	}
+	if want := []pipeline.GiveUp{a}; !reflect.DeepEqual(g.List(), want) {
+		t.Errorf("after a Remove whose Keep failed: List = %v, want %v", g.List(), want)
+	}
+	fail = nil
+	if err := g.Remove([]uint64{42}); err != nil || len(last) != 2 {
+		t.Errorf("Remove of a seq not in the set = %v, Keep had %v; want no call", err, last)
+	}
+	if err := g.Remove([]uint64{7}); err != nil || last != nil || g.Len() != 0 {
+		t.Errorf("Remove of the last = %v, Keep had %v, Len %d; want nil, nothing, 0", err, last, g.Len())
 	}
 }
 
@@ -113,7 +180,7 @@ func TestGiveUpOnARetryingEvent(t *testing.T) {
 	o.GiveUps = &g
 	run(t, o)
 	waitFor(t, "two failed attempts", func() bool { return sent(sink, ids[0]) >= 2 })
-	g.Add([]uint64{seqOf(t, l, ids[0])}, "")
+	giveUp(t, &g, l, "", ids[0])
 	before := sent(sink, ids[0])
 	waitStats(t, q, pipeline.QueueStats{Dead: 1})
 
@@ -164,7 +231,7 @@ func TestGiveUpInFlight(t *testing.T) {
 			o.GiveUps = &g
 			run(t, o)
 			<-inFlight
-			g.Add([]uint64{seqOf(t, l, ids[0])}, "wrong tenant")
+			giveUp(t, &g, l, "wrong tenant", ids[0])
 			close(answer)
 			waitStats(t, q, tt.want)
 			waitFor(t, "the set to empty", func() bool { return g.Len() == 0 })
@@ -196,11 +263,7 @@ func TestGiveUpKeepsTheBreakerShut(t *testing.T) {
 	o.GiveUps = &g
 	d, _ := start(t, o)
 	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
-	var seqs []uint64
-	for _, id := range ids {
-		seqs = append(seqs, seqOf(t, l, id))
-	}
-	g.Add(seqs, "the CRM drops these")
+	giveUp(t, &g, l, "the CRM drops these", ids...)
 	waitStats(t, q, pipeline.QueueStats{Dead: 3})
 	if !d.Status().Open {
 		t.Error("the breaker closed after entries given up on were settled, with no call made")
@@ -227,7 +290,7 @@ func TestGiveUpOnTheHeadOfAKey(t *testing.T) {
 				st := d.Order()
 				return sink.count() == 3 && st.Held == 2
 			})
-			g.Add([]uint64{seqOf(t, l, "ev-00000")}, "stale call")
+			giveUp(t, &g, l, "stale call", "ev-00000")
 			waitFor(t, "the head in the dead-letter queue", func() bool { return stats(t, l.Queue("s")).Dead == 1 })
 			sink.mu.Lock()
 			sink.never = "" // the rest of key 0 is fine

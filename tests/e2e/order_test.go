@@ -276,3 +276,60 @@ delivery = { batch_wait = "5ms", backoff_min = "10m", backoff_max = "1h", order_
 		t.Errorf("crm's dead letters = %+v, want the first call, 1 attempt, with the reason", dls)
 	}
 }
+
+// TestGiveUpHoldsAcrossARestart: a give-up made while the sink is paused is
+// still there after the daemon restarts. At the resume, the call given up
+// on goes to the dead-letter queue with the reason and no attempt, and the
+// CRM has only the other one.
+func TestGiveUpHoldsAcrossARestart(t *testing.T) {
+	harness.SkipIfShort(t)
+	crm := harness.NewReceiver(t)
+	dir := t.TempDir()
+	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q }
+delivery = { batch_wait = "5ms" }
+`, crm.URL)+harness.AllCallsRoute("crm"))
+	d := harness.Start(t, cfgFile)
+	d.CLI(t, "sinks", "pause", "crm")
+	var ids []string
+	for n := range 2 {
+		body := fmt.Appendf(nil, `{"event":"call_ended","data":{"callSid":"restart-%d","from":"919876543210"}}`, n)
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", body)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST call %d = %d %v %v", n, code, ans, err)
+		}
+		ids = append(ids, ans["id"].(string))
+	}
+	if out := d.CLI(t, "dlq", "add", "crm", "--id", ids[0], "--reason", "test call"); !strings.Contains(out, "gave up on 1 event(s) of crm") {
+		t.Fatalf("dlq add = %q", out)
+	}
+	d.Kill(syscall.SIGTERM)
+	if got := crm.Accepted(); len(got) != 0 {
+		t.Fatalf("the paused sink delivered %v before the restart", got)
+	}
+
+	d = harness.Start(t, cfgFile)
+	if s := d.Sinks(t)["crm"]; !s.Paused || s.Ready != 2 {
+		t.Fatalf("crm after the restart: paused %v, ready %d; want paused, 2 ready (the premise)", s.Paused, s.Ready)
+	}
+	d.CLI(t, "sinks", "resume", "crm")
+	harness.Eventually(t, 10*time.Second, func() error {
+		if got := crm.Accepted(); got[ids[1]] != 1 {
+			return fmt.Errorf("the CRM took %v, want the second call", got)
+		}
+		if s := d.Sinks(t)["crm"]; s.Dead != 1 {
+			return fmt.Errorf("crm has %d dead letters, want the first call", s.Dead)
+		}
+		return nil
+	})
+	if got := crm.Accepted(); got[ids[0]] != 0 {
+		t.Errorf("the CRM took the call given up on before the restart: %v", got)
+	}
+	dls := d.DeadLetters(t, "crm")
+	if len(dls) != 1 || dls[0].ID != ids[0] || dls[0].Attempts != 0 || dls[0].Error != "given up by an operator: test call" {
+		t.Errorf("crm's dead letters = %+v, want the first call, no attempt, with the reason", dls)
+	}
+}

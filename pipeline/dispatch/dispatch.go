@@ -35,6 +35,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
@@ -613,11 +614,11 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	}
 	switch {
 	case err != nil && probe:
-		d.o.Logger.Debug("breaker probe failed", "sink", d.o.Sink, "err", err)
+		d.o.Logger.Debug("breaker probe failed", "sink", d.o.Sink, "err", cutError(err.Error()))
 	case err != nil && rep.Retried > 0:
-		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", rep.Retried, "err", err)
+		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", rep.Retried, "err", cutError(err.Error()))
 	case err != nil: // every event settled for good; each has its own line
-		d.o.Logger.Warn("delivery failed", "sink", d.o.Sink, "events", len(batch), "err", err)
+		d.o.Logger.Warn("delivery failed", "sink", d.o.Sink, "events", len(batch), "err", cutError(err.Error()))
 	}
 	var recorded bool
 	if d.ord != nil {
@@ -710,7 +711,7 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 	}
 	errText := func() string {
 		if res.Err() != nil {
-			return res.Err().Error()
+			return cutError(res.Err().Error())
 		}
 		return "no reason given"
 	}
@@ -735,9 +736,12 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		if after <= 0 {
 			after = delay(e.Attempt)
 		}
+		// A plugin's hint (a Retry-After ten years ahead) does not park
+		// the event past what max_age and the operator expect.
+		after = min(after, max(d.o.BackoffMax, maxRetryAfter))
 		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now.Add(after)
 	default:
-		s.Outcome, s.Err = pipeline.Retry, "plugin gave an invalid result: "+res.String()
+		s.Outcome, s.Err = pipeline.Retry, "plugin gave an invalid result: "+cutError(res.String())
 		s.RetryAt = now.Add(delay(e.Attempt))
 		if probe {
 			s.RetryAt = now
@@ -751,6 +755,31 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 	// the settlement unrecorded. Kept as JSON shows it: each bad byte U+FFFD.
 	s.Err = strings.ToValidUTF8(s.Err, "\uFFFD")
 	return s
+}
+
+// maxErrorText bounds the text of a sink's error (before the dispatcher's
+// few words around it) that the log keeps, with the last
+// [pipeline.MaxFailures] of them in an event's record written again at
+// each attempt, and that the daemon's log prints: a sink that answers with
+// a megabyte of HTML must not fill the disk.
+const maxErrorText = 4 << 10
+
+// maxRetryAfter bounds the delay a plugin asks for with a retry, unless
+// delivery.backoff_max is longer.
+const maxRetryAfter = 24 * time.Hour
+
+// cutError returns s cut to [maxErrorText] bytes, on a rune's boundary,
+// saying how much it was.
+func cutError(s string) string {
+	if len(s) <= maxErrorText {
+		return s
+	}
+	tail := fmt.Sprintf("… (%d bytes, cut)", len(s))
+	n := maxErrorText - len(tail)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + tail
 }
 
 // settle records outcomes, trying again while the log refuses (a full disk

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
@@ -1061,5 +1062,39 @@ func TestSplitsBatchTooLarge(t *testing.T) {
 	mu.Unlock()
 	if r.Delivered != 4 || r.Dead != 1 || r.Retried != 0 || r.Err != nil {
 		t.Errorf("Report = %+v, want 4 delivered and 1 dead, no batch error", r)
+	}
+}
+
+// TestSinkErrorsAreBounded: a sink that answers every attempt with a
+// megabyte of error text and a retry ten years away does not get either
+// into the log: the record keeps at most a few KiB of text per failure, cut
+// on a rune's boundary and saying so, and the retry is due within a day.
+func TestSinkErrorsAreBounded(t *testing.T) {
+	l := memlog.New()
+	ids := appendEvents(t, l, "ev", 1, "s")
+	q := l.Queue("s")
+	huge := strings.Repeat("é", 512<<10) // 1 MiB, two bytes a rune
+	sink := &fakeSink{answer: each(sdk.Retry(10*365*24*time.Hour, errors.New(huge)))}
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	start(t, o)
+	waitStats(t, q, pipeline.QueueStats{Retrying: 1})
+
+	rs, err := l.Deliveries(context.Background(), ids[0])
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("Deliveries = %v, %v", rs, err)
+	}
+	r := rs[0]
+	if r.Attempts != 1 || len(r.Failures) != 1 { // the premise: the attempt failed and was recorded
+		t.Fatalf("record = %d attempts, %d failures; want 1 and 1", r.Attempts, len(r.Failures))
+	}
+	for _, text := range []string{r.LastError, r.Failures[0].Err} {
+		if len(text) > 5<<10 || !utf8.ValidString(text) || !strings.HasSuffix(text, "(1048576 bytes, cut)") {
+			t.Errorf("error kept = %d bytes (valid UTF-8: %v), ending %q; want at most 5 KiB, valid, saying it was cut",
+				len(text), utf8.ValidString(text), text[max(0, len(text)-40):])
+		}
+	}
+	if due := time.Until(r.NextAttemptAt); due > 24*time.Hour || due < 23*time.Hour {
+		t.Errorf("next attempt in %v, want the plugin's ten years cut to a day", due)
 	}
 }

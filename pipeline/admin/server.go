@@ -103,8 +103,9 @@ type Options struct {
 const (
 	defaultLimit = 50
 	maxLimit     = 1000
-	// replayPage is how many events a replay reads and requeues at a time.
-	replayPage = 500
+	// replayPage is how many events a replay reads and requeues at a
+	// time: each with its body, up to max_body.
+	replayPage = 64
 	// listPages bounds the Log.Events calls of one GET /v1/events, so a
 	// selective filter answers in bounded time; next tells where to go on.
 	listPages = 20

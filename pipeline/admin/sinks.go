@@ -66,7 +66,7 @@ func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	var dls []pipeline.DeadLetter
 	if after < math.MaxUint64 { // a log seeks after+1: the last seq would wrap to the first page
-		if dls, err = s.o.Log.Queue(sink).DeadLetters(r.Context(), after, limit+1); err != nil {
+		if dls, err = DeadLetterPage(r.Context(), s.o.Log.Queue(sink), after, limit+1); err != nil {
 			writeLogError(w, err)
 			return
 		}
@@ -163,20 +163,52 @@ func (s *server) pause(w http.ResponseWriter, r *http.Request) {
 }
 
 // EachDeadLetter calls visit for every entry of q's dead-letter queue, in
-// log order, reading it a page at a time. The admin API's retry and drop
-// and the UI's "all" use it to name exactly what they act on.
+// log order, without its event's body (see [DeadLetterPage]). The admin
+// API's retry and drop and the UI's "all" use it to name exactly what they
+// act on.
 func EachDeadLetter(ctx context.Context, q pipeline.Queue, visit func(pipeline.DeadLetter)) error {
-	for after := uint64(0); ; {
-		dls, err := q.DeadLetters(ctx, after, maxLimit)
+	return eachDeadLetter(ctx, q, 0, func(d pipeline.DeadLetter) bool {
+		visit(d)
+		return true
+	})
+}
+
+// DeadLetterPage returns up to limit entries of q's dead-letter queue with
+// Seq > after, in log order, without their events' bodies: a log reads
+// each dead letter with its event, and a page of a thousand read at once
+// would hold a thousand bodies. It reads [deadLetterChunk] at a time.
+func DeadLetterPage(ctx context.Context, q pipeline.Queue, after uint64, limit int) ([]pipeline.DeadLetter, error) {
+	var out []pipeline.DeadLetter
+	err := eachDeadLetter(ctx, q, after, func(d pipeline.DeadLetter) bool {
+		out = append(out, d)
+		return len(out) < limit
+	})
+	return out, err
+}
+
+// deadLetterChunk is how many dead letters eachDeadLetter asks a log for
+// at a time.
+const deadLetterChunk = 32
+
+// eachDeadLetter calls visit for the entries of q's dead-letter queue with
+// Seq > after, in log order, each without its event's body, until visit
+// returns false or none is left.
+func eachDeadLetter(ctx context.Context, q pipeline.Queue, after uint64, visit func(pipeline.DeadLetter) bool) error {
+	for after < math.MaxUint64 { // a log seeks after+1
+		dls, err := q.DeadLetters(ctx, after, deadLetterChunk)
 		if err != nil {
 			return err
 		}
 		for _, d := range dls {
-			visit(d)
+			d.Event.Body = nil
+			if !visit(d) {
+				return nil
+			}
 		}
-		if len(dls) < maxLimit {
+		if len(dls) < deadLetterChunk {
 			return nil
 		}
 		after = dls[len(dls)-1].Seq
 	}
+	return nil
 }

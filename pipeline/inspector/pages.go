@@ -503,7 +503,7 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 			return
 		}
 	}
-	dls, err := u.o.Admin.Log.Queue(sink).DeadLetters(r.Context(), after, pageSize+1)
+	dls, err := admin.DeadLetterPage(r.Context(), u.o.Admin.Log.Queue(sink), after, pageSize+1)
 	if err != nil {
 		u.fail(w, r, http.StatusInternalServerError, "Reading the dead letters: "+err.Error())
 		return

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"github.com/pipelined/pipelined/pipeline/dispatch"
 )
 
 // pauseFileName is the file in [log] dir that keeps the sinks an operator
@@ -19,12 +21,35 @@ import (
 // stream).
 const pauseFileName = "paused-sinks.json"
 
-// pauses is the set of paused sinks and the file that keeps it.
+// pauses is the set of paused sinks and the file that keeps it, and the
+// dispatcher of each sink that a pause or resume reaches.
 type pauses struct {
 	path string
 
-	mu     sync.Mutex // guards paused and the file
+	// mu guards paused, disps and the file: a pause is written and
+	// applied, and a dispatcher attached, one at a time, so that two
+	// calls at once (a pause and a resume, or a pause and a reload that
+	// starts a new dispatcher) leave the file and the dispatcher agreeing.
+	mu     sync.Mutex
 	paused map[string]bool
+	disps  map[string]*dispatch.Dispatcher
+}
+
+// attach makes the dispatcher newDisp returns, paused as its sink is,
+// the one that the sink's pauses and resumes reach. A nil *pauses pauses
+// nothing.
+func (p *pauses) attach(sink string, newDisp func(paused bool) *dispatch.Dispatcher) *dispatch.Dispatcher {
+	if p == nil {
+		return newDisp(false)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := newDisp(p.paused[sink])
+	if p.disps == nil {
+		p.disps = map[string]*dispatch.Dispatcher{}
+	}
+	p.disps[sink] = d
+	return d
 }
 
 // pauseFile is the JSON of the pause file.
@@ -65,11 +90,20 @@ func (p *pauses) is(sink string) bool {
 
 // set records that sink is paused or not, in the file first (written to a
 // temporary file, synced, renamed over the old one), so that a pause the
-// operator was told about survives a crash. It reports whether the state
-// changed.
+// operator was told about survives a crash, then applies it to the sink's
+// attached dispatcher. It reports whether the state changed.
 func (p *pauses) set(sink string, paused bool) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if d := p.disps[sink]; d != nil {
+		defer func() {
+			if p.paused[sink] {
+				d.Pause()
+			} else {
+				d.Resume()
+			}
+		}()
+	}
 	if p.paused[sink] == paused {
 		return false, nil
 	}

@@ -4,7 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/pipelined/pipelined/pipeline/dispatch"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
 // TestPausesKeptAcrossLoads checks that a pause written by one daemon is
@@ -61,5 +65,43 @@ func TestPausesBadFile(t *testing.T) {
 	_, err := loadPauses(dir)
 	if err == nil || !strings.Contains(err.Error(), pauseFileName) || !strings.Contains(err.Error(), "remove it") {
 		t.Errorf("loadPauses(bad file) = %v, want an error naming %s and the fix", err, pauseFileName)
+	}
+}
+
+// TestPausesReachTheAttachedDispatcher: a pause or resume reaches the
+// sink's attached dispatcher, and one attached later (a reload's) starts
+// as the file says; pauses and resumes at once leave the two agreeing.
+func TestPausesReachTheAttachedDispatcher(t *testing.T) {
+	p, err := loadPauses(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newDisp := func(paused bool) *dispatch.Dispatcher {
+		return dispatch.New(dispatch.Options{Sink: "crm", Queue: memlog.New().Queue("crm"), Paused: paused})
+	}
+	first := p.attach("crm", newDisp)
+	if _, err := p.set("crm", true); err != nil {
+		t.Fatal(err)
+	}
+	if !first.Status().Paused {
+		t.Error("the attached dispatcher runs after a pause")
+	}
+	second := p.attach("crm", newDisp) // a reload's
+	if !second.Status().Paused {
+		t.Error("a dispatcher attached while the sink is paused runs")
+	}
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := p.set("crm", i%2 == 0); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got, want := second.Status().Paused, p.is("crm"); got != want {
+		t.Errorf("after pauses and resumes at once: the dispatcher paused %v, the file %v", got, want)
 	}
 }

@@ -250,7 +250,20 @@ func (s *sinks) list() []*sinkRun {
 }
 
 func (sr *sinkRun) startDispatch() {
-	disp := dispatch.New(dispatch.Options{
+	disp := sr.pauses.attach(sr.name, func(paused bool) *dispatch.Dispatcher { return sr.newDispatcher(paused) })
+	sr.metrics.InitSink(sr.name)
+	sr.metrics.SinkBreaker(sr.name, false)
+	sr.disp.Store(disp)
+	go func() {
+		if err := disp.Run(context.Background()); err != nil {
+			sr.log.Error("dispatcher stopped", "sink", sr.name, "err", err)
+		}
+	}()
+}
+
+// newDispatcher returns the sink's dispatcher, paused or not.
+func (sr *sinkRun) newDispatcher(paused bool) *dispatch.Dispatcher {
+	return dispatch.New(dispatch.Options{
 		Sink:        sr.name,
 		Queue:       sr.q,
 		Deliverer:   sr.sup,
@@ -264,7 +277,7 @@ func (sr *sinkRun) startDispatch() {
 		BreakerFailures: sr.delivery.BreakerFailures,
 		BreakerProbe:    sr.delivery.BreakerProbe.Duration,
 		Rate:            sr.delivery.Rate.PerSecond,
-		Paused:          sr.pauses.is(sr.name),
+		Paused:          paused,
 		OnBreaker:       func(open bool) { sr.metrics.SinkBreaker(sr.name, open) },
 		Logger:          sr.log.With("component", "dispatch"),
 		Tracing:         sr.tracer,
@@ -277,14 +290,6 @@ func (sr *sinkRun) startDispatch() {
 		OnOrderKeyError:  func() { sr.metrics.OrderKeyError(sr.name) },
 		GiveUps:          sr.giveUps,
 	})
-	sr.metrics.InitSink(sr.name)
-	sr.metrics.SinkBreaker(sr.name, false)
-	sr.disp.Store(disp)
-	go func() {
-		if err := disp.Run(context.Background()); err != nil {
-			sr.log.Error("dispatcher stopped", "sink", sr.name, "err", err)
-		}
-	}()
 }
 
 // stopDispatch stops the dispatcher after its in-flight batch is settled,
@@ -510,13 +515,6 @@ func (s *sinks) pause(sink string, paused bool) (bool, error) {
 	changed, err := s.pauses.set(sink, paused)
 	if err != nil {
 		return false, err
-	}
-	if disp := sr.disp.Load(); disp != nil {
-		if paused {
-			disp.Pause()
-		} else {
-			disp.Resume()
-		}
 	}
 	if changed {
 		if paused {

@@ -277,15 +277,22 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 // and trace context the daemon's.
 func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
+// preallocBody bounds what readBody allocates for a body before its bytes
+// come: webhooks are a few KiB.
+const preallocBody = 64 << 10
+
 // readBody reads at most max+1 bytes of r, as io.ReadAll of an
 // io.LimitReader does, into one buffer sized by the declared length when
 // there is one (at most max+1): one allocation instead of ReadAll's
-// doubling from 512 bytes.
+// doubling from 512 bytes. Past [preallocBody] the buffer grows as bytes
+// come: the body is read before the request is authenticated, and a
+// sender that declares a large body and sends it slowly must not hold that
+// memory on each of its connections for the bytes it has not sent.
 func readBody(r io.Reader, declared, max int64) ([]byte, error) {
 	if declared <= 0 {
 		return io.ReadAll(io.LimitReader(r, max+1))
 	}
-	b := make([]byte, 0, min(declared, max)+1)
+	b := make([]byte, 0, min(declared, max, preallocBody)+1)
 	lr := io.LimitedReader{R: r, N: max + 1} // a value: io.LimitReader's pointer is one more allocation
 	for {
 		n, err := lr.Read(b[len(b):cap(b)])

@@ -183,7 +183,8 @@ func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
 		enc.Encode(v)
 		return 1
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", name, withHint(err))
+	// The error may quote the daemon's answer, which may quote a sender.
+	fmt.Fprintf(stderr, "%s: %s\n", name, termSafe(withHint(err).Error(), true))
 	return 1
 }
 
@@ -475,7 +476,9 @@ func adminURL(listen string) string {
 }
 
 // printer runs one admin command with the client and prints its answer:
-// the API's JSON as it is with --json, else a table or a sentence.
+// the API's JSON as it is with --json, else a table or a sentence. In
+// these, every string of the answer goes through [cell] (or [termSafe]):
+// the answer holds what webhook senders wrote.
 type printer struct {
 	c              *admin.Client
 	asJSON         bool
@@ -511,7 +514,7 @@ func (p *printer) list(get func(c *admin.Client) error, next *string, header str
 		return err
 	}
 	if *next != "" {
-		more := "more: add --after " + *next
+		more := "more: add --after " + cell(*next)
 		if p.newest {
 			more += " (with --newest: the cursors of the two orders differ)"
 		}
@@ -525,7 +528,7 @@ func (p *printer) eventsList(q url.Values) error {
 	err := p.list(func(c *admin.Client) (err error) { list, err = c.Events(context.Background(), q); return err }, &list.Next,
 		"ID\tSEQ\tRECEIVED_AT\tSOURCE\tSINKS\tDEDUP_KEY", func(w io.Writer) {
 			for _, e := range list.Events {
-				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", e.ID, e.Seq, fmtTime(e.ReceivedAt), e.Source, orDash(strings.Join(e.Sinks, ",")), orDash(e.DedupKey))
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", cell(e.ID), e.Seq, fmtTime(e.ReceivedAt), cell(e.Source), orDash(cell(strings.Join(e.Sinks, ","))), orDash(cell(e.DedupKey)))
 			}
 		})
 	if sink := q.Get("sink"); err == nil && sink != "" && len(list.Events) == 0 {
@@ -547,7 +550,7 @@ func (p *printer) noteUnknownSink(sink string) {
 		if s.Name == sink {
 			return
 		}
-		names = append(names, s.Name)
+		names = append(names, cell(s.Name))
 	}
 	known := "it has none"
 	if len(names) > 0 {
@@ -583,8 +586,8 @@ func (p *printer) deliveries(e admin.Event) error {
 		if d.Held {
 			next = "held" // behind its order_key, or the breaker's probes
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.Sink, orDash(d.Route), d.State, d.Attempts,
-			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), next, orDash(strings.Join(strings.Fields(d.LastError), " ")))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", cell(d.Sink), orDash(cell(d.Route)), cell(d.State), d.Attempts,
+			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), next, orDash(cell(strings.Join(strings.Fields(d.LastError), " "))))
 		failed = failed || len(d.Failures) > 0
 	}
 	if err := tw.Flush(); err != nil || !failed {
@@ -595,7 +598,7 @@ func (p *printer) deliveries(e admin.Event) error {
 	fmt.Fprintln(tw, "  SINK\tATTEMPT\tAT\tERROR")
 	for _, d := range e.Deliveries {
 		for _, f := range d.Failures {
-			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", d.Sink, f.Attempt, fmtTime(f.At), orDash(strings.Join(strings.Fields(f.Error), " ")))
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", cell(d.Sink), f.Attempt, fmtTime(f.At), orDash(cell(strings.Join(strings.Fields(f.Error), " "))))
 		}
 	}
 	return tw.Flush()
@@ -606,7 +609,7 @@ func (p *printer) rejectionsList(q url.Values) error {
 	return p.list(func(c *admin.Client) (err error) { list, err = c.Rejections(context.Background(), q); return err }, &list.Next,
 		"RECEIVED_AT\tSOURCE\tSTATUS\tREMOTE_ADDR\tREASON", func(w io.Writer) {
 			for _, r := range list.Rejections {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", fmtTime(r.ReceivedAt), r.Source, r.Status, orDash(r.RemoteAddr), r.Reason)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", fmtTime(r.ReceivedAt), cell(r.Source), r.Status, orDash(cell(r.RemoteAddr)), cell(r.Reason))
 			}
 		})
 }
@@ -623,9 +626,9 @@ func (p *printer) eventShow(id string) error {
 	}
 	tw := table(p.stdout)
 	fmt.Fprintf(tw, "id:\t%s\nseq:\t%d\nsource:\t%s\nreceived_at:\t%s\nauth:\t%s\ndedup_key:\t%s\nsinks:\t%s\n",
-		e.ID, e.Seq, e.Source, e.ReceivedAt.UTC().Format(time.RFC3339Nano), orDash(e.Auth), orDash(e.DedupKey), orDash(strings.Join(e.Sinks, ", ")))
+		cell(e.ID), e.Seq, cell(e.Source), e.ReceivedAt.UTC().Format(time.RFC3339Nano), orDash(cell(e.Auth)), orDash(cell(e.DedupKey)), orDash(cell(strings.Join(e.Sinks, ", "))))
 	for _, k := range sortedKeys(e.Headers) {
-		fmt.Fprintf(tw, "header %s:\t%s\n", k, e.Headers[k])
+		fmt.Fprintf(tw, "header %s:\t%s\n", cell(k), cell(e.Headers[k]))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -638,7 +641,11 @@ func (p *printer) eventShow(id string) error {
 		body.Reset()
 		body.Write(e.Body)
 	}
-	_, err = fmt.Fprintf(p.stdout, "body:\n%s\n", body.Bytes())
+	// JSON has no raw controls in its strings, but it may have DEL, C1,
+	// bidi controls and bytes that are not UTF-8. termSafe writes the
+	// characters as JSON escapes, so the body still reads (and decodes) as
+	// the same JSON; --json has it as the daemon sent it.
+	_, err = fmt.Fprintf(p.stdout, "body:\n%s\n", termSafe(body.String(), true))
 	return err
 }
 
@@ -670,7 +677,7 @@ func (p *printer) sinks() error {
 		if s.OldestAgeSeconds > 0 {
 			oldest = strconv.FormatFloat(math.Round(s.OldestAgeSeconds), 'f', 0, 64)
 		}
-		plugin := s.Plugin
+		plugin := cell(s.Plugin)
 		if s.PluginReason != "" {
 			plugin += ": " + oneLine(s.PluginReason)
 		}
@@ -690,7 +697,7 @@ func (p *printer) sinks() error {
 		case s.QueueError != "":
 			ready, retrying, dead = "unknown", "-", "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, plugin, orDash(s.Breaker), paused,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(s.Name), plugin, orDash(cell(s.Breaker)), paused,
 			ready, retrying, oldest, dead, heldKeys, oldestHeld, orDash(lastErr))
 	}
 	if err := tw.Flush(); err != nil {
@@ -698,7 +705,7 @@ func (p *printer) sinks() error {
 	}
 	for _, s := range sinks {
 		if s.QueueError != "" {
-			fmt.Fprintf(p.stderr, "sink %s: its queue could not be counted: %s\n", s.Name, oneLine(s.QueueError))
+			fmt.Fprintf(p.stderr, "sink %s: its queue could not be counted: %s\n", cell(s.Name), oneLine(s.QueueError))
 		}
 	}
 	if r := list.QueuesRebuild; r != nil {
@@ -725,14 +732,12 @@ func heldCells(s admin.SinkStatus) (keys, oldest string) {
 
 // lastErrorCell puts a sink's last error on one line for the LAST ERROR
 // column, without the `sink "NAME": ` its row already says, cut at 120
-// bytes (--json has it whole).
+// bytes (--json has it whole), then made safe for the terminal: the
+// escapes can make it longer.
 func lastErrorCell(sink, msg string) string {
 	msg = strings.Join(strings.Fields(msg), " ")
 	msg = strings.TrimPrefix(msg, fmt.Sprintf("sink %q: ", sink))
-	if len(msg) > 120 {
-		msg = msg[:117] + "..."
-	}
-	return msg
+	return cell(cut(msg, 120))
 }
 
 // fmtAge prints an age to the second, or in minutes or hours when long.
@@ -748,12 +753,10 @@ func fmtAge(d time.Duration) string {
 	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
+// oneLine puts s on one line, cut at 80 bytes, and makes it safe for the
+// terminal (the escapes can make it longer).
 func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 80 {
-		s = s[:77] + "..."
-	}
-	return s
+	return cell(cut(strings.Join(strings.Fields(s), " "), 80))
 }
 
 func (p *printer) dlqList(sink string, q url.Values) error {
@@ -761,7 +764,7 @@ func (p *printer) dlqList(sink string, q url.Values) error {
 	return p.list(func(c *admin.Client) (err error) { v, err = c.DeadLetters(context.Background(), sink, q); return err }, &v.Next,
 		"ID\tSEQ\tFAILED_AT\tATTEMPTS\tROUTE\tERROR", func(w io.Writer) {
 			for _, d := range v.DeadLetters {
-				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\n", d.ID, d.Seq, fmtTime(d.FailedAt), d.Attempts, orDash(d.Route), orDash(oneLine(d.Error)))
+				fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%s\t%s\n", cell(d.ID), d.Seq, fmtTime(d.FailedAt), d.Attempts, orDash(cell(d.Route)), orDash(oneLine(d.Error)))
 			}
 		})
 }
@@ -784,7 +787,7 @@ func (p *printer) dlqSettle(action, sink string, req admin.DeadLetterRequest) er
 			fmt.Fprintf(p.stdout, "%s %d dead letter(s) of %s\n", verb, res.Count, sink)
 		}
 		for _, id := range res.IDs {
-			fmt.Fprintln(p.stdout, id)
+			fmt.Fprintln(p.stdout, cell(id))
 		}
 	}
 	if len(res.NotFound) > 0 {
@@ -792,7 +795,11 @@ func (p *printer) dlqSettle(action, sink string, req admin.DeadLetterRequest) er
 		if action == "add" {
 			where = "waiting in the queue of"
 		}
-		return fmt.Errorf("not %s %s: %s", where, sink, strings.Join(res.NotFound, ", "))
+		ids := make([]string, len(res.NotFound))
+		for i, id := range res.NotFound {
+			ids[i] = cell(id) // on the error's one line
+		}
+		return fmt.Errorf("not %s %s: %s", where, sink, strings.Join(ids, ", "))
 	}
 	return nil
 }
@@ -892,7 +899,7 @@ func (p *printer) reload() error {
 		return err
 	}
 	if len(res.RestartNeeded) > 0 {
-		_, err = fmt.Fprintf(p.stdout, "configuration reloaded, but for %s: these take effect only at a restart, and the daemon runs with their old values until then\n", strings.Join(res.RestartNeeded, ", "))
+		_, err = fmt.Fprintf(p.stdout, "configuration reloaded, but for %s: these take effect only at a restart, and the daemon runs with their old values until then\n", cell(strings.Join(res.RestartNeeded, ", ")))
 		return err
 	}
 	_, err = fmt.Fprintln(p.stdout, "configuration reloaded")

@@ -78,8 +78,9 @@ type Server struct {
 	// with Retry-After. Default 256 MiB.
 	MaxBodyMemory Size `toml:"max_body_memory"`
 	// MaxConnsPerIP bounds the open ingest connections of one client
-	// address; more are closed as soon as they are accepted. Addresses in
-	// TrustedProxies are not bounded. 0 means no bound. Default 256.
+	// address (an IPv6 /64 counts as one); more are closed as soon as they
+	// are accepted. Addresses in TrustedProxies are not bounded. 0 means no
+	// bound. Default 256.
 	MaxConnsPerIP int `toml:"max_conns_per_ip"`
 	// TrustedProxies lists the addresses (CIDRs) of reverse proxies whose
 	// X-Forwarded-For header is believed, for allow_cidrs.

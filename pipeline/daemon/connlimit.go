@@ -8,7 +8,7 @@ import (
 
 // perIPListener closes, as soon as it accepts them, the connections of a
 // peer that has max open already ([server] max_conns_per_ip), so that one
-// address cannot hold every connection the daemon can serve. Peers in
+// address (one IPv6 /64) cannot hold every connection the daemon can serve. Peers in
 // exempt (trusted_proxies) are not counted: every sender behind a proxy
 // shares its address.
 type perIPListener struct {
@@ -42,6 +42,7 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 		if l.isExempt(ip) {
 			return c, nil
 		}
+		ip = peer(ip)
 		l.mu.Lock()
 		if l.conns[ip] >= l.max {
 			l.mu.Unlock()
@@ -52,6 +53,16 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 		return &countedConn{Conn: c, l: l, ip: ip}, nil
 	}
+}
+
+// peer returns what one peer is known by: its address, or for IPv6 its
+// /64, the block one host or site is given (RFC 6177), whose 2^64
+// addresses would each have max connections of their own.
+func peer(ip netip.Addr) netip.Addr {
+	if ip.Is6() && !ip.IsLoopback() {
+		return netip.PrefixFrom(ip, 64).Masked().Addr()
+	}
+	return ip
 }
 
 func (l *perIPListener) isExempt(ip netip.Addr) bool {

@@ -82,3 +82,27 @@ func TestMaxConnsPerIP(t *testing.T) {
 		})
 	}
 }
+
+// TestPeer: the addresses of one IPv6 /64 count as one peer; IPv4
+// addresses and the IPv6 loopback each as themselves.
+func TestPeer(t *testing.T) {
+	for _, c := range []struct{ a, b string }{
+		{"2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"},
+		{"2001:db8:1:2:abcd::9", "2001:db8:1:2::"},
+	} {
+		if pa, pb := peer(netip.MustParseAddr(c.a)), peer(netip.MustParseAddr(c.b)); pa != pb {
+			t.Errorf("peer(%s) = %s, peer(%s) = %s; want one peer", c.a, pa, c.b, pb)
+		}
+	}
+	for _, c := range []struct{ a, b string }{
+		{"2001:db8:1:2::1", "2001:db8:1:3::1"},
+		{"192.0.2.1", "192.0.2.2"},
+	} {
+		if pa, pb := peer(netip.MustParseAddr(c.a)), peer(netip.MustParseAddr(c.b)); pa == pb {
+			t.Errorf("peer(%s) = peer(%s) = %s; want two peers", c.a, c.b, pa)
+		}
+	}
+	if got := peer(netip.MustParseAddr("::1")); got != netip.MustParseAddr("::1") {
+		t.Errorf("peer(::1) = %s, want ::1", got)
+	}
+}

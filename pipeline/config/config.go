@@ -199,6 +199,10 @@ type Source struct {
 	// AllowDuplicateKeys accepts bodies with a key twice in one object;
 	// by default they are refused with 400 (see ingest.Source).
 	AllowDuplicateKeys bool `toml:"allow_duplicate_keys"`
+	// AllowInvalidUTF8 accepts bodies with bytes that are not UTF-8 or
+	// with lone surrogates (\ud800); by default they are refused with 400
+	// (see ingest.Source).
+	AllowInvalidUTF8 bool `toml:"allow_invalid_utf8"`
 }
 
 // Auth says how a source authenticates requests. It must be written

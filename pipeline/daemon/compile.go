@@ -48,6 +48,7 @@ func IngestConfig(cfg *config.Config) (ingest.Config, error) {
 		}
 		src.KeepRejectedMax = int64(s.KeepRejectedMax)
 		src.AllowDuplicateKeys = s.AllowDuplicateKeys
+		src.AllowInvalidUTF8 = s.AllowInvalidUTF8
 		if s.Rate.PerSecond > 0 {
 			burst := s.Burst
 			if burst == 0 {

@@ -109,8 +109,9 @@ func (d *Decision) Accepted() bool { return d.Status == http.StatusOK && !d.Igno
 // Decide says what pipelined does with req sent to src, in the order the
 // checks are made: content type (415), declared and actual body size
 // (413), reading the body (400), the source's authentication (401),
-// req.Admit (429), JSON (400: nesting past [MaxDepth], malformed, or a
-// key twice in one object unless src.AllowDuplicateKeys), the source's
+// req.Admit (429), JSON (400: nesting past [MaxDepth], malformed, a key
+// twice in one object unless src.AllowDuplicateKeys, or text that is not
+// UTF-8 unless src.AllowInvalidUTF8), the source's
 // ignore rule (200, ignored: not appended), the source's accept rule and
 // JSON Schema (422); then the dedup key and every route. Apart from
 // calling req.Admit it has no effect: it neither logs nor counts, and the
@@ -201,6 +202,12 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	}
 	if sh.dupped && !src.AllowDuplicateKeys {
 		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, dupKeyError(sh.dup, src.Name), body)
+	}
+	if !src.AllowInvalidUTF8 {
+		if reason := notUTF8(body); reason != "" {
+			return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON,
+				reason+" (or set allow_invalid_utf8 = true on source "+strconv.Quote(src.Name)+")", body)
+		}
 	}
 
 	ev := pipeline.Event{

@@ -543,3 +543,61 @@ func TestNotUTF8IsAccepted(t *testing.T) {
 		})
 	}
 }
+
+// TestNotUTF8Refused: a body with a byte that is not UTF-8, or a lone
+// surrogate escape, is refused with 400 saying where; without the check,
+// the five ids below are one dedup key (each read as "ord-\uFFFD"), and
+// four distinct events would be dropped as duplicates of the first. A
+// source that opts in takes them as sent.
+func TestNotUTF8Refused(t *testing.T) {
+	for _, c := range []struct {
+		name, body string
+		want       int
+		reason     string
+	}{
+		{"a Latin-1 byte", "{\"id\":\"ord-\xff\"}", http.StatusBadRequest, "body is not UTF-8 at byte 11 (0xff)"},
+		{"another byte", "{\"id\":\"ord-\xfe\"}", http.StatusBadRequest, "body is not UTF-8 at byte 11 (0xfe)"},
+		{"a lone high surrogate", `{"id":"ord-\ud800"}`, http.StatusBadRequest, `body has a lone surrogate \ud800 at byte 11`},
+		{"a lone low surrogate", `{"id":"ord-\udfff"}`, http.StatusBadRequest, `body has a lone surrogate \udfff at byte 11`},
+		{"a pair the wrong way round", `{"id":"\uDE00\uD83D"}`, http.StatusBadRequest, `body has a lone surrogate \ude00 at byte 7`},
+		{"a high surrogate before a letter", `{"id":"\ud83d\u0041"}`, http.StatusBadRequest, `body has a lone surrogate \ud83d at byte 7`},
+		{"an escaped backslash, then a surrogate", `{"id":"\\\ud800"}`, http.StatusBadRequest, `body has a lone surrogate \ud800 at byte 9`},
+		{"a real U+FFFD", "{\"id\":\"ord-\xef\xbf\xbd\"}", http.StatusOK, ""},
+		{"a pair", `{"id":"ord-\ud83d\ude00 \uD83D\uDE00"}`, http.StatusOK, ""},
+		{"an escaped backslash, then text", `{"id":"\\ud800"}`, http.StatusOK, ""},
+	} {
+		for _, allow := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/allow=%v", c.name, allow), func(t *testing.T) {
+				dedup, err := rules.CompileValue("body.id")
+				if err != nil {
+					t.Fatal(err)
+				}
+				app := &recordingAppender{}
+				src := ingest.Source{Name: "s", Path: "/hooks/s", DedupKey: dedup, DedupWindow: time.Hour, AllowInvalidUTF8: allow}
+				h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20}, app, nil)
+				req := httptest.NewRequest(http.MethodPost, "/hooks/s", strings.NewReader(c.body))
+				req.Header.Set("Content-Type", "application/json")
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				want := c.want
+				if allow {
+					want = http.StatusOK
+				}
+				if rec.Code != want {
+					t.Fatalf("POST %q = %d %s, want %d", c.body, rec.Code, rec.Body, want)
+				}
+				if want == http.StatusOK {
+					if app.len() != 1 || string(app.entries[0].Event.Body) != c.body {
+						t.Errorf("accepted body: %d appended, want 1 stored as sent", app.len())
+					}
+					return
+				}
+				var answer struct{ Error string }
+				json.Unmarshal(rec.Body.Bytes(), &answer)
+				if app.len() != 0 || !strings.HasPrefix(answer.Error, c.reason) || !strings.HasSuffix(answer.Error, `allow_invalid_utf8 = true on source "s")`) {
+					t.Errorf("refused body: %d appended, answer %s; want none appended and a reason starting %q, with the switch", app.len(), rec.Body, c.reason)
+				}
+			})
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
@@ -38,6 +39,8 @@ func FuzzHandler(f *testing.F) {
 		{strings.Repeat("[", 10001) + strings.Repeat("]", 10001), "application/json", true},
 		{"{\"data\":{\"callSid\":\"\xff\xfe\"}}", "application/json", false},
 		{"\"\xc3\x28\"", "application/json", false},
+		{`{"data":{"callSid":"\ud800"}}`, "application/json", false},
+		{`{"data":{"callSid":"\\\ud83d\ude00\\ud800"}}`, "application/json", false},
 		{`{"n": 1e400}`, "application/json", false},
 		{`{"data": {"callSid": 123456789012345678901234567890, "call_duration": -1e308}}`, "application/json", false},
 		{`{"data": {"callSid": 1e20}}`, "application/json", false},
@@ -109,6 +112,9 @@ func FuzzHandler(f *testing.F) {
 
 		if key, dupped := ingest.DupKey(t, body); dupped {
 			t.Fatalf("POST %q = 200, but it has the key %q twice in one object", body, key)
+		}
+		if !utf8.Valid(body) {
+			t.Fatalf("POST %q = 200, but it is not UTF-8", body)
 		}
 		var res ingest.Response
 		if err := json.Unmarshal(out, &res); err != nil || res.ID == "" {

@@ -77,6 +77,13 @@ type Source struct {
 	// which value counts, so what the rules checked need not be what a
 	// sink's reader sees.
 	AllowDuplicateKeys bool
+	// AllowInvalidUTF8 accepts a body with bytes that are not UTF-8 or
+	// with a lone surrogate escape (\ud800), which the rules, the schema
+	// and the dedup key see as U+FFFD, as encoding/json does. By default
+	// such a body is refused with 400: two events that differ only there
+	// would have one dedup key, and the second be dropped as a duplicate;
+	// and a sink's reader may refuse the body (PostgreSQL's jsonb does).
+	AllowInvalidUTF8 bool
 	// KeepRejectedMax, when more than 0, bounds the bytes of this source's
 	// kept rejections (keep_rejected_max): the oldest are dropped first.
 	KeepRejectedMax int64

@@ -377,16 +377,6 @@ func (q *queue) state(ctx context.Context, seq uint64) (stRecord, bool, error) {
 	return st, true, nil
 }
 
-// publish stores one message and waits for its ack.
-func (q *queue) publish(ctx context.Context, m *nats.Msg) error {
-	rctx, cancel := q.l.reqCtx(ctx)
-	defer cancel()
-	if _, err := q.l.js.PublishMsg(rctx, m); err != nil {
-		return q.l.wrapErr("publish "+m.Subject, err)
-	}
-	return nil
-}
-
 // purge removes every message of one subject.
 func (q *queue) purge(ctx context.Context, subject string) error {
 	rctx, cancel := q.l.reqCtx(ctx)

@@ -238,7 +238,8 @@ type Queue interface {
 	Stats(ctx context.Context) (QueueStats, error)
 
 	// DeadLetters lists up to limit dead-letter entries with Seq > after,
-	// in log order.
+	// in log order. A limit less than 1 lists nothing (it does not mean
+	// "no limit": a caller pages with a limit of its own, see P9).
 	DeadLetters(ctx context.Context, after uint64, limit int) ([]DeadLetter, error)
 
 	// RetryDead moves the dead-letter entries with the given seqs (nil:

@@ -427,7 +427,8 @@ func countFrom(txn *badger.Txn, prefix, start []byte) int {
 	return n
 }
 
-// DeadLetters implements [pipeline.Queue].
+// DeadLetters implements [pipeline.Queue]. A limit less than 1 lists
+// nothing.
 func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pipeline.DeadLetter, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return nil, err

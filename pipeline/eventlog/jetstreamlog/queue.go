@@ -626,13 +626,16 @@ func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pip
 	if q.l.isClosed() {
 		return nil, pipeline.ErrClosed
 	}
+	if limit < 1 {
+		return nil, nil
+	}
 	all, _, err := q.deadLetters(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []pipeline.DeadLetter
 	for _, d := range all {
-		if d.Seq > after && (limit <= 0 || len(out) < limit) {
+		if d.Seq > after && len(out) < limit {
 			out = append(out, d)
 		}
 	}

@@ -485,6 +485,12 @@ func testSettleDead(t *testing.T, l pipeline.Log) {
 	if got := mustDeadLetters(t, q, dl[2].Seq, 10); len(got) != 0 {
 		t.Errorf("DeadLetters(%d, 10) returned %d entries, want none", dl[2].Seq, len(got))
 	}
+	// A limit less than 1 lists nothing, on every backend.
+	for _, limit := range []int{0, -1} {
+		if got := mustDeadLetters(t, q, 0, limit); len(got) != 0 {
+			t.Errorf("DeadLetters(0, %d) returned %d entries, want none", limit, len(got))
+		}
+	}
 	mustEvent(t, l, event(all[1]))
 }
 

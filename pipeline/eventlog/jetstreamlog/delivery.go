@@ -90,8 +90,8 @@ func (r drRecord) record(sink string) pipeline.DeliveryRecord {
 }
 
 // deliveryOf returns the record of the event (seq, id) at sink: the stored
-// one, or what the queue says (a queue entry is queued, a dead letter
-// written by Append is dead).
+// one, or what the queue says (a queue entry is queued, a dead letter is
+// dead: Append's has no record, and Settle's outlives its record's TTL).
 func (l *Log) deliveryOf(ctx context.Context, seq uint64, id, sink string) (pipeline.DeliveryRecord, error) {
 	q := l.Queue(sink).(*queue)
 	dr, err := q.getDR(ctx, seq)
@@ -101,7 +101,11 @@ func (l *Log) deliveryOf(ctx context.Context, seq uint64, id, sink string) (pipe
 	if dr != nil {
 		return dr.record(sink), nil
 	}
-	for _, c := range []struct{ subject, state string }{{q.qSubject(id), pipeline.StateQueued}, {q.dlqSubject(id), pipeline.StateDead}} {
+	for _, c := range []struct{ subject, state string }{
+		{q.qSubject(id), pipeline.StateQueued},
+		{q.dlqSubject(id), pipeline.StateDead},
+		{q.deadSubject(seq), pipeline.StateDead}, // its record gone with retention
+	} {
 		rctx, cancel := l.reqCtx(ctx)
 		m, err := l.stream.GetLastMsgForSubject(rctx, c.subject)
 		cancel()

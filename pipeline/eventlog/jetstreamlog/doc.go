@@ -10,7 +10,8 @@
 //
 //	P.ev.<id>             the event; Nats-TTL = the log's retention
 //	P.q.<sink>.<id>       a queue entry: a copy of the event, the route, the payload
-//	P.dlq.<sink>.<id>     a dead letter: the same, with attempts, error, time
+//	P.dlq.<sink>.<id>     a dead letter written by Append: the same, with attempts, error, time
+//	P.dlq.<sink>.seq.<seq> a dead letter written by Settle (its subject names the Seq)
 //	P.st.<sink>.<seq>     retry state of a queue entry: failures so far, last error
 //	P.dr.<sink>.<seq>     delivery record of the event at seq for the sink; Nats-TTL = retention
 //	P.dd.<source>.<hash>  a dedup marker: the first event's id; Nats-TTL = the source's window
@@ -68,7 +69,8 @@
 // Settle maps outcomes to acknowledgements, each confirmed by the server:
 // Ack is +ACK (in WorkQueue retention the message leaves the stream);
 // Retry stores P.st (the failure count and error) then naks with the delay
-// (-NAK {"delay":...}); Dead publishes P.dlq then terminates (+TERM). The
+// (-NAK {"delay":...}); Dead publishes P.dlq.<sink>.seq.<seq> then
+// terminates (+TERM). The
 // consumer's MaxDeliver is unlimited: the dispatcher counts attempts
 // (Attempt is 1 + the failures in P.st) and settles Dead at max_attempts,
 // because a server-side MaxDeliver only stops redelivering and would leave
@@ -79,8 +81,27 @@
 //
 // RetryDead and Requeue write a P.q message with its P.st record (attempts
 // 0, the last error) in one atomic batch; such an entry joins the end of
-// the queue rather than its Seq's place. DeadLetters reads the sink's whole
-// DLQ and sorts it by Seq: fine for a DLQ of thousands, slow for millions.
+// the queue rather than its Seq's place.
+//
+// # Dead letters
+//
+// The stream keeps dead letters in the order they died, and a get reads a
+// whole message (a work-queue stream allows no header-only consumer), so
+// DeadLetters finds a page in log order without reading what it does not
+// return. The seqs of Settle's dead letters are in their subjects: one
+// stream info call lists them, no message read (the subject names, a few
+// dozen bytes each, as Stats's count already costs). Append's are stored
+// in log order, each after its event, so a walk of them in stream order
+// from stream seq after+1 meets them in log order and stops at the first
+// that does not fit on the page. The two are merged, and only the entries
+// on the page are read: about limit gets, whatever the DLQ's size.
+// RetryDead and DropDead of chosen seqs cost a get or two per seq;
+// RetryDead of all reads every dead letter once, one at a time in the
+// order they died; DropDead of all is one purge of P.dlq.<sink>.>.
+// A stream written by a build before this layout may hold Settle's dead
+// letters on P.dlq.<sink>.<id> (with a Pl-Seq header): they are counted
+// and found by seq (RetryDead, DropDead) and by the nil forms, but a page
+// can miss them, as they are not stored in log order.
 //
 // # Delivery records
 //

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -502,7 +503,7 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 		}
 		return q.reply(ctx, ls.msg, body)
 	case pipeline.Dead:
-		m := nats.NewMsg(q.dlqSubject(ls.id))
+		m := nats.NewMsg(q.deadSubject(ls.seq))
 		m.Header.Set(hdrSeq, strconv.FormatUint(ls.seq, 10))
 		attempts := ls.attempt
 		if s.NotAttempted {
@@ -575,111 +576,312 @@ func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
 	return pipeline.QueueStats{Ready: total - retrying, Retrying: retrying, Dead: dead}, nil
 }
 
-// deadLetters reads every dead letter of the sink, in log order.
-func (q *queue) deadLetters(ctx context.Context) ([]pipeline.DeadLetter, []uint64, error) {
-	filter := q.l.subj("dlq", q.tok, ">")
-	var (
-		out    []pipeline.DeadLetter
-		stored []uint64
-	)
-	for seq := uint64(1); ; {
-		rctx, cancel := q.l.reqCtx(ctx)
-		m, err := q.l.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(filter))
-		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, nil, q.l.wrapErr("list dead letters", err)
-		}
-		var r dlqRecord
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return nil, nil, fmt.Errorf("jetstream: dead letter at %d: %w", m.Sequence, err)
-		}
-		es, err := eventSeq(m.Header, m.Sequence)
-		if err != nil {
-			return nil, nil, fmt.Errorf("jetstream: dead letter at %d: %w", m.Sequence, err)
-		}
-		out = append(out, pipeline.DeadLetter{
-			Seq: es, Event: r.Event.event(), Route: r.Route, Payload: r.Payload,
-			Attempts: r.Attempts, Err: r.Err, FailedAt: r.FailedAt,
-		})
-		stored = append(stored, m.Sequence)
-		seq = m.Sequence + 1
-	}
-	idx := make([]int, len(out))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(out[a].Seq, out[b].Seq) })
-	sorted := make([]pipeline.DeadLetter, len(out))
-	sseqs := make([]uint64, len(out))
-	for i, j := range idx {
-		sorted[i], sseqs[i] = out[j], stored[j]
-	}
-	return sorted, sseqs, nil
+// A sink's dead letters are stored on two kinds of subjects:
+//
+//	P.dlq.<sink>.<id>       written by Append (a failed transform), before the event has a seq
+//	P.dlq.<sink>.seq.<seq>  written by Settle, which knows the event's seq
+//
+// The stream keeps them in the order they died, not in log order, and a
+// get reads a whole message, body included: there is no header-only read
+// of a work-queue stream. So a page in log order is found without reading
+// what it does not return:
+//
+//   - the seqs of the dead letters Settle wrote are in their subjects: one
+//     stream info call lists them, without a message;
+//   - the dead letters Append wrote are stored in log order (the batch of
+//     an event is stored contiguously and before the next event's), and a
+//     dead letter is always stored after its event, so a walk of them in
+//     stream order from stream seq after+1 meets them in log order and
+//     stops at the first one the page has no room for.
+//
+// The two sorted lists are merged, and only the entries on the page are
+// read from the first list.
+
+// deadSubject is the subject of a dead letter written by Settle.
+func (q *queue) deadSubject(seq uint64) string {
+	return q.l.subj("dlq", q.tok, "seq", strconv.FormatUint(seq, 10))
 }
 
-// DeadLetters reads the sink's whole DLQ (dead letters are stored in the
-// order they died) and returns a page of it in log order.
+// appendedFilter matches the dead letters Append wrote (and those an
+// earlier build's Settle wrote, see docs/jetstream.md).
+func (q *queue) appendedFilter() string { return q.l.subj("dlq", q.tok, "*") }
+
+// deadLetterOf decodes a stored dead letter.
+func deadLetterOf(m *jetstream.RawStreamMsg) (pipeline.DeadLetter, error) {
+	var r dlqRecord
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return pipeline.DeadLetter{}, fmt.Errorf("jetstream: dead letter at %d: %w", m.Sequence, err)
+	}
+	es, err := eventSeq(m.Header, m.Sequence)
+	if err != nil {
+		return pipeline.DeadLetter{}, fmt.Errorf("jetstream: dead letter at %d: %w", m.Sequence, err)
+	}
+	return pipeline.DeadLetter{
+		Seq: es, Event: r.Event.event(), Route: r.Route, Payload: r.Payload,
+		Attempts: r.Attempts, Err: r.Err, FailedAt: r.FailedAt,
+	}, nil
+}
+
+// settledDead returns the seqs above after of the dead letters Settle
+// wrote, sorted: the subjects of one stream info call, no message read.
+func (q *queue) settledDead(ctx context.Context, after uint64) ([]uint64, error) {
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	info, err := q.l.stream.Info(rctx, jetstream.WithSubjectFilter(q.l.subj("dlq", q.tok, "seq", "*")))
+	if err != nil {
+		return nil, q.l.wrapErr("list dead letters", err)
+	}
+	seqs := make([]uint64, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		s, err := strconv.ParseUint(subj[strings.LastIndexByte(subj, '.')+1:], 10, 64)
+		if err == nil && s > after {
+			seqs = append(seqs, s)
+		}
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+// next returns the first message on filter stored at stream seq from or
+// later, or nil when there is none.
+func (q *queue) next(ctx context.Context, from uint64, filter string) (*jetstream.RawStreamMsg, error) {
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	m, err := q.l.stream.GetMsg(rctx, from, jetstream.WithGetMsgSubject(filter))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, q.l.wrapErr("read dead letter", err)
+	}
+	return m, nil
+}
+
+// last returns the message on subject, or nil when there is none.
+func (q *queue) last(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	m, err := q.l.stream.GetLastMsgForSubject(rctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, q.l.wrapErr("read dead letter", err)
+	}
+	return m, nil
+}
+
+// DeadLetters returns a page in log order, reading only what it returns
+// (see the comment at deadSubject): one stream info call that lists the
+// subjects of the dead letters Settle wrote (a few dozen bytes each, as
+// Stats's count does), one get per entry returned, and the few gets of
+// dead letters Append wrote that the walk steps over at after. A dead
+// letter retried or dropped while a page is read can make the page
+// shorter than limit. A limit less than 1 lists nothing.
 func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pipeline.DeadLetter, error) {
 	if q.l.isClosed() {
 		return nil, pipeline.ErrClosed
 	}
-	if limit < 1 {
+	if limit < 1 || after == math.MaxUint64 {
 		return nil, nil
 	}
-	all, _, err := q.deadLetters(ctx)
+	settled, err := q.settledDead(ctx, after)
 	if err != nil {
 		return nil, err
 	}
-	var out []pipeline.DeadLetter
-	for _, d := range all {
-		if d.Seq > after && len(out) < limit {
-			out = append(out, d)
+	// The walk of the dead letters Append wrote, in log order.
+	var appended []pipeline.DeadLetter
+	for from := after + 1; len(appended) < limit; {
+		m, err := q.next(ctx, from, q.appendedFilter())
+		if err != nil || m == nil {
+			if err != nil {
+				return nil, err
+			}
+			break
 		}
+		from = m.Sequence + 1
+		d, err := deadLetterOf(m)
+		if err != nil {
+			return nil, err
+		}
+		if d.Seq <= after {
+			continue
+		}
+		n, dup := slices.BinarySearch(settled, d.Seq)
+		if dup {
+			continue // died again after a retry that did not delete it: Settle's copy is listed
+		}
+		if len(appended)+n >= limit {
+			break // the page is full below it, and below every later one
+		}
+		appended = append(appended, d)
+	}
+	// In log order already, unless an earlier build's Settle wrote some.
+	slices.SortFunc(appended, func(a, b pipeline.DeadLetter) int { return cmp.Compare(a.Seq, b.Seq) })
+	out := make([]pipeline.DeadLetter, 0, min(limit, len(settled)+len(appended)))
+	for i, j := 0, 0; len(out) < limit && (i < len(settled) || j < len(appended)); {
+		if j < len(appended) && (i == len(settled) || appended[j].Seq < settled[i]) {
+			out = append(out, appended[j])
+			j++
+			continue
+		}
+		m, err := q.last(ctx, q.deadSubject(settled[i]))
+		i++
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			continue // retried or dropped since the list
+		}
+		d, err := deadLetterOf(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }
 
-func selected(seqs []uint64) func(uint64) bool {
-	if seqs == nil {
-		return func(uint64) bool { return true }
+// findDead returns the stored dead letters of the event at seq: Settle's
+// and Append's (both only after a crash between a retry's enqueue and its
+// delete, and a second death).
+func (q *queue) findDead(ctx context.Context, seq uint64) ([]*jetstream.RawStreamMsg, error) {
+	var found []*jetstream.RawStreamMsg
+	m, err := q.last(ctx, q.deadSubject(seq))
+	if err != nil {
+		return nil, err
 	}
-	set := make(map[uint64]bool, len(seqs))
-	for _, s := range seqs {
-		set[s] = true
+	if m != nil {
+		found = append(found, m)
 	}
-	return func(s uint64) bool { return set[s] }
+	// Append's is the first of its kind stored after the event (see the
+	// comment at deadSubject). One an earlier build's Settle wrote there
+	// (with a Pl-Seq header) can be anywhere after it: step over those.
+	for from := seq + 1; seq < math.MaxUint64; {
+		m, err := q.next(ctx, from, q.appendedFilter())
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			break
+		}
+		from = m.Sequence + 1
+		es, err := eventSeq(m.Header, m.Sequence)
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: dead letter at %d: %w", m.Sequence, err)
+		}
+		if es == seq {
+			found = append(found, m)
+			break
+		}
+		if m.Header.Get(hdrSeq) == "" {
+			break // Append's, of a later event
+		}
+	}
+	return found, nil
 }
 
-// RetryDead writes, for each chosen dead letter, a queue entry and its
-// retry state (attempts 0, the dead letter's error) in one atomic batch,
-// then deletes the dead letter.
-func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
-	if err := q.ensure(ctx); err != nil {
-		return 0, err
-	}
-	all, stored, err := q.deadLetters(ctx)
+// eachDead calls f for every dead letter of the sink, one at a time in the
+// order they died, up to the last message stored when it starts (so that
+// entries dying again meanwhile do not keep it going). It returns how many
+// it handled.
+func (q *queue) eachDead(ctx context.Context, f func(d pipeline.DeadLetter, stored uint64) error) (int, error) {
+	rctx, cancel := q.l.reqCtx(ctx)
+	info, err := q.l.stream.Info(rctx)
+	cancel()
 	if err != nil {
-		return 0, err
+		return 0, q.l.wrapErr("stream info", err)
 	}
-	want := selected(seqs)
+	end := info.State.LastSeq
 	n := 0
-	for i, d := range all {
-		if !want(d.Seq) {
-			continue
-		}
-		rec := qRecord{Event: toRecord(d.Event), Route: d.Route, Payload: d.Payload}
-		if err := q.enqueue(ctx, d.Seq, rec, d.Err, pipeline.StateRetrying); err != nil {
+	for from := uint64(1); from <= end; {
+		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		if err := q.deleteDead(ctx, stored[i]); err != nil {
+		m, err := q.next(ctx, from, q.l.subj("dlq", q.tok, ">"))
+		if err != nil {
+			return n, err
+		}
+		if m == nil || m.Sequence > end {
+			break
+		}
+		from = m.Sequence + 1
+		d, err := deadLetterOf(m)
+		if err != nil {
+			return n, err
+		}
+		if err := f(d, m.Sequence); err != nil {
 			return n, err
 		}
 		n++
 	}
 	return n, nil
+}
+
+// eachChosen calls f for the dead letters of the given seqs, in Seq order,
+// once per seq, with every stored copy's stream seq. It returns how many
+// seqs had a dead letter.
+func (q *queue) eachChosen(ctx context.Context, seqs []uint64, f func(d pipeline.DeadLetter, stored []uint64) error) (int, error) {
+	n := 0
+	for _, seq := range slices.Compact(slices.Sorted(slices.Values(seqs))) {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		found, err := q.findDead(ctx, seq)
+		if err != nil {
+			return n, err
+		}
+		if len(found) == 0 {
+			continue
+		}
+		d, err := deadLetterOf(found[0])
+		if err != nil {
+			return n, err
+		}
+		stored := make([]uint64, len(found))
+		for i, m := range found {
+			stored[i] = m.Sequence
+		}
+		if err := f(d, stored); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// RetryDead writes, for each chosen dead letter, a queue entry and its
+// retry state (attempts 0, the dead letter's error) in one atomic batch,
+// then deletes the dead letter. Chosen seqs cost a get or two each; nil
+// reads every dead letter once, one at a time in the order they died, so
+// they join the queue in that order.
+func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
+	if err := q.ensure(ctx); err != nil {
+		return 0, err
+	}
+	retry := func(d pipeline.DeadLetter) error {
+		rec := qRecord{Event: toRecord(d.Event), Route: d.Route, Payload: d.Payload}
+		return q.enqueue(ctx, d.Seq, rec, d.Err, pipeline.StateRetrying)
+	}
+	if seqs == nil {
+		return q.eachDead(ctx, func(d pipeline.DeadLetter, stored uint64) error {
+			if err := retry(d); err != nil {
+				return err
+			}
+			return q.deleteDead(ctx, stored)
+		})
+	}
+	return q.eachChosen(ctx, seqs, func(d pipeline.DeadLetter, stored []uint64) error {
+		if err := retry(d); err != nil {
+			return err
+		}
+		for _, s := range stored {
+			if err := q.deleteDead(ctx, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // enqueue writes a queue entry for the event at seq with its retry state
@@ -720,27 +922,50 @@ func (q *queue) deleteDead(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// DropDead deletes the chosen dead letters.
+// DropDead deletes the chosen dead letters, a get or two and a delete per
+// seq; nil purges the sink's dead-letter subjects in one request, reading
+// none of them.
 func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
 	if q.l.isClosed() {
 		return 0, pipeline.ErrClosed
 	}
-	all, stored, err := q.deadLetters(ctx)
+	if seqs == nil {
+		return q.purgeDead(ctx)
+	}
+	return q.eachChosen(ctx, seqs, func(_ pipeline.DeadLetter, stored []uint64) error {
+		for _, s := range stored {
+			if err := q.deleteDead(ctx, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// purgeDead purges every dead letter of the sink and returns how many the
+// server removed (jetstream's Purge does not say).
+func (q *queue) purgeDead(ctx context.Context) (int, error) {
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	req := mustJSON(struct {
+		Filter string `json:"filter"`
+	}{q.l.subj("dlq", q.tok, ">")})
+	m, err := q.l.nc.RequestWithContext(rctx, "$JS.API.STREAM.PURGE."+q.l.prefix, req)
 	if err != nil {
-		return 0, err
+		return 0, q.l.wrapErr("purge dead letters", err)
 	}
-	want := selected(seqs)
-	n := 0
-	for i, d := range all {
-		if !want(d.Seq) {
-			continue
-		}
-		if err := q.deleteDead(ctx, stored[i]); err != nil {
-			return n, err
-		}
-		n++
+	var resp struct {
+		Error   *apiError `json:"error"`
+		Success bool      `json:"success"`
+		Purged  uint64    `json:"purged"`
 	}
-	return n, nil
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return 0, fmt.Errorf("jetstream: purge dead letters: %w", err)
+	}
+	if resp.Error != nil {
+		return 0, q.l.wrapErr("purge dead letters", resp.Error)
+	}
+	return int(resp.Purged), nil
 }
 
 // exists reports whether subject holds a message.
@@ -755,6 +980,17 @@ func (q *queue) exists(ctx context.Context, subject string) (bool, error) {
 		return false, q.l.wrapErr("look up entry", err)
 	}
 	return true, nil
+}
+
+// dead reports whether the event (seq, id) has a dead letter: Settle's or
+// Append's.
+func (q *queue) dead(ctx context.Context, seq uint64, id string) (bool, error) {
+	for _, subj := range []string{q.deadSubject(seq), q.dlqSubject(id)} {
+		if ok, err := q.exists(ctx, subj); err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
 }
 
 // Requeue reads each event, skips those with a queue entry or a dead
@@ -791,7 +1027,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 			}
 			continue
 		}
-		if ok, err := q.exists(ctx, q.dlqSubject(t.rec.Event.ID)); err != nil || ok {
+		if ok, err := q.dead(ctx, t.seq, t.rec.Event.ID); err != nil || ok {
 			if err != nil {
 				return n, err
 			}

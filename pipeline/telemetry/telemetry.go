@@ -31,6 +31,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/pipelined/pipelined/pipeline/internal/lograte"
 )
 
 // ScopeName is the instrumentation scope of every span pipelined makes.
@@ -70,7 +72,7 @@ type Tracer struct {
 	queueMax int64
 	queued   atomic.Int64
 	full     atomic.Int64
-	fullLog  oncePerMinute
+	fullLog  lograte.Every
 	log      *slog.Logger
 }
 
@@ -114,7 +116,7 @@ func New(o Options) (*Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: exporter: %w", err)
 	}
-	t := &Tracer{queueMax: int64(queueSize()), log: o.Logger}
+	t := &Tracer{queueMax: int64(queueSize()), log: o.Logger, fullLog: lograte.Every{Period: time.Minute}}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
@@ -189,7 +191,7 @@ func (g queueGate) OnEnd(s sdktrace.ReadOnlySpan) {
 	if t.queued.Add(1) > t.queueMax {
 		t.queued.Add(-1)
 		t.full.Add(1)
-		if ok, n := t.fullLog.allow(); ok {
+		if ok, n := t.fullLog.Allow(); ok {
 			t.log.Warn("tracing: spans dropped, the export queue is full: the collector takes them more slowly than they are made "+
 				"(webhooks are not affected; see pipelined_trace_spans_dropped_total; OTEL_BSP_MAX_QUEUE_SIZE bounds the queue)",
 				"queue", t.queueMax, "suppressed", n)
@@ -230,31 +232,13 @@ func setErrorHandler(log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var lines oncePerMinute
+	lines := lograte.Every{Period: time.Minute}
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		if ok, n := lines.allow(); ok {
+		if ok, n := lines.Allow(); ok {
 			log.Warn("tracing: spans not exported (webhooks are not affected; see pipelined_trace_spans_dropped_total)",
 				"err", err, "suppressed", n)
 		}
 	}))
-}
-
-// oncePerMinute lets one log line a minute through, without a lock.
-type oncePerMinute struct {
-	last       atomic.Int64 // unix nanoseconds of the last line
-	suppressed atomic.Int64
-}
-
-// allow reports whether a line may be written now and, if so, how many
-// were not since the last one.
-func (l *oncePerMinute) allow() (ok bool, suppressed int64) {
-	now := time.Now().UnixNano()
-	prev := l.last.Load()
-	if now-prev < int64(time.Minute) || !l.last.CompareAndSwap(prev, now) {
-		l.suppressed.Add(1)
-		return false, 0
-	}
-	return true, l.suppressed.Swap(0)
 }
 
 // countingExporter counts the spans its exporter failed to export, and

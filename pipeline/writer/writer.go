@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/internal/lograte"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/telemetry"
 )
@@ -62,7 +63,17 @@ type Writer struct {
 	// so that commit reads them with one atomic load (nil: nobody listens).
 	subsMu sync.Mutex
 	subs   atomic.Pointer[[]*Subscription]
+
+	// failLog bounds the lines of failed appends: on a full disk every
+	// commit fails, hundreds a second, and the journal may be on that
+	// disk. failed counts the appends that failed since the last that
+	// did not (commit's goroutine only).
+	failLog lograte.Every
+	failed  int
 }
+
+// failLogPeriod is how often a failing log gets a line.
+const failLogPeriod = 10 * time.Second
 
 type request struct {
 	ping  bool // Ping's request: answered at once, appends nothing
@@ -90,7 +101,8 @@ func New(l pipeline.Log, o *Options) *Writer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Writer{log: l, opts: opts, reqs: make(chan *request, opts.MaxPending), done: make(chan struct{})}
+	w := &Writer{log: l, opts: opts, reqs: make(chan *request, opts.MaxPending), done: make(chan struct{}),
+		failLog: lograte.Every{Period: failLogPeriod}}
 	go w.run()
 	return w
 }
@@ -295,9 +307,17 @@ func (w *Writer) commit(batch []*request) {
 		w.opts.OnBatch(len(batch), err)
 	}
 	w.opts.Metrics.WriterCommit(len(batch), time.Since(start), err)
-	if err != nil {
-		w.opts.Logger.Error("append to event log failed", "entries", len(batch), "err", err)
+	switch {
+	case err != nil:
+		w.failed++
+		if ok, n := w.failLog.Allow(); ok {
+			w.opts.Logger.Error("append to event log failed", "entries", len(batch), "err", err, "suppressed", n)
+		}
 		err = fmt.Errorf("append: %w", err)
+	case w.failed > 0:
+		w.opts.Logger.Info("the event log takes appends again", "failed_appends", w.failed)
+		w.failed = 0
+		w.failLog = lograte.Every{Period: failLogPeriod} // the next fault's first line at once
 	}
 	for i, r := range batch {
 		if err != nil {

@@ -190,6 +190,15 @@ func TestRefusesWritesWhenTheDiskCouldFillUp(t *testing.T) {
 	if err := db.Queue("a").Settle(ctx, []pipeline.Settlement{{Seq: d[0].Seq, Outcome: pipeline.Ack}}); !errors.Is(err, pipeline.ErrFull) {
 		t.Errorf("Settle with the disk nearly full = %v, want ErrFull", err)
 	}
+	// A dispatcher without an order_key releases what is held at start:
+	// with nothing held there is nothing to write, and so no refusal (it
+	// would be retried every second, for ever, on a small disk).
+	if n, err := db.Queue("a").(pipeline.Holder).Release(ctx, nil); n != 0 || err != nil {
+		t.Errorf("Release(all) with nothing held and the disk nearly full = %d, %v; want 0, nil", n, err)
+	}
+	if n, err := db.Queue("a").(pipeline.Holder).Release(ctx, []uint64{d[0].Seq}); n != 0 || err != nil {
+		t.Errorf("Release(a seq not held) with the disk nearly full = %d, %v; want 0, nil", n, err)
+	}
 	free = 1 << 40
 	if _, err := db.Append(ctx, e("after")); err != nil {
 		t.Errorf("Append once space is free = %v", err)

@@ -52,9 +52,6 @@ func (q *queue) Release(ctx context.Context, seqs []uint64) (int, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return 0, err
 	}
-	if err := q.l.space.check(); err != nil {
-		return 0, err
-	}
 	if seqs == nil {
 		return q.releaseAll(ctx)
 	}
@@ -63,7 +60,10 @@ func (q *queue) Release(ctx context.Context, seqs []uint64) (int, error) {
 	txn := q.l.newTxn()
 	defer txn.Discard()
 	n, err := q.releaseIn(txn, seqs, time.Now())
-	if err != nil {
+	if err != nil || n == 0 {
+		return 0, err // nothing held: nothing to write, a full disk or not
+	}
+	if err := q.l.space.check(); err != nil {
 		return 0, err
 	}
 	if err := q.l.commit(txn); err != nil {

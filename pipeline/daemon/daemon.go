@@ -261,6 +261,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		sr.startDispatch()
 	}
 
+	if wc, ok := db.(pipeline.WriteChecker); ok {
+		if err := wc.CheckWrite(); err != nil { // a disk too small or full from the start
+			d.log.Warn("the event log cannot take writes: webhooks are answered 503 and /readyz fails until space is freed",
+				"err", err)
+		}
+	}
 	d.ready.Store(true)
 	d.running.Store(true)
 	d.log.Info("pipelined is ready", "ingest", ls.ingest.Addr().String(), "scheme", ls.scheme(), "admin", ls.admin.Addr().String(),

@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/config"
@@ -110,5 +112,36 @@ func TestReadyzFollowsTheLogNotTheSinks(t *testing.T) {
 				t.Errorf("GET /readyz?verbose checks = %v, want [log listeners writer]", names)
 			}
 		})
+	}
+}
+
+// TestStartOnAFullDiskSaysSo: a daemon started with its log unable to take
+// writes (a disk too small for the reserve) says so, with the log's
+// reason, before it says it is ready.
+func TestStartOnAFullDiskSaysSo(t *testing.T) {
+	cfg := pluginConfig(t, "")
+	l := &fullLog{Log: memlog.New()}
+	l.full.Store(true)
+	var logs testlog.Buffer
+	ready := make(chan struct{}, 1)
+	d := New(cfg, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), OnReady: func(_, _ net.Addr) { ready <- struct{}{} }, Notifier: noNotifier{}})
+	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
+		return l, nil, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run() = %v before it was ready", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon not ready within 20s")
+	}
+	out := logs.String()
+	warn := strings.Index(out, "the event log cannot take writes")
+	if warn < 0 || !strings.Contains(out, "the log needs 144 MiB in reserve") || warn > strings.Index(out, "pipelined is ready") {
+		t.Errorf("the start's log does not say, before it is ready, that the log cannot take writes:\n%s", out)
 	}
 }

@@ -186,19 +186,38 @@ func TestMaxConcurrent(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxConcurrent = 2
 	f.h.Swap(cfg)
-	var wg sync.WaitGroup
+	release := sync.OnceFunc(func() { close(app.release) })
+	t.Cleanup(release) // a failed test still lets the held requests end
+	type result struct {
+		r   response
+		err error
+	}
+	held := make(chan result, 2)
 	for i := range 2 {
-		wg.Add(1)
+		body := callKaroWith(t, fmt.Sprint("held-", i))
 		go func() {
-			defer wg.Done()
-			f.do(t, request{contentType: "application/json", body: callKaroWith(t, fmt.Sprint("held-", i))})
+			r, err := f.send(request{contentType: "application/json", body: body})
+			held <- result{r, err}
 		}()
 	}
-	<-app.started
-	<-app.started // two requests are in flight, held by the appender
+	for range 2 { // two requests are in flight, held by the appender
+		select {
+		case <-app.started:
+		case res := <-held:
+			t.Fatalf("a request answered before the appender let it go: %d %s, error %v", res.r.code, res.r.body, res.err)
+		}
+	}
 	r := f.do(t, request{contentType: "application/json", body: callKaroWith(t, "third")})
-	close(app.release)
-	wg.Wait()
+	release()
+	for range 2 {
+		res := <-held
+		if res.err != nil {
+			t.Fatalf("held request: %v", res.err)
+		}
+		if res.r.code != http.StatusOK {
+			t.Errorf("held request once released = %d %s, want 200", res.r.code, res.r.body)
+		}
+	}
 	if r.code != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
 		t.Fatalf("third request with 2 in flight and max_concurrent 2 = %d %s, want 503 with Retry-After", r.code, r.body)
 	}

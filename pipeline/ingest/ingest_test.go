@@ -136,6 +136,16 @@ type response struct {
 
 func (f *fixture) do(t testing.TB, r request) response {
 	t.Helper()
+	resp, err := f.send(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// send is do for a goroutine other than the test's: it returns what went
+// wrong instead of failing the test, for the test goroutine to report.
+func (f *fixture) send(r request) (response, error) {
 	if r.method == "" {
 		r.method = http.MethodPost
 	}
@@ -151,7 +161,7 @@ func (f *fixture) do(t testing.TB, r request) response {
 	}
 	req, err := http.NewRequest(r.method, f.srv.URL+r.path, body)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	if r.contentType != "" {
 		req.Header.Set("Content-Type", r.contentType)
@@ -161,17 +171,17 @@ func (f *fixture) do(t testing.TB, r request) response {
 	}
 	resp, err := f.srv.Client().Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", r.method, r.path, err)
+		return response{}, fmt.Errorf("%s %s: %w", r.method, r.path, err)
 	}
 	defer resp.Body.Close()
 	if r.chunked && req.ContentLength != -1 && req.ContentLength != 0 {
-		t.Fatalf("request ContentLength = %d, want unknown", req.ContentLength)
+		return response{}, fmt.Errorf("request ContentLength = %d, want unknown", req.ContentLength)
 	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read response: %v", r.method, r.path, err)
+		return response{}, fmt.Errorf("%s %s: read response: %w", r.method, r.path, err)
 	}
-	return response{code: resp.StatusCode, header: resp.Header, body: b}
+	return response{code: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 // checkOneLineJSON checks that the response is one line of JSON and

@@ -248,26 +248,88 @@ func TestAppendErrors(t *testing.T) {
 	}
 }
 
+// TestCloseAppendsWhatItTook: Close stops taking entries but appends those
+// it already took, and returns only once they are in the log. The log holds
+// the first append, so that more wait in the writer's queue when Close
+// begins; an Append after that is refused with ErrClosed and never written,
+// and each queued one succeeds once the log lets go.
 func TestCloseAppendsWhatItTook(t *testing.T) {
-	l := &slowLog{Log: memlog.New(), delay: 20 * time.Millisecond}
+	const queued = 10
+	l := &heldLog{Log: memlog.New(), entered: make(chan struct{}), release: make(chan struct{})}
 	w := writer.New(l, nil)
-	var wg sync.WaitGroup
-	var ok atomic.Int64
-	for i := range 30 {
-		wg.Add(1)
+	release := sync.OnceFunc(func() { close(l.release) })
+	t.Cleanup(release) // a failed test still lets Close end
+
+	errs := make(chan error, queued+1)
+	appendAsync := func(id string) {
 		go func() {
-			defer wg.Done()
-			if _, err := w.Append(context.Background(), entry(fmt.Sprintf("c%d", i), "")); err == nil {
-				ok.Add(1)
+			_, err := w.Append(context.Background(), entry(id, ""))
+			if err != nil {
+				err = fmt.Errorf("Append(%s) = %w", id, err)
 			}
+			errs <- err
 		}()
 	}
-	time.Sleep(5 * time.Millisecond)
-	w.Close()
-	wg.Wait()
-	st, _ := l.Queue("s").Stats(context.Background())
-	if int64(st.Ready) != ok.Load() {
-		t.Errorf("after Close the log holds %d entries but %d appends succeeded", st.Ready, ok.Load())
+	appendAsync("held")
+	select {
+	case <-l.entered: // the writer is in the log's Append with "held" alone
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first append did not reach the log")
+	}
+	for i := range queued {
+		appendAsync(fmt.Sprintf("c%d", i))
+	}
+	waitPending(t, w, queued) // taken, not yet appended
+
+	closed := make(chan struct{})
+	go func() {
+		w.Close()
+		close(closed)
+	}()
+	waitClosed(t, w)
+	if _, err := w.Append(context.Background(), entry("late", "")); !errors.Is(err, pipeline.ErrClosed) {
+		t.Errorf("Append once Close has begun = %v, want ErrClosed", err)
+	}
+	select {
+	case <-closed:
+		t.Fatalf("Close returned while the log still held the first append and %d waited", writer.Pending(w))
+	default:
+	}
+
+	release()
+	<-closed
+	for range queued + 1 {
+		if err := <-errs; err != nil {
+			t.Errorf("%v, want an entry taken before Close to be appended", err)
+		}
+	}
+	var got []string
+	for _, b := range l.appendCalls() {
+		got = append(got, b...)
+	}
+	slices.Sort(got)
+	want := []string{"held"}
+	for i := range queued {
+		want = append(want, fmt.Sprintf("c%d", i))
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("the log was given %v, want the %d entries taken before Close and not \"late\" %v", got, queued+1, want)
+	}
+	if st, err := l.Queue("s").Stats(context.Background()); err != nil || st.Ready != queued+1 {
+		t.Errorf("after Close the queue holds %d entries (err %v), want %d", st.Ready, err, queued+1)
+	}
+}
+
+// waitClosed waits until Close has begun on w.
+func waitClosed(t testing.TB, w *writer.Writer) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !writer.Closed(w) {
+		if time.Now().After(deadline) {
+			t.Fatal("Close has not begun after 5s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

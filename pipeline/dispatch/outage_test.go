@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/stacks"
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/sdk"
@@ -379,9 +380,10 @@ func TestPause(t *testing.T) {
 				t.Fatalf("Status() = %+v, want Paused", st)
 			}
 			want := appendEvents(t, l, "ev", 5, "s")
-			// Nothing can show that an event is not taken but time: give
-			// the dispatcher many batch waits to take it.
-			time.Sleep(100 * time.Millisecond)
+			// The dispatcher waits for Resume, with the events ready: only
+			// setPaused wakes it there, so from now on it takes nothing, and
+			// whatever it took before it got there is counted already.
+			stacks.WaitBlocked(t, "dispatch.(*Dispatcher).waitResumed", 1)
 			if fetches, _, _ := q.snapshot(); fetches != 0 || len(sink.calls()) != 0 {
 				t.Fatalf("paused: %d fetches, %d Deliver calls, want none", fetches, len(sink.calls()))
 			}

@@ -2,7 +2,6 @@ package rules
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -429,10 +428,4 @@ func (budgetPatcher) Visit(node *ast.Node) {
 func maybeString(n ast.Node) bool {
 	t := n.Type()
 	return t == nil || t.Kind() == reflect.Interface || t.Kind() == reflect.String
-}
-
-// isBudget reports whether err is a [*BudgetError].
-func isBudget(err error) bool {
-	var be *BudgetError
-	return errors.As(err, &be)
 }

@@ -30,7 +30,6 @@ var (
 	// swSecretN are the secrets as a sender shows them: "whsec_" + base64.
 	swSecret1 = "whsec_" + base64.StdEncoding.EncodeToString(swKey1)
 	swSecret2 = "whsec_" + base64.StdEncoding.EncodeToString(swKey2)
-	swSecret3 = "whsec_" + base64.StdEncoding.EncodeToString(swKey3)
 	hmacKey1  = []byte("hmac-secret-number-one")
 	hmacKey2  = []byte("hmac-secret-number-two")
 	hmacKey3  = []byte("hmac-secret-removed")

@@ -45,9 +45,6 @@ func Load(f *File, load func() (*config.Config, error)) (*Suite, error) {
 	return s, nil
 }
 
-// Config returns the configuration the suite tests.
-func (s *Suite) Config() *config.Config { return s.cfg }
-
 // Result is what one case gave.
 type Result struct {
 	Name string

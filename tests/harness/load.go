@@ -51,7 +51,6 @@ type Load struct {
 	t       testing.TB
 	o       LoadOptions
 	targets atomic.Pointer[[]string]
-	pause   atomic.Int64
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
@@ -92,7 +91,6 @@ func StartLoad(t testing.TB, o LoadOptions, urls ...string) *Load {
 	}
 	l := &Load{t: t, o: o, stop: make(chan struct{}), statuses: map[int]int{}, lastOK: time.Now()}
 	l.SetTargets(urls...)
-	l.pause.Store(int64(o.Pause))
 	for c := range o.Clients {
 		l.wg.Go(func() { l.client(c) })
 	}
@@ -141,8 +139,8 @@ func (l *Load) client(c int) {
 		l.mu.Unlock()
 		if err != nil || code/100 != 2 {
 			time.Sleep(10 * time.Millisecond) // the daemon is down or refusing: keep trying
-		} else if p := time.Duration(l.pause.Load()); p > 0 {
-			time.Sleep(p)
+		} else if l.o.Pause > 0 {
+			time.Sleep(l.o.Pause)
 		}
 	}
 }
@@ -167,9 +165,6 @@ func (l *Load) SetTargets(urls ...string) {
 	u := append([]string(nil), urls...)
 	l.targets.Store(&u)
 }
-
-// SetPause changes how long each client waits after a 2xx.
-func (l *Load) SetPause(p time.Duration) { l.pause.Store(int64(p)) }
 
 // Count returns how many events were acknowledged so far.
 func (l *Load) Count() int {

@@ -22,7 +22,10 @@ type described struct {
 	Extra   map[string]string `json:"extra"`
 	Token   string            `json:"token" secret:"true" doc:"API token."`
 	Any     json.RawMessage   `json:"any" type:"string or []string"`
-	hidden  int
+	// hidden is unexported: DescribeConfig must leave it out of Fields,
+	// and TestDescribeConfig fails if it does not. Nothing reads it, so
+	// staticcheck's U1000 reports it; it is here on purpose.
+	hidden int
 }
 
 func describedDefaults() described {

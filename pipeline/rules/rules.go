@@ -605,7 +605,7 @@ func (r *Router) RouteContext(ctx context.Context, env *Env) (targets []pipeline
 	v, ev := &run.vm, &run.ev
 	// Each distinct when is evaluated once: 0 not yet, 1 false, 2 true, 3 error.
 	var small [64]uint8
-	state := small[:0]
+	var state []uint8
 	if len(r.whens) <= len(small) {
 		state = small[:len(r.whens)]
 	} else {

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pipelined/pipelined/plugins/internal/retryafter"
 	"github.com/pipelined/pipelined/sdk"
 )
 
@@ -55,7 +56,7 @@ import (
 // # Answers
 //
 //	2xx                      delivered
-//	408, 429, 5xx            retry, after Retry-After when given (seconds or an HTTP date)
+//	408, 429, 5xx            retry, after Retry-After when given (seconds or an HTTP date; at most 24h)
 //	3xx                      permanent: redirects are not followed (secret headers must not travel); fix url
 //	other 4xx                permanent, with the status and the first 200 bytes of the response
 //	network error, timeout   retry (the error shows scheme://host/path only)
@@ -430,21 +431,10 @@ func withExcerpt(b []byte) string {
 	return fmt.Sprintf(": %q", b)
 }
 
-// retryAfter reads a Retry-After header: seconds, or an HTTP date. 0 (the
-// host's own backoff) when absent, invalid or in the past.
+// retryAfter is the wait a Retry-After header asks for (seconds or an
+// HTTP date), at most [retryafter.Cap]; 0 (the host's own backoff) when
+// absent or invalid.
 func retryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n <= 0 || n > int64(365*24*time.Hour/time.Second) {
-			return 0
-		}
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+	d, _ := retryafter.Parse(v, now, retryafter.Cap)
+	return d
 }

@@ -245,6 +245,7 @@ func TestHeaders(t *testing.T) {
 func TestStatuses(t *testing.T) {
 	long := strings.Repeat("x", 200) + "ERROR-TAIL-BEYOND-200-BYTES" + strings.Repeat("y", 100)
 	date := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
+	farDate := time.Now().AddDate(10, 0, 0).UTC().Format(http.TimeFormat) // capped at retryafter.Cap
 	tests := []struct {
 		status     int
 		retryAfter string
@@ -264,6 +265,7 @@ func TestStatuses(t *testing.T) {
 		{status: 408, want: "retry", errHas: []string{"408"}},
 		{status: 429, retryAfter: "7", want: "retry", after: 7 * time.Second, errHas: []string{"429"}},
 		{status: 429, retryAfter: date, want: "retry", after: 90 * time.Second, errHas: []string{"429"}},
+		{status: 429, retryAfter: farDate, want: "retry", after: 24 * time.Hour, errHas: []string{"429"}},
 		{status: 500, body: "boom", want: "retry", errHas: []string{"500", "boom"}},
 		{status: 503, retryAfter: "3", want: "retry", after: 3 * time.Second, errHas: []string{"503"}},
 		{status: 503, retryAfter: "soon", want: "retry", after: 0, errHas: []string{"503"}},
@@ -651,6 +653,8 @@ func TestRetryAfter(t *testing.T) {
 		{"", 0}, {"0", 0}, {"-5", 0}, {"12", 12 * time.Second}, {" 3 ", 3 * time.Second}, {"later", 0},
 		{now.Add(2 * time.Minute).Format(http.TimeFormat), 2 * time.Minute},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{"86400", 24 * time.Hour}, {"31536000", 24 * time.Hour}, // a year's seconds: capped, not refused
+		{now.AddDate(10, 0, 0).Format(http.TimeFormat), 24 * time.Hour}, // ten years ahead: capped
 	}
 	for _, tt := range tests {
 		if got := retryAfter(tt.in, now); got != tt.want {

@@ -24,20 +24,22 @@ const (
 // fakeSlack behaves like Slack's incoming-webhook endpoint: 200 "ok" for a
 // good message; 400 invalid_payload, no_text or invalid_blocks for bad
 // ones (text/plain, as Slack answers); 404 channel_not_found on gonePath
-// or for channel "#nowhere"; 429 with Retry-After: 1 when its token bucket
-// is empty; 500 for the next fail5xx requests. It records every request.
+// or for channel "#nowhere"; 429 with Retry-After: 1 (or retryAfter) when
+// its token bucket is empty; 500 for the next fail5xx requests. It records
+// every request.
 type fakeSlack struct {
 	srv *httptest.Server
 
-	mu       sync.Mutex
-	got      []request
-	rate     float64 // tokens per second; 0 means no rate limit
-	burst    float64
-	tokens   float64
-	last     time.Time
-	fail5xx  int           // the next fail5xx requests answer 500
-	delay    time.Duration // wait before answering
-	echoPath bool          // error answers quote the request path, like a careless proxy
+	mu         sync.Mutex
+	got        []request
+	rate       float64 // tokens per second; 0 means no rate limit
+	burst      float64
+	tokens     float64
+	last       time.Time
+	fail5xx    int           // the next fail5xx requests answer 500
+	retryAfter string        // the 429's Retry-After; "1" when empty
+	delay      time.Duration // wait before answering
+	echoPath   bool          // error answers quote the request path, like a careless proxy
 }
 
 // request is one request the fake got, and its answer.
@@ -124,7 +126,11 @@ func (f *fakeSlack) serve(w http.ResponseWriter, r *http.Request) {
 		f.tokens = min(f.burst, f.tokens+now.Sub(f.last).Seconds()*f.rate)
 		f.last = now
 		if f.tokens < 1 {
-			w.Header().Set("Retry-After", "1")
+			retry := f.retryAfter
+			if retry == "" {
+				retry = "1"
+			}
+			w.Header().Set("Retry-After", retry)
 			answer(http.StatusTooManyRequests, "rate_limited")
 			return
 		}

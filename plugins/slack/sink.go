@@ -10,10 +10,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/pipelined/pipelined/plugins/internal/retryafter"
 	"github.com/pipelined/pipelined/sdk"
 )
 
@@ -21,10 +21,10 @@ import (
 // batch order, one at a time. Slack's answers become results:
 //
 //	2xx                    Delivered
-//	429                    Retry after its Retry-After (seconds), and Retry
-//	                       with the same delay for the rest of the batch,
-//	                       which is not sent: a throttled webhook is not
-//	                       hammered
+//	429                    Retry after its Retry-After (seconds or an HTTP
+//	                       date, at most 24h), and Retry with the same
+//	                       delay for the rest of the batch, which is not
+//	                       sent: a throttled webhook is not hammered
 //	other 4xx              Permanent, with Slack's reason ("invalid_blocks",
 //	                       "channel_not_found", "no_text", …)
 //	3xx                    Permanent: a webhook URL that redirects is wrong
@@ -170,23 +170,12 @@ func (s *sink) reason(body io.Reader) string {
 	return s.redactString(r)
 }
 
-// retryAfter reads a Retry-After header: seconds, or an HTTP date. A
-// missing or bad one gives 0 (the host's backoff).
+// retryAfter is the wait a Retry-After header asks for (seconds or an
+// HTTP date), at most [retryafter.Cap]; 0 (the host's backoff) when
+// missing or bad.
 func retryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseFloat(v, 64); err == nil {
-		if n <= 0 || n > 24*3600 {
-			return 0
-		}
-		return time.Duration(n * float64(time.Second))
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now), 24*time.Hour)
-	}
-	return 0
+	d, _ := retryafter.Parse(v, now, retryafter.Cap)
+	return d
 }
 
 // unwrapURLError drops the *url.Error wrapper net/http puts around its

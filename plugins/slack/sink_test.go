@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -117,6 +118,15 @@ func TestSlackAnswers(t *testing.T) {
 				{outcome: "retry", after: time.Second, errHas: "not sent"},
 				{outcome: "retry", after: time.Second, errHas: "not sent"}},
 			wantSent: 4},
+		{name: "429-date-ten-years-ahead", setup: func(f *fakeSlack) {
+			f.rate, f.burst, f.tokens, f.last = 1, 1, 1, time.Now()
+			f.retryAfter = time.Now().AddDate(10, 0, 0).UTC().Format(http.TimeFormat)
+		},
+			batch: events(0, 3),
+			want: []want{delivered, // at most a day, not ten years
+				{outcome: "retry", after: 24 * time.Hour, errHas: "429 rate_limited"},
+				{outcome: "retry", after: 24 * time.Hour, errHas: "not sent"}},
+			wantSent: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

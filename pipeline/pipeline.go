@@ -304,3 +304,15 @@ type DeadLetter struct {
 	Err      string
 	FailedAt time.Time
 }
+
+// QueueLister is a [Log] that can name the queues that hold entries, so
+// that the daemon can show (and an operator drop) the events waiting for a
+// sink that is no longer in the configuration: removed, or renamed.
+// badgerlog and memlog are QueueListers.
+type QueueLister interface {
+	Log
+	// QueueNames returns, sorted, the sinks whose queues hold entries:
+	// ready, retrying, held or dead. A log that rebuilds its queues after
+	// opening waits for that, or for ctx.
+	QueueNames(ctx context.Context) ([]string, error)
+}

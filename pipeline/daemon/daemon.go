@@ -260,6 +260,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, sr := range started {
 		sr.startDispatch()
 	}
+	orphans := make(chan struct{})
+	go func() { defer close(orphans); d.sinks.adoptOrphans(ctx) }()
+	defer func() { <-orphans }() // before the log closes
 
 	if wc, ok := db.(pipeline.WriteChecker); ok {
 		if err := wc.CheckWrite(); err != nil { // a disk too small or full from the start

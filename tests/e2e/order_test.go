@@ -333,3 +333,50 @@ delivery = { batch_wait = "5ms" }
 		t.Errorf("crm's dead letters = %+v, want the first call, no attempt, with the reason", dls)
 	}
 }
+
+// TestRenamedSinkKeepsItsQueueInSight: a sink renamed while the daemon was
+// stopped leaves events in its old queue; after the start they are listed
+// under the old name as a removed sink, the log says what to do, and the
+// dead-letter commands reach it, as after a reload that removed it.
+func TestRenamedSinkKeepsItsQueueInSight(t *testing.T) {
+	harness.SkipIfShort(t)
+	crm := harness.NewReceiver(t)
+	dir := t.TempDir()
+	sink := func(name string) string {
+		return callKaroHeader(filepath.Join(dir, "log")) + fmt.Sprintf(`
+[[sink]]
+name = %q
+plugin = "http"
+config = { url = %q }
+`, name, crm.URL) + harness.AllCallsRoute(name)
+	}
+	cfgFile := harness.WriteConfig(t, dir, sink("crm"))
+	d := harness.Start(t, cfgFile)
+	d.CLI(t, "sinks", "pause", "crm")
+	for n := range 2 {
+		body := fmt.Appendf(nil, `{"event":"call_ended","data":{"callSid":"renamed-%d","from":"919876543210"}}`, n)
+		if code, ans, err := harness.Post(d.URL+"/hooks/callkaro", body); err != nil || code != http.StatusOK {
+			t.Fatalf("POST call %d = %d %v %v", n, code, ans, err)
+		}
+	}
+	d.Kill(syscall.SIGTERM)
+
+	cfgFile = harness.WriteConfig(t, dir, sink("crm-v2"))
+	d = harness.Start(t, cfgFile)
+	harness.Eventually(t, 20*time.Second, func() error {
+		s, ok := d.Sinks(t)["crm"]
+		if !ok || s.Plugin != "removed" || s.Ready != 2 {
+			return fmt.Errorf("pipelined sinks lists crm as %+v (listed: %v), want removed with 2 ready", s, ok)
+		}
+		return nil
+	})
+	if !strings.Contains(d.Log(), "a sink that is not in the configuration has events in its queue") {
+		t.Errorf("the start's log does not say that crm's queue holds events:\n%s", d.Log())
+	}
+	if out := d.CLI(t, "dlq", "list", "crm"); strings.Contains(out, "unknown sink") {
+		t.Errorf("dlq list crm = %q, want the (empty) dead-letter queue of the removed sink", out)
+	}
+	if got := crm.Accepted(); len(got) != 0 {
+		t.Errorf("the events of the renamed sink were delivered: %v", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -420,4 +421,52 @@ func clonePayloads(ps []*logpb.Payload) []*logpb.Payload {
 		out[i] = &logpb.Payload{Sink: p.GetSink(), Payload: bytes.Clone(p.GetPayload())}
 	}
 	return out
+}
+
+var _ pipeline.QueueLister = (*DB)(nil)
+
+// QueueNames implements [pipeline.QueueLister]: the sinks with ready
+// entries in memory (once the queues are rebuilt), and those with keys of
+// retries, held entries or dead letters (and ready keys of older logs),
+// found with a seek per sink rather than a walk of their keys.
+func (l *DB) QueueNames(ctx context.Context) ([]string, error) {
+	if err := l.waitQueues(ctx); err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	l.mu.Lock()
+	qs := maps.Clone(l.queues)
+	l.mu.Unlock()
+	for name, q := range qs {
+		q.pmu.Lock()
+		if _, ok := q.pending.lowest(); ok {
+			names[name] = true
+		}
+		q.pmu.Unlock()
+	}
+	err := l.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		for _, pre := range [][]byte{preReady, preRetry, preDead} {
+			for it.Seek(pre); it.ValidForPrefix(pre); {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				k := it.Item().Key()
+				end := bytes.IndexByte(k[len(pre):], '/')
+				if end < 0 {
+					it.Next()
+					continue
+				}
+				names[string(k[len(pre):len(pre)+end])] = true
+				// Past every key of this sink: '0' follows '/'.
+				it.Seek(append(slices.Clip(k[:len(pre)+end]), '/'+1))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list the queues: %w", err)
+	}
+	return slices.Sorted(maps.Keys(names)), nil
 }

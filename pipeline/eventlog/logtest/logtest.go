@@ -124,6 +124,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Delivery/DeadNotAttempted", testDeadNotAttempted},
 		{"Hold/Waiting", testWaiting},
 		{"Hold/Record", testHoldRecord},
+		{"Queue/Names", testQueueNames},
 		{"Close/CallsFail", testClosedCallsFail},
 		{"Close/ReleasesBlockedFetch", testCloseReleasesFetch},
 	} {

@@ -226,6 +226,28 @@ func (l *Log) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.
 	return out, nil
 }
 
+var _ pipeline.QueueLister = (*Log)(nil)
+
+// QueueNames implements [pipeline.QueueLister].
+func (l *Log) QueueNames(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memlog: queue names: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("memlog: queue names: %w", pipeline.ErrClosed)
+	}
+	var names []string
+	for name, q := range l.queues {
+		if len(q.ready)+len(q.leased)+len(q.retry)+len(q.dead) > 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
 // Queue implements [pipeline.Log.Queue]. The queue of a sink that was never
 // appended to is empty. After Close the returned queue's methods return
 // [pipeline.ErrClosed].

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -715,10 +716,34 @@ func (w *tailWriter) last() string {
 			continue // go-plugin's own chatter ("plugin address") says nothing useful
 		}
 		if l != "" {
-			return clip(l)
+			return clip(readable(l))
 		}
 	}
 	return ""
+}
+
+// readable returns a log line of the plugin as an operator reads it: a
+// JSON line of the SDK's logger (hclog: @level, @message, then its
+// attributes) as `[info] message key=value ...`, attributes by name; any
+// other line as it is.
+func readable(l string) string {
+	var entry map[string]any
+	if !strings.HasPrefix(l, "{") || json.Unmarshal([]byte(l), &entry) != nil {
+		return l
+	}
+	level, _ := entry["@level"].(string)
+	msg, ok := entry["@message"].(string)
+	if !ok {
+		return l
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s] %s", level, msg)
+	for _, k := range slices.Sorted(maps.Keys(entry)) {
+		if !strings.HasPrefix(k, "@") {
+			fmt.Fprintf(&b, " %s=%v", k, entry[k])
+		}
+	}
+	return b.String()
 }
 
 // stderrError is an error of a plugin that failed to start, with the last

@@ -917,6 +917,28 @@ func TestTailWriterKeepsFatalLine(t *testing.T) {
 	}
 }
 
+// TestTailWriterReadsJSONLines: the SDK's JSON log line last written is
+// quoted as an operator reads it, not as escaped JSON; go-plugin's debug
+// lines are skipped, and other lines are quoted as they are.
+func TestTailWriterReadsJSONLines(t *testing.T) {
+	for _, c := range []struct{ name, out, want string }{
+		{"the SDK's line",
+			`{"@level":"info","@message":"http sink configured","@module":"sink","@timestamp":"2026-12-07T05:00:00Z","url":"https://crm.example/hook","timeout":"10s"}` + "\n",
+			"[info] http sink configured timeout=10s url=https://crm.example/hook"},
+		{"go-plugin's chatter after it",
+			`{"@level":"error","@message":"connect failed","err":"refused"}` + "\n" + `{"@level":"debug","@message":"plugin address","address":"/tmp/x"}` + "\n",
+			"[error] connect failed err=refused"},
+		{"JSON without a message", `{"a":1}` + "\n", `{"a":1}`},
+		{"plain text", "listening\n", "listening"},
+	} {
+		w := &tailWriter{max: 2048}
+		w.Write([]byte(c.out))
+		if got := w.last(); got != c.want {
+			t.Errorf("%s: last() = %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
 // TestSupervisorFailedAtStart runs a binary that exits at start: the state
 // is failed with its last stderr line, the start error matches
 // ErrPluginExited, and the supervisor keeps trying.

@@ -23,7 +23,7 @@ help:
 	@echo "make torture the torture suite at full size (kill -9 ×20, 60 s outage, disk full as root...): ~5 min"
 	@echo "make fuzz    run every fuzz target for FUZZTIME each (default 100000x executions; CI runs it)"
 	@echo "make dist VERSION=x.y.z  release artifacts in dist/: tarball, .deb, .rpm, SBOMs per linux/amd64 and arm64, SHA256SUMS"
-	@echo "make test-packages  as root on Debian: dist twice (reproducible), install the .deb, run it, remove it (packaging/test-deb.sh)"
+	@echo "make test-packages  as root on a throwaway Debian machine: dist twice (reproducible), install the .deb, run it, purge it (packaging/test-deb.sh)"
 	@echo "make ui-screenshots  the browser test of the web UI (headless chromium), writing a PNG of each page to docs/ui/"
 	@echo "make ui-bench  time every page of the web UI against a Badger log of 1,000,000 events (kept in UI_BENCH_DIR)"
 	@echo "make proto   regenerate the protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc, protoc-gen-go-vtproto)"

@@ -11,10 +11,19 @@
 # configuration (the edit stays); runs lintian; checks the .rpm with rpm.
 # Purges the package at the end. Prints "N passed, M failed"; exits 1 on any
 # failure. Uses 127.0.0.1:8080 and :8081 (the packaged configuration).
+# Refuses to run where pipelined is installed (unless
+# PIPELINED_TEST_PACKAGES_PURGE=1): it would purge it and its event log.
 set -uo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test-deb.sh: run as root" >&2; exit 2; }
+# It purges the package and removes /var/lib/pipelined, before and after:
+# never on a machine where pipelined is installed for real.
+if { dpkg -s pipelined >/dev/null 2>&1 || [ -e /var/lib/pipelined ] || [ -e /etc/pipelined ]; } &&
+	[ "${PIPELINED_TEST_PACKAGES_PURGE:-}" != 1 ]; then
+	echo "test-deb.sh: pipelined is installed here (or /var/lib/pipelined or /etc/pipelined exists), and this test purges it and deletes its event log; run it on a throwaway machine, or set PIPELINED_TEST_PACKAGES_PURGE=1 to let it" >&2
+	exit 2
+fi
 
 VERSION=${VERSION:-0.0.0}
 work=$(mktemp -d)

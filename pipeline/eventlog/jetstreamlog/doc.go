@@ -99,9 +99,9 @@
 // RetryDead of all reads every dead letter once, one at a time in the
 // order they died; DropDead of all is one purge of P.dlq.<sink>.>.
 // A stream written by a build before this layout may hold Settle's dead
-// letters on P.dlq.<sink>.<id> (with a Pl-Seq header): they are counted
-// and found by seq (RetryDead, DropDead) and by the nil forms, but a page
-// can miss them, as they are not stored in log order.
+// letters on P.dlq.<sink>.<id> (with a Pl-Seq header), where a page can
+// miss them, as they are not stored in log order: Open moves them to
+// P.dlq.<sink>.seq.<seq> in the background (see migrateDead).
 //
 // # Delivery records
 //

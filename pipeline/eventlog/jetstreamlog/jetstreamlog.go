@@ -207,6 +207,15 @@ func Open(ctx context.Context, o Options) (*Log, error) {
 		queues: make(map[string]*queue),
 	}
 	l.closeCtx, l.cancel = context.WithCancel(context.Background())
+	l.spawn(func() {
+		n, err := l.migrateDead(l.closeCtx)
+		switch {
+		case err != nil && l.closeCtx.Err() == nil:
+			o.Logger.Warn("jetstream: dead letters of an earlier build not moved; a DLQ page may miss them until the next start", "moved", n, "err", err)
+		case n > 0:
+			o.Logger.Info("jetstream: dead letters of an earlier build moved to where DLQ pages find them in log order", "moved", n)
+		}
+	})
 	return l, nil
 }
 

@@ -239,6 +239,22 @@ func (c *Config) exprPos(table string, idx int, key string, eline, ecol int) (in
 	return l + eline, ecol
 }
 
+// unknownPos is unknownLine, with the column where the key's last
+// segment starts on that line (1-based, in runes; 0 when it is not found
+// as written there, a quoted key say).
+func (c *Config) unknownPos(k toml.Key, nth int) (line, col int) {
+	line = c.unknownLine(k, nth)
+	if line == 0 {
+		return 0, 0
+	}
+	text := c.lines()[line-1].text
+	re := regexp.MustCompile(`(^|[\s{,.\[])` + regexp.QuoteMeta(k[len(k)-1]) + `\s*[=\].]`)
+	if loc := re.FindStringSubmatchIndex(text); loc != nil {
+		return line, utf8.RuneCountInString(text[:loc[3]]) + 1
+	}
+	return line, 0
+}
+
 // unknownLine finds the nth (0-based) line that sets key k, 0 if unknown.
 func (c *Config) unknownLine(k toml.Key, nth int) int {
 	want := strings.Join(k, ".")
@@ -339,7 +355,8 @@ func (c *Config) unknownKeys(md toml.MetaData) []error {
 			}
 			msg += ": " + strings.Join(valid, ", ") + ")"
 		}
-		errs = append(errs, c.errAt(c.unknownLine(k, seen[ks]), "%s", msg))
+		line, col := c.unknownPos(k, seen[ks])
+		errs = append(errs, c.errAtCol(line, col, "%s", msg))
 		seen[ks]++
 		reported[ks] = true
 	}
@@ -364,7 +381,8 @@ func (c *Config) unknownKeys(md toml.MetaData) []error {
 	}
 	for _, k := range md.Undecoded() {
 		if !reported[k.String()] && !freeForm(k) {
-			errs = append(errs, c.errAt(c.unknownLine(k, 0), "unknown key %q", k.String()))
+			line, col := c.unknownPos(k, 0)
+			errs = append(errs, c.errAtCol(line, col, "unknown key %q", k.String()))
 			reported[k.String()] = true
 		}
 	}

@@ -54,11 +54,11 @@ import (
 // struct, or a pointer to one, holding the default values) as explained
 // above: one [Field] per exported field, in field order. Field.Type comes
 // from the Go type ([Duration] is "duration", [Size] "size", a string
-// slice "[]string", a map of strings "map", another map, struct or
-// json.RawMessage "object") unless a `type` tag names it; Field.Default is
-// the field's value written as in TOML (or its `default` tag), empty for a
-// zero value. It panics
-// when defaults is not a struct: that is a programming error.
+// slice "[]string", a slice of plain integers "[]int", a map of strings
+// "map", another map, struct or json.RawMessage "object") unless a `type`
+// tag names it; Field.Default is the field's value written as in TOML (or
+// its `default` tag), empty for a zero value. It panics when defaults is
+// not a struct: that is a programming error.
 func DescribeConfig(summary string, defaults any) Description {
 	v := reflect.ValueOf(defaults)
 	for v.Kind() == reflect.Pointer {
@@ -141,6 +141,9 @@ var (
 	durationType = reflect.TypeFor[Duration]()
 	sizeType     = reflect.TypeFor[Size]()
 	rawType      = reflect.TypeFor[json.RawMessage]()
+
+	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
 
 // fieldType names the Field.Type of a Go type.
@@ -162,8 +165,16 @@ func fieldType(t reflect.Type) string {
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return "int"
 	case reflect.Slice:
-		if t.Elem().Kind() == reflect.String {
+		switch t.Elem().Kind() {
+		case reflect.String:
 			return "[]string"
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint16, reflect.Uint32, reflect.Uint64: // not Uint8: []byte is JSON base64
+			// Plain integers only: a []Duration is written as strings.
+			p := reflect.PointerTo(t.Elem())
+			if !p.Implements(jsonUnmarshalerType) && !p.Implements(textUnmarshalerType) {
+				return "[]int"
+			}
 		}
 	case reflect.Map:
 		if t.Key().Kind() == reflect.String && t.Elem().Kind() == reflect.String {
@@ -207,6 +218,13 @@ func tomlValue(v reflect.Value) string {
 			parts := make([]string, v.Len())
 			for i := range v.Len() {
 				parts[i] = strconv.Quote(v.Index(i).String())
+			}
+			return "[" + strings.Join(parts, ", ") + "]"
+		}
+		if fieldType(v.Type()) == "[]int" {
+			parts := make([]string, v.Len())
+			for i := range v.Len() {
+				parts[i] = fmt.Sprint(v.Index(i).Interface())
 			}
 			return "[" + strings.Join(parts, ", ") + "]"
 		}

@@ -22,6 +22,8 @@ type described struct {
 	Extra   map[string]string `json:"extra"`
 	Token   string            `json:"token" secret:"true" doc:"API token."`
 	Any     json.RawMessage   `json:"any" type:"string or []string"`
+	Codes   []int             `json:"codes"`
+	Waits   []sdk.Duration    `json:"waits"` // integers underneath, strings in the config
 	// hidden is unexported: DescribeConfig must leave it out of Fields,
 	// and TestDescribeConfig fails if it does not. Nothing reads it, so
 	// staticcheck's U1000 reports it; it is here on purpose.
@@ -29,7 +31,7 @@ type described struct {
 }
 
 func describedDefaults() described {
-	return described{Rotate: sdk.Duration(time.Hour), MaxSize: 64 << 20, Header: true, Workers: 2, Tags: []string{"a"}}
+	return described{Rotate: sdk.Duration(time.Hour), MaxSize: 64 << 20, Header: true, Workers: 2, Tags: []string{"a"}, Codes: []int{400, 422}}
 }
 
 func TestDescribeConfig(t *testing.T) {
@@ -47,6 +49,8 @@ func TestDescribeConfig(t *testing.T) {
 		{Name: "extra", Type: "map"},
 		{Name: "token", Type: "string", Secret: true, Doc: "API token."},
 		{Name: "any", Type: "string or []string"},
+		{Name: "codes", Type: "[]int", Default: "[400, 422]"},
+		{Name: "waits", Type: "object"},
 	}
 	if !reflect.DeepEqual(d.Fields, want) {
 		t.Errorf("DescribeConfig fields =\n%+v\nwant\n%+v", d.Fields, want)
@@ -94,7 +98,7 @@ func TestDecodeConfigTags(t *testing.T) {
 		{"secret empty", `{"dir": "d", "token_env": " "}`, "", []string{`config key "token_env" is empty`}},
 		{"secret unset", `{"dir": "d", "token_env": "SDK_TEST_NO_SUCH"}`, "", []string{"environment variable SDK_TEST_NO_SUCH is not set"}},
 		{"unknown lists secret keys", `{"dir": "d", "tokn_env": "X"}`, "", []string{
-			`unknown config key "tokn_env": check its spelling (valid keys: any, dir, extra, header, max_size, rotate, tags, token_env, token_file, workers)`}},
+			`unknown config key "tokn_env": check its spelling (valid keys: any, codes, dir, extra, header, max_size, rotate, tags, token_env, token_file, waits, workers)`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,7 +36,8 @@ type Field struct {
 	// Type is one of "string", "int", "bool", "duration", "size",
 	// "[]string", "string or []string" (one string or a list of them, as a
 	// secret_env key naming the new and the old secret during a rotation),
-	// "map" (a table of strings) or "object" (any table).
+	// "[]int" (a list of whole numbers, as HTTP status codes), "map" (a
+	// table of strings) or "object" (any table).
 	Type string
 	// Default is the value used when the key is absent, as it would be
 	// written in TOML; empty when there is none.
@@ -52,7 +53,7 @@ type Field struct {
 }
 
 // fieldTypes are the values Field.Type may take.
-var fieldTypes = []string{"string", "int", "bool", "duration", "size", "[]string", "string or []string", "map", "object"}
+var fieldTypes = []string{"string", "int", "bool", "duration", "size", "[]string", "string or []string", "[]int", "map", "object"}
 
 // Validate reports mistakes in the description itself, every one of them:
 // an empty summary, a field without a name or with a name used twice, a
@@ -95,7 +96,7 @@ func (d Description) Validate() error {
 //   - a value of the wrong type for its Field.Type: "string", "bool",
 //     "int" (a whole number), "duration" (a string [ParseDuration] reads),
 //     "size" (a string [ParseSize] reads, or a whole number of bytes),
-//     "[]string", "string or []string", "map" (a table of strings),
+//     "[]string", "string or []string", "[]int", "map" (a table of strings),
 //     "object" (any table); a field of another type takes any value;
 //   - a Secret field written inline.
 //
@@ -256,6 +257,20 @@ func checkType(typ string, raw json.RawMessage) error {
 		for i, e := range list {
 			if _, ok := e.(string); !ok {
 				return fmt.Errorf("want an array of strings, but element %d is %s", i, kindOfValue(e))
+			}
+		}
+	case "[]int":
+		list, ok := v.([]any)
+		if !ok {
+			return fmt.Errorf("want an array of integers, got %s", got)
+		}
+		for i, e := range list {
+			n, ok := e.(json.Number)
+			if !ok {
+				return fmt.Errorf("want an array of integers, but element %d is %s", i, kindOfValue(e))
+			}
+			if _, err := strconv.ParseInt(n.String(), 10, 64); err != nil {
+				return fmt.Errorf("want an array of integers, but element %d is %s", i, n)
 			}
 		}
 	case "map":

@@ -16,6 +16,7 @@ var testDescription = Description{
 		{Name: "workers", Type: "int", Doc: "Connections."},
 		{Name: "strict", Type: "bool"},
 		{Name: "columns", Type: "[]string"},
+		{Name: "codes", Type: "[]int"},
 		{Name: "labels", Type: "map"},
 		{Name: "mapping", Type: "object"},
 		{Name: "dir", Type: "string", Required: true, Doc: "Directory of the spool."},
@@ -31,7 +32,7 @@ func TestDescriptionCheck(t *testing.T) {
 	}{
 		{"minimal", `{"dsn_env": "DB_DSN", "dir": "spool"}`, nil},
 		{"every key", `{"dsn_file": "/run/credentials/dsn", "dir": "spool", "table": "t", "timeout": "1d2h",
-			"max_size": "64MiB", "workers": 4, "strict": true, "columns": ["a", "b"], "labels": {"k": "v"},
+			"max_size": "64MiB", "workers": 4, "strict": true, "columns": ["a", "b"], "codes": [400, 422], "labels": {"k": "v"},
 			"mapping": {"a": {"b": 1}}, "token_env": "TOKEN"}`, nil},
 		{"size as bytes", `{"dsn_env": "D", "dir": "d", "max_size": 1024}`, nil},
 		{"empty config", ``, []string{
@@ -48,17 +49,18 @@ func TestDescriptionCheck(t *testing.T) {
 			`config key "dsn_env": want a string (the name of an environment variable or a file), got a number 3`,
 		}},
 		{"unknown keys", `{"dsn_env": "D", "dir": "d", "tabel": "x", "a": 1}`, []string{
-			`unknown config key "a": check its spelling (valid keys: columns, dir, dsn_env, dsn_file, labels, mapping, max_size, strict, table, timeout, token_env, token_file, workers)`,
+			`unknown config key "a": check its spelling (valid keys: codes, columns, dir, dsn_env, dsn_file, labels, mapping, max_size, strict, table, timeout, token_env, token_file, workers)`,
 			`unknown config key "tabel"`,
 		}},
 		{"wrong types", `{"dsn_env": "D", "dir": 1, "table": true, "timeout": 5, "max_size": "lots", "workers": 1.5,
-			"strict": "yes", "columns": ["a", 2], "labels": {"k": 1}, "mapping": []}`, []string{
+			"strict": "yes", "columns": ["a", 2], "codes": [400, "404"], "labels": {"k": 1}, "mapping": []}`, []string{
 			`config key "table": want a string, got a boolean true`,
 			`config key "timeout": want a duration string such as "30s" or "24h", got a number 5`,
 			`config key "max_size": invalid size "lots"`,
 			`config key "workers": want an integer, got 1.5`,
 			`config key "strict": want true or false, got a string "yes"`,
 			`config key "columns": want an array of strings, but element 1 is a number`,
+			`config key "codes": want an array of integers, but element 1 is a string`,
 			`config key "labels": want a table of strings, but "k" is a number`,
 			`config key "mapping": want a table, got an array`,
 			`config key "dir": want a string, got a number 1`,
@@ -137,6 +139,35 @@ func TestDescriptionCheckStringOrList(t *testing.T) {
 		{`{"secret_env": ["NEW", "OLD"]}`, ""},
 		{`{"secret_env": 3}`, `config key "secret_env": want a string or an array of strings, got a number 3`},
 		{`{"secret_env": ["NEW", 3]}`, `config key "secret_env": want a string or an array of strings`},
+	}
+	for _, tt := range tests {
+		errs := d.Check(json.RawMessage(tt.config))
+		switch {
+		case tt.want == "" && len(errs) != 0:
+			t.Errorf("Check(%s) = %v, want no error", tt.config, errs)
+		case tt.want != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), tt.want)):
+			t.Errorf("Check(%s) = %v, want one error containing %q", tt.config, errs, tt.want)
+		}
+	}
+}
+
+// TestDescriptionCheckIntList: a "[]int" key takes a list of whole
+// numbers, nothing else.
+func TestDescriptionCheckIntList(t *testing.T) {
+	d := Description{Summary: "Posts.", Fields: []Field{{Name: "permanent_status", Type: "[]int"}}}
+	if err := d.Validate(); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	tests := []struct {
+		config string
+		want   string // "" for no error
+	}{
+		{`{"permanent_status": []}`, ""},
+		{`{"permanent_status": [400, 413, 422]}`, ""},
+		{`{"permanent_status": 400}`, `config key "permanent_status": want an array of integers, got a number 400`},
+		{`{"permanent_status": "400"}`, `config key "permanent_status": want an array of integers, got a string "400"`},
+		{`{"permanent_status": [400, "413"]}`, `config key "permanent_status": want an array of integers, but element 1 is a string`},
+		{`{"permanent_status": [400.5]}`, `config key "permanent_status": want an array of integers, but element 0 is 400.5`},
 	}
 	for _, tt := range tests {
 		errs := d.Check(json.RawMessage(tt.config))

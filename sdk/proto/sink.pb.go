@@ -552,7 +552,7 @@ type Field struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is the key as written in the config table.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// type is "string", "int", "bool", "duration", "size", "[]string", "string or []string", "map" or "object".
+	// type is "string", "int", "bool", "duration", "size", "[]string", "string or []string", "[]int", "map" or "object".
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// default_value is the value used when the key is absent, as written in TOML; empty when none.
 	DefaultValue string `protobuf:"bytes,3,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`

@@ -251,6 +251,8 @@ func sampleValue(f sdk.Field) json.RawMessage {
 		return json.RawMessage(`"1KiB"`)
 	case "[]string":
 		return json.RawMessage(`["sinktest"]`)
+	case "[]int":
+		return json.RawMessage(`[1]`)
 	case "map", "object":
 		return json.RawMessage(`{}`)
 	}

@@ -56,10 +56,20 @@ import (
 // # Answers
 //
 //	2xx                      delivered
+//	400, 413, 422            permanent: the event itself is refused (malformed, too large,
+//	                         unprocessable), and sending it again unchanged cannot help
 //	408, 429, 5xx            retry, after Retry-After when given (seconds or an HTTP date; at most 24h)
+//	other 4xx                retry: 401, 403, 404, 405, 409, 410, 415, ...
 //	3xx                      permanent: redirects are not followed (secret headers must not travel); fix url
-//	other 4xx                permanent, with the status and the first 200 bytes of the response
 //	network error, timeout   retry (the error shows scheme://host/path only)
+//
+// Errors say the status and the first 200 bytes of the response. A status
+// that is the same for every event (a credential expired or rotated: 401,
+// 403; the endpoint moved or is gone: 404, 410; a method or content type
+// the receiver no longer takes: 405, 415) is an outage of the destination,
+// not a fault of the event: retried, it opens the sink's breaker and the
+// events wait for the fix, in order, instead of going to the dead-letter
+// queue one by one.
 //
 // After a 429 the rest of the batch is not sent: it is answered retry with
 // the same delay. With concurrency 1 events are sent in batch order, one at
@@ -285,6 +295,8 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 	switch {
 	case code >= 200 && code < 300:
 		return sdk.Delivered(), false
+	case permanentStatus(code):
+		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), false
 	case code == http.StatusTooManyRequests:
 		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), true
 	case code == http.StatusRequestTimeout || code >= 500:
@@ -296,9 +308,27 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 		}
 		return sdk.Permanent(fmt.Errorf("%s (%s): redirects are not followed; set url to the final address", status, loc)), false
 	default:
-		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), false
+		// Every other answer (401, 403, 404, 409, 410, ...) is about the
+		// receiver, the credentials or the config, not this event: retried
+		// with the host's backoff, so that an outage opens the breaker.
+		return sdk.Retry(0, errors.New(status+withExcerpt(excerpt))), false
 	}
 }
+
+// defaultPermanentStatus are the statuses that refuse the event itself,
+// so that sending it again unchanged cannot help (RFC 9110): 400 Bad
+// Request (malformed), 413 Content Too Large (the body) and 422
+// Unprocessable Content (well-formed, but its content refused). Every
+// other 4xx and 5xx is about the receiver, the credentials or the sink's
+// config (401, 403, 404, 405, 410, 414, 415, ...): the same for every
+// event, so the whole queue would fail alike; they are retried, so that
+// the breaker opens and the events wait for the fix instead of filling the
+// dead-letter queue.
+var defaultPermanentStatus = []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity}
+
+// permanentStatus reports whether a 4xx or 5xx answer fails the event
+// for good.
+func permanentStatus(code int) bool { return slices.Contains(defaultPermanentStatus, code) }
 
 // body builds the request body for ev.
 func (s *sink) body(ev sdk.Event) ([]byte, error) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -67,6 +68,9 @@ type config struct {
 	// sent to a receiver that requires mutual TLS; both or neither.
 	TLSCertFile string `json:"tls_cert_file" doc:"PEM client certificate for a receiver that requires mutual TLS; set with tls_key_file."`
 	TLSKeyFile  string `json:"tls_key_file" doc:"PEM private key of tls_cert_file."`
+	// PermanentStatus lists the statuses that fail an event for good (the
+	// dead-letter queue); every other 4xx and 5xx is retried.
+	PermanentStatus []int `json:"permanent_status" doc:"Statuses (400 to 599) that send the event to the dead-letter queue at once: those that refuse the event itself. Every other 4xx and 5xx is retried, so an expired token's 401 or a moved endpoint's 404 waits like an outage; [] retries them all; 429 is always retried."`
 }
 
 // stringList is a config value written as one string or a list of them.
@@ -109,6 +113,7 @@ type settings struct {
 	maxIdleConns int
 	signers      []*standardwebhooks.Webhook // none: unsigned; else one signature each
 	tls          *tls.Config                 // nil: the system's roots, no client certificate
+	permanent    map[int]bool                // statuses that fail an event for good
 }
 
 func defaultConfig() config {
@@ -118,6 +123,8 @@ func defaultConfig() config {
 		Body:        bodyPayload,
 		ContentType: "application/json",
 		Concurrency: 1,
+		// A copy: the config is decoded over it.
+		PermanentStatus: slices.Clone(defaultPermanentStatus),
 	}
 }
 
@@ -293,6 +300,8 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		}
 	}
 
+	s.permanent, errs = permanentStatuses(c.PermanentStatus, errs)
+
 	if t, err := tlsConfig(c); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -303,6 +312,27 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 		return settings{}, errors.Join(errs...)
 	}
 	return s, nil
+}
+
+// permanentStatuses checks the permanent_status list and makes its set,
+// appending a problem to errs for each code that cannot be in it.
+func permanentStatuses(codes []int, errs []error) (map[int]bool, []error) {
+	const key = `config key "permanent_status"`
+	set := make(map[int]bool, len(codes))
+	for _, code := range codes {
+		switch {
+		case set[code]:
+			errs = append(errs, fmt.Errorf("%s lists %d twice: keep one", key, code))
+		case code >= 200 && code < 300:
+			errs = append(errs, fmt.Errorf("%s lists %d: a 2xx answer is a delivery, never a failure; list statuses from 400 to 599", key, code))
+		case code == http.StatusTooManyRequests:
+			errs = append(errs, fmt.Errorf("%s lists 429: 429 Too Many Requests asks to slow down and is always retried, after its Retry-After; remove it", key))
+		case code < 400 || code > 599:
+			errs = append(errs, fmt.Errorf("%s lists %d: list statuses from 400 to 599, e.g. [400, 413, 422]", key, code))
+		}
+		set[code] = true
+	}
+	return set, errs
 }
 
 // maxSecrets bounds how many signing secrets may be listed.

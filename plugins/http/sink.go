@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -39,6 +40,8 @@ import (
 //	               a list (["NEW", "OLD"]) sends one signature per secret
 //	tls_ca_file    optional PEM CA(s) of the receiver's certificate (private CA)
 //	tls_cert_file / tls_key_file  optional PEM client certificate and key (mutual TLS)
+//	permanent_status [400, 413, 422]; statuses (400 to 599, not 429) that fail an
+//	               event for good; every other 4xx and 5xx is retried
 //
 // # Requests
 //
@@ -56,7 +59,7 @@ import (
 // # Answers
 //
 //	2xx                      delivered
-//	400, 413, 422            permanent: the event itself is refused (malformed, too large,
+//	400, 413, 422            permanent (permanent_status): the event itself is refused (malformed, too large,
 //	                         unprocessable), and sending it again unchanged cannot help
 //	408, 429, 5xx            retry, after Retry-After when given (seconds or an HTTP date; at most 24h)
 //	other 4xx                retry: 401, 403, 404, 405, 409, 410, 415, ...
@@ -122,7 +125,8 @@ func (s *sink) Configure(_ context.Context, raw json.RawMessage) error {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	s.log.Info("http sink configured", "url", s.safe, "method", cfg.method,
-		"envelope", cfg.envelope, "signatures", len(cfg.signers), "client_cert", cfg.tls != nil && len(cfg.tls.Certificates) > 0, "concurrency", cfg.concurrency)
+		"envelope", cfg.envelope, "signatures", len(cfg.signers), "client_cert", cfg.tls != nil && len(cfg.tls.Certificates) > 0, "concurrency", cfg.concurrency,
+		"permanent_status", slices.Sorted(maps.Keys(cfg.permanent)))
 	return nil
 }
 
@@ -295,7 +299,7 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 	switch {
 	case code >= 200 && code < 300:
 		return sdk.Delivered(), false
-	case permanentStatus(code):
+	case s.cfg.permanent[code]:
 		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), false
 	case code == http.StatusTooManyRequests:
 		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), true
@@ -315,20 +319,16 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 	}
 }
 
-// defaultPermanentStatus are the statuses that refuse the event itself,
-// so that sending it again unchanged cannot help (RFC 9110): 400 Bad
-// Request (malformed), 413 Content Too Large (the body) and 422
-// Unprocessable Content (well-formed, but its content refused). Every
-// other 4xx and 5xx is about the receiver, the credentials or the sink's
-// config (401, 403, 404, 405, 410, 414, 415, ...): the same for every
-// event, so the whole queue would fail alike; they are retried, so that
-// the breaker opens and the events wait for the fix instead of filling the
-// dead-letter queue.
+// defaultPermanentStatus is permanent_status when the config does not set
+// it: the statuses that refuse the event itself, so that sending it again
+// unchanged cannot help (RFC 9110): 400 Bad Request (malformed), 413
+// Content Too Large (the body) and 422 Unprocessable Content (well-formed,
+// but its content refused). Every other 4xx and 5xx is about the receiver,
+// the credentials or the sink's config (401, 403, 404, 405, 410, 414, 415,
+// ...): the same for every event, so the whole queue would fail alike;
+// they are retried, so that the breaker opens and the events wait for the
+// fix instead of filling the dead-letter queue.
 var defaultPermanentStatus = []int{http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity}
-
-// permanentStatus reports whether a 4xx or 5xx answer fails the event
-// for good.
-func permanentStatus(code int) bool { return slices.Contains(defaultPermanentStatus, code) }
 
 // body builds the request body for ev.
 func (s *sink) body(ev sdk.Event) ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -327,6 +328,58 @@ func TestStatuses(t *testing.T) {
 	}
 }
 
+// TestPermanentStatus: which answers fail an event for good, by default
+// and with permanent_status set; every other 4xx and 5xx is a retry.
+func TestPermanentStatus(t *testing.T) {
+	tests := []struct {
+		name      string
+		permanent []int // nil: the key is not set
+		permFor   []int // answered permanent
+		retryFor  []int // answered retry
+	}{
+		{"default", nil, []int{400, 413, 422}, []int{401, 403, 404, 405, 407, 408, 409, 410, 414, 415, 423, 425, 429, 500, 501, 502, 503, 504}},
+		{"auth-fails-for-good", []int{400, 401, 403}, []int{400, 401, 403}, []int{404, 413, 422, 500}},
+		{"gone-and-not-implemented", []int{410, 501}, []int{410, 501}, []int{400, 404, 413, 422, 500, 503}},
+		{"retry-everything", []int{}, nil, []int{400, 401, 404, 413, 422, 500}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var status atomic.Int32
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+				w.WriteHeader(int(status.Load()))
+				io.WriteString(w, "refused by the test receiver")
+			})
+			cfg := map[string]any{"url": rc.URL}
+			if tt.permanent != nil {
+				cfg["permanent_status"] = tt.permanent
+			}
+			s := newSinkLogger(discard())
+			sinktest.Configure(t, s, cfg)
+			check := func(code int, wantPermanent bool) {
+				t.Helper()
+				status.Store(int32(code))
+				r := deliverOne(t, s, sinktest.NewEvent(1))
+				_, retry := r.IsRetry()
+				switch {
+				case wantPermanent && !r.IsPermanent():
+					t.Errorf("permanent_status %v: answer %d = %v, want permanent", tt.permanent, code, r)
+				case !wantPermanent && !retry:
+					t.Errorf("permanent_status %v: answer %d = %v, want retry", tt.permanent, code, r)
+				}
+				if err := r.Err(); err == nil || !strings.Contains(err.Error(), statusText(code)) || !strings.Contains(err.Error(), "refused by the test receiver") {
+					t.Errorf("answer %d: error %v, want the status and the start of the response", code, err)
+				}
+			}
+			for _, code := range tt.permFor {
+				check(code, true)
+			}
+			for _, code := range tt.retryFor {
+				check(code, false)
+			}
+		})
+	}
+}
+
 func TestThrottleStopsBatch(t *testing.T) {
 	for _, conc := range []int{1, 3} {
 		t.Run(fmt.Sprintf("concurrency-%d", conc), func(t *testing.T) {
@@ -502,6 +555,14 @@ func TestConfigErrors(t *testing.T) {
 		{"negative-idle", `{"url": "https://a.example", "max_idle_conns": -1}`, []string{`"max_idle_conns" = -1`}},
 		{"inline-secret", `{"url": "https://a.example", "secret": "whsec_abc"}`, []string{`config key "secret" must not be written inline`, "secret_env", "secret_file"}},
 		{"unknown-key", `{"url": "https://a.example", "secrets_env": "X"}`, []string{`unknown config key "secrets_env"`}},
+		{"permanent-2xx", `{"url": "https://a.example", "permanent_status": [400, 204]}`, []string{`"permanent_status" lists 204`, "a 2xx answer is a delivery"}},
+		{"permanent-429", `{"url": "https://a.example", "permanent_status": [429]}`, []string{`"permanent_status" lists 429`, "always retried", "remove it"}},
+		{"permanent-3xx", `{"url": "https://a.example", "permanent_status": [301]}`, []string{`"permanent_status" lists 301`, "400 to 599"}},
+		{"permanent-600", `{"url": "https://a.example", "permanent_status": [600]}`, []string{`"permanent_status" lists 600`, "400 to 599"}},
+		{"permanent-twice", `{"url": "https://a.example", "permanent_status": [422, 400, 422]}`, []string{`"permanent_status" lists 422 twice`}},
+		{"permanent-every-problem", `{"url": "https://a.example", "permanent_status": [0, 299, 429, 1000]}`, []string{"lists 0:", "lists 299:", "lists 429:", "lists 1000:"}},
+		{"permanent-not-a-list", `{"url": "https://a.example", "permanent_status": 400}`, []string{`"permanent_status"`}},
+		{"permanent-strings", `{"url": "https://a.example", "permanent_status": ["400"]}`, []string{`"permanent_status"`}},
 		{"every-problem", `{"method": "GET", "body": "raw"}`, []string{`"url" is required`, `"method"`, `"body"`}},
 	}
 	for _, tt := range tests {
@@ -527,6 +588,21 @@ func TestConfigDefaults(t *testing.T) {
 	if cfg.method != "POST" || cfg.timeout != 10*time.Second || cfg.envelope || cfg.contentType != "application/json" ||
 		cfg.concurrency != 1 || cfg.maxIdleConns != 1 || len(cfg.signers) != 0 || cfg.tls != nil {
 		t.Errorf("defaults = %+v", cfg)
+	}
+	if want := map[int]bool{400: true, 413: true, 422: true}; !maps.Equal(cfg.permanent, want) {
+		t.Errorf("default permanent statuses = %v, want %v", cfg.permanent, want)
+	}
+	// A config that sets the list replaces the default, and leaves the
+	// default as it was for the next one.
+	cfg, err = parseConfig(json.RawMessage(`{"url": "https://a.example/h", "permanent_status": [401]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[int]bool{401: true}; !maps.Equal(cfg.permanent, want) {
+		t.Errorf("permanent_status = [401]: permanent statuses = %v, want %v", cfg.permanent, want)
+	}
+	if want := []int{400, 413, 422}; !slices.Equal(defaultConfig().PermanentStatus, want) || !slices.Equal(defaultPermanentStatus, want) {
+		t.Errorf("after a config with permanent_status, the default is %v, want %v", defaultPermanentStatus, want)
 	}
 }
 
@@ -646,6 +722,17 @@ func TestDescribe(t *testing.T) {
 	}
 	if !fields["secret"].Secret {
 		t.Errorf(`field "secret" is not marked Secret`)
+	}
+	if f := fields["permanent_status"]; f.Type != "[]int" || f.Default != "[400, 413, 422]" {
+		t.Errorf(`field "permanent_status" = type %q default %q, want "[]int" "[400, 413, 422]"`, f.Type, f.Default)
+	}
+	for _, cfg := range []string{`{"url": "https://a.example", "permanent_status": [400, 401]}`, `{"url": "https://a.example", "permanent_status": []}`} {
+		if errs := d.Check(json.RawMessage(cfg)); len(errs) != 0 {
+			t.Errorf("Check(%s) = %v, want no problem", cfg, errs)
+		}
+	}
+	if errs := d.Check(json.RawMessage(`{"url": "https://a.example", "permanent_status": ["400"]}`)); len(errs) != 1 {
+		t.Errorf(`Check(permanent_status = ["400"]) = %v, want one problem`, errs)
 	}
 	// url is not Required in the description: url_env or url_file may
 	// stand for it, and Configure insists on exactly one of the three.

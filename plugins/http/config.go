@@ -325,6 +325,8 @@ func permanentStatuses(codes []int, errs []error) (map[int]bool, []error) {
 			errs = append(errs, fmt.Errorf("%s lists %d twice: keep one", key, code))
 		case code >= 200 && code < 300:
 			errs = append(errs, fmt.Errorf("%s lists %d: a 2xx answer is a delivery, never a failure; list statuses from 400 to 599", key, code))
+		case code >= 300 && code < 400:
+			errs = append(errs, fmt.Errorf("%s lists %d: a redirect is not followed and always retried, its error naming the Location to set url to; list statuses from 400 to 599", key, code))
 		case code == http.StatusTooManyRequests:
 			errs = append(errs, fmt.Errorf("%s lists 429: 429 Too Many Requests asks to slow down and is always retried, after its Retry-After; remove it", key))
 		case code < 400 || code > 599:

@@ -63,12 +63,13 @@ import (
 //	                         unprocessable), and sending it again unchanged cannot help
 //	408, 429, 5xx            retry, after Retry-After when given (seconds or an HTTP date; at most 24h)
 //	other 4xx                retry: 401, 403, 404, 405, 409, 410, 415, ...
-//	3xx                      permanent: redirects are not followed (secret headers must not travel); fix url
+//	3xx                      retry: redirects are not followed (secret headers must not travel);
+//	                         the error names the Location: set url to it
 //	network error, timeout   retry (the error shows scheme://host/path only)
 //
 // Errors say the status and the first 200 bytes of the response. A status
 // that is the same for every event (a credential expired or rotated: 401,
-// 403; the endpoint moved or is gone: 404, 410; a method or content type
+// 403; the endpoint moved or is gone: 3xx, 404, 410; a method or content type
 // the receiver no longer takes: 405, 415) is an outage of the destination,
 // not a fault of the event: retried, it opens the sink's breaker and the
 // events wait for the fix, in order, instead of going to the dead-letter
@@ -310,7 +311,9 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 		if u, err := resp.Location(); err == nil {
 			loc = "Location " + safeURL(u)
 		}
-		return sdk.Permanent(fmt.Errorf("%s (%s): redirects are not followed; set url to the final address", status, loc)), false
+		// The endpoint moved: the same for every event, so retried (the
+		// breaker opens) until url is set to the final address.
+		return sdk.Retry(0, fmt.Errorf("%s (%s): redirects are not followed; set url to the final address", status, loc)), false
 	default:
 		// Every other answer (401, 403, 404, 409, 410, ...) is about the
 		// receiver, the credentials or the config, not this event: retried

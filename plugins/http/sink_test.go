@@ -261,9 +261,11 @@ func TestStatuses(t *testing.T) {
 		{status: 204, want: "delivered"},
 		{status: 400, body: `{"error":"field phone is required"}`, want: "permanent", errHas: []string{"400", "field phone is required"}},
 		{status: 400, body: long, want: "permanent", errHas: []string{"400", strings.Repeat("x", 150)}, errHasNot: []string{"ERROR-TAIL"}},
+		{status: 301, want: "retry", errHas: []string{"301", "redirects are not followed"}},
+		{status: 308, want: "retry", errHas: []string{"308", "redirects are not followed"}},
 		{status: 413, body: "payload too large", want: "permanent", errHas: []string{"413 Request Entity Too Large", "payload too large"}},
 		{status: 422, body: `{"error":"unknown field callSid"}`, want: "permanent", errHas: []string{"422 Unprocessable Entity", "unknown field callSid"}},
-		{status: 302, want: "permanent", errHas: []string{"302", "redirects are not followed"}},
+		{status: 302, want: "retry", errHas: []string{"302", "redirects are not followed", "Location https://elsewhere.example/x"}, errHasNot: []string{"k=v"}},
 		// The receiver's, the credentials' or the config's fault, the
 		// same for every event: an outage to wait out, not dead letters.
 		{status: 401, body: `{"error":"token expired"}`, want: "retry", errHas: []string{"401 Unauthorized", "token expired"}},
@@ -295,7 +297,7 @@ func TestStatuses(t *testing.T) {
 				if tt.retryAfter != "" {
 					w.Header().Set("Retry-After", tt.retryAfter)
 				}
-				if tt.status == 302 {
+				if tt.status/100 == 3 {
 					w.Header().Set("Location", "https://elsewhere.example/x?k=v")
 				}
 				w.WriteHeader(tt.status)
@@ -321,7 +323,7 @@ func TestStatuses(t *testing.T) {
 			}
 			for _, s := range tt.errHasNot {
 				if r.Err() != nil && strings.Contains(r.Err().Error(), s) {
-					t.Errorf("status %d: error %v contains %q, want only the first 200 bytes", tt.status, r.Err(), s)
+					t.Errorf("status %d: error %v contains %q, want it cut at 200 bytes and without the URL's query", tt.status, r.Err(), s)
 				}
 			}
 		})
@@ -557,7 +559,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown-key", `{"url": "https://a.example", "secrets_env": "X"}`, []string{`unknown config key "secrets_env"`}},
 		{"permanent-2xx", `{"url": "https://a.example", "permanent_status": [400, 204]}`, []string{`"permanent_status" lists 204`, "a 2xx answer is a delivery"}},
 		{"permanent-429", `{"url": "https://a.example", "permanent_status": [429]}`, []string{`"permanent_status" lists 429`, "always retried", "remove it"}},
-		{"permanent-3xx", `{"url": "https://a.example", "permanent_status": [301]}`, []string{`"permanent_status" lists 301`, "400 to 599"}},
+		{"permanent-3xx", `{"url": "https://a.example", "permanent_status": [301]}`, []string{`"permanent_status" lists 301`, "always retried", "400 to 599"}},
 		{"permanent-600", `{"url": "https://a.example", "permanent_status": [600]}`, []string{`"permanent_status" lists 600`, "400 to 599"}},
 		{"permanent-twice", `{"url": "https://a.example", "permanent_status": [422, 400, 422]}`, []string{`"permanent_status" lists 422 twice`}},
 		{"permanent-every-problem", `{"url": "https://a.example", "permanent_status": [0, 299, 429, 1000]}`, []string{"lists 0:", "lists 299:", "lists 429:", "lists 1000:"}},

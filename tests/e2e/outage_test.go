@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -136,5 +139,128 @@ delivery = { batch_wait = "5ms" }
 	queuesEmpty(t, d, 20*time.Second)
 	if dl := d.DeadLetters(t, "crm"); len(dl) != 0 {
 		t.Errorf("crm's DLQ holds %d events, want 0", len(dl))
+	}
+}
+
+// TestHTTPSinkWaitsOutAnExpiredToken: the CRM's token expired, so it
+// answers every request 401. That is the destination's outage, not a fault
+// of the events: the http sink retries, the breaker opens, nothing goes to
+// the dead-letter queue, the sink's last error says the status and the
+// CRM's words, and each order key's events wait in order. Once the token is
+// renewed (200) every event arrives, in order. A second sink, whose
+// operator listed 401 in permanent_status, dead-letters the same answers
+// as asked.
+func TestHTTPSinkWaitsOutAnExpiredToken(t *testing.T) {
+	var (
+		mu        sync.Mutex
+		delivered []string // webhook-ids answered 200, in the order answered
+		expired   atomic.Bool
+	)
+	expired.Store(true)
+	crm := harness.NewReceiver(t)
+	crm.SetAnswer(func(id string, _ []byte) (int, string) {
+		if expired.Load() {
+			return http.StatusUnauthorized, `{"error":"token expired"}`
+		}
+		mu.Lock()
+		delivered = append(delivered, id)
+		mu.Unlock()
+		return http.StatusOK, ""
+	})
+	strict := harness.NewReceiver(t)
+	strict.SetAnswer(func(string, []byte) (int, string) { return http.StatusUnauthorized, `{"error":"token expired"}` })
+
+	dir := t.TempDir()
+	d := harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q }
+delivery = { batch_wait = "5ms", backoff_min = "10ms", backoff_max = "200ms", breaker_probe = "100ms", order_key = 'body.data.post_call.lead_status' }
+
+[[sink]]
+name = "strict"
+plugin = "http"
+config = { url = %q, permanent_status = [400, 401, 413, 422] }
+delivery = { batch_wait = "5ms" }
+`, crm.URL, strict.URL)+harness.AllCallsRoute("crm", "strict")))
+
+	const n = 10
+	var ids []string
+	byKey := map[string][]string{} // order key → ids in log order
+	for i := range n {
+		lead := []string{"interested", "not_interested"}[i%2]
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprintf("token-%d", i), lead))
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST %d = %d %v %v", i, code, ans, err)
+		}
+		id := ans["id"].(string)
+		ids = append(ids, id)
+		byKey[lead] = append(byKey[lead], id)
+	}
+
+	// The outage: retried until the breaker opens, and not one dead letter.
+	harness.Eventually(t, 20*time.Second, func() error {
+		s := d.Sinks(t)["crm"]
+		if s.Dead != 0 {
+			t.Fatalf("crm's DLQ holds %d events after 401 answers, want 0 (a 401 is an outage to wait out): %v", s.Dead, d.DeadLetters(t, "crm"))
+		}
+		if s.Breaker != "open" {
+			return fmt.Errorf("crm breaker = %q, want open", s.Breaker)
+		}
+		if tries := len(crm.Attempts()[ids[0]]); tries < 3 {
+			return fmt.Errorf("the CRM saw %d attempts of the first event, want it retried", tries)
+		}
+		return nil
+	})
+	if s := d.Sinks(t)["crm"]; !strings.Contains(s.LastError, "401 Unauthorized") || !strings.Contains(s.LastError, "token expired") {
+		t.Errorf("crm last_error = %q, want the status and the CRM's answer", s.LastError)
+	}
+	// The operator who listed 401 in permanent_status gets dead letters.
+	harness.Eventually(t, 20*time.Second, func() error {
+		if dl := d.DeadLetters(t, "strict"); len(dl) != n {
+			return fmt.Errorf("strict's DLQ holds %d events, want %d (permanent_status lists 401)", len(dl), n)
+		}
+		return nil
+	})
+	for _, dl := range d.DeadLetters(t, "strict") {
+		if !strings.Contains(dl.Error, "401 Unauthorized") || !strings.Contains(dl.Error, "token expired") {
+			t.Errorf("strict dead letter %s error = %q, want the status and the receiver's answer", dl.ID, dl.Error)
+		}
+	}
+
+	// The token is renewed: every event arrives, none dead, each key's in log order.
+	expired.Store(false)
+	harness.Eventually(t, 30*time.Second, func() error {
+		got := crm.Accepted()
+		for _, id := range ids {
+			if got[id] == 0 {
+				return fmt.Errorf("the CRM has %d of %d events after the token was renewed; %s is missing", len(got), n, id)
+			}
+		}
+		return nil
+	})
+	if dl := d.DeadLetters(t, "crm"); len(dl) != 0 {
+		t.Errorf("crm's DLQ holds %d events, want 0", len(dl))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	seen := map[string]bool{}
+	got := map[string][]string{}
+	for _, id := range delivered {
+		if seen[id] { // a redelivery after a 2xx: allowed, at least once
+			continue
+		}
+		seen[id] = true
+		for key, kids := range byKey {
+			if slices.Contains(kids, id) {
+				got[key] = append(got[key], id)
+			}
+		}
+	}
+	for key, want := range byKey {
+		if !slices.Equal(got[key], want) {
+			t.Errorf("order key %q: the CRM got %v, want the log order %v", key, got[key], want)
+		}
 	}
 }

@@ -34,15 +34,14 @@ func (l *fullLog) CheckWrite() error {
 	return l.Log.CheckWrite()
 }
 
-// TestReadyzFollowsTheLogNotTheSinks runs a daemon and checks /readyz: 200
-// while the sink's plugin is killed and comes back, 503 naming the log
-// while the log says it is full, and 200 again once it is not, with no
-// webhook in between.
-func TestReadyzFollowsTheLogNotTheSinks(t *testing.T) {
-	cfg := pluginConfig(t, "")
-	l := &fullLog{Log: memlog.New()}
+// runOnLog runs a daemon of one sink on l, with o (its OnReady and
+// Notifier are set), until the test ends; it returns once the daemon is
+// ready, with its admin address.
+func runOnLog(t *testing.T, l pipeline.Log, o *Options) (*Daemon, string) {
+	t.Helper()
 	adminAddr := make(chan string, 1)
-	d := New(cfg, &Options{OnReady: func(_, a net.Addr) { adminAddr <- a.String() }, Notifier: noNotifier{}})
+	o.OnReady, o.Notifier = func(_, a net.Addr) { adminAddr <- a.String() }, noNotifier{}
+	d := New(pluginConfig(t, ""), o)
 	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
 		return l, nil, nil
 	}
@@ -50,15 +49,25 @@ func TestReadyzFollowsTheLogNotTheSinks(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	var base string
 	select {
 	case a := <-adminAddr:
-		base = "http://" + a
+		return d, a
 	case err := <-done:
 		t.Fatalf("Run() = %v before it was ready", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("daemon not ready within 20s")
 	}
+	return nil, ""
+}
+
+// TestReadyzFollowsTheLogNotTheSinks runs a daemon and checks /readyz: 200
+// while the sink's plugin is killed and comes back, 503 naming the log
+// while the log says it is full, and 200 again once it is not, with no
+// webhook in between.
+func TestReadyzFollowsTheLogNotTheSinks(t *testing.T) {
+	l := &fullLog{Log: memlog.New()}
+	d, adminAddr := runOnLog(t, l, &Options{})
+	base := "http://" + adminAddr
 	readyz := func() (int, admin.Readiness) {
 		t.Helper()
 		resp, err := http.Get(base + "/readyz?verbose")
@@ -119,26 +128,10 @@ func TestReadyzFollowsTheLogNotTheSinks(t *testing.T) {
 // writes (a disk too small for the reserve) says so, with the log's
 // reason, before it says it is ready.
 func TestStartOnAFullDiskSaysSo(t *testing.T) {
-	cfg := pluginConfig(t, "")
 	l := &fullLog{Log: memlog.New()}
 	l.full.Store(true)
 	var logs testlog.Buffer
-	ready := make(chan struct{}, 1)
-	d := New(cfg, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), OnReady: func(_, _ net.Addr) { ready <- struct{}{} }, Notifier: noNotifier{}})
-	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
-		return l, nil, nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run() = %v before it was ready", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("daemon not ready within 20s")
-	}
+	runOnLog(t, l, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	out := logs.String()
 	warn := strings.Index(out, "the event log cannot take writes")
 	if warn < 0 || !strings.Contains(out, "the log needs 144 MiB in reserve") || warn > strings.Index(out, "pipelined is ready") {

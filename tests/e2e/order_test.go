@@ -277,6 +277,22 @@ delivery = { batch_wait = "5ms", backoff_min = "10m", backoff_max = "1h", order_
 	}
 }
 
+// postCalls posts n CallKaro calls of one caller to d, with callSids
+// prefix-0, prefix-1, …, and returns their event ids.
+func postCalls(t *testing.T, d *harness.Daemon, prefix string, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		body := fmt.Appendf(nil, `{"event":"call_ended","data":{"callSid":"%s-%d","from":"919876543210"}}`, prefix, i)
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", body)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST call %d = %d %v %v", i, code, ans, err)
+		}
+		ids = append(ids, ans["id"].(string))
+	}
+	return ids
+}
+
 // TestGiveUpHoldsAcrossARestart: a give-up made while the sink is paused is
 // still there after the daemon restarts. At the resume, the call given up
 // on goes to the dead-letter queue with the reason and no attempt, and the
@@ -294,15 +310,7 @@ delivery = { batch_wait = "5ms" }
 `, crm.URL)+harness.AllCallsRoute("crm"))
 	d := harness.Start(t, cfgFile)
 	d.CLI(t, "sinks", "pause", "crm")
-	var ids []string
-	for n := range 2 {
-		body := fmt.Appendf(nil, `{"event":"call_ended","data":{"callSid":"restart-%d","from":"919876543210"}}`, n)
-		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", body)
-		if err != nil || code != http.StatusOK {
-			t.Fatalf("POST call %d = %d %v %v", n, code, ans, err)
-		}
-		ids = append(ids, ans["id"].(string))
-	}
+	ids := postCalls(t, d, "restart", 2)
 	if out := d.CLI(t, "dlq", "add", "crm", "--id", ids[0], "--reason", "test call"); !strings.Contains(out, "gave up on 1 event(s) of crm") {
 		t.Fatalf("dlq add = %q", out)
 	}
@@ -353,12 +361,7 @@ config = { url = %q }
 	cfgFile := harness.WriteConfig(t, dir, sink("crm"))
 	d := harness.Start(t, cfgFile)
 	d.CLI(t, "sinks", "pause", "crm")
-	for n := range 2 {
-		body := fmt.Appendf(nil, `{"event":"call_ended","data":{"callSid":"renamed-%d","from":"919876543210"}}`, n)
-		if code, ans, err := harness.Post(d.URL+"/hooks/callkaro", body); err != nil || code != http.StatusOK {
-			t.Fatalf("POST call %d = %d %v %v", n, code, ans, err)
-		}
-	}
+	postCalls(t, d, "renamed", 2)
 	d.Kill(syscall.SIGTERM)
 
 	cfgFile = harness.WriteConfig(t, dir, sink("crm-v2"))

@@ -20,6 +20,15 @@
 // while the events behind them would go through. The held events are
 // released when the breaker closes, or when no other event is ready.
 //
+// The breaker also closes when the queue is left with nothing to probe
+// (see nothingToProbe): the failing events left without a probe that
+// succeeded (an operator gave up on them, or they ran out of MaxAttempts
+// or MaxAge), and no other event is ready or retrying. It learnt nothing
+// of the sink then, but an open breaker over an empty queue would only
+// say that the sink fails until the next event comes; that event is
+// delivered as usual, and the breaker opens again after BreakerFailures
+// failed calls.
+//
 // An operator can also pause a dispatcher ([Dispatcher.Pause]); a paused
 // one takes nothing until resumed. Rate bounds the events handed to the
 // plugin per second.
@@ -299,7 +308,8 @@ func (d *Dispatcher) pausedCtx(ctx context.Context) (context.Context, context.Ca
 }
 
 // setOpen records a breaker change, logs it once and tells OnBreaker.
-func (d *Dispatcher) setOpen(open bool, probe time.Duration) {
+// closed is the log's message when it closes.
+func (d *Dispatcher) setOpen(open bool, probe time.Duration, closed string) {
 	d.mu.Lock()
 	changed := d.open != open
 	d.open = open
@@ -311,7 +321,7 @@ func (d *Dispatcher) setOpen(open bool, probe time.Duration) {
 		d.o.Logger.Warn("sink circuit breaker opened: deliveries wait, probing the sink",
 			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String())
 	} else {
-		d.o.Logger.Info("sink circuit breaker closed: deliveries resume", "sink", d.o.Sink)
+		d.o.Logger.Info(closed, "sink", d.o.Sink)
 	}
 	if d.o.OnBreaker != nil {
 		d.o.OnBreaker(open)
@@ -417,30 +427,78 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			continue
 		}
 		if d.ord != nil {
-			if batch = d.admitOrdered(finish, batch); len(batch) == 0 {
-				continue
+			batch = d.admitOrdered(finish, batch)
+		}
+		if len(batch) > 0 {
+			if batch = d.giveUpOn(finish, batch); len(batch) == 0 {
+				gaveUp = true // no call: the breaker learnt nothing, and the next probe need not wait
 			}
 		}
-		if batch = d.giveUpOn(finish, batch); len(batch) == 0 {
-			gaveUp = true // no call: the breaker learnt nothing, and the next probe need not wait
-			continue
-		}
-		failed := d.deliver(finish, batch, open)
-		switch {
-		case open && failed:
-			probe = min(2*probe, max(d.o.BackoffMax, d.o.BreakerProbe))
-		case failed:
-			failures++
-			if d.o.BreakerFailures > 0 && failures >= d.o.BreakerFailures {
-				probe = d.o.BreakerProbe
-				d.setOpen(true, probe)
+		if len(batch) > 0 {
+			failed := d.deliver(finish, batch, open)
+			switch {
+			case open && failed:
+				probe = min(2*probe, max(d.o.BackoffMax, d.o.BreakerProbe))
+			case failed:
+				failures++
+				if d.o.BreakerFailures > 0 && failures >= d.o.BreakerFailures {
+					probe = d.o.BreakerProbe
+					d.setOpen(true, probe, "")
+					open = true
+				}
+			default:
+				failures = 0
+				open = false
+				d.setOpen(false, 0, "sink circuit breaker closed: deliveries resume")
+				d.releaseProbed(finish)
 			}
-		default:
+		}
+		// The events that failed may leave while the breaker is open
+		// without a probe that succeeds (given up on by an operator, out
+		// of max_attempts or max_age, or held for good behind a dead
+		// head): an open breaker with nothing to probe would stay open
+		// until a new event comes. Only the dispatcher settles entries
+		// (unless JetStream daemons share the queue), so the queue empties
+		// only after one of its batches: look then, once per batch while
+		// the breaker is open (never on a closed breaker's path).
+		if open && d.nothingToProbe(ctx) {
 			failures = 0
-			d.setOpen(false, 0)
+			d.setOpen(false, 0, "sink circuit breaker closed: nothing is left to probe (no event ready or retrying); deliveries resume with the next event")
 			d.releaseProbed(finish)
 		}
 	}
+}
+
+// nothingToProbe reports whether the queue holds no entry that a probe of
+// the open breaker could take, now or later: none ready (or leased) and
+// none waiting for a retry, except the events held behind their key's
+// head (order_key), which wait for that head and not for the breaker
+// (with order_on_dead = "block", a dead head holds them for as long as
+// it stays dead). The failed probes held by probeEntry count: they are
+// released for the next round. A queue without Stats, or whose Stats
+// fails, may have something to probe.
+func (d *Dispatcher) nothingToProbe(ctx context.Context) bool {
+	q, ok := d.o.Queue.(interface {
+		Stats(context.Context) (pipeline.QueueStats, error)
+	})
+	if !ok {
+		return false
+	}
+	st, err := q.Stats(ctx)
+	if err != nil {
+		return false
+	}
+	// Read after Stats: only DroppedDead changes the held count meanwhile,
+	// and only down (the held event it makes a head is still counted as
+	// retrying), so the difference never counts fewer events to probe
+	// than there are.
+	held := 0
+	if d.ord != nil {
+		d.ord.mu.Lock()
+		held = d.ord.held
+		d.ord.mu.Unlock()
+	}
+	return st.Ready == 0 && st.Retrying <= held
 }
 
 // rotates reports whether failed probes are held: with a queue that can

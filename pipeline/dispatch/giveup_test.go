@@ -248,12 +248,15 @@ func TestGiveUpInFlight(t *testing.T) {
 }
 
 // TestGiveUpKeepsTheBreakerShut: entries given up on while the breaker is
-// open leave with no call, and so tell nothing of the sink: the breaker
-// stays open (settling them must not pass for a probe that succeeded). And
-// they leave one after the other, not one per probe interval.
+// open leave with no call, and so tell nothing of the sink: while another
+// event still waits to be probed (here held after its failed probe), the
+// breaker stays open (settling them must not pass for a probe that
+// succeeded). And they leave one after the other, not one per probe
+// interval. (With nothing left to probe it closes:
+// TestBreakerClosesWithNothingToProbe.)
 func TestGiveUpKeepsTheBreakerShut(t *testing.T) {
 	l := memlog.New()
-	ids := appendEvents(t, l, "ev", 3, "s")
+	ids := appendEvents(t, l, "ev", 4, "s")
 	q := l.Queue("s")
 	var g dispatch.GiveUps
 	sink := &fakeSink{answer: func(int, []sdk.Event) ([]sdk.Result, error) { return nil, errors.New("connection refused") }}
@@ -263,10 +266,11 @@ func TestGiveUpKeepsTheBreakerShut(t *testing.T) {
 	o.GiveUps = &g
 	d, _ := start(t, o)
 	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
-	giveUp(t, &g, l, "the CRM drops these", ids...)
-	waitStats(t, q, pipeline.QueueStats{Dead: 3})
+	giveUp(t, &g, l, "the CRM drops these", ids[:3]...)
+	// ids[3] is the probe after them, fails and is held (counted as retrying).
+	waitStats(t, q, pipeline.QueueStats{Retrying: 1, Dead: 3})
 	if !d.Status().Open {
-		t.Error("the breaker closed after entries given up on were settled, with no call made")
+		t.Error("the breaker closed after entries given up on were settled, with no call made and an event still failing")
 	}
 }
 

@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/internal/stacks"
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/sdk"
 )
@@ -432,5 +435,96 @@ func TestRate(t *testing.T) {
 	// A full bucket (100) goes at once; the other 50 take 0.5 s at 100/s.
 	if want := 450 * time.Millisecond; elapsed < want {
 		t.Errorf("150 events at %v/s took %v, want >= %v", rate, elapsed, want)
+	}
+}
+
+// TestBreakerClosesWithNothingToProbe: when the events that opened the
+// breaker leave without a probe that succeeds, and nothing else waits to
+// be probed, the breaker closes at once (no new event needed) and the log
+// says why; the next event is delivered as usual. On every log that holds.
+func TestBreakerClosesWithNothingToProbe(t *testing.T) {
+	const closedMsg = "sink circuit breaker closed: nothing is left to probe (no event ready or retrying); deliveries resume with the next event"
+	tests := []struct {
+		name string
+		n    int // events of key "a" appended at first
+		opts func(o *dispatch.Options)
+		// act makes the events leave once the breaker is open.
+		act func(t *testing.T, l pipeline.Log, g *dispatch.GiveUps)
+		// want is the queue once they left; the breaker must then close.
+		want pipeline.QueueStats
+	}{{
+		name: "given up on by an operator",
+		n:    1,
+		act:  func(t *testing.T, l pipeline.Log, g *dispatch.GiveUps) { giveUp(t, g, l, "stale", "ev-00000") },
+		want: pipeline.QueueStats{Dead: 1},
+	}, {
+		name: "out of max_attempts as the breaker opens",
+		n:    1,
+		opts: func(o *dispatch.Options) { o.MaxAttempts = 2 }, // its 2nd failed call opens the breaker
+		want: pipeline.QueueStats{Dead: 1},
+	}, {
+		name: "out of max_age as a probe",
+		n:    1,
+		opts: func(o *dispatch.Options) { o.MaxAge = 300 * time.Millisecond },
+		want: pipeline.QueueStats{Dead: 1},
+	}, {
+		// The two later events of the key are held behind its dead head,
+		// counted as retrying, but no probe can take them.
+		name: "order_on_dead block: the key's later events held behind its dead head",
+		n:    3,
+		opts: func(o *dispatch.Options) { o.OrderKey, o.OrderBlockOnDead = bodyKey, true },
+		act:  func(t *testing.T, l pipeline.Log, g *dispatch.GiveUps) { giveUp(t, g, l, "stale", "ev-00000") },
+		want: pipeline.QueueStats{Retrying: 2, Dead: 1},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for name, open := range orderLogs(t) {
+				t.Run(name, func(t *testing.T) {
+					l := open(t)
+					appendKeyed(t, l, 0, tt.n, func(int) string { return "a" })
+					q := l.Queue("s")
+					sink := newSwitchSink()
+					var g dispatch.GiveUps
+					var bl breakerLog
+					buf := &testlog.Buffer{}
+					o := options(q, sink)
+					o.MaxAttempts, o.BreakerFailures, o.BreakerProbe = 0, 2, 20*time.Millisecond
+					o.BackoffMin, o.BackoffMax = time.Millisecond, 40*time.Millisecond
+					o.GiveUps, o.OnBreaker = &g, bl.record
+					o.Logger = slog.New(slog.NewJSONHandler(buf, nil))
+					if tt.opts != nil {
+						tt.opts(&o)
+					}
+					d, _ := start(t, o)
+					waitFor(t, "the breaker to open", func() bool { return len(bl.get()) > 0 })
+					if tt.act != nil {
+						// Probes that fail keep the breaker open meanwhile.
+						calls := len(sink.calls())
+						waitFor(t, "two probes", func() bool { return len(sink.calls()) >= calls+2 })
+						if !d.Status().Open {
+							t.Fatalf("the breaker closed while its event was still failing (breaker changes %v)", bl.get())
+						}
+						tt.act(t, l, &g)
+					}
+					waitStats(t, q, tt.want)
+					waitFor(t, "the breaker to close", func() bool { return len(bl.get()) >= 2 })
+					if got := bl.get(); !slices.Equal(got, []bool{true, false}) || d.Status().Open {
+						t.Errorf("breaker changes = %v, Status().Open = %v; want [true false], false", got, d.Status().Open)
+					}
+					if got := buf.Lines(t, closedMsg); len(got) != 1 {
+						t.Errorf("log has %d lines %q, want 1; log:\n%s", len(got), closedMsg, buf)
+					}
+
+					sink.up.Store(true)
+					calls := len(sink.calls())
+					appendKeyed(t, l, tt.n, 1, func(int) string { return "b" })
+					want := tt.want
+					waitFor(t, "the next event delivered", func() bool { return stats(t, q) == want && len(sink.calls()) > calls })
+					if got := bl.get(); !slices.Equal(got, []bool{true, false}) {
+						t.Errorf("breaker changes after the next event = %v, want [true false]", got)
+					}
+				})
+			}
+		})
 	}
 }

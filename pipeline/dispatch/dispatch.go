@@ -90,7 +90,9 @@ type Options struct {
 	Queue     Queue
 	Deliverer Deliverer
 	// BatchMax and BatchWait shape batches: a batch is sent when it holds
-	// BatchMax entries, or BatchWait after its first entry was ready.
+	// BatchMax entries, or BatchWait after its first entry was ready; with
+	// OrderKey, also at once when a key of the batch has later events held
+	// behind it, which can only go after this batch.
 	BatchMax  int
 	BatchWait time.Duration
 	// MaxAttempts is how many deliveries an entry gets before it goes to
@@ -406,6 +408,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		var err error
 		if open {
 			batch, err = d.probeEntry(fctx, finish)
+			if err == nil && d.ord != nil {
+				batch, _ = d.admit(batch, nil)
+			}
 		} else {
 			batch, err = d.fetch(fctx)
 		}
@@ -426,8 +431,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if d.ord != nil {
-			batch = d.admitOrdered(finish, batch)
+		if d.ord != nil && len(batch) == 0 {
+			d.settleHolds(finish) // every entry fetched was held: record that now
 		}
 		if len(batch) > 0 {
 			if batch = d.giveUpOn(finish, batch); len(batch) == 0 {
@@ -569,22 +574,60 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	return fmt.Errorf("stop the dispatcher of sink %s: gave up on its batch in flight: %w", d.o.Sink, context.Cause(ctx))
 }
 
-// fetch waits for a first ready entry, then up to BatchWait for more.
+// fetch waits for a first ready entry, then up to BatchWait for more, up
+// to BatchMax entries fetched.
+//
+// With an order key it returns only the entries that may be delivered now
+// (see admit; the others are held), and it does not wait when waiting is
+// pointless: as soon as an entry of the batch has later events of its key
+// held behind it (they can only go after this batch is settled, so a wait
+// would delay each of them by BatchWait: one key's backlog would drain at
+// one event per BatchWait instead of one per call), or when every entry
+// fetched was held (Run records the holds and waits for the next entry).
 func (d *Dispatcher) fetch(ctx context.Context) ([]pipeline.Delivery, error) {
 	batch, err := d.o.Queue.Fetch(ctx, d.o.BatchMax)
-	if err != nil || len(batch) >= d.o.BatchMax || d.o.BatchWait <= 0 {
+	if err != nil {
 		return batch, err
 	}
+	fetched := len(batch)
+	wait := fetched < d.o.BatchMax && d.o.BatchWait > 0
+	if d.ord != nil {
+		var keys map[string]bool // the keys of the batch, when it may wait
+		if wait {
+			keys = map[string]bool{}
+		}
+		var hurry bool
+		batch, hurry = d.admit(batch, keys)
+		if !wait || hurry || len(batch) == 0 {
+			return batch, nil
+		}
+		return d.fill(ctx, batch, fetched, keys), nil
+	}
+	if !wait {
+		return batch, nil
+	}
+	return d.fill(ctx, batch, fetched, nil), nil
+}
+
+// fill fetches more entries for batch, of which fetched were fetched so
+// far, up to BatchMax fetched, for up to BatchWait; with an order key it
+// admits them (keys are the batch's, see admit) and stops as soon as
+// waiting is pointless (see fetch).
+func (d *Dispatcher) fill(ctx context.Context, batch []pipeline.Delivery, fetched int, keys map[string]bool) []pipeline.Delivery {
 	wctx, cancel := context.WithTimeout(ctx, d.o.BatchWait)
 	defer cancel()
-	for len(batch) < d.o.BatchMax {
-		more, err := d.o.Queue.Fetch(wctx, d.o.BatchMax-len(batch))
+	for hurry := false; fetched < d.o.BatchMax && !hurry; {
+		more, err := d.o.Queue.Fetch(wctx, d.o.BatchMax-fetched)
+		fetched += len(more)
+		if d.ord != nil {
+			more, hurry = d.admit(more, keys)
+		}
 		batch = append(batch, more...)
 		if err != nil {
 			break // the wait is over (or ctx ended): send what we have
 		}
 	}
-	return batch, nil
+	return batch
 }
 
 // deliver sends batch to the plugin and settles every entry. ctx ends only

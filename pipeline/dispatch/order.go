@@ -186,19 +186,23 @@ func (o *order) rebuild(per map[string][]pipeline.Waiting) int {
 	return n
 }
 
-// admitOrdered returns the entries of batch that may be delivered now: at
-// most one per key, the key's head. The others are settled as Hold and
-// remembered behind their key's head.
-func (d *Dispatcher) admitOrdered(ctx context.Context, batch []pipeline.Delivery) []pipeline.Delivery {
+// admit returns the entries of fetched that may be delivered now: at most
+// one per key, the key's head. The others are remembered behind their
+// key's head and added to the Hold settlements of the batch (o.holds),
+// recorded with its outcomes (settleOrdered), or by settleHolds when no
+// entry of the batch may be delivered. A batch may be fetched in parts,
+// each admitted in turn: batch, when not nil, gathers the keys of the
+// entries returned so far, and hurry reports whether one of those keys
+// has events held behind the batch's entry (see fetch).
+func (d *Dispatcher) admit(fetched []pipeline.Delivery, batch map[string]bool) (out []pipeline.Delivery, hurry bool) {
 	o := d.ord
-	keys := make([]string, len(batch))
-	for i, e := range batch {
+	keys := make([]string, len(fetched))
+	for i, e := range fetched {
 		keys[i] = d.keyOf(e.Seq, e.Event)
 	}
-	var out []pipeline.Delivery
 	var holds []pipeline.Settlement
 	o.mu.Lock()
-	for i, e := range batch {
+	for i, e := range fetched {
 		k := keys[i]
 		st := o.keys[k]
 		switch {
@@ -206,10 +210,18 @@ func (d *Dispatcher) admitOrdered(ctx context.Context, batch []pipeline.Delivery
 			o.keys[k] = &keyState{head: e.Seq}
 			o.heads[e.Seq] = k
 			out = append(out, e)
+			if batch != nil {
+				batch[k] = true
+			}
 		case st.head == e.Seq:
 			st.dead = false
 			out = append(out, e)
+			if batch != nil {
+				batch[k] = true
+				hurry = hurry || len(st.held) > 0
+			}
 		default:
+			hurry = hurry || batch[k]
 			i, found := slices.BinarySearchFunc(st.held, e.Seq, func(h heldSeq, seq uint64) int { return cmp.Compare(h.seq, seq) })
 			if !found {
 				st.held = slices.Insert(st.held, i, heldSeq{seq: e.Seq, at: e.Event.ReceivedAt.UnixNano()})
@@ -223,11 +235,16 @@ func (d *Dispatcher) admitOrdered(ctx context.Context, batch []pipeline.Delivery
 		}
 	}
 	o.mu.Unlock()
-	o.holds = holds
-	if len(out) == 0 && len(holds) > 0 {
+	o.holds = append(o.holds, holds...)
+	return out, hurry
+}
+
+// settleHolds records the Hold settlements of a batch none of whose
+// entries may be delivered now (see admit).
+func (d *Dispatcher) settleHolds(ctx context.Context) {
+	if len(d.ord.holds) > 0 {
 		d.settleOrdered(ctx, nil)
 	}
-	return out
 }
 
 // settleOrdered records the batch's outcomes s with its holds (settled

@@ -552,3 +552,124 @@ func TestErrorNotUTF8IsStored(t *testing.T) {
 		})
 	}
 }
+
+// fetchSpy is a Holder that counts how many times Fetch returned each
+// event.
+type fetchSpy struct {
+	pipeline.Holder
+
+	mu    sync.Mutex
+	times map[string]int // by event id
+}
+
+func (q *fetchSpy) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error) {
+	ds, err := q.Holder.Fetch(ctx, max)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.times == nil {
+		q.times = map[string]int{}
+	}
+	for _, d := range ds {
+		q.times[d.Event.ID]++
+	}
+	return ds, err
+}
+
+// fetched reports how many times Fetch returned the event id.
+func (q *fetchSpy) fetched(id string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.times[id]
+}
+
+// TestOrderKeyBacklogDoesNotWaitBatchWait: a batch whose key has later
+// events held behind it is sent at once, not after BatchWait: those events
+// can only follow this batch, so a key's backlog drains at one call per
+// event, not one BatchWait per event (with a BatchWait of a minute, the
+// old code took a minute per event). The last batch, with nothing held
+// behind it, waits BatchWait for company like any batch (the test's stop
+// sends it), and so do batches of keys without a backlog, as without an
+// order key.
+func TestOrderKeyBacklogDoesNotWaitBatchWait(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Run("one key", func(t *testing.T) {
+				l := open(t)
+				const n = 20
+				appendKeyed(t, l, 0, n, func(int) string { return "a" })
+				sink := newOrderSink(0)
+				sink.stride = 1
+				q := &fetchSpy{Holder: l.Queue("s").(pipeline.Holder)}
+				o := options(q, sink)
+				o.OrderKey, o.BatchWait = bodyKey, time.Minute
+				stop := run(t, o)
+				waitFor(t, "every event but the last delivered, the last fetched again once released", func() bool {
+					return sink.count() == n-1 && q.fetched(fmt.Sprintf("ev-%05d", n-1)) == 2
+				})
+				if err := stop(); err != nil {
+					t.Errorf("Run() = %v, want nil", err)
+				}
+				sink.check(t, n)
+			})
+			t.Run("keys retrying after an outage", func(t *testing.T) {
+				l := open(t)
+				const keys, n = 3, 30
+				appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % keys) })
+				sink := newOrderSink(1) // down: every event fails
+				sink.stride = keys
+				q := &fetchSpy{Holder: l.Queue("s").(pipeline.Holder)}
+				o := options(q, sink)
+				o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, 5*time.Millisecond
+				o.OrderKey, o.BatchWait = bodyKey, time.Minute
+				d, done := start(t, o)
+				waitFor(t, "each key's head retrying, the rest held", func() bool {
+					sink.mu.Lock()
+					defer sink.mu.Unlock()
+					return sink.calls >= 2 && d.Order().Held == n-keys
+				})
+				sink.mu.Lock()
+				sink.fail, sink.calls = 0, 0 // back up
+				sink.mu.Unlock()
+				waitFor(t, "every event but each key's last delivered, the last ones fetched again once released", func() bool {
+					for i := n - keys; i < n; i++ {
+						if q.fetched(fmt.Sprintf("ev-%05d", i)) != 2 {
+							return false
+						}
+					}
+					return sink.count() == n-keys
+				})
+				if err, _ := stopWithin(d, 5*time.Second); err != nil {
+					t.Errorf("Stop() = %v, want nil", err)
+				}
+				wantRunReturns(t, done)
+				sink.check(t, n)
+				sink.mu.Lock()
+				calls := sink.calls
+				sink.mu.Unlock()
+				if calls > n/keys+1 { // a retry may come due a little after the others
+					t.Errorf("the backlog of %d keys × %d events took %d calls, want about %d (one event of each key per call)", keys, n/keys, calls, n/keys)
+				}
+			})
+			t.Run("other keys still wait to fill a batch", func(t *testing.T) {
+				l := open(t)
+				q := &fetchSpy{Holder: l.Queue("s").(pipeline.Holder)}
+				sink := newOrderSink(0)
+				o := options(q, sink)
+				// The batch is sent when full, so the long wait costs nothing.
+				o.OrderKey, o.BatchMax, o.BatchWait = bodyKey, 3, time.Minute
+				run(t, o)
+				appendKeyed(t, l, 0, 1, func(int) string { return "a" })
+				waitFor(t, "the first entry to be fetched", func() bool { return q.fetched("ev-00000") == 1 })
+				appendKeyed(t, l, 1, 2, func(i int) string { return fmt.Sprint("k", i) })
+				waitFor(t, "every event delivered", func() bool { return sink.count() == 3 })
+				sink.check(t, 3)
+				sink.mu.Lock()
+				calls := sink.calls
+				sink.mu.Unlock()
+				if calls != 1 {
+					t.Errorf("3 events of 3 keys took %d calls, want 1 batch", calls)
+				}
+			})
+		})
+	}
+}

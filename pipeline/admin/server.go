@@ -211,8 +211,12 @@ func protected(path string) bool {
 // guard refuses, and answers for, a call to a protected path that a
 // browser page of another site could have made (a Host that is not this
 // listener's, a foreign Origin, a POST that is not JSON) or that lacks the
-// token. It reports whether the call may go on.
+// token. It reports whether the call may go on. Every answer to such a
+// call says Cache-Control: no-store.
 func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
+	// Answers carry events' bodies and headers: no cache keeps them (a
+	// proxy in front of the admin listener, a browser's disk cache).
+	w.Header().Set("Cache-Control", "no-store")
 	if !s.browserGuard(w, r) {
 		return false
 	}

@@ -370,8 +370,11 @@ func TestAuth(t *testing.T) {
 	if r := call(t, admin.Handler(open), "POST", "/v1/sinks/slack/dlq/drop", "none", `{"ids":["ev-1"]}`); r.code != http.StatusOK {
 		t.Errorf("POST drop with AllowUnauthenticated = %d %s, want 200", r.code, r.body)
 	}
-	if r := call(t, withToken, "GET", "/v1/events", "", ""); r.code != http.StatusOK {
-		t.Errorf("GET /v1/events with the token = %d, want 200", r.code)
+	if r := call(t, withToken, "GET", "/v1/events", "", ""); r.code != http.StatusOK || r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("GET /v1/events with the token = %d, Cache-Control %q; want 200, no-store (bodies are in it)", r.code, r.header.Get("Cache-Control"))
+	}
+	if r := call(t, withToken, "GET", "/v1/events", "wrong", ""); r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("a refused GET /v1/events: Cache-Control %q, want no-store", r.header.Get("Cache-Control"))
 	}
 }
 

@@ -34,6 +34,24 @@ const (
 	guessAddrs = 4096
 )
 
+// StrongToken is the length, in bytes, from which an admin token is
+// compared even while its client's address must wait ([Options.GuessWait]):
+// 32 random characters are 128 bits or more (openssl rand -hex 32 gives
+// 64), which no rate of guesses finds. For such a token the wait would
+// protect nothing and only let any local user lock the operator out, since
+// every client on loopback shares one address.
+const StrongToken = 32
+
+// GuessWait is how long client must wait before its token is compared:
+// [Guesses.Wait], or 0 when the token is a [StrongToken]. The API's guard
+// and the UI's login ask it.
+func (o *Options) GuessWait(client string) time.Duration {
+	if len(o.Token) >= StrongToken {
+		return 0
+	}
+	return o.Guesses.Wait(client)
+}
+
 // TooManyGuesses sets the Retry-After header of a 429 answered to a client
 // that must wait before its next token is compared.
 func TooManyGuesses(w http.ResponseWriter, wait time.Duration) {

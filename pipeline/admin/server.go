@@ -234,7 +234,7 @@ func (s *server) guard(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	client := s.o.Client(r)
-	if wait := s.o.Guesses.Wait(client); wait > 0 {
+	if wait := s.o.GuessWait(client); wait > 0 {
 		TooManyGuesses(w, wait)
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong admin tokens from this address: try again in %v", wait.Round(time.Second)))
 		return false

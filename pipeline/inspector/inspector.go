@@ -383,7 +383,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	next := safeNext(r.PostFormValue("next"))
 	client := u.o.Admin.Client(r)
-	if wait := u.o.Admin.Guesses.Wait(client); wait > 0 {
+	if wait := u.o.Admin.GuessWait(client); wait > 0 {
 		admin.TooManyGuesses(w, wait)
 		u.render(w, r, http.StatusTooManyRequests, "login", page{Title: "Log in", Data: loginData{Next: next,
 			Error: fmt.Sprintf("Too many wrong tokens from your address: try again in %v.", wait.Round(time.Second))}})

@@ -303,6 +303,36 @@ func TestTokenGuessesAreLimited(t *testing.T) {
 	}
 }
 
+// TestStrongTokenIsNotLockedOut: with a token of StrongToken bytes, wrong
+// guesses from the operator's address (a local user's, on loopback) do not
+// hold back the right token, on either door; wrong ones are still refused.
+func TestStrongTokenIsNotLockedOut(t *testing.T) {
+	strong := strings.Repeat("0123456789abcdef", 4) // as openssl rand -hex 32 prints
+	ao := admin.Options{Log: memlog.New(), Token: []byte(strong), Guesses: admin.NewGuesses()}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	defer srv.Close()
+	for i := range 2 * admin.GuessBurst {
+		if r := eventsWithToken(t, srv.URL, "guess"); r.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("wrong token %d = %d, want 401", i, r.StatusCode)
+		}
+	}
+	if w := ao.Guesses.Wait("127.0.0.1:1"); w == 0 {
+		t.Fatal("premise: the address is not held back after the wrong tokens")
+	}
+	if r := eventsWithToken(t, srv.URL, strong); r.StatusCode != http.StatusOK {
+		t.Errorf("the API with the right token after %d wrong ones = %d, want 200", 2*admin.GuessBurst, r.StatusCode)
+	}
+	resp, err := client(t).PostForm(srv.URL+"/ui/login", url.Values{"token": {strong}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusUnauthorized {
+		t.Errorf("the UI login with the right token after the wrong ones = %d, want it let in", resp.StatusCode)
+	}
+}
+
 // TestLogoutEndsTheSession: after a logout, a copy of the session cookie
 // (kept by another browser, or stolen) no longer opens the UI.
 func TestLogoutEndsTheSession(t *testing.T) {

@@ -12,9 +12,14 @@ import (
 	"github.com/pipelined/pipelined/pipeline/admin"
 )
 
-// maxJobs bounds the replays the UI remembers; the oldest finished one is
-// forgotten first.
-const maxJobs = 20
+// maxJobs bounds the replays the UI remembers; past it, the oldest
+// finished one is forgotten. maxRunning bounds those that run at once
+// (each reads the log a page at a time, and holds that page): more are
+// refused with 429 until one finishes.
+const (
+	maxJobs    = 20
+	maxRunning = 4
+)
 
 // job is a replay started from the UI.
 type job struct {
@@ -26,6 +31,13 @@ type job struct {
 	prog admin.ReplayProgress
 	done bool
 	err  string
+}
+
+// finished reports whether the replay has ended.
+func (j *job) finished() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.done
 }
 
 func (j *job) snapshot() jobView {
@@ -86,8 +98,21 @@ func (u *UI) replayStart(w http.ResponseWriter, r *http.Request, s session) {
 		return
 	}
 	u.jobsMu.Lock()
-	if n := len(u.jobs); n >= maxJobs {
-		u.jobs = slices.Delete(u.jobs, 0, n-maxJobs+1)
+	running := 0
+	for _, j := range u.jobs {
+		if !j.finished() {
+			running++
+		}
+	}
+	if running >= maxRunning {
+		u.jobsMu.Unlock()
+		p.Error = fmt.Sprintf("%d replays are running, the most at once: start this one when one of them has finished.", running)
+		u.render(w, r, http.StatusTooManyRequests, "replay", p)
+		return
+	}
+	if len(u.jobs) >= maxJobs { // one is finished: maxRunning < maxJobs
+		i := slices.IndexFunc(u.jobs, (*job).finished)
+		u.jobs = slices.Delete(u.jobs, i, i+1)
 	}
 	u.jobSeq++
 	j := &job{ID: u.jobSeq, Req: req, Started: time.Now()}

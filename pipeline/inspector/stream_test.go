@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -338,5 +339,71 @@ func TestTailPingSaysWhatItDropped(t *testing.T) {
 				t.Errorf("the ping's dropped event says %d, want 1 (the event of source s; not the other source's)", d.Dropped)
 			}
 		}
+	}
+}
+
+// heldLog is a log whose Events waits until release is closed: a replay
+// on it runs until then.
+type heldLog struct {
+	pipeline.Log
+	release chan struct{}
+}
+
+func (l heldLog) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.EventInfo, string, error) {
+	select {
+	case <-l.release:
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
+	}
+	return l.Log.Events(ctx, f)
+}
+
+// TestReplaysRunningAreBounded: the UI runs at most four replays at once
+// and refuses a fifth with 429 saying why; once they finish, the next one
+// starts.
+func TestReplaysRunningAreBounded(t *testing.T) {
+	l := heldLog{Log: memlog.New(), release: make(chan struct{})}
+	ao := admin.Options{Log: l, AllowUnauthenticated: true}
+	ui := inspector.New(inspector.Options{Admin: ao, SinkNames: func() []string { return []string{"crm"} }})
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { ui.Run(runCtx); close(ran) }()
+	defer func() { stop(); <-ran }()
+	ao.UI = ui
+	srv := httptest.NewServer(admin.Handler(ao))
+	defer srv.Close()
+	c := client(t)
+	replay := func() (int, string) {
+		t.Helper()
+		_, page := get(t, c, srv.URL+"/ui/replay")
+		m := csrfRE.FindStringSubmatch(page)
+		if m == nil {
+			t.Fatal("no csrf token on the replay page")
+		}
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		defer func() { c.CheckRedirect = nil }()
+		resp, err := c.PostForm(srv.URL+"/ui/replay", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "since": {"1h"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for i := range 4 {
+		if code, body := replay(); code != http.StatusSeeOther {
+			t.Fatalf("replay %d = %d, want 303 to its page:\n%s", i+1, code, body)
+		}
+	}
+	if code, body := replay(); code != http.StatusTooManyRequests || !strings.Contains(body, "4 replays are running") {
+		t.Errorf("a fifth replay while four run = %d, want 429 saying why:\n%s", code, body)
+	}
+	close(l.release) // the four finish
+	deadline := time.Now().Add(10 * time.Second)
+	for code, _ := replay(); code != http.StatusSeeOther; code, _ = replay() {
+		if time.Now().After(deadline) {
+			t.Fatalf("a replay after the four finished = %d, want 303", code)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -3,6 +3,7 @@ package pluginhost
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -19,13 +20,14 @@ import (
 //     JSON with @level and @message, other lines arrive at Debug;
 //   - go-plugin's own messages ("starting plugin", "plugin address", "plugin
 //     process exited") go to Debug unless they are warnings or errors about
-//     the host side; the supervisor logs exits itself.
-func newHCLogger(log *slog.Logger, binName string) hclog.Logger {
+//     the host side; the supervisor logs exits itself, with how the process
+//     ended, which the exit's message tells tail.
+func newHCLogger(log *slog.Logger, binName string, tail *tailWriter) hclog.Logger {
 	il := hclog.NewInterceptLogger(&hclog.LoggerOptions{
 		Output: io.Discard,
-		Level:  hclogLevel(log),
+		Level:  hclogLevel(log), // at most Error: the exit's message comes at Error
 	})
-	il.RegisterSink(&slogSink{log: log, binName: binName})
+	il.RegisterSink(&slogSink{log: log, binName: binName, tail: tail})
 	return il
 }
 
@@ -49,10 +51,18 @@ func hclogLevel(log *slog.Logger) hclog.Level {
 type slogSink struct {
 	log     *slog.Logger
 	binName string
+	tail    *tailWriter // told how the process ended; nil in tests
 }
 
 func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...any) {
 	fromPlugin := name == s.binName
+	if !fromPlugin && msg == "plugin process exited" && s.tail != nil {
+		for i := 0; i+1 < len(args); i += 2 {
+			if k, _ := args[i].(string); k == "error" {
+				s.tail.exited(fmt.Sprint(args[i+1]))
+			}
+		}
+	}
 	if fromPlugin && len(args) == 0 && strings.TrimSpace(msg) == "" {
 		return // the blank lines of a panic's stack, which go-plugin logs too
 	}

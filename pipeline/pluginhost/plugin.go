@@ -167,7 +167,7 @@ func launch(ctx context.Context, spec Spec, opts *Options) (*Plugin, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     startTimeout,
-		Logger:           newHCLogger(log, filepath.Base(path)),
+		Logger:           newHCLogger(log, filepath.Base(path), tail),
 		Stderr:           tail,
 		Managed:          false,
 	})
@@ -560,6 +560,8 @@ func (p *Plugin) exitedError(cause error) error {
 	what := "exited"
 	if !p.Exited() {
 		what = "stopped answering"
+	} else if st := p.stderr.exitStatus(); st != "" { // known once Exited: go-plugin logs it first
+		what = "exited (" + st + ")"
 	}
 	if cause != nil {
 		return fmt.Errorf("sink %q: plugin %s (pid %d) %s during the call (%v)%s: %w",
@@ -652,6 +654,22 @@ type tailWriter struct {
 	buf   []byte
 	line  []byte // the line being written, up to maxLine bytes
 	fatal string // the last "panic: " or "fatal error: " line
+	exit  string // how the process ended, as go-plugin logs it ("signal: killed"); "" until then
+}
+
+// exited records how the process ended (go-plugin's "plugin process
+// exited" line carries it; see slogSink).
+func (w *tailWriter) exited(status string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.exit = status
+}
+
+// exitStatus returns how the process ended, "" when not known (yet).
+func (w *tailWriter) exitStatus() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.exit
 }
 
 // maxLine bounds a line that last and the fatal line quote.

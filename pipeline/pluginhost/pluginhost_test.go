@@ -587,6 +587,8 @@ func TestSupervisorRestartsAfterKill(t *testing.T) {
 	// may be backoff, starting or running again by now.
 	if st, _, lastErr := s.State(); !errors.Is(lastErr, ErrPluginExited) {
 		t.Errorf("State() after kill = %s, %v, want ErrPluginExited as the last error", st, lastErr)
+	} else if !strings.Contains(lastErr.Error(), "exited (signal: killed)") {
+		t.Errorf("the last error after a kill = %q, want it to say how the plugin ended (signal: killed)", lastErr)
 	}
 
 	res, err := s.Deliver(ctx, ok)

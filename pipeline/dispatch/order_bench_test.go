@@ -35,40 +35,11 @@ func BenchmarkOrderKey(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer l.Close()
-				ctx, cancel := context.WithCancel(context.Background())
-				delivered := make(chan int, 1024)
-				o := dispatch.Options{
-					Sink: "s", Queue: l.Queue("s"), Deliverer: sink, BatchMax: 500,
-					Observe: func(r dispatch.Report) { delivered <- r.Delivered },
-				}
+				o := dispatch.Options{Sink: "s", Queue: l.Queue("s"), Deliverer: sink, BatchMax: 500}
 				if ordered {
 					o.OrderKey = bodyKey
 				}
-				d := dispatch.New(o)
-				done := make(chan struct{})
-				go func() { defer close(done); d.Run(ctx) }()
-				seq := 0
-				start := time.Now()
-				for b.Loop() {
-					entries := make([]pipeline.Entry, perOp)
-					for i := range entries {
-						body, _ := json.Marshal(keyed{K: fmt.Sprint(seq % keys), N: seq})
-						entries[i] = pipeline.Entry{
-							Event:   pipeline.Event{ID: fmt.Sprint(seq), Source: "src", ReceivedAt: time.Now(), Body: body},
-							Targets: []pipeline.Target{{Sink: "s", Route: "r"}},
-						}
-						seq++
-					}
-					if _, err := l.Append(ctx, entries); err != nil {
-						b.Fatal(err)
-					}
-					for got := 0; got < perOp; {
-						got += <-delivered
-					}
-				}
-				b.ReportMetric(float64(seq)/time.Since(start).Seconds(), "events/s")
-				cancel()
-				<-done
+				deliverKeyed(b, l, o, perOp, keys)
 			})
 		}
 	}
@@ -103,42 +74,48 @@ func BenchmarkOrderKeyBacklog(b *testing.B) {
 				b.Run(fmt.Sprintf("%s/keys=%d/batch_wait=%v", lg.name, keys, wait), func(b *testing.B) {
 					l, closeLog := lg.open(b)
 					defer closeLog()
-					ctx, cancel := context.WithCancel(context.Background())
-					delivered := make(chan int, 1024)
-					calls := 0
-					d := dispatch.New(dispatch.Options{
-						Sink: "s", Queue: l.Queue("s"), Deliverer: sink, BatchMax: 500, BatchWait: wait,
-						OrderKey: bodyKey,
-						Observe:  func(r dispatch.Report) { delivered <- r.Delivered },
-					})
-					done := make(chan struct{})
-					go func() { defer close(done); d.Run(ctx) }()
-					seq := 0
-					start := time.Now()
-					for b.Loop() {
-						entries := make([]pipeline.Entry, perOp)
-						for i := range entries {
-							body, _ := json.Marshal(keyed{K: fmt.Sprint(seq % keys), N: seq})
-							entries[i] = pipeline.Entry{
-								Event:   pipeline.Event{ID: fmt.Sprint(seq), Source: "src", ReceivedAt: time.Now(), Body: body},
-								Targets: []pipeline.Target{{Sink: "s", Route: "r"}},
-							}
-							seq++
-						}
-						if _, err := l.Append(ctx, entries); err != nil {
-							b.Fatal(err)
-						}
-						for got := 0; got < perOp; calls++ {
-							got += <-delivered
-						}
-					}
-					elapsed := time.Since(start)
-					b.ReportMetric(float64(seq)/elapsed.Seconds(), "events/s")
-					b.ReportMetric(float64(seq)/float64(calls), "events/call")
-					cancel()
-					<-done
+					deliverKeyed(b, l, dispatch.Options{
+						Sink: "s", Queue: l.Queue("s"), Deliverer: sink, BatchMax: 500, BatchWait: wait, OrderKey: bodyKey,
+					}, perOp, keys)
 				})
 			}
 		}
 	}
+}
+
+// deliverKeyed runs a dispatcher with o (Observe set here) on l while b
+// loops: each op appends perOp events, event n with key n mod keys, and
+// waits until all are delivered. It reports events/s and events per
+// Deliver call.
+func deliverKeyed(b *testing.B, l pipeline.Log, o dispatch.Options, perOp, keys int) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	delivered := make(chan int, 1024)
+	o.Observe = func(r dispatch.Report) { delivered <- r.Delivered }
+	d := dispatch.New(o)
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	seq, calls := 0, 0
+	start := time.Now()
+	for b.Loop() {
+		entries := make([]pipeline.Entry, perOp)
+		for i := range entries {
+			body, _ := json.Marshal(keyed{K: fmt.Sprint(seq % keys), N: seq})
+			entries[i] = pipeline.Entry{
+				Event:   pipeline.Event{ID: fmt.Sprint(seq), Source: "src", ReceivedAt: time.Now(), Body: body},
+				Targets: []pipeline.Target{{Sink: "s", Route: "r"}},
+			}
+			seq++
+		}
+		if _, err := l.Append(ctx, entries); err != nil {
+			b.Fatal(err)
+		}
+		for got := 0; got < perOp; calls++ {
+			got += <-delivered
+		}
+	}
+	elapsed := time.Since(start)
+	b.ReportMetric(float64(seq)/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(seq)/float64(calls), "events/call")
 }

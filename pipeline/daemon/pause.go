@@ -95,37 +95,35 @@ func (p *pauses) is(sink string) bool {
 func (p *pauses) set(sink string, paused bool) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if d := p.disps[sink]; d != nil {
-		defer func() {
-			if p.paused[sink] {
-				d.Pause()
-			} else {
-				d.Resume()
+	changed := p.paused[sink] != paused
+	if changed {
+		next := []string{}
+		for s := range p.paused {
+			if s != sink {
+				next = append(next, s)
 			}
-		}()
-	}
-	if p.paused[sink] == paused {
-		return false, nil
-	}
-	next := []string{}
-	for s := range p.paused {
-		if s != sink {
-			next = append(next, s)
+		}
+		if paused {
+			next = append(next, sink)
+		}
+		slices.Sort(next)
+		if err := writeFileSync(p.path, pauseFile{Paused: next}); err != nil {
+			return false, fmt.Errorf("keep the pause of sink %s across restarts: %w", sink, err)
+		}
+		if paused {
+			p.paused[sink] = true
+		} else {
+			delete(p.paused, sink)
 		}
 	}
-	if paused {
-		next = append(next, sink)
+	if d := p.disps[sink]; d != nil {
+		if paused {
+			d.Pause()
+		} else {
+			d.Resume()
+		}
 	}
-	slices.Sort(next)
-	if err := writeFileSync(p.path, pauseFile{Paused: next}); err != nil {
-		return false, fmt.Errorf("keep the pause of sink %s across restarts: %w", sink, err)
-	}
-	if paused {
-		p.paused[sink] = true
-	} else {
-		delete(p.paused, sink)
-	}
-	return true, nil
+	return changed, nil
 }
 
 // writeFileSync writes v as JSON to path, through a temporary file that

@@ -15,7 +15,6 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
-	"github.com/pipelined/pipelined/pipeline/dispatch"
 )
 
 // giveUpFileName is the file in [log] dir that keeps the events an
@@ -138,16 +137,12 @@ func (s *sinks) restoreGiveUps(ctx context.Context, dir string) error {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.giveUpStore = store
+	s.mu.Unlock()
 	for sink, gs := range waiting {
-		g := &dispatch.GiveUps{}
-		_ = g.Add(gs) // no Keep yet: nothing to fail; the file has them
-		g.Keep = store.keeper(sink)
-		if s.giveUps == nil {
-			s.giveUps = map[string]*dispatch.GiveUps{}
+		if err := s.giveUpsOf(sink).Add(gs); err != nil {
+			return err
 		}
-		s.giveUps[sink] = g
 	}
 	return nil
 }

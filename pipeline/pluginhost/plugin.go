@@ -726,33 +726,31 @@ func (w *tailWriter) last() string {
 	lines := strings.Split(strings.TrimSpace(string(w.buf)), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		l := strings.TrimSpace(lines[i])
-		var entry struct {
-			Level string `json:"@level"`
+		if l == "" {
+			continue
 		}
-		if strings.HasPrefix(l, "{") && json.Unmarshal([]byte(l), &entry) == nil &&
-			(entry.Level == "debug" || entry.Level == "trace") {
+		text, level := readable(l)
+		if level == "debug" || level == "trace" {
 			continue // go-plugin's own chatter ("plugin address") says nothing useful
 		}
-		if l != "" {
-			return clip(readable(l))
-		}
+		return clip(text)
 	}
 	return ""
 }
 
-// readable returns a log line of the plugin as an operator reads it: a
-// JSON line of the SDK's logger (hclog: @level, @message, then its
-// attributes) as `[info] message key=value ...`, attributes by name; any
-// other line as it is.
-func readable(l string) string {
+// readable returns a log line of the plugin as an operator reads it, and
+// its level: a JSON line of the SDK's logger (hclog: @level, @message,
+// then its attributes) as `[info] message key=value ...`, attributes by
+// name; any other line as it is, with level "".
+func readable(l string) (text, level string) {
 	var entry map[string]any
 	if !strings.HasPrefix(l, "{") || json.Unmarshal([]byte(l), &entry) != nil {
-		return l
+		return l, ""
 	}
-	level, _ := entry["@level"].(string)
+	level, _ = entry["@level"].(string)
 	msg, ok := entry["@message"].(string)
 	if !ok {
-		return l
+		return l, level
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "[%s] %s", level, msg)
@@ -761,7 +759,7 @@ func readable(l string) string {
 			fmt.Fprintf(&b, " %s=%v", k, entry[k])
 		}
 	}
-	return b.String()
+	return b.String(), level
 }
 
 // stderrError is an error of a plugin that failed to start, with the last

@@ -203,7 +203,7 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	if sh.dupped && !src.AllowDuplicateKeys {
 		return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON, dupKeyError(sh.dup, src.Name), body)
 	}
-	if !src.AllowInvalidUTF8 {
+	if !src.AllowInvalidUTF8 && (!ok || sh.notText) { // what the fast decoder read whole is text
 		if reason := notUTF8(body); reason != "" {
 			return refuse(http.StatusBadRequest, metrics.OutcomeBadJSON,
 				reason+" (or set allow_invalid_utf8 = true on source "+strconv.Quote(src.Name)+")", body)

@@ -43,6 +43,10 @@ type shape struct {
 	// key may be ""). The value is the last one, as encoding/json has it.
 	dup    string
 	dupped bool
+	// notText is set when a string holds a byte that is not UTF-8 or a \u
+	// escape in the surrogates' range: notUTF8 then says whether the body
+	// is text; a body without either is, and need not be read again.
+	notText bool
 }
 
 func decodeString(s string) (any, shape, bool) {
@@ -283,6 +287,9 @@ func (d *decoder) string() (string, bool) {
 			return s, true
 		case c == '\\':
 			plain = false
+			if d.i+3 < len(d.s) && d.s[d.i+1] == 'u' && d.s[d.i+2]|0x20 == 'd' && strings.IndexByte("89abcdefABCDEF", d.s[d.i+3]) >= 0 {
+				d.shape.notText = true // \ud800-\udfff: half of a pair, or lone
+			}
 			d.i += 2
 		case c < 0x20:
 			return "", false
@@ -292,6 +299,7 @@ func (d *decoder) string() (string, bool) {
 			r, size := utf8.DecodeRuneInString(d.s[d.i:])
 			if r == utf8.RuneError && size == 1 {
 				plain = false
+				d.shape.notText = true
 			}
 			d.i += size
 		}

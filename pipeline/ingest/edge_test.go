@@ -562,6 +562,8 @@ func TestNotUTF8Refused(t *testing.T) {
 		{"a pair the wrong way round", `{"id":"\uDE00\uD83D"}`, http.StatusBadRequest, `body has a lone surrogate \ude00 at byte 7`},
 		{"a high surrogate before a letter", `{"id":"\ud83d\u0041"}`, http.StatusBadRequest, `body has a lone surrogate \ud83d at byte 7`},
 		{"an escaped backslash, then a surrogate", `{"id":"\\\ud800"}`, http.StatusBadRequest, `body has a lone surrogate \ud800 at byte 9`},
+		{"in a key, nested", `{"id":"x","a":[{"\uDBFF":1}]}`, http.StatusBadRequest, `body has a lone surrogate \udbff at byte 17`},
+		{"a Latin-1 byte in a key", "{\"id\":\"x\",\"caf\xe9\":1}", http.StatusBadRequest, "body is not UTF-8 at byte 14 (0xe9)"},
 		{"a real U+FFFD", "{\"id\":\"ord-\xef\xbf\xbd\"}", http.StatusOK, ""},
 		{"a pair", `{"id":"ord-\ud83d\ude00 \uD83D\uDE00"}`, http.StatusOK, ""},
 		{"an escaped backslash, then text", `{"id":"\\ud800"}`, http.StatusOK, ""},

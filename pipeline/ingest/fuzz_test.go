@@ -116,6 +116,9 @@ func FuzzHandler(f *testing.F) {
 		if !utf8.Valid(body) {
 			t.Fatalf("POST %q = 200, but it is not UTF-8", body)
 		}
+		if why := ingest.NotUTF8(body); why != "" {
+			t.Fatalf("POST %q = 200, but %s", body, why) // the decoder's flag missed a lone surrogate
+		}
 		var res ingest.Response
 		if err := json.Unmarshal(out, &res); err != nil || res.ID == "" {
 			t.Fatalf("200 body = %q, want {\"id\": \"...\", \"duplicate\": ...}", out)

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,22 +37,15 @@ func TestReplayAndTailStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ao := admin.Options{Log: db, AllowUnauthenticated: true}
-	ui := inspector.New(inspector.Options{Admin: ao, Subscribe: w.Subscribe, SinkNames: func() []string { return []string{"crm"} }})
-	runCtx, stop := context.WithCancel(ctx)
-	ran := make(chan struct{})
-	go func() { ui.Run(runCtx); close(ran) }()
-	defer func() { stop(); <-ran }()
-	ao.UI = ui
-	srv := httptest.NewServer(admin.Handler(ao))
-	defer srv.Close()
+	base, stop := runUI(t, inspector.Options{Admin: admin.Options{Log: db, AllowUnauthenticated: true}, Subscribe: w.Subscribe,
+		SinkNames: func() []string { return []string{"crm"} }})
 	c := client(t)
-	_, page := get(t, c, srv.URL+"/ui/replay")
+	_, page := get(t, c, base+"/ui/replay")
 	m := csrfRE.FindStringSubmatch(page)
 	if m == nil {
 		t.Fatal("no csrf token on the replay page")
 	}
-	resp, err := c.PostForm(srv.URL+"/ui/replay", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "since": {"1h"}, "all_events": {"1"}})
+	resp, err := c.PostForm(base+"/ui/replay", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "since": {"1h"}, "all_events": {"1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +54,7 @@ func TestReplayAndTailStreams(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(job, "/ui/replay/") {
 		t.Fatalf("POST /ui/replay = %d to %q, want 303 to the job's page", resp.StatusCode, job)
 	}
-	events := stream(t, c, srv.URL+job+"/stream")
+	events := stream(t, c, base+job+"/stream")
 	var last string
 	for ev := range events {
 		last = ev
@@ -72,7 +66,7 @@ func TestReplayAndTailStreams(t *testing.T) {
 		t.Errorf("the last progress event = %q, want done with 3 scanned", last)
 	}
 
-	tail := stream(t, c, srv.URL+"/ui/tail/stream?source=s")
+	tail := stream(t, c, base+"/ui/tail/stream?source=s")
 	if hello := <-tail; !strings.HasPrefix(hello, "event: hello") {
 		t.Fatalf("the tail's first event = %q, want hello", hello)
 	}
@@ -85,12 +79,12 @@ func TestReplayAndTailStreams(t *testing.T) {
 	// Streams are bounded, tails and replay progress together: with 16
 	// tails open, a replay's progress stream is refused too.
 	for i := 1; i < 16; i++ {
-		if hello := <-stream(t, c, srv.URL+"/ui/tail/stream"); !strings.HasPrefix(hello, "event: hello") {
+		if hello := <-stream(t, c, base+"/ui/tail/stream"); !strings.HasPrefix(hello, "event: hello") {
 			t.Fatalf("tail %d: first event %q, want hello", i+1, hello)
 		}
 	}
 	for _, u := range []string{"/ui/tail/stream", job + "/stream"} {
-		resp, _ := get(t, c, srv.URL+u)
+		resp, _ := get(t, c, base+u)
 		if resp.StatusCode != http.StatusServiceUnavailable {
 			t.Errorf("GET %s with 16 streams open = %d, want 503", u, resp.StatusCode)
 		}
@@ -104,6 +98,23 @@ func TestReplayAndTailStreams(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the tail stream did not end when Run's context ended")
 	}
+}
+
+// runUI serves the admin API with the UI made of o (its Admin with the UI
+// set) and runs the UI until stop is called or the test ends; it returns
+// the server's URL and stop.
+func runUI(t *testing.T, o inspector.Options) (string, func()) {
+	t.Helper()
+	ui := inspector.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { ui.Run(ctx); close(ran) }()
+	stop := sync.OnceFunc(func() { cancel(); <-ran })
+	t.Cleanup(stop)
+	o.Admin.UI = ui
+	srv := httptest.NewServer(admin.Handler(o.Admin))
+	t.Cleanup(srv.Close)
+	return srv.URL, stop
 }
 
 // stream reads the server-sent events of u, one string per event, until
@@ -363,26 +374,19 @@ func (l heldLog) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline
 // starts.
 func TestReplaysRunningAreBounded(t *testing.T) {
 	l := heldLog{Log: memlog.New(), release: make(chan struct{})}
-	ao := admin.Options{Log: l, AllowUnauthenticated: true}
-	ui := inspector.New(inspector.Options{Admin: ao, SinkNames: func() []string { return []string{"crm"} }})
-	runCtx, stop := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { ui.Run(runCtx); close(ran) }()
-	defer func() { stop(); <-ran }()
-	ao.UI = ui
-	srv := httptest.NewServer(admin.Handler(ao))
-	defer srv.Close()
+	base, _ := runUI(t, inspector.Options{Admin: admin.Options{Log: l, AllowUnauthenticated: true},
+		SinkNames: func() []string { return []string{"crm"} }})
 	c := client(t)
 	replay := func() (int, string) {
 		t.Helper()
-		_, page := get(t, c, srv.URL+"/ui/replay")
+		_, page := get(t, c, base+"/ui/replay")
 		m := csrfRE.FindStringSubmatch(page)
 		if m == nil {
 			t.Fatal("no csrf token on the replay page")
 		}
 		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 		defer func() { c.CheckRedirect = nil }()
-		resp, err := c.PostForm(srv.URL+"/ui/replay", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "since": {"1h"}})
+		resp, err := c.PostForm(base+"/ui/replay", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "since": {"1h"}})
 		if err != nil {
 			t.Fatal(err)
 		}

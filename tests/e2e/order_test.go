@@ -222,13 +222,9 @@ func TestGiveUpOnTheHeadOfAKey(t *testing.T) {
 		return http.StatusOK, ""
 	})
 	dir := t.TempDir()
-	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
-[[sink]]
-name = "crm"
-plugin = "http"
-config = { url = %q }
-delivery = { batch_wait = "5ms", backoff_min = "10m", backoff_max = "1h", order_key = 'body.data.from' }
-`, crm.URL)+harness.AllCallsRoute("crm"))
+	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+
+		harness.HTTPSink("crm", crm.URL, `batch_wait = "5ms", backoff_min = "10m", backoff_max = "1h", order_key = 'body.data.from'`)+
+		harness.AllCallsRoute("crm"))
 	d := harness.Start(t, cfgFile)
 	var ids []string
 	for n := range 3 {
@@ -301,13 +297,8 @@ func TestGiveUpHoldsAcrossARestart(t *testing.T) {
 	harness.SkipIfShort(t)
 	crm := harness.NewReceiver(t)
 	dir := t.TempDir()
-	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
-[[sink]]
-name = "crm"
-plugin = "http"
-config = { url = %q }
-delivery = { batch_wait = "5ms" }
-`, crm.URL)+harness.AllCallsRoute("crm"))
+	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+
+		harness.HTTPSink("crm", crm.URL, `batch_wait = "5ms"`)+harness.AllCallsRoute("crm"))
 	d := harness.Start(t, cfgFile)
 	d.CLI(t, "sinks", "pause", "crm")
 	ids := postCalls(t, d, "restart", 2)
@@ -351,12 +342,7 @@ func TestRenamedSinkKeepsItsQueueInSight(t *testing.T) {
 	crm := harness.NewReceiver(t)
 	dir := t.TempDir()
 	sink := func(name string) string {
-		return callKaroHeader(filepath.Join(dir, "log")) + fmt.Sprintf(`
-[[sink]]
-name = %q
-plugin = "http"
-config = { url = %q }
-`, name, crm.URL) + harness.AllCallsRoute(name)
+		return callKaroHeader(filepath.Join(dir, "log")) + harness.HTTPSink(name, crm.URL, "") + harness.AllCallsRoute(name)
 	}
 	cfgFile := harness.WriteConfig(t, dir, sink("crm"))
 	d := harness.Start(t, cfgFile)

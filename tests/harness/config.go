@@ -65,3 +65,13 @@ when = '%s'
 to = [%s]
 `, name, when, strings.Join(q, ", "))
 }
+
+// HTTPSink returns a [[sink]] name of the http plugin that posts to url,
+// with delivery (the inside of its delivery = { ... }) when not "".
+func HTTPSink(name, url, delivery string) string {
+	s := fmt.Sprintf("\n[[sink]]\nname = %q\nplugin = \"http\"\nconfig = { url = %q }\n", name, url)
+	if delivery != "" {
+		s += "delivery = { " + delivery + " }\n"
+	}
+	return s
+}

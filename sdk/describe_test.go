@@ -141,13 +141,7 @@ func TestDescriptionCheckStringOrList(t *testing.T) {
 		{`{"secret_env": ["NEW", 3]}`, `config key "secret_env": want a string or an array of strings`},
 	}
 	for _, tt := range tests {
-		errs := d.Check(json.RawMessage(tt.config))
-		switch {
-		case tt.want == "" && len(errs) != 0:
-			t.Errorf("Check(%s) = %v, want no error", tt.config, errs)
-		case tt.want != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), tt.want)):
-			t.Errorf("Check(%s) = %v, want one error containing %q", tt.config, errs, tt.want)
-		}
+		wantCheck(t, d, tt.config, tt.want)
 	}
 }
 
@@ -170,12 +164,19 @@ func TestDescriptionCheckIntList(t *testing.T) {
 		{`{"permanent_status": [400.5]}`, `config key "permanent_status": want an array of integers, but element 0 is 400.5`},
 	}
 	for _, tt := range tests {
-		errs := d.Check(json.RawMessage(tt.config))
-		switch {
-		case tt.want == "" && len(errs) != 0:
-			t.Errorf("Check(%s) = %v, want no error", tt.config, errs)
-		case tt.want != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), tt.want)):
-			t.Errorf("Check(%s) = %v, want one error containing %q", tt.config, errs, tt.want)
-		}
+		wantCheck(t, d, tt.config, tt.want)
+	}
+}
+
+// wantCheck checks that d.Check(config) finds no error (want "") or one
+// error containing want.
+func wantCheck(t *testing.T, d Description, config, want string) {
+	t.Helper()
+	errs := d.Check(json.RawMessage(config))
+	switch {
+	case want == "" && len(errs) != 0:
+		t.Errorf("Check(%s) = %v, want no error", config, errs)
+	case want != "" && (len(errs) != 1 || !strings.Contains(errs[0].Error(), want)):
+		t.Errorf("Check(%s) = %v, want one error containing %q", config, errs, want)
 	}
 }

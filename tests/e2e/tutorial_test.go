@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -112,6 +113,7 @@ func TestTutorialOutsideTheRepository(t *testing.T) {
 	if len(tomls) != 1 || !strings.Contains(tomls[0], `dirs = ["/usr/local/lib/pipelined"]`) {
 		t.Fatalf("examples/customsink/README.md toml blocks = %q; want one, with dirs = [\"/usr/local/lib/pipelined\"]", tomls)
 	}
+	checkStep7(t, root, mod, readme, tomls[0])
 	sinkAndRoute := strings.Replace(tomls[0], `dirs = ["/usr/local/lib/pipelined"]`, fmt.Sprintf("dirs = [%q]", mod), 1)
 	dir := t.TempDir()
 	cfg := harness.WriteConfig(t, dir, harness.Listeners("")+harness.BadgerLog(filepath.Join(dir, "log"))+harness.CallKaroSource+sinkAndRoute)
@@ -143,4 +145,51 @@ func TestTutorialOutsideTheRepository(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// checkStep7 plays steps 6 and 7 of the tutorial as written: a copy of
+// the reference pipeline.toml with its [plugins] dirs set in place and the
+// README's [[sink]] and [[route]] appended (toml, the README's block), with
+// the README's typo ("paht" for "path"), then pipelined check. Its error
+// must be the README's, line and column included: the lines move whenever
+// the reference file grows. The plugin is where step 5 built it (mod),
+// which the README writes as /usr/local/lib/pipelined.
+func checkStep7(t *testing.T, root, mod string, readme []byte, toml string) {
+	t.Helper()
+	var want string
+	for _, b := range readmeBlocks(t, readme, "") {
+		if strings.Contains(b, `unknown config key "paht"`) {
+			want = strings.TrimSpace(b)
+		}
+	}
+	ref, err := os.ReadFile(filepath.Join(root, "pipeline.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sinkAndRoute, found := strings.Cut(toml, `dirs = ["/usr/local/lib/pipelined"]`+"\n")
+	if want == "" || !found || !bytes.Contains(ref, []byte("\ndirs = []\n")) || !strings.Contains(sinkAndRoute, `path = "data/calls.csv"`) {
+		t.Fatalf("premise: step 7's output, step 6's dirs line and config, and the reference file's dirs = [] are what this test follows")
+	}
+	demo := t.TempDir()
+	if err := os.CopyFS(filepath.Join(demo, "examples", "callkaro", "schemas"), os.DirFS(filepath.Join(root, "examples", "callkaro", "schemas"))); err != nil {
+		t.Fatal(err)
+	}
+	conf := bytes.Replace(ref, []byte("\ndirs = []\n"), fmt.Appendf(nil, "\ndirs = [%q]\n", mod), 1)
+	conf = append(conf, strings.Replace(sinkAndRoute, `path = "data/calls.csv"`, `paht = "data/calls.csv"`, 1)...)
+	if err := os.WriteFile(filepath.Join(demo, "pipeline.toml"), conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(harness.Bin(t, "pipelined"), "check", "-c", "pipeline.toml")
+	cmd.Dir = demo
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 78 {
+		t.Fatalf("pipelined check with the typo = %v, want exit 78:\n%s", err, stderr.String())
+	}
+	got := strings.ReplaceAll(stderr.String(), filepath.Join(mod, "pipelined-sink-csv"), "/usr/local/lib/pipelined/pipelined-sink-csv")
+	if i := strings.Index(got, "pipeline.toml:"); i < 0 || strings.TrimSpace(got[i:]) != want {
+		t.Errorf("step 7: pipelined check says\n%s\nwhile examples/customsink/README.md shows\n%s", got, want)
+	}
 }

@@ -188,6 +188,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if n := len(token); n > 0 && n < admin.StrongToken {
+		d.log.Warn("the admin token is shorter than 32 characters: whoever reaches the admin listener (every local user: loopback clients share one address) can lock operators out with 10 wrong tokens a minute, after which the right one waits too; a token of 32 characters or more is never held back (openssl rand -hex 32)",
+			"bytes", n)
+	}
 	ic.Metrics = d.metrics
 	tracer, err := d.startTracing(cfg)
 	if err != nil {

@@ -16,7 +16,9 @@ import (
 	"unsafe"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -132,7 +134,43 @@ func baseOptions() []expr.Option {
 // CompileBool compiles a route's when: the result must be a bool. At run
 // time a nil result (a missing field) counts as false.
 func CompileBool(src string) (*Program, error) {
-	return compileFast(src, expr.AsBool())
+	p, err := compileFast(src, expr.AsBool())
+	if err != nil {
+		return nil, err
+	}
+	if err := notACondition(src); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// notACondition catches what expr.AsBool lets through when a field's type
+// is unknown until run time: an expression whose last step is arithmetic
+// (body.amount + 1) is a number or a string, never true or false, so the
+// route would fail on every event instead of at `pipelined check`.
+func notACondition(src string) error {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return nil // compiled above: not expected; the compile's error stands
+	}
+	var loc file.Location
+	var op string
+	switch n := tree.Node.(type) {
+	case *ast.BinaryNode:
+		switch n.Operator {
+		case "+", "-", "*", "/", "%", "**", "^":
+			loc, op = n.Location(), n.Operator
+		}
+	case *ast.UnaryNode:
+		if n.Operator == "-" || n.Operator == "+" {
+			loc, op = n.Location(), n.Operator
+		}
+	}
+	if op == "" {
+		return nil
+	}
+	e := (&file.Error{Location: loc, Message: fmt.Sprintf("expected bool, but %q gives a number or a string: compare it (say, > 0 or == \"x\")", op)}).Bind(file.NewSource(src))
+	return syntaxError(e)
 }
 
 // CompileValue compiles an expression whose result may be anything: a

@@ -136,6 +136,10 @@ func TestCompileErrors(t *testing.T) {
 		{"unknown-name-later", `body.event == "x" && sorce == "y"`, true, SyntaxError{Line: 1, Column: 22, Msg: "unknown name sorce"}},
 		{"second-line", "body.event == \"x\" &&\n  bdy.x", true, SyntaxError{Line: 2, Column: 3, Msg: "unknown name bdy"}},
 		{"not-bool", `len(source)`, true, SyntaxError{Line: 1, Column: 1, Msg: "expected bool, but got int"}},
+		{"arithmetic-on-a-field", `body.amount + 1`, true, SyntaxError{Line: 1, Column: 13, Msg: `expected bool, but "+" gives a number or a string`}},
+		{"text-and-a-field", `"id-" + body.id`, true, SyntaxError{Line: 1, Column: 7, Msg: `expected bool, but "+" gives`}},
+		{"negated-field", `-body.balance`, true, SyntaxError{Line: 1, Column: 1, Msg: `expected bool, but "-" gives`}},
+		{"arithmetic-second-line", "body.a\n  * 2", true, SyntaxError{Line: 2, Column: 3, Msg: `expected bool, but "*" gives`}},
 		{"syntax", `body.event ==`, false, SyntaxError{Line: 1, Column: 0, Msg: "unexpected token EOF"}},
 		{"now-disabled", `now()`, false, SyntaxError{Line: 1, Column: 1, Msg: "unknown name now"}},
 	}
@@ -161,6 +165,19 @@ func TestCompileErrors(t *testing.T) {
 				t.Fatalf("Error() = %q, want suffix %q", se.Error(), want)
 			}
 		})
+	}
+}
+
+// TestCompileBoolConditions: what may be true or false at run time
+// compiles as a when, arithmetic below the last step included.
+func TestCompileBoolConditions(t *testing.T) {
+	for _, src := range []string{
+		`body.ok`, `body.ok ?? false`, `not body.ok`, `!body.ok`, `body.amount * 2 > 100`,
+		`body.amount + 1 == 2`, `(body.a - body.b) % 2 == 0`, `body.n in 1..3`, `body.a.b?.c`,
+	} {
+		if _, err := CompileBool(src); err != nil {
+			t.Errorf("CompileBool(%q) = %v, want nil", src, err)
+		}
 	}
 }
 

@@ -148,8 +148,28 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 	if err := sdk.DecodeConfig(raw, &c); err != nil {
 		errs = append(errs, err) // and go on: report every problem at once
 	}
+	errs = s.target(c, errs)
+	errs = s.headers(c, errs)
+	errs = s.request(c, errs)
+	errs = s.secrets(c, errs)
+	s.permanent, errs = permanentStatuses(c.PermanentStatus, errs)
 
-	// url, url_env, url_file: exactly one.
+	if t, err := tlsConfig(c); err != nil {
+		errs = append(errs, err)
+	} else {
+		s.tls = t
+	}
+
+	if len(errs) > 0 {
+		return settings{}, errors.Join(errs...)
+	}
+	return s, nil
+}
+
+// target sets the receiver's URL from url, url_env or url_file (exactly
+// one), appending a problem to errs for each thing wrong with it; the
+// parts of a URL that may be secret join secretValues.
+func (s *settings) target(c config, errs []error) []error {
 	var rawURL string
 	switch {
 	case c.URL != "" && (c.URLEnv != "" || c.URLFile != ""):
@@ -192,14 +212,13 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 			}
 		}
 	}
+	return errs
+}
 
-	s.method = strings.ToUpper(c.Method)
-	switch s.method {
-	case http.MethodPost, http.MethodPut, http.MethodPatch:
-	default:
-		errs = append(errs, fmt.Errorf(`config key "method" = %q: use "POST", "PUT" or "PATCH"`, c.Method))
-	}
-
+// headers sets the fixed headers of every request, from headers and
+// header_env (whose values are secret), appending a problem to errs for
+// each one that cannot be sent.
+func (s *settings) headers(c config, errs []error) []error {
 	s.header = http.Header{}
 	for _, name := range sortedNames(c.Headers) {
 		if err := checkHeader("headers", name, c.Headers[name]); err != nil {
@@ -237,6 +256,18 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 			s.secretValues = append(s.secretValues, strings.TrimSpace(cred))
 		}
 	}
+	return errs
+}
+
+// request sets the method, timeout, body, content type and connection
+// limits, appending a problem to errs for each value out of range.
+func (s *settings) request(c config, errs []error) []error {
+	s.method = strings.ToUpper(c.Method)
+	switch s.method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+	default:
+		errs = append(errs, fmt.Errorf(`config key "method" = %q: use "POST", "PUT" or "PATCH"`, c.Method))
+	}
 
 	s.timeout = time.Duration(c.Timeout)
 	if s.timeout <= 0 {
@@ -267,7 +298,12 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 	if s.maxIdleConns == 0 {
 		s.maxIdleConns = max(s.concurrency, 1)
 	}
+	return errs
+}
 
+// secrets sets the signers of secret_env or secret_file, appending a
+// problem to errs for each secret that cannot be read or used.
+func (s *settings) secrets(c config, errs []error) []error {
 	switch {
 	case len(c.SecretEnv) > 0 && len(c.SecretFile) > 0:
 		errs = append(errs, errors.New("set only one of secret_env and secret_file (either may list several secrets)"))
@@ -299,19 +335,7 @@ func parseConfig(raw json.RawMessage) (settings, error) {
 			}
 		}
 	}
-
-	s.permanent, errs = permanentStatuses(c.PermanentStatus, errs)
-
-	if t, err := tlsConfig(c); err != nil {
-		errs = append(errs, err)
-	} else {
-		s.tls = t
-	}
-
-	if len(errs) > 0 {
-		return settings{}, errors.Join(errs...)
-	}
-	return s, nil
+	return errs
 }
 
 // permanentStatuses checks the permanent_status list and makes its set,

@@ -293,7 +293,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // prepare derives from cfg what Run serves: the ingest configuration, how
 // to start each sink's plugin, and the admin token.
 func prepare(cfg *config.Config) (ingest.Config, []pluginhost.Spec, []byte, error) {
-	ic, err := IngestConfig(cfg)
+	ic, err := ingest.FromConfig(cfg)
 	if err != nil {
 		return ic, nil, nil, err
 	}
@@ -627,7 +627,7 @@ func (d *Daemon) reload(ctx context.Context) (restart []string, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reload: %w", err)
 	}
-	ic, err := IngestConfig(cfg)
+	ic, err := ingest.FromConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("reload: %w", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/pipelined/pipelined/pipeline/config"
-	"github.com/pipelined/pipelined/pipeline/daemon"
+	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/rulestest"
 )
@@ -53,13 +53,13 @@ func TestLoadCompilesEachExpressionOnce(t *testing.T) {
 
 	compiled = nil
 	plan := cfg.Plan()
-	ic, err := daemon.IngestConfig(cfg)
+	ic, err := ingest.FromConfig(cfg)
 	if err != nil {
-		t.Fatalf("IngestConfig = %v", err)
+		t.Fatalf("ingest.FromConfig = %v", err)
 	}
 	if ic.Router != plan.Router || ic.Sources[0].DedupKey != plan.Sources[0].DedupKey ||
 		ic.Sources[0].Accept != plan.Sources[0].Accept || ic.Sources[0].Ignore != plan.Sources[0].Ignore || ic.Sources[0].Schema != plan.Sources[0].Schema {
-		t.Error("IngestConfig serves other programs than the plan's")
+		t.Error("ingest.FromConfig serves other programs than the plan's")
 	}
 	f, err := rulestest.Parse("../../examples/callkaro/pipeline_test.toml")
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/config"
-	"github.com/pipelined/pipelined/pipeline/daemon"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 )
 
@@ -36,7 +35,7 @@ func Load(f *File, load func() (*config.Config, error)) (*Suite, error) {
 			return err
 		}
 		s.cfg = cfg
-		s.ic, err = daemon.IngestConfig(cfg)
+		s.ic, err = ingest.FromConfig(cfg)
 		return err
 	})
 	if err != nil {

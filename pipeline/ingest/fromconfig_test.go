@@ -1,4 +1,4 @@
-package daemon_test
+package ingest_test
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/config"
-	"github.com/pipelined/pipelined/pipeline/daemon"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 )
 
@@ -31,7 +30,7 @@ allow_duplicate_keys = true
 	if err != nil {
 		t.Fatal(err)
 	}
-	ic, err := daemon.IngestConfig(cfg)
+	ic, err := ingest.FromConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,23 +81,9 @@ func testCmd(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if len(files) == 0 {
-		at := cfgFile
-		if at == "" {
-			at = "pipeline.toml"
-		}
-		if _, err := os.Stat(at); cfgFile != "" && err != nil {
-			// The test files are looked for beside it: say what is wrong.
-			fmt.Fprintf(stderr, "pipelined test: -c %s: %v\n", cfgFile, err)
-			return 1
-		}
-		for _, p := range rulestest.Patterns(at) {
-			m, _ := filepath.Glob(p) // the patterns are well-formed
-			files = append(files, m...)
-		}
-		slices.Sort(files)
-		files = slices.Compact(files)
-		if len(files) == 0 {
-			fmt.Fprintf(stderr, "pipelined test: no test files: give FILES, or write %s\n", strings.Join(rulestest.Patterns(at), " or "))
+		var err error
+		if files, err = testFiles(cfgFile); err != nil {
+			fmt.Fprintf(stderr, "pipelined test: %v\n", err)
 			return 1
 		}
 	}
@@ -115,36 +101,8 @@ func testCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%v\n", err)
 			return exitConfig
 		}
-		results := suite.Run(match)
-		nfail := 0
-		for _, r := range results {
-			if verbose {
-				fmt.Fprintf(stdout, "=== RUN   %s\n", r.Name)
-			}
-			if r.Passed() {
-				if verbose {
-					fmt.Fprintf(stdout, "--- PASS: %s\n", r.Name)
-				}
-				continue
-			}
-			nfail++
-			fmt.Fprintf(stdout, "--- FAIL: %s\n", r.Name)
-			for _, d := range r.Diffs {
-				fmt.Fprintf(stdout, "    %s\n", strings.ReplaceAll(d, "\n", "\n    "))
-			}
-		}
-		summary := fmt.Sprintf("%d cases", len(results))
-		if len(results) == 1 {
-			summary = "1 case"
-		}
-		if match != nil && len(results) == 0 {
-			summary += " (none matches -run)"
-		}
-		if nfail > 0 {
+		if !report(stdout, file, suite.Run(match), match != nil, verbose) {
 			failed = true
-			fmt.Fprintf(stdout, "FAIL\t%s\t%s, %d failed\n", file, summary, nfail)
-		} else {
-			fmt.Fprintf(stdout, "ok  \t%s\t%s\n", file, summary)
 		}
 	}
 	if failed {
@@ -152,4 +110,64 @@ func testCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// testFiles returns the rule test files beside the configuration file
+// cfgFile (pipeline.toml when empty), or why there are none.
+func testFiles(cfgFile string) ([]string, error) {
+	at := cfgFile
+	if at == "" {
+		at = "pipeline.toml"
+	}
+	if _, err := os.Stat(at); cfgFile != "" && err != nil {
+		// The test files are looked for beside it: say what is wrong.
+		return nil, fmt.Errorf("-c %s: %w", cfgFile, err)
+	}
+	var files []string
+	for _, p := range rulestest.Patterns(at) {
+		m, _ := filepath.Glob(p) // the patterns are well-formed
+		files = append(files, m...)
+	}
+	slices.Sort(files)
+	files = slices.Compact(files)
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no test files: give FILES, or write %s", strings.Join(rulestest.Patterns(at), " or "))
+	}
+	return files, nil
+}
+
+// report prints the results of one test file as go test does (each case
+// with verbose, the failures' diffs, a summary line) and says whether every
+// case passed; filtered says that -run chose the cases.
+func report(w io.Writer, file string, results []rulestest.Result, filtered, verbose bool) bool {
+	nfail := 0
+	for _, r := range results {
+		if verbose {
+			fmt.Fprintf(w, "=== RUN   %s\n", r.Name)
+		}
+		if r.Passed() {
+			if verbose {
+				fmt.Fprintf(w, "--- PASS: %s\n", r.Name)
+			}
+			continue
+		}
+		nfail++
+		fmt.Fprintf(w, "--- FAIL: %s\n", r.Name)
+		for _, d := range r.Diffs {
+			fmt.Fprintf(w, "    %s\n", strings.ReplaceAll(d, "\n", "\n    "))
+		}
+	}
+	summary := fmt.Sprintf("%d cases", len(results))
+	if len(results) == 1 {
+		summary = "1 case"
+	}
+	if filtered && len(results) == 0 {
+		summary += " (none matches -run)"
+	}
+	if nfail > 0 {
+		fmt.Fprintf(w, "FAIL\t%s\t%s, %d failed\n", file, summary, nfail)
+		return false
+	}
+	fmt.Fprintf(w, "ok  \t%s\t%s\n", file, summary)
+	return true
 }

@@ -441,6 +441,10 @@ func (af *adminFlags) client() (*admin.Client, error) {
 		// credential), and a relative path in the file resolved against
 		// the file's directory.
 		name, err := config.ExpandFile(tokenFile)
+		if err != nil && fromFile {
+			// A systemd credential: from a shell, the file it is loaded from.
+			return nil, fmt.Errorf("admin token_file %w; outside the unit, name the token's own file: --token-file FILE", err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("admin token_file %w", err)
 		}

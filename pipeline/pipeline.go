@@ -22,8 +22,9 @@ type Event struct {
 	Source string
 	// ReceivedAt is when the request was read, in UTC.
 	ReceivedAt time.Time
-	// Headers are the request headers with lower-case names, without the
-	// ones that carry credentials (Authorization, Cookie).
+	// Headers are the request headers with lower-case names (a header sent
+	// on several lines: its values joined with ", "), without the ones
+	// that carry credentials (Authorization, Cookie).
 	Headers map[string]string
 	// Body is the request body exactly as received: valid JSON.
 	Body []byte

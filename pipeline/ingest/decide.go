@@ -443,8 +443,9 @@ var secretHeaders = map[string]bool{
 }
 
 // headers returns request headers as events keep them: lower-case names,
-// the first value of each (as UTF-8), without those that carry credentials
-// (secretHeaders and drop, lower-case names).
+// the values of a header sent on several lines joined with ", " as RFC 9110
+// (5.3) lets a recipient do (as UTF-8), without those that carry
+// credentials (secretHeaders and drop, lower-case names).
 func headers(hs http.Header, drop []string) map[string]string {
 	out := make(map[string]string, len(hs))
 	for k, v := range hs {
@@ -453,6 +454,10 @@ func headers(hs http.Header, drop []string) map[string]string {
 			lk = strings.ToLower(k)
 		}
 		if secretHeaders[lk] || len(v) == 0 || slices.Contains(drop, lk) {
+			continue
+		}
+		if len(v) > 1 {
+			out[lk] = validUTF8(strings.Join(v, ", "))
 			continue
 		}
 		out[lk] = validUTF8(v[0]) // HTTP lets a value carry bytes over 0x7f (Latin-1, say)

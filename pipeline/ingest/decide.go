@@ -445,7 +445,9 @@ var secretHeaders = map[string]bool{
 // headers returns request headers as events keep them: lower-case names,
 // the values of a header sent on several lines joined with ", " as RFC 9110
 // (5.3) lets a recipient do (as UTF-8), without those that carry
-// credentials (secretHeaders and drop, lower-case names).
+// credentials (secretHeaders and drop, lower-case names). A signed header
+// (webhook-id, say) never holds two: auth refuses a request that repeats
+// one, so a dedup_key over it is the value that was verified.
 func headers(hs http.Header, drop []string) map[string]string {
 	out := make(map[string]string, len(hs))
 	for k, v := range hs {

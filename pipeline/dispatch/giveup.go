@@ -143,16 +143,7 @@ func (d *Dispatcher) settled(s []pipeline.Settlement) {
 }
 
 // givenUpErr is the dead letter's error of an entry given up on.
-func givenUpErr(reason, lastErr string) string {
-	msg := "given up by an operator"
-	if reason != "" {
-		msg += ": " + reason
-	}
-	if lastErr != "" {
-		msg += " (last error: " + lastErr + ")"
-	}
-	return msg
-}
+func givenUpErr(reason, lastErr string) string { return pipeline.GiveUpError(reason, lastErr) }
 
 // giveUpOn settles the entries of batch that an operator gave up on as
 // Dead, without a call, and returns the others. ctx ends only when Stop

@@ -24,6 +24,7 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) 
 	t.Run("Reopen/DeliveryRecords", func(t *testing.T) { testReopenDeliveryRecords(t, open) })
 	t.Run("Reopen/Held", func(t *testing.T) { testReopenHeld(t, open) })
 	t.Run("Reopen/TraceContext", func(t *testing.T) { testReopenTraceContext(t, open) })
+	t.Run("Reopen/Abandoned", func(t *testing.T) { testReopenAbandoned(t, open) })
 }
 
 // testReopenTraceContext: an event's trace context survives a restart, so a

@@ -125,6 +125,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Hold/Waiting", testWaiting},
 		{"Hold/Record", testHoldRecord},
 		{"Queue/Names", testQueueNames},
+		{"Queue/Abandon", testAbandon},
 		{"Close/CallsFail", testClosedCallsFail},
 		{"Close/ReleasesBlockedFetch", testCloseReleasesFetch},
 	} {

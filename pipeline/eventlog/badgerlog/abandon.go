@@ -1,0 +1,157 @@
+package badgerlog
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
+)
+
+var _ pipeline.Abandoner = (*queue)(nil)
+
+// Abandon implements [pipeline.Abandoner]: the retry keys first (held
+// ones included), in key order (due time, then seq), then the oldest
+// ready entries, in one transaction under q.mu, so that no Fetch takes
+// one of them meanwhile. Each is written as Settle writes a dead letter
+// given up on (settleRelease): its queue key (if any) deleted, a dead key
+// with its target, and its delivery record, dead. A page of max entries
+// holds their targets and, for ready entries the recent cache lacks, one
+// event read at a time.
+func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string) string) (int, error) {
+	if err := q.l.waitQueues(ctx); err != nil {
+		return 0, err
+	}
+	if max < 1 {
+		return 0, nil
+	}
+	if err := q.l.space.check(); err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	txn := q.l.newTxn()
+	defer txn.Discard()
+	now := time.Now()
+	dead := func(seq uint64, prev *logpb.Delivery, t *logpb.Target) error {
+		s := pipeline.Settlement{Seq: seq, Outcome: pipeline.Dead, Err: errFor(t.GetLastError()), NotAttempted: true}
+		if err := txn.putDelivery(seq, q.sink, settled(prev, t.GetRoute(), s, now)); err != nil {
+			return q.l.writeErr(err)
+		}
+		d := &logpb.Target{Route: t.GetRoute(), Payload: t.GetPayload(), Attempts: t.GetAttempts(), LastError: s.Err, FailedAtUnixNano: now.UnixNano()}
+		v, err := targetUTF8.encoded(d.MarshalVT())
+		if err != nil {
+			return fmt.Errorf("encode queue entry: %w", err)
+		}
+		if err := txn.Set(deadKey(q.sink, seq), v); err != nil {
+			return q.l.writeErr(err)
+		}
+		return nil
+	}
+	n, err := q.abandonRetries(txn, max, dead)
+	if err != nil {
+		return 0, fmt.Errorf("abandon queue %s: %w", q.sink, err)
+	}
+	q.pmu.Lock()
+	seqs := q.pending.take(max - n)
+	legacy := make(map[uint64]*logpb.Target, len(q.pending.legacy))
+	for _, seq := range seqs {
+		if t, ok := q.pending.legacy[seq]; ok {
+			legacy[seq] = t
+		}
+	}
+	q.pmu.Unlock()
+	err = q.abandonReady(txn, seqs, legacy, dead)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err == nil {
+		err = q.l.commit(txn)
+	}
+	q.pmu.Lock()
+	defer q.pmu.Unlock()
+	if err != nil {
+		// Nothing was handed out: the ready entries go back (a commit that
+		// failed may yet be applied; writing them dead again is harmless).
+		q.pending.untake(len(seqs))
+		return 0, fmt.Errorf("abandon queue %s: %w", q.sink, err)
+	}
+	for _, seq := range seqs {
+		q.pending.settle(seq)
+	}
+	return n + len(seqs), nil
+}
+
+// abandonRetries deletes up to max retry keys of the queue that are not
+// leased, held ones included, passing each to dead in txn, and returns
+// how many it deleted. q.mu is held.
+func (q *queue) abandonRetries(txn *wtxn, max int, dead func(uint64, *logpb.Delivery, *logpb.Target) error) (int, error) {
+	type found struct {
+		key []byte
+		seq uint64
+		t   *logpb.Target
+	}
+	var fs []found
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
+	for it.Seek(q.retry); it.ValidForPrefix(q.retry) && len(fs) < max; it.Next() {
+		rest := it.Item().Key()[len(q.retry):]
+		if len(rest) != 16 {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(rest[8:])
+		if _, leased := q.leases[seq]; leased {
+			continue
+		}
+		t := &logpb.Target{}
+		if err := it.Item().Value(func(v []byte) error { return decode(v, t) }); err != nil {
+			it.Close()
+			return 0, fmt.Errorf("decode queue entry %d: %w", seq, err)
+		}
+		fs = append(fs, found{key: it.Item().KeyCopy(nil), seq: seq, t: t})
+	}
+	it.Close()
+	for _, f := range fs {
+		if err := txn.Delete(f.key); err != nil {
+			return 0, q.l.writeErr(err)
+		}
+		prev, err := getDelivery(txn.Txn, f.seq, q.sink)
+		if err != nil {
+			return 0, fmt.Errorf("entry %d: %w", f.seq, err)
+		}
+		if err := dead(f.seq, prev, f.t); err != nil {
+			return 0, err
+		}
+	}
+	return len(fs), nil
+}
+
+// abandonReady passes each ready entry seqs (taken from pending) to dead
+// in txn, with the target of its event's route to the sink; an entry of
+// legacy has a ready key, which it deletes. A ready entry has no delivery
+// record yet (see settleRelease). q.mu is held.
+func (q *queue) abandonReady(txn *wtxn, seqs []uint64, legacy map[uint64]*logpb.Target, dead func(uint64, *logpb.Delivery, *logpb.Target) error) error {
+	for _, seq := range seqs {
+		t := legacy[seq]
+		if t != nil {
+			if err := txn.Delete(readyKey(q.sink, seq)); err != nil {
+				return q.l.writeErr(err)
+			}
+		} else if _, routes, ok := q.l.recent.get(seq); ok {
+			t = routes.target(q.sink)
+		} else {
+			rec, err := q.l.readEvent(txn.Txn, seq)
+			if err != nil {
+				return fmt.Errorf("event %d of queue entry: %w", seq, err)
+			}
+			t = routing{rec.GetRoutes(), rec.GetPayloads()}.target(q.sink)
+		}
+		if err := dead(seq, nil, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -34,12 +35,24 @@ var (
 	ErrCannotGiveUp = errors.New("this daemon cannot give up on events (not with the JetStream backend, whose daemons share the queues)")
 	// ErrSinkRemoved: a reload removed the sink; nothing delivers its queue.
 	ErrSinkRemoved = errors.New("the sink was removed from the configuration: nothing delivers its queue")
+	// ErrSinkConfigured: a whole queue ({"all": true}, [GiveUpAll]) is
+	// given up on only for a sink the configuration no longer names; a
+	// live sink's events are given up on one by one.
+	ErrSinkConfigured = errors.New("the sink is in the configuration, and only a removed sink's whole queue is given up on: give up on its events by id (--id ID), or remove the sink from the configuration, reload, and use --all")
 )
 
-// giveUp serves POST /v1/sinks/{sink}/dlq/add (see [GiveUp]).
+// giveUp serves POST /v1/sinks/{sink}/dlq/add (see [GiveUp], and
+// [GiveUpAll] for {"all": true}).
 func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	sink := r.PathValue("sink")
-	if !s.haveLog(w) || !s.checkSink(w, r, sink) || !s.canGiveUp(w, sink) {
+	if !s.haveLog(w) || !s.checkSink(w, r, sink) {
+		return
+	}
+	// 501 before the body is read; a removed sink's 409 waits for it,
+	// since its whole queue can be given up on.
+	_, _, setErr := giveUpSet(s.o, sink)
+	if setErr != nil && !errors.Is(setErr, ErrSinkRemoved) {
+		writeError(w, GiveUpStatus(setErr), setErr.Error())
 		return
 	}
 	var req DeadLetterRequest
@@ -47,11 +60,17 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case req.All && len(req.IDs) > 0:
+		writeError(w, http.StatusBadRequest, `give {"ids": [...]} or {"all": true}, not both`)
+		return
 	case req.All:
-		writeError(w, http.StatusBadRequest, `give {"ids": [...]}: a whole queue is not given up on (pause the sink instead)`)
+		s.giveUpAll(w, r, sink, req.Reason)
+		return
+	case setErr != nil:
+		writeError(w, GiveUpStatus(setErr), setErr.Error()+`: give up on its whole queue with {"all": true} (pipelined dlq add SINK --all)`)
 		return
 	case len(req.IDs) == 0:
-		writeError(w, http.StatusBadRequest, `give {"ids": [...]}`)
+		writeError(w, http.StatusBadRequest, `give {"ids": [...]}, or {"all": true} for the queue of a removed sink`)
 		return
 	case len(req.IDs) > maxLimit:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%d ids: at most %d at a time", len(req.IDs), maxLimit))
@@ -69,32 +88,144 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// giveUpAll serves POST /v1/sinks/{sink}/dlq/add with {"all": true}: it
+// runs [GiveUpAll] to the end, in pages, pushing the answer's write
+// deadline forward before each, so that the admin write_timeout bounds a
+// page and not the whole call (a day-long outage can leave a million
+// events).
+func (s *server) giveUpAll(w http.ResponseWriter, r *http.Request, sink, reason string) {
+	rc := http.NewResponseController(w)
+	extend := func() {
+		// An error: a test's recorder, which has no deadline.
+		_ = rc.SetWriteDeadline(time.Now().Add(abandonPageTime + abandonWriteTimeout))
+	}
+	s.log.Info("giving up on every event waiting for a removed sink: each goes to its dead-letter queue now",
+		"sink", sink, "reason", reason, "remote", r.RemoteAddr)
+	o := s.o
+	o.Logger = s.log
+	res, err := GiveUpAll(r.Context(), o, sink, reason, extend)
+	extend()
+	if err != nil {
+		if res.Count > 0 {
+			s.log.Warn("giving up on a removed sink's queue stopped: what was moved stays in its dead-letter queue, the rest waits (call again to go on)",
+				"sink", sink, "count", res.Count, "err", err)
+			err = fmt.Errorf("%w (%d events moved to the dead-letter queue before it stopped; call again to go on)", err, res.Count)
+		}
+		writeError(w, GiveUpStatus(err), err.Error())
+		return
+	}
+	s.log.Info("events of a removed sink given up on: they are in its dead-letter queue (pipelined dlq drop SINK --all deletes them)",
+		"sink", sink, "count", res.Count, "reason", reason, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+}
+
+// How [GiveUpAll] goes through a queue.
+const (
+	// abandonPage is how many entries one call of the log moves, in one
+	// transaction: each with its target, so about what a dead-letter
+	// retry moves per transaction.
+	abandonPage = 1000
+	// abandonPageTime bounds one such call.
+	abandonPageTime = 30 * time.Second
+	// abandonWriteTimeout is the time the answer of POST dlq/add with
+	// {"all": true} has to be written after a page, as
+	// replayWriteTimeout for a replay's lines.
+	abandonWriteTimeout = time.Minute
+	// abandonProgress is how often GiveUpAll logs how far it got.
+	abandonProgress = 5 * time.Second
+)
+
+// GiveUpAll gives up on every event waiting in the queue of sink, which
+// the configuration no longer names (removed or renamed: no dispatcher
+// reads its queue): the daemon moves them to the sink's dead-letter queue
+// itself, no plugin involved, abandonPage at a time, each with reason in
+// its error as [GiveUp] puts it, and no attempt counted. Nothing is
+// removed: they are dead letters until dropped. It returns how many it
+// moved in Count; IDs is empty (a queue can hold millions). Entries a
+// dispatcher fetched and never settled (its stop gave up on its batch)
+// are not waiting: they are ready again after a restart.
+//
+// It fails with [ErrCannotGiveUp] (the JetStream backend, or a log whose
+// queues are not [pipeline.Abandoner]s), [ErrSinkConfigured] when the
+// configuration names the sink (asked before each page: a reload that
+// adds the sink back stops it there), [ErrBadReason]; and with the log's
+// error, or ctx's, with Count saying how many were moved before: each
+// page is atomic, so those are dead letters and the rest still waits; a
+// new call goes on. beforePage, if not nil, is called before each page.
+// Progress goes to o.Logger every abandonProgress.
+func GiveUpAll(ctx context.Context, o Options, sink, reason string, beforePage func()) (DeadLetterResult, error) {
+	res := DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}
+	// removed returns nil while the sink is removed, else why not to go on.
+	removed := func() error {
+		switch _, _, err := giveUpSet(o, sink); {
+		case err == nil:
+			return fmt.Errorf("sink %q: %w", sink, ErrSinkConfigured)
+		case !errors.Is(err, ErrSinkRemoved):
+			return err
+		}
+		return nil
+	}
+	if err := removed(); err != nil {
+		return res, err
+	}
+	reason, err := cleanReason(reason)
+	if err != nil {
+		return res, err
+	}
+	q, ok := o.Log.Queue(sink).(pipeline.Abandoner)
+	if !ok {
+		return res, ErrCannotGiveUp
+	}
+	errFor := func(lastErr string) string { return pipeline.GiveUpError(reason, lastErr) }
+	last := time.Now()
+	for {
+		if res.Count > 0 {
+			if err := removed(); err != nil {
+				return res, err
+			}
+		}
+		if beforePage != nil {
+			beforePage()
+		}
+		pctx, cancel := context.WithTimeoutCause(ctx, abandonPageTime,
+			fmt.Errorf("moving %d events of sink %s to its dead-letter queue took longer than %v", abandonPage, sink, abandonPageTime))
+		n, err := q.Abandon(pctx, abandonPage, errFor)
+		if err != nil && pctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", context.Cause(pctx), err)
+		}
+		cancel()
+		res.Count += n
+		if err != nil {
+			return res, err
+		}
+		if n < abandonPage {
+			return res, nil
+		}
+		if time.Since(last) >= abandonProgress && o.Logger != nil {
+			last = time.Now()
+			st, _ := q.Stats(ctx)
+			o.Logger.Info("giving up on a removed sink's queue", "sink", sink, "moved", res.Count, "waiting", st.Ready+st.Retrying)
+		}
+	}
+}
+
 // ErrBadReason: the reason is too long or not UTF-8.
 var ErrBadReason = fmt.Errorf("reason: at most %d bytes of UTF-8", maxReason)
 
-// GiveUpStatus is the HTTP status that answers an error of [GiveUp]: 501
-// [ErrCannotGiveUp], 409 [ErrSinkRemoved], 400 [ErrBadReason], else as for
-// an error of the log.
+// GiveUpStatus is the HTTP status that answers an error of [GiveUp] or
+// [GiveUpAll]: 501 [ErrCannotGiveUp], 409 [ErrSinkRemoved] and
+// [ErrSinkConfigured], 400 [ErrBadReason], else as for an error of the
+// log.
 func GiveUpStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrCannotGiveUp):
 		return http.StatusNotImplemented
-	case errors.Is(err, ErrSinkRemoved):
+	case errors.Is(err, ErrSinkRemoved), errors.Is(err, ErrSinkConfigured):
 		return http.StatusConflict
 	case errors.Is(err, ErrBadReason):
 		return http.StatusBadRequest
 	}
 	return logStatus(err)
-}
-
-// canGiveUp answers 501 or 409 and returns false when nothing can give up
-// on sink's events, before the body is read.
-func (s *server) canGiveUp(w http.ResponseWriter, sink string) bool {
-	_, _, err := giveUpSet(s.o, sink)
-	if err != nil {
-		writeError(w, GiveUpStatus(err), err.Error())
-	}
-	return err == nil
 }
 
 // giveUpSet returns sink's give-ups and the log's delivery records, or why
@@ -126,16 +257,10 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 	if err != nil {
 		return res, err
 	}
-	if len(reason) > maxReason || !utf8.ValidString(reason) {
-		return res, ErrBadReason
+	reason, err = cleanReason(reason)
+	if err != nil {
+		return res, err
 	}
-	// It is printed to terminals (dlq list, events show) and logs.
-	reason = strings.TrimSpace(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, reason))
 	var gs []pipeline.GiveUp
 	seen := map[string]bool{}
 	for _, id := range ids {
@@ -193,6 +318,22 @@ func GiveUp(ctx context.Context, o Options, sink string, ids []string, reason st
 		}
 	}
 	return res, nil
+}
+
+// cleanReason returns reason as a dead letter's error carries it:
+// trimmed, with control characters as spaces (it is printed to terminals
+// by dlq list and events show, and to logs); [ErrBadReason] when it is
+// too long or not UTF-8.
+func cleanReason(reason string) (string, error) {
+	if len(reason) > maxReason || !utf8.ValidString(reason) {
+		return "", ErrBadReason
+	}
+	return strings.TrimSpace(strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, reason)), nil
 }
 
 // seqsOf returns the seqs of gs.

@@ -356,27 +356,34 @@ func (j *jsonError) Write(b []byte) (int, error) {
 
 // checkSink answers 404 and returns false when sink is not configured.
 func (s *server) checkSink(w http.ResponseWriter, r *http.Request, sink string) bool {
+	_, ok := s.findSink(w, r, sink)
+	return ok
+}
+
+// findSink is checkSink that also returns the sink's status (the zero
+// SinkStatus when [Options.Sinks] is nil).
+func (s *server) findSink(w http.ResponseWriter, r *http.Request, sink string) (SinkStatus, bool) {
 	if sink == "" {
 		writeError(w, http.StatusBadRequest, "sink is required")
-		return false
+		return SinkStatus{}, false
 	}
 	if s.o.Sinks == nil {
-		return true
+		return SinkStatus{}, true
 	}
 	sinks, err := s.o.Sinks(r.Context())
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
-		return false
+		return SinkStatus{}, false
 	}
 	names := make([]string, len(sinks))
 	for i, st := range sinks {
 		if st.Name == sink {
-			return true
+			return st, true
 		}
 		names[i] = st.Name
 	}
 	writeError(w, http.StatusNotFound, fmt.Sprintf("unknown sink %q (sinks: %s)", sink, strings.Join(names, ", ")))
-	return false
+	return SinkStatus{}, false
 }
 
 // haveLog answers 503 and returns false when there is no log.

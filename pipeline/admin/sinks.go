@@ -86,7 +86,11 @@ func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {
 func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 	sink := r.PathValue("sink")
 	action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
-	if !s.haveLog(w) || !s.checkSink(w, r, sink) {
+	if !s.haveLog(w) {
+		return
+	}
+	st, ok := s.findSink(w, r, sink)
+	if !ok {
 		return
 	}
 	var req DeadLetterRequest
@@ -95,6 +99,10 @@ func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.All == (len(req.IDs) > 0) {
 		writeError(w, http.StatusBadRequest, `give {"ids": [...]} or {"all": true}`)
+		return
+	}
+	if action == "retry" && st.Plugin == PluginRemoved {
+		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q was removed from the configuration: nothing would deliver its dead letters, which would only wait in its queue; add the sink back (its [[sink]], then reload) to retry them, or drop them with dlq drop", sink))
 		return
 	}
 	// Find the seqs: the dead-letter queue is read whole (it is kept small

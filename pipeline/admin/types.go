@@ -6,12 +6,20 @@ import (
 	"time"
 )
 
+// PluginRemoved is the [SinkStatus.Plugin] of a sink the configuration
+// no longer names (a reload removed it, or it was removed or renamed
+// while the daemon was stopped) and whose queue still holds entries:
+// nothing delivers them. Its dead letters can be listed and dropped, not
+// retried; its waiting events can be given up on whole ([GiveUpAll]).
+const PluginRemoved = "removed"
+
 // SinkStatus is one sink as /v1/sinks shows it.
 type SinkStatus struct {
 	Name string `json:"name"`
 	// Plugin is the plugin's state: starting, running, backoff (it exited
 	// and is started again after a delay), failed (its last start failed;
-	// it is tried again after a delay), stopped, or removed.
+	// it is tried again after a delay), stopped, or removed
+	// ([PluginRemoved]).
 	Plugin string `json:"plugin"`
 	// PluginReason says why the plugin is failed: its last stderr line, or
 	// else the start error.

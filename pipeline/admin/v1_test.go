@@ -576,7 +576,7 @@ func TestGiveUpCall(t *testing.T) {
 	}
 	h := admin.Handler(o)
 	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{}`), http.StatusBadRequest, "ids")
-	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"all":true}`), http.StatusBadRequest, "pause the sink")
+	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"all":true}`), http.StatusConflict, "give up on its events by id")
 	wantError(t, call(t, h, "POST", "/v1/sinks/archive/dlq/add", token, `{"ids":["ev-0"],"reason":"`+strings.Repeat("x", 2001)+`"}`),
 		http.StatusBadRequest, "reason")
 	wantError(t, call(t, h, "POST", "/v1/sinks/nope/dlq/add", token, `{"ids":["ev-0"]}`), http.StatusNotFound, "unknown sink")

@@ -442,7 +442,7 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 	// Asked once: every sink of one answer is rebuilding, or none is.
 	_, rebuilding := pipeline.QueuesRebuilding(s.db)
 	for _, sr := range runs {
-		ss := admin.SinkStatus{Name: sr.name, Plugin: "removed"}
+		ss := admin.SinkStatus{Name: sr.name, Plugin: admin.PluginRemoved}
 		var st pluginhost.Status
 		sup := sr.plugin()
 		if sup != nil {

@@ -38,7 +38,7 @@ const adminUsage = `usage:
   pipelined dlq list SINK [--limit N] [--after SEQ]
   pipelined dlq retry SINK (--id ID ... | --all)
   pipelined dlq drop SINK (--id ID ... | --all)
-  pipelined dlq add SINK --id ID ... [--reason TEXT]
+  pipelined dlq add SINK (--id ID ... | --all) [--reason TEXT]
   pipelined replay --sink S --since T [--until T] [--source S] [--when EXPR] [--all-events]
   pipelined reload
 
@@ -54,7 +54,10 @@ A replay re-enqueues the events of the log that were routed to the sink
 (all events with --all-events) as retries due now; an event still queued
 for the sink is not queued twice. dlq drop removes dead letters for good.
 dlq add gives up on events waiting in the sink's queue: each goes to the
-dead-letter queue at its next turn instead of to the sink.
+dead-letter queue at its next turn instead of to the sink. dlq add --all
+does so for every event waiting for a sink removed from the configuration
+(pipelined sinks lists it as removed): they go to its dead-letter queue
+at once; a configured sink's events are given up on by id only.
 sinks pause holds a sink's delivery (its events wait in its queue) until
 sinks resume, across restarts of the daemon.
 Exit status: 0 ok, 1 the call failed, 2 usage error.
@@ -96,7 +99,7 @@ func (e errJSON) Unwrap() error { return e.err }
 var cmdDoc = map[string]string{
 	"events": "Lists the events of the log (or, with --rejected, the refused requests kept by\nsources with keep_rejected), or shows one event with its headers and body.\n",
 	"sinks":  "Shows each sink: its plugin's state, its queue, the age of the oldest event\nwaiting, its dead letters and its last error.\n",
-	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue. add gives up on events waiting in the sink's\nqueue (an event that keeps failing, or holds its order_key's events back):\neach goes to the dead-letter queue instead of to the sink, at once when it\nis ready or retrying, else when its order_key comes to it; one in flight\ngoes there if that attempt fails. The daemon keeps what is not done yet\nacross restarts. Not with the JetStream backend.\n",
+	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue. add gives up on events waiting in the sink's\nqueue (an event that keeps failing, or holds its order_key's events back):\neach goes to the dead-letter queue instead of to the sink, at once when it\nis ready or retrying, else when its order_key comes to it; one in flight\ngoes there if that attempt fails. The daemon keeps what is not done yet\nacross restarts. add --all moves every event waiting for a sink removed from\nthe configuration (listed as removed by pipelined sinks) to its dead-letter\nqueue at once; drop --all then deletes them, and the sink leaves the list.\nNot with the JetStream backend.\n",
 	"replay": "Re-enqueues the events of the log that were routed to the sink (all events\nwith --all-events) as retries due now; an event still queued for the sink is\nnot queued twice.\n",
 	"reload": "Makes the running daemon apply its configuration file again; a bad file is\nrefused and the running configuration stays.\n",
 }
@@ -259,6 +262,7 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 		fs.BoolVar(&all, "all", false, "every dead letter of the sink")
 	case cmd == "dlq" && sub == "add":
 		fs.Var(&ids, "id", "event `ID` (repeat for more)")
+		fs.BoolVar(&all, "all", false, "every event waiting for the sink, which must be one removed from the configuration")
 		fs.StringVar(&reason, "reason", "", "why, kept in each dead letter's error")
 	case cmd == "replay":
 		fs.StringVar(&sink, "sink", "", "the sink to replay to")
@@ -361,10 +365,10 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 		}
 		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all})
 	case "dlq add":
-		if len(ids) == 0 {
-			return usageErr("give --id ID (one or more)")
+		if all == (len(ids) > 0) {
+			return usageErr("give --id ID (one or more), or --all for the queue of a sink removed from the configuration")
 		}
-		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, Reason: reason})
+		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all, Reason: reason})
 	case "replay ":
 		switch {
 		case sink == "" && since == "":
@@ -783,6 +787,9 @@ func (p *printer) dlqSettle(action, sink string, req admin.DeadLetterRequest) er
 		p.stdout.Write(raw)
 	} else {
 		switch {
+		case action == "add" && req.All:
+			fmt.Fprintf(p.stdout, "gave up on %d event(s) waiting for %s, a sink removed from the configuration: they are in its dead-letter queue now (pipelined dlq drop %s --all deletes them)\n",
+				res.Count, sink, sink)
 		case action == "add" && res.Count == 0: // the error below says why
 		case action == "add":
 			fmt.Fprintf(p.stdout, "gave up on %d event(s) of %s: each goes to its dead-letter queue at its next turn\n", res.Count, sink)

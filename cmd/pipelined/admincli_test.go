@@ -45,7 +45,12 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 	paused := map[string]bool{}
 	var givenUp dispatch.GiveUps
 	h := admin.Handler(admin.Options{
-		GiveUps: func(string) admin.GiveUpSet { return &givenUp },
+		GiveUps: func(sink string) admin.GiveUpSet {
+			if sink == "crm" {
+				return nil // removed from the configuration
+			}
+			return &givenUp
+		},
 		Pause: func(sink string, p bool) (bool, error) {
 			changed := paused[sink] != p
 			paused[sink] = p
@@ -72,6 +77,11 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 			}
 			out = append(out, admin.SinkStatus{Name: "tally", Plugin: "failed", PluginReason: "panic: no config",
 				LastError: `sink "tally": plugin exited before the handshake`, LastErrorAt: time.Now().Add(-3 * time.Minute)})
+			// crm was removed from the configuration: listed while its
+			// queue holds entries, as the daemon does.
+			if st, err := l.Queue("crm").Stats(ctx); err != nil || st != (pipeline.QueueStats{}) {
+				out = append(out, admin.SinkStatus{Name: "crm", Plugin: admin.PluginRemoved, Ready: st.Ready, Retrying: st.Retrying, Dead: st.Dead})
+			}
 			return out, nil
 		},
 		Reload: func() ([]string, error) {
@@ -183,7 +193,10 @@ func TestAdminCLI(t *testing.T) {
 		{"dlq retry neither", append([]string{"dlq", "retry", "slack"}, a...), 2, nil, []string{"give --id ID (one or more) or --all"}},
 		{"dlq retry both", append([]string{"dlq", "retry", "slack", "--all", "--id", "x"}, a...), 2, nil, []string{"--all"}},
 		{"dlq add without id", append([]string{"dlq", "add", "archive", "--reason", "x"}, a...), 2, nil, []string{"give --id ID (one or more)"}},
-		{"dlq add all", append([]string{"dlq", "add", "archive", "--all"}, a...), 2, nil, []string{"flag provided but not defined: -all"}},
+		{"dlq add all of a configured sink", append([]string{"dlq", "add", "archive", "--all"}, a...), 1, nil,
+			[]string{"the sink is in the configuration", "give up on its events by id (--id ID), or remove the sink from the configuration", "(HTTP 409)"}},
+		{"dlq add all and id", append([]string{"dlq", "add", "archive", "--all", "--id", "cli-0"}, a...), 2, nil,
+			[]string{"give --id ID (one or more), or --all for the queue of a sink removed from the configuration", "usage:\n  pipelined dlq add SINK (--id ID ... | --all) [--reason TEXT]"}},
 		{"dlq no sink", append([]string{"dlq", "list"}, a...), 2, nil, []string{"want 1 argument"}},
 		{"replay no since", append([]string{"replay", "--sink", "archive"}, a...), 2, nil, []string{"--since is required: the oldest event to replay"}},
 		{"bad state", append([]string{"events", "list", "--sink", "slack", "--state", "lost"}, a...), 2, nil, []string{`--state "lost"`}},
@@ -406,5 +419,61 @@ func TestEventShowFailures(t *testing.T) {
 	i := strings.Index(out, "failures (the latest of each sink, oldest first):\n")
 	if i < 0 || !regexp.MustCompile(`(?m)^  crm +1 +\S+ +503 from the CRM\n  crm +2 +\S+ +dial tcp: connection refused$`).MatchString(out[i:]) {
 		t.Errorf("events show:\n%s\nwant a failures table with both attempts, oldest first", out)
+	}
+}
+
+// TestAdminCLIGiveUpAll: dlq add --all of a sink removed from the
+// configuration moves its waiting events to its dead-letter queue with the
+// reason; then sinks lists it with its dead letters, dlq retry says why it
+// cannot, dlq drop --all deletes them, and the sink leaves the list.
+func TestAdminCLIGiveUpAll(t *testing.T) {
+	srv, l, _ := adminServer(t)
+	a := []string{"--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN"}
+	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
+	var es []pipeline.Entry
+	for i := range 3 {
+		es = append(es, pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprintf("crm-%d", i), Source: "callkaro", ReceivedAt: time.Now(), Body: []byte(`{}`), Auth: "none"},
+			Targets: []pipeline.Target{{Sink: "crm", Route: "all"}}})
+	}
+	if _, err := l.Append(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		stdout   []string
+		stderr   []string
+	}{
+		{"sinks before", []string{"sinks"}, 0, []string{"crm      removed                   -        -       3      0         "}, nil},
+		{"dlq add all", []string{"dlq", "add", "crm", "--all", "--reason", "crm retired"}, 0,
+			[]string{"gave up on 3 event(s) waiting for crm, a sink removed from the configuration: they are in its dead-letter queue now (pipelined dlq drop crm --all deletes them)\n"}, nil},
+		{"dlq add all again", []string{"dlq", "add", "crm", "--all", "--json"}, 0, []string{`"action": "add"`, `"count": 0`, `"ids": []`}, nil},
+		{"dlq add by id", []string{"dlq", "add", "crm", "--id", "crm-0"}, 1, nil, []string{"removed from the configuration", "--all", "(HTTP 409)"}},
+		{"sinks after", []string{"sinks"}, 0, []string{"crm      removed                   -        -       0      0         -                   3 "}, nil},
+		{"dlq list", []string{"dlq", "list", "crm"}, 0, []string{"crm-0", "crm-2", "given up by an operator: crm retired"}, nil},
+		{"dlq retry", []string{"dlq", "retry", "crm", "--all"}, 1, nil, []string{"removed from the configuration: nothing would deliver its dead letters", "add the sink back", "(HTTP 409)"}},
+		{"dlq drop all", []string{"dlq", "drop", "crm", "--all"}, 0, []string{"dropped 3 dead letter(s) of crm\n"}, nil},
+		{"sinks gone", []string{"sinks"}, 0, []string{"tally"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runPipelined(t, append(tt.args, a...)...)
+			if code != tt.wantCode {
+				t.Fatalf("pipelined %v exit = %d, want %d\nstdout:\n%s\nstderr:\n%s", tt.args, code, tt.wantCode, stdout, stderr)
+			}
+			for _, w := range tt.stdout {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, stdout)
+				}
+			}
+			for _, w := range tt.stderr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+			if tt.name == "sinks gone" && strings.Contains(stdout, "crm") {
+				t.Errorf("sinks lists crm after its dead letters were dropped:\n%s", stdout)
+			}
+		})
 	}
 }

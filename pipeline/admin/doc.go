@@ -10,6 +10,7 @@
 //	GET  /v1/sinks/{sink}/dlq?limit=&after=
 //	POST /v1/sinks/{sink}/dlq/retry   {"ids": [...]} or {"all": true}
 //	POST /v1/sinks/{sink}/dlq/drop    {"ids": [...]} or {"all": true}
+//	POST /v1/sinks/{sink}/dlq/add     {"ids": [...], "reason"}, or {"all": true, "reason"} for a removed sink's whole queue
 //	POST /v1/replay                   {"sink", "since", "until", "source", "when", "all_events"}
 //	POST /v1/reload                   {"status": "reloaded", "restart_needed": [keys that wait for a restart]}
 //

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/config"
 )
 
@@ -84,4 +87,60 @@ func grepLines(text, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestGiveUpsOfARemovedSinkGivenUpWhole: an event given up on by id while
+// its sink was paused, then removed by a reload, goes to the dead-letter
+// queue with the rest of the queue (dlq add --all); when a reload brings
+// the sink back, its give-ups no longer name the event, so that a retry
+// of the dead letter would deliver it rather than give up on it again.
+func TestGiveUpsOfARemovedSinkGivenUpWhole(t *testing.T) {
+	t.Setenv(pluginVar, "deliver")
+	dir := t.TempDir()
+	file := func(withGone bool) string {
+		sink := func(name string) string {
+			return fmt.Sprintf("[[sink]]\nname = %q\ncommand = %q\nconfig = { plugin_env = %q }\n", name, os.Args[0], pluginVar)
+		}
+		rest, to := sink("keep"), `["keep"]`
+		if withGone {
+			rest, to = rest+sink("gone"), `["keep", "gone"]`
+		}
+		return sinksTOML("", dir, rest+"[[route]]\nname = \"all\"\nwhen = \"true\"\nto = "+to+"\n")
+	}
+	var withGone atomic.Bool
+	withGone.Store(true)
+	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
+	d, a := startDaemonWith(t, file(true), Options{Load: load}, nil)
+	ctx := t.Context()
+	if _, err := d.sinks.pause("gone", true); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+a.ingest+"/hooks/src", "application/json", strings.NewReader(`{"n":1}`))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST = %v, %v", resp, err)
+	}
+	var ans struct{ ID string }
+	json.NewDecoder(resp.Body).Decode(&ans)
+	resp.Body.Close()
+	o := admin.Options{Log: d.db, GiveUps: d.giveUpSet}
+	if res, err := admin.GiveUp(ctx, o, "gone", []string{ans.ID}, "bad data"); err != nil || res.Count != 1 {
+		t.Fatalf("GiveUp(%s) at the paused sink = %+v, %v; want it given up on", ans.ID, res, err)
+	}
+	withGone.Store(false)
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := admin.GiveUpAll(ctx, o, "gone", "retired", nil); err != nil || res.Count != 1 {
+		t.Fatalf("GiveUpAll(gone) after the reload removed it = %+v, %v; want the event moved", res, err)
+	}
+	if n := d.sinks.giveUpsOf("gone").Len(); n != 1 {
+		t.Fatalf("gone's give-ups name %d events while it is removed, want the one given up on by id (the premise)", n)
+	}
+	withGone.Store(true)
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if gs := d.sinks.giveUpsOf("gone").List(); len(gs) != 0 {
+		t.Errorf("gone's give-ups after the reload brought it back = %+v, want none (its event is a dead letter)", gs)
+	}
 }

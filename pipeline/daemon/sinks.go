@@ -414,10 +414,14 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		case old != nil:
 			old.stopDispatch(ctx)
 			old.stopPlugin() // sets pipelined_sink_up to 0: set it again for the new plugin
+			if old.sup == nil {
+				s.pruneGiveUps(ctx, sr.name) // it comes back
+			}
 			sr.reportUp()
 			sr.startDispatch()
 			s.log.Info("sink restarted with its new plugin or config", "sink", sr.name)
 		default:
+			s.pruneGiveUps(ctx, sr.name)
 			sr.startDispatch()
 			s.log.Info("sink added", "sink", sr.name)
 		}
@@ -485,6 +489,30 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 		out = append(out, ss)
 	}
 	return out, errors.Join(errs...)
+}
+
+// pruneGiveUps takes out of sink's give-ups the entries that no longer
+// wait in its queue, before a reload brings the sink back: while it was
+// removed, its whole queue may have been given up on (dlq add --all, no
+// dispatcher involved), which leaves the entries given up on by id before
+// in the set; a dead letter of them retried later would be given up on
+// again. An entry whose state cannot be read is kept.
+func (s *sinks) pruneGiveUps(ctx context.Context, sink string) {
+	dl, ok := s.db.(pipeline.DeliveryLog)
+	g := s.giveUpsOf(sink)
+	if !ok || g.Len() == 0 {
+		return
+	}
+	var settled []uint64
+	for _, e := range g.List() {
+		if waiting, err := admin.WaitingIn(ctx, dl, sink, e.ID); err == nil && !waiting {
+			settled = append(settled, e.Seq)
+		}
+	}
+	if err := g.Remove(settled); err != nil {
+		s.log.Warn("the list that keeps give-ups across restarts still names events no longer waiting; it is written again at its next change",
+			"sink", sink, "err", err)
+	}
 }
 
 // giveUpSet returns the entries of sink an operator gave up on, for

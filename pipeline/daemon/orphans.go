@@ -47,7 +47,7 @@ func (s *sinks) adoptOrphans(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		s.log.Warn("a sink that is not in the configuration has events in its queue: add it back as a [[sink]] to deliver them (paused, to give up on them with dlq add); its dead letters can be listed and dropped with pipelined dlq",
+		s.log.Warn("a sink that is not in the configuration has events in its queue: add it back as a [[sink]] to deliver them, or give up on them with pipelined dlq add SINK --all (they go to its dead-letter queue, which pipelined dlq drop SINK --all empties)",
 			"sink", name, "ready", st.Ready, "retrying", st.Retrying, "dead", st.Dead)
 	}
 }

@@ -433,7 +433,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		old.stopDispatch(ctx)
 		old.stopPlugin()
 		old.detach()
-		s.log.Info("sink removed; its queued events stay in the log until it returns or they are dropped", "sink", name)
+		s.log.Info("sink removed; its queued events stay in the log until it returns, or they are given up on (pipelined dlq add SINK --all) and dropped", "sink", name)
 	}
 	s.install(next)
 	return nil

@@ -63,6 +63,10 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 	case req.All && len(req.IDs) > 0:
 		writeError(w, http.StatusBadRequest, `give {"ids": [...]} or {"all": true}, not both`)
 		return
+	case req.All && setErr == nil:
+		err := fmt.Errorf("sink %q: %w", sink, ErrSinkConfigured)
+		writeError(w, GiveUpStatus(err), err.Error())
+		return
 	case req.All:
 		s.giveUpAll(w, r, sink, req.Reason)
 		return

@@ -241,8 +241,9 @@ type DeadLetterList struct {
 }
 
 // DeadLetterRequest is the body of the DLQ retry and drop calls: ids, or
-// all, not both; and of the DLQ add call: ids only, and the reason the
-// operator gives (kept in each dead letter's error).
+// all, not both; and of the DLQ add call: ids, or all for the queue of a
+// sink removed from the configuration ([GiveUpAll]), not both, and the
+// reason the operator gives (kept in each dead letter's error).
 type DeadLetterRequest struct {
 	IDs    []string `json:"ids,omitempty"`
 	All    bool     `json:"all,omitempty"`
@@ -250,7 +251,8 @@ type DeadLetterRequest struct {
 }
 
 // DeadLetterResult answers the DLQ retry, drop and add calls. Count is how
-// many entries were retried, dropped or given up on; IDs names them;
+// many entries were retried, dropped or given up on; IDs names them, but
+// for an add with all, where it is empty (a queue can hold millions);
 // NotFound lists the ids asked for that are not in the sink's dead-letter
 // queue (retry, drop) or not waiting in its queue (add).
 type DeadLetterResult struct {

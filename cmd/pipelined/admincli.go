@@ -800,6 +800,9 @@ func (p *printer) dlqSettle(action, sink string, req admin.DeadLetterRequest) er
 		for _, id := range res.IDs {
 			fmt.Fprintln(p.stdout, cell(id))
 		}
+		if res.IDsOmitted > 0 {
+			fmt.Fprintf(p.stdout, "… and %d more\n", res.IDsOmitted)
+		}
 	}
 	if len(res.NotFound) > 0 {
 		where := "in the dead-letter queue of"

@@ -20,6 +20,9 @@ type bodyCounter struct {
 	pipeline.Log
 	mu  sync.Mutex
 	max int
+	// settles counts the RetryDead and DropDead calls, maxSeqs the most
+	// seqs one of them was given.
+	settles, maxSeqs int
 }
 
 func (b *bodyCounter) Queue(sink string) pipeline.Queue { return &countingQueue{b.Log.Queue(sink), b} }
@@ -41,18 +44,31 @@ func (q *countingQueue) DeadLetters(ctx context.Context, after uint64, limit int
 	return dls, err
 }
 
-// TestDeadLetterPagesHoldFewBodies: a page of a thousand dead letters, and
-// a retry of all of them, read the log a few dozen at a time, so the
-// bodies of a whole page are never held at once (a log reads each dead
-// letter with its event).
-func TestDeadLetterPagesHoldFewBodies(t *testing.T) {
-	const n, size = 200, 16 << 10
-	l := memlog.New()
-	t.Cleanup(func() { l.Close() })
+func (q *countingQueue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
+	q.settled(seqs)
+	return q.Queue.RetryDead(ctx, seqs)
+}
+
+func (q *countingQueue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
+	q.settled(seqs)
+	return q.Queue.DropDead(ctx, seqs)
+}
+
+func (q *countingQueue) settled(seqs []uint64) {
+	q.b.mu.Lock()
+	defer q.b.mu.Unlock()
+	q.b.settles++
+	q.b.maxSeqs = max(q.b.maxSeqs, len(seqs))
+}
+
+// deadLetters appends n events routed to archive to l, each with body, and
+// settles them dead there.
+func deadLetters(t *testing.T, l pipeline.Log, n int, body []byte) {
+	t.Helper()
 	var es []pipeline.Entry
 	for i := range n {
 		es = append(es, pipeline.Entry{
-			Event:   pipeline.Event{ID: fmt.Sprintf("big-%03d", i), Source: "callkaro", ReceivedAt: time.Now(), Body: []byte(`"` + strings.Repeat("x", size) + `"`)},
+			Event:   pipeline.Event{ID: fmt.Sprintf("big-%04d", i), Source: "callkaro", ReceivedAt: time.Now(), Body: body},
 			Targets: []pipeline.Target{{Sink: "archive", Route: "all"}},
 		})
 	}
@@ -72,16 +88,60 @@ func TestDeadLetterPagesHoldFewBodies(t *testing.T) {
 	if err := q.Settle(ctx, settle); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSettleAllDeadInPages: a retry or a drop of a whole dead-letter queue
+// goes through it a page at a time, and its answer names the first
+// MaxListedIDs ids and counts the rest, so that a queue of a million dead
+// letters costs neither a million ids in memory nor in the answer.
+func TestSettleAllDeadInPages(t *testing.T) {
+	const n = 2*admin.MaxListedIDs + 500
+	for _, action := range []string{"retry", "drop"} {
+		t.Run(action, func(t *testing.T) {
+			l := memlog.New()
+			t.Cleanup(func() { l.Close() })
+			deadLetters(t, l, n, []byte(`{}`))
+			b := &bodyCounter{Log: l}
+			h := admin.Handler(v1Options(b))
+			r := call(t, h, "POST", "/v1/sinks/archive/dlq/"+action, token, `{"all":true}`)
+			res := into[admin.DeadLetterResult](t, r)
+			if r.code != http.StatusOK || res.Count != n || len(res.IDs) != admin.MaxListedIDs || res.IDsOmitted != n-admin.MaxListedIDs ||
+				res.IDs[0] != "big-0000" || res.IDs[admin.MaxListedIDs-1] != fmt.Sprintf("big-%04d", admin.MaxListedIDs-1) {
+				t.Fatalf("POST dlq/%s all = %d, count %d, %d ids (%v…), %d omitted; want 200, %d, the first %d in order, %d omitted",
+					action, r.code, res.Count, len(res.IDs), res.IDs[:min(len(res.IDs), 2)], res.IDsOmitted, n, admin.MaxListedIDs, n-admin.MaxListedIDs)
+			}
+			if !strings.Contains(string(r.body), `"ids_omitted":`) {
+				t.Errorf("answer has no ids_omitted: %.200s", r.body)
+			}
+			if b.settles < 3 || b.maxSeqs > 1000 {
+				t.Errorf("%d calls of the log for %d dead letters, the largest of %d; want pages of at most 1000", b.settles, n, b.maxSeqs)
+			}
+			if st, err := l.Queue("archive").Stats(context.Background()); err != nil || st.Dead != 0 {
+				t.Errorf("Stats after %s all = %+v, %v; want no dead letter left", action, st, err)
+			}
+		})
+	}
+}
+
+// TestDeadLetterPagesHoldFewBodies: a page of a thousand dead letters, and
+// a retry of all of them, read the log a few dozen at a time, so the
+// bodies of a whole page are never held at once (a log reads each dead
+// letter with its event).
+func TestDeadLetterPagesHoldFewBodies(t *testing.T) {
+	const n, size = 200, 16 << 10
+	l := memlog.New()
+	t.Cleanup(func() { l.Close() })
+	deadLetters(t, l, n, []byte(`"`+strings.Repeat("x", size)+`"`))
 	b := &bodyCounter{Log: l}
 	h := admin.Handler(v1Options(b))
 
 	got := into[admin.DeadLetterList](t, call(t, h, "GET", "/v1/sinks/archive/dlq?limit=1000", "", ""))
-	if len(got.DeadLetters) != n || got.Next != "" || got.DeadLetters[n-1].ID != "big-199" {
+	if len(got.DeadLetters) != n || got.Next != "" || got.DeadLetters[n-1].ID != "big-0199" {
 		t.Fatalf("GET dlq?limit=1000 = %d dead letters, next %q; want all %d, no next", len(got.DeadLetters), got.Next, n)
 	}
 	page := into[admin.DeadLetterList](t, call(t, h, "GET", "/v1/sinks/archive/dlq?limit=50&after="+fmt.Sprint(got.DeadLetters[99].Seq), "", ""))
-	if len(page.DeadLetters) != 50 || page.DeadLetters[0].ID != "big-100" || page.Next != fmt.Sprint(got.DeadLetters[149].Seq) {
-		t.Errorf("GET dlq?limit=50 after the 100th = %d from %v, next %q; want big-100 to big-149", len(page.DeadLetters), page.DeadLetters[0].ID, page.Next)
+	if len(page.DeadLetters) != 50 || page.DeadLetters[0].ID != "big-0100" || page.Next != fmt.Sprint(got.DeadLetters[149].Seq) {
+		t.Errorf("GET dlq?limit=50 after the 100th = %d from %v, next %q; want big-0100 to big-0149", len(page.DeadLetters), page.DeadLetters[0].ID, page.Next)
 	}
 	r := call(t, h, "POST", "/v1/sinks/archive/dlq/retry", token, `{"all":true}`)
 	if res := into[admin.DeadLetterResult](t, r); r.code != http.StatusOK || res.Count != n {

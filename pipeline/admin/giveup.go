@@ -98,11 +98,7 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 // page and not the whole call (a day-long outage can leave a million
 // events).
 func (s *server) giveUpAll(w http.ResponseWriter, r *http.Request, sink, reason string) {
-	rc := http.NewResponseController(w)
-	extend := func() {
-		// An error: a test's recorder, which has no deadline.
-		_ = rc.SetWriteDeadline(time.Now().Add(abandonPageTime + abandonWriteTimeout))
-	}
+	extend := PageDeadline(w)
 	s.log.Info("giving up on every event waiting for a removed sink: each goes to its dead-letter queue now",
 		"sink", sink, "reason", reason, "remote", r.RemoteAddr)
 	o := s.o
@@ -123,18 +119,31 @@ func (s *server) giveUpAll(w http.ResponseWriter, r *http.Request, sink, reason 
 	writeJSON(w, http.StatusOK, res)
 }
 
+// PageDeadline returns the beforePage of [GiveUpAll] and [SettleAllDead]
+// for a call that answers on w: it moves w's write deadline to a page's
+// time and then the answer's ahead, so that the admin write_timeout bounds
+// a page and not the whole call.
+func PageDeadline(w http.ResponseWriter) func() {
+	rc := http.NewResponseController(w)
+	return func() {
+		// An error: a test's recorder, which has no deadline.
+		_ = rc.SetWriteDeadline(time.Now().Add(allPageTime + allWriteTimeout))
+	}
+}
+
 // How [GiveUpAll] goes through a queue.
 const (
 	// abandonPage is how many entries one call of the log moves, in one
 	// transaction: each with its target, so about what a dead-letter
 	// retry moves per transaction.
 	abandonPage = 1000
-	// abandonPageTime bounds one such call.
-	abandonPageTime = 30 * time.Second
-	// abandonWriteTimeout is the time the answer of POST dlq/add with
-	// {"all": true} has to be written after a page, as
-	// replayWriteTimeout for a replay's lines.
-	abandonWriteTimeout = time.Minute
+	// allPageTime bounds one such call, and one page of a retry or drop
+	// of a whole dead-letter queue.
+	allPageTime = 30 * time.Second
+	// allWriteTimeout is the time the answer of a call with {"all": true}
+	// (POST dlq/add, dlq/retry, dlq/drop) has to be written after a page,
+	// as replayWriteTimeout for a replay's lines.
+	allWriteTimeout = time.Minute
 	// abandonProgress is how often GiveUpAll logs how far it got.
 	abandonProgress = 5 * time.Second
 )
@@ -191,8 +200,8 @@ func GiveUpAll(ctx context.Context, o Options, sink, reason string, beforePage f
 		if beforePage != nil {
 			beforePage()
 		}
-		pctx, cancel := context.WithTimeoutCause(ctx, abandonPageTime,
-			fmt.Errorf("moving %d events of sink %s to its dead-letter queue took longer than %v", abandonPage, sink, abandonPageTime))
+		pctx, cancel := context.WithTimeoutCause(ctx, allPageTime,
+			fmt.Errorf("moving %d events of sink %s to its dead-letter queue took longer than %v", abandonPage, sink, allPageTime))
 		n, err := q.Abandon(pctx, abandonPage, errFor)
 		if err != nil && pctx.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%w: %w", context.Cause(pctx), err)

@@ -105,48 +105,120 @@ func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q was removed from the configuration: nothing would deliver its dead letters, which would only wait in its queue; add the sink back (its [[sink]], then reload) to retry them, or drop them with dlq drop", sink))
 		return
 	}
-	// Find the seqs: the dead-letter queue is read whole (it is kept small
-	// by operators), so the answer names exactly what was acted on.
-	q := s.o.Log.Queue(sink)
+	var res DeadLetterResult
+	var err error
+	if req.All {
+		res, err = SettleAllDead(r.Context(), s.o, sink, action, PageDeadline(w))
+	} else {
+		res, err = settleDeadByID(r.Context(), s.o, sink, action, req.IDs)
+	}
+	if err != nil {
+		if res.Count > 0 {
+			s.log.Warn("dead letters "+settledVerb[action]+" in part: call again for the rest",
+				"sink", sink, "count", res.Count, "err", err, "remote", r.RemoteAddr)
+		}
+		writeLogError(w, err)
+		return
+	}
+	s.log.Info("dead letters "+settledVerb[action],
+		"sink", sink, "count", res.Count, "all", req.All, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+}
+
+// settledVerb is what POST dlq/retry and dlq/drop did, for the log.
+var settledVerb = map[string]string{"retry": "retried", "drop": "dropped"}
+
+// The bounds of a call on a whole dead-letter queue ({"all": true}).
+const (
+	// settleAllPage is how many dead letters one RetryDead or DropDead
+	// call of the walk takes.
+	settleAllPage = 1000
+	// MaxListedIDs is how many ids a [DeadLetterResult] of a whole queue
+	// names; IDsOmitted counts the others.
+	MaxListedIDs = 1000
+)
+
+// SettleAllDead retries (action "retry") or drops ("drop") every dead
+// letter of sink, a page at a time, so that a dead-letter queue of a
+// million events (a day-long outage) costs a page's memory; beforePage, if
+// not nil, is called before each page (the admin API moves its answer's
+// write deadline there). The result names the first [MaxListedIDs] ids and
+// counts the others; on an error, Count says what was done. POST
+// /v1/sinks/{sink}/dlq/retry and /drop with {"all": true} and the web UI's
+// "all" buttons call it.
+func SettleAllDead(ctx context.Context, o Options, sink, action string, beforePage func()) (DeadLetterResult, error) {
+	res := DeadLetterResult{Sink: sink, Action: action, IDs: []string{}}
+	q := o.Log.Queue(sink)
+	for after := uint64(0); ; {
+		if beforePage != nil {
+			beforePage()
+		}
+		page, err := DeadLetterPage(ctx, q, after, settleAllPage)
+		if err != nil || len(page) == 0 {
+			return res, err
+		}
+		seqs := make([]uint64, len(page))
+		for i, d := range page {
+			seqs[i] = d.Seq
+			if len(res.IDs) < MaxListedIDs {
+				res.IDs = append(res.IDs, d.Event.ID)
+			} else {
+				res.IDsOmitted++
+			}
+		}
+		n, err := SettleDead(ctx, o, sink, action, seqs)
+		res.Count += n
+		if err != nil {
+			return res, err
+		}
+		after = page[len(page)-1].Seq
+	}
+}
+
+// settleDeadByID retries or drops the dead letters of sink whose events
+// have the given ids; the others go to the result's NotFound. The queue is
+// read whole to find them, holding only the seqs asked for.
+func settleDeadByID(ctx context.Context, o Options, sink, action string, ids []string) (DeadLetterResult, error) {
+	res := DeadLetterResult{Sink: sink, Action: action, IDs: []string{}}
 	want := map[string]bool{}
-	for _, id := range req.IDs {
+	for _, id := range ids {
 		want[id] = true
 	}
-	res := DeadLetterResult{Sink: sink, Action: action, IDs: []string{}}
 	var seqs []uint64
-	if err := EachDeadLetter(r.Context(), q, func(d pipeline.DeadLetter) {
-		if req.All || want[d.Event.ID] {
+	if err := EachDeadLetter(ctx, o.Log.Queue(sink), func(d pipeline.DeadLetter) {
+		if want[d.Event.ID] {
 			seqs = append(seqs, d.Seq)
 			res.IDs = append(res.IDs, d.Event.ID)
 			delete(want, d.Event.ID)
 		}
 	}); err != nil {
-		writeLogError(w, err)
-		return
+		return res, err
 	}
-	for _, id := range req.IDs {
+	for _, id := range ids {
 		if want[id] {
 			res.NotFound = append(res.NotFound, id)
 		}
 	}
+	if len(seqs) == 0 {
+		return res, nil
+	}
 	var err error
-	if len(seqs) > 0 {
-		if action == "retry" {
-			res.Count, err = q.RetryDead(r.Context(), seqs)
-		} else {
-			res.Count, err = q.DropDead(r.Context(), seqs)
-			if err == nil && s.o.OnDropDead != nil {
-				s.o.OnDropDead(sink, seqs)
-			}
-		}
+	res.Count, err = SettleDead(ctx, o, sink, action, seqs)
+	return res, err
+}
+
+// SettleDead retries (action "retry") or drops ("drop") the dead letters
+// seqs of sink, and tells [Options.OnDropDead] of a drop.
+func SettleDead(ctx context.Context, o Options, sink, action string, seqs []uint64) (int, error) {
+	q := o.Log.Queue(sink)
+	if action == "retry" {
+		return q.RetryDead(ctx, seqs)
 	}
-	if err != nil {
-		writeLogError(w, err)
-		return
+	n, err := q.DropDead(ctx, seqs)
+	if err == nil && o.OnDropDead != nil {
+		o.OnDropDead(sink, seqs)
 	}
-	s.log.Info("dead letters "+map[string]string{"retry": "retried", "drop": "dropped"}[action],
-		"sink", sink, "count", res.Count, "all", req.All, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, res)
+	return n, err
 }
 
 // pause serves POST /v1/sinks/{sink}/pause and /resume.

@@ -252,7 +252,8 @@ type DeadLetterRequest struct {
 
 // DeadLetterResult answers the DLQ retry, drop and add calls. Count is how
 // many entries were retried, dropped or given up on; IDs names them, but
-// for an add with all, where it is empty (a queue can hold millions);
+// for an add with all, where it is empty (a queue can hold millions), and
+// a retry or drop with all, where it names the first [MaxListedIDs];
 // NotFound lists the ids asked for that are not in the sink's dead-letter
 // queue (retry, drop) or not waiting in its queue (add).
 type DeadLetterResult struct {
@@ -261,6 +262,10 @@ type DeadLetterResult struct {
 	Count    int      `json:"count"`
 	IDs      []string `json:"ids"`
 	NotFound []string `json:"not_found,omitempty"`
+	// IDsOmitted counts the events acted on that IDs does not name: a
+	// retry or drop of a whole dead-letter queue names the first
+	// [MaxListedIDs].
+	IDsOmitted int `json:"ids_omitted,omitempty"`
 }
 
 // ReplayRequest is the body of POST /v1/replay. Since is required. Only the

@@ -566,31 +566,22 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 	if all {
 		seqs = nil
 	}
-	q := u.o.Admin.Log.Queue(sink)
-	var n int
-	var err error
-	switch action {
-	case "retry":
-		n, err = q.RetryDead(r.Context(), seqs)
-	case "drop":
-		if r.PostFormValue("confirm") != "yes" {
-			count := len(seqs)
-			u.render(w, r, http.StatusOK, "confirm", u.pg(s, "dlq", "Drop dead letters?", confirmData{Sink: sink, All: all, Seqs: r.PostForm["seq"], Count: count}))
-			return
-		}
-		if all {
-			// Named, as the admin API names them, so that OnDropDead can
-			// release the keys held behind them (nil would drop all).
-			err = admin.EachDeadLetter(r.Context(), q, func(d pipeline.DeadLetter) { seqs = append(seqs, d.Seq) })
-		}
-		if err == nil && len(seqs) > 0 {
-			if n, err = q.DropDead(r.Context(), seqs); err == nil && u.o.Admin.OnDropDead != nil {
-				u.o.Admin.OnDropDead(sink, seqs)
-			}
-		}
-	default:
+	if action != "retry" && action != "drop" {
 		u.fail(w, r, http.StatusBadRequest, "action: retry or drop")
 		return
+	}
+	if action == "drop" && r.PostFormValue("confirm") != "yes" {
+		u.render(w, r, http.StatusOK, "confirm", u.pg(s, "dlq", "Drop dead letters?", confirmData{Sink: sink, All: all, Seqs: r.PostForm["seq"], Count: len(seqs)}))
+		return
+	}
+	var n int
+	var err error
+	if all {
+		var res admin.DeadLetterResult
+		res, err = admin.SettleAllDead(r.Context(), u.o.Admin, sink, action, admin.PageDeadline(w))
+		n = res.Count
+	} else {
+		n, err = admin.SettleDead(r.Context(), u.o.Admin, sink, action, seqs)
 	}
 	if err != nil {
 		u.fail(w, r, http.StatusInternalServerError, action+": "+err.Error())

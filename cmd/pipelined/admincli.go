@@ -236,59 +236,16 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 	fs.StringVar(&af.tokenEnv, "token-env", "", "environment `variable` holding the admin token")
 	fs.StringVar(&af.tokenFile, "token-file", "", "`file` holding the admin token")
 	fs.BoolVar(&af.asJSON, "json", false, "print JSON")
-
-	var source, sink, state, since, until, dedupKey, when, after, reason string
-	var limit int
-	var ids stringList
-	var all, allEvents, rejected, newest bool
-	switch {
-	case cmd == "events" && sub == "list":
-		fs.BoolVar(&rejected, "rejected", false, "list rejected requests (kept by sources with keep_rejected) instead of events")
-		fs.StringVar(&source, "source", "", "only events of this source")
-		fs.StringVar(&sink, "sink", "", "only events routed to this sink")
-		fs.StringVar(&state, "state", "", "only events whose delivery to --sink (to any sink without it) is `STATE`: pending, dead or delivered")
-		fs.StringVar(&since, "since", "", "only events received at or after `T`")
-		fs.StringVar(&until, "until", "", "only events received before `T`")
-		fs.StringVar(&dedupKey, "dedup-key", "", "only events with this dedup key")
-		fs.StringVar(&when, "when", "", "only events for which this expr `expression` is true")
-		fs.IntVar(&limit, "limit", 50, "at most `N` events")
-		fs.StringVar(&after, "after", "", "continue after this `cursor`")
-		fs.BoolVar(&newest, "newest", false, "newest events first (the default is log order, oldest first)")
-	case cmd == "dlq" && sub == "list":
-		fs.IntVar(&limit, "limit", 50, "at most `N` dead letters")
-		fs.StringVar(&after, "after", "", "continue after this `seq`")
-	case cmd == "dlq" && (sub == "retry" || sub == "drop"):
-		fs.Var(&ids, "id", "event `ID` (repeat for more)")
-		fs.BoolVar(&all, "all", false, "every dead letter of the sink")
-	case cmd == "dlq" && sub == "add":
-		fs.Var(&ids, "id", "event `ID` (repeat for more)")
-		fs.BoolVar(&all, "all", false, "every event waiting for the sink, which must be one removed from the configuration")
-		fs.StringVar(&reason, "reason", "", "why, kept in each dead letter's error")
-	case cmd == "replay":
-		fs.StringVar(&sink, "sink", "", "the sink to replay to")
-		fs.StringVar(&since, "since", "", "replay events received at or after `T`")
-		fs.StringVar(&until, "until", "", "replay events received before `T` (default now)")
-		fs.StringVar(&source, "source", "", "only events of this source")
-		fs.StringVar(&when, "when", "", "only events for which this expr `expression` is true")
-		fs.BoolVar(&allEvents, "all-events", false, "also events that were not routed to the sink")
-	case cmd == "events" && sub == "show", cmd == "sinks", cmd == "reload":
-		// sinks pause|resume SINK take no flags of their own either.
-	default:
+	var f cmdFlags
+	if !f.define(fs, cmd, sub) {
 		return errUsage{msg: fmt.Sprintf("unknown command %q", sub), usage: cmdUsage(cmd, "", nil)}
 	}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return errFlags
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+		return errFlags
 	}
 	if cmd == "sinks" && sub == "" && len(pos) > 0 && (pos[0] == "pause" || pos[0] == "resume") {
 		sub, pos = pos[0], pos[1:] // flags came first: sinks -c FILE pause SINK
@@ -301,35 +258,117 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 		}
 		return usageErr("want %d argument(s), got %d", wantPos, len(pos))
 	}
-	if !pipeline.ValidFilterState(state) {
-		return usageErr("--state %q: want pending, dead or delivered (or queued, retrying)", state)
-	}
 	now := time.Now()
-	for _, t := range []struct{ flag, v string }{{"--since", since}, {"--until", until}} {
-		if _, err := admin.ParseTime(t.v, now); err != nil {
-			return usageErr("%s: %v", t.flag, err)
-		}
-	}
-	if strings.TrimSpace(when) != "" {
-		// The daemon would refuse it too; a bad expression is the
-		// caller's mistake, so exit 2 with the usage, like a bad flag.
-		if _, err := rules.CompileBool(when); err != nil {
-			return usageErr("--when: %v", err)
-		}
+	if err := f.check(now); err != nil {
+		return err
 	}
 	c, err := af.client()
 	if err != nil {
 		return err
 	}
-	pr := &printer{c: c, asJSON: af.asJSON, newest: newest, stdout: stdout, stderr: stderr}
-	switch cmd + " " + sub {
+	pr := &printer{c: c, asJSON: af.asJSON, newest: f.newest, stdout: stdout, stderr: stderr}
+	return f.run(pr, cmd+" "+sub, pos, now)
+}
+
+// cmdFlags are the flags of the admin commands beyond the connection's:
+// each command defines those it takes.
+type cmdFlags struct {
+	source, sink, state, since, until, dedupKey, when, after, reason string
+	limit                                                            int
+	ids                                                              stringList
+	all, allEvents, rejected, newest                                 bool
+}
+
+// define adds to fs the flags of the command cmd sub; false for a command
+// that does not exist.
+func (f *cmdFlags) define(fs *flag.FlagSet, cmd, sub string) bool {
+	switch {
+	case cmd == "events" && sub == "list":
+		fs.BoolVar(&f.rejected, "rejected", false, "list rejected requests (kept by sources with keep_rejected) instead of events")
+		fs.StringVar(&f.source, "source", "", "only events of this source")
+		fs.StringVar(&f.sink, "sink", "", "only events routed to this sink")
+		fs.StringVar(&f.state, "state", "", "only events whose delivery to --sink (to any sink without it) is `STATE`: pending, dead or delivered")
+		fs.StringVar(&f.since, "since", "", "only events received at or after `T`")
+		fs.StringVar(&f.until, "until", "", "only events received before `T`")
+		fs.StringVar(&f.dedupKey, "dedup-key", "", "only events with this dedup key")
+		fs.StringVar(&f.when, "when", "", "only events for which this expr `expression` is true")
+		fs.IntVar(&f.limit, "limit", 50, "at most `N` events")
+		fs.StringVar(&f.after, "after", "", "continue after this `cursor`")
+		fs.BoolVar(&f.newest, "newest", false, "newest events first (the default is log order, oldest first)")
+	case cmd == "dlq" && sub == "list":
+		fs.IntVar(&f.limit, "limit", 50, "at most `N` dead letters")
+		fs.StringVar(&f.after, "after", "", "continue after this `seq`")
+	case cmd == "dlq" && (sub == "retry" || sub == "drop"):
+		fs.Var(&f.ids, "id", "event `ID` (repeat for more)")
+		fs.BoolVar(&f.all, "all", false, "every dead letter of the sink")
+	case cmd == "dlq" && sub == "add":
+		fs.Var(&f.ids, "id", "event `ID` (repeat for more)")
+		fs.BoolVar(&f.all, "all", false, "every event waiting for the sink, which must be one removed from the configuration")
+		fs.StringVar(&f.reason, "reason", "", "why, kept in each dead letter's error")
+	case cmd == "replay":
+		fs.StringVar(&f.sink, "sink", "", "the sink to replay to")
+		fs.StringVar(&f.since, "since", "", "replay events received at or after `T`")
+		fs.StringVar(&f.until, "until", "", "replay events received before `T` (default now)")
+		fs.StringVar(&f.source, "source", "", "only events of this source")
+		fs.StringVar(&f.when, "when", "", "only events for which this expr `expression` is true")
+		fs.BoolVar(&f.allEvents, "all-events", false, "also events that were not routed to the sink")
+	case cmd == "events" && sub == "show", cmd == "sinks", cmd == "reload":
+		// sinks pause|resume SINK take no flags of their own either.
+	default:
+		return false
+	}
+	return true
+}
+
+// parseInterspersed parses fs's flags wherever they stand among args, as
+// users type them (pipelined dlq list archive --limit 5), and returns the
+// other arguments in order.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// check refuses, as a usage error, what the daemon would refuse: a state,
+// a time or an expression that is wrong.
+func (f *cmdFlags) check(now time.Time) error {
+	if !pipeline.ValidFilterState(f.state) {
+		return usageErr("--state %q: want pending, dead or delivered (or queued, retrying)", f.state)
+	}
+	for _, t := range []struct{ flag, v string }{{"--since", f.since}, {"--until", f.until}} {
+		if _, err := admin.ParseTime(t.v, now); err != nil {
+			return usageErr("%s: %v", t.flag, err)
+		}
+	}
+	if strings.TrimSpace(f.when) != "" {
+		// The daemon would refuse it too; a bad expression is the
+		// caller's mistake, so exit 2 with the usage, like a bad flag.
+		if _, err := rules.CompileBool(f.when); err != nil {
+			return usageErr("--when: %v", err)
+		}
+	}
+	return nil
+}
+
+// run runs the command ("events list", "sinks ", ...) with its positional
+// arguments pos, printing through pr.
+func (f *cmdFlags) run(pr *printer, command string, pos []string, now time.Time) error {
+	switch command {
 	case "events list":
-		if rejected {
-			if newest {
+		if f.rejected {
+			if f.newest {
 				return usageErr("--newest lists events; rejected requests are listed oldest first only")
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			for k, v := range map[string]string{"source": source, "after": after, "since": absTime(since, now)} {
+			q := url.Values{"limit": {strconv.Itoa(f.limit)}}
+			for k, v := range map[string]string{"source": f.source, "after": f.after, "since": absTime(f.since, now)} {
 				if v != "" {
 					q.Set(k, v)
 				}
@@ -337,13 +376,13 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 			return pr.rejectionsList(q)
 		}
 		q := url.Values{}
-		for k, v := range map[string]string{"source": source, "sink": sink, "state": state, "dedup_key": dedupKey, "when": when, "after": after,
-			"since": absTime(since, now), "until": absTime(until, now), "limit": strconv.Itoa(limit)} {
+		for k, v := range map[string]string{"source": f.source, "sink": f.sink, "state": f.state, "dedup_key": f.dedupKey, "when": f.when, "after": f.after,
+			"since": absTime(f.since, now), "until": absTime(f.until, now), "limit": strconv.Itoa(f.limit)} {
 			if v != "" {
 				q.Set(k, v)
 			}
 		}
-		if newest {
+		if f.newest {
 			q.Set("order", "newest")
 		}
 		return pr.eventsList(q)
@@ -352,34 +391,34 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 	case "sinks ":
 		return pr.sinks()
 	case "sinks pause", "sinks resume":
-		return pr.pauseSink(pos[0], sub == "pause")
+		return pr.pauseSink(pos[0], command == "sinks pause")
 	case "dlq list":
-		q := url.Values{"limit": {strconv.Itoa(limit)}}
-		if after != "" {
-			q.Set("after", after)
+		q := url.Values{"limit": {strconv.Itoa(f.limit)}}
+		if f.after != "" {
+			q.Set("after", f.after)
 		}
 		return pr.dlqList(pos[0], q)
 	case "dlq retry", "dlq drop":
-		if all == (len(ids) > 0) {
+		if f.all == (len(f.ids) > 0) {
 			return usageErr("give --id ID (one or more) or --all")
 		}
-		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all})
+		return pr.dlqSettle(strings.TrimPrefix(command, "dlq "), pos[0], admin.DeadLetterRequest{IDs: f.ids, All: f.all})
 	case "dlq add":
-		if all == (len(ids) > 0) {
+		if f.all == (len(f.ids) > 0) {
 			return usageErr("give --id ID (one or more), or --all for the queue of a sink removed from the configuration")
 		}
-		return pr.dlqSettle(sub, pos[0], admin.DeadLetterRequest{IDs: ids, All: all, Reason: reason})
+		return pr.dlqSettle("add", pos[0], admin.DeadLetterRequest{IDs: f.ids, All: f.all, Reason: f.reason})
 	case "replay ":
 		switch {
-		case sink == "" && since == "":
+		case f.sink == "" && f.since == "":
 			return usageErr("--sink and --since are required")
-		case sink == "":
+		case f.sink == "":
 			return usageErr("--sink is required: the sink to deliver the events to again")
-		case since == "":
+		case f.since == "":
 			return usageErr("--since is required: the oldest event to replay (RFC 3339, or a duration ago such as 24h)")
 		}
-		req := admin.ReplayRequest{Sink: sink, Since: absTime(since, now), Until: absTime(until, now), Source: source, When: when, AllEvents: allEvents}
-		return pr.replay(req)
+		return pr.replay(admin.ReplayRequest{Sink: f.sink, Since: absTime(f.since, now), Until: absTime(f.until, now),
+			Source: f.source, When: f.when, AllEvents: f.allEvents})
 	case "reload ":
 		return pr.reload()
 	}

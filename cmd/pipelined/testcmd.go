@@ -47,21 +47,14 @@ func testCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfgFile, "config", "", "configuration `file` (same as -c)")
 	fs.BoolVar(&verbose, "v", false, "print every case")
 	fs.StringVar(&run, "run", "", "run only the cases whose name matches `regexp`")
-	var files []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if err == flag.ErrHelp {
-				fmt.Fprint(stdout, testUsage)
-				return 0
-			}
-			fmt.Fprintln(stderr, "run pipelined test -h for usage")
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files = append(files, fs.Arg(0))
-		args = fs.Args()[1:]
+	files, err := parseInterspersed(fs, args)
+	if err == flag.ErrHelp {
+		fmt.Fprint(stdout, testUsage)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "run pipelined test -h for usage")
+		return 2
 	}
 	var match func(string) bool
 	if run != "" {

@@ -157,6 +157,11 @@ type Status struct {
 	Open bool
 	// Paused is true while an operator holds delivery.
 	Paused bool
+	// InFlight is how many events the batch in flight holds, from the
+	// moment it is handed to the plugin until its outcomes are recorded;
+	// 0 between batches. InFlightSince is when that batch was handed over.
+	InFlight      int
+	InFlightSince time.Time
 }
 
 // Report counts the outcomes of one batch.
@@ -185,6 +190,10 @@ type Dispatcher struct {
 	wake   chan struct{} // closed and replaced when paused changes
 	// cancelFetch ends the ctx of the Fetch in progress (see pausedCtx).
 	cancelFetch context.CancelFunc
+	// inFlight and inFlightSince describe the batch in flight (see
+	// Status), set and cleared by deliver.
+	inFlight      int
+	inFlightSince time.Time
 
 	// firstFail maps the seq of an entry that is failing to the time of
 	// its first failure seen; only Run's goroutine uses it. It holds at
@@ -265,11 +274,24 @@ func (d *Dispatcher) setPaused(p bool) bool {
 	return true
 }
 
-// Status reports the breaker and pause state. Safe for concurrent use.
+// Status reports the breaker and pause state and the batch in flight.
+// Safe for concurrent use.
 func (d *Dispatcher) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Status{Open: d.open, Paused: d.paused}
+	return Status{Open: d.open, Paused: d.paused, InFlight: d.inFlight, InFlightSince: d.inFlightSince}
+}
+
+// setInFlight records the batch in flight (see Status): n events since
+// now, or none when n is 0.
+func (d *Dispatcher) setInFlight(n int) {
+	var since time.Time
+	if n > 0 {
+		since = time.Now()
+	}
+	d.mu.Lock()
+	d.inFlight, d.inFlightSince = n, since
+	d.mu.Unlock()
 }
 
 // waitResumed waits while the dispatcher is paused; false when ctx ended.
@@ -560,9 +582,9 @@ func (d *Dispatcher) releaseProbed(ctx context.Context) bool {
 // flight, and return; Stop returns nil once Run has. When ctx ends first,
 // Stop gives up: the plugin call in flight is cancelled, outcomes the log
 // has not recorded by then are dropped (those entries are delivered again
-// after a restart: at least once still holds), and Stop returns an error
-// wrapping ctx's cause without waiting further; Run returns soon after.
-// Call Stop after Run started; it may be called more than once.
+// after a restart: at least once still holds), and Stop returns a
+// [*StopError] wrapping ctx's cause without waiting further; Run returns
+// soon after. Call Stop after Run started; it may be called more than once.
 func (d *Dispatcher) Stop(ctx context.Context) error {
 	d.stopOnce.Do(func() { close(d.stopping) })
 	select {
@@ -570,9 +592,30 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
+	events := d.Status().InFlight // before the give-up clears it
 	d.abandonOnce.Do(func() { close(d.abandon) })
-	return fmt.Errorf("stop the dispatcher of sink %s: gave up on its batch in flight: %w", d.o.Sink, context.Cause(ctx))
+	return &StopError{Sink: d.o.Sink, Events: events, Err: context.Cause(ctx)}
 }
+
+// StopError is what [Dispatcher.Stop] returns when its ctx ended before
+// the batch in flight was settled. Those events stay in the sink's queue
+// and are delivered again (after a restart of the daemon, or by the next
+// dispatcher of the sink); some may have reached the sink already.
+type StopError struct {
+	Sink string
+	// Events is how many events the batch in flight held when Stop gave
+	// up; 0 when the dispatcher was between batches (recording held
+	// events, say).
+	Events int
+	// Err is the cause of Stop's ctx ending.
+	Err error
+}
+
+func (e *StopError) Error() string {
+	return fmt.Sprintf("stop the dispatcher of sink %s: gave up on its batch in flight (%d events): %v", e.Sink, e.Events, e.Err)
+}
+
+func (e *StopError) Unwrap() error { return e.Err }
 
 // fetch waits for a first ready entry, then up to BatchWait for more, up
 // to BatchMax entries fetched.
@@ -635,6 +678,8 @@ func (d *Dispatcher) fill(ctx context.Context, batch []pipeline.Delivery, fetche
 // open breaker. It reports whether the call failed: the plugin call failed
 // as a whole, or every event is to be retried.
 func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, probe bool) (failed bool) {
+	d.setInFlight(len(batch))
+	defer d.setInFlight(0)
 	events := make([]sdk.Event, len(batch))
 	for i, e := range batch {
 		events[i] = sdk.Event{

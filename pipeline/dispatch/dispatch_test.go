@@ -990,6 +990,46 @@ func TestStop(t *testing.T) {
 	})
 }
 
+// TestStatusInFlight checks that Status reports the batch in flight, its
+// size and since when, from the call until its outcomes are recorded, and
+// that a Stop that gives up on it says how many events it held: what a
+// shutdown tells the operator.
+func TestStatusInFlight(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "ev", 3, "s")
+	entered := make(chan struct{})
+	sink := &ctxSink{entered: entered}
+	d, done := start(t, options(l.Queue("s"), sink))
+	if st := d.Status(); st.InFlight != 0 && st.InFlight != 3 {
+		t.Errorf("Status().InFlight before the call = %d, want 0 or 3", st.InFlight)
+	}
+	t0 := time.Now()
+	<-entered
+	st := d.Status()
+	if st.InFlight != 3 {
+		t.Errorf("Status().InFlight during the call = %d, want 3", st.InFlight)
+	}
+	if st.InFlightSince.IsZero() || st.InFlightSince.After(time.Now()) || st.InFlightSince.Before(t0.Add(-time.Minute)) {
+		t.Errorf("Status().InFlightSince = %v, want the call's start", st.InFlightSince)
+	}
+
+	err, _ := stopWithin(d, 100*time.Millisecond)
+	var se *dispatch.StopError
+	if !errors.As(err, &se) {
+		t.Fatalf("Stop() = %v, want a *dispatch.StopError", err)
+	}
+	if se.Sink != "s" || se.Events != 3 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Stop() = %#v, want sink s, 3 events, wrapping context.DeadlineExceeded", se)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "sink s") || !strings.Contains(msg, "3 events") {
+		t.Errorf("Stop() error = %q, want it to name the sink and the events", msg)
+	}
+	wantRunReturns(t, done)
+	if st := d.Status(); st.InFlight != 0 || !st.InFlightSince.IsZero() {
+		t.Errorf("Status() after Run returned = %+v, want no batch in flight", st)
+	}
+}
+
 // ctxSink is a Deliverer whose call returns only when its ctx ends, as a
 // stuck plugin's does; it keeps the ctx's cause.
 type ctxSink struct {

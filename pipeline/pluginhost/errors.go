@@ -20,6 +20,13 @@ var ErrNotFound = errors.New("plugin not found")
 // [Supervisor.Stop]: the sink is being shut down and the batch stays queued.
 var ErrStopped = errors.New("sink plugin stopped")
 
+// ErrKilled is returned (wrapped) by [Plugin.Stop] and [Supervisor.Stop]
+// when their ctx ended before the plugin had stopped (a delivery in
+// flight, its Close, or its exit took too long): the process was killed
+// with SIGKILL. The events of a batch it held are still queued and are
+// delivered again.
+var ErrKilled = errors.New("killed (SIGKILL): it did not stop in time")
+
 // ErrInvalidConfig is returned (wrapped) by [Start] when the sink's config
 // table does not fit the plugin's description (every problem is listed) or
 // the plugin's Configure rejects it. Starting again will not help: the

@@ -48,6 +48,14 @@ func hclogLevel(log *slog.Logger) hclog.Level {
 	return hclog.Error
 }
 
+// goPluginKilled is go-plugin's warning when a plugin it asked to exit
+// (at its stop, after Close) has not within 2s and it kills the process;
+// pluginKilled is how the log says it.
+const (
+	goPluginKilled = "plugin failed to exit gracefully"
+	pluginKilled   = "sink plugin did not exit within 2s of being asked to: killed (SIGKILL)"
+)
+
 type slogSink struct {
 	log     *slog.Logger
 	binName string
@@ -69,6 +77,9 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...an
 	lvl := slogLevel(level)
 	if !fromPlugin && (lvl < slog.LevelWarn || msg == "plugin process exited") {
 		lvl = slog.LevelDebug
+	}
+	if !fromPlugin && msg == goPluginKilled {
+		msg = pluginKilled
 	}
 	ctx := context.Background()
 	if !s.log.Enabled(ctx, lvl) {

@@ -60,12 +60,14 @@ func runHelperPlugin(behaviour string) {
 //	dir_env string  names a variable holding a directory where Configure
 //	                writes env.txt and Close writes closed.txt
 //	log     bool    Configure logs one line per level
+//	close_hang bool Close never returns (a sink stuck flushing)
 //
 // Each event's body says what to answer: {"outcome": "delivered" |
 // "retry" | "permanent" | "fail-batch" | "panic", "after": "2s", "error":
 // "..."}, or {"sleep": "5s"}.
 type testSink struct {
-	dir string
+	dir       string
+	closeHang bool
 }
 
 func (s *testSink) Configure(ctx context.Context, raw json.RawMessage) error {
@@ -73,6 +75,7 @@ func (s *testSink) Configure(ctx context.Context, raw json.RawMessage) error {
 		Reject string `json:"reject"`
 		DirEnv string `json:"dir_env"`
 		Log    bool   `json:"log"`
+		Hang   bool   `json:"close_hang"`
 	}
 	if err := json.Unmarshal(raw, &cfg); err != nil {
 		return err
@@ -80,6 +83,7 @@ func (s *testSink) Configure(ctx context.Context, raw json.RawMessage) error {
 	if cfg.Reject != "" {
 		return errors.New(cfg.Reject)
 	}
+	s.closeHang = cfg.Hang
 	if cfg.Log {
 		l := sdk.Logger()
 		l.Debug("helper debug line", "k", "d")
@@ -139,6 +143,9 @@ func (s *testSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result
 }
 
 func (s *testSink) Close(ctx context.Context) error {
+	if s.closeHang {
+		select {} // ignores ctx: only a kill ends it
+	}
 	if s.dir != "" {
 		return os.WriteFile(filepath.Join(s.dir, "closed.txt"), []byte("closed\n"), 0o600)
 	}

@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -575,7 +576,8 @@ func (p *Plugin) exitedError(cause error) error {
 // when ctx has no deadline), then ends the process: gracefully, or with
 // SIGKILL after 2s or once ctx has expired. It waits for an in-flight
 // Deliver to return first, unless ctx expires. Stop returns the error of
-// Close, if any; calling it again returns nil.
+// Close, if any, wrapping [ErrKilled] too when ctx expired and the process
+// was killed; calling it again returns nil.
 func (p *Plugin) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	if p.stopped {
@@ -605,11 +607,17 @@ func (p *Plugin) Stop(ctx context.Context) error {
 		}
 		defer p.release()
 	}
-	if ctx.Err() != nil {
-		p.hardKill()
+	if ctx.Err() != nil && p.hardKill() {
+		err = p.killedError(cmp.Or(err, context.Cause(ctx)))
 	}
 	p.client.Kill()
 	return err
+}
+
+// killedError is err, of a stop that ended with a kill, wrapping
+// [ErrKilled] too.
+func (p *Plugin) killedError(err error) error {
+	return fmt.Errorf("%w; plugin (pid %d) %w", err, p.pid, ErrKilled)
 }
 
 // kill ends the process at once, without Close: for a plugin that already
@@ -622,10 +630,13 @@ func (p *Plugin) kill() {
 	p.client.Kill()
 }
 
-func (p *Plugin) hardKill() {
+// hardKill sends SIGKILL to a process that has not exited, and reports
+// whether it did.
+func (p *Plugin) hardKill() bool {
 	if p.cmd.Process != nil && !p.Exited() {
-		_ = p.cmd.Process.Kill()
+		return p.cmd.Process.Kill() == nil
 	}
+	return false
 }
 
 func (p *Plugin) isStopped() bool {

@@ -527,6 +527,49 @@ func TestStopCallsClose(t *testing.T) {
 	}
 }
 
+// TestStopKillsAPluginThatDoesNotStop stops a plugin whose Close never
+// returns: Stop kills it when its ctx ends, and says so with ErrKilled,
+// which the daemon's log turns into a line naming the sink.
+func TestStopKillsAPluginThatDoesNotStop(t *testing.T) {
+	spec := helperSpec(t, "sink", map[string]any{"close_hang": true})
+	p, err := Start(context.Background(), spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.Pid()
+	const limit = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	t0 := time.Now()
+	err = p.Stop(ctx)
+	if took := time.Since(t0); took > limit+5*time.Second {
+		t.Errorf("Stop took %v with a %v ctx", took, limit)
+	}
+	if !errors.Is(err, ErrKilled) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Stop = %v, want an error wrapping ErrKilled and context.DeadlineExceeded", err)
+	}
+	if msg := fmt.Sprint(err); !strings.Contains(msg, spec.Sink) || !strings.Contains(msg, fmt.Sprintf("pid %d", pid)) {
+		t.Errorf("Stop error = %q, want it to name the sink and pid %d", msg, pid)
+	}
+	if !p.Exited() {
+		t.Error("Exited() = false after Stop")
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("kill(%d, 0) = %v after Stop, want ESRCH", pid, err)
+	}
+
+	// A plugin that stops on time was not killed.
+	q, err := Start(context.Background(), helperSpec(t, "sink", nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if err := q.Stop(ctx2); err != nil {
+		t.Errorf("Stop of a plugin that stops = %v, want nil", err)
+	}
+}
+
 func TestWrongProtocolVersion(t *testing.T) {
 	spec := helperSpec(t, "version99", nil)
 	p, err := Start(context.Background(), spec, nil)

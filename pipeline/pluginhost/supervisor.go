@@ -364,7 +364,8 @@ func (s *Supervisor) Status() Status {
 // Stop stops the plugin: it stops restarting it, waits for an in-flight
 // delivery to return, asks the plugin to Close (bounded by ctx), and ends
 // the process. If ctx expires first, the process is killed and Stop returns
-// the ctx's cause. Later calls to Deliver return an error wrapping
+// an error wrapping the ctx's cause and, when there was a process to kill,
+// [ErrKilled]. Later calls to Deliver return an error wrapping
 // [ErrStopped].
 func (s *Supervisor) Stop(ctx context.Context) error {
 	s.mu.Lock()
@@ -379,10 +380,11 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 		s.mu.Lock()
 		p := s.p
 		s.mu.Unlock()
-		if p != nil {
-			p.hardKill() // unblocks the in-flight delivery, whose caller cleans up
+		err = fmt.Errorf("sink %q: stop plugin while a delivery is in flight: %w", s.spec.Sink, err)
+		if p != nil && p.hardKill() { // unblocks the in-flight delivery, whose caller cleans up
+			err = p.killedError(err)
 		}
-		return fmt.Errorf("sink %q: stop plugin: %w", s.spec.Sink, err)
+		return err
 	}
 	defer s.release()
 	s.mu.Lock()

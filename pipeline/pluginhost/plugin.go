@@ -599,7 +599,7 @@ func (p *Plugin) Stop(ctx context.Context) error {
 	} else {
 		if c, ok := p.sink.(sdk.Closer); ok && !p.Exited() {
 			if cerr := c.Close(ctx); cerr != nil {
-				if ctx.Err() != nil {
+				if expired(ctx) {
 					cerr = fmt.Errorf("%w (%w)", context.Cause(ctx), cerr)
 				}
 				err = fmt.Errorf("sink %q: close plugin: %w", p.spec.Sink, cerr)
@@ -607,11 +607,21 @@ func (p *Plugin) Stop(ctx context.Context) error {
 		}
 		defer p.release()
 	}
-	if ctx.Err() != nil && p.hardKill() {
+	if expired(ctx) && p.hardKill() {
 		err = p.killedError(cmp.Or(err, context.Cause(ctx)))
 	}
 	p.client.Kill()
 	return err
+}
+
+// expired reports whether ctx has ended, waiting for it to end once its
+// deadline has passed: gRPC answers DEADLINE_EXCEEDED from a timer of its
+// own, which can fire an instant before ctx's.
+func expired(ctx context.Context) bool {
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		<-ctx.Done()
+	}
+	return ctx.Err() != nil
 }
 
 // killedError is err, of a stop that ended with a kill, wrapping

@@ -584,7 +584,8 @@ func (d *Dispatcher) releaseProbed(ctx context.Context) bool {
 // has not recorded by then are dropped (those entries are delivered again
 // after a restart: at least once still holds), and Stop returns a
 // [*StopError] wrapping ctx's cause without waiting further; Run returns
-// soon after. Call Stop after Run started; it may be called more than once.
+// soon after, logging that batch's end at Debug only: the caller says
+// what becomes of its events. Call Stop after Run started; it may be called more than once.
 func (d *Dispatcher) Stop(ctx context.Context) error {
 	d.stopOnce.Do(func() { close(d.stopping) })
 	select {
@@ -759,6 +760,9 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		}
 	}
 	switch {
+	case err != nil && stopGaveUp(ctx):
+		// Stop's caller says what becomes of these events, once per sink.
+		d.o.Logger.Debug("delivery given up at the stop deadline", "sink", d.o.Sink, "events", len(batch), "err", cutError(err.Error()))
 	case err != nil && probe:
 		d.o.Logger.Debug("breaker probe failed", "sink", d.o.Sink, "err", cutError(err.Error()))
 	case err != nil && rep.Retried > 0:
@@ -986,10 +990,21 @@ func (d *Dispatcher) record(ctx context.Context, left func() int, write func() e
 				continue
 			}
 		}
-		d.o.Logger.Warn("gave up recording delivery outcomes at shutdown; these entries will be delivered after a restart, those delivered already again",
+		lvl := slog.LevelWarn
+		if stopGaveUp(ctx) {
+			lvl = slog.LevelDebug // Stop's caller says it, once per sink
+		}
+		d.o.Logger.Log(context.Background(), lvl, "gave up recording delivery outcomes at shutdown; these entries will be delivered after a restart, those delivered already again",
 			"sink", d.o.Sink, "events", left(), "err", err, "cause", context.Cause(ctx))
 		return false
 	}
+}
+
+// stopGaveUp reports whether ctx, a batch's, ended because
+// [Dispatcher.Stop] gave up on the batch: the [StopError] that Stop
+// returns says what becomes of its events.
+func stopGaveUp(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errStopDeadline)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

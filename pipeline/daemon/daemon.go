@@ -35,14 +35,16 @@ import (
 )
 
 // Notifier tells a service manager how the daemon is doing: systemd's
-// sd_notify protocol (package sdnotify). Its methods are called from the
-// daemon's main loop only.
+// sd_notify protocol (package sdnotify). Its methods are called from one
+// goroutine at a time: the daemon's main loop, or, while the daemon opens
+// its log or stops, the goroutine that reports how that goes.
 type Notifier interface {
 	// Ready says the daemon serves; status is a one-line summary.
 	Ready(status string) error
 	// Reloading says a reload started; Ready follows when it ends.
 	Reloading() error
-	// Stopping says shutdown started.
+	// Stopping says shutdown started; Status follows while it waits
+	// (for a sink's batch in flight, say).
 	Stopping() error
 	// Status updates the one-line summary.
 	Status(status string) error
@@ -105,6 +107,9 @@ type Daemon struct {
 	openLog func(ctx context.Context, c config.Log, log *slog.Logger, progress *atomic.Int64) (pipeline.Log, func() map[string]int64, error)
 	// openTick is how often a long open of the log is reported (openTick).
 	openTick time.Duration
+	// ingestInFlight counts the ingest requests being served, for the
+	// shutdown's report.
+	ingestInFlight atomic.Int64
 }
 
 // New returns a daemon for cfg, which must come from config.Load or config.Parse.
@@ -127,6 +132,7 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	d.cfg.Store(cfg)
 	d.sinks.log = opts.Logger
 	d.sinks.metrics = d.metrics
+	d.sinks.status = d.stoppingStatus
 	return d
 }
 
@@ -421,7 +427,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 	errorLog := slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)
 	s := &servers{log: d.log, ls: ls}
 	s.ingest = &http.Server{
-		Handler:           d.h,
+		Handler:           countRequests(d.h, &d.ingestInFlight),
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration,
 		ReadTimeout:       cfg.Server.ReadTimeout.Duration,
 		WriteTimeout:      cfg.Server.WriteTimeout.Duration,
@@ -516,30 +522,44 @@ func (s *servers) serve() {
 
 // shutdown stops the daemon in the order that loses nothing, within
 // [server] shutdown_timeout: what is not settled by then is delivered
-// again after a restart.
+// again after a restart, and the log says which sinks' events. A step
+// that waits longer than stopGrace is reported (see [reportStop]).
 func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 	d.running.Store(false)
 	d.ready.Store(false)
 	d.notify(Notifier.Stopping)
 	d.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.Load().Server.ShutdownTimeout.Duration)
+	limit := d.cfg.Load().Server.ShutdownTimeout.Duration
+	sctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
+	rep := reportStop(d.log, d.stoppingStatus, "shutdown_timeout", limit, d.sinks.timing)
+	defer rep.stop()
 	// 1. Stop accepting; answer the requests in flight (they wait for the writer).
+	rep.waitFor(ingestWaits(&d.ingestInFlight))
 	if err := srv.ingest.Shutdown(sctx); err != nil {
 		d.log.Warn("ingest shutdown did not finish in time", "err", err)
 	}
 	// 2. Append what the writer holds; write the rejections queued.
+	rep.waitFor(one("shutting down: waiting for the writer to append the events it holds", "the writer"))
 	w.Close()
+	rep.waitFor(one("shutting down: waiting for the rejected requests to be kept", "the rejected requests' audit"))
 	if err := d.audit.Close(sctx); err != nil {
 		d.log.Warn("rejected requests not all kept before shutdown", "err", err)
 	}
 	// 3. Finish and settle the batches in flight, then stop dispatching.
-	d.stopDispatch(sctx)
+	rep.waitFor(d.sinks.dispatchWaits)
+	d.unsettled(d.stopDispatch(sctx), limit)
 	// 4. The admin API goes last, so operators see the shutdown.
+	rep.waitFor(one("shutting down: waiting for the admin requests in flight to be answered", "admin requests in flight"))
 	if err := srv.admin.Shutdown(sctx); err != nil {
 		d.log.Warn("admin shutdown did not finish in time", "err", err)
 	}
 	srv.wg.Wait()
+}
+
+// stoppingStatus tells systemd what a stop waits for.
+func (d *Daemon) stoppingStatus(s string) {
+	d.notify(func(n Notifier) error { return n.Status(s) })
 }
 
 // mainLoop serves reloads and proves liveness to the watchdog until ctx

@@ -40,6 +40,12 @@ type sinks struct {
 	// giveUpStore keeps giveUps across restarts; nil: in memory only
 	// (the JetStream backend, which offers no give-ups). Set by Run.
 	giveUpStore *giveUpStore
+
+	// timing is when a stop says what it waits for, and how long a
+	// plugin's stop may take; zero: the defaults (see stopTiming).
+	timing stopTiming
+	// status tells systemd what a stop waits for; nil: no one.
+	status func(string)
 }
 
 // sinkRun is one sink: its plugin supervisor, its queue and its dispatcher.
@@ -212,7 +218,7 @@ func (s *sinks) stopStarts(starts []*pluginStart) {
 	for _, ps := range starts {
 		wg.Go(func() {
 			<-ps.done
-			stopSupervisor(s.log, ps.spec.Sink, ps.sup)
+			stopSupervisor(s.log, ps.spec.Sink, ps.sup, s.timing.withDefaults().pluginStop, nil)
 		})
 	}
 	wg.Wait()
@@ -294,54 +300,99 @@ func (sr *sinkRun) newDispatcher(paused bool) *dispatch.Dispatcher {
 
 // stopDispatch stops the dispatcher after its in-flight batch is settled,
 // or when ctx ends: then that batch is given up (its events are delivered
-// again after a restart) and the dispatcher ends on its own soon after.
+// again after a restart) and the dispatcher ends on its own soon after;
+// the log says so.
 func (sr *sinkRun) stopDispatch(ctx context.Context) {
-	disp := sr.disp.Load()
-	if disp == nil {
-		return
-	}
-	if err := disp.Stop(ctx); err != nil {
+	if err := sr.haltDispatch(ctx); err != nil {
+		events := 0
+		if se := (*dispatch.StopError)(nil); errors.As(err, &se) {
+			events = se.Events
+		}
 		sr.log.Warn("dispatcher did not settle its batch in time; its events will be delivered again after a restart",
-			"sink", sr.name, "err", err)
+			"sink", sr.name, "events", events, "err", err)
 	}
-	sr.disp.Store(nil)
 }
 
-// stopPlugin stops the plugin process (Close, then kill).
-func (sr *sinkRun) stopPlugin() {
+// haltDispatch is stopDispatch that returns the [*dispatch.StopError] of a
+// batch given up on instead of logging it.
+func (sr *sinkRun) haltDispatch(ctx context.Context) error {
+	disp := sr.disp.Load()
+	if disp == nil {
+		return nil
+	}
+	err := disp.Stop(ctx)
+	sr.disp.Store(nil)
+	return err
+}
+
+// stopPlugin stops the plugin process (Close, then kill), waiting up to
+// pluginStopTimeout.
+func (sr *sinkRun) stopPlugin() { sr.stopPluginWithin(pluginStopTimeout, nil) }
+
+// stopPluginWithin is stopPlugin waiting up to within; track, when not
+// nil, follows the stop for a stop's report.
+func (sr *sinkRun) stopPluginWithin(within time.Duration, track *pluginStops) {
 	if sr.sup == nil {
 		return
 	}
-	stopSupervisor(sr.log, sr.name, sr.sup)
+	stopSupervisor(sr.log, sr.name, sr.sup, within, track)
 }
 
-// stopSupervisor stops sink's plugin, waiting up to 10 s.
-func stopSupervisor(log *slog.Logger, sink string, sup *pluginhost.Supervisor) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// stopSupervisor stops sink's plugin, waiting up to within: a plugin that
+// has not stopped by then is killed, and the log says so, naming it.
+// track, when not nil, follows the stop for a stop's report.
+func stopSupervisor(log *slog.Logger, sink string, sup *pluginhost.Supervisor, within time.Duration, track *pluginStops) {
+	pid := sup.Status().PID
+	if track != nil {
+		track.begin(sink, pid)
+		defer track.end(sink)
+	}
+	ctx, cancel := context.WithTimeoutCause(context.Background(), within,
+		fmt.Errorf("the plugin did not stop within %v", within))
 	defer cancel()
-	if err := sup.Stop(ctx); err != nil {
+	err := sup.Stop(ctx)
+	switch {
+	case errors.Is(err, pluginhost.ErrKilled):
+		log.Warn("sink plugin did not stop in time and was killed (SIGKILL)", "sink", sink, "pid", pid, "timeout", within.String(), "err", err)
+	case err != nil:
 		log.Warn("stop sink plugin", "sink", sink, "err", err)
 	}
 }
 
 // stopDispatch stops every dispatcher, in parallel, within ctx (see
-// [sinkRun.stopDispatch]).
-func (s *sinks) stopDispatch(ctx context.Context) {
+// [sinkRun.stopDispatch]), and returns a [*dispatch.StopError] for each
+// one that ctx ended before its batch in flight was settled.
+func (s *sinks) stopDispatch(ctx context.Context) []error {
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
 	for _, sr := range s.list() {
-		wg.Go(func() { sr.stopDispatch(ctx) })
+		wg.Go(func() {
+			if err := sr.haltDispatch(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
 	}
 	wg.Wait()
+	return errs
 }
 
-// stopAll stops every dispatcher, then every plugin. Run has stopped the
-// dispatchers within its shutdown deadline already; this stops those of
-// the paths that end Run early, which started none.
+// stopAll stops every dispatcher, then every plugin, each within the
+// plugins' stop timeout (10s), saying which it waits for after stopGrace.
+// Run has stopped the dispatchers within its shutdown deadline already;
+// this stops those of the paths that end Run early, which started none.
 func (s *sinks) stopAll() {
 	s.stopDispatch(context.Background())
+	t := s.timing.withDefaults()
+	var track pluginStops
+	rep := reportStop(s.log, s.status, "the plugins' stop timeout", t.pluginStop, t)
+	defer rep.stop()
+	rep.waitFor(track.waits)
 	var wg sync.WaitGroup
 	for _, sr := range s.list() {
-		wg.Go(sr.stopPlugin)
+		wg.Go(func() { sr.stopPluginWithin(t.pluginStop, &track) })
 	}
 	wg.Wait()
 }

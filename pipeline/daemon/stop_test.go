@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 		case "reject": // start_test.go
 			sdk.Serve(rejectSink{})
 			os.Exit(0)
+		case "slow": // stopping_test.go
+			sdk.Serve(&slowSink{})
+			os.Exit(0)
 		}
 	}
 	os.Exit(m.Run())

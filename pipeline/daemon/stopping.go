@@ -1,0 +1,270 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline/dispatch"
+)
+
+// What a stop says while it waits. A shutdown that is over within
+// stopGrace says nothing more than "shutting down"; one that waits longer
+// says what it waits for (which sinks, how many events, how long so far,
+// how long until its deadline) after stopGrace and then every stopEvery,
+// in the log and in systemd's status, so that an operator watching
+// `journalctl -f` or `systemctl status` knows why it takes time and what
+// a deadline that passes costs.
+const (
+	stopGrace = 2 * time.Second
+	stopEvery = 5 * time.Second
+	// pluginStopTimeout bounds the stop of each plugin (its Close, then
+	// its exit); one that is not over by then is killed.
+	pluginStopTimeout = 10 * time.Second
+)
+
+// stopTiming is when a stop reports and how long a plugin's stop may
+// take; tests shorten them. The zero value means the constants above.
+type stopTiming struct {
+	grace, every, pluginStop time.Duration
+}
+
+func (t stopTiming) withDefaults() stopTiming {
+	if t.grace <= 0 {
+		t.grace = stopGrace
+	}
+	if t.every <= 0 {
+		t.every = stopEvery
+	}
+	if t.pluginStop <= 0 {
+		t.pluginStop = pluginStopTimeout
+	}
+	return t
+}
+
+// waiting is one thing a stop waits for: a log line (its message and
+// attributes) and its part of systemd's status line, "sink crm (500
+// events in flight)".
+type waiting struct {
+	msg    string
+	attrs  []any
+	status string
+}
+
+// stopReport says what a stop waits for (see [stopGrace]). Each step of
+// the stop names what it waits for with waitFor; a goroutine asks for the
+// details when it is time to report.
+type stopReport struct {
+	log      *slog.Logger
+	status   func(string) // systemd's status line; nil: none
+	limit    string       // the setting that sets the deadline, for the status
+	start    time.Time
+	deadline time.Time
+
+	what    atomic.Pointer[func() []waiting]
+	done    chan struct{}
+	stopped chan struct{}
+}
+
+// reportStop starts reporting a stop that has until limit to finish,
+// after t.grace and then every t.every, until stop is called. name is the
+// setting that sets limit ("shutdown_timeout"), for the status line.
+func reportStop(log *slog.Logger, status func(string), name string, limit time.Duration, t stopTiming) *stopReport {
+	t = t.withDefaults()
+	now := time.Now()
+	r := &stopReport{log: log, status: status, limit: name, start: now, deadline: now.Add(limit),
+		done: make(chan struct{}), stopped: make(chan struct{})}
+	go func() {
+		defer close(r.stopped)
+		tm := time.NewTimer(t.grace)
+		defer tm.Stop()
+		for {
+			select {
+			case <-r.done:
+				return
+			case <-tm.C:
+			}
+			r.say()
+			tm.Reset(t.every)
+		}
+	}()
+	return r
+}
+
+// waitFor makes f what the stop waits for from now on: it lists what is
+// still pending when asked, none once it is over.
+func (r *stopReport) waitFor(f func() []waiting) { r.what.Store(&f) }
+
+// stop ends the reports; nothing is said after it returns.
+func (r *stopReport) stop() {
+	close(r.done)
+	<-r.stopped
+}
+
+// say logs one line per thing the stop waits for, and sets the status.
+func (r *stopReport) say() {
+	f := r.what.Load()
+	if f == nil {
+		return
+	}
+	ws := (*f)()
+	if len(ws) == 0 {
+		return
+	}
+	now := time.Now()
+	waited, left := roundWait(now.Sub(r.start)), roundWait(r.deadline.Sub(now))
+	lvl, timing := slog.LevelInfo, []any{"waited", waited.String(), "deadline_in", left.String()}
+	if left <= 0 {
+		// Past the deadline: only what is not bounded by it (the writer
+		// appending what it holds) can still be waited for, until
+		// systemd's TimeoutStopSec ends it.
+		lvl, timing = slog.LevelWarn, []any{"waited", waited.String(), "overdue", (-left).String()}
+	}
+	var parts []string
+	for _, w := range ws {
+		r.log.Log(context.Background(), lvl, w.msg, append(slices.Clip(w.attrs), timing...)...)
+		parts = append(parts, w.status)
+	}
+	if r.status != nil {
+		r.status(stoppingStatus(parts, left, r.limit))
+	}
+}
+
+// stoppingStatus is systemd's status line while a stop waits for parts,
+// with left until its deadline (set by limit): "stopping: waiting for
+// sink crm (500 events in flight, 12s left)".
+func stoppingStatus(parts []string, left time.Duration, limit string) string {
+	when := fmt.Sprintf("%v left", left)
+	if left <= 0 {
+		when = fmt.Sprintf("%v past %s", -left, limit)
+	}
+	if len(parts) == 1 {
+		if p, ok := strings.CutSuffix(parts[0], ")"); ok {
+			return "stopping: waiting for " + p + ", " + when + ")"
+		}
+		return "stopping: waiting for " + parts[0] + " (" + when + ")"
+	}
+	return "stopping: waiting for " + strings.Join(parts, ", ") + "; " + when
+}
+
+// roundWait rounds a wait for the log: to the second from a second on,
+// else to the millisecond.
+func roundWait(d time.Duration) time.Duration {
+	if d >= time.Second || d <= -time.Second {
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Millisecond)
+}
+
+// countRequests counts the requests h serves at the moment in n, for the
+// shutdown's report of the ingest requests it waits for.
+func countRequests(h http.Handler, n *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		defer n.Add(-1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// ingestWaits is what the ingest listener's shutdown waits for: the
+// requests in flight, n of them (0: connections that have not handed a
+// request over yet).
+func ingestWaits(n *atomic.Int64) func() []waiting {
+	return func() []waiting {
+		k := n.Load()
+		return []waiting{{
+			msg:    "shutting down: waiting for the ingest requests in flight to be answered",
+			attrs:  []any{"requests", k},
+			status: fmt.Sprintf("%d ingest requests in flight", k),
+		}}
+	}
+}
+
+// one is a wait for a single step described by msg and status.
+func one(msg, status string) func() []waiting {
+	return func() []waiting { return []waiting{{msg: msg, status: status}} }
+}
+
+// dispatchWaits is what stopping the dispatchers waits for: each sink
+// whose dispatcher has not stopped, with the events of its batch in
+// flight.
+func (s *sinks) dispatchWaits() []waiting {
+	var ws []waiting
+	for _, sr := range s.list() {
+		disp := sr.disp.Load()
+		if disp == nil {
+			continue
+		}
+		st := disp.Status()
+		w := waiting{
+			msg:    "shutting down: waiting for a sink's batch in flight to be settled",
+			attrs:  []any{"sink", sr.name, "events", st.InFlight},
+			status: fmt.Sprintf("sink %s (%d events in flight)", sr.name, st.InFlight),
+		}
+		if st.InFlight == 0 { // between batches: recording what it held back, say
+			w.msg = "shutting down: waiting for a sink's dispatcher to stop"
+			w.status = fmt.Sprintf("sink %s", sr.name)
+		}
+		ws = append(ws, w)
+	}
+	return ws
+}
+
+// unsettled logs, for each dispatcher that a shutdown gave up on (errs
+// from [sinks.stopDispatch]), that its events in flight are delivered
+// again after the restart, and what to change to wait longer.
+func (d *Daemon) unsettled(errs []error, limit time.Duration) {
+	for _, err := range errs {
+		var se *dispatch.StopError
+		if !errors.As(err, &se) {
+			d.log.Warn("dispatcher did not stop within shutdown_timeout", "err", err)
+			continue
+		}
+		d.log.Warn("shutdown_timeout passed: the sink's events in flight were not settled and will be delivered again after the restart (to wait longer, raise [server] shutdown_timeout and keep systemd's TimeoutStopSec above it + 10s)",
+			"sink", se.Sink, "events", se.Events, "shutdown_timeout", limit.String())
+	}
+}
+
+// pluginStops tracks the plugins a stop waits for, for its report.
+type pluginStops struct {
+	mu   sync.Mutex
+	pids map[string]int // by sink: the plugins not stopped yet
+}
+
+func (p *pluginStops) begin(sink string, pid int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pids == nil {
+		p.pids = map[string]int{}
+	}
+	p.pids[sink] = pid
+}
+
+func (p *pluginStops) end(sink string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.pids, sink)
+}
+
+// waits lists the plugins not stopped yet, by sink name.
+func (p *pluginStops) waits() []waiting {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ws []waiting
+	for sink, pid := range p.pids {
+		ws = append(ws, waiting{
+			msg:    "shutting down: waiting for a sink plugin to exit",
+			attrs:  []any{"sink", sink, "pid", pid},
+			status: fmt.Sprintf("plugin of sink %s (pid %d)", sink, pid),
+		})
+	}
+	slices.SortFunc(ws, func(a, b waiting) int { return strings.Compare(a.status, b.status) })
+	return ws
+}

@@ -154,13 +154,13 @@ func stoppingStatus(parts []string, left time.Duration, limit string) string {
 	return "stopping: waiting for " + strings.Join(parts, ", ") + "; " + when
 }
 
-// roundWait rounds a wait for the log: to the second from a second on,
-// else to the millisecond.
+// roundWait rounds a wait for the log: to the second from 10s on, else
+// to a tenth of a second ("2s", "999ms" is "1s").
 func roundWait(d time.Duration) time.Duration {
-	if d >= time.Second || d <= -time.Second {
+	if d >= 10*time.Second || d <= -10*time.Second {
 		return d.Round(time.Second)
 	}
-	return d.Round(time.Millisecond)
+	return d.Round(100 * time.Millisecond)
 }
 
 // countRequests counts the requests h serves at the moment in n, for the

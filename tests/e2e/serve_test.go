@@ -303,6 +303,12 @@ func TestServeStopsCleanlyOnSIGTERM(t *testing.T) {
 	if !strings.Contains(d.Log(), "pipelined stopped") {
 		t.Errorf("log lacks the clean stop message")
 	}
+	// A stop that waits for nothing past the grace says nothing of waits.
+	for _, prefix := range []string{"shutting down: waiting", stopUnsettledMsg, "sink plugin did not"} {
+		if got := logRecords(t, d, prefix); len(got) != 0 {
+			t.Errorf("log lines %q after a quick stop = %v, want none", prefix, got)
+		}
+	}
 }
 
 // TestLoadGeneratorSmoke runs the load generator against the daemon for a

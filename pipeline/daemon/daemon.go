@@ -537,10 +537,10 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 	// 1. Stop accepting; answer the requests in flight (they wait for the writer).
 	rep.waitFor(ingestWaits(&d.ingestInFlight))
 	if err := srv.ingest.Shutdown(sctx); err != nil {
-		d.log.Warn("ingest shutdown did not finish in time", "err", err)
+		d.log.Warn("ingest shutdown did not finish in time", "requests", d.ingestInFlight.Load(), "err", err)
 	}
 	// 2. Append what the writer holds; write the rejections queued.
-	rep.waitFor(one("shutting down: waiting for the writer to append the events it holds", "the writer"))
+	rep.waitPastDeadline(one("shutting down: waiting for the writer to append the events it holds", "the writer"))
 	w.Close()
 	rep.waitFor(one("shutting down: waiting for the rejected requests to be kept", "the rejected requests' audit"))
 	if err := d.audit.Close(sctx); err != nil {

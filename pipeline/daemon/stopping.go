@@ -68,7 +68,7 @@ type stopReport struct {
 	start    time.Time
 	deadline time.Time
 
-	what    atomic.Pointer[func() []waiting]
+	what    atomic.Pointer[step]
 	done    chan struct{}
 	stopped chan struct{}
 }
@@ -91,16 +91,30 @@ func reportStop(log *slog.Logger, status func(string), name string, limit time.D
 				return
 			case <-tm.C:
 			}
-			r.say()
+			r.say(time.Now())
 			tm.Reset(t.every)
 		}
 	}()
 	return r
 }
 
-// waitFor makes f what the stop waits for from now on: it lists what is
-// still pending when asked, none once it is over.
-func (r *stopReport) waitFor(f func() []waiting) { r.what.Store(&f) }
+// step is what a stop waits for: pending lists what is still pending when
+// asked, none once it is over. A step bounded by the stop's deadline ends
+// with it; one that is not (the writer appending what it holds) is still
+// reported past the deadline, as overdue.
+type step struct {
+	pending   func() []waiting
+	unbounded bool
+}
+
+// waitFor makes pending what the stop waits for from now on, until its
+// deadline at most.
+func (r *stopReport) waitFor(pending func() []waiting) { r.what.Store(&step{pending: pending}) }
+
+// waitPastDeadline is waitFor for a step that its deadline does not end.
+func (r *stopReport) waitPastDeadline(pending func() []waiting) {
+	r.what.Store(&step{pending: pending, unbounded: true})
+}
 
 // stop ends the reports; nothing is said after it returns.
 func (r *stopReport) stop() {
@@ -108,23 +122,27 @@ func (r *stopReport) stop() {
 	<-r.stopped
 }
 
-// say logs one line per thing the stop waits for, and sets the status.
-func (r *stopReport) say() {
-	f := r.what.Load()
-	if f == nil {
-		return
+// say logs one line per thing the stop waits for at now, and sets the
+// status.
+func (r *stopReport) say(now time.Time) {
+	st := r.what.Load()
+	rem := r.deadline.Sub(now)
+	if st == nil || (!st.unbounded && rem <= 0) {
+		return // nothing yet, or a step that ends at the deadline, now
 	}
-	ws := (*f)()
+	ws := st.pending()
 	if len(ws) == 0 {
 		return
 	}
-	now := time.Now()
-	waited, left := roundWait(now.Sub(r.start)), roundWait(r.deadline.Sub(now))
+	waited, left := roundWait(now.Sub(r.start)), roundWait(rem)
+	if rem > 0 && left <= 0 {
+		left = rem.Round(time.Millisecond) // not "0s" before the deadline
+	}
 	lvl, timing := slog.LevelInfo, []any{"waited", waited.String(), "deadline_in", left.String()}
-	if left <= 0 {
-		// Past the deadline: only what is not bounded by it (the writer
-		// appending what it holds) can still be waited for, until
-		// systemd's TimeoutStopSec ends it.
+	if rem <= 0 {
+		// Past the deadline: only a step that it does not bound (the
+		// writer appending what it holds), until systemd's
+		// TimeoutStopSec ends it.
 		lvl, timing = slog.LevelWarn, []any{"waited", waited.String(), "overdue", (-left).String()}
 	}
 	var parts []string
@@ -174,11 +192,14 @@ func countRequests(h http.Handler, n *atomic.Int64) http.Handler {
 }
 
 // ingestWaits is what the ingest listener's shutdown waits for: the
-// requests in flight, n of them (0: connections that have not handed a
-// request over yet).
+// requests in flight, n of them, or connections that have not handed a
+// request over yet (a client still sending its headers).
 func ingestWaits(n *atomic.Int64) func() []waiting {
 	return func() []waiting {
 		k := n.Load()
+		if k == 0 {
+			return []waiting{{msg: "shutting down: waiting for the ingest connections to close", status: "ingest connections"}}
+		}
 		return []waiting{{
 			msg:    "shutting down: waiting for the ingest requests in flight to be answered",
 			attrs:  []any{"requests", k},

@@ -247,6 +247,9 @@ func TestShutdownSaysWhatItWaitsFor(t *testing.T) {
 	if got := lines(t, s.logs, msgKilled); len(got) != 1 || got[0]["sink"] != "crm" || got[0]["pid"] == nil || got[0]["level"] != "WARN" {
 		t.Errorf("lines %q = %v, want one WARN naming sink crm and its pid", msgKilled, got)
 	}
+	if got := lines(t, s.logs, "plugin stopped"); len(got) != 0 {
+		t.Errorf("lines %q = %v, want none for a plugin that was killed", "plugin stopped", got)
+	}
 
 	// journalctl -p warning shows those two lines, and no other.
 	var warns []string

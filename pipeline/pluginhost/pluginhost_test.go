@@ -1089,3 +1089,17 @@ func TestCredentialsDirectoryOnlyWhenNamed(t *testing.T) {
 		})
 	}
 }
+
+// TestGoPluginKillIsNamed checks the line go-plugin writes when a plugin
+// it asked to exit has not within 2s and it kills it: it reads as the
+// kill it is, at WARN, with the sink.
+func TestGoPluginKillIsNamed(t *testing.T) {
+	var buf testlog.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil)).With("sink", "crm")
+	newHCLogger(log, "pipelined-sink-http", nil).Warn("plugin failed to exit gracefully")
+	got := buf.Lines(t, "")
+	if len(got) != 1 || got[0]["msg"] != "sink plugin did not exit within 2s of being asked to: killed (SIGKILL)" ||
+		got[0]["level"] != "WARN" || got[0]["sink"] != "crm" {
+		t.Errorf("log = %v, want one WARN line that sink crm's plugin was killed", got)
+	}
+}

@@ -395,7 +395,9 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 	var err error
 	if p != nil {
 		err = p.Stop(ctx)
-		s.log.Info("plugin stopped", "pid", p.Pid())
+		if !errors.Is(err, ErrKilled) { // the caller says that one, with why
+			s.log.Info("plugin stopped", "pid", p.Pid())
+		}
 	}
 	if watched != nil {
 		select {

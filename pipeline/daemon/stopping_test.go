@@ -334,7 +334,7 @@ func TestShutdownSaysWhichIngestRequestsItWaitsFor(t *testing.T) {
 	if got := lines(t, s.logs, msg); len(got) != 1 || got[0]["requests"] != 1.0 || got[0]["deadline_in"] == nil {
 		t.Errorf("lines %q = %v, want one with requests 1:\n%s", msg, got, s.logs)
 	}
-	if got := s.nt.statuses("stopping: waiting for 1 ingest requests in flight ("); len(got) != 1 {
+	if got := s.nt.statuses("stopping: waiting for 1 ingest request in flight ("); len(got) != 1 {
 		t.Errorf("no status naming the ingest request; sent: %v", s.nt.sent)
 	}
 	if got := lines(t, s.logs, "ingest shutdown did not finish in time"); len(got) != 1 || got[0]["requests"] != 1.0 {

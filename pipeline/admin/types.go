@@ -42,6 +42,12 @@ type SinkStatus struct {
 	// the sink failed delivery.breaker_failures calls in a row and only
 	// probes are sent; empty when the sink is not dispatching.
 	Breaker string `json:"breaker,omitempty"`
+	// InFlight counts the events of the batch the sink's plugin holds now
+	// (handed over, outcomes not yet recorded), and InFlightSeconds is how
+	// long ago it was handed over: a batch that stays for long is a plugin
+	// stuck in its call. Absent between batches.
+	InFlight        int     `json:"in_flight,omitempty"`
+	InFlightSeconds float64 `json:"in_flight_seconds,omitempty"`
 	// Paused is true while an operator holds the sink's delivery
 	// (POST /v1/sinks/{sink}/pause); kept across restarts. Absent when
 	// false.

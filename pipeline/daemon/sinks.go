@@ -507,9 +507,13 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 		ss.LastError, ss.LastErrorAt = sr.lastError(st)
 		ss.Paused = sr.pauses.is(sr.name)
 		if disp := sr.disp.Load(); disp != nil {
+			ds := disp.Status()
 			ss.Breaker = "closed"
-			if disp.Status().Open {
+			if ds.Open {
 				ss.Breaker = "open"
+			}
+			if ds.InFlight > 0 {
+				ss.InFlight, ss.InFlightSeconds = ds.InFlight, time.Since(ds.InFlightSince).Seconds()
 			}
 			orderStatus(&ss, disp)
 		}

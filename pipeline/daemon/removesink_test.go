@@ -3,15 +3,19 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/pipelined/pipelined/internal/testlog"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/config"
 )
@@ -142,5 +146,82 @@ func TestGiveUpsOfARemovedSinkGivenUpWhole(t *testing.T) {
 	}
 	if gs := d.sinks.giveUpsOf("gone").List(); len(gs) != 0 {
 		t.Errorf("gone's give-ups after the reload brought it back = %+v, want none (its event is a dead letter)", gs)
+	}
+}
+
+// TestGiveUpAllStopsOnceTheSinkIsBack: a reload that brings a removed sink
+// back starts its dispatcher before it is done (it waits, say, for the
+// batch in flight of another sink it restarts); from the moment that
+// dispatcher reads the queue, a dlq add --all of it stops with 409, as
+// the README promises ("a reload that adds the sink back stops it before
+// its next page"), instead of moving to the dead-letter queue, page after
+// page, the events the operator has just asked to be delivered.
+func TestGiveUpAllStopsOnceTheSinkIsBack(t *testing.T) {
+	t.Setenv(pluginVar, "slow")
+	logDir, goneDir, crmDir := t.TempDir(), t.TempDir(), t.TempDir()
+	file := func(withGone bool, crmGen int) string {
+		sink := func(name, dir, hold string, gen int) string {
+			return fmt.Sprintf("[[sink]]\nname = %q\ncommand = %q\nconfig = { plugin_env = %q, dir = %q, hold = %q, gen = %d }\n",
+				name, os.Args[0], pluginVar, dir, hold, gen)
+		}
+		// gone comes first: the reload starts its dispatcher, then waits
+		// for crm's batch in flight before it restarts crm.
+		rest, to := sink("crm", crmDir, "3s", crmGen), `["crm"]`
+		if withGone {
+			rest, to = sink("gone", goneDir, "1ms", 0)+rest, `["gone", "crm"]`
+		}
+		return sinksTOML("", logDir, rest+"[[route]]\nname = \"all\"\nwhen = \"true\"\nto = "+to+"\n")
+	}
+	var withGone atomic.Bool
+	var crmGen atomic.Int64
+	withGone.Store(true)
+	load := func() (*config.Config, error) {
+		return config.Parse("test.toml", []byte(file(withGone.Load(), int(crmGen.Load()))))
+	}
+	logs := &testlog.Buffer{}
+	d, a := startDaemonWith(t, file(true, 0), Options{Load: load, Logger: slog.New(slog.NewJSONHandler(logs, nil))}, nil)
+	ctx := t.Context()
+	withGone.Store(false)
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o := admin.Options{Log: d.db, GiveUps: d.giveUpSet}
+	if _, err := admin.GiveUpAll(ctx, o, "gone", "", nil); err != nil {
+		t.Fatalf("GiveUpAll(gone) while it is removed = %v, want nil (the premise)", err)
+	}
+
+	// crm holds a batch for 3s: the reload that restarts it waits for it.
+	resp, err := http.Post("http://"+a.ingest+"/hooks/src", "application/json", strings.NewReader(`{"n":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitUntil(t, "crm's plugin to hold a batch", func() bool {
+		_, err := os.Stat(filepath.Join(crmDir, "entered"))
+		return err == nil
+	})
+	withGone.Store(true)
+	crmGen.Add(1)
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- d.Reload(ctx) }()
+	waitUntil(t, "the reload to start gone's dispatcher", func() bool {
+		for _, r := range lines(t, logs, "sink restarted with its new plugin or config") {
+			if r["sink"] == "gone" {
+				return true
+			}
+		}
+		return false
+	})
+	_, err = admin.GiveUpAll(ctx, o, "gone", "", nil)
+	select {
+	case rerr := <-reloaded:
+		t.Fatalf("the reload returned (%v) before the check: crm's batch did not hold it (the premise)", rerr)
+	default:
+	}
+	if !errors.Is(err, admin.ErrSinkConfigured) {
+		t.Errorf("GiveUpAll(gone) once the reload started its dispatcher = %v, want ErrSinkConfigured", err)
+	}
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -245,6 +245,14 @@ func (s *sinks) install(runs []*sinkRun) {
 	s.order = order
 }
 
+// put makes sr the sink of its name, where it already has a place in the
+// order.
+func (s *sinks) put(sr *sinkRun) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.by[sr.name] = sr
+}
+
 func (s *sinks) list() []*sinkRun {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -466,7 +474,13 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 			old.stopDispatch(ctx)
 			old.stopPlugin() // sets pipelined_sink_up to 0: set it again for the new plugin
 			if old.sup == nil {
-				s.pruneGiveUps(ctx, sr.name) // it comes back
+				// It comes back: seen as configured from now on, not
+				// only at the install below (after the other sinks'
+				// batches in flight), so that a dlq add --all of its
+				// queue stops before its next page, before this
+				// dispatcher reads the queue.
+				s.put(sr)
+				s.pruneGiveUps(ctx, sr.name)
 			}
 			sr.reportUp()
 			sr.startDispatch()

@@ -107,9 +107,15 @@ func (s *server) giveUpAll(w http.ResponseWriter, r *http.Request, sink, reason 
 	extend()
 	if err != nil {
 		if res.Count > 0 {
-			s.log.Warn("giving up on a removed sink's queue stopped: what was moved stays in its dead-letter queue, the rest waits (call again to go on)",
-				"sink", sink, "count", res.Count, "err", err)
-			err = fmt.Errorf("%w (%d events moved to the dead-letter queue before it stopped; call again to go on)", err, res.Count)
+			// A reload that brought the sink back refuses a new call: its
+			// dispatcher delivers what was not moved.
+			rest := "the rest waits: call again to go on"
+			if errors.Is(err, ErrSinkConfigured) {
+				rest = "the sink delivers the rest"
+			}
+			s.log.Warn("giving up on a removed sink's queue stopped: what was moved stays in its dead-letter queue",
+				"sink", sink, "count", res.Count, "rest", rest, "err", err)
+			err = fmt.Errorf("%w (%d events moved to the dead-letter queue before it stopped; %s)", err, res.Count, rest)
 		}
 		writeError(w, GiveUpStatus(err), err.Error())
 		return

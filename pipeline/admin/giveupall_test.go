@@ -197,3 +197,42 @@ func TestGiveUpAllOutlivesTheWriteTimeout(t *testing.T) {
 		t.Fatalf("the call took %v, not longer than the write timeout %v (the premise)", took, writeTimeout)
 	}
 }
+
+// backLog is a log whose queues' Abandon sets back after each call: a
+// reload brings the sink back during the first page.
+type backLog struct {
+	*memlog.Log
+	back *atomic.Bool
+}
+
+func (l backLog) Queue(sink string) pipeline.Queue {
+	return backQueue{l.Log.Queue(sink).(pipeline.Abandoner), l.back}
+}
+
+type backQueue struct {
+	pipeline.Abandoner
+	back *atomic.Bool
+}
+
+func (q backQueue) Abandon(ctx context.Context, max int, errFor func(string) string) (int, error) {
+	defer q.back.Store(true)
+	return q.Abandoner.Abandon(ctx, max, errFor)
+}
+
+// TestGiveUpAllAnswerWhenTheSinkComesBack: the 409 of a dlq add --all that
+// a reload stopped says how many events it moved and that the sink, in
+// the configuration again, delivers the rest; not to call again, which
+// would only be refused with the same 409.
+func TestGiveUpAllAnswerWhenTheSinkComesBack(t *testing.T) {
+	l := fixture(t)
+	appendTo(t, l, "slack", "late", 2500)
+	var back atomic.Bool
+	o := v1Options(backLog{l, &back})
+	removedSlack(&o, func() bool { return !back.Load() })
+	r := call(t, admin.Handler(o), "POST", "/v1/sinks/slack/dlq/add", token, `{"all":true}`)
+	wantError(t, r, http.StatusConflict, "1000 events moved to the dead-letter queue")
+	wantError(t, r, http.StatusConflict, "the sink delivers the rest")
+	if strings.Contains(string(r.body), "call again") {
+		t.Errorf("error = %s, want no advice to call again (the sink is configured: a call is refused)", r.body)
+	}
+}

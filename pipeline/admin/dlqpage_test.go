@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
@@ -149,5 +151,74 @@ func TestDeadLetterPagesHoldFewBodies(t *testing.T) {
 	}
 	if limit := 64 * (size + 2); b.max > limit {
 		t.Errorf("one read of the dead letters held %d bytes of bodies, want at most %d (a few dozen events)", b.max, limit)
+	}
+}
+
+// payloadLog is a log whose queues hand each dead letter a payload of its
+// own (a transform's output, up to rules.MaxPayload in a real log), and
+// count at each DropDead how many of those are still reachable.
+type payloadLog struct {
+	pipeline.Log
+	mu sync.Mutex
+	// given tracks every payload handed out; held is, for each DropDead,
+	// how many of them were still reachable at it.
+	given []weak.Pointer[byte]
+	held  []int
+}
+
+func (p *payloadLog) Queue(sink string) pipeline.Queue { return &payloadQueue{p.Log.Queue(sink), p} }
+
+type payloadQueue struct {
+	pipeline.Queue
+	p *payloadLog
+}
+
+func (q *payloadQueue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pipeline.DeadLetter, error) {
+	dls, err := q.Queue.DeadLetters(ctx, after, limit)
+	q.p.mu.Lock()
+	defer q.p.mu.Unlock()
+	for i := range dls {
+		payload := make([]byte, 1<<10)
+		dls[i].Payload = payload
+		q.p.given = append(q.p.given, weak.Make(&payload[0]))
+	}
+	return dls, err
+}
+
+func (q *payloadQueue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
+	runtime.GC() // clears the weak pointers of what is no longer reachable
+	q.p.mu.Lock()
+	n := 0
+	for _, w := range q.p.given {
+		if w.Value() != nil {
+			n++
+		}
+	}
+	q.p.held = append(q.p.held, n)
+	q.p.mu.Unlock()
+	return q.Queue.DropDead(ctx, seqs)
+}
+
+// TestSettleAllDeadHoldsNoPayloads: a drop of a whole dead-letter queue
+// holds the seqs and ids of a page, not its dead letters: a page of a
+// thousand with a transform's payload each (up to 1 MiB) would hold a
+// gigabyte.
+func TestSettleAllDeadHoldsNoPayloads(t *testing.T) {
+	const n = admin.MaxListedIDs + 200
+	l := memlog.New()
+	t.Cleanup(func() { l.Close() })
+	deadLetters(t, l, n, []byte(`{}`))
+	p := &payloadLog{Log: l}
+	res, err := admin.SettleAllDead(context.Background(), v1Options(p), "archive", "drop", nil)
+	if err != nil || res.Count != n {
+		t.Fatalf("SettleAllDead(drop) = %d, %v; want %d, nil", res.Count, err, n)
+	}
+	if len(p.held) < 2 {
+		t.Fatalf("%d DropDead calls for %d dead letters, want a page at a time (the premise)", len(p.held), n)
+	}
+	for i, held := range p.held {
+		if held > 64 {
+			t.Errorf("DropDead call %d: %d payloads of the dead letters read still held, want a few dozen at most", i, held)
+		}
 	}
 }

@@ -140,7 +140,8 @@ const (
 
 // SettleAllDead retries (action "retry") or drops ("drop") every dead
 // letter of sink, a page at a time, so that a dead-letter queue of a
-// million events (a day-long outage) costs a page's memory; beforePage, if
+// million events (a day-long outage) holds a page's seqs and ids at most
+// (and the few dead letters of one read of the log); beforePage, if
 // not nil, is called before each page (the admin API moves its answer's
 // write deadline there). The result names the first [MaxListedIDs] ids and
 // counts the others; on an error, Count says what was done. POST
@@ -153,25 +154,28 @@ func SettleAllDead(ctx context.Context, o Options, sink, action string, beforePa
 		if beforePage != nil {
 			beforePage()
 		}
-		page, err := DeadLetterPage(ctx, q, after, settleAllPage)
-		if err != nil || len(page) == 0 {
-			return res, err
-		}
-		seqs := make([]uint64, len(page))
-		for i, d := range page {
-			seqs[i] = d.Seq
+		// A page's seqs and ids only: its dead letters, each with its
+		// payload (up to rules.MaxPayload), would weigh up to a
+		// thousand times that.
+		var seqs []uint64
+		err := eachDeadLetter(ctx, q, after, func(d pipeline.DeadLetter) bool {
+			seqs = append(seqs, d.Seq)
 			if len(res.IDs) < MaxListedIDs {
 				res.IDs = append(res.IDs, d.Event.ID)
 			} else {
 				res.IDsOmitted++
 			}
+			return len(seqs) < settleAllPage
+		})
+		if err != nil || len(seqs) == 0 {
+			return res, err
 		}
 		n, err := SettleDead(ctx, o, sink, action, seqs)
 		res.Count += n
 		if err != nil {
 			return res, err
 		}
-		after = page[len(page)-1].Seq
+		after = seqs[len(seqs)-1]
 	}
 }
 

@@ -146,31 +146,49 @@ func CompileBool(src string) (*Program, error) {
 
 // notACondition catches what expr.AsBool lets through when a field's type
 // is unknown until run time: an expression whose last step is arithmetic
-// (body.amount + 1) is a number or a string, never true or false, so the
-// route would fail on every event instead of at `pipelined check`.
+// (body.amount + 1; after a let, or in a branch of a ?: or an if, too) is
+// a number or a string, never true or false, so the route would fail on
+// every event (that takes the branch) instead of at `pipelined check`.
 func notACondition(src string) error {
 	tree, err := parser.Parse(src)
 	if err != nil {
 		return nil // compiled above: not expected; the compile's error stands
 	}
-	var loc file.Location
-	var op string
-	switch n := tree.Node.(type) {
-	case *ast.BinaryNode:
-		switch n.Operator {
-		case "+", "-", "*", "/", "%", "**", "^":
-			loc, op = n.Location(), n.Operator
-		}
-	case *ast.UnaryNode:
-		if n.Operator == "-" || n.Operator == "+" {
-			loc, op = n.Location(), n.Operator
-		}
-	}
+	loc, op := lastArithmetic(tree.Node)
 	if op == "" {
 		return nil
 	}
 	e := (&file.Error{Location: loc, Message: fmt.Sprintf("expected bool, but %q gives a number or a string: compare it (say, > 0 or == \"x\")", op)}).Bind(file.NewSource(src))
 	return syntaxError(e)
+}
+
+// lastArithmetic returns the operator, and where it stands, of an
+// arithmetic step that gives n's result: n itself, the result of a let's
+// sequence, or either branch of a conditional; "" if none does.
+func lastArithmetic(n ast.Node) (file.Location, string) {
+	switch n := n.(type) {
+	case *ast.BinaryNode:
+		switch n.Operator {
+		case "+", "-", "*", "/", "%", "**", "^":
+			return n.Location(), n.Operator
+		}
+	case *ast.UnaryNode:
+		if n.Operator == "-" || n.Operator == "+" {
+			return n.Location(), n.Operator
+		}
+	case *ast.VariableDeclaratorNode:
+		return lastArithmetic(n.Expr)
+	case *ast.SequenceNode:
+		if len(n.Nodes) > 0 {
+			return lastArithmetic(n.Nodes[len(n.Nodes)-1])
+		}
+	case *ast.ConditionalNode:
+		if loc, op := lastArithmetic(n.Exp1); op != "" {
+			return loc, op
+		}
+		return lastArithmetic(n.Exp2)
+	}
+	return file.Location{}, ""
 }
 
 // CompileValue compiles an expression whose result may be anything: a

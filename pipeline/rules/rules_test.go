@@ -140,6 +140,9 @@ func TestCompileErrors(t *testing.T) {
 		{"text-and-a-field", `"id-" + body.id`, true, SyntaxError{Line: 1, Column: 7, Msg: `expected bool, but "+" gives`}},
 		{"negated-field", `-body.balance`, true, SyntaxError{Line: 1, Column: 1, Msg: `expected bool, but "-" gives`}},
 		{"arithmetic-second-line", "body.a\n  * 2", true, SyntaxError{Line: 2, Column: 3, Msg: `expected bool, but "*" gives`}},
+		{"arithmetic-after-let", `let a = body.amount; a + 1`, true, SyntaxError{Line: 1, Column: 24, Msg: `expected bool, but "+" gives`}},
+		{"arithmetic-in-a-branch", `body.ok ? body.n + 1 : false`, true, SyntaxError{Line: 1, Column: 18, Msg: `expected bool, but "+" gives`}},
+		{"arithmetic-in-an-else", `if body.ok { true } else { -body.n }`, true, SyntaxError{Line: 1, Column: 28, Msg: `expected bool, but "-" gives`}},
 		{"syntax", `body.event ==`, false, SyntaxError{Line: 1, Column: 0, Msg: "unexpected token EOF"}},
 		{"now-disabled", `now()`, false, SyntaxError{Line: 1, Column: 1, Msg: "unknown name now"}},
 	}
@@ -174,6 +177,7 @@ func TestCompileBoolConditions(t *testing.T) {
 	for _, src := range []string{
 		`body.ok`, `body.ok ?? false`, `not body.ok`, `!body.ok`, `body.amount * 2 > 100`,
 		`body.amount + 1 == 2`, `(body.a - body.b) % 2 == 0`, `body.n in 1..3`, `body.a.b?.c`,
+		`let a = body.n + 1; a > 2`, `body.ok ? body.n > 1 : false`, `if body.ok { body.a } else { false }`,
 	} {
 		if _, err := CompileBool(src); err != nil {
 			t.Errorf("CompileBool(%q) = %v, want nil", src, err)

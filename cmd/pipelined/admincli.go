@@ -484,7 +484,7 @@ func (af *adminFlags) client() (*admin.Client, error) {
 		// credential), and a relative path in the file resolved against
 		// the file's directory.
 		name, err := config.ExpandFile(tokenFile)
-		if err != nil && fromFile {
+		if err != nil && fromFile && strings.Contains(tokenFile, "CREDENTIALS_DIRECTORY") && os.Getenv("CREDENTIALS_DIRECTORY") == "" {
 			// A systemd credential: from a shell, the file it is loaded from.
 			return nil, fmt.Errorf("admin token_file %w; outside the unit, name the token's own file: --token-file FILE", err)
 		}

@@ -26,6 +26,14 @@ func TestCredentialTokenFileFromAShell(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "CREDENTIALS_DIRECTORY is not set") || !strings.Contains(stderr, "outside the unit, name the token's own file: --token-file FILE") {
 		t.Fatalf("sinks -c (credential token_file, no CREDENTIALS_DIRECTORY) = %d, stderr:\n%s", code, stderr)
 	}
+	// Another variable unset is not a credential: no such hint.
+	other := filepath.Join(dir, "other.toml")
+	if err := os.WriteFile(other, []byte("[admin]\nlisten = \""+listen+"\"\ntoken_file = \"${PIPELINED_TEST_UNSET_DIR}/admin-token\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runPipelined(t, "sinks", "-c", other); code != 1 || !strings.Contains(stderr, "PIPELINED_TEST_UNSET_DIR") || strings.Contains(stderr, "outside the unit") {
+		t.Fatalf("sinks -c (token_file under another unset variable) = %d, stderr:\n%s", code, stderr)
+	}
 	tokenFile := filepath.Join(dir, "admin-token")
 	if err := os.WriteFile(tokenFile, []byte(cliToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -417,6 +417,10 @@ type servers struct {
 	log           *slog.Logger
 	ls            *listeners
 	ingest, admin *http.Server
+	// endAdminCalls cancels the context of every admin request, so that
+	// a long call (dlq add --all, a retry of a whole dead-letter queue, a
+	// replay) stops at its next page before the log closes.
+	endAdminCalls context.CancelFunc
 	wg            sync.WaitGroup
 	// ui is the admin listener's web UI; nil when [admin] ui = false.
 	ui *inspector.UI
@@ -466,8 +470,11 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		s.ui = inspector.New(inspector.Options{Admin: ao, Counts: d.metrics.Counts, Subscribe: w.Subscribe, SinkNames: d.sinkNames})
 		ao.UI = s.ui
 	}
+	adminCtx, endAdminCalls := context.WithCancel(context.Background())
+	s.endAdminCalls = endAdminCalls
 	s.admin = &http.Server{
 		Handler:           admin.Handler(ao),
+		BaseContext:       func(net.Listener) context.Context { return adminCtx },
 		ReadHeaderTimeout: min(5*time.Second, cfg.Admin.ReadTimeout.Duration),
 		ReadTimeout:       cfg.Admin.ReadTimeout.Duration,
 		WriteTimeout:      cfg.Admin.WriteTimeout.Duration,
@@ -551,6 +558,9 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 	d.unsettled(d.stopDispatch(sctx), limit)
 	// 4. The admin API goes last, so operators see the shutdown.
 	rep.waitFor(one("shutting down: waiting for the admin requests in flight to be answered", "admin requests in flight"))
+	// A long call ends at its next page; what it did is kept (each page
+	// is one transaction of the log) and a call after the restart goes on.
+	srv.endAdminCalls()
 	if err := srv.admin.Shutdown(sctx); err != nil {
 		d.log.Warn("admin shutdown did not finish in time", "err", err)
 	}

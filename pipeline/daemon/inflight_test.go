@@ -12,7 +12,7 @@ import (
 // TestSinksShowTheBatchInFlight: while a sink's plugin holds a batch,
 // GET /v1/sinks says how many events it holds and for how long, so that an
 // operator tells a plugin stuck in its call from a queue that is not
-// being read; between batches it says nothing of it.
+// being read; before any batch it says nothing of it.
 func TestSinksShowTheBatchInFlight(t *testing.T) {
 	s := startSlow(t, 300*time.Millisecond, "forever", false, stopTiming{})
 	sinks := func() admin.SinkStatus {

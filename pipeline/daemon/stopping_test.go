@@ -224,9 +224,11 @@ func TestShutdownSaysWhatItWaitsFor(t *testing.T) {
 	}
 
 	waits := lines(t, s.logs, msgBatchWait)
-	// At 0.3s, 0.8s and 1.3s of the 1.5s: a few, not a flood.
-	if len(waits) < 2 || len(waits) > 3 {
-		t.Errorf("%d lines %q, want 2 or 3 (after the grace, then every beat):\n%s", len(waits), msgBatchWait, s.logs)
+	// At 0.3s, 0.8s and 1.3s of the 1.5s: a few, not a flood (one on a
+	// machine so loaded that the beats come late; TestStopReport checks
+	// the beats at given times).
+	if len(waits) < 1 || len(waits) > 3 {
+		t.Errorf("%d lines %q, want 1 to 3 (after the grace, then every beat):\n%s", len(waits), msgBatchWait, s.logs)
 	}
 	for _, r := range waits {
 		if r["level"] != "INFO" || r["sink"] != "crm" || r["events"] != 3.0 || r["waited"] == nil || r["deadline_in"] == nil {

@@ -547,9 +547,9 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 		d.log.Warn("ingest shutdown did not finish in time", "requests", d.ingestInFlight.Load(), "err", err)
 	}
 	// 2. Append what the writer holds; write the rejections queued.
-	rep.waitPastDeadline(one("shutting down: waiting for the writer to append the events it holds", "the writer"))
+	rep.waitPastDeadline(waitingOn("shutting down: waiting for the writer to append the events it holds", "the writer"))
 	w.Close()
-	rep.waitFor(one("shutting down: waiting for the rejected requests to be kept", "the rejected requests' audit"))
+	rep.waitFor(waitingOn("shutting down: waiting for the rejected requests to be kept", "the rejected requests' audit"))
 	if err := d.audit.Close(sctx); err != nil {
 		d.log.Warn("rejected requests not all kept before shutdown", "err", err)
 	}
@@ -557,7 +557,7 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 	rep.waitFor(d.sinks.dispatchWaits)
 	d.unsettled(d.stopDispatch(sctx), limit)
 	// 4. The admin API goes last, so operators see the shutdown.
-	rep.waitFor(one("shutting down: waiting for the admin requests in flight to be answered", "admin requests in flight"))
+	rep.waitFor(waitingOn("shutting down: waiting for the admin requests in flight to be answered", "admin requests in flight"))
 	// A long call ends at its next page; what it did is kept (each page
 	// is one transaction of the log) and a call after the restart goes on.
 	srv.endAdminCalls()

@@ -203,21 +203,21 @@ func ingestWaits(n *atomic.Int64) func() []waiting {
 		return []waiting{{
 			msg:    "shutting down: waiting for the ingest requests in flight to be answered",
 			attrs:  []any{"requests", k},
-			status: fmt.Sprintf("%s in flight", count(k, "ingest request")),
+			status: fmt.Sprintf("%s in flight", quantity(k, "ingest request")),
 		}}
 	}
 }
 
-// count says n things: "1 event", "500 events".
-func count[N int | int64](n N, thing string) string {
+// quantity says n things: "1 event", "500 events".
+func quantity[N int | int64](n N, thing string) string {
 	if n == 1 {
 		return "1 " + thing
 	}
 	return fmt.Sprintf("%d %ss", n, thing)
 }
 
-// one is a wait for a single step described by msg and status.
-func one(msg, status string) func() []waiting {
+// waitingOn is a wait for a single step described by msg and status.
+func waitingOn(msg, status string) func() []waiting {
 	return func() []waiting { return []waiting{{msg: msg, status: status}} }
 }
 
@@ -235,7 +235,7 @@ func (s *sinks) dispatchWaits() []waiting {
 		w := waiting{
 			msg:    "shutting down: waiting for a sink's batch in flight to be settled",
 			attrs:  []any{"sink", sr.name, "events", st.InFlight},
-			status: fmt.Sprintf("sink %s (%s in flight)", sr.name, count(st.InFlight, "event")),
+			status: fmt.Sprintf("sink %s (%s in flight)", sr.name, quantity(st.InFlight, "event")),
 		}
 		if st.InFlight == 0 { // between batches: recording what it held back, say
 			w.msg = "shutting down: waiting for a sink's dispatcher to stop"

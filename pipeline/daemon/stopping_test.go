@@ -416,7 +416,7 @@ func TestStopReport(t *testing.T) {
 		t.Errorf("lines past the deadline of a step it bounds = %v, want none", got)
 	}
 
-	rep.waitPastDeadline(one("waiting for the writer", "the writer"))
+	rep.waitPastDeadline(waitingOn("waiting for the writer", "the writer"))
 	rep.say(rep.start.Add(limit + 5*time.Second))
 	if got := logs.Lines(t, ""); len(got) != 1 || got[0]["level"] != "WARN" || got[0]["overdue"] != "5s" || got[0]["deadline_in"] != nil {
 		t.Errorf("lines past the deadline for the writer = %v, want one WARN with overdue 5s", got)

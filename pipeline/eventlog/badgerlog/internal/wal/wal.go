@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -64,6 +65,10 @@ type Log struct {
 	cur    *os.File
 	curSeg uint64
 	off    int64
+	// zeroed is how far cur holds written zeros: segSize when it was a
+	// spare, 0 otherwise. Write pads a group with zeros up to a page's end
+	// within it (see Write).
+	zeroed int64
 	buf    []byte
 	err    error // sticky: once a write or sync failed, what the disk holds is unknown
 
@@ -209,7 +214,11 @@ func (l *Log) Rotate() (uint64, error) {
 	l.spareMu.Lock()
 	err := os.Rename(filepath.Join(l.dir, spareName), name)
 	l.spareMu.Unlock()
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	zeroed := l.segSize
+	if errors.Is(err, os.ErrNotExist) {
+		zeroed, err = 0, nil
+	}
+	if err != nil {
 		return 0, fmt.Errorf("write-ahead log: new segment: %w", err)
 	}
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
@@ -222,7 +231,7 @@ func (l *Log) Rotate() (uint64, error) {
 	}
 	l.mu.Lock()
 	l.files[next] = f
-	l.cur, l.curSeg, l.off = f, next, 0
+	l.cur, l.curSeg, l.off, l.zeroed = f, next, 0, zeroed
 	l.mu.Unlock()
 	return next, nil
 }
@@ -258,6 +267,14 @@ func (l *Log) Write(recs [][]byte) ([]Pos, error) {
 		buf = binary.LittleEndian.AppendUint32(buf, checksum(l.curSeg, r))
 		buf = append(buf, r...)
 	}
+	n := int64(len(buf))
+	// In a spare, the group's last page is written whole, the rest of it
+	// with the zeros that are there already: the spare was written past
+	// the page cache (writeSpare), and a page written in part that is not
+	// in the cache is read from the disk first, in the commit's path.
+	if end := l.off + n; end%pageSize != 0 && end < l.zeroed {
+		buf = append(buf, zeroPage[:min(pageSize-end%pageSize, l.zeroed-end)]...)
+	}
 	if cap(buf) <= 8<<20 {
 		l.buf = buf
 	}
@@ -272,7 +289,7 @@ func (l *Log) Write(recs [][]byte) ([]Pos, error) {
 		l.err = fmt.Errorf("write-ahead log: sync segment %d: %w", l.curSeg, err)
 		return nil, l.err
 	}
-	l.off += int64(len(buf))
+	l.off += n
 	if l.off > l.segSize/2 {
 		l.prepareSpare()
 	}
@@ -310,14 +327,46 @@ func (l *Log) prepareSpare() {
 // would hold the log's own fdatasync (every group commit's) behind 64 MiB
 // of zeros, ~70–90 ms on the machines of docs/performance.md; a chunk at a
 // time it waits behind at most one chunk.
+//
+// The zeros go past the page cache (O_DIRECT) where the file system takes
+// it: copied into the cache they cost ~110 ms of CPU per 64 MiB segment,
+// 6–7% of the daemon under load, for pages nothing reads; direct, ~13 ms
+// (docs/performance.md, "Twentieth round"). Write pads its groups to
+// whole pages, so that the pages the cache lacks are never read.
 func (l *Log) writeSpare() error {
 	tmp := filepath.Join(l.dir, spareName+".new")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err := l.writeZeros(tmp, unix.O_DIRECT); err != nil {
+		// No direct I/O on this file system (tmpfs), or not at this
+		// size (a segment that is no whole number of blocks).
+		if err := l.writeZeros(tmp, 0); err != nil {
+			return err
+		}
+	}
+	l.spareMu.Lock()
+	defer l.spareMu.Unlock()
+	return os.Rename(tmp, filepath.Join(l.dir, spareName))
+}
+
+// pageSize is the page cache's unit, zeroPage a page of zeros.
+var (
+	pageSize = int64(os.Getpagesize())
+	zeroPage = make([]byte, pageSize)
+)
+
+// writeZeros writes segSize zeros to a new file at path, opened with the
+// extra flags given, a chunk at a time, each chunk synced.
+func (l *Log) writeZeros(path string, flags int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|flags, 0o600)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	zeros := make([]byte, 1<<20)
+	// Direct I/O wants the memory aligned to the device's block, at most
+	// a page: a slice of a larger allocation is.
+	const chunk = 1 << 20
+	b := make([]byte, chunk+pageSize)
+	skip := int64(-uintptr(unsafe.Pointer(unsafe.SliceData(b)))) & (pageSize - 1)
+	zeros := b[skip : skip+chunk]
 	for off := int64(0); off < l.segSize; off += int64(len(zeros)) {
 		select {
 		case <-l.stop:
@@ -331,9 +380,7 @@ func (l *Log) writeSpare() error {
 			return err
 		}
 	}
-	l.spareMu.Lock()
-	defer l.spareMu.Unlock()
-	return os.Rename(tmp, filepath.Join(l.dir, spareName))
+	return nil
 }
 
 // AppendAt appends the n bytes at p, a position [Log.Write] or

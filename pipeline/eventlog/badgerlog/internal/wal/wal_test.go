@@ -13,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // rec is a record as Replay yields it, with the payload copied.
@@ -720,7 +723,9 @@ func TestSpareBecomesTheNextSegment(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	second := write(t, l, []string{strings.Repeat("b", segSize/2)}) // does not fit: rotates
+	// Does not fit, so it rotates; and it leaves segment 2 under half
+	// full, so that no new spare is on its way when the test looks.
+	second := write(t, l, []string{strings.Repeat("b", segSize/2-10)})
 	if second[0].Pos.Seg != 2 {
 		t.Fatalf("second record in segment %d, want 2", second[0].Pos.Seg)
 	}
@@ -732,5 +737,101 @@ func TestSpareBecomesTheNextSegment(t *testing.T) {
 	}
 	if got := replay(t, l, 0); !slices.Equal(got, append(first, second...)) {
 		t.Fatalf("Replay = %d records, want the 2 written", len(got))
+	}
+}
+
+// waitSpare waits until the spare is there, whole.
+func waitSpare(t testing.TB, dir string, segSize int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fi, err := os.Stat(filepath.Join(dir, spareName))
+		if err == nil && fi.Size() == segSize {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no spare of %d bytes: %v", segSize, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cachedPages counts the pages of the file at name in the page cache.
+func cachedPages(t testing.TB, name string) int {
+	t.Helper()
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (fi.Size()+pageSize-1)/pageSize)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(m))), uintptr(len(m)), uintptr(unsafe.Pointer(unsafe.SliceData(vec)))); e != 0 {
+		t.Fatalf("mincore: %v", e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// readBytes is what this process has read from storage so far.
+func readBytes(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("no I/O accounting: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "read_bytes: "); ok {
+			var n int64
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	t.Skip("no read_bytes in /proc/self/io")
+	return 0
+}
+
+// The spare's zeros are written past the page cache, and the groups
+// written into it are padded to whole pages, so that no commit waits for
+// a page read from the disk: without the padding, each group's last page
+// is read first.
+func TestSpareIsNeverReadBack(t *testing.T) {
+	const segSize = 1 << 20
+	l, dir := newLog(t, segSize)
+	write(t, l, []string{strings.Repeat("a", segSize/2)})
+	waitSpare(t, dir, segSize)
+	if n := cachedPages(t, filepath.Join(dir, spareName)); n > 0 {
+		t.Skipf("the spare has %d pages in the page cache: no direct I/O on this file system", n)
+	}
+	if _, err := l.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	before := readBytes(t)
+	var groups [][]string
+	for i := range 40 {
+		groups = append(groups, []string{strings.Repeat("b", 1000+37*i), strings.Repeat("c", 5+i)})
+	}
+	recs := write(t, l, groups...)
+	if got := readBytes(t) - before; got != 0 {
+		t.Errorf("writing 40 groups into the spare read %d bytes from the disk, want 0", got)
+	}
+	if got := replay(t, l, 2); !slices.Equal(got, recs) {
+		t.Errorf("Replay(2) = %d records, want the %d written", len(got), len(recs))
+	}
+	b := readFile(t, segPath(dir, 2))
+	end := recs[len(recs)-1].Pos.Off + int64(len(recs[len(recs)-1].Data))
+	if int64(len(b)) != segSize || bytes.ContainsFunc(b[end:], func(r rune) bool { return r != 0 }) {
+		t.Errorf("segment 2: %d bytes, want %d with zeros after the records", len(b), segSize)
 	}
 }

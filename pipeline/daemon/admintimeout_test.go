@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -15,25 +14,10 @@ import (
 func TestAdminTimeouts(t *testing.T) {
 	t.Setenv(pluginVar, "deliver")
 	t.Setenv("T_ADMIN", "admin-token")
-	a := startDaemon(t, fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token_env = "T_ADMIN"
+	a := startDaemon(t, daemonTOML("", `token_env = "T_ADMIN"
 read_timeout = "300ms"
 write_timeout = "1s"
-idle_timeout = "300ms"
-
-[log]
-dir = %q
-
-[[source]]
-name = "src"
-path = "/hooks/src"
-auth = { type = "none" }
-%s`, t.TempDir(), deliverSinkTOML()))
+idle_timeout = "300ms"`, t.TempDir(), deliverSinkTOML()))
 
 	tests := []struct {
 		name    string

@@ -29,16 +29,7 @@ import (
 func TestRemovedSinkLeavesNoSeries(t *testing.T) {
 	t.Setenv(pluginVar, "deliver")
 	dir := t.TempDir()
-	file := func(withGone bool) string {
-		sink := func(name string) string {
-			return fmt.Sprintf("[[sink]]\nname = %q\ncommand = %q\nconfig = { plugin_env = %q }\n", name, os.Args[0], pluginVar)
-		}
-		rest, to := sink("keep"), `["keep"]`
-		if withGone {
-			rest, to = rest+sink("gone"), `["keep", "gone"]`
-		}
-		return sinksTOML("", dir, rest+"[[route]]\nname = \"all\"\nwhen = \"true\"\nto = "+to+"\n")
-	}
+	file := keepGoneConfig(dir)
 	var withGone atomic.Bool
 	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
 	d, _ := startDaemonWith(t, file(true), Options{Load: load}, nil)
@@ -101,16 +92,7 @@ func grepLines(text, sub string) string {
 func TestGiveUpsOfARemovedSinkGivenUpWhole(t *testing.T) {
 	t.Setenv(pluginVar, "deliver")
 	dir := t.TempDir()
-	file := func(withGone bool) string {
-		sink := func(name string) string {
-			return fmt.Sprintf("[[sink]]\nname = %q\ncommand = %q\nconfig = { plugin_env = %q }\n", name, os.Args[0], pluginVar)
-		}
-		rest, to := sink("keep"), `["keep"]`
-		if withGone {
-			rest, to = rest+sink("gone"), `["keep", "gone"]`
-		}
-		return sinksTOML("", dir, rest+"[[route]]\nname = \"all\"\nwhen = \"true\"\nto = "+to+"\n")
-	}
+	file := keepGoneConfig(dir)
 	var withGone atomic.Bool
 	withGone.Store(true)
 	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
@@ -223,5 +205,21 @@ func TestGiveUpAllStopsOnceTheSinkIsBack(t *testing.T) {
 	}
 	if err := <-reloaded; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// keepGoneConfig returns the configuration, with its log in dir, of a
+// sink "keep" and, withGone, a sink "gone", both this test binary's
+// deliver plugin, and a route of every event to them.
+func keepGoneConfig(dir string) func(withGone bool) string {
+	return func(withGone bool) string {
+		sink := func(name string) string {
+			return fmt.Sprintf("[[sink]]\nname = %q\ncommand = %q\nconfig = { plugin_env = %q }\n", name, os.Args[0], pluginVar)
+		}
+		rest, to := sink("keep"), `["keep"]`
+		if withGone {
+			rest, to = rest+sink("gone"), `["keep", "gone"]`
+		}
+		return sinksTOML("", dir, rest+"[[route]]\nname = \"all\"\nwhen = \"true\"\nto = "+to+"\n")
 	}
 }

@@ -262,6 +262,11 @@ func sinksConfig(t *testing.T, server, logDir, rest string) *config.Config {
 
 // sinksTOML is the text of [sinksConfig].
 func sinksTOML(server, logDir, rest string) string {
+	return daemonTOML(server, "", logDir, rest)
+}
+
+// daemonTOML is sinksTOML with admin (lines of [admin]) added too.
+func daemonTOML(server, admin, logDir, rest string) string {
 	return fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
@@ -269,6 +274,7 @@ listen = "127.0.0.1:0"
 
 [admin]
 listen = "127.0.0.1:0"
+%s
 
 [log]
 dir = %q
@@ -277,5 +283,5 @@ dir = %q
 name = "src"
 path = "/hooks/src"
 auth = { type = "none" }
-%s`, server, logDir, rest)
+%s`, server, admin, logDir, rest)
 }

@@ -25,22 +25,7 @@ func TestShortAdminTokenWarns(t *testing.T) {
 			t.Setenv(pluginVar, "deliver")
 			t.Setenv("T_ADMIN", c.token)
 			var logs testlog.Buffer
-			startDaemonWith(t, fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token_env = "T_ADMIN"
-
-[log]
-dir = %q
-
-[[source]]
-name = "src"
-path = "/hooks/src"
-auth = { type = "none" }
-%s`, t.TempDir(), deliverSinkTOML()), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
+			startDaemonWith(t, daemonTOML("", `token_env = "T_ADMIN"`, t.TempDir(), deliverSinkTOML()), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
 			out := logs.String()
 			warned := strings.Contains(out, "level=WARN") && strings.Contains(out, "admin token is shorter than 32 characters") &&
 				strings.Contains(out, "openssl rand -hex 32") && strings.Contains(out, fmt.Sprintf("bytes=%d", len(c.token)))

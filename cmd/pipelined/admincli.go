@@ -718,7 +718,7 @@ func (p *printer) sinks() error {
 	}
 	tw := table(p.stdout)
 	// The headings are the JSON keys of --json, upper-cased.
-	fmt.Fprintln(tw, "NAME\tPLUGIN\tBREAKER\tPAUSED\tREADY\tRETRYING\tOLDEST_AGE_SECONDS\tDEAD\tHELD_KEYS\tOLDEST_HELD_AGE_SECONDS\tLAST_ERROR")
+	fmt.Fprintln(tw, "NAME\tPLUGIN\tBREAKER\tPAUSED\tREADY\tRETRYING\tOLDEST_AGE_SECONDS\tDEAD\tHELD_KEYS\tOLDEST_HELD_AGE_SECONDS\tIN_FLIGHT\tIN_FLIGHT_SECONDS\tLAST_ERROR")
 	for _, s := range sinks {
 		oldest := "-"
 		if s.OldestAgeSeconds > 0 {
@@ -744,8 +744,12 @@ func (p *printer) sinks() error {
 		case s.QueueError != "":
 			ready, retrying, dead = "unknown", "-", "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(s.Name), plugin, orDash(cell(s.Breaker)), paused,
-			ready, retrying, oldest, dead, heldKeys, oldestHeld, orDash(lastErr))
+		inFlight, inFlightSecs := "-", "-"
+		if s.InFlight > 0 {
+			inFlight, inFlightSecs = strconv.Itoa(s.InFlight), strconv.FormatFloat(math.Round(s.InFlightSeconds), 'f', 0, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(s.Name), plugin, orDash(cell(s.Breaker)), paused,
+			ready, retrying, oldest, dead, heldKeys, oldestHeld, inFlight, inFlightSecs, orDash(lastErr))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

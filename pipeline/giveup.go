@@ -29,8 +29,10 @@ type Abandoner interface {
 	// NotAttempted would: no attempt is counted, the delivery record
 	// becomes dead, and the dead letter's error is errFor(the entry's
 	// LastError, "" if none). It returns how many it moved: fewer than
-	// max only when no other entry waits. A max less than 1 moves
-	// nothing. The order in which entries are taken is not specified.
+	// max when no other entry waits, or when the page reached a bound of
+	// the log's on the bytes it holds (large transform outputs); 0 only
+	// when none waits. A max less than 1 moves nothing. The order in
+	// which entries are taken is not specified.
 	//
 	// Call it only on a queue that no dispatcher reads: it knows nothing
 	// of per-key order or of a dispatcher's give-ups. It never removes

@@ -217,7 +217,7 @@ func GiveUpAll(ctx context.Context, o Options, sink, reason string, beforePage f
 		if err != nil {
 			return res, err
 		}
-		if n < abandonPage {
+		if n == 0 { // a page can end early (a log's bound on its bytes): only none moved is the end
 			return res, nil
 		}
 		if time.Since(last) >= abandonProgress && o.Logger != nil {

@@ -21,7 +21,9 @@ var _ pipeline.Abandoner = (*queue)(nil)
 // given up on (settleRelease): its queue key (if any) deleted, a dead key
 // with its target, and its delivery record, dead. A page of max entries
 // holds their targets and, for ready entries the recent cache lacks, one
-// event read at a time.
+// event read at a time; it ends early once its targets' payloads reach
+// [abandonBytes], so that a page of large transform outputs is bounded in
+// memory and in the size of its write-ahead log record.
 func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string) string) (int, error) {
 	if err := q.l.waitQueues(ctx); err != nil {
 		return 0, err
@@ -37,7 +39,10 @@ func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string
 	txn := q.l.newTxn()
 	defer txn.Discard()
 	now := time.Now()
+	bytes := 0 // of the page's payloads and errors
+	full := func() bool { return bytes >= abandonBytes }
 	dead := func(seq uint64, prev *logpb.Delivery, t *logpb.Target) error {
+		bytes += len(t.GetPayload()) + len(t.GetLastError())
 		s := pipeline.Settlement{Seq: seq, Outcome: pipeline.Dead, Err: errFor(t.GetLastError()), NotAttempted: true}
 		if err := txn.putDelivery(seq, q.sink, settled(prev, t.GetRoute(), s, now)); err != nil {
 			return q.l.writeErr(err)
@@ -57,7 +62,10 @@ func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string
 		return 0, fmt.Errorf("abandon queue %s: %w", q.sink, err)
 	}
 	q.pmu.Lock()
-	seqs := q.pending.take(max - n)
+	var seqs []uint64
+	if !full() {
+		seqs = q.pending.take(max - n)
+	}
 	legacy := make(map[uint64]*logpb.Target, len(q.pending.legacy))
 	for _, seq := range seqs {
 		if t, ok := q.pending.legacy[seq]; ok {
@@ -65,7 +73,15 @@ func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string
 		}
 	}
 	q.pmu.Unlock()
-	err = q.abandonReady(txn, seqs, legacy, dead)
+	done, err := q.abandonReady(txn, seqs, legacy, dead, full)
+	if err == nil && done < len(seqs) {
+		// Full: the rest goes back, untouched (untake puts back the last
+		// ones taken).
+		q.pmu.Lock()
+		q.pending.untake(len(seqs) - done)
+		q.pmu.Unlock()
+		seqs = seqs[:done]
+	}
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -87,8 +103,9 @@ func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string
 }
 
 // abandonRetries deletes up to max retry keys of the queue that are not
-// leased, held ones included, passing each to dead in txn, and returns
-// how many it deleted. q.mu is held.
+// leased, held ones included, until their payloads reach abandonBytes,
+// passing each to dead in txn, and returns how many it deleted. q.mu is
+// held.
 func (q *queue) abandonRetries(txn *wtxn, max int, dead func(uint64, *logpb.Delivery, *logpb.Target) error) (int, error) {
 	type found struct {
 		key []byte
@@ -96,8 +113,9 @@ func (q *queue) abandonRetries(txn *wtxn, max int, dead func(uint64, *logpb.Deli
 		t   *logpb.Target
 	}
 	var fs []found
+	size := 0 // of the payloads found, as dead will count them
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
-	for it.Seek(q.retry); it.ValidForPrefix(q.retry) && len(fs) < max; it.Next() {
+	for it.Seek(q.retry); it.ValidForPrefix(q.retry) && len(fs) < max && size < abandonBytes; it.Next() {
 		rest := it.Item().Key()[len(q.retry):]
 		if len(rest) != 16 {
 			continue
@@ -112,6 +130,7 @@ func (q *queue) abandonRetries(txn *wtxn, max int, dead func(uint64, *logpb.Deli
 			return 0, fmt.Errorf("decode queue entry %d: %w", seq, err)
 		}
 		fs = append(fs, found{key: it.Item().KeyCopy(nil), seq: seq, t: t})
+		size += len(t.GetPayload()) + len(t.GetLastError())
 	}
 	it.Close()
 	for _, f := range fs {
@@ -130,28 +149,38 @@ func (q *queue) abandonRetries(txn *wtxn, max int, dead func(uint64, *logpb.Deli
 }
 
 // abandonReady passes each ready entry seqs (taken from pending) to dead
-// in txn, with the target of its event's route to the sink; an entry of
-// legacy has a ready key, which it deletes. A ready entry has no delivery
-// record yet (see settleRelease). q.mu is held.
-func (q *queue) abandonReady(txn *wtxn, seqs []uint64, legacy map[uint64]*logpb.Target, dead func(uint64, *logpb.Delivery, *logpb.Target) error) error {
-	for _, seq := range seqs {
+// in txn, with the target of its event's route to the sink, until full;
+// an entry of legacy has a ready key, which it deletes. A ready entry has
+// no delivery record yet (see settleRelease). It returns how many of seqs
+// it passed, in order. q.mu is held.
+func (q *queue) abandonReady(txn *wtxn, seqs []uint64, legacy map[uint64]*logpb.Target, dead func(uint64, *logpb.Delivery, *logpb.Target) error, full func() bool) (int, error) {
+	for i, seq := range seqs {
+		if full() {
+			return i, nil
+		}
 		t := legacy[seq]
 		if t != nil {
 			if err := txn.Delete(readyKey(q.sink, seq)); err != nil {
-				return q.l.writeErr(err)
+				return 0, q.l.writeErr(err)
 			}
 		} else if _, routes, ok := q.l.recent.get(seq); ok {
 			t = routes.target(q.sink)
 		} else {
 			rec, err := q.l.readEvent(txn.Txn, seq)
 			if err != nil {
-				return fmt.Errorf("event %d of queue entry: %w", seq, err)
+				return 0, fmt.Errorf("event %d of queue entry: %w", seq, err)
 			}
 			t = routing{rec.GetRoutes(), rec.GetPayloads()}.target(q.sink)
 		}
 		if err := dead(seq, nil, t); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return len(seqs), nil
 }
+
+// abandonBytes bounds what one Abandon page holds of its targets'
+// payloads and errors (a transform's output can be 1 MiB): a page of 1,000
+// such targets would hold a gigabyte, in memory and in one record of the
+// write-ahead log.
+var abandonBytes = 32 << 20 // a var: a test lowers it

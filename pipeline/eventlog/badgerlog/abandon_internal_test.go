@@ -1,0 +1,78 @@
+package badgerlog
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// TestAbandonPagesAreBoundedInBytes: a page of Abandon ends once its
+// targets' payloads reach abandonBytes, whether they wait for a retry or
+// are ready, leaving the rest waiting for the next page; pages go on until
+// one moves nothing, and every entry ends up a dead letter with its
+// payload.
+func TestAbandonPagesAreBoundedInBytes(t *testing.T) {
+	defer func(b int) { abandonBytes = b }(abandonBytes)
+	abandonBytes = 250
+	ctx := context.Background()
+	l, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	payload := `"` + strings.Repeat("p", 98) + `"` // 100 bytes
+	var es []pipeline.Entry
+	for i := range 7 {
+		es = append(es, pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprint("e", i), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "a", Route: "r", Payload: []byte(payload)}}})
+	}
+	if _, err := l.Append(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	q := l.Queue("a")
+	// Two of them wait for a retry an hour away.
+	ds, err := q.Fetch(ctx, 2)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("Fetch = %d, %v", len(ds), err)
+	}
+	var retry []pipeline.Settlement
+	for _, d := range ds {
+		retry = append(retry, pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Retry, Err: "503", RetryAt: time.Now().Add(time.Hour)})
+	}
+	if err := q.Settle(ctx, retry); err != nil {
+		t.Fatal(err)
+	}
+	var pages []int
+	for range 10 {
+		n, err := q.(pipeline.Abandoner).Abandon(ctx, 1000, func(string) string { return "given up" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, n)
+		if n == 0 {
+			break
+		}
+	}
+	// 100 bytes each (and the retries' 3-byte error): a page ends at the
+	// third entry, 300 bytes or so, over the bound of 250.
+	if want := []int{3, 3, 1, 0}; fmt.Sprint(pages) != fmt.Sprint(want) {
+		t.Errorf("Abandon pages moved %v, want %v", pages, want)
+	}
+	st, err := q.Stats(ctx)
+	if err != nil || st != (pipeline.QueueStats{Dead: 7}) {
+		t.Errorf("Stats after the pages = %+v, %v; want 7 dead, nothing waiting", st, err)
+	}
+	dls, err := q.DeadLetters(ctx, 0, 100)
+	if err != nil || len(dls) != 7 {
+		t.Fatalf("DeadLetters = %d, %v; want 7", len(dls), err)
+	}
+	for _, d := range dls {
+		if string(d.Payload) != payload {
+			t.Errorf("dead letter %d has payload %q, want the target's", d.Seq, d.Payload)
+		}
+	}
+}

@@ -121,9 +121,7 @@ func TestServeVerifiesSignaturesAndLeaksNoSecret(t *testing.T) {
 			t.Errorf("a secret (%.10s…) appears in the daemon's log or check's output", secret)
 		}
 	}
-	if !strings.Contains(d.Log(), "signature mismatch") {
-		t.Errorf("the daemon did not log the refused request with its reason")
-	}
+	d.WaitLog(t, "signature mismatch", 1, 5*time.Second) // the refused request, with its reason; the pipe may lag the answer
 }
 
 // selfSigned writes a certificate and key for 127.0.0.1 under dir.

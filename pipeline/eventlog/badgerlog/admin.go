@@ -25,9 +25,16 @@ const (
 	// scanBudget bounds the events one Events call decodes, so that a
 	// selective filter over a long log answers in bounded time.
 	scanBudget = 10000
-	// deadBatch bounds the dead letters moved or dropped in one transaction.
+	// deadBatch bounds the dead letters moved or dropped in one
+	// transaction (and deadBytes what they hold).
 	deadBatch = 1000
 )
+
+// deadBytes bounds what the dead letters of one transaction of eachDead
+// hold of payloads and errors (a transform's output can be 1 MiB): a
+// thousand such would hold a gigabyte, in memory and in one record of
+// the write-ahead log. A var: a test lowers it.
+var deadBytes = 32 << 20
 
 var _ pipeline.NewestFirstLog = (*DB)(nil)
 
@@ -236,22 +243,26 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 		txn := q.l.newTxn()
 		var keys [][]byte
 		var vals []*logpb.Target
+		size := 0 // of vals' payloads and errors
+		full := func() bool { return len(keys) >= deadBatch || size >= deadBytes }
+		add := func(key []byte, t *logpb.Target) {
+			keys, vals = append(keys, key), append(vals, t)
+			size += len(t.GetPayload()) + len(t.GetLastError())
+		}
 		var err error
 		if seqs == nil {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: q.dead, PrefetchValues: true, PrefetchSize: 64})
-			for it.Seek(deadKey(q.sink, after+1)); it.ValidForPrefix(q.dead) && len(keys) < deadBatch; it.Next() {
+			for it.Seek(deadKey(q.sink, after+1)); it.ValidForPrefix(q.dead) && !full(); it.Next() {
 				t := &logpb.Target{}
 				if err = it.Item().Value(func(v []byte) error { return decode(v, t) }); err != nil {
 					break
 				}
-				keys = append(keys, it.Item().KeyCopy(nil))
-				vals = append(vals, t)
+				add(it.Item().KeyCopy(nil), t)
 			}
 			it.Close()
 		} else {
-			end := min(i+deadBatch, len(seqs))
-			for _, seq := range seqs[i:end] {
-				item, gerr := txn.Get(deadKey(q.sink, seq))
+			for end := min(i+deadBatch, len(seqs)); i < end && !full(); i++ {
+				item, gerr := txn.Get(deadKey(q.sink, seqs[i]))
 				if errors.Is(gerr, badger.ErrKeyNotFound) {
 					continue
 				}
@@ -263,10 +274,8 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 				if err = item.Value(func(v []byte) error { return decode(v, t) }); err != nil {
 					break
 				}
-				keys = append(keys, item.KeyCopy(nil))
-				vals = append(vals, t)
+				add(item.KeyCopy(nil), t)
 			}
-			i = end
 		}
 		for k, key := range keys {
 			if err != nil {
@@ -292,7 +301,7 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 			return total, err
 		}
 		total += len(keys)
-		if (seqs == nil && len(keys) < deadBatch) || (seqs != nil && i >= len(seqs)) {
+		if (seqs == nil && !full()) || (seqs != nil && i >= len(seqs)) {
 			return total, nil
 		}
 	}

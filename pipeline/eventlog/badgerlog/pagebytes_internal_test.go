@@ -3,11 +3,13 @@ package badgerlog
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
 
 // TestAbandonPagesAreBoundedInBytes: a page of Abandon ends once its
@@ -73,6 +75,60 @@ func TestAbandonPagesAreBoundedInBytes(t *testing.T) {
 	for _, d := range dls {
 		if string(d.Payload) != payload {
 			t.Errorf("dead letter %d has payload %q, want the target's", d.Seq, d.Payload)
+		}
+	}
+}
+
+// TestDeadLetterTransactionsAreBoundedInBytes: a retry or drop of dead
+// letters goes to the next transaction once the targets of one hold
+// deadBytes of payloads, whether it names the dead letters or takes them
+// all, and still acts on every one.
+func TestDeadLetterTransactionsAreBoundedInBytes(t *testing.T) {
+	defer func(b int) { deadBytes = b }(deadBytes)
+	deadBytes = 250
+	ctx := context.Background()
+	payload := `"` + strings.Repeat("p", 98) + `"` // 100 bytes
+	for _, named := range []bool{false, true} {
+		l, err := Open(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		var es []pipeline.Entry
+		for i := range 7 {
+			es = append(es, pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprint("e", i), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+				Targets: []pipeline.Target{{Sink: "a", Route: "r", Payload: []byte(payload), Err: "transform: x"}}})
+		}
+		if _, err := l.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+		var seqs []uint64
+		if named {
+			dls, err := l.Queue("a").DeadLetters(ctx, 0, 100)
+			if err != nil || len(dls) != 7 {
+				t.Fatalf("DeadLetters = %d, %v; want 7", len(dls), err)
+			}
+			for _, d := range dls {
+				seqs = append(seqs, d.Seq)
+			}
+		}
+		txns := map[*wtxn]int{}
+		n, err := l.queue("a").eachDead(ctx, seqs, func(txn *wtxn, _ uint64, _ *logpb.Target) error {
+			txns[txn]++
+			return nil
+		})
+		if err != nil || n != 7 {
+			t.Fatalf("eachDead(named %v) = %d, %v; want all 7", named, n, err)
+		}
+		// About 112 bytes each (payload and error): a transaction is full
+		// at its third, so 3, 3 and 1.
+		var sizes []int
+		for _, c := range txns {
+			sizes = append(sizes, c)
+		}
+		slices.Sort(sizes)
+		if fmt.Sprint(sizes) != "[1 3 3]" {
+			t.Errorf("eachDead(named %v) acted in transactions of %v dead letters, want [1 3 3]", named, sizes)
 		}
 	}
 }

@@ -18,7 +18,7 @@ var _ pipeline.Abandoner = (*queue)(nil)
 // ones included), in key order (due time, then seq), then the oldest
 // ready entries, in one transaction under q.mu, so that no Fetch takes
 // one of them meanwhile. Each is written as Settle writes a dead letter
-// given up on (settleRelease): its queue key (if any) deleted, a dead key
+// given up on (putSettled): its queue key (if any) deleted, a dead key
 // with its target, and its delivery record, dead. A page of max entries
 // holds their targets and, for ready entries the recent cache lacks, one
 // event read at a time; it ends early once its targets' payloads reach
@@ -44,18 +44,7 @@ func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string
 	dead := func(seq uint64, prev *logpb.Delivery, t *logpb.Target) error {
 		bytes += len(t.GetPayload()) + len(t.GetLastError())
 		s := pipeline.Settlement{Seq: seq, Outcome: pipeline.Dead, Err: errFor(t.GetLastError()), NotAttempted: true}
-		if err := txn.putDelivery(seq, q.sink, settled(prev, t.GetRoute(), s, now)); err != nil {
-			return q.l.writeErr(err)
-		}
-		d := &logpb.Target{Route: t.GetRoute(), Payload: t.GetPayload(), Attempts: t.GetAttempts(), LastError: s.Err, FailedAtUnixNano: now.UnixNano()}
-		v, err := targetUTF8.encoded(d.MarshalVT())
-		if err != nil {
-			return fmt.Errorf("encode queue entry: %w", err)
-		}
-		if err := txn.Set(deadKey(q.sink, seq), v); err != nil {
-			return q.l.writeErr(err)
-		}
-		return nil
+		return q.putSettled(txn, prev, t, s, now)
 	}
 	n, err := q.abandonRetries(txn, max, dead)
 	if err != nil {

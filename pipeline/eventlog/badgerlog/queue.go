@@ -309,31 +309,8 @@ func (q *queue) settleRelease(ctx context.Context, settlements []pipeline.Settle
 				return fmt.Errorf("settle %s entry %d: %w", q.sink, s.Seq, err)
 			}
 		}
-		if err := txn.putDelivery(s.Seq, q.sink, settled(prev, ls.target.GetRoute(), s, now)); err != nil {
-			return q.l.writeErr(err)
-		}
-		t := &logpb.Target{Route: ls.target.GetRoute(), Payload: ls.target.GetPayload(), Attempts: ls.target.GetAttempts() + 1, LastError: s.Err}
-		var key []byte
-		switch s.Outcome {
-		case pipeline.Ack:
-			continue
-		case pipeline.Retry:
-			key = retryKey(q.sink, s.RetryAt, s.Seq)
-		case pipeline.Dead:
-			if s.NotAttempted {
-				t.Attempts-- // the one this settlement counted
-			}
-			t.FailedAtUnixNano = now.UnixNano()
-			key = deadKey(q.sink, s.Seq)
-		default:
-			return fmt.Errorf("settle %s entry %d: unknown outcome %d", q.sink, s.Seq, s.Outcome)
-		}
-		v, err := targetUTF8.encoded(t.MarshalVT())
-		if err != nil {
-			return fmt.Errorf("encode queue entry: %w", err)
-		}
-		if err := txn.Set(key, v); err != nil {
-			return q.l.writeErr(err)
+		if err := q.putSettled(txn, prev, ls.target, s, now); err != nil {
+			return err
 		}
 	}
 	if len(acked) > 0 {
@@ -473,4 +450,39 @@ func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pip
 		return nil, fmt.Errorf("list dead letters of %s: %w", q.sink, err)
 	}
 	return out, nil
+}
+
+// putSettled writes in txn what settlement s leaves of the entry whose
+// target is t and whose delivery record was prev (nil: none yet): the
+// record, and for a retry or a dead letter the entry under its new key,
+// with the attempt counted (unless s.NotAttempted) and s's error. Settle
+// and Abandon write through it.
+func (q *queue) putSettled(txn *wtxn, prev *logpb.Delivery, t *logpb.Target, s pipeline.Settlement, now time.Time) error {
+	if err := txn.putDelivery(s.Seq, q.sink, settled(prev, t.GetRoute(), s, now)); err != nil {
+		return q.l.writeErr(err)
+	}
+	next := &logpb.Target{Route: t.GetRoute(), Payload: t.GetPayload(), Attempts: t.GetAttempts() + 1, LastError: s.Err}
+	var key []byte
+	switch s.Outcome {
+	case pipeline.Ack:
+		return nil
+	case pipeline.Retry:
+		key = retryKey(q.sink, s.RetryAt, s.Seq)
+	case pipeline.Dead:
+		if s.NotAttempted {
+			next.Attempts-- // the one this settlement counted
+		}
+		next.FailedAtUnixNano = now.UnixNano()
+		key = deadKey(q.sink, s.Seq)
+	default:
+		return fmt.Errorf("settle %s entry %d: unknown outcome %d", q.sink, s.Seq, s.Outcome)
+	}
+	v, err := targetUTF8.encoded(next.MarshalVT())
+	if err != nil {
+		return fmt.Errorf("encode queue entry: %w", err)
+	}
+	if err := txn.Set(key, v); err != nil {
+		return q.l.writeErr(err)
+	}
+	return nil
 }

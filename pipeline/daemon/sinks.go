@@ -333,13 +333,10 @@ func (sr *sinkRun) haltDispatch(ctx context.Context) error {
 	return err
 }
 
-// stopPlugin stops the plugin process (Close, then kill), waiting up to
-// pluginStopTimeout.
-func (sr *sinkRun) stopPlugin() { sr.stopPluginWithin(pluginStopTimeout, nil) }
-
-// stopPluginWithin is stopPlugin waiting up to within; track, when not
-// nil, follows the stop for a stop's report.
-func (sr *sinkRun) stopPluginWithin(within time.Duration, track *pluginStops) {
+// stopPlugin stops the sink's plugin, waiting up to within (a plugin not
+// stopped by then is killed); track, when not nil, follows the stop for a
+// stop's report.
+func (sr *sinkRun) stopPlugin(within time.Duration, track *pluginStops) {
 	if sr.sup == nil {
 		return
 	}
@@ -400,7 +397,7 @@ func (s *sinks) stopAll() {
 	rep.waitFor(track.waits)
 	var wg sync.WaitGroup
 	for _, sr := range s.list() {
-		wg.Go(func() { sr.stopPluginWithin(t.pluginStop, &track) })
+		wg.Go(func() { sr.stopPlugin(t.pluginStop, &track) })
 	}
 	wg.Wait()
 }
@@ -472,7 +469,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 		case old == sr:
 		case old != nil:
 			old.stopDispatch(ctx)
-			old.stopPlugin() // sets pipelined_sink_up to 0: set it again for the new plugin
+			old.stopPlugin(s.timing.withDefaults().pluginStop, nil) // sets pipelined_sink_up to 0: set it again for the new plugin
 			if old.sup == nil {
 				// It comes back: seen as configured from now on, not
 				// only at the install below (after the other sinks'
@@ -496,7 +493,7 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 			continue
 		}
 		old.stopDispatch(ctx)
-		old.stopPlugin()
+		old.stopPlugin(s.timing.withDefaults().pluginStop, nil)
 		old.detach()
 		s.log.Info("sink removed; its queued events stay in the log until it returns, or they are given up on (pipelined dlq add SINK --all) and dropped", "sink", name)
 	}

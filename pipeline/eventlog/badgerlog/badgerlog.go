@@ -161,6 +161,10 @@ type DB struct {
 	// dedupfilter.go.
 	dedup *dedupFilter
 
+	// batch is the last Append's, its maps and slices kept for the next
+	// (Append has one caller at a time).
+	batch appendBatch
+
 	// appendRec is the record buffer of the last Append, kept for the
 	// next (Append has one caller at a time): once commit returns, the
 	// committer has written it and Badger has copied what it applied
@@ -417,138 +421,218 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 	if err := l.space.check(); err != nil {
 		return nil, err
 	}
+	b := &l.batch
+	if err := l.startAppend(b, entries); err != nil {
+		return nil, err
+	}
+	defer b.done()
 	out := make([]pipeline.Appended, len(entries))
-	txn := l.newBlindTxn()        // reads go through earlier
-	earlier := lazyView{db: l.db} // the dedup keys of earlier Appends
-	defer earlier.Discard()
+	for i := range entries {
+		var err error
+		if out[i], err = b.add(i, &entries[i]); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.seal(); err != nil {
+		return nil, err
+	}
+	b.earlier.Discard() // done reading: not held open through the commit
+	err := l.commit(b.txn)
+	if poisonRecord {
+		for i := range b.txn.rec {
+			b.txn.rec[i] = 0xAA
+		}
+	}
+	if cap(b.txn.rec) <= maxKeptRecord {
+		l.appendRec = b.txn.rec[:0] // the committer is done with it, whatever err says
+	}
+	// Even when commit failed: its record may be applied all the same (a
+	// key too many in the filter costs a lookup; one missing, a duplicate).
+	l.dedup.add(b.newKeys)
+	if err != nil {
+		return nil, err
+	}
+	l.publish(b, entries)
+	return out, nil
+}
+
+// appendBatch is one Append's work between its checks and its commit: the
+// transaction it fills, and what the queues, the recent-events cache and
+// the dedup filter learn once it is committed.
+type appendBatch struct {
+	l       *DB
+	txn     *wtxn
+	earlier lazyView // the dedup keys of earlier Appends
+	now     int64    // a failed target's time
+	// first is the sequence number of the batch's first event, next that
+	// of the one after its last.
+	first, next uint64
+	timeFrom    uint64
+	runs        timeRuns
+	newKeys     map[string]string   // dedup keys set by this batch, to their ids: for its own lookups and the filter
+	queued      map[string][]uint64 // seqs appended, by sink
+	appended    []int               // the entries written, at first, first+1, ...
+	routed      []routing           // and their routes
+}
+
+// startAppend readies b, the last Append's, for entries: the transaction
+// with its record sized for them, and the keys the first Append of a
+// version writes. b's maps and slices are kept from one Append to the next.
+func (l *DB) startAppend(b *appendBatch, entries []pipeline.Entry) error {
+	b.l = l
+	b.txn = l.newBlindTxn() // reads go through earlier
+	b.earlier = lazyView{db: l.db}
+	b.now = time.Now().UnixNano()
+	b.first, b.next = l.next, l.next
+	b.timeFrom = l.timeFrom.Load()
+	b.runs = timeRuns{}
+	if b.newKeys == nil {
+		b.newKeys, b.queued = map[string]string{}, map[string][]uint64{}
+	}
+	clear(b.newKeys)
+	clear(b.queued)
+	b.appended, b.routed = b.appended[:0], b.routed[:0]
 	// The record holds every event in full: size it once rather than let
 	// append double it all the way there, in the last Append's buffer.
 	size := 0
 	for i := range entries {
 		size += len(entries[i].Event.Body) + 64*len(entries[i].Event.Headers) + 512
 	}
-	txn.rec = slices.Grow(append(l.appendRec[:0], txn.rec...), size)
-
-	next := l.next
-	now := time.Now().UnixNano()
-	queued := map[string][]uint64{}                       // seqs appended, by sink
-	first, appended := next, make([]int, 0, len(entries)) // the entries written, at first, first+1, ...
-	routed := make([]routing, 0, len(entries))            // and their routes
-	var runs timeRuns
-	timeFrom := l.timeFrom.Load()
-	if timeFrom == 0 { // the first Append of a version with the time index
-		timeFrom = next
-		if err := txn.Set(keyTimeFrom, seqBytes(timeFrom)); err != nil {
-			return nil, l.writeErr(err)
+	b.txn.rec = slices.Grow(append(l.appendRec[:0], b.txn.rec...), size)
+	if b.timeFrom == 0 { // the first Append of a version with the time index
+		b.timeFrom = b.next
+		if err := b.txn.Set(keyTimeFrom, seqBytes(b.timeFrom)); err != nil {
+			return l.writeErr(err)
 		}
 	}
 	if l.legacyUnsaved {
-		if err := txn.Set(keyTimeLegacy, seqBytes(l.legacyUpto)); err != nil {
-			return nil, l.writeErr(err)
+		if err := b.txn.Set(keyTimeLegacy, seqBytes(l.legacyUpto)); err != nil {
+			return l.writeErr(err)
 		}
 	}
-	newKeys := map[string]string{} // dedup keys set by this batch, to their ids: for its own lookups and the filter
-	for i := range entries {
-		e := &entries[i]
-		if e.DedupKey != "" {
-			dk := dedupKey(e.Event.Source, e.DedupKey)
-			id, dup := newKeys[string(dk)]
-			if !dup && l.dedup.mayHave(dk) { // an earlier Append's
-				var err error
-				if id, dup, err = dedupID(earlier.Txn(), dk); err != nil {
-					return nil, err
-				}
-			}
-			if dup {
-				out[i] = pipeline.Appended{ID: id, Duplicate: true}
-				continue
-			}
-			ent := badger.NewEntry(dk, []byte(e.Event.ID))
-			if e.DedupWindow > 0 {
-				ent = ent.WithTTL(e.DedupWindow)
-			}
-			if err := txn.SetEntry(ent); err != nil {
-				return nil, l.writeErr(err)
-			}
-			newKeys[string(dk)] = e.Event.ID
-		}
-		seq := next
-		next++
-		rec := eventRecord(&e.Event, e.Targets)
-		if e.DedupKey != "" {
-			rec.DedupKey = e.DedupKey
-		}
-		// The full record is the meta followed by headers and body: protobuf
-		// reads concatenated messages as one, so each field is encoded once.
-		rest := &logpb.Event{Headers: rec.Headers, Body: rec.Body, Payloads: rec.Payloads}
-		r := routing{routes: rec.Routes, payloads: clonePayloads(rec.Payloads)} // the caller's payloads may change
-		rec.Headers, rec.Body, rec.Payloads = nil, nil, nil
-		meta, err := eventUTF8.encoded(rec.MarshalVT())
-		if err != nil {
-			return nil, fmt.Errorf("encode event: %w", err)
-		}
-		if err := txn.setEvent(eventKey(seq), meta, rest); err != nil {
-			return nil, l.writeErr(err)
-		}
-		if b, ok := idBucket(e.Event.ID); ok {
-			runs.add(b, seq, e.Event.ID) // found through the time index (timeindex.go)
-		} else if err := txn.Set(indexKey(e.Event.ID), seqBytes(seq)); err != nil {
-			return nil, l.writeErr(err)
-		}
-		for _, t := range e.Targets {
-			if t.Err == "" { // queued: the record's route says so (pending.go)
-				queued[t.Sink] = append(queued[t.Sink], seq)
-				continue
-			}
-			tv, err := targetUTF8.encoded((&logpb.Target{Route: t.Route, Payload: t.Payload, LastError: t.Err, FailedAtUnixNano: now}).MarshalVT())
-			if err != nil {
-				return nil, fmt.Errorf("encode queue entry: %w", err)
-			}
-			if err := txn.Set(deadKey(t.Sink, seq), tv); err != nil {
-				return nil, l.writeErr(err)
-			}
-		}
-		out[i] = pipeline.Appended{ID: e.Event.ID}
-		appended = append(appended, i)
-		routed = append(routed, r)
-	}
-	if err := runs.write(txn); err != nil {
-		return nil, l.writeErr(err)
-	}
-	if next != l.next {
-		if err := txn.Set(keyNext, seqBytes(next)); err != nil {
-			return nil, l.writeErr(err)
+	return nil
+}
+
+// done ends the batch's reads, and lets go of its transaction and of the
+// events it kept for publish.
+func (b *appendBatch) done() {
+	b.earlier.Discard()
+	b.txn = nil
+	clear(b.routed)
+}
+
+// add writes entries[i], e, into the batch, or finds it a duplicate: of an
+// event of this batch, or of an earlier Append's.
+func (b *appendBatch) add(i int, e *pipeline.Entry) (pipeline.Appended, error) {
+	if e.DedupKey != "" {
+		id, dup, err := b.dedup(e)
+		if err != nil || dup {
+			return pipeline.Appended{ID: id, Duplicate: dup}, err
 		}
 	}
-	earlier.Discard() // done reading: not held open through the commit
-	err := l.commit(txn)
-	if poisonRecord {
-		for i := range txn.rec {
-			txn.rec[i] = 0xAA
-		}
+	seq := b.next
+	b.next++
+	rec := eventRecord(&e.Event, e.Targets)
+	if e.DedupKey != "" {
+		rec.DedupKey = e.DedupKey
 	}
-	if cap(txn.rec) <= maxKeptRecord {
-		l.appendRec = txn.rec[:0] // the committer is done with it, whatever err says
-	}
-	// Even when commit failed: its record may be applied all the same (a
-	// key too many in the filter costs a lookup; one missing, a duplicate).
-	l.dedup.add(newKeys)
+	// The full record is the meta followed by headers and body: protobuf
+	// reads concatenated messages as one, so each field is encoded once.
+	rest := &logpb.Event{Headers: rec.Headers, Body: rec.Body, Payloads: rec.Payloads}
+	r := routing{routes: rec.Routes, payloads: clonePayloads(rec.Payloads)} // the caller's payloads may change
+	rec.Headers, rec.Body, rec.Payloads = nil, nil, nil
+	meta, err := eventUTF8.encoded(rec.MarshalVT())
 	if err != nil {
-		return nil, err
+		return pipeline.Appended{}, fmt.Errorf("encode event: %w", err)
 	}
-	l.timeFrom.Store(timeFrom)
+	if err := b.txn.setEvent(eventKey(seq), meta, rest); err != nil {
+		return pipeline.Appended{}, b.l.writeErr(err)
+	}
+	if bucket, ok := idBucket(e.Event.ID); ok {
+		b.runs.add(bucket, seq, e.Event.ID) // found through the time index (timeindex.go)
+	} else if err := b.txn.Set(indexKey(e.Event.ID), seqBytes(seq)); err != nil {
+		return pipeline.Appended{}, b.l.writeErr(err)
+	}
+	if err := b.target(seq, e.Targets); err != nil {
+		return pipeline.Appended{}, err
+	}
+	b.appended = append(b.appended, i)
+	b.routed = append(b.routed, r)
+	return pipeline.Appended{ID: e.Event.ID}, nil
+}
+
+// dedup returns the id of the event whose dedup key e repeats, if one
+// does; else it sets e's key in the batch.
+func (b *appendBatch) dedup(e *pipeline.Entry) (string, bool, error) {
+	dk := dedupKey(e.Event.Source, e.DedupKey)
+	id, dup := b.newKeys[string(dk)]
+	if !dup && b.l.dedup.mayHave(dk) { // an earlier Append's
+		var err error
+		if id, dup, err = dedupID(b.earlier.Txn(), dk); err != nil {
+			return "", false, err
+		}
+	}
+	if dup {
+		return id, true, nil
+	}
+	ent := badger.NewEntry(dk, []byte(e.Event.ID))
+	if e.DedupWindow > 0 {
+		ent = ent.WithTTL(e.DedupWindow)
+	}
+	if err := b.txn.SetEntry(ent); err != nil {
+		return "", false, b.l.writeErr(err)
+	}
+	b.newKeys[string(dk)] = e.Event.ID
+	return "", false, nil
+}
+
+// target queues the event at seq for its targets' sinks, or writes it
+// straight into a sink's dead-letter queue when its route failed there.
+func (b *appendBatch) target(seq uint64, targets []pipeline.Target) error {
+	for _, t := range targets {
+		if t.Err == "" { // queued: the record's route says so (pending.go)
+			b.queued[t.Sink] = append(b.queued[t.Sink], seq)
+			continue
+		}
+		tv, err := targetUTF8.encoded((&logpb.Target{Route: t.Route, Payload: t.Payload, LastError: t.Err, FailedAtUnixNano: b.now}).MarshalVT())
+		if err != nil {
+			return fmt.Errorf("encode queue entry: %w", err)
+		}
+		if err := b.txn.Set(deadKey(t.Sink, seq), tv); err != nil {
+			return b.l.writeErr(err)
+		}
+	}
+	return nil
+}
+
+// seal writes what the batch as a whole changes: the time index's runs and
+// the next sequence number.
+func (b *appendBatch) seal() error {
+	if err := b.runs.write(b.txn); err != nil {
+		return b.l.writeErr(err)
+	}
+	if b.next != b.first {
+		if err := b.txn.Set(keyNext, seqBytes(b.next)); err != nil {
+			return b.l.writeErr(err)
+		}
+	}
+	return nil
+}
+
+// publish makes a committed batch visible: the recent-events cache and the
+// queues take its events before next moves past them (see pendingMark).
+func (l *DB) publish(b *appendBatch, entries []pipeline.Entry) {
+	l.timeFrom.Store(b.timeFrom)
 	l.legacyUnsaved = false
 	if appendHook != nil {
 		appendHook()
 	}
-	for j, i := range appended {
-		if len(routed[j].routes) > 0 { // only an event some queue will hand out is worth keeping at hand
-			l.recent.add(first+uint64(j), entries[i].Event, entries[i].DedupKey, routed[j])
+	for j, i := range b.appended {
+		if len(b.routed[j].routes) > 0 { // only an event some queue will hand out is worth keeping at hand
+			l.recent.add(b.first+uint64(j), entries[i].Event, entries[i].DedupKey, b.routed[j])
 		}
 	}
-	// The queues take the new entries before next moves past them: see
-	// pendingMark.
-	for sink, seqs := range queued {
+	for sink, seqs := range b.queued {
 		q := l.queue(sink)
 		q.pmu.Lock()
 		q.pending.add(seqs...)
@@ -556,9 +640,8 @@ func (l *DB) Append(ctx context.Context, entries []pipeline.Entry) ([]pipeline.A
 		q.wake()
 	}
 	l.mu.Lock()
-	l.next = next
+	l.next = b.next
 	l.mu.Unlock()
-	return out, nil
 }
 
 // appendHook, when set (by tests only), is called when an Append has

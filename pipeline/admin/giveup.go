@@ -166,8 +166,10 @@ const (
 //
 // It fails with [ErrCannotGiveUp] (the JetStream backend, or a log whose
 // queues are not [pipeline.Abandoner]s), [ErrSinkConfigured] when the
-// configuration names the sink (asked before each page: a reload that
-// adds the sink back stops it there), [ErrBadReason]; and with the log's
+// configuration names the sink (asked before each page, under
+// [Options.LockRemoved]: a reload that adds the sink back stops it there,
+// and waits for the page in progress before the sink's dispatcher
+// starts), [ErrBadReason]; and with the log's
 // error, or ctx's, with Count saying how many were moved before: each
 // page is atomic, so those are dead letters and the rest still waits; a
 // new call goes on. beforePage, if not nil, is called before each page.
@@ -196,23 +198,32 @@ func GiveUpAll(ctx context.Context, o Options, sink, reason string, beforePage f
 		return res, ErrCannotGiveUp
 	}
 	errFor := func(lastErr string) string { return pipeline.GiveUpError(reason, lastErr) }
-	last := time.Now()
-	for {
-		if res.Count > 0 {
-			if err := removed(); err != nil {
-				return res, err
-			}
+	lock := o.LockRemoved
+	if lock == nil {
+		lock = func(string) func() { return func() {} }
+	}
+	// page moves one page, or none when the sink is no longer removed;
+	// a reload that brings the sink back waits for it.
+	page := func() (int, error) {
+		defer lock(sink)()
+		if err := removed(); err != nil {
+			return 0, err
 		}
 		if beforePage != nil {
 			beforePage()
 		}
 		pctx, cancel := context.WithTimeoutCause(ctx, allPageTime,
 			fmt.Errorf("moving %d events of sink %s to its dead-letter queue took longer than %v", abandonPage, sink, allPageTime))
+		defer cancel()
 		n, err := q.Abandon(pctx, abandonPage, errFor)
 		if err != nil && pctx.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%w: %w", context.Cause(pctx), err)
 		}
-		cancel()
+		return n, err
+	}
+	last := time.Now()
+	for {
+		n, err := page()
 		res.Count += n
 		if err != nil {
 			return res, err

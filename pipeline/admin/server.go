@@ -62,6 +62,17 @@ type Options struct {
 	// for POST /v1/sinks/{sink}/dlq/add, or nil when the sink has no
 	// dispatcher (a reload removed it). Nil answers 501.
 	GiveUps func(sink string) GiveUpSet
+	// LockRemoved, if set, locks the queue of sink, which a reload
+	// removed, against a reload that brings the sink back, for one page
+	// of [GiveUpAll]: it returns once it holds the lock, and unlock ends
+	// it. GiveUpAll asks [Options.GiveUps] whether the sink is still
+	// removed once it holds the lock, and moves the page under it; a
+	// reload that brings the sink back marks it configured, then waits
+	// for the page that holds the lock before its dispatcher starts. So a
+	// page never overlaps a dispatcher of its queue, and a reload waits
+	// for one page at most. Nil: nothing keeps a reload from overlapping a
+	// page (a test's log that no dispatcher reads).
+	LockRemoved func(sink string) (unlock func())
 	// Token is the bearer token that every call under /v1/ and /debug/
 	// must carry. Empty: those calls are refused with 403, unless
 	// AllowUnauthenticated. /healthz, /readyz and /metrics are always open.

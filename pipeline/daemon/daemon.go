@@ -464,7 +464,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		// its own list of what to give up on: one that did not act on an
 		// entry would keep its seq and kill the event's next life (a DLQ
 		// retry through another daemon).
-		ao.GiveUps = d.giveUpSet
+		d.giveUpOptions(&ao)
 	}
 	if cfg.Admin.UI {
 		s.ui = inspector.New(inspector.Options{Admin: ao, Counts: d.metrics.Counts, Subscribe: w.Subscribe, SinkNames: d.sinkNames})

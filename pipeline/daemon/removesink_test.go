@@ -5,19 +5,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pipelined/pipelined/internal/testlog"
+	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 )
 
 // TestRemovedSinkLeavesNoSeries: a reload that removes a sink removes its
@@ -108,7 +113,8 @@ func TestGiveUpsOfARemovedSinkGivenUpWhole(t *testing.T) {
 	var ans struct{ ID string }
 	json.NewDecoder(resp.Body).Decode(&ans)
 	resp.Body.Close()
-	o := admin.Options{Log: d.db, GiveUps: d.giveUpSet}
+	o := admin.Options{Log: d.db}
+	d.giveUpOptions(&o)
 	if res, err := admin.GiveUp(ctx, o, "gone", []string{ans.ID}, "bad data"); err != nil || res.Count != 1 {
 		t.Fatalf("GiveUp(%s) at the paused sink = %+v, %v; want it given up on", ans.ID, res, err)
 	}
@@ -167,7 +173,8 @@ func TestGiveUpAllStopsOnceTheSinkIsBack(t *testing.T) {
 	if err := d.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	o := admin.Options{Log: d.db, GiveUps: d.giveUpSet}
+	o := admin.Options{Log: d.db}
+	d.giveUpOptions(&o)
 	if _, err := admin.GiveUpAll(ctx, o, "gone", "", nil); err != nil {
 		t.Fatalf("GiveUpAll(gone) while it is removed = %v, want nil (the premise)", err)
 	}
@@ -222,4 +229,188 @@ func keepGoneConfig(dir string) func(withGone bool) string {
 		}
 		return sinksTOML("", dir, rest+"[[route]]\nname = \"all\"\nwhen = \"true\"\nto = "+to+"\n")
 	}
+}
+
+// gateLog is the daemon's Badger log whose queues' first Abandon call
+// stops at a gate, as a page on a slow disk: it closes entered, waits
+// for open to be closed, moves its page, then closes returned.
+type gateLog struct {
+	*badgerlog.DB
+	once                    *sync.Once
+	entered, open, returned chan struct{}
+}
+
+func newGateLog(db *badgerlog.DB) gateLog {
+	return gateLog{DB: db, once: &sync.Once{}, entered: make(chan struct{}), open: make(chan struct{}), returned: make(chan struct{})}
+}
+
+func (l gateLog) Queue(sink string) pipeline.Queue {
+	return gateQueue{l.DB.Queue(sink).(pipeline.Abandoner), l}
+}
+
+type gateQueue struct {
+	pipeline.Abandoner
+	l gateLog
+}
+
+func (q gateQueue) Abandon(ctx context.Context, max int, errFor func(string) string) (int, error) {
+	first := false
+	q.l.once.Do(func() { first = true })
+	if !first {
+		return q.Abandoner.Abandon(ctx, max, errFor)
+	}
+	close(q.l.entered)
+	<-q.l.open
+	defer close(q.l.returned)
+	return q.Abandoner.Abandon(ctx, max, errFor)
+}
+
+// TestReloadWaitsForTheGiveUpAllPage: a reload that brings a removed sink
+// back while a page of dlq add --all is inside the log's Abandon waits for
+// that page before the sink's dispatcher starts and before its give-ups
+// are pruned. Before, the reload went on beside the page: it pruned the
+// give-ups while the event given up on by id still waited, the page then
+// moved that event to the dead-letter queue, and the give-up stayed; a
+// later dlq retry of the dead letter sent it straight back to the
+// dead-letter queue ("given up by an operator") instead of delivering it.
+// On the Badger log, with the sink's real plugin.
+func TestReloadWaitsForTheGiveUpAllPage(t *testing.T) {
+	t.Setenv(pluginVar, "deliver")
+	dir := t.TempDir()
+	file := keepGoneConfig(dir)
+	var withGone atomic.Bool
+	withGone.Store(true)
+	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
+	logs := &testlog.Buffer{}
+	d, a := startDaemonWith(t, file(true), Options{Load: load, Logger: slog.New(slog.NewJSONHandler(logs, nil))},
+		func(d *Daemon) { d.openLog = openLog })
+	ctx := t.Context()
+	db, ok := d.db.(*badgerlog.DB)
+	if !ok {
+		t.Fatalf("the daemon's log is a %T, want the Badger log (the premise)", d.db)
+	}
+
+	// An event given up on by id while gone is paused, then gone removed.
+	if _, err := d.sinks.pause("gone", true); err != nil {
+		t.Fatal(err)
+	}
+	id := postEvent(t, a.ingest, `{"n":1}`)
+	o := admin.Options{Log: db}
+	d.giveUpOptions(&o)
+	if res, err := admin.GiveUp(ctx, o, "gone", []string{id}, "bad data"); err != nil || res.Count != 1 {
+		t.Fatalf("GiveUp(%s) at the paused sink = %+v, %v; want it given up on", id, res, err)
+	}
+	withGone.Store(false)
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// dlq add --all of gone, its page held inside Abandon.
+	gate := newGateLog(db)
+	o.Log = gate
+	type outcome struct {
+		res admin.DeadLetterResult
+		err error
+	}
+	gaveUp := make(chan outcome, 1)
+	go func() {
+		res, err := admin.GiveUpAll(ctx, o, "gone", "retired", nil)
+		gaveUp <- outcome{res, err}
+	}()
+	select {
+	case <-gate.entered:
+	case r := <-gaveUp:
+		t.Fatalf("GiveUpAll(gone) = %+v, %v before its first page (the premise)", r.res, r.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("GiveUpAll(gone) did not reach its first page in 10s")
+	}
+
+	// The reload that brings gone back, in the middle of the page.
+	withGone.Store(true)
+	type reloadOutcome struct {
+		err       error
+		pageEnded bool // when Reload returned
+	}
+	reloaded := make(chan reloadOutcome, 1)
+	var returned atomic.Bool
+	go func() {
+		err := d.Reload(ctx)
+		ended := false
+		select {
+		case <-gate.returned:
+			ended = true
+		default:
+		}
+		returned.Store(true)
+		reloaded <- reloadOutcome{err, ended}
+	}()
+	waitUntil(t, "the reload to return or to wait for the page", func() bool {
+		return returned.Load() || len(lines(t, logs, "reload: waiting for the page of pipelined dlq add --all")) > 0
+	})
+	select {
+	case <-gate.returned:
+		t.Fatal("the page ended before the reload came (the premise)")
+	default:
+	}
+	close(gate.open)
+	g := <-gaveUp
+	r := <-reloaded
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.pageEnded {
+		t.Errorf("the reload that brought gone back returned while a page of dlq add --all of its queue was in progress, want it to wait for the page")
+	}
+	if g.res.Count != 1 || !errors.Is(g.err, admin.ErrSinkConfigured) {
+		t.Errorf("GiveUpAll(gone) = %+v, %v; want its page (1 event) moved, then ErrSinkConfigured", g.res, g.err)
+	}
+	if gs := d.sinks.giveUpsOf("gone").List(); len(gs) != 0 {
+		t.Errorf("gone's give-ups after the reload = %+v, want none (its event is a dead letter)", gs)
+	}
+
+	// What the operator sees: the dead letter, retried, is delivered.
+	if _, err := d.sinks.pause("gone", false); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+a.admin+"/v1/sinks/gone/dlq/retry", "application/json", strings.NewReader(`{"ids":[`+strconv.Quote(id)+`]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"count": 1`) {
+		t.Fatalf("POST dlq/retry of %s = %d %s, want it retried", id, resp.StatusCode, body)
+	}
+	var rec pipeline.DeliveryRecord
+	waitUntil(t, "gone's retried event to be settled", func() bool {
+		rs, err := db.Deliveries(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range rs {
+			if x.Sink == "gone" {
+				rec = x
+			}
+		}
+		return rec.State == pipeline.StateDelivered || rec.State == pipeline.StateDead
+	})
+	if rec.State != pipeline.StateDelivered {
+		t.Errorf("gone's event %s after a dlq retry: %s (%s), want delivered", id, rec.State, rec.LastError)
+	}
+}
+
+// postEvent posts body to the daemon's source src and returns the event's
+// id.
+func postEvent(t *testing.T, ingest, body string) string {
+	t.Helper()
+	resp, err := http.Post("http://"+ingest+"/hooks/src", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ans struct{ ID string }
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil || resp.StatusCode != http.StatusOK || ans.ID == "" {
+		t.Fatalf("POST /hooks/src = %d, %v; want 200 with an id", resp.StatusCode, err)
+	}
+	return ans.ID
 }

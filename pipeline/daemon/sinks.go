@@ -31,12 +31,19 @@ type sinks struct {
 	pauses  *pauses           // the sinks an operator paused; set by Run
 	tracer  *telemetry.Tracer // nil: tracing off; set by Run
 
-	mu    sync.Mutex // guards order, by and giveUps; held for short sections only
+	// mu guards order, by, giveUps and pages; held for short sections
+	// only, and never while waiting for a lock of pages (a page takes mu
+	// under its lock, to ask whether its sink is still removed).
+	mu    sync.Mutex
 	order []string
 	by    map[string]*sinkRun
 	// giveUps are the entries given up on, by sink: kept here, not in a
 	// sinkRun, so that a sink restarted by a reload keeps them.
 	giveUps map[string]*dispatch.GiveUps
+	// pages lock a removed sink's queue for a page of dlq add --all
+	// against a reload that brings the sink back (see lockRemoved and
+	// claim), by sink; made at a sink's first page.
+	pages map[string]*sync.Mutex
 	// giveUpStore keeps giveUps across restarts; nil: in memory only
 	// (the JetStream backend, which offers no give-ups). Set by Run.
 	giveUpStore *giveUpStore
@@ -186,6 +193,51 @@ func (s *sinks) giveUpsOf(sink string) *dispatch.GiveUps {
 	return g
 }
 
+// lockRemoved locks sink's queue for one page of dlq add --all, for
+// admin.Options.LockRemoved: a reload that brings the sink back waits for
+// unlock before the sink's dispatcher starts (see claim). Only the pages
+// of dlq add --all and such a reload take the lock: delivery never does.
+func (s *sinks) lockRemoved(sink string) (unlock func()) {
+	s.mu.Lock()
+	m := s.pages[sink]
+	if m == nil {
+		if s.pages == nil {
+			s.pages = map[string]*sync.Mutex{}
+		}
+		m = &sync.Mutex{}
+		s.pages[sink] = m
+	}
+	s.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// claim makes sr the sink of its name, seen as configured from now on (a
+// page of dlq add --all that starts after it is refused), then waits for
+// the page of dlq add --all in progress on its queue, if any: a reload
+// calls it before it starts the dispatcher of a sink that comes back or is
+// new, so that no page overlaps the dispatcher and none is left to move
+// to the dead-letter queue what the dispatcher fetches. A page is
+// bounded (1,000 events, 30 s), so the reload waits for that much at most.
+func (s *sinks) claim(sr *sinkRun) {
+	s.mu.Lock()
+	if s.by == nil {
+		s.by = map[string]*sinkRun{}
+	}
+	s.by[sr.name] = sr
+	m := s.pages[sr.name]
+	s.mu.Unlock()
+	if m == nil {
+		return // no page was ever run on its queue
+	}
+	if !m.TryLock() {
+		s.log.Info("reload: waiting for the page of pipelined dlq add --all in progress on the queue of a sink that comes back; its dispatcher starts after it",
+			"sink", sr.name)
+		m.Lock()
+	}
+	m.Unlock()
+}
+
 // pluginStart is a sink's plugin starting in the background.
 type pluginStart struct {
 	spec pluginhost.Spec
@@ -243,14 +295,6 @@ func (s *sinks) install(runs []*sinkRun) {
 		}
 	}
 	s.order = order
-}
-
-// put makes sr the sink of its name, where it already has a place in the
-// order.
-func (s *sinks) put(sr *sinkRun) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.by[sr.name] = sr
 }
 
 func (s *sinks) list() []*sinkRun {
@@ -474,15 +518,20 @@ func (s *sinks) applySinks(ctx context.Context, specs []pluginhost.Spec, cfgs []
 				// It comes back: seen as configured from now on, not
 				// only at the install below (after the other sinks'
 				// batches in flight), so that a dlq add --all of its
-				// queue stops before its next page, before this
-				// dispatcher reads the queue.
-				s.put(sr)
+				// queue stops before its next page, and its page in
+				// progress ends before this dispatcher reads the queue
+				// and before the give-ups are pruned (a page moves
+				// entries given up on by id to the dead-letter queue).
+				s.claim(sr)
 				s.pruneGiveUps(ctx, sr.name)
 			}
 			sr.reportUp()
 			sr.startDispatch()
 			s.log.Info("sink restarted with its new plugin or config", "sink", sr.name)
 		default:
+			// Its queue may be listed as a removed sink's (adopted as an
+			// orphan since this reload read the sinks).
+			s.claim(sr)
 			s.pruneGiveUps(ctx, sr.name)
 			sr.startDispatch()
 			s.log.Info("sink added", "sink", sr.name)
@@ -579,6 +628,14 @@ func (s *sinks) pruneGiveUps(ctx context.Context, sink string) {
 		s.log.Warn("the list that keeps give-ups across restarts still names events no longer waiting; it is written again at its next change",
 			"sink", sink, "err", err)
 	}
+}
+
+// giveUpOptions sets what the admin API gives up on events with: the
+// give-ups of each sink, and the lock of a removed sink's queue for a page
+// of dlq add --all.
+func (s *sinks) giveUpOptions(o *admin.Options) {
+	o.GiveUps = s.giveUpSet
+	o.LockRemoved = s.lockRemoved
 }
 
 // giveUpSet returns the entries of sink an operator gave up on, for

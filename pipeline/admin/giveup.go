@@ -107,22 +107,38 @@ func (s *server) giveUpAll(w http.ResponseWriter, r *http.Request, sink, reason 
 	extend()
 	if err != nil {
 		if res.Count > 0 {
-			// A reload that brought the sink back refuses a new call: its
-			// dispatcher delivers what was not moved.
-			rest := "the rest waits: call again to go on"
-			if errors.Is(err, ErrSinkConfigured) {
-				rest = "the sink delivers the rest"
-			}
 			s.log.Warn("giving up on a removed sink's queue stopped: what was moved stays in its dead-letter queue",
-				"sink", sink, "count", res.Count, "rest", rest, "err", err)
-			err = fmt.Errorf("%w (%d events moved to the dead-letter queue before it stopped; %s)", err, res.Count, rest)
+				"sink", sink, "count", res.Count, "rest", giveUpAllRest(err), "err", err)
 		}
+		err = GiveUpAllError(res.Count, err)
 		writeError(w, GiveUpStatus(err), err.Error())
 		return
 	}
 	s.log.Info("events of a removed sink given up on: they are in its dead-letter queue (pipelined dlq drop SINK --all deletes them)",
 		"sink", sink, "count", res.Count, "reason", reason, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, res)
+}
+
+// GiveUpAllError is the error to answer for err, returned by a
+// [GiveUpAll] that moved count events before it stopped: err, and when
+// count > 0, how many were moved (they stay dead letters) and what
+// becomes of the rest. The admin API and the web UI answer it.
+func GiveUpAllError(count int, err error) error {
+	if count == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%d events moved to the dead-letter queue before it stopped; %s)", err, count, giveUpAllRest(err))
+}
+
+// giveUpAllRest says what becomes of the events a stopped [GiveUpAll]
+// did not move.
+func giveUpAllRest(err error) string {
+	// A reload that brought the sink back refuses a new call: its
+	// dispatcher delivers what was not moved.
+	if errors.Is(err, ErrSinkConfigured) {
+		return "the sink delivers the rest"
+	}
+	return "the rest waits: call again to go on"
 }
 
 // PageDeadline returns the beforePage of [GiveUpAll] and [SettleAllDead]

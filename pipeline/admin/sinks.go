@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -101,9 +102,11 @@ func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `give {"ids": [...]} or {"all": true}`)
 		return
 	}
-	if action == "retry" && st.Plugin == PluginRemoved {
-		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q was removed from the configuration: nothing would deliver its dead letters, which would only wait in its queue; add the sink back (its [[sink]], then reload) to retry them, or drop them with dlq drop", sink))
-		return
+	if action == "retry" {
+		if err := RetryRefused(st); err != nil {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
 	}
 	var res DeadLetterResult
 	var err error
@@ -123,6 +126,22 @@ func (s *server) settleDead(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("dead letters "+settledVerb[action],
 		"sink", sink, "count", res.Count, "all", req.All, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, res)
+}
+
+// ErrRetryRemoved: the dead letters of a sink removed from the
+// configuration are not retried, since nothing would deliver them; see
+// [RetryRefused].
+var ErrRetryRemoved = errors.New("nothing would deliver its dead letters, which would only wait in its queue; add the sink back (its [[sink]], then reload) to retry them, or drop them (dlq drop)")
+
+// RetryRefused returns why the dead letters of the sink st reports cannot
+// be retried, wrapping [ErrRetryRemoved], or nil when they can: POST
+// /v1/sinks/{sink}/dlq/retry answers it with 409, and the web UI shows it
+// instead of its retry buttons.
+func RetryRefused(st SinkStatus) error {
+	if st.Plugin != PluginRemoved {
+		return nil
+	}
+	return fmt.Errorf("sink %q was removed from the configuration: %w", st.Name, ErrRetryRemoved)
 }
 
 // settledVerb is what POST dlq/retry and dlq/drop did, for the log.

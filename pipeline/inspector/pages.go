@@ -50,6 +50,8 @@ func (u *UI) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 // sinkState is the one word the overview shows for a sink.
 func sinkState(s admin.SinkStatus) string {
 	switch {
+	case s.Plugin == admin.PluginRemoved: // paused or not, nothing delivers
+		return s.Plugin
 	case s.Paused:
 		return "paused"
 	case s.Breaker == "open":
@@ -196,7 +198,8 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
 	u.render(w, r, http.StatusOK, "events", p)
 }
 
-// sinkNames lists the configured sinks by name.
+// sinkNames lists the configured sinks by name: not those a reload
+// removed, whose queues nothing delivers.
 func (u *UI) sinkNames(ctx context.Context) []string {
 	if u.o.SinkNames != nil {
 		return u.o.SinkNames()
@@ -204,10 +207,16 @@ func (u *UI) sinkNames(ctx context.Context) []string {
 	sinks, _ := u.sinkStatus(ctx)
 	var names []string
 	for _, s := range sinks {
-		names = append(names, s.Name)
+		if s.Plugin != admin.PluginRemoved {
+			names = append(names, s.Name)
+		}
 	}
 	return names
 }
+
+// knowsSinks reports whether the UI can tell the configured sinks from
+// the others; without, every sink is taken as configured.
+func (u *UI) knowsSinks() bool { return u.o.SinkNames != nil || u.o.Admin.Sinks != nil }
 
 // sourceNames lists the sources the counters have seen.
 func (u *UI) sourceNames() []string {
@@ -249,6 +258,10 @@ type eventData struct {
 	// CanGiveUp says the daemon keeps give-ups (not on JetStream): a
 	// delivery under way gets a button to give up on it.
 	CanGiveUp bool
+	// Removed are the sinks of the timelines that the configuration no
+	// longer names: no retry or give-up button (they would be refused),
+	// but a link to the sink's dead-letter page, which acts on them.
+	Removed map[string]bool
 }
 
 func (u *UI) event(w http.ResponseWriter, r *http.Request, s session) {
@@ -298,6 +311,12 @@ func (u *UI) showEvent(w http.ResponseWriter, r *http.Request, s session, flash 
 		}
 		for _, rec := range recs {
 			d.Timelines = append(d.Timelines, sinkTimeline{DeliveryRecord: rec, Steps: timeline(e.ReceivedAt, rec)})
+			if u.knowsSinks() && !slices.Contains(d.AllSinks, rec.Sink) {
+				if d.Removed == nil {
+					d.Removed = map[string]bool{}
+				}
+				d.Removed[rec.Sink] = true
+			}
 		}
 	} else {
 		d.NoRecords = true
@@ -470,9 +489,26 @@ func (u *UI) giveUpOne(w http.ResponseWriter, r *http.Request, s session) {
 	u.showEvent(w, r, s, msg)
 }
 
+// dlqRow is one sink on the dead-letter index.
+type dlqRow struct {
+	admin.SinkStatus
+	Removed bool
+	Waiting int // ready and retrying: for a removed sink, what a give-up would move
+}
+
 func (u *UI) dlqIndex(w http.ResponseWriter, r *http.Request, s session) {
+	u.showDLQIndex(w, r, s, "")
+}
+
+// showDLQIndex draws the dead-letter index, with flash when not empty.
+func (u *UI) showDLQIndex(w http.ResponseWriter, r *http.Request, s session, flash string) {
 	sinks, err := u.sinkStatus(r.Context())
-	p := u.pg(s, "dlq", "Dead letters", sinks)
+	var rows []dlqRow
+	for _, st := range sinks {
+		rows = append(rows, dlqRow{SinkStatus: st, Removed: st.Plugin == admin.PluginRemoved, Waiting: st.Ready + st.Retrying})
+	}
+	p := u.pg(s, "dlq", "Dead letters", rows)
+	p.Flash = flash
 	if err != nil {
 		p.Error = err.Error()
 	}
@@ -484,7 +520,26 @@ type dlqData struct {
 	More    bool // not the first page
 	Letters []pipeline.DeadLetter
 	Next    string
+	// Removed says the configuration no longer names the sink (removed
+	// or renamed): nothing delivers its queue. Then Status is its
+	// status, with what waits in its queue.
+	Removed bool
+	Status  admin.SinkStatus
+	// NoRetry says why the dead letters are not retried (a removed
+	// sink's: nothing would deliver them); empty: they can be.
+	NoRetry string
+	// NoGiveUp says why a removed sink's waiting events cannot be given
+	// up on (the JetStream backend); empty: they can be.
+	NoGiveUp string
 }
+
+// Waiting counts the events that wait in the sink's queue (ready or
+// retrying), as far as its status says.
+func (d dlqData) Waiting() int { return d.Status.Ready + d.Status.Retrying }
+
+// Counted says the status counts the sink's queue: not while the queues
+// are rebuilt after the start, nor when the log did not answer.
+func (d dlqData) Counted() bool { return !d.Status.Rebuilding && d.Status.QueueError == "" }
 
 func (u *UI) dlq(w http.ResponseWriter, r *http.Request, s session) {
 	u.showDLQ(w, r, s, "")
@@ -492,7 +547,8 @@ func (u *UI) dlq(w http.ResponseWriter, r *http.Request, s session) {
 
 func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash string) {
 	sink := r.PathValue("sink")
-	if !u.findSink(w, r, sink) {
+	st, ok := u.findSink(w, r, sink)
+	if !ok {
 		return
 	}
 	after := uint64(0)
@@ -508,7 +564,13 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 		u.fail(w, r, http.StatusInternalServerError, "Reading the dead letters: "+err.Error())
 		return
 	}
-	d := dlqData{Sink: sink, More: after > 0}
+	d := dlqData{Sink: sink, More: after > 0, Removed: st.Plugin == admin.PluginRemoved, Status: st}
+	if err := admin.RetryRefused(st); err != nil {
+		d.NoRetry = err.Error()
+	}
+	if d.Removed && u.o.Admin.GiveUps == nil {
+		d.NoGiveUp = admin.ErrCannotGiveUp.Error()
+	}
 	if len(dls) > pageSize {
 		dls = dls[:pageSize]
 		d.Next = strconv.FormatUint(dls[pageSize-1].Seq, 10)
@@ -519,19 +581,39 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 	u.render(w, r, http.StatusOK, "dlq", p)
 }
 
-// findSink answers 404 (or 503) and returns false when sink is not
-// configured or there is no log. It reads only the sinks' names: counting
-// a queue can cost a scan.
-func (u *UI) findSink(w http.ResponseWriter, r *http.Request, sink string) bool {
+// findSink returns the status of sink for its dead-letter pages: of a
+// configured sink, only its name (the sinks' names are read, not their
+// counts: counting a queue can cost a scan); of a sink a reload removed
+// whose queue still holds events, its whole status, Plugin "removed". It
+// answers 404 (or 503) and returns false when there is no such sink or
+// no log.
+func (u *UI) findSink(w http.ResponseWriter, r *http.Request, sink string) (admin.SinkStatus, bool) {
 	if u.o.Admin.Log == nil {
 		u.fail(w, r, http.StatusServiceUnavailable, "The event log is not open.")
-		return false
+		return admin.SinkStatus{}, false
 	}
-	if slices.Contains(u.sinkNames(r.Context()), sink) {
-		return true
+	st, ok := u.sinkOf(r.Context(), sink)
+	if !ok {
+		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Sink %q is not configured, and no sink removed from the configuration has events left under that name.", sink))
 	}
-	u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Sink %q is not configured.", sink))
-	return false
+	return st, ok
+}
+
+// sinkOf is findSink without the answer.
+func (u *UI) sinkOf(ctx context.Context, sink string) (admin.SinkStatus, bool) {
+	if slices.Contains(u.sinkNames(ctx), sink) {
+		return admin.SinkStatus{Name: sink}, true
+	}
+	if u.o.Admin.Sinks == nil {
+		return admin.SinkStatus{}, false
+	}
+	sinks, _ := u.o.Admin.Sinks(ctx)
+	for _, st := range sinks {
+		if st.Name == sink && st.Plugin == admin.PluginRemoved {
+			return st, true
+		}
+	}
+	return admin.SinkStatus{}, false
 }
 
 type confirmData struct {
@@ -543,13 +625,21 @@ type confirmData struct {
 
 // dlqAction retries or drops dead letters: action=retry or drop, with
 // seq=... (selected) or all=1. A drop shows a confirmation page first and
-// happens only when the form comes back with confirm=yes.
+// happens only when the form comes back with confirm=yes. A removed
+// sink's dead letters are not retried ([admin.RetryRefused]); action=giveup
+// with all=1 and a reason gives up on every event waiting in a removed
+// sink's queue ([admin.GiveUpAll]), as pipelined dlq add SINK --all does.
 func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 	sink := r.PathValue("sink")
-	if !u.findSink(w, r, sink) {
+	st, ok := u.findSink(w, r, sink)
+	if !ok {
 		return
 	}
 	action, all := r.PostFormValue("action"), r.PostFormValue("all") == "1"
+	if action == "giveup" {
+		u.giveUpAll(w, r, s, sink, all)
+		return
+	}
 	var seqs []uint64
 	for _, v := range r.PostForm["seq"] {
 		n, err := strconv.ParseUint(v, 10, 64)
@@ -567,7 +657,11 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 		seqs = nil
 	}
 	if action != "retry" && action != "drop" {
-		u.fail(w, r, http.StatusBadRequest, "action: retry or drop")
+		u.fail(w, r, http.StatusBadRequest, "action: retry, drop or giveup")
+		return
+	}
+	if err := admin.RetryRefused(st); action == "retry" && err != nil {
+		u.fail(w, r, http.StatusConflict, "Retry: "+err.Error())
 		return
 	}
 	if action == "drop" && r.PostFormValue("confirm") != "yes" {
@@ -589,7 +683,42 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 	}
 	u.log.Info("ui dead letters "+map[string]string{"retry": "retried", "drop": "dropped"}[action], "sink", sink, "count", n, "all", all, "remote", r.RemoteAddr)
 	verb := map[string]string{"retry": "Retried", "drop": "Dropped"}[action]
-	u.showDLQ(w, r, s, fmt.Sprintf("%s %d dead letter(s) of %s.", verb, n, sink))
+	u.afterDLQ(w, r, s, sink, fmt.Sprintf("%s %d dead letter(s) of %s.", verb, n, sink))
+}
+
+// giveUpAll gives up on every event waiting in the queue of sink, which a
+// reload removed, with the form's reason: admin.GiveUpAll, as POST
+// /v1/sinks/{sink}/dlq/add with {"all": true} does, a page at a time.
+func (u *UI) giveUpAll(w http.ResponseWriter, r *http.Request, s session, sink string, all bool) {
+	if !all {
+		u.fail(w, r, http.StatusBadRequest, "Give up: only on every event waiting for a removed sink (all=1); give up on one event from its page.")
+		return
+	}
+	reason := r.PostFormValue("reason")
+	res, err := admin.GiveUpAll(r.Context(), u.o.Admin, sink, reason, admin.PageDeadline(w))
+	if err != nil {
+		if res.Count > 0 {
+			u.log.Warn("ui give-up of a removed sink's queue stopped: what was moved stays in its dead-letter queue",
+				"sink", sink, "count", res.Count, "err", err, "remote", r.RemoteAddr)
+		}
+		err = admin.GiveUpAllError(res.Count, err)
+		u.fail(w, r, admin.GiveUpStatus(err), "Give up: "+err.Error())
+		return
+	}
+	u.log.Info("ui gave up on the events of a removed sink: they are in its dead-letter queue",
+		"sink", sink, "count", res.Count, "reason", reason, "remote", r.RemoteAddr)
+	u.afterDLQ(w, r, s, sink, fmt.Sprintf("Gave up on %d waiting event(s) of %s: they are in its dead-letter queue.", res.Count, sink))
+}
+
+// afterDLQ shows the dead letters of sink with flash after an action on
+// them; or, when nothing is left of a removed sink (it is no longer
+// listed), the dead-letter index.
+func (u *UI) afterDLQ(w http.ResponseWriter, r *http.Request, s session, sink, flash string) {
+	if _, ok := u.sinkOf(r.Context(), sink); !ok {
+		u.showDLQIndex(w, r, s, flash+" Nothing is left of it, so it is no longer listed.")
+		return
+	}
+	u.showDLQ(w, r, s, flash)
 }
 
 type refusedData struct {

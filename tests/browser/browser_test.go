@@ -203,7 +203,16 @@ func TestInspectorInABrowser(t *testing.T) {
 	recv := harness.NewReceiver(t)
 	recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
 	dir := t.TempDir()
-	cfgFile := harness.WriteConfig(t, dir, harness.Listeners("")+"token_env = \"UI_TEST_TOKEN\"\n"+harness.BadgerLog(filepath.Join(dir, "log"))+`
+	// config is the configuration, with the sink "legacy" (archive's
+	// plugin) after the others when withLegacy; the last subtest adds it,
+	// then removes it.
+	config := func(withLegacy bool) string {
+		legacy, to := "", []string{"archive", "crm"}
+		if withLegacy {
+			legacy = "\n[[sink]]\nname = \"legacy\"\nplugin = \"archive\"\nconfig = { dir = \"" + filepath.Join(dir, "legacy") + "\" }\n"
+			to = append(to, "legacy")
+		}
+		return harness.Listeners("") + "token_env = \"UI_TEST_TOKEN\"\n" + harness.BadgerLog(filepath.Join(dir, "log")) + `
 [[source]]
 name = "callkaro"
 path = "/hooks/callkaro"
@@ -215,15 +224,17 @@ keep_rejected = "1h"
 [[sink]]
 name = "archive"
 plugin = "archive"
-config = { dir = "`+filepath.Join(dir, "archive")+`" }
+config = { dir = "` + filepath.Join(dir, "archive") + `" }
 delivery = { batch_wait = "5ms" }
 
 [[sink]]
 name = "crm"
 plugin = "http"
-config = { url = "`+recv.URL+`" }
+config = { url = "` + recv.URL + `" }
 delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff_max = "100ms" }
-`+harness.AllCallsRoute("archive", "crm"))
+` + legacy + harness.AllCallsRoute(to...)
+	}
+	cfgFile := harness.WriteConfig(t, dir, config(false))
 	d, err := harness.StartWith(t, cfgFile, harness.Options{Env: []string{"UI_TEST_TOKEN=" + token}})
 	if err != nil {
 		t.Fatal(err)
@@ -419,6 +430,65 @@ delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff
 		shoot(t, ctx, "refused", true, false)
 		if pwned(t, ctx) {
 			t.Error("window.pwned is set")
+		}
+	})
+
+	t.Run("a removed sink: give up on its queue, drop its dead letters", func(t *testing.T) {
+		// legacy is added, paused, given two events, then removed: they
+		// wait in its queue, which nothing delivers.
+		reload := func(withLegacy bool) {
+			t.Helper()
+			harness.WriteConfig(t, dir, config(withLegacy))
+			if _, err := api.Reload(context.Background()); err != nil {
+				t.Fatalf("reload: %v", err)
+			}
+		}
+		reload(true)
+		if _, err := api.PauseSink(context.Background(), "legacy", true); err != nil {
+			t.Fatal(err)
+		}
+		waiting := []string{post(t, d, string(harness.CallEvent("ui-legacy-1", "interested")), nil), post(t, d, string(harness.CallEvent("ui-legacy-2", "not_interested")), nil)}
+		reload(false)
+		harness.Eventually(t, 30*time.Second, func() error {
+			if st, err := api.Sink(context.Background(), "legacy"); err != nil || st.Plugin != admin.PluginRemoved || st.Ready != 2 {
+				return fmt.Errorf("legacy: %+v %v, want removed with 2 ready", st, err)
+			}
+			return nil
+		})
+
+		run(t, ctx, "overview", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("sinks-h")))
+		load(t, ctx, "to legacy's queue", chromedp.Click(chromedp.CSS(`td a[href="/ui/dlq/legacy"]`)))
+		if got := text(t, ctx, "#removed"); !strings.Contains(got, "2 events wait in it") || !strings.Contains(got, "nothing delivers its queue") {
+			t.Errorf("legacy's page says %q, want it removed with 2 events waiting", got)
+		}
+		if got := text(t, ctx, "#no-retry"); !strings.Contains(got, "add the sink back") {
+			t.Errorf("legacy's page explains no retry with %q", got)
+		}
+		if n := get(t, ctx, "count retry buttons", chromedp.Evaluate[int](`document.querySelectorAll('button[value="retry"]').length`)); n != 0 {
+			t.Errorf("legacy's page has %d retry buttons, want none (nothing would deliver)", n)
+		}
+		run(t, ctx, "type a reason", chromedp.SendKeys(chromedp.ID("giveup-reason"), "legacy retired, ticket 12"))
+		shoot(t, ctx, "dlq-removed", true, true)
+		load(t, ctx, "give up on all", chromedp.Click(chromedp.CSS(`#giveup-form button[value="giveup"]`)))
+		if got := text(t, ctx, "p.flash"); !strings.Contains(got, "Gave up on 2 waiting event(s) of legacy") {
+			t.Errorf("after give up on all: %q", got)
+		}
+		page := text(t, ctx, "main")
+		for _, want := range append([]string{"No event waits in it.", "given up by an operator: legacy retired, ticket 12"}, waiting...) {
+			if !strings.Contains(page, want) {
+				t.Errorf("legacy's page after the give-up lacks %q:\n%s", want, page)
+			}
+		}
+		if st, _ := api.Sink(context.Background(), "legacy"); st.Ready+st.Retrying != 0 || st.Dead != 2 {
+			t.Errorf("legacy after the give-up: %+v, want 2 dead letters and nothing waiting", st)
+		}
+		load(t, ctx, "drop all", chromedp.Click(chromedp.CSS(`input[name="all"] ~ button[value="drop"]`)))
+		load(t, ctx, "confirm", chromedp.Click(chromedp.CSS(`input[name="confirm"] ~ div button.danger`)))
+		if got := text(t, ctx, "p.flash"); !strings.Contains(got, "Dropped 2 dead letter(s) of legacy. Nothing is left of it") {
+			t.Errorf("after drop all: %q", got)
+		}
+		if _, err := api.Sink(context.Background(), "legacy"); err == nil {
+			t.Error("legacy is still listed once its dead letters were dropped")
 		}
 	})
 

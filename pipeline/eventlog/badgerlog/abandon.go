@@ -3,6 +3,7 @@ package badgerlog
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,16 +24,33 @@ var _ pipeline.Abandoner = (*queue)(nil)
 // holds their targets and, for ready entries the recent cache lacks, one
 // event read at a time; it ends early once its targets' payloads reach
 // [abandonBytes], so that a page of large transform outputs is bounded in
-// memory and in the size of its write-ahead log record.
+// memory and in the size of its write-ahead log record; and before
+// Badger's own bound on a transaction (15% of the memtable, 2.4 MiB by
+// default), which payloads under its value threshold (1 MiB) count whole:
+// a page that does not fit is made again with the entries that did.
 func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string) string) (int, error) {
 	if err := q.l.waitQueues(ctx); err != nil {
 		return 0, err
 	}
+	for {
+		n, wrote, err := q.abandon(ctx, max, errFor)
+		if err != nil && errors.Is(err, badger.ErrTxnTooBig) && wrote > 0 && wrote < max {
+			max = wrote // nothing was written: the same page, shorter
+			continue
+		}
+		return n, err
+	}
+}
+
+// abandon is one try of Abandon's page: on an error nothing is written,
+// and wrote says how many entries were written into the transaction
+// before it (ErrTxnTooBig: those fit).
+func (q *queue) abandon(ctx context.Context, max int, errFor func(lastErr string) string) (n, wrote int, err error) {
 	if max < 1 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err := q.l.space.check(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -44,11 +62,15 @@ func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string
 	dead := func(seq uint64, prev *logpb.Delivery, t *logpb.Target) error {
 		bytes += len(t.GetPayload()) + len(t.GetLastError())
 		s := pipeline.Settlement{Seq: seq, Outcome: pipeline.Dead, Err: errFor(t.GetLastError()), NotAttempted: true}
-		return q.putSettled(txn, prev, t, s, now)
+		if err := q.putSettled(txn, prev, t, s, now); err != nil {
+			return err
+		}
+		wrote++
+		return nil
 	}
-	n, err := q.abandonRetries(txn, max, dead)
+	n, err = q.abandonRetries(txn, max, dead)
 	if err != nil {
-		return 0, fmt.Errorf("abandon queue %s: %w", q.sink, err)
+		return 0, wrote, fmt.Errorf("abandon queue %s: %w", q.sink, err)
 	}
 	q.pmu.Lock()
 	var seqs []uint64
@@ -83,12 +105,12 @@ func (q *queue) Abandon(ctx context.Context, max int, errFor func(lastErr string
 		// Nothing was handed out: the ready entries go back (a commit that
 		// failed may yet be applied; writing them dead again is harmless).
 		q.pending.untake(len(seqs))
-		return 0, fmt.Errorf("abandon queue %s: %w", q.sink, err)
+		return 0, wrote, fmt.Errorf("abandon queue %s: %w", q.sink, err)
 	}
 	for _, seq := range seqs {
 		q.pending.settle(seq)
 	}
-	return n + len(seqs), nil
+	return n + len(seqs), wrote, nil
 }
 
 // abandonRetries deletes up to max retry keys of the queue that are not

@@ -277,21 +277,21 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 				add(item.KeyCopy(nil), t)
 			}
 		}
-		for k, key := range keys {
-			if err != nil {
-				break
+		cut := false // the transaction ended before Badger's bound, not deadBytes'
+		if err == nil {
+			var done int
+			done, err = q.settleDead(txn, keys, vals, also)
+			if errors.Is(err, badger.ErrTxnTooBig) && done > 0 {
+				// Badger's bound on one transaction (15% of the memtable,
+				// 2.4 MiB by default) counts payloads under its value
+				// threshold (1 MiB) whole, and comes before deadBytes: the
+				// dead letters that fit go in a transaction of their own,
+				// the rest in the next.
+				txn.Discard()
+				txn = q.l.newTxn()
+				keys, vals, cut = keys[:done], vals[:done], true
+				_, err = q.settleDead(txn, keys, vals, also)
 			}
-			seq := binary.BigEndian.Uint64(key[len(q.dead):])
-			if err = txn.Delete(key); err != nil {
-				err = q.l.writeErr(err)
-				break
-			}
-			if also != nil {
-				if err = also(txn, seq, vals[k]); err != nil {
-					err = q.l.writeErr(err)
-				}
-			}
-			after = seq
 		}
 		if err == nil && len(keys) > 0 {
 			err = q.l.commit(txn)
@@ -301,10 +301,35 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 			return total, err
 		}
 		total += len(keys)
-		if (seqs == nil && !full()) || (seqs != nil && i >= len(seqs)) {
+		if len(keys) > 0 {
+			after = binary.BigEndian.Uint64(keys[len(keys)-1][len(q.dead):])
+		}
+		if cut && seqs != nil {
+			// Go on from the first seq not settled.
+			i, _ = slices.BinarySearch(seqs, after+1)
+		}
+		if !cut && ((seqs == nil && !full()) || (seqs != nil && i >= len(seqs))) {
 			return total, nil
 		}
 	}
+}
+
+// settleDead deletes the dead letters keys (whose targets are vals) in
+// txn, calling also (if not nil) for each, and returns how many it wrote
+// before an error.
+func (q *queue) settleDead(txn *wtxn, keys [][]byte, vals []*logpb.Target, also func(*wtxn, uint64, *logpb.Target) error) (int, error) {
+	for k, key := range keys {
+		seq := binary.BigEndian.Uint64(key[len(q.dead):])
+		if err := txn.Delete(key); err != nil {
+			return k, q.l.writeErr(err)
+		}
+		if also != nil {
+			if err := also(txn, seq, vals[k]); err != nil {
+				return k, q.l.writeErr(err)
+			}
+		}
+	}
+	return len(keys), nil
 }
 
 // Requeue implements [pipeline.Queue]. The entries go to the retry keyspace

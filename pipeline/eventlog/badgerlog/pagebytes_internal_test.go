@@ -132,3 +132,98 @@ func TestDeadLetterTransactionsAreBoundedInBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestPagesFitBadgersTransaction: with the default memtable a Badger
+// transaction takes 2.4 MiB, and a payload under the value threshold
+// (1 MiB) counts whole, so three transform outputs of 900 KiB do not fit
+// in one, long before abandonBytes or deadBytes: Abandon (dlq add --all)
+// and RetryDead (dlq retry, named or all) failed with "Txn is too big" on
+// every call, the same page each time, and could never move such a queue.
+// They now end the transaction at the entries that fit.
+func TestPagesFitBadgersTransaction(t *testing.T) {
+	ctx := context.Background()
+	l, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	payload := []byte(`"` + strings.Repeat("p", 900<<10) + `"`)
+	const n = 6
+	for i := range n {
+		es := []pipeline.Entry{{Event: pipeline.Event{ID: fmt.Sprint("e", i), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "a", Route: "r", Payload: payload}, {Sink: "b", Route: "r", Payload: payload}}}}
+		if _, err := l.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two of a's wait for a retry, the others are ready.
+	qa := l.Queue("a")
+	ds, err := qa.Fetch(ctx, 2)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("Fetch = %d, %v", len(ds), err)
+	}
+	for _, d := range ds {
+		if err := qa.Settle(ctx, []pipeline.Settlement{{Seq: d.Seq, Outcome: pipeline.Retry, Err: "503", RetryAt: time.Now().Add(time.Hour)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	moved := 0
+	for range 2 * n {
+		m, err := qa.(pipeline.Abandoner).Abandon(ctx, 1000, func(string) string { return "given up" })
+		if err != nil {
+			t.Fatalf("Abandon after %d moved: %v", moved, err)
+		}
+		if m == 0 {
+			break
+		}
+		moved += m
+	}
+	if st, err := qa.Stats(ctx); err != nil || moved != n || st != (pipeline.QueueStats{Dead: n}) {
+		t.Errorf("Abandon moved %d; stats %+v, %v; want all %d dead", moved, st, err, n)
+	}
+	dls, err := qa.DeadLetters(ctx, 0, 100)
+	if err != nil || len(dls) != n {
+		t.Fatalf("DeadLetters = %d, %v", len(dls), err)
+	}
+	for _, d := range dls {
+		if string(d.Payload) != string(payload) {
+			t.Errorf("dead letter %d lost its payload", d.Seq)
+		}
+	}
+
+	// b's all dead, one at a time (a Settle splits itself on the limit).
+	qb := l.Queue("b")
+	ds, err = qb.Fetch(ctx, n)
+	if err != nil || len(ds) != n {
+		t.Fatalf("Fetch b = %d, %v", len(ds), err)
+	}
+	var seqs []uint64
+	for _, d := range ds {
+		seqs = append(seqs, d.Seq)
+		if err := qb.Settle(ctx, []pipeline.Settlement{{Seq: d.Seq, Outcome: pipeline.Dead, Err: "boom"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := qb.RetryDead(ctx, seqs[:n-1]); err != nil || got != n-1 {
+		t.Fatalf("RetryDead(%d named) = %d, %v", n-1, got, err)
+	}
+	if st, err := qb.Stats(ctx); err != nil || st != (pipeline.QueueStats{Retrying: n - 1, Dead: 1}) {
+		t.Errorf("stats after the named retry %+v, %v", st, err)
+	}
+	// Back to dead, then all of them at once.
+	ds, err = qb.Fetch(ctx, n)
+	if err != nil || len(ds) != n-1 {
+		t.Fatalf("Fetch b again = %d, %v", len(ds), err)
+	}
+	for _, d := range ds {
+		if err := qb.Settle(ctx, []pipeline.Settlement{{Seq: d.Seq, Outcome: pipeline.Dead, Err: "boom"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := qb.RetryDead(ctx, nil); err != nil || got != n {
+		t.Fatalf("RetryDead(all) = %d, %v; want %d", got, err, n)
+	}
+	if st, err := qb.Stats(ctx); err != nil || st != (pipeline.QueueStats{Retrying: n}) {
+		t.Errorf("stats after retrying all %+v, %v", st, err)
+	}
+}

@@ -214,3 +214,32 @@ func TestEventsPageBytes(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayOfLargePayloads: a replay whose routes make transform outputs
+// near 1 MiB requeues them all. A Badger transaction takes 2.4 MiB by
+// default (payloads under 1 MiB counted whole), so a page of 64 holding
+// three of them failed with "Txn is too big", at the same page every time.
+func TestReplayOfLargePayloads(t *testing.T) {
+	ctx := context.Background()
+	l, err := badgerlog.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const n = 5
+	for i := range n {
+		es := []pipeline.Entry{{Event: pipeline.Event{ID: fmt.Sprint("e", i), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)}}}
+		if _, err := l.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	payload := []byte(`"` + strings.Repeat("p", 900<<10) + `"`)
+	o := admin.Options{Log: l, Retarget: func(pipeline.Event, string) (string, []byte, error) { return "big", payload, nil }}
+	p, err := admin.Replay(ctx, o, admin.ReplayRequest{Sink: "a", Since: "1h", AllEvents: true}, func(admin.ReplayProgress) {})
+	if err != nil || p.Enqueued != n {
+		t.Fatalf("Replay = %+v, %v; want %d enqueued", p, err, n)
+	}
+	if st, err := l.Queue("a").Stats(ctx); err != nil || st.Retrying != n {
+		t.Errorf("queue after the replay: %+v, %v; want %d retrying", st, err, n)
+	}
+}

@@ -168,7 +168,7 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 		}
 		p.Matched += len(rs)
 		if len(rs) > 0 {
-			n, err := q.Requeue(ctx, rs)
+			n, err := requeue(ctx, q, rs)
 			if err != nil {
 				return err
 			}
@@ -184,4 +184,24 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 			progress()
 		}
 	}
+}
+
+// requeue requeues rs in q, in halves when the log answers that they do
+// not fit in one atomic write ([pipeline.ErrTooBig]: Badger takes 2.4 MiB
+// in a transaction by default, so three transform outputs of 900 KiB of
+// a replay's page of 64 did not fit, and the replay failed at that page
+// every time). A Requeue that fails writes nothing, and one of an entry
+// already queued skips it, so the halves requeue each entry once.
+func requeue(ctx context.Context, q pipeline.Queue, rs []pipeline.Requeue) (int, error) {
+	n, err := q.Requeue(ctx, rs)
+	if !errors.Is(err, pipeline.ErrTooBig) || len(rs) < 2 {
+		return n, err
+	}
+	h := len(rs) / 2
+	a, err := requeue(ctx, q, rs[:h])
+	if err != nil {
+		return a, err
+	}
+	b, err := requeue(ctx, q, rs[h:])
+	return a + b, err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -258,11 +259,20 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	}
 	switch {
 	case src.DedupKey != nil:
-		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.StringContext(ctx, env)
+		denv := env
+		if raw := rawHeaders(req.Header, src.DropHeaders); raw != nil {
+			// A header that is not UTF-8 reads as U+FFFD in ev.Headers:
+			// the key is made from its bytes, so that two that differ
+			// there are two keys.
+			e := *env
+			e.Headers = raw
+			denv = &e
+		}
+		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.StringContext(ctx, denv)
 	case src.DedupHeader != "":
 		d.Entry.DedupKey = rules.StringKey(auth.DedupKey(req.Header, src.DedupHeader))
 	}
-	d.Entry.DedupKey = validUTF8(d.Entry.DedupKey) // a header's bytes, or a string expr cut between bytes
+	d.Entry.DedupKey = textKey(d.Entry.DedupKey) // a header's bytes, or a string expr cut between bytes
 	if c.Router != nil {
 		sp := telemetry.StartRoute(ctx) // nil unless the request is traced
 		d.Entry.Targets, d.RouteErrs = c.Router.RouteContext(ctx, env)
@@ -272,6 +282,41 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 		}
 	}
 	return d
+}
+
+// textKey returns the dedup key k as the log keeps it, UTF-8: k itself
+// when it is, else "(bytes)" and k's bytes in hex. validUTF8 would make
+// one key of "ord-\xfc" and "ord-\xe4" (both "ord-\uFFFD", and a run of
+// such bytes is one U+FFFD): the second event, another one, answered
+// duplicate and dropped. No string key starts with "(" ([rules.StringKey]),
+// so no other key is spelled so.
+func textKey(k string) string {
+	if utf8.ValidString(k) {
+		return k
+	}
+	return "(bytes)" + hex.EncodeToString([]byte(k))
+}
+
+// rawHeaders returns the headers as [headers] does but with their bytes as
+// sent, or nil when every value it keeps is UTF-8 (and headers has them
+// as they are).
+func rawHeaders(hs http.Header, drop []string) map[string]string {
+	text := true
+	for _, v := range hs {
+		for _, s := range v {
+			text = text && utf8.ValidString(s)
+		}
+	}
+	if text {
+		return nil
+	}
+	out := headers(hs, drop)
+	for k, v := range hs {
+		if lk := strings.ToLower(k); out[lk] != "" {
+			out[lk] = strings.Join(v, ", ")
+		}
+	}
+	return out
 }
 
 // validUTF8 returns s with each byte that is not UTF-8 replaced by U+FFFD,

@@ -98,6 +98,13 @@ func (s *server) giveUp(w http.ResponseWriter, r *http.Request) {
 // page and not the whole call (a day-long outage can leave a million
 // events).
 func (s *server) giveUpAll(w http.ResponseWriter, r *http.Request, sink, reason string) {
+	// Before the line that says it starts: a reason refused with 400 left
+	// "giving up on every event" in the log of a call that moved none.
+	reason, err := cleanReason(reason)
+	if err != nil {
+		writeError(w, GiveUpStatus(err), err.Error())
+		return
+	}
 	extend := PageDeadline(w)
 	s.log.Info("giving up on every event waiting for a removed sink: each goes to its dead-letter queue now",
 		"sink", sink, "reason", reason, "remote", r.RemoteAddr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -234,5 +235,28 @@ func TestGiveUpAllAnswerWhenTheSinkComesBack(t *testing.T) {
 	wantError(t, r, http.StatusConflict, "the sink delivers the rest")
 	if strings.Contains(string(r.body), "call again") {
 		t.Errorf("error = %s, want no advice to call again (the sink is configured: a call is refused)", r.body)
+	}
+}
+
+// TestGiveUpAllRefusedReasonIsNotLogged: a dlq add --all whose reason is
+// refused (400) moves nothing, and the log does not say it is giving up
+// on the queue; an accepted reason is logged as the dead letters carry it.
+func TestGiveUpAllRefusedReasonIsNotLogged(t *testing.T) {
+	l := fixture(t)
+	o := v1Options(l)
+	removedSlack(&o, func() bool { return true })
+	var buf strings.Builder
+	o.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+	h := admin.Handler(o)
+	appendTo(t, l, "slack", "late", 3)
+	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/add", token, `{"all":true,"reason":"`+strings.Repeat("x", 2001)+`"}`), http.StatusBadRequest, "reason")
+	if strings.Contains(buf.String(), "giving up") {
+		t.Errorf("log after a refused reason:\n%s\nwant no line saying it gives up", buf.String())
+	}
+	if r := call(t, h, "POST", "/v1/sinks/slack/dlq/add", token, `{"all":true,"reason":"retired\u001b[2J"}`); r.code != http.StatusOK {
+		t.Fatalf("POST dlq/add all = %d %s", r.code, r.body)
+	}
+	if !strings.Contains(buf.String(), `reason="retired [2J"`) {
+		t.Errorf("log:\n%s\nwant the reason as the dead letters carry it", buf.String())
 	}
 }

@@ -3,6 +3,7 @@ package admin
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -72,12 +73,24 @@ func (o *Options) Client(r *http.Request) string {
 // NewGuesses returns an empty Guesses.
 func NewGuesses() *Guesses { return &Guesses{addrs: map[string]*rate.Limiter{}} }
 
-// host is the address of remoteAddr without its port.
+// host is the address of remoteAddr without its port, as wrong tokens
+// are counted against it: an IPv6 address (not loopback) by its /64, the
+// network one host is given; counted one by one, a client with a /64
+// would have 2^64 addresses of GuessBurst guesses each, and every 4,096 of
+// them would make Guesses forget all.
 func host(remoteAddr string) string {
-	if h, _, err := net.SplitHostPort(remoteAddr); err == nil {
-		return h
+	h := remoteAddr
+	if hh, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		h = hh
 	}
-	return remoteAddr
+	if a, err := netip.ParseAddr(h); err == nil {
+		if a = a.Unmap(); a.Is6() && !a.IsLoopback() {
+			if p, err := a.WithZone("").Prefix(64); err == nil {
+				return p.String()
+			}
+		}
+	}
+	return h
 }
 
 // Wait reports how long the client at remoteAddr must wait before its

@@ -505,27 +505,52 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // released for the next round. A queue without Stats, or whose Stats
 // fails, may have something to probe.
 func (d *Dispatcher) nothingToProbe(ctx context.Context) bool {
-	q, ok := d.o.Queue.(interface {
-		Stats(context.Context) (pipeline.QueueStats, error)
-	})
-	if !ok {
-		return false
-	}
-	st, err := q.Stats(ctx)
-	if err != nil {
-		return false
-	}
-	// Read after Stats: only DroppedDead changes the held count meanwhile,
-	// and only down (the held event it makes a head is still counted as
-	// retrying), so the difference never counts fewer events to probe
-	// than there are.
-	held := 0
-	if d.ord != nil {
+	held := func() int {
+		if d.ord == nil {
+			return 0
+		}
 		d.ord.mu.Lock()
-		held = d.ord.held
-		d.ord.mu.Unlock()
+		defer d.ord.mu.Unlock()
+		return d.ord.held
 	}
-	return st.Ready == 0 && st.Retrying <= held
+	var ready, retrying int
+	if wc, ok := d.o.Queue.(WaitingCounter); ok {
+		// Counting the retrying entries past the held ones is pointless:
+		// read before, the held count is at least the one read after.
+		var err error
+		if ready, retrying, err = wc.CountWaiting(ctx, held()+1); err != nil {
+			return false
+		}
+	} else {
+		q, ok := d.o.Queue.(interface {
+			Stats(context.Context) (pipeline.QueueStats, error)
+		})
+		if !ok {
+			return false
+		}
+		st, err := q.Stats(ctx)
+		if err != nil {
+			return false
+		}
+		ready, retrying = st.Ready, st.Retrying
+	}
+	// Read after the count: only DroppedDead changes the held count
+	// meanwhile, and only down (the held event it makes a head is still
+	// counted as retrying), so the difference never counts fewer events
+	// to probe than there are.
+	return ready == 0 && retrying <= held()
+}
+
+// WaitingCounter is a [Queue] that can say whether entries wait without
+// walking them all: the open breaker asks after every batch (a batch
+// given up on does not wait for the next probe, so an operator's thousand
+// give-ups are a thousand asks), and badgerlog's Stats walks every retry
+// and dead entry, 60 ms per 200,000 (seconds after a day's outage).
+type WaitingCounter interface {
+	// CountWaiting returns how many entries are ready (leased ones
+	// included), as Stats does, and how many wait for a retry, counted up
+	// to maxRetrying at most.
+	CountWaiting(ctx context.Context, maxRetrying int) (ready, retrying int, err error)
 }
 
 // rotates reports whether failed probes are held: with a queue that can

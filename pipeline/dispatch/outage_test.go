@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -526,5 +527,59 @@ func TestBreakerClosesWithNothingToProbe(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// walkCounting is a badgerlog queue that counts its whole-queue walks
+// (Stats: every retry and dead entry, 60 ms per 200,000).
+type walkCounting struct {
+	pipeline.Queue
+	walks atomic.Int64
+}
+
+func (q *walkCounting) Stats(ctx context.Context) (pipeline.QueueStats, error) {
+	q.walks.Add(1)
+	return q.Queue.Stats(ctx)
+}
+
+func (q *walkCounting) CountWaiting(ctx context.Context, maxRetrying int) (int, int, error) {
+	return q.Queue.(dispatch.WaitingCounter).CountWaiting(ctx, maxRetrying)
+}
+
+// TestOpenBreakerDoesNotWalkTheQueue: while the breaker is open the
+// dispatcher looks after every batch whether anything is left to probe,
+// and a batch given up on goes on to the next at once: an operator's
+// give-ups of 1,000 events were 1,000 walks of every retry and dead entry
+// of the queue (a million after a day's outage: a second each). It now
+// asks the queue to count the retrying entries only as far as it needs,
+// and the breaker still closes when nothing is left.
+func TestOpenBreakerDoesNotWalkTheQueue(t *testing.T) {
+	for name, open := range orderLogs(t) {
+		if name != "badgerlog" {
+			continue
+		}
+		l := open(t)
+		const n = 60
+		appendKeyed(t, l, 0, n, func(i int) string { return "k" })
+		q := &walkCounting{Queue: l.Queue("s")}
+		sink := newSwitchSink()
+		var g dispatch.GiveUps
+		var bl breakerLog
+		o := options(q, sink)
+		o.MaxAttempts, o.BreakerFailures, o.BreakerProbe = 0, 2, 20*time.Millisecond
+		o.BackoffMin, o.BackoffMax = time.Millisecond, 40*time.Millisecond
+		o.GiveUps, o.OnBreaker = &g, bl.record
+		start(t, o)
+		waitFor(t, "the breaker to open", func() bool { return len(bl.get()) > 0 })
+		var ids []string
+		for i := range n {
+			ids = append(ids, fmt.Sprintf("ev-%05d", i))
+		}
+		giveUp(t, &g, l, "stale", ids...)
+		waitStats(t, l.Queue("s"), pipeline.QueueStats{Dead: n})
+		waitFor(t, "the breaker to close", func() bool { return len(bl.get()) >= 2 })
+		if w := q.walks.Load(); w > 0 {
+			t.Errorf("the open breaker walked the whole queue %d times for %d events given up on, want none", w, n)
+		}
 	}
 }

@@ -368,6 +368,23 @@ func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
 	}, nil
 }
 
+// CountWaiting implements dispatch.WaitingCounter: Stats' ready count,
+// and the retry keys counted up to maxRetrying, not walked whole (nor the
+// dead letters).
+func (q *queue) CountWaiting(ctx context.Context, maxRetrying int) (ready, retrying int, err error) {
+	if err := q.l.waitQueues(ctx); err != nil {
+		return 0, 0, err
+	}
+	txn, ready, _ := q.snapshot()
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
+	defer it.Close()
+	for it.Seek(q.retry); it.ValidForPrefix(q.retry) && retrying < maxRetrying; it.Next() {
+		retrying++
+	}
+	return ready, retrying, nil
+}
+
 // snapshot returns a read transaction of the log as it is now, with what
 // of the queue's memory goes with it: how many entries are queued (ready
 // or leased) and the lowest of them (0 if none). q.mu is held only while

@@ -409,6 +409,12 @@ func (d *Daemon) listen(cfg *config.Config) (*listeners, error) {
 		ls.ingest.Close()
 		return nil, fmt.Errorf("admin listener: %w (change [admin] listen)", err)
 	}
+	// The admin listener is bounded as ingest's is: its connections were
+	// not, so one peer (any client that reaches it, with no token: a 401
+	// is kept alive for idle_timeout) could hold every file descriptor of
+	// the daemon, and the log's own files failed to open.
+	adminProxies, _ := config.ParsePrefixes(cfg.Admin.TrustedProxies) // checked by Validate
+	ls.admin = limitPerIP(ls.admin, cfg.Server.MaxConnsPerIP, adminProxies)
 	return ls, nil
 }
 

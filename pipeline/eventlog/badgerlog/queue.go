@@ -432,7 +432,10 @@ func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pip
 	}
 	var out []pipeline.DeadLetter
 	err := q.l.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.dead, PrefetchValues: true, PrefetchSize: 64})
+		// Prefetch no more than the page: a dead letter's value holds its
+		// payload (up to 1 MiB), and 64 of them were read ahead for a
+		// page of one.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.dead, PrefetchValues: true, PrefetchSize: max(1, min(limit, 64))})
 		defer it.Close()
 		for it.Seek(binary.BigEndian.AppendUint64(append([]byte(nil), q.dead...), after+1)); it.ValidForPrefix(q.dead) && len(out) < limit; it.Next() {
 			key := it.Item().Key()

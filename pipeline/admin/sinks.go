@@ -66,16 +66,16 @@ func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var dls []pipeline.DeadLetter
+	more := false
 	if after < math.MaxUint64 { // a log seeks after+1: the last seq would wrap to the first page
-		if dls, err = DeadLetterPage(r.Context(), s.o.Log.Queue(sink), after, limit+1); err != nil {
+		if dls, more, err = deadLetterPageBytes(r.Context(), s.o.Log.Queue(sink), after, limit, pageBytes); err != nil {
 			writeLogError(w, err)
 			return
 		}
 	}
 	out := DeadLetterList{Sink: sink, DeadLetters: []DeadLetter{}}
-	if len(dls) > limit {
-		dls = dls[:limit]
-		out.Next = strconv.FormatUint(dls[limit-1].Seq, 10)
+	if more {
+		out.Next = strconv.FormatUint(dls[len(dls)-1].Seq, 10)
 	}
 	for _, d := range dls {
 		out.DeadLetters = append(out.DeadLetters, DeadLetter{ID: d.Event.ID, Seq: d.Seq, Source: d.Event.Source, ReceivedAt: d.Event.ReceivedAt,
@@ -289,29 +289,63 @@ func DeadLetterPage(ctx context.Context, q pipeline.Queue, after uint64, limit i
 	return out, err
 }
 
+// deadLetterPageBytes is [DeadLetterPage] for an answer: it ends at limit
+// dead letters, or before one past the first once their payloads and
+// errors hold maxBytes (a transform's output can be 1 MiB: a page of
+// 1,000 answered a gigabyte, encoded whole before it was written, some
+// seven times that at its peak), and says whether more come after.
+func deadLetterPageBytes(ctx context.Context, q pipeline.Queue, after uint64, limit, maxBytes int) (out []pipeline.DeadLetter, more bool, err error) {
+	size := 0
+	err = eachDeadLetter(ctx, q, after, func(d pipeline.DeadLetter) bool {
+		if len(out) >= limit || (len(out) > 0 && size+len(d.Payload)+len(d.Err) > maxBytes) {
+			more = true
+			return false
+		}
+		out = append(out, d)
+		size += len(d.Payload) + len(d.Err)
+		return true
+	})
+	return out, more, err
+}
+
 // deadLetterChunk is how many dead letters eachDeadLetter asks a log for
-// at a time.
-const deadLetterChunk = 32
+// at a time at most, and firstDeadLetterChunk at first, before it knows
+// their sizes.
+const (
+	deadLetterChunk      = 32
+	firstDeadLetterChunk = 4
+)
 
 // eachDeadLetter calls visit for the entries of q's dead-letter queue with
 // Seq > after, in log order, each without its event's body, until visit
 // returns false or none is left.
+//
+// A log reads each dead letter with its payload (up to 1 MiB) and its
+// event's body (up to max_body): after the first chunk, a chunk holds as
+// many as the sizes seen so far say fit in [pageBytes] (at least one), as
+// GET /v1/events reads, so that a chunk of 32 such dead letters does not
+// hold 64 MiB (280 MB of the daemon's memory, measured) for one page.
 func eachDeadLetter(ctx context.Context, q pipeline.Queue, after uint64, visit func(pipeline.DeadLetter) bool) error {
+	chunk := firstDeadLetterChunk
+	seen, bytes := 0, 0
 	for after < math.MaxUint64 { // a log seeks after+1
-		dls, err := q.DeadLetters(ctx, after, deadLetterChunk)
+		dls, err := q.DeadLetters(ctx, after, chunk)
 		if err != nil {
 			return err
 		}
 		for _, d := range dls {
+			seen++
+			bytes += len(d.Payload) + len(d.Event.Body) + len(d.Err) + 1
 			d.Event.Body = nil
 			if !visit(d) {
 				return nil
 			}
 		}
-		if len(dls) < deadLetterChunk {
+		if len(dls) < chunk {
 			return nil
 		}
 		after = dls[len(dls)-1].Seq
+		chunk = max(1, min(deadLetterChunk, pageBytes/max(1, bytes/seen)))
 	}
 	return nil
 }

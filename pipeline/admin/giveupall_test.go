@@ -108,6 +108,11 @@ func TestGiveUpAllOfARemovedSink(t *testing.T) {
 
 	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/retry", token, `{"all":true}`), http.StatusConflict, "removed from the configuration: nothing would deliver its dead letters")
 	wantError(t, call(t, h, "POST", "/v1/sinks/slack/dlq/retry", token, `{"ids":["ev-5"]}`), http.StatusConflict, "add the sink back")
+	// A replay would leave its events in the queue nothing delivers.
+	wantError(t, call(t, h, "POST", "/v1/replay", token, `{"sink":"slack","since":"2000-01-01T00:00:00Z","all_events":true}`), http.StatusConflict, "nothing would deliver the events replayed")
+	if st, _ := q.Stats(context.Background()); st.Ready+st.Retrying != 0 {
+		t.Errorf("slack's queue after a replay to the removed sink = %+v, want nothing waiting", st)
+	}
 	r = call(t, h, "POST", "/v1/sinks/slack/dlq/drop", token, `{"all":true}`)
 	if res := into[admin.DeadLetterResult](t, r); r.code != http.StatusOK || res.Count != 2503 {
 		t.Fatalf("POST dlq/drop all of the removed slack = %d, count %d; want 200, 2503", r.code, res.Count)

@@ -20,7 +20,14 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	if !readBody(w, r, &req) {
 		return
 	}
-	if !s.checkSink(w, r, req.Sink) {
+	st, ok := s.findSink(w, r, req.Sink)
+	if !ok {
+		return
+	}
+	if st.Plugin == PluginRemoved {
+		// As a retry of its dead letters is: the events would wait in a
+		// queue that nothing delivers, until given up on.
+		writeError(w, http.StatusConflict, fmt.Sprintf("sink %q was removed from the configuration: nothing would deliver the events replayed to it; add the sink back (its [[sink]], then reload) to replay to it", req.Sink))
 		return
 	}
 	f, when, p, err := prepareReplay(req, time.Now())

@@ -445,6 +445,10 @@ func appendFailed(err error, canceled bool) Decision {
 		return unavailable("event log is full (no disk space): retry later")
 	case errors.Is(err, pipeline.ErrClosed):
 		return unavailable("pipelined is shutting down: retry shortly")
+	case errors.Is(err, writer.ErrAbandoned):
+		// Not committed, and never will be by this process: the stop
+		// gave up on a log that did not commit in time.
+		return unavailable("pipelined is shutting down and its event log did not commit the event in time: retry shortly")
 	case errors.Is(err, pipeline.ErrTooBig):
 		// One event that the log cannot store in one write (a JetStream
 		// server's max_payload under max_body): a retry would fail the

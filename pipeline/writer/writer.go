@@ -27,6 +27,32 @@ import (
 // Retry-After and the sender tries again.
 var ErrOverloaded = errors.New("event log is overloaded")
 
+// ErrAbandoned is returned (wrapped) by [Writer.Append] for an entry that
+// [Writer.Shutdown] gave up on: its ctx ended before the log committed the
+// entry. The entry was not acknowledged, so ingest answers 503 with
+// Retry-After and the sender sends it again (P1: never a 2xx for an event
+// not committed). The log may still commit it if its stalled append
+// completes after all: the sender's second copy is then absorbed as a
+// duplicate when its source has a dedup_key, and is a second event (with
+// another id) when it has none.
+var ErrAbandoned = errors.New("event log did not commit the event before the shutdown's deadline")
+
+// AbandonError is what [Writer.Shutdown] returns when its ctx ended before
+// the writer had appended every entry it had taken.
+type AbandonError struct {
+	// Entries counts the entries answered with [ErrAbandoned]: those of
+	// the append in progress and those still queued.
+	Entries int
+	// Err is the cause of ctx's end.
+	Err error
+}
+
+func (e *AbandonError) Error() string {
+	return fmt.Sprintf("writer gave up on %d entries not yet committed to the event log: %v", e.Entries, e.Err)
+}
+
+func (e *AbandonError) Unwrap() error { return e.Err }
+
 // Options configures a [Writer]. The zero value (or nil) means the defaults.
 type Options struct {
 	// MaxBatch bounds the entries of one append. Zero means 1024.
@@ -59,6 +85,22 @@ type Writer struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// appendCtx is the context of every log append; Shutdown cancels it
+	// when it gives up, so that a log that heeds it (JetStream's requests)
+	// stops trying.
+	appendCtx     context.Context
+	cancelAppends context.CancelCauseFunc
+	// batchMu guards current, the requests of the append in progress
+	// (nil between appends), and abandoned, set once Shutdown gave up:
+	// from then on every request is answered with ErrAbandoned and
+	// nothing more is appended.
+	batchMu      sync.Mutex
+	current      []*request
+	abandoned    bool
+	abandonCause error
+	// gaveUp counts the requests answered with ErrAbandoned.
+	gaveUp atomic.Int64
+
 	// subs are the subscriptions of [Writer.Subscribe], copied on write
 	// so that commit reads them with one atomic load (nil: nobody listens).
 	subsMu sync.Mutex
@@ -81,6 +123,20 @@ type request struct {
 	res   pipeline.Appended
 	err   error
 	done  chan struct{}
+	// answered is set by the first answer: the writer's, or Shutdown's
+	// when it gives up on the request while the log still holds it.
+	answered atomic.Bool
+}
+
+// answer sets the request's outcome and releases its waiter, unless it
+// was answered already; it reports whether it did.
+func (r *request) answer(res pipeline.Appended, err error) bool {
+	if !r.answered.CompareAndSwap(false, true) {
+		return false
+	}
+	r.res, r.err = res, err
+	close(r.done)
+	return true
 }
 
 // New starts a writer on l. Stop it with [Writer.Close].
@@ -103,6 +159,7 @@ func New(l pipeline.Log, o *Options) *Writer {
 	}
 	w := &Writer{log: l, opts: opts, reqs: make(chan *request, opts.MaxPending), done: make(chan struct{}),
 		failLog: lograte.Every{Period: failLogPeriod}}
+	w.appendCtx, w.cancelAppends = context.WithCancelCause(context.Background())
 	go w.run()
 	return w
 }
@@ -239,15 +296,61 @@ func (w *Writer) Subscribe(buf int, source string) *Subscription {
 }
 
 // Close stops taking entries, appends those already taken, and returns
-// when the writer has stopped. The log is left open.
-func (w *Writer) Close() {
+// when the writer has stopped, however long the log takes. The log is
+// left open. [Writer.Shutdown] is Close with a bound.
+func (w *Writer) Close() { w.Shutdown(context.Background()) }
+
+// Shutdown stops taking entries (Append returns [pipeline.ErrClosed]),
+// appends those already taken, and returns nil when the writer has
+// stopped. If ctx ends first, it gives up: the entries of the append in
+// progress and those still queued are answered at once with an error
+// wrapping [ErrAbandoned], nothing more is appended, the append in
+// progress is cancelled (for a log that heeds its ctx), and Shutdown
+// returns an [*AbandonError] that counts them, without waiting for the
+// log to let go. The log is left open.
+func (w *Writer) Shutdown(ctx context.Context) error {
 	w.mu.Lock()
 	if !w.closed {
 		w.closed = true
 		close(w.reqs)
 	}
 	w.mu.Unlock()
-	<-w.done
+	select {
+	case <-w.done: // preferred: a ctx that has ended gives up only on what is left
+		return nil
+	default:
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+	}
+	cause := context.Cause(ctx)
+	w.batchMu.Lock()
+	w.abandoned, w.abandonCause = true, cause
+	for _, r := range w.current {
+		w.giveUp(r, cause)
+	}
+	w.batchMu.Unlock()
+	w.cancelAppends(fmt.Errorf("%w: %w", ErrAbandoned, cause))
+	for r := range w.reqs { // closed: ends once empty; run may take some too
+		w.giveUp(r, cause)
+	}
+	if n := w.gaveUp.Load(); n > 0 {
+		return &AbandonError{Entries: int(n), Err: cause}
+	}
+	return nil
+}
+
+// giveUp answers r with ErrAbandoned, unless it was answered already.
+func (w *Writer) giveUp(r *request, cause error) {
+	if r.ping {
+		r.answer(pipeline.Appended{}, nil)
+		return
+	}
+	if r.answer(pipeline.Appended{}, fmt.Errorf("%w (%v)", ErrAbandoned, cause)) {
+		w.gaveUp.Add(1)
+	}
 }
 
 func (w *Writer) run() {
@@ -255,7 +358,7 @@ func (w *Writer) run() {
 	batch := make([]*request, 0, w.opts.MaxBatch)
 	for r := range w.reqs {
 		if r.ping {
-			close(r.done)
+			r.answer(pipeline.Appended{}, nil)
 			continue
 		}
 		batch = append(batch[:0], r)
@@ -268,7 +371,7 @@ func (w *Writer) run() {
 					break fill
 				}
 				if r.ping {
-					close(r.done)
+					r.answer(pipeline.Appended{}, nil)
 					continue
 				}
 				batch = append(batch, r)
@@ -282,8 +385,25 @@ func (w *Writer) run() {
 }
 
 // commit appends batch and releases its requests. A batch too big for one
-// atomic write is split in halves.
+// atomic write is split in halves. Once Shutdown has given up, it answers
+// them with ErrAbandoned instead.
 func (w *Writer) commit(batch []*request) {
+	w.batchMu.Lock()
+	if w.abandoned {
+		cause := w.abandonCause
+		w.batchMu.Unlock()
+		for _, r := range batch {
+			w.giveUp(r, cause)
+		}
+		return
+	}
+	w.current = batch
+	w.batchMu.Unlock()
+	defer func() {
+		w.batchMu.Lock()
+		w.current = nil
+		w.batchMu.Unlock()
+	}()
 	entries := make([]pipeline.Entry, len(batch))
 	for i, r := range batch {
 		entries[i] = r.entry
@@ -293,7 +413,7 @@ func (w *Writer) commit(batch []*request) {
 	if w.opts.Tracing != nil {
 		span = w.opts.Tracing.StartAppend(entries)
 	}
-	res, err := w.log.Append(context.Background(), entries)
+	res, err := w.log.Append(w.appendCtx, entries)
 	if span != nil {
 		telemetry.EndAppend(span, err)
 	}
@@ -310,7 +430,10 @@ func (w *Writer) commit(batch []*request) {
 	switch {
 	case err != nil:
 		w.failed++
-		if ok, n := w.failLog.Allow(); ok {
+		if w.appendCtx.Err() != nil {
+			// Shutdown gave up on it, and said so: the log's answer
+			// came too late.
+		} else if ok, n := w.failLog.Allow(); ok {
 			w.opts.Logger.Error("append to event log failed", "entries", len(batch), "err", err, "suppressed", n)
 		}
 		err = fmt.Errorf("append: %w", err)
@@ -321,11 +444,10 @@ func (w *Writer) commit(batch []*request) {
 	}
 	for i, r := range batch {
 		if err != nil {
-			r.err = err
+			r.answer(pipeline.Appended{}, err)
 		} else {
-			r.res = res[i]
+			r.answer(res[i], nil) // false when Shutdown answered it already
 		}
-		close(r.done)
 	}
 	if subs := w.subs.Load(); subs != nil && err == nil {
 		for i, r := range batch {

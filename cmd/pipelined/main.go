@@ -26,7 +26,10 @@
 // check exits 0 when all is well, 78 (EX_CONFIG) when the configuration is
 // wrong (it prints every problem; serve exits 78 too when it cannot start
 // for that reason), 1 when something else failed (a plugin that crashed),
-// 2 on a usage error.
+// 2 on a usage error. serve exits 0 after a clean stop, and 75
+// (EX_TEMPFAIL) after a stop that gave up on an event log that did not
+// commit or close in time (nothing acknowledged is lost: see
+// [daemon.ErrUncleanStop]).
 //
 // Without -c, pipelined reads ./pipeline.toml, or the built-in default
 // configuration when there is none.
@@ -89,7 +92,9 @@ flags of serve and check:
   -no-plugins       (check only) do not start the plugins (find their binaries only)
 
 serve and check exit 78 (EX_CONFIG) when the configuration is wrong, 1
-when something else failed. Each command's -h prints its own usage.
+when something else failed; serve exits 75 (EX_TEMPFAIL) after a stop that
+gave up on an event log that did not commit or close in time. Each
+command's -h prints its own usage.
 `
 
 // commandUsage is the usage of serve and check, before their flags.
@@ -117,6 +122,16 @@ else failed (a plugin that crashed), 2 usage error.
 // exitConfig is the exit code of a configuration error (EX_CONFIG in
 // sysexits.h): systemd and scripts can tell it from a crash.
 const exitConfig = 78
+
+// exitUncleanStop is the exit code of a stop that gave up on the event log
+// ([daemon.ErrUncleanStop]): 75, EX_TEMPFAIL in sysexits.h ("try again
+// later": what was not committed is sent again by its senders, what was is
+// replayed at the next start). Not 0, so that systemd records the stop as
+// failed (Result=exit-code, OnFailure= runs, `systemctl --failed` lists
+// it) and Restart=on-failure starts the daemon again when the stop was not
+// asked for; not 78, which RestartPreventExitStatus= keeps from restarting;
+// not 1, which stands for a daemon that could not start or crashed.
+const exitUncleanStop = 75
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -265,6 +280,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 	log.Info("starting pipelined", "version", b.Version, "commit", b.Commit, "config", cfg.File)
 	if err := d.Run(ctx); err != nil {
+		if errors.Is(err, daemon.ErrUncleanStop) {
+			// The daemon said what it gave up on and why nothing
+			// acknowledged is lost; the status tells systemd.
+			log.Warn("pipelined stopped, not cleanly", "exit_status", exitUncleanStop, "err", err)
+			return exitUncleanStop
+		}
 		log.Error("pipelined stopped", "err", err)
 		if errors.Is(err, pluginhost.ErrInvalidConfig) || errors.Is(err, pluginhost.ErrNotFound) {
 			return exitConfig // a sink's config or plugin name is wrong: restarting will not help

@@ -187,8 +187,10 @@ func (d *Daemon) reloadAndWait(ctx context.Context) ([]string, error) {
 }
 
 // Run runs the daemon until ctx ends, then shuts it down and returns nil, or
-// returns the error that kept it from starting.
-func (d *Daemon) Run(ctx context.Context) error {
+// returns the error that kept it from starting. A stop that had to give up
+// on the event log (it did not commit or close in time) returns an error
+// wrapping [ErrUncleanStop].
+func (d *Daemon) Run(ctx context.Context) (err error) {
 	cfg := d.cfg.Load()
 	ic, specs, token, err := prepare(cfg)
 	if err != nil {
@@ -230,9 +232,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.stopStarts(starts)
 		return err
 	}
+	// What the stop gave up on; the log's close, bounded, is the last
+	// step, and the line that says what was given up comes after it.
+	var stop gaveUp
+	var stopBegan time.Time
 	defer func() {
-		if err := db.Close(); err != nil {
-			d.log.Error("close event log", "err", err)
+		if stopBegan.IsZero() { // a start that failed
+			stopBegan = time.Now()
+		}
+		stop.close = d.closeLog(db)
+		if gerr := d.sayGaveUp(stop, stopBegan); gerr != nil && err == nil {
+			err = gerr
 		}
 	}()
 	defer d.stopAll()
@@ -291,7 +301,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	d.mainLoop(ctx, w, ls.ingest.Addr())
 
-	d.shutdown(srv, w)
+	stopBegan = time.Now()
+	stop = d.shutdown(srv, w)
 	// Plugins are stopped and the log is closed by the deferred calls.
 	return nil
 }
@@ -535,9 +546,12 @@ func (s *servers) serve() {
 
 // shutdown stops the daemon in the order that loses nothing, within
 // [server] shutdown_timeout: what is not settled by then is delivered
-// again after a restart, and the log says which sinks' events. A step
-// that waits longer than stopGrace is reported (see [reportStop]).
-func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
+// again after a restart, and the log says which sinks' events. The writer
+// gets writerGrace more to commit what it holds; what it has not committed
+// by then is answered 503 (see [writer.Writer.Shutdown]) and returned as
+// given up. A step that waits longer than stopGrace is reported (see
+// [reportStop]).
+func (d *Daemon) shutdown(srv *servers, w *writer.Writer) (g gaveUp) {
 	d.running.Store(false)
 	d.ready.Store(false)
 	d.notify(Notifier.Stopping)
@@ -545,6 +559,7 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 	limit := d.cfg.Load().Server.ShutdownTimeout.Duration
 	sctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
+	deadline, _ := sctx.Deadline()
 	rep := reportStop(d.log, d.stoppingStatus, "shutdown_timeout", limit, d.sinks.timing)
 	defer rep.stop()
 	// 1. Stop accepting; answer the requests in flight (they wait for the writer).
@@ -554,7 +569,18 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 	}
 	// 2. Append what the writer holds; write the rejections queued.
 	rep.waitPastDeadline(waitingOn("shutting down: waiting for the writer to append the events it holds", "the writer"))
-	w.Close()
+	t := d.sinks.timing.withDefaults()
+	wctx, wcancel := context.WithDeadlineCause(context.Background(), deadline.Add(t.writerGrace),
+		fmt.Errorf("the event log did not commit within shutdown_timeout (%v) and %v more", limit, t.writerGrace))
+	if err := w.Shutdown(wctx); err != nil {
+		g.writer = err
+		var ae *writer.AbandonError
+		if errors.As(err, &ae) {
+			g.requests = ae.Entries
+		}
+		waitAnswered(&d.ingestInFlight, answerWait)
+	}
+	wcancel()
 	rep.waitFor(waitingOn("shutting down: waiting for the rejected requests to be kept", "the rejected requests' audit"))
 	if err := d.audit.Close(sctx); err != nil {
 		d.log.Warn("rejected requests not all kept before shutdown", "err", err)
@@ -571,6 +597,7 @@ func (d *Daemon) shutdown(srv *servers, w *writer.Writer) {
 		d.log.Warn("admin shutdown did not finish in time", "err", err)
 	}
 	srv.wg.Wait()
+	return g
 }
 
 // stoppingStatus tells systemd what a stop waits for.

@@ -289,7 +289,7 @@ func (d *Daemon) unsettled(errs []error, limit time.Duration) {
 			d.log.Debug("shutdown_timeout passed with nothing in flight", "sink", se.Sink)
 			continue
 		}
-		d.log.Warn("shutdown_timeout passed: the sink's events in flight were not settled and will be delivered again after the restart (to wait longer, raise [server] shutdown_timeout and keep systemd's TimeoutStopSec at least 15s above it)",
+		d.log.Warn("shutdown_timeout passed: the sink's events in flight were not settled and will be delivered again after the restart (to wait longer, raise [server] shutdown_timeout and keep systemd's TimeoutStopSec at least 25s above it)",
 			"sink", se.Sink, "events", se.Events, "shutdown_timeout", limit.String())
 	}
 }

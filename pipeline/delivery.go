@@ -14,8 +14,13 @@ const (
 	StateRetrying = "retrying"
 	// StateDelivered: the sink has the event.
 	StateDelivered = "delivered"
-	// StateDead: in the sink's dead-letter queue, or dropped from it.
+	// StateDead: in the sink's dead-letter queue.
 	StateDead = "dead"
+	// StateDropped: an operator dropped it from the sink's dead-letter
+	// queue (pipelined dlq drop, [Queue.DropDead]); it will not be
+	// delivered there unless replayed. The record keeps its attempts and
+	// last error, and [DeliveryRecord.DroppedAt] says when.
+	StateDropped = "dropped"
 	// StateUnknown: the event was written by a version of pipelined that
 	// kept no delivery record, and no queue holds it any more.
 	StateUnknown = "unknown"
@@ -31,8 +36,9 @@ type DeliveryRecord struct {
 	// Sink and Route are the target's.
 	Sink  string
 	Route string
-	// State is one of StateQueued, StateRetrying, StateDelivered, StateDead
-	// (StateUnknown only for events written before records were kept).
+	// State is one of StateQueued, StateRetrying, StateDelivered, StateDead,
+	// StateDropped (StateUnknown only for events written before records
+	// were kept).
 	State string
 	// Attempts counts every attempt to deliver the event to the sink, over
 	// its whole life: a dead-letter retry or a replay does not reset it.
@@ -57,6 +63,12 @@ type DeliveryRecord struct {
 	// until they come back to it. It is then not due at NextAttemptAt but
 	// when released. Reported by the logs that hold entries ([Holder]).
 	Held bool
+	// DroppedAt is when an operator last dropped the event from the sink's
+	// dead-letter queue; zero if never, or when the log could not mark the
+	// record as it dropped it (JetStream's drop of a whole dead-letter
+	// queue: the state then says dropped, without a time). A replay keeps
+	// it, as history.
+	DroppedAt time.Time
 	// Failures are the failed attempts, oldest first: the latest
 	// [MaxFailures] of them, each with its time and error. A record
 	// written before they were kept has none.
@@ -74,6 +86,13 @@ type Failure struct {
 // MaxFailures bounds the failed attempts a [DeliveryRecord] keeps: the
 // latest ones.
 const MaxFailures = 10
+
+// Dropped returns r once an operator dropped its dead letter at now: every
+// backend records a drop this way. Attempts, errors and failures stay.
+func (r DeliveryRecord) Dropped(now time.Time) DeliveryRecord {
+	r.State, r.DroppedAt, r.NextAttemptAt, r.Held = StateDropped, now, time.Time{}, false
+	return r
+}
 
 // Settled returns r after one more attempt that ended in s at now: every
 // backend records an attempt this way.
@@ -133,7 +152,7 @@ func MatchState(f, s string) bool {
 // ValidFilterState reports whether f is a valid [EventFilter.State].
 func ValidFilterState(f string) bool {
 	switch f {
-	case "", StatePending, StateQueued, StateRetrying, StateDelivered, StateDead:
+	case "", StatePending, StateQueued, StateRetrying, StateDelivered, StateDead, StateDropped:
 		return true
 	}
 	return false

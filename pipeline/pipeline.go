@@ -138,7 +138,7 @@ type EventFilter struct {
 	DedupKey string
 	// State selects the events whose delivery record (see [DeliveryLog])
 	// to Sink, or to any of their sinks when Sink is empty, is in this
-	// state: "queued", "retrying", "delivered", "dead", or "pending"
+	// state: "queued", "retrying", "delivered", "dead", "dropped", or "pending"
 	// ([StatePending]: queued or retrying). A Log that keeps no records
 	// returns an error wrapping [ErrNotSupported] when it is set.
 	State string
@@ -256,7 +256,8 @@ type Queue interface {
 	// letters are skipped. It is the only way an entry leaves a
 	// dead-letter queue without being delivered (P2): call it only on an
 	// operator's explicit command. The events themselves stay in the log
-	// until retention removes them.
+	// until retention removes them. A [DeliveryLog] then reports their
+	// records in [StateDropped].
 	DropDead(ctx context.Context, seqs []uint64) (int, error)
 
 	// Requeue puts events that are in the log into this queue again, each

@@ -56,7 +56,7 @@ func (l *DB) events(ctx context.Context, f pipeline.EventFilter, reverse bool) (
 		return nil, "", err
 	}
 	if !pipeline.ValidFilterState(f.State) {
-		return nil, "", fmt.Errorf("events: state %q: want queued, retrying, pending, delivered or dead", f.State)
+		return nil, "", fmt.Errorf("events: state %q: want queued, retrying, pending, delivered, dead or dropped", f.State)
 	}
 	after := uint64(0)
 	if f.After != "" {
@@ -210,9 +210,13 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 	return n, nil
 }
 
-// DropDead implements [pipeline.Queue].
+// DropDead implements [pipeline.Queue]. Each dead letter's delivery record
+// says dropped, and when, in the transaction that deletes it.
 func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
-	n, err := q.eachDead(ctx, seqs, nil)
+	now := time.Now()
+	n, err := q.eachDead(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
+		return q.markDropped(txn, seq, t, now)
+	})
 	if err != nil {
 		return n, fmt.Errorf("drop dead letters of %s: %w", q.sink, err)
 	}
@@ -437,6 +441,20 @@ func (q *queue) mark(txn *wtxn, seq uint64, route string, st logpb.Delivery_Stat
 		d.LastError = lastErr
 	}
 	return txn.putDelivery(seq, q.sink, d)
+}
+
+// markDropped records in txn that the dead letter t of seq was dropped at
+// now. A dead letter that Append wrote (its route's transform failed) has
+// no record yet: its attempts and error come from t.
+func (q *queue) markDropped(txn *wtxn, seq uint64, t *logpb.Target, now time.Time) error {
+	d, err := getDelivery(txn.Txn, seq, q.sink)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		d = &logpb.Delivery{Route: t.GetRoute(), State: logpb.Delivery_DEAD, Attempts: t.GetAttempts(), LastError: t.GetLastError()}
+	}
+	return txn.putDelivery(seq, q.sink, deliveryProto(recordOf("", d).Dropped(now)))
 }
 
 func exists(txn *badger.Txn, key []byte) (bool, error) {

@@ -90,7 +90,7 @@ func deliveryProto(r pipeline.DeliveryRecord) *logpb.Delivery {
 		Route: r.Route, Attempts: uint32(r.Attempts), LastError: r.LastError,
 		FirstAttemptUnixNano: unixNano(r.FirstAttemptAt), LastAttemptUnixNano: unixNano(r.LastAttemptAt),
 		DeliveredAtUnixNano: unixNano(r.DeliveredAt), NextAttemptUnixNano: unixNano(r.NextAttemptAt),
-		State: stateValues[r.State],
+		DroppedAtUnixNano: unixNano(r.DroppedAt), State: stateValues[r.State],
 	}
 	for _, f := range r.Failures {
 		d.Failures = append(d.Failures, &logpb.Delivery_Failure{Attempt: uint32(f.Attempt), AtUnixNano: unixNano(f.At), Error: f.Err})
@@ -110,6 +110,7 @@ var stateNames = map[logpb.Delivery_State]string{
 	logpb.Delivery_RETRYING:  pipeline.StateRetrying,
 	logpb.Delivery_DELIVERED: pipeline.StateDelivered,
 	logpb.Delivery_DEAD:      pipeline.StateDead,
+	logpb.Delivery_DROPPED:   pipeline.StateDropped,
 }
 
 // stateValues is stateNames the other way round.
@@ -118,6 +119,7 @@ var stateValues = map[string]logpb.Delivery_State{
 	pipeline.StateRetrying:  logpb.Delivery_RETRYING,
 	pipeline.StateDelivered: logpb.Delivery_DELIVERED,
 	pipeline.StateDead:      logpb.Delivery_DEAD,
+	pipeline.StateDropped:   logpb.Delivery_DROPPED,
 }
 
 func unixTime(ns int64) time.Time {
@@ -136,7 +138,7 @@ func recordOf(sink string, d *logpb.Delivery) pipeline.DeliveryRecord {
 		Sink: sink, Route: d.GetRoute(), State: st, Attempts: int(d.GetAttempts()),
 		FirstAttemptAt: unixTime(d.GetFirstAttemptUnixNano()), LastAttemptAt: unixTime(d.GetLastAttemptUnixNano()),
 		LastError: d.GetLastError(), DeliveredAt: unixTime(d.GetDeliveredAtUnixNano()),
-		NextAttemptAt: unixTime(d.GetNextAttemptUnixNano()),
+		NextAttemptAt: unixTime(d.GetNextAttemptUnixNano()), DroppedAt: unixTime(d.GetDroppedAtUnixNano()),
 	}
 	for _, f := range d.GetFailures() {
 		r.Failures = append(r.Failures, pipeline.Failure{Attempt: int(f.GetAttempt()), At: unixTime(f.GetAtUnixNano()), Err: f.GetError()})

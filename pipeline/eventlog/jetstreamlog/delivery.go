@@ -32,6 +32,7 @@ type drRecord struct {
 	Err         string    `json:"err,omitempty"`
 	DeliveredAt time.Time `json:"delivered_at,omitzero"`
 	Next        time.Time `json:"next,omitzero"` // NextAttemptAt
+	DroppedAt   time.Time `json:"dropped_at,omitzero"`
 	// Failures are the latest failed attempts (pipeline.MaxFailures).
 	Failures []pipeline.Failure `json:"failures,omitempty"`
 }
@@ -81,22 +82,38 @@ func settledDR(ls *lease, s pipeline.Settlement, now time.Time) drRecord {
 // drOf is the stored form of r.
 func drOf(r pipeline.DeliveryRecord) drRecord {
 	return drRecord{Route: r.Route, State: r.State, Attempts: r.Attempts, First: r.FirstAttemptAt,
-		Last: r.LastAttemptAt, Err: r.LastError, DeliveredAt: r.DeliveredAt, Next: r.NextAttemptAt, Failures: r.Failures}
+		Last: r.LastAttemptAt, Err: r.LastError, DeliveredAt: r.DeliveredAt, Next: r.NextAttemptAt, DroppedAt: r.DroppedAt, Failures: r.Failures}
 }
 
 func (r drRecord) record(sink string) pipeline.DeliveryRecord {
 	return pipeline.DeliveryRecord{Sink: sink, Route: r.Route, State: r.State, Attempts: r.Attempts,
-		FirstAttemptAt: r.First, LastAttemptAt: r.Last, LastError: r.Err, DeliveredAt: r.DeliveredAt, NextAttemptAt: r.Next, Failures: r.Failures}
+		FirstAttemptAt: r.First, LastAttemptAt: r.Last, LastError: r.Err, DeliveredAt: r.DeliveredAt, NextAttemptAt: r.Next,
+		DroppedAt: r.DroppedAt, Failures: r.Failures}
 }
 
 // deliveryOf returns the record of the event (seq, id) at sink: the stored
 // one, or what the queue says (a queue entry is queued, a dead letter is
 // dead: Append's has no record, and Settle's outlives its record's TTL).
+//
+// A record that says dead is checked against the dead-letter queue: a
+// drop of the whole queue (DropDead(nil), one purge) marks no record, so
+// a dead record whose dead letter is gone was dropped, at a time no one
+// wrote down. That costs a get or two for each dead record read, on the
+// admin API's path only.
 func (l *Log) deliveryOf(ctx context.Context, seq uint64, id, sink string) (pipeline.DeliveryRecord, error) {
 	q := l.Queue(sink).(*queue)
 	dr, err := q.getDR(ctx, seq)
 	if err != nil {
 		return pipeline.DeliveryRecord{}, err
+	}
+	if dr != nil && dr.State == pipeline.StateDead {
+		dead, err := q.dead(ctx, seq, id)
+		if err != nil {
+			return pipeline.DeliveryRecord{}, err
+		}
+		if !dead {
+			dr.State = pipeline.StateDropped
+		}
 	}
 	if dr != nil {
 		return dr.record(sink), nil

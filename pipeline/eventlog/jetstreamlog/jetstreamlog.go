@@ -774,7 +774,7 @@ func (l *Log) Events(ctx context.Context, f pipeline.EventFilter) ([]pipeline.Ev
 		return nil, "", pipeline.ErrClosed
 	}
 	if !pipeline.ValidFilterState(f.State) {
-		return nil, "", fmt.Errorf("events: state %q: want queued, retrying, pending, delivered or dead", f.State)
+		return nil, "", fmt.Errorf("events: state %q: want queued, retrying, pending, delivered, dead or dropped", f.State)
 	}
 	var from uint64 = 1
 	if f.After != "" {

@@ -923,8 +923,12 @@ func (q *queue) deleteDead(ctx context.Context, seq uint64) error {
 }
 
 // DropDead deletes the chosen dead letters, a get or two and a delete per
-// seq; nil purges the sink's dead-letter subjects in one request, reading
-// none of them.
+// seq, then stores each one's delivery record as dropped, with when (a get
+// and a publish more); nil purges the sink's dead-letter subjects in one
+// request, reading none of them and marking no record: a record that said
+// dead then reads as dropped, without a time (see deliveryOf), and a dead
+// letter that Append wrote (its route's transform failed), which has no
+// record, reads as unknown.
 func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
 	if q.l.isClosed() {
 		return 0, pipeline.ErrClosed
@@ -932,14 +936,31 @@ func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
 	if seqs == nil {
 		return q.purgeDead(ctx)
 	}
-	return q.eachChosen(ctx, seqs, func(_ pipeline.DeadLetter, stored []uint64) error {
+	now := time.Now().UTC()
+	return q.eachChosen(ctx, seqs, func(d pipeline.DeadLetter, stored []uint64) error {
 		for _, s := range stored {
 			if err := q.deleteDead(ctx, s); err != nil {
 				return err
 			}
 		}
-		return nil
+		// After the delete: a crash between the two leaves a dead
+		// record without its dead letter, which reads as dropped too.
+		return q.markDropped(ctx, d, now)
 	})
+}
+
+// markDropped stores the delivery record of the dead letter d as dropped
+// at now, keeping its history.
+func (q *queue) markDropped(ctx context.Context, d pipeline.DeadLetter, now time.Time) error {
+	prev, err := q.getDR(ctx, d.Seq)
+	if err != nil {
+		return err
+	}
+	r := drRecord{Route: d.Route, State: pipeline.StateDead, Attempts: d.Attempts, Err: d.Err}
+	if prev != nil {
+		r = *prev
+	}
+	return q.l.publishBatch(ctx, []*nats.Msg{q.drMsg(d.Seq, drOf(r.record("").Dropped(now)))})
 }
 
 // purgeDead purges every dead letter of the sink and returns how many the

@@ -38,6 +38,8 @@ type wantRecord struct {
 	delivered          bool      // DeliveredAt set
 	next               time.Time // NextAttemptAt, exactly (zero: none)
 	dueNow             bool      // NextAttemptAt set, in the window (a dead letter retried)
+	dropped            bool      // DroppedAt set, in the window
+	droppedUndated     bool      // with dropped: DroppedAt may also be zero (Options.DropAllUnmarked)
 }
 
 func mustDeliveries(t *testing.T, dl pipeline.DeliveryLog, id string) []pipeline.DeliveryRecord {
@@ -52,9 +54,9 @@ func mustDeliveries(t *testing.T, dl pipeline.DeliveryLog, id string) []pipeline
 func fmtRecords(rs []pipeline.DeliveryRecord) string {
 	var b strings.Builder
 	for _, r := range rs {
-		fmt.Fprintf(&b, "\n\t{%s %s %s attempts=%d err=%q first=%v last=%v delivered=%v next=%v}", r.Sink, r.Route, r.State,
+		fmt.Fprintf(&b, "\n\t{%s %s %s attempts=%d err=%q first=%v last=%v delivered=%v next=%v dropped=%v}", r.Sink, r.Route, r.State,
 			r.Attempts, r.LastError, r.FirstAttemptAt.Format(time.RFC3339Nano), r.LastAttemptAt.Format(time.RFC3339Nano),
-			r.DeliveredAt.Format(time.RFC3339Nano), r.NextAttemptAt.Format(time.RFC3339Nano))
+			r.DeliveredAt.Format(time.RFC3339Nano), r.NextAttemptAt.Format(time.RFC3339Nano), r.DroppedAt.Format(time.RFC3339Nano))
 	}
 	return b.String()
 }
@@ -86,6 +88,14 @@ func wantRecords(t *testing.T, dl pipeline.DeliveryLog, id string, since time.Ti
 			bad = bad || !in(r.NextAttemptAt)
 		} else {
 			bad = bad || !r.NextAttemptAt.Equal(w.next)
+		}
+		switch {
+		case w.dropped && w.droppedUndated:
+			bad = bad || !(r.DroppedAt.IsZero() || in(r.DroppedAt))
+		case w.dropped:
+			bad = bad || !in(r.DroppedAt)
+		default:
+			bad = bad || !r.DroppedAt.IsZero()
 		}
 		if bad {
 			t.Errorf("Deliveries(%s)[%d] = %s, want %+v", id, i, fmtRecords(rs[i:i+1]), w)
@@ -243,5 +253,67 @@ func testDeadNotAttempted(t *testing.T, l pipeline.Log) {
 		if want := map[string]int{"na-1": 1, "na-2": 0}[d.Event.ID]; d.Attempts != want {
 			t.Errorf("dead letter %s: Attempts = %d, want %d (the give-up is no attempt)", d.Event.ID, d.Attempts, want)
 		}
+	}
+}
+
+// testDeliveryDropped: a dead letter an operator drops (one by its seq,
+// then the rest at once) leaves its record dropped, with when, its
+// attempts and its last error; the state filter tells dropped from dead;
+// a replay queues the event again.
+func testDeliveryDropped(t *testing.T, l pipeline.Log, o Options) {
+	dl := deliveryLog(t, l)
+	start := time.Now()
+	appendIDs(t, l, []string{"dq-1", "dq-2"}, sinkA)
+	bad := entry("dq-t") // dead at once: its transform failed
+	bad.Targets = []pipeline.Target{{Sink: sinkA, Route: "bad", Err: "transform: boom"}}
+	mustAppend(t, l, bad)
+	q := l.Queue(sinkA)
+	ds := mustFetch(t, q, 2)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Dead, Err: "410 gone"},
+		pipeline.Settlement{Seq: ds[1].Seq, Outcome: pipeline.Dead, Err: "410 gone"})
+
+	if n, err := q.DropDead(ctxFor(t, waitLong), []uint64{ds[0].Seq}); err != nil || n != 1 {
+		t.Fatalf("DropDead([dq-1]) = %d, %v, want 1, nil", n, err)
+	}
+	dead := wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateDead, attempts: 1, lastErr: "410 gone", attempted: true}
+	dropped := dead
+	dropped.state, dropped.dropped = pipeline.StateDropped, true
+	wantRecords(t, dl, "dq-1", start, dropped)
+	wantRecords(t, dl, "dq-2", start, dead)
+	for _, tt := range []struct {
+		state string
+		want  []string
+	}{{pipeline.StateDropped, []string{"dq-1"}}, {pipeline.StateDead, []string{"dq-2", "dq-t"}}} {
+		if got := infoIDs(mustEvents(t, l, pipeline.EventFilter{Sink: sinkA, State: tt.state})); strings.Join(got, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("after dropping dq-1: Events(State %q) = %v, want %v", tt.state, got, tt.want)
+		}
+	}
+
+	if n, err := q.DropDead(ctxFor(t, waitLong), nil); err != nil || n != 2 {
+		t.Fatalf("DropDead(nil) = %d, %v, want 2 (dq-2, dq-t), nil", n, err)
+	}
+	all := dropped
+	all.droppedUndated = o.DropAllUnmarked
+	wantRecords(t, dl, "dq-2", start, all)
+	wantAll := "dq-1,dq-2,dq-t"
+	if o.DropAllUnmarked {
+		wantRecords(t, dl, "dq-t", start, wantRecord{sink: sinkA, state: pipeline.StateUnknown})
+		wantAll = "dq-1,dq-2"
+	} else {
+		wantRecords(t, dl, "dq-t", start, wantRecord{sink: sinkA, route: "bad", state: pipeline.StateDropped, lastErr: "transform: boom", dropped: true})
+	}
+	if got := infoIDs(mustEvents(t, l, pipeline.EventFilter{Sink: sinkA, State: pipeline.StateDead})); len(got) != 0 {
+		t.Errorf("after dropping every dead letter: Events(State dead) = %v, want none", got)
+	}
+	if got := infoIDs(mustEvents(t, l, pipeline.EventFilter{State: pipeline.StateDropped})); strings.Join(got, ",") != wantAll {
+		t.Errorf("Events(State dropped) = %v, want [%s]", got, wantAll)
+	}
+
+	// A replay puts a dropped event back in the queue.
+	if n, err := q.Requeue(ctxFor(t, waitLong), []pipeline.Requeue{{Seq: ds[0].Seq, Route: "replay"}}); err != nil || n != 1 {
+		t.Fatalf("Requeue(dq-1) = %d, %v, want 1, nil", n, err)
+	}
+	if rs := mustDeliveries(t, dl, "dq-1"); len(rs) != 1 || rs[0].State != pipeline.StateQueued {
+		t.Errorf("Deliveries(dq-1) after a replay = %s, want queued", fmtRecords(rs))
 	}
 }

@@ -60,6 +60,12 @@ type Options struct {
 	// and a replicated consumer may see it a moment after the publish was
 	// answered). It must still be delivered, once.
 	RequeueMayFollow bool
+	// DropAllUnmarked: DropDead(nil) marks no delivery record
+	// (JetStream, which purges a whole dead-letter queue in one call): a
+	// record that said dead must then say dropped, but may have no
+	// DroppedAt, and a dead letter that Append wrote (its route's
+	// transform failed), which has no record, may then read as unknown.
+	DropAllUnmarked bool
 }
 
 // RunWith is [Run] for a backend that makes fewer promises, as o says.
@@ -113,6 +119,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Deliveries/TransformErr", testDeliveryTransformErr},
 		{"Deliveries/Replay", testDeliveryReplay},
 		{"Deliveries/NotFound", testDeliveryNotFound},
+		{"Deliveries/Dropped", func(t *testing.T, l pipeline.Log) { testDeliveryDropped(t, l, o) }},
 		{"Events/FilterState", testEventsFilterState},
 		{"Rejections/RoundTrip", testRejectionsRoundTrip},
 		{"Rejections/FilterAndCursor", testRejectionsFilter},

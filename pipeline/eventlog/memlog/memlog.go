@@ -552,7 +552,7 @@ func (l *Log) listEvents(ctx context.Context, f pipeline.EventFilter, reverse bo
 		after = n
 	}
 	if !pipeline.ValidFilterState(f.State) {
-		return nil, "", fmt.Errorf("memlog: events: state %q: want queued, retrying, pending, delivered or dead", f.State)
+		return nil, "", fmt.Errorf("memlog: events: state %q: want queued, retrying, pending, delivered, dead or dropped", f.State)
 	}
 	limit := f.Limit
 	if limit <= 0 {
@@ -730,10 +730,13 @@ func (q *Queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
 		return 0, err
 	}
 	defer q.l.mu.Unlock()
+	now := time.Now()
 	n := 0
 	for _, seq := range q.deadSeqs(seqs) {
-		if _, ok := q.q.dead[seq]; ok {
+		if d, ok := q.q.dead[seq]; ok {
 			delete(q.q.dead, seq)
+			r := q.record(d.e.ev, d.e.route)
+			*r = r.Dropped(now)
 			n++
 		}
 	}

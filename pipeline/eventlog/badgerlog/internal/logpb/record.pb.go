@@ -32,6 +32,8 @@ const (
 	Delivery_RETRYING          Delivery_State = 2
 	Delivery_DELIVERED         Delivery_State = 3
 	Delivery_DEAD              Delivery_State = 4
+	// An operator dropped its dead letter (pipelined dlq drop).
+	Delivery_DROPPED Delivery_State = 5
 )
 
 // Enum value maps for Delivery_State.
@@ -42,6 +44,7 @@ var (
 		2: "RETRYING",
 		3: "DELIVERED",
 		4: "DEAD",
+		5: "DROPPED",
 	}
 	Delivery_State_value = map[string]int32{
 		"STATE_UNSPECIFIED": 0,
@@ -49,6 +52,7 @@ var (
 		"RETRYING":          2,
 		"DELIVERED":         3,
 		"DEAD":              4,
+		"DROPPED":           5,
 	}
 )
 
@@ -450,8 +454,10 @@ type Delivery struct {
 	Failures             []*Delivery_Failure    `protobuf:"bytes,8,rep,name=failures,proto3" json:"failures,omitempty"`
 	// When a retrying entry is next due (0: not retrying).
 	NextAttemptUnixNano int64 `protobuf:"varint,9,opt,name=next_attempt_unix_nano,json=nextAttemptUnixNano,proto3" json:"next_attempt_unix_nano,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// When an operator last dropped its dead letter (0: never).
+	DroppedAtUnixNano int64 `protobuf:"varint,10,opt,name=dropped_at_unix_nano,json=droppedAtUnixNano,proto3" json:"dropped_at_unix_nano,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -543,6 +549,13 @@ func (x *Delivery) GetFailures() []*Delivery_Failure {
 func (x *Delivery) GetNextAttemptUnixNano() int64 {
 	if x != nil {
 		return x.NextAttemptUnixNano
+	}
+	return 0
+}
+
+func (x *Delivery) GetDroppedAtUnixNano() int64 {
+	if x != nil {
+		return x.DroppedAtUnixNano
 	}
 	return 0
 }
@@ -704,7 +717,7 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\battempts\x18\x03 \x01(\rR\battempts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12-\n" +
-	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\xd9\x04\n" +
+	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\x97\x05\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .pipelined.log.v1.Delivery.StateR\x05state\x12\x1a\n" +
@@ -715,19 +728,22 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"last_error\x18\x06 \x01(\tR\tlastError\x123\n" +
 	"\x16delivered_at_unix_nano\x18\a \x01(\x03R\x13deliveredAtUnixNano\x12>\n" +
 	"\bfailures\x18\b \x03(\v2\".pipelined.log.v1.Delivery.FailureR\bfailures\x123\n" +
-	"\x16next_attempt_unix_nano\x18\t \x01(\x03R\x13nextAttemptUnixNano\x1a[\n" +
+	"\x16next_attempt_unix_nano\x18\t \x01(\x03R\x13nextAttemptUnixNano\x12/\n" +
+	"\x14dropped_at_unix_nano\x18\n" +
+	" \x01(\x03R\x11droppedAtUnixNano\x1a[\n" +
 	"\aFailure\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
 	"atUnixNano\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"Q\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"^\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06QUEUED\x10\x01\x12\f\n" +
 	"\bRETRYING\x10\x02\x12\r\n" +
 	"\tDELIVERED\x10\x03\x12\b\n" +
-	"\x04DEAD\x10\x04\"@\n" +
+	"\x04DEAD\x10\x04\x12\v\n" +
+	"\aDROPPED\x10\x05\"@\n" +
 	"\x04Acks\x12 \n" +
 	"\fat_unix_nano\x18\x01 \x01(\x03R\n" +
 	"atUnixNano\x12\x16\n" +

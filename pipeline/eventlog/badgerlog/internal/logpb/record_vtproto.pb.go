@@ -410,6 +410,11 @@ func (m *Delivery) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.DroppedAtUnixNano != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.DroppedAtUnixNano))
+		i--
+		dAtA[i] = 0x50
+	}
 	if m.NextAttemptUnixNano != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.NextAttemptUnixNano))
 		i--
@@ -724,6 +729,9 @@ func (m *Delivery) SizeVT() (n int) {
 	}
 	if m.NextAttemptUnixNano != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.NextAttemptUnixNano))
+	}
+	if m.DroppedAtUnixNano != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.DroppedAtUnixNano))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -2106,6 +2114,25 @@ func (m *Delivery) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.NextAttemptUnixNano |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 10:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field DroppedAtUnixNano", wireType)
+			}
+			m.DroppedAtUnixNano = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.DroppedAtUnixNano |= int64(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}

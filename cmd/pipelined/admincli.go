@@ -341,7 +341,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 // a time or an expression that is wrong.
 func (f *cmdFlags) check(now time.Time) error {
 	if !pipeline.ValidFilterState(f.state) {
-		return usageErr("--state %q: want pending, dead or delivered (or queued, retrying)", f.state)
+		return usageErr("--state %q: want pending, dead or delivered (or queued, retrying, dropped)", f.state)
 	}
 	for _, t := range []struct{ flag, v string }{{"--since", f.since}, {"--until", f.until}} {
 		if _, err := admin.ParseTime(t.v, now); err != nil {
@@ -619,8 +619,15 @@ func (p *printer) deliveries(e admin.Event) error {
 	}
 	fmt.Fprintln(p.stdout, "deliveries:")
 	tw := table(p.stdout)
-	// The headings are the JSON keys of a delivery record, upper-cased.
-	fmt.Fprintln(tw, "  SINK\tROUTE\tSTATE\tATTEMPTS\tFIRST_ATTEMPT_AT\tLAST_ATTEMPT_AT\tDELIVERED_AT\tNEXT_ATTEMPT_AT\tLAST_ERROR")
+	// The headings are the JSON keys of a delivery record, upper-cased;
+	// DROPPED_AT only when a record has one (an operator dropped a dead
+	// letter of the event).
+	dropped := slices.ContainsFunc(e.Deliveries, func(d admin.Delivery) bool { return d.DroppedAt != nil })
+	head := "  SINK\tROUTE\tSTATE\tATTEMPTS\tFIRST_ATTEMPT_AT\tLAST_ATTEMPT_AT\tDELIVERED_AT\tNEXT_ATTEMPT_AT"
+	if dropped {
+		head += "\tDROPPED_AT"
+	}
+	fmt.Fprintln(tw, head+"\tLAST_ERROR")
 	at := func(t *time.Time) string {
 		if t == nil {
 			return "-"
@@ -633,8 +640,12 @@ func (p *printer) deliveries(e admin.Event) error {
 		if d.Held {
 			next = "held" // behind its order_key, or the breaker's probes
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", cell(d.Sink), orDash(cell(d.Route)), cell(d.State), d.Attempts,
-			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), next, orDash(cell(strings.Join(strings.Fields(d.LastError), " "))))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s", cell(d.Sink), orDash(cell(d.Route)), cell(d.State), d.Attempts,
+			at(d.FirstAttemptAt), at(d.LastAttemptAt), at(d.DeliveredAt), next)
+		if dropped {
+			fmt.Fprintf(tw, "\t%s", at(d.DroppedAt))
+		}
+		fmt.Fprintf(tw, "\t%s\n", orDash(cell(strings.Join(strings.Fields(d.LastError), " "))))
 		failed = failed || len(d.Failures) > 0
 	}
 	if err := tw.Flush(); err != nil || !failed {

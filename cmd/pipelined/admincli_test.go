@@ -176,6 +176,10 @@ func TestAdminCLI(t *testing.T) {
 		{"dlq retry unknown id", append([]string{"dlq", "retry", "slack", "--id", "cli-0", "--token-file", tokenFile}, anon...), 1,
 			[]string{"retried 0"}, []string{"not in the dead-letter queue of slack: cli-0"}},
 		{"dlq drop via config", []string{"dlq", "drop", "slack", "--all", "-c", cfg}, 0, []string{"dropped 1 dead letter(s) of slack\ncli-3\n"}, nil},
+		{"events show dropped", append([]string{"events", "show", "cli-3"}, a...), 0, []string{
+			"SINK   ROUTE  STATE    ATTEMPTS  FIRST_ATTEMPT_AT  LAST_ATTEMPT_AT  DELIVERED_AT  NEXT_ATTEMPT_AT  DROPPED_AT            LAST_ERROR",
+			"slack  leads  dropped  0         -                 -                -             -                20"}, nil},
+		{"events list state dropped", append([]string{"events", "list", "--sink", "slack", "--state", "dropped"}, a...), 0, []string{"cli-3"}, nil},
 		{"dlq add", append([]string{"dlq", "add", "archive", "--id", "cli-0", "--id", "cli-1", "--reason", "bad data"}, a...), 1,
 			[]string{"gave up on 1 event(s) of archive: each goes to its dead-letter queue at its next turn\ncli-0\n"},
 			[]string{"not waiting in the queue of archive: cli-1"}},

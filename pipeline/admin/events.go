@@ -84,7 +84,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	f := pipeline.EventFilter{Source: q.Get("source"), Sink: q.Get("sink"), DedupKey: q.Get("dedup_key"), After: q.Get("after"), State: q.Get("state")}
 	if !pipeline.ValidFilterState(f.State) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want pending, dead or delivered (or queued, retrying)", f.State))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want pending, dead or delivered (or queued, retrying, dropped)", f.State))
 		return
 	}
 	var err error
@@ -223,7 +223,7 @@ func toDelivery(d pipeline.DeliveryRecord) Delivery {
 	}
 	out := Delivery{Sink: d.Sink, Route: d.Route, State: d.State, Attempts: d.Attempts,
 		FirstAttemptAt: at(d.FirstAttemptAt), LastAttemptAt: at(d.LastAttemptAt), LastError: d.LastError,
-		DeliveredAt: at(d.DeliveredAt), NextAttemptAt: at(d.NextAttemptAt), Held: d.Held}
+		DeliveredAt: at(d.DeliveredAt), NextAttemptAt: at(d.NextAttemptAt), DroppedAt: at(d.DroppedAt), Held: d.Held}
 	for _, f := range d.Failures {
 		out.Failures = append(out.Failures, Failure{Attempt: f.Attempt, At: f.At.UTC(), Error: f.Err})
 	}

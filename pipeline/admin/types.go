@@ -168,8 +168,9 @@ type Event struct {
 }
 
 // Delivery is the delivery record of one (event, sink) pair. State is
-// "queued", "retrying", "delivered" or "dead" ("unknown" for an event
-// written by a version that kept no records). Attempts counts every attempt
+// "queued", "retrying", "delivered", "dead" or "dropped" (an operator
+// dropped its dead letter: pipelined dlq drop), or "unknown" for an event
+// written by a version that kept no records. Attempts counts every attempt
 // over the event's life. The times are null until they happen; LastError
 // is the latest failure's error, kept after a later success.
 // NextAttemptAt is when a retrying delivery is due again (null in any other
@@ -186,6 +187,11 @@ type Delivery struct {
 	LastError      string     `json:"last_error"`
 	DeliveredAt    *time.Time `json:"delivered_at"`
 	NextAttemptAt  *time.Time `json:"next_attempt_at"`
+	// DroppedAt is when an operator last dropped the event from the
+	// sink's dead-letter queue. Absent if never, and after a drop of a
+	// whole dead-letter queue on the jetstream backend, which cannot
+	// record when (the state still says dropped).
+	DroppedAt *time.Time `json:"dropped_at,omitempty"`
 	// Held is true while the delivery is held back: behind an earlier
 	// event of the sink's order_key, or skipped by an open breaker's
 	// probes until they come back to it; next_attempt_at does not hold

@@ -819,3 +819,28 @@ func TestHeldDeliverySaysSo(t *testing.T) {
 		t.Error("a held delivery's page gives a time for its next attempt")
 	}
 }
+
+// TestDroppedDeliverySaysSo: an event whose dead letter an operator
+// dropped shows dropped, with when, and no retry button: the page no
+// longer says it is in the dead-letter queue.
+func TestDroppedDeliverySaysSo(t *testing.T) {
+	body := oneEventPage(t, func(q pipeline.Queue) {
+		seq := settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Dead, Err: "410 Gone"})
+		if n, err := q.DropDead(context.Background(), []uint64{seq}); err != nil || n != 1 {
+			t.Fatalf("DropDead = %d, %v; want 1", n, err)
+		}
+	})
+	for _, want := range []string{
+		`<span class="badge bad">dropped</span>`,
+		`<span class="what">dropped from the dead-letter queue by an operator: not delivered here unless replayed</span> <time datetime=`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q:\n%s", want, body)
+		}
+	}
+	for _, unwanted := range []string{"dead: in the dead-letter queue", "Retry from the dead-letter queue"} {
+		if strings.Contains(body, unwanted) {
+			t.Errorf("the page of a dropped event says %q", unwanted)
+		}
+	}
+}

@@ -93,7 +93,7 @@ type eventsData struct {
 
 func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
 	q := r.URL.Query()
-	d := eventsData{Q: q, States: []string{"pending", "queued", "retrying", "delivered", "dead"}}
+	d := eventsData{Q: q, States: []string{"pending", "queued", "retrying", "delivered", "dead", "dropped"}}
 	d.Sinks = u.sinkNames(r.Context())
 	d.Sources = u.sourceNames()
 	p := u.pg(s, "events", "Events", &d)
@@ -110,7 +110,7 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s session) {
 		u.render(w, r, http.StatusBadRequest, "events", p)
 	}
 	if !pipeline.ValidFilterState(f.State) {
-		bad(fmt.Sprintf("State %q: choose pending, queued, retrying, delivered or dead.", f.State))
+		bad(fmt.Sprintf("State %q: choose pending, queued, retrying, delivered, dead or dropped.", f.State))
 		return
 	}
 	if f.Since, err = admin.ParseTime(q.Get("since"), now); err != nil {
@@ -383,6 +383,14 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 		st := timelineStep{What: "dead: in the dead-letter queue", Class: "bad"}
 		// The route's transform failed, or an operator gave up on the
 		// event, with no attempt that shows why.
+		if rec.Attempts == 0 || (len(rec.Failures) > 0 && rec.Failures[len(rec.Failures)-1].Err != rec.LastError) {
+			st.Error = rec.LastError
+		}
+		steps = append(steps, st)
+	case state == pipeline.StateDropped:
+		// At is zero when the log could not record when (a drop of a
+		// whole dead-letter queue on JetStream): no time is shown.
+		st := timelineStep{What: "dropped from the dead-letter queue by an operator: not delivered here unless replayed", At: rec.DroppedAt, Class: "bad"}
 		if rec.Attempts == 0 || (len(rec.Failures) > 0 && rec.Failures[len(rec.Failures)-1].Err != rec.LastError) {
 			st.Error = rec.LastError
 		}

@@ -58,7 +58,7 @@ var funcs = template.FuncMap{
 		switch s {
 		case "delivered", "running", "accepted", "closed", "done":
 			return "ok"
-		case "dead", "failed", "breaker open", "removed", "error":
+		case "dead", "dropped", "failed", "breaker open", "removed", "error":
 			return "bad"
 		case "retrying", "backoff", "paused", "starting", "duplicate":
 			return "warn"

@@ -2,7 +2,9 @@
 // writer → ingest and admin listeners → one dispatcher and one plugin per
 // sink. [Daemon.Run] runs them until its context ends, then shuts down in the
 // order that loses nothing: stop accepting, answer in-flight requests, flush
-// the writer, finish in-flight deliveries, stop plugins, close the log.
+// the writer, finish in-flight deliveries, stop plugins, close the log. Each
+// step is bounded: a log that cannot commit or close is given up on (see
+// [ErrUncleanStop]) rather than waited for until systemd kills the daemon.
 // [Daemon.Reload] applies a new configuration while it runs.
 package daemon
 

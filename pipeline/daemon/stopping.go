@@ -128,8 +128,9 @@ func reportStop(log *slog.Logger, status func(string), name string, limit time.D
 
 // step is what a stop waits for: pending lists what is still pending when
 // asked, none once it is over. A step bounded by the stop's deadline ends
-// with it; one that is not (the writer appending what it holds) is still
-// reported past the deadline, as overdue.
+// with it; one that may outlast it (the writer appending what it holds,
+// which gets writerGrace more) is still reported past the deadline, as
+// overdue.
 type step struct {
 	pending   func() []waiting
 	unbounded bool
@@ -168,9 +169,8 @@ func (r *stopReport) say(now time.Time) {
 	}
 	lvl, timing := slog.LevelInfo, []any{"waited", waited.String(), "deadline_in", left.String()}
 	if rem <= 0 {
-		// Past the deadline: only a step that it does not bound (the
-		// writer appending what it holds), until systemd's
-		// TimeoutStopSec ends it.
+		// Past the deadline: only a step that may outlast it (the
+		// writer appending what it holds, for writerGrace more).
 		lvl, timing = slog.LevelWarn, []any{"waited", waited.String(), "overdue", (-left).String()}
 	}
 	var parts []string

@@ -238,6 +238,9 @@ func Open(dir string, o *Options) (*DB, error) {
 		WithNumCompactors(2).
 		WithCompression(options.None)
 	bo.TableSizeMultiplier = 1
+	if err := removeEmptyMemtables(dir); err != nil { // see space.go
+		return nil, fmt.Errorf("open event log %s: %w", dir, err)
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("open event log %s: %w", dir, err)
@@ -255,14 +258,20 @@ func Open(dir string, o *Options) (*DB, error) {
 		stopCommitter: make(chan struct{}), committerDone: make(chan struct{}),
 		dedup: newDedupFilter(),
 	}
+	// Badger's maps get their blocks before anything writes to Badger:
+	// see space.go. (Badger's size for a memtable WAL file is twice the
+	// memtable.)
+	l.space.alloc.start(dir, 2*bo.MemTableSize, opts.Logger)
 	if err := l.replay(); err != nil {
 		w.Close()
 		db.Close()
+		l.space.alloc.close()
 		return nil, fmt.Errorf("open event log %s: %w", dir, err)
 	}
 	if err := l.loadNext(); err != nil {
 		w.Close()
 		db.Close()
+		l.space.alloc.close()
 		return nil, err
 	}
 	l.loaded = make(chan struct{})
@@ -833,7 +842,9 @@ func (l *DB) Close() error {
 		l.log.Warn("event log: no checkpoint at close; the next start replays the write-ahead log", "err", err)
 	}
 	werr := l.wal.Close()
-	if err := l.db.Close(); err != nil {
+	err = l.db.Close()
+	l.space.alloc.close()
+	if err != nil {
 		return fmt.Errorf("close event log: %w", err)
 	}
 	if werr != nil {

@@ -428,6 +428,7 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 	commit := func() {
 		err := txn.Commit()
 		txn = nil
+		l.space.alloc.written() // before the answer: see space.go
 		if err != nil {
 			err = l.writeErr(err)
 		}
@@ -529,6 +530,7 @@ func (l *DB) checkpoints() {
 type splitTxn struct {
 	db *badger.DB
 	*badger.Txn
+	written func() // after each commit: allocator.written
 }
 
 // SetEntry sets e, in a new transaction if the current one is full.
@@ -546,7 +548,9 @@ func (t *splitTxn) split(op func() error) error {
 	if !errors.Is(err, badger.ErrTxnTooBig) {
 		return err
 	}
-	if err := t.Commit(); err != nil {
+	err = t.Commit()
+	t.written()
+	if err != nil {
 		return err
 	}
 	t.Txn = t.db.NewTransaction(true)
@@ -569,14 +573,16 @@ func (l *DB) replay() error {
 	}
 	n := 0
 	err = l.wal.Replay(from, func(p wal.Pos, payload []byte) error {
-		t := &splitTxn{db: l.db, Txn: l.db.NewTransaction(true)}
+		t := &splitTxn{db: l.db, Txn: l.db.NewTransaction(true), written: l.space.alloc.written}
 		defer func() { t.Discard() }()
 		if err := applyRecord(t, p, bytes.Clone(payload)); err != nil {
 			return err
 		}
 		n++
 		l.progressed()
-		return t.Commit()
+		err := t.Commit()
+		l.space.alloc.written()
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("replay the write-ahead log: %w", err)

@@ -106,7 +106,12 @@ func (l *DB) collectValueLog() error {
 	it := txn.NewIterator(badger.IteratorOptions{})
 	defer it.Close()
 	moved := 0
-	for l.checkOpen() == nil && l.db.RunValueLogGC(0.5) == nil {
+	for l.checkOpen() == nil {
+		err := l.db.RunValueLogGC(0.5)
+		l.space.alloc.written() // the GC writes to Badger: see space.go
+		if err != nil {
+			break
+		}
 		moved++
 	}
 	if moved == 0 {

@@ -3,6 +3,11 @@ package badgerlog
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,5 +142,137 @@ func BenchmarkSpaceCheck(b *testing.B) {
 	}
 	for b.Loop() {
 		_ = s.check()
+	}
+}
+
+// TestMapsAllocatedAhead: through memtable rotations, after every Append
+// Badger's memory-mapped files have no hole and the next memtable WAL file
+// is made, empty and allocated; Close removes it, and Open removes one that
+// a crash left.
+func TestMapsAllocatedAhead(t *testing.T) {
+	dir := t.TempDir()
+	const memtable = 1 << 20
+	l := mustOpen(t, dir, &Options{MemTableSize: memtable})
+	if l.space.alloc.off {
+		l.Close()
+		t.Skipf("the filesystem of %s cannot fallocate", dir)
+	}
+	rotations := 0
+	active := memtableFiles(t, dir)
+	for i := 0; rotations < 3; i++ {
+		if i == 1000 {
+			t.Fatalf("premise: %d memtable rotations after %d appends, want 3", rotations, i)
+		}
+		appendN(t, l, fmt.Sprintf("a%d", i), 50, 50)
+		if h := holesIn(dir); h != 0 {
+			t.Fatalf("after append %d (%d rotations), the maps have %d bytes of holes, want 0", i, rotations, h)
+		}
+		next := filepath.Join(dir, fmt.Sprintf("%05d.mem", newestMemtable(dir)))
+		if size, got := fileSize(t, next), allocated(t, next); size != 0 || got != 2*memtable {
+			t.Fatalf("after append %d, the newest memtable WAL file %s has size %d and %d bytes allocated, want 0 and %d (made ahead)",
+				i, next, size, got, 2*memtable)
+		}
+		if now := memtableFiles(t, dir); now[len(now)-1] != active[len(active)-1] {
+			rotations++
+			active = now
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := emptyMemtables(t, dir); n != 0 {
+		t.Fatalf("after Close, %d empty memtable WAL files, want 0", n)
+	}
+	// A crash leaves the file made ahead: Badger would refuse it.
+	crashed := filepath.Join(dir, fmt.Sprintf("%05d.mem", newestMemtable(dir)+1))
+	if err := os.WriteFile(crashed, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpen(t, dir, &Options{MemTableSize: memtable})
+	defer l.Close()
+	appendN(t, l, "reopened", 10, 10)
+}
+
+// emptyMemtables counts the empty memtable WAL files in dir.
+func emptyMemtables(t *testing.T, dir string) int {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range es {
+		if fi, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), ".mem") && fi.Size() == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// TestMapsNotAllocated: where fallocate fails, the log works as before the
+// allocator, and the check counts what is left sparse: a filesystem that
+// cannot allocate (EOPNOTSUPP) gets a warning and the maps' holes; one
+// without room for the next memtable WAL file gets that file's size in
+// reserve too, until a later try makes it.
+func TestMapsNotAllocated(t *testing.T) {
+	real := fallocate
+	defer func() { fallocate = real }()
+	const memtable = 1 << 20
+	for _, tt := range []struct {
+		name    string
+		err     error
+		off     bool  // the allocator gives up
+		missing int64 // what the check counts for the next memtable WAL file
+	}{
+		{"unsupported", syscall.EOPNOTSUPP, true, 0},
+		{"no space", syscall.ENOSPC, false, 2 * memtable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fail := true
+			fallocate = func(f *os.File, size int64) error {
+				if fail {
+					return tt.err
+				}
+				return real(f, size)
+			}
+			dir := t.TempDir()
+			var logged strings.Builder
+			l := mustOpen(t, dir, &Options{MemTableSize: memtable, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+			defer l.Close()
+			appendN(t, l, "a", 100, 10)
+			if got := l.space.alloc.off; got != tt.off {
+				t.Errorf("allocator off = %v, want %v", got, tt.off)
+			}
+			if warned := strings.Contains(logged.String(), "cannot allocate"); warned != tt.off {
+				t.Errorf("warned = %v, want %v; log:\n%s", warned, tt.off, logged.String())
+			}
+			if got := l.space.alloc.missing.Load(); got != tt.missing {
+				t.Errorf("missing = %d, want %d", got, tt.missing)
+			}
+			if n := emptyMemtables(t, dir); n != 0 {
+				t.Errorf("%d empty memtable WAL files after failed allocations, want 0", n)
+			}
+			free, holes, err := l.space.measure(func() time.Time { return time.Now().Add(time.Hour) })
+			if err != nil || holes < holesIn(dir)+tt.missing || holes == 0 {
+				t.Errorf("check reads %d free, %d bytes of holes (%v); want the maps' holes (%d) + %d", free, holes, err, holesIn(dir), tt.missing)
+			}
+			if tt.off {
+				return
+			}
+			// Room again: the next try, after spaceRecheck, makes the file.
+			fail = false
+			l.space.alloc.written()
+			if n := emptyMemtables(t, dir); n != 0 {
+				t.Fatalf("a try within spaceRecheck of the failure made the next file")
+			}
+			l.space.alloc.mu.Lock()
+			l.space.alloc.retryAt = time.Time{}
+			l.space.alloc.mu.Unlock()
+			l.space.alloc.written()
+			if n := emptyMemtables(t, dir); n != 1 || l.space.alloc.missing.Load() != 0 || holesIn(dir) != 0 {
+				t.Errorf("after a try with room, %d empty memtable WAL files, %d missing and %d bytes of holes, want 1, 0 and 0",
+					n, l.space.alloc.missing.Load(), holesIn(dir))
+			}
+		})
 	}
 }

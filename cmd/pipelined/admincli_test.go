@@ -70,7 +70,8 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 					Breaker: "closed", Paused: paused[n]}
 				if n == "slack" {
 					s.Plugin, s.LastError = "backoff", "plugin exited: exit status 1"
-					s.InFlight, s.InFlightSeconds = 5, 12.4 // a batch the plugin holds
+					s.InFlight, s.InFlightSeconds = 5, 12.4       // a batch the plugin holds
+					s.Breaker, s.NextProbeSeconds = "open", 239.2 // its next probe in 4 minutes
 				} else {
 					s.HeldKeys, s.Held, s.OldestHeldAgeSeconds = 3, 7, 90.4 // delivery.order_key
 				}
@@ -133,10 +134,11 @@ func TestAdminCLI(t *testing.T) {
 		stderr   []string
 	}{
 		{"sinks table", append([]string{"sinks"}, a...), 0,
-			[]string{"NAME     PLUGIN                    BREAKER  PAUSED  READY  RETRYING  OLDEST_AGE_SECONDS  DEAD  HELD_KEYS  OLDEST_HELD_AGE_SECONDS  IN_FLIGHT  IN_FLIGHT_SECONDS  LAST_ERROR",
-				"archive  running                   closed   -       2      0         240                 0     3          90                       -          -                  -",
-				"slack    backoff                   closed   -       0      0         -                   2     -          -                        5          12                 plugin exited: exit status 1",
-				`tally    failed: panic: no config  -        -       0      0         -                   0     -          -                        -          -                  3m0s ago: plugin exited before the handshake`}, nil},
+			[]string{"NAME     PLUGIN                    BREAKER  PAUSED  READY  RETRYING  OLDEST_AGE_SECONDS  DEAD  HELD_KEYS  OLDEST_HELD_AGE_SECONDS  IN_FLIGHT  IN_FLIGHT_SECONDS  NEXT_PROBE_SECONDS  LAST_ERROR",
+				"archive  running                   closed   -       2      0         240                 0     3          90                       -          -                  -                   -",
+				"slack    backoff                   open     -       0      0         -                   2     -          -                        5          12                 240                 plugin exited: exit status 1",
+				`tally    failed: panic: no config  -        -       0      0         -                   0     -          -                        -          -                  -                   3m0s ago: plugin exited before the handshake`}, nil},
+		{"sinks json next probe", append([]string{"sinks", "--json"}, a...), 0, []string{`"breaker": "open"`, `"next_probe_seconds": 239.2`}, nil},
 		{"sinks json held", append([]string{"sinks", "--json"}, a...), 0, []string{`"held_keys": 3`, `"held": 7`, `"oldest_held_age_seconds": 90.4`}, nil},
 		{"sinks pause without token", append([]string{"sinks", "pause", "archive"}, anon...), 1, nil, []string{"(HTTP 401)"}},
 		{"sinks pause", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive paused"}, nil},

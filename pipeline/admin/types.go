@@ -48,6 +48,11 @@ type SinkStatus struct {
 	// stuck in its call. Absent between batches.
 	InFlight        int     `json:"in_flight,omitempty"`
 	InFlightSeconds float64 `json:"in_flight_seconds,omitempty"`
+	// NextProbeSeconds is, while the breaker is open, how long until its
+	// next probe (the first that succeeds closes it and the queue
+	// drains): the most a sink that is back waits. Absent while the
+	// breaker is closed, a probe is under way or the sink is paused.
+	NextProbeSeconds float64 `json:"next_probe_seconds,omitempty"`
 	// Paused is true while an operator holds the sink's delivery
 	// (POST /v1/sinks/{sink}/pause); kept across restarts. Absent when
 	// false.

@@ -255,9 +255,13 @@ type Delivery struct {
 	MaxAge Duration `toml:"max_age"`
 	// BreakerFailures failed calls in a row open the sink's circuit
 	// breaker (default 5); BreakerProbe is the first wait between probes
-	// of an open breaker (default 30s), doubling up to BackoffMax.
+	// of an open breaker (default 30s), doubling up to BreakerProbeMax
+	// (default 5m) or BackoffMax, whichever is lower: after an outage of
+	// any length, the queue starts to drain at most that long after the
+	// sink is back.
 	BreakerFailures int      `toml:"breaker_failures"`
 	BreakerProbe    Duration `toml:"breaker_probe"`
+	BreakerProbeMax Duration `toml:"breaker_probe_max"`
 	// Rate, if set ("50/s"), bounds the events delivered per second.
 	Rate Rate `toml:"rate"`
 	// OrderKey, if set, is an expression over the event (the env of
@@ -346,6 +350,7 @@ func DefaultDelivery() Delivery {
 		MaxAge:          Duration{72 * time.Hour},
 		BreakerFailures: 5,
 		BreakerProbe:    Duration{30 * time.Second},
+		BreakerProbeMax: Duration{5 * time.Minute},
 	}
 }
 
@@ -382,6 +387,9 @@ func (c *Config) fillDefaults() {
 		}
 		if d.BreakerProbe.Duration == 0 {
 			d.BreakerProbe = def.BreakerProbe
+		}
+		if d.BreakerProbeMax.Duration == 0 {
+			d.BreakerProbeMax = def.BreakerProbeMax
 		}
 	}
 }

@@ -300,6 +300,9 @@ func (c *Config) checkSinks(p *problems) map[string]bool {
 		if d.BreakerFailures < 1 {
 			p.at("sink", i, "breaker_failures", "%s: delivery.breaker_failures: must be at least 1 (default 5)", what)
 		}
+		if d.BreakerProbeMax.Duration < 0 {
+			p.at("sink", i, "breaker_probe_max", "%s: delivery.breaker_probe_max: must be more than 0 (default 5m)", what)
+		}
 
 		if d.BackoffMin.Duration <= 0 {
 			p.at("sink", i, "backoff_min", "%s: delivery.backoff_min: must be more than 0", what)

@@ -334,6 +334,7 @@ func (sr *sinkRun) newDispatcher(paused bool) *dispatch.Dispatcher {
 
 		BreakerFailures: sr.delivery.BreakerFailures,
 		BreakerProbe:    sr.delivery.BreakerProbe.Duration,
+		BreakerProbeMax: sr.delivery.BreakerProbeMax.Duration,
 		Rate:            sr.delivery.Rate.PerSecond,
 		Paused:          paused,
 		OnBreaker:       func(open bool) { sr.metrics.SinkBreaker(sr.name, open) },
@@ -574,6 +575,10 @@ func (s *sinks) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 			}
 			if ds.InFlight > 0 {
 				ss.InFlight, ss.InFlightSeconds = ds.InFlight, time.Since(ds.InFlightSince).Seconds()
+			}
+			if !ds.NextProbe.IsZero() {
+				// At least a millisecond: 0 would leave the field out.
+				ss.NextProbeSeconds = max(time.Until(ds.NextProbe).Seconds(), 0.001)
 			}
 			orderStatus(&ss, disp)
 		}

@@ -11,7 +11,8 @@
 // After BreakerFailures failed calls in a row the sink's circuit breaker
 // opens: the dispatcher takes no more batches and sends one probe (a batch
 // of the oldest ready entry) every BreakerProbe, the interval doubling up
-// to BackoffMax. A failed probe costs its event no attempt toward
+// to BreakerProbeMax (or BackoffMax, when lower): the wait for the first
+// probe after the sink is back is bounded by it, however long the outage. A failed probe costs its event no attempt toward
 // MaxAttempts and makes it ready again at once; the first probe that does
 // not fail closes the breaker. On a queue that can hold entries, an event
 // that fails as a probe is held (see probeEntry) instead, costing it no
@@ -115,8 +116,14 @@ type Options struct {
 	// event of the batch is to be retried. Zero means no breaker.
 	BreakerFailures int
 	// BreakerProbe is the wait before the first probe of an open breaker;
-	// it doubles after each failed probe, up to BackoffMax. Zero means 30 s.
+	// it doubles after each failed probe, up to BreakerProbeMax or
+	// BackoffMax, whichever is lower, and never below BreakerProbe. Zero
+	// means 30 s.
 	BreakerProbe time.Duration
+	// BreakerProbeMax bounds the wait between probes of an open breaker,
+	// and so how long after the sink is back its queue starts to drain.
+	// Zero means BackoffMax alone.
+	BreakerProbeMax time.Duration
 	// Rate, when more than zero, bounds the events handed to the plugin
 	// per second (a token bucket holding one second's worth, at least 1);
 	// batches are cut to that size.
@@ -162,6 +169,9 @@ type Status struct {
 	// 0 between batches. InFlightSince is when that batch was handed over.
 	InFlight      int
 	InFlightSince time.Time
+	// NextProbe is when the open breaker sends its next probe; zero while
+	// the breaker is closed, while a probe is under way, and while paused.
+	NextProbe time.Time
 }
 
 // Report counts the outcomes of one batch.
@@ -194,6 +204,8 @@ type Dispatcher struct {
 	// Status), set and cleared by deliver.
 	inFlight      int
 	inFlightSince time.Time
+	// nextProbe is when the open breaker's next probe goes (see Status).
+	nextProbe time.Time
 
 	// firstFail maps the seq of an entry that is failing to the time of
 	// its first failure seen; only Run's goroutine uses it. It holds at
@@ -233,6 +245,10 @@ func New(o Options) *Dispatcher {
 	if o.BackoffMax < o.BackoffMin {
 		o.BackoffMax = o.BackoffMin
 	}
+	if o.BreakerProbeMax <= 0 || o.BreakerProbeMax > o.BackoffMax {
+		o.BreakerProbeMax = o.BackoffMax
+	}
+	o.BreakerProbeMax = max(o.BreakerProbeMax, o.BreakerProbe)
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = time.Minute
 	}
@@ -279,7 +295,11 @@ func (d *Dispatcher) setPaused(p bool) bool {
 func (d *Dispatcher) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Status{Open: d.open, Paused: d.paused, InFlight: d.inFlight, InFlightSince: d.inFlightSince}
+	st := Status{Open: d.open, Paused: d.paused, InFlight: d.inFlight, InFlightSince: d.inFlightSince}
+	if d.open && !d.paused {
+		st.NextProbe = d.nextProbe
+	}
+	return st
 }
 
 // setInFlight records the batch in flight (see Status): n events since
@@ -337,13 +357,16 @@ func (d *Dispatcher) setOpen(open bool, probe time.Duration, closed string) {
 	d.mu.Lock()
 	changed := d.open != open
 	d.open = open
+	if !open {
+		d.nextProbe = time.Time{}
+	}
 	d.mu.Unlock()
 	if !changed {
 		return
 	}
 	if open {
 		d.o.Logger.Warn("sink circuit breaker opened: deliveries wait, probing the sink",
-			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String())
+			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String(), "probe_every_max", d.o.BreakerProbeMax.String())
 	} else {
 		d.o.Logger.Info(closed, "sink", d.o.Sink)
 	}
@@ -414,7 +437,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}
 		open := d.Status().Open
-		if open && !gaveUp && !sleep(ctx, probe) {
+		if open && !gaveUp && !d.sleepProbe(ctx, probe) {
 			return nil
 		}
 		gaveUp = false
@@ -465,7 +488,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			failed := d.deliver(finish, batch, open)
 			switch {
 			case open && failed:
-				probe = min(2*probe, max(d.o.BackoffMax, d.o.BreakerProbe))
+				probe = min(2*probe, d.o.BreakerProbeMax)
 			case failed:
 				failures++
 				if d.o.BreakerFailures > 0 && failures >= d.o.BreakerFailures {
@@ -494,6 +517,19 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			d.releaseProbed(finish)
 		}
 	}
+}
+
+// sleepProbe waits probe before the open breaker's next probe, which
+// Status reports meanwhile; false when ctx ended.
+func (d *Dispatcher) sleepProbe(ctx context.Context, probe time.Duration) bool {
+	d.mu.Lock()
+	d.nextProbe = time.Now().Add(probe)
+	d.mu.Unlock()
+	ok := sleep(ctx, probe)
+	d.mu.Lock()
+	d.nextProbe = time.Time{}
+	d.mu.Unlock()
+	return ok
 }
 
 // nothingToProbe reports whether the queue holds no entry that a probe of

@@ -162,6 +162,48 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	}
 }
 
+// TestBreakerProbeMax: the wait between probes doubles up to
+// BreakerProbeMax even when BackoffMax is far longer (the defaults: 5m
+// against 1h), so that a sink back after a long outage waits at most
+// BreakerProbeMax for the probe that closes the breaker; Status says when
+// the next probe goes while one is awaited.
+func TestBreakerProbeMax(t *testing.T) {
+	const probe, probeMax = 20 * time.Millisecond, 40 * time.Millisecond
+	l := memlog.New()
+	appendEvents(t, l, "ev", 1, "s")
+	q := l.Queue("s")
+	sink := newSwitchSink()
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Hour
+	o.BreakerFailures = 1
+	o.BreakerProbe, o.BreakerProbeMax = probe, probeMax
+	d, _ := start(t, o)
+
+	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
+	waitFor(t, "the next probe in Status", func() bool { return !d.Status().NextProbe.IsZero() })
+	if in := time.Until(d.Status().NextProbe); in > probeMax {
+		t.Errorf("Status().NextProbe is %v away, want at most BreakerProbeMax %v", in, probeMax)
+	}
+	// Without the bound the gaps would be 20, 40, 80, ... 2560 ms, the
+	// ninth probe 5 s after the first failed call.
+	waitWithin(t, 3*time.Second, "nine probes", func() bool { return len(sink.calls()) >= 10 })
+	sink.mu.Lock()
+	started := slices.Clone(sink.startedAt)
+	sink.mu.Unlock()
+	for i := 2; i < 10; i++ {
+		if gap := started[i].Sub(started[i-1]); gap > probeMax+250*time.Millisecond {
+			t.Errorf("probe %d came %v after the one before, want about BreakerProbeMax %v (BackoffMax is 1h)", i, gap, probeMax)
+		}
+	}
+
+	sink.up.Store(true)
+	waitStats(t, q, pipeline.QueueStats{})
+	if st := d.Status(); st.Open || !st.NextProbe.IsZero() {
+		t.Errorf("Status() after the sink came back = %+v, want closed with no next probe", st)
+	}
+}
+
 // TestBreakerProbeGetsPastAFailingEvent: events that fail on their own
 // (one tenant's endpoint, a row the database refuses for a while) open
 // the breaker when nothing else is flowing; an event that the sink takes,

@@ -613,13 +613,15 @@ func TestLoginThroughATLSProxy(t *testing.T) {
 
 // TestOverviewWhileRebuilding: during the rebuild of the queues after a
 // start, the overview says so in place of counts that are not known yet;
-// a batch in flight is shown under its sink's state.
+// a batch in flight is shown under its sink's state, and so is an open
+// breaker's next probe.
 func TestOverviewWhileRebuilding(t *testing.T) {
 	ao := admin.Options{
 		Log: memlog.New(),
 		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
 			return []admin.SinkStatus{{Name: "crm", Plugin: "running", Rebuilding: true}, {Name: "archive", Plugin: "running", Ready: 12, InFlight: 500, InFlightSeconds: 42.4},
-				{Name: "db", Plugin: "running", QueueError: "jetstream: consumer: no quorum"}}, nil
+				{Name: "db", Plugin: "running", QueueError: "jetstream: consumer: no quorum"},
+				{Name: "slack", Plugin: "running", Breaker: "open", Ready: 3, NextProbeSeconds: 241.5}}, nil
 		},
 		AllowUnauthenticated: true,
 	}
@@ -638,6 +640,9 @@ func TestOverviewWhileRebuilding(t *testing.T) {
 	}
 	if n := strings.Count(body, " in flight for "); n != 1 || !strings.Contains(body, ">500 in flight for 42s</div>") {
 		t.Errorf("overview shows %d batches in flight, want archive's (500 for 42s):\n%s", n, body)
+	}
+	if n := strings.Count(body, "next probe in "); n != 1 || !strings.Contains(body, ">next probe in 4m01s</div>") {
+		t.Errorf("overview shows %d next probes, want slack's open breaker's (in 4m01s):\n%s", n, body)
 	}
 	if !strings.Contains(body, `title="jetstream: consumer: no quorum">not known: the log did not answer</td>`) {
 		t.Errorf("overview does not say that db's counts are not known, and why:\n%s", body)

@@ -264,3 +264,89 @@ delivery = { batch_wait = "5ms" }
 		}
 	}
 }
+
+// TestBreakerProbeMaxBoundsTheWaitAfterAnOutage: a CRM down for long
+// enough that the breaker's probe interval, doubling from breaker_probe,
+// would have grown to seconds (to backoff_max, an hour by default, after
+// a day) comes back, and its queue starts to drain within
+// breaker_probe_max of its return, not at the next probe of a grown
+// interval. Meanwhile `pipelined sinks` and /v1/sinks say when the next
+// probe goes.
+func TestBreakerProbeMaxBoundsTheWaitAfterAnOutage(t *testing.T) {
+	const probeMax = 400 * time.Millisecond
+	var down atomic.Bool
+	down.Store(true)
+	crm := harness.NewReceiver(t)
+	crm.SetAnswer(func(string, []byte) (int, string) {
+		if down.Load() {
+			return http.StatusServiceUnavailable, "crm is down"
+		}
+		return http.StatusOK, ""
+	})
+	dir := t.TempDir()
+	// backoff_max is the default, 1h: without breaker_probe_max the
+	// probes would come 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 and 12.7 s after the
+	// breaker opened.
+	d := harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q }
+delivery = { batch_wait = "5ms", backoff_min = "10ms", breaker_probe = "100ms", breaker_probe_max = %q }
+`, crm.URL, probeMax.String())+harness.AllCallsRoute("crm")))
+
+	const n = 50
+	var ids []string
+	for i := range n {
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprintf("long-outage-%d", i), "interested"))
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST %d = %d %v %v", i, code, ans, err)
+		}
+		ids = append(ids, ans["id"].(string))
+	}
+	harness.Eventually(t, 20*time.Second, func() error {
+		if s := d.Sinks(t)["crm"]; s.Breaker != "open" {
+			return fmt.Errorf("crm breaker = %q, want open", s.Breaker)
+		}
+		return nil
+	})
+	opened := time.Now()
+	// The operator sees when the next probe goes (between probes).
+	harness.Eventually(t, 10*time.Second, func() error {
+		s := d.Sinks(t)["crm"]
+		if s.NextProbeSeconds <= 0 || s.NextProbeSeconds > probeMax.Seconds() {
+			return fmt.Errorf("/v1/sinks crm next_probe_seconds = %v, want in (0, %v]", s.NextProbeSeconds, probeMax.Seconds())
+		}
+		return nil
+	})
+	harness.Eventually(t, 10*time.Second, func() error {
+		if got := sinksColumn(t, d.CLI(t, "sinks"), "crm", "NEXT_PROBE_SECONDS"); got != "1" {
+			return fmt.Errorf("pipelined sinks: crm NEXT_PROBE_SECONDS = %q, want 1 (at most 0.4 s, rounded up)", got)
+		}
+		return nil
+	})
+	// The outage goes on: 8 s after the breaker opened.
+	time.Sleep(time.Until(opened.Add(8 * time.Second)))
+	if got := len(crm.Accepted()); got != 0 {
+		t.Fatalf("the CRM accepted %d events while down", got)
+	}
+	down.Store(false)
+	back := time.Now()
+	harness.Eventually(t, 30*time.Second, func() error {
+		got := crm.Accepted()
+		for _, id := range ids {
+			if got[id] == 0 {
+				return fmt.Errorf("the CRM has %d of %d events since it came back %v ago", len(got), n, time.Since(back).Round(time.Millisecond))
+			}
+		}
+		return nil
+	})
+	// breaker_probe_max, the batch and slack for a loaded machine; without
+	// the bound the next probe came 4.7 s after the CRM's return.
+	if took := time.Since(back); took > probeMax+2*time.Second {
+		t.Errorf("the queue drained %v after the CRM came back, want within breaker_probe_max %v (and the time to deliver)", took, probeMax)
+	}
+	if s := d.Sinks(t)["crm"]; s.Breaker != "closed" || s.NextProbeSeconds != 0 {
+		t.Errorf("after the drain: crm breaker = %q, next_probe_seconds = %v; want closed and none", s.Breaker, s.NextProbeSeconds)
+	}
+}

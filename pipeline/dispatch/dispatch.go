@@ -14,7 +14,12 @@
 // to BreakerProbeMax (or BackoffMax, when lower): the wait for the first
 // probe after the sink is back is bounded by it, however long the outage. A failed probe costs its event no attempt toward
 // MaxAttempts and makes it ready again at once; the first probe that does
-// not fail closes the breaker. On a queue that can hold entries, an event
+// not fail closes the breaker. The events of the failed calls that opened
+// it wait for retries the failures scheduled (a Retry-After of an hour,
+// say); on a queue that can bring retries forward ([pipeline.Hastener])
+// they are made due when a probe closes it after another failed: the sink
+// was down and is back. On a queue
+// that can hold entries, an event
 // that fails as a probe is held (see probeEntry) instead, costing it no
 // attempt at all, and the next probe is the next event: events that fail
 // on their own (their data, not the sink) are not the probe every time
@@ -218,6 +223,11 @@ type Dispatcher struct {
 	// are held (see probeEntry), one per probe at most; only Run's
 	// goroutine uses it.
 	held []uint64
+	// failedRun holds the seqs of the entries of the failed calls in a
+	// row (at most BreakerFailures batches): when those calls opened the
+	// breaker and a probe closes it, their retries are brought forward
+	// (see hastenFailedRun). Only Run's goroutine uses it.
+	failedRun []uint64
 }
 
 // probeLook is how long a probe waits for a ready entry while entries are
@@ -409,7 +419,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	})
 	failures := 0 // failed calls in a row
 	probe := d.o.BreakerProbe
-	gaveUp := false // the last batch was all given up on: no call, so no probe either
+	probeFailed := false // a probe of the open breaker failed: the sink was down
+	gaveUp := false      // the last batch was all given up on: no call, so no probe either
 	if d.ord != nil {
 		if ok, err := d.loadOrder(ctx); !ok {
 			return err
@@ -489,15 +500,25 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			switch {
 			case open && failed:
 				probe = min(2*probe, d.o.BreakerProbeMax)
+				probeFailed = true
 			case failed:
 				failures++
+				if d.o.BreakerFailures > 0 { // else no breaker: nothing to bring forward, and no bound
+					for _, e := range batch {
+						d.failedRun = append(d.failedRun, e.Seq)
+					}
+				}
 				if d.o.BreakerFailures > 0 && failures >= d.o.BreakerFailures {
-					probe = d.o.BreakerProbe
+					probe, probeFailed = d.o.BreakerProbe, false
 					d.setOpen(true, probe, "")
 					open = true
 				}
 			default:
 				failures = 0
+				if open && probeFailed {
+					d.hastenFailedRun(finish)
+				}
+				d.failedRun = nil
 				open = false
 				d.setOpen(false, 0, "sink circuit breaker closed: deliveries resume")
 				d.releaseProbed(finish)
@@ -513,9 +534,36 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		// the breaker is open (never on a closed breaker's path).
 		if open && d.nothingToProbe(ctx) {
 			failures = 0
+			d.failedRun = nil
 			d.setOpen(false, 0, "sink circuit breaker closed: nothing is left to probe (no event ready or retrying); deliveries resume with the next event")
 			d.releaseProbed(finish)
 		}
+	}
+}
+
+// hastenFailedRun makes the retries of the failed calls that opened the
+// breaker due now, once a probe closed it after one had failed: they were
+// scheduled while the sink failed as a whole, some far ahead (a 429's
+// Retry-After of an hour, up to a day), and the sink is back. (When the
+// first probe succeeds, the failed calls may have been events failing on
+// their own while little else flowed: they keep their backoff.) Entries that are no longer waiting
+// for a retry (delivered as probes, dead, held) are skipped by Hasten. On
+// a queue that cannot bring retries forward they keep their time. A
+// failure is logged: those events are retried at their time.
+func (d *Dispatcher) hastenFailedRun(ctx context.Context) {
+	h, ok := d.o.Queue.(pipeline.Hastener)
+	if !ok || len(d.failedRun) == 0 {
+		return
+	}
+	n, err := h.Hasten(ctx, d.failedRun)
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			d.o.Logger.Warn("could not bring forward the retries of the failed calls that opened the breaker; they are retried at their time",
+				"sink", d.o.Sink, "events", len(d.failedRun), "err", err)
+		}
+	case n > 0:
+		d.o.Logger.Info("the sink is back: retries of the failed calls that opened the breaker brought forward", "sink", d.o.Sink, "events", n)
 	}
 }
 

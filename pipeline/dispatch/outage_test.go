@@ -204,6 +204,87 @@ func TestBreakerProbeMax(t *testing.T) {
 	}
 }
 
+// TestBreakerClosingHastensTheFailedRun: a sink down with a Retry-After
+// of an hour (a 429, a 503 in maintenance) fails the calls that open the
+// breaker, and their events are scheduled an hour ahead. New events come
+// meanwhile; a probe of one fails, the sink comes back, the next probe
+// closes the breaker, and every event is delivered at once: the retries
+// scheduled by the failed run are brought forward, not left an hour
+// behind a sink that is back.
+func TestBreakerClosingHastensTheFailedRun(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "ev", 10, "s")
+	q := l.Queue("s")
+	var up atomic.Bool
+	sink := &fakeSink{}
+	throttled := each(sdk.Retry(time.Hour, errors.New("429 Too Many Requests, Retry-After: 3600")))
+	sink.answer = func(call int, batch []sdk.Event) ([]sdk.Result, error) {
+		if up.Load() {
+			return nil, nil
+		}
+		return throttled(call, batch)
+	}
+	var bl breakerLog
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	o.BatchMax = 5
+	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Hour
+	o.BreakerFailures = 2
+	o.BreakerProbe = 20 * time.Millisecond
+	o.OnBreaker = bl.record
+	d, _ := start(t, o)
+	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
+	if st := stats(t, q); st.Retrying != 10 {
+		t.Fatalf("Stats() when the breaker opened = %+v, want the 10 events retrying (in an hour)", st)
+	}
+	// Traffic goes on during the outage: the probes take it.
+	appendEvents(t, l, "new", 3, "s")
+	waitFor(t, "a failed probe", func() bool { return len(sink.calls()) >= 3 })
+	up.Store(true)
+	waitStats(t, q, pipeline.QueueStats{})
+	if got, want := bl.get(), []bool{true, false}; !slices.Equal(got, want) {
+		t.Errorf("OnBreaker calls = %v, want %v", got, want)
+	}
+}
+
+// TestBreakerFirstProbeKeepsBackoff: when the first probe of an open
+// breaker succeeds, the failed calls that opened it may have been events
+// failing on their own while little else flowed: their retries keep their
+// time (they are not hastened).
+func TestBreakerFirstProbeKeepsBackoff(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "bad", 4, "s")
+	q := l.Queue("s")
+	sink := &fakeSink{}
+	sink.answer = func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
+		out := make([]sdk.Result, len(batch))
+		for i, e := range batch {
+			out[i] = sdk.Delivered()
+			if strings.HasPrefix(e.ID, "bad") {
+				out[i] = sdk.Retry(time.Hour, errors.New("500 for this row"))
+			}
+		}
+		return out, nil
+	}
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	o.BatchMax = 2
+	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Hour
+	o.BreakerFailures = 2
+	o.BreakerProbe = 20 * time.Millisecond
+	d, _ := start(t, o)
+	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
+	appendEvents(t, l, "good", 1, "s")
+	waitFor(t, "the breaker to close", func() bool { return !d.Status().Open && len(sink.calls()) >= 3 })
+	time.Sleep(100 * time.Millisecond)
+	if st := stats(t, q); st.Retrying != 4 {
+		t.Errorf("Stats() after the good probe = %+v, want the 4 bad events still retrying (in an hour)", st)
+	}
+	if n := len(sink.calls()); n != 3 {
+		t.Errorf("the sink got %d calls, want 3 (two failed, one probe): the bad events keep their hour", n)
+	}
+}
+
 // TestBreakerProbeGetsPastAFailingEvent: events that fail on their own
 // (one tenant's endpoint, a row the database refuses for a while) open
 // the breaker when nothing else is flowing; an event that the sink takes,

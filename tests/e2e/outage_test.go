@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -349,4 +352,92 @@ delivery = { batch_wait = "5ms", backoff_min = "10ms", breaker_probe = "100ms", 
 	if s := d.Sinks(t)["crm"]; s.Breaker != "closed" || s.NextProbeSeconds != 0 {
 		t.Errorf("after the drain: crm breaker = %q, next_probe_seconds = %v; want closed and none", s.Breaker, s.NextProbeSeconds)
 	}
+}
+
+// TestBackAfterRetryAfterOutage: the CRM is down for maintenance and
+// answers 429 with Retry-After: 3600. The failed calls that open the
+// breaker schedule their events an hour ahead; new calls keep coming and
+// the probes take them. Once the CRM is back and a probe gets through,
+// every event is delivered at once, those of the failed calls included:
+// the sink is back, they do not wait out the hour behind it.
+func TestBackAfterRetryAfterOutage(t *testing.T) {
+	var (
+		mu        sync.Mutex
+		delivered = map[string]int{}
+		throttled int
+		down      atomic.Bool
+	)
+	down.Store(true)
+	crm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if down.Load() {
+			throttled++
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"error":"maintenance"}`)
+			return
+		}
+		delivered[r.Header.Get("webhook-id")]++
+	}))
+	t.Cleanup(crm.Close)
+	throttledSoFar := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return throttled
+	}
+
+	dir := t.TempDir()
+	d := harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q }
+delivery = { batch_wait = "5ms", breaker_failures = 2, breaker_probe = "200ms", breaker_probe_max = "400ms" }
+`, crm.URL)+harness.AllCallsRoute("crm")))
+
+	var ids []string
+	post := func(sid string) {
+		t.Helper()
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(sid, "interested"))
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST %s = %d %v %v", sid, code, ans, err)
+		}
+		ids = append(ids, ans["id"].(string))
+	}
+	for i := range 20 {
+		post(fmt.Sprintf("maintenance-%d", i))
+	}
+	harness.Eventually(t, 20*time.Second, func() error {
+		if s := d.Sinks(t)["crm"]; s.Breaker != "open" || s.Retrying == 0 {
+			return fmt.Errorf("crm breaker = %q with %d retrying, want open with the throttled events retrying", s.Breaker, s.Retrying)
+		}
+		return nil
+	})
+	// Calls go on during the maintenance; the probes take them and fail.
+	for i := range 5 {
+		post(fmt.Sprintf("during-%d", i))
+	}
+	before := throttledSoFar()
+	harness.Eventually(t, 10*time.Second, func() error {
+		if throttledSoFar() == before {
+			return errors.New("no probe has reached the CRM since the breaker opened")
+		}
+		return nil
+	})
+	down.Store(false)
+	back := time.Now()
+	harness.Eventually(t, 20*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range ids {
+			if delivered[id] == 0 {
+				return fmt.Errorf("the CRM has %d of %d events %v after it came back (the rest wait for Retry-After: 3600?)", len(delivered), len(ids), time.Since(back).Round(time.Millisecond))
+			}
+		}
+		return nil
+	})
+	queuesEmpty(t, d, 10*time.Second)
+	d.WaitLog(t, "retries of the failed calls that opened the breaker brought forward", 1, 5*time.Second)
 }

@@ -66,6 +66,8 @@ import (
 //	3xx                      retry: redirects are not followed (secret headers must not travel);
 //	                         the error names the Location: set url to it
 //	network error, timeout   retry (the error shows scheme://host/path only)
+//	not sent in time         retry: a request starts only while it can end (timeout) 2 s before
+//	                         the call's deadline; a slow receiver gets the rest in the next batch
 //
 // Errors say the status and the first 200 bytes of the response. A status
 // that is the same for every event (a credential expired or rotated: 401,
@@ -151,6 +153,10 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 				fill(results[i:], sdk.Retry(0, fmt.Errorf("not sent: %w", err)))
 				break
 			}
+			if i > 0 && s.outOfTime(ctx) {
+				s.notInTime(results[i:], i)
+				break
+			}
 			r, throttled := s.send(ctx, ev)
 			results[i] = r
 			if throttled {
@@ -181,7 +187,7 @@ loop:
 		mu.Lock()
 		stop := throttle != nil
 		mu.Unlock()
-		if stop {
+		if stop || i > 0 && s.outOfTime(ctx) {
 			<-sem
 			break
 		}
@@ -202,6 +208,7 @@ loop:
 		}()
 	}
 	wg.Wait()
+	notSent := 0
 	for i := range batch {
 		if sent[i] {
 			continue
@@ -209,11 +216,51 @@ loop:
 		switch {
 		case throttle != nil:
 			s.skipRest(results[i:i+1], *throttle, throttleI)
-		default:
+		case ctx.Err() != nil:
 			results[i] = sdk.Retry(0, fmt.Errorf("not sent: %w", context.Cause(ctx)))
+		default:
+			results[i] = sdk.Retry(0, errNotInTime)
+			notSent++
 		}
 	}
+	if notSent > 0 {
+		s.logNotInTime(len(batch)-notSent, notSent)
+	}
 	return results, nil
+}
+
+// answerReserve is the part of a Deliver call's time kept for its answer
+// to reach the host: a request starts only if it can run for its whole
+// timeout and still leave this much before the call's deadline.
+const answerReserve = 2 * time.Second
+
+// errNotInTime answers the events of a batch that were not sent because the
+// call would have outlasted its deadline.
+var errNotInTime = errors.New("not sent: the receiver answers too slowly for the whole batch to be sent within the call's time; sent in a later batch")
+
+// outOfTime reports whether a request started now could outlast ctx's
+// deadline (the host's limit on the call, 60 s) less answerReserve. A call
+// that runs out of time has none of its results recorded: every event of
+// it, those the receiver took included, would be sent again, and with a
+// receiver slow enough (over 120 ms a request for a batch of 500, one at a
+// time) every call would, the queue never draining while the receiver got
+// the same events again and again. So the sink stops in time and answers
+// for what it sent; the rest goes in the next batch.
+func (s *sink) outOfTime(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < s.cfg.timeout+answerReserve
+}
+
+// notInTime answers the events left when the call's time ran out, after
+// sent events were sent.
+func (s *sink) notInTime(rest []sdk.Result, sent int) {
+	fill(rest, sdk.Retry(0, errNotInTime))
+	s.logNotInTime(sent, len(rest))
+}
+
+func (s *sink) logNotInTime(sent, notSent int) {
+	s.log.Warn("http receiver slow: rest of the batch not sent within the call's time, it goes in a later batch (raise concurrency to send more at once)",
+		"url", s.safe, "sent", sent, "not_sent", notSent, "concurrency", s.cfg.concurrency)
 }
 
 // skipRest answers the events not sent after a 429 on event id with the

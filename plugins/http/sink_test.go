@@ -425,6 +425,59 @@ func TestThrottleStopsBatch(t *testing.T) {
 	}
 }
 
+// TestSlowReceiverStopsInTime: a receiver that takes 100 ms a request
+// cannot take a whole batch within the host's call time (its deadline, 60
+// s in the daemon). The sink sends while a request can still end in time,
+// answers for what it sent before the deadline, and asks a retry for the
+// rest, unsent: a call that runs out of time has none of its results
+// recorded, and every call would run out of time again, the queue never
+// draining while the receiver got the same events again and again. The
+// deadline comes through the plugin protocol.
+func TestSlowReceiverStopsInTime(t *testing.T) {
+	for _, conc := range []int{1, 4} {
+		t.Run(fmt.Sprintf("concurrency-%d", conc), func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+				time.Sleep(100 * time.Millisecond)
+				w.WriteHeader(http.StatusOK)
+			})
+			s := sinktest.Serve(t, newSinkLogger(discard()))
+			sinktest.Configure(t, s, map[string]any{"url": rc.URL, "timeout": "300ms", "concurrency": conc})
+			// answerReserve (2 s) + timeout + 0.8 s: about 8 requests' time, one at a time.
+			deadline := time.Now().Add(2*time.Second + 300*time.Millisecond + 800*time.Millisecond)
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			defer cancel()
+			batch := events(0, 200)
+			results, err := s.Deliver(ctx, batch)
+			if err != nil || len(results) != len(batch) {
+				t.Fatalf("Deliver = %d results, %v; want %d results before the deadline", len(results), err, len(batch))
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("Deliver answered %v after the call's deadline", time.Since(deadline))
+			}
+			delivered, notSent := 0, 0
+			for i, r := range results {
+				switch {
+				case r.IsDelivered():
+					if notSent > 0 && conc == 1 {
+						t.Errorf("result %d delivered after an event not sent, want the sent ones first (in order)", i)
+					}
+					delivered++
+				case r.Err() != nil && strings.Contains(r.Err().Error(), "not sent: the receiver answers too slowly"):
+					if _, ok := r.IsRetry(); !ok {
+						t.Errorf("result %d = %v, want a retry", i, r)
+					}
+					notSent++
+				default:
+					t.Errorf("result %d = %v, want delivered or not sent", i, r)
+				}
+			}
+			if got := len(rc.requests()); delivered == 0 || got != delivered || notSent != len(batch)-delivered {
+				t.Errorf("delivered %d, not sent %d, receiver got %d requests: want some delivered, each once, the rest not sent", delivered, notSent, got)
+			}
+		})
+	}
+}
+
 func TestTimeoutRetries(t *testing.T) {
 	release := make(chan struct{})
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {

@@ -441,3 +441,60 @@ delivery = { batch_wait = "5ms", breaker_failures = 2, breaker_probe = "200ms", 
 	queuesEmpty(t, d, 10*time.Second)
 	d.WaitLog(t, "retries of the failed calls that opened the breaker brought forward", 1, 5*time.Second)
 }
+
+// TestSlowReceiverDrainsABacklog: the CRM is back after an outage but
+// slow, 200 ms a request, and 320 events wait: one batch, one request at a
+// time, would take 64 s, longer than the daemon gives a Deliver call (60
+// s). A call out of time has none of its results recorded, so before the
+// http sink stopped in time every call ran out of it: the CRM got the
+// same events again and again and the queue never drained. Now every
+// event arrives once, in two calls.
+func TestSlowReceiverDrainsABacklog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a minute and more")
+	}
+	crm := harness.NewReceiver(t)
+	crm.SetAnswer(func(string, []byte) (int, string) {
+		time.Sleep(200 * time.Millisecond)
+		return http.StatusOK, ""
+	})
+	dir := t.TempDir()
+	d := harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q, timeout = "1s" }
+`, crm.URL)+harness.AllCallsRoute("crm")))
+
+	// The outage, played by a pause: the events wait, then go in one batch.
+	d.CLI(t, "sinks", "pause", "crm")
+	const n = 320
+	var ids []string
+	for i := range n {
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprintf("slow-%d", i), "interested"))
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST %d = %d %v %v", i, code, ans, err)
+		}
+		ids = append(ids, ans["id"].(string))
+	}
+	d.CLI(t, "sinks", "resume", "crm")
+	harness.Eventually(t, 150*time.Second, func() error {
+		got := crm.Accepted()
+		for _, id := range ids {
+			if got[id] == 0 {
+				return fmt.Errorf("the CRM has %d of %d events", len(got), n)
+			}
+		}
+		return nil
+	})
+	for id, c := range crm.Accepted() {
+		if c != 1 {
+			t.Errorf("the CRM took event %s %d times, want once (no call out of time)", id, c)
+		}
+	}
+	if strings.Contains(d.Log(), "delivery took longer than") {
+		t.Errorf("a Deliver call ran out of time:\n%s", d.Log())
+	}
+	d.WaitLog(t, "http receiver slow: rest of the batch not sent within the call's time", 1, 5*time.Second)
+	queuesEmpty(t, d, 10*time.Second)
+}

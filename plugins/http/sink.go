@@ -67,7 +67,9 @@ import (
 //	                         the error names the Location: set url to it
 //	network error, timeout   retry (the error shows scheme://host/path only)
 //	not sent in time         retry: a request starts only while it can end (timeout) 2 s before
-//	                         the call's deadline; a slow receiver gets the rest in the next batch
+//	                         the call's deadline (with a timeout longer than the call, while
+//	                         that moment is ahead, cut there); a slow receiver gets the rest
+//	                         in the next batch
 //
 // Errors say the status and the first 200 bytes of the response. A status
 // that is the same for every event (a credential expired or rotated: 401,
@@ -147,17 +149,19 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 		return nil, errors.New("http sink: Deliver before Configure")
 	}
 	results := make([]sdk.Result, len(batch))
+	sctx, inTime, cancel := s.window(ctx)
+	defer cancel()
 	if s.cfg.concurrency <= 1 {
 		for i, ev := range batch {
 			if err := ctx.Err(); err != nil {
 				fill(results[i:], sdk.Retry(0, fmt.Errorf("not sent: %w", err)))
 				break
 			}
-			if i > 0 && s.outOfTime(ctx) {
+			if i > 0 && !inTime() {
 				s.notInTime(results[i:], i)
 				break
 			}
-			r, throttled := s.send(ctx, ev)
+			r, throttled := s.send(sctx, ev)
 			results[i] = r
 			if throttled {
 				s.skipRest(results[i+1:], r, ev.ID)
@@ -187,7 +191,7 @@ loop:
 		mu.Lock()
 		stop := throttle != nil
 		mu.Unlock()
-		if stop || i > 0 && s.outOfTime(ctx) {
+		if stop || i > 0 && !inTime() {
 			<-sem
 			break
 		}
@@ -196,7 +200,7 @@ loop:
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r, throttled := s.send(ctx, ev)
+			r, throttled := s.send(sctx, ev)
 			results[i] = r
 			if throttled {
 				mu.Lock()
@@ -238,17 +242,34 @@ const answerReserve = 2 * time.Second
 // call would have outlasted its deadline.
 var errNotInTime = errors.New("not sent: the receiver answers too slowly for the whole batch to be sent within the call's time; sent in a later batch")
 
-// outOfTime reports whether a request started now could outlast ctx's
-// deadline (the host's limit on the call, 60 s) less answerReserve. A call
-// that runs out of time has none of its results recorded: every event of
-// it, those the receiver took included, would be sent again, and with a
+// window returns what the requests of one Deliver call are sent with: a
+// ctx, and inTime, which reports whether a request may start now. A call
+// that runs out of time (the host's limit on it, 60 s, less
+// answerReserve) has none of its results recorded: every event of it,
+// those the receiver took included, would be sent again, and with a
 // receiver slow enough (over 120 ms a request for a batch of 500, one at a
 // time) every call would, the queue never draining while the receiver got
 // the same events again and again. So the sink stops in time and answers
 // for what it sent; the rest goes in the next batch.
-func (s *sink) outOfTime(ctx context.Context) bool {
+//
+// A request starts only while it can run its whole timeout and end
+// answerReserve before ctx's deadline, and is sent with ctx. When the
+// timeout is longer than that from the start (a timeout of 60 s), no
+// request would ever fit and each call would send one event: then
+// requests start until answerReserve before the deadline, and are sent
+// with a ctx that ends there (one cut short is retried, as a timeout is).
+func (s *sink) window(ctx context.Context) (sctx context.Context, inTime func() bool, cancel context.CancelFunc) {
 	dl, ok := ctx.Deadline()
-	return ok && time.Until(dl) < s.cfg.timeout+answerReserve
+	if !ok {
+		return ctx, func() bool { return true }, func() {}
+	}
+	end := dl.Add(-answerReserve)
+	if time.Until(end) >= s.cfg.timeout {
+		return ctx, func() bool { return time.Until(end) >= s.cfg.timeout }, func() {}
+	}
+	sctx, cancel = context.WithDeadlineCause(ctx, end,
+		fmt.Errorf("no answer %v before the call's deadline (timeout %v is longer than the call)", answerReserve, s.cfg.timeout))
+	return sctx, func() bool { return sctx.Err() == nil }, cancel
 }
 
 // notInTime answers the events left when the call's time ran out, after

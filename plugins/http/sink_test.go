@@ -478,6 +478,55 @@ func TestSlowReceiverStopsInTime(t *testing.T) {
 	}
 }
 
+// TestLongTimeoutSendsWholeBatch: a timeout as long as the host's call
+// (60 s) never fits before the call's deadline; the sink still sends the
+// whole batch to a receiver that answers at once, not one event a call
+// (the rest answered "not sent" and retried, an attempt each, until the
+// dead-letter queue), and a slow receiver gets what fits before the
+// deadline, the request cut there retried.
+func TestLongTimeoutSendsWholeBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		sleep time.Duration
+		call  time.Duration
+	}{
+		{"fast-receiver", 0, 60 * time.Second},
+		{"slow-receiver", 100 * time.Millisecond, answerReserve + 800*time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+				time.Sleep(tc.sleep)
+				w.WriteHeader(http.StatusOK)
+			})
+			s := sinktest.Serve(t, newSinkLogger(discard()))
+			sinktest.Configure(t, s, map[string]any{"url": rc.URL, "timeout": "60s"})
+			deadline := time.Now().Add(tc.call)
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			defer cancel()
+			batch := events(0, 50)
+			results, err := s.Deliver(ctx, batch)
+			if err != nil || len(results) != len(batch) {
+				t.Fatalf("Deliver = %d results, %v; want %d", len(results), err, len(batch))
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("Deliver answered %v after the call's deadline", time.Since(deadline))
+			}
+			delivered := 0
+			for _, r := range results {
+				if r.IsDelivered() {
+					delivered++
+				}
+			}
+			switch {
+			case tc.sleep == 0 && delivered != len(batch):
+				t.Errorf("delivered %d of %d to a receiver that answers at once, want all", delivered, len(batch))
+			case tc.sleep > 0 && (delivered == 0 || delivered == len(batch)):
+				t.Errorf("delivered %d of %d to a receiver at %v a request within %v, want some", delivered, len(batch), tc.sleep, tc.call)
+			}
+		})
+	}
+}
+
 func TestTimeoutRetries(t *testing.T) {
 	release := make(chan struct{})
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {

@@ -132,3 +132,85 @@ func TestShutdownOfAHealthyWriterAppendsAll(t *testing.T) {
 		t.Errorf("a subscription after Shutdown holds %d notices", n)
 	}
 }
+
+// splitLog is a memlog that refuses an append of more than one entry as
+// too big for one atomic write, and holds the first single one until
+// release, ignoring its ctx; its first Append of all waits for gate.
+type splitLog struct {
+	pipeline.Log
+	atGate, gate, entered, release chan struct{}
+	calls                          int // Appends so far; the writer's goroutine alone calls Append
+}
+
+func (l *splitLog) Append(ctx context.Context, es []pipeline.Entry) ([]pipeline.Appended, error) {
+	l.calls++
+	switch {
+	case l.calls == 1:
+		close(l.atGate)
+		<-l.gate
+	case len(es) > 1:
+		return nil, fmt.Errorf("append %d entries: %w", len(es), pipeline.ErrTooBig)
+	case l.entered != nil:
+		close(l.entered)
+		l.entered = nil
+		<-l.release
+	}
+	return l.Log.Append(ctx, es)
+}
+
+// TestShutdownGivesUpOnBothHalves: a batch too big for one atomic write is
+// appended in halves; when the log holds the first half, Shutdown answers
+// the second half too, at once, and counts it: before, only the half in
+// the log was answered, and the other waited for the log to let go.
+func TestShutdownGivesUpOnBothHalves(t *testing.T) {
+	l := &splitLog{Log: memlog.New(), atGate: make(chan struct{}), gate: make(chan struct{}), entered: make(chan struct{}), release: make(chan struct{})}
+	entered := l.entered
+	w := writer.New(l, nil)
+	release := sync.OnceFunc(func() { close(l.release) })
+	t.Cleanup(release)
+	errs := make(chan error, 3)
+	appendAsync := func(id string) {
+		go func() {
+			_, err := w.Append(context.Background(), entry(id, ""))
+			errs <- err
+		}()
+	}
+	appendAsync("first") // held at the gate, while the two queue behind it
+	<-l.atGate
+	appendAsync("a")
+	appendAsync("b")
+	waitPending(t, w, 2)
+	close(l.gate)
+	if err := <-errs; err != nil {
+		t.Fatalf("Append(first) = %v", err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the batch of two was not split into halves")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := w.Shutdown(ctx)
+	var ae *writer.AbandonError
+	if !errors.As(err, &ae) || ae.Entries != 2 {
+		t.Errorf("Shutdown = %v, want an AbandonError of 2 entries (both halves)", err)
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, writer.ErrAbandoned) {
+				t.Errorf("Append of a half not committed = %v, want ErrAbandoned", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("an Append of the second half still waits after Shutdown gave up")
+		}
+	}
+	release()
+	if err := w.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown again once the log let go = %v, want nil", err)
+	}
+	if got := l.calls; got != 3 {
+		t.Errorf("the log got %d appends, want 3: the second half is not appended once Shutdown gave up", got)
+	}
+}

@@ -388,15 +388,12 @@ func (w *Writer) run() {
 // atomic write is split in halves. Once Shutdown has given up, it answers
 // them with ErrAbandoned instead.
 func (w *Writer) commit(batch []*request) {
-	w.batchMu.Lock()
-	if w.abandoned {
-		cause := w.abandonCause
-		w.batchMu.Unlock()
-		for _, r := range batch {
-			w.giveUp(r, cause)
-		}
+	if w.gaveUpOn(batch) {
 		return
 	}
+	// The whole batch, not a half: Shutdown answers every request the
+	// writer took, those of a half still to append too.
+	w.batchMu.Lock()
 	w.current = batch
 	w.batchMu.Unlock()
 	defer func() {
@@ -404,6 +401,25 @@ func (w *Writer) commit(batch []*request) {
 		w.current = nil
 		w.batchMu.Unlock()
 	}()
+	w.write(batch)
+}
+
+// gaveUpOn reports whether Shutdown has given up, answering batch with
+// ErrAbandoned if so (those it answered already keep their answer).
+func (w *Writer) gaveUpOn(batch []*request) bool {
+	w.batchMu.Lock()
+	abandoned, cause := w.abandoned, w.abandonCause
+	w.batchMu.Unlock()
+	if abandoned {
+		for _, r := range batch {
+			w.giveUp(r, cause)
+		}
+	}
+	return abandoned
+}
+
+// write is commit's append of batch, or of a half of it.
+func (w *Writer) write(batch []*request) {
 	entries := make([]pipeline.Entry, len(batch))
 	for i, r := range batch {
 		entries[i] = r.entry
@@ -419,8 +435,11 @@ func (w *Writer) commit(batch []*request) {
 	}
 	if errors.Is(err, pipeline.ErrTooBig) && len(batch) > 1 {
 		half := len(batch) / 2
-		w.commit(batch[:half])
-		w.commit(batch[half:])
+		for _, b := range [][]*request{batch[:half], batch[half:]} {
+			if !w.gaveUpOn(b) {
+				w.write(b)
+			}
+		}
 		return
 	}
 	if w.opts.OnBatch != nil {

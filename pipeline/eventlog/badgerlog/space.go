@@ -39,10 +39,12 @@ import (
 //     (FALLOC_FL_KEEP_SIZE), which Badger's ftruncate then covers.
 //   - After each Badger commit (the committer's, replay's, the value-log
 //     GC's) and before its answer, it looks (fstat) whether Badger took
-//     that file, and makes the next one; and whether the value-log file it
-//     watches changed size (a rotation), and allocates the new one. A commit
-//     is at most 15% of a memtable, so Badger cannot rotate twice between
-//     two looks.
+//     that file, and then allocates any file Badger made since and makes
+//     the next one; and whether the value-log file it watches changed size
+//     (a rotation), and allocates the new one. A commit is at most 15% of
+//     a memtable, so one writer cannot make Badger rotate twice between
+//     two looks; two (the committer and the GC) can, and the second
+//     rotation's file is allocated at the next look.
 //
 // With the default options that is 32 MiB per memtable WAL file and 128 MiB
 // for the value-log file, which the check held in reserve as holes
@@ -276,8 +278,12 @@ func (a *allocator) written() {
 	}
 	if a.next != nil {
 		if size, err := sizeOf(a.next); err != nil || size != 0 {
-			a.next.Close() // Badger took it: a memtable rotation
+			// Badger took it: a memtable rotation. Another writer's
+			// commit (the value-log GC's) may have rotated again since,
+			// into a file Badger made sparse: the scan allocates it.
+			a.next.Close()
 			a.next = nil
+			a.scan()
 		}
 	}
 	if a.vlog != nil {

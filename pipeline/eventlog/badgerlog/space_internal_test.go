@@ -276,3 +276,43 @@ func TestMapsNotAllocated(t *testing.T) {
 		})
 	}
 }
+
+// TestAllocatorAfterTwoRotations: two writers (the committer and the
+// value-log GC) can make Badger rotate its memtable twice between two
+// looks: it takes the file made ahead, then makes the next one itself,
+// sparse. The next look allocates that one too, and makes the one after.
+func TestAllocatorAfterTwoRotations(t *testing.T) {
+	dir := t.TempDir()
+	const memSize = 1 << 20
+	if err := os.WriteFile(filepath.Join(dir, "00001.mem"), make([]byte, memSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var a allocator
+	a.start(dir, memSize, slog.New(slog.DiscardHandler))
+	defer a.close()
+	if a.off {
+		t.Skipf("the filesystem of %s cannot fallocate", dir)
+	}
+	if a.next == nil || filepath.Base(a.next.Name()) != "00002.mem" {
+		t.Fatalf("premise: the file made ahead is %v, want 00002.mem", a.next)
+	}
+	// Badger's two rotations: it takes 00002.mem (ftruncate), then makes
+	// 00003.mem, sparse.
+	if err := os.Truncate(filepath.Join(dir, "00002.mem"), memSize); err != nil {
+		t.Fatal(err)
+	}
+	third := filepath.Join(dir, "00003.mem")
+	if err := os.WriteFile(third, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(third, memSize); err != nil {
+		t.Fatal(err)
+	}
+	a.written()
+	if h := holesIn(dir); h != 0 {
+		t.Errorf("after the look, the maps have %d bytes of holes, want 0 (00003.mem allocated)", h)
+	}
+	if a.next == nil || filepath.Base(a.next.Name()) != "00004.mem" {
+		t.Errorf("after the look, the file made ahead is %v, want 00004.mem", a.next)
+	}
+}

@@ -36,7 +36,11 @@ import (
 //     into it at once. So the allocator makes the next one ahead: empty
 //     (Badger takes an empty file for a new one; Open removes one left by a
 //     crash, see removeEmptyMemtables), its blocks allocated past its end
-//     (FALLOC_FL_KEEP_SIZE), which Badger's ftruncate then covers.
+//     (FALLOC_FL_KEEP_SIZE), which Badger's ftruncate then covers. It is
+//     made and allocated under another name (nextMemtable) and then linked
+//     to Badger's, so that the name is never the allocator's while the
+//     allocation can fail: removing a file by Badger's name could unlink a
+//     memtable WAL that Badger had just made and written into.
 //   - After each Badger commit (the committer's, replay's, the value-log
 //     GC's) and before its answer, it looks (fstat) whether Badger took
 //     that file, and then allocates any file Badger made since and makes
@@ -235,7 +239,8 @@ type allocator struct {
 // removeEmptyMemtables removes the empty memtable WAL files in dir: made
 // ahead by an allocator that did not close (a crash), or left by Badger
 // between its create and its ftruncate. Badger refuses to open a directory
-// with one; none holds a write. Call it before opening Badger.
+// with one; none holds a write. It also removes the file an allocator
+// was making the next one in (nextMemtable). Call it before opening Badger.
 func removeEmptyMemtables(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -245,6 +250,10 @@ func removeEmptyMemtables(dir string) error {
 		return err
 	}
 	for _, e := range entries {
+		if e.Name() == nextMemtable {
+			os.Remove(filepath.Join(dir, e.Name()))
+			continue
+		}
 		if !strings.HasSuffix(e.Name(), ".mem") {
 			continue
 		}
@@ -396,22 +405,31 @@ func (a *allocator) prepare() {
 	for range 2 {
 		fid := newestMemtable(a.dir) + 1
 		path := filepath.Join(a.dir, fmt.Sprintf("%05d.mem", fid))
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		// Made under another name and linked to path once allocated:
+		// a failure leaves path alone (Badger may have made it since,
+		// and removing it by name would unlink its live memtable WAL).
+		tmp := filepath.Join(a.dir, nextMemtable)
+		os.Remove(tmp) // a try that failed
+		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if err != nil {
+			a.failed(err)
+			return
+		}
+		if err = fallocate(f, a.memSize); err == nil {
+			err = os.Link(tmp, path)
+		}
+		os.Remove(tmp)
+		f.Close()
 		if errors.Is(err, os.ErrExist) {
 			// Badger made it first: it rotated twice since the last
 			// look. Allocate it, and make the one after.
 			a.scan()
 			continue
 		}
-		if err != nil {
-			a.failed(err)
-			return
+		if err == nil { // watched under its own name (Badger may take it already)
+			f, err = os.Open(path)
 		}
-		if err := fallocate(f, a.memSize); err != nil {
-			if size, serr := sizeOf(f); serr == nil && size == 0 { // not Badger's yet
-				os.Remove(path)
-			}
-			f.Close()
+		if err != nil {
 			a.failed(err)
 			return
 		}
@@ -420,6 +438,11 @@ func (a *allocator) prepare() {
 		return
 	}
 }
+
+// nextMemtable is the name the next memtable WAL file is made and
+// allocated under before it is linked to its own: Badger reads only
+// *.mem files, and a link fails where Badger made the file first.
+const nextMemtable = "pipelined-next-mem.tmp"
 
 // failed records an allocation that failed: when the filesystem cannot
 // allocate, the allocator stops (the check's holes measure what is left

@@ -316,3 +316,70 @@ func TestAllocatorAfterTwoRotations(t *testing.T) {
 		t.Errorf("after the look, the file made ahead is %v, want 00004.mem", a.next)
 	}
 }
+
+// TestNextMemtableNamedOnceAllocated: the allocator makes the next
+// memtable WAL file under another name and gives it Badger's name only once
+// allocated, with a link that fails where Badger made that file first. So
+// the name is never the allocator's while its allocation can fail, and a
+// failure never removes a file by Badger's name: before, the allocator
+// made NNNNN.mem itself, and on a failed fallocate removed it by name
+// after checking it was still empty; a rotation by the value-log GC in
+// between would have had its live memtable WAL unlinked (P1). Here Badger
+// "makes" the file, with a record in it, while the allocation fails.
+func TestNextMemtableNamedOnceAllocated(t *testing.T) {
+	real := fallocate
+	defer func() { fallocate = real }()
+	dir := t.TempDir()
+	const memtable = 1 << 20
+	l := mustOpen(t, dir, &Options{MemTableSize: memtable})
+	defer l.Close()
+	if l.space.alloc.off {
+		t.Skipf("the filesystem of %s cannot fallocate", dir)
+	}
+	a := &l.space.alloc
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.next == nil {
+		t.Fatal("premise: no memtable WAL file made ahead after Open")
+	}
+	a.next.Close()
+	os.Remove(a.next.Name())
+	a.next = nil
+
+	next := filepath.Join(dir, fmt.Sprintf("%05d.mem", newestMemtable(dir)+1))
+	var named bool
+	fallocate = func(f *os.File, size int64) error {
+		if _, err := os.Stat(next); err == nil {
+			named = true
+		}
+		// Badger rotates now, and writes into its new file.
+		if err := os.WriteFile(next, []byte("a record"), 0o644); err != nil {
+			t.Error(err)
+		}
+		return syscall.ENOSPC
+	}
+	a.prepare()
+	fallocate = real
+	if named {
+		t.Errorf("%s existed while the allocator allocated it: a failure would remove it by Badger's name", next)
+	}
+	if b, err := os.ReadFile(next); err != nil || string(b) != "a record" {
+		t.Errorf("Badger's %s after a failed allocation: %q, %v; want it untouched", next, b, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, nextMemtable)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left after a failed allocation (%v)", nextMemtable, err)
+	}
+	if a.next != nil || a.missing.Load() != 2*memtable {
+		t.Errorf("after a failed allocation: next %v, missing %d; want none and %d", a.next, a.missing.Load(), 2*memtable)
+	}
+	// Room again: the next try sees Badger's file and makes the one after.
+	a.retryAt = time.Time{}
+	a.prepare()
+	want := filepath.Join(dir, fmt.Sprintf("%05d.mem", newestMemtable(dir)))
+	if a.next == nil || a.next.Name() == next || filepath.Base(want) == filepath.Base(next) {
+		t.Fatalf("after a try with room: next %v; want the file after %s", a.next, next)
+	}
+	if size, got := fileSize(t, want), allocated(t, want); size != 0 || got != 2*memtable {
+		t.Errorf("%s: size %d, %d bytes allocated; want 0 and %d", want, size, got, 2*memtable)
+	}
+}

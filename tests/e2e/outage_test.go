@@ -286,17 +286,11 @@ func TestBreakerProbeMaxBoundsTheWaitAfterAnOutage(t *testing.T) {
 		}
 		return http.StatusOK, ""
 	})
-	dir := t.TempDir()
 	// backoff_max is the default, 1h: without breaker_probe_max the
 	// probes would come 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 and 12.7 s after the
 	// breaker opened.
-	d := harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
-[[sink]]
-name = "crm"
-plugin = "http"
-config = { url = %q }
-delivery = { batch_wait = "5ms", backoff_min = "10ms", breaker_probe = "100ms", breaker_probe_max = %q }
-`, crm.URL, probeMax.String())+harness.AllCallsRoute("crm")))
+	d := startWithCRM(t, fmt.Sprintf(`config = { url = %q }
+delivery = { batch_wait = "5ms", backoff_min = "10ms", breaker_probe = "100ms", breaker_probe_max = %q }`, crm.URL, probeMax.String()))
 
 	const n = 50
 	var ids []string
@@ -388,14 +382,8 @@ func TestBackAfterRetryAfterOutage(t *testing.T) {
 		return throttled
 	}
 
-	dir := t.TempDir()
-	d := harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
-[[sink]]
-name = "crm"
-plugin = "http"
-config = { url = %q }
-delivery = { batch_wait = "5ms", breaker_failures = 2, breaker_probe = "200ms", breaker_probe_max = "400ms" }
-`, crm.URL)+harness.AllCallsRoute("crm")))
+	d := startWithCRM(t, fmt.Sprintf(`config = { url = %q }
+delivery = { batch_wait = "5ms", breaker_failures = 2, breaker_probe = "200ms", breaker_probe_max = "400ms" }`, crm.URL))
 
 	var ids []string
 	post := func(sid string) {
@@ -458,13 +446,7 @@ func TestSlowReceiverDrainsABacklog(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		return http.StatusOK, ""
 	})
-	dir := t.TempDir()
-	d := harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
-[[sink]]
-name = "crm"
-plugin = "http"
-config = { url = %q, timeout = "1s" }
-`, crm.URL)+harness.AllCallsRoute("crm")))
+	d := startWithCRM(t, fmt.Sprintf(`config = { url = %q, timeout = "1s" }`, crm.URL))
 
 	// The outage, played by a pause: the events wait, then go in one batch.
 	d.CLI(t, "sinks", "pause", "crm")
@@ -497,4 +479,14 @@ config = { url = %q, timeout = "1s" }
 	}
 	d.WaitLog(t, "http receiver slow: rest of the batch not sent within the call's time", 1, 5*time.Second)
 	queuesEmpty(t, d, 10*time.Second)
+}
+
+// startWithCRM starts the daemon on the CallKaro source with one http
+// sink, crm, to which every call is routed; sink holds the sink's own
+// lines (its config and delivery tables).
+func startWithCRM(t *testing.T, sink string) *harness.Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	return harness.Start(t, harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+
+		"\n[[sink]]\nname = \"crm\"\nplugin = \"http\"\n"+sink+"\n"+harness.AllCallsRoute("crm")))
 }

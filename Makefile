@@ -87,9 +87,9 @@ torture-short:
 FUZZTIME ?= 100000x
 FUZZ_TARGETS := \
 	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
-	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzDepthSame ./pipeline/ingest:FuzzRequestPath ./pipeline/ingest:FuzzDecode \
+	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzDepthSame ./pipeline/ingest:FuzzRequestPath ./pipeline/ingest:FuzzDecode ./pipeline/ingest:FuzzDedupKeyOfHeaders \
 	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzSvixSpelling ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
-	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/rules:FuzzRedact ./pipeline/rules:FuzzSchemaFastPath ./pipeline/rules:FuzzSchemaFastPathSchemas ./pipeline/rules:FuzzSchemaCheck ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay ./pipeline/eventlog/badgerlog:FuzzEncode \
+	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/rules:FuzzFetchPatch ./pipeline/rules:FuzzRedact ./pipeline/rules:FuzzSchemaFastPath ./pipeline/rules:FuzzSchemaFastPathSchemas ./pipeline/rules:FuzzSchemaCheck ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay ./pipeline/eventlog/badgerlog:FuzzEncode \
 	./pipeline/admin:FuzzGuard ./plugins/sql:FuzzValueAt ./plugins/sql:FuzzExtractor ./plugins/internal/jsoncompact:FuzzAppend ./plugins/archive:FuzzAppendRecord \
 	./plugins/internal/retryafter:FuzzParse \
 	./sdk/internal/wire:FuzzCodec

@@ -22,6 +22,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
 	"github.com/pipelined/pipelined/pipeline/config"
+	"github.com/pipelined/pipelined/pipeline/dispatch"
 	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog"
 )
 
@@ -413,4 +414,71 @@ func postEvent(t *testing.T, ingest, body string) string {
 		t.Fatalf("POST /hooks/src = %d, %v; want 200 with an id", resp.StatusCode, err)
 	}
 	return ans.ID
+}
+
+// TestPauseOfARemovedSinkHoldsItWhenItComesBack: a sink removed from the
+// configuration can be paused, and the pause holds its dispatcher when a
+// reload adds it back, so that its waiting queue is not delivered at once:
+// the way to bring a sink back and look first. Resumed, it delivers.
+func TestPauseOfARemovedSinkHoldsItWhenItComesBack(t *testing.T) {
+	t.Setenv(pluginVar, "deliver")
+	dir := t.TempDir()
+	file := keepGoneConfig(dir)
+	var withGone atomic.Bool
+	withGone.Store(true)
+	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
+	d, a := startDaemonWith(t, file(true), Options{Load: load}, nil)
+	ctx := t.Context()
+	ready := func() int {
+		st, err := d.db.Queue("gone").Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Ready + st.Retrying
+	}
+
+	// An event waits for gone (paused), then gone is removed.
+	if _, err := d.sinks.pause("gone", true); err != nil {
+		t.Fatal(err)
+	}
+	postEvent(t, a.ingest, `{"n":1}`)
+	withGone.Store(false)
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.sinks.pause("gone", false); err != nil {
+		t.Fatalf("resume of the removed sink: %v", err)
+	}
+	if n := ready(); n != 1 {
+		t.Fatalf("gone's queue holds %d events once removed, want 1 (the premise)", n)
+	}
+
+	// Paused while removed, then added back.
+	if changed, err := d.sinks.pause("gone", true); err != nil || !changed {
+		t.Fatalf("pause of the removed sink = %v, %v; want it paused", changed, err)
+	}
+	withGone.Store(true)
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sr := d.sinks.list()
+	var disp *dispatch.Dispatcher
+	for _, r := range sr {
+		if r.name == "gone" {
+			disp = r.disp.Load()
+		}
+	}
+	if disp == nil {
+		t.Fatal("no dispatcher for gone after the reload that added it back")
+	}
+	if !disp.Status().Paused {
+		t.Fatal("gone's dispatcher runs after the reload that added it back, want it paused as it was while removed")
+	}
+	if n := ready(); n != 1 {
+		t.Fatalf("gone's queue holds %d events while paused, want 1", n)
+	}
+	if _, err := d.sinks.pause("gone", false); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "gone's queue to be delivered once resumed", func() bool { return ready() == 0 })
 }

@@ -211,11 +211,12 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 		}
 	}
 
+	hdrs, hdrsText := headers(req.Header, src.DropHeaders)
 	ev := pipeline.Event{
 		ID:         req.ID,
 		Source:     src.Name,
 		ReceivedAt: req.ReceivedAt.UTC(),
-		Headers:    headers(req.Header, src.DropHeaders),
+		Headers:    hdrs,
 		Body:       body,
 		Auth:       authName,
 	}
@@ -260,12 +261,12 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	switch {
 	case src.DedupKey != nil:
 		denv := env
-		if raw := rawHeaders(req.Header, src.DropHeaders); raw != nil {
+		if !hdrsText {
 			// A header that is not UTF-8 reads as U+FFFD in ev.Headers:
 			// the key is made from its bytes, so that two that differ
 			// there are two keys.
 			e := *env
-			e.Headers = raw
+			e.Headers = rawHeaders(req.Header, src.DropHeaders)
 			denv = &e
 		}
 		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.StringContext(ctx, denv)
@@ -298,19 +299,9 @@ func textKey(k string) string {
 }
 
 // rawHeaders returns the headers as [headers] does but with their bytes as
-// sent, or nil when every value it keeps is UTF-8 (and headers has them
-// as they are).
+// sent: for a request whose headers were not all UTF-8.
 func rawHeaders(hs http.Header, drop []string) map[string]string {
-	text := true
-	for _, v := range hs {
-		for _, s := range v {
-			text = text && utf8.ValidString(s)
-		}
-	}
-	if text {
-		return nil
-	}
-	out := headers(hs, drop)
+	out, _ := headers(hs, drop)
 	for k, v := range hs {
 		if lk := strings.ToLower(k); out[lk] != "" {
 			out[lk] = strings.Join(v, ", ")
@@ -432,13 +423,14 @@ func rejection(src *Source, req *Request, status int, reason string, violations 
 	if body == nil {
 		size = req.ContentLength // -1 when unknown
 	}
+	hdrs, _ := headers(req.Header, src.DropHeaders)
 	rj := &pipeline.Rejection{
 		Source:     src.Name,
 		ReceivedAt: req.ReceivedAt.UTC(),
 		Status:     status,
 		Reason:     reason,
 		Violations: violations,
-		Headers:    cutHeaders(headers(req.Header, src.DropHeaders), MaxRejectedHeaders),
+		Headers:    cutHeaders(hdrs, MaxRejectedHeaders),
 		BodySize:   size,
 		RemoteAddr: req.RemoteAddr,
 		Keep:       src.KeepRejected,
@@ -492,9 +484,11 @@ var secretHeaders = map[string]bool{
 // (5.3) lets a recipient do (as UTF-8), without those that carry
 // credentials (secretHeaders and drop, lower-case names). A signed header
 // (webhook-id, say) never holds two: auth refuses a request that repeats
-// one, so a dedup_key over it is the value that was verified.
-func headers(hs http.Header, drop []string) map[string]string {
-	out := make(map[string]string, len(hs))
+// one, so a dedup_key over it is the value that was verified. text is
+// false when a value kept was not UTF-8 (its bytes are then replaced by
+// U+FFFD: see rawHeaders).
+func headers(hs http.Header, drop []string) (out map[string]string, text bool) {
+	out, text = make(map[string]string, len(hs)), true
 	for k, v := range hs {
 		lk, ok := lowerHeaders[k]
 		if !ok {
@@ -503,13 +497,16 @@ func headers(hs http.Header, drop []string) map[string]string {
 		if secretHeaders[lk] || len(v) == 0 || slices.Contains(drop, lk) {
 			continue
 		}
+		s := v[0]
 		if len(v) > 1 {
-			out[lk] = validUTF8(strings.Join(v, ", "))
-			continue
+			s = strings.Join(v, ", ")
 		}
-		out[lk] = validUTF8(v[0]) // HTTP lets a value carry bytes over 0x7f (Latin-1, say)
+		if !utf8.ValidString(s) { // HTTP lets a value carry bytes over 0x7f (Latin-1, say)
+			s, text = validUTF8(s), false
+		}
+		out[lk] = s
 	}
-	return out
+	return out, text
 }
 
 // lowerHeaders holds the lower-case names of the headers most requests

@@ -28,9 +28,10 @@ func FuzzDedupKeyOfHeaders(f *testing.F) {
 		for _, v := range []string{a, b} {
 			h := http.Header{"X-Id": {v}, "Webhook-Id": {v}}
 			byHeader := textKey(rules.StringKey(h.Get("Webhook-Id")))
-			env := &rules.Env{Headers: headers(h, nil)}
-			if raw := rawHeaders(h, nil); raw != nil {
-				env.Headers = raw
+			hs, text := headers(h, nil)
+			env := &rules.Env{Headers: hs}
+			if !text {
+				env.Headers = rawHeaders(h, nil)
 			}
 			k, err := expr.String(env)
 			if err != nil {

@@ -33,12 +33,7 @@ import (
 // gives it fresh series at zero. From a helper's review, whose reproducer
 // left the series behind in 5 of 30 removals.
 func TestRemovedSinkLeavesNoSeries(t *testing.T) {
-	t.Setenv(pluginVar, "deliver")
-	dir := t.TempDir()
-	file := keepGoneConfig(dir)
-	var withGone atomic.Bool
-	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
-	d, _ := startDaemonWith(t, file(true), Options{Load: load}, nil)
+	d, _, withGone := startKeepGone(t, Options{}, nil)
 	scrape := func() string {
 		rec := httptest.NewRecorder()
 		d.metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -96,28 +91,16 @@ func grepLines(text, sub string) string {
 // the sink back, its give-ups no longer name the event, so that a retry
 // of the dead letter would deliver it rather than give up on it again.
 func TestGiveUpsOfARemovedSinkGivenUpWhole(t *testing.T) {
-	t.Setenv(pluginVar, "deliver")
-	dir := t.TempDir()
-	file := keepGoneConfig(dir)
-	var withGone atomic.Bool
-	withGone.Store(true)
-	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
-	d, a := startDaemonWith(t, file(true), Options{Load: load}, nil)
+	d, a, withGone := startKeepGone(t, Options{}, nil)
 	ctx := t.Context()
 	if _, err := d.sinks.pause("gone", true); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post("http://"+a.ingest+"/hooks/src", "application/json", strings.NewReader(`{"n":1}`))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST = %v, %v", resp, err)
-	}
-	var ans struct{ ID string }
-	json.NewDecoder(resp.Body).Decode(&ans)
-	resp.Body.Close()
+	id := postEvent(t, a.ingest, `{"n":1}`)
 	o := admin.Options{Log: d.db}
 	d.giveUpOptions(&o)
-	if res, err := admin.GiveUp(ctx, o, "gone", []string{ans.ID}, "bad data"); err != nil || res.Count != 1 {
-		t.Fatalf("GiveUp(%s) at the paused sink = %+v, %v; want it given up on", ans.ID, res, err)
+	if res, err := admin.GiveUp(ctx, o, "gone", []string{id}, "bad data"); err != nil || res.Count != 1 {
+		t.Fatalf("GiveUp(%s) at the paused sink = %+v, %v; want it given up on", id, res, err)
 	}
 	withGone.Store(false)
 	if err := d.Reload(ctx); err != nil {
@@ -216,6 +199,19 @@ func TestGiveUpAllStopsOnceTheSinkIsBack(t *testing.T) {
 	}
 }
 
+// startKeepGone starts the daemon, through startDaemonWith with o and
+// setup, on keepGoneConfig with sink gone; the switch it returns says
+// whether a reload finds gone in the configuration (true at first).
+func startKeepGone(t *testing.T, o Options, setup func(*Daemon)) (*Daemon, daemonAddrs, *atomic.Bool) {
+	t.Setenv(pluginVar, "deliver")
+	file := keepGoneConfig(t.TempDir())
+	withGone := &atomic.Bool{}
+	withGone.Store(true)
+	o.Load = func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
+	d, a := startDaemonWith(t, file(true), o, setup)
+	return d, a, withGone
+}
+
 // keepGoneConfig returns the configuration, with its log in dir, of a
 // sink "keep" and, withGone, a sink "gone", both this test binary's
 // deliver plugin, and a route of every event to them.
@@ -276,14 +272,8 @@ func (q gateQueue) Abandon(ctx context.Context, max int, errFor func(string) str
 // dead-letter queue ("given up by an operator") instead of delivering it.
 // On the Badger log, with the sink's real plugin.
 func TestReloadWaitsForTheGiveUpAllPage(t *testing.T) {
-	t.Setenv(pluginVar, "deliver")
-	dir := t.TempDir()
-	file := keepGoneConfig(dir)
-	var withGone atomic.Bool
-	withGone.Store(true)
-	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
 	logs := &testlog.Buffer{}
-	d, a := startDaemonWith(t, file(true), Options{Load: load, Logger: slog.New(slog.NewJSONHandler(logs, nil))},
+	d, a, withGone := startKeepGone(t, Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))},
 		func(d *Daemon) { d.openLog = openLog })
 	ctx := t.Context()
 	db, ok := d.db.(*badgerlog.DB)
@@ -421,13 +411,7 @@ func postEvent(t *testing.T, ingest, body string) string {
 // reload adds it back, so that its waiting queue is not delivered at once:
 // the way to bring a sink back and look first. Resumed, it delivers.
 func TestPauseOfARemovedSinkHoldsItWhenItComesBack(t *testing.T) {
-	t.Setenv(pluginVar, "deliver")
-	dir := t.TempDir()
-	file := keepGoneConfig(dir)
-	var withGone atomic.Bool
-	withGone.Store(true)
-	load := func() (*config.Config, error) { return config.Parse("test.toml", []byte(file(withGone.Load()))) }
-	d, a := startDaemonWith(t, file(true), Options{Load: load}, nil)
+	d, a, withGone := startKeepGone(t, Options{}, nil)
 	ctx := t.Context()
 	ready := func() int {
 		st, err := d.db.Queue("gone").Stats(ctx)

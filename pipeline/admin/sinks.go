@@ -68,7 +68,7 @@ func (s *server) deadLetters(w http.ResponseWriter, r *http.Request) {
 	var dls []pipeline.DeadLetter
 	more := false
 	if after < math.MaxUint64 { // a log seeks after+1: the last seq would wrap to the first page
-		if dls, more, err = deadLetterPageBytes(r.Context(), s.o.Log.Queue(sink), after, limit, pageBytes); err != nil {
+		if dls, more, err = DeadLetterPage(r.Context(), s.o.Log.Queue(sink), after, limit); err != nil {
 			writeLogError(w, err)
 			return
 		}
@@ -266,7 +266,8 @@ func (s *server) pause(w http.ResponseWriter, r *http.Request) {
 }
 
 // EachDeadLetter calls visit for every entry of q's dead-letter queue, in
-// log order, without its event's body (see [DeadLetterPage]). The admin
+// log order, without its event's body (a log reads each dead letter with
+// its event, and a walk holds none of those bodies). The admin
 // API's retry and drop and the UI's "all" use it to name exactly what they
 // act on.
 func EachDeadLetter(ctx context.Context, q pipeline.Queue, visit func(pipeline.DeadLetter)) error {
@@ -276,28 +277,18 @@ func EachDeadLetter(ctx context.Context, q pipeline.Queue, visit func(pipeline.D
 	})
 }
 
-// DeadLetterPage returns up to limit entries of q's dead-letter queue with
-// Seq > after, in log order, without their events' bodies: a log reads
-// each dead letter with its event, and a page of a thousand read at once
-// would hold a thousand bodies. It reads [deadLetterChunk] at a time.
-func DeadLetterPage(ctx context.Context, q pipeline.Queue, after uint64, limit int) ([]pipeline.DeadLetter, error) {
-	var out []pipeline.DeadLetter
-	err := eachDeadLetter(ctx, q, after, func(d pipeline.DeadLetter) bool {
-		out = append(out, d)
-		return len(out) < limit
-	})
-	return out, err
-}
-
-// deadLetterPageBytes is [DeadLetterPage] for an answer: it ends at limit
-// dead letters, or before one past the first once their payloads and
-// errors hold maxBytes (a transform's output can be 1 MiB: a page of
+// DeadLetterPage returns the entries of q's dead-letter queue with Seq >
+// after, in log order, without their events' bodies, for a page: up to
+// limit of them, ending before one past the first once their payloads and
+// errors hold [pageBytes] (a transform's output can be 1 MiB: a page of
 // 1,000 answered a gigabyte, encoded whole before it was written, some
-// seven times that at its peak), and says whether more come after.
-func deadLetterPageBytes(ctx context.Context, q pipeline.Queue, after uint64, limit, maxBytes int) (out []pipeline.DeadLetter, more bool, err error) {
+// seven times that at its peak), and says whether more come after. It
+// reads the log as [EachDeadLetter] does, a few large ones at a time. GET
+// /v1/sinks/{sink}/dlq and the web UI's dead-letter page use it.
+func DeadLetterPage(ctx context.Context, q pipeline.Queue, after uint64, limit int) (out []pipeline.DeadLetter, more bool, err error) {
 	size := 0
 	err = eachDeadLetter(ctx, q, after, func(d pipeline.DeadLetter) bool {
-		if len(out) >= limit || (len(out) > 0 && size+len(d.Payload)+len(d.Err) > maxBytes) {
+		if len(out) >= limit || (len(out) > 0 && size+len(d.Payload)+len(d.Err) > pageBytes) {
 			more = true
 			return false
 		}

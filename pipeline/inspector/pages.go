@@ -528,6 +528,9 @@ type dlqData struct {
 	More    bool // not the first page
 	Letters []pipeline.DeadLetter
 	Next    string
+	// Short says the page ended before pageSize dead letters, at the
+	// bound in bytes of their payloads: Next goes on.
+	Short bool
 	// Removed says the configuration no longer names the sink (removed
 	// or renamed): nothing delivers its queue. Then Status is its
 	// status, with what waits in its queue.
@@ -567,7 +570,10 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 			return
 		}
 	}
-	dls, err := admin.DeadLetterPage(r.Context(), u.o.Admin.Log.Queue(sink), after, pageSize+1)
+	// A page ends at pageSize dead letters, or earlier at the admin API's
+	// bound in bytes: the log reads each with its payload (up to 1 MiB),
+	// and 51 of those were read for a page that shows none of them.
+	dls, more, err := admin.DeadLetterPage(r.Context(), u.o.Admin.Log.Queue(sink), after, pageSize)
 	if err != nil {
 		u.fail(w, r, http.StatusInternalServerError, "Reading the dead letters: "+err.Error())
 		return
@@ -579,9 +585,12 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 	if d.Removed && u.o.Admin.GiveUps == nil {
 		d.NoGiveUp = admin.ErrCannotGiveUp.Error()
 	}
-	if len(dls) > pageSize {
-		dls = dls[:pageSize]
-		d.Next = strconv.FormatUint(dls[pageSize-1].Seq, 10)
+	if more {
+		d.Next = strconv.FormatUint(dls[len(dls)-1].Seq, 10)
+		d.Short = len(dls) < pageSize
+	}
+	for i := range dls {
+		dls[i].Payload = nil // not shown
 	}
 	d.Letters = dls
 	p := u.pg(s, "dlq", "Dead letters of "+sink, d)

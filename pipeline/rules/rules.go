@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,8 +18,9 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
-	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -145,50 +147,105 @@ func CompileBool(src string) (*Program, error) {
 }
 
 // notACondition catches what expr.AsBool lets through when a field's type
-// is unknown until run time: an expression whose last step is arithmetic
-// (body.amount + 1; after a let, or in a branch of a ?: or an if, too) is
-// a number or a string, never true or false, so the route would fail on
-// every event (that takes the branch) instead of at `pipelined check`.
+// is unknown until run time, or when the result may be either of two
+// values of different types: an expression whose result can only be a
+// number, a string, a list or a map is never true or false, so the route
+// would fail on every event (that takes that way) instead of at `pipelined
+// check`. The result is looked for in the last step (body.amount + 1),
+// after a let, in either branch of a ?: or an if, and on both sides of
+// ??: the value on its left when there is one (an arithmetic step always
+// has one), the fallback on its right when not (body.ok ?? 0 fails on
+// every event without body.ok). A step is not a condition when it is
+// arithmetic, a slice (a string or a list), or of a type the checker
+// knows that is not bool (a literal 0 or "no", len(...), [..], {..}); nil
+// is (it counts as false).
 func notACondition(src string) error {
-	tree, err := parser.Parse(src)
+	c := conf.CreateNew()
+	for _, op := range baseOptions() {
+		op(c)
+	}
+	for name := range c.Disabled {
+		delete(c.Builtins, name)
+	}
+	tree, err := checker.ParseCheck(src, c)
 	if err != nil {
 		return nil // compiled above: not expected; the compile's error stands
 	}
-	loc, op := lastArithmetic(tree.Node)
-	if op == "" {
+	loc, msg := notBool(tree.Node, "")
+	if msg == "" {
 		return nil
 	}
-	e := (&file.Error{Location: loc, Message: fmt.Sprintf("expected bool, but %q gives a number or a string: compare it (say, > 0 or == \"x\")", op)}).Bind(file.NewSource(src))
+	e := (&file.Error{Location: loc, Message: "expected bool, but " + msg}).Bind(file.NewSource(src))
 	return syntaxError(e)
 }
 
-// lastArithmetic returns the operator, and where it stands, of an
-// arithmetic step that gives n's result: n itself, the result of a let's
-// sequence, or either branch of a conditional; "" if none does.
-func lastArithmetic(n ast.Node) (file.Location, string) {
+// compareHint is the fix notBool suggests for a step that is a value, not
+// a condition.
+const compareHint = `compare it (say, > 0 or == "x")`
+
+// notBool returns where a step that gives n's result stands and why it is
+// not a condition (the message after "expected bool, but "): n itself,
+// the result of a let's sequence, either branch of a conditional, either
+// side of ??; "" if none is. where names the place n has in its parent
+// for the message ("" for the whole expression, which the checker has
+// already seen is not of a known other type).
+func notBool(n ast.Node, where string) (file.Location, string) {
 	switch n := n.(type) {
 	case *ast.BinaryNode:
 		switch n.Operator {
 		case "+", "-", "*", "/", "%", "**", "^":
-			return n.Location(), n.Operator
+			return n.Location(), fmt.Sprintf("%q gives a number or a string: %s", n.Operator, compareHint)
+		case "??":
+			if loc, msg := notBool(n.Left, "the value before ??"); msg != "" {
+				return loc, msg
+			}
+			return notBool(n.Right, "the fallback after ??")
 		}
 	case *ast.UnaryNode:
 		if n.Operator == "-" || n.Operator == "+" {
-			return n.Location(), n.Operator
+			return n.Location(), fmt.Sprintf("%q gives a number: %s", n.Operator, compareHint)
 		}
 	case *ast.VariableDeclaratorNode:
-		return lastArithmetic(n.Expr)
+		return notBool(n.Expr, where)
 	case *ast.SequenceNode:
 		if len(n.Nodes) > 0 {
-			return lastArithmetic(n.Nodes[len(n.Nodes)-1])
+			return notBool(n.Nodes[len(n.Nodes)-1], where)
 		}
+		return file.Location{}, ""
 	case *ast.ConditionalNode:
-		if loc, op := lastArithmetic(n.Exp1); op != "" {
-			return loc, op
+		if loc, msg := notBool(n.Exp1, "a branch"); msg != "" {
+			return loc, msg
 		}
-		return lastArithmetic(n.Exp2)
+		return notBool(n.Exp2, "a branch")
+	case *ast.SliceNode:
+		return n.Location(), fmt.Sprintf("the slice [:] gives a string or a list: %s", compareHint)
+	case *ast.NilNode:
+		return file.Location{}, ""
 	}
-	return file.Location{}, ""
+	if where == "" {
+		return file.Location{}, ""
+	}
+	what := ""
+	switch t := n.Type(); t.Kind() {
+	case reflect.Bool, reflect.Interface:
+		return file.Location{}, ""
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8,
+		reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr, reflect.Float32, reflect.Float64:
+		what = "a number"
+	case reflect.String:
+		what = "a string"
+	case reflect.Slice, reflect.Array:
+		what = "a list"
+	case reflect.Map:
+		what = "a map"
+	default:
+		what = "a " + t.String()
+	}
+	hint := compareHint
+	if where == "the fallback after ??" {
+		hint = "write ?? false, or compare (say, (body.n ?? 0) > 0)"
+	}
+	return n.Location(), fmt.Sprintf("%s is %s, never true or false: %s", where, what, hint)
 }
 
 // CompileValue compiles an expression whose result may be anything: a

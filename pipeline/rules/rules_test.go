@@ -143,6 +143,21 @@ func TestCompileErrors(t *testing.T) {
 		{"arithmetic-after-let", `let a = body.amount; a + 1`, true, SyntaxError{Line: 1, Column: 24, Msg: `expected bool, but "+" gives`}},
 		{"arithmetic-in-a-branch", `body.ok ? body.n + 1 : false`, true, SyntaxError{Line: 1, Column: 18, Msg: `expected bool, but "+" gives`}},
 		{"arithmetic-in-an-else", `if body.ok { true } else { -body.n }`, true, SyntaxError{Line: 1, Column: 28, Msg: `expected bool, but "-" gives`}},
+		{"coalesce-to-a-number", `body.ok ?? 0`, true, SyntaxError{Line: 1, Column: 12, Msg: `expected bool, but the fallback after ?? is a number`}},
+		{"coalesce-to-a-string", `body.ok ?? "no"`, true, SyntaxError{Line: 1, Column: 12, Msg: `expected bool, but the fallback after ?? is a string`}},
+		{"coalesce-to-a-list", `body.ok ?? []`, true, SyntaxError{Line: 1, Column: 12, Msg: `expected bool, but the fallback after ?? is a list`}},
+		{"coalesce-to-a-call", `body.ok ?? len(body.items)`, true, SyntaxError{Line: 1, Column: 12, Msg: `expected bool, but the fallback after ?? is a number`}},
+		{"coalesce-to-a-header", `body.ok ?? headers["x-ok"]`, true, SyntaxError{Line: 1, Column: 19, Msg: `expected bool, but the fallback after ?? is a string`}},
+		{"coalesce-chain", `body.ok ?? body.yes ?? 1`, true, SyntaxError{Line: 1, Column: 24, Msg: `expected bool, but the fallback after ?? is a number`}},
+		{"coalesce-to-arithmetic", `body.ok ?? (body.n + 1)`, true, SyntaxError{Line: 1, Column: 20, Msg: `expected bool, but "+" gives a number or a string`}},
+		{"coalesce-to-a-negation", `body.ok ?? -body.n`, true, SyntaxError{Line: 1, Column: 12, Msg: `expected bool, but "-" gives a number`}},
+		{"coalesce-of-arithmetic", `(body.n * 2) ?? false`, true, SyntaxError{Line: 1, Column: 9, Msg: `expected bool, but "*" gives a number or a string`}},
+		{"coalesce-of-a-string", `source ?? false`, true, SyntaxError{Line: 1, Column: 1, Msg: `expected bool, but the value before ?? is a string`}},
+		{"coalesce-optional-chain", `body?.a?.ok ?? 0`, true, SyntaxError{Line: 1, Column: 16, Msg: `expected bool, but the fallback after ?? is a number`}},
+		{"coalesce-in-a-branch", `body.a ? body.ok ?? 0 : false`, true, SyntaxError{Line: 1, Column: 21, Msg: `expected bool, but the fallback after ?? is a number`}},
+		{"branch-a-string", `body.ok ? true : "no"`, true, SyntaxError{Line: 1, Column: 18, Msg: `expected bool, but a branch is a string`}},
+		{"if-a-number", `if body.ok { 1 } else { body.yes }`, true, SyntaxError{Line: 1, Column: 14, Msg: `expected bool, but a branch is a number`}},
+		{"slice-of-a-field", `body.name[0:3]`, true, SyntaxError{Line: 1, Column: 10, Msg: `expected bool, but the slice [:] gives a string or a list`}},
 		{"syntax", `body.event ==`, false, SyntaxError{Line: 1, Column: 0, Msg: "unexpected token EOF"}},
 		{"now-disabled", `now()`, false, SyntaxError{Line: 1, Column: 1, Msg: "unknown name now"}},
 	}
@@ -178,6 +193,9 @@ func TestCompileBoolConditions(t *testing.T) {
 		`body.ok`, `body.ok ?? false`, `not body.ok`, `!body.ok`, `body.amount * 2 > 100`,
 		`body.amount + 1 == 2`, `(body.a - body.b) % 2 == 0`, `body.n in 1..3`, `body.a.b?.c`,
 		`let a = body.n + 1; a > 2`, `body.ok ? body.n > 1 : false`, `if body.ok { body.a } else { false }`,
+		`body.ok ?? nil`, `body.ok ?? body.yes ?? false`, `(body.n ?? 0) > 0`, `body?.a?.ok ?? false`, `body.ok ?? (body.n > 1)`,
+		`(body.name ?? "")[0:3] == "abc"`, `body.ok ? true : nil`, `body.ok ?? (body.n + 1 > 2)`, `let d = body.ok; d ?? false`,
+		`body.ok ?? ("x" in body.tags)`, `body.ok ?? all(body.items, {# > 0})`,
 	} {
 		if _, err := CompileBool(src); err != nil {
 			t.Errorf("CompileBool(%q) = %v, want nil", src, err)

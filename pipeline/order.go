@@ -30,6 +30,16 @@ type Holder interface {
 	// stopped). It stops at visit's first error and returns it. It reads
 	// every such event, so it costs about one event read per entry.
 	Waiting(ctx context.Context, dead bool, visit func(Waiting) error) error
+
+	// DropDeadSeqs is [Queue.DropDead] of the chosen seqs that returns
+	// the seqs of the dead letters it removed, in increasing order: a
+	// seq that is not a dead letter when it runs (another call retried
+	// or dropped it first, or it was never one) is not among them, nor
+	// is one after an error. A dispatcher with per-key order is told of
+	// exactly those (admin.Options.OnDropDead): a key held behind a dead
+	// letter that was retried instead must stay held. seqs nil drops
+	// nothing.
+	DropDeadSeqs(ctx context.Context, seqs []uint64) ([]uint64, error)
 }
 
 // Waiting is one entry as [Holder.Waiting] reports it.

@@ -231,12 +231,24 @@ func settleDeadByID(ctx context.Context, o Options, sink, action string, ids []s
 }
 
 // SettleDead retries (action "retry") or drops ("drop") the dead letters
-// seqs of sink, and tells [Options.OnDropDead] of a drop.
+// seqs of sink, and tells [Options.OnDropDead] of a drop: of a queue with
+// per-key order (a [pipeline.Holder]), exactly the seqs its drop removed,
+// even when it failed part way. seqs were read before: a retry of the same
+// dead letters in between (dlq retry --all racing dlq drop --all) leaves
+// them in the queue again, and a key held behind one must not go on.
 func SettleDead(ctx context.Context, o Options, sink, action string, seqs []uint64) (int, error) {
 	q := o.Log.Queue(sink)
 	if action == "retry" {
 		return q.RetryDead(ctx, seqs)
 	}
+	if h, ok := q.(pipeline.Holder); ok && seqs != nil {
+		dropped, err := h.DropDeadSeqs(ctx, seqs)
+		if len(dropped) > 0 && o.OnDropDead != nil {
+			o.OnDropDead(sink, dropped)
+		}
+		return len(dropped), err
+	}
+	// Not a Holder: no per-key order to tell.
 	n, err := q.DropDead(ctx, seqs)
 	if err == nil && o.OnDropDead != nil {
 		o.OnDropDead(sink, seqs)

@@ -223,10 +223,35 @@ func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
 	return n, nil
 }
 
+// DropDeadSeqs implements [pipeline.Holder]: the seqs are those whose
+// dead-letter keys the committed transactions deleted, read in them under
+// q.mu, which RetryDead holds too.
+func (q *queue) DropDeadSeqs(ctx context.Context, seqs []uint64) ([]uint64, error) {
+	if seqs == nil {
+		return nil, nil
+	}
+	now := time.Now()
+	var dropped []uint64
+	_, err := q.eachDeadThen(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
+		return q.markDropped(txn, seq, t, now)
+	}, func(seq uint64) { dropped = append(dropped, seq) })
+	if err != nil {
+		return dropped, fmt.Errorf("drop dead letters of %s: %w", q.sink, err)
+	}
+	return dropped, nil
+}
+
 // eachDead deletes the dead letters with seqs (nil: all), calling also (if
 // not nil) for each in the same transaction, deadBatch entries per
 // transaction. It returns how many it deleted.
 func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, uint64, *logpb.Target) error) (int, error) {
+	return q.eachDeadThen(ctx, seqs, also, nil)
+}
+
+// eachDeadThen is eachDead that calls done (if not nil), in increasing
+// order, for the seq of each dead letter deleted, once its transaction
+// is committed.
+func (q *queue) eachDeadThen(ctx context.Context, seqs []uint64, also func(*wtxn, uint64, *logpb.Target) error, done func(uint64)) (int, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return 0, err
 	}
@@ -305,6 +330,11 @@ func (q *queue) eachDead(ctx context.Context, seqs []uint64, also func(*wtxn, ui
 			return total, err
 		}
 		total += len(keys)
+		if done != nil {
+			for _, key := range keys {
+				done(binary.BigEndian.Uint64(key[len(q.dead):]))
+			}
+		}
 		if len(keys) > 0 {
 			after = binary.BigEndian.Uint64(keys[len(keys)-1][len(q.dead):])
 		}

@@ -216,3 +216,28 @@ func testHasten(t *testing.T, l pipeline.Log) {
 		}
 	}
 }
+
+// testDropDeadSeqs: a Holder's drop says which seqs it removed, in
+// order: not a repeat, an unknown seq, one retried just before, or one
+// dropped before; nil drops nothing.
+func testDropDeadSeqs(t *testing.T, l pipeline.Log) {
+	q := holder(t, l)
+	all := deadTargets(t, l, "ds", 4)
+	dl := mustDeadLetters(t, q, 0, 10)
+	ctx := ctxFor(t, waitLong)
+	if n, err := q.RetryDead(ctx, []uint64{dl[1].Seq}); err != nil || n != 1 {
+		t.Fatalf("RetryDead(%s) = %d, %v, want 1, nil", all[1], n, err)
+	}
+	if n, err := q.DropDead(ctx, []uint64{dl[3].Seq}); err != nil || n != 1 {
+		t.Fatalf("DropDead(%s) = %d, %v, want 1, nil", all[3], n, err)
+	}
+	got, err := q.DropDeadSeqs(ctx, []uint64{dl[3].Seq, dl[2].Seq, dl[1].Seq, dl[0].Seq, dl[2].Seq, dl[3].Seq + 1000})
+	if want := []uint64{dl[0].Seq, dl[2].Seq}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("DropDeadSeqs(all four, a repeat, an unknown one) after a retry of %s and a drop of %s = %v, %v; want %v, nil",
+			all[1], all[3], got, err, want)
+	}
+	wantStats(t, q, pipeline.QueueStats{Retrying: 1})
+	if got, err := q.DropDeadSeqs(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("DropDeadSeqs(nil) = %v, %v; want nothing dropped", got, err)
+	}
+}

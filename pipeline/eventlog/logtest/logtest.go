@@ -110,6 +110,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"DeadLetters/RetryAll", testRetryDeadAll},
 		{"DeadLetters/RetrySome", testRetryDeadSome},
 		{"DeadLetters/Drop", testDropDead},
+		{"DeadLetters/DropSeqs", testDropDeadSeqs},
 		{"Requeue/AfterAck", testRequeueAfterAck},
 		{"Requeue/BelowCursor", func(t *testing.T, l pipeline.Log) { testRequeueBelowCursor(t, l, o) }},
 		{"Requeue/NoDuplicates", testRequeueNoDuplicates},

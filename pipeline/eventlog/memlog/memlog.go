@@ -726,21 +726,37 @@ func (q *Queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 
 // DropDead implements [pipeline.Queue.DropDead].
 func (q *Queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
+	dropped, err := q.dropDead(ctx, seqs)
+	return len(dropped), err
+}
+
+// DropDeadSeqs implements [pipeline.Holder.DropDeadSeqs].
+func (q *Queue) DropDeadSeqs(ctx context.Context, seqs []uint64) ([]uint64, error) {
+	if seqs == nil {
+		return nil, nil
+	}
+	return q.dropDead(ctx, seqs)
+}
+
+// dropDead drops the dead letters among seqs (nil: all) and returns their
+// seqs in increasing order.
+func (q *Queue) dropDead(ctx context.Context, seqs []uint64) ([]uint64, error) {
 	if err := q.lock(ctx, "drop dead"); err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer q.l.mu.Unlock()
 	now := time.Now()
-	n := 0
+	var dropped []uint64
 	for _, seq := range q.deadSeqs(seqs) {
 		if d, ok := q.q.dead[seq]; ok {
 			delete(q.q.dead, seq)
 			r := q.record(d.e.ev, d.e.route)
 			*r = r.Dropped(now)
-			n++
+			dropped = append(dropped, seq)
 		}
 	}
-	return n, nil
+	slices.Sort(dropped)
+	return dropped, nil
 }
 
 // has reports whether the queue holds an entry for seq. q.l.mu is held.

@@ -320,6 +320,11 @@ func (q *queue) eachDeadThen(ctx context.Context, seqs []uint64, also func(*wtxn
 				txn = q.l.newTxn()
 				keys, vals, cut = keys[:done], vals[:done], true
 				_, err = q.settleDead(txn, keys, vals, also)
+			} else if errors.Is(err, badger.ErrTxnTooBig) && len(keys) > 0 {
+				// One entry alone: valueThreshold leaves it half the bound
+				// for its other writes, so this is not expected; say which.
+				err = fmt.Errorf("dead letter %d alone does not fit in one transaction (raise [log] memtable_size): %w",
+					binary.BigEndian.Uint64(keys[0][len(q.dead):]), err)
 			}
 		}
 		if err == nil && len(keys) > 0 {

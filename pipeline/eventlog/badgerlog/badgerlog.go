@@ -86,7 +86,8 @@ type Options struct {
 	// collection run. Zero means 1 minute.
 	MaintenanceInterval time.Duration
 	// MemTableSize is Badger's memtable size; it bounds one Append at
-	// about 15% of it. Zero means 16 MiB.
+	// about 15% of it, and under ~14 MiB Badger's value threshold at half
+	// of that (see valueThreshold). Zero means 16 MiB.
 	MemTableSize int64
 	// SegmentSize is the size of a write-ahead log segment: a checkpoint
 	// runs each time one fills, so it bounds what Open replays. Zero means
@@ -188,6 +189,20 @@ type DB struct {
 
 var _ pipeline.Log = (*DB)(nil)
 
+// valueThreshold is Badger's value threshold for a memtable of
+// memTableSize: 1 MiB, or half of Badger's bound on one transaction (15%
+// of the memtable) when that is less, under ~14 MiB. A value under the
+// threshold stays in the LSM tree and counts whole toward the bound, one
+// over it is a pointer to the value log; at the bound less one byte (as it
+// was), a payload just under it and the rest of its entry's writes (the
+// key it leaves, its delivery record with the error) went over the bound
+// by themselves, and a page of that one entry (dlq add, retry, a
+// dispatcher's settle) failed on every call. Half leaves the other half
+// for the rest of the entry: its errors are a few KiB.
+func valueThreshold(memTableSize int64) int64 {
+	return min(1<<20, memTableSize*15/100/2)
+}
+
 // Open opens (creating it if needed) the log in dir. Only one process can
 // have it open: a second one gets an error naming the directory.
 func Open(dir string, o *Options) (*DB, error) {
@@ -227,8 +242,9 @@ func Open(dir string, o *Options) (*DB, error) {
 		// threshold (a transform payload or dead-letter error of 1 MiB or
 		// more) goes to the value log, which maintain's GC reclaims; see
 		// commit.go. Badger refuses a threshold over 1 MiB or over its
-		// batch size, 15% of the memtable.
-		WithValueThreshold(min(1<<20, opts.MemTableSize*15/100-1)).
+		// batch size, 15% of the memtable; valueThreshold keeps it at half
+		// that, so that one entry always fits in a transaction.
+		WithValueThreshold(valueThreshold(opts.MemTableSize)).
 		// Small tables, no compression: compaction's table builders and
 		// Snappy's buffers (ristretto's z.Calloc) grew the heap past 300 MiB
 		// in a minute of load with Snappy and 2 MiB tables, doubling; with

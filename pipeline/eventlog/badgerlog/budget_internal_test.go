@@ -101,9 +101,12 @@ func TestBudgetAgreesWithBadger(t *testing.T) {
 // Badger (meta and where its full record lies) falls just under the value
 // threshold is kept in the tree at full size, though meta with the longest
 // reference would reach the threshold and count as a pointer. Append must
-// count it at full size: it refuses the event up front (too big for a
-// transaction), rather than write a record to the write-ahead log that no
-// transaction can apply, which the next start's replay would fail on.
+// count it at full size: it refuses two such events up front (too big for
+// a transaction: the threshold is half of Badger's bound), rather than
+// write a record to the write-ahead log that one transaction cannot apply
+// (the next start's replay failed on it when the threshold was the bound
+// less one byte; it would now apply it in two and keep the refused
+// events).
 func TestAppendCountsAnEventAsBadgerWillStoreIt(t *testing.T) {
 	dir := t.TempDir()
 	l := mustOpen(t, dir, &Options{MemTableSize: 1 << 20})
@@ -124,14 +127,21 @@ func TestAppendCountsAnEventAsBadgerWillStoreIt(t *testing.T) {
 			break
 		}
 	}
-	_, err := l.Append(context.Background(), []pipeline.Entry{{Event: ev, Targets: targets}})
+	ev2 := ev
+	ev2.ID = "019ae3f0-0000-7000-8000-000000000002"
+	_, err := l.Append(context.Background(), []pipeline.Entry{{Event: ev, Targets: targets}, {Event: ev2, Targets: targets}})
 	if !errors.Is(err, pipeline.ErrTooBig) {
-		t.Fatalf("Append = %v; want ErrTooBig", err)
+		t.Fatalf("Append of two = %v; want ErrTooBig", err)
 	}
 	// As after a crash, with the same memtable: the write-ahead log replayed.
 	l2, err := Open(snapshot(t, dir), &Options{MemTableSize: 1 << 20})
 	if err != nil {
 		t.Fatalf("Open after the refused Append: %v", err)
 	}
-	l2.Close()
+	defer l2.Close()
+	for _, id := range []string{ev.ID, ev2.ID} {
+		if _, err := l2.Event(context.Background(), id); !errors.Is(err, pipeline.ErrNotFound) {
+			t.Errorf("Event(%s) after the refused Append and a replay = %v; want ErrNotFound (nothing written)", id, err)
+		}
+	}
 }

@@ -40,7 +40,8 @@ import (
 // segment, offset, length); retention removes whole segments once no event
 // in them is kept. What Badger stores is keys and small protobuf records,
 // and it keeps a value in its LSM tree when the value is below its value
-// threshold (1 MiB, less with a MemTableSize under ~7 MiB: see Open). A
+// threshold (1 MiB, less with a MemTableSize under ~14 MiB: see
+// valueThreshold). A
 // value at or above it goes to Badger's value log: in practice only a retry
 // or dead-letter entry whose transform payload is that large (r/ and x/
 // keys carry the payload; a queued entry's is in the event's full record,

@@ -267,3 +267,68 @@ func TestDeadLettersReadsAheadNoMoreThanThePage(t *testing.T) {
 		t.Errorf("DeadLetters(limit 1) allocated %d MiB over dead letters of 1 MiB, want a few", least>>20)
 	}
 }
+
+// TestOneEntryFitsATransaction: with a memtable under ~7 MiB, Open set
+// Badger's value threshold one byte under its bound on a transaction
+// (15% of the memtable), so a payload just under the threshold counted
+// whole, and with the other writes of its entry (the key it leaves, its
+// delivery record) one entry went over the bound: a page of one, which
+// cannot be cut, failed with "Txn is too big" on every call, and dlq add
+// --all, dlq retry --all and the dispatcher's settle of that entry could
+// never move it (6 MiB memtable, payloads 25 to 325 bytes under the
+// threshold). The threshold is at most half the bound now: a value under
+// it leaves the other half for the rest of its entry, a value over it
+// goes to the value log as a pointer. The default memtable (16 MiB, the
+// least [log] memtable_size takes) never had the problem: its threshold
+// (1 MiB) is under half its bound (2.4 MiB).
+func TestOneEntryFitsATransaction(t *testing.T) {
+	ctx := context.Background()
+	for _, memtable := range []int64{6 << 20, 16 << 20} {
+		old := int(min(1<<20, memtable*15/100-1)) // the threshold Open used to set
+		for under := 0; under <= 400; under += 25 {
+			t.Run(fmt.Sprintf("%dMiB/%d-under", memtable>>20, under), func(t *testing.T) {
+				l, err := Open(t.TempDir(), &Options{MemTableSize: memtable})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				payload := []byte(`"` + strings.Repeat("p", old-under-2) + `"`)
+				if _, err := l.Append(ctx, []pipeline.Entry{{Event: pipeline.Event{ID: "e", Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+					Targets: []pipeline.Target{{Sink: "a", Route: "r", Payload: payload}}}}); err != nil {
+					t.Fatal(err)
+				}
+				q := l.Queue("a")
+				want := func(step string, n int, err error, st pipeline.QueueStats) {
+					t.Helper()
+					if err != nil || n != 1 {
+						t.Fatalf("%s = %d, %v; want 1 moved", step, n, err)
+					}
+					if got, err := q.Stats(ctx); err != nil || got != st {
+						t.Fatalf("Stats after %s = %+v, %v; want %+v", step, got, err, st)
+					}
+				}
+				giveUp := func(string) string { return "given up: " + strings.Repeat("r", 100) }
+				n, err := q.(pipeline.Abandoner).Abandon(ctx, 1000, giveUp)
+				want("Abandon of the ready entry", n, err, pipeline.QueueStats{Dead: 1})
+				n, err = q.RetryDead(ctx, nil)
+				want("RetryDead(all)", n, err, pipeline.QueueStats{Retrying: 1})
+				n, err = q.(pipeline.Abandoner).Abandon(ctx, 1000, giveUp)
+				want("Abandon of the retrying entry", n, err, pipeline.QueueStats{Dead: 1})
+				dls, err := q.DeadLetters(ctx, 0, 1)
+				if err != nil || len(dls) != 1 || string(dls[0].Payload) != string(payload) {
+					t.Fatalf("DeadLetters = %d, %v; want the one with its payload", len(dls), err)
+				}
+				n, err = q.RetryDead(ctx, []uint64{dls[0].Seq})
+				want("RetryDead(named)", n, err, pipeline.QueueStats{Retrying: 1})
+				ds, err := q.Fetch(ctx, 1)
+				if err != nil || len(ds) != 1 || string(ds[0].Payload) != string(payload) {
+					t.Fatalf("Fetch = %d, %v; want the entry with its payload", len(ds), err)
+				}
+				err = q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Dead, Err: strings.Repeat("e", 4<<10)}})
+				want("Settle(Dead)", 1, err, pipeline.QueueStats{Dead: 1})
+				n, err = q.DropDead(ctx, nil)
+				want("DropDead(all)", n, err, pipeline.QueueStats{})
+			})
+		}
+	}
+}

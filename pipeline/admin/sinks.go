@@ -289,14 +289,19 @@ func EachDeadLetter(ctx context.Context, q pipeline.Queue, visit func(pipeline.D
 	})
 }
 
+// DeadLetterPageBytes is what the payloads and errors of a page of
+// [DeadLetterPage] hold at most, past its first dead letter.
+const DeadLetterPageBytes = pageBytes
+
 // DeadLetterPage returns the entries of q's dead-letter queue with Seq >
 // after, in log order, without their events' bodies, for a page: up to
-// limit of them, ending before one past the first once their payloads and
-// errors hold [pageBytes] (a transform's output can be 1 MiB: a page of
-// 1,000 answered a gigabyte, encoded whole before it was written, some
-// seven times that at its peak), and says whether more come after. It
-// reads the log as [EachDeadLetter] does, a few large ones at a time. GET
-// /v1/sinks/{sink}/dlq and the web UI's dead-letter page use it.
+// limit of them, ending before one past the first once their payloads
+// and errors hold [DeadLetterPageBytes] (a transform's output can be 1
+// MiB: a page of 1,000 answered a gigabyte, encoded whole before it was
+// written, some seven times that at its peak), and says whether more
+// come after. It reads the log as [EachDeadLetter] does, a few large
+// ones at a time. GET /v1/sinks/{sink}/dlq and the web UI's dead-letter
+// page use it.
 func DeadLetterPage(ctx context.Context, q pipeline.Queue, after uint64, limit int) (out []pipeline.DeadLetter, more bool, err error) {
 	size := 0
 	err = eachDeadLetter(ctx, q, after, func(d pipeline.DeadLetter) bool {

@@ -529,8 +529,9 @@ type dlqData struct {
 	Letters []pipeline.DeadLetter
 	Next    string
 	// Short says the page ended before pageSize dead letters, at the
-	// bound in bytes of their payloads: Next goes on.
-	Short bool
+	// bound in bytes of their payloads, BoundMiB: Next goes on.
+	Short    bool
+	BoundMiB int
 	// Removed says the configuration no longer names the sink (removed
 	// or renamed): nothing delivers its queue. Then Status is its
 	// status, with what waits in its queue.
@@ -587,7 +588,7 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 	}
 	if more {
 		d.Next = strconv.FormatUint(dls[len(dls)-1].Seq, 10)
-		d.Short = len(dls) < pageSize
+		d.Short, d.BoundMiB = len(dls) < pageSize, admin.DeadLetterPageBytes>>20
 	}
 	for i := range dls {
 		dls[i].Payload = nil // not shown

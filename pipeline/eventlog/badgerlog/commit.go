@@ -41,12 +41,11 @@ import (
 // in them is kept. What Badger stores is keys and small protobuf records,
 // and it keeps a value in its LSM tree when the value is below its value
 // threshold (1 MiB, less with a MemTableSize under ~14 MiB: see
-// valueThreshold). A
-// value at or above it goes to Badger's value log: in practice only a retry
-// or dead-letter entry whose transform payload is that large (r/ and x/
-// keys carry the payload; a queued entry's is in the event's full record,
-// in the write-ahead log) or a dead letter with an error message that long. Such a value
-// goes through the write-ahead log like any other write, and maintain runs
+// valueThreshold). A value at or above it goes to Badger's value log: in
+// practice only a retry or dead-letter entry whose transform payload is
+// that large (r/ and x/ keys carry the payload; a queued entry's is in the
+// event's full record, in the write-ahead log) or a dead letter with an
+// error message that long. Such a value goes through the write-ahead log like any other write, and maintain runs
 // Badger's value-log GC (collectValueLog) every MaintenanceInterval to
 // reclaim it once it is deleted; the GC finds nothing to do, cheaply, when
 // no value went there. This replaces Badger's two

@@ -228,6 +228,29 @@ func ExampleParseSize() {
 	// 1000 1000 <nil>
 }
 
+// ExampleNotAttempted answers a batch the way a sink that calls a rate
+// limited API does: the first event got a 429, so the rest were not sent.
+// They cost no attempt toward max_attempts and wait the same Retry-After.
+func ExampleNotAttempted() {
+	retryAfter := 30 * time.Second
+	results := []sdk.Result{
+		sdk.Delivered(),
+		sdk.Retry(retryAfter, errors.New("429 Too Many Requests")),
+		sdk.NotAttempted(retryAfter, errors.New("not sent: throttled earlier in the batch")),
+		sdk.NotAttempted(0, errors.New("not sent: the call's time ran out")),
+	}
+	for _, r := range results {
+		_, retry := r.IsRetry()
+		after, notAttempted := r.IsNotAttempted()
+		fmt.Printf("%v | retry=%v not_attempted=%v after=%v\n", r, retry, notAttempted, after)
+	}
+	// Output:
+	// delivered | retry=false not_attempted=false after=0s
+	// retry after 30s: 429 Too Many Requests | retry=true not_attempted=false after=30s
+	// not attempted, again after 30s: not sent: throttled earlier in the batch | retry=false not_attempted=true after=30s
+	// not attempted: not sent: the call's time ran out | retry=false not_attempted=true after=0s
+}
+
 func ExampleParseDuration() {
 	for _, s := range []string{"250ms", "24h", "7d", "1d12h", "-1s"} {
 		d, err := sdk.ParseDuration(s)

@@ -116,10 +116,15 @@ func resultToProto(r Result) *pb.Result {
 		}
 	case outcomePermanent:
 		out.Outcome = pb.Outcome_OUTCOME_PERMANENT
+	case outcomeNotAttempted:
+		out.Outcome = pb.Outcome_OUTCOME_NOT_ATTEMPTED
+		if r.after > 0 {
+			out.RetryAfter = durationpb.New(r.after)
+		}
 	default:
 		// A zero Result is a bug in the sink; retrying keeps the event.
 		out.Outcome = pb.Outcome_OUTCOME_RETRY
-		out.Error = "sink returned a zero sdk.Result (use sdk.Delivered, sdk.Retry or sdk.Permanent)"
+		out.Error = "sink returned a zero sdk.Result (use sdk.Delivered, sdk.Retry, sdk.Permanent or sdk.NotAttempted)"
 	}
 	return out
 }

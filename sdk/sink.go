@@ -135,7 +135,8 @@ func (e Event) Payload() json.RawMessage {
 }
 
 // Result is a sink's answer for one event. Make one with [Delivered],
-// [Retry] or [Permanent]; the zero Result is not a valid answer.
+// [Retry], [Permanent] or [NotAttempted]; the zero Result is not a valid
+// answer.
 type Result struct {
 	outcome outcome
 	after   time.Duration
@@ -149,6 +150,7 @@ const (
 	outcomeDelivered
 	outcomeRetry
 	outcomePermanent
+	outcomeNotAttempted
 )
 
 // Delivered reports that the event is durably stored by the sink.
@@ -168,6 +170,44 @@ func Retry(after time.Duration, err error) Result {
 // payload, say): the event goes to the sink's dead-letter queue with err.
 func Permanent(err error) Result { return Result{outcome: outcomePermanent, err: err} }
 
+// NotAttempted reports that the sink did not try this event: it was not
+// sent at all (the call's time ran out before its turn, or the destination
+// throttled an earlier event of the batch). It is not a failure of the
+// event, and the host treats it so:
+//
+//   - it puts the event back without counting an attempt: the event's next
+//     delivery has the same [Event.Attempt], and it never counts toward the
+//     sink's max_attempts, nor grows the backoff of its later retries;
+//   - not before after: 0 means as soon as the sink has capacity (the next
+//     batch, usually at once); after a 429 pass its Retry-After. When no
+//     event of a batch was attempted at all, the host waits at least the
+//     sink's backoff_min (1 s by default) before the next try, so that a
+//     sink that takes nothing is not called in a hot loop;
+//   - it neither opens the sink's circuit breaker nor feeds it: a batch is
+//     judged by the events the sink attempted, and one with none says
+//     nothing about the sink;
+//   - max_age still applies: it is wall time, counted from the event's
+//     first failure or not-attempted answer, and an event past it is given
+//     up on (to the dead-letter queue) at its next answer that is not
+//     [Delivered], this one included.
+//
+// reason says why, for the host's log (the event's delivery record lists
+// attempts only, so it does not show there).
+//
+// Use it only for events the sink did not send. An event it sent and got
+// no answer for (a timeout) may have arrived: that is a [Retry].
+//
+// A host older than this result (one whose protocol has no
+// OUTCOME_NOT_ATTEMPTED) reads it as an outcome it does not know, which it
+// retries with its own backoff, ignoring after: it degrades to Retry(0,
+// reason), counting an attempt, as before this result existed.
+func NotAttempted(after time.Duration, reason error) Result {
+	if after < 0 {
+		after = 0
+	}
+	return Result{outcome: outcomeNotAttempted, after: after, err: reason}
+}
+
 // IsDelivered reports whether r is [Delivered].
 func (r Result) IsDelivered() bool { return r.outcome == outcomeDelivered }
 
@@ -177,7 +217,14 @@ func (r Result) IsRetry() (after time.Duration, ok bool) { return r.after, r.out
 // IsPermanent reports whether r is [Permanent].
 func (r Result) IsPermanent() bool { return r.outcome == outcomePermanent }
 
-// Err returns the error of a failed result, nil for [Delivered].
+// IsNotAttempted reports whether r is [NotAttempted], and the delay it
+// asks for.
+func (r Result) IsNotAttempted() (after time.Duration, ok bool) {
+	return r.after, r.outcome == outcomeNotAttempted
+}
+
+// Err returns the error of a failed result (the reason of a
+// [NotAttempted]), nil for [Delivered].
 func (r Result) Err() error { return r.err }
 
 // String describes the result for logs and test failures.
@@ -192,6 +239,11 @@ func (r Result) String() string {
 		return fmt.Sprintf("retry: %v", r.err)
 	case outcomePermanent:
 		return fmt.Sprintf("permanent: %v", r.err)
+	case outcomeNotAttempted:
+		if r.after > 0 {
+			return fmt.Sprintf("not attempted, again after %v: %v", r.after, r.err)
+		}
+		return fmt.Sprintf("not attempted: %v", r.err)
 	}
 	return "invalid result (zero Result)"
 }

@@ -63,7 +63,7 @@ func runHelperPlugin(behaviour string) {
 //	close_hang bool Close never returns (a sink stuck flushing)
 //
 // Each event's body says what to answer: {"outcome": "delivered" |
-// "retry" | "permanent" | "fail-batch" | "panic", "after": "2s", "error":
+// "retry" | "not-attempted" | "permanent" | "fail-batch" | "panic", "after": "2s", "error":
 // "..."}, or {"sleep": "5s"}.
 type testSink struct {
 	dir       string
@@ -129,6 +129,9 @@ func (s *testSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result
 		case "retry":
 			after, _ := time.ParseDuration(b.After)
 			results[i] = sdk.Retry(after, err)
+		case "not-attempted":
+			after, _ := time.ParseDuration(b.After)
+			results[i] = sdk.NotAttempted(after, err)
 		case "permanent":
 			results[i] = sdk.Permanent(err)
 		case "fail-batch":

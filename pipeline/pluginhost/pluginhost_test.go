@@ -77,6 +77,8 @@ func TestStartDeliverOutcomes(t *testing.T) {
 		event("e2", `{"outcome":"retry","after":"2s","error":"busy"}`),
 		event("e3", `{"outcome":"permanent","error":"bad payload"}`),
 		event("e4", `{"outcome":"retry","error":"later"}`),
+		event("e5", `{"outcome":"not-attempted","after":"3s","error":"throttled"}`),
+		event("e6", `{"outcome":"not-attempted","error":"out of time"}`),
 	}
 	res, err := p.Deliver(context.Background(), batch)
 	if err != nil {
@@ -96,6 +98,15 @@ func TestStartDeliverOutcomes(t *testing.T) {
 	}
 	if after, ok := res[3].IsRetry(); !ok || after != 0 || res[3].Err().Error() != "later" {
 		t.Errorf("result[3] = %v, want retry: later", res[3])
+	}
+	if after, ok := res[4].IsNotAttempted(); !ok || after != 3*time.Second || res[4].Err() == nil || res[4].Err().Error() != "throttled" {
+		t.Errorf("result[4] = %v, want not attempted, again after 3s: throttled", res[4])
+	}
+	if after, ok := res[5].IsNotAttempted(); !ok || after != 0 || res[5].Err() == nil || res[5].Err().Error() != "out of time" {
+		t.Errorf("result[5] = %v, want not attempted: out of time", res[5])
+	}
+	if _, retry := res[5].IsRetry(); retry {
+		t.Errorf("result[5] = %v: IsRetry is true for a not-attempted result", res[5])
 	}
 
 	// A whole-batch error from the sink is not a dead plugin.

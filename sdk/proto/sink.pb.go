@@ -36,6 +36,14 @@ const (
 	Outcome_OUTCOME_DELIVERED   Outcome = 1
 	Outcome_OUTCOME_RETRY       Outcome = 2
 	Outcome_OUTCOME_PERMANENT   Outcome = 3
+	// OUTCOME_NOT_ATTEMPTED: the plugin did not try this event (it was not
+	// sent at all: its call's time ran out, or the destination throttled an
+	// earlier event of the batch). The host puts it back without counting an
+	// attempt, not before retry_after (unset: as soon as the sink has
+	// capacity). A host built before this value reads it as an unknown
+	// outcome, which it retries with its own backoff, counting an attempt:
+	// an old host degrades it to OUTCOME_RETRY.
+	Outcome_OUTCOME_NOT_ATTEMPTED Outcome = 4
 )
 
 // Enum value maps for Outcome.
@@ -45,12 +53,14 @@ var (
 		1: "OUTCOME_DELIVERED",
 		2: "OUTCOME_RETRY",
 		3: "OUTCOME_PERMANENT",
+		4: "OUTCOME_NOT_ATTEMPTED",
 	}
 	Outcome_value = map[string]int32{
-		"OUTCOME_UNSPECIFIED": 0,
-		"OUTCOME_DELIVERED":   1,
-		"OUTCOME_RETRY":       2,
-		"OUTCOME_PERMANENT":   3,
+		"OUTCOME_UNSPECIFIED":   0,
+		"OUTCOME_DELIVERED":     1,
+		"OUTCOME_RETRY":         2,
+		"OUTCOME_PERMANENT":     3,
+		"OUTCOME_NOT_ATTEMPTED": 4,
 	}
 )
 
@@ -335,7 +345,8 @@ func (x *DeliverRequest) GetEvents() []*Event {
 type Result struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Outcome Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=pipelined.sink.v1.Outcome" json:"outcome,omitempty"`
-	// retry_after is the delay the plugin asks for with OUTCOME_RETRY; unset means the host's backoff.
+	// retry_after is the delay the plugin asks for with OUTCOME_RETRY
+	// (unset: the host's backoff) or OUTCOME_NOT_ATTEMPTED (unset: at once).
 	RetryAfter *durationpb.Duration `protobuf:"bytes,2,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
 	// error says why the event was not delivered.
 	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
@@ -737,12 +748,13 @@ const file_sdk_proto_sink_proto_rawDesc = "" +
 	"\x03doc\x18\x06 \x01(\tR\x03doc\"^\n" +
 	"\x10DescribeResponse\x12\x18\n" +
 	"\asummary\x18\x01 \x01(\tR\asummary\x120\n" +
-	"\x06fields\x18\x02 \x03(\v2\x18.pipelined.sink.v1.FieldR\x06fields*c\n" +
+	"\x06fields\x18\x02 \x03(\v2\x18.pipelined.sink.v1.FieldR\x06fields*~\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_DELIVERED\x10\x01\x12\x11\n" +
 	"\rOUTCOME_RETRY\x10\x02\x12\x15\n" +
-	"\x11OUTCOME_PERMANENT\x10\x032\xd1\x02\n" +
+	"\x11OUTCOME_PERMANENT\x10\x03\x12\x19\n" +
+	"\x15OUTCOME_NOT_ATTEMPTED\x10\x042\xd1\x02\n" +
 	"\x04Sink\x12V\n" +
 	"\tConfigure\x12#.pipelined.sink.v1.ConfigureRequest\x1a$.pipelined.sink.v1.ConfigureResponse\x12P\n" +
 	"\aDeliver\x12!.pipelined.sink.v1.DeliverRequest\x1a\".pipelined.sink.v1.DeliverResponse\x12J\n" +

@@ -125,6 +125,8 @@ func resultFromProto(r *pb.Result) sdk.Result {
 		return sdk.Retry(r.GetRetryAfter().AsDuration(), err)
 	case pb.Outcome_OUTCOME_PERMANENT:
 		return sdk.Permanent(err)
+	case pb.Outcome_OUTCOME_NOT_ATTEMPTED:
+		return sdk.NotAttempted(r.GetRetryAfter().AsDuration(), err)
 	}
 	if err == nil {
 		err = fmt.Errorf("plugin answered outcome %v", r.GetOutcome())

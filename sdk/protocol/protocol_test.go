@@ -8,9 +8,11 @@ import (
 	"reflect"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pipelined/pipelined/sdk"
 	pb "github.com/pipelined/pipelined/sdk/proto"
@@ -172,5 +174,80 @@ func TestErrorNotUTF8CrossesTheWire(t *testing.T) {
 	}
 	if len(res) != 1 || !res[0].IsPermanent() || res[0].Err() == nil || res[0].Err().Error() != "duplicate key caf\uFFFD" {
 		t.Fatalf("Deliver's results = %+v, want one permanent failure %q", res, "duplicate key caf\uFFFD")
+	}
+}
+
+// scriptedSink answers every batch with its results, one per event.
+type scriptedSink struct {
+	nopSink
+	results []sdk.Result
+}
+
+func (s *scriptedSink) Deliver(_ context.Context, b []sdk.Event) ([]sdk.Result, error) {
+	return s.results[:len(b)], nil
+}
+
+// TestNotAttemptedCrossesTheWire: a sink's NotAttempted reaches the host as
+// NotAttempted, with its delay and reason, and is no Retry there.
+func TestNotAttemptedCrossesTheWire(t *testing.T) {
+	sent := []sdk.Result{
+		sdk.NotAttempted(3*time.Second, errors.New("429 earlier in the batch")),
+		sdk.NotAttempted(0, errors.New("not sent in time")),
+		sdk.Retry(0, errors.New("503")),
+	}
+	s := dispense(t, served{server: serve(t, &scriptedSink{results: sent})})
+	batch := []sdk.Event{{ID: "a", Body: json.RawMessage(`{}`)}, {ID: "b", Body: json.RawMessage(`{}`)}, {ID: "c", Body: json.RawMessage(`{}`)}}
+	got, err := s.Deliver(context.Background(), batch)
+	if err != nil || len(got) != len(sent) {
+		t.Fatalf("Deliver = %v, %v; want %d results", got, err, len(sent))
+	}
+	for i, want := range sent {
+		if got[i].String() != want.String() {
+			t.Errorf("result %d = %v, want %v", i, got[i], want)
+		}
+		gotAfter, gotNA := got[i].IsNotAttempted()
+		wantAfter, wantNA := want.IsNotAttempted()
+		_, gotRetry := got[i].IsRetry()
+		_, wantRetry := want.IsRetry()
+		if gotAfter != wantAfter || gotNA != wantNA || gotRetry != wantRetry {
+			t.Errorf("result %d: IsNotAttempted() = %v, %v, IsRetry() = %v; want %v, %v, %v", i, gotAfter, gotNA, gotRetry, wantAfter, wantNA, wantRetry)
+		}
+	}
+}
+
+// futureServer answers every event with an outcome this host does not know
+// (as a host built before OUTCOME_NOT_ATTEMPTED sees that value), with a
+// delay and an error.
+type futureServer struct{ pb.UnimplementedSinkServer }
+
+func (futureServer) Deliver(_ context.Context, r *pb.DeliverRequest) (*pb.DeliverResponse, error) {
+	out := &pb.DeliverResponse{}
+	for range r.GetEvents() {
+		out.Results = append(out.Results, &pb.Result{Outcome: pb.Outcome(99), RetryAfter: durationpb.New(time.Hour), Error: "not sent"})
+	}
+	return out, nil
+}
+
+type futurePlugin struct{}
+
+func (futurePlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	pb.RegisterSinkServer(s, futureServer{})
+	return nil
+}
+
+// TestUnknownOutcomeIsARetry: an outcome the host does not know (one a
+// newer plugin sends) is a retry with the host's own backoff, keeping the
+// plugin's error: how a host built before OUTCOME_NOT_ATTEMPTED reads it,
+// by the same code (resultFromProto's fallback), so that a new plugin on an
+// old host degrades to a retry and never loses an event.
+func TestUnknownOutcomeIsARetry(t *testing.T) {
+	s := dispense(t, served{server: futurePlugin{}})
+	got, err := s.Deliver(context.Background(), []sdk.Event{{ID: "a", Body: json.RawMessage(`{}`)}})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Deliver = %v, %v; want one result", got, err)
+	}
+	after, retry := got[0].IsRetry()
+	if !retry || after != 0 || got[0].Err() == nil || got[0].Err().Error() != "not sent" {
+		t.Errorf("result of an unknown outcome = %v, want a retry with the host's backoff: not sent", got[0])
 	}
 }

@@ -436,7 +436,7 @@ func deliver(tg target, b []sdk.Event) []error {
 		switch {
 		case r.IsDelivered():
 		case isZero(r):
-			bad = append(bad, fmt.Errorf("Deliver result %d (event %s) is the zero sdk.Result, want sdk.Delivered, sdk.Retry or sdk.Permanent", i, b[i].ID))
+			bad = append(bad, fmt.Errorf("Deliver result %d (event %s) is the zero sdk.Result, want sdk.Delivered, sdk.Retry, sdk.Permanent or sdk.NotAttempted", i, b[i].ID))
 		default:
 			bad = append(bad, fmt.Errorf("Deliver result %d (event %s) = %v, want delivered", i, b[i].ID, r))
 		}
@@ -487,6 +487,8 @@ func compareResults(b []sdk.Event, sent, received []sdk.Result) []error {
 func sameResult(a, b sdk.Result) bool {
 	aAfter, aRetry := a.IsRetry()
 	bAfter, bRetry := b.IsRetry()
+	aNotAfter, aNot := a.IsNotAttempted()
+	bNotAfter, bNot := b.IsNotAttempted()
 	msg := func(err error) string {
 		if err == nil {
 			return ""
@@ -494,7 +496,7 @@ func sameResult(a, b sdk.Result) bool {
 		return err.Error()
 	}
 	return a.IsDelivered() == b.IsDelivered() && a.IsPermanent() == b.IsPermanent() &&
-		aRetry == bRetry && aAfter == bAfter && msg(a.Err()) == msg(b.Err())
+		aRetry == bRetry && aAfter == bAfter && aNot == bNot && aNotAfter == bNotAfter && msg(a.Err()) == msg(b.Err())
 }
 
 // isZero reports whether r is how the wire carries a zero sdk.Result: the

@@ -54,7 +54,10 @@ type DeliveryRecord struct {
 	DeliveredAt time.Time
 	// NextAttemptAt is when a retrying entry is due again: the RetryAt of
 	// the failed attempt that made it [StateRetrying], or the time of the
-	// dead-letter retry that did; zero in any other state. It is the
+	// dead-letter retry that did; or when an entry the sink did not
+	// attempt ([Settlement.NotAttempted]) is due again, whose state stays
+	// what it was (queued, when it was never attempted); zero in any
+	// other state. It is the
 	// earliest time: a paused sink, an open breaker or a key held for
 	// delivery.order_key delays the attempt past it.
 	NextAttemptAt time.Time
@@ -99,6 +102,15 @@ func (r DeliveryRecord) Dropped(now time.Time) DeliveryRecord {
 func (r DeliveryRecord) Settled(s Settlement, now time.Time) DeliveryRecord {
 	if s.NotAttempted && s.Outcome == Dead {
 		r.State, r.LastError, r.NextAttemptAt = StateDead, s.Err, time.Time{}
+		return r
+	}
+	if s.NotAttempted && s.Outcome == Retry {
+		// No attempt: the record lists attempts only, so this shows only
+		// as when the entry is due again.
+		r.NextAttemptAt, r.Held = s.RetryAt, false
+		if r.State == "" { // a log that writes no record before the first settlement
+			r.State = StateQueued
+		}
 		return r
 	}
 	r.Attempts++

@@ -214,10 +214,19 @@ type Settlement struct {
 	RetryAt time.Time
 	// Err is the error of this attempt (for Retry and Dead).
 	Err string
-	// NotAttempted says the entry was settled without being handed to the
-	// sink (Dead only: an operator gave up on it): it costs no attempt,
-	// neither in the dead letter's Attempts nor in the delivery record,
-	// which keeps its failures and gets Err as its LastError.
+	// NotAttempted says the sink did not attempt the entry this time: it
+	// was not handed to the sink (an operator gave up on it), or the sink
+	// answered that it did not try it (sdk.NotAttempted). It costs no
+	// attempt.
+	//
+	// With Dead, neither the dead letter's Attempts nor the delivery
+	// record counts one; the record keeps its failures and gets Err as its
+	// LastError.
+	//
+	// With Retry, the entry is ready again at RetryAt with the attempt
+	// count and LastError it had (its next Fetch gives the same Attempt),
+	// and its delivery record keeps its state, attempts, failures and
+	// LastError: only NextAttemptAt becomes RetryAt. Err is not stored.
 	NotAttempted bool
 }
 

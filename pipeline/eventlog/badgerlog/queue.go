@@ -487,6 +487,9 @@ func (q *queue) putSettled(txn *wtxn, prev *logpb.Delivery, t *logpb.Target, s p
 	case pipeline.Ack:
 		return nil
 	case pipeline.Retry:
+		if s.NotAttempted {
+			next.Attempts, next.LastError = t.GetAttempts(), t.GetLastError()
+		}
 		key = retryKey(q.sink, s.RetryAt, s.Seq)
 	case pipeline.Dead:
 		if s.NotAttempted {

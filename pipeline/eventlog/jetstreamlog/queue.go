@@ -492,22 +492,27 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 		}
 		return q.reply(ctx, ls.msg, "+ACK")
 	case pipeline.Retry:
+		if s.NotAttempted {
+			// No attempt: the retry state (its count of failures and last
+			// error) stays as it is, or absent, so the next delivery has
+			// the same attempt; only the record's next attempt changes.
+			if err := q.l.publishBatch(ctx, []*nats.Msg{dr}); err != nil {
+				return err
+			}
+			return q.reply(ctx, ls.msg, nakDelay(s.RetryAt))
+		}
 		m := nats.NewMsg(q.stSubject(ls.seq))
 		m.Data = mustJSON(stRecord{Seq: ls.seq, Fails: ls.attempt, Err: s.Err, ReceivedAt: ls.rec.Event.ReceivedAt})
 		if err := q.l.publishBatch(ctx, []*nats.Msg{m, dr}); err != nil {
 			return err
 		}
-		body := "-NAK"
-		if d := time.Until(s.RetryAt); d > 0 {
-			body = fmt.Sprintf(`-NAK {"delay":%d}`, int64(d))
-		}
-		return q.reply(ctx, ls.msg, body)
+		return q.reply(ctx, ls.msg, nakDelay(s.RetryAt))
 	case pipeline.Dead:
 		m := nats.NewMsg(q.deadSubject(ls.seq))
 		m.Header.Set(hdrSeq, strconv.FormatUint(ls.seq, 10))
 		attempts := ls.attempt
 		if s.NotAttempted {
-			attempts-- // the one Fetch counted (Dead only)
+			attempts-- // the one Fetch counted
 		}
 		m.Data = mustJSON(dlqRecord{qRecord: ls.rec, Seq: ls.seq, Attempts: attempts, Err: s.Err, FailedAt: time.Now().UTC()})
 		if err := q.l.publishBatch(ctx, []*nats.Msg{m, dr}); err != nil {
@@ -521,6 +526,14 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 		return q.reply(ctx, ls.msg, "+TERM")
 	}
 	return fmt.Errorf("jetstream: settle seq %d: unknown outcome %d", s.Seq, s.Outcome)
+}
+
+// nakDelay is the reply that makes a leased entry ready again at at.
+func nakDelay(at time.Time) string {
+	if d := time.Until(at); d > 0 {
+		return fmt.Sprintf(`-NAK {"delay":%d}`, int64(d))
+	}
+	return "-NAK"
 }
 
 // count returns the number of subjects that match filter.

@@ -99,6 +99,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Settle/RetryLater", testSettleRetryLater},
 		{"Settle/Dead", testSettleDead},
 		{"Settle/Mixed", testSettleMixed},
+		{"Settle/RetryNotAttempted", testRetryNotAttempted},
 		{"Queue/Independent", testQueuesIndependent},
 		{"Queue/NeverAppended", testQueueNeverAppended},
 		{"Concurrent/AppendAndConsume", testConcurrent},

@@ -438,13 +438,17 @@ func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 		*r = r.Settled(st, now)
 		switch st.Outcome {
 		case pipeline.Retry:
-			e.lastErr = st.Err
+			if st.NotAttempted {
+				e.attempts-- // the one Fetch counted; LastError stays the last attempt's
+			} else {
+				e.lastErr = st.Err
+			}
 			e.retryAt = st.RetryAt
 			q.q.retry[e.seq] = e
 			retried = true
 		case pipeline.Dead:
 			if st.NotAttempted {
-				e.attempts-- // the one Fetch counted (Dead only)
+				e.attempts-- // the one Fetch counted
 			}
 			q.q.dead[e.seq] = &deadEntry{e: e, err: st.Err, failedAt: now}
 		}

@@ -52,7 +52,7 @@ func exported(t *testing.T) (start, all series) {
 	m.RuleError("r", "when")
 	m.DedupKeyError("s")
 	m.WriterCommit(1, time.Millisecond, nil)
-	m.Delivery("k", 1, 1, 1, time.Millisecond, nil)
+	m.Delivery("k", 1, 1, 1, 1, time.Millisecond, nil)
 	m.PluginRestart("k")
 	m.Reload(nil)
 	m.RejectionDropped("s")

@@ -341,7 +341,7 @@ func (sr *sinkRun) newDispatcher(paused bool) *dispatch.Dispatcher {
 		Logger:          sr.log.With("component", "dispatch"),
 		Tracing:         sr.tracer,
 		Observe: func(r dispatch.Report) {
-			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.Dead, r.Duration, r.Err)
+			sr.metrics.Delivery(sr.name, r.Delivered, r.Retried, r.NotAttempted, r.Dead, r.Duration, r.Err)
 			sr.observe(r)
 		},
 		OrderKey:         sr.orderKeyFunc(),

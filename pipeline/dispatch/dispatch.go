@@ -38,6 +38,27 @@
 // An operator can also pause a dispatcher ([Dispatcher.Pause]); a paused
 // one takes nothing until resumed. Rate bounds the events handed to the
 // plugin per second.
+//
+// # Events a sink did not attempt
+//
+// A sink answers [sdk.NotAttempted] for an event it did not send at all
+// (the http sink, for the rest of a batch after a 429, or when the call's
+// time ran out before the event's turn). The event is settled as a Retry
+// with [pipeline.Settlement.NotAttempted]: it costs no attempt toward
+// MaxAttempts, so its backoff does not grow either, and its delivery
+// record lists no attempt for it. It is ready again after the delay the
+// sink asked for, or at once when the sink attempted other events of the
+// batch (it goes first in the next batch, as a due retry); when the sink
+// attempted nothing of the batch, after BackoffMin at least, so that a
+// sink that takes nothing is not called in a hot loop (see
+// notAttemptedAt). The breaker judges a call by the events the sink
+// attempted: not-attempted events neither fail a call nor make it a
+// success, and a call of which the sink attempted nothing leaves the
+// breaker as it was (an open breaker's probe that was not attempted is
+// followed by another after the same wait). MaxAge still applies, as wall
+// time: a not-attempted answer starts the event's clock as a failure does,
+// and one past MaxAge sends the event to the dead-letter queue, with no
+// attempt counted.
 package dispatch
 
 import (
@@ -102,10 +123,12 @@ type Options struct {
 	BatchMax  int
 	BatchWait time.Duration
 	// MaxAttempts is how many deliveries an entry gets before it goes to
-	// the dead-letter queue. Zero means no limit.
+	// the dead-letter queue; an event the sink did not attempt
+	// ([sdk.NotAttempted]) is not one. Zero means no limit.
 	MaxAttempts int
-	// MaxAge sends an entry to the dead-letter queue when it fails and
-	// its first failure seen by this dispatcher is at least MaxAge ago
+	// MaxAge sends an entry to the dead-letter queue when it fails (or is
+	// not attempted) and its first failure (or not-attempted answer) seen
+	// by this dispatcher is at least MaxAge ago
 	// (wall time: an open breaker or a pause does not make it age
 	// faster). The first failure is remembered in memory only, so a
 	// restart of the daemon, or a new dispatcher after a reload, starts
@@ -118,7 +141,9 @@ type Options struct {
 	CallTimeout time.Duration
 	// BreakerFailures is how many failed calls in a row open the circuit
 	// breaker. A call fails when the plugin call fails as a whole or every
-	// event of the batch is to be retried. Zero means no breaker.
+	// event of the batch that the sink attempted is to be retried (a call
+	// of which it attempted nothing neither fails nor succeeds). Zero
+	// means no breaker.
 	BreakerFailures int
 	// BreakerProbe is the wait before the first probe of an open breaker;
 	// it doubles after each failed probe, up to BreakerProbeMax or
@@ -182,8 +207,12 @@ type Status struct {
 // Report counts the outcomes of one batch.
 type Report struct {
 	Delivered, Retried, Dead int
-	Duration                 time.Duration
-	Err                      error // the batch error, if the whole call failed
+	// NotAttempted counts the events the sink did not attempt
+	// ([sdk.NotAttempted]), queued again without an attempt counted; they
+	// are not in Retried.
+	NotAttempted int
+	Duration     time.Duration
+	Err          error // the batch error, if the whole call failed
 	// Failure is why the last event of the batch that was not delivered
 	// failed (the batch error, or that event's own); "" when all were.
 	Failure string
@@ -496,8 +525,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}
 		if len(batch) > 0 {
-			failed := d.deliver(finish, batch, open)
+			failed, idle := d.deliver(finish, batch, open)
 			switch {
+			case idle:
+				// The sink attempted nothing: it said nothing of itself,
+				// and the breaker stays as it was (a probe that was not
+				// attempted waits the same interval again).
 			case open && failed:
 				probe = min(2*probe, d.o.BreakerProbeMax)
 				probeFailed = true
@@ -786,8 +819,11 @@ func (d *Dispatcher) fill(ctx context.Context, batch []pipeline.Delivery, fetche
 // deliver sends batch to the plugin and settles every entry. ctx ends only
 // when Stop gives up on the batch. probe says the batch is a probe of an
 // open breaker. It reports whether the call failed: the plugin call failed
-// as a whole, or every event is to be retried.
-func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, probe bool) (failed bool) {
+// as a whole, or every event the sink attempted is to be retried (an event
+// it did not attempt, [sdk.NotAttempted], says nothing of the sink: a
+// batch of which it attempted nothing is neither a failure nor a success,
+// which deliver reports as idle).
+func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, probe bool) (failed, idle bool) {
 	d.setInFlight(len(batch))
 	defer d.setInFlight(0)
 	events := make([]sdk.Event, len(batch))
@@ -833,37 +869,53 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		}
 		return delays[attempt]
 	}
-	settle := make([]pipeline.Settlement, len(batch))
-	retried := 0                      // results that ask for a retry, whatever became of them
-	givingUp := d.o.GiveUps.Len() > 0 // one look per batch: most never have any
-	for i, e := range batch {
-		res := sdk.Delivered()
+	res := make([]sdk.Result, len(batch))
+	retried, notAttempted := 0, 0 // results that ask for a retry (whatever became of them), and that were not attempted
+	for i := range batch {
+		res[i] = sdk.Delivered()
 		switch {
 		case err != nil:
-			res = sdk.Retry(0, err)
+			res[i] = sdk.Retry(0, err)
 		case results != nil:
-			res = results[i]
+			res[i] = results[i]
 		}
-		if !res.IsDelivered() && !res.IsPermanent() {
+		if _, na := res[i].IsNotAttempted(); na {
+			notAttempted++
+		} else if !res[i].IsDelivered() && !res[i].IsPermanent() {
 			retried++
 		}
-		settle[i] = d.settlement(e, res, now, delay, probe)
+	}
+	// A batch of which the sink attempted nothing made no progress: its
+	// events wait at least BackoffMin (see notAttemptedAt), so that a sink
+	// that takes nothing is not called again at once, in a loop.
+	idle = notAttempted == len(batch)
+	settle := make([]pipeline.Settlement, len(batch))
+	givingUp := d.o.GiveUps.Len() > 0 // one look per batch: most never have any
+	for i, e := range batch {
+		settle[i] = d.settlement(e, res[i], now, delay, probe, idle)
 		if givingUp && settle[i].Outcome == pipeline.Retry {
 			if reason, ok := d.o.GiveUps.reason(e.Seq); ok {
-				// Given up on while in flight: this attempt was its last.
-				settle[i] = pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, settle[i].Err)}
+				// Given up on while in flight: this attempt was its last
+				// (or, not attempted, it had its last already).
+				if settle[i].NotAttempted {
+					settle[i] = pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, e.LastError), NotAttempted: true}
+				} else {
+					settle[i] = pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, settle[i].Err)}
+				}
 				delete(d.firstFail, e.Seq)
 				d.o.Logger.Warn("event given up by an operator failed its last attempt, moved to the dead-letter queue",
 					"sink", d.o.Sink, "event_id", e.Event.ID, "reason", reason)
 			}
 		}
-		switch settle[i].Outcome {
-		case pipeline.Ack:
+		switch {
+		case settle[i].Outcome == pipeline.Ack:
 			rep.Delivered++
-		case pipeline.Retry:
+		case settle[i].Outcome == pipeline.Retry && settle[i].NotAttempted:
+			rep.NotAttempted++
+		case settle[i].Outcome == pipeline.Retry:
 			rep.Retried++
 			rep.Failure = settle[i].Err
-		case pipeline.Dead:
+		case settle[i].Outcome == pipeline.Dead:
 			rep.Dead++
 			rep.Failure = settle[i].Err
 		}
@@ -896,7 +948,7 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	if d.o.Observe != nil {
 		d.o.Observe(rep)
 	}
-	return len(batch) > 0 && retried == len(batch)
+	return len(batch) > 0 && !idle && retried == len(batch)-notAttempted, idle
 }
 
 // holdRetries returns settle with each Retry made a Hold, and adds those
@@ -905,7 +957,7 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 func (d *Dispatcher) holdRetries(settle []pipeline.Settlement) []pipeline.Settlement {
 	out := slices.Clone(settle)
 	for i, s := range out {
-		if s.Outcome == pipeline.Retry {
+		if s.Outcome == pipeline.Retry && !s.NotAttempted { // one not attempted keeps its time
 			out[i] = pipeline.Settlement{Seq: s.Seq, Outcome: pipeline.Hold}
 			d.held = append(d.held, s.Seq)
 		}
@@ -952,14 +1004,18 @@ func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result
 // settlement turns one plugin result into a queue outcome. A failed probe
 // (probe set) costs no attempt toward MaxAttempts and is ready again at
 // once, for the next probe (or held instead, where rotates says so: see
-// holdRetries).
-func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration, probe bool) pipeline.Settlement {
+// holdRetries). A result not attempted ([sdk.NotAttempted]) costs no
+// attempt at all (see notAttemptedAt); idle says no event of the batch
+// was attempted.
+func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration, probe, idle bool) pipeline.Settlement {
 	s := pipeline.Settlement{Seq: e.Seq}
 	log := d.o.Logger
 	if d.o.Tracing != nil { // the attempt's span, see telemetry.StartAttempts
 		log = log.With(telemetry.LogArgs(e.Event.TraceParent)...)
 	}
 	failingFor := time.Duration(0)
+	// Not attempted counts toward max_age as a failure does: max_age is
+	// wall time, and the event was not delivered.
 	if _, retry := res.IsRetry(); retry || !(res.IsDelivered() || res.IsPermanent()) {
 		first, ok := d.firstFail[e.Seq]
 		if !ok {
@@ -974,9 +1030,26 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		}
 		return "no reason given"
 	}
+	notAfter, notAttempted := res.IsNotAttempted()
 	switch after, retry := res.IsRetry(); {
 	case res.IsDelivered():
 		s.Outcome = pipeline.Ack
+	case notAttempted && d.o.MaxAge > 0 && failingFor >= d.o.MaxAge:
+		// Given up as a failure past max_age would be, with no attempt
+		// counted for this answer: the record's last error stays the
+		// last attempt's, and the dead letter says both.
+		s.Outcome, s.NotAttempted = pipeline.Dead, true
+		s.Err = fmt.Sprintf("gave up after failing for %v (%d attempts; last not attempted: %s)", failingFor.Round(time.Second), e.Attempt-1, errText())
+		if e.LastError != "" {
+			s.Err += ": last error: " + e.LastError
+		}
+		log.Warn("event undelivered for longer than max_age, moved to the dead-letter queue",
+			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt-1, "failing_for", failingFor, "err", errText())
+	case notAttempted:
+		s.Outcome, s.NotAttempted, s.Err = pipeline.Retry, true, errText()
+		s.RetryAt = now.Add(d.notAttemptedAt(notAfter, idle))
+		log.Debug("event not attempted by the sink, queued again without counting an attempt",
+			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "after", s.RetryAt.Sub(now), "reason", errText())
 	case res.IsPermanent():
 		s.Outcome, s.Err = pipeline.Dead, "permanent failure: "+errText()
 		log.Warn("event failed permanently, moved to the dead-letter queue",
@@ -1014,6 +1087,23 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 	// the settlement unrecorded. Kept as JSON shows it: each bad byte U+FFFD.
 	s.Err = strings.ToValidUTF8(s.Err, "\uFFFD")
 	return s
+}
+
+// notAttemptedAt is how long an event the sink did not attempt waits
+// before it is ready again: the delay the sink asked for (a 429's
+// Retry-After), bounded as a retry's is; else none, when other events of
+// its batch were attempted (the call made progress, and the next one
+// will: these go first in it, as due retries); else, when nothing of the
+// batch was attempted (idle), BackoffMin (1 s by default): the first step
+// of the backoff, never grown, so that a sink that takes nothing is called
+// at that pace instead of in a hot loop, and without a minimum of our own
+// that an operator could not tune.
+func (d *Dispatcher) notAttemptedAt(after time.Duration, idle bool) time.Duration {
+	after = min(after, max(d.o.BackoffMax, maxRetryAfter))
+	if idle {
+		after = max(after, d.o.BackoffMin)
+	}
+	return after
 }
 
 // maxErrorText bounds the text of a sink's error (before the dispatcher's

@@ -171,7 +171,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipelined_deliveries_total",
-			Help: "Events handed to a sink, by sink and outcome: delivered, retried (scheduled again) or dead (moved to the dead-letter queue).",
+			Help: "Events handed to a sink, by sink and outcome: delivered, retried (scheduled again), not_attempted (not sent by the sink, queued again without an attempt counted) or dead (moved to the dead-letter queue).",
 		}, []string{"sink", "outcome"}),
 		deliveryFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipelined_delivery_call_failures_total",
@@ -325,10 +325,12 @@ func (m *Metrics) WriterCommit(entries int, d time.Duration, err error) {
 }
 
 // Delivery records one settled batch of sink: how many of its events were
-// delivered, retried and moved to the dead-letter queue, how long the
-// Deliver call took, and the call's error if it failed as a whole (its
-// events are then counted as retried or dead). It fits dispatch.Report.
-func (m *Metrics) Delivery(sink string, delivered, retried, dead int, d time.Duration, err error) {
+// delivered, retried, not attempted by the sink (sdk.NotAttempted: queued
+// again without an attempt counted) and moved to the dead-letter queue,
+// how long the Deliver call took, and the call's error if it failed as a
+// whole (its events are then counted as retried or dead). It fits
+// dispatch.Report.
+func (m *Metrics) Delivery(sink string, delivered, retried, notAttempted, dead int, d time.Duration, err error) {
 	if m == nil {
 		return
 	}
@@ -338,6 +340,9 @@ func (m *Metrics) Delivery(sink string, delivered, retried, dead int, d time.Dur
 	if retried > 0 {
 		m.deliveries.WithLabelValues(sink, "retried").Add(float64(retried))
 	}
+	if notAttempted > 0 {
+		m.deliveries.WithLabelValues(sink, "not_attempted").Add(float64(notAttempted))
+	}
 	if dead > 0 {
 		m.deliveries.WithLabelValues(sink, "dead").Add(float64(dead))
 	}
@@ -345,7 +350,7 @@ func (m *Metrics) Delivery(sink string, delivered, retried, dead int, d time.Dur
 		m.deliveryFailures.WithLabelValues(sink).Inc()
 	}
 	m.deliveryDuration.WithLabelValues(sink).Observe(d.Seconds())
-	m.deliveryBatch.WithLabelValues(sink).Observe(float64(delivered + retried + dead))
+	m.deliveryBatch.WithLabelValues(sink).Observe(float64(delivered + retried + notAttempted + dead))
 }
 
 // SinkUp records whether sink's plugin process runs (pipelined_sink_up).
@@ -434,7 +439,7 @@ func (m *Metrics) InitSink(sink string) {
 	if m == nil {
 		return
 	}
-	for _, o := range []string{"delivered", "retried", "dead"} {
+	for _, o := range []string{"delivered", "retried", "not_attempted", "dead"} {
 		m.deliveries.WithLabelValues(sink, o)
 	}
 	m.deliveryFailures.WithLabelValues(sink)

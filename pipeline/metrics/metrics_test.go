@@ -29,7 +29,7 @@ func TestNilIsSafe(t *testing.T) {
 	m.RuleError("r", "when")
 	m.DedupKeyError("s")
 	m.WriterCommit(3, time.Millisecond, nil)
-	m.Delivery("k", 1, 1, 1, time.Millisecond, errors.New("x"))
+	m.Delivery("k", 1, 1, 1, 1, time.Millisecond, errors.New("x"))
 	m.PluginRestart("k")
 	m.Reload(nil)
 	m.InitSink("k")
@@ -55,8 +55,8 @@ func TestCounters(t *testing.T) {
 	m.DedupKeyError("callkaro")
 	m.WriterCommit(7, time.Millisecond, nil)
 	m.WriterCommit(2, time.Millisecond, errors.New("disk full"))
-	m.Delivery("slack", 3, 2, 1, 10*time.Millisecond, nil)
-	m.Delivery("slack", 0, 4, 0, time.Second, errors.New("plugin exited"))
+	m.Delivery("slack", 3, 2, 5, 1, 10*time.Millisecond, nil)
+	m.Delivery("slack", 0, 4, 0, 0, time.Second, errors.New("plugin exited"))
 	m.PluginRestart("slack")
 	m.Reload(nil)
 	m.Reload(errors.New("bad config"))
@@ -76,6 +76,7 @@ func TestCounters(t *testing.T) {
 		{"writer failures", m.writerFailure, 1},
 		{"delivered", m.deliveries.WithLabelValues("slack", "delivered"), 3},
 		{"retried", m.deliveries.WithLabelValues("slack", "retried"), 6},
+		{"not attempted", m.deliveries.WithLabelValues("slack", "not_attempted"), 5},
 		{"dead", m.deliveries.WithLabelValues("slack", "dead"), 1},
 		{"call failures", m.deliveryFailures.WithLabelValues("slack"), 1},
 		{"restarts", m.pluginRestarts.WithLabelValues("slack"), 1},
@@ -97,7 +98,7 @@ func TestHistograms(t *testing.T) {
 	m.IngestRequest("callkaro", OutcomeAccepted, 2*time.Millisecond)
 	m.IngestRequest("callkaro", OutcomeBadJSON, time.Millisecond) // not observed
 	m.WriterCommit(7, 300*time.Microsecond, nil)
-	m.Delivery("slack", 3, 0, 0, 10*time.Millisecond, nil)
+	m.Delivery("slack", 3, 0, 0, 0, 10*time.Millisecond, nil)
 	for name, want := range map[string]int{
 		"pipelined_ingest_duration_seconds":        1,
 		"pipelined_writer_batch_size":              1,
@@ -281,7 +282,7 @@ func TestLint(t *testing.T) {
 	m.RuleError("r", "when")
 	m.DedupKeyError("s")
 	m.WriterCommit(1, time.Millisecond, nil)
-	m.Delivery("k", 1, 0, 0, time.Millisecond, errors.New("x"))
+	m.Delivery("k", 1, 0, 0, 0, time.Millisecond, errors.New("x"))
 	m.PluginRestart("k")
 	m.SetQueueSource(func(ctx context.Context) ([]QueueSample, error) {
 		return []QueueSample{{Sink: "k"}}, nil

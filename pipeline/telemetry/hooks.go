@@ -172,19 +172,22 @@ func (t *Tracer) StartAttempts(sink string, batch []pipeline.Delivery, events []
 }
 
 // EndAttempts ends the spans of [Tracer.StartAttempts] with each event's
-// settlement (delivered, retry, dead) and error; callErr is the error of
+// settlement (delivered, retry, not_attempted, dead) and error; callErr is the error of
 // the plugin call as a whole, if any.
 func EndAttempts(spans []trace.Span, settle []pipeline.Settlement, callErr error) {
 	for i, sp := range spans {
 		if i < len(settle) {
 			s := settle[i]
-			sp.SetAttributes(attribute.String("pipelined.outcome", outcomeName(s.Outcome)))
-			if s.Outcome != pipeline.Ack {
+			sp.SetAttributes(attribute.String("pipelined.outcome", outcomeName(s)))
+			if s.Outcome == pipeline.Retry && s.NotAttempted {
+				// Not sent: no failure of the event's, and no attempt.
+				sp.SetAttributes(attribute.String("pipelined.not_attempted_reason", s.Err))
+			} else if s.Outcome != pipeline.Ack {
 				msg := s.Err
 				if msg == "" && callErr != nil {
 					msg = callErr.Error()
 				}
-				sp.SetAttributes(attribute.String("error.type", outcomeName(s.Outcome)))
+				sp.SetAttributes(attribute.String("error.type", outcomeName(s)))
 				sp.SetStatus(codes.Error, msg)
 			}
 		}
@@ -192,11 +195,14 @@ func EndAttempts(spans []trace.Span, settle []pipeline.Settlement, callErr error
 	}
 }
 
-func outcomeName(o pipeline.Outcome) string {
-	switch o {
+func outcomeName(s pipeline.Settlement) string {
+	switch s.Outcome {
 	case pipeline.Ack:
 		return "delivered"
 	case pipeline.Retry:
+		if s.NotAttempted {
+			return "not_attempted"
+		}
 		return "retry"
 	case pipeline.Dead:
 		return "dead"

@@ -66,10 +66,12 @@ import (
 //	3xx                      retry: redirects are not followed (secret headers must not travel);
 //	                         the error names the Location: set url to it
 //	network error, timeout   retry (the error shows scheme://host/path only)
-//	not sent in time         retry: a request starts only while it can end (timeout) 2 s before
-//	                         the call's deadline (with a timeout longer than the call, while
-//	                         that moment is ahead, cut there); a slow receiver gets the rest
-//	                         in the next batch
+//	not sent in time         not attempted (sdk.NotAttempted): a request starts only while it
+//	                         can end (timeout) 2 s before the call's deadline (with a timeout
+//	                         longer than the call, while that moment is ahead, cut there); a
+//	                         slow receiver gets the rest in the next batch, and those events
+//	                         cost no attempt toward max_attempts
+//	not sent after a 429     not attempted, after the 429's delay (see below)
 //
 // Errors say the status and the first 200 bytes of the response. A status
 // that is the same for every event (a credential expired or rotated: 401,
@@ -79,9 +81,12 @@ import (
 // events wait for the fix, in order, instead of going to the dead-letter
 // queue one by one.
 //
-// After a 429 the rest of the batch is not sent: it is answered retry with
-// the same delay. With concurrency 1 events are sent in batch order, one at
-// a time; with more, up to that many at once, each answered on its own.
+// After a 429 the rest of the batch is not sent: it is answered not
+// attempted with the same delay (only the event that got the 429 counts an
+// attempt). An event not sent because the host called the call off is
+// answered not attempted too. With concurrency 1 events are sent in batch
+// order, one at a time; with more, up to that many at once, each answered
+// on its own.
 type sink struct {
 	log *slog.Logger
 
@@ -154,7 +159,7 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	if s.cfg.concurrency <= 1 {
 		for i, ev := range batch {
 			if err := ctx.Err(); err != nil {
-				fill(results[i:], sdk.Retry(0, fmt.Errorf("not sent: %w", err)))
+				fill(results[i:], sdk.NotAttempted(0, fmt.Errorf("not sent: %w", err)))
 				break
 			}
 			if i > 0 && !inTime() {
@@ -221,9 +226,9 @@ loop:
 		case throttle != nil:
 			s.skipRest(results[i:i+1], *throttle, throttleI)
 		case ctx.Err() != nil:
-			results[i] = sdk.Retry(0, fmt.Errorf("not sent: %w", context.Cause(ctx)))
+			results[i] = sdk.NotAttempted(0, fmt.Errorf("not sent: %w", context.Cause(ctx)))
 		default:
-			results[i] = sdk.Retry(0, errNotInTime)
+			results[i] = sdk.NotAttempted(0, errNotInTime)
 			notSent++
 		}
 	}
@@ -238,8 +243,8 @@ loop:
 // timeout and still leave this much before the call's deadline.
 const answerReserve = 2 * time.Second
 
-// errNotInTime answers the events of a batch that were not sent because the
-// call would have outlasted its deadline.
+// errNotInTime is the reason of the events of a batch that were not sent
+// because the call would have outlasted its deadline (sdk.NotAttempted).
 var errNotInTime = errors.New("not sent: the receiver answers too slowly for the whole batch to be sent within the call's time; sent in a later batch")
 
 // window returns what the requests of one Deliver call are sent with: a
@@ -275,7 +280,7 @@ func (s *sink) window(ctx context.Context) (sctx context.Context, inTime func() 
 // notInTime answers the events left when the call's time ran out, after
 // sent events were sent.
 func (s *sink) notInTime(rest []sdk.Result, sent int) {
-	fill(rest, sdk.Retry(0, errNotInTime))
+	fill(rest, sdk.NotAttempted(0, errNotInTime))
 	s.logNotInTime(sent, len(rest))
 }
 
@@ -284,8 +289,8 @@ func (s *sink) logNotInTime(sent, notSent int) {
 		"url", s.safe, "sent", sent, "not_sent", notSent, "concurrency", s.cfg.concurrency)
 }
 
-// skipRest answers the events not sent after a 429 on event id with the
-// same delay.
+// skipRest answers the events not sent after a 429 on event id: not
+// attempted, after the same delay.
 func (s *sink) skipRest(rest []sdk.Result, throttled sdk.Result, id string) {
 	if len(rest) == 0 {
 		return
@@ -293,7 +298,7 @@ func (s *sink) skipRest(rest []sdk.Result, throttled sdk.Result, id string) {
 	after, _ := throttled.IsRetry()
 	s.log.Warn("http receiver throttled: rest of the batch not sent", "url", s.safe,
 		"event_id", id, "not_sent", len(rest), "retry_after", after.String())
-	fill(rest, sdk.Retry(after, fmt.Errorf("not sent: %s answered 429 Too Many Requests for event %s earlier in the batch", s.safe, id)))
+	fill(rest, sdk.NotAttempted(after, fmt.Errorf("not sent: %s answered 429 Too Many Requests for event %s earlier in the batch", s.safe, id)))
 }
 
 func fill(rs []sdk.Result, r sdk.Result) {

@@ -405,18 +405,30 @@ func TestThrottleStopsBatch(t *testing.T) {
 			if got > 1+conc {
 				t.Errorf("receiver got %d requests after a 429, want at most %d (the rest not sent)", got, 1+conc)
 			}
-			delivered := 0
+			// The events sent and throttled are retries after 30s (they
+			// were attempted); those not sent after the 429 are not
+			// attempted, after the same 30s.
+			delivered, throttled, notSent := 0, 0, 0
 			for i, r := range results {
 				if r.IsDelivered() {
 					delivered++
 					continue
 				}
-				if after, ok := r.IsRetry(); !ok || after != 30*time.Second {
-					t.Errorf("result %d = %v, want retry after 30s", i, r)
+				if after, ok := r.IsRetry(); ok && after == 30*time.Second {
+					throttled++
+					continue
 				}
+				if after, ok := r.IsNotAttempted(); !ok || after != 30*time.Second {
+					t.Errorf("result %d = %v, want retry after 30s (sent) or not attempted, again after 30s (not sent)", i, r)
+					continue
+				}
+				notSent++
 			}
 			if delivered != 1 {
 				t.Errorf("%d delivered, want 1", delivered)
+			}
+			if sent := len(rc.requests()); throttled != sent-1 || notSent != len(batch)-sent {
+				t.Errorf("receiver got %d requests; %d answered retry, %d not attempted: want a retry for each request throttled and not attempted for each event not sent", sent, throttled, notSent)
 			}
 			if conc == 1 && !results[0].IsDelivered() {
 				t.Errorf("result 0 = %v, want delivered (in order)", results[0])
@@ -428,8 +440,8 @@ func TestThrottleStopsBatch(t *testing.T) {
 // TestSlowReceiverStopsInTime: a receiver that takes 100 ms a request
 // cannot take a whole batch within the host's call time (its deadline, 60
 // s in the daemon). The sink sends while a request can still end in time,
-// answers for what it sent before the deadline, and asks a retry for the
-// rest, unsent: a call that runs out of time has none of its results
+// answers for what it sent before the deadline, and answers the rest
+// not attempted (unsent, they cost no attempt): a call that runs out of time has none of its results
 // recorded, and every call would run out of time again, the queue never
 // draining while the receiver got the same events again and again. The
 // deadline comes through the plugin protocol.
@@ -463,8 +475,8 @@ func TestSlowReceiverStopsInTime(t *testing.T) {
 					}
 					delivered++
 				case r.Err() != nil && strings.Contains(r.Err().Error(), "not sent: the receiver answers too slowly"):
-					if _, ok := r.IsRetry(); !ok {
-						t.Errorf("result %d = %v, want a retry", i, r)
+					if after, ok := r.IsNotAttempted(); !ok || after != 0 {
+						t.Errorf("result %d = %v, want not attempted (it was not sent), again at once", i, r)
 					}
 					notSent++
 				default:

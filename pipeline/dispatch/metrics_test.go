@@ -33,7 +33,9 @@ func TestObserveMetrics(t *testing.T) {
 	m := metrics.New(reg)
 	o := options(q, sink)
 	o.BatchMax = 5
-	o.Observe = func(r dispatch.Report) { m.Delivery(o.Sink, r.Delivered, r.Retried, r.NotAttempted, r.Dead, r.Duration, r.Err) }
+	o.Observe = func(r dispatch.Report) {
+		m.Delivery(o.Sink, r.Delivered, r.Retried, r.NotAttempted, r.Dead, r.Duration, r.Err)
+	}
 	run(t, o)
 	waitStats(t, q, pipeline.QueueStats{Retrying: 2, Dead: 1})
 

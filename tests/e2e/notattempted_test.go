@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/tests/harness"
+)
+
+// TestSlowReceiverCostsNoAttempts: the http sink starts a request only
+// while it can end (its timeout) 2 s before the Deliver call's deadline
+// (60 s): with timeout = "57s" and a receiver that takes 300 ms a request,
+// a call sends the first few events of its batch and answers the rest
+// not attempted (sdk.NotAttempted). Those cost no attempt: with
+// max_attempts = 2, every one of a batch of 12 events, sent a few per
+// call, is delivered, each once and at its first attempt, and none goes
+// to the dead-letter queue, though the later ones were answered not
+// attempted two and three times (which, counted as retries, put them in
+// the dead-letter queue before the fix). The premise is checked by the
+// daemon's own count, pipelined_deliveries_total{outcome="not_attempted"}.
+// Real parts: the daemon and the http plugin as built, a Badger log, and
+// a receiver on loopback.
+func TestSlowReceiverCostsNoAttempts(t *testing.T) {
+	const n = 12
+	recv := harness.NewReceiver(t)
+	var mu sync.Mutex
+	attempts := map[string][]int{} // the envelope's attempt, by event id
+	recv.SetAnswer(func(id string, body []byte) (int, string) {
+		var env struct {
+			Attempt int `json:"attempt"`
+		}
+		json.Unmarshal(body, &env)
+		mu.Lock()
+		attempts[id] = append(attempts[id], env.Attempt)
+		mu.Unlock()
+		time.Sleep(300 * time.Millisecond)
+		return 200, ""
+	})
+
+	dir := t.TempDir()
+	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q, body = "envelope", timeout = "57s" }
+delivery = { batch_max = 100, batch_wait = "500ms", max_attempts = 2, backoff_min = "50ms", backoff_max = "200ms" }
+`, recv.URL)+harness.AllCallsRoute("crm"))
+	d := harness.Start(t, cfgFile)
+
+	var ids []string
+	for i := range n {
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprintf("slow-%02d", i), "interested"))
+		if err != nil || code != 200 {
+			t.Fatalf("POST %d = %d %v %v", i, code, ans, err)
+		}
+		ids = append(ids, ans["id"].(string))
+	}
+
+	harness.Eventually(t, 60*time.Second, func() error {
+		if got := len(recv.Accepted()); got != n {
+			return fmt.Errorf("receiver accepted %d of %d events; dead letters: %d", got, n, len(d.DeadLetters(t, "crm")))
+		}
+		return nil
+	})
+	queuesEmpty(t, d, 20*time.Second)
+
+	// The premise: events were answered not attempted, more times than
+	// max_attempts allows attempts for some of them (with 12 events a few
+	// a call, the last ones at least twice).
+	notAttempted, _ := strconv.Atoi(d.Metric(t, `pipelined_deliveries_total{outcome="not_attempted",sink="crm"}`))
+	t.Logf("%d events delivered; %d answers not attempted", n, notAttempted)
+	if notAttempted < n {
+		t.Fatalf(`pipelined_deliveries_total{outcome="not_attempted"} = %d, want at least %d: the receiver was not slow enough for the test's premise (some events answered not attempted twice)`, notAttempted, n)
+	}
+	if dl := d.DeadLetters(t, "crm"); len(dl) != 0 {
+		t.Errorf("dead letters = %d (first: %+v), want none: events not attempted must not run out of max_attempts", len(dl), dl[0])
+	}
+	if retried := d.Metric(t, `pipelined_deliveries_total{outcome="retried",sink="crm"}`); retried != "0" {
+		t.Errorf(`pipelined_deliveries_total{outcome="retried"} = %s, want 0: nothing failed, nothing was retried`, retried)
+	}
+	mu.Lock()
+	for _, id := range ids {
+		if got := attempts[id]; len(got) != 1 || got[0] != 1 {
+			t.Errorf("event %s reached the receiver with attempts %v, want once, at attempt 1", id, got)
+		}
+	}
+	mu.Unlock()
+
+	// No phantom attempt in the event's record (GET /v1/events/{id}):
+	// one attempt, delivered, no failure listed.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range ids {
+		ev, err := d.Admin().Event(ctx, id)
+		if err != nil {
+			t.Fatalf("GET /v1/events/%s: %v", id, err)
+		}
+		if len(ev.Deliveries) != 1 {
+			t.Fatalf("event %s: %d delivery records, want 1 (crm)", id, len(ev.Deliveries))
+		}
+		if r := ev.Deliveries[0]; r.State != "delivered" || r.Attempts != 1 || len(r.Failures) != 0 || r.LastError != "" {
+			t.Errorf("event %s at crm: state %s, %d attempts, failures %+v, last error %q; want delivered at its one attempt, no failure",
+				id, r.State, r.Attempts, r.Failures, r.LastError)
+		}
+	}
+}

@@ -178,8 +178,10 @@ type Event struct {
 // written by a version that kept no records. Attempts counts every attempt
 // over the event's life. The times are null until they happen; LastError
 // is the latest failure's error, kept after a later success.
-// NextAttemptAt is when a retrying delivery is due again (null in any other
-// state, and in a record written before it was kept): the earliest time,
+// NextAttemptAt is when a retrying delivery is due again, or when one the
+// sink did not attempt (sdk.NotAttempted: not listed among the attempts,
+// and its state stays what it was, queued when it was never attempted) is
+// (null in any other state, and in a record written before it was kept): the earliest time,
 // which a paused sink, an open breaker or a key held for
 // delivery.order_key puts off.
 type Delivery struct {

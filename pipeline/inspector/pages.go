@@ -407,6 +407,11 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 		} else {
 			steps[0].What += ", waiting for its first attempt"
 		}
+		if !rec.NextAttemptAt.IsZero() {
+			// The sink did not attempt it (sdk.NotAttempted): no attempt
+			// to list, only when it is due.
+			steps = append(steps, timelineStep{What: "not attempted by the sink (no attempt counted): due again", At: rec.NextAttemptAt, Class: "info"})
+		}
 	default:
 		steps = append(steps, timelineStep{What: "state unknown (written before delivery records were kept)", Class: "info"})
 	}

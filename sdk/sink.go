@@ -106,7 +106,8 @@ type Event struct {
 	// Attempt numbers this delivery among those of the event's current
 	// queueing for this sink, from 1: it is the count the sink's
 	// max_attempts limits. Every later delivery of that queueing (after a
-	// Retry result, a batch error, a plugin restart) has Attempt+1; a
+	// Retry result, a batch error, a plugin restart; not after
+	// [NotAttempted], which costs none) has Attempt+1; a
 	// failure at Attempt >= max_attempts sends the event to the
 	// dead-letter queue (except during an outage: the breaker's probes do
 	// not count toward the limit, so Attempt may pass it). An

@@ -891,6 +891,8 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	idle = notAttempted == len(batch)
 	settle := make([]pipeline.Settlement, len(batch))
 	givingUp := d.o.GiveUps.Len() > 0 // one look per batch: most never have any
+	var notAttemptedWhy string        // the reason of the batch's last event not attempted
+	var notAttemptedAt time.Time      // and when it is due
 	for i, e := range batch {
 		settle[i] = d.settlement(e, res[i], now, delay, probe, idle)
 		if givingUp && settle[i].Outcome == pipeline.Retry {
@@ -912,6 +914,7 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 			rep.Delivered++
 		case settle[i].Outcome == pipeline.Retry && settle[i].NotAttempted:
 			rep.NotAttempted++
+			notAttemptedWhy, notAttemptedAt = settle[i].Err, settle[i].RetryAt
 		case settle[i].Outcome == pipeline.Retry:
 			rep.Retried++
 			rep.Failure = settle[i].Err
@@ -930,6 +933,12 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", rep.Retried, "err", cutError(err.Error()))
 	case err != nil: // every event settled for good; each has its own line
 		d.o.Logger.Warn("delivery failed", "sink", d.o.Sink, "events", len(batch), "err", cutError(err.Error()))
+	}
+	if rep.NotAttempted > 0 {
+		// The sink says why in its own log, once per batch (the http
+		// sink's "http receiver slow"); one line here too, not one per event.
+		d.o.Logger.Debug("events not attempted by the sink, queued again without an attempt counted",
+			"sink", d.o.Sink, "events", rep.NotAttempted, "due_in", notAttemptedAt.Sub(now), "reason", notAttemptedWhy)
 	}
 	var recorded bool
 	if d.ord != nil {
@@ -1048,8 +1057,6 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 	case notAttempted:
 		s.Outcome, s.NotAttempted, s.Err = pipeline.Retry, true, errText()
 		s.RetryAt = now.Add(d.notAttemptedAt(notAfter, idle))
-		log.Debug("event not attempted by the sink, queued again without counting an attempt",
-			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "after", s.RetryAt.Sub(now), "reason", errText())
 	case res.IsPermanent():
 		s.Outcome, s.Err = pipeline.Dead, "permanent failure: "+errText()
 		log.Warn("event failed permanently, moved to the dead-letter queue",

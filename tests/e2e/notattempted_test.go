@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,5 +112,95 @@ delivery = { batch_max = 100, batch_wait = "500ms", max_attempts = 2, backoff_mi
 			t.Errorf("event %s at crm: state %s, %d attempts, failures %+v, last error %q; want delivered at its one attempt, no failure",
 				id, r.State, r.Attempts, r.Failures, r.LastError)
 		}
+	}
+}
+
+// TestThrottledBatchCostsNoAttempts: after a 429 the http sink sends no
+// more of the batch and answers the rest not attempted, after the 429's
+// Retry-After. The receiver throttles its first two requests (Retry-After:
+// 1): the event it throttled twice has had its two attempts (max_attempts
+// = 2) and is a dead letter, rightly; the nine behind it were not sent
+// with it, twice, and arrive once each, at attempt 1, no sooner than the
+// Retry-After, none dead (counted as retries before the fix, they all ran
+// out of attempts with it).
+func TestThrottledBatchCostsNoAttempts(t *testing.T) {
+	const n = 10
+	var mu sync.Mutex
+	requests := 0
+	var throttledAt []time.Time
+	var firstAfter time.Time       // when the first request after the throttling came
+	attempts := map[string][]int{} // the envelope's attempt, by event id, of the requests answered 200
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var env struct {
+			Attempt int `json:"attempt"`
+		}
+		json.Unmarshal(body, &env)
+		mu.Lock()
+		defer mu.Unlock()
+		requests++
+		if requests <= 2 {
+			throttledAt = append(throttledAt, time.Now())
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		if firstAfter.IsZero() {
+			firstAfter = time.Now()
+		}
+		id := r.Header.Get("webhook-id")
+		attempts[id] = append(attempts[id], env.Attempt)
+	}))
+	t.Cleanup(recv.Close)
+	accepted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(attempts)
+	}
+
+	dir := t.TempDir()
+	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q, body = "envelope" }
+delivery = { batch_max = 100, batch_wait = "500ms", max_attempts = 2, backoff_min = "50ms", backoff_max = "200ms" }
+`, recv.URL)+harness.AllCallsRoute("crm"))
+	d := harness.Start(t, cfgFile)
+	for i := range n {
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprintf("throttled-%02d", i), "interested"))
+		if err != nil || code != 200 {
+			t.Fatalf("POST %d = %d %v %v", i, code, ans, err)
+		}
+	}
+	harness.Eventually(t, 30*time.Second, func() error {
+		if got := accepted(); got != n-1 {
+			return fmt.Errorf("receiver accepted %d events, want %d; dead letters: %d", got, n-1, len(d.DeadLetters(t, "crm")))
+		}
+		return nil
+	})
+	queuesEmpty(t, d, 20*time.Second)
+
+	notAttempted, _ := strconv.Atoi(d.Metric(t, `pipelined_deliveries_total{outcome="not_attempted",sink="crm"}`))
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d requests; %d answers not attempted", requests, notAttempted)
+	if len(throttledAt) != 2 || notAttempted < 2*(n-1) {
+		t.Fatalf("premise: %d requests throttled, %d answers not attempted; want 2, and the %d events behind the throttled one not attempted after each", len(throttledAt), notAttempted, n-1)
+	}
+	if gap := firstAfter.Sub(throttledAt[1]); gap < time.Second-50*time.Millisecond {
+		t.Errorf("the first request after the second 429 came %v after it, want >= its Retry-After (1s)", gap)
+	}
+	for id, got := range attempts {
+		if len(got) != 1 || got[0] != 1 {
+			t.Errorf("event %s reached the receiver with attempts %v, want once, at attempt 1", id, got)
+		}
+	}
+	dl := d.DeadLetters(t, "crm")
+	if len(dl) != 1 {
+		t.Fatalf("dead letters = %d, want 1: the event throttled at both its attempts", len(dl))
+	}
+	if dl[0].Attempts != 2 || !strings.Contains(dl[0].Error, "429") {
+		t.Errorf("dead letter = %+v, want 2 attempts, the 429", dl[0])
 	}
 }

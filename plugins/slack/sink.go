@@ -22,15 +22,17 @@ import (
 //
 //	2xx                    Delivered
 //	429                    Retry after its Retry-After (seconds or an HTTP
-//	                       date, at most 24h), and Retry with the same
-//	                       delay for the rest of the batch, which is not
-//	                       sent: a throttled webhook is not hammered
+//	                       date, at most 24h); the rest of the batch is not
+//	                       sent (a throttled webhook is not hammered) and is
+//	                       answered NotAttempted with the same delay: those
+//	                       events cost no attempt toward max_attempts
 //	other 4xx              Permanent, with Slack's reason ("invalid_blocks",
 //	                       "channel_not_found", "no_text", …)
 //	3xx                    Permanent: a webhook URL that redirects is wrong
 //	5xx, network, timeout  Retry with the host's backoff
 //
-// When ctx ends, the event being sent and the rest get Retry. A template
+// When ctx ends, the event being sent gets Retry and the rest, not sent,
+// NotAttempted. A template
 // that fails on an event gives Permanent for that event alone.
 //
 // The webhook URL holds Slack's token: no error or log line of the sink
@@ -89,7 +91,7 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	results := make([]sdk.Result, len(batch))
 	for i := range batch {
 		if err := ctx.Err(); err != nil {
-			fill(results[i:], sdk.Retry(0, fmt.Errorf("not sent: %w", context.Cause(ctx))))
+			fill(results[i:], sdk.NotAttempted(0, fmt.Errorf("not sent: %w", context.Cause(ctx))))
 			return results, nil
 		}
 		body, err := s.cfg.message(&batch[i])
@@ -103,7 +105,7 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 			after, _ := r.IsRetry()
 			rest := len(batch) - i - 1
 			if rest > 0 {
-				fill(results[i+1:], sdk.Retry(after, errors.New("not sent: slack is throttling this webhook (429)")))
+				fill(results[i+1:], sdk.NotAttempted(after, errors.New("not sent: slack is throttling this webhook (429)")))
 			}
 			s.log.Warn("slack throttled the webhook; the rest of the batch waits", "event_id", batch[i].ID, "retry_after", after.String(), "events_deferred", rest+1)
 			return results, nil

@@ -115,8 +115,8 @@ func TestSlackAnswers(t *testing.T) {
 			batch: events(0, 6),
 			want: []want{delivered, delivered, delivered,
 				{outcome: "retry", after: time.Second, errHas: "429 rate_limited"},
-				{outcome: "retry", after: time.Second, errHas: "not sent"},
-				{outcome: "retry", after: time.Second, errHas: "not sent"}},
+				{outcome: "not-attempted", after: time.Second, errHas: "not sent"},
+				{outcome: "not-attempted", after: time.Second, errHas: "not sent"}},
 			wantSent: 4},
 		{name: "429-date-ten-years-ahead", setup: func(f *fakeSlack) {
 			f.rate, f.burst, f.tokens, f.last = 1, 1, 1, time.Now()
@@ -125,7 +125,7 @@ func TestSlackAnswers(t *testing.T) {
 			batch: events(0, 3),
 			want: []want{delivered, // at most a day, not ten years
 				{outcome: "retry", after: 24 * time.Hour, errHas: "429 rate_limited"},
-				{outcome: "retry", after: 24 * time.Hour, errHas: "not sent"}},
+				{outcome: "not-attempted", after: 24 * time.Hour, errHas: "not sent"}},
 			wantSent: 2},
 	}
 	for _, tt := range tests {
@@ -158,10 +158,12 @@ func TestSlackAnswers(t *testing.T) {
 func checkResult(t *testing.T, i int, r sdk.Result, outcome string, after time.Duration, errHas string) {
 	t.Helper()
 	gotAfter, retry := r.IsRetry()
+	notAfter, notAttempted := r.IsNotAttempted()
 	switch {
 	case outcome == "delivered" && !r.IsDelivered(),
 		outcome == "permanent" && !r.IsPermanent(),
-		outcome == "retry" && (!retry || gotAfter != after):
+		outcome == "retry" && (!retry || gotAfter != after),
+		outcome == "not-attempted" && (!notAttempted || notAfter != after):
 		t.Errorf("result %d = %v, want %s (after %v)", i, r, outcome, after)
 	case errHas != "" && (r.Err() == nil || !strings.Contains(r.Err().Error(), errHas)):
 		t.Errorf("result %d = %v, want an error containing %q", i, r, errHas)
@@ -178,14 +180,21 @@ func TestRetryAfterHonoured(t *testing.T) {
 	results := deliver(t, s, batch)
 	var again []sdk.Event
 	var wait time.Duration
+	retried := 0
 	for i, r := range results {
-		if after, ok := r.IsRetry(); ok {
+		after, ok := r.IsRetry()
+		if ok {
+			retried++
+		} else {
+			after, ok = r.IsNotAttempted()
+		}
+		if ok {
 			again = append(again, batch[i])
 			wait = max(wait, after)
 		}
 	}
-	if len(again) != 3 || wait != time.Second {
-		t.Fatalf("Deliver(5 events) to a webhook allowing 2/s = %v, want 2 delivered and 3 retried after 1s", results)
+	if len(again) != 3 || retried != 1 || wait != time.Second {
+		t.Fatalf("Deliver(5 events) to a webhook allowing 2/s = %v, want 2 delivered, 1 retried (throttled) and 2 not attempted, after 1s", results)
 	}
 	if got := len(f.requests()); got != 3 {
 		t.Errorf("fake Slack got %d requests, want 3 (2 accepted, 1 throttled, none after)", got)
@@ -228,8 +237,14 @@ func TestTimeouts(t *testing.T) {
 		if err != nil || len(results) != 3 {
 			t.Fatalf("Deliver = %v, %v; want 3 results", results, err)
 		}
+		// The event in flight is a retry (it was sent); the rest, not
+		// sent, are not attempted.
 		for i, r := range results {
-			checkResult(t, i, r, "retry", 0, "")
+			want := "not-attempted"
+			if i == 0 {
+				want = "retry"
+			}
+			checkResult(t, i, r, want, 0, "")
 		}
 		if el := time.Since(start); el > time.Second {
 			t.Errorf("Deliver with a 100ms context took %v", el)

@@ -1045,8 +1045,8 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		s.Outcome = pipeline.Ack
 	case notAttempted && d.o.MaxAge > 0 && failingFor >= d.o.MaxAge:
 		// Given up as a failure past max_age would be, with no attempt
-		// counted for this answer: the record's last error stays the
-		// last attempt's, and the dead letter says both.
+		// counted for this answer: the dead letter's error (and the
+		// record's last error) says why, with the last attempt's error.
 		s.Outcome, s.NotAttempted = pipeline.Dead, true
 		s.Err = fmt.Sprintf("gave up after failing for %v (%d attempts; last not attempted: %s)", failingFor.Round(time.Second), e.Attempt-1, errText())
 		if e.LastError != "" {

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/sinktest"
@@ -88,4 +90,53 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	sinktest.RunBinary(t, bin, json.RawMessage(`{"path": "`+filepath.Join(t.TempDir(), "events.jsonl")+`"}`))
+}
+
+// TestResultsCrossTheWire: each answer a Node.js sink can give reaches the
+// host as the SDK's result of that kind, with its delay and its error; a
+// sink whose deliver answers per event, one of each, shows every mapping
+// of plugin.js's toResult at once.
+func TestResultsCrossTheWire(t *testing.T) {
+	nodeReady(t)
+	lib, err := filepath.Abs("plugin.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "pipelined-sink-answers")
+	src := `#!/usr/bin/env node
+'use strict';
+const { serve } = require(` + strconv.Quote(lib) + `);
+const answers = [
+  { outcome: 'delivered' },
+  { outcome: 'retry', error: 'busy', retryAfterMs: 2500 },
+  { outcome: 'permanent', error: 'refused' },
+  { outcome: 'not_attempted', error: 'out of time', retryAfterMs: 1500 },
+];
+serve({ configure() {}, deliver(events) { return events.map((e, i) => answers[i % answers.length]); } });
+`
+	if err := os.WriteFile(bin, []byte(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, s := sinktest.Start(t, bin, sinktest.StartOptions{})
+	sinktest.Configure(t, s, map[string]any{})
+	batch := []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2), sinktest.NewEvent(3), sinktest.NewEvent(4)}
+	res, err := s.Deliver(context.Background(), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(batch) {
+		t.Fatalf("got %d results for %d events: %v", len(res), len(batch), res)
+	}
+	if !res[0].IsDelivered() {
+		t.Errorf("result 0 is %v, want delivered", res[0])
+	}
+	if after, ok := res[1].IsRetry(); !ok || after != 2500*time.Millisecond || res[1].Err() == nil || res[1].Err().Error() != "busy" {
+		t.Errorf("result 1 is %v, want a retry after 2.5s with error busy", res[1])
+	}
+	if !res[2].IsPermanent() || res[2].Err() == nil || res[2].Err().Error() != "refused" {
+		t.Errorf("result 2 is %v, want permanent with error refused", res[2])
+	}
+	if after, ok := res[3].IsNotAttempted(); !ok || after != 1500*time.Millisecond || res[3].Err() == nil || res[3].Err().Error() != "out of time" {
+		t.Errorf("result 3 is %v, want not attempted, due again after 1.5s, with error out of time", res[3])
+	}
 }

@@ -99,17 +99,24 @@ function toResult(r) {
   switch (r && r.outcome) {
     case 'delivered':
       return { outcome: 'OUTCOME_DELIVERED' };
-    case 'retry': {
-      const out = { outcome: 'OUTCOME_RETRY', error: String(r.error || '') };
-      if (r.retryAfterMs > 0) {
-        out.retry_after = { seconds: Math.floor(r.retryAfterMs / 1000), nanos: (r.retryAfterMs % 1000) * 1e6 };
-      }
-      return out;
-    }
+    case 'retry':
+      return withDelay({ outcome: 'OUTCOME_RETRY', error: String(r.error || '') }, r.retryAfterMs);
     case 'permanent':
       return { outcome: 'OUTCOME_PERMANENT', error: String(r.error || '') };
+    case 'not_attempted':
+      // Not sent at all (out of time, throttled before it): put back
+      // without costing an attempt, not before retryAfterMs (unset: soon).
+      return withDelay({ outcome: 'OUTCOME_NOT_ATTEMPTED', error: String(r.error || '') }, r.retryAfterMs);
   }
   return { outcome: 'OUTCOME_RETRY', error: 'sink returned an invalid result: ' + JSON.stringify(r) };
+}
+
+// withDelay sets out's retry_after to ms milliseconds when ms is positive.
+function withDelay(out, ms) {
+  if (ms > 0) {
+    out.retry_after = { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
+  }
+  return out;
 }
 
 // serve serves sink and returns when the host stops the plugin.

@@ -79,3 +79,30 @@ type Hastener interface {
 	// a held entry waits for its key, or for the breaker's probes.
 	Hasten(ctx context.Context, seqs []uint64) (int, error)
 }
+
+// RetryHastener is a [Queue] whose waiting retries can all be made due at
+// once, without naming them: an operator whose sink is back after an
+// outage (pipelined sinks retry-now) need not wait out the Retry-After of
+// a day that its failed calls carried, nor the backoff, whether the
+// failures happened before the last restart or since. badgerlog, memlog
+// and jetstreamlog are RetryHasteners.
+type RetryHastener interface {
+	Queue
+
+	// HastenRetries makes up to max of the entries that wait for a retry
+	// due later (not held ones, which wait for their key or for the
+	// breaker's probes; not leased, ready, dead or already due ones) due
+	// now, with the attempt count and LastError they had, and returns how
+	// many it moved. The order in which entries are taken is not specified
+	// (badgerlog's is earliest due first). It returns fewer than max when
+	// no other entry waits, or when the page reached a bound of the log's
+	// on the bytes one call writes (large transform outputs); 0 only when
+	// none waits. A max less than 1 moves nothing. A caller pages through
+	// a large queue by calling it until it returns 0 (P9: a million
+	// waiting retries are not one transaction).
+	//
+	// It changes only when entries become due, never their order among
+	// the entries of one key: per-key order (delivery.order_key) holds
+	// the later events of a key, and a held entry is never hastened.
+	HastenRetries(ctx context.Context, max int) (int, error)
+}

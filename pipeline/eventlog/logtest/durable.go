@@ -25,6 +25,7 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) 
 	t.Run("Reopen/Held", func(t *testing.T) { testReopenHeld(t, open) })
 	t.Run("Reopen/TraceContext", func(t *testing.T) { testReopenTraceContext(t, open) })
 	t.Run("Reopen/Abandoned", func(t *testing.T) { testReopenAbandoned(t, open) })
+	t.Run("Reopen/HastenRetries", func(t *testing.T) { testReopenHastenRetries(t, open) })
 }
 
 // testReopenTraceContext: an event's trace context survives a restart, so a

@@ -130,6 +130,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Hold/UntilRelease", testHoldUntilRelease},
 		{"Hold/SettleRelease", testSettleRelease},
 		{"Hold/Hasten", testHasten},
+		{"Queue/HastenRetries", testHastenRetries},
 		{"Delivery/DeadNotAttempted", testDeadNotAttempted},
 		{"Hold/Waiting", testWaiting},
 		{"Hold/Record", testHoldRecord},

@@ -145,3 +145,37 @@ func (q *Queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	}
 	return n, nil
 }
+
+var _ pipeline.RetryHastener = (*Queue)(nil)
+
+// HastenRetries implements [pipeline.RetryHastener]: one pass over the
+// sink's retries, up to max of them.
+func (q *Queue) HastenRetries(ctx context.Context, max int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("memlog: hasten retries of %s: %w", q.sink, err)
+	}
+	q.l.mu.Lock()
+	defer q.l.mu.Unlock()
+	if q.l.closed {
+		return 0, fmt.Errorf("memlog: hasten retries of %s: %w", q.sink, pipeline.ErrClosed)
+	}
+	now := time.Now()
+	n := 0
+	for _, e := range q.q.retry {
+		if n >= max {
+			break
+		}
+		if e.retryAt.Equal(heldAt) || !e.retryAt.After(now) {
+			continue
+		}
+		e.retryAt = now
+		if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying {
+			r.NextAttemptAt = now
+		}
+		n++
+	}
+	if n > 0 {
+		q.q.notify()
+	}
+	return n, nil
+}

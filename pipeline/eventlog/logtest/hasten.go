@@ -1,0 +1,159 @@
+package logtest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/internal/stacks"
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// retryHastener returns the queue of sinkA as a pipeline.RetryHastener,
+// or skips t.
+func retryHastener(t *testing.T, l pipeline.Log) pipeline.RetryHastener {
+	t.Helper()
+	q, ok := l.Queue(sinkA).(pipeline.RetryHastener)
+	if !ok {
+		t.Skip("the log's queues are not pipeline.RetryHasteners")
+	}
+	return q
+}
+
+// mustHastenRetries calls HastenRetries(max) and wants n.
+func mustHastenRetries(t *testing.T, q pipeline.RetryHastener, max, n int, what string) {
+	t.Helper()
+	got, err := q.HastenRetries(ctxFor(t, waitLong), max)
+	if err != nil || got != n {
+		t.Fatalf("HastenRetries(%d) %s = %d, %v; want %d, nil", max, what, got, err, n)
+	}
+}
+
+// testHastenRetries: every retry due later is made due now, page by page
+// (max at a time, 0 once none is left), with its attempt count and
+// LastError; a retry already due, a dead letter, a leased entry, a held
+// one, a ready one and another sink's retry are left as they are. A
+// Fetch waiting for the next retry is woken.
+func testHastenRetries(t *testing.T, l pipeline.Log) {
+	q := retryHastener(t, l)
+	_, holds := q.(pipeline.Holder)
+	appendIDs(t, l, ids("hr", 8), sinkA)
+	appendIDs(t, l, []string{"hr-b"}, sinkB)
+	ds := mustFetch(t, q, 7) // hr-0007 stays ready
+	first := ds[0].Seq
+	later := time.Now().Add(hour)
+	s := []pipeline.Settlement{
+		{Seq: first, Outcome: pipeline.Retry, RetryAt: later, Err: "boom"},
+		{Seq: first + 1, Outcome: pipeline.Retry, RetryAt: later.Add(time.Minute), Err: "boom"},
+		{Seq: first + 2, Outcome: pipeline.Retry, RetryAt: later.Add(24 * hour), Err: "boom"},
+		{Seq: first + 3, Outcome: pipeline.Retry, RetryAt: time.Now().Add(-time.Minute), Err: "due"},
+		{Seq: first + 4, Outcome: pipeline.Dead, Err: "dead"},
+	}
+	if holds { // hr-0005 held; else it stays leased, as hr-0006 does
+		s = append(s, pipeline.Settlement{Seq: first + 5, Outcome: pipeline.Hold})
+	}
+	mustSettle(t, q, s...)
+	qb := l.Queue(sinkB)
+	db := mustFetch(t, qb, 1)
+	mustSettle(t, qb, pipeline.Settlement{Seq: db[0].Seq, Outcome: pipeline.Retry, RetryAt: later, Err: "b"})
+
+	mustHastenRetries(t, q, 0, 0, "with a max of 0")
+	mustHastenRetries(t, q, 2, 2, "of three retries due later")
+	mustHastenRetries(t, q, 2, 1, "of the one left")
+	mustHastenRetries(t, q, 2, 0, "with none left")
+
+	// Due now: the three hastened and hr-0003, which was due already, then
+	// the ready hr-0007. The order of the retries among themselves is the
+	// queue's own (due time, or seq).
+	ds = mustFetch(t, q, 5)
+	got := deliveryIDs(ds)
+	slices.Sort(got)
+	if want := []string{"hr-0000", "hr-0001", "hr-0002", "hr-0003", "hr-0007"}; !slices.Equal(got, want) {
+		t.Fatalf("Fetch after HastenRetries = %v, want %v", got, want)
+	}
+	for _, d := range ds {
+		switch {
+		case d.Event.ID == "hr-0007":
+			if d.Attempt != 1 {
+				t.Errorf("ready hr-0007: Attempt = %d, want 1", d.Attempt)
+			}
+		case d.Attempt != 2:
+			t.Errorf("%s: Attempt = %d after HastenRetries, want 2 (its count kept)", d.Event.ID, d.Attempt)
+		case d.Event.ID != "hr-0003" && d.LastError != "boom":
+			t.Errorf("%s: LastError = %q after HastenRetries, want %q", d.Event.ID, d.LastError, "boom")
+		}
+	}
+	fetchNone(t, q)  // hr-0005 held (or leased), hr-0006 leased, hr-0004 dead
+	fetchNone(t, qb) // another sink's retry waits for its time
+	if st, err := q.Stats(ctxFor(t, waitLong)); err != nil || st.Dead != 1 {
+		t.Errorf("Stats after HastenRetries = %+v, %v; want the dead letter still there", st, err)
+	}
+	if dl, ok := unwrap(l).(pipeline.DeliveryLog); ok {
+		ds := mustDeliveries(t, dl, "hr-0002")
+		if len(ds) != 1 || !ds[0].NextAttemptAt.Before(later) {
+			t.Errorf("hr-0002's records after HastenRetries = %+v, want next_attempt_at about now", ds)
+		}
+	}
+
+	// A dispatcher waits in Fetch for the retry an hour away: HastenRetries
+	// must wake it.
+	mustSettle(t, q, pipeline.Settlement{Seq: first, Outcome: pipeline.Retry, RetryAt: later, Err: "again"})
+	type fetched struct {
+		ds  []pipeline.Delivery
+		err error
+	}
+	res := make(chan fetched, 1)
+	go func() {
+		ds, err := q.Fetch(ctxFor(t, waitLong), 1)
+		res <- fetched{ds, err}
+	}()
+	typ := strings.TrimPrefix(fmt.Sprintf("%T", q), "*")
+	pkg, name, _ := strings.Cut(typ, ".")
+	stacks.WaitBlocked(t, pkg+".(*"+name+").Fetch", 1)
+	mustHastenRetries(t, q, 10, 1, "of a retry an hour away, with a Fetch waiting")
+	r := <-res
+	if r.err != nil {
+		t.Fatalf("Fetch waiting when HastenRetries ran = %v, want hr-0000 (HastenRetries did not wake it)", r.err)
+	}
+	wantDeliveries(t, "Fetch after HastenRetries", r.ds, []string{"hr-0000"}, 3)
+	if r.ds[0].LastError != "again" {
+		t.Errorf("hastened hr-0000's LastError = %q, want %q", r.ds[0].LastError, "again")
+	}
+}
+
+// testReopenHastenRetries: retries scheduled before a restart, which the
+// process no longer knows of, are found and made due after it.
+func testReopenHastenRetries(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) {
+	dir := t.TempDir()
+	l := reopen(t, open, dir)
+	if _, ok := l.Queue(sinkA).(pipeline.RetryHastener); !ok {
+		t.Skip("the log's queues are not pipeline.RetryHasteners")
+	}
+	appendIDs(t, l, ids("rh", 3), sinkA)
+	ds := mustFetch(t, l.Queue(sinkA), 3)
+	later := time.Now().Add(24 * hour)
+	var s []pipeline.Settlement
+	for _, d := range ds {
+		s = append(s, pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Retry, RetryAt: later, Err: "503 Retry-After: 86400"})
+	}
+	mustSettle(t, l.Queue(sinkA), s...)
+	mustClose(t, l)
+	l = reopen(t, open, dir)
+	q := retryHastener(t, l)
+	fetchNone(t, q)
+	mustHastenRetries(t, q, 100, 3, "after a restart")
+	mustHastenRetries(t, q, 100, 0, "again")
+	ds = mustFetch(t, q, 3)
+	got := deliveryIDs(ds)
+	slices.Sort(got)
+	if !slices.Equal(got, ids("rh", 3)) {
+		t.Fatalf("Fetch after HastenRetries = %v, want %v", got, ids("rh", 3))
+	}
+	for _, d := range ds {
+		if d.Attempt != 2 || d.LastError != "503 Retry-After: 86400" {
+			t.Errorf("%s after the restart and HastenRetries: Attempt %d, LastError %q; want 2, the error of its failure", d.Event.ID, d.Attempt, d.LastError)
+		}
+	}
+}

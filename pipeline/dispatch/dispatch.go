@@ -35,6 +35,10 @@
 // delivered as usual, and the breaker opens again after BreakerFailures
 // failed calls.
 //
+// An operator who knows the sink is back can have the open breaker probe
+// at once ([Dispatcher.ProbeNow], for pipelined sinks retry-now, which
+// also makes the queue's waiting retries due now).
+//
 // An operator can also pause a dispatcher ([Dispatcher.Pause]); a paused
 // one takes nothing until resumed. Rate bounds the events handed to the
 // plugin per second.
@@ -240,6 +244,9 @@ type Dispatcher struct {
 	inFlightSince time.Time
 	// nextProbe is when the open breaker's next probe goes (see Status).
 	nextProbe time.Time
+	// probeNow (capacity 1) ends the wait for the open breaker's next
+	// probe (see ProbeNow); emptied when the breaker closes.
+	probeNow chan struct{}
 
 	// firstFail maps the seq of an entry that is failing to the time of
 	// its first failure seen; only Run's goroutine uses it. It holds at
@@ -295,7 +302,7 @@ func New(o Options) *Dispatcher {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Dispatcher{o: o, stopping: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}),
-		paused: o.Paused, wake: make(chan struct{}), firstFail: map[uint64]time.Time{}}
+		paused: o.Paused, wake: make(chan struct{}), probeNow: make(chan struct{}, 1), firstFail: map[uint64]time.Time{}}
 	if o.Rate > 0 {
 		burst := max(1, int(math.Ceil(o.Rate)))
 		d.limiter = rate.NewLimiter(rate.Limit(o.Rate), burst)
@@ -326,6 +333,26 @@ func (d *Dispatcher) setPaused(p bool) bool {
 	}
 	close(d.wake)
 	d.wake = make(chan struct{})
+	return true
+}
+
+// ProbeNow makes an open breaker send its next probe at once instead of
+// at the end of its wait (the interval is not reset: a probe that fails
+// doubles it as usual), and reports whether the breaker is open. While
+// the dispatcher is paused the probe goes at once when it is resumed;
+// while a probe is under way, the probe after it (if it fails) goes at
+// once. On a closed breaker it does nothing.
+// Safe for concurrent use.
+func (d *Dispatcher) ProbeNow() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.open {
+		return false
+	}
+	select {
+	case d.probeNow <- struct{}{}:
+	default: // one is asked for already
+	}
 	return true
 }
 
@@ -398,6 +425,10 @@ func (d *Dispatcher) setOpen(open bool, probe time.Duration, closed string) {
 	d.open = open
 	if !open {
 		d.nextProbe = time.Time{}
+		select {
+		case <-d.probeNow: // asked for while open: the next opening waits as usual
+		default:
+		}
 	}
 	d.mu.Unlock()
 	if !changed {
@@ -450,6 +481,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	probe := d.o.BreakerProbe
 	probeFailed := false // a probe of the open breaker failed: the sink was down
 	gaveUp := false      // the last batch was all given up on: no call, so no probe either
+	probeDue := false    // the wait for the next probe is over (a pause came before it was fetched)
 	if d.ord != nil {
 		if ok, err := d.loadOrder(ctx); !ok {
 			return err
@@ -477,9 +509,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}
 		open := d.Status().Open
-		if open && !gaveUp && !d.sleepProbe(ctx, probe) {
+		if open && !gaveUp && !probeDue && !d.sleepProbe(ctx, probe) {
 			return nil
 		}
+		probeDue = open
 		gaveUp = false
 		fctx, cancel := d.pausedCtx(ctx)
 		if fctx.Err() != nil {
@@ -500,6 +533,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			batch, err = d.fetch(fctx)
 		}
 		cancel()
+		if err == nil {
+			probeDue = false
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -601,12 +637,21 @@ func (d *Dispatcher) hastenFailedRun(ctx context.Context) {
 }
 
 // sleepProbe waits probe before the open breaker's next probe, which
-// Status reports meanwhile; false when ctx ended.
+// Status reports meanwhile, or until ProbeNow; false when ctx ended.
 func (d *Dispatcher) sleepProbe(ctx context.Context, probe time.Duration) bool {
 	d.mu.Lock()
 	d.nextProbe = time.Now().Add(probe)
 	d.mu.Unlock()
-	ok := sleep(ctx, probe)
+	ok := true
+	t := time.NewTimer(probe)
+	select {
+	case <-ctx.Done():
+		ok = false
+	case <-t.C:
+	case <-d.probeNow:
+		d.o.Logger.Info("probing the sink now, as an operator asked", "sink", d.o.Sink)
+	}
+	t.Stop()
 	d.mu.Lock()
 	d.nextProbe = time.Time{}
 	d.mu.Unlock()

@@ -706,3 +706,73 @@ func TestOpenBreakerDoesNotWalkTheQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeNow: a sink down with a Retry-After of an hour opens the
+// breaker, whose next probe is an hour away; it comes back, and an
+// operator (pipelined sinks retry-now) makes the queue's retries due now
+// and asks for a probe: the probe goes at once, closes the breaker, and
+// every event is delivered, none an hour later. ProbeNow on a closed
+// breaker does nothing; on a paused dispatcher the probe waits for
+// Resume.
+func TestProbeNow(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "ev", 10, "s")
+	q := l.Queue("s")
+	var up atomic.Bool
+	sink := &fakeSink{}
+	throttled := each(sdk.Retry(time.Hour, errors.New("503 Service Unavailable, Retry-After: 3600")))
+	sink.answer = func(call int, batch []sdk.Event) ([]sdk.Result, error) {
+		if up.Load() {
+			return nil, nil
+		}
+		return throttled(call, batch)
+	}
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	o.BatchMax = 5
+	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Hour
+	o.BreakerFailures = 2
+	o.BreakerProbe = time.Hour
+	d, _ := start(t, o)
+	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
+	waitFor(t, "the next probe in Status", func() bool { return !d.Status().NextProbe.IsZero() })
+	if st := stats(t, q); st.Retrying != 10 {
+		t.Fatalf("Stats() when the breaker opened = %+v, want the 10 events retrying (in an hour)", st)
+	}
+	d.Pause()
+	up.Store(true)
+	if !d.ProbeNow() {
+		t.Fatal("ProbeNow() on an open breaker = false, want true")
+	}
+	n, err := q.(pipeline.RetryHastener).HastenRetries(context.Background(), 100)
+	if err != nil || n != 10 {
+		t.Fatalf("HastenRetries = %d, %v; want 10, nil", n, err)
+	}
+	calls := len(sink.calls())
+	if !sleepCheck(200*time.Millisecond, func() bool { return len(sink.calls()) == calls }) {
+		t.Fatal("a paused dispatcher called its sink after ProbeNow")
+	}
+	d.Resume()
+	waitWithin(t, 5*time.Second, "every event delivered after ProbeNow", func() bool {
+		st := stats(t, q)
+		return st == pipeline.QueueStats{}
+	})
+	if d.Status().Open {
+		t.Error("Status().Open after the probe delivered, want false")
+	}
+	if d.ProbeNow() {
+		t.Error("ProbeNow() on a closed breaker = true, want false")
+	}
+}
+
+// sleepCheck reports whether ok stays true for d.
+func sleepCheck(d time.Duration, ok func() bool) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if !ok() {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return ok()
+}

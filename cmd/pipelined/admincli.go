@@ -35,6 +35,7 @@ const adminUsage = `usage:
   pipelined sinks
   pipelined sinks pause SINK
   pipelined sinks resume SINK
+  pipelined sinks retry-now SINK
   pipelined dlq list SINK [--limit N] [--after SEQ]
   pipelined dlq retry SINK (--id ID ... | --all)
   pipelined dlq drop SINK (--id ID ... | --all)
@@ -59,7 +60,10 @@ does so for every event waiting for a sink removed from the configuration
 (pipelined sinks lists it as removed): they go to its dead-letter queue
 at once; a configured sink's events are given up on by id only.
 sinks pause holds a sink's delivery (its events wait in its queue) until
-sinks resume, across restarts of the daemon.
+sinks resume, across restarts of the daemon. sinks retry-now, once a sink
+is back after an outage, makes its events waiting for a retry (a backoff,
+a Retry-After of up to 24h) due now and, if its breaker is open, probes at
+once.
 Exit status: 0 ok, 1 the call failed, 2 usage error.
 `
 
@@ -98,7 +102,7 @@ func (e errJSON) Unwrap() error { return e.err }
 // cmdDoc says what each admin command does, under its usage lines.
 var cmdDoc = map[string]string{
 	"events": "Lists the events of the log (or, with --rejected, the refused requests kept by\nsources with keep_rejected), or shows one event with its headers and body.\n",
-	"sinks":  "Shows each sink: its plugin's state, its queue, the age of the oldest event\nwaiting, its dead letters and its last error.\n",
+	"sinks":  "Shows each sink: its plugin's state, its queue, the age of the oldest event\nwaiting, its dead letters and its last error. pause holds a sink's delivery\nuntil resume, across restarts. retry-now, once the sink is back after an\noutage, makes every event of it waiting for a retry (a backoff, a\nRetry-After of up to 24h, from before the daemon's last start too) due now\nand, if its breaker is open, sends a probe at once; a paused sink stays\npaused.\n",
 	"dlq":    "Lists, retries or drops a sink's dead letters; drop is the only way an event\nleaves a dead-letter queue. add gives up on events waiting in the sink's\nqueue (an event that keeps failing, or holds its order_key's events back):\neach goes to the dead-letter queue instead of to the sink, at once when it\nis ready or retrying, else when its order_key comes to it; one in flight\ngoes there if that attempt fails. The daemon keeps what is not done yet\nacross restarts. add --all moves every event waiting for a sink removed from\nthe configuration (listed as removed by pipelined sinks) to its dead-letter\nqueue at once; drop --all then deletes them, and the sink leaves the list.\nNot with the JetStream backend.\n",
 	"replay": "Re-enqueues the events of the log that were routed to the sink (all events\nwith --all-events) as retries due now; an event still queued for the sink is\nnot queued twice.\n",
 	"reload": "Makes the running daemon apply its configuration file again; a bad file is\nrefused and the running configuration stays.\n",
@@ -145,7 +149,7 @@ func adminCLI(cmd string, args []string, stdout, stderr io.Writer) int {
 		sub, args = args[0], args[1:]
 		name += " " + sub
 	}
-	if cmd == "sinks" && len(args) > 0 && (args[0] == "pause" || args[0] == "resume") {
+	if cmd == "sinks" && len(args) > 0 && isSinksSub(args[0]) {
 		sub, args = args[0], args[1:]
 		name += " " + sub
 	}
@@ -247,11 +251,11 @@ func runAdmin(cmd, sub string, name *string, args []string, stdout, stderr io.Wr
 		}
 		return errFlags
 	}
-	if cmd == "sinks" && sub == "" && len(pos) > 0 && (pos[0] == "pause" || pos[0] == "resume") {
+	if cmd == "sinks" && sub == "" && len(pos) > 0 && isSinksSub(pos[0]) {
 		sub, pos = pos[0], pos[1:] // flags came first: sinks -c FILE pause SINK
 		*name += " " + sub
 	}
-	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1, "dlq add": 1, "sinks pause": 1, "sinks resume": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
+	wantPos := map[string]int{"show": 1, "dlq list": 1, "dlq retry": 1, "dlq drop": 1, "dlq add": 1, "sinks pause": 1, "sinks resume": 1, "sinks retry-now": 1}[strings.TrimPrefix(cmd+" "+sub, "events ")]
 	if len(pos) != wantPos {
 		if wantPos == 0 {
 			return usageErr("unexpected argument %q", pos[0])
@@ -313,7 +317,7 @@ func (f *cmdFlags) define(fs *flag.FlagSet, cmd, sub string) bool {
 		fs.StringVar(&f.when, "when", "", "only events for which this expr `expression` is true")
 		fs.BoolVar(&f.allEvents, "all-events", false, "also events that were not routed to the sink")
 	case cmd == "events" && sub == "show", cmd == "sinks", cmd == "reload":
-		// sinks pause|resume SINK take no flags of their own either.
+		// sinks pause|resume|retry-now SINK take no flags of their own either.
 	default:
 		return false
 	}
@@ -392,6 +396,8 @@ func (f *cmdFlags) run(pr *printer, command string, pos []string, now time.Time)
 		return pr.sinks()
 	case "sinks pause", "sinks resume":
 		return pr.pauseSink(pos[0], command == "sinks pause")
+	case "sinks retry-now":
+		return pr.retryNow(pos[0])
 	case "dlq list":
 		q := url.Values{"limit": {strconv.Itoa(f.limit)}}
 		if f.after != "" {
@@ -947,6 +953,41 @@ func (p *printer) pauseSink(sink string, paused bool) error {
 	default:
 		_, err = fmt.Fprintf(p.stdout, "sink %s was not paused\n", sink)
 	}
+	return err
+}
+
+// isSinksSub reports whether arg is a subcommand of pipelined sinks.
+func isSinksSub(arg string) bool {
+	return arg == "pause" || arg == "resume" || arg == "retry-now"
+}
+
+func (p *printer) retryNow(sink string) error {
+	var raw []byte
+	res, err := p.c.WithRaw(&raw).RetryNow(context.Background(), sink)
+	if err != nil {
+		return err
+	}
+	if p.asJSON {
+		_, err := p.stdout.Write(raw)
+		return err
+	}
+	events := "events"
+	if res.Hastened == 1 {
+		events = "event"
+	}
+	line := fmt.Sprintf("sink %s: %d %s waiting for a retry made due now", sink, res.Hastened, events)
+	switch {
+	case res.Paused:
+		line += fmt.Sprintf("; the sink is paused: they wait until `pipelined sinks resume %s`", sink)
+		if res.Probing {
+			line += ", and its open breaker probes then"
+		}
+	case res.Probing:
+		line += "; its breaker is open: probing now"
+	default:
+		line += "; its breaker is closed"
+	}
+	_, err = fmt.Fprintln(p.stdout, line)
 	return err
 }
 

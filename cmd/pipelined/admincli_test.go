@@ -56,9 +56,10 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 			paused[sink] = p
 			return changed, nil
 		},
-		Ready: func() error { return nil },
-		Log:   l,
-		Token: []byte(cliToken),
+		ProbeNow: func(sink string) bool { return sink == "slack" }, // its breaker is open
+		Ready:    func() error { return nil },
+		Log:      l,
+		Token:    []byte(cliToken),
 		Sinks: func(ctx context.Context) ([]admin.SinkStatus, error) {
 			var out []admin.SinkStatus
 			for _, n := range []string{"archive", "slack"} {
@@ -146,8 +147,15 @@ func TestAdminCLI(t *testing.T) {
 		{"sinks table paused", append([]string{"sinks"}, a...), 0, []string{"archive  running                   closed   paused"}, nil},
 		{"sinks json paused", append([]string{"sinks", "--json"}, a...), 0, []string{`"paused": true`, `"breaker": "closed"`}, nil},
 		{"sinks pause, flags first", []string{"sinks", "-c", cfg, "pause", "archive"}, 0, []string{"sink archive was paused already"}, nil},
+		{"sinks retry-now paused", []string{"sinks", "retry-now", "archive", "-c", cfg}, 0, []string{"sink archive: 0 events waiting for a retry made due now; the sink is paused: they wait until `pipelined sinks resume archive`\n"}, nil},
 		{"sinks resume", []string{"sinks", "resume", "archive", "-c", cfg, "--json"}, 0, []string{`"sink": "archive"`, `"paused": false`, `"changed": true`}, nil},
 		{"sinks pause unknown", []string{"sinks", "pause", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
+		{"sinks retry-now without token", append([]string{"sinks", "retry-now", "archive"}, anon...), 1, nil, []string{"(HTTP 401)"}},
+		{"sinks retry-now", []string{"sinks", "retry-now", "archive", "-c", cfg}, 0, []string{"sink archive: 0 events waiting for a retry made due now; its breaker is closed\n"}, nil},
+		{"sinks retry-now, breaker open", []string{"sinks", "-c", cfg, "retry-now", "slack"}, 0, []string{"sink slack: 0 events waiting for a retry made due now; its breaker is open: probing now\n"}, nil},
+		{"sinks retry-now json", []string{"sinks", "retry-now", "slack", "-c", cfg, "--json"}, 0, []string{`"sink": "slack"`, `"hastened": 0`, `"probing": true`, `"paused": false`}, nil},
+		{"sinks retry-now unknown", []string{"sinks", "retry-now", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
+		{"sinks retry-now no sink", []string{"sinks", "retry-now", "-c", cfg}, 2, nil, []string{"want 1 argument(s), got 0"}},
 		{"sinks pause unknown, flags first", []string{"sinks", "-c", cfg, "pause", "nope"}, 1, nil, []string{`pipelined sinks pause: unknown sink "nope"`}},
 		{"sinks pause no sink", append([]string{"sinks", "pause"}, a...), 2, nil, []string{"want 1 argument"}},
 		{"events list newest first", append([]string{"events", "list", "--newest", "--limit", "2"}, a...), 0,

@@ -248,6 +248,14 @@ func (c *Client) PauseSink(ctx context.Context, sink string, paused bool) (SinkP
 	return v, err
 }
 
+// RetryNow makes the waiting retries of sink due now and, when its
+// breaker is open, has it probe at once (POST /v1/sinks/{sink}/retry-now).
+func (c *Client) RetryNow(ctx context.Context, sink string) (RetryNow, error) {
+	var v RetryNow
+	err := c.Call(ctx, http.MethodPost, "/v1/sinks/"+url.PathEscape(sink)+"/retry-now", nil, &v)
+	return v, err
+}
+
 // Reload asks the daemon to apply its configuration file again (POST
 // /v1/reload); a refused configuration is an [*APIError] with Status 409.
 // The result lists the changed keys that wait for a restart.

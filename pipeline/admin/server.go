@@ -54,6 +54,10 @@ type Options struct {
 	// the state across restarts, for POST /v1/sinks/{sink}/pause and
 	// /resume; it reports whether the state changed. Nil answers 503.
 	Pause func(sink string, paused bool) (changed bool, err error)
+	// ProbeNow, if set, makes the open circuit breaker of sink probe at
+	// once, for POST /v1/sinks/{sink}/retry-now, and reports whether the
+	// breaker was open. Nil: retry-now only makes retries due.
+	ProbeNow func(sink string) (probing bool)
 	// OnDropDead, if set, is told which dead letters of a sink an
 	// operator dropped, after the log removed them, so that a key held
 	// behind one (delivery.order_on_dead = "block") goes on.
@@ -169,6 +173,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /v1/sinks/{sink}/dlq/add", s.giveUp)
 	mux.HandleFunc("POST /v1/sinks/{sink}/pause", s.pause)
 	mux.HandleFunc("POST /v1/sinks/{sink}/resume", s.pause)
+	mux.HandleFunc("POST /v1/sinks/{sink}/retry-now", s.retryNow)
 	mux.HandleFunc("POST /v1/replay", s.replay)
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	if o.Metrics != nil {

@@ -119,6 +119,21 @@ type SinkPause struct {
 	Changed bool `json:"changed"`
 }
 
+// RetryNow is the answer of POST /v1/sinks/{sink}/retry-now.
+type RetryNow struct {
+	Sink string `json:"sink"`
+	// Hastened counts the events of the sink that waited for a retry
+	// (after a backoff or a Retry-After, from a failure before or since
+	// the daemon's last start) and are due now.
+	Hastened int `json:"hastened"`
+	// Probing is true when the sink's circuit breaker was open and its
+	// next probe was made to go now (while paused: at once when resumed).
+	Probing bool `json:"probing"`
+	// Paused is true when an operator holds the sink's delivery: its
+	// retries are due, and wait for pipelined sinks resume.
+	Paused bool `json:"paused"`
+}
+
 // ReadyCheck is one check behind GET /readyz.
 type ReadyCheck struct {
 	// Name is what is checked: log, listeners or writer.

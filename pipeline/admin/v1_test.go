@@ -354,7 +354,7 @@ func TestAuth(t *testing.T) {
 	noToken.Token = nil
 	open := noToken
 	open.AllowUnauthenticated = true
-	for _, path := range []string{"/v1/sinks/slack/dlq/retry", "/v1/sinks/slack/dlq/drop", "/v1/sinks/slack/dlq/add", "/v1/replay", "/v1/reload"} {
+	for _, path := range []string{"/v1/sinks/slack/dlq/retry", "/v1/sinks/slack/dlq/drop", "/v1/sinks/slack/dlq/add", "/v1/sinks/slack/retry-now", "/v1/replay", "/v1/reload"} {
 		t.Run(path, func(t *testing.T) {
 			wantError(t, call(t, withToken, "POST", path, "none", `{"all":true}`), http.StatusUnauthorized, "token")
 			wantError(t, call(t, withToken, "POST", path, "wrong", `{"all":true}`), http.StatusUnauthorized, "token")
@@ -690,5 +690,81 @@ func settleFirst(t *testing.T, q pipeline.Queue, s pipeline.Settlement) {
 	s.Seq = ds[0].Seq
 	if err := q.Settle(ctx, []pipeline.Settlement{s}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRetryNow: POST /v1/sinks/{sink}/retry-now makes the sink's retries
+// due later due now and asks its dispatcher to probe, says so, keeps a
+// paused sink paused (and says so), answers 404 for an unknown sink and
+// 409 for a removed one, touching nothing then.
+func TestRetryNow(t *testing.T) {
+	l := fixture(t)
+	q := l.Queue("archive")
+	later := time.Now().Add(time.Hour)
+	settleFirst(t, q, pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: later, Err: "503 Retry-After: 3600"})
+	settleFirst(t, q, pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: later, Err: "503 Retry-After: 3600"})
+	// The removed sink crm has a retry waiting too.
+	if _, err := l.Append(t.Context(), []pipeline.Entry{{Event: pipeline.Event{ID: "crm-1", Source: "callkaro", ReceivedAt: t0, Body: []byte(`{}`)},
+		Targets: []pipeline.Target{{Sink: "crm", Route: "all"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	settleFirst(t, l.Queue("crm"), pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: later, Err: "down"})
+	var probed []string
+	paused := false
+	o := v1Options(l)
+	sinks := o.Sinks
+	o.Sinks = func(ctx context.Context) ([]admin.SinkStatus, error) {
+		out, err := sinks(ctx)
+		for i := range out {
+			out[i].Paused = out[i].Name == "archive" && paused
+		}
+		return append(out, admin.SinkStatus{Name: "crm", Plugin: admin.PluginRemoved, Retrying: 1}), err
+	}
+	o.ProbeNow = func(sink string) bool {
+		probed = append(probed, sink)
+		return sink == "archive"
+	}
+	h := admin.Handler(o)
+	wantError(t, call(t, h, "POST", "/v1/sinks/nope/retry-now", token, ""), http.StatusNotFound, "unknown sink")
+	wantError(t, call(t, h, "POST", "/v1/sinks/crm/retry-now", token, ""), http.StatusConflict, "removed")
+	if len(probed) != 0 {
+		t.Errorf("ProbeNow called for %v by refused calls, want none", probed)
+	}
+	if st, _ := l.Queue("crm").Stats(t.Context()); st.Retrying != 1 {
+		t.Errorf("removed sink crm after a refused retry-now: %+v", st)
+	}
+	fetchCtx := func() context.Context {
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	// The premise: only ev-4 is ready; the two retries wait an hour.
+	if ds, err := q.Fetch(fetchCtx(), 10); err != nil || len(ds) != 1 || ds[0].Event.ID != "ev-4" {
+		t.Fatalf("Fetch before retry-now = %v, %v; want ev-4 alone", ds, err)
+	} else if err := q.Settle(t.Context(), []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Ack}}); err != nil {
+		t.Fatal(err)
+	}
+
+	paused = true
+	r := call(t, h, "POST", "/v1/sinks/archive/retry-now", token, "")
+	if r.code != http.StatusOK {
+		t.Fatalf("retry-now = %d %s, want 200", r.code, r.body)
+	}
+	if got, want := into[admin.RetryNow](t, r), (admin.RetryNow{Sink: "archive", Hastened: 2, Probing: true, Paused: true}); got != want {
+		t.Errorf("retry-now answer = %+v, want %+v", got, want)
+	}
+	if !slices.Equal(probed, []string{"archive"}) {
+		t.Errorf("ProbeNow calls = %v, want [archive]", probed)
+	}
+	ds, err := q.Fetch(fetchCtx(), 10)
+	if err != nil || len(ds) != 2 || ds[0].Attempt != 2 {
+		t.Fatalf("Fetch after retry-now = %v, %v; want ev-0 and ev-2, due now, at their second attempt", ds, err)
+	}
+	// Again: nothing waits now; the sink's breaker is closed.
+	paused = false
+	o.ProbeNow = nil
+	r = call(t, admin.Handler(o), "POST", "/v1/sinks/archive/retry-now", token, "")
+	if got, want := into[admin.RetryNow](t, r), (admin.RetryNow{Sink: "archive"}); r.code != http.StatusOK || got != want {
+		t.Errorf("retry-now again = %d %+v, want 200 %+v", r.code, got, want)
 	}
 }

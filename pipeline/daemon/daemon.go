@@ -467,6 +467,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		Log:                  d.db,
 		Reload:               func() ([]string, error) { return d.reloadAndWait(context.Background()) },
 		Pause:                d.pause,
+		ProbeNow:             d.probeNow,
 		OnDropDead:           d.droppedDead,
 		Retarget:             d.retarget,
 		Token:                token,

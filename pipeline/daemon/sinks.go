@@ -681,3 +681,17 @@ func (s *sinks) pause(sink string, paused bool) (bool, error) {
 	}
 	return changed, nil
 }
+
+// probeNow makes the open breaker of sink's dispatcher probe at once, for
+// pipelined sinks retry-now, and reports whether it was open; false for a
+// sink that is not dispatching.
+func (s *sinks) probeNow(sink string) bool {
+	s.mu.Lock()
+	sr := s.by[sink]
+	s.mu.Unlock()
+	if sr == nil {
+		return false
+	}
+	d := sr.disp.Load()
+	return d != nil && d.ProbeNow()
+}

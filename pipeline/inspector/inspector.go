@@ -156,6 +156,7 @@ func New(o Options) *UI {
 	u.mux.HandleFunc("POST /ui/login", u.login)
 	u.mux.HandleFunc("POST /ui/logout", u.authed(u.logout))
 	u.mux.HandleFunc("GET /ui/{$}", u.authed(u.overview))
+	u.mux.HandleFunc("POST /ui/sinks/{sink}/retry-now", u.authed(u.retryNow))
 	u.mux.HandleFunc("GET /ui/events", u.authed(u.events))
 	u.mux.HandleFunc("GET /ui/events/{id}", u.authed(u.event))
 	u.mux.HandleFunc("POST /ui/events/{id}/replay", u.authed(u.replayOne))

@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -847,5 +848,86 @@ func TestDroppedDeliverySaysSo(t *testing.T) {
 		if strings.Contains(body, unwanted) {
 			t.Errorf("the page of a dropped event says %q", unwanted)
 		}
+	}
+}
+
+// TestRetryNowButton: the overview's "Retry now" on a sink makes its
+// retry waiting an hour due now and probes its open breaker, as pipelined
+// sinks retry-now does, behind the session and its CSRF token; a removed
+// sink has no button and is refused.
+func TestRetryNowButton(t *testing.T) {
+	db := memlog.New()
+	if _, err := db.Append(context.Background(), []pipeline.Entry{{
+		Event:   pipeline.Event{ID: "ev-1", Source: "callkaro", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+		Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	q := db.Queue("crm")
+	settleOne(t, q, pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "503 Service Unavailable"})
+	var probed []string
+	ao := admin.Options{
+		Log: db,
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running", Breaker: "open"}, {Name: "old", Plugin: admin.PluginRemoved, Ready: 1}}, nil
+		},
+		Token:    []byte("s3cret"),
+		ProbeNow: func(sink string) bool { probed = append(probed, sink); return true },
+	}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	t.Cleanup(srv.Close)
+	c := client(t)
+	if r, err := c.PostForm(srv.URL+"/ui/login", url.Values{"token": {"s3cret"}}); err != nil || r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login = %v, %v", r, err)
+	}
+	_, page := get(t, c, srv.URL+"/ui/")
+	if !strings.Contains(page, `action="/ui/sinks/crm/retry-now"`) {
+		t.Fatalf("the overview has no Retry now button for crm:\n%s", page)
+	}
+	if strings.Contains(page, `action="/ui/sinks/old/retry-now"`) {
+		t.Error("the overview has a Retry now button for a removed sink")
+	}
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("no CSRF token on the overview")
+	}
+	post := func(path string, form url.Values) (int, string) {
+		resp, err := c.PostForm(srv.URL+path, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := post("/ui/sinks/crm/retry-now", url.Values{"csrf": {"AAAA"}}); code != http.StatusForbidden {
+		t.Errorf("Retry now with a forged CSRF token = %d, want 403", code)
+	}
+	if code, _ := post("/ui/sinks/old/retry-now", url.Values{"csrf": {m[1]}}); code != http.StatusConflict {
+		t.Errorf("Retry now of a removed sink = %d, want 409", code)
+	}
+	if code, _ := post("/ui/sinks/nope/retry-now", url.Values{"csrf": {m[1]}}); code != http.StatusNotFound {
+		t.Errorf("Retry now of an unknown sink = %d, want 404", code)
+	}
+	if len(probed) != 0 {
+		t.Fatalf("refused calls probed %v", probed)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if ds, _ := q.Fetch(ctx, 1); len(ds) != 0 {
+		t.Fatal("the retry an hour away was fetched before Retry now")
+	}
+	code, body := post("/ui/sinks/crm/retry-now", url.Values{"csrf": {m[1]}})
+	if code != http.StatusOK || !strings.Contains(body, "crm: 1 event(s) waiting for a retry made due now; its breaker is open: probing now.") {
+		t.Fatalf("Retry now = %d:\n%s", code, body)
+	}
+	if !slices.Equal(probed, []string{"crm"}) {
+		t.Errorf("ProbeNow calls = %v, want [crm]", probed)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if ds, err := q.Fetch(ctx, 1); err != nil || len(ds) != 1 || ds[0].Attempt != 2 {
+		t.Errorf("Fetch after Retry now = %v, %v; want the event, due now, at its second attempt", ds, err)
 	}
 }

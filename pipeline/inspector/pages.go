@@ -61,6 +61,52 @@ func sinkState(s admin.SinkStatus) string {
 }
 
 func (u *UI) overview(w http.ResponseWriter, r *http.Request, s session) {
+	u.showOverview(w, r, s, "")
+}
+
+// retryNow makes the sink's waiting retries due now and probes its open
+// breaker, as pipelined sinks retry-now does, and shows the overview with
+// what it did.
+func (u *UI) retryNow(w http.ResponseWriter, r *http.Request, s session) {
+	sink := r.PathValue("sink")
+	if u.o.Admin.Log == nil || u.o.Admin.Sinks == nil {
+		u.fail(w, r, http.StatusServiceUnavailable, "The event log is not open.")
+		return
+	}
+	sinks, err := u.o.Admin.Sinks(r.Context())
+	if err != nil {
+		u.fail(w, r, http.StatusInternalServerError, "Reading the sinks: "+err.Error())
+		return
+	}
+	i := slices.IndexFunc(sinks, func(st admin.SinkStatus) bool { return st.Name == sink })
+	if i < 0 {
+		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Unknown sink %q.", sink))
+		return
+	}
+	res, err := admin.RetryNowSink(r.Context(), u.o.Admin, sinks[i], nil)
+	if err != nil {
+		msg := "Retry now: " + err.Error()
+		if res.Hastened > 0 {
+			msg += fmt.Sprintf(" (%d made due before it; try again for the rest)", res.Hastened)
+		}
+		u.fail(w, r, admin.RetryNowStatus(err), msg)
+		return
+	}
+	u.log.Info("ui retry-now: waiting retries due now", "sink", sink, "hastened", res.Hastened, "probing", res.Probing, "paused", res.Paused, "remote", r.RemoteAddr)
+	msg := fmt.Sprintf("%s: %d event(s) waiting for a retry made due now", sink, res.Hastened)
+	switch {
+	case res.Paused:
+		msg += "; the sink is paused: they wait until it is resumed (pipelined sinks resume " + sink + ")."
+	case res.Probing:
+		msg += "; its breaker is open: probing now."
+	default:
+		msg += "."
+	}
+	u.showOverview(w, r, s, msg)
+}
+
+// showOverview renders the overview with flash on top.
+func (u *UI) showOverview(w http.ResponseWriter, r *http.Request, s session, flash string) {
 	d := overviewData{}
 	sinks, err := u.sinkStatus(r.Context())
 	if err != nil {
@@ -72,7 +118,9 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request, s session) {
 		d.Sinks = append(d.Sinks, sinkRow{SinkStatus: st, State: sinkState(st), PerMinute: rates.delivered[st.Name]})
 	}
 	d.Sources = rates.sources
-	u.render(w, r, http.StatusOK, "overview", u.pg(s, "overview", "Overview", d))
+	p := u.pg(s, "overview", "Overview", d)
+	p.Flash = flash
+	u.render(w, r, http.StatusOK, "overview", p)
 }
 
 type eventsData struct {

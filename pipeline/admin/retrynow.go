@@ -1,0 +1,108 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// hastenPage is how many waiting retries one call of the log makes due
+// now, in one transaction: each entry is written again with its target,
+// so about what a page of dlq add --all moves.
+const hastenPage = 1000
+
+// Errors of [RetryNowSink].
+var (
+	// ErrCannotHasten: the log cannot make a sink's retries due now.
+	ErrCannotHasten = errors.New("this daemon's event log cannot make retries due now")
+	// ErrRetryNowRemoved: the sink was removed from the configuration.
+	ErrRetryNowRemoved = errors.New("nothing delivers its queue, so nothing would retry now; add the sink back (its [[sink]], then reload), or give up on its events (pipelined dlq add SINK --all)")
+)
+
+// HastenAll makes every entry of q that waits for a retry due now, a page
+// of [hastenPage] at a time (P9: a million waiting retries are a thousand
+// transactions, not one), calling beforePage (if not nil) before each,
+// and returns how many it moved, also with an error: the pages before it
+// are done. Entries that fail again meanwhile and wait for a retry are
+// hastened too, if a page comes to them.
+func HastenAll(ctx context.Context, q pipeline.Queue, beforePage func()) (int, error) {
+	h, ok := q.(pipeline.RetryHastener)
+	if !ok {
+		return 0, ErrCannotHasten
+	}
+	total := 0
+	for {
+		if beforePage != nil {
+			beforePage()
+		}
+		n, err := h.HastenRetries(ctx, hastenPage)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// RetryNowSink is POST /v1/sinks/{sink}/retry-now for the sink st (as
+// [Options.Sinks] reported it), which the web UI's "Retry now" calls too:
+// every entry of its queue that waits for a retry due now ([HastenAll]),
+// then, when its breaker is open, a probe at once ([Options.ProbeNow]). A
+// paused sink stays paused: its retries wait for the resume, and the
+// answer says Paused. A removed sink is refused with [ErrRetryNowRemoved],
+// as a replay to it is; a log that cannot hasten with [ErrCannotHasten].
+// With an error from the log, the result counts what was made due before
+// it.
+func RetryNowSink(ctx context.Context, o Options, st SinkStatus, beforePage func()) (RetryNow, error) {
+	res := RetryNow{Sink: st.Name, Paused: st.Paused}
+	if st.Plugin == PluginRemoved {
+		return res, fmt.Errorf("sink %q was removed from the configuration: %w", st.Name, ErrRetryNowRemoved)
+	}
+	n, err := HastenAll(ctx, o.Log.Queue(st.Name), beforePage)
+	res.Hastened = n
+	if err != nil {
+		return res, err
+	}
+	if o.ProbeNow != nil {
+		res.Probing = o.ProbeNow(st.Name)
+	}
+	return res, nil
+}
+
+// RetryNowStatus is the HTTP status of an error of [RetryNowSink].
+func RetryNowStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrRetryNowRemoved):
+		return http.StatusConflict
+	case errors.Is(err, ErrCannotHasten):
+		return http.StatusNotImplemented
+	}
+	return logStatus(err)
+}
+
+// retryNow serves POST /v1/sinks/{sink}/retry-now (see [RetryNowSink]).
+func (s *server) retryNow(w http.ResponseWriter, r *http.Request) {
+	sink := r.PathValue("sink")
+	if !s.haveLog(w) {
+		return
+	}
+	st, ok := s.findSink(w, r, sink)
+	if !ok {
+		return
+	}
+	st.Name = sink // (the zero SinkStatus when Options.Sinks is nil)
+	res, err := RetryNowSink(r.Context(), s.o, st, PageDeadline(w))
+	if err != nil {
+		if res.Hastened > 0 {
+			s.log.Warn("sink retries made due now in part: call again for the rest",
+				"sink", sink, "hastened", res.Hastened, "err", err, "remote", r.RemoteAddr)
+		}
+		writeError(w, RetryNowStatus(err), err.Error())
+		return
+	}
+	s.log.Info("sink retry-now: waiting retries due now",
+		"sink", sink, "hastened", res.Hastened, "probing", res.Probing, "paused", res.Paused, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+}

@@ -51,6 +51,10 @@ type queue struct {
 	mu     sync.Mutex
 	ready  bool // the consumer exists
 	leased map[uint64]*lease
+	// hasten is where a series of HastenRetries calls goes on (see
+	// hasten.go); guarded by hastenMu, which a call holds throughout.
+	hastenMu sync.Mutex
+	hasten   hastenWalk
 }
 
 // lease is a fetched entry not settled yet.
@@ -502,7 +506,7 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 			return q.reply(ctx, ls.msg, nakDelay(s.RetryAt))
 		}
 		m := nats.NewMsg(q.stSubject(ls.seq))
-		m.Data = mustJSON(stRecord{Seq: ls.seq, Fails: ls.attempt, Err: s.Err, ReceivedAt: ls.rec.Event.ReceivedAt})
+		m.Data = mustJSON(stRecord{Seq: ls.seq, Fails: ls.attempt, Err: s.Err, ReceivedAt: ls.rec.Event.ReceivedAt, ID: ls.id, NotBefore: s.RetryAt.UTC()})
 		if err := q.l.publishBatch(ctx, []*nats.Msg{m, dr}); err != nil {
 			return err
 		}
@@ -916,7 +920,7 @@ func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr, s
 		dr.Err = lastErr
 	}
 	st := nats.NewMsg(q.stSubject(seq))
-	st.Data = mustJSON(stRecord{Seq: seq, Err: lastErr, ReceivedAt: rec.Event.ReceivedAt})
+	st.Data = mustJSON(stRecord{Seq: seq, Err: lastErr, ReceivedAt: rec.Event.ReceivedAt, ID: rec.Event.ID})
 	m := nats.NewMsg(q.qSubject(rec.Event.ID))
 	m.Header.Set(hdrSeq, strconv.FormatUint(seq, 10))
 	m.Header.Set(hdrState, "1")

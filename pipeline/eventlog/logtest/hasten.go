@@ -42,17 +42,17 @@ func testHastenRetries(t *testing.T, l pipeline.Log) {
 	appendIDs(t, l, ids("hr", 8), sinkA)
 	appendIDs(t, l, []string{"hr-b"}, sinkB)
 	ds := mustFetch(t, q, 7) // hr-0007 stays ready
-	first := ds[0].Seq
+	first := ds[0].Seq       // seqs are not consecutive in every log: ds[i].Seq
 	later := time.Now().Add(hour)
 	s := []pipeline.Settlement{
 		{Seq: first, Outcome: pipeline.Retry, RetryAt: later, Err: "boom"},
-		{Seq: first + 1, Outcome: pipeline.Retry, RetryAt: later.Add(time.Minute), Err: "boom"},
-		{Seq: first + 2, Outcome: pipeline.Retry, RetryAt: later.Add(24 * hour), Err: "boom"},
-		{Seq: first + 3, Outcome: pipeline.Retry, RetryAt: time.Now().Add(-time.Minute), Err: "due"},
-		{Seq: first + 4, Outcome: pipeline.Dead, Err: "dead"},
+		{Seq: ds[1].Seq, Outcome: pipeline.Retry, RetryAt: later.Add(time.Minute), Err: "boom"},
+		{Seq: ds[2].Seq, Outcome: pipeline.Retry, RetryAt: later.Add(24 * hour), Err: "boom"},
+		{Seq: ds[3].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(-time.Minute), Err: "due"},
+		{Seq: ds[4].Seq, Outcome: pipeline.Dead, Err: "dead"},
 	}
 	if holds { // hr-0005 held; else it stays leased, as hr-0006 does
-		s = append(s, pipeline.Settlement{Seq: first + 5, Outcome: pipeline.Hold})
+		s = append(s, pipeline.Settlement{Seq: ds[5].Seq, Outcome: pipeline.Hold})
 	}
 	mustSettle(t, q, s...)
 	qb := l.Queue(sinkB)

@@ -1,0 +1,110 @@
+package badgerlog
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+)
+
+// retryAll appends n events to sink a with payload, fetches them and
+// settles each as a retry an hour away.
+func retryAll(t *testing.T, l *DB, n int, payload []byte) pipeline.Queue {
+	t.Helper()
+	ctx := context.Background()
+	for i := range n {
+		es := []pipeline.Entry{{Event: pipeline.Event{ID: fmt.Sprint("e", i), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "a", Route: "r", Payload: payload}}}}
+		if _, err := l.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := l.Queue("a")
+	for range n {
+		ds, err := q.Fetch(ctx, 1)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("Fetch = %d, %v", len(ds), err)
+		}
+		if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, Err: "503", RetryAt: time.Now().Add(time.Hour)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return q
+}
+
+// hastenPages calls HastenRetries(max) until it returns 0 and returns what
+// each call moved.
+func hastenPages(t *testing.T, q pipeline.Queue, max int) []int {
+	t.Helper()
+	var pages []int
+	for range 100 {
+		n, err := q.(pipeline.RetryHastener).HastenRetries(context.Background(), max)
+		if err != nil {
+			t.Fatalf("HastenRetries after pages %v: %v", pages, err)
+		}
+		pages = append(pages, n)
+		if n == 0 {
+			return pages
+		}
+	}
+	t.Fatalf("HastenRetries still moving after 100 pages: %v", pages)
+	return nil
+}
+
+// TestHastenPagesAreBounded: a page of HastenRetries ends at hastenBytes
+// of targets, and, with transform outputs of 900 KiB, before Badger's own
+// bound on a transaction (2.4 MiB with the default memtable, payloads
+// under the value threshold counted whole), which Abandon and RetryDead
+// once failed on every call; pages go on until one moves nothing, and
+// every entry is due with its payload.
+func TestHastenPagesAreBounded(t *testing.T) {
+	ctx := context.Background()
+	t.Run("hastenBytes", func(t *testing.T) {
+		defer func(b int) { hastenBytes = b }(hastenBytes)
+		hastenBytes = 250
+		l, err := Open(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		payload := []byte(`"` + strings.Repeat("p", 98) + `"`) // 100 bytes, 110 or so encoded
+		q := retryAll(t, l, 7, payload)
+		if got, want := fmt.Sprint(hastenPages(t, q, 1000)), "[3 3 1 0]"; got != want {
+			t.Errorf("HastenRetries pages moved %s, want %s", got, want)
+		}
+		ds, err := q.Fetch(ctx, 10)
+		if err != nil || len(ds) != 7 {
+			t.Fatalf("Fetch after the pages = %d, %v; want all 7 due", len(ds), err)
+		}
+	})
+	t.Run("Badger's transaction", func(t *testing.T) {
+		l, err := Open(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		payload := []byte(`"` + strings.Repeat("p", 900<<10) + `"`)
+		const n = 6
+		q := retryAll(t, l, n, payload)
+		pages := hastenPages(t, q, 1000)
+		moved := 0
+		for _, p := range pages {
+			moved += p
+		}
+		if moved != n || len(pages) < 3 {
+			t.Errorf("HastenRetries pages moved %v, want all %d in pages of what fits in a transaction", pages, n)
+		}
+		ds, err := q.Fetch(ctx, n)
+		if err != nil || len(ds) != n {
+			t.Fatalf("Fetch after the pages = %d, %v; want all %d due", len(ds), err, n)
+		}
+		for _, d := range ds {
+			if string(d.Payload) != string(payload) || d.Attempt != 2 || d.LastError != "503" {
+				t.Errorf("entry %d after HastenRetries: payload kept %v, attempt %d, last error %q", d.Seq, string(d.Payload) == string(payload), d.Attempt, d.LastError)
+			}
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -703,5 +704,112 @@ func TestOrderKeyBacklogDoesNotWaitBatchWait(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// downSink answers every event with a retry an hour away (a 503 with
+// Retry-After: 3600) while down, and is its orderSink once up.
+type downSink struct {
+	*orderSink
+	down  atomic.Bool
+	calls atomic.Int64
+}
+
+func (s *downSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	s.calls.Add(1)
+	if s.down.Load() {
+		out := make([]sdk.Result, len(batch))
+		for i := range out {
+			out[i] = sdk.Retry(time.Hour, errors.New("503 Service Unavailable, Retry-After: 3600"))
+		}
+		return out, nil
+	}
+	return s.orderSink.Deliver(ctx, batch)
+}
+
+// TestOrderKeyRetryNow: with delivery.order_key, a sink down with a
+// Retry-After of an hour parks each key's first event an hour ahead and
+// holds the others behind it; the sink comes back and an operator makes
+// the retries due now (pipelined sinks retry-now), also after a restart
+// of the log and the dispatcher (badgerlog): every key's events arrive in
+// log order, none of a key before an earlier one, and all of them at once.
+func TestOrderKeyRetryNow(t *testing.T) {
+	const n, keys = 200, 10
+	for _, restart := range []bool{false, true} {
+		for name, open := range orderLogs(t) {
+			if restart && name != "badgerlog" {
+				continue
+			}
+			t.Run(fmt.Sprintf("%s/restart=%v", name, restart), func(t *testing.T) {
+				dir := t.TempDir()
+				var l pipeline.Log
+				if restart {
+					db, err := badgerlog.Open(dir, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					l = db
+				} else {
+					l = open(t)
+				}
+				appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % keys) })
+				sink := &downSink{orderSink: newOrderSink(0)}
+				sink.stride = keys
+				sink.down.Store(true)
+				o := options(l.Queue("s"), sink)
+				o.MaxAttempts, o.BackoffMin, o.BackoffMax = 0, time.Millisecond, time.Hour
+				o.OrderKey = bodyKey
+				d := dispatch.New(o)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- d.Run(ctx) }()
+				waitFor(t, "each key's head parked and the rest held", func() bool {
+					st := d.Order()
+					return st.HeldKeys == keys && st.Held == n-keys && stats(t, l.Queue("s")).Retrying == n
+				})
+				calls := sink.calls.Load()
+				if restart {
+					cancel()
+					if err := <-done; err != nil {
+						t.Fatalf("Run() = %v", err)
+					}
+					if err := l.Close(); err != nil {
+						t.Fatal(err)
+					}
+					db, err := badgerlog.Open(dir, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					l = db
+					o.Queue = l.Queue("s")
+					ctx, cancel = context.WithCancel(context.Background())
+					d = dispatch.New(o)
+					go func() { done <- d.Run(ctx) }()
+					waitFor(t, "the new dispatcher to know the held keys", func() bool { return d.Order().HeldKeys == keys })
+				}
+				defer func() { cancel(); <-done; l.Close() }()
+				if got := sink.calls.Load(); got != calls {
+					t.Fatalf("the sink got %d calls more while everything was parked an hour ahead", got-calls)
+				}
+				sink.down.Store(false)
+				hastened := 0
+				for {
+					m, err := l.Queue("s").(pipeline.RetryHastener).HastenRetries(context.Background(), 3)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if m == 0 {
+						break
+					}
+					hastened += m
+				}
+				if hastened != keys {
+					t.Errorf("HastenRetries moved %d, want the %d heads (held events are not retries)", hastened, keys)
+				}
+				waitFor(t, "every event delivered", func() bool { return sink.count() == n })
+				sink.check(t, n)
+				waitStats(t, l.Queue("s"), pipeline.QueueStats{})
+			})
+		}
 	}
 }

@@ -66,6 +66,15 @@ func TestRenamedSinkQueueGivenUpWhole(t *testing.T) {
 		apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "by id") {
 		t.Errorf("dlq add crm-v2 --all (configured) = %v, want 409 that says to give up by id", err)
 	}
+	// retry-now is refused too: nothing delivers crm's queue, whose retry
+	// stays as it was.
+	if _, err := d.Admin().RetryNow(t.Context(), "crm"); !errors.As(err, &apiErr) ||
+		apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "nothing delivers its queue") {
+		t.Errorf("sinks retry-now crm (removed) = %v, want 409 that says nothing delivers its queue", err)
+	}
+	if s := d.Sinks(t)["crm"]; s.Retrying != 1 {
+		t.Errorf("after a refused retry-now: crm %+v, want its retry still waiting", s)
+	}
 
 	out := d.CLI(t, "dlq", "add", "crm", "--all", "--reason", "crm retired, ticket 9")
 	if !strings.Contains(out, "gave up on 3 event(s) waiting for crm, a sink removed from the configuration") {

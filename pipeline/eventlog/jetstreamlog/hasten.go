@@ -37,9 +37,13 @@ const hastenMargin = time.Second
 // subject makes replace the one the server holds, and with it the
 // consumer's pending delivery) with its retry state (its failures and
 // error kept, due now) and its delivery record (next attempt now), in one
-// atomic batch, as a retried dead letter is. A page reads about three
-// messages per retry state record it walks and writes one batch per entry
-// it hastens: its memory holds one entry at a time. Entries leased by this
+// atomic batch, as a retried dead letter is. A page reads one message per
+// retry state record it walks (one due is skipped then), two more per
+// entry it hastens, and writes one batch per entry it hastens: its memory
+// holds one entry at a time. A call walks on until it has hastened max
+// entries or met every record: with many retries due and none due later
+// (a second retry-now while the breaker waits to probe) that is one read
+// each, to answer 0. Entries leased by this
 // process are skipped, as are entries whose retry is due within a second
 // (the server may be handing them out). Daemons that share the stream
 // share the queue: a retry another daemon hastens is found here no more.
@@ -106,6 +110,9 @@ func (q *queue) hastenOne(ctx context.Context, st stRecord) (bool, error) {
 		return false, nil
 	}
 	now := time.Now()
+	if !st.NotBefore.IsZero() && !st.NotBefore.After(now.Add(hastenMargin)) {
+		return false, nil // due: skipped without a read
+	}
 	dr, err := q.getDR(ctx, st.Seq)
 	if err != nil {
 		return false, err
@@ -138,7 +145,7 @@ func (q *queue) hastenOne(ctx context.Context, st stRecord) (bool, error) {
 	m.Header.Set(hdrSeq, strconv.FormatUint(st.Seq, 10))
 	m.Header.Set(hdrState, "1")
 	m.Data = old.Data
-	st.ID, st.NotBefore = id, time.Time{}
+	st.ID, st.NotBefore = id, now.UTC() // due: a later walk skips it without a read
 	sm := nats.NewMsg(q.stSubject(st.Seq))
 	sm.Data = mustJSON(st)
 	msgs := []*nats.Msg{sm}

@@ -412,9 +412,9 @@ type stRecord struct {
 	Fails      int       `json:"fails"`
 	Err        string    `json:"err,omitempty"`
 	ReceivedAt time.Time `json:"received_at"`
-	// ID is the event's id, and NotBefore when the entry's nak delay
-	// ends (zero: due at once); both absent in records written before
-	// HastenRetries, which then reads the event and the delivery record.
+	// ID is the event's id, and NotBefore when the entry is due (its nak
+	// delay ends); both absent in records written before HastenRetries,
+	// which then reads the event and the delivery record.
 	ID        string    `json:"id,omitempty"`
 	NotBefore time.Time `json:"not_before,omitzero"`
 }

@@ -920,7 +920,7 @@ func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr, s
 		dr.Err = lastErr
 	}
 	st := nats.NewMsg(q.stSubject(seq))
-	st.Data = mustJSON(stRecord{Seq: seq, Err: lastErr, ReceivedAt: rec.Event.ReceivedAt, ID: rec.Event.ID})
+	st.Data = mustJSON(stRecord{Seq: seq, Err: lastErr, ReceivedAt: rec.Event.ReceivedAt, ID: rec.Event.ID, NotBefore: time.Now().UTC()})
 	m := nats.NewMsg(q.qSubject(rec.Event.ID))
 	m.Header.Set(hdrSeq, strconv.FormatUint(seq, 10))
 	m.Header.Set(hdrState, "1")

@@ -232,3 +232,68 @@ func TestRetryNowProbesAnOpenBreaker(t *testing.T) {
 		t.Errorf("a second retry-now = %q", out)
 	}
 }
+
+// TestJetStreamClusterRetryNow is TestRetryNowAfterRestart on the
+// JetStream log (a cluster of three, R3): the server holds each retry as a
+// nak an hour long, which the daemon's restart does not touch; retry-now
+// writes each again, due now, and the CRM gets every event, once.
+func TestJetStreamClusterRetryNow(t *testing.T) {
+	needCluster(t)
+	nodes := startCluster(t)
+	crm := newCRMOutage(t)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, fmt.Sprintf("%q", n.url()))
+	}
+	dir := t.TempDir()
+	cfg := harness.WriteConfig(t, dir, harness.Listeners("")+fmt.Sprintf(`
+[log]
+backend = "jetstream"
+urls = [%s]
+stream = "RN"
+replicas = 3
+`, strings.Join(urls, ", "))+harness.CallKaroSource+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q }
+delivery = { batch_wait = "5ms", backoff_min = "1s", backoff_max = "1h", breaker_failures = 1000 }
+`, crm.URL)+harness.AllCallsRoute("crm"))
+	d := harness.Start(t, cfg)
+	const n = 8
+	ids := parkAll(t, d, "js-outage", n)
+
+	crm.down.Store(false)
+	d.Signal(syscall.SIGTERM)
+	<-d.Exited()
+	d = harness.Start(t, cfg)
+	wantParked(t, d, ids)
+	if _, delivered := crm.counts(); delivered != 0 {
+		t.Fatalf("the CRM took %d events before retry-now", delivered)
+	}
+	out := d.CLI(t, "sinks", "retry-now", "crm")
+	if want := fmt.Sprintf("sink crm: %d events waiting for a retry made due now; its breaker is closed\n", n); out != want {
+		t.Errorf("pipelined sinks retry-now crm = %q, want %q", out, want)
+	}
+	called := time.Now()
+	harness.Eventually(t, 20*time.Second, func() error {
+		if m := crm.missing(ids); len(m) > 0 {
+			return fmt.Errorf("the CRM lacks %d of %d events %v after retry-now", len(m), n, time.Since(called).Round(time.Millisecond))
+		}
+		return nil
+	})
+	t.Logf("all %d events delivered %v after retry-now", n, time.Since(called).Round(time.Millisecond))
+	harness.Eventually(t, 10*time.Second, func() error {
+		if s := d.Sinks(t)["crm"]; s.Ready+s.Retrying+s.Dead != 0 {
+			return fmt.Errorf("crm: %d ready, %d retrying, %d dead; want an empty queue", s.Ready, s.Retrying, s.Dead)
+		}
+		return nil
+	})
+	crm.mu.Lock()
+	defer crm.mu.Unlock()
+	for id, c := range crm.delivered {
+		if c != 1 {
+			t.Errorf("the CRM took event %s %d times, want once", id, c)
+		}
+	}
+}

@@ -649,7 +649,7 @@ func (d *Dispatcher) sleepProbe(ctx context.Context, probe time.Duration) bool {
 		ok = false
 	case <-t.C:
 	case <-d.probeNow:
-		d.o.Logger.Info("probing the sink now, as an operator asked", "sink", d.o.Sink)
+		d.o.Logger.Debug("probing the sink now, as an operator asked", "sink", d.o.Sink) // the admin API logs the call
 	}
 	t.Stop()
 	d.mu.Lock()

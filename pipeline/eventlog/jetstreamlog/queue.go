@@ -497,10 +497,15 @@ func (q *queue) settle(ctx context.Context, ls *lease, s pipeline.Settlement) er
 		return q.reply(ctx, ls.msg, "+ACK")
 	case pipeline.Retry:
 		if s.NotAttempted {
-			// No attempt: the retry state (its count of failures and last
-			// error) stays as it is, or absent, so the next delivery has
-			// the same attempt; only the record's next attempt changes.
-			if err := q.l.publishBatch(ctx, []*nats.Msg{dr}); err != nil {
+			// No attempt: the retry state keeps its count of failures and
+			// last error (none, when it had none), so the next delivery
+			// has the same attempt; it is written all the same, due at
+			// RetryAt, since HastenRetries finds a waiting retry by its
+			// retry state (a 429's Retry-After of an hour is what
+			// pipelined sinks retry-now is for).
+			m := nats.NewMsg(q.stSubject(ls.seq))
+			m.Data = mustJSON(stRecord{Seq: ls.seq, Fails: ls.attempt - 1, Err: ls.lastErr(), ReceivedAt: ls.rec.Event.ReceivedAt, ID: ls.id, NotBefore: s.RetryAt.UTC()})
+			if err := q.l.publishBatch(ctx, []*nats.Msg{m, dr}); err != nil {
 				return err
 			}
 			return q.reply(ctx, ls.msg, nakDelay(s.RetryAt))

@@ -157,3 +157,43 @@ func testReopenHastenRetries(t *testing.T, open func(t *testing.T, dir string) p
 		}
 	}
 }
+
+// testHastenNotAttempted: an entry the sink did not attempt (settled Retry
+// with NotAttempted, as the http sink's answer to a 429 with Retry-After)
+// waits for a retry like any other, and HastenRetries makes it due now:
+// one never attempted before (no failure, so no retry state of its own)
+// and one that failed once and then was not attempted. Each comes back
+// with the attempt count and LastError it had.
+func testHastenNotAttempted(t *testing.T, l pipeline.Log) {
+	q := retryHastener(t, l)
+	appendIDs(t, l, ids("hn", 2), sinkA)
+	ds := mustFetch(t, q, 2)
+	byID := map[string]pipeline.Delivery{}
+	for _, d := range ds {
+		byID[d.Event.ID] = d
+	}
+	mustSettle(t, q, pipeline.Settlement{Seq: byID["hn-0001"].Seq, Outcome: pipeline.Retry, RetryAt: time.Now(), Err: "503"})
+	re := mustFetch(t, q, 1)
+	if re[0].Event.ID != "hn-0001" || re[0].Attempt != 2 {
+		t.Fatalf("Fetch of a due retry = %s attempt %d, want hn-0001 attempt 2", re[0].Event.ID, re[0].Attempt)
+	}
+	later := time.Now().Add(hour)
+	mustSettle(t, q,
+		pipeline.Settlement{Seq: byID["hn-0000"].Seq, Outcome: pipeline.Retry, RetryAt: later, Err: "throttled", NotAttempted: true},
+		pipeline.Settlement{Seq: re[0].Seq, Outcome: pipeline.Retry, RetryAt: later, Err: "throttled", NotAttempted: true})
+	fetchNone(t, q) // the premise: both wait for their hour
+	mustHastenRetries(t, q, 10, 2, "of two entries not attempted, an hour away")
+	mustHastenRetries(t, q, 10, 0, "again")
+	again := mustFetch(t, q, 2)
+	got := map[string]pipeline.Delivery{}
+	for _, d := range again {
+		got[d.Event.ID] = d
+	}
+	if d, ok := got["hn-0000"]; !ok || d.Attempt != 1 || d.LastError != "" {
+		t.Errorf("hastened hn-0000 = %+v (found %v); want attempt 1, no error", d, ok)
+	}
+	if d, ok := got["hn-0001"]; !ok || d.Attempt != 2 || d.LastError != "503" {
+		t.Errorf("hastened hn-0001 = %+v (found %v); want attempt 2, error 503", d, ok)
+	}
+	mustSettle(t, q, ack(again...)...)
+}

@@ -131,6 +131,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Hold/SettleRelease", testSettleRelease},
 		{"Hold/Hasten", testHasten},
 		{"Queue/HastenRetries", testHastenRetries},
+		{"Queue/HastenNotAttempted", testHastenNotAttempted},
 		{"Delivery/DeadNotAttempted", testDeadNotAttempted},
 		{"Hold/Waiting", testWaiting},
 		{"Hold/Record", testHoldRecord},

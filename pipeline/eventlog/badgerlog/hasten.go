@@ -104,7 +104,7 @@ func (q *queue) hastenRetries(ctx context.Context, max int) (n, wrote int, err e
 		if err != nil {
 			return 0, wrote, fmt.Errorf("hasten retries of %s: entry %d: %w", q.sink, f.seq, err)
 		}
-		if d != nil && d.State == logpb.Delivery_RETRYING { // next_attempt_at says so
+		if d != nil && (d.State == logpb.Delivery_RETRYING || d.NextAttemptUnixNano != 0) { // next_attempt_at says so (also of one not attempted)
 			d.NextAttemptUnixNano = now.UnixNano()
 			if err := txn.putDelivery(f.seq, q.sink, d); err != nil {
 				return 0, wrote, q.l.writeErr(err)

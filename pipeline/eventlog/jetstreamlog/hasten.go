@@ -149,7 +149,7 @@ func (q *queue) hastenOne(ctx context.Context, st stRecord) (bool, error) {
 	sm := nats.NewMsg(q.stSubject(st.Seq))
 	sm.Data = mustJSON(st)
 	msgs := []*nats.Msg{sm}
-	if dr != nil && dr.State == pipeline.StateRetrying {
+	if dr != nil && (dr.State == pipeline.StateRetrying || !dr.Next.IsZero()) { // also of one not attempted
 		r := *dr
 		r.Next = now.UTC()
 		msgs = append(msgs, q.drMsg(st.Seq, r))

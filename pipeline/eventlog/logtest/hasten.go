@@ -163,7 +163,8 @@ func testReopenHastenRetries(t *testing.T, open func(t *testing.T, dir string) p
 // waits for a retry like any other, and HastenRetries makes it due now:
 // one never attempted before (no failure, so no retry state of its own)
 // and one that failed once and then was not attempted. Each comes back
-// with the attempt count and LastError it had.
+// with the attempt count and LastError it had, and its delivery record's
+// NextAttemptAt says it is due now, not when the sink asked.
 func testHastenNotAttempted(t *testing.T, l pipeline.Log) {
 	q := retryHastener(t, l)
 	appendIDs(t, l, ids("hn", 2), sinkA)
@@ -194,6 +195,14 @@ func testHastenNotAttempted(t *testing.T, l pipeline.Log) {
 	}
 	if d, ok := got["hn-0001"]; !ok || d.Attempt != 2 || d.LastError != "503" {
 		t.Errorf("hastened hn-0001 = %+v (found %v); want attempt 2, error 503", d, ok)
+	}
+	if dl, ok := unwrap(l).(pipeline.DeliveryLog); ok {
+		for _, id := range ids("hn", 2) {
+			rs := mustDeliveries(t, dl, id)
+			if len(rs) != 1 || !rs[0].NextAttemptAt.Before(later.Add(-time.Minute)) {
+				t.Errorf("%s's records after HastenRetries = %+v, want next_attempt_at about now, not %v", id, rs, later)
+			}
+		}
 	}
 	mustSettle(t, q, ack(again...)...)
 }

@@ -134,7 +134,7 @@ func (q *Queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	for _, seq := range seqs {
 		if e, ok := q.q.retry[seq]; ok && !e.retryAt.Equal(heldAt) && e.retryAt.After(now) {
 			e.retryAt = now
-			if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying {
+			if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying || !r.NextAttemptAt.IsZero() { // or not attempted
 				r.NextAttemptAt = now
 			}
 			n++
@@ -169,7 +169,7 @@ func (q *Queue) HastenRetries(ctx context.Context, max int) (int, error) {
 			continue
 		}
 		e.retryAt = now
-		if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying {
+		if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying || !r.NextAttemptAt.IsZero() { // or not attempted
 			r.NextAttemptAt = now
 		}
 		n++

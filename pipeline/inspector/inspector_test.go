@@ -931,3 +931,90 @@ func TestRetryNowButton(t *testing.T) {
 		t.Errorf("Fetch after Retry now = %v, %v; want the event, due now, at its second attempt", ds, err)
 	}
 }
+
+// slowHasteningLog is a log whose queues make one retry due per
+// HastenRetries call, each after pageTime: a retry-now of many pages on a
+// slow disk.
+type slowHasteningLog struct {
+	*memlog.Log
+	pageTime time.Duration
+}
+
+func (l slowHasteningLog) Queue(sink string) pipeline.Queue {
+	return slowHastener{l.Log.Queue(sink).(pipeline.RetryHastener), l.pageTime}
+}
+
+type slowHastener struct {
+	pipeline.RetryHastener
+	pageTime time.Duration
+}
+
+func (q slowHastener) HastenRetries(ctx context.Context, max int) (int, error) {
+	time.Sleep(q.pageTime)
+	return q.RetryHastener.HastenRetries(ctx, min(max, 1))
+}
+
+// TestRetryNowButtonOutlivesTheWriteTimeout: the UI's Retry now of a queue
+// whose pages take longer, together, than the admin listener's write
+// timeout still gets its page, as pipelined sinks retry-now gets its
+// answer: the timeout bounds a page, not the call.
+func TestRetryNowButtonOutlivesTheWriteTimeout(t *testing.T) {
+	const writeTimeout = 200 * time.Millisecond
+	db := memlog.New()
+	var es []pipeline.Entry
+	for _, id := range []string{"ev-1", "ev-2", "ev-3"} {
+		es = append(es, pipeline.Entry{
+			Event:   pipeline.Event{ID: id, Source: "callkaro", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
+		})
+	}
+	if _, err := db.Append(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	q := db.Queue("crm")
+	ds, err := q.Fetch(context.Background(), 10)
+	if err != nil || len(ds) != len(es) {
+		t.Fatalf("Fetch = %d, %v; want %d", len(ds), err, len(es))
+	}
+	var ss []pipeline.Settlement
+	for _, d := range ds {
+		ss = append(ss, pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "503"})
+	}
+	if err := q.Settle(context.Background(), ss); err != nil {
+		t.Fatal(err)
+	}
+	ao := admin.Options{
+		Log: slowHasteningLog{db, writeTimeout},
+		Sinks: func(context.Context) ([]admin.SinkStatus, error) {
+			return []admin.SinkStatus{{Name: "crm", Plugin: "running"}}, nil
+		},
+		Token: []byte("s3cret"),
+	}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewUnstartedServer(admin.Handler(ao))
+	srv.Config.WriteTimeout = writeTimeout
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := client(t)
+	if r, err := c.PostForm(srv.URL+"/ui/login", url.Values{"token": {"s3cret"}}); err != nil || r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login = %v, %v", r, err)
+	}
+	_, page := get(t, c, srv.URL+"/ui/")
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("no CSRF token on the overview")
+	}
+	start := time.Now()
+	resp, err := c.PostForm(srv.URL+"/ui/sinks/crm/retry-now", url.Values{"csrf": {m[1]}})
+	if err != nil {
+		t.Fatalf("Retry now taking %v with a write timeout of %v: %v", time.Since(start), writeTimeout, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "crm: 3 event(s) waiting for a retry made due now") {
+		t.Fatalf("Retry now = %d, %v:\n%s", resp.StatusCode, err, body)
+	}
+	if took := time.Since(start); took < 2*writeTimeout {
+		t.Fatalf("the call took %v, not longer than the write timeout %v (the premise)", took, writeTimeout)
+	}
+}

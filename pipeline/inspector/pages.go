@@ -83,7 +83,7 @@ func (u *UI) retryNow(w http.ResponseWriter, r *http.Request, s session) {
 		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Unknown sink %q.", sink))
 		return
 	}
-	res, err := admin.RetryNowSink(r.Context(), u.o.Admin, sinks[i], nil)
+	res, err := admin.RetryNowSink(r.Context(), u.o.Admin, sinks[i], admin.PageDeadline(w))
 	if err != nil {
 		msg := "Retry now: " + err.Error()
 		if res.Hastened > 0 {

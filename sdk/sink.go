@@ -181,9 +181,11 @@ func Permanent(err error) Result { return Result{outcome: outcomePermanent, err:
 //     sink's max_attempts, nor grows the backoff of its later retries;
 //   - not before after: 0 means as soon as the sink has capacity (the next
 //     batch, usually at once); after a 429 pass its Retry-After. When no
-//     event of a batch was attempted at all, the host waits at least the
-//     sink's backoff_min (1 s by default) before the next try, so that a
-//     sink that takes nothing is not called in a hot loop;
+//     event of a batch was delivered (none was attempted, or every one
+//     attempted is a [Retry]: a 429 without Retry-After), the host waits
+//     at least the sink's backoff_min (1 s by default) before it sends
+//     the events not attempted again, so that a sink that takes nothing,
+//     or a receiver that throttles, is not called in a hot loop;
 //   - it neither opens the sink's circuit breaker nor feeds it: a batch is
 //     judged by the events the sink attempted, and one with none says
 //     nothing about the sink;

@@ -51,11 +51,12 @@
 // with [pipeline.Settlement.NotAttempted]: it costs no attempt toward
 // MaxAttempts, so its backoff does not grow either, and its delivery
 // record lists no attempt for it. It is ready again after the delay the
-// sink asked for, or at once when the sink attempted other events of the
+// sink asked for, or at once when the sink delivered other events of the
 // batch (it goes first in the next batch, as a due retry); when the sink
-// attempted nothing of the batch, after BackoffMin at least, so that a
-// sink that takes nothing is not called in a hot loop (see
-// notAttemptedAt). The breaker judges a call by the events the sink
+// delivered nothing of the batch (it attempted none, or every one it
+// attempted is to be retried: a 429 without Retry-After), after
+// BackoffMin at least, so that a sink that takes nothing, or a receiver
+// that throttles, is not called in a hot loop (see notAttemptedAt). The breaker judges a call by the events the sink
 // attempted: not-attempted events neither fail a call nor make it a
 // success, and a call of which the sink attempted nothing leaves the
 // breaker as it was (an open breaker's probe that was not attempted is
@@ -930,16 +931,19 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 			retried++
 		}
 	}
-	// A batch of which the sink attempted nothing made no progress: its
-	// events wait at least BackoffMin (see notAttemptedAt), so that a sink
-	// that takes nothing is not called again at once, in a loop.
+	// A batch of which the sink attempted nothing (idle), or delivered
+	// nothing it attempted (a 429 without Retry-After on the first event,
+	// the rest not sent), made no progress: its events not attempted wait
+	// at least BackoffMin (see notAttemptedAt), so that a sink that takes
+	// nothing, or a receiver that throttles, is not called again at once.
 	idle = notAttempted == len(batch)
+	stalled := notAttempted+retried == len(batch)
 	settle := make([]pipeline.Settlement, len(batch))
 	givingUp := d.o.GiveUps.Len() > 0 // one look per batch: most never have any
 	var notAttemptedWhy string        // the reason of the batch's last event not attempted
 	var notAttemptedAt time.Time      // and when it is due
 	for i, e := range batch {
-		settle[i] = d.settlement(e, res[i], now, delay, probe, idle)
+		settle[i] = d.settlement(e, res[i], now, delay, probe, stalled)
 		if givingUp && settle[i].Outcome == pipeline.Retry {
 			if reason, ok := d.o.GiveUps.reason(e.Seq); ok {
 				// Given up on while in flight: this attempt was its last
@@ -1059,9 +1063,10 @@ func (d *Dispatcher) call(ctx context.Context, events []sdk.Event) ([]sdk.Result
 // (probe set) costs no attempt toward MaxAttempts and is ready again at
 // once, for the next probe (or held instead, where rotates says so: see
 // holdRetries). A result not attempted ([sdk.NotAttempted]) costs no
-// attempt at all (see notAttemptedAt); idle says no event of the batch
-// was attempted.
-func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration, probe, idle bool) pipeline.Settlement {
+// attempt at all (see notAttemptedAt); stalled says no event of the batch
+// was delivered (or failed for good): none was attempted, or every one
+// attempted is to be retried.
+func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Time, delay func(attempt int) time.Duration, probe, stalled bool) pipeline.Settlement {
 	s := pipeline.Settlement{Seq: e.Seq}
 	log := d.o.Logger
 	if d.o.Tracing != nil { // the attempt's span, see telemetry.StartAttempts
@@ -1101,7 +1106,7 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt-1, "failing_for", failingFor, "err", errText())
 	case notAttempted:
 		s.Outcome, s.NotAttempted, s.Err = pipeline.Retry, true, errText()
-		s.RetryAt = now.Add(d.notAttemptedAt(notAfter, idle))
+		s.RetryAt = now.Add(d.notAttemptedAt(notAfter, stalled))
 	case res.IsPermanent():
 		s.Outcome, s.Err = pipeline.Dead, "permanent failure: "+errText()
 		log.Warn("event failed permanently, moved to the dead-letter queue",
@@ -1144,15 +1149,17 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 // notAttemptedAt is how long an event the sink did not attempt waits
 // before it is ready again: the delay the sink asked for (a 429's
 // Retry-After), bounded as a retry's is; else none, when other events of
-// its batch were attempted (the call made progress, and the next one
-// will: these go first in it, as due retries); else, when nothing of the
-// batch was attempted (idle), BackoffMin (1 s by default): the first step
-// of the backoff, never grown, so that a sink that takes nothing is called
-// at that pace instead of in a hot loop, and without a minimum of our own
-// that an operator could not tune.
-func (d *Dispatcher) notAttemptedAt(after time.Duration, idle bool) time.Duration {
+// its batch were delivered (the call made progress, and the next one
+// will: these go first in it, as due retries); else, when the batch made
+// no progress (stalled: nothing of it was attempted, or every event
+// attempted is to be retried, as after a 429 without Retry-After),
+// BackoffMin (1 s by default): the first step of the backoff, never
+// grown, so that a sink that takes nothing, or a receiver that throttles,
+// is called at that pace instead of in a hot loop, and without a minimum
+// of our own that an operator could not tune.
+func (d *Dispatcher) notAttemptedAt(after time.Duration, stalled bool) time.Duration {
 	after = min(after, max(d.o.BackoffMax, maxRetryAfter))
-	if idle {
+	if stalled {
 		after = max(after, d.o.BackoffMin)
 	}
 	return after

@@ -260,3 +260,53 @@ func TestNotAttemptedProbeKeepsBreakerOpen(t *testing.T) {
 		t.Errorf("OnBreaker calls = %v, want [true false] (opened by the failed call, closed by the good probe)", got)
 	}
 }
+
+// TestNotAttemptedAfterThrottleWithoutDelay: a 429 without Retry-After
+// (the sink asks for no delay of its own: the throttled event is a
+// Retry(0), the rest of the batch NotAttempted(0)) is not followed at once
+// by a call with the rest: a call that delivered nothing it attempted is
+// no progress, and its events not attempted wait BackoffMin, as a batch
+// not attempted at all does, so that a throttled receiver is not hit
+// again at once. The throttled event alone costs an attempt.
+func TestNotAttemptedAfterThrottleWithoutDelay(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "ev", 3, "s")
+	q := l.Queue("s")
+	sink := &fakeSink{answer: func(call int, b []sdk.Event) ([]sdk.Result, error) {
+		if call > 1 {
+			return nil, nil
+		}
+		out := []sdk.Result{sdk.Retry(0, errors.New("429 Too Many Requests"))}
+		for range b[1:] {
+			out = append(out, sdk.NotAttempted(0, errors.New("not sent: 429 earlier in the batch")))
+		}
+		return out, nil
+	}}
+	o := options(q, sink)
+	o.BackoffMin, o.BackoffMax = 200*time.Millisecond, time.Second
+	run(t, o)
+	waitStats(t, q, pipeline.QueueStats{})
+
+	calls := sink.calls()
+	if len(calls) < 2 || len(calls[0]) != 3 {
+		t.Fatalf("Deliver calls = %d, the first of %d events; want a first call of all 3 (the premise)", len(calls), len(calls[0]))
+	}
+	sink.mu.Lock()
+	first := sink.returnedAt[0]
+	later := sink.startedAt[1:]
+	sink.mu.Unlock()
+	for i, at := range later {
+		if gap := at.Sub(first); gap < o.BackoffMin-5*time.Millisecond {
+			t.Errorf("call %d came %v after the 429, want >= BackoffMin %v", i+2, gap, o.BackoffMin)
+		}
+	}
+	attempts := map[string]int{}
+	for _, b := range calls[1:] {
+		for _, e := range b {
+			attempts[e.ID] = e.Attempt
+		}
+	}
+	if want := map[string]int{"ev-000": 2, "ev-001": 1, "ev-002": 1}; !equalMaps(attempts, want) {
+		t.Errorf("attempts of the second delivery = %v, want %v: only the throttled event was attempted", attempts, want)
+	}
+}

@@ -185,16 +185,27 @@ func orderLogs(t *testing.T) map[string]func(t *testing.T) pipeline.Log {
 // cost no attempt: with max_attempts 1, a sink that answers 30% of events
 // not attempted gets every event, in order, and nothing is dead.
 func TestOrderKeyNotAttempted(t *testing.T) {
-	n := 1000
+	deliverInOrder(t, 1000, 1, func() *orderSink {
+		sink := newOrderSink(0)
+		sink.skip = 0.3
+		return sink
+	})
+}
+
+// deliverInOrder appends n events over 50 keys to each of orderLogs and
+// delivers them with order_key to the sink newSink makes, with
+// maxAttempts: every key's events arrive in log order, and nothing is
+// left held or retrying.
+func deliverInOrder(t *testing.T, n, maxAttempts int, newSink func() *orderSink) {
+	t.Helper()
 	for name, open := range orderLogs(t) {
 		t.Run(name, func(t *testing.T) {
 			l := open(t)
 			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 50) })
-			sink := newOrderSink(0)
-			sink.skip = 0.3
+			sink := newSink()
 			sink.stride = 50
 			o := options(l.Queue("s"), sink)
-			o.MaxAttempts, o.BackoffMin, o.BackoffMax, o.BatchWait = 1, time.Millisecond, 5*time.Millisecond, time.Millisecond
+			o.MaxAttempts, o.BackoffMin, o.BackoffMax, o.BatchWait = maxAttempts, time.Millisecond, 5*time.Millisecond, time.Millisecond
 			o.OrderKey = bodyKey
 			run(t, o)
 			deadline := time.Now().Add(60 * time.Second)
@@ -211,25 +222,7 @@ func TestOrderKeyNotAttempted(t *testing.T) {
 // events at random: every key's events arrive in log order, and nothing is
 // left held or retrying.
 func TestOrderKey(t *testing.T) {
-	n := 3000
-	for name, open := range orderLogs(t) {
-		t.Run(name, func(t *testing.T) {
-			l := open(t)
-			appendKeyed(t, l, 0, n, func(i int) string { return fmt.Sprint(i % 50) })
-			sink := newOrderSink(0.2)
-			sink.stride = 50
-			o := options(l.Queue("s"), sink)
-			o.MaxAttempts, o.BackoffMin, o.BackoffMax, o.BatchWait = 0, time.Millisecond, 5*time.Millisecond, time.Millisecond
-			o.OrderKey = bodyKey
-			run(t, o)
-			deadline := time.Now().Add(60 * time.Second)
-			for sink.count() < n && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			sink.check(t, n)
-			waitStats(t, l.Queue("s"), pipeline.QueueStats{})
-		})
-	}
+	deliverInOrder(t, 3000, 0, func() *orderSink { return newOrderSink(0.2) })
 }
 
 // TestOrderKeyHoldsOnlyItsKey checks that a key whose event keeps failing

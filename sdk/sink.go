@@ -184,8 +184,9 @@ func Permanent(err error) Result { return Result{outcome: outcomePermanent, err:
 //     event of a batch was delivered (none was attempted, or every one
 //     attempted is a [Retry]: a 429 without Retry-After), the host waits
 //     at least the sink's backoff_min (1 s by default) before it sends
-//     the events not attempted again, so that a sink that takes nothing,
-//     or a receiver that throttles, is not called in a hot loop;
+//     the events not attempted again (and, when none was attempted, before
+//     its next call, with other events or not), so that a sink that takes
+//     nothing, or a receiver that throttles, is not called in a hot loop;
 //   - it neither opens the sink's circuit breaker nor feeds it: a batch is
 //     judged by the events the sink attempted, and one with none says
 //     nothing about the sink;

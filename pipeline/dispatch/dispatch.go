@@ -56,8 +56,10 @@
 // delivered nothing of the batch (it attempted none, or every one it
 // attempted is to be retried: a 429 without Retry-After), after
 // BackoffMin at least, so that a sink that takes nothing, or a receiver
-// that throttles, is not called in a hot loop (see notAttemptedAt). The breaker judges a call by the events the sink
-// attempted: not-attempted events neither fail a call nor make it a
+// that throttles, is not called in a hot loop (see notAttemptedAt); after
+// a call of which the sink attempted nothing, the next call (with other
+// events) waits BackoffMin too. The breaker judges a call by the events
+// the sink attempted: not-attempted events neither fail a call nor make it a
 // success, and a call of which the sink attempted nothing leaves the
 // breaker as it was (an open breaker's probe that was not attempted is
 // followed by another after the same wait). MaxAge still applies, as wall
@@ -567,7 +569,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			case idle:
 				// The sink attempted nothing: it said nothing of itself,
 				// and the breaker stays as it was (a probe that was not
-				// attempted waits the same interval again).
+				// attempted waits the same interval again). The next call
+				// waits BackoffMin, as the batch's events do: with more
+				// events ready, a sink that takes nothing would otherwise
+				// be handed the whole queue, batch after batch, at once.
+				if !open && !sleep(ctx, d.o.BackoffMin) {
+					return nil
+				}
 			case open && failed:
 				probe = min(2*probe, d.o.BreakerProbeMax)
 				probeFailed = true

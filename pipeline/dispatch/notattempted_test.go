@@ -310,3 +310,38 @@ func TestNotAttemptedAfterThrottleWithoutDelay(t *testing.T) {
 		t.Errorf("attempts of the second delivery = %v, want %v: only the throttled event was attempted", attempts, want)
 	}
 }
+
+// TestNotAttemptedAloneWaitsWithMoreQueued: a sink that attempts nothing
+// of its batch is not called again at once with the next events of the
+// queue either: the dispatcher itself waits BackoffMin after such a call,
+// so a sink that takes nothing is not run through the whole queue in a
+// loop, every entry written again each time.
+func TestNotAttemptedAloneWaitsWithMoreQueued(t *testing.T) {
+	const idle = 3 // calls answered all not attempted
+	l := memlog.New()
+	appendEvents(t, l, "ev", 6, "s")
+	q := l.Queue("s")
+	sink := &fakeSink{answer: func(call int, b []sdk.Event) ([]sdk.Result, error) {
+		if call > idle {
+			return nil, nil
+		}
+		return each(sdk.NotAttempted(0, errors.New("no capacity")))(call, b)
+	}}
+	o := options(q, sink)
+	o.BatchMax = 1
+	o.BackoffMin = 100 * time.Millisecond
+	run(t, o)
+	waitStats(t, q, pipeline.QueueStats{})
+
+	sink.mu.Lock()
+	started, returned := sink.startedAt, sink.returnedAt
+	sink.mu.Unlock()
+	if len(started) < idle+1 {
+		t.Fatalf("Deliver calls = %d, want more than %d (the premise)", len(started), idle)
+	}
+	for i := 1; i <= idle; i++ {
+		if gap := started[i].Sub(returned[i-1]); gap < o.BackoffMin-5*time.Millisecond {
+			t.Errorf("call %d came %v after call %d answered all not attempted, want >= BackoffMin %v", i+1, gap, i, o.BackoffMin)
+		}
+	}
+}

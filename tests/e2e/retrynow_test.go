@@ -131,6 +131,26 @@ func wantParked(t *testing.T, d *harness.Daemon, ids []string) {
 	}
 }
 
+// retryNowDelivers runs pipelined sinks retry-now crm on d, whose breaker
+// is closed, wants it to say that every one of ids was made due now, and
+// waits up to within for the CRM to have them all.
+func retryNowDelivers(t *testing.T, d *harness.Daemon, crm *crmOutage, ids []string, within time.Duration) {
+	t.Helper()
+	n := len(ids)
+	out := d.CLI(t, "sinks", "retry-now", "crm")
+	if want := fmt.Sprintf("sink crm: %d events waiting for a retry made due now; its breaker is closed\n", n); out != want {
+		t.Errorf("pipelined sinks retry-now crm = %q, want %q", out, want)
+	}
+	called := time.Now()
+	harness.Eventually(t, within, func() error {
+		if m := crm.missing(ids); len(m) > 0 {
+			return fmt.Errorf("the CRM lacks %d of %d events %v after retry-now", len(m), n, time.Since(called).Round(time.Millisecond))
+		}
+		return nil
+	})
+	t.Logf("all %d events delivered %v after retry-now", n, time.Since(called).Round(time.Millisecond))
+}
+
 // TestRetryNowAfterRestart: a CRM down for the day answers 503 with
 // Retry-After: 3600, and every event waits an hour for its retry. The CRM
 // comes back and the daemon is restarted (what it knew in memory of the
@@ -158,18 +178,7 @@ func TestRetryNowAfterRestart(t *testing.T) {
 		t.Fatalf("the CRM took %d events before retry-now", delivered)
 	}
 
-	out := d.CLI(t, "sinks", "retry-now", "crm")
-	if want := fmt.Sprintf("sink crm: %d events waiting for a retry made due now; its breaker is closed\n", n); out != want {
-		t.Errorf("pipelined sinks retry-now crm = %q, want %q", out, want)
-	}
-	called := time.Now()
-	harness.Eventually(t, 15*time.Second, func() error {
-		if m := crm.missing(ids); len(m) > 0 {
-			return fmt.Errorf("the CRM lacks %d of %d events %v after retry-now", len(m), n, time.Since(called).Round(time.Millisecond))
-		}
-		return nil
-	})
-	t.Logf("all %d events delivered %v after retry-now", n, time.Since(called).Round(time.Millisecond))
+	retryNowDelivers(t, d, crm, ids, 15*time.Second)
 	queuesEmpty(t, d, 10*time.Second)
 	table := d.CLI(t, "sinks")
 	for col, want := range map[string]string{"READY": "0", "RETRYING": "0", "DEAD": "0", "BREAKER": "closed"} {
@@ -271,18 +280,7 @@ delivery = { batch_wait = "5ms", backoff_min = "1s", backoff_max = "1h", breaker
 	if _, delivered := crm.counts(); delivered != 0 {
 		t.Fatalf("the CRM took %d events before retry-now", delivered)
 	}
-	out := d.CLI(t, "sinks", "retry-now", "crm")
-	if want := fmt.Sprintf("sink crm: %d events waiting for a retry made due now; its breaker is closed\n", n); out != want {
-		t.Errorf("pipelined sinks retry-now crm = %q, want %q", out, want)
-	}
-	called := time.Now()
-	harness.Eventually(t, 20*time.Second, func() error {
-		if m := crm.missing(ids); len(m) > 0 {
-			return fmt.Errorf("the CRM lacks %d of %d events %v after retry-now", len(m), n, time.Since(called).Round(time.Millisecond))
-		}
-		return nil
-	})
-	t.Logf("all %d events delivered %v after retry-now", n, time.Since(called).Round(time.Millisecond))
+	retryNowDelivers(t, d, crm, ids, 20*time.Second)
 	harness.Eventually(t, 10*time.Second, func() error {
 		if s := d.Sinks(t)["crm"]; s.Ready+s.Retrying+s.Dead != 0 {
 			return fmt.Errorf("crm: %d ready, %d retrying, %d dead; want an empty queue", s.Ready, s.Retrying, s.Dead)

@@ -140,6 +140,27 @@ func eventually(t *testing.T, ctx context.Context, u, sel, want string) {
 	}
 }
 
+// contrastJS lists the visible buttons of the page whose text color has
+// less than WCAG's 4.5:1 contrast against their background color.
+const contrastJS = `(() => {
+  const lum = c => {
+    const [r, g, b] = c.match(/[\d.]+/g).slice(0, 3).map(v => {
+      v = v / 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const low = [];
+  for (const b of document.querySelectorAll("button")) {
+    const st = getComputedStyle(b);
+    if (b.offsetParent === null || st.backgroundColor === "rgba(0, 0, 0, 0)") continue;
+    const [l1, l2] = [lum(st.color), lum(st.backgroundColor)].sort((x, y) => y - x);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    if (ratio < 4.5) low.push(b.textContent.trim() + ": " + st.color + " on " + st.backgroundColor + " = " + ratio.toFixed(2) + ":1");
+  }
+  return low;
+})()`
+
 // pwned reports whether a script of the page's content ran.
 func pwned(t *testing.T, ctx context.Context) bool {
 	t.Helper()
@@ -330,6 +351,20 @@ delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff
 			}
 		}
 		shoot(t, ctx, "overview", true, true)
+		// Every button's label is legible on its own background, in light
+		// and dark: WCAG's 4.5:1 for text (the Retry now buttons once took
+		// .small's muted grey over the link blue, about 1.3:1).
+		for _, scheme := range []string{"light", "dark"} {
+			call(t, ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}})
+			low := get(t, ctx, "button contrast", chromedp.Evaluate[[]string](contrastJS))
+			if n := get(t, ctx, "count buttons", chromedp.Evaluate[int](`document.querySelectorAll('form[action$="/retry-now"] button').length`)); n == 0 {
+				t.Errorf("the overview has no Retry now button")
+			}
+			for _, b := range low {
+				t.Errorf("%s: a button's label is not legible: %s", scheme, b)
+			}
+		}
+		call(t, ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}})
 		// The keyboard: the first Tab shows the skip link, which leads to
 		// the content; the next ones walk the navigation.
 		run(t, ctx, "tab", chromedp.KeyEvent(kb.Tab))

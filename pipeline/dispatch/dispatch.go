@@ -267,6 +267,10 @@ type Dispatcher struct {
 	// breaker and a probe closes it, their retries are brought forward
 	// (see hastenFailedRun). Only Run's goroutine uses it.
 	failedRun []uint64
+	// lastFailure is why the last failed call failed (a Report's
+	// Failure), for the line that says the breaker opened. Only Run's
+	// goroutine uses it.
+	lastFailure string
 }
 
 // probeLook is how long a probe waits for a ready entry while entries are
@@ -438,8 +442,11 @@ func (d *Dispatcher) setOpen(open bool, probe time.Duration, closed string) {
 		return
 	}
 	if open {
+		// The events' own failures are not logged one by one: this line
+		// is the one that tells the operator why the sink is down.
 		d.o.Logger.Warn("sink circuit breaker opened: deliveries wait, probing the sink",
-			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String(), "probe_every_max", d.o.BreakerProbeMax.String())
+			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String(), "probe_every_max", d.o.BreakerProbeMax.String(),
+			"last_error", cutError(d.lastFailure))
 	} else {
 		d.o.Logger.Info(closed, "sink", d.o.Sink)
 	}
@@ -1010,6 +1017,9 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	}
 	if spans != nil {
 		telemetry.EndAttempts(spans, settle, err)
+	}
+	if rep.Failure != "" {
+		d.lastFailure = rep.Failure
 	}
 	if d.o.Observe != nil {
 		d.o.Observe(rep)

@@ -91,6 +91,13 @@ delivery = { batch_wait = "5ms" }
 	if n := strings.Count(d.Log(), "sink circuit breaker opened"); n != 1 {
 		t.Errorf("log has %d lines \"sink circuit breaker opened\", want 1", n)
 	}
+	// That line is the one an operator reads (the failed deliveries are
+	// not logged one by one): it says why, the CRM's answer.
+	for _, line := range strings.Split(d.Log(), "\n") {
+		if strings.Contains(line, "sink circuit breaker opened") && (!strings.Contains(line, `"last_error":"POST `) || !strings.Contains(line, "503 Service Unavailable")) {
+			t.Errorf("the line that says the breaker opened does not say why (the CRM's 503):\n%s", line)
+		}
+	}
 
 	// Maintenance: pause, the CRM is fixed, the daemon restarts.
 	if out := d.CLI(t, "sinks", "pause", "crm"); !strings.Contains(out, "sink crm paused") {

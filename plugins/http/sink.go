@@ -71,7 +71,8 @@ import (
 //	                         longer than the call, while that moment is ahead, cut there); a
 //	                         slow receiver gets the rest in the next batch, and those events
 //	                         cost no attempt toward max_attempts
-//	not sent after a 429     not attempted, after the 429's delay (see below)
+//	not sent after a 429,    not attempted, after that answer's delay (see below)
+//	or a 503 with Retry-After
 //
 // Errors say the status and the first 200 bytes of the response. A status
 // that is the same for every event (a credential expired or rotated: 401,
@@ -83,7 +84,11 @@ import (
 //
 // After a 429 the rest of the batch is not sent: it is answered not
 // attempted with the same delay (only the event that got the 429 counts an
-// attempt). An event not sent because the host called the call off is
+// attempt). So after a 503 with a Retry-After: the receiver said when it
+// will be back, and each event sent before then would be refused too and
+// cost an attempt toward max_attempts (after a restart, the breaker closed,
+// a whole batch of a backlog; a few of those and it is dead-lettered
+// without the receiver having been up once). An event not sent because the host called the call off is
 // answered not attempted too. With concurrency 1 events are sent in batch
 // order, one at a time; with more, up to that many at once, each answered
 // on its own.
@@ -181,7 +186,7 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
-		throttle  *sdk.Result // the first 429's answer
+		throttle  *sdk.Result // the first 429's (or 503 with Retry-After's) answer
 		throttleI string      // its event id
 	)
 	sem := make(chan struct{}, s.cfg.concurrency)
@@ -289,16 +294,16 @@ func (s *sink) logNotInTime(sent, notSent int) {
 		"url", s.safe, "sent", sent, "not_sent", notSent, "concurrency", s.cfg.concurrency)
 }
 
-// skipRest answers the events not sent after a 429 on event id: not
-// attempted, after the same delay.
+// skipRest answers the events not sent after a 429 (or a 503 with a
+// Retry-After) on event id: not attempted, after the same delay.
 func (s *sink) skipRest(rest []sdk.Result, throttled sdk.Result, id string) {
 	if len(rest) == 0 {
 		return
 	}
 	after, _ := throttled.IsRetry()
 	s.log.Warn("http receiver throttled: rest of the batch not sent", "url", s.safe,
-		"event_id", id, "not_sent", len(rest), "retry_after", after.String())
-	fill(rest, sdk.NotAttempted(after, fmt.Errorf("not sent: %s answered 429 Too Many Requests for event %s earlier in the batch", s.safe, id)))
+		"event_id", id, "not_sent", len(rest), "retry_after", after.String(), "answer", throttled.Err().Error())
+	fill(rest, sdk.NotAttempted(after, fmt.Errorf("not sent: %s for event %s earlier in the batch", throttled.Err(), id)))
 }
 
 func fill(rs []sdk.Result, r sdk.Result) {
@@ -314,7 +319,8 @@ const errorExcerpt = 200
 // of secrets before errorExcerpt bytes of it are quoted.
 const scrubWindow = 4 << 10
 
-// send makes one request for ev and answers for it; throttled reports a 429.
+// send makes one request for ev and answers for it; throttled reports a
+// 429, or a 503 with a Retry-After: the rest of the batch waits that long.
 func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled bool) {
 	body, err := s.body(ev)
 	if err != nil {
@@ -377,6 +383,9 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), false
 	case code == http.StatusTooManyRequests:
 		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), true
+	case code == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+		after := retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		return sdk.Retry(after, errors.New(status+withExcerpt(excerpt))), after > 0
 	case code == http.StatusRequestTimeout || code >= 500:
 		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), false
 	case code >= 300 && code < 400:

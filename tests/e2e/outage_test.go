@@ -437,6 +437,60 @@ delivery = { batch_wait = "5ms", breaker_failures = 2, breaker_probe = "200ms", 
 	d.WaitLog(t, "retries of the failed calls that opened the breaker brought forward", 1, 5*time.Second)
 }
 
+// TestHTTPSink503RetryAfterSendsNoMoreOfTheBatch: the CRM is down for
+// maintenance and answers 503 with Retry-After: 3600, and a backlog waits
+// with the breaker closed (as after a restart, or a retry-now on a
+// restarted daemon). Before, the http sink went on through the batch after
+// the first 503, so every event of it was refused and cost an attempt: a
+// few restarts and retry-nows dead-lettered a whole backlog (max_attempts
+// = 3) that the CRM had never once taken. As after a 429, only the event
+// that got the 503 is attempted; the rest of the batch is answered not
+// attempted and waits the hour the CRM asked for, at no attempt's cost.
+func TestHTTPSink503RetryAfterSendsNoMoreOfTheBatch(t *testing.T) {
+	var requests atomic.Int64
+	crm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		requests.Add(1)
+		w.Header().Set("Retry-After", "3600")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":"maintenance"}`)
+	}))
+	t.Cleanup(crm.Close)
+	d := startWithCRM(t, fmt.Sprintf(`config = { url = %q }
+delivery = { batch_wait = "5ms", max_attempts = 1 }`, crm.URL))
+
+	// The backlog: paused while it comes in, so that it goes in one batch.
+	d.CLI(t, "sinks", "pause", "crm")
+	const n = 10
+	ids := make([]string, n)
+	for i := range n {
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprintf("backlog-%d", i), "interested"))
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST %d = %d %v %v", i, code, ans, err)
+		}
+		ids[i] = ans["id"].(string)
+	}
+	d.CLI(t, "sinks", "resume", "crm")
+	harness.Eventually(t, 20*time.Second, func() error {
+		if s := d.Sinks(t)["crm"]; s.Dead+s.Retrying != n {
+			return fmt.Errorf("crm: %d dead, %d retrying, %d ready; want the batch of %d settled", s.Dead, s.Retrying, s.Ready, n)
+		}
+		return nil
+	})
+	if got := requests.Load(); got != 1 {
+		t.Errorf("the CRM got %d requests for a batch of %d after answering 503 with Retry-After: 3600, want 1", got, n)
+	}
+	if s := d.Sinks(t)["crm"]; s.Dead != 1 || s.Retrying != n-1 {
+		t.Errorf("crm: %d dead, %d retrying; want 1 dead (the event that got the 503, max_attempts = 1) and %d waiting, never attempted", s.Dead, s.Retrying, n-1)
+	}
+	// The last event of the batch was never sent: no attempt counted.
+	for _, line := range strings.Split(d.CLI(t, "events", "show", ids[n-1]), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[0] == "crm" && f[1] == "all-calls" && f[3] != "0" {
+			t.Errorf("the last event of the batch, never sent: %q, want 0 attempts", line)
+		}
+	}
+}
+
 // TestSlowReceiverDrainsABacklog: the CRM is back after an outage but
 // slow, 200 ms a request, and 320 events wait: one batch, one request at a
 // time, would take 64 s, longer than the daemon gives a Deliver call (60

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -66,6 +67,8 @@ import (
 //	3xx                      retry: redirects are not followed (secret headers must not travel);
 //	                         the error names the Location: set url to it
 //	network error, timeout   retry (the error shows scheme://host/path only)
+//	no connection            retry for the event tried; the rest of the batch is not attempted
+//	                         (refused, no route, no such host: every request would fail alike)
 //	not sent in time         not attempted (sdk.NotAttempted): a request starts only while it
 //	                         can end (timeout) 2 s before the call's deadline (with a timeout
 //	                         longer than the call, while that moment is ahead, cut there); a
@@ -84,14 +87,15 @@ import (
 //
 // After a 429 the rest of the batch is not sent: it is answered not
 // attempted with the same delay (only the event that got the 429 counts an
-// attempt). So after a 503 with a Retry-After: the receiver said when it
-// will be back, and each event sent before then would be refused too and
-// cost an attempt toward max_attempts (after a restart, the breaker closed,
-// a whole batch of a backlog; a few of those and it is dead-lettered
-// without the receiver having been up once). An event not sent because the host called the call off is
-// answered not attempted too. With concurrency 1 events are sent in batch
-// order, one at a time; with more, up to that many at once, each answered
-// on its own.
+// attempt). So after a 503 with a Retry-After (the receiver said when it
+// will be back), and after a request that found no connection at all (not
+// before backoff_min): each event sent would be refused too and cost an
+// attempt toward max_attempts. After a restart, the breaker closed, that is
+// a whole batch of a backlog a call, and a few such calls dead-letter it
+// without the receiver having been up once. An event not sent because the
+// host called the call off is answered not attempted too. With concurrency
+// 1 events are sent in batch order, one at a time; with more, up to that
+// many at once, each answered on its own.
 type sink struct {
 	log *slog.Logger
 
@@ -171,23 +175,25 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 				s.notInTime(results[i:], i)
 				break
 			}
-			r, throttled := s.send(sctx, ev)
+			r, why := s.send(sctx, ev)
 			results[i] = r
-			if throttled {
-				s.skipRest(results[i+1:], r, ev.ID)
+			if why != "" {
+				s.skipRest(results[i+1:], r, why, ev.ID)
 				break
 			}
 		}
 		return results, nil
 	}
 
-	// Up to concurrency requests at once. After a 429 no new request
-	// starts; those in flight finish and answer for themselves.
+	// Up to concurrency requests at once. After a 429 (or any answer that
+	// halts the batch) no new request starts; those in flight finish and
+	// answer for themselves.
 	var (
-		wg        sync.WaitGroup
-		mu        sync.Mutex
-		throttle  *sdk.Result // the first 429's (or 503 with Retry-After's) answer
-		throttleI string      // its event id
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		halt  *sdk.Result // the first answer that halts the batch
+		haltW halted      // why it does
+		haltI string      // its event id
 	)
 	sem := make(chan struct{}, s.cfg.concurrency)
 	sent := make([]bool, len(batch))
@@ -199,7 +205,7 @@ loop:
 			break loop
 		}
 		mu.Lock()
-		stop := throttle != nil
+		stop := halt != nil
 		mu.Unlock()
 		if stop || i > 0 && !inTime() {
 			<-sem
@@ -210,35 +216,31 @@ loop:
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r, throttled := s.send(sctx, ev)
+			r, why := s.send(sctx, ev)
 			results[i] = r
-			if throttled {
+			if why != "" {
 				mu.Lock()
-				if throttle == nil {
-					throttle, throttleI = &r, ev.ID
+				if halt == nil {
+					halt, haltW, haltI = &r, why, ev.ID
 				}
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	notSent := 0
-	for i := range batch {
-		if sent[i] {
-			continue
-		}
-		switch {
-		case throttle != nil:
-			s.skipRest(results[i:i+1], *throttle, throttleI)
-		case ctx.Err() != nil:
-			results[i] = sdk.NotAttempted(0, fmt.Errorf("not sent: %w", context.Cause(ctx)))
-		default:
-			results[i] = sdk.NotAttempted(0, errNotInTime)
-			notSent++
-		}
+	// The loop stopped at the first event it did not send: the rest, one
+	// answer and one log line for them all.
+	first := slices.Index(sent, false)
+	if first < 0 {
+		return results, nil
 	}
-	if notSent > 0 {
-		s.logNotInTime(len(batch)-notSent, notSent)
+	switch rest := results[first:]; {
+	case halt != nil:
+		s.skipRest(rest, *halt, haltW, haltI)
+	case ctx.Err() != nil:
+		fill(rest, sdk.NotAttempted(0, fmt.Errorf("not sent: %w", context.Cause(ctx))))
+	default:
+		s.notInTime(rest, first)
 	}
 	return results, nil
 }
@@ -294,16 +296,30 @@ func (s *sink) logNotInTime(sent, notSent int) {
 		"url", s.safe, "sent", sent, "not_sent", notSent, "concurrency", s.cfg.concurrency)
 }
 
-// skipRest answers the events not sent after a 429 (or a 503 with a
-// Retry-After) on event id: not attempted, after the same delay.
-func (s *sink) skipRest(rest []sdk.Result, throttled sdk.Result, id string) {
+// halted is why an answer stops the rest of its batch from being sent,
+// "" when it does not: each request after it would fail the same way and
+// cost its event an attempt toward max_attempts.
+type halted string
+
+const (
+	// throttled: a 429, or a 503 with a Retry-After; the receiver said
+	// when to come back.
+	throttled halted = "throttled"
+	// unreachable: no connection could be made (refused, no route, no
+	// such host); the receiver is down, not the event at fault.
+	unreachable halted = "unreachable"
+)
+
+// skipRest answers the events not sent after the answer by, which halted
+// the batch for why on event id: not attempted, after the same delay.
+func (s *sink) skipRest(rest []sdk.Result, by sdk.Result, why halted, id string) {
 	if len(rest) == 0 {
 		return
 	}
-	after, _ := throttled.IsRetry()
-	s.log.Warn("http receiver throttled: rest of the batch not sent", "url", s.safe,
-		"event_id", id, "not_sent", len(rest), "retry_after", after.String(), "answer", throttled.Err().Error())
-	fill(rest, sdk.NotAttempted(after, fmt.Errorf("not sent: %s for event %s earlier in the batch", throttled.Err(), id)))
+	after, _ := by.IsRetry()
+	s.log.Warn("http receiver "+string(why)+": rest of the batch not sent", "url", s.safe,
+		"event_id", id, "not_sent", len(rest), "retry_after", after.String(), "answer", by.Err().Error())
+	fill(rest, sdk.NotAttempted(after, fmt.Errorf("not sent: %s for event %s earlier in the batch", by.Err(), id)))
 }
 
 func fill(rs []sdk.Result, r sdk.Result) {
@@ -319,19 +335,20 @@ const errorExcerpt = 200
 // of secrets before errorExcerpt bytes of it are quoted.
 const scrubWindow = 4 << 10
 
-// send makes one request for ev and answers for it; throttled reports a
-// 429, or a 503 with a Retry-After: the rest of the batch waits that long.
-func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled bool) {
+// send makes one request for ev and answers for it, and says why the
+// answer halts the rest of the batch, if it does: a 429 or a 503 with a
+// Retry-After (the rest waits that long), or no connection at all.
+func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, why halted) {
 	body, err := s.body(ev)
 	if err != nil {
-		return sdk.Permanent(err), false
+		return sdk.Permanent(err), ""
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.timeout,
 		fmt.Errorf("no answer within timeout %v", s.cfg.timeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, s.cfg.method, s.cfg.url.String(), bytes.NewReader(body))
 	if err != nil {
-		return sdk.Permanent(fmt.Errorf("build request to %s: %s", s.safe, s.scrub(err.Error()))), false
+		return sdk.Permanent(fmt.Errorf("build request to %s: %s", s.safe, s.scrub(err.Error()))), ""
 	}
 	for k, vs := range s.cfg.header {
 		req.Header[k] = vs
@@ -355,7 +372,7 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 		for _, signer := range s.cfg.signers {
 			sig, err := signer.Sign(ev.ID, now, body)
 			if err != nil {
-				return sdk.Permanent(errors.New("sign request: " + s.scrub(err.Error()))), false
+				return sdk.Permanent(errors.New("sign request: " + s.scrub(err.Error()))), ""
 			}
 			sigs = append(sigs, sig)
 		}
@@ -365,7 +382,10 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return sdk.Retry(0, s.requestError(ctx, err)), false
+		if noConnection(err) && !errors.Is(err, context.Canceled) { // not the host calling the call off
+			why = unreachable
+		}
+		return sdk.Retry(0, s.requestError(ctx, err)), why
 	}
 	defer resp.Body.Close()
 	// Read more than is quoted, so a secret the receiver echoes is
@@ -378,16 +398,19 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 	status := fmt.Sprintf("%s %s answered %s", s.cfg.method, s.safe, statusText(code))
 	switch {
 	case code >= 200 && code < 300:
-		return sdk.Delivered(), false
+		return sdk.Delivered(), ""
 	case s.cfg.permanent[code]:
-		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), false
+		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), ""
 	case code == http.StatusTooManyRequests:
-		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), true
+		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), throttled
 	case code == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
 		after := retryAfter(resp.Header.Get("Retry-After"), time.Now())
-		return sdk.Retry(after, errors.New(status+withExcerpt(excerpt))), after > 0
+		if after > 0 {
+			why = throttled
+		}
+		return sdk.Retry(after, errors.New(status+withExcerpt(excerpt))), why
 	case code == http.StatusRequestTimeout || code >= 500:
-		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), false
+		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), ""
 	case code >= 300 && code < 400:
 		loc := "no Location"
 		if u, err := resp.Location(); err == nil {
@@ -395,12 +418,12 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, throttled 
 		}
 		// The endpoint moved: the same for every event, so retried (the
 		// breaker opens) until url is set to the final address.
-		return sdk.Retry(0, fmt.Errorf("%s (%s): redirects are not followed; set url to the final address", status, loc)), false
+		return sdk.Retry(0, fmt.Errorf("%s (%s): redirects are not followed; set url to the final address", status, loc)), ""
 	default:
 		// Every other answer (401, 403, 404, 409, 410, ...) is about the
 		// receiver, the credentials or the config, not this event: retried
 		// with the host's backoff, so that an outage opens the breaker.
-		return sdk.Retry(0, errors.New(status+withExcerpt(excerpt))), false
+		return sdk.Retry(0, errors.New(status+withExcerpt(excerpt))), ""
 	}
 }
 
@@ -441,6 +464,18 @@ func (s *sink) body(ev sdk.Event) ([]byte, error) {
 
 // requestError describes a failed request without the URL's secret parts:
 // a *url.Error quotes the whole URL, query and userinfo included.
+// noConnection reports whether err (of http.Client.Do) is a failure to
+// connect at all: refused, no route, no such host, or the dial's own
+// timeout. A receiver that cannot be reached refuses every event alike.
+func noConnection(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
 func (s *sink) requestError(ctx context.Context, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {

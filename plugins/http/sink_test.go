@@ -394,12 +394,16 @@ func TestThrottleStopsBatch(t *testing.T) {
 				}
 				w.WriteHeader(http.StatusOK)
 			})
-			s := newSinkLogger(discard())
+			var logs bytes.Buffer
+			s := newSinkLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 			sinktest.Configure(t, s, map[string]any{"url": rc.URL, "concurrency": conc})
 			batch := events(0, 20)
 			results, err := s.Deliver(context.Background(), batch)
 			if err != nil || len(results) != len(batch) {
 				t.Fatalf("Deliver = %d results, %v; want %d, nil", len(results), err, len(batch))
+			}
+			if n := strings.Count(logs.String(), "http receiver throttled: rest of the batch not sent"); n != 1 {
+				t.Errorf("log has %d lines for the events not sent after the 429, want 1:\n%s", n, logs.String())
 			}
 			got := len(rc.requests())
 			if got > 1+conc {
@@ -575,6 +579,51 @@ func TestNetworkErrorRetries(t *testing.T) {
 	}
 	if msg := r.Err().Error(); !strings.Contains(msg, u+"/hook") || strings.Contains(msg, "tok-SECRET-9") {
 		t.Errorf("error = %q, want scheme://host/path and no token", msg)
+	}
+}
+
+// TestUnreachableStopsBatch: when no connection can be made (the receiver
+// is down: refused), each request of the batch would fail alike and cost
+// its event an attempt toward max_attempts; a daemon restarted during the
+// outage (its breaker closed) would spend one on each of a whole batch. So
+// the rest of the batch is not sent, answered not attempted, with one log
+// line for them all.
+func TestUnreachableStopsBatch(t *testing.T) {
+	rc := newReceiver(t, nil)
+	u := rc.URL
+	rc.Close() // nothing listens there now: connection refused
+	for _, conc := range []int{1, 3} {
+		t.Run(fmt.Sprintf("concurrency-%d", conc), func(t *testing.T) {
+			var logs bytes.Buffer
+			s := newSinkLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+			sinktest.Configure(t, s, map[string]any{"url": u, "concurrency": conc})
+			batch := events(0, 20)
+			results, err := s.Deliver(context.Background(), batch)
+			if err != nil || len(results) != len(batch) {
+				t.Fatalf("Deliver = %d results, %v; want %d, nil", len(results), err, len(batch))
+			}
+			tried, notSent := 0, 0
+			for i, r := range results {
+				if _, ok := r.IsRetry(); ok {
+					tried++
+					continue
+				}
+				if after, ok := r.IsNotAttempted(); !ok || after != 0 || !strings.Contains(r.Err().Error(), "earlier in the batch") {
+					t.Errorf("result %d = %v, want retry (tried) or not attempted at once (not sent)", i, r)
+					continue
+				}
+				notSent++
+			}
+			if tried < 1 || tried > conc {
+				t.Errorf("%d events tried against a receiver that refuses connections, want 1 to %d (those in flight)", tried, conc)
+			}
+			if notSent != len(batch)-tried {
+				t.Errorf("%d answered not attempted, want the other %d", notSent, len(batch)-tried)
+			}
+			if n := strings.Count(logs.String(), "http receiver unreachable: rest of the batch not sent"); n != 1 {
+				t.Errorf("log has %d lines for the events not sent, want 1:\n%s", n, logs.String())
+			}
+		})
 	}
 }
 

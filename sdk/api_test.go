@@ -17,7 +17,7 @@ import (
 // needs is added here.
 var authorAPI = []string{
 	"Closer", "DecodeConfig", "DescribeConfig", "Delivered", "Describer", "Description",
-	"Duration", "Event", "Field", "Logger", "NotAttempted", "ParseDuration", "ParseSize",
+	"Duration", "ErrWrapUp", "Event", "Field", "Logger", "NotAttempted", "ParseDuration", "ParseSize",
 	"Permanent", "Result", "Retry", "Secret", "Serve", "Sink", "Size",
 }
 

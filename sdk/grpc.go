@@ -2,7 +2,9 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -16,6 +18,44 @@ import (
 type server struct {
 	pb.UnimplementedSinkServer
 	impl Sink
+
+	mu sync.Mutex
+	// calls holds the cancel funcs of the Deliver calls in flight, by a
+	// number of their own, for WrapUp (the host makes one at a time).
+	calls map[uint64]context.CancelCauseFunc
+	next  uint64
+}
+
+// track makes ctx a context that WrapUp can end, for one Deliver call;
+// untrack when the call returns.
+func (s *server) track(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	s.mu.Lock()
+	if s.calls == nil {
+		s.calls = map[uint64]context.CancelCauseFunc{}
+	}
+	s.next++
+	id := s.next
+	s.calls[id] = cancel
+	s.mu.Unlock()
+	return ctx, func() {
+		s.mu.Lock()
+		delete(s.calls, id)
+		s.mu.Unlock()
+		cancel(nil)
+	}
+}
+
+// WrapUp ends the context of each Deliver call in flight with [ErrWrapUp]:
+// each call's sink answers for what it did, and that answer goes back to
+// the host on the call, which stays open.
+func (s *server) WrapUp(context.Context, *pb.WrapUpRequest) (*pb.WrapUpResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, cancel := range s.calls {
+		cancel(ErrWrapUp)
+	}
+	return &pb.WrapUpResponse{Calls: uint32(len(s.calls))}, nil
 }
 
 func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
@@ -30,11 +70,18 @@ func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.C
 }
 
 func (s *server) Deliver(ctx context.Context, req *pb.DeliverRequest) (*pb.DeliverResponse, error) {
+	ctx, untrack := s.track(ctx)
+	defer untrack()
 	batch := make([]Event, len(req.GetEvents()))
 	for i, e := range req.GetEvents() {
 		batch[i] = eventFromProto(e)
 	}
 	results, err := s.impl.Deliver(ctx, batch)
+	if err != nil && errors.Is(context.Cause(ctx), ErrWrapUp) {
+		// Wrapped up, the sink gave up the batch as a whole: its own
+		// failure, which the host retries, not a call out of time.
+		return nil, status.Error(codes.Aborted, err.Error())
+	}
 	if err != nil && ctx.Err() != nil {
 		// The call ran out of time (or the host called it off), and the
 		// sink gave up with it: say so by the code, as gRPC would have had

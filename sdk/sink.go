@@ -72,12 +72,38 @@ type Sink interface {
 	// sink's side: the host then forgets it. Events can arrive again
 	// (at-least-once delivery); Event.ID is stable, use it to be
 	// idempotent. ctx is cancelled when the host gives up on the call: its
-	// deadline (60 s) has passed, or the host is stopping. An error
+	// deadline (60 s) has passed, or the host is stopping. Before it gives
+	// up at a stop, the host asks the sink to wrap up: ctx ends with the
+	// cause [ErrWrapUp] while the call stays open, and the results Deliver
+	// then returns reach the host (see ErrWrapUp). An error
 	// returned after the deadline counts as a call out of time, not as
 	// the sink's own failure; three calls in a row out of time get the
 	// plugin restarted.
 	Deliver(ctx context.Context, batch []Event) ([]Result, error)
 }
+
+// ErrWrapUp is the cause (see [context.Cause]) with which the ctx of a
+// [Sink.Deliver] in flight ends when the host is stopping and wants the
+// sink's answer now: "answer for what you have done". Unlike a deadline or
+// a call the host called off, the call stays open, and the results Deliver
+// returns are recorded as usual: [Delivered] for each event the sink
+// delivered, so that it is not sent again after the restart. So, when ctx
+// ends with this cause, a sink:
+//
+//   - starts nothing new: each event it has not begun to send is
+//     [NotAttempted] (0), which costs the event no attempt;
+//   - gives up what is under way (requests made with ctx end by
+//     themselves): an event sent without an answer may have arrived, so it
+//     is a [Retry], as after a timeout;
+//   - answers every event it did finish as it would have, and returns at
+//     once, within a second or two: the host stops waiting at its stop
+//     deadline, and an answer that comes later is lost (the whole batch is
+//     then delivered again after the restart).
+//
+// A sink that ignores ctx still works: its answer comes when it comes, and
+// is used if it is in time. Returning an error instead of results fails the
+// whole batch (it is retried after the restart).
+var ErrWrapUp = errors.New("the host is stopping: answer for what you have done")
 
 // Closer is implemented by sinks that hold resources (files, connections).
 // Close is called once when the host stops the plugin, after the last

@@ -701,6 +701,87 @@ func (x *DescribeResponse) GetFields() []*Field {
 	return nil
 }
 
+type WrapUpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WrapUpRequest) Reset() {
+	*x = WrapUpRequest{}
+	mi := &file_sdk_proto_sink_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WrapUpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WrapUpRequest) ProtoMessage() {}
+
+func (x *WrapUpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_proto_sink_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WrapUpRequest.ProtoReflect.Descriptor instead.
+func (*WrapUpRequest) Descriptor() ([]byte, []int) {
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{11}
+}
+
+type WrapUpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// calls is how many Deliver calls in flight were asked to wrap up.
+	Calls         uint32 `protobuf:"varint,1,opt,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WrapUpResponse) Reset() {
+	*x = WrapUpResponse{}
+	mi := &file_sdk_proto_sink_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WrapUpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WrapUpResponse) ProtoMessage() {}
+
+func (x *WrapUpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_proto_sink_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WrapUpResponse.ProtoReflect.Descriptor instead.
+func (*WrapUpResponse) Descriptor() ([]byte, []int) {
+	return file_sdk_proto_sink_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WrapUpResponse) GetCalls() uint32 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
 var File_sdk_proto_sink_proto protoreflect.FileDescriptor
 
 const file_sdk_proto_sink_proto_rawDesc = "" +
@@ -748,18 +829,22 @@ const file_sdk_proto_sink_proto_rawDesc = "" +
 	"\x03doc\x18\x06 \x01(\tR\x03doc\"^\n" +
 	"\x10DescribeResponse\x12\x18\n" +
 	"\asummary\x18\x01 \x01(\tR\asummary\x120\n" +
-	"\x06fields\x18\x02 \x03(\v2\x18.pipelined.sink.v1.FieldR\x06fields*~\n" +
+	"\x06fields\x18\x02 \x03(\v2\x18.pipelined.sink.v1.FieldR\x06fields\"\x0f\n" +
+	"\rWrapUpRequest\"&\n" +
+	"\x0eWrapUpResponse\x12\x14\n" +
+	"\x05calls\x18\x01 \x01(\rR\x05calls*~\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_DELIVERED\x10\x01\x12\x11\n" +
 	"\rOUTCOME_RETRY\x10\x02\x12\x15\n" +
 	"\x11OUTCOME_PERMANENT\x10\x03\x12\x19\n" +
-	"\x15OUTCOME_NOT_ATTEMPTED\x10\x042\xd1\x02\n" +
+	"\x15OUTCOME_NOT_ATTEMPTED\x10\x042\xa0\x03\n" +
 	"\x04Sink\x12V\n" +
 	"\tConfigure\x12#.pipelined.sink.v1.ConfigureRequest\x1a$.pipelined.sink.v1.ConfigureResponse\x12P\n" +
 	"\aDeliver\x12!.pipelined.sink.v1.DeliverRequest\x1a\".pipelined.sink.v1.DeliverResponse\x12J\n" +
 	"\x05Close\x12\x1f.pipelined.sink.v1.CloseRequest\x1a .pipelined.sink.v1.CloseResponse\x12S\n" +
-	"\bDescribe\x12\".pipelined.sink.v1.DescribeRequest\x1a#.pipelined.sink.v1.DescribeResponseB*Z(github.com/pipelined/pipelined/sdk/protob\x06proto3"
+	"\bDescribe\x12\".pipelined.sink.v1.DescribeRequest\x1a#.pipelined.sink.v1.DescribeResponse\x12M\n" +
+	"\x06WrapUp\x12 .pipelined.sink.v1.WrapUpRequest\x1a!.pipelined.sink.v1.WrapUpResponseB*Z(github.com/pipelined/pipelined/sdk/protob\x06proto3"
 
 var (
 	file_sdk_proto_sink_proto_rawDescOnce sync.Once
@@ -774,7 +859,7 @@ func file_sdk_proto_sink_proto_rawDescGZIP() []byte {
 }
 
 var file_sdk_proto_sink_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sdk_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_sdk_proto_sink_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_sdk_proto_sink_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: pipelined.sink.v1.Outcome
 	(*ConfigureRequest)(nil),      // 1: pipelined.sink.v1.ConfigureRequest
@@ -788,30 +873,34 @@ var file_sdk_proto_sink_proto_goTypes = []any{
 	(*DescribeRequest)(nil),       // 9: pipelined.sink.v1.DescribeRequest
 	(*Field)(nil),                 // 10: pipelined.sink.v1.Field
 	(*DescribeResponse)(nil),      // 11: pipelined.sink.v1.DescribeResponse
-	nil,                           // 12: pipelined.sink.v1.Event.HeadersEntry
-	nil,                           // 13: pipelined.sink.v1.Event.TraceContextEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*WrapUpRequest)(nil),         // 12: pipelined.sink.v1.WrapUpRequest
+	(*WrapUpResponse)(nil),        // 13: pipelined.sink.v1.WrapUpResponse
+	nil,                           // 14: pipelined.sink.v1.Event.HeadersEntry
+	nil,                           // 15: pipelined.sink.v1.Event.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_sdk_proto_sink_proto_depIdxs = []int32{
-	14, // 0: pipelined.sink.v1.Event.received_at:type_name -> google.protobuf.Timestamp
-	12, // 1: pipelined.sink.v1.Event.headers:type_name -> pipelined.sink.v1.Event.HeadersEntry
-	13, // 2: pipelined.sink.v1.Event.trace_context:type_name -> pipelined.sink.v1.Event.TraceContextEntry
+	16, // 0: pipelined.sink.v1.Event.received_at:type_name -> google.protobuf.Timestamp
+	14, // 1: pipelined.sink.v1.Event.headers:type_name -> pipelined.sink.v1.Event.HeadersEntry
+	15, // 2: pipelined.sink.v1.Event.trace_context:type_name -> pipelined.sink.v1.Event.TraceContextEntry
 	3,  // 3: pipelined.sink.v1.DeliverRequest.events:type_name -> pipelined.sink.v1.Event
 	0,  // 4: pipelined.sink.v1.Result.outcome:type_name -> pipelined.sink.v1.Outcome
-	15, // 5: pipelined.sink.v1.Result.retry_after:type_name -> google.protobuf.Duration
+	17, // 5: pipelined.sink.v1.Result.retry_after:type_name -> google.protobuf.Duration
 	5,  // 6: pipelined.sink.v1.DeliverResponse.results:type_name -> pipelined.sink.v1.Result
 	10, // 7: pipelined.sink.v1.DescribeResponse.fields:type_name -> pipelined.sink.v1.Field
 	1,  // 8: pipelined.sink.v1.Sink.Configure:input_type -> pipelined.sink.v1.ConfigureRequest
 	4,  // 9: pipelined.sink.v1.Sink.Deliver:input_type -> pipelined.sink.v1.DeliverRequest
 	7,  // 10: pipelined.sink.v1.Sink.Close:input_type -> pipelined.sink.v1.CloseRequest
 	9,  // 11: pipelined.sink.v1.Sink.Describe:input_type -> pipelined.sink.v1.DescribeRequest
-	2,  // 12: pipelined.sink.v1.Sink.Configure:output_type -> pipelined.sink.v1.ConfigureResponse
-	6,  // 13: pipelined.sink.v1.Sink.Deliver:output_type -> pipelined.sink.v1.DeliverResponse
-	8,  // 14: pipelined.sink.v1.Sink.Close:output_type -> pipelined.sink.v1.CloseResponse
-	11, // 15: pipelined.sink.v1.Sink.Describe:output_type -> pipelined.sink.v1.DescribeResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
+	12, // 12: pipelined.sink.v1.Sink.WrapUp:input_type -> pipelined.sink.v1.WrapUpRequest
+	2,  // 13: pipelined.sink.v1.Sink.Configure:output_type -> pipelined.sink.v1.ConfigureResponse
+	6,  // 14: pipelined.sink.v1.Sink.Deliver:output_type -> pipelined.sink.v1.DeliverResponse
+	8,  // 15: pipelined.sink.v1.Sink.Close:output_type -> pipelined.sink.v1.CloseResponse
+	11, // 16: pipelined.sink.v1.Sink.Describe:output_type -> pipelined.sink.v1.DescribeResponse
+	13, // 17: pipelined.sink.v1.Sink.WrapUp:output_type -> pipelined.sink.v1.WrapUpResponse
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -828,7 +917,7 @@ func file_sdk_proto_sink_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sdk_proto_sink_proto_rawDesc), len(file_sdk_proto_sink_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

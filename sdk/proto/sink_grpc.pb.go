@@ -29,6 +29,7 @@ const (
 	Sink_Deliver_FullMethodName   = "/pipelined.sink.v1.Sink/Deliver"
 	Sink_Close_FullMethodName     = "/pipelined.sink.v1.Sink/Close"
 	Sink_Describe_FullMethodName  = "/pipelined.sink.v1.Sink/Describe"
+	Sink_WrapUp_FullMethodName    = "/pipelined.sink.v1.Sink/WrapUp"
 )
 
 // SinkClient is the client API for Sink service.
@@ -48,6 +49,15 @@ type SinkClient interface {
 	// Configure. A plugin whose sink does not describe itself, or one built
 	// before this call existed, answers UNIMPLEMENTED.
 	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
+	// WrapUp asks the plugin to wrap up its Deliver calls in flight: the host
+	// is stopping, and wants an answer now for what the sink did, the rest
+	// left for later (OUTCOME_NOT_ATTEMPTED). The plugin cancels each such
+	// call's context and answers it as usual; the call itself stays open. It
+	// is called while a Deliver is in flight, on a connection of its own
+	// call; a plugin with no Deliver in flight answers at once. A plugin
+	// built before this call existed answers UNIMPLEMENTED: the host then
+	// waits for the Deliver, and cancels it at its stop deadline, as before.
+	WrapUp(ctx context.Context, in *WrapUpRequest, opts ...grpc.CallOption) (*WrapUpResponse, error)
 }
 
 type sinkClient struct {
@@ -98,6 +108,16 @@ func (c *sinkClient) Describe(ctx context.Context, in *DescribeRequest, opts ...
 	return out, nil
 }
 
+func (c *sinkClient) WrapUp(ctx context.Context, in *WrapUpRequest, opts ...grpc.CallOption) (*WrapUpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WrapUpResponse)
+	err := c.cc.Invoke(ctx, Sink_WrapUp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SinkServer is the server API for Sink service.
 // All implementations must embed UnimplementedSinkServer
 // for forward compatibility.
@@ -115,6 +135,15 @@ type SinkServer interface {
 	// Configure. A plugin whose sink does not describe itself, or one built
 	// before this call existed, answers UNIMPLEMENTED.
 	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
+	// WrapUp asks the plugin to wrap up its Deliver calls in flight: the host
+	// is stopping, and wants an answer now for what the sink did, the rest
+	// left for later (OUTCOME_NOT_ATTEMPTED). The plugin cancels each such
+	// call's context and answers it as usual; the call itself stays open. It
+	// is called while a Deliver is in flight, on a connection of its own
+	// call; a plugin with no Deliver in flight answers at once. A plugin
+	// built before this call existed answers UNIMPLEMENTED: the host then
+	// waits for the Deliver, and cancels it at its stop deadline, as before.
+	WrapUp(context.Context, *WrapUpRequest) (*WrapUpResponse, error)
 	mustEmbedUnimplementedSinkServer()
 }
 
@@ -136,6 +165,9 @@ func (UnimplementedSinkServer) Close(context.Context, *CloseRequest) (*CloseResp
 }
 func (UnimplementedSinkServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Describe not implemented")
+}
+func (UnimplementedSinkServer) WrapUp(context.Context, *WrapUpRequest) (*WrapUpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WrapUp not implemented")
 }
 func (UnimplementedSinkServer) mustEmbedUnimplementedSinkServer() {}
 func (UnimplementedSinkServer) testEmbeddedByValue()              {}
@@ -230,6 +262,24 @@ func _Sink_Describe_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sink_WrapUp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WrapUpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SinkServer).WrapUp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sink_WrapUp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SinkServer).WrapUp(ctx, req.(*WrapUpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Sink_ServiceDesc is the grpc.ServiceDesc for Sink service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -252,6 +302,10 @@ var Sink_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _Sink_Describe_Handler,
+		},
+		{
+			MethodName: "WrapUp",
+			Handler:    _Sink_WrapUp_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

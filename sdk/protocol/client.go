@@ -31,6 +31,7 @@ var (
 	_ sdk.Sink       = (*client)(nil)
 	_ sdk.Closer     = (*client)(nil)
 	_ DescribeClient = (*client)(nil)
+	_ WrapUpClient   = (*client)(nil)
 )
 
 func (c *client) Configure(ctx context.Context, config json.RawMessage) error {
@@ -77,6 +78,17 @@ func (c *client) DescribeSink(ctx context.Context) (sdk.Description, error) {
 		return sdk.Description{}, wireError(err)
 	}
 	return descriptionFromProto(resp), nil
+}
+
+func (c *client) WrapUp(ctx context.Context) (int, error) {
+	resp, err := c.rpc.WrapUp(ctx, &pb.WrapUpRequest{}, viaCodec)
+	if status.Code(err) == codes.Unimplemented {
+		return 0, ErrNoWrapUp // a plugin from before WrapUp
+	}
+	if err != nil {
+		return 0, wireError(err)
+	}
+	return int(resp.GetCalls()), nil
 }
 
 // wireError turns a gRPC status into a plain error carrying the plugin's

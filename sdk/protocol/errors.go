@@ -21,6 +21,12 @@ var ErrNotDescribed = errors.New("sink does not describe its config")
 // event permanently only when it is too large alone.
 var ErrBatchTooLarge = errors.New("batch is too large for the plugin protocol")
 
+// ErrNoWrapUp is returned by [WrapUpClient.WrapUp] when the plugin
+// does not know the call: it was built before WrapUp existed (or is a
+// plugin in another language that does not serve it). It is not a
+// failure: the host then waits for the Deliver in flight as before.
+var ErrNoWrapUp = errors.New("plugin does not know WrapUp")
+
 // errAsServer is what the host's plugin glue answers if go-plugin ever asks
 // it to serve.
 var errAsServer = errors.New("package protocol dispenses sinks only: serve a sink with sdk.Serve")
@@ -35,4 +41,16 @@ type DescribeClient interface {
 	// failed (the plugin exited, ctx expired). It may be called before
 	// Configure; ctx limits the call.
 	DescribeSink(ctx context.Context) (sdk.Description, error)
+}
+
+// WrapUpClient is implemented by the host's view of a plugin (the
+// [sdk.Sink] dispensed from a go-plugin client made with [ClientPlugins]).
+type WrapUpClient interface {
+	// WrapUp asks the plugin to wrap up its Deliver calls in flight: their
+	// sink's ctx ends with [sdk.ErrWrapUp] and each call answers for what
+	// it did, on the call itself. It may be called while a Deliver is in
+	// flight (it is a call of its own); it returns how many calls were
+	// asked, or [ErrNoWrapUp] when the plugin does not know the call.
+	// ctx limits the call.
+	WrapUp(ctx context.Context) (calls int, err error)
 }

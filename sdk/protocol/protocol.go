@@ -7,7 +7,7 @@
 // A host starts a plugin with a go-plugin client whose HandshakeConfig is
 // [Handshake] and whose VersionedPlugins are [ClientPlugins], and dispenses
 // [PluginName]: that gives an [sdk.Sink] whose calls cross the wire, which
-// also implements [sdk.Closer] and [DescribeClient].
+// also implements [sdk.Closer], [DescribeClient] and [WrapUpClient].
 package protocol
 
 import (

@@ -251,3 +251,82 @@ func TestUnknownOutcomeIsARetry(t *testing.T) {
 		t.Errorf("result of an unknown outcome = %v, want a retry with the host's backoff: not sent", got[0])
 	}
 }
+
+// blockingSink blocks each Deliver until its ctx ends, then delivers the
+// first event and leaves the rest not attempted; it keeps the ctx's cause.
+type blockingSink struct {
+	nopSink
+	started chan struct{} // a Deliver is under way
+	cause   chan error    // the cause its ctx ended with
+}
+
+func (s *blockingSink) Deliver(ctx context.Context, b []sdk.Event) ([]sdk.Result, error) {
+	close(s.started)
+	<-ctx.Done()
+	s.cause <- context.Cause(ctx)
+	out := make([]sdk.Result, len(b))
+	out[0] = sdk.Delivered()
+	for i := 1; i < len(out); i++ {
+		out[i] = sdk.NotAttempted(0, context.Cause(ctx))
+	}
+	return out, nil
+}
+
+// TestWrapUpAnswersTheCallInFlight: WrapUp ends the ctx of the sink's
+// Deliver in flight with sdk.ErrWrapUp, and the sink's answer for what it
+// did reaches the host on the call, which stays open.
+func TestWrapUpAnswersTheCallInFlight(t *testing.T) {
+	sink := &blockingSink{started: make(chan struct{}), cause: make(chan error, 1)}
+	s := dispense(t, served{server: serve(t, sink)})
+	wc, ok := s.(protocol.WrapUpClient)
+	if !ok {
+		t.Fatal("the dispensed sink is no protocol.WrapUpClient")
+	}
+	type answer struct {
+		res []sdk.Result
+		err error
+	}
+	answered := make(chan answer, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	go func() {
+		batch := []sdk.Event{{ID: "a", Body: json.RawMessage(`{}`)}, {ID: "b", Body: json.RawMessage(`{}`)}}
+		res, err := s.Deliver(ctx, batch)
+		answered <- answer{res, err}
+	}()
+	select {
+	case <-sink.started:
+	case <-ctx.Done():
+		t.Fatal("the sink's Deliver never started")
+	}
+	n, err := wc.WrapUp(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("WrapUp = %d, %v; want 1 call wrapped up", n, err)
+	}
+	select {
+	case a := <-answered:
+		if a.err != nil || len(a.res) != 2 || !a.res[0].IsDelivered() {
+			t.Fatalf("Deliver = %v, %v; want the sink's answer: delivered, not attempted", a.res, a.err)
+		}
+		if _, na := a.res[1].IsNotAttempted(); !na || a.res[1].Err() == nil || a.res[1].Err().Error() != sdk.ErrWrapUp.Error() {
+			t.Errorf("second result = %v, want not attempted: %v", a.res[1], sdk.ErrWrapUp)
+		}
+	case <-ctx.Done():
+		t.Fatal("Deliver did not answer after WrapUp")
+	}
+	if cause := <-sink.cause; !errors.Is(cause, sdk.ErrWrapUp) {
+		t.Errorf("the sink's ctx ended with %v, want sdk.ErrWrapUp", cause)
+	}
+	if n, err := wc.WrapUp(ctx); err != nil || n != 0 {
+		t.Errorf("WrapUp with nothing in flight = %d, %v; want 0, nil", n, err)
+	}
+}
+
+// TestWrapUpOfAnOldPlugin: a plugin from before WrapUp answers
+// UNIMPLEMENTED, which the host sees as ErrNoWrapUp.
+func TestWrapUpOfAnOldPlugin(t *testing.T) {
+	wc := dispense(t, served{server: oldPlugin{}}).(protocol.WrapUpClient)
+	if n, err := wc.WrapUp(context.Background()); n != 0 || !errors.Is(err, protocol.ErrNoWrapUp) {
+		t.Errorf("WrapUp of an old plugin = %d, %v; want 0, ErrNoWrapUp", n, err)
+	}
+}

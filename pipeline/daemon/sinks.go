@@ -348,7 +348,20 @@ func (sr *sinkRun) newDispatcher(paused bool) *dispatch.Dispatcher {
 		OrderBlockOnDead: sr.delivery.OrderOnDead == config.OrderOnDeadBlock,
 		OnOrderKeyError:  func() { sr.metrics.OrderKeyError(sr.name) },
 		GiveUps:          sr.giveUps,
+		WrapUp:           sr.wrapUp,
 	})
+}
+
+// wrapUp asks the sink's plugin to wrap up its delivery in flight: the
+// dispatcher's stop does, when its deadline is near (see
+// [dispatch.Options.WrapUp]).
+func (sr *sinkRun) wrapUp(ctx context.Context) {
+	if sr.sup == nil {
+		return
+	}
+	if err := sr.sup.WrapUp(ctx); err != nil {
+		sr.log.Warn("could not ask the sink plugin to wrap up its delivery in flight; it is waited for until the stop deadline", "sink", sr.name, "err", err)
+	}
 }
 
 // stopDispatch stops the dispatcher after its in-flight batch is settled,

@@ -189,6 +189,15 @@ type Options struct {
 	// OnOrderKeyError, if set, is called when OrderKey fails; for metrics.
 	OnOrderKeyError func()
 
+	// WrapUp, if set, asks the plugin to wrap up its Deliver in flight:
+	// to answer at once for what it did, leaving the rest (not attempted).
+	// [Dispatcher.Stop] calls it when its ctx's deadline is near and a
+	// batch is still in flight (see wrapUpReserve), so that the answer
+	// arrives and is settled before the deadline, instead of the batch
+	// being given up, and delivered again whole after a restart. ctx
+	// bounds the call; the answer comes on the Deliver in flight.
+	WrapUp func(ctx context.Context)
+
 	// GiveUps, if set, are the entries an operator gave up on: they go to
 	// the dead-letter queue at their next turn (see [GiveUps]). Keep one
 	// per sink across dispatchers, so that a reload does not forget it.
@@ -789,16 +798,56 @@ func (d *Dispatcher) releaseProbed(ctx context.Context) bool {
 // [*StopError] wrapping ctx's cause without waiting further; Run returns
 // soon after, logging that batch's end at Debug only: the caller says
 // what becomes of its events. Call Stop after Run started; it may be called more than once.
+//
+// With Options.WrapUp set and a deadline on ctx, a batch still in flight
+// when that deadline is wrapUpReserve away (or at once, when the stop has
+// less time than that) is wrapped up: the plugin is asked to answer now for
+// what it did, and that answer is settled as usual, so that only the
+// events the sink did not finish are delivered again.
 func (d *Dispatcher) Stop(ctx context.Context) error {
 	d.stopOnce.Do(func() { close(d.stopping) })
-	select {
-	case <-d.done:
-		return nil
-	case <-ctx.Done():
+	var wrapUp <-chan time.Time
+	if dl, ok := ctx.Deadline(); ok && d.o.WrapUp != nil {
+		t := time.NewTimer(wrapUpAt(time.Until(dl)))
+		defer t.Stop()
+		wrapUp = t.C
+	}
+	for done := false; !done; {
+		select {
+		case <-d.done:
+			return nil
+		case <-wrapUp:
+			wrapUp = nil
+			if st := d.Status(); st.InFlight > 0 {
+				left := time.Until(deadlineOf(ctx))
+				d.o.Logger.Info("stop deadline near: asked the sink to wrap up its batch in flight (to answer now for what it delivered; the rest is delivered later, without an attempt counted)",
+					"sink", d.o.Sink, "events", st.InFlight, "in_flight_for", time.Since(st.InFlightSince).Round(time.Millisecond).String(),
+					"deadline_in", left.Round(time.Millisecond).String())
+				d.o.WrapUp(ctx)
+			}
+		case <-ctx.Done():
+			done = true
+		}
 	}
 	events := d.Status().InFlight // before the give-up clears it
 	d.abandonOnce.Do(func() { close(d.abandon) })
 	return &StopError{Sink: d.o.Sink, Events: events, Err: context.Cause(ctx)}
+}
+
+// wrapUpReserve is the most of a stop's time that [Dispatcher.Stop] keeps
+// for a batch wrapped up to be answered and settled: it wraps up at its
+// deadline less the lesser of wrapUpReserve and half the time left.
+const wrapUpReserve = 5 * time.Second
+
+// wrapUpAt returns when, from now, Stop wraps up the batch in flight of a
+// stop that has left until its deadline.
+func wrapUpAt(left time.Duration) time.Duration {
+	return max(0, left-min(wrapUpReserve, left/2))
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	dl, _ := ctx.Deadline()
+	return dl
 }
 
 // StopError is what [Dispatcher.Stop] returns when its ctx ended before

@@ -64,7 +64,8 @@ func runHelperPlugin(behaviour string) {
 //
 // Each event's body says what to answer: {"outcome": "delivered" |
 // "retry" | "not-attempted" | "permanent" | "fail-batch" | "panic", "after": "2s", "error":
-// "..."}, or {"sleep": "5s"}.
+// "..."}, or {"sleep": "5s"}. A sleep cut short by a wrap up (sdk.ErrWrapUp)
+// answers that event and the rest not attempted.
 type testSink struct {
 	dir       string
 	closeHang bool
@@ -118,6 +119,13 @@ func (s *testSink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
+				if errors.Is(context.Cause(ctx), sdk.ErrWrapUp) {
+					// Wrapped up: this event and the rest were not sent.
+					for j := i; j < len(results); j++ {
+						results[j] = sdk.NotAttempted(0, context.Cause(ctx))
+					}
+					return results, nil
+				}
 				return nil, ctx.Err()
 			}
 		}

@@ -526,6 +526,30 @@ func (p *Plugin) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, 
 	return nil, fmt.Errorf("sink %q: deliver: %w", p.spec.Sink, cause)
 }
 
+// WrapUp asks the plugin to wrap up its Deliver call in flight, if any:
+// the sink's ctx ends with [sdk.ErrWrapUp] and it answers at once for what
+// it did, the rest not attempted; that answer is what the Deliver in
+// flight returns. It does not wait for the Deliver. A plugin built before
+// WrapUp existed does not know the call: WrapUp then does nothing (and
+// logs it at debug level), and the Deliver goes on as before. ctx limits
+// the call.
+func (p *Plugin) WrapUp(ctx context.Context) error {
+	wc, ok := p.sink.(protocol.WrapUpClient)
+	if !ok || p.Exited() {
+		return nil
+	}
+	n, err := wc.WrapUp(ctx)
+	switch {
+	case errors.Is(err, protocol.ErrNoWrapUp):
+		p.log.Debug("plugin does not know WrapUp (built before it): its delivery in flight is waited for as before", "pid", p.pid)
+		return nil
+	case err != nil:
+		return fmt.Errorf("sink %q: wrap up: %w", p.spec.Sink, err)
+	}
+	p.log.Debug("plugin asked to wrap up its deliveries in flight", "pid", p.pid, "calls", n)
+	return nil
+}
+
 // maxTimeouts is how many Deliver calls in a row may run out of time on a
 // plugin that answers its health check before it is restarted anyway.
 const maxTimeouts = 3

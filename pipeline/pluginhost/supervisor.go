@@ -131,6 +131,20 @@ func (s *Supervisor) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Resu
 	return results, err
 }
 
+// WrapUp asks the running plugin to wrap up its Deliver in flight (see
+// [Plugin.WrapUp]): that Deliver then returns at once with the sink's
+// answer for what it did. It does nothing when no plugin runs, or the
+// plugin does not know the call (built before it). ctx limits the call.
+func (s *Supervisor) WrapUp(ctx context.Context) error {
+	s.mu.Lock()
+	p := s.p
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.WrapUp(ctx)
+}
+
 // watch starts the watcher goroutine once, unless stopped. Stop waits for it.
 func (s *Supervisor) watch() {
 	s.mu.Lock()

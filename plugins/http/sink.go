@@ -167,8 +167,8 @@ func (s *sink) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	defer cancel()
 	if s.cfg.concurrency <= 1 {
 		for i, ev := range batch {
-			if err := ctx.Err(); err != nil {
-				fill(results[i:], sdk.NotAttempted(0, fmt.Errorf("not sent: %w", err)))
+			if ctx.Err() != nil { // the host wrapped the call up (sdk.ErrWrapUp), or gave up on it
+				fill(results[i:], sdk.NotAttempted(0, fmt.Errorf("not sent: %w", context.Cause(ctx))))
 				break
 			}
 			if i > 0 && !inTime() {

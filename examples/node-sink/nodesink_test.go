@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/sdk"
+	"github.com/pipelined/pipelined/sdk/protocol"
 	"github.com/pipelined/pipelined/sdk/sinktest"
 )
 
@@ -138,5 +139,68 @@ serve({ configure() {}, deliver(events) { return events.map((e, i) => answers[i 
 	}
 	if after, ok := res[3].IsNotAttempted(); !ok || after != 1500*time.Millisecond || res[3].Err() == nil || res[3].Err().Error() != "out of time" {
 		t.Errorf("result 3 is %v, want not attempted, due again after 1.5s, with error out of time", res[3])
+	}
+}
+
+// TestWrapUpCrossesTheWire: plugin.js answers the host's WrapUp by
+// aborting the signal of the deliver in flight, with the sdk's reason,
+// and the sink's answer for what it did arrives on the Deliver call.
+func TestWrapUpCrossesTheWire(t *testing.T) {
+	nodeReady(t)
+	lib, err := filepath.Abs("plugin.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "pipelined-sink-wraps")
+	src := `#!/usr/bin/env node
+'use strict';
+const { serve } = require(` + strconv.Quote(lib) + `);
+serve({
+  configure() {},
+  deliver(events, signal) {
+    return new Promise((resolve) => signal.addEventListener('abort', () => resolve(events.map((e, i) =>
+      i === 0 ? { outcome: 'delivered' } : { outcome: 'not_attempted', error: signal.reason.message }))));
+  },
+});
+`
+	if err := os.WriteFile(bin, []byte(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, s := sinktest.Start(t, bin, sinktest.StartOptions{})
+	sinktest.Configure(t, s, map[string]any{})
+	wc, ok := s.(protocol.WrapUpClient)
+	if !ok {
+		t.Fatalf("%T is no protocol.WrapUpClient", s)
+	}
+	type answer struct {
+		res []sdk.Result
+		err error
+	}
+	answered := make(chan answer, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		res, err := s.Deliver(ctx, []sdk.Event{sinktest.NewEvent(1), sinktest.NewEvent(2)})
+		answered <- answer{res, err}
+	}()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var a answer
+wait:
+	for {
+		select {
+		case a = <-answered:
+			break wait
+		case <-tick.C: // until the call reached the plugin
+			if _, err := wc.WrapUp(ctx); err != nil {
+				t.Fatalf("WrapUp = %v", err)
+			}
+		}
+	}
+	if a.err != nil || len(a.res) != 2 || !a.res[0].IsDelivered() {
+		t.Fatalf("Deliver = %v, %v; want delivered, not attempted", a.res, a.err)
+	}
+	if _, na := a.res[1].IsNotAttempted(); !na || a.res[1].Err() == nil || a.res[1].Err().Error() != sdk.ErrWrapUp.Error() {
+		t.Errorf("result 1 = %v, want not attempted: %v", a.res[1], sdk.ErrWrapUp)
 	}
 }

@@ -20,6 +20,10 @@ const MAGIC_COOKIE_VALUE = 'sink-9f3b6c1e4a7d';
 const CORE_PROTOCOL_VERSION = 1; // go-plugin's own
 const APP_PROTOCOL_VERSION = 1; // sdk/proto's
 
+// WRAP_UP_REASON is why the signal of a Deliver ends when the host wraps it
+// up (the Go sdk's sdk.ErrWrapUp).
+const WRAP_UP_REASON = 'the host is stopping: answer for what you have done';
+
 // log writes one JSON line to stderr with @level and @message, which the
 // host re-logs at that level under the sink's name.
 function log(level, message, fields = {}) {
@@ -143,6 +147,7 @@ function serve(sink) {
     'grpc.max_receive_message_length': -1,
     'grpc.max_send_message_length': -1,
   });
+  const inFlight = new Set(); // the AbortControllers of the Delivers in flight
   let stopping = false;
   const stop = () => {
     if (stopping) return;
@@ -176,12 +181,18 @@ function serve(sink) {
     },
     Deliver: async (call, cb) => {
       const events = call.request.events.map(toEvent);
+      // WrapUp aborts this signal: the host is stopping and wants the
+      // answer now, for what the sink did (see WrapUp below).
+      const wrap = new AbortController();
+      inFlight.add(wrap);
       let results;
       try {
-        results = await sink.deliver(events);
+        results = await sink.deliver(events, wrap.signal);
       } catch (err) {
         // ABORTED: the sink failed the whole batch; the host retries it.
         return cb(status(grpc.status.ABORTED, err));
+      } finally {
+        inFlight.delete(wrap);
       }
       if (results == null) {
         return cb(null, { results: events.map(() => ({ outcome: 'OUTCOME_DELIVERED' })) });
@@ -190,6 +201,17 @@ function serve(sink) {
         return cb(status(grpc.status.INTERNAL, `sink returned ${results.length} results for a batch of ${events.length} events`));
       }
       cb(null, { results: results.map(toResult) });
+    },
+    // WrapUp: the host is stopping and asks each Deliver in flight to
+    // answer now for what it did (sdk.ErrWrapUp in the Go sdk): their
+    // signal is aborted with that reason, and a sink that watches it
+    // answers OUTCOME_NOT_ATTEMPTED for what it did not send. A sink that
+    // ignores it just finishes; a plugin without WrapUp answers
+    // UNIMPLEMENTED (grpc-js does for a method not implemented), and the
+    // host then waits for the Deliver as before.
+    WrapUp: (call, cb) => {
+      for (const wrap of inFlight) wrap.abort(new Error(WRAP_UP_REASON));
+      cb(null, { calls: inFlight.size });
     },
     Close: async (call, cb) => {
       try {

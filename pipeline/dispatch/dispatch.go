@@ -280,7 +280,16 @@ type Dispatcher struct {
 	// Failure), for the line that says the breaker opened. Only Run's
 	// goroutine uses it.
 	lastFailure string
+	// retriesLogged is when the last line that said events failed on
+	// their own was logged (see retriesLogEvery). Only Run's goroutine
+	// uses it.
+	retriesLogged time.Time
 }
+
+// retriesLogEvery bounds the lines that say a call's events failed on
+// their own, which the breaker's lines say nothing of until it opens: one
+// per sink and minute, not one per call (or per event) in an outage.
+const retriesLogEvery = time.Minute
 
 // probeLook is how long a probe waits for a ready entry while entries are
 // held, before it releases them (see probeEntry).
@@ -1046,6 +1055,13 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		d.o.Logger.Warn("delivery failed, will retry", "sink", d.o.Sink, "events", rep.Retried, "err", cutError(err.Error()))
 	case err != nil: // every event settled for good; each has its own line
 		d.o.Logger.Warn("delivery failed", "sink", d.o.Sink, "events", len(batch), "err", cutError(err.Error()))
+	case !probe && rep.Retried > 0 && time.Since(d.retriesLogged) >= retriesLogEvery:
+		// The sink answered, and some events failed on their own (a 503
+		// per request, say): not logged one by one, nor by the breaker
+		// until it opens; one line a minute says the sink is failing.
+		d.retriesLogged = time.Now()
+		d.o.Logger.Warn("deliveries failed, will retry (logged at most once a minute per sink)",
+			"sink", d.o.Sink, "events", rep.Retried, "batch", len(batch), "last_error", cutError(rep.Failure))
 	}
 	if rep.NotAttempted > 0 {
 		// The sink says why in its own log, once per batch (the http

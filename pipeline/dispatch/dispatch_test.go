@@ -575,6 +575,28 @@ func TestBatchErrorLogSaysWhatBecameOfIt(t *testing.T) {
 	}
 }
 
+// TestRetriesLoggedOnceAMinute: events that fail on their own (the sink
+// answers, each event a 503) are not logged one by one, and the breaker
+// says nothing until it opens: one line says the sink is failing, with
+// why, and no more than one a minute however many calls fail.
+func TestRetriesLoggedOnceAMinute(t *testing.T) {
+	buf := &testlog.Buffer{}
+	l := memlog.New()
+	appendEvents(t, l, "ev", 3, "s")
+	sink := &fakeSink{answer: each(sdk.Retry(0, errors.New("POST https://crm.example/hook answered 503 Service Unavailable")))}
+	o := options(l.Queue("s"), sink)
+	o.MaxAttempts = 0           // retried for ever
+	o.BreakerFailures = 1000000 // never opens: only the new line can say it
+	o.Logger = slog.New(slog.NewTextHandler(buf, nil))
+	run(t, o)
+	waitFor(t, "four failed calls", func() bool { return sink.returned() >= 4 })
+	const line = `msg="deliveries failed, will retry (logged at most once a minute per sink)" sink=s events=3 batch=3 last_error="POST https://crm.example/hook answered 503 Service Unavailable"`
+	waitFor(t, "the line", func() bool { return strings.Contains(buf.String(), line) })
+	if n := strings.Count(buf.String(), "deliveries failed, will retry"); n != 1 {
+		t.Errorf("%d lines for %d failed calls within a minute, want 1:\n%s", n, sink.returned(), buf.String())
+	}
+}
+
 // TestFailedBatch checks that a batch the sink did not answer properly is
 // retried whole, and nothing is lost.
 func TestFailedBatch(t *testing.T) {

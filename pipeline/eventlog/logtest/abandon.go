@@ -12,11 +12,7 @@ import (
 // the test when it is not one.
 func abandoner(t *testing.T, l pipeline.Log, sink string) pipeline.Abandoner {
 	t.Helper()
-	q, ok := l.Queue(sink).(pipeline.Abandoner)
-	if !ok {
-		t.Skip("the log's queues are not pipeline.Abandoners")
-	}
-	return q
+	return queueAs[pipeline.Abandoner](t, l, sink, "pipeline.Abandoners")
 }
 
 // givenUp is the errFor of the Abandon calls of the suite.

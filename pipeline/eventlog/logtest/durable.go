@@ -231,9 +231,7 @@ func testReopenDeliveryRecords(t *testing.T, open func(t *testing.T, dir string)
 func testReopenHeld(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) {
 	dir := t.TempDir()
 	l := reopen(t, open, dir)
-	if _, ok := l.Queue(sinkA).(pipeline.Holder); !ok {
-		t.Skip("the log's queues are not pipeline.Holders (no per-key order)")
-	}
+	queueAs[pipeline.Holder](t, l, sinkA, "pipeline.Holders (no per-key order)")
 	appendIDs(t, l, ids("rh", 2), sinkA)
 	ds := mustFetch(t, l.Queue(sinkA), 2)
 	mustSettle(t, l.Queue(sinkA), pipeline.Settlement{Seq: ds[1].Seq, Outcome: pipeline.Hold}) // rh-0000 stays leased

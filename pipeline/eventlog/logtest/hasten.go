@@ -15,11 +15,7 @@ import (
 // or skips t.
 func retryHastener(t *testing.T, l pipeline.Log) pipeline.RetryHastener {
 	t.Helper()
-	q, ok := l.Queue(sinkA).(pipeline.RetryHastener)
-	if !ok {
-		t.Skip("the log's queues are not pipeline.RetryHasteners")
-	}
-	return q
+	return queueAs[pipeline.RetryHastener](t, l, sinkA, "pipeline.RetryHasteners")
 }
 
 // mustHastenRetries calls HastenRetries(max) and wants n.
@@ -128,9 +124,7 @@ func testHastenRetries(t *testing.T, l pipeline.Log) {
 func testReopenHastenRetries(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) {
 	dir := t.TempDir()
 	l := reopen(t, open, dir)
-	if _, ok := l.Queue(sinkA).(pipeline.RetryHastener); !ok {
-		t.Skip("the log's queues are not pipeline.RetryHasteners")
-	}
+	queueAs[pipeline.RetryHastener](t, l, sinkA, "pipeline.RetryHasteners")
 	appendIDs(t, l, ids("rh", 3), sinkA)
 	ds := mustFetch(t, l.Queue(sinkA), 3)
 	later := time.Now().Add(24 * hour)

@@ -17,11 +17,7 @@ import (
 
 func holder(t *testing.T, l pipeline.Log) pipeline.Holder {
 	t.Helper()
-	h, ok := l.Queue(sinkA).(pipeline.Holder)
-	if !ok {
-		t.Skip("the log's queues are not pipeline.Holders (no per-key order)")
-	}
-	return h
+	return queueAs[pipeline.Holder](t, l, sinkA, "pipeline.Holders (no per-key order)")
 }
 
 // testHoldUntilRelease: a held entry is not fetched until released, costs
@@ -161,10 +157,7 @@ func testHoldRecord(t *testing.T, l pipeline.Log) {
 // attempt count and LastError; another retry, a held entry, a leased one, a
 // dead letter and a seq not in the queue are left as they are.
 func testHasten(t *testing.T, l pipeline.Log) {
-	q, ok := l.Queue(sinkA).(pipeline.Hastener)
-	if !ok {
-		t.Skip("the log's queues are not pipeline.Hasteners")
-	}
+	q := queueAs[pipeline.Hastener](t, l, sinkA, "pipeline.Hasteners")
 	appendIDs(t, l, ids("hs", 5), sinkA)
 	ds := mustFetch(t, q, 4) // hs-0004 stays ready
 	first := ds[0].Seq

@@ -235,6 +235,18 @@ func ids(prefix string, n int) []string {
 	return out
 }
 
+// queueAs returns sink's queue of l as a T (one of the optional
+// interfaces a queue may have), skipping t when it is not one: what names
+// T's kind in the skip's message.
+func queueAs[T any](t *testing.T, l pipeline.Log, sink, what string) T {
+	t.Helper()
+	q, ok := l.Queue(sink).(T)
+	if !ok {
+		t.Skip("the log's queues are not " + what)
+	}
+	return q
+}
+
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)

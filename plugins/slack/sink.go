@@ -32,8 +32,8 @@ import (
 //	5xx, network, timeout  Retry with the host's backoff
 //
 // When ctx ends, the event being sent gets Retry and the rest, not sent,
-// NotAttempted. A template
-// that fails on an event gives Permanent for that event alone.
+// NotAttempted. A template that fails on an event gives Permanent for that
+// event alone.
 //
 // The webhook URL holds Slack's token: no error or log line of the sink
 // contains it (errors from net/http quote the URL; they are unwrapped and,

@@ -388,14 +388,11 @@ func (w *Writer) run() {
 // atomic write is split in halves. Once Shutdown has given up, it answers
 // them with ErrAbandoned instead.
 func (w *Writer) commit(batch []*request) {
-	if w.gaveUpOn(batch) {
-		return
-	}
 	// The whole batch, not a half: Shutdown answers every request the
 	// writer took, those of a half still to append too.
-	w.batchMu.Lock()
-	w.current = batch
-	w.batchMu.Unlock()
+	if w.gaveUpOn(batch, true) {
+		return
+	}
 	defer func() {
 		w.batchMu.Lock()
 		w.current = nil
@@ -405,10 +402,16 @@ func (w *Writer) commit(batch []*request) {
 }
 
 // gaveUpOn reports whether Shutdown has given up, answering batch with
-// ErrAbandoned if so (those it answered already keep their answer).
-func (w *Writer) gaveUpOn(batch []*request) bool {
+// ErrAbandoned if so (those it answered already keep their answer). If
+// not, with current it makes batch the one Shutdown answers, under the
+// same lock: a Shutdown that gave up between the look and that would
+// answer neither this batch nor its requests, which wait in reqs no more.
+func (w *Writer) gaveUpOn(batch []*request, current bool) bool {
 	w.batchMu.Lock()
 	abandoned, cause := w.abandoned, w.abandonCause
+	if !abandoned && current {
+		w.current = batch
+	}
 	w.batchMu.Unlock()
 	if abandoned {
 		for _, r := range batch {
@@ -436,7 +439,7 @@ func (w *Writer) write(batch []*request) {
 	if errors.Is(err, pipeline.ErrTooBig) && len(batch) > 1 {
 		half := len(batch) / 2
 		for _, b := range [][]*request{batch[:half], batch[half:]} {
-			if !w.gaveUpOn(b) {
+			if !w.gaveUpOn(b, false) {
 				w.write(b)
 			}
 		}

@@ -816,7 +816,8 @@ func (d *Dispatcher) releaseProbed(ctx context.Context) bool {
 func (d *Dispatcher) Stop(ctx context.Context) error {
 	d.stopOnce.Do(func() { close(d.stopping) })
 	var wrapUp <-chan time.Time
-	if dl, ok := ctx.Deadline(); ok && d.o.WrapUp != nil {
+	dl, ok := ctx.Deadline()
+	if ok && d.o.WrapUp != nil {
 		t := time.NewTimer(wrapUpAt(time.Until(dl)))
 		defer t.Stop()
 		wrapUp = t.C
@@ -828,7 +829,7 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 		case <-wrapUp:
 			wrapUp = nil
 			if st := d.Status(); st.InFlight > 0 {
-				left := time.Until(deadlineOf(ctx))
+				left := time.Until(dl)
 				d.o.Logger.Info("stop deadline near: asked the sink to wrap up its batch in flight (to answer now for what it delivered; the rest is delivered later, without an attempt counted)",
 					"sink", d.o.Sink, "events", st.InFlight, "in_flight_for", time.Since(st.InFlightSince).Round(time.Millisecond).String(),
 					"deadline_in", left.Round(time.Millisecond).String())
@@ -852,11 +853,6 @@ const wrapUpReserve = 5 * time.Second
 // stop that has left until its deadline.
 func wrapUpAt(left time.Duration) time.Duration {
 	return max(0, left-min(wrapUpReserve, left/2))
-}
-
-func deadlineOf(ctx context.Context) time.Time {
-	dl, _ := ctx.Deadline()
-	return dl
 }
 
 // StopError is what [Dispatcher.Stop] returns when its ctx ended before
@@ -988,20 +984,23 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		}
 		return delays[attempt]
 	}
-	res := make([]sdk.Result, len(batch))
-	retried, notAttempted := 0, 0 // results that ask for a retry (whatever became of them), and that were not attempted
-	for i := range batch {
-		res[i] = sdk.Delivered()
+	result := func(i int) sdk.Result { // the answer for batch[i]
 		switch {
 		case err != nil:
-			res[i] = sdk.Retry(0, err)
+			return sdk.Retry(0, err)
 		case results != nil:
-			res[i] = results[i]
+			return results[i]
 		}
-		if _, na := res[i].IsNotAttempted(); na {
-			notAttempted++
-		} else if !res[i].IsDelivered() && !res[i].IsPermanent() {
-			retried++
+		return sdk.Delivered()
+	}
+	retried, notAttempted := 0, 0 // results that ask for a retry (whatever became of them), and that were not attempted
+	for i := range batch {
+		if r := result(i); !r.IsDelivered() && !r.IsPermanent() {
+			if _, na := r.IsNotAttempted(); na {
+				notAttempted++
+			} else {
+				retried++
+			}
 		}
 	}
 	// A batch of which the sink attempted nothing (idle), or delivered
@@ -1016,7 +1015,7 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	var notAttemptedWhy string        // the reason of the batch's last event not attempted
 	var notAttemptedAt time.Time      // and when it is due
 	for i, e := range batch {
-		settle[i] = d.settlement(e, res[i], now, delay, probe, stalled)
+		settle[i] = d.settlement(e, result(i), now, delay, probe, stalled)
 		if givingUp && settle[i].Outcome == pipeline.Retry {
 			if reason, ok := d.o.GiveUps.reason(e.Seq); ok {
 				// Given up on while in flight: this attempt was its last
@@ -1089,7 +1088,7 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	if d.o.Observe != nil {
 		d.o.Observe(rep)
 	}
-	return len(batch) > 0 && !idle && retried == len(batch)-notAttempted, idle
+	return stalled && retried > 0, idle // every event it attempted failed
 }
 
 // holdRetries returns settle with each Retry made a Hold, and adds those
@@ -1208,10 +1207,7 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		if after <= 0 {
 			after = delay(e.Attempt)
 		}
-		// A plugin's hint (a Retry-After ten years ahead) does not park
-		// the event past what max_age and the operator expect.
-		after = min(after, max(d.o.BackoffMax, maxRetryAfter))
-		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now.Add(after)
+		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now.Add(d.capHint(after))
 	default:
 		s.Outcome, s.Err = pipeline.Retry, "plugin gave an invalid result: "+cutError(res.String())
 		s.RetryAt = now.Add(delay(e.Attempt))
@@ -1229,6 +1225,13 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 	return s
 }
 
+// capHint bounds a plugin's hint of when to try again (a Retry-After ten
+// years ahead), so that it does not park the event past what max_age and
+// the operator expect.
+func (d *Dispatcher) capHint(after time.Duration) time.Duration {
+	return min(after, max(d.o.BackoffMax, maxRetryAfter))
+}
+
 // notAttemptedAt is how long an event the sink did not attempt waits
 // before it is ready again: the delay the sink asked for (a 429's
 // Retry-After), bounded as a retry's is; else none, when other events of
@@ -1241,7 +1244,7 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 // is called at that pace instead of in a hot loop, and without a minimum
 // of our own that an operator could not tune.
 func (d *Dispatcher) notAttemptedAt(after time.Duration, stalled bool) time.Duration {
-	after = min(after, max(d.o.BackoffMax, maxRetryAfter))
+	after = d.capHint(after)
 	if stalled {
 		after = max(after, d.o.BackoffMin)
 	}

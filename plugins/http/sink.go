@@ -382,7 +382,9 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, why halted
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		if noConnection(err) && !errors.Is(err, context.Canceled) { // not the host calling the call off
+		// Not when the call's ctx ended during the dial: the host called
+		// the call off, or its time ran out (the rest is not sent anyway).
+		if noConnection(err) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			why = unreachable
 		}
 		return sdk.Retry(0, s.requestError(ctx, err)), why
@@ -401,16 +403,12 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, why halted
 		return sdk.Delivered(), ""
 	case s.cfg.permanent[code]:
 		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), ""
-	case code == http.StatusTooManyRequests:
-		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), throttled
-	case code == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "":
+	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
 		after := retryAfter(resp.Header.Get("Retry-After"), time.Now())
-		if after > 0 {
-			why = throttled
+		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable && after > 0 {
+			why = throttled // the receiver asked for a pause: the rest waits it out
 		}
 		return sdk.Retry(after, errors.New(status+withExcerpt(excerpt))), why
-	case code == http.StatusRequestTimeout || code >= 500:
-		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), errors.New(status+withExcerpt(excerpt))), ""
 	case code >= 300 && code < 400:
 		loc := "no Location"
 		if u, err := resp.Location(); err == nil {
@@ -462,11 +460,9 @@ func (s *sink) body(ev sdk.Event) ([]byte, error) {
 	return b, nil
 }
 
-// requestError describes a failed request without the URL's secret parts:
-// a *url.Error quotes the whole URL, query and userinfo included.
 // noConnection reports whether err (of http.Client.Do) is a failure to
-// connect at all: refused, no route, no such host, or the dial's own
-// timeout. A receiver that cannot be reached refuses every event alike.
+// connect at all: refused, no route, no such host. A receiver that cannot
+// be reached refuses every event alike.
 func noConnection(err error) bool {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
@@ -476,6 +472,8 @@ func noConnection(err error) bool {
 	return errors.As(err, &dns)
 }
 
+// requestError describes a failed request without the URL's secret parts:
+// a *url.Error quotes the whole URL, query and userinfo included.
 func (s *sink) requestError(ctx context.Context, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {

@@ -10,7 +10,6 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/pipelined/pipelined/pipeline"
-	"github.com/pipelined/pipelined/pipeline/eventlog/badgerlog/internal/logpb"
 )
 
 var _ pipeline.RetryHastener = (*queue)(nil)
@@ -94,21 +93,8 @@ func (q *queue) hastenRetries(ctx context.Context, max int) (n, wrote int, err e
 		return 0, 0, nil
 	}
 	for _, f := range fs {
-		if err := txn.Delete(f.key); err != nil {
-			return 0, wrote, q.l.writeErr(err)
-		}
-		if err := txn.Set(retryKey(q.sink, now, f.seq), f.val); err != nil {
-			return 0, wrote, q.l.writeErr(err)
-		}
-		d, err := getDelivery(txn.Txn, f.seq, q.sink)
-		if err != nil {
-			return 0, wrote, fmt.Errorf("hasten retries of %s: entry %d: %w", q.sink, f.seq, err)
-		}
-		if d != nil && (d.State == logpb.Delivery_RETRYING || d.NextAttemptUnixNano != 0) { // next_attempt_at says so (also of one not attempted)
-			d.NextAttemptUnixNano = now.UnixNano()
-			if err := txn.putDelivery(f.seq, q.sink, d); err != nil {
-				return 0, wrote, q.l.writeErr(err)
-			}
+		if err := q.makeDue(txn, f.key, f.val, f.seq, now); err != nil {
+			return 0, wrote, err
 		}
 		wrote++
 	}

@@ -268,22 +268,8 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("hasten %s entry: %w", q.sink, err)
 		}
-		if err := txn.Delete(key); err != nil {
-			return 0, q.l.writeErr(err)
-		}
-		seq := binary.BigEndian.Uint64(key[len(prefix)+8:])
-		if err := txn.Set(retryKey(q.sink, now, seq), v); err != nil {
-			return 0, q.l.writeErr(err)
-		}
-		d, err := getDelivery(txn.Txn, seq, q.sink)
-		if err != nil {
-			return 0, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
-		}
-		if d != nil && d.State == logpb.Delivery_RETRYING { // next_attempt_at says so
-			d.NextAttemptUnixNano = now.UnixNano()
-			if err := txn.putDelivery(seq, q.sink, d); err != nil {
-				return 0, q.l.writeErr(err)
-			}
+		if err := q.makeDue(txn, key, v, binary.BigEndian.Uint64(key[len(prefix)+8:]), now); err != nil {
+			return 0, err
 		}
 	}
 	if len(found) == 0 {
@@ -294,4 +280,27 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	}
 	q.wake()
 	return len(found), nil
+}
+
+// makeDue writes the retry entry key, whose value is val, of seq again
+// due at now, and says so in its delivery record's next_attempt_at (of a
+// retry, and of an event the sink did not attempt, still queued), in txn.
+func (q *queue) makeDue(txn *wtxn, key, val []byte, seq uint64, now time.Time) error {
+	if err := txn.Delete(key); err != nil {
+		return q.l.writeErr(err)
+	}
+	if err := txn.Set(retryKey(q.sink, now, seq), val); err != nil {
+		return q.l.writeErr(err)
+	}
+	d, err := getDelivery(txn.Txn, seq, q.sink)
+	if err != nil {
+		return fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
+	}
+	if d != nil && (d.State == logpb.Delivery_RETRYING || d.NextAttemptUnixNano != 0) {
+		d.NextAttemptUnixNano = now.UnixNano()
+		if err := txn.putDelivery(seq, q.sink, d); err != nil {
+			return q.l.writeErr(err)
+		}
+	}
+	return nil
 }

@@ -210,6 +210,31 @@ func testHasten(t *testing.T, l pipeline.Log) {
 	}
 }
 
+// testHastenNotAttemptedSeq: Hasten (the dispatcher's, when a probe
+// closes the breaker) of an event the sink did not attempt, queued and due
+// in an hour, says in its record that it is due now, as HastenRetries does.
+func testHastenNotAttemptedSeq(t *testing.T, l pipeline.Log) {
+	q := queueAs[pipeline.Hastener](t, l, sinkA, "pipeline.Hasteners")
+	dl, ok := unwrap(l).(pipeline.DeliveryLog)
+	if !ok {
+		t.Skip("the log does not implement pipeline.DeliveryLog")
+	}
+	appendIDs(t, l, ids("hq", 1), sinkA)
+	ds := mustFetch(t, q, 1)
+	later := time.Now().Add(time.Hour)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: later, Err: "throttled", NotAttempted: true})
+	if r := mustDeliveries(t, dl, "hq-0000")[0]; !r.NextAttemptAt.Equal(later) {
+		t.Fatalf("hq-0000's next_attempt_at = %v, want %v (the premise: due in an hour)", r.NextAttemptAt, later)
+	}
+	if n, err := q.Hasten(ctxFor(t, waitLong), []uint64{ds[0].Seq}); err != nil || n != 1 {
+		t.Fatalf("Hasten(an entry not attempted) = %d, %v; want 1, nil", n, err)
+	}
+	if r := mustDeliveries(t, dl, "hq-0000")[0]; !r.NextAttemptAt.Before(later.Add(-time.Minute)) {
+		t.Errorf("hq-0000's next_attempt_at = %v after Hasten, want about now", r.NextAttemptAt)
+	}
+	mustSettle(t, q, ack(mustFetch(t, q, 1)...)...)
+}
+
 // testDropDeadSeqs: a Holder's drop says which seqs it removed, in
 // order: not a repeat, an unknown seq, one retried just before, or one
 // dropped before; nil drops nothing.

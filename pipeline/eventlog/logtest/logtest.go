@@ -130,6 +130,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Hold/UntilRelease", testHoldUntilRelease},
 		{"Hold/SettleRelease", testSettleRelease},
 		{"Hold/Hasten", testHasten},
+		{"Hold/HastenNotAttempted", testHastenNotAttemptedSeq},
 		{"Queue/HastenRetries", testHastenRetries},
 		{"Queue/HastenNotAttempted", testHastenNotAttempted},
 		{"Delivery/DeadNotAttempted", testDeadNotAttempted},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -26,24 +27,27 @@ var (
 // of [hastenPage] at a time (P9: a million waiting retries are a thousand
 // transactions, not one), calling beforePage (if not nil) before each,
 // and returns how many it moved, also with an error: the pages before it
-// are done. Entries that fail again meanwhile and wait for a retry are
-// hastened too, if a page comes to them.
-func HastenAll(ctx context.Context, q pipeline.Queue, beforePage func()) (int, error) {
+// are done. It moves at most waiting of them and a page more: an entry
+// that fails again meanwhile waits for a retry again, and a walk that
+// made it due each time a page came to it would never end while the sink
+// keeps failing (and would spend its attempts at the pace of the pages).
+func HastenAll(ctx context.Context, q pipeline.Queue, waiting int, beforePage func()) (int, error) {
 	h, ok := q.(pipeline.RetryHastener)
 	if !ok {
 		return 0, ErrCannotHasten
 	}
 	total := 0
-	for {
+	for total < waiting+hastenPage {
 		if beforePage != nil {
 			beforePage()
 		}
-		n, err := h.HastenRetries(ctx, hastenPage)
+		n, err := h.HastenRetries(ctx, min(hastenPage, waiting+hastenPage-total))
 		total += n
 		if err != nil || n == 0 {
 			return total, err
 		}
 	}
+	return total, nil
 }
 
 // RetryNowSink is POST /v1/sinks/{sink}/retry-now for the sink st (as
@@ -60,7 +64,11 @@ func RetryNowSink(ctx context.Context, o Options, st SinkStatus, beforePage func
 	if st.Plugin == PluginRemoved {
 		return res, fmt.Errorf("sink %q was removed from the configuration: %w", st.Name, ErrRetryNowRemoved)
 	}
-	n, err := HastenAll(ctx, o.Log.Queue(st.Name), beforePage)
+	waiting := st.Ready + st.Retrying // what waited as the call began
+	if o.Sinks == nil || st.Rebuilding || st.QueueError != "" {
+		waiting = math.MaxInt - hastenPage // not counted: bounded by the queue alone
+	}
+	n, err := HastenAll(ctx, o.Log.Queue(st.Name), waiting, beforePage)
 	res.Hastened = n
 	if err != nil {
 		return res, err

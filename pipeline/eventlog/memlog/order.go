@@ -121,22 +121,14 @@ var _ pipeline.Hastener = (*Queue)(nil)
 
 // Hasten implements [pipeline.Hastener].
 func (q *Queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("memlog: hasten %s: %w", q.sink, err)
+	if err := q.lock(ctx, "hasten"); err != nil {
+		return 0, err
 	}
-	q.l.mu.Lock()
 	defer q.l.mu.Unlock()
-	if q.l.closed {
-		return 0, fmt.Errorf("memlog: hasten %s: %w", q.sink, pipeline.ErrClosed)
-	}
 	now := time.Now()
 	n := 0
 	for _, seq := range seqs {
-		if e, ok := q.q.retry[seq]; ok && !e.retryAt.Equal(heldAt) && e.retryAt.After(now) {
-			e.retryAt = now
-			if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying || !r.NextAttemptAt.IsZero() { // or not attempted
-				r.NextAttemptAt = now
-			}
+		if e, ok := q.q.retry[seq]; ok && q.makeDue(e, now) {
 			n++
 		}
 	}
@@ -146,33 +138,38 @@ func (q *Queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	return n, nil
 }
 
+// makeDue makes e due at now, when it waits for a retry due later (not
+// held), and says so in its record's next_attempt_at (of a retry, and of
+// an event the sink did not attempt, still queued). q.l.mu is held.
+func (q *Queue) makeDue(e *entry, now time.Time) bool {
+	if e.retryAt.Equal(heldAt) || !e.retryAt.After(now) {
+		return false
+	}
+	e.retryAt = now
+	if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying || !r.NextAttemptAt.IsZero() {
+		r.NextAttemptAt = now
+	}
+	return true
+}
+
 var _ pipeline.RetryHastener = (*Queue)(nil)
 
 // HastenRetries implements [pipeline.RetryHastener]: one pass over the
 // sink's retries, up to max of them.
 func (q *Queue) HastenRetries(ctx context.Context, max int) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("memlog: hasten retries of %s: %w", q.sink, err)
+	if err := q.lock(ctx, "hasten retries of"); err != nil {
+		return 0, err
 	}
-	q.l.mu.Lock()
 	defer q.l.mu.Unlock()
-	if q.l.closed {
-		return 0, fmt.Errorf("memlog: hasten retries of %s: %w", q.sink, pipeline.ErrClosed)
-	}
 	now := time.Now()
 	n := 0
 	for _, e := range q.q.retry {
 		if n >= max {
 			break
 		}
-		if e.retryAt.Equal(heldAt) || !e.retryAt.After(now) {
-			continue
+		if q.makeDue(e, now) {
+			n++
 		}
-		e.retryAt = now
-		if r := q.record(e.ev, e.route); r.State == pipeline.StateRetrying || !r.NextAttemptAt.IsZero() { // or not attempted
-			r.NextAttemptAt = now
-		}
-		n++
 	}
 	if n > 0 {
 		q.q.notify()

@@ -213,14 +213,7 @@ func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
 // DropDead implements [pipeline.Queue]. Each dead letter's delivery record
 // says dropped, and when, in the transaction that deletes it.
 func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
-	now := time.Now()
-	n, err := q.eachDead(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
-		return q.markDropped(txn, seq, t, now)
-	})
-	if err != nil {
-		return n, fmt.Errorf("drop dead letters of %s: %w", q.sink, err)
-	}
-	return n, nil
+	return q.dropDead(ctx, seqs, nil)
 }
 
 // DropDeadSeqs implements [pipeline.Holder]: the seqs are those whose
@@ -230,15 +223,22 @@ func (q *queue) DropDeadSeqs(ctx context.Context, seqs []uint64) ([]uint64, erro
 	if seqs == nil {
 		return nil, nil
 	}
-	now := time.Now()
 	var dropped []uint64
-	_, err := q.eachDeadThen(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
+	_, err := q.dropDead(ctx, seqs, func(seq uint64) { dropped = append(dropped, seq) })
+	return dropped, err
+}
+
+// dropDead is DropDead that calls done (if not nil) for the seq of each
+// dead letter dropped, once its transaction is committed.
+func (q *queue) dropDead(ctx context.Context, seqs []uint64, done func(uint64)) (int, error) {
+	now := time.Now()
+	n, err := q.eachDeadThen(ctx, seqs, func(txn *wtxn, seq uint64, t *logpb.Target) error {
 		return q.markDropped(txn, seq, t, now)
-	}, func(seq uint64) { dropped = append(dropped, seq) })
+	}, done)
 	if err != nil {
-		return dropped, fmt.Errorf("drop dead letters of %s: %w", q.sink, err)
+		return n, fmt.Errorf("drop dead letters of %s: %w", q.sink, err)
 	}
-	return dropped, nil
+	return n, nil
 }
 
 // eachDead deletes the dead letters with seqs (nil: all), calling also (if

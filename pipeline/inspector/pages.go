@@ -427,18 +427,15 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 			what = fmt.Sprintf("attempt %d: delivered", rec.Attempts)
 		}
 		steps = append(steps, timelineStep{What: what, At: rec.DeliveredAt, Class: "ok"})
-	case state == pipeline.StateDead:
+	case state == pipeline.StateDead, state == pipeline.StateDropped:
 		st := timelineStep{What: "dead: in the dead-letter queue", Class: "bad"}
+		if state == pipeline.StateDropped {
+			// At is zero when the log could not record when (a drop of
+			// a whole dead-letter queue on JetStream): no time is shown.
+			st.What, st.At = "dropped from the dead-letter queue by an operator: not delivered here unless replayed", rec.DroppedAt
+		}
 		// The route's transform failed, or an operator gave up on the
 		// event, with no attempt that shows why.
-		if rec.Attempts == 0 || (len(rec.Failures) > 0 && rec.Failures[len(rec.Failures)-1].Err != rec.LastError) {
-			st.Error = rec.LastError
-		}
-		steps = append(steps, st)
-	case state == pipeline.StateDropped:
-		// At is zero when the log could not record when (a drop of a
-		// whole dead-letter queue on JetStream): no time is shown.
-		st := timelineStep{What: "dropped from the dead-letter queue by an operator: not delivered here unless replayed", At: rec.DroppedAt, Class: "bad"}
 		if rec.Attempts == 0 || (len(rec.Failures) > 0 && rec.Failures[len(rec.Failures)-1].Err != rec.LastError) {
 			st.Error = rec.LastError
 		}

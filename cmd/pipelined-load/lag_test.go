@@ -143,18 +143,20 @@ func TestUnreadableMetricsFailsBeforeLoad(t *testing.T) {
 		posts.Add(1)
 		bareHandler().ServeHTTP(w, r)
 	})})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String() + "/metrics"
-	ln.Close()
 	other := serve(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "# TYPE go_goroutines gauge\ngo_goroutines 7\n")
 	})})
 	rebuilding := serve(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "# TYPE pipelined_queues_rebuilding gauge\npipelined_queues_rebuilding 1\n")
 	})})
+	// A port nothing listens on, closed after the servers above started:
+	// closed before them, it was handed to one of them in a run.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/metrics"
+	ln.Close()
 	for _, tc := range []struct{ url, want string }{
 		{dead, "read metrics " + dead + ": dial tcp " + ln.Addr().String() + ": connect: connection refused"},
 		// A daemon just started with a backlog: no queue gauges yet.

@@ -98,6 +98,18 @@ func (b *budget) mem(n int64) {
 	b.bytes += n
 }
 
+// operand is v as expr's own operators and builtins take it: they
+// dereference a pointer (OpDeref), and the one pointer an expression can
+// reach is its environment, $env, which Program.run passes as *Env. Without
+// this, `$env + 1` failed with "*rules.Env + int" where expr says
+// "rules.Env + int" (found by FuzzFetchPatch).
+func operand(v any) any {
+	if e, ok := v.(*Env); ok {
+		return *e
+	}
+	return v
+}
+
 // tick is called (as tick($env)) at every turn of a closure.
 func tick(env any) bool {
 	budgetOf(env).op(1)
@@ -107,7 +119,7 @@ func tick(env any) bool {
 // plus is a + b where a or b may be a string: the bytes of a
 // concatenation are charged before it is made.
 func plus(args ...any) any {
-	a, b := args[1], args[2]
+	a, b := operand(args[1]), operand(args[2])
 	if sa, ok := a.(string); ok {
 		if sb, ok := b.(string); ok {
 			budgetOf(args[0]).mem(int64(len(sa)) + int64(len(sb)))
@@ -138,7 +150,7 @@ const compileCost = 256
 // len(b) × compileCost more (once per evaluation for the same b).
 func matcher(literal *regexp.Regexp) func(args ...any) any {
 	return func(args ...any) any {
-		a, b := args[1], args[2]
+		a, b := operand(args[1]), operand(args[2])
 		if runtime.IsNil(a) || runtime.IsNil(b) {
 			return false
 		}
@@ -176,7 +188,7 @@ func matcher(literal *regexp.Regexp) func(args ...any) any {
 
 // in is a in b where b is not a literal: it costs len(b) operations.
 func in(args ...any) any {
-	b := args[2]
+	b := operand(args[2])
 	switch v := b.(type) {
 	case []any:
 		budgetOf(args[0]).op(int64(len(v)))
@@ -186,7 +198,7 @@ func in(args ...any) any {
 			budgetOf(args[0]).op(int64(rv.Len()))
 		}
 	}
-	return runtime.In(args[1], b)
+	return runtime.In(operand(args[1]), b)
 }
 
 // charged are the builtins that can build big values from small ones;
@@ -208,6 +220,9 @@ func callBuiltin(args ...any) any {
 	b := budgetOf(args[0])
 	name := args[1].(string)
 	in := args[2:]
+	for i, a := range in {
+		in[i] = operand(a)
+	}
 	b.mem(cost(b, name, in))
 	fn := builtin.Builtins[builtin.Index[name]]
 	var out any

@@ -276,6 +276,15 @@ type Dispatcher struct {
 	// breaker and a probe closes it, their retries are brought forward
 	// (see hastenFailedRun). Only Run's goroutine uses it.
 	failedRun []uint64
+	// parked holds the seqs of the entries of calls that the sink cut
+	// short for a while (events not attempted, with a delay: a 503 or 429
+	// with a Retry-After, up to a day): once a later call delivers events
+	// and is not cut short, the sink takes events again, and they are
+	// brought forward (see hastenParked). At
+	// most maxParked; parkedMore counts those past it, which keep their
+	// time. Only Run's goroutine uses them.
+	parked     []uint64
+	parkedMore int
 	// lastFailure is why the last failed call failed (a Report's
 	// Failure), for the line that says the breaker opened. Only Run's
 	// goroutine uses it.
@@ -290,6 +299,10 @@ type Dispatcher struct {
 // their own, which the breaker's lines say nothing of until it opens: one
 // per sink and minute, not one per call (or per event) in an outage.
 const retriesLogEvery = time.Minute
+
+// maxParked bounds [Dispatcher.parked]: the rest of a batch of 500 after
+// a 429, twice over. One Hasten of them is one transaction of the log.
+const maxParked = 1000
 
 // probeLook is how long a probe waits for a ready entry while entries are
 // held, before it releases them (see probeEntry).
@@ -649,24 +662,58 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // scheduled while the sink failed as a whole, some far ahead (a 429's
 // Retry-After of an hour, up to a day), and the sink is back. (When the
 // first probe succeeds, the failed calls may have been events failing on
-// their own while little else flowed: they keep their backoff.) Entries that are no longer waiting
-// for a retry (delivered as probes, dead, held) are skipped by Hasten. On
-// a queue that cannot bring retries forward they keep their time. A
-// failure is logged: those events are retried at their time.
+// their own while little else flowed: they keep their backoff.)
 func (d *Dispatcher) hastenFailedRun(ctx context.Context) {
+	d.bringForward(ctx, d.failedRun, 0, "the sink is back", "retries of the failed calls that opened the breaker")
+}
+
+// askedToWait reports whether r is a retry, or an event not attempted,
+// for which the sink named a delay: a Retry-After that parks the event,
+// up to a day (see capHint).
+func askedToWait(r sdk.Result) bool {
+	if after, ok := r.IsRetry(); ok {
+		return after > 0
+	}
+	after, ok := r.IsNotAttempted()
+	return ok && after > 0
+}
+
+// hastenParked makes the entries in d.parked due now: the sink asked them
+// to wait (a 503 or 429 with a Retry-After of an hour, say), and has just
+// taken events again, so the destination is back before the time it
+// named. Without this, an outage's events waited out the whole
+// Retry-After while the sink took every new event at once, and nothing
+// but an operator's retry-now released them.
+func (d *Dispatcher) hastenParked(ctx context.Context) {
+	parked, more := d.parked, d.parkedMore
+	d.parked, d.parkedMore = nil, 0
+	d.bringForward(ctx, parked, more, "the sink takes events again", "events the sink had asked to wait")
+}
+
+// bringForward makes the entries seqs due now, and logs it as the sink
+// being back (back) for those entries (what); more counts entries of the
+// same kind that were not kept, and keep their time. Entries that no
+// longer wait for a retry (delivered, dead, held for their key or the
+// breaker) are skipped by Hasten. On a queue that cannot bring retries
+// forward they keep their time; a failure is logged, and they are
+// retried at their time.
+func (d *Dispatcher) bringForward(ctx context.Context, seqs []uint64, more int, back, what string) {
 	h, ok := d.o.Queue.(pipeline.Hastener)
-	if !ok || len(d.failedRun) == 0 {
+	if !ok || len(seqs) == 0 {
 		return
 	}
-	n, err := h.Hasten(ctx, d.failedRun)
+	n, err := h.Hasten(ctx, seqs)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
-			d.o.Logger.Warn("could not bring forward the retries of the failed calls that opened the breaker; they are retried at their time",
-				"sink", d.o.Sink, "events", len(d.failedRun), "err", err)
+			d.o.Logger.Warn("could not bring forward the "+what+"; they are retried at their time",
+				"sink", d.o.Sink, "events", len(seqs), "err", err)
 		}
+	case more > 0:
+		d.o.Logger.Info(back+": "+what+" brought forward; more keep their time (pipelined sinks retry-now makes them due)",
+			"sink", d.o.Sink, "events", n, "keep_their_time", more)
 	case n > 0:
-		d.o.Logger.Info("the sink is back: retries of the failed calls that opened the breaker brought forward", "sink", d.o.Sink, "events", n)
+		d.o.Logger.Info(back+": "+what+" brought forward", "sink", d.o.Sink, "events", n)
 	}
 }
 
@@ -1014,6 +1061,8 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	givingUp := d.o.GiveUps.Len() > 0 // one look per batch: most never have any
 	var notAttemptedWhy string        // the reason of the batch's last event not attempted
 	var notAttemptedAt time.Time      // and when it is due
+	var asked []uint64                // entries the sink asked to wait (a delay named)
+	var cutShort bool                 // and it did not attempt some of them: it spoke of itself
 	for i, e := range batch {
 		settle[i] = d.settlement(e, result(i), now, delay, probe, stalled)
 		if givingUp && settle[i].Outcome == pipeline.Retry {
@@ -1028,6 +1077,13 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 				delete(d.firstFail, e.Seq)
 				d.o.Logger.Warn("event given up by an operator failed its last attempt, moved to the dead-letter queue",
 					"sink", d.o.Sink, "event_id", e.Event.ID, "reason", reason)
+			}
+		}
+		if !probe && settle[i].Outcome == pipeline.Retry {
+			if r := result(i); askedToWait(r) {
+				asked = append(asked, e.Seq)
+				_, na := r.IsNotAttempted()
+				cutShort = cutShort || na
 			}
 		}
 		switch {
@@ -1078,6 +1134,19 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 	}
 	if recorded {
 		d.settled(settle)
+	}
+	switch {
+	case cutShort:
+		// The sink cut the call short for a while (a 503 or 429 with a
+		// Retry-After, the rest of the batch not sent): its events wait
+		// for the sink, not for themselves. A retry with a delay alone
+		// may be the event's own (a row refused for an hour): it keeps
+		// its time when others are delivered.
+		n := min(len(asked), maxParked-len(d.parked))
+		d.parked = append(d.parked, asked[:n]...)
+		d.parkedMore += len(asked) - n
+	case rep.Delivered > 0 && len(d.parked) > 0:
+		d.hastenParked(ctx)
 	}
 	if spans != nil {
 		telemetry.EndAttempts(spans, settle, err)

@@ -776,3 +776,53 @@ func sleepCheck(d time.Duration, ok func() bool) bool {
 	}
 	return ok()
 }
+
+// TestParkedEventsGoWhenTheSinkTakesEventsAgain: a receiver down for
+// maintenance answers 503 with Retry-After of an hour, and the sink sends
+// no more of the batch (the rest not attempted, an hour too). The
+// receiver is back in a minute: the next event is delivered at once, and
+// the parked events with it, not an hour later. An event that fails on its
+// own with a delay (TestBreakerFirstProbeKeepsBackoff) keeps its time.
+func TestParkedEventsGoWhenTheSinkTakesEventsAgain(t *testing.T) {
+	buf := &testlog.Buffer{}
+	l := memlog.New()
+	appendEvents(t, l, "parked", 10, "s")
+	q := l.Queue("s")
+	var back atomic.Bool
+	sink := &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
+		out := make([]sdk.Result, len(batch))
+		for i := range out {
+			switch {
+			case back.Load():
+				out[i] = sdk.Delivered()
+			case i == 0:
+				out[i] = sdk.Retry(time.Hour, errors.New("POST https://crm.example/hook answered 503 Service Unavailable"))
+			default:
+				out[i] = sdk.NotAttempted(time.Hour, errors.New("not sent: the receiver answered 503 with Retry-After"))
+			}
+		}
+		return out, nil
+	}}
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Minute
+	o.Logger = slog.New(slog.NewTextHandler(buf, nil))
+	start(t, o)
+	waitFor(t, "the 10 events parked an hour ahead", func() bool {
+		st := stats(t, q)
+		return st.Retrying == 10 && st.Ready == 0 && len(sink.calls()) == 1
+	})
+	back.Store(true)
+	appendEvents(t, l, "new", 1, "s")
+	waitFor(t, "every event delivered", func() bool { return stats(t, q) == pipeline.QueueStats{} })
+	delivered := 0
+	for _, b := range sink.calls()[1:] {
+		delivered += len(b)
+	}
+	if delivered != 11 {
+		t.Errorf("%d events delivered after the receiver was back, want 11 (each once)", delivered)
+	}
+	if !strings.Contains(buf.String(), `msg="the sink takes events again: events the sink had asked to wait brought forward" sink=s events=10`) {
+		t.Errorf("no line says the parked events were brought forward:\n%s", buf.String())
+	}
+}

@@ -61,6 +61,12 @@ type DeliveryRecord struct {
 	// earliest time: a paused sink, an open breaker or a key held for
 	// delivery.order_key delays the attempt past it.
 	NextAttemptAt time.Time
+	// NotAttemptedReason is why the sink did not attempt the event at its
+	// latest call, when it did not ([Settlement.NotAttempted]: a 503 with
+	// Retry-After stopped the batch before it, the receiver too slow for
+	// the call's time): what the event waits for, which LastError (an
+	// attempt's) does not say. Empty once a later call attempted it.
+	NotAttemptedReason string
 	// Held says the entry is held back ([Hold]): behind an earlier event
 	// of its delivery.order_key, or skipped by an open breaker's probes
 	// until they come back to it. It is then not due at NextAttemptAt but
@@ -105,15 +111,16 @@ func (r DeliveryRecord) Settled(s Settlement, now time.Time) DeliveryRecord {
 		return r
 	}
 	if s.NotAttempted && s.Outcome == Retry {
-		// No attempt: the record lists attempts only, so this shows only
-		// as when the entry is due again.
-		r.NextAttemptAt, r.Held = s.RetryAt, false
+		// No attempt: the record lists attempts only, so this shows as
+		// when the entry is due again, and why it was not attempted.
+		r.NextAttemptAt, r.Held, r.NotAttemptedReason = s.RetryAt, false, s.Err
 		if r.State == "" { // a log that writes no record before the first settlement
 			r.State = StateQueued
 		}
 		return r
 	}
 	r.Attempts++
+	r.NotAttemptedReason = ""
 	if r.FirstAttemptAt.IsZero() {
 		r.FirstAttemptAt = now
 	}

@@ -640,7 +640,7 @@ func (p *printer) deliveries(e admin.Event) error {
 		}
 		return fmtTime(*t)
 	}
-	failed := false
+	failed, notAttempted := false, false
 	for _, d := range e.Deliveries {
 		next := at(d.NextAttemptAt)
 		if d.Held {
@@ -653,9 +653,28 @@ func (p *printer) deliveries(e admin.Event) error {
 		}
 		fmt.Fprintf(tw, "\t%s\n", orDash(cell(strings.Join(strings.Fields(d.LastError), " "))))
 		failed = failed || len(d.Failures) > 0
+		notAttempted = notAttempted || d.NotAttemptedReason != ""
 	}
-	if err := tw.Flush(); err != nil || !failed {
+	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if notAttempted {
+		// Why an event waits that its last error (an attempt's) does
+		// not explain: the rest of a batch after a 503 with Retry-After.
+		fmt.Fprintln(p.stdout, "not attempted at the sink's latest call (no attempt counted):")
+		tw = table(p.stdout)
+		fmt.Fprintln(tw, "  SINK\tREASON")
+		for _, d := range e.Deliveries {
+			if d.NotAttemptedReason != "" {
+				fmt.Fprintf(tw, "  %s\t%s\n", cell(d.Sink), cell(strings.Join(strings.Fields(d.NotAttemptedReason), " ")))
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if !failed {
+		return nil
 	}
 	fmt.Fprintln(p.stdout, "failures (the latest of each sink, oldest first):")
 	tw = table(p.stdout)

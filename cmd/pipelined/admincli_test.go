@@ -406,7 +406,8 @@ func TestReloadWithoutAnAnswer(t *testing.T) {
 
 // TestEventShowFailures: `events show` prints each sink's latest failed
 // attempts as a table of their own, as README says, where only the JSON
-// had them.
+// had them; and why the sink's latest call did not attempt the event, which
+// no attempt's error says.
 func TestEventShowFailures(t *testing.T) {
 	l := memlog.New()
 	t.Cleanup(func() { l.Close() })
@@ -424,6 +425,14 @@ func TestEventShowFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	ds, err := q.Fetch(context.Background(), 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Fetch = %v, %v", ds, err)
+	}
+	if err := q.Settle(context.Background(), []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour),
+		Err: "not sent: the receiver answered 503\nwith Retry-After", NotAttempted: true}}); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(admin.Handler(admin.Options{Log: l, Ready: func() error { return nil }, Token: []byte(cliToken)}))
 	t.Cleanup(srv.Close)
 	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)
@@ -434,6 +443,9 @@ func TestEventShowFailures(t *testing.T) {
 	i := strings.Index(out, "failures (the latest of each sink, oldest first):\n")
 	if i < 0 || !regexp.MustCompile(`(?m)^  crm +1 +\S+ +503 from the CRM\n  crm +2 +\S+ +dial tcp: connection refused$`).MatchString(out[i:]) {
 		t.Errorf("events show:\n%s\nwant a failures table with both attempts, oldest first", out)
+	}
+	if !regexp.MustCompile(`(?m)^not attempted at the sink's latest call \(no attempt counted\):\n  SINK +REASON\n  crm +not sent: the receiver answered 503 with Retry-After$`).MatchString(out) {
+		t.Errorf("events show:\n%s\nwant the reason the latest call did not attempt it", out)
 	}
 }
 

@@ -223,7 +223,8 @@ func toDelivery(d pipeline.DeliveryRecord) Delivery {
 	}
 	out := Delivery{Sink: d.Sink, Route: d.Route, State: d.State, Attempts: d.Attempts,
 		FirstAttemptAt: at(d.FirstAttemptAt), LastAttemptAt: at(d.LastAttemptAt), LastError: d.LastError,
-		DeliveredAt: at(d.DeliveredAt), NextAttemptAt: at(d.NextAttemptAt), DroppedAt: at(d.DroppedAt), Held: d.Held}
+		DeliveredAt: at(d.DeliveredAt), NextAttemptAt: at(d.NextAttemptAt), DroppedAt: at(d.DroppedAt), Held: d.Held,
+		NotAttemptedReason: d.NotAttemptedReason}
 	for _, f := range d.Failures {
 		out.Failures = append(out.Failures, Failure{Attempt: f.Attempt, At: f.At.UTC(), Error: f.Err})
 	}

@@ -219,6 +219,12 @@ type Delivery struct {
 	// probes until they come back to it; next_attempt_at does not hold
 	// then. Absent otherwise.
 	Held bool `json:"held,omitempty"`
+	// NotAttemptedReason is why the sink did not attempt the event at its
+	// latest call (sdk.NotAttempted: a 503 with Retry-After stopped the
+	// batch before it, the receiver was too slow for the call's time),
+	// which last_error, an attempt's, does not say. Absent once a later
+	// call attempted it.
+	NotAttemptedReason string `json:"not_attempted_reason,omitempty"`
 	// Failures are the latest failed attempts (at most
 	// [pipeline.MaxFailures]), the oldest first; none for an event
 	// delivered at its first attempt.

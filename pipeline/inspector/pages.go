@@ -445,6 +445,10 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 		if st.At.IsZero() { // a record written before the time was kept
 			st.What = "retrying: another attempt is scheduled"
 		}
+		if rec.NotAttemptedReason != "" {
+			st.What = "retrying, not attempted at the sink's latest call (no attempt counted): due again"
+			st.Error = rec.NotAttemptedReason
+		}
 		steps = append(steps, st)
 	case state == pipeline.StateQueued:
 		if rec.Attempts > 0 {
@@ -455,7 +459,7 @@ func timeline(received time.Time, rec pipeline.DeliveryRecord) []timelineStep {
 		if !rec.NextAttemptAt.IsZero() {
 			// The sink did not attempt it (sdk.NotAttempted): no attempt
 			// to list, only when it is due.
-			steps = append(steps, timelineStep{What: "not attempted by the sink (no attempt counted): due again", At: rec.NextAttemptAt, Class: "info"})
+			steps = append(steps, timelineStep{What: "not attempted by the sink (no attempt counted): due again", At: rec.NextAttemptAt, Error: rec.NotAttemptedReason, Class: "info"})
 		}
 	default:
 		steps = append(steps, timelineStep{What: "state unknown (written before delivery records were kept)", Class: "info"})

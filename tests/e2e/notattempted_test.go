@@ -204,3 +204,100 @@ delivery = { batch_max = 100, batch_wait = "500ms", max_attempts = 2, backoff_mi
 		t.Errorf("dead letter = %+v, want 2 attempts, the 429", dl[0])
 	}
 }
+
+// TestReceiverBackBeforeItsRetryAfter: a receiver down for maintenance
+// answers 503 with Retry-After: 3600; the http sink sends no more of the
+// batch. Each event it did not send says why in its delivery record
+// (not_attempted_reason, which pipelined events show prints), as its last
+// error, an attempt's, cannot. The receiver is back a minute later: the
+// next webhook is delivered at once, and the ten parked events go with it,
+// each once, not an hour later (before, only pipelined sinks retry-now
+// released them). Real parts: the daemon and the http plugin as built, a
+// Badger log, a receiver on loopback.
+func TestReceiverBackBeforeItsRetryAfter(t *testing.T) {
+	const n = 10
+	var mu sync.Mutex
+	down := true
+	refused := 0
+	got := map[string]int{} // requests answered 200, by webhook-id
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			refused++
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		got[r.Header.Get("webhook-id")]++
+	}))
+	t.Cleanup(recv.Close)
+	delivered := func() (events, requests int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range got {
+			events++
+			requests += c
+		}
+		return events, requests
+	}
+
+	dir := t.TempDir()
+	cfgFile := harness.WriteConfig(t, dir, callKaroHeader(filepath.Join(dir, "log"))+fmt.Sprintf(`
+[[sink]]
+name = "crm"
+plugin = "http"
+config = { url = %q }
+delivery = { batch_max = 100, batch_wait = "500ms" }
+`, recv.URL)+harness.AllCallsRoute("crm"))
+	d := harness.Start(t, cfgFile)
+	var ids []string
+	for i := range n {
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprintf("parked-%02d", i), "interested"))
+		if err != nil || code != 200 {
+			t.Fatalf("POST %d = %d %v %v", i, code, ans, err)
+		}
+		ids = append(ids, ans["id"].(string))
+	}
+	harness.Eventually(t, 20*time.Second, func() error {
+		if s := d.Sinks(t)["crm"]; s.Retrying != n || s.Ready != 0 {
+			return fmt.Errorf("crm: %d retrying, %d ready; want all %d parked", s.Retrying, s.Ready, n)
+		}
+		return nil
+	})
+	mu.Lock()
+	if refused != 1 {
+		t.Errorf("premise: the receiver refused %d requests, want 1 (the rest of the batch not sent)", refused)
+	}
+	down = false
+	mu.Unlock()
+	why := ""
+	for _, id := range ids {
+		ev, err := d.Admin().Event(context.Background(), id)
+		if err != nil || len(ev.Deliveries) != 1 {
+			t.Fatalf("GET /v1/events/%s = %+v, %v", id, ev, err)
+		}
+		if r := ev.Deliveries[0].NotAttemptedReason; r != "" {
+			why = r
+		}
+	}
+	if !strings.Contains(why, "503") {
+		t.Errorf("no parked event's not_attempted_reason names the 503: %q", why)
+	}
+
+	code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent("after", "interested"))
+	if err != nil || code != 200 {
+		t.Fatalf("POST after = %d %v %v", code, ans, err)
+	}
+	harness.Eventually(t, 20*time.Second, func() error {
+		if e, _ := delivered(); e != n+1 {
+			return fmt.Errorf("receiver took %d events, want %d: the parked ones wait out the Retry-After", e, n+1)
+		}
+		return nil
+	})
+	queuesEmpty(t, d, 10*time.Second)
+	if e, r := delivered(); r != e {
+		t.Errorf("receiver took %d events in %d requests, want each once", e, r)
+	}
+}

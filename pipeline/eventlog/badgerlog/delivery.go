@@ -91,6 +91,7 @@ func deliveryProto(r pipeline.DeliveryRecord) *logpb.Delivery {
 		FirstAttemptUnixNano: unixNano(r.FirstAttemptAt), LastAttemptUnixNano: unixNano(r.LastAttemptAt),
 		DeliveredAtUnixNano: unixNano(r.DeliveredAt), NextAttemptUnixNano: unixNano(r.NextAttemptAt),
 		DroppedAtUnixNano: unixNano(r.DroppedAt), State: stateValues[r.State],
+		NotAttemptedReason: r.NotAttemptedReason,
 	}
 	for _, f := range r.Failures {
 		d.Failures = append(d.Failures, &logpb.Delivery_Failure{Attempt: uint32(f.Attempt), AtUnixNano: unixNano(f.At), Error: f.Err})
@@ -139,6 +140,7 @@ func recordOf(sink string, d *logpb.Delivery) pipeline.DeliveryRecord {
 		FirstAttemptAt: unixTime(d.GetFirstAttemptUnixNano()), LastAttemptAt: unixTime(d.GetLastAttemptUnixNano()),
 		LastError: d.GetLastError(), DeliveredAt: unixTime(d.GetDeliveredAtUnixNano()),
 		NextAttemptAt: unixTime(d.GetNextAttemptUnixNano()), DroppedAt: unixTime(d.GetDroppedAtUnixNano()),
+		NotAttemptedReason: d.GetNotAttemptedReason(),
 	}
 	for _, f := range d.GetFailures() {
 		r.Failures = append(r.Failures, pipeline.Failure{Attempt: int(f.GetAttempt()), At: unixTime(f.GetAtUnixNano()), Err: f.GetError()})

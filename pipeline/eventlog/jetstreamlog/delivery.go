@@ -33,6 +33,8 @@ type drRecord struct {
 	DeliveredAt time.Time `json:"delivered_at,omitzero"`
 	Next        time.Time `json:"next,omitzero"` // NextAttemptAt
 	DroppedAt   time.Time `json:"dropped_at,omitzero"`
+	// NotAttempted is NotAttemptedReason.
+	NotAttempted string `json:"not_attempted,omitempty"`
 	// Failures are the latest failed attempts (pipeline.MaxFailures).
 	Failures []pipeline.Failure `json:"failures,omitempty"`
 }
@@ -82,13 +84,14 @@ func settledDR(ls *lease, s pipeline.Settlement, now time.Time) drRecord {
 // drOf is the stored form of r.
 func drOf(r pipeline.DeliveryRecord) drRecord {
 	return drRecord{Route: r.Route, State: r.State, Attempts: r.Attempts, First: r.FirstAttemptAt,
-		Last: r.LastAttemptAt, Err: r.LastError, DeliveredAt: r.DeliveredAt, Next: r.NextAttemptAt, DroppedAt: r.DroppedAt, Failures: r.Failures}
+		Last: r.LastAttemptAt, Err: r.LastError, DeliveredAt: r.DeliveredAt, Next: r.NextAttemptAt, DroppedAt: r.DroppedAt, Failures: r.Failures,
+		NotAttempted: r.NotAttemptedReason}
 }
 
 func (r drRecord) record(sink string) pipeline.DeliveryRecord {
 	return pipeline.DeliveryRecord{Sink: sink, Route: r.Route, State: r.State, Attempts: r.Attempts,
 		FirstAttemptAt: r.First, LastAttemptAt: r.Last, LastError: r.Err, DeliveredAt: r.DeliveredAt, NextAttemptAt: r.Next,
-		DroppedAt: r.DroppedAt, Failures: r.Failures}
+		DroppedAt: r.DroppedAt, Failures: r.Failures, NotAttemptedReason: r.NotAttempted}
 }
 
 // deliveryOf returns the record of the event (seq, id) at sink: the stored

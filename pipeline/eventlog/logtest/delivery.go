@@ -40,6 +40,7 @@ type wantRecord struct {
 	dueNow             bool      // NextAttemptAt set, in the window (a dead letter retried)
 	dropped            bool      // DroppedAt set, in the window
 	droppedUndated     bool      // with dropped: DroppedAt may also be zero (Options.DropAllUnmarked)
+	notAttempted       string    // NotAttemptedReason
 }
 
 func mustDeliveries(t *testing.T, dl pipeline.DeliveryLog, id string) []pipeline.DeliveryRecord {
@@ -54,9 +55,9 @@ func mustDeliveries(t *testing.T, dl pipeline.DeliveryLog, id string) []pipeline
 func fmtRecords(rs []pipeline.DeliveryRecord) string {
 	var b strings.Builder
 	for _, r := range rs {
-		fmt.Fprintf(&b, "\n\t{%s %s %s attempts=%d err=%q first=%v last=%v delivered=%v next=%v dropped=%v}", r.Sink, r.Route, r.State,
+		fmt.Fprintf(&b, "\n\t{%s %s %s attempts=%d err=%q first=%v last=%v delivered=%v next=%v dropped=%v not_attempted=%q}", r.Sink, r.Route, r.State,
 			r.Attempts, r.LastError, r.FirstAttemptAt.Format(time.RFC3339Nano), r.LastAttemptAt.Format(time.RFC3339Nano),
-			r.DeliveredAt.Format(time.RFC3339Nano), r.NextAttemptAt.Format(time.RFC3339Nano), r.DroppedAt.Format(time.RFC3339Nano))
+			r.DeliveredAt.Format(time.RFC3339Nano), r.NextAttemptAt.Format(time.RFC3339Nano), r.DroppedAt.Format(time.RFC3339Nano), r.NotAttemptedReason)
 	}
 	return b.String()
 }
@@ -73,7 +74,8 @@ func wantRecords(t *testing.T, dl pipeline.DeliveryLog, id string, since time.Ti
 	in := func(at time.Time) bool { return !at.Before(lo) && !at.After(hi) }
 	for i, w := range want {
 		r := rs[i]
-		bad := r.Sink != w.sink || r.Route != w.route || r.State != w.state || r.Attempts != w.attempts || r.LastError != w.lastErr
+		bad := r.Sink != w.sink || r.Route != w.route || r.State != w.state || r.Attempts != w.attempts || r.LastError != w.lastErr ||
+			r.NotAttemptedReason != w.notAttempted
 		if w.attempted {
 			bad = bad || !in(r.FirstAttemptAt) || !in(r.LastAttemptAt) || r.LastAttemptAt.Before(r.FirstAttemptAt)
 		} else {

@@ -13,7 +13,8 @@ import (
 // attempted comes back as attempt 1 with no error, one that failed once as
 // attempt 2 with that failure's error. Its delivery record, where the log
 // keeps them, lists no attempt for it: state, attempts, failures and last
-// error stay, and NextAttemptAt says when it is due.
+// error stay, NextAttemptAt says when it is due and NotAttemptedReason why
+// it was not attempted, until the next attempt.
 func testRetryNotAttempted(t *testing.T, l pipeline.Log) {
 	q := l.Queue(sinkA)
 	start := time.Now()
@@ -41,9 +42,9 @@ func testRetryNotAttempted(t *testing.T, l pipeline.Log) {
 	}
 	if dl, ok := unwrap(l).(pipeline.DeliveryLog); ok {
 		wantRecords(t, dl, "rn-0000", start,
-			wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateQueued, next: retryAt})
+			wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateQueued, next: retryAt, notAttempted: "not sent in time"})
 		rs := wantRecords(t, dl, "rn-0001", start,
-			wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "503", attempted: true, next: retryAt})
+			wantRecord{sink: sinkA, route: "route-" + sinkA, state: pipeline.StateRetrying, attempts: 1, lastErr: "503", attempted: true, next: retryAt, notAttempted: "throttled"})
 		if len(rs[0].Failures) != 1 || rs[0].Failures[0].Err != "503" {
 			t.Errorf("Deliveries(rn-0001) failures = %+v, want only the attempt's (503)", rs[0].Failures)
 		}

@@ -456,8 +456,11 @@ type Delivery struct {
 	NextAttemptUnixNano int64 `protobuf:"varint,9,opt,name=next_attempt_unix_nano,json=nextAttemptUnixNano,proto3" json:"next_attempt_unix_nano,omitempty"`
 	// When an operator last dropped its dead letter (0: never).
 	DroppedAtUnixNano int64 `protobuf:"varint,10,opt,name=dropped_at_unix_nano,json=droppedAtUnixNano,proto3" json:"dropped_at_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Why the sink did not attempt it at its latest call, when it did not
+	// (pipeline.DeliveryRecord.NotAttemptedReason).
+	NotAttemptedReason string `protobuf:"bytes,11,opt,name=not_attempted_reason,json=notAttemptedReason,proto3" json:"not_attempted_reason,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -558,6 +561,13 @@ func (x *Delivery) GetDroppedAtUnixNano() int64 {
 		return x.DroppedAtUnixNano
 	}
 	return 0
+}
+
+func (x *Delivery) GetNotAttemptedReason() string {
+	if x != nil {
+		return x.NotAttemptedReason
+	}
+	return ""
 }
 
 // Acks is one settlement's first-attempt acks at a sink, kept at
@@ -717,7 +727,7 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\battempts\x18\x03 \x01(\rR\battempts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12-\n" +
-	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\x97\x05\n" +
+	"\x13failed_at_unix_nano\x18\x05 \x01(\x03R\x10failedAtUnixNano\"\xc9\x05\n" +
 	"\bDelivery\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x126\n" +
 	"\x05state\x18\x02 \x01(\x0e2 .pipelined.log.v1.Delivery.StateR\x05state\x12\x1a\n" +
@@ -730,7 +740,8 @@ const file_pipeline_eventlog_badgerlog_internal_logpb_record_proto_rawDesc = "" 
 	"\bfailures\x18\b \x03(\v2\".pipelined.log.v1.Delivery.FailureR\bfailures\x123\n" +
 	"\x16next_attempt_unix_nano\x18\t \x01(\x03R\x13nextAttemptUnixNano\x12/\n" +
 	"\x14dropped_at_unix_nano\x18\n" +
-	" \x01(\x03R\x11droppedAtUnixNano\x1a[\n" +
+	" \x01(\x03R\x11droppedAtUnixNano\x120\n" +
+	"\x14not_attempted_reason\x18\v \x01(\tR\x12notAttemptedReason\x1a[\n" +
 	"\aFailure\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\rR\aattempt\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +

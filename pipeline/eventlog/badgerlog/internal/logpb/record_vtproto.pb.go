@@ -410,6 +410,13 @@ func (m *Delivery) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if len(m.NotAttemptedReason) > 0 {
+		i -= len(m.NotAttemptedReason)
+		copy(dAtA[i:], m.NotAttemptedReason)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.NotAttemptedReason)))
+		i--
+		dAtA[i] = 0x5a
+	}
 	if m.DroppedAtUnixNano != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.DroppedAtUnixNano))
 		i--
@@ -732,6 +739,10 @@ func (m *Delivery) SizeVT() (n int) {
 	}
 	if m.DroppedAtUnixNano != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.DroppedAtUnixNano))
+	}
+	l = len(m.NotAttemptedReason)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -2137,6 +2148,38 @@ func (m *Delivery) UnmarshalVT(dAtA []byte) error {
 					break
 				}
 			}
+		case 11:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field NotAttemptedReason", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.NotAttemptedReason = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

@@ -477,7 +477,7 @@ func (d *Dispatcher) setOpen(open bool, probe time.Duration, closed string) {
 		// is the one that tells the operator why the sink is down.
 		d.o.Logger.Warn("sink circuit breaker opened: deliveries wait, probing the sink",
 			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String(), "probe_every_max", d.o.BreakerProbeMax.String(),
-			"last_error", cutError(d.lastFailure))
+			"last_error", cutError(d.lastFailure), "when_back", "pipelined sinks retry-now "+d.o.Sink)
 	} else {
 		d.o.Logger.Info(closed, "sink", d.o.Sink)
 	}

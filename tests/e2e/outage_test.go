@@ -92,10 +92,12 @@ delivery = { batch_wait = "5ms" }
 		t.Errorf("log has %d lines \"sink circuit breaker opened\", want 1", n)
 	}
 	// That line is the one an operator reads (the failed deliveries are
-	// not logged one by one): it says why, the CRM's answer.
+	// not logged one by one): it says why, the CRM's answer, and what to
+	// run once the CRM is back.
 	for _, line := range strings.Split(d.Log(), "\n") {
-		if strings.Contains(line, "sink circuit breaker opened") && (!strings.Contains(line, `"last_error":"POST `) || !strings.Contains(line, "503 Service Unavailable")) {
-			t.Errorf("the line that says the breaker opened does not say why (the CRM's 503):\n%s", line)
+		if strings.Contains(line, "sink circuit breaker opened") && (!strings.Contains(line, `"last_error":"POST `) || !strings.Contains(line, "503 Service Unavailable") ||
+			!strings.Contains(line, `"when_back":"pipelined sinks retry-now crm"`)) {
+			t.Errorf("the line that says the breaker opened does not say why (the CRM's 503), or what to run when it is back:\n%s", line)
 		}
 	}
 

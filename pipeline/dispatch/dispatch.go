@@ -85,6 +85,7 @@ import (
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/internal/backoff"
+	"github.com/pipelined/pipelined/pipeline/internal/lograte"
 	"github.com/pipelined/pipelined/pipeline/telemetry"
 	"github.com/pipelined/pipelined/sdk"
 	"github.com/pipelined/pipelined/sdk/protocol"
@@ -289,6 +290,9 @@ type Dispatcher struct {
 	// Failure), for the line that says the breaker opened. Only Run's
 	// goroutine uses it.
 	lastFailure string
+	// deadLog bounds the lines that say an event went to the dead-letter
+	// queue (see deadLetter).
+	deadLog *lograte.Burst
 	// retriesLogged is when the last line that said events failed on
 	// their own was logged (see retriesLogEvery). Only Run's goroutine
 	// uses it.
@@ -299,6 +303,26 @@ type Dispatcher struct {
 // their own, which the breaker's lines say nothing of until it opens: one
 // per sink and minute, not one per call (or per event) in an outage.
 const retriesLogEvery = time.Minute
+
+// deadLetter logs msg, a line that says an event went to the dead-letter
+// queue, with args: deadLogBurst of them at once, then one a second per
+// sink, the next after a gap saying how many were left out and where they
+// are (pipelined dlq list). A receiver that refuses every event (a 400 for
+// a schema it changed) dead-letters thousands in a minute: one line each
+// would flood the journal, and the dead-letter queue lists them all.
+func (d *Dispatcher) deadLetter(log *slog.Logger, msg string, args ...any) {
+	ok, n := d.deadLog.AllowAt(time.Now())
+	if !ok {
+		return
+	}
+	if n > 0 {
+		args = append(args, "suppressed", n, "see", "pipelined dlq list "+d.o.Sink)
+	}
+	log.Warn(msg, args...)
+}
+
+// deadLogBurst is how many dead-letter lines a sink writes at once.
+const deadLogBurst = 10
 
 // maxParked bounds [Dispatcher.parked]: the rest of a batch of 500 after
 // a 429, twice over. One Hasten of them is one transaction of the log.
@@ -340,7 +364,8 @@ func New(o Options) *Dispatcher {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Dispatcher{o: o, stopping: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}),
-		paused: o.Paused, wake: make(chan struct{}), probeNow: make(chan struct{}, 1), firstFail: map[uint64]time.Time{}}
+		paused: o.Paused, wake: make(chan struct{}), probeNow: make(chan struct{}, 1), firstFail: map[uint64]time.Time{},
+		deadLog: lograte.NewBurst(deadLogBurst, time.Second)}
 	if o.Rate > 0 {
 		burst := max(1, int(math.Ceil(o.Rate)))
 		d.limiter = rate.NewLimiter(rate.Limit(o.Rate), burst)
@@ -1075,7 +1100,7 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 					settle[i] = pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, settle[i].Err)}
 				}
 				delete(d.firstFail, e.Seq)
-				d.o.Logger.Warn("event given up by an operator failed its last attempt, moved to the dead-letter queue",
+				d.deadLetter(d.o.Logger, "event given up by an operator failed its last attempt, moved to the dead-letter queue",
 					"sink", d.o.Sink, "event_id", e.Event.ID, "reason", reason)
 			}
 		}
@@ -1253,22 +1278,22 @@ func (d *Dispatcher) settlement(e pipeline.Delivery, res sdk.Result, now time.Ti
 		if e.LastError != "" {
 			s.Err += ": last error: " + e.LastError
 		}
-		log.Warn("event undelivered for longer than max_age, moved to the dead-letter queue",
+		d.deadLetter(log, "event undelivered for longer than max_age, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt-1, "failing_for", failingFor, "err", errText())
 	case notAttempted:
 		s.Outcome, s.NotAttempted, s.Err = pipeline.Retry, true, errText()
 		s.RetryAt = now.Add(d.notAttemptedAt(notAfter, stalled))
 	case res.IsPermanent():
 		s.Outcome, s.Err = pipeline.Dead, "permanent failure: "+errText()
-		log.Warn("event failed permanently, moved to the dead-letter queue",
+		d.deadLetter(log, "event failed permanently, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", s.Err)
 	case retry && d.o.MaxAge > 0 && failingFor >= d.o.MaxAge:
 		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after failing for %v (%d attempts): %s", failingFor.Round(time.Second), e.Attempt, errText())
-		log.Warn("event failed for longer than max_age, moved to the dead-letter queue",
+		d.deadLetter(log, "event failed for longer than max_age, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "failing_for", failingFor, "err", errText())
 	case retry && !probe && d.o.MaxAttempts > 0 && e.Attempt >= d.o.MaxAttempts:
 		s.Outcome, s.Err = pipeline.Dead, fmt.Sprintf("gave up after %d attempts: %s", e.Attempt, errText())
-		log.Warn("event ran out of attempts, moved to the dead-letter queue",
+		d.deadLetter(log, "event ran out of attempts, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "attempt", e.Attempt, "err", errText())
 	case retry && probe:
 		s.Outcome, s.Err, s.RetryAt = pipeline.Retry, errText(), now

@@ -1160,3 +1160,29 @@ func TestSinkErrorsAreBounded(t *testing.T) {
 		t.Errorf("next attempt in %v, want the plugin's ten years cut to a day", due)
 	}
 }
+
+// TestDeadLettersLoggedInBursts: a receiver that refuses every event (a
+// 400 for a schema it changed) dead-letters each: the first few get a line
+// each, the rest of the burst none, and the next line after a second says
+// how many were left out and where they are.
+func TestDeadLettersLoggedInBursts(t *testing.T) {
+	buf := &testlog.Buffer{}
+	l := memlog.New()
+	appendEvents(t, l, "refused", 30, "s")
+	sink := &fakeSink{answer: each(sdk.Permanent(errors.New("POST https://crm.example/hook answered 400 Bad Request")))}
+	o := options(l.Queue("s"), sink)
+	o.Logger = slog.New(slog.NewTextHandler(buf, nil))
+	run(t, o)
+	waitFor(t, "30 dead letters", func() bool { return stats(t, l.Queue("s")).Dead == 30 })
+	const line = "event failed permanently, moved to the dead-letter queue"
+	if n := strings.Count(buf.String(), line); n != 10 {
+		t.Errorf("%d lines for 30 dead letters at once, want the burst of 10:\n%s", n, buf.String())
+	}
+	// The limiter counts wall time: a second on, the next line is let through.
+	time.Sleep(time.Second)
+	appendEvents(t, l, "later", 1, "s")
+	waitFor(t, "the next dead letter's line", func() bool { return strings.Count(buf.String(), line) == 11 })
+	if !strings.Contains(buf.String(), "suppressed=20 see=\"pipelined dlq list s\"") {
+		t.Errorf("the line after the burst does not say how many were left out, and where:\n%s", buf.String())
+	}
+}

@@ -163,7 +163,7 @@ func (d *Dispatcher) giveUpOn(ctx context.Context, batch []pipeline.Delivery) []
 		s := pipeline.Settlement{Seq: e.Seq, Outcome: pipeline.Dead, Err: givenUpErr(reason, e.LastError), NotAttempted: true}
 		dead = append(dead, s)
 		delete(d.firstFail, e.Seq)
-		d.o.Logger.Warn("event given up by an operator, moved to the dead-letter queue",
+		d.deadLetter(d.o.Logger, "event given up by an operator, moved to the dead-letter queue",
 			"sink", d.o.Sink, "event_id", e.Event.ID, "reason", reason)
 	}
 	if len(dead) == 0 {

@@ -6,9 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/internal/lograte"
 	"github.com/pipelined/pipelined/pipeline/telemetry"
 )
 
@@ -36,15 +35,10 @@ const (
 // refusalLog rate-limits refusal lines per source and outcome.
 type refusalLog struct {
 	mu   sync.Mutex
-	keys map[refusalKey]*refusalState
+	keys map[refusalKey]*lograte.Burst
 }
 
 type refusalKey struct{ source, outcome string }
-
-type refusalState struct {
-	lim        *rate.Limiter
-	suppressed int
-}
 
 // maxRefusalKeys bounds the limiter map; sources come from the
 // configuration and outcomes from a fixed set, so it is only reached after
@@ -55,23 +49,17 @@ const maxRefusalKeys = 4096
 // how many were suppressed since the last one that was.
 func (r *refusalLog) take(source, outcome string, now time.Time) (ok bool, suppressed int) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	k := refusalKey{source, outcome}
-	st, found := r.keys[k]
+	b, found := r.keys[k]
 	if !found {
 		if r.keys == nil || len(r.keys) >= maxRefusalKeys {
-			r.keys = make(map[refusalKey]*refusalState)
+			r.keys = make(map[refusalKey]*lograte.Burst)
 		}
-		st = &refusalState{lim: rate.NewLimiter(rate.Every(refusalEvery), refusalBurst)}
-		r.keys[k] = st
+		b = lograte.NewBurst(refusalBurst, refusalEvery)
+		r.keys[k] = b
 	}
-	if !st.lim.AllowN(now, 1) {
-		st.suppressed++
-		return false, 0
-	}
-	n := st.suppressed
-	st.suppressed = 0
-	return true, n
+	r.mu.Unlock()
+	return b.AllowAt(now)
 }
 
 func clip(s string) string {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/internal/lograte"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/writer"
 )
@@ -95,33 +96,11 @@ type UI struct {
 	revokedMu sync.Mutex
 	revoked   map[string]time.Time
 
-	refusedMu     sync.Mutex
-	refusedTokens float64   // log lines a wrong login may still write now
-	refusedAt     time.Time // when refusedTokens was last topped up
-	refusedQuiet  int       // wrong logins not logged since the last line
-}
-
-// refusedLog says whether a wrong login at now gets a log line (5 at
-// once, then one a second, like ingest's refusals) and how many were left
-// out since the last line, so that guessing the token cannot flood the
-// journal.
-func (u *UI) refusedLog(now time.Time) (ok bool, suppressed int) {
-	u.refusedMu.Lock()
-	defer u.refusedMu.Unlock()
-	if u.refusedAt.IsZero() {
-		u.refusedTokens = 5
-	} else {
-		u.refusedTokens = min(5, u.refusedTokens+now.Sub(u.refusedAt).Seconds())
-	}
-	u.refusedAt = now
-	if u.refusedTokens < 1 {
-		u.refusedQuiet++
-		return false, 0
-	}
-	u.refusedTokens--
-	n := u.refusedQuiet
-	u.refusedQuiet = 0
-	return true, n
+	// loginLog lets a wrong login write a log line 5 at once, then one a
+	// second, like ingest's refusals, saying how many were left out
+	// since the last line, so that guessing the token cannot flood the
+	// journal.
+	loginLog *lograte.Burst
 }
 
 // maxStreams bounds the server-sent event streams open at once: live
@@ -138,7 +117,7 @@ func New(o Options) *UI {
 		o.Admin.Guesses = admin.NewGuesses()
 	}
 	u := &UI{revoked: map[string]time.Time{}, o: o, log: o.Admin.Logger, mux: http.NewServeMux(), stop: make(chan struct{}), streams: make(chan struct{}, maxStreams),
-		tailPing: tailPingEvery}
+		tailPing: tailPingEvery, loginLog: lograte.NewBurst(5, time.Second)}
 	u.rekey()
 	u.jobCtx, u.cancel = context.WithCancel(context.Background())
 	u.pages = parsePages()
@@ -392,7 +371,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if !admin.TokenMatches(r.PostFormValue("token"), u.o.Admin.Token) {
 		u.o.Admin.Guesses.Wrong(client)
-		if ok, n := u.refusedLog(time.Now()); ok {
+		if ok, n := u.loginLog.AllowAt(time.Now()); ok {
 			u.log.Warn("ui login refused: wrong token", "remote", r.RemoteAddr, "suppressed", n)
 		}
 		u.render(w, r, http.StatusUnauthorized, "login", page{Title: "Log in", Data: loginData{Next: next, Error: "That is not the admin token."}})

@@ -35,3 +35,30 @@ func TestEvery(t *testing.T) {
 		}
 	}
 }
+
+// TestBurst: n lines go through at once, then one per period; the first
+// one after a gap says how many were left out.
+func TestBurst(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	b := NewBurst(3, time.Second)
+	steps := []struct {
+		after          time.Duration
+		ok             bool
+		wantSuppressed int
+	}{
+		{0, true, 0},
+		{0, true, 0},
+		{0, true, 0},
+		{0, false, 0},
+		{500 * time.Millisecond, false, 0},
+		{time.Second, true, 2},
+		{time.Second, false, 0},
+		{10 * time.Second, true, 1},
+		{10 * time.Second, true, 0},
+	}
+	for _, s := range steps {
+		if ok, n := b.AllowAt(t0.Add(s.after)); ok != s.ok || n != s.wantSuppressed {
+			t.Errorf("at +%v: AllowAt = %v, %d; want %v, %d", s.after, ok, n, s.ok, s.wantSuppressed)
+		}
+	}
+}

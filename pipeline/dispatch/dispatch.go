@@ -281,9 +281,9 @@ type Dispatcher struct {
 	// short for a while (events not attempted, with a delay: a 503 or 429
 	// with a Retry-After, up to a day): once a later call delivers events
 	// and is not cut short, the sink takes events again, and they are
-	// brought forward (see hastenParked). At
-	// most maxParked; parkedMore counts those past it, which keep their
-	// time. Only Run's goroutine uses them.
+	// brought forward (see hastenParked). At most maxParked; parkedMore
+	// counts those past it, which keep their time. Only Run's goroutine
+	// uses them.
 	parked     []uint64
 	parkedMore int
 	// lastFailure is why the last failed call failed (a Report's

@@ -1,6 +1,9 @@
 package pipeline
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Holder is a [Queue] that can park entries for per-key order
 // (delivery.order_key on a sink): a dispatcher settles the entries whose
@@ -105,4 +108,22 @@ type RetryHastener interface {
 	// the entries of one key: per-key order (delivery.order_key) holds
 	// the later events of a key, and a held entry is never hastened.
 	HastenRetries(ctx context.Context, max int) (int, error)
+}
+
+// RetryClock is a [Queue] that can say when the next of its retries
+// waiting to become due is due, without reading them all: GET /v1/sinks,
+// polled every few seconds, shows how long until a sink's delivery
+// resumes (next_retry_seconds) at a bounded cost (P9). badgerlog, whose
+// retry keys sort by due time, seeks one key; memlog, all in memory,
+// looks at its retries as its Fetch does. jetstreamlog is not one: its
+// retry times are in messages, read one at a time.
+type RetryClock interface {
+	Queue
+
+	// NextRetry returns when the earliest entry that waits for a retry
+	// due after now becomes due, or the zero time when none does. A
+	// retry due already (waiting for a Fetch, for an open breaker's
+	// probe or for a resume), a held entry (which waits for its key) and
+	// a leased one do not count.
+	NextRetry(ctx context.Context, now time.Time) (time.Time, error)
 }

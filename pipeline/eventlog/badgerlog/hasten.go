@@ -108,3 +108,37 @@ func (q *queue) hastenRetries(ctx context.Context, max int) (n, wrote int, err e
 // hastenBytes bounds what one HastenRetries page writes again of its
 // entries (their targets: a transform's output can be 1 MiB each).
 var hastenBytes = 32 << 20 // a var: a test may lower it
+
+var _ pipeline.RetryClock = (*queue)(nil)
+
+// NextRetry implements [pipeline.RetryClock]: retry keys sort by due time,
+// so the first key due after now is the answer, found with one seek (keys
+// only: no value is read) and without q.mu, so that a page polled every
+// few seconds never waits for the sink's Fetch or Settle. A held key (due
+// at heldAt, after every other) means that none is. A leased entry was
+// due when it was fetched, so its key is before now (unless the clock
+// stepped back).
+func (q *queue) NextRetry(ctx context.Context, now time.Time) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	if err := q.l.checkOpen(); err != nil {
+		return time.Time{}, err
+	}
+	txn := q.l.db.NewTransaction(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
+	defer it.Close()
+	for it.Seek(retryKey(q.sink, now.Add(time.Nanosecond), 0)); it.ValidForPrefix(q.retry); it.Next() {
+		rest := it.Item().Key()[len(q.retry):]
+		if len(rest) != 16 {
+			continue
+		}
+		due := binary.BigEndian.Uint64(rest)
+		if due >= uint64(heldAt.UnixNano()) {
+			break
+		}
+		return time.Unix(0, int64(due)), nil
+	}
+	return time.Time{}, nil
+}

@@ -120,7 +120,8 @@ func testHastenRetries(t *testing.T, l pipeline.Log) {
 }
 
 // testReopenHastenRetries: retries scheduled before a restart, which the
-// process no longer knows of, are found and made due after it.
+// process no longer knows of, are found after it ([pipeline.RetryClock]
+// says when the next is due) and made due.
 func testReopenHastenRetries(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) {
 	dir := t.TempDir()
 	l := reopen(t, open, dir)
@@ -137,6 +138,9 @@ func testReopenHastenRetries(t *testing.T, open func(t *testing.T, dir string) p
 	l = reopen(t, open, dir)
 	q := retryHastener(t, l)
 	fetchNone(t, q)
+	if rc, ok := q.(pipeline.RetryClock); ok { // what /v1/sinks says until then
+		mustNextRetry(t, rc, time.Now(), later, "after a restart")
+	}
 	mustHastenRetries(t, q, 100, 3, "after a restart")
 	mustHastenRetries(t, q, 100, 0, "again")
 	ds = mustFetch(t, q, 3)
@@ -199,4 +203,64 @@ func testHastenNotAttempted(t *testing.T, l pipeline.Log) {
 		}
 	}
 	mustSettle(t, q, ack(again...)...)
+}
+
+// mustNextRetry calls NextRetry(now) and wants want (the zero time: none),
+// to within retryEarly (a log may keep times in milliseconds).
+func mustNextRetry(t *testing.T, q pipeline.RetryClock, now, want time.Time, what string) {
+	t.Helper()
+	got, err := q.NextRetry(ctxFor(t, waitLong), now)
+	if err != nil || got.IsZero() != want.IsZero() || got.Sub(want).Abs() > retryEarly {
+		t.Fatalf("NextRetry %s = %v, %v; want %v, nil", what, got, err, want)
+	}
+}
+
+// testNextRetry: NextRetry is when the earliest retry due after now is
+// due; a retry due already, a dead letter, a leased entry, a held one, a
+// ready one and another sink's retry do not count, and a retry that is
+// fetched, or made due now, no longer does.
+func testNextRetry(t *testing.T, l pipeline.Log) {
+	q := queueAs[pipeline.RetryClock](t, l, sinkA, "pipeline.RetryClocks")
+	_, holds := q.(pipeline.Holder)
+	mustNextRetry(t, q, time.Now(), time.Time{}, "of an empty queue")
+	appendIDs(t, l, ids("nr", 7), sinkA)
+	appendIDs(t, l, []string{"nr-b"}, sinkB)
+	ds := mustFetch(t, q, 6) // nr-0006 stays ready
+	now := time.Now()
+	in40s, inHour := now.Add(40*time.Second), now.Add(hour)
+	s := []pipeline.Settlement{
+		{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: inHour, Err: "503 Retry-After: 3600"},
+		{Seq: ds[1].Seq, Outcome: pipeline.Retry, RetryAt: in40s, Err: "boom"},
+		{Seq: ds[2].Seq, Outcome: pipeline.Retry, RetryAt: now.Add(-time.Minute), Err: "due"},
+		{Seq: ds[3].Seq, Outcome: pipeline.Dead, Err: "dead"},
+	}
+	if holds { // nr-0004 held; else it stays leased, as nr-0005 does
+		s = append(s, pipeline.Settlement{Seq: ds[4].Seq, Outcome: pipeline.Hold})
+	}
+	mustSettle(t, q, s...)
+	qb := l.Queue(sinkB)
+	db := mustFetch(t, qb, 1)
+	mustSettle(t, qb, pipeline.Settlement{Seq: db[0].Seq, Outcome: pipeline.Retry, RetryAt: now.Add(time.Second), Err: "b"})
+
+	mustNextRetry(t, q, now, in40s, "with retries due in 40s and in an hour, and one due already")
+	mustNextRetry(t, q, in40s, inHour, "once the one in 40s is due")
+	mustNextRetry(t, q, inHour, time.Time{}, "once all are due")
+	if rc, ok := qb.(pipeline.RetryClock); ok {
+		mustNextRetry(t, rc, now, now.Add(time.Second), "of the other sink")
+	}
+
+	// The due retry is fetched (leased), then settled again an hour and a
+	// half away: the next is still the one in 40s.
+	re := mustFetch(t, q, 1)
+	if re[0].Event.ID != "nr-0002" {
+		t.Fatalf("Fetch of the due retry = %s, want nr-0002", re[0].Event.ID)
+	}
+	mustNextRetry(t, q, now, in40s, "with the due retry leased")
+	mustSettle(t, q, pipeline.Settlement{Seq: re[0].Seq, Outcome: pipeline.Retry, RetryAt: now.Add(90 * time.Minute), Err: "again"})
+	mustNextRetry(t, q, inHour, now.Add(90*time.Minute), "after the due retry failed again")
+
+	if h, ok := q.(pipeline.RetryHastener); ok {
+		mustHastenRetries(t, h, 10, 3, "of the three retries due later")
+		mustNextRetry(t, q, time.Now(), time.Time{}, "once retry-now made every retry due")
+	}
 }

@@ -133,6 +133,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Hold/HastenNotAttempted", testHastenNotAttemptedSeq},
 		{"Queue/HastenRetries", testHastenRetries},
 		{"Queue/HastenNotAttempted", testHastenNotAttempted},
+		{"Queue/NextRetry", testNextRetry},
 		{"Delivery/DeadNotAttempted", testDeadNotAttempted},
 		{"Hold/Waiting", testWaiting},
 		{"Hold/Record", testHoldRecord},

@@ -176,3 +176,21 @@ func (q *Queue) HastenRetries(ctx context.Context, max int) (int, error) {
 	}
 	return n, nil
 }
+
+var _ pipeline.RetryClock = (*Queue)(nil)
+
+// NextRetry implements [pipeline.RetryClock]: one pass over the sink's
+// retries, as Fetch makes when none is ready.
+func (q *Queue) NextRetry(ctx context.Context, now time.Time) (time.Time, error) {
+	if err := q.lock(ctx, "next retry of"); err != nil {
+		return time.Time{}, err
+	}
+	defer q.l.mu.Unlock()
+	var next time.Time
+	for _, e := range q.q.retry {
+		if e.retryAt.After(now) && !e.retryAt.Equal(heldAt) && (next.IsZero() || e.retryAt.Before(next)) {
+			next = e.retryAt
+		}
+	}
+	return next, nil
+}

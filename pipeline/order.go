@@ -114,7 +114,8 @@ type RetryHastener interface {
 // waiting to become due is due, without reading them all: GET /v1/sinks,
 // polled every few seconds, shows how long until a sink's delivery
 // resumes (next_retry_seconds) at a bounded cost (P9). badgerlog, whose
-// retry keys sort by due time, seeks one key; memlog, all in memory,
+// retry keys sort by due time, seeks one key (and passes a bounded number
+// of deleted ones); memlog, all in memory,
 // looks at its retries as its Fetch does. jetstreamlog is not one: its
 // retry times are in messages, read one at a time.
 type RetryClock interface {
@@ -124,6 +125,8 @@ type RetryClock interface {
 	// due after now becomes due, or the zero time when none does. A
 	// retry due already (waiting for a Fetch, for an open breaker's
 	// probe or for a resume), a held entry (which waits for its key) and
-	// a leased one do not count.
+	// a leased one do not count. It may fail rather than take more than
+	// a bounded time (badgerlog, past a run of deleted keys that
+	// compaction has not removed yet): the answer is then not known.
 	NextRetry(ctx context.Context, now time.Time) (time.Time, error)
 }

@@ -239,3 +239,99 @@ func BenchmarkPrune(b *testing.B) {
 	}
 	b.ReportMetric(float64(pruned.Microseconds())/float64(b.N*n), "µs/event")
 }
+
+// BenchmarkNextRetry measures what next_retry_seconds costs GET /v1/sinks
+// and the web UI's overview per sink, with 100,000 events waiting for a
+// retry (an outage: a Retry-After of an hour, half of them due already and
+// held back by an open breaker), against Stats, which those pages pay
+// already: NextRetry seeks one key, Stats counts every retry key. Then
+// after a retry-now, with 100,000 deleted keys to pass.
+func BenchmarkNextRetry(b *testing.B) {
+	const n, batch = 100_000, 1000
+	db, err := badgerlog.Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	q := db.Queue("crm")
+	now := time.Now()
+	var dues [][]uint64
+	for i := 0; i < n; i += batch {
+		entries := make([]pipeline.Entry, batch)
+		for j := range entries {
+			entries[j] = pipeline.Entry{
+				Event:   pipeline.Event{ID: fmt.Sprintf("ev-%09d", i+j), Source: "callkaro", ReceivedAt: now, Body: []byte(`{"event":"call_ended"}`)},
+				Targets: []pipeline.Target{{Sink: "crm", Route: "all-calls"}},
+			}
+		}
+		if _, err := db.Append(ctx, entries); err != nil {
+			b.Fatal(err)
+		}
+		ds, err := q.Fetch(ctx, batch)
+		if err != nil || len(ds) != batch {
+			b.Fatalf("Fetch(%d) = %d, %v", batch, len(ds), err)
+		}
+		ss := make([]pipeline.Settlement, len(ds))
+		var due []uint64
+		for j, d := range ds {
+			ss[j] = pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Retry, RetryAt: now.Add(time.Hour + time.Duration(i+j)*time.Millisecond), Err: "503 Retry-After: 3600"}
+			if j%2 == 0 {
+				due = append(due, d.Seq)
+			}
+		}
+		if err := q.Settle(ctx, ss); err != nil {
+			b.Fatal(err)
+		}
+		dues = append(dues, due)
+	}
+	// Half of them due now, waiting for the breaker's probe (made due
+	// after the fetches, which would have taken them).
+	for _, due := range dues {
+		if n, err := q.(pipeline.Hastener).Hasten(ctx, due); err != nil || n != len(due) {
+			b.Fatalf("Hasten = %d, %v; want %d", n, err, len(due))
+		}
+	}
+	rc := q.(pipeline.RetryClock)
+	b.Run("NextRetry", func(b *testing.B) {
+		for b.Loop() {
+			if at, err := rc.NextRetry(ctx, time.Now()); err != nil || at.Before(now.Add(time.Hour)) {
+				b.Fatalf("NextRetry = %v, %v; want an hour ahead", at, err)
+			}
+		}
+	})
+	b.Run("Stats", func(b *testing.B) {
+		for b.Loop() {
+			if st, err := q.Stats(ctx); err != nil || st.Retrying != n {
+				b.Fatalf("Stats = %+v, %v; want %d retrying", st, err, n)
+			}
+		}
+	})
+	// Retry-now made every retry due: their old keys, an hour ahead, are
+	// deletion marks until compaction removes them, in front of the one
+	// event that failed again since. NextRetry gives up past its bound
+	// (the answer is not known) instead of walking 100,000 of them.
+	for {
+		m, err := q.(pipeline.RetryHastener).HastenRetries(ctx, batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m == 0 {
+			break
+		}
+	}
+	ds, err := q.Fetch(ctx, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, RetryAt: now.Add(2 * time.Hour), Err: "503"}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("NextRetry/after-retry-now", func(b *testing.B) {
+		for b.Loop() {
+			if at, err := rc.NextRetry(ctx, time.Now()); err == nil {
+				b.Fatalf("NextRetry = %v, nil; want an error: too many deleted keys to pass", at)
+			}
+		}
+	})
+}

@@ -108,3 +108,46 @@ func TestHastenPagesAreBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestNextRetryPassesDeletedKeysWithinItsBound: after a retry-now, the old
+// keys of the retries it made due are deletion marks an hour ahead until
+// compaction (two versions each: the write and the deletion); NextRetry
+// passes them to the retry due after them while their versions are fewer
+// than nextRetryWalk, and beyond that fails (not known) rather than walk
+// them all.
+func TestNextRetryPassesDeletedKeysWithinItsBound(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		retries int
+		known   bool
+	}{
+		{"fewer marks than the bound", nextRetryWalk/2 - 10, true},
+		{"more marks than the bound", nextRetryWalk/2 + 10, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := Open(t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			q := retryAll(t, l, tt.retries, nil)
+			hastenPages(t, q, 1000)
+			ctx := context.Background()
+			ds, err := q.Fetch(ctx, 1) // one of them fails again, two hours ahead
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("Fetch = %d, %v", len(ds), err)
+			}
+			later := time.Now().Add(2 * time.Hour)
+			if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[0].Seq, Outcome: pipeline.Retry, Err: "503", RetryAt: later}}); err != nil {
+				t.Fatal(err)
+			}
+			at, err := q.(pipeline.RetryClock).NextRetry(ctx, time.Now())
+			switch {
+			case tt.known && (err != nil || !at.Equal(time.Unix(0, later.UnixNano()))):
+				t.Errorf("NextRetry past %d deletion marks = %v, %v; want %v", tt.retries, at, err, later)
+			case !tt.known && (err == nil || !strings.Contains(err.Error(), "deleted keys")):
+				t.Errorf("NextRetry past %d deletion marks = %v, %v; want an error: more than %d versions to pass", tt.retries, at, err, nextRetryWalk)
+			}
+		})
+	}
+}

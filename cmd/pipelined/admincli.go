@@ -754,7 +754,7 @@ func (p *printer) sinks() error {
 	}
 	tw := table(p.stdout)
 	// The headings are the JSON keys of --json, upper-cased.
-	fmt.Fprintln(tw, "NAME\tPLUGIN\tBREAKER\tPAUSED\tREADY\tRETRYING\tOLDEST_AGE_SECONDS\tDEAD\tHELD_KEYS\tOLDEST_HELD_AGE_SECONDS\tIN_FLIGHT\tIN_FLIGHT_SECONDS\tNEXT_PROBE_SECONDS\tLAST_ERROR")
+	fmt.Fprintln(tw, "NAME\tPLUGIN\tBREAKER\tPAUSED\tREADY\tRETRYING\tOLDEST_AGE_SECONDS\tDEAD\tHELD_KEYS\tOLDEST_HELD_AGE_SECONDS\tIN_FLIGHT\tIN_FLIGHT_SECONDS\tNEXT_PROBE_SECONDS\tNEXT_RETRY_SECONDS\tLAST_ERROR")
 	for _, s := range sinks {
 		oldest := "-"
 		if s.OldestAgeSeconds > 0 {
@@ -784,12 +784,16 @@ func (p *printer) sinks() error {
 		if s.InFlight > 0 {
 			inFlight, inFlightSecs = strconv.Itoa(s.InFlight), strconv.FormatFloat(math.Round(s.InFlightSeconds), 'f', 0, 64)
 		}
-		nextProbe := "-"
+		// Rounded up, as the time until something is due: 0.4 s is 1.
+		nextProbe, nextRetry := "-", "-"
 		if s.NextProbeSeconds > 0 {
 			nextProbe = strconv.FormatFloat(math.Ceil(s.NextProbeSeconds), 'f', 0, 64)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(s.Name), plugin, orDash(cell(s.Breaker)), paused,
-			ready, retrying, oldest, dead, heldKeys, oldestHeld, inFlight, inFlightSecs, nextProbe, orDash(lastErr))
+		if s.NextRetrySeconds > 0 {
+			nextRetry = strconv.FormatFloat(math.Ceil(s.NextRetrySeconds), 'f', 0, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(s.Name), plugin, orDash(cell(s.Breaker)), paused,
+			ready, retrying, oldest, dead, heldKeys, oldestHeld, inFlight, inFlightSecs, nextProbe, nextRetry, orDash(lastErr))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -73,6 +73,7 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 					s.Plugin, s.LastError = "backoff", "plugin exited: exit status 1"
 					s.InFlight, s.InFlightSeconds = 5, 12.4       // a batch the plugin holds
 					s.Breaker, s.NextProbeSeconds = "open", 239.2 // its next probe in 4 minutes
+					s.NextRetrySeconds = 3541.3                   // its retries after a Retry-After: 3600
 				} else {
 					s.HeldKeys, s.Held, s.OldestHeldAgeSeconds = 3, 7, 90.4 // delivery.order_key
 				}
@@ -135,11 +136,11 @@ func TestAdminCLI(t *testing.T) {
 		stderr   []string
 	}{
 		{"sinks table", append([]string{"sinks"}, a...), 0,
-			[]string{"NAME     PLUGIN                    BREAKER  PAUSED  READY  RETRYING  OLDEST_AGE_SECONDS  DEAD  HELD_KEYS  OLDEST_HELD_AGE_SECONDS  IN_FLIGHT  IN_FLIGHT_SECONDS  NEXT_PROBE_SECONDS  LAST_ERROR",
-				"archive  running                   closed   -       2      0         240                 0     3          90                       -          -                  -                   -",
-				"slack    backoff                   open     -       0      0         -                   2     -          -                        5          12                 240                 plugin exited: exit status 1",
-				`tally    failed: panic: no config  -        -       0      0         -                   0     -          -                        -          -                  -                   3m0s ago: plugin exited before the handshake`}, nil},
-		{"sinks json next probe", append([]string{"sinks", "--json"}, a...), 0, []string{`"breaker": "open"`, `"next_probe_seconds": 239.2`}, nil},
+			[]string{"NAME     PLUGIN                    BREAKER  PAUSED  READY  RETRYING  OLDEST_AGE_SECONDS  DEAD  HELD_KEYS  OLDEST_HELD_AGE_SECONDS  IN_FLIGHT  IN_FLIGHT_SECONDS  NEXT_PROBE_SECONDS  NEXT_RETRY_SECONDS  LAST_ERROR",
+				"archive  running                   closed   -       2      0         240                 0     3          90                       -          -                  -                   -                   -",
+				"slack    backoff                   open     -       0      0         -                   2     -          -                        5          12                 240                 3542                plugin exited: exit status 1",
+				`tally    failed: panic: no config  -        -       0      0         -                   0     -          -                        -          -                  -                   -                   3m0s ago: plugin exited before the handshake`}, nil},
+		{"sinks json next probe", append([]string{"sinks", "--json"}, a...), 0, []string{`"breaker": "open"`, `"next_probe_seconds": 239.2`, `"next_retry_seconds": 3541.3`}, nil},
 		{"sinks json held", append([]string{"sinks", "--json"}, a...), 0, []string{`"held_keys": 3`, `"held": 7`, `"oldest_held_age_seconds": 90.4`}, nil},
 		{"sinks pause without token", append([]string{"sinks", "pause", "archive"}, anon...), 1, nil, []string{"(HTTP 401)"}},
 		{"sinks pause", []string{"sinks", "pause", "archive", "-c", cfg}, 0, []string{"sink archive paused"}, nil},

@@ -21,6 +21,7 @@ func (s *server) sinks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	AddOldestAges(r.Context(), s.o.Log, sinks)
+	AddNextRetries(r.Context(), s.o.Log, sinks)
 	list := SinkList{Sinks: sinks}
 	if slices.ContainsFunc(sinks, func(s SinkStatus) bool { return s.Rebuilding }) {
 		if p, ok := pipeline.QueuesRebuilding(s.o.Log); ok {
@@ -43,6 +44,34 @@ func AddOldestAges(ctx context.Context, l pipeline.Log, sinks []SinkStatus) {
 		}
 		if at, err := l.Queue(sinks[i].Name).Oldest(ctx); err == nil && !at.IsZero() {
 			sinks[i].OldestAgeSeconds = max(now.Sub(at).Seconds(), 0.001)
+		}
+	}
+}
+
+// AddNextRetries fills in NextRetrySeconds, from l, of each sink with
+// events waiting for a retry whose queue is a [pipeline.RetryClock]: a
+// lookup per sink, not a walk of its retries (P9: /v1/sinks may be polled
+// every few seconds during an outage of a million retries). A paused or
+// removed sink, one whose counts are not known and one that has it
+// already are left as they are; so is a sink whose lookup fails (the
+// field is then absent: its figure is not known). l may be nil.
+func AddNextRetries(ctx context.Context, l pipeline.Log, sinks []SinkStatus) {
+	if l == nil {
+		return
+	}
+	now := time.Now()
+	for i := range sinks {
+		s := &sinks[i]
+		if s.NextRetrySeconds != 0 || s.Retrying == 0 || s.CountsUnknown() || s.Paused || s.Plugin == PluginRemoved {
+			continue
+		}
+		rc, ok := l.Queue(s.Name).(pipeline.RetryClock)
+		if !ok {
+			continue
+		}
+		if at, err := rc.NextRetry(ctx, now); err == nil && !at.IsZero() {
+			// At least a millisecond: 0 would leave the field out.
+			s.NextRetrySeconds = max(at.Sub(now).Seconds(), 0.001)
 		}
 	}
 }

@@ -53,6 +53,17 @@ type SinkStatus struct {
 	// drains): the most a sink that is back waits. Absent while the
 	// breaker is closed, a probe is under way or the sink is paused.
 	NextProbeSeconds float64 `json:"next_probe_seconds,omitempty"`
+	// NextRetrySeconds is how long until the earliest of the sink's
+	// events that wait for a retry due later (a backoff, a Retry-After)
+	// is due: with NextProbeSeconds, when delivery resumes, in 40 s or in
+	// an hour. Absent when none waits for a later retry (none waits, or
+	// all are due: taken at the next fetch, or by an open breaker's
+	// probe), while the sink is paused (nothing is retried until it is
+	// resumed), for a removed sink (nothing delivers it), while the counts
+	// are not known, and with a log that cannot say at the cost of a
+	// lookup (JetStream). The handler fills it from [Options.Log]
+	// ([AddNextRetries]).
+	NextRetrySeconds float64 `json:"next_retry_seconds,omitempty"`
 	// Paused is true while an operator holds the sink's delivery
 	// (POST /v1/sinks/{sink}/pause); kept across restarts. Absent when
 	// false.

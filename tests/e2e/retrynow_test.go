@@ -179,11 +179,19 @@ func TestRetryNowAfterRestart(t *testing.T) {
 	if _, delivered := crm.counts(); delivered != 0 {
 		t.Fatalf("the CRM took %d events before retry-now", delivered)
 	}
+	// What the operator sees: delivery resumes in about an hour (read from
+	// the log's retry keys: the daemon's memory of the failures is gone).
+	if s := d.Sinks(t)["crm"]; s.NextRetrySeconds < 3000 || s.NextRetrySeconds > 3600 {
+		t.Errorf("after the restart: /v1/sinks crm next_retry_seconds = %v, want about an hour (Retry-After: 3600)", s.NextRetrySeconds)
+	}
+	if got := sinksColumn(t, d.CLI(t, "sinks"), "crm", "NEXT_RETRY_SECONDS"); len(got) != 4 || got > "3600" || got < "3000" {
+		t.Errorf("after the restart: pipelined sinks crm NEXT_RETRY_SECONDS = %q, want about 3600", got)
+	}
 
 	retryNowDelivers(t, d, crm, ids, 15*time.Second)
 	queuesEmpty(t, d, 10*time.Second)
 	table := d.CLI(t, "sinks")
-	for col, want := range map[string]string{"READY": "0", "RETRYING": "0", "DEAD": "0", "BREAKER": "closed"} {
+	for col, want := range map[string]string{"READY": "0", "RETRYING": "0", "DEAD": "0", "BREAKER": "closed", "NEXT_RETRY_SECONDS": "-"} {
 		if got := sinksColumn(t, table, "crm", col); got != want {
 			t.Errorf("pipelined sinks after retry-now: crm %s = %q, want %q\n%s", col, got, want, table)
 		}

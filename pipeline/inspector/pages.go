@@ -30,6 +30,18 @@ type sinkRow struct {
 	PerMinute float64
 }
 
+// RetryNow reports whether the overview offers "Retry now" for the sink:
+// only when it would do something, that is when events wait for a retry
+// (it makes them due now) or the breaker is open (it probes at once). A
+// removed sink is refused, and while the queues are rebuilt after a start
+// what waits is not known yet.
+func (r sinkRow) RetryNow() bool {
+	if r.Plugin == admin.PluginRemoved || r.Rebuilding {
+		return false
+	}
+	return r.Retrying > 0 || r.Breaker == "open"
+}
+
 type overviewData struct {
 	Sinks   []sinkRow
 	Sources []sourceRow
@@ -37,13 +49,15 @@ type overviewData struct {
 	Err     string
 }
 
-// sinkStatus returns every sink with its oldest age filled in.
+// sinkStatus returns every sink with its oldest age and next retry filled
+// in.
 func (u *UI) sinkStatus(ctx context.Context) ([]admin.SinkStatus, error) {
 	if u.o.Admin.Sinks == nil {
 		return nil, nil
 	}
 	sinks, err := u.o.Admin.Sinks(ctx)
 	admin.AddOldestAges(ctx, u.o.Admin.Log, sinks)
+	admin.AddNextRetries(ctx, u.o.Admin.Log, sinks)
 	return sinks, err
 }
 

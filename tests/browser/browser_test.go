@@ -4,11 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,7 +216,8 @@ func post(t *testing.T, d *harness.Daemon, body string, h http.Header) string {
 }
 
 // TestInspectorInABrowser walks the web UI of a real daemon, with the real
-// archive and http sink plugins, in headless Chromium: login, overview →
+// archive and http sink plugins, in headless Chromium: login, overview
+// (a sink down for an hour with its next retry, the only Retry now) →
 // events → event and its timeline, a sink answering 503 → its dead letters
 // → retry all → delivered, a replay with live progress, the live tail,
 // refused requests, a CSRF-less POST refused, and hostile bodies and
@@ -223,6 +227,14 @@ func TestInspectorInABrowser(t *testing.T) {
 	chromium(t)
 	recv := harness.NewReceiver(t)
 	recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
+	// billing is down for the day: 503 with Retry-After: 3600, so its
+	// event waits an hour for its retry (what the overview says of it).
+	billing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "3600")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":"billing is down for maintenance until 18:00 UTC"}`)
+	}))
+	t.Cleanup(billing.Close)
 	dir := t.TempDir()
 	// config is the configuration, with the sink "legacy" (archive's
 	// plugin) after the others when withLegacy; the last subtest adds it,
@@ -253,6 +265,17 @@ name = "crm"
 plugin = "http"
 config = { url = "` + recv.URL + `" }
 delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff_max = "100ms" }
+
+[[sink]]
+name = "billing"
+plugin = "http"
+config = { url = "` + billing.URL + `" }
+delivery = { batch_wait = "5ms" }
+
+[[route]]
+name = "invoices"
+when = 'body.event == "invoice_due"'
+to = ["billing"]
 ` + legacy + harness.AllCallsRoute(to...)
 	}
 	cfgFile := harness.WriteConfig(t, dir, config(false))
@@ -276,6 +299,16 @@ delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff
 		st, err := api.Sink(context.Background(), "crm")
 		if err != nil || st.Dead != 2 {
 			return fmt.Errorf("crm: %+v %v, want 2 dead letters", st, err)
+		}
+		return nil
+	})
+
+	// An invoice for billing, which puts it off for an hour.
+	post(t, d, `{"event":"invoice_due","data":{"callSid":"ui-invoice"}}`, nil)
+	harness.Eventually(t, 30*time.Second, func() error {
+		st, err := api.Sink(context.Background(), "billing")
+		if err != nil || st.Retrying != 1 || st.NextRetrySeconds < 3000 {
+			return fmt.Errorf("billing: %+v %v, want 1 retrying, its next retry about an hour ahead", st, err)
 		}
 		return nil
 	})
@@ -350,6 +383,12 @@ delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff
 				t.Errorf("the overview lacks %q:\n%s", want, overview)
 			}
 		}
+		// billing: when its retry is due.
+		for _, want := range []string{"next retry in 59m"} {
+			if !strings.Contains(overview, want) {
+				t.Errorf("the overview lacks %q:\n%s", want, overview)
+			}
+		}
 		shoot(t, ctx, "overview", true, true)
 		// Every button's label is legible on its own background, in light
 		// and dark: WCAG's 4.5:1 for text (the Retry now buttons once took
@@ -357,8 +396,10 @@ delivery = { batch_wait = "5ms", max_attempts = 2, backoff_min = "50ms", backoff
 		for _, scheme := range []string{"light", "dark"} {
 			call(t, ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}})
 			low := get(t, ctx, "button contrast", chromedp.Evaluate[[]string](contrastJS))
-			if n := get(t, ctx, "count buttons", chromedp.Evaluate[int](`document.querySelectorAll('form[action$="/retry-now"] button').length`)); n == 0 {
-				t.Errorf("the overview has no Retry now button")
+			// Retry now only where it would do something: billing's
+			// retry waits; archive is healthy, crm's events are dead.
+			if got := get(t, ctx, "retry-now buttons", chromedp.Evaluate[[]string](`[...document.querySelectorAll('form[action$="/retry-now"]')].map(f => f.getAttribute("action"))`)); !slices.Equal(got, []string{"/ui/sinks/billing/retry-now"}) {
+				t.Errorf("the overview's Retry now buttons are %q, want billing's alone", got)
 			}
 			for _, b := range low {
 				t.Errorf("%s: a button's label is not legible: %s", scheme, b)

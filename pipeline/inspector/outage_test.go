@@ -1,0 +1,103 @@
+package inspector_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/admin"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/pipeline/inspector"
+)
+
+// overviewRows serves the overview of sinks over db and returns each
+// sink's row of it, by name.
+func overviewRows(t *testing.T, db pipeline.Log, sinks []admin.SinkStatus) map[string]string {
+	t.Helper()
+	ao := admin.Options{
+		Log:                  db,
+		Sinks:                func(context.Context) ([]admin.SinkStatus, error) { return sinks, nil },
+		AllowUnauthenticated: true,
+	}
+	ao.UI = inspector.New(inspector.Options{Admin: ao})
+	srv := httptest.NewServer(admin.Handler(ao))
+	t.Cleanup(srv.Close)
+	resp, body := get(t, client(t), srv.URL+"/ui/")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /ui/ = %d", resp.StatusCode)
+	}
+	rows := map[string]string{}
+	for _, row := range strings.Split(body, "<tr>")[1:] {
+		row, _, _ = strings.Cut(row, "</tr>")
+		if m := regexp.MustCompile(`<th scope="row"><a href="/ui/events\?sink=([^"]+)">`).FindStringSubmatch(row); m != nil {
+			rows[m[1]] = row
+		}
+	}
+	for _, s := range sinks {
+		if rows[s.Name] == "" {
+			t.Fatalf("the overview has no row for %s:\n%s", s.Name, body)
+		}
+	}
+	return rows
+}
+
+// TestOverviewDuringAnOutage: the overview says when a sink's next retry
+// is due (from the log, as /v1/sinks does: crm's 503 with Retry-After:
+// 3600 an hour ahead), and offers "Retry now" only where it would do
+// something (events waiting for a retry, or an open breaker).
+func TestOverviewDuringAnOutage(t *testing.T) {
+	db := memlog.New()
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Append(context.Background(), []pipeline.Entry{{
+		Event:   pipeline.Event{ID: "ev-1", Source: "callkaro", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+		Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	settleOne(t, db.Queue("crm"), pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "503 Service Unavailable"})
+	longErr := "Post https://hooks.example.com/services/T000/B000: dial tcp 10.0.0.5:443: connect: connection refused"
+	hugeErr := strings.Repeat("x", 4000) + " (the end)"
+	rows := overviewRows(t, db, []admin.SinkStatus{
+		{Name: "archive", Plugin: "running", Breaker: "closed", Ready: 4},
+		{Name: "crm", Plugin: "running", Breaker: "closed", Retrying: 1, LastError: "503 Service Unavailable", LastErrorAt: time.Now()},
+		{Name: "slack", Plugin: "running", Breaker: "closed", Retrying: 2, NextRetrySeconds: 40.2, LastError: longErr, LastErrorAt: time.Now()},
+		{Name: "db", Plugin: "running", Breaker: "open", NextProbeSeconds: 30, LastError: hugeErr, LastErrorAt: time.Now()},
+		{Name: "http", Plugin: "running", Breaker: "closed", Paused: true, Retrying: 1},
+		{Name: "old", Plugin: admin.PluginRemoved, Retrying: 3},
+		{Name: "tally", Plugin: "running", Rebuilding: true},
+		{Name: "mail", Plugin: "running", Breaker: "closed", QueueError: "no quorum"},
+	})
+	nextRetry := regexp.MustCompile(`>next retry in ([^<]+)</div>`)
+	for _, tt := range []struct {
+		sink      string
+		nextRetry string // "" none; a regexp of what it says
+		retryNow  bool
+	}{
+		{"archive", "", false},   // healthy: nothing waits for a retry
+		{"crm", `59m5\ds`, true}, // from the log: its retry an hour ahead
+		{"slack", `^40s$`, true}, // as the daemon said
+		{"db", "", true},         // an open breaker: probed at once
+		{"http", "", true},       // paused: made due, for the resume
+		{"old", "", false},       // removed: refused
+		{"tally", "", false},     // rebuilding: not known yet
+		{"mail", "", false},      // counts not known, breaker closed
+	} {
+		row := rows[tt.sink]
+		m := nextRetry.FindStringSubmatch(row)
+		switch {
+		case tt.nextRetry == "" && m != nil:
+			t.Errorf("%s: the overview says next retry in %s, want nothing:\n%s", tt.sink, m[1], row)
+		case tt.nextRetry != "" && (m == nil || !regexp.MustCompile(tt.nextRetry).MatchString(m[1])):
+			t.Errorf("%s: the overview says next retry %q, want in %s:\n%s", tt.sink, m, tt.nextRetry, row)
+		}
+		if got := strings.Contains(row, `action="/ui/sinks/`+tt.sink+`/retry-now"`); got != tt.retryNow {
+			t.Errorf("%s: Retry now shown = %v, want %v:\n%s", tt.sink, got, tt.retryNow, row)
+		}
+	}
+
+}

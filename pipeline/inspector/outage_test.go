@@ -48,8 +48,11 @@ func overviewRows(t *testing.T, db pipeline.Log, sinks []admin.SinkStatus) map[s
 
 // TestOverviewDuringAnOutage: the overview says when a sink's next retry
 // is due (from the log, as /v1/sinks does: crm's 503 with Retry-After:
-// 3600 an hour ahead), and offers "Retry now" only where it would do
-// something (events waiting for a retry, or an open breaker).
+// 3600 an hour ahead), offers "Retry now" only where it would do
+// something (events waiting for a retry, or an open breaker), and shows
+// a sink's last error whole, wrapped in its cell, unless it is longer
+// than a few lines: then cut, saying how long it is, with the whole in
+// the cell's title.
 func TestOverviewDuringAnOutage(t *testing.T) {
 	db := memlog.New()
 	t.Cleanup(func() { db.Close() })
@@ -100,4 +103,23 @@ func TestOverviewDuringAnOutage(t *testing.T) {
 		}
 	}
 
+	for _, tt := range []struct {
+		sink, shown string
+		title       bool
+	}{
+		{"crm", ">503 Service Unavailable<div", false},
+		{"slack", ">" + longErr + "<div", false},
+		{"db", ">" + strings.Repeat("x", 300) + "… (4010 bytes)<div", true},
+	} {
+		row := rows[tt.sink]
+		if strings.Contains(row, `class="clip"`) || !strings.Contains(row, tt.shown) {
+			t.Errorf("%s: the last error's cell does not show %q, unclipped:\n%s", tt.sink, tt.shown, row)
+		}
+		if got := strings.Contains(row, `<td class="err" title="`); got != tt.title {
+			t.Errorf("%s: the last error's cell has a title = %v, want %v:\n%s", tt.sink, got, tt.title, row)
+		}
+		if tt.title && !strings.Contains(row, `<td class="err" title="`+hugeErr+`">`) {
+			t.Errorf("%s: the cell's title is not the whole error:\n%s", tt.sink, row)
+		}
+	}
 }

@@ -42,6 +42,19 @@ func (r sinkRow) RetryNow() bool {
 	return r.Retrying > 0 || r.Breaker == "open"
 }
 
+// maxErrorShown bounds the last error the overview shows in its cell,
+// wrapped: an error a few lines long on a phone, where a title cannot be
+// read. A longer one (the dispatcher keeps 4 KiB) is cut there, saying
+// how long it is, and is whole in the cell's title.
+const maxErrorShown = 300
+
+// ErrorShown is the sink's last error as the overview's cell shows it, and
+// ErrorCut whether that is cut ([maxErrorShown]).
+func (r sinkRow) ErrorShown() string { return clip(maxErrorShown, r.LastError) }
+
+// ErrorCut reports whether [sinkRow.ErrorShown] is cut.
+func (r sinkRow) ErrorCut() bool { return len(r.LastError) > maxErrorShown }
+
 type overviewData struct {
 	Sinks   []sinkRow
 	Sources []sourceRow

@@ -217,8 +217,8 @@ func post(t *testing.T, d *harness.Daemon, body string, h http.Header) string {
 
 // TestInspectorInABrowser walks the web UI of a real daemon, with the real
 // archive and http sink plugins, in headless Chromium: login, overview
-// (a sink down for an hour with its next retry, the only Retry now) →
-// events → event and its timeline, a sink answering 503 → its dead letters
+// (a sink down for an hour with its next retry, the only Retry now, last
+// errors whole) → events → event and its timeline, a sink answering 503 → its dead letters
 // → retry all → delivered, a replay with live progress, the live tail,
 // refused requests, a CSRF-less POST refused, and hostile bodies and
 // headers shown as text without running.
@@ -383,12 +383,24 @@ to = ["billing"]
 				t.Errorf("the overview lacks %q:\n%s", want, overview)
 			}
 		}
-		// billing: when its retry is due.
-		for _, want := range []string{"next retry in 59m"} {
+		// billing: when its retry is due, and its last error whole, on
+		// a phone too (a title cannot be read there).
+		for _, want := range []string{"next retry in 59m", "billing is down for maintenance until 18:00 UTC"} {
 			if !strings.Contains(overview, want) {
 				t.Errorf("the overview lacks %q:\n%s", want, overview)
 			}
 		}
+		// ... shown, not only in the page's text: no part of a last error
+		// is cut off from sight (it once was past 38 characters, 22 on a
+		// phone), at 1280 px and at a phone's width.
+		for _, w := range []int64{1280, 390} {
+			call(t, ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: w, Height: 900, DeviceScaleFactor: 1, Mobile: w < 600})
+			run(t, ctx, "settle", chromedp.Sleep(150*time.Millisecond)) // the layout after the resize
+			if cut := get(t, ctx, "cut errors", chromedp.Evaluate[[]string](`[...document.querySelectorAll("td.err, td.err *")].filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)`)); len(cut) > 0 {
+				t.Errorf("at %d px the overview cuts last errors off from sight: %q", w, cut)
+			}
+		}
+		call(t, ctx, emulation.ClearDeviceMetricsOverride, cdp.Empty{})
 		shoot(t, ctx, "overview", true, true)
 		// Every button's label is legible on its own background, in light
 		// and dark: WCAG's 4.5:1 for text (the Retry now buttons once took

@@ -115,9 +115,9 @@ type RetryHastener interface {
 // polled every few seconds, shows how long until a sink's delivery
 // resumes (next_retry_seconds) at a bounded cost (P9). badgerlog, whose
 // retry keys sort by due time, seeks one key (and passes a bounded number
-// of deleted ones); memlog, all in memory,
-// looks at its retries as its Fetch does. jetstreamlog is not one: its
-// retry times are in messages, read one at a time.
+// of deleted ones); memlog, all in memory, looks at its retries as its
+// Fetch does. jetstreamlog is not one: its retry times are in messages,
+// read one at a time.
 type RetryClock interface {
 	Queue
 

@@ -48,8 +48,8 @@ func (r sinkRow) RetryNow() bool {
 // how long it is, and is whole in the cell's title.
 const maxErrorShown = 300
 
-// ErrorShown is the sink's last error as the overview's cell shows it, and
-// ErrorCut whether that is cut ([maxErrorShown]).
+// ErrorShown is the sink's last error as the overview's cell shows it: cut
+// at [maxErrorShown], saying how long it is.
 func (r sinkRow) ErrorShown() string { return clip(maxErrorShown, r.LastError) }
 
 // ErrorCut reports whether [sinkRow.ErrorShown] is cut.

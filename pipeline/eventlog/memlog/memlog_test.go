@@ -54,6 +54,7 @@ func restart(l *Log) *Log {
 			}
 		}
 		nq.retry = q.retry
+		nq.later = q.later
 		nq.dead = q.dead
 	}
 	return n

@@ -154,8 +154,10 @@ func (q *Queue) makeDue(e *entry, now time.Time) bool {
 
 var _ pipeline.RetryHastener = (*Queue)(nil)
 
-// HastenRetries implements [pipeline.RetryHastener]: one pass over the
-// sink's retries, up to max of them.
+// HastenRetries implements [pipeline.RetryHastener]: it takes entries
+// from q.q.later, last settled first, passing by those that no longer
+// wait for a retry due later, so a retry-now of n retries costs O(n) and
+// not a walk of every retry per page.
 func (q *Queue) HastenRetries(ctx context.Context, max int) (int, error) {
 	if err := q.lock(ctx, "hasten retries of"); err != nil {
 		return 0, err
@@ -163,11 +165,12 @@ func (q *Queue) HastenRetries(ctx context.Context, max int) (int, error) {
 	defer q.l.mu.Unlock()
 	now := time.Now()
 	n := 0
-	for _, e := range q.q.retry {
-		if n >= max {
-			break
-		}
-		if q.makeDue(e, now) {
+	for n < max && len(q.q.later) > 0 {
+		last := len(q.q.later) - 1
+		e := q.q.later[last]
+		q.q.later[last] = nil
+		q.q.later = q.q.later[:last]
+		if q.q.retry[e.seq] == e && q.makeDue(e, now) {
 			n++
 		}
 	}
@@ -193,4 +196,27 @@ func (q *Queue) NextRetry(ctx context.Context, now time.Time) (time.Time, error)
 		}
 	}
 	return next, nil
+}
+
+// waitLater notes that e, in q.q.retry, waits for a retry due later, for
+// HastenRetries. An entry settled again is noted again, and one that is
+// no longer waiting stays until HastenRetries passes it by: when that
+// makes q.q.later more than twice what waits, it is made again of the
+// entries that wait, each once (amortized O(1) a call). q.l.mu is held.
+func (q *Queue) waitLater(e *entry) {
+	q.q.later = append(q.q.later, e)
+	if len(q.q.later) <= 2*len(q.q.retry)+64 {
+		return
+	}
+	now := time.Now()
+	seen := make(map[*entry]bool, len(q.q.retry))
+	keep := q.q.later[:0]
+	for _, w := range q.q.later {
+		if q.q.retry[w.seq] == w && w.retryAt.After(now) && !w.retryAt.Equal(heldAt) && !seen[w] {
+			seen[w] = true
+			keep = append(keep, w)
+		}
+	}
+	clear(q.q.later[len(keep):])
+	q.q.later = keep
 }

@@ -195,7 +195,9 @@ const (
 // starts), [ErrBadReason]; and with the log's
 // error, or ctx's, with Count saying how many were moved before: each
 // page is atomic, so those are dead letters and the rest still waits; a
-// new call goes on. beforePage, if not nil, is called before each page.
+// new call goes on. ctx is looked at before each page too: a client that
+// hangs up stops it between pages. beforePage, if not nil, is called
+// before each page.
 // Progress goes to o.Logger every abandonProgress.
 func GiveUpAll(ctx context.Context, o Options, sink, reason string, beforePage func()) (DeadLetterResult, error) {
 	res := DeadLetterResult{Sink: sink, Action: "add", IDs: []string{}}
@@ -228,6 +230,9 @@ func GiveUpAll(ctx context.Context, o Options, sink, reason string, beforePage f
 	// page moves one page, or none when the sink is no longer removed;
 	// a reload that brings the sink back waits for it.
 	page := func() (int, error) {
+		if err := ctx.Err(); err != nil { // the client hung up: the pages done stay done
+			return 0, err
+		}
 		defer lock(sink)()
 		if err := removed(); err != nil {
 			return 0, err

@@ -27,7 +27,8 @@ var (
 // of [hastenPage] at a time (P9: a million waiting retries are a thousand
 // transactions, not one), calling beforePage (if not nil) before each,
 // and returns how many it moved, also with an error: the pages before it
-// are done. It moves at most waiting of them and a page more: an entry
+// are done. It looks at ctx before each page, so a client that hangs up
+// stops it between pages, whatever the log does with ctx inside one. It moves at most waiting of them and a page more: an entry
 // that fails again meanwhile waits for a retry again, and a walk that
 // made it due each time a page came to it would never end while the sink
 // keeps failing (and would spend its attempts at the pace of the pages).
@@ -38,6 +39,9 @@ func HastenAll(ctx context.Context, q pipeline.Queue, waiting int, beforePage fu
 	}
 	total := 0
 	for total < waiting+hastenPage {
+		if err := ctx.Err(); err != nil { // the client hung up: the pages done stay done
+			return total, err
+		}
 		if beforePage != nil {
 			beforePage()
 		}

@@ -194,11 +194,15 @@ const (
 // write deadline there). The result names the first [MaxListedIDs] ids and
 // counts the others; on an error, Count says what was done. POST
 // /v1/sinks/{sink}/dlq/retry and /drop with {"all": true} and the web UI's
-// "all" buttons call it.
+// "all" buttons call it. It looks at ctx before each page: a client that
+// hangs up stops it between pages.
 func SettleAllDead(ctx context.Context, o Options, sink, action string, beforePage func()) (DeadLetterResult, error) {
 	res := DeadLetterResult{Sink: sink, Action: action, IDs: []string{}}
 	q := o.Log.Queue(sink)
 	for after := uint64(0); ; {
+		if err := ctx.Err(); err != nil { // the client hung up: the pages done stay done
+			return res, err
+		}
 		if beforePage != nil {
 			beforePage()
 		}

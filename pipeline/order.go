@@ -96,18 +96,48 @@ type RetryHastener interface {
 	// due later (not held ones, which wait for their key or for the
 	// breaker's probes; not leased, ready, dead or already due ones) due
 	// now, with the attempt count and LastError they had, and returns how
-	// many it moved. The order in which entries are taken is not specified
-	// (badgerlog's is earliest due first). It returns fewer than max when
-	// no other entry waits, or when the page reached a bound of the log's
-	// on the bytes one call writes (large transform outputs); 0 only when
-	// none waits. A max less than 1 moves nothing. A caller pages through
-	// a large queue by calling it until it returns 0 (P9: a million
-	// waiting retries are not one transaction).
+	// many it moved. It is one page of the walk w, which the caller
+	// begins with a zero RetryWalk and passes to every call of it (see
+	// [RetryWalk]); the walk is over when w.Done. A caller pages through
+	// a large queue by calling it until then (P9: a million waiting
+	// retries are not one transaction). A max less than 1 moves nothing.
+	//
+	// A walk hastens the entries that waited for a later retry as it
+	// began (its first call), each once: an entry whose attempt failed
+	// after w.Began is passed by, even when it waits again (an entry that
+	// was made due and failed again is not made due twice, and does not
+	// keep a walk from the entries that still wait). So a walk ends,
+	// however fast the sink fails.
+	//
+	// Each call is bounded in time and memory whatever the queue holds: a
+	// page ends at max entries moved, at a bound of the log's on the bytes
+	// one call writes (large transform outputs), or at a bound of the
+	// log's on the entries it examines and passes by (due, leased, failed
+	// since the walk began); so a call may move none and leave the walk
+	// not done. The order in which entries are taken is not specified
+	// (badgerlog's is earliest due first).
 	//
 	// It changes only when entries become due, never their order among
 	// the entries of one key: per-key order (delivery.order_key) holds
 	// the later events of a key, and a held entry is never hastened.
-	HastenRetries(ctx context.Context, max int) (int, error)
+	HastenRetries(ctx context.Context, w *RetryWalk, max int) (int, error)
+}
+
+// RetryWalk is where a walk of [RetryHastener.HastenRetries] through one
+// queue is (a retry-now). Its zero value begins one; the caller passes the
+// same RetryWalk to each call, and only reads it. Walks are independent:
+// two callers each walk with their own.
+type RetryWalk struct {
+	// Began is when the walk began: the first call sets it.
+	Began time.Time
+	// Done says the walk is over: every entry that waited for a later
+	// retry as it began was hastened, or no longer waits, or failed
+	// again since (see HastenRetries). A call with a walk that is done
+	// moves nothing.
+	Done bool
+	// State is where the walk is, the log's own (a position in its
+	// retries).
+	State any
 }
 
 // RetryClock is a [Queue] that can say when the next of its retries

@@ -55,9 +55,9 @@ type pagedQueue struct {
 	l *pagedLog
 }
 
-func (q *pagedQueue) HastenRetries(ctx context.Context, max int) (int, error) {
+func (q *pagedQueue) HastenRetries(ctx context.Context, w *pipeline.RetryWalk, max int) (int, error) {
 	q.l.page()
-	return q.Queue.HastenRetries(context.WithoutCancel(ctx), min(max, 10))
+	return q.Queue.HastenRetries(context.WithoutCancel(ctx), w, min(max, 10))
 }
 
 func (q *pagedQueue) Abandon(ctx context.Context, max int, errFor func(string) string) (int, error) {

@@ -9,17 +9,19 @@ import (
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
-// refailing is a queue whose retries fail again as fast as they are made
-// due: every page finds a whole page waiting, as a sink failing each
-// event again (before its breaker opens) makes it look.
+// refailing is a queue whose walks never end: every page finds a whole
+// page waiting, as a log whose walk counted the entries that fail again
+// as fast as they are made due would (HastenAll's guard, for a log that
+// keeps no walk as the contract says).
 type refailing struct {
 	pipeline.Queue
 	pages int
 }
 
-func (q *refailing) HastenRetries(_ context.Context, max int) (int, error) {
+func (q *refailing) HastenRetries(_ context.Context, w *pipeline.RetryWalk, max int) (int, error) {
 	q.pages++
 	if q.pages > 100 { // a walk that never ends, for the old code: stop it here
+		w.Done = true
 		return 0, nil
 	}
 	return max, nil

@@ -28,26 +28,33 @@ var (
 // transactions, not one), calling beforePage (if not nil) before each,
 // and returns how many it moved, also with an error: the pages before it
 // are done. It looks at ctx before each page, so a client that hangs up
-// stops it between pages, whatever the log does with ctx inside one. It moves at most waiting of them and a page more: an entry
-// that fails again meanwhile waits for a retry again, and a walk that
-// made it due each time a page came to it would never end while the sink
-// keeps failing (and would spend its attempts at the pace of the pages).
+// stops it between pages, whatever the log does with ctx inside one.
+//
+// It is one walk of the queue ([pipeline.RetryWalk]): the entries that
+// waited for a later retry as it began, each once. One that it made due
+// and that failed again meanwhile waits for its retry again, and is not
+// made due again (nor counted again): a walk that made it due each time a
+// page came to it would never end while the sink keeps failing, would
+// spend its attempts at the pace of the pages, and would leave entries
+// that waited from the start for the next call. As a guard, it moves at
+// most waiting of them and a page more.
 func HastenAll(ctx context.Context, q pipeline.Queue, waiting int, beforePage func()) (int, error) {
 	h, ok := q.(pipeline.RetryHastener)
 	if !ok {
 		return 0, ErrCannotHasten
 	}
+	var w pipeline.RetryWalk
 	total := 0
-	for total < waiting+hastenPage {
+	for !w.Done && total < waiting+hastenPage {
 		if err := ctx.Err(); err != nil { // the client hung up: the pages done stay done
 			return total, err
 		}
 		if beforePage != nil {
 			beforePage()
 		}
-		n, err := h.HastenRetries(ctx, min(hastenPage, waiting+hastenPage-total))
+		n, err := h.HastenRetries(ctx, &w, min(hastenPage, waiting+hastenPage-total))
 		total += n
-		if err != nil || n == 0 {
+		if err != nil {
 			return total, err
 		}
 	}

@@ -786,13 +786,10 @@ func TestOrderKeyRetryNow(t *testing.T) {
 				}
 				sink.down.Store(false)
 				hastened := 0
-				for {
-					m, err := l.Queue("s").(pipeline.RetryHastener).HastenRetries(context.Background(), 3)
+				for w := (pipeline.RetryWalk{}); !w.Done; {
+					m, err := l.Queue("s").(pipeline.RetryHastener).HastenRetries(context.Background(), &w, 3)
 					if err != nil {
 						t.Fatal(err)
-					}
-					if m == 0 {
-						break
 					}
 					hastened += m
 				}

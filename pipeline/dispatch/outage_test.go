@@ -744,7 +744,7 @@ func TestProbeNow(t *testing.T) {
 	if !d.ProbeNow() {
 		t.Fatal("ProbeNow() on an open breaker = false, want true")
 	}
-	n, err := q.(pipeline.RetryHastener).HastenRetries(context.Background(), 100)
+	n, err := q.(pipeline.RetryHastener).HastenRetries(context.Background(), &pipeline.RetryWalk{}, 100)
 	if err != nil || n != 10 {
 		t.Fatalf("HastenRetries = %d, %v; want 10, nil", n, err)
 	}

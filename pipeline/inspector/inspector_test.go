@@ -949,9 +949,9 @@ type slowHastener struct {
 	pageTime time.Duration
 }
 
-func (q slowHastener) HastenRetries(ctx context.Context, max int) (int, error) {
+func (q slowHastener) HastenRetries(ctx context.Context, w *pipeline.RetryWalk, max int) (int, error) {
 	time.Sleep(q.pageTime)
-	return q.RetryHastener.HastenRetries(ctx, min(max, 1))
+	return q.RetryHastener.HastenRetries(ctx, w, min(max, 1))
 }
 
 // TestRetryNowButtonOutlivesTheWriteTimeout: the UI's Retry now of a queue

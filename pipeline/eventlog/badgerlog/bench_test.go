@@ -311,13 +311,9 @@ func BenchmarkNextRetry(b *testing.B) {
 	// deletion marks until compaction removes them, in front of the one
 	// event that failed again since. NextRetry gives up past its bound
 	// (the answer is not known) instead of walking 100,000 of them.
-	for {
-		m, err := q.(pipeline.RetryHastener).HastenRetries(ctx, batch)
-		if err != nil {
+	for w := (pipeline.RetryWalk{}); !w.Done; {
+		if _, err := q.(pipeline.RetryHastener).HastenRetries(ctx, &w, batch); err != nil {
 			b.Fatal(err)
-		}
-		if m == 0 {
-			break
 		}
 	}
 	ds, err := q.Fetch(ctx, 1)

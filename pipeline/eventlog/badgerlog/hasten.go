@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -15,43 +16,74 @@ import (
 
 var _ pipeline.RetryHastener = (*queue)(nil)
 
+// retryWalk is the State of a badgerlog [pipeline.RetryWalk]: the last
+// retry key a page of it went through (nil before the first).
+type retryWalk struct {
+	after []byte
+}
+
 // HastenRetries implements [pipeline.RetryHastener]: the sink's retry keys
 // due after now, in key order (due time, then seq) and so earliest due
-// first, each moved to a key due now (the same value: its target, attempt
-// count and last error) in one transaction under q.mu, with its delivery
+// first, from the key after the one where the walk's last page stopped,
+// each moved to a key due now (the same value: its target, attempt count
+// and last error) in one transaction under q.mu, with its delivery
 // record's next attempt. The keys are on disk, not only in memory, so the
-// retries of failures from before a restart are found as well. Held keys
-// (due at heldAt, after every other) end the walk. A page ends at max
-// entries, once their payloads and errors reach [hastenBytes] (each is
-// written again, so a page is that much of a write-ahead log record), and
-// before Badger's own bound on a transaction: a page that does not fit is
-// made again with the entries that did, as Abandon's is.
-func (q *queue) HastenRetries(ctx context.Context, max int) (int, error) {
+// retries of failures from before a restart are found as well. A key
+// whose delivery record says its last attempt was after the walk began
+// (made due, then failed again) is passed by, as is a leased one. Held
+// keys (due at heldAt, after every other) end the walk. A page ends at
+// max entries, at [hastenScan] keys gone through, once their payloads and
+// errors reach [hastenBytes] (each is written again, so a page is that
+// much of a write-ahead log record), and before Badger's own bound on a
+// transaction: a page that does not fit is made again with the entries
+// that did, as Abandon's is.
+func (q *queue) HastenRetries(ctx context.Context, w *pipeline.RetryWalk, max int) (int, error) {
+	if w.Done || max < 1 {
+		return 0, nil
+	}
 	if err := q.l.waitQueues(ctx); err != nil {
 		return 0, err
 	}
+	if w.Began.IsZero() {
+		w.Began = time.Now()
+	}
+	rw, _ := w.State.(*retryWalk)
+	if rw == nil {
+		rw = &retryWalk{}
+		w.State = rw
+	}
 	for {
-		n, wrote, err := q.hastenRetries(ctx, max)
-		if err != nil && errors.Is(err, badger.ErrTxnTooBig) && wrote > 0 && wrote < max {
-			max = wrote // nothing was written: the same page, shorter
+		p, err := q.hastenRetries(ctx, w.Began, rw.after, max)
+		if err != nil && errors.Is(err, badger.ErrTxnTooBig) && p.wrote > 0 && p.wrote < max {
+			max = p.wrote // nothing was written: the same page, shorter
 			continue
 		}
-		return n, err
+		if err == nil {
+			if p.last != nil {
+				rw.after = p.last
+			}
+			w.Done = p.end
+		}
+		return p.n, err
 	}
 }
 
-// hastenRetries is one try of HastenRetries' page: on an error nothing is
-// written, and wrote says how many entries were written into the
-// transaction before it (ErrTxnTooBig: those fit).
-func (q *queue) hastenRetries(ctx context.Context, max int) (n, wrote int, err error) {
-	if max < 1 {
-		return 0, 0, nil
-	}
+// hastenResult is what one try of a HastenRetries page did.
+type hastenResult struct {
+	n     int    // entries moved
+	wrote int    // entries written into the transaction before an error (ErrTxnTooBig: those fit)
+	last  []byte // the last key gone through; nil if none
+	end   bool   // no retry key waits after last
+}
+
+// hastenRetries is one try of HastenRetries' page, after the retry key
+// after (nil: from the first): on an error nothing is written.
+func (q *queue) hastenRetries(ctx context.Context, began time.Time, after []byte, max int) (res hastenResult, err error) {
 	if err := q.l.checkOpen(); err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	if err := q.l.space.check(); err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -64,10 +96,18 @@ func (q *queue) hastenRetries(ctx context.Context, max int) (n, wrote int, err e
 		seq      uint64
 	}
 	var fs []found
-	size := 0
+	size, scanned := 0, 0
+	start := retryKey(q.sink, now.Add(time.Nanosecond), 0)
+	if next := append(slices.Clip(after), 0); bytes.Compare(next, start) > 0 {
+		start = next // (a key's successor: keys are all as long)
+	}
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
-	for it.Seek(retryKey(q.sink, now.Add(time.Nanosecond), 0)); it.ValidForPrefix(q.retry) && len(fs) < max && size < hastenBytes; it.Next() {
-		rest := it.Item().Key()[len(q.retry):]
+	defer it.Close() // (Close is idempotent: it is closed before the commit)
+	it.Seek(start)
+	for ; it.ValidForPrefix(q.retry) && len(fs) < max && size < hastenBytes && scanned < hastenScan; it.Next() {
+		scanned++
+		key := it.Item().Key()
+		rest := key[len(q.retry):]
 		if len(rest) != 16 {
 			continue
 		}
@@ -75,36 +115,50 @@ func (q *queue) hastenRetries(ctx context.Context, max int) (n, wrote int, err e
 		if due >= held {
 			break // held keys sort last: none after them waits for a retry
 		}
+		res.last = it.Item().KeyCopy(res.last[:0])
 		if _, leased := q.leases[seq]; leased { // (due <= now unless the clock stepped back)
 			continue
 		}
+		d, err := getDelivery(txn.Txn, seq, q.sink)
+		if err != nil {
+			return hastenResult{}, fmt.Errorf("hasten retries of %s: read entry %d's record: %w", q.sink, seq, err)
+		}
+		if d != nil && d.GetLastAttemptUnixNano() > began.UnixNano() {
+			continue // failed again since the walk began (see RetryWalk)
+		}
 		v, err := it.Item().ValueCopy(nil)
 		if err != nil {
-			it.Close()
-			return 0, 0, fmt.Errorf("hasten retries of %s: read entry %d: %w", q.sink, seq, err)
+			return hastenResult{}, fmt.Errorf("hasten retries of %s: read entry %d: %w", q.sink, seq, err)
 		}
 		fs = append(fs, found{key: it.Item().KeyCopy(nil), val: v, seq: seq})
 		size += len(v)
 	}
+	res.end = !it.ValidForPrefix(q.retry) || (len(fs) < max && size < hastenBytes && scanned < hastenScan)
 	it.Close()
 	if err := ctx.Err(); err != nil {
-		return 0, 0, err
+		return hastenResult{}, err
 	}
 	if len(fs) == 0 {
-		return 0, 0, nil
+		return res, nil
 	}
 	for _, f := range fs {
 		if err := q.makeDue(txn, f.key, f.val, f.seq, now); err != nil {
-			return 0, wrote, err
+			return hastenResult{wrote: res.wrote}, err
 		}
-		wrote++
+		res.wrote++
 	}
 	if err := q.l.commit(txn); err != nil {
-		return 0, wrote, fmt.Errorf("hasten retries of %s: %w", q.sink, err)
+		return hastenResult{wrote: res.wrote}, fmt.Errorf("hasten retries of %s: %w", q.sink, err)
 	}
 	q.wake()
-	return len(fs), wrote, nil
+	res.n = len(fs)
+	return res, nil
 }
+
+// hastenScan bounds the retry keys one HastenRetries page goes through,
+// moved or passed by, so that a page is bounded in time whatever the
+// walk meets.
+var hastenScan = 4096 // a var: a test may lower it
 
 // hastenBytes bounds what one HastenRetries page writes again of its
 // entries (their targets: a transform's output can be 1 MiB each).

@@ -35,18 +35,19 @@ func retryAll(t *testing.T, l *DB, n int, payload []byte) pipeline.Queue {
 	return q
 }
 
-// hastenPages calls HastenRetries(max) until it returns 0 and returns what
-// each call moved.
+// hastenPages calls HastenRetries(max) on one walk until it is done and
+// returns what each call moved.
 func hastenPages(t *testing.T, q pipeline.Queue, max int) []int {
 	t.Helper()
 	var pages []int
+	var w pipeline.RetryWalk
 	for range 100 {
-		n, err := q.(pipeline.RetryHastener).HastenRetries(context.Background(), max)
+		n, err := q.(pipeline.RetryHastener).HastenRetries(context.Background(), &w, max)
 		if err != nil {
 			t.Fatalf("HastenRetries after pages %v: %v", pages, err)
 		}
 		pages = append(pages, n)
-		if n == 0 {
+		if w.Done {
 			return pages
 		}
 	}
@@ -72,7 +73,7 @@ func TestHastenPagesAreBounded(t *testing.T) {
 		defer l.Close()
 		payload := []byte(`"` + strings.Repeat("p", 98) + `"`) // 100 bytes, 110 or so encoded
 		q := retryAll(t, l, 7, payload)
-		if got, want := fmt.Sprint(hastenPages(t, q, 1000)), "[3 3 1 0]"; got != want {
+		if got, want := fmt.Sprint(hastenPages(t, q, 1000)), "[3 3 1]"; got != want {
 			t.Errorf("HastenRetries pages moved %s, want %s", got, want)
 		}
 		ds, err := q.Fetch(ctx, 10)
@@ -149,5 +150,36 @@ func TestNextRetryPassesDeletedKeysWithinItsBound(t *testing.T) {
 				t.Errorf("NextRetry past %d deletion marks = %v, %v; want an error: more than %d versions to pass", tt.retries, at, err, nextRetryWalk)
 			}
 		})
+	}
+}
+
+// TestHastenScanIsBounded: a page goes through hastenScan retry keys at
+// most, moved or passed by, and the walk goes on from there: here every
+// entry failed after the walk began, so each is passed by, and each page
+// moves none.
+func TestHastenScanIsBounded(t *testing.T) {
+	defer func(n int) { hastenScan = n }(hastenScan)
+	hastenScan = 2
+	l, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	began := time.Now()
+	q := retryAll(t, l, 5, nil).(pipeline.RetryHastener)
+	w := pipeline.RetryWalk{Began: began}
+	var pages []int
+	for !w.Done && len(pages) < 10 {
+		n, err := q.HastenRetries(context.Background(), &w, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, n)
+	}
+	if got, want := fmt.Sprint(pages), "[0 0 0]"; got != want {
+		t.Errorf("pages of a walk that passes every entry by = %s, want %s (2, 2, then 1 key gone through)", got, want)
+	}
+	if n, err := q.HastenRetries(context.Background(), &pipeline.RetryWalk{}, 1000); err != nil || n != 2 {
+		t.Errorf("a new walk, 2 keys a page = %d, %v; want 2", n, err)
 	}
 }

@@ -15,12 +15,13 @@ import (
 
 var _ pipeline.RetryHastener = (*queue)(nil)
 
-// hastenWalk is where a series of HastenRetries calls is: the retry state
-// records (P.st.<sink>.<seq>) are walked in stream order from stream seq
-// from, up to bound, the stream's last seq when the series began. A
-// hastened entry's record is written again, past bound, so the series
-// never meets it twice, nor a record it skipped. A call that returns 0 or
-// an error ends the series.
+// hastenWalk is the State of a jetstreamlog [pipeline.RetryWalk]: the
+// retry state records (P.st.<sink>.<seq>) are walked in stream order from
+// stream seq from, up to bound, the stream's last seq when the walk
+// began. A hastened entry's record is written again, past bound, so the
+// walk never meets it twice, nor the record of an entry that failed
+// again since the walk began (each failure writes it again): only the
+// entries that waited as it began.
 type hastenWalk struct {
 	from, bound uint64
 }
@@ -30,6 +31,10 @@ type hastenWalk struct {
 // stream) while it is written again.
 const hastenMargin = time.Second
 
+// hastenReads bounds the retry state records one HastenRetries call
+// reads, hastened or passed by (each a request to the server).
+var hastenReads = 1000 // a var: a test may lower it
+
 // HastenRetries implements [pipeline.RetryHastener]. The server holds a
 // retry as a nak with a delay, which no API ends early; so each entry
 // waiting for a retry due later is written again: its queue message (the
@@ -38,48 +43,46 @@ const hastenMargin = time.Second
 // consumer's pending delivery) with its retry state (its failures and
 // error kept, due now) and its delivery record (next attempt now), in one
 // atomic batch, as a retried dead letter is. A page reads one message per
-// retry state record it walks (one due is skipped then), two more per
+// retry state record it walks (one due is passed by then), two more per
 // entry it hastens, and writes one batch per entry it hastens: its memory
-// holds one entry at a time. A call walks on until it has hastened max
-// entries or met every record: with many retries due and none due later
-// (a second retry-now while the breaker waits to probe) that is one read
-// each, to answer 0. Entries leased by this
-// process are skipped, as are entries whose retry is due within a second
-// (the server may be handing them out). Daemons that share the stream
-// share the queue: a retry another daemon hastens is found here no more.
-func (q *queue) HastenRetries(ctx context.Context, max int) (n int, err error) {
-	if max < 1 {
+// holds one entry at a time. A call ends once it has hastened max
+// entries or read [hastenReads] records, so that with many retries due
+// and none due later (a second retry-now while the breaker waits to
+// probe) a page is bounded in time all the same, and the walk goes on at
+// the next call. Entries leased by this process are skipped, as are
+// entries whose retry is due within a second (the server may be handing
+// them out). Daemons that share the stream share the queue: a retry
+// another daemon hastens is found here no more.
+func (q *queue) HastenRetries(ctx context.Context, w *pipeline.RetryWalk, max int) (n int, err error) {
+	if w.Done || max < 1 {
 		return 0, nil
 	}
 	if err := q.ensure(ctx); err != nil {
 		return 0, err
 	}
-	q.hastenMu.Lock()
-	defer q.hastenMu.Unlock()
-	defer func() {
-		if n == 0 || err != nil {
-			q.hasten = hastenWalk{}
-		}
-	}()
-	if q.hasten.bound == 0 {
+	hw, _ := w.State.(*hastenWalk)
+	if hw == nil {
+		began := time.Now()
 		rctx, cancel := q.l.reqCtx(ctx)
 		info, err := q.l.stream.Info(rctx)
 		cancel()
 		if err != nil {
 			return 0, q.l.wrapErr("stream info", err)
 		}
-		q.hasten = hastenWalk{from: 1, bound: info.State.LastSeq}
+		hw = &hastenWalk{from: 1, bound: info.State.LastSeq}
+		w.Began, w.State = began, hw
 	}
 	filter := q.l.subj("st", q.tok, ">")
-	for n < max && q.hasten.from <= q.hasten.bound {
-		m, err := q.next(ctx, q.hasten.from, filter)
+	for reads := 0; n < max && reads < hastenReads && hw.from <= hw.bound; reads++ {
+		m, err := q.next(ctx, hw.from, filter)
 		if err != nil {
 			return n, err
 		}
-		if m == nil || m.Sequence > q.hasten.bound {
+		if m == nil || m.Sequence > hw.bound {
+			hw.from = hw.bound + 1 // none left before bound
 			break
 		}
-		q.hasten.from = m.Sequence + 1
+		hw.from = m.Sequence + 1
 		var st stRecord
 		if err := json.Unmarshal(m.Data, &st); err != nil {
 			return n, fmt.Errorf("jetstream: retry state %s: %w", m.Subject, err)
@@ -97,6 +100,7 @@ func (q *queue) HastenRetries(ctx context.Context, max int) (n int, err error) {
 			n++
 		}
 	}
+	w.Done = hw.from > hw.bound
 	return n, nil
 }
 

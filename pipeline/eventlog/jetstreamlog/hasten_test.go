@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/eventlog/jetstreamlog"
 )
 
 // TestHastenDropsTheServersDelayedDelivery: the server holds a retry as a
@@ -55,7 +56,7 @@ func TestHastenDropsTheServersDelayedDelivery(t *testing.T) {
 	// Due in 3 s: past hastenMargin, and soon enough to see it not come.
 	due := time.Now().Add(3 * time.Second)
 	settle(fetch(3), pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: due, Err: "503"})
-	n, err := q.(pipeline.RetryHastener).HastenRetries(ctx, 10)
+	n, err := q.(pipeline.RetryHastener).HastenRetries(ctx, &pipeline.RetryWalk{}, 10)
 	if err != nil || n != 3 {
 		t.Fatalf("HastenRetries = %d, %v; want 3", n, err)
 	}
@@ -74,5 +75,59 @@ func TestHastenDropsTheServersDelayedDelivery(t *testing.T) {
 	}
 	if st, err := q.Stats(ctx); err != nil || st != (pipeline.QueueStats{}) {
 		t.Errorf("Stats after all were delivered = %+v, %v; want empty", st, err)
+	}
+}
+
+// TestHastenPageReadsAreBounded: a page of HastenRetries reads at most
+// hastenReads retry state records, hastened or passed by, so that a
+// queue of retries all due (a second retry-now while the breaker waits
+// to probe) costs a bounded page all the same; the walk goes on at the
+// next call, to the one retry due later behind them.
+func TestHastenPageReadsAreBounded(t *testing.T) {
+	defer jetstreamlog.SetHastenReads(2)()
+	l := open(t, runServer(t), fmt.Sprintf("H%d", streams.Add(1)))
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var es []pipeline.Entry
+	for i := range 6 {
+		es = append(es, pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprintf("hb-%d", i), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "crm", Route: "all"}}})
+	}
+	if _, err := l.Append(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	q := l.Queue("crm")
+	var ds []pipeline.Delivery
+	for len(ds) < 6 {
+		got, err := q.Fetch(ctx, 6-len(ds))
+		if err != nil {
+			t.Fatalf("Fetch: %v (got %d of 6)", err, len(ds))
+		}
+		ds = append(ds, got...)
+	}
+	// Five retries due now, then one due in an hour, in stream order.
+	for i, d := range ds {
+		s := pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(-time.Minute), Err: "503"}
+		if i == len(ds)-1 {
+			s.RetryAt = time.Now().Add(time.Hour)
+		}
+		if err := q.Settle(ctx, []pipeline.Settlement{s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var w pipeline.RetryWalk
+	var pages []int
+	total := 0
+	for !w.Done && len(pages) < 20 {
+		n, err := q.(pipeline.RetryHastener).HastenRetries(ctx, &w, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, n)
+		total += n
+	}
+	if len(pages) < 3 || pages[0] != 0 || total != 1 || !w.Done {
+		t.Errorf("HastenRetries pages of five due retries and one an hour away, two records a page = %v (done %v); want 0 on the first two pages (two due ones each), 1 in all", pages, w.Done)
 	}
 }

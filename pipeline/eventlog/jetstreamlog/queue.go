@@ -51,10 +51,6 @@ type queue struct {
 	mu     sync.Mutex
 	ready  bool // the consumer exists
 	leased map[uint64]*lease
-	// hasten is where a series of HastenRetries calls goes on (see
-	// hasten.go); guarded by hastenMu, which a call holds throughout.
-	hastenMu sync.Mutex
-	hasten   hastenWalk
 }
 
 // lease is a fetched entry not settled yet.

@@ -18,12 +18,20 @@ func retryHastener(t *testing.T, l pipeline.Log) pipeline.RetryHastener {
 	return queueAs[pipeline.RetryHastener](t, l, sinkA, "pipeline.RetryHasteners")
 }
 
-// mustHastenRetries calls HastenRetries(max) and wants n.
-func mustHastenRetries(t *testing.T, q pipeline.RetryHastener, max, n int, what string) {
+// mustHastenRetries calls HastenRetries(w, max) and wants n; with a nil w,
+// on a walk of its own (a new retry-now), which it wants done after.
+func mustHastenRetries(t *testing.T, q pipeline.RetryHastener, w *pipeline.RetryWalk, max, n int, what string) {
 	t.Helper()
-	got, err := q.HastenRetries(ctxFor(t, waitLong), max)
+	own := w == nil
+	if own {
+		w = new(pipeline.RetryWalk)
+	}
+	got, err := q.HastenRetries(ctxFor(t, waitLong), w, max)
 	if err != nil || got != n {
 		t.Fatalf("HastenRetries(%d) %s = %d, %v; want %d, nil", max, what, got, err, n)
+	}
+	if own && max > 0 && !w.Done {
+		t.Fatalf("HastenRetries(%d) %s: the walk is not done, with %d entries waiting at most", max, what, n)
 	}
 }
 
@@ -55,10 +63,18 @@ func testHastenRetries(t *testing.T, l pipeline.Log) {
 	db := mustFetch(t, qb, 1)
 	mustSettle(t, qb, pipeline.Settlement{Seq: db[0].Seq, Outcome: pipeline.Retry, RetryAt: later, Err: "b"})
 
-	mustHastenRetries(t, q, 0, 0, "with a max of 0")
-	mustHastenRetries(t, q, 2, 2, "of three retries due later")
-	mustHastenRetries(t, q, 2, 1, "of the one left")
-	mustHastenRetries(t, q, 2, 0, "with none left")
+	var w pipeline.RetryWalk
+	mustHastenRetries(t, q, &w, 0, 0, "with a max of 0")
+	mustHastenRetries(t, q, &w, 2, 2, "of three retries due later")
+	if w.Done || w.Began.IsZero() {
+		t.Fatalf("walk after a page of two of three = %+v, want it begun and not done", w)
+	}
+	mustHastenRetries(t, q, &w, 2, 1, "of the one left")
+	if !w.Done {
+		t.Fatalf("walk after the last one = %+v, want it done", w)
+	}
+	mustHastenRetries(t, q, &w, 2, 0, "of a walk done")
+	mustHastenRetries(t, q, nil, 2, 0, "with none left")
 
 	// Due now: the three hastened and hr-0003, which was due already, then
 	// the ready hr-0007. The order of the retries among themselves is the
@@ -108,7 +124,7 @@ func testHastenRetries(t *testing.T, l pipeline.Log) {
 	typ := strings.TrimPrefix(fmt.Sprintf("%T", q), "*")
 	pkg, name, _ := strings.Cut(typ, ".")
 	stacks.WaitBlocked(t, pkg+".(*"+name+").Fetch", 1)
-	mustHastenRetries(t, q, 10, 1, "of a retry an hour away, with a Fetch waiting")
+	mustHastenRetries(t, q, nil, 10, 1, "of a retry an hour away, with a Fetch waiting")
 	r := <-res
 	if r.err != nil {
 		t.Fatalf("Fetch waiting when HastenRetries ran = %v, want hr-0000 (HastenRetries did not wake it)", r.err)
@@ -141,8 +157,8 @@ func testReopenHastenRetries(t *testing.T, open func(t *testing.T, dir string) p
 	if rc, ok := q.(pipeline.RetryClock); ok { // what /v1/sinks says until then
 		mustNextRetry(t, rc, time.Now(), later, "after a restart")
 	}
-	mustHastenRetries(t, q, 100, 3, "after a restart")
-	mustHastenRetries(t, q, 100, 0, "again")
+	mustHastenRetries(t, q, nil, 100, 3, "after a restart")
+	mustHastenRetries(t, q, nil, 100, 0, "again")
 	ds = mustFetch(t, q, 3)
 	got := deliveryIDs(ds)
 	slices.Sort(got)
@@ -181,8 +197,8 @@ func testHastenNotAttempted(t *testing.T, l pipeline.Log) {
 		pipeline.Settlement{Seq: byID["hn-0000"].Seq, Outcome: pipeline.Retry, RetryAt: later, Err: "throttled", NotAttempted: true},
 		pipeline.Settlement{Seq: re[0].Seq, Outcome: pipeline.Retry, RetryAt: later, Err: "throttled", NotAttempted: true})
 	fetchNone(t, q) // the premise: both wait for their hour
-	mustHastenRetries(t, q, 10, 2, "of two entries not attempted, an hour away")
-	mustHastenRetries(t, q, 10, 0, "again")
+	mustHastenRetries(t, q, nil, 10, 2, "of two entries not attempted, an hour away")
+	mustHastenRetries(t, q, nil, 10, 0, "again")
 	again := mustFetch(t, q, 2)
 	got := map[string]pipeline.Delivery{}
 	for _, d := range again {
@@ -260,7 +276,58 @@ func testNextRetry(t *testing.T, l pipeline.Log) {
 	mustNextRetry(t, q, inHour, now.Add(90*time.Minute), "after the due retry failed again")
 
 	if h, ok := q.(pipeline.RetryHastener); ok {
-		mustHastenRetries(t, h, 10, 3, "of the three retries due later")
+		mustHastenRetries(t, h, nil, 10, 3, "of the three retries due later")
 		mustNextRetry(t, q, time.Now(), time.Time{}, "once retry-now made every retry due")
 	}
+}
+
+// testHastenWalkOnce: a walk (one retry-now) hastens the entries that
+// waited as it began, each once. One it made due and that failed again
+// meanwhile, and waits for a retry again, is passed by when the walk
+// comes to it again (badgerlog's walk, earliest due first, would meet it
+// again before the others), and the walk still reaches the ones that
+// waited from the start; a new walk then hastens it.
+func testHastenWalkOnce(t *testing.T, l pipeline.Log) {
+	q := retryHastener(t, l)
+	appendIDs(t, l, ids("hw", 3), sinkA)
+	ds := mustFetch(t, q, 3)
+	later := time.Now().Add(hour)
+	var s []pipeline.Settlement
+	for i, d := range ds {
+		s = append(s, pipeline.Settlement{Seq: d.Seq, Outcome: pipeline.Retry, RetryAt: later.Add(time.Duration(i) * time.Minute), Err: "503"})
+	}
+	mustSettle(t, q, s...)
+	var w pipeline.RetryWalk
+	mustHastenRetries(t, q, &w, 1, 1, "of three, one at a time")
+	again := mustFetch(t, q, 1)
+	// Failed again, due sooner than the two that still wait, and later
+	// than it was due when the walk made it due.
+	mustSettle(t, q, pipeline.Settlement{Seq: again[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(hour), Err: "503 again"})
+	for n := 0; n < 2; {
+		if w.Done {
+			t.Fatalf("walk done after %d of the two that waited from the start", n)
+		}
+		m, err := q.HastenRetries(ctxFor(t, waitLong), &w, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += m
+		if n > 2 {
+			t.Fatalf("walk hastened %d after the first, want 2 (the one that failed again was made due twice)", n)
+		}
+	}
+	for !w.Done {
+		if m, err := q.HastenRetries(ctxFor(t, waitLong), &w, 1); err != nil || m != 0 {
+			t.Fatalf("walk's page after the two = %d, %v; want 0 (the one that failed again was made due twice)", m, err)
+		}
+	}
+	got := deliveryIDs(mustFetch(t, q, 2))
+	slices.Sort(got)
+	want := slices.DeleteFunc(ids("hw", 3), func(id string) bool { return id == again[0].Event.ID })
+	if !slices.Equal(got, want) {
+		t.Fatalf("Fetch after the walk = %v, want %v (those that waited from the start)", got, want)
+	}
+	fetchNone(t, q)
+	mustHastenRetries(t, q, nil, 10, 1, "on a new walk, of the one that failed again")
+	wantDeliveries(t, "Fetch after the new walk", mustFetch(t, q, 1), []string{again[0].Event.ID}, 3)
 }

@@ -132,6 +132,7 @@ func RunWith(t *testing.T, open func(t *testing.T) pipeline.Log, o Options) {
 		{"Hold/Hasten", testHasten},
 		{"Hold/HastenNotAttempted", testHastenNotAttemptedSeq},
 		{"Queue/HastenRetries", testHastenRetries},
+		{"Queue/HastenWalkOnce", testHastenWalkOnce},
 		{"Queue/HastenNotAttempted", testHastenNotAttempted},
 		{"Queue/NextRetry", testNextRetry},
 		{"Delivery/DeadNotAttempted", testDeadNotAttempted},

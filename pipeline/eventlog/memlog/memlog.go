@@ -81,14 +81,8 @@ type queue struct {
 	ready  []*entry // first deliveries, in Seq order, not leased
 	leased map[uint64]*entry
 	retry  map[uint64]*entry // settled as Retry, ready again at retryAt
-	// later holds the entries of retry that were settled to wait for a
-	// retry due later, each once per such settlement, for HastenRetries:
-	// it takes them from the end and passes by those no longer waiting
-	// (due, held, leased or gone), so a whole retry-now visits each once
-	// instead of every page walking the whole of retry again.
-	later []*entry
-	dead  map[uint64]*deadEntry
-	wake  chan struct{} // closed and replaced when something may have become ready
+	dead   map[uint64]*deadEntry
+	wake   chan struct{} // closed and replaced when something may have become ready
 }
 
 type entry struct {
@@ -451,9 +445,6 @@ func (q *Queue) Settle(ctx context.Context, s []pipeline.Settlement) error {
 			}
 			e.retryAt = st.RetryAt
 			q.q.retry[e.seq] = e
-			if e.retryAt.After(now) {
-				q.waitLater(e)
-			}
 			retried = true
 		case pipeline.Dead:
 			if st.NotAttempted {

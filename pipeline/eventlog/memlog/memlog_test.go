@@ -54,7 +54,6 @@ func restart(l *Log) *Log {
 			}
 		}
 		nq.retry = q.retry
-		nq.later = q.later
 		nq.dead = q.dead
 	}
 	return n

@@ -1,9 +1,11 @@
 package memlog
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/pipelined/pipelined/pipeline"
@@ -154,26 +156,64 @@ func (q *Queue) makeDue(e *entry, now time.Time) bool {
 
 var _ pipeline.RetryHastener = (*Queue)(nil)
 
-// HastenRetries implements [pipeline.RetryHastener]: it takes entries
-// from q.q.later, last settled first, passing by those that no longer
-// wait for a retry due later, so a retry-now of n retries costs O(n) and
-// not a walk of every retry per page.
-func (q *Queue) HastenRetries(ctx context.Context, max int) (int, error) {
+// hastenExamine bounds the entries one HastenRetries call looks at,
+// moved or passed by.
+const hastenExamine = 10 * 1000
+
+// retryWalk is the State of a memlog [pipeline.RetryWalk]: the seqs of the
+// entries that waited for a later retry as it began, earliest due first,
+// and how many of them it has been through.
+type retryWalk struct {
+	seqs []uint64
+	pos  int
+}
+
+// HastenRetries implements [pipeline.RetryHastener]: the walk's first
+// call notes the seqs of the entries that wait for a later retry (one
+// pass over the sink's retries, which memlog keeps in memory anyway), and
+// each call goes on through them from where the last one stopped, so a
+// walk of n retries costs O(n log n) and not a pass over every retry per
+// page. An entry whose attempt was settled after the walk began (its
+// record's LastAttemptAt) is passed by.
+func (q *Queue) HastenRetries(ctx context.Context, w *pipeline.RetryWalk, max int) (int, error) {
+	if w.Done || max < 1 {
+		return 0, nil
+	}
 	if err := q.lock(ctx, "hasten retries of"); err != nil {
 		return 0, err
 	}
 	defer q.l.mu.Unlock()
 	now := time.Now()
+	rw, _ := w.State.(*retryWalk)
+	if rw == nil {
+		w.Began = now
+		var es []*entry
+		for _, e := range q.q.retry {
+			if e.retryAt.After(now) && !e.retryAt.Equal(heldAt) {
+				es = append(es, e)
+			}
+		}
+		slices.SortFunc(es, func(a, b *entry) int {
+			return cmp.Or(a.retryAt.Compare(b.retryAt), cmp.Compare(a.seq, b.seq))
+		})
+		rw = &retryWalk{seqs: make([]uint64, len(es))}
+		for i, e := range es {
+			rw.seqs[i] = e.seq
+		}
+		w.State = rw
+	}
 	n := 0
-	for n < max && len(q.q.later) > 0 {
-		last := len(q.q.later) - 1
-		e := q.q.later[last]
-		q.q.later[last] = nil
-		q.q.later = q.q.later[:last]
-		if q.q.retry[e.seq] == e && q.makeDue(e, now) {
+	for examined := 0; n < max && examined < hastenExamine && rw.pos < len(rw.seqs); examined++ {
+		e, ok := q.q.retry[rw.seqs[rw.pos]]
+		rw.pos++
+		if !ok || q.record(e.ev, e.route).LastAttemptAt.After(w.Began) {
+			continue // no longer waiting, or failed again since the walk began
+		}
+		if q.makeDue(e, now) {
 			n++
 		}
 	}
+	w.Done = rw.pos == len(rw.seqs)
 	if n > 0 {
 		q.q.notify()
 	}
@@ -196,27 +236,4 @@ func (q *Queue) NextRetry(ctx context.Context, now time.Time) (time.Time, error)
 		}
 	}
 	return next, nil
-}
-
-// waitLater notes that e, in q.q.retry, waits for a retry due later, for
-// HastenRetries. An entry settled again is noted again, and one that is
-// no longer waiting stays until HastenRetries passes it by: when that
-// makes q.q.later more than twice what waits, it is made again of the
-// entries that wait, each once (amortized O(1) a call). q.l.mu is held.
-func (q *Queue) waitLater(e *entry) {
-	q.q.later = append(q.q.later, e)
-	if len(q.q.later) <= 2*len(q.q.retry)+64 {
-		return
-	}
-	now := time.Now()
-	seen := make(map[*entry]bool, len(q.q.retry))
-	keep := q.q.later[:0]
-	for _, w := range q.q.later {
-		if q.q.retry[w.seq] == w && w.retryAt.After(now) && !w.retryAt.Equal(heldAt) && !seen[w] {
-			seen[w] = true
-			keep = append(keep, w)
-		}
-	}
-	clear(q.q.later[len(keep):])
-	q.q.later = keep
 }

@@ -60,6 +60,8 @@ func (q *queue) HastenRetries(ctx context.Context, w *pipeline.RetryWalk, max in
 	if err := q.ensure(ctx); err != nil {
 		return 0, err
 	}
+	q.hastenMu.Lock()
+	defer q.hastenMu.Unlock()
 	hw, _ := w.State.(*hastenWalk)
 	if hw == nil {
 		began := time.Now()

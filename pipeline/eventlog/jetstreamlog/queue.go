@@ -51,6 +51,11 @@ type queue struct {
 	mu     sync.Mutex
 	ready  bool // the consumer exists
 	leased map[uint64]*lease
+	// hastenMu is held by a HastenRetries call throughout: two walks of
+	// this process (two retry-now calls) take turns by page, so an
+	// entry's record that one reads is not written again by the other
+	// before it is done with it.
+	hastenMu sync.Mutex
 }
 
 // lease is a fetched entry not settled yet.

@@ -102,7 +102,8 @@ var commandUsage = map[string]string{
 	"serve": `usage: pipelined serve [-c FILE] [-log-format F] [-log-level L]
 
 Runs the daemon: opens the event log, starts every sink's plugin, binds the
-ingest and admin listeners. SIGHUP reloads the configuration, SIGTERM drains
+ingest and admin listeners (or takes them from systemd: socket units with
+FileDescriptorName=ingest and admin, see examples/systemd). SIGHUP reloads the configuration, SIGTERM drains
 and stops. Without -c it reads ./pipeline.toml, else the built-in default.
 Relative paths in the file resolve against the file's directory.
 Exit status: 0 stopped cleanly, 78 (EX_CONFIG) the configuration is wrong
@@ -289,6 +290,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Error("pipelined stopped", "err", err)
 		if errors.Is(err, pluginhost.ErrInvalidConfig) || errors.Is(err, pluginhost.ErrNotFound) {
 			return exitConfig // a sink's config or plugin name is wrong: restarting will not help
+		}
+		if errors.Is(err, daemon.ErrSocketActivation) {
+			return exitConfig // the socket units do not fit the file: restarting will not help
 		}
 		return 1
 	}

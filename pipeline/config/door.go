@@ -69,7 +69,13 @@ func (c *Config) AdminToken() ([]byte, error) {
 // AdminOnLoopback reports whether the admin listener accepts connections
 // from this machine only.
 func (c *Config) AdminOnLoopback() bool {
-	host, _, err := net.SplitHostPort(c.Admin.Listen)
+	return OnLoopback(c.Admin.Listen)
+}
+
+// OnLoopback reports whether the listen address hostport ("127.0.0.1:8081",
+// "localhost:8081", "[::1]:8081") takes connections from this machine only.
+func OnLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return false
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/config"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/inspector"
+	"github.com/pipelined/pipelined/pipeline/internal/sdlisten"
 	"github.com/pipelined/pipelined/pipeline/internal/sdnotify"
 	"github.com/pipelined/pipelined/pipeline/metrics"
 	"github.com/pipelined/pipelined/pipeline/pluginhost"
@@ -74,6 +75,14 @@ type Options struct {
 	// then removes from the environment so that plugins never see them;
 	// without NOTIFY_SOCKET it does nothing.
 	Notifier Notifier
+	// Listeners are listening sockets to serve instead of binding [server]
+	// listen and [admin] listen, by name: "ingest" and "admin" (systemd
+	// socket activation, FileDescriptorName=). Nil means systemd's, from
+	// LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, which New then removes
+	// from the environment so that plugins never see them; without
+	// LISTEN_FDS the daemon binds its own. Run checks them before anything
+	// starts (see [ErrSocketActivation]).
+	Listeners map[string]net.Listener
 	// Build names the running build (pipelined_build_info).
 	Build Build
 }
@@ -112,6 +121,11 @@ type Daemon struct {
 	// ingestInFlight counts the ingest requests being served, for the
 	// shutdown's report.
 	ingestInFlight atomic.Int64
+
+	// sockets are the listeners systemd passed, by name (Options.Listeners);
+	// socketsErr is why they could not be taken.
+	sockets    map[string]net.Listener
+	socketsErr error
 }
 
 // New returns a daemon for cfg, which must come from config.Load or config.Parse.
@@ -131,6 +145,10 @@ func New(cfg *config.Config, o *Options) *Daemon {
 	metrics.RegisterBuildInfo(reg, orUnknown(opts.Build.Version), orUnknown(opts.Build.Commit), orUnknown(opts.Build.Go))
 	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan reloaded), looped: make(chan struct{}), metrics: metrics.New(reg), openLog: openLog, openTick: openTick}
 	reg.MustRegister(d.tracingCollector())
+	d.sockets = opts.Listeners
+	if d.sockets == nil {
+		d.sockets, d.socketsErr = sdlisten.FromEnv()
+	}
 	d.cfg.Store(cfg)
 	d.sinks.log = opts.Logger
 	d.sinks.metrics = d.metrics
@@ -196,6 +214,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	cfg := d.cfg.Load()
 	ic, specs, token, err := prepare(cfg)
 	if err != nil {
+		return err
+	}
+	if err := d.checkSockets(token); err != nil {
 		return err
 	}
 	if n := len(token); n > 0 && n < admin.StrongToken {
@@ -393,6 +414,9 @@ func (d *Daemon) startSinks(ctx context.Context, starts []*pluginStart, sinks []
 type listeners struct {
 	ingest, admin net.Listener
 	cert          *certificate
+	// adminAddr is where the admin listener listens, as [admin] listen
+	// says it, or the address of the socket systemd passed.
+	adminAddr string
 }
 
 func (ls *listeners) scheme() string {
@@ -413,15 +437,24 @@ func (d *Daemon) listen(cfg *config.Config) (*listeners, error) {
 		d.cert.Store(ls.cert)
 	}
 	var err error
-	if ls.ingest, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
-		return nil, fmt.Errorf("ingest listener: %w (change [server] listen)", err)
+	if ls.ingest = d.sockets[ingestSocket]; ls.ingest == nil {
+		if ls.ingest, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
+			return nil, fmt.Errorf("ingest listener: %w (change [server] listen)", err)
+		}
 	}
 	proxies, _ := config.ParsePrefixes(cfg.Server.TrustedProxies) // checked by Validate
 	ls.ingest = limitPerIP(ls.ingest, cfg.Server.MaxConnsPerIP, proxies)
-	if ls.admin, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-		ls.ingest.Close()
-		return nil, fmt.Errorf("admin listener: %w (change [admin] listen)", err)
+	if ls.admin = d.sockets[adminSocket]; ls.admin == nil {
+		if ls.admin, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ls.ingest.Close()
+			return nil, fmt.Errorf("admin listener: %w (change [admin] listen)", err)
+		}
 	}
+	ls.adminAddr = cfg.Admin.Listen
+	if d.sockets[adminSocket] != nil {
+		ls.adminAddr = ls.admin.Addr().String()
+	}
+	d.sayInherited(cfg, ls)
 	// The admin listener is bounded as ingest's is: its connections were
 	// not, so one peer (any client that reaches it, with no token: a 401
 	// is kept alive for idle_timeout) could hold every file descriptor of
@@ -471,11 +504,11 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		OnDropDead:           d.droppedDead,
 		Retarget:             d.retarget,
 		Token:                token,
-		AllowUnauthenticated: len(token) == 0 && cfg.AdminOnLoopback(),
+		AllowUnauthenticated: len(token) == 0 && config.OnLoopback(ls.adminAddr),
 		Logger:               d.log.With("component", "admin"),
 		Metrics:              d.metrics.Handler(),
 		Pprof:                cfg.Admin.Pprof,
-		Hosts:                adminHosts(cfg.Admin.Listen),
+		Hosts:                adminHosts(ls.adminAddr),
 		Guesses:              admin.NewGuesses(), // the API's token and the UI's login share it
 		TrustedProxies:       cfg.Plan().AdminTrustedProxies,
 	}
@@ -720,7 +753,9 @@ func (d *Daemon) reload(ctx context.Context) (restart []string, err error) {
 	d.ReloadTLS()
 	d.warnStartOnly(changes)
 	for _, c := range changes {
-		restart = append(restart, c.s.key)
+		if !d.socketOwned(c.s.key) { // no restart of pipelined changes it: see warnStartOnly
+			restart = append(restart, c.s.key)
+		}
 	}
 	return restart, nil
 }

@@ -31,6 +31,11 @@ type startOnly struct {
 // restartWarning is the message of a setting that changes only at restart.
 const restartWarning = "a changed setting takes effect only at restart"
 
+// socketOwnedWarning is the message of a changed listen address whose
+// listener systemd passes: the daemon never binds it, at a reload or at a
+// restart.
+const socketOwnedWarning = "a changed listen address cannot take effect: systemd passes this listener (socket activation) and its socket unit owns the address; change ListenStream= in the socket unit, then restart the socket unit and pipelined (a restart of pipelined alone keeps the socket)"
+
 // field is a startOnly setting over one comparable field of the config.
 func field[T comparable](key string, f func(*config.Config) *T) startOnly {
 	return startOnly{
@@ -136,6 +141,10 @@ func keepStartOnly(cfg, running *config.Config) []startChange {
 // made, once the reload is in force.
 func (d *Daemon) warnStartOnly(changes []startChange) {
 	for _, c := range changes {
+		if d.socketOwned(c.s.key) {
+			d.log.Warn(socketOwnedWarning, "key", c.s.key, "running", d.sockets[socketOf(c.s.key)].Addr().String(), "new", c.now)
+			continue
+		}
 		if c.s.quiet {
 			d.log.Warn(c.s.warn)
 			continue

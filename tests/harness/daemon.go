@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +50,18 @@ type Options struct {
 	Dir string
 	// Binary is the pipelined binary to run. Empty: the one [Build] made.
 	Binary string
+	// Sockets are passed to the daemon as systemd's socket activation
+	// passes them: from fd 3 on, in order, with LISTEN_FDS, LISTEN_FDNAMES
+	// and LISTEN_PID (the daemon's own pid: sh sets it, then execs
+	// pipelined). The test keeps its listeners open, as systemd would.
+	Sockets []Socket
+}
+
+// Socket is a listening socket for [Options.Sockets] and the name its
+// socket unit's FileDescriptorName= would give it.
+type Socket struct {
+	Name     string
+	Listener *net.TCPListener
 }
 
 // maxLog bounds the stderr a Daemon keeps.
@@ -80,6 +93,22 @@ func StartWith(t testing.TB, configFile string, o Options) (*Daemon, error) {
 	}
 	start := time.Now()
 	cmd := exec.Command(bin, "serve", "-c", configFile, "-log-format", "json")
+	if len(o.Sockets) > 0 {
+		var files []*os.File
+		names := make([]string, len(o.Sockets))
+		for i, s := range o.Sockets {
+			f, err := s.Listener.File() // a copy, the child's fd 3+i
+			if err != nil {
+				return nil, fmt.Errorf("socket %s: %w", s.Name, err)
+			}
+			defer f.Close() // the child has its own once started
+			files = append(files, f)
+			names[i] = s.Name
+		}
+		script := fmt.Sprintf(`export LISTEN_PID=$$ LISTEN_FDS=%d LISTEN_FDNAMES=%s; exec "$0" "$@"`, len(names), strings.Join(names, ":"))
+		cmd = exec.Command("/bin/sh", append([]string{"-c", script}, cmd.Args...)...)
+		cmd.ExtraFiles = files
+	}
 	cmd.Dir = filepath.Dir(configFile)
 	if o.Dir != "" {
 		cmd.Dir = o.Dir

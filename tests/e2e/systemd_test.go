@@ -265,24 +265,56 @@ watch:
 
 // TestSystemdUnitVerifies runs `systemd-analyze verify` on
 // examples/systemd/pipelined.service, with the binaries just built in place
-// of /usr/local/bin (verify checks that ExecStart= is executable). Any
-// warning fails: verify exits 0 on unknown keys and bad values.
+// of /usr/local/bin (verify checks that ExecStart= is executable), and on
+// the socket activation units with it: pipelined.socket,
+// pipelined-admin.socket and the service's drop-in socket-activation.conf
+// (its Requires= must find both). Any warning fails: verify exits 0 on
+// unknown keys and bad values.
 func TestSystemdUnitVerifies(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze is not installed: the unit file is not verified (apt-get install systemd)")
 	}
-	unit, err := os.ReadFile("../../examples/systemd/pipelined.service")
-	if err != nil {
-		t.Fatal(err)
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("../../examples/systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "pipelined.service")
-	if err := os.WriteFile(path, bytes.ReplaceAll(unit, []byte("/usr/local/bin/"), []byte(harness.Build(t)+"/")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		t.Errorf("systemd-analyze verify pipelined.service: %v\n%s", err, out)
+	unit := bytes.ReplaceAll(read("pipelined.service"), []byte("/usr/local/bin/"), []byte(harness.Build(t)+"/"))
+	for _, tc := range []struct {
+		name  string
+		files map[string][]byte
+		units []string
+	}{
+		{"service", map[string][]byte{"pipelined.service": unit}, []string{"pipelined.service"}},
+		{"socket activation", map[string][]byte{
+			"pipelined.service":                          unit,
+			"pipelined.service.d/socket-activation.conf": read("socket-activation.conf"),
+			"pipelined.socket":                           read("pipelined.socket"),
+			"pipelined-admin.socket":                     read("pipelined-admin.socket"),
+		}, []string{"pipelined.socket", "pipelined-admin.socket", "pipelined.service"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, b := range tc.files {
+				path := filepath.Join(dir, name)
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var paths []string
+			for _, u := range tc.units {
+				paths = append(paths, filepath.Join(dir, u))
+			}
+			out, err := exec.Command(analyze, append([]string{"verify"}, paths...)...).CombinedOutput()
+			if err != nil || len(bytes.TrimSpace(out)) > 0 {
+				t.Errorf("systemd-analyze verify %s: %v\n%s", strings.Join(tc.units, " "), err, out)
+			}
+		})
 	}
 }

@@ -1034,10 +1034,17 @@ func (p *printer) reload() error {
 		_, err := p.stdout.Write(raw)
 		return err
 	}
-	if len(res.RestartNeeded) > 0 {
-		_, err = fmt.Fprintf(p.stdout, "configuration reloaded, but for %s: these take effect only at a restart, and the daemon runs with their old values until then\n", cell(strings.Join(res.RestartNeeded, ", ")))
+	if len(res.RestartNeeded) == 0 && len(res.SocketOwned) == 0 {
+		_, err = fmt.Fprintln(p.stdout, "configuration reloaded")
 		return err
 	}
-	_, err = fmt.Fprintln(p.stdout, "configuration reloaded")
+	var but []string
+	if len(res.RestartNeeded) > 0 {
+		but = append(but, fmt.Sprintf("for %s: these take effect only at a restart, and the daemon runs with their old values until then", cell(strings.Join(res.RestartNeeded, ", "))))
+	}
+	if len(res.SocketOwned) > 0 {
+		but = append(but, fmt.Sprintf("%s cannot change: systemd passes that listener (socket activation) and its socket unit owns the address: change ListenStream= there, then restart the socket unit", cell(strings.Join(res.SocketOwned, ", "))))
+	}
+	_, err = fmt.Fprintf(p.stdout, "configuration reloaded, but %s\n", strings.Join(but, "; and "))
 	return err
 }

@@ -88,15 +88,17 @@ func adminServer(t *testing.T) (*httptest.Server, *memlog.Log, *int) {
 			}
 			return out, nil
 		},
-		Reload: func() ([]string, error) {
+		Reload: func() (admin.ReloadResult, error) {
 			*reloads++
 			switch {
 			case *reloads == 2:
-				return []string{"log.urls", "admin.listen"}, nil
-			case *reloads > 2:
-				return nil, errors.New("pipeline.toml:4:1: unknown key foo")
+				return admin.ReloadResult{RestartNeeded: []string{"log.urls", "admin.listen"}}, nil
+			case *reloads == 3:
+				return admin.ReloadResult{SocketOwned: []string{"server.listen"}}, nil
+			case *reloads > 3:
+				return admin.ReloadResult{}, errors.New("pipeline.toml:4:1: unknown key foo")
 			}
-			return nil, nil
+			return admin.ReloadResult{}, nil
 		},
 	})
 	srv := httptest.NewServer(h)
@@ -202,6 +204,7 @@ func TestAdminCLI(t *testing.T) {
 			[]string{`"enqueued":1`, `"done":true`}, nil},
 		{"reload", []string{"reload", "-c", cfg}, 0, []string{"configuration reloaded\n"}, nil},
 		{"reload needing a restart", []string{"reload", "-c", cfg}, 0, []string{"configuration reloaded, but for log.urls, admin.listen: these take effect only at a restart"}, nil},
+		{"reload of a socket-activated listen", []string{"reload", "-c", cfg}, 0, []string{"configuration reloaded, but server.listen cannot change: systemd passes that listener (socket activation) and its socket unit owns the address: change ListenStream= there, then restart the socket unit\n"}, nil},
 		{"reload refused", []string{"reload", "-c", cfg}, 1, nil, []string{"reload refused", "unknown key foo (HTTP 409)"}},
 		{"reload refused json", []string{"reload", "-c", cfg, "--json"}, 1, []string{`{"error":"reload refused`, `"status":409}`}, nil},
 		{"unreachable", []string{"sinks", "--admin", "http://127.0.0.1:1"}, 1, nil, []string{"is pipelined running?"}},
@@ -243,8 +246,8 @@ func TestAdminCLI(t *testing.T) {
 			}
 		})
 	}
-	if *reloads != 4 {
-		t.Errorf("Reload called %d times, want 4", *reloads)
+	if *reloads != 5 {
+		t.Errorf("Reload called %d times, want 5", *reloads)
 	}
 	// The replays and the retry reached the queues the dispatchers read.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -395,7 +398,7 @@ func TestReloadWithoutAnAnswer(t *testing.T) {
 	t.Cleanup(func() { reloadWait = was })
 	done := make(chan struct{})
 	srv := httptest.NewServer(admin.Handler(admin.Options{Token: []byte(cliToken),
-		Reload: func() ([]string, error) { <-done; return nil, nil }})) // a reload that takes long
+		Reload: func() (admin.ReloadResult, error) { <-done; return admin.ReloadResult{}, nil }})) // a reload that takes long
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(done) })
 	t.Setenv("PIPELINED_TEST_ADMIN_TOKEN", cliToken)

@@ -77,7 +77,9 @@ func evilServer(t *testing.T) *httptest.Server {
 			return []admin.SinkStatus{{Name: "crm", Rebuilding: true}, {Name: "slack"}, {Name: "sink-" + x, Plugin: "failed-" + x, PluginReason: "panic: " + x, Breaker: "b-" + x,
 				LastError: "exit: " + x, LastErrorAt: time.Now(), QueueError: "queue: " + x}}, nil
 		},
-		Reload: func() ([]string, error) { return []string{"key-" + x}, nil },
+		Reload: func() (admin.ReloadResult, error) {
+			return admin.ReloadResult{RestartNeeded: []string{"key-" + x}}, nil
+		},
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -159,7 +161,9 @@ func TestAdminCLIEscapesTerminalControls(t *testing.T) {
 	// a sender's key) is escaped too, and stays on its lines.
 	t.Run("error", func(t *testing.T) {
 		srv := httptest.NewServer(admin.Handler(admin.Options{Token: []byte(cliToken),
-			Reload: func() ([]string, error) { return nil, errors.New("bad key " + x + "\nsecond problem") }}))
+			Reload: func() (admin.ReloadResult, error) {
+				return admin.ReloadResult{}, errors.New("bad key " + x + "\nsecond problem")
+			}}))
 		t.Cleanup(srv.Close)
 		code, _, stderr := runPipelined(t, "reload", "--admin", srv.URL, "--token-env", "PIPELINED_TEST_ADMIN_TOKEN")
 		if r, ok := unsafeRune(stderr, true); code != 1 || ok || !strings.Contains(stderr, `\u001b]0;PWNED-TITLE`) || !strings.Contains(stderr, "\nsecond problem") {

@@ -12,7 +12,7 @@
 //	POST /v1/sinks/{sink}/dlq/drop    {"ids": [...]} or {"all": true}
 //	POST /v1/sinks/{sink}/dlq/add     {"ids": [...], "reason"}, or {"all": true, "reason"} for a removed sink's whole queue
 //	POST /v1/replay                   {"sink", "since", "until", "source", "when", "all_events"}
-//	POST /v1/reload                   {"status": "reloaded", "restart_needed": [keys that wait for a restart]}
+//	POST /v1/reload                   {"status": "reloaded", "restart_needed": [keys that wait for a restart], "socket_owned": [listen keys systemd's sockets hold]}
 //
 // A list answers fewer than limit events with a next cursor when it
 // stopped early (after listPages reads of the log, with a when= after

@@ -13,7 +13,7 @@ import (
 // TestErrorsNotHTMLEscaped: an error body reads `<token>`, not
 // `\u003ctoken\u003e`, for people and for jq alike.
 func TestErrorsNotHTMLEscaped(t *testing.T) {
-	h := admin.Handler(admin.Options{Token: []byte("t0ken"), Reload: func() ([]string, error) { return nil, nil }})
+	h := admin.Handler(admin.Options{Token: []byte("t0ken"), Reload: func() (admin.ReloadResult, error) { return admin.ReloadResult{}, nil }})
 	req := httptest.NewRequest(http.MethodPost, "http://localhost/v1/reload", nil)
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()

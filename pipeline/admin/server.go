@@ -43,9 +43,10 @@ type Options struct {
 	Log pipeline.Log
 	// Reload applies the configuration file again (POST /v1/reload) and
 	// returns the keys it changed that take effect only at a restart (the
-	// daemon keeps their running values); an error means the new
-	// configuration was refused and the old one runs.
-	Reload func() (restartNeeded []string, err error)
+	// daemon keeps their running values) and those that the file cannot
+	// change (see [ReloadResult]); an error means the new configuration was
+	// refused and the old one runs. The handler sets Status.
+	Reload func() (ReloadResult, error)
 	// Retarget, if set, says what a replayed event is delivered to sink
 	// with: the route and payload (nil: the body) its routes make of it
 	// now. Nil means route "replay" and the event's body.
@@ -429,13 +430,14 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 	}
 	// Who asked; the daemon logs what came of it.
 	s.log.Info("reload requested", "remote", r.RemoteAddr)
-	restart, err := s.o.Reload()
+	res, err := s.o.Reload()
 	if err != nil {
 		// The daemon's errors begin "reload: ", which this says already.
 		writeError(w, http.StatusConflict, "reload refused, the running configuration is unchanged: "+strings.TrimPrefix(err.Error(), "reload: "))
 		return
 	}
-	writeJSON(w, http.StatusOK, ReloadResult{Status: "reloaded", RestartNeeded: restart})
+	res.Status = "reloaded"
+	writeJSON(w, http.StatusOK, res)
 }
 
 // maxRequest bounds a POST body.

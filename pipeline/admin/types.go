@@ -119,6 +119,11 @@ type ReloadResult struct {
 	// at a restart (log.urls, admin.listen, ...): until then the daemon
 	// runs with their old values. Absent when none.
 	RestartNeeded []string `json:"restart_needed,omitempty"`
+	// SocketOwned lists the listen keys the file changed ("server.listen",
+	// "admin.listen") whose listener systemd passes (socket activation):
+	// neither a reload nor a restart of pipelined changes them, the
+	// socket unit's ListenStream= does. Absent when none.
+	SocketOwned []string `json:"socket_owned,omitempty"`
 }
 
 // SinkPause is the answer of POST /v1/sinks/{sink}/pause and

@@ -522,13 +522,16 @@ func (prunedQueue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, err
 func TestReload(t *testing.T) {
 	var calls int
 	var fail error
-	var restart []string
+	var restart, socketOwned []string
 	o := v1Options(fixture(t))
-	o.Reload = func() ([]string, error) { calls++; return restart, fail }
+	o.Reload = func() (admin.ReloadResult, error) {
+		calls++
+		return admin.ReloadResult{RestartNeeded: restart, SocketOwned: socketOwned}, fail
+	}
 	h := admin.Handler(o)
 	r := call(t, h, "POST", "/v1/reload", token, "")
-	if r.code != 200 || calls != 1 || bytes.Contains(r.body, []byte("restart_needed")) {
-		t.Errorf("POST /v1/reload = %d %s, Reload called %d times, want 200 without restart_needed, 1", r.code, r.body, calls)
+	if r.code != 200 || calls != 1 || bytes.Contains(r.body, []byte("restart_needed")) || bytes.Contains(r.body, []byte("socket_owned")) {
+		t.Errorf("POST /v1/reload = %d %s, Reload called %d times, want 200 without restart_needed and socket_owned, 1", r.code, r.body, calls)
 	}
 	restart = []string{"log.urls"}
 	var res admin.ReloadResult
@@ -536,7 +539,13 @@ func TestReload(t *testing.T) {
 		res.Status != "reloaded" || !slices.Equal(res.RestartNeeded, restart) {
 		t.Errorf("POST /v1/reload with a start-only change = %d %s, want 200 with restart_needed [log.urls]", r.code, r.body)
 	}
-	restart = nil
+	restart, socketOwned = nil, []string{"server.listen"}
+	res = admin.ReloadResult{}
+	if r := call(t, h, "POST", "/v1/reload", token, ""); r.code != 200 || json.Unmarshal(r.body, &res) != nil ||
+		res.Status != "reloaded" || len(res.RestartNeeded) != 0 || !slices.Equal(res.SocketOwned, socketOwned) {
+		t.Errorf("POST /v1/reload moving a socket-activated listener = %d %s, want 200 with socket_owned [server.listen]", r.code, r.body)
+	}
+	socketOwned = nil
 	fail = errors.New("pipeline.toml:3:1: unknown key")
 	wantError(t, call(t, h, "POST", "/v1/reload", token, ""), http.StatusConflict, "unknown key")
 	o.Reload = nil

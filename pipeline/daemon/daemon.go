@@ -177,32 +177,32 @@ func (d *Daemon) Reload(ctx context.Context) error {
 // reloaded is what a reload came to: the keys it changed that take
 // effect only at a restart, or the error that refused it.
 type reloaded struct {
-	restart []string
-	err     error
+	res admin.ReloadResult
+	err error
 }
 
 // errShuttingDown answers a reload asked for once shutdown has begun.
 var errShuttingDown = errors.New("reload: pipelined is shutting down")
 
 // reloadAndWait is Reload that also returns the changed keys that wait
-// for a restart, for the admin API's answer.
-func (d *Daemon) reloadAndWait(ctx context.Context) ([]string, error) {
+// for a restart or that the file cannot change, for the admin API's answer.
+func (d *Daemon) reloadAndWait(ctx context.Context) (admin.ReloadResult, error) {
 	if !d.running.Load() {
-		return nil, errors.New("reload: pipelined is not running")
+		return admin.ReloadResult{}, errors.New("reload: pipelined is not running")
 	}
 	res := make(chan reloaded, 1)
 	select {
 	case d.reloads <- res:
 	case <-d.looped:
-		return nil, errShuttingDown
+		return admin.ReloadResult{}, errShuttingDown
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return admin.ReloadResult{}, ctx.Err()
 	}
 	select {
 	case r := <-res:
-		return r.restart, r.err
+		return r.res, r.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return admin.ReloadResult{}, ctx.Err()
 	}
 }
 
@@ -498,7 +498,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		ReadyChecks:          func(ctx context.Context) []admin.ReadyCheck { return d.readyChecks(ctx, d.db, w) },
 		Sinks:                d.sinkStatus,
 		Log:                  d.db,
-		Reload:               func() ([]string, error) { return d.reloadAndWait(context.Background()) },
+		Reload:               func() (admin.ReloadResult, error) { return d.reloadAndWait(context.Background()) },
 		Pause:                d.pause,
 		ProbeNow:             d.probeNow,
 		OnDropDead:           d.droppedDead,
@@ -682,8 +682,8 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 			d.notify(Notifier.Reloading)
 			reloads, done = nil, make(chan reloaded, 1)
 			go func(done chan<- reloaded) {
-				restart, err := d.reload(ctx)
-				done <- reloaded{restart, err}
+				res, err := d.reload(ctx)
+				done <- reloaded{res, err}
 			}(done)
 		case r := <-done:
 			d.notify(func(n Notifier) error { return n.Ready(d.status(ingestAddr)) })
@@ -710,7 +710,7 @@ func (d *Daemon) status(ingestAddr net.Addr) string {
 }
 
 // reload applies the configuration that Options.Load reads.
-func (d *Daemon) reload(ctx context.Context) (restart []string, err error) {
+func (d *Daemon) reload(ctx context.Context) (res admin.ReloadResult, err error) {
 	defer func() {
 		d.metrics.Reload(err)
 		if err != nil {
@@ -720,44 +720,46 @@ func (d *Daemon) reload(ctx context.Context) (restart []string, err error) {
 		}
 	}()
 	if d.o.Load == nil {
-		return nil, errors.New("reload: this daemon was started without a configuration file to read again")
+		return res, errors.New("reload: this daemon was started without a configuration file to read again")
 	}
 	cfg, err := d.o.Load()
 	if err != nil {
-		return nil, fmt.Errorf("reload: %w", err)
+		return res, fmt.Errorf("reload: %w", err)
 	}
 	ic, err := ingest.FromConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("reload: %w", err)
+		return res, fmt.Errorf("reload: %w", err)
 	}
 	ic.Metrics = d.metrics
 	ic.Audit = d.audit
 	ic.Tracing = d.tracer.Load()
 	specs, err := PluginSpecs(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("reload: %w", err)
+		return res, fmt.Errorf("reload: %w", err)
 	}
 	changes := keepStartOnly(cfg, d.cfg.Load())
 	if len(changes) > 0 {
 		// What was checked at load had the new values; what will run has
 		// the old ones (order_key needs the badger backend, say).
 		if err := cfg.Recheck(); err != nil {
-			return nil, fmt.Errorf("reload: with the settings read only at start as they run: %w", err)
+			return res, fmt.Errorf("reload: with the settings read only at start as they run: %w", err)
 		}
 	}
 	if err := d.applySinks(ctx, specs, cfg.Sinks, cfg.Plan().OrderKeys); err != nil {
-		return nil, fmt.Errorf("reload: %w", err)
+		return res, fmt.Errorf("reload: %w", err)
 	}
 	d.h.Swap(ic)
 	d.cfg.Store(cfg)
 	d.ReloadTLS()
 	d.warnStartOnly(changes)
 	for _, c := range changes {
-		if !d.socketOwned(c.s.key) { // no restart of pipelined changes it: see warnStartOnly
-			restart = append(restart, c.s.key)
+		if d.socketOwned(c.s.key) { // no restart of pipelined changes it: see warnStartOnly
+			res.SocketOwned = append(res.SocketOwned, c.s.key)
+		} else {
+			res.RestartNeeded = append(res.RestartNeeded, c.s.key)
 		}
 	}
-	return restart, nil
+	return res, nil
 }
 
 // retarget says what a replayed event becomes for sink under the rules in

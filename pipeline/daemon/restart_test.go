@@ -56,10 +56,11 @@ auth = { type = "none" }
 	}
 	wantInPart := map[string][2]string{"server.trusted_proxies": {"", "10.0.0.0/8"}}
 	for reload := 1; reload <= 2; reload++ {
-		restart, err := d.reloadAndWait(context.Background())
+		res, err := d.reloadAndWait(context.Background())
 		if err != nil {
 			t.Fatalf("reload %d: %v", reload, err)
 		}
+		restart := res.RestartNeeded
 		// What the admin API answers (restart_needed), each reload: the
 		// file still differs from what runs.
 		slices.Sort(restart)

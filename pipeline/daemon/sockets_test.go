@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,12 +138,16 @@ auth = { type = "none" }
 		t.Errorf("the start said %d times that its listeners came from systemd, want once:\n%s", said, logs.String())
 	}
 	logs.Reset()
-	restart, err := d.reloadAndWait(context.Background())
+	res, err := d.reloadAndWait(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(restart) != 0 {
-		t.Errorf("reload: restart needed for %v, want none (a restart of pipelined does not move a socket systemd holds)", restart)
+	if len(res.RestartNeeded) != 0 {
+		t.Errorf("reload: restart needed for %v, want none (a restart of pipelined does not move a socket systemd holds)", res.RestartNeeded)
+	}
+	slices.Sort(res.SocketOwned)
+	if want := []string{"admin.listen", "server.listen"}; !slices.Equal(res.SocketOwned, want) {
+		t.Errorf("reload: socket_owned %v, want %v", res.SocketOwned, want)
 	}
 	got := map[string]string{}
 	for _, l := range logs.Lines(t, "") {

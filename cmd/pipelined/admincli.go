@@ -1006,7 +1006,7 @@ func (p *printer) retryNow(sink string) error {
 			line += ", and its open breaker probes then"
 		}
 	case res.Probing:
-		line += "; its breaker is open: probing now"
+		line += "; its breaker is open: probing now (every event waiting goes once a probe succeeds)"
 	default:
 		line += "; its breaker is closed"
 	}

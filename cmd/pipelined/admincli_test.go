@@ -155,7 +155,7 @@ func TestAdminCLI(t *testing.T) {
 		{"sinks pause unknown", []string{"sinks", "pause", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
 		{"sinks retry-now without token", append([]string{"sinks", "retry-now", "archive"}, anon...), 1, nil, []string{"(HTTP 401)"}},
 		{"sinks retry-now", []string{"sinks", "retry-now", "archive", "-c", cfg}, 0, []string{"sink archive: 0 events waiting for a retry made due now; its breaker is closed\n"}, nil},
-		{"sinks retry-now, breaker open", []string{"sinks", "-c", cfg, "retry-now", "slack"}, 0, []string{"sink slack: 0 events waiting for a retry made due now; its breaker is open: probing now\n"}, nil},
+		{"sinks retry-now, breaker open", []string{"sinks", "-c", cfg, "retry-now", "slack"}, 0, []string{"sink slack: 0 events waiting for a retry made due now; its breaker is open: probing now (every event waiting goes once a probe succeeds)\n"}, nil},
 		{"sinks retry-now json", []string{"sinks", "retry-now", "slack", "-c", cfg, "--json"}, 0, []string{`"sink": "slack"`, `"hastened": 0`, `"probing": true`, `"paused": false`}, nil},
 		{"sinks retry-now unknown", []string{"sinks", "retry-now", "nope", "-c", cfg}, 1, nil, []string{`unknown sink "nope"`, "(HTTP 404)"}},
 		{"sinks retry-now no sink", []string{"sinks", "retry-now", "-c", cfg}, 2, nil, []string{"want 1 argument(s), got 0"}},

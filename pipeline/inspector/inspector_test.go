@@ -919,7 +919,7 @@ func TestRetryNowButton(t *testing.T) {
 		t.Fatal("the retry an hour away was fetched before Retry now")
 	}
 	code, body := post("/ui/sinks/crm/retry-now", url.Values{"csrf": {m[1]}})
-	if code != http.StatusOK || !strings.Contains(body, "crm: 1 event(s) waiting for a retry made due now; its breaker is open: probing now.") {
+	if code != http.StatusOK || !strings.Contains(body, "crm: 1 event(s) waiting for a retry made due now; its breaker is open: probing now (every event waiting goes once a probe succeeds).") {
 		t.Fatalf("Retry now = %d:\n%s", code, body)
 	}
 	if !slices.Equal(probed, []string{"crm"}) {

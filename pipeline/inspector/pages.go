@@ -125,7 +125,7 @@ func (u *UI) retryNow(w http.ResponseWriter, r *http.Request, s session) {
 	case res.Paused:
 		msg += "; the sink is paused: they wait until it is resumed (pipelined sinks resume " + sink + ")."
 	case res.Probing:
-		msg += "; its breaker is open: probing now."
+		msg += "; its breaker is open: probing now (every event waiting goes once a probe succeeds)."
 	default:
 		msg += "."
 	}

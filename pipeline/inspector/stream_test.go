@@ -65,6 +65,10 @@ func TestReplayAndTailStreams(t *testing.T) {
 	if !strings.Contains(last, `"done":true`) || !strings.Contains(last, `"scanned":3`) {
 		t.Errorf("the last progress event = %q, want done with 3 scanned", last)
 	}
+	// The stream ends after done; its slot is given back before that
+	// (the handler returns first), and the 16 tails below need it.
+	for range events {
+	}
 
 	tail := stream(t, c, base+"/ui/tail/stream?source=s")
 	if hello := <-tail; !strings.HasPrefix(hello, "event: hello") {
@@ -110,10 +114,12 @@ func runUI(t *testing.T, o inspector.Options) (string, func()) {
 	ran := make(chan struct{})
 	go func() { ui.Run(ctx); close(ran) }()
 	stop := sync.OnceFunc(func() { cancel(); <-ran })
-	t.Cleanup(stop)
 	o.Admin.UI = ui
 	srv := httptest.NewServer(admin.Handler(o.Admin))
+	// Cleanups run last first: stop ends the open streams, then Close
+	// (which waits for them) can return, also after a t.Fatal.
 	t.Cleanup(srv.Close)
+	t.Cleanup(stop)
 	return srv.URL, stop
 }
 

@@ -74,8 +74,9 @@ import (
 //	                         longer than the call, while that moment is ahead, cut there); a
 //	                         slow receiver gets the rest in the next batch, and those events
 //	                         cost no attempt toward max_attempts
-//	not sent after a 429,    not attempted, after that answer's delay (see below)
-//	or a 503 with Retry-After
+//	not sent after a 429,    not attempted, after that answer's delay (see below); none
+//	a 502, 503 or 504        after a 502, 503 or 504 without Retry-After (the host then
+//	                         waits backoff_min when nothing of the batch was delivered)
 //
 // Errors say the status and the first 200 bytes of the response. A status
 // that is the same for every event (a credential expired or rotated: 401,
@@ -88,9 +89,14 @@ import (
 // After a 429 the rest of the batch is not sent: it is answered not
 // attempted with the same delay (only the event that got the 429 counts an
 // attempt). So after a 503 with a Retry-After (the receiver said when it
-// will be back), and after a request that found no connection at all (not
-// before backoff_min): each event sent would be refused too and cost an
-// attempt toward max_attempts. After a restart, the breaker closed, that is
+// will be back), after a 502, 503 or 504 without one (a gateway with
+// nothing behind it, a receiver down: about the receiver, not the event;
+// a 500 may be about the event and is answered per event), and after a
+// request that found no connection at all (not before backoff_min: the
+// host holds a batch that delivered nothing back that long): each event
+// sent would be refused too and cost an attempt toward max_attempts. The
+// one request a call still counts its attempt, so the breaker opens after
+// breaker_failures calls as before. After a restart, the breaker closed, that is
 // a whole batch of a backlog a call, and a few such calls dead-letter it
 // without the receiver having been up once. An event not sent because the
 // host called the call off is answered not attempted too. With concurrency
@@ -308,6 +314,11 @@ const (
 	// unreachable: no connection could be made (refused, no route, no
 	// such host); the receiver is down, not the event at fault.
 	unreachable halted = "unreachable"
+	// unavailable: a 502, 503 or 504 without a Retry-After (a gateway
+	// with nothing behind it, a receiver down or overloaded); the answer
+	// is about the receiver, not the event. A 500 may be about the event
+	// and does not halt.
+	unavailable halted = "unavailable"
 )
 
 // skipRest answers the events not sent after the answer by, which halted
@@ -317,7 +328,7 @@ func (s *sink) skipRest(rest []sdk.Result, by sdk.Result, why halted, id string)
 		return
 	}
 	after, _ := by.IsRetry()
-	s.log.Warn("http receiver "+string(why)+": rest of the batch not sent", "url", s.safe,
+	s.log.Warn("http receiver "+string(why)+": rest of the batch not sent (not attempted: no attempt counted, sent in a later batch)", "url", s.safe,
 		"event_id", id, "not_sent", len(rest), "retry_after", after.String(), "answer", by.Err().Error())
 	fill(rest, sdk.NotAttempted(after, fmt.Errorf("not sent: %s for event %s earlier in the batch", by.Err(), id)))
 }
@@ -337,7 +348,8 @@ const scrubWindow = 4 << 10
 
 // send makes one request for ev and answers for it, and says why the
 // answer halts the rest of the batch, if it does: a 429 or a 503 with a
-// Retry-After (the rest waits that long), or no connection at all.
+// Retry-After (the rest waits that long), a 502, 503 or 504 without one,
+// or no connection at all.
 func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, why halted) {
 	body, err := s.body(ev)
 	if err != nil {
@@ -405,8 +417,11 @@ func (s *sink) send(ctx context.Context, ev sdk.Event) (r sdk.Result, why halted
 		return sdk.Permanent(errors.New(status + withExcerpt(excerpt))), ""
 	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
 		after := retryAfter(resp.Header.Get("Retry-After"), time.Now())
-		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable && after > 0 {
+		switch {
+		case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable && after > 0:
 			why = throttled // the receiver asked for a pause: the rest waits it out
+		case code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
+			why = unavailable // the receiver is down: every request would get the same
 		}
 		return sdk.Retry(after, errors.New(status+withExcerpt(excerpt))), why
 	case code >= 300 && code < 400:

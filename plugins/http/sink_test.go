@@ -627,6 +627,73 @@ func TestUnreachableStopsBatch(t *testing.T) {
 	}
 }
 
+// TestUnavailableStopsBatch: a 502, 503 or 504 without Retry-After (a
+// gateway with nothing behind it, a receiver down for maintenance) is
+// about the receiver, not the event: each request of the batch would get
+// it too and cost its event an attempt, a whole batch (500 requests) a
+// call until the breaker opens. So the rest of the batch is not sent,
+// answered not attempted at once (the dispatcher holds a batch that made
+// no progress back for backoff_min), with one log line for them all. A
+// 500 may be about the event (a receiver that fails on its content): the
+// rest is sent, each answered for itself.
+func TestUnavailableStopsBatch(t *testing.T) {
+	for _, code := range []int{502, 503, 504, 500} {
+		for _, conc := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%d-concurrency-%d", code, conc), func(t *testing.T) {
+				rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+					w.WriteHeader(code)
+					io.WriteString(w, "upstream down")
+				})
+				var logs bytes.Buffer
+				s := newSinkLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+				sinktest.Configure(t, s, map[string]any{"url": rc.URL, "concurrency": conc})
+				batch := events(0, 20)
+				results, err := s.Deliver(context.Background(), batch)
+				if err != nil || len(results) != len(batch) {
+					t.Fatalf("Deliver = %d results, %v; want %d, nil", len(results), err, len(batch))
+				}
+				sent := len(rc.requests())
+				if code == 500 {
+					if sent != len(batch) {
+						t.Errorf("receiver got %d requests answered 500, want %d (a 500 is per event)", sent, len(batch))
+					}
+					for i, r := range results {
+						if _, ok := r.IsRetry(); !ok {
+							t.Errorf("result %d = %v, want retry", i, r)
+						}
+					}
+					if strings.Contains(logs.String(), "rest of the batch not sent") {
+						t.Errorf("log says the batch was halted after a 500:\n%s", logs.String())
+					}
+					return
+				}
+				if sent < 1 || sent > conc {
+					t.Errorf("receiver got %d requests answered %d, want 1 to %d (those in flight)", sent, code, conc)
+				}
+				tried, notSent := 0, 0
+				for i, r := range results {
+					if after, ok := r.IsRetry(); ok && after == 0 {
+						tried++
+						continue
+					}
+					if after, ok := r.IsNotAttempted(); !ok || after != 0 || !strings.Contains(r.Err().Error(), "earlier in the batch") ||
+						!strings.Contains(r.Err().Error(), statusText(code)) {
+						t.Errorf("result %d = %v, want retry (sent) or not attempted at once, naming the answer (not sent)", i, r)
+						continue
+					}
+					notSent++
+				}
+				if tried != sent || notSent != len(batch)-sent {
+					t.Errorf("receiver got %d requests; %d answered retry, %d not attempted: want a retry for each request and not attempted for each event not sent", sent, tried, notSent)
+				}
+				if n := strings.Count(logs.String(), "http receiver unavailable: rest of the batch not sent"); n != 1 {
+					t.Errorf("log has %d lines for the events not sent, want 1:\n%s", n, logs.String())
+				}
+			})
+		}
+	}
+}
+
 func TestConcurrencyAnswersPerEvent(t *testing.T) {
 	var inFlight, maxInFlight atomic.Int32
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
@@ -641,7 +708,7 @@ func TestConcurrencyAnswersPerEvent(t *testing.T) {
 		case '1', '3':
 			w.WriteHeader(http.StatusUnprocessableEntity)
 		case '5', '7', '9':
-			w.WriteHeader(http.StatusBadGateway)
+			w.WriteHeader(http.StatusInternalServerError) // per event; a 502 would halt the batch
 		default:
 			w.WriteHeader(http.StatusOK)
 		}

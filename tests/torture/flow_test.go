@@ -14,17 +14,19 @@ import (
 	"github.com/pipelined/pipelined/tests/harness"
 )
 
-// TestSinkOutage: the HTTP receiver answers 503 for a while, then
+// TestSinkOutage: the HTTP receiver answers 500 for a while, then
 // recovers. Everything is delivered, retries follow the configured backoff
 // (measured), and nothing reaches the DLQ (max_attempts is high). The
 // circuit breaker is kept shut (breaker_failures very high) so that the
 // backoff itself is what is measured; TestSinkOutageBeyondBudget runs the
-// breaker.
+// breaker. A 500, not a 503: the http sink answers a 500 per event, so
+// every event's own schedule is measured, where a 503 halts the batch
+// after its first event (the rest not attempted, back after backoff_min).
 func TestSinkOutage(t *testing.T) {
 	outage := scale(5*time.Second, 60*time.Second)
 	const bmin, bmax = 250 * time.Millisecond, 2 * time.Second
 	w := newWorld(t)
-	w.recv.SetAnswer(harness.Answer(http.StatusServiceUnavailable))
+	w.recv.SetAnswer(harness.Answer(http.StatusInternalServerError))
 	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{
 		crmDelivery: fmt.Sprintf(`{ batch_max = 100, batch_wait = "5ms", backoff_min = %q, backoff_max = %q, max_attempts = 1000, breaker_failures = 1000000 }`, bmin, bmax),
 	}))
@@ -80,7 +82,7 @@ func TestSinkOutage(t *testing.T) {
 	if dl := d.DeadLetters(t, "crm"); len(dl) != 0 {
 		t.Errorf("crm DLQ holds %d events after a recovered outage with max_attempts 1000, want 0: %+v", len(dl), dl[:min(3, len(dl))])
 	}
-	addRow(t, row{Scenario: fmt.Sprintf("3. sink outage: 503 for %v", outage), Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
+	addRow(t, row{Scenario: fmt.Sprintf("3. sink outage: 500 for %v", outage), Acked: p.acked, Delivered: p.delivered, Duplicates: p.duplicates, Lost: p.lost,
 		Recover: fmt.Sprintf("backlog drained %v after recovery", lastDelivery.Sub(recovered).Round(time.Millisecond)), MemPeak: mem.String(),
 		Note: fmt.Sprintf("retry gaps: %s; DLQ 0", strings.Join(sched[:min(3, len(sched))], ", "))})
 }

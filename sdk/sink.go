@@ -103,7 +103,11 @@ type Sink interface {
 // A sink that ignores ctx still works: its answer comes when it comes, and
 // is used if it is in time. Returning an error instead of results fails the
 // whole batch (it is retried after the restart).
-var ErrWrapUp = errors.New("the host is stopping: answer for what you have done")
+//
+// Its text is what an operator reads where a sink quotes it in an event's
+// error (`pipelined events show`, the daemon's log): "not sent: the daemon
+// is stopping". Match it with [errors.Is], never by its text.
+var ErrWrapUp = errors.New("the daemon is stopping")
 
 // Closer is implemented by sinks that hold resources (files, connections).
 // Close is called once when the host stops the plugin, after the last

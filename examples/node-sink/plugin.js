@@ -22,7 +22,7 @@ const APP_PROTOCOL_VERSION = 1; // sdk/proto's
 
 // WRAP_UP_REASON is why the signal of a Deliver ends when the host wraps it
 // up (the Go sdk's sdk.ErrWrapUp).
-const WRAP_UP_REASON = 'the host is stopping: answer for what you have done';
+const WRAP_UP_REASON = 'the daemon is stopping';
 
 // log writes one JSON line to stderr with @level and @message, which the
 // host re-logs at that level under the sink's name.

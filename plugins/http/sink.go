@@ -487,6 +487,10 @@ func noConnection(err error) bool {
 	return errors.As(err, &dns)
 }
 
+// errCutShort is the error of a request in flight when the daemon wrapped
+// the call up (sdk.ErrWrapUp): retried, as the receiver may have the event.
+const errCutShort = "cut short: the daemon is stopping and the receiver had not answered"
+
 // requestError describes a failed request without the URL's secret parts:
 // a *url.Error quotes the whole URL, query and userinfo included.
 func (s *sink) requestError(ctx context.Context, err error) error {
@@ -495,10 +499,15 @@ func (s *sink) requestError(ctx context.Context, err error) error {
 		err = ue.Err
 	}
 	msg := err.Error()
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		if cause := context.Cause(ctx); cause != nil {
-			msg = cause.Error()
-		}
+	ended := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	switch cause := context.Cause(ctx); {
+	case errors.Is(err, sdk.ErrWrapUp), ended && errors.Is(cause, sdk.ErrWrapUp):
+		// What happened, for events show and the daemon's log: the request
+		// was sent, and may have arrived (retried). (net/http returns the
+		// ctx's cause itself, or context.Canceled.)
+		msg = errCutShort
+	case ended && cause != nil:
+		msg = cause.Error()
 	}
 	return fmt.Errorf("%s %s: %s", s.cfg.method, s.safe, s.scrub(msg))
 }

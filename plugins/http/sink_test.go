@@ -1091,3 +1091,48 @@ func TestResponseExcerptScrubbed(t *testing.T) {
 		})
 	}
 }
+
+// TestWrapUpSaysWhatHappened: when the daemon stops it wraps the call up
+// (ctx ends with sdk.ErrWrapUp). The request in flight is cut, a retry;
+// the events not sent yet are not attempted. What an operator reads of
+// them (events show, the dispatcher's "deliveries failed" line) says
+// that the daemon stopped and the receiver had not answered, not the
+// SDK's request to the sink.
+func TestWrapUpSaysWhatHappened(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		arrived <- struct{}{}
+		select { // a receiver that does not answer in time
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	s := newSinkLogger(discard())
+	sinktest.Configure(t, s, map[string]any{"url": rc.URL})
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go func() {
+		<-arrived
+		cancel(sdk.ErrWrapUp)
+	}()
+	results, err := s.Deliver(ctx, events(0, 3))
+	if err != nil || len(results) != 3 {
+		t.Fatalf("Deliver = %d results, %v; want 3, nil", len(results), err)
+	}
+	const cut = "cut short: the daemon is stopping and the receiver had not answered"
+	if _, ok := results[0].IsRetry(); !ok || !strings.Contains(results[0].Err().Error(), cut) {
+		t.Errorf("result 0 (in flight) = %v, want retry saying %q", results[0], cut)
+	}
+	for i, r := range results[1:] {
+		if _, ok := r.IsNotAttempted(); !ok || !strings.Contains(r.Err().Error(), "not sent: the daemon is stopping") {
+			t.Errorf("result %d (not sent) = %v, want not attempted saying the daemon is stopping", i+1, r)
+		}
+	}
+	for i, r := range results {
+		if msg := r.Err().Error(); strings.Contains(msg, "answer for what you have done") {
+			t.Errorf("result %d says %q, the SDK's request to the sink, not what happened", i, msg)
+		}
+	}
+}

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -157,7 +159,7 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 		return refuse(http.StatusRequestEntityTooLarge, metrics.OutcomeTooLarge,
 			fmt.Sprintf("body is larger than the limit of %d bytes", max), body[:min(int64(len(body)), max)])
 	case err != nil:
-		return Decision{Status: http.StatusBadRequest, Outcome: metrics.OutcomeReadError, Error: "read body: " + err.Error()}
+		return readFailed(err)
 	}
 	authName := "none"
 	if src.Verifier != nil {
@@ -670,4 +672,21 @@ func jsonError(err error) string {
 		return fmt.Sprintf("%s (at byte %d)", se.Error(), se.Offset)
 	}
 	return err.Error()
+}
+
+// readFailed is the refusal of a request whose body could not be read:
+// 408 when it did not arrive in time (the server's read_timeout: a slow
+// or stalled sender), else 400. The reason quotes no address: a
+// *net.OpError's text names both ends of the connection, and the log
+// line has the remote address in its own field. Not kept with the
+// refused requests: what came of the body is not the request.
+func readFailed(err error) Decision {
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		return Decision{Status: http.StatusRequestTimeout, Outcome: metrics.OutcomeReadError,
+			Error: "request body not received in time (the server's read_timeout): send it whole, faster, or retry"}
+	}
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Err != nil {
+		err = op.Err // "connection reset by peer", without "read tcp a->b"
+	}
+	return Decision{Status: http.StatusBadRequest, Outcome: metrics.OutcomeReadError, Error: "read body: " + err.Error()}
 }

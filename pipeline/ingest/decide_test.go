@@ -3,8 +3,11 @@ package ingest_test
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -28,6 +31,12 @@ func TestDecide(t *testing.T) {
 	src.Verifier = v
 	src.KeepRejected = time.Hour
 	good := `{"data": {"callSid": "ck-1"}}`
+	// What net/http's body reader returns when the connection's read
+	// deadline (read_timeout) passes, or the peer resets it.
+	conn := func(err error) error {
+		return &net.OpError{Op: "read", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080},
+			Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, Err: err}
+	}
 	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
 	tests := []struct {
@@ -48,6 +57,8 @@ func TestDecide(t *testing.T) {
 		{"declared too large", "application/json", "s3cret", strings.NewReader(good), 65, 0, 413, metrics.OutcomeTooLarge, "body of 65 bytes is larger than the limit of 64 bytes", true, false},
 		{"too large", "application/json", "s3cret", strings.NewReader(strings.Repeat(" ", 65)), -1, 0, 413, metrics.OutcomeTooLarge, "body is larger than the limit of 64 bytes", true, false},
 		{"unreadable", "application/json", "s3cret", iotest.ErrReader(io.ErrUnexpectedEOF), -1, 0, 400, metrics.OutcomeReadError, "read body: unexpected EOF", false, false},
+		{"read timed out", "application/json", "s3cret", iotest.ErrReader(conn(os.ErrDeadlineExceeded)), -1, 0, 408, metrics.OutcomeReadError, "request body not received in time", false, false},
+		{"connection reset", "application/json", "s3cret", iotest.ErrReader(conn(os.NewSyscallError("read", syscall.ECONNRESET))), -1, 0, 400, metrics.OutcomeReadError, "read body: read: connection reset by peer", false, false},
 		{"wrong token", "application/json", "guess", strings.NewReader(good), -1, 0, 401, metrics.OutcomeUnauthorized, "", true, false},
 		{"over the rate", "application/json", "s3cret", strings.NewReader(good), -1, 2 * time.Second, 429, metrics.OutcomeRateLimited, "is over its rate", false, true},
 		{"bad JSON", "application/json", "s3cret", strings.NewReader(`{"a":`), -1, 0, 400, metrics.OutcomeBadJSON, "body is not valid JSON", true, true},
@@ -66,6 +77,9 @@ func TestDecide(t *testing.T) {
 			d := cfg.Decide(&src, req)
 			if d.Status != tt.status || d.Outcome != tt.outcome || !strings.Contains(d.Error, tt.reason) {
 				t.Fatalf("Decide = %d %q %q, want %d %q containing %q", d.Status, d.Outcome, d.Error, tt.status, tt.outcome, tt.reason)
+			}
+			if strings.Contains(d.Error, "127.0.0.1") {
+				t.Errorf("Decide(%s).Error = %q, quotes an address", tt.name, d.Error)
 			}
 			if got := d.Rejection != nil; got != tt.kept {
 				t.Errorf("Decide(%s).Rejection = %+v, want kept %v", tt.name, d.Rejection, tt.kept)

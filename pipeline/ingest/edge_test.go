@@ -605,3 +605,49 @@ func TestNotUTF8Refused(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowBodyGets408: a sender whose body does not arrive within the
+// server's read_timeout is answered 408 Request Timeout, with a one-line
+// reason that quotes no address (it was 400 "read body: read tcp
+// 127.0.0.1:…->127.0.0.1:…: i/o timeout"); the log line says the same,
+// the remote address in its own field.
+func TestSlowBodyGets408(t *testing.T) {
+	var logs testlog.Buffer
+	h := ingest.New(ingest.Config{Sources: []ingest.Source{{Name: "s", Path: "/hooks/s"}}, MaxBody: 1 << 20},
+		&recordingAppender{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ReadTimeout = 300 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	// 100 bytes declared, 10 sent: the rest never comes.
+	if _, err := io.WriteString(conn, "POST /hooks/s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"event\":"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer to a slow body: %v, want a 408", err)
+	}
+	defer resp.Body.Close()
+	var ans struct{ Error string }
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil {
+		t.Fatalf("answer's body: %v, want one line of JSON", err)
+	}
+	if resp.StatusCode != http.StatusRequestTimeout || ans.Error == "" {
+		t.Errorf("answer = %d %q, want 408 with a reason", resp.StatusCode, ans.Error)
+	}
+	for _, bad := range []string{"127.0.0.1", "tcp", "i/o timeout", "\n"} {
+		if strings.Contains(ans.Error, bad) {
+			t.Errorf("reason %q contains %q, want one line that quotes no address", ans.Error, bad)
+		}
+	}
+	line := logs.String()
+	if !strings.Contains(line, "webhook refused") || !strings.Contains(line, "status=408") || strings.Contains(line, "i/o timeout") {
+		t.Errorf("log = %s, want one webhook refused line with status=408 and the reason", line)
+	}
+}

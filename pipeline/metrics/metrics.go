@@ -30,7 +30,7 @@ const (
 	OutcomeAccepted             = "accepted"               // 2xx, appended
 	OutcomeDuplicate            = "duplicate"              // 2xx, absorbed by an earlier event (P4)
 	OutcomeBadJSON              = "bad_json"               // 400
-	OutcomeReadError            = "read_error"             // 400, the body could not be read
+	OutcomeReadError            = "read_error"             // 400, the body could not be read; 408, not in time (read_timeout)
 	OutcomeUnauthorized         = "unauthorized"           // 401
 	OutcomeForbidden            = "forbidden"              // 403, allow_cidrs
 	OutcomeNotFound             = "not_found"              // 404, with source ""

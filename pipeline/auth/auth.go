@@ -97,6 +97,21 @@ func DedupHeader(s Spec) string {
 	return ""
 }
 
+// DeliveryHeader returns the header that names one delivery of a webhook
+// in the scheme, which the request log prints so that two copies of one
+// event can be told apart: "webhook-id" for standard-webhooks (its value
+// read with [DedupKey], which takes svix-id in the Svix spelling),
+// "X-GitHub-Delivery" for the hmac preset "github"; "" otherwise.
+func DeliveryHeader(s Spec) string {
+	switch {
+	case s.Type == TypeStandardWebhooks:
+		return headerWebhookID
+	case s.Type == TypeHMAC && s.Preset == presetGitHub:
+		return "X-GitHub-Delivery"
+	}
+	return ""
+}
+
 // SecretHeader returns the header that carries the scheme's credential or
 // signature, which must never be stored: Authorization for bearer and
 // basic, webhook-signature for standard-webhooks, the signature header of

@@ -378,6 +378,25 @@ func TestDedupHeader(t *testing.T) {
 	}
 }
 
+// TestDeliveryHeader: the header the request log prints as delivery_id.
+func TestDeliveryHeader(t *testing.T) {
+	for _, c := range []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{Type: TypeStandardWebhooks}, "webhook-id"},
+		{Spec{Type: TypeHMAC, Preset: "github"}, "X-GitHub-Delivery"},
+		{Spec{Type: TypeHMAC, Preset: "stripe"}, ""},
+		{Spec{Type: TypeHMAC}, ""},
+		{Spec{Type: TypeBearer}, ""},
+		{Spec{Type: TypeNone}, ""},
+	} {
+		if got := DeliveryHeader(c.spec); got != c.want {
+			t.Errorf("DeliveryHeader(%s %s) = %q, want %q", c.spec.Type, c.spec.Preset, got, c.want)
+		}
+	}
+}
+
 // TestNewErrors checks that a bad Spec is refused with an error naming the
 // field, and that no error contains a secret.
 func TestNewErrors(t *testing.T) {

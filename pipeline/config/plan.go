@@ -36,6 +36,10 @@ type SourcePlan struct {
 	// (webhook-id for Standard Webhooks).
 	DedupKey    *rules.Program
 	DedupHeader string
+	// DeliveryHeader, when set, names the header that identifies one
+	// delivery in the source's auth scheme (webhook-id for Standard
+	// Webhooks), which the request log prints: see [auth.DeliveryHeader].
+	DeliveryHeader string
 	// Ignore is the compiled ignore rule, nil when there is none.
 	Ignore *rules.Program
 	// Accept is the compiled accept rule, nil when there is none.

@@ -251,6 +251,7 @@ func (c *Config) checkSources(p *problems, plan *Plan) {
 		if s.DedupKey == "" {
 			sp.DedupHeader = auth.DedupHeader(spec)
 		}
+		sp.DeliveryHeader = auth.DeliveryHeader(spec)
 		if h := auth.SecretHeader(spec); h != "" {
 			sp.DropHeaders = append(sp.DropHeaders, strings.ToLower(h))
 		}

@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"math"
+	"strings"
 
 	"golang.org/x/time/rate"
 
@@ -30,18 +31,19 @@ func FromConfig(cfg *config.Config) (Config, error) {
 	for i, s := range cfg.Sources {
 		sp := plan.Sources[i]
 		src := Source{
-			Name:         s.Name,
-			Path:         s.Path,
-			DedupKey:     sp.DedupKey,
-			DedupWindow:  s.DedupWindow.Duration,
-			Verifier:     sp.Verifier,
-			DedupHeader:  sp.DedupHeader,
-			Allow:        sp.Allow,
-			Ignore:       sp.Ignore,
-			Accept:       sp.Accept,
-			Schema:       sp.Schema,
-			KeepRejected: s.KeepRejected.Duration,
-			DropHeaders:  sp.DropHeaders,
+			Name:           s.Name,
+			Path:           s.Path,
+			DedupKey:       sp.DedupKey,
+			DedupWindow:    s.DedupWindow.Duration,
+			Verifier:       sp.Verifier,
+			DedupHeader:    sp.DedupHeader,
+			DeliveryHeader: strings.ToLower(sp.DeliveryHeader),
+			Allow:          sp.Allow,
+			Ignore:         sp.Ignore,
+			Accept:         sp.Accept,
+			Schema:         sp.Schema,
+			KeepRejected:   s.KeepRejected.Duration,
+			DropHeaders:    sp.DropHeaders,
 		}
 		src.KeepRejectedMax = int64(s.KeepRejectedMax)
 		src.AllowDuplicateKeys = s.AllowDuplicateKeys

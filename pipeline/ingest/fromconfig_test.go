@@ -52,3 +52,32 @@ type appendAll struct{}
 func (appendAll) Append(_ context.Context, e pipeline.Entry) (pipeline.Appended, error) {
 	return pipeline.Appended{ID: e.Event.ID}, nil
 }
+
+// TestDeliveryHeaderReachesIngest: a source's auth, as written in the
+// file, names the header its request log lines print as delivery_id.
+func TestDeliveryHeaderReachesIngest(t *testing.T) {
+	t.Setenv("TEST_DELIVERY_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	cfg, err := config.Parse("pipeline.toml", []byte(`
+[[source]]
+name = "callkaro"
+path = "/hooks/callkaro"
+auth = { type = "standard-webhooks", secret_env = "TEST_DELIVERY_SECRET" }
+
+[[source]]
+name = "open"
+path = "/hooks/open"
+auth = { type = "none" }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := ingest.FromConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"webhook-id", ""} {
+		if got := ic.Sources[i].DeliveryHeader; got != want {
+			t.Errorf("source %s: DeliveryHeader = %q, want %q", ic.Sources[i].Name, got, want)
+		}
+	}
+}

@@ -49,6 +49,12 @@ type Source struct {
 	// DedupHeader, when DedupKey is nil, names a header whose value is
 	// the dedup key (webhook-id for Standard Webhooks).
 	DedupHeader string
+	// DeliveryHeader, when set, names the header (lower-case) that
+	// identifies one delivery (webhook-id for Standard Webhooks, whose
+	// svix-id spelling is read too): the accepted and duplicate log lines
+	// print its value as delivery_id, so two copies of one event can be
+	// told apart.
+	DeliveryHeader string
 	// Limiter, when not nil, bounds the rate of authenticated requests.
 	Limiter *rate.Limiter
 	// Allow, when not empty, lists the client addresses accepted.
@@ -328,7 +334,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state, recei
 		telemetry.Appended(r.Context(), res.ID, d.Entry.DedupKey, res.Duplicate)
 	}
 	writeAccepted(w, res.ID, res.Duplicate)
-	h.logAccepted(st, src.Name, &d.Entry, res)
+	h.logAccepted(st, src, &d.Entry, res, r)
 	return src.Name, outcome
 }
 

@@ -1,15 +1,19 @@
 package ingest_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pipelined/pipelined/internal/testlog"
+	"github.com/pipelined/pipelined/pipeline/auth"
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/writer"
@@ -129,5 +133,60 @@ func TestRefusalFloodIsRateLimited(t *testing.T) {
 	}
 	if last := ref[len(ref)-1]; last["status"] != float64(http.StatusMethodNotAllowed) {
 		t.Errorf("the 405 after the flood was not logged: last refused line = %v", last)
+	}
+}
+
+// TestDuplicateLineTellsCopiesApart: CallKaro sends each call twice, from
+// the account-level and the agent-level webhook. The accepted and the
+// duplicate line each carry the request's delivery id (the header the
+// source's auth names: webhook-id for Standard Webhooks, svix-id in the
+// Svix spelling) and the remote address, so an operator can tell which
+// copy was stored and which absorbed; their other fields stay.
+func TestDuplicateLineTellsCopiesApart(t *testing.T) {
+	v, err := auth.New(auth.Spec{Type: auth.TypeStandardWebhooks, Secrets: [][]byte{[]byte(whsecret)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testlog.Buffer
+	cfg := testConfig(t)
+	cfg.LogRequests = true
+	cfg.Sources[0].Verifier = v
+	cfg.Sources[0].DeliveryHeader = strings.ToLower(auth.DeliveryHeader(auth.Spec{Type: auth.TypeStandardWebhooks}))
+	w := writer.New(memlog.New(), nil)
+	t.Cleanup(w.Close)
+	h := ingest.New(cfg, w, slog.New(slog.NewJSONHandler(&logs, nil)))
+	body := callKaro(t)
+	ts := time.Now().Unix()
+	for _, c := range []struct{ prefix, id, remote string }{
+		{"webhook", "msg_account", "10.0.0.1:5001"},
+		{"svix", "msg_agent", "10.0.0.2:5002"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, hookPath, bytes.NewReader(body))
+		req.RemoteAddr = c.remote
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(c.prefix+"-id", c.id)
+		req.Header.Set(c.prefix+"-timestamp", fmt.Sprint(ts))
+		req.Header.Set(c.prefix+"-signature", swSign(c.id, ts, body))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("POST %s = %d %s, want 200", c.id, rec.Code, rec.Body)
+		}
+	}
+	acc, dup := logs.Lines(t, "webhook accepted"), logs.Lines(t, "webhook duplicate")
+	if len(acc) != 1 || len(dup) != 1 {
+		t.Fatalf("%d accepted and %d duplicate lines, want 1 each", len(acc), len(dup))
+	}
+	for _, c := range []struct {
+		line       map[string]any
+		id, remote string
+	}{{acc[0], "msg_account", "10.0.0.1:5001"}, {dup[0], "msg_agent", "10.0.0.2:5002"}} {
+		if c.line["delivery_id"] != c.id || c.line["remote"] != c.remote || c.line["source"] != "callkaro" ||
+			c.line["dedup_key"] != callSid || c.line["event_id"] != acc[0]["event_id"] {
+			t.Errorf("line = %v, want delivery_id %s, remote %s, source, dedup_key and the first event's id", c.line, c.id, c.remote)
+		}
+	}
+	if _, ok := acc[0]["sinks"]; !ok {
+		t.Errorf("accepted line = %v, lost its sinks", acc[0])
 	}
 }

@@ -53,7 +53,8 @@ These talk to a running daemon's admin API. Common flags:
 Times are RFC 3339 (2025-03-14T15:09:26Z) or a duration ago (90m, 24h).
 A replay re-enqueues the events of the log that were routed to the sink
 (all events with --all-events) as retries due now; an event still queued
-for the sink is not queued twice. dlq drop removes dead letters for good.
+for the sink is not queued twice, and one in its dead-letter queue stays
+there (dlq retry sends it again). dlq drop removes dead letters for good.
 dlq add gives up on events waiting in the sink's queue: each goes to the
 dead-letter queue at its next turn instead of to the sink. dlq add --all
 does so for every event waiting for a sink removed from the configuration
@@ -922,8 +923,15 @@ func (p *printer) replay(req admin.ReplayRequest) error {
 	if p.asJSON {
 		p.stdout.Write(append(raw, '\n'))
 	} else {
-		fmt.Fprintf(p.stdout, "replayed to %s: %d enqueued, %d already queued (%d matched of %d scanned)\n",
-			req.Sink, last.Enqueued, last.AlreadyQueued, last.Matched, last.Scanned)
+		dead := ""
+		if last.InDeadLetterQueue > 0 {
+			// A replay leaves a dead letter where it is: say so, and how
+			// to send it again.
+			dead = fmt.Sprintf(", %d in the dead-letter queue (not replayed: pipelined dlq retry %s --id ID, or --all)",
+				last.InDeadLetterQueue, req.Sink)
+		}
+		fmt.Fprintf(p.stdout, "replayed to %s: %d enqueued, %d already queued%s (%d matched of %d scanned)\n",
+			req.Sink, last.Enqueued, last.AlreadyQueued, dead, last.Matched, last.Scanned)
 	}
 	if last.Error != "" {
 		return fmt.Errorf("replay stopped after %d enqueued: %s", last.Enqueued, last.Error)

@@ -64,7 +64,7 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 		p.Error = err.Error()
 		s.log.Error("replay failed", "sink", req.Sink, "err", err, "scanned", p.Scanned, "enqueued", p.Enqueued)
 	} else {
-		s.log.Info("replay finished", "sink", req.Sink, "scanned", p.Scanned, "matched", p.Matched, "enqueued", p.Enqueued, "already_queued", p.AlreadyQueued)
+		s.log.Info("replay finished", "sink", req.Sink, "scanned", p.Scanned, "matched", p.Matched, "enqueued", p.Enqueued, "already_queued", p.AlreadyQueued, "in_dead_letter_queue", p.InDeadLetterQueue)
 	}
 	send()
 }
@@ -180,7 +180,14 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 				return err
 			}
 			p.Enqueued += n
-			p.AlreadyQueued += len(rs) - n
+			if skipped := len(rs) - n; skipped > 0 {
+				dead, err := deadAmong(ctx, q, rs, skipped)
+				if err != nil {
+					return err
+				}
+				p.AlreadyQueued += skipped - dead
+				p.InDeadLetterQueue += dead
+			}
 		}
 		if next == "" {
 			return nil
@@ -191,6 +198,39 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 			progress()
 		}
 	}
+}
+
+// deadAmong counts the events of rs that are in q's dead-letter queue, of
+// the skipped that Requeue left alone (queued or dead): it reads the
+// dead letters from the first seq of rs on, a page at a time, until it
+// has found skipped of them or passed the last seq of rs. rs is in log
+// order (a page of the log).
+func deadAmong(ctx context.Context, q pipeline.Queue, rs []pipeline.Requeue, skipped int) (int, error) {
+	in := make(map[uint64]bool, len(rs))
+	for _, r := range rs {
+		in[r.Seq] = true
+	}
+	last := rs[len(rs)-1].Seq
+	dead := 0
+	for after := rs[0].Seq - 1; dead < skipped; {
+		dl, err := q.DeadLetters(ctx, after, replayPage)
+		if err != nil {
+			return 0, fmt.Errorf("dead letters: %w", err)
+		}
+		for _, d := range dl {
+			if d.Seq > last {
+				return dead, nil
+			}
+			if in[d.Seq] {
+				dead++
+			}
+		}
+		if len(dl) < replayPage {
+			break
+		}
+		after = dl[len(dl)-1].Seq
+	}
+	return dead, nil
 }
 
 // requeue requeues rs in q, in halves when the log answers that they do

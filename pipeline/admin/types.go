@@ -338,19 +338,24 @@ type ReplayRequest struct {
 // ReplayProgress is one line of the NDJSON answer of POST /v1/replay:
 // progress lines while it runs, then one with Done (or Error) set.
 // Scanned counts the events looked at, Matched those that passed the
-// filters, Enqueued those put in the queue, and AlreadyQueued those left
-// alone because the queue still held them. At is the ReceivedAt of the
-// last event looked at, so a client can draw progress from Since to Until.
+// filters, Enqueued those put in the queue, AlreadyQueued those left
+// alone because the queue still held them (waiting for a delivery), and
+// InDeadLetterQueue those left alone because they are in the sink's
+// dead-letter queue: a replay does not take them out of it (`pipelined dlq
+// retry` does). Matched is the sum of the three. At is the ReceivedAt of
+// the last event looked at, so a client can draw progress from Since to
+// Until.
 type ReplayProgress struct {
-	Scanned       int       `json:"scanned"`
-	Matched       int       `json:"matched"`
-	Enqueued      int       `json:"enqueued"`
-	AlreadyQueued int       `json:"already_queued"`
-	At            time.Time `json:"at,omitzero"`
-	Since         time.Time `json:"since"`
-	Until         time.Time `json:"until"`
-	Done          bool      `json:"done,omitempty"`
-	Error         string    `json:"error,omitempty"`
+	Scanned           int       `json:"scanned"`
+	Matched           int       `json:"matched"`
+	Enqueued          int       `json:"enqueued"`
+	AlreadyQueued     int       `json:"already_queued"`
+	InDeadLetterQueue int       `json:"in_dead_letter_queue"`
+	At                time.Time `json:"at,omitzero"`
+	Since             time.Time `json:"since"`
+	Until             time.Time `json:"until"`
+	Done              bool      `json:"done,omitempty"`
+	Error             string    `json:"error,omitempty"`
 }
 
 // Rejection is a rejected request as GET /v1/rejections shows it.

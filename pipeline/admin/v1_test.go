@@ -777,3 +777,41 @@ func TestRetryNow(t *testing.T) {
 		t.Errorf("retry-now again = %d %+v, want 200 %+v", r.code, got, want)
 	}
 }
+
+// TestReplayDeadLetterIsNotAlreadyQueued: a replay skips an event that
+// is in the sink's dead-letter queue, as it skips one still queued; it
+// says which (in_dead_letter_queue, not already_queued), so that the CLI
+// can point at `pipelined dlq retry` instead of saying "already queued".
+func TestReplayDeadLetterIsNotAlreadyQueued(t *testing.T) {
+	l := fixture(t)
+	h := admin.Handler(v1Options(l))
+	q := l.Queue("archive")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, err := q.Fetch(ctx, 10)
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("Fetch = %d, %v", len(ds), err)
+	}
+	// ev-0 stays leased (queued), ev-2 is delivered, ev-4 dead.
+	if err := q.Settle(ctx, []pipeline.Settlement{
+		{Seq: ds[1].Seq, Outcome: pipeline.Ack},
+		{Seq: ds[2].Seq, Outcome: pipeline.Dead, Err: "permanent failure: 422"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := call(t, h, "POST", "/v1/replay", token, `{"sink":"archive","since":"2025-03-14T15:00:00Z"}`)
+	if r.code != 200 {
+		t.Fatalf("POST /v1/replay = %d %s", r.code, r.body)
+	}
+	lines := replayLines(t, r)
+	final := lines[len(lines)-1]
+	if !final.Done || final.Matched != 3 || final.Enqueued != 1 || final.AlreadyQueued != 1 || final.InDeadLetterQueue != 1 {
+		t.Errorf("replay final line = %+v, want done, 3 matched, 1 enqueued, 1 already queued, 1 in the dead-letter queue", final)
+	}
+	if !bytes.Contains(r.body, []byte(`"in_dead_letter_queue":1`)) {
+		t.Errorf("replay answer = %s, want in_dead_letter_queue in its JSON", r.body)
+	}
+	if dl, err := q.DeadLetters(ctx, 0, 10); err != nil || len(dl) != 1 || dl[0].Seq != ds[2].Seq {
+		t.Errorf("DeadLetters after the replay = %+v, %v; want ev-4 still there", dl, err)
+	}
+}

@@ -43,6 +43,7 @@ function replayProgress() {
     setText("rp-matched", p.matched);
     setText("rp-enqueued", p.enqueued);
     setText("rp-already", p.already_queued);
+    setText("rp-dead", p.in_dead_letter_queue);
     setText("rp-at", ts(p.at));
     if (v.error) {
       var e = document.getElementById("rp-error");

@@ -493,6 +493,57 @@ delivery = { batch_wait = "5ms", max_attempts = 1 }`, crm.URL))
 	}
 }
 
+// TestHTTPSinkPlain503OpensTheBreakerAfterFewRequests: the CRM is down
+// and answers 503 without Retry-After (a gateway with nothing behind it),
+// and a backlog of 60 waits in batches of 20. Before, the http sink sent
+// every event of each batch and each cost an attempt: 100 requests before
+// the breaker opened after 5 failed calls (2,500 with batch_max = 500).
+// Now each call sends one request and answers the rest not attempted: the
+// breaker still opens after breaker_failures calls (each call's one
+// request is an attempt that failed), the CRM having had one request a
+// call, and the events not sent have no attempt counted.
+func TestHTTPSinkPlain503OpensTheBreakerAfterFewRequests(t *testing.T) {
+	var requests atomic.Int64
+	crm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		requests.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "no healthy upstream")
+	}))
+	t.Cleanup(crm.Close)
+	const failures = 5
+	d := startWithCRM(t, fmt.Sprintf(`config = { url = %q }
+delivery = { batch_max = 20, batch_wait = "5ms", backoff_min = "100ms", backoff_max = "1s", breaker_failures = %d, breaker_probe = "1h" }`, crm.URL, failures))
+
+	d.CLI(t, "sinks", "pause", "crm")
+	const n = 60
+	ids := make([]string, n)
+	for i := range n {
+		code, ans, err := harness.Post(d.URL+"/hooks/callkaro", harness.CallEvent(fmt.Sprintf("down-%d", i), "interested"))
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("POST %d = %d %v %v", i, code, ans, err)
+		}
+		ids[i] = ans["id"].(string)
+	}
+	d.CLI(t, "sinks", "resume", "crm")
+	harness.Eventually(t, 30*time.Second, func() error {
+		if s := d.Sinks(t)["crm"]; s.Breaker != "open" {
+			return fmt.Errorf("crm breaker %q, want open", s.Breaker)
+		}
+		return nil
+	})
+	if got := requests.Load(); got != failures {
+		t.Errorf("the CRM got %d requests before the breaker opened, want %d (one a call, breaker_failures = %d)", got, failures, failures)
+	}
+	d.WaitLog(t, "http receiver unavailable: rest of the batch not sent", 1, 5*time.Second)
+	// The last event was never sent: no attempt counted.
+	for _, line := range strings.Split(d.CLI(t, "events", "show", ids[n-1]), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[0] == "crm" && f[1] == "all-calls" && f[3] != "0" {
+			t.Errorf("the last event of the backlog, never sent: %q, want 0 attempts", line)
+		}
+	}
+}
+
 // TestSlowReceiverDrainsABacklog: the CRM is back after an outage but
 // slow, 200 ms a request, and 320 events wait: one batch, one request at a
 // time, would take 64 s, longer than the daemon gives a Deliver call (60

@@ -219,6 +219,10 @@ fi
 # a running systemd). Then the units as systemd would load them: the
 # service with the drop-in, whose Requires= must find both sockets. verify
 # exits 0 on unknown keys: any output fails.
+check "the shipped docs give this drop-in step and the enable --now" sh -c "
+	for d in /usr/share/doc/pipelined/systemd.md /usr/share/doc/pipelined/README.md; do
+		grep -qF 'sudo install -D -m 0644 $example $dropin' \$d &&
+		grep -qF 'sudo systemctl enable --now pipelined.socket pipelined-admin.socket' \$d || { echo \$d; exit 1; }; done"
 check "install the drop-in from the example" install -D -m 0644 $example $dropin
 if [ -d /run/systemd/system ]; then
 	echo "NOTE: systemd runs here: the units are enabled, not started"

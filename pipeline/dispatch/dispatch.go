@@ -659,6 +659,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				if open && probeFailed {
 					d.hastenFailedRun(finish)
 				}
+				if open {
+					d.hastenParked(finish) // those the failed run did not hold
+				}
 				d.failedRun = nil
 				open = false
 				d.setOpen(false, 0, "sink circuit breaker closed: deliveries resume")
@@ -1170,8 +1173,8 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		n := min(len(asked), maxParked-len(d.parked))
 		d.parked = append(d.parked, asked[:n]...)
 		d.parkedMore += len(asked) - n
-	case rep.Delivered > 0 && len(d.parked) > 0:
-		d.hastenParked(ctx)
+	case rep.Delivered > 0 && len(d.parked) > 0 && !probe:
+		d.hastenParked(ctx) // a probe's are brought forward as it closes the breaker (Run)
 	}
 	if spans != nil {
 		telemetry.EndAttempts(spans, settle, err)

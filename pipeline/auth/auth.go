@@ -15,9 +15,10 @@ const (
 	TypeHMAC             = "hmac"
 	TypeBearer           = "bearer"
 	TypeBasic            = "basic"
+	TypeURLToken         = "url-token"
 )
 
-const validTypes = "none, standard-webhooks, hmac, bearer, basic"
+const validTypes = "none, standard-webhooks, hmac, bearer, basic, url-token"
 
 // DefaultTolerance is the timestamp tolerance of standard-webhooks and the
 // stripe preset when [Spec.Tolerance] is zero.
@@ -27,13 +28,17 @@ const DefaultTolerance = 5 * time.Minute
 // environment variables or files). The zero value of each optional field
 // means its default.
 type Spec struct {
-	// Type is "none", "standard-webhooks", "hmac", "bearer" or "basic".
+	// Type is "none", "standard-webhooks", "hmac", "bearer", "basic" or
+	// "url-token".
 	Type string
 	// Secrets are several at once for rotation: any match accepts.
 	// standard-webhooks: the "whsec_<base64>" strings as given (the prefix
-	// may be left out); hmac: raw key bytes; bearer: tokens; basic:
-	// "user:password".
+	// may be left out); hmac: raw key bytes; bearer and url-token: tokens;
+	// basic: "user:password".
 	Secrets [][]byte
+	// Param (url-token) is the query parameter that carries the token,
+	// e.g. "token" for https://host/hooks/x?token=<secret>. Required.
+	Param string
 	// Header (hmac) is the header carrying the signature. Required for a
 	// generic hmac; a preset sets it.
 	Header string
@@ -62,7 +67,7 @@ type Verifier interface {
 	Verify(h http.Header, body []byte, now time.Time) error
 	// Name is the scheme recorded on the event: "standard-webhooks",
 	// "hmac-sha256" (generic hmac, by algorithm), "github", "stripe",
-	// "bearer", "basic" or "none".
+	// "bearer", "basic", "url-token" or "none".
 	Name() string
 }
 
@@ -82,6 +87,8 @@ func New(s Spec) (Verifier, error) {
 		return newHMAC(s)
 	case TypeBearer, TypeBasic:
 		return newCredential(s)
+	case TypeURLToken:
+		return newURLToken(s)
 	case "":
 		return nil, errors.New("missing type (valid types: " + validTypes + ")")
 	}
@@ -134,6 +141,16 @@ func SecretHeader(s Spec) string {
 	return ""
 }
 
+// SecretParam returns the query parameter that carries the scheme's
+// credential, which must never be logged nor stored (see [RedactQuery]):
+// Param for url-token, "" for every other type.
+func SecretParam(s Spec) string {
+	if s.Type == TypeURLToken {
+		return s.Param
+	}
+	return ""
+}
+
 // checkUnused refuses fields that the scheme does not read, so that a typo
 // in the configuration is not silently ignored.
 func checkUnused(s Spec) error {
@@ -147,6 +164,9 @@ func checkUnused(s Spec) error {
 				errs = append(errs, fmt.Errorf("%s: applies only to type \"hmac\"; remove it", f.name))
 			}
 		}
+	}
+	if s.Type != TypeURLToken && s.Param != "" {
+		errs = append(errs, errors.New(`param: applies only to type "url-token"; remove it`))
 	}
 	usesTolerance := s.Type == TypeStandardWebhooks || (s.Type == TypeHMAC && s.Preset == presetStripe)
 	if s.Tolerance != 0 && !usesTolerance {

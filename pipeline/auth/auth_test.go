@@ -413,8 +413,8 @@ func TestNewErrors(t *testing.T) {
 		spec Spec
 		want string // substring of the error
 	}{
-		{"empty type", Spec{}, "missing type (valid types: none, standard-webhooks, hmac, bearer, basic)"},
-		{"unknown type", Spec{Type: "hmac-sha256", Secrets: sec(leak)}, `unknown type "hmac-sha256" (valid types: none, standard-webhooks, hmac, bearer, basic)`},
+		{"empty type", Spec{}, "missing type (valid types: none, standard-webhooks, hmac, bearer, basic, url-token)"},
+		{"unknown type", Spec{Type: "hmac-sha256", Secrets: sec(leak)}, `unknown type "hmac-sha256" (valid types: none, standard-webhooks, hmac, bearer, basic, url-token)`},
 		{"none with a secret", Spec{Type: TypeNone, Secrets: sec(leak)}, `secrets: type "none" takes no secret`},
 		{"standard-webhooks without secret", Spec{Type: TypeStandardWebhooks}, "needs at least one secret"},
 		{"standard-webhooks empty secret", swSpec(swSecret1, ""), "secret 2 of 2: empty"},

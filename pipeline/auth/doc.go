@@ -20,6 +20,12 @@
 //     "stripe" (Stripe-Signature, a signed timestamp).
 //   - "bearer": Authorization: Bearer <token>.
 //   - "basic": Authorization: Basic base64(user:password).
+//   - "url-token": a secret token in one query parameter of the URL
+//     (https://host/hooks/x?token=<secret>), for senders that can only be
+//     given a URL. Its [Verifier] is a [URLVerifier]: the caller passes the
+//     raw query string. The token shows wherever the URL does, so callers
+//     pass whatever they log or keep of a URL or of a header that may hold
+//     one through [RedactQuery] with [SecretParam].
 //
 // # Rotation
 //
@@ -30,7 +36,7 @@
 // # Timing
 //
 // Every comparison of a MAC, token or password runs in constant time.
-// Bearer tokens and Basic credentials are hashed with SHA-256 before the
+// Bearer tokens, URL tokens and Basic credentials are hashed with SHA-256 before the
 // comparison and compared against every configured secret, so neither the
 // length of a secret nor which one matched shows in the timing.
 package auth

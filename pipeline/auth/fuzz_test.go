@@ -200,3 +200,53 @@ func FuzzSvixSpelling(f *testing.F) {
 		}
 	})
 }
+
+// FuzzURLToken: an arbitrary query string is accepted only when it holds
+// the token parameter exactly once, unescaping to a configured token; the
+// reason never holds a token; and RedactQuery leaves no configured token
+// after "token=" in a query, whatever else it holds.
+func FuzzURLToken(f *testing.F) {
+	f.Add("token=" + urlTok1)
+	f.Add("a=1&token=" + urlTok2 + "&b=2")
+	f.Add("token=a&token=" + urlTok1)
+	f.Add("%74oken=" + urlTok1)
+	f.Add("token=%zz")
+	f.Add("")
+	f.Add("token")
+	f.Add("&&=&token=;?#")
+	v := mustNew(f, urlSpec(urlTok1, urlTok2)).(URLVerifier)
+	f.Fuzz(func(t *testing.T, q string) {
+		err := v.VerifyURL(q, http.Header{}, nil, now)
+		checkFuzzResult(t, err, urlTok1, urlTok2)
+		if err == nil {
+			// ParseQuery goes on past a malformed other parameter, as
+			// VerifyURL does.
+			vals, _ := urlParseQuery(q)
+			if got := vals["token"]; len(got) != 1 || (got[0] != urlTok1 && got[0] != urlTok2) {
+				t.Fatalf("VerifyURL(%q) accepted; ParseQuery has token = %q", q, got)
+			}
+		}
+		for _, tok := range []string{urlTok1, urlTok2} {
+			r := RedactQuery(q+"&token="+tok, "token")
+			for part := range strings.FieldsFuncSeq(r, func(c rune) bool { return c == '&' || c == '?' || c == ';' }) {
+				k, val, _ := strings.Cut(part, "=")
+				if paramIs(k, "token") && strings.Contains(val, tok) {
+					t.Fatalf("RedactQuery(%q) = %q, still holds the token", q+"&token="+tok, r)
+				}
+			}
+			if !strings.Contains(r, "token="+Redacted) {
+				t.Fatalf("RedactQuery(%q) = %q, no %s", q+"&token="+tok, r, Redacted)
+			}
+		}
+		if !strings.Contains(q, "=") && RedactQuery(q, "token") != q {
+			t.Fatalf("RedactQuery(%q) changed a query with no parameter value", q)
+		}
+		// The valid token is accepted after any other parameters that do
+		// not name it.
+		if !strings.Contains(q, "oken") && !strings.Contains(q, "%") && !strings.Contains(q, "+") {
+			if err := v.VerifyURL(q+"&token="+urlTok1, http.Header{}, nil, now); err != nil {
+				t.Fatalf("VerifyURL(%q + valid token) = %v", q, err)
+			}
+		}
+	})
+}

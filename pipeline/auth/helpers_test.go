@@ -10,6 +10,7 @@ import (
 	"errors"
 	"hash"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -172,3 +173,6 @@ func assertNoLeak(t testing.TB, reason string, c vcase) {
 		}
 	}
 }
+
+// urlParseQuery is url.ParseQuery, the reference for what a query holds.
+func urlParseQuery(q string) (url.Values, error) { return url.ParseQuery(q) }

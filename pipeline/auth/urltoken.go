@@ -1,0 +1,191 @@
+package auth
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// URLVerifier is a [Verifier] whose credential travels in the request's
+// URL rather than in its headers or body ("url-token"). The caller
+// passes the URL's raw query string (url.URL.RawQuery, without the "?");
+// Verify without it sees no token and refuses every request.
+type URLVerifier interface {
+	Verifier
+	// VerifyURL is Verify with the request's raw query string.
+	VerifyURL(rawQuery string, h http.Header, body []byte, now time.Time) error
+}
+
+// Redacted replaces the value of a url-token's query parameter wherever
+// [RedactQuery] finds it.
+const Redacted = "REDACTED"
+
+// urlTokenVerifier checks a secret token in one query parameter. Like
+// credVerifier it keeps only the SHA-256 of each secret and compares the
+// SHA-256 of what was sent against all of them, so that neither a
+// secret's length nor which secret matched shows in the timing.
+type urlTokenVerifier struct {
+	param string
+	sums  [][sha256.Size]byte
+}
+
+var _ URLVerifier = (*urlTokenVerifier)(nil)
+
+func newURLToken(s Spec) (Verifier, error) {
+	errs := []error{checkSecrets(s)}
+	switch {
+	case s.Param == "":
+		errs = append(errs, errors.New(`param: missing; name the query parameter that carries the token (e.g. param = "token" for https://host/hooks/x?token=...)`))
+	case !validParam(s.Param):
+		errs = append(errs, fmt.Errorf("param: %q is not a query parameter name: use letters, digits, '-', '_' and '.' only", s.Param))
+	}
+	v := &urlTokenVerifier{param: s.Param}
+	for i, sec := range s.Secrets {
+		if len(sec) > 0 && strings.ContainsFunc(string(sec), func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			errs = append(errs, fmt.Errorf("secret %d of %d: a URL token cannot contain spaces or control characters", i+1, len(s.Secrets)))
+		}
+		v.sums = append(v.sums, sha256.Sum256(sec))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (v *urlTokenVerifier) Name() string { return TypeURLToken }
+
+// Verify refuses: the token is in the URL, which only VerifyURL sees.
+func (v *urlTokenVerifier) Verify(h http.Header, body []byte, now time.Time) error {
+	return v.VerifyURL("", h, body, now)
+}
+
+func (v *urlTokenVerifier) VerifyURL(rawQuery string, _ http.Header, _ []byte, _ time.Time) error {
+	vals, found := paramValues(rawQuery, v.param)
+	switch {
+	case found == 0:
+		return fail("missing token: the URL has no " + v.param + " query parameter")
+	case found > 1:
+		// Which one did the sender mean? Refused rather than guessed, as a
+		// repeated signature header is.
+		return fail("multiple " + v.param + " query parameters in the URL")
+	}
+	tok, err := url.QueryUnescape(vals)
+	if err != nil {
+		return fail("malformed " + v.param + " query parameter: bad %-escape")
+	}
+	if tok == "" {
+		return fail("empty token in the " + v.param + " query parameter")
+	}
+	sum := sha256.Sum256([]byte(tok))
+	match := 0
+	for i := range v.sums {
+		match |= subtle.ConstantTimeCompare(sum[:], v.sums[i][:])
+	}
+	if match == 1 {
+		return nil
+	}
+	return fail("invalid token in the " + v.param + " query parameter")
+}
+
+// paramValues returns the raw (still escaped) value of the last parameter
+// named param in rawQuery and how many there are. Names are compared
+// after unescaping, as url.ParseQuery does, so "%74oken" is "token" too.
+func paramValues(rawQuery, param string) (raw string, n int) {
+	for part := range strings.SplitSeq(rawQuery, "&") {
+		if part == "" {
+			continue
+		}
+		k, val, _ := strings.Cut(part, "=")
+		if !paramIs(k, param) {
+			continue
+		}
+		raw, n = val, n+1
+	}
+	return raw, n
+}
+
+// paramIs reports whether the escaped query key k names param.
+func paramIs(k, param string) bool {
+	if k == param {
+		return true
+	}
+	if !strings.ContainsAny(k, "%+") {
+		return false
+	}
+	u, err := url.QueryUnescape(k)
+	return err == nil && u == param
+}
+
+// RedactQuery returns rawQuery with the value of every parameter named
+// param replaced by [Redacted], the other parameters as they were, in
+// their order. It also finds the parameter in a whole URL or in a header
+// value that carries one (X-Forwarded-Uri, X-Original-URL, Referer): a
+// "param=" at the start, after '?', '&' or ';'. The result equals s when
+// s holds no such parameter.
+func RedactQuery(s, param string) string {
+	if param == "" || !strings.Contains(s, "=") {
+		return s
+	}
+	var b strings.Builder // written as s is read; returned only if changed
+	i := 0
+	changed := false
+	for i < len(s) {
+		// s[i] starts a key: at 0 or just after a separator.
+		j := i
+		for j < len(s) && s[j] != '=' && !isQuerySep(s[j]) {
+			j++
+		}
+		if j < len(s) && s[j] == '=' && paramIs(s[i:j], param) {
+			end := j + 1
+			// A value ends at '&' or a fragment only; not at '?', ';'
+			// or white space, which a sender's token may hold: better
+			// too much redacted than a tail of the token left.
+			for end < len(s) && s[end] != '&' && s[end] != '#' {
+				end++
+			}
+			changed = true
+			b.WriteString(s[i : j+1])
+			b.WriteString(Redacted)
+			i = end
+			continue
+		}
+		// Not the parameter: copy up to and including the next separator.
+		k := j
+		for k < len(s) && !isQuerySep(s[k]) {
+			k++
+		}
+		if k < len(s) {
+			k++
+		}
+		b.WriteString(s[i:k])
+		i = k
+	}
+	if !changed {
+		return s
+	}
+	return b.String()
+}
+
+func isQuerySep(c byte) bool { return c == '&' || c == '?' || c == ';' }
+
+// validParam reports whether name is a plain query parameter name, one
+// that needs no escaping.
+func validParam(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}

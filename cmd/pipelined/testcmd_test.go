@@ -21,6 +21,7 @@ func TestTestCommandExamplesPass(t *testing.T) {
 		{"-c", "../../examples/callkaro/pipeline.toml"},
 		{"-c", "../../pipeline.toml"},
 		{"-c", "testdata/rulestest-hmac.toml", "-v"},
+		{"-c", "testdata/urltoken/pipeline.toml", "-v"},
 	} {
 		code, out, errOut := runTest(t, args...)
 		if code != 0 {

@@ -142,10 +142,10 @@ func RedactQuery(s, param string) string {
 		}
 		if j < len(s) && s[j] == '=' && paramIs(s[i:j], param) {
 			end := j + 1
-			// A value ends at '&' or a fragment only; not at '?', ';'
-			// or white space, which a sender's token may hold: better
-			// too much redacted than a tail of the token left.
-			for end < len(s) && s[end] != '&' && s[end] != '#' {
+			// A value ends at '&' only; not at '?', ';', '#' or white
+			// space, which a sender's token may hold: better too much
+			// redacted than a tail of the token left.
+			for end < len(s) && s[end] != '&' {
 				end++
 			}
 			changed = true

@@ -134,8 +134,8 @@ func TestRedactQuery(t *testing.T) {
 		{"%74oken=abc", "%74oken=REDACTED"},
 		{"tokens=abc&mytoken=x", "tokens=abc&mytoken=x"},
 		{"/hooks/callkaro?token=abc", "/hooks/callkaro?token=REDACTED"},
-		{"https://h.example/hooks/callkaro?x=1&token=a?b;c#frag", "https://h.example/hooks/callkaro?x=1&token=REDACTED#frag"},
-		{"/a?token=abc, /b?token=def", "/a?token=REDACTED"}, // a value ends at '&' or '#' only: too much redacted rather than too little
+		{"https://h.example/hooks/callkaro?x=1&token=a?b;c#frag", "https://h.example/hooks/callkaro?x=1&token=REDACTED"},
+		{"/a?token=abc, /b?token=def", "/a?token=REDACTED"}, // a value ends at '&' only: too much redacted rather than too little
 		{"token= abc", "token=REDACTED"},
 		{"x;token=abc", "x;token=REDACTED"},
 		{"no query at all", "no query at all"},

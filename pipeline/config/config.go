@@ -210,7 +210,8 @@ type Source struct {
 // variables, SecretFile files (a systemd credential, say); several of them
 // at once accept any, for rotation.
 type Auth struct {
-	// Type is "none", "standard-webhooks", "hmac", "bearer" or "basic".
+	// Type is "none", "standard-webhooks", "hmac", "bearer", "basic" or
+	// "url-token".
 	Type       string     `toml:"type"`
 	SecretEnv  StringList `toml:"secret_env"`
 	SecretFile StringList `toml:"secret_file"`
@@ -221,6 +222,8 @@ type Auth struct {
 	Algorithm string `toml:"algorithm"`
 	Encoding  string `toml:"encoding"`
 	Prefix    string `toml:"prefix"`
+	// Param (url-token) is the query parameter that carries the token.
+	Param string `toml:"param"`
 	// Tolerance bounds the age of a signed timestamp (standard-webhooks,
 	// stripe); default 5m.
 	Tolerance Duration `toml:"tolerance"`

@@ -98,6 +98,7 @@ func (c *Config) AuthSpec(i int) (auth.Spec, error) {
 		Algorithm: a.Algorithm,
 		Encoding:  a.Encoding,
 		Prefix:    a.Prefix,
+		Param:     a.Param,
 		Tolerance: a.Tolerance.Duration,
 	}
 	var errs []error

@@ -51,6 +51,9 @@ type SourcePlan struct {
 	// DropHeaders are the lower-case names of the headers the source's
 	// auth reads and of drop_headers: never stored nor shown to rules.
 	DropHeaders []string
+	// SecretParam is the query parameter of a url-token source's token
+	// (auth.SecretParam): redacted wherever a header value holds it.
+	SecretParam string
 }
 
 // Plan returns the plan [Parse] compiled c into; nil for a Config that

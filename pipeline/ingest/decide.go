@@ -48,6 +48,10 @@ type Request struct {
 	ID string
 	// RemoteAddr is the peer's address, kept with a rejection.
 	RemoteAddr string
+	// Query is the raw query string of the request's URL (without the
+	// "?"): a url-token source's token is there ([auth.URLVerifier]).
+	// Nothing else reads it, and nothing logs or keeps it.
+	Query string
 	// Admit, when not nil, is asked once the request is authenticated
 	// whether the source takes it now: it returns 0 to admit it, or how
 	// long the sender should wait (answered 429). The handler passes the
@@ -163,7 +167,13 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	}
 	authName := "none"
 	if src.Verifier != nil {
-		if err := src.Verifier.Verify(req.Header, body, req.ReceivedAt); err != nil {
+		var err error
+		if uv, ok := src.Verifier.(auth.URLVerifier); ok {
+			err = uv.VerifyURL(req.Query, req.Header, body, req.ReceivedAt)
+		} else {
+			err = src.Verifier.Verify(req.Header, body, req.ReceivedAt)
+		}
+		if err != nil {
 			reason := "authentication failed"
 			var ae *auth.Error
 			if errors.As(err, &ae) {
@@ -213,7 +223,7 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 		}
 	}
 
-	hdrs, hdrsText := headers(req.Header, src.DropHeaders)
+	hdrs, hdrsText := headers(req.Header, src.DropHeaders, src.SecretParam)
 	ev := pipeline.Event{
 		ID:         req.ID,
 		Source:     src.Name,
@@ -268,7 +278,7 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 			// the key is made from its bytes, so that two that differ
 			// there are two keys.
 			e := *env
-			e.Headers = rawHeaders(req.Header, src.DropHeaders)
+			e.Headers = rawHeaders(req.Header, src.DropHeaders, src.SecretParam)
 			denv = &e
 		}
 		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.StringContext(ctx, denv)
@@ -302,11 +312,11 @@ func textKey(k string) string {
 
 // rawHeaders returns the headers as [headers] does but with their bytes as
 // sent: for a request whose headers were not all UTF-8.
-func rawHeaders(hs http.Header, drop []string) map[string]string {
-	out, _ := headers(hs, drop)
+func rawHeaders(hs http.Header, drop []string, param string) map[string]string {
+	out, _ := headers(hs, drop, param)
 	for k, v := range hs {
 		if lk := strings.ToLower(k); out[lk] != "" {
-			out[lk] = strings.Join(v, ", ")
+			out[lk] = redactParam(strings.Join(v, ", "), param)
 		}
 	}
 	return out
@@ -425,7 +435,7 @@ func rejection(src *Source, req *Request, status int, reason string, violations 
 	if body == nil {
 		size = req.ContentLength // -1 when unknown
 	}
-	hdrs, _ := headers(req.Header, src.DropHeaders)
+	hdrs, _ := headers(req.Header, src.DropHeaders, src.SecretParam)
 	rj := &pipeline.Rejection{
 		Source:     src.Name,
 		ReceivedAt: req.ReceivedAt.UTC(),
@@ -488,8 +498,9 @@ var secretHeaders = map[string]bool{
 // (webhook-id, say) never holds two: auth refuses a request that repeats
 // one, so a dedup_key over it is the value that was verified. text is
 // false when a value kept was not UTF-8 (its bytes are then replaced by
-// U+FFFD: see rawHeaders).
-func headers(hs http.Header, drop []string) (out map[string]string, text bool) {
+// U+FFFD: see rawHeaders). param, when not "", is the source's url-token
+// parameter, whose value is redacted wherever a header holds it.
+func headers(hs http.Header, drop []string, param string) (out map[string]string, text bool) {
 	out, text = make(map[string]string, len(hs)), true
 	for k, v := range hs {
 		lk, ok := lowerHeaders[k]
@@ -506,9 +517,21 @@ func headers(hs http.Header, drop []string) (out map[string]string, text bool) {
 		if !utf8.ValidString(s) { // HTTP lets a value carry bytes over 0x7f (Latin-1, say)
 			s, text = validUTF8(s), false
 		}
-		out[lk] = s
+		out[lk] = redactParam(s, param)
 	}
 	return out, text
+}
+
+// redactParam returns a header value with the value of the source's
+// url-token query parameter replaced by auth.Redacted: a proxy may pass
+// the URL on in a header (X-Forwarded-Uri, X-Original-URL, Referer), and
+// the token must not be stored, shown to rules or kept with a rejection.
+// param is "" for every other auth type.
+func redactParam(v, param string) string {
+	if param == "" {
+		return v
+	}
+	return auth.RedactQuery(v, param)
 }
 
 // lowerHeaders holds the lower-case names of the headers most requests

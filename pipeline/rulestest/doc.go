@@ -15,6 +15,7 @@
 //	source = "callkaro"                       # optional with one [[source]]
 //	body_file = "call_ended.json"             # or body = '''{"event": ...}'''
 //	headers = { "webhook-id" = "msg_1" }      # optional
+//	query = "token=test-only"                 # optional: the URL's query string (a url-token source's token)
 //	received_at = 2025-12-19T16:01:07Z        # optional, default 2025-01-01T00:00:00Z
 //	expect_status = 200                       # default 200; 422 when the source's accept or schema refuses
 //	expect_routes = ["all-calls", "interested-leads"]

@@ -40,6 +40,9 @@ type Case struct {
 	// Headers are sent with the request. Content-Type defaults to
 	// application/json.
 	Headers map[string]string `toml:"headers"`
+	// Query is the raw query string of the request's URL, without the
+	// "?" (e.g. "token=test-token" for a url-token source).
+	Query string `toml:"query"`
 	// Env is set, over the file's env, while this case runs: its secrets
 	// are read again for the source's auth check.
 	Env map[string]string `toml:"env"`
@@ -172,7 +175,7 @@ func Parse(path string) (*File, error) {
 	return f, nil
 }
 
-const caseKeys = "name, source, body, body_file, headers, env, received_at, expect_status, expect_routes, expect_sinks, expect_transform, expect_dedup_key, expect_duplicate_of"
+const caseKeys = "name, source, body, body_file, headers, query, env, received_at, expect_status, expect_routes, expect_sinks, expect_transform, expect_dedup_key, expect_duplicate_of"
 
 func isUndecoded(md toml.MetaData, k toml.Key) bool {
 	for _, u := range md.Undecoded() {

@@ -135,6 +135,7 @@ func (s *Suite) eval(i int, c *Case) *outcome {
 		Header:        h,
 		Body:          bytes.NewReader(c.body),
 		ContentLength: int64(len(c.body)),
+		Query:         c.Query,
 		ReceivedAt:    o.receivedAt,
 		ID:            "test-" + strconv.Itoa(i+1),
 	})

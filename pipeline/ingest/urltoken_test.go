@@ -1,0 +1,155 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/pipelined/pipelined/internal/testlog"
+	"github.com/pipelined/pipelined/pipeline"
+	"github.com/pipelined/pipelined/pipeline/auth"
+	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
+	"github.com/pipelined/pipelined/pipeline/ingest"
+	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/telemetry"
+)
+
+// TestURLTokenNeverWritten: a url-token source accepts the request whose
+// URL holds its token and refuses the others with 401 and a reason that
+// says which; and neither the token nor a wrong one that was sent shows in
+// the answers, the log lines, the kept rejections, the stored event's
+// headers (a proxy's X-Forwarded-Uri holds the URL), the spans or the
+// metrics. The other query parameters stay in the forwarded URL.
+func TestURLTokenNeverWritten(t *testing.T) {
+	const (
+		token = "u7-live-token-4c1e9a"
+		old   = "u7-older-token-88d0f2"
+		wrong = "u7-guessed-token-0b3f"
+	)
+	v, err := auth.New(auth.Spec{Type: auth.TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(token), []byte(old)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rlog := memlog.New()
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	audit := ingest.NewAudit(rlog, &ingest.AuditOptions{Metrics: m, Queue: 64})
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	src := ingest.Source{Name: "callkaro", Path: hookPath, Verifier: v, KeepRejected: time.Hour, SecretParam: "token"}
+	logs := &testlog.Buffer{}
+	app := &recordingAppender{}
+	h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Audit: audit, Metrics: m,
+		Tracing: telemetry.NewWithProvider(tp), LogRequests: true}, app, slog.New(slog.NewJSONHandler(logs, nil)))
+
+	var answers strings.Builder
+	for i, c := range []struct {
+		query      string
+		want       int
+		wantReason string
+	}{
+		{"agent=7&token=" + token, http.StatusOK, ""},
+		{"token=" + old + "&agent=8", http.StatusOK, ""},
+		{"", http.StatusUnauthorized, "missing token: the URL has no token query parameter"},
+		{"agent=7", http.StatusUnauthorized, "missing token: the URL has no token query parameter"},
+		{"token=" + wrong, http.StatusUnauthorized, "invalid token in the token query parameter"},
+		{"token=" + wrong + "&token=" + token, http.StatusUnauthorized, "multiple token query parameters in the URL"},
+		// Only the configured parameter is redacted: a token under another
+		// name is the sender's mistake, and stays in the proxy's header.
+		{"key=u7-misplaced", http.StatusUnauthorized, "missing token: the URL has no token query parameter"},
+	} {
+		target := hookPath
+		if c.query != "" {
+			target += "?" + c.query
+		}
+		// A callSid of its own each: no duplicate hides a request.
+		req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(callKaroWith(t, fmt.Sprint("sid-", i))))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-Uri", target)
+		req.Header.Set("Referer", "https://callkaro.example"+target)
+		rr := httptest.NewRecorder()
+		h.ServeHTTP(rr, req)
+		answers.WriteString(rr.Body.String())
+		if rr.Code != c.want {
+			t.Errorf("POST ?%s = %d %s, want %d", c.query, rr.Code, rr.Body, c.want)
+			continue
+		}
+		if c.wantReason != "" {
+			var eb struct{ Error string }
+			if err := json.Unmarshal(rr.Body.Bytes(), &eb); err != nil || eb.Error != c.wantReason {
+				t.Errorf("POST ?%s answered %s, want error %q", c.query, rr.Body, c.wantReason)
+			}
+		}
+	}
+	if err := audit.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tp.ForceFlush(context.Background())
+
+	// The accepted events keep the forwarded URL with the token redacted
+	// and the other parameters as they were.
+	if len(app.entries) != 2 {
+		t.Fatalf("%d events appended, want 2", len(app.entries))
+	}
+	for i, want := range []string{"/hooks/callkaro?agent=7&token=REDACTED", "/hooks/callkaro?token=REDACTED&agent=8"} {
+		e := app.entries[i].Event
+		if got := e.Headers["x-forwarded-uri"]; got != want {
+			t.Errorf("event %d x-forwarded-uri = %q, want %q", i, got, want)
+		}
+		if e.Auth != "url-token" {
+			t.Errorf("event %d auth = %q, want url-token", i, e.Auth)
+		}
+	}
+	events, _ := json.Marshal(app.entries)
+
+	kept, _, err := rlog.Rejections(context.Background(), pipeline.RejectionFilter{Source: "callkaro"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != 5 {
+		t.Fatalf("%d rejections kept, want 5", len(kept))
+	}
+	rejections, _ := json.Marshal(kept)
+	if !strings.Contains(string(rejections), "token=REDACTED") {
+		t.Errorf("kept rejections %s: want the forwarded URL with token=REDACTED", rejections)
+	}
+
+	var spans strings.Builder
+	for _, s := range rec.Ended() {
+		fmt.Fprintf(&spans, "%s %v\n", s.Name(), s.Attributes())
+	}
+	if !strings.Contains(spans.String(), "url.path") {
+		t.Fatalf("spans %s: want the request spans with url.path", spans.String())
+	}
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) == 0 {
+		t.Fatalf("Gather() = %d families, %v", len(mfs), err)
+	}
+	exposition := fmt.Sprint(mfs)
+
+	for what, out := range map[string]string{
+		"answers": answers.String(), "log lines": logs.String(), "stored events": string(events),
+		"kept rejections": string(rejections), "spans": spans.String(), "metrics": exposition,
+	} {
+		for _, tok := range []string{token, old, wrong} {
+			if strings.Contains(out, tok) {
+				t.Errorf("the %s hold a token sent in the URL (%s):\n%s", what, tok, out)
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "missing token") {
+		t.Errorf("log lines %s: want the refusals' reasons", logs.String())
+	}
+}

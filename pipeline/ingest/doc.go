@@ -22,7 +22,7 @@
 // test sees what the daemon answers: content type (415: application/json
 // or application/*+json), the declared and the actual body size against
 // server.max_body (413), the source's authentication (401: Standard
-// Webhooks, HMAC, bearer, basic; package auth), the source's rate limit
+// Webhooks, HMAC, bearer, basic, a token in the URL; package auth), the source's rate limit
 // (429 with Retry-After; only authenticated requests count, so a
 // stranger's flood never blocks the sender), a request slot (503),
 // nesting deeper than [MaxDepth] (400), JSON (400; also a key twice in

@@ -86,9 +86,9 @@ torture-short:
 # Targets under ./sdk/ are run in the sdk module (its own go.mod).
 FUZZTIME ?= 100000x
 FUZZ_TARGETS := \
-	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource \
+	./pipeline/ingest:FuzzHandler ./pipeline/ingest:FuzzSignedSource ./pipeline/ingest:FuzzURLTokenSource \
 	./pipeline/ingest:FuzzDepth ./pipeline/ingest:FuzzDepthSame ./pipeline/ingest:FuzzRequestPath ./pipeline/ingest:FuzzDecode ./pipeline/ingest:FuzzDedupKeyOfHeaders \
-	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzSvixSpelling ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic \
+	./pipeline/auth:FuzzStandardWebhooks ./pipeline/auth:FuzzSvixSpelling ./pipeline/auth:FuzzHMAC ./pipeline/auth:FuzzStripe ./pipeline/auth:FuzzBasic ./pipeline/auth:FuzzURLToken \
 	./pipeline/config:FuzzParse ./pipeline/rules:FuzzCompile ./pipeline/rules:FuzzFetchPatch ./pipeline/rules:FuzzRedact ./pipeline/rules:FuzzSchemaFastPath ./pipeline/rules:FuzzSchemaFastPathSchemas ./pipeline/rules:FuzzSchemaCheck ./pipeline/eventlog/badgerlog/internal/wal:FuzzReplay ./pipeline/eventlog/badgerlog:FuzzEncode \
 	./pipeline/admin:FuzzGuard ./plugins/sql:FuzzValueAt ./plugins/sql:FuzzExtractor ./plugins/internal/jsoncompact:FuzzAppend ./plugins/archive:FuzzAppendRecord \
 	./plugins/internal/retryafter:FuzzParse \

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +153,62 @@ func TestURLTokenNeverWritten(t *testing.T) {
 	if !strings.Contains(logs.String(), "missing token") {
 		t.Errorf("log lines %s: want the refusals' reasons", logs.String())
 	}
+}
+
+// FuzzURLTokenSource fuzzes the query string of a request to a url-token
+// source and a header that a proxy copies the URL into: a request is
+// accepted exactly when the token parameter appears once and unescapes to
+// the token, and neither the stored event's headers nor the kept
+// rejection's hold a token parameter with the token in it.
+func FuzzURLTokenSource(f *testing.F) {
+	const token = "fz-url-token-31c7"
+	f.Add("token="+token, "/hooks/callkaro?token="+token)
+	f.Add("a=1&token="+token+"&b=2", "https://h.example/hooks/callkaro?a=1&token="+token+"#x")
+	f.Add("token="+token+"&token="+token, "token="+token+";token="+token)
+	f.Add("%74oken="+token, "?%74oken="+token)
+	f.Add("", "")
+	f.Add("token=%zz", "token")
+	v, err := auth.New(auth.Spec{Type: auth.TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(token)}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	cfg := ingest.Config{MaxBody: 1 << 20}
+	src := &ingest.Source{Name: "callkaro", Path: hookPath, Verifier: v, KeepRejected: time.Hour, SecretParam: "token"}
+	body := []byte(`{"event":"call_ended"}`)
+	f.Fuzz(func(t *testing.T, query, fwd string) {
+		h := http.Header{"Content-Type": {"application/json"}, "X-Forwarded-Uri": {fwd}}
+		d := cfg.Decide(src, ingest.Request{Header: h, Body: bytes.NewReader(body), ContentLength: int64(len(body)),
+			Query: query, ReceivedAt: time.Now(), ID: "fz"})
+		// The spec: exactly one parameter named token (a malformed value
+		// counts too: two were sent, which is ambiguous), whose value
+		// unescapes to the token; the others are not looked at.
+		n, valid := 0, false
+		for part := range strings.SplitSeq(query, "&") {
+			name, pv, _ := strings.Cut(part, "=")
+			if un, err := url.QueryUnescape(name); name == "token" || err == nil && un == "token" {
+				n++
+				got, err := url.QueryUnescape(pv)
+				valid = err == nil && got == token
+			}
+		}
+		valid = valid && n == 1
+		if d.Accepted() != valid {
+			t.Fatalf("query %q: accepted = %v (%d %s), want %v", query, d.Accepted(), d.Status, d.Error, valid)
+		}
+		stored := d.Entry.Event.Headers
+		if d.Rejection != nil {
+			stored = d.Rejection.Headers
+		}
+		if strings.Contains(d.Error, token) {
+			t.Fatalf("reason %q holds the token", d.Error)
+		}
+		for k, val := range stored {
+			for part := range strings.FieldsFuncSeq(val, func(c rune) bool { return c == '&' || c == '?' || c == ';' }) {
+				name, pv, _ := strings.Cut(part, "=")
+				if un, err := url.QueryUnescape(name); (name == "token" || err == nil && un == "token") && strings.Contains(pv, token) {
+					t.Fatalf("stored header %s = %q holds the token (sent %q)", k, val, fwd)
+				}
+			}
+		}
+	})
 }

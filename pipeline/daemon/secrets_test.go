@@ -28,7 +28,8 @@ import (
 // admin API with the token, and sends each again, headers and body as
 // read: every one is refused 401 (issue 15, item 1). No credential or
 // signature header is among those read, nor the headers of a source's
-// drop_headers.
+// drop_headers; a url-token source's URL, copied into a header by a proxy,
+// is read back with its token redacted.
 func TestStoredHeadersDoNotAuthenticate(t *testing.T) {
 	t.Setenv(pluginVar, "deliver")
 	t.Setenv("T_ADMIN", "admin-token")
@@ -37,6 +38,7 @@ func TestStoredHeadersDoNotAuthenticate(t *testing.T) {
 	t.Setenv("T_KEY", string(key))
 	t.Setenv("T_BEARER", "bearer-secret")
 	t.Setenv("T_BASIC", "user:basic-secret")
+	t.Setenv("T_URL", "url-secret")
 	blocks := ""
 	for _, src := range []struct{ name, auth, extra string }{
 		{"sw", `{ type = "standard-webhooks", secret_env = "T_SW" }`, ""},
@@ -45,6 +47,7 @@ func TestStoredHeadersDoNotAuthenticate(t *testing.T) {
 		{"generic", `{ type = "hmac", header = "X-Payload-Mac", secret_env = "T_KEY" }`, `drop_headers = ["X-Shared-Key"]` + "\n"},
 		{"bearer", `{ type = "bearer", secret_env = "T_BEARER" }`, ""},
 		{"basic", `{ type = "basic", secret_env = "T_BASIC" }`, ""},
+		{"url", `{ type = "url-token", param = "token", secret_env = "T_URL" }`, ""},
 	} {
 		blocks += fmt.Sprintf("[[source]]\nname = %q\npath = \"/hooks/%s\"\nauth = %s\nkeep_rejected = \"1h\"\naccept = \"body.ok == true\"\n%s\n",
 			src.name, src.name, src.auth, src.extra)
@@ -68,6 +71,12 @@ dir = %q
 		m.Write([]byte(msg))
 		return m.Sum(nil)
 	}
+	target := func(source string) string {
+		if source == "url" {
+			return "/hooks/url?token=url-secret"
+		}
+		return "/hooks/" + source
+	}
 	sign := func(source, body string) http.Header {
 		h := http.Header{"Content-Type": {"application/json"}, "X-Api-Key": {"api-key-secret"}, "X-Auth-Token": {"auth-token-secret"},
 			"X-Shared-Key": {"shared-secret"}, "Cookie": {"session=secret"}, "X-Request-Id": {"req-" + source}}
@@ -88,10 +97,14 @@ dir = %q
 			h.Set("Authorization", "Bearer bearer-secret")
 		case "basic":
 			h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("user:basic-secret")))
+		case "url":
+			// The token is in the URL (target); a proxy passes the URL on.
+			h.Set("X-Forwarded-Uri", target("url"))
 		}
 		return h
 	}
 	post := func(path string, h http.Header, body string) int {
+		// path may hold a query: the url source's token.
 		t.Helper()
 		req, err := http.NewRequest("POST", "http://"+a.ingest+path, bytes.NewReader([]byte(body)))
 		if err != nil {
@@ -105,14 +118,14 @@ dir = %q
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	sources := []string{"sw", "gh", "stripe", "generic", "bearer", "basic"}
+	sources := []string{"sw", "gh", "stripe", "generic", "bearer", "basic", "url"}
 	for _, s := range sources {
 		// The premise: each signed request passes its source's auth; the
 		// second is refused after auth (422) and kept with its headers.
-		if code := post("/hooks/"+s, sign(s, `{"ok":true}`), `{"ok":true}`); code != http.StatusOK {
+		if code := post(target(s), sign(s, `{"ok":true}`), `{"ok":true}`); code != http.StatusOK {
 			t.Fatalf("POST /hooks/%s signed = %d, want 200", s, code)
 		}
-		if code := post("/hooks/"+s, sign(s, `{"ok":false}`), `{"ok":false}`); code != http.StatusUnprocessableEntity {
+		if code := post(target(s), sign(s, `{"ok":false}`), `{"ok":false}`); code != http.StatusUnprocessableEntity {
 			t.Fatalf("POST /hooks/%s signed, not accepted = %d, want 422", s, code)
 		}
 	}
@@ -155,8 +168,17 @@ dir = %q
 				for k, v := range r.hdr {
 					h.Set(k, v)
 				}
-				if code := post("/hooks/"+s, h, r.body); code != http.StatusUnauthorized {
-					t.Errorf("POST /hooks/%s again with the %s's stored headers and body = %d, want 401", s, r.what, code)
+				// The url source's stored X-Forwarded-Uri is the URL it was
+				// sent to, as far as the store keeps it.
+				again := "/hooks/" + s
+				if u := r.hdr["x-forwarded-uri"]; u != "" {
+					again = u
+				}
+				if s == "url" && again != "/hooks/url?token=REDACTED" {
+					t.Errorf("%s of url: x-forwarded-uri = %q, want /hooks/url?token=REDACTED", r.what, again)
+				}
+				if code := post(again, h, r.body); code != http.StatusUnauthorized {
+					t.Errorf("POST %s again with the %s's stored headers and body = %d, want 401", again, r.what, code)
 				}
 			}
 		})

@@ -121,17 +121,17 @@ func paramIs(k, param string) bool {
 	return err == nil && u == param
 }
 
-// RedactQuery returns rawQuery with the value of every parameter named
-// param replaced by [Redacted], the other parameters as they were, in
-// their order. It also finds the parameter in a whole URL or in a header
-// value that carries one (X-Forwarded-Uri, X-Original-URL, Referer): a
-// "param=" at the start, after '?', '&' or ';'. The result equals s when
-// s holds no such parameter.
+// RedactQuery returns s, a raw query string, a URL, or a header value
+// that carries one (X-Forwarded-Uri, X-Original-URL, Referer), with the
+// value of every parameter named param replaced by [Redacted] and the rest
+// as it was. A parameter starts s or follows '?', '&' or ';'; its value
+// runs to the next '&'. It returns s itself, without allocating, when s
+// holds no such parameter.
 func RedactQuery(s, param string) string {
 	if param == "" || !strings.Contains(s, "=") {
 		return s
 	}
-	var b strings.Builder // written as s is read; returned only if changed
+	var b strings.Builder // from the first parameter found on
 	i := 0
 	changed := false
 	for i < len(s) {
@@ -143,12 +143,16 @@ func RedactQuery(s, param string) string {
 		if j < len(s) && s[j] == '=' && paramIs(s[i:j], param) {
 			end := j + 1
 			// A value ends at '&' only; not at '?', ';', '#' or white
-			// space, which a sender's token may hold: better too much
-			// redacted than a tail of the token left.
+			// space, which what was sent may hold: better too much
+			// redacted than a tail of a token left.
 			for end < len(s) && s[end] != '&' {
 				end++
 			}
-			changed = true
+			if !changed {
+				b.Grow(len(s))
+				b.WriteString(s[:i])
+				changed = true
+			}
 			b.WriteString(s[i : j+1])
 			b.WriteString(Redacted)
 			i = end
@@ -162,7 +166,9 @@ func RedactQuery(s, param string) string {
 		if k < len(s) {
 			k++
 		}
-		b.WriteString(s[i:k])
+		if changed {
+			b.WriteString(s[i:k])
+		}
 		i = k
 	}
 	if !changed {

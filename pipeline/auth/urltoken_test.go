@@ -145,6 +145,9 @@ func TestRedactQuery(t *testing.T) {
 			t.Errorf("RedactQuery(%q, token) = %q, want %q", c.in, got, c.want)
 		}
 	}
+	if n := testing.AllocsPerRun(100, func() { RedactQuery("/hooks/callkaro?agent=7&tokens=x&a=b", "token") }); n != 0 {
+		t.Errorf("RedactQuery of a value without the parameter allocates %v times, want 0", n)
+	}
 	if got := RedactQuery("token=abc", ""); got != "token=abc" {
 		t.Errorf("RedactQuery with no param = %q, want it unchanged", got)
 	}

@@ -278,14 +278,28 @@ type Dispatcher struct {
 	// (see hastenFailedRun). Only Run's goroutine uses it.
 	failedRun []uint64
 	// parked holds the seqs of the entries of calls that the sink cut
-	// short for a while (events not attempted, with a delay: a 503 or 429
-	// with a Retry-After, up to a day): once a later call delivers events
-	// and is not cut short, the sink takes events again, and they are
-	// brought forward (see hastenParked). At most maxParked; parkedMore
-	// counts those past it, which keep their time. Only Run's goroutine
-	// uses them.
-	parked     []uint64
-	parkedMore int
+	// short for longer than the breaker would wait (events not
+	// attempted, with a delay: a 503 or 429 with a Retry-After of an
+	// hour, up to a day): once a later call delivers events and is not
+	// cut short, the sink takes events again, and they are brought
+	// forward (see hastenParked). At most maxParked, each once (inPark);
+	// parkedMore counts those past it, which keep their time.
+	//
+	// forwardAt paces the bringing forward: none before it. After one,
+	// the next call that is cut short again (the receiver takes some
+	// events and still throttles) doubles forwardEvery, from
+	// BreakerProbe up to BackoffMax, so that the events brought forward
+	// and refused again are attempted at a backoff's pace, not at each
+	// event the receiver takes; one that is not cut short resets it.
+	// forwarded says a bring-forward awaits the next call's verdict.
+	//
+	// Only Run's goroutine uses them.
+	parked       []uint64
+	inPark       map[uint64]bool
+	parkedMore   int
+	forwardAt    time.Time
+	forwardEvery time.Duration
+	forwarded    bool
 	// lastFailure is why the last failed call failed (a Report's
 	// Failure), for the line that says the breaker opened. Only Run's
 	// goroutine uses it.
@@ -713,9 +727,35 @@ func askedToWait(r sdk.Result) bool {
 // Retry-After while the sink took every new event at once, and nothing
 // but an operator's retry-now released them.
 func (d *Dispatcher) hastenParked(ctx context.Context) {
+	if len(d.parked) == 0 {
+		return
+	}
 	parked, more := d.parked, d.parkedMore
 	d.parked, d.parkedMore = nil, 0
+	clear(d.inPark)
+	d.forwarded = true
+	if d.forwardAt.IsZero() {
+		d.forwardEvery = d.o.BreakerProbe
+	}
+	d.forwardAt = time.Now().Add(d.forwardEvery)
 	d.bringForward(ctx, parked, more, "the sink takes events again", "events the sink had asked to wait")
+}
+
+// park adds seqs to d.parked, each once, up to maxParked.
+func (d *Dispatcher) park(seqs []uint64) {
+	if d.inPark == nil {
+		d.inPark = make(map[uint64]bool)
+	}
+	for _, seq := range seqs {
+		switch {
+		case d.inPark[seq]:
+		case len(d.parked) < maxParked:
+			d.parked = append(d.parked, seq)
+			d.inPark[seq] = true
+		default:
+			d.parkedMore++
+		}
+	}
 }
 
 // bringForward makes the entries seqs due now, and logs it as the sink
@@ -1109,9 +1149,11 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		}
 		if !probe && settle[i].Outcome == pipeline.Retry {
 			if r := result(i); askedToWait(r) {
-				asked = append(asked, e.Seq)
 				_, na := r.IsNotAttempted()
 				cutShort = cutShort || na
+				if settle[i].RetryAt.Sub(now) > d.o.BreakerProbeMax {
+					asked = append(asked, e.Seq) // a wait the breaker would not make
+				}
 			}
 		}
 		switch {
@@ -1170,11 +1212,18 @@ func (d *Dispatcher) deliver(ctx context.Context, batch []pipeline.Delivery, pro
 		// for the sink, not for themselves. A retry with a delay alone
 		// may be the event's own (a row refused for an hour): it keeps
 		// its time when others are delivered.
-		n := min(len(asked), maxParked-len(d.parked))
-		d.parked = append(d.parked, asked[:n]...)
-		d.parkedMore += len(asked) - n
-	case rep.Delivered > 0 && len(d.parked) > 0 && !probe:
-		d.hastenParked(ctx) // a probe's are brought forward as it closes the breaker (Run)
+		if d.forwarded { // brought forward, and the sink was not back
+			d.forwardEvery = min(2*d.forwardEvery, d.o.BackoffMax)
+			d.forwardAt, d.forwarded = now.Add(d.forwardEvery), false
+		}
+		d.park(asked)
+	case rep.Delivered > 0 && !probe: // a probe's are brought forward as it closes the breaker (Run)
+		if d.forwarded {
+			d.forwardEvery, d.forwardAt, d.forwarded = d.o.BreakerProbe, time.Time{}, false
+		}
+		if len(d.parked) > 0 && !now.Before(d.forwardAt) {
+			d.hastenParked(ctx)
+		}
 	}
 	if spans != nil {
 		telemetry.EndAttempts(spans, settle, err)

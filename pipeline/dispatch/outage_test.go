@@ -826,3 +826,62 @@ func TestParkedEventsGoWhenTheSinkTakesEventsAgain(t *testing.T) {
 		t.Errorf("no line says the parked events were brought forward:\n%s", buf.String())
 	}
 }
+
+// TestParkedEventsBroughtForwardAtABackoffsPace: a receiver that takes
+// some events and keeps refusing others with a Retry-After of an hour (it
+// throttles one tenant) is not sent the refused ones again at each event
+// it takes: one bring-forward, refused again, and the next waits
+// BreakerProbe (doubling). Their attempts stay few, and none is
+// dead-lettered (max_attempts = 3), as the receiver asked them to wait.
+func TestParkedEventsBroughtForwardAtABackoffsPace(t *testing.T) {
+	l := memlog.New()
+	appendEvents(t, l, "throttled", 5, "s")
+	q := l.Queue("s")
+	sink := &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
+		out := make([]sdk.Result, len(batch))
+		cut := false
+		for i, e := range batch {
+			switch {
+			case cut:
+				out[i] = sdk.NotAttempted(time.Hour, errors.New("not sent: the receiver answered 429 with Retry-After"))
+			case strings.HasPrefix(e.ID, "throttled"):
+				out[i], cut = sdk.Retry(time.Hour, errors.New("429 Too Many Requests")), true
+			default:
+				out[i] = sdk.Delivered()
+			}
+		}
+		return out, nil
+	}}
+	o := options(q, sink)
+	o.MaxAttempts = 3
+	o.BackoffMin, o.BackoffMax = time.Millisecond, 2*time.Hour
+	o.BreakerProbe, o.BreakerProbeMax = time.Minute, 5*time.Minute
+	start(t, o)
+	waitFor(t, "the 5 events parked", func() bool { return stats(t, q).Retrying == 5 })
+	for i := range 6 {
+		id := appendEvents(t, l, fmt.Sprintf("taken-%d", i), 1, "s")[0]
+		waitFor(t, id+" delivered", func() bool {
+			calls := sink.calls()
+			taken := slices.ContainsFunc(calls, func(b []sdk.Event) bool {
+				return slices.ContainsFunc(b, func(e sdk.Event) bool { return e.ID == id })
+			})
+			st := stats(t, q)
+			return taken && sink.returned() == len(calls) && st.Ready == 0 && st.Retrying == 5
+		})
+	}
+	attempts := 0
+	for _, b := range sink.calls() {
+		for _, e := range b {
+			if strings.HasPrefix(e.ID, "throttled") {
+				attempts++
+				break // the first of a batch is the one attempted
+			}
+		}
+	}
+	if attempts != 2 {
+		t.Errorf("the throttled events were sent in %d calls, want 2: the first, and one bring-forward (the next waits a minute)", attempts)
+	}
+	if st := stats(t, q); st.Dead != 0 {
+		t.Errorf("Stats() = %+v, want none dead: the receiver asked them to wait", st)
+	}
+}

@@ -107,7 +107,9 @@ func (r DeliveryRecord) Dropped(now time.Time) DeliveryRecord {
 // backend records an attempt this way.
 func (r DeliveryRecord) Settled(s Settlement, now time.Time) DeliveryRecord {
 	if s.NotAttempted && s.Outcome == Dead {
-		r.State, r.LastError, r.NextAttemptAt = StateDead, s.Err, time.Time{}
+		// Given up on (an operator, max_age): no call is to come, and a
+		// dead letter retried or replayed starts with no reason.
+		r.State, r.LastError, r.NextAttemptAt, r.NotAttemptedReason = StateDead, s.Err, time.Time{}, ""
 		return r
 	}
 	if s.NotAttempted && s.Outcome == Retry {

@@ -34,3 +34,31 @@ func TestSettledKeepsLatestFailures(t *testing.T) {
 		t.Errorf("after a success: state %s, %d failures; want delivered and the failures as they were", r.State, len(r.Failures))
 	}
 }
+
+// TestSettledNotAttemptedReason: the reason a call gave for not attempting
+// an event is kept until the next attempt, and dropped when the event is
+// given up on (a dead letter retried or replayed starts without it).
+func TestSettledNotAttemptedReason(t *testing.T) {
+	now := time.Now()
+	const why = "not sent: the receiver answered 503 with Retry-After"
+	parked := pipeline.DeliveryRecord{State: pipeline.StateQueued}.Settled(
+		pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: now.Add(time.Hour), Err: why, NotAttempted: true}, now)
+	tests := []struct {
+		name string
+		s    pipeline.Settlement
+		want string
+	}{
+		{"not attempted again", pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: now, Err: "not sent in time", NotAttempted: true}, "not sent in time"},
+		{"attempted and failed", pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: now, Err: "503"}, ""},
+		{"delivered", pipeline.Settlement{Outcome: pipeline.Ack}, ""},
+		{"given up on", pipeline.Settlement{Outcome: pipeline.Dead, Err: "given up: bad data", NotAttempted: true}, ""},
+	}
+	if parked.NotAttemptedReason != why {
+		t.Fatalf("NotAttemptedReason after a call that did not attempt it = %q, want %q", parked.NotAttemptedReason, why)
+	}
+	for _, tt := range tests {
+		if got := parked.Settled(tt.s, now).NotAttemptedReason; got != tt.want {
+			t.Errorf("%s: NotAttemptedReason = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -508,7 +509,7 @@ func (d *Daemon) servers(cfg *config.Config, ls *listeners, token []byte, w *wri
 		Logger:               d.log.With("component", "admin"),
 		Metrics:              d.metrics.Handler(),
 		Pprof:                cfg.Admin.Pprof,
-		Hosts:                adminHosts(ls.adminAddr),
+		Hosts:                adminHosts(ls.adminAddr, cfg.Admin.Listen),
 		Guesses:              admin.NewGuesses(), // the API's token and the UI's login share it
 		TrustedProxies:       cfg.Plan().AdminTrustedProxies,
 	}
@@ -546,18 +547,24 @@ func (d *Daemon) sinkNames() []string {
 	return names
 }
 
-// adminHosts is the host of admin.listen as a Host header may name it;
-// none for a wildcard address (the address each connection arrives on is
-// accepted anyway).
-func adminHosts(listen string) []string {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil || host == "" {
-		return nil
+// adminHosts are the hosts of the admin listener's addresses as a Host
+// header may name them: the address it listens on and admin.listen, which
+// differ when systemd passes the socket (an IP, where admin.listen may
+// name admin.internal:8081); none for a wildcard address (the address each
+// connection arrives on is accepted anyway).
+func adminHosts(addrs ...string) []string {
+	var hosts []string
+	for _, listen := range addrs {
+		host, _, err := net.SplitHostPort(listen)
+		if err != nil || host == "" || slices.Contains(hosts, host) {
+			continue
+		}
+		if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
+			continue
+		}
+		hosts = append(hosts, host)
 	}
-	if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
-		return nil
-	}
-	return []string{host}
+	return hosts
 }
 
 // serve starts serving both listeners, each in a goroutine that wait

@@ -325,12 +325,16 @@ const retriesLogEvery = time.Minute
 // a schema it changed) dead-letters thousands in a minute: one line each
 // would flood the journal, and the dead-letter queue lists them all.
 func (d *Dispatcher) deadLetter(log *slog.Logger, msg string, args ...any) {
-	ok, n := d.deadLog.AllowAt(time.Now())
+	now := time.Now()
+	ok, n := d.deadLog.AllowAt(now)
 	if !ok {
 		return
 	}
 	if n > 0 {
 		args = append(args, "suppressed", n, "see", "pipelined dlq list "+d.o.Sink)
+	}
+	if d.deadLog.Spent(now) { // said now, not at the next dead letter, which may be days away
+		args = append(args, "further", "at most one line a second; pipelined dlq list "+d.o.Sink+" lists every one")
 	}
 	log.Warn(msg, args...)
 }

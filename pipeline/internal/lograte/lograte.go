@@ -62,3 +62,11 @@ func (b *Burst) AllowAt(now time.Time) (ok bool, suppressed int) {
 	b.suppressed = 0
 	return true, n
 }
+
+// Spent reports whether a line at now would not be let through: the
+// burst is used up. A line let through can say so, for those that follow.
+func (b *Burst) Spent(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lim.TokensAt(now) < 1
+}

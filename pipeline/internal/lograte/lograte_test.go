@@ -61,4 +61,17 @@ func TestBurst(t *testing.T) {
 			t.Errorf("at +%v: AllowAt = %v, %d; want %v, %d", s.after, ok, n, s.ok, s.wantSuppressed)
 		}
 	}
+	b = NewBurst(2, time.Second)
+	for i := range 2 {
+		if spent := b.Spent(t0); spent {
+			t.Errorf("Spent before line %d of a burst of 2 = true, want false", i+1)
+		}
+		b.AllowAt(t0)
+	}
+	if !b.Spent(t0) {
+		t.Error("Spent after the last line of a burst = false, want true")
+	}
+	if b.Spent(t0.Add(time.Second)) {
+		t.Error("Spent a period after the last line = true, want false")
+	}
 }

@@ -46,8 +46,11 @@ func newURLToken(s Spec) (Verifier, error) {
 	}
 	v := &urlTokenVerifier{param: s.Param}
 	for i, sec := range s.Secrets {
-		if len(sec) > 0 && strings.ContainsFunc(string(sec), func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-			errs = append(errs, fmt.Errorf("secret %d of %d: a URL token cannot contain spaces or control characters", i+1, len(s.Secrets)))
+		// A token a sender must percent-encode ('+', '&', '#', '%', '=')
+		// would be refused when pasted as is, with only "invalid token"
+		// to say why: refused here instead.
+		if len(sec) > 0 && strings.ContainsFunc(string(sec), func(r rune) bool { return !urlSafe(r) }) {
+			errs = append(errs, fmt.Errorf("secret %d of %d: a URL token must be URL-safe, letters, digits, '-', '.', '_' and '~' only (openssl rand -hex 32 makes one)", i+1, len(s.Secrets)))
 		}
 		v.sums = append(v.sums, sha256.Sum256(sec))
 	}
@@ -194,4 +197,10 @@ func validParam(name string) bool {
 		}
 	}
 	return true
+}
+
+// urlSafe reports whether r is one of RFC 3986's unreserved characters,
+// which a URL carries as they are.
+func urlSafe(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '.' || r == '_' || r == '~'
 }

@@ -33,7 +33,7 @@ func TestURLToken(t *testing.T) {
 	}{
 		{"right token", one, "token=" + urlTok1, ""},
 		{"right token among other parameters", one, "agent=7&token=" + urlTok1 + "&x=", ""},
-		{"right token, escaped", urlSpec("a+b/c=d"), "token=a%2Bb%2Fc%3Dd", ""},
+		{"right token, escaped", urlSpec("a.b~c-d_e"), "token=a%2Eb%7Ec-d_e", ""},
 		{"right token, escaped name", one, "%74oken=" + urlTok1, ""},
 		{"wrong token", one, "token=" + urlTok2, "invalid token in the token query parameter"},
 		{"a prefix of the token", one, "token=" + urlTok1[:8], "invalid token in the token query parameter"},
@@ -92,7 +92,8 @@ func TestURLTokenNewErrors(t *testing.T) {
 		{"param with &", Spec{Type: TypeURLToken, Param: "a&b", Secrets: [][]byte{[]byte(leak)}}, `param: "a&b" is not a query parameter name`},
 		{"no secret", Spec{Type: TypeURLToken, Param: "token"}, `secrets: type "url-token" needs at least one secret (secret_env or secret_file)`},
 		{"empty secret", Spec{Type: TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(leak), nil}}, "secret 2 of 2: empty"},
-		{"secret with space", Spec{Type: TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(leak + " x")}}, "secret 1 of 1: a URL token cannot contain spaces"},
+		{"secret with space", Spec{Type: TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(leak + " x")}}, "secret 1 of 1: a URL token must be URL-safe"},
+		{"secret a URL must escape", Spec{Type: TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(leak), []byte("a+b/c=d")}}, "secret 2 of 2: a URL token must be URL-safe, letters, digits, '-', '.', '_' and '~' only (openssl rand -hex 32 makes one)"},
 		{"param on bearer", Spec{Type: TypeBearer, Param: "token", Secrets: [][]byte{[]byte(leak)}}, `param: applies only to type "url-token"; remove it`},
 		{"header on url-token", Spec{Type: TypeURLToken, Param: "token", Header: "X-T", Secrets: [][]byte{[]byte(leak)}}, `header: applies only to type "hmac"`},
 		{"tolerance on url-token", Spec{Type: TypeURLToken, Param: "token", Tolerance: time.Minute, Secrets: [][]byte{[]byte(leak)}}, "tolerance: applies only to"},

@@ -226,8 +226,8 @@ type Settlement struct {
 	// With Retry, the entry is ready again at RetryAt with the attempt
 	// count and LastError it had (its next Fetch gives the same Attempt),
 	// and its delivery record keeps its state, attempts, failures and
-	// LastError: NextAttemptAt becomes RetryAt, and NotAttemptedReason
-	// Err.
+	// LastError; its NextAttemptAt becomes RetryAt, and its
+	// NotAttemptedReason Err.
 	NotAttempted bool
 }
 

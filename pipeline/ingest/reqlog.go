@@ -16,12 +16,12 @@ import (
 //
 //	webhook accepted   source, event_id, dedup_key, sinks, delivery_id, remote
 //	webhook duplicate  source, event_id (the first event's), dedup_key, delivery_id, remote
+//	webhook ignored    source, reason (the source's ignore rule; rate-limited as refusals)
+//	webhook refused    source, status, reason, remote (and suppressed)
 //
 // delivery_id is the value of the header the source's auth names for one
 // delivery (webhook-id for Standard Webhooks), when it does and the request
 // has it: it tells two copies of one event apart, with remote.
-//	webhook ignored    source, reason (the source's ignore rule; rate-limited as refusals)
-//	webhook refused    source, status, reason, remote (and suppressed)
 //
 // Config.LogRequests turns off the first three; refusals are always logged,
 // at most refusalBurst lines at once and then one per refusalEvery for each

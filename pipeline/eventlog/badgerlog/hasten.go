@@ -156,8 +156,9 @@ func (q *queue) hastenRetries(ctx context.Context, began time.Time, after []byte
 }
 
 // hastenScan bounds the retry keys one HastenRetries page goes through,
-// moved or passed by, so that a page is bounded in time whatever the
-// walk meets.
+// moved or passed by. Badger's iterator also passes the deletion marks of
+// keys moved before (until compaction removes them), which this does not
+// count: a page right after a retry-now of many may take longer.
 var hastenScan = 4096 // a var: a test may lower it
 
 // hastenBytes bounds what one HastenRetries page writes again of its

@@ -54,7 +54,7 @@ type queue struct {
 	// hastenMu is held by a HastenRetries call throughout: two walks of
 	// this process (two retry-now calls) take turns by page, so an
 	// entry's record that one reads is not written again by the other
-	// before it is done with it.
+	// before it is done with it. Lock order: hastenMu before mu.
 	hastenMu sync.Mutex
 }
 

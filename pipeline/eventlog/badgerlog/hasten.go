@@ -17,9 +17,18 @@ import (
 var _ pipeline.RetryHastener = (*queue)(nil)
 
 // retryWalk is the State of a badgerlog [pipeline.RetryWalk]: the last
-// retry key a page of it went through (nil before the first).
+// retry key a page of it went through (nil before the first), and the
+// read timestamp of its first page's transaction. Every write to Badger
+// is a commit with a timestamp above every read timestamp taken before it
+// (Badger runs unmanaged: its oracle gives commit timestamps in order,
+// and the committer applies each record in a Badger transaction of its
+// own), so a retry key whose version is above readTs was written after
+// the walk began: a settlement's (failed again, or not attempted and due
+// again later), or the walk's own. A walk lives in memory only, and on
+// Open Badger's next timestamp starts above every version it holds.
 type retryWalk struct {
-	after []byte
+	after  []byte
+	readTs uint64 // 0 before the first page
 }
 
 // HastenRetries implements [pipeline.RetryHastener]: the sink's retry keys
@@ -29,8 +38,9 @@ type retryWalk struct {
 // and last error) in one transaction under q.mu, with its delivery
 // record's next attempt. The keys are on disk, not only in memory, so the
 // retries of failures from before a restart are found as well. A key
-// whose delivery record says its last attempt was after the walk began
-// (made due, then failed again) is passed by, as is a leased one. Held
+// written after the walk began (its version is above the walk's first
+// read timestamp: made due, then settled Retry again, attempted or not)
+// is passed by, as is a leased one. Held
 // keys (due at heldAt, after every other) end the walk. A page ends at
 // max entries, at [hastenScan] keys gone through, once their payloads and
 // errors reach [hastenBytes] (each is written again, so a page is that
@@ -53,7 +63,7 @@ func (q *queue) HastenRetries(ctx context.Context, w *pipeline.RetryWalk, max in
 		w.State = rw
 	}
 	for {
-		p, err := q.hastenRetries(ctx, w.Began, rw.after, max)
+		p, err := q.hastenRetries(ctx, rw, max)
 		if err != nil && errors.Is(err, badger.ErrTxnTooBig) && p.wrote > 0 && p.wrote < max {
 			max = p.wrote // nothing was written: the same page, shorter
 			continue
@@ -77,8 +87,9 @@ type hastenResult struct {
 }
 
 // hastenRetries is one try of HastenRetries' page, after the retry key
-// after (nil: from the first): on an error nothing is written.
-func (q *queue) hastenRetries(ctx context.Context, began time.Time, after []byte, max int) (res hastenResult, err error) {
+// rw.after (nil: from the first): on an error nothing is written. The
+// first try of a walk sets rw.readTs.
+func (q *queue) hastenRetries(ctx context.Context, rw *retryWalk, max int) (res hastenResult, err error) {
 	if err := q.l.checkOpen(); err != nil {
 		return res, err
 	}
@@ -89,6 +100,9 @@ func (q *queue) hastenRetries(ctx context.Context, began time.Time, after []byte
 	defer q.mu.Unlock()
 	txn := q.l.newTxn()
 	defer txn.Discard()
+	if rw.readTs == 0 {
+		rw.readTs = txn.ReadTs()
+	}
 	now := time.Now()
 	held := uint64(heldAt.UnixNano())
 	type found struct {
@@ -98,7 +112,7 @@ func (q *queue) hastenRetries(ctx context.Context, began time.Time, after []byte
 	var fs []found
 	size, scanned := 0, 0
 	start := retryKey(q.sink, now.Add(time.Nanosecond), 0)
-	if next := append(slices.Clip(after), 0); bytes.Compare(next, start) > 0 {
+	if next := append(slices.Clip(rw.after), 0); bytes.Compare(next, start) > 0 {
 		start = next // (a key's successor: keys are all as long)
 	}
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, PrefetchValues: true, PrefetchSize: 64})
@@ -119,12 +133,8 @@ func (q *queue) hastenRetries(ctx context.Context, began time.Time, after []byte
 		if _, leased := q.leases[seq]; leased { // (due <= now unless the clock stepped back)
 			continue
 		}
-		d, err := getDelivery(txn.Txn, seq, q.sink)
-		if err != nil {
-			return hastenResult{}, fmt.Errorf("hasten retries of %s: read entry %d's record: %w", q.sink, seq, err)
-		}
-		if d != nil && d.GetLastAttemptUnixNano() > began.UnixNano() {
-			continue // failed again since the walk began (see RetryWalk)
+		if it.Item().Version() > rw.readTs {
+			continue // settled again since the walk began (see RetryWalk)
 		}
 		v, err := it.Item().ValueCopy(nil)
 		if err != nil {

@@ -286,10 +286,18 @@ func testNextRetry(t *testing.T, l pipeline.Log) {
 // meanwhile, and waits for a retry again, is passed by when the walk
 // comes to it again (badgerlog's walk, earliest due first, would meet it
 // again before the others), and the walk still reaches the ones that
-// waited from the start; a new walk then hastens it.
+// waited from the start; a new walk then hastens it. The same holds when
+// the sink did not attempt it (Settlement.NotAttempted: its attempt count
+// and last attempt stay as they were) and it waits again after the
+// others (badgerlog's walk would meet it after its position).
 func testHastenWalkOnce(t *testing.T, l pipeline.Log) {
-	q := retryHastener(t, l)
-	appendIDs(t, l, ids("hw", 3), sinkA)
+	t.Run("failed", func(t *testing.T) { hastenWalkOnce(t, l, sinkA, false) })
+	t.Run("not-attempted", func(t *testing.T) { hastenWalkOnce(t, l, sinkB, true) })
+}
+
+func hastenWalkOnce(t *testing.T, l pipeline.Log, sink string, notAttempted bool) {
+	q := queueAs[pipeline.RetryHastener](t, l, sink, "pipeline.RetryHasteners")
+	appendIDs(t, l, ids("hw", 3), sink)
 	ds := mustFetch(t, q, 3)
 	later := time.Now().Add(hour)
 	var s []pipeline.Settlement
@@ -301,8 +309,15 @@ func testHastenWalkOnce(t *testing.T, l pipeline.Log) {
 	mustHastenRetries(t, q, &w, 1, 1, "of three, one at a time")
 	again := mustFetch(t, q, 1)
 	// Failed again, due sooner than the two that still wait, and later
-	// than it was due when the walk made it due.
-	mustSettle(t, q, pipeline.Settlement{Seq: again[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(hour), Err: "503 again"})
+	// than it was due when the walk made it due; or not attempted, and
+	// due after the two.
+	attempt := 3
+	if notAttempted {
+		attempt = 2 // (the third Fetch counts the second attempt)
+		mustSettle(t, q, pipeline.Settlement{Seq: again[0].Seq, Outcome: pipeline.Retry, NotAttempted: true, RetryAt: time.Now().Add(2 * hour), Err: "circuit open"})
+	} else {
+		mustSettle(t, q, pipeline.Settlement{Seq: again[0].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(hour), Err: "503 again"})
+	}
 	for n := 0; n < 2; {
 		if w.Done {
 			t.Fatalf("walk done after %d of the two that waited from the start", n)
@@ -329,5 +344,5 @@ func testHastenWalkOnce(t *testing.T, l pipeline.Log) {
 	}
 	fetchNone(t, q)
 	mustHastenRetries(t, q, nil, 10, 1, "on a new walk, of the one that failed again")
-	wantDeliveries(t, "Fetch after the new walk", mustFetch(t, q, 1), []string{again[0].Event.ID}, 3)
+	wantDeliveries(t, "Fetch after the new walk", mustFetch(t, q, 1), []string{again[0].Event.ID}, attempt)
 }

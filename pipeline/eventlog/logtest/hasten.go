@@ -291,13 +291,13 @@ func testNextRetry(t *testing.T, l pipeline.Log) {
 // and last attempt stay as they were) and it waits again after the
 // others (badgerlog's walk would meet it after its position).
 func testHastenWalkOnce(t *testing.T, l pipeline.Log) {
-	t.Run("failed", func(t *testing.T) { hastenWalkOnce(t, l, sinkA, false) })
-	t.Run("not-attempted", func(t *testing.T) { hastenWalkOnce(t, l, sinkB, true) })
+	t.Run("failed", func(t *testing.T) { hastenWalkOnce(t, l, sinkA, "hw", false) })
+	t.Run("not-attempted", func(t *testing.T) { hastenWalkOnce(t, l, sinkB, "hn", true) })
 }
 
-func hastenWalkOnce(t *testing.T, l pipeline.Log, sink string, notAttempted bool) {
+func hastenWalkOnce(t *testing.T, l pipeline.Log, sink, prefix string, notAttempted bool) {
 	q := queueAs[pipeline.RetryHastener](t, l, sink, "pipeline.RetryHasteners")
-	appendIDs(t, l, ids("hw", 3), sink)
+	appendIDs(t, l, ids(prefix, 3), sink)
 	ds := mustFetch(t, q, 3)
 	later := time.Now().Add(hour)
 	var s []pipeline.Settlement
@@ -338,7 +338,7 @@ func hastenWalkOnce(t *testing.T, l pipeline.Log, sink string, notAttempted bool
 	}
 	got := deliveryIDs(mustFetch(t, q, 2))
 	slices.Sort(got)
-	want := slices.DeleteFunc(ids("hw", 3), func(id string) bool { return id == again[0].Event.ID })
+	want := slices.DeleteFunc(ids(prefix, 3), func(id string) bool { return id == again[0].Event.ID })
 	if !slices.Equal(got, want) {
 		t.Fatalf("Fetch after the walk = %v, want %v (those that waited from the start)", got, want)
 	}

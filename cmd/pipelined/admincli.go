@@ -930,8 +930,10 @@ func (p *printer) replay(req admin.ReplayRequest) error {
 			dead = fmt.Sprintf(", %d in the dead-letter queue (not replayed: pipelined dlq retry %s --id ID, or --all)",
 				last.InDeadLetterQueue, req.Sink)
 		}
+		// AlreadyQueued counts the dead letters too (see
+		// admin.ReplayProgress).
 		fmt.Fprintf(p.stdout, "replayed to %s: %d enqueued, %d already queued%s (%d matched of %d scanned)\n",
-			req.Sink, last.Enqueued, last.AlreadyQueued, dead, last.Matched, last.Scanned)
+			req.Sink, last.Enqueued, last.AlreadyQueued-last.InDeadLetterQueue, dead, last.Matched, last.Scanned)
 	}
 	if last.Error != "" {
 		return fmt.Errorf("replay stopped after %d enqueued: %s", last.Enqueued, last.Error)

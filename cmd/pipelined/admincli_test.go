@@ -184,7 +184,7 @@ func TestAdminCLI(t *testing.T) {
 		{"replay of dead letters", []string{"replay", "--sink", "slack", "--since", "1h", "--when", "body.n == 1 || body.n == 3", "-c", cfg}, 0,
 			[]string{"replayed to slack: 0 enqueued, 0 already queued, 2 in the dead-letter queue (not replayed: pipelined dlq retry slack --id ID, or --all) (2 matched of 2 scanned)"}, nil},
 		{"replay of dead letters json", []string{"replay", "--sink", "slack", "--since", "1h", "--when", "body.n == 1", "-c", cfg, "--json"}, 0,
-			[]string{`"already_queued":0`, `"in_dead_letter_queue":1`}, nil},
+			[]string{`"already_queued":1`, `"in_dead_letter_queue":1`}, nil},
 		{"dlq list unknown sink", append([]string{"dlq", "list", "nope"}, a...), 1, nil, []string{`unknown sink "nope"`}},
 		{"sinks without token", append([]string{"sinks"}, anon...), 1, nil, []string{"(HTTP 401)", "--token-env"}},
 		{"dlq retry without token", append([]string{"dlq", "retry", "slack", "--all"}, anon...), 1, nil, []string{"(HTTP 401)", "--token-env"}},

@@ -185,7 +185,7 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 				if err != nil {
 					return err
 				}
-				p.AlreadyQueued += skipped - dead
+				p.AlreadyQueued += skipped // every one left alone, dead or not
 				p.InDeadLetterQueue += dead
 			}
 		}

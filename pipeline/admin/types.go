@@ -338,13 +338,14 @@ type ReplayRequest struct {
 // ReplayProgress is one line of the NDJSON answer of POST /v1/replay:
 // progress lines while it runs, then one with Done (or Error) set.
 // Scanned counts the events looked at, Matched those that passed the
-// filters, Enqueued those put in the queue, AlreadyQueued those left
-// alone because the queue still held them (waiting for a delivery), and
-// InDeadLetterQueue those left alone because they are in the sink's
-// dead-letter queue: a replay does not take them out of it (`pipelined dlq
-// retry` does). Matched is the sum of the three. At is the ReceivedAt of
-// the last event looked at, so a client can draw progress from Since to
-// Until.
+// filters, Enqueued those put in the queue, and AlreadyQueued those left
+// alone because the queue still held them: waiting for a delivery, or in
+// the sink's dead-letter queue. InDeadLetterQueue counts, of those, the
+// ones in the dead-letter queue: a replay does not take them out of it
+// (`pipelined dlq retry` does); AlreadyQueued - InDeadLetterQueue wait
+// for a delivery. Matched is Enqueued + AlreadyQueued. At is the
+// ReceivedAt of the last event looked at, so a client can draw progress
+// from Since to Until.
 type ReplayProgress struct {
 	Scanned           int       `json:"scanned"`
 	Matched           int       `json:"matched"`

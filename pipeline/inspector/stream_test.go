@@ -417,3 +417,60 @@ func TestReplaysRunningAreBounded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestReplayPageSplitsWhatItLeftAlone: the replay job's page shows, of
+// the events the replay left alone (already_queued), those in the
+// dead-letter queue (in_dead_letter_queue) apart from those still queued.
+func TestReplayPageSplitsWhatItLeftAlone(t *testing.T) {
+	db := memlog.New()
+	w := writer.New(db, nil)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := w.Append(ctx, pipeline.Entry{Event: pipeline.Event{ID: id, Source: "s", ReceivedAt: time.Now().UTC(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "crm", Route: "r"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := db.Queue("crm")
+	ds, err := q.Fetch(ctx, 10)
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("Fetch = %d, %v", len(ds), err)
+	}
+	// a stays leased (queued), b is delivered, c dead.
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[1].Seq, Outcome: pipeline.Ack}, {Seq: ds[2].Seq, Outcome: pipeline.Dead, Err: "422"}}); err != nil {
+		t.Fatal(err)
+	}
+	base, _ := runUI(t, inspector.Options{Admin: admin.Options{Log: db, AllowUnauthenticated: true}, Subscribe: w.Subscribe,
+		SinkNames: func() []string { return []string{"crm"} }})
+	c := client(t)
+	_, page := get(t, c, base+"/ui/replay")
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("no csrf token on the replay page")
+	}
+	resp, err := c.PostForm(base+"/ui/replay", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "since": {"1h"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	job := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(job, "/ui/replay/") {
+		t.Fatalf("POST /ui/replay = %d to %q, want 303 to the job's page", resp.StatusCode, job)
+	}
+	for ev := range stream(t, c, base+job+"/stream") {
+		if strings.HasPrefix(ev, "event: done") {
+			if !strings.Contains(ev, `"already_queued":2`) || !strings.Contains(ev, `"in_dead_letter_queue":1`) {
+				t.Errorf("the last progress event = %q, want 2 already queued of which 1 in the dead-letter queue", ev)
+			}
+			break
+		}
+	}
+	_, page = get(t, c, base+job)
+	for _, want := range []string{`id="rp-enqueued">1<`, `id="rp-already">1<`, `id="rp-dead">1<`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the replay job's page has no %s", want)
+		}
+	}
+}

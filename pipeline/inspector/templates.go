@@ -21,6 +21,7 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05.000Z")
 	},
 	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+	"sub": func(a, b int) int { return a - b },
 	"ago": func(t time.Time) string {
 		if t.IsZero() {
 			return ""

@@ -42,7 +42,7 @@ function replayProgress() {
     setText("rp-scanned", p.scanned);
     setText("rp-matched", p.matched);
     setText("rp-enqueued", p.enqueued);
-    setText("rp-already", p.already_queued);
+    setText("rp-already", p.already_queued - p.in_dead_letter_queue); // already_queued counts the dead letters too
     setText("rp-dead", p.in_dead_letter_queue);
     setText("rp-at", ts(p.at));
     if (v.error) {

@@ -277,7 +277,8 @@ type Queue interface {
 	// holds two entries for one event. A seq that is not in the log, for
 	// example because retention removed it, fails the whole call with an
 	// error wrapping [ErrNotFound] that names the seq; nothing is queued
-	// then. It returns how many entries it added.
+	// then. It returns how many entries it added, and says of each entry
+	// of rs whether it is a dead letter ([Requeue.Dead]).
 	Requeue(ctx context.Context, rs []Requeue) (int, error)
 
 	// Oldest returns the ReceivedAt of the oldest event (lowest Seq) that
@@ -293,6 +294,14 @@ type Requeue struct {
 	// [Target]; a nil Payload delivers the event's Body.
 	Route   string
 	Payload []byte
+	// Dead is Requeue's answer, not its caller's: a call that returns no
+	// error sets it on every entry of rs, true when it skipped the event
+	// because the event is in this queue's dead-letter queue, false
+	// otherwise (queued, or queued again by the call). A replay says from
+	// it how many of the events it left alone are dead letters, without
+	// reading them (P9); it costs a backend nothing more, since Requeue
+	// looks for the dead letter to skip the event anyway.
+	Dead bool
 }
 
 // QueueStats counts one queue's entries.

@@ -180,13 +180,11 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 				return err
 			}
 			p.Enqueued += n
-			if skipped := len(rs) - n; skipped > 0 {
-				dead, err := deadAmong(ctx, q, rs, skipped)
-				if err != nil {
-					return err
+			p.AlreadyQueued += len(rs) - n // every one left alone, dead or not
+			for _, r := range rs {
+				if r.Dead { // Requeue's answer: no dead letter is read (P9)
+					p.InDeadLetterQueue++
 				}
-				p.AlreadyQueued += skipped // every one left alone, dead or not
-				p.InDeadLetterQueue += dead
 			}
 		}
 		if next == "" {
@@ -198,39 +196,6 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 			progress()
 		}
 	}
-}
-
-// deadAmong counts the events of rs that are in q's dead-letter queue, of
-// the skipped that Requeue left alone (queued or dead): it reads the
-// dead letters from the first seq of rs on, a page at a time, until it
-// has found skipped of them or passed the last seq of rs. rs is in log
-// order (a page of the log).
-func deadAmong(ctx context.Context, q pipeline.Queue, rs []pipeline.Requeue, skipped int) (int, error) {
-	in := make(map[uint64]bool, len(rs))
-	for _, r := range rs {
-		in[r.Seq] = true
-	}
-	last := rs[len(rs)-1].Seq
-	dead := 0
-	for after := rs[0].Seq - 1; dead < skipped; {
-		dl, err := q.DeadLetters(ctx, after, replayPage)
-		if err != nil {
-			return 0, fmt.Errorf("dead letters: %w", err)
-		}
-		for _, d := range dl {
-			if d.Seq > last {
-				return dead, nil
-			}
-			if in[d.Seq] {
-				dead++
-			}
-		}
-		if len(dl) < replayPage {
-			break
-		}
-		after = dl[len(dl)-1].Seq
-	}
-	return dead, nil
 }
 
 // requeue requeues rs in q, in halves when the log answers that they do

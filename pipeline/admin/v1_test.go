@@ -820,3 +820,52 @@ func TestReplayDeadLetterIsNotAlreadyQueued(t *testing.T) {
 		t.Errorf("DeadLetters after the replay = %+v, %v; want ev-4 still there", dl, err)
 	}
 }
+
+// TestReplayCountsDeadLettersWithoutReadingThem: a replay counts the
+// skipped events that are dead letters from Requeue's answer
+// (pipeline.Requeue.Dead), not by reading the dead letters, whose
+// events and payloads can be 1 MiB each (P9).
+func TestReplayCountsDeadLettersWithoutReadingThem(t *testing.T) {
+	l := fixture(t)
+	q := l.Queue("archive")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, err := q.Fetch(ctx, 10)
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("Fetch = %d, %v", len(ds), err)
+	}
+	if err := q.Settle(ctx, []pipeline.Settlement{{Seq: ds[1].Seq, Outcome: pipeline.Dead, Err: "422"}, {Seq: ds[2].Seq, Outcome: pipeline.Dead, Err: "422"}}); err != nil {
+		t.Fatal(err)
+	}
+	h := admin.Handler(v1Options(noDeadLettersLog{Log: l, t: t}))
+	r := call(t, h, "POST", "/v1/replay", token, `{"sink":"archive","since":"2025-03-14T15:00:00Z"}`)
+	if r.code != 200 {
+		t.Fatalf("POST /v1/replay = %d %s", r.code, r.body)
+	}
+	lines := replayLines(t, r)
+	final := lines[len(lines)-1]
+	if !final.Done || final.Matched != 3 || final.Enqueued != 0 || final.AlreadyQueued != 3 || final.InDeadLetterQueue != 2 {
+		t.Errorf("replay final line = %+v, want done, 3 matched, 3 already queued of which 2 in the dead-letter queue", final)
+	}
+}
+
+// noDeadLettersLog is a Log whose queues fail the test when their dead
+// letters are read.
+type noDeadLettersLog struct {
+	*memlog.Log
+	t *testing.T
+}
+
+func (l noDeadLettersLog) Queue(sink string) pipeline.Queue {
+	return noDeadLettersQueue{l.Log.Queue(sink), l.t}
+}
+
+type noDeadLettersQueue struct {
+	pipeline.Queue
+	t *testing.T
+}
+
+func (q noDeadLettersQueue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pipeline.DeadLetter, error) {
+	q.t.Errorf("DeadLetters(%d, %d) called", after, limit)
+	return q.Queue.DeadLetters(ctx, after, limit)
+}

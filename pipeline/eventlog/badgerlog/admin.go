@@ -400,7 +400,8 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 
 	now := time.Now()
 	n := 0
-	for _, r := range rs {
+	for i, r := range rs {
+		rs[i].Dead = false
 		item, err := txn.Get(eventKey(r.Seq))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return 0, fmt.Errorf("requeue %s: event seq %d: %w", q.sink, r.Seq, pipeline.ErrNotFound)
@@ -435,6 +436,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 			if err != nil {
 				return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
 			}
+			rs[i].Dead = true
 			continue
 		}
 		v, err := targetUTF8.encoded((&logpb.Target{Route: r.Route, Payload: r.Payload}).MarshalVT())

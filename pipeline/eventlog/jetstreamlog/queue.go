@@ -1064,6 +1064,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		list = append(list, todo{r.Seq, qRecord{Event: ev, Route: r.Route, Payload: r.Payload}})
 	}
 	n := 0
+	var dead map[uint64]bool // the seqs skipped as dead letters
 	for _, t := range list {
 		if ok, err := q.queued(ctx, t.seq, t.rec.Event.ID); err != nil || ok {
 			if err != nil {
@@ -1075,12 +1076,19 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 			if err != nil {
 				return n, err
 			}
+			if dead == nil {
+				dead = make(map[uint64]bool)
+			}
+			dead[t.seq] = true
 			continue
 		}
 		if err := q.enqueue(ctx, t.seq, t.rec, "", pipeline.StateQueued); err != nil {
 			return n, err
 		}
 		n++
+	}
+	for i := range rs {
+		rs[i].Dead = dead[rs[i].Seq]
 	}
 	return n, nil
 }

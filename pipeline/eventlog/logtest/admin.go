@@ -324,11 +324,17 @@ func testRequeueNoDuplicates(t *testing.T, l pipeline.Log) {
 	events := mustEvents(t, l, pipeline.EventFilter{})
 	rs := make([]pipeline.Requeue, 0, 2*len(events))
 	for _, e := range events {
-		rs = append(rs, pipeline.Requeue{Seq: e.Seq}, pipeline.Requeue{Seq: e.Seq})
+		// (Dead set: Requeue answers it for every entry.)
+		rs = append(rs, pipeline.Requeue{Seq: e.Seq, Dead: true}, pipeline.Requeue{Seq: e.Seq, Dead: true})
 	}
 	// leased, retrying, dead, ready: each has its entry already.
 	if n, err := q.Requeue(ctxFor(t, waitLong), rs); err != nil || n != 0 {
 		t.Fatalf("Requeue(entries that are queued) = %d, %v, want 0, nil", n, err)
+	}
+	for i, r := range rs {
+		if want := r.Seq == ds[2].Seq; r.Dead != want {
+			t.Errorf("after Requeue, rs[%d] (seq %d) Dead = %v, want %v (only %s is a dead letter)", i, r.Seq, r.Dead, want, all[2])
+		}
 	}
 	wantStats(t, q, pipeline.QueueStats{Ready: 2, Retrying: 1, Dead: 1})
 	mustSettle(t, q, ack(ds[0])...)

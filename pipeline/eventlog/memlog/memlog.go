@@ -791,7 +791,8 @@ func (q *Queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	}
 	now := time.Now()
 	n := 0
-	for _, r := range rs {
+	for i, r := range rs {
+		_, rs[i].Dead = q.q.dead[r.Seq]
 		if q.has(r.Seq) {
 			continue
 		}

@@ -105,7 +105,8 @@ type RetryHastener interface {
 	// A walk hastens the entries that waited for a later retry as it
 	// began (its first call), each once: an entry whose attempt failed
 	// after w.Began is passed by, even when it waits again (an entry that
-	// was made due and failed again is not made due twice, and does not
+	// was made due and failed again, or was not attempted and waits again
+	// ([Settlement.NotAttempted]), is not made due twice, and does not
 	// keep a walk from the entries that still wait). So a walk ends,
 	// however fast the sink fails.
 	//

@@ -28,7 +28,8 @@ var _ pipeline.RetryHastener = (*queue)(nil)
 // Open Badger's next timestamp starts above every version it holds.
 type retryWalk struct {
 	after  []byte
-	readTs uint64 // 0 before the first page
+	began  bool // readTs is set (it can be 0: a log with no write yet)
+	readTs uint64
 }
 
 // HastenRetries implements [pipeline.RetryHastener]: the sink's retry keys
@@ -100,8 +101,8 @@ func (q *queue) hastenRetries(ctx context.Context, rw *retryWalk, max int) (res 
 	defer q.mu.Unlock()
 	txn := q.l.newTxn()
 	defer txn.Discard()
-	if rw.readTs == 0 {
-		rw.readTs = txn.ReadTs()
+	if !rw.began {
+		rw.began, rw.readTs = true, txn.ReadTs()
 	}
 	now := time.Now()
 	held := uint64(heldAt.UnixNano())

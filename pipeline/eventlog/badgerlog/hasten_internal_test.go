@@ -155,8 +155,9 @@ func TestNextRetryPassesDeletedKeysWithinItsBound(t *testing.T) {
 
 // TestHastenScanIsBounded: a page goes through hastenScan retry keys at
 // most, moved or passed by, and the walk goes on from there: here every
-// entry failed after the walk began, so each is passed by, and each page
-// moves none.
+// entry failed after the walk began (its retry key's version is above
+// the walk's read timestamp), so each is passed by, and each page moves
+// none.
 func TestHastenScanIsBounded(t *testing.T) {
 	defer func(n int) { hastenScan = n }(hastenScan)
 	hastenScan = 2
@@ -166,8 +167,11 @@ func TestHastenScanIsBounded(t *testing.T) {
 	}
 	defer l.Close()
 	began := time.Now()
+	txn := l.db.NewTransaction(false)
+	rw := &retryWalk{began: true, readTs: txn.ReadTs()}
+	txn.Discard()
 	q := retryAll(t, l, 5, nil).(pipeline.RetryHastener)
-	w := pipeline.RetryWalk{Began: began}
+	w := pipeline.RetryWalk{Began: began, State: rw}
 	var pages []int
 	for !w.Done && len(pages) < 10 {
 		n, err := q.HastenRetries(context.Background(), &w, 1000)

@@ -77,7 +77,13 @@ delivery = { batch_max = 100, batch_wait = "5ms" }
 	}
 
 	// No pipelined runs now. A sender's request is taken by the kernel
-	// into the socket's backlog: not refused, not answered.
+	// into the socket's backlog: not refused, not answered. The premise,
+	// directly: a connection made now is accepted, not refused.
+	conn, err := net.DialTimeout("tcp", ingest.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("a connection while no pipelined runs: %v; want it taken into the socket's backlog", err)
+	}
+	conn.Close()
 	type answer struct {
 		code int
 		ans  map[string]any

@@ -390,11 +390,20 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	txn := q.l.newTxn()
 	defer txn.Discard()
 
-	retrying := map[uint64]bool{}
+	// Which of rs wait for a retry: the retry keys sort by due time, not
+	// seq, so they are all gone through (keys only), and only rs's seqs
+	// are kept: a map of every retry of the sink grew with the queue (P9).
+	retrying := make(map[uint64]bool, len(rs))
+	for _, r := range rs {
+		retrying[r.Seq] = false
+	}
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
 	for it.Seek(q.retry); it.ValidForPrefix(q.retry); it.Next() {
 		k := it.Item().Key()
-		retrying[binary.BigEndian.Uint64(k[len(k)-8:])] = true
+		seq := binary.BigEndian.Uint64(k[len(k)-8:])
+		if _, asked := retrying[seq]; asked {
+			retrying[seq] = true
+		}
 	}
 	it.Close()
 

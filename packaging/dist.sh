@@ -79,12 +79,14 @@ for arch in $ARCHES; do
 
 	# Tarball: the binaries side by side (the daemon finds its plugins next
 	# to itself), the reference configuration with the schema where it
-	# points, the unit as examples/systemd/README.md installs it.
+	# points, the unit as examples/systemd/README.md installs it, and its
+	# socket units and drop-in for socket activation.
 	name=pipelined_${VERSION}_linux_${arch}
 	t=$OUT/build/tar/$name
 	mkdir -p "$t/examples/callkaro/schemas"
 	install -m 0755 "$stage"/pipelined* "$t/"
-	install -m 0644 pipeline.toml README.md LICENSE examples/systemd/pipelined.service "$t/"
+	install -m 0644 pipeline.toml README.md LICENSE examples/systemd/pipelined.service \
+		examples/systemd/pipelined.socket examples/systemd/pipelined-admin.socket examples/systemd/socket-activation.conf "$t/"
 	install -m 0644 examples/callkaro/schemas/call_ended.schema.json "$t/examples/callkaro/schemas/"
 	find "$t" -type d -exec chmod 0755 {} +
 	tar -C "$OUT/build/tar" --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \

@@ -74,10 +74,11 @@ check "SHA256SUMS verifies" sh -c "cd dist && sha256sum -c --quiet SHA256SUMS"
 check "SHA256SUMS covers 16 artifacts" test "$(wc -l <dist/SHA256SUMS)" = 16
 deb=dist/pipelined_${VERSION}-1_amd64.deb
 rpmf=dist/pipelined-${VERSION}-1.x86_64.rpm
-check "tarball holds binaries, config, schema, unit, README, LICENSE" sh -c "
+check "tarball holds binaries, config, schema, units, README, LICENSE" sh -c "
 	tar -tzf dist/pipelined_${VERSION}_linux_amd64.tar.gz | sort >$work/tar.txt
 	for f in pipelined pipelined-sink-archive pipelined-sink-sql pipelined-sink-slack pipelined-sink-http \
-		pipeline.toml pipelined.service README.md LICENSE examples/callkaro/schemas/call_ended.schema.json; do
+		pipeline.toml pipelined.service pipelined.socket pipelined-admin.socket socket-activation.conf \
+		README.md LICENSE examples/callkaro/schemas/call_ended.schema.json; do
 		grep -qx pipelined_${VERSION}_linux_amd64/\$f $work/tar.txt || { echo missing \$f; exit 1; }; done"
 
 # Install.

@@ -73,6 +73,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -282,20 +283,20 @@ type Dispatcher struct {
 	// attempted, with a delay: a 503 or 429 with a Retry-After of an
 	// hour, up to a day): once a later call delivers events and is not
 	// cut short, the sink takes events again, and they are brought
-	// forward (see hastenParked). At most maxParked, each once (inPark);
-	// parkedMore counts those past it, which keep their time.
+	// forward (see hastenParked). At most maxParked; parkedMore counts
+	// those past it, which keep their time.
 	//
 	// forwardAt paces the bringing forward: none before it. After one,
 	// the next call that is cut short again (the receiver takes some
 	// events and still throttles) doubles forwardEvery, from
-	// BreakerProbe up to BackoffMax, so that the events brought forward
-	// and refused again are attempted at a backoff's pace, not at each
-	// event the receiver takes; one that is not cut short resets it.
-	// forwarded says a bring-forward awaits the next call's verdict.
+	// BreakerProbe up to BackoffMax, and puts forwardAt that far ahead,
+	// so that the events brought forward and refused again are attempted
+	// at a backoff's pace, not at each event the receiver takes; one that
+	// is not cut short resets both. forwarded says a bring-forward awaits
+	// the next call's verdict.
 	//
 	// Only Run's goroutine uses them.
-	parked       []uint64
-	inPark       map[uint64]bool
+	parked       map[uint64]struct{}
 	parkedMore   int
 	forwardAt    time.Time
 	forwardEvery time.Duration
@@ -383,7 +384,7 @@ func New(o Options) *Dispatcher {
 	}
 	d := &Dispatcher{o: o, stopping: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}),
 		paused: o.Paused, wake: make(chan struct{}), probeNow: make(chan struct{}, 1), firstFail: map[uint64]time.Time{},
-		deadLog: lograte.NewBurst(deadLogBurst, time.Second)}
+		deadLog: lograte.NewBurst(deadLogBurst, time.Second), parked: map[uint64]struct{}{}, forwardEvery: o.BreakerProbe}
 	if o.Rate > 0 {
 		burst := max(1, int(math.Ceil(o.Rate)))
 		d.limiter = rate.NewLimiter(rate.Limit(o.Rate), burst)
@@ -734,31 +735,23 @@ func (d *Dispatcher) hastenParked(ctx context.Context) {
 	if len(d.parked) == 0 {
 		return
 	}
-	parked, more := d.parked, d.parkedMore
-	d.parked, d.parkedMore = nil, 0
-	clear(d.inPark)
-	d.forwarded = true
-	if d.forwardAt.IsZero() {
-		d.forwardEvery = d.o.BreakerProbe
-	}
-	d.forwardAt = time.Now().Add(d.forwardEvery)
+	parked, more := slices.Collect(maps.Keys(d.parked)), d.parkedMore
+	clear(d.parked)
+	d.parkedMore, d.forwarded = 0, true
 	d.bringForward(ctx, parked, more, "the sink takes events again", "events the sink had asked to wait")
 }
 
-// park adds seqs to d.parked, each once, up to maxParked.
+// park adds seqs to d.parked, up to maxParked.
 func (d *Dispatcher) park(seqs []uint64) {
-	if d.inPark == nil {
-		d.inPark = make(map[uint64]bool)
-	}
 	for _, seq := range seqs {
-		switch {
-		case d.inPark[seq]:
-		case len(d.parked) < maxParked:
-			d.parked = append(d.parked, seq)
-			d.inPark[seq] = true
-		default:
-			d.parkedMore++
+		if _, in := d.parked[seq]; in {
+			continue
 		}
+		if len(d.parked) == maxParked {
+			d.parkedMore++
+			continue
+		}
+		d.parked[seq] = struct{}{}
 	}
 }
 

@@ -34,6 +34,19 @@
 // token bound to the session; a POST without it is refused with 403. The
 // admin server's Host and Origin checks apply to every call.
 //
+// # Buttons: Post/Redirect/Get
+//
+// A button that acts (Retry now; an event's replay, retry and give-up;
+// dead letters' retry, drop and give-up) answers 303 See Other to the page
+// it was pressed on when the action succeeds, and that page says what was
+// done once: reloading it shows nothing and posts nothing again. The
+// result rides in a flash cookie (HttpOnly, SameSite=Strict, for a
+// minute) that names the page it is for, signed with the sessions' key
+// and bound to the session, so that no one but the UI writes a message
+// into a page. A refused or failed action answers its status (4xx, 5xx)
+// with a page that says why, and a drop's confirmation is a page of its
+// own; a replay answers 303 to its progress page.
+//
 // # Bounded pages
 //
 // Each page reads a bounded part of the log: a page of events newest first

@@ -192,6 +192,9 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type session struct {
 	csrf  string
 	value string // the cookie's value
+	// flash is the result of the action that redirected here, shown once
+	// (see flash.go); or a note a handler adds to the page it draws.
+	flash string
 }
 
 const cookieName = "pipelined_session"
@@ -221,6 +224,9 @@ func (u *UI) authed(h func(http.ResponseWriter, *http.Request, session)) http.Ha
 			value = u.newSession(w, r)
 		}
 		s := session{csrf: u.csrfFor(value), value: value}
+		if r.Method == http.MethodGet {
+			s.flash = u.takeFlash(w, r, value)
+		}
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 			got := r.PostFormValue("csrf")
@@ -429,7 +435,7 @@ func (u *UI) fail(w http.ResponseWriter, r *http.Request, code int, msg string) 
 	u.render(w, r, code, "error", page{Title: http.StatusText(code), Error: msg})
 }
 
-// pg fills the common fields of a page.
+// pg fills the common fields of a page, the session's flash among them.
 func (u *UI) pg(s session, nav, title string, data any) page {
-	return page{Title: title, Nav: nav, CSRF: s.csrf, Authed: len(u.o.Admin.Token) > 0, Data: data}
+	return page{Title: title, Nav: nav, CSRF: s.csrf, Authed: len(u.o.Admin.Token) > 0, Flash: s.flash, Data: data}
 }

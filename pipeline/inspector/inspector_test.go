@@ -124,7 +124,7 @@ func TestLoginSessionAndCSRF(t *testing.T) {
 	}{
 		{"no csrf", url.Values{"sink": {"crm"}}, http.StatusForbidden},
 		{"forged csrf", url.Values{"sink": {"crm"}, "csrf": {"AAAA"}}, http.StatusForbidden},
-		{"csrf", url.Values{"sink": {"crm"}, "csrf": {m[1]}}, http.StatusOK},
+		{"csrf", url.Values{"sink": {"crm"}, "csrf": {m[1]}}, http.StatusSeeOther},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if r := post("/ui/events/"+id+"/replay", tc.form); r.StatusCode != tc.want {
@@ -431,14 +431,7 @@ func TestDropAllDeadTellsOnDropDead(t *testing.T) {
 	if m == nil {
 		t.Fatal("the dead-letter page has no CSRF token")
 	}
-	resp, err := c.PostForm(srv.URL+"/ui/dlq/crm", url.Values{"csrf": {m[1]}, "action": {"drop"}, "all": {"1"}, "confirm": {"yes"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST drop all = %d, want 200", resp.StatusCode)
-	}
+	act(t, c, srv.URL, "/ui/dlq/crm", url.Values{"csrf": {m[1]}, "action": {"drop"}, "all": {"1"}, "confirm": {"yes"}}, "/ui/dlq/crm")
 	if dls, _ := db.Queue("crm").DeadLetters(ctx, 0, 10); len(dls) != 0 {
 		t.Errorf("%d dead letters left after drop all, want 0", len(dls))
 	}
@@ -772,14 +765,9 @@ func TestGiveUpButton(t *testing.T) {
 	if m == nil {
 		t.Fatal("no CSRF token on the page")
 	}
-	resp, err := c.PostForm(srv.URL+"/ui/events/"+ap[0].ID+"/giveup", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "reason": {"test data"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "Given up: the event goes to the dead-letter queue of crm") {
-		t.Fatalf("POST giveup = %d:\n%s", resp.StatusCode, b)
+	page = act(t, c, srv.URL, "/ui/events/"+ap[0].ID+"/giveup", url.Values{"csrf": {m[1]}, "sink": {"crm"}, "reason": {"test data"}}, "/ui/events/"+ap[0].ID)
+	if !strings.Contains(flashOf(page), "Given up: the event goes to the dead-letter queue of crm") {
+		t.Fatalf("POST giveup shows %q", flashOf(page))
 	}
 	if set.Len() != 1 {
 		t.Errorf("crm's give-ups hold %d entries, want 1", set.Len())
@@ -918,9 +906,9 @@ func TestRetryNowButton(t *testing.T) {
 	if ds, _ := q.Fetch(ctx, 1); len(ds) != 0 {
 		t.Fatal("the retry an hour away was fetched before Retry now")
 	}
-	code, body := post("/ui/sinks/crm/retry-now", url.Values{"csrf": {m[1]}})
-	if code != http.StatusOK || !strings.Contains(body, "crm: 1 event(s) waiting for a retry made due now; its breaker is open: probing now (every event waiting goes once a probe succeeds).") {
-		t.Fatalf("Retry now = %d:\n%s", code, body)
+	page = act(t, c, srv.URL, "/ui/sinks/crm/retry-now", url.Values{"csrf": {m[1]}}, "/ui/")
+	if got := flashOf(page); got != "crm: 1 event(s) waiting for a retry made due now; its breaker is open: probing now (every event waiting goes once a probe succeeds)." {
+		t.Fatalf("Retry now shows %q", got)
 	}
 	if !slices.Equal(probed, []string{"crm"}) {
 		t.Errorf("ProbeNow calls = %v, want [crm]", probed)
@@ -1011,8 +999,11 @@ func TestRetryNowButtonOutlivesTheWriteTimeout(t *testing.T) {
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "crm: 3 event(s) waiting for a retry made due now") {
-		t.Fatalf("Retry now = %d, %v:\n%s", resp.StatusCode, err, body)
+	if err != nil || resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/" {
+		t.Fatalf("Retry now = %d to %q, %v, want 303 to /ui/:\n%s", resp.StatusCode, resp.Header.Get("Location"), err, body)
+	}
+	if _, page := get(t, c, srv.URL+"/ui/"); !strings.Contains(flashOf(page), "crm: 3 event(s) waiting for a retry made due now") {
+		t.Fatalf("the overview after Retry now shows %q", flashOf(page))
 	}
 	if took := time.Since(start); took < 2*writeTimeout {
 		t.Fatalf("the call took %v, not longer than the write timeout %v (the premise)", took, writeTimeout)

@@ -87,13 +87,9 @@ func sinkState(s admin.SinkStatus) string {
 	return s.Plugin
 }
 
-func (u *UI) overview(w http.ResponseWriter, r *http.Request, s session) {
-	u.showOverview(w, r, s, "")
-}
-
 // retryNow makes the sink's waiting retries due now and probes its open
-// breaker, as pipelined sinks retry-now does, and shows the overview with
-// what it did.
+// breaker, as pipelined sinks retry-now does, and redirects to the
+// overview, which says what it did.
 func (u *UI) retryNow(w http.ResponseWriter, r *http.Request, s session) {
 	sink := r.PathValue("sink")
 	if u.o.Admin.Log == nil || u.o.Admin.Sinks == nil {
@@ -129,11 +125,10 @@ func (u *UI) retryNow(w http.ResponseWriter, r *http.Request, s session) {
 	default:
 		msg += "."
 	}
-	u.showOverview(w, r, s, msg)
+	u.seeOther(w, r, s, "/ui/", msg)
 }
 
-// showOverview renders the overview with flash on top.
-func (u *UI) showOverview(w http.ResponseWriter, r *http.Request, s session, flash string) {
+func (u *UI) overview(w http.ResponseWriter, r *http.Request, s session) {
 	d := overviewData{}
 	sinks, err := u.sinkStatus(r.Context())
 	if err != nil {
@@ -145,9 +140,7 @@ func (u *UI) showOverview(w http.ResponseWriter, r *http.Request, s session, fla
 		d.Sinks = append(d.Sinks, sinkRow{SinkStatus: st, State: sinkState(st), PerMinute: rates.delivered[st.Name]})
 	}
 	d.Sources = rates.sources
-	p := u.pg(s, "overview", "Overview", d)
-	p.Flash = flash
-	u.render(w, r, http.StatusOK, "overview", p)
+	u.render(w, r, http.StatusOK, "overview", u.pg(s, "overview", "Overview", d))
 }
 
 type eventsData struct {
@@ -340,15 +333,8 @@ type eventData struct {
 }
 
 func (u *UI) event(w http.ResponseWriter, r *http.Request, s session) {
-	u.showEvent(w, r, s, "")
-}
-
-// showEvent draws the event page, with flash (the result of a button) when
-// not empty.
-func (u *UI) showEvent(w http.ResponseWriter, r *http.Request, s session, flash string) {
 	id := r.PathValue("id")
 	p := u.pg(s, "events", "Event "+id, nil)
-	p.Flash = flash
 	if u.o.Admin.Log == nil {
 		u.fail(w, r, http.StatusServiceUnavailable, "The event log is not open.")
 		return
@@ -513,7 +499,8 @@ func (u *UI) eventFor(w http.ResponseWriter, r *http.Request) (pipeline.EventInf
 	return es[0], sink, true
 }
 
-// replayOne queues the event again to a sink, as a replay does.
+// replayOne queues the event again to a sink, as a replay does, and
+// redirects to the event's page, which says what it did.
 func (u *UI) replayOne(w http.ResponseWriter, r *http.Request, s session) {
 	e, sink, ok := u.eventFor(w, r)
 	if !ok {
@@ -537,10 +524,11 @@ func (u *UI) replayOne(w http.ResponseWriter, r *http.Request, s session) {
 	if n == 0 {
 		msg = sink + " still holds this event (queued, retrying or dead): nothing was added."
 	}
-	u.showEvent(w, r, s, msg)
+	u.seeOther(w, r, s, "/ui/events/"+e.ID, msg)
 }
 
-// retryOne moves the event out of a sink's dead-letter queue, due now.
+// retryOne moves the event out of a sink's dead-letter queue, due now,
+// and redirects to the event's page, which says what it did.
 func (u *UI) retryOne(w http.ResponseWriter, r *http.Request, s session) {
 	e, sink, ok := u.eventFor(w, r)
 	if !ok {
@@ -556,10 +544,11 @@ func (u *UI) retryOne(w http.ResponseWriter, r *http.Request, s session) {
 	if n == 0 {
 		msg = "The event is not in the dead-letter queue of " + sink + "."
 	}
-	u.showEvent(w, r, s, msg)
+	u.seeOther(w, r, s, "/ui/events/"+e.ID, msg)
 }
 
-// giveUpOne gives up on the event at a sink, as pipelined dlq add does.
+// giveUpOne gives up on the event at a sink, as pipelined dlq add does,
+// and redirects to the event's page, which says what it did.
 func (u *UI) giveUpOne(w http.ResponseWriter, r *http.Request, s session) {
 	e, sink, ok := u.eventFor(w, r)
 	if !ok {
@@ -575,7 +564,7 @@ func (u *UI) giveUpOne(w http.ResponseWriter, r *http.Request, s session) {
 	if res.Count == 0 {
 		msg = "The event is not waiting in the queue of " + sink + ": nothing to give up on."
 	}
-	u.showEvent(w, r, s, msg)
+	u.seeOther(w, r, s, "/ui/events/"+e.ID, msg)
 }
 
 // dlqRow is one sink on the dead-letter index.
@@ -586,18 +575,12 @@ type dlqRow struct {
 }
 
 func (u *UI) dlqIndex(w http.ResponseWriter, r *http.Request, s session) {
-	u.showDLQIndex(w, r, s, "")
-}
-
-// showDLQIndex draws the dead-letter index, with flash when not empty.
-func (u *UI) showDLQIndex(w http.ResponseWriter, r *http.Request, s session, flash string) {
 	sinks, err := u.sinkStatus(r.Context())
 	var rows []dlqRow
 	for _, st := range sinks {
 		rows = append(rows, dlqRow{SinkStatus: st, Removed: st.Plugin == admin.PluginRemoved, Waiting: st.Ready + st.Retrying})
 	}
 	p := u.pg(s, "dlq", "Dead letters", rows)
-	p.Flash = flash
 	if err != nil {
 		p.Error = err.Error()
 	}
@@ -635,10 +618,6 @@ func (d dlqData) Waiting() int { return d.Status.Ready + d.Status.Retrying }
 func (d dlqData) Counted() bool { return !d.Status.Rebuilding && d.Status.QueueError == "" }
 
 func (u *UI) dlq(w http.ResponseWriter, r *http.Request, s session) {
-	u.showDLQ(w, r, s, "")
-}
-
-func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash string) {
 	sink := r.PathValue("sink")
 	st, ok := u.findSink(w, r, sink)
 	if !ok {
@@ -675,9 +654,7 @@ func (u *UI) showDLQ(w http.ResponseWriter, r *http.Request, s session, flash st
 		dls[i].Payload = nil // not shown
 	}
 	d.Letters = dls
-	p := u.pg(s, "dlq", "Dead letters of "+sink, d)
-	p.Flash = flash
-	u.render(w, r, http.StatusOK, "dlq", p)
+	u.render(w, r, http.StatusOK, "dlq", u.pg(s, "dlq", "Dead letters of "+sink, d))
 }
 
 // findSink returns the status of sink for its dead-letter pages: of a
@@ -748,8 +725,9 @@ func (u *UI) dlqAction(w http.ResponseWriter, r *http.Request, s session) {
 		}
 		seqs = append(seqs, n)
 	}
-	if !all && len(seqs) == 0 {
-		u.showDLQ(w, r, s, "Select at least one dead letter (or use the “all” buttons).")
+	if !all && len(seqs) == 0 { // nothing done: the page again, saying why
+		s.flash = "Select at least one dead letter (or use the “all” buttons)."
+		u.dlq(w, r, s)
 		return
 	}
 	if all {
@@ -809,15 +787,15 @@ func (u *UI) giveUpAll(w http.ResponseWriter, r *http.Request, s session, sink s
 	u.afterDLQ(w, r, s, sink, fmt.Sprintf("Gave up on %d waiting event(s) of %s: they are in its dead-letter queue.", res.Count, sink))
 }
 
-// afterDLQ shows the dead letters of sink with flash after an action on
-// them; or, when nothing is left of a removed sink (it is no longer
-// listed), the dead-letter index.
-func (u *UI) afterDLQ(w http.ResponseWriter, r *http.Request, s session, sink, flash string) {
+// afterDLQ ends an action on the dead letters of sink: it redirects to
+// their page, which says msg; or, when nothing is left of a removed sink
+// (it is no longer listed), to the dead-letter index.
+func (u *UI) afterDLQ(w http.ResponseWriter, r *http.Request, s session, sink, msg string) {
 	if _, ok := u.sinkOf(r.Context(), sink); !ok {
-		u.showDLQIndex(w, r, s, flash+" Nothing is left of it, so it is no longer listed.")
+		u.seeOther(w, r, s, "/ui/dlq", msg+" Nothing is left of it, so it is no longer listed.")
 		return
 	}
-	u.showDLQ(w, r, s, flash)
+	u.seeOther(w, r, s, "/ui/dlq/"+sink, msg)
 }
 
 type refusedData struct {

@@ -19,6 +19,14 @@ import (
 // sink's row of it, by name.
 func overviewRows(t *testing.T, db pipeline.Log, sinks []admin.SinkStatus) map[string]string {
 	t.Helper()
+	return sinkRows(t, db, sinks, "/ui/", regexp.MustCompile(`<th scope="row"><a href="/ui/events\?sink=([^"]+)">`))
+}
+
+// sinkRows serves the UI over db with sinks as their status and returns
+// the rows of the page at path by sink, the sink's name the first group
+// of name.
+func sinkRows(t *testing.T, db pipeline.Log, sinks []admin.SinkStatus, path string, name *regexp.Regexp) map[string]string {
+	t.Helper()
 	ao := admin.Options{
 		Log:                  db,
 		Sinks:                func(context.Context) ([]admin.SinkStatus, error) { return sinks, nil },
@@ -27,23 +35,78 @@ func overviewRows(t *testing.T, db pipeline.Log, sinks []admin.SinkStatus) map[s
 	ao.UI = inspector.New(inspector.Options{Admin: ao})
 	srv := httptest.NewServer(admin.Handler(ao))
 	t.Cleanup(srv.Close)
-	resp, body := get(t, client(t), srv.URL+"/ui/")
+	resp, body := get(t, client(t), srv.URL+path)
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /ui/ = %d", resp.StatusCode)
+		t.Fatalf("GET %s = %d", path, resp.StatusCode)
 	}
 	rows := map[string]string{}
 	for _, row := range strings.Split(body, "<tr>")[1:] {
 		row, _, _ = strings.Cut(row, "</tr>")
-		if m := regexp.MustCompile(`<th scope="row"><a href="/ui/events\?sink=([^"]+)">`).FindStringSubmatch(row); m != nil {
+		if m := name.FindStringSubmatch(row); m != nil {
 			rows[m[1]] = row
 		}
 	}
 	for _, s := range sinks {
 		if rows[s.Name] == "" {
-			t.Fatalf("the overview has no row for %s:\n%s", s.Name, body)
+			t.Fatalf("%s has no row for %s:\n%s", path, s.Name, body)
 		}
 	}
 	return rows
+}
+
+// Last errors of the sinks crm, slack and db for [lastErrorsWhole].
+const (
+	shortErr = "503 Service Unavailable"
+	longErr  = "Post https://hooks.example.com/services/T000/B000: dial tcp 10.0.0.5:443: connect: connection refused"
+)
+
+// hugeErr is as long as a last error gets (the dispatcher keeps 4 KiB).
+var hugeErr = strings.Repeat("x", 4000) + " (the end)"
+
+// lastErrorsWhole checks that the rows of crm, slack and db show their
+// last errors (shortErr, longErr, hugeErr) whole, wrapped in their cells,
+// unless longer than a few lines: then cut, saying how long, with the
+// whole in the cell's title.
+func lastErrorsWhole(t *testing.T, rows map[string]string) {
+	t.Helper()
+	for _, tt := range []struct {
+		sink, shown string
+		title       bool
+	}{
+		{"crm", ">" + shortErr + "<div", false},
+		{"slack", ">" + longErr + "<div", false},
+		{"db", ">" + strings.Repeat("x", 300) + "… (4010 bytes)<div", true},
+	} {
+		row := rows[tt.sink]
+		if strings.Contains(row, `class="clip"`) || !strings.Contains(row, tt.shown) {
+			t.Errorf("%s: the last error's cell does not show %q, unclipped:\n%s", tt.sink, tt.shown, row)
+		}
+		if got := strings.Contains(row, `<td class="err" title="`); got != tt.title {
+			t.Errorf("%s: the last error's cell has a title = %v, want %v:\n%s", tt.sink, got, tt.title, row)
+		}
+		if tt.title && !strings.Contains(row, `<td class="err" title="`+hugeErr+`">`) {
+			t.Errorf("%s: the cell's title is not the whole error:\n%s", tt.sink, row)
+		}
+	}
+}
+
+// TestDeadLetterIndexShowsLastErrorsWhole: the dead-letter index shows
+// each sink's last error as the overview does, whole and wrapped (it was
+// cut by CSS at 38 characters, 22 on a phone, the rest only in a title
+// that a phone cannot show), cut only past a few lines.
+func TestDeadLetterIndexShowsLastErrorsWhole(t *testing.T) {
+	db := memlog.New()
+	t.Cleanup(func() { db.Close() })
+	rows := sinkRows(t, db, []admin.SinkStatus{
+		{Name: "archive", Plugin: "running"},
+		{Name: "crm", Plugin: "running", Dead: 2, LastError: shortErr, LastErrorAt: time.Now()},
+		{Name: "slack", Plugin: "running", Dead: 1, LastError: longErr, LastErrorAt: time.Now()},
+		{Name: "db", Plugin: "running", Breaker: "open", LastError: hugeErr, LastErrorAt: time.Now()},
+	}, "/ui/dlq", regexp.MustCompile(`<th scope="row"><a href="/ui/dlq/([^"]+)">`))
+	lastErrorsWhole(t, rows)
+	if !strings.Contains(rows["archive"], "<td>—</td>") {
+		t.Errorf("archive, without a last error, shows:\n%s", rows["archive"])
+	}
 }
 
 // TestOverviewDuringAnOutage: the overview says when a sink's next retry
@@ -63,11 +126,9 @@ func TestOverviewDuringAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	settleOne(t, db.Queue("crm"), pipeline.Settlement{Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "503 Service Unavailable"})
-	longErr := "Post https://hooks.example.com/services/T000/B000: dial tcp 10.0.0.5:443: connect: connection refused"
-	hugeErr := strings.Repeat("x", 4000) + " (the end)"
 	rows := overviewRows(t, db, []admin.SinkStatus{
 		{Name: "archive", Plugin: "running", Breaker: "closed", Ready: 4},
-		{Name: "crm", Plugin: "running", Breaker: "closed", Retrying: 1, LastError: "503 Service Unavailable", LastErrorAt: time.Now()},
+		{Name: "crm", Plugin: "running", Breaker: "closed", Retrying: 1, LastError: shortErr, LastErrorAt: time.Now()},
 		{Name: "slack", Plugin: "running", Breaker: "closed", Retrying: 2, NextRetrySeconds: 40.2, LastError: longErr, LastErrorAt: time.Now()},
 		{Name: "db", Plugin: "running", Breaker: "open", NextProbeSeconds: 30, LastError: hugeErr, LastErrorAt: time.Now()},
 		{Name: "http", Plugin: "running", Breaker: "closed", Paused: true, Retrying: 1},
@@ -103,23 +164,5 @@ func TestOverviewDuringAnOutage(t *testing.T) {
 		}
 	}
 
-	for _, tt := range []struct {
-		sink, shown string
-		title       bool
-	}{
-		{"crm", ">503 Service Unavailable<div", false},
-		{"slack", ">" + longErr + "<div", false},
-		{"db", ">" + strings.Repeat("x", 300) + "… (4010 bytes)<div", true},
-	} {
-		row := rows[tt.sink]
-		if strings.Contains(row, `class="clip"`) || !strings.Contains(row, tt.shown) {
-			t.Errorf("%s: the last error's cell does not show %q, unclipped:\n%s", tt.sink, tt.shown, row)
-		}
-		if got := strings.Contains(row, `<td class="err" title="`); got != tt.title {
-			t.Errorf("%s: the last error's cell has a title = %v, want %v:\n%s", tt.sink, got, tt.title, row)
-		}
-		if tt.title && !strings.Contains(row, `<td class="err" title="`+hugeErr+`">`) {
-			t.Errorf("%s: the cell's title is not the whole error:\n%s", tt.sink, row)
-		}
-	}
+	lastErrorsWhole(t, rows)
 }

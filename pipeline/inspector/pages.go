@@ -26,6 +26,7 @@ const maxBodyShown = 256 << 10
 // sinkRow is one sink on the overview.
 type sinkRow struct {
 	admin.SinkStatus
+	lastError // its LastError, for the cell
 	State     string
 	PerMinute float64
 }
@@ -42,18 +43,22 @@ func (r sinkRow) RetryNow() bool {
 	return r.Retrying > 0 || r.Breaker == "open"
 }
 
-// maxErrorShown bounds the last error the overview shows in its cell,
-// wrapped: an error a few lines long on a phone, where a title cannot be
-// read. A longer one (the dispatcher keeps 4 KiB) is cut there, saying
-// how long it is, and is whole in the cell's title.
+// maxErrorShown bounds the last error the overview and the dead-letter
+// index show in a sink's cell, wrapped: an error a few lines long on a
+// phone, where a title cannot be read. A longer one (the dispatcher keeps
+// 4 KiB) is cut there, saying how long it is, and is whole in the cell's
+// title.
 const maxErrorShown = 300
 
-// ErrorShown is the sink's last error as the overview's cell shows it: cut
-// at [maxErrorShown], saying how long it is.
-func (r sinkRow) ErrorShown() string { return clip(maxErrorShown, r.LastError) }
+// lastError is a sink's last error as a page's cell shows it.
+type lastError string
 
-// ErrorCut reports whether [sinkRow.ErrorShown] is cut.
-func (r sinkRow) ErrorCut() bool { return len(r.LastError) > maxErrorShown }
+// ErrorShown is the sink's last error as the cell shows it: cut at
+// [maxErrorShown], saying how long it is.
+func (e lastError) ErrorShown() string { return clip(maxErrorShown, string(e)) }
+
+// ErrorCut reports whether [lastError.ErrorShown] is cut.
+func (e lastError) ErrorCut() bool { return len(e) > maxErrorShown }
 
 type overviewData struct {
 	Sinks   []sinkRow
@@ -137,7 +142,7 @@ func (u *UI) overview(w http.ResponseWriter, r *http.Request, s session) {
 	rates := u.rates(time.Now())
 	d.Window = human(rates.window)
 	for _, st := range sinks {
-		d.Sinks = append(d.Sinks, sinkRow{SinkStatus: st, State: sinkState(st), PerMinute: rates.delivered[st.Name]})
+		d.Sinks = append(d.Sinks, sinkRow{SinkStatus: st, lastError: lastError(st.LastError), State: sinkState(st), PerMinute: rates.delivered[st.Name]})
 	}
 	d.Sources = rates.sources
 	u.render(w, r, http.StatusOK, "overview", u.pg(s, "overview", "Overview", d))
@@ -570,15 +575,16 @@ func (u *UI) giveUpOne(w http.ResponseWriter, r *http.Request, s session) {
 // dlqRow is one sink on the dead-letter index.
 type dlqRow struct {
 	admin.SinkStatus
-	Removed bool
-	Waiting int // ready and retrying: for a removed sink, what a give-up would move
+	lastError // its LastError, for the cell
+	Removed   bool
+	Waiting   int // ready and retrying: for a removed sink, what a give-up would move
 }
 
 func (u *UI) dlqIndex(w http.ResponseWriter, r *http.Request, s session) {
 	sinks, err := u.sinkStatus(r.Context())
 	var rows []dlqRow
 	for _, st := range sinks {
-		rows = append(rows, dlqRow{SinkStatus: st, Removed: st.Plugin == admin.PluginRemoved, Waiting: st.Ready + st.Retrying})
+		rows = append(rows, dlqRow{SinkStatus: st, lastError: lastError(st.LastError), Removed: st.Plugin == admin.PluginRemoved, Waiting: st.Ready + st.Retrying})
 	}
 	p := u.pg(s, "dlq", "Dead letters", rows)
 	if err != nil {

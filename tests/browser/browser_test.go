@@ -205,6 +205,36 @@ func shoot(t *testing.T, ctx context.Context, name string, phone, dark bool) {
 	call(t, ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}})
 }
 
+// notCut checks that no part of a last error on the page is cut off from
+// sight (it once was past 38 characters, 22 on a phone), at 1280 px and at
+// a phone's width.
+func notCut(t *testing.T, ctx context.Context, page string) {
+	t.Helper()
+	for _, w := range []int64{1280, 390} {
+		call(t, ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: w, Height: 900, DeviceScaleFactor: 1, Mobile: w < 600})
+		run(t, ctx, "settle", chromedp.Sleep(150*time.Millisecond)) // the layout after the resize
+		if cut := get(t, ctx, "cut errors", chromedp.Evaluate[[]string](`[...document.querySelectorAll("td.err, td.err *")].filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)`)); len(cut) > 0 {
+			t.Errorf("at %d px %s cuts last errors off from sight: %q", w, page, cut)
+		}
+	}
+	call(t, ctx, emulation.ClearDeviceMetricsOverride, cdp.Empty{})
+}
+
+// onceThenGone checks, on the page a button's POST led to, that the
+// browser shows the page at u, and that a reload shows no result: it got
+// the page by a GET after a 303, so a reload does not post again (an
+// answer to the POST itself would be posted again, or ask to).
+func onceThenGone(t *testing.T, ctx context.Context, u string) {
+	t.Helper()
+	if loc := get(t, ctx, "location", chromedp.Location()); loc != u {
+		t.Errorf("after the button the browser shows %s, want %s", loc, u)
+	}
+	load(t, ctx, "reload", chromedp.Reload())
+	if n := get(t, ctx, "count results", chromedp.Evaluate[int](`document.querySelectorAll("p.flash").length`)); n != 0 {
+		t.Errorf("%s reloaded shows %q again", u, text(t, ctx, "p.flash"))
+	}
+}
+
 // post sends a webhook with extra headers and returns the event's id.
 func post(t *testing.T, d *harness.Daemon, body string, h http.Header) string {
 	t.Helper()
@@ -221,7 +251,9 @@ func post(t *testing.T, d *harness.Daemon, body string, h http.Header) string {
 // errors whole) → events → event and its timeline, a sink answering 503 → its dead letters
 // → retry all → delivered, a replay with live progress, the live tail,
 // refused requests, a CSRF-less POST refused, and hostile bodies and
-// headers shown as text without running.
+// headers shown as text without running. Each button that acts leads
+// back to its page, which says what it did once: a reload neither shows
+// it again nor posts again.
 func TestInspectorInABrowser(t *testing.T) {
 	harness.SkipIfShort(t)
 	chromium(t)
@@ -390,17 +422,8 @@ to = ["billing"]
 				t.Errorf("the overview lacks %q:\n%s", want, overview)
 			}
 		}
-		// ... shown, not only in the page's text: no part of a last error
-		// is cut off from sight (it once was past 38 characters, 22 on a
-		// phone), at 1280 px and at a phone's width.
-		for _, w := range []int64{1280, 390} {
-			call(t, ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{Width: w, Height: 900, DeviceScaleFactor: 1, Mobile: w < 600})
-			run(t, ctx, "settle", chromedp.Sleep(150*time.Millisecond)) // the layout after the resize
-			if cut := get(t, ctx, "cut errors", chromedp.Evaluate[[]string](`[...document.querySelectorAll("td.err, td.err *")].filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)`)); len(cut) > 0 {
-				t.Errorf("at %d px the overview cuts last errors off from sight: %q", w, cut)
-			}
-		}
-		call(t, ctx, emulation.ClearDeviceMetricsOverride, cdp.Empty{})
+		// ... shown, not only in the page's text.
+		notCut(t, ctx, "the overview")
 		shoot(t, ctx, "overview", true, true)
 		// Every button's label is legible on its own background, in light
 		// and dark: WCAG's 4.5:1 for text (the Retry now buttons once took
@@ -443,6 +466,15 @@ to = ["billing"]
 		shoot(t, ctx, "event", true, true)
 	})
 
+	t.Run("Retry now leads back to the overview, which says so once", func(t *testing.T) {
+		run(t, ctx, "overview", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("sinks-h")))
+		load(t, ctx, "retry now", chromedp.Click(chromedp.CSS(`form[action="/ui/sinks/billing/retry-now"] button`)))
+		if got := text(t, ctx, "p.flash"); !strings.HasPrefix(got, "billing: 1 event(s) waiting for a retry made due now") {
+			t.Errorf("after Retry now: %q", got)
+		}
+		onceThenGone(t, ctx, base+"/ui/")
+	})
+
 	t.Run("503 sink, dead letters, retry all, delivered", func(t *testing.T) {
 		run(t, ctx, "the DLQ page", chromedp.Navigate(base+"/ui/dlq/crm"), chromedp.WaitVisible(chromedp.CSS(`input[name="seq"]`)))
 		dlq := text(t, ctx, "main")
@@ -455,6 +487,7 @@ to = ["billing"]
 		if got := text(t, ctx, "p.flash"); !strings.Contains(got, "Retried 2") {
 			t.Errorf("after retry all: %q", got)
 		}
+		onceThenGone(t, ctx, base+"/ui/dlq/crm")
 		eventually(t, ctx, base+"/ui/events/"+plain, `article[aria-labelledby="tl-crm"]`, "attempt 3: delivered")
 	})
 
@@ -561,6 +594,7 @@ to = ["billing"]
 		if got := text(t, ctx, "p.flash"); !strings.Contains(got, "Gave up on 2 waiting event(s) of legacy") {
 			t.Errorf("after give up on all: %q", got)
 		}
+		onceThenGone(t, ctx, base+"/ui/dlq/legacy")
 		page := text(t, ctx, "main")
 		for _, want := range append([]string{"No event waits in it.", "given up by an operator: legacy retired, ticket 12"}, waiting...) {
 			if !strings.Contains(page, want) {
@@ -575,6 +609,14 @@ to = ["billing"]
 		if got := text(t, ctx, "p.flash"); !strings.Contains(got, "Dropped 2 dead letter(s) of legacy. Nothing is left of it") {
 			t.Errorf("after drop all: %q", got)
 		}
+		// The dead-letter index it leads to shows last errors whole, as
+		// the overview does (billing's), on a phone too.
+		if got := text(t, ctx, "main"); !strings.Contains(got, "billing is down for maintenance until 18:00 UTC") {
+			t.Errorf("the dead-letter index lacks billing's last error:\n%s", got)
+		}
+		notCut(t, ctx, "the dead-letter index")
+		shoot(t, ctx, "dlqindex", true, false)
+		onceThenGone(t, ctx, base+"/ui/dlq")
 		if _, err := api.Sink(context.Background(), "legacy"); err == nil {
 			t.Error("legacy is still listed once its dead letters were dropped")
 		}

@@ -27,7 +27,10 @@ import (
 //	clean.tar.gz   the compat scenario, the log closed by Close
 //	crash.tar.gz   the same scenario, with Badger as the first part's Close
 //	               left it and the second part only in the write-ahead log
-//	               (kill -9 before a checkpoint): Open replays it
+//	               (a power loss before a checkpoint): Open replays it
+//	kill.tar.gz    the same scenario, copied while the log was open (as
+//	               kill -9 leaves it): Badger's memtable WAL holds the second
+//	               part too, the write-ahead log replays it again
 //
 // TestCompatFixtures opens each with today's code and checks what a user
 // would see. When a change touches the format (a key, a record's fields,
@@ -42,7 +45,7 @@ import (
 // writes today is checked in every fixture, so a new kind of state
 // belongs in a check that only fixtures written since look for.
 
-var compatWrite = flag.String("compat.write", "", "write this build's compatibility fixture (clean.tar.gz, crash.tar.gz) into this new directory, testdata/compat/<short commit>")
+var compatWrite = flag.String("compat.write", "", "write this build's compatibility fixture (clean, crash and kill.tar.gz) into this new directory, testdata/compat/<short commit>")
 
 const compatRoot = "testdata/compat"
 
@@ -239,6 +242,12 @@ func TestWriteCompatFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	compatStageB(t, l)
+	// The kill: the files as the running process has them, written and
+	// not synced (as kill -9 leaves them, the page cache kept): Badger's
+	// memtable WAL with the second part in it, the one made ahead, the
+	// lock file.
+	kill := t.TempDir()
+	copyTree(t, dir, kill)
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -257,18 +266,20 @@ func TestWriteCompatFixture(t *testing.T) {
 	}
 	writeTarGz(t, dir, filepath.Join(out, "clean.tar.gz"))
 	writeTarGz(t, crash, filepath.Join(out, "crash.tar.gz"))
+	writeTarGz(t, kill, filepath.Join(out, "kill.tar.gz"))
 	// A fixture this build cannot read back is no fixture.
-	for _, name := range []string{"clean", "crash"} {
-		t.Run(name, func(t *testing.T) { checkCompat(t, filepath.Join(out, name+".tar.gz"), name == "crash") })
+	for _, name := range []string{"clean", "crash", "kill"} {
+		t.Run(name, func(t *testing.T) { checkCompat(t, filepath.Join(out, name+".tar.gz"), name != "clean") })
 	}
 }
 
 // fixtureFile says whether a file of a log directory goes into a fixture:
-// not Badger's lock, nor what the write-ahead log makes ahead or on the
-// way (a spare segment of zeros, a checkpoint being written).
+// not what the write-ahead log makes ahead or on the way (a spare segment
+// of zeros, a checkpoint being written). Badger's LOCK is there only in a
+// directory copied while the log was open, as kill -9 leaves it.
 func fixtureFile(rel string) bool {
 	switch base := filepath.Base(rel); {
-	case base == "LOCK", base == "spare", strings.HasSuffix(base, ".tmp"), strings.HasSuffix(base, ".new"):
+	case base == "spare", strings.HasSuffix(base, ".tmp"), strings.HasSuffix(base, ".new"):
 		return false
 	}
 	return true
@@ -389,8 +400,8 @@ func untar(t *testing.T, path string) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.Copy(out, tr); err != nil {
-			t.Fatalf("%s: %v", path, err)
+		if err := writeSparse(out, tr, hdr.Size); err != nil {
+			t.Fatalf("%s: %s: %v", path, hdr.Name, err)
 		}
 		if err := out.Close(); err != nil {
 			t.Fatal(err)
@@ -412,13 +423,35 @@ func TestCompatFixtures(t *testing.T) {
 		name := strings.TrimSuffix(filepath.ToSlash(strings.TrimPrefix(f, compatRoot+string(filepath.Separator))), ".tar.gz")
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			checkCompat(t, f, strings.HasPrefix(filepath.Base(f), "crash"))
+			checkCompat(t, f, !strings.HasPrefix(filepath.Base(f), "clean")) // closed by Close, or not
 		})
 	}
 }
 
 // checkCompat checks the fixture at path against the scenario: read as it
 // was left, then fetched, settled and appended to, then opened again.
+// writeSparse writes size bytes of r to f, leaving holes where a block is
+// all zeros: a log copied from a running process has Badger's files at
+// their mapped size (a 128 MiB value-log file, a 32 MiB memtable WAL),
+// mostly never written, and so they stay on the test's disk.
+func writeSparse(f *os.File, r io.Reader, size int64) error {
+	buf := make([]byte, 64<<10)
+	var off int64
+	for off < size {
+		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(buf[:n], func(b byte) bool { return b != 0 }) {
+			if _, err := f.WriteAt(buf[:n], off); err != nil {
+				return err
+			}
+		}
+		off += int64(n)
+	}
+	return f.Truncate(size)
+}
+
 func checkCompat(t *testing.T, path string, crashed bool) {
 	dir := untar(t, path)
 	checkReplayPremise(t, dir, crashed)

@@ -8,7 +8,8 @@ import (
 // Rejection is a request that ingest refused (401, 400, 413, 415, 422),
 // or acknowledged without storing it (200, the source's ignore rule),
 // kept for a while so that an operator can see what a sender got wrong.
-// It never enters a sink queue.
+// It never enters a sink queue. badgerlog stores it as JSON by these
+// field names: renaming a field changes its log's format.
 type Rejection struct {
 	// ID identifies the rejection in its log; [RejectionLog.Reject] sets it.
 	ID string

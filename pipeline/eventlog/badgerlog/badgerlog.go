@@ -32,6 +32,11 @@
 //
 // Sink names cannot contain '/', so one sink's prefix never covers another's.
 //
+// This layout, the records and the write-ahead log only grow: a later
+// build reads the log an earlier one left, cleanly closed or crashed.
+// TestCompatFixtures opens such logs (testdata/compat/<commit>/); a change
+// of the format adds one of its own build there (see compat_test.go).
+//
 // # Durability
 //
 // An Append that returned nil is on disk (P1): every write transaction is

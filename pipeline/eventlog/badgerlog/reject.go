@@ -20,6 +20,10 @@ import (
 //
 //	j/<source>/<received_at><seq>   rejection (JSON), received_at = 8-byte BE unix nanoseconds, seq = 8-byte BE
 //
+// The JSON is [pipeline.Rejection]'s, by its Go field names: renaming one
+// of its fields (or giving it a json tag) changes the stored format, and
+// rejections kept by an earlier build would read without it.
+//
 // Badger's TTL has a granularity of one second; expired keys are never
 // read and compaction removes them. A rejection's id (and cursor) is
 // [eventlog.RejectionID] of the same received_at and seq.

@@ -55,9 +55,9 @@ var (
 	compatBase = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	compatKeep = 100 * 365 * 24 * time.Hour
 
-	// The events, in log order (seq 1 to 6). The UUIDv7s carry
-	// compatBase's milliseconds (the time index finds them); crm-1001 is
-	// no UUIDv7 (an i/ key finds it).
+	// The events, in log order (seq 1 to 6). The UUIDv7s are of
+	// milliseconds a few seconds after compatBase (the time index finds
+	// them); crm-1001 is no UUIDv7 (an i/ key finds it).
 	compatIDs = []string{
 		"01a25060-0600-7c0f-81ab-000000000001",
 		"01a25060-0bdc-7c0f-81ab-000000000002",
@@ -428,12 +428,10 @@ func TestCompatFixtures(t *testing.T) {
 	}
 }
 
-// checkCompat checks the fixture at path against the scenario: read as it
-// was left, then fetched, settled and appended to, then opened again.
 // writeSparse writes size bytes of r to f, leaving holes where a block is
 // all zeros: a log copied from a running process has Badger's files at
 // their mapped size (a 128 MiB value-log file, a 32 MiB memtable WAL),
-// mostly never written, and so they stay on the test's disk.
+// mostly never written: they stay holes on the test's disk.
 func writeSparse(f *os.File, r io.Reader, size int64) error {
 	buf := make([]byte, 64<<10)
 	var off int64
@@ -452,6 +450,9 @@ func writeSparse(f *os.File, r io.Reader, size int64) error {
 	return f.Truncate(size)
 }
 
+// checkCompat checks the fixture at path against the scenario: read as it
+// was left, then fetched, settled and appended to, then opened again.
+// crashed says the fixture's log was not closed by Close.
 func checkCompat(t *testing.T, path string, crashed bool) {
 	dir := untar(t, path)
 	checkReplayPremise(t, dir, crashed)
@@ -461,7 +462,11 @@ func checkCompat(t *testing.T, path string, crashed bool) {
 	if err != nil {
 		t.Fatalf("Open(%s) = %v; an upgrade must open the log an earlier build left", path, err)
 	}
-	defer func() { l.Close() }()
+	defer func() {
+		if l != nil {
+			l.Close()
+		}
+	}()
 	start := time.Now()
 	checkCompatEvents(t, l)
 	checkCompatDeliveries(t, l, start)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +45,9 @@ func startServer(t testing.TB) *server.Server {
 // is the caller's.
 func startServerWith(t testing.TB, opts *server.Options) *server.Server {
 	t.Helper()
+	if opts.Port == -1 {
+		opts.Port = testPort(t)
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("server.NewServer: %v", err)
@@ -55,6 +60,40 @@ func startServerWith(t testing.TB, opts *server.Options) *server.Server {
 }
 
 var streams atomic.Int64
+
+// nextPort is the last port testPort handed out.
+var nextPort atomic.Int64
+
+// testPort is the port a test server listens on: -1 (the system picks
+// one), or, when PIPELINED_TEST_NATS_PORTS is a range "first-last" (a
+// machine shared by people who each have one), the next port of the
+// range that is free.
+func testPort(t testing.TB) int {
+	t.Helper()
+	r := os.Getenv("PIPELINED_TEST_NATS_PORTS")
+	if r == "" {
+		return -1
+	}
+	a, b, _ := strings.Cut(r, "-")
+	first, err1 := strconv.Atoi(a)
+	last, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil || first < 1 || last < first {
+		t.Fatalf("PIPELINED_TEST_NATS_PORTS=%q: want a range of ports such as 18200-18299", r)
+	}
+	nextPort.CompareAndSwap(0, int64(first-1))
+	for range last - first + 1 {
+		p := int(nextPort.Add(1))
+		if p > last {
+			p = first + (p-first)%(last-first+1)
+		}
+		if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
+			ln.Close()
+			return p
+		}
+	}
+	t.Fatalf("PIPELINED_TEST_NATS_PORTS=%q: no port of the range is free", r)
+	return 0
+}
 
 func open(t testing.TB, url, stream string) *jetstreamlog.Log {
 	t.Helper()

@@ -290,6 +290,12 @@ type Queue interface {
 // Requeue is one event for [Queue.Requeue].
 type Requeue struct {
 	Seq uint64
+	// ID, when not empty, is the id of the event at Seq, as [Log.Events]
+	// listed it. It is optional: a backend that names queue entries by
+	// event id (jetstreamlog) then looks up the event's entries without
+	// reading the event, and reads only the events it queues (P9: a
+	// replay page of events of 1 MiB each). A backend may ignore it.
+	ID string
 	// Route and Payload are what the entry is delivered with, as in
 	// [Target]; a nil Payload delivers the event's Body.
 	Route   string

@@ -83,6 +83,25 @@
 // 0, the last error) in one atomic batch; such an entry joins the end of
 // the queue rather than its Seq's place.
 //
+// Requeue (a replay's page) reads of each event only what it needs.
+// Whether the event has a queue entry or a dead letter here is asked as
+// the count of messages on that subject: a stream info with the subject
+// as filter, answered from the server's index of subjects, reads no
+// message, where a get sends the entry's copy of the event whole
+// (nats-server 2.15 has no get of the headers alone: no_hdr leaves out
+// the headers, not the payload). Those subjects name the event's id,
+// which a replay passes with each seq (the event's P.ev subject is then
+// counted the same way, to fail a seq no longer in the log); the event
+// itself is read only when it is queued, since the entry holds a copy.
+// Given seqs only, Requeue reads each event once for its id and holds at
+// most 4 MiB of their bodies until it queues them; the rest are read
+// again then. With a page of 10 events of 1 MiB, of which Requeue queues
+// 2, the server sent about 18 events' worth before (the events, and the
+// copies in queue entries and dead letters), 2 now; given seqs only, 20
+// before and 10 now (TestRequeueReadsOnlyWhatItQueues). A page of 8 MiB
+// given by seqs, with a hold of 1 MiB, peaked the heap 11 MiB above its
+// start before, 3 MiB now (TestRequeueHoldsABoundedPage).
+//
 // # Dead letters
 //
 // The stream keeps dead letters in the order they died, and a get reads a

@@ -7,3 +7,11 @@ func SetHastenReads(n int) (restore func()) {
 	hastenReads = n
 	return func() { hastenReads = old }
 }
+
+// SetRequeueHold sets the bytes of event bodies one Requeue call holds at
+// most, for a test, and returns what restores it.
+func SetRequeueHold(n int) (restore func()) {
+	old := requeueHold
+	requeueHold = n
+	return func() { requeueHold = old }
+}

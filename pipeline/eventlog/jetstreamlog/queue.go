@@ -1012,18 +1012,19 @@ func (q *queue) purgeDead(ctx context.Context) (int, error) {
 	return int(resp.Purged), nil
 }
 
-// exists reports whether subject holds a message.
+// exists reports whether subject holds a message. It asks the stream
+// for the count of messages on that one subject (a stream info with the
+// subject as filter, answered from the server's index of subjects), so it
+// reads no message: a queue entry or a dead letter holds a copy of its
+// event, up to max_payload, that a get would send whole.
 func (q *queue) exists(ctx context.Context, subject string) (bool, error) {
 	rctx, cancel := q.l.reqCtx(ctx)
 	defer cancel()
-	_, err := q.l.stream.GetLastMsgForSubject(rctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
-	}
+	info, err := q.l.stream.Info(rctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
-		return false, q.l.wrapErr("look up entry", err)
+		return false, q.l.wrapErr("look up "+subject, err)
 	}
-	return true, nil
+	return info.State.Subjects[subject] > 0, nil
 }
 
 // dead reports whether the event (seq, id) has a dead letter: Settle's or
@@ -1037,52 +1038,99 @@ func (q *queue) dead(ctx context.Context, seq uint64, id string) (bool, error) {
 	return false, nil
 }
 
-// Requeue reads each event, skips those with a queue entry or a dead
-// letter in this queue, and enqueues the others as retries due now. A
-// replayed entry joins the end of the queue (JetStream has no way to put
-// it before entries already stored); within one Fetch answer entries are
-// in Seq order.
+// requeueHold bounds the bytes of event bodies one Requeue call holds
+// between looking at its events and queueing them, when it was given no
+// ids and so read the events to learn them; an event past it is read
+// again when its turn comes. A page of 64 CallKaro events (1.3 KB each)
+// is held whole; a page of 1 MiB events holds 4 of them, not 64 (P9).
+var requeueHold = 4 << 20
+
+// Requeue skips the events with a queue entry or a dead letter in this
+// queue and enqueues the others as retries due now. It first looks at
+// every event of rs, so that a seq not in the log fails the call with
+// nothing queued, then queues, one event at a time. Of each event it
+// reads only what it needs: its id (given in rs, the event then looked up
+// without being read; otherwise the event is read), whether its queue
+// entry and dead letters exist (looked up without reading them, see
+// exists) and its delivery record; and the whole event only when it
+// queues it (the entry holds a copy). An event that retention removes
+// between the look and its turn fails the call then, with the events
+// before it queued. A replayed entry joins the end of the queue
+// (JetStream has no way to put it before entries already stored); within
+// one Fetch answer entries are in Seq order.
 func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
 	if err := q.ensure(ctx); err != nil {
 		return 0, err
 	}
 	type todo struct {
-		seq uint64
-		rec qRecord
+		r  pipeline.Requeue
+		id string
+		ev *evRecord // nil: read it when queueing it
 	}
-	var list []todo
-	seen := make(map[uint64]bool)
+	var (
+		list []todo
+		held int
+		dead map[uint64]bool // the seqs skipped as dead letters
+	)
+	seen := make(map[uint64]bool, len(rs))
 	for _, r := range rs {
 		if seen[r.Seq] {
 			continue
 		}
 		seen[r.Seq] = true
-		ev, err := q.l.getEvent(ctx, r.Seq)
-		if err != nil {
-			return 0, fmt.Errorf("requeue to %s: %w", q.sink, err)
-		}
-		list = append(list, todo{r.Seq, qRecord{Event: ev, Route: r.Route, Payload: r.Payload}})
-	}
-	n := 0
-	var dead map[uint64]bool // the seqs skipped as dead letters
-	for _, t := range list {
-		if ok, err := q.queued(ctx, t.seq, t.rec.Event.ID); err != nil || ok {
+		t := todo{r: r, id: r.ID}
+		if t.id != "" {
+			ok, err := q.exists(ctx, q.l.evSubject(t.id))
 			if err != nil {
-				return n, err
+				return 0, fmt.Errorf("requeue to %s: %w", q.sink, err)
+			}
+			if !ok {
+				return 0, fmt.Errorf("requeue to %s: seq %d (event %q): %w", q.sink, r.Seq, t.id, pipeline.ErrNotFound)
+			}
+		} else {
+			ev, err := q.l.getEvent(ctx, r.Seq)
+			if err != nil {
+				return 0, fmt.Errorf("requeue to %s: %w", q.sink, err)
+			}
+			t.id = ev.ID
+			if held+len(ev.Body) <= requeueHold {
+				held += len(ev.Body)
+				t.ev = &ev
+			}
+		}
+		if ok, err := q.queued(ctx, r.Seq, t.id); err != nil || ok {
+			if err != nil {
+				return 0, err
 			}
 			continue
 		}
-		if ok, err := q.dead(ctx, t.seq, t.rec.Event.ID); err != nil || ok {
+		if ok, err := q.dead(ctx, r.Seq, t.id); err != nil || ok {
 			if err != nil {
-				return n, err
+				return 0, err
 			}
 			if dead == nil {
 				dead = make(map[uint64]bool)
 			}
-			dead[t.seq] = true
+			dead[r.Seq] = true
 			continue
 		}
-		if err := q.enqueue(ctx, t.seq, t.rec, "", pipeline.StateQueued); err != nil {
+		list = append(list, t)
+	}
+	n := 0
+	for i, t := range list {
+		ev := t.ev
+		list[i].ev = nil // held no longer than needed
+		if ev == nil {
+			e, err := q.l.getEvent(ctx, t.r.Seq)
+			if err != nil {
+				return n, fmt.Errorf("requeue to %s: %w", q.sink, err)
+			}
+			if e.ID != t.id {
+				return n, fmt.Errorf("requeue to %s: seq %d holds event %q, not %q as the caller said: pass the ids Events lists with their seqs", q.sink, t.r.Seq, e.ID, t.id)
+			}
+			ev = &e
+		}
+		if err := q.enqueue(ctx, t.r.Seq, qRecord{Event: *ev, Route: t.r.Route, Payload: t.r.Payload}, "", pipeline.StateQueued); err != nil {
 			return n, err
 		}
 		n++

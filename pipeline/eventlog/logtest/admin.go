@@ -312,7 +312,11 @@ func testRequeueBelowCursor(t *testing.T, l pipeline.Log, o Options) {
 	fetchNone(t, q)
 }
 
-func testRequeueNoDuplicates(t *testing.T, l pipeline.Log) {
+// testRequeueNoDuplicates: Requeue skips the events that have an entry
+// (leased, retrying, dead, ready) and queues each of the others once,
+// given their seqs, or their seqs and ids as a replay gives them
+// (pipeline.Requeue.ID).
+func testRequeueNoDuplicates(t *testing.T, l pipeline.Log, withIDs bool) {
 	all := ids("nd", 4)
 	appendIDs(t, l, all, sinkA)
 	q := l.Queue(sinkA)
@@ -325,7 +329,11 @@ func testRequeueNoDuplicates(t *testing.T, l pipeline.Log) {
 	rs := make([]pipeline.Requeue, 0, 2*len(events))
 	for _, e := range events {
 		// (Dead set: Requeue answers it for every entry.)
-		rs = append(rs, pipeline.Requeue{Seq: e.Seq, Dead: true}, pipeline.Requeue{Seq: e.Seq, Dead: true})
+		r := pipeline.Requeue{Seq: e.Seq, Dead: true}
+		if withIDs {
+			r.ID = e.ID
+		}
+		rs = append(rs, r, r)
 	}
 	// leased, retrying, dead, ready: each has its entry already.
 	if n, err := q.Requeue(ctxFor(t, waitLong), rs); err != nil || n != 0 {
@@ -351,12 +359,18 @@ func testRequeueNoDuplicates(t *testing.T, l pipeline.Log) {
 	fetchNone(t, q)
 }
 
-func testRequeueMissing(t *testing.T, l pipeline.Log) {
+// testRequeueMissing: a seq not in the log fails the whole call, given
+// with an id (one no event has) or without.
+func testRequeueMissing(t *testing.T, l pipeline.Log, withID bool) {
 	appendIDs(t, l, []string{"mi-1"}, sinkA)
 	q := l.Queue(sinkB)
 	es := mustEvents(t, l, pipeline.EventFilter{})
 	missing := es[0].Seq + 100
-	n, err := q.Requeue(ctxFor(t, waitLong), []pipeline.Requeue{{Seq: es[0].Seq}, {Seq: missing}})
+	rs := []pipeline.Requeue{{Seq: es[0].Seq}, {Seq: missing}}
+	if withID {
+		rs = []pipeline.Requeue{{Seq: es[0].Seq, ID: es[0].ID}, {Seq: missing, ID: "mi-gone"}}
+	}
+	n, err := q.Requeue(ctxFor(t, waitLong), rs)
 	if !errors.Is(err, pipeline.ErrNotFound) || n != 0 {
 		t.Fatalf("Requeue(a seq not in the log) = %d, %v, want 0, error wrapping pipeline.ErrNotFound", n, err)
 	}

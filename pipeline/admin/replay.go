@@ -165,7 +165,9 @@ func (s *server) runReplay(ctx context.Context, sink string, f pipeline.EventFil
 			if !ok {
 				continue
 			}
-			rq := pipeline.Requeue{Seq: e.Seq, Route: "replay"}
+			// The id spares a backend that names entries by id (JetStream)
+			// reading the events it leaves alone (P9).
+			rq := pipeline.Requeue{Seq: e.Seq, ID: e.ID, Route: "replay"}
 			if s.o.Retarget != nil {
 				if rq.Route, rq.Payload, err = s.o.Retarget(e.Event, sink); err != nil {
 					return fmt.Errorf("event %s: %w", e.ID, err)

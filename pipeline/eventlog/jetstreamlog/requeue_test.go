@@ -26,11 +26,7 @@ import (
 // event once (for its id), and still none of the copies. The cost is what
 // the server sent (its own counter, so no hook and no timing).
 func TestRequeueReadsOnlyWhatItQueues(t *testing.T) {
-	s := startServerWith(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true, MaxPayload: 4 << 20}) // an event of 1 MiB is a record of 1.33 MiB
-	t.Cleanup(s.Shutdown)
-	l := open(t, s.ClientURL(), "RQ")
-	defer l.Close()
+	s, l := largeServer(t, "RQ")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -168,6 +164,19 @@ func TestRequeueReadsOnlyWhatItQueues(t *testing.T) {
 	check("Requeue with seqs only", rs, n, 0)
 }
 
+// largeServer starts an in-process nats-server that takes messages of up
+// to 4 MiB (an event of 1 MiB is a record of 1.33 MiB) and opens a log on
+// it; both stop when t ends.
+func largeServer(t *testing.T, stream string) (*server.Server, *jetstreamlog.Log) {
+	t.Helper()
+	s := startServerWith(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true, MaxPayload: 4 << 20})
+	t.Cleanup(s.Shutdown)
+	l := open(t, s.ClientURL(), stream)
+	t.Cleanup(func() { l.Close() })
+	return s, l
+}
+
 func idOf(events []pipeline.EventInfo, seq uint64) string {
 	for _, e := range events {
 		if e.Seq == seq {
@@ -191,11 +200,7 @@ func TestRequeueHoldsABoundedPage(t *testing.T) {
 		requeueInChild(t)
 		return
 	}
-	s := startServerWith(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true, MaxPayload: 4 << 20})
-	t.Cleanup(s.Shutdown)
-	l := open(t, s.ClientURL(), "RQH")
-	defer l.Close()
+	s, l := largeServer(t, "RQH")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

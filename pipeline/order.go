@@ -80,6 +80,14 @@ type Hastener interface {
 	// moved. Seqs that are not waiting for a retry due later (ready,
 	// leased, held, dead, due already, or not in the queue) are skipped:
 	// a held entry waits for its key, or for the breaker's probes.
+	//
+	// A call costs in proportion to the seqs asked for, not to what the
+	// queue holds (P9: a sink in a day-long outage holds millions of
+	// retries, and its Fetch and Settle may wait for the call): badgerlog
+	// finds each entry with point lookups, memlog in a map. (badgerlog
+	// looks for an entry whose delivery record does not say when it is
+	// due, in a log written before records said so, among a bounded
+	// number of retry keys: one further on keeps its time.)
 	Hasten(ctx context.Context, seqs []uint64) (int, error)
 }
 

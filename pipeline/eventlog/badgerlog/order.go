@@ -1,8 +1,10 @@
 package badgerlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -218,9 +220,26 @@ func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Wait
 
 var _ pipeline.Hastener = (*queue)(nil)
 
-// Hasten implements [pipeline.Hastener]: one pass over the sink's retry
-// keys (keys only), then each entry found moves to a key due now, in one
-// transaction.
+// Hasten implements [pipeline.Hastener], in one transaction under q.mu,
+// at a cost bounded by the seqs asked for, not by the queue (P9: a sink
+// in a day-long outage has millions of retry keys, and its Fetch and
+// Settle wait on q.mu meanwhile). Each asked entry's retry key is found
+// with two point lookups: its delivery record, whose next attempt is the
+// due time of its key, then that key. The record proves it: the only
+// writer of a retry key due later is a Retry settlement (putSettled),
+// which writes the record with next_attempt_at = RetryAt in the same
+// transaction (so in the same write-ahead log record, replayed whole
+// after a crash); the other writers of retry keys write them due now
+// (Release, RetryDead, Requeue, makeDue) or held (hold); and while an
+// entry waits at a key due later, its record is written again only by
+// what moves that key (makeDue; a settlement, once the key is due and
+// leased): RetryDead and DropDead write records of dead letters, Requeue
+// of entries that wait at no retry key, hold of leased ones. A record
+// that does not say when its entry is due (none, or retrying without
+// next_attempt_at: a log written before records said so) leaves the
+// entry to a walk of the retry keys due after now that stops once each
+// of them is found, and after [hastenLook] versions of keys (deleted
+// ones included): an entry further on keeps its time.
 func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return 0, err
@@ -228,47 +247,74 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	if err := q.l.space.check(); err != nil {
 		return 0, err
 	}
-	want := make(map[uint64]bool, len(seqs))
-	for _, s := range seqs {
-		want[s] = true
-	}
+	seqs = slices.Compact(slices.Sorted(slices.Values(seqs)))
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	txn := q.l.newTxn()
 	defer txn.Discard()
 	now := time.Now()
-	first := retryKey(q.sink, now, 0)
-	prefix := first[:len(first)-16]
-	var found [][]byte
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-		k := it.Item().Key()
-		if len(k) != len(first) {
+	looked := 0 // keys read: see hastenHook
+	defer func() {
+		if hastenHook != nil {
+			hastenHook(looked)
+		}
+	}()
+	var found []dueEntry
+	var unknown map[uint64]*logpb.Delivery // asked entries whose record does not say when they are due
+	for _, seq := range seqs {
+		if _, leased := q.leases[seq]; leased {
 			continue
 		}
-		due, seq := binary.BigEndian.Uint64(k[len(prefix):]), binary.BigEndian.Uint64(k[len(prefix)+8:])
-		if !want[seq] || int64(due) <= now.UnixNano() || due == uint64(heldAt.UnixNano()) {
+		q.pmu.Lock()
+		queued := q.pending.has(seq) // ready: no retry key
+		q.pmu.Unlock()
+		if queued {
 			continue
 		}
-		if _, leased := q.leases[seq]; leased { // (due <= now unless the clock stepped back)
-			continue
-		}
-		found = append(found, it.Item().KeyCopy(nil))
-	}
-	it.Close()
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	for _, key := range found {
-		item, err := txn.Get(key)
+		looked++
+		d, err := getDelivery(txn.Txn, seq, q.sink)
 		if err != nil {
-			return 0, fmt.Errorf("hasten %s entry: %w", q.sink, err)
+			return 0, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
+		}
+		due := d.GetNextAttemptUnixNano()
+		if d == nil || (due == 0 && d.GetState() == logpb.Delivery_RETRYING) {
+			if unknown == nil {
+				unknown = map[uint64]*logpb.Delivery{}
+			}
+			unknown[seq] = d
+			continue
+		}
+		if due <= now.UnixNano() {
+			continue // due already (or not retrying, or held: its key is at heldAt)
+		}
+		key := retryKey(q.sink, time.Unix(0, due), seq)
+		looked++
+		item, err := txn.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue // held since (its record keeps the due time it had)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
 		}
 		v, err := item.ValueCopy(nil)
 		if err != nil {
-			return 0, fmt.Errorf("hasten %s entry: %w", q.sink, err)
+			return 0, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
 		}
-		if err := q.makeDue(txn, key, v, binary.BigEndian.Uint64(key[len(prefix)+8:]), now); err != nil {
+		found = append(found, dueEntry{key: key, val: v, seq: seq, d: d})
+	}
+	if len(unknown) > 0 {
+		more, n, err := q.lookForRetries(txn, unknown, now)
+		looked += n
+		if err != nil {
+			return 0, err
+		}
+		found = append(found, more...)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	for _, f := range found {
+		if err := q.makeDueWith(txn, f.key, f.val, f.seq, f.d, now); err != nil {
 			return 0, err
 		}
 	}
@@ -282,19 +328,85 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	return len(found), nil
 }
 
+// dueEntry is a retry entry Hasten makes due: its key and value, its seq,
+// and its delivery record (nil: none).
+type dueEntry struct {
+	key, val []byte
+	seq      uint64
+	d        *logpb.Delivery
+}
+
+// hastenLook bounds the versions of retry keys (deleted ones included:
+// see nextRetryWalk) that one Hasten goes through to find the entries
+// whose delivery record does not say when they are due.
+var hastenLook = nextRetryWalk // a var: a test may lower it
+
+// hastenHook, when set (by tests only), is called at the end of each
+// Hasten with how many keys it read: delivery records and retry keys
+// looked up, and versions of retry keys walked.
+var hastenHook func(looked int)
+
+// lookForRetries walks the retry keys due after now, from the first, and
+// returns those of the entries unknown (seq → delivery record) that are
+// not leased, stopping once it found them all, at the held keys (which
+// sort last), or after hastenLook versions of keys; and how many versions
+// it went through. q.mu is held.
+func (q *queue) lookForRetries(txn *wtxn, unknown map[uint64]*logpb.Delivery, now time.Time) ([]dueEntry, int, error) {
+	// AllVersions: the iterator returns the deletion marks too, which it
+	// would otherwise pass within Seek or Next, however many there are.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, AllVersions: true})
+	defer it.Close()
+	var found []dueEntry
+	var last []byte
+	seen := 0
+	for it.Seek(retryKey(q.sink, now.Add(time.Nanosecond), 0)); it.ValidForPrefix(q.retry) && len(found) < len(unknown) && seen < hastenLook; it.Next() {
+		seen++
+		item := it.Item()
+		key := item.Key()
+		if bytes.Equal(key, last) {
+			continue // an older version of the key before
+		}
+		last = append(last[:0], key...)
+		rest := key[len(q.retry):]
+		if item.IsDeletedOrExpired() || len(rest) != 16 {
+			continue
+		}
+		if binary.BigEndian.Uint64(rest) >= uint64(heldAt.UnixNano()) {
+			break
+		}
+		seq := binary.BigEndian.Uint64(rest[8:])
+		d, asked := unknown[seq]
+		if !asked {
+			continue
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return nil, seen, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
+		}
+		found = append(found, dueEntry{key: item.KeyCopy(nil), val: v, seq: seq, d: d})
+	}
+	return found, seen, nil
+}
+
 // makeDue writes the retry entry key, whose value is val, of seq again
 // due at now, and says so in its delivery record's next_attempt_at (of a
 // retry, and of an event the sink did not attempt, still queued), in txn.
 func (q *queue) makeDue(txn *wtxn, key, val []byte, seq uint64, now time.Time) error {
+	d, err := getDelivery(txn.Txn, seq, q.sink)
+	if err != nil {
+		return fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
+	}
+	return q.makeDueWith(txn, key, val, seq, d, now)
+}
+
+// makeDueWith is makeDue with the delivery record d of seq read already
+// (nil: none); it may change d.
+func (q *queue) makeDueWith(txn *wtxn, key, val []byte, seq uint64, d *logpb.Delivery, now time.Time) error {
 	if err := txn.Delete(key); err != nil {
 		return q.l.writeErr(err)
 	}
 	if err := txn.Set(retryKey(q.sink, now, seq), val); err != nil {
 		return q.l.writeErr(err)
-	}
-	d, err := getDelivery(txn.Txn, seq, q.sink)
-	if err != nil {
-		return fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
 	}
 	if d != nil && (d.State == logpb.Delivery_RETRYING || d.NextAttemptUnixNano != 0) {
 		d.NextAttemptUnixNano = now.UnixNano()

@@ -344,7 +344,8 @@ func (d *Dispatcher) deadLetter(log *slog.Logger, msg string, args ...any) {
 const deadLogBurst = 10
 
 // maxParked bounds [Dispatcher.parked]: the rest of a batch of 500 after
-// a 429, twice over. One Hasten of them is one transaction of the log.
+// a 429, twice over. One Hasten moves them all (badgerlog: in
+// transactions of bounded bytes).
 const maxParked = 1000
 
 // probeLook is how long a probe waits for a ready entry while entries are

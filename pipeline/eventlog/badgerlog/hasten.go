@@ -172,8 +172,9 @@ func (q *queue) hastenRetries(ctx context.Context, rw *retryWalk, max int) (res 
 // count: a page right after a retry-now of many may take longer.
 var hastenScan = 4096 // a var: a test may lower it
 
-// hastenBytes bounds what one HastenRetries page writes again of its
-// entries (their targets: a transform's output can be 1 MiB each).
+// hastenBytes bounds what one HastenRetries page, or one transaction of
+// a Hasten, writes again of its entries (their targets: a transform's
+// output can be 1 MiB each).
 var hastenBytes = 32 << 20 // a var: a test may lower it
 
 var _ pipeline.RetryClock = (*queue)(nil)

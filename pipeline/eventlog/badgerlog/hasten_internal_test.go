@@ -193,19 +193,23 @@ func TestHastenScanIsBounded(t *testing.T) {
 	}
 }
 
-// retryMany appends n events to sink a, a thousand per Append, and settles
-// each as a retry due at due (the attempt failed: "503"); it returns their
-// seqs in order.
-func retryMany(t *testing.T, l *DB, prefix string, n int, due time.Time) []uint64 {
+// retryMany appends n events to sink a with payload, a thousand per
+// Append (a hundred with a payload), and settles each as a retry due at
+// due (the attempt failed: "503"); it returns their seqs in order.
+func retryMany(t *testing.T, l *DB, prefix string, n int, payload []byte, due time.Time) []uint64 {
 	t.Helper()
 	ctx := context.Background()
 	q := l.Queue("a")
+	per := 1000
+	if payload != nil {
+		per = 100
+	}
 	var seqs []uint64
-	for i := 0; i < n; i += 1000 {
+	for i := 0; i < n; i += per {
 		var es []pipeline.Entry
-		for j := i; j < min(i+1000, n); j++ {
+		for j := i; j < min(i+per, n); j++ {
 			es = append(es, pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprint(prefix, j), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
-				Targets: []pipeline.Target{{Sink: "a", Route: "r"}}})
+				Targets: []pipeline.Target{{Sink: "a", Route: "r", Payload: payload}}})
 		}
 		if _, err := l.Append(ctx, es); err != nil {
 			t.Fatal(err)
@@ -275,9 +279,9 @@ func TestHastenIsBoundedByTheSeqsAsked(t *testing.T) {
 	const others, asked = 100_000, 10
 	l := mustOpen(t, t.TempDir(), nil)
 	defer l.Close()
-	retryMany(t, l, "other", others, time.Now().Add(time.Hour))
+	retryMany(t, l, "other", others, nil, time.Now().Add(time.Hour))
 	later := time.Now().Add(2 * time.Hour)
-	seqs := retryMany(t, l, "late", asked, later)
+	seqs := retryMany(t, l, "late", asked, nil, later)
 	q := l.Queue("a").(*queue)
 	if at, err := q.NextRetry(context.Background(), time.Now()); err != nil || !at.Before(later.Add(-time.Minute)) {
 		t.Fatalf("NextRetry = %v, %v; want the others' hour (the premise: they sort before the entries asked)", at, err)
@@ -307,9 +311,9 @@ func TestHastenFindsEntriesOfAnOlderLog(t *testing.T) {
 	l := mustOpen(t, t.TempDir(), nil)
 	defer l.Close()
 	q := l.Queue("a").(*queue)
-	retryMany(t, l, "other", 500, time.Now().Add(time.Hour))
+	retryMany(t, l, "other", 500, nil, time.Now().Add(time.Hour))
 	later := time.Now().Add(2 * time.Hour)
-	seqs := retryMany(t, l, "late", 3, later)
+	seqs := retryMany(t, l, "late", 3, nil, later)
 	// late0 is a retry of an older log; late1 has no record; late2's
 	// record says when it is due.
 	txn := l.newTxn()
@@ -480,4 +484,55 @@ func TestHastenFindsWhatItsRecordSays(t *testing.T) {
 			t.Logf("Hasten of %d seqs read %d keys", len(all), looked)
 		})
 	}
+}
+
+// TestHastenMovesWhatOneTransactionCannotHold: a Hasten of the 1,000
+// entries a dispatcher parks at most, each with a 3 KB transform output
+// (a chat message), writes more than Badger takes in one transaction (15%
+// of the memtable, 2.4 MiB by default), which failed the whole call and
+// left every entry to its Retry-After; they are moved in pages, each
+// ending before that bound and at hastenBytes, and every one is due with
+// its payload.
+func TestHastenMovesWhatOneTransactionCannotHold(t *testing.T) {
+	t.Run("Badger's transaction", func(t *testing.T) {
+		l := mustOpen(t, t.TempDir(), nil)
+		defer l.Close()
+		payload := []byte(`"` + strings.Repeat("p", 3000) + `"`)
+		const n = 1000
+		seqs := retryMany(t, l, "big", n, payload, time.Now().Add(time.Hour))
+		commits := l.retryWrites.Load()
+		m, err := l.Queue("a").(pipeline.Hastener).Hasten(context.Background(), seqs)
+		if err != nil || m != n {
+			t.Fatalf("Hasten(%d entries of 3 KB) = %d, %v; want %d, nil", n, m, err, n)
+		}
+		if pages := l.retryWrites.Load() - commits; pages < 2 {
+			t.Errorf("Hasten of %d entries of 3 KB wrote %d transactions; want more than one (the premise: they do not fit in one)", n, pages)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ds, err := l.Queue("a").Fetch(ctx, n+1)
+		if err != nil || len(ds) != n {
+			t.Fatalf("Fetch after Hasten = %d, %v; want all %d due", len(ds), err, n)
+		}
+		for _, d := range ds {
+			if string(d.Payload) != string(payload) || d.Attempt != 2 || d.LastError != "503" {
+				t.Fatalf("entry %d after Hasten: payload kept %v, attempt %d, last error %q", d.Seq, string(d.Payload) == string(payload), d.Attempt, d.LastError)
+			}
+		}
+	})
+	t.Run("hastenBytes", func(t *testing.T) {
+		defer func(b int) { hastenBytes = b }(hastenBytes)
+		hastenBytes = 250
+		l := mustOpen(t, t.TempDir(), nil)
+		defer l.Close()
+		payload := []byte(`"` + strings.Repeat("p", 98) + `"`) // 100 bytes, 110 or so encoded
+		seqs := retryMany(t, l, "p", 7, payload, time.Now().Add(time.Hour))
+		commits := l.retryWrites.Load()
+		if m, err := l.Queue("a").(pipeline.Hastener).Hasten(context.Background(), seqs); err != nil || m != 7 {
+			t.Fatalf("Hasten = %d, %v; want 7, nil", m, err)
+		}
+		if pages := l.retryWrites.Load() - commits; pages != 3 {
+			t.Errorf("Hasten of 7 entries of 110 bytes, hastenBytes 250, wrote %d transactions; want 3 (3, 3, then 1)", pages)
+		}
+	})
 }

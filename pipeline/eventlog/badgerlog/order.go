@@ -220,26 +220,27 @@ func (q *queue) Waiting(ctx context.Context, dead bool, visit func(pipeline.Wait
 
 var _ pipeline.Hastener = (*queue)(nil)
 
-// Hasten implements [pipeline.Hastener], in one transaction under q.mu,
-// at a cost bounded by the seqs asked for, not by the queue (P9: a sink
-// in a day-long outage has millions of retry keys, and its Fetch and
-// Settle wait on q.mu meanwhile). Each asked entry's retry key is found
-// with two point lookups: its delivery record, whose next attempt is the
-// due time of its key, then that key. The record proves it: the only
-// writer of a retry key due later is a Retry settlement (putSettled),
-// which writes the record with next_attempt_at = RetryAt in the same
-// transaction (so in the same write-ahead log record, replayed whole
-// after a crash); the other writers of retry keys write them due now
-// (Release, RetryDead, Requeue, makeDue) or held (hold); and while an
-// entry waits at a key due later, its record is written again only by
-// what moves that key (makeDue; a settlement, once the key is due and
-// leased): RetryDead and DropDead write records of dead letters, Requeue
-// of entries that wait at no retry key, hold of leased ones. A record
-// that does not say when its entry is due (none, or retrying without
-// next_attempt_at: a log written before records said so) leaves the
-// entry to a walk of the retry keys due after now that stops once each
-// of them is found, and after [hastenLook] versions of keys (deleted
-// ones included): an entry further on keeps its time.
+// Hasten implements [pipeline.Hastener], under q.mu, at a cost bounded
+// by the seqs asked for, not by the queue (P9: a sink in a day-long
+// outage has millions of retry keys, and its Fetch and Settle wait on
+// q.mu meanwhile). Each asked entry's retry key is found with two point
+// lookups: its delivery record, whose next attempt is the due time of
+// its key, then that key. The record proves it: the only writer of a
+// retry key due later is a Retry settlement (putSettled), which writes
+// the record with next_attempt_at = RetryAt in the same transaction (so
+// in the same write-ahead log record, replayed whole after a crash); the
+// other writers of retry keys write them due now (Release, RetryDead,
+// Requeue, makeDue) or held (hold); and while an entry waits at a key
+// due later, its record is written again only by what moves that key
+// (makeDue; a settlement, once the key is due and leased): RetryDead and
+// DropDead write records of dead letters, Requeue of entries that wait
+// at no retry key, hold of leased ones. A record that does not say when
+// its entry is due (none, or retrying without next_attempt_at: a log
+// written before records said so) leaves the entry to a walk of the
+// retry keys due after now that stops once each of them is found, and
+// after [hastenLook] versions of keys (deleted ones included): an entry
+// further on keeps its time. The entries found are moved by
+// [queue.moveDue], a page of bounded bytes per transaction.
 func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return 0, err
@@ -250,7 +251,7 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	seqs = slices.Compact(slices.Sorted(slices.Values(seqs)))
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	txn := q.l.newTxn()
+	txn := q.l.db.NewTransaction(false) // the lookups'; moveDue writes
 	defer txn.Discard()
 	now := time.Now()
 	looked := 0 // keys read: see hastenHook
@@ -272,7 +273,7 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 			continue
 		}
 		looked++
-		d, err := getDelivery(txn.Txn, seq, q.sink)
+		d, err := getDelivery(txn, seq, q.sink)
 		if err != nil {
 			return 0, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
 		}
@@ -289,18 +290,12 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 		}
 		key := retryKey(q.sink, time.Unix(0, due), seq)
 		looked++
-		item, err := txn.Get(key)
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
 			continue // held since (its record keeps the due time it had)
-		}
-		if err != nil {
+		} else if err != nil {
 			return 0, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
 		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return 0, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
-		}
-		found = append(found, dueEntry{key: key, val: v, seq: seq, d: d})
+		found = append(found, dueEntry{key: key, seq: seq, d: d})
 	}
 	if len(unknown) > 0 {
 		more, n, err := q.lookForRetries(txn, unknown, now)
@@ -310,30 +305,83 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 		}
 		found = append(found, more...)
 	}
+	txn.Discard()
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	for _, f := range found {
-		if err := q.makeDueWith(txn, f.key, f.val, f.seq, f.d, now); err != nil {
-			return 0, err
-		}
+	n, err := q.moveDue(ctx, found, now)
+	if n > 0 {
+		q.wake()
 	}
-	if len(found) == 0 {
-		return 0, nil
+	return n, err
+}
+
+// dueEntry is a retry entry Hasten makes due: its key, its seq, and its
+// delivery record (nil: none).
+type dueEntry struct {
+	key []byte
+	seq uint64
+	d   *logpb.Delivery
+}
+
+// moveDue makes the entries found due at now, in as many transactions as
+// they need, and returns how many it moved: a page of them ends once the
+// values it writes again reach [hastenBytes], and before Badger's own
+// bound on a transaction (15% of the memtable: a thousand parked entries
+// of 3 KB transform outputs failed whole): a page that does not fit is
+// made again with the entries that did, as HastenRetries' is. Between
+// pages it stops when ctx ends. q.mu is held, so no other write moves the
+// entries meanwhile.
+func (q *queue) moveDue(ctx context.Context, found []dueEntry, now time.Time) (int, error) {
+	moved := 0
+	for len(found) > 0 {
+		if moved > 0 {
+			if err := ctx.Err(); err != nil {
+				return moved, err
+			}
+		}
+		n, err := q.movePage(found, len(found), now)
+		if err != nil && errors.Is(err, badger.ErrTxnTooBig) && n > 0 {
+			n, err = q.movePage(found, n, now) // nothing was written: the same page, shorter
+		}
+		if err != nil {
+			return moved, fmt.Errorf("hasten %s: %w", q.sink, err)
+		}
+		moved, found = moved+n, found[n:]
+	}
+	return moved, nil
+}
+
+// movePage makes up to max of the entries found due at now in one
+// transaction, ending it once their values reach hastenBytes, and commits
+// it. It returns how many it moved; on an error nothing is written, and it
+// returns how many entries were written into the transaction before it
+// (ErrTxnTooBig: those fit). q.mu is held.
+func (q *queue) movePage(found []dueEntry, max int, now time.Time) (int, error) {
+	txn := q.l.newTxn()
+	defer txn.Discard()
+	n, size := 0, 0
+	for _, f := range found[:max] {
+		if size >= hastenBytes {
+			break
+		}
+		item, err := txn.Get(f.key)
+		if err != nil {
+			return n, fmt.Errorf("entry %d: %w", f.seq, err)
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return n, fmt.Errorf("entry %d: %w", f.seq, err)
+		}
+		if err := q.makeDueWith(txn, f.key, v, f.seq, f.d, now); err != nil {
+			return n, err
+		}
+		n, size = n+1, size+len(v)
 	}
 	if err := q.l.commit(txn); err != nil {
 		return 0, err
 	}
-	q.wake()
-	return len(found), nil
-}
-
-// dueEntry is a retry entry Hasten makes due: its key and value, its seq,
-// and its delivery record (nil: none).
-type dueEntry struct {
-	key, val []byte
-	seq      uint64
-	d        *logpb.Delivery
+	return n, nil
 }
 
 // hastenLook bounds the versions of retry keys (deleted ones included:
@@ -351,7 +399,7 @@ var hastenHook func(looked int)
 // not leased, stopping once it found them all, at the held keys (which
 // sort last), or after hastenLook versions of keys; and how many versions
 // it went through. q.mu is held.
-func (q *queue) lookForRetries(txn *wtxn, unknown map[uint64]*logpb.Delivery, now time.Time) ([]dueEntry, int, error) {
+func (q *queue) lookForRetries(txn *badger.Txn, unknown map[uint64]*logpb.Delivery, now time.Time) ([]dueEntry, int, error) {
 	// AllVersions: the iterator returns the deletion marks too, which it
 	// would otherwise pass within Seek or Next, however many there are.
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, AllVersions: true})
@@ -379,11 +427,7 @@ func (q *queue) lookForRetries(txn *wtxn, unknown map[uint64]*logpb.Delivery, no
 		if !asked {
 			continue
 		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return nil, seen, fmt.Errorf("hasten %s entry %d: %w", q.sink, seq, err)
-		}
-		found = append(found, dueEntry{key: item.KeyCopy(nil), val: v, seq: seq, d: d})
+		found = append(found, dueEntry{key: item.KeyCopy(nil), seq: seq, d: d})
 	}
 	return found, seen, nil
 }

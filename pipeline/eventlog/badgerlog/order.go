@@ -298,11 +298,8 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 		found = append(found, dueEntry{key: key, seq: seq, d: d})
 	}
 	if len(unknown) > 0 {
-		more, n, err := q.lookForRetries(txn, unknown, now)
+		more, n := q.lookForRetries(txn, unknown, now)
 		looked += n
-		if err != nil {
-			return 0, err
-		}
 		found = append(found, more...)
 	}
 	txn.Discard()
@@ -354,9 +351,9 @@ func (q *queue) moveDue(ctx context.Context, found []dueEntry, now time.Time) (i
 
 // movePage makes up to max of the entries found due at now in one
 // transaction, ending it once their values reach hastenBytes, and commits
-// it. It returns how many it moved; on an error nothing is written, and it
-// returns how many entries were written into the transaction before it
-// (ErrTxnTooBig: those fit). q.mu is held.
+// it. It returns how many it moved; on an error before the commit nothing
+// is written, and it returns how many entries were written into the
+// transaction before it (ErrTxnTooBig: those fit). q.mu is held.
 func (q *queue) movePage(found []dueEntry, max int, now time.Time) (int, error) {
 	txn := q.l.newTxn()
 	defer txn.Discard()
@@ -395,11 +392,11 @@ var hastenLook = nextRetryWalk // a var: a test may lower it
 var hastenHook func(looked int)
 
 // lookForRetries walks the retry keys due after now, from the first, and
-// returns those of the entries unknown (seq → delivery record) that are
-// not leased, stopping once it found them all, at the held keys (which
-// sort last), or after hastenLook versions of keys; and how many versions
-// it went through. q.mu is held.
-func (q *queue) lookForRetries(txn *badger.Txn, unknown map[uint64]*logpb.Delivery, now time.Time) ([]dueEntry, int, error) {
+// returns those of the entries unknown (seq → delivery record), stopping
+// once it found them all, at the held keys (which sort last), or after
+// hastenLook versions of keys; and how many versions it went through.
+// q.mu is held.
+func (q *queue) lookForRetries(txn *badger.Txn, unknown map[uint64]*logpb.Delivery, now time.Time) ([]dueEntry, int) {
 	// AllVersions: the iterator returns the deletion marks too, which it
 	// would otherwise pass within Seek or Next, however many there are.
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, AllVersions: true})
@@ -429,7 +426,7 @@ func (q *queue) lookForRetries(txn *badger.Txn, unknown map[uint64]*logpb.Delive
 		}
 		found = append(found, dueEntry{key: item.KeyCopy(nil), seq: seq, d: d})
 	}
-	return found, seen, nil
+	return found, seen
 }
 
 // makeDue writes the retry entry key, whose value is val, of seq again

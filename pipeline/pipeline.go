@@ -210,7 +210,8 @@ const (
 type Settlement struct {
 	Seq     uint64
 	Outcome Outcome
-	// RetryAt is when a retried entry becomes ready again.
+	// RetryAt is when a retried entry becomes ready again; the zero
+	// time is at once.
 	RetryAt time.Time
 	// Err is the error of this attempt (for Retry and Dead).
 	Err string

@@ -478,6 +478,12 @@ func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pip
 // with the attempt counted (unless s.NotAttempted) and s's error. Settle
 // and Abandon write through it.
 func (q *queue) putSettled(txn *wtxn, prev *logpb.Delivery, t *logpb.Target, s pipeline.Settlement, now time.Time) error {
+	if s.Outcome == pipeline.Retry && s.RetryAt.IsZero() {
+		// Due at once, as the other logs take it: the zero time's
+		// nanoseconds overflow to a key that sorts after the held
+		// entries', where no Fetch, walk or Hasten looks.
+		s.RetryAt = now
+	}
 	if err := txn.putDelivery(s.Seq, q.sink, settled(prev, t.GetRoute(), s, now)); err != nil {
 		return q.l.writeErr(err)
 	}

@@ -26,6 +26,29 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) 
 	t.Run("Reopen/TraceContext", func(t *testing.T) { testReopenTraceContext(t, open) })
 	t.Run("Reopen/Abandoned", func(t *testing.T) { testReopenAbandoned(t, open) })
 	t.Run("Reopen/HastenRetries", func(t *testing.T) { testReopenHastenRetries(t, open) })
+	t.Run("Reopen/RetryAtZero", func(t *testing.T) { testReopenRetryAtZero(t, open) })
+}
+
+// testReopenRetryAtZero: a Retry without a RetryAt is due at once, before
+// a restart and after it, and a retry-now walk neither misses nor trips on
+// it (a zero time is no "never").
+func testReopenRetryAtZero(t *testing.T, open func(t *testing.T, dir string) pipeline.Log) {
+	dir := t.TempDir()
+	l := reopen(t, open, dir)
+	q := l.Queue(sinkA)
+	mustAppend(t, l, entry("rz-1", sinkA), entry("rz-2", sinkA))
+	ds := mustFetch(t, q, 2)
+	mustSettle(t, q, pipeline.Settlement{Seq: ds[0].Seq, Outcome: pipeline.Retry, Err: "no time given"},
+		pipeline.Settlement{Seq: ds[1].Seq, Outcome: pipeline.Retry, RetryAt: time.Now().Add(time.Hour), Err: "an hour"})
+	mustClose(t, l)
+	l = reopen(t, open, dir)
+	q = l.Queue(sinkA)
+	wantStats(t, q, pipeline.QueueStats{Retrying: 2})
+	got := mustFetch(t, q, 1)
+	if got[0].Event.ID != "rz-1" || got[0].Attempt != 2 || got[0].LastError != "no time given" {
+		t.Fatalf("Fetch after the restart = %s (attempt %d, %q), want rz-1 (attempt 2, its error): a Retry without RetryAt is due now", seqIDs(got), got[0].Attempt, got[0].LastError)
+	}
+	fetchNone(t, q) // rz-2 waits its hour
 }
 
 // testReopenTraceContext: an event's trace context survives a restart, so a

@@ -77,7 +77,8 @@ type Hastener interface {
 
 	// Hasten makes the retry entries with the given seqs due now, with
 	// the attempt count and LastError they had, and returns how many it
-	// moved. Seqs that are not waiting for a retry due later (ready,
+	// moved, with an error too when it failed after moving some. Seqs
+	// that are not waiting for a retry due later (ready,
 	// leased, held, dead, due already, or not in the queue) are skipped:
 	// a held entry waits for its key, or for the breaker's probes.
 	//

@@ -770,6 +770,11 @@ func (d *Dispatcher) bringForward(ctx context.Context, seqs []uint64, more int, 
 	}
 	n, err := h.Hasten(ctx, seqs)
 	switch {
+	case err != nil && n > 0:
+		if ctx.Err() == nil {
+			d.o.Logger.Warn(back+": "+what+" brought forward in part; the rest are retried at their time",
+				"sink", d.o.Sink, "events", n, "asked", len(seqs), "err", err)
+		}
 	case err != nil:
 		if ctx.Err() == nil {
 			d.o.Logger.Warn("could not bring forward the "+what+"; they are retried at their time",

@@ -885,3 +885,57 @@ func TestParkedEventsBroughtForwardAtABackoffsPace(t *testing.T) {
 		t.Errorf("Stats() = %+v, want none dead: the receiver asked them to wait", st)
 	}
 }
+
+// halfHastener moves the first half of the seqs it is asked for, then
+// fails, as a log that fills its disk in the middle of a Hasten does.
+type halfHastener struct{ pipeline.Hastener }
+
+func (h halfHastener) Hasten(ctx context.Context, seqs []uint64) (int, error) {
+	n, err := h.Hastener.Hasten(ctx, seqs[:len(seqs)/2])
+	if err != nil {
+		return n, err
+	}
+	return n, errors.New("write event log: no space left on device")
+}
+
+// TestParkedEventsBroughtForwardInPart: when the log moves some parked
+// events and then fails, the line says how many went and that the rest
+// keep their time, not that none could.
+func TestParkedEventsBroughtForwardInPart(t *testing.T) {
+	buf := &testlog.Buffer{}
+	l := memlog.New()
+	appendEvents(t, l, "parked", 10, "s")
+	mq := l.Queue("s")
+	var back atomic.Bool
+	sink := &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
+		out := make([]sdk.Result, len(batch))
+		for i := range out {
+			switch {
+			case back.Load():
+				out[i] = sdk.Delivered()
+			case i == 0:
+				out[i] = sdk.Retry(time.Hour, errors.New("503 Service Unavailable"))
+			default:
+				out[i] = sdk.NotAttempted(time.Hour, errors.New("not sent: the receiver answered 503 with Retry-After"))
+			}
+		}
+		return out, nil
+	}}
+	o := options(halfHastener{mq.(pipeline.Hastener)}, sink)
+	o.MaxAttempts = 0
+	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Minute
+	o.Logger = slog.New(slog.NewTextHandler(buf, nil))
+	start(t, o)
+	waitFor(t, "the 10 events parked an hour ahead", func() bool {
+		st := stats(t, mq)
+		return st.Retrying == 10 && st.Ready == 0 && len(sink.calls()) == 1
+	})
+	back.Store(true)
+	appendEvents(t, l, "new", 1, "s")
+	waitFor(t, "the new event and the 5 brought forward delivered", func() bool { return stats(t, mq) == pipeline.QueueStats{Retrying: 5} })
+	const want = `msg="the sink takes events again: events the sink had asked to wait brought forward in part; the rest are retried at their time" sink=s events=5 asked=10 err="write event log: no space left on device"`
+	waitFor(t, "the line", func() bool { return strings.Contains(buf.String(), want) })
+	if strings.Contains(buf.String(), "could not bring forward") {
+		t.Errorf("a line says none could be brought forward, when 5 were:\n%s", buf.String())
+	}
+}

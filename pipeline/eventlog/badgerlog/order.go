@@ -298,7 +298,7 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 		found = append(found, dueEntry{key: key, seq: seq, d: d})
 	}
 	if len(unknown) > 0 {
-		more, n := q.lookForRetries(txn, unknown, now)
+		more, n := q.lookForRetries(txn, unknown, retryKey(q.sink, now.Add(time.Nanosecond), 0), hastenLook)
 		looked += n
 		found = append(found, more...)
 	}
@@ -391,12 +391,12 @@ var hastenLook = nextRetryWalk // a var: a test may lower it
 // looked up, and versions of retry keys walked.
 var hastenHook func(looked int)
 
-// lookForRetries walks the retry keys due after now, from the first, and
-// returns those of the entries unknown (seq → delivery record), stopping
-// once it found them all, at the held keys (which sort last), or after
-// hastenLook versions of keys; and how many versions it went through.
-// q.mu is held.
-func (q *queue) lookForRetries(txn *badger.Txn, unknown map[uint64]*logpb.Delivery, now time.Time) ([]dueEntry, int) {
+// lookForRetries walks the retry keys from the key from on (Hasten: the
+// first due after now; Requeue: the first), and returns those of the
+// entries unknown (seq → delivery record), stopping once it found them
+// all, at the held keys (which sort last), or after look versions of keys;
+// and how many versions it went through. q.mu is held.
+func (q *queue) lookForRetries(txn *badger.Txn, unknown map[uint64]*logpb.Delivery, from []byte, look int) ([]dueEntry, int) {
 	// AllVersions: the iterator returns the deletion marks too, which it
 	// would otherwise pass within Seek or Next, however many there are.
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, AllVersions: true})
@@ -404,7 +404,7 @@ func (q *queue) lookForRetries(txn *badger.Txn, unknown map[uint64]*logpb.Delive
 	var found []dueEntry
 	var last []byte
 	seen := 0
-	for it.Seek(retryKey(q.sink, now.Add(time.Nanosecond), 0)); it.ValidForPrefix(q.retry) && len(found) < len(unknown) && seen < hastenLook; it.Next() {
+	for it.Seek(from); it.ValidForPrefix(q.retry) && len(found) < len(unknown) && seen < look; it.Next() {
 		seen++
 		item := it.Item()
 		key := item.Key()

@@ -373,6 +373,35 @@ func (q *queue) settleDead(txn *wtxn, keys [][]byte, vals []*logpb.Target, also 
 
 // Requeue implements [pipeline.Queue]. The entries go to the retry keyspace
 // due now, which Fetch reads before the ready entries from its cursor on.
+//
+// It runs under q.mu at a cost bounded by rs, not by the queue (P9: a
+// sink in a day-long outage has millions of retry keys, and its Fetch and
+// Settle wait on q.mu meanwhile): whether an entry waits at a retry key is
+// told by its delivery record's state, read with one point lookup, not by
+// a walk of the sink's retry keys. The record is exact because every
+// writer of a retry key writes, or keeps, a queued or retrying record in
+// the same transaction (so in the same write-ahead log record, replayed
+// whole after a crash): a Retry settlement (putSettled: retrying, or its
+// state kept when not attempted, itself queued or retrying), RetryDead
+// (retrying), Requeue (queued), hold (queued for an entry never
+// attempted, and an attempted one keeps its record, queued or retrying),
+// Release and makeDue (the entry's record is kept, makeDue's with its new
+// due time); and every writer that takes an entry off its retry key
+// without another writes its record delivered, dead or dropped (Settle,
+// Abandon) or, a first-attempt ack, takes a ready entry, which has no
+// retry key. The due time in the record (next_attempt_at) would not do:
+// Release (the dispatcher's, per entry of an order key) and Requeue leave
+// it as it was while they write a key due now. An event with no record at
+// the sink is queued when its record routes it there (an Append committed
+// and not yet queued in memory); otherwise, when the event has routes, it
+// was appended by a build that writes a record with every retry key, so it
+// waits at none. Left are events without routes and without a record (a
+// log written before delivery records, 2026-12-05, or an event routed
+// nowhere): a held key is looked up, then one walk of the sink's retry
+// keys from the first goes through [requeueLook] versions of keys at most
+// (deleted ones included) and stops once it found them all; such an entry
+// further on is queued again (a second entry: delivered twice, at least
+// once; sinks are idempotent by id, P3).
 func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -389,58 +418,57 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	}
 	txn := q.l.newTxn()
 	defer txn.Discard()
-
-	// Which of rs wait for a retry: the retry keys sort by due time, not
-	// seq, so they are all gone through (keys only), and only rs's seqs
-	// are kept: a map of every retry of the sink grew with the queue (P9).
-	retrying := make(map[uint64]bool, len(rs))
-	for _, r := range rs {
-		retrying[r.Seq] = false
-	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry})
-	for it.Seek(q.retry); it.ValidForPrefix(q.retry); it.Next() {
-		k := it.Item().Key()
-		seq := binary.BigEndian.Uint64(k[len(k)-8:])
-		if _, asked := retrying[seq]; asked {
-			retrying[seq] = true
+	looked := 0 // keys read: see requeueHook
+	defer func() {
+		if requeueHook != nil {
+			requeueHook(looked)
 		}
-	}
-	it.Close()
+	}()
 
-	now := time.Now()
-	n := 0
-	for i, r := range rs {
-		rs[i].Dead = false
+	// Which of rs have an entry in the queue (waits), first for all of
+	// them: a seq not in the log fails the call before anything is written.
+	waits := make(map[uint64]bool, len(rs))
+	var unknown map[uint64]*logpb.Delivery // no route, no record: see above
+	for _, r := range rs {
+		looked++
 		item, err := txn.Get(eventKey(r.Seq))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return 0, fmt.Errorf("requeue %s: event seq %d: %w", q.sink, r.Seq, pipeline.ErrNotFound)
 		} else if err != nil {
 			return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
 		}
-		if _, leased := q.leases[r.Seq]; leased || retrying[r.Seq] {
+		if _, done := waits[r.Seq]; done {
 			continue
 		}
-		q.pmu.Lock()
-		queued := q.pending.has(r.Seq)
-		q.pmu.Unlock()
-		if !queued {
-			// An Append that has committed and not yet queued the event
-			// in memory: the log says it is queued (see pending.go).
-			rec := &logpb.Event{}
-			if err := item.Value(func(v []byte) error { return decode(v, rec) }); err != nil {
-				return 0, fmt.Errorf("requeue %s: decode event %d: %w", q.sink, r.Seq, err)
-			}
-			if _, routed := routeTo(rec, q.sink); routed {
-				d, err := getDelivery(txn.Txn, r.Seq, q.sink)
-				if err != nil {
-					return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
-				}
-				queued = d == nil
-			}
+		w, look, n, err := q.requeueWaits(txn, item, r.Seq)
+		looked += n
+		if err != nil {
+			return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
 		}
-		if queued {
+		waits[r.Seq] = w
+		if look {
+			if unknown == nil {
+				unknown = map[uint64]*logpb.Delivery{}
+			}
+			unknown[r.Seq] = nil
+		}
+	}
+	if len(unknown) > 0 {
+		found, n := q.lookForRetries(txn.Txn, unknown, q.retry, requeueLook)
+		looked += n
+		for _, f := range found {
+			waits[f.seq] = true
+		}
+	}
+
+	now := time.Now()
+	n := 0
+	for i, r := range rs {
+		rs[i].Dead = false
+		if waits[r.Seq] {
 			continue
 		}
+		looked++
 		if has, err := exists(txn.Txn, deadKey(q.sink, r.Seq)); err != nil || has {
 			if err != nil {
 				return 0, fmt.Errorf("requeue %s: %w", q.sink, err)
@@ -458,7 +486,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 		if err := q.mark(txn, r.Seq, r.Route, logpb.Delivery_QUEUED, time.Time{}, ""); err != nil {
 			return 0, q.l.writeErr(err)
 		}
-		retrying[r.Seq] = true
+		waits[r.Seq] = true
 		n++
 	}
 	if n == 0 {
@@ -470,6 +498,60 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 	q.wake()
 	return n, nil
 }
+
+// requeueWaits tells whether the entry of seq, whose event is item, has
+// an entry in the queue other than a dead letter (see Requeue): leased,
+// ready, or waiting at a retry key as its delivery record says; look when
+// that is not known yet (no record and no route: its retry keys are to be
+// looked for); and how many keys it read. q.mu is held.
+func (q *queue) requeueWaits(txn *wtxn, item *badger.Item, seq uint64) (waits, look bool, looked int, err error) {
+	if _, leased := q.leases[seq]; leased {
+		return true, false, 0, nil
+	}
+	q.pmu.Lock()
+	queued := q.pending.has(seq)
+	q.pmu.Unlock()
+	if queued {
+		return true, false, 0, nil
+	}
+	looked++
+	d, err := getDelivery(txn.Txn, seq, q.sink)
+	if err != nil {
+		return false, false, looked, err
+	}
+	if d != nil {
+		st := d.GetState()
+		return st == logpb.Delivery_QUEUED || st == logpb.Delivery_RETRYING, false, looked, nil
+	}
+	rec := &logpb.Event{}
+	if err := item.Value(func(v []byte) error { return decode(v, rec) }); err != nil {
+		return false, false, looked, fmt.Errorf("decode event %d: %w", seq, err)
+	}
+	if _, routed := routeTo(rec, q.sink); routed {
+		// An Append that has committed and not yet queued the event in
+		// memory: the log says it is queued (see pending.go).
+		return true, false, looked, nil
+	}
+	if len(rec.GetRoutes()) > 0 {
+		return false, false, looked, nil
+	}
+	looked++
+	held, err := exists(txn.Txn, retryKey(q.sink, heldAt, seq))
+	if err != nil || held {
+		return held, false, looked, err
+	}
+	return false, true, looked, nil
+}
+
+// requeueLook bounds the versions of retry keys (deleted ones included)
+// that one Requeue goes through to find the entries of events with no
+// route and no delivery record.
+var requeueLook = nextRetryWalk // a var: a test may lower it
+
+// requeueHook, when set (by tests only), is called at the end of each
+// Requeue with how many keys it read: events, delivery records, held and
+// dead-letter keys looked up, and versions of retry keys walked.
+var requeueHook func(looked int)
 
 // mark sets the state (and route) of the delivery record of seq in txn,
 // and when it is due (zero: not retrying), keeping its history; lastErr,

@@ -177,7 +177,8 @@ func TestRequeueIsBoundedByTheSeqsAsked(t *testing.T) {
 // asked for it, before and after a restart: Requeue skips it and the
 // entry keeps its one retry key. An entry that waits at no retry key
 // (delivered at the first attempt or after a retry, dropped, routed to
-// another sink, routed nowhere) is queued, a dead letter said dead.
+// another sink) is queued, a dead letter (settled dead or given up on)
+// said dead.
 func TestRequeueSkipsWhatWaitsAtARetryKey(t *testing.T) {
 	type step func(t *testing.T, q *queue, seq uint64)
 	settle := func(s pipeline.Settlement) step {
@@ -251,6 +252,12 @@ func TestRequeueSkipsWhatWaitsAtARetryKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	abandon := func(t *testing.T, q *queue, seq uint64) {
+		t.Helper()
+		if n, err := q.Abandon(context.Background(), 10, func(string) string { return "given up" }); err != nil || n != 1 {
+			t.Fatalf("Abandon = %d, %v; want 1", n, err)
+		}
+	}
 	dead := settle(pipeline.Settlement{Outcome: pipeline.Dead, Err: "400"})
 	ack := settle(pipeline.Settlement{Outcome: pipeline.Ack})
 
@@ -293,6 +300,8 @@ func TestRequeueSkipsWhatWaitsAtARetryKey(t *testing.T) {
 		{"dropped", "", []step{dead, dropDead}, queued},
 		{"routed to another sink", "other", nil, queued},
 		{"dead", "", []step{dead}, isDead},
+		{"retried, given up on", "", []step{retryLater, abandon}, isDead},
+		{"held, given up on", "", []step{hold, abandon}, isDead},
 	}
 	for _, restart := range []bool{false, true} {
 		t.Run(fmt.Sprint("restart=", restart), func(t *testing.T) {

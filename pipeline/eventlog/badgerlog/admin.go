@@ -376,25 +376,26 @@ func (q *queue) settleDead(txn *wtxn, keys [][]byte, vals []*logpb.Target, also 
 //
 // It runs under q.mu at a cost bounded by rs, not by the queue (P9: a
 // sink in a day-long outage has millions of retry keys, and its Fetch and
-// Settle wait on q.mu meanwhile): whether an entry waits at a retry key is
-// told by its delivery record's state, read with one point lookup, not by
-// a walk of the sink's retry keys. The record is exact because every
-// writer of a retry key writes, or keeps, a queued or retrying record in
-// the same transaction (so in the same write-ahead log record, replayed
-// whole after a crash): a Retry settlement (putSettled: retrying, or its
-// state kept when not attempted, itself queued or retrying), RetryDead
-// (retrying), Requeue (queued), hold (queued for an entry never
-// attempted, and an attempted one keeps its record, queued or retrying),
-// Release and makeDue (the entry's record is kept, makeDue's with its new
-// due time); and every writer that takes an entry off its retry key
-// without another writes its record delivered, dead or dropped (Settle,
-// Abandon) or, a first-attempt ack, takes a ready entry, which has no
-// retry key. The due time in the record (next_attempt_at) would not do:
-// Release (the dispatcher's, per entry of an order key) and Requeue leave
-// it as it was while they write a key due now. An event with no record at
-// the sink is queued when its record routes it there (an Append committed
-// and not yet queued in memory); otherwise, when the event has routes, it
-// was appended by a build that writes a record with every retry key, so it
+// Settle wait on q.mu meanwhile). A leased or ready entry is known in
+// memory; whether any other waits at a retry key is told by its delivery
+// record's state, read with one point lookup, not by a walk of the sink's
+// retry keys. The state is exact because every writer of a retry key
+// writes or keeps a queued or retrying record in the same transaction (so
+// in the same write-ahead log record, replayed whole after a crash): a
+// Retry settlement (putSettled) writes retrying, or when not attempted
+// keeps the state the entry had (queued when it had no record); RetryDead
+// writes retrying, Requeue queued, hold queued for an entry never
+// attempted and keeps the record of one fetched from a retry key; Release
+// and makeDue move a key and keep the record (makeDue with its new due
+// time). And every end of a retry key that writes no other writes the
+// record delivered or dead (a settlement, Abandon); DropDead then writes
+// dropped. The due time in the record (next_attempt_at) would not do:
+// Release (the dispatcher's, per entry of an order key, where a record
+// write per entry is not to be paid) and Requeue write a key due now and
+// leave the record's time as it was. An event with no record at the sink
+// is queued when its record routes it there (an Append committed and not
+// yet queued in memory); otherwise, when the event has routes, it was
+// appended by a build that writes a record with every retry key, so it
 // waits at none. Left are events without routes and without a record (a
 // log written before delivery records, 2026-12-05, or an event routed
 // nowhere): a held key is looked up, then one walk of the sink's retry

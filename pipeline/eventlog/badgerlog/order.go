@@ -234,13 +234,15 @@ var _ pipeline.Hastener = (*queue)(nil)
 // due later, its record is written again only by what moves that key
 // (makeDue; a settlement, once the key is due and leased): RetryDead and
 // DropDead write records of dead letters, Requeue of entries that wait
-// at no retry key, hold of leased ones. A record that does not say when
-// its entry is due (none, or retrying without next_attempt_at: a log
-// written before records said so) leaves the entry to a walk of the
-// retry keys due after now that stops once each of them is found, and
-// after [hastenLook] versions of keys (deleted ones included): an entry
-// further on keeps its time. The entries found are moved by
-// [queue.moveDue], a page of bounded bytes per transaction.
+// at no retry key (as their record says; in a log written before records,
+// one past requeueLook may be queued again: see Requeue), hold of leased
+// ones. A record that does not say when its entry is due (none, or
+// retrying without next_attempt_at: a log written before records said
+// so) leaves the entry to a walk of the retry keys due after now that
+// stops once each of them is found, and after [hastenLook] versions of
+// keys (deleted ones included): an entry further on keeps its time. The
+// entries found are moved by [queue.moveDue], a page of bounded bytes
+// per transaction.
 func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return 0, err

@@ -279,7 +279,13 @@ type Queue interface {
 	// example because retention removed it, fails the whole call with an
 	// error wrapping [ErrNotFound] that names the seq; nothing is queued
 	// then. It returns how many entries it added, and says of each entry
-	// of rs whether it is a dead letter ([Requeue.Dead]).
+	// of rs whether it is a dead letter ([Requeue.Dead]). Its cost is
+	// bounded by rs, not by the queue, which has two edges, each said in
+	// its log's doc: badgerlog looks for the entry of an event routed
+	// nowhere, in a log written before delivery records, among a bounded
+	// number of retry keys, and queues one further on a second time;
+	// jetstreamlog fails mid-call, the entries before queued, when
+	// retention removes an event between its look and its turn.
 	Requeue(ctx context.Context, rs []Requeue) (int, error)
 
 	// Oldest returns the ReceivedAt of the oldest event (lowest Seq) that

@@ -391,10 +391,11 @@ func (q *queue) settleDead(txn *wtxn, keys [][]byte, vals []*logpb.Target, also 
 // record delivered or dead (a settlement, Abandon); DropDead then writes
 // dropped. The due time in the record (next_attempt_at) would not do:
 // Release (the dispatcher's, per entry of an order key, where a record
-// write per entry is not to be paid) and Requeue write a key due now and
-// leave the record's time as it was. An event with no record at the sink
-// is queued when its record routes it there (an Append committed and not
-// yet queued in memory); otherwise, when the event has routes, it was
+// write per entry is not to be paid) leaves the record's time as it was,
+// and Requeue writes a key due now with a record of no time. An event
+// with no record at the sink is queued when its record routes it there
+// (an Append committed and not yet queued in memory); otherwise, when the
+// event has routes, it was
 // appended by a build that writes a record with every retry key, so it
 // waits at none. Left are events without routes and without a record (a
 // log written before delivery records, 2026-12-05, or an event routed
@@ -403,6 +404,14 @@ func (q *queue) settleDead(txn *wtxn, keys [][]byte, vals []*logpb.Target, also 
 // (deleted ones included) and stops once it found them all; such an entry
 // further on is queued again (a second entry: delivered twice, at least
 // once; sinks are idempotent by id, P3).
+//
+// The argument holds while the records are applied in log order. One case
+// breaks it (see [DB.apply]): a record whose apply to Badger failed, whose
+// writer was told so, stays in the write-ahead log; after a crash before
+// the next checkpoint, Open applies it after the records that followed it,
+// so a retry key it wrote can come back under a record that a later write
+// made delivered: that event is delivered again, and a replay of it then
+// queues it a third time, where a walk of the keys would have skipped it.
 func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err

@@ -468,7 +468,13 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 		}
 		if err != nil {
 			// Not written to Badger, though in the log: answered as failed,
-			// applied by the next Open's replay ("maybe written").
+			// applied by the next Open's replay ("maybe written") if a crash
+			// comes before the checkpoint passes it: then after the records
+			// applied since, out of their order (Requeue's and Hasten's docs
+			// say what that can cost). Stopping the writes after a failed
+			// apply, or applying it again before any other (with the state
+			// in memory its success would have set), would keep the order;
+			// neither is done yet.
 			discard()
 			r.done <- l.writeErr(err)
 			continue

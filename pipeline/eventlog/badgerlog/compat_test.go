@@ -428,6 +428,47 @@ func TestCompatFixtures(t *testing.T) {
 	}
 }
 
+// TestCompatRequeue asks each fixture, as an earlier build left it, to
+// requeue each of its events to each sink, one at a time, as a replay does:
+// Requeue decides by the delivery records that build wrote (see Requeue),
+// so a delivered or dropped entry is queued again and a waiting one
+// (ready, leased when the log closed, retrying, held) is skipped, a dead
+// letter said dead. The table is the scenario of compatStageA and
+// compatStageB (seqs 1–6).
+func TestCompatRequeue(t *testing.T) {
+	fixtures, err := filepath.Glob(filepath.Join(compatRoot, "*", "*.tar.gz"))
+	if err != nil || len(fixtures) == 0 {
+		t.Fatalf("fixtures in %s: %v, %v", compatRoot, fixtures, err)
+	}
+	type want struct {
+		n    int
+		dead bool
+	}
+	wants := map[string]map[uint64]want{
+		"archive": {1: {1, false}, 2: {0, false}, 3: {0, true}, 4: {0, false}, 5: {0, false}, 6: {1, false}},
+		"slack":   {1: {0, false}, 2: {0, false}, 3: {0, true}, 4: {1, false}, 5: {0, false}, 6: {1, false}},
+	}
+	for _, f := range fixtures {
+		t.Run(strings.TrimSuffix(filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), ".tar.gz"), func(t *testing.T) {
+			t.Parallel()
+			l, err := badgerlog.Open(untar(t, f), &badgerlog.Options{Retention: compatKeep})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			for sink, m := range wants {
+				for seq := uint64(1); seq <= 6; seq++ {
+					rs := []pipeline.Requeue{{Seq: seq, Route: "replay"}}
+					n, err := l.Queue(sink).Requeue(context.Background(), rs)
+					if err != nil || n != m[seq].n || rs[0].Dead != m[seq].dead {
+						t.Errorf("Requeue(%s, seq %d) = %d, dead %v, %v; want %d, dead %v", sink, seq, n, rs[0].Dead, err, m[seq].n, m[seq].dead)
+					}
+				}
+			}
+		})
+	}
+}
+
 // writeSparse writes size bytes of r to f, leaving holes where a block is
 // all zeros: a log copied from a running process has Badger's files at
 // their mapped size (a 128 MiB value-log file, a 32 MiB memtable WAL),

@@ -301,7 +301,10 @@ type Requeue struct {
 	// listed it. It is optional: a backend that names queue entries by
 	// event id (jetstreamlog) then looks up the event's entries without
 	// reading the event, and reads only the events it queues (P9: a
-	// replay page of events of 1 MiB each). A backend may ignore it.
+	// replay page of events of 1 MiB each). A backend may ignore it. An
+	// ID that is not the event's at Seq is found out only when the event
+	// is queued: jetstreamlog then fails the call with the entries before
+	// it queued, not with nothing queued.
 	ID string
 	// Route and Payload are what the entry is delivered with, as in
 	// [Target]; a nil Payload delivers the event's Body.

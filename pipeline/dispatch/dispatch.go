@@ -773,7 +773,7 @@ func (d *Dispatcher) bringForward(ctx context.Context, seqs []uint64, more int, 
 	case err != nil && n > 0:
 		if ctx.Err() == nil {
 			d.o.Logger.Warn(back+": "+what+" brought forward in part; the rest are retried at their time",
-				"sink", d.o.Sink, "events", n, "asked", len(seqs), "err", err)
+				"sink", d.o.Sink, "events", n, "asked", len(seqs), "keep_their_time", more, "err", err)
 		}
 	case err != nil:
 		if ctx.Err() == nil {

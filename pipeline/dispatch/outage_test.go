@@ -933,7 +933,7 @@ func TestParkedEventsBroughtForwardInPart(t *testing.T) {
 	back.Store(true)
 	appendEvents(t, l, "new", 1, "s")
 	waitFor(t, "the new event and the 5 brought forward delivered", func() bool { return stats(t, mq) == pipeline.QueueStats{Retrying: 5} })
-	const want = `msg="the sink takes events again: events the sink had asked to wait brought forward in part; the rest are retried at their time" sink=s events=5 asked=10 err="write event log: no space left on device"`
+	const want = `msg="the sink takes events again: events the sink had asked to wait brought forward in part; the rest are retried at their time" sink=s events=5 asked=10 keep_their_time=0 err="write event log: no space left on device"`
 	waitFor(t, "the line", func() bool { return strings.Contains(buf.String(), want) })
 	if strings.Contains(buf.String(), "could not bring forward") {
 		t.Errorf("a line says none could be brought forward, when 5 were:\n%s", buf.String())

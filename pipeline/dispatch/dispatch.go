@@ -305,6 +305,10 @@ type Dispatcher struct {
 	// Failure), for the line that says the breaker opened. Only Run's
 	// goroutine uses it.
 	lastFailure string
+	// warnedFailure is the failure the last warning of the open breaker
+	// named (its opening, or a probe that failed otherwise): see
+	// probeFailed. Only Run's goroutine uses it.
+	warnedFailure string
 	// deadLog bounds the lines that say an event went to the dead-letter
 	// queue (see deadLetter).
 	deadLog *lograte.Burst
@@ -520,6 +524,7 @@ func (d *Dispatcher) setOpen(open bool, probe time.Duration, closed string) {
 	if open {
 		// The events' own failures are not logged one by one: this line
 		// is the one that tells the operator why the sink is down.
+		d.warnedFailure = d.lastFailure
 		d.o.Logger.Warn("sink circuit breaker opened: deliveries wait, probing the sink",
 			"sink", d.o.Sink, "failed_calls", d.o.BreakerFailures, "probe_every", probe.String(), "probe_every_max", d.o.BreakerProbeMax.String(),
 			"last_error", cutError(d.lastFailure), "when_back", "pipelined sinks retry-now "+d.o.Sink)
@@ -662,6 +667,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			case open && failed:
 				probe = min(2*probe, d.o.BreakerProbeMax)
 				probeFailed = true
+				d.probeFailed(probe)
 			case failed:
 				failures++
 				if d.o.BreakerFailures > 0 { // else no breaker: nothing to bring forward, and no bound
@@ -786,6 +792,21 @@ func (d *Dispatcher) bringForward(ctx context.Context, seqs []uint64, more int, 
 	case n > 0:
 		d.o.Logger.Info(back+": "+what+" brought forward", "sink", d.o.Sink, "events", n)
 	}
+}
+
+// probeFailed logs a probe of the open breaker that failed, the next in
+// probe: as a warning when the sink fails otherwise than the breaker's
+// last warning said (refused, then 503, then no answer: the outage's
+// cause changed), else as information, so that an outage of a day says
+// what it is at each probe (at most one line per breaker_probe_max).
+func (d *Dispatcher) probeFailed(probe time.Duration) {
+	level, msg := slog.LevelInfo, "sink circuit breaker: a probe failed; deliveries still wait"
+	if d.lastFailure != d.warnedFailure {
+		level, msg = slog.LevelWarn, "sink circuit breaker: a probe failed otherwise than before; deliveries still wait"
+		d.warnedFailure = d.lastFailure
+	}
+	d.o.Logger.Log(context.Background(), level, msg, "sink", d.o.Sink, "last_error", cutError(d.lastFailure),
+		"next_probe_in", probe.String(), "when_back", "pipelined sinks retry-now "+d.o.Sink)
 }
 
 // sleepProbe waits probe before the open breaker's next probe, which

@@ -939,3 +939,37 @@ func TestParkedEventsBroughtForwardInPart(t *testing.T) {
 		t.Errorf("a line says none could be brought forward, when 5 were:\n%s", buf.String())
 	}
 }
+
+// TestFailedProbesAreLogged: each failed probe of an open breaker says so
+// with the sink's error, at information level while the sink fails as the
+// opening line said, and as a warning when its failure changes (refused,
+// then 503): an outage of a day is not silent after its first line.
+func TestFailedProbesAreLogged(t *testing.T) {
+	const probe = 10 * time.Millisecond
+	buf := &testlog.Buffer{}
+	l := memlog.New()
+	appendEvents(t, l, "ev", 1, "s")
+	q := l.Queue("s")
+	var why atomic.Value
+	why.Store("dial tcp 127.0.0.1:443: connection refused")
+	sink := &fakeSink{answer: func(int, []sdk.Event) ([]sdk.Result, error) {
+		return nil, errors.New(why.Load().(string))
+	}}
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	o.BackoffMin, o.BackoffMax = time.Millisecond, probe
+	o.BreakerFailures, o.BreakerProbe, o.BreakerProbeMax = 2, probe, probe
+	o.Logger = slog.New(slog.NewTextHandler(buf, nil))
+	d, _ := start(t, o)
+	waitFor(t, "the breaker to open", func() bool { return d.Status().Open })
+	const same = `level=INFO msg="sink circuit breaker: a probe failed; deliveries still wait" sink=s last_error="dial tcp 127.0.0.1:443: connection refused" next_probe_in=10ms`
+	waitFor(t, "a failed probe's line", func() bool { return strings.Contains(buf.String(), same) })
+	why.Store("POST https://crm.example/hook answered 503 Service Unavailable")
+	const changed = `level=WARN msg="sink circuit breaker: a probe failed otherwise than before; deliveries still wait" sink=s last_error="POST https://crm.example/hook answered 503 Service Unavailable"`
+	waitFor(t, "the warning that the failure changed", func() bool { return strings.Contains(buf.String(), changed) })
+	after := func() string { _, rest, _ := strings.Cut(buf.String(), changed); return rest }
+	waitFor(t, "the next probe's line", func() bool { return strings.Contains(after(), "level=INFO msg=\"sink circuit breaker: a probe failed;") })
+	if n := strings.Count(buf.String(), "otherwise than before"); n != 1 {
+		t.Errorf("%d warnings that the failure changed, want 1 (it changed once):\n%s", n, buf.String())
+	}
+}

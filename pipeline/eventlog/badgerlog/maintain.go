@@ -45,7 +45,9 @@ func (l *DB) maintain() {
 	if n, err := l.removeSegments(); err != nil {
 		l.log.Error("retention of write-ahead log segments failed", "err", err)
 	} else if n > 0 {
-		l.log.Debug("retention removed write-ahead log segments", "segments", n)
+		// Information: what frees the disk (the events' own removal, every
+		// minute under load, stays at debug).
+		l.log.Info("retention removed write-ahead log segments", "segments", n, "segment_size", l.opts.SegmentSize)
 	}
 	if err := l.collectValueLog(); err != nil {
 		l.log.Error("value-log garbage collection failed", "err", err)

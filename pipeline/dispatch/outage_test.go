@@ -968,7 +968,9 @@ func TestFailedProbesAreLogged(t *testing.T) {
 	const changed = `level=WARN msg="sink circuit breaker: a probe failed otherwise than before; deliveries still wait" sink=s last_error="POST https://crm.example/hook answered 503 Service Unavailable"`
 	waitFor(t, "the warning that the failure changed", func() bool { return strings.Contains(buf.String(), changed) })
 	after := func() string { _, rest, _ := strings.Cut(buf.String(), changed); return rest }
-	waitFor(t, "the next probe's line", func() bool { return strings.Contains(after(), "level=INFO msg=\"sink circuit breaker: a probe failed;") })
+	waitFor(t, "the next probe's line", func() bool {
+		return strings.Contains(after(), "level=INFO msg=\"sink circuit breaker: a probe failed;")
+	})
 	if n := strings.Count(buf.String(), "otherwise than before"); n != 1 {
 		t.Errorf("%d warnings that the failure changed, want 1 (it changed once):\n%s", n, buf.String())
 	}

@@ -777,19 +777,11 @@ func sleepCheck(d time.Duration, ok func() bool) bool {
 	return ok()
 }
 
-// TestParkedEventsGoWhenTheSinkTakesEventsAgain: a receiver down for
-// maintenance answers 503 with Retry-After of an hour, and the sink sends
-// no more of the batch (the rest not attempted, an hour too). The
-// receiver is back in a minute: the next event is delivered at once, and
-// the parked events with it, not an hour later. An event that fails on its
-// own with a delay (TestBreakerFirstProbeKeepsBackoff) keeps its time.
-func TestParkedEventsGoWhenTheSinkTakesEventsAgain(t *testing.T) {
-	buf := &testlog.Buffer{}
-	l := memlog.New()
-	appendEvents(t, l, "parked", 10, "s")
-	q := l.Queue("s")
-	var back atomic.Bool
-	sink := &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
+// parkingSink answers as an http receiver with a Retry-After of an hour
+// does until back is set: the batch's first event retried, the rest not
+// attempted, all an hour ahead (parked); then it delivers every event.
+func parkingSink(back *atomic.Bool) *fakeSink {
+	return &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
 		out := make([]sdk.Result, len(batch))
 		for i := range out {
 			switch {
@@ -803,6 +795,21 @@ func TestParkedEventsGoWhenTheSinkTakesEventsAgain(t *testing.T) {
 		}
 		return out, nil
 	}}
+}
+
+// TestParkedEventsGoWhenTheSinkTakesEventsAgain: a receiver down for
+// maintenance answers 503 with Retry-After of an hour, and the sink sends
+// no more of the batch (the rest not attempted, an hour too). The
+// receiver is back in a minute: the next event is delivered at once, and
+// the parked events with it, not an hour later. An event that fails on its
+// own with a delay (TestBreakerFirstProbeKeepsBackoff) keeps its time.
+func TestParkedEventsGoWhenTheSinkTakesEventsAgain(t *testing.T) {
+	buf := &testlog.Buffer{}
+	l := memlog.New()
+	appendEvents(t, l, "parked", 10, "s")
+	q := l.Queue("s")
+	var back atomic.Bool
+	sink := parkingSink(&back)
 	o := options(q, sink)
 	o.MaxAttempts = 0
 	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Minute
@@ -907,20 +914,7 @@ func TestParkedEventsBroughtForwardInPart(t *testing.T) {
 	appendEvents(t, l, "parked", 10, "s")
 	mq := l.Queue("s")
 	var back atomic.Bool
-	sink := &fakeSink{answer: func(_ int, batch []sdk.Event) ([]sdk.Result, error) {
-		out := make([]sdk.Result, len(batch))
-		for i := range out {
-			switch {
-			case back.Load():
-				out[i] = sdk.Delivered()
-			case i == 0:
-				out[i] = sdk.Retry(time.Hour, errors.New("503 Service Unavailable"))
-			default:
-				out[i] = sdk.NotAttempted(time.Hour, errors.New("not sent: the receiver answered 503 with Retry-After"))
-			}
-		}
-		return out, nil
-	}}
+	sink := parkingSink(&back)
 	o := options(halfHastener{mq.(pipeline.Hastener)}, sink)
 	o.MaxAttempts = 0
 	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Minute

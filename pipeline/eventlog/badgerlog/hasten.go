@@ -205,16 +205,33 @@ func (q *queue) NextRetry(ctx context.Context, now time.Time) (time.Time, error)
 	}
 	txn := q.l.db.NewTransaction(false)
 	defer txn.Discard()
+	var next time.Time
+	_, cut := q.walkRetries(txn, retryKey(q.sink, now.Add(time.Nanosecond), 0), nextRetryWalk, func(_ *badger.Item, due, _ uint64) bool {
+		next = time.Unix(0, int64(due))
+		return false
+	})
+	if cut {
+		return time.Time{}, fmt.Errorf("next retry of %s: more than %d versions of deleted keys to pass before compaction removes them", q.sink, nextRetryWalk)
+	}
+	return next, nil
+}
+
+// walkRetries calls visit with each live retry key of q from the key from
+// on, in key order (due time, then seq), with its due time and seq, until
+// visit returns false, at the held keys (which sort last), or once look
+// versions of keys (deleted ones included) were gone through with more
+// left (cut). It returns how many versions it went through.
+func (q *queue) walkRetries(txn *badger.Txn, from []byte, look int, visit func(item *badger.Item, due, seq uint64) bool) (seen int, cut bool) {
 	// AllVersions: the iterator returns the deletion marks too, rather
 	// than pass them within Seek or Next, however many there are.
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, AllVersions: true})
 	defer it.Close()
 	var last []byte
-	seen := 0
-	for it.Seek(retryKey(q.sink, now.Add(time.Nanosecond), 0)); it.ValidForPrefix(q.retry); it.Next() {
-		if seen++; seen > nextRetryWalk {
-			return time.Time{}, fmt.Errorf("next retry of %s: more than %d versions of deleted keys to pass before compaction removes them", q.sink, nextRetryWalk)
+	for it.Seek(from); it.ValidForPrefix(q.retry); it.Next() {
+		if seen == look {
+			return seen, true
 		}
+		seen++
 		item := it.Item()
 		key := item.Key()
 		if bytes.Equal(key, last) {
@@ -226,10 +243,9 @@ func (q *queue) NextRetry(ctx context.Context, now time.Time) (time.Time, error)
 			continue
 		}
 		due := binary.BigEndian.Uint64(rest)
-		if due >= uint64(heldAt.UnixNano()) {
+		if due >= uint64(heldAt.UnixNano()) || !visit(item, due, binary.BigEndian.Uint64(rest[8:])) {
 			break
 		}
-		return time.Unix(0, int64(due)), nil
 	}
-	return time.Time{}, nil
+	return seen, false
 }

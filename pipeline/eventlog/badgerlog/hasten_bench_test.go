@@ -88,19 +88,7 @@ func benchmarkHasten(b *testing.B, others, asked int) {
 	defer l.Close()
 	q := l.Queue("a")
 	appendRetry := func(prefix string, n int, due time.Time) []uint64 {
-		var seqs []uint64
-		for i := 0; i < n; i += 1000 {
-			es := make([]pipeline.Entry, min(1000, n-i))
-			for j := range es {
-				es[j] = pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprint(prefix, i+j), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
-					Targets: []pipeline.Target{{Sink: "a", Route: "r"}}}
-			}
-			if _, err := l.Append(ctx, es); err != nil {
-				b.Fatal(err)
-			}
-			seqs = append(seqs, retryFetched(b, q, len(es), due)...)
-		}
-		return seqs
+		return appendThen(b, l, prefix, n, func(n int) []uint64 { return retryFetched(b, q, n, due) })
 	}
 	appendRetry("other", others, time.Now().Add(time.Hour))
 	seqs := appendRetry("late", asked, time.Now().Add(2*time.Hour))
@@ -113,6 +101,26 @@ func benchmarkHasten(b *testing.B, others, asked int) {
 		retryFetched(b, q, asked, time.Now().Add(2*time.Hour))
 		b.StartTimer()
 	}
+}
+
+// appendThen appends n events to sink "a" of l, with ids prefix0,
+// prefix1, ..., 1,000 at a time, calling settle with each batch's size
+// after its append (to fetch and settle them), and returns the seqs
+// settle returned.
+func appendThen(b *testing.B, l *DB, prefix string, n int, settle func(n int) []uint64) []uint64 {
+	var seqs []uint64
+	for i := 0; i < n; i += 1000 {
+		es := make([]pipeline.Entry, min(1000, n-i))
+		for j := range es {
+			es[j] = pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprint(prefix, i+j), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+				Targets: []pipeline.Target{{Sink: "a", Route: "r"}}}
+		}
+		if _, err := l.Append(context.Background(), es); err != nil {
+			b.Fatal(err)
+		}
+		seqs = append(seqs, settle(len(es))...)
+	}
+	return seqs
 }
 
 // retryFetched fetches n entries of q, due now, and settles them as

@@ -1,7 +1,6 @@
 package badgerlog
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -402,35 +401,13 @@ var hastenHook func(looked int)
 // all, at the held keys (which sort last), or after look versions of keys;
 // and how many versions it went through. q.mu is held.
 func (q *queue) lookForRetries(txn *badger.Txn, unknown map[uint64]*logpb.Delivery, from []byte, look int) ([]dueEntry, int) {
-	// AllVersions: the iterator returns the deletion marks too, which it
-	// would otherwise pass within Seek or Next, however many there are.
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.retry, AllVersions: true})
-	defer it.Close()
 	var found []dueEntry
-	var last []byte
-	seen := 0
-	for it.Seek(from); it.ValidForPrefix(q.retry) && len(found) < len(unknown) && seen < look; it.Next() {
-		seen++
-		item := it.Item()
-		key := item.Key()
-		if bytes.Equal(key, last) {
-			continue // an older version of the key before
+	seen, _ := q.walkRetries(txn, from, look, func(item *badger.Item, _, seq uint64) bool {
+		if d, asked := unknown[seq]; asked {
+			found = append(found, dueEntry{key: item.KeyCopy(nil), seq: seq, d: d})
 		}
-		last = append(last[:0], key...)
-		rest := key[len(q.retry):]
-		if item.IsDeletedOrExpired() || len(rest) != 16 {
-			continue
-		}
-		if binary.BigEndian.Uint64(rest) >= uint64(heldAt.UnixNano()) {
-			break
-		}
-		seq := binary.BigEndian.Uint64(rest[8:])
-		d, asked := unknown[seq]
-		if !asked {
-			continue
-		}
-		found = append(found, dueEntry{key: item.KeyCopy(nil), seq: seq, d: d})
-	}
+		return len(found) < len(unknown)
+	})
 	return found, seen
 }
 

@@ -34,19 +34,7 @@ func benchmarkRequeue(b *testing.B, others, page int, delivered bool) {
 	defer l.Close()
 	q := l.Queue("a")
 	appendFetch := func(prefix string, n int, settle func(n int) []uint64) []uint64 {
-		var seqs []uint64
-		for i := 0; i < n; i += 1000 {
-			es := make([]pipeline.Entry, min(1000, n-i))
-			for j := range es {
-				es[j] = pipeline.Entry{Event: pipeline.Event{ID: fmt.Sprint(prefix, i+j), Source: "s", ReceivedAt: time.Now(), Body: []byte(`{}`)},
-					Targets: []pipeline.Target{{Sink: "a", Route: "r"}}}
-			}
-			if _, err := l.Append(ctx, es); err != nil {
-				b.Fatal(err)
-			}
-			seqs = append(seqs, settle(len(es))...)
-		}
-		return seqs
+		return appendThen(b, l, prefix, n, settle)
 	}
 	ack := func(n int) []uint64 {
 		ds, err := q.Fetch(ctx, n)

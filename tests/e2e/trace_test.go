@@ -222,7 +222,12 @@ func TestTracingFollowsAWebhookToTheSinksReceiver(t *testing.T) {
 				if len(named(spans, "deliver crm")) < 2 || len(named(spans, "POST")) < 1 || len(named(spans, "append")) < 1 {
 					return fmt.Errorf("trace %s has %d spans so far (want the request, route, append and two attempts)", traceID, len(spans))
 				}
-				return nil
+				for _, s := range named(spans, "deliver crm") {
+					if attr(s, "pipelined.outcome") == "delivered" {
+						return nil
+					}
+				}
+				return fmt.Errorf("trace %s has no delivered attempt yet", traceID)
 			})
 			server := named(spans, "POST")[0]
 			if server.GetKind() != tracepb.Span_SPAN_KIND_SERVER || hex.EncodeToString(server.GetParentSpanId()) != parentID {
@@ -249,7 +254,12 @@ func TestTracingFollowsAWebhookToTheSinksReceiver(t *testing.T) {
 			attempts := map[string]string{}
 			deliverIDs := map[string]bool{}
 			for _, s := range named(spans, "deliver crm") {
-				attempts[attr(s, "pipelined.attempt")] = attr(s, "pipelined.outcome")
+				// When the two webhooks share a batch, the 503 to one halts it
+				// and the other is not attempted (no attempt counted, no
+				// request sent): such a span joins no receiver's request.
+				if attr(s, "pipelined.outcome") != "not_attempted" {
+					attempts[attr(s, "pipelined.attempt")] = attr(s, "pipelined.outcome")
+				}
 				deliverIDs[hex.EncodeToString(s.GetSpanId())] = true
 				if s.GetKind() != tracepb.Span_SPAN_KIND_CONSUMER || len(s.GetLinks()) != 1 || hex.EncodeToString(s.GetLinks()[0].GetSpanId()) != hex.EncodeToString(server.GetSpanId()) {
 					t.Errorf("attempt span %s: kind %v links %v; want a consumer span linked to the request span", s.GetName(), s.GetKind(), s.GetLinks())

@@ -515,13 +515,7 @@ func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error)
 // that is not known yet (no record and no route: its retry keys are to be
 // looked for); and how many keys it read. q.mu is held.
 func (q *queue) requeueWaits(txn *wtxn, item *badger.Item, seq uint64) (waits, look bool, looked int, err error) {
-	if _, leased := q.leases[seq]; leased {
-		return true, false, 0, nil
-	}
-	q.pmu.Lock()
-	queued := q.pending.has(seq)
-	q.pmu.Unlock()
-	if queued {
+	if q.leasedOrReady(seq) {
 		return true, false, 0, nil
 	}
 	looked++

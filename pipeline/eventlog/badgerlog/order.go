@@ -267,13 +267,7 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	var found []dueEntry
 	var unknown map[uint64]*logpb.Delivery // asked entries whose record does not say when they are due
 	for _, seq := range seqs {
-		if _, leased := q.leases[seq]; leased {
-			continue
-		}
-		q.pmu.Lock()
-		queued := q.pending.has(seq) // ready: no retry key
-		q.pmu.Unlock()
-		if queued {
+		if q.leasedOrReady(seq) {
 			continue
 		}
 		looked++
@@ -315,6 +309,17 @@ func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 		q.wake()
 	}
 	return n, err
+}
+
+// leasedOrReady reports whether the entry of seq is leased or ready, as
+// memory knows: then it waits at no retry key. q.mu is held.
+func (q *queue) leasedOrReady(seq uint64) bool {
+	if _, leased := q.leases[seq]; leased {
+		return true
+	}
+	q.pmu.Lock()
+	defer q.pmu.Unlock()
+	return q.pending.has(seq)
 }
 
 // dueEntry is a retry entry Hasten makes due: its key, its seq, and its

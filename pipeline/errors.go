@@ -10,6 +10,12 @@ var ErrFull = errors.New("event log is full")
 // ErrClosed is returned (wrapped) by a [Log] or [Queue] used after Close.
 var ErrClosed = errors.New("event log is closed")
 
+// ErrHalted is returned (wrapped, with its cause) by every write of a [Log]
+// that stopped taking writes after a failure that only a new open heals
+// (see [Halter]). Ingest answers 503, and the daemon stops with an error so
+// that its service manager starts it again.
+var ErrHalted = errors.New("event log stopped writing")
+
 // ErrNotFound is returned (wrapped) when an event id is not in the log.
 var ErrNotFound = errors.New("event not found")
 

@@ -12,6 +12,26 @@ type WriteChecker interface {
 	CheckWrite() error
 }
 
+// Halter is an optional capability of a [Log] that stops taking writes for
+// good after a failure that leaves what it wrote and what it applied apart:
+// for Badger's, a failed sync of its write-ahead log, or a record written
+// to that log that its index refused. A write applied after such a record
+// would be built on a state without it, and the next open, which applies
+// the log's records in their order, would put the record under it; so the
+// log takes no more writes, and only that next open heals it. The daemon
+// watches Halted and stops with an error, so that its service manager
+// starts it again (the unit's Restart=on-failure); GET /readyz fails and
+// webhooks are answered 503 meanwhile.
+type Halter interface {
+	// Halted returns a channel that is closed once the log has stopped
+	// taking writes. Every write after that fails with an error wrapping
+	// [ErrHalted].
+	Halted() <-chan struct{}
+	// HaltErr says why the log stopped taking writes: an error wrapping
+	// [ErrHalted] and its cause, or nil while it takes them.
+	HaltErr() error
+}
+
 // QueueRebuild is how far a log has come in rebuilding its sinks' queues
 // after it opened.
 type QueueRebuild struct {

@@ -107,7 +107,8 @@ FileDescriptorName=ingest and admin, see examples/systemd). SIGHUP reloads the c
 and stops. Without -c it reads ./pipeline.toml, else the built-in default.
 Relative paths in the file resolve against the file's directory.
 Exit status: 0 stopped cleanly, 78 (EX_CONFIG) the configuration is wrong
-(restarting will not help), 1 something else failed, 2 usage error.
+(restarting will not help), 1 something else failed (the event log stopped
+writing after a failed write: a restart heals it), 2 usage error.
 `,
 	"check": `usage: pipelined check [-c FILE] [--no-plugins] [-log-format F] [-log-level L]
 

@@ -208,10 +208,17 @@ func (d *Daemon) reloadAndWait(ctx context.Context) (admin.ReloadResult, error) 
 }
 
 // Run runs the daemon until ctx ends, then shuts it down and returns nil, or
-// returns the error that kept it from starting. A stop that had to give up
+// returns the error that kept it from starting. When the event log stops
+// taking writes for good ([pipeline.Halter]), Run shuts down as when ctx
+// ends and returns an error wrapping [pipeline.ErrHalted]: only a new
+// start heals the log. A stop that had to give up
 // on the event log (it did not commit or close in time) returns an error
 // wrapping [ErrUncleanStop].
 func (d *Daemon) Run(ctx context.Context) (err error) {
+	// A halted log ends the run as a signal does: everything that runs
+	// until ctx ends stops before the shutdown waits for it.
+	ctx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	cfg := d.cfg.Load()
 	ic, specs, token, err := prepare(cfg)
 	if err != nil {
@@ -323,12 +330,14 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	d.notify(func(n Notifier) error { return n.Ready(d.status(ls.ingest.Addr())) })
 
-	d.mainLoop(ctx, w, ls.ingest.Addr())
+	h, _ := db.(pipeline.Halter)
+	halt := d.mainLoop(ctx, w, ls.ingest.Addr(), h)
+	stopRun()
 
 	stopBegan = time.Now()
 	stop = d.shutdown(srv, w)
 	// Plugins are stopped and the log is closed by the deferred calls.
-	return nil
+	return halt
 }
 
 // prepare derives from cfg what Run serves: the ingest configuration, how
@@ -653,8 +662,11 @@ func (d *Daemon) stoppingStatus(s string) {
 // (new plugins start, a replaced sink's batch in flight is waited for), and
 // the watchdog must go on hearing from a daemon that is alive meanwhile,
 // or systemd would kill it halfway through the reload. When ctx ends, the
-// loop waits for the reload that runs, so shutdown never races it.
-func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.Addr) {
+// loop waits for the reload that runs, so shutdown never races it. When
+// the log halts (h, nil for a log that never does), the loop returns its
+// error: the daemon stops with it, and its service manager starts it
+// again, whose start heals the log.
+func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.Addr, h pipeline.Halter) error {
 	defer close(d.looped)
 	var tick <-chan time.Time
 	if d.o.Notifier != nil {
@@ -663,6 +675,10 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 			defer t.Stop()
 			tick = t.C
 		}
+	}
+	var halted <-chan struct{}
+	if h != nil {
+		halted = h.Halted()
 	}
 	reloads := d.reloads    // nil while a reload runs: the next one waits
 	var done chan reloaded  // the running reload's outcome
@@ -673,7 +689,16 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 			if done != nil {
 				reply <- <-done
 			}
-			return
+			return nil
+		case <-halted:
+			err := h.HaltErr()
+			d.log.Error("stopping: the event log stopped writing, and only a new start applies what it wrote in order; a service manager starts pipelined again (systemd: Restart=on-failure)",
+				"err", err)
+			d.stoppingStatus("stopping: the event log stopped writing")
+			if done != nil {
+				reply <- <-done
+			}
+			return fmt.Errorf("event log: %w", err)
 		case <-tick:
 			// The watchdog hears from us only if the writer, the heart of
 			// ingest, answers: a stuck pipeline gets restarted.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -136,5 +137,84 @@ func TestStartOnAFullDiskSaysSo(t *testing.T) {
 	warn := strings.Index(out, "the event log cannot take writes")
 	if warn < 0 || !strings.Contains(out, "the log needs 144 MiB in reserve") || warn > strings.Index(out, "pipelined is ready") {
 		t.Errorf("the start's log does not say, before it is ready, that the log cannot take writes:\n%s", out)
+	}
+}
+
+// haltingLog is a memlog that stops taking writes when halt is called, as
+// a Badger log does after a failed write ([pipeline.Halter]).
+type haltingLog struct {
+	*memlog.Log
+	halted chan struct{}
+	err    atomic.Pointer[error]
+}
+
+func (l *haltingLog) halt() {
+	err := fmt.Errorf("%w after a failed write: write event log: input/output error", pipeline.ErrHalted)
+	l.err.Store(&err)
+	close(l.halted)
+}
+
+func (l *haltingLog) Halted() <-chan struct{} { return l.halted }
+
+func (l *haltingLog) HaltErr() error {
+	if p := l.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (l *haltingLog) CheckWrite() error {
+	if err := l.HaltErr(); err != nil {
+		return err
+	}
+	return l.Log.CheckWrite()
+}
+
+func (l *haltingLog) Append(ctx context.Context, es []pipeline.Entry) ([]pipeline.Appended, error) {
+	if err := l.HaltErr(); err != nil {
+		return nil, err
+	}
+	return l.Log.Append(ctx, es)
+}
+
+// TestAHaltedLogStopsTheDaemon: once the log stops taking writes for good
+// (a failed write that only a new start heals), the daemon stops with an
+// error that says so, where it stayed up answering 503 to every webhook:
+// its exit status is then 1, which systemd's Restart=on-failure restarts.
+func TestAHaltedLogStopsTheDaemon(t *testing.T) {
+	l := &haltingLog{Log: memlog.New(), halted: make(chan struct{})}
+	var logs testlog.Buffer
+	ready := make(chan struct{})
+	d := New(pluginConfig(t, ""), &Options{
+		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
+		OnReady:  func(_, _ net.Addr) { close(ready) },
+		Notifier: noNotifier{},
+	})
+	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
+		return l, nil, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run() = %v before it was ready", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon not ready within 20s")
+	}
+
+	l.halt()
+	select {
+	case err := <-done:
+		if !errors.Is(err, pipeline.ErrHalted) || !strings.Contains(err.Error(), "input/output error") {
+			t.Errorf("Run() after the log halted = %v, want an error wrapping ErrHalted and its cause", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the daemon did not stop within 30s of its log's halt:\n%s", logs.String())
+	}
+	if out := logs.String(); !strings.Contains(out, "stopping: the event log stopped writing") {
+		t.Errorf("the daemon's log does not say why it stops:\n%s", out)
 	}
 }

@@ -453,6 +453,8 @@ func appendFailed(err error, canceled bool) Decision {
 	switch {
 	case errors.Is(err, writer.ErrOverloaded):
 		return unavailable("event log is overloaded: retry shortly")
+	case errors.Is(err, pipeline.ErrHalted):
+		return unavailable("event log stopped writing after a failed write, and pipelined restarts to recover it: retry shortly")
 	case errors.Is(err, pipeline.ErrFull):
 		return unavailable("event log is full (no disk space): retry later")
 	case errors.Is(err, pipeline.ErrClosed):

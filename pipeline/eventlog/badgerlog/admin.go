@@ -405,13 +405,9 @@ func (q *queue) settleDead(txn *wtxn, keys [][]byte, vals []*logpb.Target, also 
 // further on is queued again (a second entry: delivered twice, at least
 // once; sinks are idempotent by id, P3).
 //
-// The argument holds while the records are applied in log order. One case
-// breaks it (see [DB.apply]): a record whose apply to Badger failed, whose
-// writer was told so, stays in the write-ahead log; after a crash before
-// the next checkpoint, Open applies it after the records that followed it,
-// so a retry key it wrote can come back under a record that a later write
-// made delivered: that event is delivered again, and a replay of it then
-// queues it a third time, where a walk of the keys would have skipped it.
+// The argument holds because the records are applied in log order: a
+// record Badger refused halts the log before any later record is applied
+// (see [DB.halt]), and the next Open applies it first.
 func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err

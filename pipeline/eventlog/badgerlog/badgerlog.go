@@ -127,6 +127,12 @@ type DB struct {
 	kick          chan struct{} // a segment is full: checkpoint
 	stopCommitter chan struct{}
 	committerDone chan struct{}
+	// After a halt (commit.go), every write fails with haltErr; halted is
+	// closed then, and haltSeg (the committer's) is the segment of the
+	// first record not applied.
+	halted  chan struct{}
+	haltErr atomic.Pointer[error]
+	haltSeg uint64
 	// gcMu keeps a checkpoint and value-log GC apart: the GC rewrites
 	// values outside the write-ahead log.
 	gcMu sync.Mutex
@@ -276,7 +282,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		valueThreshold: bo.ValueThreshold, valueLogFileSize: bo.ValueLogFileSize,
 		closed: make(chan struct{}), space: &space{dir: dir},
 		wal: w, commits: make(chan *commitReq), marks: make(chan chan uint64), kick: make(chan struct{}, 1),
-		stopCommitter: make(chan struct{}), committerDone: make(chan struct{}),
+		stopCommitter: make(chan struct{}), committerDone: make(chan struct{}), halted: make(chan struct{}),
 		dedup: newDedupFilter(),
 	}
 	// Badger's maps get their blocks before anything writes to Badger:
@@ -846,14 +852,19 @@ func (l *DB) Close() error {
 	l.wg.Wait()
 	// The last pending mark, so that the next Open reads no more of the
 	// log than it must.
-	if _, err := l.writeMark(0); err != nil {
+	if _, err := l.writeMark(0); err != nil && !errors.Is(err, pipeline.ErrHalted) {
 		l.log.Warn("event log: no pending mark at close; the next start reads more of the log", "err", err)
 	}
 	close(l.stopCommitter)
-	<-l.committerDone // every record is applied
-	// A last checkpoint, so that the next Open replays nothing.
+	<-l.committerDone // every record is applied, unless the log halted
+	halted := l.HaltErr() != nil
+	// A last checkpoint, so that the next Open replays nothing; none after
+	// a halt, whose records the next Open must apply.
 	err := wal.SyncFiles(l.dir)
-	if err == nil {
+	if halted {
+		l.log.Warn("event log: closed after it stopped writing; the next start applies the write-ahead log from the first record not applied",
+			"segment", l.haltSeg)
+	} else if err == nil {
 		var seg uint64
 		if seg, err = l.wal.Rotate(); err == nil {
 			err = l.wal.SetCheckpoint(seg)

@@ -343,6 +343,9 @@ func (l *DB) commit(t *wtxn) error {
 	if len(t.rec) == 1 {
 		return nil // nothing written
 	}
+	if err := l.HaltErr(); err != nil {
+		return err
+	}
 	r := &commitReq{rec: t.rec, done: make(chan error, 1)}
 	select {
 	case l.commits <- r:
@@ -358,7 +361,8 @@ func (l *DB) commit(t *wtxn) error {
 
 // committer writes waiting records in groups and applies them, until
 // stopCommitter is closed. Between groups, when every record written is
-// applied, it answers marks with the current segment.
+// applied, it answers marks with the current segment; after a halt, with
+// the segment of the first record not applied.
 func (l *DB) committer() {
 	defer close(l.committerDone)
 	var group []*commitReq
@@ -370,10 +374,18 @@ func (l *DB) committer() {
 		case r := <-l.commits:
 			group = append(group, r)
 		case reply := <-l.marks:
-			reply <- l.wal.Current()
+			if l.HaltErr() != nil {
+				reply <- min(l.haltSeg, l.wal.Current())
+			} else {
+				reply <- l.wal.Current()
+			}
 			continue
 		case <-l.stopCommitter:
 			return
+		}
+		if err := l.HaltErr(); err != nil { // sent before the halt: not written
+			group[0].done <- err
+			continue
 		}
 		size := len(group[0].rec)
 	drain:
@@ -391,8 +403,13 @@ func (l *DB) committer() {
 		}
 		pos, err := l.wal.Write(recs)
 		if err != nil {
+			if errors.Is(err, wal.ErrSyncFailed) {
+				err = l.halt(err, l.wal.Current())
+			} else {
+				err = l.writeErr(err)
+			}
 			for _, r := range group {
-				r.done <- l.writeErr(err)
+				r.done <- err
 			}
 			continue
 		}
@@ -415,8 +432,12 @@ func (l *DB) committer() {
 // transaction only when a record is to go in: each costs hand-offs to
 // Badger's watermark goroutine, and one made after the last commit, only to
 // be discarded, stood between the answer and the next group.
+//
+// A record Badger refuses halts the log (see [DB.halt]): it and every
+// record after it are answered with the halt's error, unapplied, and the
+// next Open applies them in their order.
 func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
-	var in []int        // the records in txn
+	var in []int        // the records in txn, from the first not yet applied
 	var txn *badger.Txn // nil until a record is to go in
 	discard := func() {
 		if txn != nil {
@@ -425,41 +446,48 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 		}
 	}
 	defer discard()
-	commit := func() {
+	commit := func() error {
 		err := txn.Commit()
 		txn = nil
 		l.space.alloc.written() // before the answer: see space.go
 		if err != nil {
-			err = l.writeErr(err)
+			return err
 		}
 		for _, i := range in {
-			group[i].done <- err
+			group[i].done <- nil
 		}
 		in = in[:0]
+		return nil
+	}
+	// stop halts the log at record i, none of whose records from i on is
+	// applied, and answers them.
+	stop := func(i int, err error) {
+		err = l.halt(err, pos[i].Seg)
+		for _, r := range group[i:] {
+			r.done <- err
+		}
 	}
 	for i, r := range group {
 		if txn == nil {
 			txn = l.db.NewTransaction(true)
 		}
 		err := applyRecord(txn, pos[i], r.rec)
+		if err == nil && applyFault != nil {
+			err = applyFault(r.rec)
+		}
 		if err != nil && len(in) > 0 {
 			// txn holds part of r: the records before r go on their own.
 			discard()
 			txn = l.db.NewTransaction(true)
-			var aerr error
 			for _, j := range in {
-				if aerr = applyRecord(txn, pos[j], group[j].rec); aerr != nil {
-					break // cannot be: they were applied together a moment ago
+				if aerr := applyRecord(txn, pos[j], group[j].rec); aerr != nil {
+					stop(in[0], aerr) // cannot be: they were applied together a moment ago
+					return
 				}
 			}
-			if aerr != nil {
-				discard()
-				for _, j := range in {
-					group[j].done <- l.writeErr(aerr)
-				}
-				in = in[:0]
-			} else {
-				commit()
+			if cerr := commit(); cerr != nil {
+				stop(in[0], cerr)
+				return
 			}
 			if errors.Is(err, badger.ErrTxnTooBig) {
 				txn = l.db.NewTransaction(true)
@@ -467,23 +495,58 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 			}
 		}
 		if err != nil {
-			// Not written to Badger, though in the log: answered as failed,
-			// applied by the next Open's replay ("maybe written") if a crash
-			// comes before the checkpoint passes it: then after the records
-			// applied since, out of their order (Requeue's and Hasten's docs
-			// say what that can cost). Stopping the writes after a failed
-			// apply, or applying it again before any other (with the state
-			// in memory its success would have set), would keep the order;
-			// neither is done yet.
-			discard()
-			r.done <- l.writeErr(err)
-			continue
+			stop(i, err)
+			return
 		}
 		in = append(in, i)
 	}
 	if len(in) > 0 {
-		commit()
+		if err := commit(); err != nil {
+			stop(in[0], err)
+		}
 	}
+}
+
+// applyFault, when set (by tests only), is called after each record is
+// put in the committer's transaction; an error it returns is the apply's.
+var applyFault func(rec []byte) error
+
+// halt stops the log's writes for good after a failure that left records
+// in the write-ahead log unapplied, from segment seg on (or the log's
+// file unknown), and returns the error every write gets from then on. A
+// record applied after an unapplied one would be built on a state without
+// it, and the next Open, which applies them in their order, would put the
+// unapplied one under it: a retry key under a delivery that a later record
+// wrote delivered (the event delivered again, and a replay of it queued a
+// third time). So nothing more is written to the write-ahead log, no
+// checkpoint passes seg, and the next Open applies the records from there
+// in their order: the writers were told "maybe written", as on a timeout.
+// The daemon stops on a halt (see [pipeline.Halter]); its service manager
+// starts it again. Called by the committer only.
+func (l *DB) halt(cause error, seg uint64) error {
+	if err := l.HaltErr(); err != nil {
+		return err
+	}
+	err := fmt.Errorf("%w after a failed write (restart pipelined: its start applies the write-ahead log in order): %w", pipeline.ErrHalted, l.writeErr(cause))
+	l.haltSeg = seg
+	l.haltErr.Store(&err)
+	close(l.halted)
+	l.log.Error("event log stopped writing: a write to disk failed, and a write after it could be applied out of order; pipelined must restart, and its start applies the write-ahead log in order",
+		"err", cause, "segment", seg)
+	return err
+}
+
+// Halted returns a channel closed once the log stopped taking writes (see
+// [pipeline.Halter]).
+func (l *DB) Halted() <-chan struct{} { return l.halted }
+
+// HaltErr returns why the log stopped taking writes, or nil while it
+// takes them.
+func (l *DB) HaltErr() error {
+	if p := l.haltErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // mark returns a segment below which every record is applied.

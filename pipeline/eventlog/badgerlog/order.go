@@ -241,10 +241,8 @@ var _ pipeline.Hastener = (*queue)(nil)
 // stops once each of them is found, and after [hastenLook] versions of
 // keys (deleted ones included): an entry further on keeps its time. The
 // entries found are moved by [queue.moveDue], a page of bounded bytes
-// per transaction. As Requeue's, the argument holds while records are
-// applied in log order: after a failed apply and a crash (see Requeue),
-// an entry may wait at a key its record does not name, and keeps its
-// time.
+// per transaction. As Requeue's, the argument holds because records are
+// applied in log order (see [DB.halt]).
 func (q *queue) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 	if err := q.l.checkOpen(); err != nil {
 		return 0, err

@@ -203,12 +203,19 @@ func holesIn(dir string) int64 {
 	return holes
 }
 
-var _ pipeline.WriteChecker = (*DB)(nil)
+var (
+	_ pipeline.WriteChecker = (*DB)(nil)
+	_ pipeline.Halter       = (*DB)(nil)
+)
 
 // CheckWrite implements [pipeline.WriteChecker]: ErrClosed after Close,
-// ErrFull while the free space is below what the log keeps in reserve.
+// ErrHalted after a halt (commit.go), ErrFull while the free space is
+// below what the log keeps in reserve.
 func (l *DB) CheckWrite() error {
 	if err := l.checkOpen(); err != nil {
+		return err
+	}
+	if err := l.HaltErr(); err != nil {
 		return err
 	}
 	return l.space.check()

@@ -46,6 +46,17 @@ const MaxRecord = 1 << 30
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
+// ErrSyncFailed is wrapped by Write's error when a segment's fdatasync
+// failed, and by every Write and Rotate after it: what the disk holds of
+// the segment is unknown then (the kernel may have dropped the pages it
+// could not write), and only a new Open, which reads what is there, writes
+// again.
+var ErrSyncFailed = errors.New("a sync failed, what the disk holds is unknown")
+
+// SyncFault, when set (by tests only), is called before each fdatasync of
+// a segment by Write; an error it returns is that sync's.
+var SyncFault func() error
+
 // Pos is where a record's payload starts.
 type Pos struct {
 	Seg uint64 // segment number
@@ -285,8 +296,8 @@ func (l *Log) Write(recs [][]byte) ([]Pos, error) {
 		// "maybe written", as a timeout is.
 		return nil, fmt.Errorf("write-ahead log: write segment %d: %w", l.curSeg, err)
 	}
-	if err := fdatasync(l.cur); err != nil {
-		l.err = fmt.Errorf("write-ahead log: sync segment %d: %w", l.curSeg, err)
+	if err := l.syncCur(); err != nil {
+		l.err = fmt.Errorf("write-ahead log: sync segment %d: %w: %w", l.curSeg, ErrSyncFailed, err)
 		return nil, l.err
 	}
 	l.off += n
@@ -510,6 +521,16 @@ func (l *Log) Close() error {
 		l.err = errors.New("write-ahead log: closed")
 	}
 	return first
+}
+
+// syncCur syncs the current segment's data, or fails as SyncFault says.
+func (l *Log) syncCur() error {
+	if SyncFault != nil {
+		if err := SyncFault(); err != nil {
+			return err
+		}
+	}
+	return fdatasync(l.cur)
 }
 
 func fdatasync(f *os.File) error {

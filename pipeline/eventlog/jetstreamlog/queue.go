@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -620,552 +619,12 @@ func (q *queue) Stats(ctx context.Context) (pipeline.QueueStats, error) {
 // The two sorted lists are merged, and only the entries on the page are
 // read from the first list.
 
-// deadSubject is the subject of a dead letter written by Settle.
-func (q *queue) deadSubject(seq uint64) string {
-	return q.l.subj("dlq", q.tok, "seq", strconv.FormatUint(seq, 10))
-}
-
-// appendedFilter matches the dead letters Append wrote (and those an
-// earlier build's Settle wrote, see docs/jetstream.md).
-func (q *queue) appendedFilter() string { return q.l.subj("dlq", q.tok, "*") }
-
-// deadLetterOf decodes a stored dead letter.
-func deadLetterOf(m *jetstream.RawStreamMsg) (pipeline.DeadLetter, error) {
-	var r dlqRecord
-	if err := json.Unmarshal(m.Data, &r); err != nil {
-		return pipeline.DeadLetter{}, fmt.Errorf("jetstream: dead letter at %d: %w", m.Sequence, err)
-	}
-	es, err := eventSeq(m.Header, m.Sequence)
-	if err != nil {
-		return pipeline.DeadLetter{}, fmt.Errorf("jetstream: dead letter at %d: %w", m.Sequence, err)
-	}
-	return pipeline.DeadLetter{
-		Seq: es, Event: r.Event.event(), Route: r.Route, Payload: r.Payload,
-		Attempts: r.Attempts, Err: r.Err, FailedAt: r.FailedAt,
-	}, nil
-}
-
-// settledDead returns the seqs above after of the dead letters Settle
-// wrote, sorted: the subjects of one stream info call, no message read.
-func (q *queue) settledDead(ctx context.Context, after uint64) ([]uint64, error) {
-	rctx, cancel := q.l.reqCtx(ctx)
-	defer cancel()
-	info, err := q.l.stream.Info(rctx, jetstream.WithSubjectFilter(q.l.subj("dlq", q.tok, "seq", "*")))
-	if err != nil {
-		return nil, q.l.wrapErr("list dead letters", err)
-	}
-	seqs := make([]uint64, 0, len(info.State.Subjects))
-	for subj := range info.State.Subjects {
-		s, err := strconv.ParseUint(subj[strings.LastIndexByte(subj, '.')+1:], 10, 64)
-		if err == nil && s > after {
-			seqs = append(seqs, s)
-		}
-	}
-	slices.Sort(seqs)
-	return seqs, nil
-}
-
-// next returns the first message on filter stored at stream seq from or
-// later, or nil when there is none.
-func (q *queue) next(ctx context.Context, from uint64, filter string) (*jetstream.RawStreamMsg, error) {
-	rctx, cancel := q.l.reqCtx(ctx)
-	defer cancel()
-	m, err := q.l.stream.GetMsg(rctx, from, jetstream.WithGetMsgSubject(filter))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, q.l.wrapErr("read dead letter", err)
-	}
-	return m, nil
-}
-
-// last returns the message on subject, or nil when there is none.
-func (q *queue) last(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
-	rctx, cancel := q.l.reqCtx(ctx)
-	defer cancel()
-	m, err := q.l.stream.GetLastMsgForSubject(rctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, q.l.wrapErr("read dead letter", err)
-	}
-	return m, nil
-}
-
-// DeadLetters returns a page in log order, reading only what it returns
-// (see the comment at deadSubject): one stream info call that lists the
-// subjects of the dead letters Settle wrote (a few dozen bytes each, as
-// Stats's count does), one get per entry returned, and the few gets of
-// dead letters Append wrote that the walk steps over at after. A dead
-// letter retried or dropped while a page is read can make the page
-// shorter than limit. A limit less than 1 lists nothing.
-func (q *queue) DeadLetters(ctx context.Context, after uint64, limit int) ([]pipeline.DeadLetter, error) {
-	if q.l.isClosed() {
-		return nil, pipeline.ErrClosed
-	}
-	if limit < 1 || after == math.MaxUint64 {
-		return nil, nil
-	}
-	settled, err := q.settledDead(ctx, after)
-	if err != nil {
-		return nil, err
-	}
-	// The walk of the dead letters Append wrote, in log order.
-	var appended []pipeline.DeadLetter
-	for from := after + 1; len(appended) < limit; {
-		m, err := q.next(ctx, from, q.appendedFilter())
-		if err != nil || m == nil {
-			if err != nil {
-				return nil, err
-			}
-			break
-		}
-		from = m.Sequence + 1
-		d, err := deadLetterOf(m)
-		if err != nil {
-			return nil, err
-		}
-		if d.Seq <= after {
-			continue
-		}
-		n, dup := slices.BinarySearch(settled, d.Seq)
-		if dup {
-			continue // died again after a retry that did not delete it: Settle's copy is listed
-		}
-		if len(appended)+n >= limit {
-			break // the page is full below it, and below every later one
-		}
-		appended = append(appended, d)
-	}
-	// In log order already, unless an earlier build's Settle wrote some.
-	slices.SortFunc(appended, func(a, b pipeline.DeadLetter) int { return cmp.Compare(a.Seq, b.Seq) })
-	out := make([]pipeline.DeadLetter, 0, min(limit, len(settled)+len(appended)))
-	for i, j := 0, 0; len(out) < limit && (i < len(settled) || j < len(appended)); {
-		if j < len(appended) && (i == len(settled) || appended[j].Seq < settled[i]) {
-			out = append(out, appended[j])
-			j++
-			continue
-		}
-		m, err := q.last(ctx, q.deadSubject(settled[i]))
-		i++
-		if err != nil {
-			return nil, err
-		}
-		if m == nil {
-			continue // retried or dropped since the list
-		}
-		d, err := deadLetterOf(m)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
-// findDead returns the stored dead letters of the event at seq: Settle's
-// and Append's (both only after a crash between a retry's enqueue and its
-// delete, and a second death).
-func (q *queue) findDead(ctx context.Context, seq uint64) ([]*jetstream.RawStreamMsg, error) {
-	var found []*jetstream.RawStreamMsg
-	m, err := q.last(ctx, q.deadSubject(seq))
-	if err != nil {
-		return nil, err
-	}
-	if m != nil {
-		found = append(found, m)
-	}
-	// Append's is the first of its kind stored after the event (see the
-	// comment at deadSubject). One an earlier build's Settle wrote there
-	// (with a Pl-Seq header) can be anywhere after it: step over those.
-	for from := seq + 1; seq < math.MaxUint64; {
-		m, err := q.next(ctx, from, q.appendedFilter())
-		if err != nil {
-			return nil, err
-		}
-		if m == nil {
-			break
-		}
-		from = m.Sequence + 1
-		es, err := eventSeq(m.Header, m.Sequence)
-		if err != nil {
-			return nil, fmt.Errorf("jetstream: dead letter at %d: %w", m.Sequence, err)
-		}
-		if es == seq {
-			found = append(found, m)
-			break
-		}
-		if m.Header.Get(hdrSeq) == "" {
-			break // Append's, of a later event
-		}
-	}
-	return found, nil
-}
-
-// eachDead calls f for every dead letter of the sink, one at a time in the
-// order they died, up to the last message stored when it starts (so that
-// entries dying again meanwhile do not keep it going). It returns how many
-// it handled.
-func (q *queue) eachDead(ctx context.Context, f func(d pipeline.DeadLetter, stored uint64) error) (int, error) {
-	rctx, cancel := q.l.reqCtx(ctx)
-	info, err := q.l.stream.Info(rctx)
-	cancel()
-	if err != nil {
-		return 0, q.l.wrapErr("stream info", err)
-	}
-	end := info.State.LastSeq
-	n := 0
-	for from := uint64(1); from <= end; {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		m, err := q.next(ctx, from, q.l.subj("dlq", q.tok, ">"))
-		if err != nil {
-			return n, err
-		}
-		if m == nil || m.Sequence > end {
-			break
-		}
-		from = m.Sequence + 1
-		d, err := deadLetterOf(m)
-		if err != nil {
-			return n, err
-		}
-		if err := f(d, m.Sequence); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
-}
-
-// eachChosen calls f for the dead letters of the given seqs, in Seq order,
-// once per seq, with every stored copy's stream seq. It returns how many
-// seqs had a dead letter.
-func (q *queue) eachChosen(ctx context.Context, seqs []uint64, f func(d pipeline.DeadLetter, stored []uint64) error) (int, error) {
-	n := 0
-	for _, seq := range slices.Compact(slices.Sorted(slices.Values(seqs))) {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		found, err := q.findDead(ctx, seq)
-		if err != nil {
-			return n, err
-		}
-		if len(found) == 0 {
-			continue
-		}
-		d, err := deadLetterOf(found[0])
-		if err != nil {
-			return n, err
-		}
-		stored := make([]uint64, len(found))
-		for i, m := range found {
-			stored[i] = m.Sequence
-		}
-		if err := f(d, stored); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
-}
-
-// RetryDead writes, for each chosen dead letter, a queue entry and its
-// retry state (attempts 0, the dead letter's error) in one atomic batch,
-// then deletes the dead letter. Chosen seqs cost a get or two each; nil
-// reads every dead letter once, one at a time in the order they died, so
-// they join the queue in that order.
-func (q *queue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
-	if err := q.ensure(ctx); err != nil {
-		return 0, err
-	}
-	retry := func(d pipeline.DeadLetter) error {
-		rec := qRecord{Event: toRecord(d.Event), Route: d.Route, Payload: d.Payload}
-		return q.enqueue(ctx, d.Seq, rec, d.Err, pipeline.StateRetrying)
-	}
-	if seqs == nil {
-		return q.eachDead(ctx, func(d pipeline.DeadLetter, stored uint64) error {
-			if err := retry(d); err != nil {
-				return err
-			}
-			return q.deleteDead(ctx, stored)
-		})
-	}
-	return q.eachChosen(ctx, seqs, func(d pipeline.DeadLetter, stored []uint64) error {
-		if err := retry(d); err != nil {
-			return err
-		}
-		for _, s := range stored {
-			if err := q.deleteDead(ctx, s); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// enqueue writes a queue entry for the event at seq with its retry state
-// and its delivery record (now in state), atomically.
-func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr, state string) error {
-	prev, err := q.getDR(ctx, seq)
-	if err != nil {
-		return err
-	}
-	dr := drRecord{}
-	if prev != nil {
-		dr = *prev
-	}
-	dr.Route, dr.State, dr.Next = rec.Route, state, time.Time{}
-	if state == pipeline.StateRetrying { // a dead letter retried: due now
-		dr.Next = time.Now().UTC()
-	}
-	if lastErr != "" {
-		dr.Err = lastErr
-	}
-	st := nats.NewMsg(q.stSubject(seq))
-	st.Data = mustJSON(stRecord{Seq: seq, Err: lastErr, ReceivedAt: rec.Event.ReceivedAt, ID: rec.Event.ID, NotBefore: time.Now().UTC()})
-	m := nats.NewMsg(q.qSubject(rec.Event.ID))
-	m.Header.Set(hdrSeq, strconv.FormatUint(seq, 10))
-	m.Header.Set(hdrState, "1")
-	m.Data = mustJSON(rec)
-	return q.l.publishBatch(ctx, []*nats.Msg{st, q.drMsg(seq, dr), m})
-}
-
-// deleteDead deletes the dead letter stored at stream sequence seq; one
-// already gone is no error.
-func (q *queue) deleteDead(ctx context.Context, seq uint64) error {
-	rctx, cancel := q.l.reqCtx(ctx)
-	defer cancel()
-	if err := q.l.stream.DeleteMsg(rctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return q.l.wrapErr("delete dead letter", err)
-	}
-	return nil
-}
-
-// DropDead deletes the chosen dead letters, a get or two and a delete per
-// seq, then stores each one's delivery record as dropped, with when (a get
-// and a publish more); nil purges the sink's dead-letter subjects in one
-// request, reading none of them and marking no record: a record that said
-// dead then reads as dropped, without a time (see deliveryOf), and a dead
-// letter that Append wrote (its route's transform failed), which has no
-// record, reads as unknown.
-func (q *queue) DropDead(ctx context.Context, seqs []uint64) (int, error) {
-	if q.l.isClosed() {
-		return 0, pipeline.ErrClosed
-	}
-	if seqs == nil {
-		return q.purgeDead(ctx)
-	}
-	now := time.Now().UTC()
-	return q.eachChosen(ctx, seqs, func(d pipeline.DeadLetter, stored []uint64) error {
-		for _, s := range stored {
-			if err := q.deleteDead(ctx, s); err != nil {
-				return err
-			}
-		}
-		// After the delete: a crash between the two leaves a dead
-		// record without its dead letter, which reads as dropped too.
-		return q.markDropped(ctx, d, now)
-	})
-}
-
-// markDropped stores the delivery record of the dead letter d as dropped
-// at now, keeping its history.
-func (q *queue) markDropped(ctx context.Context, d pipeline.DeadLetter, now time.Time) error {
-	prev, err := q.getDR(ctx, d.Seq)
-	if err != nil {
-		return err
-	}
-	r := drRecord{Route: d.Route, State: pipeline.StateDead, Attempts: d.Attempts, Err: d.Err}
-	if prev != nil {
-		r = *prev
-	}
-	return q.l.publishBatch(ctx, []*nats.Msg{q.drMsg(d.Seq, drOf(r.record("").Dropped(now)))})
-}
-
-// purgeDead purges every dead letter of the sink and returns how many the
-// server removed (jetstream's Purge does not say).
-func (q *queue) purgeDead(ctx context.Context) (int, error) {
-	rctx, cancel := q.l.reqCtx(ctx)
-	defer cancel()
-	req := mustJSON(struct {
-		Filter string `json:"filter"`
-	}{q.l.subj("dlq", q.tok, ">")})
-	m, err := q.l.nc.RequestWithContext(rctx, "$JS.API.STREAM.PURGE."+q.l.prefix, req)
-	if err != nil {
-		return 0, q.l.wrapErr("purge dead letters", err)
-	}
-	var resp struct {
-		Error   *apiError `json:"error"`
-		Success bool      `json:"success"`
-		Purged  uint64    `json:"purged"`
-	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return 0, fmt.Errorf("jetstream: purge dead letters: %w", err)
-	}
-	if resp.Error != nil {
-		return 0, q.l.wrapErr("purge dead letters", resp.Error)
-	}
-	return int(resp.Purged), nil
-}
-
-// exists reports whether subject holds a message. It asks the stream
-// for the count of messages on that one subject (a stream info with the
-// subject as filter, answered from the server's index of subjects), so it
-// reads no message: a queue entry or a dead letter holds a copy of its
-// event, up to max_payload, that a get would send whole.
-func (q *queue) exists(ctx context.Context, subject string) (bool, error) {
-	rctx, cancel := q.l.reqCtx(ctx)
-	defer cancel()
-	info, err := q.l.stream.Info(rctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return false, q.l.wrapErr("look up "+subject, err)
-	}
-	return info.State.Subjects[subject] > 0, nil
-}
-
-// dead reports whether the event (seq, id) has a dead letter: Settle's or
-// Append's.
-func (q *queue) dead(ctx context.Context, seq uint64, id string) (bool, error) {
-	for _, subj := range []string{q.deadSubject(seq), q.dlqSubject(id)} {
-		if ok, err := q.exists(ctx, subj); err != nil || ok {
-			return ok, err
-		}
-	}
-	return false, nil
-}
-
 // requeueHold bounds the bytes of event bodies one Requeue call holds
 // between looking at its events and queueing them, when it was given no
 // ids and so read the events to learn them; an event past it is read
 // again when its turn comes. A page of 64 CallKaro events (1.3 KB each)
 // is held whole; a page of 1 MiB events holds 4 of them, not 64 (P9).
 var requeueHold = 4 << 20
-
-// Requeue skips the events with a queue entry or a dead letter in this
-// queue and enqueues the others as retries due now. It first looks at
-// every event of rs, so that a seq not in the log fails the call with
-// nothing queued, then queues, one event at a time. Of each event it
-// reads only what it needs: its id (given in rs, the event then looked up
-// without being read; otherwise the event is read), whether its queue
-// entry and dead letters exist (looked up without reading them, see
-// exists) and its delivery record; and the whole event only when it
-// queues it (the entry holds a copy). An event that retention removes
-// between the look and its turn fails the call then, with the events
-// before it queued. A replayed entry joins the end of the queue
-// (JetStream has no way to put it before entries already stored); within
-// one Fetch answer entries are in Seq order.
-func (q *queue) Requeue(ctx context.Context, rs []pipeline.Requeue) (int, error) {
-	if err := q.ensure(ctx); err != nil {
-		return 0, err
-	}
-	type todo struct {
-		r  pipeline.Requeue
-		id string
-		ev *evRecord // nil: read it when queueing it
-	}
-	var (
-		list []todo
-		held int
-		dead map[uint64]bool // the seqs skipped as dead letters
-	)
-	seen := make(map[uint64]bool, len(rs))
-	for _, r := range rs {
-		if seen[r.Seq] {
-			continue
-		}
-		seen[r.Seq] = true
-		t := todo{r: r, id: r.ID}
-		if t.id != "" {
-			ok, err := q.exists(ctx, q.l.evSubject(t.id))
-			if err != nil {
-				return 0, fmt.Errorf("requeue to %s: %w", q.sink, err)
-			}
-			if !ok {
-				return 0, fmt.Errorf("requeue to %s: seq %d (event %q): %w", q.sink, r.Seq, t.id, pipeline.ErrNotFound)
-			}
-		} else {
-			ev, err := q.l.getEvent(ctx, r.Seq)
-			if err != nil {
-				return 0, fmt.Errorf("requeue to %s: %w", q.sink, err)
-			}
-			t.id = ev.ID
-			if held+len(ev.Body) <= requeueHold {
-				held += len(ev.Body)
-				t.ev = &ev
-			}
-		}
-		if ok, err := q.queued(ctx, r.Seq, t.id); err != nil || ok {
-			if err != nil {
-				return 0, err
-			}
-			continue
-		}
-		if ok, err := q.dead(ctx, r.Seq, t.id); err != nil || ok {
-			if err != nil {
-				return 0, err
-			}
-			if dead == nil {
-				dead = make(map[uint64]bool)
-			}
-			dead[r.Seq] = true
-			continue
-		}
-		list = append(list, t)
-	}
-	n := 0
-	for i, t := range list {
-		ev := t.ev
-		list[i].ev = nil // held no longer than needed
-		if ev == nil {
-			e, err := q.l.getEvent(ctx, t.r.Seq)
-			if err != nil {
-				return n, fmt.Errorf("requeue to %s: %w", q.sink, err)
-			}
-			if e.ID != t.id {
-				return n, fmt.Errorf("requeue to %s: seq %d holds event %q, not %q as the caller said: pass the ids Events lists with their seqs", q.sink, t.r.Seq, e.ID, t.id)
-			}
-			ev = &e
-		}
-		if err := q.enqueue(ctx, t.r.Seq, qRecord{Event: *ev, Route: t.r.Route, Payload: t.r.Payload}, "", pipeline.StateQueued); err != nil {
-			return n, err
-		}
-		n++
-	}
-	for i := range rs {
-		rs[i].Dead = dead[rs[i].Seq]
-	}
-	return n, nil
-}
-
-// queued reports whether the event (seq, id) has an entry in this queue.
-// An entry that was just acked can still be there for a moment (on a
-// replicated stream the work queue removes it after the ack is answered):
-// while its delivery record says it was settled, ask again for up to about
-// a second before taking it as queued.
-func (q *queue) queued(ctx context.Context, seq uint64, id string) (bool, error) {
-	for wait := 10 * time.Millisecond; ; wait *= 2 {
-		ok, err := q.exists(ctx, q.qSubject(id))
-		if err != nil || !ok {
-			return ok, err
-		}
-		dr, err := q.getDR(ctx, seq)
-		if err != nil {
-			return false, err
-		}
-		if dr == nil || (dr.State != pipeline.StateDelivered && dr.State != pipeline.StateDead) || wait > 640*time.Millisecond {
-			return true, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(wait):
-		}
-	}
-}
 
 // Oldest returns the ReceivedAt of the lowest-Seq entry waiting in the
 // queue: the first queue message in stream order, or an entry with retry
@@ -1218,4 +677,60 @@ func (q *queue) Oldest(ctx context.Context) (time.Time, error) {
 		}
 	}
 	return bestAt, nil
+}
+
+// next returns the first message on filter stored at stream seq from or
+// later, or nil when there is none.
+func (q *queue) next(ctx context.Context, from uint64, filter string) (*jetstream.RawStreamMsg, error) {
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	m, err := q.l.stream.GetMsg(rctx, from, jetstream.WithGetMsgSubject(filter))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, q.l.wrapErr("read dead letter", err)
+	}
+	return m, nil
+}
+
+// last returns the message on subject, or nil when there is none.
+func (q *queue) last(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	rctx, cancel := q.l.reqCtx(ctx)
+	defer cancel()
+	m, err := q.l.stream.GetLastMsgForSubject(rctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, q.l.wrapErr("read dead letter", err)
+	}
+	return m, nil
+}
+
+// enqueue writes a queue entry for the event at seq with its retry state
+// and its delivery record (now in state), atomically.
+func (q *queue) enqueue(ctx context.Context, seq uint64, rec qRecord, lastErr, state string) error {
+	prev, err := q.getDR(ctx, seq)
+	if err != nil {
+		return err
+	}
+	dr := drRecord{}
+	if prev != nil {
+		dr = *prev
+	}
+	dr.Route, dr.State, dr.Next = rec.Route, state, time.Time{}
+	if state == pipeline.StateRetrying { // a dead letter retried: due now
+		dr.Next = time.Now().UTC()
+	}
+	if lastErr != "" {
+		dr.Err = lastErr
+	}
+	st := nats.NewMsg(q.stSubject(seq))
+	st.Data = mustJSON(stRecord{Seq: seq, Err: lastErr, ReceivedAt: rec.Event.ReceivedAt, ID: rec.Event.ID, NotBefore: time.Now().UTC()})
+	m := nats.NewMsg(q.qSubject(rec.Event.ID))
+	m.Header.Set(hdrSeq, strconv.FormatUint(seq, 10))
+	m.Header.Set(hdrState, "1")
+	m.Data = mustJSON(rec)
+	return q.l.publishBatch(ctx, []*nats.Msg{st, q.drMsg(seq, dr), m})
 }

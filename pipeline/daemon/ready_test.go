@@ -35,30 +35,47 @@ func (l *fullLog) CheckWrite() error {
 	return l.Log.CheckWrite()
 }
 
-// runOnLog runs a daemon of one sink on l, with o (its OnReady and
-// Notifier are set), until the test ends; it returns once the daemon is
-// ready, with its admin address.
-func runOnLog(t *testing.T, l pipeline.Log, o *Options) (*Daemon, string) {
+// running is a daemon started by startOnLog.
+type running struct {
+	d         *Daemon
+	adminAddr string
+	stop      context.CancelFunc // ends Run's ctx
+	done      chan struct{}      // closed when Run returned, with err
+	err       error
+}
+
+// startOnLog runs a daemon of cfg on l, with o (its OnReady and Notifier
+// are set), until the test ends or r.stop; it returns once the daemon is
+// ready.
+func startOnLog(t *testing.T, cfg *config.Config, l pipeline.Log, o *Options) *running {
 	t.Helper()
 	adminAddr := make(chan string, 1)
 	o.OnReady, o.Notifier = func(_, a net.Addr) { adminAddr <- a.String() }, noNotifier{}
-	d := New(pluginConfig(t, ""), o)
+	d := New(cfg, o)
 	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
 		return l, nil, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	r := &running{d: d, stop: cancel, done: make(chan struct{})}
+	go func() { r.err = d.Run(ctx); close(r.done) }()
+	t.Cleanup(func() { cancel(); <-r.done })
 	select {
-	case a := <-adminAddr:
-		return d, a
-	case err := <-done:
-		t.Fatalf("Run() = %v before it was ready", err)
+	case r.adminAddr = <-adminAddr:
+		return r
+	case <-r.done:
+		t.Fatalf("Run() = %v before it was ready", r.err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("daemon not ready within 20s")
 	}
-	return nil, ""
+	return nil
+}
+
+// runOnLog runs a daemon of one sink on l, with o, until the test ends; it
+// returns once the daemon is ready, with its admin address.
+func runOnLog(t *testing.T, l pipeline.Log, o *Options) (*Daemon, string) {
+	t.Helper()
+	r := startOnLog(t, pluginConfig(t, ""), l, o)
+	return r.d, r.adminAddr
 }
 
 // TestReadyzFollowsTheLogNotTheSinks runs a daemon and checks /readyz: 200
@@ -184,32 +201,13 @@ func (l *haltingLog) Append(ctx context.Context, es []pipeline.Entry) ([]pipelin
 func TestAHaltedLogStopsTheDaemon(t *testing.T) {
 	l := &haltingLog{Log: memlog.New(), halted: make(chan struct{})}
 	var logs testlog.Buffer
-	ready := make(chan struct{})
-	d := New(pluginConfig(t, ""), &Options{
-		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
-		OnReady:  func(_, _ net.Addr) { close(ready) },
-		Notifier: noNotifier{},
-	})
-	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
-		return l, nil, nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run() = %v before it was ready", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("daemon not ready within 20s")
-	}
+	r := startOnLog(t, pluginConfig(t, ""), l, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	l.halt()
 	select {
-	case err := <-done:
-		if !errors.Is(err, pipeline.ErrHalted) || !strings.Contains(err.Error(), "input/output error") {
-			t.Errorf("Run() after the log halted = %v, want an error wrapping ErrHalted and its cause", err)
+	case <-r.done:
+		if !errors.Is(r.err, pipeline.ErrHalted) || !strings.Contains(r.err.Error(), "input/output error") {
+			t.Errorf("Run() after the log halted = %v, want an error wrapping ErrHalted and its cause", r.err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the daemon did not stop within 30s of its log's halt:\n%s", logs.String())

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,22 +167,7 @@ func TestRunShutdownIsBounded(t *testing.T) {
 
 	cfg := pluginConfig(t, fmt.Sprintf("shutdown_timeout = %q", shutdownTimeout.String()))
 	l := &refusingLog{Log: memlog.New()}
-	ready := make(chan struct{})
-	d := New(cfg, &Options{OnReady: func(_, _ net.Addr) { close(ready) }, Notifier: noNotifier{}})
-	d.openLog = func(context.Context, config.Log, *slog.Logger, *atomic.Int64) (pipeline.Log, func() map[string]int64, error) {
-		return l, nil, nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run() = %v before it was ready", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("daemon not ready within 20s")
-	}
+	r := startOnLog(t, cfg, l, &Options{})
 
 	if _, err := l.Append(context.Background(), []pipeline.Entry{{
 		Event:   pipeline.Event{ID: "ev-1", Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
@@ -197,11 +180,11 @@ func TestRunShutdownIsBounded(t *testing.T) {
 	waitUntil(t, "two refused settlements", func() bool { return l.refused() >= 2 })
 
 	t0 := time.Now()
-	cancel()
+	r.stop()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run() = %v, want nil", err)
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("Run() = %v, want nil", r.err)
 		}
 		if took := time.Since(t0); took > shutdownTimeout+slack {
 			t.Errorf("Run returned %v after its ctx ended, want at most shutdown_timeout %v + %v", took, shutdownTimeout, slack)

@@ -128,11 +128,9 @@ type DB struct {
 	stopCommitter chan struct{}
 	committerDone chan struct{}
 	// After a halt (commit.go), every write fails with haltErr; halted is
-	// closed then, and haltSeg (the committer's) is the segment of the
-	// first record not applied.
+	// closed then.
 	halted  chan struct{}
 	haltErr atomic.Pointer[error]
-	haltSeg uint64
 	// gcMu keeps a checkpoint and value-log GC apart: the GC rewrites
 	// values outside the write-ahead log.
 	gcMu sync.Mutex
@@ -314,7 +312,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	written := l.openMark
 	l.every(markInterval, func() {
 		var err error
-		if written, err = l.writeMark(written); err != nil && l.checkOpen() == nil {
+		if written, err = l.writeMark(written); err != nil && l.checkOpen() == nil && l.HaltErr() == nil {
 			l.log.Warn("event log: could not write the pending mark; the next start reads more of the log", "err", err)
 		}
 	})
@@ -862,8 +860,7 @@ func (l *DB) Close() error {
 	// a halt, whose records the next Open must apply.
 	err := wal.SyncFiles(l.dir)
 	if halted {
-		l.log.Warn("event log: closed after it stopped writing; the next start applies the write-ahead log from the first record not applied",
-			"segment", l.haltSeg)
+		l.log.Warn("event log: closed after it stopped writing; the next start applies the write-ahead log from the first record not applied")
 	} else if err == nil {
 		var seg uint64
 		if seg, err = l.wal.Rotate(); err == nil {

@@ -361,8 +361,8 @@ func (l *DB) commit(t *wtxn) error {
 
 // committer writes waiting records in groups and applies them, until
 // stopCommitter is closed. Between groups, when every record written is
-// applied, it answers marks with the current segment; after a halt, with
-// the segment of the first record not applied.
+// applied, it answers marks with the current segment; after a halt too,
+// since nothing is written after it, and its group is in that segment.
 func (l *DB) committer() {
 	defer close(l.committerDone)
 	var group []*commitReq
@@ -374,11 +374,7 @@ func (l *DB) committer() {
 		case r := <-l.commits:
 			group = append(group, r)
 		case reply := <-l.marks:
-			if l.HaltErr() != nil {
-				reply <- min(l.haltSeg, l.wal.Current())
-			} else {
-				reply <- l.wal.Current()
-			}
+			reply <- l.wal.Current()
 			continue
 		case <-l.stopCommitter:
 			return
@@ -403,7 +399,7 @@ func (l *DB) committer() {
 		}
 		pos, err := l.wal.Write(recs)
 		if err != nil {
-			if errors.Is(err, wal.ErrSyncFailed) {
+			if errors.Is(err, wal.ErrBroken) {
 				err = l.halt(err, l.wal.Current())
 			} else {
 				err = l.writeErr(err)
@@ -447,7 +443,15 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 	}
 	defer discard()
 	commit := func() error {
-		err := txn.Commit()
+		var err error
+		if commitFault != nil {
+			err = commitFault()
+		}
+		if err == nil {
+			err = txn.Commit()
+		} else {
+			txn.Discard()
+		}
 		txn = nil
 		l.space.alloc.written() // before the answer: see space.go
 		if err != nil {
@@ -509,18 +513,24 @@ func (l *DB) apply(group []*commitReq, pos []wal.Pos) {
 
 // applyFault, when set (by tests only), is called after each record is
 // put in the committer's transaction; an error it returns is the apply's.
-var applyFault func(rec []byte) error
+// commitFault is called before each commit of that transaction; an error
+// it returns is the commit's, which then does not happen.
+var (
+	applyFault  func(rec []byte) error
+	commitFault func() error
+)
 
 // halt stops the log's writes for good after a failure that left records
 // in the write-ahead log unapplied, from segment seg on (or the log's
-// file unknown), and returns the error every write gets from then on. A
+// segment unknown), and returns the error every write gets from then on. A
 // record applied after an unapplied one would be built on a state without
 // it, and the next Open, which applies them in their order, would put the
 // unapplied one under it: a retry key under a delivery that a later record
 // wrote delivered (the event delivered again, and a replay of it queued a
-// third time). So nothing more is written to the write-ahead log, no
-// checkpoint passes seg, and the next Open applies the records from there
-// in their order: the writers were told "maybe written", as on a timeout.
+// third time). So nothing more is written to the write-ahead log (no
+// checkpoint passes seg, the current one), and the next Open applies the
+// records from there in their order: the writers were told "maybe
+// written", as on a timeout.
 // The daemon stops on a halt (see [pipeline.Halter]); its service manager
 // starts it again. Called by the committer only.
 func (l *DB) halt(cause error, seg uint64) error {
@@ -528,7 +538,6 @@ func (l *DB) halt(cause error, seg uint64) error {
 		return err
 	}
 	err := fmt.Errorf("%w after a failed write (restart pipelined: its start applies the write-ahead log in order): %w", pipeline.ErrHalted, l.writeErr(cause))
-	l.haltSeg = seg
 	l.haltErr.Store(&err)
 	close(l.halted)
 	l.log.Error("event log stopped writing: a write to disk failed, and a write after it could be applied out of order; pipelined must restart, and its start applies the write-ahead log in order",

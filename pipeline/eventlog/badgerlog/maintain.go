@@ -33,8 +33,12 @@ func (l *DB) every(d time.Duration, do func()) {
 }
 
 // maintain runs retention and value-log garbage collection (every
-// MaintenanceInterval: see Open).
+// MaintenanceInterval: see Open), not after a halt (commit.go), which
+// only a restart heals.
 func (l *DB) maintain() {
+	if l.HaltErr() != nil {
+		return
+	}
 	if n, err := l.Prune(time.Now().Add(-l.opts.Retention)); errors.Is(err, pipeline.ErrClosed) {
 		return // closed while Prune waited for the queues' rebuild
 	} else if err != nil {

@@ -46,12 +46,12 @@ const MaxRecord = 1 << 30
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// ErrSyncFailed is wrapped by Write's error when a segment's fdatasync
-// failed, and by every Write and Rotate after it: what the disk holds of
-// the segment is unknown then (the kernel may have dropped the pages it
-// could not write), and only a new Open, which reads what is there, writes
-// again.
-var ErrSyncFailed = errors.New("a sync failed, what the disk holds is unknown")
+// ErrBroken is wrapped by Write's error when the log can no longer say what
+// its segment holds, and by every Write and Rotate after it: a failed
+// fdatasync (the kernel may have dropped the pages it could not write, or
+// kept them in its cache marked clean), or a failed write that could not
+// be cut back. Only a new Open, which reads what is there, writes again.
+var ErrBroken = errors.New("what the disk holds of the segment is unknown")
 
 // SyncFault, when set (by tests only), is called before each fdatasync of
 // a segment by Write; an error it returns is that sync's.
@@ -249,8 +249,12 @@ func (l *Log) Rotate() (uint64, error) {
 
 // Write appends recs to the current segment (rotating first when the group
 // would take it past its size) with one write and one fdatasync, and
-// returns where each payload starts. After a failed fdatasync every later
-// Write fails: what the disk holds of the file is unknown then.
+// returns where each payload starts. A group whose write or fdatasync
+// failed is cut off the segment (truncated back to where it starts), so
+// that no Open finds its records, from the disk or from the page cache:
+// its writers were told it failed. After a failed fdatasync, or a failed
+// write that could not be cut off, every later Write fails with an error
+// wrapping [ErrBroken].
 func (l *Log) Write(recs [][]byte) ([]Pos, error) {
 	if l.err != nil {
 		return nil, l.err
@@ -292,12 +296,30 @@ func (l *Log) Write(recs [][]byte) ([]Pos, error) {
 	if _, err := l.cur.WriteAt(buf, l.off); err != nil {
 		// Not sticky: the next group is written at the same offset (a disk
 		// that was full may have room again). Whole records of this group
-		// that reached the file may still be replayed: an error here is
-		// "maybe written", as a timeout is.
-		return nil, fmt.Errorf("write-ahead log: write segment %d: %w", l.curSeg, err)
+		// that reached the file are cut off: left there, one behind a next
+		// group of the same size would be replayed after it, out of order.
+		// Until the next group's fdatasync makes the cut durable, a crash
+		// may leave them on the disk: an error here is "maybe written", as
+		// a timeout is, and no later record is applied before that sync.
+		err = fmt.Errorf("write-ahead log: write segment %d: %w", l.curSeg, err)
+		if cerr := l.cutBack(); cerr != nil {
+			l.err = fmt.Errorf("%w; cutting the group off failed: %w (%w)", err, cerr, ErrBroken)
+			return nil, l.err
+		}
+		return nil, err
 	}
 	if err := l.syncCur(); err != nil {
-		l.err = fmt.Errorf("write-ahead log: sync segment %d: %w: %w", l.curSeg, ErrSyncFailed, err)
+		l.err = fmt.Errorf("write-ahead log: sync segment %d: %w (%w)", l.curSeg, err, ErrBroken)
+		// The group's pages may stay in the page cache, marked clean: a
+		// restart on this boot would replay them, from memory, and a later
+		// read (after a reboot) find whatever the disk has.
+		cerr := l.cutBack()
+		if cerr == nil {
+			cerr = fdatasync(l.cur)
+		}
+		if cerr != nil {
+			l.err = fmt.Errorf("%w; cutting the group off failed too (%w): the next start may apply its records from memory", l.err, cerr)
+		}
 		return nil, l.err
 	}
 	l.off += n
@@ -305,6 +327,17 @@ func (l *Log) Write(recs [][]byte) ([]Pos, error) {
 		l.prepareSpare()
 	}
 	return pos, nil
+}
+
+// cutBack truncates the current segment to the end of its last group
+// written and synced, which drops from the page cache what a failed write
+// left after it. A spare's zeros past that end go with it.
+func (l *Log) cutBack() error {
+	if err := l.cur.Truncate(l.off); err != nil {
+		return err
+	}
+	l.zeroed = min(l.zeroed, l.off)
+	return nil
 }
 
 // prepareSpare starts writing a spare in the background unless one is

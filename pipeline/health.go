@@ -19,9 +19,9 @@ type WriteChecker interface {
 // would be built on a state without it, and the next open, which applies
 // the log's records in their order, would put the record under it; so the
 // log takes no more writes, and only that next open heals it. The daemon
-// watches Halted and stops with an error, so that its service manager
-// starts it again (the unit's Restart=on-failure); GET /readyz fails and
-// webhooks are answered 503 meanwhile.
+// watches Halted and stops at once with an error, so that its service
+// manager starts it again (the unit's Restart=on-failure); until its
+// listeners close, GET /readyz fails and webhooks are answered 503.
 type Halter interface {
 	// Halted returns a channel that is closed once the log has stopped
 	// taking writes. Every write after that fails with an error wrapping

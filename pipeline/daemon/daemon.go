@@ -698,7 +698,7 @@ func (d *Daemon) mainLoop(ctx context.Context, w *writer.Writer, ingestAddr net.
 			if done != nil {
 				reply <- <-done
 			}
-			return fmt.Errorf("event log: %w", err)
+			return err
 		case <-tick:
 			// The watchdog hears from us only if the writer, the heart of
 			// ingest, answers: a stuck pipeline gets restarted.

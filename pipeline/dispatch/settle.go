@@ -206,7 +206,8 @@ func inParts[T any](items []T, write func(part []T) error) (int, error) {
 // record calls write, which records the outcomes of left() entries (or
 // the releases of held events they lead to), again and again while the
 // log refuses, and reports whether it succeeded: false when the log is
-// closed or ctx ended first.
+// closed or halted ([pipeline.ErrHalted]: it never writes again, and the
+// daemon stops) or ctx ended first.
 func (d *Dispatcher) record(ctx context.Context, left func() int, write func() error) bool {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
 		err := write()
@@ -214,6 +215,11 @@ func (d *Dispatcher) record(ctx context.Context, left func() int, write func() e
 			return true
 		}
 		if errors.Is(err, pipeline.ErrClosed) {
+			return false
+		}
+		if errors.Is(err, pipeline.ErrHalted) {
+			d.o.Logger.Warn("the event log stopped writing: these entries will be delivered after the restart, those delivered already again",
+				"sink", d.o.Sink, "events", left())
 			return false
 		}
 		if ctx.Err() == nil {

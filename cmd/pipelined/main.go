@@ -107,8 +107,9 @@ FileDescriptorName=ingest and admin, see examples/systemd). SIGHUP reloads the c
 and stops. Without -c it reads ./pipeline.toml, else the built-in default.
 Relative paths in the file resolve against the file's directory.
 Exit status: 0 stopped cleanly, 78 (EX_CONFIG) the configuration is wrong
-(restarting will not help), 1 something else failed (the event log stopped
-writing after a failed write: a restart heals it), 2 usage error.
+(restarting will not help), 1 something else failed (for example the event
+log stopped writing after a failed write, which a restart heals), 2 usage
+error.
 `,
 	"check": `usage: pipelined check [-c FILE] [--no-plugins] [-log-format F] [-log-level L]
 
@@ -237,6 +238,22 @@ func (c *common) loadWith(log *slog.Logger, o config.ParseOptions) (*config.Conf
 	return config.ParseWith("pipeline.toml (built in)", pipelined.DefaultConfig, &o)
 }
 
+// exitStatus is serve's exit status after Run returned err: 78 when
+// restarting will not help (a sink's config or plugin name is wrong, the
+// socket units do not fit the file), 75 after a stop that gave up on the
+// event log, 1 otherwise (an event log that stopped writing among them,
+// which a restart heals: Restart=on-failure must start it again).
+func exitStatus(err error) int {
+	switch {
+	case errors.Is(err, daemon.ErrUncleanStop):
+		return exitUncleanStop
+	case errors.Is(err, pluginhost.ErrInvalidConfig), errors.Is(err, pluginhost.ErrNotFound),
+		errors.Is(err, daemon.ErrSocketActivation):
+		return exitConfig
+	}
+	return 1
+}
+
 func serve(args []string, stdout, stderr io.Writer) int {
 	c, err := parseFlags("serve", args, stdout, stderr)
 	if err != nil {
@@ -282,20 +299,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 	log.Info("starting pipelined", "version", b.Version, "commit", b.Commit, "config", cfg.File)
 	if err := d.Run(ctx); err != nil {
-		if errors.Is(err, daemon.ErrUncleanStop) {
+		status := exitStatus(err)
+		if status == exitUncleanStop {
 			// The daemon said what it gave up on and why nothing
 			// acknowledged is lost; the status tells systemd.
-			log.Warn("pipelined stopped, not cleanly", "exit_status", exitUncleanStop, "err", err)
-			return exitUncleanStop
+			log.Warn("pipelined stopped, not cleanly", "exit_status", status, "err", err)
+		} else {
+			log.Error("pipelined stopped", "exit_status", status, "err", err)
 		}
-		log.Error("pipelined stopped", "err", err)
-		if errors.Is(err, pluginhost.ErrInvalidConfig) || errors.Is(err, pluginhost.ErrNotFound) {
-			return exitConfig // a sink's config or plugin name is wrong: restarting will not help
-		}
-		if errors.Is(err, daemon.ErrSocketActivation) {
-			return exitConfig // the socket units do not fit the file: restarting will not help
-		}
-		return 1
+		return status
 	}
 	log.Info("pipelined stopped")
 	return 0

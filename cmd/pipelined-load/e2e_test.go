@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -141,5 +142,23 @@ func TestFailuresAreCountedAndExitNonZero(t *testing.T) {
 	out.Reset()
 	if code := mainErr([]string{"run", "-url", url, "-c", "2", "-d", "200ms", "-warmup", "0s"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "requests/s") {
 		t.Errorf("good run: exit %d, output %s", code, out.String())
+	}
+}
+
+func TestCPUProfileIsWritten(t *testing.T) {
+	url := serve(t, newBareServer())
+	prof := t.TempDir() + "/load.pprof"
+	var out, errOut bytes.Buffer
+	code := mainErr([]string{"run", "-url", url, "-c", "2", "-d", "300ms", "-warmup", "0s", "-json", "-cpuprofile", prof}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %s", code, errOut.String())
+	}
+	b, err := os.ReadFile(prof)
+	// A CPU profile is gzipped protobuf: it starts with gzip's magic.
+	if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("profile %s: %v, %d bytes, want a gzipped profile", prof, err, len(b))
+	}
+	if code := mainErr([]string{"run", "-url", url, "-cpuprofile", t.TempDir() + "/no/such/dir/p"}, &out, &errOut); code != 2 {
+		t.Errorf("unwritable -cpuprofile: exit %d, want 2", code)
 	}
 }

@@ -2,7 +2,7 @@
 // serves the bare net/http baseline it is compared with.
 //
 //	pipelined-load run  -url http://127.0.0.1:8080/hooks/callkaro -c 64 -d 10s [-rate 0] [-dup 0] [-payload file.json] [-warmup 1s] [-timeout 10s] [-json]
-//	                    [-metrics http://127.0.0.1:8081/metrics [-sample 250ms] [-drain-timeout 60s]]
+//	                    [-cpuprofile FILE] [-metrics http://127.0.0.1:8081/metrics [-sample 250ms] [-drain-timeout 60s]]
 //	pipelined-load bare -listen 127.0.0.1:9090
 //
 // run exits 1 if any answer was not the expected one (or none was correct),
@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -32,7 +33,7 @@ func main() {
 
 const usage = `usage:
   pipelined-load run  -url URL [-c 64] [-d 10s] [-rate 0] [-dup 0] [-payload FILE] [-warmup 1s] [-timeout 10s] [-json]
-                      [-metrics URL [-sample 250ms] [-drain-timeout 60s]]
+                      [-cpuprofile FILE] [-metrics URL [-sample 250ms] [-drain-timeout 60s]]
   pipelined-load bare [-listen 127.0.0.1:9090]
 `
 
@@ -67,6 +68,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "per-request timeout")
 	payload := fs.String("payload", "", "JSON payload with a string data.callSid (default: the embedded CallKaro call_ended)")
 	asJSON := fs.Bool("json", false, "print the report as a JSON object")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile (warmup and drain included) to this file")
 	fs.BoolVar(&cfg.AnyOK, "any-2xx", false, "baseline mode: any 2xx answer counts, its body is not checked (e.g. Benthos)")
 	fs.StringVar(&cfg.MetricsURL, "metrics", "", "the daemon's admin metrics URL (e.g. http://127.0.0.1:8081/metrics): report each sink's queue lag and drain time")
 	fs.DurationVar(&cfg.Sample, "sample", 250*time.Millisecond, "with -metrics: how often to read the queue gauges")
@@ -92,6 +94,22 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Body = tpl
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "pipelined-load:", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				fmt.Fprintln(stderr, "pipelined-load:", err)
+			}
+		}()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -46,6 +46,18 @@ func TestRunAgainstBare(t *testing.T) {
 	if rep.Latency.P50 <= 0 || rep.Latency.P50 > rep.Latency.P99 || rep.Latency.P99 > rep.Latency.Max {
 		t.Fatalf("latencies out of order: %+v", rep.Latency)
 	}
+	// The generator's own cost: some CPU per request (a request cannot
+	// cost less than a microsecond, nor a second), switches not negative.
+	g := rep.Generator
+	if g == nil || g.CPUPerRequestUS < 1 || g.CPUPerRequestUS > 1e6 || g.CPUS <= 0 ||
+		g.VoluntarySwitchesPerRequest < 0 || g.InvoluntarySwitchesPerRequest < 0 {
+		t.Fatalf("generator cost %+v: want CPU > 0 per request", g)
+	}
+	var out bytes.Buffer
+	printReport(&out, rep)
+	if !strings.Contains(out.String(), "µs CPU per request sent") {
+		t.Errorf("text report lacks the generator's cost:\n%s", out.String())
+	}
 }
 
 func TestOpenLoopAgainstBare(t *testing.T) {

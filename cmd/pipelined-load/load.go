@@ -74,6 +74,59 @@ type Report struct {
 	// (their samples are missing); MetricsError is the first one.
 	MetricsErrors int64  `json:"metrics_errors,omitempty"`
 	MetricsError  string `json:"metrics_error,omitempty"`
+	// Generator is what the load generator itself spent while sending
+	// (warmup included, the drain of -metrics not): on a machine it shares
+	// with the server, that CPU is not the server's.
+	Generator *GeneratorCost `json:"generator,omitempty"`
+}
+
+// GeneratorCost is the load generator's own CPU time and context switches
+// (getrusage of the process) over the requests it sent.
+type GeneratorCost struct {
+	CPUS float64 `json:"cpu_s"` // user + system
+	// CPUPerRequestUS is CPUS over Sent, in microseconds. It is not a
+	// constant of the generator: part of its CPU is spent per second of
+	// waiting (the Go runtime parking and waking its threads), so it is
+	// higher against a server that answers more slowly (docs/performance.md,
+	// twenty-fourth round).
+	CPUPerRequestUS float64 `json:"cpu_us_per_request"`
+	// Voluntary switches are the generator's threads going to sleep for
+	// want of work (each is later woken); involuntary, preempted.
+	VoluntarySwitchesPerRequest   float64 `json:"voluntary_switches_per_request"`
+	InvoluntarySwitchesPerRequest float64 `json:"involuntary_switches_per_request"`
+}
+
+// rusage is the process's CPU time and context switches so far.
+type rusage struct {
+	cpu        time.Duration
+	nvcsw, niv int64
+}
+
+func getUsage() (rusage, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return rusage{}, false
+	}
+	return rusage{
+		cpu:   time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		nvcsw: int64(ru.Nvcsw), niv: int64(ru.Nivcsw),
+	}, true
+}
+
+// generatorCost is what the process spent between u0 and now, over sent requests.
+func generatorCost(u0 rusage, ok0 bool, sent int64) *GeneratorCost {
+	u1, ok1 := getUsage()
+	if !ok0 || !ok1 || sent <= 0 {
+		return nil
+	}
+	n := float64(sent)
+	cpu := u1.cpu - u0.cpu
+	return &GeneratorCost{
+		CPUS:                          cpu.Seconds(),
+		CPUPerRequestUS:               float64(cpu.Microseconds()) / n,
+		VoluntarySwitchesPerRequest:   float64(u1.nvcsw-u0.nvcsw) / n,
+		InvoluntarySwitchesPerRequest: float64(u1.niv-u0.niv) / n,
+	}
 }
 
 // LatencyMS holds latencies in milliseconds. In open-loop mode they are
@@ -210,6 +263,7 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 		watching.Go(func() { qw.watch(ctx, s.warmupEnd, s.end, loadDone) })
 	}
 
+	u0, ok0 := getUsage()
 	workers := make([]*worker, cfg.Conns)
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -232,6 +286,11 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 		})
 	}
 	wg.Wait()
+	var sent int64
+	for _, w := range workers {
+		sent += w.sent
+	}
+	gen := generatorCost(u0, ok0, sent)
 	close(loadDone)
 	watching.Wait()
 
@@ -244,6 +303,7 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 		WarmupS:     cfg.Warmup.Seconds(),
 		DurationS:   cfg.Duration.Seconds(),
 		ErrorKinds:  map[string]int64{},
+		Generator:   gen,
 	}
 	var h, lag Histogram
 	for _, w := range workers {

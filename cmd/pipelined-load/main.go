@@ -177,6 +177,10 @@ func printReport(w io.Writer, r *Report) {
 		fmt.Fprintf(tw, "send lag\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\t\n", s.P50, s.P90, s.P99, s.P999, s.Max)
 	}
 	tw.Flush()
+	if g := r.Generator; g != nil {
+		fmt.Fprintf(w, "load generator: %.1f µs CPU per request sent, %.2f voluntary and %.2f involuntary context switches per request\n",
+			g.CPUPerRequestUS, g.VoluntarySwitchesPerRequest, g.InvoluntarySwitchesPerRequest)
+	}
 	if len(r.Sinks) > 0 {
 		printSinks(w, r.Sinks)
 	}

@@ -35,6 +35,7 @@ func exported(t *testing.T) (start, all series) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	metrics.RegisterBuildInfo(reg, "v", "c", "go")
+	metrics.RegisterProcess(reg)
 	m.InitSource("s")
 	m.InitRuleError("r", "when")
 	m.InitRuleError("s", "accept")

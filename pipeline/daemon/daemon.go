@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pipelined/pipelined/pipeline"
 	"github.com/pipelined/pipelined/pipeline/admin"
@@ -142,7 +141,7 @@ func New(cfg *config.Config, o *Options) *Daemon {
 		opts.Notifier = sdnotify.FromEnv()
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics.RegisterProcess(reg)
 	metrics.RegisterBuildInfo(reg, orUnknown(opts.Build.Version), orUnknown(opts.Build.Commit), orUnknown(opts.Build.Go))
 	d := &Daemon{o: opts, log: opts.Logger, reloads: make(chan chan reloaded), looped: make(chan struct{}), metrics: metrics.New(reg), openLog: openLog, openTick: openTick}
 	reg.MustRegister(d.tracingCollector())

@@ -127,8 +127,8 @@ func paramIs(k, param string) bool {
 // RedactQuery returns s, a raw query string, a URL, or a header value
 // that carries one (X-Forwarded-Uri, X-Original-URL, Referer), with the
 // value of every parameter named param replaced by [Redacted] and the rest
-// as it was. A parameter starts s or follows '?', '&' or ';'; its value
-// runs to the next '&'. It returns s itself, without allocating, when s
+// as it was. A parameter starts s or follows '?', '&', ';' or '#' (a
+// fragment); its value runs to the next '&'. It returns s itself, without allocating, when s
 // holds no such parameter.
 func RedactQuery(s, param string) string {
 	if param == "" || !strings.Contains(s, "=") {
@@ -180,7 +180,7 @@ func RedactQuery(s, param string) string {
 	return b.String()
 }
 
-func isQuerySep(c byte) bool { return c == '&' || c == '?' || c == ';' }
+func isQuerySep(c byte) bool { return c == '&' || c == '?' || c == ';' || c == '#' }
 
 // validParam reports whether name is a plain query parameter name, one
 // that needs no escaping.

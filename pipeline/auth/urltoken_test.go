@@ -139,6 +139,8 @@ func TestRedactQuery(t *testing.T) {
 		{"/a?token=abc, /b?token=def", "/a?token=REDACTED"}, // a value ends at '&' only: too much redacted rather than too little
 		{"token= abc", "token=REDACTED"},
 		{"x;token=abc", "x;token=REDACTED"},
+		{"/a#token=abc", "/a#token=REDACTED"}, // a fragment's parameters too
+		{"/a?x=1#frag&token=abc", "/a?x=1#frag&token=REDACTED"},
 		{"no query at all", "no query at all"},
 		{"token", "token"},
 	} {

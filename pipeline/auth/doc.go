@@ -25,7 +25,8 @@
 //     given a URL. Its [Verifier] is a [URLVerifier]: the caller passes the
 //     raw query string. The token shows wherever the URL does, so callers
 //     pass whatever they log or keep of a URL or of a header that may hold
-//     one through [RedactQuery] with [SecretParam].
+//     one through the source's [Redactor] ([NewRedactor]), which redacts
+//     the parameter and every configured token, however it is encoded.
 //
 // # Rotation
 //

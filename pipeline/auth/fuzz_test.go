@@ -3,7 +3,9 @@ package auth
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -203,8 +205,12 @@ func FuzzSvixSpelling(f *testing.F) {
 
 // FuzzURLToken: an arbitrary query string is accepted only when it holds
 // the token parameter exactly once, unescaping to a configured token; the
-// reason never holds a token; and RedactQuery leaves no configured token
-// after "token=" in a query, whatever else it holds.
+// reason never holds a token; RedactQuery leaves no configured token
+// after "token=" in a query, whatever else it holds; and a Redactor
+// leaves no configured token anywhere in a value, nor in what the value
+// percent-decodes to up to RedactDecodes times over, whatever the value
+// holds and however the token was put in it (raw, under another name,
+// escaped in part or whole, in either case, once or twice over).
 func FuzzURLToken(f *testing.F) {
 	f.Add("token=" + urlTok1)
 	f.Add("a=1&token=" + urlTok2 + "&b=2")
@@ -214,8 +220,27 @@ func FuzzURLToken(f *testing.F) {
 	f.Add("")
 	f.Add("token")
 	f.Add("&&=&token=;?#")
+	f.Add("next=%2Fhooks%3Ftoken%3D")
+	f.Add("%25%")
+	f.Add("%4")
 	v := mustNew(f, urlSpec(urlTok1, urlTok2)).(URLVerifier)
+	rd := NewRedactor(urlSpec(urlTok1, urlTok2))
 	f.Fuzz(func(t *testing.T, q string) {
+		for _, tok := range []string{urlTok1, urlTok2} {
+			for _, in := range []string{q, q + tok, tok + q, q + "&key=" + tok, q + "#" + tok + q,
+				q + escapeSome(tok, len(q), false) + q, q + escapeSome(tok, len(q)+1, true),
+				q + strings.ReplaceAll(escapeSome(tok, len(q), false), "%", "%25") + q,
+				q + strings.ReplaceAll(escapeSome(escapeSome(tok, len(q), true), len(q)+1, false), "%", "%25")} {
+				r := rd.Redact(in)
+				for i, l := range decodings(r, RedactDecodes) {
+					for _, tok := range []string{urlTok1, urlTok2} {
+						if strings.Contains(l, tok) {
+							t.Fatalf("Redact(%q) = %q, which decoded %d times holds a token: %q", in, r, i, l)
+						}
+					}
+				}
+			}
+		}
 		err := v.VerifyURL(q, http.Header{}, nil, now)
 		checkFuzzResult(t, err, urlTok1, urlTok2)
 		if err == nil {
@@ -249,4 +274,38 @@ func FuzzURLToken(f *testing.F) {
 			}
 		}
 	})
+}
+
+// escapeSome returns s with some of its bytes percent-encoded, which ones
+// chosen by seed, in upper- or lower-case hex.
+func escapeSome(s string, seed int, upper bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if (seed>>(i%8))&1 == 1 || seed%len(s) == i {
+			if upper {
+				fmt.Fprintf(&b, "%%%02X", s[i])
+			} else {
+				fmt.Fprintf(&b, "%%%02x", s[i])
+			}
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+var escapeRE = regexp.MustCompile(`%[0-9a-fA-F]{2}`)
+
+// decodings returns s and what it percent-decodes to, n times over, what is
+// not an escape left as it is: independent of the Redactor's own decoder.
+func decodings(s string, n int) []string {
+	out := []string{s}
+	for range n {
+		s = escapeRE.ReplaceAllStringFunc(s, func(e string) string {
+			b, _ := hex.DecodeString(e[1:])
+			return string(b)
+		})
+		out = append(out, s)
+	}
+	return out
 }

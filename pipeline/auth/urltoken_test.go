@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -153,5 +154,94 @@ func TestRedactQuery(t *testing.T) {
 	}
 	if got := RedactQuery("token=abc", ""); got != "token=abc" {
 		t.Errorf("RedactQuery with no param = %q, want it unchanged", got)
+	}
+}
+
+func TestRedactor(t *testing.T) {
+	r := NewRedactor(urlSpec(urlTok1, urlTok2, "tok-short"))
+	// enc percent-encodes every byte of s, with hex digits in the case given.
+	enc := func(s string, upper bool) string {
+		var b strings.Builder
+		for i := 0; i < len(s); i++ {
+			f := "%%%02x"
+			if upper {
+				f = "%%%02X"
+			}
+			fmt.Fprintf(&b, f, s[i])
+		}
+		return b.String()
+	}
+	t1 := urlTok1 // tok-2f9a8c1d-new
+	for _, c := range []struct{ name, in, want string }{
+		{"no token", "/hooks/callkaro?agent=7&a=b", "/hooks/callkaro?agent=7&a=b"},
+		{"the parameter, as RedactQuery", "/hooks/callkaro?agent=7&token=" + t1, "/hooks/callkaro?agent=7&token=REDACTED"},
+		{"a wrong token in the parameter", "/hooks/callkaro?token=guess", "/hooks/callkaro?token=REDACTED"},
+		{"another parameter", "/hooks/callkaro?key=" + t1 + "&agent=7", "/hooks/callkaro?key=REDACTED&agent=7"},
+		{"the rotated-out token", "/x?apikey=" + urlTok2, "/x?apikey=REDACTED"},
+		{"a token of another length", "/x?k=tok-short&y=1", "/x?k=REDACTED&y=1"},
+		{"in the path", "/hooks/" + t1 + "/x", "/hooks/REDACTED/x"},
+		{"in a fragment", "/x#" + t1, "/x#REDACTED"},
+		{"after a semicolon", "/x;k=" + t1, "/x;k=REDACTED"},
+		{"twice, and next to each other", "a=" + t1 + "&b=" + t1 + urlTok2, "a=REDACTED&b=REDACTED"},
+		{"one byte escaped", "/x?key=tok-2f9a8c1d-n%65w", "/x?key=REDACTED"},
+		{"the token's own case counts", "/x?key=%74OK-2f9a8c1d-new", "/x?key=%74OK-2f9a8c1d-new"}, // OK is not ok
+		{"every byte escaped, lower-case hex", "/x?key=" + enc(t1, false) + "&y=1", "/x?key=REDACTED&y=1"},
+		{"every byte escaped, upper-case hex", "/x?key=" + enc(t1, true), "/x?key=REDACTED"},
+		{"the parameter's name escaped", "/x?%74oken=" + t1, "/x?%74oken=REDACTED"},
+		{"the parameter escaped in another URL's query", "/login?next=%2Fhooks%3Ftoken%3D" + t1 + "%26agent%3D7",
+			"/login?next=%2Fhooks%3Ftoken%3DREDACTED%26agent%3D7"},
+		{"a wrong token escaped in another URL's query", "/login?next=%2Fhooks%3Ftoken%3Dguess%26agent%3D7",
+			"/login?next=%2Fhooks%3Ftoken%3DREDACTED%26agent%3D7"},
+		{"twice escaped", "/x?key=tok-2f9a8c1d-n%2565w", "/x?key=REDACTED"},
+		{"twice escaped, every byte", "/x?next=" + strings.ReplaceAll(enc(t1, false), "%", "%25"), "/x?next=REDACTED"},
+		{"escaped four times", "/x?k=tok-2f9a8c1d-n%25252565w", "/x?k=REDACTED"},
+		{"escaped five times: past the bound", "/x?k=tok-2f9a8c1d-n%2525252565w", "/x?k=tok-2f9a8c1d-n%2525252565w"},
+		{"the escaped token and an escape of its own before it", "%41%2574ok-2f9a8c1d-new", "%41REDACTED"},
+		{"a bad escape next to it", "%zz" + t1 + "%", "%zzREDACTED%"},
+		{"two header lines", "/a?token=x, /b?k=" + t1, "/a?token=REDACTED"},
+		{"a prefix is not the token", "/x?k=tok-2f9a8c1d-ne", "/x?k=tok-2f9a8c1d-ne"},
+	} {
+		if got := r.Redact(c.in); got != c.want {
+			t.Errorf("%s: Redact(%q) = %q, want %q", c.name, c.in, got, c.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { r.Redact("/hooks/callkaro?agent=7&tokens=x&a=b") }); n != 0 {
+		t.Errorf("Redact of a value without the token or an escape allocates %v times, want 0", n)
+	}
+	var nilR *Redactor
+	if got := nilR.Redact("token=" + t1); got != "token="+t1 {
+		t.Errorf("nil Redact(token=...) = %q, want it unchanged", got)
+	}
+	if NewRedactor(Spec{Type: TypeBearer, Secrets: [][]byte{[]byte(t1)}}) != nil {
+		t.Errorf("NewRedactor(bearer) is not nil")
+	}
+	// Without the secrets (pipelined test): by parameter only.
+	if got := NewRedactor(urlSpec()).Redact("/x?token=a&key=" + t1); got != "/x?token=REDACTED&key="+t1 {
+		t.Errorf("NewRedactor(no secrets).Redact = %q, want the parameter redacted", got)
+	}
+}
+
+// TestRedactorCostIsLinear: a header as large as max_header_bytes allows
+// by default, escapes nested as deep as they go, costs a bounded number of
+// passes over it (P9), not one per level.
+func TestRedactorCostIsLinear(t *testing.T) {
+	r := NewRedactor(urlSpec(urlTok1, urlTok2, "tok-short"))
+	perByte := func(s string, n int) float64 { // ns
+		best := time.Duration(1 << 62)
+		for range 5 {
+			start := time.Now()
+			for range n {
+				r.Redact(s)
+			}
+			best = min(best, time.Since(start))
+		}
+		return float64(best) / float64(n*len(s))
+	}
+	// Each decoding peels one level off: %2525...2541 is %25...2541.
+	small := "%" + strings.Repeat("25", 1<<10) + "41"
+	large := "%" + strings.Repeat("25", 30<<10) + "41" // 60 KiB
+	ps, pl := perByte(small, 20), perByte(large, 1)
+	if pl > 8*ps {
+		t.Errorf("Redact costs %.1f ns a byte on %d bytes, %.1f on %d: want it linear", pl, len(large), ps, len(small))
 	}
 }

@@ -51,9 +51,9 @@ type SourcePlan struct {
 	// DropHeaders are the lower-case names of the headers the source's
 	// auth reads and of drop_headers: never stored nor shown to rules.
 	DropHeaders []string
-	// SecretParam is the query parameter of a url-token source's token
-	// (auth.SecretParam): redacted wherever a header value holds it.
-	SecretParam string
+	// Redactor removes a url-token source's token from every header value
+	// that holds it (auth.NewRedactor); nil for every other auth type.
+	Redactor *auth.Redactor
 }
 
 // Plan returns the plan [Parse] compiled c into; nil for a Config that

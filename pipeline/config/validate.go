@@ -252,7 +252,7 @@ func (c *Config) checkSources(p *problems, plan *Plan) {
 			sp.DedupHeader = auth.DedupHeader(spec)
 		}
 		sp.DeliveryHeader = auth.DeliveryHeader(spec)
-		sp.SecretParam = auth.SecretParam(spec)
+		sp.Redactor = auth.NewRedactor(spec)
 		if h := auth.SecretHeader(spec); h != "" {
 			sp.DropHeaders = append(sp.DropHeaders, strings.ToLower(h))
 		}

@@ -58,7 +58,7 @@ func TestLowerHeaders(t *testing.T) {
 		}
 	}
 	hs := http.Header{"Content-Type": {"application/json"}, "X-Custom": {"1"}, "Authorization": {"secret"}}
-	got, _ := headers(hs, nil, "")
+	got, _ := headers(hs, nil, nil)
 	if len(got) != 2 || got["content-type"] != "application/json" || got["x-custom"] != "1" {
 		t.Errorf("headers() = %v, want content-type and x-custom, lower-cased, without authorization", got)
 	}

@@ -223,7 +223,7 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 		}
 	}
 
-	hdrs, hdrsText := headers(req.Header, src.DropHeaders, src.SecretParam)
+	hdrs, hdrsText := headers(req.Header, src.DropHeaders, src.Redactor)
 	ev := pipeline.Event{
 		ID:         req.ID,
 		Source:     src.Name,
@@ -278,7 +278,7 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 			// the key is made from its bytes, so that two that differ
 			// there are two keys.
 			e := *env
-			e.Headers = rawHeaders(req.Header, src.DropHeaders, src.SecretParam)
+			e.Headers = rawHeaders(req.Header, src.DropHeaders, src.Redactor)
 			denv = &e
 		}
 		d.Entry.DedupKey, d.DedupKeyErr = src.DedupKey.StringContext(ctx, denv)
@@ -312,11 +312,11 @@ func textKey(k string) string {
 
 // rawHeaders returns the headers as [headers] does but with their bytes as
 // sent: for a request whose headers were not all UTF-8.
-func rawHeaders(hs http.Header, drop []string, param string) map[string]string {
-	out, _ := headers(hs, drop, param)
+func rawHeaders(hs http.Header, drop []string, r *auth.Redactor) map[string]string {
+	out, _ := headers(hs, drop, r)
 	for k, v := range hs {
 		if lk := strings.ToLower(k); out[lk] != "" {
-			out[lk] = redactParam(strings.Join(v, ", "), param)
+			out[lk] = r.Redact(strings.Join(v, ", "))
 		}
 	}
 	return out
@@ -435,7 +435,7 @@ func rejection(src *Source, req *Request, status int, reason string, violations 
 	if body == nil {
 		size = req.ContentLength // -1 when unknown
 	}
-	hdrs, _ := headers(req.Header, src.DropHeaders, src.SecretParam)
+	hdrs, _ := headers(req.Header, src.DropHeaders, src.Redactor)
 	rj := &pipeline.Rejection{
 		Source:     src.Name,
 		ReceivedAt: req.ReceivedAt.UTC(),
@@ -498,9 +498,11 @@ var secretHeaders = map[string]bool{
 // (webhook-id, say) never holds two: auth refuses a request that repeats
 // one, so a dedup_key over it is the value that was verified. text is
 // false when a value kept was not UTF-8 (its bytes are then replaced by
-// U+FFFD: see rawHeaders). param, when not "", is the source's url-token
-// parameter, whose value is redacted wherever a header holds it.
-func headers(hs http.Header, drop []string, param string) (out map[string]string, text bool) {
+// U+FFFD: see rawHeaders). r, when not nil, is the source's url-token
+// [auth.Redactor]: a proxy may pass the URL on in a header
+// (X-Forwarded-Uri, X-Original-URL, Referer), and the token must not be
+// stored, shown to rules or kept with a rejection.
+func headers(hs http.Header, drop []string, r *auth.Redactor) (out map[string]string, text bool) {
 	out, text = make(map[string]string, len(hs)), true
 	for k, v := range hs {
 		lk, ok := lowerHeaders[k]
@@ -517,21 +519,9 @@ func headers(hs http.Header, drop []string, param string) (out map[string]string
 		if !utf8.ValidString(s) { // HTTP lets a value carry bytes over 0x7f (Latin-1, say)
 			s, text = validUTF8(s), false
 		}
-		out[lk] = redactParam(s, param)
+		out[lk] = r.Redact(s)
 	}
 	return out, text
-}
-
-// redactParam returns a header value with the value of the source's
-// url-token query parameter replaced by auth.Redacted: a proxy may pass
-// the URL on in a header (X-Forwarded-Uri, X-Original-URL, Referer), and
-// the token must not be stored, shown to rules or kept with a rejection.
-// param is "" for every other auth type.
-func redactParam(v, param string) string {
-	if param == "" {
-		return v
-	}
-	return auth.RedactQuery(v, param)
 }
 
 // lowerHeaders holds the lower-case names of the headers most requests

@@ -28,10 +28,10 @@ func FuzzDedupKeyOfHeaders(f *testing.F) {
 		for _, v := range []string{a, b} {
 			h := http.Header{"X-Id": {v}, "Webhook-Id": {v}}
 			byHeader := textKey(rules.StringKey(h.Get("Webhook-Id")))
-			hs, text := headers(h, nil, "")
+			hs, text := headers(h, nil, nil)
 			env := &rules.Env{Headers: hs}
 			if !text {
-				env.Headers = rawHeaders(h, nil, "")
+				env.Headers = rawHeaders(h, nil, nil)
 			}
 			k, err := expr.String(env)
 			if err != nil {

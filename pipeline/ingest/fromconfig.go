@@ -45,7 +45,7 @@ func FromConfig(cfg *config.Config) (Config, error) {
 			KeepRejected:   s.KeepRejected.Duration,
 			DropHeaders:    sp.DropHeaders,
 		}
-		src.SecretParam = sp.SecretParam
+		src.Redactor = sp.Redactor
 		src.KeepRejectedMax = int64(s.KeepRejectedMax)
 		src.AllowDuplicateKeys = s.AllowDuplicateKeys
 		src.AllowInvalidUTF8 = s.AllowInvalidUTF8

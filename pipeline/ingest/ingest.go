@@ -77,11 +77,11 @@ type Source struct {
 	// dropped (credentials and signatures): the header the source's auth
 	// reads and its drop_headers.
 	DropHeaders []string
-	// SecretParam, when not "", is the query parameter that carries the
-	// source's url-token: its value is replaced by auth.Redacted in every
-	// header value stored with an event or a rejected request or shown to
-	// rules (a proxy may pass the URL on in X-Forwarded-Uri, say).
-	SecretParam string
+	// Redactor, when not nil, removes the source's url-token (its query
+	// parameter's value and each configured token, however encoded) from
+	// every header value stored with an event or a rejected request or
+	// shown to rules (a proxy may pass the URL on in X-Forwarded-Uri, say).
+	Redactor *auth.Redactor
 	// AllowDuplicateKeys accepts a body with a key twice in one object
 	// (rules, the schema and the dedup key then see the last value). By
 	// default such a body is refused with 400: JSON readers disagree on

@@ -3,12 +3,14 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +40,8 @@ func TestURLTokenNeverWritten(t *testing.T) {
 		old   = "u7-older-token-88d0f2"
 		wrong = "u7-guessed-token-0b3f"
 	)
-	v, err := auth.New(auth.Spec{Type: auth.TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(token), []byte(old)}})
+	spec := auth.Spec{Type: auth.TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(token), []byte(old)}}
+	v, err := auth.New(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +52,7 @@ func TestURLTokenNeverWritten(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer tp.Shutdown(context.Background())
-	src := ingest.Source{Name: "callkaro", Path: hookPath, Verifier: v, KeepRejected: time.Hour, SecretParam: "token"}
+	src := ingest.Source{Name: "callkaro", Path: hookPath, Verifier: v, KeepRejected: time.Hour, Redactor: auth.NewRedactor(spec)}
 	logs := &testlog.Buffer{}
 	app := &recordingAppender{}
 	h := ingest.New(ingest.Config{Sources: []ingest.Source{src}, MaxBody: 1 << 20, Audit: audit, Metrics: m,
@@ -60,16 +63,21 @@ func TestURLTokenNeverWritten(t *testing.T) {
 		query      string
 		want       int
 		wantReason string
+		original   string // X-Original-URL, when not ""
 	}{
-		{"agent=7&token=" + token, http.StatusOK, ""},
-		{"token=" + old + "&agent=8", http.StatusOK, ""},
-		{"", http.StatusUnauthorized, "missing token: the URL has no token query parameter"},
-		{"agent=7", http.StatusUnauthorized, "missing token: the URL has no token query parameter"},
-		{"token=" + wrong, http.StatusUnauthorized, "invalid token in the token query parameter"},
-		{"token=" + wrong + "&token=" + token, http.StatusUnauthorized, "multiple token query parameters in the URL"},
-		// Only the configured parameter is redacted: a token under another
-		// name is the sender's mistake, and stays in the proxy's header.
-		{"key=u7-misplaced", http.StatusUnauthorized, "missing token: the URL has no token query parameter"},
+		{"agent=7&token=" + token, http.StatusOK, "", ""},
+		{"token=" + old + "&agent=8", http.StatusOK, "", ""},
+		{"", http.StatusUnauthorized, "missing token: the URL has no token query parameter", ""},
+		{"agent=7", http.StatusUnauthorized, "missing token: the URL has no token query parameter", ""},
+		{"token=" + wrong, http.StatusUnauthorized, "invalid token in the token query parameter", ""},
+		{"token=" + wrong + "&token=" + token, http.StatusUnauthorized, "multiple token query parameters in the URL", ""},
+		// A value that is no token under another name is not redacted
+		// (below); a configured token is, under any name and however
+		// encoded.
+		{"key=u7-misplaced", http.StatusUnauthorized, "missing token: the URL has no token query parameter", ""},
+		{"key=" + token, http.StatusUnauthorized, "missing token: the URL has no token query parameter", ""},
+		{"agent=9&token=" + old, http.StatusOK, "", "/login?next=%2Fhooks%2Fcallkaro%3Fkey%3D" + strings.Replace(token, "live", "%256cive", 1)},
+		{"%74oken=" + strings.Replace(old, "older", "%6f%6C%64er", 1), http.StatusOK, "", ""},
 	} {
 		target := hookPath
 		if c.query != "" {
@@ -80,6 +88,9 @@ func TestURLTokenNeverWritten(t *testing.T) {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Forwarded-Uri", target)
 		req.Header.Set("Referer", "https://callkaro.example"+target)
+		if c.original != "" {
+			req.Header.Set("X-Original-URL", c.original)
+		}
 		rr := httptest.NewRecorder()
 		h.ServeHTTP(rr, req)
 		answers.WriteString(rr.Body.String())
@@ -101,10 +112,11 @@ func TestURLTokenNeverWritten(t *testing.T) {
 
 	// The accepted events keep the forwarded URL with the token redacted
 	// and the other parameters as they were.
-	if len(app.entries) != 2 {
-		t.Fatalf("%d events appended, want 2", len(app.entries))
+	if len(app.entries) != 4 {
+		t.Fatalf("%d events appended, want 4", len(app.entries))
 	}
-	for i, want := range []string{"/hooks/callkaro?agent=7&token=REDACTED", "/hooks/callkaro?token=REDACTED&agent=8"} {
+	for i, want := range []string{"/hooks/callkaro?agent=7&token=REDACTED", "/hooks/callkaro?token=REDACTED&agent=8",
+		"/hooks/callkaro?agent=9&token=REDACTED", "/hooks/callkaro?%74oken=REDACTED"} {
 		e := app.entries[i].Event
 		if got := e.Headers["x-forwarded-uri"]; got != want {
 			t.Errorf("event %d x-forwarded-uri = %q, want %q", i, got, want)
@@ -113,14 +125,17 @@ func TestURLTokenNeverWritten(t *testing.T) {
 			t.Errorf("event %d auth = %q, want url-token", i, e.Auth)
 		}
 	}
+	if got, want := app.entries[2].Event.Headers["x-original-url"], "/login?next=%2Fhooks%2Fcallkaro%3Fkey%3DREDACTED"; got != want {
+		t.Errorf("event 2 x-original-url = %q, want %q", got, want)
+	}
 	events, _ := json.Marshal(app.entries)
 
 	kept, _, err := rlog.Rejections(context.Background(), pipeline.RejectionFilter{Source: "callkaro"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(kept) != 5 {
-		t.Fatalf("%d rejections kept, want 5", len(kept))
+	if len(kept) != 6 {
+		t.Fatalf("%d rejections kept, want 6", len(kept))
 	}
 	rejections, _ := json.Marshal(kept)
 	if !strings.Contains(string(rejections), "token=REDACTED") {
@@ -145,7 +160,7 @@ func TestURLTokenNeverWritten(t *testing.T) {
 		"kept rejections": string(rejections), "spans": spans.String(), "metrics": exposition,
 	} {
 		for _, tok := range []string{token, old, wrong} {
-			if strings.Contains(out, tok) {
+			if holdsToken(out, tok) {
 				t.Errorf("the %s hold a token sent in the URL (%s):\n%s", what, tok, out)
 			}
 		}
@@ -159,7 +174,8 @@ func TestURLTokenNeverWritten(t *testing.T) {
 // source and a header that a proxy copies the URL into: a request is
 // accepted exactly when the token parameter appears once and unescapes to
 // the token, and neither the stored event's headers nor the kept
-// rejection's hold a token parameter with the token in it.
+// rejection's hold the token, under any name, as it is or percent-encoded
+// (up to auth.RedactDecodes times over), nor a token parameter with it.
 func FuzzURLTokenSource(f *testing.F) {
 	const token = "fz-url-token-31c7"
 	f.Add("token="+token, "/hooks/callkaro?token="+token)
@@ -168,12 +184,15 @@ func FuzzURLTokenSource(f *testing.F) {
 	f.Add("%74oken="+token, "?%74oken="+token)
 	f.Add("", "")
 	f.Add("token=%zz", "token")
-	v, err := auth.New(auth.Spec{Type: auth.TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(token)}})
+	f.Add("key="+token, "/hooks/callkaro?key="+token)
+	f.Add("token="+token, "/login?next=%2Fhooks%3Fk%3D"+strings.ReplaceAll(token, "-", "%252d"))
+	spec := auth.Spec{Type: auth.TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(token)}}
+	v, err := auth.New(spec)
 	if err != nil {
 		f.Fatal(err)
 	}
 	cfg := ingest.Config{MaxBody: 1 << 20}
-	src := &ingest.Source{Name: "callkaro", Path: hookPath, Verifier: v, KeepRejected: time.Hour, SecretParam: "token"}
+	src := &ingest.Source{Name: "callkaro", Path: hookPath, Verifier: v, KeepRejected: time.Hour, Redactor: auth.NewRedactor(spec)}
 	body := []byte(`{"event":"call_ended"}`)
 	f.Fuzz(func(t *testing.T, query, fwd string) {
 		h := http.Header{"Content-Type": {"application/json"}, "X-Forwarded-Uri": {fwd}}
@@ -203,6 +222,9 @@ func FuzzURLTokenSource(f *testing.F) {
 			t.Fatalf("reason %q holds the token", d.Error)
 		}
 		for k, val := range stored {
+			if holdsToken(val, token) {
+				t.Fatalf("stored header %s = %q holds the token (sent %q)", k, val, fwd)
+			}
 			for part := range strings.FieldsFuncSeq(val, func(c rune) bool { return c == '&' || c == '?' || c == ';' }) {
 				name, pv, _ := strings.Cut(part, "=")
 				if un, err := url.QueryUnescape(name); (name == "token" || err == nil && un == "token") && strings.Contains(pv, token) {
@@ -211,4 +233,21 @@ func FuzzURLTokenSource(f *testing.F) {
 			}
 		}
 	})
+}
+
+var escapeRE = regexp.MustCompile(`%[0-9a-fA-F]{2}`)
+
+// holdsToken reports whether s holds tok, as it is or percent-encoded, in
+// part or whole, up to auth.RedactDecodes times over.
+func holdsToken(s, tok string) bool {
+	for range auth.RedactDecodes + 1 {
+		if strings.Contains(s, tok) {
+			return true
+		}
+		s = escapeRE.ReplaceAllStringFunc(s, func(e string) string {
+			b, _ := hex.DecodeString(e[1:])
+			return string(b)
+		})
+	}
+	return false
 }

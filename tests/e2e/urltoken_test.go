@@ -17,7 +17,8 @@ import (
 // TestURLTokenThroughTheDaemon: a source with auth type url-token, whose
 // sender (CallKaro) can only be given a URL, accepts a POST whose URL holds
 // the token (the new one or the one being rotated out) and refuses one
-// without it or with a wrong one with 401 naming which. Then no token sent
+// without it, with a wrong one or with the token under another name with
+// 401 naming which. Then no token sent
 // is anywhere: the daemon's log, `events list --rejected --json`, `events
 // show` of the accepted event (a proxy's X-Forwarded-Uri is stored
 // redacted), the metrics, nor the bytes of the log and archive directories.
@@ -76,6 +77,8 @@ config = { dir = "archive" }
 		{"", "missing token: the URL has no token query parameter"},
 		{"token=" + wrong, "invalid token in the token query parameter"},
 		{"token=" + wrong + "&token=" + token, "multiple token query parameters in the URL"},
+		// The token under another name: refused, and redacted by its value.
+		{"key=" + token, "missing token: the URL has no token query parameter"},
 	} {
 		if code, ans := post(c.query, "url-refused"); code != 401 || ans != c.want {
 			t.Errorf("POST ?%s = %d %q, want 401 %q", c.query, code, ans, c.want)
@@ -86,7 +89,7 @@ config = { dir = "archive" }
 
 	rejected := d.CLI(t, "events", "list", "--rejected", "--json")
 	if !strings.Contains(rejected, "missing token") || !strings.Contains(rejected, "token=REDACTED") {
-		t.Errorf("events list --rejected --json = %s\nwant the three refusals, their forwarded URL redacted", rejected)
+		t.Errorf("events list --rejected --json = %s\nwant the four refusals, their forwarded URL redacted", rejected)
 	}
 	shown := d.CLI(t, "events", "show", id)
 	if !strings.Contains(shown, "/hooks/callkaro?agent=7&token=REDACTED") {
@@ -99,8 +102,8 @@ config = { dir = "archive" }
 	mb, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	metrics := string(mb)
-	if !strings.Contains(metrics, `outcome="unauthorized",source="callkaro"} 3`) {
-		t.Errorf("metrics: want 3 unauthorized requests of callkaro counted")
+	if !strings.Contains(metrics, `outcome="unauthorized",source="callkaro"} 4`) {
+		t.Errorf("metrics: want 4 unauthorized requests of callkaro counted")
 	}
 	d.Kill(syscall.SIGTERM)
 	<-d.Exited()

@@ -16,38 +16,61 @@ import (
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 )
 
-// pagedLog is a log whose queues take pageTime over each page of a long
-// admin operation (HastenRetries, Abandon, RetryDead, DropDeadSeqs), count
-// them, and close started once the second begins. A page does not look at
-// ctx (as a page of the log that is one transaction finishes what it
-// began): the caller must stop between pages.
+// pagedLog is a log whose queues count each page of a long admin
+// operation (HastenRetries, Abandon, RetryDead, DropDeadSeqs) and close
+// started once the second begins. From the second on, a page lasts until
+// the server has seen the client hang up (the page's ctx is done), or
+// until the test lets it go (release): the hang-up always comes in the
+// middle of a page, and without a clock. A page does not stop then (as a
+// page of the log that is one transaction finishes what it began): the
+// caller must stop between pages.
 type pagedLog struct {
 	*memlog.Log
-	pageTime time.Duration
-	mu       sync.Mutex
-	pages    int
-	started  chan struct{}
+	started chan struct{}
+	let     chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	pages   int
+	unheard int // pages let go by the test, not ended by the hang-up
+}
+
+func newPagedLog(t *testing.T) *pagedLog {
+	return &pagedLog{Log: fixture(t), started: make(chan struct{}), let: make(chan struct{})}
 }
 
 func (l *pagedLog) Queue(sink string) pipeline.Queue {
 	return &pagedQueue{l.Log.Queue(sink).(*memlog.Queue), l}
 }
 
-// page is the start of a page: it counts it and takes pageTime.
-func (l *pagedLog) page() {
+// page is the start of a page: it counts it and, from the second on,
+// waits for ctx, the call's, to be done.
+func (l *pagedLog) page(ctx context.Context) {
 	l.mu.Lock()
 	l.pages++
-	if l.pages == 2 {
+	n := l.pages
+	if n == 2 {
 		close(l.started)
 	}
 	l.mu.Unlock()
-	time.Sleep(l.pageTime) // the work of a page on a slow disk
+	if n < 2 {
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-l.let:
+		l.mu.Lock()
+		l.unheard++
+		l.mu.Unlock()
+	}
 }
 
-func (l *pagedLog) count() int {
+// release lets every page go, waiting or to come, without the hang-up.
+func (l *pagedLog) release() { l.once.Do(func() { close(l.let) }) }
+
+func (l *pagedLog) count() (pages, unheard int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.pages
+	return l.pages, l.unheard
 }
 
 type pagedQueue struct {
@@ -56,22 +79,22 @@ type pagedQueue struct {
 }
 
 func (q *pagedQueue) HastenRetries(ctx context.Context, w *pipeline.RetryWalk, max int) (int, error) {
-	q.l.page()
+	q.l.page(ctx)
 	return q.Queue.HastenRetries(context.WithoutCancel(ctx), w, min(max, 10))
 }
 
 func (q *pagedQueue) Abandon(ctx context.Context, max int, errFor func(string) string) (int, error) {
-	q.l.page()
+	q.l.page(ctx)
 	return q.Queue.Abandon(context.WithoutCancel(ctx), min(max, 10), errFor)
 }
 
 func (q *pagedQueue) RetryDead(ctx context.Context, seqs []uint64) (int, error) {
-	q.l.page()
+	q.l.page(ctx)
 	return q.Queue.RetryDead(context.WithoutCancel(ctx), seqs)
 }
 
 func (q *pagedQueue) DropDeadSeqs(ctx context.Context, seqs []uint64) ([]uint64, error) {
-	q.l.page()
+	q.l.page(ctx)
 	return q.Queue.DropDeadSeqs(context.WithoutCancel(ctx), seqs)
 }
 
@@ -81,7 +104,6 @@ func (q *pagedQueue) DropDeadSeqs(ctx context.Context, seqs []uint64) ([]uint64,
 // at the next page: what the pages before did stays done, and the log
 // says how much that was.
 func TestHangUpStopsLongCalls(t *testing.T) {
-	const pageTime = 50 * time.Millisecond
 	for _, tc := range []struct {
 		name, path, body string
 		setup            func(t *testing.T, l pipeline.Log)
@@ -114,7 +136,7 @@ func TestHangUpStopsLongCalls(t *testing.T) {
 		}, "giving up on a removed sink's queue stopped"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := &pagedLog{Log: fixture(t), pageTime: pageTime, started: make(chan struct{})}
+			l := newPagedLog(t)
 			tc.setup(t, l.Log)
 			o := v1Options(l)
 			if tc.name == "give up all" {
@@ -124,6 +146,7 @@ func TestHangUpStopsLongCalls(t *testing.T) {
 			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			srv := httptest.NewServer(admin.Handler(o))
 			defer srv.Close()
+			defer l.release() // before Close, which waits for the call
 			ctx, hangUp := context.WithCancel(context.Background())
 			req, err := http.NewRequestWithContext(ctx, "POST", srv.URL+tc.path, strings.NewReader(tc.body))
 			if err != nil {
@@ -143,24 +166,37 @@ func TestHangUpStopsLongCalls(t *testing.T) {
 			case <-l.started:
 			case err := <-done:
 				t.Fatalf("the call ended before its second page: %v (premise: it takes pages)", err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("no second page in 10s")
+			case <-time.After(time.Minute): // 20,000 dead letters under -race on a loaded machine
+				t.Fatal("no second page in a minute")
 			}
 			hangUp()
 			<-done
-			// The page in progress ends, and then the call: wait for it to
-			// say so, then see that no page began since.
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(logs.String(), tc.logged) {
-				if time.Now().After(deadline) {
-					t.Fatalf("after the hang-up, %d pages in all and no %q in the log:\n%s", l.count(), tc.logged, logs.String())
+			// The page in progress ends once the server has seen the
+			// hang-up, and then the call: Close returns when its handler
+			// has. A call that does not stop gets its pages let go after
+			// 30s, to be counted.
+			closed := make(chan struct{})
+			go func() { srv.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(30 * time.Second):
+				l.release()
+				select {
+				case <-closed:
+				case <-time.After(30 * time.Second):
+					n, _ := l.count()
+					t.Fatalf("the call still runs a minute after the hang-up, %d pages in", n)
 				}
-				time.Sleep(pageTime)
 			}
-			n := l.count()
-			time.Sleep(4 * pageTime)
-			if got := l.count(); got != n || got > 4 {
-				t.Errorf("pages after the hang-up: %d, then %d; want the call to stop at the page after it (at most 4 in all)", n, got)
+			n, unheard := l.count()
+			if unheard > 0 {
+				t.Errorf("%d pages waited 30s for the hang-up and were let go: the call did not see it", unheard)
+			}
+			if n != 2 {
+				t.Errorf("pages: %d, want 2: the call stops after the page in progress at the hang-up", n)
+			}
+			if !strings.Contains(logs.String(), tc.logged) {
+				t.Errorf("after the hang-up, no %q in the log:\n%s", tc.logged, logs.String())
 			}
 		})
 	}

@@ -245,3 +245,19 @@ func TestRedactorCostIsLinear(t *testing.T) {
 		t.Errorf("Redact costs %.1f ns a byte on %d bytes, %.1f on %d: want it linear", pl, len(large), ps, len(small))
 	}
 }
+
+func BenchmarkRedactor(b *testing.B) {
+	r := NewRedactor(urlSpec(urlTok1, urlTok2))
+	for _, c := range []struct{ name, v string }{
+		{"plain", "https://callkaro.example/hooks/callkaro?agent=7&token=" + urlTok1},
+		{"escaped", "/login?next=%2Fhooks%2Fcallkaro%3Fagent%3D7%26key%3D" + urlTok1},
+		{"4KiB", strings.Repeat("/a%2Fb?x=1&", 372)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.v)))
+			for b.Loop() {
+				r.Redact(c.v)
+			}
+		})
+	}
+}

@@ -204,6 +204,13 @@ type haltingQueue struct {
 	l *haltingLog
 }
 
+func (q haltingQueue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error) {
+	if err := q.l.HaltErr(); err != nil {
+		return nil, err
+	}
+	return q.Queue.Fetch(ctx, max)
+}
+
 func (q haltingQueue) Settle(ctx context.Context, ss []pipeline.Settlement) error {
 	if err := q.l.HaltErr(); err != nil {
 		return err
@@ -216,7 +223,9 @@ func (q haltingQueue) Settle(ctx context.Context, ss []pipeline.Settlement) erro
 // error that says so, where it stayed up answering 503 to every webhook:
 // its exit status is then 1, which systemd's Restart=on-failure restarts.
 // A batch in flight at the halt, whose outcome the log cannot record, does
-// not hold the stop for shutdown_timeout (25s) retrying the settlement.
+// not hold the stop for shutdown_timeout (25s) retrying the settlement;
+// and no batch starts after the halt (each would be delivered, and again
+// after the restart).
 func TestAHaltedLogStopsTheDaemon(t *testing.T) {
 	t.Setenv(pluginVar, "slow")
 	dir := t.TempDir()
@@ -234,16 +243,26 @@ to = ["crm"]
 	l := &haltingLog{Log: memlog.New(), halted: make(chan struct{})}
 	var logs testlog.Buffer
 	r := startOnLog(t, cfg, l, &Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if _, err := l.Append(context.Background(), []pipeline.Entry{{
-		Event:   pipeline.Event{ID: "ev-1", Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
-		Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
-	}}); err != nil {
-		t.Fatal(err)
+	appendOne := func(id string) {
+		t.Helper()
+		if _, err := l.Append(context.Background(), []pipeline.Entry{{
+			Event:   pipeline.Event{ID: id, Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "crm", Route: "all"}},
+		}}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	entered := filepath.Join(dir, "entered")
+	appendOne("ev-1")
 	waitUntil(t, "the batch in the plugin", func() bool {
-		_, err := os.Stat(filepath.Join(dir, "entered"))
+		_, err := os.Stat(entered)
 		return err == nil
 	})
+	// ev-2 waits behind the batch in flight: the next batch's, if any.
+	if err := os.Remove(entered); err != nil {
+		t.Fatal(err)
+	}
+	appendOne("ev-2")
 
 	l.halt()
 	halted := time.Now()
@@ -257,6 +276,9 @@ to = ["crm"]
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("the daemon did not stop within 60s of its log's halt:\n%s", logs.String())
+	}
+	if _, err := os.Stat(entered); err == nil {
+		t.Errorf("a batch (ev-2) went to the plugin after the log halted")
 	}
 	out := logs.String()
 	for _, want := range []string{"stopping: the event log stopped writing", "the event log stopped writing: these entries will be delivered after the restart"} {

@@ -303,7 +303,9 @@ func New(o Options) *Dispatcher {
 // (the call bounded by CallTimeout, the settling retried while the log
 // refuses it), so stopping never strands a delivery that succeeded; only
 // Stop's ctx bounds that wait. It returns nil after ctx ends or Stop, or
-// the error that made the queue unusable (the log was closed).
+// once the log halted ([pipeline.ErrHalted]: nothing it delivers could be
+// settled, and the daemon stops), or the error that made the queue
+// unusable (the log was closed).
 func (d *Dispatcher) Run(ctx context.Context) error {
 	defer close(d.done)
 	ctx, stopTaking := context.WithCancel(ctx)
@@ -395,6 +397,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			if errors.Is(err, pipeline.ErrClosed) {
 				return err
+			}
+			if errors.Is(err, pipeline.ErrHalted) {
+				// Nothing more can be settled: no more batches, and the
+				// daemon stops (see pipeline.Halter).
+				d.o.Logger.Warn("the event log stopped writing: no more deliveries until the restart", "sink", d.o.Sink)
+				return nil
 			}
 			if fctx.Err() != nil {
 				continue // paused while waiting

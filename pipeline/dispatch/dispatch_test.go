@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -806,6 +807,44 @@ func TestRunEnds(t *testing.T) {
 			t.Fatal("Run did not return within 5s of Close")
 		}
 	})
+	t.Run("log halted", func(t *testing.T) {
+		l := memlog.New()
+		q := &haltedQueue{Queue: l.Queue("s")}
+		var logs testlog.Buffer
+		o := options(q, &fakeSink{})
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		_, done := start(t, o)
+		q.halted.Store(true)
+		if _, err := l.Append(context.Background(), []pipeline.Entry{{Event: pipeline.Event{ID: "e1", Source: "src", ReceivedAt: time.Now(), Body: []byte(`{}`)},
+			Targets: []pipeline.Target{{Sink: "s", Route: "r"}}}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run() after the log halted = %v, want nil: the daemon stops, not this sink alone", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not return within 5s of its log's halt")
+		}
+		if !strings.Contains(logs.String(), "no more deliveries until the restart") {
+			t.Errorf("the dispatcher's log does not say it stopped:\n%s", logs.String())
+		}
+	})
+}
+
+// haltedQueue is a real queue whose Fetch, once halted is set, fails as a
+// Badger log's does after a halt (see pipeline.Halter).
+type haltedQueue struct {
+	pipeline.Queue
+	halted atomic.Bool
+}
+
+func (q *haltedQueue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error) {
+	if q.halted.Load() {
+		return nil, fmt.Errorf("%w after a failed write: input/output error", pipeline.ErrHalted)
+	}
+	return q.Queue.Fetch(ctx, max)
 }
 
 // TestFailingSinkDoesNotBlockOthers runs two dispatchers on one log: one

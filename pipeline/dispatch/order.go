@@ -139,7 +139,7 @@ func (d *Dispatcher) loadOrder(ctx context.Context) (bool, error) {
 		if ctx.Err() != nil {
 			return false, nil
 		}
-		if errors.Is(err, pipeline.ErrClosed) {
+		if errors.Is(err, pipeline.ErrClosed) || errors.Is(err, pipeline.ErrHalted) {
 			return false, err
 		}
 		d.o.Logger.Error("read sink queue for per-key order failed, trying again", "sink", d.o.Sink, "err", err)

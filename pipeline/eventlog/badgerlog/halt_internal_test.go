@@ -83,6 +83,9 @@ func TestAFailedApplyHaltsTheLog(t *testing.T) {
 				t.Fatalf("Settle(Retry) whose apply failed = %v, want ErrHalted", err)
 			}
 			haltedState(t, l)
+			if _, err := q.Fetch(ctx, 10); !errors.Is(err, pipeline.ErrHalted) {
+				t.Errorf("Fetch after the halt = %v, want ErrHalted: what it hands out could not be settled", err)
+			}
 			if err := q.Settle(ctx, []pipeline.Settlement{{Seq: seq, Outcome: pipeline.Ack}}); !errors.Is(err, pipeline.ErrHalted) {
 				t.Fatalf("Settle(Ack) after the halt = %v, want ErrHalted", err)
 			}

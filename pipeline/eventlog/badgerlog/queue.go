@@ -82,6 +82,9 @@ func (q *queue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error)
 		if err := q.l.checkOpen(); err != nil {
 			return nil, err
 		}
+		if err := q.l.HaltErr(); err != nil { // what it hands out could not be settled
+			return nil, err
+		}
 		out, nextDue, err := q.scan(max, time.Now())
 		if err != nil || len(out) > 0 {
 			return out, err
@@ -92,8 +95,8 @@ func (q *queue) Fetch(ctx context.Context, max int) ([]pipeline.Delivery, error)
 	}
 }
 
-// wait returns when something was appended, when nextDue (if set) comes,
-// or with an error when ctx ends or the log closes.
+// wait returns when something was appended, when nextDue (if set) comes
+// or the log halts, or with an error when ctx ends or the log closes.
 func (q *queue) wait(ctx context.Context, nextDue time.Time) error {
 	var timer <-chan time.Time
 	if !nextDue.IsZero() {
@@ -106,6 +109,7 @@ func (q *queue) wait(ctx context.Context, nextDue time.Time) error {
 	case <-timer:
 	case <-q.l.closed:
 		return pipeline.ErrClosed
+	case <-q.l.halted:
 	case <-ctx.Done():
 		return ctx.Err()
 	}

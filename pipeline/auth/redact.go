@@ -12,15 +12,21 @@ import (
 // encoded once more, and one more time for each level it is nested.
 const RedactDecodes = 4
 
+// minRedactedToken is the shortest token redacted by its value: a shorter
+// one ("short", say) stands in ordinary text, which it would cut up in
+// every stored header; it is redacted by parameter only. A token of 32
+// random characters or more is the one to configure (openssl rand -hex 32).
+const minRedactedToken = 8
+
 // Redactor removes a url-token source's credential from a header value
 // before it is stored, kept with a rejected request or shown to rules. It
 // redacts by parameter, as [RedactQuery] does, and by value: every
 // configured token wherever it is, under another parameter's name (a
 // sender given ?key=<token> by mistake, a proxy that renamed it), in a
 // fragment, after a ';', or percent-encoded, whole or in part, with
-// upper- or lower-case hex digits, up to [RedactDecodes] times over (the
-// URL inside another URL's query). In a decoded value the parameter's
-// value is redacted too (token%3D...). What is redacted is replaced by
+// upper- or lower-case hex digits (a token of at least 8 bytes), up to
+// [RedactDecodes] times over (the URL inside another URL's query). In a
+// decoded value the parameter's value is redacted too (token%3D...). What is redacted is replaced by
 // [Redacted] in the value as it was sent, escapes and all; the rest is
 // left as it was.
 //
@@ -57,8 +63,8 @@ func NewRedactor(s Spec) *Redactor {
 	}
 	r := &Redactor{param: param, base: rand.Uint64() | 1}
 	for _, sec := range s.Secrets {
-		if len(sec) == 0 {
-			continue
+		if len(sec) < minRedactedToken {
+			continue // by parameter only
 		}
 		tok := string(sec)
 		i := slices.IndexFunc(r.groups, func(g tokenGroup) bool { return g.n == len(tok) })

@@ -158,7 +158,7 @@ func TestRedactQuery(t *testing.T) {
 }
 
 func TestRedactor(t *testing.T) {
-	r := NewRedactor(urlSpec(urlTok1, urlTok2, "tok-short"))
+	r := NewRedactor(urlSpec(urlTok1, urlTok2, "tok-short", "short"))
 	// enc percent-encodes every byte of s, with hex digits in the case given.
 	enc := func(s string, upper bool) string {
 		var b strings.Builder
@@ -180,6 +180,9 @@ func TestRedactor(t *testing.T) {
 		{"the rotated-out token", "/x?apikey=" + urlTok2, "/x?apikey=REDACTED"},
 		{"a token of another length", "/x?k=tok-short&y=1", "/x?k=REDACTED&y=1"},
 		{"in the path", "/hooks/" + t1 + "/x", "/hooks/REDACTED/x"},
+		// Under 8 bytes, a token is ordinary text: redacted as the
+		// parameter's value only.
+		{"a token too short to look for", "a short sentence, shortly; ?token=short", "a short sentence, shortly; ?token=REDACTED"},
 		{"in a fragment", "/x#" + t1, "/x#REDACTED"},
 		{"after a semicolon", "/x;k=" + t1, "/x;k=REDACTED"},
 		{"twice, and next to each other", "a=" + t1 + "&b=" + t1 + urlTok2, "a=REDACTED&b=REDACTED"},

@@ -143,13 +143,13 @@ func (c *Config) decide(src *Source, req Request, held *inflight) Decision {
 	}
 	if ct := req.Header.Get("Content-Type"); !isJSON(ct) {
 		return refuse(http.StatusUnsupportedMediaType, metrics.OutcomeUnsupportedMediaType,
-			"content type "+strconv.Quote(ct)+" is not JSON: send Content-Type: application/json", nil)
+			"content type "+strconv.Quote(src.Redactor.Redact(ct))+" is not JSON: send Content-Type: application/json", nil)
 	}
 	if ce := req.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(strings.TrimSpace(ce), "identity") {
 		// Not decoded: signatures are over the bytes as sent, and a
 		// compressed body would only reach the JSON check as noise.
 		return refuse(http.StatusUnsupportedMediaType, metrics.OutcomeUnsupportedMediaType,
-			"content encoding "+strconv.Quote(ce)+" is not supported: send the body uncompressed", nil)
+			"content encoding "+strconv.Quote(src.Redactor.Redact(ce))+" is not supported: send the body uncompressed", nil)
 	}
 	max := c.MaxBody
 	if req.ContentLength > max {
@@ -435,14 +435,22 @@ func rejection(src *Source, req *Request, status int, reason string, violations 
 	if body == nil {
 		size = req.ContentLength // -1 when unknown
 	}
-	hdrs, _ := headers(req.Header, src.DropHeaders, src.Redactor)
+	// Cut before the redaction: a stranger's headers are redacted only
+	// as far as they are kept (P9).
+	hdrs, _ := headers(req.Header, src.DropHeaders, nil)
+	hdrs = cutHeaders(hdrs, MaxRejectedHeaders)
+	if src.Redactor != nil {
+		for k, v := range hdrs {
+			hdrs[k] = src.Redactor.Redact(v)
+		}
+	}
 	rj := &pipeline.Rejection{
 		Source:     src.Name,
 		ReceivedAt: req.ReceivedAt.UTC(),
 		Status:     status,
 		Reason:     reason,
 		Violations: violations,
-		Headers:    cutHeaders(hdrs, MaxRejectedHeaders),
+		Headers:    hdrs,
 		BodySize:   size,
 		RemoteAddr: req.RemoteAddr,
 		Keep:       src.KeepRejected,

@@ -158,8 +158,20 @@ type Handler struct {
 type state struct {
 	cfg    Config
 	byPath map[string]*Source
-	slots  chan struct{} // MaxConcurrent tokens; nil when unbounded
-	mem    *bodyMemory   // nil when unbounded
+	// redactors are the url-token sources' (see redact).
+	redactors []*auth.Redactor
+	slots     chan struct{} // MaxConcurrent tokens; nil when unbounded
+	mem       *bodyMemory   // nil when unbounded
+}
+
+// redact removes from s every url-token source's token and parameter
+// value (see [auth.Redactor]): for what is said of a request no source
+// took, whose path may hold one.
+func (st *state) redact(s string) string {
+	for _, r := range st.redactors {
+		s = r.Redact(s)
+	}
+	return s
 }
 
 // New returns a handler that serves cfg and appends through app.
@@ -196,6 +208,9 @@ func (h *Handler) Swap(cfg Config) {
 	for i := range cfg.Sources {
 		src := &cfg.Sources[i]
 		st.byPath[PathKey(src.Path)] = src
+		if src.Redactor != nil {
+			st.redactors = append(st.redactors, src.Redactor)
+		}
 		cfg.Metrics.InitSource(src.Name)
 		for _, expr := range sourceRules {
 			if _, ok := src.rule(expr); ok {
@@ -255,12 +270,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state, received time.Time) (source, outcome string) {
 	path, err := RequestPath(r.URL)
 	if err != nil {
-		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusBadRequest, Outcome: metrics.OutcomeNotFound, Error: err.Error()})
+		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusBadRequest, Outcome: metrics.OutcomeNotFound, Error: st.redact(err.Error())})
 	}
 	src, ok := st.byPath[path]
 	if !ok {
+		// A sender's mistyped URL may hold a token (/hooks/x&token=…).
 		return "", h.refuse(w, r, st, "", Decision{Status: http.StatusNotFound, Outcome: metrics.OutcomeNotFound,
-			Error: "no source is configured at path " + strconv.Quote(path)})
+			Error: "no source is configured at path " + strconv.Quote(st.redact(path))})
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -321,6 +337,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, st *state, recei
 	}
 	if st.cfg.Tracing != nil {
 		telemetry.Stamp(r.Context(), &d.Entry.Event)
+		// The sender's tracestate is its own text, stored and sent on.
+		d.Entry.Event.TraceState = src.Redactor.Redact(d.Entry.Event.TraceState)
 	}
 	h.sourceRuleFailure(st, src, &d)
 	h.ruleFailures(st, src, &d)

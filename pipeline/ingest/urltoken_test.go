@@ -78,14 +78,37 @@ func TestURLTokenNeverWritten(t *testing.T) {
 		{"key=" + token, http.StatusUnauthorized, "missing token: the URL has no token query parameter", ""},
 		{"agent=9&token=" + old, http.StatusOK, "", "/login?next=%2Fhooks%2Fcallkaro%3Fkey%3D" + strings.Replace(token, "live", "%256cive", 1)},
 		{"%74oken=" + strings.Replace(old, "older", "%6f%6C%64er", 1), http.StatusOK, "", ""},
+		// A token in a path no source has: the 404's reason, its log
+		// line and its span quote the path.
+		{"!path /hooks/callkaro&token=" + token, http.StatusNotFound, "", ""},
+		{"!path /hooks/callkaro%3Ftoken%3D" + token, http.StatusNotFound, "", ""},
+		// A token in a Content-Type (the 415's reason quotes it), and in
+		// the sender's tracestate (stored with the event, sent on).
+		{"!type text/plain; x=" + token, http.StatusUnsupportedMediaType, "", ""},
+		{"!tracestate vendor=" + token + "&agent=10&token=" + token, http.StatusOK, "", ""},
 	} {
 		target := hookPath
-		if c.query != "" {
-			target += "?" + c.query
+		contentType, traceState := "application/json", ""
+		switch kind, arg, _ := strings.Cut(c.query, " "); kind {
+		case "!path":
+			target = arg
+		case "!type":
+			contentType = arg
+		case "!tracestate":
+			vendor, query, _ := strings.Cut(arg, "&")
+			target, traceState = hookPath+"?"+query, vendor
+		default:
+			if c.query != "" {
+				target += "?" + c.query
+			}
 		}
 		// A callSid of its own each: no duplicate hides a request.
 		req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(callKaroWith(t, fmt.Sprint("sid-", i))))
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
+		if traceState != "" {
+			req.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+			req.Header.Set("Tracestate", traceState)
+		}
 		req.Header.Set("X-Forwarded-Uri", target)
 		req.Header.Set("Referer", "https://callkaro.example"+target)
 		if c.original != "" {
@@ -112,11 +135,11 @@ func TestURLTokenNeverWritten(t *testing.T) {
 
 	// The accepted events keep the forwarded URL with the token redacted
 	// and the other parameters as they were.
-	if len(app.entries) != 4 {
-		t.Fatalf("%d events appended, want 4", len(app.entries))
+	if len(app.entries) != 5 {
+		t.Fatalf("%d events appended, want 5", len(app.entries))
 	}
 	for i, want := range []string{"/hooks/callkaro?agent=7&token=REDACTED", "/hooks/callkaro?token=REDACTED&agent=8",
-		"/hooks/callkaro?agent=9&token=REDACTED", "/hooks/callkaro?%74oken=REDACTED"} {
+		"/hooks/callkaro?agent=9&token=REDACTED", "/hooks/callkaro?%74oken=REDACTED", "/hooks/callkaro?agent=10&token=REDACTED"} {
 		e := app.entries[i].Event
 		if got := e.Headers["x-forwarded-uri"]; got != want {
 			t.Errorf("event %d x-forwarded-uri = %q, want %q", i, got, want)
@@ -124,6 +147,9 @@ func TestURLTokenNeverWritten(t *testing.T) {
 		if e.Auth != "url-token" {
 			t.Errorf("event %d auth = %q, want url-token", i, e.Auth)
 		}
+	}
+	if got, want := app.entries[4].Event.TraceState, "vendor=REDACTED"; got != want {
+		t.Errorf("event 4 TraceState = %q, want %q", got, want)
 	}
 	if got, want := app.entries[2].Event.Headers["x-original-url"], "/login?next=%2Fhooks%2Fcallkaro%3Fkey%3DREDACTED"; got != want {
 		t.Errorf("event 2 x-original-url = %q, want %q", got, want)
@@ -134,8 +160,8 @@ func TestURLTokenNeverWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(kept) != 6 {
-		t.Fatalf("%d rejections kept, want 6", len(kept))
+	if len(kept) != 7 {
+		t.Fatalf("%d rejections kept, want 7 (the 401s and the 415; a 404 has no source to keep it)", len(kept))
 	}
 	rejections, _ := json.Marshal(kept)
 	if !strings.Contains(string(rejections), "token=REDACTED") {

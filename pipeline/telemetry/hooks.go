@@ -23,7 +23,7 @@ import (
 func (t *Tracer) StartRequest(r *http.Request) (context.Context, trace.Span) {
 	ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	return t.tr.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+		trace.WithAttributes(attribute.String("http.request.method", r.Method)))
 }
 
 // Stamp stores the trace context of the request span in ctx with e, so that
@@ -61,7 +61,11 @@ func HashKey(k string) string {
 func EndRequest(sp trace.Span, r *http.Request, source, outcome string, status int) {
 	if sp.IsRecording() {
 		if source != "" {
-			sp.SetName(r.Method + " " + r.URL.Path) // a source's path: few names
+			// A source's path: few names, and no secret. A path no
+			// source has is left out: a sender's mistyped URL may
+			// hold a token (/hooks/x&token=…).
+			sp.SetName(r.Method + " " + r.URL.Path)
+			sp.SetAttributes(attribute.String("url.path", r.URL.Path))
 		}
 		sp.SetAttributes(attribute.String("pipelined.source", source), attribute.String("pipelined.outcome", outcome),
 			attribute.Int("http.response.status_code", status))

@@ -180,6 +180,9 @@ func TestRedactor(t *testing.T) {
 		{"the rotated-out token", "/x?apikey=" + urlTok2, "/x?apikey=REDACTED"},
 		{"a token of another length", "/x?k=tok-short&y=1", "/x?k=REDACTED&y=1"},
 		{"in the path", "/hooks/" + t1 + "/x", "/hooks/REDACTED/x"},
+		// The token's span inside the parameter's: one REDACTED, to the
+		// parameter's end.
+		{"a token inside the decoded parameter's value", "/l?next=%2Fh%3Ftoken%3Dx" + t1 + "y-secret-tail&z=1", "/l?next=%2Fh%3Ftoken%3DREDACTED&z=1"},
 		// Under 8 bytes, a token is ordinary text: redacted as the
 		// parameter's value only.
 		{"a token too short to look for", "a short sentence, shortly; ?token=short", "a short sentence, shortly; ?token=REDACTED"},

@@ -40,6 +40,10 @@ type config struct {
 	MetricsURL   string
 	Sample       time.Duration
 	DrainTimeout time.Duration
+	// Interval, if positive, prints a line on each interval's answers to
+	// IntervalOut (interval.go).
+	Interval    time.Duration
+	IntervalOut io.Writer
 }
 
 // Report is the outcome of a run; it is also the -json output.
@@ -190,13 +194,17 @@ type worker struct {
 	seq    uint64
 	resp   bytes.Buffer
 
-	hist     Histogram
-	lag      Histogram // open loop: actual send - scheduled send
-	ok       int64     // correct answers completed inside the window
-	sent     int64
-	dupSent  int64
-	errs     map[string]int64
-	examples map[string]string
+	hist Histogram
+	iv   *intervalLog // -interval, or nil
+	// inflightDue is the due time (UnixNano) of the request in flight, 0
+	// when none: read by the interval log.
+	inflightDue inflight
+	lag         Histogram // open loop: actual send - scheduled send
+	ok          int64     // correct answers completed inside the window
+	sent        int64
+	dupSent     int64
+	errs        map[string]int64
+	examples    map[string]string
 }
 
 // answer is the body the daemon sends with a 200.
@@ -264,10 +272,15 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 	}
 
 	u0, ok0 := getUsage()
+	var iv *intervalLog
+	if cfg.Interval > 0 && cfg.IntervalOut != nil {
+		iv = newIntervalLog(cfg.Interval, cfg.IntervalOut, s, cfg.Rate)
+	}
 	workers := make([]*worker, cfg.Conns)
 	var wg sync.WaitGroup
 	for i := range workers {
 		w := &worker{
+			iv:       iv,
 			cfg:      &cfg,
 			s:        s,
 			client:   client,
@@ -284,6 +297,9 @@ func run(ctx context.Context, cfg config) (*Report, error) {
 				w.closedLoop(ctx)
 			}
 		})
+	}
+	if iv != nil {
+		watching.Go(func() { iv.run(workers, loadDone) })
 	}
 	wg.Wait()
 	var sent int64
@@ -421,10 +437,15 @@ func (w *worker) do(ctx context.Context, due time.Time) {
 	if dup {
 		w.dupSent++
 	}
+	w.inflightDue.Store(due.UnixNano())
 	resp, err := w.client.Do(req)
 	if err != nil {
+		w.inflightDue.Store(0)
 		if ctx.Err() == nil {
 			w.fail(transportKind(err), err.Error())
+			if w.iv != nil {
+				w.iv.fail(time.Now())
+			}
 		}
 		return
 	}
@@ -432,6 +453,18 @@ func (w *worker) do(ctx context.Context, due time.Time) {
 	_, err = w.resp.ReadFrom(resp.Body)
 	resp.Body.Close()
 	done := time.Now()
+	w.inflightDue.Store(0)
+	ok := false
+	defer func() {
+		if w.iv == nil {
+			return
+		}
+		if ok {
+			w.iv.record(done, done.Sub(due))
+		} else {
+			w.iv.fail(done)
+		}
+	}()
 	if err != nil {
 		w.fail(transportKind(err), err.Error())
 		return
@@ -454,6 +487,7 @@ func (w *worker) do(ctx context.Context, due time.Time) {
 		w.fail("duplicate mismatch", "sent duplicate="+strconv.FormatBool(dup)+", answer "+truncate(w.resp.String()))
 		return
 	}
+	ok = true
 	if w.cfg.Dup > 0 && !dup {
 		w.s.ring.add(sid)
 	}

@@ -1,7 +1,7 @@
 // Command pipelined-load measures an HTTP webhook receiver under load, and
 // serves the bare net/http baseline it is compared with.
 //
-//	pipelined-load run  -url http://127.0.0.1:8080/hooks/callkaro -c 64 -d 10s [-rate 0] [-dup 0] [-payload file.json] [-warmup 1s] [-timeout 10s] [-json]
+//	pipelined-load run  -url http://127.0.0.1:8080/hooks/callkaro -c 64 -d 10s [-rate 0] [-dup 0] [-payload file.json] [-warmup 1s] [-timeout 10s] [-json] [-interval 10s]
 //	                    [-cpuprofile FILE] [-metrics http://127.0.0.1:8081/metrics [-sample 250ms] [-drain-timeout 60s]]
 //	pipelined-load bare -listen 127.0.0.1:9090
 //
@@ -32,7 +32,7 @@ func main() {
 }
 
 const usage = `usage:
-  pipelined-load run  -url URL [-c 64] [-d 10s] [-rate 0] [-dup 0] [-payload FILE] [-warmup 1s] [-timeout 10s] [-json]
+  pipelined-load run  -url URL [-c 64] [-d 10s] [-rate 0] [-dup 0] [-payload FILE] [-warmup 1s] [-timeout 10s] [-json] [-interval 10s]
                       [-cpuprofile FILE] [-metrics URL [-sample 250ms] [-drain-timeout 60s]]
   pipelined-load bare [-listen 127.0.0.1:9090]
 `
@@ -73,9 +73,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.MetricsURL, "metrics", "", "the daemon's admin metrics URL (e.g. http://127.0.0.1:8081/metrics): report each sink's queue lag and drain time")
 	fs.DurationVar(&cfg.Sample, "sample", 250*time.Millisecond, "with -metrics: how often to read the queue gauges")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 60*time.Second, "with -metrics: how long the queues get to empty after the load before the run fails")
+	fs.DurationVar(&cfg.Interval, "interval", 0, "print a line on stderr every interval: the answers that arrived in it (count, latency p50/p99/max, errors), the requests in flight and the oldest's age, slots due but unsent (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	cfg.IntervalOut = stderr
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "pipelined-load run: unexpected arguments %q\n", fs.Args())
 		return 2

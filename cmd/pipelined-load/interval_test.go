@@ -72,6 +72,9 @@ func TestIntervalLinesShowAStall(t *testing.T) {
 		if l["oldest_inflight_ms"] >= 50 {
 			inflightSeen++
 		}
+		if _, ok := l["send_lag_max_ms"]; !ok {
+			t.Errorf("line %v: no send_lag_max_ms", l)
+		}
 		if l["errors"] != 0 || l["p50_ms"] > l["p99_ms"] || l["p99_ms"] > l["max_ms"] {
 			t.Errorf("line %v", l)
 		}
@@ -97,5 +100,32 @@ func TestIntervalFlag(t *testing.T) {
 	errOut.Reset()
 	if code := mainErr([]string{"run", "-url", url, "-c", "2", "-d", "100ms", "-warmup", "0s"}, &out, &errOut); code != 0 || errOut.Len() != 0 {
 		t.Fatalf("exit %d, stderr %q: want nothing without -interval", code, errOut.String())
+	}
+}
+
+// With one sender, a stall of the server holds back the requests due
+// meanwhile: they leave late, and send_lag_max_ms says so.
+func TestIntervalLinesShowSendLag(t *testing.T) {
+	var n atomic.Int64
+	url := serve(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if n.Add(1) == 20 {
+			time.Sleep(300 * time.Millisecond)
+		}
+		w.Write(bareAnswer)
+	})})
+	cfg := testConfig(t, url)
+	var out bytes.Buffer
+	cfg.Rate, cfg.Conns, cfg.Warmup, cfg.Duration = 100, 1, 0, 600*time.Millisecond
+	cfg.Interval, cfg.IntervalOut = 100*time.Millisecond, &out
+	if _, err := run(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for _, l := range intervalFields(t, out.String()) {
+		worst = max(worst, l["send_lag_max_ms"])
+	}
+	if worst < 250 {
+		t.Errorf("send_lag_max_ms at most %.1f, want >= 250 after a 300 ms stall with one sender:\n%s", worst, out.String())
 	}
 }

@@ -401,8 +401,12 @@ func (w *worker) openLoop(ctx context.Context) {
 		} else if !time.Now().Before(w.s.end) {
 			return // backlog at the end of the run: reported as unsent
 		}
+		lag := time.Since(due)
 		if !due.Before(w.s.warmupEnd) {
-			w.lag.Record(time.Since(due))
+			w.lag.Record(lag)
+		}
+		if w.iv != nil {
+			w.iv.sent(lag)
 		}
 		w.do(ctx, due)
 	}

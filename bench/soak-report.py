@@ -26,9 +26,18 @@ d = sys.argv[1]
 ths = [float(x) for x in sys.argv[2:]] or [50, 100, 250, 500, 1000]
 WINDOW = 5
 
+BASE_HOUR = None  # the hour of the first record: a soak may run past midnight
+
+
 def sec(hms):
+    global BASE_HOUR
     h, m, s = hms.split(':')
-    return int(h) * 3600 + int(m) * 60 + int(float(s))
+    h = int(h)
+    if BASE_HOUR is None:
+        BASE_HOUR = h
+    if h < BASE_HOUR - 12:
+        h += 24  # after midnight
+    return h * 3600 + int(m) * 60 + int(float(s))
 
 def fmt(t):
     return '%02d:%02d:%02d' % (t // 3600 % 24, t // 60 % 60, t % 60)

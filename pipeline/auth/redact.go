@@ -101,14 +101,11 @@ func (r *Redactor) Redact(v string) string {
 	if r == nil {
 		return v
 	}
-	v = RedactQuery(v, r.param)
 	var spans []span
 	layer, at := v, []int(nil) // at[i]: where layer[i] starts in v; nil: layer is v
 	for k := 0; ; k++ {
 		spans = r.tokenSpans(spans, layer, at)
-		if k > 0 { // in v itself RedactQuery did it
-			spans = paramSpans(spans, layer, at, r.param)
-		}
+		spans = paramSpans(spans, layer, at, r.param)
 		if k == RedactDecodes {
 			break
 		}
@@ -117,6 +114,13 @@ func (r *Redactor) Redact(v string) string {
 			break
 		}
 	}
+	return replaceSpans(v, spans)
+}
+
+// replaceSpans returns v with each of spans (of v, in any order,
+// overlapping or empty) replaced by [Redacted], overlapping and adjacent
+// ones by one; v itself when there is none.
+func replaceSpans(v string, spans []span) string {
 	if len(spans) == 0 {
 		return v
 	}
@@ -176,9 +180,7 @@ func paramSpans(spans []span, layer string, at []int, param string) []span {
 			for end < len(layer) && layer[end] != '&' {
 				end++
 			}
-			if end > j+1 {
-				spans = append(spans, span{pos(at, j+1), pos(at, end)})
-			}
+			spans = append(spans, span{pos(at, j+1), pos(at, end)}) // an empty one too: token=REDACTED
 			i = end
 			continue
 		}

@@ -134,50 +134,7 @@ func RedactQuery(s, param string) string {
 	if param == "" || !strings.Contains(s, "=") {
 		return s
 	}
-	var b strings.Builder // from the first parameter found on
-	i := 0
-	changed := false
-	for i < len(s) {
-		// s[i] starts a key: at 0 or just after a separator.
-		j := i
-		for j < len(s) && s[j] != '=' && !isQuerySep(s[j]) {
-			j++
-		}
-		if j < len(s) && s[j] == '=' && paramIs(s[i:j], param) {
-			end := j + 1
-			// A value ends at '&' only; not at '?', ';', '#' or white
-			// space, which what was sent may hold: better too much
-			// redacted than a tail of a token left.
-			for end < len(s) && s[end] != '&' {
-				end++
-			}
-			if !changed {
-				b.Grow(len(s))
-				b.WriteString(s[:i])
-				changed = true
-			}
-			b.WriteString(s[i : j+1])
-			b.WriteString(Redacted)
-			i = end
-			continue
-		}
-		// Not the parameter: copy up to and including the next separator.
-		k := j
-		for k < len(s) && !isQuerySep(s[k]) {
-			k++
-		}
-		if k < len(s) {
-			k++
-		}
-		if changed {
-			b.WriteString(s[i:k])
-		}
-		i = k
-	}
-	if !changed {
-		return s
-	}
-	return b.String()
+	return replaceSpans(s, paramSpans(nil, s, nil, param))
 }
 
 func isQuerySep(c byte) bool { return c == '&' || c == '?' || c == ';' || c == '#' }

@@ -25,6 +25,7 @@ import (
 	"github.com/pipelined/pipelined/pipeline/eventlog/memlog"
 	"github.com/pipelined/pipelined/pipeline/ingest"
 	"github.com/pipelined/pipelined/pipeline/metrics"
+	"github.com/pipelined/pipelined/pipeline/rules"
 	"github.com/pipelined/pipelined/pipeline/telemetry"
 )
 
@@ -276,4 +277,48 @@ func holdsToken(s, tok string) bool {
 		})
 	}
 	return false
+}
+
+// TestURLTokenNotInTheDedupKey: a dedup_key over a header that holds the
+// URL is made from the redacted header, also when another header is not
+// UTF-8 (the key is then made from the headers' bytes) and when the
+// header came on two lines; so is the stored header.
+func TestURLTokenNotInTheDedupKey(t *testing.T) {
+	const token = "dk-url-token-5e21a9"
+	spec := auth.Spec{Type: auth.TypeURLToken, Param: "token", Secrets: [][]byte{[]byte(token)}}
+	v, err := auth.New(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dedup, err := rules.CompileValue(`headers["x-forwarded-uri"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ingest.Config{MaxBody: 1 << 20}
+	src := &ingest.Source{Name: "callkaro", Path: hookPath, Verifier: v, Redactor: auth.NewRedactor(spec), DedupKey: dedup, DedupWindow: time.Hour}
+	body := []byte(`{"event":"call_ended"}`)
+	for _, c := range []struct {
+		name string
+		h    http.Header
+	}{
+		{"one line", http.Header{"X-Forwarded-Uri": {"/hooks/callkaro?key=" + token}}},
+		{"a header not UTF-8 beside it", http.Header{"X-Forwarded-Uri": {"/hooks/callkaro?key=" + token}, "X-Name": {"M\xfcller"}}},
+		{"on two lines", http.Header{"X-Forwarded-Uri": {"/hooks/callkaro?a=1", "/hooks/callkaro?key=" + token}}},
+		{"on two lines, a header not UTF-8 beside it", http.Header{"X-Forwarded-Uri": {"/x", "/hooks/callkaro?key=" + token}, "X-Name": {"M\xfcller"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.h.Set("Content-Type", "application/json")
+			d := cfg.Decide(src, ingest.Request{Header: c.h, Body: bytes.NewReader(body), ContentLength: int64(len(body)),
+				Query: "token=" + token, ReceivedAt: time.Now(), ID: "dk"})
+			if !d.Accepted() {
+				t.Fatalf("not accepted: %d %s", d.Status, d.Error)
+			}
+			if d.Entry.DedupKey == "" || holdsToken(d.Entry.DedupKey, token) {
+				t.Errorf("dedup key %q: want the forwarded URL with the token redacted", d.Entry.DedupKey)
+			}
+			if got := d.Entry.Event.Headers["x-forwarded-uri"]; holdsToken(got, token) || !strings.Contains(got, "REDACTED") {
+				t.Errorf("stored x-forwarded-uri %q: want the token redacted", got)
+			}
+		})
+	}
 }

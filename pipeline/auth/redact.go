@@ -146,22 +146,23 @@ func replaceSpans(v string, spans []span) string {
 func (r *Redactor) tokenSpans(spans []span, layer string, at []int) []span {
 	for gi := range r.groups {
 		g := &r.groups[gi]
-		if len(layer) < g.n {
+		n, sums, base, pow := g.n, g.sums, r.base, g.pow // in registers: the loop runs per byte
+		if len(layer) < n {
 			continue
 		}
-		h := r.sum(layer[:g.n])
-		for i := g.n; ; i++ {
+		h := r.sum(layer[:n])
+		for i := n; ; i++ {
 			// The same work at every window, whatever its bytes: a
 			// comparison of the bytes only where a hash is a token's.
-			for j, sum := range g.sums {
-				if h == sum && subtle.ConstantTimeCompare([]byte(layer[i-g.n:i]), []byte(g.tokens[j])) == 1 {
-					spans = append(spans, span{pos(at, i-g.n), pos(at, i)})
+			for j, sum := range sums {
+				if h == sum && subtle.ConstantTimeCompare([]byte(layer[i-n:i]), []byte(g.tokens[j])) == 1 {
+					spans = append(spans, span{pos(at, i-n), pos(at, i)})
 				}
 			}
 			if i == len(layer) {
 				break
 			}
-			h = h*r.base + uint64(layer[i]) - g.pow*uint64(layer[i-g.n])
+			h = h*base + uint64(layer[i]) - pow*uint64(layer[i-n])
 		}
 	}
 	return spans

@@ -255,6 +255,7 @@ func TestRedactorCostIsLinear(t *testing.T) {
 func BenchmarkRedactor(b *testing.B) {
 	r := NewRedactor(urlSpec(urlTok1, urlTok2))
 	for _, c := range []struct{ name, v string }{
+		{"no token", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"},
 		{"plain", "https://callkaro.example/hooks/callkaro?agent=7&token=" + urlTok1},
 		{"escaped", "/login?next=%2Fhooks%2Fcallkaro%3Fagent%3D7%26key%3D" + urlTok1},
 		{"4KiB", strings.Repeat("/a%2Fb?x=1&", 372)},

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/smallfs"
+
 	"github.com/pipelined/pipelined/tests/harness"
 )
 
@@ -28,7 +30,7 @@ func TestDiskFillsMidWrite(t *testing.T) {
 		t.Skip("TestDiskFillsMidWrite mounts a size-limited tmpfs and must run as root; skipped (run `sudo make torture`)")
 	}
 	w := newWorld(t)
-	mnt := mountSmall(t, filepath.Join(w.dir, "small"), "256m")
+	mnt := smallfs.Mount(t, "tmpfs", filepath.Join(w.dir, "small"), 256<<20)
 	cfg := harness.WriteConfig(t, w.dir, w.config(configOpts{logDir: filepath.Join(mnt, "log")}))
 	mem := newMemWatch(t)
 	d := harness.Start(t, cfg)
@@ -102,23 +104,6 @@ func TestDiskFillsMidWrite(t *testing.T) {
 			resumed[len(resumed)/2].Round(time.Millisecond), resumed[len(resumed)-1].Round(time.Millisecond)),
 		MemPeak: mem.String(),
 		Note:    fmt.Sprintf("%d probes 503 while full (all with Retry-After: %v); load %s", n503, n503 == nRetryAfter, l.Summary())})
-}
-
-// mountSmall mounts a tmpfs of size at dir for the test.
-func mountSmall(t *testing.T, dir, size string) string {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("mount -t tmpfs failed (%v: %s); skipped", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Logf("umount %s: %v %s", dir, err, out)
-		}
-	})
-	return dir
 }
 
 // waitState waits until process pid is in state (as /proc/PID/stat says:

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipelined/pipelined/internal/smallfs"
 	"github.com/pipelined/pipelined/pipeline"
 )
 
@@ -66,37 +67,7 @@ func TestWriteAfterTheDiskFilled(t *testing.T) {
 // reserve, and the next memtable WAL file 32 MiB: that leaves room to
 // write.
 func mountSmall(t *testing.T, fs string) string {
-	t.Helper()
-	mnt := filepath.Join(t.TempDir(), "small")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var out []byte
-	var err error
-	switch fs {
-	case "tmpfs":
-		out, err = exec.Command("mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", mnt).CombinedOutput()
-	case "ext4":
-		img := filepath.Join(t.TempDir(), "ext4.img")
-		if err := os.WriteFile(img, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(img, 256<<20); err != nil {
-			t.Fatal(err)
-		}
-		if out, err = exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err == nil {
-			out, err = exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput()
-		}
-	}
-	if err != nil {
-		t.Skipf("%s: %v: %s", fs, err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Logf("umount %s: %v %s", mnt, err, out)
-		}
-	})
-	return mnt
+	return smallfs.Mount(t, fs, filepath.Join(t.TempDir(), "small"), 256<<20)
 }
 
 // crashTail is out from a Go crash report on, or its end.

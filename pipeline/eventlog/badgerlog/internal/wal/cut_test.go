@@ -3,12 +3,13 @@ package wal
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/pipelined/pipelined/internal/smallfs"
 )
 
 // TestFailedSyncCutsTheGroupOff: a group whose fdatasync failed was
@@ -47,17 +48,7 @@ func TestFailedSyncCutsTheGroupOff(t *testing.T) {
 // and the next group (one record of that size, once space is freed) must
 // be the last record replayed.
 func TestFailedWriteCutsTheGroupOff(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounts a small tmpfs and must run as root")
-	}
-	mnt := filepath.Join(t.TempDir(), "small")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	mnt := smallfs.Mount(t, "tmpfs", filepath.Join(t.TempDir(), "small"), 1<<20)
 	dir := filepath.Join(mnt, "wal")
 	l := openLog(t, dir, 1<<20)
 	if _, err := l.Rotate(); err != nil {

@@ -797,6 +797,27 @@ func parkingSink(back *atomic.Bool) *fakeSink {
 	}}
 }
 
+// parkTen appends ten events for sink s to l and starts a dispatcher of q
+// (l's queue of s, or one wrapping it) on a parkingSink, logging to the
+// returned buffer; it returns once the sink's first call parked all ten
+// an hour ahead. Setting back brings the receiver back.
+func parkTen(t *testing.T, l *memlog.Log, q pipeline.Queue) (sink *fakeSink, back *atomic.Bool, buf *testlog.Buffer) {
+	t.Helper()
+	buf, back = &testlog.Buffer{}, &atomic.Bool{}
+	appendEvents(t, l, "parked", 10, "s")
+	sink = parkingSink(back)
+	o := options(q, sink)
+	o.MaxAttempts = 0
+	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Minute
+	o.Logger = slog.New(slog.NewTextHandler(buf, nil))
+	start(t, o)
+	waitFor(t, "the 10 events parked an hour ahead", func() bool {
+		st := stats(t, l.Queue("s"))
+		return st.Retrying == 10 && st.Ready == 0 && len(sink.calls()) == 1
+	})
+	return sink, back, buf
+}
+
 // TestParkedEventsGoWhenTheSinkTakesEventsAgain: a receiver down for
 // maintenance answers 503 with Retry-After of an hour, and the sink sends
 // no more of the batch (the rest not attempted, an hour too). The
@@ -804,21 +825,9 @@ func parkingSink(back *atomic.Bool) *fakeSink {
 // the parked events with it, not an hour later. An event that fails on its
 // own with a delay (TestBreakerFirstProbeKeepsBackoff) keeps its time.
 func TestParkedEventsGoWhenTheSinkTakesEventsAgain(t *testing.T) {
-	buf := &testlog.Buffer{}
 	l := memlog.New()
-	appendEvents(t, l, "parked", 10, "s")
 	q := l.Queue("s")
-	var back atomic.Bool
-	sink := parkingSink(&back)
-	o := options(q, sink)
-	o.MaxAttempts = 0
-	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Minute
-	o.Logger = slog.New(slog.NewTextHandler(buf, nil))
-	start(t, o)
-	waitFor(t, "the 10 events parked an hour ahead", func() bool {
-		st := stats(t, q)
-		return st.Retrying == 10 && st.Ready == 0 && len(sink.calls()) == 1
-	})
+	sink, back, buf := parkTen(t, l, q)
 	back.Store(true)
 	appendEvents(t, l, "new", 1, "s")
 	waitFor(t, "every event delivered", func() bool { return stats(t, q) == pipeline.QueueStats{} })
@@ -909,21 +918,9 @@ func (h halfHastener) Hasten(ctx context.Context, seqs []uint64) (int, error) {
 // events and then fails, the line says how many went and that the rest
 // keep their time, not that none could.
 func TestParkedEventsBroughtForwardInPart(t *testing.T) {
-	buf := &testlog.Buffer{}
 	l := memlog.New()
-	appendEvents(t, l, "parked", 10, "s")
 	mq := l.Queue("s")
-	var back atomic.Bool
-	sink := parkingSink(&back)
-	o := options(halfHastener{mq.(pipeline.Hastener)}, sink)
-	o.MaxAttempts = 0
-	o.BackoffMin, o.BackoffMax = time.Millisecond, time.Minute
-	o.Logger = slog.New(slog.NewTextHandler(buf, nil))
-	start(t, o)
-	waitFor(t, "the 10 events parked an hour ahead", func() bool {
-		st := stats(t, mq)
-		return st.Retrying == 10 && st.Ready == 0 && len(sink.calls()) == 1
-	})
+	_, back, buf := parkTen(t, l, halfHastener{mq.(pipeline.Hastener)})
 	back.Store(true)
 	appendEvents(t, l, "new", 1, "s")
 	waitFor(t, "the new event and the 5 brought forward delivered", func() bool { return stats(t, mq) == pipeline.QueueStats{Retrying: 5} })

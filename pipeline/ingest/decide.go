@@ -311,9 +311,10 @@ func textKey(k string) string {
 }
 
 // rawHeaders returns the headers as [headers] does but with their bytes as
-// sent: for a request whose headers were not all UTF-8.
+// sent: for a request whose headers were not all UTF-8. Each value is
+// redacted once, as sent (headers' own values are only the set to keep).
 func rawHeaders(hs http.Header, drop []string, r *auth.Redactor) map[string]string {
-	out, _ := headers(hs, drop, r)
+	out, _ := headers(hs, drop, nil)
 	for k, v := range hs {
 		if lk := strings.ToLower(k); out[lk] != "" {
 			out[lk] = r.Redact(strings.Join(v, ", "))

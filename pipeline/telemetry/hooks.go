@@ -57,7 +57,8 @@ func HashKey(k string) string {
 }
 
 // EndRequest ends a request span with the request's source ("" for an
-// unknown path), outcome (a metrics outcome) and answered status.
+// unknown path), outcome (a metrics outcome) and answered status, and,
+// for a source's path only, names it by the path and sets url.path.
 func EndRequest(sp trace.Span, r *http.Request, source, outcome string, status int) {
 	if sp.IsRecording() {
 		if source != "" {
